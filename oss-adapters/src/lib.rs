@@ -1,0 +1,2 @@
+//! Placeholder: see README.md for what will live in this crate.
+#![forbid(unsafe_code)]

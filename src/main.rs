@@ -1,0 +1,64 @@
+//! `tollgate`: the one binary of the Tollgate charging engine.
+
+#![forbid(unsafe_code)]
+
+mod commands;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[derive(Debug, Parser)]
+#[command(name = "tollgate", version, about = "Telecom rating and charging engine")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Check and compile tariff plans.
+    #[command(subcommand)]
+    Tariff(TariffCommand),
+    /// Price usage events read as JSON lines on stdin; write rated results as JSON lines on stdout.
+    Rate {
+        /// A plan source (.toml) or a compiled plan (from `tariff compile`).
+        #[arg(long)]
+        plan: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TariffCommand {
+    /// Validate plan files and report every problem with file, line and field.
+    Check {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Compile a plan into its binary form, loadable without recompiling.
+    Compile {
+        file: PathBuf,
+        #[arg(short, long)]
+        output: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Tariff(TariffCommand::Check { files }) => commands::tariff::check(&files),
+        Command::Tariff(TariffCommand::Compile { file, output }) => commands::tariff::compile(&file, &output),
+        Command::Rate { plan } => commands::rate::run(&plan),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("tollgate: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

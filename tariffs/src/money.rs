@@ -1,0 +1,163 @@
+//! Money arithmetic: named rounding modes, currency minor units, and the
+//! residue-carrying rounding that keeps the lines of a rated event summing to its total.
+
+use rkyv::{Archive, Deserialize as RkyvDeserialize, Serialize as RkyvSerialize};
+use rust_decimal::{Decimal, RoundingStrategy};
+use serde::{Deserialize, Serialize};
+
+/// How an exact amount is brought to the plan's number of decimals.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Archive, RkyvSerialize, RkyvDeserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RoundingMode {
+    /// 0.125 → 0.13, −0.125 → −0.13 (ties away from zero; "commercial" rounding).
+    HalfUp,
+    /// 0.125 → 0.12, 0.135 → 0.14 (ties to the even neighbour; banker's rounding).
+    HalfEven,
+    /// Always away from zero: 0.121 → 0.13. The operator never under-charges.
+    Up,
+    /// Always towards zero: 0.129 → 0.12. The subscriber never over-pays.
+    Down,
+}
+
+impl RoundingMode {
+    fn strategy(self) -> RoundingStrategy {
+        match self {
+            RoundingMode::HalfUp => RoundingStrategy::MidpointAwayFromZero,
+            RoundingMode::HalfEven => RoundingStrategy::MidpointNearestEven,
+            RoundingMode::Up => RoundingStrategy::AwayFromZero,
+            RoundingMode::Down => RoundingStrategy::ToZero,
+        }
+    }
+
+    /// The name used in plan files (`half-up`, `half-even`, `up`, `down`).
+    pub fn name(self) -> &'static str {
+        match self {
+            RoundingMode::HalfUp => "half-up",
+            RoundingMode::HalfEven => "half-even",
+            RoundingMode::Up => "up",
+            RoundingMode::Down => "down",
+        }
+    }
+}
+
+/// A rounding rule: a mode and a number of decimals.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Archive, RkyvSerialize, RkyvDeserialize)]
+pub struct Rounding {
+    pub mode: RoundingMode,
+    pub decimals: u32,
+}
+
+/// Most decimals a plan may round to (rust_decimal keeps 28).
+pub const MAX_ROUNDING_DECIMALS: u32 = 12;
+
+impl Rounding {
+    /// Rounds `amount` with this rule.
+    /// Rounds `amount` with this rule; the result always carries exactly `decimals`
+    /// decimals (0.1 becomes 0.10), as it will be shown on an invoice.
+    pub fn apply(self, amount: Decimal) -> Decimal {
+        let mut rounded = amount.round_dp_with_strategy(self.decimals, self.mode.strategy());
+        rounded.rescale(self.decimals);
+        rounded
+    }
+
+    /// The smallest amount this rule can express (0.01 for two decimals).
+    pub fn minor_unit(self) -> Decimal {
+        Decimal::new(1, self.decimals)
+    }
+}
+
+/// ISO 4217 minor units of the currencies whose exponent is not 2. Every other
+/// three-letter code uses 2; a plan may always override with `[rounding] decimals`.
+pub fn currency_minor_units(code: &str) -> u32 {
+    match code {
+        "BIF" | "CLP" | "DJF" | "GNF" | "ISK" | "JPY" | "KMF" | "KRW" | "PYG" | "RWF" | "UGX" | "UYI" | "VND"
+        | "VUV" | "XAF" | "XOF" | "XPF" => 0,
+        "BHD" | "IQD" | "JOD" | "KWD" | "LYD" | "OMR" | "TND" => 3,
+        "CLF" | "UYW" => 4,
+        _ => 2,
+    }
+}
+
+/// A line of a breakdown that has an exact amount and a rounded one.
+pub trait Amounts {
+    fn exact(&self) -> Decimal;
+    fn rounded_mut(&mut self) -> &mut Decimal;
+}
+
+impl Amounts for (Decimal, Decimal) {
+    fn exact(&self) -> Decimal {
+        self.0
+    }
+    fn rounded_mut(&mut self) -> &mut Decimal {
+        &mut self.1
+    }
+}
+
+/// Rounds every line's exact amount with `rounding`, and carries the difference between
+/// the rounded total and the sum of the rounded lines on the line of largest magnitude,
+/// so the rounded lines sum exactly to the returned total.
+///
+/// The total is the exact sum rounded once: rounding never drifts with the number of
+/// lines, and the residue carried is at most half a minor unit per line.
+pub fn round_lines<T: Amounts>(rounding: Rounding, lines: &mut [T]) -> Decimal {
+    let exact_total: Decimal = lines.iter().map(Amounts::exact).sum();
+    let total = rounding.apply(exact_total);
+    let mut sum = Decimal::ZERO;
+    let mut largest: Option<(usize, Decimal)> = None;
+    for (index, line) in lines.iter_mut().enumerate() {
+        let exact = line.exact();
+        let rounded = rounding.apply(exact);
+        *line.rounded_mut() = rounded;
+        sum += rounded;
+        if largest.is_none_or(|(_, magnitude)| exact.abs() > magnitude) {
+            largest = Some((index, exact.abs()));
+        }
+    }
+    if let Some((index, _)) = largest {
+        *lines[index].rounded_mut() += total - sum;
+    }
+    total
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::str::FromStr;
+
+    fn d(text: &str) -> Decimal {
+        Decimal::from_str(text).expect("test decimal")
+    }
+
+    #[test]
+    fn each_mode_rounds_as_named() {
+        let cases = [
+            ("0.125", RoundingMode::HalfUp, "0.13"),
+            ("-0.125", RoundingMode::HalfUp, "-0.13"),
+            ("0.125", RoundingMode::HalfEven, "0.12"),
+            ("0.135", RoundingMode::HalfEven, "0.14"),
+            ("0.121", RoundingMode::Up, "0.13"),
+            ("0.129", RoundingMode::Down, "0.12"),
+            ("0.120", RoundingMode::Up, "0.12"),
+        ];
+        for (input, mode, expected) in cases {
+            let rounding = Rounding { mode, decimals: 2 };
+            assert_eq!(rounding.apply(d(input)), d(expected), "{input} {mode:?}");
+        }
+    }
+
+    #[test]
+    fn rounded_lines_sum_to_the_rounded_total() {
+        let rounding = Rounding { mode: RoundingMode::HalfUp, decimals: 2 };
+        let mut lines = [(d("0.005"), Decimal::ZERO), (d("0.005"), Decimal::ZERO), (d("0.005"), Decimal::ZERO)];
+        let total = round_lines(rounding, &mut lines);
+        assert_eq!(total, d("0.02"));
+        assert_eq!(lines.iter().map(|line| line.1).sum::<Decimal>(), total);
+    }
+
+    #[test]
+    fn minor_units_follow_iso_4217() {
+        assert_eq!(currency_minor_units("EUR"), 2);
+        assert_eq!(currency_minor_units("JPY"), 0);
+        assert_eq!(currency_minor_units("KWD"), 3);
+    }
+}
