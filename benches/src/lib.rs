@@ -94,7 +94,10 @@ pub fn write_generated_plan(dir: &Path, prefixes: usize, destinations: usize) ->
         by_destination[*destination].push(prefix.as_str());
     }
     for (destination, prefixes) in by_destination.iter().enumerate() {
-        inline.push_str(&format!("[[destinations]]\nname = \"d{destination}\"\nprefixes = [\"{}\"]\n", prefixes.join("\", \"")));
+        inline.push_str(&format!(
+            "[[destinations]]\nname = \"d{destination}\"\nprefixes = [\"{}\"]\n",
+            prefixes.join("\", \"")
+        ));
     }
     std::fs::create_dir_all(dir).expect("bench dir");
     std::fs::write(dir.join("prefixes.csv"), csv).expect("write prefixes");

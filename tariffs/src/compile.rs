@@ -27,8 +27,8 @@ use crate::source::{PlanSource, RateSource, LANGUAGE_VERSION};
 pub const MAX_SOURCE_BYTES: u64 = 256 * 1024 * 1024;
 /// Most destination prefixes in one plan.
 pub const MAX_PREFIXES: usize = 4_000_000;
-/// Most destination groups in one plan.
-pub const MAX_DESTINATIONS: usize = 1_000_000;
+/// Most destination groups in one plan (the prefix trie stores 22-bit values).
+pub const MAX_DESTINATIONS: usize = crate::prefix::MAX_VALUE as usize;
 pub const MAX_SERVICES: usize = 1024;
 /// Bands are few by nature; the week table holds a `u16` per band.
 pub const MAX_BANDS: usize = 64;

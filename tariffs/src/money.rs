@@ -93,19 +93,26 @@ impl Amounts for (Decimal, Decimal) {
     }
 }
 
-/// Rounds every line's exact amount with `rounding`, and carries the difference between
-/// the rounded total and the sum of the rounded lines on the line of largest magnitude,
-/// so the rounded lines sum exactly to the returned total.
+/// Rounds the exact total of `lines` once with `rounding`, rounds every line with the
+/// same rule, and carries the difference between the rounded total and the sum of the
+/// rounded lines on the line of largest magnitude, so the rounded lines sum exactly to
+/// the returned total. Returns `(exact total, rounded total)`.
 ///
-/// The total is the exact sum rounded once: rounding never drifts with the number of
-/// lines, and the residue carried is at most half a minor unit per line.
-pub fn round_lines<T: Amounts>(rounding: Rounding, lines: &mut [T]) -> Decimal {
-    let exact_total: Decimal = lines.iter().map(Amounts::exact).sum();
-    let total = rounding.apply(exact_total);
+/// Because the total is rounded once, rounding never drifts with the number of lines;
+/// the residue carried is at most half a minor unit per line.
+pub fn round_lines<T: Amounts>(rounding: Rounding, lines: &mut [T]) -> (Decimal, Decimal) {
+    if let [line] = lines {
+        let exact = line.exact();
+        let total = rounding.apply(exact);
+        *line.rounded_mut() = total;
+        return (exact, total);
+    }
+    let mut exact_total = Decimal::ZERO;
     let mut sum = Decimal::ZERO;
     let mut largest: Option<(usize, Decimal)> = None;
     for (index, line) in lines.iter_mut().enumerate() {
         let exact = line.exact();
+        exact_total += exact;
         let rounded = rounding.apply(exact);
         *line.rounded_mut() = rounded;
         sum += rounded;
@@ -113,10 +120,11 @@ pub fn round_lines<T: Amounts>(rounding: Rounding, lines: &mut [T]) -> Decimal {
             largest = Some((index, exact.abs()));
         }
     }
+    let total = rounding.apply(exact_total);
     if let Some((index, _)) = largest {
         *lines[index].rounded_mut() += total - sum;
     }
-    total
+    (exact_total, total)
 }
 
 #[cfg(test)]
@@ -149,8 +157,8 @@ mod tests {
     fn rounded_lines_sum_to_the_rounded_total() {
         let rounding = Rounding { mode: RoundingMode::HalfUp, decimals: 2 };
         let mut lines = [(d("0.005"), Decimal::ZERO), (d("0.005"), Decimal::ZERO), (d("0.005"), Decimal::ZERO)];
-        let total = round_lines(rounding, &mut lines);
-        assert_eq!(total, d("0.02"));
+        let (exact, total) = round_lines(rounding, &mut lines);
+        assert_eq!((exact, total), (d("0.015"), d("0.02")));
         assert_eq!(lines.iter().map(|line| line.1).sum::<Decimal>(), total);
     }
 

@@ -2,8 +2,9 @@
 //!
 //! A bitmap trie: each node keeps a 10-bit mask of the digits that have a child and the
 //! index of its first child; the children of a node are contiguous, so the child for
-//! digit `d` is `first_child + popcount(mask & ((1 << d) - 1))`. A node is 12 bytes and a
-//! lookup is at most 15 dependent loads. The trie is built breadth-first from a sorted
+//! digit `d` is `first_child + popcount(mask & ((1 << d) - 1))`. A node packs into one
+//! `u64` (mask: 10 bits, value: 22 bits, first child: 32 bits) and a lookup is at most
+//! 15 dependent loads. The trie is built breadth-first from a sorted
 //! prefix list, which keeps the build O(total digits) and its memory at the final size.
 
 use rkyv::{Archive, Deserialize as RkyvDeserialize, Serialize as RkyvSerialize};
@@ -11,14 +12,36 @@ use rkyv::{Archive, Deserialize as RkyvDeserialize, Serialize as RkyvSerialize};
 /// Longest prefix (E.164 allows 15 digits in all).
 pub const MAX_PREFIX_DIGITS: usize = 15;
 
-/// The value stored for "no destination ends here".
-const NO_VALUE: u32 = u32::MAX;
+/// The value stored for "no destination ends here"; values must be below it.
+const NO_VALUE: u32 = (1 << 22) - 1;
+/// Largest value a prefix may map to.
+pub const MAX_VALUE: u32 = NO_VALUE - 1;
 
+/// `first_child << 32 | value << 10 | mask`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Archive, RkyvSerialize, RkyvDeserialize)]
-struct Node {
-    first_child: u32,
-    value: u32,
-    mask: u16,
+struct Node(u64);
+
+impl Node {
+    const EMPTY: Node = Node((NO_VALUE as u64) << 10);
+
+    fn mask(self) -> u16 {
+        (self.0 & 0x3ff) as u16
+    }
+    fn value(self) -> u32 {
+        ((self.0 >> 10) & u64::from(NO_VALUE)) as u32
+    }
+    fn first_child(self) -> u32 {
+        (self.0 >> 32) as u32
+    }
+    fn set_value(&mut self, value: u32) {
+        self.0 = (self.0 & !(u64::from(NO_VALUE) << 10)) | (u64::from(value) << 10);
+    }
+    fn set_first_child(&mut self, first_child: u32) {
+        self.0 = (self.0 & 0xffff_ffff) | (u64::from(first_child) << 32);
+    }
+    fn add_digit(&mut self, digit: u8) {
+        self.0 |= 1 << digit;
+    }
 }
 
 /// An immutable prefix → value map answering longest-prefix queries.
@@ -40,26 +63,28 @@ pub enum PrefixMatch {
 }
 
 impl PrefixTrie {
-    /// Builds the trie from `(digits, value)` pairs sorted by digits with no duplicates.
+    /// Builds the trie from `(digits, value)` pairs sorted by digits with no duplicates,
+    /// each value at most [`MAX_VALUE`].
     ///
-    /// The caller validates digits and uniqueness (so it can name the line of a bad one);
-    /// here a violation is a programming error.
+    /// The caller validates digits, values and uniqueness (so it can name the line of a
+    /// bad one); here a violation is a programming error.
     pub fn from_sorted(entries: &[(&[u8], u32)]) -> PrefixTrie {
         debug_assert!(entries.windows(2).all(|pair| pair[0].0 < pair[1].0));
-        let mut nodes = vec![Node { first_child: 0, value: NO_VALUE, mask: 0 }];
+        debug_assert!(entries.iter().all(|(_, value)| *value <= MAX_VALUE));
+        let mut nodes = vec![Node::EMPTY];
         // Work queue of (node index, depth, range of entries sharing the node's prefix).
         let mut queue = std::collections::VecDeque::new();
         queue.push_back((0usize, 0usize, 0usize, entries.len()));
         while let Some((node, depth, mut start, end)) = queue.pop_front() {
             if start < end && entries[start].0.len() == depth {
-                nodes[node].value = entries[start].1;
+                nodes[node].set_value(entries[start].1);
                 start += 1;
             }
             if start == end {
                 continue;
             }
             let first_child = nodes.len();
-            nodes[node].first_child = first_child as u32;
+            nodes[node].set_first_child(first_child as u32);
             let mut at = start;
             while at < end {
                 let digit = entries[at].0[depth];
@@ -67,9 +92,9 @@ impl PrefixTrie {
                 while group_end < end && entries[group_end].0[depth] == digit {
                     group_end += 1;
                 }
-                nodes[node].mask |= 1 << (digit - b'0');
+                nodes[node].add_digit(digit - b'0');
                 let child = nodes.len();
-                nodes.push(Node { first_child: 0, value: NO_VALUE, mask: 0 });
+                nodes.push(Node::EMPTY);
                 queue.push_back((child, depth + 1, at, group_end));
                 at = group_end;
             }
@@ -97,7 +122,7 @@ impl PrefixTrie {
         let bytes = number.as_bytes();
         let skip = usize::from(bytes.first() == Some(&b'+'));
         let mut best = PrefixMatch::NotFound;
-        let Some(mut node) = self.nodes.first() else {
+        let Some(&(mut node)) = self.nodes.first() else {
             return best;
         };
         for (index, &byte) in bytes.iter().enumerate().skip(skip) {
@@ -106,13 +131,15 @@ impl PrefixTrie {
                 return PrefixMatch::Malformed { offset: index };
             }
             let bit = 1u16 << digit;
-            if node.mask & bit == 0 {
+            let mask = node.mask();
+            if mask & bit == 0 {
                 break;
             }
-            let child = node.first_child + (node.mask & (bit - 1)).count_ones();
-            node = &self.nodes[child as usize];
-            if node.value != NO_VALUE {
-                best = PrefixMatch::Found { value: node.value, prefix_len: (index + 1 - skip) as u8 };
+            let child = node.first_child() + (mask & (bit - 1)).count_ones();
+            node = self.nodes[child as usize];
+            let value = node.value();
+            if value != NO_VALUE {
+                best = PrefixMatch::Found { value, prefix_len: (index + 1 - skip) as u8 };
             }
         }
         // A number with non-digits past the matched part is still malformed.

@@ -1,6 +1,6 @@
 //! The rating function: (compiled plan, usage event, available allowances) → rated
 //! event with a breakdown. Pure, synchronous and deterministic: no clock, no I/O, and
-//! no heap allocation for events of up to four lines.
+//! no heap allocation for events of up to three lines.
 //!
 //! How an event is priced:
 //! 1. The destination is the longest matching prefix; the band is the one in force at
@@ -164,7 +164,7 @@ pub struct RatedEvent {
     pub charged_units: u64,
     /// Of `charged_units`, those paid by allowances.
     pub allowance_units: u64,
-    pub lines: SmallVec<[RatedLine; 4]>,
+    pub lines: SmallVec<[RatedLine; 3]>,
     pub draws: SmallVec<[AllowanceDraw; 2]>,
     /// Sum of the lines' exact amounts.
     pub exact_amount: Decimal,
@@ -201,7 +201,7 @@ pub fn rate(
     let rate = plan.rate_for(event.service, destination, opening.band).ok_or(Unrated::NoRate { band: opening.band })?;
     let charged_units = rate.charged_units(event.units);
 
-    let mut lines: SmallVec<[RatedLine; 4]> = SmallVec::new();
+    let mut lines: SmallVec<[RatedLine; 3]> = SmallVec::new();
     let mut draws: SmallVec<[AllowanceDraw; 2]> = SmallVec::new();
     let allowance_units =
         draw_allowances(plan, event, destination, opening.band, charged_units, allowances, &mut draws);
@@ -273,8 +273,7 @@ pub fn rate(
         }
     }
 
-    let exact_amount: Decimal = lines.iter().map(|line| line.exact_amount).sum();
-    let amount = round_lines(plan.rounding, &mut lines);
+    let (exact_amount, amount) = round_lines(plan.rounding, &mut lines);
     debug_assert_eq!(lines.iter().map(|line| line.amount).sum::<Decimal>(), amount);
     Ok(RatedEvent {
         service: event.service,

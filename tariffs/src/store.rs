@@ -12,6 +12,8 @@
 //! | 28 | 4 | reserved, zero |
 //! | 32 | n | rkyv archive of [`CompiledPlan`], validated with bytecheck on load |
 //!
+//! Version history: 1 (12-byte prefix-trie nodes), 2 (8-byte packed nodes).
+//!
 //! The format version changes with every change of [`CompiledPlan`]'s layout; an older
 //! file is then refused (recompile its source) rather than misread.
 
@@ -26,7 +28,7 @@ use crate::plan::CompiledPlan;
 /// First eight bytes of every compiled-plan file.
 pub const PLAN_MAGIC: [u8; 8] = *b"TGPLAN\r\n";
 /// Layout version of the archived [`CompiledPlan`].
-pub const PLAN_FORMAT_VERSION: u32 = 1;
+pub const PLAN_FORMAT_VERSION: u32 = 2;
 /// Largest compiled plan accepted on load.
 pub const MAX_COMPILED_BYTES: u64 = 1 << 30;
 const HEADER_BYTES: usize = 32;

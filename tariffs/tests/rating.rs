@@ -85,7 +85,13 @@ increment = 1024
 "#;
 
 fn voice(number: &'static str, start: &str, seconds: u64) -> UsageEvent<'static> {
-    UsageEvent { service: 0, rating_group: None, destination: Some(number), start_utc_seconds: utc(start), units: seconds }
+    UsageEvent {
+        service: 0,
+        rating_group: None,
+        destination: Some(number),
+        start_utc_seconds: utc(start),
+        units: seconds,
+    }
 }
 
 /// Rates `event` and checks the laws every rated event obeys before returning it.
@@ -178,7 +184,10 @@ fn band_boundaries_follow_daylight_saving_time() {
     let plan = plan("", PEAK_OFFPEAK, "");
     // Monday 2026-03-30, Berlin is on summer time (UTC+2): 08:00 local = 06:00Z.
     let rated = check(&plan, &voice("4917", "2026-03-30T05:59:00Z", 120), &[]);
-    assert_eq!(usage_units_by_band(&plan, &rated), BTreeMap::from([("offpeak".to_owned(), 60), ("peak".to_owned(), 60)]));
+    assert_eq!(
+        usage_units_by_band(&plan, &rated),
+        BTreeMap::from([("offpeak".to_owned(), 60), ("peak".to_owned(), 60)])
+    );
 }
 
 #[test]
@@ -205,7 +214,8 @@ fn a_long_call_crosses_several_bands_and_midnight() {
 
 #[test]
 fn price_steps_apply_from_their_offset() {
-    let rates = "[[rates]]\nservice = \"voice\"\nprice = \"0.60\"\nper = 60\n[[rates.steps]]\nfrom = 60\nprice = \"0.06\"\n";
+    let rates =
+        "[[rates]]\nservice = \"voice\"\nprice = \"0.60\"\nper = 60\n[[rates.steps]]\nfrom = 60\nprice = \"0.06\"\n";
     let plan = plan("", rates, "");
     let rated = check(&plan, &voice("4917", "2026-03-02T10:00:00Z", 90), &[]);
     assert_eq!(rated.exact_amount, d("0.60") + d("0.03"));
@@ -315,7 +325,10 @@ fn outcomes_that_cannot_be_priced() {
         (voice("4917", "2026-03-02T10:00:00Z", 1), Unrated::NoRate { band: 1 }),
         (voice("33", "2026-03-02T10:00:00Z", 1), Unrated::UnknownDestination),
         (voice("49a", "2026-03-02T10:00:00Z", 1), Unrated::MalformedDestination { offset: 2 }),
-        (voice("4917", "2025-12-31T10:00:00Z", 1), Unrated::BeforeEffective { effective_from_utc_seconds: utc("2025-12-31T23:00:00Z") }),
+        (
+            voice("4917", "2025-12-31T10:00:00Z", 1),
+            Unrated::BeforeEffective { effective_from_utc_seconds: utc("2025-12-31T23:00:00Z") },
+        ),
         (voice("4917", "2026-03-02T10:00:00Z", 8 * 86_400), Unrated::UsageTooLarge { limit: 7 * 86_400 }),
     ];
     let fixed_rates = plan.rate_for(0, Some(0), 0).is_some();

@@ -32,7 +32,13 @@ fn a_loaded_plan_rates_like_the_compiled_one() {
     let loaded = store::load(&path).expect("load");
     let start = "2026-06-01T12:00:00Z".parse::<jiff::Timestamp>().expect("time").as_second();
     for number in ["4930123456", "8613800000000", "1212555", "99999"] {
-        let event = UsageEvent { service: 0, rating_group: None, destination: Some(number), start_utc_seconds: start, units: 61 };
+        let event = UsageEvent {
+            service: 0,
+            rating_group: None,
+            destination: Some(number),
+            start_utc_seconds: start,
+            units: 61,
+        };
         assert_eq!(rate(&loaded, &event, &[]), rate(&plan, &event, &[]), "{number}");
     }
     std::fs::remove_dir_all(dir).ok();
@@ -57,22 +63,34 @@ fn damaged_files_are_refused_with_a_reason() {
     refuse(&other_version, "format version");
 }
 
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+}
+
 /// A plan compiled by an earlier build, committed as a fixture: this build must still
 /// load it, and it must equal a fresh compile of its source, until the format version
-/// is bumped on purpose (then regenerate with `tollgate tariff compile`).
+/// is bumped on purpose (then add a fixture for the new version with
+/// `tollgate tariff compile tests/fixtures/prepaid-mobile.toml -o …`).
 #[test]
 fn reads_a_plan_compiled_by_an_earlier_build() {
-    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/prepaid-mobile.v1.tgplan");
-    let loaded = store::load(&fixture).expect("fixture loads");
-    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/prepaid-mobile.v1.toml");
-    assert_eq!(loaded, compile_file(&source).expect("fixture source compiles"));
+    let loaded = store::load(&fixture("prepaid-mobile.v2.tgplan")).expect("fixture loads");
+    assert_eq!(loaded, compile_file(&fixture("prepaid-mobile.toml")).expect("fixture source compiles"));
+}
+
+/// A file of an older layout is refused by its version, never misread.
+#[test]
+fn refuses_a_plan_of_an_older_format_version() {
+    match store::load(&fixture("prepaid-mobile.v1.tgplan")) {
+        Err(TariffError::CompiledFormat { reason, .. }) => assert!(reason.contains("format version 1"), "{reason}"),
+        other => panic!("expected a format-version refusal, got {other:?}"),
+    }
 }
 
 #[test]
 fn load_or_compile_takes_either_form() {
-    let source = example("prepaid-mobile.toml");
-    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/prepaid-mobile.v1.tgplan");
-    assert_eq!(store::load_or_compile(&source).expect("source"), store::load_or_compile(&fixture).expect("compiled"));
+    let source = fixture("prepaid-mobile.toml");
+    let compiled = fixture("prepaid-mobile.v2.tgplan");
+    assert_eq!(store::load_or_compile(&source).expect("source"), store::load_or_compile(&compiled).expect("compiled"));
 }
 
 fn tempdir() -> PathBuf {

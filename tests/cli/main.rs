@@ -1,0 +1,134 @@
+//! End-to-end tests of the `tollgate` binary: real processes, real files, real pipes.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use serde_json::Value;
+
+fn tollgate(args: &[&str], stdin: &str) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("tollgate starts");
+    let mut input = child.stdin.take().expect("stdin");
+    let stdin = stdin.to_owned();
+    let writer = std::thread::spawn(move || input.write_all(stdin.as_bytes()));
+    let output = child.wait_with_output().expect("tollgate runs");
+    writer.join().expect("writer thread").expect("stdin written");
+    output
+}
+
+fn example(name: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tariffs/examples").join(name).display().to_string()
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("tollgate-cli-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    dir
+}
+
+fn json_lines(output: &Output) -> Vec<Value> {
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|err| panic!("{err}: {line}")))
+        .collect()
+}
+
+#[test]
+fn tariff_check_accepts_the_examples() {
+    let files = ["prepaid-mobile.toml", "postpaid-business.toml", "wholesale-international.toml"].map(example);
+    let mut args = vec!["tariff", "check"];
+    args.extend(files.iter().map(String::as_str));
+    let output = tollgate(&args, "");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(stdout.matches("ok: ").count(), 3, "{stdout}");
+    assert!(stdout.contains("plan wholesale-intl v7"), "{stdout}");
+}
+
+#[test]
+fn tariff_check_refuses_a_bad_plan_naming_file_line_and_field() {
+    let dir = scratch("bad");
+    let plan = dir.join("bad.toml");
+    let text = std::fs::read_to_string(example("prepaid-mobile.toml")).expect("example");
+    let text = text.replacen("increment = 10240", "increment = 0", 1);
+    std::fs::write(&plan, &text).expect("write plan");
+    let line = text.lines().position(|l| l == "increment = 0").expect("edited line") + 1;
+    let output = tollgate(&["tariff", "check", plan.to_str().expect("path")], "");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    let expected = format!("{}:{line}:", plan.display());
+    assert!(stderr.contains(&expected), "expected {expected} in {stderr}");
+    assert!(stderr.contains("field `rates[7].increment`"), "{stderr}");
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
+fn compiled_and_source_plans_rate_identically() {
+    let dir = scratch("compile");
+    let compiled = dir.join("prepaid.tgplan");
+    let output =
+        tollgate(&["tariff", "compile", &example("prepaid-mobile.toml"), "-o", compiled.to_str().expect("path")], "");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let events = concat!(
+        r#"{"id":1,"service":"voice","destination":"+491701234567","start":"2026-03-02T06:59:00Z","units":120}"#,
+        "\n",
+        r#"{"id":2,"rating_group":10,"start":1772600000,"units":5000000}"#,
+        "\n",
+    );
+    let from_source = tollgate(&["rate", "--plan", &example("prepaid-mobile.toml")], events);
+    let from_compiled = tollgate(&["rate", "--plan", compiled.to_str().expect("path")], events);
+    assert!(from_source.status.success());
+    assert_eq!(json_lines(&from_source), json_lines(&from_compiled));
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
+fn rate_answers_every_line_in_order() {
+    let events = [
+        r#"{"id":"split","service":"voice","destination":"+491701234567","start":"2026-03-02T06:59:00Z","units":120}"#,
+        r#"{"id":"bundle","service":"voice","destination":"491701234567","start":"2026-03-02T10:00:00Z","units":100,"allowances":[{"allowance":"national-minutes","remaining":30,"bucket":7}]}"#,
+        "not json",
+        r#"{"id":"nowhere","service":"voice","destination":"000","start":"2026-03-02T10:00:00Z","units":1}"#,
+        r#"{"id":"badtime","service":"sms","start":"yesterday","units":1}"#,
+        "",
+        r#"{"id":"sms","service":"sms","start":"2026-03-02T10:00:00+01:00","units":3}"#,
+    ];
+    let long = format!(r#"{{"id":"{}","service":"sms","start":0,"units":1}}"#, "x".repeat(70_000));
+    let input = format!("{}\n{long}\n", events.join("\n"));
+    let output = tollgate(&["rate", "--plan", &example("prepaid-mobile.toml")], &input);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let answers = json_lines(&output);
+    let summary: Vec<(&str, &str)> =
+        answers.iter().map(|a| (a["id"].as_str().unwrap_or("-"), a["status"].as_str().unwrap_or("?"))).collect();
+    assert_eq!(
+        summary,
+        vec![
+            ("split", "rated"),
+            ("bundle", "rated"),
+            ("-", "invalid"),
+            ("nowhere", "unrated"),
+            ("badtime", "invalid"),
+            ("sms", "rated"),
+            ("-", "invalid"),
+        ]
+    );
+    let split = &answers[0];
+    assert_eq!(split["amount"], "0.14");
+    let bands: Vec<&str> =
+        split["lines"].as_array().expect("lines").iter().map(|l| l["band"].as_str().unwrap_or("")).collect();
+    assert_eq!(bands, vec!["offpeak", "peak"]);
+    let bundle = &answers[1];
+    assert_eq!((bundle["allowance_units"].as_u64(), bundle["amount"].as_str()), (Some(30), Some("0.11")));
+    assert_eq!(answers[3]["reason"], "unknown_destination");
+    assert!(answers[4]["error"].as_str().unwrap_or("").contains("field `start`"));
+    assert_eq!(answers[5]["amount"], "0.27");
+    assert_eq!(answers[6]["line"], 8, "line numbers count every input line");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("3 rated, 1 unrated, 3 invalid"), "{stderr}");
+}
