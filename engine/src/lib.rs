@@ -1,2 +1,18 @@
-//! Placeholder: see README.md for what will live in this crate.
+//! Tollgate's charging core: accounts, balances, reservations, exactly-once request
+//! handling and a durable journal. Only this crate mutates a balance.
+
 #![forbid(unsafe_code)]
+
+pub mod api;
+pub mod cycle;
+pub mod directory;
+mod error;
+pub mod model;
+pub mod plans;
+pub mod shard;
+
+pub use api::{Answer, Body, Grant, Operation, Outcome, Request, ServiceRef, SessionStep, Target, UnitRequest, Usage};
+pub use error::EngineError;
+pub use model::{AccountId, AccountKind, Identity, SubscriptionId};
+pub use plans::Plans;
+pub use shard::{ChargingConfig, Effect, ShardState};

@@ -10,10 +10,11 @@ use crate::calendar::Calendar;
 use crate::money::Rounding;
 use crate::prefix::PrefixTrie;
 
-/// rkyv layout of a [`Decimal`]: its 16-byte serialized form.
-#[derive(Archive, RkyvSerialize, RkyvDeserialize)]
+/// rkyv layout of a [`Decimal`]: its 16-byte serialized form. Use as
+/// `#[rkyv(with = RkyvDecimal)]` on a `Decimal` field.
+#[derive(Debug, Archive, RkyvSerialize, RkyvDeserialize)]
 #[rkyv(remote = Decimal)]
-pub(crate) struct RkyvDecimal {
+pub struct RkyvDecimal {
     #[rkyv(getter = Decimal::serialize)]
     bytes: [u8; 16],
 }

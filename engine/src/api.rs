@@ -1,0 +1,203 @@
+//! The one request/answer API every front-end uses: Diameter, Nchf, gRPC, mediation,
+//! billing and the command line all build a [`Request`] and get an [`Answer`].
+
+use rkyv::{Archive, Deserialize as RkyvDeserialize, Serialize as RkyvSerialize};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use tollgate_tariffs::plan::RkyvDecimal;
+
+use crate::model::{AccountId, AccountKind, BucketId, Identity, SubscriptionId};
+
+/// Whom a request is about.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Target {
+    Account(AccountId),
+    Subscription(SubscriptionId),
+    Subscriber(Identity),
+}
+
+/// Which of the plan's services a usage is for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Archive, RkyvSerialize, RkyvDeserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ServiceRef {
+    Name(String),
+    RatingGroup(u32),
+    ServiceId(u32),
+}
+
+/// One usage to price or charge.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    pub service: ServiceRef,
+    pub rating_group: Option<u32>,
+    pub destination: Option<String>,
+    pub start_utc_seconds: i64,
+    pub units: u64,
+}
+
+/// The stage of an online charging session (Diameter CC-Request-Type, Nchf create /
+/// update / release).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionStep {
+    Initial,
+    Update,
+    Termination,
+}
+
+/// One rating group of a session request (Diameter MSCC, Nchf multipleUnitUsage).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnitRequest {
+    pub rating_group: u32,
+    /// Units to reserve; `None` asks for the service's default quota (not on termination).
+    pub requested_units: Option<u64>,
+    /// Units used since the last report, charged against this rating group's reservation.
+    pub used_units: Option<u64>,
+    /// The called number, for services priced by destination.
+    pub destination: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Operation {
+    CreateAccount { kind: AccountKind, currency: String, credit_limit: Decimal, opening_balance: Decimal },
+    CreateSubscription { subscription: SubscriptionId, plan: String, identities: Vec<Identity> },
+    BalanceEnquiry,
+    PriceEnquiry { usage: Usage },
+    /// Debit one event now (SMS, one-shot): all or nothing.
+    DirectDebit { usage: Usage },
+    /// Charge one rated CDR (offline charging, mediation): all or nothing, exactly once per key.
+    ChargeRecord { usage: Usage },
+    Session { session: String, step: SessionStep, units: Vec<UnitRequest> },
+    Refund { amount: Decimal, reason: String },
+    TopUp { amount: Decimal, reference: String },
+    /// A signed manual correction; the reason is kept in the journal.
+    Adjust { amount: Decimal, reason: String },
+}
+
+impl Operation {
+    /// Whether the operation can change state (and so needs an idempotency key).
+    pub fn is_mutating(&self) -> bool {
+        !matches!(self, Operation::BalanceEnquiry | Operation::PriceEnquiry { .. })
+    }
+}
+
+/// A request. Mutating operations carry an idempotency key (session id + request number,
+/// CDR id, top-up id, …): a repeat of the key returns the first answer and changes nothing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Request {
+    pub key: Option<String>,
+    pub target: Target,
+    pub operation: Operation,
+}
+
+/// The typed outcome of a request. Only `Success` changed anything.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Archive, RkyvSerialize, RkyvDeserialize)]
+#[serde(tag = "outcome", content = "detail", rename_all = "snake_case")]
+pub enum Outcome {
+    Success,
+    /// Not enough money or allowance (prepaid balance, or postpaid credit limit).
+    CreditLimitReached,
+    UnknownSubscriber,
+    UnknownAccount,
+    UnknownSession,
+    /// The usage could not be priced; the code says why (`no_rate`, `unknown_destination`, …).
+    RatingFailed(String),
+    AlreadyExists,
+    /// The request is not acceptable as sent; the text names the field.
+    Invalid(String),
+}
+
+/// What one rating group of a session got.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Archive, RkyvSerialize, RkyvDeserialize)]
+pub struct Grant {
+    pub rating_group: u32,
+    pub outcome: Outcome,
+    pub granted_units: u64,
+    pub validity_seconds: u32,
+    /// Set when this grant is the last the balance can pay for.
+    pub final_unit: bool,
+    /// Units charged from the reported usage.
+    pub used_units: u64,
+    #[rkyv(with = RkyvDecimal)]
+    pub charged: Decimal,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Archive, RkyvSerialize, RkyvDeserialize)]
+pub struct BucketView {
+    pub id: BucketId,
+    /// `money`, or the allowance's name.
+    pub kind: String,
+    pub remaining: String,
+    pub reserved: String,
+    pub valid_from: i64,
+    pub valid_until: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Archive, RkyvSerialize, RkyvDeserialize)]
+pub struct BalanceView {
+    pub account: AccountId,
+    pub kind: AccountKind,
+    pub currency: String,
+    #[rkyv(with = RkyvDecimal)]
+    pub balance: Decimal,
+    #[rkyv(with = RkyvDecimal)]
+    pub available: Decimal,
+    #[rkyv(with = RkyvDecimal)]
+    pub reserved: Decimal,
+    #[rkyv(with = RkyvDecimal)]
+    pub credit_limit: Decimal,
+    pub buckets: Vec<BucketView>,
+}
+
+/// A priced (and, for debits, charged) usage.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Archive, RkyvSerialize, RkyvDeserialize)]
+pub struct Charged {
+    #[rkyv(with = RkyvDecimal)]
+    pub amount: Decimal,
+    pub currency: String,
+    pub plan: String,
+    pub plan_version: u32,
+    pub service: String,
+    pub destination: Option<String>,
+    pub band: String,
+    pub charged_units: u64,
+    pub allowance_units: u64,
+    /// Money balance after the debit (unchanged for an enquiry).
+    #[rkyv(with = RkyvDecimal)]
+    pub balance_after: Decimal,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Archive, RkyvSerialize, RkyvDeserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Body {
+    None,
+    Balance(BalanceView),
+    Charged(Charged),
+    Session { grants: Vec<Grant> },
+    /// New money balance after a top-up, refund or adjustment.
+    Money {
+        #[rkyv(with = RkyvDecimal)]
+        balance_after: Decimal,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Archive, RkyvSerialize, RkyvDeserialize)]
+pub struct Answer {
+    #[serde(flatten)]
+    pub outcome: Outcome,
+    pub body: Body,
+    /// Set when this answer is the stored answer to an earlier request with the same key.
+    pub repeated: bool,
+}
+
+impl Answer {
+    pub fn new(outcome: Outcome, body: Body) -> Answer {
+        Answer { outcome, body, repeated: false }
+    }
+
+    pub fn outcome(outcome: Outcome) -> Answer {
+        Answer::new(outcome, Body::None)
+    }
+}

@@ -1,0 +1,72 @@
+//! Read-mostly indexes shared by every shard: subscriber identity → subscription and
+//! subscription → account, for O(1) routing of requests to the shard that owns the account.
+
+use dashmap::DashMap;
+
+use crate::model::{AccountId, Identity, SubscriptionId};
+
+#[derive(Debug, Default)]
+pub struct Directory {
+    identities: DashMap<String, (SubscriptionId, AccountId)>,
+    subscriptions: DashMap<SubscriptionId, AccountId>,
+}
+
+impl Directory {
+    pub fn new() -> Directory {
+        Directory::default()
+    }
+
+    pub fn subscriber(&self, identity: &Identity) -> Option<(SubscriptionId, AccountId)> {
+        self.identities.get(&identity.key()).map(|entry| *entry)
+    }
+
+    pub fn account_of(&self, subscription: SubscriptionId) -> Option<AccountId> {
+        self.subscriptions.get(&subscription).map(|entry| *entry)
+    }
+
+    /// Claims a subscription id and its identities for `account`, all or nothing.
+    /// Returns false (and claims nothing) when any of them is taken.
+    pub(crate) fn claim(&self, subscription: SubscriptionId, account: AccountId, identities: &[Identity]) -> bool {
+        use dashmap::mapref::entry::Entry;
+        match self.subscriptions.entry(subscription) {
+            Entry::Occupied(_) => return false,
+            Entry::Vacant(vacant) => {
+                vacant.insert(account);
+            }
+        }
+        let mut claimed = Vec::with_capacity(identities.len());
+        for identity in identities {
+            let key = identity.key();
+            match self.identities.entry(key.clone()) {
+                Entry::Occupied(_) => {
+                    for key in claimed {
+                        self.identities.remove(&key);
+                    }
+                    self.subscriptions.remove(&subscription);
+                    return false;
+                }
+                Entry::Vacant(vacant) => {
+                    vacant.insert((subscription, account));
+                    claimed.push(key);
+                }
+            }
+        }
+        true
+    }
+
+    /// Records a subscription found while recovering a shard.
+    pub(crate) fn restore(&self, subscription: SubscriptionId, account: AccountId, identities: &[Identity]) {
+        self.subscriptions.insert(subscription, account);
+        for identity in identities {
+            self.identities.insert(identity.key(), (subscription, account));
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.subscriptions.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.subscriptions.is_empty()
+    }
+}

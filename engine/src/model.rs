@@ -1,0 +1,202 @@
+//! What the engine holds: accounts with money and unit buckets, subscriptions,
+//! reservations and usage accumulators. Every type here is archived with rkyv for
+//! snapshots and journal records.
+
+use rkyv::{Archive, Deserialize as RkyvDeserialize, Serialize as RkyvSerialize};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use smallvec::SmallVec;
+use tollgate_tariffs::plan::{Period, RkyvDecimal};
+use tollgate_tariffs::AllowanceId;
+
+pub type AccountId = u64;
+pub type SubscriptionId = u64;
+pub type BucketId = u32;
+
+/// "Never expires".
+pub const FOREVER: i64 = i64::MAX;
+
+/// How an account pays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Archive, RkyvSerialize, RkyvDeserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AccountKind {
+    /// Pays in advance; the balance never goes below zero.
+    Prepaid,
+    /// Billed later; the balance may go down to minus the credit limit.
+    Postpaid,
+    /// Prepaid money first, then a postpaid credit limit.
+    Hybrid,
+}
+
+impl AccountKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            AccountKind::Prepaid => "prepaid",
+            AccountKind::Postpaid => "postpaid",
+            AccountKind::Hybrid => "hybrid",
+        }
+    }
+}
+
+/// A money balance with a validity window. Bucket 0 of every account is its main bucket:
+/// valid forever, the last to be drawn, and the only one that may go negative (down to
+/// minus the credit limit).
+#[derive(Debug, Clone, PartialEq, Eq, Archive, RkyvSerialize, RkyvDeserialize)]
+pub struct MoneyBucket {
+    pub id: BucketId,
+    #[rkyv(with = RkyvDecimal)]
+    pub balance: Decimal,
+    pub valid_from: i64,
+    pub valid_until: i64,
+    /// Lower is drawn first.
+    pub priority: u32,
+}
+
+impl MoneyBucket {
+    pub fn is_valid_at(&self, now: i64) -> bool {
+        self.valid_from <= now && now < self.valid_until
+    }
+}
+
+/// Units of one of a plan's allowances, granted to one subscription for one cycle.
+#[derive(Debug, Clone, PartialEq, Eq, Archive, RkyvSerialize, RkyvDeserialize)]
+pub struct UnitBucket {
+    pub id: BucketId,
+    pub subscription: SubscriptionId,
+    pub allowance: AllowanceId,
+    /// Units a full cycle grants.
+    pub granted: u64,
+    pub remaining: u64,
+    /// Of `remaining`, units held by open reservations.
+    pub reserved: u64,
+    pub valid_from: i64,
+    pub valid_until: i64,
+    pub period: Period,
+}
+
+impl UnitBucket {
+    pub fn is_valid_at(&self, now: i64) -> bool {
+        self.valid_from <= now && now < self.valid_until
+    }
+
+    pub fn available(&self) -> u64 {
+        self.remaining - self.reserved
+    }
+}
+
+/// Rated usage of one service in one billing cycle, for billing later.
+#[derive(Debug, Clone, PartialEq, Eq, Archive, RkyvSerialize, RkyvDeserialize)]
+pub struct UsageTotal {
+    pub cycle_start: i64,
+    pub service: String,
+    pub events: u64,
+    pub units: u64,
+    #[rkyv(with = RkyvDecimal)]
+    pub amount: Decimal,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Archive, RkyvSerialize, RkyvDeserialize)]
+pub struct Account {
+    pub id: AccountId,
+    pub kind: AccountKind,
+    pub currency: [u8; 3],
+    #[rkyv(with = RkyvDecimal)]
+    pub credit_limit: Decimal,
+    pub money: SmallVec<[MoneyBucket; 1]>,
+    /// Money held by open reservations.
+    #[rkyv(with = RkyvDecimal)]
+    pub reserved: Decimal,
+    pub units: Vec<UnitBucket>,
+    pub usage: Vec<UsageTotal>,
+    pub next_bucket: BucketId,
+    /// Start of the account's current billing cycle (monthly from its creation).
+    pub cycle_anchor: i64,
+}
+
+impl Account {
+    /// Money that may be spent or reserved at `now`: valid buckets plus the credit limit,
+    /// less what reservations hold.
+    pub fn available(&self, now: i64) -> Decimal {
+        self.spendable(now) - self.reserved
+    }
+
+    /// Valid buckets plus the credit limit.
+    pub fn spendable(&self, now: i64) -> Decimal {
+        let valid: Decimal = self.money.iter().filter(|b| b.is_valid_at(now)).map(|b| b.balance).sum();
+        valid + self.credit_limit
+    }
+
+    /// Sum of all money buckets, expired ones included.
+    pub fn balance(&self) -> Decimal {
+        self.money.iter().map(|b| b.balance).sum()
+    }
+
+    pub fn currency_code(&self) -> &str {
+        std::str::from_utf8(&self.currency).unwrap_or("???")
+    }
+}
+
+/// A subscriber identity, as the network names it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, Archive, RkyvSerialize, RkyvDeserialize)]
+#[serde(tag = "type", content = "value", rename_all = "snake_case")]
+pub enum Identity {
+    Msisdn(String),
+    Imsi(String),
+    SipUri(String),
+    Nai(String),
+}
+
+impl Identity {
+    /// The lookup key: type-tagged and normalized (`+` dropped from numbers, URIs and
+    /// NAIs lower-cased), so `+4917…` and `4917…` are the same subscriber.
+    pub fn key(&self) -> String {
+        match self {
+            Identity::Msisdn(number) => format!("msisdn:{}", number.trim_start_matches('+')),
+            Identity::Imsi(imsi) => format!("imsi:{imsi}"),
+            Identity::SipUri(uri) => format!("sip:{}", uri.trim_start_matches("sip:").to_ascii_lowercase()),
+            Identity::Nai(nai) => format!("nai:{}", nai.to_ascii_lowercase()),
+        }
+    }
+
+    /// Parses `msisdn:…`, `imsi:…`, `sip:…`, `nai:…`, or a bare number as an MSISDN.
+    pub fn parse(text: &str) -> Option<Identity> {
+        let (kind, value) = text.split_once(':').unwrap_or(("msisdn", text));
+        let value = value.to_owned();
+        let digits = |v: &str| !v.is_empty() && v.trim_start_matches('+').bytes().all(|b| b.is_ascii_digit());
+        match kind {
+            "msisdn" | "tel" if digits(&value) => Some(Identity::Msisdn(value)),
+            "imsi" if digits(&value) => Some(Identity::Imsi(value)),
+            "sip" | "sips" if !value.is_empty() => Some(Identity::SipUri(value)),
+            "nai" if value.contains('@') => Some(Identity::Nai(value)),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Archive, RkyvSerialize, RkyvDeserialize)]
+pub struct Subscription {
+    pub id: SubscriptionId,
+    pub account: AccountId,
+    /// Plan id; the version in force at the time of each usage is used.
+    pub plan: String,
+    pub identities: Vec<Identity>,
+    pub started_at: i64,
+}
+
+/// Credit held for one rating group of one session.
+#[derive(Debug, Clone, PartialEq, Eq, Archive, RkyvSerialize, RkyvDeserialize)]
+pub struct Reservation {
+    pub session: String,
+    pub rating_group: u32,
+    pub subscription: SubscriptionId,
+    pub account: AccountId,
+    /// When the reserved usage may start (usage reported against it is rated from here).
+    pub started_at: i64,
+    pub granted_units: u64,
+    #[rkyv(with = RkyvDecimal)]
+    pub money: Decimal,
+    /// Units held in unit buckets: (bucket, units).
+    pub bucket_units: Vec<(BucketId, u64)>,
+    pub expires_at: i64,
+    pub destination: Option<String>,
+}

@@ -1,0 +1,61 @@
+//! The compiled plans the engine rates with: every version of every plan, immutable.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use tollgate_tariffs::{store, CompiledPlan};
+
+use crate::error::EngineError;
+
+/// Plans by id, each with its versions sorted by `effective_from`.
+#[derive(Debug, Clone, Default)]
+pub struct Plans {
+    by_id: HashMap<String, Vec<Arc<CompiledPlan>>>,
+}
+
+impl Plans {
+    pub fn new() -> Plans {
+        Plans::default()
+    }
+
+    /// Adds one plan version; a version already present for the id is refused.
+    pub fn insert(&mut self, plan: CompiledPlan) -> Result<(), EngineError> {
+        let versions = self.by_id.entry(plan.id.clone()).or_default();
+        if versions.iter().any(|v| v.version == plan.version) {
+            return Err(EngineError::Config(format!("plan {} version {} is loaded twice", plan.id, plan.version)));
+        }
+        versions.push(Arc::new(plan));
+        versions.sort_by_key(|v| (v.effective_from_utc_seconds, v.version));
+        Ok(())
+    }
+
+    /// Loads a source or compiled plan file.
+    pub fn load(&mut self, path: &Path) -> Result<(), EngineError> {
+        self.insert(store::load_or_compile(path)?)
+    }
+
+    /// The version of plan `id` in force at `utc_seconds`; before the first version takes
+    /// effect, the first version (rating then answers `before_effective`).
+    pub fn at(&self, id: &str, utc_seconds: i64) -> Option<&Arc<CompiledPlan>> {
+        let versions = self.by_id.get(id)?;
+        let index = versions.partition_point(|v| v.effective_from_utc_seconds <= utc_seconds);
+        versions.get(index.saturating_sub(1))
+    }
+
+    pub fn contains(&self, id: &str) -> bool {
+        self.by_id.contains_key(id)
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_id.values().map(Vec::len).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_id.is_empty()
+    }
+
+    pub fn ids(&self) -> impl Iterator<Item = &str> {
+        self.by_id.keys().map(String::as_str)
+    }
+}

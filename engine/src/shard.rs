@@ -1,0 +1,912 @@
+//! One shard's state and its state machine.
+//!
+//! A request is *decided* against the current state: every change it makes is emitted as
+//! an [`Effect`], applied at once (so the rest of the request sees it) and collected. The
+//! effects of one request form one journal record; recovery applies the same effects
+//! with the same code ([`ShardState::apply`]), so a replayed journal reproduces the state
+//! exactly, whatever the plans or the rating code are by then.
+
+use std::collections::{HashMap, VecDeque};
+
+use rkyv::{Archive, Deserialize as RkyvDeserialize, Serialize as RkyvSerialize};
+use rust_decimal::Decimal;
+use tollgate_tariffs::plan::{Period, RkyvDecimal};
+use tollgate_tariffs::{rate, AllowanceBalance, CompiledPlan, RatedEvent, Unit, UsageEvent};
+
+use crate::api::{
+    Answer, BalanceView, Body, BucketView, Charged, Grant, Operation, Outcome, Request, ServiceRef, SessionStep,
+    UnitRequest, Usage,
+};
+use crate::cycle::{period_end, window_containing};
+use crate::directory::Directory;
+use crate::model::{
+    Account, AccountId, AccountKind, BucketId, MoneyBucket, Reservation, Subscription, SubscriptionId, UnitBucket,
+    UsageTotal, FOREVER,
+};
+use crate::plans::Plans;
+
+/// Behaviour settings of the charging core.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChargingConfig {
+    /// Validity-Time sent with every grant.
+    pub validity_seconds: u32,
+    /// How long after its validity a silent reservation is released (Tcc).
+    pub reservation_grace_seconds: u32,
+    /// How many idempotency keys each shard remembers.
+    pub dedupe_window: usize,
+    /// Quota granted when a request names no units, per unit kind.
+    pub default_quota_seconds: u64,
+    pub default_quota_bytes: u64,
+    pub default_quota_events: u64,
+    /// Most open reservations one session may hold.
+    pub max_reservations_per_session: usize,
+    /// Most rating groups in one session request.
+    pub max_units_per_request: usize,
+}
+
+impl Default for ChargingConfig {
+    fn default() -> ChargingConfig {
+        ChargingConfig {
+            validity_seconds: 600,
+            reservation_grace_seconds: 60,
+            dedupe_window: 1 << 20,
+            default_quota_seconds: 300,
+            default_quota_bytes: 10 << 20,
+            default_quota_events: 1,
+            max_reservations_per_session: 64,
+            max_units_per_request: 64,
+        }
+    }
+}
+
+/// Why money moved.
+#[derive(Debug, Clone, PartialEq, Eq, Archive, RkyvSerialize, RkyvDeserialize)]
+pub enum MoneyKind {
+    Opening,
+    Charge,
+    TopUp { reference: String },
+    Refund { reason: String },
+    Adjustment { reason: String },
+}
+
+/// One change of state. Applying the effects of a journal record in order reproduces it.
+#[derive(Debug, Clone, PartialEq, Eq, Archive, RkyvSerialize, RkyvDeserialize)]
+pub enum Effect {
+    AccountCreated(Account),
+    SubscriptionCreated { subscription: Subscription, buckets: Vec<UnitBucket> },
+    Money {
+        account: AccountId,
+        bucket: BucketId,
+        #[rkyv(with = RkyvDecimal)]
+        delta: Decimal,
+        kind: MoneyKind,
+    },
+    /// Units consumed from a unit bucket.
+    Units { account: AccountId, bucket: BucketId, consumed: u64 },
+    /// A unit bucket starts a new cycle, full again.
+    BucketRenewed { account: AccountId, bucket: BucketId, valid_from: i64, valid_until: i64 },
+    Reserved(Reservation),
+    Released { session: String, rating_group: u32 },
+    Usage {
+        account: AccountId,
+        cycle_start: i64,
+        service: String,
+        units: u64,
+        #[rkyv(with = RkyvDecimal)]
+        amount: Decimal,
+    },
+    Remembered { key: String, answer: Answer },
+}
+
+/// Running totals of money movements, for the conservation check.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Archive, RkyvSerialize, RkyvDeserialize)]
+pub struct Totals {
+    #[rkyv(with = RkyvDecimal)]
+    pub opening: Decimal,
+    #[rkyv(with = RkyvDecimal)]
+    pub charged: Decimal,
+    #[rkyv(with = RkyvDecimal)]
+    pub top_ups: Decimal,
+    #[rkyv(with = RkyvDecimal)]
+    pub refunds: Decimal,
+    #[rkyv(with = RkyvDecimal)]
+    pub adjustments: Decimal,
+}
+
+/// The state of one shard.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ShardState {
+    /// Sequence number of the last journal record applied.
+    pub lsn: u64,
+    pub accounts: HashMap<AccountId, Account>,
+    pub subscriptions: HashMap<SubscriptionId, Subscription>,
+    pub reservations: HashMap<(String, u32), Reservation>,
+    pub recent: HashMap<String, Answer>,
+    pub recent_order: VecDeque<String>,
+    pub dedupe_window: usize,
+    pub totals: Totals,
+}
+
+/// What a broken invariant looked like.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Violation(pub String);
+
+impl ShardState {
+    pub fn new(dedupe_window: usize) -> ShardState {
+        ShardState { dedupe_window: dedupe_window.max(1), ..ShardState::default() }
+    }
+
+    /// Applies one effect. Used identically by live processing and by recovery.
+    pub fn apply(&mut self, effect: &Effect) {
+        match effect {
+            Effect::AccountCreated(account) => {
+                self.accounts.insert(account.id, account.clone());
+            }
+            Effect::SubscriptionCreated { subscription, buckets } => {
+                if let Some(account) = self.accounts.get_mut(&subscription.account) {
+                    for bucket in buckets {
+                        account.next_bucket = account.next_bucket.max(bucket.id + 1);
+                        account.units.push(bucket.clone());
+                    }
+                }
+                self.subscriptions.insert(subscription.id, subscription.clone());
+            }
+            Effect::Money { account, bucket, delta, kind } => {
+                if let Some(money) =
+                    self.accounts.get_mut(account).and_then(|a| a.money.iter_mut().find(|b| b.id == *bucket))
+                {
+                    money.balance += *delta;
+                }
+                let totals = &mut self.totals;
+                match kind {
+                    MoneyKind::Opening => totals.opening += *delta,
+                    MoneyKind::Charge => totals.charged -= *delta,
+                    MoneyKind::TopUp { .. } => totals.top_ups += *delta,
+                    MoneyKind::Refund { .. } => totals.refunds += *delta,
+                    MoneyKind::Adjustment { .. } => totals.adjustments += *delta,
+                }
+            }
+            Effect::Units { account, bucket, consumed } => {
+                if let Some(units) = self.unit_bucket_mut(*account, *bucket) {
+                    units.remaining = units.remaining.saturating_sub(*consumed);
+                }
+            }
+            Effect::BucketRenewed { account, bucket, valid_from, valid_until } => {
+                if let Some(units) = self.unit_bucket_mut(*account, *bucket) {
+                    units.valid_from = *valid_from;
+                    units.valid_until = *valid_until;
+                    units.remaining = units.granted;
+                }
+            }
+            Effect::Reserved(reservation) => {
+                if let Some(account) = self.accounts.get_mut(&reservation.account) {
+                    account.reserved += reservation.money;
+                    for (bucket, units) in &reservation.bucket_units {
+                        if let Some(b) = account.units.iter_mut().find(|b| b.id == *bucket) {
+                            b.reserved += units;
+                        }
+                    }
+                }
+                self.reservations.insert((reservation.session.clone(), reservation.rating_group), reservation.clone());
+            }
+            Effect::Released { session, rating_group } => {
+                if let Some(reservation) = self.reservations.remove(&(session.clone(), *rating_group)) {
+                    if let Some(account) = self.accounts.get_mut(&reservation.account) {
+                        account.reserved -= reservation.money;
+                        for (bucket, units) in &reservation.bucket_units {
+                            if let Some(b) = account.units.iter_mut().find(|b| b.id == *bucket) {
+                                b.reserved = b.reserved.saturating_sub(*units);
+                            }
+                        }
+                    }
+                }
+            }
+            Effect::Usage { account, cycle_start, service, units, amount } => {
+                if let Some(account) = self.accounts.get_mut(account) {
+                    match account.usage.iter_mut().find(|u| u.cycle_start == *cycle_start && &u.service == service) {
+                        Some(total) => {
+                            total.events += 1;
+                            total.units += units;
+                            total.amount += *amount;
+                        }
+                        None => account.usage.push(UsageTotal {
+                            cycle_start: *cycle_start,
+                            service: service.clone(),
+                            events: 1,
+                            units: *units,
+                            amount: *amount,
+                        }),
+                    }
+                }
+            }
+            Effect::Remembered { key, answer } => {
+                if self.recent.insert(key.clone(), answer.clone()).is_none() {
+                    self.recent_order.push_back(key.clone());
+                }
+                while self.recent_order.len() > self.dedupe_window {
+                    if let Some(oldest) = self.recent_order.pop_front() {
+                        self.recent.remove(&oldest);
+                    }
+                }
+            }
+        }
+    }
+
+    fn unit_bucket_mut(&mut self, account: AccountId, bucket: BucketId) -> Option<&mut UnitBucket> {
+        self.accounts.get_mut(&account)?.units.iter_mut().find(|b| b.id == bucket)
+    }
+
+    /// Checks the money invariants; returns every violation found.
+    pub fn check_invariants(&self, now: i64) -> Vec<Violation> {
+        let mut violations = Vec::new();
+        let mut balances = Decimal::ZERO;
+        for account in self.accounts.values() {
+            balances += account.balance();
+            for bucket in &account.money {
+                let floor = if bucket.id == 0 { -account.credit_limit } else { Decimal::ZERO };
+                if bucket.balance < floor {
+                    violations.push(Violation(format!(
+                        "account {} bucket {} is at {} below its floor {floor}",
+                        account.id, bucket.id, bucket.balance
+                    )));
+                }
+            }
+            if account.kind == AccountKind::Prepaid && account.balance() < Decimal::ZERO {
+                violations.push(Violation(format!("prepaid account {} is negative: {}", account.id, account.balance())));
+            }
+            if account.reserved < Decimal::ZERO || account.reserved > account.spendable(now).max(account.reserved_floor()) {
+                violations.push(Violation(format!(
+                    "account {} reserves {} of {} spendable",
+                    account.id,
+                    account.reserved,
+                    account.spendable(now)
+                )));
+            }
+            for bucket in &account.units {
+                if bucket.reserved > bucket.remaining || bucket.remaining > bucket.granted {
+                    violations.push(Violation(format!(
+                        "account {} unit bucket {}: reserved {} remaining {} granted {}",
+                        account.id, bucket.id, bucket.reserved, bucket.remaining, bucket.granted
+                    )));
+                }
+            }
+            let held: Decimal =
+                self.reservations.values().filter(|r| r.account == account.id).map(|r| r.money).sum();
+            if held != account.reserved {
+                violations.push(Violation(format!(
+                    "account {} holds {} in reservations but records {}",
+                    account.id, held, account.reserved
+                )));
+            }
+        }
+        let t = &self.totals;
+        let expected = t.opening + t.top_ups + t.refunds + t.adjustments - t.charged;
+        if balances != expected {
+            violations.push(Violation(format!(
+                "money is not conserved: balances {balances} ≠ opening {} + top-ups {} + refunds {} + adjustments {} − charged {}",
+                t.opening, t.top_ups, t.refunds, t.adjustments, t.charged
+            )));
+        }
+        violations
+    }
+}
+
+impl Account {
+    /// Reservations made while buckets were valid may outlive a bucket's expiry; the
+    /// check then only requires what is reserved to stay non-negative.
+    fn reserved_floor(&self) -> Decimal {
+        Decimal::ZERO
+    }
+}
+
+/// Everything a decision reads besides the shard state.
+#[derive(Debug, Clone, Copy)]
+pub struct Context<'a> {
+    pub plans: &'a Plans,
+    pub directory: &'a Directory,
+    pub config: &'a ChargingConfig,
+    pub now: i64,
+}
+
+/// A request being decided: its effects so far (already applied to `state`).
+pub struct Transaction<'s> {
+    state: &'s mut ShardState,
+    effects: Vec<Effect>,
+}
+
+impl std::fmt::Debug for Transaction<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Transaction").field("effects", &self.effects).finish()
+    }
+}
+
+impl<'s> Transaction<'s> {
+    fn emit(&mut self, effect: Effect) {
+        self.state.apply(&effect);
+        self.effects.push(effect);
+    }
+
+    fn state(&self) -> &ShardState {
+        self.state
+    }
+}
+
+/// The account a resolved request is about, and its subscription when it names one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Resolved {
+    pub account: AccountId,
+    pub subscription: Option<SubscriptionId>,
+}
+
+/// Decides `request` against `state`; returns the answer and the effects (already applied).
+pub fn decide(state: &mut ShardState, ctx: &Context<'_>, resolved: Resolved, request: &Request) -> (Answer, Vec<Effect>) {
+    if let Some(key) = &request.key {
+        if let Some(previous) = state.recent.get(key) {
+            let mut answer = previous.clone();
+            answer.repeated = true;
+            return (answer, Vec::new());
+        }
+    }
+    let mut tx = Transaction { state, effects: Vec::new() };
+    let answer = decide_operation(&mut tx, ctx, resolved, &request.operation);
+    if request.operation.is_mutating() {
+        if let Some(key) = &request.key {
+            tx.emit(Effect::Remembered { key: key.clone(), answer: answer.clone() });
+        }
+    }
+    (answer, tx.effects)
+}
+
+/// Releases every reservation that expired at `now`; returns the effects.
+pub fn expire(state: &mut ShardState, now: i64) -> Vec<Effect> {
+    let mut expired: Vec<(String, u32)> =
+        state.reservations.iter().filter(|(_, r)| r.expires_at <= now).map(|(key, _)| key.clone()).collect();
+    expired.sort();
+    let mut tx = Transaction { state, effects: Vec::new() };
+    for (session, rating_group) in expired {
+        tx.emit(Effect::Released { session, rating_group });
+    }
+    tx.effects
+}
+
+fn decide_operation(tx: &mut Transaction<'_>, ctx: &Context<'_>, resolved: Resolved, operation: &Operation) -> Answer {
+    if let Operation::CreateAccount { kind, currency, credit_limit, opening_balance } = operation {
+        return create_account(tx, ctx, resolved.account, *kind, currency, *credit_limit, *opening_balance);
+    }
+    if !tx.state().accounts.contains_key(&resolved.account) {
+        return Answer::outcome(Outcome::UnknownAccount);
+    }
+    match operation {
+        Operation::CreateAccount { .. } => Answer::outcome(Outcome::Invalid("unreachable".to_owned())),
+        Operation::CreateSubscription { subscription, plan, identities } => {
+            create_subscription(tx, ctx, resolved.account, *subscription, plan, identities)
+        }
+        Operation::BalanceEnquiry => Answer::new(Outcome::Success, Body::Balance(balance_view(tx.state(), ctx, resolved.account))),
+        Operation::PriceEnquiry { usage } => match subscription_of(tx, resolved) {
+            Some(subscription) => debit(tx, ctx, resolved.account, subscription, usage, false),
+            None => Answer::outcome(Outcome::Invalid("a price enquiry needs a subscriber".to_owned())),
+        },
+        Operation::DirectDebit { usage } | Operation::ChargeRecord { usage } => match subscription_of(tx, resolved) {
+            Some(subscription) => debit(tx, ctx, resolved.account, subscription, usage, true),
+            None => Answer::outcome(Outcome::Invalid("a debit needs a subscriber".to_owned())),
+        },
+        Operation::Session { session, step, units } => match subscription_of(tx, resolved) {
+            Some(subscription) => session_request(tx, ctx, resolved.account, subscription, session, *step, units),
+            None => Answer::outcome(Outcome::Invalid("a session needs a subscriber".to_owned())),
+        },
+        Operation::TopUp { amount, reference } => {
+            if *amount <= Decimal::ZERO {
+                return Answer::outcome(Outcome::Invalid("field `amount`: a top-up must be positive".to_owned()));
+            }
+            credit(tx, resolved.account, *amount, MoneyKind::TopUp { reference: reference.clone() })
+        }
+        Operation::Refund { amount, reason } => {
+            if *amount <= Decimal::ZERO {
+                return Answer::outcome(Outcome::Invalid("field `amount`: a refund must be positive".to_owned()));
+            }
+            credit(tx, resolved.account, *amount, MoneyKind::Refund { reason: reason.clone() })
+        }
+        Operation::Adjust { amount, reason } => {
+            if reason.trim().is_empty() {
+                return Answer::outcome(Outcome::Invalid("field `reason`: an adjustment needs a reason".to_owned()));
+            }
+            if *amount >= Decimal::ZERO {
+                return credit(tx, resolved.account, *amount, MoneyKind::Adjustment { reason: reason.clone() });
+            }
+            let account = &tx.state().accounts[&resolved.account];
+            if -*amount > account.available(ctx.now) {
+                return Answer::outcome(Outcome::CreditLimitReached);
+            }
+            debit_money(tx, ctx.now, resolved.account, -*amount, MoneyKind::Adjustment { reason: reason.clone() });
+            Answer::new(Outcome::Success, Body::Money { balance_after: tx.state().accounts[&resolved.account].balance() })
+        }
+    }
+}
+
+fn subscription_of(tx: &Transaction<'_>, resolved: Resolved) -> Option<SubscriptionId> {
+    resolved.subscription.or_else(|| {
+        // An account-level request uses the account's first subscription, if it has one.
+        let mut ids: Vec<SubscriptionId> =
+            tx.state().subscriptions.values().filter(|s| s.account == resolved.account).map(|s| s.id).collect();
+        ids.sort_unstable();
+        ids.first().copied()
+    })
+}
+
+fn create_account(
+    tx: &mut Transaction<'_>,
+    ctx: &Context<'_>,
+    id: AccountId,
+    kind: AccountKind,
+    currency: &str,
+    credit_limit: Decimal,
+    opening_balance: Decimal,
+) -> Answer {
+    if tx.state().accounts.contains_key(&id) {
+        return Answer::outcome(Outcome::AlreadyExists);
+    }
+    let code: [u8; 3] = match currency.as_bytes().try_into() {
+        Ok(code) if currency.bytes().all(|b| b.is_ascii_uppercase()) => code,
+        _ => return Answer::outcome(Outcome::Invalid("field `currency`: an ISO 4217 code such as EUR".to_owned())),
+    };
+    if credit_limit < Decimal::ZERO || (kind == AccountKind::Prepaid && !credit_limit.is_zero()) {
+        return Answer::outcome(Outcome::Invalid(
+            "field `credit_limit`: not negative, and zero for a prepaid account".to_owned(),
+        ));
+    }
+    if opening_balance < -credit_limit {
+        return Answer::outcome(Outcome::Invalid("field `opening_balance`: below the credit limit".to_owned()));
+    }
+    let main = MoneyBucket { id: 0, balance: Decimal::ZERO, valid_from: i64::MIN, valid_until: FOREVER, priority: u32::MAX };
+    tx.emit(Effect::AccountCreated(Account {
+        id,
+        kind,
+        currency: code,
+        credit_limit,
+        money: smallvec::smallvec![main],
+        reserved: Decimal::ZERO,
+        units: Vec::new(),
+        usage: Vec::new(),
+        next_bucket: 1,
+        cycle_anchor: ctx.now,
+    }));
+    if !opening_balance.is_zero() {
+        tx.emit(Effect::Money { account: id, bucket: 0, delta: opening_balance, kind: MoneyKind::Opening });
+    }
+    Answer::new(Outcome::Success, Body::Money { balance_after: opening_balance })
+}
+
+fn create_subscription(
+    tx: &mut Transaction<'_>,
+    ctx: &Context<'_>,
+    account: AccountId,
+    subscription: SubscriptionId,
+    plan_id: &str,
+    identities: &[crate::model::Identity],
+) -> Answer {
+    let Some(plan) = ctx.plans.at(plan_id, ctx.now) else {
+        return Answer::outcome(Outcome::Invalid(format!("field `plan`: no plan `{plan_id}` is loaded")));
+    };
+    if plan.currency.as_bytes() != tx.state().accounts[&account].currency {
+        return Answer::outcome(Outcome::Invalid(format!(
+            "field `plan`: plan `{plan_id}` is in {}, the account in {}",
+            plan.currency,
+            tx.state().accounts[&account].currency_code()
+        )));
+    }
+    if tx.state().subscriptions.contains_key(&subscription) || !ctx.directory.claim(subscription, account, identities) {
+        return Answer::outcome(Outcome::AlreadyExists);
+    }
+    let first_bucket = tx.state().accounts[&account].next_bucket;
+    let buckets = plan
+        .allowances
+        .iter()
+        .enumerate()
+        .map(|(index, allowance)| UnitBucket {
+            id: first_bucket + index as BucketId,
+            subscription,
+            allowance: index as u16,
+            granted: allowance.units,
+            remaining: allowance.units,
+            reserved: 0,
+            valid_from: ctx.now,
+            valid_until: period_end(ctx.now, allowance.period),
+            period: allowance.period,
+        })
+        .collect();
+    tx.emit(Effect::SubscriptionCreated {
+        subscription: Subscription {
+            id: subscription,
+            account,
+            plan: plan_id.to_owned(),
+            identities: identities.to_vec(),
+            started_at: ctx.now,
+        },
+        buckets,
+    });
+    Answer::outcome(Outcome::Success)
+}
+
+fn balance_view(state: &ShardState, ctx: &Context<'_>, id: AccountId) -> BalanceView {
+    let account = &state.accounts[&id];
+    let mut buckets: Vec<BucketView> = account
+        .money
+        .iter()
+        .map(|b| BucketView {
+            id: b.id,
+            kind: "money".to_owned(),
+            remaining: b.balance.to_string(),
+            reserved: if b.id == 0 { account.reserved.to_string() } else { "0".to_owned() },
+            valid_from: b.valid_from,
+            valid_until: b.valid_until,
+        })
+        .collect();
+    for bucket in &account.units {
+        let name = state
+            .subscriptions
+            .get(&bucket.subscription)
+            .and_then(|s| ctx.plans.at(&s.plan, ctx.now))
+            .and_then(|p| p.allowances.get(usize::from(bucket.allowance)))
+            .map_or_else(|| format!("allowance {}", bucket.allowance), |a| a.name.clone());
+        buckets.push(BucketView {
+            id: bucket.id,
+            kind: name,
+            remaining: bucket.remaining.to_string(),
+            reserved: bucket.reserved.to_string(),
+            valid_from: bucket.valid_from,
+            valid_until: bucket.valid_until,
+        });
+    }
+    BalanceView {
+        account: id,
+        kind: account.kind,
+        currency: account.currency_code().to_owned(),
+        balance: account.balance(),
+        available: account.available(ctx.now),
+        reserved: account.reserved,
+        credit_limit: account.credit_limit,
+        buckets,
+    }
+}
+
+/// Renews the subscription's unit buckets whose cycle ended before `now`.
+fn renew_buckets(tx: &mut Transaction<'_>, account: AccountId, subscription: SubscriptionId, now: i64) {
+    let due: Vec<(BucketId, i64, i64)> = tx.state().accounts[&account]
+        .units
+        .iter()
+        .filter(|b| b.subscription == subscription && b.valid_until <= now && b.period != Period::Once && b.reserved == 0)
+        .map(|b| {
+            let (from, until) = window_containing(b.valid_from, b.period, now);
+            (b.id, from, until)
+        })
+        .collect();
+    for (bucket, valid_from, valid_until) in due {
+        tx.emit(Effect::BucketRenewed { account, bucket, valid_from, valid_until });
+    }
+}
+
+/// The unit buckets of `subscription` usable at `at`, as the rating function wants them;
+/// `extra` adds units held by a reservation being settled.
+fn allowance_balances(account: &Account, subscription: SubscriptionId, at: i64, extra: &[(BucketId, u64)]) -> Vec<AllowanceBalance> {
+    account
+        .units
+        .iter()
+        .filter(|b| b.subscription == subscription && b.is_valid_at(at))
+        .map(|b| {
+            let held = extra.iter().filter(|(id, _)| *id == b.id).map(|(_, units)| *units).sum::<u64>();
+            AllowanceBalance { bucket: u64::from(b.id), allowance: b.allowance, remaining_units: b.available() + held }
+        })
+        .filter(|b| b.remaining_units > 0)
+        .collect()
+}
+
+fn service_of(plan: &CompiledPlan, service: &ServiceRef) -> Option<u16> {
+    match service {
+        ServiceRef::Name(name) => plan.service_by_name(name),
+        ServiceRef::RatingGroup(rg) => plan.service_by_rating_group(*rg),
+        ServiceRef::ServiceId(id) => plan.service_by_service_id(*id),
+    }
+}
+
+/// Rates `usage` for `subscription`; `Err` is the answer to give when it cannot be rated.
+fn rate_usage<'p>(
+    ctx: &Context<'p>,
+    state: &ShardState,
+    subscription: SubscriptionId,
+    usage: &Usage,
+    extra: &[(BucketId, u64)],
+) -> Result<(&'p CompiledPlan, RatedEvent), Answer> {
+    let sub = &state.subscriptions[&subscription];
+    let plan = ctx
+        .plans
+        .at(&sub.plan, usage.start_utc_seconds)
+        .ok_or_else(|| Answer::outcome(Outcome::RatingFailed("plan_not_loaded".to_owned())))?;
+    let service = service_of(plan, &usage.service)
+        .ok_or_else(|| Answer::outcome(Outcome::RatingFailed("unknown_service".to_owned())))?;
+    let rating_group = usage.rating_group.or(match usage.service {
+        ServiceRef::RatingGroup(rg) => Some(rg),
+        _ => None,
+    });
+    let balances = allowance_balances(&state.accounts[&sub.account], subscription, usage.start_utc_seconds, extra);
+    let event = UsageEvent {
+        service,
+        rating_group,
+        destination: usage.destination.as_deref(),
+        start_utc_seconds: usage.start_utc_seconds,
+        units: usage.units,
+    };
+    rate(plan, &event, &balances)
+        .map(|rated| (&**plan, rated))
+        .map_err(|unrated| Answer::outcome(Outcome::RatingFailed(unrated.code().to_owned())))
+}
+
+fn charged_body(plan: &CompiledPlan, usage: &Usage, rated: &RatedEvent, balance_after: Decimal) -> Body {
+    Body::Charged(Charged {
+        amount: rated.amount,
+        currency: plan.currency.clone(),
+        plan: plan.id.clone(),
+        plan_version: plan.version,
+        service: plan.services[usize::from(rated.service)].name.clone(),
+        destination: rated.destination.map(|d| plan.destinations[d as usize].clone()).or(usage.destination.clone().filter(|_| false)),
+        band: plan.bands[usize::from(rated.band)].clone(),
+        charged_units: rated.charged_units,
+        allowance_units: rated.allowance_units,
+        balance_after,
+    })
+}
+
+/// Prices (and with `commit`, charges) one usage, all or nothing.
+fn debit(tx: &mut Transaction<'_>, ctx: &Context<'_>, account: AccountId, subscription: SubscriptionId, usage: &Usage, commit: bool) -> Answer {
+    if commit {
+        renew_buckets(tx, account, subscription, usage.start_utc_seconds.max(ctx.now));
+    }
+    let (plan, rated) = match rate_usage(ctx, tx.state(), subscription, usage, &[]) {
+        Ok(rated) => rated,
+        Err(answer) => return answer,
+    };
+    let balance = tx.state().accounts[&account].balance();
+    if !commit {
+        return Answer::new(Outcome::Success, charged_body(plan, usage, &rated, balance));
+    }
+    if rated.amount > tx.state().accounts[&account].available(ctx.now) {
+        return Answer::outcome(Outcome::CreditLimitReached);
+    }
+    settle(tx, ctx, account, plan, &rated, usage.start_utc_seconds);
+    let balance_after = tx.state().accounts[&account].balance();
+    Answer::new(Outcome::Success, charged_body(plan, usage, &rated, balance_after))
+}
+
+/// Applies a rated event: consumes its allowance draws, debits its amount, accumulates it.
+fn settle(tx: &mut Transaction<'_>, ctx: &Context<'_>, account: AccountId, plan: &CompiledPlan, rated: &RatedEvent, at: i64) {
+    for draw in &rated.draws {
+        tx.emit(Effect::Units { account, bucket: draw.bucket as BucketId, consumed: draw.units });
+    }
+    if !rated.amount.is_zero() {
+        debit_money(tx, ctx.now, account, rated.amount, MoneyKind::Charge);
+    }
+    let anchor = tx.state().accounts[&account].cycle_anchor;
+    let (cycle_start, _) = window_containing(anchor, Period::Monthly, at);
+    tx.emit(Effect::Usage {
+        account,
+        cycle_start,
+        service: plan.services[usize::from(rated.service)].name.clone(),
+        units: rated.charged_units,
+        amount: rated.amount,
+    });
+}
+
+/// Debits `amount` (≤ available) across the valid money buckets: lowest priority first,
+/// then the earliest expiry; the main bucket takes the rest and may go negative only
+/// down to the credit limit.
+fn debit_money(tx: &mut Transaction<'_>, now: i64, account_id: AccountId, amount: Decimal, kind: MoneyKind) {
+    let account = &tx.state().accounts[&account_id];
+    let mut order: Vec<(u32, i64, BucketId, Decimal)> = account
+        .money
+        .iter()
+        .filter(|b| b.id != 0 && b.is_valid_at(now) && b.balance > Decimal::ZERO)
+        .map(|b| (b.priority, b.valid_until, b.id, b.balance))
+        .collect();
+    order.sort_unstable();
+    let mut left = amount;
+    let mut moves = Vec::new();
+    for (_, _, bucket, balance) in order {
+        if left.is_zero() {
+            break;
+        }
+        let take = balance.min(left);
+        moves.push((bucket, take));
+        left -= take;
+    }
+    if !left.is_zero() {
+        moves.push((0, left));
+    }
+    for (bucket, take) in moves {
+        tx.emit(Effect::Money { account: account_id, bucket, delta: -take, kind: kind.clone() });
+    }
+}
+
+fn credit(tx: &mut Transaction<'_>, account: AccountId, amount: Decimal, kind: MoneyKind) -> Answer {
+    tx.emit(Effect::Money { account, bucket: 0, delta: amount, kind });
+    Answer::new(Outcome::Success, Body::Money { balance_after: tx.state().accounts[&account].balance() })
+}
+
+fn default_quota(config: &ChargingConfig, unit: Unit) -> u64 {
+    match unit {
+        Unit::Seconds => config.default_quota_seconds,
+        Unit::Bytes => config.default_quota_bytes,
+        Unit::Events | Unit::Units => config.default_quota_events,
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn session_request(
+    tx: &mut Transaction<'_>,
+    ctx: &Context<'_>,
+    account: AccountId,
+    subscription: SubscriptionId,
+    session: &str,
+    step: SessionStep,
+    units: &[UnitRequest],
+) -> Answer {
+    if units.len() > ctx.config.max_units_per_request {
+        return Answer::outcome(Outcome::Invalid(format!(
+            "more than {} rating groups in one request",
+            ctx.config.max_units_per_request
+        )));
+    }
+    let open: Vec<u32> = tx.state().reservations.keys().filter(|(s, _)| s == session).map(|(_, rg)| *rg).collect();
+    if step != SessionStep::Initial && open.is_empty() && units.iter().all(|u| u.used_units.is_none()) {
+        return Answer::outcome(Outcome::UnknownSession);
+    }
+    renew_buckets(tx, account, subscription, ctx.now);
+    let mut grants = Vec::with_capacity(units.len());
+    for unit in units {
+        grants.push(session_unit(tx, ctx, account, subscription, session, step, unit));
+    }
+    if step == SessionStep::Termination {
+        let mut left: Vec<u32> =
+            tx.state().reservations.keys().filter(|(s, _)| s == session).map(|(_, rg)| *rg).collect();
+        left.sort_unstable();
+        for rating_group in left {
+            tx.emit(Effect::Released { session: session.to_owned(), rating_group });
+        }
+    }
+    let outcome = if grants.iter().any(|g| g.outcome == Outcome::Success) || grants.is_empty() {
+        Outcome::Success
+    } else {
+        grants[0].outcome.clone()
+    };
+    Answer::new(outcome, Body::Session { grants })
+}
+
+fn session_unit(
+    tx: &mut Transaction<'_>,
+    ctx: &Context<'_>,
+    account: AccountId,
+    subscription: SubscriptionId,
+    session: &str,
+    step: SessionStep,
+    unit: &UnitRequest,
+) -> Grant {
+    let validity_seconds = ctx.config.validity_seconds;
+    let mut grant = Grant {
+        rating_group: unit.rating_group,
+        outcome: Outcome::Success,
+        granted_units: 0,
+        validity_seconds,
+        final_unit: false,
+        used_units: 0,
+        charged: Decimal::ZERO,
+    };
+    let key = (session.to_owned(), unit.rating_group);
+    let existing = tx.state().reservations.get(&key).cloned();
+    // 1. Settle reported usage against the reservation it was granted under.
+    if let Some(used) = unit.used_units.filter(|u| *u > 0) {
+        let (start, destination, held) = match &existing {
+            Some(r) => (r.started_at, r.destination.clone(), r.bucket_units.clone()),
+            None => (ctx.now.saturating_sub(used as i64), unit.destination.clone(), Vec::new()),
+        };
+        let usage = Usage {
+            service: ServiceRef::RatingGroup(unit.rating_group),
+            rating_group: Some(unit.rating_group),
+            destination: destination.or(unit.destination.clone()),
+            start_utc_seconds: start,
+            units: used,
+        };
+        let rated = rate_usage(ctx, tx.state(), subscription, &usage, &held);
+        if existing.is_some() {
+            tx.emit(Effect::Released { session: session.to_owned(), rating_group: unit.rating_group });
+        }
+        match rated {
+            Ok((plan, mut rated)) => {
+                // Usage past what the balance can pay (the network over-ran its grant) is
+                // charged only up to the available money: a prepaid balance never goes negative.
+                let available = tx.state().accounts[&account].available(ctx.now).max(Decimal::ZERO);
+                if rated.amount > available {
+                    rated.amount = available;
+                }
+                settle(tx, ctx, account, plan, &rated, start);
+                grant.used_units = used;
+                grant.charged = rated.amount;
+            }
+            Err(answer) => grant.outcome = answer.outcome,
+        }
+    } else if existing.is_some() {
+        tx.emit(Effect::Released { session: session.to_owned(), rating_group: unit.rating_group });
+    }
+    if step == SessionStep::Termination || grant.outcome != Outcome::Success {
+        return grant;
+    }
+    // 2. Reserve for the next stretch.
+    let open = tx.state().reservations.keys().filter(|(s, _)| s == session).count();
+    if open >= ctx.config.max_reservations_per_session {
+        grant.outcome = Outcome::Invalid(format!("more than {} open rating groups", ctx.config.max_reservations_per_session));
+        return grant;
+    }
+    let plan = tx.state().subscriptions.get(&subscription).and_then(|s| ctx.plans.at(&s.plan, ctx.now));
+    let Some(service) = plan.and_then(|p| p.service_by_rating_group(unit.rating_group).map(|s| p.services[usize::from(s)].unit)) else {
+        grant.outcome = Outcome::RatingFailed("unknown_service".to_owned());
+        return grant;
+    };
+    let requested = unit.requested_units.unwrap_or_else(|| default_quota(ctx.config, service));
+    if requested == 0 {
+        return grant;
+    }
+    let quote = |tx: &Transaction<'_>, units: u64| {
+        let usage = Usage {
+            service: ServiceRef::RatingGroup(unit.rating_group),
+            rating_group: Some(unit.rating_group),
+            destination: unit.destination.clone(),
+            start_utc_seconds: ctx.now,
+            units,
+        };
+        rate_usage(ctx, tx.state(), subscription, &usage, &[])
+    };
+    let available = tx.state().accounts[&account].available(ctx.now);
+    let (granted, rated) = match quote(tx, requested) {
+        Err(answer) => {
+            grant.outcome = answer.outcome;
+            return grant;
+        }
+        Ok((_, rated)) if rated.amount <= available => (requested, rated),
+        Ok(_) => {
+            // Largest affordable grant: rating is monotone in units, so bisect.
+            let (mut low, mut high) = (0u64, requested);
+            let mut best = None;
+            while low < high {
+                let mid = low + (high - low).div_ceil(2);
+                match quote(tx, mid) {
+                    Ok((_, rated)) if rated.amount <= available => {
+                        low = mid;
+                        best = Some(rated);
+                    }
+                    _ => high = mid - 1,
+                }
+            }
+            match best {
+                Some(rated) if low > 0 => {
+                    grant.final_unit = true;
+                    (low, rated)
+                }
+                _ => {
+                    grant.outcome = Outcome::CreditLimitReached;
+                    return grant;
+                }
+            }
+        }
+    };
+    grant.granted_units = granted;
+    tx.emit(Effect::Reserved(Reservation {
+        session: session.to_owned(),
+        rating_group: unit.rating_group,
+        subscription,
+        account,
+        started_at: ctx.now,
+        granted_units: granted,
+        money: rated.amount,
+        bucket_units: rated.draws.iter().map(|d| (d.bucket as BucketId, d.units)).collect(),
+        expires_at: ctx.now + i64::from(validity_seconds) + i64::from(ctx.config.reservation_grace_seconds),
+        destination: unit.destination.clone(),
+    }));
+    grant
+}
