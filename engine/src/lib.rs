@@ -7,12 +7,18 @@ pub mod api;
 pub mod cycle;
 pub mod directory;
 mod error;
+pub mod journal;
 pub mod model;
 pub mod plans;
+pub mod recovery;
+pub mod runtime;
 pub mod shard;
+pub mod snapshot;
 
 pub use api::{Answer, Body, Grant, Operation, Outcome, Request, ServiceRef, SessionStep, Target, UnitRequest, Usage};
 pub use error::EngineError;
 pub use model::{AccountId, AccountKind, Identity, SubscriptionId};
 pub use plans::Plans;
+pub use runtime::{Clock, Engine, EngineConfig, ManualClock, SystemClock};
+pub use journal::FsyncPolicy;
 pub use shard::{ChargingConfig, Effect, ShardState};

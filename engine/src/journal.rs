@@ -1,0 +1,349 @@
+//! The journal: checksummed records appended before an answer is given, with group
+//! commit and a configurable fsync policy.
+//!
+//! # Byte format (all integers little-endian)
+//!
+//! A journal is a sequence of segment files `shard-{S}-{FIRST_LSN:020}.journal`. Each
+//! segment starts with a 16-byte header:
+//!
+//! | offset | size | field |
+//! |---|---|---|
+//! | 0 | 8 | magic `TGJRNL\r\n` |
+//! | 8 | 4 | format version ([`JOURNAL_FORMAT_VERSION`]) |
+//! | 12 | 4 | shard number |
+//!
+//! followed by records:
+//!
+//! | offset | size | field |
+//! |---|---|---|
+//! | 0 | 4 | payload length `N` (at most [`MAX_RECORD_BYTES`]) |
+//! | 4 | 4 | CRC-32 (IEEE) of bytes 8 .. 16+N (sequence number and payload) |
+//! | 8 | 8 | log sequence number (LSN): the previous record's plus one |
+//! | 16 | N | payload: rkyv archive of a [`JournalEntry`] |
+//!
+//! Recovery reads records in order and stops at the first one that is incomplete, fails
+//! its checksum, or breaks the LSN sequence: that is a torn or corrupt tail, and the
+//! segment is cut there. Nothing past it is replayed.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rkyv::rancor;
+use rkyv::util::AlignedVec;
+use rkyv::{Archive, Deserialize as RkyvDeserialize, Serialize as RkyvSerialize};
+
+use crate::error::EngineError;
+use crate::shard::Effect;
+
+pub const JOURNAL_MAGIC: [u8; 8] = *b"TGJRNL\r\n";
+pub const JOURNAL_FORMAT_VERSION: u32 = 1;
+pub const SEGMENT_HEADER_BYTES: usize = 16;
+pub const RECORD_HEADER_BYTES: usize = 16;
+/// Largest record payload; larger requests are refused before they are decided.
+pub const MAX_RECORD_BYTES: usize = 16 << 20;
+
+/// What one record holds: the time the request was decided and its effects.
+#[derive(Debug, Clone, PartialEq, Eq, Archive, RkyvSerialize, RkyvDeserialize)]
+pub struct JournalEntry {
+    pub decided_at: i64,
+    pub effects: Vec<Effect>,
+}
+
+impl JournalEntry {
+    pub fn encode(&self) -> Vec<u8> {
+        match rkyv::to_bytes::<rancor::Panic>(self) {
+            Ok(bytes) => bytes.into_vec(),
+            Err(never) => match never {},
+        }
+    }
+
+    pub fn decode(payload: &[u8]) -> Result<JournalEntry, String> {
+        let mut aligned = AlignedVec::<16>::with_capacity(payload.len());
+        aligned.extend_from_slice(payload);
+        rkyv::from_bytes::<JournalEntry, rancor::Error>(&aligned).map_err(|err| err.to_string())
+    }
+}
+
+/// When appended records are forced to stable storage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FsyncPolicy {
+    /// fsync once per group commit, before any answer of the batch is given.
+    EveryBatch,
+    /// fsync at most once per interval: an answer may be given before its record is on disk.
+    Interval(Duration),
+    /// Leave it to the operating system.
+    Never,
+}
+
+/// A byte device a journal segment lives on. Files in production; memory (with the
+/// power to cut it at any byte) in crash tests.
+pub trait Storage: Send {
+    fn append(&mut self, bytes: &[u8]) -> io::Result<()>;
+    fn sync(&mut self) -> io::Result<()>;
+    fn read_all(&mut self) -> io::Result<Vec<u8>>;
+    fn truncate(&mut self, len: u64) -> io::Result<()>;
+}
+
+/// A segment file.
+#[derive(Debug)]
+pub struct FileStorage {
+    file: File,
+}
+
+impl FileStorage {
+    pub fn open(path: &Path) -> io::Result<FileStorage> {
+        let file = OpenOptions::new().read(true).append(true).create(true).open(path)?;
+        Ok(FileStorage { file })
+    }
+}
+
+impl Storage for FileStorage {
+    fn append(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.file.write_all(bytes)
+    }
+    fn sync(&mut self) -> io::Result<()> {
+        self.file.sync_data()
+    }
+    fn read_all(&mut self) -> io::Result<Vec<u8>> {
+        let mut bytes = Vec::new();
+        self.file.seek(SeekFrom::Start(0))?;
+        self.file.read_to_end(&mut bytes)?;
+        Ok(bytes)
+    }
+    fn truncate(&mut self, len: u64) -> io::Result<()> {
+        self.file.set_len(len)?;
+        self.file.sync_all()
+    }
+}
+
+/// An in-memory device whose contents a test can read, and whose durable part it can
+/// cut at any byte to build a crash image on purpose.
+#[derive(Debug, Clone, Default)]
+pub struct MemoryStorage {
+    inner: Arc<Mutex<MemoryInner>>,
+}
+
+#[derive(Debug, Default)]
+struct MemoryInner {
+    bytes: Vec<u8>,
+    /// Bytes known to be on "disk" (covered by a sync).
+    synced: usize,
+}
+
+impl MemoryStorage {
+    pub fn new() -> MemoryStorage {
+        MemoryStorage::default()
+    }
+
+    /// A device holding `bytes`, as after a restart.
+    pub fn with_bytes(bytes: Vec<u8>) -> MemoryStorage {
+        let synced = bytes.len();
+        MemoryStorage { inner: Arc::new(Mutex::new(MemoryInner { bytes, synced })) }
+    }
+
+    /// Everything written so far.
+    pub fn bytes(&self) -> Vec<u8> {
+        self.lock().bytes.clone()
+    }
+
+    /// How many bytes a sync has covered.
+    pub fn synced_len(&self) -> usize {
+        self.lock().synced
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, MemoryInner> {
+        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl Storage for MemoryStorage {
+    fn append(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.lock().bytes.extend_from_slice(bytes);
+        Ok(())
+    }
+    fn sync(&mut self) -> io::Result<()> {
+        let mut inner = self.lock();
+        inner.synced = inner.bytes.len();
+        Ok(())
+    }
+    fn read_all(&mut self) -> io::Result<Vec<u8>> {
+        Ok(self.lock().bytes.clone())
+    }
+    fn truncate(&mut self, len: u64) -> io::Result<()> {
+        let mut inner = self.lock();
+        inner.bytes.truncate(len as usize);
+        inner.synced = inner.synced.min(inner.bytes.len());
+        Ok(())
+    }
+}
+
+/// What scanning a segment found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scan {
+    /// `(lsn, payload)` of every good record, in order.
+    pub records: Vec<(u64, Vec<u8>)>,
+    /// Length of the good prefix of the segment.
+    pub good_len: u64,
+    /// Why the scan stopped before the end, if it did.
+    pub cut_reason: Option<String>,
+}
+
+/// Scans the bytes of one segment. `expected_first_lsn` is the LSN its first record
+/// must carry (`None`: any).
+pub fn scan(bytes: &[u8], shard: u32, expected_first_lsn: Option<u64>) -> Result<Scan, String> {
+    if bytes.is_empty() {
+        return Ok(Scan { records: Vec::new(), good_len: 0, cut_reason: None });
+    }
+    if bytes.len() < SEGMENT_HEADER_BYTES {
+        return Ok(Scan { records: Vec::new(), good_len: 0, cut_reason: Some("torn segment header".to_owned()) });
+    }
+    if bytes[..8] != JOURNAL_MAGIC {
+        return Err("not a journal segment (bad magic)".to_owned());
+    }
+    let version = u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
+    if version != JOURNAL_FORMAT_VERSION {
+        return Err(format!("journal format version {version}; this build reads {JOURNAL_FORMAT_VERSION}"));
+    }
+    let header_shard = u32::from_le_bytes([bytes[12], bytes[13], bytes[14], bytes[15]]);
+    if header_shard != shard {
+        return Err(format!("segment belongs to shard {header_shard}, not {shard}"));
+    }
+    let mut records = Vec::new();
+    let mut at = SEGMENT_HEADER_BYTES;
+    let mut expected = expected_first_lsn;
+    let cut_reason = loop {
+        if at == bytes.len() {
+            break None;
+        }
+        if bytes.len() - at < RECORD_HEADER_BYTES {
+            break Some(format!("torn record header at byte {at}"));
+        }
+        let length = u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]) as usize;
+        let crc = u32::from_le_bytes([bytes[at + 4], bytes[at + 5], bytes[at + 6], bytes[at + 7]]);
+        if length > MAX_RECORD_BYTES {
+            break Some(format!("record length {length} at byte {at} exceeds the limit"));
+        }
+        let end = at + RECORD_HEADER_BYTES + length;
+        if end > bytes.len() {
+            break Some(format!("torn record at byte {at}"));
+        }
+        if crc32fast::hash(&bytes[at + 8..end]) != crc {
+            break Some(format!("checksum mismatch at byte {at}"));
+        }
+        let mut lsn = [0u8; 8];
+        lsn.copy_from_slice(&bytes[at + 8..at + 16]);
+        let lsn = u64::from_le_bytes(lsn);
+        if expected.is_some_and(|e| e != lsn) {
+            break Some(format!("sequence break at byte {at}: LSN {lsn}, expected {}", expected.unwrap_or(0)));
+        }
+        expected = Some(lsn + 1);
+        records.push((lsn, bytes[at + RECORD_HEADER_BYTES..end].to_vec()));
+        at = end;
+    };
+    Ok(Scan { records, good_len: at as u64, cut_reason })
+}
+
+/// Appends framed records to a storage device with group commit.
+pub struct Journal {
+    storage: Box<dyn Storage>,
+    policy: FsyncPolicy,
+    buffer: Vec<u8>,
+    last_sync: Instant,
+    /// Records appended since the segment was opened.
+    pub records_in_segment: u64,
+}
+
+impl std::fmt::Debug for Journal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Journal").field("policy", &self.policy).field("buffered", &self.buffer.len()).finish()
+    }
+}
+
+impl Journal {
+    /// Starts a journal on a device that holds `existing_len` good bytes (0: a new
+    /// segment, whose header is written now).
+    pub fn new(mut storage: Box<dyn Storage>, shard: u32, policy: FsyncPolicy, existing_len: u64) -> io::Result<Journal> {
+        if existing_len == 0 {
+            let mut header = Vec::with_capacity(SEGMENT_HEADER_BYTES);
+            header.extend_from_slice(&JOURNAL_MAGIC);
+            header.extend_from_slice(&JOURNAL_FORMAT_VERSION.to_le_bytes());
+            header.extend_from_slice(&shard.to_le_bytes());
+            storage.append(&header)?;
+            storage.sync()?;
+        }
+        Ok(Journal { storage, policy, buffer: Vec::with_capacity(1 << 20), last_sync: Instant::now(), records_in_segment: 0 })
+    }
+
+    /// Frames a record into the group-commit buffer.
+    pub fn append(&mut self, lsn: u64, payload: &[u8]) {
+        let start = self.buffer.len();
+        self.buffer.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        self.buffer.extend_from_slice(&[0; 4]);
+        self.buffer.extend_from_slice(&lsn.to_le_bytes());
+        self.buffer.extend_from_slice(payload);
+        let crc = crc32fast::hash(&self.buffer[start + 8..]);
+        self.buffer[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+        self.records_in_segment += 1;
+    }
+
+    /// Writes the buffered records in one write and syncs per the policy. When this
+    /// returns, the batch is durable as far as the policy promises.
+    pub fn commit(&mut self) -> io::Result<()> {
+        if self.buffer.is_empty() {
+            return self.maybe_interval_sync();
+        }
+        self.storage.append(&self.buffer)?;
+        self.buffer.clear();
+        match self.policy {
+            FsyncPolicy::EveryBatch => {
+                self.storage.sync()?;
+                self.last_sync = Instant::now();
+                Ok(())
+            }
+            FsyncPolicy::Interval(_) => self.maybe_interval_sync(),
+            FsyncPolicy::Never => Ok(()),
+        }
+    }
+
+    fn maybe_interval_sync(&mut self) -> io::Result<()> {
+        if let FsyncPolicy::Interval(interval) = self.policy {
+            if self.last_sync.elapsed() >= interval {
+                self.storage.sync()?;
+                self.last_sync = Instant::now();
+            }
+        }
+        Ok(())
+    }
+
+    /// Forces everything written to stable storage (on shutdown).
+    pub fn sync(&mut self) -> io::Result<()> {
+        self.commit()?;
+        self.storage.sync()
+    }
+}
+
+/// The segment files of a shard in a data directory, oldest first.
+pub fn segments(dir: &Path, shard: u32) -> Result<Vec<(u64, PathBuf)>, EngineError> {
+    let prefix = format!("shard-{shard}-");
+    let mut found = Vec::new();
+    let entries = std::fs::read_dir(dir).map_err(EngineError::io(dir))?;
+    for entry in entries {
+        let path = entry.map_err(EngineError::io(dir))?.path();
+        let Some(name) = path.file_name().and_then(|n| n.to_str()) else { continue };
+        if let Some(first) = name.strip_prefix(&prefix).and_then(|rest| rest.strip_suffix(".journal")) {
+            if let Ok(first) = first.parse::<u64>() {
+                found.push((first, path));
+            }
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
+/// Path of the segment of `shard` whose first record is `first_lsn`.
+pub fn segment_path(dir: &Path, shard: u32, first_lsn: u64) -> PathBuf {
+    dir.join(format!("shard-{shard}-{first_lsn:020}.journal"))
+}

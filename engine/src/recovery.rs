@@ -1,0 +1,93 @@
+//! Rebuilding a shard: the last good snapshot, then every journal record after it.
+
+use std::path::Path;
+
+use crate::error::EngineError;
+use crate::journal::{scan, segment_path, segments, FileStorage, FsyncPolicy, Journal, JournalEntry, Scan, Storage};
+use crate::shard::ShardState;
+use crate::snapshot;
+
+/// Applies the records of one segment's bytes whose LSN is above `state.lsn`, in order.
+/// Returns the scan (the good length and why it stopped early, if it did).
+pub fn replay_bytes(state: &mut ShardState, bytes: &[u8], shard: u32) -> Result<Scan, String> {
+    let found = scan(bytes, shard, None)?;
+    for (lsn, payload) in &found.records {
+        if *lsn <= state.lsn {
+            continue;
+        }
+        if *lsn != state.lsn + 1 {
+            return Err(format!("journal skips from LSN {} to {lsn}", state.lsn));
+        }
+        let entry = JournalEntry::decode(payload).map_err(|err| format!("record {lsn}: {err}"))?;
+        for effect in &entry.effects {
+            state.apply(effect);
+        }
+        state.lsn = *lsn;
+    }
+    Ok(found)
+}
+
+/// What recovering a shard did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recovered {
+    pub snapshot_lsn: u64,
+    pub replayed_records: u64,
+    /// Set when a torn or corrupt tail was cut off the last segment.
+    pub cut: Option<String>,
+}
+
+/// Recovers shard `shard` from `dir` and opens its journal for appending.
+pub fn recover(
+    dir: &Path,
+    shard: u32,
+    dedupe_window: usize,
+    policy: FsyncPolicy,
+) -> Result<(ShardState, Journal, Recovered), EngineError> {
+    let mut state = snapshot::read(dir, shard, dedupe_window)?.unwrap_or_else(|| ShardState::new(dedupe_window));
+    let snapshot_lsn = state.lsn;
+    let segments = segments(dir, shard)?;
+    let mut cut = None;
+    let last = segments.len().checked_sub(1);
+    let mut tail = None;
+    for (index, (_, path)) in segments.iter().enumerate() {
+        let mut storage = FileStorage::open(path).map_err(EngineError::io(path))?;
+        let bytes = storage.read_all().map_err(EngineError::io(path))?;
+        let found = replay_bytes(&mut state, &bytes, shard)
+            .map_err(|reason| EngineError::Journal { path: path.clone(), offset: 0, reason })?;
+        if let Some(reason) = &found.cut_reason {
+            if Some(index) != last {
+                return Err(EngineError::Journal { path: path.clone(), offset: found.good_len, reason: reason.clone() });
+            }
+            tracing::warn!(path = %path.display(), at = found.good_len, %reason, "cutting the journal's torn tail");
+            storage.truncate(found.good_len).map_err(EngineError::io(path))?;
+            cut = Some(reason.clone());
+        }
+        if Some(index) == last {
+            tail = Some((storage, found.good_len));
+        }
+    }
+    let replayed_records = state.lsn - snapshot_lsn;
+    let journal = match tail {
+        Some((storage, good_len)) => Journal::new(Box::new(storage), shard, policy, good_len),
+        None => {
+            let path = segment_path(dir, shard, state.lsn + 1);
+            let storage = FileStorage::open(&path).map_err(EngineError::io(&path))?;
+            Journal::new(Box::new(storage), shard, policy, 0)
+        }
+    }
+    .map_err(EngineError::io(dir))?;
+    Ok((state, journal, Recovered { snapshot_lsn, replayed_records, cut }))
+}
+
+/// After a snapshot at `state.lsn`: starts a new segment and deletes the older ones.
+pub fn rotate(dir: &Path, shard: u32, lsn: u64, policy: FsyncPolicy) -> Result<Journal, EngineError> {
+    let path = segment_path(dir, shard, lsn + 1);
+    let storage = FileStorage::open(&path).map_err(EngineError::io(&path))?;
+    let journal = Journal::new(Box::new(storage), shard, policy, 0).map_err(EngineError::io(&path))?;
+    for (first, old) in segments(dir, shard)? {
+        if first <= lsn {
+            std::fs::remove_file(&old).map_err(EngineError::io(&old))?;
+        }
+    }
+    Ok(journal)
+}

@@ -1,0 +1,495 @@
+//! The running engine: one worker thread per shard owns its accounts; requests are
+//! routed to the owner over bounded channels, decided in batches, journaled with one
+//! group commit per batch, and answered only after that commit.
+
+use std::fs::File;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
+
+use crate::api::{Answer, Operation, Outcome, Request, Target};
+use crate::directory::Directory;
+use crate::error::EngineError;
+use crate::journal::{FsyncPolicy, Journal, JournalEntry, MAX_RECORD_BYTES};
+use crate::model::AccountId;
+use crate::plans::Plans;
+use crate::recovery::{recover, rotate, Recovered};
+use crate::shard::{decide, expire, ChargingConfig, Context, Resolved, ShardState};
+use crate::snapshot;
+
+/// Where "now" comes from. The engine never reads the system clock directly, so tests
+/// can drive time.
+pub trait Clock: Send + Sync + std::fmt::Debug {
+    /// Seconds since the Unix epoch (UTC).
+    fn now(&self) -> i64;
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> i64 {
+        SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+    }
+}
+
+/// A clock a test sets by hand.
+#[derive(Debug, Default)]
+pub struct ManualClock(AtomicI64);
+
+impl ManualClock {
+    pub fn new(now: i64) -> ManualClock {
+        ManualClock(AtomicI64::new(now))
+    }
+    pub fn set(&self, now: i64) {
+        self.0.store(now, Ordering::SeqCst);
+    }
+    pub fn advance(&self, seconds: i64) {
+        self.0.fetch_add(seconds, Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> i64 {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// Limits on what one request may carry.
+pub const MAX_KEY_BYTES: usize = 512;
+pub const MAX_TEXT_BYTES: usize = 1024;
+pub const MAX_IDENTITIES: usize = 16;
+
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    pub data_dir: PathBuf,
+    pub shards: usize,
+    pub fsync: FsyncPolicy,
+    /// Capacity of each shard's request queue; senders wait when it is full.
+    pub queue_capacity: usize,
+    /// Most requests decided and committed together.
+    pub max_batch: usize,
+    /// Records after which a shard writes a snapshot and starts a new journal segment.
+    pub snapshot_every_records: u64,
+    /// How often the reaper looks for expired reservations.
+    pub reaper_interval: Duration,
+    pub charging: ChargingConfig,
+}
+
+impl EngineConfig {
+    /// Embedded defaults: two shards, fsync per batch.
+    pub fn new(data_dir: impl Into<PathBuf>) -> EngineConfig {
+        EngineConfig {
+            data_dir: data_dir.into(),
+            shards: 2,
+            fsync: FsyncPolicy::EveryBatch,
+            queue_capacity: 65_536,
+            max_batch: 4096,
+            snapshot_every_records: 1_000_000,
+            reaper_interval: Duration::from_secs(1),
+            charging: ChargingConfig::default(),
+        }
+    }
+}
+
+type Inspector = Box<dyn FnOnce(&ShardState) + Send>;
+
+enum Job {
+    Request { request: Request, resolved: Resolved, reply: Reply },
+    Inspect(Inspector),
+    Snapshot(Sender<Result<(), EngineError>>),
+    Stop(Sender<Result<(), EngineError>>),
+}
+
+enum Reply {
+    One(Sender<Result<Answer, EngineError>>),
+    Indexed(Sender<(usize, Result<Answer, EngineError>)>, usize),
+}
+
+impl Reply {
+    fn send(self, answer: Result<Answer, EngineError>) {
+        // A caller that went away no longer wants its answer; the change stands.
+        match self {
+            Reply::One(sender) => drop(sender.send(answer)),
+            Reply::Indexed(sender, index) => drop(sender.send((index, answer))),
+        }
+    }
+}
+
+/// What opening the engine found.
+#[derive(Debug, Clone)]
+pub struct OpenReport {
+    pub shards: Vec<Recovered>,
+    pub accounts: usize,
+    pub subscriptions: usize,
+}
+
+/// The charging engine.
+pub struct Engine {
+    senders: Vec<Sender<Job>>,
+    workers: Vec<JoinHandle<()>>,
+    directory: Arc<Directory>,
+    plans: Arc<Plans>,
+    clock: Arc<dyn Clock>,
+    _lock: File,
+    report: OpenReport,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine").field("shards", &self.senders.len()).field("report", &self.report).finish()
+    }
+}
+
+impl Engine {
+    /// Opens (recovering if needed) the engine in `config.data_dir`.
+    pub fn open(config: EngineConfig, plans: Plans, clock: Arc<dyn Clock>) -> Result<Engine, EngineError> {
+        if config.shards == 0 || config.shards > 256 {
+            return Err(EngineError::Config("shards must be 1 to 256".to_owned()));
+        }
+        std::fs::create_dir_all(&config.data_dir).map_err(EngineError::io(&config.data_dir))?;
+        let lock = lock_data_dir(&config.data_dir)?;
+        let plans = Arc::new(plans);
+        let directory = Arc::new(Directory::new());
+        let charging = Arc::new(config.charging.clone());
+        // Recover every shard in parallel.
+        let recovered: Vec<Result<(ShardState, Journal, Recovered), EngineError>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..config.shards as u32)
+                .map(|shard| {
+                    let config = &config;
+                    scope.spawn(move || recover(&config.data_dir, shard, config.charging.dedupe_window, config.fsync))
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|_| Err(EngineError::Unavailable("recovery thread panicked"))))
+                .collect()
+        });
+        let mut senders = Vec::with_capacity(config.shards);
+        let mut workers = Vec::with_capacity(config.shards);
+        let mut reports = Vec::with_capacity(config.shards);
+        let (mut accounts, mut subscriptions) = (0, 0);
+        for (shard, result) in recovered.into_iter().enumerate() {
+            let (state, journal, report) = result?;
+            for subscription in state.subscriptions.values() {
+                directory.restore(subscription.id, subscription.account, &subscription.identities);
+            }
+            accounts += state.accounts.len();
+            subscriptions += state.subscriptions.len();
+            reports.push(report);
+            let (sender, receiver) = bounded(config.queue_capacity);
+            let mut worker = Worker {
+                shard: shard as u32,
+                state,
+                journal,
+                receiver,
+                plans: Arc::clone(&plans),
+                directory: Arc::clone(&directory),
+                charging: Arc::clone(&charging),
+                clock: Arc::clone(&clock),
+                config: config.clone(),
+                next_reap: 0,
+            };
+            let handle = std::thread::Builder::new()
+                .name(format!("tollgate-shard-{shard}"))
+                .spawn(move || worker.run())
+                .map_err(EngineError::io(&config.data_dir))?;
+            senders.push(sender);
+            workers.push(handle);
+        }
+        Ok(Engine {
+            senders,
+            workers,
+            directory,
+            plans,
+            clock,
+            _lock: lock,
+            report: OpenReport { shards: reports, accounts, subscriptions },
+        })
+    }
+
+    pub fn report(&self) -> &OpenReport {
+        &self.report
+    }
+
+    pub fn plans(&self) -> &Plans {
+        &self.plans
+    }
+
+    pub fn directory(&self) -> &Directory {
+        &self.directory
+    }
+
+    pub fn now(&self) -> i64 {
+        self.clock.now()
+    }
+
+    fn shard_of(&self, account: AccountId) -> usize {
+        (account % self.senders.len() as u64) as usize
+    }
+
+    /// Resolves a request's target, or answers it at once (unknown subscriber, bad input).
+    fn route(&self, request: &Request) -> Result<(usize, Resolved), Answer> {
+        check_bounds(request).map_err(|reason| Answer::outcome(Outcome::Invalid(reason)))?;
+        let resolved = match &request.target {
+            Target::Account(account) => Resolved { account: *account, subscription: None },
+            Target::Subscription(subscription) => match self.directory.account_of(*subscription) {
+                Some(account) => Resolved { account, subscription: Some(*subscription) },
+                None => return Err(Answer::outcome(Outcome::UnknownSubscriber)),
+            },
+            Target::Subscriber(identity) => match self.directory.subscriber(identity) {
+                Some((subscription, account)) => Resolved { account, subscription: Some(subscription) },
+                None => return Err(Answer::outcome(Outcome::UnknownSubscriber)),
+            },
+        };
+        Ok((self.shard_of(resolved.account), resolved))
+    }
+
+    /// Executes one request and waits for its (durable) answer.
+    pub fn execute(&self, request: Request) -> Result<Answer, EngineError> {
+        let (shard, resolved) = match self.route(&request) {
+            Ok(route) => route,
+            Err(answer) => return Ok(answer),
+        };
+        let (sender, receiver) = bounded(1);
+        self.senders[shard]
+            .send(Job::Request { request, resolved, reply: Reply::One(sender) })
+            .map_err(|_| EngineError::Unavailable("shard worker stopped"))?;
+        receiver.recv().map_err(|_| EngineError::Unavailable("shard worker stopped"))?
+    }
+
+    /// Executes many requests (spread over the shards, decided in batches) and returns
+    /// their answers in the same order.
+    pub fn execute_batch(&self, requests: Vec<Request>) -> Result<Vec<Answer>, EngineError> {
+        let count = requests.len();
+        let mut answers: Vec<Option<Answer>> = vec![None; count];
+        let (sender, receiver) = bounded(count.max(1));
+        let mut pending = 0;
+        for (index, request) in requests.into_iter().enumerate() {
+            match self.route(&request) {
+                Ok((shard, resolved)) => {
+                    self.senders[shard]
+                        .send(Job::Request { request, resolved, reply: Reply::Indexed(sender.clone(), index) })
+                        .map_err(|_| EngineError::Unavailable("shard worker stopped"))?;
+                    pending += 1;
+                }
+                Err(answer) => answers[index] = Some(answer),
+            }
+        }
+        drop(sender);
+        for _ in 0..pending {
+            let (index, answer) = receiver.recv().map_err(|_| EngineError::Unavailable("shard worker stopped"))?;
+            answers[index] = Some(answer?);
+        }
+        Ok(answers.into_iter().map(|a| a.unwrap_or_else(|| Answer::outcome(Outcome::Invalid("no answer".into())))).collect())
+    }
+
+    /// Runs `inspect` on every shard's state (in the shard's thread, between batches)
+    /// and returns the results in shard order.
+    pub fn inspect<T: Send + 'static>(&self, inspect: impl Fn(&ShardState) -> T + Send + Sync + 'static) -> Result<Vec<T>, EngineError> {
+        let inspect = Arc::new(inspect);
+        let mut receivers = Vec::with_capacity(self.senders.len());
+        for sender in &self.senders {
+            let (reply, receiver) = bounded(1);
+            let inspect = Arc::clone(&inspect);
+            sender
+                .send(Job::Inspect(Box::new(move |state| drop(reply.send(inspect(state))))))
+                .map_err(|_| EngineError::Unavailable("shard worker stopped"))?;
+            receivers.push(receiver);
+        }
+        receivers.into_iter().map(|r| r.recv().map_err(|_| EngineError::Unavailable("shard worker stopped"))).collect()
+    }
+
+    /// Checks the money invariants on every shard; returns the violations found.
+    pub fn check_invariants(&self) -> Result<Vec<String>, EngineError> {
+        let now = self.clock.now();
+        let found = self.inspect(move |state| state.check_invariants(now))?;
+        Ok(found.into_iter().flatten().map(|v| v.0).collect())
+    }
+
+    /// Writes a snapshot of every shard and starts new journal segments.
+    pub fn snapshot(&self) -> Result<(), EngineError> {
+        self.each_shard(Job::Snapshot)
+    }
+
+    fn each_shard(&self, job: fn(Sender<Result<(), EngineError>>) -> Job) -> Result<(), EngineError> {
+        let mut receivers = Vec::new();
+        for sender in &self.senders {
+            let (reply, receiver) = bounded(1);
+            sender.send(job(reply)).map_err(|_| EngineError::Unavailable("shard worker stopped"))?;
+            receivers.push(receiver);
+        }
+        for receiver in receivers {
+            receiver.recv().map_err(|_| EngineError::Unavailable("shard worker stopped"))??;
+        }
+        Ok(())
+    }
+
+    /// Stops the workers after they sync their journals.
+    pub fn shutdown(mut self) -> Result<(), EngineError> {
+        let result = self.each_shard(Job::Stop);
+        for worker in self.workers.drain(..) {
+            let _ = worker.join();
+        }
+        result
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        if !self.workers.is_empty() {
+            let _ = self.each_shard(Job::Stop);
+            for worker in self.workers.drain(..) {
+                let _ = worker.join();
+            }
+        }
+    }
+}
+
+fn check_bounds(request: &Request) -> Result<(), String> {
+    if request.operation.is_mutating() && request.key.as_deref().is_none_or(str::is_empty) {
+        return Err("field `key`: a request that changes state needs an idempotency key".to_owned());
+    }
+    if request.key.as_ref().is_some_and(|k| k.len() > MAX_KEY_BYTES) {
+        return Err(format!("field `key`: longer than {MAX_KEY_BYTES} bytes"));
+    }
+    let long_text = |text: &str| text.len() > MAX_TEXT_BYTES;
+    match &request.operation {
+        Operation::CreateSubscription { identities, plan, .. } => {
+            if identities.is_empty() || identities.len() > MAX_IDENTITIES {
+                return Err(format!("field `identities`: 1 to {MAX_IDENTITIES}"));
+            }
+            if long_text(plan) {
+                return Err("field `plan`: too long".to_owned());
+            }
+        }
+        Operation::Session { session, .. } if session.is_empty() || long_text(session) => {
+            return Err(format!("field `session`: 1 to {MAX_TEXT_BYTES} bytes"));
+        }
+        Operation::Refund { reason: text, .. }
+        | Operation::Adjust { reason: text, .. }
+        | Operation::TopUp { reference: text, .. }
+            if long_text(text) =>
+        {
+            return Err(format!("a text field is longer than {MAX_TEXT_BYTES} bytes"));
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+fn lock_data_dir(dir: &std::path::Path) -> Result<File, EngineError> {
+    let path = dir.join("LOCK");
+    let file = std::fs::OpenOptions::new().create(true).truncate(false).read(true).write(true).open(&path).map_err(EngineError::io(&path))?;
+    match file.try_lock() {
+        Ok(()) => {
+            file.set_len(0).map_err(EngineError::io(&path))?;
+            std::io::Write::write_all(&mut &file, std::process::id().to_string().as_bytes()).map_err(EngineError::io(&path))?;
+            Ok(file)
+        }
+        Err(_) => Err(EngineError::Locked { pid: std::fs::read_to_string(&path).unwrap_or_default(), path }),
+    }
+}
+
+struct Worker {
+    shard: u32,
+    state: ShardState,
+    journal: Journal,
+    receiver: Receiver<Job>,
+    plans: Arc<Plans>,
+    directory: Arc<Directory>,
+    charging: Arc<ChargingConfig>,
+    clock: Arc<dyn Clock>,
+    config: EngineConfig,
+    next_reap: i64,
+}
+
+impl Worker {
+    fn run(&mut self) {
+        let mut batch: Vec<Job> = Vec::with_capacity(self.config.max_batch);
+        let mut replies: Vec<(Reply, Answer)> = Vec::with_capacity(self.config.max_batch);
+        loop {
+            match self.receiver.recv_timeout(self.config.reaper_interval) {
+                Ok(job) => batch.push(job),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+            while batch.len() < self.config.max_batch {
+                match self.receiver.try_recv() {
+                    Ok(job) => batch.push(job),
+                    Err(_) => break,
+                }
+            }
+            let now = self.clock.now();
+            let mut control = Vec::new();
+            for job in batch.drain(..) {
+                match job {
+                    Job::Request { request, resolved, reply } => {
+                        let ctx = Context { plans: &self.plans, directory: &self.directory, config: &self.charging, now };
+                        let (answer, effects) = decide(&mut self.state, &ctx, resolved, &request);
+                        if !effects.is_empty() {
+                            self.record(now, effects);
+                        }
+                        replies.push((reply, answer));
+                    }
+                    other => control.push(other),
+                }
+            }
+            if now >= self.next_reap {
+                let effects = expire(&mut self.state, now);
+                if !effects.is_empty() {
+                    self.record(now, effects);
+                }
+                self.next_reap = now + self.config.reaper_interval.as_secs().max(1) as i64;
+            }
+            // Group commit: one write and (per policy) one fsync, then every answer.
+            if let Err(err) = self.journal.commit() {
+                tracing::error!(shard = self.shard, error = %err, "journal write failed; the shard stops and answers nothing more");
+                for (reply, _) in replies.drain(..) {
+                    reply.send(Err(EngineError::Unavailable("journal write failed")));
+                }
+                return;
+            }
+            for (reply, answer) in replies.drain(..) {
+                reply.send(Ok(answer));
+            }
+            if self.journal.records_in_segment >= self.config.snapshot_every_records {
+                if let Err(err) = self.snapshot() {
+                    tracing::error!(shard = self.shard, error = %err, "snapshot failed");
+                }
+            }
+            for job in control {
+                match job {
+                    Job::Inspect(inspect) => inspect(&self.state),
+                    Job::Snapshot(reply) => drop(reply.send(self.snapshot())),
+                    Job::Stop(reply) => {
+                        drop(reply.send(self.journal.sync().map_err(EngineError::io(&self.config.data_dir))));
+                        return;
+                    }
+                    Job::Request { .. } => {}
+                }
+            }
+        }
+        if let Err(err) = self.journal.sync() {
+            tracing::error!(shard = self.shard, error = %err, "final journal sync failed");
+        }
+    }
+
+    fn record(&mut self, now: i64, effects: Vec<crate::shard::Effect>) {
+        let payload = JournalEntry { decided_at: now, effects }.encode();
+        debug_assert!(payload.len() <= MAX_RECORD_BYTES);
+        self.state.lsn += 1;
+        self.journal.append(self.state.lsn, &payload);
+    }
+
+    fn snapshot(&mut self) -> Result<(), EngineError> {
+        self.journal.sync().map_err(EngineError::io(&self.config.data_dir))?;
+        snapshot::write(&self.config.data_dir, self.shard, &self.state)?;
+        self.journal = rotate(&self.config.data_dir, self.shard, self.state.lsn, self.config.fsync)?;
+        Ok(())
+    }
+}

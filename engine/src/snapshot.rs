@@ -1,0 +1,153 @@
+//! Shard snapshots: the whole state of a shard at one LSN, so recovery replays only the
+//! journal written after it.
+//!
+//! # Byte format (all integers little-endian)
+//!
+//! | offset | size | field |
+//! |---|---|---|
+//! | 0 | 8 | magic `TGSNAP\r\n` |
+//! | 8 | 4 | format version ([`SNAPSHOT_FORMAT_VERSION`]) |
+//! | 12 | 4 | shard number |
+//! | 16 | 8 | LSN of the last journal record included |
+//! | 24 | 8 | payload length |
+//! | 32 | 4 | CRC-32 (IEEE) of the payload |
+//! | 36 | 4 | reserved, zero |
+//! | 40 | n | rkyv archive of a [`SnapshotImage`] |
+//!
+//! A snapshot is written to a temporary file, synced, and renamed over `shard-{S}.snapshot`,
+//! so the file under the final name is always complete.
+
+use std::path::{Path, PathBuf};
+
+use rkyv::rancor;
+use rkyv::util::AlignedVec;
+use rkyv::{Archive, Deserialize as RkyvDeserialize, Serialize as RkyvSerialize};
+
+use crate::api::Answer;
+use crate::error::EngineError;
+use crate::model::{Account, Reservation, Subscription};
+use crate::shard::{ShardState, Totals};
+
+pub const SNAPSHOT_MAGIC: [u8; 8] = *b"TGSNAP\r\n";
+pub const SNAPSHOT_FORMAT_VERSION: u32 = 1;
+const HEADER_BYTES: usize = 40;
+
+/// The archived form of a shard's state, in a canonical order.
+#[derive(Debug, Clone, PartialEq, Eq, Archive, RkyvSerialize, RkyvDeserialize)]
+pub struct SnapshotImage {
+    pub lsn: u64,
+    pub accounts: Vec<Account>,
+    pub subscriptions: Vec<Subscription>,
+    pub reservations: Vec<Reservation>,
+    pub recent: Vec<(String, Answer)>,
+    pub totals: Totals,
+}
+
+impl SnapshotImage {
+    pub fn of(state: &ShardState) -> SnapshotImage {
+        let mut accounts: Vec<Account> = state.accounts.values().cloned().collect();
+        accounts.sort_unstable_by_key(|a| a.id);
+        let mut subscriptions: Vec<Subscription> = state.subscriptions.values().cloned().collect();
+        subscriptions.sort_unstable_by_key(|s| s.id);
+        let mut reservations: Vec<Reservation> = state.reservations.values().cloned().collect();
+        reservations.sort_unstable_by(|a, b| (&a.session, a.rating_group).cmp(&(&b.session, b.rating_group)));
+        let recent = state
+            .recent_order
+            .iter()
+            .filter_map(|key| state.recent.get(key).map(|answer| (key.clone(), answer.clone())))
+            .collect();
+        SnapshotImage { lsn: state.lsn, accounts, subscriptions, reservations, recent, totals: state.totals.clone() }
+    }
+
+    pub fn into_state(self, dedupe_window: usize) -> ShardState {
+        let mut state = ShardState::new(dedupe_window);
+        state.lsn = self.lsn;
+        state.accounts = self.accounts.into_iter().map(|a| (a.id, a)).collect();
+        state.subscriptions = self.subscriptions.into_iter().map(|s| (s.id, s)).collect();
+        state.reservations = self.reservations.into_iter().map(|r| ((r.session.clone(), r.rating_group), r)).collect();
+        for (key, answer) in self.recent {
+            state.recent_order.push_back(key.clone());
+            state.recent.insert(key, answer);
+        }
+        while state.recent_order.len() > state.dedupe_window {
+            if let Some(oldest) = state.recent_order.pop_front() {
+                state.recent.remove(&oldest);
+            }
+        }
+        state.totals = self.totals;
+        state
+    }
+}
+
+pub fn snapshot_path(dir: &Path, shard: u32) -> PathBuf {
+    dir.join(format!("shard-{shard}.snapshot"))
+}
+
+pub fn encode(state: &ShardState, shard: u32) -> Vec<u8> {
+    let payload = match rkyv::to_bytes::<rancor::Panic>(&SnapshotImage::of(state)) {
+        Ok(payload) => payload,
+        Err(never) => match never {},
+    };
+    let mut out = Vec::with_capacity(HEADER_BYTES + payload.len());
+    out.extend_from_slice(&SNAPSHOT_MAGIC);
+    out.extend_from_slice(&SNAPSHOT_FORMAT_VERSION.to_le_bytes());
+    out.extend_from_slice(&shard.to_le_bytes());
+    out.extend_from_slice(&state.lsn.to_le_bytes());
+    out.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+    out.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+    out.extend_from_slice(&0u32.to_le_bytes());
+    out.extend_from_slice(&payload);
+    out
+}
+
+pub fn decode(bytes: &[u8], shard: u32, dedupe_window: usize) -> Result<ShardState, String> {
+    if bytes.len() < HEADER_BYTES || bytes[..8] != SNAPSHOT_MAGIC {
+        return Err("missing the TGSNAP header".to_owned());
+    }
+    let word = |at: usize| u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]);
+    let long = |at: usize| {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&bytes[at..at + 8]);
+        u64::from_le_bytes(b)
+    };
+    if word(8) != SNAPSHOT_FORMAT_VERSION {
+        return Err(format!("format version {}; this build reads {SNAPSHOT_FORMAT_VERSION}", word(8)));
+    }
+    if word(12) != shard {
+        return Err(format!("snapshot of shard {}, not {shard}", word(12)));
+    }
+    let payload = &bytes[HEADER_BYTES..];
+    if long(24) != payload.len() as u64 {
+        return Err(format!("header says {} payload bytes, file has {}", long(24), payload.len()));
+    }
+    if crc32fast::hash(payload) != word(32) {
+        return Err("checksum mismatch".to_owned());
+    }
+    let mut aligned = AlignedVec::<16>::with_capacity(payload.len());
+    aligned.extend_from_slice(payload);
+    let image = rkyv::from_bytes::<SnapshotImage, rancor::Error>(&aligned).map_err(|err| err.to_string())?;
+    if image.lsn != long(16) {
+        return Err("header and payload disagree on the LSN".to_owned());
+    }
+    Ok(image.into_state(dedupe_window))
+}
+
+/// Writes a snapshot durably (temporary file, fsync, rename, fsync of the directory).
+pub fn write(dir: &Path, shard: u32, state: &ShardState) -> Result<(), EngineError> {
+    let path = snapshot_path(dir, shard);
+    let temporary = path.with_extension("snapshot.tmp");
+    std::fs::write(&temporary, encode(state, shard)).map_err(EngineError::io(&temporary))?;
+    std::fs::File::open(&temporary).and_then(|f| f.sync_all()).map_err(EngineError::io(&temporary))?;
+    std::fs::rename(&temporary, &path).map_err(EngineError::io(&path))?;
+    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(EngineError::io(dir))
+}
+
+/// Reads the shard's snapshot, if there is one.
+pub fn read(dir: &Path, shard: u32, dedupe_window: usize) -> Result<Option<ShardState>, EngineError> {
+    let path = snapshot_path(dir, shard);
+    match std::fs::read(&path) {
+        Ok(bytes) => decode(&bytes, shard, dedupe_window).map(Some).map_err(|reason| EngineError::Snapshot { path, reason }),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(err) => Err(EngineError::Io { path, source: err }),
+    }
+}
