@@ -868,7 +868,9 @@ fn session_unit(
             grant.outcome = answer.outcome;
             return grant;
         }
-        Ok((_, rated)) if rated.amount <= available => (requested, rated),
+        // Grants are judged on the exact price, before rounding: a grant whose rounded
+        // price is 0.00 is still not free, and never exceeds the credit that exists.
+        Ok((_, rated)) if rated.exact_amount.max(rated.amount) <= available => (requested, rated),
         Ok(_) => {
             // Largest affordable grant: rating is monotone in units, so bisect.
             let (mut low, mut high) = (0u64, requested);
@@ -876,7 +878,7 @@ fn session_unit(
             while low < high {
                 let mid = low + (high - low).div_ceil(2);
                 match quote(tx, mid) {
-                    Ok((_, rated)) if rated.amount <= available => {
+                    Ok((_, rated)) if rated.exact_amount.max(rated.amount) <= available => {
                         low = mid;
                         best = Some(rated);
                     }

@@ -1,0 +1,141 @@
+//! Shared fixtures for the engine tests.
+#![allow(dead_code, unreachable_pub)]
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rust_decimal::Decimal;
+use tollgate_engine::{
+    AccountKind, Answer, Engine, EngineConfig, Identity, ManualClock, Operation, Plans, Request, ServiceRef, Target,
+    Usage,
+};
+
+/// Monday 2026-03-02 10:00:00 UTC (11:00 in Berlin: peak).
+pub const MONDAY_10: i64 = 1_772_445_600;
+
+pub fn d(text: &str) -> Decimal {
+    text.parse().expect("test decimal")
+}
+
+pub fn plans() -> Plans {
+    let mut plans = Plans::new();
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tariffs/examples");
+    plans.load(&examples.join("prepaid-mobile.toml")).expect("prepaid plan");
+    plans.load(&examples.join("postpaid-business.toml")).expect("business plan");
+    plans
+}
+
+/// A fresh, empty data directory unique to this test.
+pub fn data_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("tollgate-engine-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("data dir");
+    dir
+}
+
+pub struct Harness {
+    pub engine: Engine,
+    pub clock: Arc<ManualClock>,
+    pub dir: PathBuf,
+    _cleanup: DirGuard,
+}
+
+/// Removes the data directory when the last harness using it is gone.
+pub struct DirGuard(pub PathBuf);
+
+impl Drop for DirGuard {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl Harness {
+    pub fn new(name: &str) -> Harness {
+        Harness::with_config(name, |_| {})
+    }
+
+    pub fn with_config(name: &str, configure: impl FnOnce(&mut EngineConfig)) -> Harness {
+        let dir = data_dir(name);
+        let guard = DirGuard(dir.clone());
+        Harness::open(dir, Arc::new(ManualClock::new(MONDAY_10)), guard, configure)
+    }
+
+    pub fn open(dir: PathBuf, clock: Arc<ManualClock>, guard: DirGuard, configure: impl FnOnce(&mut EngineConfig)) -> Harness {
+        let mut config = EngineConfig::new(&dir);
+        configure(&mut config);
+        let engine = Engine::open(config, plans(), clock.clone()).expect("engine opens");
+        Harness { engine, clock, dir, _cleanup: guard }
+    }
+
+    /// Shuts the engine down and opens it again on the same directory.
+    pub fn restart(self) -> Harness {
+        let Harness { engine, clock, dir, _cleanup } = self;
+        engine.shutdown().expect("clean shutdown");
+        Harness::open(dir, clock, _cleanup, |_| {})
+    }
+
+    pub fn run(&self, key: &str, target: Target, operation: Operation) -> Answer {
+        self.engine
+            .execute(Request { key: (!key.is_empty()).then(|| key.to_owned()), target, operation })
+            .expect("engine answers")
+    }
+
+    /// Creates a prepaid account with `balance` and a subscription to the prepaid plan
+    /// for MSISDN `msisdn`.
+    pub fn prepaid(&self, account: u64, msisdn: &str, balance: &str) {
+        self.account(account, AccountKind::Prepaid, "0", balance);
+        self.subscribe(account, account * 10, "mobile-prepaid-s", msisdn);
+    }
+
+    pub fn account(&self, account: u64, kind: AccountKind, credit_limit: &str, balance: &str) {
+        let answer = self.run(
+            &format!("create-{account}"),
+            Target::Account(account),
+            Operation::CreateAccount {
+                kind,
+                currency: "EUR".to_owned(),
+                credit_limit: d(credit_limit),
+                opening_balance: d(balance),
+            },
+        );
+        assert_eq!(answer.outcome, tollgate_engine::Outcome::Success, "{answer:?}");
+    }
+
+    pub fn subscribe(&self, account: u64, subscription: u64, plan: &str, msisdn: &str) {
+        let answer = self.run(
+            &format!("subscribe-{subscription}"),
+            Target::Account(account),
+            Operation::CreateSubscription {
+                subscription,
+                plan: plan.to_owned(),
+                identities: vec![Identity::Msisdn(msisdn.to_owned())],
+            },
+        );
+        assert_eq!(answer.outcome, tollgate_engine::Outcome::Success, "{answer:?}");
+    }
+
+    pub fn balance(&self, account: u64) -> Decimal {
+        match self.run("", Target::Account(account), Operation::BalanceEnquiry).body {
+            tollgate_engine::Body::Balance(view) => view.balance,
+            other => panic!("not a balance: {other:?}"),
+        }
+    }
+}
+
+pub fn subscriber(msisdn: &str) -> Target {
+    Target::Subscriber(Identity::Msisdn(msisdn.to_owned()))
+}
+
+pub fn sms(start: i64) -> Usage {
+    Usage { service: ServiceRef::Name("sms".to_owned()), rating_group: None, destination: None, start_utc_seconds: start, units: 1 }
+}
+
+pub fn call(to: &str, start: i64, seconds: u64) -> Usage {
+    Usage {
+        service: ServiceRef::Name("voice".to_owned()),
+        rating_group: None,
+        destination: Some(to.to_owned()),
+        start_utc_seconds: start,
+        units: seconds,
+    }
+}

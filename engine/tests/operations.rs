@@ -1,0 +1,211 @@
+//! The charging operations, end to end through the sharded engine and its journal.
+
+mod common;
+
+use common::*;
+use tollgate_engine::{AccountKind, Body, Grant, Operation, Outcome, SessionStep, Target, UnitRequest};
+
+fn charged(body: &Body) -> &tollgate_engine::api::Charged {
+    match body {
+        Body::Charged(charged) => charged,
+        other => panic!("not a charge: {other:?}"),
+    }
+}
+
+fn grants(body: &Body) -> &[Grant] {
+    match body {
+        Body::Session { grants } => grants,
+        other => panic!("not a session answer: {other:?}"),
+    }
+}
+
+#[test]
+fn direct_debit_charges_once_and_a_repeated_key_changes_nothing() {
+    let h = Harness::new("debit");
+    h.prepaid(1, "491700000001", "10.00");
+    // The SMS bundle (1000) pays first: nothing charged in money.
+    let first = h.run("sms-1", subscriber("491700000001"), Operation::DirectDebit { usage: sms(MONDAY_10) });
+    assert_eq!(first.outcome, Outcome::Success);
+    assert_eq!(charged(&first.body).allowance_units, 1);
+    // A call to a premium number is paid in money.
+    let call_answer = h.run("call-1", subscriber("491700000001"), Operation::DirectDebit { usage: call("4990012345", MONDAY_10, 60) });
+    assert_eq!(charged(&call_answer.body).amount, d("2.49"));
+    assert_eq!(h.balance(1), d("7.51"));
+    let again = h.run("call-1", subscriber("491700000001"), Operation::DirectDebit { usage: call("4990012345", MONDAY_10, 60) });
+    assert!(again.repeated);
+    assert_eq!((again.outcome, again.body), (call_answer.outcome, call_answer.body));
+    assert_eq!(h.balance(1), d("7.51"), "a repeat is not charged again");
+    assert_eq!(h.engine.check_invariants().expect("inspect"), Vec::<String>::new());
+}
+
+#[test]
+fn insufficient_credit_is_an_answer_that_changes_nothing() {
+    let h = Harness::new("insufficient");
+    h.prepaid(1, "491700000001", "1.00");
+    let answer = h.run("call-1", subscriber("491700000001"), Operation::DirectDebit { usage: call("4990012345", MONDAY_10, 60) });
+    assert_eq!(answer.outcome, Outcome::CreditLimitReached);
+    assert_eq!(h.balance(1), d("1.00"));
+}
+
+#[test]
+fn postpaid_accounts_stop_at_their_credit_limit() {
+    let h = Harness::new("postpaid");
+    h.account(2, AccountKind::Postpaid, "5.00", "0");
+    h.subscribe(2, 20, "mobile-prepaid-s", "491700000002");
+    let first = h.run("c1", subscriber("491700000002"), Operation::DirectDebit { usage: call("4990012345", MONDAY_10, 60) });
+    assert_eq!(first.outcome, Outcome::Success);
+    assert_eq!(h.balance(2), d("-2.49"));
+    let second = h.run("c2", subscriber("491700000002"), Operation::DirectDebit { usage: call("4990012345", MONDAY_10, 60) });
+    assert_eq!(second.outcome, Outcome::Success);
+    let third = h.run("c3", subscriber("491700000002"), Operation::DirectDebit { usage: call("4990012345", MONDAY_10, 60) });
+    assert_eq!(third.outcome, Outcome::CreditLimitReached);
+    assert_eq!(h.balance(2), d("-4.98"));
+}
+
+#[test]
+fn unknown_subscriber_and_rating_failures_are_answers() {
+    let h = Harness::new("unknown");
+    h.prepaid(1, "491700000001", "1.00");
+    let answer = h.run("x", subscriber("499999"), Operation::DirectDebit { usage: sms(MONDAY_10) });
+    assert_eq!(answer.outcome, Outcome::UnknownSubscriber);
+    let answer = h.run("y", subscriber("491700000001"), Operation::DirectDebit { usage: call("00", MONDAY_10, 60) });
+    assert_eq!(answer.outcome, Outcome::RatingFailed("unknown_destination".to_owned()));
+    let answer = h.run("", subscriber("491700000001"), Operation::DirectDebit { usage: sms(MONDAY_10) });
+    assert!(matches!(answer.outcome, Outcome::Invalid(ref why) if why.contains("idempotency key")), "{answer:?}");
+}
+
+fn session(h: &Harness, key: &str, step: SessionStep, units: Vec<UnitRequest>) -> tollgate_engine::Answer {
+    h.run(key, subscriber("491700000001"), Operation::Session { session: "gx;1".to_owned(), step, units })
+}
+
+fn data(requested: Option<u64>, used: Option<u64>) -> UnitRequest {
+    UnitRequest { rating_group: 30, requested_units: requested, used_units: used, destination: None }
+}
+
+#[test]
+fn a_session_reserves_commits_and_releases() {
+    let h = Harness::new("session");
+    h.prepaid(1, "491700000001", "1.00");
+    // Video (RG 30) costs 0.10 per MB, per KB: 1.00 buys 10 MB.
+    let initial = session(&h, "gx;1;0", SessionStep::Initial, vec![data(Some(4 << 20), None)]);
+    assert_eq!(initial.outcome, Outcome::Success);
+    assert_eq!(grants(&initial.body)[0].granted_units, 4 << 20);
+    let view = h.run("", Target::Account(1), Operation::BalanceEnquiry);
+    let Body::Balance(view) = view.body else { panic!("balance") };
+    assert_eq!((view.balance, view.reserved, view.available), (d("1.00"), d("0.40"), d("0.60")));
+    // Report 3 MB, ask for 8 MB more: only 7 MB are affordable → final unit.
+    let update = session(&h, "gx;1;1", SessionStep::Update, vec![data(Some(8 << 20), Some(3 << 20))]);
+    let grant = &grants(&update.body)[0];
+    assert_eq!((grant.used_units, grant.charged), (3 << 20, d("0.30")));
+    assert_eq!(grant.granted_units, 7 << 20);
+    assert!(grant.final_unit);
+    // Retransmission of the update: same answer, nothing charged twice.
+    let again = session(&h, "gx;1;1", SessionStep::Update, vec![data(Some(8 << 20), Some(3 << 20))]);
+    assert!(again.repeated);
+    assert_eq!(again.body, update.body);
+    let terminate = session(&h, "gx;1;2", SessionStep::Termination, vec![data(None, Some(1 << 20))]);
+    assert_eq!(grants(&terminate.body)[0].charged, d("0.10"));
+    let view = h.run("", Target::Account(1), Operation::BalanceEnquiry);
+    let Body::Balance(view) = view.body else { panic!("balance") };
+    assert_eq!((view.balance, view.reserved), (d("0.60"), d("0.00")));
+    let late = session(&h, "gx;1;3", SessionStep::Update, vec![data(Some(1), None)]);
+    assert_eq!(late.outcome, Outcome::UnknownSession);
+    assert_eq!(h.engine.check_invariants().expect("inspect"), Vec::<String>::new());
+}
+
+#[test]
+fn an_empty_balance_grants_nothing() {
+    let h = Harness::new("empty");
+    h.prepaid(1, "491700000001", "0");
+    let initial = session(&h, "gx;1;0", SessionStep::Initial, vec![data(Some(1 << 20), None)]);
+    assert_eq!(initial.outcome, Outcome::CreditLimitReached);
+    assert_eq!(grants(&initial.body)[0].granted_units, 0);
+}
+
+#[test]
+fn the_reaper_releases_silent_sessions() {
+    let h = Harness::with_config("reaper", |config| config.reaper_interval = std::time::Duration::from_millis(20));
+    h.prepaid(1, "491700000001", "1.00");
+    session(&h, "gx;1;0", SessionStep::Initial, vec![data(Some(4 << 20), None)]);
+    h.clock.advance(600 + 60 + 1);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let view = h.run("", Target::Account(1), Operation::BalanceEnquiry);
+        let Body::Balance(view) = view.body else { panic!("balance") };
+        if view.reserved.is_zero() {
+            assert_eq!(view.balance, d("1.00"), "released units return to the balance");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "reservation never released");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn top_up_refund_and_adjustment() {
+    let h = Harness::new("money");
+    h.prepaid(1, "491700000001", "1.00");
+    let top_up = h.run("t1", Target::Account(1), Operation::TopUp { amount: d("5.00"), reference: "voucher 1234".into() });
+    assert_eq!(top_up.body, Body::Money { balance_after: d("6.00") });
+    h.run("r1", Target::Account(1), Operation::Refund { amount: d("0.50"), reason: "dropped call".into() });
+    let refused = h.run("a1", Target::Account(1), Operation::Adjust { amount: d("-10"), reason: "fraud".into() });
+    assert_eq!(refused.outcome, Outcome::CreditLimitReached, "a prepaid balance never goes negative");
+    let no_reason = h.run("a2", Target::Account(1), Operation::Adjust { amount: d("-1"), reason: " ".into() });
+    assert!(matches!(no_reason.outcome, Outcome::Invalid(_)));
+    h.run("a3", Target::Account(1), Operation::Adjust { amount: d("-1.25"), reason: "goodwill reversal".into() });
+    assert_eq!(h.balance(1), d("5.25"));
+    let totals = h.engine.inspect(|state| state.totals.clone()).expect("inspect");
+    let top_ups: rust_decimal::Decimal = totals.iter().map(|t| t.top_ups).sum();
+    assert_eq!(top_ups, d("5.00"));
+}
+
+#[test]
+fn state_survives_a_restart_and_keys_are_still_remembered() {
+    let h = Harness::new("restart");
+    h.prepaid(1, "491700000001", "10.00");
+    let answer = h.run("call-1", subscriber("491700000001"), Operation::DirectDebit { usage: call("4990012345", MONDAY_10, 60) });
+    session(&h, "gx;1;0", SessionStep::Initial, vec![data(Some(1 << 20), None)]);
+    let before = h.engine.inspect(tollgate_engine::snapshot::SnapshotImage::of).expect("inspect");
+    let h = h.restart();
+    let after = h.engine.inspect(tollgate_engine::snapshot::SnapshotImage::of).expect("inspect");
+    assert_eq!(before, after);
+    let again = h.run("call-1", subscriber("491700000001"), Operation::DirectDebit { usage: call("4990012345", MONDAY_10, 60) });
+    assert!(again.repeated);
+    assert_eq!(again.body, answer.body);
+    // And through a snapshot plus a shorter journal.
+    h.engine.snapshot().expect("snapshot");
+    h.run("call-2", subscriber("491700000001"), Operation::DirectDebit { usage: call("4990012345", MONDAY_10, 60) });
+    let before = h.engine.inspect(tollgate_engine::snapshot::SnapshotImage::of).expect("inspect");
+    let h = h.restart();
+    assert_eq!(h.engine.inspect(tollgate_engine::snapshot::SnapshotImage::of).expect("inspect"), before);
+}
+
+#[test]
+fn allowances_refill_each_cycle() {
+    let h = Harness::new("refill");
+    h.prepaid(1, "491700000001", "1.00");
+    for n in 0..3 {
+        h.run(&format!("sms-{n}"), subscriber("491700000001"), Operation::DirectDebit { usage: sms(MONDAY_10) });
+    }
+    let remaining = |h: &Harness| {
+        let Body::Balance(view) = h.run("", Target::Account(1), Operation::BalanceEnquiry).body else { panic!() };
+        view.buckets.iter().find(|b| b.kind == "sms-bundle").map(|b| b.remaining.clone()).expect("bundle")
+    };
+    assert_eq!(remaining(&h), "997");
+    h.clock.advance(40 * 86_400);
+    let later = MONDAY_10 + 40 * 86_400;
+    h.run("sms-later", subscriber("491700000001"), Operation::DirectDebit { usage: sms(later) });
+    assert_eq!(remaining(&h), "999", "a new cycle starts full");
+}
+
+#[test]
+fn a_second_process_cannot_open_the_same_data_dir() {
+    let h = Harness::new("lock");
+    let err = tollgate_engine::Engine::open(
+        tollgate_engine::EngineConfig::new(&h.dir),
+        plans(),
+        std::sync::Arc::new(tollgate_engine::SystemClock),
+    )
+    .expect_err("locked");
+    assert!(err.to_string().contains("locked"), "{err}");
+}
