@@ -61,19 +61,47 @@ pub struct UnitRequest {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Operation {
-    CreateAccount { kind: AccountKind, currency: String, credit_limit: Decimal, opening_balance: Decimal },
-    CreateSubscription { subscription: SubscriptionId, plan: String, identities: Vec<Identity> },
+    CreateAccount {
+        kind: AccountKind,
+        currency: String,
+        credit_limit: Decimal,
+        opening_balance: Decimal,
+    },
+    CreateSubscription {
+        subscription: SubscriptionId,
+        plan: String,
+        identities: Vec<Identity>,
+    },
     BalanceEnquiry,
-    PriceEnquiry { usage: Usage },
+    PriceEnquiry {
+        usage: Usage,
+    },
     /// Debit one event now (SMS, one-shot): all or nothing.
-    DirectDebit { usage: Usage },
+    DirectDebit {
+        usage: Usage,
+    },
     /// Charge one rated CDR (offline charging, mediation): all or nothing, exactly once per key.
-    ChargeRecord { usage: Usage },
-    Session { session: String, step: SessionStep, units: Vec<UnitRequest> },
-    Refund { amount: Decimal, reason: String },
-    TopUp { amount: Decimal, reference: String },
+    ChargeRecord {
+        usage: Usage,
+    },
+    Session {
+        session: String,
+        step: SessionStep,
+        units: Vec<UnitRequest>,
+    },
+    Refund {
+        amount: Decimal,
+        reason: String,
+    },
+    TopUp {
+        amount: Decimal,
+        reference: String,
+    },
     /// A signed manual correction; the reason is kept in the journal.
-    Adjust { amount: Decimal, reason: String },
+    Adjust {
+        amount: Decimal,
+        reason: String,
+    },
 }
 
 impl Operation {
@@ -175,7 +203,9 @@ pub enum Body {
     None,
     Balance(BalanceView),
     Charged(Charged),
-    Session { grants: Vec<Grant> },
+    Session {
+        grants: Vec<Grant>,
+    },
     /// New money balance after a top-up, refund or adjustment.
     Money {
         #[rkyv(with = RkyvDecimal)]

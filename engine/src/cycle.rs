@@ -52,7 +52,8 @@ mod tests {
     fn monthly_windows_follow_the_calendar() {
         let anchor = utc("2026-01-31T10:00:00Z");
         assert_eq!(period_end(anchor, Period::Monthly), utc("2026-02-28T10:00:00Z"));
-        let (from, until) = window_containing(utc("2026-01-15T00:00:00Z"), Period::Monthly, utc("2026-03-20T00:00:00Z"));
+        let (from, until) =
+            window_containing(utc("2026-01-15T00:00:00Z"), Period::Monthly, utc("2026-03-20T00:00:00Z"));
         assert_eq!((from, until), (utc("2026-03-15T00:00:00Z"), utc("2026-04-15T00:00:00Z")));
         assert_eq!(window_containing(5, Period::Once, 1_000_000), (5, FOREVER));
     }

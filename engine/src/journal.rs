@@ -265,7 +265,12 @@ impl std::fmt::Debug for Journal {
 impl Journal {
     /// Starts a journal on a device that holds `existing_len` good bytes (0: a new
     /// segment, whose header is written now).
-    pub fn new(mut storage: Box<dyn Storage>, shard: u32, policy: FsyncPolicy, existing_len: u64) -> io::Result<Journal> {
+    pub fn new(
+        mut storage: Box<dyn Storage>,
+        shard: u32,
+        policy: FsyncPolicy,
+        existing_len: u64,
+    ) -> io::Result<Journal> {
         if existing_len == 0 {
             let mut header = Vec::with_capacity(SEGMENT_HEADER_BYTES);
             header.extend_from_slice(&JOURNAL_MAGIC);
@@ -274,7 +279,13 @@ impl Journal {
             storage.append(&header)?;
             storage.sync()?;
         }
-        Ok(Journal { storage, policy, buffer: Vec::with_capacity(1 << 20), last_sync: Instant::now(), records_in_segment: 0 })
+        Ok(Journal {
+            storage,
+            policy,
+            buffer: Vec::with_capacity(1 << 20),
+            last_sync: Instant::now(),
+            records_in_segment: 0,
+        })
     }
 
     /// Frames a record into the group-commit buffer.

@@ -17,8 +17,8 @@ pub mod snapshot;
 
 pub use api::{Answer, Body, Grant, Operation, Outcome, Request, ServiceRef, SessionStep, Target, UnitRequest, Usage};
 pub use error::EngineError;
+pub use journal::FsyncPolicy;
 pub use model::{AccountId, AccountKind, Identity, SubscriptionId};
 pub use plans::Plans;
 pub use runtime::{Clock, Engine, EngineConfig, ManualClock, SystemClock};
-pub use journal::FsyncPolicy;
 pub use shard::{ChargingConfig, Effect, ShardState};

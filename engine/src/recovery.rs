@@ -52,11 +52,18 @@ pub fn recover(
     for (index, (_, path)) in segments.iter().enumerate() {
         let mut storage = FileStorage::open(path).map_err(EngineError::io(path))?;
         let bytes = storage.read_all().map_err(EngineError::io(path))?;
-        let found = replay_bytes(&mut state, &bytes, shard)
-            .map_err(|reason| EngineError::Journal { path: path.clone(), offset: 0, reason })?;
+        let found = replay_bytes(&mut state, &bytes, shard).map_err(|reason| EngineError::Journal {
+            path: path.clone(),
+            offset: 0,
+            reason,
+        })?;
         if let Some(reason) = &found.cut_reason {
             if Some(index) != last {
-                return Err(EngineError::Journal { path: path.clone(), offset: found.good_len, reason: reason.clone() });
+                return Err(EngineError::Journal {
+                    path: path.clone(),
+                    offset: found.good_len,
+                    reason: reason.clone(),
+                });
             }
             tracing::warn!(path = %path.display(), at = found.good_len, %reason, "cutting the journal's torn tail");
             storage.truncate(found.good_len).map_err(EngineError::io(path))?;

@@ -233,17 +233,17 @@ impl Engine {
     }
 
     /// Resolves a request's target, or answers it at once (unknown subscriber, bad input).
-    fn route(&self, request: &Request) -> Result<(usize, Resolved), Answer> {
-        check_bounds(request).map_err(|reason| Answer::outcome(Outcome::Invalid(reason)))?;
+    fn route(&self, request: &Request) -> Result<(usize, Resolved), Outcome> {
+        check_bounds(request).map_err(Outcome::Invalid)?;
         let resolved = match &request.target {
             Target::Account(account) => Resolved { account: *account, subscription: None },
             Target::Subscription(subscription) => match self.directory.account_of(*subscription) {
                 Some(account) => Resolved { account, subscription: Some(*subscription) },
-                None => return Err(Answer::outcome(Outcome::UnknownSubscriber)),
+                None => return Err(Outcome::UnknownSubscriber),
             },
             Target::Subscriber(identity) => match self.directory.subscriber(identity) {
                 Some((subscription, account)) => Resolved { account, subscription: Some(subscription) },
-                None => return Err(Answer::outcome(Outcome::UnknownSubscriber)),
+                None => return Err(Outcome::UnknownSubscriber),
             },
         };
         Ok((self.shard_of(resolved.account), resolved))
@@ -253,7 +253,7 @@ impl Engine {
     pub fn execute(&self, request: Request) -> Result<Answer, EngineError> {
         let (shard, resolved) = match self.route(&request) {
             Ok(route) => route,
-            Err(answer) => return Ok(answer),
+            Err(outcome) => return Ok(Answer::outcome(outcome)),
         };
         let (sender, receiver) = bounded(1);
         self.senders[shard]
@@ -277,7 +277,7 @@ impl Engine {
                         .map_err(|_| EngineError::Unavailable("shard worker stopped"))?;
                     pending += 1;
                 }
-                Err(answer) => answers[index] = Some(answer),
+                Err(outcome) => answers[index] = Some(Answer::outcome(outcome)),
             }
         }
         drop(sender);
@@ -285,12 +285,18 @@ impl Engine {
             let (index, answer) = receiver.recv().map_err(|_| EngineError::Unavailable("shard worker stopped"))?;
             answers[index] = Some(answer?);
         }
-        Ok(answers.into_iter().map(|a| a.unwrap_or_else(|| Answer::outcome(Outcome::Invalid("no answer".into())))).collect())
+        Ok(answers
+            .into_iter()
+            .map(|a| a.unwrap_or_else(|| Answer::outcome(Outcome::Invalid("no answer".into()))))
+            .collect())
     }
 
     /// Runs `inspect` on every shard's state (in the shard's thread, between batches)
     /// and returns the results in shard order.
-    pub fn inspect<T: Send + 'static>(&self, inspect: impl Fn(&ShardState) -> T + Send + Sync + 'static) -> Result<Vec<T>, EngineError> {
+    pub fn inspect<T: Send + 'static>(
+        &self,
+        inspect: impl Fn(&ShardState) -> T + Send + Sync + 'static,
+    ) -> Result<Vec<T>, EngineError> {
         let inspect = Arc::new(inspect);
         let mut receivers = Vec::with_capacity(self.senders.len());
         for sender in &self.senders {
@@ -384,11 +390,18 @@ fn check_bounds(request: &Request) -> Result<(), String> {
 
 fn lock_data_dir(dir: &std::path::Path) -> Result<File, EngineError> {
     let path = dir.join("LOCK");
-    let file = std::fs::OpenOptions::new().create(true).truncate(false).read(true).write(true).open(&path).map_err(EngineError::io(&path))?;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .map_err(EngineError::io(&path))?;
     match file.try_lock() {
         Ok(()) => {
             file.set_len(0).map_err(EngineError::io(&path))?;
-            std::io::Write::write_all(&mut &file, std::process::id().to_string().as_bytes()).map_err(EngineError::io(&path))?;
+            std::io::Write::write_all(&mut &file, std::process::id().to_string().as_bytes())
+                .map_err(EngineError::io(&path))?;
             Ok(file)
         }
         Err(_) => Err(EngineError::Locked { pid: std::fs::read_to_string(&path).unwrap_or_default(), path }),
@@ -429,7 +442,8 @@ impl Worker {
             for job in batch.drain(..) {
                 match job {
                     Job::Request { request, resolved, reply } => {
-                        let ctx = Context { plans: &self.plans, directory: &self.directory, config: &self.charging, now };
+                        let ctx =
+                            Context { plans: &self.plans, directory: &self.directory, config: &self.charging, now };
                         let (answer, effects) = decide(&mut self.state, &ctx, resolved, &request);
                         if !effects.is_empty() {
                             self.record(now, effects);

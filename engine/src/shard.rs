@@ -73,7 +73,10 @@ pub enum MoneyKind {
 #[derive(Debug, Clone, PartialEq, Eq, Archive, RkyvSerialize, RkyvDeserialize)]
 pub enum Effect {
     AccountCreated(Account),
-    SubscriptionCreated { subscription: Subscription, buckets: Vec<UnitBucket> },
+    SubscriptionCreated {
+        subscription: Subscription,
+        buckets: Vec<UnitBucket>,
+    },
     Money {
         account: AccountId,
         bucket: BucketId,
@@ -82,11 +85,23 @@ pub enum Effect {
         kind: MoneyKind,
     },
     /// Units consumed from a unit bucket.
-    Units { account: AccountId, bucket: BucketId, consumed: u64 },
+    Units {
+        account: AccountId,
+        bucket: BucketId,
+        consumed: u64,
+    },
     /// A unit bucket starts a new cycle, full again.
-    BucketRenewed { account: AccountId, bucket: BucketId, valid_from: i64, valid_until: i64 },
+    BucketRenewed {
+        account: AccountId,
+        bucket: BucketId,
+        valid_from: i64,
+        valid_until: i64,
+    },
     Reserved(Reservation),
-    Released { session: String, rating_group: u32 },
+    Released {
+        session: String,
+        rating_group: u32,
+    },
     Usage {
         account: AccountId,
         cycle_start: i64,
@@ -95,7 +110,10 @@ pub enum Effect {
         #[rkyv(with = RkyvDecimal)]
         amount: Decimal,
     },
-    Remembered { key: String, answer: Answer },
+    Remembered {
+        key: String,
+        answer: Answer,
+    },
 }
 
 /// Running totals of money movements, for the conservation check.
@@ -252,9 +270,15 @@ impl ShardState {
                 }
             }
             if account.kind == AccountKind::Prepaid && account.balance() < Decimal::ZERO {
-                violations.push(Violation(format!("prepaid account {} is negative: {}", account.id, account.balance())));
+                violations.push(Violation(format!(
+                    "prepaid account {} is negative: {}",
+                    account.id,
+                    account.balance()
+                )));
             }
-            if account.reserved < Decimal::ZERO || account.reserved > account.spendable(now).max(account.reserved_floor()) {
+            if account.reserved < Decimal::ZERO
+                || account.reserved > account.spendable(now).max(account.reserved_floor())
+            {
                 violations.push(Violation(format!(
                     "account {} reserves {} of {} spendable",
                     account.id,
@@ -270,8 +294,7 @@ impl ShardState {
                     )));
                 }
             }
-            let held: Decimal =
-                self.reservations.values().filter(|r| r.account == account.id).map(|r| r.money).sum();
+            let held: Decimal = self.reservations.values().filter(|r| r.account == account.id).map(|r| r.money).sum();
             if held != account.reserved {
                 violations.push(Violation(format!(
                     "account {} holds {} in reservations but records {}",
@@ -339,7 +362,12 @@ pub struct Resolved {
 }
 
 /// Decides `request` against `state`; returns the answer and the effects (already applied).
-pub fn decide(state: &mut ShardState, ctx: &Context<'_>, resolved: Resolved, request: &Request) -> (Answer, Vec<Effect>) {
+pub fn decide(
+    state: &mut ShardState,
+    ctx: &Context<'_>,
+    resolved: Resolved,
+    request: &Request,
+) -> (Answer, Vec<Effect>) {
     if let Some(key) = &request.key {
         if let Some(previous) = state.recent.get(key) {
             let mut answer = previous.clone();
@@ -381,7 +409,9 @@ fn decide_operation(tx: &mut Transaction<'_>, ctx: &Context<'_>, resolved: Resol
         Operation::CreateSubscription { subscription, plan, identities } => {
             create_subscription(tx, ctx, resolved.account, *subscription, plan, identities)
         }
-        Operation::BalanceEnquiry => Answer::new(Outcome::Success, Body::Balance(balance_view(tx.state(), ctx, resolved.account))),
+        Operation::BalanceEnquiry => {
+            Answer::new(Outcome::Success, Body::Balance(balance_view(tx.state(), ctx, resolved.account)))
+        }
         Operation::PriceEnquiry { usage } => match subscription_of(tx, resolved) {
             Some(subscription) => debit(tx, ctx, resolved.account, subscription, usage, false),
             None => Answer::outcome(Outcome::Invalid("a price enquiry needs a subscriber".to_owned())),
@@ -418,7 +448,10 @@ fn decide_operation(tx: &mut Transaction<'_>, ctx: &Context<'_>, resolved: Resol
                 return Answer::outcome(Outcome::CreditLimitReached);
             }
             debit_money(tx, ctx.now, resolved.account, -*amount, MoneyKind::Adjustment { reason: reason.clone() });
-            Answer::new(Outcome::Success, Body::Money { balance_after: tx.state().accounts[&resolved.account].balance() })
+            Answer::new(
+                Outcome::Success,
+                Body::Money { balance_after: tx.state().accounts[&resolved.account].balance() },
+            )
         }
     }
 }
@@ -457,7 +490,8 @@ fn create_account(
     if opening_balance < -credit_limit {
         return Answer::outcome(Outcome::Invalid("field `opening_balance`: below the credit limit".to_owned()));
     }
-    let main = MoneyBucket { id: 0, balance: Decimal::ZERO, valid_from: i64::MIN, valid_until: FOREVER, priority: u32::MAX };
+    let main =
+        MoneyBucket { id: 0, balance: Decimal::ZERO, valid_from: i64::MIN, valid_until: FOREVER, priority: u32::MAX };
     tx.emit(Effect::AccountCreated(Account {
         id,
         kind,
@@ -574,7 +608,9 @@ fn renew_buckets(tx: &mut Transaction<'_>, account: AccountId, subscription: Sub
     let due: Vec<(BucketId, i64, i64)> = tx.state().accounts[&account]
         .units
         .iter()
-        .filter(|b| b.subscription == subscription && b.valid_until <= now && b.period != Period::Once && b.reserved == 0)
+        .filter(|b| {
+            b.subscription == subscription && b.valid_until <= now && b.period != Period::Once && b.reserved == 0
+        })
         .map(|b| {
             let (from, until) = window_containing(b.valid_from, b.period, now);
             (b.id, from, until)
@@ -587,7 +623,12 @@ fn renew_buckets(tx: &mut Transaction<'_>, account: AccountId, subscription: Sub
 
 /// The unit buckets of `subscription` usable at `at`, as the rating function wants them;
 /// `extra` adds units held by a reservation being settled.
-fn allowance_balances(account: &Account, subscription: SubscriptionId, at: i64, extra: &[(BucketId, u64)]) -> Vec<AllowanceBalance> {
+fn allowance_balances(
+    account: &Account,
+    subscription: SubscriptionId,
+    at: i64,
+    extra: &[(BucketId, u64)],
+) -> Vec<AllowanceBalance> {
     account
         .units
         .iter()
@@ -615,14 +656,14 @@ fn rate_usage<'p>(
     subscription: SubscriptionId,
     usage: &Usage,
     extra: &[(BucketId, u64)],
-) -> Result<(&'p CompiledPlan, RatedEvent), Answer> {
+) -> Result<(&'p CompiledPlan, RatedEvent), Outcome> {
     let sub = &state.subscriptions[&subscription];
     let plan = ctx
         .plans
         .at(&sub.plan, usage.start_utc_seconds)
-        .ok_or_else(|| Answer::outcome(Outcome::RatingFailed("plan_not_loaded".to_owned())))?;
-    let service = service_of(plan, &usage.service)
-        .ok_or_else(|| Answer::outcome(Outcome::RatingFailed("unknown_service".to_owned())))?;
+        .ok_or_else(|| Outcome::RatingFailed("plan_not_loaded".to_owned()))?;
+    let service =
+        service_of(plan, &usage.service).ok_or_else(|| Outcome::RatingFailed("unknown_service".to_owned()))?;
     let rating_group = usage.rating_group.or(match usage.service {
         ServiceRef::RatingGroup(rg) => Some(rg),
         _ => None,
@@ -637,7 +678,7 @@ fn rate_usage<'p>(
     };
     rate(plan, &event, &balances)
         .map(|rated| (&**plan, rated))
-        .map_err(|unrated| Answer::outcome(Outcome::RatingFailed(unrated.code().to_owned())))
+        .map_err(|unrated| Outcome::RatingFailed(unrated.code().to_owned()))
 }
 
 fn charged_body(plan: &CompiledPlan, usage: &Usage, rated: &RatedEvent, balance_after: Decimal) -> Body {
@@ -647,7 +688,10 @@ fn charged_body(plan: &CompiledPlan, usage: &Usage, rated: &RatedEvent, balance_
         plan: plan.id.clone(),
         plan_version: plan.version,
         service: plan.services[usize::from(rated.service)].name.clone(),
-        destination: rated.destination.map(|d| plan.destinations[d as usize].clone()).or(usage.destination.clone().filter(|_| false)),
+        destination: rated
+            .destination
+            .map(|d| plan.destinations[d as usize].clone())
+            .or(usage.destination.clone().filter(|_| false)),
         band: plan.bands[usize::from(rated.band)].clone(),
         charged_units: rated.charged_units,
         allowance_units: rated.allowance_units,
@@ -656,13 +700,20 @@ fn charged_body(plan: &CompiledPlan, usage: &Usage, rated: &RatedEvent, balance_
 }
 
 /// Prices (and with `commit`, charges) one usage, all or nothing.
-fn debit(tx: &mut Transaction<'_>, ctx: &Context<'_>, account: AccountId, subscription: SubscriptionId, usage: &Usage, commit: bool) -> Answer {
+fn debit(
+    tx: &mut Transaction<'_>,
+    ctx: &Context<'_>,
+    account: AccountId,
+    subscription: SubscriptionId,
+    usage: &Usage,
+    commit: bool,
+) -> Answer {
     if commit {
         renew_buckets(tx, account, subscription, usage.start_utc_seconds.max(ctx.now));
     }
     let (plan, rated) = match rate_usage(ctx, tx.state(), subscription, usage, &[]) {
         Ok(rated) => rated,
-        Err(answer) => return answer,
+        Err(outcome) => return Answer::outcome(outcome),
     };
     let balance = tx.state().accounts[&account].balance();
     if !commit {
@@ -677,7 +728,14 @@ fn debit(tx: &mut Transaction<'_>, ctx: &Context<'_>, account: AccountId, subscr
 }
 
 /// Applies a rated event: consumes its allowance draws, debits its amount, accumulates it.
-fn settle(tx: &mut Transaction<'_>, ctx: &Context<'_>, account: AccountId, plan: &CompiledPlan, rated: &RatedEvent, at: i64) {
+fn settle(
+    tx: &mut Transaction<'_>,
+    ctx: &Context<'_>,
+    account: AccountId,
+    plan: &CompiledPlan,
+    rated: &RatedEvent,
+    at: i64,
+) {
     for draw in &rated.draws {
         tx.emit(Effect::Units { account, bucket: draw.bucket as BucketId, consumed: draw.units });
     }
@@ -829,7 +887,7 @@ fn session_unit(
                 grant.used_units = used;
                 grant.charged = rated.amount;
             }
-            Err(answer) => grant.outcome = answer.outcome,
+            Err(outcome) => grant.outcome = outcome,
         }
     } else if existing.is_some() {
         tx.emit(Effect::Released { session: session.to_owned(), rating_group: unit.rating_group });
@@ -840,11 +898,14 @@ fn session_unit(
     // 2. Reserve for the next stretch.
     let open = tx.state().reservations.keys().filter(|(s, _)| s == session).count();
     if open >= ctx.config.max_reservations_per_session {
-        grant.outcome = Outcome::Invalid(format!("more than {} open rating groups", ctx.config.max_reservations_per_session));
+        grant.outcome =
+            Outcome::Invalid(format!("more than {} open rating groups", ctx.config.max_reservations_per_session));
         return grant;
     }
     let plan = tx.state().subscriptions.get(&subscription).and_then(|s| ctx.plans.at(&s.plan, ctx.now));
-    let Some(service) = plan.and_then(|p| p.service_by_rating_group(unit.rating_group).map(|s| p.services[usize::from(s)].unit)) else {
+    let Some(service) =
+        plan.and_then(|p| p.service_by_rating_group(unit.rating_group).map(|s| p.services[usize::from(s)].unit))
+    else {
         grant.outcome = Outcome::RatingFailed("unknown_service".to_owned());
         return grant;
     };
@@ -864,8 +925,8 @@ fn session_unit(
     };
     let available = tx.state().accounts[&account].available(ctx.now);
     let (granted, rated) = match quote(tx, requested) {
-        Err(answer) => {
-            grant.outcome = answer.outcome;
+        Err(outcome) => {
+            grant.outcome = outcome;
             return grant;
         }
         // Grants are judged on the exact price, before rounding: a grant whose rounded

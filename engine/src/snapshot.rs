@@ -146,7 +146,9 @@ pub fn write(dir: &Path, shard: u32, state: &ShardState) -> Result<(), EngineErr
 pub fn read(dir: &Path, shard: u32, dedupe_window: usize) -> Result<Option<ShardState>, EngineError> {
     let path = snapshot_path(dir, shard);
     match std::fs::read(&path) {
-        Ok(bytes) => decode(&bytes, shard, dedupe_window).map(Some).map_err(|reason| EngineError::Snapshot { path, reason }),
+        Ok(bytes) => {
+            decode(&bytes, shard, dedupe_window).map(Some).map_err(|reason| EngineError::Snapshot { path, reason })
+        }
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(err) => Err(EngineError::Io { path, source: err }),
     }

@@ -28,10 +28,18 @@ fn direct_debit_charges_once_and_a_repeated_key_changes_nothing() {
     assert_eq!(first.outcome, Outcome::Success);
     assert_eq!(charged(&first.body).allowance_units, 1);
     // A call to a premium number is paid in money.
-    let call_answer = h.run("call-1", subscriber("491700000001"), Operation::DirectDebit { usage: call("4990012345", MONDAY_10, 60) });
+    let call_answer = h.run(
+        "call-1",
+        subscriber("491700000001"),
+        Operation::DirectDebit { usage: call("4990012345", MONDAY_10, 60) },
+    );
     assert_eq!(charged(&call_answer.body).amount, d("2.49"));
     assert_eq!(h.balance(1), d("7.51"));
-    let again = h.run("call-1", subscriber("491700000001"), Operation::DirectDebit { usage: call("4990012345", MONDAY_10, 60) });
+    let again = h.run(
+        "call-1",
+        subscriber("491700000001"),
+        Operation::DirectDebit { usage: call("4990012345", MONDAY_10, 60) },
+    );
     assert!(again.repeated);
     assert_eq!((again.outcome, again.body), (call_answer.outcome, call_answer.body));
     assert_eq!(h.balance(1), d("7.51"), "a repeat is not charged again");
@@ -42,7 +50,11 @@ fn direct_debit_charges_once_and_a_repeated_key_changes_nothing() {
 fn insufficient_credit_is_an_answer_that_changes_nothing() {
     let h = Harness::new("insufficient");
     h.prepaid(1, "491700000001", "1.00");
-    let answer = h.run("call-1", subscriber("491700000001"), Operation::DirectDebit { usage: call("4990012345", MONDAY_10, 60) });
+    let answer = h.run(
+        "call-1",
+        subscriber("491700000001"),
+        Operation::DirectDebit { usage: call("4990012345", MONDAY_10, 60) },
+    );
     assert_eq!(answer.outcome, Outcome::CreditLimitReached);
     assert_eq!(h.balance(1), d("1.00"));
 }
@@ -52,12 +64,15 @@ fn postpaid_accounts_stop_at_their_credit_limit() {
     let h = Harness::new("postpaid");
     h.account(2, AccountKind::Postpaid, "5.00", "0");
     h.subscribe(2, 20, "mobile-prepaid-s", "491700000002");
-    let first = h.run("c1", subscriber("491700000002"), Operation::DirectDebit { usage: call("4990012345", MONDAY_10, 60) });
+    let first =
+        h.run("c1", subscriber("491700000002"), Operation::DirectDebit { usage: call("4990012345", MONDAY_10, 60) });
     assert_eq!(first.outcome, Outcome::Success);
     assert_eq!(h.balance(2), d("-2.49"));
-    let second = h.run("c2", subscriber("491700000002"), Operation::DirectDebit { usage: call("4990012345", MONDAY_10, 60) });
+    let second =
+        h.run("c2", subscriber("491700000002"), Operation::DirectDebit { usage: call("4990012345", MONDAY_10, 60) });
     assert_eq!(second.outcome, Outcome::Success);
-    let third = h.run("c3", subscriber("491700000002"), Operation::DirectDebit { usage: call("4990012345", MONDAY_10, 60) });
+    let third =
+        h.run("c3", subscriber("491700000002"), Operation::DirectDebit { usage: call("4990012345", MONDAY_10, 60) });
     assert_eq!(third.outcome, Outcome::CreditLimitReached);
     assert_eq!(h.balance(2), d("-4.98"));
 }
@@ -145,7 +160,8 @@ fn the_reaper_releases_silent_sessions() {
 fn top_up_refund_and_adjustment() {
     let h = Harness::new("money");
     h.prepaid(1, "491700000001", "1.00");
-    let top_up = h.run("t1", Target::Account(1), Operation::TopUp { amount: d("5.00"), reference: "voucher 1234".into() });
+    let top_up =
+        h.run("t1", Target::Account(1), Operation::TopUp { amount: d("5.00"), reference: "voucher 1234".into() });
     assert_eq!(top_up.body, Body::Money { balance_after: d("6.00") });
     h.run("r1", Target::Account(1), Operation::Refund { amount: d("0.50"), reason: "dropped call".into() });
     let refused = h.run("a1", Target::Account(1), Operation::Adjust { amount: d("-10"), reason: "fraud".into() });
@@ -163,13 +179,21 @@ fn top_up_refund_and_adjustment() {
 fn state_survives_a_restart_and_keys_are_still_remembered() {
     let h = Harness::new("restart");
     h.prepaid(1, "491700000001", "10.00");
-    let answer = h.run("call-1", subscriber("491700000001"), Operation::DirectDebit { usage: call("4990012345", MONDAY_10, 60) });
+    let answer = h.run(
+        "call-1",
+        subscriber("491700000001"),
+        Operation::DirectDebit { usage: call("4990012345", MONDAY_10, 60) },
+    );
     session(&h, "gx;1;0", SessionStep::Initial, vec![data(Some(1 << 20), None)]);
     let before = h.engine.inspect(tollgate_engine::snapshot::SnapshotImage::of).expect("inspect");
     let h = h.restart();
     let after = h.engine.inspect(tollgate_engine::snapshot::SnapshotImage::of).expect("inspect");
     assert_eq!(before, after);
-    let again = h.run("call-1", subscriber("491700000001"), Operation::DirectDebit { usage: call("4990012345", MONDAY_10, 60) });
+    let again = h.run(
+        "call-1",
+        subscriber("491700000001"),
+        Operation::DirectDebit { usage: call("4990012345", MONDAY_10, 60) },
+    );
     assert!(again.repeated);
     assert_eq!(again.body, answer.body);
     // And through a snapshot plus a shorter journal.

@@ -7,9 +7,7 @@ mod common;
 use common::*;
 use proptest::prelude::*;
 use tollgate_engine::snapshot::SnapshotImage;
-use tollgate_engine::{
-    AccountKind, Operation, Outcome, Request, ServiceRef, SessionStep, Target, UnitRequest, Usage,
-};
+use tollgate_engine::{AccountKind, Operation, Outcome, Request, ServiceRef, SessionStep, Target, UnitRequest, Usage};
 
 const SUBSCRIBERS: [&str; 4] = ["491700000001", "491700000002", "491700000003", "491700000004"];
 
@@ -49,7 +47,11 @@ fn requests(thread: usize, index: usize, op: &Op) -> Vec<Request> {
     let sub = |w: usize| Target::Subscriber(tollgate_engine::Identity::Msisdn(SUBSCRIBERS[w].to_owned()));
     let account = |w: usize| Target::Account(w as u64 + 1);
     match op {
-        Op::Sms(w) => vec![Request { key: key("sms"), target: sub(*w), operation: Operation::DirectDebit { usage: sms(MONDAY_10) } }],
+        Op::Sms(w) => vec![Request {
+            key: key("sms"),
+            target: sub(*w),
+            operation: Operation::DirectDebit { usage: sms(MONDAY_10) },
+        }],
         Op::Call(w, to, seconds) => vec![Request {
             key: key("call"),
             target: sub(*w),
@@ -97,9 +99,21 @@ fn requests(thread: usize, index: usize, op: &Op) -> Vec<Request> {
                 })
                 .collect()
         }
-        Op::TopUp(w, c) => vec![Request { key: key("topup"), target: account(*w), operation: Operation::TopUp { amount: cents(i64::from(*c)), reference: "prop".into() } }],
-        Op::Refund(w, c) => vec![Request { key: key("refund"), target: account(*w), operation: Operation::Refund { amount: cents(i64::from(*c)), reason: "prop".into() } }],
-        Op::Adjust(w, c) => vec![Request { key: key("adjust"), target: account(*w), operation: Operation::Adjust { amount: cents(i64::from(*c)), reason: "prop".into() } }],
+        Op::TopUp(w, c) => vec![Request {
+            key: key("topup"),
+            target: account(*w),
+            operation: Operation::TopUp { amount: cents(i64::from(*c)), reference: "prop".into() },
+        }],
+        Op::Refund(w, c) => vec![Request {
+            key: key("refund"),
+            target: account(*w),
+            operation: Operation::Refund { amount: cents(i64::from(*c)), reason: "prop".into() },
+        }],
+        Op::Adjust(w, c) => vec![Request {
+            key: key("adjust"),
+            target: account(*w),
+            operation: Operation::Adjust { amount: cents(i64::from(*c)), reason: "prop".into() },
+        }],
     }
 }
 

@@ -60,7 +60,12 @@ impl Harness {
         Harness::open(dir, Arc::new(ManualClock::new(MONDAY_10)), guard, configure)
     }
 
-    pub fn open(dir: PathBuf, clock: Arc<ManualClock>, guard: DirGuard, configure: impl FnOnce(&mut EngineConfig)) -> Harness {
+    pub fn open(
+        dir: PathBuf,
+        clock: Arc<ManualClock>,
+        guard: DirGuard,
+        configure: impl FnOnce(&mut EngineConfig),
+    ) -> Harness {
         let mut config = EngineConfig::new(&dir);
         configure(&mut config);
         let engine = Engine::open(config, plans(), clock.clone()).expect("engine opens");
@@ -127,7 +132,13 @@ pub fn subscriber(msisdn: &str) -> Target {
 }
 
 pub fn sms(start: i64) -> Usage {
-    Usage { service: ServiceRef::Name("sms".to_owned()), rating_group: None, destination: None, start_utc_seconds: start, units: 1 }
+    Usage {
+        service: ServiceRef::Name("sms".to_owned()),
+        rating_group: None,
+        destination: None,
+        start_utc_seconds: start,
+        units: 1,
+    }
 }
 
 pub fn call(to: &str, start: i64, seconds: u64) -> Usage {
