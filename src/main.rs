@@ -30,6 +30,24 @@ enum Command {
         #[arg(long)]
         plan: PathBuf,
     },
+    /// Run the charging engine (recovering its journal) until SIGINT or SIGTERM.
+    Serve(commands::engine_setup::EngineArgs),
+    /// Run the main job end to end on a temporary data directory and check the invariants.
+    Demo(commands::demo::DemoArgs),
+    /// Create, subscribe and show accounts.
+    Account {
+        #[command(flatten)]
+        engine: commands::engine_setup::EngineArgs,
+        #[command(subcommand)]
+        command: commands::account::AccountCommand,
+    },
+    /// Show, top up, adjust and refund balances.
+    Balance {
+        #[command(flatten)]
+        engine: commands::engine_setup::EngineArgs,
+        #[command(subcommand)]
+        command: commands::account::BalanceCommand,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -49,10 +67,21 @@ enum TariffCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("TOLLGATE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     let result = match cli.command {
         Command::Tariff(TariffCommand::Check { files }) => commands::tariff::check(&files),
         Command::Tariff(TariffCommand::Compile { file, output }) => commands::tariff::compile(&file, &output),
         Command::Rate { plan } => commands::rate::run(&plan),
+        Command::Serve(args) => commands::serve::run(&args),
+        Command::Demo(args) => commands::demo::run(&args),
+        Command::Account { engine, command } => commands::account::account(&engine, command),
+        Command::Balance { engine, command } => commands::account::balance(&engine, command),
     };
     match result {
         Ok(code) => code,

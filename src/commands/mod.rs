@@ -1,4 +1,8 @@
 //! One module per subcommand.
 
+pub(crate) mod account;
+pub(crate) mod demo;
+pub(crate) mod engine_setup;
 pub(crate) mod rate;
+pub(crate) mod serve;
 pub(crate) mod tariff;

@@ -1,0 +1,165 @@
+//! `tollgate account …` and `tollgate balance …`: an operator's shell access to accounts.
+//! They open the data directory directly (the lock keeps a running server out).
+
+use std::process::ExitCode;
+
+use anyhow::bail;
+use clap::Subcommand;
+use rust_decimal::Decimal;
+use tollgate_engine::{AccountKind, Answer, Engine, Identity, Operation, Outcome, Request, Target};
+
+use super::engine_setup::EngineArgs;
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum AccountCommand {
+    /// Create an account.
+    Create {
+        #[arg(long)]
+        id: u64,
+        #[arg(long, value_parser = parse_kind)]
+        kind: AccountKind,
+        #[arg(long)]
+        currency: String,
+        #[arg(long, default_value = "0")]
+        credit_limit: Decimal,
+        #[arg(long, default_value = "0")]
+        balance: Decimal,
+    },
+    /// Subscribe an account to a plan under one or more identities (msisdn:…, imsi:…, sip:…, nai:…).
+    Subscribe {
+        #[arg(long)]
+        id: u64,
+        #[arg(long)]
+        subscription: u64,
+        #[arg(long)]
+        plan: String,
+        #[arg(long = "identity", required = true)]
+        identities: Vec<String>,
+    },
+    /// Show an account with its buckets.
+    Show {
+        #[arg(long)]
+        id: u64,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum BalanceCommand {
+    /// Show the balance of an account or a subscriber.
+    Show {
+        #[arg(long, conflicts_with = "subscriber")]
+        account: Option<u64>,
+        #[arg(long)]
+        subscriber: Option<String>,
+    },
+    /// Add money; the reference (voucher, payment id) makes it happen once.
+    TopUp {
+        #[arg(long)]
+        account: u64,
+        #[arg(long)]
+        amount: Decimal,
+        #[arg(long)]
+        reference: String,
+    },
+    /// Correct a balance by a signed amount, with a reason kept in the journal.
+    Adjust {
+        #[arg(long)]
+        account: u64,
+        #[arg(long, allow_hyphen_values = true)]
+        amount: Decimal,
+        #[arg(long)]
+        reason: String,
+        /// Idempotency key (default: derived from account, amount and reason).
+        #[arg(long)]
+        key: Option<String>,
+    },
+    /// Give money back, with a reason.
+    Refund {
+        #[arg(long)]
+        account: u64,
+        #[arg(long)]
+        amount: Decimal,
+        #[arg(long)]
+        reason: String,
+        #[arg(long)]
+        key: Option<String>,
+    },
+}
+
+fn parse_kind(text: &str) -> Result<AccountKind, String> {
+    match text {
+        "prepaid" => Ok(AccountKind::Prepaid),
+        "postpaid" => Ok(AccountKind::Postpaid),
+        "hybrid" => Ok(AccountKind::Hybrid),
+        other => Err(format!("`{other}`: prepaid, postpaid or hybrid")),
+    }
+}
+
+pub(crate) fn account(args: &EngineArgs, command: AccountCommand) -> anyhow::Result<ExitCode> {
+    let engine = args.open()?;
+    let request = match command {
+        AccountCommand::Create { id, kind, currency, credit_limit, balance } => Request {
+            key: Some(format!("cli:create-account:{id}")),
+            target: Target::Account(id),
+            operation: Operation::CreateAccount { kind, currency, credit_limit, opening_balance: balance },
+        },
+        AccountCommand::Subscribe { id, subscription, plan, identities } => {
+            let mut parsed = Vec::with_capacity(identities.len());
+            for identity in &identities {
+                match Identity::parse(identity) {
+                    Some(identity) => parsed.push(identity),
+                    None => bail!("--identity `{identity}`: use msisdn:DIGITS, imsi:DIGITS, sip:URI or nai:USER@REALM"),
+                }
+            }
+            Request {
+                key: Some(format!("cli:subscribe:{subscription}")),
+                target: Target::Account(id),
+                operation: Operation::CreateSubscription { subscription, plan, identities: parsed },
+            }
+        }
+        AccountCommand::Show { id } => {
+            Request { key: None, target: Target::Account(id), operation: Operation::BalanceEnquiry }
+        }
+    };
+    answer(engine, request)
+}
+
+pub(crate) fn balance(args: &EngineArgs, command: BalanceCommand) -> anyhow::Result<ExitCode> {
+    let engine = args.open()?;
+    let request = match command {
+        BalanceCommand::Show { account, subscriber } => {
+            let target = match (account, subscriber) {
+                (Some(account), _) => Target::Account(account),
+                (None, Some(text)) => match Identity::parse(&text) {
+                    Some(identity) => Target::Subscriber(identity),
+                    None => bail!("--subscriber `{text}`: use msisdn:DIGITS, imsi:DIGITS, sip:URI or nai:USER@REALM"),
+                },
+                (None, None) => bail!("give --account or --subscriber"),
+            };
+            Request { key: None, target, operation: Operation::BalanceEnquiry }
+        }
+        BalanceCommand::TopUp { account, amount, reference } => Request {
+            key: Some(format!("cli:top-up:{account}:{reference}")),
+            target: Target::Account(account),
+            operation: Operation::TopUp { amount, reference },
+        },
+        BalanceCommand::Adjust { account, amount, reason, key } => Request {
+            key: Some(key.unwrap_or_else(|| format!("cli:adjust:{account}:{amount}:{reason}"))),
+            target: Target::Account(account),
+            operation: Operation::Adjust { amount, reason },
+        },
+        BalanceCommand::Refund { account, amount, reason, key } => Request {
+            key: Some(key.unwrap_or_else(|| format!("cli:refund:{account}:{amount}:{reason}"))),
+            target: Target::Account(account),
+            operation: Operation::Refund { amount, reason },
+        },
+    };
+    answer(engine, request)
+}
+
+fn answer(engine: Engine, request: Request) -> anyhow::Result<ExitCode> {
+    let answer: Answer = engine.execute(request)?;
+    engine.shutdown()?;
+    println!("{}", serde_json::to_string_pretty(&answer)?);
+    Ok(if answer.outcome == Outcome::Success { ExitCode::SUCCESS } else { ExitCode::from(2) })
+}

@@ -1,0 +1,103 @@
+//! Opening the charging engine from command-line settings, with embedded defaults.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::Args;
+use tollgate_engine::{Engine, EngineConfig, FsyncPolicy, Plans, SystemClock};
+use tollgate_tariffs::compile_str;
+
+/// The example plans, built into the binary so `serve` and `demo` run anywhere.
+const EMBEDDED_PLANS: [(&str, &str); 2] = [
+    ("prepaid-mobile.toml", include_str!("../../tariffs/examples/prepaid-mobile.toml")),
+    ("postpaid-business.toml", include_str!("../../tariffs/examples/postpaid-business.toml")),
+];
+
+#[derive(Debug, Clone, Args)]
+pub(crate) struct EngineArgs {
+    /// Data directory (journal, snapshots, lock).
+    #[arg(long, default_value = "tollgate-data")]
+    pub data_dir: PathBuf,
+    /// Plan files (source .toml or compiled); default: the plans in DATA_DIR/plans, or the
+    /// built-in example plans when there are none.
+    #[arg(long = "plan")]
+    pub plans: Vec<PathBuf>,
+    /// Shards (one worker thread each).
+    #[arg(long, default_value_t = 2)]
+    pub shards: usize,
+    /// Journal fsync policy: `batch` (every group commit), `interval:MILLIS` or `never`.
+    #[arg(long, default_value = "batch", value_parser = parse_fsync)]
+    pub fsync: FsyncPolicy,
+    /// Journal records per shard between snapshots.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub snapshot_every: u64,
+}
+
+fn parse_fsync(text: &str) -> Result<FsyncPolicy, String> {
+    match text {
+        "batch" => Ok(FsyncPolicy::EveryBatch),
+        "never" => Ok(FsyncPolicy::Never),
+        other => match other.strip_prefix("interval:").and_then(|ms| ms.parse::<u64>().ok()) {
+            Some(ms) => Ok(FsyncPolicy::Interval(Duration::from_millis(ms))),
+            None => Err(format!("`{other}`: use batch, interval:MILLIS or never")),
+        },
+    }
+}
+
+impl EngineArgs {
+    pub(crate) fn with_data_dir(data_dir: &Path) -> EngineArgs {
+        EngineArgs {
+            data_dir: data_dir.to_owned(),
+            plans: Vec::new(),
+            shards: 2,
+            fsync: FsyncPolicy::EveryBatch,
+            snapshot_every: 1_000_000,
+        }
+    }
+
+    pub(crate) fn load_plans(&self) -> anyhow::Result<Plans> {
+        let mut plans = Plans::new();
+        let mut files = self.plans.clone();
+        if files.is_empty() {
+            let dir = self.data_dir.join("plans");
+            if let Ok(entries) = std::fs::read_dir(&dir) {
+                for entry in entries {
+                    let path = entry?.path();
+                    if path.extension().is_some_and(|e| e == "toml" || e == "tgplan") {
+                        files.push(path);
+                    }
+                }
+            }
+            files.sort();
+        }
+        for file in &files {
+            plans.load(file).with_context(|| format!("loading plan {}", file.display()))?;
+        }
+        if plans.is_empty() {
+            for (name, text) in EMBEDDED_PLANS {
+                plans.insert(compile_str(text, name, None)?)?;
+            }
+        }
+        Ok(plans)
+    }
+
+    pub(crate) fn config(&self) -> anyhow::Result<EngineConfig> {
+        if self.shards == 0 {
+            bail!("--shards must be at least 1");
+        }
+        let mut config = EngineConfig::new(&self.data_dir);
+        config.shards = self.shards;
+        config.fsync = self.fsync;
+        config.snapshot_every_records = self.snapshot_every;
+        Ok(config)
+    }
+
+    pub(crate) fn open(&self) -> anyhow::Result<Engine> {
+        let plans = self.load_plans()?;
+        let engine = Engine::open(self.config()?, plans, Arc::new(SystemClock))
+            .with_context(|| format!("opening the engine in {}", self.data_dir.display()))?;
+        Ok(engine)
+    }
+}
