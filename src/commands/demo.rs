@@ -122,9 +122,9 @@ pub(crate) fn run(args: &DemoArgs) -> anyhow::Result<ExitCode> {
     }
     let total: u64 = tally.values().sum();
     println!(
-        "workload: {total} requests in {elapsed:.2?} from {} clients: {:.0} requests/s",
+        "workload: {total} requests in {elapsed:.2?} from {} clients: {} requests/s",
         args.clients,
-        total as f64 / elapsed.as_secs_f64()
+        u128::from(total) * 1000 / elapsed.as_millis().max(1)
     );
     let mut kinds: BTreeMap<&str, Vec<(String, u64)>> = BTreeMap::new();
     for ((kind, outcome), count) in &tally {
@@ -150,9 +150,8 @@ pub(crate) fn run(args: &DemoArgs) -> anyhow::Result<ExitCode> {
         if conserved { "✓ conserved" } else { "✗ NOT CONSERVED" }
     );
     println!(
-        "invariants: {} ({})",
+        "invariants: {} (prepaid never negative, postpaid within its credit limit, reserved ≤ spendable, units within grants)",
         if violations.is_empty() { "✓ all hold".to_owned() } else { format!("✗ {} violations", violations.len()) },
-        "prepaid never negative, postpaid within its credit limit, reserved ≤ spendable, units within grants"
     );
     for violation in violations.iter().take(10) {
         println!("    {violation}");
