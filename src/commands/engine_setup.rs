@@ -18,20 +18,20 @@ const EMBEDDED_PLANS: [(&str, &str); 2] = [
 #[derive(Debug, Clone, Args)]
 pub(crate) struct EngineArgs {
     /// Data directory (journal, snapshots, lock).
-    #[arg(long, default_value = "tollgate-data")]
+    #[arg(long, global = true, default_value = "tollgate-data")]
     pub data_dir: PathBuf,
     /// Plan files (source .toml or compiled); default: the plans in DATA_DIR/plans, or the
     /// built-in example plans when there are none.
-    #[arg(long = "plan")]
+    #[arg(long = "plan-file", global = true)]
     pub plans: Vec<PathBuf>,
     /// Shards (one worker thread each).
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, global = true, default_value_t = 2)]
     pub shards: usize,
     /// Journal fsync policy: `batch` (every group commit), `interval:MILLIS` or `never`.
-    #[arg(long, default_value = "batch", value_parser = parse_fsync)]
+    #[arg(long, global = true, default_value = "batch", value_parser = parse_fsync)]
     pub fsync: FsyncPolicy,
     /// Journal records per shard between snapshots.
-    #[arg(long, default_value_t = 1_000_000)]
+    #[arg(long, global = true, default_value_t = 1_000_000)]
     pub snapshot_every: u64,
 }
 

@@ -132,3 +132,58 @@ fn rate_answers_every_line_in_order() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("3 rated, 1 unrated, 3 invalid"), "{stderr}");
 }
+
+#[test]
+fn demo_runs_the_main_job_and_verifies_it() {
+    let output = tollgate(&["demo", "--subscribers", "2000", "--seconds", "1", "--clients", "2"], "");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    assert!(stdout.contains("✓ conserved"), "{stdout}");
+    assert!(stdout.contains("invariants: ✓ all hold"), "{stdout}");
+    assert!(stdout.contains("state ✓ identical"), "{stdout}");
+}
+
+#[test]
+fn account_and_balance_commands_work_on_a_data_dir() {
+    let dir = scratch("accounts");
+    let data = dir.join("data");
+    let data_dir = data.to_str().expect("path");
+    let run = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend(["--data-dir", data_dir]);
+        let output = tollgate(&all, "");
+        let answer: Value = serde_json::from_slice(&output.stdout)
+            .unwrap_or_else(|err| panic!("{err}: {}", String::from_utf8_lossy(&output.stderr)));
+        (output.status.code(), answer)
+    };
+    let (code, _) =
+        run(&["account", "create", "--id", "7", "--kind", "prepaid", "--currency", "EUR", "--balance", "3.00"]);
+    assert_eq!(code, Some(0));
+    let (code, _) = run(&[
+        "account",
+        "subscribe",
+        "--id",
+        "7",
+        "--subscription",
+        "70",
+        "--plan",
+        "mobile-prepaid-s",
+        "--identity",
+        "msisdn:+491700000007",
+    ]);
+    assert_eq!(code, Some(0));
+    let (code, answer) = run(&["balance", "top-up", "--account", "7", "--amount", "2.50", "--reference", "voucher-1"]);
+    assert_eq!((code, answer["body"]["balance_after"].as_str()), (Some(0), Some("5.50")));
+    // The same voucher again is the same top-up: answered, not applied twice.
+    let (_, again) = run(&["balance", "top-up", "--account", "7", "--amount", "2.50", "--reference", "voucher-1"]);
+    assert_eq!(again["repeated"], true);
+    let (code, refused) = run(&["balance", "adjust", "--account", "7", "--amount", "-9", "--reason", "test"]);
+    assert_eq!((code, refused["outcome"].as_str()), (Some(2), Some("credit_limit_reached")));
+    let (_, view) = run(&["balance", "show", "--subscriber", "msisdn:491700000007"]);
+    assert_eq!(view["body"]["balance"], "5.50");
+    let buckets = view["body"]["buckets"].as_array().expect("buckets");
+    assert!(buckets.iter().any(|b| b["kind"] == "national-minutes" && b["remaining"] == "30000"), "{view}");
+    let (code, unknown) = run(&["balance", "show", "--subscriber", "msisdn:499"]);
+    assert_eq!((code, unknown["outcome"].as_str()), (Some(2), Some("unknown_subscriber")));
+    std::fs::remove_dir_all(dir).ok();
+}
