@@ -6,7 +6,7 @@
 //! with the same code ([`ShardState::apply`]), so a replayed journal reproduces the state
 //! exactly, whatever the plans or the rating code are by then.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 
 use rkyv::{Archive, Deserialize as RkyvDeserialize, Serialize as RkyvSerialize};
 use rust_decimal::Decimal;
@@ -131,15 +131,19 @@ pub struct Totals {
     pub adjustments: Decimal,
 }
 
+/// Hash maps of the shard state: foldhash is fast and seeded per process, so keys sent
+/// from outside (idempotency keys, session ids) cannot be crafted to collide.
+pub type Map<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+
 /// The state of one shard.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ShardState {
     /// Sequence number of the last journal record applied.
     pub lsn: u64,
-    pub accounts: HashMap<AccountId, Account>,
-    pub subscriptions: HashMap<SubscriptionId, Subscription>,
-    pub reservations: HashMap<(String, u32), Reservation>,
-    pub recent: HashMap<String, Answer>,
+    pub accounts: Map<AccountId, Account>,
+    pub subscriptions: Map<SubscriptionId, Subscription>,
+    pub reservations: Map<(String, u32), Reservation>,
+    pub recent: Map<String, Answer>,
     pub recent_order: VecDeque<String>,
     pub dedupe_window: usize,
     pub totals: Totals,

@@ -1,0 +1,165 @@
+//! Charging-core throughput: journal group commit, a shard deciding debits, and the
+//! whole engine (routing, batching, rating, journal with fsync per batch) with 1 M accounts.
+//!
+//! `cargo bench -p tollgate-benches --bench engine`
+
+use std::hint::black_box;
+use std::sync::Arc;
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use rust_decimal::Decimal;
+use tollgate_benches::{example_prefixes, numbers, Rng};
+use tollgate_engine::directory::Directory;
+use tollgate_engine::journal::{FileStorage, FsyncPolicy, Journal};
+use tollgate_engine::shard::{decide, ChargingConfig, Context, Resolved, ShardState};
+use tollgate_engine::{
+    AccountKind, Engine, EngineConfig, Identity, ManualClock, Operation, Plans, Request, ServiceRef, Target, Usage,
+};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+const BATCH: usize = 4096;
+/// Monday 2026-03-02 10:00:00 UTC.
+const NOW: i64 = 1_772_445_600;
+
+fn journal(c: &mut Criterion) {
+    let mut group = c.benchmark_group("journal");
+    group.throughput(Throughput::Elements(BATCH as u64));
+    let dir = std::env::temp_dir().join(format!("tollgate-bench-journal-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let storage = FileStorage::open(&dir.join("shard-0-1.journal")).expect("segment");
+    let mut journal = Journal::new(Box::new(storage), 0, FsyncPolicy::EveryBatch, 0).expect("journal");
+    let payload = vec![0x5au8; 128];
+    let mut lsn = 0;
+    group.bench_function("group_commit_4096x128B_fsync_per_batch", |b| {
+        b.iter(|| {
+            for _ in 0..BATCH {
+                lsn += 1;
+                journal.append(lsn, &payload);
+            }
+            journal.commit().expect("commit");
+        })
+    });
+    group.finish();
+    std::fs::remove_dir_all(dir).ok();
+}
+
+fn wholesale_plans() -> Plans {
+    let mut plans = Plans::new();
+    plans.load(&tollgate_benches::example_path("wholesale-international.toml")).expect("plan");
+    plans
+}
+
+fn create(account: u64) -> [Request; 2] {
+    [
+        Request {
+            key: Some(format!("a{account}")),
+            target: Target::Account(account),
+            operation: Operation::CreateAccount {
+                kind: AccountKind::Postpaid,
+                currency: "USD".into(),
+                credit_limit: Decimal::new(1_000_000, 0),
+                opening_balance: Decimal::ZERO,
+            },
+        },
+        Request {
+            key: Some(format!("s{account}")),
+            target: Target::Account(account),
+            operation: Operation::CreateSubscription {
+                subscription: account,
+                plan: "wholesale-intl".into(),
+                identities: vec![Identity::Msisdn(format!("1555{account:09}"))],
+            },
+        },
+    ]
+}
+
+fn debits(accounts: u64, called: &[String], rng: &mut Rng, sequence: &mut u64) -> Vec<(Resolved, Request)> {
+    (0..BATCH)
+        .map(|i| {
+            *sequence += 1;
+            let account = 1 + rng.below(accounts);
+            let usage = Usage {
+                service: ServiceRef::Name("voice".into()),
+                rating_group: None,
+                destination: Some(called[i % called.len()].clone()),
+                start_utc_seconds: NOW - 600,
+                units: 1 + rng.below(600),
+            };
+            let request = Request {
+                key: Some(format!("d{sequence}")),
+                target: Target::Subscription(account),
+                operation: Operation::DirectDebit { usage },
+            };
+            (Resolved { account, subscription: Some(account) }, request)
+        })
+        .collect()
+}
+
+fn shard(c: &mut Criterion) {
+    let mut group = c.benchmark_group("shard");
+    group.throughput(Throughput::Elements(BATCH as u64));
+    let plans = wholesale_plans();
+    let directory = Directory::new();
+    let config = ChargingConfig::default();
+    let ctx = Context { plans: &plans, directory: &directory, config: &config, now: NOW };
+    let accounts = 100_000;
+    let mut state = ShardState::new(1 << 20);
+    for account in 1..=accounts {
+        for request in create(account) {
+            decide(&mut state, &ctx, Resolved { account, subscription: None }, &request);
+        }
+    }
+    let called = numbers(&example_prefixes("wholesale-international.toml"), 65_536, 3);
+    let mut rng = Rng::new(5);
+    let mut sequence = 0;
+    group.bench_function("decide_direct_debit_100k_accounts", |b| {
+        b.iter_batched(
+            || debits(accounts, &called, &mut rng, &mut sequence),
+            |batch| {
+                for (resolved, request) in &batch {
+                    black_box(decide(&mut state, &ctx, *resolved, request));
+                }
+            },
+            criterion::BatchSize::LargeInput,
+        )
+    });
+    group.finish();
+}
+
+fn engine(c: &mut Criterion) {
+    let mut group = c.benchmark_group("engine");
+    group.throughput(Throughput::Elements(BATCH as u64));
+    group.sample_size(20);
+    let accounts: u64 = std::env::var("TOLLGATE_BENCH_ACCOUNTS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
+    let dir = std::env::temp_dir().join(format!("tollgate-bench-engine-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut config = EngineConfig::new(&dir);
+    config.snapshot_every_records = u64::MAX;
+    let engine = Engine::open(config, wholesale_plans(), Arc::new(ManualClock::new(NOW))).expect("engine");
+    let mut setup = Vec::with_capacity(20_000);
+    for account in 1..=accounts {
+        setup.extend(create(account));
+        if setup.len() >= 20_000 {
+            engine.execute_batch(std::mem::take(&mut setup)).expect("setup");
+        }
+    }
+    engine.execute_batch(setup).expect("setup");
+    let called = numbers(&example_prefixes("wholesale-international.toml"), 65_536, 3);
+    let mut rng = Rng::new(7);
+    let mut sequence = 0;
+    group.bench_function("direct_debit_1m_accounts_fsync_per_batch", |b| {
+        b.iter_batched(
+            || debits(accounts, &called, &mut rng, &mut sequence).into_iter().map(|(_, r)| r).collect::<Vec<_>>(),
+            |batch| black_box(engine.execute_batch(batch).expect("answers")),
+            criterion::BatchSize::LargeInput,
+        )
+    });
+    group.finish();
+    drop(engine);
+    std::fs::remove_dir_all(dir).ok();
+}
+
+criterion_group!(benches, journal, shard, engine);
+criterion_main!(benches);
