@@ -3,6 +3,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod accounts;
 pub mod api;
 pub mod cycle;
 pub mod directory;

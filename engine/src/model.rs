@@ -95,6 +95,9 @@ pub struct UsageTotal {
     pub amount: Decimal,
 }
 
+/// The money buckets of an account; most accounts have only the main one, kept inline.
+pub type MoneyBuckets = SmallVec<[MoneyBucket; 1]>;
+
 #[derive(Debug, Clone, PartialEq, Eq, Archive, RkyvSerialize, RkyvDeserialize)]
 pub struct Account {
     pub id: AccountId,
@@ -102,7 +105,7 @@ pub struct Account {
     pub currency: [u8; 3],
     #[rkyv(with = RkyvDecimal)]
     pub credit_limit: Decimal,
-    pub money: SmallVec<[MoneyBucket; 1]>,
+    pub money: MoneyBuckets,
     /// Money held by open reservations.
     #[rkyv(with = RkyvDecimal)]
     pub reserved: Decimal,

@@ -13,6 +13,7 @@ use rust_decimal::Decimal;
 use tollgate_tariffs::plan::{Period, RkyvDecimal};
 use tollgate_tariffs::{rate, AllowanceBalance, CompiledPlan, RatedEvent, Unit, UsageEvent};
 
+use crate::accounts::AccountTable;
 use crate::api::{
     Answer, BalanceView, Body, BucketView, Charged, Grant, Operation, Outcome, Request, ServiceRef, SessionStep,
     UnitRequest, Usage,
@@ -140,7 +141,7 @@ pub type Map<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState
 pub struct ShardState {
     /// Sequence number of the last journal record applied.
     pub lsn: u64,
-    pub accounts: Map<AccountId, Account>,
+    pub accounts: AccountTable,
     pub subscriptions: Map<SubscriptionId, Subscription>,
     pub reservations: Map<(String, u32), Reservation>,
     pub recent: Map<String, Answer>,
@@ -161,9 +162,7 @@ impl ShardState {
     /// Applies one effect. Used identically by live processing and by recovery.
     pub fn apply(&mut self, effect: &Effect) {
         match effect {
-            Effect::AccountCreated(account) => {
-                self.accounts.insert(account.id, account.clone());
-            }
+            Effect::AccountCreated(account) => self.accounts.insert(account.clone()),
             Effect::SubscriptionCreated { subscription, buckets } => {
                 if let Some(account) = self.accounts.get_mut(&subscription.account) {
                     for bucket in buckets {
