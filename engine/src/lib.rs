@@ -6,6 +6,7 @@
 pub mod accounts;
 pub mod api;
 pub mod cycle;
+pub mod dedupe;
 pub mod directory;
 mod error;
 pub mod journal;

@@ -1,6 +1,5 @@
 //! The compiled plans the engine rates with: every version of every plan, immutable.
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -11,7 +10,7 @@ use crate::error::EngineError;
 /// Plans by id, each with its versions sorted by `effective_from`.
 #[derive(Debug, Clone, Default)]
 pub struct Plans {
-    by_id: HashMap<String, Vec<Arc<CompiledPlan>>>,
+    by_id: crate::shard::Map<String, Vec<Arc<CompiledPlan>>>,
 }
 
 impl Plans {

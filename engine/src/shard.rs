@@ -6,8 +6,6 @@
 //! with the same code ([`ShardState::apply`]), so a replayed journal reproduces the state
 //! exactly, whatever the plans or the rating code are by then.
 
-use std::collections::VecDeque;
-
 use rkyv::{Archive, Deserialize as RkyvDeserialize, Serialize as RkyvSerialize};
 use rust_decimal::Decimal;
 use tollgate_tariffs::plan::{Period, RkyvDecimal};
@@ -19,6 +17,7 @@ use crate::api::{
     UnitRequest, Usage,
 };
 use crate::cycle::{period_end, window_containing};
+use crate::dedupe::RecentAnswers;
 use crate::directory::Directory;
 use crate::model::{
     Account, AccountId, AccountKind, BucketId, MoneyBucket, Reservation, Subscription, SubscriptionId, UnitBucket,
@@ -144,9 +143,7 @@ pub struct ShardState {
     pub accounts: AccountTable,
     pub subscriptions: Map<SubscriptionId, Subscription>,
     pub reservations: Map<(String, u32), Reservation>,
-    pub recent: Map<String, Answer>,
-    pub recent_order: VecDeque<String>,
-    pub dedupe_window: usize,
+    pub recent: RecentAnswers,
     pub totals: Totals,
 }
 
@@ -156,7 +153,7 @@ pub struct Violation(pub String);
 
 impl ShardState {
     pub fn new(dedupe_window: usize) -> ShardState {
-        ShardState { dedupe_window: dedupe_window.max(1), ..ShardState::default() }
+        ShardState { recent: RecentAnswers::new(dedupe_window), ..ShardState::default() }
     }
 
     /// Applies one effect. Used identically by live processing and by recovery.
@@ -240,16 +237,7 @@ impl ShardState {
                     }
                 }
             }
-            Effect::Remembered { key, answer } => {
-                if self.recent.insert(key.clone(), answer.clone()).is_none() {
-                    self.recent_order.push_back(key.clone());
-                }
-                while self.recent_order.len() > self.dedupe_window {
-                    if let Some(oldest) = self.recent_order.pop_front() {
-                        self.recent.remove(&oldest);
-                    }
-                }
-            }
+            Effect::Remembered { key, answer } => self.recent.insert(key, answer.clone()),
         }
     }
 

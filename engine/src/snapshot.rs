@@ -51,11 +51,7 @@ impl SnapshotImage {
         subscriptions.sort_unstable_by_key(|s| s.id);
         let mut reservations: Vec<Reservation> = state.reservations.values().cloned().collect();
         reservations.sort_unstable_by(|a, b| (&a.session, a.rating_group).cmp(&(&b.session, b.rating_group)));
-        let recent = state
-            .recent_order
-            .iter()
-            .filter_map(|key| state.recent.get(key).map(|answer| (key.clone(), answer.clone())))
-            .collect();
+        let recent = state.recent.iter().map(|(key, answer)| (key.to_owned(), answer.clone())).collect();
         SnapshotImage { lsn: state.lsn, accounts, subscriptions, reservations, recent, totals: state.totals.clone() }
     }
 
@@ -66,13 +62,7 @@ impl SnapshotImage {
         state.subscriptions = self.subscriptions.into_iter().map(|s| (s.id, s)).collect();
         state.reservations = self.reservations.into_iter().map(|r| ((r.session.clone(), r.rating_group), r)).collect();
         for (key, answer) in self.recent {
-            state.recent_order.push_back(key.clone());
-            state.recent.insert(key, answer);
-        }
-        while state.recent_order.len() > state.dedupe_window {
-            if let Some(oldest) = state.recent_order.pop_front() {
-                state.recent.remove(&oldest);
-            }
+            state.recent.insert(&key, answer);
         }
         state.totals = self.totals;
         state
