@@ -5,10 +5,12 @@ use dashmap::DashMap;
 
 use crate::model::{AccountId, Identity, SubscriptionId};
 
+type Hasher = foldhash::fast::RandomState;
+
 #[derive(Debug, Default)]
 pub struct Directory {
-    identities: DashMap<String, (SubscriptionId, AccountId)>,
-    subscriptions: DashMap<SubscriptionId, AccountId>,
+    identities: DashMap<String, (SubscriptionId, AccountId), Hasher>,
+    subscriptions: DashMap<SubscriptionId, AccountId, Hasher>,
 }
 
 impl Directory {

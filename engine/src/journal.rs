@@ -21,6 +21,9 @@
 //! | 8 | 8 | log sequence number (LSN): the previous record's plus one |
 //! | 16 | N | payload: rkyv archive of a [`JournalEntry`] |
 //!
+//! Version history: 1 (effects held inline), 2 (large effects boxed: a different rkyv
+//! layout of the payload). A segment of another version is refused, never misread.
+//!
 //! Recovery reads records in order and stops at the first one that is incomplete, fails
 //! its checksum, or breaks the LSN sequence: that is a torn or corrupt tail, and the
 //! segment is cut there. Nothing past it is replayed.
@@ -39,7 +42,7 @@ use crate::error::EngineError;
 use crate::shard::Effect;
 
 pub const JOURNAL_MAGIC: [u8; 8] = *b"TGJRNL\r\n";
-pub const JOURNAL_FORMAT_VERSION: u32 = 1;
+pub const JOURNAL_FORMAT_VERSION: u32 = 2;
 pub const SEGMENT_HEADER_BYTES: usize = 16;
 pub const RECORD_HEADER_BYTES: usize = 16;
 /// Largest record payload; larger requests are refused before they are decided.

@@ -72,9 +72,9 @@ pub enum MoneyKind {
 /// One change of state. Applying the effects of a journal record in order reproduces it.
 #[derive(Debug, Clone, PartialEq, Eq, Archive, RkyvSerialize, RkyvDeserialize)]
 pub enum Effect {
-    AccountCreated(Account),
+    AccountCreated(Box<Account>),
     SubscriptionCreated {
-        subscription: Subscription,
+        subscription: Box<Subscription>,
         buckets: Vec<UnitBucket>,
     },
     Money {
@@ -97,7 +97,7 @@ pub enum Effect {
         valid_from: i64,
         valid_until: i64,
     },
-    Reserved(Reservation),
+    Reserved(Box<Reservation>),
     Released {
         session: String,
         rating_group: u32,
@@ -112,7 +112,7 @@ pub enum Effect {
     },
     Remembered {
         key: String,
-        answer: Answer,
+        answer: Box<Answer>,
     },
 }
 
@@ -159,7 +159,7 @@ impl ShardState {
     /// Applies one effect. Used identically by live processing and by recovery.
     pub fn apply(&mut self, effect: &Effect) {
         match effect {
-            Effect::AccountCreated(account) => self.accounts.insert(account.clone()),
+            Effect::AccountCreated(account) => self.accounts.insert((**account).clone()),
             Effect::SubscriptionCreated { subscription, buckets } => {
                 if let Some(account) = self.accounts.get_mut(&subscription.account) {
                     for bucket in buckets {
@@ -167,7 +167,7 @@ impl ShardState {
                         account.units.push(bucket.clone());
                     }
                 }
-                self.subscriptions.insert(subscription.id, subscription.clone());
+                self.subscriptions.insert(subscription.id, (**subscription).clone());
             }
             Effect::Money { account, bucket, delta, kind } => {
                 if let Some(money) =
@@ -205,7 +205,8 @@ impl ShardState {
                         }
                     }
                 }
-                self.reservations.insert((reservation.session.clone(), reservation.rating_group), reservation.clone());
+                self.reservations
+                    .insert((reservation.session.clone(), reservation.rating_group), (**reservation).clone());
             }
             Effect::Released { session, rating_group } => {
                 if let Some(reservation) = self.reservations.remove(&(session.clone(), *rating_group)) {
@@ -237,7 +238,7 @@ impl ShardState {
                     }
                 }
             }
-            Effect::Remembered { key, answer } => self.recent.insert(key, answer.clone()),
+            Effect::Remembered { key, answer } => self.recent.insert(key, (**answer).clone()),
         }
     }
 
@@ -370,7 +371,7 @@ pub fn decide(
     let answer = decide_operation(&mut tx, ctx, resolved, &request.operation);
     if request.operation.is_mutating() {
         if let Some(key) = &request.key {
-            tx.emit(Effect::Remembered { key: key.clone(), answer: answer.clone() });
+            tx.emit(Effect::Remembered { key: key.clone(), answer: Box::new(answer.clone()) });
         }
     }
     (answer, tx.effects)
@@ -483,7 +484,7 @@ fn create_account(
     }
     let main =
         MoneyBucket { id: 0, balance: Decimal::ZERO, valid_from: i64::MIN, valid_until: FOREVER, priority: u32::MAX };
-    tx.emit(Effect::AccountCreated(Account {
+    tx.emit(Effect::AccountCreated(Box::new(Account {
         id,
         kind,
         currency: code,
@@ -494,7 +495,7 @@ fn create_account(
         usage: Vec::new(),
         next_bucket: 1,
         cycle_anchor: ctx.now,
-    }));
+    })));
     if !opening_balance.is_zero() {
         tx.emit(Effect::Money { account: id, bucket: 0, delta: opening_balance, kind: MoneyKind::Opening });
     }
@@ -540,13 +541,13 @@ fn create_subscription(
         })
         .collect();
     tx.emit(Effect::SubscriptionCreated {
-        subscription: Subscription {
+        subscription: Box::new(Subscription {
             id: subscription,
             account,
             plan: plan_id.to_owned(),
             identities: identities.to_vec(),
             started_at: ctx.now,
-        },
+        }),
         buckets,
     });
     Answer::outcome(Outcome::Success)
@@ -950,7 +951,7 @@ fn session_unit(
         }
     };
     grant.granted_units = granted;
-    tx.emit(Effect::Reserved(Reservation {
+    tx.emit(Effect::Reserved(Box::new(Reservation {
         session: session.to_owned(),
         rating_group: unit.rating_group,
         subscription,
@@ -961,6 +962,6 @@ fn session_unit(
         bucket_units: rated.draws.iter().map(|d| (d.bucket as BucketId, d.units)).collect(),
         expires_at: ctx.now + i64::from(validity_seconds) + i64::from(ctx.config.reservation_grace_seconds),
         destination: unit.destination.clone(),
-    }));
+    })));
     grant
 }

@@ -11,7 +11,7 @@ use common::*;
 use tollgate_engine::{Body, Operation, Target};
 
 fn fixture_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/data-v1")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/data-v2")
 }
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -66,4 +66,20 @@ fn reads_a_data_dir_written_by_an_earlier_build() {
     );
     assert!(repeat.repeated, "keys written before the snapshot are still remembered");
     assert_eq!(h.engine.check_invariants().expect("inspect"), Vec::<String>::new());
+}
+
+/// A data directory of an older journal format is refused with its version named, not
+/// misread and not silently skipped.
+#[test]
+fn refuses_a_journal_of_an_older_format() {
+    let dir = data_dir("format-v1");
+    copy_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/data-v1"), &dir);
+    let err = tollgate_engine::Engine::open(
+        tollgate_engine::EngineConfig::new(&dir),
+        plans(),
+        std::sync::Arc::new(tollgate_engine::ManualClock::new(MONDAY_10)),
+    )
+    .expect_err("an older journal is refused");
+    assert!(err.to_string().contains("journal format version 1"), "{err}");
+    std::fs::remove_dir_all(dir).ok();
 }

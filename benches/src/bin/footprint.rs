@@ -57,7 +57,7 @@ fn main() {
     let mut state = ShardState::new(1);
     state.accounts.reserve(accounts as usize);
     for id in 1..=accounts {
-        state.apply(&Effect::AccountCreated(account(id)));
+        state.apply(&Effect::AccountCreated(Box::new(account(id))));
         state.apply(&Effect::Money { account: id, bucket: 0, delta: Decimal::new(1000, 2), kind: MoneyKind::Opening });
     }
     let after = resident_bytes();
