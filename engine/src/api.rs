@@ -179,17 +179,20 @@ pub struct BalanceView {
     pub buckets: Vec<BucketView>,
 }
 
+/// A name shared with the plan it comes from (cloning it copies no text).
+pub type Name = std::sync::Arc<str>;
+
 /// A priced (and, for debits, charged) usage.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Archive, RkyvSerialize, RkyvDeserialize)]
 pub struct Charged {
     #[rkyv(with = RkyvDecimal)]
     pub amount: Decimal,
-    pub currency: String,
-    pub plan: String,
+    pub currency: Name,
+    pub plan: Name,
     pub plan_version: u32,
-    pub service: String,
-    pub destination: Option<String>,
-    pub band: String,
+    pub service: Name,
+    pub destination: Option<Name>,
+    pub band: Name,
     pub charged_units: u64,
     pub allowance_units: u64,
     /// Money balance after the debit (unchanged for an enquiry).

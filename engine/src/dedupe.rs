@@ -13,7 +13,7 @@ pub struct RecentAnswers {
     window: usize,
     /// Sequence number of `ring[0]`.
     first: u64,
-    ring: VecDeque<(Arc<str>, Answer)>,
+    ring: VecDeque<(Arc<str>, Arc<Answer>)>,
     index: Map<Arc<str>, u64>,
 }
 
@@ -34,12 +34,12 @@ impl RecentAnswers {
 
     pub fn get(&self, key: &str) -> Option<&Answer> {
         let sequence = *self.index.get(key)?;
-        self.ring.get((sequence - self.first) as usize).map(|(_, answer)| answer)
+        self.ring.get((sequence - self.first) as usize).map(|(_, answer)| &**answer)
     }
 
     /// Remembers `answer` for `key` (a key already present keeps its first answer), and
     /// forgets the oldest keys past the window.
-    pub fn insert(&mut self, key: &str, answer: Answer) {
+    pub fn insert(&mut self, key: &str, answer: Arc<Answer>) {
         if self.index.contains_key(key) {
             return;
         }
@@ -56,7 +56,7 @@ impl RecentAnswers {
 
     /// Keys and answers, oldest first.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &Answer)> {
-        self.ring.iter().map(|(key, answer)| (&**key, answer))
+        self.ring.iter().map(|(key, answer)| (&**key, &**answer))
     }
 
     pub fn len(&self) -> usize {
@@ -84,11 +84,11 @@ mod tests {
     #[test]
     fn keeps_the_first_answer_and_forgets_the_oldest_past_the_window() {
         let mut recent = RecentAnswers::new(2);
-        recent.insert("a", Answer::outcome(Outcome::Success));
-        recent.insert("a", Answer::outcome(Outcome::UnknownAccount));
+        recent.insert("a", Arc::new(Answer::outcome(Outcome::Success)));
+        recent.insert("a", Arc::new(Answer::outcome(Outcome::UnknownAccount)));
         assert_eq!(recent.get("a"), Some(&Answer::outcome(Outcome::Success)));
-        recent.insert("b", Answer::outcome(Outcome::AlreadyExists));
-        recent.insert("c", Answer::outcome(Outcome::UnknownSession));
+        recent.insert("b", Arc::new(Answer::outcome(Outcome::AlreadyExists)));
+        recent.insert("c", Arc::new(Answer::outcome(Outcome::UnknownSession)));
         assert_eq!(recent.get("a"), None);
         assert_eq!(recent.get("c"), Some(&Answer::outcome(Outcome::UnknownSession)));
         assert_eq!(recent.iter().map(|(k, _)| k).collect::<Vec<_>>(), vec!["b", "c"]);

@@ -21,8 +21,8 @@
 //! | 8 | 8 | log sequence number (LSN): the previous record's plus one |
 //! | 16 | N | payload: rkyv archive of a [`JournalEntry`] |
 //!
-//! Version history: 1 (effects held inline), 2 (large effects boxed: a different rkyv
-//! layout of the payload). A segment of another version is refused, never misread.
+//! Version history: 1 (effects held inline), 2 (large effects boxed, names shared as
+//! `Arc<str>`: a different rkyv layout of the payload). A segment of another version is refused, never misread.
 //!
 //! Recovery reads records in order and stops at the first one that is incomplete, fails
 //! its checksum, or breaks the LSN sequence: that is a torn or corrupt tail, and the

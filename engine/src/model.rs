@@ -88,7 +88,7 @@ impl UnitBucket {
 #[derive(Debug, Clone, PartialEq, Eq, Archive, RkyvSerialize, RkyvDeserialize)]
 pub struct UsageTotal {
     pub cycle_start: i64,
-    pub service: String,
+    pub service: std::sync::Arc<str>,
     pub events: u64,
     pub units: u64,
     #[rkyv(with = RkyvDecimal)]

@@ -7,10 +7,34 @@ use tollgate_tariffs::{store, CompiledPlan};
 
 use crate::error::EngineError;
 
+/// Shared names of a plan version, so answers and accumulators carry them without copying.
+#[derive(Debug, Clone)]
+pub struct PlanNames {
+    pub id: Arc<str>,
+    pub currency: Arc<str>,
+    pub services: Vec<Arc<str>>,
+    pub destinations: Vec<Arc<str>>,
+    pub bands: Vec<Arc<str>>,
+}
+
+/// One version of a plan with its shared names. Dereferences to the compiled plan.
+#[derive(Debug, Clone)]
+pub struct Versioned {
+    pub plan: Arc<CompiledPlan>,
+    pub names: PlanNames,
+}
+
+impl std::ops::Deref for Versioned {
+    type Target = CompiledPlan;
+    fn deref(&self) -> &CompiledPlan {
+        &self.plan
+    }
+}
+
 /// Plans by id, each with its versions sorted by `effective_from`.
 #[derive(Debug, Clone, Default)]
 pub struct Plans {
-    by_id: crate::shard::Map<String, Vec<Arc<CompiledPlan>>>,
+    by_id: crate::shard::Map<String, Vec<Versioned>>,
 }
 
 impl Plans {
@@ -24,7 +48,15 @@ impl Plans {
         if versions.iter().any(|v| v.version == plan.version) {
             return Err(EngineError::Config(format!("plan {} version {} is loaded twice", plan.id, plan.version)));
         }
-        versions.push(Arc::new(plan));
+        let shared = |names: &[String]| names.iter().map(|n| Arc::from(n.as_str())).collect();
+        let names = PlanNames {
+            id: Arc::from(plan.id.as_str()),
+            currency: Arc::from(plan.currency.as_str()),
+            services: plan.services.iter().map(|s| Arc::from(s.name.as_str())).collect(),
+            destinations: shared(&plan.destinations),
+            bands: shared(&plan.bands),
+        };
+        versions.push(Versioned { plan: Arc::new(plan), names });
         versions.sort_by_key(|v| (v.effective_from_utc_seconds, v.version));
         Ok(())
     }
@@ -36,7 +68,7 @@ impl Plans {
 
     /// The version of plan `id` in force at `utc_seconds`; before the first version takes
     /// effect, the first version (rating then answers `before_effective`).
-    pub fn at(&self, id: &str, utc_seconds: i64) -> Option<&Arc<CompiledPlan>> {
+    pub fn at(&self, id: &str, utc_seconds: i64) -> Option<&Versioned> {
         let versions = self.by_id.get(id)?;
         let index = versions.partition_point(|v| v.effective_from_utc_seconds <= utc_seconds);
         versions.get(index.saturating_sub(1))

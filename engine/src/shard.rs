@@ -23,7 +23,7 @@ use crate::model::{
     Account, AccountId, AccountKind, BucketId, MoneyBucket, Reservation, Subscription, SubscriptionId, UnitBucket,
     UsageTotal, FOREVER,
 };
-use crate::plans::Plans;
+use crate::plans::{Plans, Versioned};
 
 /// Behaviour settings of the charging core.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -105,14 +105,14 @@ pub enum Effect {
     Usage {
         account: AccountId,
         cycle_start: i64,
-        service: String,
+        service: std::sync::Arc<str>,
         units: u64,
         #[rkyv(with = RkyvDecimal)]
         amount: Decimal,
     },
     Remembered {
         key: String,
-        answer: Box<Answer>,
+        answer: std::sync::Arc<Answer>,
     },
 }
 
@@ -222,7 +222,7 @@ impl ShardState {
             }
             Effect::Usage { account, cycle_start, service, units, amount } => {
                 if let Some(account) = self.accounts.get_mut(account) {
-                    match account.usage.iter_mut().find(|u| u.cycle_start == *cycle_start && &u.service == service) {
+                    match account.usage.iter_mut().find(|u| u.cycle_start == *cycle_start && u.service == *service) {
                         Some(total) => {
                             total.events += 1;
                             total.units += units;
@@ -230,7 +230,7 @@ impl ShardState {
                         }
                         None => account.usage.push(UsageTotal {
                             cycle_start: *cycle_start,
-                            service: service.clone(),
+                            service: std::sync::Arc::clone(service),
                             events: 1,
                             units: *units,
                             amount: *amount,
@@ -238,7 +238,7 @@ impl ShardState {
                     }
                 }
             }
-            Effect::Remembered { key, answer } => self.recent.insert(key, (**answer).clone()),
+            Effect::Remembered { key, answer } => self.recent.insert(key, std::sync::Arc::clone(answer)),
         }
     }
 
@@ -371,7 +371,7 @@ pub fn decide(
     let answer = decide_operation(&mut tx, ctx, resolved, &request.operation);
     if request.operation.is_mutating() {
         if let Some(key) = &request.key {
-            tx.emit(Effect::Remembered { key: key.clone(), answer: Box::new(answer.clone()) });
+            tx.emit(Effect::Remembered { key: key.clone(), answer: std::sync::Arc::new(answer.clone()) });
         }
     }
     (answer, tx.effects)
@@ -648,7 +648,7 @@ fn rate_usage<'p>(
     subscription: SubscriptionId,
     usage: &Usage,
     extra: &[(BucketId, u64)],
-) -> Result<(&'p CompiledPlan, RatedEvent), Outcome> {
+) -> Result<(&'p Versioned, RatedEvent), Outcome> {
     let sub = &state.subscriptions[&subscription];
     let plan = ctx
         .plans
@@ -669,22 +669,20 @@ fn rate_usage<'p>(
         units: usage.units,
     };
     rate(plan, &event, &balances)
-        .map(|rated| (&**plan, rated))
+        .map(|rated| (plan, rated))
         .map_err(|unrated| Outcome::RatingFailed(unrated.code().to_owned()))
 }
 
-fn charged_body(plan: &CompiledPlan, usage: &Usage, rated: &RatedEvent, balance_after: Decimal) -> Body {
+fn charged_body(plan: &Versioned, rated: &RatedEvent, balance_after: Decimal) -> Body {
+    let names = &plan.names;
     Body::Charged(Charged {
         amount: rated.amount,
-        currency: plan.currency.clone(),
-        plan: plan.id.clone(),
+        currency: names.currency.clone(),
+        plan: names.id.clone(),
         plan_version: plan.version,
-        service: plan.services[usize::from(rated.service)].name.clone(),
-        destination: rated
-            .destination
-            .map(|d| plan.destinations[d as usize].clone())
-            .or(usage.destination.clone().filter(|_| false)),
-        band: plan.bands[usize::from(rated.band)].clone(),
+        service: names.services[usize::from(rated.service)].clone(),
+        destination: rated.destination.map(|d| names.destinations[d as usize].clone()),
+        band: names.bands[usize::from(rated.band)].clone(),
         charged_units: rated.charged_units,
         allowance_units: rated.allowance_units,
         balance_after,
@@ -709,14 +707,14 @@ fn debit(
     };
     let balance = tx.state().accounts[&account].balance();
     if !commit {
-        return Answer::new(Outcome::Success, charged_body(plan, usage, &rated, balance));
+        return Answer::new(Outcome::Success, charged_body(plan, &rated, balance));
     }
     if rated.amount > tx.state().accounts[&account].available(ctx.now) {
         return Answer::outcome(Outcome::CreditLimitReached);
     }
     settle(tx, ctx, account, plan, &rated, usage.start_utc_seconds);
     let balance_after = tx.state().accounts[&account].balance();
-    Answer::new(Outcome::Success, charged_body(plan, usage, &rated, balance_after))
+    Answer::new(Outcome::Success, charged_body(plan, &rated, balance_after))
 }
 
 /// Applies a rated event: consumes its allowance draws, debits its amount, accumulates it.
@@ -724,7 +722,7 @@ fn settle(
     tx: &mut Transaction<'_>,
     ctx: &Context<'_>,
     account: AccountId,
-    plan: &CompiledPlan,
+    plan: &Versioned,
     rated: &RatedEvent,
     at: i64,
 ) {
@@ -739,7 +737,7 @@ fn settle(
     tx.emit(Effect::Usage {
         account,
         cycle_start,
-        service: plan.services[usize::from(rated.service)].name.clone(),
+        service: plan.names.services[usize::from(rated.service)].clone(),
         units: rated.charged_units,
         amount: rated.amount,
     });

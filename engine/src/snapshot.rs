@@ -14,6 +14,8 @@
 //! | 36 | 4 | reserved, zero |
 //! | 40 | n | rkyv archive of a [`SnapshotImage`] |
 //!
+//! Version history: 1 (names held as `String`), 2 (names shared as `Arc<str>`).
+//!
 //! A snapshot is written to a temporary file, synced, and renamed over `shard-{S}.snapshot`,
 //! so the file under the final name is always complete.
 
@@ -29,7 +31,7 @@ use crate::model::{Account, Reservation, Subscription};
 use crate::shard::{ShardState, Totals};
 
 pub const SNAPSHOT_MAGIC: [u8; 8] = *b"TGSNAP\r\n";
-pub const SNAPSHOT_FORMAT_VERSION: u32 = 1;
+pub const SNAPSHOT_FORMAT_VERSION: u32 = 2;
 const HEADER_BYTES: usize = 40;
 
 /// The archived form of a shard's state, in a canonical order.
@@ -62,7 +64,7 @@ impl SnapshotImage {
         state.subscriptions = self.subscriptions.into_iter().map(|s| (s.id, s)).collect();
         state.reservations = self.reservations.into_iter().map(|r| ((r.session.clone(), r.rating_group), r)).collect();
         for (key, answer) in self.recent {
-            state.recent.insert(&key, answer);
+            state.recent.insert(&key, std::sync::Arc::new(answer));
         }
         state.totals = self.totals;
         state
