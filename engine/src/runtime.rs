@@ -100,6 +100,8 @@ type Inspector = Box<dyn FnOnce(&ShardState) + Send>;
 
 enum Job {
     Request { request: Request, resolved: Resolved, reply: Reply },
+    /// Many requests for one shard, sent as one message and answered as one message.
+    Batch { items: Vec<(usize, Resolved, Request)>, reply: Sender<Vec<(usize, Answer)>> },
     Inspect(Inspector),
     Snapshot(Sender<Result<(), EngineError>>),
     Stop(Sender<Result<(), EngineError>>),
@@ -107,7 +109,6 @@ enum Job {
 
 enum Reply {
     One(Sender<Result<Answer, EngineError>>),
-    Indexed(Sender<(usize, Result<Answer, EngineError>)>, usize),
 }
 
 impl Reply {
@@ -115,7 +116,6 @@ impl Reply {
         // A caller that went away no longer wants its answer; the change stands.
         match self {
             Reply::One(sender) => drop(sender.send(answer)),
-            Reply::Indexed(sender, index) => drop(sender.send((index, answer))),
         }
     }
 }
@@ -262,33 +262,40 @@ impl Engine {
         receiver.recv().map_err(|_| EngineError::Unavailable("shard worker stopped"))?
     }
 
-    /// Executes many requests (spread over the shards, decided in batches) and returns
-    /// their answers in the same order.
+    /// Executes many requests and returns their answers in the same order. The requests
+    /// of each shard travel as one message and are decided and group-committed together.
     pub fn execute_batch(&self, requests: Vec<Request>) -> Result<Vec<Answer>, EngineError> {
         let count = requests.len();
         let mut answers: Vec<Option<Answer>> = vec![None; count];
-        let (sender, receiver) = bounded(count.max(1));
-        let mut pending = 0;
+        let mut per_shard: Vec<Vec<(usize, Resolved, Request)>> = (0..self.senders.len()).map(|_| Vec::new()).collect();
         for (index, request) in requests.into_iter().enumerate() {
             match self.route(&request) {
-                Ok((shard, resolved)) => {
-                    self.senders[shard]
-                        .send(Job::Request { request, resolved, reply: Reply::Indexed(sender.clone(), index) })
-                        .map_err(|_| EngineError::Unavailable("shard worker stopped"))?;
-                    pending += 1;
-                }
+                Ok((shard, resolved)) => per_shard[shard].push((index, resolved, request)),
                 Err(outcome) => answers[index] = Some(Answer::outcome(outcome)),
             }
         }
+        let (sender, receiver) = bounded(self.senders.len());
+        let mut pending = 0;
+        for (shard, items) in per_shard.into_iter().enumerate() {
+            if items.is_empty() {
+                continue;
+            }
+            self.senders[shard]
+                .send(Job::Batch { items, reply: sender.clone() })
+                .map_err(|_| EngineError::Unavailable("shard worker stopped"))?;
+            pending += 1;
+        }
         drop(sender);
         for _ in 0..pending {
-            let (index, answer) = receiver.recv().map_err(|_| EngineError::Unavailable("shard worker stopped"))?;
-            answers[index] = Some(answer?);
+            let answered = receiver.recv().map_err(|_| EngineError::Unavailable("shard worker stopped"))?;
+            for (index, answer) in answered {
+                answers[index] = Some(answer);
+            }
         }
-        Ok(answers
+        answers
             .into_iter()
-            .map(|a| a.unwrap_or_else(|| Answer::outcome(Outcome::Invalid("no answer".into()))))
-            .collect())
+            .map(|a| a.ok_or(EngineError::Unavailable("a shard stopped before answering")))
+            .collect()
     }
 
     /// Runs `inspect` on every shard's state (in the shard's thread, between batches)
@@ -425,6 +432,9 @@ impl Worker {
     fn run(&mut self) {
         let mut batch: Vec<Job> = Vec::with_capacity(self.config.max_batch);
         let mut replies: Vec<(Reply, Answer)> = Vec::with_capacity(self.config.max_batch);
+        let mut batch_replies: Vec<(Sender<Vec<(usize, Answer)>>, Vec<(usize, Answer)>)> = Vec::new();
+        let (plans, directory, charging) =
+            (Arc::clone(&self.plans), Arc::clone(&self.directory), Arc::clone(&self.charging));
         loop {
             match self.receiver.recv_timeout(self.config.reaper_interval) {
                 Ok(job) => batch.push(job),
@@ -450,6 +460,18 @@ impl Worker {
                         }
                         replies.push((reply, answer));
                     }
+                    Job::Batch { items, reply } => {
+                        let ctx = Context { plans: &plans, directory: &directory, config: &charging, now };
+                        let mut answered = Vec::with_capacity(items.len());
+                        for (index, resolved, request) in items {
+                            let (answer, effects) = decide(&mut self.state, &ctx, resolved, &request);
+                            if !effects.is_empty() {
+                                self.record(now, effects);
+                            }
+                            answered.push((index, answer));
+                        }
+                        batch_replies.push((reply, answered));
+                    }
                     other => control.push(other),
                 }
             }
@@ -466,10 +488,15 @@ impl Worker {
                 for (reply, _) in replies.drain(..) {
                     reply.send(Err(EngineError::Unavailable("journal write failed")));
                 }
+                // Dropping the batch senders unanswered tells their callers the shard failed.
+                batch_replies.clear();
                 return;
             }
             for (reply, answer) in replies.drain(..) {
                 reply.send(Ok(answer));
+            }
+            for (reply, answered) in batch_replies.drain(..) {
+                drop(reply.send(answered));
             }
             if self.journal.records_in_segment >= self.config.snapshot_every_records {
                 if let Err(err) = self.snapshot() {
@@ -484,7 +511,7 @@ impl Worker {
                         drop(reply.send(self.journal.sync().map_err(EngineError::io(&self.config.data_dir))));
                         return;
                     }
-                    Job::Request { .. } => {}
+                    Job::Request { .. } | Job::Batch { .. } => {}
                 }
             }
         }
