@@ -102,6 +102,15 @@ pub enum Operation {
         amount: Decimal,
         reason: String,
     },
+    /// Money in a bucket of its own that can be spent only inside a validity window
+    /// (promotional credit, a bonus); drawn before the main bucket, lowest priority first.
+    GrantCredit {
+        amount: Decimal,
+        valid_from: i64,
+        valid_until: i64,
+        priority: u32,
+        reference: String,
+    },
 }
 
 impl Operation {

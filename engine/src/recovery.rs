@@ -86,15 +86,56 @@ pub fn recover(
     Ok((state, journal, Recovered { snapshot_lsn, replayed_records, cut }))
 }
 
-/// After a snapshot at `state.lsn`: starts a new segment and deletes the older ones.
-pub fn rotate(dir: &Path, shard: u32, lsn: u64, policy: FsyncPolicy) -> Result<Journal, EngineError> {
+/// Where segments covered by a snapshot are moved: they are the audit trail (every
+/// top-up, adjustment and charge with its reason), kept until an operator prunes them.
+pub fn archive_dir(dir: &Path) -> std::path::PathBuf {
+    dir.join("archive")
+}
+
+/// After a snapshot at `lsn`: starts a new segment and moves the older ones out of the
+/// recovery path into [`archive_dir`] (or deletes them when `archive` is false).
+pub fn rotate(dir: &Path, shard: u32, lsn: u64, policy: FsyncPolicy, archive: bool) -> Result<Journal, EngineError> {
     let path = segment_path(dir, shard, lsn + 1);
     let storage = FileStorage::open(&path).map_err(EngineError::io(&path))?;
     let journal = Journal::new(Box::new(storage), shard, policy, 0).map_err(EngineError::io(&path))?;
+    let archived = archive_dir(dir);
     for (first, old) in segments(dir, shard)? {
-        if first <= lsn {
+        if first > lsn {
+            continue;
+        }
+        if archive {
+            std::fs::create_dir_all(&archived).map_err(EngineError::io(&archived))?;
+            let target = archived.join(old.file_name().unwrap_or_default());
+            std::fs::rename(&old, &target).map_err(EngineError::io(&old))?;
+        } else {
             std::fs::remove_file(&old).map_err(EngineError::io(&old))?;
         }
     }
     Ok(journal)
+}
+
+/// Every journal record of `shard` still on disk (archived segments first), decoded, in
+/// LSN order. A torn tail ends the read; damage elsewhere is an error.
+pub fn read_history(dir: &Path, shard: u32) -> Result<Vec<(u64, JournalEntry)>, EngineError> {
+    let mut files = segments(&archive_dir(dir), shard).unwrap_or_default();
+    files.extend(segments(dir, shard)?);
+    files.sort();
+    let mut out = Vec::new();
+    for (_, path) in files {
+        let bytes = std::fs::read(&path).map_err(EngineError::io(&path))?;
+        let found = scan(&bytes, shard, None).map_err(|reason| EngineError::Journal {
+            path: path.clone(),
+            offset: 0,
+            reason,
+        })?;
+        for (lsn, payload) in found.records {
+            let entry = JournalEntry::decode(&payload).map_err(|reason| EngineError::Journal {
+                path: path.clone(),
+                offset: 0,
+                reason,
+            })?;
+            out.push((lsn, entry));
+        }
+    }
+    Ok(out)
 }

@@ -77,6 +77,9 @@ pub struct EngineConfig {
     pub snapshot_every_records: u64,
     /// How often the reaper looks for expired reservations.
     pub reaper_interval: Duration,
+    /// Keep journal segments covered by a snapshot in `archive/` (the audit trail)
+    /// instead of deleting them.
+    pub archive_segments: bool,
     pub charging: ChargingConfig,
 }
 
@@ -91,17 +94,27 @@ impl EngineConfig {
             max_batch: 4096,
             snapshot_every_records: 1_000_000,
             reaper_interval: Duration::from_secs(1),
+            archive_segments: true,
             charging: ChargingConfig::default(),
         }
     }
 }
 
 type Inspector = Box<dyn FnOnce(&ShardState) + Send>;
+/// Answers of a batch, each with the position of its request.
+type Answered = Vec<(usize, Answer)>;
 
 enum Job {
-    Request { request: Request, resolved: Resolved, reply: Reply },
+    Request {
+        request: Request,
+        resolved: Resolved,
+        reply: Reply,
+    },
     /// Many requests for one shard, sent as one message and answered as one message.
-    Batch { items: Vec<(usize, Resolved, Request)>, reply: Sender<Vec<(usize, Answer)>> },
+    Batch {
+        items: Vec<(usize, Resolved, Request)>,
+        reply: Sender<Vec<(usize, Answer)>>,
+    },
     Inspect(Inspector),
     Snapshot(Sender<Result<(), EngineError>>),
     Stop(Sender<Result<(), EngineError>>),
@@ -229,7 +242,7 @@ impl Engine {
     }
 
     fn shard_of(&self, account: AccountId) -> usize {
-        (account % self.senders.len() as u64) as usize
+        shard_of(account, self.senders.len())
     }
 
     /// Resolves a request's target, or answers it at once (unknown subscriber, bad input).
@@ -292,10 +305,7 @@ impl Engine {
                 answers[index] = Some(answer);
             }
         }
-        answers
-            .into_iter()
-            .map(|a| a.ok_or(EngineError::Unavailable("a shard stopped before answering")))
-            .collect()
+        answers.into_iter().map(|a| a.ok_or(EngineError::Unavailable("a shard stopped before answering"))).collect()
     }
 
     /// Runs `inspect` on every shard's state (in the shard's thread, between batches)
@@ -363,6 +373,11 @@ impl Drop for Engine {
     }
 }
 
+/// The shard that owns `account` among `shards`.
+pub fn shard_of(account: AccountId, shards: usize) -> usize {
+    (account % shards.max(1) as u64) as usize
+}
+
 fn check_bounds(request: &Request) -> Result<(), String> {
     if request.operation.is_mutating() && request.key.as_deref().is_none_or(str::is_empty) {
         return Err("field `key`: a request that changes state needs an idempotency key".to_owned());
@@ -386,6 +401,7 @@ fn check_bounds(request: &Request) -> Result<(), String> {
         Operation::Refund { reason: text, .. }
         | Operation::Adjust { reason: text, .. }
         | Operation::TopUp { reference: text, .. }
+        | Operation::GrantCredit { reference: text, .. }
             if long_text(text) =>
         {
             return Err(format!("a text field is longer than {MAX_TEXT_BYTES} bytes"));
@@ -432,7 +448,7 @@ impl Worker {
     fn run(&mut self) {
         let mut batch: Vec<Job> = Vec::with_capacity(self.config.max_batch);
         let mut replies: Vec<(Reply, Answer)> = Vec::with_capacity(self.config.max_batch);
-        let mut batch_replies: Vec<(Sender<Vec<(usize, Answer)>>, Vec<(usize, Answer)>)> = Vec::new();
+        let mut batch_replies: Vec<(Sender<Answered>, Answered)> = Vec::new();
         let (plans, directory, charging) =
             (Arc::clone(&self.plans), Arc::clone(&self.directory), Arc::clone(&self.charging));
         loop {
@@ -530,7 +546,8 @@ impl Worker {
     fn snapshot(&mut self) -> Result<(), EngineError> {
         self.journal.sync().map_err(EngineError::io(&self.config.data_dir))?;
         snapshot::write(&self.config.data_dir, self.shard, &self.state)?;
-        self.journal = rotate(&self.config.data_dir, self.shard, self.state.lsn, self.config.fsync)?;
+        self.journal =
+            rotate(&self.config.data_dir, self.shard, self.state.lsn, self.config.fsync, self.config.archive_segments)?;
         Ok(())
     }
 }

@@ -25,6 +25,9 @@ use crate::model::{
 };
 use crate::plans::{Plans, Versioned};
 
+/// Most money buckets one account may hold (the main one included).
+pub const MAX_MONEY_BUCKETS: usize = 32;
+
 /// Behaviour settings of the charging core.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChargingConfig {
@@ -83,6 +86,11 @@ pub enum Effect {
         #[rkyv(with = RkyvDecimal)]
         delta: Decimal,
         kind: MoneyKind,
+    },
+    /// A money bucket is added (empty; a `Money` effect fills it).
+    MoneyBucketAdded {
+        account: AccountId,
+        bucket: Box<MoneyBucket>,
     },
     /// Units consumed from a unit bucket.
     Units {
@@ -182,6 +190,12 @@ impl ShardState {
                     MoneyKind::TopUp { .. } => totals.top_ups += *delta,
                     MoneyKind::Refund { .. } => totals.refunds += *delta,
                     MoneyKind::Adjustment { .. } => totals.adjustments += *delta,
+                }
+            }
+            Effect::MoneyBucketAdded { account, bucket } => {
+                if let Some(account) = self.accounts.get_mut(account) {
+                    account.next_bucket = account.next_bucket.max(bucket.id + 1);
+                    account.money.push((**bucket).clone());
                 }
             }
             Effect::Units { account, bucket, consumed } => {
@@ -444,6 +458,40 @@ fn decide_operation(tx: &mut Transaction<'_>, ctx: &Context<'_>, resolved: Resol
                 Outcome::Success,
                 Body::Money { balance_after: tx.state().accounts[&resolved.account].balance() },
             )
+        }
+        Operation::GrantCredit { amount, valid_from, valid_until, priority, reference } => {
+            if *amount <= Decimal::ZERO {
+                return Answer::outcome(Outcome::Invalid("field `amount`: a credit must be positive".to_owned()));
+            }
+            if valid_until <= valid_from || *valid_until <= ctx.now {
+                return Answer::outcome(Outcome::Invalid(
+                    "field `valid_until`: after `valid_from` and in the future".to_owned(),
+                ));
+            }
+            if tx.state().accounts[&resolved.account].money.len() >= MAX_MONEY_BUCKETS {
+                return Answer::outcome(Outcome::Invalid(format!(
+                    "an account holds at most {MAX_MONEY_BUCKETS} money buckets"
+                )));
+            }
+            let account = resolved.account;
+            let id = tx.state().accounts[&account].next_bucket;
+            tx.emit(Effect::MoneyBucketAdded {
+                account,
+                bucket: Box::new(MoneyBucket {
+                    id,
+                    balance: Decimal::ZERO,
+                    valid_from: *valid_from,
+                    valid_until: *valid_until,
+                    priority: *priority,
+                }),
+            });
+            tx.emit(Effect::Money {
+                account,
+                bucket: id,
+                delta: *amount,
+                kind: MoneyKind::TopUp { reference: reference.clone() },
+            });
+            Answer::new(Outcome::Success, Body::Money { balance_after: tx.state().accounts[&account].balance() })
         }
     }
 }

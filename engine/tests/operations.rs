@@ -233,3 +233,79 @@ fn a_second_process_cannot_open_the_same_data_dir() {
     .expect_err("locked");
     assert!(err.to_string().contains("locked"), "{err}");
 }
+
+#[test]
+fn promotional_credit_is_spent_first_and_only_while_valid() {
+    let h = Harness::new("promo");
+    h.prepaid(1, "491700000001", "1.00");
+    let granted = h.run(
+        "promo-1",
+        Target::Account(1),
+        Operation::GrantCredit {
+            amount: d("2.00"),
+            valid_from: MONDAY_10,
+            valid_until: MONDAY_10 + 3600,
+            priority: 1,
+            reference: "welcome bonus".into(),
+        },
+    );
+    assert_eq!(granted.body, Body::Money { balance_after: d("3.00") });
+    // 2.49 is paid with the 2.00 bonus first, then 0.49 from the main bucket.
+    let paid =
+        h.run("c1", subscriber("491700000001"), Operation::DirectDebit { usage: call("4990012345", MONDAY_10, 60) });
+    assert_eq!(paid.outcome, Outcome::Success);
+    let Body::Balance(view) = h.run("", Target::Account(1), Operation::BalanceEnquiry).body else { panic!("balance") };
+    // Bucket ids are shared with the allowance buckets: the main bucket is 0, the bonus is the next free id.
+    let money: Vec<(bool, String)> =
+        view.buckets.iter().filter(|b| b.kind == "money").map(|b| (b.id == 0, b.remaining.clone())).collect();
+    assert_eq!(money, vec![(true, "0.51".to_owned()), (false, "0.00".to_owned())]);
+    // A second bonus that has expired cannot be spent.
+    h.run(
+        "promo-2",
+        Target::Account(1),
+        Operation::GrantCredit {
+            amount: d("5.00"),
+            valid_from: MONDAY_10,
+            valid_until: MONDAY_10 + 60,
+            priority: 1,
+            reference: "flash".into(),
+        },
+    );
+    h.clock.advance(120);
+    let refused = h.run(
+        "c2",
+        subscriber("491700000001"),
+        Operation::DirectDebit { usage: call("4990012345", MONDAY_10 + 120, 60) },
+    );
+    assert_eq!(refused.outcome, Outcome::CreditLimitReached);
+    assert_eq!(h.engine.check_invariants().expect("inspect"), Vec::<String>::new());
+}
+
+#[test]
+fn snapshots_archive_old_segments_and_the_audit_trail_keeps_everything() {
+    let h = Harness::new("archive");
+    h.prepaid(1, "491700000001", "1.00");
+    h.run("t1", Target::Account(1), Operation::TopUp { amount: d("2.00"), reference: "before snapshot".into() });
+    h.engine.snapshot().expect("snapshot");
+    h.run("t2", Target::Account(1), Operation::TopUp { amount: d("3.00"), reference: "after snapshot".into() });
+    let shard = tollgate_engine::runtime::shard_of(1, 2) as u32;
+    let archived =
+        tollgate_engine::journal::segments(&tollgate_engine::recovery::archive_dir(&h.dir), shard).expect("archive");
+    assert!(!archived.is_empty(), "segments covered by the snapshot are archived, not deleted");
+    let h = h.restart();
+    let history = tollgate_engine::recovery::read_history(&h.dir, shard).expect("history");
+    let references: Vec<String> = history
+        .iter()
+        .flat_map(|(_, entry)| entry.effects.iter())
+        .filter_map(|effect| match effect {
+            tollgate_engine::Effect::Money { kind: tollgate_engine::shard::MoneyKind::TopUp { reference }, .. } => {
+                Some(reference.clone())
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(references, vec!["before snapshot".to_owned(), "after snapshot".to_owned()]);
+    let lsns: Vec<u64> = history.iter().map(|(lsn, _)| *lsn).collect();
+    assert!(lsns.windows(2).all(|w| w[1] == w[0] + 1), "contiguous: {lsns:?}");
+    assert_eq!(h.balance(1), d("6.00"));
+}

@@ -41,6 +41,12 @@ pub(crate) enum AccountCommand {
         #[arg(long)]
         id: u64,
     },
+    /// The account's audit trail from the journal (archived segments included): creation,
+    /// subscriptions, every money movement with its reason or reference, units consumed.
+    History {
+        #[arg(long)]
+        id: u64,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -73,6 +79,24 @@ pub(crate) enum BalanceCommand {
         #[arg(long)]
         key: Option<String>,
     },
+    /// Add money that can be spent only inside a validity window (a bonus, promotional credit).
+    Grant {
+        #[arg(long)]
+        account: u64,
+        #[arg(long)]
+        amount: Decimal,
+        /// RFC 3339 time; default now.
+        #[arg(long)]
+        valid_from: Option<String>,
+        /// RFC 3339 time.
+        #[arg(long)]
+        valid_until: String,
+        /// Lower is spent first.
+        #[arg(long, default_value_t = 10)]
+        priority: u32,
+        #[arg(long)]
+        reference: String,
+    },
     /// Give money back, with a reason.
     Refund {
         #[arg(long)]
@@ -96,6 +120,9 @@ fn parse_kind(text: &str) -> Result<AccountKind, String> {
 }
 
 pub(crate) fn account(args: &EngineArgs, command: AccountCommand) -> anyhow::Result<ExitCode> {
+    if let AccountCommand::History { id } = command {
+        return history(args, id);
+    }
     let engine = args.open()?;
     let request = match command {
         AccountCommand::Create { id, kind, currency, credit_limit, balance } => Request {
@@ -117,7 +144,7 @@ pub(crate) fn account(args: &EngineArgs, command: AccountCommand) -> anyhow::Res
                 operation: Operation::CreateSubscription { subscription, plan, identities: parsed },
             }
         }
-        AccountCommand::Show { id } => {
+        AccountCommand::Show { id } | AccountCommand::History { id } => {
             Request { key: None, target: Target::Account(id), operation: Operation::BalanceEnquiry }
         }
     };
@@ -148,6 +175,23 @@ pub(crate) fn balance(args: &EngineArgs, command: BalanceCommand) -> anyhow::Res
             target: Target::Account(account),
             operation: Operation::Adjust { amount, reason },
         },
+        BalanceCommand::Grant { account, amount, valid_from, valid_until, priority, reference } => {
+            let valid_from = match valid_from {
+                Some(text) => parse_time(&text, "--valid-from")?,
+                None => engine.now(),
+            };
+            Request {
+                key: Some(format!("cli:grant:{account}:{reference}")),
+                target: Target::Account(account),
+                operation: Operation::GrantCredit {
+                    amount,
+                    valid_from,
+                    valid_until: parse_time(&valid_until, "--valid-until")?,
+                    priority,
+                    reference,
+                },
+            }
+        }
         BalanceCommand::Refund { account, amount, reason, key } => Request {
             key: Some(key.unwrap_or_else(|| format!("cli:refund:{account}:{amount}:{reason}"))),
             target: Target::Account(account),
@@ -162,4 +206,67 @@ fn answer(engine: Engine, request: Request) -> anyhow::Result<ExitCode> {
     engine.shutdown()?;
     println!("{}", serde_json::to_string_pretty(&answer)?);
     Ok(if answer.outcome == Outcome::Success { ExitCode::SUCCESS } else { ExitCode::from(2) })
+}
+
+fn parse_time(text: &str, flag: &str) -> anyhow::Result<i64> {
+    match text.parse::<jiff::Timestamp>() {
+        Ok(timestamp) => Ok(timestamp.as_second()),
+        Err(err) => bail!("{flag} `{text}`: not an RFC 3339 time ({err})"),
+    }
+}
+
+/// Prints the journal effects that concern `account`, one JSON object per line.
+fn history(args: &EngineArgs, account: u64) -> anyhow::Result<ExitCode> {
+    use serde_json::json;
+    use tollgate_engine::shard::{Effect, MoneyKind};
+    let shard = tollgate_engine::runtime::shard_of(account, args.shards) as u32;
+    let records = tollgate_engine::recovery::read_history(&args.data_dir, shard)?;
+    let mut found = 0u64;
+    for (lsn, entry) in records {
+        let at = jiff::Timestamp::from_second(entry.decided_at).map(|t| t.to_string()).unwrap_or_default();
+        for effect in &entry.effects {
+            let event = match effect {
+                Effect::AccountCreated(a) if a.id == account => json!({
+                    "type": "account_created", "kind": a.kind.name(), "currency": a.currency_code(),
+                    "credit_limit": a.credit_limit.to_string(),
+                }),
+                Effect::SubscriptionCreated { subscription, .. } if subscription.account == account => json!({
+                    "type": "subscribed", "subscription": subscription.id, "plan": subscription.plan,
+                    "identities": subscription.identities.iter().map(Identity::key).collect::<Vec<_>>(),
+                }),
+                Effect::Money { account: a, bucket, delta, kind } if *a == account => {
+                    let (name, note) = match kind {
+                        MoneyKind::Opening => ("opening_balance", None),
+                        MoneyKind::Charge => ("charge", None),
+                        MoneyKind::TopUp { reference } => ("top_up", Some(reference)),
+                        MoneyKind::Refund { reason } => ("refund", Some(reason)),
+                        MoneyKind::Adjustment { reason } => ("adjustment", Some(reason)),
+                    };
+                    json!({"type": name, "bucket": bucket, "delta": delta.to_string(), "note": note})
+                }
+                Effect::MoneyBucketAdded { account: a, bucket } if *a == account => json!({
+                    "type": "money_bucket_added", "bucket": bucket.id, "valid_from": bucket.valid_from,
+                    "valid_until": bucket.valid_until, "priority": bucket.priority,
+                }),
+                Effect::Units { account: a, bucket, consumed } if *a == account => {
+                    json!({"type": "units_consumed", "bucket": bucket, "units": consumed})
+                }
+                Effect::BucketRenewed { account: a, bucket, valid_from, valid_until } if *a == account => {
+                    json!({"type": "bucket_renewed", "bucket": bucket, "valid_from": valid_from, "valid_until": valid_until})
+                }
+                Effect::Reserved(r) if r.account == account => json!({
+                    "type": "reserved", "session": r.session, "rating_group": r.rating_group,
+                    "money": r.money.to_string(), "units": r.granted_units,
+                }),
+                _ => continue,
+            };
+            found += 1;
+            let mut line = json!({"lsn": lsn, "at": at});
+            if let (Some(line), Some(event)) = (line.as_object_mut(), event.as_object()) {
+                line.extend(event.clone());
+            }
+            println!("{line}");
+        }
+    }
+    Ok(if found == 0 { ExitCode::from(2) } else { ExitCode::SUCCESS })
 }

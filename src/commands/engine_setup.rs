@@ -33,6 +33,9 @@ pub(crate) struct EngineArgs {
     /// Journal records per shard between snapshots.
     #[arg(long, global = true, default_value_t = 1_000_000)]
     pub snapshot_every: u64,
+    /// Idempotency keys each shard remembers (the exactly-once window).
+    #[arg(long, global = true, default_value_t = 1 << 20)]
+    pub dedupe_window: usize,
 }
 
 fn parse_fsync(text: &str) -> Result<FsyncPolicy, String> {
@@ -54,6 +57,7 @@ impl EngineArgs {
             shards: 2,
             fsync: FsyncPolicy::EveryBatch,
             snapshot_every: 1_000_000,
+            dedupe_window: 1 << 20,
         }
     }
 
@@ -91,6 +95,7 @@ impl EngineArgs {
         config.shards = self.shards;
         config.fsync = self.fsync;
         config.snapshot_every_records = self.snapshot_every;
+        config.charging.dedupe_window = self.dedupe_window;
         Ok(config)
     }
 

@@ -185,5 +185,29 @@ fn account_and_balance_commands_work_on_a_data_dir() {
     assert!(buckets.iter().any(|b| b["kind"] == "national-minutes" && b["remaining"] == "30000"), "{view}");
     let (code, unknown) = run(&["balance", "show", "--subscriber", "msisdn:499"]);
     assert_eq!((code, unknown["outcome"].as_str()), (Some(2), Some("unknown_subscriber")));
+    let (code, granted) = run(&[
+        "balance",
+        "grant",
+        "--account",
+        "7",
+        "--amount",
+        "1.25",
+        "--valid-until",
+        "2099-01-01T00:00:00Z",
+        "--reference",
+        "bonus-1",
+    ]);
+    assert_eq!((code, granted["body"]["balance_after"].as_str()), (Some(0), Some("6.75")));
+
+    // The audit trail, read from the journal.
+    let output = tollgate(&["account", "history", "--id", "7", "--data-dir", data_dir], "");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let events = json_lines(&output);
+    let kinds: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap_or("")).collect();
+    assert_eq!(
+        kinds,
+        vec!["account_created", "opening_balance", "subscribed", "top_up", "money_bucket_added", "top_up"]
+    );
+    assert_eq!((events[3]["delta"].as_str(), events[3]["note"].as_str()), (Some("2.50"), Some("voucher-1")));
     std::fs::remove_dir_all(dir).ok();
 }
