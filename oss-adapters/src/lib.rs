@@ -1,2 +1,6 @@
-//! Placeholder: see README.md for what will live in this crate.
+//! Network-facing adapters of Tollgate. Each protocol is one folder with the same shape
+//! (codec, dictionary or schema, mapping onto the engine API, server).
+
 #![forbid(unsafe_code)]
+
+pub mod diameter;
