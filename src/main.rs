@@ -30,8 +30,8 @@ enum Command {
         #[arg(long)]
         plan: PathBuf,
     },
-    /// Run the charging engine (recovering its journal) until SIGINT or SIGTERM.
-    Serve(commands::engine_setup::EngineArgs),
+    /// Run the charging engine (recovering its journal) and its Diameter server until SIGINT or SIGTERM.
+    Serve(commands::serve::ServeArgs),
     /// Run the main job end to end on a temporary data directory and check the invariants.
     Demo(commands::demo::DemoArgs),
     /// Create, subscribe and show accounts.
@@ -73,6 +73,7 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let result = match cli.command {
         Command::Tariff(TariffCommand::Check { files }) => commands::tariff::check(&files),

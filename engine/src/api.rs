@@ -49,7 +49,11 @@ pub enum SessionStep {
 /// One rating group of a session request (Diameter MSCC, Nchf multipleUnitUsage).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UnitRequest {
+    /// Keys the reservation within the session (use 0 when the network sends none).
     pub rating_group: u32,
+    /// The service to rate with; `None`: the service that owns `rating_group` in the plan.
+    #[serde(default)]
+    pub service: Option<ServiceRef>,
     /// Units to reserve; `None` asks for the service's default quota (not on termination).
     pub requested_units: Option<u64>,
     /// Units used since the last report, charged against this rating group's reservation.
@@ -132,6 +136,7 @@ pub struct Request {
 /// The typed outcome of a request. Only `Success` changed anything.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Archive, RkyvSerialize, RkyvDeserialize)]
 #[serde(tag = "outcome", content = "detail", rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum Outcome {
     Success,
     /// Not enough money or allowance (prepaid balance, or postpaid credit limit).

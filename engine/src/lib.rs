@@ -22,5 +22,5 @@ pub use error::EngineError;
 pub use journal::FsyncPolicy;
 pub use model::{AccountId, AccountKind, Identity, SubscriptionId};
 pub use plans::Plans;
-pub use runtime::{Clock, Engine, EngineConfig, ManualClock, SystemClock};
+pub use runtime::{Callback, Clock, Engine, EngineConfig, ManualClock, SystemClock};
 pub use shard::{ChargingConfig, Effect, ShardState};

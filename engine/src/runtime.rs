@@ -120,8 +120,12 @@ enum Job {
     Stop(Sender<Result<(), EngineError>>),
 }
 
+/// Called with the answer once it is durable; must not block.
+pub type Callback = Box<dyn FnOnce(Result<Answer, EngineError>) + Send>;
+
 enum Reply {
     One(Sender<Result<Answer, EngineError>>),
+    Callback(Callback),
 }
 
 impl Reply {
@@ -129,6 +133,7 @@ impl Reply {
         // A caller that went away no longer wants its answer; the change stands.
         match self {
             Reply::One(sender) => drop(sender.send(answer)),
+            Reply::Callback(callback) => callback(answer),
         }
     }
 }
@@ -273,6 +278,22 @@ impl Engine {
             .send(Job::Request { request, resolved, reply: Reply::One(sender) })
             .map_err(|_| EngineError::Unavailable("shard worker stopped"))?;
         receiver.recv().map_err(|_| EngineError::Unavailable("shard worker stopped"))?
+    }
+
+    /// Submits one request without waiting: `callback` runs on the shard's thread with the
+    /// answer once it is durable (or at once, on the caller's thread, when the request is
+    /// answered without a shard). For asynchronous front-ends: the callback typically
+    /// completes a oneshot channel. Waits only when the shard's queue is full.
+    pub fn submit(&self, request: Request, callback: Callback) {
+        match self.route(&request) {
+            Ok((shard, resolved)) => {
+                let job = Job::Request { request, resolved, reply: Reply::Callback(callback) };
+                if let Err(crossbeam_channel::SendError(Job::Request { reply, .. })) = self.senders[shard].send(job) {
+                    reply.send(Err(EngineError::Unavailable("shard worker stopped")));
+                }
+            }
+            Err(outcome) => callback(Ok(Answer::outcome(outcome))),
+        }
     }
 
     /// Executes many requests and returns their answers in the same order. The requests

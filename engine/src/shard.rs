@@ -896,6 +896,7 @@ fn session_unit(
     };
     let key = (session.to_owned(), unit.rating_group);
     let existing = tx.state().reservations.get(&key).cloned();
+    let unit_service = unit.service.clone().unwrap_or(ServiceRef::RatingGroup(unit.rating_group));
     // 1. Settle reported usage against the reservation it was granted under.
     if let Some(used) = unit.used_units.filter(|u| *u > 0) {
         let (start, destination, held) = match &existing {
@@ -903,7 +904,7 @@ fn session_unit(
             None => (ctx.now.saturating_sub(used as i64), unit.destination.clone(), Vec::new()),
         };
         let usage = Usage {
-            service: ServiceRef::RatingGroup(unit.rating_group),
+            service: unit_service.clone(),
             rating_group: Some(unit.rating_group),
             destination: destination.or(unit.destination.clone()),
             start_utc_seconds: start,
@@ -941,9 +942,7 @@ fn session_unit(
         return grant;
     }
     let plan = tx.state().subscriptions.get(&subscription).and_then(|s| ctx.plans.at(&s.plan, ctx.now));
-    let Some(service) =
-        plan.and_then(|p| p.service_by_rating_group(unit.rating_group).map(|s| p.services[usize::from(s)].unit))
-    else {
+    let Some(service) = plan.and_then(|p| service_of(p, &unit_service).map(|s| p.services[usize::from(s)].unit)) else {
         grant.outcome = Outcome::RatingFailed("unknown_service".to_owned());
         return grant;
     };
@@ -953,7 +952,7 @@ fn session_unit(
     }
     let quote = |tx: &Transaction<'_>, units: u64| {
         let usage = Usage {
-            service: ServiceRef::RatingGroup(unit.rating_group),
+            service: unit_service.clone(),
             rating_group: Some(unit.rating_group),
             destination: unit.destination.clone(),
             start_utc_seconds: ctx.now,

@@ -54,6 +54,7 @@ fn workload() -> Vec<(Resolved, Request)> {
         let step = if n % 2 == 0 { SessionStep::Initial } else { SessionStep::Termination };
         let units = vec![UnitRequest {
             rating_group: 30,
+            service: None,
             requested_units: Some(1 << 20),
             used_units: Some(512 << 10),
             destination: None,

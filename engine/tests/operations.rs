@@ -94,7 +94,7 @@ fn session(h: &Harness, key: &str, step: SessionStep, units: Vec<UnitRequest>) -
 }
 
 fn data(requested: Option<u64>, used: Option<u64>) -> UnitRequest {
-    UnitRequest { rating_group: 30, requested_units: requested, used_units: used, destination: None }
+    UnitRequest { rating_group: 30, service: None, requested_units: requested, used_units: used, destination: None }
 }
 
 #[test]

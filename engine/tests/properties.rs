@@ -90,6 +90,7 @@ fn requests(thread: usize, index: usize, op: &Op) -> Vec<Request> {
                             step,
                             units: vec![UnitRequest {
                                 rating_group: 30,
+                                service: None,
                                 requested_units: Some(*requested),
                                 used_units: (n > 0).then_some(*used),
                                 destination: None,

@@ -259,6 +259,7 @@ fn workload(
                             step,
                             units: vec![UnitRequest {
                                 rating_group: 30,
+                                service: None,
                                 requested_units: requested,
                                 used_units: used,
                                 destination: None,

@@ -1,32 +1,72 @@
-//! `tollgate serve`: the charging engine as a long-running process. Front-ends (Diameter,
-//! Nchf, gRPC) attach here as they are built; until then it recovers, runs the reaper and
-//! snapshots, and shuts down cleanly on SIGINT or SIGTERM.
+//! `tollgate serve`: the charging engine as a long-running process with its network
+//! front-ends (Diameter Gy/Ro so far), until SIGINT or SIGTERM.
 
+use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Args;
+use tollgate_oss_adapters::diameter::server::{serve, DiameterConfig};
 
 use super::engine_setup::EngineArgs;
 
-pub(crate) fn run(args: &EngineArgs) -> anyhow::Result<ExitCode> {
-    let engine = args.open()?;
+#[derive(Debug, Clone, Args)]
+pub(crate) struct ServeArgs {
+    #[command(flatten)]
+    engine: EngineArgs,
+    /// Where the Diameter server listens (TCP).
+    #[arg(long, default_value = "0.0.0.0:3868")]
+    diameter_listen: SocketAddr,
+    /// Origin-Host of this node.
+    #[arg(long, default_value = "tollgate.local")]
+    origin_host: String,
+    /// Origin-Realm of this node.
+    #[arg(long, default_value = "local")]
+    origin_realm: String,
+    /// Origin-Host of a peer allowed to connect (repeatable; none: any peer).
+    #[arg(long = "peer")]
+    peers: Vec<String>,
+}
+
+pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
+    let engine = Arc::new(args.engine.open()?);
     let report = engine.report();
     tracing::info!(
-        data_dir = %args.data_dir.display(),
-        shards = args.shards,
+        data_dir = %args.engine.data_dir.display(),
+        shards = args.engine.shards,
         plans = engine.plans().len(),
         accounts = report.accounts,
         subscriptions = report.subscriptions,
         replayed = report.shards.iter().map(|s| s.replayed_records).sum::<u64>(),
         "engine ready"
     );
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let config = Arc::new(DiameterConfig {
+        origin_host: args.origin_host.clone(),
+        origin_realm: args.origin_realm.clone(),
+        allowed_peers: args.peers.clone(),
+        ..DiameterConfig::default()
+    });
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(args.diameter_listen).await?;
+        tracing::info!(listen = %listener.local_addr()?, origin_host = %config.origin_host, "diameter server listening");
         let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        tokio::select! {
-            result = tokio::signal::ctrl_c() => result,
-            _ = terminate.recv() => Ok(()),
-        }
+        let shutdown = async move {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = terminate.recv() => {}
+            }
+        };
+        serve(listener, Arc::clone(&engine), config, shutdown).await;
+        anyhow::Ok(())
     })?;
-    tracing::info!("stopping: syncing journals");
-    engine.shutdown()?;
+    tracing::info!("stopping: closing connections and syncing journals");
+    runtime.shutdown_timeout(Duration::from_secs(5));
+    match Arc::try_unwrap(engine) {
+        Ok(engine) => engine.shutdown()?,
+        // A connection task still holds it: dropping the engine stops and syncs the shards.
+        Err(engine) => drop(engine),
+    }
     Ok(ExitCode::SUCCESS)
 }

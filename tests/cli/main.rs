@@ -211,3 +211,63 @@ fn account_and_balance_commands_work_on_a_data_dir() {
     assert_eq!((events[3]["delta"].as_str(), events[3]["note"].as_str()), (Some("2.50"), Some("voucher-1")));
     std::fs::remove_dir_all(dir).ok();
 }
+
+#[test]
+fn serve_answers_diameter_and_stops_cleanly_on_sigterm() {
+    use std::io::{BufRead, BufReader, Read};
+    let dir = scratch("serve");
+    let data = dir.join("data");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .args(["serve", "--diameter-listen", "127.0.0.1:0", "--origin-host", "ocs.cli.test", "--data-dir"])
+        .arg(&data)
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("serve starts");
+    let mut log = BufReader::new(child.stderr.take().expect("stderr"));
+    let mut address = None;
+    let mut line = String::new();
+    while log.read_line(&mut line).unwrap_or(0) > 0 {
+        if let Some(at) = line.find("listen=") {
+            address = line[at + 7..].split_whitespace().next().map(str::to_owned);
+            break;
+        }
+        line.clear();
+    }
+    let address = address.expect("the server logs where it listens");
+    // A minimal CER: Origin-Host, Origin-Realm, Auth-Application-Id 4.
+    fn avp(code: u32, data: &[u8]) -> Vec<u8> {
+        let length = 8 + data.len();
+        let mut out = code.to_be_bytes().to_vec();
+        out.extend_from_slice(&((0x40u32 << 24) | length as u32).to_be_bytes());
+        out.extend_from_slice(data);
+        out.resize(length.div_ceil(4) * 4 + out.len() - length, 0);
+        out
+    }
+    let mut body = avp(264, b"client.test");
+    body.extend(avp(296, b"test"));
+    body.extend(avp(258, &4u32.to_be_bytes()));
+    let mut cer = ((1u32 << 24) | (20 + body.len()) as u32).to_be_bytes().to_vec();
+    cer.extend_from_slice(&((0x80u32 << 24) | 257).to_be_bytes());
+    cer.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 1]);
+    cer.extend(body);
+    let mut stream = std::net::TcpStream::connect(&address).expect("connect");
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(10))).expect("timeout");
+    stream.write_all(&cer).expect("send CER");
+    let mut header = [0u8; 20];
+    stream.read_exact(&mut header).expect("CEA header");
+    let length = u32::from_be_bytes([0, header[1], header[2], header[3]]) as usize;
+    let mut rest = vec![0u8; length - 20];
+    stream.read_exact(&mut rest).expect("CEA body");
+    assert_eq!(u32::from_be_bytes([0, header[5], header[6], header[7]]), 257);
+    let text = String::from_utf8_lossy(&rest);
+    assert!(text.contains("ocs.cli.test"), "CEA carries our Origin-Host");
+    // Result-Code 2001 appears as AVP 268 with value 2001.
+    let result = rest.windows(12).any(|w| w[..4] == 268u32.to_be_bytes() && w[8..] == 2001u32.to_be_bytes());
+    assert!(result, "CEA Result-Code 2001");
+    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill");
+    assert!(status.success());
+    let exit = child.wait().expect("serve exits");
+    assert!(exit.success(), "clean shutdown on SIGTERM: {exit:?}");
+    std::fs::remove_dir_all(dir).ok();
+}

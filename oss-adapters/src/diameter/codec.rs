@@ -86,7 +86,7 @@ pub fn frame(buffer: &[u8]) -> Result<Frame, DecodeError> {
         return Err(error(rc::UNSUPPORTED_VERSION, 0, None, format!("version {} (only 1 exists)", buffer[0])));
     }
     let length = u32::from_be_bytes([0, buffer[1], buffer[2], buffer[3]]) as usize;
-    if length < HEADER_LEN || length % 4 != 0 || length > MAX_MESSAGE_LEN {
+    if length < HEADER_LEN || !length.is_multiple_of(4) || length > MAX_MESSAGE_LEN {
         return Err(error(
             rc::INVALID_MESSAGE_LENGTH,
             1,

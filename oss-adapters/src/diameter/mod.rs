@@ -2,8 +2,10 @@
 //! Gy/Ro): the wire codec, the AVP dictionary and the Result-Codes. The peer state machine
 //! and the CCR → engine mapping build on these.
 
+pub mod ccr;
 pub mod codec;
 pub mod dictionary;
 pub mod result_code;
+pub mod server;
 
 pub use codec::{Avp, DecodeError, Frame, Message};

@@ -1,0 +1,448 @@
+//! Credit-Control-Request → engine request, engine answer → Credit-Control-Answer
+//! (RFC 4006/8506 with the 3GPP TS 32.299 Gy/Ro AVPs).
+//!
+//! - CC-Request-Type INITIAL / UPDATE / TERMINATION become a session step; every
+//!   Multiple-Services-Credit-Control becomes one rating group of it (Rating-Group keys
+//!   the reservation; the service is the plan's service for that rating group, or the
+//!   one the Service-Context-Id implies, e.g. voice for IMS).
+//! - EVENT with Requested-Action DIRECT_DEBITING debits at once, PRICE_ENQUIRY and
+//!   CHECK_BALANCE read; REFUND_ACCOUNT is refused with 5004 until refunds by units exist.
+//! - The idempotency key is Session-Id + CC-Request-Number, so a retransmission (T flag
+//!   or not) gets the original answer and is never charged twice.
+
+use bytes::Bytes;
+use tollgate_engine::{
+    Answer, Body, Identity, Operation, Outcome, Request, ServiceRef, SessionStep, Target, UnitRequest, Usage,
+};
+
+use super::codec::{find, Avp, Message};
+use super::dictionary::{code, VENDOR_3GPP};
+use super::result_code as rc;
+
+pub const COMMAND_CREDIT_CONTROL: u32 = 272;
+pub const APPLICATION_CREDIT_CONTROL: u32 = 4;
+
+/// Service-Context-Id values (TS 32.299 §7.1.12) and the plan service they imply when an
+/// MSCC names no rating group of the plan.
+fn service_for_context(context: &str) -> Option<&'static str> {
+    let base = context.split('@').next().unwrap_or("");
+    let spec = base.rsplit('.').next().unwrap_or(base);
+    match spec {
+        "32260" => Some("voice"),
+        "32274" => Some("sms"),
+        "32251" => Some("data"),
+        _ => None,
+    }
+}
+
+/// Which unit AVP carries the quantity of a service-unit group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnitKind {
+    Time,
+    Octets,
+    ServiceSpecific,
+}
+
+/// What a CCR asks, decoded and checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreditControl {
+    pub session_id: String,
+    pub request_type: u32,
+    pub request_number: u32,
+    pub requested_action: Option<u32>,
+    pub subscriber: Option<Identity>,
+    pub destination: Option<String>,
+    pub units: Vec<(UnitRequest, UnitKind, bool)>,
+    pub event_time: i64,
+}
+
+/// A CCR that cannot be served: the Result-Code and the AVP to name in Failed-AVP.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub result_code: u32,
+    pub failed_avp: Option<Bytes>,
+    pub message: String,
+}
+
+fn refuse(result_code: u32, failed_avp: Option<Bytes>, message: impl Into<String>) -> Refusal {
+    Refusal { result_code, failed_avp, message: message.into() }
+}
+
+/// Failed-AVP content for a missing AVP: the AVP with zeroed data of the right size.
+fn missing(code: u32, vendor: u32, data_len: usize) -> Refusal {
+    let avp = Avp::new(code, vendor, vec![0u8; data_len]);
+    refuse(rc::MISSING_AVP, Some(avp.encode()), format!("AVP {code} is missing"))
+}
+
+fn required_u32(message: &Message, avp_code: u32) -> Result<u32, Refusal> {
+    let avp = message.avp(avp_code, 0).ok_or_else(|| missing(avp_code, 0, 4))?;
+    avp.as_u32().ok_or_else(|| refuse(rc::INVALID_AVP_LENGTH, Some(avp.encode()), "not 4 bytes"))
+}
+
+fn text(avp: &Avp) -> Result<&str, Refusal> {
+    avp.as_str().ok_or_else(|| refuse(rc::INVALID_AVP_VALUE, Some(avp.encode()), "not UTF-8"))
+}
+
+/// Digits of a called-party address: `tel:+4930…`, `sip:+4930…@host;user=phone`, `+4930…`.
+pub fn address_digits(address: &str) -> Option<String> {
+    let rest = address.strip_prefix("tel:").or_else(|| address.strip_prefix("sip:")).unwrap_or(address);
+    let rest = rest.split(['@', ';']).next().unwrap_or(rest);
+    let digits: String = rest.trim_start_matches('+').chars().filter(|c| *c != '-' && *c != '.').collect();
+    (!digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())).then_some(digits)
+}
+
+fn group(avp: &Avp) -> Result<Vec<Avp>, Refusal> {
+    avp.group().map_err(|err| refuse(err.result_code, err.failed_avp, err.message))
+}
+
+/// Quantity and kind of a Requested/Used/Granted-Service-Unit group.
+fn service_units(members: &[Avp]) -> Option<(u64, UnitKind)> {
+    if let Some(time) = find(members, code::CC_TIME, 0).and_then(Avp::as_u32) {
+        return Some((u64::from(time), UnitKind::Time));
+    }
+    if let Some(total) = find(members, code::CC_TOTAL_OCTETS, 0).and_then(Avp::as_u64) {
+        return Some((total, UnitKind::Octets));
+    }
+    let input = find(members, code::CC_INPUT_OCTETS, 0).and_then(Avp::as_u64);
+    let output = find(members, code::CC_OUTPUT_OCTETS, 0).and_then(Avp::as_u64);
+    if input.is_some() || output.is_some() {
+        return Some((input.unwrap_or(0).saturating_add(output.unwrap_or(0)), UnitKind::Octets));
+    }
+    find(members, code::CC_SERVICE_SPECIFIC_UNITS, 0).and_then(Avp::as_u64).map(|u| (u, UnitKind::ServiceSpecific))
+}
+
+fn subscriber(message: &Message) -> Result<Option<Identity>, Refusal> {
+    for avp in message.avps(code::SUBSCRIPTION_ID, 0) {
+        let members = group(avp)?;
+        let kind = find(&members, code::SUBSCRIPTION_ID_TYPE, 0).and_then(Avp::as_u32);
+        let data = find(&members, code::SUBSCRIPTION_ID_DATA, 0).map(text).transpose()?;
+        let (Some(kind), Some(data)) = (kind, data) else {
+            return Err(refuse(rc::MISSING_AVP, Some(avp.encode()), "Subscription-Id needs a type and data"));
+        };
+        let identity = match kind {
+            0 => Identity::Msisdn(data.to_owned()),
+            1 => Identity::Imsi(data.to_owned()),
+            2 => Identity::SipUri(data.to_owned()),
+            3 => Identity::Nai(data.to_owned()),
+            _ => continue,
+        };
+        return Ok(Some(identity));
+    }
+    Ok(None)
+}
+
+/// The called party from Service-Information (IMS or SMS), as digits.
+fn destination(message: &Message) -> Option<String> {
+    let service_information = message.avp(code::SERVICE_INFORMATION, VENDOR_3GPP)?.group().ok()?;
+    if let Some(ims) = find(&service_information, code::IMS_INFORMATION, VENDOR_3GPP).and_then(|a| a.group().ok()) {
+        if let Some(called) = find(&ims, code::CALLED_PARTY_ADDRESS, VENDOR_3GPP).and_then(Avp::as_str) {
+            return address_digits(called);
+        }
+    }
+    let sms = find(&service_information, code::SMS_INFORMATION, VENDOR_3GPP)?.group().ok()?;
+    let recipient = find(&sms, code::RECIPIENT_ADDRESS, VENDOR_3GPP)?.group().ok()?;
+    find(&recipient, code::ADDRESS_DATA, VENDOR_3GPP).and_then(Avp::as_str).and_then(address_digits)
+}
+
+/// Decodes and checks a CCR.
+pub fn parse(message: &Message, now: i64) -> Result<CreditControl, Refusal> {
+    let session = message.avp(code::SESSION_ID, 0).ok_or_else(|| missing(code::SESSION_ID, 0, 0))?;
+    let session_id = text(session)?.to_owned();
+    for required in [code::ORIGIN_HOST, code::ORIGIN_REALM, code::DESTINATION_REALM, code::SERVICE_CONTEXT_ID] {
+        if message.avp(required, 0).is_none() {
+            return Err(missing(required, 0, 0));
+        }
+    }
+    if required_u32(message, code::AUTH_APPLICATION_ID)? != APPLICATION_CREDIT_CONTROL {
+        let avp = message.avp(code::AUTH_APPLICATION_ID, 0).map(Avp::encode);
+        return Err(refuse(rc::INVALID_AVP_VALUE, avp, "Auth-Application-Id must be 4"));
+    }
+    let request_type = required_u32(message, code::CC_REQUEST_TYPE)?;
+    if !(1..=4).contains(&request_type) {
+        let avp = message.avp(code::CC_REQUEST_TYPE, 0).map(Avp::encode);
+        return Err(refuse(rc::INVALID_AVP_VALUE, avp, format!("CC-Request-Type {request_type}")));
+    }
+    let request_number = required_u32(message, code::CC_REQUEST_NUMBER)?;
+    let context = message.avp(code::SERVICE_CONTEXT_ID, 0).map(text).transpose()?.unwrap_or_default();
+    let context_service = service_for_context(context);
+    let requested_action = message.avp(code::REQUESTED_ACTION, 0).and_then(Avp::as_u32);
+    let event_time = message
+        .avp(code::EVENT_TIMESTAMP, 0)
+        .and_then(Avp::as_u32)
+        // NTP seconds (since 1900) to Unix seconds.
+        .map_or(now, |ntp| i64::from(ntp) - 2_208_988_800);
+    let destination = destination(message);
+    let mut units = Vec::new();
+    let msccs: Vec<&Avp> = message.avps(code::MULTIPLE_SERVICES_CREDIT_CONTROL, 0).collect();
+    if msccs.len() > 64 {
+        return Err(refuse(rc::UNABLE_TO_COMPLY, None, "more than 64 Multiple-Services-Credit-Control"));
+    }
+    let default_kind = match context_service {
+        Some("voice") => UnitKind::Time,
+        Some("sms") => UnitKind::ServiceSpecific,
+        _ => UnitKind::Octets,
+    };
+    let make = |rating_group: Option<u32>,
+                requested: Option<(u64, UnitKind)>,
+                used: Option<(u64, UnitKind)>,
+                asked: bool|
+     -> (UnitRequest, UnitKind, bool) {
+        let kind = requested.or(used).map_or(default_kind, |(_, kind)| kind);
+        let service = match rating_group {
+            Some(_) => None,
+            None => context_service.map(|name| ServiceRef::Name(name.to_owned())),
+        };
+        let unit = UnitRequest {
+            rating_group: rating_group.unwrap_or(0),
+            service,
+            requested_units: requested.map(|(units, _)| units),
+            used_units: used.map(|(units, _)| units),
+            destination: destination.clone(),
+        };
+        (unit, kind, asked)
+    };
+    for mscc in msccs {
+        let members = group(mscc)?;
+        let rating_group = find(&members, code::RATING_GROUP, 0).and_then(Avp::as_u32);
+        let requested_avp = find(&members, code::REQUESTED_SERVICE_UNIT, 0);
+        let requested = requested_avp.map(group).transpose()?.and_then(|m| service_units(&m));
+        let mut used: Option<(u64, UnitKind)> = None;
+        for avp in members.iter().filter(|a| a.code == code::USED_SERVICE_UNIT && a.vendor == 0) {
+            if let Some((units, kind)) = service_units(&group(avp)?) {
+                used = Some((used.map_or(0, |(total, _)| total).saturating_add(units), kind));
+            }
+        }
+        let mut unit = make(rating_group, requested, used, requested_avp.is_some());
+        // An RSU present but empty asks for the default quota.
+        if requested_avp.is_some() && requested.is_none() {
+            unit.0.requested_units = None;
+        } else if requested_avp.is_none() {
+            unit.0.requested_units = Some(0);
+        }
+        units.push(unit);
+    }
+    if units.is_empty() {
+        // Single-service credit control: units at the top level.
+        let requested_avp = message.avp(code::REQUESTED_SERVICE_UNIT, 0);
+        let requested = requested_avp.map(group).transpose()?.and_then(|m| service_units(&m));
+        let used = message.avp(code::USED_SERVICE_UNIT, 0).map(group).transpose()?.and_then(|m| service_units(&m));
+        if requested_avp.is_some() || used.is_some() || request_type == 4 {
+            let mut unit = make(None, requested, used, requested_avp.is_some());
+            if requested_avp.is_some() && requested.is_none() {
+                unit.0.requested_units = None;
+            } else if requested_avp.is_none() {
+                unit.0.requested_units = Some(0);
+            }
+            units.push(unit);
+        }
+    }
+    Ok(CreditControl {
+        session_id,
+        request_type,
+        request_number,
+        requested_action,
+        subscriber: subscriber(message)?,
+        destination,
+        units,
+        event_time,
+    })
+}
+
+/// The engine request a CCR stands for.
+pub fn to_request(ccr: &CreditControl) -> Result<Request, Refusal> {
+    let Some(identity) = ccr.subscriber.clone() else {
+        return Err(missing(code::SUBSCRIPTION_ID, 0, 0));
+    };
+    let key = Some(format!("dia;{};{}", ccr.session_id, ccr.request_number));
+    let target = Target::Subscriber(identity);
+    let operation = match ccr.request_type {
+        1..=3 => Operation::Session {
+            session: ccr.session_id.clone(),
+            step: match ccr.request_type {
+                1 => SessionStep::Initial,
+                2 => SessionStep::Update,
+                _ => SessionStep::Termination,
+            },
+            units: ccr.units.iter().map(|(unit, _, _)| unit.clone()).collect(),
+        },
+        _ => {
+            let (unit, _, _) = ccr.units.first().ok_or_else(|| missing(code::REQUESTED_SERVICE_UNIT, 0, 0))?;
+            let units = unit.requested_units.filter(|u| *u > 0).or(unit.used_units).unwrap_or(1);
+            let usage = Usage {
+                service: unit.service.clone().unwrap_or(ServiceRef::RatingGroup(unit.rating_group)),
+                rating_group: (unit.rating_group != 0).then_some(unit.rating_group),
+                destination: ccr.destination.clone(),
+                start_utc_seconds: ccr.event_time,
+                units,
+            };
+            match ccr.requested_action.unwrap_or(0) {
+                0 => Operation::DirectDebit { usage },
+                2 => return Ok(Request { key: None, target, operation: Operation::BalanceEnquiry }),
+                3 => return Ok(Request { key: None, target, operation: Operation::PriceEnquiry { usage } }),
+                action => {
+                    return Err(refuse(
+                        rc::INVALID_AVP_VALUE,
+                        None,
+                        format!("Requested-Action {action} is not supported"),
+                    ));
+                }
+            }
+        }
+    };
+    Ok(Request { key, target, operation })
+}
+
+/// The Result-Code for an engine outcome.
+pub fn result_code(outcome: &Outcome) -> u32 {
+    match outcome {
+        Outcome::Success => rc::SUCCESS,
+        Outcome::CreditLimitReached => rc::CREDIT_LIMIT_REACHED,
+        Outcome::UnknownSubscriber | Outcome::UnknownAccount => rc::USER_UNKNOWN,
+        Outcome::UnknownSession => rc::UNKNOWN_SESSION_ID,
+        Outcome::RatingFailed(_) => rc::RATING_FAILED,
+        Outcome::AlreadyExists => rc::UNABLE_TO_COMPLY,
+        Outcome::Invalid(_) => rc::INVALID_AVP_VALUE,
+        _ => rc::UNABLE_TO_COMPLY,
+    }
+}
+
+fn unit_avp(kind: UnitKind, units: u64) -> Avp {
+    match kind {
+        UnitKind::Time => Avp::u32(code::CC_TIME, 0, u32::try_from(units).unwrap_or(u32::MAX)),
+        UnitKind::Octets => Avp::u64(code::CC_TOTAL_OCTETS, 0, units),
+        UnitKind::ServiceSpecific => Avp::u64(code::CC_SERVICE_SPECIFIC_UNITS, 0, units),
+    }
+}
+
+/// Builds the CCA for `request` from the engine's `answer`.
+pub fn answer(
+    request: &Message,
+    ccr: &CreditControl,
+    answer: &Answer,
+    origin_host: &str,
+    origin_realm: &str,
+) -> Message {
+    let mut cca = request.answer();
+    cca.avps.push(Avp::utf8(code::SESSION_ID, 0, &ccr.session_id));
+    cca.avps.push(Avp::u32(code::RESULT_CODE, 0, result_code(&answer.outcome)));
+    cca.avps.push(Avp::utf8(code::ORIGIN_HOST, 0, origin_host));
+    cca.avps.push(Avp::utf8(code::ORIGIN_REALM, 0, origin_realm));
+    cca.avps.push(Avp::u32(code::AUTH_APPLICATION_ID, 0, APPLICATION_CREDIT_CONTROL));
+    cca.avps.push(Avp::u32(code::CC_REQUEST_TYPE, 0, ccr.request_type));
+    cca.avps.push(Avp::u32(code::CC_REQUEST_NUMBER, 0, ccr.request_number));
+    match &answer.body {
+        Body::Session { grants } => {
+            for (grant, (_, kind, _)) in grants.iter().zip(&ccr.units) {
+                let mut members = Vec::new();
+                if grant.rating_group != 0 {
+                    members.push(Avp::u32(code::RATING_GROUP, 0, grant.rating_group));
+                }
+                if grant.granted_units > 0 {
+                    members.push(Avp::grouped(code::GRANTED_SERVICE_UNIT, 0, &[unit_avp(*kind, grant.granted_units)]));
+                    members.push(Avp::u32(code::VALIDITY_TIME, 0, grant.validity_seconds));
+                }
+                members.push(Avp::u32(code::RESULT_CODE, 0, result_code(&grant.outcome)));
+                if grant.final_unit {
+                    // Final-Unit-Action TERMINATE (0).
+                    members.push(Avp::grouped(
+                        code::FINAL_UNIT_INDICATION,
+                        0,
+                        &[Avp::u32(code::FINAL_UNIT_ACTION, 0, 0)],
+                    ));
+                }
+                cca.avps.push(Avp::grouped(code::MULTIPLE_SERVICES_CREDIT_CONTROL, 0, &members));
+            }
+        }
+        Body::Charged(charged) if ccr.request_type == 4 => {
+            if let Some((_, kind, _)) = ccr.units.first() {
+                cca.avps.push(Avp::grouped(code::GRANTED_SERVICE_UNIT, 0, &[unit_avp(*kind, charged.charged_units)]));
+            }
+            cca.avps.push(cost_information(charged.amount, &charged.currency));
+        }
+        Body::Balance(view) => {
+            // Check-Balance-Result: ENOUGH_CREDIT (0) or NO_CREDIT (1).
+            let enough = view.available > rust_decimal::Decimal::ZERO;
+            cca.avps.push(Avp::u32(code::CHECK_BALANCE_RESULT, 0, if enough { 0 } else { 1 }));
+        }
+        _ => {}
+    }
+    cca
+}
+
+/// Cost-Information (RFC 4006 §8.7): Unit-Value (digits and exponent) and Currency-Code.
+fn cost_information(amount: rust_decimal::Decimal, currency: &str) -> Avp {
+    let digits = i64::try_from(amount.mantissa()).unwrap_or(i64::MAX);
+    let exponent = -(amount.scale() as i32);
+    let unit_value = Avp::grouped(
+        code::UNIT_VALUE,
+        0,
+        &[
+            Avp::new(code::VALUE_DIGITS, 0, digits.to_be_bytes().to_vec()),
+            Avp::new(code::EXPONENT, 0, exponent.to_be_bytes().to_vec()),
+        ],
+    );
+    Avp::grouped(code::COST_INFORMATION, 0, &[unit_value, Avp::u32(code::CURRENCY_CODE, 0, iso4217_numeric(currency))])
+}
+
+/// ISO 4217 numeric code of the currencies plans commonly use (0 when unknown).
+fn iso4217_numeric(currency: &str) -> u32 {
+    match currency {
+        "EUR" => 978,
+        "USD" => 840,
+        "GBP" => 826,
+        "CHF" => 756,
+        "JPY" => 392,
+        "SEK" => 752,
+        "NOK" => 578,
+        "DKK" => 208,
+        "PLN" => 985,
+        "CZK" => 203,
+        "INR" => 356,
+        "ZAR" => 710,
+        _ => 0,
+    }
+}
+
+/// An answer for a CCR that could not be served.
+pub fn refusal_answer(request: &Message, refusal: &Refusal, origin_host: &str, origin_realm: &str) -> Message {
+    let mut cca = request.answer();
+    if let Some(session) = request.avp(code::SESSION_ID, 0) {
+        cca.avps.push(session.clone());
+    }
+    cca.avps.push(Avp::u32(code::RESULT_CODE, 0, refusal.result_code));
+    cca.avps.push(Avp::utf8(code::ORIGIN_HOST, 0, origin_host));
+    cca.avps.push(Avp::utf8(code::ORIGIN_REALM, 0, origin_realm));
+    cca.avps.push(Avp::u32(code::AUTH_APPLICATION_ID, 0, APPLICATION_CREDIT_CONTROL));
+    for avp in [code::CC_REQUEST_TYPE, code::CC_REQUEST_NUMBER] {
+        if let Some(found) = request.avp(avp, 0) {
+            cca.avps.push(found.clone());
+        }
+    }
+    if !refusal.message.is_empty() {
+        cca.avps.push(Avp { flags: 0, ..Avp::utf8(code::ERROR_MESSAGE, 0, &refusal.message) });
+    }
+    if let Some(failed) = &refusal.failed_avp {
+        cca.avps.push(Avp::new(code::FAILED_AVP, 0, failed.clone()));
+    }
+    cca
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn called_party_addresses_become_digits() {
+        assert_eq!(address_digits("tel:+49-30-123456").as_deref(), Some("4930123456"));
+        assert_eq!(address_digits("sip:+491701234567@ims.example;user=phone").as_deref(), Some("491701234567"));
+        assert_eq!(address_digits("+12125550100").as_deref(), Some("12125550100"));
+        assert_eq!(address_digits("sip:alice@example.com"), None);
+    }
+
+    #[test]
+    fn service_contexts_imply_services() {
+        assert_eq!(service_for_context("32260@3gpp.org"), Some("voice"));
+        assert_eq!(service_for_context("16.32274@3gpp.org"), Some("sms"));
+        assert_eq!(service_for_context("example@operator"), None);
+    }
+}

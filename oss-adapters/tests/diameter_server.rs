@@ -1,0 +1,386 @@
+//! The Diameter server over a real TCP socket: capabilities exchange, credit-control
+//! sessions and events, retransmissions, credit exhaustion, malformed messages.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use rust_decimal::Decimal;
+use tollgate_engine::{
+    AccountKind, Body, Engine, EngineConfig, Identity, Operation, Plans, Request, SystemClock, Target,
+};
+use tollgate_oss_adapters::diameter::codec::{find, FLAG_ERROR, FLAG_PROXIABLE, FLAG_REQUEST, FLAG_RETRANSMIT};
+use tollgate_oss_adapters::diameter::dictionary::{code, VENDOR_3GPP};
+use tollgate_oss_adapters::diameter::server::{serve, DiameterConfig};
+use tollgate_oss_adapters::diameter::{Avp, Frame, Message};
+
+struct Server {
+    engine: Arc<Engine>,
+    address: std::net::SocketAddr,
+    _runtime: tokio::runtime::Runtime,
+    dir: std::path::PathBuf,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn start(name: &str) -> Server {
+    let dir = std::env::temp_dir().join(format!("tollgate-dia-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut plans = Plans::new();
+    plans.load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../tariffs/examples/prepaid-mobile.toml")).expect("plan");
+    let engine = Arc::new(Engine::open(EngineConfig::new(&dir), plans, Arc::new(SystemClock)).expect("engine"));
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("runtime");
+    let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).expect("bind");
+    let address = listener.local_addr().expect("address");
+    let config = Arc::new(DiameterConfig {
+        origin_host: "ocs.test".into(),
+        origin_realm: "test".into(),
+        ..DiameterConfig::default()
+    });
+    runtime.spawn(serve(listener, Arc::clone(&engine), config, std::future::pending()));
+    Server { engine, address, _runtime: runtime, dir }
+}
+
+fn subscriber(server: &Server, account: u64, msisdn: &str, balance: &str) {
+    let run = |key: &str, operation| {
+        server
+            .engine
+            .execute(Request { key: Some(key.into()), target: Target::Account(account), operation })
+            .expect("answer")
+    };
+    run(
+        &format!("a{account}"),
+        Operation::CreateAccount {
+            kind: AccountKind::Prepaid,
+            currency: "EUR".into(),
+            credit_limit: Decimal::ZERO,
+            opening_balance: balance.parse().expect("amount"),
+        },
+    );
+    run(
+        &format!("s{account}"),
+        Operation::CreateSubscription {
+            subscription: account,
+            plan: "mobile-prepaid-s".into(),
+            identities: vec![Identity::Msisdn(msisdn.into())],
+        },
+    );
+}
+
+fn balance(server: &Server, account: u64) -> Decimal {
+    match server
+        .engine
+        .execute(Request { key: None, target: Target::Account(account), operation: Operation::BalanceEnquiry })
+        .expect("answer")
+        .body
+    {
+        Body::Balance(view) => view.balance,
+        other => panic!("{other:?}"),
+    }
+}
+
+struct Client {
+    stream: TcpStream,
+    hop: u32,
+}
+
+impl Client {
+    fn connect(server: &Server) -> Client {
+        let stream = TcpStream::connect(server.address).expect("connect");
+        stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+        Client { stream, hop: 0 }
+    }
+
+    fn send_raw(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).expect("write");
+    }
+
+    fn read(&mut self) -> Option<Message> {
+        let mut buffer = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            if let Ok(Frame::Message(length)) = tollgate_oss_adapters::diameter::codec::frame(&buffer) {
+                return Some(Message::decode(Bytes::from(buffer[..length].to_vec())).expect("answer decodes"));
+            }
+            match self.stream.read(&mut chunk) {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+            }
+        }
+    }
+
+    fn request(&mut self, command: u32, application: u32, avps: Vec<Avp>) -> Message {
+        self.hop += 1;
+        let message = Message {
+            flags: FLAG_REQUEST | FLAG_PROXIABLE,
+            command,
+            application,
+            hop_by_hop: self.hop,
+            end_to_end: self.hop,
+            avps,
+        };
+        self.send_raw(&message.encode());
+        let answer = self.read().expect("an answer");
+        assert_eq!((answer.hop_by_hop, answer.command), (self.hop, command));
+        answer
+    }
+
+    fn cer(&mut self) -> Message {
+        self.request(
+            257,
+            0,
+            vec![
+                Avp::utf8(code::ORIGIN_HOST, 0, "pgw.test"),
+                Avp::utf8(code::ORIGIN_REALM, 0, "test"),
+                Avp::new(code::HOST_IP_ADDRESS, 0, vec![0, 1, 127, 0, 0, 1]),
+                Avp::u32(code::VENDOR_ID, 0, 0),
+                Avp::utf8(code::PRODUCT_NAME, 0, "test client"),
+                Avp::u32(code::AUTH_APPLICATION_ID, 0, 4),
+            ],
+        )
+    }
+}
+
+fn result_code(message: &Message) -> Option<u32> {
+    message.avp(code::RESULT_CODE, 0).and_then(Avp::as_u32)
+}
+
+fn ccr(session: &str, request_type: u32, number: u32, msisdn: &str, mscc: Vec<Avp>, extra: Vec<Avp>) -> Vec<Avp> {
+    let mut avps = vec![
+        Avp::utf8(code::SESSION_ID, 0, session),
+        Avp::utf8(code::ORIGIN_HOST, 0, "pgw.test"),
+        Avp::utf8(code::ORIGIN_REALM, 0, "test"),
+        Avp::utf8(code::DESTINATION_REALM, 0, "test"),
+        Avp::u32(code::AUTH_APPLICATION_ID, 0, 4),
+        Avp::utf8(code::SERVICE_CONTEXT_ID, 0, "32251@3gpp.org"),
+        Avp::u32(code::CC_REQUEST_TYPE, 0, request_type),
+        Avp::u32(code::CC_REQUEST_NUMBER, 0, number),
+        Avp::grouped(
+            code::SUBSCRIPTION_ID,
+            0,
+            &[Avp::u32(code::SUBSCRIPTION_ID_TYPE, 0, 0), Avp::utf8(code::SUBSCRIPTION_ID_DATA, 0, msisdn)],
+        ),
+    ];
+    avps.extend(mscc);
+    avps.extend(extra);
+    avps
+}
+
+fn octets(code_: u32, units: u64) -> Avp {
+    Avp::grouped(code_, 0, &[Avp::u64(code::CC_TOTAL_OCTETS, 0, units)])
+}
+
+fn mscc(rating_group: u32, requested: Option<u64>, used: Option<u64>) -> Avp {
+    let mut members = vec![Avp::u32(code::RATING_GROUP, 0, rating_group)];
+    if let Some(units) = requested {
+        members.push(octets(code::REQUESTED_SERVICE_UNIT, units));
+    }
+    if let Some(units) = used {
+        members.push(octets(code::USED_SERVICE_UNIT, units));
+    }
+    Avp::grouped(code::MULTIPLE_SERVICES_CREDIT_CONTROL, 0, &members)
+}
+
+fn granted_octets(answer: &Message) -> Vec<(u32, Option<u64>, Option<u32>, bool)> {
+    answer
+        .avps(code::MULTIPLE_SERVICES_CREDIT_CONTROL, 0)
+        .map(|m| {
+            let members = m.group().expect("mscc");
+            let granted = find(&members, code::GRANTED_SERVICE_UNIT, 0)
+                .and_then(|g| g.group().ok())
+                .and_then(|g| find(&g, code::CC_TOTAL_OCTETS, 0).and_then(Avp::as_u64));
+            (
+                find(&members, code::RATING_GROUP, 0).and_then(Avp::as_u32).unwrap_or(0),
+                granted,
+                find(&members, code::RESULT_CODE, 0).and_then(Avp::as_u32),
+                find(&members, code::FINAL_UNIT_INDICATION, 0).is_some(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_data_session_is_charged_once_even_when_retransmitted() {
+    let server = start("session");
+    subscriber(&server, 1, "491700000001", "1.00");
+    let mut client = Client::connect(&server);
+    let cea = client.cer();
+    assert_eq!(result_code(&cea), Some(2001));
+    assert_eq!(cea.avp(code::AUTH_APPLICATION_ID, 0).and_then(Avp::as_u32), Some(4));
+    assert_eq!(cea.avp(code::ORIGIN_HOST, 0).and_then(Avp::as_str), Some("ocs.test"));
+
+    let initial =
+        client.request(272, 4, ccr("pgw;1", 1, 0, "491700000001", vec![mscc(30, Some(1 << 20), None)], vec![]));
+    assert_eq!(result_code(&initial), Some(2001));
+    assert_eq!(initial.avp(code::SESSION_ID, 0).and_then(Avp::as_str), Some("pgw;1"));
+    assert_eq!(granted_octets(&initial), vec![(30, Some(1 << 20), Some(2001), false)]);
+
+    let update_avps = ccr("pgw;1", 2, 1, "491700000001", vec![mscc(30, Some(1 << 20), Some(1 << 20))], vec![]);
+    let update = client.request(272, 4, update_avps.clone());
+    assert_eq!(result_code(&update), Some(2001));
+    assert_eq!(balance(&server, 1), "0.90".parse::<Decimal>().expect("d"));
+    // The same request again with the T flag: the same answer, nothing charged twice.
+    client.hop += 1;
+    let retransmitted = Message {
+        flags: FLAG_REQUEST | FLAG_RETRANSMIT,
+        command: 272,
+        application: 4,
+        hop_by_hop: client.hop,
+        end_to_end: client.hop,
+        avps: update_avps,
+    };
+    client.send_raw(&retransmitted.encode());
+    let again = client.read().expect("answer");
+    assert_eq!(again.avps, update.avps);
+    assert_eq!(balance(&server, 1), "0.90".parse::<Decimal>().expect("d"));
+
+    let terminate =
+        client.request(272, 4, ccr("pgw;1", 3, 2, "491700000001", vec![mscc(30, None, Some(512 << 10))], vec![]));
+    assert_eq!(result_code(&terminate), Some(2001));
+    assert_eq!(balance(&server, 1), "0.85".parse::<Decimal>().expect("d"));
+
+    let dwa = client.request(
+        280,
+        0,
+        vec![Avp::utf8(code::ORIGIN_HOST, 0, "pgw.test"), Avp::utf8(code::ORIGIN_REALM, 0, "test")],
+    );
+    assert_eq!(result_code(&dwa), Some(2001));
+    let dpa = client.request(
+        282,
+        0,
+        vec![
+            Avp::utf8(code::ORIGIN_HOST, 0, "pgw.test"),
+            Avp::utf8(code::ORIGIN_REALM, 0, "test"),
+            Avp::u32(code::DISCONNECT_CAUSE, 0, 0),
+        ],
+    );
+    assert_eq!(result_code(&dpa), Some(2001));
+    assert!(client.read().is_none(), "the server closes after DPA");
+}
+
+#[test]
+fn credit_exhaustion_unknown_users_and_events() {
+    let server = start("exhaustion");
+    subscriber(&server, 1, "491700000001", "0.15");
+    let mut client = Client::connect(&server);
+    client.cer();
+    // 0.15 buys 1.5 MB of video: a final grant smaller than asked.
+    let initial =
+        client.request(272, 4, ccr("pgw;2", 1, 0, "491700000001", vec![mscc(30, Some(10 << 20), None)], vec![]));
+    let grants = granted_octets(&initial);
+    assert_eq!(grants.len(), 1);
+    let (_, granted, code_, final_unit) = grants[0];
+    assert_eq!(code_, Some(2001));
+    assert!(granted.expect("granted") < 10 << 20 && granted.expect("granted") > 1 << 20, "{granted:?}");
+    assert!(final_unit, "Final-Unit-Indication when the balance runs out");
+
+    let unknown = client.request(272, 4, ccr("pgw;3", 1, 0, "499999999", vec![mscc(30, Some(1 << 20), None)], vec![]));
+    assert_eq!(result_code(&unknown), Some(5030));
+
+    // An SMS as an EVENT with direct debiting: paid by the SMS bundle.
+    let sms_info = Avp::grouped(
+        code::SERVICE_INFORMATION,
+        VENDOR_3GPP,
+        &[Avp::grouped(
+            code::SMS_INFORMATION,
+            VENDOR_3GPP,
+            &[Avp::grouped(
+                code::RECIPIENT_ADDRESS,
+                VENDOR_3GPP,
+                &[Avp::utf8(code::ADDRESS_DATA, VENDOR_3GPP, "+491701112222")],
+            )],
+        )],
+    );
+    let mut event = ccr("smsc;1", 4, 0, "491700000001", vec![], vec![Avp::u32(code::REQUESTED_ACTION, 0, 0), sms_info]);
+    event[5] = Avp::utf8(code::SERVICE_CONTEXT_ID, 0, "32274@3gpp.org");
+    event.push(Avp::grouped(code::REQUESTED_SERVICE_UNIT, 0, &[Avp::u64(code::CC_SERVICE_SPECIFIC_UNITS, 0, 1)]));
+    let answer = client.request(272, 4, event);
+    assert_eq!(result_code(&answer), Some(2001));
+    assert!(answer.avp(code::COST_INFORMATION, 0).is_some());
+}
+
+#[test]
+fn malformed_messages_get_result_codes_and_the_connection_survives() {
+    let server = start("malformed");
+    subscriber(&server, 1, "491700000001", "1.00");
+    let mut client = Client::connect(&server);
+    client.cer();
+    // A CCR missing CC-Request-Number: 5005 with Failed-AVP.
+    let mut avps = ccr("pgw;4", 1, 0, "491700000001", vec![mscc(30, Some(1), None)], vec![]);
+    avps.retain(|a| a.code != code::CC_REQUEST_NUMBER);
+    let answer = client.request(272, 4, avps);
+    assert_eq!(result_code(&answer), Some(5005));
+    let failed = answer.avp(code::FAILED_AVP, 0).expect("Failed-AVP");
+    assert_eq!(
+        u32::from_be_bytes([failed.data[0], failed.data[1], failed.data[2], failed.data[3]]),
+        code::CC_REQUEST_NUMBER
+    );
+    // An unknown AVP with the M bit: 5001.
+    let mut avps = ccr("pgw;5", 1, 0, "491700000001", vec![], vec![]);
+    avps.push(Avp::u32(99_999, 0, 1));
+    let answer = client.request(272, 4, avps);
+    assert_eq!(result_code(&answer), Some(5001));
+    // A broken AVP length inside an otherwise framed message: 5014.
+    client.hop += 1;
+    let good = Message {
+        flags: FLAG_REQUEST,
+        command: 272,
+        application: 4,
+        hop_by_hop: client.hop,
+        end_to_end: 1,
+        avps: ccr("pgw;6", 1, 0, "491700000001", vec![], vec![]),
+    };
+    let mut bytes = good.encode().to_vec();
+    bytes[20 + 7] = 0xfe;
+    client.send_raw(&bytes);
+    let answer = client.read().expect("answer");
+    assert_eq!(result_code(&answer), Some(5014));
+    // Header bits that must be zero: 3008, with the E bit.
+    client.hop += 1;
+    let mut bytes = Message { hop_by_hop: client.hop, ..good }.encode().to_vec();
+    bytes[4] |= 0x01;
+    client.send_raw(&bytes);
+    let answer = client.read().expect("answer");
+    assert_eq!((result_code(&answer), answer.flags & FLAG_ERROR), (Some(3008), FLAG_ERROR));
+    // A command the server does not serve: 3001.
+    let answer = client.request(999, 4, vec![Avp::utf8(code::ORIGIN_HOST, 0, "pgw.test")]);
+    assert_eq!(result_code(&answer), Some(3001));
+    // Still alive.
+    let dwa = client.request(
+        280,
+        0,
+        vec![Avp::utf8(code::ORIGIN_HOST, 0, "pgw.test"), Avp::utf8(code::ORIGIN_REALM, 0, "test")],
+    );
+    assert_eq!(result_code(&dwa), Some(2001));
+}
+
+#[test]
+fn nothing_but_cer_before_the_capabilities_exchange() {
+    let server = start("before-cer");
+    let mut client = Client::connect(&server);
+    let answer = client.request(
+        280,
+        0,
+        vec![Avp::utf8(code::ORIGIN_HOST, 0, "pgw.test"), Avp::utf8(code::ORIGIN_REALM, 0, "test")],
+    );
+    assert_eq!(result_code(&answer), Some(3010));
+    assert!(client.read().is_none(), "closed");
+    let mut client = Client::connect(&server);
+    let cea = client.request(
+        257,
+        0,
+        vec![
+            Avp::utf8(code::ORIGIN_HOST, 0, "pgw.test"),
+            Avp::utf8(code::ORIGIN_REALM, 0, "test"),
+            Avp::u32(code::AUTH_APPLICATION_ID, 0, 16_777_238),
+        ],
+    );
+    assert_eq!(result_code(&cea), Some(5010), "no common application");
+}
