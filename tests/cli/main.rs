@@ -212,29 +212,52 @@ fn account_and_balance_commands_work_on_a_data_dir() {
     std::fs::remove_dir_all(dir).ok();
 }
 
-#[test]
-fn serve_answers_diameter_and_stops_cleanly_on_sigterm() {
-    use std::io::{BufRead, BufReader, Read};
-    let dir = scratch("serve");
-    let data = dir.join("data");
+/// Starts `tollgate serve` on a free loopback port; returns the child and the address.
+fn start_server(data: &Path, origin_host: &str) -> (std::process::Child, String) {
+    use std::io::{BufRead, BufReader};
     let mut child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
-        .args(["serve", "--diameter-listen", "127.0.0.1:0", "--origin-host", "ocs.cli.test", "--data-dir"])
-        .arg(&data)
+        .args([
+            "serve",
+            "--diameter-listen",
+            "127.0.0.1:0",
+            "--origin-realm",
+            "test.realm",
+            "--origin-host",
+            origin_host,
+            "--data-dir",
+        ])
+        .arg(data)
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
         .spawn()
         .expect("serve starts");
     let mut log = BufReader::new(child.stderr.take().expect("stderr"));
-    let mut address = None;
     let mut line = String::new();
     while log.read_line(&mut line).unwrap_or(0) > 0 {
         if let Some(at) = line.find("listen=") {
-            address = line[at + 7..].split_whitespace().next().map(str::to_owned);
-            break;
+            let address = line[at + 7..].split_whitespace().next().map(str::to_owned).expect("address");
+            // Keep draining the log so the server never blocks on a full pipe.
+            std::thread::spawn(move || for _ in log.lines() {});
+            return (child, address);
         }
         line.clear();
     }
-    let address = address.expect("the server logs where it listens");
+    panic!("the server exited before listening");
+}
+
+fn stop_server(mut child: std::process::Child) {
+    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill");
+    assert!(status.success());
+    let exit = child.wait().expect("serve exits");
+    assert!(exit.success(), "clean shutdown on SIGTERM: {exit:?}");
+}
+
+#[test]
+fn serve_answers_diameter_and_stops_cleanly_on_sigterm() {
+    use std::io::Read;
+    let dir = scratch("serve");
+    let data = dir.join("data");
+    let (child, address) = start_server(&data, "ocs.cli.test");
     // A minimal CER: Origin-Host, Origin-Realm, Auth-Application-Id 4.
     fn avp(code: u32, data: &[u8]) -> Vec<u8> {
         let length = 8 + data.len();
@@ -265,9 +288,52 @@ fn serve_answers_diameter_and_stops_cleanly_on_sigterm() {
     // Result-Code 2001 appears as AVP 268 with value 2001.
     let result = rest.windows(12).any(|w| w[..4] == 268u32.to_be_bytes() && w[8..] == 2001u32.to_be_bytes());
     assert!(result, "CEA Result-Code 2001");
-    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill");
-    assert!(status.success());
-    let exit = child.wait().expect("serve exits");
-    assert!(exit.success(), "clean shutdown on SIGTERM: {exit:?}");
+    stop_server(child);
+    std::fs::remove_dir_all(dir).ok();
+}
+
+/// Interop: python-diameter (PyPI), an independent Diameter stack, runs the scenario suite
+/// in tests/interop/python_diameter_suite.py against `tollgate serve` over TCP.
+#[test]
+fn interop_python_diameter() {
+    let available = Command::new("python3").args(["-c", "import diameter.node"]).status().is_ok_and(|s| s.success());
+    assert!(available, "python-diameter is missing: pip install python-diameter==0.9.0 (bash .ci/run installs it)");
+    let dir = scratch("interop-python");
+    let data = dir.join("data");
+    let data_dir = data.to_str().expect("path");
+    for (id, balance) in [("101", "1.00"), ("102", "0.15")] {
+        let msisdn = format!("msisdn:491700000{id}");
+        for args in [
+            vec!["account", "create", "--id", id, "--kind", "prepaid", "--currency", "EUR", "--balance", balance],
+            vec![
+                "account",
+                "subscribe",
+                "--id",
+                id,
+                "--subscription",
+                id,
+                "--plan",
+                "mobile-prepaid-s",
+                "--identity",
+                &msisdn,
+            ],
+        ] {
+            let mut all = args.clone();
+            all.extend(["--data-dir", data_dir]);
+            assert!(tollgate(&all, "").status.success());
+        }
+    }
+    let (child, address) = start_server(&data, "ocs.test.realm");
+    let port = address.rsplit(':').next().expect("port");
+    let suite = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/python_diameter_suite.py");
+    let output = Command::new("python3").arg(&suite).args(["--port", port]).output().expect("suite runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    stop_server(child);
+    assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    assert!(stdout.contains("5 passed, 0 failed"), "{stdout}");
+    // The session charged 1 MB + 0.5 MB of video once, the retransmission nothing: 1.00 − 0.15.
+    let shown = tollgate(&["balance", "show", "--account", "101", "--data-dir", data_dir], "");
+    let view: Value = serde_json::from_slice(&shown.stdout).expect("balance json");
+    assert_eq!(view["body"]["balance"], "0.85");
     std::fs::remove_dir_all(dir).ok();
 }

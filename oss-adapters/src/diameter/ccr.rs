@@ -140,7 +140,10 @@ fn destination(message: &Message) -> Option<String> {
         }
     }
     let sms = find(&service_information, code::SMS_INFORMATION, VENDOR_3GPP)?.group().ok()?;
-    let recipient = find(&sms, code::RECIPIENT_ADDRESS, VENDOR_3GPP)?.group().ok()?;
+    // Release 8 on: SMS-Information → Recipient-Info → Recipient-Address; before: direct.
+    let info = find(&sms, code::RECIPIENT_INFO, VENDOR_3GPP).and_then(|a| a.group().ok());
+    let holder = info.as_deref().unwrap_or(&sms);
+    let recipient = find(holder, code::RECIPIENT_ADDRESS, VENDOR_3GPP)?.group().ok()?;
     find(&recipient, code::ADDRESS_DATA, VENDOR_3GPP).and_then(Avp::as_str).and_then(address_digits)
 }
 

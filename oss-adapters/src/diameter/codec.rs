@@ -191,7 +191,16 @@ fn decode_avps(bytes: &Bytes, start: usize, end: usize, count: &mut usize) -> Re
         // The AVP as received, as far as it can be trusted, for Failed-AVP.
         let raw = || bytes.slice(at..(at + padded.max(header)).min(end));
         if length < header || at + length > end {
-            return Err(error(rc::INVALID_AVP_LENGTH, at, Some(raw()), format!("AVP {code} length {length}")));
+            // RFC 6733 §7.1.5: the offending AVP's header with a zero-filled payload of
+            // the minimum length its type needs (a well-formed AVP the peer can parse).
+            let vendor = if header == 12 && end - at >= 12 {
+                u32::from_be_bytes([bytes[at + 8], bytes[at + 9], bytes[at + 10], bytes[at + 11]])
+            } else {
+                0
+            };
+            let minimum = dictionary::lookup(code, vendor).and_then(|d| d.kind.fixed_len()).unwrap_or(0);
+            let stub = Avp { code, flags: flags & 0xe0, vendor, data: Bytes::from(vec![0u8; minimum]) };
+            return Err(error(rc::INVALID_AVP_LENGTH, at, Some(stub.encode()), format!("AVP {code} length {length}")));
         }
         if flags & 0x1f != 0 {
             return Err(error(rc::INVALID_AVP_BITS, at + 4, Some(raw()), format!("AVP {code} flags {flags:#04x}")));

@@ -124,6 +124,7 @@ avps! {
     ADDRESS_DATA = 897, VENDOR_3GPP, "Address-Data", Utf8String;
     RECIPIENT_ADDRESS = 1201, VENDOR_3GPP, "Recipient-Address", Grouped;
     SMS_INFORMATION = 2000, VENDOR_3GPP, "SMS-Information", Grouped;
+    RECIPIENT_INFO = 2026, VENDOR_3GPP, "Recipient-Info", Grouped;
 }
 
 /// The definition of AVP `code` of `vendor` (0: IETF), if the dictionary has it.
