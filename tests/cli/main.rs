@@ -242,6 +242,8 @@ fn start_server(data: &Path, origin_host: &str) -> (std::process::Child, String)
         }
         line.clear();
     }
+    let _ = child.kill();
+    let _ = child.wait();
     panic!("the server exited before listening");
 }
 
