@@ -41,6 +41,9 @@ enum Command {
         #[command(subcommand)]
         command: commands::account::AccountCommand,
     },
+    /// Drive a running server with load over loopback and print throughput and latency.
+    #[command(subcommand)]
+    Load(commands::load::LoadCommand),
     /// Show, top up, adjust and refund balances.
     Balance {
         #[command(flatten)]
@@ -81,6 +84,7 @@ fn main() -> ExitCode {
         Command::Rate { plan } => commands::rate::run(&plan),
         Command::Serve(args) => commands::serve::run(&args),
         Command::Demo(args) => commands::demo::run(&args),
+        Command::Load(command) => commands::load::run(command),
         Command::Account { engine, command } => commands::account::account(&engine, command),
         Command::Balance { engine, command } => commands::account::balance(&engine, command),
     };

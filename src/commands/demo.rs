@@ -66,39 +66,7 @@ pub(crate) fn run(args: &DemoArgs) -> anyhow::Result<ExitCode> {
     let now = engine.now();
 
     let started = Instant::now();
-    let mut requests = Vec::with_capacity(20_000);
-    let mut opening = Decimal::ZERO;
-    for account in 1..=args.subscribers {
-        let (kind, credit_limit, balance) = match account % 10 {
-            0..=6 => (AccountKind::Prepaid, Decimal::ZERO, Decimal::new(2000, 2)),
-            7 | 8 => (AccountKind::Postpaid, Decimal::new(10000, 2), Decimal::ZERO),
-            _ => (AccountKind::Hybrid, Decimal::new(2000, 2), Decimal::new(1000, 2)),
-        };
-        opening += balance;
-        requests.push(Request {
-            key: Some(format!("demo:account:{account}")),
-            target: Target::Account(account),
-            operation: Operation::CreateAccount {
-                kind,
-                currency: "EUR".into(),
-                credit_limit,
-                opening_balance: balance,
-            },
-        });
-        requests.push(Request {
-            key: Some(format!("demo:subscription:{account}")),
-            target: Target::Account(account),
-            operation: Operation::CreateSubscription {
-                subscription: account,
-                plan: "mobile-prepaid-s".into(),
-                identities: vec![Identity::Msisdn(msisdn(account))],
-            },
-        });
-        if requests.len() >= 20_000 {
-            check_setup(&engine.execute_batch(std::mem::take(&mut requests))?)?;
-        }
-    }
-    check_setup(&engine.execute_batch(requests)?)?;
+    let opening = provision(&engine, args.subscribers)?;
     println!("setup: {} accounts and subscriptions in {:.2?}", args.subscribers, started.elapsed());
 
     let deadline = Instant::now() + Duration::from_secs(args.seconds);
@@ -178,11 +146,46 @@ pub(crate) fn run(args: &DemoArgs) -> anyhow::Result<ExitCode> {
     Ok(if conserved && violations.is_empty() && identical { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
-fn check_setup(answers: &[tollgate_engine::Answer]) -> anyhow::Result<()> {
-    if let Some(bad) = answers.iter().find(|a| a.outcome != Outcome::Success) {
-        anyhow::bail!("setup failed: {:?}", bad.outcome);
+/// Creates accounts 1..=`subscribers` (7 in 10 prepaid with 20.00, 2 postpaid with a
+/// 100.00 limit, 1 hybrid) subscribed to the prepaid example plan as MSISDN `49170NNNNNNNN`.
+/// Idempotent: existing ones are left as they are. Returns the opening money created.
+pub(crate) fn provision(engine: &Engine, subscribers: u64) -> anyhow::Result<Decimal> {
+    let mut requests = Vec::with_capacity(20_000);
+    let mut opening = Decimal::ZERO;
+    for account in 1..=subscribers {
+        let (kind, credit_limit, balance) = match account % 10 {
+            0..=6 => (AccountKind::Prepaid, Decimal::ZERO, Decimal::new(2000, 2)),
+            7 | 8 => (AccountKind::Postpaid, Decimal::new(10000, 2), Decimal::ZERO),
+            _ => (AccountKind::Hybrid, Decimal::new(2000, 2), Decimal::new(1000, 2)),
+        };
+        opening += balance;
+        requests.push(Request {
+            key: Some(format!("demo:account:{account}")),
+            target: Target::Account(account),
+            operation: Operation::CreateAccount {
+                kind,
+                currency: "EUR".into(),
+                credit_limit,
+                opening_balance: balance,
+            },
+        });
+        requests.push(Request {
+            key: Some(format!("demo:subscription:{account}")),
+            target: Target::Account(account),
+            operation: Operation::CreateSubscription {
+                subscription: account,
+                plan: "mobile-prepaid-s".into(),
+                identities: vec![Identity::Msisdn(msisdn(account))],
+            },
+        });
+        if requests.len() >= 20_000 || account == subscribers {
+            let answers = engine.execute_batch(std::mem::take(&mut requests))?;
+            if let Some(bad) = answers.iter().find(|a| a.outcome != Outcome::Success) {
+                anyhow::bail!("setup failed: {:?}", bad.outcome);
+            }
+        }
     }
-    Ok(())
+    Ok(opening)
 }
 
 fn outcome_name(outcome: &Outcome) -> String {

@@ -27,10 +27,17 @@ pub(crate) struct ServeArgs {
     /// Origin-Host of a peer allowed to connect (repeatable; none: any peer).
     #[arg(long = "peer")]
     peers: Vec<String>,
+    /// Create demo subscribers 1..=N (MSISDN 49170NNNNNNNN, as `tollgate demo` does) if
+    /// they do not exist yet: a ready target for `tollgate load diameter`.
+    #[arg(long, default_value_t = 0)]
+    demo_subscribers: u64,
 }
 
 pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     let engine = Arc::new(args.engine.open()?);
+    if args.demo_subscribers > 0 {
+        super::demo::provision(&engine, args.demo_subscribers)?;
+    }
     let report = engine.report();
     tracing::info!(
         data_dir = %args.engine.data_dir.display(),

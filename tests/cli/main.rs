@@ -214,6 +214,10 @@ fn account_and_balance_commands_work_on_a_data_dir() {
 
 /// Starts `tollgate serve` on a free loopback port; returns the child and the address.
 fn start_server(data: &Path, origin_host: &str) -> (std::process::Child, String) {
+    start_server_with(data, origin_host, &[])
+}
+
+fn start_server_with(data: &Path, origin_host: &str, extra: &[&str]) -> (std::process::Child, String) {
     use std::io::{BufRead, BufReader};
     let mut child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
         .args([
@@ -224,8 +228,9 @@ fn start_server(data: &Path, origin_host: &str) -> (std::process::Child, String)
             "test.realm",
             "--origin-host",
             origin_host,
-            "--data-dir",
         ])
+        .args(extra)
+        .arg("--data-dir")
         .arg(data)
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
@@ -337,5 +342,37 @@ fn interop_python_diameter() {
     let shown = tollgate(&["balance", "show", "--account", "101", "--data-dir", data_dir], "");
     let view: Value = serde_json::from_slice(&shown.stdout).expect("balance json");
     assert_eq!(view["body"]["balance"], "0.85");
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
+fn load_generator_drives_a_server_and_reports_latency() {
+    let dir = scratch("load");
+    let (child, address) = start_server_with(&dir.join("data"), "ocs.load.test", &["--demo-subscribers", "50"]);
+    let output = tollgate(
+        &[
+            "load",
+            "diameter",
+            "--target",
+            &address,
+            "--seconds",
+            "1",
+            "--sessions",
+            "4",
+            "--subscribers",
+            "50",
+            "--requests",
+            "400",
+        ],
+        "",
+    );
+    stop_server(child);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    assert!(stdout.contains("latency µs: p50"), "{stdout}");
+    assert!(stdout.contains("result codes: 2001: "), "{stdout}");
+    assert!(stdout.contains("transport failures: 0"), "{stdout}");
+    let refused = tollgate(&["load", "diameter", "--target", "10.1.2.3:3868", "--seconds", "1"], "");
+    assert!(!refused.status.success(), "only loopback targets");
     std::fs::remove_dir_all(dir).ok();
 }

@@ -1,0 +1,279 @@
+//! `tollgate load diameter`: drives a running server over loopback with concurrent
+//! credit-control sessions (CCR-I, CCR-U…, CCR-T over rating group 30), bounded in count
+//! and time, and prints throughput, latency percentiles (HdrHistogram) and errors.
+//! Subscribers are `49170NNNNNNNN` for N in 1..=--subscribers, as `tollgate serve
+//! --demo-subscribers` and `tollgate demo` create them.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use bytes::{Bytes, BytesMut};
+use clap::{Args, Subcommand};
+use hdrhistogram::Histogram;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{mpsc, oneshot};
+use tollgate_oss_adapters::diameter::codec::{frame, FLAG_PROXIABLE, FLAG_REQUEST};
+use tollgate_oss_adapters::diameter::dictionary::code;
+use tollgate_oss_adapters::diameter::{Avp, Frame, Message};
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum LoadCommand {
+    /// Diameter Gy credit-control sessions.
+    Diameter(DiameterLoad),
+}
+
+#[derive(Debug, Clone, Args)]
+pub(crate) struct DiameterLoad {
+    /// The server to drive (loopback only).
+    #[arg(long, default_value = "127.0.0.1:3868")]
+    target: SocketAddr,
+    /// TCP connections (peers).
+    #[arg(long, default_value_t = 2)]
+    connections: usize,
+    /// Concurrent sessions in all.
+    #[arg(long, default_value_t = 256)]
+    sessions: usize,
+    /// Subscribers to spread the sessions over.
+    #[arg(long, default_value_t = 10_000)]
+    subscribers: u64,
+    /// Stop after this many seconds…
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// …or after this many requests, whichever comes first.
+    #[arg(long, default_value_t = 10_000_000)]
+    requests: u64,
+    /// Updates per session between its initial and termination requests.
+    #[arg(long, default_value_t = 2)]
+    updates: u32,
+}
+
+type Pending = Arc<Mutex<std::collections::HashMap<u32, oneshot::Sender<Message>>>>;
+
+struct Connection {
+    outbox: mpsc::Sender<Bytes>,
+    pending: Pending,
+    next_hop: std::sync::atomic::AtomicU32,
+}
+
+impl Connection {
+    async fn request(&self, command: u32, application: u32, avps: Vec<Avp>) -> anyhow::Result<Message> {
+        let hop = self.next_hop.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let message = Message {
+            flags: FLAG_REQUEST | FLAG_PROXIABLE,
+            command,
+            application,
+            hop_by_hop: hop,
+            end_to_end: hop,
+            avps,
+        };
+        let (sender, receiver) = oneshot::channel();
+        self.pending.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.insert(hop, sender);
+        self.outbox.send(message.encode()).await.context("connection closed")?;
+        receiver.await.context("connection closed before the answer")
+    }
+}
+
+async fn connect(target: SocketAddr, index: usize) -> anyhow::Result<Arc<Connection>> {
+    if !target.ip().is_loopback() {
+        bail!("--target must be a loopback address: the load generator only drives this machine");
+    }
+    let stream = tokio::net::TcpStream::connect(target).await.with_context(|| format!("connecting to {target}"))?;
+    stream.set_nodelay(true)?;
+    let (mut reader, mut writer) = stream.into_split();
+    let (outbox, mut queue) = mpsc::channel::<Bytes>(4096);
+    tokio::spawn(async move {
+        while let Some(first) = queue.recv().await {
+            let mut batch = BytesMut::from(&first[..]);
+            while let Ok(more) = queue.try_recv() {
+                batch.extend_from_slice(&more);
+            }
+            if writer.write_all(&batch).await.is_err() {
+                break;
+            }
+        }
+    });
+    let pending: Pending = Arc::default();
+    let dispatch = Arc::clone(&pending);
+    tokio::spawn(async move {
+        let mut buffer = BytesMut::with_capacity(1 << 16);
+        loop {
+            while let Ok(Frame::Message(length)) = frame(&buffer) {
+                let bytes = buffer.split_to(length).freeze();
+                if let Ok(message) = Message::decode(bytes) {
+                    let waiter = dispatch.lock().ok().and_then(|mut p| p.remove(&message.hop_by_hop));
+                    if let Some(waiter) = waiter {
+                        let _ = waiter.send(message);
+                    }
+                }
+            }
+            match reader.read_buf(&mut buffer).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+        if let Ok(mut pending) = dispatch.lock() {
+            pending.clear();
+        }
+    });
+    let connection = Arc::new(Connection { outbox, pending, next_hop: std::sync::atomic::AtomicU32::new(1) });
+    let origin = format!("load{index}.load.test");
+    let cea = connection
+        .request(
+            257,
+            0,
+            vec![
+                Avp::utf8(code::ORIGIN_HOST, 0, &origin),
+                Avp::utf8(code::ORIGIN_REALM, 0, "load.test"),
+                Avp::new(code::HOST_IP_ADDRESS, 0, vec![0, 1, 127, 0, 0, 1]),
+                Avp::u32(code::VENDOR_ID, 0, 0),
+                Avp::utf8(code::PRODUCT_NAME, 0, "tollgate-load"),
+                Avp::u32(code::AUTH_APPLICATION_ID, 0, 4),
+            ],
+        )
+        .await?;
+    let result = cea.avp(code::RESULT_CODE, 0).and_then(Avp::as_u32);
+    if result != Some(2001) {
+        bail!("capabilities exchange refused: Result-Code {result:?}");
+    }
+    Ok(connection)
+}
+
+fn ccr(
+    session: &str,
+    request_type: u32,
+    number: u32,
+    msisdn: &str,
+    requested: Option<u64>,
+    used: Option<u64>,
+) -> Vec<Avp> {
+    let mut mscc = vec![Avp::u32(code::RATING_GROUP, 0, 30)];
+    if let Some(units) = requested {
+        mscc.push(Avp::grouped(code::REQUESTED_SERVICE_UNIT, 0, &[Avp::u64(code::CC_TOTAL_OCTETS, 0, units)]));
+    }
+    if let Some(units) = used {
+        mscc.push(Avp::grouped(code::USED_SERVICE_UNIT, 0, &[Avp::u64(code::CC_TOTAL_OCTETS, 0, units)]));
+    }
+    vec![
+        Avp::utf8(code::SESSION_ID, 0, session),
+        Avp::utf8(code::ORIGIN_HOST, 0, "load.load.test"),
+        Avp::utf8(code::ORIGIN_REALM, 0, "load.test"),
+        Avp::utf8(code::DESTINATION_REALM, 0, "local"),
+        Avp::u32(code::AUTH_APPLICATION_ID, 0, 4),
+        Avp::utf8(code::SERVICE_CONTEXT_ID, 0, "32251@3gpp.org"),
+        Avp::u32(code::CC_REQUEST_TYPE, 0, request_type),
+        Avp::u32(code::CC_REQUEST_NUMBER, 0, number),
+        Avp::grouped(
+            code::SUBSCRIPTION_ID,
+            0,
+            &[Avp::u32(code::SUBSCRIPTION_ID_TYPE, 0, 0), Avp::utf8(code::SUBSCRIPTION_ID_DATA, 0, msisdn)],
+        ),
+        Avp::grouped(code::MULTIPLE_SERVICES_CREDIT_CONTROL, 0, &mscc),
+    ]
+}
+
+struct Tally {
+    latency: Histogram<u64>,
+    results: BTreeMap<u32, u64>,
+    failures: u64,
+}
+
+pub(crate) fn run(command: LoadCommand) -> anyhow::Result<ExitCode> {
+    let LoadCommand::Diameter(args) = command;
+    if args.connections == 0 || args.sessions == 0 || args.subscribers == 0 {
+        bail!("--connections, --sessions and --subscribers must be at least 1");
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    runtime.block_on(async move {
+        let mut connections = Vec::with_capacity(args.connections);
+        for index in 0..args.connections {
+            connections.push(connect(args.target, index).await?);
+        }
+        let deadline = Instant::now() + Duration::from_secs(args.seconds);
+        let budget = Arc::new(std::sync::atomic::AtomicU64::new(args.requests));
+        let started = Instant::now();
+        let mut tasks = Vec::with_capacity(args.sessions);
+        for worker in 0..args.sessions {
+            let connection = Arc::clone(&connections[worker % connections.len()]);
+            let (budget, args) = (Arc::clone(&budget), args.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut tally = Tally {
+                    latency: Histogram::new_with_bounds(1, 60_000_000, 3).expect("bounds"),
+                    results: BTreeMap::new(),
+                    failures: 0,
+                };
+                let mut round = 0u64;
+                'sessions: while Instant::now() < deadline {
+                    round += 1;
+                    let subscriber = 1 + (worker as u64 * 7919 + round * 104_729) % args.subscribers;
+                    let msisdn = format!("49170{subscriber:08}");
+                    let session = format!("load;{worker};{round}");
+                    let steps = args.updates + 2;
+                    for number in 0..steps {
+                        if budget
+                            .fetch_update(
+                                std::sync::atomic::Ordering::Relaxed,
+                                std::sync::atomic::Ordering::Relaxed,
+                                |b| b.checked_sub(1),
+                            )
+                            .is_err()
+                        {
+                            break 'sessions;
+                        }
+                        let (kind, requested, used) = match number {
+                            0 => (1, Some(1 << 20), None),
+                            n if n == steps - 1 => (3, None, Some(1 << 19)),
+                            _ => (2, Some(1 << 20), Some(1 << 20)),
+                        };
+                        let sent = Instant::now();
+                        match connection.request(272, 4, ccr(&session, kind, number, &msisdn, requested, used)).await {
+                            Ok(answer) => {
+                                let micros = sent.elapsed().as_micros().max(1) as u64;
+                                let _ = tally.latency.record(micros);
+                                let code = answer.avp(code::RESULT_CODE, 0).and_then(Avp::as_u32).unwrap_or(0);
+                                *tally.results.entry(code).or_default() += 1;
+                            }
+                            Err(_) => {
+                                tally.failures += 1;
+                                break 'sessions;
+                            }
+                        }
+                    }
+                }
+                tally
+            }));
+        }
+        let mut latency = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("bounds");
+        let mut results: BTreeMap<u32, u64> = BTreeMap::new();
+        let mut failures = 0;
+        for task in tasks {
+            let tally = task.await?;
+            latency.add(&tally.latency).ok();
+            for (code, count) in tally.results {
+                *results.entry(code).or_default() += count;
+            }
+            failures += tally.failures;
+        }
+        let elapsed = started.elapsed();
+        let answered: u64 = results.values().sum();
+        println!(
+            "diameter load: {answered} CCAs in {elapsed:.2?} over {} connections, {} sessions: {} CCR/s",
+            args.connections,
+            args.sessions,
+            u128::from(answered) * 1000 / elapsed.as_millis().max(1)
+        );
+        println!(
+            "latency µs: p50 {}  p99 {}  p99.9 {}  max {}",
+            latency.value_at_quantile(0.5),
+            latency.value_at_quantile(0.99),
+            latency.value_at_quantile(0.999),
+            latency.max()
+        );
+        let codes: Vec<String> = results.iter().map(|(code, count)| format!("{code}: {count}")).collect();
+        println!("result codes: {}; transport failures: {failures}", codes.join(", "));
+        anyhow::Ok(if failures == 0 && answered > 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    })
+}
