@@ -376,3 +376,46 @@ fn load_generator_drives_a_server_and_reports_latency() {
     assert!(!refused.status.success(), "only loopback targets");
     std::fs::remove_dir_all(dir).ok();
 }
+
+/// Interop: Erlang/OTP's diameter application (RFC 4006 dictionary compiled by diameterc)
+/// runs CER → CCR-I → CCR-U → CCR-T → DPR with MSCC against `tollgate serve` and checks
+/// every CCA with its own decoder.
+#[test]
+fn interop_erlang_diameter() {
+    let available = Command::new("diameterc").arg("-h").output().is_ok_and(|o| o.status.success());
+    assert!(available, "Erlang/OTP diameter is missing: scripts/install-test-deps installs it");
+    let dir = scratch("interop-erlang");
+    let data = dir.join("data");
+    let data_dir = data.to_str().expect("path");
+    for args in [
+        vec!["account", "create", "--id", "103", "--kind", "prepaid", "--currency", "EUR", "--balance", "1.00"],
+        vec![
+            "account",
+            "subscribe",
+            "--id",
+            "103",
+            "--subscription",
+            "103",
+            "--plan",
+            "mobile-prepaid-s",
+            "--identity",
+            "msisdn:491700000103",
+        ],
+    ] {
+        let mut all = args.clone();
+        all.extend(["--data-dir", data_dir]);
+        assert!(tollgate(&all, "").status.success());
+    }
+    let (child, address) = start_server(&data, "ocs.test.realm");
+    let port = address.rsplit(':').next().expect("port");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/run-erlang-client.sh");
+    let output = Command::new("bash").arg(&script).arg(port).output().expect("erlang client runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    stop_server(child);
+    assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    assert!(stdout.contains("5 passed, 0 failed"), "{stdout}");
+    let shown = tollgate(&["balance", "show", "--account", "103", "--data-dir", data_dir], "");
+    let view: Value = serde_json::from_slice(&shown.stdout).expect("balance json");
+    assert_eq!(view["body"]["balance"], "0.85", "1 MB + 0.5 MB of video charged once");
+    std::fs::remove_dir_all(dir).ok();
+}
