@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use clap::Args;
 use tollgate_oss_adapters::diameter::server::{serve, DiameterConfig};
+use tollgate_oss_adapters::nchf;
 
 use super::engine_setup::EngineArgs;
 
@@ -27,6 +28,12 @@ pub(crate) struct ServeArgs {
     /// Origin-Host of a peer allowed to connect (repeatable; none: any peer).
     #[arg(long = "peer")]
     peers: Vec<String>,
+    /// Where the 5G CHF (Nchf_ConvergedCharging v3, HTTP/2 and HTTP/1.1) listens.
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    nchf_listen: SocketAddr,
+    /// apiRoot for Location headers (default: http:// and the listening address).
+    #[arg(long)]
+    nchf_api_root: Option<String>,
     /// Create demo subscribers 1..=N (MSISDN 49170NNNNNNNN, as `tollgate demo` does) if
     /// they do not exist yet: a ready target for `tollgate load diameter`.
     #[arg(long, default_value_t = 0)]
@@ -58,14 +65,26 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(args.diameter_listen).await?;
         tracing::info!(listen = %listener.local_addr()?, origin_host = %config.origin_host, "diameter server listening");
+        let http = tokio::net::TcpListener::bind(args.nchf_listen).await?;
+        let http_address = http.local_addr()?;
+        let api_root = args.nchf_api_root.clone().unwrap_or_else(|| format!("http://{http_address}"));
+        let router = nchf::server::router(Arc::clone(&engine), api_root).map_err(anyhow::Error::msg)?;
+        tracing::info!(listen = %http_address, "nchf server listening");
+        let (stop, stopped) = tokio::sync::watch::channel(false);
         let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        let shutdown = async move {
+        tokio::spawn(async move {
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => {}
                 _ = terminate.recv() => {}
             }
+            let _ = stop.send(true);
+        });
+        let wait = |mut receiver: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = receiver.wait_for(|stopped| *stopped).await;
         };
-        serve(listener, Arc::clone(&engine), config, shutdown).await;
+        let http_server = tokio::spawn(nchf::server::serve(http, router, wait(stopped.clone())));
+        serve(listener, Arc::clone(&engine), config, wait(stopped)).await;
+        http_server.await??;
         anyhow::Ok(())
     })?;
     tracing::info!("stopping: closing connections and syncing journals");

@@ -218,17 +218,17 @@ fn start_server(data: &Path, origin_host: &str) -> (std::process::Child, String)
 }
 
 fn start_server_with(data: &Path, origin_host: &str, extra: &[&str]) -> (std::process::Child, String) {
+    let (child, diameter, _) = start_servers(data, origin_host, extra);
+    (child, diameter)
+}
+
+/// Starts `tollgate serve` with both front-ends on free loopback ports; returns the child
+/// and the Diameter and Nchf addresses.
+fn start_servers(data: &Path, origin_host: &str, extra: &[&str]) -> (std::process::Child, String, String) {
     use std::io::{BufRead, BufReader};
     let mut child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
-        .args([
-            "serve",
-            "--diameter-listen",
-            "127.0.0.1:0",
-            "--origin-realm",
-            "test.realm",
-            "--origin-host",
-            origin_host,
-        ])
+        .args(["serve", "--diameter-listen", "127.0.0.1:0", "--nchf-listen", "127.0.0.1:0"])
+        .args(["--origin-realm", "test.realm", "--origin-host", origin_host])
         .args(extra)
         .arg("--data-dir")
         .arg(data)
@@ -238,14 +238,21 @@ fn start_server_with(data: &Path, origin_host: &str, extra: &[&str]) -> (std::pr
         .expect("serve starts");
     let mut log = BufReader::new(child.stderr.take().expect("stderr"));
     let mut line = String::new();
+    let (mut diameter, mut nchf) = (None, None);
     while log.read_line(&mut line).unwrap_or(0) > 0 {
-        if let Some(at) = line.find("listen=") {
-            let address = line[at + 7..].split_whitespace().next().map(str::to_owned).expect("address");
-            // Keep draining the log so the server never blocks on a full pipe.
-            std::thread::spawn(move || for _ in log.lines() {});
-            return (child, address);
+        let address = line.find("listen=").and_then(|at| line[at + 7..].split_whitespace().next().map(str::to_owned));
+        if line.contains("diameter server listening") {
+            diameter = address;
+        } else if line.contains("nchf server listening") {
+            nchf = address;
         }
         line.clear();
+        if let (Some(diameter), Some(nchf)) = (&diameter, &nchf) {
+            let (diameter, nchf) = (diameter.clone(), nchf.clone());
+            // Keep draining the log so the server never blocks on a full pipe.
+            std::thread::spawn(move || for _ in log.lines() {});
+            return (child, diameter, nchf);
+        }
     }
     let _ = child.kill();
     let _ = child.wait();
@@ -417,5 +424,105 @@ fn interop_erlang_diameter() {
     let shown = tollgate(&["balance", "show", "--account", "103", "--data-dir", data_dir], "");
     let view: Value = serde_json::from_slice(&shown.stdout).expect("balance json");
     assert_eq!(view["body"]["balance"], "0.85", "1 MB + 0.5 MB of video charged once");
+    std::fs::remove_dir_all(dir).ok();
+}
+
+/// A raw HTTP/1.1 exchange (Connection: close): status, headers, body.
+fn http(address: &str, method: &str, path: &str, body: &str) -> (u16, String, String) {
+    use std::io::Read;
+    let mut stream = std::net::TcpStream::connect(address).expect("connect");
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(10))).expect("timeout");
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).expect("send");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("read");
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    (status, head.to_owned(), body.to_owned())
+}
+
+fn charging_data(sequence: u32, requested: Option<u64>, used: Option<u64>) -> String {
+    let mut usage = serde_json::json!({"ratingGroup": 30});
+    if let Some(units) = requested {
+        usage["requestedUnit"] = serde_json::json!({"totalVolume": units});
+    }
+    if let Some(units) = used {
+        usage["usedUnitContainer"] = serde_json::json!([{"localSequenceNumber": 1, "totalVolume": units}]);
+    }
+    serde_json::json!({
+        "subscriberIdentifier": "msisdn-4917000000001",
+        "nfConsumerIdentification": {"nodeFunctionality": "SMF", "nFName": "1b9e6c52-2a3f-4f8e-9c1d-0a8b7e6f5d4c"},
+        "invocationTimeStamp": "2026-11-23T10:00:00Z",
+        "invocationSequenceNumber": sequence,
+        "multipleUnitUsage": [usage]
+    })
+    .to_string()
+}
+
+#[test]
+fn nchf_converged_charging_session_over_http() {
+    let dir = scratch("nchf");
+    let (child, _, address) = start_servers(&dir.join("data"), "ocs.nchf.test", &["--demo-subscribers", "1"]);
+    let base = "/nchf-convergedcharging/v3/chargingdata";
+    let (status, head, body) = http(&address, "POST", base, &charging_data(0, Some(1 << 20), None));
+    assert_eq!(status, 201, "{head}{body}");
+    let location = head
+        .lines()
+        .find_map(|l| l.strip_prefix("location: ").or_else(|| l.strip_prefix("Location: ")))
+        .expect("Location header")
+        .trim()
+        .to_owned();
+    let reference = location.rsplit('/').next().expect("reference").to_owned();
+    let created: Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(created["multipleUnitInformation"][0]["grantedUnit"]["totalVolume"], 1 << 20);
+    assert_eq!(created["multipleUnitInformation"][0]["resultCode"], "SUCCESS");
+    let update = charging_data(1, Some(1 << 20), Some(1 << 20));
+    let (status, _, first) = http(&address, "POST", &format!("{base}/{reference}/update"), &update);
+    assert_eq!(status, 200, "{first}");
+    // A retransmitted update is answered the same and not charged twice.
+    let (status, _, again) = http(&address, "POST", &format!("{base}/{reference}/update"), &update);
+    assert_eq!((status, again), (200, first));
+    let (status, _, body) =
+        http(&address, "POST", &format!("{base}/{reference}/release"), &charging_data(2, None, Some(1 << 19)));
+    assert_eq!((status, body.as_str()), (204, ""));
+    let (status, head, body) = http(&address, "POST", &format!("{base}/nonsense-0123456789abcdef/update"), &update);
+    assert_eq!(status, 404, "{head}{body}");
+    assert!(head.to_ascii_lowercase().contains("application/problem+json"));
+    let (status, _, body) = http(&address, "POST", base, r#"{"invocationSequenceNumber": "x"}"#);
+    assert_eq!(status, 400);
+    let problem: Value = serde_json::from_str(&body).expect("problem json");
+    assert_eq!(problem["cause"], "INVALID_MSG_FORMAT");
+    stop_server(child);
+    // Demo subscriber 1 starts with 20.00; 1 MB + 0.5 MB of video at 0.10/MB.
+    let data = dir.join("data");
+    let shown = tollgate(&["balance", "show", "--account", "1", "--data-dir", data.to_str().expect("path")], "");
+    let view: Value = serde_json::from_slice(&shown.stdout).expect("balance json");
+    assert_eq!(view["body"]["balance"], "19.85");
+    std::fs::remove_dir_all(dir).ok();
+}
+
+/// schemathesis (PyPI) fuzzes the Nchf server with the 3GPP OpenAPI files in ../shared.
+#[test]
+fn schemathesis_nchf_against_the_3gpp_spec() {
+    let spec =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/specs/nchf-rel17/TS32291_Nchf_ConvergedCharging.yaml");
+    assert!(spec.exists(), "the 3GPP Nchf OpenAPI files are expected at {}", spec.display());
+    let available = Command::new("st").arg("--version").output().is_ok_and(|o| o.status.success());
+    assert!(available, "schemathesis is missing: scripts/install-test-deps installs it");
+    let dir = scratch("schemathesis");
+    let (child, _, address) = start_servers(&dir.join("data"), "ocs.st.test", &["--demo-subscribers", "10"]);
+    let output = Command::new("st")
+        .arg("run")
+        .arg(&spec)
+        .args(["--url", &format!("http://{address}/nchf-convergedcharging/v3")])
+        .args(["--phases", "coverage,fuzzing", "--max-examples", "50", "--seed", "20261123", "--no-color"])
+        .output()
+        .expect("schemathesis runs");
+    stop_server(child);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
     std::fs::remove_dir_all(dir).ok();
 }

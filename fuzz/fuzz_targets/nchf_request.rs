@@ -1,0 +1,28 @@
+//! Any body posted to the Nchf server is validated against the 3GPP schema and read into
+//! a request or refused with a response, never a panic; what is read maps onto engine
+//! unit requests and a reference that names its subscriber.
+#![no_main]
+
+use std::sync::OnceLock;
+
+use axum::http::{header, HeaderMap, HeaderValue};
+use libfuzzer_sys::fuzz_target;
+use tollgate_oss_adapters::nchf::server::{identity, reference_of, subscriber_of, unit_requests, RequestReader};
+
+fn reader() -> &'static RequestReader {
+    static READER: OnceLock<RequestReader> = OnceLock::new();
+    READER.get_or_init(|| RequestReader::new().expect("the bundled schema compiles"))
+}
+
+fuzz_target!(|data: &[u8]| {
+    let mut headers = HeaderMap::new();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    if let Ok(request) = reader().read(&headers, data) {
+        let _ = unit_requests(&request, true);
+        if let Some(subscriber) = &request.subscriber_identifier {
+            let _ = identity(subscriber);
+            let reference = reference_of(&request, subscriber);
+            assert_eq!(subscriber_of(&reference).as_deref(), Some(subscriber.as_str()));
+        }
+    }
+});

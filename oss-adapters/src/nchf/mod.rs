@@ -1,0 +1,8 @@
+//! 5G CHF converged charging: `Nchf_ConvergedCharging` v3 (3GPP TS 32.291 Release 17),
+//! JSON over HTTP/2 (and HTTP/1.1). Create / update / release of charging data map onto
+//! the engine's session API; a request is validated against the specification's own
+//! schema (bundled from the OpenAPI files by `scripts/bundle-nchf-schema.py`) before it is
+//! read, and errors are ProblemDetails.
+
+pub mod model;
+pub mod server;

@@ -1,0 +1,487 @@
+//! The Nchf_ConvergedCharging v3 HTTP server (axum; HTTP/1.1 and HTTP/2 cleartext).
+//!
+//! - `POST {apiRoot}/nchf-convergedcharging/v3/chargingdata` → 201 with `Location`: opens a
+//!   charging session (or, with `oneTimeEvent`, debits an event at once).
+//! - `POST …/chargingdata/{ChargingDataRef}/update` → 200: reports usage, reserves more.
+//! - `POST …/chargingdata/{ChargingDataRef}/release` → 204: final usage, releases the rest.
+//!
+//! The ChargingDataRef encodes the subscriber and a digest of the creating request, so it
+//! survives restarts without a table and a retransmitted create gets the same reference.
+//! Every request carries its own exactly-once key: the reference plus
+//! `invocationSequenceNumber`, so a retransmission is answered without a second charge.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::Router;
+use tokio::sync::oneshot;
+use tollgate_engine::{
+    Answer, Body, Engine, Identity, Operation, Outcome, Request, ServiceRef, SessionStep, Target, UnitRequest, Usage,
+};
+
+use super::model::{
+    ChargingDataRequest, ChargingDataResponse, FinalUnitIndication, InvalidParam, MultipleUnitInformation,
+    ProblemDetails, UnitField, Units,
+};
+
+/// The bundled schema of ChargingDataRequest (see `scripts/bundle-nchf-schema.py`).
+const REQUEST_SCHEMA: &str = include_str!("charging_data_request.schema.json");
+/// Largest request body accepted (413 past it).
+pub const MAX_BODY_BYTES: usize = 256 * 1024;
+/// Most multipleUnitUsage entries in one request.
+pub const MAX_UNIT_USAGES: usize = 64;
+const BASE: &str = "/nchf-convergedcharging/v3";
+
+pub struct NchfState {
+    engine: Arc<Engine>,
+    reader: RequestReader,
+    /// `apiRoot` used in `Location` headers, e.g. `http://chf.example:8080`.
+    api_root: String,
+}
+
+/// Checks request bodies against the bundled ChargingDataRequest schema and reads them.
+pub struct RequestReader {
+    validator: jsonschema::Validator,
+}
+
+impl std::fmt::Debug for RequestReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RequestReader")
+    }
+}
+
+impl RequestReader {
+    /// Compiles the bundled schema; fails only on a build defect.
+    pub fn new() -> Result<RequestReader, String> {
+        let schema: serde_json::Value = serde_json::from_str(REQUEST_SCHEMA).map_err(|e| e.to_string())?;
+        let validator = jsonschema::options()
+            .with_draft(jsonschema::Draft::Draft7)
+            .should_validate_formats(true)
+            .build(&schema)
+            .map_err(|e| e.to_string())?;
+        Ok(RequestReader { validator })
+    }
+
+    /// Parses and validates a request body; the error is the response to send.
+    pub fn read(&self, headers: &HeaderMap, body: &[u8]) -> Result<ChargingDataRequest, Problem> {
+        read_request(&self.validator, headers, body)
+    }
+}
+
+impl std::fmt::Debug for NchfState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NchfState").field("api_root", &self.api_root).finish()
+    }
+}
+
+/// Builds the router. Fails only if the bundled schema does not compile (a build defect).
+pub fn router(engine: Arc<Engine>, api_root: String) -> Result<Router, String> {
+    let state = Arc::new(NchfState { engine, reader: RequestReader::new()?, api_root });
+    Ok(Router::new()
+        .route(&format!("{BASE}/chargingdata"), post(create))
+        .route(&format!("{BASE}/chargingdata/{{reference}}/update"), post(update))
+        .route(&format!("{BASE}/chargingdata/{{reference}}/release"), post(release))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state))
+}
+
+/// An error answer: sent as `application/problem+json` ProblemDetails.
+#[derive(Debug)]
+pub struct Problem(Box<(StatusCode, ProblemDetails)>);
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let (status, body) = *self.0;
+        let json = serde_json::to_vec(&body).unwrap_or_default();
+        (status, [(header::CONTENT_TYPE, "application/problem+json")], json).into_response()
+    }
+}
+
+fn problem(status: StatusCode, cause: &'static str, detail: impl Into<String>, invalid: Vec<InvalidParam>) -> Problem {
+    let body = ProblemDetails {
+        title: status.canonical_reason().unwrap_or("error").to_owned(),
+        status: status.as_u16(),
+        detail: detail.into(),
+        cause,
+        invalid_params: invalid,
+    };
+    Problem(Box::new((status, body)))
+}
+
+async fn not_found() -> Problem {
+    problem(StatusCode::NOT_FOUND, "RESOURCE_URI_STRUCTURE_NOT_FOUND", "no such resource", Vec::new())
+}
+
+/// Parses and validates a request body against the specification's schema.
+fn read_request(
+    validator: &jsonschema::Validator,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<ChargingDataRequest, Problem> {
+    let json_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(';').next().is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json")));
+    if !json_type {
+        return Err(problem(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "INVALID_MSG_FORMAT",
+            "the body must be application/json",
+            Vec::new(),
+        ));
+    }
+    let value: serde_json::Value = serde_json::from_slice(body).map_err(|err| {
+        problem(StatusCode::BAD_REQUEST, "INVALID_MSG_FORMAT", format!("not JSON: {err}"), Vec::new())
+    })?;
+    let invalid: Vec<InvalidParam> = validator
+        .iter_errors(&value)
+        .take(8)
+        .map(|err| {
+            let path = err.instance_path().to_string();
+            InvalidParam { param: if path.is_empty() { "/".to_owned() } else { path }, reason: err.to_string() }
+        })
+        .collect();
+    if !invalid.is_empty() {
+        return Err(problem(
+            StatusCode::BAD_REQUEST,
+            "INVALID_MSG_FORMAT",
+            "the request does not match ChargingDataRequest",
+            invalid,
+        ));
+    }
+    let request: ChargingDataRequest = serde_json::from_value(value).map_err(|err| {
+        problem(StatusCode::BAD_REQUEST, "INVALID_MSG_FORMAT", format!("ChargingDataRequest: {err}"), Vec::new())
+    })?;
+    if request.multiple_unit_usage.len() > MAX_UNIT_USAGES {
+        let param = InvalidParam {
+            param: "/multipleUnitUsage".to_owned(),
+            reason: format!("more than {MAX_UNIT_USAGES} entries"),
+        };
+        return Err(problem(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "INSUFFICIENT_RESOURCES",
+            "too many unit usages",
+            vec![param],
+        ));
+    }
+    Ok(request)
+}
+
+/// `imsi-…`, `msisdn-…`, `nai-…` (SUPI / GPSI forms) to an engine identity.
+pub fn identity(subscriber: &str) -> Option<Identity> {
+    let (kind, value) = subscriber.split_once('-')?;
+    match kind {
+        "imsi" if value.bytes().all(|b| b.is_ascii_digit()) && !value.is_empty() => {
+            Some(Identity::Imsi(value.to_owned()))
+        }
+        "msisdn" if value.bytes().all(|b| b.is_ascii_digit()) && !value.is_empty() => {
+            Some(Identity::Msisdn(value.to_owned()))
+        }
+        "nai" if value.contains('@') => Some(Identity::Nai(value.to_owned())),
+        _ => None,
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(text: &str) -> Option<String> {
+    if !text.len().is_multiple_of(2) || text.len() > 512 {
+        return None;
+    }
+    let bytes: Option<Vec<u8>> =
+        (0..text.len()).step_by(2).map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok()).collect();
+    String::from_utf8(bytes?).ok()
+}
+
+/// FNV-1a, 64 bits: a stable digest for references (not a security boundary: a reference
+/// only names a session of the subscriber it encodes).
+fn digest(parts: &[&[u8]]) -> u64 {
+    let mut hash = 0xcbf2_9ce4_8422_2325u64;
+    for part in parts {
+        for byte in part.iter().chain(&[0xff]) {
+            hash ^= u64::from(*byte);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    hash
+}
+
+pub fn reference_of(request: &ChargingDataRequest, subscriber: &str) -> String {
+    let consumer = request.nf_consumer_identification.to_string();
+    let hash = digest(&[
+        consumer.as_bytes(),
+        subscriber.as_bytes(),
+        request.invocation_time_stamp.as_bytes(),
+        &request.invocation_sequence_number.to_be_bytes(),
+    ]);
+    format!("{}-{hash:016x}", hex(subscriber.as_bytes()))
+}
+
+/// The subscriber a reference names, if it is one of ours.
+pub fn subscriber_of(reference: &str) -> Option<String> {
+    let (encoded, hash) = reference.rsplit_once('-')?;
+    (hash.len() == 16 && hash.bytes().all(|b| b.is_ascii_hexdigit())).then_some(())?;
+    unhex(encoded)
+}
+
+pub fn unit_requests(request: &ChargingDataRequest, with_requested: bool) -> Vec<(UnitRequest, UnitField)> {
+    request
+        .multiple_unit_usage
+        .iter()
+        .map(|usage| {
+            let requested = usage.requested_unit.as_ref().and_then(|u| u.quantity());
+            let mut used: Option<(u64, UnitField)> = None;
+            for container in &usage.used_unit_container {
+                if let Some((units, field)) = container.quantity() {
+                    used = Some((used.map_or(0, |(total, _)| total).saturating_add(units), field));
+                }
+            }
+            let field = requested.or(used).map_or(UnitField::Volume, |(_, field)| field);
+            let requested_units = match (with_requested, &usage.requested_unit, requested) {
+                (false, _, _) => None,
+                (true, Some(_), Some((units, _))) => Some(units),
+                // requestedUnit present but empty: the default quota.
+                (true, Some(_), None) => None,
+                (true, None, _) => Some(0),
+            };
+            (
+                UnitRequest {
+                    rating_group: usage.rating_group,
+                    service: None,
+                    requested_units,
+                    used_units: used.map(|(units, _)| units),
+                    destination: None,
+                },
+                field,
+            )
+        })
+        .collect()
+}
+
+async fn ask(engine: &Engine, request: Request) -> Result<Answer, Problem> {
+    let (reply, answered) = oneshot::channel();
+    engine.submit(request, Box::new(move |answer| drop(reply.send(answer))));
+    match answered.await {
+        Ok(Ok(answer)) => Ok(answer),
+        _ => Err(problem(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "SYSTEM_FAILURE",
+            "the charging engine is unavailable",
+            Vec::new(),
+        )),
+    }
+}
+
+fn result_code(outcome: &Outcome) -> &'static str {
+    match outcome {
+        Outcome::Success => "SUCCESS",
+        Outcome::CreditLimitReached => "QUOTA_LIMIT_REACHED",
+        Outcome::UnknownSubscriber | Outcome::UnknownAccount => "USER_UNKNOWN",
+        Outcome::RatingFailed(_) => "RATING_FAILED",
+        _ => "END_USER_SERVICE_DENIED",
+    }
+}
+
+/// Maps an engine answer onto a ChargingDataResponse, or an error response.
+fn respond(
+    request: &ChargingDataRequest,
+    units: &[(UnitRequest, UnitField)],
+    answer: &Answer,
+) -> Result<ChargingDataResponse, Problem> {
+    match &answer.outcome {
+        Outcome::UnknownSubscriber | Outcome::UnknownAccount => {
+            return Err(problem(StatusCode::NOT_FOUND, "USER_UNKNOWN", "no such subscriber", Vec::new()));
+        }
+        Outcome::UnknownSession => {
+            return Err(problem(StatusCode::NOT_FOUND, "RESOURCE_NOT_FOUND", "no such charging data", Vec::new()));
+        }
+        Outcome::Invalid(reason) => {
+            return Err(problem(StatusCode::FORBIDDEN, "CHARGING_FAILED", reason.clone(), Vec::new()));
+        }
+        _ => {}
+    }
+    let multiple_unit_information = match &answer.body {
+        Body::Session { grants } => grants
+            .iter()
+            .zip(units)
+            .map(|(grant, (_, field))| MultipleUnitInformation {
+                result_code: result_code(&grant.outcome),
+                rating_group: grant.rating_group,
+                granted_unit: (grant.granted_units > 0).then(|| Units::of(*field, grant.granted_units)),
+                validity_time: (grant.granted_units > 0).then_some(grant.validity_seconds),
+                final_unit_indication: grant
+                    .final_unit
+                    .then_some(FinalUnitIndication { final_unit_action: "TERMINATE" }),
+            })
+            .collect(),
+        Body::Charged(charged) => units
+            .iter()
+            .map(|(unit, field)| MultipleUnitInformation {
+                result_code: result_code(&answer.outcome),
+                rating_group: unit.rating_group,
+                granted_unit: Some(Units::of(*field, charged.charged_units)),
+                validity_time: None,
+                final_unit_indication: None,
+            })
+            .collect(),
+        _ => units
+            .iter()
+            .map(|(unit, _)| MultipleUnitInformation {
+                result_code: result_code(&answer.outcome),
+                rating_group: unit.rating_group,
+                granted_unit: None,
+                validity_time: None,
+                final_unit_indication: None,
+            })
+            .collect(),
+    };
+    Ok(ChargingDataResponse {
+        invocation_time_stamp: request.invocation_time_stamp.clone(),
+        invocation_sequence_number: request.invocation_sequence_number,
+        multiple_unit_information,
+    })
+}
+
+fn json(status: StatusCode, body: &ChargingDataResponse, location: Option<String>) -> Response {
+    let bytes = serde_json::to_vec(body).unwrap_or_default();
+    let mut response = (status, [(header::CONTENT_TYPE, "application/json")], bytes).into_response();
+    if let Some(location) = location.and_then(|l| l.parse().ok()) {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    response
+}
+
+async fn create(State(state): State<Arc<NchfState>>, headers: HeaderMap, body: Bytes) -> Result<Response, Problem> {
+    let request = state.reader.read(&headers, &body)?;
+    // A well-formed request the CHF cannot charge is refused with 403 (TS 32.291 §6.1.7.3),
+    // not 400: nothing in it violates the schema.
+    let Some(subscriber) = request.subscriber_identifier.clone() else {
+        return Err(problem(
+            StatusCode::FORBIDDEN,
+            "CHARGING_NOT_APPLICABLE",
+            "no subscriberIdentifier to charge",
+            Vec::new(),
+        ));
+    };
+    let Some(identity) = identity(&subscriber) else {
+        return Err(problem(
+            StatusCode::NOT_FOUND,
+            "USER_UNKNOWN",
+            "subscriberIdentifier is not imsi-, msisdn- or nai-",
+            Vec::new(),
+        ));
+    };
+    let reference = reference_of(&request, &subscriber);
+    let units = unit_requests(&request, true);
+    let key = Some(format!("nchf;{reference};{}", request.invocation_sequence_number));
+    let operation = if request.one_time_event {
+        let Some((unit, _)) = units.first() else {
+            return Err(problem(
+                StatusCode::FORBIDDEN,
+                "CHARGING_NOT_APPLICABLE",
+                "a one-time event without a unit usage",
+                Vec::new(),
+            ));
+        };
+        let quantity = unit.requested_units.filter(|u| *u > 0).or(unit.used_units).unwrap_or(1);
+        let usage = Usage {
+            service: ServiceRef::RatingGroup(unit.rating_group),
+            rating_group: Some(unit.rating_group),
+            destination: None,
+            start_utc_seconds: state.engine.now(),
+            units: quantity,
+        };
+        Operation::DirectDebit { usage }
+    } else {
+        let units = units.iter().map(|(u, _)| u.clone()).collect();
+        Operation::Session { session: reference.clone(), step: SessionStep::Initial, units }
+    };
+    let answer = ask(&state.engine, Request { key, target: Target::Subscriber(identity), operation }).await?;
+    let body = respond(&request, &units, &answer)?;
+    let location = format!("{}{BASE}/chargingdata/{reference}", state.api_root);
+    Ok(json(StatusCode::CREATED, &body, Some(location)))
+}
+
+async fn session_step(
+    state: &NchfState,
+    reference: &str,
+    headers: &HeaderMap,
+    body: &Bytes,
+    step: SessionStep,
+) -> Result<ChargingDataResponse, Problem> {
+    let Some(identity) = subscriber_of(reference).as_deref().and_then(identity) else {
+        return Err(problem(StatusCode::NOT_FOUND, "RESOURCE_NOT_FOUND", "no such charging data", Vec::new()));
+    };
+    let request = state.reader.read(headers, body)?;
+    let units = unit_requests(&request, step != SessionStep::Termination);
+    let key = Some(format!("nchf;{reference};{}", request.invocation_sequence_number));
+    let operation = Operation::Session {
+        session: reference.to_owned(),
+        step,
+        units: units.iter().map(|(u, _)| u.clone()).collect(),
+    };
+    let answer = ask(&state.engine, Request { key, target: Target::Subscriber(identity), operation }).await?;
+    respond(&request, &units, &answer)
+}
+
+async fn update(
+    State(state): State<Arc<NchfState>>,
+    Path(reference): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, Problem> {
+    let answer = session_step(&state, &reference, &headers, &body, SessionStep::Update).await?;
+    Ok(json(StatusCode::OK, &answer, None))
+}
+
+async fn release(
+    State(state): State<Arc<NchfState>>,
+    Path(reference): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<StatusCode, Problem> {
+    session_step(&state, &reference, &headers, &body, SessionStep::Termination).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Serves the router on `listener` until `shutdown` completes (HTTP/1.1 and h2c).
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router).with_graceful_shutdown(shutdown).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn references_round_trip_the_subscriber() {
+        let request: ChargingDataRequest = serde_json::from_value(serde_json::json!({
+            "nfConsumerIdentification": {"nodeFunctionality": "SMF"},
+            "invocationTimeStamp": "2026-03-02T10:00:00Z",
+            "invocationSequenceNumber": 0,
+            "subscriberIdentifier": "imsi-001010000000001"
+        }))
+        .expect("request");
+        let reference = reference_of(&request, "imsi-001010000000001");
+        assert_eq!(subscriber_of(&reference).as_deref(), Some("imsi-001010000000001"));
+        assert_eq!(reference, reference_of(&request, "imsi-001010000000001"), "stable for retransmissions");
+        assert_eq!(subscriber_of("zz-0123456789abcdef"), None);
+        assert_eq!(subscriber_of("616263"), None);
+    }
+
+    #[test]
+    fn the_bundled_schema_compiles() {
+        assert!(RequestReader::new().is_ok());
+    }
+}
