@@ -4,4 +4,5 @@
 #![forbid(unsafe_code)]
 
 pub mod diameter;
+pub mod grpc;
 pub mod nchf;

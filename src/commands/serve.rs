@@ -34,6 +34,13 @@ pub(crate) struct ServeArgs {
     /// apiRoot for Location headers (default: http:// and the listening address).
     #[arg(long)]
     nchf_api_root: Option<String>,
+    /// Where the gRPC API (tollgate.v1.Charging) listens.
+    #[arg(long, default_value = "127.0.0.1:50051")]
+    grpc_listen: SocketAddr,
+    /// File holding the gRPC bearer token; created with a random token (mode 0600) when
+    /// missing. Default: DATA_DIR/grpc.token.
+    #[arg(long)]
+    grpc_token_file: Option<std::path::PathBuf>,
     /// Create demo subscribers 1..=N (MSISDN 49170NNNNNNNN, as `tollgate demo` does) if
     /// they do not exist yet: a ready target for `tollgate load diameter`.
     #[arg(long, default_value_t = 0)]
@@ -82,9 +89,14 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         let wait = |mut receiver: tokio::sync::watch::Receiver<bool>| async move {
             let _ = receiver.wait_for(|stopped| *stopped).await;
         };
+        let token = grpc_token(args.grpc_token_file.clone().unwrap_or_else(|| args.engine.data_dir.join("grpc.token")))?;
+        let grpc = tokio::net::TcpListener::bind(args.grpc_listen).await?;
+        tracing::info!(listen = %grpc.local_addr()?, "grpc server listening");
+        let grpc_server = tokio::spawn(tollgate_oss_adapters::grpc::server::serve(grpc, Arc::clone(&engine), token, wait(stopped.clone())));
         let http_server = tokio::spawn(nchf::server::serve(http, router, wait(stopped.clone())));
         serve(listener, Arc::clone(&engine), config, wait(stopped)).await;
         http_server.await??;
+        grpc_server.await??;
         anyhow::Ok(())
     })?;
     tracing::info!("stopping: closing connections and syncing journals");
@@ -95,4 +107,28 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         Err(engine) => drop(engine),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Reads the gRPC bearer token, creating a random one (readable by the owner only) when
+/// the file does not exist. The token itself is never logged.
+fn grpc_token(path: std::path::PathBuf) -> anyhow::Result<Arc<str>> {
+    use std::io::{Read, Write};
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Ok(mut file) = std::fs::File::open(&path) {
+        let mut token = String::new();
+        file.read_to_string(&mut token)?;
+        let token = token.trim().to_owned();
+        anyhow::ensure!(token.len() >= 16, "{}: the gRPC token must be at least 16 characters", path.display());
+        return Ok(Arc::from(token));
+    }
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    let mut random = [0u8; 32];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut random)?;
+    let token: String = random.iter().map(|b| format!("{b:02x}")).collect();
+    let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path)?;
+    file.write_all(token.as_bytes())?;
+    tracing::info!(path = %path.display(), "created a gRPC bearer token");
+    Ok(Arc::from(token))
 }

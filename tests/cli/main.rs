@@ -227,7 +227,15 @@ fn start_server_with(data: &Path, origin_host: &str, extra: &[&str]) -> (std::pr
 fn start_servers(data: &Path, origin_host: &str, extra: &[&str]) -> (std::process::Child, String, String) {
     use std::io::{BufRead, BufReader};
     let mut child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
-        .args(["serve", "--diameter-listen", "127.0.0.1:0", "--nchf-listen", "127.0.0.1:0"])
+        .args([
+            "serve",
+            "--diameter-listen",
+            "127.0.0.1:0",
+            "--nchf-listen",
+            "127.0.0.1:0",
+            "--grpc-listen",
+            "127.0.0.1:0",
+        ])
         .args(["--origin-realm", "test.realm", "--origin-host", origin_host])
         .args(extra)
         .arg("--data-dir")
@@ -264,6 +272,21 @@ fn stop_server(mut child: std::process::Child) {
     assert!(status.success());
     let exit = child.wait().expect("serve exits");
     assert!(exit.success(), "clean shutdown on SIGTERM: {exit:?}");
+}
+
+#[test]
+fn serve_creates_a_private_grpc_token() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = scratch("grpc-token");
+    let data = dir.join("data");
+    let (child, _, _) = start_servers(&data, "ocs.token.test", &[]);
+    stop_server(child);
+    let token_file = data.join("grpc.token");
+    let token = std::fs::read_to_string(&token_file).expect("token file");
+    assert!(token.len() >= 32, "a long random token");
+    let mode = std::fs::metadata(&token_file).expect("metadata").permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "readable by the owner only");
+    std::fs::remove_dir_all(dir).ok();
 }
 
 #[test]
