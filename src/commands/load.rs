@@ -24,6 +24,51 @@ use tollgate_oss_adapters::diameter::{Avp, Frame, Message};
 pub(crate) enum LoadCommand {
     /// Diameter Gy credit-control sessions.
     Diameter(DiameterLoad),
+    /// Nchf_ConvergedCharging sessions over HTTP/2 (create, updates, release).
+    Nchf(NchfLoad),
+    /// gRPC debits (tollgate.v1.Charging/Debit).
+    Grpc(GrpcLoad),
+}
+
+#[derive(Debug, Clone, Args)]
+pub(crate) struct NchfLoad {
+    /// The server to drive (loopback only).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    target: SocketAddr,
+    /// HTTP/2 connections.
+    #[arg(long, default_value_t = 2)]
+    connections: usize,
+    #[arg(long, default_value_t = 256)]
+    sessions: usize,
+    #[arg(long, default_value_t = 10_000)]
+    subscribers: u64,
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    #[arg(long, default_value_t = 10_000_000)]
+    requests: u64,
+    #[arg(long, default_value_t = 2)]
+    updates: u32,
+}
+
+#[derive(Debug, Clone, Args)]
+pub(crate) struct GrpcLoad {
+    /// The server to drive (loopback only).
+    #[arg(long, default_value = "127.0.0.1:50051")]
+    target: SocketAddr,
+    /// File holding the bearer token (as `tollgate serve` writes it).
+    #[arg(long, default_value = "tollgate-data/grpc.token")]
+    token_file: std::path::PathBuf,
+    #[arg(long, default_value_t = 2)]
+    connections: usize,
+    /// Concurrent callers.
+    #[arg(long, default_value_t = 256)]
+    sessions: usize,
+    #[arg(long, default_value_t = 10_000)]
+    subscribers: u64,
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    #[arg(long, default_value_t = 10_000_000)]
+    requests: u64,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -182,7 +227,233 @@ struct Tally {
 }
 
 pub(crate) fn run(command: LoadCommand) -> anyhow::Result<ExitCode> {
-    let LoadCommand::Diameter(args) = command;
+    match command {
+        LoadCommand::Diameter(args) => diameter(args),
+        LoadCommand::Nchf(args) => nchf(args),
+        LoadCommand::Grpc(args) => grpc(args),
+    }
+}
+
+fn loopback(target: SocketAddr) -> anyhow::Result<()> {
+    if !target.ip().is_loopback() {
+        bail!("--target must be a loopback address: the load generator only drives this machine");
+    }
+    Ok(())
+}
+
+fn histogram() -> Histogram<u64> {
+    // 1 µs to 60 s at 3 significant digits: valid bounds, so this cannot fail.
+    Histogram::new_with_bounds(1, 60_000_000, 3)
+        .unwrap_or_else(|_| Histogram::new(3).unwrap_or_else(|_| unreachable!()))
+}
+
+/// Takes one request from the shared budget; false when it is spent.
+fn take(budget: &std::sync::atomic::AtomicU64) -> bool {
+    budget
+        .fetch_update(std::sync::atomic::Ordering::Relaxed, std::sync::atomic::Ordering::Relaxed, |b| b.checked_sub(1))
+        .is_ok()
+}
+
+fn report(
+    kind: &str,
+    unit: &str,
+    tallies: Vec<Tally>,
+    elapsed: Duration,
+    connections: usize,
+    sessions: usize,
+) -> ExitCode {
+    let mut latency = histogram();
+    let mut results: BTreeMap<u32, u64> = BTreeMap::new();
+    let mut failures = 0;
+    for tally in tallies {
+        latency.add(&tally.latency).ok();
+        for (code, count) in tally.results {
+            *results.entry(code).or_default() += count;
+        }
+        failures += tally.failures;
+    }
+    let answered: u64 = results.values().sum();
+    println!(
+        "{kind} load: {answered} answers in {elapsed:.2?} over {connections} connections, {sessions} sessions: {} {unit}/s",
+        u128::from(answered) * 1000 / elapsed.as_millis().max(1)
+    );
+    println!(
+        "latency µs: p50 {}  p99 {}  p99.9 {}  max {}",
+        latency.value_at_quantile(0.5),
+        latency.value_at_quantile(0.99),
+        latency.value_at_quantile(0.999),
+        latency.max()
+    );
+    let codes: Vec<String> = results.iter().map(|(code, count)| format!("{code}: {count}")).collect();
+    println!("result codes: {}; transport failures: {failures}", codes.join(", "));
+    if failures == 0 && answered > 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+fn nchf(args: NchfLoad) -> anyhow::Result<ExitCode> {
+    use http_body_util::{BodyExt, Full};
+    loopback(args.target)?;
+    if args.connections == 0 || args.sessions == 0 || args.subscribers == 0 {
+        bail!("--connections, --sessions and --subscribers must be at least 1");
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    runtime.block_on(async move {
+        let mut senders = Vec::new();
+        for _ in 0..args.connections {
+            let stream = tokio::net::TcpStream::connect(args.target).await.with_context(|| format!("connecting to {}", args.target))?;
+            stream.set_nodelay(true)?;
+            let (sender, connection) =
+                hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), hyper_util::rt::TokioIo::new(stream)).await?;
+            tokio::spawn(connection);
+            senders.push(sender);
+        }
+        let deadline = Instant::now() + Duration::from_secs(args.seconds);
+        let budget = Arc::new(std::sync::atomic::AtomicU64::new(args.requests));
+        let started = Instant::now();
+        let authority = args.target.to_string();
+        let mut tasks = Vec::new();
+        for worker in 0..args.sessions {
+            let mut sender = senders[worker % senders.len()].clone();
+            let (budget, args, authority) = (Arc::clone(&budget), args.clone(), authority.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut tally = Tally { latency: histogram(), results: BTreeMap::new(), failures: 0 };
+                let mut round = 0u64;
+                'sessions: while Instant::now() < deadline {
+                    round += 1;
+                    let subscriber = 1 + (worker as u64 * 7919 + round * 104_729) % args.subscribers;
+                    let mut path = "/nchf-convergedcharging/v3/chargingdata".to_owned();
+                    for number in 0..args.updates + 2 {
+                        if !take(&budget) {
+                            break 'sessions;
+                        }
+                        let last = number == args.updates + 1;
+                        let mut usage = serde_json::json!({"ratingGroup": 30});
+                        if !last {
+                            usage["requestedUnit"] = serde_json::json!({"totalVolume": 1 << 20});
+                        }
+                        if number > 0 {
+                            usage["usedUnitContainer"] = serde_json::json!([{"localSequenceNumber": number, "totalVolume": 1 << 19}]);
+                        }
+                        let body = serde_json::json!({
+                            "subscriberIdentifier": format!("msisdn-49170{subscriber:08}"),
+                            "nfConsumerIdentification": {"nodeFunctionality": "SMF", "nFName": format!("load-{worker}")},
+                            "invocationTimeStamp": format!("2026-11-23T10:00:{:02}Z", round % 60),
+                            "invocationSequenceNumber": number,
+                            "multipleUnitUsage": [usage]
+                        });
+                        let uri = match number {
+                            0 => path.clone(),
+                            _ if last => format!("{path}/release"),
+                            _ => format!("{path}/update"),
+                        };
+                        let request = hyper::Request::post(format!("http://{authority}{uri}"))
+                            .header("content-type", "application/json")
+                            .body(Full::new(Bytes::from(body.to_string())));
+                        let Ok(request) = request else { break 'sessions };
+                        let sent = Instant::now();
+                        match sender.send_request(request).await {
+                            Ok(response) => {
+                                let status = response.status().as_u16();
+                                let location = response.headers().get("location").and_then(|v| v.to_str().ok()).map(str::to_owned);
+                                let _ = response.into_body().collect().await;
+                                let _ = tally.latency.record(sent.elapsed().as_micros().max(1) as u64);
+                                *tally.results.entry(u32::from(status)).or_default() += 1;
+                                if number == 0 {
+                                    match location.and_then(|l| l.find("/nchf-").map(|at| l[at..].to_owned())) {
+                                        Some(found) if status == 201 => path = found,
+                                        _ => continue 'sessions,
+                                    }
+                                }
+                            }
+                            Err(_) => {
+                                tally.failures += 1;
+                                break 'sessions;
+                            }
+                        }
+                    }
+                }
+                tally
+            }));
+        }
+        let mut tallies = Vec::new();
+        for task in tasks {
+            tallies.push(task.await?);
+        }
+        anyhow::Ok(report("nchf", "req", tallies, started.elapsed(), args.connections, args.sessions))
+    })
+}
+
+fn grpc(args: GrpcLoad) -> anyhow::Result<ExitCode> {
+    use tollgate_oss_adapters::grpc::proto::{self, charging_client::ChargingClient, subscriber::Id};
+    loopback(args.target)?;
+    if args.connections == 0 || args.sessions == 0 || args.subscribers == 0 {
+        bail!("--connections, --sessions and --subscribers must be at least 1");
+    }
+    let token =
+        std::fs::read_to_string(&args.token_file).with_context(|| format!("reading {}", args.token_file.display()))?;
+    let header: tonic::metadata::MetadataValue<tonic::metadata::Ascii> =
+        format!("Bearer {}", token.trim()).parse().context("the token is not valid header text")?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    runtime.block_on(async move {
+        let mut clients = Vec::new();
+        for _ in 0..args.connections {
+            let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", args.target))?
+                .tcp_nodelay(true)
+                .connect()
+                .await?;
+            clients.push(ChargingClient::new(channel));
+        }
+        let deadline = Instant::now() + Duration::from_secs(args.seconds);
+        let budget = Arc::new(std::sync::atomic::AtomicU64::new(args.requests));
+        let started = Instant::now();
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+        let mut tasks = Vec::new();
+        for worker in 0..args.sessions {
+            let mut client = clients[worker % clients.len()].clone();
+            let (budget, header, subscribers) = (Arc::clone(&budget), header.clone(), args.subscribers);
+            tasks.push(tokio::spawn(async move {
+                let mut tally = Tally { latency: histogram(), results: BTreeMap::new(), failures: 0 };
+                let mut round = 0u64;
+                while Instant::now() < deadline && take(&budget) {
+                    round += 1;
+                    let subscriber = 1 + (worker as u64 * 7919 + round * 104_729) % subscribers;
+                    let usage = proto::UsageRequest {
+                        key: format!("load;{worker};{round};{now}"),
+                        subscriber: Some(proto::Subscriber { id: Some(Id::Msisdn(format!("49170{subscriber:08}"))) }),
+                        service: "sms".into(),
+                        units: 1,
+                        start_utc_seconds: now,
+                        ..Default::default()
+                    };
+                    let mut request = tonic::Request::new(usage);
+                    request.metadata_mut().insert("authorization", header.clone());
+                    let sent = Instant::now();
+                    match client.debit(request).await {
+                        Ok(reply) => {
+                            let _ = tally.latency.record(sent.elapsed().as_micros().max(1) as u64);
+                            *tally.results.entry(reply.into_inner().outcome as u32).or_default() += 1;
+                        }
+                        Err(_) => {
+                            tally.failures += 1;
+                            break;
+                        }
+                    }
+                }
+                tally
+            }));
+        }
+        let mut tallies = Vec::new();
+        for task in tasks {
+            tallies.push(task.await?);
+        }
+        anyhow::Ok(report("grpc", "req", tallies, started.elapsed(), args.connections, args.sessions))
+    })
+}
+
+fn diameter(args: DiameterLoad) -> anyhow::Result<ExitCode> {
     if args.connections == 0 || args.sessions == 0 || args.subscribers == 0 {
         bail!("--connections, --sessions and --subscribers must be at least 1");
     }
