@@ -14,7 +14,7 @@ use anyhow::{bail, Context};
 use bytes::{Bytes, BytesMut};
 use clap::{Args, Subcommand};
 use hdrhistogram::Histogram;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::sync::{mpsc, oneshot};
 use tollgate_oss_adapters::diameter::codec::{frame, FLAG_PROXIABLE, FLAG_REQUEST};
 use tollgate_oss_adapters::diameter::dictionary::code;
@@ -128,19 +128,8 @@ async fn connect(target: SocketAddr, index: usize) -> anyhow::Result<Arc<Connect
     }
     let stream = tokio::net::TcpStream::connect(target).await.with_context(|| format!("connecting to {target}"))?;
     stream.set_nodelay(true)?;
-    let (mut reader, mut writer) = stream.into_split();
-    let (outbox, mut queue) = mpsc::channel::<Bytes>(4096);
-    tokio::spawn(async move {
-        while let Some(first) = queue.recv().await {
-            let mut batch = BytesMut::from(&first[..]);
-            while let Ok(more) = queue.try_recv() {
-                batch.extend_from_slice(&more);
-            }
-            if writer.write_all(&batch).await.is_err() {
-                break;
-            }
-        }
-    });
+    let (mut reader, writer) = stream.into_split();
+    let (outbox, _writer) = tollgate_oss_adapters::diameter::server::spawn_writer(writer, 4096);
     let pending: Pending = Arc::default();
     let dispatch = Arc::clone(&pending);
     tokio::spawn(async move {

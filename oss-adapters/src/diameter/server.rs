@@ -96,21 +96,8 @@ struct Peer {
 async fn connection(stream: TcpStream, remote: SocketAddr, engine: Arc<Engine>, config: Arc<DiameterConfig>) {
     let _ = stream.set_nodelay(true);
     let local = stream.local_addr().unwrap_or(remote);
-    let (mut reader, mut writer) = stream.into_split();
-    let (outbox, mut queue) = mpsc::channel::<Bytes>(1024);
-    let writer_task = tokio::spawn(async move {
-        while let Some(first) = queue.recv().await {
-            // Write everything queued in one go.
-            let mut batch = BytesMut::from(&first[..]);
-            while let Ok(more) = queue.try_recv() {
-                batch.extend_from_slice(&more);
-            }
-            if writer.write_all(&batch).await.is_err() {
-                break;
-            }
-        }
-        let _ = writer.shutdown().await;
-    });
+    let (mut reader, writer) = stream.into_split();
+    let (outbox, writer_task) = spawn_writer(writer, 1024);
     let in_flight = Arc::new(Semaphore::new(config.max_in_flight));
     let mut peer = Peer { engine, config: Arc::clone(&config), local, outbox, in_flight, open: false };
     let mut buffer = BytesMut::with_capacity(64 * 1024);
@@ -147,6 +134,28 @@ async fn connection(stream: TcpStream, remote: SocketAddr, engine: Arc<Engine>, 
     let _ = peer.in_flight.acquire_many(peer.config.max_in_flight as u32).await;
     drop(peer);
     let _ = writer_task.await;
+}
+
+/// Starts the task that writes a connection's outgoing messages, coalescing whatever is
+/// queued into one write; returns the queue and the task (it ends when the queue closes).
+pub fn spawn_writer(
+    mut writer: tokio::net::tcp::OwnedWriteHalf,
+    capacity: usize,
+) -> (mpsc::Sender<Bytes>, tokio::task::JoinHandle<()>) {
+    let (outbox, mut queue) = mpsc::channel::<Bytes>(capacity);
+    let task = tokio::spawn(async move {
+        while let Some(first) = queue.recv().await {
+            let mut batch = BytesMut::from(&first[..]);
+            while let Ok(more) = queue.try_recv() {
+                batch.extend_from_slice(&more);
+            }
+            if writer.write_all(&batch).await.is_err() {
+                break;
+            }
+        }
+        let _ = writer.shutdown().await;
+    });
+    (outbox, task)
 }
 
 /// An answer built from a raw header, for a message that could not be decoded.
