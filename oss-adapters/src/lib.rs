@@ -4,5 +4,8 @@
 #![forbid(unsafe_code)]
 
 pub mod diameter;
+mod error;
 pub mod grpc;
 pub mod nchf;
+
+pub use error::AdapterError;

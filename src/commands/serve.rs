@@ -75,7 +75,7 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         let http = tokio::net::TcpListener::bind(args.nchf_listen).await?;
         let http_address = http.local_addr()?;
         let api_root = args.nchf_api_root.clone().unwrap_or_else(|| format!("http://{http_address}"));
-        let router = nchf::server::router(Arc::clone(&engine), api_root).map_err(anyhow::Error::msg)?;
+        let router = nchf::server::router(Arc::clone(&engine), api_root)?;
         tracing::info!(listen = %http_address, "nchf server listening");
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;

@@ -276,7 +276,7 @@ pub async fn serve(
     engine: Arc<Engine>,
     token: Arc<str>,
     shutdown: impl std::future::Future<Output = ()> + Send,
-) -> Result<(), tonic::transport::Error> {
+) -> Result<(), crate::AdapterError> {
     let service =
         proto::charging_server::ChargingServer::with_interceptor(ChargingService::new(engine), authenticate(token));
     tonic::transport::Server::builder()
@@ -287,4 +287,5 @@ pub async fn serve(
             shutdown,
         )
         .await
+        .map_err(crate::AdapterError::from)
 }

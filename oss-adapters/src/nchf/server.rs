@@ -23,6 +23,8 @@ use tollgate_engine::{
     Answer, Body, Engine, Identity, Operation, Outcome, Request, ServiceRef, SessionStep, Target, UnitRequest, Usage,
 };
 
+use crate::AdapterError;
+
 use super::model::{
     ChargingDataRequest, ChargingDataResponse, FinalUnitIndication, InvalidParam, MultipleUnitInformation,
     ProblemDetails, UnitField, Units,
@@ -56,13 +58,14 @@ impl std::fmt::Debug for RequestReader {
 
 impl RequestReader {
     /// Compiles the bundled schema; fails only on a build defect.
-    pub fn new() -> Result<RequestReader, String> {
-        let schema: serde_json::Value = serde_json::from_str(REQUEST_SCHEMA).map_err(|e| e.to_string())?;
+    pub fn new() -> Result<RequestReader, AdapterError> {
+        let schema: serde_json::Value =
+            serde_json::from_str(REQUEST_SCHEMA).map_err(|e| AdapterError::Schema(e.to_string()))?;
         let validator = jsonschema::options()
             .with_draft(jsonschema::Draft::Draft7)
             .should_validate_formats(true)
             .build(&schema)
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| AdapterError::Schema(e.to_string()))?;
         Ok(RequestReader { validator })
     }
 
@@ -79,7 +82,7 @@ impl std::fmt::Debug for NchfState {
 }
 
 /// Builds the router. Fails only if the bundled schema does not compile (a build defect).
-pub fn router(engine: Arc<Engine>, api_root: String) -> Result<Router, String> {
+pub fn router(engine: Arc<Engine>, api_root: String) -> Result<Router, AdapterError> {
     let state = Arc::new(NchfState { engine, reader: RequestReader::new()?, api_root });
     Ok(Router::new()
         .route(&format!("{BASE}/chargingdata"), post(create))
@@ -456,13 +459,16 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     router: Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
+) -> Result<(), AdapterError> {
     use axum::serve::ListenerExt;
     // Without TCP_NODELAY small answers wait for the peer's delayed ACK (≈ 40 ms).
     let listener = listener.tap_io(|stream| {
         let _ = stream.set_nodelay(true);
     });
-    axum::serve(listener, router).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(|source| AdapterError::Io { what: "nchf server", source })
 }
 
 #[cfg(test)]
