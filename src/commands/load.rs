@@ -30,22 +30,44 @@ pub(crate) enum LoadCommand {
     Grpc(GrpcLoad),
 }
 
+/// How much load, shared by every protocol.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct Shape {
+    /// Connections to open.
+    #[arg(long, default_value_t = 2)]
+    connections: usize,
+    /// Concurrent sessions (or callers) in all.
+    #[arg(long, default_value_t = 256)]
+    sessions: usize,
+    /// Subscribers to spread the sessions over.
+    #[arg(long, default_value_t = 10_000)]
+    subscribers: u64,
+    /// Stop after this many seconds…
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// …or after this many requests, whichever comes first.
+    #[arg(long, default_value_t = 10_000_000)]
+    requests: u64,
+}
+
+impl Shape {
+    fn check(&self, target: SocketAddr) -> anyhow::Result<()> {
+        loopback(target)?;
+        if self.connections == 0 || self.sessions == 0 || self.subscribers == 0 {
+            bail!("--connections, --sessions and --subscribers must be at least 1");
+        }
+        Ok(())
+    }
+}
+
 #[derive(Debug, Clone, Args)]
 pub(crate) struct NchfLoad {
     /// The server to drive (loopback only).
     #[arg(long, default_value = "127.0.0.1:8080")]
     target: SocketAddr,
-    /// HTTP/2 connections.
-    #[arg(long, default_value_t = 2)]
-    connections: usize,
-    #[arg(long, default_value_t = 256)]
-    sessions: usize,
-    #[arg(long, default_value_t = 10_000)]
-    subscribers: u64,
-    #[arg(long, default_value_t = 10)]
-    seconds: u64,
-    #[arg(long, default_value_t = 10_000_000)]
-    requests: u64,
+    #[command(flatten)]
+    shape: Shape,
+    /// Updates per session between its create and release requests.
     #[arg(long, default_value_t = 2)]
     updates: u32,
 }
@@ -58,17 +80,8 @@ pub(crate) struct GrpcLoad {
     /// File holding the bearer token (as `tollgate serve` writes it).
     #[arg(long, default_value = "tollgate-data/grpc.token")]
     token_file: std::path::PathBuf,
-    #[arg(long, default_value_t = 2)]
-    connections: usize,
-    /// Concurrent callers.
-    #[arg(long, default_value_t = 256)]
-    sessions: usize,
-    #[arg(long, default_value_t = 10_000)]
-    subscribers: u64,
-    #[arg(long, default_value_t = 10)]
-    seconds: u64,
-    #[arg(long, default_value_t = 10_000_000)]
-    requests: u64,
+    #[command(flatten)]
+    shape: Shape,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -76,21 +89,8 @@ pub(crate) struct DiameterLoad {
     /// The server to drive (loopback only).
     #[arg(long, default_value = "127.0.0.1:3868")]
     target: SocketAddr,
-    /// TCP connections (peers).
-    #[arg(long, default_value_t = 2)]
-    connections: usize,
-    /// Concurrent sessions in all.
-    #[arg(long, default_value_t = 256)]
-    sessions: usize,
-    /// Subscribers to spread the sessions over.
-    #[arg(long, default_value_t = 10_000)]
-    subscribers: u64,
-    /// Stop after this many seconds…
-    #[arg(long, default_value_t = 10)]
-    seconds: u64,
-    /// …or after this many requests, whichever comes first.
-    #[arg(long, default_value_t = 10_000_000)]
-    requests: u64,
+    #[command(flatten)]
+    shape: Shape,
     /// Updates per session between its initial and termination requests.
     #[arg(long, default_value_t = 2)]
     updates: u32,
@@ -123,9 +123,7 @@ impl Connection {
 }
 
 async fn connect(target: SocketAddr, index: usize) -> anyhow::Result<Arc<Connection>> {
-    if !target.ip().is_loopback() {
-        bail!("--target must be a loopback address: the load generator only drives this machine");
-    }
+    loopback(target)?;
     let stream = tokio::net::TcpStream::connect(target).await.with_context(|| format!("connecting to {target}"))?;
     stream.set_nodelay(true)?;
     let (mut reader, writer) = stream.into_split();
@@ -284,14 +282,11 @@ fn report(
 
 fn nchf(args: NchfLoad) -> anyhow::Result<ExitCode> {
     use http_body_util::{BodyExt, Full};
-    loopback(args.target)?;
-    if args.connections == 0 || args.sessions == 0 || args.subscribers == 0 {
-        bail!("--connections, --sessions and --subscribers must be at least 1");
-    }
+    args.shape.check(args.target)?;
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     runtime.block_on(async move {
         let mut senders = Vec::new();
-        for _ in 0..args.connections {
+        for _ in 0..args.shape.connections {
             let stream = tokio::net::TcpStream::connect(args.target).await.with_context(|| format!("connecting to {}", args.target))?;
             stream.set_nodelay(true)?;
             let (sender, connection) =
@@ -299,12 +294,12 @@ fn nchf(args: NchfLoad) -> anyhow::Result<ExitCode> {
             tokio::spawn(connection);
             senders.push(sender);
         }
-        let deadline = Instant::now() + Duration::from_secs(args.seconds);
-        let budget = Arc::new(std::sync::atomic::AtomicU64::new(args.requests));
+        let deadline = Instant::now() + Duration::from_secs(args.shape.seconds);
+        let budget = Arc::new(std::sync::atomic::AtomicU64::new(args.shape.requests));
         let started = Instant::now();
         let authority = args.target.to_string();
         let mut tasks = Vec::new();
-        for worker in 0..args.sessions {
+        for worker in 0..args.shape.sessions {
             let mut sender = senders[worker % senders.len()].clone();
             let (budget, args, authority) = (Arc::clone(&budget), args.clone(), authority.clone());
             tasks.push(tokio::spawn(async move {
@@ -312,7 +307,7 @@ fn nchf(args: NchfLoad) -> anyhow::Result<ExitCode> {
                 let mut round = 0u64;
                 'sessions: while Instant::now() < deadline {
                     round += 1;
-                    let subscriber = 1 + (worker as u64 * 7919 + round * 104_729) % args.subscribers;
+                    let subscriber = 1 + (worker as u64 * 7919 + round * 104_729) % args.shape.subscribers;
                     let mut path = "/nchf-convergedcharging/v3/chargingdata".to_owned();
                     for number in 0..args.updates + 2 {
                         if !take(&budget) {
@@ -371,16 +366,13 @@ fn nchf(args: NchfLoad) -> anyhow::Result<ExitCode> {
         for task in tasks {
             tallies.push(task.await?);
         }
-        anyhow::Ok(report("nchf", "req", tallies, started.elapsed(), args.connections, args.sessions))
+        anyhow::Ok(report("nchf", "req", tallies, started.elapsed(), args.shape.connections, args.shape.sessions))
     })
 }
 
 fn grpc(args: GrpcLoad) -> anyhow::Result<ExitCode> {
     use tollgate_oss_adapters::grpc::proto::{self, charging_client::ChargingClient, subscriber::Id};
-    loopback(args.target)?;
-    if args.connections == 0 || args.sessions == 0 || args.subscribers == 0 {
-        bail!("--connections, --sessions and --subscribers must be at least 1");
-    }
+    args.shape.check(args.target)?;
     let token =
         std::fs::read_to_string(&args.token_file).with_context(|| format!("reading {}", args.token_file.display()))?;
     let header: tonic::metadata::MetadataValue<tonic::metadata::Ascii> =
@@ -388,21 +380,21 @@ fn grpc(args: GrpcLoad) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     runtime.block_on(async move {
         let mut clients = Vec::new();
-        for _ in 0..args.connections {
+        for _ in 0..args.shape.connections {
             let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", args.target))?
                 .tcp_nodelay(true)
                 .connect()
                 .await?;
             clients.push(ChargingClient::new(channel));
         }
-        let deadline = Instant::now() + Duration::from_secs(args.seconds);
-        let budget = Arc::new(std::sync::atomic::AtomicU64::new(args.requests));
+        let deadline = Instant::now() + Duration::from_secs(args.shape.seconds);
+        let budget = Arc::new(std::sync::atomic::AtomicU64::new(args.shape.requests));
         let started = Instant::now();
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
         let mut tasks = Vec::new();
-        for worker in 0..args.sessions {
+        for worker in 0..args.shape.sessions {
             let mut client = clients[worker % clients.len()].clone();
-            let (budget, header, subscribers) = (Arc::clone(&budget), header.clone(), args.subscribers);
+            let (budget, header, subscribers) = (Arc::clone(&budget), header.clone(), args.shape.subscribers);
             tasks.push(tokio::spawn(async move {
                 let mut tally = Tally { latency: histogram(), results: BTreeMap::new(), failures: 0 };
                 let mut round = 0u64;
@@ -438,25 +430,23 @@ fn grpc(args: GrpcLoad) -> anyhow::Result<ExitCode> {
         for task in tasks {
             tallies.push(task.await?);
         }
-        anyhow::Ok(report("grpc", "req", tallies, started.elapsed(), args.connections, args.sessions))
+        anyhow::Ok(report("grpc", "req", tallies, started.elapsed(), args.shape.connections, args.shape.sessions))
     })
 }
 
 fn diameter(args: DiameterLoad) -> anyhow::Result<ExitCode> {
-    if args.connections == 0 || args.sessions == 0 || args.subscribers == 0 {
-        bail!("--connections, --sessions and --subscribers must be at least 1");
-    }
+    args.shape.check(args.target)?;
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     runtime.block_on(async move {
-        let mut connections = Vec::with_capacity(args.connections);
-        for index in 0..args.connections {
+        let mut connections = Vec::with_capacity(args.shape.connections);
+        for index in 0..args.shape.connections {
             connections.push(connect(args.target, index).await?);
         }
-        let deadline = Instant::now() + Duration::from_secs(args.seconds);
-        let budget = Arc::new(std::sync::atomic::AtomicU64::new(args.requests));
+        let deadline = Instant::now() + Duration::from_secs(args.shape.seconds);
+        let budget = Arc::new(std::sync::atomic::AtomicU64::new(args.shape.requests));
         let started = Instant::now();
-        let mut tasks = Vec::with_capacity(args.sessions);
-        for worker in 0..args.sessions {
+        let mut tasks = Vec::with_capacity(args.shape.sessions);
+        for worker in 0..args.shape.sessions {
             let connection = Arc::clone(&connections[worker % connections.len()]);
             let (budget, args) = (Arc::clone(&budget), args.clone());
             tasks.push(tokio::spawn(async move {
@@ -468,7 +458,7 @@ fn diameter(args: DiameterLoad) -> anyhow::Result<ExitCode> {
                 let mut round = 0u64;
                 'sessions: while Instant::now() < deadline {
                     round += 1;
-                    let subscriber = 1 + (worker as u64 * 7919 + round * 104_729) % args.subscribers;
+                    let subscriber = 1 + (worker as u64 * 7919 + round * 104_729) % args.shape.subscribers;
                     let msisdn = format!("49170{subscriber:08}");
                     let session = format!("load;{worker};{round}");
                     let steps = args.updates + 2;
@@ -521,8 +511,8 @@ fn diameter(args: DiameterLoad) -> anyhow::Result<ExitCode> {
         let answered: u64 = results.values().sum();
         println!(
             "diameter load: {answered} CCAs in {elapsed:.2?} over {} connections, {} sessions: {} CCR/s",
-            args.connections,
-            args.sessions,
+            args.shape.connections,
+            args.shape.sessions,
             u128::from(answered) * 1000 / elapsed.as_millis().max(1)
         );
         println!(
