@@ -213,6 +213,12 @@ struct Tally {
     failures: u64,
 }
 
+impl Tally {
+    fn new() -> Tally {
+        Tally { latency: histogram(), results: BTreeMap::new(), failures: 0 }
+    }
+}
+
 pub(crate) fn run(command: LoadCommand) -> anyhow::Result<ExitCode> {
     match command {
         LoadCommand::Diameter(args) => diameter(args),
@@ -239,6 +245,21 @@ fn take(budget: &std::sync::atomic::AtomicU64) -> bool {
     budget
         .fetch_update(std::sync::atomic::Ordering::Relaxed, std::sync::atomic::Ordering::Relaxed, |b| b.checked_sub(1))
         .is_ok()
+}
+
+/// Waits for every load task and prints throughput, latency percentiles and result codes.
+async fn finish(
+    kind: &str,
+    unit: &str,
+    tasks: Vec<tokio::task::JoinHandle<Tally>>,
+    started: Instant,
+    shape: &Shape,
+) -> anyhow::Result<ExitCode> {
+    let mut tallies = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        tallies.push(task.await?);
+    }
+    Ok(report(kind, unit, tallies, started.elapsed(), shape.connections, shape.sessions))
 }
 
 fn report(
@@ -303,7 +324,7 @@ fn nchf(args: NchfLoad) -> anyhow::Result<ExitCode> {
             let mut sender = senders[worker % senders.len()].clone();
             let (budget, args, authority) = (Arc::clone(&budget), args.clone(), authority.clone());
             tasks.push(tokio::spawn(async move {
-                let mut tally = Tally { latency: histogram(), results: BTreeMap::new(), failures: 0 };
+                let mut tally = Tally::new();
                 let mut round = 0u64;
                 'sessions: while Instant::now() < deadline {
                     round += 1;
@@ -362,11 +383,7 @@ fn nchf(args: NchfLoad) -> anyhow::Result<ExitCode> {
                 tally
             }));
         }
-        let mut tallies = Vec::new();
-        for task in tasks {
-            tallies.push(task.await?);
-        }
-        anyhow::Ok(report("nchf", "req", tallies, started.elapsed(), args.shape.connections, args.shape.sessions))
+        finish("nchf", "req", tasks, started, &args.shape).await
     })
 }
 
@@ -396,7 +413,7 @@ fn grpc(args: GrpcLoad) -> anyhow::Result<ExitCode> {
             let mut client = clients[worker % clients.len()].clone();
             let (budget, header, subscribers) = (Arc::clone(&budget), header.clone(), args.shape.subscribers);
             tasks.push(tokio::spawn(async move {
-                let mut tally = Tally { latency: histogram(), results: BTreeMap::new(), failures: 0 };
+                let mut tally = Tally::new();
                 let mut round = 0u64;
                 while Instant::now() < deadline && take(&budget) {
                     round += 1;
@@ -426,11 +443,7 @@ fn grpc(args: GrpcLoad) -> anyhow::Result<ExitCode> {
                 tally
             }));
         }
-        let mut tallies = Vec::new();
-        for task in tasks {
-            tallies.push(task.await?);
-        }
-        anyhow::Ok(report("grpc", "req", tallies, started.elapsed(), args.shape.connections, args.shape.sessions))
+        finish("grpc", "req", tasks, started, &args.shape).await
     })
 }
 
@@ -450,11 +463,7 @@ fn diameter(args: DiameterLoad) -> anyhow::Result<ExitCode> {
             let connection = Arc::clone(&connections[worker % connections.len()]);
             let (budget, args) = (Arc::clone(&budget), args.clone());
             tasks.push(tokio::spawn(async move {
-                let mut tally = Tally {
-                    latency: Histogram::new_with_bounds(1, 60_000_000, 3).expect("bounds"),
-                    results: BTreeMap::new(),
-                    failures: 0,
-                };
+                let mut tally = Tally::new();
                 let mut round = 0u64;
                 'sessions: while Instant::now() < deadline {
                     round += 1;
@@ -463,14 +472,7 @@ fn diameter(args: DiameterLoad) -> anyhow::Result<ExitCode> {
                     let session = format!("load;{worker};{round}");
                     let steps = args.updates + 2;
                     for number in 0..steps {
-                        if budget
-                            .fetch_update(
-                                std::sync::atomic::Ordering::Relaxed,
-                                std::sync::atomic::Ordering::Relaxed,
-                                |b| b.checked_sub(1),
-                            )
-                            .is_err()
-                        {
+                        if !take(&budget) {
                             break 'sessions;
                         }
                         let (kind, requested, used) = match number {
@@ -496,34 +498,6 @@ fn diameter(args: DiameterLoad) -> anyhow::Result<ExitCode> {
                 tally
             }));
         }
-        let mut latency = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("bounds");
-        let mut results: BTreeMap<u32, u64> = BTreeMap::new();
-        let mut failures = 0;
-        for task in tasks {
-            let tally = task.await?;
-            latency.add(&tally.latency).ok();
-            for (code, count) in tally.results {
-                *results.entry(code).or_default() += count;
-            }
-            failures += tally.failures;
-        }
-        let elapsed = started.elapsed();
-        let answered: u64 = results.values().sum();
-        println!(
-            "diameter load: {answered} CCAs in {elapsed:.2?} over {} connections, {} sessions: {} CCR/s",
-            args.shape.connections,
-            args.shape.sessions,
-            u128::from(answered) * 1000 / elapsed.as_millis().max(1)
-        );
-        println!(
-            "latency µs: p50 {}  p99 {}  p99.9 {}  max {}",
-            latency.value_at_quantile(0.5),
-            latency.value_at_quantile(0.99),
-            latency.value_at_quantile(0.999),
-            latency.max()
-        );
-        let codes: Vec<String> = results.iter().map(|(code, count)| format!("{code}: {count}")).collect();
-        println!("result codes: {}; transport failures: {failures}", codes.join(", "));
-        anyhow::Ok(if failures == 0 && answered > 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        finish("diameter", "CCR", tasks, started, &args.shape).await
     })
 }
