@@ -13,7 +13,8 @@ use tollgate_engine::directory::Directory;
 use tollgate_engine::journal::{FileStorage, FsyncPolicy, Journal};
 use tollgate_engine::shard::{decide, ChargingConfig, Context, Resolved, ShardState};
 use tollgate_engine::{
-    AccountKind, Engine, EngineConfig, Identity, ManualClock, Operation, Plans, Request, ServiceRef, Target, Usage,
+    AccountKind, Engine, EngineConfig, Identity, ManualClock, Operation, Plans, RecordCharge, RecordKey, Request,
+    ServiceRef, Target, Usage,
 };
 
 #[global_allocator]
@@ -153,6 +154,23 @@ fn engine(c: &mut Criterion) {
         b.iter_batched(
             || debits(accounts, &called, &mut rng, &mut sequence).into_iter().map(|(_, r)| r).collect::<Vec<_>>(),
             |batch| black_box(engine.execute_batch(batch).expect("answers")),
+            criterion::BatchSize::LargeInput,
+        )
+    });
+    // The bulk path mediation uses: the same debits as rated records.
+    group.bench_function("charge_records_1m_accounts_fsync_per_batch", |b| {
+        b.iter_batched(
+            || {
+                debits(accounts, &called, &mut rng, &mut sequence)
+                    .into_iter()
+                    .map(|(resolved, request)| {
+                        let Operation::DirectDebit { usage } = request.operation else { unreachable!() };
+                        let key = RecordKey::of(request.key.as_deref().unwrap_or_default());
+                        RecordCharge { key, origin: 0, subscription: resolved.account, usage }
+                    })
+                    .collect::<Vec<_>>()
+            },
+            |batch| black_box(engine.charge_records(batch).expect("answers")),
             criterion::BatchSize::LargeInput,
         )
     });

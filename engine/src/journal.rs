@@ -16,13 +16,16 @@
 //!
 //! | offset | size | field |
 //! |---|---|---|
-//! | 0 | 4 | payload length `N` (at most [`MAX_RECORD_BYTES`]) |
-//! | 4 | 4 | CRC-32 (IEEE) of bytes 8 .. 16+N (sequence number and payload) |
+//! | 0 | 4 | bits 0–27: payload length `N` (at most [`MAX_RECORD_BYTES`]); bits 28–31: record kind |
+//! | 4 | 4 | CRC-32 (IEEE) of the kind byte (only when the kind is not 0) followed by bytes 8 .. 16+N (sequence number and payload) |
 //! | 8 | 8 | log sequence number (LSN): the previous record's plus one |
-//! | 16 | N | payload: rkyv archive of a [`JournalEntry`] |
+//! | 16 | N | payload, by kind: 0 = rkyv archive of a [`JournalEntry`]; 1 = a batch of
+//! charged records, hand-encoded (layout in [`crate::records`]) |
 //!
 //! Version history: 1 (effects held inline), 2 (large effects boxed, names shared as
-//! `Arc<str>`: a different rkyv layout of the payload). A segment of another version is refused, never misread.
+//! `Arc<str>`: a different rkyv layout of the payload), 3 (record kinds; kind 1 added).
+//! Version 2 segments hold only kind-0 records and are read as they are; a segment of
+//! another version is refused, never misread.
 //!
 //! Recovery reads records in order and stops at the first one that is incomplete, fails
 //! its checksum, or breaks the LSN sequence: that is a torn or corrupt tail, and the
@@ -42,11 +45,26 @@ use crate::error::EngineError;
 use crate::shard::Effect;
 
 pub const JOURNAL_MAGIC: [u8; 8] = *b"TGJRNL\r\n";
-pub const JOURNAL_FORMAT_VERSION: u32 = 2;
+pub const JOURNAL_FORMAT_VERSION: u32 = 3;
+/// The oldest segment version this build still reads.
+pub const OLDEST_READABLE_JOURNAL_VERSION: u32 = 2;
 pub const SEGMENT_HEADER_BYTES: usize = 16;
 pub const RECORD_HEADER_BYTES: usize = 16;
 /// Largest record payload; larger requests are refused before they are decided.
 pub const MAX_RECORD_BYTES: usize = 16 << 20;
+
+/// What a record's payload is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum RecordKind {
+    /// An rkyv [`JournalEntry`]: the general effects of one request.
+    Effects = 0,
+    /// A batch of charged records ([`crate::records::decode_charges`]).
+    Charges = 1,
+}
+
+const LENGTH_BITS: u32 = 28;
+const LENGTH_MASK: u32 = (1 << LENGTH_BITS) - 1;
 
 /// What one record holds: the time the request was decided and its effects.
 #[derive(Debug, Clone, PartialEq, Eq, Archive, RkyvSerialize, RkyvDeserialize)]
@@ -186,12 +204,31 @@ impl Storage for MemoryStorage {
 /// What scanning a segment found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Scan {
-    /// `(lsn, payload)` of every good record, in order.
-    pub records: Vec<(u64, Vec<u8>)>,
+    /// Every good record, in order.
+    pub records: Vec<ScannedRecord>,
     /// Length of the good prefix of the segment.
     pub good_len: u64,
     /// Why the scan stopped before the end, if it did.
     pub cut_reason: Option<String>,
+}
+
+/// The checksum of a record: CRC-32 of its kind byte (left out for kind 0, as in version 2)
+/// followed by its sequence number and payload, so a flipped kind is caught too.
+fn record_crc(kind: RecordKind, covered: &[u8]) -> u32 {
+    let mut hasher = crc32fast::Hasher::new();
+    if kind != RecordKind::Effects {
+        hasher.update(&[kind as u8]);
+    }
+    hasher.update(covered);
+    hasher.finalize()
+}
+
+/// One record found by [`scan`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScannedRecord {
+    pub lsn: u64,
+    pub kind: RecordKind,
+    pub payload: Vec<u8>,
 }
 
 /// Scans the bytes of one segment. `expected_first_lsn` is the LSN its first record
@@ -207,8 +244,10 @@ pub fn scan(bytes: &[u8], shard: u32, expected_first_lsn: Option<u64>) -> Result
         return Err("not a journal segment (bad magic)".to_owned());
     }
     let version = u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
-    if version != JOURNAL_FORMAT_VERSION {
-        return Err(format!("journal format version {version}; this build reads {JOURNAL_FORMAT_VERSION}"));
+    if !(OLDEST_READABLE_JOURNAL_VERSION..=JOURNAL_FORMAT_VERSION).contains(&version) {
+        return Err(format!(
+            "journal format version {version}; this build reads {OLDEST_READABLE_JOURNAL_VERSION} to {JOURNAL_FORMAT_VERSION}"
+        ));
     }
     let header_shard = u32::from_le_bytes([bytes[12], bytes[13], bytes[14], bytes[15]]);
     if header_shard != shard {
@@ -224,7 +263,13 @@ pub fn scan(bytes: &[u8], shard: u32, expected_first_lsn: Option<u64>) -> Result
         if bytes.len() - at < RECORD_HEADER_BYTES {
             break Some(format!("torn record header at byte {at}"));
         }
-        let length = u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]) as usize;
+        let word = u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]);
+        let length = (word & LENGTH_MASK) as usize;
+        let kind = match word >> LENGTH_BITS {
+            0 => RecordKind::Effects,
+            1 if version >= 3 => RecordKind::Charges,
+            other => break Some(format!("unknown record kind {other} at byte {at}")),
+        };
         let crc = u32::from_le_bytes([bytes[at + 4], bytes[at + 5], bytes[at + 6], bytes[at + 7]]);
         if length > MAX_RECORD_BYTES {
             break Some(format!("record length {length} at byte {at} exceeds the limit"));
@@ -233,7 +278,7 @@ pub fn scan(bytes: &[u8], shard: u32, expected_first_lsn: Option<u64>) -> Result
         if end > bytes.len() {
             break Some(format!("torn record at byte {at}"));
         }
-        if crc32fast::hash(&bytes[at + 8..end]) != crc {
+        if record_crc(kind, &bytes[at + 8..end]) != crc {
             break Some(format!("checksum mismatch at byte {at}"));
         }
         let mut lsn = [0u8; 8];
@@ -243,7 +288,7 @@ pub fn scan(bytes: &[u8], shard: u32, expected_first_lsn: Option<u64>) -> Result
             break Some(format!("sequence break at byte {at}: LSN {lsn}, expected {}", expected.unwrap_or(0)));
         }
         expected = Some(lsn + 1);
-        records.push((lsn, bytes[at + RECORD_HEADER_BYTES..end].to_vec()));
+        records.push(ScannedRecord { lsn, kind, payload: bytes[at + RECORD_HEADER_BYTES..end].to_vec() });
         at = end;
     };
     Ok(Scan { records, good_len: at as u64, cut_reason })
@@ -291,14 +336,21 @@ impl Journal {
         })
     }
 
-    /// Frames a record into the group-commit buffer.
+    /// Frames a record of general effects into the group-commit buffer.
     pub fn append(&mut self, lsn: u64, payload: &[u8]) {
+        self.append_kind(lsn, RecordKind::Effects, payload);
+    }
+
+    /// Frames a record of `kind` into the group-commit buffer.
+    pub fn append_kind(&mut self, lsn: u64, kind: RecordKind, payload: &[u8]) {
+        debug_assert!(payload.len() <= MAX_RECORD_BYTES);
         let start = self.buffer.len();
-        self.buffer.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        let word = (payload.len() as u32 & LENGTH_MASK) | ((kind as u32) << LENGTH_BITS);
+        self.buffer.extend_from_slice(&word.to_le_bytes());
         self.buffer.extend_from_slice(&[0; 4]);
         self.buffer.extend_from_slice(&lsn.to_le_bytes());
         self.buffer.extend_from_slice(payload);
-        let crc = crc32fast::hash(&self.buffer[start + 8..]);
+        let crc = record_crc(kind, &self.buffer[start + 8..]);
         self.buffer[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
         self.records_in_segment += 1;
     }

@@ -22,6 +22,8 @@ pub struct PlanNames {
 pub struct Versioned {
     pub plan: Arc<CompiledPlan>,
     pub names: PlanNames,
+    /// Position in load order, for [`Plans::by_handle`] (stable for the life of a `Plans`).
+    pub handle: u32,
 }
 
 impl std::ops::Deref for Versioned {
@@ -35,6 +37,7 @@ impl std::ops::Deref for Versioned {
 #[derive(Debug, Clone, Default)]
 pub struct Plans {
     by_id: crate::shard::Map<String, Vec<Versioned>>,
+    loaded: Vec<Versioned>,
 }
 
 impl Plans {
@@ -56,7 +59,9 @@ impl Plans {
             destinations: shared(&plan.destinations),
             bands: shared(&plan.bands),
         };
-        versions.push(Versioned { plan: Arc::new(plan), names });
+        let versioned = Versioned { plan: Arc::new(plan), names, handle: self.loaded.len() as u32 };
+        self.loaded.push(versioned.clone());
+        versions.push(versioned);
         versions.sort_by_key(|v| (v.effective_from_utc_seconds, v.version));
         Ok(())
     }
@@ -72,6 +77,11 @@ impl Plans {
         let versions = self.by_id.get(id)?;
         let index = versions.partition_point(|v| v.effective_from_utc_seconds <= utc_seconds);
         versions.get(index.saturating_sub(1))
+    }
+
+    /// The plan version a bulk answer names ([`crate::records::RatedIndexes::plan`]).
+    pub fn by_handle(&self, handle: u32) -> Option<&Versioned> {
+        self.loaded.get(handle as usize)
     }
 
     pub fn contains(&self, id: &str) -> bool {

@@ -3,26 +3,40 @@
 use std::path::Path;
 
 use crate::error::EngineError;
-use crate::journal::{scan, segment_path, segments, FileStorage, FsyncPolicy, Journal, JournalEntry, Scan, Storage};
-use crate::shard::ShardState;
+use crate::journal::{
+    scan, segment_path, segments, FileStorage, FsyncPolicy, Journal, JournalEntry, RecordKind, Scan, Storage,
+};
+use crate::records::{decode_charges, Charges};
+use crate::shard::{Effect, MoneyKind, ShardState};
 use crate::snapshot;
 
 /// Applies the records of one segment's bytes whose LSN is above `state.lsn`, in order.
 /// Returns the scan (the good length and why it stopped early, if it did).
 pub fn replay_bytes(state: &mut ShardState, bytes: &[u8], shard: u32) -> Result<Scan, String> {
     let found = scan(bytes, shard, None)?;
-    for (lsn, payload) in &found.records {
-        if *lsn <= state.lsn {
+    for record in &found.records {
+        let lsn = record.lsn;
+        if lsn <= state.lsn {
             continue;
         }
-        if *lsn != state.lsn + 1 {
+        if lsn != state.lsn + 1 {
             return Err(format!("journal skips from LSN {} to {lsn}", state.lsn));
         }
-        let entry = JournalEntry::decode(payload).map_err(|err| format!("record {lsn}: {err}"))?;
-        for effect in &entry.effects {
-            state.apply(effect);
+        match record.kind {
+            RecordKind::Effects => {
+                let entry = JournalEntry::decode(&record.payload).map_err(|err| format!("record {lsn}: {err}"))?;
+                for effect in &entry.effects {
+                    state.apply(effect);
+                }
+            }
+            RecordKind::Charges => {
+                let batch = decode_charges(&record.payload).map_err(|err| format!("record {lsn}: {err}"))?;
+                for charge in &batch.charges {
+                    state.apply_charge(charge);
+                }
+            }
         }
-        state.lsn = *lsn;
+        state.lsn = lsn;
     }
     Ok(found)
 }
@@ -114,6 +128,29 @@ pub fn rotate(dir: &Path, shard: u32, lsn: u64, policy: FsyncPolicy, archive: bo
     Ok(journal)
 }
 
+/// A batch of charged records as the general effects they amount to, for the audit trail
+/// (the key digests are not shown: they are not the keys' text).
+fn charges_as_entry(batch: &Charges<'_>) -> JournalEntry {
+    let mut effects = Vec::new();
+    for charge in &batch.charges {
+        let account = charge.account;
+        for (bucket, consumed) in &charge.draws {
+            effects.push(Effect::Units { account, bucket: *bucket, consumed: *consumed });
+        }
+        for (bucket, delta) in &charge.moves {
+            effects.push(Effect::Money { account, bucket: *bucket, delta: *delta, kind: MoneyKind::Charge });
+        }
+        effects.push(Effect::Usage {
+            account,
+            cycle_start: charge.cycle_start,
+            service: charge.service.to_shared(),
+            units: charge.memo.charged_units,
+            amount: charge.memo.amount,
+        });
+    }
+    JournalEntry { decided_at: batch.decided_at, effects }
+}
+
 /// Every journal record of `shard` still on disk (archived segments first), decoded, in
 /// LSN order. A torn tail ends the read; damage elsewhere is an error.
 pub fn read_history(dir: &Path, shard: u32) -> Result<Vec<(u64, JournalEntry)>, EngineError> {
@@ -128,13 +165,13 @@ pub fn read_history(dir: &Path, shard: u32) -> Result<Vec<(u64, JournalEntry)>, 
             offset: 0,
             reason,
         })?;
-        for (lsn, payload) in found.records {
-            let entry = JournalEntry::decode(&payload).map_err(|reason| EngineError::Journal {
-                path: path.clone(),
-                offset: 0,
-                reason,
-            })?;
-            out.push((lsn, entry));
+        for record in found.records {
+            let damaged = |reason| EngineError::Journal { path: path.clone(), offset: 0, reason };
+            let entry = match record.kind {
+                RecordKind::Effects => JournalEntry::decode(&record.payload).map_err(damaged)?,
+                RecordKind::Charges => charges_as_entry(&decode_charges(&record.payload).map_err(damaged)?),
+            };
+            out.push((record.lsn, entry));
         }
     }
     Ok(out)

@@ -14,11 +14,12 @@ use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
 use crate::api::{Answer, Operation, Outcome, Request, Target};
 use crate::directory::Directory;
 use crate::error::EngineError;
-use crate::journal::{FsyncPolicy, Journal, JournalEntry, MAX_RECORD_BYTES};
+use crate::journal::{FsyncPolicy, Journal, JournalEntry, RecordKind, MAX_RECORD_BYTES};
 use crate::model::AccountId;
 use crate::plans::Plans;
+use crate::records::{begin_charges, finish_charges, RecordAnswer, RecordCharge, RecordOutcome};
 use crate::recovery::{recover, rotate, Recovered};
-use crate::shard::{decide, expire, ChargingConfig, Context, Resolved, ShardState};
+use crate::shard::{charge_record, decide, expire, ChargingConfig, Context, Resolved, ShardState};
 use crate::snapshot;
 
 /// Where "now" comes from. The engine never reads the system clock directly, so tests
@@ -103,6 +104,8 @@ impl EngineConfig {
 type Inspector = Box<dyn FnOnce(&ShardState) + Send>;
 /// Answers of a batch, each with the position of its request.
 type Answered = Vec<(usize, Answer)>;
+/// Answers of a message of rated records, each with the position of its record.
+type RecordsAnswered = Vec<(usize, RecordAnswer)>;
 
 enum Job {
     Request {
@@ -114,6 +117,11 @@ enum Job {
     Batch {
         items: Vec<(usize, Resolved, Request)>,
         reply: Sender<Vec<(usize, Answer)>>,
+    },
+    /// Rated records for one shard (the bulk path), answered as one message.
+    Records {
+        items: Vec<(usize, AccountId, RecordCharge)>,
+        reply: Sender<RecordsAnswered>,
     },
     Inspect(Inspector),
     Snapshot(Sender<Result<(), EngineError>>),
@@ -329,6 +337,42 @@ impl Engine {
         answers.into_iter().map(|a| a.ok_or(EngineError::Unavailable("a shard stopped before answering"))).collect()
     }
 
+    /// Charges rated records (mediation, offline charging) and returns their answers in the
+    /// same order. Each record is charged at most once per key ([`RecordKey`]); a record that
+    /// is refused changed nothing and may be sent again. Answers are given after the
+    /// journal commit, as for every request.
+    pub fn charge_records(&self, records: Vec<RecordCharge>) -> Result<Vec<RecordAnswer>, EngineError> {
+        let count = records.len();
+        let mut answers = vec![RecordAnswer::refused(RecordOutcome::UnknownSubscriber); count];
+        let shards = self.senders.len();
+        let mut per_shard: Vec<Vec<(usize, AccountId, RecordCharge)>> =
+            (0..shards).map(|_| Vec::with_capacity(count / shards + 1)).collect();
+        for (index, record) in records.into_iter().enumerate() {
+            if let Some(account) = self.directory.account_of(record.subscription) {
+                per_shard[self.shard_of(account)].push((index, account, record));
+            }
+        }
+        let (sender, receiver) = bounded(shards);
+        let mut pending = 0;
+        for (shard, items) in per_shard.into_iter().enumerate() {
+            if items.is_empty() {
+                continue;
+            }
+            self.senders[shard]
+                .send(Job::Records { items, reply: sender.clone() })
+                .map_err(|_| EngineError::Unavailable("shard worker stopped"))?;
+            pending += 1;
+        }
+        drop(sender);
+        for _ in 0..pending {
+            let answered = receiver.recv().map_err(|_| EngineError::Unavailable("a shard stopped before answering"))?;
+            for (index, answer) in answered {
+                answers[index] = answer;
+            }
+        }
+        Ok(answers)
+    }
+
     /// Runs `inspect` on every shard's state (in the shard's thread, between batches)
     /// and returns the results in shard order.
     pub fn inspect<T: Send + 'static>(
@@ -470,6 +514,8 @@ impl Worker {
         let mut batch: Vec<Job> = Vec::with_capacity(self.config.max_batch);
         let mut replies: Vec<(Reply, Answer)> = Vec::with_capacity(self.config.max_batch);
         let mut batch_replies: Vec<(Sender<Answered>, Answered)> = Vec::new();
+        let mut record_replies: Vec<(Sender<RecordsAnswered>, RecordsAnswered)> = Vec::new();
+        let mut charges: Vec<u8> = Vec::with_capacity(1 << 20);
         let (plans, directory, charging) =
             (Arc::clone(&self.plans), Arc::clone(&self.directory), Arc::clone(&self.charging));
         loop {
@@ -509,6 +555,11 @@ impl Worker {
                         }
                         batch_replies.push((reply, answered));
                     }
+                    Job::Records { items, reply } => {
+                        let ctx = Context { plans: &plans, directory: &directory, config: &charging, now };
+                        let answered = self.charge_records(&ctx, items, &mut charges);
+                        record_replies.push((reply, answered));
+                    }
                     other => control.push(other),
                 }
             }
@@ -527,12 +578,16 @@ impl Worker {
                 }
                 // Dropping the batch senders unanswered tells their callers the shard failed.
                 batch_replies.clear();
+                record_replies.clear();
                 return;
             }
             for (reply, answer) in replies.drain(..) {
                 reply.send(Ok(answer));
             }
             for (reply, answered) in batch_replies.drain(..) {
+                drop(reply.send(answered));
+            }
+            for (reply, answered) in record_replies.drain(..) {
                 drop(reply.send(answered));
             }
             if self.journal.records_in_segment >= self.config.snapshot_every_records {
@@ -548,13 +603,61 @@ impl Worker {
                         drop(reply.send(self.journal.sync().map_err(EngineError::io(&self.config.data_dir))));
                         return;
                     }
-                    Job::Request { .. } | Job::Batch { .. } => {}
+                    Job::Request { .. } | Job::Batch { .. } | Job::Records { .. } => {}
                 }
             }
         }
         if let Err(err) = self.journal.sync() {
             tracing::error!(shard = self.shard, error = %err, "final journal sync failed");
         }
+    }
+
+    /// Decides a message of rated records; their changes become charges records in the
+    /// journal (one per message, split only where a bucket renewal must come between).
+    fn charge_records(
+        &mut self,
+        ctx: &Context<'_>,
+        items: Vec<(usize, AccountId, RecordCharge)>,
+        charges: &mut Vec<u8>,
+    ) -> RecordsAnswered {
+        let mut answered = Vec::with_capacity(items.len());
+        let mut renewals = Vec::new();
+        let mut count = 0u32;
+        begin_charges(charges, ctx.now);
+        for (index, account, record) in items {
+            let before = charges.len();
+            let answer = charge_record(&mut self.state, ctx, account, &record, &mut renewals, charges);
+            if !renewals.is_empty() {
+                // Journal order must be apply order: the charges decided before the
+                // renewal, the renewal, then this record's charge.
+                let this_charge = charges.split_off(before);
+                self.record_charges(charges, count);
+                self.record(ctx.now, std::mem::take(&mut renewals));
+                begin_charges(charges, ctx.now);
+                charges.extend_from_slice(&this_charge);
+                count = 0;
+            }
+            if answer.outcome == RecordOutcome::Charged && !answer.repeated {
+                count += 1;
+                if charges.len() >= MAX_RECORD_BYTES / 2 {
+                    self.record_charges(charges, count);
+                    begin_charges(charges, ctx.now);
+                    count = 0;
+                }
+            }
+            answered.push((index, answer));
+        }
+        self.record_charges(charges, count);
+        answered
+    }
+
+    fn record_charges(&mut self, charges: &mut [u8], count: u32) {
+        if count == 0 {
+            return;
+        }
+        finish_charges(charges, count);
+        self.state.lsn += 1;
+        self.journal.append_kind(self.state.lsn, RecordKind::Charges, charges);
     }
 
     fn record(&mut self, now: i64, effects: Vec<crate::shard::Effect>) {

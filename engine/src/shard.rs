@@ -8,6 +8,7 @@
 
 use rkyv::{Archive, Deserialize as RkyvDeserialize, Serialize as RkyvSerialize};
 use rust_decimal::Decimal;
+use smallvec::SmallVec;
 use tollgate_tariffs::plan::{Period, RkyvDecimal};
 use tollgate_tariffs::{rate, AllowanceBalance, CompiledPlan, RatedEvent, Unit, UsageEvent};
 
@@ -24,6 +25,10 @@ use crate::model::{
     UsageTotal, FOREVER,
 };
 use crate::plans::{Plans, Versioned};
+use crate::records::{
+    ChargeEffect, Memo, MoneyMoves, RatedIndexes, RecentRecords, RecordAnswer, RecordCharge, RecordOutcome,
+    ServiceName, NO_DESTINATION,
+};
 
 /// Most money buckets one account may hold (the main one included).
 pub const MAX_MONEY_BUCKETS: usize = 32;
@@ -152,6 +157,8 @@ pub struct ShardState {
     pub subscriptions: Map<SubscriptionId, Subscription>,
     pub reservations: Map<(String, u32), Reservation>,
     pub recent: RecentAnswers,
+    /// The exactly-once window of the bulk record path.
+    pub recent_records: RecentRecords,
     pub totals: Totals,
 }
 
@@ -161,7 +168,31 @@ pub struct Violation(pub String);
 
 impl ShardState {
     pub fn new(dedupe_window: usize) -> ShardState {
-        ShardState { recent: RecentAnswers::new(dedupe_window), ..ShardState::default() }
+        ShardState {
+            recent: RecentAnswers::new(dedupe_window),
+            recent_records: RecentRecords::new(dedupe_window),
+            ..ShardState::default()
+        }
+    }
+
+    /// Applies one charged record (the bulk path's only effect). Used identically by live
+    /// processing and by recovery.
+    pub fn apply_charge(&mut self, charge: &ChargeEffect<'_>) {
+        if let Some(account) = self.accounts.get_mut(&charge.account) {
+            for (bucket, units) in &charge.draws {
+                if let Some(b) = account.units.iter_mut().find(|b| b.id == *bucket) {
+                    b.remaining = b.remaining.saturating_sub(*units);
+                }
+            }
+            for (bucket, delta) in &charge.moves {
+                if let Some(money) = account.money.iter_mut().find(|b| b.id == *bucket) {
+                    money.balance += *delta;
+                }
+                self.totals.charged -= *delta;
+            }
+            add_usage(account, charge.cycle_start, charge.service, charge.memo.charged_units, charge.memo.amount);
+        }
+        self.recent_records.insert(charge.key, charge.memo);
     }
 
     /// Applies one effect. Used identically by live processing and by recovery.
@@ -236,20 +267,7 @@ impl ShardState {
             }
             Effect::Usage { account, cycle_start, service, units, amount } => {
                 if let Some(account) = self.accounts.get_mut(account) {
-                    match account.usage.iter_mut().find(|u| u.cycle_start == *cycle_start && u.service == *service) {
-                        Some(total) => {
-                            total.events += 1;
-                            total.units += units;
-                            total.amount += *amount;
-                        }
-                        None => account.usage.push(UsageTotal {
-                            cycle_start: *cycle_start,
-                            service: std::sync::Arc::clone(service),
-                            events: 1,
-                            units: *units,
-                            amount: *amount,
-                        }),
-                    }
+                    add_usage(account, *cycle_start, ServiceName::Shared(service), *units, *amount);
                 }
             }
             Effect::Remembered { key, answer } => self.recent.insert(key, std::sync::Arc::clone(answer)),
@@ -391,6 +409,98 @@ pub fn decide(
     (answer, tx.effects)
 }
 
+/// Charges one rated record on the bulk path. A charged record's changes are applied and
+/// encoded into `journal` (a charges payload, see [`crate::records`]); bucket renewals due
+/// first are applied and pushed to `renewals` (journaled as an ordinary record before it).
+pub fn charge_record(
+    state: &mut ShardState,
+    ctx: &Context<'_>,
+    account: AccountId,
+    record: &RecordCharge,
+    renewals: &mut Vec<Effect>,
+    journal: &mut Vec<u8>,
+) -> RecordAnswer {
+    if let Some(memo) = state.recent_records.get(record.key) {
+        let plan = state
+            .subscriptions
+            .get(&record.subscription)
+            .and_then(|sub| ctx.plans.at(&sub.plan, record.usage.start_utc_seconds));
+        return RecordAnswer {
+            outcome: RecordOutcome::Charged,
+            amount: memo.amount,
+            charged_units: memo.charged_units,
+            allowance_units: memo.allowance_units,
+            rated: plan.map(|plan| RatedIndexes {
+                plan: plan.handle,
+                service: memo.service,
+                band: memo.band,
+                destination: (memo.destination != NO_DESTINATION).then_some(memo.destination),
+            }),
+            origin: memo.origin,
+            repeated: true,
+        };
+    }
+    let subscription = record.subscription;
+    let usage = &record.usage;
+    match state.subscriptions.get(&subscription) {
+        Some(sub) if sub.account == account && state.accounts.contains_key(&account) => {}
+        _ => return RecordAnswer::refused(RecordOutcome::UnknownSubscriber),
+    }
+    let at = usage.start_utc_seconds.max(ctx.now);
+    let renewal_due = state.accounts[&account]
+        .units
+        .iter()
+        .any(|b| b.subscription == subscription && b.valid_until <= at && b.period != Period::Once && b.reserved == 0);
+    if renewal_due {
+        let mut tx = Transaction { state: &mut *state, effects: Vec::new() };
+        renew_buckets(&mut tx, account, subscription, at);
+        renewals.extend(tx.effects);
+    }
+    let (plan, rated) = match rate_for(ctx, state, subscription, usage, &[]) {
+        Ok(rated) => rated,
+        Err(code) => return RecordAnswer::refused(RecordOutcome::RatingFailed(code)),
+    };
+    let holder = &state.accounts[&account];
+    if rated.amount > holder.available(ctx.now) {
+        return RecordAnswer::refused(RecordOutcome::CreditLimitReached);
+    }
+    let moves = if rated.amount.is_zero() { MoneyMoves::new() } else { money_moves(holder, ctx.now, rated.amount) };
+    let (cycle_start, _) = window_containing(holder.cycle_anchor, Period::Monthly, usage.start_utc_seconds);
+    let effect = ChargeEffect {
+        key: record.key,
+        account,
+        memo: Memo {
+            amount: rated.amount,
+            charged_units: rated.charged_units,
+            allowance_units: rated.allowance_units,
+            origin: record.origin,
+            service: rated.service,
+            band: rated.band,
+            destination: rated.destination.unwrap_or(NO_DESTINATION),
+        },
+        cycle_start,
+        moves,
+        draws: rated.draws.iter().map(|d| (d.bucket as BucketId, d.units)).collect(),
+        service: ServiceName::Shared(&plan.names.services[usize::from(rated.service)]),
+    };
+    state.apply_charge(&effect);
+    effect.encode_into(journal);
+    RecordAnswer {
+        outcome: RecordOutcome::Charged,
+        amount: rated.amount,
+        charged_units: rated.charged_units,
+        allowance_units: rated.allowance_units,
+        rated: Some(RatedIndexes {
+            plan: plan.handle,
+            service: rated.service,
+            band: rated.band,
+            destination: rated.destination,
+        }),
+        origin: record.origin,
+        repeated: false,
+    }
+}
+
 /// Releases every reservation that expired at `now`; returns the effects.
 pub fn expire(state: &mut ShardState, now: i64) -> Vec<Effect> {
     let mut expired: Vec<(String, u32)> =
@@ -493,6 +603,22 @@ fn decide_operation(tx: &mut Transaction<'_>, ctx: &Context<'_>, resolved: Resol
             });
             Answer::new(Outcome::Success, Body::Money { balance_after: tx.state().accounts[&account].balance() })
         }
+    }
+}
+
+/// Adds one rated usage to the account's accumulator for its cycle and service. `service`
+/// is usually the plan's shared name, so the search compares pointers before text and a
+/// new total shares the name instead of copying it.
+fn add_usage(account: &mut Account, cycle_start: i64, service: ServiceName<'_>, units: u64, amount: Decimal) {
+    let text = service.as_str();
+    let same = |name: &std::sync::Arc<str>| std::ptr::eq(name.as_ptr(), text.as_ptr()) || **name == *text;
+    match account.usage.iter_mut().find(|u| u.cycle_start == cycle_start && same(&u.service)) {
+        Some(total) => {
+            total.events += 1;
+            total.units += units;
+            total.amount += amount;
+        }
+        None => account.usage.push(UsageTotal { cycle_start, service: service.to_shared(), events: 1, units, amount }),
     }
 }
 
@@ -697,13 +823,20 @@ fn rate_usage<'p>(
     usage: &Usage,
     extra: &[(BucketId, u64)],
 ) -> Result<(&'p Versioned, RatedEvent), Outcome> {
+    rate_for(ctx, state, subscription, usage, extra).map_err(|code| Outcome::RatingFailed(code.to_owned()))
+}
+
+/// Rates `usage` for `subscription`; `Err` is the rating failure's code.
+fn rate_for<'p>(
+    ctx: &Context<'p>,
+    state: &ShardState,
+    subscription: SubscriptionId,
+    usage: &Usage,
+    extra: &[(BucketId, u64)],
+) -> Result<(&'p Versioned, RatedEvent), &'static str> {
     let sub = &state.subscriptions[&subscription];
-    let plan = ctx
-        .plans
-        .at(&sub.plan, usage.start_utc_seconds)
-        .ok_or_else(|| Outcome::RatingFailed("plan_not_loaded".to_owned()))?;
-    let service =
-        service_of(plan, &usage.service).ok_or_else(|| Outcome::RatingFailed("unknown_service".to_owned()))?;
+    let plan = ctx.plans.at(&sub.plan, usage.start_utc_seconds).ok_or("plan_not_loaded")?;
+    let service = service_of(plan, &usage.service).ok_or("unknown_service")?;
     let rating_group = usage.rating_group.or(match usage.service {
         ServiceRef::RatingGroup(rg) => Some(rg),
         _ => None,
@@ -716,9 +849,7 @@ fn rate_usage<'p>(
         start_utc_seconds: usage.start_utc_seconds,
         units: usage.units,
     };
-    rate(plan, &event, &balances)
-        .map(|rated| (plan, rated))
-        .map_err(|unrated| Outcome::RatingFailed(unrated.code().to_owned()))
+    rate(plan, &event, &balances).map(|rated| (plan, rated)).map_err(|unrated| unrated.code())
 }
 
 fn charged_body(plan: &Versioned, rated: &RatedEvent, balance_after: Decimal) -> Body {
@@ -795,30 +926,39 @@ fn settle(
 /// then the earliest expiry; the main bucket takes the rest and may go negative only
 /// down to the credit limit.
 fn debit_money(tx: &mut Transaction<'_>, now: i64, account_id: AccountId, amount: Decimal, kind: MoneyKind) {
-    let account = &tx.state().accounts[&account_id];
-    let mut order: Vec<(u32, i64, BucketId, Decimal)> = account
-        .money
-        .iter()
-        .filter(|b| b.id != 0 && b.is_valid_at(now) && b.balance > Decimal::ZERO)
-        .map(|b| (b.priority, b.valid_until, b.id, b.balance))
-        .collect();
-    order.sort_unstable();
+    let moves = money_moves(&tx.state().accounts[&account_id], now, amount);
+    for (bucket, delta) in moves {
+        tx.emit(Effect::Money { account: account_id, bucket, delta, kind: kind.clone() });
+    }
+}
+
+/// How a debit of `amount` (≤ available) is taken from the valid money buckets: lowest
+/// priority first, then the earliest expiry; the main bucket takes the rest and may go
+/// negative only down to the credit limit. The deltas are negative.
+fn money_moves(account: &Account, now: i64, amount: Decimal) -> MoneyMoves {
+    let mut moves = MoneyMoves::new();
     let mut left = amount;
-    let mut moves = Vec::new();
-    for (_, _, bucket, balance) in order {
-        if left.is_zero() {
-            break;
+    if account.money.len() > 1 {
+        let mut order: SmallVec<[(u32, i64, BucketId, Decimal); 4]> = account
+            .money
+            .iter()
+            .filter(|b| b.id != 0 && b.is_valid_at(now) && b.balance > Decimal::ZERO)
+            .map(|b| (b.priority, b.valid_until, b.id, b.balance))
+            .collect();
+        order.sort_unstable();
+        for (_, _, bucket, balance) in order {
+            if left.is_zero() {
+                break;
+            }
+            let take = balance.min(left);
+            moves.push((bucket, -take));
+            left -= take;
         }
-        let take = balance.min(left);
-        moves.push((bucket, take));
-        left -= take;
     }
     if !left.is_zero() {
-        moves.push((0, left));
+        moves.push((0, -left));
     }
-    for (bucket, take) in moves {
-        tx.emit(Effect::Money { account: account_id, bucket, delta: -take, kind: kind.clone() });
-    }
+    moves
 }
 
 fn credit(tx: &mut Transaction<'_>, account: AccountId, amount: Decimal, kind: MoneyKind) -> Answer {

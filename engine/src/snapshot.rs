@@ -14,7 +14,9 @@
 //! | 36 | 4 | reserved, zero |
 //! | 40 | n | rkyv archive of a [`SnapshotImage`] |
 //!
-//! Version history: 1 (names held as `String`), 2 (names shared as `Arc<str>`).
+//! Version history: 1 (names held as `String`), 2 (names shared as `Arc<str>`), 3 (adds
+//! the bulk path's window of record keys). Version 2 is still read (its record window is
+//! empty: version 2 had no bulk path).
 //!
 //! A snapshot is written to a temporary file, synced, and renamed over `shard-{S}.snapshot`,
 //! so the file under the final name is always complete.
@@ -28,10 +30,11 @@ use rkyv::{Archive, Deserialize as RkyvDeserialize, Serialize as RkyvSerialize};
 use crate::api::Answer;
 use crate::error::EngineError;
 use crate::model::{Account, Reservation, Subscription};
+use crate::records::{Memo, RecordKey};
 use crate::shard::{ShardState, Totals};
 
 pub const SNAPSHOT_MAGIC: [u8; 8] = *b"TGSNAP\r\n";
-pub const SNAPSHOT_FORMAT_VERSION: u32 = 2;
+pub const SNAPSHOT_FORMAT_VERSION: u32 = 3;
 const HEADER_BYTES: usize = 40;
 
 /// The archived form of a shard's state, in a canonical order.
@@ -43,6 +46,19 @@ pub struct SnapshotImage {
     pub reservations: Vec<Reservation>,
     pub recent: Vec<(String, Answer)>,
     pub totals: Totals,
+    /// The bulk path's window, oldest first.
+    pub recent_records: Vec<(u128, Memo)>,
+}
+
+/// The payload of a version 2 snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Archive, RkyvSerialize, RkyvDeserialize)]
+struct SnapshotImageV2 {
+    lsn: u64,
+    accounts: Vec<Account>,
+    subscriptions: Vec<Subscription>,
+    reservations: Vec<Reservation>,
+    recent: Vec<(String, Answer)>,
+    totals: Totals,
 }
 
 impl SnapshotImage {
@@ -54,7 +70,16 @@ impl SnapshotImage {
         let mut reservations: Vec<Reservation> = state.reservations.values().cloned().collect();
         reservations.sort_unstable_by(|a, b| (&a.session, a.rating_group).cmp(&(&b.session, b.rating_group)));
         let recent = state.recent.iter().map(|(key, answer)| (key.to_owned(), answer.clone())).collect();
-        SnapshotImage { lsn: state.lsn, accounts, subscriptions, reservations, recent, totals: state.totals.clone() }
+        let recent_records = state.recent_records.iter().map(|(key, memo)| (key.0, memo)).collect();
+        SnapshotImage {
+            lsn: state.lsn,
+            accounts,
+            subscriptions,
+            reservations,
+            recent,
+            totals: state.totals.clone(),
+            recent_records,
+        }
     }
 
     pub fn into_state(self, dedupe_window: usize) -> ShardState {
@@ -67,6 +92,9 @@ impl SnapshotImage {
             state.recent.insert(&key, std::sync::Arc::new(answer));
         }
         state.totals = self.totals;
+        for (key, memo) in self.recent_records {
+            state.recent_records.insert(RecordKey(key), memo);
+        }
         state
     }
 }
@@ -102,8 +130,9 @@ pub fn decode(bytes: &[u8], shard: u32, dedupe_window: usize) -> Result<ShardSta
         b.copy_from_slice(&bytes[at..at + 8]);
         u64::from_le_bytes(b)
     };
-    if word(8) != SNAPSHOT_FORMAT_VERSION {
-        return Err(format!("format version {}; this build reads {SNAPSHOT_FORMAT_VERSION}", word(8)));
+    let version = word(8);
+    if !(2..=SNAPSHOT_FORMAT_VERSION).contains(&version) {
+        return Err(format!("format version {version}; this build reads 2 to {SNAPSHOT_FORMAT_VERSION}"));
     }
     if word(12) != shard {
         return Err(format!("snapshot of shard {}, not {shard}", word(12)));
@@ -117,7 +146,20 @@ pub fn decode(bytes: &[u8], shard: u32, dedupe_window: usize) -> Result<ShardSta
     }
     let mut aligned = AlignedVec::<16>::with_capacity(payload.len());
     aligned.extend_from_slice(payload);
-    let image = rkyv::from_bytes::<SnapshotImage, rancor::Error>(&aligned).map_err(|err| err.to_string())?;
+    let image = if version == 2 {
+        let old = rkyv::from_bytes::<SnapshotImageV2, rancor::Error>(&aligned).map_err(|err| err.to_string())?;
+        SnapshotImage {
+            lsn: old.lsn,
+            accounts: old.accounts,
+            subscriptions: old.subscriptions,
+            reservations: old.reservations,
+            recent: old.recent,
+            totals: old.totals,
+            recent_records: Vec::new(),
+        }
+    } else {
+        rkyv::from_bytes::<SnapshotImage, rancor::Error>(&aligned).map_err(|err| err.to_string())?
+    };
     if image.lsn != long(16) {
         return Err("header and payload disagree on the LSN".to_owned());
     }

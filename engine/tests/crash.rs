@@ -7,11 +7,14 @@ mod common;
 
 use common::*;
 use tollgate_engine::directory::Directory;
-use tollgate_engine::journal::{FsyncPolicy, Journal, JournalEntry, MemoryStorage};
+use tollgate_engine::journal::{FsyncPolicy, Journal, JournalEntry, MemoryStorage, RecordKind};
+use tollgate_engine::records::{begin_charges, finish_charges};
 use tollgate_engine::recovery::replay_bytes;
-use tollgate_engine::shard::{decide, ChargingConfig, Context, Resolved, ShardState};
+use tollgate_engine::shard::{charge_record, decide, ChargingConfig, Context, Resolved, ShardState};
 use tollgate_engine::snapshot::SnapshotImage;
-use tollgate_engine::{AccountKind, Identity, Operation, Request, SessionStep, Target, UnitRequest};
+use tollgate_engine::{
+    AccountKind, Identity, Operation, RecordCharge, RecordKey, RecordOutcome, Request, SessionStep, Target, UnitRequest,
+};
 
 fn workload() -> Vec<(Resolved, Request)> {
     let account = Resolved { account: 1, subscription: None };
@@ -88,6 +91,30 @@ fn every_cut_point_recovers_exactly_the_complete_records() {
         state.lsn += 1;
         journal.append(state.lsn, &JournalEntry { decided_at: MONDAY_10, effects }.encode());
         images.push(SnapshotImage::of(&state));
+        if index % 4 == 3 {
+            // A bulk message of two rated records: one charges record.
+            let mut payload = Vec::new();
+            begin_charges(&mut payload, MONDAY_10);
+            let mut renewals = Vec::new();
+            let mut charged = 0;
+            for (n, usage) in [call("4990012345", MONDAY_10, 1), sms(MONDAY_10)].into_iter().enumerate() {
+                let record = RecordCharge {
+                    key: RecordKey::of(&format!("cdr-{index}-{n}")),
+                    origin: 0,
+                    subscription: 10,
+                    usage,
+                };
+                let answer = charge_record(&mut state, &ctx, 1, &record, &mut renewals, &mut payload);
+                charged += u32::from(answer.outcome == RecordOutcome::Charged);
+            }
+            assert!(renewals.is_empty());
+            if charged > 0 {
+                finish_charges(&mut payload, charged);
+                state.lsn += 1;
+                journal.append_kind(state.lsn, RecordKind::Charges, &payload);
+                images.push(SnapshotImage::of(&state));
+            }
+        }
         // Group commits of one to three records.
         if index % 3 != 1 {
             journal.commit().expect("commit");
@@ -100,10 +127,11 @@ fn every_cut_point_recovers_exactly_the_complete_records() {
     let full = tollgate_engine::journal::scan(&bytes, 0, Some(1)).expect("scan");
     assert_eq!(full.cut_reason, None);
     let mut record_ends = vec![tollgate_engine::journal::SEGMENT_HEADER_BYTES];
-    for (_, payload) in &full.records {
+    for record in &full.records {
         let last = *record_ends.last().expect("ends");
-        record_ends.push(last + tollgate_engine::journal::RECORD_HEADER_BYTES + payload.len());
+        record_ends.push(last + tollgate_engine::journal::RECORD_HEADER_BYTES + record.payload.len());
     }
+    assert!(full.records.iter().any(|r| r.kind == RecordKind::Charges), "the workload writes charges records");
     assert!(images.len() > 15, "the workload writes records");
     assert_eq!(*record_ends.last().expect("ends"), bytes.len());
 

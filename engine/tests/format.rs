@@ -8,10 +8,15 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::*;
-use tollgate_engine::{Body, Operation, Target};
+use tollgate_engine::{Body, Operation, RecordCharge, RecordKey, RecordOutcome, Target};
 
+/// The fixture the current build writes when regenerating.
 fn fixture_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/data-v2")
+    fixture("data-v3")
+}
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
 }
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -19,7 +24,7 @@ fn copy_dir(from: &Path, to: &Path) {
     for entry in std::fs::read_dir(from).expect("fixture dir") {
         let path = entry.expect("entry").path();
         let name = path.file_name().expect("name");
-        if name != "LOCK" {
+        if name != "LOCK" && path.is_file() {
             std::fs::copy(&path, to.join(name)).expect("copy");
         }
     }
@@ -32,6 +37,13 @@ fn write_fixture() {
     h.engine.snapshot().expect("snapshot");
     h.run("top-1", Target::Account(1), Operation::TopUp { amount: d("5.00"), reference: "fixture".into() });
     h.run("sms-1", subscriber("491700000001"), Operation::DirectDebit { usage: sms(MONDAY_10) });
+    let records = vec![RecordCharge {
+        key: RecordKey::of("cdr-1"),
+        origin: 1,
+        subscription: 10,
+        usage: call("4990012345", MONDAY_10, 30),
+    }];
+    assert_eq!(h.engine.charge_records(records).expect("records")[0].outcome, RecordOutcome::Charged);
     let dir = h.dir.clone();
     let h = h.restart();
     let _ = std::fs::remove_dir_all(fixture_dir());
@@ -44,8 +56,14 @@ fn reads_a_data_dir_written_by_an_earlier_build() {
     if std::env::var_os("TOLLGATE_REGENERATE_FIXTURES").is_some() {
         write_fixture();
     }
-    let dir = data_dir("format-reader");
-    copy_dir(&fixture_dir(), &dir);
+    // Version 2: general records only. Version 3 adds a charges record (the bulk path).
+    check_fixture("data-v2", "12.51", false);
+    check_fixture("data-v3", "10.02", true);
+}
+
+fn check_fixture(name: &str, balance: &str, has_records: bool) {
+    let dir = data_dir(&format!("format-reader-{name}"));
+    copy_dir(&fixture(name), &dir);
     let h = Harness::open(
         dir.clone(),
         std::sync::Arc::new(tollgate_engine::ManualClock::new(MONDAY_10)),
@@ -56,7 +74,7 @@ fn reads_a_data_dir_written_by_an_earlier_build() {
     assert_eq!(report.accounts, 1);
     assert!(report.shards.iter().any(|s| s.snapshot_lsn > 0), "{report:?}");
     let Body::Balance(view) = h.run("", Target::Account(1), Operation::BalanceEnquiry).body else { panic!("balance") };
-    assert_eq!(view.balance, d("12.51"));
+    assert_eq!(view.balance, d(balance), "{name}");
     let sms = view.buckets.iter().find(|b| b.kind == "sms-bundle").expect("sms bundle");
     assert_eq!(sms.remaining, "999");
     let repeat = h.run(
@@ -65,6 +83,18 @@ fn reads_a_data_dir_written_by_an_earlier_build() {
         Operation::DirectDebit { usage: call("4990012345", MONDAY_10, 60) },
     );
     assert!(repeat.repeated, "keys written before the snapshot are still remembered");
+    if has_records {
+        let records = vec![RecordCharge {
+            key: RecordKey::of("cdr-1"),
+            origin: 2,
+            subscription: 10,
+            usage: call("4990012345", MONDAY_10, 30),
+        }];
+        let answer = h.engine.charge_records(records).expect("records")[0];
+        assert!(answer.repeated, "{name}: the record key is remembered");
+        assert_eq!((answer.origin, answer.amount), (1, d("2.49")), "{name}: the first charge's memo");
+        assert!(answer.rated.is_some());
+    }
     assert_eq!(h.engine.check_invariants().expect("inspect"), Vec::<String>::new());
 }
 
