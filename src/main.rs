@@ -41,6 +41,8 @@ enum Command {
         #[command(subcommand)]
         command: commands::account::AccountCommand,
     },
+    /// Rate usage files (CSV with a column mapping, or 3GPP TS 32.297 BER CDR files) exactly once.
+    Mediate(commands::mediate::MediateArgs),
     /// Drive a running server with load over loopback and print throughput and latency.
     #[command(subcommand)]
     Load(commands::load::LoadCommand),
@@ -85,6 +87,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => commands::serve::run(&args),
         Command::Demo(args) => commands::demo::run(&args),
         Command::Load(command) => commands::load::run(command),
+        Command::Mediate(args) => commands::mediate::run(&args),
         Command::Account { engine, command } => commands::account::account(&engine, command),
         Command::Balance { engine, command } => commands::account::balance(&engine, command),
     };

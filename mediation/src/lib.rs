@@ -1,2 +1,15 @@
-//! Placeholder: see README.md for what will live in this crate.
+//! Batch mediation of usage files: CSV and 3GPP TS 32.298 BER CDR files are read as a
+//! stream, normalized into one [`UsageRecord`] shape, validated, identified, rated and
+//! charged exactly once through the engine's bulk path, and written out as rated events,
+//! rejects with reasons, and a per-file summary that always balances. A killed run
+//! resumes from its last checkpoint (see [`pipeline`]).
 #![forbid(unsafe_code)]
+
+mod error;
+pub mod event;
+pub mod pipeline;
+pub mod readers;
+
+pub use error::MediationError;
+pub use event::{Item, Reader, RejectReason, UsageRecord};
+pub use pipeline::{Format, MediationConfig, Mediator, Outputs, Progress, Summary};

@@ -4,6 +4,7 @@ pub(crate) mod account;
 pub(crate) mod demo;
 pub(crate) mod engine_setup;
 pub(crate) mod load;
+pub(crate) mod mediate;
 pub(crate) mod rate;
 pub(crate) mod serve;
 pub(crate) mod tariff;

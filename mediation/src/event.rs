@@ -1,0 +1,87 @@
+//! The one shape every reader normalizes a record into, and why a record is refused.
+
+use tollgate_engine::{Identity, ServiceRef};
+
+/// One usage event read from a file, before identification and rating.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageRecord {
+    /// The record's own id (CSV: the mapped column; BER: a digest of the CDR and the
+    /// container index). The exactly-once key is derived from it.
+    pub record_id: String,
+    pub subscriber: Identity,
+    pub service: ServiceRef,
+    pub rating_group: Option<u32>,
+    pub destination: Option<String>,
+    pub start_utc_seconds: i64,
+    pub units: u64,
+}
+
+/// Why a record was not rated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum RejectReason {
+    /// The record cannot be read or misses a field.
+    Malformed,
+    UnknownSubscriber,
+    /// Its id was charged before (in this file or an earlier one).
+    Duplicate,
+    RatingFailed,
+    /// The prepaid balance or credit limit does not cover it.
+    CreditLimitReached,
+    /// Its time is outside the accepted window (too old or in the future).
+    OutOfWindow,
+}
+
+impl RejectReason {
+    pub fn code(self) -> &'static str {
+        match self {
+            RejectReason::Malformed => "malformed",
+            RejectReason::UnknownSubscriber => "unknown_subscriber",
+            RejectReason::Duplicate => "duplicate",
+            RejectReason::RatingFailed => "rating_failed",
+            RejectReason::CreditLimitReached => "credit_limit_reached",
+            RejectReason::OutOfWindow => "out_of_window",
+        }
+    }
+}
+
+/// A record a reader could not turn into a [`UsageRecord`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unreadable {
+    pub reason: RejectReason,
+    /// Names the field, column or byte offset.
+    pub message: String,
+}
+
+impl Unreadable {
+    pub fn malformed(message: impl Into<String>) -> Unreadable {
+        Unreadable { reason: RejectReason::Malformed, message: message.into() }
+    }
+}
+
+/// One item from a reader: a record (or why it could not be read), where it is, and
+/// where the next one starts (the resume point once this one is done).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Item {
+    /// 1-based position of the record in the file.
+    pub number: u64,
+    /// Byte offset of the record in the file.
+    pub offset: u64,
+    /// Byte offset just past the record.
+    pub next_offset: u64,
+    /// Whether the file can be resumed at `next_offset` once this item is done. False for
+    /// all but the last usage event taken from one CDR (a PGW-CDR with several rating
+    /// groups): a checkpoint never falls inside a CDR.
+    pub resumable_after: bool,
+    /// The record as text for the rejects file (CSV: the line; BER: hex, bounded).
+    pub raw: String,
+    pub record: Result<UsageRecord, Unreadable>,
+}
+
+/// What every reader offers the pipeline: records in order, and a restart point.
+pub trait Reader {
+    /// The next item, `Ok(None)` at the end. An `Err` means the rest of the file cannot
+    /// be read at all (every record up to it was returned).
+    fn next_item(&mut self) -> Result<Option<Item>, crate::MediationError>;
+}

@@ -1,0 +1,614 @@
+//! read → decode → normalize → validate → deduplicate → identify → rate and charge →
+//! write rated events, rejects and a summary; checkpoint after every batch.
+//!
+//! Exactly once, across crashes: a batch is charged through the engine's bulk path
+//! (durable before it answers), then its output lines are written and synced, then the
+//! checkpoint (resume offset, output lengths, counts) replaces the previous one. A run
+//! resumed after a crash truncates the outputs to the checkpoint's lengths and sends the
+//! next batch again: records the crashed run had already charged come back from the
+//! engine as repeats *with this record's origin* (file + record number), so they are
+//! written as rated, exactly as the first time; a repeat with another origin is a
+//! duplicate. The engine's window of record keys is the persistent, bounded duplicate
+//! window (`--dedupe-window`).
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use tollgate_engine::{Engine, RecordAnswer, RecordCharge, RecordKey, RecordOutcome, Usage};
+
+use crate::event::{Item, Reader, RejectReason, UsageRecord};
+use crate::readers::ber::BerReader;
+use crate::readers::csv::mapping::Mapping;
+use crate::readers::csv::CsvReader;
+use crate::MediationError;
+
+/// The format of an input file.
+#[derive(Debug, Clone)]
+pub enum Format {
+    Csv(Mapping),
+    /// TS 32.297 CDR file of TS 32.298 BER records.
+    Ber,
+}
+
+impl Format {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Format::Csv(_) => "csv",
+            Format::Ber => "ber",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct MediationConfig {
+    /// Where rated events, rejects and summaries are written.
+    pub out_dir: PathBuf,
+    /// Where checkpoints are kept.
+    pub state_dir: PathBuf,
+    /// Records charged per engine message and per checkpoint.
+    pub batch_records: usize,
+    /// Larger input files are refused.
+    pub max_file_bytes: u64,
+    /// Records older than this (relative to the engine's clock) are out of window.
+    pub max_age_seconds: i64,
+    /// Records further in the future than this are out of window.
+    pub max_future_seconds: i64,
+    /// fsync outputs and checkpoints (off only for benchmarks of the rest).
+    pub sync: bool,
+    /// For crash tests: stop with [`MediationError::Interrupted`] right after the engine
+    /// charged this batch (1-based), before its outputs are synced or checkpointed.
+    #[doc(hidden)]
+    pub crash_after_charging_batch: Option<u64>,
+}
+
+impl MediationConfig {
+    pub fn new(out_dir: impl Into<PathBuf>, state_dir: impl Into<PathBuf>) -> MediationConfig {
+        MediationConfig {
+            out_dir: out_dir.into(),
+            state_dir: state_dir.into(),
+            batch_records: 16_384,
+            max_file_bytes: 16 << 30,
+            max_age_seconds: 90 * 86_400,
+            max_future_seconds: 3_600,
+            sync: true,
+            crash_after_charging_batch: None,
+        }
+    }
+}
+
+/// Counts of one file. Always balances: `records_in = rated + rejected + duplicates`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Summary {
+    pub source: String,
+    pub format: String,
+    pub records_in: u64,
+    pub rated: u64,
+    pub rejected: u64,
+    pub duplicates: u64,
+    pub rejected_by_reason: BTreeMap<String, u64>,
+    /// Rated amount per currency.
+    pub amount_by_currency: BTreeMap<String, Decimal>,
+    pub units_rated: u64,
+    /// Byte offset where the file stopped being readable, if it did.
+    pub unreadable_from: Option<u64>,
+    pub complete: bool,
+    /// How many times this file was resumed from a checkpoint.
+    pub resumed: u32,
+}
+
+impl Summary {
+    pub fn balances(&self) -> bool {
+        self.records_in == self.rated + self.rejected + self.duplicates
+    }
+}
+
+/// A checkpoint: where to resume and how long the outputs were at that point.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Checkpoint {
+    source_bytes: u64,
+    next_offset: u64,
+    next_number: u64,
+    rated_csv_bytes: u64,
+    rated_jsonl_bytes: u64,
+    rejects_bytes: u64,
+    summary: Summary,
+}
+
+/// Progress of a file, for a progress bar.
+#[derive(Debug, Clone, Copy)]
+pub struct Progress {
+    pub records: u64,
+    pub bytes_done: u64,
+    pub bytes_total: u64,
+}
+
+const RATED_CSV_HEADER: &str = "source,record_number,record_id,account,subscription,service,rating_group,destination,band,start_utc_seconds,units,allowance_units,amount,currency,plan,plan_version\n";
+const REJECTS_HEADER: &str = "record_number,offset,reason,message,record\n";
+
+/// Output paths of one input file.
+#[derive(Debug, Clone)]
+pub struct Outputs {
+    pub rated_csv: PathBuf,
+    pub rated_jsonl: PathBuf,
+    pub rejects: PathBuf,
+    pub summary: PathBuf,
+    checkpoint: PathBuf,
+}
+
+impl Outputs {
+    pub fn of(config: &MediationConfig, input: &Path) -> Outputs {
+        let name = input.file_name().map_or_else(|| "input".into(), |n| n.to_string_lossy().into_owned());
+        let out = |suffix: &str| config.out_dir.join(format!("{name}.{suffix}"));
+        Outputs {
+            rated_csv: out("rated.csv"),
+            rated_jsonl: out("rated.jsonl"),
+            rejects: out("rejects.csv"),
+            summary: out("summary.json"),
+            checkpoint: config.state_dir.join(format!("{name}.checkpoint.json")),
+        }
+    }
+}
+
+/// Rates usage files through an engine.
+#[derive(Debug)]
+pub struct Mediator<'e> {
+    engine: &'e Engine,
+    config: MediationConfig,
+}
+
+struct Writers {
+    rated_csv: BufWriter<File>,
+    rated_jsonl: BufWriter<File>,
+    rejects: BufWriter<File>,
+    files: [PathBuf; 3],
+}
+
+impl Writers {
+    fn lengths(&mut self) -> Result<[u64; 3], MediationError> {
+        let mut out = [0; 3];
+        for (i, writer) in [&mut self.rated_csv, &mut self.rated_jsonl, &mut self.rejects].into_iter().enumerate() {
+            writer.flush().map_err(MediationError::io(&self.files[i]))?;
+            out[i] = writer.get_ref().metadata().map_err(MediationError::io(&self.files[i]))?.len();
+        }
+        Ok(out)
+    }
+
+    fn sync(&mut self) -> Result<(), MediationError> {
+        for (i, writer) in [&mut self.rated_csv, &mut self.rated_jsonl, &mut self.rejects].into_iter().enumerate() {
+            writer.flush().map_err(MediationError::io(&self.files[i]))?;
+            writer.get_ref().sync_data().map_err(MediationError::io(&self.files[i]))?;
+        }
+        Ok(())
+    }
+}
+
+/// Opens an output for appending, cut to `keep` bytes (what the checkpoint covers);
+/// a new file gets `header`.
+fn open_output(path: &Path, keep: Option<u64>, header: &str) -> Result<BufWriter<File>, MediationError> {
+    let mut file = OpenOptions::new()
+        .create(true)
+        .read(true)
+        .write(true)
+        .truncate(false)
+        .open(path)
+        .map_err(MediationError::io(path))?;
+    match keep {
+        Some(len) => file.set_len(len).map_err(MediationError::io(path))?,
+        None => {
+            file.set_len(0).map_err(MediationError::io(path))?;
+            file.write_all(header.as_bytes()).map_err(MediationError::io(path))?;
+        }
+    }
+    use std::io::Seek;
+    file.seek(std::io::SeekFrom::End(0)).map_err(MediationError::io(path))?;
+    Ok(BufWriter::with_capacity(1 << 20, file))
+}
+
+impl<'e> Mediator<'e> {
+    pub fn new(engine: &'e Engine, config: MediationConfig) -> Mediator<'e> {
+        Mediator { engine, config }
+    }
+
+    pub fn config(&self) -> &MediationConfig {
+        &self.config
+    }
+
+    /// Rates one file (resuming it if a checkpoint says it was started) and returns its
+    /// summary. A file whose checkpoint says it is complete is not read again.
+    pub fn process(
+        &self,
+        input: &Path,
+        format: &Format,
+        progress: &mut dyn FnMut(Progress),
+    ) -> Result<Summary, MediationError> {
+        let size = std::fs::metadata(input).map_err(MediationError::io(input))?.len();
+        if size > self.config.max_file_bytes {
+            return Err(MediationError::TooLarge { path: input.to_owned(), size, limit: self.config.max_file_bytes });
+        }
+        for dir in [&self.config.out_dir, &self.config.state_dir] {
+            std::fs::create_dir_all(dir).map_err(MediationError::io(dir))?;
+        }
+        let outputs = Outputs::of(&self.config, input);
+        let checkpoint = read_checkpoint(&outputs.checkpoint)?;
+        if let Some(cp) = &checkpoint {
+            if cp.source_bytes != size {
+                return Err(MediationError::Checkpoint {
+                    path: outputs.checkpoint.clone(),
+                    message: format!("was written for a file of {} bytes; this one has {size}", cp.source_bytes),
+                });
+            }
+            if cp.summary.complete {
+                return Ok(cp.summary.clone());
+            }
+        }
+        let (next_offset, next_number, keep, mut summary) = match checkpoint {
+            Some(cp) => {
+                let mut summary = cp.summary;
+                summary.resumed += 1;
+                (
+                    cp.next_offset,
+                    cp.next_number,
+                    Some([cp.rated_csv_bytes, cp.rated_jsonl_bytes, cp.rejects_bytes]),
+                    summary,
+                )
+            }
+            None => (
+                0,
+                0,
+                None,
+                Summary { source: input.display().to_string(), format: format.name().to_owned(), ..Summary::default() },
+            ),
+        };
+        let mut writers = Writers {
+            rated_csv: open_output(&outputs.rated_csv, keep.map(|k| k[0]), RATED_CSV_HEADER)?,
+            rated_jsonl: open_output(&outputs.rated_jsonl, keep.map(|k| k[1]), "")?,
+            rejects: open_output(&outputs.rejects, keep.map(|k| k[2]), REJECTS_HEADER)?,
+            files: [outputs.rated_csv.clone(), outputs.rated_jsonl.clone(), outputs.rejects.clone()],
+        };
+        let mut reader: Box<dyn Reader> = match format {
+            Format::Csv(mapping) => Box::new(CsvReader::open(input, mapping.clone(), next_offset, next_number)?),
+            Format::Ber => Box::new(BerReader::open(input, next_offset, next_number)?),
+        };
+        let name = input.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+        let origin_seed = xxhash_rust::xxh3::xxh3_64(format!("{name}:{size}").as_bytes());
+        let mut batch: Vec<Item> = Vec::with_capacity(self.config.batch_records);
+        let mut resume = (next_offset, next_number);
+        let mut batches = 0u64;
+        loop {
+            let mut ended = false;
+            let mut unreadable = None;
+            loop {
+                match reader.next_item() {
+                    Ok(Some(item)) => {
+                        let boundary = item.resumable_after;
+                        batch.push(item);
+                        if boundary && batch.len() >= self.config.batch_records {
+                            break;
+                        }
+                    }
+                    Ok(None) => {
+                        ended = true;
+                        break;
+                    }
+                    Err(err) => {
+                        unreadable = Some(err);
+                        ended = true;
+                        break;
+                    }
+                }
+            }
+            if let Some(last) = batch.iter().rev().find(|item| item.resumable_after) {
+                resume = (last.next_offset, last.number);
+            }
+            self.rate_batch(&name, origin_seed, &mut batch, &mut writers, &mut summary)?;
+            batches += 1;
+            if self.config.crash_after_charging_batch == Some(batches) {
+                return Err(MediationError::Interrupted(format!("stopped after charging batch {batches}")));
+            }
+            if let Some(err) = unreadable {
+                // The rest of the file cannot be read: one rejected entry says from where.
+                let at = resume.0;
+                summary.records_in += 1;
+                summary.rejected += 1;
+                *summary.rejected_by_reason.entry(RejectReason::Malformed.code().to_owned()).or_default() += 1;
+                summary.unreadable_from = Some(at);
+                let message = err.to_string();
+                write_reject(&mut writers.rejects, resume.1 + 1, at, RejectReason::Malformed, &message, "")
+                    .map_err(MediationError::io(&outputs.rejects))?;
+                tracing::warn!(file = %input.display(), at, error = %message, "rest of the file is unreadable");
+            }
+            if ended {
+                summary.complete = true;
+            }
+            debug_assert!(summary.balances());
+            self.checkpoint(&outputs, size, resume, &mut writers, &summary)?;
+            progress(Progress { records: summary.records_in, bytes_done: resume.0, bytes_total: size });
+            if ended {
+                break;
+            }
+        }
+        write_atomic(&outputs.summary, &serde_json::to_vec_pretty(&summary).unwrap_or_default(), self.config.sync)?;
+        Ok(summary)
+    }
+
+    fn checkpoint(
+        &self,
+        outputs: &Outputs,
+        size: u64,
+        resume: (u64, u64),
+        writers: &mut Writers,
+        summary: &Summary,
+    ) -> Result<(), MediationError> {
+        let [rated_csv_bytes, rated_jsonl_bytes, rejects_bytes] = writers.lengths()?;
+        if self.config.sync {
+            writers.sync()?;
+        }
+        let checkpoint = Checkpoint {
+            source_bytes: size,
+            next_offset: resume.0,
+            next_number: resume.1,
+            rated_csv_bytes,
+            rated_jsonl_bytes,
+            rejects_bytes,
+            summary: summary.clone(),
+        };
+        write_atomic(&outputs.checkpoint, &serde_json::to_vec(&checkpoint).unwrap_or_default(), self.config.sync)
+    }
+
+    fn rate_batch(
+        &self,
+        source: &str,
+        origin_seed: u64,
+        batch: &mut Vec<Item>,
+        writers: &mut Writers,
+        summary: &mut Summary,
+    ) -> Result<(), MediationError> {
+        let now = self.engine.now();
+        let directory = self.engine.directory();
+        // Per item: a verdict before charging, or the index of its charge.
+        let mut verdicts: Vec<Verdict> = Vec::with_capacity(batch.len());
+        let mut charges = Vec::with_capacity(batch.len());
+        for item in batch.iter_mut() {
+            let verdict = match std::mem::replace(&mut item.record, Err(crate::event::Unreadable::malformed(""))) {
+                Err(unreadable) => Err((unreadable.reason, unreadable.message)),
+                Ok(record) => self.admit(record, now).and_then(|record| {
+                    let (subscription, account) = directory
+                        .subscriber(&record.subscriber)
+                        .ok_or((RejectReason::UnknownSubscriber, "no subscription has this identity".to_owned()))?;
+                    let origin = xxhash_rust::xxh3::xxh3_64_with_seed(&item.number.to_le_bytes(), origin_seed);
+                    let key = RecordKey::of(&record.record_id);
+                    charges.push(RecordCharge {
+                        key,
+                        origin,
+                        subscription,
+                        usage: Usage {
+                            service: record.service,
+                            rating_group: record.rating_group,
+                            destination: record.destination,
+                            start_utc_seconds: record.start_utc_seconds,
+                            units: record.units,
+                        },
+                    });
+                    Ok((charges.len() - 1, account, subscription, record.record_id))
+                }),
+            };
+            verdicts.push(verdict);
+        }
+        let starts: Vec<(i64, Option<u32>)> =
+            charges.iter().map(|c| (c.usage.start_utc_seconds, c.usage.rating_group)).collect();
+        let answers = self.engine.charge_records(charges)?;
+        let plans = self.engine.plans();
+        for (item, verdict) in batch.drain(..).zip(verdicts) {
+            summary.records_in += 1;
+            let outcome = match verdict {
+                Err(reject) => Err(reject),
+                Ok((index, account, subscription, record_id)) => {
+                    let answer = answers[index];
+                    let origin = xxhash_rust::xxh3::xxh3_64_with_seed(&item.number.to_le_bytes(), origin_seed);
+                    judge(&answer, origin).map(|()| (answer, account, subscription, starts[index], record_id))
+                }
+            };
+            match outcome {
+                Ok((answer, account, subscription, (start, rating_group), record_id)) => {
+                    let ids = RatedIds { record_id: &record_id, account, subscription, start, rating_group };
+                    summary.rated += 1;
+                    summary.units_rated += answer.charged_units;
+                    let rated = answer.rated.and_then(|r| plans.by_handle(r.plan).map(|plan| (r, plan)));
+                    let Some((indexes, plan)) = rated else {
+                        // Charged by an earlier run under a plan no longer loaded: the amount
+                        // is known, the names are not.
+                        write_rated(writers, source, &item, &answer, &ids, None)?;
+                        continue;
+                    };
+                    *summary.amount_by_currency.entry(plan.names.currency.to_string()).or_default() += answer.amount;
+                    write_rated(
+                        writers,
+                        source,
+                        &item,
+                        &answer,
+                        &ids,
+                        Some(Names {
+                            service: &plan.names.services[usize::from(indexes.service)],
+                            destination: indexes.destination.map(|d| &*plan.names.destinations[d as usize]),
+                            band: &plan.names.bands[usize::from(indexes.band)],
+                            currency: &plan.names.currency,
+                            plan: &plan.names.id,
+                            version: plan.version,
+                        }),
+                    )?;
+                }
+                Err((reason, message)) => {
+                    if reason == RejectReason::Duplicate {
+                        summary.duplicates += 1;
+                    } else {
+                        summary.rejected += 1;
+                    }
+                    *summary.rejected_by_reason.entry(reason.code().to_owned()).or_default() += 1;
+                    write_reject(&mut writers.rejects, item.number, item.offset, reason, &message, &item.raw)
+                        .map_err(MediationError::io(&writers.files[2]))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Validation that needs no lookup: the time window.
+    fn admit(&self, record: UsageRecord, now: i64) -> Result<UsageRecord, (RejectReason, String)> {
+        let start = record.start_utc_seconds;
+        if start < now - self.config.max_age_seconds {
+            return Err((
+                RejectReason::OutOfWindow,
+                format!("starts {}s before now, older than the window", now - start),
+            ));
+        }
+        if start > now + self.config.max_future_seconds {
+            return Err((RejectReason::OutOfWindow, format!("starts {}s in the future", start - now)));
+        }
+        Ok(record)
+    }
+}
+
+/// Before charging: the index of the record's charge with its account, subscription and
+/// record id, or why it is rejected without charging.
+type Verdict = Result<(usize, u64, u64, String), (RejectReason, String)>;
+
+/// What an engine answer means for the file: rated, or rejected with a reason.
+fn judge(answer: &RecordAnswer, origin: u64) -> Result<(), (RejectReason, String)> {
+    match answer.outcome {
+        // A repeat with this record's own origin is this record, charged by an earlier
+        // (crashed) run of this file: it is rated, as it was then.
+        RecordOutcome::Charged if !answer.repeated || answer.origin == origin => Ok(()),
+        RecordOutcome::Charged => Err((RejectReason::Duplicate, "record id charged before".to_owned())),
+        RecordOutcome::CreditLimitReached => {
+            Err((RejectReason::CreditLimitReached, "balance or credit limit does not cover it".to_owned()))
+        }
+        RecordOutcome::UnknownSubscriber => {
+            Err((RejectReason::UnknownSubscriber, "no subscription has this identity".to_owned()))
+        }
+        RecordOutcome::RatingFailed(code) => Err((RejectReason::RatingFailed, code.to_owned())),
+        _ => Err((RejectReason::RatingFailed, answer.outcome.code().to_owned())),
+    }
+}
+
+struct RatedIds<'r> {
+    record_id: &'r str,
+    account: u64,
+    subscription: u64,
+    start: i64,
+    rating_group: Option<u32>,
+}
+
+struct Names<'p> {
+    service: &'p str,
+    destination: Option<&'p str>,
+    band: &'p str,
+    currency: &'p str,
+    plan: &'p str,
+    version: u32,
+}
+
+fn write_rated(
+    writers: &mut Writers,
+    source: &str,
+    item: &Item,
+    answer: &RecordAnswer,
+    ids: &RatedIds<'_>,
+    names: Option<Names<'_>>,
+) -> Result<(), MediationError> {
+    let RatedIds { record_id, account, subscription, start, rating_group } = *ids;
+    let empty = Names { service: "", destination: None, band: "", currency: "", plan: "", version: 0 };
+    let names = names.unwrap_or(empty);
+    let rg = rating_group.map(|rg| rg.to_string()).unwrap_or_default();
+    let csv = &mut writers.rated_csv;
+    writeln!(
+        csv,
+        "{},{},{},{account},{subscription},{},{rg},{},{},{start},{},{},{},{},{},{}",
+        csv_field(source),
+        item.number,
+        csv_field(record_id),
+        csv_field(names.service),
+        csv_field(names.destination.unwrap_or("")),
+        csv_field(names.band),
+        answer.charged_units,
+        answer.allowance_units,
+        answer.amount,
+        names.currency,
+        csv_field(names.plan),
+        names.version,
+    )
+    .map_err(MediationError::io(&writers.files[0]))?;
+    let line = serde_json::json!({
+        "source": source,
+        "record_number": item.number,
+        "record_id": record_id,
+        "account": account,
+        "subscription": subscription,
+        "service": names.service,
+        "rating_group": rating_group,
+        "destination": names.destination,
+        "band": names.band,
+        "start_utc_seconds": start,
+        "units": answer.charged_units,
+        "allowance_units": answer.allowance_units,
+        "amount": answer.amount.to_string(),
+        "currency": names.currency,
+        "plan": names.plan,
+        "plan_version": names.version,
+    });
+    let jsonl = &mut writers.rated_jsonl;
+    serde_json::to_writer(&mut *jsonl, &line)
+        .map_err(|err| MediationError::Io { path: writers.files[1].clone(), source: err.into() })?;
+    jsonl.write_all(b"\n").map_err(MediationError::io(&writers.files[1]))
+}
+
+fn write_reject(
+    out: &mut BufWriter<File>,
+    number: u64,
+    offset: u64,
+    reason: RejectReason,
+    message: &str,
+    raw: &str,
+) -> std::io::Result<()> {
+    writeln!(out, "{number},{offset},{},{},{}", reason.code(), csv_field(message), csv_field(raw))
+}
+
+/// Quotes a CSV field when it needs it.
+fn csv_field(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.bytes().any(|b| matches!(b, b',' | b'"' | b'\n' | b'\r')) {
+        std::borrow::Cow::Owned(format!("\"{}\"", text.replace('"', "\"\"")))
+    } else {
+        std::borrow::Cow::Borrowed(text)
+    }
+}
+
+fn read_checkpoint(path: &Path) -> Result<Option<Checkpoint>, MediationError> {
+    match std::fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|err| MediationError::Checkpoint { path: path.to_owned(), message: format!("unreadable: {err}") }),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(err) => Err(MediationError::Io { path: path.to_owned(), source: err }),
+    }
+}
+
+/// Writes `bytes` to `path` through a temporary file and a rename, so the file under its
+/// name is always whole.
+fn write_atomic(path: &Path, bytes: &[u8], sync: bool) -> Result<(), MediationError> {
+    let temporary = path.with_extension("tmp");
+    let mut file = File::create(&temporary).map_err(MediationError::io(&temporary))?;
+    file.write_all(bytes).map_err(MediationError::io(&temporary))?;
+    if sync {
+        file.sync_data().map_err(MediationError::io(&temporary))?;
+    }
+    std::fs::rename(&temporary, path).map_err(MediationError::io(path))?;
+    if sync {
+        if let Some(dir) = path.parent() {
+            File::open(dir).and_then(|d| d.sync_all()).map_err(MediationError::io(dir))?;
+        }
+    }
+    Ok(())
+}

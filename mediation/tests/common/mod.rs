@@ -1,0 +1,147 @@
+//! A real engine with two prepaid subscribers, a scratch folder, and readers of the outputs.
+#![allow(dead_code, unreachable_pub)]
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rust_decimal::Decimal;
+use tollgate_engine::{
+    AccountKind, Body, Engine, EngineConfig, Identity, ManualClock, Operation, Plans, Request, Target,
+};
+use tollgate_mediation::{Format, MediationConfig, MediationError, Mediator, Outputs, Summary};
+
+/// Monday 2026-03-02 12:00:00 UTC: the sample records are from that morning.
+pub const NOW: i64 = 1_772_452_800;
+
+pub fn d(text: &str) -> Decimal {
+    text.parse().expect("decimal")
+}
+
+pub struct Harness {
+    pub engine: Engine,
+    pub dir: PathBuf,
+    pub config: MediationConfig,
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl Harness {
+    pub fn new(name: &str) -> Harness {
+        Harness::with_batch(name, 16_384)
+    }
+
+    pub fn with_batch(name: &str, batch: usize) -> Harness {
+        let dir = std::env::temp_dir().join(format!("tollgate-mediation-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("scratch dir");
+        let mut plans = Plans::new();
+        let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tariffs/examples");
+        plans.load(&examples.join("prepaid-mobile.toml")).expect("plan");
+        // Subscribers exist from 08:00; the files are mediated at noon.
+        let clock = Arc::new(ManualClock::new(NOW - 4 * 3600));
+        let engine = Engine::open(EngineConfig::new(dir.join("data")), plans, clock.clone()).expect("engine");
+        let run = |key: String, target, operation| {
+            let answer = engine.execute(Request { key: Some(key), target, operation }).expect("engine answers");
+            assert_eq!(answer.outcome, tollgate_engine::Outcome::Success, "{answer:?}");
+        };
+        for n in 1..=2u64 {
+            run(
+                format!("create-{n}"),
+                Target::Account(n),
+                Operation::CreateAccount {
+                    kind: AccountKind::Prepaid,
+                    currency: "EUR".into(),
+                    credit_limit: Decimal::ZERO,
+                    opening_balance: d("10.00"),
+                },
+            );
+            run(
+                format!("subscribe-{n}"),
+                Target::Account(n),
+                Operation::CreateSubscription {
+                    subscription: n * 10,
+                    plan: "mobile-prepaid-s".into(),
+                    identities: vec![
+                        Identity::Msisdn(format!("49170000000{n}")),
+                        Identity::Imsi(format!("26201000000000{n}")),
+                    ],
+                },
+            );
+        }
+        clock.set(NOW);
+        let mut config = MediationConfig::new(dir.join("out"), dir.join("state"));
+        config.batch_records = batch;
+        Harness { engine, dir, config }
+    }
+
+    pub fn write(&self, name: &str, text: &str) -> PathBuf {
+        self.write_bytes(name, text.as_bytes())
+    }
+
+    pub fn write_bytes(&self, name: &str, bytes: &[u8]) -> PathBuf {
+        let path = self.dir.join(name);
+        std::fs::write(&path, bytes).expect("input file");
+        path
+    }
+
+    pub fn try_process(&self, file: &Path, format: &Format) -> Result<Summary, MediationError> {
+        Mediator::new(&self.engine, self.config.clone()).process(file, format, &mut |_| {})
+    }
+
+    pub fn process(&self, file: &Path, format: &Format) -> Summary {
+        let summary = self.try_process(file, format).expect("file processed");
+        assert!(summary.balances(), "{summary:?}");
+        summary
+    }
+
+    /// Runs `batches` batches, then stops the way a crash would right after the engine
+    /// charged the next batch (before its outputs are synced and its checkpoint written).
+    pub fn process_batches_then_crash(&self, file: &Path, format: &Format, batches: usize) {
+        let mut config = self.config.clone();
+        config.crash_after_charging_batch = Some(batches as u64 + 1);
+        let result = Mediator::new(&self.engine, config).process(file, format, &mut |_| {});
+        assert!(matches!(result, Err(MediationError::Interrupted(_))), "{result:?}");
+    }
+
+    pub fn outputs(&self, file: &Path) -> (String, String, String) {
+        let outputs = Outputs::of(&self.config, file);
+        let read = |p: &Path| std::fs::read_to_string(p).expect("output");
+        (read(&outputs.rated_csv), read(&outputs.rated_jsonl), read(&outputs.rejects))
+    }
+
+    pub fn rated_csv(&self, file: &Path) -> Vec<HashMap<String, String>> {
+        read_csv(&Outputs::of(&self.config, file).rated_csv)
+    }
+
+    pub fn rejects(&self, file: &Path) -> Vec<HashMap<String, String>> {
+        read_csv(&Outputs::of(&self.config, file).rejects)
+    }
+
+    pub fn balance(&self, account: u64) -> Decimal {
+        let answer = self
+            .engine
+            .execute(Request { key: None, target: Target::Account(account), operation: Operation::BalanceEnquiry })
+            .expect("balance");
+        match answer.body {
+            Body::Balance(view) => view.balance,
+            other => panic!("not a balance: {other:?}"),
+        }
+    }
+}
+
+fn read_csv(path: &Path) -> Vec<HashMap<String, String>> {
+    let mut reader = csv::Reader::from_path(path).expect("csv output");
+    let headers = reader.headers().expect("header").clone();
+    reader
+        .records()
+        .map(|r| {
+            let r = r.expect("record");
+            headers.iter().zip(r.iter()).map(|(h, v)| (h.to_owned(), v.to_owned())).collect()
+        })
+        .collect()
+}
