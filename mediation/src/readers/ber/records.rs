@@ -113,7 +113,7 @@ fn pgw(record: &Tlv<'_>, id: &str) -> Result<Vec<UsageRecord>, String> {
 fn sgw(record: &Tlv<'_>, id: &str) -> Result<Vec<UsageRecord>, String> {
     let at = record.offset;
     let f = fields(record)?;
-    let subscriber = subscriber(&f, 18, 3, at)?;
+    let subscriber = subscriber(&f, 22, 3, at)?;
     let opened = time_field(&f, 13, "recordOpeningTime")?
         .ok_or_else(|| format!("record at byte {at}: field `recordOpeningTime` [13] missing"))?;
     let list = required(&f, 12, "listOfTrafficVolumes", at)?;
