@@ -184,6 +184,8 @@ fn moc(record: &Tlv<'_>, id: &str) -> Result<Vec<UsageRecord>, String> {
 }
 
 /// CHF-CDR: one event per used-unit container of each `listOfMultipleUnitUsage` entry.
+/// (pycrate 0.8.1 has no CHF module, so no independent sample exists yet; the tags are
+/// from the Rel-16 module text, see `tests/mediation/BER-LAYOUT.md`.)
 fn chf(record: &Tlv<'_>, id: &str) -> Result<Vec<UsageRecord>, String> {
     let at = record.offset;
     let f = fields(record)?;
@@ -198,16 +200,18 @@ fn chf(record: &Tlv<'_>, id: &str) -> Result<Vec<UsageRecord>, String> {
         let u = fields(&usage)?;
         let rating_group = number(&u, 0, "ratingGroup")?
             .ok_or_else(|| format!("unit usage at byte {}: field `ratingGroup` [0] missing", usage.offset))?;
-        let Some(containers) = find(&u, 2) else { continue };
+        let Some(containers) = find(&u, 1) else { continue };
         for container in tlv::children(&containers) {
             let container = container?;
             limit(&events, at)?;
             let c = fields(&container)?;
-            let start = time_field(&c, 8, "eventTimeStamp")?.unwrap_or(opened);
-            let total = number(&c, 4, "totalVolume")?;
+            let start = time_field(&c, 3, "triggerTimeStamp")?.unwrap_or(opened);
+            let total = number(&c, 4, "dataTotalVolume")?;
             let (uplink, downlink) = match total {
                 Some(total) => (total, 0),
-                None => (number(&c, 5, "uplinkVolume")?.unwrap_or(0), number(&c, 6, "downlinkVolume")?.unwrap_or(0)),
+                None => {
+                    (number(&c, 5, "dataVolumeUplink")?.unwrap_or(0), number(&c, 6, "dataVolumeDownlink")?.unwrap_or(0))
+                }
             };
             events.push(data_event(id, events.len(), &subscriber, Some(rating_group), start, uplink, downlink, at)?);
         }

@@ -1,0 +1,171 @@
+//! `tollgate mediate` as an operator runs it: a large CSV file, the process killed with
+//! SIGKILL in the middle, then run again: the outputs and balances equal a clean run's.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use super::{scratch, tollgate};
+
+const MAPPING: &str = r#"
+time_format = "%Y-%m-%d %H:%M:%S"
+[fields]
+record_id = { column = "id" }
+subscriber = { column = "msisdn" }
+service = { value = "voice" }
+destination = { column = "called" }
+start = { column = "start" }
+units = { column = "seconds" }
+"#;
+
+const SUBSCRIBERS: u64 = 5;
+
+fn setup(data: &Path) {
+    let data_dir = data.to_str().expect("path");
+    for n in 1..=SUBSCRIBERS {
+        let id = n.to_string();
+        let create = tollgate(
+            &["account", "create", "--data-dir", data_dir, "--id", &id, "--kind", "postpaid", "--currency", "EUR"]
+                .into_iter()
+                .chain(["--credit-limit", "100000000"])
+                .collect::<Vec<_>>(),
+            "",
+        );
+        assert_eq!(create.status.code(), Some(0), "{}", String::from_utf8_lossy(&create.stderr));
+        let subscription = (n * 10).to_string();
+        let identity = format!("msisdn:4917000000{n:02}");
+        let subscribe = tollgate(
+            &[
+                "account",
+                "subscribe",
+                "--data-dir",
+                data_dir,
+                "--id",
+                &id,
+                "--subscription",
+                &subscription,
+                "--plan",
+                "mobile-prepaid-s",
+                "--identity",
+                &identity,
+            ],
+            "",
+        );
+        assert_eq!(subscribe.status.code(), Some(0), "{}", String::from_utf8_lossy(&subscribe.stderr));
+    }
+}
+
+fn mediate_args<'a>(data: &'a str, out: &'a str, mapping: &'a str, file: &'a str) -> Vec<&'a str> {
+    vec![
+        "mediate",
+        "--data-dir",
+        data,
+        "--out",
+        out,
+        "--mapping",
+        mapping,
+        "--max-age-days",
+        "100000",
+        "--batch",
+        "2048",
+        file,
+    ]
+}
+
+fn balances(data: &Path) -> Vec<Value> {
+    (1..=SUBSCRIBERS)
+        .map(|n| {
+            let output = tollgate(
+                &["balance", "show", "--data-dir", data.to_str().expect("path"), "--account", &n.to_string()],
+                "",
+            );
+            let view: Value = serde_json::from_slice(&output.stdout).expect("balance json");
+            view["body"]["balance"].clone()
+        })
+        .collect()
+}
+
+#[test]
+fn mediate_killed_with_sigkill_resumes_to_exactly_a_clean_run() {
+    let dir = scratch("mediate-kill");
+    let mapping = dir.join("mapping.toml");
+    std::fs::write(&mapping, MAPPING).expect("mapping");
+    let input = dir.join("calls.csv");
+    let mut text = String::from("id,msisdn,called,start,seconds\n");
+    for n in 0..200_000u64 {
+        let who = 1 + n % SUBSCRIBERS;
+        let called = if n % 3 == 0 { "4990012345" } else { "4930123456" };
+        let (minute, second) = ((n / 60) % 60, n % 60);
+        text.push_str(&format!(
+            "call-{n},4917000000{who:02},{called},2026-03-02 10:{minute:02}:{second:02},{}\n",
+            1 + n % 900
+        ));
+        if n % 1000 == 0 {
+            // A duplicate of an earlier record, and a malformed one.
+            text.push_str(&format!("call-{},4917000000{who:02},{called},2026-03-02 10:00:00,30\n", n / 2));
+            text.push_str("broken,4917000000x,,,\n");
+        }
+    }
+    std::fs::write(&input, text).expect("input");
+    let (mapping, input) = (mapping.to_str().expect("path"), input.to_str().expect("path"));
+
+    let clean = dir.join("clean");
+    setup(&clean);
+    let clean_out = clean.join("out");
+    let (clean_data, clean_out_text) = (clean.to_str().expect("path"), clean_out.to_str().expect("path"));
+    let output = tollgate(&mediate_args(clean_data, clean_out_text, mapping, input), "");
+    assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
+
+    let crashed = dir.join("crashed");
+    setup(&crashed);
+    let crashed_out = crashed.join("out");
+    let (crashed_data, crashed_out_text) = (crashed.to_str().expect("path"), crashed_out.to_str().expect("path"));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .args(mediate_args(crashed_data, crashed_out_text, mapping, input))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("mediate starts");
+    let checkpoint = crashed.join("mediation/state/calls.csv.checkpoint.json");
+    let started = Instant::now();
+    loop {
+        let progress: Option<Value> =
+            std::fs::read(&checkpoint).ok().and_then(|bytes| serde_json::from_slice(&bytes).ok());
+        if progress.is_some_and(|p| p["summary"]["records_in"].as_u64().unwrap_or(0) > 10_000) {
+            break;
+        }
+        assert!(child.try_wait().expect("poll").is_none(), "mediate finished before it could be killed");
+        assert!(started.elapsed() < Duration::from_secs(300), "no progress");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().expect("SIGKILL");
+    child.wait().expect("reaped");
+
+    let output = tollgate(&mediate_args(crashed_data, crashed_out_text, mapping, input), "");
+    assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("resumed 1 times"), "the second run resumed: {stdout}");
+
+    for suffix in ["rated.csv", "rated.jsonl", "rejects.csv"] {
+        let name = format!("calls.csv.{suffix}");
+        let (a, b) = (
+            std::fs::read(clean_out.join(&name)).expect("clean"),
+            std::fs::read(crashed_out.join(&name)).expect("resumed"),
+        );
+        assert!(a == b, "{name} differs between the clean and the resumed run ({} vs {} bytes)", a.len(), b.len());
+    }
+    let summary = |out: &Path| -> Value {
+        let mut s: Value =
+            serde_json::from_slice(&std::fs::read(out.join("calls.csv.summary.json")).expect("summary")).expect("json");
+        s["resumed"] = Value::Null;
+        s
+    };
+    let clean_summary = summary(&clean_out);
+    assert_eq!(clean_summary, summary(&crashed_out));
+    assert_eq!(clean_summary["duplicates"], 200);
+    assert_eq!(clean_summary["rejected"], 200);
+    assert_eq!(balances(&clean), balances(&crashed), "balances equal a clean run's");
+    std::fs::remove_dir_all(dir).ok();
+}
