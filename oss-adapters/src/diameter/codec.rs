@@ -463,9 +463,10 @@ mod tests {
         ) {
             let avps: Vec<Avp> = values
                 .into_iter()
-                // Keep clear of dictionary codes, whose data length is checked.
-                .filter(|(code, _, _)| dictionary::lookup(*code, 0).is_none())
-                .map(|(code, vendor, data)| Avp::new(code, vendor % 3 * 10415, data))
+                .map(|(code, vendor, data)| (code, vendor % 3 * 10415, data))
+                // Keep clear of dictionary AVPs (by code *and* vendor), whose data length is checked.
+                .filter(|(code, vendor, _)| dictionary::lookup(*code, *vendor).is_none())
+                .map(|(code, vendor, data)| Avp::new(code, vendor, data))
                 .collect();
             let message = Message { flags: FLAG_REQUEST, command: 272, application: 4, hop_by_hop: hop, end_to_end: 7, avps };
             let decoded = Message::decode(message.encode()).expect("decodes");
