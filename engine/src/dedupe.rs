@@ -2,50 +2,57 @@
 //! order they were first seen. The answers live in a ring; the hash index maps a key to
 //! its position, so the index stays small (a key and a sequence number per entry).
 
+use std::borrow::Borrow;
 use std::collections::VecDeque;
+use std::hash::Hash;
 use std::sync::Arc;
 
 use crate::api::Answer;
 use crate::shard::Map;
 
+/// The last `window` keys with their values, in the order first seen; a key keeps its
+/// first value, and the oldest are forgotten past the window. Both exactly-once windows
+/// (request keys here, record keys in [`crate::records`]) are one of these.
 #[derive(Debug, Clone)]
-pub struct RecentAnswers {
+pub struct Window<K, V> {
     window: usize,
     /// Sequence number of `ring[0]`.
     first: u64,
-    ring: VecDeque<(Arc<str>, Arc<Answer>)>,
-    index: Map<Arc<str>, u64>,
+    ring: VecDeque<(K, V)>,
+    index: Map<K, u64>,
 }
 
-impl Default for RecentAnswers {
-    fn default() -> RecentAnswers {
-        RecentAnswers::new(1)
-    }
-}
-
-impl RecentAnswers {
-    pub fn new(window: usize) -> RecentAnswers {
-        RecentAnswers { window: window.max(1), first: 0, ring: VecDeque::new(), index: Map::default() }
+impl<K: Hash + Eq + Clone, V> Window<K, V> {
+    pub fn new(window: usize) -> Window<K, V> {
+        Window { window: window.max(1), first: 0, ring: VecDeque::new(), index: Map::default() }
     }
 
     pub fn window(&self) -> usize {
         self.window
     }
 
-    pub fn get(&self, key: &str) -> Option<&Answer> {
+    pub fn get<Q: Hash + Eq + ?Sized>(&self, key: &Q) -> Option<&V>
+    where
+        K: Borrow<Q>,
+    {
         let sequence = *self.index.get(key)?;
-        self.ring.get((sequence - self.first) as usize).map(|(_, answer)| &**answer)
+        self.ring.get((sequence - self.first) as usize).map(|(_, value)| value)
     }
 
-    /// Remembers `answer` for `key` (a key already present keeps its first answer), and
-    /// forgets the oldest keys past the window.
-    pub fn insert(&mut self, key: &str, answer: Arc<Answer>) {
-        if self.index.contains_key(key) {
+    pub fn contains<Q: Hash + Eq + ?Sized>(&self, key: &Q) -> bool
+    where
+        K: Borrow<Q>,
+    {
+        self.index.contains_key(key)
+    }
+
+    /// Remembers `value` for `key` (a key already present keeps its first value).
+    pub fn insert(&mut self, key: K, value: V) {
+        if self.index.contains_key(&key) {
             return;
         }
-        let key: Arc<str> = Arc::from(key);
-        self.index.insert(Arc::clone(&key), self.first + self.ring.len() as u64);
-        self.ring.push_back((key, answer));
+        self.index.insert(key.clone(), self.first + self.ring.len() as u64);
+        self.ring.push_back((key, value));
         while self.ring.len() > self.window {
             if let Some((oldest, _)) = self.ring.pop_front() {
                 self.index.remove(&oldest);
@@ -54,9 +61,9 @@ impl RecentAnswers {
         }
     }
 
-    /// Keys and answers, oldest first.
-    pub fn iter(&self) -> impl Iterator<Item = (&str, &Answer)> {
-        self.ring.iter().map(|(key, answer)| (&**key, &**answer))
+    /// Keys and values, oldest first.
+    pub fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
+        self.ring.iter().map(|(key, value)| (key, value))
     }
 
     pub fn len(&self) -> usize {
@@ -68,13 +75,58 @@ impl RecentAnswers {
     }
 }
 
-impl PartialEq for RecentAnswers {
-    fn eq(&self, other: &RecentAnswers) -> bool {
+impl<K: Hash + Eq + Clone, V> Default for Window<K, V> {
+    fn default() -> Window<K, V> {
+        Window::new(1)
+    }
+}
+
+impl<K: Hash + Eq + Clone, V: PartialEq> PartialEq for Window<K, V> {
+    fn eq(&self, other: &Window<K, V>) -> bool {
         self.window == other.window && self.ring.len() == other.ring.len() && self.iter().eq(other.iter())
     }
 }
 
-impl Eq for RecentAnswers {}
+impl<K: Hash + Eq + Clone, V: Eq> Eq for Window<K, V> {}
+
+/// The exactly-once window of requests: answers by idempotency key.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecentAnswers(Window<Arc<str>, Arc<Answer>>);
+
+impl RecentAnswers {
+    pub fn new(window: usize) -> RecentAnswers {
+        RecentAnswers(Window::new(window))
+    }
+
+    pub fn window(&self) -> usize {
+        self.0.window()
+    }
+
+    pub fn get(&self, key: &str) -> Option<&Answer> {
+        self.0.get(key).map(|answer| &**answer)
+    }
+
+    /// Remembers `answer` for `key` (a key already present keeps its first answer), and
+    /// forgets the oldest keys past the window.
+    pub fn insert(&mut self, key: &str, answer: Arc<Answer>) {
+        if !self.0.contains(key) {
+            self.0.insert(Arc::from(key), answer);
+        }
+    }
+
+    /// Keys and answers, oldest first.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Answer)> {
+        self.0.iter().map(|(key, answer)| (&**key, &**answer))
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -42,8 +42,6 @@
 //! | 12 × D | unit draws: bucket (u32), units (u64) |
 //! | L | service name (UTF-8) |
 
-use std::collections::VecDeque;
-
 use rkyv::{Archive, Deserialize as RkyvDeserialize, Serialize as RkyvSerialize};
 use rust_decimal::Decimal;
 use smallvec::SmallVec;
@@ -51,7 +49,6 @@ use tollgate_tariffs::plan::RkyvDecimal;
 
 use crate::api::Usage;
 use crate::model::{AccountId, BucketId, SubscriptionId};
-use crate::shard::Map;
 
 /// The idempotency key of a record: a 128-bit XXH3 digest of its text (for example
 /// source + record id). Stable across builds and platforms; collisions are negligible
@@ -154,70 +151,33 @@ pub struct Memo {
     pub destination: u32,
 }
 
+impl Memo {
+    /// The answer this memo stands for; `plan` is the handle of the plan version it was
+    /// rated with, when that version is loaded.
+    pub fn answer(self, plan: Option<u32>, repeated: bool) -> RecordAnswer {
+        RecordAnswer {
+            outcome: RecordOutcome::Charged,
+            amount: self.amount,
+            charged_units: self.charged_units,
+            allowance_units: self.allowance_units,
+            rated: plan.map(|plan| RatedIndexes {
+                plan,
+                service: self.service,
+                band: self.band,
+                destination: (self.destination != NO_DESTINATION).then_some(self.destination),
+            }),
+            origin: self.origin,
+            repeated,
+        }
+    }
+}
+
 /// `Memo::destination` of a usage without a destination.
 pub const NO_DESTINATION: u32 = u32::MAX;
 
 /// The exactly-once window of record keys: the last `window` charged keys, oldest
 /// forgotten first.
-#[derive(Debug, Clone)]
-pub struct RecentRecords {
-    window: usize,
-    first: u64,
-    ring: VecDeque<(RecordKey, Memo)>,
-    index: Map<RecordKey, u64>,
-}
-
-impl Default for RecentRecords {
-    fn default() -> RecentRecords {
-        RecentRecords::new(1)
-    }
-}
-
-impl RecentRecords {
-    pub fn new(window: usize) -> RecentRecords {
-        RecentRecords { window: window.max(1), first: 0, ring: VecDeque::new(), index: Map::default() }
-    }
-
-    pub fn get(&self, key: RecordKey) -> Option<Memo> {
-        let sequence = *self.index.get(&key)?;
-        self.ring.get((sequence - self.first) as usize).map(|(_, memo)| *memo)
-    }
-
-    pub fn insert(&mut self, key: RecordKey, memo: Memo) {
-        if self.index.contains_key(&key) {
-            return;
-        }
-        self.index.insert(key, self.first + self.ring.len() as u64);
-        self.ring.push_back((key, memo));
-        while self.ring.len() > self.window {
-            if let Some((oldest, _)) = self.ring.pop_front() {
-                self.index.remove(&oldest);
-                self.first += 1;
-            }
-        }
-    }
-
-    /// Keys and memos, oldest first.
-    pub fn iter(&self) -> impl Iterator<Item = (RecordKey, Memo)> + '_ {
-        self.ring.iter().copied()
-    }
-
-    pub fn len(&self) -> usize {
-        self.ring.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.ring.is_empty()
-    }
-}
-
-impl PartialEq for RecentRecords {
-    fn eq(&self, other: &RecentRecords) -> bool {
-        self.window == other.window && self.ring == other.ring
-    }
-}
-
-impl Eq for RecentRecords {}
+pub type RecentRecords = crate::dedupe::Window<RecordKey, Memo>;
 
 /// Money taken from one bucket (`delta` is negative).
 pub type MoneyMoves = SmallVec<[(BucketId, Decimal); 2]>;
@@ -504,10 +464,10 @@ mod tests {
         let mut recent = RecentRecords::new(2);
         recent.insert(RecordKey(1), memo(1));
         recent.insert(RecordKey(1), memo(2));
-        assert_eq!(recent.get(RecordKey(1)), Some(memo(1)));
+        assert_eq!(recent.get(&RecordKey(1)), Some(&memo(1)));
         recent.insert(RecordKey(2), memo(3));
         recent.insert(RecordKey(3), memo(4));
-        assert_eq!(recent.get(RecordKey(1)), None);
+        assert_eq!(recent.get(&RecordKey(1)), None);
         assert_eq!(recent.iter().map(|(k, _)| k.0).collect::<Vec<_>>(), vec![2, 3]);
     }
 }

@@ -316,24 +316,11 @@ impl Engine {
                 Err(outcome) => answers[index] = Some(Answer::outcome(outcome)),
             }
         }
-        let (sender, receiver) = bounded(self.senders.len());
-        let mut pending = 0;
-        for (shard, items) in per_shard.into_iter().enumerate() {
-            if items.is_empty() {
-                continue;
-            }
-            self.senders[shard]
-                .send(Job::Batch { items, reply: sender.clone() })
-                .map_err(|_| EngineError::Unavailable("shard worker stopped"))?;
-            pending += 1;
-        }
-        drop(sender);
-        for _ in 0..pending {
-            let answered = receiver.recv().map_err(|_| EngineError::Unavailable("shard worker stopped"))?;
-            for (index, answer) in answered {
-                answers[index] = Some(answer);
-            }
-        }
+        self.scatter(
+            per_shard,
+            |items, reply| Job::Batch { items, reply },
+            |index, answer| answers[index] = Some(answer),
+        )?;
         answers.into_iter().map(|a| a.ok_or(EngineError::Unavailable("a shard stopped before answering"))).collect()
     }
 
@@ -352,25 +339,37 @@ impl Engine {
                 per_shard[self.shard_of(account)].push((index, account, record));
             }
         }
-        let (sender, receiver) = bounded(shards);
+        self.scatter(per_shard, |items, reply| Job::Records { items, reply }, |index, answer| answers[index] = answer)?;
+        Ok(answers)
+    }
+
+    /// Sends each shard its items as one message made by `job`, then hands every
+    /// `(position, answer)` that comes back to `put`.
+    fn scatter<I, A>(
+        &self,
+        per_shard: Vec<Vec<I>>,
+        job: impl Fn(Vec<I>, Sender<Vec<(usize, A)>>) -> Job,
+        mut put: impl FnMut(usize, A),
+    ) -> Result<(), EngineError> {
+        let (sender, receiver) = bounded(self.senders.len());
         let mut pending = 0;
         for (shard, items) in per_shard.into_iter().enumerate() {
             if items.is_empty() {
                 continue;
             }
             self.senders[shard]
-                .send(Job::Records { items, reply: sender.clone() })
+                .send(job(items, sender.clone()))
                 .map_err(|_| EngineError::Unavailable("shard worker stopped"))?;
             pending += 1;
         }
         drop(sender);
         for _ in 0..pending {
-            let answered = receiver.recv().map_err(|_| EngineError::Unavailable("a shard stopped before answering"))?;
+            let answered = receiver.recv().map_err(|_| EngineError::Unavailable("shard worker stopped"))?;
             for (index, answer) in answered {
-                answers[index] = answer;
+                put(index, answer);
             }
         }
-        Ok(answers)
+        Ok(())
     }
 
     /// Runs `inspect` on every shard's state (in the shard's thread, between batches)

@@ -26,8 +26,8 @@ use crate::model::{
 };
 use crate::plans::{Plans, Versioned};
 use crate::records::{
-    ChargeEffect, Memo, MoneyMoves, RatedIndexes, RecentRecords, RecordAnswer, RecordCharge, RecordOutcome,
-    ServiceName, NO_DESTINATION,
+    ChargeEffect, Memo, MoneyMoves, RecentRecords, RecordAnswer, RecordCharge, RecordOutcome, ServiceName,
+    NO_DESTINATION,
 };
 
 /// Most money buckets one account may hold (the main one included).
@@ -420,25 +420,12 @@ pub fn charge_record(
     renewals: &mut Vec<Effect>,
     journal: &mut Vec<u8>,
 ) -> RecordAnswer {
-    if let Some(memo) = state.recent_records.get(record.key) {
+    if let Some(memo) = state.recent_records.get(&record.key).copied() {
         let plan = state
             .subscriptions
             .get(&record.subscription)
             .and_then(|sub| ctx.plans.at(&sub.plan, record.usage.start_utc_seconds));
-        return RecordAnswer {
-            outcome: RecordOutcome::Charged,
-            amount: memo.amount,
-            charged_units: memo.charged_units,
-            allowance_units: memo.allowance_units,
-            rated: plan.map(|plan| RatedIndexes {
-                plan: plan.handle,
-                service: memo.service,
-                band: memo.band,
-                destination: (memo.destination != NO_DESTINATION).then_some(memo.destination),
-            }),
-            origin: memo.origin,
-            repeated: true,
-        };
+        return memo.answer(plan.map(|plan| plan.handle), true);
     }
     let subscription = record.subscription;
     let usage = &record.usage;
@@ -446,16 +433,9 @@ pub fn charge_record(
         Some(sub) if sub.account == account && state.accounts.contains_key(&account) => {}
         _ => return RecordAnswer::refused(RecordOutcome::UnknownSubscriber),
     }
-    let at = usage.start_utc_seconds.max(ctx.now);
-    let renewal_due = state.accounts[&account]
-        .units
-        .iter()
-        .any(|b| b.subscription == subscription && b.valid_until <= at && b.period != Period::Once && b.reserved == 0);
-    if renewal_due {
-        let mut tx = Transaction { state: &mut *state, effects: Vec::new() };
-        renew_buckets(&mut tx, account, subscription, at);
-        renewals.extend(tx.effects);
-    }
+    let mut tx = Transaction { state: &mut *state, effects: Vec::new() };
+    renew_buckets(&mut tx, account, subscription, usage.start_utc_seconds.max(ctx.now));
+    renewals.extend(tx.effects);
     let (plan, rated) = match rate_for(ctx, state, subscription, usage, &[]) {
         Ok(rated) => rated,
         Err(code) => return RecordAnswer::refused(RecordOutcome::RatingFailed(code)),
@@ -466,18 +446,19 @@ pub fn charge_record(
     }
     let moves = if rated.amount.is_zero() { MoneyMoves::new() } else { money_moves(holder, ctx.now, rated.amount) };
     let (cycle_start, _) = window_containing(holder.cycle_anchor, Period::Monthly, usage.start_utc_seconds);
+    let memo = Memo {
+        amount: rated.amount,
+        charged_units: rated.charged_units,
+        allowance_units: rated.allowance_units,
+        origin: record.origin,
+        service: rated.service,
+        band: rated.band,
+        destination: rated.destination.unwrap_or(NO_DESTINATION),
+    };
     let effect = ChargeEffect {
         key: record.key,
         account,
-        memo: Memo {
-            amount: rated.amount,
-            charged_units: rated.charged_units,
-            allowance_units: rated.allowance_units,
-            origin: record.origin,
-            service: rated.service,
-            band: rated.band,
-            destination: rated.destination.unwrap_or(NO_DESTINATION),
-        },
+        memo,
         cycle_start,
         moves,
         draws: rated.draws.iter().map(|d| (d.bucket as BucketId, d.units)).collect(),
@@ -485,20 +466,7 @@ pub fn charge_record(
     };
     state.apply_charge(&effect);
     effect.encode_into(journal);
-    RecordAnswer {
-        outcome: RecordOutcome::Charged,
-        amount: rated.amount,
-        charged_units: rated.charged_units,
-        allowance_units: rated.allowance_units,
-        rated: Some(RatedIndexes {
-            plan: plan.handle,
-            service: rated.service,
-            band: rated.band,
-            destination: rated.destination,
-        }),
-        origin: record.origin,
-        repeated: false,
-    }
+    memo.answer(Some(plan.handle), false)
 }
 
 /// Releases every reservation that expired at `now`; returns the effects.

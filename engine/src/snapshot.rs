@@ -70,7 +70,7 @@ impl SnapshotImage {
         let mut reservations: Vec<Reservation> = state.reservations.values().cloned().collect();
         reservations.sort_unstable_by(|a, b| (&a.session, a.rating_group).cmp(&(&b.session, b.rating_group)));
         let recent = state.recent.iter().map(|(key, answer)| (key.to_owned(), answer.clone())).collect();
-        let recent_records = state.recent_records.iter().map(|(key, memo)| (key.0, memo)).collect();
+        let recent_records = state.recent_records.iter().map(|(key, memo)| (key.0, *memo)).collect();
         SnapshotImage {
             lsn: state.lsn,
             accounts,
