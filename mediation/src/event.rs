@@ -74,9 +74,29 @@ pub struct Item {
     /// all but the last usage event taken from one CDR (a PGW-CDR with several rating
     /// groups): a checkpoint never falls inside a CDR.
     pub resumable_after: bool,
-    /// The record as text for the rejects file (CSV: the line; BER: hex, bounded).
-    pub raw: String,
+    /// The record as read, for the rejects file.
+    pub raw: Raw,
     pub record: Result<UsageRecord, Unreadable>,
+}
+
+/// A record as read: its text, or the bytes of its CDR (shared by the events of one CDR,
+/// turned into bounded hex only if the record is rejected).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Raw {
+    Text(String),
+    Binary(std::sync::Arc<[u8]>),
+}
+
+impl Raw {
+    /// Hex digits shown of a binary record.
+    pub const MAX_HEX_BYTES: usize = 512;
+
+    pub fn text(&self) -> std::borrow::Cow<'_, str> {
+        match self {
+            Raw::Text(text) => std::borrow::Cow::Borrowed(text),
+            Raw::Binary(bytes) => std::borrow::Cow::Owned(crate::readers::hex_prefix(bytes, Raw::MAX_HEX_BYTES)),
+        }
+    }
 }
 
 /// What every reader offers the pipeline: records in order, and a restart point.

@@ -11,5 +11,5 @@ pub mod pipeline;
 pub mod readers;
 
 pub use error::MediationError;
-pub use event::{Item, Reader, RejectReason, UsageRecord};
+pub use event::{Item, Raw, Reader, RejectReason, UsageRecord};
 pub use pipeline::{Format, MediationConfig, Mediator, Outputs, Progress, Summary};

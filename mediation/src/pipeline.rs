@@ -104,6 +104,17 @@ impl Summary {
     pub fn balances(&self) -> bool {
         self.records_in == self.rated + self.rejected + self.duplicates
     }
+
+    /// Counts one record that was not rated (a duplicate, or rejected for `reason`).
+    fn count_reject(&mut self, reason: RejectReason) {
+        self.records_in += 1;
+        if reason == RejectReason::Duplicate {
+            self.duplicates += 1;
+        } else {
+            self.rejected += 1;
+        }
+        *self.rejected_by_reason.entry(reason.code().to_owned()).or_default() += 1;
+    }
 }
 
 /// A checkpoint: where to resume and how long the outputs were at that point.
@@ -312,9 +323,7 @@ impl<'e> Mediator<'e> {
             if let Some(err) = unreadable {
                 // The rest of the file cannot be read: one rejected entry says from where.
                 let at = resume.0;
-                summary.records_in += 1;
-                summary.rejected += 1;
-                *summary.rejected_by_reason.entry(RejectReason::Malformed.code().to_owned()).or_default() += 1;
+                summary.count_reject(RejectReason::Malformed);
                 summary.unreadable_from = Some(at);
                 let message = err.to_string();
                 write_reject(&mut writers.rejects, resume.1 + 1, at, RejectReason::Malformed, &message, "")
@@ -380,9 +389,15 @@ impl<'e> Mediator<'e> {
                         .subscriber(&record.subscriber)
                         .ok_or((RejectReason::UnknownSubscriber, "no subscription has this identity".to_owned()))?;
                     let origin = xxhash_rust::xxh3::xxh3_64_with_seed(&item.number.to_le_bytes(), origin_seed);
-                    let key = RecordKey::of(&record.record_id);
+                    let ids = RatedIds {
+                        account,
+                        subscription,
+                        start: record.start_utc_seconds,
+                        rating_group: record.rating_group,
+                        record_id: record.record_id,
+                    };
                     charges.push(RecordCharge {
-                        key,
+                        key: RecordKey::of(&ids.record_id),
                         origin,
                         subscription,
                         usage: Usage {
@@ -393,28 +408,21 @@ impl<'e> Mediator<'e> {
                             units: record.units,
                         },
                     });
-                    Ok((charges.len() - 1, account, subscription, record.record_id))
+                    Ok(Admitted { charge: charges.len() - 1, origin, ids })
                 }),
             };
             verdicts.push(verdict);
         }
-        let starts: Vec<(i64, Option<u32>)> =
-            charges.iter().map(|c| (c.usage.start_utc_seconds, c.usage.rating_group)).collect();
         let answers = self.engine.charge_records(charges)?;
         let plans = self.engine.plans();
         for (item, verdict) in batch.drain(..).zip(verdicts) {
-            summary.records_in += 1;
-            let outcome = match verdict {
-                Err(reject) => Err(reject),
-                Ok((index, account, subscription, record_id)) => {
-                    let answer = answers[index];
-                    let origin = xxhash_rust::xxh3::xxh3_64_with_seed(&item.number.to_le_bytes(), origin_seed);
-                    judge(&answer, origin).map(|()| (answer, account, subscription, starts[index], record_id))
-                }
-            };
+            let outcome = verdict.and_then(|admitted| {
+                let answer = answers[admitted.charge];
+                judge(&answer, admitted.origin).map(|()| (answer, admitted.ids))
+            });
             match outcome {
-                Ok((answer, account, subscription, (start, rating_group), record_id)) => {
-                    let ids = RatedIds { record_id: &record_id, account, subscription, start, rating_group };
+                Ok((answer, ids)) => {
+                    summary.records_in += 1;
                     summary.rated += 1;
                     summary.units_rated += answer.charged_units;
                     let rated = answer.rated.and_then(|r| plans.by_handle(r.plan).map(|plan| (r, plan)));
@@ -442,13 +450,8 @@ impl<'e> Mediator<'e> {
                     )?;
                 }
                 Err((reason, message)) => {
-                    if reason == RejectReason::Duplicate {
-                        summary.duplicates += 1;
-                    } else {
-                        summary.rejected += 1;
-                    }
-                    *summary.rejected_by_reason.entry(reason.code().to_owned()).or_default() += 1;
-                    write_reject(&mut writers.rejects, item.number, item.offset, reason, &message, &item.raw)
+                    summary.count_reject(reason);
+                    write_reject(&mut writers.rejects, item.number, item.offset, reason, &message, &item.raw.text())
                         .map_err(MediationError::io(&writers.files[2]))?;
                 }
             }
@@ -472,9 +475,16 @@ impl<'e> Mediator<'e> {
     }
 }
 
-/// Before charging: the index of the record's charge with its account, subscription and
-/// record id, or why it is rejected without charging.
-type Verdict = Result<(usize, u64, u64, String), (RejectReason, String)>;
+/// Before charging: the record's charge, or why it is rejected without charging.
+type Verdict = Result<Admitted, (RejectReason, String)>;
+
+/// A record sent to the engine: the position of its charge, its origin tag, and what its
+/// rated line needs besides the answer.
+struct Admitted {
+    charge: usize,
+    origin: u64,
+    ids: RatedIds,
+}
 
 /// What an engine answer means for the file: rated, or rejected with a reason.
 fn judge(answer: &RecordAnswer, origin: u64) -> Result<(), (RejectReason, String)> {
@@ -494,8 +504,8 @@ fn judge(answer: &RecordAnswer, origin: u64) -> Result<(), (RejectReason, String
     }
 }
 
-struct RatedIds<'r> {
-    record_id: &'r str,
+struct RatedIds {
+    record_id: String,
     account: u64,
     subscription: u64,
     start: i64,
@@ -516,10 +526,10 @@ fn write_rated(
     source: &str,
     item: &Item,
     answer: &RecordAnswer,
-    ids: &RatedIds<'_>,
+    ids: &RatedIds,
     names: Option<Names<'_>>,
 ) -> Result<(), MediationError> {
-    let RatedIds { record_id, account, subscription, start, rating_group } = *ids;
+    let RatedIds { ref record_id, account, subscription, start, rating_group } = *ids;
     let empty = Names { service: "", destination: None, band: "", currency: "", plan: "", version: 0 };
     let names = names.unwrap_or(empty);
     let rg = rating_group.map(|rg| rg.to_string()).unwrap_or_default();

@@ -21,8 +21,7 @@ use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use self::framing::FileHeader;
-use super::hex_prefix;
-use crate::event::{Item, Reader, Unreadable};
+use crate::event::{Item, Raw, Reader, Unreadable};
 use crate::MediationError;
 
 pub struct BerReader {
@@ -136,44 +135,23 @@ impl BerReader {
         } else {
             records::decode(&self.cdr, body_offset, &id)
         };
-        let raw = hex_prefix(&self.cdr, 512);
-        match decoded {
-            Ok(events) if !events.is_empty() => {
-                let count = events.len();
-                for (i, event) in events.into_iter().enumerate() {
-                    self.number += 1;
-                    self.pending.push_back(Item {
-                        number: self.number,
-                        offset: cdr_offset,
-                        next_offset,
-                        resumable_after: i + 1 == count,
-                        raw: raw.clone(),
-                        record: Ok(event),
-                    });
-                }
-            }
-            Ok(_) => {
-                self.number += 1;
-                self.pending.push_back(Item {
-                    number: self.number,
-                    offset: cdr_offset,
-                    next_offset,
-                    resumable_after: true,
-                    raw,
-                    record: Err(Unreadable::malformed("the CDR holds no usage (no service containers)")),
-                });
-            }
-            Err(message) => {
-                self.number += 1;
-                self.pending.push_back(Item {
-                    number: self.number,
-                    offset: cdr_offset,
-                    next_offset,
-                    resumable_after: true,
-                    raw,
-                    record: Err(Unreadable::malformed(message)),
-                });
-            }
+        let records = match decoded {
+            Ok(events) if !events.is_empty() => events.into_iter().map(Ok).collect(),
+            Ok(_) => vec![Err(Unreadable::malformed("the CDR holds no usage (no service containers)"))],
+            Err(message) => vec![Err(Unreadable::malformed(message))],
+        };
+        let raw = Raw::Binary(self.cdr.as_slice().into());
+        let count = records.len();
+        for (i, record) in records.into_iter().enumerate() {
+            self.number += 1;
+            self.pending.push_back(Item {
+                number: self.number,
+                offset: cdr_offset,
+                next_offset,
+                resumable_after: i + 1 == count,
+                raw: raw.clone(),
+                record,
+            });
         }
         self.offset = next_offset;
         Ok(true)

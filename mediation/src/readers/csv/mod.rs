@@ -12,7 +12,7 @@ use tollgate_engine::{Identity, ServiceRef};
 
 use self::mapping::{Field, Mapping, TimeFormat};
 use super::{LineBound, MAX_RECORD_BYTES};
-use crate::event::{Item, Reader, Unreadable, UsageRecord};
+use crate::event::{Item, Raw, Reader, Unreadable, UsageRecord};
 use crate::MediationError;
 
 pub struct CsvReader {
@@ -161,7 +161,7 @@ impl Reader for CsvReader {
                     offset,
                     next_offset,
                     resumable_after: true,
-                    raw,
+                    raw: Raw::Text(raw),
                     record: self.decode(&record),
                 }))
             }
