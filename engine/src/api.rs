@@ -101,6 +101,17 @@ pub enum Operation {
         amount: Decimal,
         reference: String,
     },
+    /// Re-prices a record charged on the bulk path ([`crate::Engine::charge_records`]) with
+    /// the plan version now in force for its start: the old charge is refunded and the new
+    /// one applied, both journaled with the record's id. The units its first charge took
+    /// from allowances stay paid by them; the rest is priced again. A record already at its
+    /// current price changes nothing, so running a rerate again is harmless and the request
+    /// needs no idempotency key.
+    Rerate {
+        /// The record's id, as given to [`crate::RecordKey::of`] when it was charged.
+        record: String,
+        usage: Usage,
+    },
     /// A signed manual correction; the reason is kept in the journal.
     Adjust {
         amount: Decimal,
@@ -118,9 +129,15 @@ pub enum Operation {
 }
 
 impl Operation {
-    /// Whether the operation can change state (and so needs an idempotency key).
+    /// Whether the operation can change state.
     pub fn is_mutating(&self) -> bool {
         !matches!(self, Operation::BalanceEnquiry | Operation::PriceEnquiry { .. })
+    }
+
+    /// Whether a request for it must carry an idempotency key: every mutating operation
+    /// but a rerate, which is idempotent by itself (it moves a record to its current price).
+    pub fn needs_key(&self) -> bool {
+        self.is_mutating() && !matches!(self, Operation::Rerate { .. })
     }
 }
 
@@ -149,6 +166,9 @@ pub enum Outcome {
     AlreadyExists,
     /// The request is not acceptable as sent; the text names the field.
     Invalid(String),
+    /// A rerate names a record the engine does not hold: never charged on the bulk path,
+    /// or older than the exactly-once window.
+    UnknownRecord,
 }
 
 /// What one rating group of a session got.
@@ -214,6 +234,18 @@ pub struct Charged {
     pub balance_after: Decimal,
 }
 
+/// What a rerate did to one record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Archive, RkyvSerialize, RkyvDeserialize)]
+pub struct Rerated {
+    /// The money the record was charged before.
+    #[rkyv(with = RkyvDecimal)]
+    pub previous_amount: Decimal,
+    /// The record priced now; `balance_after` is the money balance after the rerate.
+    pub charged: Charged,
+    /// False when the record was already at this price and nothing changed.
+    pub changed: bool,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Archive, RkyvSerialize, RkyvDeserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Body {
@@ -228,6 +260,8 @@ pub enum Body {
         #[rkyv(with = RkyvDecimal)]
         balance_after: Decimal,
     },
+    /// A rerated record (last: archived variants keep their order).
+    Rerated(Box<Rerated>),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Archive, RkyvSerialize, RkyvDeserialize)]

@@ -61,6 +61,21 @@ impl<K: Hash + Eq + Clone, V> Window<K, V> {
         }
     }
 
+    /// Replaces the value of a key present (its age is unchanged); false if absent.
+    pub fn replace<Q: Hash + Eq + ?Sized>(&mut self, key: &Q, value: V) -> bool
+    where
+        K: Borrow<Q>,
+    {
+        let Some(sequence) = self.index.get(key) else { return false };
+        match self.ring.get_mut((sequence - self.first) as usize) {
+            Some(slot) => {
+                slot.1 = value;
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Keys and values, oldest first.
     pub fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
         self.ring.iter().map(|(key, value)| (key, value))

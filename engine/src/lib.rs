@@ -18,7 +18,10 @@ pub mod runtime;
 pub mod shard;
 pub mod snapshot;
 
-pub use api::{Answer, Body, Grant, Operation, Outcome, Request, ServiceRef, SessionStep, Target, UnitRequest, Usage};
+pub use api::{
+    Answer, Body, Charged, Grant, Operation, Outcome, Request, Rerated, ServiceRef, SessionStep, Target, UnitRequest,
+    Usage,
+};
 pub use error::EngineError;
 pub use journal::FsyncPolicy;
 pub use model::{AccountId, AccountKind, Identity, SubscriptionId};

@@ -443,7 +443,7 @@ pub fn shard_of(account: AccountId, shards: usize) -> usize {
 }
 
 fn check_bounds(request: &Request) -> Result<(), String> {
-    if request.operation.is_mutating() && request.key.as_deref().is_none_or(str::is_empty) {
+    if request.operation.needs_key() && request.key.as_deref().is_none_or(str::is_empty) {
         return Err("field `key`: a request that changes state needs an idempotency key".to_owned());
     }
     if request.key.as_ref().is_some_and(|k| k.len() > MAX_KEY_BYTES) {
@@ -458,6 +458,9 @@ fn check_bounds(request: &Request) -> Result<(), String> {
             if long_text(plan) {
                 return Err("field `plan`: too long".to_owned());
             }
+        }
+        Operation::Rerate { record, .. } if record.is_empty() || long_text(record) => {
+            return Err(format!("field `record`: 1 to {MAX_TEXT_BYTES} bytes"));
         }
         Operation::Session { session, .. } if session.is_empty() || long_text(session) => {
             return Err(format!("field `session`: 1 to {MAX_TEXT_BYTES} bytes"));

@@ -10,12 +10,12 @@ use rkyv::{Archive, Deserialize as RkyvDeserialize, Serialize as RkyvSerialize};
 use rust_decimal::Decimal;
 use smallvec::SmallVec;
 use tollgate_tariffs::plan::{Period, RkyvDecimal};
-use tollgate_tariffs::{rate, AllowanceBalance, CompiledPlan, RatedEvent, Unit, UsageEvent};
+use tollgate_tariffs::{rate, rate_with_paid_units, AllowanceBalance, CompiledPlan, RatedEvent, Unit, UsageEvent};
 
 use crate::accounts::AccountTable;
 use crate::api::{
-    Answer, BalanceView, Body, BucketView, Charged, Grant, Operation, Outcome, Request, ServiceRef, SessionStep,
-    UnitRequest, Usage,
+    Answer, BalanceView, Body, BucketView, Charged, Grant, Operation, Outcome, Request, Rerated, ServiceRef,
+    SessionStep, UnitRequest, Usage,
 };
 use crate::cycle::{period_end, window_containing};
 use crate::dedupe::RecentAnswers;
@@ -26,7 +26,7 @@ use crate::model::{
 };
 use crate::plans::{Plans, Versioned};
 use crate::records::{
-    ChargeEffect, Memo, MoneyMoves, RecentRecords, RecordAnswer, RecordCharge, RecordOutcome, ServiceName,
+    ChargeEffect, Memo, MoneyMoves, RecentRecords, RecordAnswer, RecordCharge, RecordKey, RecordOutcome, ServiceName,
     NO_DESTINATION,
 };
 
@@ -72,9 +72,20 @@ impl Default for ChargingConfig {
 pub enum MoneyKind {
     Opening,
     Charge,
-    TopUp { reference: String },
-    Refund { reason: String },
-    Adjustment { reason: String },
+    TopUp {
+        reference: String,
+    },
+    Refund {
+        reason: String,
+    },
+    Adjustment {
+        reason: String,
+    },
+    /// A rerate of the named record: a positive delta refunds its old charge, a negative
+    /// one takes its new charge. Counted in the charged total.
+    Rerate {
+        record: String,
+    },
 }
 
 /// One change of state. Applying the effects of a journal record in order reproduces it.
@@ -127,6 +138,16 @@ pub enum Effect {
         key: String,
         answer: std::sync::Arc<Answer>,
     },
+    /// A charged record's memo after a rerate (boxed: the effect stays as small as before).
+    RecordRerated(Box<RecordRerated>),
+}
+
+/// The new memo of a rerated record.
+#[derive(Debug, Clone, PartialEq, Eq, Archive, RkyvSerialize, RkyvDeserialize)]
+pub struct RecordRerated {
+    /// The record key's digest ([`RecordKey`]).
+    pub key: u128,
+    pub memo: Memo,
 }
 
 /// Running totals of money movements, for the conservation check.
@@ -217,7 +238,7 @@ impl ShardState {
                 let totals = &mut self.totals;
                 match kind {
                     MoneyKind::Opening => totals.opening += *delta,
-                    MoneyKind::Charge => totals.charged -= *delta,
+                    MoneyKind::Charge | MoneyKind::Rerate { .. } => totals.charged -= *delta,
                     MoneyKind::TopUp { .. } => totals.top_ups += *delta,
                     MoneyKind::Refund { .. } => totals.refunds += *delta,
                     MoneyKind::Adjustment { .. } => totals.adjustments += *delta,
@@ -271,6 +292,9 @@ impl ShardState {
                 }
             }
             Effect::Remembered { key, answer } => self.recent.insert(key, std::sync::Arc::clone(answer)),
+            Effect::RecordRerated(rerated) => {
+                self.recent_records.replace(&RecordKey(rerated.key), rerated.memo);
+            }
         }
     }
 
@@ -507,6 +531,10 @@ fn decide_operation(tx: &mut Transaction<'_>, ctx: &Context<'_>, resolved: Resol
         Operation::Session { session, step, units } => match subscription_of(tx, resolved) {
             Some(subscription) => session_request(tx, ctx, resolved.account, subscription, session, *step, units),
             None => Answer::outcome(Outcome::Invalid("a session needs a subscriber".to_owned())),
+        },
+        Operation::Rerate { record, usage } => match subscription_of(tx, resolved) {
+            Some(subscription) => rerate(tx, ctx, resolved.account, subscription, record, usage),
+            None => Answer::outcome(Outcome::Invalid("a rerate needs a subscriber".to_owned())),
         },
         Operation::TopUp { amount, reference } => {
             if *amount <= Decimal::ZERO {
@@ -802,6 +830,20 @@ fn rate_for<'p>(
     usage: &Usage,
     extra: &[(BucketId, u64)],
 ) -> Result<(&'p Versioned, RatedEvent), &'static str> {
+    let (plan, event) = usage_event(ctx, state, subscription, usage)?;
+    let account = &state.accounts[&state.subscriptions[&subscription].account];
+    let balances = allowance_balances(account, subscription, usage.start_utc_seconds, extra);
+    rate(plan, &event, &balances).map(|rated| (plan, rated)).map_err(|unrated| unrated.code())
+}
+
+/// The plan version `usage` is rated with and the event to rate; `Err` is the rating
+/// failure's code.
+fn usage_event<'p, 'u>(
+    ctx: &Context<'p>,
+    state: &ShardState,
+    subscription: SubscriptionId,
+    usage: &'u Usage,
+) -> Result<(&'p Versioned, UsageEvent<'u>), &'static str> {
     let sub = &state.subscriptions[&subscription];
     let plan = ctx.plans.at(&sub.plan, usage.start_utc_seconds).ok_or("plan_not_loaded")?;
     let service = service_of(plan, &usage.service).ok_or("unknown_service")?;
@@ -809,7 +851,6 @@ fn rate_for<'p>(
         ServiceRef::RatingGroup(rg) => Some(rg),
         _ => None,
     });
-    let balances = allowance_balances(&state.accounts[&sub.account], subscription, usage.start_utc_seconds, extra);
     let event = UsageEvent {
         service,
         rating_group,
@@ -817,12 +858,16 @@ fn rate_for<'p>(
         start_utc_seconds: usage.start_utc_seconds,
         units: usage.units,
     };
-    rate(plan, &event, &balances).map(|rated| (plan, rated)).map_err(|unrated| unrated.code())
+    Ok((plan, event))
 }
 
 fn charged_body(plan: &Versioned, rated: &RatedEvent, balance_after: Decimal) -> Body {
+    Body::Charged(charged(plan, rated, balance_after))
+}
+
+fn charged(plan: &Versioned, rated: &RatedEvent, balance_after: Decimal) -> Charged {
     let names = &plan.names;
-    Body::Charged(Charged {
+    Charged {
         amount: rated.amount,
         currency: names.currency.clone(),
         plan: names.id.clone(),
@@ -833,7 +878,7 @@ fn charged_body(plan: &Versioned, rated: &RatedEvent, balance_after: Decimal) ->
         charged_units: rated.charged_units,
         allowance_units: rated.allowance_units,
         balance_after,
-    })
+    }
 }
 
 /// Prices (and with `commit`, charges) one usage, all or nothing.
@@ -862,6 +907,72 @@ fn debit(
     settle(tx, ctx, account, plan, &rated, usage.start_utc_seconds);
     let balance_after = tx.state().accounts[&account].balance();
     Answer::new(Outcome::Success, charged_body(plan, &rated, balance_after))
+}
+
+/// Re-prices a charged record with the plan version now in force for its start (see
+/// [`Operation::Rerate`]). The old charge goes back to the main money bucket, the new one
+/// is taken like any debit, the usage total moves by the difference, and the record's memo
+/// becomes the new charge, so a repeat of the record still gets its current answer.
+fn rerate(
+    tx: &mut Transaction<'_>,
+    ctx: &Context<'_>,
+    account: AccountId,
+    subscription: SubscriptionId,
+    record: &str,
+    usage: &Usage,
+) -> Answer {
+    let key = RecordKey::of(record);
+    let Some(old) = tx.state().recent_records.get(&key).copied() else {
+        return Answer::outcome(Outcome::UnknownRecord);
+    };
+    let priced = usage_event(ctx, tx.state(), subscription, usage).and_then(|(plan, event)| {
+        rate_with_paid_units(plan, &event, old.allowance_units).map(|rated| (plan, rated)).map_err(|u| u.code())
+    });
+    let (plan, rated) = match priced {
+        Ok(priced) => priced,
+        Err(code) => return Answer::outcome(Outcome::RatingFailed(code.to_owned())),
+    };
+    let memo = Memo {
+        amount: rated.amount,
+        charged_units: rated.charged_units,
+        allowance_units: rated.allowance_units,
+        origin: old.origin,
+        service: rated.service,
+        band: rated.band,
+        destination: rated.destination.unwrap_or(NO_DESTINATION),
+    };
+    let holder = &tx.state().accounts[&account];
+    let answer = |balance_after, changed| {
+        let charged = charged(plan, &rated, balance_after);
+        Answer::new(
+            Outcome::Success,
+            Body::Rerated(Box::new(Rerated { previous_amount: old.amount, charged, changed })),
+        )
+    };
+    if memo == old {
+        return answer(holder.balance(), false);
+    }
+    if rated.amount > holder.available(ctx.now) + old.amount {
+        return Answer::outcome(Outcome::CreditLimitReached);
+    }
+    let reason = || MoneyKind::Rerate { record: record.to_owned() };
+    if !old.amount.is_zero() {
+        tx.emit(Effect::Money { account, bucket: 0, delta: old.amount, kind: reason() });
+    }
+    if !rated.amount.is_zero() {
+        debit_money(tx, ctx.now, account, rated.amount, reason());
+    }
+    let anchor = tx.state().accounts[&account].cycle_anchor;
+    let (cycle_start, _) = window_containing(anchor, Period::Monthly, usage.start_utc_seconds);
+    tx.emit(Effect::Usage {
+        account,
+        cycle_start,
+        service: plan.names.services[usize::from(rated.service)].clone(),
+        units: 0,
+        amount: rated.amount - old.amount,
+    });
+    tx.emit(Effect::RecordRerated(Box::new(RecordRerated { key: key.0, memo })));
+    answer(tx.state().accounts[&account].balance(), true)
 }
 
 /// Applies a rated event: consumes its allowance draws, debits its amount, accumulates it.

@@ -126,3 +126,105 @@ fn a_bucket_renewed_between_records_replays_in_the_same_order() {
     let h = h.restart();
     assert_eq!(state(&h), before);
 }
+
+fn rerate(h: &Harness, record: &str, subscription: u64, usage: Usage) -> tollgate_engine::Answer {
+    h.engine
+        .execute(tollgate_engine::Request {
+            key: None,
+            target: tollgate_engine::Target::Subscription(subscription),
+            operation: Operation::Rerate { record: record.to_owned(), usage },
+        })
+        .expect("engine answers")
+}
+
+fn rerated(answer: &tollgate_engine::Answer) -> &tollgate_engine::Rerated {
+    match &answer.body {
+        Body::Rerated(rerated) => rerated,
+        _ => panic!("not a rerate: {answer:?}"),
+    }
+}
+
+/// Sum of the usage totals of `account` (what billing will read).
+fn usage_amount(h: &Harness, account: u64) -> rust_decimal::Decimal {
+    h.engine
+        .inspect(move |state| {
+            state
+                .accounts
+                .get(&account)
+                .map(|a| a.usage.iter().map(|u| u.amount).sum::<rust_decimal::Decimal>())
+                .unwrap_or_default()
+        })
+        .expect("inspect")
+        .into_iter()
+        .sum::<rust_decimal::Decimal>()
+}
+
+#[test]
+fn a_rerate_refunds_the_old_charge_takes_the_new_one_once_and_survives_restarts() {
+    let h = Harness::new("records-rerate");
+    h.prepaid(1, "491700000001", "20.00");
+    let first = charge(
+        &h,
+        vec![
+            record("p:1", 10, call("4990012345", MONDAY_10, 60)),
+            record("p:2", 10, call("4990012345", MONDAY_10 + 600, 120)),
+            record("p:3", 10, sms(MONDAY_10)),
+        ],
+    );
+    assert_eq!(first.iter().map(|a| a.amount).collect::<Vec<_>>(), vec![d("2.49"), d("4.48"), d("0")]);
+    let before = h.balance(1);
+    assert_eq!(usage_amount(&h, 1), d("6.97"));
+
+    // The premium rate was wrong: version 4 of the plan prices it at 0.99 a minute.
+    let h = h.restart_with(plans_with_premium_fix("0.99"));
+    let answer = rerate(&h, "p:1", 10, call("4990012345", MONDAY_10, 60));
+    let fixed = rerated(&answer);
+    assert!(fixed.changed);
+    assert_eq!((fixed.previous_amount, fixed.charged.amount, fixed.charged.plan_version), (d("2.49"), d("1.49"), 4));
+    assert_eq!(h.balance(1), before + d("1.00"), "refunded 2.49, charged 1.49");
+    assert_eq!(fixed.charged.balance_after, h.balance(1));
+    assert_eq!(usage_amount(&h, 1), d("5.97"), "the usage total follows the new price");
+
+    let again = rerate(&h, "p:1", 10, call("4990012345", MONDAY_10, 60));
+    assert!(!rerated(&again).changed, "a second rerate changes nothing");
+    assert_eq!(rerated(&again).previous_amount, d("1.49"));
+    assert_eq!(h.balance(1), before + d("1.00"));
+    let repeat = charge(&h, vec![record("p:1", 10, call("4990012345", MONDAY_10, 60))]);
+    assert!(repeat[0].repeated);
+    assert_eq!(repeat[0].amount, d("1.49"), "a repeat of the record gets its current charge");
+    assert_eq!(rerate(&h, "p:9", 10, sms(MONDAY_10)).outcome, tollgate_engine::Outcome::UnknownRecord);
+    let sms_again = rerate(&h, "p:3", 10, sms(MONDAY_10));
+    assert!(!rerated(&sms_again).changed, "the bundle paid the SMS; it stays paid");
+    assert_eq!(rerated(&sms_again).charged.allowance_units, 1);
+
+    // Restarts replay the rerate; the second record is rerated once across them.
+    let before_restart = state(&h);
+    let h = h.restart_with(plans_with_premium_fix("0.99"));
+    assert_eq!(state(&h), before_restart, "the journal replays the rerate");
+    assert!(rerated(&rerate(&h, "p:2", 10, call("4990012345", MONDAY_10 + 600, 120))).changed);
+    h.engine.snapshot().expect("snapshot");
+    let h = h.restart_with(plans_with_premium_fix("0.99"));
+    let p2 = rerate(&h, "p:2", 10, call("4990012345", MONDAY_10 + 600, 120));
+    assert!(!rerated(&p2).changed, "the snapshot holds the rerated memo");
+    assert_eq!(rerated(&p2).charged.amount, d("2.48"));
+    assert_eq!(h.balance(1), before + d("1.00") + d("2.00"));
+    assert_eq!(usage_amount(&h, 1), d("3.97"));
+    assert_eq!(h.engine.check_invariants().expect("inspect"), Vec::<String>::new());
+}
+
+#[test]
+fn a_rerate_the_balance_cannot_pay_changes_nothing() {
+    let h = Harness::new("records-rerate-limit");
+    h.prepaid(1, "491700000001", "3.00");
+    charge(&h, vec![record("q:1", 10, call("4990012345", MONDAY_10, 60))]);
+    assert_eq!(h.balance(1), d("0.51"));
+    let h = h.restart_with(plans_with_premium_fix("2.99"));
+    let answer = rerate(&h, "q:1", 10, call("4990012345", MONDAY_10, 60));
+    assert_eq!(answer.outcome, tollgate_engine::Outcome::CreditLimitReached, "3.49 > 0.51 + 2.49");
+    assert_eq!(h.balance(1), d("0.51"));
+    assert_eq!(charge(&h, vec![record("q:1", 10, call("4990012345", MONDAY_10, 60))])[0].amount, d("2.49"));
+    h.run("top-up", tollgate_engine::Target::Account(1), Operation::TopUp { amount: d("1"), reference: "t".into() });
+    assert!(rerated(&rerate(&h, "q:1", 10, call("4990012345", MONDAY_10, 60))).changed);
+    assert_eq!(h.balance(1), d("0.51") + d("1") - d("1.00"));
+    assert_eq!(h.engine.check_invariants().expect("inspect"), Vec::<String>::new());
+}

@@ -241,6 +241,9 @@ fn history(args: &EngineArgs, account: u64) -> anyhow::Result<ExitCode> {
                         MoneyKind::TopUp { reference } => ("top_up", Some(reference)),
                         MoneyKind::Refund { reason } => ("refund", Some(reason)),
                         MoneyKind::Adjustment { reason } => ("adjustment", Some(reason)),
+                        // A rerate refunds a record's old charge (positive) and takes its new one.
+                        MoneyKind::Rerate { record } if delta.is_sign_positive() => ("rerate_refund", Some(record)),
+                        MoneyKind::Rerate { record } => ("rerate_charge", Some(record)),
                     };
                     json!({"type": name, "bucket": bucket, "delta": delta.to_string(), "note": note})
                 }

@@ -25,5 +25,6 @@ pub use error::{Problem, TariffError};
 pub use money::{Rounding, RoundingMode};
 pub use plan::{AllowanceId, BandId, CompiledPlan, DestinationId, ServiceId, Unit};
 pub use rate::{
-    rate, AllowanceBalance, AllowanceDraw, LineKind, RatedEvent, RatedLine, Unrated, UsageEvent, MAX_EVENT_SECONDS,
+    rate, rate_with_paid_units, AllowanceBalance, AllowanceDraw, LineKind, RatedEvent, RatedLine, Unrated, UsageEvent,
+    MAX_EVENT_SECONDS,
 };

@@ -180,6 +180,29 @@ pub fn rate(
     event: &UsageEvent<'_>,
     allowances: &[AllowanceBalance],
 ) -> Result<RatedEvent, Unrated> {
+    rate_with(plan, event, Paid::Buckets(allowances))
+}
+
+/// Prices one usage event of which the first `paid_units` charged units were already paid
+/// by allowances (rerating: the allowance draws of the first rating stand, the rest is
+/// priced again). The paid units come back as `allowance_units`, with no draws.
+pub fn rate_with_paid_units(
+    plan: &CompiledPlan,
+    event: &UsageEvent<'_>,
+    paid_units: u64,
+) -> Result<RatedEvent, Unrated> {
+    rate_with(plan, event, Paid::Units(paid_units))
+}
+
+/// What pays a rated event's units before money does.
+enum Paid<'a> {
+    /// Allowance buckets, drawn by the plan's rules.
+    Buckets(&'a [AllowanceBalance]),
+    /// A fixed number of units, paid already.
+    Units(u64),
+}
+
+fn rate_with(plan: &CompiledPlan, event: &UsageEvent<'_>, paid: Paid<'_>) -> Result<RatedEvent, Unrated> {
     let service = plan.services.get(usize::from(event.service)).ok_or(Unrated::UnknownService)?;
     if event.start_utc_seconds < plan.effective_from_utc_seconds {
         return Err(Unrated::BeforeEffective { effective_from_utc_seconds: plan.effective_from_utc_seconds });
@@ -203,21 +226,27 @@ pub fn rate(
 
     let mut lines: SmallVec<[RatedLine; 3]> = SmallVec::new();
     let mut draws: SmallVec<[AllowanceDraw; 2]> = SmallVec::new();
-    let allowance_units =
-        draw_allowances(plan, event, destination, opening.band, charged_units, allowances, &mut draws);
-    let mut offset = 0;
+    let allowance_units = match paid {
+        Paid::Buckets(balances) => {
+            draw_allowances(plan, event, destination, opening.band, charged_units, balances, &mut draws)
+        }
+        Paid::Units(units) => units.min(charged_units),
+    };
+    let mut from_unit = 0;
     for draw in &draws {
         lines.push(RatedLine {
             kind: LineKind::Allowance { bucket: draw.bucket, allowance: draw.allowance, band: opening.band },
-            from_unit: offset,
+            from_unit,
             units: draw.units,
             price: Decimal::ZERO,
             per: rate.per,
             exact_amount: Decimal::ZERO,
             amount: Decimal::ZERO,
         });
-        offset += draw.units;
+        from_unit += draw.units;
     }
+    // Money pays from the first unit no allowance paid.
+    let mut offset = allowance_units;
 
     let mut money = Decimal::ZERO;
     let mut band_at = opening;

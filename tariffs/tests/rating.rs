@@ -7,8 +7,8 @@ use std::str::FromStr;
 use proptest::prelude::*;
 use rust_decimal::Decimal;
 use tollgate_tariffs::{
-    compile_str, rate, AllowanceBalance, CompiledPlan, LineKind, RatedEvent, Rounding, RoundingMode, Unrated,
-    UsageEvent,
+    compile_str, rate, rate_with_paid_units, AllowanceBalance, CompiledPlan, LineKind, RatedEvent, Rounding,
+    RoundingMode, Unrated, UsageEvent,
 };
 
 fn d(text: &str) -> Decimal {
@@ -458,6 +458,15 @@ proptest! {
             .map(|(i, (allowance, remaining_units))| AllowanceBalance { bucket: i as u64, allowance, remaining_units })
             .collect();
         let rated = check(&plan, &event, &buckets);
+        // Rerating keeps the allowance units of the first rating and prices the rest:
+        // with the same plan it must come to the same money, line for line.
+        let paid = rate_with_paid_units(&plan, &event, rated.allowance_units).expect("rates as before");
+        prop_assert_eq!((paid.allowance_units, paid.amount), (rated.allowance_units, rated.amount));
+        prop_assert!(paid.draws.is_empty());
+        let money_lines = |r: &RatedEvent| {
+            r.lines.iter().filter(|l| !matches!(l.kind, LineKind::Allowance { .. })).copied().collect::<Vec<_>>()
+        };
+        prop_assert_eq!(money_lines(&paid), money_lines(&rated));
         let rounding = plan.rounding;
         let gap = (rated.amount - rated.exact_amount).abs();
         match rounding.mode {

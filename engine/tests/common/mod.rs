@@ -17,6 +17,22 @@ pub fn d(text: &str) -> Decimal {
     text.parse().expect("test decimal")
 }
 
+/// The example plans plus version 4 of the prepaid plan, a tariff fix that prices
+/// premium voice at `premium_price` per minute from the same date.
+pub fn plans_with_premium_fix(premium_price: &str) -> Plans {
+    let mut plans = plans();
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tariffs/examples/prepaid-mobile.toml");
+    let text = std::fs::read_to_string(path).expect("prepaid plan");
+    assert!(text.contains("version = 3") && text.contains(r#"price = "1.99""#), "the example plan changed");
+    let fixed = text
+        .replace("version = 3", "version = 4")
+        .replace(r#"price = "1.99""#, &format!("price = \"{premium_price}\""));
+    plans
+        .insert(tollgate_tariffs::compile_str(&fixed, "prepaid-mobile-fix.toml", None).expect("fix compiles"))
+        .expect("v4");
+    plans
+}
+
 pub fn plans() -> Plans {
     let mut plans = Plans::new();
     let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tariffs/examples");
@@ -66,17 +82,32 @@ impl Harness {
         guard: DirGuard,
         configure: impl FnOnce(&mut EngineConfig),
     ) -> Harness {
+        Harness::open_with(dir, clock, guard, configure, plans())
+    }
+
+    fn open_with(
+        dir: PathBuf,
+        clock: Arc<ManualClock>,
+        guard: DirGuard,
+        configure: impl FnOnce(&mut EngineConfig),
+        plans: Plans,
+    ) -> Harness {
         let mut config = EngineConfig::new(&dir);
         configure(&mut config);
-        let engine = Engine::open(config, plans(), clock.clone()).expect("engine opens");
+        let engine = Engine::open(config, plans, clock.clone()).expect("engine opens");
         Harness { engine, clock, dir, _cleanup: guard }
     }
 
     /// Shuts the engine down and opens it again on the same directory.
     pub fn restart(self) -> Harness {
+        self.restart_with(plans())
+    }
+
+    /// Shuts the engine down and opens it again on the same directory with `plans`.
+    pub fn restart_with(self, plans: Plans) -> Harness {
         let Harness { engine, clock, dir, _cleanup } = self;
         engine.shutdown().expect("clean shutdown");
-        Harness::open(dir, clock, _cleanup, |_| {})
+        Harness::open_with(dir, clock, _cleanup, |_| {}, plans)
     }
 
     pub fn run(&self, key: &str, target: Target, operation: Operation) -> Answer {
