@@ -43,6 +43,8 @@ enum Command {
     },
     /// Rate usage files (CSV with a column mapping, or 3GPP TS 32.297 BER CDR files) exactly once.
     Mediate(commands::mediate::MediateArgs),
+    /// Re-price rated events after a tariff fix: refund each old charge and take the new one, exactly once.
+    Rerate(commands::rerate::RerateArgs),
     /// Drive a running server with load over loopback and print throughput and latency.
     #[command(subcommand)]
     Load(commands::load::LoadCommand),
@@ -88,6 +90,7 @@ fn main() -> ExitCode {
         Command::Demo(args) => commands::demo::run(&args),
         Command::Load(command) => commands::load::run(command),
         Command::Mediate(args) => commands::mediate::run(&args),
+        Command::Rerate(args) => commands::rerate::run(&args),
         Command::Account { engine, command } => commands::account::account(&engine, command),
         Command::Balance { engine, command } => commands::account::balance(&engine, command),
     };

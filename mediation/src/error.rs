@@ -26,6 +26,9 @@ pub enum MediationError {
     /// A checkpoint exists but does not belong to this file (it changed since).
     #[error("{path}: {message}")]
     Checkpoint { path: PathBuf, message: String },
+    /// A rerate run cannot start as asked; the text says why.
+    #[error("rerate: {0}")]
+    Rerate(String),
     /// The run was stopped on purpose (crash tests).
     #[error("interrupted: {0}")]
     Interrupted(String),

@@ -11,6 +11,7 @@
 //! duplicate. The engine's window of record keys is the persistent, bounded duplicate
 //! window (`--dedupe-window`).
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
@@ -137,7 +138,7 @@ pub struct Progress {
     pub bytes_total: u64,
 }
 
-const RATED_CSV_HEADER: &str = "source,record_number,record_id,account,subscription,service,rating_group,destination,band,start_utc_seconds,units,allowance_units,amount,currency,plan,plan_version\n";
+const RATED_CSV_HEADER: &str = "source,record_number,record_id,account,subscription,service,rating_group,destination,called,band,start_utc_seconds,recorded_units,units,allowance_units,amount,currency,plan,plan_version\n";
 const REJECTS_HEADER: &str = "record_number,offset,reason,message,record\n";
 
 /// Output paths of one input file.
@@ -395,6 +396,8 @@ impl<'e> Mediator<'e> {
                         start: record.start_utc_seconds,
                         rating_group: record.rating_group,
                         record_id: record.record_id,
+                        called: record.destination.clone(),
+                        recorded_units: record.units,
                     };
                     charges.push(RecordCharge {
                         key: RecordKey::of(&ids.record_id),
@@ -510,6 +513,10 @@ struct RatedIds {
     subscription: u64,
     start: i64,
     rating_group: Option<u32>,
+    /// The destination as the record gave it (the plan's group is in `Names`).
+    called: Option<String>,
+    /// Units as the record gave them, before the plan rounded them.
+    recorded_units: u64,
 }
 
 struct Names<'p> {
@@ -521,6 +528,42 @@ struct Names<'p> {
     version: u32,
 }
 
+/// One rated event as the JSON-lines output holds it (the CSV output has the same
+/// columns in the same order). Rerating reads these back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RatedLine<'a> {
+    #[serde(borrow)]
+    pub source: Cow<'a, str>,
+    pub record_number: u64,
+    #[serde(borrow)]
+    pub record_id: Cow<'a, str>,
+    pub account: u64,
+    pub subscription: u64,
+    #[serde(borrow)]
+    pub service: Cow<'a, str>,
+    pub rating_group: Option<u32>,
+    /// The plan's destination group.
+    #[serde(borrow)]
+    pub destination: Option<Cow<'a, str>>,
+    /// The number called, as the record gave it.
+    #[serde(borrow)]
+    pub called: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    pub band: Cow<'a, str>,
+    pub start_utc_seconds: i64,
+    /// Units as the record gave them.
+    pub recorded_units: u64,
+    /// Units charged (after the plan's first interval and increments).
+    pub units: u64,
+    pub allowance_units: u64,
+    pub amount: Decimal,
+    #[serde(borrow)]
+    pub currency: Cow<'a, str>,
+    #[serde(borrow)]
+    pub plan: Cow<'a, str>,
+    pub plan_version: u32,
+}
+
 fn write_rated(
     writers: &mut Writers,
     source: &str,
@@ -529,46 +572,52 @@ fn write_rated(
     ids: &RatedIds,
     names: Option<Names<'_>>,
 ) -> Result<(), MediationError> {
-    let RatedIds { ref record_id, account, subscription, start, rating_group } = *ids;
     let empty = Names { service: "", destination: None, band: "", currency: "", plan: "", version: 0 };
     let names = names.unwrap_or(empty);
-    let rg = rating_group.map(|rg| rg.to_string()).unwrap_or_default();
-    let csv = &mut writers.rated_csv;
+    let line = RatedLine {
+        source: source.into(),
+        record_number: item.number,
+        record_id: ids.record_id.as_str().into(),
+        account: ids.account,
+        subscription: ids.subscription,
+        service: names.service.into(),
+        rating_group: ids.rating_group,
+        destination: names.destination.map(Cow::Borrowed),
+        called: ids.called.as_deref().map(Cow::Borrowed),
+        band: names.band.into(),
+        start_utc_seconds: ids.start,
+        recorded_units: ids.recorded_units,
+        units: answer.charged_units,
+        allowance_units: answer.allowance_units,
+        amount: answer.amount,
+        currency: names.currency.into(),
+        plan: names.plan.into(),
+        plan_version: names.version,
+    };
+    let rg = line.rating_group.map(|rg| rg.to_string()).unwrap_or_default();
+    let text = |field: &Option<Cow<'_, str>>| csv_field(field.as_deref().unwrap_or("")).into_owned();
     writeln!(
-        csv,
-        "{},{},{},{account},{subscription},{},{rg},{},{},{start},{},{},{},{},{},{}",
-        csv_field(source),
-        item.number,
-        csv_field(record_id),
-        csv_field(names.service),
-        csv_field(names.destination.unwrap_or("")),
-        csv_field(names.band),
-        answer.charged_units,
-        answer.allowance_units,
-        answer.amount,
-        names.currency,
-        csv_field(names.plan),
-        names.version,
+        writers.rated_csv,
+        "{},{},{},{},{},{},{rg},{},{},{},{},{},{},{},{},{},{},{}",
+        csv_field(&line.source),
+        line.record_number,
+        csv_field(&line.record_id),
+        line.account,
+        line.subscription,
+        csv_field(&line.service),
+        text(&line.destination),
+        text(&line.called),
+        csv_field(&line.band),
+        line.start_utc_seconds,
+        line.recorded_units,
+        line.units,
+        line.allowance_units,
+        line.amount,
+        line.currency,
+        csv_field(&line.plan),
+        line.plan_version,
     )
     .map_err(MediationError::io(&writers.files[0]))?;
-    let line = serde_json::json!({
-        "source": source,
-        "record_number": item.number,
-        "record_id": record_id,
-        "account": account,
-        "subscription": subscription,
-        "service": names.service,
-        "rating_group": rating_group,
-        "destination": names.destination,
-        "band": names.band,
-        "start_utc_seconds": start,
-        "units": answer.charged_units,
-        "allowance_units": answer.allowance_units,
-        "amount": answer.amount.to_string(),
-        "currency": names.currency,
-        "plan": names.plan,
-        "plan_version": names.version,
-    });
     let jsonl = &mut writers.rated_jsonl;
     serde_json::to_writer(&mut *jsonl, &line)
         .map_err(|err| MediationError::Io { path: writers.files[1].clone(), source: err.into() })?;
@@ -607,7 +656,7 @@ fn read_checkpoint(path: &Path) -> Result<Option<Checkpoint>, MediationError> {
 
 /// Writes `bytes` to `path` through a temporary file and a rename, so the file under its
 /// name is always whole.
-fn write_atomic(path: &Path, bytes: &[u8], sync: bool) -> Result<(), MediationError> {
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8], sync: bool) -> Result<(), MediationError> {
     let temporary = path.with_extension("tmp");
     let mut file = File::create(&temporary).map_err(MediationError::io(&temporary))?;
     file.write_all(bytes).map_err(MediationError::io(&temporary))?;

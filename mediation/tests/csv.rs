@@ -7,27 +7,6 @@ use common::*;
 use tollgate_mediation::readers::csv::mapping::Mapping;
 use tollgate_mediation::{Format, RejectReason};
 
-const MAPPING: &str = r#"
-delimiter = ","
-header = true
-time_format = "%Y-%m-%d %H:%M:%S"
-units_divisor = 1000
-
-[fields]
-record_id = { column = "id" }
-subscriber = { column = "a_number" }
-service = { column = "service" }
-destination = { column = "b_number" }
-start = { column = "start" }
-units = { column = "duration_ms" }
-"#;
-
-fn format() -> Format {
-    Format::Csv(Mapping::parse(MAPPING).expect("mapping"))
-}
-
-const HEADER: &str = "id,a_number,b_number,service,start,duration_ms\n";
-
 #[test]
 fn good_and_bad_records_each_land_where_they_belong_and_the_summary_balances() {
     let h = Harness::new("csv-mixed");

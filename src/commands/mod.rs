@@ -6,5 +6,6 @@ pub(crate) mod engine_setup;
 pub(crate) mod load;
 pub(crate) mod mediate;
 pub(crate) mod rate;
+pub(crate) mod rerate;
 pub(crate) mod serve;
 pub(crate) mod tariff;

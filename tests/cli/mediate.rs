@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use super::{scratch, tollgate};
 
-const MAPPING: &str = r#"
+pub(crate) const MAPPING: &str = r#"
 time_format = "%Y-%m-%d %H:%M:%S"
 [fields]
 record_id = { column = "id" }
@@ -22,7 +22,7 @@ units = { column = "seconds" }
 
 const SUBSCRIBERS: u64 = 5;
 
-fn setup(data: &Path) {
+pub(crate) fn setup(data: &Path) {
     let data_dir = data.to_str().expect("path");
     for n in 1..=SUBSCRIBERS {
         let id = n.to_string();
@@ -57,7 +57,7 @@ fn setup(data: &Path) {
     }
 }
 
-fn mediate_args<'a>(data: &'a str, out: &'a str, mapping: &'a str, file: &'a str) -> Vec<&'a str> {
+pub(crate) fn mediate_args<'a>(data: &'a str, out: &'a str, mapping: &'a str, file: &'a str) -> Vec<&'a str> {
     vec![
         "mediate",
         "--data-dir",
@@ -74,7 +74,7 @@ fn mediate_args<'a>(data: &'a str, out: &'a str, mapping: &'a str, file: &'a str
     ]
 }
 
-fn balances(data: &Path) -> Vec<Value> {
+pub(crate) fn balances(data: &Path) -> Vec<Value> {
     (1..=SUBSCRIBERS)
         .map(|n| {
             let output = tollgate(

@@ -9,7 +9,31 @@ use rust_decimal::Decimal;
 use tollgate_engine::{
     AccountKind, Body, Engine, EngineConfig, Identity, ManualClock, Operation, Plans, Request, Target,
 };
+use tollgate_mediation::readers::csv::mapping::Mapping;
 use tollgate_mediation::{Format, MediationConfig, MediationError, Mediator, Outputs, Summary};
+
+/// The column mapping of the test CSV files.
+pub const MAPPING: &str = r#"
+delimiter = ","
+header = true
+time_format = "%Y-%m-%d %H:%M:%S"
+units_divisor = 1000
+
+[fields]
+record_id = { column = "id" }
+subscriber = { column = "a_number" }
+service = { column = "service" }
+destination = { column = "b_number" }
+start = { column = "start" }
+units = { column = "duration_ms" }
+"#;
+
+/// CSV with [`MAPPING`].
+pub fn format() -> Format {
+    Format::Csv(Mapping::parse(MAPPING).expect("mapping"))
+}
+
+pub const HEADER: &str = "id,a_number,b_number,service,start,duration_ms\n";
 
 /// Monday 2026-03-02 12:00:00 UTC: the sample records are from that morning.
 pub const NOW: i64 = 1_772_452_800;
@@ -22,12 +46,39 @@ pub struct Harness {
     pub engine: Engine,
     pub dir: PathBuf,
     pub config: MediationConfig,
+    clock: Arc<ManualClock>,
+    _cleanup: DirGuard,
 }
 
-impl Drop for Harness {
+/// Removes the scratch folder when the harness is gone.
+struct DirGuard(PathBuf);
+
+impl Drop for DirGuard {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
+        let _ = std::fs::remove_dir_all(&self.0);
     }
+}
+
+/// The example prepaid plan the subscribers are on.
+pub fn plans() -> Plans {
+    let mut plans = Plans::new();
+    plans.load(&examples().join("prepaid-mobile.toml")).expect("plan");
+    plans
+}
+
+fn examples() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tariffs/examples")
+}
+
+/// [`plans`] and a tariff fix: version 4 of the plan, the same from the same date but for
+/// `from` → `to` replaced in its text.
+pub fn plans_with_fix(from: &str, to: &str) -> Plans {
+    let mut plans = plans();
+    let text = std::fs::read_to_string(examples().join("prepaid-mobile.toml")).expect("plan");
+    assert!(text.contains("version = 3") && text.contains(from), "the example plan changed");
+    let fixed = text.replace("version = 3", "version = 4").replace(from, to);
+    plans.insert(tollgate_tariffs::compile_str(&fixed, "fix.toml", None).expect("fix compiles")).expect("v4");
+    plans
 }
 
 impl Harness {
@@ -39,12 +90,9 @@ impl Harness {
         let dir = std::env::temp_dir().join(format!("tollgate-mediation-{}-{name}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("scratch dir");
-        let mut plans = Plans::new();
-        let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tariffs/examples");
-        plans.load(&examples.join("prepaid-mobile.toml")).expect("plan");
         // Subscribers exist from 08:00; the files are mediated at noon.
         let clock = Arc::new(ManualClock::new(NOW - 4 * 3600));
-        let engine = Engine::open(EngineConfig::new(dir.join("data")), plans, clock.clone()).expect("engine");
+        let engine = Engine::open(EngineConfig::new(dir.join("data")), plans(), clock.clone()).expect("engine");
         let run = |key: String, target, operation| {
             let answer = engine.execute(Request { key: Some(key), target, operation }).expect("engine answers");
             assert_eq!(answer.outcome, tollgate_engine::Outcome::Success, "{answer:?}");
@@ -76,7 +124,15 @@ impl Harness {
         clock.set(NOW);
         let mut config = MediationConfig::new(dir.join("out"), dir.join("state"));
         config.batch_records = batch;
-        Harness { engine, dir, config }
+        Harness { engine, dir: dir.clone(), config, clock, _cleanup: DirGuard(dir) }
+    }
+
+    /// Stops the engine and opens it again on its data with `plans` (a tariff fix).
+    pub fn reopen_with(self, plans: Plans) -> Harness {
+        let Harness { engine, dir, config, clock, _cleanup } = self;
+        engine.shutdown().expect("engine stops");
+        let engine = Engine::open(EngineConfig::new(dir.join("data")), plans, clock.clone()).expect("engine");
+        Harness { engine, dir, config, clock, _cleanup }
     }
 
     pub fn write(&self, name: &str, text: &str) -> PathBuf {
