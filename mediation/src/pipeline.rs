@@ -235,7 +235,7 @@ impl<'e> Mediator<'e> {
         &self,
         input: &Path,
         format: &Format,
-        progress: &mut dyn FnMut(Progress),
+        progress: &mut (dyn FnMut(Progress) + Send),
     ) -> Result<Summary, MediationError> {
         let size = std::fs::metadata(input).map_err(MediationError::io(input))?.len();
         if size > self.config.max_file_bytes {
@@ -257,7 +257,7 @@ impl<'e> Mediator<'e> {
                 return Ok(cp.summary.clone());
             }
         }
-        let (next_offset, next_number, keep, mut summary) = match checkpoint {
+        let (next_offset, next_number, keep, summary) = match checkpoint {
             Some(cp) => {
                 let mut summary = cp.summary;
                 summary.resumed += 1;
@@ -281,65 +281,56 @@ impl<'e> Mediator<'e> {
             rejects: open_output(&outputs.rejects, keep.map(|k| k[2]), REJECTS_HEADER)?,
             files: [outputs.rated_csv.clone(), outputs.rated_jsonl.clone(), outputs.rejects.clone()],
         };
-        let mut reader: Box<dyn Reader> = match format {
+        let reader: Box<dyn Reader + Send> = match format {
             Format::Csv(mapping) => Box::new(CsvReader::open(input, mapping.clone(), next_offset, next_number)?),
             Format::Ber => Box::new(BerReader::open(input, next_offset, next_number)?),
         };
         let name = input.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned());
         let origin_seed = xxhash_rust::xxh3::xxh3_64(format!("{name}:{size}").as_bytes());
-        let mut batch: Vec<Item> = Vec::with_capacity(self.config.batch_records);
-        let mut resume = (next_offset, next_number);
-        let mut batches = 0u64;
-        loop {
-            let mut ended = false;
-            let mut unreadable = None;
-            loop {
-                match reader.next_item() {
-                    Ok(Some(item)) => {
-                        let boundary = item.resumable_after;
-                        batch.push(item);
-                        if boundary && batch.len() >= self.config.batch_records {
-                            break;
-                        }
-                    }
-                    Ok(None) => {
-                        ended = true;
-                        break;
-                    }
+        let file = FileRun { input, outputs: &outputs, size, name: &name, origin_seed };
+        // Three stages, one thread each, a batch apart: the reader reads and decodes the
+        // next batch while this thread has the engine charge the current one and the
+        // writer writes, syncs and checkpoints the one before. The engine has charged
+        // (durably) every batch the writer sees; a crash between the two is what resuming
+        // already handles: the charged records come back as their own repeats.
+        let (summary, interrupted) = std::thread::scope(|scope| {
+            let (to_charge, read) = std::sync::mpsc::sync_channel::<ReadBatch>(1);
+            let (to_write, charged) = std::sync::mpsc::sync_channel::<ChargedBatch>(1);
+            let batch_records = self.config.batch_records;
+            scope.spawn(move || read_batches(reader, batch_records, (next_offset, next_number), &to_charge));
+            let writer = scope.spawn(move || {
+                let mut summary = summary;
+                for batch in charged {
+                    self.write_batch(&file, batch, &mut writers, &mut summary, progress)?;
+                }
+                Ok::<Summary, MediationError>(summary)
+            });
+            let mut interrupted = None;
+            for (batches, batch) in (1u64..).zip(read) {
+                let charged = match self.charge_batch(&file, batch) {
+                    Ok(charged) => charged,
                     Err(err) => {
-                        unreadable = Some(err);
-                        ended = true;
+                        interrupted = Some(err);
                         break;
                     }
+                };
+                if self.config.crash_after_charging_batch == Some(batches) {
+                    interrupted = Some(MediationError::Interrupted(format!("stopped after charging batch {batches}")));
+                    break;
+                }
+                if to_write.send(charged).is_err() {
+                    break; // the writer failed; its error is returned below
                 }
             }
-            if let Some(last) = batch.iter().rev().find(|item| item.resumable_after) {
-                resume = (last.next_offset, last.number);
-            }
-            self.rate_batch(&name, origin_seed, &mut batch, &mut writers, &mut summary)?;
-            batches += 1;
-            if self.config.crash_after_charging_batch == Some(batches) {
-                return Err(MediationError::Interrupted(format!("stopped after charging batch {batches}")));
-            }
-            if let Some(err) = unreadable {
-                // The rest of the file cannot be read: one rejected entry says from where.
-                let at = resume.0;
-                summary.count_reject(RejectReason::Malformed);
-                summary.unreadable_from = Some(at);
-                let message = err.to_string();
-                write_reject(&mut writers.rejects, resume.1 + 1, at, RejectReason::Malformed, &message, "")
-                    .map_err(MediationError::io(&outputs.rejects))?;
-                tracing::warn!(file = %input.display(), at, error = %message, "rest of the file is unreadable");
-            }
-            if ended {
-                summary.complete = true;
-            }
-            debug_assert!(summary.balances());
-            self.checkpoint(&outputs, size, resume, &mut writers, &summary)?;
-            progress(Progress { records: summary.records_in, bytes_done: resume.0, bytes_total: size });
-            if ended {
-                break;
-            }
+            drop(to_write);
+            let summary = writer.join().unwrap_or_else(|_| {
+                Err(MediationError::Interrupted("the output writer stopped unexpectedly".to_owned()))
+            });
+            (summary, interrupted)
+        });
+        let summary = summary?;
+        if let Some(err) = interrupted {
+            return Err(err);
         }
         write_atomic(&outputs.summary, &serde_json::to_vec_pretty(&summary).unwrap_or_default(), self.config.sync)?;
         Ok(summary)
@@ -369,27 +360,21 @@ impl<'e> Mediator<'e> {
         write_atomic(&outputs.checkpoint, &serde_json::to_vec(&checkpoint).unwrap_or_default(), self.config.sync)
     }
 
-    fn rate_batch(
-        &self,
-        source: &str,
-        origin_seed: u64,
-        batch: &mut Vec<Item>,
-        writers: &mut Writers,
-        summary: &mut Summary,
-    ) -> Result<(), MediationError> {
+    /// Admits, identifies and charges one batch.
+    fn charge_batch(&self, file: &FileRun<'_>, mut batch: ReadBatch) -> Result<ChargedBatch, MediationError> {
         let now = self.engine.now();
         let directory = self.engine.directory();
         // Per item: a verdict before charging, or the index of its charge.
-        let mut verdicts: Vec<Verdict> = Vec::with_capacity(batch.len());
-        let mut charges = Vec::with_capacity(batch.len());
-        for item in batch.iter_mut() {
+        let mut verdicts: Vec<Verdict> = Vec::with_capacity(batch.items.len());
+        let mut charges = Vec::with_capacity(batch.items.len());
+        for item in batch.items.iter_mut() {
             let verdict = match std::mem::replace(&mut item.record, Err(crate::event::Unreadable::malformed(""))) {
                 Err(unreadable) => Err((unreadable.reason, unreadable.message)),
                 Ok(record) => self.admit(record, now).and_then(|record| {
                     let (subscription, account) = directory
                         .subscriber(&record.subscriber)
                         .ok_or((RejectReason::UnknownSubscriber, "no subscription has this identity".to_owned()))?;
-                    let origin = xxhash_rust::xxh3::xxh3_64_with_seed(&item.number.to_le_bytes(), origin_seed);
+                    let origin = xxhash_rust::xxh3::xxh3_64_with_seed(&item.number.to_le_bytes(), file.origin_seed);
                     let ids = RatedIds {
                         account,
                         subscription,
@@ -417,8 +402,21 @@ impl<'e> Mediator<'e> {
             verdicts.push(verdict);
         }
         let answers = self.engine.charge_records(charges)?;
+        Ok(ChargedBatch { read: batch, verdicts, answers })
+    }
+
+    /// Writes one charged batch's rated lines and rejects, then syncs and checkpoints.
+    fn write_batch(
+        &self,
+        file: &FileRun<'_>,
+        batch: ChargedBatch,
+        writers: &mut Writers,
+        summary: &mut Summary,
+        progress: &mut (dyn FnMut(Progress) + Send),
+    ) -> Result<(), MediationError> {
+        let ChargedBatch { read, verdicts, answers } = batch;
         let plans = self.engine.plans();
-        for (item, verdict) in batch.drain(..).zip(verdicts) {
+        for (item, verdict) in read.items.into_iter().zip(verdicts) {
             let outcome = verdict.and_then(|admitted| {
                 let answer = answers[admitted.charge];
                 judge(&answer, admitted.origin).map(|()| (answer, admitted.ids))
@@ -432,13 +430,13 @@ impl<'e> Mediator<'e> {
                     let Some((indexes, plan)) = rated else {
                         // Charged by an earlier run under a plan no longer loaded: the amount
                         // is known, the names are not.
-                        write_rated(writers, source, &item, &answer, &ids, None)?;
+                        write_rated(writers, file.name, &item, &answer, &ids, None)?;
                         continue;
                     };
                     *summary.amount_by_currency.entry(plan.names.currency.to_string()).or_default() += answer.amount;
                     write_rated(
                         writers,
-                        source,
+                        file.name,
                         &item,
                         &answer,
                         &ids,
@@ -459,6 +457,23 @@ impl<'e> Mediator<'e> {
                 }
             }
         }
+        let resume = read.resume;
+        if let Some(err) = read.unreadable {
+            // The rest of the file cannot be read: one rejected entry says from where.
+            let at = resume.0;
+            summary.count_reject(RejectReason::Malformed);
+            summary.unreadable_from = Some(at);
+            let message = err.to_string();
+            write_reject(&mut writers.rejects, resume.1 + 1, at, RejectReason::Malformed, &message, "")
+                .map_err(MediationError::io(&file.outputs.rejects))?;
+            tracing::warn!(file = %file.input.display(), at, error = %message, "rest of the file is unreadable");
+        }
+        if read.ended {
+            summary.complete = true;
+        }
+        debug_assert!(summary.balances());
+        self.checkpoint(file.outputs, file.size, resume, writers, summary)?;
+        progress(Progress { records: summary.records_in, bytes_done: resume.0, bytes_total: file.size });
         Ok(())
     }
 
@@ -475,6 +490,73 @@ impl<'e> Mediator<'e> {
             return Err((RejectReason::OutOfWindow, format!("starts {}s in the future", start - now)));
         }
         Ok(record)
+    }
+}
+
+/// The file being rated, as every stage sees it.
+#[derive(Clone, Copy)]
+struct FileRun<'a> {
+    input: &'a Path,
+    outputs: &'a Outputs,
+    size: u64,
+    name: &'a str,
+    origin_seed: u64,
+}
+
+/// A batch as read: its items, where to resume after it, and whether the file ended
+/// (cleanly, or unreadable from `resume` on).
+struct ReadBatch {
+    items: Vec<Item>,
+    resume: (u64, u64),
+    ended: bool,
+    unreadable: Option<MediationError>,
+}
+
+/// A batch after the engine: per item its verdict, and the engine's answers.
+struct ChargedBatch {
+    read: ReadBatch,
+    verdicts: Vec<Verdict>,
+    answers: Vec<RecordAnswer>,
+}
+
+/// Reads batches of at least `batch_records` items, each ending where a resume can
+/// start, until the file ends or the receiver is gone.
+fn read_batches(
+    mut reader: Box<dyn Reader + Send>,
+    batch_records: usize,
+    mut resume: (u64, u64),
+    out: &std::sync::mpsc::SyncSender<ReadBatch>,
+) {
+    loop {
+        let mut batch = ReadBatch { items: Vec::with_capacity(batch_records), resume, ended: false, unreadable: None };
+        loop {
+            match reader.next_item() {
+                Ok(Some(item)) => {
+                    let boundary = item.resumable_after;
+                    batch.items.push(item);
+                    if boundary && batch.items.len() >= batch_records {
+                        break;
+                    }
+                }
+                Ok(None) => {
+                    batch.ended = true;
+                    break;
+                }
+                Err(err) => {
+                    batch.unreadable = Some(err);
+                    batch.ended = true;
+                    break;
+                }
+            }
+        }
+        if let Some(last) = batch.items.iter().rev().find(|item| item.resumable_after) {
+            resume = (last.next_offset, last.number);
+        }
+        batch.resume = resume;
+        let ended = batch.ended;
+        if out.send(batch).is_err() || ended {
+            return;
+        }
     }
 }
 
