@@ -19,7 +19,7 @@ impl Directory {
     }
 
     pub fn subscriber(&self, identity: &Identity) -> Option<(SubscriptionId, AccountId)> {
-        self.identities.get(&identity.key()).map(|entry| *entry)
+        identity.with_key(|key| self.identities.get(key).map(|entry| *entry))
     }
 
     pub fn account_of(&self, subscription: SubscriptionId) -> Option<AccountId> {

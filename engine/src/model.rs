@@ -153,11 +153,44 @@ impl Identity {
     /// The lookup key: type-tagged and normalized (`+` dropped from numbers, URIs and
     /// NAIs lower-cased), so `+4917…` and `4917…` are the same subscriber.
     pub fn key(&self) -> String {
+        let (tag, value, lower) = self.key_parts();
+        let mut key = String::with_capacity(tag.len() + value.len());
+        key.push_str(tag);
+        key.push_str(value);
+        if lower {
+            key[tag.len()..].make_ascii_lowercase();
+        }
+        key
+    }
+
+    /// Calls `f` with [`Identity::key`], built on the stack when it is short (lookups on
+    /// the bulk path allocate nothing).
+    pub fn with_key<R>(&self, f: impl FnOnce(&str) -> R) -> R {
+        let (tag, value, lower) = self.key_parts();
+        let mut buffer = [0u8; 64];
+        let len = tag.len() + value.len();
+        if len > buffer.len() {
+            return f(&self.key());
+        }
+        buffer[..tag.len()].copy_from_slice(tag.as_bytes());
+        buffer[tag.len()..len].copy_from_slice(value.as_bytes());
+        if lower {
+            buffer[tag.len()..len].make_ascii_lowercase();
+        }
+        // Whole UTF-8 pieces, and ASCII lower-casing keeps UTF-8 whole.
+        match std::str::from_utf8(&buffer[..len]) {
+            Ok(key) => f(key),
+            Err(_) => f(&self.key()),
+        }
+    }
+
+    /// The key's type tag, the value to normalize, and whether it is lower-cased.
+    fn key_parts(&self) -> (&'static str, &str, bool) {
         match self {
-            Identity::Msisdn(number) => format!("msisdn:{}", number.trim_start_matches('+')),
-            Identity::Imsi(imsi) => format!("imsi:{imsi}"),
-            Identity::SipUri(uri) => format!("sip:{}", uri.trim_start_matches("sip:").to_ascii_lowercase()),
-            Identity::Nai(nai) => format!("nai:{}", nai.to_ascii_lowercase()),
+            Identity::Msisdn(number) => ("msisdn:", number.trim_start_matches('+'), false),
+            Identity::Imsi(imsi) => ("imsi:", imsi, false),
+            Identity::SipUri(uri) => ("sip:", uri.trim_start_matches("sip:"), true),
+            Identity::Nai(nai) => ("nai:", nai, true),
         }
     }
 
@@ -202,4 +235,27 @@ pub struct Reservation {
     pub bucket_units: Vec<(BucketId, u64)>,
     pub expires_at: i64,
     pub destination: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Identity;
+
+    #[test]
+    fn keys_are_normalized_and_built_alike_on_the_stack_and_on_the_heap() {
+        let cases = [
+            (Identity::Msisdn("+491700000001".into()), "msisdn:491700000001"),
+            (Identity::Imsi("262010000000001".into()), "imsi:262010000000001"),
+            (Identity::SipUri("sip:Alice@Example.COM".into()), "sip:alice@example.com"),
+            (Identity::Nai("Ülrich@Example.org".into()), "nai:Ülrich@example.org"),
+            (Identity::Nai(format!("{}@example.org", "A".repeat(80))), ""),
+        ];
+        for (identity, expected) in cases {
+            let key = identity.key();
+            if !expected.is_empty() {
+                assert_eq!(key, expected);
+            }
+            assert_eq!(identity.with_key(str::to_owned), key, "{identity:?}");
+        }
+    }
 }

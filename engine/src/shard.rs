@@ -790,7 +790,7 @@ fn allowance_balances(
     subscription: SubscriptionId,
     at: i64,
     extra: &[(BucketId, u64)],
-) -> Vec<AllowanceBalance> {
+) -> SmallVec<[AllowanceBalance; 4]> {
     account
         .units
         .iter()

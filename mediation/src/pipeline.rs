@@ -297,14 +297,21 @@ impl<'e> Mediator<'e> {
             let (to_charge, read) = std::sync::mpsc::sync_channel::<ReadBatch>(1);
             let (to_write, charged) = std::sync::mpsc::sync_channel::<ChargedBatch>(1);
             let batch_records = self.config.batch_records;
-            scope.spawn(move || read_batches(reader, batch_records, (next_offset, next_number), &to_charge));
-            let writer = scope.spawn(move || {
-                let mut summary = summary;
-                for batch in charged {
-                    self.write_batch(&file, batch, &mut writers, &mut summary, progress)?;
-                }
-                Ok::<Summary, MediationError>(summary)
-            });
+            let stage = |name: &str| std::thread::Builder::new().name(format!("tollgate-{name}"));
+            stage("reader")
+                .spawn_scoped(scope, move || {
+                    read_batches(reader, batch_records, (next_offset, next_number), &to_charge);
+                })
+                .map_err(MediationError::io(input))?;
+            let writer = stage("writer")
+                .spawn_scoped(scope, move || {
+                    let mut summary = summary;
+                    for batch in charged {
+                        self.write_batch(&file, batch, &mut writers, &mut summary, progress)?;
+                    }
+                    Ok::<Summary, MediationError>(summary)
+                })
+                .map_err(MediationError::io(input))?;
             let mut interrupted = None;
             for (batches, batch) in (1u64..).zip(read) {
                 let charged = match self.charge_batch(&file, batch) {
@@ -326,8 +333,8 @@ impl<'e> Mediator<'e> {
             let summary = writer.join().unwrap_or_else(|_| {
                 Err(MediationError::Interrupted("the output writer stopped unexpectedly".to_owned()))
             });
-            (summary, interrupted)
-        });
+            Ok::<_, MediationError>((summary, interrupted))
+        })?;
         let summary = summary?;
         if let Some(err) = interrupted {
             return Err(err);

@@ -61,9 +61,13 @@ fn main() {
     let size = std::fs::metadata(&input).expect("input").len();
     eprintln!("generated {} ({size} bytes) in {:.1?}", input.display(), started.elapsed());
 
-    let engine = engine(&dir, subscribers);
+    let engine = engine(&dir, subscribers, std::env::var_os("TOLLGATE_BENCH_NO_SYNC").is_some());
     let mut config = MediationConfig::new(dir.join("out"), dir.join("state"));
     config.max_age_seconds = 30 * 86_400;
+    // For finding where the time goes: TOLLGATE_BENCH_NO_SYNC=1 skips the fsyncs of the
+    // outputs and the journal (the published figures keep them).
+    let no_sync = std::env::var_os("TOLLGATE_BENCH_NO_SYNC").is_some();
+    config.sync = !no_sync;
     let mediator = Mediator::new(&engine, config);
     let started = Instant::now();
     let summary = mediator.process(&input, &file_format, &mut |_| {}).expect("mediation");
@@ -81,11 +85,15 @@ fn main() {
 
 /// An engine with journal and snapshots in `dir`, fsync per batch, and `subscribers`
 /// postpaid accounts on the example prepaid plan (bundles first, then money).
-fn engine(dir: &Path, subscribers: u64) -> Engine {
+fn engine(dir: &Path, subscribers: u64, no_sync: bool) -> Engine {
     let mut plans = Plans::new();
     plans.load(&tollgate_benches::example_path("prepaid-mobile.toml")).expect("plan");
     let clock = Arc::new(ManualClock::new(NOW));
-    let engine = Engine::open(EngineConfig::new(dir.join("data")), plans, clock).expect("engine");
+    let mut config = EngineConfig::new(dir.join("data"));
+    if no_sync {
+        config.fsync = tollgate_engine::FsyncPolicy::Never;
+    }
+    let engine = Engine::open(config, plans, clock).expect("engine");
     let started = Instant::now();
     for chunk in (1..=subscribers).collect::<Vec<_>>().chunks(10_000) {
         let requests = chunk
