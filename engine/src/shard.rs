@@ -962,15 +962,7 @@ fn rerate(
     if !rated.amount.is_zero() {
         debit_money(tx, ctx.now, account, rated.amount, reason());
     }
-    let anchor = tx.state().accounts[&account].cycle_anchor;
-    let (cycle_start, _) = window_containing(anchor, Period::Monthly, usage.start_utc_seconds);
-    tx.emit(Effect::Usage {
-        account,
-        cycle_start,
-        service: plan.names.services[usize::from(rated.service)].clone(),
-        units: 0,
-        amount: rated.amount - old.amount,
-    });
+    accumulate(tx, account, plan, rated.service, usage.start_utc_seconds, 0, rated.amount - old.amount);
     tx.emit(Effect::RecordRerated(Box::new(RecordRerated { key: key.0, memo })));
     answer(tx.state().accounts[&account].balance(), true)
 }
@@ -990,15 +982,24 @@ fn settle(
     if !rated.amount.is_zero() {
         debit_money(tx, ctx.now, account, rated.amount, MoneyKind::Charge);
     }
+    accumulate(tx, account, plan, rated.service, at, rated.charged_units, rated.amount);
+}
+
+/// Adds rated usage (`amount` may be negative: a rerate's difference) to the account's
+/// total for the billing cycle that holds `at`.
+fn accumulate(
+    tx: &mut Transaction<'_>,
+    account: AccountId,
+    plan: &Versioned,
+    service: u16,
+    at: i64,
+    units: u64,
+    amount: Decimal,
+) {
     let anchor = tx.state().accounts[&account].cycle_anchor;
     let (cycle_start, _) = window_containing(anchor, Period::Monthly, at);
-    tx.emit(Effect::Usage {
-        account,
-        cycle_start,
-        service: plan.names.services[usize::from(rated.service)].clone(),
-        units: rated.charged_units,
-        amount: rated.amount,
-    });
+    let service = plan.names.services[usize::from(service)].clone();
+    tx.emit(Effect::Usage { account, cycle_start, service, units, amount });
 }
 
 /// Debits `amount` (≤ available) across the valid money buckets: lowest priority first,
