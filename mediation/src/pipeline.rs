@@ -684,7 +684,7 @@ fn write_rated(
         plan_version: names.version,
     };
     let rg = line.rating_group.map(|rg| rg.to_string()).unwrap_or_default();
-    let text = |field: &Option<Cow<'_, str>>| csv_field(field.as_deref().unwrap_or("")).into_owned();
+    let (destination, called) = (line.destination.as_deref().unwrap_or(""), line.called.as_deref().unwrap_or(""));
     writeln!(
         writers.rated_csv,
         "{},{},{},{},{},{},{rg},{},{},{},{},{},{},{},{},{},{},{}",
@@ -694,8 +694,8 @@ fn write_rated(
         line.account,
         line.subscription,
         csv_field(&line.service),
-        text(&line.destination),
-        text(&line.called),
+        csv_field(destination),
+        csv_field(called),
         csv_field(&line.band),
         line.start_utc_seconds,
         line.recorded_units,
@@ -707,10 +707,14 @@ fn write_rated(
         line.plan_version,
     )
     .map_err(MediationError::io(&writers.files[0]))?;
-    let jsonl = &mut writers.rated_jsonl;
-    serde_json::to_writer(&mut *jsonl, &line)
-        .map_err(|err| MediationError::Io { path: writers.files[1].clone(), source: err.into() })?;
-    jsonl.write_all(b"\n").map_err(MediationError::io(&writers.files[1]))
+    write_json_line(&mut writers.rated_jsonl, &writers.files[1], &line)
+}
+
+/// Writes `value` as one line of JSON to `out` (the file at `path`).
+pub(crate) fn write_json_line(out: &mut impl Write, path: &Path, value: &impl Serialize) -> Result<(), MediationError> {
+    serde_json::to_writer(&mut *out, value)
+        .map_err(|err| MediationError::Io { path: path.to_owned(), source: err.into() })?;
+    out.write_all(b"\n").map_err(MediationError::io(path))
 }
 
 fn write_reject(

@@ -21,7 +21,7 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use tollgate_engine::{Answer, Body, Engine, Operation, Outcome, Request, ServiceRef, Target, Usage};
 
-use crate::pipeline::{write_atomic, RatedLine};
+use crate::pipeline::{write_atomic, write_json_line, RatedLine};
 use crate::MediationError;
 
 /// Longest line read from a rated file.
@@ -385,8 +385,6 @@ struct Audit {
 
 impl Audit {
     fn write(&mut self, line: &AuditLine) -> Result<(), MediationError> {
-        serde_json::to_writer(&mut self.out, line)
-            .map_err(|err| MediationError::Io { path: self.path.clone(), source: err.into() })?;
-        self.out.write_all(b"\n").map_err(MediationError::io(&self.path))
+        write_json_line(&mut self.out, &self.path, line)
     }
 }
