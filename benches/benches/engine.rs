@@ -138,6 +138,9 @@ fn engine(c: &mut Criterion) {
     let _ = std::fs::remove_dir_all(&dir);
     let mut config = EngineConfig::new(&dir);
     config.snapshot_every_records = u64::MAX;
+    if std::env::var_os("TOLLGATE_BENCH_NO_SYNC").is_some() {
+        config.fsync = tollgate_engine::FsyncPolicy::Never;
+    }
     let engine = Engine::open(config, wholesale_plans(), Arc::new(ManualClock::new(NOW))).expect("engine");
     let mut setup = Vec::with_capacity(20_000);
     for account in 1..=accounts {
@@ -166,7 +169,13 @@ fn engine(c: &mut Criterion) {
                     .map(|(resolved, request)| {
                         let Operation::DirectDebit { usage } = request.operation else { unreachable!() };
                         let key = RecordKey::of(request.key.as_deref().unwrap_or_default());
-                        RecordCharge { key, origin: 0, subscription: resolved.account, usage }
+                        RecordCharge {
+                            key,
+                            origin: 0,
+                            account: resolved.account,
+                            subscription: resolved.account,
+                            usage,
+                        }
                     })
                     .collect::<Vec<_>>()
             },

@@ -1,30 +1,35 @@
-//! The exactly-once window: the answers of the last `window` idempotency keys, in the
-//! order they were first seen. The answers live in a ring; the hash index maps a key to
-//! its position, so the index stays small (a key and a sequence number per entry).
+//! The exactly-once window: the values of recent idempotency keys, in generations.
+//!
+//! Keys go into the current generation until it holds `window` keys; then a new one
+//! starts and every key older than the generation just closed is swept out in one
+//! sequential pass over the table. So the last `window` keys are always remembered (and
+//! at most `2 × window`). Before, the window kept an exact ring of the last `window` keys
+//! and forgot the oldest key with every new one: a second random probe into a table of
+//! a million keys for every record, the largest single cost of the bulk path.
 
 use std::borrow::Borrow;
-use std::collections::VecDeque;
 use std::hash::Hash;
 use std::sync::Arc;
 
 use crate::api::Answer;
 use crate::shard::Map;
 
-/// The last `window` keys with their values, in the order first seen; a key keeps its
-/// first value, and the oldest are forgotten past the window. Both exactly-once windows
+/// Recent keys with their values; a key keeps its first value. At least the last
+/// `window` keys are remembered, at most `2 × window`. Both exactly-once windows
 /// (request keys here, record keys in [`crate::records`]) are one of these.
 #[derive(Debug, Clone)]
 pub struct Window<K, V> {
     window: usize,
-    /// Sequence number of `ring[0]`.
-    first: u64,
-    ring: VecDeque<(K, V)>,
-    index: Map<K, u64>,
+    /// The current generation; its keys are tagged with it.
+    generation: u32,
+    /// Keys in the current generation.
+    current: usize,
+    table: Map<K, (u32, V)>,
 }
 
 impl<K: Hash + Eq + Clone, V> Window<K, V> {
     pub fn new(window: usize) -> Window<K, V> {
-        Window { window: window.max(1), first: 0, ring: VecDeque::new(), index: Map::default() }
+        Window { window: window.max(1), generation: 0, current: 0, table: Map::default() }
     }
 
     pub fn window(&self) -> usize {
@@ -35,29 +40,29 @@ impl<K: Hash + Eq + Clone, V> Window<K, V> {
     where
         K: Borrow<Q>,
     {
-        let sequence = *self.index.get(key)?;
-        self.ring.get((sequence - self.first) as usize).map(|(_, value)| value)
+        self.table.get(key).map(|(_, value)| value)
     }
 
     pub fn contains<Q: Hash + Eq + ?Sized>(&self, key: &Q) -> bool
     where
         K: Borrow<Q>,
     {
-        self.index.contains_key(key)
+        self.table.contains_key(key)
     }
 
     /// Remembers `value` for `key` (a key already present keeps its first value).
     pub fn insert(&mut self, key: K, value: V) {
-        if self.index.contains_key(&key) {
-            return;
+        if self.current == self.window {
+            // The current generation is full: it becomes the previous one, and the one
+            // before it is forgotten.
+            let closed = self.generation;
+            self.table.retain(|_, (generation, _)| *generation == closed);
+            self.generation = closed.wrapping_add(1);
+            self.current = 0;
         }
-        self.index.insert(key.clone(), self.first + self.ring.len() as u64);
-        self.ring.push_back((key, value));
-        while self.ring.len() > self.window {
-            if let Some((oldest, _)) = self.ring.pop_front() {
-                self.index.remove(&oldest);
-                self.first += 1;
-            }
+        if let std::collections::hash_map::Entry::Vacant(vacant) = self.table.entry(key) {
+            vacant.insert((self.generation, value));
+            self.current += 1;
         }
     }
 
@@ -66,8 +71,7 @@ impl<K: Hash + Eq + Clone, V> Window<K, V> {
     where
         K: Borrow<Q>,
     {
-        let Some(sequence) = self.index.get(key) else { return false };
-        match self.ring.get_mut((sequence - self.first) as usize) {
+        match self.table.get_mut(key) {
             Some(slot) => {
                 slot.1 = value;
                 true
@@ -76,17 +80,33 @@ impl<K: Hash + Eq + Clone, V> Window<K, V> {
         }
     }
 
-    /// Keys and values, oldest first.
+    /// Keys and values, the previous generation's before the current one's (in no
+    /// particular order within a generation). Inserting them in this order into a new
+    /// window of the same size rebuilds the same generations.
     pub fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
-        self.ring.iter().map(|(key, value)| (key, value))
+        let previous = self.table.iter().filter(|(_, (generation, _))| *generation != self.generation);
+        let current = self.table.iter().filter(|(_, (generation, _))| *generation == self.generation);
+        previous.chain(current).map(|(key, (_, value))| (key, value))
+    }
+
+    /// As [`Window::iter`], each generation sorted by key: the same window always gives
+    /// the same sequence (snapshots of the same state are the same bytes).
+    pub fn ordered(&self) -> Vec<(&K, &V)>
+    where
+        K: Ord,
+    {
+        let mut entries: Vec<(bool, &K, &V)> =
+            self.table.iter().map(|(key, (generation, value))| (*generation == self.generation, key, value)).collect();
+        entries.sort_unstable_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+        entries.into_iter().map(|(_, key, value)| (key, value)).collect()
     }
 
     pub fn len(&self) -> usize {
-        self.ring.len()
+        self.table.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.ring.is_empty()
+        self.table.is_empty()
     }
 }
 
@@ -96,9 +116,18 @@ impl<K: Hash + Eq + Clone, V> Default for Window<K, V> {
     }
 }
 
+/// Equal when the same keys have the same values in the same generation (previous or
+/// current), whatever the generations are numbered.
 impl<K: Hash + Eq + Clone, V: PartialEq> PartialEq for Window<K, V> {
     fn eq(&self, other: &Window<K, V>) -> bool {
-        self.window == other.window && self.ring.len() == other.ring.len() && self.iter().eq(other.iter())
+        self.window == other.window
+            && self.current == other.current
+            && self.table.len() == other.table.len()
+            && self.table.iter().all(|(key, (generation, value))| {
+                other.table.get(key).is_some_and(|(other_generation, other_value)| {
+                    (*generation == self.generation) == (*other_generation == other.generation) && value == other_value
+                })
+            })
     }
 }
 
@@ -122,16 +151,16 @@ impl RecentAnswers {
     }
 
     /// Remembers `answer` for `key` (a key already present keeps its first answer), and
-    /// forgets the oldest keys past the window.
+    /// forgets old keys past the window.
     pub fn insert(&mut self, key: &str, answer: Arc<Answer>) {
         if !self.0.contains(key) {
             self.0.insert(Arc::from(key), answer);
         }
     }
 
-    /// Keys and answers, oldest first.
-    pub fn iter(&self) -> impl Iterator<Item = (&str, &Answer)> {
-        self.0.iter().map(|(key, answer)| (&**key, &**answer))
+    /// Keys and answers, the older generation first, each sorted (see [`Window::ordered`]).
+    pub fn ordered(&self) -> impl Iterator<Item = (&str, &Answer)> {
+        self.0.ordered().into_iter().map(|(key, answer)| (&**key, &**answer))
     }
 
     pub fn len(&self) -> usize {
@@ -149,15 +178,46 @@ mod tests {
     use crate::api::Outcome;
 
     #[test]
-    fn keeps_the_first_answer_and_forgets_the_oldest_past_the_window() {
+    fn keeps_the_first_answer() {
         let mut recent = RecentAnswers::new(2);
         recent.insert("a", Arc::new(Answer::outcome(Outcome::Success)));
         recent.insert("a", Arc::new(Answer::outcome(Outcome::UnknownAccount)));
         assert_eq!(recent.get("a"), Some(&Answer::outcome(Outcome::Success)));
-        recent.insert("b", Arc::new(Answer::outcome(Outcome::AlreadyExists)));
-        recent.insert("c", Arc::new(Answer::outcome(Outcome::UnknownSession)));
-        assert_eq!(recent.get("a"), None);
-        assert_eq!(recent.get("c"), Some(&Answer::outcome(Outcome::UnknownSession)));
-        assert_eq!(recent.iter().map(|(k, _)| k).collect::<Vec<_>>(), vec!["b", "c"]);
+        assert_eq!(recent.len(), 1);
+    }
+
+    #[test]
+    fn remembers_the_last_window_keys_and_at_most_twice_as_many() {
+        for window in [1usize, 2, 3, 7] {
+            let mut recent: Window<u32, u32> = Window::new(window);
+            for key in 0..50u32 {
+                recent.insert(key, key * 10);
+                recent.insert(key, 0);
+                let first_kept = (key + 1).saturating_sub(window as u32);
+                for past in first_kept..=key {
+                    assert_eq!(recent.get(&past), Some(&(past * 10)), "window {window}: key {past} after {key}");
+                }
+                assert!(recent.len() <= 2 * window, "window {window}: {} keys after {key}", recent.len());
+                // Forgotten keys are the oldest ones.
+                let kept: Vec<u32> = (0..=key).filter(|k| recent.contains(k)).collect();
+                assert_eq!(kept, (key + 1 - kept.len() as u32..=key).collect::<Vec<_>>(), "window {window}");
+            }
+        }
+    }
+
+    #[test]
+    fn reinserting_in_iteration_order_rebuilds_the_same_window() {
+        let mut recent: Window<u32, u32> = Window::new(4);
+        for key in 0..11u32 {
+            recent.insert(key, key);
+            let mut rebuilt = Window::new(4);
+            assert_eq!(recent.ordered().len(), recent.iter().count());
+            for (key, value) in recent.ordered() {
+                rebuilt.insert(*key, *value);
+            }
+            assert_eq!(rebuilt, recent, "after {key}");
+            assert!(rebuilt.replace(&key, 99));
+            assert_ne!(rebuilt, recent, "a replaced value is a difference");
+        }
     }
 }

@@ -98,6 +98,11 @@ pub struct UsageTotal {
 /// The money buckets of an account; most accounts have only the main one, kept inline.
 pub type MoneyBuckets = SmallVec<[MoneyBucket; 1]>;
 
+/// The usage totals of an account. The first is kept inline, in the account's own cache
+/// lines: charging a record adds to it without following a pointer. (Archived as a
+/// `Vec` is, so snapshots did not change with it.)
+pub type UsageTotals = SmallVec<[UsageTotal; 1]>;
+
 #[derive(Debug, Clone, PartialEq, Eq, Archive, RkyvSerialize, RkyvDeserialize)]
 pub struct Account {
     pub id: AccountId,
@@ -110,7 +115,7 @@ pub struct Account {
     #[rkyv(with = RkyvDecimal)]
     pub reserved: Decimal,
     pub units: Vec<UnitBucket>,
-    pub usage: Vec<UsageTotal>,
+    pub usage: UsageTotals,
     pub next_bucket: BucketId,
     /// Start of the account's current billing cycle (monthly from its creation).
     pub cycle_anchor: i64,

@@ -70,6 +70,10 @@ pub struct RecordCharge {
     /// file and record number). Stored with the charge and returned on a repeat, so a
     /// resumed run can tell its own earlier charge from a duplicate of another record.
     pub origin: u64,
+    /// The account the caller found with the subscription ([`crate::Directory::subscriber`]
+    /// gives both). The record is routed by it without another directory lookup; one that
+    /// does not own `subscription` is answered `UnknownSubscriber`.
+    pub account: AccountId,
     pub subscription: SubscriptionId,
     pub usage: Usage,
 }
@@ -175,8 +179,8 @@ impl Memo {
 /// `Memo::destination` of a usage without a destination.
 pub const NO_DESTINATION: u32 = u32::MAX;
 
-/// The exactly-once window of record keys: the last `window` charged keys, oldest
-/// forgotten first.
+/// The exactly-once window of record keys: at least the last `window` charged keys
+/// (see [`crate::dedupe::Window`]).
 pub type RecentRecords = crate::dedupe::Window<RecordKey, Memo>;
 
 /// Money taken from one bucket (`delta` is negative).
@@ -465,9 +469,14 @@ mod tests {
         recent.insert(RecordKey(1), memo(1));
         recent.insert(RecordKey(1), memo(2));
         assert_eq!(recent.get(&RecordKey(1)), Some(&memo(1)));
-        recent.insert(RecordKey(2), memo(3));
-        recent.insert(RecordKey(3), memo(4));
+        for key in 2..=5 {
+            recent.insert(RecordKey(key), memo(key as i64 + 1));
+        }
+        // Keys 1 and 2 made a generation, 3 and 4 the next; 5 started a third.
         assert_eq!(recent.get(&RecordKey(1)), None);
-        assert_eq!(recent.iter().map(|(k, _)| k.0).collect::<Vec<_>>(), vec![2, 3]);
+        assert_eq!(recent.get(&RecordKey(2)), None);
+        let mut kept: Vec<u128> = recent.iter().map(|(k, _)| k.0).collect();
+        kept.sort_unstable();
+        assert_eq!(kept, vec![3, 4, 5]);
     }
 }

@@ -120,7 +120,7 @@ enum Job {
     },
     /// Rated records for one shard (the bulk path), answered as one message.
     Records {
-        items: Vec<(usize, AccountId, RecordCharge)>,
+        items: Vec<(usize, RecordCharge)>,
         reply: Sender<RecordsAnswered>,
     },
     Inspect(Inspector),
@@ -332,12 +332,10 @@ impl Engine {
         let count = records.len();
         let mut answers = vec![RecordAnswer::refused(RecordOutcome::UnknownSubscriber); count];
         let shards = self.senders.len();
-        let mut per_shard: Vec<Vec<(usize, AccountId, RecordCharge)>> =
+        let mut per_shard: Vec<Vec<(usize, RecordCharge)>> =
             (0..shards).map(|_| Vec::with_capacity(count / shards + 1)).collect();
         for (index, record) in records.into_iter().enumerate() {
-            if let Some(account) = self.directory.account_of(record.subscription) {
-                per_shard[self.shard_of(account)].push((index, account, record));
-            }
+            per_shard[self.shard_of(record.account)].push((index, record));
         }
         self.scatter(per_shard, |items, reply| Job::Records { items, reply }, |index, answer| answers[index] = answer)?;
         Ok(answers)
@@ -619,16 +617,16 @@ impl Worker {
     fn charge_records(
         &mut self,
         ctx: &Context<'_>,
-        items: Vec<(usize, AccountId, RecordCharge)>,
+        items: Vec<(usize, RecordCharge)>,
         charges: &mut Vec<u8>,
     ) -> RecordsAnswered {
         let mut answered = Vec::with_capacity(items.len());
         let mut renewals = Vec::new();
         let mut count = 0u32;
         begin_charges(charges, ctx.now);
-        for (index, account, record) in items {
+        for (index, record) in items {
             let before = charges.len();
-            let answer = charge_record(&mut self.state, ctx, account, &record, &mut renewals, charges);
+            let answer = charge_record(&mut self.state, ctx, &record, &mut renewals, charges);
             if !renewals.is_empty() {
                 // Journal order must be apply order: the charges decided before the
                 // renewal, the renewal, then this record's charge.

@@ -22,7 +22,7 @@ use crate::dedupe::RecentAnswers;
 use crate::directory::Directory;
 use crate::model::{
     Account, AccountId, AccountKind, BucketId, MoneyBucket, Reservation, Subscription, SubscriptionId, UnitBucket,
-    UsageTotal, FOREVER,
+    UsageTotal, UsageTotals, FOREVER,
 };
 use crate::plans::{Plans, Versioned};
 use crate::records::{
@@ -439,7 +439,6 @@ pub fn decide(
 pub fn charge_record(
     state: &mut ShardState,
     ctx: &Context<'_>,
-    account: AccountId,
     record: &RecordCharge,
     renewals: &mut Vec<Effect>,
     journal: &mut Vec<u8>,
@@ -451,7 +450,7 @@ pub fn charge_record(
             .and_then(|sub| ctx.plans.at(&sub.plan, record.usage.start_utc_seconds));
         return memo.answer(plan.map(|plan| plan.handle), true);
     }
-    let subscription = record.subscription;
+    let (account, subscription) = (record.account, record.subscription);
     let usage = &record.usage;
     match state.subscriptions.get(&subscription) {
         Some(sub) if sub.account == account && state.accounts.contains_key(&account) => {}
@@ -662,7 +661,7 @@ fn create_account(
         money: smallvec::smallvec![main],
         reserved: Decimal::ZERO,
         units: Vec::new(),
-        usage: Vec::new(),
+        usage: UsageTotals::new(),
         next_bucket: 1,
         cycle_anchor: ctx.now,
     })));

@@ -46,7 +46,7 @@ pub struct SnapshotImage {
     pub reservations: Vec<Reservation>,
     pub recent: Vec<(String, Answer)>,
     pub totals: Totals,
-    /// The bulk path's window, oldest first.
+    /// The bulk path's window, the older generation first.
     pub recent_records: Vec<(u128, Memo)>,
 }
 
@@ -69,8 +69,8 @@ impl SnapshotImage {
         subscriptions.sort_unstable_by_key(|s| s.id);
         let mut reservations: Vec<Reservation> = state.reservations.values().cloned().collect();
         reservations.sort_unstable_by(|a, b| (&a.session, a.rating_group).cmp(&(&b.session, b.rating_group)));
-        let recent = state.recent.iter().map(|(key, answer)| (key.to_owned(), answer.clone())).collect();
-        let recent_records = state.recent_records.iter().map(|(key, memo)| (key.0, *memo)).collect();
+        let recent = state.recent.ordered().map(|(key, answer)| (key.to_owned(), answer.clone())).collect();
+        let recent_records = state.recent_records.ordered().into_iter().map(|(key, memo)| (key.0, *memo)).collect();
         SnapshotImage {
             lsn: state.lsn,
             accounts,

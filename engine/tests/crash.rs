@@ -101,10 +101,11 @@ fn every_cut_point_recovers_exactly_the_complete_records() {
                 let record = RecordCharge {
                     key: RecordKey::of(&format!("cdr-{index}-{n}")),
                     origin: 0,
+                    account: 1,
                     subscription: 10,
                     usage,
                 };
-                let answer = charge_record(&mut state, &ctx, 1, &record, &mut renewals, &mut payload);
+                let answer = charge_record(&mut state, &ctx, &record, &mut renewals, &mut payload);
                 charged += u32::from(answer.outcome == RecordOutcome::Charged);
             }
             assert!(renewals.is_empty());

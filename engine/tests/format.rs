@@ -40,6 +40,7 @@ fn write_fixture() {
     let records = vec![RecordCharge {
         key: RecordKey::of("cdr-1"),
         origin: 1,
+        account: 1,
         subscription: 10,
         usage: call("4990012345", MONDAY_10, 30),
     }];
@@ -87,6 +88,7 @@ fn check_fixture(name: &str, balance: &str, has_records: bool) {
         let records = vec![RecordCharge {
             key: RecordKey::of("cdr-1"),
             origin: 2,
+            account: 1,
             subscription: 10,
             usage: call("4990012345", MONDAY_10, 30),
         }];

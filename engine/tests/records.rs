@@ -7,8 +7,10 @@ use common::*;
 use tollgate_engine::snapshot::SnapshotImage;
 use tollgate_engine::{Body, Operation, RecordAnswer, RecordCharge, RecordKey, RecordOutcome, Usage};
 
+/// A record for `subscription` of the account the harness gives it (`subscription / 10`).
 fn record(key: &str, subscription: u64, usage: Usage) -> RecordCharge {
-    RecordCharge { key: RecordKey::of(key), origin: u64::from(key.len() as u32), subscription, usage }
+    let account = subscription / 10;
+    RecordCharge { key: RecordKey::of(key), origin: u64::from(key.len() as u32), account, subscription, usage }
 }
 
 fn charge(h: &Harness, records: Vec<RecordCharge>) -> Vec<RecordAnswer> {
@@ -59,18 +61,23 @@ fn records_cost_what_a_direct_debit_costs_and_a_key_is_charged_once() {
 fn refused_records_change_nothing_and_can_be_sent_again() {
     let h = Harness::new("records-refused");
     h.prepaid(1, "491700000001", "1.00");
+    h.prepaid(2, "491700000002", "9.00");
+    // Subscription 10 belongs to account 1, not to account 2.
+    let wrong_account = RecordCharge { account: 2, ..record("r:4", 10, sms(MONDAY_10)) };
     let answers = charge(
         &h,
         vec![
             record("r:1", 10, call("4990012345", MONDAY_10, 60)),
             record("r:2", 99, sms(MONDAY_10)),
             record("r:3", 10, call("x-not-a-number", MONDAY_10, 60)),
+            wrong_account,
         ],
     );
     assert_eq!(answers[0].outcome, RecordOutcome::CreditLimitReached);
     assert_eq!(answers[1].outcome, RecordOutcome::UnknownSubscriber);
     assert!(matches!(answers[2].outcome, RecordOutcome::RatingFailed(_)), "{:?}", answers[2]);
-    assert_eq!(h.balance(1), d("1.00"));
+    assert_eq!(answers[3].outcome, RecordOutcome::UnknownSubscriber, "a record routed by the wrong account");
+    assert_eq!((h.balance(1), h.balance(2)), (d("1.00"), d("9.00")));
     h.run("top-up", tollgate_engine::Target::Account(1), Operation::TopUp { amount: d("5"), reference: "t".into() });
     let retried = charge(&h, vec![record("r:1", 10, call("4990012345", MONDAY_10, 60))]);
     assert_eq!(retried[0].outcome, RecordOutcome::Charged);

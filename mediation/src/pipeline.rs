@@ -394,6 +394,7 @@ impl<'e> Mediator<'e> {
                     charges.push(RecordCharge {
                         key: RecordKey::of(&ids.record_id),
                         origin,
+                        account,
                         subscription,
                         usage: Usage {
                             service: record.service,

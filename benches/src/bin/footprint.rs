@@ -30,7 +30,7 @@ fn account(id: u64) -> tollgate_engine::model::Account {
         money: smallvec_one(),
         reserved: Decimal::ZERO,
         units: Vec::new(),
-        usage: Vec::new(),
+        usage: tollgate_engine::model::UsageTotals::new(),
         next_bucket: 1,
         cycle_anchor: NOW,
     }
