@@ -84,7 +84,7 @@ fn debits(accounts: u64, called: &[String], rng: &mut Rng, sequence: &mut u64) -
             let usage = Usage {
                 service: ServiceRef::Name("voice".into()),
                 rating_group: None,
-                destination: Some(called[i % called.len()].clone()),
+                destination: Some(called[i % called.len()].as_str().into()),
                 start_utc_seconds: NOW - 600,
                 units: 1 + rng.below(600),
             };

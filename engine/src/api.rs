@@ -4,6 +4,7 @@
 use rkyv::{Archive, Deserialize as RkyvDeserialize, Serialize as RkyvSerialize};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
+pub use smol_str::SmolStr;
 use tollgate_tariffs::plan::RkyvDecimal;
 
 use crate::model::{AccountId, AccountKind, BucketId, Identity, SubscriptionId};
@@ -18,10 +19,12 @@ pub enum Target {
 }
 
 /// Which of the plan's services a usage is for.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Archive, RkyvSerialize, RkyvDeserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ServiceRef {
-    Name(String),
+    /// Names are short and kept inline (no allocation up to 23 bytes), as are
+    /// destinations: a usage is built and dropped for every record on the bulk path.
+    Name(SmolStr),
     RatingGroup(u32),
     ServiceId(u32),
 }
@@ -31,7 +34,7 @@ pub enum ServiceRef {
 pub struct Usage {
     pub service: ServiceRef,
     pub rating_group: Option<u32>,
-    pub destination: Option<String>,
+    pub destination: Option<SmolStr>,
     pub start_utc_seconds: i64,
     pub units: u64,
 }
@@ -59,7 +62,7 @@ pub struct UnitRequest {
     /// Units used since the last report, charged against this rating group's reservation.
     pub used_units: Option<u64>,
     /// The called number, for services priced by destination.
-    pub destination: Option<String>,
+    pub destination: Option<SmolStr>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

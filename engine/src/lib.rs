@@ -19,8 +19,8 @@ pub mod shard;
 pub mod snapshot;
 
 pub use api::{
-    Answer, Body, Charged, Grant, Operation, Outcome, Request, Rerated, ServiceRef, SessionStep, Target, UnitRequest,
-    Usage,
+    Answer, Body, Charged, Grant, Operation, Outcome, Request, Rerated, ServiceRef, SessionStep, SmolStr, Target,
+    UnitRequest, Usage,
 };
 pub use error::EngineError;
 pub use journal::FsyncPolicy;

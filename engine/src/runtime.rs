@@ -624,9 +624,9 @@ impl Worker {
         let mut renewals = Vec::new();
         let mut count = 0u32;
         begin_charges(charges, ctx.now);
-        for (index, record) in items {
-            let before = charges.len();
-            let answer = charge_record(&mut self.state, ctx, &record, &mut renewals, charges);
+        for (index, record) in &items {
+            let (index, before) = (*index, charges.len());
+            let answer = charge_record(&mut self.state, ctx, record, &mut renewals, charges);
             if !renewals.is_empty() {
                 // Journal order must be apply order: the charges decided before the
                 // renewal, the renewal, then this record's charge.

@@ -15,7 +15,7 @@ use tollgate_tariffs::{rate, rate_with_paid_units, AllowanceBalance, CompiledPla
 use crate::accounts::AccountTable;
 use crate::api::{
     Answer, BalanceView, Body, BucketView, Charged, Grant, Operation, Outcome, Request, Rerated, ServiceRef,
-    SessionStep, UnitRequest, Usage,
+    SessionStep, SmolStr, UnitRequest, Usage,
 };
 use crate::cycle::{period_end, window_containing};
 use crate::dedupe::RecentAnswers;
@@ -1119,7 +1119,7 @@ fn session_unit(
     // 1. Settle reported usage against the reservation it was granted under.
     if let Some(used) = unit.used_units.filter(|u| *u > 0) {
         let (start, destination, held) = match &existing {
-            Some(r) => (r.started_at, r.destination.clone(), r.bucket_units.clone()),
+            Some(r) => (r.started_at, r.destination.as_deref().map(SmolStr::new), r.bucket_units.clone()),
             None => (ctx.now.saturating_sub(used as i64), unit.destination.clone(), Vec::new()),
         };
         let usage = Usage {
@@ -1225,7 +1225,7 @@ fn session_unit(
         money: rated.amount,
         bucket_units: rated.draws.iter().map(|d| (d.bucket as BucketId, d.units)).collect(),
         expires_at: ctx.now + i64::from(validity_seconds) + i64::from(ctx.config.reservation_grace_seconds),
-        destination: unit.destination.clone(),
+        destination: unit.destination.as_ref().map(SmolStr::to_string),
     })));
     grant
 }

@@ -1,6 +1,6 @@
 //! The one shape every reader normalizes a record into, and why a record is refused.
 
-use tollgate_engine::{Identity, ServiceRef};
+use tollgate_engine::{Identity, ServiceRef, SmolStr};
 
 /// One usage event read from a file, before identification and rating.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -11,7 +11,7 @@ pub struct UsageRecord {
     pub subscriber: Identity,
     pub service: ServiceRef,
     pub rating_group: Option<u32>,
-    pub destination: Option<String>,
+    pub destination: Option<SmolStr>,
     pub start_utc_seconds: i64,
     pub units: u64,
 }

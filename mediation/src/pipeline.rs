@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
-use tollgate_engine::{Engine, RecordAnswer, RecordCharge, RecordKey, RecordOutcome, Usage};
+use tollgate_engine::{Engine, RecordAnswer, RecordCharge, RecordKey, RecordOutcome, SmolStr, Usage};
 
 use crate::event::{Item, Reader, RejectReason, UsageRecord};
 use crate::readers::ber::BerReader;
@@ -604,7 +604,7 @@ struct RatedIds {
     start: i64,
     rating_group: Option<u32>,
     /// The destination as the record gave it (the plan's group is in `Names`).
-    called: Option<String>,
+    called: Option<SmolStr>,
     /// Units as the record gave them, before the plan rounded them.
     recorded_units: u64,
 }

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
-use tollgate_engine::{Answer, Body, Engine, Operation, Outcome, Request, ServiceRef, Target, Usage};
+use tollgate_engine::{Answer, Body, Engine, Operation, Outcome, Request, ServiceRef, SmolStr, Target, Usage};
 
 use crate::pipeline::{write_atomic, write_json_line, RatedLine};
 use crate::MediationError;
@@ -311,9 +311,9 @@ fn send(
                 operation: Operation::Rerate {
                     record: event.record_id.to_string(),
                     usage: Usage {
-                        service: ServiceRef::Name(event.service.to_string()),
+                        service: ServiceRef::Name(SmolStr::new(&event.service)),
                         rating_group: event.rating_group,
-                        destination: event.called.as_deref().map(str::to_owned),
+                        destination: event.called.as_deref().map(SmolStr::new),
                         start_utc_seconds: event.start_utc_seconds,
                         units: event.recorded_units,
                     },

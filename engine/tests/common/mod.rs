@@ -164,7 +164,7 @@ pub fn subscriber(msisdn: &str) -> Target {
 
 pub fn sms(start: i64) -> Usage {
     Usage {
-        service: ServiceRef::Name("sms".to_owned()),
+        service: ServiceRef::Name("sms".into()),
         rating_group: None,
         destination: None,
         start_utc_seconds: start,
@@ -174,9 +174,9 @@ pub fn sms(start: i64) -> Usage {
 
 pub fn call(to: &str, start: i64, seconds: u64) -> Usage {
     Usage {
-        service: ServiceRef::Name("voice".to_owned()),
+        service: ServiceRef::Name("voice".into()),
         rating_group: None,
-        destination: Some(to.to_owned()),
+        destination: Some(to.into()),
         start_utc_seconds: start,
         units: seconds,
     }

@@ -12,7 +12,7 @@
 
 use bytes::Bytes;
 use tollgate_engine::{
-    Answer, Body, Identity, Operation, Outcome, Request, ServiceRef, SessionStep, Target, UnitRequest, Usage,
+    Answer, Body, Identity, Operation, Outcome, Request, ServiceRef, SessionStep, SmolStr, Target, UnitRequest, Usage,
 };
 
 use super::codec::{find, Avp, Message};
@@ -51,7 +51,7 @@ pub struct CreditControl {
     pub request_number: u32,
     pub requested_action: Option<u32>,
     pub subscriber: Option<Identity>,
-    pub destination: Option<String>,
+    pub destination: Option<SmolStr>,
     pub units: Vec<(UnitRequest, UnitKind, bool)>,
     pub event_time: i64,
 }
@@ -132,11 +132,11 @@ fn subscriber(message: &Message) -> Result<Option<Identity>, Refusal> {
 }
 
 /// The called party from Service-Information (IMS or SMS), as digits.
-fn destination(message: &Message) -> Option<String> {
+fn destination(message: &Message) -> Option<SmolStr> {
     let service_information = message.avp(code::SERVICE_INFORMATION, VENDOR_3GPP)?.group().ok()?;
     if let Some(ims) = find(&service_information, code::IMS_INFORMATION, VENDOR_3GPP).and_then(|a| a.group().ok()) {
         if let Some(called) = find(&ims, code::CALLED_PARTY_ADDRESS, VENDOR_3GPP).and_then(Avp::as_str) {
-            return address_digits(called);
+            return address_digits(called).map(SmolStr::from);
         }
     }
     let sms = find(&service_information, code::SMS_INFORMATION, VENDOR_3GPP)?.group().ok()?;
@@ -144,7 +144,7 @@ fn destination(message: &Message) -> Option<String> {
     let info = find(&sms, code::RECIPIENT_INFO, VENDOR_3GPP).and_then(|a| a.group().ok());
     let holder = info.as_deref().unwrap_or(&sms);
     let recipient = find(holder, code::RECIPIENT_ADDRESS, VENDOR_3GPP)?.group().ok()?;
-    find(&recipient, code::ADDRESS_DATA, VENDOR_3GPP).and_then(Avp::as_str).and_then(address_digits)
+    find(&recipient, code::ADDRESS_DATA, VENDOR_3GPP).and_then(Avp::as_str).and_then(address_digits).map(SmolStr::from)
 }
 
 /// Decodes and checks a CCR.
@@ -193,7 +193,7 @@ pub fn parse(message: &Message, now: i64) -> Result<CreditControl, Refusal> {
         let kind = requested.or(used).map_or(default_kind, |(_, kind)| kind);
         let service = match rating_group {
             Some(_) => None,
-            None => context_service.map(|name| ServiceRef::Name(name.to_owned())),
+            None => context_service.map(|name| ServiceRef::Name(SmolStr::new(name))),
         };
         let unit = UnitRequest {
             rating_group: rating_group.unwrap_or(0),

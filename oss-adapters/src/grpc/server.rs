@@ -9,7 +9,7 @@ use rust_decimal::Decimal;
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::Stream;
-use tollgate_engine::{self as engine, Body, Engine, Identity, Operation, ServiceRef, SessionStep, Target};
+use tollgate_engine::{self as engine, Body, Engine, Identity, Operation, ServiceRef, SessionStep, SmolStr, Target};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::proto::{self, charging_server::Charging, subscriber::Id};
@@ -58,12 +58,12 @@ fn usage(request: &proto::UsageRequest) -> engine::Usage {
     let service = if request.service.is_empty() {
         ServiceRef::RatingGroup(request.rating_group)
     } else {
-        ServiceRef::Name(request.service.clone())
+        ServiceRef::Name(SmolStr::new(&request.service))
     };
     engine::Usage {
         service,
         rating_group: (request.rating_group != 0).then_some(request.rating_group),
-        destination: (!request.destination.is_empty()).then(|| request.destination.clone()),
+        destination: (!request.destination.is_empty()).then(|| SmolStr::new(&request.destination)),
         start_utc_seconds: request.start_utc_seconds,
         units: request.units,
     }
@@ -165,7 +165,7 @@ impl Charging for ChargingService {
                     Some(0)
                 },
                 used_units: (u.used_units > 0).then_some(u.used_units),
-                destination: (!u.destination.is_empty()).then(|| u.destination.clone()),
+                destination: (!u.destination.is_empty()).then(|| SmolStr::new(&u.destination)),
             })
             .collect();
         let operation = Operation::Session { session: request.session, step, units };

@@ -149,7 +149,7 @@ fn data_event(
         subscriber: subscriber.clone(),
         service: match rating_group {
             Some(rg) => ServiceRef::RatingGroup(rg),
-            None => ServiceRef::Name("data".to_owned()),
+            None => ServiceRef::Name("data".into()),
         },
         rating_group,
         destination: None,
@@ -175,9 +175,9 @@ fn moc(record: &Tlv<'_>, id: &str) -> Result<Vec<UsageRecord>, String> {
     Ok(vec![UsageRecord {
         record_id: format!("{id}/0"),
         subscriber,
-        service: ServiceRef::Name("voice".to_owned()),
+        service: ServiceRef::Name("voice".into()),
         rating_group: None,
-        destination: Some(destination),
+        destination: Some(destination.into()),
         start_utc_seconds: start,
         units: duration,
     }])

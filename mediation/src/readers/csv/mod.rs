@@ -8,7 +8,7 @@ use std::fs::File;
 use std::io::{BufReader, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
-use tollgate_engine::{Identity, ServiceRef};
+use tollgate_engine::{Identity, ServiceRef, SmolStr};
 
 use self::mapping::{Field, Mapping, TimeFormat};
 use super::{LineBound, MAX_RECORD_BYTES};
@@ -107,7 +107,7 @@ impl CsvReader {
                 return Err(Unreadable::malformed(format!("field `subscriber`: {digits:?} is not 1–15 digits")));
             }
         }
-        let service = ServiceRef::Name(self.required(record, 3)?.as_str().to_owned());
+        let service = ServiceRef::Name(SmolStr::new(self.required(record, 3)?.as_str()));
         let rating_group = match self.field(record, 4)? {
             Some(text) if !text.as_str().is_empty() => Some(
                 text.as_str()
@@ -117,7 +117,7 @@ impl CsvReader {
             _ => None,
         };
         let destination = match self.field(record, 5)? {
-            Some(text) if !text.as_str().is_empty() => Some(text.as_str().to_owned()),
+            Some(text) if !text.as_str().is_empty() => Some(SmolStr::new(text.as_str())),
             _ => None,
         };
         let start = self.required(record, 6)?;
