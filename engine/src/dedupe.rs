@@ -1,11 +1,12 @@
-//! The exactly-once window: the values of recent idempotency keys, in generations.
+//! The exactly-once window: the values of recent idempotency keys, in two generations.
 //!
-//! Keys go into the current generation until it holds `window` keys; then a new one
-//! starts and every key older than the generation just closed is swept out in one
-//! sequential pass over the table. So the last `window` keys are always remembered (and
-//! at most `2 × window`). Before, the window kept an exact ring of the last `window` keys
-//! and forgot the oldest key with every new one: a second random probe into a table of
-//! a million keys for every record, the largest single cost of the bulk path.
+//! Keys go into the current generation until it holds `window` keys; then it becomes the
+//! previous generation and the one before is forgotten whole, dropped on a thread of its
+//! own so the shard does not stop to free a million answers. So the last `window` keys
+//! are always remembered (and at most `2 × window`). An earlier version kept an exact
+//! ring of the last `window` keys and forgot the oldest key with every new one: a second
+//! random probe into a table of a million keys for every record, the largest single cost
+//! of the bulk path.
 
 use std::borrow::Borrow;
 use std::hash::Hash;
@@ -14,22 +15,22 @@ use std::sync::Arc;
 use crate::api::Answer;
 use crate::shard::Map;
 
+/// Below this many keys a forgotten generation is dropped in place.
+const DROP_ELSEWHERE: usize = 1 << 14;
+
 /// Recent keys with their values; a key keeps its first value. At least the last
 /// `window` keys are remembered, at most `2 × window`. Both exactly-once windows
 /// (request keys here, record keys in [`crate::records`]) are one of these.
-#[derive(Debug, Clone)]
-pub struct Window<K, V> {
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Window<K: Hash + Eq, V> {
     window: usize,
-    /// The current generation; its keys are tagged with it.
-    generation: u32,
-    /// Keys in the current generation.
-    current: usize,
-    table: Map<K, (u32, V)>,
+    current: Map<K, V>,
+    previous: Map<K, V>,
 }
 
-impl<K: Hash + Eq + Clone, V> Window<K, V> {
+impl<K: Hash + Eq + Send + 'static, V: Send + 'static> Window<K, V> {
     pub fn new(window: usize) -> Window<K, V> {
-        Window { window: window.max(1), generation: 0, current: 0, table: Map::default() }
+        Window { window: window.max(1), current: Map::default(), previous: Map::default() }
     }
 
     pub fn window(&self) -> usize {
@@ -40,30 +41,29 @@ impl<K: Hash + Eq + Clone, V> Window<K, V> {
     where
         K: Borrow<Q>,
     {
-        self.table.get(key).map(|(_, value)| value)
+        self.current.get(key).or_else(|| self.previous.get(key))
     }
 
     pub fn contains<Q: Hash + Eq + ?Sized>(&self, key: &Q) -> bool
     where
         K: Borrow<Q>,
     {
-        self.table.contains_key(key)
+        self.current.contains_key(key) || self.previous.contains_key(key)
     }
 
     /// Remembers `value` for `key` (a key already present keeps its first value).
     pub fn insert(&mut self, key: K, value: V) {
-        if self.current == self.window {
+        if self.previous.contains_key(&key) {
+            return;
+        }
+        if self.current.len() == self.window && !self.current.contains_key(&key) {
             // The current generation is full: it becomes the previous one, and the one
-            // before it is forgotten.
-            let closed = self.generation;
-            self.table.retain(|_, (generation, _)| *generation == closed);
-            self.generation = closed.wrapping_add(1);
-            self.current = 0;
+            // before it is forgotten. The next fills as far, so it starts at that size.
+            let fresh = Map::with_capacity_and_hasher(self.window, Default::default());
+            let full = std::mem::replace(&mut self.current, fresh);
+            forget(std::mem::replace(&mut self.previous, full));
         }
-        if let std::collections::hash_map::Entry::Vacant(vacant) = self.table.entry(key) {
-            vacant.insert((self.generation, value));
-            self.current += 1;
-        }
+        self.current.entry(key).or_insert(value);
     }
 
     /// Replaces the value of a key present (its age is unchanged); false if absent.
@@ -71,9 +71,9 @@ impl<K: Hash + Eq + Clone, V> Window<K, V> {
     where
         K: Borrow<Q>,
     {
-        match self.table.get_mut(key) {
+        match self.current.get_mut(key).or_else(|| self.previous.get_mut(key)) {
             Some(slot) => {
-                slot.1 = value;
+                *slot = value;
                 true
             }
             None => false,
@@ -84,9 +84,7 @@ impl<K: Hash + Eq + Clone, V> Window<K, V> {
     /// particular order within a generation). Inserting them in this order into a new
     /// window of the same size rebuilds the same generations.
     pub fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
-        let previous = self.table.iter().filter(|(_, (generation, _))| *generation != self.generation);
-        let current = self.table.iter().filter(|(_, (generation, _))| *generation == self.generation);
-        previous.chain(current).map(|(key, (_, value))| (key, value))
+        self.previous.iter().chain(self.current.iter())
     }
 
     /// As [`Window::iter`], each generation sorted by key: the same window always gives
@@ -95,43 +93,39 @@ impl<K: Hash + Eq + Clone, V> Window<K, V> {
     where
         K: Ord,
     {
-        let mut entries: Vec<(bool, &K, &V)> =
-            self.table.iter().map(|(key, (generation, value))| (*generation == self.generation, key, value)).collect();
-        entries.sort_unstable_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
-        entries.into_iter().map(|(_, key, value)| (key, value)).collect()
+        let mut entries: Vec<(&K, &V)> = self.previous.iter().collect();
+        entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        let previous = entries.len();
+        entries.extend(self.current.iter());
+        entries[previous..].sort_unstable_by(|a, b| a.0.cmp(b.0));
+        entries
     }
 
     pub fn len(&self) -> usize {
-        self.table.len()
+        self.current.len() + self.previous.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.table.is_empty()
+        self.len() == 0
     }
 }
 
-impl<K: Hash + Eq + Clone, V> Default for Window<K, V> {
+impl<K: Hash + Eq + Send + 'static, V: Send + 'static> Default for Window<K, V> {
     fn default() -> Window<K, V> {
         Window::new(1)
     }
 }
 
-/// Equal when the same keys have the same values in the same generation (previous or
-/// current), whatever the generations are numbered.
-impl<K: Hash + Eq + Clone, V: PartialEq> PartialEq for Window<K, V> {
-    fn eq(&self, other: &Window<K, V>) -> bool {
-        self.window == other.window
-            && self.current == other.current
-            && self.table.len() == other.table.len()
-            && self.table.iter().all(|(key, (generation, value))| {
-                other.table.get(key).is_some_and(|(other_generation, other_value)| {
-                    (*generation == self.generation) == (*other_generation == other.generation) && value == other_value
-                })
-            })
+/// Drops a forgotten generation; a large one on a short-lived thread of its own.
+fn forget<K: Send + 'static, V: Send + 'static>(generation: Map<K, V>) {
+    if generation.len() < DROP_ELSEWHERE {
+        return;
     }
+    let spawned = std::thread::Builder::new().name("tollgate-forget".into()).spawn(move || drop(generation));
+    // If no thread can be started the generation came back inside the error and is
+    // dropped here.
+    drop(spawned);
 }
-
-impl<K: Hash + Eq + Clone, V: Eq> Eq for Window<K, V> {}
 
 /// The exactly-once window of requests: answers by idempotency key.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

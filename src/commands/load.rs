@@ -48,15 +48,23 @@ pub(crate) struct Shape {
     /// …or after this many requests, whichever comes first.
     #[arg(long, default_value_t = 10_000_000)]
     requests: u64,
+    /// Threads of the load generator. It shares the machine with the server it
+    /// measures: every thread it adds competes with the server's.
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
 }
 
 impl Shape {
     fn check(&self, target: SocketAddr) -> anyhow::Result<()> {
         loopback(target)?;
-        if self.connections == 0 || self.sessions == 0 || self.subscribers == 0 {
-            bail!("--connections, --sessions and --subscribers must be at least 1");
+        if self.connections == 0 || self.sessions == 0 || self.subscribers == 0 || self.threads == 0 {
+            bail!("--connections, --sessions, --subscribers and --threads must be at least 1");
         }
         Ok(())
+    }
+
+    fn runtime(&self) -> std::io::Result<tokio::runtime::Runtime> {
+        tokio::runtime::Builder::new_multi_thread().worker_threads(self.threads).enable_all().build()
     }
 }
 
@@ -304,7 +312,7 @@ fn report(
 fn nchf(args: NchfLoad) -> anyhow::Result<ExitCode> {
     use http_body_util::{BodyExt, Full};
     args.shape.check(args.target)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let runtime = args.shape.runtime()?;
     runtime.block_on(async move {
         let mut senders = Vec::new();
         for _ in 0..args.shape.connections {
@@ -394,7 +402,7 @@ fn grpc(args: GrpcLoad) -> anyhow::Result<ExitCode> {
         std::fs::read_to_string(&args.token_file).with_context(|| format!("reading {}", args.token_file.display()))?;
     let header: tonic::metadata::MetadataValue<tonic::metadata::Ascii> =
         format!("Bearer {}", token.trim()).parse().context("the token is not valid header text")?;
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let runtime = args.shape.runtime()?;
     runtime.block_on(async move {
         let mut clients = Vec::new();
         for _ in 0..args.shape.connections {
@@ -449,7 +457,7 @@ fn grpc(args: GrpcLoad) -> anyhow::Result<ExitCode> {
 
 fn diameter(args: DiameterLoad) -> anyhow::Result<ExitCode> {
     args.shape.check(args.target)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let runtime = args.shape.runtime()?;
     runtime.block_on(async move {
         let mut connections = Vec::with_capacity(args.shape.connections);
         for index in 0..args.shape.connections {
