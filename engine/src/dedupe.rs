@@ -122,8 +122,8 @@ fn forget<K: Send + 'static, V: Send + 'static>(generation: Map<K, V>) {
         return;
     }
     let spawned = std::thread::Builder::new().name("tollgate-forget".into()).spawn(move || drop(generation));
-    // If no thread can be started the generation came back inside the error and is
-    // dropped here.
+    // If no thread can be started, `spawn` drops the closure, and the generation with
+    // it, on this thread.
     drop(spawned);
 }
 
