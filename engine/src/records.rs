@@ -475,7 +475,7 @@ mod tests {
         // Keys 1 and 2 made a generation, 3 and 4 the next; 5 started a third.
         assert_eq!(recent.get(&RecordKey(1)), None);
         assert_eq!(recent.get(&RecordKey(2)), None);
-        let mut kept: Vec<u128> = recent.iter().map(|(k, _)| k.0).collect();
+        let mut kept: Vec<u128> = recent.ordered().into_iter().map(|(k, _)| k.0).collect();
         kept.sort_unstable();
         assert_eq!(kept, vec![3, 4, 5]);
     }
