@@ -106,6 +106,14 @@ pub trait Storage: Send {
     fn sync(&mut self) -> io::Result<()>;
     fn read_all(&mut self) -> io::Result<Vec<u8>>;
     fn truncate(&mut self, len: u64) -> io::Result<()>;
+    /// A handle that forces what was appended so far to stable storage from another
+    /// thread, so that a writer can go on appending while the sync runs.
+    fn syncer(&self) -> io::Result<Arc<dyn Syncer>>;
+}
+
+/// Forces a device's appended bytes to stable storage (see [`Storage::syncer`]).
+pub trait Syncer: Send + Sync {
+    fn sync(&self) -> io::Result<()>;
 }
 
 /// A segment file.
@@ -137,6 +145,18 @@ impl Storage for FileStorage {
     fn truncate(&mut self, len: u64) -> io::Result<()> {
         self.file.set_len(len)?;
         self.file.sync_all()
+    }
+    fn syncer(&self) -> io::Result<Arc<dyn Syncer>> {
+        Ok(Arc::new(FileSyncer(self.file.try_clone()?)))
+    }
+}
+
+/// A second descriptor of a segment file; syncing it syncs the file.
+struct FileSyncer(File);
+
+impl Syncer for FileSyncer {
+    fn sync(&self) -> io::Result<()> {
+        self.0.sync_data()
     }
 }
 
@@ -197,6 +217,17 @@ impl Storage for MemoryStorage {
         let mut inner = self.lock();
         inner.bytes.truncate(len as usize);
         inner.synced = inner.synced.min(inner.bytes.len());
+        Ok(())
+    }
+    fn syncer(&self) -> io::Result<Arc<dyn Syncer>> {
+        Ok(Arc::new(self.clone()))
+    }
+}
+
+impl Syncer for MemoryStorage {
+    fn sync(&self) -> io::Result<()> {
+        let mut inner = self.lock();
+        inner.synced = inner.bytes.len();
         Ok(())
     }
 }
@@ -297,6 +328,8 @@ pub fn scan(bytes: &[u8], shard: u32, expected_first_lsn: Option<u64>) -> Result
 /// Appends framed records to a storage device with group commit.
 pub struct Journal {
     storage: Box<dyn Storage>,
+    /// The storage's syncer, made when first asked for.
+    syncer: Option<Arc<dyn Syncer>>,
     policy: FsyncPolicy,
     buffer: Vec<u8>,
     last_sync: Instant,
@@ -329,6 +362,7 @@ impl Journal {
         }
         Ok(Journal {
             storage,
+            syncer: None,
             policy,
             buffer: Vec::with_capacity(1 << 20),
             last_sync: Instant::now(),
@@ -372,6 +406,32 @@ impl Journal {
             FsyncPolicy::Interval(_) => self.maybe_interval_sync(),
             FsyncPolicy::Never => Ok(()),
         }
+    }
+
+    /// Writes the buffered records in one write without forcing them to stable storage,
+    /// whatever the policy: for a caller that syncs through [`Journal::syncer`] on another
+    /// thread and answers only after that. Returns whether anything was written.
+    pub fn write(&mut self) -> io::Result<bool> {
+        if self.buffer.is_empty() {
+            return Ok(false);
+        }
+        self.storage.append(&self.buffer)?;
+        self.buffer.clear();
+        Ok(true)
+    }
+
+    /// A handle that syncs this segment from another thread.
+    pub fn syncer(&mut self) -> io::Result<Arc<dyn Syncer>> {
+        if let Some(syncer) = &self.syncer {
+            return Ok(Arc::clone(syncer));
+        }
+        let syncer = self.storage.syncer()?;
+        self.syncer = Some(Arc::clone(&syncer));
+        Ok(syncer)
+    }
+
+    pub fn policy(&self) -> FsyncPolicy {
+        self.policy
     }
 
     fn maybe_interval_sync(&mut self) -> io::Result<()> {

@@ -27,5 +27,5 @@ pub use journal::FsyncPolicy;
 pub use model::{AccountId, AccountKind, Identity, SubscriptionId};
 pub use plans::Plans;
 pub use records::{RecordAnswer, RecordCharge, RecordKey, RecordOutcome};
-pub use runtime::{Callback, Clock, Engine, EngineConfig, ManualClock, SystemClock};
+pub use runtime::{Callback, Clock, Engine, EngineConfig, ManualClock, PendingRecords, SystemClock};
 pub use shard::{ChargingConfig, Effect, ShardState};

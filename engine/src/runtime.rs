@@ -22,6 +22,9 @@ use crate::recovery::{recover, rotate, Recovered};
 use crate::shard::{charge_record, decide, expire, ChargingConfig, Context, Resolved, ShardState};
 use crate::snapshot;
 
+mod commit;
+use commit::{Answers, CommitStage};
+
 /// Where "now" comes from. The engine never reads the system clock directly, so tests
 /// can drive time.
 pub trait Clock: Send + Sync + std::fmt::Debug {
@@ -208,6 +211,12 @@ impl Engine {
             subscriptions += state.subscriptions.len();
             reports.push(report);
             let (sender, receiver) = bounded(config.queue_capacity);
+            let stage = match config.fsync {
+                FsyncPolicy::EveryBatch => {
+                    Some(CommitStage::start(shard as u32).map_err(EngineError::io(&config.data_dir))?)
+                }
+                FsyncPolicy::Interval(_) | FsyncPolicy::Never => None,
+            };
             let mut worker = Worker {
                 shard: shard as u32,
                 state,
@@ -219,6 +228,7 @@ impl Engine {
                 clock: Arc::clone(&clock),
                 config: config.clone(),
                 next_reap: 0,
+                stage,
             };
             let handle = std::thread::Builder::new()
                 .name(format!("tollgate-shard-{shard}"))
@@ -288,8 +298,8 @@ impl Engine {
         receiver.recv().map_err(|_| EngineError::Unavailable("shard worker stopped"))?
     }
 
-    /// Submits one request without waiting: `callback` runs on the shard's thread with the
-    /// answer once it is durable (or at once, on the caller's thread, when the request is
+    /// Submits one request without waiting: `callback` runs on the shard's thread (its
+    /// commit thread with fsync per batch) with the answer once it is durable (or at once, on the caller's thread, when the request is
     /// answered without a shard). For asynchronous front-ends: the callback typically
     /// completes a oneshot channel. Waits only when the shard's queue is full.
     pub fn submit(&self, request: Request, callback: Callback) {
@@ -316,11 +326,8 @@ impl Engine {
                 Err(outcome) => answers[index] = Some(Answer::outcome(outcome)),
             }
         }
-        self.scatter(
-            per_shard,
-            |items, reply| Job::Batch { items, reply },
-            |index, answer| answers[index] = Some(answer),
-        )?;
+        self.scatter(per_shard, |items, reply| Job::Batch { items, reply })?
+            .gather(|index, answer| answers[index] = Some(answer))?;
         answers.into_iter().map(|a| a.ok_or(EngineError::Unavailable("a shard stopped before answering"))).collect()
     }
 
@@ -329,26 +336,30 @@ impl Engine {
     /// is refused changed nothing and may be sent again. Answers are given after the
     /// journal commit, as for every request.
     pub fn charge_records(&self, records: Vec<RecordCharge>) -> Result<Vec<RecordAnswer>, EngineError> {
+        self.submit_records(records)?.wait()
+    }
+
+    /// Sends rated records to their shards without waiting for the answers, so a caller
+    /// can keep several batches in flight: while one batch's journal sync runs, the
+    /// shards decide the next. [`PendingRecords::wait`] gives the answers, in order.
+    pub fn submit_records(&self, records: Vec<RecordCharge>) -> Result<PendingRecords, EngineError> {
         let count = records.len();
-        let mut answers = vec![RecordAnswer::refused(RecordOutcome::UnknownSubscriber); count];
         let shards = self.senders.len();
         let mut per_shard: Vec<Vec<(usize, RecordCharge)>> =
             (0..shards).map(|_| Vec::with_capacity(count / shards + 1)).collect();
         for (index, record) in records.into_iter().enumerate() {
             per_shard[self.shard_of(record.account)].push((index, record));
         }
-        self.scatter(per_shard, |items, reply| Job::Records { items, reply }, |index, answer| answers[index] = answer)?;
-        Ok(answers)
+        let sent = self.scatter(per_shard, |items, reply| Job::Records { items, reply })?;
+        Ok(PendingRecords { sent, count })
     }
 
-    /// Sends each shard its items as one message made by `job`, then hands every
-    /// `(position, answer)` that comes back to `put`.
+    /// Sends each shard its items as one message made by `job`.
     fn scatter<I, A>(
         &self,
         per_shard: Vec<Vec<I>>,
         job: impl Fn(Vec<I>, Sender<Vec<(usize, A)>>) -> Job,
-        mut put: impl FnMut(usize, A),
-    ) -> Result<(), EngineError> {
+    ) -> Result<Scattered<A>, EngineError> {
         let (sender, receiver) = bounded(self.senders.len());
         let mut pending = 0;
         for (shard, items) in per_shard.into_iter().enumerate() {
@@ -360,14 +371,7 @@ impl Engine {
                 .map_err(|_| EngineError::Unavailable("shard worker stopped"))?;
             pending += 1;
         }
-        drop(sender);
-        for _ in 0..pending {
-            let answered = receiver.recv().map_err(|_| EngineError::Unavailable("shard worker stopped"))?;
-            for (index, answer) in answered {
-                put(index, answer);
-            }
-        }
-        Ok(())
+        Ok(Scattered { receiver, pending })
     }
 
     /// Runs `inspect` on every shard's state (in the shard's thread, between batches)
@@ -432,6 +436,43 @@ impl Drop for Engine {
                 let _ = worker.join();
             }
         }
+    }
+}
+
+/// Rated records sent to the shards whose answers are still to come
+/// ([`Engine::submit_records`]).
+#[derive(Debug)]
+pub struct PendingRecords {
+    sent: Scattered<RecordAnswer>,
+    count: usize,
+}
+
+impl PendingRecords {
+    /// Waits for the answers (given once durable), in the order the records were sent.
+    pub fn wait(self) -> Result<Vec<RecordAnswer>, EngineError> {
+        let mut answers = vec![RecordAnswer::refused(RecordOutcome::UnknownSubscriber); self.count];
+        self.sent.gather(|index, answer| answers[index] = answer)?;
+        Ok(answers)
+    }
+}
+
+/// Messages sent to shards: where their answers come back, and how many will come.
+#[derive(Debug)]
+struct Scattered<A> {
+    receiver: Receiver<Vec<(usize, A)>>,
+    pending: usize,
+}
+
+impl<A> Scattered<A> {
+    /// Hands every `(position, answer)` that comes back to `put`.
+    fn gather(self, mut put: impl FnMut(usize, A)) -> Result<(), EngineError> {
+        for _ in 0..self.pending {
+            let answered = self.receiver.recv().map_err(|_| EngineError::Unavailable("shard worker stopped"))?;
+            for (index, answer) in answered {
+                put(index, answer);
+            }
+        }
+        Ok(())
     }
 }
 
@@ -507,14 +548,14 @@ struct Worker {
     clock: Arc<dyn Clock>,
     config: EngineConfig,
     next_reap: i64,
+    /// The commit thread, with fsync per batch.
+    stage: Option<CommitStage>,
 }
 
 impl Worker {
     fn run(&mut self) {
         let mut batch: Vec<Job> = Vec::with_capacity(self.config.max_batch);
-        let mut replies: Vec<(Reply, Answer)> = Vec::with_capacity(self.config.max_batch);
-        let mut batch_replies: Vec<(Sender<Answered>, Answered)> = Vec::new();
-        let mut record_replies: Vec<(Sender<RecordsAnswered>, RecordsAnswered)> = Vec::new();
+        let mut answers = Answers::default();
         let mut charges: Vec<u8> = Vec::with_capacity(1 << 20);
         let (plans, directory, charging) =
             (Arc::clone(&self.plans), Arc::clone(&self.directory), Arc::clone(&self.charging));
@@ -541,7 +582,7 @@ impl Worker {
                         if !effects.is_empty() {
                             self.record(now, effects);
                         }
-                        replies.push((reply, answer));
+                        answers.one.push((reply, answer));
                     }
                     Job::Batch { items, reply } => {
                         let ctx = Context { plans: &plans, directory: &directory, config: &charging, now };
@@ -553,12 +594,12 @@ impl Worker {
                             }
                             answered.push((index, answer));
                         }
-                        batch_replies.push((reply, answered));
+                        answers.batches.push((reply, answered));
                     }
                     Job::Records { items, reply } => {
                         let ctx = Context { plans: &plans, directory: &directory, config: &charging, now };
                         let answered = self.charge_records(&ctx, items, &mut charges);
-                        record_replies.push((reply, answered));
+                        answers.records.push((reply, answered));
                     }
                     other => control.push(other),
                 }
@@ -570,25 +611,8 @@ impl Worker {
                 }
                 self.next_reap = now + self.config.reaper_interval.as_secs().max(1) as i64;
             }
-            // Group commit: one write and (per policy) one fsync, then every answer.
-            if let Err(err) = self.journal.commit() {
-                tracing::error!(shard = self.shard, error = %err, "journal write failed; the shard stops and answers nothing more");
-                for (reply, _) in replies.drain(..) {
-                    reply.send(Err(EngineError::Unavailable("journal write failed")));
-                }
-                // Dropping the batch senders unanswered tells their callers the shard failed.
-                batch_replies.clear();
-                record_replies.clear();
+            if !self.commit(std::mem::take(&mut answers)) {
                 return;
-            }
-            for (reply, answer) in replies.drain(..) {
-                reply.send(Ok(answer));
-            }
-            for (reply, answered) in batch_replies.drain(..) {
-                drop(reply.send(answered));
-            }
-            for (reply, answered) in record_replies.drain(..) {
-                drop(reply.send(answered));
             }
             if self.journal.records_in_segment >= self.config.snapshot_every_records {
                 if let Err(err) = self.snapshot() {
@@ -600,7 +624,10 @@ impl Worker {
                     Job::Inspect(inspect) => inspect(&self.state),
                     Job::Snapshot(reply) => drop(reply.send(self.snapshot())),
                     Job::Stop(reply) => {
-                        drop(reply.send(self.journal.sync().map_err(EngineError::io(&self.config.data_dir))));
+                        let synced = self.journal.sync().map_err(EngineError::io(&self.config.data_dir));
+                        // Every answer before the stop's.
+                        drop(self.stage.take());
+                        drop(reply.send(synced));
                         return;
                     }
                     Job::Request { .. } | Job::Batch { .. } | Job::Records { .. } => {}
@@ -609,6 +636,47 @@ impl Worker {
         }
         if let Err(err) = self.journal.sync() {
             tracing::error!(shard = self.shard, error = %err, "final journal sync failed");
+        }
+    }
+
+    /// Group commit: one write and one fsync (per policy) for everything decided in this
+    /// pass, then its answers; with fsync per batch the commit thread syncs and answers
+    /// while this thread goes on. Returns false when the journal failed and the shard
+    /// must stop.
+    fn commit(&mut self, answers: Answers) -> bool {
+        if let Some(stage) = &self.stage {
+            if stage.failed() {
+                answers.fail("journal sync failed");
+                return false;
+            }
+            let written = match self.journal.write() {
+                Ok(true) => self.journal.syncer().map(Some),
+                Ok(false) if answers.is_empty() => return true,
+                Ok(false) => Ok(None),
+                Err(err) => Err(err),
+            };
+            match written {
+                Ok(written) => {
+                    stage.push(written, answers);
+                    return true;
+                }
+                Err(err) => {
+                    tracing::error!(shard = self.shard, error = %err, "journal write failed; the shard stops and answers nothing more");
+                    answers.fail("journal write failed");
+                    return false;
+                }
+            }
+        }
+        match self.journal.commit() {
+            Ok(()) => {
+                answers.send();
+                true
+            }
+            Err(err) => {
+                tracing::error!(shard = self.shard, error = %err, "journal write failed; the shard stops and answers nothing more");
+                answers.fail("journal write failed");
+                false
+            }
         }
     }
 

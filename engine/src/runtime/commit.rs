@@ -1,0 +1,235 @@
+//! Pipelined group commit. With fsync per batch, a shard writes a batch's journal bytes
+//! and hands the batch's answers to its commit thread, which syncs the segment and only
+//! then sends them. The shard decides the next batch meanwhile, so the time a sync takes
+//! no longer stops the shard. Answers leave in the order their batches were decided;
+//! groups that queued up while a sync ran share the next one.
+//!
+//! Nothing is acknowledged early: a later batch may read state an earlier one changed,
+//! but its bytes follow that batch's in the same file, so the sync that covers it covers
+//! the earlier one too. A failed sync fails every answer still waiting, and the shard
+//! stops.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use crossbeam_channel::{bounded, Receiver, Sender};
+
+use super::{Answered, RecordsAnswered, Reply};
+use crate::api::Answer;
+use crate::error::EngineError;
+use crate::journal::Syncer;
+
+/// Most groups waiting for the commit thread; a shard that gets further ahead waits.
+const DEPTH: usize = 8;
+
+/// The answers of one pass of a shard's loop.
+#[derive(Default)]
+pub(super) struct Answers {
+    pub(super) one: Vec<(Reply, Answer)>,
+    pub(super) batches: Vec<(Sender<Answered>, Answered)>,
+    pub(super) records: Vec<(Sender<RecordsAnswered>, RecordsAnswered)>,
+}
+
+impl Answers {
+    pub(super) fn is_empty(&self) -> bool {
+        self.one.is_empty() && self.batches.is_empty() && self.records.is_empty()
+    }
+
+    /// Sends every answer (their changes are durable).
+    pub(super) fn send(self) {
+        for (reply, answer) in self.one {
+            reply.send(Ok(answer));
+        }
+        // A caller that went away no longer wants its answers; the changes stand.
+        for (reply, answered) in self.batches {
+            drop(reply.send(answered));
+        }
+        for (reply, answered) in self.records {
+            drop(reply.send(answered));
+        }
+    }
+
+    /// Answers nothing: their changes may not be durable.
+    pub(super) fn fail(self, why: &'static str) {
+        for (reply, _) in self.one {
+            reply.send(Err(EngineError::Unavailable(why)));
+        }
+        // Dropping the batch senders unanswered tells their callers the shard failed.
+    }
+}
+
+/// Bytes written to a segment and the answers that wait for them to be durable.
+struct Group {
+    /// `None` when the group wrote nothing; it still waits for the groups before it.
+    written: Option<Arc<dyn Syncer>>,
+    answers: Answers,
+}
+
+/// A shard's commit thread.
+pub(super) struct CommitStage {
+    sender: Option<Sender<Group>>,
+    thread: Option<JoinHandle<()>>,
+    failed: Arc<AtomicBool>,
+}
+
+impl CommitStage {
+    pub(super) fn start(shard: u32) -> std::io::Result<CommitStage> {
+        let (sender, receiver) = bounded(DEPTH);
+        let failed = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&failed);
+        let thread = std::thread::Builder::new()
+            .name(format!("tollgate-commit-{shard}"))
+            .spawn(move || run(shard, &receiver, &flag))?;
+        Ok(CommitStage { sender: Some(sender), thread: Some(thread), failed })
+    }
+
+    /// Whether a sync failed; the shard must stop.
+    pub(super) fn failed(&self) -> bool {
+        self.failed.load(Ordering::Acquire)
+    }
+
+    /// Queues `answers` behind the sync of `written` (and of every group before).
+    pub(super) fn push(&self, written: Option<Arc<dyn Syncer>>, answers: Answers) {
+        let Some(sender) = &self.sender else {
+            answers.fail("commit stage stopped");
+            return;
+        };
+        if let Err(crossbeam_channel::SendError(group)) = sender.send(Group { written, answers }) {
+            group.answers.fail("commit stage stopped");
+        }
+    }
+}
+
+impl Drop for CommitStage {
+    /// Waits until every queued answer is sent.
+    fn drop(&mut self) {
+        drop(self.sender.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn run(shard: u32, receiver: &Receiver<Group>, failed: &AtomicBool) {
+    let mut groups = Vec::with_capacity(DEPTH);
+    while let Ok(first) = receiver.recv() {
+        groups.push(first);
+        groups.extend(receiver.try_iter().take(DEPTH));
+        let mut durable = !failed.load(Ordering::Acquire);
+        let mut last: Option<&Arc<dyn Syncer>> = None;
+        for written in groups.iter().filter_map(|g| g.written.as_ref()) {
+            // Consecutive groups on one segment need one sync; a new segment its own.
+            if !durable || last.is_some_and(|l| Arc::ptr_eq(l, written)) {
+                continue;
+            }
+            if let Err(err) = written.sync() {
+                tracing::error!(shard, error = %err, "journal sync failed; the shard stops and answers nothing more");
+                failed.store(true, Ordering::Release);
+                durable = false;
+            }
+            last = Some(written);
+        }
+        for group in groups.drain(..) {
+            if durable {
+                group.answers.send();
+            } else {
+                group.answers.fail("journal sync failed");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io;
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    use crossbeam_channel::{unbounded, Receiver, Sender};
+
+    use super::*;
+    use crate::api::Outcome;
+
+    /// A device whose syncs wait until the test lets each one through, and count.
+    struct Gate {
+        release: Mutex<Receiver<io::Result<()>>>,
+        syncs: Mutex<u32>,
+    }
+
+    impl Syncer for Gate {
+        fn sync(&self) -> io::Result<()> {
+            *self.syncs.lock().expect("count") += 1;
+            self.release.lock().expect("gate").recv().unwrap_or(Ok(()))
+        }
+    }
+
+    fn gate() -> (Arc<Gate>, Sender<io::Result<()>>) {
+        let (release, wait) = unbounded();
+        (Arc::new(Gate { release: Mutex::new(wait), syncs: Mutex::new(0) }), release)
+    }
+
+    fn answers(to: &Sender<Result<Answer, EngineError>>, name: &str) -> Answers {
+        let mut answers = Answers::default();
+        answers.one.push((Reply::One(to.clone()), Answer::outcome(Outcome::Invalid(name.to_owned()))));
+        answers
+    }
+
+    fn name(answer: Result<Answer, EngineError>) -> Result<String, String> {
+        match answer {
+            Ok(Answer { outcome: Outcome::Invalid(name), .. }) => Ok(name),
+            Ok(other) => Err(format!("unexpected answer {other:?}")),
+            Err(err) => Err(err.to_string()),
+        }
+    }
+
+    #[test]
+    fn answers_wait_for_the_sync_and_leave_in_order() {
+        let stage = CommitStage::start(0).expect("thread");
+        let (device, release) = gate();
+        let (to, answered) = unbounded();
+        stage.push(Some(device.clone()), answers(&to, "first"));
+        stage.push(None, answers(&to, "second"));
+        // The sync is held: nothing may be answered yet.
+        assert!(answered.recv_timeout(Duration::from_millis(100)).is_err());
+        release.send(Ok(())).expect("release");
+        assert_eq!(name(answered.recv().expect("first")), Ok("first".to_owned()));
+        assert_eq!(name(answered.recv().expect("second")), Ok("second".to_owned()));
+        // Two groups that wrote to the same segment while a sync ran share one sync.
+        let (held, hold) = gate();
+        stage.push(Some(held.clone()), answers(&to, "third"));
+        while *held.syncs.lock().expect("count") == 0 {
+            std::thread::yield_now();
+        }
+        stage.push(Some(device.clone()), answers(&to, "fourth"));
+        stage.push(Some(device.clone()), answers(&to, "fifth"));
+        hold.send(Ok(())).expect("release");
+        release.send(Ok(())).expect("release");
+        for expected in ["third", "fourth", "fifth"] {
+            assert_eq!(name(answered.recv().expect("answer")), Ok(expected.to_owned()));
+        }
+        assert!(!stage.failed());
+        drop(stage);
+        assert_eq!(*device.syncs.lock().expect("count"), 2);
+    }
+
+    #[test]
+    fn a_failed_sync_fails_its_answers_and_all_after() {
+        let stage = CommitStage::start(0).expect("thread");
+        let (device, release) = gate();
+        let (to, answered) = unbounded();
+        release.send(Err(io::Error::other("disk gone"))).expect("release");
+        stage.push(Some(device.clone()), answers(&to, "lost"));
+        let failed = name(answered.recv().expect("answer")).expect_err("must fail");
+        assert!(failed.contains("journal sync failed"), "{failed}");
+        assert!(stage.failed());
+        // Later groups are failed too, even one that wrote nothing, and nothing is synced.
+        stage.push(None, answers(&to, "after"));
+        stage.push(Some(device.clone()), answers(&to, "after"));
+        for _ in 0..2 {
+            assert!(name(answered.recv().expect("answer")).is_err());
+        }
+        drop(stage);
+        assert_eq!(*device.syncs.lock().expect("count"), 1);
+    }
+}
