@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
-use tollgate_engine::{Engine, RecordAnswer, RecordCharge, RecordKey, RecordOutcome, SmolStr, Usage};
+use tollgate_engine::{Engine, PendingRecords, RecordAnswer, RecordCharge, RecordKey, RecordOutcome, SmolStr, Usage};
 
 use crate::event::{Item, Reader, RejectReason, UsageRecord};
 use crate::readers::ber::BerReader;
@@ -289,10 +289,12 @@ impl<'e> Mediator<'e> {
         let origin_seed = xxhash_rust::xxh3::xxh3_64(format!("{name}:{size}").as_bytes());
         let file = FileRun { input, outputs: &outputs, size, name: &name, origin_seed };
         // Three stages, one thread each, a batch apart: the reader reads and decodes the
-        // next batch while this thread has the engine charge the current one and the
-        // writer writes, syncs and checkpoints the one before. The engine has charged
-        // (durably) every batch the writer sees; a crash between the two is what resuming
-        // already handles: the charged records come back as their own repeats.
+        // next batch while this thread identifies the current one and has the engine
+        // charge it, and the writer writes, syncs and checkpoints the one before. This
+        // thread keeps two batches in the engine, so the shards decide one while the
+        // other's journal sync runs. The engine has charged (durably) every batch the
+        // writer sees; a crash between the two is what resuming already handles: the
+        // charged records come back as their own repeats.
         let (summary, interrupted) = std::thread::scope(|scope| {
             let (to_charge, read) = std::sync::mpsc::sync_channel::<ReadBatch>(1);
             let (to_write, charged) = std::sync::mpsc::sync_channel::<ChargedBatch>(1);
@@ -313,14 +315,28 @@ impl<'e> Mediator<'e> {
                 })
                 .map_err(MediationError::io(input))?;
             let mut interrupted = None;
-            for (batches, batch) in (1u64..).zip(read) {
-                let charged = match self.charge_batch(&file, batch) {
+            let mut in_flight: Option<Submitted> = None;
+            let mut batches = 0u64;
+            // Each batch read, then one `None` to drain the last one in flight.
+            for next in read.into_iter().map(Some).chain(std::iter::once(None)) {
+                let submitted = match next.map(|batch| self.submit_batch(&file, batch)).transpose() {
+                    Ok(submitted) => submitted,
+                    Err(err) => {
+                        interrupted = Some(err);
+                        break;
+                    }
+                };
+                let Some(previous) = std::mem::replace(&mut in_flight, submitted) else {
+                    continue;
+                };
+                let charged = match previous.wait() {
                     Ok(charged) => charged,
                     Err(err) => {
                         interrupted = Some(err);
                         break;
                     }
                 };
+                batches += 1;
                 if self.config.crash_after_charging_batch == Some(batches) {
                     interrupted = Some(MediationError::Interrupted(format!("stopped after charging batch {batches}")));
                     break;
@@ -367,8 +383,8 @@ impl<'e> Mediator<'e> {
         write_atomic(&outputs.checkpoint, &serde_json::to_vec(&checkpoint).unwrap_or_default(), self.config.sync)
     }
 
-    /// Admits, identifies and charges one batch.
-    fn charge_batch(&self, file: &FileRun<'_>, mut batch: ReadBatch) -> Result<ChargedBatch, MediationError> {
+    /// Admits and identifies one batch and sends its charges to the engine.
+    fn submit_batch(&self, file: &FileRun<'_>, mut batch: ReadBatch) -> Result<Submitted, MediationError> {
         let now = self.engine.now();
         let directory = self.engine.directory();
         // Per item: a verdict before charging, or the index of its charge.
@@ -409,8 +425,8 @@ impl<'e> Mediator<'e> {
             };
             verdicts.push(verdict);
         }
-        let answers = self.engine.charge_records(charges)?;
-        Ok(ChargedBatch { read: batch, verdicts, answers })
+        let pending = self.engine.submit_records(charges)?;
+        Ok(Submitted { read: batch, verdicts, pending })
     }
 
     /// Writes one charged batch's rated lines and rejects, then syncs and checkpoints.
@@ -518,6 +534,21 @@ struct ReadBatch {
     resume: (u64, u64),
     ended: bool,
     unreadable: Option<MediationError>,
+}
+
+/// A batch whose charges are in the engine.
+struct Submitted {
+    read: ReadBatch,
+    verdicts: Vec<Verdict>,
+    pending: PendingRecords,
+}
+
+impl Submitted {
+    /// Waits for the engine's (durable) answers.
+    fn wait(self) -> Result<ChargedBatch, MediationError> {
+        let answers = self.pending.wait()?;
+        Ok(ChargedBatch { read: self.read, verdicts: self.verdicts, answers })
+    }
 }
 
 /// A batch after the engine: per item its verdict, and the engine's answers.
