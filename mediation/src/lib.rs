@@ -8,6 +8,7 @@
 
 mod error;
 pub mod event;
+mod lines;
 pub mod pipeline;
 pub mod readers;
 pub mod rerate;

@@ -177,6 +177,8 @@ struct Writers {
     rated_jsonl: BufWriter<File>,
     rejects: BufWriter<File>,
     files: [PathBuf; 3],
+    /// Where a line is formatted before it is written.
+    line: Vec<u8>,
 }
 
 impl Writers {
@@ -280,6 +282,7 @@ impl<'e> Mediator<'e> {
             rated_jsonl: open_output(&outputs.rated_jsonl, keep.map(|k| k[1]), "")?,
             rejects: open_output(&outputs.rejects, keep.map(|k| k[2]), REJECTS_HEADER)?,
             files: [outputs.rated_csv.clone(), outputs.rated_jsonl.clone(), outputs.rejects.clone()],
+            line: Vec::with_capacity(512),
         };
         let reader: Box<dyn Reader + Send> = match format {
             Format::Csv(mapping) => Box::new(CsvReader::open(input, mapping.clone(), next_offset, next_number)?),
@@ -715,31 +718,13 @@ fn write_rated(
         plan: names.plan.into(),
         plan_version: names.version,
     };
-    let rg = line.rating_group.map(|rg| rg.to_string()).unwrap_or_default();
-    let (destination, called) = (line.destination.as_deref().unwrap_or(""), line.called.as_deref().unwrap_or(""));
-    writeln!(
-        writers.rated_csv,
-        "{},{},{},{},{},{},{rg},{},{},{},{},{},{},{},{},{},{},{}",
-        csv_field(&line.source),
-        line.record_number,
-        csv_field(&line.record_id),
-        line.account,
-        line.subscription,
-        csv_field(&line.service),
-        csv_field(destination),
-        csv_field(called),
-        csv_field(&line.band),
-        line.start_utc_seconds,
-        line.recorded_units,
-        line.units,
-        line.allowance_units,
-        line.amount,
-        line.currency,
-        csv_field(&line.plan),
-        line.plan_version,
-    )
-    .map_err(MediationError::io(&writers.files[0]))?;
-    write_json_line(&mut writers.rated_jsonl, &writers.files[1], &line)
+    let buffer = &mut writers.line;
+    buffer.clear();
+    line.csv_row(buffer);
+    writers.rated_csv.write_all(buffer).map_err(MediationError::io(&writers.files[0]))?;
+    buffer.clear();
+    line.json_line(buffer);
+    writers.rated_jsonl.write_all(buffer).map_err(MediationError::io(&writers.files[1]))
 }
 
 /// Writes `value` as one line of JSON to `out` (the file at `path`).
