@@ -2,6 +2,7 @@
 //! subscription → account, for O(1) routing of requests to the shard that owns the account.
 
 use dashmap::DashMap;
+use smol_str::SmolStr;
 
 use crate::model::{AccountId, Identity, SubscriptionId};
 
@@ -9,7 +10,9 @@ type Hasher = foldhash::fast::RandomState;
 
 #[derive(Debug, Default)]
 pub struct Directory {
-    identities: DashMap<String, (SubscriptionId, AccountId), Hasher>,
+    /// Keys of up to 23 bytes (every MSISDN and IMSI key) are held inline, so a lookup
+    /// compares them without following a pointer.
+    identities: DashMap<SmolStr, (SubscriptionId, AccountId), Hasher>,
     subscriptions: DashMap<SubscriptionId, AccountId, Hasher>,
 }
 
@@ -38,7 +41,7 @@ impl Directory {
         }
         let mut claimed = Vec::with_capacity(identities.len());
         for identity in identities {
-            let key = identity.key();
+            let key = SmolStr::from(identity.key());
             match self.identities.entry(key.clone()) {
                 Entry::Occupied(_) => {
                     for key in claimed {
@@ -60,7 +63,7 @@ impl Directory {
     pub(crate) fn restore(&self, subscription: SubscriptionId, account: AccountId, identities: &[Identity]) {
         self.subscriptions.insert(subscription, account);
         for identity in identities {
-            self.identities.insert(identity.key(), (subscription, account));
+            self.identities.insert(SmolStr::from(identity.key()), (subscription, account));
         }
     }
 
