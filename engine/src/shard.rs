@@ -773,7 +773,8 @@ fn renew_buckets(tx: &mut Transaction<'_>, account: AccountId, subscription: Sub
             b.subscription == subscription && b.valid_until <= now && b.period != Period::Once && b.reserved == 0
         })
         .map(|b| {
-            let (from, until) = window_containing(b.valid_from, b.period, now);
+            // The windows that follow the expired one, anchored where it ended.
+            let (from, until) = window_containing(b.valid_until, b.period, now);
             (b.id, from, until)
         })
         .collect();
