@@ -23,7 +23,7 @@ use crate::shard::{charge_record, decide, expire, ChargingConfig, Context, Resol
 use crate::snapshot;
 
 mod commit;
-use commit::{Answers, CommitStage};
+use commit::{Answers, CommitStage, HAND_OVER_ITEMS};
 
 /// Where "now" comes from. The engine never reads the system clock directly, so tests
 /// can drive time.
@@ -298,9 +298,9 @@ impl Engine {
         receiver.recv().map_err(|_| EngineError::Unavailable("shard worker stopped"))?
     }
 
-    /// Submits one request without waiting: `callback` runs on the shard's thread (its
-    /// commit thread with fsync per batch) with the answer once it is durable (or at once, on the caller's thread, when the request is
-    /// answered without a shard). For asynchronous front-ends: the callback typically
+    /// Submits one request without waiting: `callback` runs on the shard's thread or its
+    /// commit thread with the answer once it is durable (or at once, on the caller's
+    /// thread, when the request is answered without a shard). For asynchronous front-ends: the callback typically
     /// completes a oneshot channel. Waits only when the shard's queue is full.
     pub fn submit(&self, request: Request, callback: Callback) {
         match self.route(&request) {
@@ -640,15 +640,17 @@ impl Worker {
     }
 
     /// Group commit: one write and one fsync (per policy) for everything decided in this
-    /// pass, then its answers; with fsync per batch the commit thread syncs and answers
-    /// while this thread goes on. Returns false when the journal failed and the shard
-    /// must stop.
+    /// pass, then its answers. With fsync per batch, a large pass (bulk records) goes to
+    /// the commit thread, which syncs and answers while this thread decides the next.
+    /// Returns false when the journal failed and the shard must stop.
     fn commit(&mut self, answers: Answers) -> bool {
-        if let Some(stage) = &self.stage {
-            if stage.failed() {
-                answers.fail("journal sync failed");
-                return false;
-            }
+        if self.stage.as_ref().is_some_and(CommitStage::failed) {
+            answers.fail("journal sync failed");
+            return false;
+        }
+        // A pass that syncs here must not overtake answers still in the commit thread.
+        let hand_over = self.stage.as_ref().filter(|stage| answers.items() >= HAND_OVER_ITEMS || !stage.idle());
+        if let Some(stage) = hand_over {
             let written = match self.journal.write() {
                 Ok(true) => self.journal.syncer().map(Some),
                 Ok(false) if answers.is_empty() => return true,

@@ -9,7 +9,7 @@
 //! the earlier one too. A failed sync fails every answer still waiting, and the shard
 //! stops.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -23,6 +23,12 @@ use crate::journal::Syncer;
 /// Most groups waiting for the commit thread; a shard that gets further ahead waits.
 const DEPTH: usize = 8;
 
+/// Passes that answer at least this many requests and records are handed over. A
+/// smaller pass (online requests, a few dozen at a time) syncs on the shard's thread:
+/// the requests that arrive meanwhile make the next group larger, which costs fewer
+/// writes and syncs per request than overlapping would save.
+pub(super) const HAND_OVER_ITEMS: usize = 1024;
+
 /// The answers of one pass of a shard's loop.
 #[derive(Default)]
 pub(super) struct Answers {
@@ -34,6 +40,13 @@ pub(super) struct Answers {
 impl Answers {
     pub(super) fn is_empty(&self) -> bool {
         self.one.is_empty() && self.batches.is_empty() && self.records.is_empty()
+    }
+
+    /// How many requests and records these answer.
+    pub(super) fn items(&self) -> usize {
+        self.one.len()
+            + self.batches.iter().map(|(_, a)| a.len()).sum::<usize>()
+            + self.records.iter().map(|(_, a)| a.len()).sum::<usize>()
     }
 
     /// Sends every answer (their changes are durable).
@@ -71,17 +84,26 @@ pub(super) struct CommitStage {
     sender: Option<Sender<Group>>,
     thread: Option<JoinHandle<()>>,
     failed: Arc<AtomicBool>,
+    /// Groups pushed and not yet answered.
+    queued: Arc<AtomicUsize>,
 }
 
 impl CommitStage {
     pub(super) fn start(shard: u32) -> std::io::Result<CommitStage> {
         let (sender, receiver) = bounded(DEPTH);
         let failed = Arc::new(AtomicBool::new(false));
-        let flag = Arc::clone(&failed);
+        let queued = Arc::new(AtomicUsize::new(0));
+        let (flag, count) = (Arc::clone(&failed), Arc::clone(&queued));
         let thread = std::thread::Builder::new()
             .name(format!("tollgate-commit-{shard}"))
-            .spawn(move || run(shard, &receiver, &flag))?;
-        Ok(CommitStage { sender: Some(sender), thread: Some(thread), failed })
+            .spawn(move || run(shard, &receiver, &flag, &count))?;
+        Ok(CommitStage { sender: Some(sender), thread: Some(thread), failed, queued })
+    }
+
+    /// Whether every group pushed has been answered, so that a shard that syncs and
+    /// answers by itself overtakes none.
+    pub(super) fn idle(&self) -> bool {
+        self.queued.load(Ordering::Acquire) == 0
     }
 
     /// Whether a sync failed; the shard must stop.
@@ -95,7 +117,9 @@ impl CommitStage {
             answers.fail("commit stage stopped");
             return;
         };
+        self.queued.fetch_add(1, Ordering::AcqRel);
         if let Err(crossbeam_channel::SendError(group)) = sender.send(Group { written, answers }) {
+            self.queued.fetch_sub(1, Ordering::AcqRel);
             group.answers.fail("commit stage stopped");
         }
     }
@@ -111,7 +135,7 @@ impl Drop for CommitStage {
     }
 }
 
-fn run(shard: u32, receiver: &Receiver<Group>, failed: &AtomicBool) {
+fn run(shard: u32, receiver: &Receiver<Group>, failed: &AtomicBool, queued: &AtomicUsize) {
     let mut groups = Vec::with_capacity(DEPTH);
     while let Ok(first) = receiver.recv() {
         groups.push(first);
@@ -130,6 +154,7 @@ fn run(shard: u32, receiver: &Receiver<Group>, failed: &AtomicBool) {
             }
             last = Some(written);
         }
+        let answered = groups.len();
         for group in groups.drain(..) {
             if durable {
                 group.answers.send();
@@ -137,6 +162,7 @@ fn run(shard: u32, receiver: &Receiver<Group>, failed: &AtomicBool) {
                 group.answers.fail("journal sync failed");
             }
         }
+        queued.fetch_sub(answered, Ordering::AcqRel);
     }
 }
 
@@ -209,6 +235,7 @@ mod tests {
             assert_eq!(name(answered.recv().expect("answer")), Ok(expected.to_owned()));
         }
         assert!(!stage.failed());
+        assert!(stage.idle());
         drop(stage);
         assert_eq!(*device.syncs.lock().expect("count"), 2);
     }
