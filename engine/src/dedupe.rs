@@ -88,12 +88,20 @@ impl<K: Hash + Eq + Send + 'static, V: Send + 'static> Window<K, V> {
     where
         K: Ord,
     {
-        let mut entries: Vec<(&K, &V)> = self.previous.iter().collect();
-        entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        let (mut entries, previous) = self.generations();
+        sort_generations(&mut entries, previous, |entry| entry.0);
+        entries
+    }
+
+    /// Keys and values, the previous generation's before the current one's, unsorted, and
+    /// how many are the previous generation's: what [`Window::ordered`] gives once
+    /// [`sort_generations`] has run (a snapshot sorts on another thread).
+    pub fn generations(&self) -> Generations<'_, K, V> {
+        let mut entries: Vec<(&K, &V)> = Vec::with_capacity(self.len());
+        entries.extend(self.previous.iter());
         let previous = entries.len();
         entries.extend(self.current.iter());
-        entries[previous..].sort_unstable_by(|a, b| a.0.cmp(b.0));
-        entries
+        (entries, previous)
     }
 
     pub fn len(&self) -> usize {
@@ -103,6 +111,16 @@ impl<K: Hash + Eq + Send + 'static, V: Send + 'static> Window<K, V> {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+/// A window's entries, the older generation's first, and how many are the older's.
+pub type Generations<'w, K, V> = (Vec<(&'w K, &'w V)>, usize);
+
+/// Sorts the two generations of [`Window::generations`] each by `key`.
+pub fn sort_generations<T, K: Ord>(entries: &mut [T], previous: usize, key: impl Fn(&T) -> &K) {
+    let (older, newer) = entries.split_at_mut(previous.min(entries.len()));
+    older.sort_unstable_by(|a, b| key(a).cmp(key(b)));
+    newer.sort_unstable_by(|a, b| key(a).cmp(key(b)));
 }
 
 impl<K: Hash + Eq + Send + 'static, V: Send + 'static> Default for Window<K, V> {
@@ -150,6 +168,12 @@ impl RecentAnswers {
     /// Keys and answers, the older generation first, each sorted (see [`Window::ordered`]).
     pub fn ordered(&self) -> impl Iterator<Item = (&str, &Answer)> {
         self.0.ordered().into_iter().map(|(key, answer)| (&**key, &**answer))
+    }
+
+    /// Keys and answers unsorted, and how many are the older generation's (see
+    /// [`Window::generations`]).
+    pub fn generations(&self) -> Generations<'_, Arc<str>, Arc<Answer>> {
+        self.0.generations()
     }
 
     pub fn len(&self) -> usize {

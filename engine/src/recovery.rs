@@ -106,12 +106,18 @@ pub fn archive_dir(dir: &Path) -> std::path::PathBuf {
     dir.join("archive")
 }
 
-/// After a snapshot at `lsn`: starts a new segment and moves the older ones out of the
-/// recovery path into [`archive_dir`] (or deletes them when `archive` is false).
-pub fn rotate(dir: &Path, shard: u32, lsn: u64, policy: FsyncPolicy, archive: bool) -> Result<Journal, EngineError> {
+/// Starts the segment whose first record follows `lsn`. When it exists already (a second
+/// snapshot with no record since the first), it holds only its header and is kept.
+pub fn start_segment(dir: &Path, shard: u32, lsn: u64, policy: FsyncPolicy) -> Result<Journal, EngineError> {
     let path = segment_path(dir, shard, lsn + 1);
+    let existing = std::fs::metadata(&path).map_or(0, |m| m.len());
     let storage = FileStorage::open(&path).map_err(EngineError::io(&path))?;
-    let journal = Journal::new(Box::new(storage), shard, policy, 0).map_err(EngineError::io(&path))?;
+    Journal::new(Box::new(storage), shard, policy, existing).map_err(EngineError::io(&path))
+}
+
+/// Once a snapshot at `lsn` is durable: moves the segments it covers (those that start
+/// at or before `lsn`) into [`archive_dir`], or deletes them when `archive` is false.
+pub fn retire_segments(dir: &Path, shard: u32, lsn: u64, archive: bool) -> Result<(), EngineError> {
     let archived = archive_dir(dir);
     for (first, old) in segments(dir, shard)? {
         if first > lsn {
@@ -125,7 +131,7 @@ pub fn rotate(dir: &Path, shard: u32, lsn: u64, policy: FsyncPolicy, archive: bo
             std::fs::remove_file(&old).map_err(EngineError::io(&old))?;
         }
     }
-    Ok(journal)
+    Ok(())
 }
 
 /// A batch of charged records as the general effects they amount to, for the audit trail

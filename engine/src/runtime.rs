@@ -18,12 +18,14 @@ use crate::journal::{FsyncPolicy, Journal, JournalEntry, RecordKind, MAX_RECORD_
 use crate::model::AccountId;
 use crate::plans::Plans;
 use crate::records::{begin_charges, finish_charges, RecordAnswer, RecordCharge, RecordOutcome};
-use crate::recovery::{recover, rotate, Recovered};
+use crate::recovery::{recover, start_segment, Recovered};
 use crate::shard::{charge_record, decide, expire, ChargingConfig, Context, Resolved, ShardState};
-use crate::snapshot;
+use crate::snapshot::Captured;
 
 mod commit;
+mod snapshots;
 use commit::{Answers, CommitStage, HAND_OVER_ITEMS};
+use snapshots::Snapshotter;
 
 /// Where "now" comes from. The engine never reads the system clock directly, so tests
 /// can drive time.
@@ -229,6 +231,10 @@ impl Engine {
                 config: config.clone(),
                 next_reap: 0,
                 stage,
+                snapshots: Some(
+                    Snapshotter::start(config.data_dir.clone(), shard as u32, config.archive_segments)
+                        .map_err(EngineError::io(&config.data_dir))?,
+                ),
             };
             let handle = std::thread::Builder::new()
                 .name(format!("tollgate-shard-{shard}"))
@@ -550,6 +556,7 @@ struct Worker {
     next_reap: i64,
     /// The commit thread, with fsync per batch.
     stage: Option<CommitStage>,
+    snapshots: Option<Snapshotter>,
 }
 
 impl Worker {
@@ -615,18 +622,24 @@ impl Worker {
                 return;
             }
             if self.journal.records_in_segment >= self.config.snapshot_every_records {
-                if let Err(err) = self.snapshot() {
+                if let Err(err) = self.snapshot(None) {
                     tracing::error!(shard = self.shard, error = %err, "snapshot failed");
                 }
             }
             for job in control {
                 match job {
                     Job::Inspect(inspect) => inspect(&self.state),
-                    Job::Snapshot(reply) => drop(reply.send(self.snapshot())),
+                    Job::Snapshot(reply) => {
+                        // The snapshot thread answers once the snapshot is durable.
+                        if let Err(err) = self.snapshot(Some(reply.clone())) {
+                            drop(reply.send(Err(err)));
+                        }
+                    }
                     Job::Stop(reply) => {
                         let synced = self.journal.sync().map_err(EngineError::io(&self.config.data_dir));
-                        // Every answer before the stop's.
+                        // Every answer, and every snapshot under way, before the stop's.
                         drop(self.stage.take());
+                        drop(self.snapshots.take());
                         drop(reply.send(synced));
                         return;
                     }
@@ -737,11 +750,17 @@ impl Worker {
         self.journal.append(self.state.lsn, &payload);
     }
 
-    fn snapshot(&mut self) -> Result<(), EngineError> {
+    /// Copies the state, starts a new segment after it, and has the snapshot thread
+    /// write the copy (and answer `reply`, if given, once it is durable). The segment
+    /// that ends here is synced first: recovery needs every segment but the last whole.
+    fn snapshot(&mut self, reply: Option<Sender<Result<(), EngineError>>>) -> Result<(), EngineError> {
+        let Some(snapshots) = &self.snapshots else {
+            return Err(EngineError::Unavailable("snapshot thread stopped"));
+        };
         self.journal.sync().map_err(EngineError::io(&self.config.data_dir))?;
-        snapshot::write(&self.config.data_dir, self.shard, &self.state)?;
-        self.journal =
-            rotate(&self.config.data_dir, self.shard, self.state.lsn, self.config.fsync, self.config.archive_segments)?;
+        let captured = Captured::of(&self.state);
+        self.journal = start_segment(&self.config.data_dir, self.shard, self.state.lsn, self.config.fsync)?;
+        snapshots.write(captured, reply);
         Ok(())
     }
 }

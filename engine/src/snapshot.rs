@@ -22,12 +22,14 @@
 //! so the file under the final name is always complete.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use rkyv::rancor;
 use rkyv::util::AlignedVec;
 use rkyv::{Archive, Deserialize as RkyvDeserialize, Serialize as RkyvSerialize};
 
 use crate::api::Answer;
+use crate::dedupe::sort_generations;
 use crate::error::EngineError;
 use crate::model::{Account, Reservation, Subscription};
 use crate::records::{Memo, RecordKey};
@@ -61,25 +63,67 @@ struct SnapshotImageV2 {
     totals: Totals,
 }
 
-impl SnapshotImage {
-    pub fn of(state: &ShardState) -> SnapshotImage {
-        let mut accounts: Vec<Account> = state.accounts.values().cloned().collect();
-        accounts.sort_unstable_by_key(|a| a.id);
-        let mut subscriptions: Vec<Subscription> = state.subscriptions.values().cloned().collect();
-        subscriptions.sort_unstable_by_key(|s| s.id);
-        let mut reservations: Vec<Reservation> = state.reservations.values().cloned().collect();
-        reservations.sort_unstable_by(|a, b| (&a.session, a.rating_group).cmp(&(&b.session, b.rating_group)));
-        let recent = state.recent.ordered().map(|(key, answer)| (key.to_owned(), answer.clone())).collect();
-        let recent_records = state.recent_records.ordered().into_iter().map(|(key, memo)| (key.0, *memo)).collect();
-        SnapshotImage {
+/// A copy of a shard's state taken between batches, not yet in canonical order: taking
+/// it is all a shard pauses for; sorting, encoding and writing happen on another thread.
+#[derive(Debug, Clone)]
+pub struct Captured {
+    lsn: u64,
+    accounts: Vec<Account>,
+    subscriptions: Vec<Subscription>,
+    reservations: Vec<Reservation>,
+    recent: Vec<(Arc<str>, Arc<Answer>)>,
+    /// How many of `recent` are its older generation.
+    recent_older: usize,
+    totals: Totals,
+    recent_records: Vec<(u128, Memo)>,
+    records_older: usize,
+}
+
+impl Captured {
+    pub fn of(state: &ShardState) -> Captured {
+        let (recent, recent_older) = state.recent.generations();
+        let (records, records_older) = state.recent_records.generations();
+        Captured {
             lsn: state.lsn,
+            accounts: state.accounts.values().cloned().collect(),
+            subscriptions: state.subscriptions.values().cloned().collect(),
+            reservations: state.reservations.values().cloned().collect(),
+            recent: recent.into_iter().map(|(key, answer)| (Arc::clone(key), Arc::clone(answer))).collect(),
+            recent_older,
+            totals: state.totals.clone(),
+            recent_records: records.into_iter().map(|(key, memo)| (key.0, *memo)).collect(),
+            records_older,
+        }
+    }
+
+    pub fn lsn(&self) -> u64 {
+        self.lsn
+    }
+
+    /// The image in canonical order: the same state always gives the same bytes.
+    pub fn into_image(self) -> SnapshotImage {
+        let Captured { lsn, mut accounts, mut subscriptions, mut reservations, mut recent, totals, .. } = self;
+        accounts.sort_unstable_by_key(|a| a.id);
+        subscriptions.sort_unstable_by_key(|s| s.id);
+        reservations.sort_unstable_by(|a, b| (&a.session, a.rating_group).cmp(&(&b.session, b.rating_group)));
+        sort_generations(&mut recent, self.recent_older, |(key, _)| key);
+        let mut recent_records = self.recent_records;
+        sort_generations(&mut recent_records, self.records_older, |(key, _)| key);
+        SnapshotImage {
+            lsn,
             accounts,
             subscriptions,
             reservations,
-            recent,
-            totals: state.totals.clone(),
+            recent: recent.into_iter().map(|(key, answer)| (key.to_string(), (*answer).clone())).collect(),
+            totals,
             recent_records,
         }
+    }
+}
+
+impl SnapshotImage {
+    pub fn of(state: &ShardState) -> SnapshotImage {
+        Captured::of(state).into_image()
     }
 
     pub fn into_state(self, dedupe_window: usize) -> ShardState {
@@ -104,7 +148,11 @@ pub fn snapshot_path(dir: &Path, shard: u32) -> PathBuf {
 }
 
 pub fn encode(state: &ShardState, shard: u32) -> Vec<u8> {
-    let payload = match rkyv::to_bytes::<rancor::Panic>(&SnapshotImage::of(state)) {
+    encode_image(&SnapshotImage::of(state), shard)
+}
+
+pub fn encode_image(image: &SnapshotImage, shard: u32) -> Vec<u8> {
+    let payload = match rkyv::to_bytes::<rancor::Panic>(image) {
         Ok(payload) => payload,
         Err(never) => match never {},
     };
@@ -112,7 +160,7 @@ pub fn encode(state: &ShardState, shard: u32) -> Vec<u8> {
     out.extend_from_slice(&SNAPSHOT_MAGIC);
     out.extend_from_slice(&SNAPSHOT_FORMAT_VERSION.to_le_bytes());
     out.extend_from_slice(&shard.to_le_bytes());
-    out.extend_from_slice(&state.lsn.to_le_bytes());
+    out.extend_from_slice(&image.lsn.to_le_bytes());
     out.extend_from_slice(&(payload.len() as u64).to_le_bytes());
     out.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
     out.extend_from_slice(&0u32.to_le_bytes());
@@ -168,9 +216,14 @@ pub fn decode(bytes: &[u8], shard: u32, dedupe_window: usize) -> Result<ShardSta
 
 /// Writes a snapshot durably (temporary file, fsync, rename, fsync of the directory).
 pub fn write(dir: &Path, shard: u32, state: &ShardState) -> Result<(), EngineError> {
+    write_image(dir, shard, &SnapshotImage::of(state))
+}
+
+/// Writes `image` durably, as [`write`] does.
+pub fn write_image(dir: &Path, shard: u32, image: &SnapshotImage) -> Result<(), EngineError> {
     let path = snapshot_path(dir, shard);
     let temporary = path.with_extension("snapshot.tmp");
-    std::fs::write(&temporary, encode(state, shard)).map_err(EngineError::io(&temporary))?;
+    std::fs::write(&temporary, encode_image(image, shard)).map_err(EngineError::io(&temporary))?;
     std::fs::File::open(&temporary).and_then(|f| f.sync_all()).map_err(EngineError::io(&temporary))?;
     std::fs::rename(&temporary, &path).map_err(EngineError::io(&path))?;
     std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(EngineError::io(dir))

@@ -287,8 +287,12 @@ fn snapshots_archive_old_segments_and_the_audit_trail_keeps_everything() {
     h.prepaid(1, "491700000001", "1.00");
     h.run("t1", Target::Account(1), Operation::TopUp { amount: d("2.00"), reference: "before snapshot".into() });
     h.engine.snapshot().expect("snapshot");
-    h.run("t2", Target::Account(1), Operation::TopUp { amount: d("3.00"), reference: "after snapshot".into() });
     let shard = tollgate_engine::runtime::shard_of(1, 2) as u32;
+    // An explicit snapshot answers once it is durable (it is written on another thread).
+    assert!(tollgate_engine::snapshot::snapshot_path(&h.dir, shard).exists());
+    // A second snapshot with no record since the first keeps the segment it started.
+    h.engine.snapshot().expect("snapshot again");
+    h.run("t2", Target::Account(1), Operation::TopUp { amount: d("3.00"), reference: "after snapshot".into() });
     let archived =
         tollgate_engine::journal::segments(&tollgate_engine::recovery::archive_dir(&h.dir), shard).expect("archive");
     assert!(!archived.is_empty(), "segments covered by the snapshot are archived, not deleted");

@@ -1,0 +1,73 @@
+//! Snapshots written off the shard's thread. Between batches the shard copies its state
+//! (the only pause), starts a new journal segment and hands the copy to its snapshot
+//! thread, which puts it in canonical order, writes it durably and only then retires the
+//! segments it covers. A crash before that leaves the previous snapshot and every segment
+//! since, which recovery replays as before.
+
+use std::path::PathBuf;
+use std::thread::JoinHandle;
+
+use crossbeam_channel::{bounded, Receiver, Sender};
+
+use crate::error::EngineError;
+use crate::recovery::retire_segments;
+use crate::snapshot::{self, Captured};
+
+/// A copy to write, and who waits for it to be durable (an explicit snapshot request).
+struct Job {
+    captured: Captured,
+    reply: Option<Sender<Result<(), EngineError>>>,
+}
+
+/// A shard's snapshot thread.
+pub(super) struct Snapshotter {
+    sender: Option<Sender<Job>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Snapshotter {
+    pub(super) fn start(dir: PathBuf, shard: u32, archive: bool) -> std::io::Result<Snapshotter> {
+        // One snapshot waiting behind the one being written; a shard that would take a
+        // third waits, so copies never pile up in memory.
+        let (sender, receiver) = bounded(1);
+        let thread = std::thread::Builder::new()
+            .name(format!("tollgate-snapshot-{shard}"))
+            .spawn(move || run(&dir, shard, archive, &receiver))?;
+        Ok(Snapshotter { sender: Some(sender), thread: Some(thread) })
+    }
+
+    /// Queues `captured`; `reply` (if any) gets the result once it is durable.
+    pub(super) fn write(&self, captured: Captured, reply: Option<Sender<Result<(), EngineError>>>) {
+        let Some(sender) = &self.sender else { return };
+        if let Err(crossbeam_channel::SendError(job)) = sender.send(Job { captured, reply }) {
+            if let Some(reply) = job.reply {
+                drop(reply.send(Err(EngineError::Unavailable("snapshot thread stopped"))));
+            }
+        }
+    }
+}
+
+impl Drop for Snapshotter {
+    /// Waits for the snapshots queued to be written.
+    fn drop(&mut self) {
+        drop(self.sender.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn run(dir: &std::path::Path, shard: u32, archive: bool, receiver: &Receiver<Job>) {
+    for Job { captured, reply } in receiver {
+        let lsn = captured.lsn();
+        let image = captured.into_image();
+        let result = snapshot::write_image(dir, shard, &image).and_then(|()| retire_segments(dir, shard, lsn, archive));
+        drop(image);
+        if let Err(err) = &result {
+            tracing::error!(shard, lsn, error = %err, "snapshot failed; the journal segments since the last one stay");
+        }
+        if let Some(reply) = reply {
+            drop(reply.send(result));
+        }
+    }
+}
