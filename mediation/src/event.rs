@@ -7,7 +7,7 @@ use tollgate_engine::{Identity, ServiceRef, SmolStr};
 pub struct UsageRecord {
     /// The record's own id (CSV: the mapped column; BER: a digest of the CDR and the
     /// container index). The exactly-once key is derived from it.
-    pub record_id: String,
+    pub record_id: SmolStr,
     pub subscriber: Identity,
     pub service: ServiceRef,
     pub rating_group: Option<u32>,

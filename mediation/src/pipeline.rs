@@ -632,7 +632,7 @@ fn judge(answer: &RecordAnswer, origin: u64) -> Result<(), (RejectReason, String
 }
 
 struct RatedIds {
-    record_id: String,
+    record_id: SmolStr,
     account: u64,
     subscription: u64,
     start: i64,

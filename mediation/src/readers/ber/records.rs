@@ -145,7 +145,7 @@ fn data_event(
         .transpose()?;
     let units = uplink.checked_add(downlink).ok_or_else(|| format!("record at byte {at}: volume overflows"))?;
     Ok(UsageRecord {
-        record_id: format!("{id}/{index}"),
+        record_id: format!("{id}/{index}").into(),
         subscriber: subscriber.clone(),
         service: match rating_group {
             Some(rg) => ServiceRef::RatingGroup(rg),
@@ -173,7 +173,7 @@ fn moc(record: &Tlv<'_>, id: &str) -> Result<Vec<UsageRecord>, String> {
     let duration = number(&f, 25, "callDuration")?
         .ok_or_else(|| format!("record at byte {at}: field `callDuration` [25] missing"))?;
     Ok(vec![UsageRecord {
-        record_id: format!("{id}/0"),
+        record_id: format!("{id}/0").into(),
         subscriber,
         service: ServiceRef::Name("voice".into()),
         rating_group: None,

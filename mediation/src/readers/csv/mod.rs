@@ -91,7 +91,7 @@ impl CsvReader {
     }
 
     fn decode(&self, record: &csv::ByteRecord) -> Result<UsageRecord, Unreadable> {
-        let record_id = self.required(record, 0)?.as_str().to_owned();
+        let record_id = SmolStr::new(self.required(record, 0)?.as_str());
         let subscriber = self.required(record, 1)?;
         let kind = self.field(record, 2)?;
         let kind = kind.as_ref().map_or("msisdn", Text::as_str);
