@@ -1,7 +1,7 @@
 //! Tollgate's charging core: accounts, balances, reservations, exactly-once request
 //! handling and a durable journal. Only this crate mutates a balance.
 
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
 pub mod accounts;
 pub mod api;
@@ -12,6 +12,7 @@ mod error;
 pub mod journal;
 pub mod model;
 pub mod plans;
+mod prefetch;
 pub mod records;
 pub mod recovery;
 pub mod runtime;

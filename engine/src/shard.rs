@@ -196,6 +196,24 @@ impl ShardState {
         }
     }
 
+    /// Starts loading the account `id`'s record (first of two steps before charging it).
+    pub fn prefetch_account(&self, id: AccountId) {
+        if let Some(account) = self.accounts.get(&id) {
+            crate::prefetch::lines(account, std::mem::size_of::<Account>());
+        }
+    }
+
+    /// Starts loading the account's unit buckets and usage totals (second step, once the
+    /// account's record is in the cache).
+    pub fn prefetch_buckets(&self, id: AccountId) {
+        if let Some(account) = self.accounts.get(&id) {
+            crate::prefetch::lines(account.units.as_ptr(), std::mem::size_of_val(account.units.as_slice()));
+            if account.usage.spilled() {
+                crate::prefetch::lines(account.usage.as_ptr(), std::mem::size_of_val(account.usage.as_slice()));
+            }
+        }
+    }
+
     /// Applies one charged record (the bulk path's only effect). Used identically by live
     /// processing and by recovery.
     pub fn apply_charge(&mut self, charge: &ChargeEffect<'_>) {
