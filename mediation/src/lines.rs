@@ -110,10 +110,18 @@ impl RatedLine<'_> {
 
 /// A decimal as its `Display` writes it (and serde writes it, as a string's content).
 fn decimal(out: &mut Vec<u8>, amount: &rust_decimal::Decimal) {
-    let mut text = String::with_capacity(24);
-    // Writing to a String cannot fail.
-    let _ = write!(text, "{amount}");
-    out.extend_from_slice(text.as_bytes());
+    // Writing to a Vec cannot fail.
+    let _ = write!(Bytes(out), "{amount}");
+}
+
+/// `fmt::Write` straight into a byte buffer, with no intermediate String.
+struct Bytes<'a>(&'a mut Vec<u8>);
+
+impl std::fmt::Write for Bytes<'_> {
+    fn write_str(&mut self, text: &str) -> std::fmt::Result {
+        self.0.extend_from_slice(text.as_bytes());
+        Ok(())
+    }
 }
 
 /// A CSV field, quoted (quotes doubled) when it holds a comma, quote or line break.
