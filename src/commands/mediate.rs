@@ -48,7 +48,7 @@ pub(crate) struct MediateArgs {
     #[arg(long, default_value_t = 90)]
     max_age_days: i64,
     /// Records charged per engine message and per checkpoint.
-    #[arg(long, default_value_t = 16_384)]
+    #[arg(long, default_value_t = tollgate_mediation::pipeline::DEFAULT_BATCH_RECORDS)]
     batch: usize,
     /// Refuse input files larger than this many bytes.
     #[arg(long, default_value_t = 16 << 30)]
