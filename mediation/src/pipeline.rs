@@ -296,16 +296,17 @@ impl<'e> Mediator<'e> {
         let name = input.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned());
         let origin_seed = xxhash_rust::xxh3::xxh3_64(format!("{name}:{size}").as_bytes());
         let file = FileRun { input, outputs: &outputs, size, name: &name, origin_seed };
-        // Three stages, one thread each, a batch apart: the reader reads and decodes the
-        // next batch while this thread identifies the current one and has the engine
-        // charge it, and the writer writes, syncs and checkpoints the one before. This
-        // thread keeps two batches in the engine, so the shards decide one while the
-        // other's journal sync runs. The engine has charged (durably) every batch the
+        // Three stages, one thread each, a batch or two apart: the reader reads and
+        // decodes the next batches while this thread identifies the current one and has
+        // the engine charge it, and the writer writes, syncs and checkpoints the ones
+        // before. Each queue between stages holds two batches, so one stage's pause (a
+        // sync) does not stop the others at once. This thread keeps two batches in the
+        // engine, so the shards decide one while the other's journal sync runs. The engine has charged (durably) every batch the
         // writer sees; a crash between the two is what resuming already handles: the
         // charged records come back as their own repeats.
         let (summary, interrupted) = std::thread::scope(|scope| {
-            let (to_charge, read) = std::sync::mpsc::sync_channel::<ReadBatch>(1);
-            let (to_write, charged) = std::sync::mpsc::sync_channel::<ChargedBatch>(1);
+            let (to_charge, read) = std::sync::mpsc::sync_channel::<ReadBatch>(2);
+            let (to_write, charged) = std::sync::mpsc::sync_channel::<ChargedBatch>(2);
             let batch_records = self.config.batch_records;
             let stage = |name: &str| std::thread::Builder::new().name(format!("tollgate-{name}"));
             stage("reader")
