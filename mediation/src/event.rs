@@ -79,12 +79,15 @@ pub struct Item {
     pub record: Result<UsageRecord, Unreadable>,
 }
 
-/// A record as read: its text, or the bytes of its CDR (shared by the events of one CDR,
-/// turned into bounded hex only if the record is rejected).
+/// A record as read: its text, the bytes of its CDR (shared by the events of one CDR,
+/// turned into bounded hex only if the record is rejected), or nothing kept: its bytes are
+/// in the input file between [`Item::offset`] and [`Item::next_offset`], read back only if
+/// the record is rejected (a CSV line, exactly as the file has it).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Raw {
     Text(String),
     Binary(std::sync::Arc<[u8]>),
+    InFile,
 }
 
 impl Raw {
@@ -95,6 +98,7 @@ impl Raw {
         match self {
             Raw::Text(text) => std::borrow::Cow::Borrowed(text),
             Raw::Binary(bytes) => std::borrow::Cow::Owned(crate::readers::hex_prefix(bytes, Raw::MAX_HEX_BYTES)),
+            Raw::InFile => std::borrow::Cow::Borrowed(""),
         }
     }
 }

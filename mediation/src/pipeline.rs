@@ -21,7 +21,7 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use tollgate_engine::{Engine, PendingRecords, RecordAnswer, RecordCharge, RecordKey, RecordOutcome, SmolStr, Usage};
 
-use crate::event::{Item, Reader, RejectReason, UsageRecord};
+use crate::event::{Item, Raw, Reader, RejectReason, UsageRecord};
 use crate::readers::ber::BerReader;
 use crate::readers::csv::mapping::Mapping;
 use crate::readers::csv::CsvReader;
@@ -184,6 +184,8 @@ struct Writers {
     files: [PathBuf; 3],
     /// Where a line is formatted before it is written.
     line: Vec<u8>,
+    /// The input file, opened when a rejected record is read back from it.
+    source: Option<File>,
 }
 
 impl Writers {
@@ -288,6 +290,7 @@ impl<'e> Mediator<'e> {
             rejects: open_output(&outputs.rejects, keep.map(|k| k[2]), REJECTS_HEADER)?,
             files: [outputs.rated_csv.clone(), outputs.rated_jsonl.clone(), outputs.rejects.clone()],
             line: Vec::with_capacity(512),
+            source: None,
         };
         let reader: Box<dyn Reader + Send> = match format {
             Format::Csv(mapping) => Box::new(CsvReader::open(input, mapping.clone(), next_offset, next_number)?),
@@ -485,7 +488,11 @@ impl<'e> Mediator<'e> {
                 }
                 Err((reason, message)) => {
                     summary.count_reject(reason);
-                    write_reject(&mut writers.rejects, item.number, item.offset, reason, &message, &item.raw.text())
+                    let raw = match &item.raw {
+                        Raw::InFile => Cow::Owned(read_back(file.input, &mut writers.source, &item)?),
+                        other => other.text(),
+                    };
+                    write_reject(&mut writers.rejects, item.number, item.offset, reason, &message, &raw)
                         .map_err(MediationError::io(&writers.files[2]))?;
                 }
             }
@@ -738,6 +745,23 @@ pub(crate) fn write_json_line(out: &mut impl Write, path: &Path, value: &impl Se
     serde_json::to_writer(&mut *out, value)
         .map_err(|err| MediationError::Io { path: path.to_owned(), source: err.into() })?;
     out.write_all(b"\n").map_err(MediationError::io(path))
+}
+
+/// The bytes of `item` in the input file (line ending dropped), as text.
+fn read_back(path: &Path, source: &mut Option<File>, item: &Item) -> Result<String, MediationError> {
+    use std::io::{Read, Seek, SeekFrom};
+    let file = match source {
+        Some(file) => file,
+        None => source.insert(File::open(path).map_err(MediationError::io(path))?),
+    };
+    let length = item.next_offset.saturating_sub(item.offset).min(crate::readers::MAX_RECORD_BYTES as u64);
+    let mut bytes = Vec::with_capacity(length as usize);
+    file.seek(SeekFrom::Start(item.offset)).map_err(MediationError::io(path))?;
+    file.take(length).read_to_end(&mut bytes).map_err(MediationError::io(path))?;
+    while bytes.last().is_some_and(|b| matches!(b, b'\n' | b'\r')) {
+        bytes.pop();
+    }
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
 
 fn write_reject(

@@ -54,6 +54,15 @@ fn good_and_bad_records_each_land_where_they_belong_and_the_summary_balances() {
     );
     assert!(rejects[1]["message"].contains("field `start`"), "{:?}", rejects[1]);
     assert!(rejects[6]["message"].contains("field `service`: column 4 missing"), "{:?}", rejects[6]);
+    // Each reject carries its line exactly as the file has it, and where it starts.
+    let text = std::fs::read_to_string(&file).expect("input");
+    for reject in &rejects {
+        let number: usize = reject["record_number"].parse().expect("number");
+        let line = text.lines().nth(number).expect("line"); // line 0 is the header
+        assert_eq!(reject["record"], line, "{reject:?}");
+        let offset: usize = reject["offset"].parse().expect("offset");
+        assert!(text[offset..].starts_with(line), "{reject:?}");
+    }
     assert_eq!(h.balance(1), d("10.00") - d("2.49"));
     assert_eq!(h.balance(2), d("10.00") - d("2.49"));
 }

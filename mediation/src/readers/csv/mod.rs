@@ -151,22 +151,13 @@ impl Reader for CsvReader {
                 self.number += 1;
                 let offset = self.base + record.position().map_or(0, csv::Position::byte);
                 let next_offset = self.base + self.reader.position().byte();
-                // The record as text for a reject line, built in one allocation.
-                let delimiter = [self.mapping.delimiter];
-                let delimiter = std::str::from_utf8(&delimiter).unwrap_or(",");
-                let mut raw = String::with_capacity(record.as_slice().len() + record.len());
-                for (index, field) in record.iter().enumerate() {
-                    if index > 0 {
-                        raw.push_str(delimiter);
-                    }
-                    raw.push_str(&String::from_utf8_lossy(field));
-                }
                 Ok(Some(Item {
                     number: self.number,
                     offset,
                     next_offset,
                     resumable_after: true,
-                    raw: Raw::Text(raw),
+                    // A reject reads the line back from the file; most records are rated.
+                    raw: Raw::InFile,
                     record: self.decode(&record),
                 }))
             }
