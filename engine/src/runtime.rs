@@ -306,8 +306,9 @@ impl Engine {
 
     /// Submits one request without waiting: `callback` runs on the shard's thread or its
     /// commit thread with the answer once it is durable (or at once, on the caller's
-    /// thread, when the request is answered without a shard). For asynchronous front-ends: the callback typically
-    /// completes a oneshot channel. Waits only when the shard's queue is full.
+    /// thread, when the request is answered without a shard). For asynchronous
+    /// front-ends: the callback typically completes a oneshot channel. Waits only when
+    /// the shard's queue is full.
     pub fn submit(&self, request: Request, callback: Callback) {
         match self.route(&request) {
             Ok((shard, resolved)) => {
@@ -663,36 +664,25 @@ impl Worker {
         }
         // A pass that syncs here must not overtake answers still in the commit thread.
         let hand_over = self.stage.as_ref().filter(|stage| answers.items() >= HAND_OVER_ITEMS || !stage.idle());
-        if let Some(stage) = hand_over {
-            let written = match self.journal.write() {
-                Ok(true) => self.journal.syncer().map(Some),
-                Ok(false) if answers.is_empty() => return true,
-                Ok(false) => Ok(None),
-                Err(err) => Err(err),
-            };
-            match written {
-                Ok(written) => {
-                    stage.push(written, answers);
-                    return true;
-                }
-                Err(err) => {
-                    tracing::error!(shard = self.shard, error = %err, "journal write failed; the shard stops and answers nothing more");
-                    answers.fail("journal write failed");
-                    return false;
-                }
-            }
-        }
-        match self.journal.commit() {
-            Ok(()) => {
-                answers.send();
-                true
-            }
+        // Handed over: written but not synced; the segment written to, if anything was.
+        let written = match hand_over {
+            Some(_) => self.journal.write().and_then(|wrote| wrote.then(|| self.journal.syncer()).transpose()),
+            None => self.journal.commit().map(|()| None),
+        };
+        let written = match written {
+            Ok(written) => written,
             Err(err) => {
                 tracing::error!(shard = self.shard, error = %err, "journal write failed; the shard stops and answers nothing more");
                 answers.fail("journal write failed");
-                false
+                return false;
             }
+        };
+        match hand_over {
+            Some(stage) if written.is_some() || !answers.is_empty() => stage.push(written, answers),
+            Some(_) => {}
+            None => answers.send(),
         }
+        true
     }
 
     /// Decides a message of rated records; their changes become charges records in the

@@ -487,15 +487,7 @@ pub fn charge_record(
     }
     let moves = if rated.amount.is_zero() { MoneyMoves::new() } else { money_moves(holder, ctx.now, rated.amount) };
     let (cycle_start, _) = window_containing(holder.cycle_anchor, Period::Monthly, usage.start_utc_seconds);
-    let memo = Memo {
-        amount: rated.amount,
-        charged_units: rated.charged_units,
-        allowance_units: rated.allowance_units,
-        origin: record.origin,
-        service: rated.service,
-        band: rated.band,
-        destination: rated.destination.unwrap_or(NO_DESTINATION),
-    };
+    let memo = memo_of(&rated, record.origin);
     let effect = ChargeEffect {
         key: record.key,
         account,
@@ -879,6 +871,19 @@ fn usage_event<'p, 'u>(
     Ok((plan, event))
 }
 
+/// What the exactly-once window keeps of a charged record: its rated event and origin.
+fn memo_of(rated: &RatedEvent, origin: u64) -> Memo {
+    Memo {
+        amount: rated.amount,
+        charged_units: rated.charged_units,
+        allowance_units: rated.allowance_units,
+        origin,
+        service: rated.service,
+        band: rated.band,
+        destination: rated.destination.unwrap_or(NO_DESTINATION),
+    }
+}
+
 fn charged_body(plan: &Versioned, rated: &RatedEvent, balance_after: Decimal) -> Body {
     Body::Charged(charged(plan, rated, balance_after))
 }
@@ -950,15 +955,7 @@ fn rerate(
         Ok(priced) => priced,
         Err(code) => return Answer::outcome(Outcome::RatingFailed(code.to_owned())),
     };
-    let memo = Memo {
-        amount: rated.amount,
-        charged_units: rated.charged_units,
-        allowance_units: rated.allowance_units,
-        origin: old.origin,
-        service: rated.service,
-        band: rated.band,
-        destination: rated.destination.unwrap_or(NO_DESTINATION),
-    };
+    let memo = memo_of(&rated, old.origin);
     let holder = &tx.state().accounts[&account];
     let answer = |balance_after, changed| {
         let charged = charged(plan, &rated, balance_after);

@@ -147,11 +147,7 @@ pub fn snapshot_path(dir: &Path, shard: u32) -> PathBuf {
     dir.join(format!("shard-{shard}.snapshot"))
 }
 
-pub fn encode(state: &ShardState, shard: u32) -> Vec<u8> {
-    encode_image(&SnapshotImage::of(state), shard)
-}
-
-pub fn encode_image(image: &SnapshotImage, shard: u32) -> Vec<u8> {
+pub fn encode(image: &SnapshotImage, shard: u32) -> Vec<u8> {
     let payload = match rkyv::to_bytes::<rancor::Panic>(image) {
         Ok(payload) => payload,
         Err(never) => match never {},
@@ -215,15 +211,10 @@ pub fn decode(bytes: &[u8], shard: u32, dedupe_window: usize) -> Result<ShardSta
 }
 
 /// Writes a snapshot durably (temporary file, fsync, rename, fsync of the directory).
-pub fn write(dir: &Path, shard: u32, state: &ShardState) -> Result<(), EngineError> {
-    write_image(dir, shard, &SnapshotImage::of(state))
-}
-
-/// Writes `image` durably, as [`write`] does.
-pub fn write_image(dir: &Path, shard: u32, image: &SnapshotImage) -> Result<(), EngineError> {
+pub fn write(dir: &Path, shard: u32, image: &SnapshotImage) -> Result<(), EngineError> {
     let path = snapshot_path(dir, shard);
     let temporary = path.with_extension("snapshot.tmp");
-    std::fs::write(&temporary, encode_image(image, shard)).map_err(EngineError::io(&temporary))?;
+    std::fs::write(&temporary, encode(image, shard)).map_err(EngineError::io(&temporary))?;
     std::fs::File::open(&temporary).and_then(|f| f.sync_all()).map_err(EngineError::io(&temporary))?;
     std::fs::rename(&temporary, &path).map_err(EngineError::io(&path))?;
     std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(EngineError::io(dir))

@@ -61,7 +61,7 @@ fn run(dir: &std::path::Path, shard: u32, archive: bool, receiver: &Receiver<Job
     for Job { captured, reply } in receiver {
         let lsn = captured.lsn();
         let image = captured.into_image();
-        let result = snapshot::write_image(dir, shard, &image).and_then(|()| retire_segments(dir, shard, lsn, archive));
+        let result = snapshot::write(dir, shard, &image).and_then(|()| retire_segments(dir, shard, lsn, archive));
         drop(image);
         if let Err(err) = &result {
             tracing::error!(shard, lsn, error = %err, "snapshot failed; the journal segments since the last one stay");
