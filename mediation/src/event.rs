@@ -79,14 +79,15 @@ pub struct Item {
     pub record: Result<UsageRecord, Unreadable>,
 }
 
-/// A record as read: its text, the bytes of its CDR (shared by the events of one CDR,
-/// turned into bounded hex only if the record is rejected), or nothing kept: its bytes are
-/// in the input file between [`Item::offset`] and [`Item::next_offset`], read back only if
-/// the record is rejected (a CSV line, exactly as the file has it).
+/// A record as read, for the rejects file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Raw {
-    Text(String),
+    /// The bytes of its CDR, shared by the events of one CDR, turned into bounded hex only
+    /// if the record is rejected.
     Binary(std::sync::Arc<[u8]>),
+    /// Nothing kept: its bytes are in the input file between [`Item::offset`] and
+    /// [`Item::next_offset`], read back only if the record is rejected (a CSV line,
+    /// exactly as the file has it).
     InFile,
 }
 
@@ -94,11 +95,11 @@ impl Raw {
     /// Hex digits shown of a binary record.
     pub const MAX_HEX_BYTES: usize = 512;
 
-    pub fn text(&self) -> std::borrow::Cow<'_, str> {
+    /// The record as a reject shows it; `None` when it is to be read back from the file.
+    pub fn text(&self) -> Option<String> {
         match self {
-            Raw::Text(text) => std::borrow::Cow::Borrowed(text),
-            Raw::Binary(bytes) => std::borrow::Cow::Owned(crate::readers::hex_prefix(bytes, Raw::MAX_HEX_BYTES)),
-            Raw::InFile => std::borrow::Cow::Borrowed(""),
+            Raw::Binary(bytes) => Some(crate::readers::hex_prefix(bytes, Raw::MAX_HEX_BYTES)),
+            Raw::InFile => None,
         }
     }
 }

@@ -21,7 +21,7 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use tollgate_engine::{Engine, PendingRecords, RecordAnswer, RecordCharge, RecordKey, RecordOutcome, SmolStr, Usage};
 
-use crate::event::{Item, Raw, Reader, RejectReason, UsageRecord};
+use crate::event::{Item, Reader, RejectReason, UsageRecord};
 use crate::readers::ber::BerReader;
 use crate::readers::csv::mapping::Mapping;
 use crate::readers::csv::CsvReader;
@@ -304,9 +304,10 @@ impl<'e> Mediator<'e> {
         // the engine charge it, and the writer writes, syncs and checkpoints the ones
         // before. Each queue between stages holds two batches, so one stage's pause (a
         // sync) does not stop the others at once. This thread keeps two batches in the
-        // engine, so the shards decide one while the other's journal sync runs. The engine has charged (durably) every batch the
-        // writer sees; a crash between the two is what resuming already handles: the
-        // charged records come back as their own repeats.
+        // engine, so the shards decide one while the other's journal sync runs. The
+        // engine has charged (durably) every batch the writer sees; a crash between the
+        // two is what resuming already handles: the charged records come back as their
+        // own repeats.
         let (summary, interrupted) = std::thread::scope(|scope| {
             let (to_charge, read) = std::sync::mpsc::sync_channel::<ReadBatch>(2);
             let (to_write, charged) = std::sync::mpsc::sync_channel::<ChargedBatch>(2);
@@ -488,9 +489,9 @@ impl<'e> Mediator<'e> {
                 }
                 Err((reason, message)) => {
                     summary.count_reject(reason);
-                    let raw = match &item.raw {
-                        Raw::InFile => Cow::Owned(read_back(file.input, &mut writers.source, &item)?),
-                        other => other.text(),
+                    let raw = match item.raw.text() {
+                        Some(text) => text,
+                        None => read_back(file.input, &mut writers.source, &item)?,
                     };
                     write_reject(&mut writers.rejects, item.number, item.offset, reason, &message, &raw)
                         .map_err(MediationError::io(&writers.files[2]))?;
