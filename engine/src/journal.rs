@@ -392,11 +392,9 @@ impl Journal {
     /// Writes the buffered records in one write and syncs per the policy. When this
     /// returns, the batch is durable as far as the policy promises.
     pub fn commit(&mut self) -> io::Result<()> {
-        if self.buffer.is_empty() {
+        if !self.write()? {
             return self.maybe_interval_sync();
         }
-        self.storage.append(&self.buffer)?;
-        self.buffer.clear();
         match self.policy {
             FsyncPolicy::EveryBatch => {
                 self.storage.sync()?;
@@ -428,10 +426,6 @@ impl Journal {
         let syncer = self.storage.syncer()?;
         self.syncer = Some(Arc::clone(&syncer));
         Ok(syncer)
-    }
-
-    pub fn policy(&self) -> FsyncPolicy {
-        self.policy
     }
 
     fn maybe_interval_sync(&mut self) -> io::Result<()> {
