@@ -130,16 +130,17 @@ fn shard(c: &mut Criterion) {
             criterion::BatchSize::LargeInput,
         )
     });
-    // The bulk path on one shard, without the engine around it: rate, charge, remember
-    // the key, encode the journal payload.
+    // The bulk path on one shard, without the engine around it: look ahead, rate, charge,
+    // remember the key, encode the journal payload.
     let mut journal = Vec::with_capacity(1 << 20);
     let mut renewals = Vec::new();
     group.bench_function("charge_record_100k_accounts", |b| {
         b.iter_batched(
-            || records(accounts, &called, &mut rng, &mut sequence),
+            || records(accounts, &called, &mut rng, &mut sequence).into_iter().enumerate().collect::<Vec<_>>(),
             |batch| {
                 journal.clear();
-                for record in &batch {
+                for (position, (_, record)) in batch.iter().enumerate() {
+                    state.prepare(&batch, position);
                     black_box(charge_record(&mut state, &ctx, record, &mut renewals, &mut journal));
                 }
             },

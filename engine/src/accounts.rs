@@ -21,6 +21,21 @@ impl AccountTable {
         self.index.get(id).map(|slot| &mut self.slots[*slot as usize])
     }
 
+    /// Where the account `id` is kept, for [`AccountTable::at`]: one lookup for several
+    /// reads of the same account.
+    pub fn slot(&self, id: &AccountId) -> Option<usize> {
+        self.index.get(id).map(|slot| *slot as usize)
+    }
+
+    /// The account at `slot` (from [`AccountTable::slot`]; slots never move).
+    pub fn at(&self, slot: usize) -> &Account {
+        &self.slots[slot]
+    }
+
+    pub fn at_mut(&mut self, slot: usize) -> &mut Account {
+        &mut self.slots[slot]
+    }
+
     pub fn contains_key(&self, id: &AccountId) -> bool {
         self.index.contains_key(id)
     }

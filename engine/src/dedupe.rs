@@ -57,13 +57,28 @@ impl<K: Hash + Eq + Send + 'static, V: Send + 'static> Window<K, V> {
             return;
         }
         if self.current.len() == self.window && !self.current.contains_key(&key) {
-            // The current generation is full: it becomes the previous one, and the one
-            // before it is forgotten. The next fills as far, so it starts at that size.
-            let fresh = Map::with_capacity_and_hasher(self.window, Default::default());
-            let full = std::mem::replace(&mut self.current, fresh);
-            forget(std::mem::replace(&mut self.previous, full));
+            self.rotate();
         }
         self.current.entry(key).or_insert(value);
+    }
+
+    /// Remembers `value` for a `key` the caller found in neither generation (by
+    /// [`Window::get`] just before): the same as [`Window::insert`], without looking for
+    /// it again.
+    pub fn insert_absent(&mut self, key: K, value: V) {
+        debug_assert!(!self.contains(&key));
+        if self.current.len() == self.window {
+            self.rotate();
+        }
+        self.current.insert(key, value);
+    }
+
+    /// The full current generation becomes the previous one, and the one before it is
+    /// forgotten. The next fills as far, so it starts at that size.
+    fn rotate(&mut self) {
+        let fresh = Map::with_capacity_and_hasher(self.window, Default::default());
+        let full = std::mem::replace(&mut self.current, fresh);
+        forget(std::mem::replace(&mut self.previous, full));
     }
 
     /// Replaces the value of a key present (its age is unchanged); false if absent.
@@ -231,6 +246,18 @@ mod tests {
             assert_eq!(rebuilt, recent, "after {key}");
             assert!(rebuilt.replace(&key, 99));
             assert_ne!(rebuilt, recent, "a replaced value is a difference");
+        }
+    }
+
+    #[test]
+    fn inserting_a_new_key_without_looking_matches_insert() {
+        for window in [1usize, 2, 5] {
+            let (mut looked, mut blind): (Window<u32, u32>, Window<u32, u32>) = (Window::new(window), Window::new(window));
+            for key in 0..30u32 {
+                looked.insert(key, key + 1);
+                blind.insert_absent(key, key + 1);
+                assert_eq!(blind, looked, "window {window}, after {key}");
+            }
         }
     }
 }

@@ -2,7 +2,11 @@
 //! reservations and usage accumulators. Every type here is archived with rkyv for
 //! snapshots and journal records.
 
-use rkyv::{Archive, Deserialize as RkyvDeserialize, Serialize as RkyvSerialize};
+use rkyv::rancor::{Fallible, Source};
+use rkyv::ser::Writer;
+use rkyv::string::{ArchivedString, StringResolver};
+use rkyv::with::{ArchiveWith, DeserializeWith, SerializeWith};
+use rkyv::{Archive, Deserialize as RkyvDeserialize, Place, Serialize as RkyvSerialize};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
@@ -218,10 +222,42 @@ impl Identity {
 pub struct Subscription {
     pub id: SubscriptionId,
     pub account: AccountId,
-    /// Plan id; the version in force at the time of each usage is used.
-    pub plan: String,
+    /// Plan id; the version in force at the time of each usage is used. A shard holds
+    /// one copy of each id, shared by its subscriptions ([`crate::ShardState::apply`]),
+    /// so reading it on the hot path hits the cache. Archived as a `String` is.
+    #[rkyv(with = SharedText)]
+    pub plan: std::sync::Arc<str>,
     pub identities: Vec<Identity>,
     pub started_at: i64,
+}
+
+/// `#[rkyv(with = SharedText)]` on an `Arc<str>`: archived exactly as a `String` field
+/// is, so archives written when the field was a `String` read back unchanged.
+#[derive(Debug)]
+pub struct SharedText;
+
+impl ArchiveWith<std::sync::Arc<str>> for SharedText {
+    type Archived = ArchivedString;
+    type Resolver = StringResolver;
+
+    fn resolve_with(field: &std::sync::Arc<str>, resolver: StringResolver, out: Place<ArchivedString>) {
+        ArchivedString::resolve_from_str(field, resolver, out);
+    }
+}
+
+impl<S: Fallible + Writer + ?Sized> SerializeWith<std::sync::Arc<str>, S> for SharedText
+where
+    S::Error: Source,
+{
+    fn serialize_with(field: &std::sync::Arc<str>, serializer: &mut S) -> Result<StringResolver, S::Error> {
+        ArchivedString::serialize_from_str(field, serializer)
+    }
+}
+
+impl<D: Fallible + ?Sized> DeserializeWith<ArchivedString, std::sync::Arc<str>, D> for SharedText {
+    fn deserialize_with(field: &ArchivedString, _: &mut D) -> Result<std::sync::Arc<str>, D::Error> {
+        Ok(std::sync::Arc::from(field.as_str()))
+    }
 }
 
 /// Credit held for one rating group of one session.

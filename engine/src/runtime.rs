@@ -698,14 +698,7 @@ impl Worker {
         let mut count = 0u32;
         begin_charges(charges, ctx.now);
         for (position, (index, record)) in items.iter().enumerate() {
-            // The account of the record 8 ahead, then the buckets of the one 4 ahead, so
-            // their cache misses overlap with charging this one.
-            if let Some((_, ahead)) = items.get(position + 8) {
-                self.state.prefetch_account(ahead.account);
-            }
-            if let Some((_, ahead)) = items.get(position + 4) {
-                self.state.prefetch_buckets(ahead.account);
-            }
+            self.state.prepare(&items, position);
             let (index, before) = (*index, charges.len());
             let answer = charge_record(&mut self.state, ctx, record, &mut renewals, charges);
             if !renewals.is_empty() {

@@ -9,6 +9,7 @@
 use rkyv::{Archive, Deserialize as RkyvDeserialize, Serialize as RkyvSerialize};
 use rust_decimal::Decimal;
 use smallvec::SmallVec;
+use std::sync::Arc;
 use tollgate_tariffs::plan::{Period, RkyvDecimal};
 use tollgate_tariffs::{rate, rate_with_paid_units, AllowanceBalance, CompiledPlan, RatedEvent, Unit, UsageEvent};
 
@@ -169,6 +170,11 @@ pub struct Totals {
 /// from outside (idempotency keys, session ids) cannot be crafted to collide.
 pub type Map<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
+/// Records looked up as one run ahead of the one being charged ([`ShardState::prepare`]).
+pub const WARM_AHEAD: usize = 16;
+/// How far ahead of the record being charged its account's buckets are prefetched.
+pub const BUCKETS_AHEAD: usize = 4;
+
 /// The state of one shard.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ShardState {
@@ -181,7 +187,33 @@ pub struct ShardState {
     /// The exactly-once window of the bulk record path.
     pub recent_records: RecentRecords,
     pub totals: Totals,
+    /// One copy of each plan id the subscriptions name.
+    pub plan_ids: PlanIds,
 }
+
+/// The plan ids of a shard's subscriptions, one shared copy each. Not part of the state
+/// a shard compares or archives: it only decides which copy a subscription points to.
+#[derive(Debug, Clone, Default)]
+pub struct PlanIds(Vec<Arc<str>>);
+
+impl PlanIds {
+    /// The shared copy of `id` (a plan has a handful of ids, so a scan is enough).
+    pub fn share(&mut self, id: &Arc<str>) -> Arc<str> {
+        if let Some(shared) = self.0.iter().find(|shared| shared[..] == id[..]) {
+            return Arc::clone(shared);
+        }
+        self.0.push(Arc::clone(id));
+        Arc::clone(id)
+    }
+}
+
+impl PartialEq for PlanIds {
+    fn eq(&self, _: &PlanIds) -> bool {
+        true
+    }
+}
+
+impl Eq for PlanIds {}
 
 /// What a broken invariant looked like.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -193,6 +225,30 @@ impl ShardState {
             recent: RecentAnswers::new(dedupe_window),
             recent_records: RecentRecords::new(dedupe_window),
             ..ShardState::default()
+        }
+    }
+
+    /// Before charging `items[position]`: when `position` starts a run of
+    /// [`WARM_AHEAD`] records, looks up what the next run reads first (its keys in the
+    /// window, subscriptions, accounts) and starts loading the accounts' records; then
+    /// starts loading the buckets of the record [`BUCKETS_AHEAD`] on. The lookups of a
+    /// run do not depend on each other, so their cache misses overlap instead of each
+    /// record waiting for its own.
+    pub fn prepare(&self, items: &[(usize, RecordCharge)], position: usize) {
+        if position.is_multiple_of(WARM_AHEAD) {
+            let from = if position == 0 { 0 } else { position + WARM_AHEAD };
+            let run = items.get(from..items.len().min(position + 2 * WARM_AHEAD)).unwrap_or(&[]);
+            let mut seen = false;
+            for (_, record) in run {
+                seen |= self.recent_records.contains(&record.key);
+                seen |= !self.subscriptions.contains_key(&record.subscription);
+                self.prefetch_account(record.account);
+            }
+            // Only so the lookups are not optimized away.
+            std::hint::black_box(seen);
+        }
+        if let Some((_, ahead)) = items.get(position + BUCKETS_AHEAD) {
+            self.prefetch_buckets(ahead.account);
         }
     }
 
@@ -217,21 +273,33 @@ impl ShardState {
     /// Applies one charged record (the bulk path's only effect). Used identically by live
     /// processing and by recovery.
     pub fn apply_charge(&mut self, charge: &ChargeEffect<'_>) {
-        if let Some(account) = self.accounts.get_mut(&charge.account) {
-            for (bucket, units) in &charge.draws {
-                if let Some(b) = account.units.iter_mut().find(|b| b.id == *bucket) {
-                    b.remaining = b.remaining.saturating_sub(*units);
-                }
-            }
-            for (bucket, delta) in &charge.moves {
-                if let Some(money) = account.money.iter_mut().find(|b| b.id == *bucket) {
-                    money.balance += *delta;
-                }
-                self.totals.charged -= *delta;
-            }
-            add_usage(account, charge.cycle_start, charge.service, charge.memo.charged_units, charge.memo.amount);
+        if let Some(slot) = self.accounts.slot(&charge.account) {
+            self.charge_account(slot, charge);
         }
         self.recent_records.insert(charge.key, charge.memo);
+    }
+
+    /// [`ShardState::apply_charge`] for a record just decided: its account is at `slot`
+    /// and its key is in neither generation of the window.
+    fn apply_new_charge(&mut self, slot: usize, charge: &ChargeEffect<'_>) {
+        self.charge_account(slot, charge);
+        self.recent_records.insert_absent(charge.key, charge.memo);
+    }
+
+    fn charge_account(&mut self, slot: usize, charge: &ChargeEffect<'_>) {
+        let account = self.accounts.at_mut(slot);
+        for (bucket, units) in &charge.draws {
+            if let Some(b) = account.units.iter_mut().find(|b| b.id == *bucket) {
+                b.remaining = b.remaining.saturating_sub(*units);
+            }
+        }
+        for (bucket, delta) in &charge.moves {
+            if let Some(money) = account.money.iter_mut().find(|b| b.id == *bucket) {
+                money.balance += *delta;
+            }
+            self.totals.charged -= *delta;
+        }
+        add_usage(account, charge.cycle_start, charge.service, charge.memo.charged_units, charge.memo.amount);
     }
 
     /// Applies one effect. Used identically by live processing and by recovery.
@@ -245,7 +313,9 @@ impl ShardState {
                         account.units.push(bucket.clone());
                     }
                 }
-                self.subscriptions.insert(subscription.id, (**subscription).clone());
+                let mut subscription = (**subscription).clone();
+                subscription.plan = self.plan_ids.share(&subscription.plan);
+                self.subscriptions.insert(subscription.id, subscription);
             }
             Effect::Money { account, bucket, delta, kind } => {
                 if let Some(money) =
@@ -470,18 +540,22 @@ pub fn charge_record(
     }
     let (account, subscription) = (record.account, record.subscription);
     let usage = &record.usage;
-    match state.subscriptions.get(&subscription) {
-        Some(sub) if sub.account == account && state.accounts.contains_key(&account) => {}
-        _ => return RecordAnswer::refused(RecordOutcome::UnknownSubscriber),
+    let owned = state.subscriptions.get(&subscription).is_some_and(|sub| sub.account == account);
+    let Some(slot) = state.accounts.slot(&account).filter(|_| owned) else {
+        return RecordAnswer::refused(RecordOutcome::UnknownSubscriber);
+    };
+    // Each table is looked up once from here on: the account by its slot.
+    let renew_at = usage.start_utc_seconds.max(ctx.now);
+    if renewal_due(state.accounts.at(slot), subscription, renew_at) {
+        let mut tx = Transaction { state: &mut *state, effects: Vec::new() };
+        renew_buckets(&mut tx, account, subscription, renew_at);
+        renewals.extend(tx.effects);
     }
-    let mut tx = Transaction { state: &mut *state, effects: Vec::new() };
-    renew_buckets(&mut tx, account, subscription, usage.start_utc_seconds.max(ctx.now));
-    renewals.extend(tx.effects);
-    let (plan, rated) = match rate_for(ctx, state, subscription, usage, &[]) {
+    let (holder, sub) = (state.accounts.at(slot), &state.subscriptions[&subscription]);
+    let (plan, rated) = match rate_held(ctx, sub, holder, usage, &[]) {
         Ok(rated) => rated,
         Err(code) => return RecordAnswer::refused(RecordOutcome::RatingFailed(code)),
     };
-    let holder = &state.accounts[&account];
     if rated.amount > holder.available(ctx.now) {
         return RecordAnswer::refused(RecordOutcome::CreditLimitReached);
     }
@@ -497,7 +571,7 @@ pub fn charge_record(
         draws: rated.draws.iter().map(|d| (d.bucket as BucketId, d.units)).collect(),
         service: ServiceName::Shared(&plan.names.services[usize::from(rated.service)]),
     };
-    state.apply_charge(&effect);
+    state.apply_new_charge(slot, &effect);
     effect.encode_into(journal);
     memo.answer(Some(plan.handle), false)
 }
@@ -723,7 +797,7 @@ fn create_subscription(
         subscription: Box::new(Subscription {
             id: subscription,
             account,
-            plan: plan_id.to_owned(),
+            plan: plan_id.into(),
             identities: identities.to_vec(),
             started_at: ctx.now,
         }),
@@ -775,13 +849,24 @@ fn balance_view(state: &ShardState, ctx: &Context<'_>, id: AccountId) -> Balance
 }
 
 /// Renews the subscription's unit buckets whose cycle ended before `now`.
+/// A unit bucket of `subscription` that ended by `now` and renews (not while
+/// reservations hold units of it).
+fn renews(bucket: &UnitBucket, subscription: SubscriptionId, now: i64) -> bool {
+    bucket.subscription == subscription
+        && bucket.valid_until <= now
+        && bucket.period != Period::Once
+        && bucket.reserved == 0
+}
+
+fn renewal_due(account: &Account, subscription: SubscriptionId, now: i64) -> bool {
+    account.units.iter().any(|b| renews(b, subscription, now))
+}
+
 fn renew_buckets(tx: &mut Transaction<'_>, account: AccountId, subscription: SubscriptionId, now: i64) {
     let due: Vec<(BucketId, i64, i64)> = tx.state().accounts[&account]
         .units
         .iter()
-        .filter(|b| {
-            b.subscription == subscription && b.valid_until <= now && b.period != Period::Once && b.reserved == 0
-        })
+        .filter(|b| renews(b, subscription, now))
         .map(|b| {
             // The windows that follow the expired one, anchored where it ended.
             let (from, until) = window_containing(b.valid_until, b.period, now);
@@ -840,9 +925,20 @@ fn rate_for<'p>(
     usage: &Usage,
     extra: &[(BucketId, u64)],
 ) -> Result<(&'p Versioned, RatedEvent), &'static str> {
-    let (plan, event) = usage_event(ctx, state, subscription, usage)?;
-    let account = &state.accounts[&state.subscriptions[&subscription].account];
-    let balances = allowance_balances(account, subscription, usage.start_utc_seconds, extra);
+    let sub = &state.subscriptions[&subscription];
+    rate_held(ctx, sub, &state.accounts[&sub.account], usage, extra)
+}
+
+/// [`rate_for`] with the subscription and its account already looked up.
+fn rate_held<'p>(
+    ctx: &Context<'p>,
+    sub: &Subscription,
+    account: &Account,
+    usage: &Usage,
+    extra: &[(BucketId, u64)],
+) -> Result<(&'p Versioned, RatedEvent), &'static str> {
+    let (plan, event) = event_of(ctx, sub, usage)?;
+    let balances = allowance_balances(account, sub.id, usage.start_utc_seconds, extra);
     rate(plan, &event, &balances).map(|rated| (plan, rated)).map_err(|unrated| unrated.code())
 }
 
@@ -854,7 +950,14 @@ fn usage_event<'p, 'u>(
     subscription: SubscriptionId,
     usage: &'u Usage,
 ) -> Result<(&'p Versioned, UsageEvent<'u>), &'static str> {
-    let sub = &state.subscriptions[&subscription];
+    event_of(ctx, &state.subscriptions[&subscription], usage)
+}
+
+fn event_of<'p, 'u>(
+    ctx: &Context<'p>,
+    sub: &Subscription,
+    usage: &'u Usage,
+) -> Result<(&'p Versioned, UsageEvent<'u>), &'static str> {
     let plan = ctx.plans.at(&sub.plan, usage.start_utc_seconds).ok_or("plan_not_loaded")?;
     let service = service_of(plan, &usage.service).ok_or("unknown_service")?;
     let rating_group = usage.rating_group.or(match usage.service {

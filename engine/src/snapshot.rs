@@ -130,7 +130,15 @@ impl SnapshotImage {
         let mut state = ShardState::new(dedupe_window);
         state.lsn = self.lsn;
         state.accounts = self.accounts.into_iter().map(|a| (a.id, a)).collect();
-        state.subscriptions = self.subscriptions.into_iter().map(|s| (s.id, s)).collect();
+        let plan_ids = &mut state.plan_ids;
+        state.subscriptions = self
+            .subscriptions
+            .into_iter()
+            .map(|mut s| {
+                s.plan = plan_ids.share(&s.plan);
+                (s.id, s)
+            })
+            .collect();
         state.reservations = self.reservations.into_iter().map(|r| ((r.session.clone(), r.rating_group), r)).collect();
         for (key, answer) in self.recent {
             state.recent.insert(&key, std::sync::Arc::new(answer));

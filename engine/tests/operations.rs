@@ -204,6 +204,36 @@ fn state_survives_a_restart_and_keys_are_still_remembered() {
     assert_eq!(h.engine.inspect(tollgate_engine::snapshot::SnapshotImage::of).expect("inspect"), before);
 }
 
+/// Every subscription of a shard points to one copy of its plan's id (the bulk path
+/// reads it for every record), live and after recovery from the journal and from a
+/// snapshot.
+#[test]
+fn subscriptions_share_one_copy_of_a_plan_id() {
+    fn copies(h: &Harness) -> Vec<usize> {
+        let per_shard = h
+            .engine
+            .inspect(|state| {
+                let mut seen: Vec<*const u8> = state.subscriptions.values().map(|s| s.plan.as_ptr()).collect();
+                seen.sort_unstable();
+                seen.dedup();
+                seen.len()
+            })
+            .expect("inspect");
+        per_shard.into_iter().filter(|copies| *copies > 0).collect()
+    }
+    let h = Harness::new("shared-plan-ids");
+    for account in 1..=12u64 {
+        h.prepaid(account, &format!("4917000000{account:02}"), "5.00");
+    }
+    assert!(!copies(&h).is_empty());
+    assert!(copies(&h).iter().all(|copies| *copies == 1), "{:?}", copies(&h));
+    let h = h.restart();
+    assert!(copies(&h).iter().all(|copies| *copies == 1), "after replay: {:?}", copies(&h));
+    h.engine.snapshot().expect("snapshot");
+    let h = h.restart();
+    assert!(copies(&h).iter().all(|copies| *copies == 1), "after a snapshot: {:?}", copies(&h));
+}
+
 #[test]
 fn allowances_refill_each_cycle() {
     let h = Harness::new("refill");
