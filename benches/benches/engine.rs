@@ -136,11 +136,12 @@ fn shard(c: &mut Criterion) {
     let mut renewals = Vec::new();
     group.bench_function("charge_record_100k_accounts", |b| {
         b.iter_batched(
-            || records(accounts, &called, &mut rng, &mut sequence).into_iter().enumerate().collect::<Vec<_>>(),
+            || records(accounts, &called, &mut rng, &mut sequence),
             |batch| {
                 journal.clear();
-                for (position, (_, record)) in batch.iter().enumerate() {
-                    state.prepare(&batch, position);
+                let positions: Vec<usize> = (0..batch.len()).collect();
+                for (at, record) in batch.iter().enumerate() {
+                    state.prepare(&batch, &positions, at);
                     black_box(charge_record(&mut state, &ctx, record, &mut renewals, &mut journal));
                 }
             },

@@ -252,7 +252,8 @@ mod tests {
     #[test]
     fn inserting_a_new_key_without_looking_matches_insert() {
         for window in [1usize, 2, 5] {
-            let (mut looked, mut blind): (Window<u32, u32>, Window<u32, u32>) = (Window::new(window), Window::new(window));
+            let (mut looked, mut blind): (Window<u32, u32>, Window<u32, u32>) =
+                (Window::new(window), Window::new(window));
             for key in 0..30u32 {
                 looked.insert(key, key + 1);
                 blind.insert_absent(key, key + 1);

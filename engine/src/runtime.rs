@@ -125,7 +125,10 @@ enum Job {
     },
     /// Rated records for one shard (the bulk path), answered as one message.
     Records {
-        items: Vec<(usize, RecordCharge)>,
+        /// The whole batch, shared by the shards: routing moves no record.
+        records: Arc<Vec<RecordCharge>>,
+        /// Where this shard's records are in `records`, in order.
+        positions: Vec<usize>,
         reply: Sender<RecordsAnswered>,
     },
     Inspect(Inspector),
@@ -352,12 +355,16 @@ impl Engine {
     pub fn submit_records(&self, records: Vec<RecordCharge>) -> Result<PendingRecords, EngineError> {
         let count = records.len();
         let shards = self.senders.len();
-        let mut per_shard: Vec<Vec<(usize, RecordCharge)>> =
-            (0..shards).map(|_| Vec::with_capacity(count / shards + 1)).collect();
-        for (index, record) in records.into_iter().enumerate() {
-            per_shard[self.shard_of(record.account)].push((index, record));
+        let mut per_shard: Vec<Vec<usize>> = (0..shards).map(|_| Vec::with_capacity(count / shards + 1)).collect();
+        for (position, record) in records.iter().enumerate() {
+            per_shard[self.shard_of(record.account)].push(position);
         }
-        let sent = self.scatter(per_shard, |items, reply| Job::Records { items, reply })?;
+        let records = Arc::new(records);
+        let sent = self.scatter(per_shard, |positions, reply| Job::Records {
+            records: Arc::clone(&records),
+            positions,
+            reply,
+        })?;
         Ok(PendingRecords { sent, count })
     }
 
@@ -604,9 +611,9 @@ impl Worker {
                         }
                         answers.batches.push((reply, answered));
                     }
-                    Job::Records { items, reply } => {
+                    Job::Records { records, positions, reply } => {
                         let ctx = Context { plans: &plans, directory: &directory, config: &charging, now };
-                        let answered = self.charge_records(&ctx, items, &mut charges);
+                        let answered = self.charge_records(&ctx, &records, &positions, &mut charges);
                         answers.records.push((reply, answered));
                     }
                     other => control.push(other),
@@ -690,16 +697,18 @@ impl Worker {
     fn charge_records(
         &mut self,
         ctx: &Context<'_>,
-        items: Vec<(usize, RecordCharge)>,
+        records: &[RecordCharge],
+        positions: &[usize],
         charges: &mut Vec<u8>,
     ) -> RecordsAnswered {
-        let mut answered = Vec::with_capacity(items.len());
+        let mut answered = Vec::with_capacity(positions.len());
         let mut renewals = Vec::new();
         let mut count = 0u32;
         begin_charges(charges, ctx.now);
-        for (position, (index, record)) in items.iter().enumerate() {
-            self.state.prepare(&items, position);
-            let (index, before) = (*index, charges.len());
+        for (at, &index) in positions.iter().enumerate() {
+            self.state.prepare(records, positions, at);
+            let Some(record) = records.get(index) else { continue };
+            let before = charges.len();
             let answer = charge_record(&mut self.state, ctx, record, &mut renewals, charges);
             if !renewals.is_empty() {
                 // Journal order must be apply order: the charges decided before the

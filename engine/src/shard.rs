@@ -228,18 +228,18 @@ impl ShardState {
         }
     }
 
-    /// Before charging `items[position]`: when `position` starts a run of
+    /// Before charging `records[positions[at]]`: when `at` starts a run of
     /// [`WARM_AHEAD`] records, looks up what the next run reads first (its keys in the
     /// window, subscriptions, accounts) and starts loading the accounts' records; then
     /// starts loading the buckets of the record [`BUCKETS_AHEAD`] on. The lookups of a
     /// run do not depend on each other, so their cache misses overlap instead of each
     /// record waiting for its own.
-    pub fn prepare(&self, items: &[(usize, RecordCharge)], position: usize) {
-        if position.is_multiple_of(WARM_AHEAD) {
-            let from = if position == 0 { 0 } else { position + WARM_AHEAD };
-            let run = items.get(from..items.len().min(position + 2 * WARM_AHEAD)).unwrap_or(&[]);
+    pub fn prepare(&self, records: &[RecordCharge], positions: &[usize], at: usize) {
+        if at.is_multiple_of(WARM_AHEAD) {
+            let from = if at == 0 { 0 } else { at + WARM_AHEAD };
+            let run = positions.get(from..positions.len().min(at + 2 * WARM_AHEAD)).unwrap_or(&[]);
             let mut seen = false;
-            for (_, record) in run {
+            for record in run.iter().filter_map(|position| records.get(*position)) {
                 seen |= self.recent_records.contains(&record.key);
                 seen |= !self.subscriptions.contains_key(&record.subscription);
                 self.prefetch_account(record.account);
@@ -247,7 +247,7 @@ impl ShardState {
             // Only so the lookups are not optimized away.
             std::hint::black_box(seen);
         }
-        if let Some((_, ahead)) = items.get(position + BUCKETS_AHEAD) {
+        if let Some(ahead) = positions.get(at + BUCKETS_AHEAD).and_then(|position| records.get(*position)) {
             self.prefetch_buckets(ahead.account);
         }
     }
