@@ -62,6 +62,53 @@ fn sgw_and_moc_records_are_rated() {
 }
 
 #[test]
+fn chf_records_give_one_data_event_per_used_unit_container() {
+    use tollgate_engine::Identity;
+    // 2026-03-02 10:00:00 UTC, the generator's T0.
+    const T0: i64 = 1_772_445_600;
+    let events = events("chf.cdr");
+    let got: Vec<_> =
+        events.iter().map(|e| (e.subscriber.clone(), e.rating_group, e.units, e.start_utc_seconds)).collect();
+    let msisdn = Identity::Msisdn("491700000001".into());
+    assert_eq!(
+        got,
+        [
+            // CDR 1 (E.164), first rating group 30 entry: uplink + downlink, from the
+            // containers' triggerTimeStamp
+            (msisdn.clone(), Some(30), 120_000 + 480_000, T0 + 2040),
+            (msisdn.clone(), Some(30), 80_000 + 320_000, T0 + 2340),
+            // second rating group 30 entry: dataTotalVolume, no triggerTimeStamp, so
+            // the record's opening time
+            (msisdn, Some(30), 250_000, T0 + 1800),
+            // CDR 2 (IMSI)
+            (Identity::Imsi("262010000000002".into()), Some(30), 50_000 + 150_000, T0 + 2520),
+        ]
+    );
+    let h = Harness::new("ber-chf");
+    let summary = run(&h, "chf.cdr");
+    assert_eq!((summary.rated, summary.rejected), (4, 0), "{summary:?}");
+    let rated = h.rated_csv(&h.dir.join("chf.cdr"));
+    assert!(rated.iter().all(|r| r["service"] == "video"), "{rated:?}");
+    assert_eq!(rated.iter().map(|r| r["account"].as_str()).collect::<Vec<_>>(), ["1", "1", "1", "2"]);
+}
+
+#[test]
+fn truncated_chf_file_keeps_the_whole_cdr_before_the_cut() {
+    let bytes = std::fs::read(sample("chf-truncated.cdr")).expect("sample");
+    // The file header is 54 octets, then CDR 1 (5-octet header + its length).
+    let second_cdr = 54 + 5 + u64::from(u16::from_be_bytes([bytes[54], bytes[55]]));
+    let h = Harness::new("ber-chf-truncated");
+    let summary = run(&h, "chf-truncated.cdr");
+    assert_eq!((summary.rated, summary.rejected), (3, 1), "{summary:?}");
+    assert_eq!(summary.unreadable_from, Some(second_cdr), "{summary:?}");
+    let rejects = h.rejects(&h.dir.join("chf-truncated.cdr"));
+    assert_eq!(rejects.len(), 1, "{rejects:?}");
+    assert_eq!(rejects[0]["reason"], "malformed");
+    assert_eq!(rejects[0]["offset"], second_cdr.to_string());
+    assert!(rejects[0]["message"].contains("byte"), "{rejects:?}");
+}
+
+#[test]
 fn hostile_files_keep_every_whole_record_and_explain_the_rest() {
     let h = Harness::new("ber-hostile");
     let clean = run(&h, "pgw.cdr");

@@ -11,7 +11,11 @@ used, so the files are a second opinion on the wire format.  The TS 32.297 frami
 (file header, CDR headers) is written by hand below, byte by byte.
 
 pycrate 0.8.1 has no CHFChargingDataTypes module compiled in (only the RecordType
-value chargingFunctionRecord(200) exists), so no CHF-CDR sample is written.
+value chargingFunctionRecord(200) exists).  For the CHF-CDRs this script compiles
+tests/mediation/chf-subset.asn, our hand-written subset of that module (TS 32.298
+Rel-16), with pycrate's ASN.1 compiler (pycrate_asn1c) at run time and encodes with
+the result.  So for CHF the encoding is pycrate's but the tags are our transcription
+of the spec, not pycrate's; BER-LAYOUT.md says what they were checked against.
 
 Output is deterministic: fixed timestamps, fixed values, random.Random(SEED) for
 the garbage bytes.  See tests/mediation/BER-LAYOUT.md for the tag table and the
@@ -27,6 +31,9 @@ Files written into OUTDIR:
     garbage-middle.cdr  pgw.cdr with the 2nd CDR's BER bytes replaced by random bytes
     lying-count.cdr     the pgw.cdr CDRs, file header says 10 CDRs (sequence 6)
     lost-cdrs.cdr       the pgw.cdr CDRs, lost CDR indicator 0x83 (sequence 7)
+    chf.cdr             2 CHF-CDRs (CHFRecord.chargingFunctionRecord), TS 32.255
+                        (sequence 8)
+    chf-truncated.cdr   chf.cdr cut in the middle of the 2nd CDR
 """
 
 import datetime as _dt
@@ -87,7 +94,9 @@ SEED = 20260302
 #              0xEB = 7 | 11 as in the file header
 #   3    1     Data record format (bits 8-6: 1=BER, 2=unaligned PER, 3=aligned PER,
 #              4=XER) | TS number (bits 5-1: 6 = TS 32.250 CS, 7 = TS 32.251 PS,
-#              ... 20 = TS 32.255 5G data connectivity): 0x27 for PGW/SGW, 0x26 MOC
+#              ... 20 = TS 32.255 5G data connectivity): 0x27 for PGW/SGW, 0x26 MOC,
+#              0x34 for the CHF-CDRs (20: TS 32.255; the lists of TS numbers we found
+#              have no value for TS 32.290/32.291, see BER-LAYOUT.md)
 #   4    1     Release identifier extension (present because release id = 7): 6
 #   5          the BER-encoded CDR (CDR length octets)
 #
@@ -102,6 +111,7 @@ VERSION_ID = 11         # TS 32.298 v16.11.0
 FORMAT_BER = 1
 TS_32250 = 6            # CS domain (MOC)
 TS_32251 = 7            # PS domain (PGW, SGW)
+TS_32255 = 20           # 5G data connectivity (the CHF-CDRs of an SMF's PDU sessions)
 NODE_IPV4 = bytes([10, 0, 0, 1])
 
 
@@ -350,6 +360,119 @@ def moc_record(G, imsi, msisdn, called, seq, seized, answered, duration, call_re
     return Cdr("moc", ber, TS_32250, at(seized), at(answered + duration))
 
 
+# --------------------------------------------------------------------------
+# CHF-CDRs: encoded with our subset of CHFChargingDataTypes, compiled at run time
+# --------------------------------------------------------------------------
+
+CHF_ASN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "chf-subset.asn")
+CHF_MODULE = "CHF-CDR-Subset"
+
+# NetworkFunctionName is a UUID (version 4) in the spec; fixed made-up ones here.
+CHF_NF_ID = "0c4f0000-0000-4000-8000-000000000001"   # the CHF that wrote the CDRs
+SMF_NF_ID = "05af0000-0000-4000-8000-000000000001"   # the SMF it charged for
+
+
+def _chf_asn():
+    """Compiles chf-subset.asn with pycrate_asn1c, has pycrate generate the Python
+    module for it into a temporary folder, imports that and returns its GLOBAL.MOD
+    (the generated module registers itself in pycrate's runtime GLOBAL.MOD, which
+    also holds pycrate_asn1dir.CDR's modules; its _IMPL_ entry is replaced, which is
+    why the CHF-CDRs are built after the others)."""
+    import importlib.util
+    import tempfile
+    try:
+        from pycrate_asn1c.asnproc import (GLOBAL, PycrateGenerator, compile_text,
+                                           generate_modules)
+    except ImportError:
+        sys.exit("generate_ber_samples: needs pycrate_asn1c (pip install pycrate==0.8.1)")
+    with open(CHF_ASN, encoding="utf-8") as f:
+        text = f.read()
+    GLOBAL.clear()
+    compile_text(text, filenames=[CHF_ASN])
+    with tempfile.TemporaryDirectory(prefix="chf-subset-") as tmp:
+        dest = os.path.join(tmp, "chf_subset_generated.py")
+        generate_modules(PycrateGenerator, dest)
+        spec = importlib.util.spec_from_file_location("chf_subset_generated", dest)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    return module.GLOBAL.MOD
+
+
+def used_units(seconds, trigger=None, up=None, down=None, total=None):
+    """One UsedUnitContainer: time used, optional triggerTimeStamp and volumes."""
+    c = {"serviceIdentifier": 1, "time": seconds}
+    if trigger is not None:
+        c["triggerTimeStamp"] = timestamp(at(trigger))
+    if total is not None:
+        c["dataTotalVolume"] = total
+    if up is not None:
+        c["dataVolumeUplink"] = up
+    if down is not None:
+        c["dataVolumeDownlink"] = down
+    return c
+
+
+def chf_record(G, id_type, id_data, seq, opened, duration, cause, usages):
+    """One CHF-CDR; usages: [(rating group, [UsedUnitContainer, ...]), ...]."""
+    value = ("chargingFunctionRecord", {
+        "recordType": 200,                                  # chargingFunctionRecord
+        "recordingNetworkFunctionID": CHF_NF_ID,
+        "subscriberIdentifier": {
+            "subscriptionIDType": id_type,
+            "subscriptionIDData": id_data,
+        },
+        "nFunctionConsumerInformation": {
+            "networkFunctionality": "sMF",
+            "networkFunctionName": SMF_NF_ID,
+        },
+        "listOfMultipleUnitUsage": [
+            {"ratingGroup": rg, "usedUnitContainers": containers}
+            for rg, containers in usages
+        ],
+        "recordOpeningTime": timestamp(at(opened)),
+        "duration": duration,
+        "recordSequenceNumber": seq,
+        "causeForRecClosing": cause,
+    })
+    ber = encode(G, CHF_MODULE, "CHFRecord", value)
+    return Cdr("chf", ber, TS_32255, at(opened), at(opened + duration))
+
+
+def build_chf_records(G):
+    return [
+        # subscriber 1 by MSISDN (E.164), opened 10:30:00 for 600 s
+        chf_record(G, "eND-USER-E164", MSISDN_1, 1, 1800, 600, 0, [
+            # rating group 30: two containers, uplink/downlink and a trigger time
+            (30, [
+                used_units(240, trigger=2040, up=120000, down=480000),
+                used_units(300, trigger=2340, up=80000, down=320000),
+            ]),
+            # a second entry for rating group 30 (as from a second UPF): total
+            # volume only, no trigger time (the record's opening time applies)
+            (30, [
+                used_units(600, total=250000),
+            ]),
+        ]),
+        # subscriber 2 by IMSI, opened 10:40:00 for 120 s
+        chf_record(G, "eND-USER-IMSI", IMSI_2, 1, 2400, 120, 0, [
+            (30, [
+                used_units(120, trigger=2520, up=50000, down=150000),
+            ]),
+        ]),
+    ]
+
+
+def build_chf_files(G):
+    chf = build_chf_records(G)
+    files = {}
+    files["chf.cdr"], offsets = cdr_file(chf, seq=8)
+    # chf-truncated.cdr: cut in the middle of the 2nd CDR's BER body; the file header
+    # still claims the original file length and 2 CDRs.
+    second = offsets[1]
+    files["chf-truncated.cdr"] = files["chf.cdr"][:second + CDR_HEADER_LEN + len(chf[1].ber) // 2]
+    return files
+
+
 def build_records(G):
     pgw = [
         # subscriber 1, bearer 1001, first partial record (closed by time limit)
@@ -545,6 +668,8 @@ def main(argv):
     outdir = argv[1]
     G = _asn()
     files = build_files(G)
+    # After the others: importing the generated CHF module replaces GLOBAL.MOD['_IMPL_'].
+    files.update(build_chf_files(_chf_asn()))
     os.makedirs(outdir, exist_ok=True)
     for name in sorted(files):
         with open(os.path.join(outdir, name), "wb") as f:

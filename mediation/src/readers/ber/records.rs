@@ -1,8 +1,9 @@
 //! TS 32.298 records → usage events. Only the fields rating needs are read; every other
 //! element is skipped by its length, so records of later releases with more fields
 //! still decode. Tags are the context-specific tags of the ASN.1 modules (checked
-//! against pycrate's compiled `GPRSChargingDataTypes`, `CSChargingDataTypes` and
-//! `CHFChargingDataTypes`; see `tests/mediation/BER-LAYOUT.md`).
+//! against pycrate's compiled `GPRSChargingDataTypes` and `CSChargingDataTypes`; the
+//! CHF-CDR's are our transcription of the Rel-16 `CHFChargingDataTypes` text,
+//! `tests/mediation/chf-subset.asn`; see `tests/mediation/BER-LAYOUT.md`).
 
 use tollgate_engine::{Identity, ServiceRef};
 
@@ -184,8 +185,10 @@ fn moc(record: &Tlv<'_>, id: &str) -> Result<Vec<UsageRecord>, String> {
 }
 
 /// CHF-CDR: one event per used-unit container of each `listOfMultipleUnitUsage` entry.
-/// (pycrate 0.8.1 has no CHF module, so no independent sample exists yet; the tags are
-/// from the Rel-16 module text, see `tests/mediation/BER-LAYOUT.md`.)
+/// (pycrate 0.8.1 has no CHF module, so the sample `chf.cdr` is encoded by pycrate from
+/// our hand-written subset of the Rel-16 module, `tests/mediation/chf-subset.asn`,
+/// compiled by pycrate's ASN.1 compiler: the encoding is pycrate's, the tags are our
+/// transcription of the spec; see `tests/mediation/BER-LAYOUT.md`.)
 fn chf(record: &Tlv<'_>, id: &str) -> Result<Vec<UsageRecord>, String> {
     let at = record.offset;
     let f = fields(record)?;
