@@ -13,6 +13,7 @@ use rust_decimal::Decimal;
 use tollgate_benches::{example_prefixes, numbers, Rng};
 use tollgate_engine::directory::Directory;
 use tollgate_engine::journal::{FileStorage, FsyncPolicy, Journal};
+use tollgate_engine::records::ChargesWriter;
 use tollgate_engine::shard::{charge_record, decide, ChargingConfig, Context, Resolved, ShardState};
 use tollgate_engine::{
     AccountKind, Engine, EngineConfig, Identity, ManualClock, Operation, PendingRecords, Plans, RecordCharge,
@@ -132,18 +133,19 @@ fn shard(c: &mut Criterion) {
     });
     // The bulk path on one shard, without the engine around it: look ahead, rate, charge,
     // remember the key, encode the journal payload.
-    let mut journal = Vec::with_capacity(1 << 20);
+    let mut journal = ChargesWriter::new();
     let mut renewals = Vec::new();
     group.bench_function("charge_record_100k_accounts", |b| {
         b.iter_batched(
             || records(accounts, &called, &mut rng, &mut sequence),
             |batch| {
-                journal.clear();
+                journal.begin(NOW);
                 let positions: Vec<usize> = (0..batch.len()).collect();
                 for (at, record) in batch.iter().enumerate() {
                     state.prepare(&batch, &positions, at);
                     black_box(charge_record(&mut state, &ctx, record, &mut renewals, &mut journal));
                 }
+                black_box(journal.finish());
             },
             criterion::BatchSize::LargeInput,
         )

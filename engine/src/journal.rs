@@ -20,12 +20,15 @@
 //! | 4 | 4 | CRC-32 (IEEE) of the kind byte (only when the kind is not 0) followed by bytes 8 .. 16+N (sequence number and payload) |
 //! | 8 | 8 | log sequence number (LSN): the previous record's plus one |
 //! | 16 | N | payload, by kind: 0 = rkyv archive of a [`JournalEntry`]; 1 = a batch of
-//! charged records, hand-encoded (layout in [`crate::records`]) |
+//! charged records in a fixed layout; 2 = the same, compact (both layouts in
+//! [`crate::records`]) |
 //!
 //! Version history: 1 (effects held inline), 2 (large effects boxed, names shared as
-//! `Arc<str>`: a different rkyv layout of the payload), 3 (record kinds; kind 1 added).
-//! Version 2 segments hold only kind-0 records and are read as they are; a segment of
-//! another version is refused, never misread.
+//! `Arc<str>`: a different rkyv layout of the payload), 3 (record kinds; kind 1 added),
+//! 4 (kind 2 added, and written instead of kind 1). Segments of versions 2 and 3 are
+//! read as they are (kind 2 only in version 4 segments); a segment of another version
+//! is refused, never misread. A build never appends to a segment of an older version:
+//! recovery starts a new segment after it.
 //!
 //! Recovery reads records in order and stops at the first one that is incomplete, fails
 //! its checksum, or breaks the LSN sequence: that is a torn or corrupt tail, and the
@@ -45,7 +48,7 @@ use crate::error::EngineError;
 use crate::shard::Effect;
 
 pub const JOURNAL_MAGIC: [u8; 8] = *b"TGJRNL\r\n";
-pub const JOURNAL_FORMAT_VERSION: u32 = 3;
+pub const JOURNAL_FORMAT_VERSION: u32 = 4;
 /// The oldest segment version this build still reads.
 pub const OLDEST_READABLE_JOURNAL_VERSION: u32 = 2;
 pub const SEGMENT_HEADER_BYTES: usize = 16;
@@ -59,8 +62,11 @@ pub const MAX_RECORD_BYTES: usize = 16 << 20;
 pub enum RecordKind {
     /// An rkyv [`JournalEntry`]: the general effects of one request.
     Effects = 0,
-    /// A batch of charged records ([`crate::records::decode_charges`]).
+    /// A batch of charged records in the fixed layout of format 3
+    /// ([`crate::records::decode_charges`]); read, no longer written.
     Charges = 1,
+    /// A batch of charged records, compact ([`crate::records::ChargesWriter`]).
+    CompactCharges = 2,
 }
 
 const LENGTH_BITS: u32 = 28;
@@ -241,6 +247,8 @@ pub struct Scan {
     pub good_len: u64,
     /// Why the scan stopped before the end, if it did.
     pub cut_reason: Option<String>,
+    /// The segment's format version (0 for an empty or torn segment header).
+    pub version: u32,
 }
 
 /// The checksum of a record: CRC-32 of its kind byte (left out for kind 0, as in version 2)
@@ -266,10 +274,15 @@ pub struct ScannedRecord {
 /// must carry (`None`: any).
 pub fn scan(bytes: &[u8], shard: u32, expected_first_lsn: Option<u64>) -> Result<Scan, String> {
     if bytes.is_empty() {
-        return Ok(Scan { records: Vec::new(), good_len: 0, cut_reason: None });
+        return Ok(Scan { records: Vec::new(), good_len: 0, cut_reason: None, version: 0 });
     }
     if bytes.len() < SEGMENT_HEADER_BYTES {
-        return Ok(Scan { records: Vec::new(), good_len: 0, cut_reason: Some("torn segment header".to_owned()) });
+        return Ok(Scan {
+            records: Vec::new(),
+            good_len: 0,
+            cut_reason: Some("torn segment header".to_owned()),
+            version: 0,
+        });
     }
     if bytes[..8] != JOURNAL_MAGIC {
         return Err("not a journal segment (bad magic)".to_owned());
@@ -299,6 +312,7 @@ pub fn scan(bytes: &[u8], shard: u32, expected_first_lsn: Option<u64>) -> Result
         let kind = match word >> LENGTH_BITS {
             0 => RecordKind::Effects,
             1 if version >= 3 => RecordKind::Charges,
+            2 if version >= 4 => RecordKind::CompactCharges,
             other => break Some(format!("unknown record kind {other} at byte {at}")),
         };
         let crc = u32::from_le_bytes([bytes[at + 4], bytes[at + 5], bytes[at + 6], bytes[at + 7]]);
@@ -322,7 +336,7 @@ pub fn scan(bytes: &[u8], shard: u32, expected_first_lsn: Option<u64>) -> Result
         records.push(ScannedRecord { lsn, kind, payload: bytes[at + RECORD_HEADER_BYTES..end].to_vec() });
         at = end;
     };
-    Ok(Scan { records, good_len: at as u64, cut_reason })
+    Ok(Scan { records, good_len: at as u64, cut_reason, version })
 }
 
 /// Appends framed records to a storage device with group commit.

@@ -5,8 +5,9 @@ use std::path::Path;
 use crate::error::EngineError;
 use crate::journal::{
     scan, segment_path, segments, FileStorage, FsyncPolicy, Journal, JournalEntry, RecordKind, Scan, Storage,
+    JOURNAL_FORMAT_VERSION,
 };
-use crate::records::{decode_charges, Charges};
+use crate::records::{decode_charges, decode_compact_charges, Charges};
 use crate::shard::{Effect, MoneyKind, ShardState};
 use crate::snapshot;
 
@@ -29,8 +30,8 @@ pub fn replay_bytes(state: &mut ShardState, bytes: &[u8], shard: u32) -> Result<
                     state.apply(effect);
                 }
             }
-            RecordKind::Charges => {
-                let batch = decode_charges(&record.payload).map_err(|err| format!("record {lsn}: {err}"))?;
+            RecordKind::Charges | RecordKind::CompactCharges => {
+                let batch = decode(record.kind, &record.payload).map_err(|err| format!("record {lsn}: {err}"))?;
                 for charge in &batch.charges {
                     state.apply_charge(charge);
                 }
@@ -39,6 +40,14 @@ pub fn replay_bytes(state: &mut ShardState, bytes: &[u8], shard: u32) -> Result<
         state.lsn = lsn;
     }
     Ok(found)
+}
+
+/// A charges payload of either layout.
+fn decode(kind: RecordKind, payload: &[u8]) -> Result<Charges<'_>, String> {
+    match kind {
+        RecordKind::CompactCharges => decode_compact_charges(payload),
+        _ => decode_charges(payload),
+    }
 }
 
 /// What recovering a shard did.
@@ -84,13 +93,21 @@ pub fn recover(
             cut = Some(reason.clone());
         }
         if Some(index) == last {
-            tail = Some((storage, found.good_len));
+            tail = Some((storage, found.good_len, found.version, path.clone()));
         }
     }
     let replayed_records = state.lsn - snapshot_lsn;
     let journal = match tail {
-        Some((storage, good_len)) => Journal::new(Box::new(storage), shard, policy, good_len),
-        None => {
+        Some((storage, good_len, version, _)) if version == JOURNAL_FORMAT_VERSION || good_len == 0 => {
+            Journal::new(Box::new(storage), shard, policy, good_len)
+        }
+        Some((mut storage, _, _, path)) if path == segment_path(dir, shard, state.lsn + 1) => {
+            // A segment of an older format holding no record: begun again in this one.
+            storage.truncate(0).map_err(EngineError::io(&path))?;
+            Journal::new(Box::new(storage), shard, policy, 0)
+        }
+        // Never appended to: a segment of an older format is followed by a new one.
+        Some(_) | None => {
             let path = segment_path(dir, shard, state.lsn + 1);
             let storage = FileStorage::open(&path).map_err(EngineError::io(&path))?;
             Journal::new(Box::new(storage), shard, policy, 0)
@@ -175,7 +192,9 @@ pub fn read_history(dir: &Path, shard: u32) -> Result<Vec<(u64, JournalEntry)>, 
             let damaged = |reason| EngineError::Journal { path: path.clone(), offset: 0, reason };
             let entry = match record.kind {
                 RecordKind::Effects => JournalEntry::decode(&record.payload).map_err(damaged)?,
-                RecordKind::Charges => charges_as_entry(&decode_charges(&record.payload).map_err(damaged)?),
+                RecordKind::Charges | RecordKind::CompactCharges => {
+                    charges_as_entry(&decode(record.kind, &record.payload).map_err(damaged)?)
+                }
             };
             out.push((record.lsn, entry));
         }

@@ -17,7 +17,7 @@ use crate::error::EngineError;
 use crate::journal::{FsyncPolicy, Journal, JournalEntry, RecordKind, MAX_RECORD_BYTES};
 use crate::model::AccountId;
 use crate::plans::Plans;
-use crate::records::{begin_charges, finish_charges, RecordAnswer, RecordCharge, RecordOutcome};
+use crate::records::{ChargesWriter, RecordAnswer, RecordCharge, RecordOutcome};
 use crate::recovery::{recover, start_segment, Recovered};
 use crate::shard::{charge_record, decide, expire, ChargingConfig, Context, Resolved, ShardState};
 use crate::snapshot::Captured;
@@ -571,7 +571,7 @@ impl Worker {
     fn run(&mut self) {
         let mut batch: Vec<Job> = Vec::with_capacity(self.config.max_batch);
         let mut answers = Answers::default();
-        let mut charges: Vec<u8> = Vec::with_capacity(1 << 20);
+        let mut charges = ChargesWriter::new();
         let (plans, directory, charging) =
             (Arc::clone(&self.plans), Arc::clone(&self.directory), Arc::clone(&self.charging));
         loop {
@@ -699,48 +699,40 @@ impl Worker {
         ctx: &Context<'_>,
         records: &[RecordCharge],
         positions: &[usize],
-        charges: &mut Vec<u8>,
+        charges: &mut ChargesWriter,
     ) -> RecordsAnswered {
         let mut answered = Vec::with_capacity(positions.len());
         let mut renewals = Vec::new();
-        let mut count = 0u32;
-        begin_charges(charges, ctx.now);
+        charges.begin(ctx.now);
         for (at, &index) in positions.iter().enumerate() {
             self.state.prepare(records, positions, at);
             let Some(record) = records.get(index) else { continue };
-            let before = charges.len();
             let answer = charge_record(&mut self.state, ctx, record, &mut renewals, charges);
             if !renewals.is_empty() {
                 // Journal order must be apply order: the charges decided before the
                 // renewal, the renewal, then this record's charge.
-                let this_charge = charges.split_off(before);
-                self.record_charges(charges, count);
-                self.record(ctx.now, std::mem::take(&mut renewals));
-                begin_charges(charges, ctx.now);
-                charges.extend_from_slice(&this_charge);
-                count = 0;
-            }
-            if answer.outcome == RecordOutcome::Charged && !answer.repeated {
-                count += 1;
-                if charges.len() >= MAX_RECORD_BYTES / 2 {
-                    self.record_charges(charges, count);
-                    begin_charges(charges, ctx.now);
-                    count = 0;
+                if let Some(ended) = charges.take_ended() {
+                    self.state.lsn += 1;
+                    self.journal.append_kind(self.state.lsn, RecordKind::CompactCharges, &ended);
                 }
+                self.record(ctx.now, std::mem::take(&mut renewals));
+            }
+            if charges.len() >= MAX_RECORD_BYTES / 2 {
+                self.record_charges(charges);
+                charges.begin(ctx.now);
             }
             answered.push((index, answer));
         }
-        self.record_charges(charges, count);
+        self.record_charges(charges);
         answered
     }
 
-    fn record_charges(&mut self, charges: &mut [u8], count: u32) {
-        if count == 0 {
+    fn record_charges(&mut self, charges: &mut ChargesWriter) {
+        if charges.is_empty() {
             return;
         }
-        finish_charges(charges, count);
         self.state.lsn += 1;
-        self.journal.append_kind(self.state.lsn, RecordKind::Charges, charges);
+        self.journal.append_kind(self.state.lsn, RecordKind::CompactCharges, charges.finish());
     }
 
     fn record(&mut self, now: i64, effects: Vec<crate::shard::Effect>) {

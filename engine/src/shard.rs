@@ -27,8 +27,8 @@ use crate::model::{
 };
 use crate::plans::{Plans, Versioned};
 use crate::records::{
-    ChargeEffect, Memo, MoneyMoves, RecentRecords, RecordAnswer, RecordCharge, RecordKey, RecordOutcome, ServiceName,
-    NO_DESTINATION,
+    ChargeEffect, ChargesWriter, Memo, MoneyMoves, RecentRecords, RecordAnswer, RecordCharge, RecordKey, RecordOutcome,
+    ServiceName, NO_DESTINATION,
 };
 
 /// Most money buckets one account may hold (the main one included).
@@ -522,14 +522,15 @@ pub fn decide(
 }
 
 /// Charges one rated record on the bulk path. A charged record's changes are applied and
-/// encoded into `journal` (a charges payload, see [`crate::records`]); bucket renewals due
-/// first are applied and pushed to `renewals` (journaled as an ordinary record before it).
+/// written to `journal`. Bucket renewals due first are applied and pushed to `renewals`,
+/// to be journaled as an ordinary record before the charge: `journal` then ends the
+/// payload it held before them ([`ChargesWriter::take_ended`]).
 pub fn charge_record(
     state: &mut ShardState,
     ctx: &Context<'_>,
     record: &RecordCharge,
     renewals: &mut Vec<Effect>,
-    journal: &mut Vec<u8>,
+    journal: &mut ChargesWriter,
 ) -> RecordAnswer {
     if let Some(memo) = state.recent_records.get(&record.key).copied() {
         let plan = state
@@ -549,6 +550,9 @@ pub fn charge_record(
     if renewal_due(state.accounts.at(slot), subscription, renew_at) {
         let mut tx = Transaction { state: &mut *state, effects: Vec::new() };
         renew_buckets(&mut tx, account, subscription, renew_at);
+        if !tx.effects.is_empty() {
+            journal.end_part();
+        }
         renewals.extend(tx.effects);
     }
     let (holder, sub) = (state.accounts.at(slot), &state.subscriptions[&subscription]);
@@ -572,7 +576,7 @@ pub fn charge_record(
         service: ServiceName::Shared(&plan.names.services[usize::from(rated.service)]),
     };
     state.apply_new_charge(slot, &effect);
-    effect.encode_into(journal);
+    journal.push(&effect);
     memo.answer(Some(plan.handle), false)
 }
 

@@ -8,7 +8,7 @@ mod common;
 use common::*;
 use tollgate_engine::directory::Directory;
 use tollgate_engine::journal::{FsyncPolicy, Journal, JournalEntry, MemoryStorage, RecordKind};
-use tollgate_engine::records::{begin_charges, finish_charges};
+use tollgate_engine::records::ChargesWriter;
 use tollgate_engine::recovery::replay_bytes;
 use tollgate_engine::shard::{charge_record, decide, ChargingConfig, Context, Resolved, ShardState};
 use tollgate_engine::snapshot::SnapshotImage;
@@ -93,8 +93,8 @@ fn every_cut_point_recovers_exactly_the_complete_records() {
         images.push(SnapshotImage::of(&state));
         if index % 4 == 3 {
             // A bulk message of two rated records: one charges record.
-            let mut payload = Vec::new();
-            begin_charges(&mut payload, MONDAY_10);
+            let mut payload = ChargesWriter::new();
+            payload.begin(MONDAY_10);
             let mut renewals = Vec::new();
             let mut charged = 0;
             for (n, usage) in [call("4990012345", MONDAY_10, 1), sms(MONDAY_10)].into_iter().enumerate() {
@@ -108,11 +108,11 @@ fn every_cut_point_recovers_exactly_the_complete_records() {
                 let answer = charge_record(&mut state, &ctx, &record, &mut renewals, &mut payload);
                 charged += u32::from(answer.outcome == RecordOutcome::Charged);
             }
+            assert_eq!(payload.count(), charged);
             assert!(renewals.is_empty());
-            if charged > 0 {
-                finish_charges(&mut payload, charged);
+            if !payload.is_empty() {
                 state.lsn += 1;
-                journal.append_kind(state.lsn, RecordKind::Charges, &payload);
+                journal.append_kind(state.lsn, RecordKind::CompactCharges, payload.finish());
                 images.push(SnapshotImage::of(&state));
             }
         }
@@ -132,7 +132,7 @@ fn every_cut_point_recovers_exactly_the_complete_records() {
         let last = *record_ends.last().expect("ends");
         record_ends.push(last + tollgate_engine::journal::RECORD_HEADER_BYTES + record.payload.len());
     }
-    assert!(full.records.iter().any(|r| r.kind == RecordKind::Charges), "the workload writes charges records");
+    assert!(full.records.iter().any(|r| r.kind == RecordKind::CompactCharges), "the workload writes charges records");
     assert!(images.len() > 15, "the workload writes records");
     assert_eq!(*record_ends.last().expect("ends"), bytes.len());
 

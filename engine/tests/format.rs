@@ -12,7 +12,7 @@ use tollgate_engine::{Body, Operation, RecordCharge, RecordKey, RecordOutcome, T
 
 /// The fixture the current build writes when regenerating.
 fn fixture_dir() -> PathBuf {
-    fixture("data-v3")
+    fixture("data-v4")
 }
 
 fn fixture(name: &str) -> PathBuf {
@@ -57,9 +57,11 @@ fn reads_a_data_dir_written_by_an_earlier_build() {
     if std::env::var_os("TOLLGATE_REGENERATE_FIXTURES").is_some() {
         write_fixture();
     }
-    // Version 2: general records only. Version 3 adds a charges record (the bulk path).
+    // Version 2: general records only. Version 3 adds a charges record (the bulk path),
+    // version 4 writes it compactly.
     check_fixture("data-v2", "12.51", false);
     check_fixture("data-v3", "10.02", true);
+    check_fixture("data-v4", "10.02", true);
 }
 
 fn check_fixture(name: &str, balance: &str, has_records: bool) {
@@ -97,6 +99,24 @@ fn check_fixture(name: &str, balance: &str, has_records: bool) {
         assert_eq!((answer.origin, answer.amount), (1, d("2.49")), "{name}: the first charge's memo");
         assert!(answer.rated.is_some());
     }
+    assert_eq!(h.engine.check_invariants().expect("inspect"), Vec::<String>::new());
+    // This build writes after the old records (never into a segment of an older format)
+    // and reads both back.
+    let record = RecordCharge {
+        key: RecordKey::of("cdr-new"),
+        origin: 3,
+        account: 1,
+        subscription: 10,
+        usage: call("4990012345", MONDAY_10, 30),
+    };
+    assert_eq!(h.engine.charge_records(vec![record.clone()]).expect("records")[0].outcome, RecordOutcome::Charged);
+    h.run("top-new", Target::Account(1), Operation::TopUp { amount: d("1.00"), reference: "new".into() });
+    let expected = d(balance) - d("2.49") + d("1.00");
+    let h = h.restart();
+    let again = h.engine.charge_records(vec![record]).expect("records")[0];
+    assert!(again.repeated && again.origin == 3, "{name}: {again:?}");
+    let Body::Balance(view) = h.run("", Target::Account(1), Operation::BalanceEnquiry).body else { panic!("balance") };
+    assert_eq!(view.balance, expected, "{name}: after a restart");
     assert_eq!(h.engine.check_invariants().expect("inspect"), Vec::<String>::new());
 }
 
