@@ -73,15 +73,17 @@ fn chf_records_give_one_data_event_per_used_unit_container() {
     assert_eq!(
         got,
         [
-            // CDR 1 (E.164), first rating group 30 entry: uplink + downlink, from the
-            // containers' triggerTimeStamp
-            (msisdn.clone(), Some(30), 120_000 + 480_000, T0 + 2040),
-            (msisdn.clone(), Some(30), 80_000 + 320_000, T0 + 2340),
+            // CDR 1 (E.164), first rating group 30 entry: uplink + downlink, from
+            // each container's triggerTimeStamp (when it closed) less the time it
+            // covers: 10:34:00 − 240 s and 10:39:00 − 300 s
+            (msisdn.clone(), Some(30), 120_000 + 480_000, T0 + 1800),
+            (msisdn.clone(), Some(30), 80_000 + 320_000, T0 + 2040),
             // second rating group 30 entry: dataTotalVolume, no triggerTimeStamp, so
             // the record's opening time
             (msisdn, Some(30), 250_000, T0 + 1800),
-            // CDR 2 (IMSI)
-            (Identity::Imsi("262010000000002".into()), Some(30), 50_000 + 150_000, T0 + 2520),
+            // CDR 2 (IMSI): the PDU container's timeOfFirstUsage, 10:40:10, before
+            // the trigger time less the time (10:40:00)
+            (Identity::Imsi("262010000000002".into()), Some(30), 50_000 + 150_000, T0 + 2410),
         ]
     );
     let h = Harness::new("ber-chf");

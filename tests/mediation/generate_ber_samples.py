@@ -398,11 +398,17 @@ def _chf_asn():
     return module.GLOBAL.MOD
 
 
-def used_units(seconds, trigger=None, up=None, down=None, total=None):
-    """One UsedUnitContainer: time used, optional triggerTimeStamp and volumes."""
+def used_units(seconds, trigger=None, up=None, down=None, total=None, first=None, last=None):
+    """One UsedUnitContainer: time used, optional triggerTimeStamp, volumes and the
+    PDU container's first and last usage times."""
     c = {"serviceIdentifier": 1, "time": seconds}
     if trigger is not None:
         c["triggerTimeStamp"] = timestamp(at(trigger))
+    if first is not None:
+        c["pDUContainerInformation"] = {
+            "timeOfFirstUsage": timestamp(at(first)),
+            "timeOfLastUsage": timestamp(at(last)),
+        }
     if total is not None:
         c["dataTotalVolume"] = total
     if up is not None:
@@ -442,7 +448,8 @@ def build_chf_records(G):
     return [
         # subscriber 1 by MSISDN (E.164), opened 10:30:00 for 600 s
         chf_record(G, "eND-USER-E164", MSISDN_1, 1, 1800, 600, 0, [
-            # rating group 30: two containers, uplink/downlink and a trigger time
+            # rating group 30: two containers, uplink/downlink, the time each
+            # covers and the trigger time that closed it
             (30, [
                 used_units(240, trigger=2040, up=120000, down=480000),
                 used_units(300, trigger=2340, up=80000, down=320000),
@@ -456,7 +463,8 @@ def build_chf_records(G):
         # subscriber 2 by IMSI, opened 10:40:00 for 120 s
         chf_record(G, "eND-USER-IMSI", IMSI_2, 1, 2400, 120, 0, [
             (30, [
-                used_units(120, trigger=2520, up=50000, down=150000),
+                # the SMF's first and last usage times inside the container
+                used_units(120, trigger=2520, up=50000, down=150000, first=2410, last=2500),
             ]),
         ]),
     ]

@@ -208,7 +208,7 @@ fn chf(record: &Tlv<'_>, id: &str) -> Result<Vec<UsageRecord>, String> {
             let container = container?;
             limit(&events, at)?;
             let c = fields(&container)?;
-            let start = time_field(&c, 3, "triggerTimeStamp")?.unwrap_or(opened);
+            let start = container_start(&c, opened)?;
             let total = number(&c, 4, "dataTotalVolume")?;
             let (uplink, downlink) = match total {
                 Some(total) => (total, 0),
@@ -220,6 +220,25 @@ fn chf(record: &Tlv<'_>, id: &str) -> Result<Vec<UsageRecord>, String> {
         }
     }
     Ok(events)
+}
+
+/// When a used-unit container's usage started: `pDUContainerInformation [11]` →
+/// `timeOfFirstUsage [2]` when the SMF sent it; else `triggerTimeStamp [3]` (when the
+/// container was closed) less the `time [1]` it covers; else the trigger time; else the
+/// record's opening time.
+fn container_start(c: &[Tlv<'_>], opened: i64) -> Result<i64, String> {
+    if let Some(information) = find(c, 11) {
+        if let Some(first) = time_field(&fields(&information)?, 2, "timeOfFirstUsage")? {
+            return Ok(first);
+        }
+    }
+    let trigger = time_field(c, 3, "triggerTimeStamp")?;
+    let used = number(c, 1, "time")?;
+    Ok(match (trigger, used) {
+        (Some(trigger), Some(used)) => trigger.saturating_sub(i64::try_from(used).unwrap_or(i64::MAX)),
+        (Some(trigger), None) => trigger,
+        (None, _) => opened,
+    })
 }
 
 /// `SubscriptionID ::= SET { subscriptionIDType [0] ENUMERATED, subscriptionIDData [1] UTF8String }`
