@@ -1,8 +1,9 @@
 //! The exactly-once window: the values of recent idempotency keys, in two generations.
 //!
 //! Keys go into the current generation until it holds `window` keys; then it becomes the
-//! previous generation and the one before is forgotten whole, dropped on a thread of its
-//! own so the shard does not stop to free a million answers. So the last `window` keys
+//! previous generation and the one before is forgotten whole: dropped on a thread of its
+//! own so the shard does not stop to free a million answers, or, when its entries need
+//! no dropping, cleared and reused as the next generation. So the last `window` keys
 //! are always remembered (and at most `2 × window`). An earlier version kept an exact
 //! ring of the last `window` keys and forgot the oldest key with every new one: a second
 //! random probe into a table of a million keys for every record, the largest single cost
@@ -76,9 +77,18 @@ impl<K: Hash + Eq + Send + 'static, V: Send + 'static> Window<K, V> {
     /// The full current generation becomes the previous one, and the one before it is
     /// forgotten. The next fills as far, so it starts at that size.
     fn rotate(&mut self) {
-        let fresh = Map::with_capacity_and_hasher(self.window, Default::default());
-        let full = std::mem::replace(&mut self.current, fresh);
-        forget(std::mem::replace(&mut self.previous, full));
+        let full = std::mem::take(&mut self.current);
+        let mut forgotten = std::mem::replace(&mut self.previous, full);
+        if !std::mem::needs_drop::<(K, V)>() && forgotten.capacity() >= self.window {
+            // Nothing to drop (the record window's digests and memos): forgetting is
+            // resetting the table's control bytes, and the next generation fills the
+            // same memory, already mapped, instead of faulting in a fresh table.
+            forgotten.clear();
+            self.current = forgotten;
+        } else {
+            self.current = Map::with_capacity_and_hasher(self.window, Default::default());
+            forget(forgotten);
+        }
     }
 
     /// Replaces the value of a key present (its age is unchanged); false if absent.
