@@ -323,12 +323,12 @@ const DESTINATION: u8 = 1 << 1;
 const ONE_MOVE: u8 = 1 << 2;
 const DRAWS: u8 = 1 << 3;
 const NEW_NAME: u8 = 1 << 4;
-const HEADER_BYTES: usize = 12;
 /// The smallest charge: flags, key and one byte for each of the nine other fields.
 const COMPACT_MIN_BYTES: usize = 1 + 16 + 9;
 
-/// Builds one compact charges payload (journal record kind 2; layout above).
-#[derive(Debug, Default)]
+/// Builds one compact charges payload (journal record kind 2; layout above). Its bytes
+/// always start with a header: a new writer holds an empty payload decided at 0.
+#[derive(Debug)]
 pub struct ChargesWriter {
     bytes: Vec<u8>,
     count: u32,
@@ -337,6 +337,15 @@ pub struct ChargesWriter {
     names: SmallVec<[std::sync::Arc<str>; 4]>,
     /// Where a payload ended by [`ChargesWriter::end_part`] stops.
     ended: Option<usize>,
+}
+
+impl Default for ChargesWriter {
+    fn default() -> ChargesWriter {
+        let mut writer =
+            ChargesWriter { bytes: Vec::new(), count: 0, decided_at: 0, names: SmallVec::new(), ended: None };
+        writer.begin(0);
+        writer
+    }
 }
 
 impl ChargesWriter {
@@ -395,17 +404,11 @@ impl ChargesWriter {
     /// The payload, its count written (after what [`ChargesWriter::take_ended`] took).
     pub fn finish(&mut self) -> &[u8] {
         debug_assert!(self.ended.is_none(), "take the ended payload first");
-        if self.bytes.len() < HEADER_BYTES {
-            self.begin(self.decided_at);
-        }
         self.bytes[8..12].copy_from_slice(&self.count.to_le_bytes());
         &self.bytes
     }
 
     pub fn push(&mut self, effect: &ChargeEffect<'_>) {
-        if self.bytes.len() < HEADER_BYTES {
-            self.begin(self.decided_at);
-        }
         let memo = &effect.memo;
         let one_move = matches!(effect.moves.as_slice(), [(0, delta)] if *delta == -memo.amount);
         let name = self.name_index(effect.service);
@@ -470,7 +473,12 @@ impl ChargesWriter {
     }
 }
 
-fn varint(out: &mut Vec<u8>, mut value: u64) {
+fn varint(out: &mut Vec<u8>, value: u64) {
+    leb128(out, u128::from(value));
+}
+
+/// LEB128: 7 bits a byte, low first, the high bit set on every byte but the last.
+fn leb128(out: &mut Vec<u8>, mut value: u128) {
     while value >= 0x80 {
         out.push(value as u8 | 0x80);
         value >>= 7;
@@ -489,12 +497,7 @@ fn unzigzag(value: u64) -> i64 {
 fn decimal(out: &mut Vec<u8>, value: Decimal) {
     let sign = if value.is_sign_negative() { 0x80 } else { 0 };
     out.push(sign | value.scale() as u8);
-    let mut magnitude = value.mantissa().unsigned_abs();
-    while magnitude >= 0x80 {
-        out.push(magnitude as u8 | 0x80);
-        magnitude >>= 7;
-    }
-    out.push(magnitude as u8);
+    leb128(out, value.mantissa().unsigned_abs());
 }
 
 /// Reads a compact charges payload (kind 2); the error names the byte offset that is wrong.
@@ -658,18 +661,22 @@ impl<'a> Reader<'a> {
     }
     fn varint(&mut self) -> Result<u64, String> {
         let at = self.at;
-        let mut value = 0u64;
-        for shift in (0..64).step_by(7) {
+        self.leb128(64)?
+            .and_then(|value| u64::try_from(value).ok())
+            .ok_or_else(|| format!("varint at byte {at} is longer than 64 bits"))
+    }
+
+    /// A LEB128 number ([`leb128`]); `None` when it has more than `bits` bits.
+    fn leb128(&mut self, bits: u32) -> Result<Option<u128>, String> {
+        let mut value = 0u128;
+        for shift in (0..bits).step_by(7) {
             let byte = self.u8()?;
-            value |= u64::from(byte & 0x7f) << shift;
+            value |= u128::from(byte & 0x7f) << shift;
             if byte & 0x80 == 0 {
-                if shift == 63 && byte > 1 {
-                    break;
-                }
-                return Ok(value);
+                return Ok((value >> bits == 0).then_some(value));
             }
         }
-        Err(format!("varint at byte {at} is longer than 64 bits"))
+        Ok(None)
     }
 
     /// A varint that must fit `T`; `what` names the field in the error.
@@ -683,18 +690,11 @@ impl<'a> Reader<'a> {
         let at = self.at;
         let head = self.u8()?;
         let scale = u32::from(head & 0x7f);
-        let mut magnitude = 0u128;
-        for shift in (0..98).step_by(7) {
-            let byte = self.u8()?;
-            magnitude |= u128::from(byte & 0x7f) << shift;
-            if byte & 0x80 == 0 {
-                let signed = i128::try_from(magnitude).unwrap_or(i128::MAX);
-                let signed = if head & 0x80 != 0 { -signed } else { signed };
-                return Decimal::try_from_i128_with_scale(signed, scale)
-                    .map_err(|_| format!("decimal at byte {at} is out of range (scale {scale})"));
-            }
-        }
-        Err(format!("decimal at byte {at} is longer than 96 bits"))
+        // At most 96 bits, so the magnitude fits an i128.
+        let magnitude = self.leb128(96)?.ok_or_else(|| format!("decimal at byte {at} is longer than 96 bits"))? as i128;
+        let signed = if head & 0x80 != 0 { -magnitude } else { magnitude };
+        Decimal::try_from_i128_with_scale(signed, scale)
+            .map_err(|_| format!("decimal at byte {at} is out of range (scale {scale})"))
     }
 
     fn decimal(&mut self) -> Result<Decimal, String> {
