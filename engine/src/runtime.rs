@@ -712,8 +712,7 @@ impl Worker {
                 // Journal order must be apply order: the charges decided before the
                 // renewal, the renewal, then this record's charge.
                 if let Some(ended) = charges.take_ended() {
-                    self.state.lsn += 1;
-                    self.journal.append_kind(self.state.lsn, RecordKind::CompactCharges, &ended);
+                    self.append_charges(&ended);
                 }
                 self.record(ctx.now, std::mem::take(&mut renewals));
             }
@@ -728,11 +727,15 @@ impl Worker {
     }
 
     fn record_charges(&mut self, charges: &mut ChargesWriter) {
-        if charges.is_empty() {
-            return;
+        if !charges.is_empty() {
+            self.append_charges(charges.finish());
         }
+    }
+
+    /// Journals one charges payload as the shard's next record.
+    fn append_charges(&mut self, payload: &[u8]) {
         self.state.lsn += 1;
-        self.journal.append_kind(self.state.lsn, RecordKind::CompactCharges, charges.finish());
+        self.journal.append_kind(self.state.lsn, RecordKind::CompactCharges, payload);
     }
 
     fn record(&mut self, now: i64, effects: Vec<crate::shard::Effect>) {

@@ -852,7 +852,6 @@ fn balance_view(state: &ShardState, ctx: &Context<'_>, id: AccountId) -> Balance
     }
 }
 
-/// Renews the subscription's unit buckets whose cycle ended before `now`.
 /// A unit bucket of `subscription` that ended by `now` and renews (not while
 /// reservations hold units of it).
 fn renews(bucket: &UnitBucket, subscription: SubscriptionId, now: i64) -> bool {
@@ -866,6 +865,7 @@ fn renewal_due(account: &Account, subscription: SubscriptionId, now: i64) -> boo
     account.units.iter().any(|b| renews(b, subscription, now))
 }
 
+/// Renews the subscription's unit buckets whose cycle ended before `now`.
 fn renew_buckets(tx: &mut Transaction<'_>, account: AccountId, subscription: SubscriptionId, now: i64) {
     let due: Vec<(BucketId, i64, i64)> = tx.state().accounts[&account]
         .units
