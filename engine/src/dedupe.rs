@@ -14,10 +14,13 @@ use std::hash::Hash;
 use std::sync::Arc;
 
 use crate::api::Answer;
-use crate::shard::Map;
+use crate::table::{Table, MAX_ENTRIES};
 
 /// Below this many keys a forgotten generation is dropped in place.
 const DROP_ELSEWHERE: usize = 1 << 14;
+
+/// Most keys a window remembers per generation.
+pub const MAX_WINDOW: usize = MAX_ENTRIES;
 
 /// Recent keys with their values; a key keeps its first value. At least the last
 /// `window` keys are remembered, at most `2 × window`. Both exactly-once windows
@@ -25,13 +28,14 @@ const DROP_ELSEWHERE: usize = 1 << 14;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Window<K: Hash + Eq, V> {
     window: usize,
-    current: Map<K, V>,
-    previous: Map<K, V>,
+    current: Table<K, V>,
+    previous: Table<K, V>,
 }
 
 impl<K: Hash + Eq + Send + 'static, V: Send + 'static> Window<K, V> {
+    /// A window of `window` keys (at least 1, at most [`MAX_WINDOW`]).
     pub fn new(window: usize) -> Window<K, V> {
-        Window { window: window.max(1), current: Map::default(), previous: Map::default() }
+        Window { window: window.clamp(1, MAX_WINDOW), current: Table::default(), previous: Table::default() }
     }
 
     pub fn window(&self) -> usize {
@@ -57,10 +61,10 @@ impl<K: Hash + Eq + Send + 'static, V: Send + 'static> Window<K, V> {
         if self.previous.contains_key(&key) {
             return;
         }
-        if self.current.len() == self.window && !self.current.contains_key(&key) {
-            self.rotate();
+        if self.current.contains_key(&key) {
+            return;
         }
-        self.current.entry(key).or_insert(value);
+        self.insert_absent(key, value);
     }
 
     /// Remembers `value` for a `key` the caller found in neither generation (by
@@ -71,7 +75,18 @@ impl<K: Hash + Eq + Send + 'static, V: Send + 'static> Window<K, V> {
         if self.current.len() == self.window {
             self.rotate();
         }
-        self.current.insert(key, value);
+        // The window is at most MAX_WINDOW keys, so the table always takes it.
+        self.current.insert_absent(key, value);
+    }
+
+    /// Starts loading what looking `key` up (and then adding it) reads first, in both
+    /// generations.
+    pub fn prefetch<Q: Hash + Eq + ?Sized>(&self, key: &Q)
+    where
+        K: Borrow<Q>,
+    {
+        self.current.prefetch(key);
+        self.previous.prefetch(key);
     }
 
     /// The full current generation becomes the previous one, and the one before it is
@@ -86,7 +101,7 @@ impl<K: Hash + Eq + Send + 'static, V: Send + 'static> Window<K, V> {
             forgotten.clear();
             self.current = forgotten;
         } else {
-            self.current = Map::with_capacity_and_hasher(self.window, Default::default());
+            self.current = Table::with_capacity(self.window);
             forget(forgotten);
         }
     }
@@ -155,7 +170,7 @@ impl<K: Hash + Eq + Send + 'static, V: Send + 'static> Default for Window<K, V> 
 }
 
 /// Drops a forgotten generation; a large one on a short-lived thread of its own.
-fn forget<K: Send + 'static, V: Send + 'static>(generation: Map<K, V>) {
+fn forget<K: Send + 'static, V: Send + 'static>(generation: Table<K, V>) {
     if generation.len() < DROP_ELSEWHERE {
         return;
     }

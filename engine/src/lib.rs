@@ -18,6 +18,7 @@ pub mod recovery;
 pub mod runtime;
 pub mod shard;
 pub mod snapshot;
+mod table;
 
 pub use api::{
     Answer, Body, Charged, Grant, Operation, Outcome, Request, Rerated, ServiceRef, SessionStep, SmolStr, Target,

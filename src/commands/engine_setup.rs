@@ -91,6 +91,9 @@ impl EngineArgs {
         if self.shards == 0 {
             bail!("--shards must be at least 1");
         }
+        if !(1..=tollgate_engine::dedupe::MAX_WINDOW).contains(&self.dedupe_window) {
+            bail!("--dedupe-window must be between 1 and {}", tollgate_engine::dedupe::MAX_WINDOW);
+        }
         let mut config = EngineConfig::new(&self.data_dir);
         config.shards = self.shards;
         config.fsync = self.fsync;

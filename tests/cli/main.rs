@@ -147,6 +147,25 @@ fn demo_runs_the_main_job_and_verifies_it() {
 }
 
 #[test]
+fn engine_settings_out_of_bounds_are_refused_by_name() {
+    let dir = scratch("bounds");
+    let data_dir = dir.join("data");
+    let data_dir = data_dir.to_str().expect("path");
+    for (flag, value, expected) in [
+        ("--shards", "0", "--shards must be at least 1"),
+        ("--dedupe-window", "0", "--dedupe-window must be between 1 and"),
+        ("--dedupe-window", "4294967296", "--dedupe-window must be between 1 and"),
+    ] {
+        let output =
+            tollgate(&["balance", "show", "--subscriber", "msisdn:1", "--data-dir", data_dir, flag, value], "");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{flag} {value} was accepted");
+        assert!(stderr.contains(expected), "{flag} {value}: {stderr}");
+    }
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
 fn account_and_balance_commands_work_on_a_data_dir() {
     let dir = scratch("accounts");
     let data = dir.join("data");
