@@ -51,13 +51,41 @@ pub struct Rounding {
 pub const MAX_ROUNDING_DECIMALS: u32 = 12;
 
 impl Rounding {
-    /// Rounds `amount` with this rule.
     /// Rounds `amount` with this rule; the result always carries exactly `decimals`
-    /// decimals (0.1 becomes 0.10), as it will be shown on an invoice.
+    /// decimals (0.1 becomes 0.10), as it will be shown on an invoice. A zero result has
+    /// no sign.
     pub fn apply(self, amount: Decimal) -> Decimal {
+        if let Some(rounded) = self.shorten(amount) {
+            return rounded;
+        }
         let mut rounded = amount.round_dp_with_strategy(self.decimals, self.mode.strategy());
         rounded.rescale(self.decimals);
+        if rounded.is_zero() {
+            rounded.set_sign_positive(true);
+        }
         rounded
+    }
+
+    /// [`Rounding::apply`] for an amount with more decimals than the rule keeps (a
+    /// price divided by its unit has up to 28): its mantissa divided once, in 128-bit
+    /// integers. rust_decimal's own rounding divides nine digits at a time, twice, and
+    /// builds the midpoint by repeated multiplication; it was the largest single cost of
+    /// rating an event. `None` when the amount has no more decimals than the rule.
+    fn shorten(self, amount: Decimal) -> Option<Decimal> {
+        let divisor = 10u128.checked_pow(amount.scale().checked_sub(self.decimals).filter(|drop| *drop > 0)?)?;
+        let magnitude = amount.mantissa().unsigned_abs();
+        let (quotient, remainder) = (magnitude / divisor, magnitude % divisor);
+        // The remainder against what is left to the next multiple of the divisor.
+        let rest = divisor - remainder;
+        let away = match self.mode {
+            RoundingMode::Down => false,
+            RoundingMode::Up => remainder != 0,
+            RoundingMode::HalfUp => remainder >= rest,
+            RoundingMode::HalfEven => remainder > rest || (remainder == rest && quotient % 2 == 1),
+        };
+        let magnitude = i128::try_from(quotient + u128::from(away)).ok()?;
+        let signed = if amount.is_sign_negative() { -magnitude } else { magnitude };
+        Decimal::try_from_i128_with_scale(signed, self.decimals).ok()
     }
 
     /// The smallest amount this rule can express (0.01 for two decimals).
@@ -134,6 +162,38 @@ mod tests {
 
     fn d(text: &str) -> Decimal {
         Decimal::from_str(text).expect("test decimal")
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn shortening_rounds_as_rust_decimal_does(
+            kept in 0i128..1_000_000_000_000,
+            negative in proptest::bool::ANY,
+            decimals in 0u32..=MAX_ROUNDING_DECIMALS,
+            dropped in 1u32..=16,
+            fraction in proptest::num::u64::ANY,
+            tie in proptest::bool::ANY,
+            mode in proptest::sample::select(vec![
+                RoundingMode::HalfUp, RoundingMode::HalfEven, RoundingMode::Up, RoundingMode::Down,
+            ]),
+        ) {
+            // `kept` with `decimals` decimals, then `dropped` more digits: an exact half
+            // of the last kept digit when `tie`, else any.
+            let unit = 10i128.pow(dropped);
+            let fraction = if tie { unit / 2 } else { i128::from(fraction) % unit };
+            let magnitude = kept * unit + fraction;
+            let amount = Decimal::from_i128_with_scale(if negative { -magnitude } else { magnitude }, decimals + dropped);
+            let mut expected = amount.round_dp_with_strategy(decimals, mode.strategy());
+            expected.rescale(decimals);
+            let rounded = Rounding { mode, decimals }.apply(amount);
+            proptest::prop_assert_eq!(rounded, expected);
+            proptest::prop_assert_eq!(rounded.scale(), decimals);
+            if rounded.is_zero() {
+                proptest::prop_assert!(rounded.is_sign_positive(), "{amount} rounded to a signed zero");
+            } else {
+                proptest::prop_assert_eq!(rounded.to_string(), expected.to_string());
+            }
+        }
     }
 
     #[test]
