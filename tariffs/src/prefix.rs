@@ -102,6 +102,24 @@ impl PrefixTrie {
         PrefixTrie { nodes, prefixes: entries.len() as u32 }
     }
 
+    /// A trie read from a compiled plan, once its nodes are checked: every child lies
+    /// after its parent and inside the trie, so a walk always ends and never reads out of
+    /// bounds, whatever the bytes were. `Err` names the first bad node.
+    pub fn checked(self) -> Result<PrefixTrie, String> {
+        for (index, node) in self.nodes.iter().enumerate() {
+            let children = node.mask().count_ones() as usize;
+            let first = node.first_child() as usize;
+            if children > 0 && (first <= index || first + children > self.nodes.len()) {
+                return Err(format!(
+                    "destination trie node {index} has children at {first}..{} of {} nodes",
+                    first + children,
+                    self.nodes.len()
+                ));
+            }
+        }
+        Ok(self)
+    }
+
     /// The number of prefixes stored.
     pub fn len(&self) -> usize {
         self.prefixes as usize
@@ -183,6 +201,28 @@ mod tests {
         assert_eq!(trie.longest_match("33"), PrefixMatch::NotFound);
         assert_eq!(trie.longest_match("49x1"), PrefixMatch::Malformed { offset: 2 });
         assert_eq!(trie.longest_match("+"), PrefixMatch::Malformed { offset: 1 });
+    }
+
+    fn node(mask: u16, value: u32, first_child: u32) -> Node {
+        let mut node = Node::EMPTY;
+        node.0 |= u64::from(mask);
+        node.set_value(value);
+        node.set_first_child(first_child);
+        node
+    }
+
+    #[test]
+    fn a_trie_read_back_is_checked() {
+        let trie = build(&BTreeMap::from([("49".to_owned(), 1), ("4917".to_owned(), 2)]));
+        assert_eq!(trie.clone().checked(), Ok(trie));
+        // A child before its parent could make a walk go round for ever; one past the end
+        // would be read out of bounds.
+        let backwards = PrefixTrie { nodes: vec![node(0b10, NO_VALUE, 1), node(0b1, 3, 0)], prefixes: 1 };
+        let error = backwards.checked().expect_err("a cycle");
+        assert!(error.contains("node 1 has children at 0..1"), "{error}");
+        let outside = PrefixTrie { nodes: vec![node(0b11, NO_VALUE, 1), node(0, 3, 0)], prefixes: 1 };
+        let error = outside.checked().expect_err("out of bounds");
+        assert!(error.contains("node 0 has children at 1..3 of 2 nodes"), "{error}");
     }
 
     proptest! {

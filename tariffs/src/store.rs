@@ -10,7 +10,7 @@
 //! | 16 | 8 | payload length in bytes |
 //! | 24 | 4 | CRC-32 (IEEE) of the payload |
 //! | 28 | 4 | reserved, zero |
-//! | 32 | n | rkyv archive of [`CompiledPlan`], validated with bytecheck on load |
+//! | 32 | n | rkyv archive of [`CompiledPlan`], validated with bytecheck on load (and its destination trie checked) |
 //!
 //! Version history: 1 (12-byte prefix-trie nodes), 2 (8-byte packed nodes).
 //!
@@ -77,7 +77,10 @@ pub fn from_bytes(bytes: &[u8], file: &str) -> Result<CompiledPlan, TariffError>
     }
     let mut aligned = AlignedVec::<16>::with_capacity(payload.len());
     aligned.extend_from_slice(payload);
-    rkyv::from_bytes::<CompiledPlan, rancor::Error>(&aligned).map_err(|err| bad(format!("invalid archive: {err}")))
+    let mut plan = rkyv::from_bytes::<CompiledPlan, rancor::Error>(&aligned)
+        .map_err(|err| bad(format!("invalid archive: {err}")))?;
+    plan.prefixes = std::mem::take(&mut plan.prefixes).checked().map_err(bad)?;
+    Ok(plan)
 }
 
 /// Writes a compiled plan to `path` (through a temporary file and a rename, so a crash

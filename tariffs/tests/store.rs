@@ -61,6 +61,28 @@ fn damaged_files_are_refused_with_a_reason() {
     let mut other_version = bytes.clone();
     other_version[8..12].copy_from_slice(&(PLAN_FORMAT_VERSION + 1).to_le_bytes());
     refuse(&other_version, "format version");
+
+    // A well-checksummed file whose destination trie points a node's children back at
+    // itself (a walk would never end). The trie's root is its first node, `first child
+    // 1 << 32 | no value << 10 | digit mask`; other words of the archive can look the
+    // same, so each candidate is tried: with the root's children made to start at 0,
+    // the file must be refused for it.
+    let payload = 32;
+    let looks_like_root = |word: u64| word >> 32 == 1 && (word >> 10) & 0x3f_ffff == 0x3f_ffff && word & 0x3ff != 0;
+    let refused_for_the_trie = (payload..bytes.len() - 8).step_by(8).any(|at| {
+        if !looks_like_root(u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"))) {
+            return false;
+        }
+        let mut looping = bytes.clone();
+        looping[at + 4..at + 8].copy_from_slice(&0u32.to_le_bytes());
+        let crc = crc32fast::hash(&looping[payload..]);
+        looping[24..28].copy_from_slice(&crc.to_le_bytes());
+        matches!(
+            store::from_bytes(&looping, "p.tgplan"),
+            Err(TariffError::CompiledFormat { reason, .. }) if reason.contains("destination trie node 0 has children at 0..")
+        )
+    });
+    assert!(refused_for_the_trie, "no patched root was refused");
 }
 
 fn fixture(name: &str) -> PathBuf {
