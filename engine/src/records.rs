@@ -503,11 +503,7 @@ fn decimal(out: &mut Vec<u8>, value: Decimal) {
 /// Reads a compact charges payload (kind 2); the error names the byte offset that is wrong.
 pub fn decode_compact_charges(payload: &[u8]) -> Result<Charges<'_>, String> {
     let mut reader = Reader { bytes: payload, at: 0 };
-    let decided_at = reader.u64()? as i64;
-    let count = reader.u32()? as usize;
-    if count > payload.len() / COMPACT_MIN_BYTES {
-        return Err(format!("charge count {count} does not fit in {} bytes", payload.len()));
-    }
+    let (decided_at, count) = reader.charges_header(COMPACT_MIN_BYTES)?;
     let mut names: Vec<&str> = Vec::new();
     let mut charges = Vec::with_capacity(count);
     for _ in 0..count {
@@ -580,11 +576,7 @@ pub struct Charges<'a> {
 /// Reads a charges payload; the error names the byte offset that is wrong.
 pub fn decode_charges(payload: &[u8]) -> Result<Charges<'_>, String> {
     let mut reader = Reader { bytes: payload, at: 0 };
-    let decided_at = reader.u64()? as i64;
-    let count = reader.u32()? as usize;
-    if count > payload.len() / CHARGE_FIXED_BYTES {
-        return Err(format!("charge count {count} does not fit in {} bytes", payload.len()));
-    }
+    let (decided_at, count) = reader.charges_header(CHARGE_FIXED_BYTES)?;
     let mut charges = Vec::with_capacity(count);
     for _ in 0..count {
         let key = RecordKey(reader.u128()?);
@@ -628,6 +620,18 @@ struct Reader<'a> {
 }
 
 impl<'a> Reader<'a> {
+    /// A charges payload's header, either layout: when it was decided and how many
+    /// charges follow, refused when that many charges of at least `min_bytes` each
+    /// cannot fit in the payload.
+    fn charges_header(&mut self, min_bytes: usize) -> Result<(i64, usize), String> {
+        let decided_at = self.u64()? as i64;
+        let count = self.u32()? as usize;
+        if count > self.bytes.len() / min_bytes {
+            return Err(format!("charge count {count} does not fit in {} bytes", self.bytes.len()));
+        }
+        Ok((decided_at, count))
+    }
+
     fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
         let end = self.at.checked_add(n).filter(|end| *end <= self.bytes.len());
         match end {
