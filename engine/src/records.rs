@@ -356,12 +356,18 @@ impl ChargesWriter {
     /// Starts a new payload, dropping what the writer held.
     pub fn begin(&mut self, decided_at: i64) {
         self.bytes.clear();
-        self.bytes.extend_from_slice(&decided_at.to_le_bytes());
+        self.decided_at = decided_at;
+        self.ended = None;
+        self.open_payload();
+    }
+
+    /// Appends a payload header (count to be written when it ends) and starts counting
+    /// charges and spelling names anew.
+    fn open_payload(&mut self) {
+        self.bytes.extend_from_slice(&self.decided_at.to_le_bytes());
         self.bytes.extend_from_slice(&0u32.to_le_bytes());
         self.count = 0;
-        self.decided_at = decided_at;
         self.names.clear();
-        self.ended = None;
     }
 
     /// Ends the payload so far, when it holds a charge, and starts another after it:
@@ -373,10 +379,7 @@ impl ChargesWriter {
         }
         self.bytes[8..12].copy_from_slice(&self.count.to_le_bytes());
         self.ended = Some(self.bytes.len());
-        self.bytes.extend_from_slice(&self.decided_at.to_le_bytes());
-        self.bytes.extend_from_slice(&0u32.to_le_bytes());
-        self.count = 0;
-        self.names.clear();
+        self.open_payload();
     }
 
     /// The payload [`ChargesWriter::end_part`] ended, if any; the writer keeps what was
