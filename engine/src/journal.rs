@@ -25,8 +25,10 @@
 //!
 //! Version history: 1 (effects held inline), 2 (large effects boxed, names shared as
 //! `Arc<str>`: a different rkyv layout of the payload), 3 (record kinds; kind 1 added),
-//! 4 (kind 2 added, and written instead of kind 1). Segments of versions 2 and 3 are
-//! read as they are (kind 2 only in version 4 segments); a segment of another version
+//! 4 (kind 2 added, and written instead of kind 1), 5 (the session effects
+//! `SessionOpened`, `SessionReported` and `SessionEnded` appended to [`Effect`]: older
+//! records read unchanged). Segments of versions 2 to 4 are read as they are (kind 2
+//! only from version 4); a segment of another version
 //! is refused, never misread. A build never appends to a segment of an older version:
 //! recovery starts a new segment after it.
 //!
@@ -48,7 +50,7 @@ use crate::error::EngineError;
 use crate::shard::Effect;
 
 pub const JOURNAL_MAGIC: [u8; 8] = *b"TGJRNL\r\n";
-pub const JOURNAL_FORMAT_VERSION: u32 = 4;
+pub const JOURNAL_FORMAT_VERSION: u32 = 5;
 /// The oldest segment version this build still reads.
 pub const OLDEST_READABLE_JOURNAL_VERSION: u32 = 2;
 pub const SEGMENT_HEADER_BYTES: usize = 16;

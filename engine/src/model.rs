@@ -278,6 +278,58 @@ pub struct Reservation {
     pub destination: Option<String>,
 }
 
+/// An online charging session the engine knows: open, or quiet since its reservations
+/// expired (a tombstone, kept until `forget_at` so late usage is still charged once).
+/// A session the engine never knew, or one that was terminated or forgotten, is unknown:
+/// usage reported on it is refused, not charged.
+#[derive(Debug, Clone, PartialEq, Eq, Archive, RkyvSerialize, RkyvDeserialize)]
+pub struct SessionRecord {
+    pub session: String,
+    pub account: AccountId,
+    pub subscription: SubscriptionId,
+    pub opened_at: i64,
+    /// When the network last sent a request of this session.
+    pub reported_at: i64,
+    /// When the record is dropped if nothing more is heard.
+    pub forget_at: i64,
+    /// The rating groups seen, each with the start of its usage not yet reported.
+    pub groups: Vec<SessionGroup>,
+}
+
+/// One rating group of a [`SessionRecord`].
+#[derive(Debug, Clone, PartialEq, Eq, Archive, RkyvSerialize, RkyvDeserialize)]
+pub struct SessionGroup {
+    pub rating_group: u32,
+    /// When its last grant was made or its usage last reported: usage reported later
+    /// without a reservation to settle is dated from here.
+    pub usage_since: i64,
+    /// The called number of its last grant, for services priced by destination.
+    pub destination: Option<String>,
+}
+
+impl SessionRecord {
+    pub fn group(&self, rating_group: u32) -> Option<&SessionGroup> {
+        self.groups.iter().find(|g| g.rating_group == rating_group)
+    }
+
+    /// Records that `rating_group`'s unreported usage starts at `at`.
+    pub fn mark_group(&mut self, rating_group: u32, at: i64, destination: Option<&str>) {
+        match self.groups.iter_mut().find(|g| g.rating_group == rating_group) {
+            Some(group) => {
+                group.usage_since = at;
+                if let Some(destination) = destination {
+                    group.destination = Some(destination.to_owned());
+                }
+            }
+            None => self.groups.push(SessionGroup {
+                rating_group,
+                usage_since: at,
+                destination: destination.map(str::to_owned),
+            }),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::Identity;

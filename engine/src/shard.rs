@@ -22,8 +22,8 @@ use crate::cycle::{period_end, window_containing};
 use crate::dedupe::RecentAnswers;
 use crate::directory::Directory;
 use crate::model::{
-    Account, AccountId, AccountKind, BucketId, MoneyBucket, Reservation, Subscription, SubscriptionId, UnitBucket,
-    UsageTotal, UsageTotals, FOREVER,
+    Account, AccountId, AccountKind, BucketId, MoneyBucket, Reservation, SessionRecord, Subscription, SubscriptionId,
+    UnitBucket, UsageTotal, UsageTotals, FOREVER,
 };
 use crate::plans::{Plans, Versioned};
 use crate::records::{
@@ -41,6 +41,10 @@ pub struct ChargingConfig {
     pub validity_seconds: u32,
     /// How long after its validity a silent reservation is released (Tcc).
     pub reservation_grace_seconds: u32,
+    /// How long a session is remembered after its reservations expired with nothing more
+    /// heard (its tombstone): usage reported on it meanwhile is still charged, once,
+    /// dated from its grant; after that the session is unknown.
+    pub session_tombstone_seconds: u32,
     /// How many idempotency keys each shard remembers.
     pub dedupe_window: usize,
     /// Quota granted when a request names no units, per unit kind.
@@ -58,6 +62,7 @@ impl Default for ChargingConfig {
         ChargingConfig {
             validity_seconds: 600,
             reservation_grace_seconds: 60,
+            session_tombstone_seconds: 3600,
             dedupe_window: 1 << 20,
             default_quota_seconds: 300,
             default_quota_bytes: 10 << 20,
@@ -141,7 +146,25 @@ pub enum Effect {
     },
     /// A charged record's memo after a rerate (boxed: the effect stays as small as before).
     RecordRerated(Box<RecordRerated>),
+    /// An online session opened (its record, with no rating group yet).
+    SessionOpened(Box<SessionRecord>),
+    /// A request of the session was decided `at`: the usage of the `reported` rating
+    /// groups is settled up to `at`, and the record lives at least until `forget_at`.
+    SessionReported {
+        session: String,
+        at: i64,
+        forget_at: i64,
+        reported: Vec<u32>,
+    },
+    /// The session ended (terminated, or its tombstone expired): unknown from now on.
+    SessionEnded {
+        session: String,
+    },
 }
+
+/// How long a session is remembered after its last reservation expires, when the record
+/// was rebuilt from a reservation journaled before sessions had records of their own.
+pub const LEGACY_TOMBSTONE_SECONDS: i64 = 3600;
 
 /// The new memo of a rerated record.
 #[derive(Debug, Clone, PartialEq, Eq, Archive, RkyvSerialize, RkyvDeserialize)]
@@ -185,6 +208,8 @@ pub struct ShardState {
     pub accounts: AccountTable,
     pub subscriptions: Map<SubscriptionId, Subscription>,
     pub reservations: Map<(String, u32), Reservation>,
+    /// The online sessions the shard knows, open or tombstoned.
+    pub sessions: Map<String, SessionRecord>,
     pub recent: RecentAnswers,
     /// The exactly-once window of the bulk record path.
     pub recent_records: RecentRecords,
@@ -369,6 +394,7 @@ impl ShardState {
                         }
                     }
                 }
+                self.note_grant(reservation);
                 self.reservations
                     .insert((reservation.session.clone(), reservation.rating_group), (**reservation).clone());
             }
@@ -393,7 +419,52 @@ impl ShardState {
             Effect::RecordRerated(rerated) => {
                 self.recent_records.replace(&RecordKey(rerated.key), rerated.memo);
             }
+            Effect::SessionOpened(record) => {
+                self.sessions.insert(record.session.clone(), (**record).clone());
+            }
+            Effect::SessionReported { session, at, forget_at, reported } => {
+                if let Some(record) = self.sessions.get_mut(session) {
+                    record.reported_at = *at;
+                    record.forget_at = record.forget_at.max(*forget_at);
+                    for rating_group in reported {
+                        record.mark_group(*rating_group, *at, None);
+                    }
+                }
+            }
+            Effect::SessionEnded { session } => {
+                self.sessions.remove(session);
+            }
         }
+    }
+
+    /// A grant dates the usage its rating group reports next. A reservation journaled
+    /// before sessions had records of their own makes one.
+    pub fn note_grant(&mut self, reservation: &Reservation) {
+        let record = self.sessions.entry(reservation.session.clone()).or_insert_with(|| SessionRecord {
+            session: reservation.session.clone(),
+            account: reservation.account,
+            subscription: reservation.subscription,
+            opened_at: reservation.started_at,
+            reported_at: reservation.started_at,
+            forget_at: reservation.expires_at.saturating_add(LEGACY_TOMBSTONE_SECONDS),
+            groups: Vec::new(),
+        });
+        record.mark_group(reservation.rating_group, reservation.started_at, reservation.destination.as_deref());
+    }
+
+    /// The open reservations of `session`, as (rating group) in ascending order.
+    fn open_groups(&self, session: &str) -> Vec<u32> {
+        let Some(record) = self.sessions.get(session) else { return Vec::new() };
+        let mut key = (session.to_owned(), 0);
+        let mut open = Vec::new();
+        for group in &record.groups {
+            key.1 = group.rating_group;
+            if self.reservations.contains_key(&key) {
+                open.push(group.rating_group);
+            }
+        }
+        open.sort_unstable();
+        open
     }
 
     fn unit_bucket_mut(&mut self, account: AccountId, bucket: BucketId) -> Option<&mut UnitBucket> {
@@ -445,6 +516,17 @@ impl ShardState {
                 violations.push(Violation(format!(
                     "account {} holds {} in reservations but records {}",
                     account.id, held, account.reserved
+                )));
+            }
+        }
+        for reservation in self.reservations.values() {
+            let known = self.sessions.get(&reservation.session).is_some_and(|record| {
+                record.account == reservation.account && record.group(reservation.rating_group).is_some()
+            });
+            if !known {
+                violations.push(Violation(format!(
+                    "reservation of session {} rating group {} has no session record",
+                    reservation.session, reservation.rating_group
                 )));
             }
         }
@@ -590,7 +672,8 @@ pub fn charge_record(
     memo.answer(Some(plan.handle), false)
 }
 
-/// Releases every reservation that expired at `now`; returns the effects.
+/// Releases every reservation that expired at `now`, and forgets the sessions whose
+/// tombstone ended with none left open; returns the effects.
 pub fn expire(state: &mut ShardState, now: i64) -> Vec<Effect> {
     let mut expired: Vec<(String, u32)> =
         state.reservations.iter().filter(|(_, r)| r.expires_at <= now).map(|(key, _)| key.clone()).collect();
@@ -598,6 +681,14 @@ pub fn expire(state: &mut ShardState, now: i64) -> Vec<Effect> {
     let mut tx = Transaction { state, effects: Vec::new() };
     for (session, rating_group) in expired {
         tx.emit(Effect::Released { session, rating_group });
+    }
+    let mut forgotten: Vec<String> =
+        tx.state().sessions.values().filter(|r| r.forget_at <= now).map(|r| r.session.clone()).collect();
+    forgotten.sort();
+    for session in forgotten {
+        if tx.state().open_groups(&session).is_empty() {
+            tx.emit(Effect::SessionEnded { session });
+        }
     }
     tx.effects
 }
@@ -1186,6 +1277,9 @@ fn default_quota(config: &ChargingConfig, unit: Unit) -> u64 {
     }
 }
 
+/// One step of an online session. Only a session the shard knows (open, or tombstoned
+/// after its reservations expired) may report usage or ask for more: an update or a
+/// termination of any other is `UnknownSession` and charges nothing.
 #[allow(clippy::too_many_arguments)]
 fn session_request(
     tx: &mut Transaction<'_>,
@@ -1202,29 +1296,75 @@ fn session_request(
             ctx.config.max_units_per_request
         )));
     }
-    let open: Vec<u32> = tx.state().reservations.keys().filter(|(s, _)| s == session).map(|(_, rg)| *rg).collect();
-    if step != SessionStep::Initial && open.is_empty() && units.iter().all(|u| u.used_units.is_none()) {
-        return Answer::outcome(Outcome::UnknownSession);
-    }
+    let known = tx.state().sessions.get(session).map(|record| (record.account, record.subscription));
+    let opened_here = match (step, known) {
+        (_, Some(owner)) if owner != (account, subscription) => {
+            return match step {
+                SessionStep::Initial => Answer::outcome(Outcome::Invalid(
+                    "field `session`: the session id is in use by another subscriber".to_owned(),
+                )),
+                _ => Answer::outcome(Outcome::UnknownSession),
+            };
+        }
+        (SessionStep::Initial, None) => {
+            tx.emit(Effect::SessionOpened(Box::new(SessionRecord {
+                session: session.to_owned(),
+                account,
+                subscription,
+                opened_at: ctx.now,
+                reported_at: ctx.now,
+                forget_at: session_forget_at(ctx),
+                groups: Vec::new(),
+            })));
+            true
+        }
+        (_, None) => return Answer::outcome(Outcome::UnknownSession),
+        (_, Some(_)) => false,
+    };
     renew_buckets(tx, account, subscription, ctx.now);
     let mut grants = Vec::with_capacity(units.len());
+    let mut reported = Vec::new();
     for unit in units {
+        if unit.used_units.is_some_and(|used| used > 0) {
+            reported.push(unit.rating_group);
+        }
         grants.push(session_unit(tx, ctx, account, subscription, session, step, unit));
     }
     if step == SessionStep::Termination {
-        let mut left: Vec<u32> =
-            tx.state().reservations.keys().filter(|(s, _)| s == session).map(|(_, rg)| *rg).collect();
-        left.sort_unstable();
-        for rating_group in left {
+        for rating_group in tx.state().open_groups(session) {
             tx.emit(Effect::Released { session: session.to_owned(), rating_group });
         }
+        tx.emit(Effect::SessionEnded { session: session.to_owned() });
+    } else {
+        reported.sort_unstable();
+        reported.dedup();
+        tx.emit(Effect::SessionReported {
+            session: session.to_owned(),
+            at: ctx.now,
+            forget_at: session_forget_at(ctx),
+            reported,
+        });
     }
     let outcome = if grants.iter().any(|g| g.outcome == Outcome::Success) || grants.is_empty() {
         Outcome::Success
     } else {
         grants[0].outcome.clone()
     };
+    if opened_here && outcome != Outcome::Success && tx.state().open_groups(session).is_empty() {
+        // A session that could not start is not one the network will report on.
+        tx.emit(Effect::SessionEnded { session: session.to_owned() });
+    }
     Answer::new(outcome, Body::Session { grants })
+}
+
+/// Until when a session decided now is remembered if nothing more is heard: its
+/// reservations' expiry plus the tombstone period.
+fn session_forget_at(ctx: &Context<'_>) -> i64 {
+    let config = ctx.config;
+    ctx.now
+        .saturating_add(i64::from(config.validity_seconds))
+        .saturating_add(i64::from(config.reservation_grace_seconds))
+        .saturating_add(i64::from(config.session_tombstone_seconds))
 }
 
 fn session_unit(
@@ -1251,9 +1391,18 @@ fn session_unit(
     let unit_service = unit.service.clone().unwrap_or(ServiceRef::RatingGroup(unit.rating_group));
     // 1. Settle reported usage against the reservation it was granted under.
     if let Some(used) = unit.used_units.filter(|u| *u > 0) {
+        // Dated by the session's own times: the grant it was reserved under, else (its
+        // reservation expired, or was settled without a new one) the last grant or
+        // report of its rating group, else the session's last request.
         let (start, destination, held) = match &existing {
             Some(r) => (r.started_at, r.destination.as_deref().map(SmolStr::new), r.bucket_units.clone()),
-            None => (ctx.now.saturating_sub(used as i64), unit.destination.clone(), Vec::new()),
+            None => {
+                let record = tx.state().sessions.get(session);
+                let group = record.and_then(|r| r.group(unit.rating_group));
+                let start = group.map(|g| g.usage_since).or(record.map(|r| r.reported_at)).unwrap_or(ctx.now);
+                let destination = group.and_then(|g| g.destination.as_deref()).map(SmolStr::new);
+                (start.min(ctx.now), destination, Vec::new())
+            }
         };
         let usage = Usage {
             service: unit_service.clone(),
@@ -1287,7 +1436,7 @@ fn session_unit(
         return grant;
     }
     // 2. Reserve for the next stretch.
-    let open = tx.state().reservations.keys().filter(|(s, _)| s == session).count();
+    let open = tx.state().open_groups(session).len();
     if open >= ctx.config.max_reservations_per_session {
         grant.outcome =
             Outcome::Invalid(format!("more than {} open rating groups", ctx.config.max_reservations_per_session));

@@ -15,8 +15,10 @@
 //! | 40 | n | rkyv archive of a [`SnapshotImage`] |
 //!
 //! Version history: 1 (names held as `String`), 2 (names shared as `Arc<str>`), 3 (adds
-//! the bulk path's window of record keys). Version 2 is still read (its record window is
-//! empty: version 2 had no bulk path).
+//! the bulk path's window of record keys), 4 (adds the online sessions' records). Versions
+//! 2 and 3 are still read (version 2 had no bulk path, so its record window is empty; the
+//! session records of both are rebuilt from their reservations, as a journal of that time
+//! replays them).
 //!
 //! A snapshot is written to a temporary file, synced, and renamed over `shard-{S}.snapshot`,
 //! so the file under the final name is always complete.
@@ -31,12 +33,12 @@ use rkyv::{Archive, Deserialize as RkyvDeserialize, Serialize as RkyvSerialize};
 use crate::api::Answer;
 use crate::dedupe::sort_generations;
 use crate::error::EngineError;
-use crate::model::{Account, Reservation, Subscription};
+use crate::model::{Account, Reservation, SessionRecord, Subscription};
 use crate::records::{Memo, RecordKey};
 use crate::shard::{ShardState, Totals};
 
 pub const SNAPSHOT_MAGIC: [u8; 8] = *b"TGSNAP\r\n";
-pub const SNAPSHOT_FORMAT_VERSION: u32 = 3;
+pub const SNAPSHOT_FORMAT_VERSION: u32 = 4;
 const HEADER_BYTES: usize = 40;
 
 /// The archived form of a shard's state, in a canonical order.
@@ -50,6 +52,20 @@ pub struct SnapshotImage {
     pub totals: Totals,
     /// The bulk path's window, the older generation first.
     pub recent_records: Vec<(u128, Memo)>,
+    /// The online sessions, by session id.
+    pub sessions: Vec<SessionRecord>,
+}
+
+/// The payload of a version 3 snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Archive, RkyvSerialize, RkyvDeserialize)]
+struct SnapshotImageV3 {
+    lsn: u64,
+    accounts: Vec<Account>,
+    subscriptions: Vec<Subscription>,
+    reservations: Vec<Reservation>,
+    recent: Vec<(String, Answer)>,
+    totals: Totals,
+    recent_records: Vec<(u128, Memo)>,
 }
 
 /// The payload of a version 2 snapshot.
@@ -61,6 +77,32 @@ struct SnapshotImageV2 {
     reservations: Vec<Reservation>,
     recent: Vec<(String, Answer)>,
     totals: Totals,
+}
+
+impl From<SnapshotImageV2> for SnapshotImageV3 {
+    /// Version 2 had no bulk path: its record window is empty.
+    fn from(old: SnapshotImageV2) -> SnapshotImageV3 {
+        let SnapshotImageV2 { lsn, accounts, subscriptions, reservations, recent, totals } = old;
+        SnapshotImageV3 { lsn, accounts, subscriptions, reservations, recent, totals, recent_records: Vec::new() }
+    }
+}
+
+impl From<SnapshotImageV3> for SnapshotImage {
+    /// Version 3 had no session records: [`SnapshotImage::into_state`] rebuilds them
+    /// from the reservations.
+    fn from(old: SnapshotImageV3) -> SnapshotImage {
+        let SnapshotImageV3 { lsn, accounts, subscriptions, reservations, recent, totals, recent_records } = old;
+        SnapshotImage {
+            lsn,
+            accounts,
+            subscriptions,
+            reservations,
+            recent,
+            totals,
+            recent_records,
+            sessions: Vec::new(),
+        }
+    }
 }
 
 /// A copy of a shard's state taken between batches, not yet in canonical order: taking
@@ -77,6 +119,7 @@ pub struct Captured {
     totals: Totals,
     recent_records: Vec<(u128, Memo)>,
     records_older: usize,
+    sessions: Vec<SessionRecord>,
 }
 
 impl Captured {
@@ -93,6 +136,7 @@ impl Captured {
             totals: state.totals.clone(),
             recent_records: records.into_iter().map(|(key, memo)| (key.0, *memo)).collect(),
             records_older,
+            sessions: state.sessions.values().cloned().collect(),
         }
     }
 
@@ -102,7 +146,10 @@ impl Captured {
 
     /// The image in canonical order: the same state always gives the same bytes.
     pub fn into_image(self) -> SnapshotImage {
-        let Captured { lsn, mut accounts, mut subscriptions, mut reservations, mut recent, totals, .. } = self;
+        let Captured {
+            lsn, mut accounts, mut subscriptions, mut reservations, mut recent, totals, mut sessions, ..
+        } = self;
+        sessions.sort_unstable_by(|a, b| a.session.cmp(&b.session));
         accounts.sort_unstable_by_key(|a| a.id);
         subscriptions.sort_unstable_by_key(|s| s.id);
         reservations.sort_unstable_by(|a, b| (&a.session, a.rating_group).cmp(&(&b.session, b.rating_group)));
@@ -117,6 +164,7 @@ impl Captured {
             recent: recent.into_iter().map(|(key, answer)| (key.to_string(), (*answer).clone())).collect(),
             totals,
             recent_records,
+            sessions,
         }
     }
 }
@@ -139,6 +187,12 @@ impl SnapshotImage {
                 (s.id, s)
             })
             .collect();
+        state.sessions = self.sessions.into_iter().map(|r| (r.session.clone(), r)).collect();
+        // Images before version 4 have no session records: rebuilt from the reservations.
+        let recorded: std::collections::HashSet<String> = state.sessions.keys().cloned().collect();
+        for reservation in self.reservations.iter().filter(|r| !recorded.contains(&r.session)) {
+            state.note_grant(reservation);
+        }
         state.reservations = self.reservations.into_iter().map(|r| ((r.session.clone(), r.rating_group), r)).collect();
         for (key, answer) in self.recent {
             state.recent.insert(&key, std::sync::Arc::new(answer));
@@ -198,20 +252,13 @@ pub fn decode(bytes: &[u8], shard: u32, dedupe_window: usize) -> Result<ShardSta
     }
     let mut aligned = AlignedVec::<16>::with_capacity(payload.len());
     aligned.extend_from_slice(payload);
-    let image = if version == 2 {
-        let old = rkyv::from_bytes::<SnapshotImageV2, rancor::Error>(&aligned).map_err(|err| err.to_string())?;
-        SnapshotImage {
-            lsn: old.lsn,
-            accounts: old.accounts,
-            subscriptions: old.subscriptions,
-            reservations: old.reservations,
-            recent: old.recent,
-            totals: old.totals,
-            recent_records: Vec::new(),
-        }
-    } else {
-        rkyv::from_bytes::<SnapshotImage, rancor::Error>(&aligned).map_err(|err| err.to_string())?
-    };
+    let image = match version {
+        2 => rkyv::from_bytes::<SnapshotImageV2, rancor::Error>(&aligned)
+            .map(|old| SnapshotImage::from(SnapshotImageV3::from(old))),
+        3 => rkyv::from_bytes::<SnapshotImageV3, rancor::Error>(&aligned).map(SnapshotImage::from),
+        _ => rkyv::from_bytes::<SnapshotImage, rancor::Error>(&aligned),
+    }
+    .map_err(|err| err.to_string())?;
     if image.lsn != long(16) {
         return Err("header and payload disagree on the LSN".to_owned());
     }

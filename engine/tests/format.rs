@@ -8,11 +8,27 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::*;
-use tollgate_engine::{Body, Operation, RecordCharge, RecordKey, RecordOutcome, Target};
+use tollgate_engine::{
+    Body, Operation, Outcome, RecordCharge, RecordKey, RecordOutcome, SessionStep, Target, UnitRequest,
+};
+
+fn data_session(step: SessionStep, session: &str, used: Option<u64>) -> Operation {
+    Operation::Session {
+        session: session.to_owned(),
+        step,
+        units: vec![UnitRequest {
+            rating_group: 10,
+            service: None,
+            requested_units: Some(1 << 20),
+            used_units: used,
+            destination: None,
+        }],
+    }
+}
 
 /// The fixture the current build writes when regenerating.
 fn fixture_dir() -> PathBuf {
-    fixture("data-v4")
+    fixture("data-v5")
 }
 
 fn fixture(name: &str) -> PathBuf {
@@ -34,7 +50,14 @@ fn write_fixture() {
     let h = Harness::new("fixture-writer");
     h.prepaid(1, "491700000001", "10.00");
     h.run("call-1", subscriber("491700000001"), Operation::DirectDebit { usage: call("4990012345", MONDAY_10, 60) });
+    // Version 5: one session open across the snapshot, one opened after it.
+    let open = |key: &str, session: &str| {
+        let answer = h.run(key, subscriber("491700000001"), data_session(SessionStep::Initial, session, None));
+        assert_eq!(answer.outcome, Outcome::Success);
+    };
+    open("s-before;0", "s-before");
     h.engine.snapshot().expect("snapshot");
+    open("s-after;0", "s-after");
     h.run("top-1", Target::Account(1), Operation::TopUp { amount: d("5.00"), reference: "fixture".into() });
     h.run("sms-1", subscriber("491700000001"), Operation::DirectDebit { usage: sms(MONDAY_10) });
     let records = vec![RecordCharge {
@@ -62,6 +85,7 @@ fn reads_a_data_dir_written_by_an_earlier_build() {
     check_fixture("data-v2", "12.51", false);
     check_fixture("data-v3", "10.02", true);
     check_fixture("data-v4", "10.02", true);
+    check_fixture("data-v5", "10.02", true);
 }
 
 fn check_fixture(name: &str, balance: &str, has_records: bool) {
@@ -86,6 +110,14 @@ fn check_fixture(name: &str, balance: &str, has_records: bool) {
         Operation::DirectDebit { usage: call("4990012345", MONDAY_10, 60) },
     );
     assert!(repeat.repeated, "keys written before the snapshot are still remembered");
+    if name >= "data-v5" {
+        for session in ["s-before", "s-after"] {
+            let key = format!("{session};1");
+            let answer =
+                h.run(&key, subscriber("491700000001"), data_session(SessionStep::Update, session, Some(1000)));
+            assert_eq!(answer.outcome, Outcome::Success, "{name}: {session} is a known session");
+        }
+    }
     if has_records {
         let records = vec![RecordCharge {
             key: RecordKey::of("cdr-1"),

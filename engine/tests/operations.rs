@@ -343,3 +343,182 @@ fn snapshots_archive_old_segments_and_the_audit_trail_keeps_everything() {
     assert!(lsns.windows(2).all(|w| w[1] == w[0] + 1), "contiguous: {lsns:?}");
     assert_eq!(h.balance(1), d("6.00"));
 }
+
+fn data_on(rating_group: u32, requested: Option<u64>, used: Option<u64>) -> UnitRequest {
+    UnitRequest { rating_group, service: None, requested_units: requested, used_units: used, destination: None }
+}
+
+fn on_session(
+    h: &Harness,
+    session: &str,
+    key: &str,
+    step: SessionStep,
+    units: Vec<UnitRequest>,
+) -> tollgate_engine::Answer {
+    h.run(key, subscriber("491700000001"), Operation::Session { session: session.to_owned(), step, units })
+}
+
+/// The example plan's 10 GB data bundle, in bytes.
+const FULL_DATA_BUNDLE: u64 = 10 << 30;
+
+/// Data is charged in increments of 10 KB (the example plan's data rate).
+fn in_increments(bytes: u64) -> u64 {
+    bytes.div_ceil(10_240) * 10_240
+}
+
+fn bundle_left(h: &Harness, name: &str) -> String {
+    let Body::Balance(view) = h.run("", Target::Account(1), Operation::BalanceEnquiry).body else { panic!("balance") };
+    view.buckets.iter().find(|b| b.kind == name).map(|b| b.remaining.clone()).expect("bundle")
+}
+
+/// Regression (issue 14, item 1): usage reported on a session id the engine never saw was
+/// charged in money, back-dated by its unit count read as seconds, so the data bundle was
+/// skipped and large volumes failed to rate.
+#[test]
+fn usage_on_a_session_the_engine_never_knew_is_refused_and_charges_nothing() {
+    let h = Harness::new("unknown-session-usage");
+    h.prepaid(1, "491700000001", "10.00");
+    for (key, step, used) in [
+        ("u1", SessionStep::Update, 1_000_000),
+        ("u2", SessionStep::Update, 10_000_000_000),
+        ("t1", SessionStep::Termination, 1_000_000),
+    ] {
+        let answer = on_session(&h, "made-up;1", key, step, vec![data_on(10, None, Some(used))]);
+        assert_eq!(answer.outcome, Outcome::UnknownSession, "{key}: {answer:?}");
+    }
+    let asks_more = on_session(&h, "made-up;2", "u3", SessionStep::Update, vec![data_on(10, Some(1000), None)]);
+    assert_eq!(asks_more.outcome, Outcome::UnknownSession, "no grant on an unknown session");
+    assert_eq!(h.balance(1), d("10.00"));
+    assert_eq!(bundle_left(&h, "data-10gb"), FULL_DATA_BUNDLE.to_string());
+    assert_eq!(h.engine.check_invariants().expect("inspect"), Vec::<String>::new());
+}
+
+#[test]
+fn usage_after_a_termination_is_refused_and_charges_nothing() {
+    let h = Harness::new("terminated-session-usage");
+    h.prepaid(1, "491700000001", "10.00");
+    let initial = on_session(&h, "s;1", "s;1;0", SessionStep::Initial, vec![data_on(10, Some(1 << 20), None)]);
+    assert_eq!(initial.outcome, Outcome::Success);
+    let end = on_session(&h, "s;1", "s;1;1", SessionStep::Termination, vec![data_on(10, None, Some(1000))]);
+    assert_eq!(end.outcome, Outcome::Success);
+    let left = bundle_left(&h, "data-10gb");
+    let late = on_session(&h, "s;1", "s;1;2", SessionStep::Update, vec![data_on(10, None, Some(5000))]);
+    assert_eq!(late.outcome, Outcome::UnknownSession);
+    let late_end = on_session(&h, "s;1", "s;1;3", SessionStep::Termination, vec![data_on(10, None, Some(5000))]);
+    assert_eq!(late_end.outcome, Outcome::UnknownSession);
+    assert_eq!(bundle_left(&h, "data-10gb"), left);
+    assert_eq!(h.balance(1), d("10.00"));
+    // A retransmission of the termination still gets its first answer.
+    let again = on_session(&h, "s;1", "s;1;1", SessionStep::Termination, vec![data_on(10, None, Some(1000))]);
+    assert!(again.repeated);
+    assert_eq!(again.outcome, Outcome::Success);
+}
+
+/// Usage reported after the reaper released the reservation it was granted under is
+/// charged once, dated from the grant (so the bundle valid then pays), while the
+/// session's tombstone lasts; after it, the session is unknown.
+#[test]
+fn usage_reported_after_the_reservation_expired_is_charged_once_from_the_bundle() {
+    let h = Harness::with_config("tombstone", |config| {
+        config.reaper_interval = std::time::Duration::from_millis(20);
+        config.charging.session_tombstone_seconds = 1800;
+    });
+    h.prepaid(1, "491700000001", "10.00");
+    let initial = on_session(&h, "s;2", "s;2;0", SessionStep::Initial, vec![data_on(10, Some(1 << 20), None)]);
+    assert_eq!(grants(&initial.body)[0].granted_units, 1 << 20);
+    h.clock.advance(600 + 60 + 1);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while h.engine.inspect(|state| state.reservations.len()).expect("inspect").iter().sum::<usize>() > 0 {
+        assert!(std::time::Instant::now() < deadline, "reservation never released");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // 10 GB reported late: far more than was granted, and far more seconds than have
+    // passed since the grant; the bundle pays all of it.
+    let late = on_session(&h, "s;2", "s;2;1", SessionStep::Update, vec![data_on(10, Some(0), Some(10_000_000))]);
+    assert_eq!(late.outcome, Outcome::Success, "{late:?}");
+    let grant = &grants(&late.body)[0];
+    assert_eq!((grant.used_units, grant.charged), (10_000_000, d("0")));
+    assert_eq!(bundle_left(&h, "data-10gb"), (FULL_DATA_BUNDLE - in_increments(10_000_000)).to_string());
+    assert_eq!(h.balance(1), d("10.00"));
+    let again = on_session(&h, "s;2", "s;2;1", SessionStep::Update, vec![data_on(10, Some(0), Some(10_000_000))]);
+    assert!(again.repeated);
+    assert_eq!(
+        bundle_left(&h, "data-10gb"),
+        (FULL_DATA_BUNDLE - in_increments(10_000_000)).to_string(),
+        "charged once"
+    );
+    // The tombstone survives a restart.
+    let h = h.restart();
+    h.clock.advance(60);
+    let more = on_session(&h, "s;2", "s;2;2", SessionStep::Update, vec![data_on(10, Some(0), Some(1_000_000))]);
+    assert_eq!(more.outcome, Outcome::Success);
+    assert_eq!(
+        bundle_left(&h, "data-10gb"),
+        (FULL_DATA_BUNDLE - in_increments(10_000_000) - in_increments(1_000_000)).to_string()
+    );
+    // Past the tombstone the session is forgotten (the restarted engine has the default
+    // tombstone of an hour).
+    h.clock.advance(600 + 60 + 3600 + 1);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while h.engine.inspect(|state| state.sessions.len()).expect("inspect").iter().sum::<usize>() > 0 {
+        assert!(std::time::Instant::now() < deadline, "session never forgotten");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let forgotten = on_session(&h, "s;2", "s;2;3", SessionStep::Update, vec![data_on(10, Some(0), Some(1_000_000))]);
+    assert_eq!(forgotten.outcome, Outcome::UnknownSession);
+    assert_eq!(
+        bundle_left(&h, "data-10gb"),
+        (FULL_DATA_BUNDLE - in_increments(10_000_000) - in_increments(1_000_000)).to_string()
+    );
+    assert_eq!(h.engine.check_invariants().expect("inspect"), Vec::<String>::new());
+}
+
+#[test]
+fn a_session_id_belongs_to_the_subscriber_that_opened_it() {
+    let h = Harness::new("session-owner");
+    h.prepaid(1, "491700000001", "10.00");
+    h.prepaid(3, "491700000003", "10.00");
+    let initial = on_session(&h, "s;3", "s;3;0", SessionStep::Initial, vec![data_on(30, Some(1 << 20), None)]);
+    assert_eq!(initial.outcome, Outcome::Success);
+    // Accounts 1 and 3 live on the same shard (two shards): the other subscriber's report
+    // on this session id must not settle account 1's reservation.
+    let other = h.run(
+        "x;1",
+        subscriber("491700000003"),
+        Operation::Session {
+            session: "s;3".to_owned(),
+            step: SessionStep::Update,
+            units: vec![data_on(30, None, Some(1 << 20))],
+        },
+    );
+    assert_eq!(other.outcome, Outcome::UnknownSession);
+    assert_eq!(h.balance(3), d("10.00"));
+    assert_eq!(h.engine.check_invariants().expect("inspect"), Vec::<String>::new());
+}
+
+/// A reservation journaled before sessions had records of their own (journal format 4
+/// and older, snapshot format 3 and older) makes its session's record when replayed, so
+/// the session stays known and its usage is dated from the grant.
+#[test]
+fn a_reservation_from_before_session_records_rebuilds_its_session() {
+    use tollgate_engine::model::Reservation;
+    use tollgate_engine::{Effect, ShardState};
+    let mut state = ShardState::new(16);
+    state.apply(&Effect::Reserved(Box::new(Reservation {
+        session: "old;1".to_owned(),
+        rating_group: 10,
+        subscription: 10,
+        account: 1,
+        started_at: MONDAY_10,
+        granted_units: 1000,
+        money: d("0"),
+        bucket_units: Vec::new(),
+        expires_at: MONDAY_10 + 660,
+        destination: Some("4930123".to_owned()),
+    })));
+    let record = state.sessions.get("old;1").expect("session record rebuilt");
+    assert_eq!((record.account, record.subscription, record.opened_at), (1, 10, MONDAY_10));
+    let group = record.group(10).expect("rating group");
+    assert_eq!((group.usage_since, group.destination.as_deref()), (MONDAY_10, Some("4930123")));
+    assert!(record.forget_at > MONDAY_10 + 660, "kept as a tombstone after the reservation expires");
+}

@@ -384,3 +384,57 @@ fn nothing_but_cer_before_the_capabilities_exchange() {
     );
     assert_eq!(result_code(&cea), Some(5010), "no common application");
 }
+
+fn data_bundle_left(server: &Server, account: u64) -> String {
+    match server
+        .engine
+        .execute(Request { key: None, target: Target::Account(account), operation: Operation::BalanceEnquiry })
+        .expect("answer")
+        .body
+    {
+        Body::Balance(view) => {
+            view.buckets.iter().find(|b| b.kind == "data-10gb").map(|b| b.remaining.clone()).expect("data bundle")
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Regression (issue 14, item 1): a CCR-Update or CCR-Termination on a Session-Id the
+/// server never saw, or already terminated, was answered 2001 and charged in money
+/// (back-dated by its octets read as seconds, so the data bundle was skipped), or 5031
+/// above about 29 MB. RFC 4006 §7 / RFC 6733 §7.1.5: 5002 DIAMETER_UNKNOWN_SESSION_ID.
+#[test]
+fn usage_on_an_unknown_or_terminated_session_is_5002_and_charges_nothing() {
+    let server = start("unknown-session");
+    subscriber(&server, 1, "491700000001", "10.00");
+    let bundle = data_bundle_left(&server, 1);
+    let mut client = Client::connect(&server);
+    client.cer();
+    for (session, request_type, octets_used) in
+        [("never;1", 2, 1_000_000u64), ("never;2", 2, 10_000_000_000), ("never;3", 3, 1_000_000)]
+    {
+        let answer = client.request(
+            272,
+            4,
+            ccr(session, request_type, 1, "491700000001", vec![mscc(10, None, Some(octets_used))], vec![]),
+        );
+        assert_eq!(result_code(&answer), Some(5002), "{session}");
+        assert_eq!(answer.avp(code::SESSION_ID, 0).and_then(Avp::as_str), Some(session));
+    }
+    assert_eq!(balance(&server, 1), "10.00".parse::<Decimal>().expect("d"));
+    assert_eq!(data_bundle_left(&server, 1), bundle, "the bundle is untouched");
+
+    // A terminated session is unknown from then on.
+    let initial =
+        client.request(272, 4, ccr("pgw;9", 1, 0, "491700000001", vec![mscc(10, Some(1 << 20), None)], vec![]));
+    assert_eq!(result_code(&initial), Some(2001));
+    let terminate =
+        client.request(272, 4, ccr("pgw;9", 3, 1, "491700000001", vec![mscc(10, None, Some(1000))], vec![]));
+    assert_eq!(result_code(&terminate), Some(2001));
+    let after = data_bundle_left(&server, 1);
+    let late =
+        client.request(272, 4, ccr("pgw;9", 2, 2, "491700000001", vec![mscc(10, None, Some(1_000_000))], vec![]));
+    assert_eq!(result_code(&late), Some(5002));
+    assert_eq!(data_bundle_left(&server, 1), after);
+    assert_eq!(balance(&server, 1), "10.00".parse::<Decimal>().expect("d"), "data came from the bundle");
+}

@@ -36,6 +36,11 @@ pub(crate) struct EngineArgs {
     /// Idempotency keys each shard remembers (the exactly-once window).
     #[arg(long, global = true, default_value_t = 1 << 20)]
     pub dedupe_window: usize,
+    /// Seconds a session is remembered after its reservations expired with nothing more
+    /// heard: usage reported on it meanwhile is charged once; after it, the session is
+    /// unknown (Diameter 5002, Nchf 404).
+    #[arg(long, global = true, default_value_t = 3600)]
+    pub session_tombstone_seconds: u32,
 }
 
 fn parse_fsync(text: &str) -> Result<FsyncPolicy, String> {
@@ -58,6 +63,7 @@ impl EngineArgs {
             fsync: FsyncPolicy::EveryBatch,
             snapshot_every: 1_000_000,
             dedupe_window: 1 << 20,
+            session_tombstone_seconds: 3600,
         }
     }
 
@@ -99,6 +105,7 @@ impl EngineArgs {
         config.fsync = self.fsync;
         config.snapshot_every_records = self.snapshot_every;
         config.charging.dedupe_window = self.dedupe_window;
+        config.charging.session_tombstone_seconds = self.session_tombstone_seconds;
         Ok(config)
     }
 

@@ -490,6 +490,16 @@ fn http(address: &str, method: &str, path: &str, body: &str) -> (u16, String, St
     (status, head.to_owned(), body.to_owned())
 }
 
+/// The ChargingDataRef at the end of a create's `Location` header.
+fn charging_data_ref(head: &str) -> String {
+    let location = head
+        .lines()
+        .find_map(|l| l.strip_prefix("location: ").or_else(|| l.strip_prefix("Location: ")))
+        .expect("Location header")
+        .trim();
+    location.rsplit('/').next().expect("reference").to_owned()
+}
+
 fn charging_data(sequence: u32, requested: Option<u64>, used: Option<u64>) -> String {
     let mut usage = serde_json::json!({"ratingGroup": 30});
     if let Some(units) = requested {
@@ -515,13 +525,7 @@ fn nchf_converged_charging_session_over_http() {
     let base = "/nchf-convergedcharging/v3/chargingdata";
     let (status, head, body) = http(&address, "POST", base, &charging_data(0, Some(1 << 20), None));
     assert_eq!(status, 201, "{head}{body}");
-    let location = head
-        .lines()
-        .find_map(|l| l.strip_prefix("location: ").or_else(|| l.strip_prefix("Location: ")))
-        .expect("Location header")
-        .trim()
-        .to_owned();
-    let reference = location.rsplit('/').next().expect("reference").to_owned();
+    let reference = charging_data_ref(&head);
     let created: Value = serde_json::from_str(&body).expect("json");
     assert_eq!(created["multipleUnitInformation"][0]["grantedUnit"]["totalVolume"], 1 << 20);
     assert_eq!(created["multipleUnitInformation"][0]["resultCode"], "SUCCESS");
@@ -547,6 +551,48 @@ fn nchf_converged_charging_session_over_http() {
     let shown = tollgate(&["balance", "show", "--account", "1", "--data-dir", data.to_str().expect("path")], "");
     let view: Value = serde_json::from_slice(&shown.stdout).expect("balance json");
     assert_eq!(view["body"]["balance"], "19.85");
+    std::fs::remove_dir_all(dir).ok();
+}
+
+/// Regression (issue 14, item 1): an update or release on a released or made-up
+/// ChargingDataRef with a usedUnitContainer was answered 200/204 and charged.
+#[test]
+fn nchf_usage_on_a_released_or_made_up_reference_is_404_and_charges_nothing() {
+    let dir = scratch("nchf-unknown-ref");
+    let data = dir.join("data");
+    let (child, _, address) = start_servers(&data, "ocs.nchf-ref.test", &["--demo-subscribers", "1"]);
+    let base = "/nchf-convergedcharging/v3/chargingdata";
+    // A reference in our format for a real subscriber, but for no session ever created.
+    let made_up: String =
+        "msisdn-4917000000001".bytes().map(|b| format!("{b:02x}")).collect::<String>() + "-0123456789abcdef";
+    for action in ["update", "release"] {
+        let (status, head, body) =
+            http(&address, "POST", &format!("{base}/{made_up}/{action}"), &charging_data(1, None, Some(5 << 20)));
+        assert_eq!(status, 404, "{action}: {head}{body}");
+        assert!(head.to_ascii_lowercase().contains("application/problem+json"), "{head}");
+        let problem: Value = serde_json::from_str(&body).expect("problem json");
+        assert_eq!(problem["status"], 404);
+    }
+    let (status, head, _) = http(&address, "POST", base, &charging_data(0, Some(1 << 20), None));
+    assert_eq!(status, 201);
+    let reference = charging_data_ref(&head);
+    let (status, _, _) =
+        http(&address, "POST", &format!("{base}/{reference}/release"), &charging_data(1, None, Some(1 << 20)));
+    assert_eq!(status, 204);
+    for (sequence, action) in [(2, "update"), (3, "release")] {
+        let (status, _, body) = http(
+            &address,
+            "POST",
+            &format!("{base}/{reference}/{action}"),
+            &charging_data(sequence, None, Some(5 << 20)),
+        );
+        assert_eq!(status, 404, "{action} after release: {body}");
+    }
+    stop_server(child);
+    // Demo subscriber 1 starts with 20.00; only the 1 MB of video released was charged.
+    let shown = tollgate(&["balance", "show", "--account", "1", "--data-dir", data.to_str().expect("path")], "");
+    let view: Value = serde_json::from_slice(&shown.stdout).expect("balance json");
+    assert_eq!(view["body"]["balance"], "19.90");
     std::fs::remove_dir_all(dir).ok();
 }
 
