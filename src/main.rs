@@ -48,6 +48,8 @@ enum Command {
     /// Drive a running server with load over loopback and print throughput and latency.
     #[command(subcommand)]
     Load(commands::load::LoadCommand),
+    /// Change the data directory's shard count (offline: the server must be stopped).
+    Reshard(commands::reshard::ReshardArgs),
     /// Show, top up, adjust and refund balances.
     Balance {
         #[command(flatten)]
@@ -91,6 +93,7 @@ fn main() -> ExitCode {
         Command::Load(command) => commands::load::run(command),
         Command::Mediate(args) => commands::mediate::run(&args),
         Command::Rerate(args) => commands::rerate::run(&args),
+        Command::Reshard(args) => commands::reshard::run(&args),
         Command::Account { engine, command } => commands::account::account(&engine, command),
         Command::Balance { engine, command } => commands::account::balance(&engine, command),
     };

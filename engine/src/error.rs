@@ -32,6 +32,14 @@ pub enum EngineError {
     /// The configuration is not usable.
     #[error("configuration: {0}")]
     Config(String),
+    /// The data directory's layout record is damaged or from a newer build.
+    #[error("{path}:{line}: {reason}")]
+    Layout { path: PathBuf, line: usize, reason: String },
+    /// The data directory holds another number of shards than asked for.
+    #[error(
+        "{path}: the data directory has {recorded} shards, and was opened with {requested}: open it with --shards {recorded}, or change it with `tollgate reshard --to {requested}`"
+    )]
+    ShardCount { path: PathBuf, recorded: usize, requested: usize },
 }
 
 impl EngineError {

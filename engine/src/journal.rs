@@ -131,8 +131,15 @@ pub struct FileStorage {
 }
 
 impl FileStorage {
+    /// Opens the segment, creating it if needed; a new segment's directory entry is
+    /// synced before anything is appended, so a segment whose records were acknowledged
+    /// cannot vanish in a power cut.
     pub fn open(path: &Path) -> io::Result<FileStorage> {
+        let existed = path.exists();
         let file = OpenOptions::new().read(true).append(true).create(true).open(path)?;
+        if !existed {
+            crate::durable::sync_parent(path)?;
+        }
         Ok(FileStorage { file })
     }
 }

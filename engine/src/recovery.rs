@@ -141,11 +141,12 @@ pub fn retire_segments(dir: &Path, shard: u32, lsn: u64, archive: bool) -> Resul
             continue;
         }
         if archive {
-            std::fs::create_dir_all(&archived).map_err(EngineError::io(&archived))?;
+            crate::durable::create_dir_all(&archived).map_err(EngineError::io(&archived))?;
             let target = archived.join(old.file_name().unwrap_or_default());
-            std::fs::rename(&old, &target).map_err(EngineError::io(&old))?;
+            crate::durable::rename(&old, &target).map_err(EngineError::io(&old))?;
         } else {
             std::fs::remove_file(&old).map_err(EngineError::io(&old))?;
+            crate::durable::sync_parent(&old).map_err(EngineError::io(&old))?;
         }
     }
     Ok(())

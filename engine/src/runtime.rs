@@ -185,8 +185,10 @@ impl Engine {
         if config.shards == 0 || config.shards > 256 {
             return Err(EngineError::Config("shards must be 1 to 256".to_owned()));
         }
-        std::fs::create_dir_all(&config.data_dir).map_err(EngineError::io(&config.data_dir))?;
+        crate::durable::create_dir_all(&config.data_dir).map_err(EngineError::io(&config.data_dir))?;
         let lock = lock_data_dir(&config.data_dir)?;
+        crate::reshard::check_not_interrupted(&config.data_dir)?;
+        crate::layout::check_and_record(&config.data_dir, config.shards)?;
         let plans = Arc::new(plans);
         let directory = Arc::new(Directory::new());
         let charging = Arc::new(config.charging.clone());
@@ -531,7 +533,7 @@ fn check_bounds(request: &Request) -> Result<(), String> {
     Ok(())
 }
 
-fn lock_data_dir(dir: &std::path::Path) -> Result<File, EngineError> {
+pub(crate) fn lock_data_dir(dir: &std::path::Path) -> Result<File, EngineError> {
     let path = dir.join("LOCK");
     let file = std::fs::OpenOptions::new()
         .create(true)

@@ -268,11 +268,7 @@ pub fn decode(bytes: &[u8], shard: u32, dedupe_window: usize) -> Result<ShardSta
 /// Writes a snapshot durably (temporary file, fsync, rename, fsync of the directory).
 pub fn write(dir: &Path, shard: u32, image: &SnapshotImage) -> Result<(), EngineError> {
     let path = snapshot_path(dir, shard);
-    let temporary = path.with_extension("snapshot.tmp");
-    std::fs::write(&temporary, encode(image, shard)).map_err(EngineError::io(&temporary))?;
-    std::fs::File::open(&temporary).and_then(|f| f.sync_all()).map_err(EngineError::io(&temporary))?;
-    std::fs::rename(&temporary, &path).map_err(EngineError::io(&path))?;
-    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(EngineError::io(dir))
+    crate::durable::replace_file(&path, &encode(image, shard), 0o644).map_err(EngineError::io(&path))
 }
 
 /// Reads the shard's snapshot, if there is one.

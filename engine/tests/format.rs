@@ -8,23 +8,7 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::*;
-use tollgate_engine::{
-    Body, Operation, Outcome, RecordCharge, RecordKey, RecordOutcome, SessionStep, Target, UnitRequest,
-};
-
-fn data_session(step: SessionStep, session: &str, used: Option<u64>) -> Operation {
-    Operation::Session {
-        session: session.to_owned(),
-        step,
-        units: vec![UnitRequest {
-            rating_group: 10,
-            service: None,
-            requested_units: Some(1 << 20),
-            used_units: used,
-            destination: None,
-        }],
-    }
-}
+use tollgate_engine::{Body, Operation, Outcome, RecordCharge, RecordKey, RecordOutcome, SessionStep, Target};
 
 /// The fixture the current build writes when regenerating.
 fn fixture_dir() -> PathBuf {
@@ -52,7 +36,7 @@ fn write_fixture() {
     h.run("call-1", subscriber("491700000001"), Operation::DirectDebit { usage: call("4990012345", MONDAY_10, 60) });
     // Version 5: one session open across the snapshot, one opened after it.
     let open = |key: &str, session: &str| {
-        let answer = h.run(key, subscriber("491700000001"), data_session(SessionStep::Initial, session, None));
+        let answer = h.run(key, subscriber("491700000001"), data_session(session, SessionStep::Initial, None));
         assert_eq!(answer.outcome, Outcome::Success);
     };
     open("s-before;0", "s-before");
@@ -114,7 +98,7 @@ fn check_fixture(name: &str, balance: &str, has_records: bool) {
         for session in ["s-before", "s-after"] {
             let key = format!("{session};1");
             let answer =
-                h.run(&key, subscriber("491700000001"), data_session(SessionStep::Update, session, Some(1000)));
+                h.run(&key, subscriber("491700000001"), data_session(session, SessionStep::Update, Some(1000)));
             assert_eq!(answer.outcome, Outcome::Success, "{name}: {session} is a known session");
         }
     }

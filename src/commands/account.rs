@@ -219,7 +219,7 @@ fn parse_time(text: &str, flag: &str) -> anyhow::Result<i64> {
 fn history(args: &EngineArgs, account: u64) -> anyhow::Result<ExitCode> {
     use serde_json::json;
     use tollgate_engine::shard::{Effect, MoneyKind};
-    let shard = tollgate_engine::runtime::shard_of(account, args.shards) as u32;
+    let shard = tollgate_engine::runtime::shard_of(account, args.shard_count()?) as u32;
     let records = tollgate_engine::recovery::read_history(&args.data_dir, shard)?;
     let mut found = 0u64;
     for (lsn, entry) in records {

@@ -59,7 +59,7 @@ pub(crate) fn run(args: &DemoArgs) -> anyhow::Result<ExitCode> {
     let data_dir = std::env::temp_dir().join(format!("tollgate-demo-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&data_dir);
     let mut engine_args = EngineArgs::with_data_dir(&data_dir);
-    engine_args.shards = args.shards;
+    engine_args.shards = Some(args.shards);
     println!("Tollgate demo: {} subscribers, {} shards, journal fsync per batch", args.subscribers, args.shards);
     println!("data directory: {}", data_dir.display());
     let engine = engine_args.open()?;

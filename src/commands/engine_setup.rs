@@ -15,6 +15,9 @@ const EMBEDDED_PLANS: [(&str, &str); 2] = [
     ("postpaid-business.toml", include_str!("../../tariffs/examples/postpaid-business.toml")),
 ];
 
+/// Shards of a new data directory when `--shards` is not given.
+pub(crate) const DEFAULT_SHARDS: usize = 2;
+
 #[derive(Debug, Clone, Args)]
 pub(crate) struct EngineArgs {
     /// Data directory (journal, snapshots, lock).
@@ -24,9 +27,11 @@ pub(crate) struct EngineArgs {
     /// built-in example plans when there are none.
     #[arg(long = "plan-file", global = true)]
     pub plans: Vec<PathBuf>,
-    /// Shards (one worker thread each).
-    #[arg(long, global = true, default_value_t = 2)]
-    pub shards: usize,
+    /// Shards (one worker thread each). Default: the count the data directory records
+    /// (its LAYOUT file), or 2 for a new one. Another count than recorded is refused; change
+    /// it with `tollgate reshard --to N`.
+    #[arg(long, global = true)]
+    pub shards: Option<usize>,
     /// Journal fsync policy: `batch` (every group commit), `interval:MILLIS` or `never`.
     #[arg(long, global = true, default_value = "batch", value_parser = parse_fsync)]
     pub fsync: FsyncPolicy,
@@ -59,7 +64,7 @@ impl EngineArgs {
         EngineArgs {
             data_dir: data_dir.to_owned(),
             plans: Vec::new(),
-            shards: 2,
+            shards: None,
             fsync: FsyncPolicy::EveryBatch,
             snapshot_every: 1_000_000,
             dedupe_window: 1 << 20,
@@ -94,19 +99,28 @@ impl EngineArgs {
     }
 
     pub(crate) fn config(&self) -> anyhow::Result<EngineConfig> {
-        if self.shards == 0 {
-            bail!("--shards must be at least 1");
-        }
+        let shards = self.shard_count()?;
         if !(1..=tollgate_engine::dedupe::MAX_WINDOW).contains(&self.dedupe_window) {
             bail!("--dedupe-window must be between 1 and {}", tollgate_engine::dedupe::MAX_WINDOW);
         }
         let mut config = EngineConfig::new(&self.data_dir);
-        config.shards = self.shards;
+        config.shards = shards;
         config.fsync = self.fsync;
         config.snapshot_every_records = self.snapshot_every;
         config.charging.dedupe_window = self.dedupe_window;
         config.charging.session_tombstone_seconds = self.session_tombstone_seconds;
         Ok(config)
+    }
+
+    /// `--shards`, else the data directory's recorded count, else 2.
+    pub(crate) fn shard_count(&self) -> anyhow::Result<usize> {
+        let recorded = tollgate_engine::layout::read(&self.data_dir)
+            .with_context(|| format!("reading the layout of {}", self.data_dir.display()))?;
+        let shards = self.shards.or(recorded.map(|layout| layout.shards)).unwrap_or(DEFAULT_SHARDS);
+        if !(1..=tollgate_engine::layout::MAX_SHARDS).contains(&shards) {
+            bail!("--shards must be between 1 and {}", tollgate_engine::layout::MAX_SHARDS);
+        }
+        Ok(shards)
     }
 
     pub(crate) fn open(&self) -> anyhow::Result<Engine> {

@@ -7,5 +7,6 @@ pub(crate) mod load;
 pub(crate) mod mediate;
 pub(crate) mod rate;
 pub(crate) mod rerate;
+pub(crate) mod reshard;
 pub(crate) mod serve;
 pub(crate) mod tariff;

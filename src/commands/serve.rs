@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context;
 use clap::Args;
 use tollgate_oss_adapters::diameter::server::{serve, DiameterConfig};
 use tollgate_oss_adapters::nchf;
@@ -55,7 +56,7 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     let report = engine.report();
     tracing::info!(
         data_dir = %args.engine.data_dir.display(),
-        shards = args.engine.shards,
+        shards = report.shards.len(),
         plans = engine.plans().len(),
         accounts = report.accounts,
         subscriptions = report.subscriptions,
@@ -110,25 +111,30 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// Reads the gRPC bearer token, creating a random one (readable by the owner only) when
-/// the file does not exist. The token itself is never logged.
+/// the file does not exist. The token itself is never logged. A new token is written
+/// durably (temporary file, fsync, rename, fsync of the directory), so a power cut leaves
+/// either no file or the whole token; an empty file (left by a build before that) is
+/// replaced as if missing, since nobody can hold an empty token.
 fn grpc_token(path: std::path::PathBuf) -> anyhow::Result<Arc<str>> {
-    use std::io::{Read, Write};
-    use std::os::unix::fs::OpenOptionsExt;
+    use std::io::Read;
     if let Ok(mut file) = std::fs::File::open(&path) {
         let mut token = String::new();
         file.read_to_string(&mut token)?;
         let token = token.trim().to_owned();
-        anyhow::ensure!(token.len() >= 16, "{}: the gRPC token must be at least 16 characters", path.display());
-        return Ok(Arc::from(token));
+        if !token.is_empty() {
+            anyhow::ensure!(token.len() >= 16, "{}: the gRPC token must be at least 16 characters", path.display());
+            return Ok(Arc::from(token));
+        }
+        tracing::warn!(path = %path.display(), "the gRPC token file is empty; writing a new token");
     }
     if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent)?;
+        tollgate_engine::durable::create_dir_all(parent)?;
     }
     let mut random = [0u8; 32];
     std::fs::File::open("/dev/urandom")?.read_exact(&mut random)?;
     let token: String = random.iter().map(|b| format!("{b:02x}")).collect();
-    let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path)?;
-    file.write_all(token.as_bytes())?;
+    tollgate_engine::durable::replace_file(&path, token.as_bytes(), 0o600)
+        .with_context(|| format!("writing {}", path.display()))?;
     tracing::info!(path = %path.display(), "created a gRPC bearer token");
     Ok(Arc::from(token))
 }

@@ -234,6 +234,44 @@ fn account_and_balance_commands_work_on_a_data_dir() {
     std::fs::remove_dir_all(dir).ok();
 }
 
+/// Regression (issue 14, item 3): `--shards` other than the data directory's count hid
+/// accounts; now it is refused, the default is the recorded count, and `reshard` is the
+/// one way to change it.
+#[test]
+fn the_shard_count_is_the_data_dirs_and_changes_only_by_reshard() {
+    let dir = scratch("reshard");
+    let data = dir.join("data");
+    let data_dir = data.to_str().expect("path");
+    let create = ["account", "create", "--id", "9", "--kind", "prepaid", "--currency", "EUR", "--balance", "4.00"];
+    let created = tollgate(&[&create[..], &["--data-dir", data_dir, "--shards", "3"]].concat(), "");
+    assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
+    let show = |extra: &[&str]| {
+        tollgate(&[&["balance", "show", "--account", "9", "--data-dir", data_dir], extra].concat(), "")
+    };
+    let refused = show(&["--shards", "2"]);
+    assert!(!refused.status.success());
+    let message = String::from_utf8_lossy(&refused.stderr);
+    assert!(message.contains("has 3 shards") && message.contains("tollgate reshard --to 2"), "{message}");
+    let shown = show(&[]);
+    let view: Value = serde_json::from_slice(&shown.stdout).expect("balance json");
+    assert_eq!(view["body"]["balance"], "4.00", "the recorded count is the default");
+    let resharded = tollgate(&["reshard", "--to", "2", "--data-dir", data_dir], "");
+    assert!(resharded.status.success(), "{}", String::from_utf8_lossy(&resharded.stderr));
+    let report: Value = serde_json::from_slice(&resharded.stdout).expect("report json");
+    assert_eq!(
+        (report["from"].as_u64(), report["to"].as_u64(), report["accounts"].as_u64()),
+        (Some(3), Some(2), Some(1))
+    );
+    let view: Value = serde_json::from_slice(&show(&["--shards", "2"]).stdout).expect("balance json");
+    assert_eq!(view["body"]["balance"], "4.00");
+    let again = tollgate(&[&create[..], &["--data-dir", data_dir]].concat(), "");
+    let answer: Value = serde_json::from_slice(&again.stdout).expect("answer json");
+    assert_eq!(answer["repeated"], true, "the same create is answered from the window, on the new shard: {answer}");
+    let view: Value = serde_json::from_slice(&show(&[]).stdout).expect("balance json");
+    assert_eq!(view["body"]["balance"], "4.00", "account 9 is not created a second time");
+    std::fs::remove_dir_all(dir).ok();
+}
+
 /// Starts `tollgate serve` on a free loopback port; returns the child and the address.
 fn start_server(data: &Path, origin_host: &str) -> (std::process::Child, String) {
     start_server_with(data, origin_host, &[])
@@ -312,6 +350,27 @@ fn serve_creates_a_private_grpc_token() {
     assert!(token.len() >= 32, "a long random token");
     let mode = std::fs::metadata(&token_file).expect("metadata").permissions().mode() & 0o777;
     assert_eq!(mode, 0o600, "readable by the owner only");
+    std::fs::remove_dir_all(dir).ok();
+}
+
+/// Regression (issue 14, item 4): `grpc.token` was written without fsync, so a power cut
+/// shortly after the first start left it empty and `serve` refused to start. It is now
+/// written durably, and an empty file (nobody can hold an empty token) is replaced.
+#[test]
+fn serve_replaces_an_empty_grpc_token_left_by_a_power_cut() {
+    let dir = scratch("grpc-token-empty");
+    let data = dir.join("data");
+    std::fs::create_dir_all(&data).expect("data dir");
+    std::fs::write(data.join("grpc.token"), "").expect("empty token");
+    let (child, _, _) = start_servers(&data, "ocs.token-empty.test", &[]);
+    stop_server(child);
+    let token = std::fs::read_to_string(data.join("grpc.token")).expect("token file");
+    assert!(token.len() >= 32, "a new token was written: {token:?}");
+    let names: Vec<String> = std::fs::read_dir(&data)
+        .expect("dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into())
+        .collect();
+    assert!(!names.iter().any(|n| n.ends_with(".tmp")), "no temporary left: {names:?}");
     std::fs::remove_dir_all(dir).ok();
 }
 

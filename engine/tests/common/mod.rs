@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use rust_decimal::Decimal;
 use tollgate_engine::{
-    AccountKind, Answer, Engine, EngineConfig, Identity, ManualClock, Operation, Plans, Request, ServiceRef, Target,
-    Usage,
+    AccountKind, Answer, Engine, EngineConfig, Identity, ManualClock, Operation, Plans, Request, ServiceRef,
+    SessionStep, Target, UnitRequest, Usage,
 };
 
 /// Monday 2026-03-02 10:00:00 UTC (11:00 in Berlin: peak).
@@ -179,5 +179,20 @@ pub fn call(to: &str, start: i64, seconds: u64) -> Usage {
         destination: Some(to.into()),
         start_utc_seconds: start,
         units: seconds,
+    }
+}
+
+/// A step of data session `session` on rating group 10 asking for 1 MB and reporting `used`.
+pub fn data_session(session: &str, step: SessionStep, used: Option<u64>) -> Operation {
+    Operation::Session {
+        session: session.to_owned(),
+        step,
+        units: vec![UnitRequest {
+            rating_group: 10,
+            service: None,
+            requested_units: Some(1 << 20),
+            used_units: used,
+            destination: None,
+        }],
     }
 }
