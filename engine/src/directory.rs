@@ -67,6 +67,13 @@ impl Directory {
         }
     }
 
+    /// Forgets every subscription and identity of the accounts `owned` picks (a shard
+    /// about to restore them from disk after a journal failure).
+    pub(crate) fn forget(&self, owned: impl Fn(AccountId) -> bool) {
+        self.subscriptions.retain(|_, account| !owned(*account));
+        self.identities.retain(|_, (_, account)| !owned(*account));
+    }
+
     pub fn len(&self) -> usize {
         self.subscriptions.len()
     }

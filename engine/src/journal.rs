@@ -39,6 +39,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -124,10 +125,54 @@ pub trait Syncer: Send + Sync {
     fn sync(&self) -> io::Result<()>;
 }
 
+/// Storage faults a test switches on to see how the engine takes a failing disk: while
+/// set, appends fail with `write_error` and syncs with `sync_error` (for example
+/// `ENOSPC`, `EIO`). Production code never sets them.
+#[doc(hidden)]
+#[derive(Debug, Default)]
+pub struct Faults {
+    fail_writes: AtomicBool,
+    fail_syncs: AtomicBool,
+    /// The `errno` returned.
+    errno: std::sync::atomic::AtomicI32,
+}
+
+impl Faults {
+    /// Makes every append (and, with `syncs`, every sync) fail with `errno`.
+    pub fn fail(&self, errno: i32, syncs: bool) {
+        self.errno.store(errno, Ordering::SeqCst);
+        self.fail_syncs.store(syncs, Ordering::SeqCst);
+        self.fail_writes.store(true, Ordering::SeqCst);
+    }
+
+    /// Makes syncs only fail with `errno` (writes land in the page cache, as with EIO
+    /// from a dying device).
+    pub fn fail_syncs(&self, errno: i32) {
+        self.errno.store(errno, Ordering::SeqCst);
+        self.fail_syncs.store(true, Ordering::SeqCst);
+    }
+
+    pub fn heal(&self) {
+        self.fail_writes.store(false, Ordering::SeqCst);
+        self.fail_syncs.store(false, Ordering::SeqCst);
+    }
+
+    fn check(&self, flag: &AtomicBool) -> io::Result<()> {
+        if flag.load(Ordering::SeqCst) {
+            return Err(io::Error::from_raw_os_error(self.errno.load(Ordering::SeqCst)));
+        }
+        Ok(())
+    }
+}
+
+/// Optional injected faults, shared by every file of an engine.
+pub type FaultHandle = Option<Arc<Faults>>;
+
 /// A segment file.
 #[derive(Debug)]
 pub struct FileStorage {
     file: File,
+    faults: FaultHandle,
 }
 
 impl FileStorage {
@@ -135,20 +180,38 @@ impl FileStorage {
     /// synced before anything is appended, so a segment whose records were acknowledged
     /// cannot vanish in a power cut.
     pub fn open(path: &Path) -> io::Result<FileStorage> {
+        FileStorage::open_with(path, None)
+    }
+
+    /// [`FileStorage::open`] with injected faults (tests).
+    pub fn open_with(path: &Path, faults: FaultHandle) -> io::Result<FileStorage> {
         let existed = path.exists();
+        if !existed {
+            if let Some(faults) = &faults {
+                faults.check(&faults.fail_writes)?;
+            }
+        }
         let file = OpenOptions::new().read(true).append(true).create(true).open(path)?;
         if !existed {
             crate::durable::sync_parent(path)?;
         }
-        Ok(FileStorage { file })
+        Ok(FileStorage { file, faults })
+    }
+
+    fn check_write(&self) -> io::Result<()> {
+        self.faults.as_ref().map_or(Ok(()), |f| f.check(&f.fail_writes))
     }
 }
 
 impl Storage for FileStorage {
     fn append(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.check_write()?;
         self.file.write_all(bytes)
     }
     fn sync(&mut self) -> io::Result<()> {
+        if let Some(faults) = &self.faults {
+            faults.check(&faults.fail_syncs)?;
+        }
         self.file.sync_data()
     }
     fn read_all(&mut self) -> io::Result<Vec<u8>> {
@@ -162,15 +225,18 @@ impl Storage for FileStorage {
         self.file.sync_all()
     }
     fn syncer(&self) -> io::Result<Arc<dyn Syncer>> {
-        Ok(Arc::new(FileSyncer(self.file.try_clone()?)))
+        Ok(Arc::new(FileSyncer(self.file.try_clone()?, self.faults.clone())))
     }
 }
 
 /// A second descriptor of a segment file; syncing it syncs the file.
-struct FileSyncer(File);
+struct FileSyncer(File, FaultHandle);
 
 impl Syncer for FileSyncer {
     fn sync(&self) -> io::Result<()> {
+        if let Some(faults) = &self.1 {
+            faults.check(&faults.fail_syncs)?;
+        }
         self.0.sync_data()
     }
 }
@@ -358,6 +424,31 @@ pub struct Journal {
     last_sync: Instant,
     /// Records appended since the segment was opened.
     pub records_in_segment: u64,
+    lengths: Arc<Lengths>,
+    path: Option<PathBuf>,
+}
+
+/// How much of the segment was handed to the device, and how much is known durable.
+#[derive(Debug, Default)]
+struct Lengths {
+    written: AtomicU64,
+    synced: AtomicU64,
+}
+
+/// A syncer that records how much of the segment it made durable.
+struct Tracked {
+    inner: Arc<dyn Syncer>,
+    lengths: Arc<Lengths>,
+}
+
+impl Syncer for Tracked {
+    fn sync(&self) -> io::Result<()> {
+        // What was written before the sync started is durable once it returns.
+        let written = self.lengths.written.load(Ordering::Acquire);
+        self.inner.sync()?;
+        self.lengths.synced.fetch_max(written, Ordering::AcqRel);
+        Ok(())
+    }
 }
 
 impl std::fmt::Debug for Journal {
@@ -375,6 +466,7 @@ impl Journal {
         policy: FsyncPolicy,
         existing_len: u64,
     ) -> io::Result<Journal> {
+        let mut length = existing_len;
         if existing_len == 0 {
             let mut header = Vec::with_capacity(SEGMENT_HEADER_BYTES);
             header.extend_from_slice(&JOURNAL_MAGIC);
@@ -382,7 +474,10 @@ impl Journal {
             header.extend_from_slice(&shard.to_le_bytes());
             storage.append(&header)?;
             storage.sync()?;
+            length = header.len() as u64;
         }
+        // Bytes found on the device at recovery count as durable: they were read back.
+        let lengths = Lengths { written: AtomicU64::new(length), synced: AtomicU64::new(length) };
         Ok(Journal {
             storage,
             syncer: None,
@@ -390,7 +485,32 @@ impl Journal {
             buffer: Vec::with_capacity(1 << 20),
             last_sync: Instant::now(),
             records_in_segment: 0,
+            lengths: Arc::new(lengths),
+            path: None,
         })
+    }
+
+    /// Names the segment file this journal appends to.
+    pub fn at(mut self, path: PathBuf) -> Journal {
+        self.path = Some(path);
+        self
+    }
+
+    /// The segment file, when known.
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+
+    /// How many bytes of the segment are known to be on stable storage: everything a
+    /// successful sync covered. After a failed write or sync, only these are trusted.
+    pub fn synced_len(&self) -> u64 {
+        self.lengths.synced.load(Ordering::Acquire)
+    }
+
+    fn synced_all(&mut self) {
+        let written = self.lengths.written.load(Ordering::Acquire);
+        self.lengths.synced.fetch_max(written, Ordering::AcqRel);
+        self.last_sync = Instant::now();
     }
 
     /// Frames a record of general effects into the group-commit buffer.
@@ -421,7 +541,7 @@ impl Journal {
         match self.policy {
             FsyncPolicy::EveryBatch => {
                 self.storage.sync()?;
-                self.last_sync = Instant::now();
+                self.synced_all();
                 Ok(())
             }
             FsyncPolicy::Interval(_) => self.maybe_interval_sync(),
@@ -437,6 +557,7 @@ impl Journal {
             return Ok(false);
         }
         self.storage.append(&self.buffer)?;
+        self.lengths.written.fetch_add(self.buffer.len() as u64, Ordering::AcqRel);
         self.buffer.clear();
         Ok(true)
     }
@@ -446,7 +567,8 @@ impl Journal {
         if let Some(syncer) = &self.syncer {
             return Ok(Arc::clone(syncer));
         }
-        let syncer = self.storage.syncer()?;
+        let syncer: Arc<dyn Syncer> =
+            Arc::new(Tracked { inner: self.storage.syncer()?, lengths: Arc::clone(&self.lengths) });
         self.syncer = Some(Arc::clone(&syncer));
         Ok(syncer)
     }
@@ -455,7 +577,7 @@ impl Journal {
         if let FsyncPolicy::Interval(interval) = self.policy {
             if self.last_sync.elapsed() >= interval {
                 self.storage.sync()?;
-                self.last_sync = Instant::now();
+                self.synced_all();
             }
         }
         Ok(())
@@ -464,7 +586,9 @@ impl Journal {
     /// Forces everything written to stable storage (on shutdown).
     pub fn sync(&mut self) -> io::Result<()> {
         self.commit()?;
-        self.storage.sync()
+        self.storage.sync()?;
+        self.synced_all();
+        Ok(())
     }
 }
 

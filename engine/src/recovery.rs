@@ -4,8 +4,8 @@ use std::path::Path;
 
 use crate::error::EngineError;
 use crate::journal::{
-    scan, segment_path, segments, FileStorage, FsyncPolicy, Journal, JournalEntry, RecordKind, Scan, Storage,
-    JOURNAL_FORMAT_VERSION,
+    scan, segment_path, segments, FaultHandle, FileStorage, FsyncPolicy, Journal, JournalEntry, RecordKind, Scan,
+    Storage, JOURNAL_FORMAT_VERSION,
 };
 use crate::records::{decode_charges, decode_compact_charges, Charges};
 use crate::shard::{Effect, MoneyKind, ShardState};
@@ -65,6 +65,7 @@ pub fn recover(
     shard: u32,
     dedupe_window: usize,
     policy: FsyncPolicy,
+    faults: &FaultHandle,
 ) -> Result<(ShardState, Journal, Recovered), EngineError> {
     let mut state = snapshot::read(dir, shard, dedupe_window)?.unwrap_or_else(|| ShardState::new(dedupe_window));
     let snapshot_lsn = state.lsn;
@@ -73,7 +74,7 @@ pub fn recover(
     let last = segments.len().checked_sub(1);
     let mut tail = None;
     for (index, (_, path)) in segments.iter().enumerate() {
-        let mut storage = FileStorage::open(path).map_err(EngineError::io(path))?;
+        let mut storage = FileStorage::open_with(path, faults.clone()).map_err(EngineError::io(path))?;
         let bytes = storage.read_all().map_err(EngineError::io(path))?;
         let found = replay_bytes(&mut state, &bytes, shard).map_err(|reason| EngineError::Journal {
             path: path.clone(),
@@ -98,19 +99,19 @@ pub fn recover(
     }
     let replayed_records = state.lsn - snapshot_lsn;
     let journal = match tail {
-        Some((storage, good_len, version, _)) if version == JOURNAL_FORMAT_VERSION || good_len == 0 => {
-            Journal::new(Box::new(storage), shard, policy, good_len)
+        Some((storage, good_len, version, path)) if version == JOURNAL_FORMAT_VERSION || good_len == 0 => {
+            Journal::new(Box::new(storage), shard, policy, good_len).map(|j| j.at(path))
         }
         Some((mut storage, _, _, path)) if path == segment_path(dir, shard, state.lsn + 1) => {
             // A segment of an older format holding no record: begun again in this one.
             storage.truncate(0).map_err(EngineError::io(&path))?;
-            Journal::new(Box::new(storage), shard, policy, 0)
+            Journal::new(Box::new(storage), shard, policy, 0).map(|j| j.at(path))
         }
         // Never appended to: a segment of an older format is followed by a new one.
         Some(_) | None => {
             let path = segment_path(dir, shard, state.lsn + 1);
-            let storage = FileStorage::open(&path).map_err(EngineError::io(&path))?;
-            Journal::new(Box::new(storage), shard, policy, 0)
+            let storage = FileStorage::open_with(&path, faults.clone()).map_err(EngineError::io(&path))?;
+            Journal::new(Box::new(storage), shard, policy, 0).map(|j| j.at(path))
         }
     }
     .map_err(EngineError::io(dir))?;
@@ -125,11 +126,17 @@ pub fn archive_dir(dir: &Path) -> std::path::PathBuf {
 
 /// Starts the segment whose first record follows `lsn`. When it exists already (a second
 /// snapshot with no record since the first), it holds only its header and is kept.
-pub fn start_segment(dir: &Path, shard: u32, lsn: u64, policy: FsyncPolicy) -> Result<Journal, EngineError> {
+pub fn start_segment(
+    dir: &Path,
+    shard: u32,
+    lsn: u64,
+    policy: FsyncPolicy,
+    faults: &FaultHandle,
+) -> Result<Journal, EngineError> {
     let path = segment_path(dir, shard, lsn + 1);
     let existing = std::fs::metadata(&path).map_or(0, |m| m.len());
-    let storage = FileStorage::open(&path).map_err(EngineError::io(&path))?;
-    Journal::new(Box::new(storage), shard, policy, existing).map_err(EngineError::io(&path))
+    let storage = FileStorage::open_with(&path, faults.clone()).map_err(EngineError::io(&path))?;
+    Journal::new(Box::new(storage), shard, policy, existing).map(|j| j.at(path.clone())).map_err(EngineError::io(&path))
 }
 
 /// Once a snapshot at `lsn` is durable: moves the segments it covers (those that start

@@ -121,7 +121,7 @@ fn reshard_with(
     }
     let mut old = Vec::with_capacity(from);
     for shard in 0..from as u32 {
-        let (state, journal, _) = recover(dir, shard, dedupe_window, FsyncPolicy::EveryBatch)?;
+        let (state, journal, _) = recover(dir, shard, dedupe_window, FsyncPolicy::EveryBatch, &None)?;
         drop(journal);
         if let Some(violation) = state.check_invariants(now).into_iter().next() {
             return Err(EngineError::Config(format!(

@@ -7,14 +7,16 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
 
 use crate::api::{Answer, Operation, Outcome, Request, Target};
 use crate::directory::Directory;
 use crate::error::EngineError;
-use crate::journal::{FsyncPolicy, Journal, JournalEntry, RecordKind, MAX_RECORD_BYTES};
+use crate::journal::{
+    FaultHandle, FileStorage, FsyncPolicy, Journal, JournalEntry, RecordKind, Storage, MAX_RECORD_BYTES,
+};
 use crate::model::AccountId;
 use crate::plans::Plans;
 use crate::records::{ChargesWriter, RecordAnswer, RecordCharge, RecordOutcome};
@@ -23,8 +25,11 @@ use crate::shard::{charge_record, decide, expire, ChargingConfig, Context, Resol
 use crate::snapshot::Captured;
 
 mod commit;
+mod health;
 mod snapshots;
 use commit::{Answers, CommitStage, HAND_OVER_ITEMS};
+use health::ShardHealth;
+pub use health::ShardStatus;
 use snapshots::Snapshotter;
 
 /// Where "now" comes from. The engine never reads the system clock directly, so tests
@@ -87,6 +92,9 @@ pub struct EngineConfig {
     /// instead of deleting them.
     pub archive_segments: bool,
     pub charging: ChargingConfig,
+    /// Storage faults injected by tests; `None` in production.
+    #[doc(hidden)]
+    pub faults: FaultHandle,
 }
 
 impl EngineConfig {
@@ -102,6 +110,7 @@ impl EngineConfig {
             reaper_interval: Duration::from_secs(1),
             archive_segments: true,
             charging: ChargingConfig::default(),
+            faults: None,
         }
     }
 }
@@ -169,6 +178,7 @@ pub struct Engine {
     directory: Arc<Directory>,
     plans: Arc<Plans>,
     clock: Arc<dyn Clock>,
+    health: Arc<Vec<ShardHealth>>,
     _lock: File,
     report: OpenReport,
 }
@@ -197,7 +207,9 @@ impl Engine {
             let handles: Vec<_> = (0..config.shards as u32)
                 .map(|shard| {
                     let config = &config;
-                    scope.spawn(move || recover(&config.data_dir, shard, config.charging.dedupe_window, config.fsync))
+                    scope.spawn(move || {
+                        recover(&config.data_dir, shard, config.charging.dedupe_window, config.fsync, &config.faults)
+                    })
                 })
                 .collect();
             handles
@@ -208,6 +220,7 @@ impl Engine {
         let mut senders = Vec::with_capacity(config.shards);
         let mut workers = Vec::with_capacity(config.shards);
         let mut reports = Vec::with_capacity(config.shards);
+        let health: Arc<Vec<ShardHealth>> = Arc::new((0..config.shards).map(|_| ShardHealth::default()).collect());
         let (mut accounts, mut subscriptions) = (0, 0);
         for (shard, result) in recovered.into_iter().enumerate() {
             let (state, journal, report) = result?;
@@ -234,7 +247,9 @@ impl Engine {
                 charging: Arc::clone(&charging),
                 clock: Arc::clone(&clock),
                 config: config.clone(),
+                health: Arc::clone(&health),
                 next_reap: 0,
+                snapshot_retry: Backoff::default(),
                 stage,
                 snapshots: Some(
                     Snapshotter::start(config.data_dir.clone(), shard as u32, config.archive_segments)
@@ -254,6 +269,7 @@ impl Engine {
             directory,
             plans,
             clock,
+            health,
             _lock: lock,
             report: OpenReport { shards: reports, accounts, subscriptions },
         })
@@ -273,6 +289,17 @@ impl Engine {
 
     pub fn now(&self) -> i64 {
         self.clock.now()
+    }
+
+    /// Each shard's health: serving, or failed after a journal failure and refusing
+    /// requests until it has rebuilt itself (see the module `health`'s policy).
+    pub fn health(&self) -> Vec<ShardStatus> {
+        self.health.iter().enumerate().map(|(shard, health)| health.status(shard as u32)).collect()
+    }
+
+    /// Whether every shard serves.
+    pub fn ready(&self) -> bool {
+        self.health().iter().all(|status| status.state == "serving")
     }
 
     fn shard_of(&self, account: AccountId) -> usize {
@@ -563,7 +590,10 @@ struct Worker {
     charging: Arc<ChargingConfig>,
     clock: Arc<dyn Clock>,
     config: EngineConfig,
+    health: Arc<Vec<ShardHealth>>,
     next_reap: i64,
+    /// When a failed snapshot may be tried again.
+    snapshot_retry: Backoff,
     /// The commit thread, with fsync per batch.
     stage: Option<CommitStage>,
     snapshots: Option<Snapshotter>,
@@ -628,12 +658,22 @@ impl Worker {
                 }
                 self.next_reap = now + self.config.reaper_interval.as_secs().max(1) as i64;
             }
-            if !self.commit(std::mem::take(&mut answers)) {
-                return;
+            if let Err(reason) = self.commit(std::mem::take(&mut answers)) {
+                if !self.rebuild(&reason, control) {
+                    return;
+                }
+                continue;
             }
-            if self.journal.records_in_segment >= self.config.snapshot_every_records {
-                if let Err(err) = self.snapshot(None) {
-                    tracing::error!(shard = self.shard, error = %err, "snapshot failed");
+            if self.journal.records_in_segment >= self.config.snapshot_every_records && self.snapshot_retry.due() {
+                match self.snapshot(None) {
+                    Ok(()) => self.snapshot_retry.succeeded(self.shard),
+                    Err(SnapshotFailure::Journal(reason)) => {
+                        if !self.rebuild(&reason, control) {
+                            return;
+                        }
+                        continue;
+                    }
+                    Err(SnapshotFailure::Other(err)) => self.snapshot_retry.failed(self.shard, &err),
                 }
             }
             for job in control {
@@ -641,8 +681,15 @@ impl Worker {
                     Job::Inspect(inspect) => inspect(&self.state),
                     Job::Snapshot(reply) => {
                         // The snapshot thread answers once the snapshot is durable.
-                        if let Err(err) = self.snapshot(Some(reply.clone())) {
-                            drop(reply.send(Err(err)));
+                        match self.snapshot(Some(reply.clone())) {
+                            Ok(()) => {}
+                            Err(SnapshotFailure::Other(err)) => drop(reply.send(Err(err))),
+                            Err(SnapshotFailure::Journal(reason)) => {
+                                drop(reply.send(Err(EngineError::Unavailable(SHARD_FAILED))));
+                                if !self.rebuild(&reason, Vec::new()) {
+                                    return;
+                                }
+                            }
                         }
                     }
                     Job::Stop(reply) => {
@@ -665,11 +712,11 @@ impl Worker {
     /// Group commit: one write and one fsync (per policy) for everything decided in this
     /// pass, then its answers. With fsync per batch, a large pass (bulk records) goes to
     /// the commit thread, which syncs and answers while this thread decides the next.
-    /// Returns false when the journal failed and the shard must stop.
-    fn commit(&mut self, answers: Answers) -> bool {
-        if self.stage.as_ref().is_some_and(CommitStage::failed) {
+    /// Returns why when the journal failed: the shard must rebuild itself from disk.
+    fn commit(&mut self, answers: Answers) -> Result<(), String> {
+        if let Some(stage) = self.stage.as_ref().filter(|stage| stage.failed()) {
             answers.fail("journal sync failed");
-            return false;
+            return Err(stage.error());
         }
         // A pass that syncs here must not overtake answers still in the commit thread.
         let hand_over = self.stage.as_ref().filter(|stage| answers.items() >= HAND_OVER_ITEMS || !stage.idle());
@@ -681,9 +728,8 @@ impl Worker {
         let written = match written {
             Ok(written) => written,
             Err(err) => {
-                tracing::error!(shard = self.shard, error = %err, "journal write failed; the shard stops and answers nothing more");
                 answers.fail("journal write failed");
-                return false;
+                return Err(format!("journal write or sync failed: {err}"));
             }
         };
         match hand_over {
@@ -691,7 +737,7 @@ impl Worker {
             Some(_) => {}
             None => answers.send(),
         }
-        true
+        Ok(())
     }
 
     /// Decides a message of rated records; their changes become charges records in the
@@ -750,14 +796,187 @@ impl Worker {
     /// Copies the state, starts a new segment after it, and has the snapshot thread
     /// write the copy (and answer `reply`, if given, once it is durable). The segment
     /// that ends here is synced first: recovery needs every segment but the last whole.
-    fn snapshot(&mut self, reply: Option<Sender<Result<(), EngineError>>>) -> Result<(), EngineError> {
+    fn snapshot(&mut self, reply: Option<Sender<Result<(), EngineError>>>) -> Result<(), SnapshotFailure> {
         let Some(snapshots) = &self.snapshots else {
-            return Err(EngineError::Unavailable("snapshot thread stopped"));
+            return Err(SnapshotFailure::Other(EngineError::Unavailable("snapshot thread stopped")));
         };
-        self.journal.sync().map_err(EngineError::io(&self.config.data_dir))?;
+        // The state copied must be durable: a failed sync (here or in the commit
+        // thread) is a journal failure, not a snapshot one.
+        if let Some(stage) = self.stage.as_ref().filter(|stage| stage.failed()) {
+            return Err(SnapshotFailure::Journal(stage.error()));
+        }
+        if let Err(err) = self.journal.sync() {
+            return Err(SnapshotFailure::Journal(format!("journal sync before a snapshot failed: {err}")));
+        }
         let captured = Captured::of(&self.state);
-        self.journal = start_segment(&self.config.data_dir, self.shard, self.state.lsn, self.config.fsync)?;
+        let (dir, faults) = (&self.config.data_dir, &self.config.faults);
+        self.journal = start_segment(dir, self.shard, self.state.lsn, self.config.fsync, faults)
+            .map_err(SnapshotFailure::Other)?;
         snapshots.write(captured, reply);
         Ok(())
+    }
+
+    /// After a journal failure: refuses every request (never answering success for a
+    /// change that may not be durable) until [`Worker::try_rebuild`] succeeds, retrying
+    /// with backoff. Returns false when the engine stops meanwhile.
+    fn rebuild(&mut self, reason: &str, control: Vec<Job>) -> bool {
+        let shard = self.shard;
+        self.health[shard as usize].fail(self.clock.now(), reason);
+        tracing::error!(
+            shard,
+            reason,
+            "journal failed: the shard refuses requests until it has rebuilt itself from disk; retrying with backoff"
+        );
+        // Answers still waiting in the commit thread are failed by it.
+        drop(self.stage.take());
+        for job in control {
+            if !self.refuse(job) {
+                return false;
+            }
+        }
+        let mut delay = REBUILD_FIRST_DELAY;
+        let mut attempts = 0u32;
+        loop {
+            let deadline = Instant::now() + delay;
+            loop {
+                match self.receiver.recv_deadline(deadline) {
+                    Ok(job) => {
+                        if !self.refuse(job) {
+                            return false;
+                        }
+                    }
+                    Err(RecvTimeoutError::Timeout) => break,
+                    Err(RecvTimeoutError::Disconnected) => return false,
+                }
+            }
+            attempts += 1;
+            match self.try_rebuild() {
+                Ok(()) => {
+                    self.health[shard as usize].recovered();
+                    tracing::warn!(
+                        shard,
+                        attempts,
+                        "the shard rebuilt itself from disk after a journal failure and serves again"
+                    );
+                    return true;
+                }
+                Err(err) => {
+                    tracing::debug!(shard, attempts, error = %err, "the data directory still fails; retrying later");
+                    delay = (delay * 2).min(REBUILD_MAX_DELAY);
+                }
+            }
+        }
+    }
+
+    /// Answers a job while the shard is failed; false for a stop.
+    fn refuse(&mut self, job: Job) -> bool {
+        match job {
+            Job::Request { reply, .. } => {
+                self.health[self.shard as usize].refused();
+                reply.send(Err(EngineError::Unavailable(SHARD_FAILED)));
+            }
+            // Dropping a batch's reply tells its caller the shard answered nothing.
+            Job::Batch { .. } | Job::Records { .. } | Job::Inspect(_) => {
+                self.health[self.shard as usize].refused();
+            }
+            Job::Snapshot(reply) => drop(reply.send(Err(EngineError::Unavailable(SHARD_FAILED)))),
+            Job::Stop(reply) => {
+                drop(self.snapshots.take());
+                drop(reply.send(Err(EngineError::Unavailable(SHARD_FAILED))));
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Once the data directory takes a write and a sync again: cuts the segment back to
+    /// what was last synced (with fsync per batch; under the other policies recovery cuts
+    /// any torn tail), rebuilds the state from disk, and re-registers the shard's
+    /// subscribers.
+    fn try_rebuild(&mut self) -> Result<(), EngineError> {
+        let (dir, shard, faults) = (&self.config.data_dir, self.shard, &self.config.faults);
+        probe(dir, shard, faults)?;
+        if self.config.fsync == FsyncPolicy::EveryBatch {
+            if let Some(path) = self.journal.path() {
+                let synced = self.journal.synced_len();
+                let cut = std::fs::OpenOptions::new().write(true).open(path).and_then(|file| {
+                    file.set_len(synced)?;
+                    file.sync_all()
+                });
+                cut.map_err(EngineError::io(path))?;
+            }
+        }
+        let (state, journal, _) = recover(dir, shard, self.config.charging.dedupe_window, self.config.fsync, faults)?;
+        let stage = match self.config.fsync {
+            FsyncPolicy::EveryBatch => Some(CommitStage::start(shard).map_err(EngineError::io(dir))?),
+            FsyncPolicy::Interval(_) | FsyncPolicy::Never => None,
+        };
+        let shards = self.config.shards;
+        self.directory.forget(|account| shard_of(account, shards) == shard as usize);
+        for subscription in state.subscriptions.values() {
+            self.directory.restore(subscription.id, subscription.account, &subscription.identities);
+        }
+        self.state = state;
+        self.journal = journal;
+        self.stage = stage;
+        Ok(())
+    }
+}
+
+/// What an answer refused by a failed shard says.
+const SHARD_FAILED: &str = "shard failed after a journal write failure; retrying";
+const REBUILD_FIRST_DELAY: Duration = Duration::from_millis(100);
+const REBUILD_MAX_DELAY: Duration = Duration::from_secs(30);
+
+/// Why a snapshot was not taken.
+enum SnapshotFailure {
+    /// The journal could not be synced first: the shard must rebuild itself.
+    Journal(String),
+    Other(EngineError),
+}
+
+/// Writes and syncs a small file in the data directory through the same storage the
+/// journal uses, then removes it: whether the directory takes writes again.
+fn probe(dir: &std::path::Path, shard: u32, faults: &FaultHandle) -> Result<(), EngineError> {
+    let path = dir.join(format!(".probe-shard-{shard}"));
+    let result = FileStorage::open_with(&path, faults.clone()).and_then(|mut storage| {
+        storage.append(&[0u8; 4096])?;
+        storage.sync()
+    });
+    let _ = std::fs::remove_file(&path);
+    result.map_err(EngineError::io(&path))
+}
+
+/// Backoff for retrying failed snapshots: the first failure is logged at ERROR, retries
+/// wait 1 s doubling to 5 min, and only a success after failures is logged again.
+#[derive(Debug, Default)]
+struct Backoff {
+    retry_at: Option<Instant>,
+    delay: Duration,
+    failures: u32,
+}
+
+impl Backoff {
+    fn due(&self) -> bool {
+        self.retry_at.is_none_or(|at| Instant::now() >= at)
+    }
+
+    fn failed(&mut self, shard: u32, err: &EngineError) {
+        self.failures += 1;
+        self.delay =
+            if self.failures == 1 { Duration::from_secs(1) } else { (self.delay * 2).min(Duration::from_secs(300)) };
+        self.retry_at = Some(Instant::now() + self.delay);
+        if self.failures == 1 {
+            tracing::error!(shard, error = %err, "snapshot failed; the journal segments since the last one stay; retrying with backoff");
+        } else {
+            tracing::debug!(shard, failures = self.failures, error = %err, "snapshot failed again");
+        }
+    }
+
+    fn succeeded(&mut self, shard: u32) {
+        if self.failures > 0 {
+            tracing::warn!(shard, failures = self.failures, "snapshot succeeded again");
+        }
+        *self = Backoff::default();
     }
 }

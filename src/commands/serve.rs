@@ -35,6 +35,10 @@ pub(crate) struct ServeArgs {
     /// apiRoot for Location headers (default: http:// and the listening address).
     #[arg(long)]
     nchf_api_root: Option<String>,
+    /// Where the operations endpoint listens: GET /health/live and /health/ready (503
+    /// while a shard has failed).
+    #[arg(long, default_value = "127.0.0.1:9090")]
+    admin_listen: SocketAddr,
     /// Where the gRPC API (tollgate.v1.Charging) listens.
     #[arg(long, default_value = "127.0.0.1:50051")]
     grpc_listen: SocketAddr,
@@ -95,9 +99,14 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         tracing::info!(listen = %grpc.local_addr()?, "grpc server listening");
         let grpc_server = tokio::spawn(tollgate_oss_adapters::grpc::server::serve(grpc, Arc::clone(&engine), token, wait(stopped.clone())));
         let http_server = tokio::spawn(nchf::server::serve(http, router, wait(stopped.clone())));
+        let admin = tokio::net::TcpListener::bind(args.admin_listen).await?;
+        tracing::info!(listen = %admin.local_addr()?, "admin server listening");
+        let admin_router = tollgate_oss_adapters::admin::router(Arc::clone(&engine));
+        let admin_server = tokio::spawn(tollgate_oss_adapters::admin::serve(admin, admin_router, wait(stopped.clone())));
         serve(listener, Arc::clone(&engine), config, wait(stopped)).await;
         http_server.await??;
         grpc_server.await??;
+        admin_server.await??;
         anyhow::Ok(())
     })?;
     tracing::info!("stopping: closing connections and syncing journals");

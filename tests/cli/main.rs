@@ -6,6 +6,7 @@ use std::process::{Command, Output, Stdio};
 
 use serde_json::Value;
 
+mod disk;
 mod mediate;
 mod rerate;
 
@@ -152,7 +153,8 @@ fn engine_settings_out_of_bounds_are_refused_by_name() {
     let data_dir = dir.join("data");
     let data_dir = data_dir.to_str().expect("path");
     for (flag, value, expected) in [
-        ("--shards", "0", "--shards must be at least 1"),
+        ("--shards", "0", "--shards must be between 1 and 256"),
+        ("--shards", "257", "--shards must be between 1 and 256"),
         ("--dedupe-window", "0", "--dedupe-window must be between 1 and"),
         ("--dedupe-window", "4294967296", "--dedupe-window must be between 1 and"),
     ] {
@@ -282,8 +284,10 @@ fn start_server_with(data: &Path, origin_host: &str, extra: &[&str]) -> (std::pr
     (child, diameter)
 }
 
-/// Starts `tollgate serve` with both front-ends on free loopback ports; returns the child
-/// and the Diameter and Nchf addresses.
+/// Starts `tollgate serve` with every front-end on free loopback ports; returns the child
+/// and the Diameter and Nchf addresses. The gRPC and admin addresses are noted in the data
+/// directory (`grpc_address_of`, `admin_address_of`), the server's log is copied to
+/// `DATA.log` beside it.
 fn start_servers(data: &Path, origin_host: &str, extra: &[&str]) -> (std::process::Child, String, String) {
     use std::io::{BufRead, BufReader};
     let mut child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
@@ -294,6 +298,8 @@ fn start_servers(data: &Path, origin_host: &str, extra: &[&str]) -> (std::proces
             "--nchf-listen",
             "127.0.0.1:0",
             "--grpc-listen",
+            "127.0.0.1:0",
+            "--admin-listen",
             "127.0.0.1:0",
         ])
         .args(["--origin-realm", "test.realm", "--origin-host", origin_host])
@@ -306,8 +312,10 @@ fn start_servers(data: &Path, origin_host: &str, extra: &[&str]) -> (std::proces
         .expect("serve starts");
     let mut log = BufReader::new(child.stderr.take().expect("stderr"));
     let mut line = String::new();
-    let (mut diameter, mut nchf) = (None, None);
+    let (mut diameter, mut nchf, mut admin) = (None, None, None);
+    let mut copy = std::fs::File::create(data.with_extension("log")).expect("log copy");
     while log.read_line(&mut line).unwrap_or(0) > 0 {
+        copy.write_all(line.as_bytes()).expect("log copy");
         let address = line.find("listen=").and_then(|at| line[at + 7..].split_whitespace().next().map(str::to_owned));
         if line.contains("diameter server listening") {
             diameter = address;
@@ -317,12 +325,21 @@ fn start_servers(data: &Path, origin_host: &str, extra: &[&str]) -> (std::proces
             if let Some(address) = address {
                 std::fs::write(data.join("grpc.address"), address).expect("note the grpc address");
             }
+        } else if line.contains("admin server listening") {
+            admin = address;
         }
         line.clear();
-        if let (Some(diameter), Some(nchf), true) = (&diameter, &nchf, data.join("grpc.address").exists()) {
+        if let (Some(diameter), Some(nchf), Some(admin), true) =
+            (&diameter, &nchf, &admin, data.join("grpc.address").exists())
+        {
+            std::fs::write(data.with_extension("admin"), admin).expect("note the admin address");
             let (diameter, nchf) = (diameter.clone(), nchf.clone());
-            // Keep draining the log so the server never blocks on a full pipe.
-            std::thread::spawn(move || for _ in log.lines() {});
+            // Keep draining the log (into the copy) so the server never blocks on a full pipe.
+            std::thread::spawn(move || {
+                for line in log.lines().map_while(Result::ok) {
+                    let _ = writeln!(copy, "{line}");
+                }
+            });
             return (child, diameter, nchf);
         }
     }
@@ -676,6 +693,11 @@ fn schemathesis_nchf_against_the_3gpp_spec() {
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
     std::fs::remove_dir_all(dir).ok();
+}
+
+/// The admin (health) address `start_servers` noted beside the data directory.
+fn admin_address_of(data: &Path) -> String {
+    std::fs::read_to_string(data.with_extension("admin")).expect("admin address")
 }
 
 /// The gRPC address `start_servers` noted in the data directory.

@@ -7,10 +7,10 @@
 //! Nothing is acknowledged early: a later batch may read state an earlier one changed,
 //! but its bytes follow that batch's in the same file, so the sync that covers it covers
 //! the earlier one too. A failed sync fails every answer still waiting, and the shard
-//! stops.
+//! rebuilds itself from disk (see `health`).
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use crossbeam_channel::{bounded, Receiver, Sender};
@@ -84,6 +84,8 @@ pub(super) struct CommitStage {
     sender: Option<Sender<Group>>,
     thread: Option<JoinHandle<()>>,
     failed: Arc<AtomicBool>,
+    /// Why the sync failed.
+    error: Arc<Mutex<String>>,
     /// Groups pushed and not yet answered.
     queued: Arc<AtomicUsize>,
 }
@@ -93,11 +95,17 @@ impl CommitStage {
         let (sender, receiver) = bounded(DEPTH);
         let failed = Arc::new(AtomicBool::new(false));
         let queued = Arc::new(AtomicUsize::new(0));
-        let (flag, count) = (Arc::clone(&failed), Arc::clone(&queued));
+        let error = Arc::new(Mutex::new(String::new()));
+        let (flag, count, why) = (Arc::clone(&failed), Arc::clone(&queued), Arc::clone(&error));
         let thread = std::thread::Builder::new()
             .name(format!("tollgate-commit-{shard}"))
-            .spawn(move || run(shard, &receiver, &flag, &count))?;
-        Ok(CommitStage { sender: Some(sender), thread: Some(thread), failed, queued })
+            .spawn(move || run(shard, &receiver, &flag, &why, &count))?;
+        Ok(CommitStage { sender: Some(sender), thread: Some(thread), failed, error, queued })
+    }
+
+    /// Why the sync failed, once [`CommitStage::failed`].
+    pub(super) fn error(&self) -> String {
+        self.error.lock().map(|e| e.clone()).unwrap_or_default()
     }
 
     /// Whether every group pushed has been answered, so that a shard that syncs and
@@ -106,7 +114,7 @@ impl CommitStage {
         self.queued.load(Ordering::Acquire) == 0
     }
 
-    /// Whether a sync failed; the shard must stop.
+    /// Whether a sync failed; the shard must rebuild itself.
     pub(super) fn failed(&self) -> bool {
         self.failed.load(Ordering::Acquire)
     }
@@ -135,7 +143,7 @@ impl Drop for CommitStage {
     }
 }
 
-fn run(shard: u32, receiver: &Receiver<Group>, failed: &AtomicBool, queued: &AtomicUsize) {
+fn run(shard: u32, receiver: &Receiver<Group>, failed: &AtomicBool, error: &Mutex<String>, queued: &AtomicUsize) {
     let mut groups = Vec::with_capacity(DEPTH);
     while let Ok(first) = receiver.recv() {
         groups.push(first);
@@ -148,7 +156,11 @@ fn run(shard: u32, receiver: &Receiver<Group>, failed: &AtomicBool, queued: &Ato
                 continue;
             }
             if let Err(err) = written.sync() {
-                tracing::error!(shard, error = %err, "journal sync failed; the shard stops and answers nothing more");
+                // The shard logs the failure once, when it sees it.
+                tracing::debug!(shard, error = %err, "journal sync failed");
+                if let Ok(mut why) = error.lock() {
+                    *why = format!("journal sync failed: {err}");
+                }
                 failed.store(true, Ordering::Release);
                 durable = false;
             }

@@ -107,7 +107,9 @@ impl Harness {
     pub fn restart_with(self, plans: Plans) -> Harness {
         let Harness { engine, clock, dir, _cleanup } = self;
         engine.shutdown().expect("clean shutdown");
-        Harness::open_with(dir, clock, _cleanup, |_| {}, plans)
+        // The shard count the directory records.
+        let shards = tollgate_engine::layout::read(&dir).expect("layout").map_or(2, |layout| layout.shards);
+        Harness::open_with(dir, clock, _cleanup, |config| config.shards = shards, plans)
     }
 
     pub fn run(&self, key: &str, target: Target, operation: Operation) -> Answer {

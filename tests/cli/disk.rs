@@ -1,0 +1,161 @@
+//! `tollgate serve` on a real small file system that fills up and turns read-only: the
+//! shard answers errors (never success) while its journal cannot be written, says so on
+//! the readiness endpoint, logs the failure once, and serves again once space returns.
+//! Needs `mount` (root, as CI runs): the file system is a tmpfs of a few megabytes.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use super::{admin_address_of, charging_data, http, scratch, start_servers, stop_server};
+
+/// A tmpfs mounted for the test, unmounted when dropped.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(at: &Path, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(at).expect("mount point");
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(at)
+            .status()
+            .expect("mount runs");
+        assert!(status.success(), "mounting a tmpfs needs root (CI runs as root)");
+        Tmpfs(at.to_owned())
+    }
+}
+
+/// `dir` bind-mounted read-only over itself until dropped: files already open stay
+/// writable (they belong to the mount underneath), nothing new can be created.
+struct ReadOnly(PathBuf);
+
+impl ReadOnly {
+    fn over(dir: &Path) -> ReadOnly {
+        let run = |args: &[&str]| {
+            let status = Command::new("mount").args(args).arg(dir).arg(dir).status().expect("mount");
+            assert!(status.success(), "mount {args:?}");
+        };
+        run(&["--bind"]);
+        let status = Command::new("mount").args(["-o", "remount,bind,ro"]).arg(dir).status().expect("mount");
+        assert!(status.success(), "remount read-only");
+        ReadOnly(dir.to_owned())
+    }
+}
+
+impl Drop for ReadOnly {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// Fills the file system holding `dir` with a ballast file; returns its path.
+fn fill(dir: &Path) -> PathBuf {
+    let ballast = dir.join("ballast");
+    let mut file = std::fs::File::create(&ballast).expect("ballast");
+    let chunk = vec![0xa5u8; 1 << 16];
+    while file.write_all(&chunk).is_ok() {}
+    let _ = file.sync_all();
+    ballast
+}
+
+fn ready(admin: &str) -> (u16, String) {
+    let (status, _, body) = http(admin, "GET", "/health/ready", "");
+    (status, body)
+}
+
+fn wait_ready(admin: &str, want: u16) -> String {
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let (status, body) = ready(admin);
+        if status == want {
+            return body;
+        }
+        assert!(Instant::now() < deadline, "readiness never became {want}: {status} {body}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn create(address: &str, sequence: u32) -> u16 {
+    let base = "/nchf-convergedcharging/v3/chargingdata";
+    http(address, "POST", base, &charging_data(sequence, Some(1 << 20), None)).0
+}
+
+fn error_lines(log: &Path) -> Vec<String> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains("ERROR"))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Regression (issue 14, item 5): after ENOSPC a shard answered 503 but stayed dead
+/// after space was freed, nothing outside could tell, and a read-only data directory
+/// logged an ERROR per batch (3,648 in 5 s) retrying its snapshot.
+#[test]
+fn a_full_then_read_only_disk_fails_requests_reports_not_ready_and_recovers() {
+    let dir = scratch("disk-full");
+    let disk = Tmpfs::mount(&dir.join("disk"), "24m");
+    let data = disk.0.join("data");
+    let (child, _, address) =
+        start_servers(&data, "ocs.disk.test", &["--demo-subscribers", "4", "--shards", "1", "--snapshot-every", "20"]);
+    let admin = admin_address_of(&data);
+    assert_eq!(ready(&admin).0, 200);
+    assert_eq!(create(&address, 0), 201);
+
+    // 1. The disk fills up: requests fail, never succeed; readiness says which shard.
+    let ballast = fill(&disk.0);
+    // Appends may still land in the journal file's last partly filled page; from the
+    // first failure on, every request fails until space returns.
+    let answers: Vec<u16> = (1..=30).map(|n| create(&address, n)).collect();
+    let first_failure = answers.iter().position(|status| *status == 503).expect("the full disk fails requests");
+    assert!(answers[first_failure..].iter().all(|status| *status == 503), "{answers:?}");
+    assert!(answers[..first_failure].iter().all(|status| *status == 201), "{answers:?}");
+    let body = wait_ready(&admin, 503);
+    assert!(body.contains("\"state\":\"failed\"") && body.contains("No space left"), "{body}");
+    // 2. Space returns: the shard rebuilds itself and serves again.
+    std::fs::remove_file(&ballast).expect("free space");
+    wait_ready(&admin, 200);
+    assert_eq!(create(&address, 100), 201);
+    let journal_errors =
+        error_lines(&data.with_extension("log")).into_iter().filter(|l| l.contains("journal failed")).count();
+    assert_eq!(journal_errors, 1, "the failure is logged once");
+
+    // 3. The data directory turns read-only under load: the open journal segment still
+    // takes records, but no snapshot can be written; it backs off instead of logging an
+    // ERROR per batch, and succeeds again once the directory is writable.
+    let before = error_lines(&data.with_extension("log")).len();
+    let read_only = ReadOnly::over(&data);
+    let until = Instant::now() + Duration::from_secs(3);
+    let mut sequence = 200;
+    while Instant::now() < until {
+        assert_eq!(create(&address, sequence), 201, "the journal segment is still writable");
+        sequence += 1;
+    }
+    let logged = error_lines(&data.with_extension("log")).len() - before;
+    assert!(
+        (1..=2).contains(&logged),
+        "{logged} ERROR lines in 3 s of failing snapshots: {:?}",
+        error_lines(&data.with_extension("log"))
+    );
+    drop(read_only);
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while !std::fs::read_to_string(data.with_extension("log")).unwrap_or_default().contains("snapshot succeeded again")
+    {
+        assert!(Instant::now() < deadline, "the snapshot never succeeded again");
+        assert_eq!(create(&address, sequence), 201);
+        sequence += 1;
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(ready(&admin).0, 200);
+    stop_server(child);
+    drop(disk);
+    std::fs::remove_dir_all(dir).ok();
+}
