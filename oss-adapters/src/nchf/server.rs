@@ -25,6 +25,7 @@ use tollgate_engine::{
 
 use crate::AdapterError;
 
+use super::formats;
 use super::model::{
     ChargingDataRequest, ChargingDataResponse, FinalUnitIndication, InvalidParam, MultipleUnitInformation,
     ProblemDetails, UnitField, Units,
@@ -59,13 +60,13 @@ impl std::fmt::Debug for RequestReader {
 impl RequestReader {
     /// Compiles the bundled schema; fails only on a build defect.
     pub fn new() -> Result<RequestReader, AdapterError> {
-        let schema: serde_json::Value =
+        let mut schema: serde_json::Value =
             serde_json::from_str(REQUEST_SCHEMA).map_err(|e| AdapterError::Schema(e.to_string()))?;
-        let validator = jsonschema::options()
-            .with_draft(jsonschema::Draft::Draft7)
-            .should_validate_formats(true)
-            .build(&schema)
-            .map_err(|e| AdapterError::Schema(e.to_string()))?;
+        formats::move_number_formats(&mut schema);
+        let validator =
+            formats::checked(jsonschema::options().with_draft(jsonschema::Draft::Draft7).should_validate_formats(true))
+                .build(&schema)
+                .map_err(|e| AdapterError::Schema(e.to_string()))?;
         Ok(RequestReader { validator })
     }
 
@@ -146,7 +147,11 @@ fn read_request(
         .take(8)
         .map(|err| {
             let path = err.instance_path().to_string();
-            InvalidParam { param: if path.is_empty() { "/".to_owned() } else { path }, reason: err.to_string() }
+            let reason = match err.kind() {
+                jsonschema::error::ValidationErrorKind::Format { format } => formats::reason(format),
+                _ => err.to_string(),
+            };
+            InvalidParam { param: if path.is_empty() { "/".to_owned() } else { path }, reason }
         })
         .collect();
     if !invalid.is_empty() {
