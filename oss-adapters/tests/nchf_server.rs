@@ -9,9 +9,11 @@ use std::time::Duration;
 
 use rust_decimal::Decimal;
 use serde_json::{json, Value};
-use tollgate_engine::{AccountKind, Engine, EngineConfig, Identity, Operation, Plans, Request, SystemClock, Target};
+use tollgate_engine::{
+    AccountKind, Body, Engine, EngineConfig, Identity, Operation, Plans, Request, SystemClock, Target,
+};
 use tollgate_oss_adapters::nchf::formats::FORMATS;
-use tollgate_oss_adapters::nchf::server::{router, serve};
+use tollgate_oss_adapters::nchf::server::{router, serve, MAX_SUBSCRIBER_BYTES};
 
 const BASE: &str = "/nchf-convergedcharging/v3/chargingdata";
 const NF_NAME: &str = "1b9e6c52-2a3f-4f8e-9c1d-0a8b7e6f5d4c";
@@ -70,6 +72,18 @@ fn subscriber(server: &Server, account: u64, identity: Identity, balance: &str) 
     );
 }
 
+fn balance(server: &Server, account: u64) -> Decimal {
+    match server
+        .engine
+        .execute(Request { key: None, target: Target::Account(account), operation: Operation::BalanceEnquiry })
+        .expect("answer")
+        .body
+    {
+        Body::Balance(view) => view.balance,
+        other => panic!("{other:?}"),
+    }
+}
+
 struct Answer {
     status: u16,
     head: String,
@@ -95,6 +109,17 @@ impl Answer {
                     .collect()
             })
             .unwrap_or_default()
+    }
+
+    /// The ChargingDataRef at the end of a create's `Location` header.
+    fn reference(&self) -> String {
+        let location = self
+            .head
+            .lines()
+            .find_map(|l| l.split_once(':').filter(|(name, _)| name.eq_ignore_ascii_case("location")).map(|(_, v)| v))
+            .unwrap_or_else(|| panic!("a Location header: {}", self.head))
+            .trim();
+        location.rsplit('/').next().expect("reference").to_owned()
     }
 }
 
@@ -237,4 +262,62 @@ fn every_format_of_the_schema_is_enforced_on_a_create() {
         let answer = post(&server, BASE, &request);
         assert_eq!(answer.status, 201, "{}: {}", case.format, answer.body);
     }
+}
+
+fn nai(bytes: usize) -> String {
+    let domain = "@example.com";
+    format!("nai-{}{domain}", "u".repeat(bytes - "nai-".len() - domain.len()))
+}
+
+/// Regression: a subscriberIdentifier of about 250 bytes (a long `nai-…`) was answered 403
+/// CHARGING_FAILED "field `key`: longer than 512 bytes", the engine's name for the
+/// idempotency key the reference went into.
+#[test]
+fn a_subscriber_identifier_past_the_bound_is_400_naming_it_and_one_at_the_bound_is_charged() {
+    let server = start("long-subscriber");
+    let longest = nai(MAX_SUBSCRIBER_BYTES);
+    let value = longest.strip_prefix("nai-").expect("nai");
+    subscriber(&server, 1, Identity::Nai(value.into()), "1.00");
+    for bytes in [MAX_SUBSCRIBER_BYTES + 1, 250, 300, 4096] {
+        for path in [BASE.to_owned(), format!("{BASE}/{}-0123456789abcdef/update", "6e61692d40")] {
+            let answer = post(&server, &path, &charging_data(&nai(bytes), 0, Some(1 << 20), None));
+            assert_invalid(&answer, "/subscriberIdentifier", &format!("longer than {MAX_SUBSCRIBER_BYTES} bytes"));
+        }
+    }
+    // At the bound, with the longest invocationSequenceNumber, the whole session works.
+    let last = u32::MAX;
+    let created = post(&server, BASE, &charging_data(&longest, last - 2, Some(1 << 20), None));
+    assert_eq!(created.status, 201, "{}", created.body);
+    let reference = created.reference();
+    let update = post(
+        &server,
+        &format!("{BASE}/{reference}/update"),
+        &charging_data(&longest, last - 1, Some(1 << 20), Some(1 << 20)),
+    );
+    assert_eq!(update.status, 200, "{}", update.body);
+    let release =
+        post(&server, &format!("{BASE}/{reference}/release"), &charging_data(&longest, last, None, Some(1 << 20)));
+    assert_eq!(release.status, 204, "{}", release.body);
+    assert_eq!(balance(&server, 1), "0.80".parse::<Decimal>().expect("amount"), "2 MB of data at 0.10/MB");
+}
+
+/// Regression: an update or release on a reference naming a subscriber longer than the bound
+/// (decoded up to 256 bytes) reached the engine with a key past MAX_KEY_BYTES and was
+/// answered 403 "field `key`: …"; no create can make such a reference, so it names nothing.
+#[test]
+fn an_update_on_a_reference_past_the_subscriber_bound_is_404_not_an_engine_error() {
+    let server = start("long-reference");
+    let long = nai(250);
+    let value = long.strip_prefix("nai-").expect("nai");
+    subscriber(&server, 1, Identity::Nai(value.into()), "1.00");
+    let encoded: String = long.bytes().map(|b| format!("{b:02x}")).collect();
+    let reference = format!("{encoded}-0123456789abcdef");
+    for action in ["update", "release"] {
+        let request = charging_data("msisdn-4917000000001", 1, None, Some(1 << 20));
+        let answer = post(&server, &format!("{BASE}/{reference}/{action}"), &request);
+        assert_eq!(answer.status, 404, "{action}: {}", answer.body);
+        assert_eq!(answer.json()["cause"], "RESOURCE_NOT_FOUND", "{action}: {}", answer.body);
+        assert!(!answer.body.contains("field `"), "an engine field name leaked: {}", answer.body);
+    }
+    assert_eq!(balance(&server, 1), "1.00".parse::<Decimal>().expect("amount"));
 }
