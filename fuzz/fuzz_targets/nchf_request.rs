@@ -21,7 +21,8 @@ fuzz_target!(|data: &[u8]| {
         let _ = unit_requests(&request, true);
         if let Some(subscriber) = &request.subscriber_identifier {
             let _ = identity(subscriber);
-            let reference = reference_of(&request, subscriber);
+            // `read` bounds the subscriber, so every one read gets a reference that names it.
+            let reference = reference_of(&request, subscriber).expect("a subscriber within the bound");
             assert_eq!(subscriber_of(&reference).as_deref(), Some(subscriber.as_str()));
         }
     }

@@ -2,7 +2,8 @@
 //! JSON over HTTP/2 (and HTTP/1.1). Create / update / release of charging data map onto
 //! the engine's session API; a request is validated against the specification's own
 //! schema (bundled from the OpenAPI files by `scripts/bundle-nchf-schema.py`) before it is
-//! read, and errors are ProblemDetails.
+//! read (every `format` it uses checked: `formats.rs`), and errors are ProblemDetails.
 
+pub mod formats;
 pub mod model;
 pub mod server;

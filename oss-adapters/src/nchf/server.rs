@@ -19,12 +19,14 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
 use tokio::sync::oneshot;
+use tollgate_engine::runtime::{MAX_KEY_BYTES, MAX_TEXT_BYTES};
 use tollgate_engine::{
     Answer, Body, Engine, Identity, Operation, Outcome, Request, ServiceRef, SessionStep, Target, UnitRequest, Usage,
 };
 
 use crate::AdapterError;
 
+use super::formats;
 use super::model::{
     ChargingDataRequest, ChargingDataResponse, FinalUnitIndication, InvalidParam, MultipleUnitInformation,
     ProblemDetails, UnitField, Units,
@@ -36,6 +38,19 @@ const REQUEST_SCHEMA: &str = include_str!("charging_data_request.schema.json");
 pub const MAX_BODY_BYTES: usize = 256 * 1024;
 /// Most multipleUnitUsage entries in one request.
 pub const MAX_UNIT_USAGES: usize = 64;
+/// Longest subscriberIdentifier (SUPI or GPSI: `imsi-…`, `msisdn-…`, `nai-…`) accepted, in
+/// bytes. The ChargingDataRef hex-encodes it, and the engine's idempotency key
+/// `nchf;{reference};{invocationSequenceNumber}` must fit in its `MAX_KEY_BYTES`; an NAI
+/// `nai-` plus 235 bytes is the longest.
+pub const MAX_SUBSCRIBER_BYTES: usize = (MAX_KEY_BYTES - KEY_BYTES_BESIDES_SUBSCRIBER) / 2;
+/// The idempotency key besides the hex-encoded subscriber: `nchf;`, the reference's `-` and
+/// digest, `;` and the longest invocationSequenceNumber (a u32).
+const KEY_BYTES_BESIDES_SUBSCRIBER: usize =
+    "nchf;".len() + "-".len() + DIGEST_HEX_DIGITS + ";".len() + (u32::MAX.ilog10() as usize + 1);
+/// Hexadecimal digits of the digest that ends a reference.
+const DIGEST_HEX_DIGITS: usize = 16;
+// The reference is also the engine's session id.
+const _: () = assert!(2 * MAX_SUBSCRIBER_BYTES + "-".len() + DIGEST_HEX_DIGITS <= MAX_TEXT_BYTES);
 const BASE: &str = "/nchf-convergedcharging/v3";
 
 pub struct NchfState {
@@ -59,13 +74,13 @@ impl std::fmt::Debug for RequestReader {
 impl RequestReader {
     /// Compiles the bundled schema; fails only on a build defect.
     pub fn new() -> Result<RequestReader, AdapterError> {
-        let schema: serde_json::Value =
+        let mut schema: serde_json::Value =
             serde_json::from_str(REQUEST_SCHEMA).map_err(|e| AdapterError::Schema(e.to_string()))?;
-        let validator = jsonschema::options()
-            .with_draft(jsonschema::Draft::Draft7)
-            .should_validate_formats(true)
-            .build(&schema)
-            .map_err(|e| AdapterError::Schema(e.to_string()))?;
+        formats::move_number_formats(&mut schema);
+        let validator =
+            formats::checked(jsonschema::options().with_draft(jsonschema::Draft::Draft7).should_validate_formats(true))
+                .build(&schema)
+                .map_err(|e| AdapterError::Schema(e.to_string()))?;
         Ok(RequestReader { validator })
     }
 
@@ -146,7 +161,11 @@ fn read_request(
         .take(8)
         .map(|err| {
             let path = err.instance_path().to_string();
-            InvalidParam { param: if path.is_empty() { "/".to_owned() } else { path }, reason: err.to_string() }
+            let reason = match err.kind() {
+                jsonschema::error::ValidationErrorKind::Format { format } => formats::reason(format),
+                _ => err.to_string(),
+            };
+            InvalidParam { param: if path.is_empty() { "/".to_owned() } else { path }, reason }
         })
         .collect();
     if !invalid.is_empty() {
@@ -160,6 +179,9 @@ fn read_request(
     let request: ChargingDataRequest = serde_json::from_value(value).map_err(|err| {
         problem(StatusCode::BAD_REQUEST, "INVALID_MSG_FORMAT", format!("ChargingDataRequest: {err}"), Vec::new())
     })?;
+    if request.subscriber_identifier.as_ref().is_some_and(|s| s.len() > MAX_SUBSCRIBER_BYTES) {
+        return Err(subscriber_too_long());
+    }
     if request.multiple_unit_usage.len() > MAX_UNIT_USAGES {
         let param = InvalidParam {
             param: "/multipleUnitUsage".to_owned(),
@@ -173,6 +195,14 @@ fn read_request(
         ));
     }
     Ok(request)
+}
+
+fn subscriber_too_long() -> Problem {
+    let param = InvalidParam {
+        param: "/subscriberIdentifier".to_owned(),
+        reason: format!("longer than {MAX_SUBSCRIBER_BYTES} bytes"),
+    };
+    problem(StatusCode::BAD_REQUEST, "INVALID_MSG_FORMAT", "subscriberIdentifier is too long", vec![param])
 }
 
 /// `imsi-…`, `msisdn-…`, `nai-…` (SUPI / GPSI forms) to an engine identity.
@@ -194,12 +224,17 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The inverse of `hex`: lowercase digits only, so a subscriber has one encoding.
 fn unhex(text: &str) -> Option<String> {
-    if !text.len().is_multiple_of(2) || text.len() > 512 {
-        return None;
+    fn digit(b: u8) -> Option<u8> {
+        match b {
+            b'0'..=b'9' => Some(b - b'0'),
+            b'a'..=b'f' => Some(b - b'a' + 10),
+            _ => None,
+        }
     }
-    let bytes: Option<Vec<u8>> =
-        (0..text.len()).step_by(2).map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok()).collect();
+    let pairs = text.as_bytes().chunks(2);
+    let bytes: Option<Vec<u8>> = pairs.map(|pair| Some((digit(pair[0])? << 4) | digit(*pair.get(1)?)?)).collect();
     String::from_utf8(bytes?).ok()
 }
 
@@ -216,7 +251,13 @@ fn digest(parts: &[&[u8]]) -> u64 {
     hash
 }
 
-pub fn reference_of(request: &ChargingDataRequest, subscriber: &str) -> String {
+/// The ChargingDataRef of a create: the subscriber hex-encoded, `-`, and a digest of the
+/// request. `None` for a subscriber longer than `MAX_SUBSCRIBER_BYTES`, which no reference
+/// can name (`RequestReader::read` refuses it first).
+pub fn reference_of(request: &ChargingDataRequest, subscriber: &str) -> Option<String> {
+    if subscriber.len() > MAX_SUBSCRIBER_BYTES {
+        return None;
+    }
     let consumer = request.nf_consumer_identification.to_string();
     let hash = digest(&[
         consumer.as_bytes(),
@@ -224,14 +265,21 @@ pub fn reference_of(request: &ChargingDataRequest, subscriber: &str) -> String {
         request.invocation_time_stamp.as_bytes(),
         &request.invocation_sequence_number.to_be_bytes(),
     ]);
-    format!("{}-{hash:016x}", hex(subscriber.as_bytes()))
+    Some(format!("{}-{hash:016x}", hex(subscriber.as_bytes())))
 }
 
-/// The subscriber a reference names, if it is one of ours.
+/// The subscriber a reference names, if it is one `reference_of` can make.
 pub fn subscriber_of(reference: &str) -> Option<String> {
     let (encoded, hash) = reference.rsplit_once('-')?;
-    (hash.len() == 16 && hash.bytes().all(|b| b.is_ascii_hexdigit())).then_some(())?;
+    (hash.len() == DIGEST_HEX_DIGITS && hash.bytes().all(|b| b.is_ascii_hexdigit())).then_some(())?;
+    (encoded.len() <= 2 * MAX_SUBSCRIBER_BYTES).then_some(())?;
     unhex(encoded)
+}
+
+/// The engine idempotency key of a request on `reference`; at most `MAX_KEY_BYTES` for every
+/// reference `reference_of` makes.
+pub fn idempotency_key(reference: &str, invocation_sequence_number: u32) -> String {
+    format!("nchf;{reference};{invocation_sequence_number}")
 }
 
 pub fn unit_requests(request: &ChargingDataRequest, with_requested: bool) -> Vec<(UnitRequest, UnitField)> {
@@ -381,9 +429,9 @@ async fn create(State(state): State<Arc<NchfState>>, headers: HeaderMap, body: B
             Vec::new(),
         ));
     };
-    let reference = reference_of(&request, &subscriber);
+    let reference = reference_of(&request, &subscriber).ok_or_else(subscriber_too_long)?;
     let units = unit_requests(&request, true);
-    let key = Some(format!("nchf;{reference};{}", request.invocation_sequence_number));
+    let key = Some(idempotency_key(&reference, request.invocation_sequence_number));
     let operation = if request.one_time_event {
         let Some((unit, _)) = units.first() else {
             return Err(problem(
@@ -424,7 +472,7 @@ async fn session_step(
     };
     let request = state.reader.read(headers, body)?;
     let units = unit_requests(&request, step != SessionStep::Termination);
-    let key = Some(format!("nchf;{reference};{}", request.invocation_sequence_number));
+    let key = Some(idempotency_key(reference, request.invocation_sequence_number));
     let operation = Operation::Session {
         session: reference.to_owned(),
         step,
@@ -473,22 +521,87 @@ pub async fn serve(
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
+
+    fn request(consumer: &str, time_stamp: &str, sequence: u32) -> ChargingDataRequest {
+        serde_json::from_value(serde_json::json!({
+            "nfConsumerIdentification": {"nodeFunctionality": consumer},
+            "invocationTimeStamp": time_stamp,
+            "invocationSequenceNumber": sequence,
+        }))
+        .expect("request")
+    }
 
     #[test]
     fn references_round_trip_the_subscriber() {
-        let request: ChargingDataRequest = serde_json::from_value(serde_json::json!({
-            "nfConsumerIdentification": {"nodeFunctionality": "SMF"},
-            "invocationTimeStamp": "2026-03-02T10:00:00Z",
-            "invocationSequenceNumber": 0,
-            "subscriberIdentifier": "imsi-001010000000001"
-        }))
-        .expect("request");
-        let reference = reference_of(&request, "imsi-001010000000001");
+        let request = request("SMF", "2026-03-02T10:00:00Z", 0);
+        let reference = reference_of(&request, "imsi-001010000000001").expect("a reference");
         assert_eq!(subscriber_of(&reference).as_deref(), Some("imsi-001010000000001"));
-        assert_eq!(reference, reference_of(&request, "imsi-001010000000001"), "stable for retransmissions");
+        assert_eq!(
+            Some(&reference),
+            reference_of(&request, "imsi-001010000000001").as_ref(),
+            "stable for retransmissions"
+        );
         assert_eq!(subscriber_of("zz-0123456789abcdef"), None);
         assert_eq!(subscriber_of("616263"), None);
+        assert_eq!(subscriber_of("6162636-0123456789abcdef"), None, "odd length");
+        assert_eq!(subscriber_of("+6162-0123456789abcdef"), None, "a sign is not a digit");
+        assert_eq!(subscriber_of("6A-0123456789abcdef"), None, "only the lowercase encoding");
+    }
+
+    /// Regression (fuzz target nchf_request): `reference_of` encoded subscribers of any length
+    /// and `subscriber_of` decoded at most 256 bytes; the idempotency key of a long one went
+    /// past the engine's MAX_KEY_BYTES.
+    #[test]
+    fn the_subscriber_bound_is_the_longest_whose_key_fits_the_engine() {
+        let request = request("SMF", "2026-03-02T10:00:00Z", u32::MAX);
+        let longest = format!("nai-{}@example.com", "a".repeat(MAX_SUBSCRIBER_BYTES - "nai-@example.com".len()));
+        assert_eq!(longest.len(), MAX_SUBSCRIBER_BYTES);
+        let reference = reference_of(&request, &longest).expect("a reference");
+        assert_eq!(subscriber_of(&reference).as_deref(), Some(longest.as_str()));
+        let key = idempotency_key(&reference, u32::MAX);
+        assert!(key.len() <= MAX_KEY_BYTES, "{} bytes", key.len());
+        assert!(key.len() + 2 > MAX_KEY_BYTES, "one byte more would not fit: the bound is not lower than it must be");
+        assert!(reference.len() <= MAX_TEXT_BYTES, "the reference is the engine session id");
+        let longer = format!("x{longest}");
+        assert_eq!(reference_of(&request, &longer), None);
+        let forged = format!("{}-0123456789abcdef", hex(longer.as_bytes()));
+        assert_eq!(subscriber_of(&forged), None, "no reference names a subscriber past the bound");
+    }
+
+    proptest! {
+        /// Every reference `reference_of` makes names its subscriber, and its idempotency key
+        /// fits the engine; a subscriber past the bound gets no reference.
+        #[test]
+        fn every_reference_names_its_subscriber(
+            subscriber in prop_oneof![".{0,80}", ".{200,260}", "nai-[a-z0-9.]{200,250}@[a-z.]{1,20}"],
+            consumer in "[A-Z]{1,8}",
+            sequence in any::<u32>(),
+        ) {
+            let request = request(&consumer, "2026-03-02T10:00:00Z", sequence);
+            match reference_of(&request, &subscriber) {
+                Some(reference) => {
+                    prop_assert!(subscriber.len() <= MAX_SUBSCRIBER_BYTES);
+                    prop_assert_eq!(subscriber_of(&reference), Some(subscriber));
+                    prop_assert!(idempotency_key(&reference, sequence).len() <= MAX_KEY_BYTES);
+                }
+                None => prop_assert!(subscriber.len() > MAX_SUBSCRIBER_BYTES),
+            }
+        }
+
+        /// `subscriber_of` never panics and accepts only what `reference_of` would make.
+        #[test]
+        fn subscriber_of_reads_only_references(
+            reference in prop_oneof!["[0-9a-fA-F+-]{0,600}", "([0-9a-f]{2}){0,300}-[0-9a-f]{16}"],
+        ) {
+            if let Some(subscriber) = subscriber_of(&reference) {
+                let (encoded, _) = reference.rsplit_once('-').expect("a digest");
+                prop_assert_eq!(hex(subscriber.as_bytes()), encoded);
+                prop_assert!(subscriber.len() <= MAX_SUBSCRIBER_BYTES);
+            }
+        }
     }
 
     #[test]

@@ -1,0 +1,323 @@
+//! The Nchf_ConvergedCharging server over a real socket (HTTP/1.1): what a request is refused
+//! for, and with which ProblemDetails.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rust_decimal::Decimal;
+use serde_json::{json, Value};
+use tollgate_engine::{
+    AccountKind, Body, Engine, EngineConfig, Identity, Operation, Plans, Request, SystemClock, Target,
+};
+use tollgate_oss_adapters::nchf::formats::FORMATS;
+use tollgate_oss_adapters::nchf::server::{router, serve, MAX_SUBSCRIBER_BYTES};
+
+const BASE: &str = "/nchf-convergedcharging/v3/chargingdata";
+const NF_NAME: &str = "1b9e6c52-2a3f-4f8e-9c1d-0a8b7e6f5d4c";
+
+struct Server {
+    engine: Arc<Engine>,
+    address: std::net::SocketAddr,
+    _runtime: tokio::runtime::Runtime,
+    dir: std::path::PathBuf,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn start(name: &str) -> Server {
+    let dir = std::env::temp_dir().join(format!("tollgate-nchf-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut plans = Plans::new();
+    plans.load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../tariffs/examples/prepaid-mobile.toml")).expect("plan");
+    let engine = Arc::new(Engine::open(EngineConfig::new(&dir), plans, Arc::new(SystemClock)).expect("engine"));
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("runtime");
+    let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).expect("bind");
+    let address = listener.local_addr().expect("address");
+    let app = router(Arc::clone(&engine), format!("http://{address}")).expect("router");
+    runtime.spawn(serve(listener, app, std::future::pending()));
+    Server { engine, address, _runtime: runtime, dir }
+}
+
+/// A prepaid account `account` with one subscription under `identity`.
+fn subscriber(server: &Server, account: u64, identity: Identity, balance: &str) {
+    let run = |key: &str, operation| {
+        server
+            .engine
+            .execute(Request { key: Some(key.into()), target: Target::Account(account), operation })
+            .expect("answer")
+    };
+    run(
+        &format!("a{account}"),
+        Operation::CreateAccount {
+            kind: AccountKind::Prepaid,
+            currency: "EUR".into(),
+            credit_limit: Decimal::ZERO,
+            opening_balance: balance.parse().expect("amount"),
+        },
+    );
+    run(
+        &format!("s{account}"),
+        Operation::CreateSubscription {
+            subscription: account,
+            plan: "mobile-prepaid-s".into(),
+            identities: vec![identity],
+        },
+    );
+}
+
+fn balance(server: &Server, account: u64) -> Decimal {
+    match server
+        .engine
+        .execute(Request { key: None, target: Target::Account(account), operation: Operation::BalanceEnquiry })
+        .expect("answer")
+        .body
+    {
+        Body::Balance(view) => view.balance,
+        other => panic!("{other:?}"),
+    }
+}
+
+struct Answer {
+    status: u16,
+    head: String,
+    body: String,
+}
+
+impl Answer {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|err| panic!("{err}: {}{}", self.head, self.body))
+    }
+
+    /// The `invalidParams` entries as (param, reason).
+    fn invalid_params(&self) -> Vec<(String, String)> {
+        let problem = self.json();
+        problem["invalidParams"]
+            .as_array()
+            .map(|entries| {
+                entries
+                    .iter()
+                    .map(|e| {
+                        (e["param"].as_str().unwrap_or("").to_owned(), e["reason"].as_str().unwrap_or("").to_owned())
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The ChargingDataRef at the end of a create's `Location` header.
+    fn reference(&self) -> String {
+        let location = self
+            .head
+            .lines()
+            .find_map(|l| l.split_once(':').filter(|(name, _)| name.eq_ignore_ascii_case("location")).map(|(_, v)| v))
+            .unwrap_or_else(|| panic!("a Location header: {}", self.head))
+            .trim();
+        location.rsplit('/').next().expect("reference").to_owned()
+    }
+}
+
+fn post(server: &Server, path: &str, body: &Value) -> Answer {
+    let body = body.to_string();
+    let mut stream = TcpStream::connect(server.address).expect("connect");
+    stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        server.address,
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).expect("send");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("read");
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    Answer { status, head: head.to_owned(), body: body.to_owned() }
+}
+
+/// A ChargingDataRequest for rating group 30 (data), well formed in every field.
+fn charging_data(subscriber: &str, sequence: u32, requested: Option<u64>, used: Option<u64>) -> Value {
+    let mut usage = json!({"ratingGroup": 30});
+    if let Some(units) = requested {
+        usage["requestedUnit"] = json!({"totalVolume": units});
+    }
+    if let Some(units) = used {
+        usage["usedUnitContainer"] = json!([{"localSequenceNumber": 1, "totalVolume": units}]);
+    }
+    json!({
+        "subscriberIdentifier": subscriber,
+        "nfConsumerIdentification": {"nodeFunctionality": "SMF", "nFName": NF_NAME},
+        "invocationTimeStamp": "2026-11-23T10:00:00Z",
+        "invocationSequenceNumber": sequence,
+        "multipleUnitUsage": [usage]
+    })
+}
+
+/// Sets the member at JSON `pointer` in `value`, adding the objects on the way.
+fn set(value: &mut Value, pointer: &str, member: Value) {
+    let mut at = value;
+    let tokens: Vec<&str> = pointer.split('/').skip(1).collect();
+    for (i, token) in tokens.iter().enumerate() {
+        let last = i + 1 == tokens.len();
+        at = match at {
+            Value::Array(items) => &mut items[token.parse::<usize>().expect("an index")],
+            Value::Object(map) if last => {
+                map.insert((*token).to_owned(), member);
+                return;
+            }
+            Value::Object(map) => map.entry(*token).or_insert_with(|| json!({})),
+            other => panic!("{pointer}: {other} has no members"),
+        };
+    }
+    *at = member;
+}
+
+/// Asserts a 400 INVALID_MSG_FORMAT whose invalidParams name `param` with a reason that
+/// contains `reason`, and that no engine-internal field name leaks.
+fn assert_invalid(answer: &Answer, param: &str, reason: &str) {
+    assert_eq!(answer.status, 400, "{}{}", answer.head, answer.body);
+    assert!(answer.head.to_ascii_lowercase().contains("application/problem+json"), "{}", answer.head);
+    assert_eq!(answer.json()["cause"], "INVALID_MSG_FORMAT", "{}", answer.body);
+    let params = answer.invalid_params();
+    assert!(
+        params.iter().any(|(p, r)| p == param && r.contains(reason)),
+        "expected {param} with a reason containing {reason:?}: {params:?}"
+    );
+    assert!(!answer.body.contains("field `"), "an engine field name leaked: {}", answer.body);
+}
+
+/// Regression: a create whose nfConsumerIdentification.nFName was "zzz" got 201 (Draft 7
+/// has no `uuid` format, and an unknown format passed).
+#[test]
+fn a_create_whose_nf_name_is_not_a_uuid_is_400_naming_the_field() {
+    let server = start("nf-name");
+    subscriber(&server, 1, Identity::Msisdn("4917000000001".into()), "1.00");
+    let mut request = charging_data("msisdn-4917000000001", 0, Some(1 << 20), None);
+    request["nfConsumerIdentification"]["nFName"] = json!("zzz");
+    let answer = post(&server, BASE, &request);
+    assert_invalid(&answer, "/nfConsumerIdentification/nFName", "\"uuid\"");
+    request["nfConsumerIdentification"]["nFName"] = json!(NF_NAME);
+    let answer = post(&server, BASE, &request);
+    assert_eq!(answer.status, 201, "{}", answer.body);
+}
+
+struct FormatCase {
+    format: &'static str,
+    pointer: &'static str,
+    valid: Value,
+    invalid: Value,
+}
+
+/// One field of each format of the schema, with a value of the format and one that is not.
+fn format_cases() -> Vec<FormatCase> {
+    vec![
+        FormatCase {
+            format: "byte",
+            pointer: "/registrationChargingInformation/5GMMCapability",
+            valid: json!("AQI="),
+            invalid: json!("AQI"),
+        },
+        FormatCase {
+            format: "date-time",
+            pointer: "/invocationTimeStamp",
+            valid: json!("2026-11-23T11:00:00.250+01:00"),
+            invalid: json!("2026-02-30T10:00:00Z"),
+        },
+        FormatCase {
+            format: "float",
+            pointer: "/multipleUnitUsage/0/usedUnitContainer/0/nSPAContainerInformation/throughput/guaranteedThpt",
+            valid: json!(1.5e6),
+            invalid: json!(1e39),
+        },
+        FormatCase {
+            format: "uuid",
+            pointer: "/nfConsumerIdentification/nFName",
+            valid: json!("6BA7B810-9DAD-11D1-80B4-00C04FD430C8"),
+            invalid: json!("6ba7b810-9dad-11d1-80b4-00c04fd430c"),
+        },
+    ]
+}
+
+#[test]
+fn every_format_of_the_schema_is_enforced_on_a_create() {
+    let cases = format_cases();
+    for format in FORMATS {
+        assert!(cases.iter().any(|case| case.format == format.name), "no case for the format {}", format.name);
+    }
+    let server = start("formats");
+    subscriber(&server, 1, Identity::Msisdn("4917000000001".into()), "5.00");
+    for (sequence, case) in (0u32..).step_by(2).zip(&cases) {
+        let mut request = charging_data("msisdn-4917000000001", sequence, Some(1 << 20), Some(1 << 10));
+        request["registrationChargingInformation"] = json!({"registrationMessagetype": "INITIAL"});
+        set(&mut request, case.pointer, case.invalid.clone());
+        let answer = post(&server, BASE, &request);
+        assert_invalid(&answer, case.pointer, &format!("\"{}\"", case.format));
+        set(&mut request, case.pointer, case.valid.clone());
+        request["invocationSequenceNumber"] = json!(sequence + 1);
+        let answer = post(&server, BASE, &request);
+        assert_eq!(answer.status, 201, "{}: {}", case.format, answer.body);
+    }
+}
+
+fn nai(bytes: usize) -> String {
+    let domain = "@example.com";
+    format!("nai-{}{domain}", "u".repeat(bytes - "nai-".len() - domain.len()))
+}
+
+/// Regression: a subscriberIdentifier of about 250 bytes (a long `nai-…`) was answered 403
+/// CHARGING_FAILED "field `key`: longer than 512 bytes", the engine's name for the
+/// idempotency key the reference went into.
+#[test]
+fn a_subscriber_identifier_past_the_bound_is_400_naming_it_and_one_at_the_bound_is_charged() {
+    let server = start("long-subscriber");
+    let longest = nai(MAX_SUBSCRIBER_BYTES);
+    let value = longest.strip_prefix("nai-").expect("nai");
+    subscriber(&server, 1, Identity::Nai(value.into()), "1.00");
+    for bytes in [MAX_SUBSCRIBER_BYTES + 1, 250, 300, 4096] {
+        for path in [BASE.to_owned(), format!("{BASE}/{}-0123456789abcdef/update", "6e61692d40")] {
+            let answer = post(&server, &path, &charging_data(&nai(bytes), 0, Some(1 << 20), None));
+            assert_invalid(&answer, "/subscriberIdentifier", &format!("longer than {MAX_SUBSCRIBER_BYTES} bytes"));
+        }
+    }
+    // At the bound, with the longest invocationSequenceNumber, the whole session works.
+    let last = u32::MAX;
+    let created = post(&server, BASE, &charging_data(&longest, last - 2, Some(1 << 20), None));
+    assert_eq!(created.status, 201, "{}", created.body);
+    let reference = created.reference();
+    let update = post(
+        &server,
+        &format!("{BASE}/{reference}/update"),
+        &charging_data(&longest, last - 1, Some(1 << 20), Some(1 << 20)),
+    );
+    assert_eq!(update.status, 200, "{}", update.body);
+    let release =
+        post(&server, &format!("{BASE}/{reference}/release"), &charging_data(&longest, last, None, Some(1 << 20)));
+    assert_eq!(release.status, 204, "{}", release.body);
+    assert_eq!(balance(&server, 1), "0.80".parse::<Decimal>().expect("amount"), "2 MB of data at 0.10/MB");
+}
+
+/// Regression: an update or release on a reference naming a subscriber longer than the bound
+/// (decoded up to 256 bytes) reached the engine with a key past MAX_KEY_BYTES and was
+/// answered 403 "field `key`: …"; no create can make such a reference, so it names nothing.
+#[test]
+fn an_update_on_a_reference_past_the_subscriber_bound_is_404_not_an_engine_error() {
+    let server = start("long-reference");
+    let long = nai(250);
+    let value = long.strip_prefix("nai-").expect("nai");
+    subscriber(&server, 1, Identity::Nai(value.into()), "1.00");
+    let encoded: String = long.bytes().map(|b| format!("{b:02x}")).collect();
+    let reference = format!("{encoded}-0123456789abcdef");
+    for action in ["update", "release"] {
+        let request = charging_data("msisdn-4917000000001", 1, None, Some(1 << 20));
+        let answer = post(&server, &format!("{BASE}/{reference}/{action}"), &request);
+        assert_eq!(answer.status, 404, "{action}: {}", answer.body);
+        assert_eq!(answer.json()["cause"], "RESOURCE_NOT_FOUND", "{action}: {}", answer.body);
+        assert!(!answer.body.contains("field `"), "an engine field name leaked: {}", answer.body);
+    }
+    assert_eq!(balance(&server, 1), "1.00".parse::<Decimal>().expect("amount"));
+}
