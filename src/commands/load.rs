@@ -352,7 +352,7 @@ fn nchf(args: NchfLoad) -> anyhow::Result<ExitCode> {
                         }
                         let body = serde_json::json!({
                             "subscriberIdentifier": format!("msisdn-49170{subscriber:08}"),
-                            "nfConsumerIdentification": {"nodeFunctionality": "SMF", "nFName": format!("load-{worker}")},
+                            "nfConsumerIdentification": {"nodeFunctionality": "SMF", "nFName": format!("00000000-0000-4000-8000-{worker:012x}")},
                             "invocationTimeStamp": format!("2026-11-23T10:00:{:02}Z", round % 60),
                             "invocationSequenceNumber": number,
                             "multipleUnitUsage": [usage]

@@ -682,7 +682,12 @@ fn schemathesis_nchf_against_the_3gpp_spec() {
     assert!(available, "schemathesis is missing: scripts/install-test-deps installs it");
     let dir = scratch("schemathesis");
     let (child, _, address) = start_servers(&dir.join("data"), "ocs.st.test", &["--demo-subscribers", "10"]);
+    // `format: float` is enforced (a binary32 range); schemathesis does not bound it, so a
+    // hook tells it what the format means (tests/interop/st_float_range.py).
+    let hooks = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop");
     let output = Command::new("st")
+        .env("PYTHONPATH", &hooks)
+        .env("SCHEMATHESIS_HOOKS", "st_float_range")
         .arg("run")
         .arg(&spec)
         .args(["--url", &format!("http://{address}/nchf-convergedcharging/v3")])
