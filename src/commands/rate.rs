@@ -289,8 +289,14 @@ fn describe(plan: &CompiledPlan, unrated: &Unrated) -> String {
             "the plan has no rate for this service and destination in band `{}`",
             plan.bands[usize::from(*band)]
         ),
-        Unrated::UsageTooLarge { limit } => format!("field `units`: more than {limit} seconds in one event"),
+        Unrated::UsageTooLarge { limit, unit } => {
+            format!("field `units`: more than {limit} {} in one event", unit.name())
+        }
         Unrated::AmountOverflow => "the amount does not fit a 96-bit decimal".to_owned(),
+        Unrated::StartTooLate { latest_utc_seconds } => format!(
+            "field `start`: after {}, the latest start rated",
+            jiff::Timestamp::from_second(*latest_utc_seconds).map(|t| t.to_string()).unwrap_or_default()
+        ),
         other => format!("{other:?}"),
     }
 }

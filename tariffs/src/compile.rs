@@ -731,6 +731,19 @@ impl Compiler<'_> {
                     .map(|b| Some(b as BandId)),
                 None => Some(None),
             };
+            if let Some(service) = service {
+                let unit = services[service].0.unit;
+                let limit = unit.max_per_event();
+                for (name, value) in [("first_interval", &spec.first_interval), ("increment", &spec.increment)] {
+                    if let Some(value) = value.as_ref().filter(|value| *value.get_ref() > limit) {
+                        self.ctx.report(
+                            value.span(),
+                            format!("rates[{index}].{name}"),
+                            format!("more than {limit} {}, the most one event may use", unit.name()),
+                        );
+                    }
+                }
+            }
             let Some(rate) = self.rate(spec, index, line) else { continue };
             let (Some(service), Some(destination), Some(band)) = (service, destination, band) else { continue };
             let key = (service as ServiceId, destination, band);

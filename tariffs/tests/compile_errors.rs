@@ -76,6 +76,13 @@ fn check(from: &str, to: &str, at: &str, field: &str, says: &str) {
     assert!(problem.message.contains(says), "{problem}");
 }
 
+/// Checks that the change yields exactly these problems, each as `tariff check` prints
+/// it (`file:line:column: field `path`: message`), in order.
+fn check_printed(from: &str, to: &str, expected: &[&str]) {
+    let found: Vec<String> = problems(from, to).iter().map(Problem::to_string).collect();
+    assert_eq!(found, expected, "after replacing {from:?} with {to:?}");
+}
+
 #[test]
 fn the_base_plan_compiles() {
     assert_eq!(problems("", ""), Vec::new());
@@ -143,6 +150,25 @@ fn missing_band_coverage() {
     assert_eq!(found.len(), 1, "{found:#?}");
     assert_eq!(found[0].field, "bands");
     assert!(found[0].message.contains("no band covers sun 00:00–24:00"), "{}", found[0]);
+}
+
+#[test]
+fn a_first_interval_or_increment_beyond_the_event_limit_is_refused() {
+    let cases = [
+        (
+            "increment = 1",
+            "increment = 604801",
+            "plan.toml:42:13: field `rates[0].increment`: more than 604800 seconds, the most one event may use",
+        ),
+        (
+            "increment = 1",
+            "increment = 1\nfirst_interval = 18446744073709551615",
+            "plan.toml:43:18: field `rates[0].first_interval`: more than 604800 seconds, the most one event may use",
+        ),
+    ];
+    for (from, to, expected) in cases {
+        check_printed(from, to, &[expected]);
+    }
 }
 
 #[test]
