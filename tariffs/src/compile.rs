@@ -57,8 +57,9 @@ pub fn compile_str(text: &str, file: &str, base_dir: Option<&Path>) -> Result<Co
     let source: PlanSource = match toml::from_str(text) {
         Ok(source) => source,
         Err(err) => {
-            let span = err.span().unwrap_or(0..0);
-            ctx.report(span, "", err.message().to_owned());
+            // serde names a missing field or a wrong type but not the entry it is in.
+            let field = err.span().map(|span| path_at(text, span.start)).unwrap_or_default();
+            ctx.report(err.span().unwrap_or(0..0), field, err.message().to_owned());
             return Err(ctx.into_error());
         }
     };
@@ -96,23 +97,28 @@ impl Ctx {
         self.line_starts.partition_point(|&start| start <= offset) as u32
     }
 
+    /// 1-based line and column of a byte offset.
+    fn position_of(&self, offset: usize) -> (u32, u32) {
+        let line = self.line_of(offset);
+        let column = offset - self.line_starts[(line as usize).saturating_sub(1)] + 1;
+        (line, column as u32)
+    }
+
     fn report(&mut self, span: Range<usize>, field: impl Into<String>, message: impl Into<String>) {
-        let line = self.line_of(span.start);
-        let column = span.start - self.line_starts[(line as usize).saturating_sub(1)] + 1;
-        self.problems.push(Problem {
-            file: self.file.clone(),
-            line,
-            column: column as u32,
-            field: field.into(),
-            message: message.into(),
-        });
+        let (line, column) = self.position_of(span.start);
+        let file = self.file.clone();
+        self.report_at(&file, line, column, field, message);
     }
 
     fn report_in(&mut self, file: &str, line: u32, field: impl Into<String>, message: impl Into<String>) {
+        self.report_at(file, line, 0, field, message);
+    }
+
+    fn report_at(&mut self, file: &str, line: u32, column: u32, field: impl Into<String>, message: impl Into<String>) {
         self.problems.push(Problem {
             file: file.to_owned(),
             line,
-            column: 0,
+            column,
             field: field.into(),
             message: message.into(),
         });
@@ -126,6 +132,10 @@ impl Ctx {
     }
 }
 
+/// Per minute of one day slot: the band and the index of the `[[bands]]` entry that
+/// covers it.
+type DayPaint = [Option<(BandId, usize)>; MINUTES_PER_DAY as usize];
+
 /// What a `[[rates]]` entry prices: `None` is "any".
 type RateKey = (ServiceId, Option<DestinationId>, Option<BandId>);
 
@@ -135,7 +145,9 @@ struct PrefixEntry {
     destination: DestinationId,
     /// 0 = the plan file, n = prefix_files[n - 1].
     origin_file: u32,
+    /// 1-based line and column of the prefix in its file.
     line: u32,
+    column: u32,
 }
 
 struct Compiler<'a> {
@@ -364,13 +376,14 @@ impl Compiler<'_> {
                 }
             };
             for prefix in &spec.prefixes {
-                let line = self.ctx.line_of(prefix.span().start);
+                let (line, column) = self.ctx.position_of(prefix.span().start);
                 match check_prefix(prefix.get_ref()) {
                     Ok(()) => entries.push(PrefixEntry {
                         digits: prefix.get_ref().as_bytes().into(),
                         destination: id,
                         origin_file: 0,
                         line,
+                        column,
                     }),
                     Err(message) => self.ctx.report(prefix.span(), format!("destinations[{index}].prefixes"), message),
                 }
@@ -417,6 +430,7 @@ impl Compiler<'_> {
         };
         for (line_index, line) in text.lines().enumerate() {
             let line_number = line_index as u32 + 1;
+            let column = (line.len() - line.trim_start().len()) as u32 + 1;
             let line = line.trim();
             if line.is_empty() || line.starts_with('#') || (line_index == 0 && line.starts_with("prefix,")) {
                 continue;
@@ -448,6 +462,7 @@ impl Compiler<'_> {
                 destination: id,
                 origin_file,
                 line: line_number,
+                column,
             });
             if entries.len() > MAX_PREFIXES {
                 self.ctx.report_in(
@@ -472,41 +487,57 @@ impl Compiler<'_> {
             return PrefixTrie::default();
         }
         entries.sort_unstable_by(|a, b| {
-            a.digits.cmp(&b.digits).then(a.origin_file.cmp(&b.origin_file)).then(a.line.cmp(&b.line))
+            a.digits
+                .cmp(&b.digits)
+                .then(a.origin_file.cmp(&b.origin_file))
+                .then(a.line.cmp(&b.line))
+                .then(a.column.cmp(&b.column))
         });
-        let origin = |entry: &PrefixEntry| match entry.origin_file {
-            0 => (self.ctx.file.clone(), entry.line),
-            n => (
-                self.base_dir
-                    .map(|dir| dir.join(source.prefix_files[n as usize - 1].get_ref()).display().to_string())
-                    .unwrap_or_default(),
-                entry.line,
-            ),
+        let file_of = |entry: &PrefixEntry| match entry.origin_file {
+            0 => self.ctx.file.clone(),
+            n => self
+                .base_dir
+                .map(|dir| dir.join(source.prefix_files[n as usize - 1].get_ref()).display().to_string())
+                .unwrap_or_default(),
         };
         let mut duplicates = Vec::new();
         for pair in entries.windows(2) {
             if pair[0].digits == pair[1].digits {
-                let (first_file, first_line) = origin(&pair[0]);
-                let (file, line) = origin(&pair[1]);
-                let prefix = String::from_utf8_lossy(&pair[1].digits).into_owned();
-                let (a, b) = (&destinations[pair[0].destination as usize], &destinations[pair[1].destination as usize]);
+                let (first, second) = (&pair[0], &pair[1]);
+                let first_file = file_of(first);
+                let prefix = String::from_utf8_lossy(&second.digits).into_owned();
+                let (a, b) = (&destinations[first.destination as usize], &destinations[second.destination as usize]);
+                let first_at = format!("{first_file}:{}:{}", first.line, first.column);
                 let message = if a == b {
-                    format!("prefix {prefix} is listed twice for `{a}` (also at {first_file}:{first_line})")
+                    format!("prefix {prefix} is listed twice for `{a}` (also at {first_at})")
                 } else {
-                    format!("prefix {prefix} is in two destinations: `{a}` ({first_file}:{first_line}) and `{b}`")
+                    format!("prefix {prefix} is in two destinations: `{a}` ({first_at}) and `{b}`")
                 };
-                duplicates.push((file, line, message));
+                duplicates.push((file_of(second), second.origin_file, second.line, second.column, message));
             }
         }
-        let found_duplicates = !duplicates.is_empty();
-        for (file, line, message) in duplicates {
-            self.ctx.report_in(&file, line, "prefixes", message);
+        if duplicates.is_empty() {
+            let pairs: Vec<(&[u8], u32)> = entries.iter().map(|entry| (&*entry.digits, entry.destination)).collect();
+            return PrefixTrie::from_sorted(&pairs);
         }
-        if found_duplicates {
-            return PrefixTrie::default();
+        // Paths of the plan file's prefixes by position, built only to name duplicates.
+        let mut paths: HashMap<(u32, u32), String> = HashMap::new();
+        for (index, destination) in source.destinations.iter().enumerate() {
+            for (position, prefix) in destination.get_ref().prefixes.iter().enumerate() {
+                paths.insert(
+                    self.ctx.position_of(prefix.span().start),
+                    format!("destinations[{index}].prefixes[{position}]"),
+                );
+            }
         }
-        let pairs: Vec<(&[u8], u32)> = entries.iter().map(|entry| (&*entry.digits, entry.destination)).collect();
-        PrefixTrie::from_sorted(&pairs)
+        for (file, origin_file, line, column, message) in duplicates {
+            let field = match origin_file {
+                0 => paths.remove(&(line, column)).unwrap_or_else(|| "prefixes".to_owned()),
+                _ => "prefix".to_owned(),
+            };
+            self.ctx.report_at(&file, line, column, field, message);
+        }
+        PrefixTrie::default()
     }
 
     fn holidays(&mut self, source: &PlanSource) -> Vec<i32> {
@@ -545,7 +576,7 @@ impl Compiler<'_> {
         }
         let mut names: Vec<String> = Vec::new();
         // Per slot and minute: (band, index of the [[bands]] entry that painted it).
-        let mut painted = vec![[None::<(BandId, usize)>; MINUTES_PER_DAY as usize]; 8];
+        let mut painted: Vec<DayPaint> = vec![[None; MINUTES_PER_DAY as usize]; 8];
         for (index, entry) in source.bands.iter().enumerate() {
             let spec = entry.get_ref();
             let band = match names.iter().position(|n| n == spec.name.get_ref()) {
@@ -604,7 +635,12 @@ impl Compiler<'_> {
         }
         let holiday_banded = painted[HOLIDAY].iter().any(Option::is_some);
         if has_holidays && !holiday_banded {
-            self.ctx.report(0..0, "calendar.holidays", "holidays are listed but no band covers the day `holiday`");
+            let first_holiday = source.calendar.as_ref().and_then(|c| c.holidays.first()).map_or(0..0, Spanned::span);
+            self.ctx.report(
+                first_holiday,
+                "calendar.holidays",
+                "holidays are listed but no band covers the day `holiday`",
+            );
         }
         let mut days = Vec::with_capacity(8);
         for (slot, minutes) in painted.iter().enumerate() {
@@ -627,11 +663,16 @@ impl Compiler<'_> {
                 while minute < MINUTES_PER_DAY && minutes[minute as usize].is_none() {
                     minute += 1;
                 }
-                self.ctx.report(
-                    0..0,
-                    "bands",
-                    format!("no band covers {} {}–{}", DAY_NAMES[slot], hhmm(gap_start), hhmm(minute)),
-                );
+                let gap = format!("no band covers {} {}–{}", DAY_NAMES[slot], hhmm(gap_start), hhmm(minute));
+                // Reported at the band the gap follows (or, on a holiday, precedes).
+                match gap_neighbour(&painted, slot, gap_start, minute) {
+                    Some(((band, index), side)) => self.ctx.report(
+                        source.bands[index].span(),
+                        format!("bands[{index}]"),
+                        format!("{gap} ({side} band `{}`)", names[band as usize]),
+                    ),
+                    None => self.ctx.report(source.bands[0].span(), "bands", gap),
+                }
             }
             days.push(segments);
         }
@@ -731,6 +772,19 @@ impl Compiler<'_> {
                     .map(|b| Some(b as BandId)),
                 None => Some(None),
             };
+            if let Some(service) = service {
+                let unit = services[service].0.unit;
+                let limit = unit.max_per_event();
+                for (name, value) in [("first_interval", &spec.first_interval), ("increment", &spec.increment)] {
+                    if let Some(value) = value.as_ref().filter(|value| *value.get_ref() > limit) {
+                        self.ctx.report(
+                            value.span(),
+                            format!("rates[{index}].{name}"),
+                            format!("more than {limit} {}, the most one event may use", unit.name()),
+                        );
+                    }
+                }
+            }
             let Some(rate) = self.rate(spec, index, line) else { continue };
             let (Some(service), Some(destination), Some(band)) = (service, destination, band) else { continue };
             let key = (service as ServiceId, destination, band);
@@ -1087,6 +1141,70 @@ impl Compiler<'_> {
             }
         }
     }
+}
+
+/// The band painted nearest before the gap `[start, end)` of day `slot` (going back
+/// through the week, or through the holiday), else nearest after it, with `"after"` or
+/// `"before"`; `None` when no minute is painted.
+fn gap_neighbour(painted: &[DayPaint], slot: usize, start: u16, end: u16) -> Option<((BandId, usize), &'static str)> {
+    let day = usize::from(MINUTES_PER_DAY);
+    let before = if slot == HOLIDAY {
+        painted[HOLIDAY][..usize::from(start)].iter().rev().find_map(|m| *m)
+    } else {
+        // Minutes of the week before the gap, latest first, wrapping from Monday to Sunday.
+        let week_minute = slot * day + usize::from(start);
+        (1..=7 * day).map(|back| (week_minute + 7 * day - back) % (7 * day)).find_map(|m| painted[m / day][m % day])
+    };
+    if let Some(band) = before {
+        return Some((band, "after"));
+    }
+    painted[slot][usize::from(end)..].iter().find_map(|m| *m).map(|band| (band, "before"))
+}
+
+/// The dotted path (`rates[0].increment`, `rates[0]`, `plan`) of the deepest key or array
+/// entry of `text` at byte `offset`: what serde leaves out of a missing-field or
+/// wrong-type error. Empty when the text does not parse.
+fn path_at(text: &str, offset: usize) -> String {
+    let Ok(root) = toml::de::DeTable::parse(text) else { return String::new() };
+    let mut path = String::new();
+    if table_path_at(root.get_ref(), offset, &mut path) {
+        path
+    } else {
+        String::new()
+    }
+}
+
+fn table_path_at(table: &toml::de::DeTable<'_>, offset: usize, path: &mut String) -> bool {
+    for (key, value) in table {
+        let len = path.len();
+        if !path.is_empty() {
+            path.push('.');
+        }
+        path.push_str(key.get_ref());
+        if key.span().contains(&offset) || value_path_at(value, offset, path) {
+            return true;
+        }
+        path.truncate(len);
+    }
+    false
+}
+
+fn value_path_at(value: &Spanned<toml::de::DeValue<'_>>, offset: usize, path: &mut String) -> bool {
+    // Children first: the span of a `[table]` or `[[array]]` entry is its header only.
+    let in_child = match value.get_ref() {
+        toml::de::DeValue::Table(table) => table_path_at(table, offset, path),
+        toml::de::DeValue::Array(array) => array.iter().enumerate().any(|(index, item)| {
+            let len = path.len();
+            path.push_str(&format!("[{index}]"));
+            let found = value_path_at(item, offset, path);
+            if !found {
+                path.truncate(len);
+            }
+            found
+        }),
+        _ => false,
+    };
+    in_child || value.span().contains(&offset)
 }
 
 fn check_prefix(prefix: &str) -> Result<(), String> {

@@ -26,5 +26,5 @@ pub use money::{Rounding, RoundingMode};
 pub use plan::{AllowanceId, BandId, CompiledPlan, DestinationId, ServiceId, Unit};
 pub use rate::{
     rate, rate_with_paid_units, AllowanceBalance, AllowanceDraw, LineKind, RatedEvent, RatedLine, Unrated, UsageEvent,
-    MAX_EVENT_SECONDS,
+    MAX_EVENT_BYTES, MAX_EVENT_EVENTS, MAX_EVENT_SECONDS, MAX_EVENT_UNITS, MAX_START_UTC_SECONDS,
 };

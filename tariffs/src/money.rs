@@ -124,35 +124,37 @@ impl Amounts for (Decimal, Decimal) {
 /// Rounds the exact total of `lines` once with `rounding`, rounds every line with the
 /// same rule, and carries the difference between the rounded total and the sum of the
 /// rounded lines on the line of largest magnitude, so the rounded lines sum exactly to
-/// the returned total. Returns `(exact total, rounded total)`.
+/// the returned total. Returns `(exact total, rounded total)`, or `None` when a sum does
+/// not fit a 96-bit decimal.
 ///
 /// Because the total is rounded once, rounding never drifts with the number of lines;
 /// the residue carried is at most half a minor unit per line.
-pub fn round_lines<T: Amounts>(rounding: Rounding, lines: &mut [T]) -> (Decimal, Decimal) {
+pub fn round_lines<T: Amounts>(rounding: Rounding, lines: &mut [T]) -> Option<(Decimal, Decimal)> {
     if let [line] = lines {
         let exact = line.exact();
         let total = rounding.apply(exact);
         *line.rounded_mut() = total;
-        return (exact, total);
+        return Some((exact, total));
     }
     let mut exact_total = Decimal::ZERO;
     let mut sum = Decimal::ZERO;
     let mut largest: Option<(usize, Decimal)> = None;
     for (index, line) in lines.iter_mut().enumerate() {
         let exact = line.exact();
-        exact_total += exact;
+        exact_total = exact_total.checked_add(exact)?;
         let rounded = rounding.apply(exact);
         *line.rounded_mut() = rounded;
-        sum += rounded;
+        sum = sum.checked_add(rounded)?;
         if largest.is_none_or(|(_, magnitude)| exact.abs() > magnitude) {
             largest = Some((index, exact.abs()));
         }
     }
     let total = rounding.apply(exact_total);
     if let Some((index, _)) = largest {
-        *lines[index].rounded_mut() += total - sum;
+        let carried = lines[index].rounded_mut();
+        *carried = carried.checked_add(total.checked_sub(sum)?)?;
     }
-    (exact_total, total)
+    Some((exact_total, total))
 }
 
 #[cfg(test)]
@@ -217,7 +219,7 @@ mod tests {
     fn rounded_lines_sum_to_the_rounded_total() {
         let rounding = Rounding { mode: RoundingMode::HalfUp, decimals: 2 };
         let mut lines = [(d("0.005"), Decimal::ZERO), (d("0.005"), Decimal::ZERO), (d("0.005"), Decimal::ZERO)];
-        let (exact, total) = round_lines(rounding, &mut lines);
+        let (exact, total) = round_lines(rounding, &mut lines).expect("fits");
         assert_eq!((exact, total), (d("0.015"), d("0.02")));
         assert_eq!(lines.iter().map(|line| line.1).sum::<Decimal>(), total);
     }

@@ -9,6 +9,7 @@ use serde::Serialize;
 use crate::calendar::Calendar;
 use crate::money::Rounding;
 use crate::prefix::PrefixTrie;
+use crate::rate::{MAX_EVENT_BYTES, MAX_EVENT_EVENTS, MAX_EVENT_SECONDS, MAX_EVENT_UNITS};
 
 /// rkyv layout of a [`Decimal`]: its 16-byte serialized form. Use as
 /// `#[rkyv(with = RkyvDecimal)]` on a `Decimal` field.
@@ -51,6 +52,18 @@ impl Unit {
             Unit::Bytes => "bytes",
             Unit::Events => "events",
             Unit::Units => "units",
+        }
+    }
+
+    /// The most of this unit one usage event may report: [`MAX_EVENT_SECONDS`],
+    /// [`MAX_EVENT_BYTES`], [`MAX_EVENT_EVENTS`] or [`MAX_EVENT_UNITS`]. Rating refuses
+    /// more as `usage_too_large`; a rate's first interval and increment are held to it.
+    pub const fn max_per_event(self) -> u64 {
+        match self {
+            Unit::Seconds => MAX_EVENT_SECONDS,
+            Unit::Bytes => MAX_EVENT_BYTES,
+            Unit::Events => MAX_EVENT_EVENTS,
+            Unit::Units => MAX_EVENT_UNITS,
         }
     }
 }
@@ -103,15 +116,18 @@ pub struct Rate {
 }
 
 impl Rate {
-    /// Units charged for `units` of usage: the first interval, then whole increments.
-    pub fn charged_units(&self, units: u64) -> u64 {
+    /// Units charged for `units` of usage: the first interval, then whole increments;
+    /// `None` when that count does not fit a `u64` (or the increment is zero), which a
+    /// compiled plan rules out for usage within [`Unit::max_per_event`].
+    pub fn charged_units(&self, units: u64) -> Option<u64> {
         if units == 0 {
-            0
+            Some(0)
         } else if units <= self.first_interval {
-            self.first_interval
+            Some(self.first_interval)
         } else {
             let rest = units - self.first_interval;
-            self.first_interval.saturating_add(rest.div_ceil(self.increment).saturating_mul(self.increment))
+            let increments = if self.increment == 0 { return None } else { rest.div_ceil(self.increment) };
+            self.first_interval.checked_add(increments.checked_mul(self.increment)?)
         }
     }
 

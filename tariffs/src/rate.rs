@@ -20,6 +20,10 @@
 //! 6. The exact total is rounded once with the plan's rule; each line is rounded with
 //!    the same rule and the residue (at most half a minor unit per line) is carried on
 //!    the largest line, so the lines always add up to the total.
+//!
+//! Units, time and money are computed with checked arithmetic: an event beyond a limit
+//! ([`Unit::max_per_event`], [`MAX_START_UTC_SECONDS`]) or whose money would not fit a
+//! 96-bit decimal is refused with its [`Unrated`] code, never saturated or wrapped.
 
 use rust_decimal::Decimal;
 use serde::Serialize;
@@ -31,6 +35,15 @@ use crate::prefix::PrefixMatch;
 
 /// Longest usage of a seconds-counted service priced as one event (7 days).
 pub const MAX_EVENT_SECONDS: u64 = 7 * 24 * 3600;
+/// Most data priced as one event (1 PiB).
+pub const MAX_EVENT_BYTES: u64 = 1 << 50;
+/// Most events (messages, requests) priced as one event.
+pub const MAX_EVENT_EVENTS: u64 = 1_000_000_000;
+/// Most units of a `units`-counted service priced as one event.
+pub const MAX_EVENT_UNITS: u64 = 1_000_000_000_000;
+/// Latest start priced (9999-01-01T00:00:00Z): later ones are refused, so the seconds of
+/// a usage can always be laid on the clock without overflow.
+pub const MAX_START_UTC_SECONDS: i64 = 253_370_764_800;
 
 /// One usage to price.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,10 +93,13 @@ pub enum Unrated {
     MalformedDestination { offset: usize },
     /// The plan has no rate for the service and destination in this band.
     NoRate { band: BandId },
-    /// The usage is longer than [`MAX_EVENT_SECONDS`].
-    UsageTooLarge { limit: u64 },
+    /// The usage is more than its unit's limit ([`Unit::max_per_event`]): `limit` of `unit`.
+    UsageTooLarge { limit: u64, unit: Unit },
     /// The amount does not fit a 96-bit decimal.
     AmountOverflow,
+    /// The usage starts after [`MAX_START_UTC_SECONDS`] (or, for a service counted in
+    /// seconds, would run past the last instant rating can represent).
+    StartTooLate { latest_utc_seconds: i64 },
 }
 
 impl Unrated {
@@ -97,6 +113,7 @@ impl Unrated {
             Unrated::NoRate { .. } => "no_rate",
             Unrated::UsageTooLarge { .. } => "usage_too_large",
             Unrated::AmountOverflow => "amount_overflow",
+            Unrated::StartTooLate { .. } => "start_too_late",
         }
     }
 }
@@ -207,10 +224,14 @@ fn rate_with(plan: &CompiledPlan, event: &UsageEvent<'_>, paid: Paid<'_>) -> Res
     if event.start_utc_seconds < plan.effective_from_utc_seconds {
         return Err(Unrated::BeforeEffective { effective_from_utc_seconds: plan.effective_from_utc_seconds });
     }
-    let timed = service.unit == Unit::Seconds;
-    if timed && event.units > MAX_EVENT_SECONDS {
-        return Err(Unrated::UsageTooLarge { limit: MAX_EVENT_SECONDS });
+    if event.start_utc_seconds > MAX_START_UTC_SECONDS {
+        return Err(Unrated::StartTooLate { latest_utc_seconds: MAX_START_UTC_SECONDS });
     }
+    let too_large = Unrated::UsageTooLarge { limit: service.unit.max_per_event(), unit: service.unit };
+    if event.units > service.unit.max_per_event() {
+        return Err(too_large);
+    }
+    let timed = service.unit == Unit::Seconds;
     let (destination, prefix_len) = match event.destination {
         None => (None, 0),
         Some(number) => match plan.destination_of(number) {
@@ -222,7 +243,9 @@ fn rate_with(plan: &CompiledPlan, event: &UsageEvent<'_>, paid: Paid<'_>) -> Res
     let calendar = plan.calendar();
     let opening = calendar.band_at(event.start_utc_seconds);
     let rate = plan.rate_for(event.service, destination, opening.band).ok_or(Unrated::NoRate { band: opening.band })?;
-    let charged_units = rate.charged_units(event.units);
+    // Within the unit's limit and a compiled plan's bounds this always fits; a plan
+    // built or loaded otherwise is refused rather than charged a saturated count.
+    let charged_units = rate.charged_units(event.units).ok_or(too_large)?;
 
     let mut lines: SmallVec<[RatedLine; 3]> = SmallVec::new();
     let mut draws: SmallVec<[AllowanceDraw; 2]> = SmallVec::new();
@@ -232,6 +255,7 @@ fn rate_with(plan: &CompiledPlan, event: &UsageEvent<'_>, paid: Paid<'_>) -> Res
         }
         Paid::Units(units) => units.min(charged_units),
     };
+    // The draws add up to `allowance_units`, at most `charged_units`: no sum below overflows.
     let mut from_unit = 0;
     for draw in &draws {
         lines.push(RatedLine {
@@ -250,30 +274,42 @@ fn rate_with(plan: &CompiledPlan, event: &UsageEvent<'_>, paid: Paid<'_>) -> Res
 
     let mut money = Decimal::ZERO;
     let mut band_at = opening;
+    let too_late = Unrated::StartTooLate { latest_utc_seconds: MAX_START_UTC_SECONDS };
     while offset < charged_units {
-        let (band, band_rate, band_end) = if timed {
-            let at = event.start_utc_seconds.saturating_add(offset as i64);
+        // Units from `offset` to the end of the band in force there (all of them for
+        // a service not counted in seconds).
+        let (band, band_rate, band_units) = if timed {
+            let at = i64::try_from(offset)
+                .ok()
+                .and_then(|offset| event.start_utc_seconds.checked_add(offset))
+                .ok_or(too_late)?;
             if at >= band_at.until_utc_seconds {
                 band_at = calendar.band_at(at);
             }
             let rate = plan
                 .rate_for(event.service, destination, band_at.band)
                 .ok_or(Unrated::NoRate { band: band_at.band })?;
-            (band_at.band, rate, offset.saturating_add((band_at.until_utc_seconds - at) as u64))
+            let band_units = band_at
+                .until_utc_seconds
+                .checked_sub(at)
+                .and_then(|seconds| u64::try_from(seconds).ok())
+                .filter(|seconds| *seconds > 0)
+                .ok_or(too_late)?;
+            (band_at.band, rate, band_units)
         } else {
             (opening.band, rate, u64::MAX)
         };
         let (step_index, next_step) = band_rate.step_at(offset);
-        let end = charged_units.min(band_end).min(next_step);
-        let units = end - offset;
+        // `next_step > offset` and every term is at most `charged_units - offset`.
+        let units = (charged_units - offset).min(band_units).min(next_step - offset);
         let step = &band_rate.steps[step_index];
         let cost = cost(band_rate, step_index, units)?;
-        money += cost;
+        money = add(money, cost)?;
         let kind = LineKind::Usage { band, step: step_index as u8 };
         match lines.last_mut() {
             Some(last) if last.kind == kind && last.price == step.price && last.per == band_rate.per => {
                 last.units += units;
-                last.exact_amount += cost;
+                last.exact_amount = add(last.exact_amount, cost)?;
             }
             _ => lines.push(RatedLine {
                 kind,
@@ -285,25 +321,26 @@ fn rate_with(plan: &CompiledPlan, event: &UsageEvent<'_>, paid: Paid<'_>) -> Res
                 amount: Decimal::ZERO,
             }),
         }
-        offset = end;
+        offset += units;
     }
 
     if charged_units > allowance_units {
         if !rate.connect_fee.is_zero() {
-            money += rate.connect_fee;
+            money = add(money, rate.connect_fee)?;
             lines.insert(0, fee_line(LineKind::ConnectFee, rate.connect_fee));
         }
         if money < rate.minimum_charge {
-            lines.push(fee_line(LineKind::MinimumCharge, rate.minimum_charge - money));
+            lines.push(fee_line(LineKind::MinimumCharge, subtract(rate.minimum_charge, money)?));
             money = rate.minimum_charge;
         }
         if let Some(maximum) = rate.maximum_charge.filter(|maximum| money > *maximum) {
-            lines.push(fee_line(LineKind::MaximumChargeCap, maximum - money));
+            lines.push(fee_line(LineKind::MaximumChargeCap, subtract(maximum, money)?));
         }
     }
 
-    let (exact_amount, amount) = round_lines(plan.rounding, &mut lines);
-    debug_assert_eq!(lines.iter().map(|line| line.amount).sum::<Decimal>(), amount);
+    let (exact_amount, amount) = round_lines(plan.rounding, &mut lines).ok_or(Unrated::AmountOverflow)?;
+    let rounding_adjustment = subtract(amount, exact_amount)?;
+    debug_assert_eq!(lines.iter().try_fold(Decimal::ZERO, |sum, line| sum.checked_add(line.amount)), Some(amount));
     Ok(RatedEvent {
         service: event.service,
         destination,
@@ -317,8 +354,16 @@ fn rate_with(plan: &CompiledPlan, event: &UsageEvent<'_>, paid: Paid<'_>) -> Res
         draws,
         exact_amount,
         amount,
-        rounding_adjustment: amount - exact_amount,
+        rounding_adjustment,
     })
+}
+
+fn add(a: Decimal, b: Decimal) -> Result<Decimal, Unrated> {
+    a.checked_add(b).ok_or(Unrated::AmountOverflow)
+}
+
+fn subtract(a: Decimal, b: Decimal) -> Result<Decimal, Unrated> {
+    a.checked_sub(b).ok_or(Unrated::AmountOverflow)
 }
 
 fn cost(rate: &Rate, step: usize, units: u64) -> Result<Decimal, Unrated> {

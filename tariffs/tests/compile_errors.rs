@@ -76,6 +76,13 @@ fn check(from: &str, to: &str, at: &str, field: &str, says: &str) {
     assert!(problem.message.contains(says), "{problem}");
 }
 
+/// Checks that the change yields exactly these problems, each as `tariff check` prints
+/// it (`file:line:column: field `path`: message`), in order.
+fn check_printed(from: &str, to: &str, expected: &[&str]) {
+    let found: Vec<String> = problems(from, to).iter().map(Problem::to_string).collect();
+    assert_eq!(found, expected, "after replacing {from:?} with {to:?}");
+}
+
 #[test]
 fn the_base_plan_compiles() {
     assert_eq!(problems("", ""), Vec::new());
@@ -106,24 +113,40 @@ prefixes = ["4930"]"#,
 
 #[test]
 fn same_prefix_in_two_destinations() {
-    let (from, to) = (r#"prefixes = ["4930"]"#, r#"prefixes = ["4917"]"#);
-    let found = problems(from, to);
-    assert_eq!(found.len(), 1, "{found:#?}");
-    // Reported on the second occurrence, naming the first.
-    assert_eq!(found[0].line, line_of(r#"name = "fixed""#, from, to) + 1, "{}", found[0]);
-    assert_eq!(found[0].field, "prefixes");
-    assert!(
-        found[0].message.contains("prefix 4917 is in two destinations: `mobile` (plan.toml:15) and `fixed`"),
-        "{}",
-        found[0]
+    // Reported at the second occurrence, naming the first.
+    check_printed(
+        r#"prefixes = ["4930"]"#,
+        r#"prefixes = ["4917"]"#,
+        &["plan.toml:19:13: field `destinations[1].prefixes[0]`: prefix 4917 is in two destinations: `mobile` (plan.toml:15:13) and `fixed`"],
     );
 }
 
 #[test]
 fn same_prefix_twice_in_one_destination() {
-    let found = problems(r#"prefixes = ["4930"]"#, r#"prefixes = ["4930", "4930"]"#);
-    assert_eq!(found.len(), 1, "{found:#?}");
-    assert!(found[0].message.contains("listed twice for `fixed`"), "{}", found[0]);
+    check_printed(
+        r#"prefixes = ["4930"]"#,
+        r#"prefixes = ["4930", "4930"]"#,
+        &["plan.toml:19:21: field `destinations[1].prefixes[1]`: prefix 4930 is listed twice for `fixed` (also at plan.toml:19:13)"],
+    );
+}
+
+#[test]
+fn a_duplicate_prefix_in_a_prefix_file_names_its_file_line_and_column() {
+    let dir = std::env::temp_dir().join(format!("tollgate-compile-errors-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    std::fs::write(dir.join("prefixes.csv"), "prefix,destination\n4940,hamburg\n  4917,hamburg-mobile\n").expect("csv");
+    let plan = dir.join("plan.toml");
+    std::fs::write(&plan, format!("prefix_files = [\"prefixes.csv\"]\n{BASE}")).expect("plan");
+    let err = tollgate_tariffs::compile_file(&plan).expect_err("duplicate prefix");
+    let found: Vec<String> = err.problems().iter().map(Problem::to_string).collect();
+    let (csv, plan) = (dir.join("prefixes.csv").display().to_string(), plan.display().to_string());
+    std::fs::remove_dir_all(&dir).ok();
+    assert_eq!(
+        found,
+        [format!(
+            "{csv}:3:3: field `prefix`: prefix 4917 is in two destinations: `mobile` ({plan}:16:13) and `hamburg-mobile`"
+        )]
+    );
 }
 
 #[test]
@@ -139,10 +162,115 @@ fn overlapping_bands() {
 
 #[test]
 fn missing_band_coverage() {
-    let found = problems(r#"days = ["sat-sun"]"#, r#"days = ["sat"]"#);
-    assert_eq!(found.len(), 1, "{found:#?}");
-    assert_eq!(found[0].field, "bands");
-    assert!(found[0].message.contains("no band covers sun 00:00–24:00"), "{}", found[0]);
+    check_printed(
+        r#"days = ["sat-sun"]"#,
+        r#"days = ["sat"]"#,
+        &["plan.toml:33:1: field `bands[2]`: no band covers sun 00:00–24:00 (after band `weekend`)"],
+    );
+}
+
+/// A gap in the week is reported at the `[[bands]]` entry it follows (going back over
+/// midnight and from Monday to Sunday), or on a holiday at the entry it precedes, not at
+/// the top of the file.
+#[test]
+fn a_band_gap_is_reported_at_the_band_it_follows() {
+    let holiday_from_eight =
+        "\n[calendar]\nholidays = [\"2026-12-25\"]\n\n[[bands]]\nname = \"feast\"\ndays = [\"holiday\"]\nfrom = \"08:00\"\n";
+    let cases: [(&str, &str, &[&str]); 3] = [
+        (
+            r#"to = "08:00""#,
+            r#"to = "07:00""#,
+            &[
+                "plan.toml:27:1: field `bands[1]`: no band covers mon 07:00–08:00 (after band `offpeak`)",
+                "plan.toml:27:1: field `bands[1]`: no band covers tue 07:00–08:00 (after band `offpeak`)",
+                "plan.toml:27:1: field `bands[1]`: no band covers wed 07:00–08:00 (after band `offpeak`)",
+                "plan.toml:27:1: field `bands[1]`: no band covers thu 07:00–08:00 (after band `offpeak`)",
+                "plan.toml:27:1: field `bands[1]`: no band covers fri 07:00–08:00 (after band `offpeak`)",
+            ],
+        ),
+        (
+            r#"to = "08:00""#,
+            r#"to = "24:00""#,
+            &[
+                "plan.toml:27:1: field `bands[1]`: no band covers tue 00:00–08:00 (after band `offpeak`)",
+                "plan.toml:27:1: field `bands[1]`: no band covers wed 00:00–08:00 (after band `offpeak`)",
+                "plan.toml:27:1: field `bands[1]`: no band covers thu 00:00–08:00 (after band `offpeak`)",
+                "plan.toml:27:1: field `bands[1]`: no band covers fri 00:00–08:00 (after band `offpeak`)",
+                "plan.toml:33:1: field `bands[2]`: no band covers mon 00:00–08:00 (after band `weekend`)",
+            ],
+        ),
+        (
+            "",
+            holiday_from_eight,
+            &["plan.toml:47:1: field `bands[3]`: no band covers holiday 00:00–08:00 (before band `feast`)"],
+        ),
+    ];
+    for (from, to, expected) in cases {
+        check_printed(from, to, expected);
+    }
+}
+
+#[test]
+fn holidays_without_a_holiday_band_are_reported_at_the_holidays() {
+    check_printed(
+        "",
+        "\n[calendar]\nholidays = [\"2026-12-25\"]\n",
+        &["plan.toml:45:13: field `calendar.holidays`: holidays are listed but no band covers the day `holiday`"],
+    );
+}
+
+/// serde says which field is missing but not in which entry; the problem names the
+/// entry's path and stands at its header.
+#[test]
+fn a_missing_field_names_its_entry() {
+    let cases = [
+        ("price = \"0.09\"\n", "", "plan.toml:37:1: field `rates[0]`: missing field `price`"),
+        ("name = \"weekend\"\n", "", "plan.toml:33:1: field `bands[2]`: missing field `name`"),
+        ("unit = \"seconds\"\n", "", "plan.toml:9:1: field `services[0]`: missing field `unit`"),
+        ("currency = \"EUR\"\n", "", "plan.toml:2:1: field `plan`: missing field `currency`"),
+        ("", "[[rates.steps]]\nfrom = 60\n", "plan.toml:43:1: field `rates[0].steps[0]`: missing field `price`"),
+    ];
+    for (from, to, expected) in cases {
+        check_printed(from, to, &[expected]);
+    }
+}
+
+#[test]
+fn a_value_of_the_wrong_type_names_its_field() {
+    let cases = [
+        (
+            "increment = 1",
+            "increment = \"x\"",
+            "plan.toml:42:13: field `rates[0].increment`: invalid type: string \"x\", expected u64",
+        ),
+        (
+            r#"days = ["sat-sun"]"#,
+            r#"days = ["sat-sun", 5]"#,
+            "plan.toml:35:20: field `bands[2].days[1]`: invalid type: integer `5`, expected a string",
+        ),
+    ];
+    for (from, to, expected) in cases {
+        check_printed(from, to, &[expected]);
+    }
+}
+
+#[test]
+fn a_first_interval_or_increment_beyond_the_event_limit_is_refused() {
+    let cases = [
+        (
+            "increment = 1",
+            "increment = 604801",
+            "plan.toml:42:13: field `rates[0].increment`: more than 604800 seconds, the most one event may use",
+        ),
+        (
+            "increment = 1",
+            "increment = 1\nfirst_interval = 18446744073709551615",
+            "plan.toml:43:18: field `rates[0].first_interval`: more than 604800 seconds, the most one event may use",
+        ),
+    ];
+    for (from, to, expected) in cases {
+        check_printed(from, to, &[expected]);
+    }
 }
 
 #[test]

@@ -8,7 +8,7 @@ use proptest::prelude::*;
 use rust_decimal::Decimal;
 use tollgate_tariffs::{
     compile_str, rate, rate_with_paid_units, AllowanceBalance, CompiledPlan, LineKind, RatedEvent, Rounding,
-    RoundingMode, Unrated, UsageEvent,
+    RoundingMode, Unit, Unrated, UsageEvent, MAX_START_UTC_SECONDS,
 };
 
 fn d(text: &str) -> Decimal {
@@ -329,7 +329,10 @@ fn outcomes_that_cannot_be_priced() {
             voice("4917", "2025-12-31T10:00:00Z", 1),
             Unrated::BeforeEffective { effective_from_utc_seconds: utc("2025-12-31T23:00:00Z") },
         ),
-        (voice("4917", "2026-03-02T10:00:00Z", 8 * 86_400), Unrated::UsageTooLarge { limit: 7 * 86_400 }),
+        (
+            voice("4917", "2026-03-02T10:00:00Z", 8 * 86_400),
+            Unrated::UsageTooLarge { limit: 7 * 86_400, unit: Unit::Seconds },
+        ),
     ];
     let fixed_rates = plan.rate_for(0, Some(0), 0).is_some();
     assert!(fixed_rates, "peak mobile has a rate");
@@ -387,6 +390,9 @@ unit = "events"
 service = "sms"
 price = "3"
 "#;
+
+const BASE_JPY_SERVICES: &str =
+    "[[services]]\nname = \"sms\"\nunit = \"events\"\n[[rates]]\nservice = \"sms\"\nprice = \"3\"\n";
 
 fn rounding_mode() -> impl Strategy<Value = &'static str> {
     prop_oneof![Just("half-up"), Just("half-even"), Just("up"), Just("down")]
@@ -491,5 +497,278 @@ proptest! {
     #[test]
     fn rating_is_deterministic(plan in random_plan(), event in random_voice_event()) {
         prop_assert_eq!(rate(&plan, &event, &[]), rate(&plan, &event, &[]));
+    }
+}
+
+/// One service of each unit, each with its own allowance; `{voice}` … `{api}` are the
+/// `first_interval`/`increment` lines of each service's rate.
+fn every_unit_plan(voice: &str, data: &str, sms: &str, api: &str, prices: [&str; 4]) -> CompiledPlan {
+    let [voice_price, data_price, sms_price, api_price] = prices;
+    let text = format!(
+        r#"
+[plan]
+id = "units"
+version = 1
+currency = "EUR"
+time_zone = "Europe/Berlin"
+effective_from = "2026-01-01T00:00:00"
+[[services]]
+name = "voice"
+unit = "seconds"
+[[services]]
+name = "data"
+unit = "bytes"
+[[services]]
+name = "sms"
+unit = "events"
+[[services]]
+name = "api"
+unit = "units"
+[[bands]]
+name = "peak"
+days = ["mon-fri"]
+from = "08:00"
+to = "20:00"
+[[bands]]
+name = "offpeak"
+days = ["mon-fri"]
+from = "20:00"
+to = "08:00"
+[[bands]]
+name = "offpeak"
+days = ["sat-sun"]
+[[rates]]
+service = "voice"
+band = "peak"
+price = "{voice_price}"
+per = 60
+{voice}
+[[rates]]
+service = "voice"
+band = "offpeak"
+price = "0.30"
+per = 60
+{voice}
+[[rates]]
+service = "data"
+price = "{data_price}"
+per = 1048576
+{data}
+[[rates]]
+service = "sms"
+price = "{sms_price}"
+{sms}
+[[rates]]
+service = "api"
+price = "{api_price}"
+per = 1000
+{api}
+[[allowances]]
+name = "minutes"
+service = "voice"
+amount = 100
+unit = "minutes"
+[[allowances]]
+name = "bytes"
+service = "data"
+amount = 1
+unit = "GB"
+[[allowances]]
+name = "messages"
+service = "sms"
+amount = 100
+unit = "events"
+[[allowances]]
+name = "calls"
+service = "api"
+amount = 1000
+unit = "units"
+"#
+    );
+    compile_str(&text, "units.toml", None).unwrap_or_else(|err| panic!("{err}\n{text}"))
+}
+
+const UNIT_OF_SERVICE: [Unit; 4] = [Unit::Seconds, Unit::Bytes, Unit::Events, Unit::Units];
+
+fn usage(service: u16, start_utc_seconds: i64, units: u64) -> UsageEvent<'static> {
+    UsageEvent { service, rating_group: None, destination: None, start_utc_seconds, units }
+}
+
+/// Units near 2^64 used to saturate `charged_units` (data with an increment of 1024
+/// charged 18446744073709551615 bytes); every unit now has a limit, refused by name.
+#[test]
+fn usage_beyond_the_limit_of_its_unit_is_refused_not_saturated() {
+    let plan =
+        every_unit_plan("increment = 60", "increment = 1024", "", "increment = 7", ["0.60", "1.00", "0.05", "0.01"]);
+    let start = utc("2026-03-02T10:00:00Z");
+    // (service, unit, limit, charged units at the limit)
+    let cases = [
+        (0, Unit::Seconds, 604_800, 604_800),
+        (1, Unit::Bytes, 1 << 50, 1 << 50),
+        (2, Unit::Events, 1_000_000_000, 1_000_000_000),
+        (3, Unit::Units, 1_000_000_000_000, 1_000_000_000_006),
+    ];
+    for (service, unit, limit, charged) in cases {
+        assert_eq!(unit.max_per_event(), limit);
+        let rated = check(&plan, &usage(service, start, limit), &[]);
+        assert_eq!(rated.charged_units, charged, "{unit:?} at its limit");
+        let too_large = Unrated::UsageTooLarge { limit, unit };
+        for units in [limit + 1, u64::MAX - 1023, u64::MAX] {
+            assert_eq!(rate(&plan, &usage(service, start, units), &[]), Err(too_large), "{unit:?} {units}");
+            assert_eq!(
+                rate_with_paid_units(&plan, &usage(service, start, units), 5),
+                Err(too_large),
+                "{unit:?} {units}"
+            );
+        }
+        assert_eq!(too_large.code(), "usage_too_large");
+    }
+}
+
+/// Sums of money past 96 bits used to panic in `Decimal`'s `+`; they are refused.
+#[test]
+fn amounts_beyond_96_bits_are_refused_not_panicked() {
+    const MAX: &str = "79228162514264337593543950335";
+    const HALF: &str = "50000000000000000000000000000";
+    let start = utc("2026-03-02T10:00:00Z");
+    // One line past 96 bits; two lines that fit but whose sum does not.
+    let plan = every_unit_plan("", "", "", "", ["0.60", "1.00", MAX, "0.01"]);
+    assert_eq!(rate(&plan, &usage(2, start, 2), &[]), Err(Unrated::AmountOverflow));
+    let steps = format!("[[rates.steps]]\nfrom = 1\nprice = \"{HALF}\"\n");
+    let plan = every_unit_plan("", "", &steps, "", ["0.60", "1.00", HALF, "0.01"]);
+    // (Too large to carry two decimals, the amount keeps none.)
+    assert_eq!(rate(&plan, &usage(2, start, 1), &[]).map(|rated| rated.amount), Ok(d(HALF)));
+    assert_eq!(rate(&plan, &usage(2, start, 2), &[]), Err(Unrated::AmountOverflow));
+    // A connect fee on top of a line that fits.
+    let text = format!("[[services]]\nname = \"sms\"\nunit = \"events\"\n[[rates]]\nservice = \"sms\"\nconnect_fee = \"{HALF}\"\nprice = \"{HALF}\"\n");
+    let plan = compile_str(&BASE_JPY.replace(BASE_JPY_SERVICES, &text), "fee.toml", None).expect("plan");
+    let event = UsageEvent { start_utc_seconds: utc("2026-03-02T10:00:00Z"), ..usage(0, 0, 1) };
+    assert_eq!(rate(&plan, &event, &[]), Err(Unrated::AmountOverflow));
+    assert_eq!(Unrated::AmountOverflow.code(), "amount_overflow");
+}
+
+/// A call starting near the end of `i64` seconds used to saturate its clock and never
+/// finish rating; starts after 9999-01-01T00:00:00Z are refused.
+#[test]
+fn a_start_after_the_last_rated_second_is_refused() {
+    let plan = every_unit_plan("", "", "", "", ["0.60", "1.00", "0.05", "0.01"]);
+    let latest = utc("9999-01-01T00:00:00Z");
+    assert_eq!(MAX_START_UTC_SECONDS, latest);
+    for service in 0..4 {
+        let rated = check(&plan, &usage(service, latest, 600), &[]);
+        assert_eq!(rated.charged_units, 600);
+        for start in [latest + 1, i64::MAX - 10, i64::MAX] {
+            let refused = Err(Unrated::StartTooLate { latest_utc_seconds: latest });
+            assert_eq!(rate(&plan, &usage(service, start, 600), &[]), refused, "service {service} at {start}");
+        }
+    }
+    assert_eq!(Unrated::StartTooLate { latest_utc_seconds: latest }.code(), "start_too_late");
+}
+
+fn units_near_the_edges() -> impl Strategy<Value = u64> {
+    prop_oneof![
+        any::<u64>(),
+        0u64..5_000,
+        prop::sample::select(UNIT_OF_SERVICE.to_vec())
+            .prop_flat_map(|unit| (unit.max_per_event() - 5_000)..=(unit.max_per_event() + 5_000)),
+        (u64::MAX - 5_000)..=u64::MAX,
+    ]
+}
+
+fn first_interval_and_increment(limit: u64) -> impl Strategy<Value = String> {
+    (
+        prop_oneof![Just(None), Just(Some(0)), Just(Some(limit)), (1u64..5_000).prop_map(Some)],
+        prop_oneof![Just(limit), 1u64..5_000],
+    )
+        .prop_map(|(first, increment)| {
+            first.map_or(String::new(), |first| format!("first_interval = {first}\n"))
+                + &format!("increment = {increment}\n")
+        })
+}
+
+prop_compose! {
+    fn every_unit_random_plan()(
+        voice in first_interval_and_increment(Unit::Seconds.max_per_event()),
+        data in first_interval_and_increment(Unit::Bytes.max_per_event()),
+        sms in first_interval_and_increment(Unit::Events.max_per_event()),
+        api in first_interval_and_increment(Unit::Units.max_per_event()),
+    ) -> CompiledPlan {
+        every_unit_plan(&voice, &data, &sms, &api, ["0.60", "1.00", "0.05", "0.01"])
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    /// Over the whole `u64` range of units and remaining allowance, and starts from 2026
+    /// to the end of `i64`: rating answers exactly (charged units and allowance units as
+    /// computed in 128 bits, every line at its price) or refuses with the code that says
+    /// why; it never panics and never saturates.
+    #[test]
+    fn rating_answers_exactly_or_refuses_with_a_code_over_the_whole_u64_range(
+        plan in every_unit_random_plan(),
+        service in 0u16..4,
+        units in units_near_the_edges(),
+        start in prop_oneof![
+            1_767_225_600i64..1_798_761_600,
+            (MAX_START_UTC_SECONDS - 1_000_000)..=(MAX_START_UTC_SECONDS + 10),
+            (i64::MAX - 1_000_000)..=i64::MAX,
+        ],
+        buckets in proptest::collection::vec((0u16..4, prop_oneof![any::<u64>(), 0u64..10_000]), 0..4),
+        paid in prop_oneof![any::<u64>(), 0u64..10_000],
+    ) {
+        let event = usage(service, start, units);
+        let unit = UNIT_OF_SERVICE[usize::from(service)];
+        let balances: Vec<AllowanceBalance> = buckets
+            .iter()
+            .enumerate()
+            .map(|(i, &(allowance, remaining_units))| AllowanceBalance { bucket: i as u64, allowance, remaining_units })
+            .collect();
+        let answers = [(rate(&plan, &event, &balances), None), (rate_with_paid_units(&plan, &event, paid), Some(paid))];
+        for (answer, paid) in answers {
+            if start > MAX_START_UTC_SECONDS {
+                prop_assert_eq!(answer, Err(Unrated::StartTooLate { latest_utc_seconds: MAX_START_UTC_SECONDS }));
+                continue;
+            }
+            if units > unit.max_per_event() {
+                prop_assert_eq!(answer, Err(Unrated::UsageTooLarge { limit: unit.max_per_event(), unit }));
+                continue;
+            }
+            let rated = match answer {
+                Ok(rated) => rated,
+                Err(unrated) => return Err(TestCaseError::fail(format!("{unrated:?} for {units} {unit:?}"))),
+            };
+            // The opening rate of a seconds service is the one of the band at the start.
+            let opening = &plan.rates[plan.rates.iter().position(|r| r.source_line == rated.rate_line).expect("rate")];
+            let (first, increment) = (u128::from(opening.first_interval), u128::from(opening.increment));
+            let used = u128::from(units);
+            let charged = match used {
+                0 => 0,
+                used if used <= first => first,
+                used => first + (used - first).div_ceil(increment) * increment,
+            };
+            prop_assert_eq!(u128::from(rated.charged_units), charged);
+            let available = match paid {
+                Some(paid) => u128::from(paid),
+                None => balances
+                    .iter()
+                    .filter(|b| plan.allowances[usize::from(b.allowance)].service == service)
+                    .map(|b| u128::from(b.remaining_units))
+                    .sum(),
+            };
+            prop_assert_eq!(u128::from(rated.allowance_units), available.min(charged));
+            if paid.is_none() {
+                assert_laws(&plan, &event, &balances, &rated);
+            }
+            let mut money_units = 0u128;
+            for line in &rated.lines {
+                if let LineKind::Usage { .. } = line.kind {
+                    money_units += u128::from(line.units);
+                    let exact = line.price * Decimal::from(line.units) / Decimal::from(line.per);
+                    prop_assert_eq!(line.exact_amount, exact, "{:?}", line);
+                }
+            }
+            prop_assert_eq!(money_units, charged - available.min(charged));
+        }
     }
 }

@@ -8,6 +8,7 @@ use serde_json::Value;
 
 mod disk;
 mod mediate;
+mod rate_errors;
 mod rerate;
 
 fn tollgate(args: &[&str], stdin: &str) -> Output {
