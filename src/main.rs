@@ -48,6 +48,13 @@ enum Command {
     /// Drive a running server with load over loopback and print throughput and latency.
     #[command(subcommand)]
     Load(commands::load::LoadCommand),
+    /// Archived journal segments: their consumers' watermarks, and pruning past the retention.
+    Archive {
+        #[command(flatten)]
+        engine: commands::engine_setup::EngineArgs,
+        #[command(subcommand)]
+        command: commands::archive::ArchiveCommand,
+    },
     /// Change the data directory's shard count (offline: the server must be stopped).
     Reshard(commands::reshard::ReshardArgs),
     /// Show, top up, adjust and refund balances.
@@ -94,6 +101,7 @@ fn main() -> ExitCode {
         Command::Mediate(args) => commands::mediate::run(&args),
         Command::Rerate(args) => commands::rerate::run(&args),
         Command::Reshard(args) => commands::reshard::run(&args),
+        Command::Archive { engine, command } => commands::archive::run(&engine, command),
         Command::Account { engine, command } => commands::account::account(&engine, command),
         Command::Balance { engine, command } => commands::account::balance(&engine, command),
     };

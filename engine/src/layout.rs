@@ -133,6 +133,12 @@ pub fn read(dir: &Path) -> Result<Option<Layout>, EngineError> {
 
 /// The shard numbers that have a journal segment or a snapshot in `dir`, ascending.
 pub fn shards_on_disk(dir: &Path) -> Result<Vec<u32>, EngineError> {
+    shards_in(dir)
+}
+
+/// The shard numbers that have a journal segment or a snapshot in `dir` (a data
+/// directory or its archive), ascending.
+pub fn shards_in(dir: &Path) -> Result<Vec<u32>, EngineError> {
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),

@@ -18,6 +18,7 @@ mod prefetch;
 pub mod records;
 pub mod recovery;
 pub mod reshard;
+pub mod retention;
 pub mod runtime;
 pub mod shard;
 pub mod snapshot;

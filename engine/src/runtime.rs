@@ -91,6 +91,9 @@ pub struct EngineConfig {
     /// Keep journal segments covered by a snapshot in `archive/` (the audit trail)
     /// instead of deleting them.
     pub archive_segments: bool,
+    /// How long archived segments are kept once every consumer has read them
+    /// ([`crate::retention`]).
+    pub archive_retention: Duration,
     pub charging: ChargingConfig,
     /// Storage faults injected by tests; `None` in production.
     #[doc(hidden)]
@@ -109,6 +112,7 @@ impl EngineConfig {
             snapshot_every_records: 1_000_000,
             reaper_interval: Duration::from_secs(1),
             archive_segments: true,
+            archive_retention: crate::retention::DEFAULT_RETENTION,
             charging: ChargingConfig::default(),
             faults: None,
         }
@@ -252,8 +256,13 @@ impl Engine {
                 snapshot_retry: Backoff::default(),
                 stage,
                 snapshots: Some(
-                    Snapshotter::start(config.data_dir.clone(), shard as u32, config.archive_segments)
-                        .map_err(EngineError::io(&config.data_dir))?,
+                    Snapshotter::start(
+                        config.data_dir.clone(),
+                        shard as u32,
+                        config.archive_segments,
+                        config.archive_retention,
+                    )
+                    .map_err(EngineError::io(&config.data_dir))?,
                 ),
             };
             let handle = std::thread::Builder::new()

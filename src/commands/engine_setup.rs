@@ -46,6 +46,10 @@ pub(crate) struct EngineArgs {
     /// unknown (Diameter 5002, Nchf 404).
     #[arg(long, global = true, default_value_t = 3600)]
     pub session_tombstone_seconds: u32,
+    /// Days an archived journal segment is kept once every registered consumer has read
+    /// it (`tollgate archive`); pruned after each snapshot.
+    #[arg(long, global = true, default_value_t = 90)]
+    pub archive_retention_days: u32,
 }
 
 fn parse_fsync(text: &str) -> Result<FsyncPolicy, String> {
@@ -69,6 +73,7 @@ impl EngineArgs {
             snapshot_every: 1_000_000,
             dedupe_window: 1 << 20,
             session_tombstone_seconds: 3600,
+            archive_retention_days: 90,
         }
     }
 
@@ -109,7 +114,12 @@ impl EngineArgs {
         config.snapshot_every_records = self.snapshot_every;
         config.charging.dedupe_window = self.dedupe_window;
         config.charging.session_tombstone_seconds = self.session_tombstone_seconds;
+        config.archive_retention = self.archive_retention();
         Ok(config)
+    }
+
+    pub(crate) fn archive_retention(&self) -> Duration {
+        Duration::from_secs(u64::from(self.archive_retention_days) * 86_400)
     }
 
     /// `--shards`, else the data directory's recorded count, else 2.

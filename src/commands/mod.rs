@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub(crate) mod account;
+pub(crate) mod archive;
 pub(crate) mod demo;
 pub(crate) mod engine_setup;
 pub(crate) mod load;

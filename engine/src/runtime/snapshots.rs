@@ -26,13 +26,18 @@ pub(super) struct Snapshotter {
 }
 
 impl Snapshotter {
-    pub(super) fn start(dir: PathBuf, shard: u32, archive: bool) -> std::io::Result<Snapshotter> {
+    pub(super) fn start(
+        dir: PathBuf,
+        shard: u32,
+        archive: bool,
+        retention: std::time::Duration,
+    ) -> std::io::Result<Snapshotter> {
         // One snapshot waiting behind the one being written; a shard that would take a
         // third waits, so copies never pile up in memory.
         let (sender, receiver) = bounded(1);
         let thread = std::thread::Builder::new()
             .name(format!("tollgate-snapshot-{shard}"))
-            .spawn(move || run(&dir, shard, archive, &receiver))?;
+            .spawn(move || run(&dir, shard, archive, retention, &receiver))?;
         Ok(Snapshotter { sender: Some(sender), thread: Some(thread) })
     }
 
@@ -57,12 +62,30 @@ impl Drop for Snapshotter {
     }
 }
 
-fn run(dir: &std::path::Path, shard: u32, archive: bool, receiver: &Receiver<Job>) {
+fn run(dir: &std::path::Path, shard: u32, archive: bool, retention: std::time::Duration, receiver: &Receiver<Job>) {
     for Job { captured, reply } in receiver {
         let lsn = captured.lsn();
         let image = captured.into_image();
         let result = snapshot::write(dir, shard, &image).and_then(|()| retire_segments(dir, shard, lsn, archive));
         drop(image);
+        if result.is_ok() && archive {
+            let mut pruned = crate::retention::Pruned::default();
+            match crate::retention::prune_shard(dir, shard, retention, std::time::SystemTime::now(), false, &mut pruned)
+            {
+                Ok(()) if !pruned.removed.is_empty() => {
+                    tracing::info!(
+                        shard,
+                        segments = pruned.removed.len(),
+                        bytes = pruned.removed_bytes,
+                        "pruned archived journal segments past their retention"
+                    );
+                }
+                Ok(()) => {}
+                Err(err) => {
+                    tracing::warn!(shard, error = %err, "pruning the archive failed; it is tried again after the next snapshot")
+                }
+            }
+        }
         if let Err(err) = &result {
             tracing::error!(shard, lsn, error = %err, "snapshot failed; the journal segments since the last one stay");
         }
