@@ -30,12 +30,27 @@ pub struct Window<K: Hash + Eq, V> {
     window: usize,
     current: Table<K, V>,
     previous: Table<K, V>,
+    /// Ids of the current and previous generations. A generation keeps its id from when
+    /// it starts filling until it is forgotten, and its entries never move, so a snapshot
+    /// writes each full stretch of it once and refers to it afterwards.
+    current_id: u64,
+    previous_id: u64,
+    /// Keys whose value was replaced ([`Window::replace`]) while their generation lives:
+    /// a snapshot carries their values beside the stretches written before.
+    edited: Vec<K>,
 }
 
 impl<K: Hash + Eq + Send + 'static, V: Send + 'static> Window<K, V> {
     /// A window of `window` keys (at least 1, at most [`MAX_WINDOW`]).
     pub fn new(window: usize) -> Window<K, V> {
-        Window { window: window.clamp(1, MAX_WINDOW), current: Table::default(), previous: Table::default() }
+        Window {
+            window: window.clamp(1, MAX_WINDOW),
+            current: Table::default(),
+            previous: Table::default(),
+            current_id: 1,
+            previous_id: 0,
+            edited: Vec::new(),
+        }
     }
 
     pub fn window(&self) -> usize {
@@ -92,6 +107,10 @@ impl<K: Hash + Eq + Send + 'static, V: Send + 'static> Window<K, V> {
     /// The full current generation becomes the previous one, and the one before it is
     /// forgotten. The next fills as far, so it starts at that size.
     fn rotate(&mut self) {
+        self.previous_id = self.current_id;
+        self.current_id += 1;
+        // Edited keys of the generation about to be forgotten go with it.
+        self.edited.retain(|key| self.current.contains_key(key));
         let full = std::mem::take(&mut self.current);
         let mut forgotten = std::mem::replace(&mut self.previous, full);
         if !std::mem::needs_drop::<(K, V)>() && forgotten.capacity() >= self.window {
@@ -107,17 +126,80 @@ impl<K: Hash + Eq + Send + 'static, V: Send + 'static> Window<K, V> {
     }
 
     /// Replaces the value of a key present (its age is unchanged); false if absent.
-    pub fn replace<Q: Hash + Eq + ?Sized>(&mut self, key: &Q, value: V) -> bool
+    pub fn replace<Q: Hash + Eq + ?Sized + ToOwned<Owned = K>>(&mut self, key: &Q, value: V) -> bool
     where
         K: Borrow<Q>,
     {
         match self.current.get_mut(key).or_else(|| self.previous.get_mut(key)) {
             Some(slot) => {
                 *slot = value;
+                if !self.edited.iter().any(|edited| edited.borrow() == key) {
+                    self.edited.push(key.to_owned());
+                }
                 true
             }
             None => false,
         }
+    }
+
+    /// The generations, the previous one first: each id with its entries in the order
+    /// they were added.
+    pub fn by_generation(&self) -> [(u64, &[(K, V)]); 2] {
+        [(self.previous_id, self.previous.entries()), (self.current_id, self.current.entries())]
+    }
+
+    /// The keys replaced while their generation lives, with their values now.
+    pub fn edited(&self) -> impl Iterator<Item = (&K, &V)> {
+        self.edited.iter().filter_map(|key| self.get(key).map(|value| (key, value)))
+    }
+
+    /// Rebuilds a window from `generations` (id and entries in the order they were
+    /// added, the previous one first) and the values of edited keys. A single generation
+    /// of id 0 is a flat list from a snapshot before generations had ids: its entries are
+    /// inserted one by one, rotating as they fill.
+    pub fn restore(window: usize, generations: Vec<Generation<K, V>>, edited: Vec<(K, V)>) -> Window<K, V>
+    where
+        K: Clone,
+    {
+        let mut restored = Window::new(window);
+        match generations.as_slice() {
+            [(0, _)] => {
+                for (key, value) in generations.into_iter().flat_map(|(_, entries)| entries) {
+                    restored.insert(key, value);
+                }
+            }
+            _ => {
+                let mut tables = generations.into_iter().map(|(id, entries)| {
+                    let mut table = Table::with_capacity(restored.window.max(entries.len()));
+                    for (key, value) in entries {
+                        table.insert_absent(key, value);
+                    }
+                    (id, table)
+                });
+                let (first, second) = (tables.next(), tables.next());
+                let (previous, current) = match (first, second) {
+                    (Some(previous), Some(current)) => (Some(previous), Some(current)),
+                    (Some(only), None) => (None, Some(only)),
+                    _ => (None, None),
+                };
+                if let Some((id, table)) = current {
+                    restored.current_id = id;
+                    restored.previous_id = id.saturating_sub(1);
+                    restored.current = table;
+                }
+                if let Some((id, table)) = previous {
+                    restored.previous_id = id;
+                    restored.previous = table;
+                }
+            }
+        }
+        for (key, value) in edited {
+            if let Some(slot) = restored.current.get_mut(&key).or_else(|| restored.previous.get_mut(&key)) {
+                *slot = value;
+                restored.edited.push(key);
+            }
+        }
+        restored
     }
 
     /// Keys and values, the previous generation's before the current one's, each sorted
@@ -152,6 +234,9 @@ impl<K: Hash + Eq + Send + 'static, V: Send + 'static> Window<K, V> {
         self.len() == 0
     }
 }
+
+/// A generation's id and its entries in the order they were added.
+pub type Generation<K, V> = (u64, Vec<(K, V)>);
 
 /// A window's entries, the older generation's first, and how many are the older's.
 pub type Generations<'w, K, V> = (Vec<(&'w K, &'w V)>, usize);
@@ -216,6 +301,16 @@ impl RecentAnswers {
         self.0.generations()
     }
 
+    /// The window itself.
+    pub fn window_of_keys(&self) -> &Window<Arc<str>, Arc<Answer>> {
+        &self.0
+    }
+
+    /// Rebuilds the window (see [`Window::restore`]).
+    pub fn restore(window: usize, generations: Vec<Generation<Arc<str>, Arc<Answer>>>) -> RecentAnswers {
+        RecentAnswers(Window::restore(window, generations, Vec::new()))
+    }
+
     pub fn len(&self) -> usize {
         self.0.len()
     }
@@ -259,19 +354,35 @@ mod tests {
     }
 
     #[test]
-    fn reinserting_in_iteration_order_rebuilds_the_same_window() {
+    fn restoring_its_generations_and_edits_rebuilds_the_same_window() {
         let mut recent: Window<u32, u32> = Window::new(4);
         for key in 0..11u32 {
             recent.insert(key, key);
-            let mut rebuilt = Window::new(4);
-            assert_eq!(recent.ordered().len(), recent.len());
-            for (key, value) in recent.ordered() {
-                rebuilt.insert(*key, *value);
+            if key % 3 == 0 {
+                assert!(recent.replace(&key, key + 100));
             }
+            let generations = recent.by_generation().map(|(id, entries)| (id, entries.to_vec())).to_vec();
+            let edited: Vec<(u32, u32)> = recent.edited().map(|(k, v)| (*k, *v)).collect();
+            let rebuilt = Window::restore(4, generations, edited);
             assert_eq!(rebuilt, recent, "after {key}");
-            assert!(rebuilt.replace(&key, 99));
-            assert_ne!(rebuilt, recent, "a replaced value is a difference");
+            let mut changed = rebuilt.clone();
+            assert!(changed.replace(&key, 99));
+            assert_ne!(changed, recent, "a replaced value is a difference");
         }
+        // Edited keys leave with their generation.
+        assert!(recent.edited().all(|(key, _)| recent.contains(key)));
+        assert!(recent.edited().count() <= 3);
+    }
+
+    #[test]
+    fn a_flat_list_restores_by_inserting_in_order() {
+        let mut inserted: Window<u32, u32> = Window::new(4);
+        for key in 0..11u32 {
+            inserted.insert(key, key);
+        }
+        let flat: Vec<(u32, u32)> = (0..11u32).map(|k| (k, k)).collect();
+        let restored = Window::restore(4, vec![(0, flat)], Vec::new());
+        assert_eq!(restored.ordered(), inserted.ordered());
     }
 
     #[test]

@@ -57,6 +57,8 @@ pub struct Recovered {
     pub replayed_records: u64,
     /// Set when a torn or corrupt tail was cut off the last segment.
     pub cut: Option<String>,
+    /// The window chunk files the snapshot read lists (what the next need not rewrite).
+    pub chunks: snapshot::ChunkIndex,
 }
 
 /// Recovers shard `shard` from `dir` and opens its journal for appending.
@@ -67,7 +69,8 @@ pub fn recover(
     policy: FsyncPolicy,
     faults: &FaultHandle,
 ) -> Result<(ShardState, Journal, Recovered), EngineError> {
-    let mut state = snapshot::read(dir, shard, dedupe_window)?.unwrap_or_else(|| ShardState::new(dedupe_window));
+    let (mut state, chunks) = snapshot::read(dir, shard, dedupe_window)?
+        .unwrap_or_else(|| (ShardState::new(dedupe_window), Default::default()));
     let snapshot_lsn = state.lsn;
     let segments = segments(dir, shard)?;
     let mut cut = None;
@@ -115,7 +118,7 @@ pub fn recover(
         }
     }
     .map_err(EngineError::io(dir))?;
-    Ok((state, journal, Recovered { snapshot_lsn, replayed_records, cut }))
+    Ok((state, journal, Recovered { snapshot_lsn, replayed_records, cut, chunks }))
 }
 
 /// Where segments covered by a snapshot are moved: they are the audit trail (every

@@ -25,7 +25,7 @@ use crate::layout::{self, Layout};
 use crate::recovery::{archive_dir, recover};
 use crate::runtime::shard_of;
 use crate::shard::Totals;
-use crate::snapshot::{self, snapshot_path, SnapshotImage};
+use crate::snapshot::{self, snapshot_path, SnapshotImage, WindowImage};
 
 const STAGING: &str = "reshard.staging";
 const MARKER: &str = "RESHARD";
@@ -162,10 +162,10 @@ fn deal(old: &[SnapshotImage], to: usize) -> Vec<SnapshotImage> {
             accounts: Vec::new(),
             subscriptions: Vec::new(),
             reservations: Vec::new(),
-            recent: Vec::new(),
             totals: Totals::default(),
-            recent_records: Vec::new(),
             sessions: Vec::new(),
+            answers: WindowImage::flat(Vec::new()),
+            records: WindowImage::flat(Vec::new()),
         })
         .collect();
     for image in old {
@@ -181,9 +181,11 @@ fn deal(old: &[SnapshotImage], to: usize) -> Vec<SnapshotImage> {
         for session in &image.sessions {
             images[shard_of(session.account, to)].sessions.push(session.clone());
         }
+        // The windows, flat: every new shard inserts every key in order (the tails hold
+        // every entry, with its value now: SnapshotImage::of writes no chunk files).
         for new in &mut images {
-            new.recent.extend(image.recent.iter().cloned());
-            new.recent_records.extend(image.recent_records.iter().copied());
+            new.answers.generations[0].tail.extend(image.answers.entries().cloned());
+            new.records.generations[0].tail.extend(image.records.entries().copied());
         }
     }
     for new in &mut images {
@@ -258,6 +260,7 @@ fn finish(dir: &Path, marker: &Marker, crash: &mut Interruption) -> Result<(usiz
             if snapshot.exists() {
                 files.push(snapshot);
             }
+            files.extend(snapshot::chunk_files(dir, shard)?);
             for file in files {
                 let target = marker.archive.join(file.file_name().unwrap_or_default());
                 crash.rename(&file, &target)?;

@@ -86,6 +86,9 @@ pub struct EngineConfig {
     pub max_batch: usize,
     /// Records after which a shard writes a snapshot and starts a new journal segment.
     pub snapshot_every_records: u64,
+    /// Entries of an exactly-once window per chunk file: a snapshot writes each full
+    /// chunk once ([`crate::snapshot`]).
+    pub snapshot_chunk_entries: usize,
     /// How often the reaper looks for expired reservations.
     pub reaper_interval: Duration,
     /// Keep journal segments covered by a snapshot in `archive/` (the audit trail)
@@ -110,6 +113,7 @@ impl EngineConfig {
             queue_capacity: 65_536,
             max_batch: 4096,
             snapshot_every_records: 1_000_000,
+            snapshot_chunk_entries: crate::snapshot::DEFAULT_CHUNK_ENTRIES,
             reaper_interval: Duration::from_secs(1),
             archive_segments: true,
             archive_retention: crate::retention::DEFAULT_RETENTION,
@@ -228,6 +232,7 @@ impl Engine {
         let (mut accounts, mut subscriptions) = (0, 0);
         for (shard, result) in recovered.into_iter().enumerate() {
             let (state, journal, report) = result?;
+            let chunks = Arc::new(std::sync::Mutex::new(report.chunks.clone()));
             for subscription in state.subscriptions.values() {
                 directory.restore(subscription.id, subscription.account, &subscription.identities);
             }
@@ -254,6 +259,7 @@ impl Engine {
                 health: Arc::clone(&health),
                 next_reap: 0,
                 snapshot_retry: Backoff::default(),
+                chunks: Arc::clone(&chunks),
                 stage,
                 snapshots: Some(
                     Snapshotter::start(
@@ -261,6 +267,8 @@ impl Engine {
                         shard as u32,
                         config.archive_segments,
                         config.archive_retention,
+                        Arc::clone(&chunks),
+                        config.snapshot_chunk_entries,
                     )
                     .map_err(EngineError::io(&config.data_dir))?,
                 ),
@@ -603,6 +611,9 @@ struct Worker {
     next_reap: i64,
     /// When a failed snapshot may be tried again.
     snapshot_retry: Backoff,
+    /// The window chunk files the last durable snapshot lists (the snapshot thread
+    /// updates it).
+    chunks: Arc<std::sync::Mutex<crate::snapshot::ChunkIndex>>,
     /// The commit thread, with fsync per batch.
     stage: Option<CommitStage>,
     snapshots: Option<Snapshotter>,
@@ -817,7 +828,10 @@ impl Worker {
         if let Err(err) = self.journal.sync() {
             return Err(SnapshotFailure::Journal(format!("journal sync before a snapshot failed: {err}")));
         }
-        let captured = Captured::of(&self.state);
+        let captured = match self.chunks.lock() {
+            Ok(index) => Captured::since(&self.state, Some(&index)),
+            Err(_) => Captured::of(&self.state),
+        };
         let (dir, faults) = (&self.config.data_dir, &self.config.faults);
         self.journal = start_segment(dir, self.shard, self.state.lsn, self.config.fsync, faults)
             .map_err(SnapshotFailure::Other)?;
@@ -915,7 +929,11 @@ impl Worker {
                 cut.map_err(EngineError::io(path))?;
             }
         }
-        let (state, journal, _) = recover(dir, shard, self.config.charging.dedupe_window, self.config.fsync, faults)?;
+        let (state, journal, report) =
+            recover(dir, shard, self.config.charging.dedupe_window, self.config.fsync, faults)?;
+        if let Ok(mut index) = self.chunks.lock() {
+            *index = report.chunks;
+        }
         let stage = match self.config.fsync {
             FsyncPolicy::EveryBatch => Some(CommitStage::start(shard).map_err(EngineError::io(dir))?),
             FsyncPolicy::Interval(_) | FsyncPolicy::Never => None,

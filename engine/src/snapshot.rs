@@ -3,6 +3,8 @@
 //!
 //! # Byte format (all integers little-endian)
 //!
+//! `shard-{S}.snapshot`:
+//!
 //! | offset | size | field |
 //! |---|---|---|
 //! | 0 | 8 | magic `TGSNAP\r\n` |
@@ -14,15 +16,41 @@
 //! | 36 | 4 | reserved, zero |
 //! | 40 | n | rkyv archive of a [`SnapshotImage`] |
 //!
-//! Version history: 1 (names held as `String`), 2 (names shared as `Arc<str>`), 3 (adds
-//! the bulk path's window of record keys), 4 (adds the online sessions' records). Versions
-//! 2 and 3 are still read (version 2 had no bulk path, so its record window is empty; the
-//! session records of both are rebuilt from their reservations, as a journal of that time
-//! replays them).
+//! The exactly-once windows are most of a shard's state, and most of a window does not
+//! change between two snapshots: a generation's entries never move, new keys are
+//! appended. So from version 5 a generation is written in chunks of
+//! `snapshot_chunk_entries` (65,536) entries, each to a file of its own the first time it
+//! is full (`shard-{S}.{answers|records}.{GENERATION:020}.{INDEX:08}.chunk`), and the
+//! snapshot lists the chunks (index, entries, CRC-32) and holds only the generation's
+//! unfinished tail; values replaced since (rerated records) ride in the snapshot too. A
+//! chunk file:
 //!
-//! A snapshot is written to a temporary file, synced, and renamed over `shard-{S}.snapshot`,
-//! so the file under the final name is always complete.
+//! | offset | size | field |
+//! |---|---|---|
+//! | 0 | 8 | magic `TGCHNK\r\n` |
+//! | 8 | 4 | chunk format version (1) |
+//! | 12 | 4 | shard number |
+//! | 16 | 1 | window: 0 answers, 1 records |
+//! | 17 | 3 | reserved, zero |
+//! | 20 | 8 | generation id |
+//! | 28 | 4 | chunk index |
+//! | 32 | 4 | entries |
+//! | 36 | 4 | CRC-32 (IEEE) of the payload |
+//! | 40 | n | rkyv archive of the entries (`Vec<(String, Answer)>` or `Vec<(u128, Memo)>`) |
+//!
+//! Chunks are written (durably) before the snapshot that lists them; chunks no snapshot
+//! lists any more are removed after the new snapshot is durable.
+//!
+//! Version history: 1 (names held as `String`), 2 (names shared as `Arc<str>`), 3 (adds
+//! the bulk path's window of record keys), 4 (adds the online sessions' records), 5
+//! (windows by generation, in chunk files). Versions 2 to 4 are still read (version 2 had
+//! no bulk path, so its record window is empty; the session records of 2 and 3 are
+//! rebuilt from their reservations, as a journal of that time replays them).
+//!
+//! Every file is written to a temporary, synced, and renamed over its name, so a file
+//! under its final name is always complete.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -31,15 +59,75 @@ use rkyv::util::AlignedVec;
 use rkyv::{Archive, Deserialize as RkyvDeserialize, Serialize as RkyvSerialize};
 
 use crate::api::Answer;
-use crate::dedupe::sort_generations;
+use crate::dedupe::{RecentAnswers, Window};
 use crate::error::EngineError;
 use crate::model::{Account, Reservation, SessionRecord, Subscription};
-use crate::records::{Memo, RecordKey};
+use crate::records::{Memo, RecentRecords, RecordKey};
 use crate::shard::{ShardState, Totals};
 
 pub const SNAPSHOT_MAGIC: [u8; 8] = *b"TGSNAP\r\n";
-pub const SNAPSHOT_FORMAT_VERSION: u32 = 4;
+pub const SNAPSHOT_FORMAT_VERSION: u32 = 5;
 const HEADER_BYTES: usize = 40;
+pub const CHUNK_MAGIC: [u8; 8] = *b"TGCHNK\r\n";
+const CHUNK_FORMAT_VERSION: u32 = 1;
+/// Entries per chunk file unless configured.
+pub const DEFAULT_CHUNK_ENTRIES: usize = 1 << 16;
+
+/// Which exactly-once window a chunk belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum WindowKind {
+    Answers = 0,
+    Records = 1,
+}
+
+impl WindowKind {
+    fn name(self) -> &'static str {
+        match self {
+            WindowKind::Answers => "answers",
+            WindowKind::Records => "records",
+        }
+    }
+}
+
+/// A chunk file a snapshot lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Archive, RkyvSerialize, RkyvDeserialize)]
+pub struct ChunkRef {
+    pub index: u32,
+    pub entries: u32,
+    pub crc: u32,
+}
+
+/// One generation of a window: its chunk files, then its unfinished tail.
+#[derive(Debug, Clone, PartialEq, Eq, Archive, RkyvSerialize, RkyvDeserialize)]
+pub struct GenerationImage<K, V> {
+    pub id: u64,
+    pub chunks: Vec<ChunkRef>,
+    pub tail: Vec<(K, V)>,
+}
+
+/// A window: its generations (the previous one first) and the values replaced since
+/// their chunks were written.
+#[derive(Debug, Clone, PartialEq, Eq, Archive, RkyvSerialize, RkyvDeserialize)]
+pub struct WindowImage<K, V> {
+    pub generations: Vec<GenerationImage<K, V>>,
+    pub edited: Vec<(K, V)>,
+}
+
+impl<K, V> WindowImage<K, V> {
+    /// A flat list of entries (an older snapshot's, or a reshard's): restored by inserting
+    /// them in order.
+    pub fn flat(entries: Vec<(K, V)>) -> WindowImage<K, V> {
+        WindowImage {
+            generations: vec![GenerationImage { id: 0, chunks: Vec::new(), tail: entries }],
+            edited: Vec::new(),
+        }
+    }
+
+    /// Every entry, in order (the chunks must have been loaded into the tails).
+    pub fn entries(&self) -> impl Iterator<Item = &(K, V)> {
+        self.generations.iter().flat_map(|g| g.tail.iter())
+    }
+}
 
 /// The archived form of a shard's state, in a canonical order.
 #[derive(Debug, Clone, PartialEq, Eq, Archive, RkyvSerialize, RkyvDeserialize)]
@@ -48,12 +136,26 @@ pub struct SnapshotImage {
     pub accounts: Vec<Account>,
     pub subscriptions: Vec<Subscription>,
     pub reservations: Vec<Reservation>,
-    pub recent: Vec<(String, Answer)>,
     pub totals: Totals,
-    /// The bulk path's window, the older generation first.
-    pub recent_records: Vec<(u128, Memo)>,
     /// The online sessions, by session id.
     pub sessions: Vec<SessionRecord>,
+    /// The requests' exactly-once window.
+    pub answers: WindowImage<String, Answer>,
+    /// The bulk path's window.
+    pub records: WindowImage<u128, Memo>,
+}
+
+/// The payload of a version 4 snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Archive, RkyvSerialize, RkyvDeserialize)]
+struct SnapshotImageV4 {
+    lsn: u64,
+    accounts: Vec<Account>,
+    subscriptions: Vec<Subscription>,
+    reservations: Vec<Reservation>,
+    recent: Vec<(String, Answer)>,
+    totals: Totals,
+    recent_records: Vec<(u128, Memo)>,
+    sessions: Vec<SessionRecord>,
 }
 
 /// The payload of a version 3 snapshot.
@@ -87,12 +189,12 @@ impl From<SnapshotImageV2> for SnapshotImageV3 {
     }
 }
 
-impl From<SnapshotImageV3> for SnapshotImage {
+impl From<SnapshotImageV3> for SnapshotImageV4 {
     /// Version 3 had no session records: [`SnapshotImage::into_state`] rebuilds them
     /// from the reservations.
-    fn from(old: SnapshotImageV3) -> SnapshotImage {
+    fn from(old: SnapshotImageV3) -> SnapshotImageV4 {
         let SnapshotImageV3 { lsn, accounts, subscriptions, reservations, recent, totals, recent_records } = old;
-        SnapshotImage {
+        SnapshotImageV4 {
             lsn,
             accounts,
             subscriptions,
@@ -105,38 +207,94 @@ impl From<SnapshotImageV3> for SnapshotImage {
     }
 }
 
-/// A copy of a shard's state taken between batches, not yet in canonical order: taking
-/// it is all a shard pauses for; sorting, encoding and writing happen on another thread.
+impl From<SnapshotImageV4> for SnapshotImage {
+    /// Version 4 held each window as one list (the older generation first): restored by
+    /// inserting in order, as that build did.
+    fn from(old: SnapshotImageV4) -> SnapshotImage {
+        let SnapshotImageV4 { lsn, accounts, subscriptions, reservations, recent, totals, recent_records, sessions } =
+            old;
+        SnapshotImage {
+            lsn,
+            accounts,
+            subscriptions,
+            reservations,
+            totals,
+            sessions,
+            answers: WindowImage::flat(recent),
+            records: WindowImage::flat(recent_records),
+        }
+    }
+}
+
+/// The chunk files on disk that the last durable snapshot lists: their CRCs, by window
+/// and generation. What a new snapshot need not write again.
+pub type ChunkIndex = HashMap<(WindowKind, u64), Vec<ChunkRef>>;
+
+/// Of one generation: its id, the chunks already on disk, and the entries after them.
+#[derive(Debug, Clone)]
+struct GenerationCapture<K, V> {
+    id: u64,
+    written: Vec<ChunkRef>,
+    entries: Vec<(K, V)>,
+}
+
+#[derive(Debug, Clone)]
+struct WindowCapture<K, V> {
+    generations: Vec<GenerationCapture<K, V>>,
+    edited: Vec<(K, V)>,
+}
+
+impl<K: std::hash::Hash + Eq + Clone + Send + 'static, V: Clone + Send + 'static> WindowCapture<K, V> {
+    /// Copies what is not on disk yet: per generation, the entries after its written
+    /// chunks (all of them when `index` is `None`).
+    fn of(window: &Window<K, V>, kind: WindowKind, index: Option<&ChunkIndex>) -> WindowCapture<K, V> {
+        let generations = window
+            .by_generation()
+            .into_iter()
+            .filter(|(_, entries)| !entries.is_empty())
+            .map(|(id, entries)| {
+                let written = index.and_then(|i| i.get(&(kind, id))).cloned().unwrap_or_default();
+                let skip: usize = written.iter().map(|c| c.entries as usize).sum();
+                let written = if skip <= entries.len() { written } else { Vec::new() };
+                let skip: usize = written.iter().map(|c| c.entries as usize).sum();
+                GenerationCapture { id, written, entries: entries[skip..].to_vec() }
+            })
+            .collect();
+        WindowCapture { generations, edited: window.edited().map(|(k, v)| (k.clone(), v.clone())).collect() }
+    }
+}
+
+/// A copy of a shard's state taken between batches: taking it is all a shard pauses
+/// for; sorting, encoding and writing happen on another thread.
 #[derive(Debug, Clone)]
 pub struct Captured {
     lsn: u64,
     accounts: Vec<Account>,
     subscriptions: Vec<Subscription>,
     reservations: Vec<Reservation>,
-    recent: Vec<(Arc<str>, Arc<Answer>)>,
-    /// How many of `recent` are its older generation.
-    recent_older: usize,
     totals: Totals,
-    recent_records: Vec<(u128, Memo)>,
-    records_older: usize,
     sessions: Vec<SessionRecord>,
+    answers: WindowCapture<Arc<str>, Arc<Answer>>,
+    records: WindowCapture<RecordKey, Memo>,
 }
 
 impl Captured {
+    /// The whole state, windows included.
     pub fn of(state: &ShardState) -> Captured {
-        let (recent, recent_older) = state.recent.generations();
-        let (records, records_older) = state.recent_records.generations();
+        Captured::since(state, None)
+    }
+
+    /// The state, with of each window only what `index` says is not on disk yet.
+    pub fn since(state: &ShardState, index: Option<&ChunkIndex>) -> Captured {
         Captured {
             lsn: state.lsn,
             accounts: state.accounts.values().cloned().collect(),
             subscriptions: state.subscriptions.values().cloned().collect(),
             reservations: state.reservations.values().cloned().collect(),
-            recent: recent.into_iter().map(|(key, answer)| (Arc::clone(key), Arc::clone(answer))).collect(),
-            recent_older,
             totals: state.totals.clone(),
-            recent_records: records.into_iter().map(|(key, memo)| (key.0, *memo)).collect(),
-            records_older,
             sessions: state.sessions.values().cloned().collect(),
+            answers: WindowCapture::of(state.recent.window_of_keys(), WindowKind::Answers, index),
+            records: WindowCapture::of(&state.recent_records, WindowKind::Records, index),
         }
     }
 
@@ -144,29 +302,234 @@ impl Captured {
         self.lsn
     }
 
-    /// The image in canonical order: the same state always gives the same bytes.
+    fn sorted(mut self) -> Captured {
+        self.sessions.sort_unstable_by(|a, b| a.session.cmp(&b.session));
+        self.accounts.sort_unstable_by_key(|a| a.id);
+        self.subscriptions.sort_unstable_by_key(|s| s.id);
+        self.reservations.sort_unstable_by(|a, b| (&a.session, a.rating_group).cmp(&(&b.session, b.rating_group)));
+        self
+    }
+
+    /// The image in canonical order, every window entry in the tails (no chunk files):
+    /// the same state always gives the same image.
     pub fn into_image(self) -> SnapshotImage {
-        let Captured {
-            lsn, mut accounts, mut subscriptions, mut reservations, mut recent, totals, mut sessions, ..
-        } = self;
-        sessions.sort_unstable_by(|a, b| a.session.cmp(&b.session));
-        accounts.sort_unstable_by_key(|a| a.id);
-        subscriptions.sort_unstable_by_key(|s| s.id);
-        reservations.sort_unstable_by(|a, b| (&a.session, a.rating_group).cmp(&(&b.session, b.rating_group)));
-        sort_generations(&mut recent, self.recent_older, |(key, _)| key);
-        let mut recent_records = self.recent_records;
-        sort_generations(&mut recent_records, self.records_older, |(key, _)| key);
+        let Captured { lsn, accounts, subscriptions, reservations, totals, sessions, answers, records } = self.sorted();
+        let answer = |(key, answer): (Arc<str>, Arc<Answer>)| (key.to_string(), (*answer).clone());
         SnapshotImage {
             lsn,
             accounts,
             subscriptions,
             reservations,
-            recent: recent.into_iter().map(|(key, answer)| (key.to_string(), (*answer).clone())).collect(),
             totals,
-            recent_records,
             sessions,
+            answers: flat_generations(answers, answer),
+            records: flat_generations(records, |(key, memo)| (key.0, memo)),
         }
     }
+
+    /// Writes the chunks that are full and not on disk, then the snapshot listing them,
+    /// durably; returns the chunk index the snapshot lists.
+    pub fn write(self, dir: &Path, shard: u32, chunk_entries: usize) -> Result<ChunkIndex, EngineError> {
+        let chunk_entries = chunk_entries.clamp(1, u32::MAX as usize);
+        let Captured { lsn, accounts, subscriptions, reservations, totals, sessions, answers, records } = self.sorted();
+        let mut index = ChunkIndex::new();
+        let answer = |(key, answer): &(Arc<str>, Arc<Answer>)| (key.to_string(), (**answer).clone());
+        let answers = write_window(dir, shard, WindowKind::Answers, answers, chunk_entries, &mut index, answer)?;
+        let records =
+            write_window(dir, shard, WindowKind::Records, records, chunk_entries, &mut index, |(k, m)| (k.0, *m))?;
+        let image = SnapshotImage { lsn, accounts, subscriptions, reservations, totals, sessions, answers, records };
+        write(dir, shard, &image)?;
+        remove_unlisted_chunks(dir, shard, &index)?;
+        Ok(index)
+    }
+}
+
+/// A captured window with every entry in its generation's tail.
+fn flat_generations<K, V, A, B>(window: WindowCapture<K, V>, convert: impl Fn((K, V)) -> (A, B)) -> WindowImage<A, B> {
+    let generations = window
+        .generations
+        .into_iter()
+        .map(|g| GenerationImage { id: g.id, chunks: Vec::new(), tail: g.entries.into_iter().map(&convert).collect() })
+        .collect();
+    WindowImage { generations, edited: window.edited.into_iter().map(&convert).collect() }
+}
+
+fn write_window<K, V, A, B>(
+    dir: &Path,
+    shard: u32,
+    kind: WindowKind,
+    window: WindowCapture<K, V>,
+    chunk_entries: usize,
+    index: &mut ChunkIndex,
+    convert: impl Fn(&(K, V)) -> (A, B),
+) -> Result<WindowImage<A, B>, EngineError>
+where
+    Vec<(A, B)>: for<'a> RkyvSerialize<
+        rkyv::api::high::HighSerializer<AlignedVec, rkyv::ser::allocator::ArenaHandle<'a>, rancor::Error>,
+    >,
+{
+    let mut generations = Vec::with_capacity(window.generations.len());
+    for generation in window.generations {
+        let mut chunks = generation.written;
+        let full = generation.entries.len() / chunk_entries;
+        for part in generation.entries[..full * chunk_entries].chunks(chunk_entries) {
+            let index_now = chunks.len() as u32;
+            // A chunk a snapshot still being written put on disk is kept as it is (a
+            // snapshot before may list it with its checksum); replaced values ride in
+            // `edited` either way.
+            if let Some(found) = chunk_on_disk(dir, shard, kind, generation.id, index_now, part.len()) {
+                chunks.push(found);
+                continue;
+            }
+            let entries: Vec<(A, B)> = part.iter().map(&convert).collect();
+            let payload = rkyv::to_bytes::<rancor::Error>(&entries)
+                .map_err(|err| EngineError::Snapshot { path: dir.to_owned(), reason: err.to_string() })?;
+            let chunk = ChunkRef { index: index_now, entries: part.len() as u32, crc: crc32fast::hash(&payload) };
+            let path = chunk_path(dir, shard, kind, generation.id, chunk.index);
+            let bytes = encode_chunk(shard, kind, generation.id, chunk, &payload);
+            crate::durable::replace_file(&path, &bytes, 0o644).map_err(EngineError::io(&path))?;
+            chunks.push(chunk);
+        }
+        let tail = generation.entries[full * chunk_entries..].iter().map(&convert).collect();
+        index.insert((kind, generation.id), chunks.clone());
+        generations.push(GenerationImage { id: generation.id, chunks, tail });
+    }
+    Ok(WindowImage { generations, edited: window.edited.iter().map(&convert).collect() })
+}
+
+pub fn chunk_path(dir: &Path, shard: u32, kind: WindowKind, generation: u64, index: u32) -> PathBuf {
+    dir.join(format!("shard-{shard}.{}.{generation:020}.{index:08}.chunk", kind.name()))
+}
+
+fn encode_chunk(shard: u32, kind: WindowKind, generation: u64, chunk: ChunkRef, payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(HEADER_BYTES + payload.len());
+    out.extend_from_slice(&CHUNK_MAGIC);
+    out.extend_from_slice(&CHUNK_FORMAT_VERSION.to_le_bytes());
+    out.extend_from_slice(&shard.to_le_bytes());
+    out.extend_from_slice(&[kind as u8, 0, 0, 0]);
+    out.extend_from_slice(&generation.to_le_bytes());
+    out.extend_from_slice(&chunk.index.to_le_bytes());
+    out.extend_from_slice(&chunk.entries.to_le_bytes());
+    out.extend_from_slice(&chunk.crc.to_le_bytes());
+    out.extend_from_slice(payload);
+    out
+}
+
+/// The reference of a whole, valid chunk file already on disk with `entries` entries.
+fn chunk_on_disk(
+    dir: &Path,
+    shard: u32,
+    kind: WindowKind,
+    generation: u64,
+    index: u32,
+    entries: usize,
+) -> Option<ChunkRef> {
+    let bytes = std::fs::read(chunk_path(dir, shard, kind, generation, index)).ok()?;
+    let header = bytes.get(..HEADER_BYTES)?;
+    let word = |at: usize| u32::from_le_bytes([header[at], header[at + 1], header[at + 2], header[at + 3]]);
+    let chunk = ChunkRef { index, entries: u32::try_from(entries).ok()?, crc: word(36) };
+    let mut expected = encode_chunk(shard, kind, generation, chunk, &[]);
+    expected.truncate(HEADER_BYTES);
+    (header == expected.as_slice() && crc32fast::hash(&bytes[HEADER_BYTES..]) == chunk.crc).then_some(chunk)
+}
+
+/// Reads chunk `chunk` of a generation and checks it is the one the snapshot lists.
+fn read_chunk(
+    dir: &Path,
+    shard: u32,
+    kind: WindowKind,
+    generation: u64,
+    chunk: ChunkRef,
+) -> Result<AlignedVec<16>, EngineError> {
+    let path = chunk_path(dir, shard, kind, generation, chunk.index);
+    let bytes = std::fs::read(&path).map_err(EngineError::io(&path))?;
+    let bad = |reason: String| EngineError::Snapshot { path: path.clone(), reason };
+    if bytes.len() < HEADER_BYTES || bytes[..8] != CHUNK_MAGIC {
+        return Err(bad("missing the TGCHNK header".to_owned()));
+    }
+    let word = |at: usize| u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]);
+    let mut long = [0u8; 8];
+    long.copy_from_slice(&bytes[20..28]);
+    let header = (word(8), word(12), bytes[16], u64::from_le_bytes(long), word(28), word(32), word(36));
+    let expected = (CHUNK_FORMAT_VERSION, shard, kind as u8, generation, chunk.index, chunk.entries, chunk.crc);
+    if header != expected {
+        return Err(bad(format!("header {header:?} is not the chunk the snapshot lists {expected:?}")));
+    }
+    let payload = &bytes[HEADER_BYTES..];
+    if crc32fast::hash(payload) != chunk.crc {
+        return Err(bad("checksum mismatch".to_owned()));
+    }
+    let mut aligned = AlignedVec::<16>::with_capacity(payload.len());
+    aligned.extend_from_slice(payload);
+    Ok(aligned)
+}
+
+/// Puts each generation's chunks, read and checked, before its tail.
+fn load_window<K, V>(
+    dir: &Path,
+    shard: u32,
+    kind: WindowKind,
+    window: &mut WindowImage<K, V>,
+    decode: impl Fn(&[u8]) -> Result<Vec<(K, V)>, rancor::Error>,
+) -> Result<(), EngineError> {
+    for generation in &mut window.generations {
+        let mut entries = Vec::new();
+        for chunk in std::mem::take(&mut generation.chunks) {
+            let bytes = read_chunk(dir, shard, kind, generation.id, chunk)?;
+            let part = decode(&bytes).map_err(|err| EngineError::Snapshot {
+                path: chunk_path(dir, shard, kind, generation.id, chunk.index),
+                reason: err.to_string(),
+            })?;
+            entries.extend(part);
+        }
+        entries.append(&mut generation.tail);
+        generation.tail = entries;
+    }
+    Ok(())
+}
+
+/// The shard's chunk files in `dir`, each with its window, generation and index.
+fn chunks_in(dir: &Path, shard: u32) -> Result<Vec<(PathBuf, WindowKind, u64, u32)>, EngineError> {
+    let prefix = format!("shard-{shard}.");
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(EngineError::io(dir))? {
+        let path = entry.map_err(EngineError::io(dir))?.path();
+        let Some(name) = path.file_name().and_then(|n| n.to_str()) else { continue };
+        let Some(rest) = name.strip_prefix(&prefix).and_then(|r| r.strip_suffix(".chunk")) else { continue };
+        let mut parts = rest.split('.');
+        let kind = match parts.next() {
+            Some("answers") => WindowKind::Answers,
+            Some("records") => WindowKind::Records,
+            _ => continue,
+        };
+        if let (Some(generation), Some(chunk)) =
+            (parts.next().and_then(|g| g.parse::<u64>().ok()), parts.next().and_then(|c| c.parse::<u32>().ok()))
+        {
+            found.push((path, kind, generation, chunk));
+        }
+    }
+    Ok(found)
+}
+
+/// The shard's chunk files in `dir`.
+pub fn chunk_files(dir: &Path, shard: u32) -> Result<Vec<PathBuf>, EngineError> {
+    Ok(chunks_in(dir, shard)?.into_iter().map(|(path, ..)| path).collect())
+}
+
+/// Removes the shard's chunk files that `index` does not list.
+fn remove_unlisted_chunks(dir: &Path, shard: u32, index: &ChunkIndex) -> Result<(), EngineError> {
+    let mut removed = false;
+    for (path, kind, generation, chunk) in chunks_in(dir, shard)? {
+        let listed = index.get(&(kind, generation)).is_some_and(|chunks| chunks.iter().any(|c| c.index == chunk));
+        if !listed {
+            std::fs::remove_file(&path).map_err(EngineError::io(&path))?;
+            removed = true;
+        }
+    }
+    if removed {
+        crate::durable::sync_dir(dir).map_err(EngineError::io(dir))?;
+    }
+    Ok(())
 }
 
 impl SnapshotImage {
@@ -174,6 +537,34 @@ impl SnapshotImage {
         Captured::of(state).into_image()
     }
 
+    /// The chunks this image lists.
+    pub fn chunk_index(&self) -> ChunkIndex {
+        let mut index = ChunkIndex::new();
+        for (kind, generations) in [
+            (WindowKind::Answers, self.answers.generations.iter().map(|g| (g.id, &g.chunks)).collect::<Vec<_>>()),
+            (WindowKind::Records, self.records.generations.iter().map(|g| (g.id, &g.chunks)).collect()),
+        ] {
+            for (id, chunks) in generations {
+                if !chunks.is_empty() {
+                    index.insert((kind, id), chunks.clone());
+                }
+            }
+        }
+        index
+    }
+
+    /// Reads the chunk files this image lists into its generations' tails.
+    pub fn load_chunks(&mut self, dir: &Path, shard: u32) -> Result<(), EngineError> {
+        load_window(dir, shard, WindowKind::Answers, &mut self.answers, |bytes| {
+            rkyv::from_bytes::<Vec<(String, Answer)>, rancor::Error>(bytes)
+        })?;
+        load_window(dir, shard, WindowKind::Records, &mut self.records, |bytes| {
+            rkyv::from_bytes::<Vec<(u128, Memo)>, rancor::Error>(bytes)
+        })
+    }
+
+    /// The state this image holds; its chunks must have been loaded
+    /// ([`SnapshotImage::load_chunks`]).
     pub fn into_state(self, dedupe_window: usize) -> ShardState {
         let mut state = ShardState::new(dedupe_window);
         state.lsn = self.lsn;
@@ -194,13 +585,22 @@ impl SnapshotImage {
             state.note_grant(reservation);
         }
         state.reservations = self.reservations.into_iter().map(|r| ((r.session.clone(), r.rating_group), r)).collect();
-        for (key, answer) in self.recent {
-            state.recent.insert(&key, std::sync::Arc::new(answer));
-        }
+        let answers = self
+            .answers
+            .generations
+            .into_iter()
+            .map(|g| (g.id, g.tail.into_iter().map(|(key, answer)| (Arc::from(key), Arc::new(answer))).collect()))
+            .collect();
+        state.recent = RecentAnswers::restore(dedupe_window, answers);
+        let records = self
+            .records
+            .generations
+            .into_iter()
+            .map(|g| (g.id, g.tail.into_iter().map(|(key, memo)| (RecordKey(key), memo)).collect()))
+            .collect();
+        let edited = self.records.edited.into_iter().map(|(key, memo)| (RecordKey(key), memo)).collect();
+        state.recent_records = RecentRecords::restore(dedupe_window, records, edited);
         state.totals = self.totals;
-        for (key, memo) in self.recent_records {
-            state.recent_records.insert(RecordKey(key), memo);
-        }
         state
     }
 }
@@ -226,7 +626,8 @@ pub fn encode(image: &SnapshotImage, shard: u32) -> Vec<u8> {
     out
 }
 
-pub fn decode(bytes: &[u8], shard: u32, dedupe_window: usize) -> Result<ShardState, String> {
+/// Decodes a snapshot file's bytes into its image (chunk files not yet read).
+pub fn decode(bytes: &[u8], shard: u32) -> Result<SnapshotImage, String> {
     if bytes.len() < HEADER_BYTES || bytes[..8] != SNAPSHOT_MAGIC {
         return Err("missing the TGSNAP header".to_owned());
     }
@@ -254,29 +655,36 @@ pub fn decode(bytes: &[u8], shard: u32, dedupe_window: usize) -> Result<ShardSta
     aligned.extend_from_slice(payload);
     let image = match version {
         2 => rkyv::from_bytes::<SnapshotImageV2, rancor::Error>(&aligned)
-            .map(|old| SnapshotImage::from(SnapshotImageV3::from(old))),
-        3 => rkyv::from_bytes::<SnapshotImageV3, rancor::Error>(&aligned).map(SnapshotImage::from),
+            .map(|old| SnapshotImage::from(SnapshotImageV4::from(SnapshotImageV3::from(old)))),
+        3 => rkyv::from_bytes::<SnapshotImageV3, rancor::Error>(&aligned)
+            .map(|old| SnapshotImage::from(SnapshotImageV4::from(old))),
+        4 => rkyv::from_bytes::<SnapshotImageV4, rancor::Error>(&aligned).map(SnapshotImage::from),
         _ => rkyv::from_bytes::<SnapshotImage, rancor::Error>(&aligned),
     }
     .map_err(|err| err.to_string())?;
     if image.lsn != long(16) {
         return Err("header and payload disagree on the LSN".to_owned());
     }
-    Ok(image.into_state(dedupe_window))
+    Ok(image)
 }
 
 /// Writes a snapshot durably (temporary file, fsync, rename, fsync of the directory).
+/// The chunk files it lists must be on disk already.
 pub fn write(dir: &Path, shard: u32, image: &SnapshotImage) -> Result<(), EngineError> {
     let path = snapshot_path(dir, shard);
     crate::durable::replace_file(&path, &encode(image, shard), 0o644).map_err(EngineError::io(&path))
 }
 
-/// Reads the shard's snapshot, if there is one.
-pub fn read(dir: &Path, shard: u32, dedupe_window: usize) -> Result<Option<ShardState>, EngineError> {
+/// Reads the shard's snapshot and the chunk files it lists, if there is one; with the
+/// chunk index of what is on disk.
+pub fn read(dir: &Path, shard: u32, dedupe_window: usize) -> Result<Option<(ShardState, ChunkIndex)>, EngineError> {
     let path = snapshot_path(dir, shard);
     match std::fs::read(&path) {
         Ok(bytes) => {
-            decode(&bytes, shard, dedupe_window).map(Some).map_err(|reason| EngineError::Snapshot { path, reason })
+            let mut image = decode(&bytes, shard).map_err(|reason| EngineError::Snapshot { path, reason })?;
+            let index = image.chunk_index();
+            image.load_chunks(dir, shard)?;
+            Ok(Some((image.into_state(dedupe_window), index)))
         }
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(err) => Err(EngineError::Io { path, source: err }),

@@ -63,6 +63,11 @@ impl<K, V> Table<K, V> {
         self.entries.clear();
     }
 
+    /// The entries in the order they were added, as a slice.
+    pub(crate) fn entries(&self) -> &[(K, V)] {
+        &self.entries
+    }
+
     /// The entries in the order they were added.
     pub(crate) fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
         self.entries.iter().map(|(key, value)| (key, value))

@@ -12,7 +12,7 @@ use tollgate_engine::{Body, Operation, Outcome, RecordCharge, RecordKey, RecordO
 
 /// The fixture the current build writes when regenerating.
 fn fixture_dir() -> PathBuf {
-    fixture("data-v5")
+    fixture("data-v6")
 }
 
 fn fixture(name: &str) -> PathBuf {
@@ -31,7 +31,8 @@ fn copy_dir(from: &Path, to: &Path) {
 }
 
 fn write_fixture() {
-    let h = Harness::new("fixture-writer");
+    // Chunks of two window entries, so the fixture has chunk files (snapshot format 5).
+    let h = Harness::with_config("fixture-writer", |config| config.snapshot_chunk_entries = 2);
     h.prepaid(1, "491700000001", "10.00");
     h.run("call-1", subscriber("491700000001"), Operation::DirectDebit { usage: call("4990012345", MONDAY_10, 60) });
     // Version 5: one session open across the snapshot, one opened after it.
@@ -65,11 +66,13 @@ fn reads_a_data_dir_written_by_an_earlier_build() {
         write_fixture();
     }
     // Version 2: general records only. Version 3 adds a charges record (the bulk path),
-    // version 4 writes it compactly.
+    // version 4 writes it compactly, version 5 adds session records (snapshot format 4),
+    // version 6 writes the windows' full chunks to files of their own (snapshot format 5).
     check_fixture("data-v2", "12.51", false);
     check_fixture("data-v3", "10.02", true);
     check_fixture("data-v4", "10.02", true);
     check_fixture("data-v5", "10.02", true);
+    check_fixture("data-v6", "10.02", true);
 }
 
 fn check_fixture(name: &str, balance: &str, has_records: bool) {

@@ -5,13 +5,14 @@
 //! since, which recovery replays as before.
 
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use crossbeam_channel::{bounded, Receiver, Sender};
 
 use crate::error::EngineError;
 use crate::recovery::retire_segments;
-use crate::snapshot::{self, Captured};
+use crate::snapshot::{Captured, ChunkIndex};
 
 /// A copy to write, and who waits for it to be durable (an explicit snapshot request).
 struct Job {
@@ -26,18 +27,23 @@ pub(super) struct Snapshotter {
 }
 
 impl Snapshotter {
+    /// `chunks` is the chunk index of the last durable snapshot, shared with the shard,
+    /// which copies only what it does not list.
     pub(super) fn start(
         dir: PathBuf,
         shard: u32,
         archive: bool,
         retention: std::time::Duration,
+        chunks: Arc<Mutex<ChunkIndex>>,
+        chunk_entries: usize,
     ) -> std::io::Result<Snapshotter> {
         // One snapshot waiting behind the one being written; a shard that would take a
         // third waits, so copies never pile up in memory.
         let (sender, receiver) = bounded(1);
-        let thread = std::thread::Builder::new()
-            .name(format!("tollgate-snapshot-{shard}"))
-            .spawn(move || run(&dir, shard, archive, retention, &receiver))?;
+        let thread = std::thread::Builder::new().name(format!("tollgate-snapshot-{shard}")).spawn(move || {
+            let settings = Settings { shard, archive, retention, chunk_entries };
+            run(&dir, &settings, &chunks, &receiver);
+        })?;
         Ok(Snapshotter { sender: Some(sender), thread: Some(thread) })
     }
 
@@ -62,12 +68,23 @@ impl Drop for Snapshotter {
     }
 }
 
-fn run(dir: &std::path::Path, shard: u32, archive: bool, retention: std::time::Duration, receiver: &Receiver<Job>) {
+struct Settings {
+    shard: u32,
+    archive: bool,
+    retention: std::time::Duration,
+    chunk_entries: usize,
+}
+
+fn run(dir: &std::path::Path, settings: &Settings, chunks: &Mutex<ChunkIndex>, receiver: &Receiver<Job>) {
+    let Settings { shard, archive, retention, chunk_entries } = *settings;
     for Job { captured, reply } in receiver {
         let lsn = captured.lsn();
-        let image = captured.into_image();
-        let result = snapshot::write(dir, shard, &image).and_then(|()| retire_segments(dir, shard, lsn, archive));
-        drop(image);
+        let result = captured.write(dir, shard, chunk_entries).and_then(|index| {
+            if let Ok(mut shared) = chunks.lock() {
+                *shared = index;
+            }
+            retire_segments(dir, shard, lsn, archive)
+        });
         if result.is_ok() && archive {
             let mut pruned = crate::retention::Pruned::default();
             match crate::retention::prune_shard(dir, shard, retention, std::time::SystemTime::now(), false, &mut pruned)

@@ -98,6 +98,13 @@ impl Harness {
         Harness { engine, clock, dir, _cleanup: guard }
     }
 
+    /// Shuts the engine down and opens it again on the same directory with `configure`.
+    pub fn restart_configured(self, configure: impl FnOnce(&mut EngineConfig)) -> Harness {
+        let Harness { engine, clock, dir, _cleanup } = self;
+        engine.shutdown().expect("clean shutdown");
+        Harness::open_with(dir, clock, _cleanup, configure, plans())
+    }
+
     /// Shuts the engine down and opens it again on the same directory.
     pub fn restart(self) -> Harness {
         self.restart_with(plans())
