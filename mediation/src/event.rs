@@ -109,4 +109,11 @@ pub trait Reader {
     /// The next item, `Ok(None)` at the end. An `Err` means the rest of the file cannot
     /// be read at all (every record up to it was returned).
     fn next_item(&mut self) -> Result<Option<Item>, crate::MediationError>;
+
+    /// CDRs read so far from the start of the file, for a format whose file header counts
+    /// them (TS 32.297): a checkpoint keeps it so a resumed reader checks that count
+    /// against the whole file. `None` for other formats, or when not known.
+    fn cdrs_read(&self) -> Option<u32> {
+        None
+    }
 }

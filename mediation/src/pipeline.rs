@@ -129,6 +129,11 @@ struct Checkpoint {
     source_bytes: u64,
     next_offset: u64,
     next_number: u64,
+    /// CDRs before `next_offset` (TS 32.297 files), so the resumed reader checks the file
+    /// header's count against the whole file. Absent for CSV, and in checkpoints written
+    /// before it was kept: that count is then not checked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    cdrs_read: Option<u32>,
     rated_csv_bytes: u64,
     rated_jsonl_bytes: u64,
     rejects_bytes: u64,
@@ -266,20 +271,18 @@ impl<'e> Mediator<'e> {
                 return Ok(cp.summary.clone());
             }
         }
-        let (next_offset, next_number, keep, summary) = match checkpoint {
+        let (start, keep, summary) = match checkpoint {
             Some(cp) => {
                 let mut summary = cp.summary;
                 summary.resumed += 1;
                 (
-                    cp.next_offset,
-                    cp.next_number,
+                    ResumePoint { offset: cp.next_offset, number: cp.next_number, cdrs_read: cp.cdrs_read },
                     Some([cp.rated_csv_bytes, cp.rated_jsonl_bytes, cp.rejects_bytes]),
                     summary,
                 )
             }
             None => (
-                0,
-                0,
+                ResumePoint::default(),
                 None,
                 Summary { source: input.display().to_string(), format: format.name().to_owned(), ..Summary::default() },
             ),
@@ -293,8 +296,14 @@ impl<'e> Mediator<'e> {
             source: None,
         };
         let reader: Box<dyn Reader + Send> = match format {
-            Format::Csv(mapping) => Box::new(CsvReader::open(input, mapping.clone(), next_offset, next_number)?),
-            Format::Ber => Box::new(BerReader::open(input, next_offset, next_number)?),
+            Format::Csv(mapping) => Box::new(CsvReader::open(input, mapping.clone(), start.offset, start.number)?),
+            Format::Ber => {
+                let reader = BerReader::open(input, start.offset, start.number)?;
+                Box::new(match start.cdrs_read {
+                    Some(cdrs) => reader.resuming_after(cdrs),
+                    None => reader,
+                })
+            }
         };
         let name = input.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned());
         let origin_seed = xxhash_rust::xxh3::xxh3_64(format!("{name}:{size}").as_bytes());
@@ -315,7 +324,7 @@ impl<'e> Mediator<'e> {
             let stage = |name: &str| std::thread::Builder::new().name(format!("tollgate-{name}"));
             stage("reader")
                 .spawn_scoped(scope, move || {
-                    read_batches(reader, batch_records, (next_offset, next_number), &to_charge);
+                    read_batches(reader, batch_records, start, &to_charge);
                 })
                 .map_err(MediationError::io(input))?;
             let writer = stage("writer")
@@ -376,7 +385,7 @@ impl<'e> Mediator<'e> {
         &self,
         outputs: &Outputs,
         size: u64,
-        resume: (u64, u64),
+        resume: ResumePoint,
         writers: &mut Writers,
         summary: &Summary,
     ) -> Result<(), MediationError> {
@@ -386,8 +395,9 @@ impl<'e> Mediator<'e> {
         }
         let checkpoint = Checkpoint {
             source_bytes: size,
-            next_offset: resume.0,
-            next_number: resume.1,
+            next_offset: resume.offset,
+            next_number: resume.number,
+            cdrs_read: resume.cdrs_read,
             rated_csv_bytes,
             rated_jsonl_bytes,
             rejects_bytes,
@@ -501,11 +511,11 @@ impl<'e> Mediator<'e> {
         let resume = read.resume;
         if let Some(err) = read.unreadable {
             // The rest of the file cannot be read: one rejected entry says from where.
-            let at = resume.0;
+            let at = resume.offset;
             summary.count_reject(RejectReason::Malformed);
             summary.unreadable_from = Some(at);
             let message = err.to_string();
-            write_reject(&mut writers.rejects, resume.1 + 1, at, RejectReason::Malformed, &message, "")
+            write_reject(&mut writers.rejects, resume.number + 1, at, RejectReason::Malformed, &message, "")
                 .map_err(MediationError::io(&file.outputs.rejects))?;
             tracing::warn!(file = %file.input.display(), at, error = %message, "rest of the file is unreadable");
         }
@@ -514,7 +524,7 @@ impl<'e> Mediator<'e> {
         }
         debug_assert!(summary.balances());
         self.checkpoint(file.outputs, file.size, resume, writers, summary)?;
-        progress(Progress { records: summary.records_in, bytes_done: resume.0, bytes_total: file.size });
+        progress(Progress { records: summary.records_in, bytes_done: resume.offset, bytes_total: file.size });
         Ok(())
     }
 
@@ -544,11 +554,20 @@ struct FileRun<'a> {
     origin_seed: u64,
 }
 
+/// Where a reader can start again: the byte offset of the next record, the number of the
+/// last record before it, and the CDRs before it (formats that count them).
+#[derive(Debug, Clone, Copy, Default)]
+struct ResumePoint {
+    offset: u64,
+    number: u64,
+    cdrs_read: Option<u32>,
+}
+
 /// A batch as read: its items, where to resume after it, and whether the file ended
 /// (cleanly, or unreadable from `resume` on).
 struct ReadBatch {
     items: Vec<Item>,
-    resume: (u64, u64),
+    resume: ResumePoint,
     ended: bool,
     unreadable: Option<MediationError>,
 }
@@ -580,18 +599,24 @@ struct ChargedBatch {
 fn read_batches(
     mut reader: Box<dyn Reader + Send>,
     batch_records: usize,
-    mut resume: (u64, u64),
+    mut resume: ResumePoint,
     out: &std::sync::mpsc::SyncSender<ReadBatch>,
 ) {
     loop {
         let mut batch = ReadBatch { items: Vec::with_capacity(batch_records), resume, ended: false, unreadable: None };
+        // The CDRs read up to the batch's last resumable item (the reader has read no
+        // further CDR when it hands out the last event of one).
+        let mut cdrs_read = resume.cdrs_read;
         loop {
             match reader.next_item() {
                 Ok(Some(item)) => {
                     let boundary = item.resumable_after;
                     batch.items.push(item);
-                    if boundary && batch.items.len() >= batch_records {
-                        break;
+                    if boundary {
+                        cdrs_read = reader.cdrs_read();
+                        if batch.items.len() >= batch_records {
+                            break;
+                        }
                     }
                 }
                 Ok(None) => {
@@ -606,7 +631,7 @@ fn read_batches(
             }
         }
         if let Some(last) = batch.items.iter().rev().find(|item| item.resumable_after) {
-            resume = (last.next_offset, last.number);
+            resume = ResumePoint { offset: last.next_offset, number: last.number, cdrs_read };
         }
         batch.resume = resume;
         let ended = batch.ended;

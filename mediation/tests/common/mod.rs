@@ -164,6 +164,23 @@ impl Harness {
         assert!(matches!(result, Err(MediationError::Interrupted(_))), "{result:?}");
     }
 
+    /// Every output of `file`, byte for byte: rated CSV, rated JSON lines, rejects and
+    /// summary, with the summary's count of resumptions (the one thing a resumed run is
+    /// meant to tell apart) set to 0.
+    pub fn output_bytes(&self, file: &Path) -> OutputBytes {
+        let outputs = Outputs::of(&self.config, file);
+        let read = |p: &Path| std::fs::read(p).expect("output");
+        let mut summary = String::from_utf8(read(&outputs.summary)).expect("summary text");
+        let resumed = ["\"resumed\": 0", "\"resumed\": 1"].into_iter().find(|r| summary.contains(r));
+        summary = summary.replace(resumed.expect("a summary says how often it was resumed"), "\"resumed\": 0");
+        vec![
+            ("rated.csv".to_owned(), read(&outputs.rated_csv)),
+            ("rated.jsonl".to_owned(), read(&outputs.rated_jsonl)),
+            ("rejects.csv".to_owned(), read(&outputs.rejects)),
+            ("summary.json".to_owned(), summary.into_bytes()),
+        ]
+    }
+
     pub fn outputs(&self, file: &Path) -> (String, String, String) {
         let outputs = Outputs::of(&self.config, file);
         let read = |p: &Path| std::fs::read_to_string(p).expect("output");
@@ -190,6 +207,9 @@ impl Harness {
     }
 }
 
+/// The outputs of a file by name (`rated.csv`, …), their bytes.
+pub type OutputBytes = Vec<(String, Vec<u8>)>;
+
 fn read_csv(path: &Path) -> Vec<HashMap<String, String>> {
     let mut reader = csv::Reader::from_path(path).expect("csv output");
     let headers = reader.headers().expect("header").clone();
@@ -200,4 +220,69 @@ fn read_csv(path: &Path) -> Vec<HashMap<String, String>> {
             headers.iter().zip(r.iter()).map(|(h, v)| (h.to_owned(), v.to_owned())).collect()
         })
         .collect()
+}
+
+/// The log events of this test process, captured by a global subscriber (the reader and
+/// writer of a run log from threads of their own).
+pub mod logs {
+    use std::path::Path;
+    use std::sync::{Mutex, OnceLock};
+
+    use tracing::field::{Field, Visit};
+    use tracing_subscriber::layer::{Context, SubscriberExt};
+
+    /// One event: its level, message and other fields, as text.
+    #[derive(Debug, Clone)]
+    pub struct Logged {
+        pub level: tracing::Level,
+        pub message: String,
+        pub fields: Vec<(String, String)>,
+    }
+
+    impl Logged {
+        pub fn field(&self, name: &str) -> Option<&str> {
+            self.fields.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+        }
+    }
+
+    static LOGGED: OnceLock<Mutex<Vec<Logged>>> = OnceLock::new();
+
+    struct Capture;
+
+    impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Capture {
+        fn on_event(&self, event: &tracing::Event<'_>, _: Context<'_, S>) {
+            let mut logged = Logged { level: *event.metadata().level(), message: String::new(), fields: Vec::new() };
+            event.record(&mut logged);
+            if let Some(all) = LOGGED.get() {
+                all.lock().unwrap_or_else(|e| e.into_inner()).push(logged);
+            }
+        }
+    }
+
+    impl Visit for Logged {
+        fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+            let text = format!("{value:?}");
+            if field.name() == "message" {
+                self.message = text;
+            } else {
+                self.fields.push((field.name().to_owned(), text));
+            }
+        }
+    }
+
+    /// Starts capturing (once per process).
+    pub fn capture() {
+        LOGGED.get_or_init(|| {
+            let subscriber = tracing_subscriber::registry().with(Capture);
+            tracing::subscriber::set_global_default(subscriber).expect("no other global subscriber");
+            Mutex::new(Vec::new())
+        });
+    }
+
+    /// The events captured so far whose `file` field names `file`.
+    pub fn about(file: &Path) -> Vec<Logged> {
+        let name = file.display().to_string();
+        let all = LOGGED.get().expect("capturing").lock().unwrap_or_else(|e| e.into_inner());
+        all.iter().filter(|l| l.field("file") == Some(name.as_str())).cloned().collect()
+    }
 }
