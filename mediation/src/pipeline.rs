@@ -10,6 +10,12 @@
 //! written as rated, exactly as the first time; a repeat with another origin is a
 //! duplicate. The engine's window of record keys is the persistent, bounded duplicate
 //! window (`--dedupe-window`).
+//!
+//! A record's key is the digest of its identity ([`UsageRecord::record_identity`]), which
+//! each reader builds from what identifies the record in its format and which always ends
+//! with the subscriber it is charged to. The engine keeps a window of keys per shard (the
+//! shard of the charged account); since an identity names one subscriber, and so one
+//! account, whether a record is a duplicate never depends on the number of shards.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -148,7 +154,7 @@ pub struct Progress {
     pub bytes_total: u64,
 }
 
-const RATED_CSV_HEADER: &str = "source,record_number,record_id,account,subscription,service,rating_group,destination,called,band,start_utc_seconds,recorded_units,units,allowance_units,amount,currency,plan,plan_version\n";
+const RATED_CSV_HEADER: &str = "source,record_number,record_id,account,subscription,service,rating_group,destination,called,band,start_utc_seconds,recorded_units,units,allowance_units,amount,currency,plan,plan_version,record_identity\n";
 const REJECTS_HEADER: &str = "record_number,offset,reason,message,record\n";
 
 /// Output paths of one input file.
@@ -383,8 +389,7 @@ impl<'e> Mediator<'e> {
 
     fn checkpoint(
         &self,
-        outputs: &Outputs,
-        size: u64,
+        file: &FileRun<'_>,
         resume: ResumePoint,
         writers: &mut Writers,
         summary: &Summary,
@@ -394,7 +399,7 @@ impl<'e> Mediator<'e> {
             writers.sync()?;
         }
         let checkpoint = Checkpoint {
-            source_bytes: size,
+            source_bytes: file.size,
             next_offset: resume.offset,
             next_number: resume.number,
             cdrs_read: resume.cdrs_read,
@@ -403,7 +408,7 @@ impl<'e> Mediator<'e> {
             rejects_bytes,
             summary: summary.clone(),
         };
-        write_atomic(&outputs.checkpoint, &serde_json::to_vec(&checkpoint).unwrap_or_default(), self.config.sync)
+        write_atomic(&file.outputs.checkpoint, &serde_json::to_vec(&checkpoint).unwrap_or_default(), self.config.sync)
     }
 
     /// Admits and identifies one batch and sends its charges to the engine.
@@ -426,12 +431,13 @@ impl<'e> Mediator<'e> {
                         subscription,
                         start: record.start_utc_seconds,
                         rating_group: record.rating_group,
+                        record_identity: record.record_identity,
                         record_id: record.record_id,
                         called: record.destination.clone(),
                         recorded_units: record.units,
                     };
                     charges.push(RecordCharge {
-                        key: RecordKey::of(&ids.record_id),
+                        key: RecordKey::of(&ids.record_identity),
                         origin,
                         account,
                         subscription,
@@ -523,7 +529,7 @@ impl<'e> Mediator<'e> {
             summary.complete = true;
         }
         debug_assert!(summary.balances());
-        self.checkpoint(file.outputs, file.size, resume, writers, summary)?;
+        self.checkpoint(file, resume, writers, summary)?;
         progress(Progress { records: summary.records_in, bytes_done: resume.offset, bytes_total: file.size });
         Ok(())
     }
@@ -672,6 +678,9 @@ fn judge(answer: &RecordAnswer, origin: u64) -> Result<(), (RejectReason, String
 
 struct RatedIds {
     record_id: SmolStr,
+    /// The text the record's key is the digest of (its identity); rerating names the
+    /// record by it.
+    record_identity: String,
     account: u64,
     subscription: u64,
     start: i64,
@@ -725,6 +734,11 @@ pub struct RatedLine<'a> {
     #[serde(borrow)]
     pub plan: Cow<'a, str>,
     pub plan_version: u32,
+    /// What the record's exactly-once key is the digest of ([`UsageRecord::record_identity`]);
+    /// rerating names the record by it. Absent in lines written before it was kept, whose
+    /// key was the digest of `record_id`.
+    #[serde(borrow, default)]
+    pub record_identity: Option<Cow<'a, str>>,
 }
 
 fn write_rated(
@@ -756,6 +770,7 @@ fn write_rated(
         currency: names.currency.into(),
         plan: names.plan.into(),
         plan_version: names.version,
+        record_identity: Some(ids.record_identity.as_str().into()),
     };
     let buffer = &mut writers.line;
     buffer.clear();

@@ -46,6 +46,7 @@ pub struct Harness {
     pub engine: Engine,
     pub dir: PathBuf,
     pub config: MediationConfig,
+    shards: usize,
     clock: Arc<ManualClock>,
     _cleanup: DirGuard,
 }
@@ -87,12 +88,18 @@ impl Harness {
     }
 
     pub fn with_batch(name: &str, batch: usize) -> Harness {
+        Harness::with_shards(name, batch, EngineConfig::new("").shards)
+    }
+
+    /// An engine of `shards` shards: account 1 is on shard 1 % shards, account 2 on
+    /// 2 % shards (one shard, or two different ones).
+    pub fn with_shards(name: &str, batch: usize, shards: usize) -> Harness {
         let dir = std::env::temp_dir().join(format!("tollgate-mediation-{}-{name}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("scratch dir");
         // Subscribers exist from 08:00; the files are mediated at noon.
         let clock = Arc::new(ManualClock::new(NOW - 4 * 3600));
-        let engine = Engine::open(EngineConfig::new(dir.join("data")), plans(), clock.clone()).expect("engine");
+        let engine = Engine::open(engine_config(&dir, shards), plans(), clock.clone()).expect("engine");
         let run = |key: String, target, operation| {
             let answer = engine.execute(Request { key: Some(key), target, operation }).expect("engine answers");
             assert_eq!(answer.outcome, tollgate_engine::Outcome::Success, "{answer:?}");
@@ -124,15 +131,15 @@ impl Harness {
         clock.set(NOW);
         let mut config = MediationConfig::new(dir.join("out"), dir.join("state"));
         config.batch_records = batch;
-        Harness { engine, dir: dir.clone(), config, clock, _cleanup: DirGuard(dir) }
+        Harness { engine, dir: dir.clone(), config, shards, clock, _cleanup: DirGuard(dir) }
     }
 
     /// Stops the engine and opens it again on its data with `plans` (a tariff fix).
     pub fn reopen_with(self, plans: Plans) -> Harness {
-        let Harness { engine, dir, config, clock, _cleanup } = self;
+        let Harness { engine, dir, config, shards, clock, _cleanup } = self;
         engine.shutdown().expect("engine stops");
-        let engine = Engine::open(EngineConfig::new(dir.join("data")), plans, clock.clone()).expect("engine");
-        Harness { engine, dir, config, clock, _cleanup }
+        let engine = Engine::open(engine_config(&dir, shards), plans, clock.clone()).expect("engine");
+        Harness { engine, dir, config, shards, clock, _cleanup }
     }
 
     pub fn write(&self, name: &str, text: &str) -> PathBuf {
@@ -158,10 +165,22 @@ impl Harness {
     /// Runs `batches` batches, then stops the way a crash would right after the engine
     /// charged the next batch (before its outputs are synced and its checkpoint written).
     pub fn process_batches_then_crash(&self, file: &Path, format: &Format, batches: usize) {
+        assert!(self.try_process_batches_then_crash(file, format, batches), "the file has more batches");
+    }
+
+    /// As [`Harness::process_batches_then_crash`]; false when the file has no more than
+    /// `batches` batches, so the run finished instead.
+    pub fn try_process_batches_then_crash(&self, file: &Path, format: &Format, batches: usize) -> bool {
         let mut config = self.config.clone();
         config.crash_after_charging_batch = Some(batches as u64 + 1);
-        let result = Mediator::new(&self.engine, config).process(file, format, &mut |_| {});
-        assert!(matches!(result, Err(MediationError::Interrupted(_))), "{result:?}");
+        match Mediator::new(&self.engine, config).process(file, format, &mut |_| {}) {
+            Err(MediationError::Interrupted(_)) => true,
+            Ok(summary) => {
+                assert!(summary.complete && summary.balances(), "{summary:?}");
+                false
+            }
+            Err(err) => panic!("{err}"),
+        }
     }
 
     /// Every output of `file`, byte for byte: rated CSV, rated JSON lines, rejects and
@@ -209,6 +228,12 @@ impl Harness {
 
 /// The outputs of a file by name (`rated.csv`, …), their bytes.
 pub type OutputBytes = Vec<(String, Vec<u8>)>;
+
+fn engine_config(dir: &Path, shards: usize) -> EngineConfig {
+    let mut config = EngineConfig::new(dir.join("data"));
+    config.shards = shards;
+    config
+}
 
 fn read_csv(path: &Path) -> Vec<HashMap<String, String>> {
     let mut reader = csv::Reader::from_path(path).expect("csv output");

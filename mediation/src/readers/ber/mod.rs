@@ -13,6 +13,7 @@
 //! not need (so later releases still decode), and is fuzzed (`fuzz/fuzz_targets/ber_cdr_file.rs`).
 
 pub mod framing;
+pub mod identity;
 pub mod records;
 pub mod tlv;
 
@@ -152,12 +153,12 @@ impl BerReader {
         let cdr_offset = self.offset;
         let next_offset = self.offset + (header.header_bytes + length) as u64;
         self.cdrs_read += 1;
-        let id = format!("cdr:{:032x}", xxhash_rust::xxh3::xxh3_128(&self.cdr));
+        let digest = format!("{:032x}", xxhash_rust::xxh3::xxh3_128(&self.cdr));
         let body_offset = (cdr_offset as usize).saturating_add(header.header_bytes);
         let decoded = if header.format != 1 {
             Err(format!("data record format {} is not BER", header.format))
         } else {
-            records::decode(&self.cdr, body_offset, &id)
+            records::decode(&self.cdr, body_offset, &digest)
         };
         let records = match decoded {
             Ok(events) if !events.is_empty() => events.into_iter().map(Ok).collect(),
