@@ -140,10 +140,27 @@ struct Checkpoint {
     /// before it was kept: that count is then not checked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     cdrs_read: Option<u32>,
+    /// What this file's record keys are digests of; see [`KeyText`].
+    #[serde(default)]
+    keys: KeyText,
     rated_csv_bytes: u64,
     rated_jsonl_bytes: u64,
     rejects_bytes: u64,
     summary: Summary,
+}
+
+/// What a file's record keys are digests of. A run keeps the text it started with, so a
+/// run interrupted before record identities existed, and resumed by this build, finds the
+/// records it had charged under their old keys (their record ids) and charges none twice.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum KeyText {
+    /// The record id alone: checkpoints written before record identities (the default
+    /// when a checkpoint names none).
+    #[default]
+    RecordId,
+    /// [`UsageRecord::record_identity`].
+    RecordIdentity,
 }
 
 /// Progress of a file, for a progress bar.
@@ -277,20 +294,28 @@ impl<'e> Mediator<'e> {
                 return Ok(cp.summary.clone());
             }
         }
-        let (start, keep, summary) = match checkpoint {
+        let (start, keep, summary, keys) = match checkpoint {
             Some(cp) => {
                 let mut summary = cp.summary;
                 summary.resumed += 1;
+                if cp.keys == KeyText::RecordId {
+                    tracing::warn!(
+                        file = %input.display(),
+                        "resuming a run started by an earlier build: this file's records keep the keys of their record ids"
+                    );
+                }
                 (
                     ResumePoint { offset: cp.next_offset, number: cp.next_number, cdrs_read: cp.cdrs_read },
                     Some([cp.rated_csv_bytes, cp.rated_jsonl_bytes, cp.rejects_bytes]),
                     summary,
+                    cp.keys,
                 )
             }
             None => (
                 ResumePoint::default(),
                 None,
                 Summary { source: input.display().to_string(), format: format.name().to_owned(), ..Summary::default() },
+                KeyText::RecordIdentity,
             ),
         };
         let mut writers = Writers {
@@ -313,7 +338,7 @@ impl<'e> Mediator<'e> {
         };
         let name = input.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned());
         let origin_seed = xxhash_rust::xxh3::xxh3_64(format!("{name}:{size}").as_bytes());
-        let file = FileRun { input, outputs: &outputs, size, name: &name, origin_seed };
+        let file = FileRun { input, outputs: &outputs, size, name: &name, origin_seed, keys };
         // Three stages, one thread each, a batch or two apart: the reader reads and
         // decodes the next batches while this thread identifies the current one and has
         // the engine charge it, and the writer writes, syncs and checkpoints the ones
@@ -403,6 +428,7 @@ impl<'e> Mediator<'e> {
             next_offset: resume.offset,
             next_number: resume.number,
             cdrs_read: resume.cdrs_read,
+            keys: file.keys,
             rated_csv_bytes,
             rated_jsonl_bytes,
             rejects_bytes,
@@ -431,7 +457,10 @@ impl<'e> Mediator<'e> {
                         subscription,
                         start: record.start_utc_seconds,
                         rating_group: record.rating_group,
-                        record_identity: record.record_identity,
+                        record_identity: match file.keys {
+                            KeyText::RecordIdentity => record.record_identity,
+                            KeyText::RecordId => record.record_id.to_string(),
+                        },
                         record_id: record.record_id,
                         called: record.destination.clone(),
                         recorded_units: record.units,
@@ -558,6 +587,7 @@ struct FileRun<'a> {
     size: u64,
     name: &'a str,
     origin_seed: u64,
+    keys: KeyText,
 }
 
 /// Where a reader can start again: the byte offset of the next record, the number of the
@@ -678,8 +708,8 @@ fn judge(answer: &RecordAnswer, origin: u64) -> Result<(), (RejectReason, String
 
 struct RatedIds {
     record_id: SmolStr,
-    /// The text the record's key is the digest of (its identity); rerating names the
-    /// record by it.
+    /// The text the record's key is the digest of (its identity, or its id in a run
+    /// started by an earlier build); rerating names the record by it.
     record_identity: String,
     account: u64,
     subscription: u64,

@@ -181,7 +181,8 @@ fn a_checkpoint_written_before_cdr_counts_were_kept_still_resumes() {
     let h = Harness::with_batch("ber-old-checkpoint", 1);
     let file = h.write_bytes("pgw.cdr", &bytes);
     h.process_batches_then_crash(&file, &Format::Ber, 1);
-    // A checkpoint as the previous build wrote it: no `cdrs_read`.
+    // A checkpoint as the previous build wrote it: no `cdrs_read`. (It had no `keys`
+    // either; `identity.rs` tests that part.)
     let checkpoint = h.config.state_dir.join("pgw.cdr.checkpoint.json");
     let mut value: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&checkpoint).expect("checkpoint")).expect("json");

@@ -277,3 +277,65 @@ fn a_csv_record_id_belongs_to_its_source_and_a_file_delivered_again_through_its_
     assert_eq!(run("c.csv", &also_a).1, 1, "another mapping naming the same source");
     assert_eq!(h.balance(1), d("10.00") - d("4.98"));
 }
+
+#[test]
+fn a_run_interrupted_before_record_identities_resumes_with_its_old_keys_and_charges_nothing_twice() {
+    use tollgate_engine::{RecordCharge, RecordKey, ServiceRef, Usage};
+    let mut text = HEADER.to_owned();
+    for n in 1..=4 {
+        text.push_str(&format!("z{n},491700000001,4990012345,voice,2026-03-02 10:0{n}:00,60000\n"));
+    }
+    let name = "upgrade.csv";
+    // The outputs and checkpoint as a run left them after its first batch...
+    let h = Harness::with_batch("identity-upgrade", 1);
+    let file = h.write(name, &text);
+    h.process_batches_then_crash(&file, &format(), 1);
+    let saved: Vec<(PathBuf, Vec<u8>)> = [&h.config.out_dir, &h.config.state_dir]
+        .into_iter()
+        .flat_map(|dir| std::fs::read_dir(dir).expect("dir").map(|e| e.expect("entry").path()))
+        .map(|path| {
+            let bytes = std::fs::read(&path).expect("file");
+            (path, bytes)
+        })
+        .collect();
+    drop(h);
+    // ...by a build that keyed records by their ids alone, and whose engine had charged
+    // records 1 and 2 (batch 2 was charged when it was killed), each tagged with its
+    // origin as the pipeline makes it (the file's name and size, the record's number).
+    let h = Harness::with_batch("identity-upgrade", 1);
+    let file = h.write(name, &text);
+    let seed = xxhash_rust::xxh3::xxh3_64(format!("{name}:{}", text.len()).as_bytes());
+    let old_charges = (1..=2u64)
+        .map(|n| RecordCharge {
+            key: RecordKey::of(&format!("z{n}")),
+            origin: xxhash_rust::xxh3::xxh3_64_with_seed(&n.to_le_bytes(), seed),
+            account: 1,
+            subscription: 10,
+            usage: Usage {
+                service: ServiceRef::Name("voice".into()),
+                rating_group: None,
+                destination: Some("4990012345".into()),
+                start_utc_seconds: NOW - 2 * 3600 + 60 * n as i64,
+                units: 60,
+            },
+        })
+        .collect();
+    h.engine.charge_records(old_charges).expect("charged");
+    for (path, bytes) in &saved {
+        std::fs::create_dir_all(path.parent().expect("dir")).expect("dir");
+        std::fs::write(path, bytes).expect("restored");
+    }
+    let checkpoint = h.config.state_dir.join(format!("{name}.checkpoint.json"));
+    let mut value: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&checkpoint).expect("checkpoint")).expect("json");
+    assert_eq!(value["keys"], "record_identity", "{value}");
+    value.as_object_mut().expect("object").remove("keys");
+    std::fs::write(&checkpoint, serde_json::to_vec(&value).expect("json")).expect("checkpoint");
+
+    let summary = h.process(&file, &format());
+    assert_eq!((summary.rated, summary.duplicates, summary.rejected), (4, 0, 0), "{summary:?}");
+    assert_eq!(h.balance(1), d("10.00") - d("9.96"), "four calls charged once each");
+    // The file keeps the keys it was started with, and its rated lines say so.
+    let identities: Vec<String> = h.rated_csv(&file).iter().map(|r| r["record_identity"].clone()).collect();
+    assert_eq!(identities[1..], ["z2", "z3", "z4"]);
+}
