@@ -1,19 +1,75 @@
-//! The one shape every reader normalizes a record into, and why a record is refused.
+//! The one shape every reader normalizes a record into, what makes a record itself (its
+//! identity), and why a record is refused.
 
 use tollgate_engine::{Identity, ServiceRef, SmolStr};
 
 /// One usage event read from a file, before identification and rating.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UsageRecord {
-    /// The record's own id (CSV: the mapped column; BER: a digest of the CDR and the
-    /// container index). The exactly-once key is derived from it.
+    /// The id the file gives the record, as the outputs show it (CSV: the mapped column;
+    /// BER: a digest of the CDR and the container index).
     pub record_id: SmolStr,
+    /// What makes the record itself, built by its reader with [`RecordIdentityText`]
+    /// (`csv:SOURCE:ID:SUBSCRIBER`, `pgw:NODE:…:SUBSCRIBER`, …; see the mediation README).
+    /// The exactly-once key is its digest (`RecordKey::of`). It always ends with the
+    /// subscriber the record is charged to, so a record and its key belong to one account
+    /// and one shard whatever the shard count.
+    pub record_identity: String,
     pub subscriber: Identity,
     pub service: ServiceRef,
     pub rating_group: Option<u32>,
     pub destination: Option<SmolStr>,
     pub start_utc_seconds: i64,
     pub units: u64,
+}
+
+/// Builds a record identity: `KIND:FIELD:…:FIELD:SUBSCRIBER`. Each reader defines its
+/// kinds and their fields, always the same number per kind. A `%` or `:` inside a field
+/// is written `%25` or `%3A`, so two different lists of fields never give the same text;
+/// an absent field is empty. The subscriber comes last, as the engine's identity key
+/// (`msisdn:491700000001`, `imsi:…`, `sip:…`, `nai:…`: normalized, so `+4917…` and
+/// `4917…` are one subscriber).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordIdentityText {
+    text: String,
+}
+
+impl RecordIdentityText {
+    pub fn new(kind: &str) -> RecordIdentityText {
+        let mut text = String::with_capacity(64);
+        text.push_str(kind);
+        RecordIdentityText { text }
+    }
+
+    /// Appends a text field (`None` or empty: absent).
+    pub fn text(&mut self, field: Option<&str>) -> &mut RecordIdentityText {
+        self.text.push(':');
+        for c in field.unwrap_or("").chars() {
+            match c {
+                '%' => self.text.push_str("%25"),
+                ':' => self.text.push_str("%3A"),
+                c => self.text.push(c),
+            }
+        }
+        self
+    }
+
+    /// Appends a number field (`None`: absent).
+    pub fn number(&mut self, field: Option<u64>) -> &mut RecordIdentityText {
+        self.text.push(':');
+        if let Some(n) = field {
+            self.text.push_str(itoa::Buffer::new().format(n));
+        }
+        self
+    }
+
+    /// The identity: the fields so far, then the subscriber's identity key.
+    pub fn finish(self, subscriber: &Identity) -> String {
+        let mut text = self.text;
+        text.push(':');
+        subscriber.with_key(|key| text.push_str(key));
+        text
+    }
 }
 
 /// Why a record was not rated.
@@ -109,4 +165,11 @@ pub trait Reader {
     /// The next item, `Ok(None)` at the end. An `Err` means the rest of the file cannot
     /// be read at all (every record up to it was returned).
     fn next_item(&mut self) -> Result<Option<Item>, crate::MediationError>;
+
+    /// CDRs read so far from the start of the file, for a format whose file header counts
+    /// them (TS 32.297): a checkpoint keeps it so a resumed reader checks that count
+    /// against the whole file. `None` for other formats, or when not known.
+    fn cdrs_read(&self) -> Option<u32> {
+        None
+    }
 }

@@ -10,6 +10,12 @@
 //! written as rated, exactly as the first time; a repeat with another origin is a
 //! duplicate. The engine's window of record keys is the persistent, bounded duplicate
 //! window (`--dedupe-window`).
+//!
+//! A record's key is the digest of its identity ([`UsageRecord::record_identity`]), which
+//! each reader builds from what identifies the record in its format and which always ends
+//! with the subscriber it is charged to. The engine keeps a window of keys per shard (the
+//! shard of the charged account); since an identity names one subscriber, and so one
+//! account, whether a record is a duplicate never depends on the number of shards.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -129,10 +135,32 @@ struct Checkpoint {
     source_bytes: u64,
     next_offset: u64,
     next_number: u64,
+    /// CDRs before `next_offset` (TS 32.297 files), so the resumed reader checks the file
+    /// header's count against the whole file. Absent for CSV, and in checkpoints written
+    /// before it was kept: that count is then not checked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    cdrs_read: Option<u32>,
+    /// What this file's record keys are digests of; see [`KeyText`].
+    #[serde(default)]
+    keys: KeyText,
     rated_csv_bytes: u64,
     rated_jsonl_bytes: u64,
     rejects_bytes: u64,
     summary: Summary,
+}
+
+/// What a file's record keys are digests of. A run keeps the text it started with, so a
+/// run interrupted before record identities existed, and resumed by this build, finds the
+/// records it had charged under their old keys (their record ids) and charges none twice.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum KeyText {
+    /// The record id alone: checkpoints written before record identities (the default
+    /// when a checkpoint names none).
+    #[default]
+    RecordId,
+    /// [`UsageRecord::record_identity`].
+    RecordIdentity,
 }
 
 /// Progress of a file, for a progress bar.
@@ -143,7 +171,7 @@ pub struct Progress {
     pub bytes_total: u64,
 }
 
-const RATED_CSV_HEADER: &str = "source,record_number,record_id,account,subscription,service,rating_group,destination,called,band,start_utc_seconds,recorded_units,units,allowance_units,amount,currency,plan,plan_version\n";
+const RATED_CSV_HEADER: &str = "source,record_number,record_id,account,subscription,service,rating_group,destination,called,band,start_utc_seconds,recorded_units,units,allowance_units,amount,currency,plan,plan_version,record_identity\n";
 const REJECTS_HEADER: &str = "record_number,offset,reason,message,record\n";
 
 /// Output paths of one input file.
@@ -266,22 +294,28 @@ impl<'e> Mediator<'e> {
                 return Ok(cp.summary.clone());
             }
         }
-        let (next_offset, next_number, keep, summary) = match checkpoint {
+        let (start, keep, summary, keys) = match checkpoint {
             Some(cp) => {
                 let mut summary = cp.summary;
                 summary.resumed += 1;
+                if cp.keys == KeyText::RecordId {
+                    tracing::warn!(
+                        file = %input.display(),
+                        "resuming a run started by an earlier build: this file's records keep the keys of their record ids"
+                    );
+                }
                 (
-                    cp.next_offset,
-                    cp.next_number,
+                    ResumePoint { offset: cp.next_offset, number: cp.next_number, cdrs_read: cp.cdrs_read },
                     Some([cp.rated_csv_bytes, cp.rated_jsonl_bytes, cp.rejects_bytes]),
                     summary,
+                    cp.keys,
                 )
             }
             None => (
-                0,
-                0,
+                ResumePoint::default(),
                 None,
                 Summary { source: input.display().to_string(), format: format.name().to_owned(), ..Summary::default() },
+                KeyText::RecordIdentity,
             ),
         };
         let mut writers = Writers {
@@ -293,12 +327,18 @@ impl<'e> Mediator<'e> {
             source: None,
         };
         let reader: Box<dyn Reader + Send> = match format {
-            Format::Csv(mapping) => Box::new(CsvReader::open(input, mapping.clone(), next_offset, next_number)?),
-            Format::Ber => Box::new(BerReader::open(input, next_offset, next_number)?),
+            Format::Csv(mapping) => Box::new(CsvReader::open(input, mapping.clone(), start.offset, start.number)?),
+            Format::Ber => {
+                let reader = BerReader::open(input, start.offset, start.number)?;
+                Box::new(match start.cdrs_read {
+                    Some(cdrs) => reader.resuming_after(cdrs),
+                    None => reader,
+                })
+            }
         };
         let name = input.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned());
         let origin_seed = xxhash_rust::xxh3::xxh3_64(format!("{name}:{size}").as_bytes());
-        let file = FileRun { input, outputs: &outputs, size, name: &name, origin_seed };
+        let file = FileRun { input, outputs: &outputs, size, name: &name, origin_seed, keys };
         // Three stages, one thread each, a batch or two apart: the reader reads and
         // decodes the next batches while this thread identifies the current one and has
         // the engine charge it, and the writer writes, syncs and checkpoints the ones
@@ -315,7 +355,7 @@ impl<'e> Mediator<'e> {
             let stage = |name: &str| std::thread::Builder::new().name(format!("tollgate-{name}"));
             stage("reader")
                 .spawn_scoped(scope, move || {
-                    read_batches(reader, batch_records, (next_offset, next_number), &to_charge);
+                    read_batches(reader, batch_records, start, &to_charge);
                 })
                 .map_err(MediationError::io(input))?;
             let writer = stage("writer")
@@ -374,9 +414,8 @@ impl<'e> Mediator<'e> {
 
     fn checkpoint(
         &self,
-        outputs: &Outputs,
-        size: u64,
-        resume: (u64, u64),
+        file: &FileRun<'_>,
+        resume: ResumePoint,
         writers: &mut Writers,
         summary: &Summary,
     ) -> Result<(), MediationError> {
@@ -385,15 +424,17 @@ impl<'e> Mediator<'e> {
             writers.sync()?;
         }
         let checkpoint = Checkpoint {
-            source_bytes: size,
-            next_offset: resume.0,
-            next_number: resume.1,
+            source_bytes: file.size,
+            next_offset: resume.offset,
+            next_number: resume.number,
+            cdrs_read: resume.cdrs_read,
+            keys: file.keys,
             rated_csv_bytes,
             rated_jsonl_bytes,
             rejects_bytes,
             summary: summary.clone(),
         };
-        write_atomic(&outputs.checkpoint, &serde_json::to_vec(&checkpoint).unwrap_or_default(), self.config.sync)
+        write_atomic(&file.outputs.checkpoint, &serde_json::to_vec(&checkpoint).unwrap_or_default(), self.config.sync)
     }
 
     /// Admits and identifies one batch and sends its charges to the engine.
@@ -416,12 +457,16 @@ impl<'e> Mediator<'e> {
                         subscription,
                         start: record.start_utc_seconds,
                         rating_group: record.rating_group,
+                        record_identity: match file.keys {
+                            KeyText::RecordIdentity => record.record_identity,
+                            KeyText::RecordId => record.record_id.to_string(),
+                        },
                         record_id: record.record_id,
                         called: record.destination.clone(),
                         recorded_units: record.units,
                     };
                     charges.push(RecordCharge {
-                        key: RecordKey::of(&ids.record_id),
+                        key: RecordKey::of(&ids.record_identity),
                         origin,
                         account,
                         subscription,
@@ -501,11 +546,11 @@ impl<'e> Mediator<'e> {
         let resume = read.resume;
         if let Some(err) = read.unreadable {
             // The rest of the file cannot be read: one rejected entry says from where.
-            let at = resume.0;
+            let at = resume.offset;
             summary.count_reject(RejectReason::Malformed);
             summary.unreadable_from = Some(at);
             let message = err.to_string();
-            write_reject(&mut writers.rejects, resume.1 + 1, at, RejectReason::Malformed, &message, "")
+            write_reject(&mut writers.rejects, resume.number + 1, at, RejectReason::Malformed, &message, "")
                 .map_err(MediationError::io(&file.outputs.rejects))?;
             tracing::warn!(file = %file.input.display(), at, error = %message, "rest of the file is unreadable");
         }
@@ -513,8 +558,8 @@ impl<'e> Mediator<'e> {
             summary.complete = true;
         }
         debug_assert!(summary.balances());
-        self.checkpoint(file.outputs, file.size, resume, writers, summary)?;
-        progress(Progress { records: summary.records_in, bytes_done: resume.0, bytes_total: file.size });
+        self.checkpoint(file, resume, writers, summary)?;
+        progress(Progress { records: summary.records_in, bytes_done: resume.offset, bytes_total: file.size });
         Ok(())
     }
 
@@ -542,13 +587,23 @@ struct FileRun<'a> {
     size: u64,
     name: &'a str,
     origin_seed: u64,
+    keys: KeyText,
+}
+
+/// Where a reader can start again: the byte offset of the next record, the number of the
+/// last record before it, and the CDRs before it (formats that count them).
+#[derive(Debug, Clone, Copy, Default)]
+struct ResumePoint {
+    offset: u64,
+    number: u64,
+    cdrs_read: Option<u32>,
 }
 
 /// A batch as read: its items, where to resume after it, and whether the file ended
 /// (cleanly, or unreadable from `resume` on).
 struct ReadBatch {
     items: Vec<Item>,
-    resume: (u64, u64),
+    resume: ResumePoint,
     ended: bool,
     unreadable: Option<MediationError>,
 }
@@ -580,18 +635,24 @@ struct ChargedBatch {
 fn read_batches(
     mut reader: Box<dyn Reader + Send>,
     batch_records: usize,
-    mut resume: (u64, u64),
+    mut resume: ResumePoint,
     out: &std::sync::mpsc::SyncSender<ReadBatch>,
 ) {
     loop {
         let mut batch = ReadBatch { items: Vec::with_capacity(batch_records), resume, ended: false, unreadable: None };
+        // The CDRs read up to the batch's last resumable item (the reader has read no
+        // further CDR when it hands out the last event of one).
+        let mut cdrs_read = resume.cdrs_read;
         loop {
             match reader.next_item() {
                 Ok(Some(item)) => {
                     let boundary = item.resumable_after;
                     batch.items.push(item);
-                    if boundary && batch.items.len() >= batch_records {
-                        break;
+                    if boundary {
+                        cdrs_read = reader.cdrs_read();
+                        if batch.items.len() >= batch_records {
+                            break;
+                        }
                     }
                 }
                 Ok(None) => {
@@ -606,7 +667,7 @@ fn read_batches(
             }
         }
         if let Some(last) = batch.items.iter().rev().find(|item| item.resumable_after) {
-            resume = (last.next_offset, last.number);
+            resume = ResumePoint { offset: last.next_offset, number: last.number, cdrs_read };
         }
         batch.resume = resume;
         let ended = batch.ended;
@@ -647,6 +708,9 @@ fn judge(answer: &RecordAnswer, origin: u64) -> Result<(), (RejectReason, String
 
 struct RatedIds {
     record_id: SmolStr,
+    /// The text the record's key is the digest of (its identity, or its id in a run
+    /// started by an earlier build); rerating names the record by it.
+    record_identity: String,
     account: u64,
     subscription: u64,
     start: i64,
@@ -700,6 +764,11 @@ pub struct RatedLine<'a> {
     #[serde(borrow)]
     pub plan: Cow<'a, str>,
     pub plan_version: u32,
+    /// What the record's exactly-once key is the digest of ([`UsageRecord::record_identity`]);
+    /// rerating names the record by it. Absent in lines written before it was kept, whose
+    /// key was the digest of `record_id`.
+    #[serde(borrow, default)]
+    pub record_identity: Option<Cow<'a, str>>,
 }
 
 fn write_rated(
@@ -731,6 +800,7 @@ fn write_rated(
         currency: names.currency.into(),
         plan: names.plan.into(),
         plan_version: names.version,
+        record_identity: Some(ids.record_identity.as_str().into()),
     };
     let buffer = &mut writers.line;
     buffer.clear();

@@ -280,6 +280,7 @@ fn owned(line: RatedLine<'_>) -> RatedLine<'static> {
     RatedLine {
         source: own(line.source),
         record_id: own(line.record_id),
+        record_identity: line.record_identity.map(own),
         service: own(line.service),
         destination: line.destination.map(own),
         called: line.called.map(own),
@@ -309,7 +310,9 @@ fn send(
                 key: None,
                 target: Target::Subscription(event.subscription),
                 operation: Operation::Rerate {
-                    record: event.record_id.to_string(),
+                    // The text the record's key was made from: its identity, or for a
+                    // line written before identities were kept, its id.
+                    record: event.record_identity.as_deref().unwrap_or(&event.record_id).to_owned(),
                     usage: Usage {
                         service: ServiceRef::Name(SmolStr::new(&event.service)),
                         rating_group: event.rating_group,

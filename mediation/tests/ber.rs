@@ -135,3 +135,81 @@ fn hostile_files_keep_every_whole_record_and_explain_the_rest() {
         assert!(summary.balances());
     }
 }
+
+/// The WARNs about the header's CDR count that a run logged for `file`, as (header, read).
+fn count_warnings(file: &std::path::Path) -> Vec<(String, String)> {
+    logs::about(file)
+        .into_iter()
+        .filter(|l| l.level == tracing::Level::WARN && l.message.contains("CDR count"))
+        .map(|l| (l.field("header").unwrap_or("").to_owned(), l.field("read").unwrap_or("").to_owned()))
+        .collect()
+}
+
+#[test]
+fn a_resumed_run_checks_the_header_cdr_count_against_the_whole_file() {
+    logs::capture();
+    // pgw.cdr's header counts its 3 CDRs. A run killed after any batch and resumed used
+    // to count only the CDRs after the checkpoint and warn that the count disagrees.
+    let bytes = std::fs::read(sample("pgw.cdr")).expect("sample");
+    for stop_after in 1..=2 {
+        let h = Harness::with_batch(&format!("ber-count-{stop_after}"), 1);
+        let file = h.write_bytes("pgw.cdr", &bytes);
+        h.process_batches_then_crash(&file, &Format::Ber, stop_after);
+        let summary = h.process(&file, &Format::Ber);
+        assert_eq!((summary.resumed, summary.rated), (1, 4), "{summary:?}");
+        assert_eq!(count_warnings(&file), [], "stopped after batch {stop_after}");
+    }
+    // A count that does lie is still reported by the resumed run, for the whole file
+    // (the killed run's reader may have reached the end, and said so, before the kill).
+    let h = Harness::with_batch("ber-count-lying", 1);
+    let file = h.write_bytes("lying-count.cdr", &std::fs::read(sample("lying-count.cdr")).expect("sample"));
+    h.process_batches_then_crash(&file, &Format::Ber, 1);
+    let before = count_warnings(&file).len();
+    h.process(&file, &Format::Ber);
+    assert_eq!(count_warnings(&file)[before..], [("10".to_owned(), "3".to_owned())]);
+}
+
+#[test]
+fn a_checkpoint_written_before_cdr_counts_were_kept_still_resumes() {
+    logs::capture();
+    let bytes = std::fs::read(sample("pgw.cdr")).expect("sample");
+    let clean = Harness::with_batch("ber-old-checkpoint", 1);
+    let file = clean.write_bytes("pgw.cdr", &bytes);
+    clean.process(&file, &Format::Ber);
+    let expected = clean.output_bytes(&file);
+    drop(clean);
+    let h = Harness::with_batch("ber-old-checkpoint", 1);
+    let file = h.write_bytes("pgw.cdr", &bytes);
+    h.process_batches_then_crash(&file, &Format::Ber, 1);
+    // A checkpoint as the previous build wrote it: no `cdrs_read`. (It had no `keys`
+    // either; `identity.rs` tests that part.)
+    let checkpoint = h.config.state_dir.join("pgw.cdr.checkpoint.json");
+    let mut value: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&checkpoint).expect("checkpoint")).expect("json");
+    assert_eq!(value["cdrs_read"], 1, "{value}");
+    value.as_object_mut().expect("object").remove("cdrs_read");
+    std::fs::write(&checkpoint, serde_json::to_vec(&value).expect("json")).expect("checkpoint");
+    let summary = h.process(&file, &Format::Ber);
+    assert_eq!(summary.resumed, 1);
+    assert!(h.output_bytes(&file) == expected, "the outputs of a clean run");
+    assert_eq!(count_warnings(&file), [], "the CDRs before the checkpoint are not known: the count is not checked");
+}
+
+#[test]
+fn a_reader_opened_past_the_first_cdr_counts_the_cdrs_it_is_told_came_before() {
+    let path = sample("pgw.cdr");
+    let bytes = std::fs::read(&path).expect("sample");
+    // The second CDR: after the 54-octet file header and the first CDR (5-octet header).
+    let second = 54 + 5 + u64::from(u16::from_be_bytes([bytes[54], bytes[55]]));
+    let read_all = |reader: &mut BerReader| while reader.next_item().expect("reads").is_some() {};
+    let mut from_start = BerReader::open(&path, 0, 0).expect("opens");
+    read_all(&mut from_start);
+    assert_eq!(from_start.cdrs_read(), Some(3));
+    let mut told = BerReader::open(&path, second, 2).expect("opens").resuming_after(1);
+    assert_eq!(told.cdrs_read(), Some(1));
+    read_all(&mut told);
+    assert_eq!(told.cdrs_read(), Some(from_start.header.cdr_count));
+    let mut not_told = BerReader::open(&path, second, 2).expect("opens");
+    read_all(&mut not_told);
+    assert_eq!(not_told.cdrs_read(), None);
+}

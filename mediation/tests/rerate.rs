@@ -111,7 +111,11 @@ fn unreadable_lines_and_unknown_records_are_reported_and_change_nothing() {
     let h = h.reopen_with(plans_with_fix(r#"price = "1.99""#, r#"price = "0.99""#));
     let rated = h.config.out_dir.join("morning.csv.rated.jsonl");
     let text = std::fs::read_to_string(&rated).expect("rated file");
-    let forged = text.lines().next().expect("a line").replace(r#""record_id":"m0""#, r#""record_id":"never-charged""#);
+    // A line naming a record the engine never charged: its key is made from its identity.
+    let mut forged: serde_json::Value = serde_json::from_str(text.lines().next().expect("a line")).expect("json");
+    assert_eq!(forged["record_identity"], "csv:mapping:m0:msisdn:491700000001", "{forged}");
+    forged["record_id"] = "never-charged".into();
+    forged["record_identity"] = "csv:mapping:never-charged:msisdn:491700000001".into();
     let extra = h.config.out_dir.join("extra.rated.jsonl");
     std::fs::write(&extra, format!("{forged}\nnot json\n{}\n", "x".repeat(2 << 20))).expect("extra file");
     let before = (h.balance(1), h.balance(2));
@@ -129,4 +133,39 @@ fn unreadable_lines_and_unknown_records_are_reported_and_change_nothing() {
     assert!(err.to_string().contains("exists"), "{err}");
     let err = rerate(&h.engine, &config(&h, ELEVEN, TEN, None), "backwards", &mut |_| {}).expect_err("empty window");
     assert!(err.to_string().contains("before"), "{err}");
+}
+
+#[test]
+fn a_rated_line_written_before_record_identities_is_rerated_by_its_record_id() {
+    use tollgate_engine::{RecordCharge, RecordKey, RecordOutcome, ServiceRef, Usage};
+    // A record an earlier build charged, keyed by the digest of its id alone, and its
+    // rated line as that build wrote it (no `record_identity`).
+    let h = Harness::new("rerate-old-line");
+    let answers = h
+        .engine
+        .charge_records(vec![RecordCharge {
+            key: RecordKey::of("old-1"),
+            origin: 1,
+            account: 1,
+            subscription: 10,
+            usage: Usage {
+                service: ServiceRef::Name("voice".into()),
+                rating_group: None,
+                destination: Some("4990012345".into()),
+                start_utc_seconds: TEN + 60,
+                units: 60,
+            },
+        }])
+        .expect("charged");
+    assert_eq!(answers[0].outcome, RecordOutcome::Charged);
+    std::fs::create_dir_all(&h.config.out_dir).expect("out dir");
+    let old = format!(
+        r#"{{"source":"old.csv","record_number":1,"record_id":"old-1","account":1,"subscription":10,"service":"voice","rating_group":null,"destination":"premium","called":"4990012345","band":"peak","start_utc_seconds":{},"recorded_units":60,"units":60,"allowance_units":0,"amount":"2.49","currency":"EUR","plan":"mobile-prepaid-s","plan_version":3}}"#,
+        TEN + 60
+    );
+    std::fs::write(h.config.out_dir.join("old.csv.rated.jsonl"), format!("{old}\n")).expect("rated file");
+    let h = h.reopen_with(plans_with_fix(r#"price = "1.99""#, r#"price = "0.99""#));
+    let (summary, _) = run(&h, &config(&h, TEN, ELEVEN, None), "old");
+    assert_eq!((summary.selected, summary.rerated, summary.refused), (1, 1, 0), "{summary:?}");
+    assert_eq!(h.balance(1), d("10.00") - d("1.49"));
 }

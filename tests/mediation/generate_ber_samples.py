@@ -34,6 +34,19 @@ Files written into OUTDIR:
     chf.cdr             2 CHF-CDRs (CHFRecord.chargingFunctionRecord), TS 32.255
                         (sequence 8)
     chf-truncated.cdr   chf.cdr cut in the middle of the 2nd CDR
+    redelivered.cdr     the PGW-CDRs of pgw.cdr and the MOC records of moc.cdr
+                        encoded again with other optional fields, the P-GW address
+                        as text and the call times in UTC+01:00: the same records
+                        (sequence 9)
+    moc-shared-reference.cdr
+                        MOC records of two subscribers that share the MSC, call
+                        reference, sequence number and seizure time (sequence 10)
+    chf-session.cdr     2 CHF-CDRs that carry their identifying fields (chargingID,
+                        PDU session charging ID, localRecordSequenceNumber, the
+                        containers' localSequenceNumber) (sequence 11)
+    chf-session-redelivered.cdr
+                        the same 2 CHF-CDRs encoded again with other optional
+                        fields and trigger times in UTC+01:00 (sequence 12)
 """
 
 import datetime as _dt
@@ -206,12 +219,14 @@ def bcd2(n):
     return ((n // 10) << 4) | (n % 10)
 
 
-def timestamp(t):
+def timestamp(t, offset_hours=0):
     """TS 32.298 TimeStamp, OCTET STRING (SIZE(9)): YY MM DD hh mm ss in BCD (one
     octet per pair, high nibble = first digit), then the sign of the UTC offset as
-    ASCII ('+' = 0x2B, '-' = 0x2D), then the offset hh mm in BCD.  UTC here."""
+    ASCII ('+' = 0x2B, '-' = 0x2D), then the offset hh mm in BCD.  t is UTC; the
+    local time written is t + offset_hours (the same instant)."""
+    t = t + _dt.timedelta(hours=offset_hours)
     return bytes([bcd2(t.year % 100), bcd2(t.month), bcd2(t.day), bcd2(t.hour),
-                  bcd2(t.minute), bcd2(t.second)]) + b"+" + bytes([0x00, 0x00])
+                  bcd2(t.minute), bcd2(t.second)]) + b"+" + bytes([bcd2(offset_hours), 0x00])
 
 
 def bits(nbits, *positions):
@@ -224,6 +239,11 @@ def bits(nbits, *positions):
 
 def ipv4(a):
     return ("iPBinaryAddress", ("iPBinV4Address", bytes(a)))
+
+
+def ipv4_text(a):
+    """The same address as IPTextRepresentedAddress.iPTextV4Address [2]."""
+    return ("iPTextRepresentedAddress", ("iPTextV4Address", ".".join(str(x) for x in a)))
 
 
 T0 = _dt.datetime(2026, 3, 2, 10, 0, 0)
@@ -280,11 +300,18 @@ def service_container(rg, up, down, first, last, report, *scc):
     }
 
 
-def pgw_record(G, imsi, msisdn, charging_id, seq, opened, duration, cause, containers):
+def pgw_record(G, imsi, msisdn, charging_id, seq, opened, duration, cause, containers,
+               redelivery=False):
+    """One PGW-CDR.  redelivery: the same record as a CGF might deliver it again,
+    encoded with other optional fields (no accessPointNameNI, rATType or
+    timeOfLastUsage; apnSelectionMode, dynamicAddressFlag and mSTimeZone added) and
+    its P-GW address as text: nothing that identifies it changes."""
     lsn = []
     for i, c in enumerate(containers):
         c = dict(c)
         c["localSequenceNumber"] = seq * 10 + i + 1
+        if redelivery:
+            del c["timeOfLastUsage"]
         lsn.append(c)
     value = ("pGWRecord", {
         "recordType": 85,                                   # pGWRecord
@@ -305,6 +332,13 @@ def pgw_record(G, imsi, msisdn, charging_id, seq, opened, duration, cause, conta
         "listOfServiceData": lsn,
         "servingNodeType": ["gTPSGW"],
     })
+    if redelivery:
+        fields = value[1]
+        del fields["accessPointNameNI"], fields["rATType"]
+        fields["p-GWAddress"] = ipv4_text([10, 0, 0, 1])
+        fields["apnSelectionMode"] = "mSorNetworkProvidedSubscriptionVerified"
+        fields["dynamicAddressFlag"] = True
+        fields["mSTimeZone"] = b"\x40\x00"
     ber = encode(G, "GPRSChargingDataTypes", "GPRSRecord", value)
     return Cdr("pgw", ber, TS_32251, at(opened), at(opened + duration))
 
@@ -341,21 +375,28 @@ def sgw_record(G, imsi, msisdn, charging_id, seq, opened, duration, volumes):
     return Cdr("sgw", ber, TS_32251, at(opened), at(opened + duration))
 
 
-def moc_record(G, imsi, msisdn, called, seq, seized, answered, duration, call_ref):
+def moc_record(G, imsi, msisdn, called, seq, seized, answered, duration, call_ref,
+               redelivery=False):
+    """One MOC record.  redelivery: encoded again with other optional fields (a
+    servedIMEI, no releaseTime) and its times in UTC+01:00: the same record."""
+    tz = 1 if redelivery else 0
     value = ("moCallRecord", {
         "recordType": 0,                                    # moCallRecord
         "servedIMSI": tbcd(imsi),
         "servedMSISDN": address_string(msisdn),
         "calledNumber": address_string(called),
         "recordingEntity": address_string(MSC),
-        "seizureTime": timestamp(at(seized)),
-        "answerTime": timestamp(at(answered)),
-        "releaseTime": timestamp(at(answered + duration)),
+        "seizureTime": timestamp(at(seized), tz),
+        "answerTime": timestamp(at(answered), tz),
+        "releaseTime": timestamp(at(answered + duration), tz),
         "callDuration": duration,
         "causeForTerm": 0,                                  # normalRelease
         "callReference": struct.pack(">I", call_ref),
         "sequenceNumber": seq,
     })
+    if redelivery:
+        del value[1]["releaseTime"]
+        value[1]["servedIMEI"] = tbcd("3520990017614823")
     ber = encode(G, "CSChargingDataTypes", "CSRecord", value)
     return Cdr("moc", ber, TS_32250, at(seized), at(answered + duration))
 
@@ -398,12 +439,14 @@ def _chf_asn():
     return module.GLOBAL.MOD
 
 
-def used_units(seconds, trigger=None, up=None, down=None, total=None, first=None, last=None):
-    """One UsedUnitContainer: time used, optional triggerTimeStamp, volumes and the
-    PDU container's first and last usage times."""
-    c = {"serviceIdentifier": 1, "time": seconds}
+def used_units(seconds, trigger=None, up=None, down=None, total=None, first=None, last=None,
+               lsn=None, tz=0, service=True):
+    """One UsedUnitContainer: time used, optional triggerTimeStamp, volumes, the
+    PDU container's first and last usage times and the container's local sequence
+    number."""
+    c = {"serviceIdentifier": 1, "time": seconds} if service else {"time": seconds}
     if trigger is not None:
-        c["triggerTimeStamp"] = timestamp(at(trigger))
+        c["triggerTimeStamp"] = timestamp(at(trigger), tz)
     if first is not None:
         c["pDUContainerInformation"] = {
             "timeOfFirstUsage": timestamp(at(first)),
@@ -415,11 +458,17 @@ def used_units(seconds, trigger=None, up=None, down=None, total=None, first=None
         c["dataVolumeUplink"] = up
     if down is not None:
         c["dataVolumeDownlink"] = down
+    if lsn is not None:
+        c["localSequenceNumber"] = lsn
     return c
 
 
-def chf_record(G, id_type, id_data, seq, opened, duration, cause, usages):
-    """One CHF-CDR; usages: [(rating group, [UsedUnitContainer, ...]), ...]."""
+def chf_record(G, id_type, id_data, seq, opened, duration, cause, usages, ids=None,
+               redelivery=False):
+    """One CHF-CDR; usages: [(rating group, [UsedUnitContainer, ...]), ...]; ids:
+    the identifying fields to add (chargingID, pDUSessionChargingInformation,
+    localRecordSequenceNumber).  redelivery: without the consumer's
+    networkFunctionName (an optional field)."""
     value = ("chargingFunctionRecord", {
         "recordType": 200,                                  # chargingFunctionRecord
         "recordingNetworkFunctionID": CHF_NF_ID,
@@ -440,6 +489,10 @@ def chf_record(G, id_type, id_data, seq, opened, duration, cause, usages):
         "recordSequenceNumber": seq,
         "causeForRecClosing": cause,
     })
+    if ids:
+        value[1].update(ids)
+    if redelivery:
+        del value[1]["nFunctionConsumerInformation"]["networkFunctionName"]
     ber = encode(G, CHF_MODULE, "CHFRecord", value)
     return Cdr("chf", ber, TS_32255, at(opened), at(opened + duration))
 
@@ -470,9 +523,41 @@ def build_chf_records(G):
     ]
 
 
+def build_chf_session_records(G, redelivery=False):
+    """Two CHF-CDRs of one PDU session of subscriber 1 (its 1st and 2nd partial
+    records) that carry their identifying fields; redelivery: the same records
+    encoded again (other optional fields, trigger times in UTC+01:00)."""
+    tz = 1 if redelivery else 0
+    service = not redelivery
+
+    def ids(local_record_seq):
+        return {
+            "localRecordSequenceNumber": local_record_seq,
+            "pDUSessionChargingInformation": {"pDUSessionChargingID": 7001, "pDUSessionId": 5},
+            "chargingID": 7001,
+        }
+
+    return [
+        chf_record(G, "eND-USER-E164", MSISDN_1, 1, 3000, 300, 17, [
+            (30, [
+                used_units(120, trigger=3120, up=10000, down=40000, lsn=1, tz=tz, service=service),
+                used_units(180, trigger=3300, up=20000, down=80000, lsn=2, tz=tz, service=service),
+            ]),
+        ], ids=ids(501), redelivery=redelivery),
+        chf_record(G, "eND-USER-E164", MSISDN_1, 2, 3300, 300, 0, [
+            (30, [
+                used_units(300, trigger=3600, up=30000, down=90000, lsn=3, tz=tz, service=service),
+            ]),
+        ], ids=ids(502), redelivery=redelivery),
+    ]
+
+
 def build_chf_files(G):
     chf = build_chf_records(G)
     files = {}
+    files["chf-session.cdr"], _ = cdr_file(build_chf_session_records(G), seq=11)
+    files["chf-session-redelivered.cdr"], _ = cdr_file(
+        build_chf_session_records(G, redelivery=True), seq=12)
     files["chf.cdr"], offsets = cdr_file(chf, seq=8)
     # chf-truncated.cdr: cut in the middle of the 2nd CDR's BER body; the file header
     # still claims the original file length and 2 CDRs.
@@ -511,6 +596,39 @@ def build_records(G):
         moc_record(G, IMSI_1, MSISDN_1, CALLED, 2, 1800, 1808, 125, 0x00010002),
     ]
     return pgw, sgw, moc
+
+
+def build_redelivered_records(G):
+    """pgw.cdr's and moc.cdr's records as a CGF might deliver them again."""
+    return [
+        pgw_record(G, IMSI_1, MSISDN_1, 1001, 1, 0, 300, 17, [
+            service_container(30, 120000, 480000, 5, 150, 150, SCC_TARIFF_TIME_SWITCH),
+            service_container(30, 100000, 350000, 150, 300, 300, SCC_TIME_LIMIT),
+        ], redelivery=True),
+        pgw_record(G, IMSI_1, MSISDN_1, 1001, 2, 300, 300, 0, [
+            service_container(30, 150000, 600000, 300, 590, 600, SCC_RECORD_CLOSURE),
+        ], redelivery=True),
+        pgw_record(G, IMSI_2, MSISDN_2, 1002, 1, 600, 120, 0, [
+            service_container(30, 200000, 550000, 610, 720, 720, SCC_RECORD_CLOSURE),
+        ], redelivery=True),
+        moc_record(G, IMSI_1, MSISDN_1, CALLED, 1, 0, 5, 60, 0x00010001, redelivery=True),
+        moc_record(G, IMSI_1, MSISDN_1, CALLED, 2, 1800, 1808, 125, 0x00010002,
+                   redelivery=True),
+    ]
+
+
+def build_shared_reference_records(G):
+    """MOC records of subscribers 1 and 2 from one MSC.  Records 1 and 2 share the
+    call reference, sequence number and seizure time (the MSC numbered two calls
+    alike), as do records 3, 4 and 5; 5 is 4 delivered twice.  Record 1 is an hour
+    to a premium number: more than subscriber 1's balance."""
+    return [
+        moc_record(G, IMSI_1, MSISDN_1, CALLED, 1, 600, 605, 3600, 0x00020001),
+        moc_record(G, IMSI_2, MSISDN_2, CALLED, 1, 600, 605, 60, 0x00020001),
+        moc_record(G, IMSI_2, MSISDN_2, CALLED, 1, 1200, 1205, 60, 0x00020002),
+        moc_record(G, IMSI_1, MSISDN_1, CALLED, 1, 1200, 1205, 60, 0x00020002),
+        moc_record(G, IMSI_1, MSISDN_1, CALLED, 1, 1200, 1205, 60, 0x00020002),
+    ]
 
 
 def build_files(G):
@@ -556,6 +674,9 @@ def build_files(G):
 
     # lost-cdrs.cdr: valid file, lost CDR indicator 0x83.
     files["lost-cdrs.cdr"], _ = cdr_file(pgw, seq=7, lost=0x83)
+
+    files["redelivered.cdr"], _ = cdr_file(build_redelivered_records(G), seq=9)
+    files["moc-shared-reference.cdr"], _ = cdr_file(build_shared_reference_records(G), seq=10)
     return files
 
 

@@ -13,6 +13,7 @@
 //! not need (so later releases still decode), and is fuzzed (`fuzz/fuzz_targets/ber_cdr_file.rs`).
 
 pub mod framing;
+pub mod identity;
 pub mod records;
 pub mod tlv;
 
@@ -35,6 +36,10 @@ pub struct BerReader {
     /// Events of the current CDR not yet returned, with its offsets.
     pending: std::collections::VecDeque<Item>,
     cdr: Vec<u8>,
+    /// CDRs before the one this reader started at, when known: 0 from the start of the
+    /// file; what the checkpoint says when resuming ([`BerReader::resuming_after`]).
+    cdrs_before: Option<u32>,
+    /// CDRs read since it was opened.
     cdrs_read: u32,
     done: bool,
 }
@@ -47,7 +52,9 @@ impl std::fmt::Debug for BerReader {
 
 impl BerReader {
     /// Opens `path` and positions it at the CDR at byte `offset` whose first event is
-    /// number `number + 1` (0, 0: the first CDR).
+    /// number `number + 1` (0, 0: the first CDR). Started past the first CDR, it does not
+    /// know how many CDRs came before (to check the header's count) unless told with
+    /// [`BerReader::resuming_after`].
     pub fn open(path: &Path, offset: u64, number: u64) -> Result<BerReader, MediationError> {
         let mut file = File::open(path).map_err(MediationError::io(path))?;
         let size = file.metadata().map_err(MediationError::io(path))?.len();
@@ -68,6 +75,7 @@ impl BerReader {
             tracing::warn!(file = %path.display(), lost = header.lost_cdrs, "the file header says CDRs were lost before this file");
         }
         let start = offset.max(u64::from(header.header_length));
+        let cdrs_before = (start == u64::from(header.header_length)).then_some(0);
         file.seek(SeekFrom::Start(start)).map_err(MediationError::io(path))?;
         Ok(BerReader {
             path: path.to_owned(),
@@ -78,14 +86,24 @@ impl BerReader {
             number,
             pending: std::collections::VecDeque::new(),
             cdr: Vec::new(),
+            cdrs_before,
             cdrs_read: 0,
             done: false,
         })
     }
 
-    /// CDRs read so far (to compare with the header's count at the end).
-    pub fn cdrs_read(&self) -> u32 {
-        self.cdrs_read
+    /// Says how many CDRs the file holds before the offset this reader was opened at (a
+    /// checkpoint keeps it), so that the header's count is checked against the whole file.
+    pub fn resuming_after(mut self, cdrs: u32) -> BerReader {
+        self.cdrs_before = Some(cdrs);
+        self
+    }
+
+    /// CDRs read so far from the start of the file (to compare with the header's count at
+    /// the end); `None` when it was opened past the first CDR without being told how many
+    /// came before.
+    pub fn cdrs_read(&self) -> Option<u32> {
+        self.cdrs_before.map(|before| before.saturating_add(self.cdrs_read))
     }
 
     fn broken(&self, message: String) -> MediationError {
@@ -95,13 +113,20 @@ impl BerReader {
     /// Reads the next CDR into `pending`; false at a clean end of file.
     fn read_cdr(&mut self) -> Result<bool, MediationError> {
         if self.offset >= self.size {
-            if self.cdrs_read != self.header.cdr_count && self.header.cdr_count != u32::MAX {
-                tracing::warn!(
+            match self.cdrs_read() {
+                Some(read) if read != self.header.cdr_count && self.header.cdr_count != u32::MAX => {
+                    tracing::warn!(
+                        file = %self.path.display(),
+                        header = self.header.cdr_count,
+                        read,
+                        "the file header's CDR count disagrees with the CDRs in the file"
+                    );
+                }
+                Some(_) => {}
+                None => tracing::debug!(
                     file = %self.path.display(),
-                    header = self.header.cdr_count,
-                    read = self.cdrs_read,
-                    "the file header's CDR count disagrees with the CDRs in the file"
-                );
+                    "the CDRs before the resume point are not known; the header's CDR count is not checked"
+                ),
             }
             return Ok(false);
         }
@@ -128,12 +153,12 @@ impl BerReader {
         let cdr_offset = self.offset;
         let next_offset = self.offset + (header.header_bytes + length) as u64;
         self.cdrs_read += 1;
-        let id = format!("cdr:{:032x}", xxhash_rust::xxh3::xxh3_128(&self.cdr));
+        let digest = format!("{:032x}", xxhash_rust::xxh3::xxh3_128(&self.cdr));
         let body_offset = (cdr_offset as usize).saturating_add(header.header_bytes);
         let decoded = if header.format != 1 {
             Err(format!("data record format {} is not BER", header.format))
         } else {
-            records::decode(&self.cdr, body_offset, &id)
+            records::decode(&self.cdr, body_offset, &digest)
         };
         let records = match decoded {
             Ok(events) if !events.is_empty() => events.into_iter().map(Ok).collect(),
@@ -159,6 +184,10 @@ impl BerReader {
 }
 
 impl Reader for BerReader {
+    fn cdrs_read(&self) -> Option<u32> {
+        BerReader::cdrs_read(self)
+    }
+
     fn next_item(&mut self) -> Result<Option<Item>, MediationError> {
         loop {
             if let Some(item) = self.pending.pop_front() {

@@ -1,12 +1,13 @@
-//! TS 32.298 records → usage events. Only the fields rating needs are read; every other
-//! element is skipped by its length, so records of later releases with more fields
-//! still decode. Tags are the context-specific tags of the ASN.1 modules (checked
+//! TS 32.298 records → usage events. Only the fields rating needs, and those that
+//! identify a record (`identity.rs`), are read; every other element is skipped by its
+//! length, so records of later releases with more fields still decode. Tags are the context-specific tags of the ASN.1 modules (checked
 //! against pycrate's compiled `GPRSChargingDataTypes` and `CSChargingDataTypes`; the
 //! CHF-CDR's are our transcription of the Rel-16 `CHFChargingDataTypes` text,
 //! `tests/mediation/chf-subset.asn`; see `tests/mediation/BER-LAYOUT.md`).
 
 use tollgate_engine::{Identity, ServiceRef};
 
+use super::identity::{self, CdrIdentity};
 use super::tlv::{self, Tlv};
 use crate::event::UsageRecord;
 
@@ -25,9 +26,10 @@ pub mod tags {
 /// Most usage events taken from one CDR (containers per record).
 pub const MAX_EVENTS_PER_CDR: usize = 256;
 
-/// Decodes one CDR into its usage events; `id` identifies the CDR (a digest of its bytes)
-/// and the events get `{id}/{n}`. The error names the field and byte offset.
-pub fn decode(cdr: &[u8], base: usize, id: &str) -> Result<Vec<UsageRecord>, String> {
+/// Decodes one CDR into its usage events. `digest` names the CDR's bytes: its events'
+/// record ids are `cdr:{digest}/{n}`, and a record without identifying fields is
+/// identified by it (`identity.rs`). The error names the field and byte offset.
+pub fn decode(cdr: &[u8], base: usize, digest: &str) -> Result<Vec<UsageRecord>, String> {
     let record = tlv::read(cdr, base)?;
     if record.len != cdr.len() {
         return Err(format!("byte {}: {} bytes after the record", base + record.len, cdr.len() - record.len));
@@ -36,10 +38,10 @@ pub fn decode(cdr: &[u8], base: usize, id: &str) -> Result<Vec<UsageRecord>, Str
         return Err(format!("byte {base}: not a CDR (tag class {:?}, number {})", record.class, record.tag));
     }
     match record.tag {
-        tags::PGW_RECORD => pgw(&record, id),
-        tags::SGW_RECORD => sgw(&record, id),
-        tags::MO_CALL_RECORD => moc(&record, id),
-        tags::CHF_RECORD => chf(&record, id),
+        tags::PGW_RECORD => pgw(&record, digest),
+        tags::SGW_RECORD => sgw(&record, digest),
+        tags::MO_CALL_RECORD => moc(&record, digest),
+        tags::CHF_RECORD => chf(&record, digest),
         other => Err(format!("byte {base}: record type [{other}] is not read by this build")),
     }
 }
@@ -49,7 +51,7 @@ fn fields<'a>(parent: &Tlv<'a>) -> Result<Vec<Tlv<'a>>, String> {
     tlv::children(parent).collect()
 }
 
-fn find<'a>(fields: &[Tlv<'a>], tag: u32) -> Option<Tlv<'a>> {
+pub(super) fn find<'a>(fields: &[Tlv<'a>], tag: u32) -> Option<Tlv<'a>> {
     fields.iter().rev().find(|f| f.is_context(tag)).copied()
 }
 
@@ -70,11 +72,11 @@ fn subscriber(fields: &[Tlv<'_>], msisdn_tag: u32, imsi_tag: u32, at: usize) -> 
     Err(format!("record at byte {at}: neither servedMSISDN [{msisdn_tag}] nor servedIMSI [{imsi_tag}]"))
 }
 
-fn time_field(fields: &[Tlv<'_>], tag: u32, name: &str) -> Result<Option<i64>, String> {
+pub(super) fn time_field(fields: &[Tlv<'_>], tag: u32, name: &str) -> Result<Option<i64>, String> {
     find(fields, tag).map(|t| tlv::timestamp(&t).map_err(|e| format!("field `{name}`: {e}"))).transpose()
 }
 
-fn number(fields: &[Tlv<'_>], tag: u32, name: &str) -> Result<Option<u64>, String> {
+pub(super) fn number(fields: &[Tlv<'_>], tag: u32, name: &str) -> Result<Option<u64>, String> {
     find(fields, tag).map(|t| tlv::unsigned(&t).map_err(|e| format!("field `{name}`: {e}"))).transpose()
 }
 
@@ -87,10 +89,11 @@ fn limit(events: &[UsageRecord], at: usize) -> Result<(), String> {
 
 /// PGW-CDR: one data event per `listOfServiceData` container (rating group, uplink +
 /// downlink volume, from `timeOfFirstUsage` or the record's opening time).
-fn pgw(record: &Tlv<'_>, id: &str) -> Result<Vec<UsageRecord>, String> {
+fn pgw(record: &Tlv<'_>, digest: &str) -> Result<Vec<UsageRecord>, String> {
     let at = record.offset;
     let f = fields(record)?;
     let subscriber = subscriber(&f, 22, 3, at)?;
+    let identity = identity::gprs("pgw", &f, digest)?;
     let opened = time_field(&f, 13, "recordOpeningTime")?
         .ok_or_else(|| format!("record at byte {at}: field `recordOpeningTime` [13] missing"))?;
     let list = required(&f, 34, "listOfServiceData", at)?;
@@ -104,17 +107,21 @@ fn pgw(record: &Tlv<'_>, id: &str) -> Result<Vec<UsageRecord>, String> {
         let uplink = number(&c, 12, "datavolumeFBCUplink")?.unwrap_or(0);
         let downlink = number(&c, 13, "datavolumeFBCDownlink")?.unwrap_or(0);
         let start = time_field(&c, 5, "timeOfFirstUsage")?.unwrap_or(opened);
-        events.push(data_event(id, events.len(), &subscriber, Some(rating_group), start, uplink, downlink, at)?);
+        let container = Container { local_sequence: number(&c, 4, "localSequenceNumber")?, position: events.len() };
+        let event =
+            data_event(&identity, digest, container, &subscriber, Some(rating_group), start, (uplink, downlink), at)?;
+        events.push(event);
     }
     Ok(events)
 }
 
 /// SGW-CDR: one data event per `listOfTrafficVolumes` container, on the plan's `data`
 /// service (an SGW reports no rating group).
-fn sgw(record: &Tlv<'_>, id: &str) -> Result<Vec<UsageRecord>, String> {
+fn sgw(record: &Tlv<'_>, digest: &str) -> Result<Vec<UsageRecord>, String> {
     let at = record.offset;
     let f = fields(record)?;
     let subscriber = subscriber(&f, 22, 3, at)?;
+    let identity = identity::gprs("sgw", &f, digest)?;
     let opened = time_field(&f, 13, "recordOpeningTime")?
         .ok_or_else(|| format!("record at byte {at}: field `recordOpeningTime` [13] missing"))?;
     let list = required(&f, 12, "listOfTrafficVolumes", at)?;
@@ -125,20 +132,29 @@ fn sgw(record: &Tlv<'_>, id: &str) -> Result<Vec<UsageRecord>, String> {
         let c = fields(&container)?;
         let uplink = number(&c, 3, "dataVolumeGPRSUplink")?.unwrap_or(0);
         let downlink = number(&c, 4, "dataVolumeGPRSDownlink")?.unwrap_or(0);
-        events.push(data_event(id, events.len(), &subscriber, None, opened, uplink, downlink, at)?);
+        let container = Container { local_sequence: None, position: events.len() };
+        events.push(data_event(&identity, digest, container, &subscriber, None, opened, (uplink, downlink), at)?);
     }
     Ok(events)
 }
 
+/// Where a usage event sits in its CDR: its container's own local sequence number, if
+/// any, and its position among the record's events.
+#[derive(Debug, Clone, Copy)]
+struct Container {
+    local_sequence: Option<u64>,
+    position: usize,
+}
+
 #[allow(clippy::too_many_arguments)]
 fn data_event(
-    id: &str,
-    index: usize,
+    identity: &CdrIdentity,
+    digest: &str,
+    container: Container,
     subscriber: &Identity,
     rating_group: Option<u64>,
     start: i64,
-    uplink: u64,
-    downlink: u64,
+    (uplink, downlink): (u64, u64),
     at: usize,
 ) -> Result<UsageRecord, String> {
     let rating_group = rating_group
@@ -146,7 +162,8 @@ fn data_event(
         .transpose()?;
     let units = uplink.checked_add(downlink).ok_or_else(|| format!("record at byte {at}: volume overflows"))?;
     Ok(UsageRecord {
-        record_id: format!("{id}/{index}").into(),
+        record_id: format!("cdr:{digest}/{}", container.position).into(),
+        record_identity: identity.event(container.local_sequence, container.position, subscriber),
         subscriber: subscriber.clone(),
         service: match rating_group {
             Some(rg) => ServiceRef::RatingGroup(rg),
@@ -160,10 +177,11 @@ fn data_event(
 }
 
 /// MOC record: one voice event (called number, answer or seizure time, call duration).
-fn moc(record: &Tlv<'_>, id: &str) -> Result<Vec<UsageRecord>, String> {
+fn moc(record: &Tlv<'_>, digest: &str) -> Result<Vec<UsageRecord>, String> {
     let at = record.offset;
     let f = fields(record)?;
     let subscriber = subscriber(&f, 3, 1, at)?;
+    let identity = identity::moc(&f, digest)?;
     let called = required(&f, 5, "calledNumber", at)?;
     let destination = tlv::address(&called).map_err(|e| format!("field `calledNumber`: {e}"))?;
     let start = match time_field(&f, 23, "answerTime")? {
@@ -174,7 +192,8 @@ fn moc(record: &Tlv<'_>, id: &str) -> Result<Vec<UsageRecord>, String> {
     let duration = number(&f, 25, "callDuration")?
         .ok_or_else(|| format!("record at byte {at}: field `callDuration` [25] missing"))?;
     Ok(vec![UsageRecord {
-        record_id: format!("{id}/0").into(),
+        record_id: format!("cdr:{digest}/0").into(),
+        record_identity: identity.record(&subscriber),
         subscriber,
         service: ServiceRef::Name("voice".into()),
         rating_group: None,
@@ -189,11 +208,12 @@ fn moc(record: &Tlv<'_>, id: &str) -> Result<Vec<UsageRecord>, String> {
 /// our hand-written subset of the Rel-16 module, `tests/mediation/chf-subset.asn`,
 /// compiled by pycrate's ASN.1 compiler: the encoding is pycrate's, the tags are our
 /// transcription of the spec; see `tests/mediation/BER-LAYOUT.md`.)
-fn chf(record: &Tlv<'_>, id: &str) -> Result<Vec<UsageRecord>, String> {
+fn chf(record: &Tlv<'_>, digest: &str) -> Result<Vec<UsageRecord>, String> {
     let at = record.offset;
     let f = fields(record)?;
     let identifier = required(&f, 2, "subscriberIdentifier", at)?;
     let subscriber = chf_subscriber(&identifier)?;
+    let identity = identity::chf(&f, digest)?;
     let opened = time_field(&f, 6, "recordOpeningTime")?
         .ok_or_else(|| format!("record at byte {at}: field `recordOpeningTime` [6] missing"))?;
     let list = required(&f, 5, "listOfMultipleUnitUsage", at)?;
@@ -216,7 +236,18 @@ fn chf(record: &Tlv<'_>, id: &str) -> Result<Vec<UsageRecord>, String> {
                     (number(&c, 5, "dataVolumeUplink")?.unwrap_or(0), number(&c, 6, "dataVolumeDownlink")?.unwrap_or(0))
                 }
             };
-            events.push(data_event(id, events.len(), &subscriber, Some(rating_group), start, uplink, downlink, at)?);
+            let container = Container { local_sequence: number(&c, 9, "localSequenceNumber")?, position: events.len() };
+            let event = data_event(
+                &identity,
+                digest,
+                container,
+                &subscriber,
+                Some(rating_group),
+                start,
+                (uplink, downlink),
+                at,
+            )?;
+            events.push(event);
         }
     }
     Ok(events)

@@ -6,6 +6,8 @@
 //! time_format = "%Y-%m-%d %H:%M:%S"   # strftime, or "unix", or "rfc3339"
 //! time_zone = "Europe/Berlin"         # for times without an offset (default UTC)
 //! units_divisor = 1000       # units in the file / units_divisor, rounded up (ms → s)
+//! source = "msc-berlin"      # the source the record ids belong to (default: the
+//!                            # mapping file's name without extension)
 //!
 //! [fields]                   # each: { column = "name" }, { position = 3 } (1-based) or { value = "text" }
 //! record_id = { column = "call_id" }
@@ -17,6 +19,12 @@
 //! start = { column = "start_time" }
 //! units = { column = "duration_ms" }
 //! ```
+//!
+//! A record is identified by its source, its `record_id` and its subscriber
+//! (`csv:SOURCE:RECORD_ID:SUBSCRIBER`): the same id in another source, or for another
+//! subscriber, is another record. Files rated through one mapping share its source, so
+//! a file delivered again under another name is recognized; give each switch or feed
+//! its own `source` when their ids may overlap.
 
 use std::path::Path;
 
@@ -24,7 +32,7 @@ use serde::Deserialize;
 
 use crate::MediationError;
 
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct MappingFile {
     #[serde(default = "comma")]
@@ -35,6 +43,7 @@ struct MappingFile {
     time_format: String,
     time_zone: Option<String>,
     units_divisor: Option<u64>,
+    source: Option<toml::Spanned<toml::Value>>,
     fields: FieldsFile,
 }
 
@@ -95,25 +104,62 @@ pub struct Mapping {
     pub time_format: TimeFormat,
     pub time_zone: jiff::tz::TimeZone,
     pub units_divisor: u64,
+    /// The source record ids belong to: a record is identified by source, record id and
+    /// subscriber.
+    pub source: String,
     sources: Vec<(&'static str, Option<Source>)>,
 }
+
+/// The source of a mapping given as text, not read from a file (as if its file were
+/// `mapping.toml`).
+pub const DEFAULT_SOURCE: &str = "mapping";
 
 /// The fields in the order [`Mapping::resolve`] returns them.
 pub const FIELDS: [&str; 8] =
     ["record_id", "subscriber", "subscriber_kind", "service", "rating_group", "destination", "start", "units"];
 
 impl Mapping {
+    /// Reads a mapping file; its `source` defaults to the file's name without extension.
     pub fn load(path: &Path) -> Result<Mapping, MediationError> {
         let text = std::fs::read_to_string(path).map_err(MediationError::io(path))?;
-        Mapping::parse(&text).map_err(|message| MediationError::Mapping { path: path.to_owned(), message })
+        let stem = path.file_stem().map(|stem| stem.to_string_lossy()).filter(|stem| !stem.is_empty());
+        Mapping::parse_with_source(&text, stem.as_deref().unwrap_or(DEFAULT_SOURCE))
+            .map_err(|message| MediationError::Mapping { path: path.to_owned(), message })
     }
 
-    /// Parses a mapping; the error names the line and the field.
+    /// Parses a mapping; the error names the line and the field. Its `source` defaults to
+    /// [`DEFAULT_SOURCE`].
     pub fn parse(text: &str) -> Result<Mapping, String> {
+        Mapping::parse_with_source(text, DEFAULT_SOURCE)
+    }
+
+    /// Parses a mapping whose `source`, when it names none, is `default_source`.
+    pub fn parse_with_source(text: &str, default_source: &str) -> Result<Mapping, String> {
+        let line_of = |at: usize| text[..at.min(text.len())].lines().count().max(1);
         let file: MappingFile = toml::from_str(text).map_err(|err| {
-            let line = err.span().map_or(0, |span| text[..span.start.min(text.len())].lines().count().max(1));
+            let line = err.span().map_or(0, |span| line_of(span.start));
             format!("line {line}: {}", err.message())
         })?;
+        let source = match &file.source {
+            None => default_source.to_owned(),
+            Some(spanned) => match spanned.get_ref() {
+                toml::Value::String(name) if !name.trim().is_empty() => name.clone(),
+                other => {
+                    let shown = match other {
+                        toml::Value::String(_) => "an empty string".to_owned(),
+                        other => {
+                            let kind = other.type_str();
+                            let article = if kind.starts_with(['a', 'e', 'i', 'o', 'u']) { "an" } else { "a" };
+                            format!("{article} {kind}")
+                        }
+                    };
+                    return Err(format!(
+                        "line {}: field `source`: a non-empty string naming where the record ids come from, not {shown}",
+                        line_of(spanned.span().start)
+                    ));
+                }
+            },
+        };
         let delimiter = match file.delimiter.as_str() {
             "\\t" | "\t" => b'\t',
             one if one.len() == 1 => one.as_bytes()[0],
@@ -152,7 +198,7 @@ impl Mapping {
                 return Err(format!("field `fields.{name}`: positions start at 1"));
             }
         }
-        Ok(Mapping { delimiter, header: file.header, time_format, time_zone, units_divisor, sources })
+        Ok(Mapping { delimiter, header: file.header, time_format, time_zone, units_divisor, source, sources })
     }
 
     /// Resolves column names against the header (`None` when the file has none); the
@@ -204,6 +250,28 @@ mod tests {
         for (text, expected) in cases {
             let err = Mapping::parse(text).expect_err(text);
             assert!(err.contains(expected), "{text:?}: {err}");
+        }
+    }
+
+    const FIELDS_TABLE: &str = "[fields]\nrecord_id = { position = 1 }\nsubscriber = { position = 2 }\nservice = { value = \"voice\" }\nstart = { position = 3 }\nunits = { position = 4 }\n";
+
+    #[test]
+    fn the_source_defaults_to_the_mapping_name_and_must_be_a_non_empty_string() {
+        assert_eq!(Mapping::parse(FIELDS_TABLE).expect("mapping").source, DEFAULT_SOURCE);
+        assert_eq!(Mapping::parse_with_source(FIELDS_TABLE, "calls").expect("mapping").source, "calls");
+        let named = format!("header = false\nsource = \"msc-berlin\"\n{FIELDS_TABLE}");
+        assert_eq!(Mapping::parse_with_source(&named, "calls").expect("mapping").source, "msc-berlin");
+        for (value, expected) in [
+            ("\"\"", "not an empty string"),
+            ("\"  \"", "not an empty string"),
+            ("7", "not an integer"),
+            ("[\"a\"]", "not an array"),
+            ("true", "not a boolean"),
+        ] {
+            let text = format!("header = false\nsource = {value}\n{FIELDS_TABLE}");
+            let err = Mapping::parse(&text).expect_err(&text);
+            assert!(err.starts_with("line 2: field `source`: a non-empty string"), "{value}: {err}");
+            assert!(err.ends_with(expected), "{value}: {err}");
         }
     }
 }

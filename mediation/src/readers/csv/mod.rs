@@ -12,7 +12,7 @@ use tollgate_engine::{Identity, ServiceRef, SmolStr};
 
 use self::mapping::{Field, Mapping, TimeFormat};
 use super::{LineBound, MAX_RECORD_BYTES};
-use crate::event::{Item, Raw, Reader, Unreadable, UsageRecord};
+use crate::event::{Item, Raw, Reader, RecordIdentityText, Unreadable, UsageRecord};
 use crate::MediationError;
 
 pub struct CsvReader {
@@ -130,6 +130,7 @@ impl CsvReader {
             .map_err(|_| Unreadable::malformed(format!("field `units`: {:?} is not a whole number", units.as_str())))?;
         let units = raw_units.div_ceil(self.mapping.units_divisor);
         Ok(UsageRecord {
+            record_identity: record_identity(&self.mapping.source, &record_id, &identity),
             record_id,
             subscriber: identity,
             service,
@@ -169,6 +170,17 @@ impl Reader for CsvReader {
         self.record = record;
         result
     }
+}
+
+/// What makes a CSV record itself: `csv:SOURCE:RECORD_ID:SUBSCRIBER`. The id a file
+/// gives a record is unique only within its source (a switch numbers its own calls), and
+/// it may be reused for another subscriber; the subscriber ties the record to one
+/// account, so its exactly-once key lives in that account's shard whatever the number
+/// of shards.
+pub fn record_identity(source: &str, record_id: &str, subscriber: &Identity) -> String {
+    let mut identity = RecordIdentityText::new("csv");
+    identity.text(Some(source)).text(Some(record_id));
+    identity.finish(subscriber)
 }
 
 enum Text<'r> {
