@@ -21,14 +21,15 @@
 //! | 8 | 8 | log sequence number (LSN): the previous record's plus one |
 //! | 16 | N | payload, by kind: 0 = rkyv archive of a [`JournalEntry`]; 1 = a batch of
 //! charged records in a fixed layout; 2 = the same, compact (both layouts in
-//! [`crate::records`]) |
+//! [`crate::records`]); 3 = a [`JournalEntry`] in the compact layout of [`crate::compact`] |
 //!
 //! Version history: 1 (effects held inline), 2 (large effects boxed, names shared as
 //! `Arc<str>`: a different rkyv layout of the payload), 3 (record kinds; kind 1 added),
 //! 4 (kind 2 added, and written instead of kind 1), 5 (the session effects
 //! `SessionOpened`, `SessionReported` and `SessionEnded` appended to [`Effect`]: older
-//! records read unchanged). Segments of versions 2 to 4 are read as they are (kind 2
-//! only from version 4); a segment of another version
+//! records read unchanged), 6 (kind 3, compact effects, written for the requests whose
+//! effects it covers). Segments of versions 2 to 5 are read as they are (kind 2 only
+//! from version 4, kind 3 only from 6); a segment of another version
 //! is refused, never misread. A build never appends to a segment of an older version:
 //! recovery starts a new segment after it.
 //!
@@ -51,7 +52,7 @@ use crate::error::EngineError;
 use crate::shard::Effect;
 
 pub const JOURNAL_MAGIC: [u8; 8] = *b"TGJRNL\r\n";
-pub const JOURNAL_FORMAT_VERSION: u32 = 5;
+pub const JOURNAL_FORMAT_VERSION: u32 = 6;
 /// The oldest segment version this build still reads.
 pub const OLDEST_READABLE_JOURNAL_VERSION: u32 = 2;
 pub const SEGMENT_HEADER_BYTES: usize = 16;
@@ -70,6 +71,8 @@ pub enum RecordKind {
     Charges = 1,
     /// A batch of charged records, compact ([`crate::records::ChargesWriter`]).
     CompactCharges = 2,
+    /// The effects of one request, compact ([`crate::compact`]).
+    CompactEffects = 3,
 }
 
 const LENGTH_BITS: u32 = 28;
@@ -388,6 +391,7 @@ pub fn scan(bytes: &[u8], shard: u32, expected_first_lsn: Option<u64>) -> Result
             0 => RecordKind::Effects,
             1 if version >= 3 => RecordKind::Charges,
             2 if version >= 4 => RecordKind::CompactCharges,
+            3 if version >= 6 => RecordKind::CompactEffects,
             other => break Some(format!("unknown record kind {other} at byte {at}")),
         };
         let crc = u32::from_le_bytes([bytes[at + 4], bytes[at + 5], bytes[at + 6], bytes[at + 7]]);

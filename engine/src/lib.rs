@@ -5,6 +5,7 @@
 
 pub mod accounts;
 pub mod api;
+pub mod compact;
 pub mod cycle;
 pub mod dedupe;
 pub mod directory;
@@ -23,6 +24,7 @@ pub mod runtime;
 pub mod shard;
 pub mod snapshot;
 mod table;
+mod wire;
 
 pub use api::{
     Answer, Body, Charged, Grant, Operation, Outcome, Request, Rerated, ServiceRef, SessionStep, SmolStr, Target,

@@ -68,6 +68,8 @@
 
 use rkyv::{Archive, Deserialize as RkyvDeserialize, Serialize as RkyvSerialize};
 use rust_decimal::Decimal;
+
+use crate::wire::{decimal, unzigzag, varint, zigzag, Reader};
 use smallvec::SmallVec;
 use tollgate_tariffs::plan::RkyvDecimal;
 
@@ -476,33 +478,6 @@ impl ChargesWriter {
     }
 }
 
-fn varint(out: &mut Vec<u8>, value: u64) {
-    leb128(out, u128::from(value));
-}
-
-/// LEB128: 7 bits a byte, low first, the high bit set on every byte but the last.
-fn leb128(out: &mut Vec<u8>, mut value: u128) {
-    while value >= 0x80 {
-        out.push(value as u8 | 0x80);
-        value >>= 7;
-    }
-    out.push(value as u8);
-}
-
-fn zigzag(value: i64) -> u64 {
-    ((value << 1) ^ (value >> 63)) as u64
-}
-
-fn unzigzag(value: u64) -> i64 {
-    (value >> 1) as i64 ^ -((value & 1) as i64)
-}
-
-fn decimal(out: &mut Vec<u8>, value: Decimal) {
-    let sign = if value.is_sign_negative() { 0x80 } else { 0 };
-    out.push(sign | value.scale() as u8);
-    leb128(out, value.mantissa().unsigned_abs());
-}
-
 /// Reads a compact charges payload (kind 2); the error names the byte offset that is wrong.
 pub fn decode_compact_charges(payload: &[u8]) -> Result<Charges<'_>, String> {
     let mut reader = Reader { bytes: payload, at: 0 };
@@ -615,104 +590,6 @@ pub fn decode_charges(payload: &[u8]) -> Result<Charges<'_>, String> {
         return Err(format!("{} bytes after the last charge", payload.len() - reader.at));
     }
     Ok(Charges { decided_at, charges })
-}
-
-struct Reader<'a> {
-    bytes: &'a [u8],
-    at: usize,
-}
-
-impl<'a> Reader<'a> {
-    /// A charges payload's header, either layout: when it was decided and how many
-    /// charges follow, refused when that many charges of at least `min_bytes` each
-    /// cannot fit in the payload.
-    fn charges_header(&mut self, min_bytes: usize) -> Result<(i64, usize), String> {
-        let decided_at = self.u64()? as i64;
-        let count = self.u32()? as usize;
-        if count > self.bytes.len() / min_bytes {
-            return Err(format!("charge count {count} does not fit in {} bytes", self.bytes.len()));
-        }
-        Ok((decided_at, count))
-    }
-
-    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
-        let end = self.at.checked_add(n).filter(|end| *end <= self.bytes.len());
-        match end {
-            Some(end) => {
-                let out = &self.bytes[self.at..end];
-                self.at = end;
-                Ok(out)
-            }
-            None => Err(format!("charges record ends at byte {} inside a field of {n} bytes", self.bytes.len())),
-        }
-    }
-    fn array<const N: usize>(&mut self) -> Result<[u8; N], String> {
-        let mut out = [0u8; N];
-        out.copy_from_slice(self.take(N)?);
-        Ok(out)
-    }
-    fn u8(&mut self) -> Result<u8, String> {
-        Ok(self.take(1)?[0])
-    }
-    fn u16(&mut self) -> Result<u16, String> {
-        self.array().map(u16::from_le_bytes)
-    }
-    fn u32(&mut self) -> Result<u32, String> {
-        self.array().map(u32::from_le_bytes)
-    }
-    fn u64(&mut self) -> Result<u64, String> {
-        self.array().map(u64::from_le_bytes)
-    }
-    fn u128(&mut self) -> Result<u128, String> {
-        self.array().map(u128::from_le_bytes)
-    }
-    fn varint(&mut self) -> Result<u64, String> {
-        let at = self.at;
-        self.leb128(64)?
-            .and_then(|value| u64::try_from(value).ok())
-            .ok_or_else(|| format!("varint at byte {at} is longer than 64 bits"))
-    }
-
-    /// A LEB128 number ([`leb128`]); `None` when it has more than `bits` bits.
-    fn leb128(&mut self, bits: u32) -> Result<Option<u128>, String> {
-        let mut value = 0u128;
-        for shift in (0..bits).step_by(7) {
-            let byte = self.u8()?;
-            value |= u128::from(byte & 0x7f) << shift;
-            if byte & 0x80 == 0 {
-                return Ok((value >> bits == 0).then_some(value));
-            }
-        }
-        Ok(None)
-    }
-
-    /// A varint that must fit `T`; `what` names the field in the error.
-    fn narrow<T: TryFrom<u64>>(&mut self, what: &str) -> Result<T, String> {
-        let at = self.at;
-        let value = self.varint()?;
-        T::try_from(value).map_err(|_| format!("{what} {value} at byte {at} is out of range"))
-    }
-
-    fn compact_decimal(&mut self) -> Result<Decimal, String> {
-        let at = self.at;
-        let head = self.u8()?;
-        let scale = u32::from(head & 0x7f);
-        // At most 96 bits, so the magnitude fits an i128.
-        let magnitude = self.leb128(96)?.ok_or_else(|| format!("decimal at byte {at} is longer than 96 bits"))? as i128;
-        let signed = if head & 0x80 != 0 { -magnitude } else { magnitude };
-        Decimal::try_from_i128_with_scale(signed, scale)
-            .map_err(|_| format!("decimal at byte {at} is out of range (scale {scale})"))
-    }
-
-    fn decimal(&mut self) -> Result<Decimal, String> {
-        let at = self.at;
-        let bytes: [u8; 16] = self.array()?;
-        // `deserialize` accepts any bytes; a scale beyond 28 marks a damaged record.
-        if bytes[2] > 28 {
-            return Err(format!("decimal at byte {at} has scale {}", bytes[2]));
-        }
-        Ok(Decimal::deserialize(bytes))
-    }
 }
 
 #[cfg(test)]

@@ -24,8 +24,8 @@ pub fn replay_bytes(state: &mut ShardState, bytes: &[u8], shard: u32) -> Result<
             return Err(format!("journal skips from LSN {} to {lsn}", state.lsn));
         }
         match record.kind {
-            RecordKind::Effects => {
-                let entry = JournalEntry::decode(&record.payload).map_err(|err| format!("record {lsn}: {err}"))?;
+            RecordKind::Effects | RecordKind::CompactEffects => {
+                let entry = entry_of(record.kind, &record.payload).map_err(|err| format!("record {lsn}: {err}"))?;
                 for effect in &entry.effects {
                     state.apply(effect);
                 }
@@ -40,6 +40,14 @@ pub fn replay_bytes(state: &mut ShardState, bytes: &[u8], shard: u32) -> Result<
         state.lsn = lsn;
     }
     Ok(found)
+}
+
+/// A record of general effects, in either layout.
+fn entry_of(kind: RecordKind, payload: &[u8]) -> Result<JournalEntry, String> {
+    match kind {
+        RecordKind::CompactEffects => crate::compact::decode(payload),
+        _ => JournalEntry::decode(payload),
+    }
 }
 
 /// A charges payload of either layout.
@@ -202,7 +210,9 @@ pub fn read_history(dir: &Path, shard: u32) -> Result<Vec<(u64, JournalEntry)>, 
         for record in found.records {
             let damaged = |reason| EngineError::Journal { path: path.clone(), offset: 0, reason };
             let entry = match record.kind {
-                RecordKind::Effects => JournalEntry::decode(&record.payload).map_err(damaged)?,
+                RecordKind::Effects | RecordKind::CompactEffects => {
+                    entry_of(record.kind, &record.payload).map_err(damaged)?
+                }
                 RecordKind::Charges | RecordKind::CompactCharges => {
                     charges_as_entry(&decode(record.kind, &record.payload).map_err(damaged)?)
                 }

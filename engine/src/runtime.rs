@@ -806,10 +806,17 @@ impl Worker {
         self.journal.append_kind(self.state.lsn, RecordKind::CompactCharges, payload);
     }
 
+    /// Journals one request's effects: compactly when [`crate::compact`] covers them,
+    /// else as an rkyv archive.
     fn record(&mut self, now: i64, effects: Vec<crate::shard::Effect>) {
+        self.state.lsn += 1;
+        if let Some(payload) = crate::compact::encode(now, &effects) {
+            debug_assert!(payload.len() <= MAX_RECORD_BYTES);
+            self.journal.append_kind(self.state.lsn, RecordKind::CompactEffects, &payload);
+            return;
+        }
         let payload = JournalEntry { decided_at: now, effects }.encode();
         debug_assert!(payload.len() <= MAX_RECORD_BYTES);
-        self.state.lsn += 1;
         self.journal.append(self.state.lsn, &payload);
     }
 

@@ -67,7 +67,8 @@ fn reads_a_data_dir_written_by_an_earlier_build() {
     }
     // Version 2: general records only. Version 3 adds a charges record (the bulk path),
     // version 4 writes it compactly, version 5 adds session records (snapshot format 4),
-    // version 6 writes the windows' full chunks to files of their own (snapshot format 5).
+    // version 6 writes the windows' full chunks to files of their own (snapshot format 5)
+    // and the online requests' effects compactly (journal format 6).
     check_fixture("data-v2", "12.51", false);
     check_fixture("data-v3", "10.02", true);
     check_fixture("data-v4", "10.02", true);

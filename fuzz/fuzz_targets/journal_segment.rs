@@ -14,6 +14,11 @@ fuzz_target!(|data: &[u8]| {
     let _ = tollgate_engine::journal::JournalEntry::decode(data);
     let _ = tollgate_engine::records::decode_charges(data);
     let _ = tollgate_engine::records::decode_compact_charges(data);
+    // Compact effects decode the same every time.
+    if let Ok(entry) = tollgate_engine::compact::decode(data) {
+        let again = tollgate_engine::compact::decode(data).expect("decodes again");
+        assert_eq!(again, entry);
+    }
     // The shard the header names, so that seeds of any shard get past the header.
     let shard = data.get(12..16).map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
     let mut state = ShardState::new(64);
