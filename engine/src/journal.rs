@@ -49,6 +49,7 @@ use rkyv::util::AlignedVec;
 use rkyv::{Archive, Deserialize as RkyvDeserialize, Serialize as RkyvSerialize};
 
 use crate::error::EngineError;
+use crate::fs::FileSystem;
 use crate::shard::Effect;
 
 pub const JOURNAL_MAGIC: [u8; 8] = *b"TGJRNL\r\n";
@@ -166,6 +167,14 @@ impl Faults {
         }
         Ok(())
     }
+
+    pub(crate) fn check_write(&self) -> io::Result<()> {
+        self.check(&self.fail_writes)
+    }
+
+    pub(crate) fn check_sync(&self) -> io::Result<()> {
+        self.check(&self.fail_syncs)
+    }
 }
 
 /// Optional injected faults, shared by every file of an engine.
@@ -179,25 +188,20 @@ pub struct FileStorage {
 }
 
 impl FileStorage {
-    /// Opens the segment, creating it if needed; a new segment's directory entry is
-    /// synced before anything is appended, so a segment whose records were acknowledged
-    /// cannot vanish in a power cut.
+    /// Opens the segment, creating it if needed (its directory entry is not synced: the
+    /// caller syncs the directory of a new segment before relying on it).
     pub fn open(path: &Path) -> io::Result<FileStorage> {
         FileStorage::open_with(path, None)
     }
 
     /// [`FileStorage::open`] with injected faults (tests).
     pub fn open_with(path: &Path, faults: FaultHandle) -> io::Result<FileStorage> {
-        let existed = path.exists();
-        if !existed {
+        if !path.exists() {
             if let Some(faults) = &faults {
                 faults.check(&faults.fail_writes)?;
             }
         }
         let file = OpenOptions::new().read(true).append(true).create(true).open(path)?;
-        if !existed {
-            crate::durable::sync_parent(path)?;
-        }
         Ok(FileStorage { file, faults })
     }
 
@@ -597,12 +601,10 @@ impl Journal {
 }
 
 /// The segment files of a shard in a data directory, oldest first.
-pub fn segments(dir: &Path, shard: u32) -> Result<Vec<(u64, PathBuf)>, EngineError> {
+pub fn segments(fs: &dyn FileSystem, dir: &Path, shard: u32) -> Result<Vec<(u64, PathBuf)>, EngineError> {
     let prefix = format!("shard-{shard}-");
     let mut found = Vec::new();
-    let entries = std::fs::read_dir(dir).map_err(EngineError::io(dir))?;
-    for entry in entries {
-        let path = entry.map_err(EngineError::io(dir))?.path();
+    for path in fs.list(dir).map_err(EngineError::io(dir))? {
         let Some(name) = path.file_name().and_then(|n| n.to_str()) else { continue };
         if let Some(first) = name.strip_prefix(&prefix).and_then(|rest| rest.strip_suffix(".journal")) {
             if let Ok(first) = first.parse::<u64>() {

@@ -22,6 +22,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::error::EngineError;
+use crate::fs::{FileSystem, RealFs};
 use crate::journal::JOURNAL_FORMAT_VERSION;
 use crate::snapshot::SNAPSHOT_FORMAT_VERSION;
 
@@ -103,13 +104,25 @@ pub fn layout_path(dir: &Path) -> PathBuf {
 /// Reads the directory's layout: the `LAYOUT` file, or for a directory written before
 /// it existed, the shards its files belong to. `None` for a directory with no shard data.
 pub fn read(dir: &Path) -> Result<Option<Layout>, EngineError> {
+    read_on(&RealFs::new(), dir)
+}
+
+/// [`read`] on `fs`.
+pub fn read_on(fs: &dyn FileSystem, dir: &Path) -> Result<Option<Layout>, EngineError> {
     let path = layout_path(dir);
-    match std::fs::read_to_string(&path) {
-        Ok(text) => return Layout::decode(&text, &path).map(Some),
+    match fs.read(&path) {
+        Ok(bytes) => {
+            let text = String::from_utf8(bytes).map_err(|_| EngineError::Layout {
+                path: path.clone(),
+                line: 0,
+                reason: "not UTF-8".to_owned(),
+            })?;
+            return Layout::decode(&text, &path).map(Some);
+        }
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
         Err(err) => return Err(EngineError::Io { path, source: err }),
     }
-    let shards = shards_on_disk(dir)?;
+    let shards = shards_in(fs, dir)?;
     match shards.last() {
         None => Ok(None),
         Some(&highest) => {
@@ -133,22 +146,20 @@ pub fn read(dir: &Path) -> Result<Option<Layout>, EngineError> {
 
 /// The shard numbers that have a journal segment or a snapshot in `dir`, ascending.
 pub fn shards_on_disk(dir: &Path) -> Result<Vec<u32>, EngineError> {
-    shards_in(dir)
+    shards_in(&RealFs::new(), dir)
 }
 
 /// The shard numbers that have a journal segment or a snapshot in `dir` (a data
 /// directory or its archive), ascending.
-pub fn shards_in(dir: &Path) -> Result<Vec<u32>, EngineError> {
-    let entries = match std::fs::read_dir(dir) {
+pub fn shards_in(fs: &dyn FileSystem, dir: &Path) -> Result<Vec<u32>, EngineError> {
+    let entries = match fs.list(dir) {
         Ok(entries) => entries,
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(err) => return Err(EngineError::Io { path: dir.to_owned(), source: err }),
     };
     let mut shards = Vec::new();
     for entry in entries {
-        let entry = entry.map_err(EngineError::io(dir))?;
-        let name = entry.file_name();
-        let Some(name) = name.to_str() else { continue };
+        let Some(name) = entry.file_name().and_then(|n| n.to_str()) else { continue };
         let Some(rest) = name.strip_prefix("shard-") else { continue };
         let number = if let Some(number) = rest.strip_suffix(".snapshot") {
             number
@@ -168,9 +179,9 @@ pub fn shards_in(dir: &Path) -> Result<Vec<u32>, EngineError> {
 
 /// Checks that `dir` may be opened with `shards` shards and records the layout this
 /// build writes. A directory with no shard data takes `shards`.
-pub fn check_and_record(dir: &Path, shards: usize) -> Result<(), EngineError> {
+pub fn check_and_record(fs: &dyn FileSystem, dir: &Path, shards: usize) -> Result<(), EngineError> {
     let path = layout_path(dir);
-    if let Some(found) = read(dir)? {
+    if let Some(found) = read_on(fs, dir)? {
         if found.shards != shards {
             return Err(EngineError::ShardCount { path, recorded: found.shards, requested: shards });
         }
@@ -178,13 +189,13 @@ pub fn check_and_record(dir: &Path, shards: usize) -> Result<(), EngineError> {
             return Ok(());
         }
     }
-    write(dir, Layout::current(shards))
+    write(fs, dir, Layout::current(shards))
 }
 
 /// Replaces the directory's layout record durably.
-pub fn write(dir: &Path, layout: Layout) -> Result<(), EngineError> {
+pub fn write(fs: &dyn FileSystem, dir: &Path, layout: Layout) -> Result<(), EngineError> {
     let path = layout_path(dir);
-    crate::durable::replace_file(&path, layout.encode().as_bytes(), 0o644).map_err(EngineError::io(&path))
+    crate::durable::replace_file(fs, &path, layout.encode().as_bytes(), 0o644).map_err(EngineError::io(&path))
 }
 
 #[cfg(test)]

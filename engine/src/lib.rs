@@ -11,6 +11,7 @@ pub mod dedupe;
 pub mod directory;
 pub mod durable;
 mod error;
+pub mod fs;
 pub mod journal;
 pub mod layout;
 pub mod model;
@@ -22,6 +23,8 @@ pub mod reshard;
 pub mod retention;
 pub mod runtime;
 pub mod shard;
+#[doc(hidden)]
+pub mod simfs;
 pub mod snapshot;
 mod table;
 mod wire;

@@ -3,9 +3,9 @@
 use std::path::Path;
 
 use crate::error::EngineError;
+use crate::fs::{FileSystem, RealFs};
 use crate::journal::{
-    scan, segment_path, segments, FaultHandle, FileStorage, FsyncPolicy, Journal, JournalEntry, RecordKind, Scan,
-    Storage, JOURNAL_FORMAT_VERSION,
+    scan, segment_path, segments, FsyncPolicy, Journal, JournalEntry, RecordKind, Scan, JOURNAL_FORMAT_VERSION,
 };
 use crate::records::{decode_charges, decode_compact_charges, Charges};
 use crate::shard::{Effect, MoneyKind, ShardState};
@@ -71,21 +71,21 @@ pub struct Recovered {
 
 /// Recovers shard `shard` from `dir` and opens its journal for appending.
 pub fn recover(
+    fs: &dyn FileSystem,
     dir: &Path,
     shard: u32,
     dedupe_window: usize,
     policy: FsyncPolicy,
-    faults: &FaultHandle,
 ) -> Result<(ShardState, Journal, Recovered), EngineError> {
-    let (mut state, chunks) = snapshot::read(dir, shard, dedupe_window)?
+    let (mut state, chunks) = snapshot::read(fs, dir, shard, dedupe_window)?
         .unwrap_or_else(|| (ShardState::new(dedupe_window), Default::default()));
     let snapshot_lsn = state.lsn;
-    let segments = segments(dir, shard)?;
+    let segments = segments(fs, dir, shard)?;
     let mut cut = None;
     let last = segments.len().checked_sub(1);
     let mut tail = None;
     for (index, (_, path)) in segments.iter().enumerate() {
-        let mut storage = FileStorage::open_with(path, faults.clone()).map_err(EngineError::io(path))?;
+        let mut storage = fs.open_append(path).map_err(EngineError::io(path))?;
         let bytes = storage.read_all().map_err(EngineError::io(path))?;
         let found = replay_bytes(&mut state, &bytes, shard).map_err(|reason| EngineError::Journal {
             path: path.clone(),
@@ -111,18 +111,17 @@ pub fn recover(
     let replayed_records = state.lsn - snapshot_lsn;
     let journal = match tail {
         Some((storage, good_len, version, path)) if version == JOURNAL_FORMAT_VERSION || good_len == 0 => {
-            Journal::new(Box::new(storage), shard, policy, good_len).map(|j| j.at(path))
+            Journal::new(storage, shard, policy, good_len).map(|j| j.at(path))
         }
         Some((mut storage, _, _, path)) if path == segment_path(dir, shard, state.lsn + 1) => {
             // A segment of an older format holding no record: begun again in this one.
             storage.truncate(0).map_err(EngineError::io(&path))?;
-            Journal::new(Box::new(storage), shard, policy, 0).map(|j| j.at(path))
+            Journal::new(storage, shard, policy, 0).map(|j| j.at(path))
         }
         // Never appended to: a segment of an older format is followed by a new one.
         Some(_) | None => {
-            let path = segment_path(dir, shard, state.lsn + 1);
-            let storage = FileStorage::open_with(&path, faults.clone()).map_err(EngineError::io(&path))?;
-            Journal::new(Box::new(storage), shard, policy, 0).map(|j| j.at(path))
+            return start_segment(fs, dir, shard, state.lsn, policy)
+                .map(|journal| (state, journal, Recovered { snapshot_lsn, replayed_records, cut, chunks }))
         }
     }
     .map_err(EngineError::io(dir))?;
@@ -137,34 +136,44 @@ pub fn archive_dir(dir: &Path) -> std::path::PathBuf {
 
 /// Starts the segment whose first record follows `lsn`. When it exists already (a second
 /// snapshot with no record since the first), it holds only its header and is kept.
+/// A new segment's name is synced before anything is appended, so a segment whose
+/// records were acknowledged cannot vanish in a power cut.
 pub fn start_segment(
+    fs: &dyn FileSystem,
     dir: &Path,
     shard: u32,
     lsn: u64,
     policy: FsyncPolicy,
-    faults: &FaultHandle,
 ) -> Result<Journal, EngineError> {
     let path = segment_path(dir, shard, lsn + 1);
-    let existing = std::fs::metadata(&path).map_or(0, |m| m.len());
-    let storage = FileStorage::open_with(&path, faults.clone()).map_err(EngineError::io(&path))?;
-    Journal::new(Box::new(storage), shard, policy, existing).map(|j| j.at(path.clone())).map_err(EngineError::io(&path))
+    let existing = if fs.exists(&path) { fs.len(&path).map_err(EngineError::io(&path))? } else { 0 };
+    let storage = fs.open_append(&path).map_err(EngineError::io(&path))?;
+    if existing == 0 {
+        crate::durable::sync_parent(fs, &path).map_err(EngineError::io(&path))?;
+    }
+    Journal::new(storage, shard, policy, existing).map(|j| j.at(path.clone())).map_err(EngineError::io(&path))
 }
 
 /// Once a snapshot at `lsn` is durable: moves the segments it covers (those that start
 /// at or before `lsn`) into [`archive_dir`], or deletes them when `archive` is false.
-pub fn retire_segments(dir: &Path, shard: u32, lsn: u64, archive: bool) -> Result<(), EngineError> {
+pub fn retire_segments(
+    fs: &dyn FileSystem,
+    dir: &Path,
+    shard: u32,
+    lsn: u64,
+    archive: bool,
+) -> Result<(), EngineError> {
     let archived = archive_dir(dir);
-    for (first, old) in segments(dir, shard)? {
+    for (first, old) in segments(fs, dir, shard)? {
         if first > lsn {
             continue;
         }
         if archive {
-            crate::durable::create_dir_all(&archived).map_err(EngineError::io(&archived))?;
+            crate::durable::create_dir_all(fs, &archived).map_err(EngineError::io(&archived))?;
             let target = archived.join(old.file_name().unwrap_or_default());
-            crate::durable::rename(&old, &target).map_err(EngineError::io(&old))?;
+            crate::durable::rename(fs, &old, &target).map_err(EngineError::io(&old))?;
         } else {
-            std::fs::remove_file(&old).map_err(EngineError::io(&old))?;
-            crate::durable::sync_parent(&old).map_err(EngineError::io(&old))?;
+            crate::durable::remove_file(fs, &old).map_err(EngineError::io(&old))?;
         }
     }
     Ok(())
@@ -196,8 +205,9 @@ fn charges_as_entry(batch: &Charges<'_>) -> JournalEntry {
 /// Every journal record of `shard` still on disk (archived segments first), decoded, in
 /// LSN order. A torn tail ends the read; damage elsewhere is an error.
 pub fn read_history(dir: &Path, shard: u32) -> Result<Vec<(u64, JournalEntry)>, EngineError> {
-    let mut files = segments(&archive_dir(dir), shard).unwrap_or_default();
-    files.extend(segments(dir, shard)?);
+    let fs = RealFs::new();
+    let mut files = segments(&fs, &archive_dir(dir), shard).unwrap_or_default();
+    files.extend(segments(&fs, dir, shard)?);
     files.sort();
     let mut out = Vec::new();
     for (_, path) in files {

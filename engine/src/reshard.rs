@@ -20,6 +20,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::error::EngineError;
+use crate::fs::{FileSystem, RealFs};
 use crate::journal::{segments, FsyncPolicy};
 use crate::layout::{self, Layout};
 use crate::recovery::{archive_dir, recover};
@@ -48,8 +49,8 @@ pub fn marker_path(dir: &Path) -> PathBuf {
 }
 
 /// Refuses to open a directory whose reshard was interrupted.
-pub fn check_not_interrupted(dir: &Path) -> Result<(), EngineError> {
-    if marker_path(dir).exists() {
+pub fn check_not_interrupted(fs: &dyn FileSystem, dir: &Path) -> Result<(), EngineError> {
+    if fs.exists(&marker_path(dir)) {
         return Err(EngineError::Config(format!(
             "{}: a reshard was interrupted; run `tollgate reshard` again to finish it",
             dir.display()
@@ -87,7 +88,7 @@ impl Interruption {
             }
             *left -= 1;
         }
-        crate::durable::rename(from, to).map_err(EngineError::io(from))
+        crate::durable::rename(&RealFs::new(), from, to).map_err(EngineError::io(from))
     }
 }
 
@@ -98,10 +99,11 @@ fn reshard_with(
     now: i64,
     crash: &mut Interruption,
 ) -> Result<ReshardReport, EngineError> {
+    let fs = RealFs::new();
     if !(1..=layout::MAX_SHARDS).contains(&to) {
         return Err(EngineError::Config(format!("shards must be 1 to {}", layout::MAX_SHARDS)));
     }
-    let _lock = crate::runtime::lock_data_dir(dir)?;
+    let _lock = crate::runtime::lock_data_dir(&fs, dir)?;
     if let Some(marker) = read_marker(dir)? {
         return finish(dir, &marker, crash).map(|(from, to)| ReshardReport {
             from,
@@ -121,7 +123,7 @@ fn reshard_with(
     }
     let mut old = Vec::with_capacity(from);
     for shard in 0..from as u32 {
-        let (state, journal, _) = recover(dir, shard, dedupe_window, FsyncPolicy::EveryBatch, &None)?;
+        let (state, journal, _) = recover(&fs, dir, shard, dedupe_window, FsyncPolicy::EveryBatch)?;
         drop(journal);
         if let Some(violation) = state.check_invariants(now).into_iter().next() {
             return Err(EngineError::Config(format!(
@@ -143,11 +145,11 @@ fn reshard_with(
     }
     let staging = dir.join(STAGING);
     let _ = std::fs::remove_dir_all(&staging);
-    crate::durable::create_dir_all(&staging).map_err(EngineError::io(&staging))?;
+    crate::durable::create_dir_all(&fs, &staging).map_err(EngineError::io(&staging))?;
     for (shard, image) in images.iter().enumerate() {
-        snapshot::write(&staging, shard as u32, image)?;
+        snapshot::write(&fs, &staging, shard as u32, image)?;
     }
-    layout::write(&staging, Layout::current(to))?;
+    layout::write(&fs, &staging, Layout::current(to))?;
     let marker = Marker { phase: 1, from, to, archive: archive_dir(dir).join(format!("before-reshard-{now}")) };
     write_marker(dir, &marker)?;
     finish(dir, &marker, crash)?;
@@ -215,7 +217,7 @@ fn write_marker(dir: &Path, marker: &Marker) -> Result<(), EngineError> {
         marker.archive.display()
     );
     let path = marker_path(dir);
-    crate::durable::replace_file(&path, text.as_bytes(), 0o644).map_err(EngineError::io(&path))
+    crate::durable::replace_file(&RealFs::new(), &path, text.as_bytes(), 0o644).map_err(EngineError::io(&path))
 }
 
 fn read_marker(dir: &Path) -> Result<Option<Marker>, EngineError> {
@@ -248,19 +250,20 @@ fn read_marker(dir: &Path) -> Result<Option<Marker>, EngineError> {
 
 /// Runs the marker's phase and the ones after it; returns (from, to).
 fn finish(dir: &Path, marker: &Marker, crash: &mut Interruption) -> Result<(usize, usize), EngineError> {
+    let fs = RealFs::new();
     let staging = dir.join(STAGING);
     if marker.phase == 1 {
         // Phase 1: every old shard file leaves the data directory (none of the new ones
         // is in place yet, so what is there is old).
-        crate::durable::create_dir_all(&marker.archive).map_err(EngineError::io(&marker.archive))?;
+        crate::durable::create_dir_all(&fs, &marker.archive).map_err(EngineError::io(&marker.archive))?;
         for shard in 0..layout::MAX_SHARDS as u32 {
-            let mut files: Vec<PathBuf> = segments(dir, shard)?.into_iter().map(|(_, path)| path).collect();
-            files.extend(segments(&archive_dir(dir), shard)?.into_iter().map(|(_, path)| path));
+            let mut files: Vec<PathBuf> = segments(&fs, dir, shard)?.into_iter().map(|(_, path)| path).collect();
+            files.extend(segments(&fs, &archive_dir(dir), shard)?.into_iter().map(|(_, path)| path));
             let snapshot = snapshot_path(dir, shard);
             if snapshot.exists() {
                 files.push(snapshot);
             }
-            files.extend(snapshot::chunk_files(dir, shard)?);
+            files.extend(snapshot::chunk_files(&fs, dir, shard)?);
             for file in files {
                 let target = marker.archive.join(file.file_name().unwrap_or_default());
                 crash.rename(&file, &target)?;
@@ -276,10 +279,9 @@ fn finish(dir: &Path, marker: &Marker, crash: &mut Interruption) -> Result<(usiz
             crash.rename(&from, &to)?;
         }
         std::fs::remove_dir(&staging).map_err(EngineError::io(&staging))?;
-        crate::durable::sync_dir(dir).map_err(EngineError::io(dir))?;
+        fs.sync_dir(dir).map_err(EngineError::io(dir))?;
     }
     let path = marker_path(dir);
-    std::fs::remove_file(&path).map_err(EngineError::io(&path))?;
-    crate::durable::sync_dir(dir).map_err(EngineError::io(dir))?;
+    crate::durable::remove_file(&fs, &path).map_err(EngineError::io(&path))?;
     Ok((marker.from, marker.to))
 }

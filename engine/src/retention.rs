@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use crate::error::EngineError;
+use crate::fs::{FileSystem, RealFs};
 use crate::journal::segments;
 use crate::recovery::archive_dir;
 
@@ -33,6 +34,7 @@ pub fn consumers_dir(dir: &Path) -> PathBuf {
 
 /// Records that consumer `name` has read shard `shard`'s journal up to `lsn` (durably).
 pub fn set_watermark(dir: &Path, name: &str, shard: u32, lsn: u64) -> Result<(), EngineError> {
+    let fs = RealFs::new();
     if name.is_empty()
         || name.len() > MAX_CONSUMER_NAME
         || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
@@ -42,36 +44,39 @@ pub fn set_watermark(dir: &Path, name: &str, shard: u32, lsn: u64) -> Result<(),
         )));
     }
     let folder = consumers_dir(dir);
-    crate::durable::create_dir_all(&folder).map_err(EngineError::io(&folder))?;
+    crate::durable::create_dir_all(&fs, &folder).map_err(EngineError::io(&folder))?;
     let path = folder.join(name);
-    let mut marks = read_marks(&path)?;
+    let mut marks = read_marks(&fs, &path)?;
     marks.insert(shard, lsn);
     let text: String = marks.iter().map(|(shard, lsn)| format!("{shard} = {lsn}\n")).collect();
-    crate::durable::replace_file(&path, text.as_bytes(), 0o644).map_err(EngineError::io(&path))
+    crate::durable::replace_file(&fs, &path, text.as_bytes(), 0o644).map_err(EngineError::io(&path))
 }
 
 /// Each registered consumer's watermarks, by name.
 pub fn watermarks(dir: &Path) -> Result<BTreeMap<String, BTreeMap<u32, u64>>, EngineError> {
+    watermarks_on(&RealFs::new(), dir)
+}
+
+fn watermarks_on(fs: &dyn FileSystem, dir: &Path) -> Result<BTreeMap<String, BTreeMap<u32, u64>>, EngineError> {
     let folder = consumers_dir(dir);
     let mut all = BTreeMap::new();
-    let entries = match std::fs::read_dir(&folder) {
+    let entries = match fs.list(&folder) {
         Ok(entries) => entries,
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(all),
         Err(err) => return Err(EngineError::Io { path: folder, source: err }),
     };
-    for entry in entries {
-        let path = entry.map_err(EngineError::io(&folder))?.path();
+    for path in entries {
         let Some(name) = path.file_name().and_then(|n| n.to_str()).filter(|n| !n.ends_with(".tmp")) else {
             continue;
         };
-        all.insert(name.to_owned(), read_marks(&path)?);
+        all.insert(name.to_owned(), read_marks(fs, &path)?);
     }
     Ok(all)
 }
 
-fn read_marks(path: &Path) -> Result<BTreeMap<u32, u64>, EngineError> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(text) => text,
+fn read_marks(fs: &dyn FileSystem, path: &Path) -> Result<BTreeMap<u32, u64>, EngineError> {
+    let text = match fs.read(path) {
+        Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
         Err(err) => return Err(EngineError::Io { path: path.to_owned(), source: err }),
     };
@@ -107,15 +112,17 @@ pub struct Pruned {
 /// Removes the archived segments that every consumer has read and whose last write is
 /// older than `retention` at `now`; with `dry_run`, only says which.
 pub fn prune(dir: &Path, retention: Duration, now: SystemTime, dry_run: bool) -> Result<Pruned, EngineError> {
+    let fs = RealFs::new();
     let mut pruned = Pruned::default();
-    for shard in crate::layout::shards_in(&archive_dir(dir))? {
-        prune_shard(dir, shard, retention, now, dry_run, &mut pruned)?;
+    for shard in crate::layout::shards_in(&fs, &archive_dir(dir))? {
+        prune_shard(&fs, dir, shard, retention, now, dry_run, &mut pruned)?;
     }
     Ok(pruned)
 }
 
 /// [`prune`] for one shard's segments (what its snapshot thread runs).
 pub fn prune_shard(
+    fs: &dyn FileSystem,
     dir: &Path,
     shard: u32,
     retention: Duration,
@@ -124,11 +131,11 @@ pub fn prune_shard(
     pruned: &mut Pruned,
 ) -> Result<(), EngineError> {
     let archive = archive_dir(dir);
-    let consumers = watermarks(dir)?;
-    let files = segments(&archive, shard)?;
+    let consumers = watermarks_on(fs, dir)?;
+    let files = segments(fs, &archive, shard)?;
     // A segment's last LSN is one before the next segment's first (archived or live).
     let mut firsts: Vec<u64> = files.iter().map(|(first, _)| *first).collect();
-    firsts.extend(segments(dir, shard)?.iter().map(|(first, _)| *first));
+    firsts.extend(segments(fs, dir, shard)?.iter().map(|(first, _)| *first));
     firsts.sort_unstable();
     let mut removed_any = false;
     for (first, path) in files {
@@ -138,21 +145,21 @@ pub fn prune_shard(
             pruned.kept_for_consumers += 1;
             continue;
         }
-        let meta = std::fs::metadata(&path).map_err(EngineError::io(&path))?;
-        let age = meta.modified().ok().and_then(|written| now.duration_since(written).ok());
+        let len = fs.len(&path).map_err(EngineError::io(&path))?;
+        let age = fs.modified(&path).ok().and_then(|written| now.duration_since(written).ok());
         if age.is_none_or(|age| age < retention) {
             pruned.kept_for_retention += 1;
             continue;
         }
         if !dry_run {
-            std::fs::remove_file(&path).map_err(EngineError::io(&path))?;
+            fs.remove_file(&path).map_err(EngineError::io(&path))?;
             removed_any = true;
         }
-        pruned.removed_bytes += meta.len();
+        pruned.removed_bytes += len;
         pruned.removed.push(path);
     }
     if removed_any {
-        crate::durable::sync_dir(&archive).map_err(EngineError::io(&archive))?;
+        fs.sync_dir(&archive).map_err(EngineError::io(&archive))?;
     }
     Ok(())
 }

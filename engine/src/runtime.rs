@@ -14,9 +14,8 @@ use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
 use crate::api::{Answer, Operation, Outcome, Request, Target};
 use crate::directory::Directory;
 use crate::error::EngineError;
-use crate::journal::{
-    FaultHandle, FileStorage, FsyncPolicy, Journal, JournalEntry, RecordKind, Storage, MAX_RECORD_BYTES,
-};
+use crate::fs::{FileSystem, RealFs};
+use crate::journal::{FsyncPolicy, Journal, JournalEntry, RecordKind, MAX_RECORD_BYTES};
 use crate::model::AccountId;
 use crate::plans::Plans;
 use crate::records::{ChargesWriter, RecordAnswer, RecordCharge, RecordOutcome};
@@ -98,9 +97,9 @@ pub struct EngineConfig {
     /// ([`crate::retention`]).
     pub archive_retention: Duration,
     pub charging: ChargingConfig,
-    /// Storage faults injected by tests; `None` in production.
-    #[doc(hidden)]
-    pub faults: FaultHandle,
+    /// The file system of the data directory: the real one, or in crash tests a
+    /// simulated one that can lose what was not synced ([`crate::simfs`]).
+    pub fs: Arc<dyn FileSystem>,
 }
 
 impl EngineConfig {
@@ -118,7 +117,7 @@ impl EngineConfig {
             archive_segments: true,
             archive_retention: crate::retention::DEFAULT_RETENTION,
             charging: ChargingConfig::default(),
-            faults: None,
+            fs: Arc::new(RealFs::new()),
         }
     }
 }
@@ -187,7 +186,7 @@ pub struct Engine {
     plans: Arc<Plans>,
     clock: Arc<dyn Clock>,
     health: Arc<Vec<ShardHealth>>,
-    _lock: File,
+    _lock: Option<File>,
     report: OpenReport,
 }
 
@@ -203,10 +202,11 @@ impl Engine {
         if config.shards == 0 || config.shards > 256 {
             return Err(EngineError::Config("shards must be 1 to 256".to_owned()));
         }
-        crate::durable::create_dir_all(&config.data_dir).map_err(EngineError::io(&config.data_dir))?;
-        let lock = lock_data_dir(&config.data_dir)?;
-        crate::reshard::check_not_interrupted(&config.data_dir)?;
-        crate::layout::check_and_record(&config.data_dir, config.shards)?;
+        let fs = &*config.fs;
+        crate::durable::create_dir_all(fs, &config.data_dir).map_err(EngineError::io(&config.data_dir))?;
+        let lock = lock_data_dir(fs, &config.data_dir)?;
+        crate::reshard::check_not_interrupted(fs, &config.data_dir)?;
+        crate::layout::check_and_record(fs, &config.data_dir, config.shards)?;
         let plans = Arc::new(plans);
         let directory = Arc::new(Directory::new());
         let charging = Arc::new(config.charging.clone());
@@ -216,7 +216,7 @@ impl Engine {
                 .map(|shard| {
                     let config = &config;
                     scope.spawn(move || {
-                        recover(&config.data_dir, shard, config.charging.dedupe_window, config.fsync, &config.faults)
+                        recover(&*config.fs, &config.data_dir, shard, config.charging.dedupe_window, config.fsync)
                     })
                 })
                 .collect();
@@ -263,6 +263,7 @@ impl Engine {
                 stage,
                 snapshots: Some(
                     Snapshotter::start(
+                        Arc::clone(&config.fs),
                         config.data_dir.clone(),
                         shard as u32,
                         config.archive_segments,
@@ -577,23 +578,23 @@ fn check_bounds(request: &Request) -> Result<(), String> {
     Ok(())
 }
 
-pub(crate) fn lock_data_dir(dir: &std::path::Path) -> Result<File, EngineError> {
+/// Takes the data directory's lock (held while the returned file is open) and writes
+/// this process's id in it.
+pub(crate) fn lock_data_dir(fs: &dyn FileSystem, dir: &std::path::Path) -> Result<Option<File>, EngineError> {
     let path = dir.join("LOCK");
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .read(true)
-        .write(true)
-        .open(&path)
-        .map_err(EngineError::io(&path))?;
-    match file.try_lock() {
-        Ok(()) => {
+    match fs.lock(&path) {
+        Ok(Some(file)) => {
             file.set_len(0).map_err(EngineError::io(&path))?;
             std::io::Write::write_all(&mut &file, std::process::id().to_string().as_bytes())
                 .map_err(EngineError::io(&path))?;
-            Ok(file)
+            Ok(Some(file))
         }
-        Err(_) => Err(EngineError::Locked { pid: std::fs::read_to_string(&path).unwrap_or_default(), path }),
+        Ok(None) => Ok(None),
+        Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {
+            let pid = fs.read(&path).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
+            Err(EngineError::Locked { pid, path })
+        }
+        Err(err) => Err(EngineError::Io { path, source: err }),
     }
 }
 
@@ -839,9 +840,9 @@ impl Worker {
             Ok(index) => Captured::since(&self.state, Some(&index)),
             Err(_) => Captured::of(&self.state),
         };
-        let (dir, faults) = (&self.config.data_dir, &self.config.faults);
-        self.journal = start_segment(dir, self.shard, self.state.lsn, self.config.fsync, faults)
-            .map_err(SnapshotFailure::Other)?;
+        let (fs, dir) = (&*self.config.fs, &self.config.data_dir);
+        self.journal =
+            start_segment(fs, dir, self.shard, self.state.lsn, self.config.fsync).map_err(SnapshotFailure::Other)?;
         snapshots.write(captured, reply);
         Ok(())
     }
@@ -924,20 +925,16 @@ impl Worker {
     /// any torn tail), rebuilds the state from disk, and re-registers the shard's
     /// subscribers.
     fn try_rebuild(&mut self) -> Result<(), EngineError> {
-        let (dir, shard, faults) = (&self.config.data_dir, self.shard, &self.config.faults);
-        probe(dir, shard, faults)?;
+        let (fs, dir, shard) = (&*self.config.fs, &self.config.data_dir, self.shard);
+        probe(fs, dir, shard)?;
         if self.config.fsync == FsyncPolicy::EveryBatch {
             if let Some(path) = self.journal.path() {
                 let synced = self.journal.synced_len();
-                let cut = std::fs::OpenOptions::new().write(true).open(path).and_then(|file| {
-                    file.set_len(synced)?;
-                    file.sync_all()
-                });
+                let cut = fs.set_len(path, synced).and_then(|()| fs.sync_file(path));
                 cut.map_err(EngineError::io(path))?;
             }
         }
-        let (state, journal, report) =
-            recover(dir, shard, self.config.charging.dedupe_window, self.config.fsync, faults)?;
+        let (state, journal, report) = recover(fs, dir, shard, self.config.charging.dedupe_window, self.config.fsync)?;
         if let Ok(mut index) = self.chunks.lock() {
             *index = report.chunks;
         }
@@ -971,13 +968,10 @@ enum SnapshotFailure {
 
 /// Writes and syncs a small file in the data directory through the same storage the
 /// journal uses, then removes it: whether the directory takes writes again.
-fn probe(dir: &std::path::Path, shard: u32, faults: &FaultHandle) -> Result<(), EngineError> {
+fn probe(fs: &dyn FileSystem, dir: &std::path::Path, shard: u32) -> Result<(), EngineError> {
     let path = dir.join(format!(".probe-shard-{shard}"));
-    let result = FileStorage::open_with(&path, faults.clone()).and_then(|mut storage| {
-        storage.append(&[0u8; 4096])?;
-        storage.sync()
-    });
-    let _ = std::fs::remove_file(&path);
+    let result = fs.write_file(&path, &[0u8; 4096], 0o644).and_then(|()| fs.sync_file(&path));
+    let _ = fs.remove_file(&path);
     result.map_err(EngineError::io(&path))
 }
 

@@ -61,6 +61,7 @@ use rkyv::{Archive, Deserialize as RkyvDeserialize, Serialize as RkyvSerialize};
 use crate::api::Answer;
 use crate::dedupe::{RecentAnswers, Window};
 use crate::error::EngineError;
+use crate::fs::FileSystem;
 use crate::model::{Account, Reservation, SessionRecord, Subscription};
 use crate::records::{Memo, RecentRecords, RecordKey};
 use crate::shard::{ShardState, Totals};
@@ -329,17 +330,23 @@ impl Captured {
 
     /// Writes the chunks that are full and not on disk, then the snapshot listing them,
     /// durably; returns the chunk index the snapshot lists.
-    pub fn write(self, dir: &Path, shard: u32, chunk_entries: usize) -> Result<ChunkIndex, EngineError> {
+    pub fn write(
+        self,
+        fs: &dyn FileSystem,
+        dir: &Path,
+        shard: u32,
+        chunk_entries: usize,
+    ) -> Result<ChunkIndex, EngineError> {
         let chunk_entries = chunk_entries.clamp(1, u32::MAX as usize);
         let Captured { lsn, accounts, subscriptions, reservations, totals, sessions, answers, records } = self.sorted();
         let mut index = ChunkIndex::new();
         let answer = |(key, answer): &(Arc<str>, Arc<Answer>)| (key.to_string(), (**answer).clone());
-        let answers = write_window(dir, shard, WindowKind::Answers, answers, chunk_entries, &mut index, answer)?;
+        let answers = write_window(fs, dir, shard, WindowKind::Answers, answers, chunk_entries, &mut index, answer)?;
         let records =
-            write_window(dir, shard, WindowKind::Records, records, chunk_entries, &mut index, |(k, m)| (k.0, *m))?;
+            write_window(fs, dir, shard, WindowKind::Records, records, chunk_entries, &mut index, |(k, m)| (k.0, *m))?;
         let image = SnapshotImage { lsn, accounts, subscriptions, reservations, totals, sessions, answers, records };
-        write(dir, shard, &image)?;
-        remove_unlisted_chunks(dir, shard, &index)?;
+        write(fs, dir, shard, &image)?;
+        remove_unlisted_chunks(fs, dir, shard, &index)?;
         Ok(index)
     }
 }
@@ -354,7 +361,9 @@ fn flat_generations<K, V, A, B>(window: WindowCapture<K, V>, convert: impl Fn((K
     WindowImage { generations, edited: window.edited.into_iter().map(&convert).collect() }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn write_window<K, V, A, B>(
+    fs: &dyn FileSystem,
     dir: &Path,
     shard: u32,
     kind: WindowKind,
@@ -377,7 +386,7 @@ where
             // A chunk a snapshot still being written put on disk is kept as it is (a
             // snapshot before may list it with its checksum); replaced values ride in
             // `edited` either way.
-            if let Some(found) = chunk_on_disk(dir, shard, kind, generation.id, index_now, part.len()) {
+            if let Some(found) = chunk_on_disk(fs, dir, shard, kind, generation.id, index_now, part.len()) {
                 chunks.push(found);
                 continue;
             }
@@ -387,7 +396,7 @@ where
             let chunk = ChunkRef { index: index_now, entries: part.len() as u32, crc: crc32fast::hash(&payload) };
             let path = chunk_path(dir, shard, kind, generation.id, chunk.index);
             let bytes = encode_chunk(shard, kind, generation.id, chunk, &payload);
-            crate::durable::replace_file(&path, &bytes, 0o644).map_err(EngineError::io(&path))?;
+            crate::durable::replace_file(fs, &path, &bytes, 0o644).map_err(EngineError::io(&path))?;
             chunks.push(chunk);
         }
         let tail = generation.entries[full * chunk_entries..].iter().map(&convert).collect();
@@ -417,6 +426,7 @@ fn encode_chunk(shard: u32, kind: WindowKind, generation: u64, chunk: ChunkRef, 
 
 /// The reference of a whole, valid chunk file already on disk with `entries` entries.
 fn chunk_on_disk(
+    fs: &dyn FileSystem,
     dir: &Path,
     shard: u32,
     kind: WindowKind,
@@ -424,7 +434,7 @@ fn chunk_on_disk(
     index: u32,
     entries: usize,
 ) -> Option<ChunkRef> {
-    let bytes = std::fs::read(chunk_path(dir, shard, kind, generation, index)).ok()?;
+    let bytes = fs.read(&chunk_path(dir, shard, kind, generation, index)).ok()?;
     let header = bytes.get(..HEADER_BYTES)?;
     let word = |at: usize| u32::from_le_bytes([header[at], header[at + 1], header[at + 2], header[at + 3]]);
     let chunk = ChunkRef { index, entries: u32::try_from(entries).ok()?, crc: word(36) };
@@ -435,6 +445,7 @@ fn chunk_on_disk(
 
 /// Reads chunk `chunk` of a generation and checks it is the one the snapshot lists.
 fn read_chunk(
+    fs: &dyn FileSystem,
     dir: &Path,
     shard: u32,
     kind: WindowKind,
@@ -442,7 +453,7 @@ fn read_chunk(
     chunk: ChunkRef,
 ) -> Result<AlignedVec<16>, EngineError> {
     let path = chunk_path(dir, shard, kind, generation, chunk.index);
-    let bytes = std::fs::read(&path).map_err(EngineError::io(&path))?;
+    let bytes = fs.read(&path).map_err(EngineError::io(&path))?;
     let bad = |reason: String| EngineError::Snapshot { path: path.clone(), reason };
     if bytes.len() < HEADER_BYTES || bytes[..8] != CHUNK_MAGIC {
         return Err(bad("missing the TGCHNK header".to_owned()));
@@ -466,6 +477,7 @@ fn read_chunk(
 
 /// Puts each generation's chunks, read and checked, before its tail.
 fn load_window<K, V>(
+    fs: &dyn FileSystem,
     dir: &Path,
     shard: u32,
     kind: WindowKind,
@@ -475,7 +487,7 @@ fn load_window<K, V>(
     for generation in &mut window.generations {
         let mut entries = Vec::new();
         for chunk in std::mem::take(&mut generation.chunks) {
-            let bytes = read_chunk(dir, shard, kind, generation.id, chunk)?;
+            let bytes = read_chunk(fs, dir, shard, kind, generation.id, chunk)?;
             let part = decode(&bytes).map_err(|err| EngineError::Snapshot {
                 path: chunk_path(dir, shard, kind, generation.id, chunk.index),
                 reason: err.to_string(),
@@ -489,11 +501,10 @@ fn load_window<K, V>(
 }
 
 /// The shard's chunk files in `dir`, each with its window, generation and index.
-fn chunks_in(dir: &Path, shard: u32) -> Result<Vec<(PathBuf, WindowKind, u64, u32)>, EngineError> {
+fn chunks_in(fs: &dyn FileSystem, dir: &Path, shard: u32) -> Result<Vec<(PathBuf, WindowKind, u64, u32)>, EngineError> {
     let prefix = format!("shard-{shard}.");
     let mut found = Vec::new();
-    for entry in std::fs::read_dir(dir).map_err(EngineError::io(dir))? {
-        let path = entry.map_err(EngineError::io(dir))?.path();
+    for path in fs.list(dir).map_err(EngineError::io(dir))? {
         let Some(name) = path.file_name().and_then(|n| n.to_str()) else { continue };
         let Some(rest) = name.strip_prefix(&prefix).and_then(|r| r.strip_suffix(".chunk")) else { continue };
         let mut parts = rest.split('.');
@@ -512,22 +523,22 @@ fn chunks_in(dir: &Path, shard: u32) -> Result<Vec<(PathBuf, WindowKind, u64, u3
 }
 
 /// The shard's chunk files in `dir`.
-pub fn chunk_files(dir: &Path, shard: u32) -> Result<Vec<PathBuf>, EngineError> {
-    Ok(chunks_in(dir, shard)?.into_iter().map(|(path, ..)| path).collect())
+pub fn chunk_files(fs: &dyn FileSystem, dir: &Path, shard: u32) -> Result<Vec<PathBuf>, EngineError> {
+    Ok(chunks_in(fs, dir, shard)?.into_iter().map(|(path, ..)| path).collect())
 }
 
 /// Removes the shard's chunk files that `index` does not list.
-fn remove_unlisted_chunks(dir: &Path, shard: u32, index: &ChunkIndex) -> Result<(), EngineError> {
+fn remove_unlisted_chunks(fs: &dyn FileSystem, dir: &Path, shard: u32, index: &ChunkIndex) -> Result<(), EngineError> {
     let mut removed = false;
-    for (path, kind, generation, chunk) in chunks_in(dir, shard)? {
+    for (path, kind, generation, chunk) in chunks_in(fs, dir, shard)? {
         let listed = index.get(&(kind, generation)).is_some_and(|chunks| chunks.iter().any(|c| c.index == chunk));
         if !listed {
-            std::fs::remove_file(&path).map_err(EngineError::io(&path))?;
+            fs.remove_file(&path).map_err(EngineError::io(&path))?;
             removed = true;
         }
     }
     if removed {
-        crate::durable::sync_dir(dir).map_err(EngineError::io(dir))?;
+        fs.sync_dir(dir).map_err(EngineError::io(dir))?;
     }
     Ok(())
 }
@@ -554,11 +565,11 @@ impl SnapshotImage {
     }
 
     /// Reads the chunk files this image lists into its generations' tails.
-    pub fn load_chunks(&mut self, dir: &Path, shard: u32) -> Result<(), EngineError> {
-        load_window(dir, shard, WindowKind::Answers, &mut self.answers, |bytes| {
+    pub fn load_chunks(&mut self, fs: &dyn FileSystem, dir: &Path, shard: u32) -> Result<(), EngineError> {
+        load_window(fs, dir, shard, WindowKind::Answers, &mut self.answers, |bytes| {
             rkyv::from_bytes::<Vec<(String, Answer)>, rancor::Error>(bytes)
         })?;
-        load_window(dir, shard, WindowKind::Records, &mut self.records, |bytes| {
+        load_window(fs, dir, shard, WindowKind::Records, &mut self.records, |bytes| {
             rkyv::from_bytes::<Vec<(u128, Memo)>, rancor::Error>(bytes)
         })
     }
@@ -670,20 +681,25 @@ pub fn decode(bytes: &[u8], shard: u32) -> Result<SnapshotImage, String> {
 
 /// Writes a snapshot durably (temporary file, fsync, rename, fsync of the directory).
 /// The chunk files it lists must be on disk already.
-pub fn write(dir: &Path, shard: u32, image: &SnapshotImage) -> Result<(), EngineError> {
+pub fn write(fs: &dyn FileSystem, dir: &Path, shard: u32, image: &SnapshotImage) -> Result<(), EngineError> {
     let path = snapshot_path(dir, shard);
-    crate::durable::replace_file(&path, &encode(image, shard), 0o644).map_err(EngineError::io(&path))
+    crate::durable::replace_file(fs, &path, &encode(image, shard), 0o644).map_err(EngineError::io(&path))
 }
 
 /// Reads the shard's snapshot and the chunk files it lists, if there is one; with the
 /// chunk index of what is on disk.
-pub fn read(dir: &Path, shard: u32, dedupe_window: usize) -> Result<Option<(ShardState, ChunkIndex)>, EngineError> {
+pub fn read(
+    fs: &dyn FileSystem,
+    dir: &Path,
+    shard: u32,
+    dedupe_window: usize,
+) -> Result<Option<(ShardState, ChunkIndex)>, EngineError> {
     let path = snapshot_path(dir, shard);
-    match std::fs::read(&path) {
+    match fs.read(&path) {
         Ok(bytes) => {
             let mut image = decode(&bytes, shard).map_err(|reason| EngineError::Snapshot { path, reason })?;
             let index = image.chunk_index();
-            image.load_chunks(dir, shard)?;
+            image.load_chunks(fs, dir, shard)?;
             Ok(Some((image.into_state(dedupe_window), index)))
         }
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),

@@ -18,7 +18,7 @@ fn faulty(name: &str) -> (Harness, Arc<Faults>) {
     let faults = Arc::new(Faults::default());
     let injected = Arc::clone(&faults);
     let h = Harness::with_config(name, move |config| {
-        config.faults = Some(injected);
+        config.fs = Arc::new(tollgate_engine::fs::RealFs::with_faults(injected));
         config.shards = 1;
     });
     (h, faults)

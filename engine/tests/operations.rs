@@ -323,8 +323,12 @@ fn snapshots_archive_old_segments_and_the_audit_trail_keeps_everything() {
     // A second snapshot with no record since the first keeps the segment it started.
     h.engine.snapshot().expect("snapshot again");
     h.run("t2", Target::Account(1), Operation::TopUp { amount: d("3.00"), reference: "after snapshot".into() });
-    let archived =
-        tollgate_engine::journal::segments(&tollgate_engine::recovery::archive_dir(&h.dir), shard).expect("archive");
+    let archived = tollgate_engine::journal::segments(
+        &tollgate_engine::fs::RealFs::new(),
+        &tollgate_engine::recovery::archive_dir(&h.dir),
+        shard,
+    )
+    .expect("archive");
     assert!(!archived.is_empty(), "segments covered by the snapshot are archived, not deleted");
     let h = h.restart();
     let history = tollgate_engine::recovery::read_history(&h.dir, shard).expect("history");

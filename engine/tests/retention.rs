@@ -25,7 +25,8 @@ fn archived_segments_go_once_read_by_every_consumer_and_past_retention() {
         h.engine.snapshot().expect("snapshot");
     }
     let archive = tollgate_engine::recovery::archive_dir(&h.dir);
-    let archived = tollgate_engine::journal::segments(&archive, 0).expect("archive");
+    let archived =
+        tollgate_engine::journal::segments(&tollgate_engine::fs::RealFs::new(), &archive, 0).expect("archive");
     assert_eq!(archived.len(), 3, "{archived:?}");
     // Young segments stay.
     let pruned = prune(&h.dir, 30 * DAY, SystemTime::now(), false).expect("prune");
@@ -42,7 +43,8 @@ fn archived_segments_go_once_read_by_every_consumer_and_past_retention() {
     assert_eq!(pruned.removed, vec![archived[0].1.clone()]);
     assert!(!archived[0].1.exists() && archived[1].1.exists());
     // Once it has read everything archived, the rest goes.
-    let live_first = tollgate_engine::journal::segments(&h.dir, 0).expect("live")[0].0;
+    let live_first =
+        tollgate_engine::journal::segments(&tollgate_engine::fs::RealFs::new(), &h.dir, 0).expect("live")[0].0;
     set_watermark(&h.dir, "ledger", 0, live_first - 1).expect("mark");
     assert_eq!(watermarks(&h.dir).expect("marks")["ledger"][&0], live_first - 1);
     let pruned = prune(&h.dir, 30 * DAY, SystemTime::now(), false).expect("prune");

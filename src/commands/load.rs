@@ -54,6 +54,16 @@ pub(crate) struct Shape {
     threads: usize,
 }
 
+/// Tells this run's session ids and references from an earlier run's against the same
+/// server (otherwise its requests would be retransmissions, answered from the window).
+fn run_nonce() -> u32 {
+    static NONCE: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *NONCE.get_or_init(|| {
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        (nanos as u32) ^ std::process::id().rotate_left(16)
+    })
+}
+
 impl Shape {
     fn check(&self, target: SocketAddr) -> anyhow::Result<()> {
         loopback(target)?;
@@ -352,7 +362,7 @@ fn nchf(args: NchfLoad) -> anyhow::Result<ExitCode> {
                         }
                         let body = serde_json::json!({
                             "subscriberIdentifier": format!("msisdn-49170{subscriber:08}"),
-                            "nfConsumerIdentification": {"nodeFunctionality": "SMF", "nFName": format!("00000000-0000-4000-8000-{worker:012x}")},
+                            "nfConsumerIdentification": {"nodeFunctionality": "SMF", "nFName": format!("{:08x}-0000-4000-8000-{worker:012x}", run_nonce())},
                             "invocationTimeStamp": format!("2026-11-23T10:00:{:02}Z", round % 60),
                             "invocationSequenceNumber": number,
                             "multipleUnitUsage": [usage]
@@ -477,7 +487,7 @@ fn diameter(args: DiameterLoad) -> anyhow::Result<ExitCode> {
                     round += 1;
                     let subscriber = 1 + (worker as u64 * 7919 + round * 104_729) % args.shape.subscribers;
                     let msisdn = format!("49170{subscriber:08}");
-                    let session = format!("load;{worker};{round}");
+                    let session = format!("load-{:08x};{worker};{round}", run_nonce());
                     let steps = args.updates + 2;
                     for number in 0..steps {
                         if !take(&budget) {

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
+use tollgate_engine::fs::RealFs;
 use tollgate_oss_adapters::diameter::server::{serve, DiameterConfig};
 use tollgate_oss_adapters::nchf;
 
@@ -137,12 +138,12 @@ fn grpc_token(path: std::path::PathBuf) -> anyhow::Result<Arc<str>> {
         tracing::warn!(path = %path.display(), "the gRPC token file is empty; writing a new token");
     }
     if let Some(parent) = path.parent() {
-        tollgate_engine::durable::create_dir_all(parent)?;
+        tollgate_engine::durable::create_dir_all(&RealFs::new(), parent)?;
     }
     let mut random = [0u8; 32];
     std::fs::File::open("/dev/urandom")?.read_exact(&mut random)?;
     let token: String = random.iter().map(|b| format!("{b:02x}")).collect();
-    tollgate_engine::durable::replace_file(&path, token.as_bytes(), 0o600)
+    tollgate_engine::durable::replace_file(&RealFs::new(), &path, token.as_bytes(), 0o600)
         .with_context(|| format!("writing {}", path.display()))?;
     tracing::info!(path = %path.display(), "created a gRPC bearer token");
     Ok(Arc::from(token))

@@ -11,6 +11,7 @@ use std::thread::JoinHandle;
 use crossbeam_channel::{bounded, Receiver, Sender};
 
 use crate::error::EngineError;
+use crate::fs::FileSystem;
 use crate::recovery::retire_segments;
 use crate::snapshot::{Captured, ChunkIndex};
 
@@ -30,6 +31,7 @@ impl Snapshotter {
     /// `chunks` is the chunk index of the last durable snapshot, shared with the shard,
     /// which copies only what it does not list.
     pub(super) fn start(
+        fs: Arc<dyn FileSystem>,
         dir: PathBuf,
         shard: u32,
         archive: bool,
@@ -42,7 +44,7 @@ impl Snapshotter {
         let (sender, receiver) = bounded(1);
         let thread = std::thread::Builder::new().name(format!("tollgate-snapshot-{shard}")).spawn(move || {
             let settings = Settings { shard, archive, retention, chunk_entries };
-            run(&dir, &settings, &chunks, &receiver);
+            run(&*fs, &dir, &settings, &chunks, &receiver);
         })?;
         Ok(Snapshotter { sender: Some(sender), thread: Some(thread) })
     }
@@ -75,20 +77,33 @@ struct Settings {
     chunk_entries: usize,
 }
 
-fn run(dir: &std::path::Path, settings: &Settings, chunks: &Mutex<ChunkIndex>, receiver: &Receiver<Job>) {
+fn run(
+    fs: &dyn FileSystem,
+    dir: &std::path::Path,
+    settings: &Settings,
+    chunks: &Mutex<ChunkIndex>,
+    receiver: &Receiver<Job>,
+) {
     let Settings { shard, archive, retention, chunk_entries } = *settings;
     for Job { captured, reply } in receiver {
         let lsn = captured.lsn();
-        let result = captured.write(dir, shard, chunk_entries).and_then(|index| {
+        let result = captured.write(fs, dir, shard, chunk_entries).and_then(|index| {
             if let Ok(mut shared) = chunks.lock() {
                 *shared = index;
             }
-            retire_segments(dir, shard, lsn, archive)
+            retire_segments(fs, dir, shard, lsn, archive)
         });
         if result.is_ok() && archive {
             let mut pruned = crate::retention::Pruned::default();
-            match crate::retention::prune_shard(dir, shard, retention, std::time::SystemTime::now(), false, &mut pruned)
-            {
+            match crate::retention::prune_shard(
+                fs,
+                dir,
+                shard,
+                retention,
+                std::time::SystemTime::now(),
+                false,
+                &mut pruned,
+            ) {
                 Ok(()) if !pruned.removed.is_empty() => {
                     tracing::info!(
                         shard,
