@@ -15,6 +15,12 @@ pub enum AdapterError {
         #[source]
         source: std::io::Error,
     },
+    /// A TLS certificate, key or CA file is unusable (the message names the file).
+    #[error("{0}")]
+    Tls(String),
+    /// The NRF public key for access tokens is unusable (the message names the file).
+    #[error("{0}")]
+    AccessTokenKey(String),
     /// The gRPC transport failed.
     #[error("grpc: {0}")]
     Grpc(#[from] tonic::transport::Error),

@@ -8,5 +8,6 @@ pub mod diameter;
 mod error;
 pub mod grpc;
 pub mod nchf;
+pub mod tls;
 
 pub use error::AdapterError;

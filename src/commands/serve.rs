@@ -1,7 +1,9 @@
 //! `tollgate serve`: the charging engine as a long-running process with its network
-//! front-ends (Diameter Gy/Ro so far), until SIGINT or SIGTERM.
+//! front-ends (Diameter Gy/Ro, optionally also over TLS; Nchf, optionally over TLS with
+//! client certificates and NRF access tokens; gRPC; admin), until SIGINT or SIGTERM.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,8 +11,10 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use tollgate_engine::fs::RealFs;
-use tollgate_oss_adapters::diameter::server::{serve, DiameterConfig};
+use tollgate_oss_adapters::diameter::server::{serve, serve_tls, DiameterConfig};
 use tollgate_oss_adapters::nchf;
+use tollgate_oss_adapters::nchf::oauth::AccessTokenVerifier;
+use tollgate_oss_adapters::tls::{self, TlsFiles};
 
 use super::engine_setup::EngineArgs;
 
@@ -33,9 +37,11 @@ pub(crate) struct ServeArgs {
     /// Where the 5G CHF (Nchf_ConvergedCharging v3, HTTP/2 and HTTP/1.1) listens.
     #[arg(long, default_value = "0.0.0.0:8080")]
     nchf_listen: SocketAddr,
-    /// apiRoot for Location headers (default: http:// and the listening address).
+    /// apiRoot for Location headers (default: http:// or https:// and the listening address).
     #[arg(long)]
     nchf_api_root: Option<String>,
+    #[command(flatten)]
+    security: Box<SecurityArgs>,
     /// Where the operations endpoint listens: GET /health/live and /health/ready (503
     /// while a shard has failed).
     #[arg(long, default_value = "127.0.0.1:9090")]
@@ -53,7 +59,49 @@ pub(crate) struct ServeArgs {
     demo_subscribers: u64,
 }
 
+/// TLS and access-token flags (boxed: `ServeArgs` stays small).
+#[derive(Debug, Clone, Args)]
+pub(crate) struct SecurityArgs {
+    /// PEM certificate chain: serve Nchf over TLS (HTTP/2 or HTTP/1.1 by ALPN).
+    #[arg(long, value_name = "FILE", requires = "nchf_tls_key")]
+    nchf_tls_cert: Option<PathBuf>,
+    /// PEM private key of --nchf-tls-cert.
+    #[arg(long, value_name = "FILE", requires = "nchf_tls_cert")]
+    nchf_tls_key: Option<PathBuf>,
+    /// PEM CA certificates: require every Nchf client to present a certificate from them
+    /// (mutual TLS).
+    #[arg(long, value_name = "FILE", requires = "nchf_tls_cert")]
+    nchf_client_ca: Option<PathBuf>,
+    /// PEM public key of the NRF (RSA: RS256, or P-256: ES256): require an OAuth2 access
+    /// token with scope nchf-convergedcharging for NF type CHF on every Nchf request.
+    #[arg(long, value_name = "FILE")]
+    nchf_oauth_key: Option<PathBuf>,
+    /// NF instance id of the NRF: the `iss` access tokens must carry (default: any).
+    #[arg(long, value_name = "ID", requires = "nchf_oauth_key")]
+    nchf_oauth_issuer: Option<String>,
+    /// NF instance id of this CHF: tokens whose `aud` lists it are accepted as well as
+    /// those for NF type CHF.
+    #[arg(long, value_name = "ID", requires = "nchf_oauth_key")]
+    nchf_oauth_audience: Option<String>,
+    /// Where Diameter over TLS (RFC 6733 §13: TLS from the first byte, port 5658 by
+    /// convention) listens, besides the TCP listener; needs --diameter-tls-cert,
+    /// --diameter-tls-key and --diameter-tls-client-ca.
+    #[arg(long, requires_all = ["diameter_tls_cert", "diameter_tls_key", "diameter_tls_client_ca"])]
+    diameter_tls_listen: Option<SocketAddr>,
+    /// PEM certificate chain of this node for Diameter over TLS.
+    #[arg(long, value_name = "FILE", requires = "diameter_tls_listen")]
+    diameter_tls_cert: Option<PathBuf>,
+    /// PEM private key of this node for Diameter over TLS.
+    #[arg(long, value_name = "FILE", requires = "diameter_tls_listen")]
+    diameter_tls_key: Option<PathBuf>,
+    /// PEM CA certificates a Diameter peer's certificate must chain to; the Origin-Host of
+    /// its CER must also be a DNS name of that certificate.
+    #[arg(long, value_name = "FILE", requires = "diameter_tls_listen")]
+    diameter_tls_client_ca: Option<PathBuf>,
+}
+
 pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
+    let security = Security::load(&args.security)?;
     let engine = Arc::new(args.engine.open()?);
     if args.demo_subscribers > 0 {
         super::demo::provision(&engine, args.demo_subscribers)?;
@@ -78,11 +126,37 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(args.diameter_listen).await?;
         tracing::info!(listen = %listener.local_addr()?, origin_host = %config.origin_host, "diameter server listening");
+        let diameter_tls = match (args.security.diameter_tls_listen, &security.diameter_tls) {
+            (Some(address), Some(tls)) => {
+                let listener = tokio::net::TcpListener::bind(address).await?;
+                tracing::info!(listen = %listener.local_addr()?, "diameter tls server listening");
+                Some((listener, Arc::clone(tls)))
+            }
+            _ => None,
+        };
         let http = tokio::net::TcpListener::bind(args.nchf_listen).await?;
         let http_address = http.local_addr()?;
-        let api_root = args.nchf_api_root.clone().unwrap_or_else(|| format!("http://{http_address}"));
-        let router = nchf::server::router(Arc::clone(&engine), api_root)?;
-        tracing::info!(listen = %http_address, "nchf server listening");
+        let scheme = if security.nchf_tls.is_some() { "https" } else { "http" };
+        let api_root = args.nchf_api_root.clone().unwrap_or_else(|| format!("{scheme}://{http_address}"));
+        let mut router = nchf::server::router(Arc::clone(&engine), api_root)?;
+        if let Some(verifier) = &security.nchf_access_tokens {
+            router = nchf::oauth::require_access_tokens(router, Arc::clone(verifier));
+        }
+        tracing::info!(
+            listen = %http_address,
+            tls = security.nchf_tls.is_some(),
+            client_certificates = args.security.nchf_client_ca.is_some(),
+            access_tokens = security.nchf_access_tokens.is_some(),
+            "nchf server listening"
+        );
+        if !http_address.ip().is_loopback() {
+            if security.nchf_tls.is_none() {
+                tracing::warn!(listen = %http_address, "nchf is served without TLS on a non-loopback address: traffic and any access token travel in clear text (--nchf-tls-cert)");
+            }
+            if args.security.nchf_client_ca.is_none() && security.nchf_access_tokens.is_none() {
+                tracing::warn!(listen = %http_address, "nchf clients are not authenticated: anyone who reaches the port can charge (--nchf-client-ca, --nchf-oauth-key)");
+            }
+        }
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         tokio::spawn(async move {
@@ -99,12 +173,21 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         let grpc = tokio::net::TcpListener::bind(args.grpc_listen).await?;
         tracing::info!(listen = %grpc.local_addr()?, "grpc server listening");
         let grpc_server = tokio::spawn(tollgate_oss_adapters::grpc::server::serve(grpc, Arc::clone(&engine), token, wait(stopped.clone())));
-        let http_server = tokio::spawn(nchf::server::serve(http, router, wait(stopped.clone())));
+        let http_server = match &security.nchf_tls {
+            Some(tls) => tokio::spawn(nchf::server::serve_tls(http, Arc::clone(tls), router, wait(stopped.clone()))),
+            None => tokio::spawn(nchf::server::serve(http, router, wait(stopped.clone()))),
+        };
+        let diameter_tls_server = diameter_tls.map(|(listener, tls)| {
+            tokio::spawn(serve_tls(listener, tls, Arc::clone(&engine), Arc::clone(&config), wait(stopped.clone())))
+        });
         let admin = tokio::net::TcpListener::bind(args.admin_listen).await?;
         tracing::info!(listen = %admin.local_addr()?, "admin server listening");
         let admin_router = tollgate_oss_adapters::admin::router(Arc::clone(&engine));
         let admin_server = tokio::spawn(tollgate_oss_adapters::admin::serve(admin, admin_router, wait(stopped.clone())));
         serve(listener, Arc::clone(&engine), config, wait(stopped)).await;
+        if let Some(server) = diameter_tls_server {
+            server.await?;
+        }
         http_server.await??;
         grpc_server.await??;
         admin_server.await??;
@@ -118,6 +201,51 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         Err(engine) => drop(engine),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The TLS configurations and access-token verifier the flags ask for, loaded before any
+/// socket is bound so a bad file stops `serve` at once, naming the flag and the file.
+struct Security {
+    nchf_tls: Option<Arc<tls::ServerConfig>>,
+    nchf_access_tokens: Option<Arc<AccessTokenVerifier>>,
+    diameter_tls: Option<Arc<tls::ServerConfig>>,
+}
+
+impl Security {
+    fn load(args: &SecurityArgs) -> anyhow::Result<Security> {
+        let nchf_tls = match (&args.nchf_tls_cert, &args.nchf_tls_key) {
+            (Some(cert), Some(key)) => {
+                let files = TlsFiles { cert: cert.clone(), key: key.clone(), client_ca: args.nchf_client_ca.clone() };
+                Some(
+                    tls::server_config(&files, tls::ALPN_HTTP)
+                        .context("--nchf-tls-cert/--nchf-tls-key/--nchf-client-ca")?,
+                )
+            }
+            _ => None,
+        };
+        let nchf_access_tokens = match &args.nchf_oauth_key {
+            Some(path) => Some(Arc::new(
+                AccessTokenVerifier::from_pem_file(
+                    path,
+                    args.nchf_oauth_issuer.clone(),
+                    args.nchf_oauth_audience.clone(),
+                )
+                .context("--nchf-oauth-key")?,
+            )),
+            None => None,
+        };
+        let diameter_tls = match (&args.diameter_tls_cert, &args.diameter_tls_key, &args.diameter_tls_client_ca) {
+            (Some(cert), Some(key), Some(client_ca)) => {
+                let files = TlsFiles { cert: cert.clone(), key: key.clone(), client_ca: Some(client_ca.clone()) };
+                Some(
+                    tls::server_config(&files, &[])
+                        .context("--diameter-tls-cert/--diameter-tls-key/--diameter-tls-client-ca")?,
+                )
+            }
+            _ => None,
+        };
+        Ok(Security { nchf_tls, nchf_access_tokens, diameter_tls })
+    }
 }
 
 /// Reads the gRPC bearer token, creating a random one (readable by the owner only) when

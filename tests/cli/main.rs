@@ -10,6 +10,7 @@ mod disk;
 mod mediate;
 mod rate_errors;
 mod rerate;
+mod tls;
 
 fn tollgate(args: &[&str], stdin: &str) -> Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_tollgate"))

@@ -3,6 +3,12 @@
 //! DPR/DPA), and credit-control requests handed to the engine without blocking: many
 //! CCRs may be in flight on one connection and their answers go out as they are ready.
 //!
+//! Over TLS (`serve_tls`, RFC 6733 §13): TLS from the first byte on a listener of its own
+//! (port 5658 by convention), not negotiated in the CER; the peer must present a
+//! certificate from the configured CA (Diameter nodes authenticate mutually), and the
+//! Origin-Host of its CER must be a DNS name of that certificate (subjectAltName), else
+//! the CEA is DIAMETER_UNKNOWN_PEER. The same connection handling runs over both.
+//!
 //! A malformed message gets an answer with the Result-Code the RFC names and Failed-AVP
 //! where it applies; it never ends the connection unless the stream cannot be re-framed
 //! (bad version or length), and never the process.
@@ -12,8 +18,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use rustls_pki_types::{CertificateDer, ServerName};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tollgate_engine::Engine;
 
@@ -54,9 +61,31 @@ impl Default for DiameterConfig {
     }
 }
 
-/// Accepts connections until `shutdown` completes.
+/// Accepts connections (plain TCP) until `shutdown` completes.
 pub async fn serve(
     listener: TcpListener,
+    engine: Arc<Engine>,
+    config: Arc<DiameterConfig>,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    accept(listener, None, engine, config, shutdown).await;
+}
+
+/// Accepts Diameter-over-TLS connections until `shutdown` completes. `tls` should require
+/// client certificates (a client CA): the Origin-Host check relies on one.
+pub async fn serve_tls(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    engine: Arc<Engine>,
+    config: Arc<DiameterConfig>,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    accept(listener, Some(tokio_rustls::TlsAcceptor::from(tls)), engine, config, shutdown).await;
+}
+
+async fn accept(
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     engine: Arc<Engine>,
     config: Arc<DiameterConfig>,
     shutdown: impl std::future::Future<Output = ()>,
@@ -67,15 +96,28 @@ pub async fn serve(
         tokio::select! {
             () = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => {
+                Ok((stream, remote)) => {
                     let Ok(permit) = Arc::clone(&connections).try_acquire_owned() else {
-                        tracing::warn!(%peer, "diameter connection refused: connection limit reached");
+                        tracing::warn!(%remote, "diameter connection refused: connection limit reached");
                         continue;
                     };
-                    let (engine, config) = (Arc::clone(&engine), Arc::clone(&config));
+                    let (engine, config, tls) = (Arc::clone(&engine), Arc::clone(&config), tls.clone());
                     tokio::spawn(async move {
                         let _permit = permit;
-                        connection(stream, peer, engine, config).await;
+                        let _ = stream.set_nodelay(true);
+                        let local = stream.local_addr().unwrap_or(remote);
+                        let Some(tls) = tls else {
+                            let (reader, writer) = stream.into_split();
+                            connection(reader, writer, Remote { local, remote, certificate: None }, engine, config)
+                                .await;
+                            return;
+                        };
+                        let Some(stream) = crate::tls::handshake(&tls, stream, remote, "diameter").await else {
+                            return;
+                        };
+                        let certificate = crate::tls::peer_certificate(&stream);
+                        let (reader, writer) = tokio::io::split(stream);
+                        connection(reader, writer, Remote { local, remote, certificate }, engine, config).await;
                     });
                 }
                 Err(err) => tracing::warn!(error = %err, "diameter accept failed"),
@@ -84,22 +126,34 @@ pub async fn serve(
     }
 }
 
+/// Who is at the other end of a connection.
+struct Remote {
+    local: SocketAddr,
+    remote: SocketAddr,
+    /// The leaf certificate the peer authenticated with over TLS.
+    certificate: Option<CertificateDer<'static>>,
+}
+
 struct Peer {
     engine: Arc<Engine>,
     config: Arc<DiameterConfig>,
     local: SocketAddr,
+    certificate: Option<CertificateDer<'static>>,
     outbox: mpsc::Sender<Bytes>,
     in_flight: Arc<Semaphore>,
     open: bool,
 }
 
-async fn connection(stream: TcpStream, remote: SocketAddr, engine: Arc<Engine>, config: Arc<DiameterConfig>) {
-    let _ = stream.set_nodelay(true);
-    let local = stream.local_addr().unwrap_or(remote);
-    let (mut reader, writer) = stream.into_split();
+/// Runs one peer connection over any byte stream (TCP or TLS), split into its halves.
+async fn connection<R, W>(mut reader: R, writer: W, at: Remote, engine: Arc<Engine>, config: Arc<DiameterConfig>)
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    let Remote { local, remote, certificate } = at;
     let (outbox, writer_task) = spawn_writer(writer, 1024);
     let in_flight = Arc::new(Semaphore::new(config.max_in_flight));
-    let mut peer = Peer { engine, config: Arc::clone(&config), local, outbox, in_flight, open: false };
+    let mut peer = Peer { engine, config: Arc::clone(&config), local, certificate, outbox, in_flight, open: false };
     let mut buffer = BytesMut::with_capacity(64 * 1024);
     'read: loop {
         loop {
@@ -136,12 +190,13 @@ async fn connection(stream: TcpStream, remote: SocketAddr, engine: Arc<Engine>, 
     let _ = writer_task.await;
 }
 
-/// Starts the task that writes a connection's outgoing messages, coalescing whatever is
-/// queued into one write; returns the queue and the task (it ends when the queue closes).
-pub fn spawn_writer(
-    mut writer: tokio::net::tcp::OwnedWriteHalf,
-    capacity: usize,
-) -> (mpsc::Sender<Bytes>, tokio::task::JoinHandle<()>) {
+/// Starts the task that writes a connection's outgoing messages (to a TCP or TLS write
+/// half), coalescing whatever is queued into one write; returns the queue and the task
+/// (it ends when the queue closes).
+pub fn spawn_writer<W>(mut writer: W, capacity: usize) -> (mpsc::Sender<Bytes>, tokio::task::JoinHandle<()>)
+where
+    W: AsyncWrite + Unpin + Send + 'static,
+{
     let (outbox, mut queue) = mpsc::channel::<Bytes>(capacity);
     let task = tokio::spawn(async move {
         while let Some(first) = queue.recv().await {
@@ -149,7 +204,8 @@ pub fn spawn_writer(
             while let Ok(more) = queue.try_recv() {
                 batch.extend_from_slice(&more);
             }
-            if writer.write_all(&batch).await.is_err() {
+            // flush: over TLS the records may still be in the session (free over TCP).
+            if writer.write_all(&batch).await.is_err() || writer.flush().await.is_err() {
                 break;
             }
         }
@@ -266,9 +322,10 @@ impl Peer {
             }
         }
         let common = applications.iter().any(|a| *a == ccr::APPLICATION_CREDIT_CONTROL || *a == APPLICATION_RELAY);
+        let certified = self.certificate_names(origin);
         let result = if origin.is_empty() {
             rc::MISSING_AVP
-        } else if !allowed {
+        } else if !allowed || !certified {
             rc::UNKNOWN_PEER
         } else if !common {
             rc::NO_COMMON_APPLICATION
@@ -288,9 +345,18 @@ impl Peer {
         self.send(cea).await;
         self.open = result == rc::SUCCESS;
         if !self.open {
-            tracing::info!(peer = origin, result, "diameter capabilities exchange refused");
+            tracing::info!(peer = origin, result, allowed, certified, "diameter capabilities exchange refused");
         }
         self.open
+    }
+
+    /// Over TLS, whether the peer's certificate names `origin` (a DNS subjectAltName,
+    /// wildcards as RFC 6125 allows them); over TCP, true.
+    fn certificate_names(&self, origin: &str) -> bool {
+        let Some(certificate) = &self.certificate else { return true };
+        let Ok(name) = ServerName::try_from(origin) else { return false };
+        webpki::EndEntityCert::try_from(certificate)
+            .is_ok_and(|certificate| certificate.verify_is_valid_for_subject_name(&name).is_ok())
     }
 
     async fn credit_control(&self, message: Message) {

@@ -3,7 +3,10 @@
 //! the engine's session API; a request is validated against the specification's own
 //! schema (bundled from the OpenAPI files by `scripts/bundle-nchf-schema.py`) before it is
 //! read (every `format` it uses checked: `formats.rs`), and errors are ProblemDetails.
+//! Optionally over TLS (mutual with a client CA: `crate::tls`) and with NRF-issued OAuth2
+//! access tokens required (`oauth.rs`).
 
 pub mod formats;
 pub mod model;
+pub mod oauth;
 pub mod server;

@@ -112,6 +112,8 @@ pub struct ProblemDetails {
     pub title: String,
     pub status: u16,
     pub detail: String,
+    /// Empty: none (401 and 403 of an access token carry none).
+    #[serde(skip_serializing_if = "str::is_empty")]
     pub cause: &'static str,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub invalid_params: Vec<InvalidParam>,

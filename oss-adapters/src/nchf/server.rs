@@ -1,4 +1,5 @@
-//! The Nchf_ConvergedCharging v3 HTTP server (axum; HTTP/1.1 and HTTP/2 cleartext).
+//! The Nchf_ConvergedCharging v3 HTTP server (axum; HTTP/1.1 and HTTP/2, cleartext or
+//! over TLS: `serve`, `serve_tls`).
 //!
 //! - `POST {apiRoot}/nchf-convergedcharging/v3/chargingdata` → 201 with `Location`: opens a
 //!   charging session (or, with `oneTimeEvent`, debits an event at once).
@@ -502,7 +503,7 @@ async fn release(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Serves the router on `listener` until `shutdown` completes (HTTP/1.1 and h2c).
+/// Serves the router on `listener` until `shutdown` completes (HTTP/1.1 and h2c, no TLS).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     router: Router,
@@ -513,6 +514,23 @@ pub async fn serve(
     let listener = listener.tap_io(|stream| {
         let _ = stream.set_nodelay(true);
     });
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(|source| AdapterError::Io { what: "nchf server", source })
+}
+
+/// Serves the router over TLS on `listener` until `shutdown` completes: HTTP/2 or HTTP/1.1
+/// as the client's ALPN chooses (`tls` should offer `crate::tls::ALPN_HTTP`), TCP_NODELAY
+/// set, and with a client CA in `tls`, only to clients with a certificate from it.
+pub async fn serve_tls(
+    listener: tokio::net::TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    router: Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), AdapterError> {
+    let listener = crate::tls::TlsListener::new(listener, tls, "nchf")
+        .map_err(|source| AdapterError::Io { what: "nchf server", source })?;
     axum::serve(listener, router)
         .with_graceful_shutdown(shutdown)
         .await
