@@ -11,13 +11,12 @@ use std::time::Instant;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use rust_decimal::Decimal;
 use tollgate_benches::{example_prefixes, numbers, Rng};
-use tollgate_engine::directory::Directory;
-use tollgate_engine::journal::{FileStorage, FsyncPolicy, Journal};
-use tollgate_engine::records::ChargesWriter;
-use tollgate_engine::shard::{charge_record, decide, ChargingConfig, Context, Resolved, ShardState};
+use tollgate_engine::testing::{
+    charge_record, decide, ChargesWriter, Context, Directory, FileStorage, Journal, Resolved, ShardState,
+};
 use tollgate_engine::{
-    AccountKind, Engine, EngineConfig, Identity, ManualClock, Operation, PendingRecords, Plans, RecordCharge,
-    RecordKey, Request, ServiceRef, Target, Usage,
+    AccountKind, ChargingConfig, Engine, EngineConfig, FsyncPolicy, Identity, ManualClock, Operation, PendingRecords,
+    Plans, RecordCharge, RecordKey, Request, ServiceRef, Target, Usage,
 };
 
 #[global_allocator]

@@ -4,7 +4,7 @@
 use std::ops::Index;
 
 use crate::model::{Account, AccountId};
-use crate::shard::Map;
+use crate::state::Map;
 
 #[derive(Debug, Clone, Default)]
 pub struct AccountTable {

@@ -5,7 +5,7 @@ use tollgate_tariffs::plan::Period;
 use crate::model::FOREVER;
 
 /// The end of the period of kind `period` that starts at `start` (UTC seconds).
-pub fn period_end(start: i64, period: Period) -> i64 {
+pub(crate) fn period_end(start: i64, period: Period) -> i64 {
     advance(start, period, 1)
 }
 
@@ -86,7 +86,7 @@ fn civil_from_days(days: i64) -> (i64, i64, i64) {
 /// the 31st has windows starting on the 28th (or 29th) of February and the 31st of March.
 /// Computed directly, not by walking the periods: the cost does not grow with the
 /// anchor's age.
-pub fn window_containing(anchor: i64, period: Period, now: i64) -> (i64, i64) {
+pub(crate) fn window_containing(anchor: i64, period: Period, now: i64) -> (i64, i64) {
     if period == Period::Once {
         return (anchor, FOREVER);
     }

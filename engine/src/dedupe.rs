@@ -236,13 +236,13 @@ impl<K: Hash + Eq + Send + 'static, V: Send + 'static> Window<K, V> {
 }
 
 /// A generation's id and its entries in the order they were added.
-pub type Generation<K, V> = (u64, Vec<(K, V)>);
+pub(crate) type Generation<K, V> = (u64, Vec<(K, V)>);
 
 /// A window's entries, the older generation's first, and how many are the older's.
-pub type Generations<'w, K, V> = (Vec<(&'w K, &'w V)>, usize);
+pub(crate) type Generations<'w, K, V> = (Vec<(&'w K, &'w V)>, usize);
 
 /// Sorts the two generations of [`Window::generations`] each by `key`.
-pub fn sort_generations<T, K: Ord>(entries: &mut [T], previous: usize, key: impl Fn(&T) -> &K) {
+pub(crate) fn sort_generations<T, K: Ord>(entries: &mut [T], previous: usize, key: impl Fn(&T) -> &K) {
     let (older, newer) = entries.split_at_mut(previous.min(entries.len()));
     older.sort_unstable_by(|a, b| key(a).cmp(key(b)));
     newer.sort_unstable_by(|a, b| key(a).cmp(key(b)));

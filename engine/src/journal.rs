@@ -21,7 +21,7 @@
 //! | 8 | 8 | log sequence number (LSN): the previous record's plus one |
 //! | 16 | N | payload, by kind: 0 = rkyv archive of a [`JournalEntry`]; 1 = a batch of
 //! charged records in a fixed layout; 2 = the same, compact (both layouts in
-//! [`crate::records`]); 3 = a [`JournalEntry`] in the compact layout of [`crate::compact`] |
+//! [`crate::format::charges`]); 3 = a [`JournalEntry`] in the compact layout of [`crate::format::effects`] |
 //!
 //! Version history: 1 (effects held inline), 2 (large effects boxed, names shared as
 //! `Arc<str>`: a different rkyv layout of the payload), 3 (record kinds; kind 1 added),
@@ -50,16 +50,16 @@ use rkyv::{Archive, Deserialize as RkyvDeserialize, Serialize as RkyvSerialize};
 
 use crate::error::EngineError;
 use crate::fs::FileSystem;
-use crate::shard::Effect;
+use crate::state::Effect;
 
-pub const JOURNAL_MAGIC: [u8; 8] = *b"TGJRNL\r\n";
-pub const JOURNAL_FORMAT_VERSION: u32 = 6;
+pub(crate) const JOURNAL_MAGIC: [u8; 8] = *b"TGJRNL\r\n";
+pub(crate) const JOURNAL_FORMAT_VERSION: u32 = 6;
 /// The oldest segment version this build still reads.
-pub const OLDEST_READABLE_JOURNAL_VERSION: u32 = 2;
+pub(crate) const OLDEST_READABLE_JOURNAL_VERSION: u32 = 2;
 pub const SEGMENT_HEADER_BYTES: usize = 16;
 pub const RECORD_HEADER_BYTES: usize = 16;
 /// Largest record payload; larger requests are refused before they are decided.
-pub const MAX_RECORD_BYTES: usize = 16 << 20;
+pub(crate) const MAX_RECORD_BYTES: usize = 16 << 20;
 
 /// What a record's payload is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,11 +68,11 @@ pub enum RecordKind {
     /// An rkyv [`JournalEntry`]: the general effects of one request.
     Effects = 0,
     /// A batch of charged records in the fixed layout of format 3
-    /// ([`crate::records::decode_charges`]); read, no longer written.
+    /// ([`crate::format::charges::decode_charges`]); read, no longer written.
     Charges = 1,
-    /// A batch of charged records, compact ([`crate::records::ChargesWriter`]).
+    /// A batch of charged records, compact ([`crate::format::charges::ChargesWriter`]).
     CompactCharges = 2,
-    /// The effects of one request, compact ([`crate::compact`]).
+    /// The effects of one request, compact ([`crate::format::effects`]).
     CompactEffects = 3,
 }
 
@@ -178,7 +178,7 @@ impl Faults {
 }
 
 /// Optional injected faults, shared by every file of an engine.
-pub type FaultHandle = Option<Arc<Faults>>;
+pub(crate) type FaultHandle = Option<Arc<Faults>>;
 
 /// A segment file.
 #[derive(Debug)]
@@ -617,6 +617,6 @@ pub fn segments(fs: &dyn FileSystem, dir: &Path, shard: u32) -> Result<Vec<(u64,
 }
 
 /// Path of the segment of `shard` whose first record is `first_lsn`.
-pub fn segment_path(dir: &Path, shard: u32, first_lsn: u64) -> PathBuf {
+pub(crate) fn segment_path(dir: &Path, shard: u32, first_lsn: u64) -> PathBuf {
     dir.join(format!("shard-{shard}-{first_lsn:020}.journal"))
 }

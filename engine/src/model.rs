@@ -18,7 +18,7 @@ pub type SubscriptionId = u64;
 pub type BucketId = u32;
 
 /// "Never expires".
-pub const FOREVER: i64 = i64::MAX;
+pub(crate) const FOREVER: i64 = i64::MAX;
 
 /// How an account pays.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Archive, RkyvSerialize, RkyvDeserialize)]

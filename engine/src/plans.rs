@@ -36,7 +36,7 @@ impl std::ops::Deref for Versioned {
 /// Plans by id, each with its versions sorted by `effective_from`.
 #[derive(Debug, Clone, Default)]
 pub struct Plans {
-    by_id: crate::shard::Map<String, Vec<Versioned>>,
+    by_id: crate::state::Map<String, Vec<Versioned>>,
     loaded: Vec<Versioned>,
 }
 

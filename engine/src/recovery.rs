@@ -3,13 +3,13 @@
 use std::path::Path;
 
 use crate::error::EngineError;
+use crate::format::charges::{decode_charges, decode_compact_charges, Charges};
 use crate::fs::{FileSystem, RealFs};
 use crate::journal::{
     scan, segment_path, segments, FsyncPolicy, Journal, JournalEntry, RecordKind, Scan, JOURNAL_FORMAT_VERSION,
 };
-use crate::records::{decode_charges, decode_compact_charges, Charges};
-use crate::shard::{Effect, MoneyKind, ShardState};
 use crate::snapshot;
+use crate::state::{Effect, MoneyKind, ShardState};
 
 /// Applies the records of one segment's bytes whose LSN is above `state.lsn`, in order.
 /// Returns the scan (the good length and why it stopped early, if it did).
@@ -45,7 +45,7 @@ pub fn replay_bytes(state: &mut ShardState, bytes: &[u8], shard: u32) -> Result<
 /// A record of general effects, in either layout.
 fn entry_of(kind: RecordKind, payload: &[u8]) -> Result<JournalEntry, String> {
     match kind {
-        RecordKind::CompactEffects => crate::compact::decode(payload),
+        RecordKind::CompactEffects => crate::format::effects::decode(payload),
         _ => JournalEntry::decode(payload),
     }
 }
@@ -138,7 +138,7 @@ pub fn archive_dir(dir: &Path) -> std::path::PathBuf {
 /// snapshot with no record since the first), it holds only its header and is kept.
 /// A new segment's name is synced before anything is appended, so a segment whose
 /// records were acknowledged cannot vanish in a power cut.
-pub fn start_segment(
+pub(crate) fn start_segment(
     fs: &dyn FileSystem,
     dir: &Path,
     shard: u32,
@@ -156,7 +156,7 @@ pub fn start_segment(
 
 /// Once a snapshot at `lsn` is durable: moves the segments it covers (those that start
 /// at or before `lsn`) into [`archive_dir`], or deletes them when `archive` is false.
-pub fn retire_segments(
+pub(crate) fn retire_segments(
     fs: &dyn FileSystem,
     dir: &Path,
     shard: u32,

@@ -25,8 +25,8 @@ use crate::journal::{segments, FsyncPolicy};
 use crate::layout::{self, Layout};
 use crate::recovery::{archive_dir, recover};
 use crate::runtime::shard_of;
-use crate::shard::Totals;
 use crate::snapshot::{self, snapshot_path, SnapshotImage, WindowImage};
+use crate::state::Totals;
 
 const STAGING: &str = "reshard.staging";
 const MARKER: &str = "RESHARD";

@@ -3,7 +3,6 @@
 //! group commit per batch, and answered only after that commit.
 
 use std::fs::File;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -12,16 +11,22 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
 
 use crate::api::{Answer, Operation, Outcome, Request, Target};
+use crate::bulk::charge_record;
+use crate::config::ChargingConfig;
+use crate::config::{EngineConfig, MAX_IDENTITIES, MAX_KEY_BYTES, MAX_TEXT_BYTES};
+use crate::decide::sessions::expire;
+use crate::decide::{decide, Context, Resolved};
 use crate::directory::Directory;
 use crate::error::EngineError;
-use crate::fs::{FileSystem, RealFs};
+use crate::format::charges::ChargesWriter;
+use crate::fs::FileSystem;
 use crate::journal::{FsyncPolicy, Journal, JournalEntry, RecordKind, MAX_RECORD_BYTES};
 use crate::model::AccountId;
 use crate::plans::Plans;
-use crate::records::{ChargesWriter, RecordAnswer, RecordCharge, RecordOutcome};
+use crate::records::{RecordAnswer, RecordCharge, RecordOutcome};
 use crate::recovery::{recover, start_segment, Recovered};
-use crate::shard::{charge_record, decide, expire, ChargingConfig, Context, Resolved, ShardState};
 use crate::snapshot::Captured;
+use crate::state::ShardState;
 
 mod commit;
 mod health;
@@ -66,59 +71,6 @@ impl ManualClock {
 impl Clock for ManualClock {
     fn now(&self) -> i64 {
         self.0.load(Ordering::SeqCst)
-    }
-}
-
-/// Limits on what one request may carry.
-pub const MAX_KEY_BYTES: usize = 512;
-pub const MAX_TEXT_BYTES: usize = 1024;
-pub const MAX_IDENTITIES: usize = 16;
-
-#[derive(Debug, Clone)]
-pub struct EngineConfig {
-    pub data_dir: PathBuf,
-    pub shards: usize,
-    pub fsync: FsyncPolicy,
-    /// Capacity of each shard's request queue; senders wait when it is full.
-    pub queue_capacity: usize,
-    /// Most requests decided and committed together.
-    pub max_batch: usize,
-    /// Records after which a shard writes a snapshot and starts a new journal segment.
-    pub snapshot_every_records: u64,
-    /// Entries of an exactly-once window per chunk file: a snapshot writes each full
-    /// chunk once ([`crate::snapshot`]).
-    pub snapshot_chunk_entries: usize,
-    /// How often the reaper looks for expired reservations.
-    pub reaper_interval: Duration,
-    /// Keep journal segments covered by a snapshot in `archive/` (the audit trail)
-    /// instead of deleting them.
-    pub archive_segments: bool,
-    /// How long archived segments are kept once every consumer has read them
-    /// ([`crate::retention`]).
-    pub archive_retention: Duration,
-    pub charging: ChargingConfig,
-    /// The file system of the data directory: the real one, or in crash tests a
-    /// simulated one that can lose what was not synced ([`crate::simfs`]).
-    pub fs: Arc<dyn FileSystem>,
-}
-
-impl EngineConfig {
-    /// Embedded defaults: two shards, fsync per batch.
-    pub fn new(data_dir: impl Into<PathBuf>) -> EngineConfig {
-        EngineConfig {
-            data_dir: data_dir.into(),
-            shards: 2,
-            fsync: FsyncPolicy::EveryBatch,
-            queue_capacity: 65_536,
-            max_batch: 4096,
-            snapshot_every_records: 1_000_000,
-            snapshot_chunk_entries: crate::snapshot::DEFAULT_CHUNK_ENTRIES,
-            reaper_interval: Duration::from_secs(1),
-            archive_segments: true,
-            archive_retention: crate::retention::DEFAULT_RETENTION,
-            charging: ChargingConfig::default(),
-            fs: Arc::new(RealFs::new()),
-        }
     }
 }
 
@@ -170,6 +122,25 @@ impl Reply {
     }
 }
 
+/// Money moved since the data directory was created ([`Engine::money_totals`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct MoneyTotals {
+    pub opening: rust_decimal::Decimal,
+    pub charged: rust_decimal::Decimal,
+    pub top_ups: rust_decimal::Decimal,
+    pub refunds: rust_decimal::Decimal,
+    pub adjustments: rust_decimal::Decimal,
+    /// Σ balances of every account now.
+    pub balances: rust_decimal::Decimal,
+}
+
+impl MoneyTotals {
+    /// Whether the balances are what the money moved says.
+    pub fn conserved(&self) -> bool {
+        self.balances == self.opening + self.top_ups + self.refunds + self.adjustments - self.charged
+    }
+}
+
 /// What opening the engine found.
 #[derive(Debug, Clone)]
 pub struct OpenReport {
@@ -186,6 +157,7 @@ pub struct Engine {
     plans: Arc<Plans>,
     clock: Arc<dyn Clock>,
     health: Arc<Vec<ShardHealth>>,
+    data_dir: std::path::PathBuf,
     _lock: Option<File>,
     report: OpenReport,
 }
@@ -288,6 +260,7 @@ impl Engine {
             plans,
             clock,
             health,
+            data_dir: config.data_dir.clone(),
             _lock: lock,
             report: OpenReport { shards: reports, accounts, subscriptions },
         })
@@ -435,8 +408,64 @@ impl Engine {
         Ok(Scattered { receiver, pending })
     }
 
+    /// Money moved since the data directory was created, summed over the shards, with
+    /// the balances it must add up to (Σ balances = opening + top-ups + refunds +
+    /// adjustments − charged): what a reconciliation starts from.
+    pub fn money_totals(&self) -> Result<MoneyTotals, EngineError> {
+        let per_shard = self.inspect(|state| {
+            let t = &state.totals;
+            let balances: rust_decimal::Decimal = state.accounts.values().map(|a| a.balance()).sum();
+            MoneyTotals {
+                opening: t.opening,
+                charged: t.charged,
+                top_ups: t.top_ups,
+                refunds: t.refunds,
+                adjustments: t.adjustments,
+                balances,
+            }
+        })?;
+        Ok(per_shard.into_iter().fold(MoneyTotals::default(), |sum, t| MoneyTotals {
+            opening: sum.opening + t.opening,
+            charged: sum.charged + t.charged,
+            top_ups: sum.top_ups + t.top_ups,
+            refunds: sum.refunds + t.refunds,
+            adjustments: sum.adjustments + t.adjustments,
+            balances: sum.balances + t.balances,
+        }))
+    }
+
+    /// A digest of each shard's whole state in canonical order: equal digests, equal
+    /// states (to compare a state before a restart with the one recovered).
+    pub fn state_digest(&self) -> Result<Vec<u64>, EngineError> {
+        /// Feeds formatted text to the hash as it is written (no copy of the state).
+        struct Digest(xxhash_rust::xxh3::Xxh3);
+        impl std::fmt::Write for Digest {
+            fn write_str(&mut self, text: &str) -> std::fmt::Result {
+                self.0.update(text.as_bytes());
+                Ok(())
+            }
+        }
+        // The image's values, not its archive's bytes: an archive writes a name shared by
+        // many answers once, and a recovered state shares fewer, so equal states could
+        // archive differently.
+        self.inspect(|state| {
+            let mut digest = Digest(xxhash_rust::xxh3::Xxh3::new());
+            let _ = std::fmt::Write::write_fmt(
+                &mut digest,
+                format_args!("{:?}", crate::snapshot::SnapshotImage::of(state)),
+            );
+            digest.0.digest()
+        })
+    }
+
+    /// The history of `account`, from the journal (archived segments included).
+    pub fn history(&self, account: AccountId) -> Result<Vec<crate::history::HistoryEntry>, EngineError> {
+        crate::history::read(&self.data_dir, self.senders.len(), account)
+    }
+
     /// Runs `inspect` on every shard's state (in the shard's thread, between batches)
-    /// and returns the results in shard order.
+    /// and returns the results in shard order. For tests: the state's types are not API.
+    #[doc(hidden)]
     pub fn inspect<T: Send + 'static>(
         &self,
         inspect: impl Fn(&ShardState) -> T + Send + Sync + 'static,
@@ -807,11 +836,11 @@ impl Worker {
         self.journal.append_kind(self.state.lsn, RecordKind::CompactCharges, payload);
     }
 
-    /// Journals one request's effects: compactly when [`crate::compact`] covers them,
+    /// Journals one request's effects: compactly when [`crate::format::effects`] covers them,
     /// else as an rkyv archive.
-    fn record(&mut self, now: i64, effects: Vec<crate::shard::Effect>) {
+    fn record(&mut self, now: i64, effects: Vec<crate::state::Effect>) {
         self.state.lsn += 1;
-        if let Some(payload) = crate::compact::encode(now, &effects) {
+        if let Some(payload) = crate::format::effects::encode(now, &effects) {
             debug_assert!(payload.len() <= MAX_RECORD_BYTES);
             self.journal.append_kind(self.state.lsn, RecordKind::CompactEffects, &payload);
             return;
@@ -950,6 +979,8 @@ impl Worker {
         self.state = state;
         self.journal = journal;
         self.stage = stage;
+        // A new start: a snapshot that fails from here on is a new incident, logged again.
+        self.snapshot_retry = Backoff::default();
         Ok(())
     }
 }

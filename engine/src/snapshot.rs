@@ -64,15 +64,15 @@ use crate::error::EngineError;
 use crate::fs::FileSystem;
 use crate::model::{Account, Reservation, SessionRecord, Subscription};
 use crate::records::{Memo, RecentRecords, RecordKey};
-use crate::shard::{ShardState, Totals};
+use crate::state::{ShardState, Totals};
 
-pub const SNAPSHOT_MAGIC: [u8; 8] = *b"TGSNAP\r\n";
-pub const SNAPSHOT_FORMAT_VERSION: u32 = 5;
+pub(crate) const SNAPSHOT_MAGIC: [u8; 8] = *b"TGSNAP\r\n";
+pub(crate) const SNAPSHOT_FORMAT_VERSION: u32 = 5;
 const HEADER_BYTES: usize = 40;
-pub const CHUNK_MAGIC: [u8; 8] = *b"TGCHNK\r\n";
+pub(crate) const CHUNK_MAGIC: [u8; 8] = *b"TGCHNK\r\n";
 const CHUNK_FORMAT_VERSION: u32 = 1;
 /// Entries per chunk file unless configured.
-pub const DEFAULT_CHUNK_ENTRIES: usize = 1 << 16;
+pub(crate) const DEFAULT_CHUNK_ENTRIES: usize = 1 << 16;
 
 /// Which exactly-once window a chunk belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -229,7 +229,7 @@ impl From<SnapshotImageV4> for SnapshotImage {
 
 /// The chunk files on disk that the last durable snapshot lists: their CRCs, by window
 /// and generation. What a new snapshot need not write again.
-pub type ChunkIndex = HashMap<(WindowKind, u64), Vec<ChunkRef>>;
+pub(crate) type ChunkIndex = HashMap<(WindowKind, u64), Vec<ChunkRef>>;
 
 /// Of one generation: its id, the chunks already on disk, and the entries after them.
 #[derive(Debug, Clone)]
@@ -268,7 +268,7 @@ impl<K: std::hash::Hash + Eq + Clone + Send + 'static, V: Clone + Send + 'static
 /// A copy of a shard's state taken between batches: taking it is all a shard pauses
 /// for; sorting, encoding and writing happen on another thread.
 #[derive(Debug, Clone)]
-pub struct Captured {
+pub(crate) struct Captured {
     lsn: u64,
     accounts: Vec<Account>,
     subscriptions: Vec<Subscription>,
@@ -281,12 +281,12 @@ pub struct Captured {
 
 impl Captured {
     /// The whole state, windows included.
-    pub fn of(state: &ShardState) -> Captured {
+    pub(crate) fn of(state: &ShardState) -> Captured {
         Captured::since(state, None)
     }
 
     /// The state, with of each window only what `index` says is not on disk yet.
-    pub fn since(state: &ShardState, index: Option<&ChunkIndex>) -> Captured {
+    pub(crate) fn since(state: &ShardState, index: Option<&ChunkIndex>) -> Captured {
         Captured {
             lsn: state.lsn,
             accounts: state.accounts.values().cloned().collect(),
@@ -299,7 +299,7 @@ impl Captured {
         }
     }
 
-    pub fn lsn(&self) -> u64 {
+    pub(crate) fn lsn(&self) -> u64 {
         self.lsn
     }
 
@@ -313,7 +313,7 @@ impl Captured {
 
     /// The image in canonical order, every window entry in the tails (no chunk files):
     /// the same state always gives the same image.
-    pub fn into_image(self) -> SnapshotImage {
+    pub(crate) fn into_image(self) -> SnapshotImage {
         let Captured { lsn, accounts, subscriptions, reservations, totals, sessions, answers, records } = self.sorted();
         let answer = |(key, answer): (Arc<str>, Arc<Answer>)| (key.to_string(), (*answer).clone());
         SnapshotImage {
@@ -330,7 +330,7 @@ impl Captured {
 
     /// Writes the chunks that are full and not on disk, then the snapshot listing them,
     /// durably; returns the chunk index the snapshot lists.
-    pub fn write(
+    pub(crate) fn write(
         self,
         fs: &dyn FileSystem,
         dir: &Path,
@@ -406,7 +406,7 @@ where
     Ok(WindowImage { generations, edited: window.edited.iter().map(&convert).collect() })
 }
 
-pub fn chunk_path(dir: &Path, shard: u32, kind: WindowKind, generation: u64, index: u32) -> PathBuf {
+pub(crate) fn chunk_path(dir: &Path, shard: u32, kind: WindowKind, generation: u64, index: u32) -> PathBuf {
     dir.join(format!("shard-{shard}.{}.{generation:020}.{index:08}.chunk", kind.name()))
 }
 
@@ -523,7 +523,7 @@ fn chunks_in(fs: &dyn FileSystem, dir: &Path, shard: u32) -> Result<Vec<(PathBuf
 }
 
 /// The shard's chunk files in `dir`.
-pub fn chunk_files(fs: &dyn FileSystem, dir: &Path, shard: u32) -> Result<Vec<PathBuf>, EngineError> {
+pub(crate) fn chunk_files(fs: &dyn FileSystem, dir: &Path, shard: u32) -> Result<Vec<PathBuf>, EngineError> {
     Ok(chunks_in(fs, dir, shard)?.into_iter().map(|(path, ..)| path).collect())
 }
 
@@ -620,7 +620,7 @@ pub fn snapshot_path(dir: &Path, shard: u32) -> PathBuf {
     dir.join(format!("shard-{shard}.snapshot"))
 }
 
-pub fn encode(image: &SnapshotImage, shard: u32) -> Vec<u8> {
+pub(crate) fn encode(image: &SnapshotImage, shard: u32) -> Vec<u8> {
     let payload = match rkyv::to_bytes::<rancor::Panic>(image) {
         Ok(payload) => payload,
         Err(never) => match never {},
@@ -638,7 +638,7 @@ pub fn encode(image: &SnapshotImage, shard: u32) -> Vec<u8> {
 }
 
 /// Decodes a snapshot file's bytes into its image (chunk files not yet read).
-pub fn decode(bytes: &[u8], shard: u32) -> Result<SnapshotImage, String> {
+pub(crate) fn decode(bytes: &[u8], shard: u32) -> Result<SnapshotImage, String> {
     if bytes.len() < HEADER_BYTES || bytes[..8] != SNAPSHOT_MAGIC {
         return Err("missing the TGSNAP header".to_owned());
     }
@@ -681,14 +681,14 @@ pub fn decode(bytes: &[u8], shard: u32) -> Result<SnapshotImage, String> {
 
 /// Writes a snapshot durably (temporary file, fsync, rename, fsync of the directory).
 /// The chunk files it lists must be on disk already.
-pub fn write(fs: &dyn FileSystem, dir: &Path, shard: u32, image: &SnapshotImage) -> Result<(), EngineError> {
+pub(crate) fn write(fs: &dyn FileSystem, dir: &Path, shard: u32, image: &SnapshotImage) -> Result<(), EngineError> {
     let path = snapshot_path(dir, shard);
     crate::durable::replace_file(fs, &path, &encode(image, shard), 0o644).map_err(EngineError::io(&path))
 }
 
 /// Reads the shard's snapshot and the chunk files it lists, if there is one; with the
 /// chunk index of what is on disk.
-pub fn read(
+pub(crate) fn read(
     fs: &dyn FileSystem,
     dir: &Path,
     shard: u32,

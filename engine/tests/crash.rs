@@ -6,14 +6,13 @@
 mod common;
 
 use common::*;
-use tollgate_engine::directory::Directory;
-use tollgate_engine::journal::{FsyncPolicy, Journal, JournalEntry, MemoryStorage, RecordKind};
-use tollgate_engine::records::ChargesWriter;
-use tollgate_engine::recovery::replay_bytes;
-use tollgate_engine::shard::{charge_record, decide, ChargingConfig, Context, Resolved, ShardState};
-use tollgate_engine::snapshot::SnapshotImage;
+use tollgate_engine::testing::{
+    charge_record, decide, replay_bytes, ChargesWriter, Context, Directory, Journal, JournalEntry, MemoryStorage,
+    RecordKind, Resolved, ShardState, SnapshotImage,
+};
 use tollgate_engine::{
-    AccountKind, Identity, Operation, RecordCharge, RecordKey, RecordOutcome, Request, SessionStep, Target, UnitRequest,
+    AccountKind, ChargingConfig, FsyncPolicy, Identity, Operation, RecordCharge, RecordKey, RecordOutcome, Request,
+    SessionStep, Target, UnitRequest,
 };
 
 fn workload() -> Vec<(Resolved, Request)> {
@@ -125,12 +124,12 @@ fn every_cut_point_recovers_exactly_the_complete_records() {
     journal.sync().expect("sync");
     let bytes = storage.bytes();
     // Where each record ends on the device (record_ends[0]: the segment header).
-    let full = tollgate_engine::journal::scan(&bytes, 0, Some(1)).expect("scan");
+    let full = tollgate_engine::testing::scan(&bytes, 0, Some(1)).expect("scan");
     assert_eq!(full.cut_reason, None);
-    let mut record_ends = vec![tollgate_engine::journal::SEGMENT_HEADER_BYTES];
+    let mut record_ends = vec![tollgate_engine::testing::SEGMENT_HEADER_BYTES];
     for record in &full.records {
         let last = *record_ends.last().expect("ends");
-        record_ends.push(last + tollgate_engine::journal::RECORD_HEADER_BYTES + record.payload.len());
+        record_ends.push(last + tollgate_engine::testing::RECORD_HEADER_BYTES + record.payload.len());
     }
     assert!(full.records.iter().any(|r| r.kind == RecordKind::CompactCharges), "the workload writes charges records");
     assert!(images.len() > 15, "the workload writes records");

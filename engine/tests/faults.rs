@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
-use tollgate_engine::journal::Faults;
+use tollgate_engine::testing::Faults;
 use tollgate_engine::{Operation, Outcome, RecordCharge, RecordKey, Request, Target};
 
 const ENOSPC: i32 = 28;

@@ -5,7 +5,7 @@ mod common;
 use common::*;
 use tollgate_engine::{AccountKind, Body, Grant, Operation, Outcome, SessionStep, Target, UnitRequest};
 
-fn charged(body: &Body) -> &tollgate_engine::api::Charged {
+fn charged(body: &Body) -> &tollgate_engine::Charged {
     match body {
         Body::Charged(charged) => charged,
         other => panic!("not a charge: {other:?}"),
@@ -185,9 +185,9 @@ fn state_survives_a_restart_and_keys_are_still_remembered() {
         Operation::DirectDebit { usage: call("4990012345", MONDAY_10, 60) },
     );
     session(&h, "gx;1;0", SessionStep::Initial, vec![data(Some(1 << 20), None)]);
-    let before = h.engine.inspect(tollgate_engine::snapshot::SnapshotImage::of).expect("inspect");
+    let before = h.engine.inspect(tollgate_engine::testing::SnapshotImage::of).expect("inspect");
     let h = h.restart();
-    let after = h.engine.inspect(tollgate_engine::snapshot::SnapshotImage::of).expect("inspect");
+    let after = h.engine.inspect(tollgate_engine::testing::SnapshotImage::of).expect("inspect");
     assert_eq!(before, after);
     let again = h.run(
         "call-1",
@@ -199,9 +199,9 @@ fn state_survives_a_restart_and_keys_are_still_remembered() {
     // And through a snapshot plus a shorter journal.
     h.engine.snapshot().expect("snapshot");
     h.run("call-2", subscriber("491700000001"), Operation::DirectDebit { usage: call("4990012345", MONDAY_10, 60) });
-    let before = h.engine.inspect(tollgate_engine::snapshot::SnapshotImage::of).expect("inspect");
+    let before = h.engine.inspect(tollgate_engine::testing::SnapshotImage::of).expect("inspect");
     let h = h.restart();
-    assert_eq!(h.engine.inspect(tollgate_engine::snapshot::SnapshotImage::of).expect("inspect"), before);
+    assert_eq!(h.engine.inspect(tollgate_engine::testing::SnapshotImage::of).expect("inspect"), before);
 }
 
 /// Every subscription of a shard points to one copy of its plan's id (the bulk path
@@ -317,28 +317,29 @@ fn snapshots_archive_old_segments_and_the_audit_trail_keeps_everything() {
     h.prepaid(1, "491700000001", "1.00");
     h.run("t1", Target::Account(1), Operation::TopUp { amount: d("2.00"), reference: "before snapshot".into() });
     h.engine.snapshot().expect("snapshot");
-    let shard = tollgate_engine::runtime::shard_of(1, 2) as u32;
+    let shard = tollgate_engine::testing::shard_of(1, 2) as u32;
     // An explicit snapshot answers once it is durable (it is written on another thread).
-    assert!(tollgate_engine::snapshot::snapshot_path(&h.dir, shard).exists());
+    assert!(tollgate_engine::testing::snapshot_path(&h.dir, shard).exists());
     // A second snapshot with no record since the first keeps the segment it started.
     h.engine.snapshot().expect("snapshot again");
     h.run("t2", Target::Account(1), Operation::TopUp { amount: d("3.00"), reference: "after snapshot".into() });
-    let archived = tollgate_engine::journal::segments(
+    let archived = tollgate_engine::testing::segments(
         &tollgate_engine::fs::RealFs::new(),
-        &tollgate_engine::recovery::archive_dir(&h.dir),
+        &tollgate_engine::testing::archive_dir(&h.dir),
         shard,
     )
     .expect("archive");
     assert!(!archived.is_empty(), "segments covered by the snapshot are archived, not deleted");
     let h = h.restart();
-    let history = tollgate_engine::recovery::read_history(&h.dir, shard).expect("history");
+    let history = tollgate_engine::testing::read_history(&h.dir, shard).expect("history");
     let references: Vec<String> = history
         .iter()
         .flat_map(|(_, entry)| entry.effects.iter())
         .filter_map(|effect| match effect {
-            tollgate_engine::Effect::Money { kind: tollgate_engine::shard::MoneyKind::TopUp { reference }, .. } => {
-                Some(reference.clone())
-            }
+            tollgate_engine::testing::Effect::Money {
+                kind: tollgate_engine::testing::MoneyKind::TopUp { reference },
+                ..
+            } => Some(reference.clone()),
             _ => None,
         })
         .collect();
@@ -505,8 +506,8 @@ fn a_session_id_belongs_to_the_subscriber_that_opened_it() {
 /// the session stays known and its usage is dated from the grant.
 #[test]
 fn a_reservation_from_before_session_records_rebuilds_its_session() {
-    use tollgate_engine::model::Reservation;
-    use tollgate_engine::{Effect, ShardState};
+    use tollgate_engine::testing::Reservation;
+    use tollgate_engine::testing::{Effect, ShardState};
     let mut state = ShardState::new(16);
     state.apply(&Effect::Reserved(Box::new(Reservation {
         session: "old;1".to_owned(),

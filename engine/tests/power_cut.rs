@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use common::*;
-use tollgate_engine::simfs::SimFs;
+use tollgate_engine::testing::SimFs;
 use tollgate_engine::{
     AccountKind, Answer, Engine, EngineConfig, ManualClock, Operation, RecordCharge, RecordKey, Request, SessionStep,
     Target, UnitRequest,

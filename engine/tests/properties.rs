@@ -6,7 +6,7 @@ mod common;
 
 use common::*;
 use proptest::prelude::*;
-use tollgate_engine::snapshot::SnapshotImage;
+use tollgate_engine::testing::SnapshotImage;
 use tollgate_engine::{AccountKind, Operation, Outcome, Request, ServiceRef, SessionStep, Target, UnitRequest, Usage};
 
 const SUBSCRIBERS: [&str; 4] = ["491700000001", "491700000002", "491700000003", "491700000004"];

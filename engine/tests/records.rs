@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use tollgate_engine::snapshot::SnapshotImage;
+use tollgate_engine::testing::SnapshotImage;
 use tollgate_engine::{Body, Operation, RecordAnswer, RecordCharge, RecordKey, RecordOutcome, Usage};
 
 /// A record for `subscription` of the account the harness gives it (`subscription / 10`).
@@ -127,8 +127,8 @@ fn a_bucket_renewed_between_records_replays_in_the_same_order() {
         vec![record("n:1", 10, sms(MONDAY_10)), record("n:2", 10, sms(later)), record("n:3", 10, sms(later + 1))],
     );
     let before = state(&h);
-    let history_records = tollgate_engine::recovery::read_history(&h.dir, 0).expect("history").len()
-        + tollgate_engine::recovery::read_history(&h.dir, 1).expect("history").len();
+    let history_records = tollgate_engine::testing::read_history(&h.dir, 0).expect("history").len()
+        + tollgate_engine::testing::read_history(&h.dir, 1).expect("history").len();
     assert!(history_records > 0);
     let h = h.restart();
     assert_eq!(state(&h), before);

@@ -24,9 +24,9 @@ fn archived_segments_go_once_read_by_every_consumer_and_past_retention() {
         h.run(&format!("t{n}"), Target::Account(1), Operation::TopUp { amount: d("1.00"), reference: format!("{n}") });
         h.engine.snapshot().expect("snapshot");
     }
-    let archive = tollgate_engine::recovery::archive_dir(&h.dir);
+    let archive = tollgate_engine::testing::archive_dir(&h.dir);
     let archived =
-        tollgate_engine::journal::segments(&tollgate_engine::fs::RealFs::new(), &archive, 0).expect("archive");
+        tollgate_engine::testing::segments(&tollgate_engine::fs::RealFs::new(), &archive, 0).expect("archive");
     assert_eq!(archived.len(), 3, "{archived:?}");
     // Young segments stay.
     let pruned = prune(&h.dir, 30 * DAY, SystemTime::now(), false).expect("prune");
@@ -44,7 +44,7 @@ fn archived_segments_go_once_read_by_every_consumer_and_past_retention() {
     assert!(!archived[0].1.exists() && archived[1].1.exists());
     // Once it has read everything archived, the rest goes.
     let live_first =
-        tollgate_engine::journal::segments(&tollgate_engine::fs::RealFs::new(), &h.dir, 0).expect("live")[0].0;
+        tollgate_engine::testing::segments(&tollgate_engine::fs::RealFs::new(), &h.dir, 0).expect("live")[0].0;
     set_watermark(&h.dir, "ledger", 0, live_first - 1).expect("mark");
     assert_eq!(watermarks(&h.dir).expect("marks")["ledger"][&0], live_first - 1);
     let pruned = prune(&h.dir, 30 * DAY, SystemTime::now(), false).expect("prune");

@@ -7,7 +7,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use common::*;
-use tollgate_engine::snapshot::SnapshotImage;
+use tollgate_engine::testing::SnapshotImage;
 use tollgate_engine::{Operation, RecordCharge, RecordKey, Target};
 
 fn chunk_files(dir: &Path) -> Vec<(PathBuf, u64)> {

@@ -6,17 +6,17 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tollgate_engine::recovery::replay_bytes;
-use tollgate_engine::snapshot::SnapshotImage;
-use tollgate_engine::ShardState;
+use tollgate_engine::testing::replay_bytes;
+use tollgate_engine::testing::SnapshotImage;
+use tollgate_engine::testing::ShardState;
 
 fuzz_target!(|data: &[u8]| {
-    let _ = tollgate_engine::journal::JournalEntry::decode(data);
-    let _ = tollgate_engine::records::decode_charges(data);
-    let _ = tollgate_engine::records::decode_compact_charges(data);
+    let _ = tollgate_engine::testing::JournalEntry::decode(data);
+    let _ = tollgate_engine::testing::decode_charges(data);
+    let _ = tollgate_engine::testing::decode_compact_charges(data);
     // Compact effects decode the same every time.
-    if let Ok(entry) = tollgate_engine::compact::decode(data) {
-        let again = tollgate_engine::compact::decode(data).expect("decodes again");
+    if let Ok(entry) = tollgate_engine::testing::decode_compact_effects(data) {
+        let again = tollgate_engine::testing::decode_compact_effects(data).expect("decodes again");
         assert_eq!(again, entry);
     }
     // The shard the header names, so that seeds of any shard get past the header.

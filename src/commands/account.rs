@@ -215,61 +215,19 @@ fn parse_time(text: &str, flag: &str) -> anyhow::Result<i64> {
     }
 }
 
-/// Prints the journal effects that concern `account`, one JSON object per line.
+/// Prints the changes the engine made to `account`, from its journal, one JSON object per
+/// line.
 fn history(args: &EngineArgs, account: u64) -> anyhow::Result<ExitCode> {
-    use serde_json::json;
-    use tollgate_engine::shard::{Effect, MoneyKind};
-    let shard = tollgate_engine::runtime::shard_of(account, args.shard_count()?) as u32;
-    let records = tollgate_engine::recovery::read_history(&args.data_dir, shard)?;
-    let mut found = 0u64;
-    for (lsn, entry) in records {
+    let entries = tollgate_engine::history::read(&args.data_dir, args.shard_count()?, account)?;
+    for entry in &entries {
         let at = jiff::Timestamp::from_second(entry.decided_at).map(|t| t.to_string()).unwrap_or_default();
-        for effect in &entry.effects {
-            let event = match effect {
-                Effect::AccountCreated(a) if a.id == account => json!({
-                    "type": "account_created", "kind": a.kind.name(), "currency": a.currency_code(),
-                    "credit_limit": a.credit_limit.to_string(),
-                }),
-                Effect::SubscriptionCreated { subscription, .. } if subscription.account == account => json!({
-                    "type": "subscribed", "subscription": subscription.id, "plan": subscription.plan,
-                    "identities": subscription.identities.iter().map(Identity::key).collect::<Vec<_>>(),
-                }),
-                Effect::Money { account: a, bucket, delta, kind } if *a == account => {
-                    let (name, note) = match kind {
-                        MoneyKind::Opening => ("opening_balance", None),
-                        MoneyKind::Charge => ("charge", None),
-                        MoneyKind::TopUp { reference } => ("top_up", Some(reference)),
-                        MoneyKind::Refund { reason } => ("refund", Some(reason)),
-                        MoneyKind::Adjustment { reason } => ("adjustment", Some(reason)),
-                        // A rerate refunds a record's old charge (positive) and takes its new one.
-                        MoneyKind::Rerate { record } if delta.is_sign_positive() => ("rerate_refund", Some(record)),
-                        MoneyKind::Rerate { record } => ("rerate_charge", Some(record)),
-                    };
-                    json!({"type": name, "bucket": bucket, "delta": delta.to_string(), "note": note})
-                }
-                Effect::MoneyBucketAdded { account: a, bucket } if *a == account => json!({
-                    "type": "money_bucket_added", "bucket": bucket.id, "valid_from": bucket.valid_from,
-                    "valid_until": bucket.valid_until, "priority": bucket.priority,
-                }),
-                Effect::Units { account: a, bucket, consumed } if *a == account => {
-                    json!({"type": "units_consumed", "bucket": bucket, "units": consumed})
-                }
-                Effect::BucketRenewed { account: a, bucket, valid_from, valid_until } if *a == account => {
-                    json!({"type": "bucket_renewed", "bucket": bucket, "valid_from": valid_from, "valid_until": valid_until})
-                }
-                Effect::Reserved(r) if r.account == account => json!({
-                    "type": "reserved", "session": r.session, "rating_group": r.rating_group,
-                    "money": r.money.to_string(), "units": r.granted_units,
-                }),
-                _ => continue,
-            };
-            found += 1;
-            let mut line = json!({"lsn": lsn, "at": at});
-            if let (Some(line), Some(event)) = (line.as_object_mut(), event.as_object()) {
-                line.extend(event.clone());
-            }
-            println!("{line}");
+        let mut line = serde_json::json!({"lsn": entry.lsn, "at": at});
+        if let (Some(line), Ok(serde_json::Value::Object(event))) =
+            (line.as_object_mut(), serde_json::to_value(&entry.event))
+        {
+            line.extend(event);
         }
+        println!("{line}");
     }
-    Ok(if found == 0 { ExitCode::from(2) } else { ExitCode::SUCCESS })
+    Ok(if entries.is_empty() { ExitCode::from(2) } else { ExitCode::SUCCESS })
 }

@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 use rust_decimal::Decimal;
-use tollgate_engine::snapshot::SnapshotImage;
 use tollgate_engine::{
     AccountKind, Engine, Identity, Operation, Outcome, Request, ServiceRef, SessionStep, Target, UnitRequest, Usage,
 };
@@ -105,13 +104,10 @@ pub(crate) fn run(args: &DemoArgs) -> anyhow::Result<ExitCode> {
     }
 
     let violations = engine.check_invariants()?;
-    let totals = engine.inspect(|state| state.totals.clone())?;
-    let balances: Decimal =
-        engine.inspect(|state| state.accounts.values().map(|a| a.balance()).sum::<Decimal>())?.into_iter().sum();
-    let sum = |f: fn(&tollgate_engine::shard::Totals) -> Decimal| totals.iter().map(f).sum::<Decimal>();
-    let (open, charged, top_ups, refunds, adjustments) =
-        (sum(|t| t.opening), sum(|t| t.charged), sum(|t| t.top_ups), sum(|t| t.refunds), sum(|t| t.adjustments));
-    let conserved = balances == open + top_ups + refunds + adjustments - charged && open == opening;
+    let money = engine.money_totals()?;
+    let (open, charged, top_ups, refunds, adjustments, balances) =
+        (money.opening, money.charged, money.top_ups, money.refunds, money.adjustments, money.balances);
+    let conserved = money.conserved() && open == opening;
     println!(
         "money (EUR): opening {open} + top-ups {top_ups} + refunds {refunds} + adjustments {adjustments} − charged {charged} = {} ; balances {balances} {}",
         open + top_ups + refunds + adjustments - charged,
@@ -125,13 +121,13 @@ pub(crate) fn run(args: &DemoArgs) -> anyhow::Result<ExitCode> {
         println!("    {violation}");
     }
 
-    let before = engine.inspect(SnapshotImage::of)?;
+    let before = engine.state_digest()?;
     engine.shutdown()?;
     let started = Instant::now();
     let engine = engine_args.open()?;
     let recovery = started.elapsed();
     let replayed: u64 = engine.report().shards.iter().map(|s| s.replayed_records).sum();
-    let identical = engine.inspect(SnapshotImage::of)? == before;
+    let identical = engine.state_digest()? == before;
     println!(
         "restart: recovered {} accounts in {recovery:.2?} by replaying {replayed} journal records: state {}",
         engine.report().accounts,

@@ -105,8 +105,8 @@ impl EngineArgs {
 
     pub(crate) fn config(&self) -> anyhow::Result<EngineConfig> {
         let shards = self.shard_count()?;
-        if !(1..=tollgate_engine::dedupe::MAX_WINDOW).contains(&self.dedupe_window) {
-            bail!("--dedupe-window must be between 1 and {}", tollgate_engine::dedupe::MAX_WINDOW);
+        if !(1..=tollgate_engine::MAX_DEDUPE_WINDOW).contains(&self.dedupe_window) {
+            bail!("--dedupe-window must be between 1 and {}", tollgate_engine::MAX_DEDUPE_WINDOW);
         }
         let mut config = EngineConfig::new(&self.data_dir);
         config.shards = shards;

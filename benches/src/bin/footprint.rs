@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use rust_decimal::Decimal;
-use tollgate_engine::shard::{Effect, MoneyKind, ShardState};
+use tollgate_engine::testing::{Effect, MoneyKind, ShardState};
 use tollgate_engine::{AccountKind, Engine, EngineConfig, ManualClock, Operation, Plans, Request, Target};
 
 #[global_allocator]
@@ -21,8 +21,8 @@ fn resident_bytes() -> u64 {
     pages * 4096
 }
 
-fn account(id: u64) -> tollgate_engine::model::Account {
-    tollgate_engine::model::Account {
+fn account(id: u64) -> tollgate_engine::testing::Account {
+    tollgate_engine::testing::Account {
         id,
         kind: AccountKind::Prepaid,
         currency: *b"EUR",
@@ -30,15 +30,15 @@ fn account(id: u64) -> tollgate_engine::model::Account {
         money: smallvec_one(),
         reserved: Decimal::ZERO,
         units: Vec::new(),
-        usage: tollgate_engine::model::UsageTotals::new(),
+        usage: tollgate_engine::testing::UsageTotals::new(),
         next_bucket: 1,
         cycle_anchor: NOW,
     }
 }
 
-fn smallvec_one() -> tollgate_engine::model::MoneyBuckets {
-    let mut buckets = tollgate_engine::model::MoneyBuckets::new();
-    buckets.push(tollgate_engine::model::MoneyBucket {
+fn smallvec_one() -> tollgate_engine::testing::MoneyBuckets {
+    let mut buckets = tollgate_engine::testing::MoneyBuckets::new();
+    buckets.push(tollgate_engine::testing::MoneyBucket {
         id: 0,
         balance: Decimal::ZERO,
         valid_from: i64::MIN,

@@ -20,10 +20,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
 use tokio::sync::oneshot;
-use tollgate_engine::runtime::{MAX_KEY_BYTES, MAX_TEXT_BYTES};
 use tollgate_engine::{
     Answer, Body, Engine, Identity, Operation, Outcome, Request, ServiceRef, SessionStep, Target, UnitRequest, Usage,
 };
+use tollgate_engine::{MAX_KEY_BYTES, MAX_TEXT_BYTES};
 
 use crate::AdapterError;
 

@@ -53,17 +53,17 @@ use std::sync::Arc;
 use rust_decimal::Decimal;
 
 use crate::api::{Answer, Body, Charged, Grant, Outcome};
+use crate::format::wire::{decimal, unzigzag, varint, zigzag, Reader};
 use crate::journal::JournalEntry;
 use crate::model::{Reservation, SessionGroup, SessionRecord};
-use crate::shard::{Effect, MoneyKind};
-use crate::wire::{decimal, unzigzag, varint, zigzag, Reader};
+use crate::state::{Effect, MoneyKind};
 
 /// Most distinct strings one record may hold (a bound for the decoder).
 const MAX_STRINGS: usize = 1 << 16;
 
 /// Encodes `effects` decided at `decided_at`; `None` when one of them is not covered
 /// (the record is then written as an rkyv archive).
-pub(crate) fn encode(decided_at: i64, effects: &[Effect]) -> Option<Vec<u8>> {
+pub fn encode(decided_at: i64, effects: &[Effect]) -> Option<Vec<u8>> {
     let mut out = Writer { bytes: Vec::with_capacity(256), strings: Vec::new() };
     varint(&mut out.bytes, zigzag(decided_at));
     varint(&mut out.bytes, effects.len() as u64);
@@ -612,7 +612,7 @@ mod tests {
 
     #[test]
     fn records_it_does_not_cover_fall_back() {
-        let rerated = Effect::RecordRerated(Box::new(crate::shard::RecordRerated {
+        let rerated = Effect::RecordRerated(Box::new(crate::state::RecordRerated {
             key: 1,
             memo: crate::records::Memo {
                 amount: d("1"),

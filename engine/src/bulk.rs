@@ -1,0 +1,72 @@
+//! The bulk path: charging rated records (mediation, offline charging) one after the
+//! other with their lookups started ahead, each record one compact journal entry.
+
+use tollgate_tariffs::plan::Period;
+
+use crate::cycle::window_containing;
+use crate::decide::money::money_moves;
+use crate::decide::rating::{memo_of, rate_held, renew_buckets, renewal_due};
+use crate::decide::{Context, Transaction};
+use crate::format::charges::ChargesWriter;
+use crate::model::BucketId;
+use crate::records::{ChargeEffect, MoneyMoves, RecordAnswer, RecordCharge, RecordOutcome, ServiceName};
+use crate::state::{Effect, ShardState};
+
+/// Charges one rated record on the bulk path. A charged record's changes are applied and
+/// written to `journal`. Bucket renewals due first are applied and pushed to `renewals`,
+/// to be journaled as an ordinary record before the charge: `journal` then ends the
+/// payload it held before them ([`ChargesWriter::take_ended`]).
+pub fn charge_record(
+    state: &mut ShardState,
+    ctx: &Context<'_>,
+    record: &RecordCharge,
+    renewals: &mut Vec<Effect>,
+    journal: &mut ChargesWriter,
+) -> RecordAnswer {
+    if let Some(memo) = state.recent_records.get(&record.key).copied() {
+        let plan = state
+            .subscriptions
+            .get(&record.subscription)
+            .and_then(|sub| ctx.plans.at(&sub.plan, record.usage.start_utc_seconds));
+        return memo.answer(plan.map(|plan| plan.handle), true);
+    }
+    let (account, subscription) = (record.account, record.subscription);
+    let usage = &record.usage;
+    let owned = state.subscriptions.get(&subscription).is_some_and(|sub| sub.account == account);
+    let Some(slot) = state.accounts.slot(&account).filter(|_| owned) else {
+        return RecordAnswer::refused(RecordOutcome::UnknownSubscriber);
+    };
+    // Each table is looked up once from here on: the account by its slot.
+    let renew_at = usage.start_utc_seconds.max(ctx.now);
+    if renewal_due(state.accounts.at(slot), subscription, renew_at) {
+        let mut tx = Transaction { state: &mut *state, effects: Vec::new() };
+        renew_buckets(&mut tx, account, subscription, renew_at);
+        if !tx.effects.is_empty() {
+            journal.end_part();
+        }
+        renewals.extend(tx.effects);
+    }
+    let (holder, sub) = (state.accounts.at(slot), &state.subscriptions[&subscription]);
+    let (plan, rated) = match rate_held(ctx, sub, holder, usage, &[]) {
+        Ok(rated) => rated,
+        Err(code) => return RecordAnswer::refused(RecordOutcome::RatingFailed(code)),
+    };
+    if rated.amount > holder.available(ctx.now) {
+        return RecordAnswer::refused(RecordOutcome::CreditLimitReached);
+    }
+    let moves = if rated.amount.is_zero() { MoneyMoves::new() } else { money_moves(holder, ctx.now, rated.amount) };
+    let (cycle_start, _) = window_containing(holder.cycle_anchor, Period::Monthly, usage.start_utc_seconds);
+    let memo = memo_of(&rated, record.origin);
+    let effect = ChargeEffect {
+        key: record.key,
+        account,
+        memo,
+        cycle_start,
+        moves,
+        draws: rated.draws.iter().map(|d| (d.bucket as BucketId, d.units)).collect(),
+        service: ServiceName::Shared(&plan.names.services[usize::from(rated.service)]),
+    };
+    state.apply_new_charge(slot, &effect);
+    journal.push(&effect);
+    memo.answer(Some(plan.handle), false)
+}

@@ -1,0 +1,147 @@
+//! Deciding a request against a shard's state: the transaction that emits effects, the
+//! context every handler reads, and the dispatch of each operation to its family's
+//! module.
+
+pub(crate) mod accounts;
+pub(crate) mod debits;
+pub(crate) mod money;
+pub(crate) mod rating;
+pub(crate) mod sessions;
+
+use crate::api::{Answer, Body, Operation, Outcome, Request};
+use crate::config::ChargingConfig;
+use crate::decide::accounts::{balance_view, create_account, create_subscription};
+use crate::decide::debits::{debit, rerate};
+use crate::decide::money::{adjust, grant_credit, refund, top_up};
+use crate::decide::sessions::session_request;
+use crate::directory::Directory;
+use crate::model::{AccountId, SubscriptionId};
+use crate::plans::Plans;
+use crate::state::{Effect, ShardState};
+
+/// Everything a decision reads besides the shard state.
+#[derive(Debug, Clone, Copy)]
+pub struct Context<'a> {
+    pub plans: &'a Plans,
+    pub directory: &'a Directory,
+    pub config: &'a ChargingConfig,
+    pub now: i64,
+}
+
+/// A request being decided: its effects so far (already applied to `state`).
+pub(crate) struct Transaction<'s> {
+    pub(crate) state: &'s mut ShardState,
+    pub(crate) effects: Vec<Effect>,
+}
+
+impl std::fmt::Debug for Transaction<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Transaction").field("effects", &self.effects).finish()
+    }
+}
+
+impl<'s> Transaction<'s> {
+    pub(crate) fn emit(&mut self, effect: Effect) {
+        self.state.apply(&effect);
+        self.effects.push(effect);
+    }
+
+    pub(crate) fn state(&self) -> &ShardState {
+        self.state
+    }
+}
+
+/// What every operation handler works on: the request's transaction, the context it is
+/// decided in, and the account and subscription it is about.
+pub(crate) struct Op<'t, 's, 'c> {
+    pub(crate) tx: &'t mut Transaction<'s>,
+    pub(crate) ctx: &'t Context<'c>,
+    pub(crate) account: AccountId,
+    pub(crate) subscription: SubscriptionId,
+}
+
+/// The account a resolved request is about, and its subscription when it names one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Resolved {
+    pub account: AccountId,
+    pub subscription: Option<SubscriptionId>,
+}
+
+/// Decides `request` against `state`; returns the answer and the effects (already applied).
+pub fn decide(
+    state: &mut ShardState,
+    ctx: &Context<'_>,
+    resolved: Resolved,
+    request: &Request,
+) -> (Answer, Vec<Effect>) {
+    if let Some(key) = &request.key {
+        if let Some(previous) = state.recent.get(key) {
+            let mut answer = previous.clone();
+            answer.repeated = true;
+            return (answer, Vec::new());
+        }
+    }
+    let mut tx = Transaction { state, effects: Vec::new() };
+    let answer = decide_operation(&mut tx, ctx, resolved, &request.operation);
+    if request.operation.is_mutating() {
+        if let Some(key) = &request.key {
+            tx.emit(Effect::Remembered { key: key.clone(), answer: std::sync::Arc::new(answer.clone()) });
+        }
+    }
+    (answer, tx.effects)
+}
+
+pub(crate) fn decide_operation(
+    tx: &mut Transaction<'_>,
+    ctx: &Context<'_>,
+    resolved: Resolved,
+    operation: &Operation,
+) -> Answer {
+    if let Operation::CreateAccount { kind, currency, credit_limit, opening_balance } = operation {
+        return create_account(tx, ctx, resolved.account, *kind, currency, *credit_limit, *opening_balance);
+    }
+    if !tx.state().accounts.contains_key(&resolved.account) {
+        return Answer::outcome(Outcome::UnknownAccount);
+    }
+    let account = resolved.account;
+    // Operations on a subscription: the one the request names, else the account's first.
+    let on = |tx: &mut Transaction<'_>, what: &str, handler: &mut dyn FnMut(Op<'_, '_, '_>) -> Answer| {
+        match subscription_of(tx, resolved) {
+            Some(subscription) => handler(Op { tx, ctx, account, subscription }),
+            None => Answer::outcome(Outcome::Invalid(format!("{what} needs a subscriber"))),
+        }
+    };
+    match operation {
+        Operation::CreateAccount { .. } => Answer::outcome(Outcome::Invalid("unreachable".to_owned())),
+        Operation::CreateSubscription { subscription, plan, identities } => {
+            create_subscription(tx, ctx, account, *subscription, plan, identities)
+        }
+        Operation::BalanceEnquiry => {
+            Answer::new(Outcome::Success, Body::Balance(balance_view(tx.state(), ctx, account)))
+        }
+        Operation::PriceEnquiry { usage } => on(tx, "a price enquiry", &mut |op| debit(op, usage, false)),
+        Operation::DirectDebit { usage } | Operation::ChargeRecord { usage } => {
+            on(tx, "a debit", &mut |op| debit(op, usage, true))
+        }
+        Operation::Session { session, step, units } => {
+            on(tx, "a session", &mut |op| session_request(op, session, *step, units))
+        }
+        Operation::Rerate { record, usage } => on(tx, "a rerate", &mut |op| rerate(op, record, usage)),
+        Operation::TopUp { amount, reference } => top_up(tx, account, *amount, reference),
+        Operation::Refund { amount, reason } => refund(tx, account, *amount, reason),
+        Operation::Adjust { amount, reason } => adjust(tx, ctx, account, *amount, reason),
+        Operation::GrantCredit { amount, valid_from, valid_until, priority, reference } => {
+            grant_credit(tx, ctx, account, *amount, (*valid_from, *valid_until), *priority, reference)
+        }
+    }
+}
+
+pub(crate) fn subscription_of(tx: &Transaction<'_>, resolved: Resolved) -> Option<SubscriptionId> {
+    resolved.subscription.or_else(|| {
+        // An account-level request uses the account's first subscription, if it has one.
+        let mut ids: Vec<SubscriptionId> =
+            tx.state().subscriptions.values().filter(|s| s.account == resolved.account).map(|s| s.id).collect();
+        ids.sort_unstable();
+        ids.first().copied()
+    })
+}

@@ -1,0 +1,130 @@
+//! Moving money: debits across an account's money buckets (promotional ones first) and
+//! credits to its main bucket.
+
+use rust_decimal::Decimal;
+use smallvec::SmallVec;
+
+use crate::api::{Answer, Body, Outcome};
+use crate::config::MAX_MONEY_BUCKETS;
+use crate::decide::{Context, Transaction};
+use crate::model::{Account, AccountId, BucketId, MoneyBucket};
+use crate::records::MoneyMoves;
+use crate::state::{Effect, MoneyKind};
+
+/// Debits `amount` (≤ available) across the valid money buckets: lowest priority first,
+/// then the earliest expiry; the main bucket takes the rest and may go negative only
+/// down to the credit limit.
+pub(crate) fn debit_money(tx: &mut Transaction<'_>, now: i64, account_id: AccountId, amount: Decimal, kind: MoneyKind) {
+    let moves = money_moves(&tx.state().accounts[&account_id], now, amount);
+    for (bucket, delta) in moves {
+        tx.emit(Effect::Money { account: account_id, bucket, delta, kind: kind.clone() });
+    }
+}
+
+/// How a debit of `amount` (≤ available) is taken from the valid money buckets: lowest
+/// priority first, then the earliest expiry; the main bucket takes the rest and may go
+/// negative only down to the credit limit. The deltas are negative.
+pub(crate) fn money_moves(account: &Account, now: i64, amount: Decimal) -> MoneyMoves {
+    let mut moves = MoneyMoves::new();
+    let mut left = amount;
+    if account.money.len() > 1 {
+        let mut order: SmallVec<[(u32, i64, BucketId, Decimal); 4]> = account
+            .money
+            .iter()
+            .filter(|b| b.id != 0 && b.is_valid_at(now) && b.balance > Decimal::ZERO)
+            .map(|b| (b.priority, b.valid_until, b.id, b.balance))
+            .collect();
+        order.sort_unstable();
+        for (_, _, bucket, balance) in order {
+            if left.is_zero() {
+                break;
+            }
+            let take = balance.min(left);
+            moves.push((bucket, -take));
+            left -= take;
+        }
+    }
+    if !left.is_zero() {
+        moves.push((0, -left));
+    }
+    moves
+}
+
+pub(crate) fn credit(tx: &mut Transaction<'_>, account: AccountId, amount: Decimal, kind: MoneyKind) -> Answer {
+    tx.emit(Effect::Money { account, bucket: 0, delta: amount, kind });
+    Answer::new(Outcome::Success, Body::Money { balance_after: tx.state().accounts[&account].balance() })
+}
+
+/// Money paid in by the customer (a voucher, a payment), to the main bucket.
+pub(crate) fn top_up(tx: &mut Transaction<'_>, account: AccountId, amount: Decimal, reference: &str) -> Answer {
+    if amount <= Decimal::ZERO {
+        return Answer::outcome(Outcome::Invalid("field `amount`: a top-up must be positive".to_owned()));
+    }
+    credit(tx, account, amount, MoneyKind::TopUp { reference: reference.to_owned() })
+}
+
+/// Money given back (a dropped call, a complaint), to the main bucket.
+pub(crate) fn refund(tx: &mut Transaction<'_>, account: AccountId, amount: Decimal, reason: &str) -> Answer {
+    if amount <= Decimal::ZERO {
+        return Answer::outcome(Outcome::Invalid("field `amount`: a refund must be positive".to_owned()));
+    }
+    credit(tx, account, amount, MoneyKind::Refund { reason: reason.to_owned() })
+}
+
+/// A signed manual correction: a credit to the main bucket, or a debit like any other
+/// (within what the account may spend).
+pub(crate) fn adjust(
+    tx: &mut Transaction<'_>,
+    ctx: &Context<'_>,
+    account: AccountId,
+    amount: Decimal,
+    reason: &str,
+) -> Answer {
+    if reason.trim().is_empty() {
+        return Answer::outcome(Outcome::Invalid("field `reason`: an adjustment needs a reason".to_owned()));
+    }
+    let kind = MoneyKind::Adjustment { reason: reason.to_owned() };
+    if amount >= Decimal::ZERO {
+        return credit(tx, account, amount, kind);
+    }
+    if -amount > tx.state().accounts[&account].available(ctx.now) {
+        return Answer::outcome(Outcome::CreditLimitReached);
+    }
+    debit_money(tx, ctx.now, account, -amount, kind);
+    Answer::new(Outcome::Success, Body::Money { balance_after: tx.state().accounts[&account].balance() })
+}
+
+/// Money in a bucket of its own, spendable only inside `(valid_from, valid_until)`.
+pub(crate) fn grant_credit(
+    tx: &mut Transaction<'_>,
+    ctx: &Context<'_>,
+    account: AccountId,
+    amount: Decimal,
+    (valid_from, valid_until): (i64, i64),
+    priority: u32,
+    reference: &str,
+) -> Answer {
+    if amount <= Decimal::ZERO {
+        return Answer::outcome(Outcome::Invalid("field `amount`: a credit must be positive".to_owned()));
+    }
+    if valid_until <= valid_from || valid_until <= ctx.now {
+        return Answer::outcome(Outcome::Invalid(
+            "field `valid_until`: after `valid_from` and in the future".to_owned(),
+        ));
+    }
+    if tx.state().accounts[&account].money.len() >= MAX_MONEY_BUCKETS {
+        return Answer::outcome(Outcome::Invalid(format!(
+            "an account holds at most {MAX_MONEY_BUCKETS} money buckets"
+        )));
+    }
+    let id = tx.state().accounts[&account].next_bucket;
+    let bucket = MoneyBucket { id, balance: Decimal::ZERO, valid_from, valid_until, priority };
+    tx.emit(Effect::MoneyBucketAdded { account, bucket: Box::new(bucket) });
+    tx.emit(Effect::Money {
+        account,
+        bucket: id,
+        delta: amount,
+        kind: MoneyKind::TopUp { reference: reference.to_owned() },
+    });
+    Answer::new(Outcome::Success, Body::Money { balance_after: tx.state().accounts[&account].balance() })
+}

@@ -1,0 +1,220 @@
+//! Pricing a usage for a subscription: the plan version and service it is rated with, the
+//! allowances it may draw, renewing allowances whose cycle ended, and settling a rated
+//! event (its draws, its money, its usage total).
+
+use rust_decimal::Decimal;
+use smallvec::SmallVec;
+use tollgate_tariffs::plan::Period;
+use tollgate_tariffs::{rate, AllowanceBalance, CompiledPlan, RatedEvent, Unit, UsageEvent};
+
+use crate::api::{Body, Charged, Outcome, ServiceRef, Usage};
+use crate::config::ChargingConfig;
+use crate::cycle::window_containing;
+use crate::decide::money::debit_money;
+use crate::decide::{Context, Transaction};
+use crate::model::{Account, AccountId, BucketId, Subscription, SubscriptionId, UnitBucket};
+use crate::plans::Versioned;
+use crate::records::{Memo, NO_DESTINATION};
+use crate::state::{Effect, MoneyKind, ShardState};
+
+/// A unit bucket of `subscription` that ended by `now` and renews (not while
+/// reservations hold units of it).
+pub(crate) fn renews(bucket: &UnitBucket, subscription: SubscriptionId, now: i64) -> bool {
+    bucket.subscription == subscription
+        && bucket.valid_until <= now
+        && bucket.period != Period::Once
+        && bucket.reserved == 0
+}
+
+pub(crate) fn renewal_due(account: &Account, subscription: SubscriptionId, now: i64) -> bool {
+    account.units.iter().any(|b| renews(b, subscription, now))
+}
+
+/// Renews the subscription's unit buckets whose cycle ended before `now`.
+pub(crate) fn renew_buckets(tx: &mut Transaction<'_>, account: AccountId, subscription: SubscriptionId, now: i64) {
+    let due: Vec<(BucketId, i64, i64)> = tx.state().accounts[&account]
+        .units
+        .iter()
+        .filter(|b| renews(b, subscription, now))
+        .map(|b| {
+            // The windows that follow the expired one, anchored where it ended.
+            let (from, until) = window_containing(b.valid_until, b.period, now);
+            (b.id, from, until)
+        })
+        .collect();
+    for (bucket, valid_from, valid_until) in due {
+        tx.emit(Effect::BucketRenewed { account, bucket, valid_from, valid_until });
+    }
+}
+
+/// The unit buckets of `subscription` usable at `at`, as the rating function wants them;
+/// `extra` adds units held by a reservation being settled.
+pub(crate) fn allowance_balances(
+    account: &Account,
+    subscription: SubscriptionId,
+    at: i64,
+    extra: &[(BucketId, u64)],
+) -> SmallVec<[AllowanceBalance; 4]> {
+    account
+        .units
+        .iter()
+        .filter(|b| b.subscription == subscription && b.is_valid_at(at))
+        .map(|b| {
+            let held = extra.iter().filter(|(id, _)| *id == b.id).map(|(_, units)| *units).sum::<u64>();
+            AllowanceBalance { bucket: u64::from(b.id), allowance: b.allowance, remaining_units: b.available() + held }
+        })
+        .filter(|b| b.remaining_units > 0)
+        .collect()
+}
+
+pub(crate) fn service_of(plan: &CompiledPlan, service: &ServiceRef) -> Option<u16> {
+    match service {
+        ServiceRef::Name(name) => plan.service_by_name(name),
+        ServiceRef::RatingGroup(rg) => plan.service_by_rating_group(*rg),
+        ServiceRef::ServiceId(id) => plan.service_by_service_id(*id),
+    }
+}
+
+/// Rates `usage` for `subscription`; `Err` is the answer to give when it cannot be rated.
+pub(crate) fn rate_usage<'p>(
+    ctx: &Context<'p>,
+    state: &ShardState,
+    subscription: SubscriptionId,
+    usage: &Usage,
+    extra: &[(BucketId, u64)],
+) -> Result<(&'p Versioned, RatedEvent), Outcome> {
+    rate_for(ctx, state, subscription, usage, extra).map_err(|code| Outcome::RatingFailed(code.to_owned()))
+}
+
+/// Rates `usage` for `subscription`; `Err` is the rating failure's code.
+pub(crate) fn rate_for<'p>(
+    ctx: &Context<'p>,
+    state: &ShardState,
+    subscription: SubscriptionId,
+    usage: &Usage,
+    extra: &[(BucketId, u64)],
+) -> Result<(&'p Versioned, RatedEvent), &'static str> {
+    let sub = &state.subscriptions[&subscription];
+    rate_held(ctx, sub, &state.accounts[&sub.account], usage, extra)
+}
+
+/// [`rate_for`] with the subscription and its account already looked up.
+pub(crate) fn rate_held<'p>(
+    ctx: &Context<'p>,
+    sub: &Subscription,
+    account: &Account,
+    usage: &Usage,
+    extra: &[(BucketId, u64)],
+) -> Result<(&'p Versioned, RatedEvent), &'static str> {
+    let (plan, event) = event_of(ctx, sub, usage)?;
+    let balances = allowance_balances(account, sub.id, usage.start_utc_seconds, extra);
+    rate(plan, &event, &balances).map(|rated| (plan, rated)).map_err(|unrated| unrated.code())
+}
+
+/// The plan version `usage` is rated with and the event to rate; `Err` is the rating
+/// failure's code.
+pub(crate) fn usage_event<'p, 'u>(
+    ctx: &Context<'p>,
+    state: &ShardState,
+    subscription: SubscriptionId,
+    usage: &'u Usage,
+) -> Result<(&'p Versioned, UsageEvent<'u>), &'static str> {
+    event_of(ctx, &state.subscriptions[&subscription], usage)
+}
+
+pub(crate) fn event_of<'p, 'u>(
+    ctx: &Context<'p>,
+    sub: &Subscription,
+    usage: &'u Usage,
+) -> Result<(&'p Versioned, UsageEvent<'u>), &'static str> {
+    let plan = ctx.plans.at(&sub.plan, usage.start_utc_seconds).ok_or("plan_not_loaded")?;
+    let service = service_of(plan, &usage.service).ok_or("unknown_service")?;
+    let rating_group = usage.rating_group.or(match usage.service {
+        ServiceRef::RatingGroup(rg) => Some(rg),
+        _ => None,
+    });
+    let event = UsageEvent {
+        service,
+        rating_group,
+        destination: usage.destination.as_deref(),
+        start_utc_seconds: usage.start_utc_seconds,
+        units: usage.units,
+    };
+    Ok((plan, event))
+}
+
+/// What the exactly-once window keeps of a charged record: its rated event and origin.
+pub(crate) fn memo_of(rated: &RatedEvent, origin: u64) -> Memo {
+    Memo {
+        amount: rated.amount,
+        charged_units: rated.charged_units,
+        allowance_units: rated.allowance_units,
+        origin,
+        service: rated.service,
+        band: rated.band,
+        destination: rated.destination.unwrap_or(NO_DESTINATION),
+    }
+}
+
+pub(crate) fn charged_body(plan: &Versioned, rated: &RatedEvent, balance_after: Decimal) -> Body {
+    Body::Charged(charged(plan, rated, balance_after))
+}
+
+pub(crate) fn charged(plan: &Versioned, rated: &RatedEvent, balance_after: Decimal) -> Charged {
+    let names = &plan.names;
+    Charged {
+        amount: rated.amount,
+        currency: names.currency.clone(),
+        plan: names.id.clone(),
+        plan_version: plan.version,
+        service: names.services[usize::from(rated.service)].clone(),
+        destination: rated.destination.map(|d| names.destinations[d as usize].clone()),
+        band: names.bands[usize::from(rated.band)].clone(),
+        charged_units: rated.charged_units,
+        allowance_units: rated.allowance_units,
+        balance_after,
+    }
+}
+
+/// Applies a rated event: consumes its allowance draws, debits its amount, accumulates it.
+pub(crate) fn settle(
+    tx: &mut Transaction<'_>,
+    ctx: &Context<'_>,
+    account: AccountId,
+    plan: &Versioned,
+    rated: &RatedEvent,
+    at: i64,
+) {
+    for draw in &rated.draws {
+        tx.emit(Effect::Units { account, bucket: draw.bucket as BucketId, consumed: draw.units });
+    }
+    if !rated.amount.is_zero() {
+        debit_money(tx, ctx.now, account, rated.amount, MoneyKind::Charge);
+    }
+    accumulate(tx, account, plan, rated.service, at, rated.charged_units, rated.amount);
+}
+
+/// Adds rated usage (`amount` may be negative: a rerate's difference) to the account's
+/// total for the billing cycle that holds `at`.
+pub(crate) fn accumulate(
+    tx: &mut Transaction<'_>,
+    account: AccountId,
+    plan: &Versioned,
+    service: u16,
+    at: i64,
+    units: u64,
+    amount: Decimal,
+) {
+    let anchor = tx.state().accounts[&account].cycle_anchor;
+    let (cycle_start, _) = window_containing(anchor, Period::Monthly, at);
+    let service = plan.names.services[usize::from(service)].clone();
+    tx.emit(Effect::Usage { account, cycle_start, service, units, amount });
+}
+
+pub(crate) fn default_quota(config: &ChargingConfig, unit: Unit) -> u64 {
+    match unit {
+        Unit::Seconds => config.default_quota_seconds,
+        Unit::Bytes => config.default_quota_bytes,
+        Unit::Events | Unit::Units => config.default_quota_events,
+    }
+}

@@ -1,0 +1,111 @@
+//! The changes of shard state a decision emits ([`Effect`]): what a journal record holds
+//! and what recovery applies again.
+
+use rust_decimal::Decimal;
+use tollgate_tariffs::plan::RkyvDecimal;
+
+use crate::api::Answer;
+use crate::model::{Account, AccountId, BucketId, MoneyBucket, Reservation, SessionRecord, Subscription, UnitBucket};
+use crate::records::Memo;
+use rkyv::{Archive, Deserialize as RkyvDeserialize, Serialize as RkyvSerialize};
+
+/// Why money moved.
+#[derive(Debug, Clone, PartialEq, Eq, Archive, RkyvSerialize, RkyvDeserialize)]
+pub enum MoneyKind {
+    Opening,
+    Charge,
+    TopUp {
+        reference: String,
+    },
+    Refund {
+        reason: String,
+    },
+    Adjustment {
+        reason: String,
+    },
+    /// A rerate of the named record: a positive delta refunds its old charge, a negative
+    /// one takes its new charge. Counted in the charged total.
+    Rerate {
+        record: String,
+    },
+}
+
+/// One change of state. Applying the effects of a journal record in order reproduces it.
+#[derive(Debug, Clone, PartialEq, Eq, Archive, RkyvSerialize, RkyvDeserialize)]
+pub enum Effect {
+    AccountCreated(Box<Account>),
+    SubscriptionCreated {
+        subscription: Box<Subscription>,
+        buckets: Vec<UnitBucket>,
+    },
+    Money {
+        account: AccountId,
+        bucket: BucketId,
+        #[rkyv(with = RkyvDecimal)]
+        delta: Decimal,
+        kind: MoneyKind,
+    },
+    /// A money bucket is added (empty; a `Money` effect fills it).
+    MoneyBucketAdded {
+        account: AccountId,
+        bucket: Box<MoneyBucket>,
+    },
+    /// Units consumed from a unit bucket.
+    Units {
+        account: AccountId,
+        bucket: BucketId,
+        consumed: u64,
+    },
+    /// A unit bucket starts a new cycle, full again.
+    BucketRenewed {
+        account: AccountId,
+        bucket: BucketId,
+        valid_from: i64,
+        valid_until: i64,
+    },
+    Reserved(Box<Reservation>),
+    Released {
+        session: String,
+        rating_group: u32,
+    },
+    Usage {
+        account: AccountId,
+        cycle_start: i64,
+        service: std::sync::Arc<str>,
+        units: u64,
+        #[rkyv(with = RkyvDecimal)]
+        amount: Decimal,
+    },
+    Remembered {
+        key: String,
+        answer: std::sync::Arc<Answer>,
+    },
+    /// A charged record's memo after a rerate (boxed: the effect stays as small as before).
+    RecordRerated(Box<RecordRerated>),
+    /// An online session opened (its record, with no rating group yet).
+    SessionOpened(Box<SessionRecord>),
+    /// A request of the session was decided `at`: the usage of the `reported` rating
+    /// groups is settled up to `at`, and the record lives at least until `forget_at`.
+    SessionReported {
+        session: String,
+        at: i64,
+        forget_at: i64,
+        reported: Vec<u32>,
+    },
+    /// The session ended (terminated, or its tombstone expired): unknown from now on.
+    SessionEnded {
+        session: String,
+    },
+}
+
+/// How long a session is remembered after its last reservation expires, when the record
+/// was rebuilt from a reservation journaled before sessions had records of their own.
+pub(crate) const LEGACY_TOMBSTONE_SECONDS: i64 = 3600;
+
+/// The new memo of a rerated record.
+#[derive(Debug, Clone, PartialEq, Eq, Archive, RkyvSerialize, RkyvDeserialize)]
+pub struct RecordRerated {
+    /// The record key's digest ([`RecordKey`]).
+    pub key: u128,
+    pub memo: Memo,
+}
