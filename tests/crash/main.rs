@@ -9,6 +9,8 @@
 //!   charged lies between what was acknowledged and that plus what went unanswered, that
 //!   it is exact once every unanswered request was retried, that every retransmission got
 //!   the first answer, and that no prepaid balance went below zero.
+//! - `mediation.rs`: `tollgate mediate` of a generated CSV file killed at random points and
+//!   resumed until done: its outputs are byte-identical to a clean run's.
 //!
 //! `TOLLGATE_CRASH_SEED` replays a run (the seed is printed), `TOLLGATE_CRASH_KILLS` sets
 //! the number of kill points (default 120: three quarters for `serve`, the rest for
@@ -25,6 +27,7 @@ use std::time::{Duration, Instant};
 mod diameter;
 mod grpc;
 mod ledger;
+mod mediation;
 mod nchf;
 mod online;
 
