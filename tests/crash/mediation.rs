@@ -67,7 +67,8 @@ fn setup(data: &Path) {
 
 /// Calls over a week of March 2026 (every band, holidays aside), with unknown subscribers
 /// and destinations, malformed lines, and duplicates: copies of earlier lines, as a switch
-/// delivers a record twice.
+/// delivers a record twice. (A record id used again with other content is what
+/// `a_refused_record_stays_refused_after_a_kill_when_a_later_record_reuses_its_id` covers.)
 fn generate(rng: &mut Rng) -> String {
     let mut lines: Vec<String> = Vec::with_capacity(RECORDS as usize);
     for n in 0..RECORDS {
@@ -309,5 +310,40 @@ fn mediate_killed_at_random_points_resumes_to_a_clean_runs_outputs() {
         ),
     ]);
     assert!(mismatches.is_empty(), "seed {seed}: {mismatches:#?}");
+    std::fs::remove_dir_all(dir).ok();
+}
+
+/// Product bug found with the crash harness: a record the engine refused (here
+/// `rating_failed`, unknown destination; `credit_limit_reached` alike) is written to the
+/// rejects as `duplicate,record id charged before` by a run resumed after SIGKILL when a
+/// later record with the same record id (a corrected re-delivery) was charged by the
+/// killed run in a batch its checkpoint did not yet cover: the resumed run sends the
+/// refused record again and the engine's record window now holds its id, charged with the
+/// later record's origin. A clean run rejects it as refused. Rated files and balances stay
+/// equal; the rejects file and the summary's `rejected`, `duplicates` and
+/// `rejected_by_reason` differ. Each pair below sits in one batch, so any kill between
+/// the engine charging a batch and its checkpoint shows it.
+#[test]
+fn a_refused_record_stays_refused_after_a_kill_when_a_later_record_reuses_its_id() {
+    let seed = seed();
+    let mut rng = Rng::new(seed ^ 0x0000_7265_7573_6564);
+    let dir = scratch("mediate-reused-id");
+    let mapping = dir.join("mapping.toml");
+    std::fs::write(&mapping, MAPPING).expect("mapping");
+    let input = dir.join("redelivered.csv");
+    let mut text = String::from("id,msisdn,called,start,seconds\n");
+    for n in 0..RECORDS / 2 {
+        text.push_str(&format!("rec-{n},491700000001,000,2026-03-02 10:00:00,60\n"));
+        text.push_str(&format!("rec-{n},491700000001,4930123456,2026-03-02 10:00:00,60\n"));
+    }
+    std::fs::write(&input, text).expect("input");
+    let clean = Clean::run(&dir, &mapping, &input);
+    let mut figures = Figures::default();
+    let mismatches = clean.killed_round(&dir.join("crashed"), &mut rng, 10, &mut figures);
+    assert!(
+        mismatches.is_empty(),
+        "seed {seed}, {} kills: a resumed run's outputs differ from a clean run's: {mismatches:#?}",
+        figures.kills
+    );
     std::fs::remove_dir_all(dir).ok();
 }
