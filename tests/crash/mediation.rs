@@ -313,6 +313,29 @@ fn mediate_killed_at_random_points_resumes_to_a_clean_runs_outputs() {
     std::fs::remove_dir_all(dir).ok();
 }
 
+/// Product bug found with the crash harness: `mediate` killed after the checkpoint of the
+/// last batch (which says `complete`) and before `NAME.summary.json` is renamed into place
+/// leaves no summary (a `NAME.summary.tmp` at most), and every later run finds the
+/// checkpoint complete and returns its summary without writing the file. The crash image
+/// is built on purpose: a whole run, then the summary removed, which is what the disk
+/// holds after such a kill (the rename is the summary's only step that shows).
+#[test]
+fn a_kill_between_the_last_checkpoint_and_the_summary_still_ends_with_a_summary() {
+    let dir = scratch("mediate-summary");
+    let mapping = dir.join("mapping.toml");
+    std::fs::write(&mapping, MAPPING).expect("mapping");
+    let input = dir.join("calls.csv");
+    std::fs::write(&input, generate(&mut Rng::new(7))).expect("input");
+    let clean = Clean::run(&dir, &mapping, &input);
+    let summary = clean.data.join("out/calls.csv.summary.json");
+    std::fs::remove_file(&summary).expect("the summary of the whole run");
+    let output = mediate(&clean.data, &mapping, &input).output().expect("mediate runs");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(summary.exists(), "a run after the kill leaves no summary: {}", summary.display());
+    assert_eq!(summary_text(&clean.data.join("out"), "calls.csv"), clean.summary);
+    std::fs::remove_dir_all(dir).ok();
+}
+
 /// Product bug found with the crash harness: a record the engine refused (here
 /// `rating_failed`, unknown destination; `credit_limit_reached` alike) is written to the
 /// rejects as `duplicate,record id charged before` by a run resumed after SIGKILL when a
