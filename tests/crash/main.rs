@@ -11,6 +11,7 @@
 //!   the first answer, and that no prepaid balance went below zero.
 //! - `mediation.rs`: `tollgate mediate` of a generated CSV file killed at random points and
 //!   resumed until done: its outputs are byte-identical to a clean run's.
+//! - `shutdown.rs`: `tollgate serve` stops on SIGTERM whatever its clients do.
 //!
 //! `TOLLGATE_CRASH_SEED` replays a run (the seed is printed), `TOLLGATE_CRASH_KILLS` sets
 //! the number of kill points (default 120: three quarters for `serve`, the rest for
@@ -30,6 +31,7 @@ mod ledger;
 mod mediation;
 mod nchf;
 mod online;
+mod shutdown;
 
 /// Kill points of one CI run, both tests together, unless `TOLLGATE_CRASH_KILLS` says.
 const DEFAULT_KILLS: u64 = 120;
