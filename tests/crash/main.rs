@@ -12,6 +12,7 @@
 //! - `mediation.rs`: `tollgate mediate` of a generated CSV file killed at random points and
 //!   resumed until done: its outputs are byte-identical to a clean run's.
 //! - `shutdown.rs`: `tollgate serve` stops on SIGTERM whatever its clients do.
+//! - `recovery.rs`: recovery stays bounded by snapshots however often `serve` restarts.
 //!
 //! `TOLLGATE_CRASH_SEED` replays a run (the seed is printed), `TOLLGATE_CRASH_KILLS` sets
 //! the number of kill points (default 120: three quarters for `serve`, the rest for
@@ -31,6 +32,7 @@ mod ledger;
 mod mediation;
 mod nchf;
 mod online;
+mod recovery;
 mod shutdown;
 
 /// Kill points of one CI run, both tests together, unless `TOLLGATE_CRASH_KILLS` says.
@@ -144,7 +146,8 @@ pub(crate) struct Addresses {
 
 /// What the server's log said, as it said it.
 enum LogEvent {
-    EngineReady,
+    /// With the journal records it replayed (`replayed=`).
+    EngineReady(Option<u64>),
     Listening(&'static str, SocketAddr),
 }
 
@@ -156,6 +159,8 @@ pub(crate) struct Serve {
     /// and how many front-ends said they listen.
     reader: Option<std::thread::JoinHandle<(bool, usize)>>,
     started: Instant,
+    /// Journal records replayed at the start, once the engine said it is ready.
+    pub(crate) replayed: Option<u64>,
 }
 
 /// How a killed server had got on.
@@ -196,7 +201,11 @@ impl Serve {
                 let _ = writeln!(copy, "{line}");
                 if line.contains("engine ready") {
                     ready = true;
-                    let _ = sender.send(LogEvent::EngineReady);
+                    let replayed = line
+                        .split_whitespace()
+                        .find_map(|field| field.strip_prefix("replayed="))
+                        .and_then(|n| n.parse().ok());
+                    let _ = sender.send(LogEvent::EngineReady(replayed));
                 }
                 let address = line
                     .find("listen=")
@@ -212,7 +221,7 @@ impl Serve {
             }
             (ready, listening)
         });
-        Serve { child, events, reader: Some(reader), started }
+        Serve { child, events, reader: Some(reader), started, replayed: None }
     }
 
     /// Waits until every front-end listens; `None` if the process ended first.
@@ -230,7 +239,7 @@ impl Serve {
                 Ok(LogEvent::Listening("nchf", address)) => nchf = Some(address),
                 Ok(LogEvent::Listening("grpc", address)) => grpc = Some(address),
                 Ok(LogEvent::Listening(_, address)) => admin = Some(address),
-                Ok(LogEvent::EngineReady) => {}
+                Ok(LogEvent::EngineReady(replayed)) => self.replayed = replayed,
                 Err(mpsc::RecvTimeoutError::Timeout) => panic!("serve did not listen within 120 s"),
                 Err(mpsc::RecvTimeoutError::Disconnected) => return None,
             }
