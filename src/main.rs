@@ -57,6 +57,13 @@ enum Command {
     },
     /// Change the data directory's shard count (offline: the server must be stopped).
     Reshard(commands::reshard::ReshardArgs),
+    /// Change a subscription: plan, suspension, termination, identities.
+    Subscription {
+        #[command(flatten)]
+        engine: commands::engine_setup::EngineArgs,
+        #[command(subcommand)]
+        command: commands::account::SubscriptionCommand,
+    },
     /// Show, top up, adjust and refund balances.
     Balance {
         #[command(flatten)]
@@ -103,6 +110,7 @@ fn main() -> ExitCode {
         Command::Reshard(args) => commands::reshard::run(&args),
         Command::Archive { engine, command } => commands::archive::run(&engine, command),
         Command::Account { engine, command } => commands::account::account(&engine, command),
+        Command::Subscription { engine, command } => commands::account::subscription(&engine, command),
         Command::Balance { engine, command } => commands::account::balance(&engine, command),
     };
     match result {

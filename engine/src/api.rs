@@ -129,12 +129,85 @@ pub enum Operation {
         priority: u32,
         reference: String,
     },
+    /// Moves a subscription to another plan: now, or at the start of the account's next
+    /// bill cycle. Usage dated before the change (open reservations included) stays
+    /// priced by the old plan; the old plan's allowances stop at the change and the new
+    /// plan's start there, in full or pro rata for the rest of the cycle.
+    ChangePlan {
+        plan: String,
+        when: PlanChangeAt,
+        allowances: AllowanceGrant,
+    },
+    /// Stops a subscription's service: online requests are refused
+    /// ([`Outcome::ServiceDenied`]) and charged records are refused unless their usage
+    /// happened before. Usage reported on sessions opened before is still charged.
+    Suspend {
+        reason: String,
+    },
+    /// Ends a suspension.
+    Resume,
+    /// Ends a subscription for good: its open sessions are closed (their reservations
+    /// released), its identities freed for other subscriptions; its history is kept.
+    Terminate {
+        reason: String,
+    },
+    /// Adds an identity (a second number, an IMSI after a SIM swap) to a subscription.
+    AddIdentity {
+        identity: Identity,
+    },
+    /// Removes one of a subscription's identities (not its last).
+    RemoveIdentity {
+        identity: Identity,
+    },
+    /// Replaces an identity by another (SIM swap, number change) in one step.
+    ReplaceIdentity {
+        old: Identity,
+        new: Identity,
+    },
+    /// Sets an account's credit limit (zero for a prepaid account; not below what it owes).
+    SetCreditLimit {
+        credit_limit: Decimal,
+    },
+    /// Changes how an account pays (prepaid, postpaid, hybrid), with its credit limit.
+    ChangeAccountKind {
+        kind: AccountKind,
+        credit_limit: Decimal,
+    },
+    /// Closes an account: refused while it has open reservations or subscriptions that
+    /// are not terminated, and while money remains unless `settle_reason` is given, in
+    /// which case a final adjustment brings the balance to zero first.
+    CloseAccount {
+        settle_reason: Option<String>,
+    },
+    /// An account's totals for the bill cycle that holds `at` (default: now): money and
+    /// units by service, and each allowance's units granted and used.
+    CycleTotals {
+        at: Option<i64>,
+    },
+}
+
+/// When a plan change takes effect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PlanChangeAt {
+    Now,
+    NextCycle,
+}
+
+/// How a new plan's allowances are granted for the cycle it starts in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AllowanceGrant {
+    /// The whole allowance.
+    Full,
+    /// The part of it for the rest of the cycle, rounded down.
+    ProRata,
 }
 
 impl Operation {
     /// Whether the operation can change state.
     pub fn is_mutating(&self) -> bool {
-        !matches!(self, Operation::BalanceEnquiry | Operation::PriceEnquiry { .. })
+        !matches!(self, Operation::BalanceEnquiry | Operation::PriceEnquiry { .. } | Operation::CycleTotals { .. })
     }
 
     /// Whether a request for it must carry an idempotency key: every mutating operation
@@ -172,6 +245,9 @@ pub enum Outcome {
     /// A rerate names a record the engine does not hold: never charged on the bulk path,
     /// or older than the exactly-once window.
     UnknownRecord,
+    /// The subscription's service is stopped (suspended, or its account closed); the text
+    /// says why. Diameter 4010 DIAMETER_END_USER_SERVICE_DENIED, Nchf 403.
+    ServiceDenied(String),
 }
 
 /// What one rating group of a session got.
@@ -263,8 +339,47 @@ pub enum Body {
         #[rkyv(with = RkyvDecimal)]
         balance_after: Decimal,
     },
-    /// A rerated record (last: archived variants keep their order).
+    /// A rerated record (archived variants keep their order: new ones go last).
     Rerated(Box<Rerated>),
+    /// An account's totals for one bill cycle ([`Operation::CycleTotals`]).
+    Totals(Box<CycleTotals>),
+}
+
+/// An account's totals for one bill cycle: what a bill run summarises without reading
+/// every event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Archive, RkyvSerialize, RkyvDeserialize)]
+pub struct CycleTotals {
+    pub account: AccountId,
+    pub currency: String,
+    pub cycle_start: i64,
+    pub cycle_end: i64,
+    /// Money charged and units used, by service, in the cycle.
+    pub services: Vec<ServiceTotal>,
+    /// Each allowance period that overlaps the cycle: units granted and used.
+    pub allowances: Vec<AllowanceUse>,
+}
+
+/// One service's usage in a cycle.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Archive, RkyvSerialize, RkyvDeserialize)]
+pub struct ServiceTotal {
+    pub service: String,
+    pub events: u64,
+    pub units: u64,
+    #[rkyv(with = RkyvDecimal)]
+    pub amount: Decimal,
+}
+
+/// One allowance's units in one of its periods.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Archive, RkyvSerialize, RkyvDeserialize)]
+pub struct AllowanceUse {
+    pub subscription: SubscriptionId,
+    /// The allowance's name in the plan (or `allowance N` when the plan is not loaded).
+    pub allowance: String,
+    pub bucket: BucketId,
+    pub valid_from: i64,
+    pub valid_until: i64,
+    pub granted: u64,
+    pub used: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Archive, RkyvSerialize, RkyvDeserialize)]

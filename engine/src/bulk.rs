@@ -24,10 +24,9 @@ pub fn charge_record(
     journal: &mut ChargesWriter,
 ) -> RecordAnswer {
     if let Some(memo) = state.recent_records.get(&record.key).copied() {
-        let plan = state
-            .subscriptions
-            .get(&record.subscription)
-            .and_then(|sub| ctx.plans.at(&sub.plan, record.usage.start_utc_seconds));
+        let at = record.usage.start_utc_seconds;
+        let plan =
+            state.subscriptions.get(&record.subscription).and_then(|sub| ctx.plans.at(state.plan_id(sub, at), at));
         return memo.answer(plan.map(|plan| plan.handle), true);
     }
     let (account, subscription) = (record.account, record.subscription);
@@ -36,6 +35,18 @@ pub fn charge_record(
     let Some(slot) = state.accounts.slot(&account).filter(|_| owned) else {
         return RecordAnswer::refused(RecordOutcome::UnknownSubscriber);
     };
+    // Most subscriptions have no lifecycle: one emptiness check when none has.
+    if let Some(lifecycle) = state.lifecycle_of(subscription) {
+        if lifecycle.terminated_at.is_some_and(|at| at <= usage.start_utc_seconds) {
+            return RecordAnswer::refused(RecordOutcome::UnknownSubscriber);
+        }
+        if lifecycle.suspended_at.is_some_and(|at| at <= usage.start_utc_seconds) {
+            return RecordAnswer::refused(RecordOutcome::Suspended);
+        }
+    }
+    if !state.closed.is_empty() && state.closed.contains_key(&account) {
+        return RecordAnswer::refused(RecordOutcome::Suspended);
+    }
     // Each table is looked up once from here on: the account by its slot.
     let renew_at = usage.start_utc_seconds.max(ctx.now);
     if renewal_due(state.accounts.at(slot), subscription, renew_at) {
@@ -47,7 +58,8 @@ pub fn charge_record(
         renewals.extend(tx.effects);
     }
     let (holder, sub) = (state.accounts.at(slot), &state.subscriptions[&subscription]);
-    let (plan, rated) = match rate_held(ctx, sub, holder, usage, &[]) {
+    let plan_id = state.plan_id(sub, usage.start_utc_seconds);
+    let (plan, rated) = match rate_held(ctx, plan_id, sub, holder, usage, &[]) {
         Ok(rated) => rated,
         Err(code) => return RecordAnswer::refused(RecordOutcome::RatingFailed(code)),
     };

@@ -59,6 +59,32 @@ impl Directory {
         true
     }
 
+    /// Claims one more identity for a subscription; false (and nothing claimed) when it
+    /// is taken.
+    pub(crate) fn claim_identity(&self, identity: &Identity, subscription: SubscriptionId, account: AccountId) -> bool {
+        use dashmap::mapref::entry::Entry;
+        match self.identities.entry(SmolStr::from(identity.key())) {
+            Entry::Occupied(_) => false,
+            Entry::Vacant(vacant) => {
+                vacant.insert((subscription, account));
+                true
+            }
+        }
+    }
+
+    /// Frees an identity of `subscription` for others.
+    pub(crate) fn release_identity(&self, identity: &Identity, subscription: SubscriptionId) {
+        identity.with_key(|key| self.identities.remove_if(key, |_, (owner, _)| *owner == subscription));
+    }
+
+    /// Frees a terminated subscription's id and identities.
+    pub(crate) fn release(&self, subscription: SubscriptionId, identities: &[Identity]) {
+        for identity in identities {
+            self.release_identity(identity, subscription);
+        }
+        self.subscriptions.remove(&subscription);
+    }
+
     /// Records a subscription found while recovering a shard.
     pub(crate) fn restore(&self, subscription: SubscriptionId, account: AccountId, identities: &[Identity]) {
         self.subscriptions.insert(subscription, account);

@@ -28,8 +28,10 @@
 //! 4 (kind 2 added, and written instead of kind 1), 5 (the session effects
 //! `SessionOpened`, `SessionReported` and `SessionEnded` appended to [`Effect`]: older
 //! records read unchanged), 6 (kind 3, compact effects, written for the requests whose
-//! effects it covers). Segments of versions 2 to 5 are read as they are (kind 2 only
-//! from version 4, kind 3 only from 6); a segment of another version
+//! effects it covers), 7 (the lifecycle effects: plan changes, suspension, termination,
+//! identities, credit limits, closing, appended to [`Effect`]). Segments of versions 2
+//! to 6 are read as they are (kind 2 only from version 4, kind 3 only from 6); a
+//! segment of another version
 //! is refused, never misread. A build never appends to a segment of an older version:
 //! recovery starts a new segment after it.
 //!
@@ -53,7 +55,7 @@ use crate::fs::FileSystem;
 use crate::state::Effect;
 
 pub(crate) const JOURNAL_MAGIC: [u8; 8] = *b"TGJRNL\r\n";
-pub(crate) const JOURNAL_FORMAT_VERSION: u32 = 6;
+pub(crate) const JOURNAL_FORMAT_VERSION: u32 = 7;
 /// The oldest segment version this build still reads.
 pub(crate) const OLDEST_READABLE_JOURNAL_VERSION: u32 = 2;
 pub const SEGMENT_HEADER_BYTES: usize = 16;

@@ -41,8 +41,9 @@ mod state;
 mod table;
 
 pub use api::{
-    Answer, BalanceView, Body, BucketView, Charged, Grant, Name, Operation, Outcome, Request, Rerated, ServiceRef,
-    SessionStep, SmolStr, Target, UnitRequest, Usage,
+    AllowanceGrant, AllowanceUse, Answer, BalanceView, Body, BucketView, Charged, CycleTotals, Grant, Name, Operation,
+    Outcome, PlanChangeAt, Request, Rerated, ServiceRef, ServiceTotal, SessionStep, SmolStr, Target, UnitRequest,
+    Usage,
 };
 pub use config::{ChargingConfig, EngineConfig, MAX_IDENTITIES, MAX_KEY_BYTES, MAX_TEXT_BYTES};
 pub use dedupe::MAX_WINDOW as MAX_DEDUPE_WINDOW;

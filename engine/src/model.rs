@@ -278,6 +278,42 @@ pub struct Reservation {
     pub destination: Option<String>,
 }
 
+/// What changed about a subscription after it was created; most never have one, and the
+/// shard keeps them apart so charging a record reads nothing more for the others.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Archive, RkyvSerialize, RkyvDeserialize)]
+pub struct Lifecycle {
+    /// Since when its service is stopped.
+    pub suspended_at: Option<i64>,
+    /// When it ended for good (its identities were freed).
+    pub terminated_at: Option<i64>,
+    /// Plans that took over after the one it was created with, each from an instant,
+    /// in order: usage is priced by the plan in force at its start.
+    pub plans: Vec<(i64, String)>,
+}
+
+impl Lifecycle {
+    /// The plan in force at `at`, when it is not the subscription's first.
+    pub fn plan_at(&self, at: i64) -> Option<&str> {
+        self.plans.iter().rev().find(|(from, _)| *from <= at).map(|(_, plan)| plan.as_str())
+    }
+
+    pub fn is_default(&self) -> bool {
+        self.suspended_at.is_none() && self.terminated_at.is_none() && self.plans.is_empty()
+    }
+}
+
+/// An allowance's units in one of its periods that ended (renewed or retired).
+#[derive(Debug, Clone, PartialEq, Eq, Archive, RkyvSerialize, RkyvDeserialize)]
+pub struct AllowancePeriod {
+    pub subscription: SubscriptionId,
+    pub allowance: AllowanceId,
+    pub bucket: BucketId,
+    pub valid_from: i64,
+    pub valid_until: i64,
+    pub granted: u64,
+    pub used: u64,
+}
+
 /// An online charging session the engine knows: open, or quiet since its reservations
 /// expired (a tombstone, kept until `forget_at` so late usage is still charged once).
 /// A session the engine never knew, or one that was terminated or forgotten, is unknown:

@@ -63,6 +63,8 @@ pub enum RecordOutcome {
     UnknownSubscriber,
     /// The rating code (`no_rate`, `unknown_destination`, `plan_not_loaded`, …).
     RatingFailed(&'static str),
+    /// The subscription was suspended (or its account closed) before the usage started.
+    Suspended,
 }
 
 impl RecordOutcome {
@@ -72,6 +74,7 @@ impl RecordOutcome {
             RecordOutcome::CreditLimitReached => "credit_limit_reached",
             RecordOutcome::UnknownSubscriber => "unknown_subscriber",
             RecordOutcome::RatingFailed(code) => code,
+            RecordOutcome::Suspended => "suspended",
         }
     }
 }

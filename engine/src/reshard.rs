@@ -25,7 +25,7 @@ use crate::journal::{segments, FsyncPolicy};
 use crate::layout::{self, Layout};
 use crate::recovery::{archive_dir, recover};
 use crate::runtime::shard_of;
-use crate::snapshot::{self, snapshot_path, SnapshotImage, WindowImage};
+use crate::snapshot::{self, snapshot_path, LifecycleImage, SnapshotImage, WindowImage};
 use crate::state::Totals;
 
 const STAGING: &str = "reshard.staging";
@@ -168,6 +168,7 @@ fn deal(old: &[SnapshotImage], to: usize) -> Vec<SnapshotImage> {
             sessions: Vec::new(),
             answers: WindowImage::flat(Vec::new()),
             records: WindowImage::flat(Vec::new()),
+            lifecycle: LifecycleImage::default(),
         })
         .collect();
     for image in old {
@@ -183,6 +184,19 @@ fn deal(old: &[SnapshotImage], to: usize) -> Vec<SnapshotImage> {
         for session in &image.sessions {
             images[shard_of(session.account, to)].sessions.push(session.clone());
         }
+        let owner: std::collections::HashMap<u64, u64> =
+            image.subscriptions.iter().map(|s| (s.id, s.account)).collect();
+        for (subscription, lifecycle) in &image.lifecycle.subscriptions {
+            if let Some(account) = owner.get(subscription) {
+                images[shard_of(*account, to)].lifecycle.subscriptions.push((*subscription, lifecycle.clone()));
+            }
+        }
+        for (account, at) in &image.lifecycle.closed {
+            images[shard_of(*account, to)].lifecycle.closed.push((*account, *at));
+        }
+        for (account, history) in &image.lifecycle.allowance_history {
+            images[shard_of(*account, to)].lifecycle.allowance_history.push((*account, history.clone()));
+        }
         // The windows, flat: every new shard inserts every key in order (the tails hold
         // every entry, with its value now: SnapshotImage::of writes no chunk files).
         for new in &mut images {
@@ -196,6 +210,9 @@ fn deal(old: &[SnapshotImage], to: usize) -> Vec<SnapshotImage> {
         new.reservations.sort_unstable_by(|a, b| (&a.session, a.rating_group).cmp(&(&b.session, b.rating_group)));
         new.sessions.sort_unstable_by(|a, b| a.session.cmp(&b.session));
         new.totals.opening = new.accounts.iter().map(|a| a.balance()).sum();
+        new.lifecycle.subscriptions.sort_unstable_by_key(|(id, _)| *id);
+        new.lifecycle.closed.sort_unstable();
+        new.lifecycle.allowance_history.sort_unstable_by_key(|(id, _)| *id);
     }
     images
 }

@@ -205,9 +205,7 @@ impl Engine {
         for (shard, result) in recovered.into_iter().enumerate() {
             let (state, journal, report) = result?;
             let chunks = Arc::new(std::sync::Mutex::new(report.chunks.clone()));
-            for subscription in state.subscriptions.values() {
-                directory.restore(subscription.id, subscription.account, &subscription.identities);
-            }
+            state.register(&directory);
             accounts += state.accounts.len();
             subscriptions += state.subscriptions.len();
             reports.push(report);
@@ -973,9 +971,7 @@ impl Worker {
         };
         let shards = self.config.shards;
         self.directory.forget(|account| shard_of(account, shards) == shard as usize);
-        for subscription in state.subscriptions.values() {
-            self.directory.restore(subscription.id, subscription.account, &subscription.identities);
-        }
+        state.register(&self.directory);
         self.state = state;
         self.journal = journal;
         self.stage = stage;

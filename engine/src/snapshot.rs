@@ -43,7 +43,8 @@
 //!
 //! Version history: 1 (names held as `String`), 2 (names shared as `Arc<str>`), 3 (adds
 //! the bulk path's window of record keys), 4 (adds the online sessions' records), 5
-//! (windows by generation, in chunk files). Versions 2 to 4 are still read (version 2 had
+//! (windows by generation, in chunk files), 6 (subscriptions' lifecycles, closed accounts,
+//! ended allowance periods). Versions 2 to 5 are still read (version 2 had
 //! no bulk path, so its record window is empty; the session records of 2 and 3 are
 //! rebuilt from their reservations, as a journal of that time replays them).
 //!
@@ -62,12 +63,14 @@ use crate::api::Answer;
 use crate::dedupe::{RecentAnswers, Window};
 use crate::error::EngineError;
 use crate::fs::FileSystem;
-use crate::model::{Account, Reservation, SessionRecord, Subscription};
+use crate::model::{
+    Account, AccountId, AllowancePeriod, Lifecycle, Reservation, SessionRecord, Subscription, SubscriptionId,
+};
 use crate::records::{Memo, RecentRecords, RecordKey};
 use crate::state::{ShardState, Totals};
 
 pub(crate) const SNAPSHOT_MAGIC: [u8; 8] = *b"TGSNAP\r\n";
-pub(crate) const SNAPSHOT_FORMAT_VERSION: u32 = 5;
+pub(crate) const SNAPSHOT_FORMAT_VERSION: u32 = 6;
 const HEADER_BYTES: usize = 40;
 pub(crate) const CHUNK_MAGIC: [u8; 8] = *b"TGCHNK\r\n";
 const CHUNK_FORMAT_VERSION: u32 = 1;
@@ -144,6 +147,62 @@ pub struct SnapshotImage {
     pub answers: WindowImage<String, Answer>,
     /// The bulk path's window.
     pub records: WindowImage<u128, Memo>,
+    /// Subscriptions suspended, terminated or moved to another plan; closed accounts;
+    /// allowance periods that ended.
+    pub lifecycle: LifecycleImage,
+}
+
+/// What changed after creation, in canonical order.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Archive, RkyvSerialize, RkyvDeserialize)]
+pub struct LifecycleImage {
+    pub subscriptions: Vec<(SubscriptionId, Lifecycle)>,
+    pub closed: Vec<(AccountId, i64)>,
+    pub allowance_history: Vec<(AccountId, Vec<AllowancePeriod>)>,
+}
+
+impl LifecycleImage {
+    fn of(state: &ShardState) -> LifecycleImage {
+        let mut image = LifecycleImage {
+            subscriptions: state.lifecycle.iter().map(|(id, l)| (*id, l.clone())).collect(),
+            closed: state.closed.iter().map(|(id, at)| (*id, *at)).collect(),
+            allowance_history: state.allowance_history.iter().map(|(id, h)| (*id, h.clone())).collect(),
+        };
+        image.subscriptions.sort_unstable_by_key(|(id, _)| *id);
+        image.closed.sort_unstable();
+        image.allowance_history.sort_unstable_by_key(|(id, _)| *id);
+        image
+    }
+}
+
+/// The payload of a version 5 snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Archive, RkyvSerialize, RkyvDeserialize)]
+struct SnapshotImageV5 {
+    lsn: u64,
+    accounts: Vec<Account>,
+    subscriptions: Vec<Subscription>,
+    reservations: Vec<Reservation>,
+    totals: Totals,
+    sessions: Vec<SessionRecord>,
+    answers: WindowImage<String, Answer>,
+    records: WindowImage<u128, Memo>,
+}
+
+impl From<SnapshotImageV5> for SnapshotImage {
+    /// Version 5 had no lifecycle (nothing was suspended, terminated or moved then).
+    fn from(old: SnapshotImageV5) -> SnapshotImage {
+        let SnapshotImageV5 { lsn, accounts, subscriptions, reservations, totals, sessions, answers, records } = old;
+        SnapshotImage {
+            lsn,
+            accounts,
+            subscriptions,
+            reservations,
+            totals,
+            sessions,
+            answers,
+            records,
+            lifecycle: LifecycleImage::default(),
+        }
+    }
 }
 
 /// The payload of a version 4 snapshot.
@@ -208,13 +267,13 @@ impl From<SnapshotImageV3> for SnapshotImageV4 {
     }
 }
 
-impl From<SnapshotImageV4> for SnapshotImage {
+impl From<SnapshotImageV4> for SnapshotImageV5 {
     /// Version 4 held each window as one list (the older generation first): restored by
     /// inserting in order, as that build did.
-    fn from(old: SnapshotImageV4) -> SnapshotImage {
+    fn from(old: SnapshotImageV4) -> SnapshotImageV5 {
         let SnapshotImageV4 { lsn, accounts, subscriptions, reservations, recent, totals, recent_records, sessions } =
             old;
-        SnapshotImage {
+        SnapshotImageV5 {
             lsn,
             accounts,
             subscriptions,
@@ -277,6 +336,7 @@ pub(crate) struct Captured {
     sessions: Vec<SessionRecord>,
     answers: WindowCapture<Arc<str>, Arc<Answer>>,
     records: WindowCapture<RecordKey, Memo>,
+    lifecycle: LifecycleImage,
 }
 
 impl Captured {
@@ -296,6 +356,7 @@ impl Captured {
             sessions: state.sessions.values().cloned().collect(),
             answers: WindowCapture::of(state.recent.window_of_keys(), WindowKind::Answers, index),
             records: WindowCapture::of(&state.recent_records, WindowKind::Records, index),
+            lifecycle: LifecycleImage::of(state),
         }
     }
 
@@ -314,7 +375,8 @@ impl Captured {
     /// The image in canonical order, every window entry in the tails (no chunk files):
     /// the same state always gives the same image.
     pub(crate) fn into_image(self) -> SnapshotImage {
-        let Captured { lsn, accounts, subscriptions, reservations, totals, sessions, answers, records } = self.sorted();
+        let Captured { lsn, accounts, subscriptions, reservations, totals, sessions, answers, records, lifecycle } =
+            self.sorted();
         let answer = |(key, answer): (Arc<str>, Arc<Answer>)| (key.to_string(), (*answer).clone());
         SnapshotImage {
             lsn,
@@ -325,6 +387,7 @@ impl Captured {
             sessions,
             answers: flat_generations(answers, answer),
             records: flat_generations(records, |(key, memo)| (key.0, memo)),
+            lifecycle,
         }
     }
 
@@ -338,13 +401,15 @@ impl Captured {
         chunk_entries: usize,
     ) -> Result<ChunkIndex, EngineError> {
         let chunk_entries = chunk_entries.clamp(1, u32::MAX as usize);
-        let Captured { lsn, accounts, subscriptions, reservations, totals, sessions, answers, records } = self.sorted();
+        let Captured { lsn, accounts, subscriptions, reservations, totals, sessions, answers, records, lifecycle } =
+            self.sorted();
         let mut index = ChunkIndex::new();
         let answer = |(key, answer): &(Arc<str>, Arc<Answer>)| (key.to_string(), (**answer).clone());
         let answers = write_window(fs, dir, shard, WindowKind::Answers, answers, chunk_entries, &mut index, answer)?;
         let records =
             write_window(fs, dir, shard, WindowKind::Records, records, chunk_entries, &mut index, |(k, m)| (k.0, *m))?;
-        let image = SnapshotImage { lsn, accounts, subscriptions, reservations, totals, sessions, answers, records };
+        let image =
+            SnapshotImage { lsn, accounts, subscriptions, reservations, totals, sessions, answers, records, lifecycle };
         write(fs, dir, shard, &image)?;
         remove_unlisted_chunks(fs, dir, shard, &index)?;
         Ok(index)
@@ -612,6 +677,9 @@ impl SnapshotImage {
         let edited = self.records.edited.into_iter().map(|(key, memo)| (RecordKey(key), memo)).collect();
         state.recent_records = RecentRecords::restore(dedupe_window, records, edited);
         state.totals = self.totals;
+        state.lifecycle = self.lifecycle.subscriptions.into_iter().collect();
+        state.closed = self.lifecycle.closed.into_iter().collect();
+        state.allowance_history = self.lifecycle.allowance_history.into_iter().collect();
         state
     }
 }
@@ -666,10 +734,12 @@ pub(crate) fn decode(bytes: &[u8], shard: u32) -> Result<SnapshotImage, String> 
     aligned.extend_from_slice(payload);
     let image = match version {
         2 => rkyv::from_bytes::<SnapshotImageV2, rancor::Error>(&aligned)
-            .map(|old| SnapshotImage::from(SnapshotImageV4::from(SnapshotImageV3::from(old)))),
+            .map(|old| SnapshotImage::from(SnapshotImageV5::from(SnapshotImageV4::from(SnapshotImageV3::from(old))))),
         3 => rkyv::from_bytes::<SnapshotImageV3, rancor::Error>(&aligned)
-            .map(|old| SnapshotImage::from(SnapshotImageV4::from(old))),
-        4 => rkyv::from_bytes::<SnapshotImageV4, rancor::Error>(&aligned).map(SnapshotImage::from),
+            .map(|old| SnapshotImage::from(SnapshotImageV5::from(SnapshotImageV4::from(old)))),
+        4 => rkyv::from_bytes::<SnapshotImageV4, rancor::Error>(&aligned)
+            .map(|old| SnapshotImage::from(SnapshotImageV5::from(old))),
+        5 => rkyv::from_bytes::<SnapshotImageV5, rancor::Error>(&aligned).map(SnapshotImage::from),
         _ => rkyv::from_bytes::<SnapshotImage, rancor::Error>(&aligned),
     }
     .map_err(|err| err.to_string())?;

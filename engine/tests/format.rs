@@ -12,7 +12,7 @@ use tollgate_engine::{Body, Operation, Outcome, RecordCharge, RecordKey, RecordO
 
 /// The fixture the current build writes when regenerating.
 fn fixture_dir() -> PathBuf {
-    fixture("data-v6")
+    fixture("data-v7")
 }
 
 fn fixture(name: &str) -> PathBuf {
@@ -43,6 +43,14 @@ fn write_fixture() {
     open("s-before;0", "s-before");
     h.engine.snapshot().expect("snapshot");
     open("s-after;0", "s-after");
+    // Version 7: lifecycle effects (an identity added, a suspension and resumption).
+    let on_sub = |key: &str, operation| {
+        let answer = h.run(key, Target::Subscription(10), operation);
+        assert_eq!(answer.outcome, Outcome::Success, "{answer:?}");
+    };
+    on_sub("imsi-1", Operation::AddIdentity { identity: tollgate_engine::Identity::Imsi("262010000000001".into()) });
+    on_sub("suspend-1", Operation::Suspend { reason: "fixture".into() });
+    on_sub("resume-1", Operation::Resume);
     h.run("top-1", Target::Account(1), Operation::TopUp { amount: d("5.00"), reference: "fixture".into() });
     h.run("sms-1", subscriber("491700000001"), Operation::DirectDebit { usage: sms(MONDAY_10) });
     let records = vec![RecordCharge {
@@ -68,12 +76,14 @@ fn reads_a_data_dir_written_by_an_earlier_build() {
     // Version 2: general records only. Version 3 adds a charges record (the bulk path),
     // version 4 writes it compactly, version 5 adds session records (snapshot format 4),
     // version 6 writes the windows' full chunks to files of their own (snapshot format 5)
-    // and the online requests' effects compactly (journal format 6).
+    // and the online requests' effects compactly (journal format 6); version 7 adds the
+    // lifecycle effects (journal 7, snapshot 6).
     check_fixture("data-v2", "12.51", false);
     check_fixture("data-v3", "10.02", true);
     check_fixture("data-v4", "10.02", true);
     check_fixture("data-v5", "10.02", true);
     check_fixture("data-v6", "10.02", true);
+    check_fixture("data-v7", "10.02", true);
 }
 
 fn check_fixture(name: &str, balance: &str, has_records: bool) {
@@ -98,6 +108,14 @@ fn check_fixture(name: &str, balance: &str, has_records: bool) {
         Operation::DirectDebit { usage: call("4990012345", MONDAY_10, 60) },
     );
     assert!(repeat.repeated, "keys written before the snapshot are still remembered");
+    if name >= "data-v7" {
+        let by_imsi = h.run(
+            "",
+            Target::Subscriber(tollgate_engine::Identity::Imsi("262010000000001".into())),
+            Operation::BalanceEnquiry,
+        );
+        assert_eq!(by_imsi.outcome, Outcome::Success, "{name}: the identity added is known");
+    }
     if name >= "data-v5" {
         for session in ["s-before", "s-after"] {
             let key = format!("{session};1");

@@ -7,7 +7,10 @@ mod common;
 use common::*;
 use proptest::prelude::*;
 use tollgate_engine::testing::SnapshotImage;
-use tollgate_engine::{AccountKind, Operation, Outcome, Request, ServiceRef, SessionStep, Target, UnitRequest, Usage};
+use tollgate_engine::{
+    AccountKind, AllowanceGrant, Operation, Outcome, PlanChangeAt, Request, ServiceRef, SessionStep, Target,
+    UnitRequest, Usage,
+};
 
 const SUBSCRIBERS: [&str; 4] = ["491700000001", "491700000002", "491700000003", "491700000004"];
 
@@ -20,6 +23,10 @@ enum Op {
     TopUp(usize, u32),
     Refund(usize, u32),
     Adjust(usize, i32),
+    Suspend(usize),
+    Resume(usize),
+    ChangePlan(usize, bool, bool),
+    SetLimit(u32),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -33,7 +40,11 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(w, s, steps)| Op::Session(w, s, steps)),
         (who.clone(), 1u32..2000).prop_map(|(w, cents)| Op::TopUp(w, cents)),
         (who.clone(), 1u32..500).prop_map(|(w, cents)| Op::Refund(w, cents)),
-        (who, -3000i32..3000).prop_map(|(w, cents)| Op::Adjust(w, cents)),
+        (who.clone(), -3000i32..3000).prop_map(|(w, cents)| Op::Adjust(w, cents)),
+        who.clone().prop_map(Op::Suspend),
+        who.clone().prop_map(Op::Resume),
+        (who, any::<bool>(), any::<bool>()).prop_map(|(w, now, full)| Op::ChangePlan(w, now, full)),
+        (0u32..4000).prop_map(Op::SetLimit),
     ]
 }
 
@@ -115,6 +126,26 @@ fn requests(thread: usize, index: usize, op: &Op) -> Vec<Request> {
             target: account(*w),
             operation: Operation::Adjust { amount: cents(i64::from(*c)), reason: "prop".into() },
         }],
+        Op::Suspend(w) => vec![Request {
+            key: key("suspend"),
+            target: sub(*w),
+            operation: Operation::Suspend { reason: "prop".into() },
+        }],
+        Op::Resume(w) => vec![Request { key: key("resume"), target: sub(*w), operation: Operation::Resume }],
+        Op::ChangePlan(w, now, full) => vec![Request {
+            key: key("plan"),
+            target: sub(*w),
+            operation: Operation::ChangePlan {
+                plan: if (thread + index).is_multiple_of(2) { "mobile-prepaid-l" } else { "mobile-prepaid-s" }.into(),
+                when: if *now { PlanChangeAt::Now } else { PlanChangeAt::NextCycle },
+                allowances: if *full { AllowanceGrant::Full } else { AllowanceGrant::ProRata },
+            },
+        }],
+        Op::SetLimit(c) => vec![Request {
+            key: key("limit"),
+            target: account(2),
+            operation: Operation::SetCreditLimit { credit_limit: cents(i64::from(*c)) },
+        }],
     }
 }
 
@@ -129,7 +160,7 @@ proptest! {
     fn laws_hold_under_concurrent_random_operations(
         threads in proptest::collection::vec(proptest::collection::vec(op(), 1..40), 3),
     ) {
-        let h = Harness::new("props");
+        let h = Harness::with_plans("props", plans_with_large());
         h.account(1, AccountKind::Prepaid, "0", "5.00");
         h.account(2, AccountKind::Prepaid, "0", "0");
         h.account(3, AccountKind::Postpaid, "20.00", "0");
@@ -153,8 +184,14 @@ proptest! {
             handles.into_iter().map(|handle| handle.join().expect("thread")).collect()
         });
         prop_assert_eq!(h.engine.check_invariants().expect("inspect"), Vec::<String>::new());
-        for answer in answers.iter().flatten() {
-            prop_assert!(!matches!(answer.outcome, Outcome::Invalid(_)), "{:?}", answer);
+        // Only a plan change to the plan in force or a limit below what is owed is refused
+        // as invalid.
+        for (requests, answers) in all.iter().zip(&answers) {
+            for (request, answer) in requests.iter().zip(answers) {
+                let may_refuse =
+                    matches!(request.operation, Operation::ChangePlan { .. } | Operation::SetCreditLimit { .. });
+                prop_assert!(may_refuse || !matches!(answer.outcome, Outcome::Invalid(_)), "{:?}", answer);
+            }
         }
 
         // Every key again: the stored answers come back and nothing changes.
@@ -169,7 +206,7 @@ proptest! {
         prop_assert_eq!(images(&h), before.clone());
 
         // The journal replays to the same state.
-        let h = h.restart();
+        let h = h.restart_with(plans_with_large());
         prop_assert_eq!(images(&h), before);
         prop_assert_eq!(h.engine.check_invariants().expect("inspect"), Vec::<String>::new());
     }

@@ -87,6 +87,8 @@ pub enum RejectReason {
     CreditLimitReached,
     /// Its time is outside the accepted window (too old or in the future).
     OutOfWindow,
+    /// The subscription was suspended before the usage started.
+    Suspended,
 }
 
 impl RejectReason {
@@ -98,6 +100,7 @@ impl RejectReason {
             RejectReason::RatingFailed => "rating_failed",
             RejectReason::CreditLimitReached => "credit_limit_reached",
             RejectReason::OutOfWindow => "out_of_window",
+            RejectReason::Suspended => "suspended",
         }
     }
 }

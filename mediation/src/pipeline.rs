@@ -702,6 +702,9 @@ fn judge(answer: &RecordAnswer, origin: u64) -> Result<(), (RejectReason, String
             Err((RejectReason::UnknownSubscriber, "no subscription has this identity".to_owned()))
         }
         RecordOutcome::RatingFailed(code) => Err((RejectReason::RatingFailed, code.to_owned())),
+        RecordOutcome::Suspended => {
+            Err((RejectReason::Suspended, "the subscription was suspended before the usage".to_owned()))
+        }
         _ => Err((RejectReason::RatingFailed, answer.outcome.code().to_owned())),
     }
 }

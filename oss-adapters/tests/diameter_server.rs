@@ -438,3 +438,26 @@ fn usage_on_an_unknown_or_terminated_session_is_5002_and_charges_nothing() {
     assert_eq!(data_bundle_left(&server, 1), after);
     assert_eq!(balance(&server, 1), "10.00".parse::<Decimal>().expect("d"), "data came from the bundle");
 }
+
+/// A suspended subscriber gets 4010 DIAMETER_END_USER_SERVICE_DENIED (RFC 4006 §9.1).
+#[test]
+fn a_suspended_subscriber_gets_4010_and_is_served_again_when_resumed() {
+    let server = start("suspended");
+    subscriber(&server, 1, "491700000001", "10.00");
+    let mut client = Client::connect(&server);
+    client.cer();
+    let suspend = |operation| {
+        server
+            .engine
+            .execute(Request { key: Some(format!("{operation:?}")), target: Target::Subscription(1), operation })
+            .expect("answer")
+    };
+    suspend(Operation::Suspend { reason: "dunning".into() });
+    let refused =
+        client.request(272, 4, ccr("pgw;s1", 1, 0, "491700000001", vec![mscc(30, Some(1 << 20), None)], vec![]));
+    assert_eq!(result_code(&refused), Some(4010));
+    suspend(Operation::Resume);
+    let served =
+        client.request(272, 4, ccr("pgw;s2", 1, 0, "491700000001", vec![mscc(30, Some(1 << 20), None)], vec![]));
+    assert_eq!(result_code(&served), Some(2001));
+}

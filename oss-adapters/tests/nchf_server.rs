@@ -321,3 +321,48 @@ fn an_update_on_a_reference_past_the_subscriber_bound_is_404_not_an_engine_error
     }
     assert_eq!(balance(&server, 1), "1.00".parse::<Decimal>().expect("amount"));
 }
+
+/// A suspended subscriber's create is 403 with END_USER_REQUEST_DENIED (TS 32.291
+/// §6.1.7.3); usage reported on a session opened before is still charged (200), with the
+/// unit's result END_USER_SERVICE_DENIED and nothing more granted; resumed, it is served.
+#[test]
+fn a_suspended_subscriber_is_refused_403_and_its_open_session_reports_usage() {
+    let server = start("suspended");
+    subscriber(&server, 7, Identity::Msisdn("4917000000007".into()), "10.00");
+    let base = "/nchf-convergedcharging/v3/chargingdata";
+    let created = post(&server, base, &charging_data("msisdn-4917000000007", 0, Some(1 << 20), None));
+    assert_eq!(created.status, 201, "{}", created.body);
+    let reference = created.reference();
+    let suspend = server
+        .engine
+        .execute(Request {
+            key: Some("suspend-7".into()),
+            target: Target::Subscription(7),
+            operation: Operation::Suspend { reason: "dunning".into() },
+        })
+        .expect("answer");
+    assert_eq!(suspend.outcome, tollgate_engine::Outcome::Success);
+    let refused = post(&server, base, &charging_data("msisdn-4917000000007", 9, Some(1 << 20), None));
+    assert_eq!(refused.status, 403, "{}", refused.body);
+    assert_eq!(refused.json()["cause"], "END_USER_REQUEST_DENIED");
+    let update = post(
+        &server,
+        &format!("{base}/{reference}/update"),
+        &charging_data("msisdn-4917000000007", 1, Some(1 << 20), Some(1 << 20)),
+    );
+    assert_eq!(update.status, 200, "{}", update.body);
+    let unit = &update.json()["multipleUnitInformation"][0];
+    assert_eq!(unit["resultCode"], "END_USER_SERVICE_DENIED", "{unit}");
+    assert!(unit.get("grantedUnit").is_none_or(Value::is_null), "nothing more granted: {unit}");
+    assert_eq!(balance(&server, 7), "9.90".parse::<Decimal>().expect("d"), "the usage was charged");
+    server
+        .engine
+        .execute(Request {
+            key: Some("resume-7".into()),
+            target: Target::Subscription(7),
+            operation: Operation::Resume,
+        })
+        .expect("answer");
+    let again = post(&server, base, &charging_data("msisdn-4917000000007", 10, Some(1 << 20), None));
+    assert_eq!(again.status, 201, "{}", again.body);
+}

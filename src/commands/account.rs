@@ -6,7 +6,9 @@ use std::process::ExitCode;
 use anyhow::bail;
 use clap::Subcommand;
 use rust_decimal::Decimal;
-use tollgate_engine::{AccountKind, Answer, Engine, Identity, Operation, Outcome, Request, Target};
+use tollgate_engine::{
+    AccountKind, AllowanceGrant, Answer, Engine, Identity, Operation, Outcome, PlanChangeAt, Request, Target,
+};
 
 use super::engine_setup::EngineArgs;
 
@@ -46,6 +48,94 @@ pub(crate) enum AccountCommand {
     History {
         #[arg(long)]
         id: u64,
+    },
+    /// Set the credit limit (zero for prepaid; not below what the account owes).
+    CreditLimit {
+        #[arg(long)]
+        id: u64,
+        #[arg(long, allow_hyphen_values = true)]
+        credit_limit: Decimal,
+    },
+    /// Change how the account pays: prepaid, postpaid or hybrid, with its credit limit.
+    Kind {
+        #[arg(long)]
+        id: u64,
+        #[arg(long, value_parser = parse_kind)]
+        kind: AccountKind,
+        #[arg(long, default_value = "0")]
+        credit_limit: Decimal,
+    },
+    /// Close the account (its subscriptions terminated); a reason settles what it holds.
+    Close {
+        #[arg(long)]
+        id: u64,
+        /// Settle the remaining balance with a final adjustment, for this reason.
+        #[arg(long)]
+        settle_reason: Option<String>,
+    },
+    /// The account's totals for a bill cycle: money and units by service, allowances used.
+    Totals {
+        #[arg(long)]
+        id: u64,
+        /// A time in the cycle (RFC 3339); default now.
+        #[arg(long)]
+        at: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum SubscriptionCommand {
+    /// Move to another plan now or at the account's next bill cycle.
+    ChangePlan {
+        #[arg(long)]
+        id: u64,
+        #[arg(long)]
+        plan: String,
+        /// Take effect at the start of the next bill cycle instead of now.
+        #[arg(long)]
+        next_cycle: bool,
+        /// Grant the new plan's allowances pro rata for the rest of the cycle.
+        #[arg(long)]
+        pro_rata: bool,
+        /// Idempotency key (default: derived from the subscription and plan).
+        #[arg(long)]
+        key: Option<String>,
+    },
+    /// Stop the service (online requests refused, later records rejected as `suspended`).
+    Suspend {
+        #[arg(long)]
+        id: u64,
+        #[arg(long)]
+        reason: String,
+        #[arg(long)]
+        key: Option<String>,
+    },
+    /// End a suspension.
+    Resume {
+        #[arg(long)]
+        id: u64,
+        #[arg(long)]
+        key: Option<String>,
+    },
+    /// End the subscription: sessions closed, identities freed, history kept.
+    Terminate {
+        #[arg(long)]
+        id: u64,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Add, remove or replace an identity (msisdn:…, imsi:…, sip:…, nai:…).
+    Identity {
+        #[arg(long)]
+        id: u64,
+        /// The identity to add (or, with --replace, the new one).
+        #[arg(long, conflicts_with = "remove")]
+        add: Option<String>,
+        #[arg(long)]
+        remove: Option<String>,
+        /// The identity --add replaces (a SIM swap, a number change).
+        #[arg(long, requires = "add")]
+        replace: Option<String>,
     },
 }
 
@@ -124,6 +214,7 @@ pub(crate) fn account(args: &EngineArgs, command: AccountCommand) -> anyhow::Res
         return history(args, id);
     }
     let engine = args.open()?;
+    let keyed = |key: String, id: u64, operation| Request { key: Some(key), target: Target::Account(id), operation };
     let request = match command {
         AccountCommand::Create { id, kind, currency, credit_limit, balance } => Request {
             key: Some(format!("cli:create-account:{id}")),
@@ -147,6 +238,70 @@ pub(crate) fn account(args: &EngineArgs, command: AccountCommand) -> anyhow::Res
         AccountCommand::Show { id } | AccountCommand::History { id } => {
             Request { key: None, target: Target::Account(id), operation: Operation::BalanceEnquiry }
         }
+        AccountCommand::CreditLimit { id, credit_limit } => {
+            keyed(format!("cli:credit-limit:{id}:{credit_limit}"), id, Operation::SetCreditLimit { credit_limit })
+        }
+        AccountCommand::Kind { id, kind, credit_limit } => keyed(
+            format!("cli:kind:{id}:{}:{credit_limit}", kind.name()),
+            id,
+            Operation::ChangeAccountKind { kind, credit_limit },
+        ),
+        AccountCommand::Close { id, settle_reason } => {
+            // Each attempt its own key: a refused close (a subscription still live) is
+            // remembered as refused under its key.
+            keyed(format!("cli:close:{id}:{}", attempt()), id, Operation::CloseAccount { settle_reason })
+        }
+        AccountCommand::Totals { id, at } => {
+            let at = at.map(|text| parse_time(&text, "--at")).transpose()?;
+            Request { key: None, target: Target::Account(id), operation: Operation::CycleTotals { at } }
+        }
+    };
+    answer(engine, request)
+}
+
+pub(crate) fn subscription(args: &EngineArgs, command: SubscriptionCommand) -> anyhow::Result<ExitCode> {
+    let engine = args.open()?;
+    let keyed =
+        |key: String, id: u64, operation| Request { key: Some(key), target: Target::Subscription(id), operation };
+    let identity = |text: &str, flag: &str| match Identity::parse(text) {
+        Some(identity) => Ok(identity),
+        None => bail!("{flag} `{text}`: use msisdn:DIGITS, imsi:DIGITS, sip:URI or nai:USER@REALM"),
+    };
+    let request = match command {
+        SubscriptionCommand::ChangePlan { id, plan, next_cycle, pro_rata, key } => {
+            let when = if next_cycle { PlanChangeAt::NextCycle } else { PlanChangeAt::Now };
+            let allowances = if pro_rata { AllowanceGrant::ProRata } else { AllowanceGrant::Full };
+            let key = key.unwrap_or_else(|| format!("cli:change-plan:{id}:{plan}:{next_cycle}:{pro_rata}"));
+            keyed(key, id, Operation::ChangePlan { plan, when, allowances })
+        }
+        SubscriptionCommand::Suspend { id, reason, key } => {
+            let key = key.unwrap_or_else(|| format!("cli:suspend:{id}:{}", attempt()));
+            keyed(key, id, Operation::Suspend { reason })
+        }
+        SubscriptionCommand::Resume { id, key } => {
+            keyed(key.unwrap_or_else(|| format!("cli:resume:{id}:{}", attempt())), id, Operation::Resume)
+        }
+        SubscriptionCommand::Terminate { id, reason } => {
+            keyed(format!("cli:terminate:{id}"), id, Operation::Terminate { reason })
+        }
+        SubscriptionCommand::Identity { id, add, remove, replace } => match (add, remove, replace) {
+            (Some(new), None, Some(old)) => keyed(
+                format!("cli:replace-identity:{id}:{old}:{new}"),
+                id,
+                Operation::ReplaceIdentity { old: identity(&old, "--replace")?, new: identity(&new, "--add")? },
+            ),
+            (Some(new), None, None) => keyed(
+                format!("cli:add-identity:{id}:{new}"),
+                id,
+                Operation::AddIdentity { identity: identity(&new, "--add")? },
+            ),
+            (None, Some(old), None) => keyed(
+                format!("cli:remove-identity:{id}:{old}"),
+                id,
+                Operation::RemoveIdentity { identity: identity(&old, "--remove")? },
+            ),
+            _ => bail!("give --add IDENTITY, --remove IDENTITY, or --add NEW --replace OLD"),
+        },
     };
     answer(engine, request)
 }
@@ -206,6 +361,12 @@ fn answer(engine: Engine, request: Request) -> anyhow::Result<ExitCode> {
     engine.shutdown()?;
     println!("{}", serde_json::to_string_pretty(&answer)?);
     Ok(if answer.outcome == Outcome::Success { ExitCode::SUCCESS } else { ExitCode::from(2) })
+}
+
+/// Tells one run of a command from the next, for requests that may be asked again on
+/// purpose (a suspension after a resumption, a close after a refusal).
+fn attempt() -> i128 {
+    jiff::Timestamp::now().as_nanosecond()
 }
 
 fn parse_time(text: &str, flag: &str) -> anyhow::Result<i64> {

@@ -124,7 +124,7 @@ pub(crate) fn balance_view(state: &ShardState, ctx: &Context<'_>, id: AccountId)
         let name = state
             .subscriptions
             .get(&bucket.subscription)
-            .and_then(|s| ctx.plans.at(&s.plan, ctx.now))
+            .and_then(|s| ctx.plans.at(state.plan_id(s, ctx.now), ctx.now))
             .and_then(|p| p.allowances.get(usize::from(bucket.allowance)))
             .map_or_else(|| format!("allowance {}", bucket.allowance), |a| a.name.clone());
         buckets.push(BucketView {

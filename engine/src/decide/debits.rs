@@ -15,6 +15,9 @@ use crate::state::{Effect, MoneyKind, RecordRerated};
 /// Prices (and with `commit`, charges) one usage, all or nothing.
 pub(crate) fn debit(op: Op<'_, '_, '_>, usage: &Usage, commit: bool) -> Answer {
     let Op { tx, ctx, account, subscription } = op;
+    if commit && suspended_for(tx.state(), subscription, usage.start_utc_seconds) {
+        return Answer::outcome(Outcome::ServiceDenied("the subscription is suspended".to_owned()));
+    }
     if commit {
         renew_buckets(tx, account, subscription, usage.start_utc_seconds.max(ctx.now));
     }
@@ -76,4 +79,13 @@ pub(crate) fn rerate(op: Op<'_, '_, '_>, record: &str, usage: &Usage) -> Answer 
     accumulate(tx, account, plan, rated.service, usage.start_utc_seconds, 0, rated.amount - old.amount);
     tx.emit(Effect::RecordRerated(Box::new(RecordRerated { key: key.0, memo })));
     answer(tx.state().accounts[&account].balance(), true)
+}
+
+/// Whether usage of `subscription` starting `at` falls in a suspension.
+pub(crate) fn suspended_for(
+    state: &crate::state::ShardState,
+    subscription: crate::model::SubscriptionId,
+    at: i64,
+) -> bool {
+    state.lifecycle_of(subscription).and_then(|l| l.suspended_at).is_some_and(|since| since <= at)
 }

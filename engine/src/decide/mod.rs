@@ -4,6 +4,7 @@
 
 pub(crate) mod accounts;
 pub(crate) mod debits;
+pub(crate) mod lifecycle;
 pub(crate) mod money;
 pub(crate) mod rating;
 pub(crate) mod sessions;
@@ -104,6 +105,9 @@ pub(crate) fn decide_operation(
         return Answer::outcome(Outcome::UnknownAccount);
     }
     let account = resolved.account;
+    if operation.is_mutating() && tx.state().closed.contains_key(&account) {
+        return Answer::outcome(Outcome::ServiceDenied("the account is closed".to_owned()));
+    }
     // Operations on a subscription: the one the request names, else the account's first.
     let on = |tx: &mut Transaction<'_>, what: &str, handler: &mut dyn FnMut(Op<'_, '_, '_>) -> Answer| {
         match subscription_of(tx, resolved) {
@@ -133,15 +137,46 @@ pub(crate) fn decide_operation(
         Operation::GrantCredit { amount, valid_from, valid_until, priority, reference } => {
             grant_credit(tx, ctx, account, *amount, (*valid_from, *valid_until), *priority, reference)
         }
+        Operation::ChangePlan { plan, when, allowances } => {
+            on(tx, "a plan change", &mut |op| lifecycle::change_plan(op, plan, *when, *allowances))
+        }
+        Operation::Suspend { .. } => on(tx, "a suspension", &mut lifecycle::suspend),
+        Operation::Resume => on(tx, "a resumption", &mut lifecycle::resume),
+        Operation::Terminate { .. } => on(tx, "a termination", &mut lifecycle::terminate),
+        Operation::AddIdentity { identity } => on(tx, "an identity", &mut |op| lifecycle::add_identity(op, identity)),
+        Operation::RemoveIdentity { identity } => {
+            on(tx, "an identity", &mut |op| lifecycle::remove_identity(op, identity))
+        }
+        Operation::ReplaceIdentity { old, new } => {
+            on(tx, "an identity", &mut |op| lifecycle::replace_identity(op, old, new))
+        }
+        Operation::SetCreditLimit { credit_limit } => lifecycle::set_credit_limit(tx, account, *credit_limit),
+        Operation::ChangeAccountKind { kind, credit_limit } => {
+            lifecycle::change_account_kind(tx, account, *kind, *credit_limit)
+        }
+        Operation::CloseAccount { settle_reason } => {
+            lifecycle::close_account(tx, ctx, account, settle_reason.as_deref())
+        }
+        Operation::CycleTotals { at } => lifecycle::cycle_totals(tx.state(), ctx, account, at.unwrap_or(ctx.now)),
     }
 }
 
 pub(crate) fn subscription_of(tx: &Transaction<'_>, resolved: Resolved) -> Option<SubscriptionId> {
-    resolved.subscription.or_else(|| {
-        // An account-level request uses the account's first subscription, if it has one.
-        let mut ids: Vec<SubscriptionId> =
-            tx.state().subscriptions.values().filter(|s| s.account == resolved.account).map(|s| s.id).collect();
-        ids.sort_unstable();
-        ids.first().copied()
-    })
+    let state = tx.state();
+    let live = |id: SubscriptionId| state.lifecycle_of(id).is_none_or(|l| l.terminated_at.is_none());
+    match resolved.subscription {
+        // Resolved before a termination decided in the same batch: gone now.
+        Some(id) => live(id).then_some(id),
+        None => {
+            // An account-level request uses the account's first live subscription, if any.
+            let mut ids: Vec<SubscriptionId> = state
+                .subscriptions
+                .values()
+                .filter(|s| s.account == resolved.account && live(s.id))
+                .map(|s| s.id)
+                .collect();
+            ids.sort_unstable();
+            ids.first().copied()
+        }
+    }
 }

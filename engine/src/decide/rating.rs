@@ -95,18 +95,21 @@ pub(crate) fn rate_for<'p>(
     extra: &[(BucketId, u64)],
 ) -> Result<(&'p Versioned, RatedEvent), &'static str> {
     let sub = &state.subscriptions[&subscription];
-    rate_held(ctx, sub, &state.accounts[&sub.account], usage, extra)
+    let plan_id = state.plan_id(sub, usage.start_utc_seconds);
+    rate_held(ctx, plan_id, sub, &state.accounts[&sub.account], usage, extra)
 }
 
-/// [`rate_for`] with the subscription and its account already looked up.
+/// [`rate_for`] with the subscription, the plan in force for the usage and the account
+/// already looked up.
 pub(crate) fn rate_held<'p>(
     ctx: &Context<'p>,
+    plan_id: &str,
     sub: &Subscription,
     account: &Account,
     usage: &Usage,
     extra: &[(BucketId, u64)],
 ) -> Result<(&'p Versioned, RatedEvent), &'static str> {
-    let (plan, event) = event_of(ctx, sub, usage)?;
+    let (plan, event) = event_of(ctx, plan_id, usage)?;
     let balances = allowance_balances(account, sub.id, usage.start_utc_seconds, extra);
     rate(plan, &event, &balances).map(|rated| (plan, rated)).map_err(|unrated| unrated.code())
 }
@@ -119,15 +122,17 @@ pub(crate) fn usage_event<'p, 'u>(
     subscription: SubscriptionId,
     usage: &'u Usage,
 ) -> Result<(&'p Versioned, UsageEvent<'u>), &'static str> {
-    event_of(ctx, &state.subscriptions[&subscription], usage)
+    let plan_id = state.plan_id(&state.subscriptions[&subscription], usage.start_utc_seconds);
+    event_of(ctx, plan_id, usage)
 }
 
+/// The version of `plan_id` in force at the usage's start, and the event to rate.
 pub(crate) fn event_of<'p, 'u>(
     ctx: &Context<'p>,
-    sub: &Subscription,
+    plan_id: &str,
     usage: &'u Usage,
 ) -> Result<(&'p Versioned, UsageEvent<'u>), &'static str> {
-    let plan = ctx.plans.at(&sub.plan, usage.start_utc_seconds).ok_or("plan_not_loaded")?;
+    let plan = ctx.plans.at(plan_id, usage.start_utc_seconds).ok_or("plan_not_loaded")?;
     let service = service_of(plan, &usage.service).ok_or("unknown_service")?;
     let rating_group = usage.rating_group.or(match usage.service {
         ServiceRef::RatingGroup(rg) => Some(rg),

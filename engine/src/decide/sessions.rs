@@ -5,6 +5,7 @@
 use rust_decimal::Decimal;
 
 use crate::api::{Answer, Body, Grant, Outcome, ServiceRef, SessionStep, SmolStr, UnitRequest, Usage};
+use crate::decide::debits::suspended_for;
 use crate::decide::rating::{default_quota, rate_usage, renew_buckets, service_of, settle};
 use crate::decide::{Context, Op, Transaction};
 use crate::model::{BucketId, Reservation, SessionRecord};
@@ -42,6 +43,9 @@ pub(crate) fn session_request(op: Op<'_, '_, '_>, session: &str, step: SessionSt
             "more than {} rating groups in one request",
             ctx.config.max_units_per_request
         )));
+    }
+    if step == SessionStep::Initial && suspended_for(tx.state(), subscription, ctx.now) {
+        return Answer::outcome(Outcome::ServiceDenied("the subscription is suspended".to_owned()));
     }
     let known = tx.state().sessions.get(session).map(|record| (record.account, record.subscription));
     let opened_here = match (step, known) {
@@ -175,14 +179,19 @@ pub(crate) fn session_unit(op: Op<'_, '_, '_>, session: &str, step: SessionStep,
     if step == SessionStep::Termination || grant.outcome != Outcome::Success {
         return grant;
     }
-    // 2. Reserve for the next stretch.
+    // 2. Reserve for the next stretch (none while suspended: what was used is charged).
+    if suspended_for(tx.state(), subscription, ctx.now) {
+        grant.outcome = Outcome::ServiceDenied("the subscription is suspended".to_owned());
+        return grant;
+    }
     let open = tx.state().open_groups(session).len();
     if open >= ctx.config.max_reservations_per_session {
         grant.outcome =
             Outcome::Invalid(format!("more than {} open rating groups", ctx.config.max_reservations_per_session));
         return grant;
     }
-    let plan = tx.state().subscriptions.get(&subscription).and_then(|s| ctx.plans.at(&s.plan, ctx.now));
+    let plan =
+        tx.state().subscriptions.get(&subscription).and_then(|s| ctx.plans.at(tx.state().plan_id(s, ctx.now), ctx.now));
     let Some(service) = plan.and_then(|p| service_of(p, &unit_service).map(|s| p.services[usize::from(s)].unit)) else {
         grant.outcome = Outcome::RatingFailed("unknown_service".to_owned());
         return grant;

@@ -38,7 +38,7 @@
 //! answer   = outcome body repeated:u8
 //! outcome  = 0 Success | 1 CreditLimitReached | 2 UnknownSubscriber | 3 UnknownAccount
 //!          | 4 UnknownSession | 5 RatingFailed code:s | 6 AlreadyExists | 7 Invalid text:s
-//!          | 8 UnknownRecord
+//!          | 8 UnknownRecord | 9 ServiceDenied text:s
 //! body     = 0 None | 1 Session [grant] | 2 Charged charged | 3 Money balance_after:d
 //! grant    = rating_group:v outcome granted_units:v validity_seconds:v final_unit:u8
 //!            used_units:v charged:d
@@ -217,10 +217,22 @@ impl<'e> Writer<'e> {
                 self.s(key);
                 self.answer(answer)?;
             }
+            // Rare changes: the record is written as an rkyv archive.
             Effect::AccountCreated(_)
             | Effect::SubscriptionCreated { .. }
             | Effect::MoneyBucketAdded { .. }
-            | Effect::RecordRerated(_) => return None,
+            | Effect::RecordRerated(_)
+            | Effect::PlanScheduled { .. }
+            | Effect::BucketsRetired { .. }
+            | Effect::BucketsGranted { .. }
+            | Effect::Suspended { .. }
+            | Effect::Resumed { .. }
+            | Effect::Terminated { .. }
+            | Effect::IdentityAdded { .. }
+            | Effect::IdentityRemoved { .. }
+            | Effect::CreditLimitSet { .. }
+            | Effect::AccountKindChanged { .. }
+            | Effect::AccountClosed { .. } => return None,
         }
         Some(())
     }
@@ -242,6 +254,10 @@ impl<'e> Writer<'e> {
                 self.s(text);
             }
             Outcome::UnknownRecord => self.bytes.push(8),
+            Outcome::ServiceDenied(text) => {
+                self.bytes.push(9);
+                self.s(text);
+            }
         }
     }
 
@@ -279,7 +295,7 @@ impl<'e> Writer<'e> {
                 self.bytes.push(3);
                 self.d(*balance_after);
             }
-            Body::Balance(_) | Body::Rerated(_) => return None,
+            Body::Balance(_) | Body::Rerated(_) | Body::Totals(_) => return None,
         }
         self.bytes.push(u8::from(answer.repeated));
         Some(())
@@ -486,6 +502,7 @@ impl<'a> Input<'a> {
             6 => Outcome::AlreadyExists,
             7 => Outcome::Invalid(self.s()?.to_owned()),
             8 => Outcome::UnknownRecord,
+            9 => Outcome::ServiceDenied(self.s()?.to_owned()),
             other => return Err(format!("unknown outcome {other} at byte {at}")),
         })
     }

@@ -5,7 +5,10 @@ use rust_decimal::Decimal;
 use tollgate_tariffs::plan::RkyvDecimal;
 
 use crate::api::Answer;
-use crate::model::{Account, AccountId, BucketId, MoneyBucket, Reservation, SessionRecord, Subscription, UnitBucket};
+use crate::model::{
+    Account, AccountId, AccountKind, BucketId, Identity, MoneyBucket, Reservation, SessionRecord, Subscription,
+    SubscriptionId, UnitBucket,
+};
 use crate::records::Memo;
 use rkyv::{Archive, Deserialize as RkyvDeserialize, Serialize as RkyvSerialize};
 
@@ -95,6 +98,55 @@ pub enum Effect {
     /// The session ended (terminated, or its tombstone expired): unknown from now on.
     SessionEnded {
         session: String,
+    },
+    /// A subscription moves to `plan` from `from` (now, or a cycle boundary).
+    PlanScheduled {
+        subscription: SubscriptionId,
+        from: i64,
+        plan: String,
+    },
+    /// The subscription's unit buckets end at `at` and renew no more (a plan change).
+    BucketsRetired {
+        subscription: SubscriptionId,
+        at: i64,
+    },
+    /// New unit buckets for a subscription (the next plan's allowances).
+    BucketsGranted {
+        account: AccountId,
+        buckets: Vec<UnitBucket>,
+    },
+    Suspended {
+        subscription: SubscriptionId,
+        at: i64,
+    },
+    Resumed {
+        subscription: SubscriptionId,
+    },
+    /// The subscription ended for good; its identities are free for others.
+    Terminated {
+        subscription: SubscriptionId,
+        at: i64,
+    },
+    IdentityAdded {
+        subscription: SubscriptionId,
+        identity: Identity,
+    },
+    IdentityRemoved {
+        subscription: SubscriptionId,
+        identity: Identity,
+    },
+    CreditLimitSet {
+        account: AccountId,
+        #[rkyv(with = RkyvDecimal)]
+        credit_limit: Decimal,
+    },
+    AccountKindChanged {
+        account: AccountId,
+        kind: AccountKind,
+    },
+    AccountClosed {
+        account: AccountId,
+        at: i64,
     },
 }
 

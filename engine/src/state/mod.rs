@@ -12,13 +12,13 @@ pub use effect::{Effect, MoneyKind, RecordRerated};
 
 use rust_decimal::Decimal;
 use std::sync::Arc;
-use tollgate_tariffs::plan::RkyvDecimal;
+use tollgate_tariffs::plan::{Period, RkyvDecimal};
 
 use crate::accounts::AccountTable;
 use crate::dedupe::RecentAnswers;
 use crate::model::{
-    Account, AccountId, AccountKind, BucketId, Reservation, SessionRecord, Subscription, SubscriptionId, UnitBucket,
-    UsageTotal,
+    Account, AccountId, AccountKind, AllowancePeriod, BucketId, Lifecycle, Reservation, SessionRecord, Subscription,
+    SubscriptionId, UnitBucket, UsageTotal,
 };
 use crate::records::{ChargeEffect, RecentRecords, RecordCharge, RecordKey, ServiceName};
 use rkyv::{Archive, Deserialize as RkyvDeserialize, Serialize as RkyvSerialize};
@@ -67,7 +67,17 @@ pub struct ShardState {
     pub totals: Totals,
     /// One copy of each plan id the subscriptions name.
     pub plan_ids: PlanIds,
+    /// The subscriptions suspended, terminated or moved to another plan, and how.
+    pub lifecycle: Map<SubscriptionId, Lifecycle>,
+    /// Closed accounts, with when they closed.
+    pub closed: Map<AccountId, i64>,
+    /// Per account, its allowances' periods that ended (the last [`MAX_ALLOWANCE_PERIODS`]).
+    pub allowance_history: Map<AccountId, Vec<AllowancePeriod>>,
 }
+
+/// Ended allowance periods kept per account (two years of monthly allowances for a
+/// handful of subscriptions).
+pub(crate) const MAX_ALLOWANCE_PERIODS: usize = 96;
 
 /// The plan ids of a shard's subscriptions, one shared copy each. Not part of the state
 /// a shard compares or archives: it only decides which copy a subscription points to.
@@ -230,10 +240,15 @@ impl ShardState {
                 }
             }
             Effect::BucketRenewed { account, bucket, valid_from, valid_until } => {
-                if let Some(units) = self.unit_bucket_mut(*account, *bucket) {
+                let ended = self.unit_bucket_mut(*account, *bucket).map(|units| {
+                    let ended = period_of(units);
                     units.valid_from = *valid_from;
                     units.valid_until = *valid_until;
                     units.remaining = units.granted;
+                    ended
+                });
+                if let Some(ended) = ended {
+                    self.remember_period(*account, ended);
                 }
             }
             Effect::Reserved(reservation) => {
@@ -285,7 +300,114 @@ impl ShardState {
             Effect::SessionEnded { session } => {
                 self.sessions.remove(session);
             }
+            Effect::PlanScheduled { subscription, from, plan } => {
+                let lifecycle = self.lifecycle.entry(*subscription).or_default();
+                lifecycle.plans.retain(|(at, _)| at < from);
+                lifecycle.plans.push((*from, plan.clone()));
+            }
+            Effect::BucketsRetired { subscription, at } => {
+                let account = self.subscriptions.get(subscription).map(|s| s.account);
+                let mut ended = Vec::new();
+                if let Some(holder) = account.and_then(|a| self.accounts.get_mut(&a)) {
+                    for bucket in holder.units.iter_mut().filter(|b| b.subscription == *subscription) {
+                        if bucket.period != Period::Once || bucket.valid_until > *at {
+                            if bucket.valid_from < *at {
+                                ended.push(period_of(bucket));
+                            }
+                            bucket.valid_until = bucket.valid_until.min(*at);
+                            bucket.period = Period::Once;
+                        }
+                    }
+                }
+                for period in ended {
+                    if let Some(account) = account {
+                        self.remember_period(account, period);
+                    }
+                }
+            }
+            Effect::BucketsGranted { account, buckets } => {
+                if let Some(account) = self.accounts.get_mut(account) {
+                    for bucket in buckets {
+                        account.next_bucket = account.next_bucket.max(bucket.id + 1);
+                        account.units.push(bucket.clone());
+                    }
+                }
+            }
+            Effect::Suspended { subscription, at } => {
+                self.lifecycle.entry(*subscription).or_default().suspended_at = Some(*at);
+            }
+            Effect::Resumed { subscription } => {
+                if let Some(lifecycle) = self.lifecycle.get_mut(subscription) {
+                    lifecycle.suspended_at = None;
+                    if lifecycle.is_default() {
+                        self.lifecycle.remove(subscription);
+                    }
+                }
+            }
+            Effect::Terminated { subscription, at } => {
+                self.lifecycle.entry(*subscription).or_default().terminated_at = Some(*at);
+            }
+            Effect::IdentityAdded { subscription, identity } => {
+                if let Some(sub) = self.subscriptions.get_mut(subscription) {
+                    if !sub.identities.contains(identity) {
+                        sub.identities.push(identity.clone());
+                    }
+                }
+            }
+            Effect::IdentityRemoved { subscription, identity } => {
+                if let Some(sub) = self.subscriptions.get_mut(subscription) {
+                    sub.identities.retain(|known| known != identity);
+                }
+            }
+            Effect::CreditLimitSet { account, credit_limit } => {
+                if let Some(account) = self.accounts.get_mut(account) {
+                    account.credit_limit = *credit_limit;
+                }
+            }
+            Effect::AccountKindChanged { account, kind } => {
+                if let Some(account) = self.accounts.get_mut(account) {
+                    account.kind = *kind;
+                }
+            }
+            Effect::AccountClosed { account, at } => {
+                self.closed.insert(*account, *at);
+            }
         }
+    }
+
+    /// Keeps an allowance period that ended in its account's history.
+    fn remember_period(&mut self, account: AccountId, period: AllowancePeriod) {
+        let history = self.allowance_history.entry(account).or_default();
+        history.push(period);
+        if history.len() > MAX_ALLOWANCE_PERIODS {
+            history.remove(0);
+        }
+    }
+
+    /// Enters the shard's live subscriptions and their identities in the directory (a
+    /// terminated subscription's are free for others).
+    pub(crate) fn register(&self, directory: &crate::directory::Directory) {
+        for subscription in self.subscriptions.values() {
+            if self.lifecycle_of(subscription.id).is_none_or(|l| l.terminated_at.is_none()) {
+                directory.restore(subscription.id, subscription.account, &subscription.identities);
+            }
+        }
+    }
+
+    /// The plan a subscription's usage at `at` is priced by.
+    pub(crate) fn plan_id<'s>(&'s self, subscription: &'s Subscription, at: i64) -> &'s str {
+        if self.lifecycle.is_empty() {
+            return &subscription.plan;
+        }
+        self.lifecycle.get(&subscription.id).and_then(|l| l.plan_at(at)).unwrap_or(&subscription.plan)
+    }
+
+    /// The subscription's lifecycle, if it has one.
+    pub(crate) fn lifecycle_of(&self, subscription: SubscriptionId) -> Option<&Lifecycle> {
+        if self.lifecycle.is_empty() {
+            return None;
+        }
+        self.lifecycle.get(&subscription)
     }
 
     /// A grant dates the usage its rating group reports next. A reservation journaled
@@ -420,5 +542,18 @@ pub(crate) fn add_usage(
             total.amount += amount;
         }
         None => account.usage.push(UsageTotal { cycle_start, service: service.to_shared(), events: 1, units, amount }),
+    }
+}
+
+/// The period a unit bucket holds now, for the allowance history.
+fn period_of(bucket: &UnitBucket) -> AllowancePeriod {
+    AllowancePeriod {
+        subscription: bucket.subscription,
+        allowance: bucket.allowance,
+        bucket: bucket.id,
+        valid_from: bucket.valid_from,
+        valid_until: bucket.valid_until,
+        granted: bucket.granted,
+        used: bucket.granted.saturating_sub(bucket.remaining),
     }
 }

@@ -33,6 +33,23 @@ pub fn plans_with_premium_fix(premium_price: &str) -> Plans {
     plans
 }
 
+/// The example plans plus `mobile-prepaid-l`: the prepaid plan with premium voice at
+/// 0.99 a minute (1.99 in `mobile-prepaid-s`) and video at 0.05 a MB (0.10).
+pub fn plans_with_large() -> Plans {
+    let mut plans = plans();
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tariffs/examples/prepaid-mobile.toml");
+    let text = std::fs::read_to_string(path).expect("prepaid plan");
+    let large = text
+        .replace(r#"id = "mobile-prepaid-s""#, r#"id = "mobile-prepaid-l""#)
+        .replace(r#"price = "1.99""#, r#"price = "0.99""#)
+        .replace("price = \"0.10\"\nper = 1048576", "price = \"0.05\"\nper = 1048576");
+    assert!(large.contains("mobile-prepaid-l") && large.contains(r#"price = "0.05""#), "the example plan changed");
+    plans
+        .insert(tollgate_tariffs::compile_str(&large, "prepaid-large.toml", None).expect("large compiles"))
+        .expect("l");
+    plans
+}
+
 pub fn plans() -> Plans {
     let mut plans = Plans::new();
     let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tariffs/examples");
@@ -74,6 +91,13 @@ impl Harness {
         let dir = data_dir(name);
         let guard = DirGuard(dir.clone());
         Harness::open(dir, Arc::new(ManualClock::new(MONDAY_10)), guard, configure)
+    }
+
+    /// A harness whose engine has `plans` loaded.
+    pub fn with_plans(name: &str, plans: Plans) -> Harness {
+        let dir = data_dir(name);
+        let guard = DirGuard(dir.clone());
+        Harness::open_with(dir, Arc::new(ManualClock::new(MONDAY_10)), guard, |_| {}, plans)
     }
 
     pub fn open(

@@ -305,6 +305,7 @@ pub fn result_code(outcome: &Outcome) -> u32 {
         Outcome::RatingFailed(_) => rc::RATING_FAILED,
         Outcome::AlreadyExists => rc::UNABLE_TO_COMPLY,
         Outcome::Invalid(_) => rc::INVALID_AVP_VALUE,
+        Outcome::ServiceDenied(_) => rc::END_USER_SERVICE_DENIED,
         _ => rc::UNABLE_TO_COMPLY,
     }
 }

@@ -79,6 +79,7 @@ fn outcome(outcome: &engine::Outcome) -> (proto::Outcome, String) {
         engine::Outcome::RatingFailed(code) => (proto::Outcome::RatingFailed, code.clone()),
         engine::Outcome::AlreadyExists => (proto::Outcome::AlreadyExists, String::new()),
         engine::Outcome::Invalid(why) => (proto::Outcome::Invalid, why.clone()),
+        engine::Outcome::ServiceDenied(why) => (proto::Outcome::ServiceDenied, why.clone()),
         other => (proto::Outcome::Invalid, format!("{other:?}")),
     }
 }

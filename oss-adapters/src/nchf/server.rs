@@ -337,6 +337,7 @@ fn result_code(outcome: &Outcome) -> &'static str {
         Outcome::CreditLimitReached => "QUOTA_LIMIT_REACHED",
         Outcome::UnknownSubscriber | Outcome::UnknownAccount => "USER_UNKNOWN",
         Outcome::RatingFailed(_) => "RATING_FAILED",
+        Outcome::ServiceDenied(_) => "END_USER_SERVICE_DENIED",
         _ => "END_USER_SERVICE_DENIED",
     }
 }
@@ -356,6 +357,11 @@ fn respond(
         }
         Outcome::Invalid(reason) => {
             return Err(problem(StatusCode::FORBIDDEN, "CHARGING_FAILED", reason.clone(), Vec::new()));
+        }
+        // TS 32.291 §6.1.7.3: the end user's service is denied (suspended). An update
+        // whose reported usage was charged still gets its unit results (200).
+        Outcome::ServiceDenied(reason) if !matches!(answer.body, Body::Session { .. }) => {
+            return Err(problem(StatusCode::FORBIDDEN, "END_USER_REQUEST_DENIED", reason.clone(), Vec::new()));
         }
         _ => {}
     }
