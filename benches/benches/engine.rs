@@ -133,7 +133,7 @@ fn shard(c: &mut Criterion) {
     // The bulk path on one shard, without the engine around it: look ahead, rate, charge,
     // remember the key, encode the journal payload.
     let mut journal = ChargesWriter::new();
-    let mut renewals = Vec::new();
+    let (mut renewals, mut refusals) = (Vec::new(), Vec::new());
     group.bench_function("charge_record_100k_accounts", |b| {
         b.iter_batched(
             || records(accounts, &called, &mut rng, &mut sequence),
@@ -142,7 +142,7 @@ fn shard(c: &mut Criterion) {
                 let positions: Vec<usize> = (0..batch.len()).collect();
                 for (at, record) in batch.iter().enumerate() {
                     state.prepare(&batch, &positions, at);
-                    black_box(charge_record(&mut state, &ctx, record, &mut renewals, &mut journal));
+                    black_box(charge_record(&mut state, &ctx, record, &mut renewals, &mut refusals, &mut journal));
                 }
                 black_box(journal.finish());
             },

@@ -9,21 +9,31 @@ use crate::decide::rating::{memo_of, rate_held, renew_buckets, renewal_due};
 use crate::decide::{Context, Transaction};
 use crate::format::charges::ChargesWriter;
 use crate::model::BucketId;
-use crate::records::{ChargeEffect, MoneyMoves, RecordAnswer, RecordCharge, RecordOutcome, ServiceName};
-use crate::state::{Effect, ShardState};
+use crate::records::{ChargeEffect, Memo, MoneyMoves, RecordAnswer, RecordCharge, RecordOutcome, ServiceName};
+use crate::state::{Effect, RefusedRecord, ShardState};
 
 /// Charges one rated record on the bulk path. A charged record's changes are applied and
 /// written to `journal`. Bucket renewals due first are applied and pushed to `renewals`,
 /// to be journaled as an ordinary record before the charge: `journal` then ends the
-/// payload it held before them ([`ChargesWriter::take_ended`]).
+/// payload it held before them ([`ChargesWriter::take_ended`]). A refusal to remember is
+/// pushed to `refusals`, not applied: the caller applies and journals them after the
+/// message's charges.
 pub fn charge_record(
     state: &mut ShardState,
     ctx: &Context<'_>,
     record: &RecordCharge,
     renewals: &mut Vec<Effect>,
+    refusals: &mut Vec<Effect>,
     journal: &mut ChargesWriter,
 ) -> RecordAnswer {
     if let Some(memo) = state.recent_records.get(&record.key).copied() {
+        // Another record charged this key; if this one was refused before that, it gets
+        // its refusal again (only here: a key not charged at all is decided afresh).
+        if memo.origin != record.origin {
+            if let Some(refusal) = state.recent_records.get(&record.key.refusal(record.origin)).copied() {
+                return refusal.answer(None, true);
+            }
+        }
         let at = record.usage.start_utc_seconds;
         let plan =
             state.subscriptions.get(&record.subscription).and_then(|sub| ctx.plans.at(state.plan_id(sub, at), at));
@@ -41,11 +51,11 @@ pub fn charge_record(
             return RecordAnswer::refused(RecordOutcome::UnknownSubscriber);
         }
         if lifecycle.suspended_at.is_some_and(|at| at <= usage.start_utc_seconds) {
-            return RecordAnswer::refused(RecordOutcome::Suspended);
+            return refuse(state, record, RecordOutcome::Suspended, refusals);
         }
     }
     if !state.closed.is_empty() && state.closed.contains_key(&account) {
-        return RecordAnswer::refused(RecordOutcome::Suspended);
+        return refuse(state, record, RecordOutcome::Suspended, refusals);
     }
     // Each table is looked up once from here on: the account by its slot.
     let renew_at = usage.start_utc_seconds.max(ctx.now);
@@ -61,10 +71,10 @@ pub fn charge_record(
     let plan_id = state.plan_id(sub, usage.start_utc_seconds);
     let (plan, rated) = match rate_held(ctx, plan_id, sub, holder, usage, &[]) {
         Ok(rated) => rated,
-        Err(code) => return RecordAnswer::refused(RecordOutcome::RatingFailed(code)),
+        Err(code) => return refuse(state, record, RecordOutcome::RatingFailed(code), refusals),
     };
     if rated.amount > holder.available(ctx.now) {
-        return RecordAnswer::refused(RecordOutcome::CreditLimitReached);
+        return refuse(state, record, RecordOutcome::CreditLimitReached, refusals);
     }
     let moves = if rated.amount.is_zero() { MoneyMoves::new() } else { money_moves(holder, ctx.now, rated.amount) };
     let (cycle_start, _) = window_containing(holder.cycle_anchor, Period::Monthly, usage.start_utc_seconds);
@@ -81,4 +91,21 @@ pub fn charge_record(
     state.apply_new_charge(slot, &effect);
     journal.push(&effect);
     memo.answer(Some(plan.handle), false)
+}
+
+/// Refuses a record, to be remembered under its refusal key, so that a resumed run that
+/// sends it again after a later record charged its key is told the same.
+fn refuse(
+    state: &ShardState,
+    record: &RecordCharge,
+    outcome: RecordOutcome,
+    refusals: &mut Vec<Effect>,
+) -> RecordAnswer {
+    let key = record.key.refusal(record.origin);
+    if let Some(memo) = Memo::refusal(outcome, record.origin) {
+        if !state.recent_records.contains(&key) {
+            refusals.push(Effect::RecordRefused(Box::new(RefusedRecord { key: key.0, memo })));
+        }
+    }
+    RecordAnswer::refused(outcome)
 }

@@ -77,5 +77,5 @@ pub mod testing {
     pub use crate::runtime::shard_of;
     pub use crate::simfs::SimFs;
     pub use crate::snapshot::{snapshot_path, SnapshotImage};
-    pub use crate::state::{Effect, MoneyKind, RecordRerated, ShardState, Totals};
+    pub use crate::state::{Effect, MoneyKind, RecordRerated, RefusedRecord, ShardState, Totals};
 }

@@ -35,7 +35,37 @@ impl RecordKey {
     pub fn of(text: &str) -> RecordKey {
         RecordKey(xxhash_rust::xxh3::xxh3_128(text.as_bytes()))
     }
+
+    /// Where the refusal of the record with this key and `origin` is remembered: apart
+    /// from the key itself, which a later record with the same key may charge.
+    pub(crate) fn refusal(self, origin: u64) -> RecordKey {
+        let mut bytes = [0u8; 25];
+        bytes[..16].copy_from_slice(&self.0.to_le_bytes());
+        bytes[16..24].copy_from_slice(&origin.to_le_bytes());
+        bytes[24] = RE_FUSED_TAG;
+        RecordKey(xxhash_rust::xxh3::xxh3_128(&bytes))
+    }
 }
+
+/// The byte that tells a refusal's key from a record key's text.
+const RE_FUSED_TAG: u8 = 0xfe;
+
+/// The rating codes a remembered refusal can hold (a memo stores the index).
+const RATING_CODES: [&str; 10] = [
+    "unknown_service",
+    "before_effective",
+    "unknown_destination",
+    "malformed_destination",
+    "no_rate",
+    "usage_too_large",
+    "amount_overflow",
+    "start_too_late",
+    "plan_not_loaded",
+    "rating_failed",
+];
+
+/// A memo whose `charged_units` is this is a refusal, its outcome in `allowance_units`.
+const REFUSED: u64 = u64::MAX;
 
 /// One rated record to charge to a subscription.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -134,9 +164,60 @@ pub struct Memo {
 }
 
 impl Memo {
+    /// The memo of a record refused with `outcome` (not for an unknown subscriber: no
+    /// shard holds it).
+    pub(crate) fn refusal(outcome: RecordOutcome, origin: u64) -> Option<Memo> {
+        let code = match outcome {
+            RecordOutcome::CreditLimitReached => 0,
+            RecordOutcome::Suspended => 1,
+            RecordOutcome::RatingFailed(code) => {
+                2 + RATING_CODES.iter().position(|known| *known == code).unwrap_or(RATING_CODES.len() - 1) as u64
+            }
+            RecordOutcome::Charged | RecordOutcome::UnknownSubscriber => return None,
+        };
+        Some(Memo {
+            amount: Decimal::ZERO,
+            charged_units: REFUSED,
+            allowance_units: code,
+            origin,
+            service: 0,
+            band: 0,
+            destination: NO_DESTINATION,
+        })
+    }
+
+    /// A refusal's memo from its stored outcome code; `None` for a code never written.
+    pub(crate) fn refusal_of_code(code: u64, origin: u64) -> Option<Memo> {
+        let memo = Memo {
+            amount: Decimal::ZERO,
+            charged_units: REFUSED,
+            allowance_units: code,
+            origin,
+            service: 0,
+            band: 0,
+            destination: NO_DESTINATION,
+        };
+        (code < 2 + RATING_CODES.len() as u64).then_some(memo)
+    }
+
+    /// The outcome of a remembered refusal; `None` for a charge.
+    pub(crate) fn refused(&self) -> Option<RecordOutcome> {
+        if self.charged_units != REFUSED {
+            return None;
+        }
+        Some(match self.allowance_units {
+            0 => RecordOutcome::CreditLimitReached,
+            1 => RecordOutcome::Suspended,
+            n => RecordOutcome::RatingFailed(RATING_CODES.get(n as usize - 2).copied().unwrap_or("rating_failed")),
+        })
+    }
+
     /// The answer this memo stands for; `plan` is the handle of the plan version it was
     /// rated with, when that version is loaded.
     pub fn answer(self, plan: Option<u32>, repeated: bool) -> RecordAnswer {
+        if let Some(outcome) = self.refused() {
+            return RecordAnswer { repeated, origin: self.origin, ..RecordAnswer::refused(outcome) };
+        }
         RecordAnswer {
             outcome: RecordOutcome::Charged,
             amount: self.amount,

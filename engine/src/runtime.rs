@@ -205,6 +205,7 @@ impl Engine {
         for (shard, result) in recovered.into_iter().enumerate() {
             let (state, journal, report) = result?;
             let chunks = Arc::new(std::sync::Mutex::new(report.chunks.clone()));
+            let snapshot_lsn = report.snapshot_lsn;
             state.register(&directory);
             accounts += state.accounts.len();
             subscriptions += state.subscriptions.len();
@@ -229,6 +230,7 @@ impl Engine {
                 health: Arc::clone(&health),
                 next_reap: 0,
                 snapshot_retry: Backoff::default(),
+                snapshot_lsn,
                 chunks: Arc::clone(&chunks),
                 stage,
                 snapshots: Some(
@@ -639,6 +641,8 @@ struct Worker {
     next_reap: i64,
     /// When a failed snapshot may be tried again.
     snapshot_retry: Backoff,
+    /// The LSN of the last snapshot taken (or recovered from).
+    snapshot_lsn: u64,
     /// The window chunk files the last durable snapshot lists (the snapshot thread
     /// updates it).
     chunks: Arc<std::sync::Mutex<crate::snapshot::ChunkIndex>>,
@@ -712,7 +716,10 @@ impl Worker {
                 }
                 continue;
             }
-            if self.journal.records_in_segment >= self.config.snapshot_every_records && self.snapshot_retry.due() {
+            // Counted from the last snapshot, restarts included: a server restarted more
+            // often than it writes `snapshot_every_records` records still snapshots.
+            let since_snapshot = self.state.lsn.saturating_sub(self.snapshot_lsn);
+            if since_snapshot >= self.config.snapshot_every_records && self.snapshot_retry.due() {
                 match self.snapshot(None) {
                     Ok(()) => self.snapshot_retry.succeeded(self.shard),
                     Err(SnapshotFailure::Journal(reason)) => {
@@ -799,11 +806,12 @@ impl Worker {
     ) -> RecordsAnswered {
         let mut answered = Vec::with_capacity(positions.len());
         let mut renewals = Vec::new();
+        let mut refusals = Vec::new();
         charges.begin(ctx.now);
         for (at, &index) in positions.iter().enumerate() {
             self.state.prepare(records, positions, at);
             let Some(record) = records.get(index) else { continue };
-            let answer = charge_record(&mut self.state, ctx, record, &mut renewals, charges);
+            let answer = charge_record(&mut self.state, ctx, record, &mut renewals, &mut refusals, charges);
             if !renewals.is_empty() {
                 // Journal order must be apply order: the charges decided before the
                 // renewal, the renewal, then this record's charge.
@@ -819,6 +827,12 @@ impl Worker {
             answered.push((index, answer));
         }
         self.record_charges(charges);
+        if !refusals.is_empty() {
+            for refusal in &refusals {
+                self.state.apply(refusal);
+            }
+            self.record(ctx.now, refusals);
+        }
         answered
     }
 
@@ -863,6 +877,7 @@ impl Worker {
         if let Err(err) = self.journal.sync() {
             return Err(SnapshotFailure::Journal(format!("journal sync before a snapshot failed: {err}")));
         }
+        self.snapshot_lsn = self.state.lsn;
         let captured = match self.chunks.lock() {
             Ok(index) => Captured::since(&self.state, Some(&index)),
             Err(_) => Captured::of(&self.state),
@@ -965,6 +980,7 @@ impl Worker {
         if let Ok(mut index) = self.chunks.lock() {
             *index = report.chunks;
         }
+        self.snapshot_lsn = report.snapshot_lsn;
         let stage = match self.config.fsync {
             FsyncPolicy::EveryBatch => Some(CommitStage::start(shard).map_err(EngineError::io(dir))?),
             FsyncPolicy::Interval(_) | FsyncPolicy::Never => None,

@@ -94,7 +94,7 @@ fn every_cut_point_recovers_exactly_the_complete_records() {
             // A bulk message of two rated records: one charges record.
             let mut payload = ChargesWriter::new();
             payload.begin(MONDAY_10);
-            let mut renewals = Vec::new();
+            let (mut renewals, mut refusals) = (Vec::new(), Vec::new());
             let mut charged = 0;
             for (n, usage) in [call("4990012345", MONDAY_10, 1), sms(MONDAY_10)].into_iter().enumerate() {
                 let record = RecordCharge {
@@ -104,7 +104,7 @@ fn every_cut_point_recovers_exactly_the_complete_records() {
                     subscription: 10,
                     usage,
                 };
-                let answer = charge_record(&mut state, &ctx, &record, &mut renewals, &mut payload);
+                let answer = charge_record(&mut state, &ctx, &record, &mut renewals, &mut refusals, &mut payload);
                 charged += u32::from(answer.outcome == RecordOutcome::Charged);
             }
             assert_eq!(payload.count(), charged);
@@ -112,6 +112,15 @@ fn every_cut_point_recovers_exactly_the_complete_records() {
             if !payload.is_empty() {
                 state.lsn += 1;
                 journal.append_kind(state.lsn, RecordKind::CompactCharges, payload.finish());
+                images.push(SnapshotImage::of(&state));
+            }
+            // Refused records are remembered in a record of their own after the charges.
+            if !refusals.is_empty() {
+                for refusal in &refusals {
+                    state.apply(refusal);
+                }
+                state.lsn += 1;
+                journal.append(state.lsn, &JournalEntry { decided_at: MONDAY_10, effects: refusals }.encode());
                 images.push(SnapshotImage::of(&state));
             }
         }

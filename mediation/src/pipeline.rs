@@ -291,6 +291,12 @@ impl<'e> Mediator<'e> {
                 });
             }
             if cp.summary.complete {
+                // A run killed after its last checkpoint and before its summary: the
+                // checkpoint holds the summary, written now.
+                if !outputs.summary.exists() {
+                    let bytes = serde_json::to_vec_pretty(&cp.summary).unwrap_or_default();
+                    write_atomic(&outputs.summary, &bytes, self.config.sync)?;
+                }
                 return Ok(cp.summary.clone());
             }
         }

@@ -100,6 +100,9 @@ pub(crate) struct SecurityArgs {
     diameter_tls_client_ca: Option<PathBuf>,
 }
 
+/// How long open connections may take to finish after SIGTERM or SIGINT.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
 pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     let security = Security::load(&args.security)?;
     let engine = Arc::new(args.engine.open()?);
@@ -184,17 +187,30 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         tracing::info!(listen = %admin.local_addr()?, "admin server listening");
         let admin_router = tollgate_oss_adapters::admin::router(Arc::clone(&engine));
         let admin_server = tokio::spawn(tollgate_oss_adapters::admin::serve(admin, admin_router, wait(stopped.clone())));
-        serve(listener, Arc::clone(&engine), config, wait(stopped)).await;
-        if let Some(server) = diameter_tls_server {
-            server.await?;
+        let stopping = wait(stopped.clone());
+        let servers = async {
+            serve(listener, Arc::clone(&engine), config, wait(stopped)).await;
+            if let Some(server) = diameter_tls_server {
+                server.await?;
+            }
+            http_server.await??;
+            grpc_server.await??;
+            admin_server.await??;
+            anyhow::Ok(())
+        };
+        // Once asked to stop, connections get SHUTDOWN_GRACE to finish what is in flight;
+        // an idle HTTP/2 client that keeps its connection open must not keep the process.
+        tokio::pin!(servers);
+        tokio::select! {
+            result = &mut servers => result?,
+            () = async { stopping.await; tokio::time::sleep(SHUTDOWN_GRACE).await } => {
+                tracing::warn!(grace = ?SHUTDOWN_GRACE, "connections still open after the grace period; closing them");
+            }
         }
-        http_server.await??;
-        grpc_server.await??;
-        admin_server.await??;
         anyhow::Ok(())
     })?;
     tracing::info!("stopping: closing connections and syncing journals");
-    runtime.shutdown_timeout(Duration::from_secs(5));
+    runtime.shutdown_timeout(Duration::from_secs(1));
     match Arc::try_unwrap(engine) {
         Ok(engine) => engine.shutdown()?,
         // A connection task still holds it: dropping the engine stops and syncs the shards.

@@ -35,6 +35,7 @@
 //!   8 SessionReported  session:s at:z forget_at:z [rating_group:v]
 //!   9 SessionEnded     session:s
 //!  10 Remembered       key:s answer
+//!  11 RecordRefused    refusal key (16 bytes, little-endian) origin:v outcome:v
 //! answer   = outcome body repeated:u8
 //! outcome  = 0 Success | 1 CreditLimitReached | 2 UnknownSubscriber | 3 UnknownAccount
 //!          | 4 UnknownSession | 5 RatingFailed code:s | 6 AlreadyExists | 7 Invalid text:s
@@ -56,7 +57,8 @@ use crate::api::{Answer, Body, Charged, Grant, Outcome};
 use crate::format::wire::{decimal, unzigzag, varint, zigzag, Reader};
 use crate::journal::JournalEntry;
 use crate::model::{Reservation, SessionGroup, SessionRecord};
-use crate::state::{Effect, MoneyKind};
+use crate::records::Memo;
+use crate::state::{Effect, MoneyKind, RefusedRecord};
 
 /// Most distinct strings one record may hold (a bound for the decoder).
 const MAX_STRINGS: usize = 1 << 16;
@@ -216,6 +218,13 @@ impl<'e> Writer<'e> {
                 self.bytes.push(10);
                 self.s(key);
                 self.answer(answer)?;
+            }
+            Effect::RecordRefused(refused) => {
+                refused.memo.refused()?;
+                self.bytes.push(11);
+                self.bytes.extend_from_slice(&refused.key.to_le_bytes());
+                self.v(refused.memo.origin);
+                self.v(refused.memo.allowance_units);
             }
             // Rare changes: the record is written as an rkyv archive.
             Effect::AccountCreated(_)
@@ -485,6 +494,13 @@ impl<'a> Input<'a> {
             10 => {
                 let key = self.s()?.to_owned();
                 Effect::Remembered { key, answer: Arc::new(self.answer()?) }
+            }
+            11 => {
+                let key = u128::from_le_bytes(self.reader.array()?);
+                let (origin, code) = (self.v()?, self.v()?);
+                let memo = Memo::refusal_of_code(code, origin)
+                    .ok_or_else(|| format!("refusal code {code} at byte {at} is unknown"))?;
+                Effect::RecordRefused(Box::new(RefusedRecord { key, memo }))
             }
             other => return Err(format!("unknown effect {other} at byte {at}")),
         })

@@ -148,6 +148,19 @@ pub enum Effect {
         account: AccountId,
         at: i64,
     },
+    /// A record refused on the bulk path, remembered under its refusal key
+    /// ([`crate::records::RecordKey::refusal`]): sent again with the same origin after a
+    /// later record charged its key, it gets its refusal, not "duplicate".
+    /// (Boxed: an archived enum is as large as its largest variant, and growing it would
+    /// change how every older record reads.)
+    RecordRefused(Box<RefusedRecord>),
+}
+
+/// A refused record's memo under its refusal key.
+#[derive(Debug, Clone, PartialEq, Eq, Archive, RkyvSerialize, RkyvDeserialize)]
+pub struct RefusedRecord {
+    pub key: u128,
+    pub memo: Memo,
 }
 
 /// How long a session is remembered after its last reservation expires, when the record
@@ -160,4 +173,18 @@ pub struct RecordRerated {
     /// The record key's digest ([`RecordKey`]).
     pub key: u128,
     pub memo: Memo,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An archived enum is as large as its largest variant: a new variant that grew it
+    /// would change how every record written before reads (box its fields instead).
+    #[test]
+    fn an_archived_effect_keeps_its_size() {
+        assert_eq!(std::mem::size_of::<ArchivedEffect>(), ARCHIVED_EFFECT_BYTES);
+    }
+
+    const ARCHIVED_EFFECT_BYTES: usize = 56;
 }

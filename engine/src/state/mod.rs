@@ -8,7 +8,7 @@
 
 mod effect;
 pub(crate) use effect::LEGACY_TOMBSTONE_SECONDS;
-pub use effect::{Effect, MoneyKind, RecordRerated};
+pub use effect::{Effect, MoneyKind, RecordRerated, RefusedRecord};
 
 use rust_decimal::Decimal;
 use std::sync::Arc;
@@ -372,6 +372,7 @@ impl ShardState {
             Effect::AccountClosed { account, at } => {
                 self.closed.insert(*account, *at);
             }
+            Effect::RecordRefused(refused) => self.recent_records.insert(RecordKey(refused.key), refused.memo),
         }
     }
 
