@@ -42,6 +42,8 @@ pub(crate) struct ServeArgs {
     nchf_api_root: Option<String>,
     #[command(flatten)]
     security: Box<SecurityArgs>,
+    #[command(flatten)]
+    diameter_limits: Box<DiameterLimitArgs>,
     /// Where the operations endpoint listens: GET /health/live and /health/ready (503
     /// while a shard has failed).
     #[arg(long, default_value = "127.0.0.1:9090")]
@@ -57,6 +59,57 @@ pub(crate) struct ServeArgs {
     /// they do not exist yet: a ready target for `tollgate load diameter`.
     #[arg(long, default_value_t = 0)]
     demo_subscribers: u64,
+}
+
+/// What one Diameter peer, or all of them, may hold of the server (boxed: `ServeArgs`
+/// stays small). Defaults are `DiameterConfig::default()`'s; see oss-adapters/README.md.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct DiameterLimitArgs {
+    /// Diameter connections open at once per listener; more are closed when accepted.
+    #[arg(long, value_name = "N", default_value_t = DiameterConfig::default().max_connections,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    diameter_max_connections: usize,
+    /// Diameter connections one remote IP address may hold at once, per listener.
+    #[arg(long, value_name = "N", default_value_t = DiameterConfig::default().max_connections_per_address,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    diameter_max_connections_per_address: usize,
+    /// Seconds a new Diameter connection has to complete its capabilities exchange.
+    #[arg(long, value_name = "SECONDS", default_value_t = DiameterConfig::default().capabilities_timeout.as_secs(),
+          value_parser = clap::value_parser!(u64).range(1..))]
+    diameter_capabilities_timeout: u64,
+    /// Seconds a Diameter message has to arrive whole once its first byte has.
+    #[arg(long, value_name = "SECONDS", default_value_t = DiameterConfig::default().message_timeout.as_secs(),
+          value_parser = clap::value_parser!(u64).range(1..))]
+    diameter_message_timeout: u64,
+    /// Seconds a Diameter peer may take none of its answers before it is disconnected.
+    #[arg(long, value_name = "SECONDS", default_value_t = DiameterConfig::default().write_timeout.as_secs(),
+          value_parser = clap::value_parser!(u64).range(1..))]
+    diameter_write_timeout: u64,
+    /// Bytes all Diameter connections of a listener may hold together, beyond a reserve of
+    /// their own, for messages being received, served and answered.
+    #[arg(long, value_name = "BYTES", default_value_t = DiameterConfig::default().max_buffered_bytes)]
+    diameter_max_buffered_bytes: usize,
+}
+
+impl DiameterLimitArgs {
+    /// `config` with these limits, or which flag is out of bounds.
+    fn apply(&self, config: DiameterConfig) -> anyhow::Result<DiameterConfig> {
+        let config = DiameterConfig {
+            max_connections: self.diameter_max_connections,
+            max_connections_per_address: self.diameter_max_connections_per_address,
+            capabilities_timeout: Duration::from_secs(self.diameter_capabilities_timeout),
+            message_timeout: Duration::from_secs(self.diameter_message_timeout),
+            write_timeout: Duration::from_secs(self.diameter_write_timeout),
+            max_buffered_bytes: self.diameter_max_buffered_bytes,
+            ..config
+        };
+        let least = config.min_buffered_bytes();
+        anyhow::ensure!(
+            config.max_buffered_bytes >= least,
+            "--diameter-max-buffered-bytes must be at least {least} (what one message of the largest size holds)"
+        );
+        Ok(config)
+    }
 }
 
 /// TLS and access-token flags (boxed: `ServeArgs` stays small).
@@ -105,6 +158,12 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     let security = Security::load(&args.security)?;
+    let config = Arc::new(args.diameter_limits.apply(DiameterConfig {
+        origin_host: args.origin_host.clone(),
+        origin_realm: args.origin_realm.clone(),
+        allowed_peers: args.peers.clone(),
+        ..DiameterConfig::default()
+    })?);
     let engine = Arc::new(args.engine.open()?);
     if args.demo_subscribers > 0 {
         super::demo::provision(&engine, args.demo_subscribers)?;
@@ -119,12 +178,6 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         replayed = report.shards.iter().map(|s| s.replayed_records).sum::<u64>(),
         "engine ready"
     );
-    let config = Arc::new(DiameterConfig {
-        origin_host: args.origin_host.clone(),
-        origin_realm: args.origin_realm.clone(),
-        allowed_peers: args.peers.clone(),
-        ..DiameterConfig::default()
-    });
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(args.diameter_listen).await?;

@@ -7,6 +7,7 @@ use std::process::{Command, Output, Stdio};
 use serde_json::Value;
 
 mod disk;
+mod hostile;
 mod lifecycle;
 mod mediate;
 mod rate_errors;

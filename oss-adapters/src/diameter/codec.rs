@@ -79,8 +79,19 @@ pub enum Frame {
 /// Looks at the start of a stream buffer. An error here means the stream cannot be
 /// resynchronised (bad version or length): answer if possible, then close.
 pub fn frame(buffer: &[u8]) -> Result<Frame, DecodeError> {
+    Ok(match announced_len(buffer)? {
+        Some(length) if buffer.len() >= length => Frame::Message(length),
+        _ => Frame::Incomplete,
+    })
+}
+
+/// The length the message starting the buffer announces, checked (version 1, 20 to
+/// [`MAX_MESSAGE_LEN`] bytes, a multiple of 4) but not yet received: `None` until its
+/// first 4 bytes are there. A reader sizes its buffer from it as the bytes arrive, never
+/// ahead of them.
+pub fn announced_len(buffer: &[u8]) -> Result<Option<usize>, DecodeError> {
     if buffer.len() < 4 {
-        return Ok(Frame::Incomplete);
+        return Ok(None);
     }
     if buffer[0] != 1 {
         return Err(error(rc::UNSUPPORTED_VERSION, 0, None, format!("version {} (only 1 exists)", buffer[0])));
@@ -94,7 +105,7 @@ pub fn frame(buffer: &[u8]) -> Result<Frame, DecodeError> {
             format!("message length {length} (20 to {MAX_MESSAGE_LEN}, a multiple of 4)"),
         ));
     }
-    Ok(if buffer.len() < length { Frame::Incomplete } else { Frame::Message(length) })
+    Ok(Some(length))
 }
 
 fn error(result_code: u32, offset: usize, failed_avp: Option<Bytes>, message: String) -> DecodeError {
@@ -172,59 +183,107 @@ impl Message {
     }
 }
 
+/// Decodes the AVPs in `bytes[start..end]`. The members of every AVP the dictionary
+/// knows as Grouped are checked as well, however deep (within [`MAX_DEPTH`]), and count
+/// towards [`MAX_AVPS`]; they are not kept ([`Avp::group`] decodes them when asked). So a
+/// message that decodes holds no malformed group anywhere, and a lying length or a nesting
+/// too deep inside a group is answered like one at the top level.
 fn decode_avps(bytes: &Bytes, start: usize, end: usize, count: &mut usize) -> Result<Vec<Avp>, DecodeError> {
     let mut avps = Vec::new();
     let mut at = start;
     while at < end {
-        *count += 1;
-        if *count > MAX_AVPS {
-            return Err(error(rc::UNABLE_TO_COMPLY, at, None, format!("more than {MAX_AVPS} AVPs")));
-        }
-        if end - at < 8 {
-            return Err(error(rc::INVALID_AVP_LENGTH, at, None, "truncated AVP header".to_owned()));
-        }
-        let code = u32::from_be_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]);
-        let flags = bytes[at + 4];
-        let length = u32::from_be_bytes([0, bytes[at + 5], bytes[at + 6], bytes[at + 7]]) as usize;
-        let header = if flags & AVP_FLAG_VENDOR != 0 { 12 } else { 8 };
-        let padded = length.div_ceil(4) * 4;
-        // The AVP as received, as far as it can be trusted, for Failed-AVP.
-        let raw = || bytes.slice(at..(at + padded.max(header)).min(end));
-        if length < header || at + length > end {
-            // RFC 6733 §7.1.5: the offending AVP's header with a zero-filled payload of
-            // the minimum length its type needs (a well-formed AVP the peer can parse).
-            let vendor = if header == 12 && end - at >= 12 {
-                u32::from_be_bytes([bytes[at + 8], bytes[at + 9], bytes[at + 10], bytes[at + 11]])
-            } else {
-                0
-            };
-            let minimum = dictionary::lookup(code, vendor).and_then(|d| d.kind.fixed_len()).unwrap_or(0);
-            let stub = Avp { code, flags: flags & 0xe0, vendor, data: Bytes::from(vec![0u8; minimum]) };
-            return Err(error(rc::INVALID_AVP_LENGTH, at, Some(stub.encode()), format!("AVP {code} length {length}")));
-        }
-        if flags & 0x1f != 0 {
-            return Err(error(rc::INVALID_AVP_BITS, at + 4, Some(raw()), format!("AVP {code} flags {flags:#04x}")));
-        }
-        let vendor = if header == 12 {
+        let (avp, data_at, next) = decode_avp(bytes, at, end, count)?;
+        check_members(bytes, &avp, at, data_at, 1, count)?;
+        avps.push(avp);
+        at = next;
+    }
+    Ok(avps)
+}
+
+/// Checks the members of `avp` (at `at`, its data at `data_at`) when it is grouped;
+/// `depth` is its own level (1: top level). Recursion is bounded by [`MAX_DEPTH`]: a
+/// grouped AVP at that level must be empty.
+fn check_members(
+    bytes: &Bytes,
+    avp: &Avp,
+    at: usize,
+    data_at: usize,
+    depth: usize,
+    count: &mut usize,
+) -> Result<(), DecodeError> {
+    if avp.data.is_empty() || avp.definition().is_none_or(|def| def.kind != AvpType::Grouped) {
+        return Ok(());
+    }
+    if depth >= MAX_DEPTH {
+        // Failed-AVP: the group without its members (they are what is wrong, and copied
+        // back they would make an answer as deep as the request).
+        let stub = Avp { data: Bytes::new(), ..avp.clone() };
+        return Err(error(
+            rc::INVALID_AVP_VALUE,
+            at,
+            Some(stub.encode()),
+            format!("grouped AVP {} at depth {depth} has members (groups nest at most {MAX_DEPTH} deep)", avp.code),
+        ));
+    }
+    let end = data_at + avp.data.len();
+    let mut member_at = data_at;
+    while member_at < end {
+        let (member, member_data_at, member_next) = decode_avp(bytes, member_at, end, count)?;
+        check_members(bytes, &member, member_at, member_data_at, depth + 1, count)?;
+        member_at = member_next;
+    }
+    Ok(())
+}
+
+/// Decodes the AVP at `at` (of the AVPs ending at `end`): the AVP, where its data starts,
+/// and where the next AVP starts.
+fn decode_avp(bytes: &Bytes, at: usize, end: usize, count: &mut usize) -> Result<(Avp, usize, usize), DecodeError> {
+    *count += 1;
+    if *count > MAX_AVPS {
+        return Err(error(rc::UNABLE_TO_COMPLY, at, None, format!("more than {MAX_AVPS} AVPs")));
+    }
+    if end - at < 8 {
+        return Err(error(rc::INVALID_AVP_LENGTH, at, None, "truncated AVP header".to_owned()));
+    }
+    let code = u32::from_be_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]);
+    let flags = bytes[at + 4];
+    let length = u32::from_be_bytes([0, bytes[at + 5], bytes[at + 6], bytes[at + 7]]) as usize;
+    let header = if flags & AVP_FLAG_VENDOR != 0 { 12 } else { 8 };
+    let padded = length.div_ceil(4) * 4;
+    // The AVP as received, as far as it can be trusted, for Failed-AVP.
+    let raw = || bytes.slice(at..(at + padded.max(header)).min(end));
+    if length < header || at + length > end {
+        // RFC 6733 §7.1.5: the offending AVP's header with a zero-filled payload of
+        // the minimum length its type needs (a well-formed AVP the peer can parse).
+        let vendor = if header == 12 && end - at >= 12 {
             u32::from_be_bytes([bytes[at + 8], bytes[at + 9], bytes[at + 10], bytes[at + 11]])
         } else {
             0
         };
-        let data = bytes.slice(at + header..at + length);
-        if let Some(def) = dictionary::lookup(code, vendor) {
-            if def.kind.fixed_len().is_some_and(|len| len != data.len()) {
-                return Err(error(
-                    rc::INVALID_AVP_LENGTH,
-                    at,
-                    Some(raw()),
-                    format!("{} needs {:?} bytes of data", def.name, def.kind.fixed_len()),
-                ));
-            }
-        }
-        avps.push(Avp { code, flags, vendor, data });
-        at += padded.min(end - at);
+        let minimum = dictionary::lookup(code, vendor).and_then(|d| d.kind.fixed_len()).unwrap_or(0);
+        let stub = Avp { code, flags: flags & 0xe0, vendor, data: Bytes::from(vec![0u8; minimum]) };
+        return Err(error(rc::INVALID_AVP_LENGTH, at, Some(stub.encode()), format!("AVP {code} length {length}")));
     }
-    Ok(avps)
+    if flags & 0x1f != 0 {
+        return Err(error(rc::INVALID_AVP_BITS, at + 4, Some(raw()), format!("AVP {code} flags {flags:#04x}")));
+    }
+    let vendor = if header == 12 {
+        u32::from_be_bytes([bytes[at + 8], bytes[at + 9], bytes[at + 10], bytes[at + 11]])
+    } else {
+        0
+    };
+    let data = bytes.slice(at + header..at + length);
+    if let Some(def) = dictionary::lookup(code, vendor) {
+        if def.kind.fixed_len().is_some_and(|len| len != data.len()) {
+            return Err(error(
+                rc::INVALID_AVP_LENGTH,
+                at,
+                Some(raw()),
+                format!("{} needs {:?} bytes of data", def.name, def.kind.fixed_len()),
+            ));
+        }
+    }
+    Ok((Avp { code, flags, vendor, data }, at + header, at + padded.min(end - at)))
 }
 
 impl Avp {
@@ -425,6 +484,80 @@ mod tests {
         let err = Message::decode(Bytes::from(bytes)).expect_err("bad AVP flags");
         let failed = err.failed_avp.expect("failed AVP");
         assert_eq!(u32::from_be_bytes([failed[0], failed[1], failed[2], failed[3]]), code::SESSION_ID);
+    }
+
+    /// `levels` Multiple-Services-Credit-Control AVPs each inside the next, a Rating-Group
+    /// innermost.
+    fn nested(levels: usize) -> Avp {
+        let mut avp = Avp::u32(code::RATING_GROUP, 0, 1);
+        for _ in 0..levels {
+            avp = Avp::grouped(code::MULTIPLE_SERVICES_CREDIT_CONTROL, 0, &[avp]);
+        }
+        avp
+    }
+
+    fn request(avps: Vec<Avp>) -> Message {
+        Message { flags: FLAG_REQUEST, command: 272, application: 4, hop_by_hop: 1, end_to_end: 2, avps }
+    }
+
+    #[test]
+    fn groups_nest_at_most_max_depth_deep() {
+        // MAX_DEPTH − 1 groups and the Rating-Group inside them: MAX_DEPTH levels.
+        assert!(Message::decode(request(vec![nested(MAX_DEPTH - 1)]).encode()).is_ok());
+        let err = Message::decode(request(vec![nested(MAX_DEPTH)]).encode()).expect_err("one level too deep");
+        assert_eq!(err.result_code, rc::INVALID_AVP_VALUE, "{err}");
+        assert!(err.message.contains(&format!("depth {MAX_DEPTH}")), "{err}");
+        // Failed-AVP is the group at the deepest level allowed, without its members.
+        let failed = err.failed_avp.expect("Failed-AVP");
+        assert_eq!(failed, Avp::grouped(code::MULTIPLE_SERVICES_CREDIT_CONTROL, 0, &[]).encode());
+        // Far deeper than any stack could follow if it recursed without a bound.
+        let err = Message::decode(request(vec![nested(10_000)]).encode()).expect_err("refused");
+        assert_eq!(err.result_code, rc::INVALID_AVP_VALUE);
+    }
+
+    #[test]
+    fn a_lying_length_inside_a_group_is_5014_with_the_member_as_failed_avp() {
+        let mscc = Avp::grouped(
+            code::MULTIPLE_SERVICES_CREDIT_CONTROL,
+            0,
+            &[Avp::u32(code::RATING_GROUP, 0, 10), Avp::utf8(code::SESSION_ID, 0, "abcd")],
+        );
+        let mut bytes = request(vec![Avp::utf8(code::SESSION_ID, 0, "s;1"), mscc]).encode().to_vec();
+        // The second member (Session-Id, 12 bytes) claims 255 bytes.
+        let member = HEADER_LEN + 12 + 8 + 12;
+        bytes[member + 7] = 0xff;
+        let err = Message::decode(Bytes::from(bytes)).expect_err("lying length");
+        assert_eq!((err.result_code, err.offset), (rc::INVALID_AVP_LENGTH, member), "{err}");
+        let failed = err.failed_avp.expect("Failed-AVP");
+        assert_eq!(&failed[..4], &code::SESSION_ID.to_be_bytes(), "the member that lies, not its group");
+        // A fixed-length member of the wrong size inside a group: 5014 too.
+        let short =
+            Avp::grouped(code::MULTIPLE_SERVICES_CREDIT_CONTROL, 0, &[Avp::new(code::RATING_GROUP, 0, vec![0u8; 3])]);
+        let err = Message::decode(request(vec![short]).encode()).expect_err("3-byte Rating-Group");
+        assert_eq!(err.result_code, rc::INVALID_AVP_LENGTH);
+    }
+
+    #[test]
+    fn avps_inside_groups_count_towards_max_avps() {
+        let members: Vec<Avp> = (0..MAX_AVPS).map(|n| Avp::u32(code::RATING_GROUP, 0, n as u32)).collect();
+        let err =
+            Message::decode(request(vec![Avp::grouped(code::MULTIPLE_SERVICES_CREDIT_CONTROL, 0, &members)]).encode())
+                .expect_err("too many AVPs");
+        assert_eq!(err.result_code, rc::UNABLE_TO_COMPLY, "{err}");
+        let fewer = &members[..MAX_AVPS - 1];
+        assert!(Message::decode(
+            request(vec![Avp::grouped(code::MULTIPLE_SERVICES_CREDIT_CONTROL, 0, fewer)]).encode()
+        )
+        .is_ok());
+    }
+
+    #[test]
+    fn the_announced_length_is_known_from_four_bytes_and_checked() {
+        assert_eq!(announced_len(&[1, 0, 0]), Ok(None));
+        assert_eq!(announced_len(&[1, 0x10, 0, 0]), Ok(Some(MAX_MESSAGE_LEN)));
+        let err = announced_len(&[1, 0x10, 0, 4]).expect_err("past MAX_MESSAGE_LEN");
+        assert_eq!(err.result_code, rc::INVALID_MESSAGE_LENGTH);
+        assert_eq!(frame(&[1, 0x10, 0, 0, 0]), Ok(Frame::Incomplete));
     }
 
     /// Found by the fuzzer: the V flag with vendor id 0 must survive a round trip.

@@ -39,6 +39,14 @@ const REQUEST_SCHEMA: &str = include_str!("charging_data_request.schema.json");
 pub const MAX_BODY_BYTES: usize = 256 * 1024;
 /// Most multipleUnitUsage entries in one request.
 pub const MAX_UNIT_USAGES: usize = 64;
+/// Deepest nesting of JSON arrays and objects in a request body (a ChargingDataRequest
+/// nests 13 deep at most). Checked before the body is parsed, like the two below, so a
+/// body within `MAX_BODY_BYTES` cannot make the parser recurse or allocate past them.
+pub const MAX_JSON_DEPTH: usize = 32;
+/// Most items of one JSON array, or members of one object.
+pub const MAX_JSON_ITEMS: usize = 1024;
+/// Most values (array items, object members and containers) in a whole request body.
+pub const MAX_JSON_VALUES: usize = 16_384;
 /// Longest subscriberIdentifier (SUPI or GPSI: `imsi-…`, `msisdn-…`, `nai-…`) accepted, in
 /// bytes. The ChargingDataRef hex-encodes it, and the engine's idempotency key
 /// `nchf;{reference};{invocationSequenceNumber}` must fit in its `MAX_KEY_BYTES`; an NAI
@@ -154,6 +162,15 @@ fn read_request(
             Vec::new(),
         ));
     }
+    json_shape(body).map_err(|reason| {
+        let param = InvalidParam { param: "/".to_owned(), reason: reason.clone() };
+        problem(
+            StatusCode::BAD_REQUEST,
+            "INVALID_MSG_FORMAT",
+            format!("JSON too large in shape: {reason}"),
+            vec![param],
+        )
+    })?;
     let value: serde_json::Value = serde_json::from_slice(body).map_err(|err| {
         problem(StatusCode::BAD_REQUEST, "INVALID_MSG_FORMAT", format!("not JSON: {err}"), Vec::new())
     })?;
@@ -196,6 +213,66 @@ fn read_request(
         ));
     }
     Ok(request)
+}
+
+/// Checks a JSON text's nesting and size against [`MAX_JSON_DEPTH`], [`MAX_JSON_ITEMS`]
+/// and [`MAX_JSON_VALUES`] in one pass without allocating; the error names the limit and
+/// the byte offset where it was passed. Syntax is left to the parser.
+pub fn json_shape(body: &[u8]) -> Result<(), String> {
+    // Items so far of each open container (a container with no item yet has 0).
+    let mut items = [0usize; MAX_JSON_DEPTH];
+    let mut depth = 0usize;
+    let mut values = 0usize;
+    let (mut in_string, mut escaped) = (false, false);
+    for (at, byte) in body.iter().enumerate() {
+        if in_string {
+            match (escaped, byte) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        let starts_value = match byte {
+            b' ' | b'\t' | b'\n' | b'\r' | b':' => false,
+            b']' | b'}' => {
+                depth = depth.saturating_sub(1);
+                false
+            }
+            b',' => {
+                if let Some(count) = depth.checked_sub(1).map(|open| &mut items[open]) {
+                    *count += 1;
+                    if *count > MAX_JSON_ITEMS {
+                        return Err(format!("more than {MAX_JSON_ITEMS} items in one array or object at byte {at}"));
+                    }
+                }
+                false
+            }
+            // Scalars continue until a delimiter; count them once, at their first byte.
+            _ => body.get(at.wrapping_sub(1)).is_none_or(|before| b" \t\n\r:,[{".contains(before)),
+        };
+        if *byte == b'"' {
+            in_string = true;
+        }
+        if starts_value {
+            if let Some(count) = depth.checked_sub(1).map(|open| &mut items[open]) {
+                *count = (*count).max(1);
+            }
+            values += 1;
+            if values > MAX_JSON_VALUES {
+                return Err(format!("more than {MAX_JSON_VALUES} values at byte {at}"));
+            }
+        }
+        if matches!(byte, b'[' | b'{') {
+            if depth == MAX_JSON_DEPTH {
+                return Err(format!("nested deeper than {MAX_JSON_DEPTH} levels at byte {at}"));
+            }
+            items[depth] = 0;
+            depth += 1;
+        }
+    }
+    Ok(())
 }
 
 fn subscriber_too_long() -> Problem {
@@ -548,6 +625,27 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+
+    #[test]
+    fn json_shape_bounds_depth_items_and_values_naming_the_byte() {
+        let nested = |levels: usize| format!("{}{}", "[".repeat(levels), "]".repeat(levels));
+        assert_eq!(json_shape(nested(MAX_JSON_DEPTH).as_bytes()), Ok(()));
+        let err = json_shape(nested(MAX_JSON_DEPTH + 1).as_bytes()).expect_err("too deep");
+        assert_eq!(err, format!("nested deeper than {MAX_JSON_DEPTH} levels at byte {MAX_JSON_DEPTH}"));
+        let array = |items: usize| format!("{{\"a\":[{}]}}", vec!["1"; items].join(","));
+        assert_eq!(json_shape(array(MAX_JSON_ITEMS).as_bytes()), Ok(()));
+        let err = json_shape(array(MAX_JSON_ITEMS + 1).as_bytes()).expect_err("too many items");
+        assert!(err.starts_with(&format!("more than {MAX_JSON_ITEMS} items in one array or object at byte ")), "{err}");
+        let object: String = (0..=MAX_JSON_ITEMS).map(|n| format!("\"k{n}\":0")).collect::<Vec<_>>().join(",");
+        assert!(json_shape(format!("{{{object}}}").as_bytes()).is_err(), "members of one object count");
+        // Many small arrays: each within MAX_JSON_ITEMS, together past MAX_JSON_VALUES.
+        let arrays = vec![format!("[{}]", vec!["0"; 1000].join(",")); 17].join(",");
+        let err = json_shape(format!("[{arrays}]").as_bytes()).expect_err("too many values");
+        assert!(err.starts_with(&format!("more than {MAX_JSON_VALUES} values")), "{err}");
+        // Brackets, commas and escaped quotes inside strings are text.
+        let text = format!("{{\"a\":\"{}\\\"{}\"}}", "[".repeat(100), ",".repeat(5000));
+        assert_eq!(json_shape(text.as_bytes()), Ok(()));
+    }
 
     fn request(consumer: &str, time_stamp: &str, sequence: u32) -> ChargingDataRequest {
         serde_json::from_value(serde_json::json!({
