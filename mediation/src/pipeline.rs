@@ -236,7 +236,8 @@ impl Writers {
 }
 
 /// Opens an output for appending, cut to `keep` bytes (what the checkpoint covers);
-/// a new file gets `header`.
+/// a new file gets `header`. An output shorter than its checkpoint says (lost, or cut
+/// by hand) is refused: extending it would write zeros where rated lines were.
 fn open_output(path: &Path, keep: Option<u64>, header: &str) -> Result<BufWriter<File>, MediationError> {
     let mut file = OpenOptions::new()
         .create(true)
@@ -246,7 +247,16 @@ fn open_output(path: &Path, keep: Option<u64>, header: &str) -> Result<BufWriter
         .open(path)
         .map_err(MediationError::io(path))?;
     match keep {
-        Some(len) => file.set_len(len).map_err(MediationError::io(path))?,
+        Some(len) => {
+            let has = file.metadata().map_err(MediationError::io(path))?.len();
+            if has < len {
+                return Err(MediationError::Checkpoint {
+                    path: path.to_owned(),
+                    message: format!("the checkpoint covers {len} bytes of this output, which has {has}"),
+                });
+            }
+            file.set_len(len).map_err(MediationError::io(path))?
+        }
         None => {
             file.set_len(0).map_err(MediationError::io(path))?;
             file.write_all(header.as_bytes()).map_err(MediationError::io(path))?;
@@ -332,6 +342,13 @@ impl<'e> Mediator<'e> {
             line: Vec::with_capacity(512),
             source: None,
         };
+        if keep.is_none() && self.config.sync {
+            // New outputs: their names are made durable before any checkpoint (in the
+            // state directory, synced on its own) can cover their bytes.
+            File::open(&self.config.out_dir)
+                .and_then(|dir| dir.sync_all())
+                .map_err(MediationError::io(&self.config.out_dir))?;
+        }
         let reader: Box<dyn Reader + Send> = match format {
             Format::Csv(mapping) => Box::new(CsvReader::open(input, mapping.clone(), start.offset, start.number)?),
             Format::Ber => {

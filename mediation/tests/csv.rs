@@ -155,3 +155,26 @@ fn a_run_stopped_after_any_batch_resumes_to_the_same_outputs_and_balances() {
         assert_eq!((h.balance(1), h.balance(2)), expected_balances);
     }
 }
+
+/// Regression: an output lost or cut shorter than its checkpoint covers (a power cut
+/// before its name was durable, a file truncated by hand) was extended with zeros by the
+/// resumed run, which then appended after them. It is refused, naming the file.
+#[test]
+fn an_output_shorter_than_its_checkpoint_is_refused_not_filled_with_zeros() {
+    let mut text = HEADER.to_owned();
+    for n in 0..20 {
+        text.push_str(&format!("r{n},491700000001,4990012345,voice,2026-03-02 10:{n:02}:00,60\n"));
+    }
+    let h = Harness::with_batch("csv-short-output", 4);
+    let file = h.write("short.csv", &text);
+    h.process_batches_then_crash(&file, &format(), 2);
+    let rated = tollgate_mediation::Outputs::of(&h.config, &file).rated_csv;
+    // The checkpoint covers the header and two batches' lines; 10 bytes is less.
+    assert!(std::fs::metadata(&rated).expect("rated output").len() > 100);
+    std::fs::OpenOptions::new().write(true).open(&rated).expect("open").set_len(10).expect("cut");
+    let error = h.try_process(&file, &format()).expect_err("a short output is refused").to_string();
+    assert!(error.contains("short.csv.rated.csv") && error.contains("which has 10"), "{error}");
+    let after = std::fs::read(&rated).expect("rated output");
+    assert_eq!(after.len(), 10, "the output is left as it was found");
+    assert!(!after.contains(&0), "no zeros written");
+}
