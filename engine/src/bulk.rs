@@ -7,8 +7,8 @@ use crate::cycle::window_containing;
 use crate::decide::money::money_moves;
 use crate::decide::rating::{memo_of, rate_held, renew_buckets, renewal_due};
 use crate::decide::{Context, Transaction};
-use crate::format::charges::ChargesWriter;
-use crate::model::BucketId;
+use crate::format::charges::{ChargeDetail, ChargesWriter};
+use crate::model::{BucketId, Identity};
 use crate::records::{ChargeEffect, Memo, MoneyMoves, RecordAnswer, RecordCharge, RecordOutcome, ServiceName};
 use crate::state::{Effect, RefusedRecord, ShardState};
 
@@ -88,9 +88,34 @@ pub fn charge_record(
         draws: rated.draws.iter().map(|d| (d.bucket as BucketId, d.units)).collect(),
         service: ServiceName::Shared(&plan.names.services[usize::from(rated.service)]),
     };
+    let detail = ctx.config.itemise.then(|| ChargeDetail {
+        subscription,
+        started_at: usage.start_utc_seconds,
+        units: rated.units,
+        rating_group: usage.rating_group,
+        prefix_len: rated.prefix_len,
+        rate_line: rated.rate_line,
+        plan: &plan.names.id,
+        plan_version: plan.version,
+        currency: &plan.names.currency,
+        band: &plan.names.bands[usize::from(rated.band)],
+        destination: rated.destination.map(|d| &*plan.names.destinations[d as usize]),
+        identity: sub.identities.first().map(identity_parts),
+        called: usage.destination.as_deref(),
+    });
+    journal.push(&effect, detail.as_ref());
     state.apply_new_charge(slot, &effect);
-    journal.push(&effect);
     memo.answer(Some(plan.handle), false)
+}
+
+/// An identity's type (as the charges layout numbers it) and value.
+pub(crate) fn identity_parts(identity: &Identity) -> (u8, &str) {
+    match identity {
+        Identity::Msisdn(value) => (1, value),
+        Identity::Imsi(value) => (2, value),
+        Identity::SipUri(value) => (3, value),
+        Identity::Nai(value) => (4, value),
+    }
 }
 
 /// Refuses a record, to be remembered under its refusal key, so that a resumed run that

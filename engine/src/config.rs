@@ -32,6 +32,9 @@ pub struct ChargingConfig {
     pub max_reservations_per_session: usize,
     /// Most rating groups in one session request.
     pub max_units_per_request: usize,
+    /// Journal each rated event's detail (called number, plan and rate line, identity …)
+    /// for the rated-event ledger. Off only to measure what it costs.
+    pub itemise: bool,
 }
 
 impl Default for ChargingConfig {
@@ -46,6 +49,7 @@ impl Default for ChargingConfig {
             default_quota_events: 1,
             max_reservations_per_session: 64,
             max_units_per_request: 64,
+            itemise: true,
         }
     }
 }
@@ -79,6 +83,9 @@ pub struct EngineConfig {
     /// ([`crate::retention`]).
     pub archive_retention: Duration,
     pub charging: ChargingConfig,
+    /// Build the rated-event ledger ([`crate::ledger`]) beside the shards. It reads the
+    /// archived segments, so it needs `archive_segments`.
+    pub ledger: bool,
     /// The file system of the data directory: the real one, or in crash tests a
     /// simulated one that can lose what was not synced.
     pub fs: Arc<dyn FileSystem>,
@@ -99,6 +106,7 @@ impl EngineConfig {
             archive_segments: true,
             archive_retention: crate::retention::DEFAULT_RETENTION,
             charging: ChargingConfig::default(),
+            ledger: true,
             fs: Arc::new(RealFs::new()),
         }
     }

@@ -80,6 +80,17 @@ fn civil_from_days(days: i64) -> (i64, i64, i64) {
     (year, month, day)
 }
 
+/// The calendar month (UTC) of a time: year and month (1–12).
+pub(crate) fn month_of(at: i64) -> (i64, i64) {
+    let (year, month, _) = civil_from_days(at.div_euclid(86_400));
+    (year, month)
+}
+
+/// When a calendar month (UTC) starts (Unix seconds).
+pub(crate) fn month_start(year: i64, month: i64) -> i64 {
+    days_from_civil(year, month, 1) * 86_400
+}
+
 /// The window `[from, until)` of the period sequence anchored at `anchor` that contains
 /// `now` (or the first window when `now` is before the anchor). Window `k` runs from
 /// `anchor` plus `k` periods to `anchor` plus `k + 1`, so a monthly sequence anchored on

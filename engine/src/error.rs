@@ -35,6 +35,9 @@ pub enum EngineError {
     /// The data directory's layout record is damaged or from a newer build.
     #[error("{path}:{line}: {reason}")]
     Layout { path: PathBuf, line: usize, reason: String },
+    /// A ledger file or cursor is damaged or does not match its cursor.
+    #[error("{path}: ledger: {reason}")]
+    Ledger { path: PathBuf, reason: String },
     /// The data directory holds another number of shards than asked for.
     #[error(
         "{path}: the data directory has {recorded} shards, and was opened with {requested}: open it with --shards {recorded}, or change it with `tollgate reshard --to {requested}`"

@@ -26,6 +26,15 @@ pub trait FileSystem: Send + Sync + std::fmt::Debug {
     /// Opens `path` for appending, creating it if needed (the name is not synced).
     fn open_append(&self, path: &Path) -> io::Result<Box<dyn Storage>>;
     fn read(&self, path: &Path) -> io::Result<Vec<u8>>;
+    /// A reader of `path` from its start.
+    fn open_read(&self, path: &Path) -> io::Result<Box<dyn std::io::Read + Send>> {
+        Ok(Box::new(std::io::Cursor::new(self.read(path)?)))
+    }
+    /// The bytes of `path` from `offset` to its end (empty past the end).
+    fn read_from(&self, path: &Path, offset: u64) -> io::Result<Vec<u8>> {
+        let bytes = self.read(path)?;
+        Ok(usize::try_from(offset).ok().and_then(|at| bytes.get(at..)).unwrap_or_default().to_vec())
+    }
     /// The entries of a directory (files and directories), unordered.
     fn list(&self, dir: &Path) -> io::Result<Vec<PathBuf>>;
     fn len(&self, path: &Path) -> io::Result<u64>;
@@ -90,6 +99,19 @@ impl FileSystem for RealFs {
 
     fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
         std::fs::read(path)
+    }
+
+    fn open_read(&self, path: &Path) -> io::Result<Box<dyn std::io::Read + Send>> {
+        Ok(Box::new(File::open(path)?))
+    }
+
+    fn read_from(&self, path: &Path, offset: u64) -> io::Result<Vec<u8>> {
+        use std::io::{Read, Seek, SeekFrom};
+        let mut file = File::open(path)?;
+        file.seek(SeekFrom::Start(offset))?;
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes)?;
+        Ok(bytes)
     }
 
     fn list(&self, dir: &Path) -> io::Result<Vec<PathBuf>> {

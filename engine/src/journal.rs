@@ -29,8 +29,10 @@
 //! `SessionOpened`, `SessionReported` and `SessionEnded` appended to [`Effect`]: older
 //! records read unchanged), 6 (kind 3, compact effects, written for the requests whose
 //! effects it covers), 7 (the lifecycle effects: plan changes, suspension, termination,
-//! identities, credit limits, closing, appended to [`Effect`]). Segments of versions 2
-//! to 6 are read as they are (kind 2 only from version 4, kind 3 only from 6); a
+//! identities, credit limits, closing, appended to [`Effect`]), 8 (the rated-event
+//! ledger's detail: the `Rated` effect appended to [`Effect`] and compact tag 12, and
+//! flag bit 5 of a compact charge). Segments of versions 2
+//! to 7 are read as they are (kind 2 only from version 4, kind 3 only from 6); a
 //! segment of another version
 //! is refused, never misread. A build never appends to a segment of an older version:
 //! recovery starts a new segment after it.
@@ -55,7 +57,7 @@ use crate::fs::FileSystem;
 use crate::state::Effect;
 
 pub(crate) const JOURNAL_MAGIC: [u8; 8] = *b"TGJRNL\r\n";
-pub(crate) const JOURNAL_FORMAT_VERSION: u32 = 7;
+pub(crate) const JOURNAL_FORMAT_VERSION: u32 = 8;
 /// The oldest segment version this build still reads.
 pub(crate) const OLDEST_READABLE_JOURNAL_VERSION: u32 = 2;
 pub const SEGMENT_HEADER_BYTES: usize = 16;
@@ -381,8 +383,28 @@ pub fn scan(bytes: &[u8], shard: u32, expected_first_lsn: Option<u64>) -> Result
     if header_shard != shard {
         return Err(format!("segment belongs to shard {header_shard}, not {shard}"));
     }
+    let (records, good_len, cut_reason) = scan_records(bytes, SEGMENT_HEADER_BYTES, version, expected_first_lsn);
+    Ok(Scan { records, good_len: good_len as u64, cut_reason, version })
+}
+
+/// The header of a segment's bytes: its format version, when the header is whole and
+/// names `shard` and a version this build reads.
+pub(crate) fn segment_version(bytes: &[u8], shard: u32) -> Result<u32, String> {
+    match scan(bytes.get(..SEGMENT_HEADER_BYTES).unwrap_or(bytes), shard, None)? {
+        Scan { version: 0, .. } => Err("torn segment header".to_owned()),
+        found => Ok(found.version),
+    }
+}
+
+/// The good records of a segment of `version` from byte `at` of `bytes` on: the records,
+/// where the good ones end, and why the scan stopped before the end, if it did.
+pub(crate) fn scan_records(
+    bytes: &[u8],
+    mut at: usize,
+    version: u32,
+    expected_first_lsn: Option<u64>,
+) -> (Vec<ScannedRecord>, usize, Option<String>) {
     let mut records = Vec::new();
-    let mut at = SEGMENT_HEADER_BYTES;
     let mut expected = expected_first_lsn;
     let cut_reason = loop {
         if at == bytes.len() {
@@ -421,7 +443,7 @@ pub fn scan(bytes: &[u8], shard: u32, expected_first_lsn: Option<u64>) -> Result
         records.push(ScannedRecord { lsn, kind, payload: bytes[at + RECORD_HEADER_BYTES..end].to_vec() });
         at = end;
     };
-    Ok(Scan { records, good_len: at as u64, cut_reason, version })
+    (records, at, cut_reason)
 }
 
 /// Appends framed records to a storage device with group commit.

@@ -4,7 +4,7 @@
 //! The public surface is [`Engine`] with its configuration ([`EngineConfig`],
 //! [`ChargingConfig`]), the request and answer types every front-end uses ([`Request`],
 //! [`Answer`] and what they hold), the bulk path's record types ([`RecordCharge`],
-//! [`RecordAnswer`]), an account's [`history`], and the operations on a data directory
+//! [`RecordAnswer`]), an account's [`history`], the rated-event [`ledger`], and the operations on a data directory
 //! that run beside or without an engine ([`layout`], [`reshard`], [`retention`], and
 //! the [`fs`] and [`durable`] file primitives). The crate README lists it. Everything
 //! else is private; [`testing`] re-exports what the crash, format and fuzz tests and the
@@ -27,6 +27,7 @@ pub mod fs;
 pub mod history;
 mod journal;
 pub mod layout;
+pub mod ledger;
 mod model;
 mod plans;
 mod prefetch;
@@ -66,6 +67,7 @@ pub mod testing {
     pub use crate::decide::{decide, Context, Resolved};
     pub use crate::dedupe::{RecentAnswers, Window};
     pub use crate::directory::Directory;
+    pub use crate::format::charges::ChargeDetail;
     pub use crate::format::charges::{decode_charges, decode_compact_charges, ChargesWriter};
     pub use crate::format::effects::{decode as decode_compact_effects, encode as encode_compact_effects};
     pub use crate::journal::{
@@ -77,5 +79,5 @@ pub mod testing {
     pub use crate::runtime::shard_of;
     pub use crate::simfs::SimFs;
     pub use crate::snapshot::{snapshot_path, SnapshotImage};
-    pub use crate::state::{Effect, MoneyKind, RecordRerated, RefusedRecord, ShardState, Totals};
+    pub use crate::state::{Effect, MoneyKind, RatedDetail, RecordRerated, RefusedRecord, ShardState, Totals};
 }

@@ -12,7 +12,9 @@
 //!
 //! Crash safety: the new snapshots and layout are written to `reshard.staging/` first;
 //! then a `RESHARD` marker names the phase. Phase 1 moves the old shard files (and the
-//! old `archive/` segments) into `archive/before-reshard-{UNIX_SECONDS}/`; phase 2 moves
+//! old `archive/` segments, the rated-event ledger built to their end, and the archive
+//! consumers' watermarks, which count the old journals' positions) into
+//! `archive/before-reshard-{UNIX_SECONDS}/`; phase 2 moves
 //! the staged files into place. Each step is a rename, and a run that finds the marker
 //! finishes the phase it names, so a crash at any point leaves either the old layout or
 //! the new one, never a mix. The engine refuses to open a directory with a marker.
@@ -132,6 +134,12 @@ fn reshard_with(
             )));
         }
         old.push(SnapshotImage::of(&state));
+    }
+    // The ledger of the old layout is completed from the old journals, and leaves with
+    // them (phase 1): the new shards' journals start again at LSN 0.
+    if crate::ledger::ledger_dir(dir).exists() {
+        let mut builder = crate::ledger::LedgerBuilder::open(std::sync::Arc::new(fs.clone()), dir, from, None)?;
+        builder.catch_up(None)?;
     }
     let images = deal(&old, to);
     let (accounts, subscriptions) =
@@ -284,6 +292,13 @@ fn finish(dir: &Path, marker: &Marker, crash: &mut Interruption) -> Result<(usiz
             for file in files {
                 let target = marker.archive.join(file.file_name().unwrap_or_default());
                 crash.rename(&file, &target)?;
+            }
+        }
+        // The ledger and the consumers' watermarks count the old journals' positions.
+        for folder in [crate::ledger::ledger_dir(dir), crate::retention::consumers_dir(dir)] {
+            if folder.exists() {
+                let target = marker.archive.join(folder.file_name().unwrap_or_default());
+                crash.rename(&folder, &target)?;
             }
         }
         write_marker(dir, &Marker { phase: 2, ..marker.clone() })?;

@@ -34,7 +34,17 @@ pub fn consumers_dir(dir: &Path) -> PathBuf {
 
 /// Records that consumer `name` has read shard `shard`'s journal up to `lsn` (durably).
 pub fn set_watermark(dir: &Path, name: &str, shard: u32, lsn: u64) -> Result<(), EngineError> {
-    let fs = RealFs::new();
+    set_watermark_on(&RealFs::new(), dir, name, shard, lsn)
+}
+
+/// [`set_watermark`] on the file system `fs`.
+pub(crate) fn set_watermark_on(
+    fs: &dyn FileSystem,
+    dir: &Path,
+    name: &str,
+    shard: u32,
+    lsn: u64,
+) -> Result<(), EngineError> {
     if name.is_empty()
         || name.len() > MAX_CONSUMER_NAME
         || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
@@ -44,12 +54,12 @@ pub fn set_watermark(dir: &Path, name: &str, shard: u32, lsn: u64) -> Result<(),
         )));
     }
     let folder = consumers_dir(dir);
-    crate::durable::create_dir_all(&fs, &folder).map_err(EngineError::io(&folder))?;
+    crate::durable::create_dir_all(fs, &folder).map_err(EngineError::io(&folder))?;
     let path = folder.join(name);
-    let mut marks = read_marks(&fs, &path)?;
+    let mut marks = read_marks(fs, &path)?;
     marks.insert(shard, lsn);
     let text: String = marks.iter().map(|(shard, lsn)| format!("{shard} = {lsn}\n")).collect();
-    crate::durable::replace_file(&fs, &path, text.as_bytes(), 0o644).map_err(EngineError::io(&path))
+    crate::durable::replace_file(fs, &path, text.as_bytes(), 0o644).map_err(EngineError::io(&path))
 }
 
 /// Each registered consumer's watermarks, by name.

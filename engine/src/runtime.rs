@@ -30,6 +30,7 @@ use crate::state::ShardState;
 
 mod commit;
 mod health;
+mod ledger;
 mod snapshots;
 use commit::{Answers, CommitStage, HAND_OVER_ITEMS};
 use health::ShardHealth;
@@ -158,6 +159,7 @@ pub struct Engine {
     clock: Arc<dyn Clock>,
     health: Arc<Vec<ShardHealth>>,
     data_dir: std::path::PathBuf,
+    ledger: Option<ledger::LedgerThread>,
     _lock: Option<File>,
     report: OpenReport,
 }
@@ -173,6 +175,12 @@ impl Engine {
     pub fn open(config: EngineConfig, plans: Plans, clock: Arc<dyn Clock>) -> Result<Engine, EngineError> {
         if config.shards == 0 || config.shards > 256 {
             return Err(EngineError::Config("shards must be 1 to 256".to_owned()));
+        }
+        if config.ledger && !config.archive_segments {
+            return Err(EngineError::Config(
+                "the rated-event ledger reads archived journal segments: keep archiving on, or turn the ledger off"
+                    .to_owned(),
+            ));
         }
         let fs = &*config.fs;
         crate::durable::create_dir_all(fs, &config.data_dir).map_err(EngineError::io(&config.data_dir))?;
@@ -202,8 +210,11 @@ impl Engine {
         let mut reports = Vec::with_capacity(config.shards);
         let health: Arc<Vec<ShardHealth>> = Arc::new((0..config.shards).map(|_| ShardHealth::default()).collect());
         let (mut accounts, mut subscriptions) = (0, 0);
+        let mut journal_ends = Vec::with_capacity(config.shards);
         for (shard, result) in recovered.into_iter().enumerate() {
             let (state, journal, report) = result?;
+            health[shard].set_durable(state.lsn);
+            journal_ends.push(state.lsn);
             let chunks = Arc::new(std::sync::Mutex::new(report.chunks.clone()));
             let snapshot_lsn = report.snapshot_lsn;
             state.register(&directory);
@@ -212,9 +223,9 @@ impl Engine {
             reports.push(report);
             let (sender, receiver) = bounded(config.queue_capacity);
             let stage = match config.fsync {
-                FsyncPolicy::EveryBatch => {
-                    Some(CommitStage::start(shard as u32).map_err(EngineError::io(&config.data_dir))?)
-                }
+                FsyncPolicy::EveryBatch => Some(
+                    CommitStage::start(shard as u32, Arc::clone(&health)).map_err(EngineError::io(&config.data_dir))?,
+                ),
                 FsyncPolicy::Interval(_) | FsyncPolicy::Never => None,
             };
             let mut worker = Worker {
@@ -253,6 +264,17 @@ impl Engine {
             senders.push(sender);
             workers.push(handle);
         }
+        let ledger = if config.ledger {
+            let builder = crate::ledger::LedgerBuilder::open(
+                Arc::clone(&config.fs),
+                &config.data_dir,
+                config.shards,
+                Some(&journal_ends),
+            )?;
+            Some(ledger::LedgerThread::start(builder, Arc::clone(&health)).map_err(EngineError::io(&config.data_dir))?)
+        } else {
+            None
+        };
         Ok(Engine {
             senders,
             workers,
@@ -261,6 +283,7 @@ impl Engine {
             clock,
             health,
             data_dir: config.data_dir.clone(),
+            ledger,
             _lock: lock,
             report: OpenReport { shards: reports, accounts, subscriptions },
         })
@@ -514,7 +537,19 @@ impl Engine {
         for worker in self.workers.drain(..) {
             let _ = worker.join();
         }
+        // After the shards: the ledger builds what their last syncs made durable.
+        drop(self.ledger.take());
         result
+    }
+
+    /// Builds the rated-event ledger up to what the journal holds durably now (the ledger
+    /// thread does so every [`ledger::LEDGER_INTERVAL`] anyway); returns the entries
+    /// written. An error when the engine runs without a ledger.
+    pub fn sync_ledger(&self) -> Result<usize, EngineError> {
+        match &self.ledger {
+            Some(ledger) => ledger.sync(),
+            None => Err(EngineError::Config("the engine runs without a ledger".to_owned())),
+        }
     }
 }
 
@@ -526,6 +561,7 @@ impl Drop for Engine {
                 let _ = worker.join();
             }
         }
+        drop(self.ledger.take());
     }
 }
 
@@ -749,6 +785,9 @@ impl Worker {
                     }
                     Job::Stop(reply) => {
                         let synced = self.journal.sync().map_err(EngineError::io(&self.config.data_dir));
+                        if synced.is_ok() && self.stage.as_ref().is_none_or(|stage| !stage.failed()) {
+                            self.health[self.shard as usize].set_durable(self.state.lsn);
+                        }
                         // Every answer, and every snapshot under way, before the stop's.
                         drop(self.stage.take());
                         drop(self.snapshots.take());
@@ -788,9 +827,12 @@ impl Worker {
             }
         };
         match hand_over {
-            Some(stage) if written.is_some() || !answers.is_empty() => stage.push(written, answers),
+            Some(stage) if written.is_some() || !answers.is_empty() => stage.push(written, answers, self.state.lsn),
             Some(_) => {}
-            None => answers.send(),
+            None => {
+                self.health[self.shard as usize].set_durable(self.state.lsn);
+                answers.send();
+            }
         }
         Ok(())
     }
@@ -982,13 +1024,16 @@ impl Worker {
         }
         self.snapshot_lsn = report.snapshot_lsn;
         let stage = match self.config.fsync {
-            FsyncPolicy::EveryBatch => Some(CommitStage::start(shard).map_err(EngineError::io(dir))?),
+            FsyncPolicy::EveryBatch => {
+                Some(CommitStage::start(shard, Arc::clone(&self.health)).map_err(EngineError::io(dir))?)
+            }
             FsyncPolicy::Interval(_) | FsyncPolicy::Never => None,
         };
         let shards = self.config.shards;
         self.directory.forget(|account| shard_of(account, shards) == shard as usize);
         state.register(&self.directory);
         self.state = state;
+        self.health[shard as usize].set_durable(self.state.lsn);
         self.journal = journal;
         self.stage = stage;
         // A new start: a snapshot that fails from here on is a new incident, logged again.

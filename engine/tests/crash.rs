@@ -157,6 +157,12 @@ fn every_cut_point_recovers_exactly_the_complete_records() {
         }
         let torn = cut != 0 && !record_ends.contains(&cut);
         assert_eq!(scan.cut_reason.is_some(), torn, "cut at {cut}: {scan:?}");
+        // The ledger derived from what survived adds up to the balance, entry for entry.
+        let entries = tollgate_engine::ledger::entries_of_segment(&bytes[..cut], 0).expect("ledger entries");
+        let ledger: rust_decimal::Decimal = entries.iter().map(|e| e.amount).sum();
+        let balance = recovered.accounts.get(&1).map(|a| a.balance()).unwrap_or_default();
+        assert_eq!(ledger, balance, "cut at {cut}: the ledger's entries add up to the balance");
+        assert!(entries.iter().all(|e| e.lsn <= recovered.lsn), "cut at {cut}");
     }
 }
 

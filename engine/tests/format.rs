@@ -12,7 +12,7 @@ use tollgate_engine::{Body, Operation, Outcome, RecordCharge, RecordKey, RecordO
 
 /// The fixture the current build writes when regenerating.
 fn fixture_dir() -> PathBuf {
-    fixture("data-v7")
+    fixture("data-v8")
 }
 
 fn fixture(name: &str) -> PathBuf {
@@ -77,13 +77,15 @@ fn reads_a_data_dir_written_by_an_earlier_build() {
     // version 4 writes it compactly, version 5 adds session records (snapshot format 4),
     // version 6 writes the windows' full chunks to files of their own (snapshot format 5)
     // and the online requests' effects compactly (journal format 6); version 7 adds the
-    // lifecycle effects (journal 7, snapshot 6).
+    // lifecycle effects (journal 7, snapshot 6); version 8 the rated events' detail for
+    // the ledger (journal 8).
     check_fixture("data-v2", "12.51", false);
     check_fixture("data-v3", "10.02", true);
     check_fixture("data-v4", "10.02", true);
     check_fixture("data-v5", "10.02", true);
     check_fixture("data-v6", "10.02", true);
     check_fixture("data-v7", "10.02", true);
+    check_fixture("data-v8", "10.02", true);
 }
 
 fn check_fixture(name: &str, balance: &str, has_records: bool) {

@@ -162,6 +162,25 @@ fn check(engine: &Engine, acked: &[Acked], context: &str) {
     assert_eq!(engine.check_invariants().expect("inspect"), Vec::<String>::new(), "{context}");
 }
 
+/// The ledger, built on after the cut from what survived of it and of the journal, adds
+/// up to every account's balance: no record lost, none twice.
+fn check_ledger(engine: &Engine, fs: &SimFs, dir: &Path, context: &str) {
+    engine.sync_ledger().unwrap_or_else(|err| panic!("{context}: the ledger builds: {err}"));
+    let totals = tollgate_engine::ledger::totals_on(fs, dir, 2, 0, i64::MAX).expect("ledger totals");
+    for account in 1..=ACCOUNTS {
+        let Ok(answer) = engine.execute(Request {
+            key: None,
+            target: Target::Account(account),
+            operation: Operation::BalanceEnquiry,
+        }) else {
+            panic!("{context}: balance")
+        };
+        let tollgate_engine::Body::Balance(view) = answer.body else { continue };
+        let ledger = totals.get(&account).map(|t| t.amount).unwrap_or_default();
+        assert_eq!(ledger, view.balance, "{context}: account {account}'s ledger adds up to its balance");
+    }
+}
+
 /// Runs clients on `engine` until `threshold` more acknowledgements, then cuts the power;
 /// returns the image and what was acknowledged before the cut.
 fn run_and_cut(
@@ -243,12 +262,14 @@ fn after_a_power_cut_at_any_moment_the_acknowledged_state_is_there() {
         // Reopen on what survived: everything acknowledged is there.
         let reopened = open(&image, &dir, &clock);
         check(&reopened, &before, &format!("round {round} (seed {seed}), first cut"));
+        check_ledger(&reopened, &image, &dir, &format!("round {round} (seed {seed}), first cut"));
         // Charge on, and cut again, sometimes right after the reopening.
         let threshold = random.below(60) as usize;
         let acked = Arc::new(Mutex::new(before));
         let (second, before) = run_and_cut(reopened, &image, seed ^ 0xdead_beef, threshold, &acked);
         let last = open(&second, &dir, &clock);
         check(&last, &before, &format!("round {round} (seed {seed}), second cut"));
+        check_ledger(&last, &second, &dir, &format!("round {round} (seed {seed}), second cut"));
     }
     assert!(files_seen > ROUNDS as usize * 4, "the cuts saw segments, snapshots and chunk files: {files_seen}");
 }

@@ -205,6 +205,14 @@ proptest! {
         }
         prop_assert_eq!(images(&h), before.clone());
 
+        // The ledger's entries add up to each account's balance.
+        h.engine.sync_ledger().expect("ledger");
+        let totals = tollgate_engine::ledger::totals(&h.dir, 2, 0, i64::MAX).expect("ledger totals");
+        for account in 1..=4 {
+            let ledger = totals.get(&account).map(|t| t.amount).unwrap_or_default();
+            prop_assert_eq!(ledger, h.balance(account), "account {}", account);
+        }
+
         // The journal replays to the same state.
         let h = h.restart_with(plans_with_large());
         prop_assert_eq!(images(&h), before);

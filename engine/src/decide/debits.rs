@@ -32,7 +32,7 @@ pub(crate) fn debit(op: Op<'_, '_, '_>, usage: &Usage, commit: bool) -> Answer {
     if rated.amount > tx.state().accounts[&account].available(ctx.now) {
         return Answer::outcome(Outcome::CreditLimitReached);
     }
-    settle(tx, ctx, account, plan, &rated, usage.start_utc_seconds);
+    settle(tx, ctx, subscription, plan, usage, &rated);
     let balance_after = tx.state().accounts[&account].balance();
     Answer::new(Outcome::Success, charged_body(plan, &rated, balance_after))
 }

@@ -15,7 +15,7 @@ use crate::decide::{Context, Transaction};
 use crate::model::{Account, AccountId, BucketId, Subscription, SubscriptionId, UnitBucket};
 use crate::plans::Versioned;
 use crate::records::{Memo, NO_DESTINATION};
-use crate::state::{Effect, MoneyKind, ShardState};
+use crate::state::{Effect, MoneyKind, RatedDetail, ShardState};
 
 /// A unit bucket of `subscription` that ended by `now` and renews (not while
 /// reservations hold units of it).
@@ -181,22 +181,65 @@ pub(crate) fn charged(plan: &Versioned, rated: &RatedEvent, balance_after: Decim
     }
 }
 
-/// Applies a rated event: consumes its allowance draws, debits its amount, accumulates it.
+/// Applies a rated event: consumes its allowance draws, debits its amount, accumulates it,
+/// and (unless itemisation is off) records its detail for the ledger.
 pub(crate) fn settle(
     tx: &mut Transaction<'_>,
     ctx: &Context<'_>,
-    account: AccountId,
+    subscription: SubscriptionId,
     plan: &Versioned,
+    usage: &Usage,
     rated: &RatedEvent,
-    at: i64,
 ) {
+    let account = tx.state().subscriptions[&subscription].account;
     for draw in &rated.draws {
         tx.emit(Effect::Units { account, bucket: draw.bucket as BucketId, consumed: draw.units });
     }
     if !rated.amount.is_zero() {
         debit_money(tx, ctx.now, account, rated.amount, MoneyKind::Charge);
     }
+    let at = usage.start_utc_seconds;
     accumulate(tx, account, plan, rated.service, at, rated.charged_units, rated.amount);
+    if ctx.config.itemise {
+        let detail = rated_detail(tx.state(), subscription, plan, usage, rated);
+        tx.emit(Effect::Rated(Box::new(detail)));
+    }
+}
+
+/// The ledger's detail of a rated event.
+fn rated_detail(
+    state: &ShardState,
+    subscription: SubscriptionId,
+    plan: &Versioned,
+    usage: &Usage,
+    rated: &RatedEvent,
+) -> RatedDetail {
+    let sub = &state.subscriptions[&subscription];
+    let names = &plan.names;
+    RatedDetail {
+        account: sub.account,
+        subscription,
+        identity: sub.identities.first().cloned(),
+        service: names.services[usize::from(rated.service)].clone(),
+        rating_group: usage.rating_group.or(match usage.service {
+            ServiceRef::RatingGroup(rg) => Some(rg),
+            _ => None,
+        }),
+        called: usage.destination.as_ref().map(|called| called.to_string()),
+        prefix_len: rated.prefix_len,
+        destination: rated.destination.map(|d| names.destinations[d as usize].clone()),
+        band: names.bands[usize::from(rated.band)].clone(),
+        plan: names.id.clone(),
+        plan_version: plan.version,
+        rate_line: rated.rate_line,
+        started_at: usage.start_utc_seconds,
+        units: rated.units,
+        charged_units: rated.charged_units,
+        allowance_units: rated.allowance_units,
+        draws: rated.draws.iter().map(|d| (d.bucket as BucketId, d.units)).collect(),
+        amount: rated.amount,
+        currency: names.currency.clone(),
+    }
 }
 
 /// Adds rated usage (`amount` may be negative: a rerate's difference) to the account's

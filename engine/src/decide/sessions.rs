@@ -167,7 +167,7 @@ pub(crate) fn session_unit(op: Op<'_, '_, '_>, session: &str, step: SessionStep,
                 if rated.amount > available {
                     rated.amount = available;
                 }
-                settle(tx, ctx, account, plan, &rated, start);
+                settle(tx, ctx, subscription, plan, &usage, &rated);
                 grant.used_units = used;
                 grant.charged = rated.amount;
             }

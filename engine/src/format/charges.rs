@@ -11,7 +11,7 @@
 //!
 //! | size | field |
 //! |---|---|
-//! | 1 | flags: bit 0 origin present, bit 1 destination present, bit 2 one money move (bucket 0, minus the amount) instead of a list, bit 3 unit draws present, bit 4 service name spelled out here |
+//! | 1 | flags: bit 0 origin present, bit 1 destination present, bit 2 one money move (bucket 0, minus the amount) instead of a list, bit 3 unit draws present, bit 4 service name spelled out here, bit 5 detail present (journal format 8) |
 //! | 16 | key digest (u128, little-endian) |
 //! | v | account |
 //! | decimal | amount charged |
@@ -25,6 +25,29 @@
 //! | … | service name: when bit 4 is set, 1 byte length `L` and `L` bytes of UTF-8, which becomes the payload's next name; else *v*, the index of a name spelled out earlier in the same payload |
 //! | … | unless bit 2 is set: 1 byte `M` (≤ [`crate::state::MAX_MONEY_BUCKETS`]), then `M` × (*v* bucket, decimal delta) |
 //! | … | when bit 3 is set: 1 byte `D`, then `D` × (*v* bucket, *v* units) |
+//! | … | when bit 5 is set, the detail the rated-event ledger itemises, below |
+//!
+//! The detail (a *name* is a *v* index into the payload's table of names: the next index
+//! means a new name, 1 byte length and UTF-8 bytes follow; a smaller one repeats it):
+//!
+//! | size | field |
+//! |---|---|
+//! | v | subscription |
+//! | v | usage start minus decided at, zigzag-encoded |
+//! | v | units reported |
+//! | 1 + v | rating group: byte 0 (none) or 1 and the value |
+//! | 1 | digits of the called number the plan's prefix matched |
+//! | v | plan line of the opening rate |
+//! | name | plan id |
+//! | v | plan version |
+//! | name | currency |
+//! | name | band |
+//! | name | destination (zone), when bit 1 is set |
+//! | 1 + … | identity: 0 none, or its type (1 MSISDN, 2 IMSI, 3 SIP URI, 4 NAI), 1 byte length and UTF-8 |
+//! | 1 + … | called number: 1 byte length (0: none) and UTF-8 |
+//!
+//! The detail adds about 35 bytes to a call's charge (docs/performance.md has what it
+//! costs the bulk path).
 //!
 //! A charge of a call takes about 40 bytes this way, against 108 in the fixed layout
 //! below; at millions of records a minute the journal's bytes were a sixth of the bulk
@@ -57,7 +80,7 @@
 use smallvec::SmallVec;
 
 use crate::format::wire::{decimal, unzigzag, varint, zigzag, Reader};
-use crate::model::AccountId;
+use crate::model::{AccountId, SubscriptionId};
 use crate::records::{ChargeEffect, Memo, RecordKey, ServiceName, NO_DESTINATION};
 
 const CHARGE_FIXED_BYTES: usize = 16 + 8 + 16 + 8 + 8 + 8 + 2 + 2 + 4 + 8 + 3;
@@ -128,6 +151,7 @@ const DESTINATION: u8 = 1 << 1;
 const ONE_MOVE: u8 = 1 << 2;
 const DRAWS: u8 = 1 << 3;
 const NEW_NAME: u8 = 1 << 4;
+const DETAIL: u8 = 1 << 5;
 /// The smallest charge: flags, key and one byte for each of the nine other fields.
 const COMPACT_MIN_BYTES: usize = 1 + 16 + 9;
 
@@ -140,14 +164,22 @@ pub struct ChargesWriter {
     decided_at: i64,
     /// The service names spelled out in this payload, in order.
     names: SmallVec<[std::sync::Arc<str>; 4]>,
+    /// The detail's names spelled out in this payload, in order.
+    detail_names: Vec<Box<str>>,
     /// Where a payload ended by [`ChargesWriter::end_part`] stops.
     ended: Option<usize>,
 }
 
 impl Default for ChargesWriter {
     fn default() -> ChargesWriter {
-        let mut writer =
-            ChargesWriter { bytes: Vec::new(), count: 0, decided_at: 0, names: SmallVec::new(), ended: None };
+        let mut writer = ChargesWriter {
+            bytes: Vec::new(),
+            count: 0,
+            decided_at: 0,
+            names: SmallVec::new(),
+            detail_names: Vec::new(),
+            ended: None,
+        };
         writer.begin(0);
         writer
     }
@@ -173,6 +205,7 @@ impl ChargesWriter {
         self.bytes.extend_from_slice(&0u32.to_le_bytes());
         self.count = 0;
         self.names.clear();
+        self.detail_names.clear();
     }
 
     /// Ends the payload so far, when it holds a charge, and starts another after it:
@@ -216,7 +249,7 @@ impl ChargesWriter {
         &self.bytes
     }
 
-    pub fn push(&mut self, effect: &ChargeEffect<'_>) {
+    pub fn push(&mut self, effect: &ChargeEffect<'_>, detail: Option<&ChargeDetail<'_>>) {
         let memo = &effect.memo;
         let one_move = matches!(effect.moves.as_slice(), [(0, delta)] if *delta == -memo.amount);
         let name = self.name_index(effect.service);
@@ -226,6 +259,7 @@ impl ChargesWriter {
         flags |= if one_move { ONE_MOVE } else { 0 };
         flags |= if effect.draws.is_empty() { 0 } else { DRAWS };
         flags |= if name.is_none() { NEW_NAME } else { 0 };
+        flags |= if detail.is_some() { DETAIL } else { 0 };
         let out = &mut self.bytes;
         out.push(flags);
         out.extend_from_slice(&effect.key.0.to_le_bytes());
@@ -269,7 +303,54 @@ impl ChargesWriter {
                 varint(out, *units);
             }
         }
+        if let Some(detail) = detail {
+            self.push_detail(detail, memo.destination != NO_DESTINATION);
+        }
         self.count += 1;
+    }
+
+    fn push_detail(&mut self, detail: &ChargeDetail<'_>, has_destination: bool) {
+        let out = &mut self.bytes;
+        varint(out, detail.subscription);
+        varint(out, zigzag(detail.started_at.wrapping_sub(self.decided_at)));
+        varint(out, detail.units);
+        match detail.rating_group {
+            None => out.push(0),
+            Some(rating_group) => {
+                out.push(1);
+                varint(out, u64::from(rating_group));
+            }
+        }
+        out.push(detail.prefix_len);
+        varint(out, u64::from(detail.rate_line));
+        self.detail_name(detail.plan);
+        varint(&mut self.bytes, u64::from(detail.plan_version));
+        self.detail_name(detail.currency);
+        self.detail_name(detail.band);
+        if has_destination {
+            self.detail_name(detail.destination.unwrap_or(detail.band));
+        }
+        let out = &mut self.bytes;
+        match detail.identity {
+            None => out.push(0),
+            Some((kind, value)) => {
+                out.push(kind);
+                short_text(out, value);
+            }
+        }
+        short_text(out, detail.called.unwrap_or(""));
+    }
+
+    fn detail_name(&mut self, name: &str) {
+        let known = self.detail_names.iter().position(|known| **known == *name);
+        match known {
+            Some(index) => varint(&mut self.bytes, index as u64),
+            None => {
+                varint(&mut self.bytes, self.detail_names.len() as u64);
+                short_text(&mut self.bytes, name);
+                self.detail_names.push(Box::from(name));
+            }
+        }
     }
 
     /// The index of `service` among the names this payload spelled out, if it did.
@@ -281,16 +362,94 @@ impl ChargesWriter {
     }
 }
 
+/// Writes 1 byte of length and at most 255 bytes of `text` (cut at a character boundary).
+fn short_text(out: &mut Vec<u8>, text: &str) {
+    let len = (0..=text.len().min(255)).rev().find(|at| text.is_char_boundary(*at)).unwrap_or(0);
+    out.push(len as u8);
+    out.extend_from_slice(&text.as_bytes()[..len]);
+}
+
+/// Reads what [`short_text`] wrote.
+fn read_short_text<'a>(reader: &mut Reader<'a>, what: &str) -> Result<&'a str, String> {
+    let len = usize::from(reader.u8()?);
+    let at = reader.at;
+    std::str::from_utf8(reader.take(len)?).map_err(|_| format!("{what} at byte {at} is not UTF-8"))
+}
+
+/// Reads a charge's detail (flag bit 5).
+fn read_detail<'a>(
+    reader: &mut Reader<'a>,
+    decided_at: i64,
+    has_destination: bool,
+    names: &mut Vec<&'a str>,
+) -> Result<ChargeDetail<'a>, String> {
+    let subscription = reader.varint()?;
+    let started_at = decided_at.wrapping_add(unzigzag(reader.varint()?));
+    let units = reader.varint()?;
+    let flag_at = reader.at;
+    let rating_group = match reader.u8()? {
+        0 => None,
+        1 => Some(reader.narrow::<u32>("rating group")?),
+        other => return Err(format!("byte {other} at byte {flag_at} is neither 0 nor 1")),
+    };
+    let prefix_len = reader.u8()?;
+    let rate_line = reader.narrow::<u32>("rate line")?;
+    let plan = read_name(reader, names)?;
+    let plan_version = reader.narrow::<u32>("plan version")?;
+    let currency = read_name(reader, names)?;
+    let band = read_name(reader, names)?;
+    let destination = if has_destination { Some(read_name(reader, names)?) } else { None };
+    let kind_at = reader.at;
+    let identity = match reader.u8()? {
+        0 => None,
+        kind @ 1..=4 => Some((kind, read_short_text(reader, "identity")?)),
+        other => return Err(format!("unknown identity type {other} at byte {kind_at}")),
+    };
+    let called = Some(read_short_text(reader, "called number")?).filter(|called| !called.is_empty());
+    Ok(ChargeDetail {
+        subscription,
+        started_at,
+        units,
+        rating_group,
+        prefix_len,
+        rate_line,
+        plan,
+        plan_version,
+        currency,
+        band,
+        destination,
+        identity,
+        called,
+    })
+}
+
+fn read_name<'a>(reader: &mut Reader<'a>, names: &mut Vec<&'a str>) -> Result<&'a str, String> {
+    let at = reader.at;
+    let index = reader.varint()?;
+    let index = usize::try_from(index).unwrap_or(usize::MAX);
+    if let Some(known) = names.get(index) {
+        return Ok(known);
+    }
+    if index != names.len() {
+        return Err(format!("name {index} at byte {at} is neither known nor the next"));
+    }
+    let name = read_short_text(reader, "name")?;
+    names.push(name);
+    Ok(name)
+}
+
 /// Reads a compact charges payload (kind 2); the error names the byte offset that is wrong.
 pub fn decode_compact_charges(payload: &[u8]) -> Result<Charges<'_>, String> {
     let mut reader = Reader { bytes: payload, at: 0 };
     let (decided_at, count) = reader.charges_header(COMPACT_MIN_BYTES)?;
     let mut names: Vec<&str> = Vec::new();
+    let mut detail_names: Vec<&str> = Vec::new();
     let mut charges = Vec::with_capacity(count);
+    let mut details = Vec::new();
     for _ in 0..count {
         let flags_at = reader.at;
         let flags = reader.u8()?;
-        if flags >> 5 != 0 {
+        if flags >> 6 != 0 {
             return Err(format!("unknown flags {flags:#04x} at byte {flags_at}"));
         }
         let key = RecordKey(reader.u128()?);
@@ -339,12 +498,21 @@ pub fn decode_compact_charges(payload: &[u8]) -> Result<Charges<'_>, String> {
                 effect.draws.push((reader.narrow::<u32>("bucket")?, reader.varint()?));
             }
         }
+        if flags & DETAIL != 0 {
+            if details.len() < charges.len() {
+                details.resize(charges.len(), None);
+            }
+            details.push(Some(read_detail(&mut reader, decided_at, flags & DESTINATION != 0, &mut detail_names)?));
+        }
         charges.push(effect);
     }
     if reader.at != payload.len() {
         return Err(format!("{} bytes after the last charge", payload.len() - reader.at));
     }
-    Ok(Charges { decided_at, charges })
+    if !details.is_empty() {
+        details.resize(charges.len(), None);
+    }
+    Ok(Charges { decided_at, charges, details })
 }
 
 /// A decoded charges payload.
@@ -352,6 +520,30 @@ pub fn decode_compact_charges(payload: &[u8]) -> Result<Charges<'_>, String> {
 pub struct Charges<'a> {
     pub decided_at: i64,
     pub charges: Vec<ChargeEffect<'a>>,
+    /// Each charge's detail, when written (empty when none was: older records, or
+    /// itemisation off).
+    pub details: Vec<Option<ChargeDetail<'a>>>,
+}
+
+/// What the rated-event ledger itemises of a charge beyond what applying it needs
+/// (journal format 8, flag bit 5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChargeDetail<'a> {
+    pub subscription: SubscriptionId,
+    pub started_at: i64,
+    /// Units reported.
+    pub units: u64,
+    pub rating_group: Option<u32>,
+    pub prefix_len: u8,
+    pub rate_line: u32,
+    pub plan: &'a str,
+    pub plan_version: u32,
+    pub currency: &'a str,
+    pub band: &'a str,
+    pub destination: Option<&'a str>,
+    /// The identity's type (1 MSISDN, 2 IMSI, 3 SIP URI, 4 NAI) and value.
+    pub identity: Option<(u8, &'a str)>,
+    pub called: Option<&'a str>,
 }
 
 /// Reads a charges payload; the error names the byte offset that is wrong.
@@ -392,7 +584,7 @@ pub fn decode_charges(payload: &[u8]) -> Result<Charges<'_>, String> {
     if reader.at != payload.len() {
         return Err(format!("{} bytes after the last charge", payload.len() - reader.at));
     }
-    Ok(Charges { decided_at, charges })
+    Ok(Charges { decided_at, charges, details: Vec::new() })
 }
 
 #[cfg(test)]
@@ -463,16 +655,28 @@ mod tests {
 
     /// Writes `effects` compactly, reads them back, and refuses every truncation.
     fn check_compact(decided_at: i64, effects: &[ChargeEffect<'_>]) -> Vec<u8> {
+        check_detailed(decided_at, effects, &[])
+    }
+
+    /// [`check_compact`] with the charges' details (none past the end of `details`).
+    fn check_detailed(decided_at: i64, effects: &[ChargeEffect<'_>], details: &[Option<ChargeDetail<'_>>]) -> Vec<u8> {
         let mut writer = ChargesWriter::new();
         writer.begin(decided_at);
-        for effect in effects {
-            writer.push(effect);
+        for (index, effect) in effects.iter().enumerate() {
+            writer.push(effect, details.get(index).and_then(Option::as_ref));
         }
         assert_eq!(writer.count() as usize, effects.len());
         let bytes = writer.finish().to_vec();
         let decoded = decode_compact_charges(&bytes).expect("decodes");
         assert_eq!(decoded.decided_at, decided_at);
         assert_eq!(decoded.charges, effects);
+        let mut expected = details.to_vec();
+        if details.iter().any(Option::is_some) {
+            expected.resize(effects.len(), None);
+        } else {
+            expected.clear();
+        }
+        assert_eq!(decoded.details, expected);
         for cut in 0..bytes.len() {
             assert!(decode_compact_charges(&bytes[..cut]).is_err(), "a payload cut at {cut} must be refused");
         }
@@ -544,6 +748,52 @@ mod tests {
         check_compact(0, &[]);
     }
 
+    fn detail<'a>(subscription: u64, called: Option<&'a str>, destination: Option<&'a str>) -> ChargeDetail<'a> {
+        ChargeDetail {
+            subscription,
+            started_at: 1_772_445_000,
+            units: 61,
+            rating_group: Some(10),
+            prefix_len: 4,
+            rate_line: 17,
+            plan: "basic",
+            plan_version: 3,
+            currency: "EUR",
+            band: "peak",
+            destination,
+            identity: Some((1, "491700000001")),
+            called,
+        }
+    }
+
+    #[test]
+    fn charge_details_round_trip_and_names_are_spelled_once_per_payload() {
+        let voice: std::sync::Arc<str> = std::sync::Arc::from("voice");
+        let mut no_destination = call_charge("d-3", 9, 1, ServiceName::Shared(&voice));
+        no_destination.memo.destination = NO_DESTINATION;
+        let effects = [
+            call_charge("d-1", 7, 125, ServiceName::Shared(&voice)),
+            call_charge("d-2", 8, 99, ServiceName::Shared(&voice)),
+            no_destination,
+            call_charge("d-4", 9, 5, ServiceName::Shared(&voice)),
+        ];
+        let mut odd = detail(u64::MAX, None, Some("mobile"));
+        odd.identity = None;
+        odd.rating_group = None;
+        odd.started_at = i64::MIN;
+        let details = [
+            Some(detail(70, Some("+4930123456"), Some("germany_fixed"))),
+            Some(detail(80, Some("4930999"), Some("germany_fixed"))),
+            Some(detail(90, Some("110"), None)),
+            // A charge without a detail among charges with one.
+            None,
+        ];
+        let bytes = check_detailed(1_772_445_600, &effects, &details);
+        let count = |name: &[u8]| bytes.windows(name.len()).filter(|w| *w == name).count();
+        assert_eq!((count(b"basic"), count(b"germany_fixed"), count(b"EUR")), (1, 1, 1));
+        check_detailed(0, &effects[..1], &[Some(odd)]);
+    }
+
     #[test]
     fn a_compact_call_charge_is_less_than_half_the_fixed_layout() {
         let voice: std::sync::Arc<str> = std::sync::Arc::from("voice");
@@ -570,10 +820,10 @@ mod tests {
         writer.end_part();
         assert_eq!(writer.take_ended(), None, "nothing to end before a charge");
         for effect in &first {
-            writer.push(effect);
+            writer.push(effect, None);
         }
         writer.end_part();
-        writer.push(&second);
+        writer.push(&second, None);
         let ended = writer.take_ended().expect("ended");
         assert_eq!(decode_compact_charges(&ended).expect("first").charges, first);
         let rest = decode_compact_charges(writer.finish()).expect("second");
@@ -585,8 +835,8 @@ mod tests {
         let voice: std::sync::Arc<str> = std::sync::Arc::from("voice");
         let mut writer = ChargesWriter::new();
         writer.begin(0);
-        writer.push(&call_charge("a", 1, 5, ServiceName::Shared(&voice)));
-        writer.push(&call_charge("b", 1, 5, ServiceName::Shared(&voice)));
+        writer.push(&call_charge("a", 1, 5, ServiceName::Shared(&voice)), None);
+        writer.push(&call_charge("b", 1, 5, ServiceName::Shared(&voice)), None);
         let good = writer.finish().to_vec();
         // The first charge's flags (after the 12-byte header): an unknown bit.
         let mut bad = good.clone();

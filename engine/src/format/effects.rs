@@ -36,6 +36,11 @@
 //!   9 SessionEnded     session:s
 //!  10 Remembered       key:s answer
 //!  11 RecordRefused    refusal key (16 bytes, little-endian) origin:v outcome:v
+//!  12 Rated            account:v subscription:v identity service:s rating_group:o(v)
+//!                      called:o(s) prefix_len:u8 destination:o(s) band:s plan:s
+//!                      plan_version:v rate_line:v started_at:z units:v charged_units:v
+//!                      allowance_units:v [bucket:v units:v] amount:d currency:s
+//!        identity = 0 none | 1 MSISDN value:s | 2 IMSI value:s | 3 SIP URI value:s | 4 NAI value:s
 //! answer   = outcome body repeated:u8
 //! outcome  = 0 Success | 1 CreditLimitReached | 2 UnknownSubscriber | 3 UnknownAccount
 //!          | 4 UnknownSession | 5 RatingFailed code:s | 6 AlreadyExists | 7 Invalid text:s
@@ -56,9 +61,9 @@ use rust_decimal::Decimal;
 use crate::api::{Answer, Body, Charged, Grant, Outcome};
 use crate::format::wire::{decimal, unzigzag, varint, zigzag, Reader};
 use crate::journal::JournalEntry;
-use crate::model::{Reservation, SessionGroup, SessionRecord};
+use crate::model::{Identity, Reservation, SessionGroup, SessionRecord};
 use crate::records::Memo;
-use crate::state::{Effect, MoneyKind, RefusedRecord};
+use crate::state::{Effect, MoneyKind, RatedDetail, RefusedRecord};
 
 /// Most distinct strings one record may hold (a bound for the decoder).
 const MAX_STRINGS: usize = 1 << 16;
@@ -102,6 +107,16 @@ impl<'e> Writer<'e> {
         self.v(text.len() as u64);
         self.bytes.extend_from_slice(text.as_bytes());
         self.strings.push(text);
+    }
+
+    fn ov(&mut self, value: Option<u64>) {
+        match value {
+            None => self.bytes.push(0),
+            Some(value) => {
+                self.bytes.push(1);
+                self.v(value);
+            }
+        }
     }
 
     fn o(&mut self, text: Option<&'e str>) {
@@ -225,6 +240,44 @@ impl<'e> Writer<'e> {
                 self.bytes.extend_from_slice(&refused.key.to_le_bytes());
                 self.v(refused.memo.origin);
                 self.v(refused.memo.allowance_units);
+            }
+            Effect::Rated(r) => {
+                self.bytes.push(12);
+                self.v(r.account);
+                self.v(r.subscription);
+                match &r.identity {
+                    None => self.bytes.push(0),
+                    Some(identity) => {
+                        let (tag, value) = match identity {
+                            Identity::Msisdn(v) => (1, v),
+                            Identity::Imsi(v) => (2, v),
+                            Identity::SipUri(v) => (3, v),
+                            Identity::Nai(v) => (4, v),
+                        };
+                        self.bytes.push(tag);
+                        self.s(value);
+                    }
+                }
+                self.s(&r.service);
+                self.ov(r.rating_group.map(u64::from));
+                self.o(r.called.as_deref());
+                self.bytes.push(r.prefix_len);
+                self.o(r.destination.as_deref());
+                self.s(&r.band);
+                self.s(&r.plan);
+                self.v(u64::from(r.plan_version));
+                self.v(u64::from(r.rate_line));
+                self.z(r.started_at);
+                self.v(r.units);
+                self.v(r.charged_units);
+                self.v(r.allowance_units);
+                self.v(r.draws.len() as u64);
+                for (bucket, units) in &r.draws {
+                    self.v(u64::from(*bucket));
+                    self.v(*units);
+                }
+                self.d(r.amount);
+                self.s(&r.currency);
             }
             // Rare changes: the record is written as an rkyv archive.
             Effect::AccountCreated(_)
@@ -501,6 +554,55 @@ impl<'a> Input<'a> {
                 let memo = Memo::refusal_of_code(code, origin)
                     .ok_or_else(|| format!("refusal code {code} at byte {at} is unknown"))?;
                 Effect::RecordRefused(Box::new(RefusedRecord { key, memo }))
+            }
+            12 => {
+                let (account, subscription) = (self.v()?, self.v()?);
+                let identity_at = self.reader.at;
+                let identity = match self.u8()? {
+                    0 => None,
+                    1 => Some(Identity::Msisdn(self.s()?.to_owned())),
+                    2 => Some(Identity::Imsi(self.s()?.to_owned())),
+                    3 => Some(Identity::SipUri(self.s()?.to_owned())),
+                    4 => Some(Identity::Nai(self.s()?.to_owned())),
+                    other => return Err(format!("unknown identity type {other} at byte {identity_at}")),
+                };
+                let service = Arc::from(self.s()?);
+                let rating_group = if self.flag()? { Some(self.narrow("rating group")?) } else { None };
+                let called = self.o()?.map(str::to_owned);
+                let prefix_len = self.u8()?;
+                let destination = self.o()?.map(Arc::from);
+                let (band, plan) = (Arc::from(self.s()?), Arc::from(self.s()?));
+                let (plan_version, rate_line) = (self.narrow("plan version")?, self.narrow("rate line")?);
+                let started_at = self.z()?;
+                let (units, charged_units, allowance_units) = (self.v()?, self.v()?, self.v()?);
+                let count = self.len()?;
+                let mut draws = Vec::with_capacity(count);
+                for _ in 0..count {
+                    draws.push((self.narrow("bucket")?, self.v()?));
+                }
+                let amount = self.d()?;
+                let currency = Arc::from(self.s()?);
+                Effect::Rated(Box::new(RatedDetail {
+                    account,
+                    subscription,
+                    identity,
+                    service,
+                    rating_group,
+                    called,
+                    prefix_len,
+                    destination,
+                    band,
+                    plan,
+                    plan_version,
+                    rate_line,
+                    started_at,
+                    units,
+                    charged_units,
+                    allowance_units,
+                    draws,
+                    amount,
+                    currency,
+                }))
             }
             other => return Err(format!("unknown effect {other} at byte {at}")),
         })

@@ -19,6 +19,7 @@ use super::{Answered, RecordsAnswered, Reply};
 use crate::api::Answer;
 use crate::error::EngineError;
 use crate::journal::Syncer;
+use crate::runtime::health::ShardHealth;
 
 /// Most groups waiting for the commit thread; a shard that gets further ahead waits.
 const DEPTH: usize = 8;
@@ -77,6 +78,8 @@ struct Group {
     /// `None` when the group wrote nothing; it still waits for the groups before it.
     written: Option<Arc<dyn Syncer>>,
     answers: Answers,
+    /// The shard's last LSN when the group was written.
+    lsn: u64,
 }
 
 /// A shard's commit thread.
@@ -91,7 +94,7 @@ pub(super) struct CommitStage {
 }
 
 impl CommitStage {
-    pub(super) fn start(shard: u32) -> std::io::Result<CommitStage> {
+    pub(super) fn start(shard: u32, health: Arc<Vec<ShardHealth>>) -> std::io::Result<CommitStage> {
         let (sender, receiver) = bounded(DEPTH);
         let failed = Arc::new(AtomicBool::new(false));
         let queued = Arc::new(AtomicUsize::new(0));
@@ -99,7 +102,7 @@ impl CommitStage {
         let (flag, count, why) = (Arc::clone(&failed), Arc::clone(&queued), Arc::clone(&error));
         let thread = std::thread::Builder::new()
             .name(format!("tollgate-commit-{shard}"))
-            .spawn(move || run(shard, &receiver, &flag, &why, &count))?;
+            .spawn(move || run(shard, &receiver, &flag, &why, &count, &health))?;
         Ok(CommitStage { sender: Some(sender), thread: Some(thread), failed, error, queued })
     }
 
@@ -120,13 +123,13 @@ impl CommitStage {
     }
 
     /// Queues `answers` behind the sync of `written` (and of every group before).
-    pub(super) fn push(&self, written: Option<Arc<dyn Syncer>>, answers: Answers) {
+    pub(super) fn push(&self, written: Option<Arc<dyn Syncer>>, answers: Answers, lsn: u64) {
         let Some(sender) = &self.sender else {
             answers.fail("commit stage stopped");
             return;
         };
         self.queued.fetch_add(1, Ordering::AcqRel);
-        if let Err(crossbeam_channel::SendError(group)) = sender.send(Group { written, answers }) {
+        if let Err(crossbeam_channel::SendError(group)) = sender.send(Group { written, answers, lsn }) {
             self.queued.fetch_sub(1, Ordering::AcqRel);
             group.answers.fail("commit stage stopped");
         }
@@ -143,7 +146,14 @@ impl Drop for CommitStage {
     }
 }
 
-fn run(shard: u32, receiver: &Receiver<Group>, failed: &AtomicBool, error: &Mutex<String>, queued: &AtomicUsize) {
+fn run(
+    shard: u32,
+    receiver: &Receiver<Group>,
+    failed: &AtomicBool,
+    error: &Mutex<String>,
+    queued: &AtomicUsize,
+    health: &[ShardHealth],
+) {
     let mut groups = Vec::with_capacity(DEPTH);
     while let Ok(first) = receiver.recv() {
         groups.push(first);
@@ -167,6 +177,11 @@ fn run(shard: u32, receiver: &Receiver<Group>, failed: &AtomicBool, error: &Mute
             last = Some(written);
         }
         let answered = groups.len();
+        if durable {
+            if let (Some(last), Some(health)) = (groups.last(), health.get(shard as usize)) {
+                health.set_durable(last.lsn);
+            }
+        }
         for group in groups.drain(..) {
             if durable {
                 group.answers.send();
@@ -223,11 +238,11 @@ mod tests {
 
     #[test]
     fn answers_wait_for_the_sync_and_leave_in_order() {
-        let stage = CommitStage::start(0).expect("thread");
+        let stage = CommitStage::start(0, Arc::new(vec![ShardHealth::default()])).expect("thread");
         let (device, release) = gate();
         let (to, answered) = unbounded();
-        stage.push(Some(device.clone()), answers(&to, "first"));
-        stage.push(None, answers(&to, "second"));
+        stage.push(Some(device.clone()), answers(&to, "first"), 0);
+        stage.push(None, answers(&to, "second"), 0);
         // The sync is held: nothing may be answered yet.
         assert!(answered.recv_timeout(Duration::from_millis(100)).is_err());
         release.send(Ok(())).expect("release");
@@ -235,12 +250,12 @@ mod tests {
         assert_eq!(name(answered.recv().expect("second")), Ok("second".to_owned()));
         // Two groups that wrote to the same segment while a sync ran share one sync.
         let (held, hold) = gate();
-        stage.push(Some(held.clone()), answers(&to, "third"));
+        stage.push(Some(held.clone()), answers(&to, "third"), 0);
         while *held.syncs.lock().expect("count") == 0 {
             std::thread::yield_now();
         }
-        stage.push(Some(device.clone()), answers(&to, "fourth"));
-        stage.push(Some(device.clone()), answers(&to, "fifth"));
+        stage.push(Some(device.clone()), answers(&to, "fourth"), 0);
+        stage.push(Some(device.clone()), answers(&to, "fifth"), 0);
         hold.send(Ok(())).expect("release");
         release.send(Ok(())).expect("release");
         for expected in ["third", "fourth", "fifth"] {
@@ -254,17 +269,17 @@ mod tests {
 
     #[test]
     fn a_failed_sync_fails_its_answers_and_all_after() {
-        let stage = CommitStage::start(0).expect("thread");
+        let stage = CommitStage::start(0, Arc::new(vec![ShardHealth::default()])).expect("thread");
         let (device, release) = gate();
         let (to, answered) = unbounded();
         release.send(Err(io::Error::other("disk gone"))).expect("release");
-        stage.push(Some(device.clone()), answers(&to, "lost"));
+        stage.push(Some(device.clone()), answers(&to, "lost"), 0);
         let failed = name(answered.recv().expect("answer")).expect_err("must fail");
         assert!(failed.contains("journal sync failed"), "{failed}");
         assert!(stage.failed());
         // Later groups are failed too, even one that wrote nothing, and nothing is synced.
-        stage.push(None, answers(&to, "after"));
-        stage.push(Some(device.clone()), answers(&to, "after"));
+        stage.push(None, answers(&to, "after"), 0);
+        stage.push(Some(device.clone()), answers(&to, "after"), 0);
         for _ in 0..2 {
             assert!(name(answered.recv().expect("answer")).is_err());
         }

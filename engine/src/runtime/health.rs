@@ -21,6 +21,8 @@ pub(crate) struct ShardHealth {
     failures: AtomicU64,
     refused: AtomicU64,
     reason: Mutex<String>,
+    /// The last journal record known durable (what the ledger may read up to).
+    durable_lsn: AtomicU64,
 }
 
 /// A shard's state as a readiness check shows it.
@@ -51,6 +53,15 @@ impl ShardHealth {
 
     pub(crate) fn recovered(&self) {
         self.failed.store(false, Ordering::Release);
+    }
+
+    /// Records that the shard's journal is durable up to `lsn`.
+    pub(crate) fn set_durable(&self, lsn: u64) {
+        self.durable_lsn.store(lsn, Ordering::Release);
+    }
+
+    pub(crate) fn durable_lsn(&self) -> u64 {
+        self.durable_lsn.load(Ordering::Acquire)
     }
 
     pub(crate) fn refused(&self) {

@@ -154,6 +154,44 @@ pub enum Effect {
     /// (Boxed: an archived enum is as large as its largest variant, and growing it would
     /// change how every older record reads.)
     RecordRefused(Box<RefusedRecord>),
+    /// The itemisation of a rated event, after the effects that settled it (its draws,
+    /// money and usage total): what the rated-event ledger shows. Changes no state.
+    Rated(Box<RatedDetail>),
+}
+
+/// Where and how one usage was priced: the ledger's line for it
+/// ([`crate::ledger::LedgerEntry`]).
+#[derive(Debug, Clone, PartialEq, Eq, Archive, RkyvSerialize, RkyvDeserialize)]
+pub struct RatedDetail {
+    pub account: AccountId,
+    pub subscription: SubscriptionId,
+    /// The subscription's first identity when it was charged.
+    pub identity: Option<Identity>,
+    pub service: std::sync::Arc<str>,
+    pub rating_group: Option<u32>,
+    /// The called number as reported.
+    pub called: Option<String>,
+    /// How many leading digits of `called` the plan's prefix matched.
+    pub prefix_len: u8,
+    /// The plan's destination (zone) name.
+    pub destination: Option<std::sync::Arc<str>>,
+    pub band: std::sync::Arc<str>,
+    pub plan: std::sync::Arc<str>,
+    pub plan_version: u32,
+    /// The plan file's line of the opening rate.
+    pub rate_line: u32,
+    pub started_at: i64,
+    /// Units reported, charged (after first interval and increments), and of those paid
+    /// by allowances.
+    pub units: u64,
+    pub charged_units: u64,
+    pub allowance_units: u64,
+    /// Units drawn from each unit bucket.
+    pub draws: Vec<(BucketId, u64)>,
+    /// Money charged (positive; the balance moved by minus this).
+    #[rkyv(with = RkyvDecimal)]
+    pub amount: Decimal,
+    pub currency: std::sync::Arc<str>,
 }
 
 /// A refused record's memo under its refusal key.

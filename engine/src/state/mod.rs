@@ -8,7 +8,7 @@
 
 mod effect;
 pub(crate) use effect::LEGACY_TOMBSTONE_SECONDS;
-pub use effect::{Effect, MoneyKind, RecordRerated, RefusedRecord};
+pub use effect::{Effect, MoneyKind, RatedDetail, RecordRerated, RefusedRecord};
 
 use rust_decimal::Decimal;
 use std::sync::Arc;
@@ -373,6 +373,7 @@ impl ShardState {
                 self.closed.insert(*account, *at);
             }
             Effect::RecordRefused(refused) => self.recent_records.insert(RecordKey(refused.key), refused.memo),
+            Effect::Rated(_) => {}
         }
     }
 
