@@ -64,6 +64,8 @@ enum Command {
         #[command(subcommand)]
         command: commands::account::SubscriptionCommand,
     },
+    /// An account's itemised usage (and other ledger entries) in a period, as CSV or JSON.
+    Usage(commands::usage::UsageArgs),
     /// Show, top up, adjust and refund balances.
     Balance {
         #[command(flatten)]
@@ -108,6 +110,7 @@ fn main() -> ExitCode {
         Command::Mediate(args) => commands::mediate::run(&args),
         Command::Rerate(args) => commands::rerate::run(&args),
         Command::Reshard(args) => commands::reshard::run(&args),
+        Command::Usage(args) => commands::usage::run(&args),
         Command::Archive { engine, command } => commands::archive::run(&engine, command),
         Command::Account { engine, command } => commands::account::account(&engine, command),
         Command::Subscription { engine, command } => commands::account::subscription(&engine, command),

@@ -11,3 +11,4 @@ pub(crate) mod rerate;
 pub(crate) mod reshard;
 pub(crate) mod serve;
 pub(crate) mod tariff;
+pub(crate) mod usage;

@@ -13,6 +13,7 @@ mod mediate;
 mod rate_errors;
 mod rerate;
 mod tls;
+mod usage;
 
 fn tollgate(args: &[&str], stdin: &str) -> Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
