@@ -1,0 +1,34 @@
+//! Tollgate's BSS store: the only crate that speaks SQL. It opens SQLite (embedded, a file
+//! in the data directory) or PostgreSQL (several servers, one database) behind one code path
+//! ([`Store`], [`Tx`]; the dialects differ only inside `sql.rs`), runs the migrations on open,
+//! and provides what the BSS modules are built from: optimistic concurrency on versioned
+//! rows ([`Version`], ETags), the outbox through which a BSS change reaches the engine
+//! ([`Tx::enqueue`], [`OutboxWorker`]), the hash-chained append-only audit trail
+//! ([`Tx::audit`], [`Store::verify_audit_chain`]) and API tokens stored hashed
+//! ([`Tx::create_token`], [`Store::check_token`]). README.md states the invariants.
+#![forbid(unsafe_code)]
+
+mod audit;
+mod codec;
+mod error;
+mod hash;
+mod migrate;
+mod outbox;
+mod sql;
+mod store;
+#[cfg(feature = "testing")]
+pub mod testing;
+mod tokens;
+mod versioned;
+
+pub use audit::{AuditEntry, AuditHead, AuditRecord, ChainCheck, AUDIT_PAGE_MAX, GENESIS_HASH};
+pub use error::{Result, StoreError};
+pub use migrate::SCHEMA_VERSION;
+pub use outbox::{
+    ApplyError, NewOutboxItem, OutboxCounts, OutboxEntry, OutboxHandler, OutboxItem, OutboxState, OutboxWorker,
+    RetryPolicy, WorkerPass,
+};
+pub use sql::Dialect;
+pub use store::{Store, StoreOptions, Tx, SQLITE_FILE_NAME};
+pub use tokens::{ApiToken, NewToken, Role, TokenCheck, TokenSecret, TOKEN_PREFIX};
+pub use versioned::{Version, Versioned};

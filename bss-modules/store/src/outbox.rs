@@ -1,0 +1,450 @@
+//! The transactional outbox: how a BSS change reaches the engine without ever being half
+//! done. The change and the engine operation it implies commit together: the operation is
+//! a row of `outbox` ([`Tx::enqueue`]) with the engine idempotency key it will be sent
+//! under. An [`OutboxWorker`] claims due rows, hands each to an [`OutboxHandler`] (the
+//! binary's, which calls the engine), and marks it done, schedules a retry with
+//! exponential backoff, or marks it failed. The worker applies each row at least once; the
+//! engine answers a repeated idempotency key with its stored answer, so the operation takes
+//! effect exactly once.
+//!
+//! A claim is a lease: it moves the row's `next_attempt_at_ms` past the lease and counts
+//! the attempt, in its own short transaction (on PostgreSQL with `FOR UPDATE SKIP LOCKED`,
+//! so two servers never claim the same row; SQLite has one writer). A worker that dies
+//! mid-item leaves the row to be claimed again when the lease runs out. Rows that share an
+//! `ordering_key` (an account, say) are applied one at a time in enqueue order: only the
+//! oldest pending row of a key can be claimed.
+
+use std::future::Future;
+use std::time::Duration;
+
+use jiff::Timestamp;
+
+use crate::codec::{after_ms, json_text, parse_json, to_ms};
+use crate::error::{Result, StoreError};
+use crate::sql::{args, Row};
+use crate::{Store, Tx};
+
+/// An engine operation to record in the transaction of the BSS change that implies it.
+#[derive(Debug, Clone, Copy)]
+pub struct NewOutboxItem<'a> {
+    /// The engine idempotency key the operation is sent under; unique in the outbox.
+    pub idempotency_key: &'a str,
+    /// What the handler is to do (`"account.create"`, `"subscription.change_plan"`, …).
+    pub kind: &'a str,
+    /// Rows with the same key are applied one at a time, in enqueue order.
+    pub ordering_key: Option<&'a str>,
+    /// The operation's arguments, for the handler.
+    pub payload: &'a serde_json::Value,
+}
+
+/// A claimed row, handed to the [`OutboxHandler`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboxItem {
+    pub id: i64,
+    pub idempotency_key: String,
+    pub kind: String,
+    pub ordering_key: Option<String>,
+    pub payload: serde_json::Value,
+    /// Which attempt this claim is: 1 the first time.
+    pub attempt: i64,
+    pub created_at: Timestamp,
+}
+
+/// Where a row stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum OutboxState {
+    /// Waiting for its next attempt (or leased to a worker).
+    Pending,
+    /// Applied.
+    Done,
+    /// Given up on: the handler refused it, or it ran out of attempts. An operator looks
+    /// at `last_error`, and may [`requeue`](Store::outbox_requeue) it.
+    Failed,
+}
+
+impl OutboxState {
+    fn parse(row: &Row, text: &str) -> Result<OutboxState> {
+        match text {
+            "pending" => Ok(OutboxState::Pending),
+            "done" => Ok(OutboxState::Done),
+            "failed" => Ok(OutboxState::Failed),
+            other => Err(row.corrupt("state", format!("unknown outbox state {other:?}"))),
+        }
+    }
+}
+
+/// A row as an operator sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboxEntry {
+    pub id: i64,
+    pub idempotency_key: String,
+    pub kind: String,
+    pub ordering_key: Option<String>,
+    pub payload: serde_json::Value,
+    pub state: OutboxState,
+    pub attempts: i64,
+    pub next_attempt_at: Timestamp,
+    pub last_error: Option<String>,
+    pub created_at: Timestamp,
+    pub finished_at: Option<Timestamp>,
+}
+
+/// How many rows are in each state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OutboxCounts {
+    pub pending: i64,
+    pub done: i64,
+    pub failed: i64,
+}
+
+/// When to try again and when to give up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// The delay after the first failed attempt; it doubles after each further one.
+    pub first_delay: Duration,
+    /// The longest delay between attempts.
+    pub max_delay: Duration,
+    /// Attempts before a row is marked failed.
+    pub max_attempts: i64,
+    /// How long a claim holds a row before another worker may claim it again.
+    pub lease: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            first_delay: Duration::from_secs(1),
+            max_delay: Duration::from_secs(300),
+            max_attempts: 20,
+            lease: Duration::from_secs(60),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The delay before the attempt after `attempt` (1-based): first, 2×first, 4×first, …,
+    /// at most `max_delay`.
+    pub fn delay_after(&self, attempt: i64) -> Duration {
+        let doublings = u32::try_from(attempt.saturating_sub(1).clamp(0, 32)).unwrap_or(32);
+        self.first_delay.saturating_mul(1u32 << doublings.min(31)).min(self.max_delay)
+    }
+}
+
+const COLUMNS: &str = "id, idempotency_key, kind, ordering_key, payload, attempts, created_at_ms";
+
+fn item(row: &Row) -> Result<OutboxItem> {
+    Ok(OutboxItem {
+        id: row.int("id")?,
+        idempotency_key: row.text("idempotency_key")?,
+        kind: row.text("kind")?,
+        ordering_key: row.opt_text("ordering_key")?,
+        payload: parse_json(row, "payload", &row.text("payload")?)?,
+        attempt: row.int("attempts")?,
+        created_at: row.timestamp("created_at_ms")?,
+    })
+}
+
+impl Tx {
+    /// Records an engine operation in this transaction, due at once; returns its id. The
+    /// same idempotency key with the same kind and payload returns the existing row's id
+    /// (enqueueing is idempotent too); with anything else it is a
+    /// [`StoreError::Conflict`].
+    pub async fn enqueue(&mut self, item: NewOutboxItem<'_>, now: Timestamp) -> Result<i64> {
+        if item.idempotency_key.is_empty() {
+            return Err(StoreError::Invalid { field: "idempotency_key", reason: "empty".into() });
+        }
+        let payload = json_text("payload", item.payload)?;
+        let inserted = self
+            .fetch_optional(
+                "outbox.enqueue",
+                "INSERT INTO outbox (idempotency_key, kind, ordering_key, payload, next_attempt_at_ms, created_at_ms)
+                 VALUES ($1, $2, $3, $4, $5, $5)
+                 ON CONFLICT (idempotency_key) DO NOTHING
+                 RETURNING id",
+                args![item.idempotency_key, item.kind, item.ordering_key, payload, to_ms(now)],
+            )
+            .await?;
+        if let Some(row) = inserted {
+            self.enqueued_outbox_item();
+            return row.int("id");
+        }
+        let existing = self
+            .fetch_one(
+                "outbox.enqueue",
+                &format!("SELECT {COLUMNS} FROM outbox WHERE idempotency_key = $1"),
+                args![item.idempotency_key],
+            )
+            .await?;
+        let existing = self::item(&existing)?;
+        if existing.kind == item.kind
+            && existing.ordering_key.as_deref() == item.ordering_key
+            && &existing.payload == item.payload
+        {
+            Ok(existing.id)
+        } else {
+            Err(StoreError::Conflict { what: "outbox idempotency key", key: item.idempotency_key.to_owned() })
+        }
+    }
+}
+
+impl Store {
+    /// Claims up to `limit` due rows for `lease` (see the module documentation), oldest
+    /// first, at most one per ordering key.
+    pub async fn claim_outbox(&self, now: Timestamp, limit: u32, lease: Duration) -> Result<Vec<OutboxItem>> {
+        let mut tx = self.begin().await?;
+        let sql = format!(
+            "UPDATE outbox SET attempts = attempts + 1, next_attempt_at_ms = $2
+             WHERE id IN (
+                 SELECT due.id FROM outbox due
+                 WHERE due.state = 'pending' AND due.next_attempt_at_ms <= $1
+                   AND NOT EXISTS (
+                       SELECT 1 FROM outbox earlier
+                       WHERE earlier.state = 'pending' AND earlier.ordering_key = due.ordering_key
+                         AND earlier.id < due.id)
+                 ORDER BY due.id
+                 LIMIT $3{skip_locked})
+             RETURNING {COLUMNS}",
+            skip_locked = tx.dialect().lock_rows_skip_locked()
+        );
+        let rows =
+            tx.fetch_all("outbox.claim", &sql, args![to_ms(now), after_ms(now, lease), i64::from(limit)]).await?;
+        let mut items = rows.iter().map(item).collect::<Result<Vec<_>>>()?;
+        tx.commit().await?;
+        items.sort_by_key(|item| item.id);
+        Ok(items)
+    }
+
+    /// Marks a claimed row applied. `false` if it was already finished (another worker
+    /// applied it after this claim's lease ran out: harmless, the engine deduplicated).
+    pub async fn outbox_done(&self, item: &OutboxItem, now: Timestamp) -> Result<bool> {
+        let mut tx = self.begin().await?;
+        let changed = tx
+            .execute(
+                "outbox.done",
+                "UPDATE outbox SET state = 'done', finished_at_ms = $2, last_error = NULL
+                 WHERE id = $1 AND state = 'pending'",
+                args![item.id, to_ms(now)],
+            )
+            .await?;
+        tx.commit().await?;
+        Ok(changed == 1)
+    }
+
+    /// Schedules another attempt of a claimed row at `at`, recording why this one failed.
+    /// `false` if the claim is no longer this caller's (the row was claimed again, or
+    /// finished), in which case nothing changed.
+    pub async fn outbox_retry(&self, item: &OutboxItem, error: &str, at: Timestamp) -> Result<bool> {
+        let mut tx = self.begin().await?;
+        let changed = tx
+            .execute(
+                "outbox.retry",
+                "UPDATE outbox SET next_attempt_at_ms = $3, last_error = $4
+                 WHERE id = $1 AND attempts = $2 AND state = 'pending'",
+                args![item.id, item.attempt, to_ms(at), error],
+            )
+            .await?;
+        tx.commit().await?;
+        Ok(changed == 1)
+    }
+
+    /// Gives up on a claimed row. `false` if the claim is no longer this caller's.
+    pub async fn outbox_failed(&self, item: &OutboxItem, error: &str, now: Timestamp) -> Result<bool> {
+        let mut tx = self.begin().await?;
+        let changed = tx
+            .execute(
+                "outbox.failed",
+                "UPDATE outbox SET state = 'failed', finished_at_ms = $3, last_error = $4
+                 WHERE id = $1 AND attempts = $2 AND state = 'pending'",
+                args![item.id, item.attempt, to_ms(now), error],
+            )
+            .await?;
+        tx.commit().await?;
+        Ok(changed == 1)
+    }
+
+    /// Puts a failed row back in the queue, due at `now` (an operator's decision after
+    /// fixing the cause). `NotFound` unless the row exists and has failed.
+    pub async fn outbox_requeue(&self, id: i64, now: Timestamp) -> Result<()> {
+        let mut tx = self.begin().await?;
+        let changed = tx
+            .execute(
+                "outbox.requeue",
+                "UPDATE outbox SET state = 'pending', next_attempt_at_ms = $2, finished_at_ms = NULL
+                 WHERE id = $1 AND state = 'failed'",
+                args![id, to_ms(now)],
+            )
+            .await?;
+        if changed == 0 {
+            return Err(StoreError::NotFound { entity: "failed outbox item", id: id.to_string() });
+        }
+        tx.commit().await
+    }
+
+    /// One row by id.
+    pub async fn outbox_entry(&self, id: i64) -> Result<Option<OutboxEntry>> {
+        let mut tx = self.read().await?;
+        let row = tx
+            .fetch_optional(
+                "outbox.entry",
+                "SELECT id, idempotency_key, kind, ordering_key, payload, state, attempts, next_attempt_at_ms,
+                        last_error, created_at_ms, finished_at_ms
+                 FROM outbox WHERE id = $1",
+                args![id],
+            )
+            .await?;
+        row.map(|row| {
+            Ok(OutboxEntry {
+                id: row.int("id")?,
+                idempotency_key: row.text("idempotency_key")?,
+                kind: row.text("kind")?,
+                ordering_key: row.opt_text("ordering_key")?,
+                payload: parse_json(&row, "payload", &row.text("payload")?)?,
+                state: OutboxState::parse(&row, &row.text("state")?)?,
+                attempts: row.int("attempts")?,
+                next_attempt_at: row.timestamp("next_attempt_at_ms")?,
+                last_error: row.opt_text("last_error")?,
+                created_at: row.timestamp("created_at_ms")?,
+                finished_at: row.opt_timestamp("finished_at_ms")?,
+            })
+        })
+        .transpose()
+    }
+
+    /// How many rows are pending, done and failed (for readiness and metrics).
+    pub async fn outbox_counts(&self) -> Result<OutboxCounts> {
+        let mut tx = self.read().await?;
+        let rows =
+            tx.fetch_all("outbox.counts", "SELECT state, COUNT(*) AS n FROM outbox GROUP BY state", vec![]).await?;
+        let mut counts = OutboxCounts::default();
+        for row in &rows {
+            let n = row.int("n")?;
+            match OutboxState::parse(row, &row.text("state")?)? {
+                OutboxState::Pending => counts.pending = n,
+                OutboxState::Done => counts.done = n,
+                OutboxState::Failed => counts.failed = n,
+            }
+        }
+        Ok(counts)
+    }
+}
+
+/// Why an attempt did not apply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApplyError {
+    /// Worth trying again later (the engine is busy or restarting, a timeout).
+    Retry(String),
+    /// Will never succeed as it is (the engine refused the operation): mark it failed now.
+    Fail(String),
+}
+
+/// Applies outbox rows; the binary implements it with the engine. It must be idempotent by
+/// `item.idempotency_key`: an item can be applied more than once (after a crash, or a
+/// lease that ran out), and only the first may take effect.
+pub trait OutboxHandler: Send + Sync {
+    fn apply(&self, item: &OutboxItem) -> impl Future<Output = Result<(), ApplyError>> + Send;
+}
+
+/// What one pass of the worker did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WorkerPass {
+    pub claimed: usize,
+    pub done: usize,
+    pub retried: usize,
+    pub failed: usize,
+}
+
+/// Claims due outbox rows and applies them through an [`OutboxHandler`].
+#[derive(Debug)]
+pub struct OutboxWorker<H> {
+    store: Store,
+    handler: H,
+    policy: RetryPolicy,
+    batch_size: u32,
+    poll_interval: Duration,
+}
+
+impl<H: OutboxHandler> OutboxWorker<H> {
+    /// A worker with the default [`RetryPolicy`], batches of 64 and a 1 s poll (it is also
+    /// woken when this process commits an enqueue).
+    pub fn new(store: Store, handler: H) -> Self {
+        OutboxWorker {
+            store,
+            handler,
+            policy: RetryPolicy::default(),
+            batch_size: 64,
+            poll_interval: Duration::from_secs(1),
+        }
+    }
+
+    /// Replaces the retry policy.
+    pub fn with_policy(mut self, policy: RetryPolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// Replaces the batch size (at least 1).
+    pub fn with_batch_size(mut self, batch_size: u32) -> Self {
+        self.batch_size = batch_size.max(1);
+        self
+    }
+
+    /// Replaces how often an idle worker looks for rows other processes enqueued.
+    pub fn with_poll_interval(mut self, poll_interval: Duration) -> Self {
+        self.poll_interval = poll_interval;
+        self
+    }
+
+    /// The handler.
+    pub fn handler(&self) -> &H {
+        &self.handler
+    }
+
+    /// Claims one batch due at `now` and applies it, item by item in id order.
+    pub async fn run_once(&self, now: Timestamp) -> Result<WorkerPass> {
+        let items = self.store.claim_outbox(now, self.batch_size, self.policy.lease).await?;
+        let mut pass = WorkerPass { claimed: items.len(), ..WorkerPass::default() };
+        for item in &items {
+            match self.handler.apply(item).await {
+                Ok(()) => {
+                    self.store.outbox_done(item, now).await?;
+                    pass.done += 1;
+                }
+                Err(ApplyError::Retry(error)) if item.attempt < self.policy.max_attempts => {
+                    let delay = self.policy.delay_after(item.attempt);
+                    let at = Timestamp::from_millisecond(after_ms(now, delay)).unwrap_or(Timestamp::MAX);
+                    tracing::warn!(id = item.id, kind = %item.kind, attempt = item.attempt, retry_in = ?delay, %error, "outbox: attempt failed, will retry");
+                    self.store.outbox_retry(item, &error, at).await?;
+                    pass.retried += 1;
+                }
+                Err(ApplyError::Retry(error) | ApplyError::Fail(error)) => {
+                    tracing::error!(id = item.id, kind = %item.kind, key = %item.idempotency_key, attempt = item.attempt, %error, "outbox: operation failed for good; the BSS and the engine disagree until an operator acts");
+                    self.store.outbox_failed(item, &error, now).await?;
+                    pass.failed += 1;
+                }
+            }
+        }
+        Ok(pass)
+    }
+
+    /// Runs until `shutdown` completes: a pass, then, unless the batch was full, a wait for
+    /// an enqueue in this process or the poll interval. A store error is logged and the
+    /// pass retried after the poll interval.
+    pub async fn run(&self, shutdown: impl Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        loop {
+            let full = match self.run_once(Timestamp::now()).await {
+                Ok(pass) => pass.claimed == self.batch_size as usize,
+                Err(error) => {
+                    tracing::warn!(%error, "outbox: pass failed");
+                    false
+                }
+            };
+            tokio::select! {
+                () = &mut shutdown => return,
+                () = self.store.outbox_wake.notified(), if !full => {}
+                () = tokio::time::sleep(self.poll_interval), if !full => {}
+                () = std::future::ready(()), if full => {}
+            }
+        }
+    }
+}

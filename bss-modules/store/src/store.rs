@@ -1,0 +1,333 @@
+//! Opening a store and running transactions. [`Store`] holds a pool for one of the two
+//! databases; [`Tx`] is a transaction on it, through which every query of the crate runs
+//! (`Tx::execute`, `Tx::fetch_*`: crate-private, so no other crate can send SQL).
+//!
+//! SQLite is opened in WAL mode with `synchronous = FULL` (a committed outbox row must
+//! survive a power cut, or the engine could apply an operation the BSS then forgets),
+//! foreign keys on and a busy timeout. Its write transactions start with `BEGIN IMMEDIATE`,
+//! so two writers queue on the lock instead of failing when one upgrades from reading.
+//! PostgreSQL runs at its default `READ COMMITTED`; the crate takes row locks where
+//! it needs them (see [`Dialect`]).
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Postgres, Sqlite};
+use tokio::sync::Notify;
+
+use crate::error::{Result, StoreError};
+use crate::sql::{bind_postgres, bind_sqlite, Arg, Dialect, Row};
+
+/// How a store is opened. `Default` suits a server.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct StoreOptions {
+    /// Connections in the pool.
+    pub max_connections: u32,
+    /// How long to wait for a free connection before failing.
+    pub acquire_timeout: Duration,
+    /// SQLite: how long a writer waits for the write lock before failing.
+    pub busy_timeout: Duration,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            max_connections: 8,
+            acquire_timeout: Duration::from_secs(30),
+            busy_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The BSS database: SQLite or PostgreSQL, migrated to this build's schema on open.
+/// Cheap to clone (the pool is shared).
+#[derive(Clone)]
+pub struct Store {
+    pool: Pool,
+    location: Arc<str>,
+    /// Woken when a transaction that enqueued outbox items commits.
+    pub(crate) outbox_wake: Arc<Notify>,
+}
+
+#[derive(Clone)]
+enum Pool {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("dialect", &self.dialect()).field("location", &self.location).finish()
+    }
+}
+
+/// The file name of the embedded database inside a data directory.
+pub const SQLITE_FILE_NAME: &str = "bss.sqlite3";
+
+impl Store {
+    /// Opens `location`, creating and migrating the database as needed: a
+    /// `postgres://` (or `postgresql://`) URL, a `sqlite:` URL, or a path to an SQLite file.
+    pub async fn open(location: &str) -> Result<Store> {
+        Store::open_with(location, &StoreOptions::default()).await
+    }
+
+    /// [`Store::open`] with explicit pool options.
+    pub async fn open_with(location: &str, options: &StoreOptions) -> Result<Store> {
+        let shown = redact_password(location);
+        let open_error = |source| StoreError::Open { location: shown.clone(), source };
+        let pool = if location.starts_with("postgres://") || location.starts_with("postgresql://") {
+            let connect = PgConnectOptions::from_str(location).map_err(open_error)?;
+            let pool = PgPoolOptions::new()
+                .max_connections(options.max_connections)
+                .acquire_timeout(options.acquire_timeout)
+                .connect_with(connect)
+                .await
+                .map_err(open_error)?;
+            Pool::Postgres(pool)
+        } else {
+            let connect = if location.starts_with("sqlite:") {
+                SqliteConnectOptions::from_str(location).map_err(open_error)?
+            } else {
+                SqliteConnectOptions::new().filename(location)
+            };
+            let connect = sqlite_settings(connect, options);
+            let pool = SqlitePoolOptions::new()
+                .max_connections(options.max_connections)
+                .acquire_timeout(options.acquire_timeout)
+                .connect_with(connect)
+                .await
+                .map_err(open_error)?;
+            Pool::Sqlite(pool)
+        };
+        Store::migrated(pool, shown).await
+    }
+
+    /// A private in-memory SQLite database on one connection, for tests and tools: a
+    /// transaction held open blocks every other use of the store until it ends.
+    pub async fn memory() -> Result<Store> {
+        let options = StoreOptions { max_connections: 1, ..StoreOptions::default() };
+        let connect = sqlite_settings(SqliteConnectOptions::new().in_memory(true), &options)
+            .journal_mode(SqliteJournalMode::Memory);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .acquire_timeout(options.acquire_timeout)
+            .connect_with(connect)
+            .await
+            .map_err(|source| StoreError::Open { location: ":memory:".into(), source })?;
+        Store::migrated(Pool::Sqlite(pool), ":memory:".into()).await
+    }
+
+    async fn migrated(pool: Pool, location: String) -> Result<Store> {
+        let store = Store { pool, location: location.into(), outbox_wake: Arc::new(Notify::new()) };
+        crate::migrate::run(&store).await?;
+        Ok(store)
+    }
+
+    /// Which database this store speaks to.
+    pub fn dialect(&self) -> Dialect {
+        match self.pool {
+            Pool::Sqlite(_) => Dialect::Sqlite,
+            Pool::Postgres(_) => Dialect::Postgres,
+        }
+    }
+
+    /// Begins a read-write transaction. Dropping the [`Tx`] without
+    /// [`commit`](Tx::commit) rolls it back. On SQLite it holds the database's one write
+    /// lock until it ends: keep it short.
+    pub async fn begin(&self) -> Result<Tx> {
+        let inner = match &self.pool {
+            Pool::Sqlite(pool) => pool.begin_with("BEGIN IMMEDIATE").await.map(TxInner::Sqlite),
+            Pool::Postgres(pool) => pool.begin().await.map(TxInner::Postgres),
+        }
+        .map_err(StoreError::db("begin"))?;
+        Ok(Tx { inner, wake: self.outbox_wake.clone(), enqueued: false })
+    }
+
+    /// Begins a read-only transaction: a consistent snapshot that takes no write lock.
+    pub(crate) async fn read(&self) -> Result<Tx> {
+        let inner = match &self.pool {
+            Pool::Sqlite(pool) => pool.begin().await.map(TxInner::Sqlite),
+            Pool::Postgres(pool) => pool
+                .begin_with("BEGIN TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                .await
+                .map(TxInner::Postgres),
+        }
+        .map_err(StoreError::db("begin"))?;
+        Ok(Tx { inner, wake: self.outbox_wake.clone(), enqueued: false })
+    }
+
+    /// The schema version the database is at (the highest migration applied).
+    pub async fn schema_version(&self) -> Result<i64> {
+        let mut tx = self.read().await?;
+        let row = tx
+            .fetch_one("schema_version", "SELECT COALESCE(MAX(version), 0) AS version FROM schema_migrations", vec![])
+            .await?;
+        row.int("version")
+    }
+
+    /// Closes every connection, waiting for the ones in use to be returned.
+    pub async fn close(&self) {
+        match &self.pool {
+            Pool::Sqlite(pool) => pool.close().await,
+            Pool::Postgres(pool) => pool.close().await,
+        }
+    }
+}
+
+fn sqlite_settings(connect: SqliteConnectOptions, options: &StoreOptions) -> SqliteConnectOptions {
+    connect
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Full)
+        .foreign_keys(true)
+        .busy_timeout(options.busy_timeout)
+}
+
+/// `postgres://user:secret@host/db` → `postgres://user:***@host/db`, for messages.
+fn redact_password(location: &str) -> String {
+    let Some((scheme, rest)) = location.split_once("://") else { return location.to_owned() };
+    let Some((credentials, host)) = rest.split_once('@') else { return location.to_owned() };
+    match credentials.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+        None => location.to_owned(),
+    }
+}
+
+/// A transaction. Every query of the crate runs through one; dropping it without
+/// [`commit`](Tx::commit) rolls it back.
+pub struct Tx {
+    inner: TxInner,
+    wake: Arc<Notify>,
+    enqueued: bool,
+}
+
+enum TxInner {
+    Sqlite(sqlx::Transaction<'static, Sqlite>),
+    Postgres(sqlx::Transaction<'static, Postgres>),
+}
+
+impl std::fmt::Debug for Tx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tx").field("dialect", &self.dialect()).finish_non_exhaustive()
+    }
+}
+
+impl Tx {
+    /// Which database the transaction runs on.
+    pub fn dialect(&self) -> Dialect {
+        match self.inner {
+            TxInner::Sqlite(_) => Dialect::Sqlite,
+            TxInner::Postgres(_) => Dialect::Postgres,
+        }
+    }
+
+    /// Commits; the outbox worker is woken if the transaction enqueued anything.
+    pub async fn commit(self) -> Result<()> {
+        match self.inner {
+            TxInner::Sqlite(tx) => tx.commit().await,
+            TxInner::Postgres(tx) => tx.commit().await,
+        }
+        .map_err(StoreError::db("commit"))?;
+        if self.enqueued {
+            self.wake.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Rolls back (as dropping does, but waiting for it and reporting a failure).
+    pub async fn rollback(self) -> Result<()> {
+        match self.inner {
+            TxInner::Sqlite(tx) => tx.rollback().await,
+            TxInner::Postgres(tx) => tx.rollback().await,
+        }
+        .map_err(StoreError::db("rollback"))
+    }
+
+    /// Notes that an outbox item was enqueued, so the commit wakes the worker.
+    pub(crate) fn enqueued_outbox_item(&mut self) {
+        self.enqueued = true;
+    }
+
+    /// Runs one statement; returns the number of rows it changed.
+    pub(crate) async fn execute(&mut self, operation: &'static str, sql: &str, args: Vec<Arg>) -> Result<u64> {
+        match &mut self.inner {
+            TxInner::Sqlite(tx) => {
+                bind_sqlite(sqlx::query(sql), args).execute(&mut **tx).await.map(|r| r.rows_affected())
+            }
+            TxInner::Postgres(tx) => {
+                bind_postgres(sqlx::query(sql), args).execute(&mut **tx).await.map(|r| r.rows_affected())
+            }
+        }
+        .map_err(StoreError::db(operation))
+    }
+
+    /// Runs one statement that returns at most one row.
+    pub(crate) async fn fetch_optional(
+        &mut self,
+        operation: &'static str,
+        sql: &str,
+        args: Vec<Arg>,
+    ) -> Result<Option<Row>> {
+        match &mut self.inner {
+            TxInner::Sqlite(tx) => bind_sqlite(sqlx::query(sql), args)
+                .fetch_optional(&mut **tx)
+                .await
+                .map(|row| row.map(|row| Row::sqlite(row, operation))),
+            TxInner::Postgres(tx) => bind_postgres(sqlx::query(sql), args)
+                .fetch_optional(&mut **tx)
+                .await
+                .map(|row| row.map(|row| Row::postgres(row, operation))),
+        }
+        .map_err(StoreError::db(operation))
+    }
+
+    /// Runs one statement that returns exactly one row.
+    pub(crate) async fn fetch_one(&mut self, operation: &'static str, sql: &str, args: Vec<Arg>) -> Result<Row> {
+        self.fetch_optional(operation, sql, args)
+            .await?
+            .ok_or(StoreError::Database { operation, source: sqlx::Error::RowNotFound })
+    }
+
+    /// Runs one statement and returns all its rows (bound the query with `LIMIT`).
+    pub(crate) async fn fetch_all(&mut self, operation: &'static str, sql: &str, args: Vec<Arg>) -> Result<Vec<Row>> {
+        match &mut self.inner {
+            TxInner::Sqlite(tx) => bind_sqlite(sqlx::query(sql), args)
+                .fetch_all(&mut **tx)
+                .await
+                .map(|rows| rows.into_iter().map(|row| Row::sqlite(row, operation)).collect()),
+            TxInner::Postgres(tx) => bind_postgres(sqlx::query(sql), args)
+                .fetch_all(&mut **tx)
+                .await
+                .map(|rows| rows.into_iter().map(|row| Row::postgres(row, operation)).collect()),
+        }
+        .map_err(StoreError::db(operation))
+    }
+
+    /// Runs a script of several statements without arguments (migrations, test DDL).
+    pub(crate) async fn execute_script(&mut self, operation: &'static str, sql: &str) -> Result<()> {
+        match &mut self.inner {
+            TxInner::Sqlite(tx) => sqlx::raw_sql(sql).execute(&mut **tx).await.map(drop),
+            TxInner::Postgres(tx) => sqlx::raw_sql(sql).execute(&mut **tx).await.map(drop),
+        }
+        .map_err(StoreError::db(operation))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_password;
+
+    #[test]
+    fn a_password_never_reaches_a_message() {
+        assert_eq!(redact_password("postgres://bss:s3cret@db:5432/tollgate"), "postgres://bss:***@db:5432/tollgate");
+        assert_eq!(redact_password("postgres://bss@db/tollgate"), "postgres://bss@db/tollgate");
+        assert_eq!(redact_password("/var/lib/tollgate/bss.sqlite3"), "/var/lib/tollgate/bss.sqlite3");
+    }
+}
