@@ -1,5 +1,6 @@
 //! Charging-core throughput: journal group commit, a shard deciding debits, and the
-//! whole engine (routing, batching, rating, journal with fsync per batch) with 1 M accounts.
+//! whole engine (routing, batching, rating, journal with fsync per batch) with 1 M accounts,
+//! with and without the rated-event ledger.
 //!
 //! `cargo bench -p tollgate-benches --bench engine`
 
@@ -149,6 +150,24 @@ fn shard(c: &mut Criterion) {
             criterion::BatchSize::LargeInput,
         )
     });
+    // The same without the ledger's detail in the journal payload (what itemising costs).
+    let plain = ChargingConfig { itemise: false, ..ChargingConfig::default() };
+    let ctx = Context { config: &plain, ..ctx };
+    group.bench_function("charge_record_100k_accounts_no_detail", |b| {
+        b.iter_batched(
+            || records(accounts, &called, &mut rng, &mut sequence),
+            |batch| {
+                journal.begin(NOW);
+                let positions: Vec<usize> = (0..batch.len()).collect();
+                for (at, record) in batch.iter().enumerate() {
+                    state.prepare(&batch, &positions, at);
+                    black_box(charge_record(&mut state, &ctx, record, &mut renewals, &mut refusals, &mut journal));
+                }
+                black_box(journal.finish());
+            },
+            criterion::BatchSize::LargeInput,
+        )
+    });
     group.finish();
 }
 
@@ -159,20 +178,39 @@ fn records(accounts: u64, called: &[String], rng: &mut Rng, sequence: &mut u64) 
         .map(|(resolved, request)| {
             let Operation::DirectDebit { usage } = request.operation else { unreachable!() };
             let key = RecordKey::of(request.key.as_deref().unwrap_or_default());
-            RecordCharge { key, origin: 0, account: resolved.account, subscription: resolved.account, usage }
+            RecordCharge {
+                identity: Some(Identity::Msisdn(format!("1555{:09}", resolved.account))),
+                key,
+                origin: 0,
+                account: resolved.account,
+                subscription: resolved.account,
+                usage,
+            }
         })
         .collect()
 }
 
 fn engine(c: &mut Criterion) {
-    let mut group = c.benchmark_group("engine");
+    engine_with(c, "engine", true);
+}
+
+/// The same engine with no rated-event ledger (no detail journaled, no ledger thread):
+/// `engine` against `engine_no_ledger` is what the ledger costs, measured in one run.
+fn engine_no_ledger(c: &mut Criterion) {
+    engine_with(c, "engine_no_ledger", false);
+}
+
+fn engine_with(c: &mut Criterion, name: &str, ledger: bool) {
+    let mut group = c.benchmark_group(name);
     group.throughput(Throughput::Elements(BATCH as u64));
     group.sample_size(20);
     let accounts: u64 = std::env::var("TOLLGATE_BENCH_ACCOUNTS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
-    let dir = std::env::temp_dir().join(format!("tollgate-bench-engine-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("tollgate-bench-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let mut config = EngineConfig::new(&dir);
     config.snapshot_every_records = u64::MAX;
+    config.ledger = ledger;
+    config.charging.itemise = ledger;
     if std::env::var_os("TOLLGATE_BENCH_NO_SYNC").is_some() {
         config.fsync = tollgate_engine::FsyncPolicy::Never;
     }
@@ -228,5 +266,5 @@ fn engine(c: &mut Criterion) {
     std::fs::remove_dir_all(dir).ok();
 }
 
-criterion_group!(benches, journal, shard, engine);
+criterion_group!(benches, journal, shard, engine, engine_no_ledger);
 criterion_main!(benches);

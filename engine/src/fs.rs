@@ -108,8 +108,9 @@ impl FileSystem for RealFs {
     fn read_from(&self, path: &Path, offset: u64) -> io::Result<Vec<u8>> {
         use std::io::{Read, Seek, SeekFrom};
         let mut file = File::open(path)?;
+        let len = file.metadata()?.len();
         file.seek(SeekFrom::Start(offset))?;
-        let mut bytes = Vec::new();
+        let mut bytes = Vec::with_capacity(usize::try_from(len.saturating_sub(offset)).unwrap_or(0));
         file.read_to_end(&mut bytes)?;
         Ok(bytes)
     }

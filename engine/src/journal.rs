@@ -400,10 +400,33 @@ pub(crate) fn segment_version(bytes: &[u8], shard: u32) -> Result<u32, String> {
 /// where the good ones end, and why the scan stopped before the end, if it did.
 pub(crate) fn scan_records(
     bytes: &[u8],
-    mut at: usize,
+    at: usize,
     version: u32,
     expected_first_lsn: Option<u64>,
 ) -> (Vec<ScannedRecord>, usize, Option<String>) {
+    let (spans, good, cut) = scan_spans(bytes, at, version, expected_first_lsn);
+    let records = spans
+        .into_iter()
+        .map(|span| ScannedRecord { lsn: span.lsn, kind: span.kind, payload: bytes[span.payload].to_vec() })
+        .collect();
+    (records, good, cut)
+}
+
+/// Where a good record's payload is in the bytes [`scan_spans`] read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct RecordSpan {
+    pub(crate) lsn: u64,
+    pub(crate) kind: RecordKind,
+    pub(crate) payload: std::ops::Range<usize>,
+}
+
+/// [`scan_records`] without copying the payloads: where each one is.
+pub(crate) fn scan_spans(
+    bytes: &[u8],
+    mut at: usize,
+    version: u32,
+    expected_first_lsn: Option<u64>,
+) -> (Vec<RecordSpan>, usize, Option<String>) {
     let mut records = Vec::new();
     let mut expected = expected_first_lsn;
     let cut_reason = loop {
@@ -440,7 +463,7 @@ pub(crate) fn scan_records(
             break Some(format!("sequence break at byte {at}: LSN {lsn}, expected {}", expected.unwrap_or(0)));
         }
         expected = Some(lsn + 1);
-        records.push(ScannedRecord { lsn, kind, payload: bytes[at + RECORD_HEADER_BYTES..end].to_vec() });
+        records.push(RecordSpan { lsn, kind, payload: at + RECORD_HEADER_BYTES..end });
         at = end;
     };
     (records, at, cut_reason)

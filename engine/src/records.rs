@@ -23,7 +23,7 @@ use smallvec::SmallVec;
 use tollgate_tariffs::plan::RkyvDecimal;
 
 use crate::api::Usage;
-use crate::model::{AccountId, BucketId, SubscriptionId};
+use crate::model::{AccountId, BucketId, Identity, SubscriptionId};
 
 /// The idempotency key of a record: a 128-bit XXH3 digest of its text (for example
 /// source + record id). Stable across builds and platforms; collisions are negligible
@@ -80,6 +80,9 @@ pub struct RecordCharge {
     /// does not own `subscription` is answered `UnknownSubscriber`.
     pub account: AccountId,
     pub subscription: SubscriptionId,
+    /// The identity the record named (mediation: its subscriber), for the rated-event
+    /// ledger; `None` leaves it out of the ledger's entry.
+    pub identity: Option<Identity>,
     pub usage: Usage,
 }
 

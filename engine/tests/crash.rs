@@ -98,6 +98,7 @@ fn every_cut_point_recovers_exactly_the_complete_records() {
             let mut charged = 0;
             for (n, usage) in [call("4990012345", MONDAY_10, 1), sms(MONDAY_10)].into_iter().enumerate() {
                 let record = RecordCharge {
+                    identity: None,
                     key: RecordKey::of(&format!("cdr-{index}-{n}")),
                     origin: 0,
                     account: 1,

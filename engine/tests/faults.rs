@@ -65,6 +65,7 @@ fn a_full_disk_fails_requests_then_the_shard_rebuilds_itself_when_space_returns(
             assert!(debit(&h, &format!("refused-{n}")).is_err());
         }
         let records = vec![RecordCharge {
+            identity: None,
             key: RecordKey::of("cdr-refused"),
             origin: 1,
             account: 1,

@@ -54,6 +54,7 @@ fn write_fixture() {
     h.run("top-1", Target::Account(1), Operation::TopUp { amount: d("5.00"), reference: "fixture".into() });
     h.run("sms-1", subscriber("491700000001"), Operation::DirectDebit { usage: sms(MONDAY_10) });
     let records = vec![RecordCharge {
+        identity: None,
         key: RecordKey::of("cdr-1"),
         origin: 1,
         account: 1,
@@ -128,6 +129,7 @@ fn check_fixture(name: &str, balance: &str, has_records: bool) {
     }
     if has_records {
         let records = vec![RecordCharge {
+            identity: None,
             key: RecordKey::of("cdr-1"),
             origin: 2,
             account: 1,
@@ -143,6 +145,7 @@ fn check_fixture(name: &str, balance: &str, has_records: bool) {
     // This build writes after the old records (never into a segment of an older format)
     // and reads both back.
     let record = RecordCharge {
+        identity: None,
         key: RecordKey::of("cdr-new"),
         origin: 3,
         account: 1,

@@ -40,6 +40,7 @@ fn workload(h: &Harness) {
     }
     let records: Vec<RecordCharge> = (0..3)
         .map(|n| RecordCharge {
+            identity: None,
             key: RecordKey::of(&format!("cdr-{n}")),
             origin: n + 1,
             account: 1,

@@ -163,6 +163,7 @@ fn a_suspended_subscription_is_refused_online_and_its_records_after_the_suspensi
     assert!(matches!(grant.outcome, Outcome::ServiceDenied(_)));
     // Records: refused after the suspension, charged before it.
     let record = |key: &str, start: i64| RecordCharge {
+        identity: None,
         key: RecordKey::of(key),
         origin: 1,
         account: 1,

@@ -112,6 +112,7 @@ fn client(engine: &Engine, thread: u64, seed: u64, stop: &AtomicBool, acked: &Mu
             _ => {
                 let records: Vec<RecordCharge> = (0..3)
                     .map(|i| RecordCharge {
+                        identity: None,
                         key: RecordKey::of(&format!("cdr-{thread}-{n}-{i}")),
                         origin: n,
                         account,

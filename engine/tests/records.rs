@@ -10,7 +10,14 @@ use tollgate_engine::{Body, Operation, RecordAnswer, RecordCharge, RecordKey, Re
 /// A record for `subscription` of the account the harness gives it (`subscription / 10`).
 fn record(key: &str, subscription: u64, usage: Usage) -> RecordCharge {
     let account = subscription / 10;
-    RecordCharge { key: RecordKey::of(key), origin: u64::from(key.len() as u32), account, subscription, usage }
+    RecordCharge {
+        identity: None,
+        key: RecordKey::of(key),
+        origin: u64::from(key.len() as u32),
+        account,
+        subscription,
+        usage,
+    }
 }
 
 fn charge(h: &Harness, records: Vec<RecordCharge>) -> Vec<RecordAnswer> {
@@ -63,7 +70,7 @@ fn refused_records_change_nothing_and_can_be_sent_again() {
     h.prepaid(1, "491700000001", "1.00");
     h.prepaid(2, "491700000002", "9.00");
     // Subscription 10 belongs to account 1, not to account 2.
-    let wrong_account = RecordCharge { account: 2, ..record("r:4", 10, sms(MONDAY_10)) };
+    let wrong_account = RecordCharge { identity: None, account: 2, ..record("r:4", 10, sms(MONDAY_10)) };
     let answers = charge(
         &h,
         vec![

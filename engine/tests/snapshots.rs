@@ -50,6 +50,7 @@ fn each_full_window_chunk_is_written_once_and_loads_back() {
     // A record charged on the bulk path, then rerated: its value changes after its
     // chunk was written.
     let record = RecordCharge {
+        identity: None,
         key: RecordKey::of("cdr-1"),
         origin: 1,
         account: 1,
@@ -60,6 +61,7 @@ fn each_full_window_chunk_is_written_once_and_loads_back() {
     for n in 20..24 {
         h.engine
             .charge_records(vec![RecordCharge {
+                identity: None,
                 key: RecordKey::of(&format!("cdr-{n}")),
                 origin: 1,
                 account: 1,
@@ -100,6 +102,7 @@ fn each_full_window_chunk_is_written_once_and_loads_back() {
     let again = h
         .engine
         .charge_records(vec![RecordCharge {
+            identity: None,
             key: RecordKey::of("cdr-1"),
             origin: 2,
             account: 1,

@@ -489,6 +489,7 @@ impl<'e> Mediator<'e> {
                         recorded_units: record.units,
                     };
                     charges.push(RecordCharge {
+                        identity: Some(record.subscriber),
                         key: RecordKey::of(&ids.record_identity),
                         origin,
                         account,

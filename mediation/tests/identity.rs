@@ -307,6 +307,7 @@ fn a_run_interrupted_before_record_identities_resumes_with_its_old_keys_and_char
     let seed = xxhash_rust::xxh3::xxh3_64(format!("{name}:{}", text.len()).as_bytes());
     let old_charges = (1..=2u64)
         .map(|n| RecordCharge {
+            identity: None,
             key: RecordKey::of(&format!("z{n}")),
             origin: xxhash_rust::xxh3::xxh3_64_with_seed(&n.to_le_bytes(), seed),
             account: 1,

@@ -144,6 +144,7 @@ fn a_rated_line_written_before_record_identities_is_rerated_by_its_record_id() {
     let answers = h
         .engine
         .charge_records(vec![RecordCharge {
+            identity: None,
             key: RecordKey::of("old-1"),
             origin: 1,
             account: 1,

@@ -50,6 +50,10 @@ pub(crate) struct EngineArgs {
     /// it (`tollgate archive`); pruned after each snapshot.
     #[arg(long, global = true, default_value_t = 90)]
     pub archive_retention_days: u32,
+    /// Run without the rated-event ledger: no rated-event detail journaled and no ledger
+    /// built. Only to measure what the ledger costs; billing and `tollgate usage` need it.
+    #[arg(long, global = true)]
+    pub no_ledger: bool,
 }
 
 fn parse_fsync(text: &str) -> Result<FsyncPolicy, String> {
@@ -74,6 +78,7 @@ impl EngineArgs {
             dedupe_window: 1 << 20,
             session_tombstone_seconds: 3600,
             archive_retention_days: 90,
+            no_ledger: false,
         }
     }
 
@@ -115,6 +120,8 @@ impl EngineArgs {
         config.charging.dedupe_window = self.dedupe_window;
         config.charging.session_tombstone_seconds = self.session_tombstone_seconds;
         config.archive_retention = self.archive_retention();
+        config.ledger = !self.no_ledger;
+        config.charging.itemise = !self.no_ledger;
         Ok(config)
     }
 

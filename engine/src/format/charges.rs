@@ -164,8 +164,11 @@ pub struct ChargesWriter {
     decided_at: i64,
     /// The service names spelled out in this payload, in order.
     names: SmallVec<[std::sync::Arc<str>; 4]>,
-    /// The detail's names spelled out in this payload, in order.
+    /// The detail's names spelled out in this payload, in order, and their indexes by
+    /// where the name's bytes are (the plans' shared names: one lookup, no comparison of
+    /// every name a large plan has).
     detail_names: Vec<Box<str>>,
+    detail_index: std::collections::HashMap<(usize, usize), u32, foldhash::fast::FixedState>,
     /// Where a payload ended by [`ChargesWriter::end_part`] stops.
     ended: Option<usize>,
 }
@@ -178,6 +181,7 @@ impl Default for ChargesWriter {
             decided_at: 0,
             names: SmallVec::new(),
             detail_names: Vec::new(),
+            detail_index: std::collections::HashMap::default(),
             ended: None,
         };
         writer.begin(0);
@@ -206,6 +210,7 @@ impl ChargesWriter {
         self.count = 0;
         self.names.clear();
         self.detail_names.clear();
+        self.detail_index.clear();
     }
 
     /// Ends the payload so far, when it holds a charge, and starts another after it:
@@ -342,13 +347,16 @@ impl ChargesWriter {
     }
 
     fn detail_name(&mut self, name: &str) {
-        let known = self.detail_names.iter().position(|known| **known == *name);
+        let at = (name.as_ptr() as usize, name.len());
+        let known = self.detail_index.get(&at).copied().filter(|i| *self.detail_names[*i as usize] == *name);
         match known {
-            Some(index) => varint(&mut self.bytes, index as u64),
+            Some(index) => varint(&mut self.bytes, u64::from(index)),
             None => {
-                varint(&mut self.bytes, self.detail_names.len() as u64);
+                let index = self.detail_names.len();
+                varint(&mut self.bytes, index as u64);
                 short_text(&mut self.bytes, name);
                 self.detail_names.push(Box::from(name));
+                self.detail_index.insert(at, index as u32);
             }
         }
     }

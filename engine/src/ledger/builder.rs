@@ -11,14 +11,60 @@ use std::sync::Arc;
 use crate::cycle::month_of;
 use crate::error::EngineError;
 use crate::fs::FileSystem;
-use crate::journal::{scan_records, segment_version, segments, SEGMENT_HEADER_BYTES};
-use crate::ledger::entries::{entries_of, LedgerEntry};
-use crate::ledger::file::{encode_frame, header, Frames, FRAME_ENTRIES};
+use crate::journal::{scan_spans, segment_version, segments, SEGMENT_HEADER_BYTES};
+use crate::ledger::entries::drafts_of;
+use crate::ledger::file::{header, FrameBuilder, Frames, FRAME_ENTRIES};
 use crate::ledger::{cursor_path, file_path, ledger_dir, CONSUMER};
 use crate::recovery::archive_dir;
 
 /// Entries held before they are written out, at most.
 const FLUSH_ENTRIES: usize = 1 << 16;
+
+/// The frames being built for one month file.
+#[derive(Debug, Default)]
+struct MonthWriter {
+    frame: FrameBuilder,
+    /// Finished frames not yet written.
+    bytes: Vec<u8>,
+    entries: usize,
+}
+
+/// The pending frames by month, with the month of the last entry remembered (entries
+/// come in posting order, so the month rarely changes).
+#[derive(Debug, Default)]
+struct Pending {
+    months: BTreeMap<String, MonthWriter>,
+    last: Option<(i64, i64, String)>,
+    entries: usize,
+}
+
+impl Pending {
+    fn push(&mut self, draft: &crate::ledger::entries::Draft<'_>) {
+        let at = draft.posted_at;
+        let month = match &self.last {
+            Some((from, until, name)) if (*from..*until).contains(&at) => name.clone(),
+            _ => {
+                let (year, month) = month_of(at);
+                let from = crate::cycle::month_start(year, month);
+                let until = if month == 12 {
+                    crate::cycle::month_start(year + 1, 1)
+                } else {
+                    crate::cycle::month_start(year, month + 1)
+                };
+                let name = format!("{year:04}-{month:02}");
+                self.last = Some((from, until, name.clone()));
+                name
+            }
+        };
+        let writer = self.months.entry(month).or_default();
+        writer.frame.push(draft);
+        writer.entries += 1;
+        if writer.frame.len() >= FRAME_ENTRIES {
+            writer.frame.finish_into(&mut writer.bytes);
+        }
+        self.entries += 1;
+    }
+}
 
 /// How far a shard's ledger is built: the last journal record it holds, and how long
 /// each of its month files was when that was made durable.
@@ -72,11 +118,6 @@ impl Cursor {
 pub(crate) fn is_month(name: &str) -> bool {
     let b = name.as_bytes();
     b.len() == 7 && b[4] == b'-' && b.iter().enumerate().all(|(i, c)| i == 4 || c.is_ascii_digit())
-}
-
-pub(crate) fn month_name(at: i64) -> String {
-    let (year, month) = month_of(at);
-    format!("{year:04}-{month:02}")
 }
 
 /// Where a shard's reading of the journal goes on.
@@ -267,8 +308,7 @@ impl LedgerBuilder {
                 }
             }
         };
-        let mut pending: BTreeMap<String, Vec<LedgerEntry>> = BTreeMap::new();
-        let mut pending_count = 0;
+        let mut pending = Pending::default();
         let mut written = 0;
         let mut lsn = ledger.cursor.lsn;
         let mut tail = start;
@@ -290,11 +330,10 @@ impl LedgerBuilder {
                 })?;
                 at = SEGMENT_HEADER_BYTES;
             }
-            let (records, good, cut) = scan_records(&bytes, at, tail.version, None);
+            let (records, good, cut) = scan_spans(&bytes, at, tail.version, None);
             let mut consumed = at;
-            let mut record_end = at;
             for record in records {
-                record_end += crate::journal::RECORD_HEADER_BYTES + record.payload.len();
+                let record_end = record.payload.end;
                 if record.lsn <= lsn {
                     consumed = record_end;
                     continue;
@@ -303,18 +342,13 @@ impl LedgerBuilder {
                     tail.offset += consumed as u64;
                     break 'segments;
                 }
-                let entries = entries_of(record.lsn, record.kind, &record.payload).map_err(|reason| {
-                    EngineError::Journal { path: path.clone(), offset: tail.offset + consumed as u64, reason }
-                })?;
-                for entry in entries {
-                    pending.entry(month_name(entry.posted_at)).or_default().push(entry);
-                    pending_count += 1;
-                }
+                drafts_of(record.lsn, record.kind, &bytes[record.payload], &mut |draft| pending.push(draft)).map_err(
+                    |reason| EngineError::Journal { path: path.clone(), offset: tail.offset + consumed as u64, reason },
+                )?;
                 lsn = record.lsn;
                 consumed = record_end;
-                if pending_count >= FLUSH_ENTRIES {
+                if pending.entries >= FLUSH_ENTRIES {
                     written += self.flush(ledger, &mut pending, lsn)?;
-                    pending_count = 0;
                 }
             }
             debug_assert_eq!(consumed, good);
@@ -334,15 +368,11 @@ impl LedgerBuilder {
 
     /// Appends the pending entries to their month files, syncs them, then records the
     /// cursor at `lsn`.
-    fn flush(
-        &self,
-        ledger: &mut ShardLedger,
-        pending: &mut BTreeMap<String, Vec<LedgerEntry>>,
-        lsn: u64,
-    ) -> Result<usize, EngineError> {
+    fn flush(&self, ledger: &mut ShardLedger, pending: &mut Pending, lsn: u64) -> Result<usize, EngineError> {
         let fs = &*self.fs;
         let mut written = 0;
-        for (month, entries) in std::mem::take(pending) {
+        pending.entries = 0;
+        for (month, mut writer) in std::mem::take(&mut pending.months) {
             let path = file_path(&self.dir, &month, ledger.shard);
             let mut bytes = Vec::new();
             let known = ledger.cursor.files.get(&month).copied().unwrap_or(0);
@@ -354,16 +384,15 @@ impl LedgerBuilder {
                 }
                 bytes.extend_from_slice(&header(ledger.shard));
             }
-            for chunk in entries.chunks(FRAME_ENTRIES) {
-                bytes.extend_from_slice(&encode_frame(chunk));
-            }
+            bytes.append(&mut writer.bytes);
+            writer.frame.finish_into(&mut bytes);
             let mut storage = fs.open_append(&path).map_err(EngineError::io(&path))?;
             storage.append(&bytes).and_then(|()| storage.sync()).map_err(EngineError::io(&path))?;
             if known == 0 {
                 crate::durable::sync_parent(fs, &path).map_err(EngineError::io(&path))?;
             }
             ledger.cursor.files.insert(month, known + bytes.len() as u64);
-            written += entries.len();
+            written += writer.entries;
         }
         ledger.cursor.lsn = lsn;
         self.write_cursor(ledger)?;

@@ -2,14 +2,13 @@
 //! movement of the record is on exactly one entry, so the entries of an account add up
 //! to its balance.
 
-use std::collections::BTreeMap;
-
 use rust_decimal::Decimal;
 use serde::Serialize;
+use smallvec::SmallVec;
 
 use crate::format::charges::{ChargeDetail, Charges};
 use crate::journal::{JournalEntry, RecordKind};
-use crate::model::{AccountId, BucketId, Identity, SubscriptionId};
+use crate::model::{AccountId, BucketId, SubscriptionId};
 use crate::state::{Effect, MoneyKind, RatedDetail};
 
 /// What kind of change an entry records.
@@ -154,19 +153,134 @@ impl LedgerEntry {
     }
 }
 
-/// The entries of a journal record of `kind`.
-pub(crate) fn entries_of(lsn: u64, kind: RecordKind, payload: &[u8]) -> Result<Vec<LedgerEntry>, String> {
-    match kind {
-        RecordKind::Effects => Ok(entries_of_effects(lsn, &JournalEntry::decode(payload)?)),
-        RecordKind::CompactEffects => Ok(entries_of_effects(lsn, &crate::format::effects::decode(payload)?)),
-        RecordKind::Charges => Ok(entries_of_charges(lsn, &crate::format::charges::decode_charges(payload)?)),
-        RecordKind::CompactCharges => {
-            Ok(entries_of_charges(lsn, &crate::format::charges::decode_compact_charges(payload)?))
+/// An entry as the builder writes it, borrowing the decoded journal record: nothing is
+/// copied or formatted on the way from the journal to the ledger's frames.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Draft<'a> {
+    pub(crate) lsn: u64,
+    pub(crate) posted_at: i64,
+    pub(crate) kind: EntryKind,
+    pub(crate) account: AccountId,
+    pub(crate) amount: Decimal,
+    pub(crate) currency: Option<&'a str>,
+    pub(crate) subscription: Option<SubscriptionId>,
+    /// The identity's type (1 MSISDN, 2 IMSI, 3 SIP URI, 4 NAI) and value.
+    pub(crate) identity: Option<(u8, &'a str)>,
+    pub(crate) service: Option<&'a str>,
+    pub(crate) rating_group: Option<u32>,
+    pub(crate) called: Option<&'a str>,
+    pub(crate) prefix_len: Option<u8>,
+    pub(crate) destination: Option<&'a str>,
+    pub(crate) band: Option<&'a str>,
+    pub(crate) started_at: Option<i64>,
+    pub(crate) units: u64,
+    pub(crate) charged_units: u64,
+    pub(crate) allowance_units: u64,
+    pub(crate) draws: &'a [(BucketId, u64)],
+    pub(crate) plan: Option<(&'a str, u32, u32)>,
+    pub(crate) key: Option<&'a str>,
+    /// A mediated record's key: its 128-bit digest.
+    pub(crate) key_digest: Option<u128>,
+    pub(crate) note: Option<&'a str>,
+    /// A grant's or renewal's validity `[from, until)`.
+    pub(crate) validity: Option<(i64, i64)>,
+    pub(crate) bucket: Option<BucketId>,
+}
+
+impl<'a> Draft<'a> {
+    fn new(lsn: u64, posted_at: i64, kind: EntryKind, account: AccountId, amount: Decimal) -> Draft<'a> {
+        Draft {
+            lsn,
+            posted_at,
+            kind,
+            account,
+            amount,
+            currency: None,
+            subscription: None,
+            identity: None,
+            service: None,
+            rating_group: None,
+            called: None,
+            prefix_len: None,
+            destination: None,
+            band: None,
+            started_at: None,
+            units: 0,
+            charged_units: 0,
+            allowance_units: 0,
+            draws: &[],
+            plan: None,
+            key: None,
+            key_digest: None,
+            note: None,
+            validity: None,
+            bucket: None,
         }
+    }
+
+    /// The entry a reader gets.
+    pub(crate) fn entry(&self) -> LedgerEntry {
+        let mut entry = LedgerEntry::new(self.lsn, self.posted_at, self.kind, self.account, self.amount);
+        entry.currency = self.currency.map(str::to_owned);
+        entry.subscription = self.subscription;
+        entry.identity = self.identity.map(|(kind, value)| identity_text(kind, value));
+        entry.service = self.service.map(str::to_owned);
+        entry.rating_group = self.rating_group;
+        entry.called = self.called.map(str::to_owned);
+        entry.prefix = self.prefix_len.and_then(|len| prefix_of(self.called, len));
+        entry.destination = self.destination.map(str::to_owned);
+        entry.band = self.band.map(str::to_owned);
+        entry.started_at = self.started_at;
+        entry.units = self.units;
+        entry.charged_units = self.charged_units;
+        entry.allowance_units = self.allowance_units;
+        entry.draws = self.draws.to_vec();
+        if let Some((plan, version, line)) = self.plan {
+            entry.plan = Some(plan.to_owned());
+            entry.plan_version = Some(version);
+            entry.rate_line = Some(line);
+        }
+        entry.key = match (self.key, self.key_digest) {
+            (Some(key), _) => Some(key.to_owned()),
+            (None, Some(digest)) => Some(format!("{digest:032x}")),
+            (None, None) => None,
+        };
+        entry.note = match (self.note, self.validity) {
+            (Some(note), _) => Some(note.to_owned()),
+            (None, Some((from, until))) => Some(format!("valid {from}..{until}")),
+            (None, None) => None,
+        };
+        entry.bucket = self.bucket;
+        entry
     }
 }
 
-fn identity_text(kind: u8, value: &str) -> String {
+/// Calls `sink` with each entry of a journal record of `kind`, in order.
+pub(crate) fn drafts_of(
+    lsn: u64,
+    kind: RecordKind,
+    payload: &[u8],
+    sink: &mut dyn FnMut(&Draft<'_>),
+) -> Result<(), String> {
+    match kind {
+        RecordKind::Effects => drafts_of_effects(lsn, &JournalEntry::decode(payload)?, sink),
+        RecordKind::CompactEffects => drafts_of_effects(lsn, &crate::format::effects::decode(payload)?, sink),
+        RecordKind::Charges => drafts_of_charges(lsn, &crate::format::charges::decode_charges(payload)?, sink),
+        RecordKind::CompactCharges => {
+            drafts_of_charges(lsn, &crate::format::charges::decode_compact_charges(payload)?, sink)
+        }
+    }
+    Ok(())
+}
+
+/// The entries of a journal record of `kind`, as a reader gets them.
+pub(crate) fn entries_of(lsn: u64, kind: RecordKind, payload: &[u8]) -> Result<Vec<LedgerEntry>, String> {
+    let mut out = Vec::new();
+    drafts_of(lsn, kind, payload, &mut |draft| out.push(draft.entry()))?;
+    Ok(out)
+}
+
+pub(crate) fn identity_text(kind: u8, value: &str) -> String {
     let tag = match kind {
         1 => "msisdn",
         2 => "imsi",
@@ -176,32 +290,35 @@ fn identity_text(kind: u8, value: &str) -> String {
     format!("{tag}:{value}")
 }
 
-fn identity_of(identity: &Identity) -> String {
-    let (kind, value) = crate::bulk::identity_parts(identity);
-    identity_text(kind, value)
-}
-
-fn prefix_of(called: Option<&str>, prefix_len: u8) -> Option<String> {
+/// The leading `prefix_len` digits of the called number.
+pub(crate) fn prefix_of(called: Option<&str>, prefix_len: u8) -> Option<String> {
     let called = called?;
     let digits: String = called.chars().filter(char::is_ascii_digit).take(usize::from(prefix_len)).collect();
     (prefix_len > 0).then_some(digits)
 }
 
-fn entries_of_effects(lsn: u64, record: &JournalEntry) -> Vec<LedgerEntry> {
+fn drafts_of_effects<'r>(lsn: u64, record: &'r JournalEntry, sink: &mut dyn FnMut(&Draft<'_>)) {
     let at = record.decided_at;
     let key = record.effects.iter().find_map(|effect| match effect {
-        Effect::Remembered { key, .. } => Some(key.clone()),
+        Effect::Remembered { key, .. } => Some(key.as_str()),
         _ => None,
     });
-    let mut out = Vec::new();
     // Σ charges of the record per account, against Σ of its itemised amounts.
-    let mut unitemised: BTreeMap<AccountId, Decimal> = BTreeMap::new();
+    let mut unitemised: SmallVec<[(AccountId, Decimal); 2]> = SmallVec::new();
+    let mut add = |account: AccountId, amount: Decimal| match unitemised.iter_mut().find(|(a, _)| *a == account) {
+        Some((_, total)) => *total += amount,
+        None => unitemised.push((account, amount)),
+    };
+    let mut emit = |mut draft: Draft<'r>| {
+        draft.key = key;
+        sink(&draft);
+    };
     for effect in &record.effects {
         match effect {
             Effect::Money { account, bucket, delta, kind } => {
                 let (kind, note) = match kind {
                     MoneyKind::Charge => {
-                        *unitemised.entry(*account).or_default() += *delta;
+                        add(*account, *delta);
                         continue;
                     }
                     MoneyKind::Opening => (EntryKind::Opening, None),
@@ -211,108 +328,98 @@ fn entries_of_effects(lsn: u64, record: &JournalEntry) -> Vec<LedgerEntry> {
                     MoneyKind::Rerate { record } if delta.is_sign_positive() => (EntryKind::RerateRefund, Some(record)),
                     MoneyKind::Rerate { record } => (EntryKind::RerateCharge, Some(record)),
                 };
-                let mut entry = LedgerEntry::new(lsn, at, kind, *account, *delta);
-                entry.note = note.cloned();
-                entry.bucket = Some(*bucket);
-                out.push(entry);
+                let mut draft = Draft::new(lsn, at, kind, *account, *delta);
+                draft.note = note.map(String::as_str);
+                draft.bucket = Some(*bucket);
+                emit(draft);
             }
             Effect::Rated(detail) => {
-                *unitemised.entry(detail.account).or_default() += detail.amount;
-                out.push(rated_entry(lsn, at, detail));
+                add(detail.account, detail.amount);
+                emit(rated_draft(lsn, at, detail));
             }
             Effect::SubscriptionCreated { subscription, buckets } => {
                 for bucket in buckets {
-                    out.push(grant(lsn, at, subscription.account, EntryKind::Grant, bucket));
+                    emit(grant(lsn, at, subscription.account, bucket));
                 }
             }
             Effect::BucketsGranted { account, buckets } => {
                 for bucket in buckets {
-                    out.push(grant(lsn, at, *account, EntryKind::Grant, bucket));
+                    emit(grant(lsn, at, *account, bucket));
                 }
             }
             Effect::BucketRenewed { account, bucket, valid_from, valid_until } => {
-                let mut entry = LedgerEntry::new(lsn, at, EntryKind::Renewal, *account, Decimal::ZERO);
-                entry.bucket = Some(*bucket);
-                entry.note = Some(format!("valid {valid_from}..{valid_until}"));
-                out.push(entry);
+                let mut draft = Draft::new(lsn, at, EntryKind::Renewal, *account, Decimal::ZERO);
+                draft.bucket = Some(*bucket);
+                draft.validity = Some((*valid_from, *valid_until));
+                emit(draft);
             }
             _ => {}
         }
     }
     for (account, rest) in unitemised {
         if !rest.is_zero() {
-            out.push(LedgerEntry::new(lsn, at, EntryKind::Charge, account, rest));
+            emit(Draft::new(lsn, at, EntryKind::Charge, account, rest));
         }
     }
-    for entry in &mut out {
-        entry.key.clone_from(&key);
-    }
-    out
 }
 
-fn grant(lsn: u64, at: i64, account: AccountId, kind: EntryKind, bucket: &crate::model::UnitBucket) -> LedgerEntry {
-    let mut entry = LedgerEntry::new(lsn, at, kind, account, Decimal::ZERO);
-    entry.subscription = Some(bucket.subscription);
-    entry.bucket = Some(bucket.id);
-    entry.units = bucket.remaining;
-    entry.note = Some(format!("valid {}..{}", bucket.valid_from, bucket.valid_until));
-    entry
+fn grant<'a>(lsn: u64, at: i64, account: AccountId, bucket: &crate::model::UnitBucket) -> Draft<'a> {
+    let mut draft = Draft::new(lsn, at, EntryKind::Grant, account, Decimal::ZERO);
+    draft.subscription = Some(bucket.subscription);
+    draft.bucket = Some(bucket.id);
+    draft.units = bucket.remaining;
+    draft.validity = Some((bucket.valid_from, bucket.valid_until));
+    draft
 }
 
-fn rated_entry(lsn: u64, at: i64, d: &RatedDetail) -> LedgerEntry {
-    let mut entry = LedgerEntry::new(lsn, at, EntryKind::Usage, d.account, -d.amount);
-    entry.currency = Some(d.currency.to_string());
-    entry.subscription = Some(d.subscription);
-    entry.identity = d.identity.as_ref().map(identity_of);
-    entry.service = Some(d.service.to_string());
-    entry.rating_group = d.rating_group;
-    entry.prefix = prefix_of(d.called.as_deref(), d.prefix_len);
-    entry.called.clone_from(&d.called);
-    entry.destination = d.destination.as_deref().map(str::to_owned);
-    entry.band = Some(d.band.to_string());
-    entry.started_at = Some(d.started_at);
-    entry.units = d.units;
-    entry.charged_units = d.charged_units;
-    entry.allowance_units = d.allowance_units;
-    entry.draws.clone_from(&d.draws);
-    entry.plan = Some(d.plan.to_string());
-    entry.plan_version = Some(d.plan_version);
-    entry.rate_line = Some(d.rate_line);
-    entry
+fn rated_draft<'a>(lsn: u64, at: i64, d: &'a RatedDetail) -> Draft<'a> {
+    let mut draft = Draft::new(lsn, at, EntryKind::Usage, d.account, -d.amount);
+    draft.currency = Some(&d.currency);
+    draft.subscription = Some(d.subscription);
+    draft.identity = d.identity.as_ref().map(crate::bulk::identity_parts);
+    draft.service = Some(&d.service);
+    draft.rating_group = d.rating_group;
+    draft.called = d.called.as_deref();
+    draft.prefix_len = Some(d.prefix_len);
+    draft.destination = d.destination.as_deref();
+    draft.band = Some(&d.band);
+    draft.started_at = Some(d.started_at);
+    draft.units = d.units;
+    draft.charged_units = d.charged_units;
+    draft.allowance_units = d.allowance_units;
+    draft.draws = &d.draws;
+    draft.plan = Some((&d.plan, d.plan_version, d.rate_line));
+    draft
 }
 
-fn entries_of_charges(lsn: u64, batch: &Charges<'_>) -> Vec<LedgerEntry> {
-    let mut out = Vec::with_capacity(batch.charges.len());
+fn drafts_of_charges(lsn: u64, batch: &Charges<'_>, sink: &mut dyn FnMut(&Draft<'_>)) {
     for (index, charge) in batch.charges.iter().enumerate() {
         let moved: Decimal = charge.moves.iter().map(|(_, delta)| *delta).sum();
-        let kind =
-            if batch.details.get(index).is_some_and(Option::is_some) { EntryKind::Usage } else { EntryKind::Charge };
-        let mut entry = LedgerEntry::new(lsn, batch.decided_at, kind, charge.account, moved);
-        entry.service = Some(charge.service.as_str().to_owned());
-        entry.charged_units = charge.memo.charged_units;
-        entry.allowance_units = charge.memo.allowance_units;
-        entry.draws = charge.draws.to_vec();
-        entry.key = Some(format!("{:032x}", charge.key.0));
-        if let Some(Some(detail)) = batch.details.get(index) {
-            itemise(&mut entry, detail);
+        let detail = batch.details.get(index).and_then(Option::as_ref);
+        let kind = if detail.is_some() { EntryKind::Usage } else { EntryKind::Charge };
+        let mut draft = Draft::new(lsn, batch.decided_at, kind, charge.account, moved);
+        draft.service = Some(charge.service.as_str());
+        draft.charged_units = charge.memo.charged_units;
+        draft.allowance_units = charge.memo.allowance_units;
+        draft.draws = &charge.draws;
+        draft.key_digest = Some(charge.key.0);
+        if let Some(d) = detail {
+            itemise(&mut draft, d);
         }
-        out.push(entry);
+        sink(&draft);
     }
-    out
 }
 
-fn itemise(entry: &mut LedgerEntry, d: &ChargeDetail<'_>) {
-    entry.subscription = Some(d.subscription);
-    entry.identity = d.identity.map(|(kind, value)| identity_text(kind, value));
-    entry.rating_group = d.rating_group;
-    entry.called = d.called.map(str::to_owned);
-    entry.prefix = prefix_of(d.called, d.prefix_len);
-    entry.destination = d.destination.map(str::to_owned);
-    entry.band = Some(d.band.to_owned());
-    entry.started_at = Some(d.started_at);
-    entry.units = d.units;
-    entry.plan = Some(d.plan.to_owned());
-    entry.plan_version = Some(d.plan_version);
-    entry.rate_line = Some(d.rate_line);
-    entry.currency = Some(d.currency.to_owned());
+fn itemise<'a>(draft: &mut Draft<'a>, d: &ChargeDetail<'a>) {
+    draft.subscription = Some(d.subscription);
+    draft.identity = d.identity;
+    draft.rating_group = d.rating_group;
+    draft.called = d.called;
+    draft.prefix_len = Some(d.prefix_len);
+    draft.destination = d.destination;
+    draft.band = Some(d.band);
+    draft.started_at = Some(d.started_at);
+    draft.units = d.units;
+    draft.plan = Some((d.plan, d.plan_version, d.rate_line));
+    draft.currency = Some(d.currency);
 }

@@ -29,27 +29,30 @@
 //!
 //! A detail is `lsn - first LSN` (*v*), a presence mask (*v*, bit *i* for field *i*
 //! below), then the present fields in order. *v* is a LEB128 varint, *z* a zigzag one,
-//! *s* a string: a varint index into the frame's table of strings, the next index
-//! meaning a new string whose length (*v*) and UTF-8 bytes follow.
+//! *t* a text (length *v* and UTF-8 bytes), *n* a name: a varint index into the frame's
+//! table of names, the next index meaning a new name whose length (*v*) and UTF-8 bytes
+//! follow (names repeat: services, bands, zones, plans, currencies; texts do not).
 //!
 //! | bit | field |
 //! |---|---|
-//! | 0 | currency *s* |
+//! | 0 | currency *n* |
 //! | 1 | subscription *v* |
-//! | 2 | identity *s* |
-//! | 3 | service *s* |
+//! | 2 | identity: type (1 byte: 1 MSISDN, 2 IMSI, 3 SIP URI, 4 NAI), value *t* |
+//! | 3 | service *n* |
 //! | 4 | rating group *v* |
-//! | 5 | called number *s* |
-//! | 6 | prefix matched *s* |
-//! | 7 | destination *s* |
-//! | 8 | band *s* |
+//! | 5 | called number *t* |
+//! | 6 | digits of the called number the plan's prefix matched (1 byte) |
+//! | 7 | destination *n* |
+//! | 8 | band *n* |
 //! | 9 | started at *z* |
 //! | 10 | units, charged units, allowance units *v v v* |
 //! | 11 | draws: count *v*, then (bucket *v*, units *v*) each |
-//! | 12 | plan *s*, plan version *v*, rate line *v* |
-//! | 13 | key *s* |
-//! | 14 | note *s* |
+//! | 12 | plan *n*, plan version *v*, rate line *v* |
+//! | 13 | key *t* |
+//! | 14 | note *t* |
 //! | 15 | bucket *v* |
+//! | 16 | key digest (16 bytes: a mediated record's 128-bit key digest) |
+//! | 17 | validity from, until *z z* |
 //!
 //! A reader stops at the first frame that is torn or fails its checksum; the builder's
 //! cursor (`ledger/shard-{S}.cursor`) records how long each file was when its entries
@@ -58,7 +61,7 @@
 use rust_decimal::Decimal;
 
 use crate::format::wire::{unzigzag, varint, zigzag, Reader};
-use crate::ledger::entries::{EntryKind, LedgerEntry};
+use crate::ledger::entries::{identity_text, prefix_of, Draft, EntryKind, LedgerEntry};
 
 pub(crate) const LEDGER_MAGIC: [u8; 8] = *b"TGLEDG\r\n";
 pub const LEDGER_FORMAT_VERSION: u32 = 1;
@@ -97,135 +100,174 @@ pub(crate) fn check_header(bytes: &[u8], shard: u32) -> Result<(), String> {
     Ok(())
 }
 
-/// Encodes `entries` (at least one, in LSN order) as one frame, header included.
-pub(crate) fn encode_frame(entries: &[LedgerEntry]) -> Vec<u8> {
-    let count = entries.len();
-    let first = entries.first().map_or(0, |e| e.lsn);
-    let last = entries.last().map_or(0, |e| e.lsn);
-    let mut payload = Vec::with_capacity(FRAME_HEADER_BYTES + count * (FIXED_BYTES_PER_ENTRY + 24));
-    payload.extend_from_slice(&(count as u32).to_le_bytes());
-    payload.extend_from_slice(&first.to_le_bytes());
-    payload.extend_from_slice(&last.to_le_bytes());
-    for e in entries {
-        payload.extend_from_slice(&e.account.to_le_bytes());
-    }
-    for e in entries {
-        payload.extend_from_slice(&e.amount.serialize());
-    }
-    for e in entries {
-        payload.extend_from_slice(&e.posted_at.to_le_bytes());
-    }
-    for e in entries {
-        payload.push(e.kind.code());
-    }
-    let mut details = DetailWriter { out: payload, strings: Vec::new() };
-    for e in entries {
-        details.entry(e, first);
-    }
-    let payload = details.out;
-    let mut frame = Vec::with_capacity(payload.len() + 8);
-    frame.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    frame.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
-    frame.extend_from_slice(&payload);
-    frame
+/// Builds one frame from drafts, column by column (ledger entries are never
+/// materialised on the way from the journal to the file).
+#[derive(Debug, Default)]
+pub(crate) struct FrameBuilder {
+    accounts: Vec<u8>,
+    amounts: Vec<u8>,
+    posted: Vec<u8>,
+    kinds: Vec<u8>,
+    details: Vec<u8>,
+    count: usize,
+    first_lsn: u64,
+    last_lsn: u64,
+    names: std::collections::HashMap<Box<str>, u32, foldhash::fast::FixedState>,
 }
 
-struct DetailWriter<'e> {
-    out: Vec<u8>,
-    strings: Vec<&'e str>,
-}
+impl FrameBuilder {
+    pub(crate) fn len(&self) -> usize {
+        self.count
+    }
 
-impl<'e> DetailWriter<'e> {
-    fn s(&mut self, text: &'e str) {
-        if let Some(index) = self.strings.iter().rposition(|known| *known == text) {
-            varint(&mut self.out, index as u64);
-            return;
+    pub(crate) fn push(&mut self, d: &Draft<'_>) {
+        if self.count == 0 {
+            self.first_lsn = d.lsn;
         }
-        varint(&mut self.out, self.strings.len() as u64);
-        varint(&mut self.out, text.len() as u64);
-        self.out.extend_from_slice(text.as_bytes());
-        self.strings.push(text);
-    }
-
-    fn entry(&mut self, e: &'e LedgerEntry, first_lsn: u64) {
-        varint(&mut self.out, e.lsn - first_lsn);
+        self.last_lsn = d.lsn;
+        self.count += 1;
+        self.accounts.extend_from_slice(&d.account.to_le_bytes());
+        self.amounts.extend_from_slice(&d.amount.serialize());
+        self.posted.extend_from_slice(&d.posted_at.to_le_bytes());
+        self.kinds.push(d.kind.code());
+        let out = &mut self.details;
+        varint(out, d.lsn - self.first_lsn);
         let present = [
-            e.currency.is_some(),
-            e.subscription.is_some(),
-            e.identity.is_some(),
-            e.service.is_some(),
-            e.rating_group.is_some(),
-            e.called.is_some(),
-            e.prefix.is_some(),
-            e.destination.is_some(),
-            e.band.is_some(),
-            e.started_at.is_some(),
-            e.units != 0 || e.charged_units != 0 || e.allowance_units != 0,
-            !e.draws.is_empty(),
-            e.plan.is_some(),
-            e.key.is_some(),
-            e.note.is_some(),
-            e.bucket.is_some(),
+            d.currency.is_some(),
+            d.subscription.is_some(),
+            d.identity.is_some(),
+            d.service.is_some(),
+            d.rating_group.is_some(),
+            d.called.is_some(),
+            d.prefix_len.is_some(),
+            d.destination.is_some(),
+            d.band.is_some(),
+            d.started_at.is_some(),
+            d.units != 0 || d.charged_units != 0 || d.allowance_units != 0,
+            !d.draws.is_empty(),
+            d.plan.is_some(),
+            d.key.is_some(),
+            d.note.is_some(),
+            d.bucket.is_some(),
+            d.key_digest.is_some(),
+            d.validity.is_some(),
         ];
         let mask = present.iter().enumerate().fold(0u64, |mask, (bit, on)| mask | (u64::from(*on) << bit));
-        varint(&mut self.out, mask);
-        if let Some(v) = &e.currency {
-            self.s(v);
+        varint(out, mask);
+        if let Some(v) = d.currency {
+            self.name(v);
         }
-        if let Some(v) = e.subscription {
-            varint(&mut self.out, v);
+        if let Some(v) = d.subscription {
+            varint(&mut self.details, v);
         }
-        if let Some(v) = &e.identity {
-            self.s(v);
+        if let Some((kind, value)) = d.identity {
+            self.details.push(kind);
+            text(&mut self.details, value);
         }
-        if let Some(v) = &e.service {
-            self.s(v);
+        if let Some(v) = d.service {
+            self.name(v);
         }
-        if let Some(v) = e.rating_group {
-            varint(&mut self.out, u64::from(v));
+        if let Some(v) = d.rating_group {
+            varint(&mut self.details, u64::from(v));
         }
-        if let Some(v) = &e.called {
-            self.s(v);
+        if let Some(v) = d.called {
+            text(&mut self.details, v);
         }
-        if let Some(v) = &e.prefix {
-            self.s(v);
+        if let Some(v) = d.prefix_len {
+            self.details.push(v);
         }
-        if let Some(v) = &e.destination {
-            self.s(v);
+        if let Some(v) = d.destination {
+            self.name(v);
         }
-        if let Some(v) = &e.band {
-            self.s(v);
+        if let Some(v) = d.band {
+            self.name(v);
         }
-        if let Some(v) = e.started_at {
-            varint(&mut self.out, zigzag(v));
+        let out = &mut self.details;
+        if let Some(v) = d.started_at {
+            varint(out, zigzag(v));
         }
         if present[10] {
-            varint(&mut self.out, e.units);
-            varint(&mut self.out, e.charged_units);
-            varint(&mut self.out, e.allowance_units);
+            varint(out, d.units);
+            varint(out, d.charged_units);
+            varint(out, d.allowance_units);
         }
-        if !e.draws.is_empty() {
-            varint(&mut self.out, e.draws.len() as u64);
-            for (bucket, units) in &e.draws {
-                varint(&mut self.out, u64::from(*bucket));
-                varint(&mut self.out, *units);
+        if !d.draws.is_empty() {
+            varint(out, d.draws.len() as u64);
+            for (bucket, units) in d.draws {
+                varint(out, u64::from(*bucket));
+                varint(out, *units);
             }
         }
-        if let Some(v) = &e.plan {
-            self.s(v);
-            varint(&mut self.out, u64::from(e.plan_version.unwrap_or(0)));
-            varint(&mut self.out, u64::from(e.rate_line.unwrap_or(0)));
+        if let Some((plan, version, line)) = d.plan {
+            self.name(plan);
+            varint(&mut self.details, u64::from(version));
+            varint(&mut self.details, u64::from(line));
         }
-        if let Some(v) = &e.key {
-            self.s(v);
+        let out = &mut self.details;
+        if let Some(v) = d.key {
+            text(out, v);
         }
-        if let Some(v) = &e.note {
-            self.s(v);
+        if let Some(v) = d.note {
+            text(out, v);
         }
-        if let Some(v) = e.bucket {
-            varint(&mut self.out, u64::from(v));
+        if let Some(v) = d.bucket {
+            varint(out, u64::from(v));
+        }
+        if let Some(v) = d.key_digest {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        if let Some((from, until)) = d.validity {
+            varint(out, zigzag(from));
+            varint(out, zigzag(until));
         }
     }
+
+    fn name(&mut self, name: &str) {
+        match self.names.get(name) {
+            Some(index) => varint(&mut self.details, u64::from(*index)),
+            None => {
+                let index = self.names.len() as u32;
+                varint(&mut self.details, u64::from(index));
+                text(&mut self.details, name);
+                self.names.insert(Box::from(name), index);
+            }
+        }
+    }
+
+    /// Appends the frame (length, checksum, payload) to `out` and starts the next.
+    pub(crate) fn finish_into(&mut self, out: &mut Vec<u8>) {
+        if self.count == 0 {
+            return;
+        }
+        let len = FRAME_HEADER_BYTES
+            + self.accounts.len()
+            + self.amounts.len()
+            + self.posted.len()
+            + self.kinds.len()
+            + self.details.len();
+        let start = out.len();
+        out.reserve(len + 8);
+        out.extend_from_slice(&(len as u32).to_le_bytes());
+        out.extend_from_slice(&[0; 4]);
+        out.extend_from_slice(&(self.count as u32).to_le_bytes());
+        out.extend_from_slice(&self.first_lsn.to_le_bytes());
+        out.extend_from_slice(&self.last_lsn.to_le_bytes());
+        for column in [&self.accounts, &self.amounts, &self.posted, &self.kinds, &self.details] {
+            out.extend_from_slice(column);
+        }
+        let crc = crc32fast::hash(&out[start + 8..]);
+        out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+        for column in [&mut self.accounts, &mut self.amounts, &mut self.posted, &mut self.kinds, &mut self.details] {
+            column.clear();
+        }
+        self.names.clear();
+        self.count = 0;
+    }
+}
+
+fn text(out: &mut Vec<u8>, value: &str) {
+    varint(out, value.len() as u64);
+    out.extend_from_slice(value.as_bytes());
 }
 
 /// One frame of a file, its columns borrowed.
@@ -274,7 +316,7 @@ impl<'a> Frame<'a> {
     /// without allocating). The error names the byte offset within the payload.
     pub(crate) fn entries(&self, mut wanted: impl FnMut(usize) -> bool) -> Result<Vec<LedgerEntry>, String> {
         let mut reader = Reader { bytes: self.payload, at: FRAME_HEADER_BYTES + self.count * FIXED_BYTES_PER_ENTRY };
-        let mut strings: Vec<&str> = Vec::new();
+        let mut names: Vec<&str> = Vec::new();
         let mut out = Vec::new();
         for index in 0..self.count {
             let kind_code = self.kind(index);
@@ -283,7 +325,7 @@ impl<'a> Frame<'a> {
             let lsn = self.first_lsn.saturating_add(reader.varint()?);
             let build = wanted(index);
             let mut entry = LedgerEntry::new(lsn, self.posted_at(index), kind, self.account(index), self.amount(index));
-            read_detail(&mut reader, &mut strings, &mut entry, build)?;
+            read_detail(&mut reader, &mut names, &mut entry, build)?;
             if build {
                 out.push(entry);
             }
@@ -295,61 +337,71 @@ impl<'a> Frame<'a> {
     }
 }
 
-fn s<'a>(reader: &mut Reader<'a>, strings: &mut Vec<&'a str>) -> Result<&'a str, String> {
+fn name<'a>(reader: &mut Reader<'a>, names: &mut Vec<&'a str>) -> Result<&'a str, String> {
     let at = reader.at;
     let index = usize::try_from(reader.varint()?).unwrap_or(usize::MAX);
-    if let Some(known) = strings.get(index) {
+    if let Some(known) = names.get(index) {
         return Ok(known);
     }
-    if index != strings.len() {
-        return Err(format!("string {index} at byte {at} is neither known nor the next"));
+    if index != names.len() {
+        return Err(format!("name {index} at byte {at} is neither known nor the next"));
     }
+    let name = read_text(reader)?;
+    names.push(name);
+    Ok(name)
+}
+
+fn read_text<'a>(reader: &mut Reader<'a>) -> Result<&'a str, String> {
+    let at = reader.at;
     let len = usize::try_from(reader.varint()?).unwrap_or(usize::MAX);
-    let text = std::str::from_utf8(reader.take(len)?).map_err(|_| format!("string at byte {at} is not UTF-8"))?;
-    strings.push(text);
-    Ok(text)
+    std::str::from_utf8(reader.take(len)?).map_err(|_| format!("text at byte {at} is not UTF-8"))
 }
 
 fn read_detail<'a>(
     reader: &mut Reader<'a>,
-    strings: &mut Vec<&'a str>,
+    names: &mut Vec<&'a str>,
     entry: &mut LedgerEntry,
     build: bool,
 ) -> Result<(), String> {
     let at = reader.at;
     let mask = reader.varint()?;
-    if mask >> 16 != 0 {
+    if mask >> 18 != 0 {
         return Err(format!("unknown fields {mask:#x} at byte {at}"));
     }
     let has = |bit: u32| mask & (1 << bit) != 0;
-    // Strings of an entry not built are read (they may join the table), not copied.
-    let mut text = |reader: &mut Reader<'a>| s(reader, strings).map(|t| build.then(|| t.to_owned()));
+    // Texts of an entry not built are read, not copied.
+    let own = |text: &str| build.then(|| text.to_owned());
     if has(0) {
-        entry.currency = text(reader)?;
+        entry.currency = own(name(reader, names)?);
     }
     if has(1) {
         entry.subscription = Some(reader.varint()?);
     }
     if has(2) {
-        entry.identity = text(reader)?;
+        let kind = reader.u8()?;
+        let value = read_text(reader)?;
+        entry.identity = build.then(|| identity_text(kind, value));
     }
     if has(3) {
-        entry.service = text(reader)?;
+        entry.service = own(name(reader, names)?);
     }
     if has(4) {
         entry.rating_group = Some(reader.narrow("rating group")?);
     }
     if has(5) {
-        entry.called = text(reader)?;
+        entry.called = own(read_text(reader)?);
     }
     if has(6) {
-        entry.prefix = text(reader)?;
+        let prefix_len = reader.u8()?;
+        if build {
+            entry.prefix = prefix_of(entry.called.as_deref(), prefix_len);
+        }
     }
     if has(7) {
-        entry.destination = text(reader)?;
+        entry.destination = own(name(reader, names)?);
     }
     if has(8) {
-        entry.band = text(reader)?;
+        entry.band = own(name(reader, names)?);
     }
     if has(9) {
         entry.started_at = Some(unzigzag(reader.varint()?));
@@ -373,18 +425,30 @@ fn read_detail<'a>(
         }
     }
     if has(12) {
-        entry.plan = text(reader)?;
+        entry.plan = own(name(reader, names)?);
         entry.plan_version = Some(reader.narrow("plan version")?);
         entry.rate_line = Some(reader.narrow("rate line")?);
     }
     if has(13) {
-        entry.key = text(reader)?;
+        entry.key = own(read_text(reader)?);
     }
     if has(14) {
-        entry.note = text(reader)?;
+        entry.note = own(read_text(reader)?);
     }
     if has(15) {
         entry.bucket = Some(reader.narrow("bucket")?);
+    }
+    if has(16) {
+        let digest = reader.u128()?;
+        if build && entry.key.is_none() {
+            entry.key = Some(format!("{digest:032x}"));
+        }
+    }
+    if has(17) {
+        let (from, until) = (unzigzag(reader.varint()?), unzigzag(reader.varint()?));
+        if build && entry.note.is_none() {
+            entry.note = Some(format!("valid {from}..{until}"));
+        }
     }
     Ok(())
 }
@@ -450,43 +514,72 @@ impl<'a> Iterator for Frames<'a> {
 mod tests {
     use super::*;
 
-    fn sample(lsn: u64, account: u64, amount: &str) -> LedgerEntry {
-        let mut e =
-            LedgerEntry::new(lsn, 1_764_547_200 + lsn as i64, EntryKind::Usage, account, amount.parse().expect("d"));
-        e.currency = Some("EUR".into());
-        e.subscription = Some(account * 10);
-        e.identity = Some("msisdn:491700000001".into());
-        e.service = Some("voice".into());
-        e.rating_group = Some(10);
-        e.called = Some("4930123456".into());
-        e.prefix = Some("4930".into());
-        e.destination = Some("germany_fixed".into());
-        e.band = Some("peak".into());
-        e.started_at = Some(1_764_547_100);
-        e.units = 61;
-        e.charged_units = 120;
-        e.allowance_units = 60;
-        e.draws = vec![(3, 60)];
-        e.plan = Some("basic".into());
-        e.plan_version = Some(2);
-        e.rate_line = Some(17);
-        e.key = Some(format!("ccr-{lsn}"));
-        e
+    fn sample<'a>(lsn: u64, account: u64, amount: &str, key: &'a str) -> Draft<'a> {
+        Draft {
+            lsn,
+            posted_at: 1_764_547_200 + lsn as i64,
+            kind: EntryKind::Usage,
+            account,
+            amount: amount.parse().expect("d"),
+            currency: Some("EUR"),
+            subscription: Some(account * 10),
+            identity: Some((1, "491700000001")),
+            service: Some("voice"),
+            rating_group: Some(10),
+            called: Some("+4930123456"),
+            prefix_len: Some(4),
+            destination: Some("germany_fixed"),
+            band: Some("peak"),
+            started_at: Some(1_764_547_100),
+            units: 61,
+            charged_units: 120,
+            allowance_units: 60,
+            draws: &[(3, 60)],
+            plan: Some(("basic", 2, 17)),
+            key: Some(key),
+            key_digest: None,
+            note: None,
+            validity: None,
+            bucket: None,
+        }
     }
 
     #[test]
     fn frames_round_trip_and_every_cut_or_flipped_byte_is_caught() {
-        let mut entries = vec![sample(5, 1, "-0.12"), sample(5, 2, "-3.4500"), sample(7, 1, "10")];
-        let mut top_up = LedgerEntry::new(9, 1_764_547_300, EntryKind::TopUp, 1, "5.00".parse().expect("d"));
-        top_up.note = Some("voucher 1".into());
+        let mut top_up = sample(9, 1, "5.00", "top");
+        top_up.kind = EntryKind::TopUp;
+        top_up.note = Some("voucher 1");
         top_up.bucket = Some(0);
-        entries.push(top_up);
+        let mut record = sample(9, 2, "-0.5", "");
+        record.key = None;
+        record.key_digest = Some(u128::MAX - 7);
+        record.identity = None;
+        let mut grant = sample(10, 2, "0", "");
+        grant.kind = EntryKind::Grant;
+        grant.key = None;
+        grant.validity = Some((-5, i64::MAX));
+        let drafts = [
+            sample(5, 1, "-0.12", "ccr-1"),
+            sample(5, 2, "-3.4500", "ccr-2"),
+            sample(7, 1, "10", "ccr-3"),
+            top_up,
+            record,
+            grant,
+        ];
+        let entries: Vec<LedgerEntry> = drafts.iter().map(Draft::entry).collect();
+        assert_eq!(entries[0].prefix.as_deref(), Some("4930"));
+        assert_eq!(entries[0].identity.as_deref(), Some("msisdn:491700000001"));
+        assert_eq!(entries[4].key, Some(format!("{:032x}", u128::MAX - 7)));
+        let mut builder = FrameBuilder::default();
+        for draft in &drafts {
+            builder.push(draft);
+        }
         let mut file = header(3);
-        let frame = encode_frame(&entries);
-        file.extend_from_slice(&frame);
+        builder.finish_into(&mut file);
+        assert_eq!(builder.len(), 0, "the builder starts the next frame");
         let mut frames = Frames::new(&file, 3).expect("header");
         let read = frames.next().expect("one frame");
-        assert_eq!((read.first_lsn, read.last_lsn, read.count), (5, 9, 4));
+        assert_eq!((read.first_lsn, read.last_lsn, read.count), (5, 10, 6));
         assert_eq!(read.entries(|_| true).expect("decodes"), entries);
         assert_eq!(read.entries(|i| i == 1).expect("decodes"), vec![entries[1].clone()]);
         assert!(frames.next().is_none() && frames.stopped.is_none());

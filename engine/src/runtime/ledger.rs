@@ -1,6 +1,7 @@
-//! The ledger thread: every [`LEDGER_INTERVAL`], and when asked, builds the rated-event
-//! ledger up to each shard's durable journal position ([`crate::ledger`]). It reads
-//! files the shards have finished with; the shards never wait for it.
+//! The ledger thread: every [`LEDGER_INTERVAL`] (longer when building took long: it
+//! takes at most a fifth of a core), and when asked, builds the rated-event ledger up to
+//! each shard's durable journal position ([`crate::ledger`]). It reads files the shards
+//! have finished with; the shards never wait for it.
 
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -14,6 +15,11 @@ use crate::runtime::health::ShardHealth;
 
 /// How often the ledger follows the journal.
 pub(crate) const LEDGER_INTERVAL: Duration = Duration::from_millis(200);
+
+/// The ledger thread takes at most one part in this many of a core: after a build that
+/// took `t` it waits at least `t × (LEDGER_SHARE_DIVISOR − 1)`. On a saturated machine the
+/// shards keep their CPU and the ledger lags; it catches up when the load drops.
+const LEDGER_SHARE_DIVISOR: u32 = 5;
 
 /// How often a ledger that keeps failing logs it again.
 const LOG_EVERY: Duration = Duration::from_secs(60);
@@ -73,13 +79,16 @@ fn run(mut builder: LedgerBuilder, health: &[ShardHealth], receiver: &Receiver<S
         }
         result
     };
+    let mut wait = LEDGER_INTERVAL;
     loop {
-        match receiver.recv_timeout(LEDGER_INTERVAL) {
+        match receiver.recv_timeout(wait) {
             Ok(reply) => {
                 let _ = reply.send(build(&mut builder));
             }
             Err(RecvTimeoutError::Timeout) => {
+                let started = Instant::now();
                 let _ = build(&mut builder);
+                wait = LEDGER_INTERVAL.max(started.elapsed() * (LEDGER_SHARE_DIVISOR - 1));
             }
             Err(RecvTimeoutError::Disconnected) => break,
         }
