@@ -168,11 +168,45 @@ fn instant(period: &Map<String, Value>, field: &str) -> Result<Option<Timestamp>
     }
 }
 
+/// Refuses an integer too large for 64 bits (serde_json holds it as a float, and it would
+/// come back as `1.2e27`, no longer an integer): the first one, by its path.
+fn check_numbers(value: &Value, path: &mut Vec<String>) -> Result<()> {
+    match value {
+        Value::Number(number) => {
+            if let Some(float) = number.as_f64().filter(|_| number.is_f64()) {
+                if float.fract() == 0.0 && float.abs() >= 9.2e18 {
+                    return Err(CatalogueError::invalid(
+                        field_path(&path.join("/")),
+                        format!("{number} is an integer beyond 64 bits"),
+                    ));
+                }
+            }
+        }
+        Value::Array(items) => {
+            for (index, item) in items.iter().enumerate() {
+                path.push(index.to_string());
+                check_numbers(item, path)?;
+                path.pop();
+            }
+        }
+        Value::Object(members) => {
+            for (name, item) in members {
+                path.push(name.replace('~', "~0").replace('/', "~1"));
+                check_numbers(item, path)?;
+                path.pop();
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
 /// Validates a document of `kind` as it is to be stored (the server's fields, `id`,
 /// `href`, `lastUpdate`, `@type`, may be present), and normalises it: money values become
 /// exact JSON numbers. Does not look references up (that needs the store).
 pub fn validate(kind: Kind, doc: &mut Value) -> Result<Validated> {
     let validator = kind.validator()?;
+    check_numbers(doc, &mut Vec::new())?;
     if let Some(error) = validator.iter_errors(doc).next() {
         let field = field_path(&error.instance_path().to_string());
         return Err(CatalogueError::invalid(field, error.to_string()));
@@ -299,6 +333,10 @@ mod tests {
             "bundledProductOffering"
         );
         assert_eq!(refused(Kind::ProductOfferingPrice, json!({"name": "p"})), "priceType");
+        let huge: Value =
+            serde_json::from_str(r#"{"name": "a", "agreement": [{"id": "x", "n": 1252599073650949787324776448}]}"#)
+                .expect("JSON");
+        assert_eq!(refused(offering, huge), "agreement[0].n");
     }
 
     #[test]
