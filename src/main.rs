@@ -64,6 +64,20 @@ enum Command {
         #[command(subcommand)]
         command: commands::account::SubscriptionCommand,
     },
+    /// API tokens of the management API: create (the secret is shown once), list, revoke.
+    Token {
+        #[command(flatten)]
+        database: commands::bss::DatabaseArgs,
+        #[command(subcommand)]
+        command: commands::bss::TokenCommand,
+    },
+    /// Product offerings of the catalogue: list, show, create from JSON, activate.
+    Offering {
+        #[command(flatten)]
+        database: commands::bss::DatabaseArgs,
+        #[command(subcommand)]
+        command: commands::bss::OfferingCommand,
+    },
     /// An account's itemised usage (and other ledger entries) in a period, as CSV or JSON.
     Usage(commands::usage::UsageArgs),
     /// Show, top up, adjust and refund balances.
@@ -111,6 +125,8 @@ fn main() -> ExitCode {
         Command::Rerate(args) => commands::rerate::run(&args),
         Command::Reshard(args) => commands::reshard::run(&args),
         Command::Usage(args) => commands::usage::run(&args),
+        Command::Token { database, command } => commands::bss::token(&database, command),
+        Command::Offering { database, command } => commands::bss::offering(&database, command),
         Command::Archive { engine, command } => commands::archive::run(&engine, command),
         Command::Account { engine, command } => commands::account::account(&engine, command),
         Command::Subscription { engine, command } => commands::account::subscription(&engine, command),

@@ -1,6 +1,7 @@
 //! `tollgate serve`: the charging engine as a long-running process with its network
 //! front-ends (Diameter Gy/Ro, optionally also over TLS; Nchf, optionally over TLS with
-//! client certificates and NRF access tokens; gRPC; admin), until SIGINT or SIGTERM.
+//! client certificates and NRF access tokens; gRPC; admin; with `--api-listen`, the
+//! management API on the BSS store), until SIGINT or SIGTERM.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -59,6 +60,28 @@ pub(crate) struct ServeArgs {
     /// they do not exist yet: a ready target for `tollgate load diameter`.
     #[arg(long, default_value_t = 0)]
     demo_subscribers: u64,
+    #[command(flatten)]
+    api: Box<ApiArgs>,
+}
+
+/// The management API (boxed: `ServeArgs` stays small).
+#[derive(Debug, Clone, Args)]
+pub(crate) struct ApiArgs {
+    /// Where the management API (TMF620 product catalogue, audit trail; bearer tokens
+    /// from `tollgate token create`) listens. Off unless given.
+    #[arg(long)]
+    api_listen: Option<SocketAddr>,
+    /// The BSS database: `postgres://…` or an SQLite file (default DATA_DIR/bss.sqlite3).
+    #[arg(long, requires = "api_listen")]
+    database: Option<String>,
+    /// Requests per second each API token may make on average.
+    #[arg(long, default_value_t = tollgate_api::ApiConfig::default().rate_per_second,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    api_rate: u32,
+    /// Requests an API token may make at once after being idle.
+    #[arg(long, default_value_t = tollgate_api::ApiConfig::default().burst,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    api_burst: u32,
 }
 
 /// What one Diameter peer, or all of them, may hold of the server (boxed: `ServeArgs`
@@ -240,6 +263,23 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         tracing::info!(listen = %admin.local_addr()?, "admin server listening");
         let admin_router = tollgate_oss_adapters::admin::router(Arc::clone(&engine));
         let admin_server = tokio::spawn(tollgate_oss_adapters::admin::serve(admin, admin_router, wait(stopped.clone())));
+        let api_server = match args.api.api_listen {
+            Some(address) => {
+                let location = args.api.database.clone().unwrap_or_else(|| {
+                    args.engine.data_dir.join(tollgate_store::SQLITE_FILE_NAME).display().to_string()
+                });
+                let store = tollgate_store::Store::open(&location).await?;
+                let listener = tokio::net::TcpListener::bind(address).await?;
+                tracing::info!(listen = %listener.local_addr()?, dialect = ?store.dialect(), "management api listening");
+                if !listener.local_addr()?.ip().is_loopback() {
+                    tracing::warn!("the management API is served without TLS on a non-loopback address: bearer tokens travel in clear text; put it behind a TLS proxy");
+                }
+                let config = tollgate_api::ApiConfig::with_rate_limit(args.api.api_rate, args.api.api_burst);
+                let router = tollgate_api::router(store, &config);
+                Some(tokio::spawn(tollgate_api::serve(listener, router, wait(stopped.clone()))))
+            }
+            None => None,
+        };
         let stopping = wait(stopped.clone());
         let servers = async {
             serve(listener, Arc::clone(&engine), config, wait(stopped)).await;
@@ -249,6 +289,9 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
             http_server.await??;
             grpc_server.await??;
             admin_server.await??;
+            if let Some(server) = api_server {
+                server.await??;
+            }
             anyhow::Ok(())
         };
         // Once asked to stop, connections get SHUTDOWN_GRACE to finish what is in flight;

@@ -5,10 +5,12 @@
 //! rows ([`Version`], ETags), the outbox through which a BSS change reaches the engine
 //! ([`Tx::enqueue`], [`OutboxWorker`]), the hash-chained append-only audit trail
 //! ([`Tx::audit`], [`Store::verify_audit_chain`]) and API tokens stored hashed
-//! ([`Tx::create_token`], [`Store::check_token`]). README.md states the invariants.
+//! ([`Tx::create_token`], [`Store::check_token`]), and the product catalogue's rows
+//! ([`Tx::insert_catalogue_item`], [`Store::catalogue_list`]). README.md states the invariants.
 #![forbid(unsafe_code)]
 
 mod audit;
+mod catalogue;
 mod codec;
 mod error;
 mod hash;
@@ -22,6 +24,7 @@ mod tokens;
 mod versioned;
 
 pub use audit::{AuditEntry, AuditHead, AuditRecord, ChainCheck, AUDIT_PAGE_MAX, GENESIS_HASH};
+pub use catalogue::{new_entity_id, CatalogueFilter, CatalogueItem, CataloguePage, CATALOGUE_PAGE_MAX};
 pub use error::{Result, StoreError};
 pub use migrate::SCHEMA_VERSION;
 pub use outbox::{

@@ -12,7 +12,7 @@ use crate::sql::{args, Dialect};
 use crate::Store;
 
 /// The schema version this build writes and understands (the last migration).
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 struct Migration {
     version: i64,
@@ -30,12 +30,20 @@ impl Migration {
     }
 }
 
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    description: "foundation: outbox, audit trail, API tokens",
-    sqlite: include_str!("../migrations/sqlite/0001_foundation.sql"),
-    postgres: include_str!("../migrations/postgres/0001_foundation.sql"),
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        description: "foundation: outbox, audit trail, API tokens",
+        sqlite: include_str!("../migrations/sqlite/0001_foundation.sql"),
+        postgres: include_str!("../migrations/postgres/0001_foundation.sql"),
+    },
+    Migration {
+        version: 2,
+        description: "product catalogue: items, references, tariff plan versions",
+        sqlite: include_str!("../migrations/sqlite/0002_catalogue.sql"),
+        postgres: include_str!("../migrations/postgres/0002_catalogue.sql"),
+    },
+];
 
 /// The advisory lock key migrations hold on PostgreSQL ("tollgate" in ASCII, as a number).
 const MIGRATION_LOCK: i64 = 0x746f_6c6c_6761_7465;

@@ -65,7 +65,6 @@ pub struct Versioned<T> {
 /// `UPDATE {table} SET {set}, version = version + 1 WHERE id = $1 AND version = $2`:
 /// `set` numbers its own placeholders from `$3`, bound from `args`. Returns the new
 /// version, or says whether the row is missing or at another version.
-#[allow(dead_code, reason = "the building block of the BSS tables to come; `testing::probe` uses it today")]
 pub(crate) async fn update_versioned(
     tx: &mut Tx,
     entity: &'static str,
@@ -87,7 +86,6 @@ pub(crate) async fn update_versioned(
 
 /// `DELETE FROM {table} WHERE id = $1 AND version = $2`, with the same answers as
 /// [`update_versioned`].
-#[allow(dead_code, reason = "the building block of the BSS tables to come; `testing::probe` uses it today")]
 pub(crate) async fn delete_versioned(
     tx: &mut Tx,
     entity: &'static str,
@@ -103,7 +101,6 @@ pub(crate) async fn delete_versioned(
 }
 
 /// After a versioned write changed nothing: the error that says why.
-#[allow(dead_code, reason = "see update_versioned")]
 async fn why_not(
     tx: &mut Tx,
     entity: &'static str,

@@ -3,6 +3,7 @@
 
 mod audit;
 mod basics;
+mod catalogue;
 mod outbox;
 mod tokens;
 

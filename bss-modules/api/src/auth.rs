@@ -1,0 +1,137 @@
+//! Authentication and authorisation of every request, before any handler runs.
+//! `Authorization: Bearer tg_…` is checked against the store's hashed tokens
+//! (`Store::check_token`): no token, an unknown, expired or revoked one is 401 with
+//! `WWW-Authenticate: Bearer`. The token's role must allow the route's [`Access`]
+//! ([`allowed`], the table in README.md), else 403; then its rate limit applies (429).
+//! The handler receives the [`Caller`]; the token itself is never logged.
+
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use tollgate_store::{Role, TokenCheck};
+
+use crate::error::ApiError;
+use crate::AppState;
+
+/// What a route does, as far as roles are concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Access {
+    /// Read the product catalogue.
+    CatalogueRead,
+    /// Create, change or delete catalogue items.
+    CatalogueWrite,
+    /// Read the audit trail and its verification.
+    AuditRead,
+}
+
+/// Whether `role` may do `access`: the role table of README.md.
+pub fn allowed(role: Role, access: Access) -> bool {
+    match access {
+        Access::CatalogueRead => true,
+        Access::CatalogueWrite | Access::AuditRead => role == Role::Admin,
+    }
+}
+
+/// Who is calling: the token's id and name (the audit trail's actor) and role.
+#[derive(Debug, Clone)]
+pub(crate) struct Caller {
+    pub(crate) token_id: i64,
+    pub(crate) name: String,
+}
+
+impl Caller {
+    /// The actor written in audit records: `token:<id>:<name>`.
+    pub(crate) fn actor(&self) -> String {
+        format!("token:{}:{}", self.token_id, self.name)
+    }
+}
+
+fn access_of(method: &Method, path: &str) -> Access {
+    if path.starts_with("/tmf-api/audit/") {
+        Access::AuditRead
+    } else if method == Method::GET || method == Method::HEAD {
+        Access::CatalogueRead
+    } else {
+        Access::CatalogueWrite
+    }
+}
+
+fn unauthorized(error: &'static str, message: &str) -> ApiError {
+    let challenge = format!("Bearer realm=\"tollgate\", error=\"{error}\"");
+    ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "Authorization", message).with_header(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_str(&challenge).unwrap_or(HeaderValue::from_static("Bearer")),
+    )
+}
+
+/// The middleware: authenticates, authorises and rate-limits, then runs the handler.
+pub(crate) async fn authenticate(State(state): State<Arc<AppState>>, mut request: Request, next: Next) -> Response {
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer ")))
+        .map(str::trim);
+    let Some(presented) = presented else {
+        return ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "Authorization", "a bearer token is required")
+            .with_header(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"tollgate\""))
+            .into_response();
+    };
+    let token = match state.store.check_token(presented, jiff::Timestamp::now()).await {
+        Ok(TokenCheck::Valid(token)) => token,
+        Ok(TokenCheck::Expired(token)) => {
+            tracing::debug!(token_id = token.id, "api: expired token refused");
+            return unauthorized("invalid_token", "the token has expired").into_response();
+        }
+        Ok(TokenCheck::Revoked(token)) => {
+            tracing::debug!(token_id = token.id, "api: revoked token refused");
+            return unauthorized("invalid_token", "the token was revoked").into_response();
+        }
+        Ok(_) => return unauthorized("invalid_token", "unknown token").into_response(),
+        Err(error) => return ApiError::from(error).into_response(),
+    };
+    let access = access_of(request.method(), request.uri().path());
+    if let Err(retry_after_seconds) = state.limiter.check(token.id) {
+        return ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rateLimited",
+            "Authorization",
+            "too many requests for this token",
+        )
+        .with_header(header::RETRY_AFTER, HeaderValue::from(retry_after_seconds))
+        .into_response();
+    }
+    if !allowed(token.role, access) {
+        return ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "Authorization",
+            format!("a {} token may not {access:?}", token.role),
+        )
+        .into_response();
+    }
+    request.extensions_mut().insert(Caller { token_id: token.id, name: token.name });
+    next.run(request).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_admin_writes_the_catalogue_or_reads_the_audit_trail() {
+        for role in Role::ALL {
+            assert!(allowed(role, Access::CatalogueRead));
+            assert_eq!(allowed(role, Access::CatalogueWrite), role == Role::Admin);
+            assert_eq!(allowed(role, Access::AuditRead), role == Role::Admin);
+        }
+        assert_eq!(
+            access_of(&Method::PATCH, "/tmf-api/productCatalogManagement/v4/category/x"),
+            Access::CatalogueWrite
+        );
+        assert_eq!(access_of(&Method::GET, "/tmf-api/audit/v1/auditRecord"), Access::AuditRead);
+    }
+}

@@ -1,0 +1,117 @@
+//! The API's error: a status and a TMF error body (`{code, reason, message, status,
+//! @type: "Error"}`, TMF630) whose `reason` names the offending field. The catalogue's and
+//! the store's errors map to statuses here and only here; a store failure is logged and
+//! answered 500 without its detail.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+use tollgate_catalogue::CatalogueError;
+use tollgate_store::StoreError;
+
+/// An error answer.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+#[error("{status}: {reason}: {message}")]
+pub struct ApiError {
+    pub status: StatusCode,
+    /// What went wrong in one word-ish: `invalidField`, `notFound`, …
+    pub code: &'static str,
+    /// The field or header concerned, or a short reason.
+    pub reason: String,
+    pub message: String,
+    /// Extra headers (`WWW-Authenticate`, `Retry-After`).
+    pub headers: Vec<(header::HeaderName, HeaderValue)>,
+}
+
+impl ApiError {
+    pub(crate) fn new(
+        status: StatusCode,
+        code: &'static str,
+        reason: impl Into<String>,
+        message: impl Into<String>,
+    ) -> ApiError {
+        ApiError { status, code, reason: reason.into(), message: message.into(), headers: Vec::new() }
+    }
+
+    pub(crate) fn bad_request(field: impl Into<String>, message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, "invalidField", field, message)
+    }
+
+    pub(crate) fn with_header(mut self, name: header::HeaderName, value: HeaderValue) -> ApiError {
+        self.headers.push((name, value));
+        self
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({
+            "code": self.code,
+            "reason": self.reason,
+            "message": self.message,
+            "status": self.status.as_u16().to_string(),
+            "@type": "Error",
+        });
+        let mut response = (self.status, axum::Json(body)).into_response();
+        for (name, value) in self.headers {
+            response.headers_mut().insert(name, value);
+        }
+        response
+    }
+}
+
+impl From<CatalogueError> for ApiError {
+    fn from(error: CatalogueError) -> Self {
+        let message = error.to_string();
+        match error {
+            CatalogueError::Invalid { field, .. } => ApiError::bad_request(field, message),
+            CatalogueError::NotFound { .. } => ApiError::new(StatusCode::NOT_FOUND, "notFound", "id", message),
+            CatalogueError::InvalidTransition { .. } => {
+                ApiError::new(StatusCode::CONFLICT, "invalidTransition", "lifecycleStatus", message)
+            }
+            CatalogueError::Frozen { field, .. } => ApiError::new(StatusCode::CONFLICT, "frozen", field, message),
+            CatalogueError::Conflict { field, .. } => ApiError::new(StatusCode::CONFLICT, "conflict", field, message),
+            CatalogueError::StaleVersion { .. } => {
+                ApiError::new(StatusCode::PRECONDITION_FAILED, "staleVersion", "If-Match", message)
+            }
+            CatalogueError::PlanRejected { field, .. } => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "tariffPlanRejected", field, message)
+            }
+            CatalogueError::Store(error) => ApiError::from(error),
+            other => internal(&other),
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::NotFound { .. } => ApiError::new(StatusCode::NOT_FOUND, "notFound", "id", error.to_string()),
+            StoreError::StaleVersion { .. } => {
+                ApiError::new(StatusCode::PRECONDITION_FAILED, "staleVersion", "If-Match", error.to_string())
+            }
+            StoreError::Conflict { .. } => ApiError::new(StatusCode::CONFLICT, "conflict", "id", error.to_string()),
+            StoreError::Invalid { field, .. } => ApiError::bad_request(field, error.to_string()),
+            other => internal(&other),
+        }
+    }
+}
+
+fn internal(error: &dyn std::error::Error) -> ApiError {
+    tracing::error!(%error, "api: the store failed");
+    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "store", "the request could not be completed")
+}
+
+pub(crate) async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "notFound", "path", "no such resource")
+}
+
+pub(crate) async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "methodNotAllowed",
+        "method",
+        "the resource does not support this method",
+    )
+}

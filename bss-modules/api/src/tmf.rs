@@ -1,0 +1,193 @@
+//! The TMF630 machinery every resource shares: list queries (`fields`, `offset`, `limit`
+//! and attribute filters), `fields` selection (`id`, `href` and `@type` always kept),
+//! pagination headers, typed and bounded bodies (`application/json` to create,
+//! `application/merge-patch+json` to patch, else 415; over [`MAX_BODY_BYTES`] 413), and
+//! versions as ETags (`If-Match` required on PATCH: 428 without, 412 when stale).
+
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::Query;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use serde_json::Value;
+use tollgate_store::Version;
+
+use crate::error::ApiError;
+
+/// Bytes a request body may have.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+/// Items a list returns when `limit` is not given.
+pub const DEFAULT_LIMIT: u32 = 100;
+/// The largest `limit` accepted.
+pub const MAX_LIMIT: u32 = 1000;
+/// The largest `offset` accepted.
+const MAX_OFFSET: u64 = 1 << 40;
+/// Filters one list request may have.
+const MAX_FILTERS: usize = 16;
+
+/// A list request's parameters.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ListQuery {
+    pub(crate) fields: Option<Vec<String>>,
+    pub(crate) offset: u64,
+    pub(crate) limit: u32,
+    /// (attribute, value) pairs, checked by the resource.
+    pub(crate) filters: Vec<(String, String)>,
+}
+
+fn number<T: std::str::FromStr + PartialOrd>(name: &str, text: &str, low: T, high: T) -> Result<T, ApiError> {
+    match text.parse::<T>() {
+        Ok(value) if value >= low && value <= high => Ok(value),
+        _ => Err(ApiError::bad_request(name, format!("{name} {text:?} is not an integer in range"))),
+    }
+}
+
+fn fields(text: &str) -> Result<Vec<String>, ApiError> {
+    let names: Vec<String> =
+        text.split(',').map(str::trim).filter(|name| !name.is_empty()).map(str::to_owned).collect();
+    if names.len() > 100 || names.iter().any(|name| name.len() > 100) {
+        return Err(ApiError::bad_request("fields", "at most 100 names of at most 100 bytes"));
+    }
+    Ok(names)
+}
+
+impl ListQuery {
+    /// Reads a list's query string; `offset` 0 and `limit` [`DEFAULT_LIMIT`] by default.
+    pub(crate) fn parse(query: Result<Query<Vec<(String, String)>>, QueryRejection>) -> Result<ListQuery, ApiError> {
+        let Query(pairs) = query.map_err(|rejection| ApiError::bad_request("query", rejection.body_text()))?;
+        let mut list = ListQuery { limit: DEFAULT_LIMIT, ..ListQuery::default() };
+        for (name, value) in pairs {
+            match name.as_str() {
+                "fields" => list.fields = Some(fields(&value)?),
+                "offset" => list.offset = number("offset", &value, 0, MAX_OFFSET)?,
+                "limit" => list.limit = number("limit", &value, 0, MAX_LIMIT)?,
+                _ => {
+                    if list.filters.len() == MAX_FILTERS {
+                        return Err(ApiError::bad_request(name, format!("at most {MAX_FILTERS} filters")));
+                    }
+                    list.filters.push((name, value));
+                }
+            }
+        }
+        Ok(list)
+    }
+}
+
+/// The `fields` of a GET by id (the only parameter it takes).
+pub(crate) fn item_fields(
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> Result<Option<Vec<String>>, ApiError> {
+    let Query(pairs) = query.map_err(|rejection| ApiError::bad_request("query", rejection.body_text()))?;
+    let mut selected = None;
+    for (name, value) in pairs {
+        match name.as_str() {
+            "fields" => selected = Some(fields(&value)?),
+            _ => return Err(ApiError::bad_request(name.clone(), format!("unknown query parameter {name:?}"))),
+        }
+    }
+    Ok(selected)
+}
+
+/// `doc` with only the `fields` asked for, and `id`, `href` and `@type`.
+pub(crate) fn select(doc: Value, fields: Option<&[String]>) -> Value {
+    let (Some(fields), Value::Object(object)) = (fields, &doc) else { return doc };
+    let kept = object
+        .iter()
+        .filter(|(name, _)| matches!(name.as_str(), "id" | "href" | "@type") || fields.iter().any(|f| f == *name))
+        .map(|(name, value)| (name.clone(), value.clone()));
+    Value::Object(kept.collect())
+}
+
+/// The headers of a list page.
+pub(crate) fn page_headers(total: i64, count: usize) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    headers.insert("X-Total-Count", HeaderValue::from(total));
+    headers.insert("X-Result-Count", HeaderValue::from(count));
+    headers
+}
+
+/// The ETag header of a version.
+pub(crate) fn etag(version: Version) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    if let Ok(value) = HeaderValue::from_str(&version.etag()) {
+        headers.insert(header::ETAG, value);
+    }
+    headers
+}
+
+/// The version `If-Match` names: required (428 without), one ETag this server issued.
+pub(crate) fn if_match(headers: &HeaderMap, required: bool) -> Result<Option<Version>, ApiError> {
+    let Some(value) = headers.get(header::IF_MATCH) else {
+        if required {
+            return Err(ApiError::new(
+                StatusCode::PRECONDITION_REQUIRED,
+                "preconditionRequired",
+                "If-Match",
+                "send the ETag of the version you read in If-Match",
+            ));
+        }
+        return Ok(None);
+    };
+    let text = value.to_str().map_err(|_| ApiError::bad_request("If-Match", "not an ETag"))?;
+    Version::from_etag(text).map(Some).map_err(|error| ApiError::bad_request("If-Match", error.to_string()))
+}
+
+/// The media type a body must have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BodyType {
+    Json,
+    MergePatch,
+}
+
+/// A JSON body of the expected media type, within the size limit.
+pub(crate) fn json_body(
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+    expected: BodyType,
+) -> Result<Value, ApiError> {
+    let wanted = match expected {
+        BodyType::Json => "application/json",
+        BodyType::MergePatch => "application/merge-patch+json",
+    };
+    let media_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split(';').next())
+        .map(|value| value.trim().to_ascii_lowercase());
+    if media_type.as_deref() != Some(wanted) {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupportedMediaType",
+            "Content-Type",
+            format!("the body must be {wanted}"),
+        ));
+    }
+    let body = body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payloadTooLarge",
+                "body",
+                format!("a body has at most {MAX_BODY_BYTES} bytes"),
+            )
+        } else {
+            ApiError::bad_request("body", rejection.body_text())
+        }
+    })?;
+    serde_json::from_slice(&body).map_err(|error| ApiError::bad_request("body", format!("not JSON: {error}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn fields_selection_keeps_the_identity() {
+        let doc = json!({"id": "1", "href": "/x/1", "@type": "Category", "name": "n", "description": "d"});
+        assert_eq!(
+            select(doc, Some(&["name".to_owned()])),
+            json!({"id": "1", "href": "/x/1", "@type": "Category", "name": "n"})
+        );
+    }
+}
