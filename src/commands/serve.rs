@@ -275,8 +275,16 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
                     tracing::warn!("the management API is served without TLS on a non-loopback address: bearer tokens travel in clear text; put it behind a TLS proxy");
                 }
                 let config = tollgate_api::ApiConfig::with_rate_limit(args.api.api_rate, args.api.api_burst);
+                // The BSS changes the engine only through its API, via the outbox: this
+                // worker applies what committed BSS changes recorded, also after a crash.
+                let worker = tollgate_store::OutboxWorker::new(
+                    store.clone(),
+                    super::engine_link::EngineLink::new(Arc::clone(&engine)),
+                );
+                let worker_stop = wait(stopped.clone());
+                let outbox_worker = tokio::spawn(async move { worker.run(worker_stop).await });
                 let router = tollgate_api::router(store, &config);
-                Some(tokio::spawn(tollgate_api::serve(listener, router, wait(stopped.clone()))))
+                Some((tokio::spawn(tollgate_api::serve(listener, router, wait(stopped.clone()))), outbox_worker))
             }
             None => None,
         };
@@ -289,8 +297,9 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
             http_server.await??;
             grpc_server.await??;
             admin_server.await??;
-            if let Some(server) = api_server {
+            if let Some((server, outbox_worker)) = api_server {
                 server.await??;
+                outbox_worker.await?;
             }
             anyhow::Ok(())
         };
