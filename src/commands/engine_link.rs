@@ -61,7 +61,10 @@ impl OutboxHandler for EngineLink {
             Err(_) => return Err(ApplyError::Retry("the engine dropped the request".into())),
         };
         match answer.outcome {
-            Outcome::Success => Ok(()),
+            Outcome::Success => {
+                tracing::info!(key = %item.idempotency_key, kind = %item.kind, repeated = answer.repeated, "engine link: applied");
+                Ok(())
+            }
             // The account exists under another key: an earlier attempt whose key the
             // engine's window has forgotten, or an operator's hand. The BSS's intent holds.
             Outcome::AlreadyExists if creating => {

@@ -1,7 +1,8 @@
 //! The management API of a real `tollgate serve --api-listen` over a socket: a token made
 //! with `tollgate token create`, offerings created, activated and read through the API and
-//! the CLI, the audit trail verified; and schemathesis with the TMF620 specification
-//! against the implemented operations.
+//! the CLI, the audit trail verified; a billing account that reaches the engine once
+//! across SIGKILLs; and schemathesis with the TMF620 specification against the
+//! implemented operations.
 
 use std::io::{Read, Write};
 use std::path::Path;
@@ -159,5 +160,73 @@ fn schemathesis_tmf620_against_the_catalogue() {
     stop_server(child);
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    std::fs::remove_dir_all(dir).ok();
+}
+
+/// The engine link across SIGKILLs: a billing account created (and its credit limit
+/// changed) through the API, the server killed right after each answer and restarted on
+/// the same data directory; in the end the engine has the account once, with the last
+/// credit limit, and no outbox row failed.
+#[test]
+fn a_billing_account_reaches_the_engine_once_across_sigkills() {
+    let dir = scratch("api-engine-link");
+    let data = dir.join("data");
+    std::fs::create_dir_all(&data).expect("data dir");
+    let admin = create_token(&data, "admin");
+    let json_type = "Content-Type: application/json";
+    let flags = ["--api-listen", "127.0.0.1:0", "--outbox-lease-seconds", "1"];
+    let kill = |mut child: std::process::Child| {
+        child.kill().expect("SIGKILL");
+        child.wait().expect("reaped");
+    };
+
+    let (child, _, _) = start_servers(&data, "ocs.link.test", &flags);
+    let address = api_address(&data);
+    let customer = json!({"name": "Acme", "engagedParty": {"id": "acme", "@referredType": "Organization"}});
+    let (status, _, customer) =
+        request(&address, "POST", "/tmf-api/customerManagement/v4/customer", &admin, &[json_type], Some(&customer));
+    assert_eq!(status, 201, "{customer}");
+    let account = json!({
+        "name": "HQ",
+        "creditLimit": {"unit": "EUR", "value": "500.25"},
+        "relatedParty": [{"id": customer["id"], "@referredType": "Customer"}],
+    });
+    let accounts = "/tmf-api/accountManagement/v4/billingAccount";
+    let (status, _, created) = request(&address, "POST", accounts, &admin, &[json_type], Some(&account));
+    assert_eq!(status, 201, "{created}");
+    kill(child);
+    let engine_id = created["engineAccountId"].as_u64().expect("an engine account id").to_string();
+    let id = created["id"].as_str().expect("id").to_owned();
+
+    let (child, _, _) = start_servers(&data, "ocs.link.test", &flags);
+    let address = api_address(&data);
+    let (status, _, changed) = request(
+        &address,
+        "PATCH",
+        &format!("{accounts}/{id}"),
+        &admin,
+        &["Content-Type: application/merge-patch+json", "If-Match: W/\"1\""],
+        Some(&json!({"creditLimit": {"unit": "EUR", "value": 750}})),
+    );
+    assert_eq!(status, 200, "{changed}");
+    kill(child);
+
+    // Restarted: whatever the kills interrupted is applied (a claim's lease is 1 s here).
+    let (child, _, _) = start_servers(&data, "ocs.link.test", &flags);
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    stop_server(child);
+    let log = std::fs::read_to_string(data.with_extension("log")).unwrap_or_default();
+    assert!(!log.contains("failed for good"), "{log}");
+
+    let shown = tollgate(&["balance", "show", "--account", &engine_id, "--data-dir", &data.display().to_string()], "");
+    assert!(shown.status.success(), "{}", String::from_utf8_lossy(&shown.stderr));
+    let view: Value = serde_json::from_slice(&shown.stdout).expect("JSON");
+    assert_eq!(view["outcome"], "success", "{view}");
+    let body = &view["body"];
+    assert_eq!(
+        (body["kind"].as_str(), body["currency"].as_str(), body["credit_limit"].as_str(), body["balance"].as_str()),
+        (Some("postpaid"), Some("EUR"), Some("750"), Some("0")),
+        "the engine has the account with the last limit: {view}"
+    );
     std::fs::remove_dir_all(dir).ok();
 }
