@@ -2,7 +2,7 @@
 //! row. Kept: `name`, `accountType` (`prepaid`, `postpaid`, `hybrid`), `state` (server-set,
 //! `Active`), `creditLimit` (`{unit, value}`: the unit is the account's currency, the value
 //! exact money), `relatedParty` (exactly one entry with `@referredType` `Customer`: the
-//! owner), and the extensions `parentAccount` (`{id}`), `billCycleDay` (1–28),
+//! owner), and the extensions `parentAccount` (`{id}`; `null` in a patch: no parent), `billCycleDay` (1–28),
 //! `paymentTermsDays` (0–365), `taxProfileId`, and, read-only, `engineAccountId`.
 
 use std::str::FromStr;

@@ -423,8 +423,10 @@ impl Customers {
     }
 
     /// Applies a JSON merge patch to a billing account still at `expected`. Its owner,
-    /// parent, type and currency never change; finance changes only `creditLimit` and
-    /// `paymentTermsDays`. A new credit limit is recorded for the engine in the outbox.
+    /// type and currency never change; a new `parentAccount` moves it with the accounts
+    /// below it (no cycle, same currency, depth bounded, a partner within its hierarchy);
+    /// finance changes only `creditLimit` and `paymentTermsDays`. A new credit limit is
+    /// recorded for the engine in the outbox.
     pub async fn patch_account(
         &self,
         who: &Principal,
@@ -460,8 +462,7 @@ impl Customers {
                 )));
             }
         }
-        for field in ["id", "href", "@type", "relatedParty", "parentAccount", "accountType", "engineAccountId", "state"]
-        {
+        for field in ["id", "href", "@type", "relatedParty", "accountType", "engineAccountId", "state"] {
             if changed.iter().any(|key| key.as_str() == field) {
                 return Err(CustomersError::invalid(field, "cannot change"));
             }
@@ -469,6 +470,9 @@ impl Customers {
         let valid = validate_account(&doc)?;
         if valid.currency != current.value.currency {
             return Err(CustomersError::invalid("creditLimit.unit", "the account's currency cannot change"));
+        }
+        if valid.parent_id != current.value.parent_id {
+            self.move_account(&mut tx, who, &current.value, &valid).await?;
         }
         let row = BillingAccountRow {
             name: valid.name,
@@ -487,10 +491,59 @@ impl Customers {
                 EngineOperation::SetCreditLimit { account: row.engine_account_id, credit_limit: row.credit_limit };
             enqueue(&mut tx, id, version, "credit-limit", &operation, now).await?;
         }
+        let row = BillingAccountRow { parent_id: valid.parent_id, ..row };
         let doc = self.doc(&row);
         audit(&mut tx, who, "update", "BillingAccount", id, Some(&before), Some(&doc), now).await?;
         tx.commit().await?;
         Ok(Versioned { value: doc, version })
+    }
+}
+
+impl Customers {
+    /// Moves `account` (and its subtree) under `valid.parent_id`, or to the top of a
+    /// hierarchy of its own: refused when the new parent is the account or below it (a
+    /// cycle), of another currency, outside a partner's hierarchy, or when the subtree
+    /// would end up deeper than [`MAX_DEPTH`].
+    async fn move_account(
+        &self,
+        tx: &mut Tx,
+        who: &Principal,
+        account: &BillingAccountRow,
+        valid: &ValidAccount,
+    ) -> Result<()> {
+        let scope = who.root()?;
+        let below = tx.billing_account_descendants(&account.id, &account.root_id, account.depth).await?;
+        let subtree_height = below.iter().map(|(_, depth)| depth - account.depth).max().unwrap_or(0);
+        let (root_id, depth) = match &valid.parent_id {
+            None => {
+                if scope.is_some() {
+                    return Err(CustomersError::forbidden("a partner keeps its accounts inside its hierarchy"));
+                }
+                (account.id.clone(), 0)
+            }
+            Some(parent_id) => {
+                if parent_id == &account.id || below.iter().any(|(id, _)| id == parent_id) {
+                    return Err(CustomersError::invalid(
+                        "parentAccount.id",
+                        format!("{parent_id} is this account or below it: the hierarchy would have a cycle"),
+                    ));
+                }
+                let Some(parent) = tx.billing_account(parent_id).await? else {
+                    return Err(CustomersError::invalid("parentAccount.id", format!("no billing account {parent_id}")));
+                };
+                check_parent(valid, &parent.value, scope)?;
+                (parent.value.root_id.clone(), parent.value.depth + 1)
+            }
+        };
+        if depth + subtree_height > MAX_DEPTH {
+            return Err(CustomersError::invalid(
+                "parentAccount.id",
+                format!("the accounts below would be deeper than {MAX_DEPTH} levels under their root"),
+            ));
+        }
+        tx.move_billing_account(&account.id, valid.parent_id.as_deref(), &root_id, depth)
+            .await
+            .map_err(|e| CustomersError::from_store("BillingAccount", e))
     }
 }
 

@@ -1,6 +1,6 @@
 //! The customers crate on both databases: customers and billing accounts created with
-//! their audit records and engine outbox rows, hierarchy rules, a partner's reach, finance's
-//! narrower writes, right of access and anonymisation that keeps the accounts.
+//! their audit records and engine outbox rows, hierarchy rules (moves without cycles), a
+//! partner's reach, finance's narrower writes, right of access and anonymisation that keeps the accounts.
 
 use jiff::Timestamp;
 use serde_json::{json, Value};
@@ -195,5 +195,65 @@ store_test! {
             Err(CustomersError::Invalid { field, .. }) => assert_eq!(field, "birthDate"),
             other => panic!("{other:?}"),
         }
+    }
+}
+
+store_test! {
+    async fn moving_an_account_keeps_the_hierarchy_acyclic_and_the_partner_scope_right(store) {
+        let customers = Customers::new(Store::clone(&store));
+        let admin = Principal::admin("test");
+        let c = id(&customers.create_customer(&admin, person("C"), at(0)).await.expect("c").value);
+        let make = |name: &'static str, parent: Option<String>| {
+            let customers = customers.clone();
+            let admin = admin.clone();
+            let c = c.clone();
+            async move {
+                customers.create_account(&admin, account(name, &c, parent.as_deref(), "EUR", "1"), at(1)).await.expect(name)
+            }
+        };
+        let a = make("a", None).await;
+        let a_id = id(&a.value);
+        let child = make("child", Some(a_id.clone())).await;
+        let child_id = id(&child.value);
+        let grandchild = make("grandchild", Some(child_id.clone())).await;
+        let b = make("b", None).await;
+        let b_id = id(&b.value);
+
+        // Under itself or under its own descendant: a cycle, refused naming the field.
+        for target in [&a_id, &child_id, &id(&grandchild.value)] {
+            match customers.patch_account(&admin, &a_id, &json!({"parentAccount": {"id": target}}), a.version, at(2)).await {
+                Err(CustomersError::Invalid { field, .. }) => assert_eq!(field, "parentAccount.id"),
+                other => panic!("{target}: {other:?}"),
+            }
+        }
+        // Moving child (with grandchild) under b: both leave a's hierarchy.
+        let partner_a = Principal { actor: "pa".into(), role: Role::Partner, scope_root: Some(a_id.clone()) };
+        let partner_b = Principal { actor: "pb".into(), role: Role::Partner, scope_root: Some(b_id.clone()) };
+        assert!(customers.get_account(&partner_a, &id(&grandchild.value)).await.is_ok());
+        let moved = customers
+            .patch_account(&admin, &child_id, &json!({"parentAccount": {"id": b_id}}), child.version, at(3))
+            .await
+            .expect("move");
+        assert_eq!(moved.value["parentAccount"]["id"], json!(b_id));
+        assert!(matches!(
+            customers.get_account(&partner_a, &id(&grandchild.value)).await,
+            Err(CustomersError::Forbidden { .. })
+        ));
+        assert!(customers.get_account(&partner_b, &id(&grandchild.value)).await.is_ok());
+        // A partner cannot move an account out of its hierarchy or make it a root.
+        for patch in [json!({"parentAccount": {"id": a_id}}), json!({"parentAccount": null})] {
+            assert!(matches!(
+                customers.patch_account(&partner_b, &child_id, &patch, moved.version, at(4)).await,
+                Err(CustomersError::Forbidden { .. })
+            ));
+        }
+        // An admin may make it a root of its own.
+        let root = customers
+            .patch_account(&admin, &child_id, &json!({"parentAccount": null}), moved.version, at(5))
+            .await
+            .expect("root");
+        assert_eq!(root.value.get("parentAccount"), None);
+        let partner_child = Principal { actor: "pc".into(), role: Role::Partner, scope_root: Some(child_id.clone()) };
+        assert!(customers.get_account(&partner_child, &id(&grandchild.value)).await.is_ok());
     }
 }

@@ -2,8 +2,9 @@
 //! (individual or organisation) with its name, status and a JSON document holding the rest
 //! of its (minimal) personal data: contact media and consent flags with their instants. A
 //! billing account belongs to one customer and may have a parent (a corporate hierarchy):
-//! `root_id` and `depth` are fixed when it is created (a parent never changes), so a
-//! hierarchy is one indexed equality and cannot form a cycle. Its credit limit is money
+//! each row carries its hierarchy's `root_id` and its `depth`, so a hierarchy is one
+//! indexed equality; [`Tx::move_billing_account`] moves a subtree and keeps both right
+//! (the caller checks it makes no cycle). Its credit limit is money
 //! (`NUMERIC` / canonical decimal text), and its engine account id is derived from the
 //! row's `seq` ([`ENGINE_ACCOUNT_BASE`] + seq): assigned once, never reused.
 //!
@@ -301,6 +302,66 @@ impl Tx {
             ],
         )
         .await
+    }
+
+    /// The accounts below `id` in its hierarchy (children, their children, …): (id, depth),
+    /// found among the accounts of `root_id` deeper than `depth`.
+    pub async fn billing_account_descendants(
+        &mut self,
+        id: &str,
+        root_id: &str,
+        depth: i64,
+    ) -> Result<Vec<(String, i64)>> {
+        let rows = self
+            .fetch_all(
+                "billing_accounts.descendants",
+                "SELECT id, parent_id, depth FROM billing_accounts WHERE root_id = $1 AND depth > $2 ORDER BY depth, seq",
+                args![root_id, depth],
+            )
+            .await?;
+        let mut below: Vec<(String, i64)> = Vec::new();
+        for row in &rows {
+            let parent = row.opt_text("parent_id")?;
+            let under =
+                parent.as_deref() == Some(id) || below.iter().any(|(seen, _)| Some(seen.as_str()) == parent.as_deref());
+            if under {
+                below.push((row.text("id")?, row.int("depth")?));
+            }
+        }
+        Ok(below)
+    }
+
+    /// Moves billing account `id` under `parent_id` (to the top of its own hierarchy when
+    /// `None`) at `depth` in the hierarchy of `root_id`, and its descendants with it. The
+    /// caller has checked that this makes no cycle; the account's version is bumped by
+    /// the update that goes with the move, its descendants' documents do not change.
+    pub async fn move_billing_account(
+        &mut self,
+        id: &str,
+        parent_id: Option<&str>,
+        root_id: &str,
+        depth: i64,
+    ) -> Result<()> {
+        let Some(current) = self.billing_account(id).await? else {
+            return Err(StoreError::NotFound { entity: "billing account", id: id.to_owned() });
+        };
+        let below = self.billing_account_descendants(id, &current.value.root_id, current.value.depth).await?;
+        self.execute(
+            "billing_accounts.move",
+            "UPDATE billing_accounts SET parent_id = $2, root_id = $3, depth = $4 WHERE id = $1",
+            args![id, parent_id, root_id, depth],
+        )
+        .await?;
+        let shift = depth - current.value.depth;
+        for (child, child_depth) in below {
+            self.execute(
+                "billing_accounts.move",
+                "UPDATE billing_accounts SET root_id = $2, depth = $3 WHERE id = $1",
+                args![child.as_str(), root_id, child_depth + shift],
+            )
+            .await?;
+        }
+        Ok(())
     }
 
     /// A billing account read in this transaction (locked until it ends on PostgreSQL).

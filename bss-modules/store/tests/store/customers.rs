@@ -1,6 +1,6 @@
 //! Customer and billing account rows: insert and read back with money exact and the
-//! engine account id assigned, optimistic updates, hierarchy-scoped lists, and a customer
-//! that owns an account is not deleted.
+//! engine account id assigned, optimistic updates, hierarchy-scoped lists, a subtree
+//! moved to another hierarchy, and a customer that owns an account is not deleted.
 
 use std::str::FromStr;
 
@@ -96,6 +96,16 @@ store_test! {
         tx.commit().await.expect("commit");
         let read = store.billing_account("a2").await.expect("read").expect("exists");
         assert_eq!((read.version, read.value.credit_limit), (version, Decimal::ZERO));
+
+        // Moving a1 (with its child a2) under b1 moves the whole subtree into b1's hierarchy.
+        let mut tx = store.begin().await.expect("begin");
+        assert_eq!(tx.billing_account_descendants("a1", "a1", 0).await.expect("below"), [("a2".to_owned(), 1)]);
+        tx.move_billing_account("a1", Some("b1"), "b1", 1).await.expect("move");
+        tx.commit().await.expect("commit");
+        let a2 = store.billing_account("a2").await.expect("read").expect("exists");
+        assert_eq!((a2.value.root_id.as_str(), a2.value.depth, a2.version), ("b1", 2, version));
+        let a1 = store.billing_account("a1").await.expect("read").expect("exists");
+        assert_eq!((a1.value.parent_id.as_deref(), a1.value.depth), (Some("b1"), 1));
         let c1 = store.customer("c1").await.expect("read").expect("exists");
         assert_eq!((c1.value.name.as_str(), c1.value.anonymised_at), ("Acme GmbH", Some(at(3))));
         assert!(store.customer("c3").await.expect("read").is_none());
