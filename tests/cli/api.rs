@@ -276,3 +276,31 @@ fn schemathesis_tmf629_and_tmf666_against_customers_and_accounts() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     std::fs::remove_dir_all(dir).ok();
 }
+
+/// `tollgate customer` on the store: create from a file, list, export, anonymise.
+#[test]
+fn the_customer_commands_create_export_and_anonymise() {
+    let dir = scratch("customer-cli");
+    let data_dir = dir.join("data").display().to_string();
+    let file = dir.join("customer.json");
+    std::fs::create_dir_all(&dir).expect("dir");
+    std::fs::write(&file, r#"{"name": "Ada Lovelace", "engagedParty": {"id": "ada", "@referredType": "Individual"}}"#)
+        .expect("write");
+    let created = tollgate(&["customer", "create", "--file", &file.display().to_string(), "--data-dir", &data_dir], "");
+    assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
+    let created: Value = serde_json::from_slice(&created.stdout).expect("JSON");
+    let id = created["id"].as_str().expect("id");
+    let listed = tollgate(&["customer", "list", "--data-dir", &data_dir], "");
+    assert!(String::from_utf8_lossy(&listed.stdout).contains("Ada Lovelace"));
+    let export = tollgate(&["customer", "export", id, "--data-dir", &data_dir], "");
+    let export: Value = serde_json::from_slice(&export.stdout).expect("JSON");
+    assert_eq!(export["customer"]["name"], "Ada Lovelace");
+    let erased = tollgate(&["customer", "anonymise", id, "--data-dir", &data_dir], "");
+    assert!(erased.status.success(), "{}", String::from_utf8_lossy(&erased.stderr));
+    let shown = tollgate(&["customer", "show", id, "--data-dir", &data_dir], "");
+    let shown: Value = serde_json::from_slice(&shown.stdout).expect("JSON");
+    assert_eq!(shown["name"], "anonymised");
+    let missing = tollgate(&["customer", "show", "nope", "--data-dir", &data_dir], "");
+    assert!(!missing.status.success());
+    std::fs::remove_dir_all(dir).ok();
+}
