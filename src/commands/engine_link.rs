@@ -49,10 +49,37 @@ pub(crate) fn request(item: &OutboxItem) -> Result<Request, String> {
     Ok(Request { key: Some(item.idempotency_key.clone()), target: Target::Account(account), operation })
 }
 
+impl EngineLink {
+    /// After `AlreadyExists`: whether the engine's account is the one `create` describes
+    /// (same kind and currency).
+    async fn existing_matches(&self, item: &OutboxItem, create: &Request) -> Result<(), ApplyError> {
+        let Operation::CreateAccount { kind, currency, .. } = &create.operation else {
+            return Err(ApplyError::Fail("not an account creation".into()));
+        };
+        let enquiry = Request { key: None, target: create.target.clone(), operation: Operation::BalanceEnquiry };
+        let (reply, answered) = tokio::sync::oneshot::channel();
+        self.engine.submit(enquiry, Box::new(move |answer| drop(reply.send(answer))));
+        match answered.await {
+            Ok(Ok(answer)) => match answer.body {
+                tollgate_engine::Body::Balance(view) if view.kind == *kind && view.currency == *currency => {
+                    tracing::warn!(key = %item.idempotency_key, "engine link: the engine account already existed");
+                    Ok(())
+                }
+                body => Err(ApplyError::Fail(format!(
+                    "engine account {:?} exists but is not the one this billing account describes ({kind:?}, {currency}): {body:?}",
+                    create.target
+                ))),
+            },
+            _ => Err(ApplyError::Retry("the engine is unavailable".into())),
+        }
+    }
+}
+
 impl OutboxHandler for EngineLink {
     async fn apply(&self, item: &OutboxItem) -> Result<(), ApplyError> {
         let request = request(item).map_err(ApplyError::Fail)?;
         let creating = matches!(request.operation, Operation::CreateAccount { .. });
+        let expected = request.clone();
         let (reply, answered) = tokio::sync::oneshot::channel();
         self.engine.submit(request, Box::new(move |answer| drop(reply.send(answer))));
         let answer = match answered.await {
@@ -66,11 +93,10 @@ impl OutboxHandler for EngineLink {
                 Ok(())
             }
             // The account exists under another key: an earlier attempt whose key the
-            // engine's window has forgotten, or an operator's hand. The BSS's intent holds.
-            Outcome::AlreadyExists if creating => {
-                tracing::warn!(key = %item.idempotency_key, "engine link: the engine account already existed");
-                Ok(())
-            }
+            // engine's window has forgotten (the same account: done), or another account
+            // at that id (made by hand, or a BSS database started afresh on old engine
+            // data: the two disagree and an operator must look).
+            Outcome::AlreadyExists if creating => self.existing_matches(item, &expected).await,
             other => Err(ApplyError::Fail(format!("the engine refused {}: {other:?}", item.kind))),
         }
     }
@@ -179,6 +205,30 @@ mod tests {
         assert_eq!(pass.done, 1);
         assert_eq!(balance(&engine, account).expect("account").credit_limit.to_string(), "900");
         assert_eq!(store.outbox_counts().await.expect("counts").done, 2);
+
+        // An engine account already at the next id, in another currency (made by hand):
+        // the BSS's row fails for good instead of pretending the engine has its account.
+        let squatter = account + 1;
+        let by_hand = Request {
+            key: Some("by-hand".into()),
+            target: Target::Account(squatter),
+            operation: Operation::CreateAccount {
+                kind: AccountKind::Prepaid,
+                currency: "USD".into(),
+                credit_limit: rust_decimal::Decimal::ZERO,
+                opening_balance: rust_decimal::Decimal::ZERO,
+            },
+        };
+        assert_eq!(engine.execute(by_hand).expect("engine").outcome, Outcome::Success);
+        let doc = json!({
+            "name": "second",
+            "creditLimit": {"unit": "EUR", "value": 1},
+            "relatedParty": [{"id": customer.value["id"], "@referredType": "Customer"}],
+        });
+        let second = customers.create_account(&admin, doc, now).await.expect("account");
+        assert_eq!(second.value["engineAccountId"].as_u64(), Some(squatter));
+        let pass = worker.run_once(Timestamp::now()).await.expect("pass");
+        assert_eq!(pass.failed, 1);
         drop(worker);
         if let Ok(engine) = Arc::try_unwrap(engine) {
             engine.shutdown().expect("shutdown");
