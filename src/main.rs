@@ -78,6 +78,13 @@ enum Command {
         #[command(subcommand)]
         command: commands::bss::OfferingCommand,
     },
+    /// Customers (TMF629): list, show, create from JSON, export (right of access), anonymise.
+    Customer {
+        #[command(flatten)]
+        database: commands::bss::DatabaseArgs,
+        #[command(subcommand)]
+        command: commands::bss::CustomerCommand,
+    },
     /// An account's itemised usage (and other ledger entries) in a period, as CSV or JSON.
     Usage(commands::usage::UsageArgs),
     /// Show, top up, adjust and refund balances.
@@ -127,6 +134,7 @@ fn main() -> ExitCode {
         Command::Usage(args) => commands::usage::run(&args),
         Command::Token { database, command } => commands::bss::token(&database, command),
         Command::Offering { database, command } => commands::bss::offering(&database, command),
+        Command::Customer { database, command } => commands::bss::customer(&database, command),
         Command::Archive { engine, command } => commands::archive::run(&engine, command),
         Command::Account { engine, command } => commands::account::account(&engine, command),
         Command::Subscription { engine, command } => commands::account::subscription(&engine, command),

@@ -1,8 +1,9 @@
-//! The BSS commands on the store: `tollgate token create|list|revoke` and
-//! `tollgate offering list|show|create|activate`. They open the store directly
+//! The BSS commands on the store: `tollgate token create|list|revoke`,
+//! `tollgate offering list|show|create|activate` and
+//! `tollgate customer list|show|create|export|anonymise`. They open the store directly
 //! (`--database`, default the SQLite file in the data directory) and call the same
-//! `tollgate_catalogue::Catalogue` as the API, so a rule exists once; changes are audited
-//! with the actor `cli:<user>`.
+//! `tollgate_catalogue::Catalogue` and `tollgate_customers::Customers` as the API, so a
+//! rule exists once; changes are audited with the actor `cli:<user>`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -77,6 +78,27 @@ pub(crate) enum OfferingCommand {
     },
     /// Activate a product offering (compiling its usage prices' tariff plans).
     Activate { id: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum CustomerCommand {
+    /// List customers (id, status, name), optionally by status.
+    List {
+        #[arg(long)]
+        status: Option<String>,
+    },
+    /// Show one customer as JSON.
+    Show { id: String },
+    /// Create a customer from a TMF629 Customer_Create JSON file.
+    Create {
+        #[arg(long)]
+        file: PathBuf,
+    },
+    /// Right of access: everything kept about one customer (with its billing accounts) as JSON.
+    Export { id: String },
+    /// Erasure: replace the customer's personal data and clear its consent; its billing
+    /// accounts and financial records stay.
+    Anonymise { id: String },
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -189,6 +211,46 @@ pub(crate) fn offering(database: &DatabaseArgs, command: OfferingCommand) -> any
             OfferingCommand::Activate { id } => Some(
                 catalogue.set_status(Kind::ProductOffering, &id, LifecycleStatus::Active, &actor(), now).await?.value,
             ),
+        };
+        if let Some(doc) = shown {
+            println!("{}", serde_json::to_string_pretty(&doc)?);
+        }
+        store.close().await;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+pub(crate) fn customer(database: &DatabaseArgs, command: CustomerCommand) -> anyhow::Result<ExitCode> {
+    runtime()?.block_on(async {
+        let store = database.open().await?;
+        let customers = tollgate_customers::Customers::new(store.clone());
+        let who = tollgate_customers::Principal::admin(actor());
+        let now = Timestamp::now();
+        let shown = match command {
+            CustomerCommand::List { status } => {
+                let filters: Vec<(&str, &str)> = status.iter().map(|s| ("status", s.as_str())).collect();
+                let mut offset = 0;
+                loop {
+                    let page = customers.list_customers(&who, filters.iter().copied(), offset, 1000).await?;
+                    for item in &page.items {
+                        let field = |name: &str| item.value[name].as_str().unwrap_or("").to_owned();
+                        println!("{}\t{}\t{}", field("id"), field("status"), field("name"));
+                    }
+                    offset += page.items.len() as u64;
+                    if page.items.is_empty() || offset >= u64::try_from(page.total).unwrap_or(0) {
+                        break;
+                    }
+                }
+                None
+            }
+            CustomerCommand::Show { id } => Some(customers.get_customer(&who, &id).await?.value),
+            CustomerCommand::Create { file } => {
+                let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+                let doc = serde_json::from_str(&text).with_context(|| format!("{}: not JSON", file.display()))?;
+                Some(customers.create_customer(&who, doc, now).await?.value)
+            }
+            CustomerCommand::Export { id } => Some(customers.export_customer(&who, &id, now).await?),
+            CustomerCommand::Anonymise { id } => Some(customers.anonymise_customer(&who, &id, now).await?.value),
         };
         if let Some(doc) = shown {
             println!("{}", serde_json::to_string_pretty(&doc)?);

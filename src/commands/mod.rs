@@ -4,6 +4,7 @@ pub(crate) mod account;
 pub(crate) mod archive;
 pub(crate) mod bss;
 pub(crate) mod demo;
+pub(crate) mod engine_link;
 pub(crate) mod engine_setup;
 pub(crate) mod load;
 pub(crate) mod mediate;

@@ -82,6 +82,12 @@ pub(crate) struct ApiArgs {
     #[arg(long, default_value_t = tollgate_api::ApiConfig::default().burst,
           value_parser = clap::value_parser!(u32).range(1..))]
     api_burst: u32,
+    /// Seconds an outbox worker holds a claimed engine operation before another attempt
+    /// (after a crash mid-operation, say) may claim it again. Retries are safe (the engine
+    /// deduplicates by key), so a short lease only costs repeated calls.
+    #[arg(long, default_value_t = tollgate_store::RetryPolicy::default().lease.as_secs(),
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    outbox_lease_seconds: u64,
 }
 
 /// What one Diameter peer, or all of them, may hold of the server (boxed: `ServeArgs`
@@ -275,8 +281,21 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
                     tracing::warn!("the management API is served without TLS on a non-loopback address: bearer tokens travel in clear text; put it behind a TLS proxy");
                 }
                 let config = tollgate_api::ApiConfig::with_rate_limit(args.api.api_rate, args.api.api_burst);
+                // The BSS changes the engine only through its API, via the outbox: this
+                // worker applies what committed BSS changes recorded, also after a crash.
+                let policy = tollgate_store::RetryPolicy {
+                    lease: Duration::from_secs(args.api.outbox_lease_seconds),
+                    ..tollgate_store::RetryPolicy::default()
+                };
+                let worker = tollgate_store::OutboxWorker::new(
+                    store.clone(),
+                    super::engine_link::EngineLink::new(Arc::clone(&engine)),
+                )
+                .with_policy(policy);
+                let worker_stop = wait(stopped.clone());
+                let outbox_worker = tokio::spawn(async move { worker.run(worker_stop).await });
                 let router = tollgate_api::router(store, &config);
-                Some(tokio::spawn(tollgate_api::serve(listener, router, wait(stopped.clone()))))
+                Some((tokio::spawn(tollgate_api::serve(listener, router, wait(stopped.clone()))), outbox_worker))
             }
             None => None,
         };
@@ -289,8 +308,9 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
             http_server.await??;
             grpc_server.await??;
             admin_server.await??;
-            if let Some(server) = api_server {
+            if let Some((server, outbox_worker)) = api_server {
                 server.await??;
+                outbox_worker.await?;
             }
             anyhow::Ok(())
         };

@@ -25,6 +25,16 @@ pub enum Access {
     CatalogueWrite,
     /// Read the audit trail and its verification.
     AuditRead,
+    /// Read customers (TMF629).
+    CustomerRead,
+    /// Create, change or delete customers.
+    CustomerWrite,
+    /// A customer's export (right of access) and anonymisation (erasure).
+    CustomerPrivacy,
+    /// Read billing accounts (TMF666).
+    AccountRead,
+    /// Create or change billing accounts (finance: money terms only, by the domain crate).
+    AccountWrite,
 }
 
 /// Whether `role` may do `access`: the role table of README.md.
@@ -32,14 +42,22 @@ pub fn allowed(role: Role, access: Access) -> bool {
     match access {
         Access::CatalogueRead => true,
         Access::CatalogueWrite | Access::AuditRead => role == Role::Admin,
+        Access::CustomerRead => role != Role::Finance,
+        Access::CustomerWrite => matches!(role, Role::Admin | Role::Care | Role::Partner),
+        Access::CustomerPrivacy => matches!(role, Role::Admin | Role::Care),
+        Access::AccountRead => true,
+        Access::AccountWrite => role != Role::ReadOnly,
     }
 }
 
-/// Who is calling: the token's id and name (the audit trail's actor) and role.
+/// Who is calling: the token's id and name (the audit trail's actor), role and, for a
+/// partner, the root account of its hierarchy.
 #[derive(Debug, Clone)]
 pub(crate) struct Caller {
     pub(crate) token_id: i64,
     pub(crate) name: String,
+    pub(crate) role: Role,
+    pub(crate) scope_root: Option<String>,
 }
 
 impl Caller {
@@ -47,11 +65,31 @@ impl Caller {
     pub(crate) fn actor(&self) -> String {
         format!("token:{}:{}", self.token_id, self.name)
     }
+
+    /// The caller as the customers crate knows it.
+    pub(crate) fn principal(&self) -> tollgate_customers::Principal {
+        tollgate_customers::Principal { actor: self.actor(), role: self.role, scope_root: self.scope_root.clone() }
+    }
 }
 
 fn access_of(method: &Method, path: &str) -> Access {
+    let read = method == Method::GET || method == Method::HEAD;
     if path.starts_with("/tmf-api/audit/") {
         Access::AuditRead
+    } else if path.starts_with("/tmf-api/customerManagement/") {
+        if path.ends_with("/export") || path.ends_with("/anonymise") {
+            Access::CustomerPrivacy
+        } else if read {
+            Access::CustomerRead
+        } else {
+            Access::CustomerWrite
+        }
+    } else if path.starts_with("/tmf-api/accountManagement/") {
+        if read {
+            Access::AccountRead
+        } else {
+            Access::AccountWrite
+        }
     } else if method == Method::GET || method == Method::HEAD {
         Access::CatalogueRead
     } else {
@@ -113,7 +151,12 @@ pub(crate) async fn authenticate(State(state): State<Arc<AppState>>, mut request
         )
         .into_response();
     }
-    request.extensions_mut().insert(Caller { token_id: token.id, name: token.name });
+    request.extensions_mut().insert(Caller {
+        token_id: token.id,
+        name: token.name,
+        role: token.role,
+        scope_root: token.scope_account_id,
+    });
     next.run(request).await
 }
 
@@ -133,5 +176,27 @@ mod tests {
             Access::CatalogueWrite
         );
         assert_eq!(access_of(&Method::GET, "/tmf-api/audit/v1/auditRecord"), Access::AuditRead);
+    }
+
+    #[test]
+    fn the_customer_and_account_role_table() {
+        use Access::*;
+        let table = [
+            (Role::Admin, [true, true, true, true, true]),
+            (Role::Care, [true, true, true, true, true]),
+            (Role::Finance, [false, false, false, true, true]),
+            (Role::ReadOnly, [true, false, false, true, false]),
+            (Role::Partner, [true, true, false, true, true]),
+        ];
+        for (role, expected) in table {
+            let found =
+                [CustomerRead, CustomerWrite, CustomerPrivacy, AccountRead, AccountWrite].map(|a| allowed(role, a));
+            assert_eq!(found, expected, "{role}");
+        }
+        let customer = "/tmf-api/customerManagement/v4/customer/x";
+        assert_eq!(access_of(&Method::GET, &format!("{customer}/export")), CustomerPrivacy);
+        assert_eq!(access_of(&Method::POST, &format!("{customer}/anonymise")), CustomerPrivacy);
+        assert_eq!(access_of(&Method::PATCH, customer), CustomerWrite);
+        assert_eq!(access_of(&Method::PATCH, "/tmf-api/accountManagement/v4/billingAccount/x"), AccountWrite);
     }
 }

@@ -7,6 +7,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use tollgate_catalogue::CatalogueError;
+use tollgate_customers::CustomersError;
 use tollgate_store::StoreError;
 
 /// An error answer.
@@ -79,6 +80,23 @@ impl From<CatalogueError> for ApiError {
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "tariffPlanRejected", field, message)
             }
             CatalogueError::Store(error) => ApiError::from(error),
+            other => internal(&other),
+        }
+    }
+}
+
+impl From<CustomersError> for ApiError {
+    fn from(error: CustomersError) -> Self {
+        let message = error.to_string();
+        match error {
+            CustomersError::Invalid { field, .. } => ApiError::bad_request(field, message),
+            CustomersError::Forbidden { .. } => ApiError::new(StatusCode::FORBIDDEN, "forbidden", "id", message),
+            CustomersError::NotFound { .. } => ApiError::new(StatusCode::NOT_FOUND, "notFound", "id", message),
+            CustomersError::Conflict { field, .. } => ApiError::new(StatusCode::CONFLICT, "conflict", field, message),
+            CustomersError::StaleVersion { .. } => {
+                ApiError::new(StatusCode::PRECONDITION_FAILED, "staleVersion", "If-Match", message)
+            }
+            CustomersError::Store(error) => ApiError::from(error),
             other => internal(&other),
         }
     }

@@ -4,7 +4,8 @@
 //! `X-Result-Count`, bodies bounded and typed, ETags and `If-Match`); `error.rs` the TMF
 //! error body; `auth.rs` bearer tokens checked against the store's hashed tokens and the
 //! role each route needs; `limit.rs` the per-token rate limit; `catalogue.rs` the product
-//! catalogue (TMF620) over `tollgate-catalogue`; `audit.rs` the audit trail, read-only.
+//! catalogue (TMF620) over `tollgate-catalogue`; `customers.rs` customers (TMF629) and
+//! billing accounts (TMF666) over `tollgate-customers`; `audit.rs` the audit trail, read-only.
 //! **Every management route is authenticated and authorised by role; every change is
 //! audited in the same transaction (the domain crates do it).** README.md has the role
 //! table and the limits.
@@ -13,15 +14,17 @@
 mod audit;
 mod auth;
 mod catalogue;
+mod customers;
 mod error;
 mod limit;
 mod tmf;
 
 use std::sync::Arc;
 
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 use tollgate_catalogue::Catalogue;
+use tollgate_customers::Customers;
 use tollgate_store::Store;
 
 pub use auth::{allowed, Access};
@@ -57,14 +60,18 @@ impl ApiConfig {
 pub(crate) struct AppState {
     pub(crate) store: Store,
     pub(crate) catalogue: Catalogue,
+    pub(crate) customers: Customers,
     pub(crate) limiter: RateLimit,
 }
 
 /// The API's router on `store`: the product catalogue under
-/// `/tmf-api/productCatalogManagement/v4/` and the audit trail under `/tmf-api/audit/v1/`.
+/// `/tmf-api/productCatalogManagement/v4/`, customers under `/tmf-api/customerManagement/v4/`,
+/// billing accounts under `/tmf-api/accountManagement/v4/` and the audit trail under
+/// `/tmf-api/audit/v1/`.
 pub fn router(store: Store, config: &ApiConfig) -> Router {
     let state = Arc::new(AppState {
         catalogue: Catalogue::new(store.clone(), tollgate_catalogue::BASE_PATH),
+        customers: Customers::new(store.clone()),
         store,
         limiter: RateLimit::new(config.rate_per_second, config.burst),
     });
@@ -73,6 +80,15 @@ pub fn router(store: Store, config: &ApiConfig) -> Router {
     Router::new()
         .route(&catalogue, get(catalogue::list).post(catalogue::create))
         .route(&item, get(catalogue::get).patch(catalogue::patch).delete(catalogue::delete))
+        .route(&customers_path(""), get(customers::list_customers).post(customers::create_customer))
+        .route(
+            &customers_path("/{id}"),
+            get(customers::get_customer).patch(customers::patch_customer).delete(customers::delete_customer),
+        )
+        .route(&customers_path("/{id}/export"), get(customers::export_customer))
+        .route(&customers_path("/{id}/anonymise"), post(customers::anonymise_customer))
+        .route(&accounts_path(""), get(customers::list_accounts).post(customers::create_account))
+        .route(&accounts_path("/{id}"), get(customers::get_account).patch(customers::patch_account))
         .route("/tmf-api/audit/v1/auditRecord", get(audit::list))
         .route("/tmf-api/audit/v1/chainVerification", get(audit::verify))
         .fallback(error::not_found)
@@ -80,6 +96,14 @@ pub fn router(store: Store, config: &ApiConfig) -> Router {
         .layer(axum::middleware::from_fn_with_state(Arc::clone(&state), auth::authenticate))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
+}
+
+fn customers_path(rest: &str) -> String {
+    format!("{}/customer{rest}", tollgate_customers::CUSTOMER_BASE_PATH)
+}
+
+fn accounts_path(rest: &str) -> String {
+    format!("{}/billingAccount{rest}", tollgate_customers::ACCOUNT_BASE_PATH)
 }
 
 /// Serves `router` on `listener` until `shutdown` completes.

@@ -6,12 +6,14 @@
 //! ([`Tx::enqueue`], [`OutboxWorker`]), the hash-chained append-only audit trail
 //! ([`Tx::audit`], [`Store::verify_audit_chain`]) and API tokens stored hashed
 //! ([`Tx::create_token`], [`Store::check_token`]), and the product catalogue's rows
-//! ([`Tx::insert_catalogue_item`], [`Store::catalogue_list`]). README.md states the invariants.
+//! ([`Tx::insert_catalogue_item`], [`Store::catalogue_list`]), and customers' and billing
+//! accounts' rows ([`Tx::insert_customer`], [`Tx::insert_billing_account`]). README.md states the invariants.
 #![forbid(unsafe_code)]
 
 mod audit;
 mod catalogue;
 mod codec;
+mod customers;
 mod error;
 mod hash;
 mod migrate;
@@ -25,6 +27,9 @@ mod versioned;
 
 pub use audit::{AuditEntry, AuditHead, AuditRecord, ChainCheck, AUDIT_PAGE_MAX, GENESIS_HASH};
 pub use catalogue::{new_entity_id, CatalogueFilter, CatalogueItem, CataloguePage, CATALOGUE_PAGE_MAX};
+pub use customers::{
+    BillingAccountFilter, BillingAccountRow, CustomerFilter, CustomerRow, Page, CUSTOMER_PAGE_MAX, ENGINE_ACCOUNT_BASE,
+};
 pub use error::{Result, StoreError};
 pub use migrate::SCHEMA_VERSION;
 pub use outbox::{

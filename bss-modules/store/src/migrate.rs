@@ -12,7 +12,7 @@ use crate::sql::{args, Dialect};
 use crate::Store;
 
 /// The schema version this build writes and understands (the last migration).
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 struct Migration {
     version: i64,
@@ -42,6 +42,12 @@ const MIGRATIONS: &[Migration] = &[
         description: "product catalogue: items, references, tariff plan versions",
         sqlite: include_str!("../migrations/sqlite/0002_catalogue.sql"),
         postgres: include_str!("../migrations/postgres/0002_catalogue.sql"),
+    },
+    Migration {
+        version: 3,
+        description: "customers and billing accounts",
+        sqlite: include_str!("../migrations/sqlite/0003_customers.sql"),
+        postgres: include_str!("../migrations/postgres/0003_customers.sql"),
     },
 ];
 

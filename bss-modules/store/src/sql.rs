@@ -235,7 +235,6 @@ impl Row {
         }
     }
 
-    #[allow(dead_code, reason = "the catalogue reads optional money; `testing::probe` reads required money")]
     pub(crate) fn money(&self, column: &'static str) -> Result<Decimal> {
         self.opt_money(column)?.ok_or_else(|| self.corrupt(column, "NULL where money is required".into()))
     }

@@ -4,6 +4,7 @@
 mod audit;
 mod basics;
 mod catalogue;
+mod customers;
 mod outbox;
 mod tokens;
 

@@ -1,0 +1,219 @@
+//! Customers (TMF629) and billing accounts (TMF666) through the API in process, on SQLite
+//! and PostgreSQL: 401 and 403 by role, a partner confined to its hierarchy across two of
+//! them, finance changing money terms only, 400 naming the field, 404, 409, 412, 428,
+//! the export, and anonymisation that keeps the account and its engine outbox row.
+
+use axum::body::Body;
+use axum::http::{header, Request, StatusCode};
+use axum::Router;
+use http_body_util::BodyExt;
+use serde_json::{json, Value};
+use tollgate_api::{router, ApiConfig};
+use tollgate_store::{store_test, NewToken, Role, Store};
+use tower::ServiceExt;
+
+const CUSTOMERS: &str = "/tmf-api/customerManagement/v4/customer";
+const ACCOUNTS: &str = "/tmf-api/accountManagement/v4/billingAccount";
+
+/// A response: status, headers, JSON body (Null when empty).
+struct Answer {
+    status: StatusCode,
+    headers: axum::http::HeaderMap,
+    body: Value,
+}
+
+impl Answer {
+    fn header(&self, name: &str) -> &str {
+        self.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
+    }
+}
+
+async fn token(store: &Store, role: Role, scope: Option<&str>) -> String {
+    let mut tx = store.begin().await.expect("begin");
+    let (secret, _) = tx
+        .create_token(
+            NewToken { name: role.as_str(), role, scope_account_id: scope, expires_at: None },
+            jiff::Timestamp::now(),
+        )
+        .await
+        .expect("create a token");
+    tx.commit().await.expect("commit");
+    secret.expose().to_owned()
+}
+
+/// One request: `extra` headers beside the bearer token; a JSON body as application/json
+/// for POST and application/merge-patch+json for PATCH unless `extra` says otherwise.
+async fn call(
+    app: &Router,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+    extra: &[(&str, &str)],
+) -> Answer {
+    let mut request = Request::builder().method(method).uri(path);
+    if let Some(token) = token {
+        request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
+    }
+    if !extra.iter().any(|(name, _)| name.eq_ignore_ascii_case("content-type")) && body.is_some() {
+        let media = if method == "PATCH" { "application/merge-patch+json" } else { "application/json" };
+        request = request.header(header::CONTENT_TYPE, media);
+    }
+    for (name, value) in extra {
+        request = request.header(*name, *value);
+    }
+    let body = body.map(|body| Body::from(body.to_string())).unwrap_or_else(Body::empty);
+    let response = app.clone().oneshot(request.body(body).expect("a request")).await.expect("an answer");
+    let status = response.status();
+    let headers = response.headers().clone();
+    let bytes = response.into_body().collect().await.expect("the body").to_bytes();
+    let body = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).expect("a JSON body") };
+    if !status.is_success() {
+        assert_eq!(body["@type"], "Error", "an error has a TMF error body: {body}");
+        assert_eq!(body["status"], status.as_u16().to_string());
+    }
+    Answer { status, headers, body }
+}
+
+fn person(name: &str) -> Value {
+    json!({
+        "name": name,
+        "engagedParty": {"id": "p", "@referredType": "Organization"},
+        "contactMedium": [{"mediumType": "email", "characteristic": {"emailAddress": "x@example.org"}}],
+        "consent": [{"purpose": "marketing", "granted": false}],
+    })
+}
+
+fn account(customer: &str, parent: Option<&str>) -> Value {
+    let mut doc = json!({
+        "name": "line",
+        "creditLimit": {"unit": "EUR", "value": 100},
+        "relatedParty": [{"id": customer, "@referredType": "Customer"}],
+    });
+    if let Some(parent) = parent {
+        doc["parentAccount"] = json!({"id": parent});
+    }
+    doc
+}
+
+async fn create(app: &Router, token: &str, path: &str, body: Value) -> Value {
+    let answer = call(app, "POST", path, Some(token), Some(body), &[]).await;
+    assert_eq!(answer.status, StatusCode::CREATED, "{}", answer.body);
+    assert_eq!(answer.header("etag"), "W/\"1\"");
+    answer.body
+}
+
+fn id(doc: &Value) -> String {
+    doc["id"].as_str().expect("an id").to_owned()
+}
+
+store_test! {
+    async fn customers_and_accounts_answer_by_role_and_hierarchy(store) {
+        let app = router((*store).clone(), &ApiConfig::default());
+        let admin = token(&store, Role::Admin, None).await;
+        assert_eq!(call(&app, "GET", CUSTOMERS, None, None, &[]).await.status, StatusCode::UNAUTHORIZED);
+
+        let a = id(&create(&app, &admin, CUSTOMERS, person("A")).await);
+        let b = id(&create(&app, &admin, CUSTOMERS, person("B")).await);
+        let root_a = id(&create(&app, &admin, ACCOUNTS, account(&a, None)).await);
+        let root_b = id(&create(&app, &admin, ACCOUNTS, account(&b, None)).await);
+        let partner_a = token(&store, Role::Partner, Some(&root_a)).await;
+        let partner_b = token(&store, Role::Partner, Some(&root_b)).await;
+
+        // Each partner sees and changes its own hierarchy only.
+        let child = create(&app, &partner_a, ACCOUNTS, account(&a, Some(&root_a))).await;
+        assert_eq!(child["parentAccount"]["id"], json!(root_a));
+        for (partner, mine, theirs, customer, other) in
+            [(&partner_a, &root_a, &root_b, &a, &b), (&partner_b, &root_b, &root_a, &b, &a)]
+        {
+            let ok = call(&app, "GET", &format!("{ACCOUNTS}/{mine}"), Some(partner), None, &[]).await;
+            assert_eq!(ok.status, StatusCode::OK);
+            let no = call(&app, "GET", &format!("{ACCOUNTS}/{theirs}"), Some(partner), None, &[]).await;
+            assert_eq!(no.status, StatusCode::FORBIDDEN);
+            let no = call(&app, "GET", &format!("{CUSTOMERS}/{other}"), Some(partner), None, &[]).await;
+            assert_eq!(no.status, StatusCode::FORBIDDEN);
+            let ok = call(&app, "GET", &format!("{CUSTOMERS}/{customer}"), Some(partner), None, &[]).await;
+            assert_eq!(ok.status, StatusCode::OK);
+            let patch = call(&app, "PATCH", &format!("{ACCOUNTS}/{theirs}"), Some(partner), Some(json!({"name": "x"})), &[("if-match", "W/\"1\"")]).await;
+            assert_eq!(patch.status, StatusCode::FORBIDDEN);
+            let under = call(&app, "POST", ACCOUNTS, Some(partner), Some(account(customer, Some(theirs))), &[]).await;
+            assert_eq!(under.status, StatusCode::FORBIDDEN);
+            let list = call(&app, "GET", ACCOUNTS, Some(partner), None, &[]).await;
+            assert!(list.body.as_array().expect("a list").iter().all(|acct| acct["id"] != json!(theirs)));
+            let export = call(&app, "GET", &format!("{CUSTOMERS}/{customer}/export"), Some(partner), None, &[]).await;
+            assert_eq!(export.status, StatusCode::FORBIDDEN);
+        }
+        let list = call(&app, "GET", ACCOUNTS, Some(&partner_a), None, &[]).await;
+        assert_eq!(list.header("x-total-count"), "2");
+
+        // Roles: finance reads accounts and changes money terms only; read_only reads.
+        let finance = token(&store, Role::Finance, None).await;
+        let read_only = token(&store, Role::ReadOnly, None).await;
+        assert_eq!(call(&app, "GET", CUSTOMERS, Some(&finance), None, &[]).await.status, StatusCode::FORBIDDEN);
+        assert_eq!(call(&app, "GET", CUSTOMERS, Some(&read_only), None, &[]).await.status, StatusCode::OK);
+        let post = call(&app, "POST", CUSTOMERS, Some(&read_only), Some(person("C")), &[]).await;
+        assert_eq!(post.status, StatusCode::FORBIDDEN);
+        let path = format!("{ACCOUNTS}/{root_b}");
+        let v1 = [("if-match", "W/\"1\"")];
+        let rename = call(&app, "PATCH", &path, Some(&finance), Some(json!({"name": "n"})), &v1).await;
+        assert_eq!(rename.status, StatusCode::FORBIDDEN);
+        let limit = json!({"creditLimit": {"unit": "EUR", "value": 250.5}, "paymentTermsDays": 14});
+        let changed = call(&app, "PATCH", &path, Some(&finance), Some(limit.clone()), &v1).await;
+        assert_eq!(changed.status, StatusCode::OK, "{}", changed.body);
+        assert_eq!(changed.header("etag"), "W/\"2\"");
+        assert_eq!(changed.body["creditLimit"]["value"], json!(250.5));
+        let stale = call(&app, "PATCH", &path, Some(&finance), Some(limit.clone()), &v1).await;
+        assert_eq!((stale.status, stale.body["reason"].as_str()), (StatusCode::PRECONDITION_FAILED, Some("If-Match")));
+        let bare = call(&app, "PATCH", &path, Some(&finance), Some(limit), &[]).await;
+        assert_eq!(bare.status, StatusCode::PRECONDITION_REQUIRED);
+
+        // 400 naming the field, 404, 409, 405.
+        let mut bad = account(&a, None);
+        bad["billCycleDay"] = json!(31);
+        let answer = call(&app, "POST", ACCOUNTS, Some(&admin), Some(bad), &[]).await;
+        assert_eq!((answer.status, answer.body["reason"].as_str()), (StatusCode::BAD_REQUEST, Some("billCycleDay")));
+        let mut usd = account(&a, Some(&root_a));
+        usd["creditLimit"] = json!({"unit": "USD", "value": 1});
+        let answer = call(&app, "POST", ACCOUNTS, Some(&admin), Some(usd), &[]).await;
+        assert_eq!(answer.body["reason"], json!("creditLimit.unit"));
+        let answer = call(&app, "POST", CUSTOMERS, Some(&admin), Some(json!({"name": "x"})), &[]).await;
+        assert_eq!(answer.body["reason"], json!("engagedParty"));
+        let answer = call(&app, "GET", &format!("{CUSTOMERS}/nope"), Some(&admin), None, &[]).await;
+        assert_eq!(answer.status, StatusCode::NOT_FOUND);
+        let answer = call(&app, "DELETE", &format!("{CUSTOMERS}/{a}"), Some(&admin), None, &[]).await;
+        assert_eq!(answer.status, StatusCode::CONFLICT);
+        let answer = call(&app, "DELETE", &format!("{ACCOUNTS}/{root_a}"), Some(&admin), None, &[]).await;
+        assert_eq!(answer.status, StatusCode::METHOD_NOT_ALLOWED);
+        let filtered = call(&app, "GET", &format!("{ACCOUNTS}?relatedParty.id={b}&fields=name"), Some(&admin), None, &[]).await;
+        assert_eq!(filtered.header("x-total-count"), "1");
+        assert_eq!(filtered.body[0].get("creditLimit"), None);
+        let answer = call(&app, "GET", &format!("{ACCOUNTS}?colour=red"), Some(&admin), None, &[]).await;
+        assert_eq!(answer.body["reason"], json!("colour"));
+    }
+}
+
+store_test! {
+    async fn export_and_anonymise_keep_the_account(store) {
+        let app = router((*store).clone(), &ApiConfig::default());
+        let care = token(&store, Role::Care, None).await;
+        let customer = id(&create(&app, &care, CUSTOMERS, person("Grace Hopper")).await);
+        let acct = id(&create(&app, &care, ACCOUNTS, account(&customer, None)).await);
+        let export = call(&app, "GET", &format!("{CUSTOMERS}/{customer}/export"), Some(&care), None, &[]).await;
+        assert_eq!(export.status, StatusCode::OK);
+        assert_eq!(export.body["customer"]["name"], json!("Grace Hopper"));
+        assert_eq!(export.body["billingAccounts"][0]["id"], json!(acct));
+
+        let erased = call(&app, "POST", &format!("{CUSTOMERS}/{customer}/anonymise"), Some(&care), None, &[]).await;
+        assert_eq!(erased.status, StatusCode::OK);
+        assert!(!erased.body.to_string().contains("Hopper"));
+        let read = call(&app, "GET", &format!("{CUSTOMERS}/{customer}"), Some(&care), None, &[]).await;
+        assert_eq!((read.body["name"].as_str(), read.body.get("contactMedium")), (Some("anonymised"), None));
+        let kept = call(&app, "GET", &format!("{ACCOUNTS}/{acct}"), Some(&care), None, &[]).await;
+        assert_eq!(kept.status, StatusCode::OK);
+        assert_eq!(kept.body["relatedParty"][0]["id"], json!(customer));
+        assert_eq!(store.outbox_counts().await.expect("counts").pending, 1, "the engine account is still on its way");
+        let finance = token(&store, Role::Finance, None).await;
+        let path = format!("{CUSTOMERS}/{customer}/anonymise");
+        assert_eq!(call(&app, "POST", &path, Some(&finance), None, &[]).await.status, StatusCode::FORBIDDEN);
+    }
+}

@@ -1,0 +1,48 @@
+//! Tollgate's customers (after TM Forum's TMF629) and billing accounts (TMF666): parties
+//! with minimal personal data and consent flags, accounts with currency, bill cycle day,
+//! payment terms, tax profile and credit limit in hierarchies (a corporate parent and its
+//! children, same currency, bounded depth), a partner's reach limited to its hierarchy,
+//! right of access (export) and erasure (anonymisation that keeps financial records).
+//! [`Customers`] applies the rules to the store, one transaction per change with its audit
+//! record and, when the engine must follow (an account created, a credit limit changed),
+//! its outbox row ([`EngineOperation`]). No SQL (the store's) and no HTTP (the API's).
+#![forbid(unsafe_code)]
+
+mod account;
+mod customer;
+mod engine;
+mod error;
+mod service;
+
+pub use account::{
+    account_doc, parse_credit_limit, validate_account, ValidAccount, MAX_DEPTH, MAX_MONEY_DIGITS, MAX_MONEY_SCALE,
+};
+pub use customer::{
+    anonymised, redacted, validate_customer, ValidCustomer, MAX_CONSENTS, MAX_CONTACT_MEDIA, MAX_NAME_CHARS,
+};
+pub use engine::{idempotency_key, ordering_key, AccountType, EngineOperation, CREATE_ACCOUNT, SET_CREDIT_LIMIT};
+pub use error::{CustomersError, Result};
+pub use service::{
+    Customers, Page, Principal, ACCOUNT_BASE_PATH, ACCOUNT_FILTERS, CUSTOMER_BASE_PATH, CUSTOMER_FILTERS,
+};
+
+/// JSON merge patch (RFC 7386): an object patch sets each member it names, removes the
+/// members it sets to `null`, and recurses into objects; anything else replaces the target.
+pub fn merge_patch(target: &mut serde_json::Value, patch: &serde_json::Value) {
+    let serde_json::Value::Object(members) = patch else {
+        *target = patch.clone();
+        return;
+    };
+    if !target.is_object() {
+        *target = serde_json::Value::Object(serde_json::Map::new());
+    }
+    if let serde_json::Value::Object(object) = target {
+        for (name, value) in members {
+            if value.is_null() {
+                object.remove(name);
+            } else {
+                merge_patch(object.entry(name.clone()).or_insert(serde_json::Value::Null), value);
+            }
+        }
+    }
+}

@@ -1,0 +1,607 @@
+//! [`Customers`]: customer and billing account operations on the store, each one
+//! transaction that checks the caller's reach, validates, writes the row, records the
+//! engine operation the change implies in the outbox (creating an account, changing its
+//! credit limit) and appends the audit record, so a change is never committed unaudited or
+//! half done. The API (and a CLI) call these; neither has rules of its own.
+
+use jiff::Timestamp;
+use serde_json::{json, Value};
+use tollgate_store::{
+    new_entity_id, AuditRecord, BillingAccountFilter, BillingAccountRow, CustomerFilter, CustomerRow, NewOutboxItem,
+    Role, Store, Tx, Version, Versioned,
+};
+
+use crate::account::{account_doc, validate_account, ValidAccount, MAX_DEPTH};
+use crate::customer::{anonymised, redacted, validate_customer};
+use crate::engine::{idempotency_key, ordering_key, EngineOperation};
+use crate::error::{CustomersError, Result};
+
+/// Where customer hrefs start when no absolute root is configured.
+pub const CUSTOMER_BASE_PATH: &str = "/tmf-api/customerManagement/v4";
+/// Where billing account hrefs start when no absolute root is configured.
+pub const ACCOUNT_BASE_PATH: &str = "/tmf-api/accountManagement/v4";
+
+/// The attributes a customer list may be filtered on.
+pub const CUSTOMER_FILTERS: [&str; 2] = ["name", "status"];
+/// The attributes a billing account list may be filtered on.
+pub const ACCOUNT_FILTERS: [&str; 5] = ["name", "state", "creditLimit.unit", "relatedParty.id", "parentAccount.id"];
+
+/// The fields finance may change on a billing account.
+const FINANCE_FIELDS: [&str; 2] = ["creditLimit", "paymentTermsDays"];
+
+/// Who asks: the audit actor, the role and, for a partner, the root of its hierarchy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    pub actor: String,
+    pub role: Role,
+    /// A partner's root billing account: it reaches that hierarchy only.
+    pub scope_root: Option<String>,
+}
+
+impl Principal {
+    /// A principal reaching everything (the CLI, an admin).
+    pub fn admin(actor: impl Into<String>) -> Principal {
+        Principal { actor: actor.into(), role: Role::Admin, scope_root: None }
+    }
+
+    fn root(&self) -> Result<Option<&str>> {
+        match (self.role, self.scope_root.as_deref()) {
+            (Role::Partner, None) => Err(CustomersError::forbidden("a partner token without a hierarchy")),
+            (Role::Partner, Some(root)) => Ok(Some(root)),
+            _ => Ok(None),
+        }
+    }
+}
+
+/// One page of a list.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page {
+    pub items: Vec<Versioned<Value>>,
+    /// How many match in all.
+    pub total: i64,
+}
+
+/// Customers and billing accounts on a store.
+#[derive(Debug, Clone)]
+pub struct Customers {
+    store: Store,
+    customer_root: String,
+    account_root: String,
+}
+
+fn filter_value<'a>(
+    pairs: impl IntoIterator<Item = (&'a str, &'a str)>,
+    allowed: &[&str],
+) -> Result<Vec<(&'a str, String)>> {
+    let mut seen: Vec<(&str, String)> = Vec::new();
+    for (name, value) in pairs {
+        if !allowed.contains(&name) {
+            return Err(CustomersError::invalid(
+                name,
+                format!("cannot filter on {name:?} (only {})", allowed.join(", ")),
+            ));
+        }
+        if seen.iter().any(|(seen, _)| *seen == name) {
+            return Err(CustomersError::invalid(name, "given twice"));
+        }
+        seen.push((name, value.to_owned()));
+    }
+    Ok(seen)
+}
+
+fn take(pairs: &[(&str, String)], name: &str) -> Option<String> {
+    pairs.iter().find(|(key, _)| *key == name).map(|(_, value)| value.clone())
+}
+
+impl Customers {
+    /// On `store`, hrefs under [`CUSTOMER_BASE_PATH`] and [`ACCOUNT_BASE_PATH`].
+    pub fn new(store: Store) -> Customers {
+        Customers { store, customer_root: CUSTOMER_BASE_PATH.into(), account_root: ACCOUNT_BASE_PATH.into() }
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    fn customer_href(&self, id: &str) -> String {
+        format!("{}/customer/{id}", self.customer_root)
+    }
+
+    fn doc(&self, row: &BillingAccountRow) -> Value {
+        account_doc(row, &self.account_root, &self.customer_root)
+    }
+
+    /// Creates a customer from a client's document (TMF629 `Customer_Create`).
+    pub async fn create_customer(&self, who: &Principal, mut doc: Value, now: Timestamp) -> Result<Versioned<Value>> {
+        who.root()?;
+        if let Value::Object(object) = &doc {
+            for field in ["id", "href"] {
+                if object.contains_key(field) {
+                    return Err(CustomersError::invalid(field, "is assigned by the server"));
+                }
+            }
+        }
+        let valid = validate_customer(&mut doc, None, now)?;
+        let id = new_entity_id()?;
+        if let Value::Object(object) = &mut doc {
+            object.insert("id".into(), Value::String(id.clone()));
+            object.insert("href".into(), Value::String(self.customer_href(&id)));
+            object.insert("@type".into(), Value::String("Customer".into()));
+        }
+        let row = CustomerRow {
+            id: id.clone(),
+            party_type: valid.party_type,
+            name: valid.name,
+            status: valid.status,
+            doc: doc.clone(),
+            anonymised_at: None,
+        };
+        let mut tx = self.store.begin().await?;
+        tx.insert_customer(&row, now).await.map_err(|e| CustomersError::from_store("customer", e))?;
+        audit(&mut tx, who, "create", "Customer", &id, None, Some(&redacted(&doc)), now).await?;
+        tx.commit().await?;
+        Ok(Versioned { value: doc, version: Version::FIRST })
+    }
+
+    async fn reach_customer(&self, tx: &mut Tx, who: &Principal, id: &str) -> Result<()> {
+        if let Some(root) = who.root()? {
+            if !tx.customer_in_hierarchy(id, root).await? {
+                return Err(CustomersError::forbidden(format!("customer {id} is outside the partner's hierarchy")));
+            }
+        }
+        Ok(())
+    }
+
+    /// A customer.
+    pub async fn get_customer(&self, who: &Principal, id: &str) -> Result<Versioned<Value>> {
+        let found = self.store.customer(id).await?;
+        let found = found.ok_or_else(|| CustomersError::NotFound { kind: "Customer", id: id.to_owned() })?;
+        if let Some(root) = who.root()? {
+            if !self.store.customer_in_hierarchy(id, root).await? {
+                return Err(CustomersError::forbidden(format!("customer {id} is outside the partner's hierarchy")));
+            }
+        }
+        Ok(Versioned { value: found.value.doc, version: found.version })
+    }
+
+    /// Customers matching the (attribute, value) filters ([`CUSTOMER_FILTERS`]), a
+    /// partner's only those owning an account in its hierarchy.
+    pub async fn list_customers<'a>(
+        &self,
+        who: &Principal,
+        filters: impl IntoIterator<Item = (&'a str, &'a str)>,
+        offset: u64,
+        limit: u32,
+    ) -> Result<Page> {
+        let pairs = filter_value(filters, &CUSTOMER_FILTERS)?;
+        let filter = CustomerFilter {
+            name: take(&pairs, "name"),
+            status: take(&pairs, "status"),
+            party_type: None,
+            root_id: who.root()?.map(str::to_owned),
+        };
+        let page = self.store.customer_list(&filter, offset, limit).await?;
+        let items = page.items.into_iter().map(|row| Versioned { value: row.value.doc, version: row.version });
+        Ok(Page { items: items.collect(), total: page.total })
+    }
+
+    async fn current_customer(
+        &self,
+        tx: &mut Tx,
+        who: &Principal,
+        id: &str,
+        expected: Option<Version>,
+    ) -> Result<Versioned<CustomerRow>> {
+        let found = tx.customer(id).await?;
+        let found = found.ok_or_else(|| CustomersError::NotFound { kind: "Customer", id: id.to_owned() })?;
+        self.reach_customer(tx, who, id).await?;
+        if let Some(expected) = expected {
+            if found.version != expected {
+                return Err(CustomersError::StaleVersion {
+                    kind: "Customer",
+                    id: id.to_owned(),
+                    expected: expected.get(),
+                    found: found.version.get(),
+                });
+            }
+        }
+        Ok(found)
+    }
+
+    /// Applies a JSON merge patch to a customer still at `expected`.
+    pub async fn patch_customer(
+        &self,
+        who: &Principal,
+        id: &str,
+        patch: &Value,
+        expected: Version,
+        now: Timestamp,
+    ) -> Result<Versioned<Value>> {
+        let Value::Object(members) = patch else {
+            return Err(CustomersError::invalid("body", "a merge patch of a customer is a JSON object"));
+        };
+        let mut tx = self.store.begin().await?;
+        let current = self.current_customer(&mut tx, who, id, Some(expected)).await?;
+        if current.value.anonymised_at.is_some() {
+            return Err(CustomersError::Conflict {
+                field: "id".into(),
+                reason: format!("customer {id} is anonymised"),
+            });
+        }
+        let before = current.value.doc.clone();
+        for field in ["id", "href", "@type"] {
+            if let Some(value) = members.get(field) {
+                if before.get(field) != Some(value) {
+                    return Err(CustomersError::invalid(field, "cannot change"));
+                }
+            }
+        }
+        let mut doc = before.clone();
+        crate::merge_patch(&mut doc, patch);
+        let valid = validate_customer(&mut doc, Some(&before), now)?;
+        let row = CustomerRow {
+            id: id.to_owned(),
+            party_type: valid.party_type,
+            name: valid.name,
+            status: valid.status,
+            doc: doc.clone(),
+            anonymised_at: None,
+        };
+        let version =
+            tx.update_customer(&row, expected, now).await.map_err(|e| CustomersError::from_store("Customer", e))?;
+        audit(&mut tx, who, "update", "Customer", id, Some(&redacted(&before)), Some(&redacted(&doc)), now).await?;
+        tx.commit().await?;
+        Ok(Versioned { value: doc, version })
+    }
+
+    /// Deletes a customer that owns no billing account (else 409: anonymise it instead).
+    pub async fn delete_customer(
+        &self,
+        who: &Principal,
+        id: &str,
+        expected: Option<Version>,
+        now: Timestamp,
+    ) -> Result<()> {
+        let mut tx = self.store.begin().await?;
+        let current = self.current_customer(&mut tx, who, id, expected).await?;
+        tx.delete_customer(id, current.version).await.map_err(|e| CustomersError::from_store("Customer", e))?;
+        audit(&mut tx, who, "delete", "Customer", id, Some(&redacted(&current.value.doc)), None, now).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Right of access: everything kept about one customer, as one JSON document (the
+    /// customer and its billing accounts). The export itself is audited.
+    pub async fn export_customer(&self, who: &Principal, id: &str, now: Timestamp) -> Result<Value> {
+        let mut tx = self.store.begin().await?;
+        let current = self.current_customer(&mut tx, who, id, None).await?;
+        let accounts = tx.billing_accounts_of(id).await?;
+        let accounts: Vec<Value> = accounts.iter().map(|account| self.doc(&account.value)).collect();
+        audit(&mut tx, who, "export", "Customer", id, None, None, now).await?;
+        tx.commit().await?;
+        Ok(json!({
+            "exportedAt": now.to_string(),
+            "customer": current.value.doc,
+            "anonymisedAt": current.value.anonymised_at.map(|at| at.to_string()),
+            "billingAccounts": accounts,
+        }))
+    }
+
+    /// Erasure: replaces the customer's personal data (name, contact media, engaged party)
+    /// and clears its consent, keeping its id, its billing accounts and every financial
+    /// record. Repeating it changes nothing more.
+    pub async fn anonymise_customer(&self, who: &Principal, id: &str, now: Timestamp) -> Result<Versioned<Value>> {
+        let mut tx = self.store.begin().await?;
+        let current = self.current_customer(&mut tx, who, id, None).await?;
+        if current.value.anonymised_at.is_some() {
+            return Ok(Versioned { value: current.value.doc, version: current.version });
+        }
+        let doc = anonymised(&current.value.doc);
+        let row = CustomerRow {
+            name: "anonymised".into(),
+            doc: doc.clone(),
+            anonymised_at: Some(now),
+            ..current.value.clone()
+        };
+        let version = tx
+            .update_customer(&row, current.version, now)
+            .await
+            .map_err(|e| CustomersError::from_store("Customer", e))?;
+        audit(&mut tx, who, "anonymise", "Customer", id, Some(&redacted(&current.value.doc)), Some(&doc), now).await?;
+        tx.commit().await?;
+        Ok(Versioned { value: doc, version })
+    }
+
+    /// Creates a billing account (TMF666 `BillingAccount_Create`) and, in the same
+    /// transaction, the outbox row that creates it in the engine.
+    pub async fn create_account(&self, who: &Principal, doc: Value, now: Timestamp) -> Result<Versioned<Value>> {
+        if let Value::Object(object) = &doc {
+            for field in ["id", "href", "engineAccountId"] {
+                if object.contains_key(field) {
+                    return Err(CustomersError::invalid(field, "is assigned by the server"));
+                }
+            }
+        }
+        let valid = validate_account(&doc)?;
+        let scope = who.root()?;
+        let id = new_entity_id()?;
+        let mut tx = self.store.begin().await?;
+        let Some(customer) = tx.customer(&valid.customer_id).await? else {
+            return Err(CustomersError::invalid("relatedParty.id", format!("no customer {}", valid.customer_id)));
+        };
+        let (root_id, depth) = match &valid.parent_id {
+            None => {
+                if scope.is_some() {
+                    return Err(CustomersError::forbidden("a partner creates accounts inside its hierarchy only"));
+                }
+                (id.clone(), 0)
+            }
+            Some(parent_id) => {
+                let Some(parent) = tx.billing_account(parent_id).await? else {
+                    return Err(CustomersError::invalid("parentAccount.id", format!("no billing account {parent_id}")));
+                };
+                check_parent(&valid, &parent.value, scope)?;
+                (parent.value.root_id.clone(), parent.value.depth + 1)
+            }
+        };
+        if let Some(root) = scope {
+            let owns_none = tx.billing_accounts_of(&customer.value.id).await?.is_empty();
+            if !owns_none && !tx.customer_in_hierarchy(&customer.value.id, root).await? {
+                return Err(CustomersError::forbidden("the customer is outside the partner's hierarchy"));
+            }
+        }
+        let row = BillingAccountRow {
+            id: id.clone(),
+            engine_account_id: 0,
+            customer_id: valid.customer_id.clone(),
+            parent_id: valid.parent_id.clone(),
+            root_id,
+            depth,
+            name: valid.name.clone(),
+            account_type: valid.account_type.as_str().into(),
+            state: "Active".into(),
+            currency: valid.currency.clone(),
+            bill_cycle_day: valid.bill_cycle_day,
+            payment_terms_days: valid.payment_terms_days,
+            tax_profile_id: valid.tax_profile_id.clone(),
+            credit_limit: valid.credit_limit,
+        };
+        let stored =
+            tx.insert_billing_account(&row, now).await.map_err(|e| CustomersError::from_store("BillingAccount", e))?;
+        let operation = EngineOperation::CreateAccount {
+            account: stored.value.engine_account_id,
+            account_type: valid.account_type,
+            currency: valid.currency,
+            credit_limit: valid.credit_limit,
+        };
+        enqueue(&mut tx, &id, stored.version, "create", &operation, now).await?;
+        let doc = self.doc(&stored.value);
+        audit(&mut tx, who, "create", "BillingAccount", &id, None, Some(&doc), now).await?;
+        tx.commit().await?;
+        Ok(Versioned { value: doc, version: stored.version })
+    }
+
+    fn reach_account(who: &Principal, row: &BillingAccountRow) -> Result<()> {
+        match who.root()? {
+            Some(root) if row.root_id != root => {
+                Err(CustomersError::forbidden(format!("billing account {} is outside the partner's hierarchy", row.id)))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// A billing account.
+    pub async fn get_account(&self, who: &Principal, id: &str) -> Result<Versioned<Value>> {
+        let found = self.store.billing_account(id).await?;
+        let found = found.ok_or_else(|| CustomersError::NotFound { kind: "BillingAccount", id: id.to_owned() })?;
+        Self::reach_account(who, &found.value)?;
+        Ok(Versioned { value: self.doc(&found.value), version: found.version })
+    }
+
+    /// Billing accounts matching the (attribute, value) filters ([`ACCOUNT_FILTERS`]), a
+    /// partner's only those of its hierarchy.
+    pub async fn list_accounts<'a>(
+        &self,
+        who: &Principal,
+        filters: impl IntoIterator<Item = (&'a str, &'a str)>,
+        offset: u64,
+        limit: u32,
+    ) -> Result<Page> {
+        let pairs = filter_value(filters, &ACCOUNT_FILTERS)?;
+        let filter = BillingAccountFilter {
+            name: take(&pairs, "name"),
+            state: take(&pairs, "state"),
+            currency: take(&pairs, "creditLimit.unit"),
+            customer_id: take(&pairs, "relatedParty.id"),
+            parent_id: take(&pairs, "parentAccount.id"),
+            root_id: who.root()?.map(str::to_owned),
+        };
+        let page = self.store.billing_account_list(&filter, offset, limit).await?;
+        let items = page.items.into_iter().map(|row| Versioned { value: self.doc(&row.value), version: row.version });
+        Ok(Page { items: items.collect(), total: page.total })
+    }
+
+    /// Applies a JSON merge patch to a billing account still at `expected`. Its owner,
+    /// type and currency never change; a new `parentAccount` moves it with the accounts
+    /// below it (no cycle, same currency, depth bounded, a partner within its hierarchy);
+    /// finance changes only `creditLimit` and `paymentTermsDays`. A new credit limit is
+    /// recorded for the engine in the outbox.
+    pub async fn patch_account(
+        &self,
+        who: &Principal,
+        id: &str,
+        patch: &Value,
+        expected: Version,
+        now: Timestamp,
+    ) -> Result<Versioned<Value>> {
+        let Value::Object(members) = patch else {
+            return Err(CustomersError::invalid("body", "a merge patch of a billing account is a JSON object"));
+        };
+        let mut tx = self.store.begin().await?;
+        let found = tx.billing_account(id).await?;
+        let current = found.ok_or_else(|| CustomersError::NotFound { kind: "BillingAccount", id: id.to_owned() })?;
+        Self::reach_account(who, &current.value)?;
+        if current.version != expected {
+            return Err(CustomersError::StaleVersion {
+                kind: "BillingAccount",
+                id: id.to_owned(),
+                expected: expected.get(),
+                found: current.version.get(),
+            });
+        }
+        let before = self.doc(&current.value);
+        let mut doc = before.clone();
+        crate::merge_patch(&mut doc, patch);
+        let changed: Vec<&String> =
+            members.keys().filter(|key| before.get(key.as_str()) != doc.get(key.as_str())).collect();
+        if who.role == Role::Finance {
+            if let Some(field) = changed.iter().find(|key| !FINANCE_FIELDS.contains(&key.as_str())) {
+                return Err(CustomersError::forbidden(format!(
+                    "finance changes creditLimit and paymentTermsDays, not {field}"
+                )));
+            }
+        }
+        for field in ["id", "href", "@type", "relatedParty", "accountType", "engineAccountId", "state"] {
+            if changed.iter().any(|key| key.as_str() == field) {
+                return Err(CustomersError::invalid(field, "cannot change"));
+            }
+        }
+        let valid = validate_account(&doc)?;
+        if valid.currency != current.value.currency {
+            return Err(CustomersError::invalid("creditLimit.unit", "the account's currency cannot change"));
+        }
+        if valid.parent_id != current.value.parent_id {
+            self.move_account(&mut tx, who, &current.value, &valid).await?;
+        }
+        let row = BillingAccountRow {
+            name: valid.name,
+            bill_cycle_day: valid.bill_cycle_day,
+            payment_terms_days: valid.payment_terms_days,
+            tax_profile_id: valid.tax_profile_id,
+            credit_limit: valid.credit_limit,
+            ..current.value.clone()
+        };
+        let version = tx
+            .update_billing_account(&row, expected, now)
+            .await
+            .map_err(|e| CustomersError::from_store("BillingAccount", e))?;
+        if row.credit_limit != current.value.credit_limit {
+            let operation =
+                EngineOperation::SetCreditLimit { account: row.engine_account_id, credit_limit: row.credit_limit };
+            enqueue(&mut tx, id, version, "credit-limit", &operation, now).await?;
+        }
+        let row = BillingAccountRow { parent_id: valid.parent_id, ..row };
+        let doc = self.doc(&row);
+        audit(&mut tx, who, "update", "BillingAccount", id, Some(&before), Some(&doc), now).await?;
+        tx.commit().await?;
+        Ok(Versioned { value: doc, version })
+    }
+}
+
+impl Customers {
+    /// Moves `account` (and its subtree) under `valid.parent_id`, or to the top of a
+    /// hierarchy of its own: refused when the new parent is the account or below it (a
+    /// cycle), of another currency, outside a partner's hierarchy, or when the subtree
+    /// would end up deeper than [`MAX_DEPTH`].
+    async fn move_account(
+        &self,
+        tx: &mut Tx,
+        who: &Principal,
+        account: &BillingAccountRow,
+        valid: &ValidAccount,
+    ) -> Result<()> {
+        let scope = who.root()?;
+        let below = tx.billing_account_descendants(&account.id, &account.root_id, account.depth).await?;
+        let subtree_height = below.iter().map(|(_, depth)| depth - account.depth).max().unwrap_or(0);
+        let (root_id, depth) = match &valid.parent_id {
+            None => {
+                if scope.is_some() {
+                    return Err(CustomersError::forbidden("a partner keeps its accounts inside its hierarchy"));
+                }
+                (account.id.clone(), 0)
+            }
+            Some(parent_id) => {
+                if parent_id == &account.id || below.iter().any(|(id, _)| id == parent_id) {
+                    return Err(CustomersError::invalid(
+                        "parentAccount.id",
+                        format!("{parent_id} is this account or below it: the hierarchy would have a cycle"),
+                    ));
+                }
+                let Some(parent) = tx.billing_account(parent_id).await? else {
+                    return Err(CustomersError::invalid("parentAccount.id", format!("no billing account {parent_id}")));
+                };
+                check_parent(valid, &parent.value, scope)?;
+                (parent.value.root_id.clone(), parent.value.depth + 1)
+            }
+        };
+        if depth + subtree_height > MAX_DEPTH {
+            return Err(CustomersError::invalid(
+                "parentAccount.id",
+                format!("the accounts below would be deeper than {MAX_DEPTH} levels under their root"),
+            ));
+        }
+        tx.move_billing_account(&account.id, valid.parent_id.as_deref(), &root_id, depth)
+            .await
+            .map_err(|e| CustomersError::from_store("BillingAccount", e))
+    }
+}
+
+/// A child's parent: in the partner's hierarchy, same currency, not too deep.
+fn check_parent(valid: &ValidAccount, parent: &BillingAccountRow, scope: Option<&str>) -> Result<()> {
+    if let Some(root) = scope {
+        if parent.root_id != root {
+            return Err(CustomersError::forbidden("the parent account is outside the partner's hierarchy"));
+        }
+    }
+    if parent.currency != valid.currency {
+        return Err(CustomersError::invalid(
+            "creditLimit.unit",
+            format!("{} differs from the parent account's currency {}", valid.currency, parent.currency),
+        ));
+    }
+    if parent.depth + 1 > MAX_DEPTH {
+        return Err(CustomersError::invalid(
+            "parentAccount.id",
+            format!("a hierarchy is at most {} levels deep", MAX_DEPTH + 1),
+        ));
+    }
+    Ok(())
+}
+
+async fn enqueue(
+    tx: &mut Tx,
+    id: &str,
+    version: Version,
+    what: &str,
+    operation: &EngineOperation,
+    now: Timestamp,
+) -> Result<()> {
+    let key = idempotency_key(id, version.get(), what);
+    let ordering = ordering_key(id);
+    let payload = operation.payload();
+    let item = NewOutboxItem {
+        idempotency_key: &key,
+        kind: operation.kind(),
+        ordering_key: Some(&ordering),
+        payload: &payload,
+    };
+    tx.enqueue(item, now).await?;
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments, reason = "one audit record's fields")]
+async fn audit(
+    tx: &mut Tx,
+    who: &Principal,
+    action: &str,
+    entity_type: &str,
+    id: &str,
+    before: Option<&Value>,
+    after: Option<&Value>,
+    now: Timestamp,
+) -> Result<()> {
+    let record = AuditRecord { actor: &who.actor, action, entity_type, entity_id: id, before, after };
+    tx.audit(record, now).await?;
+    Ok(())
+}
