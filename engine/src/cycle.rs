@@ -91,6 +91,12 @@ pub(crate) fn month_start(year: i64, month: i64) -> i64 {
     days_from_civil(year, month, 1) * 86_400
 }
 
+/// The calendar month (UTC) `[from, until)` (Unix seconds).
+pub(crate) fn month_window(year: i64, month: i64) -> (i64, i64) {
+    let next = if month == 12 { month_start(year + 1, 1) } else { month_start(year, month + 1) };
+    (month_start(year, month), next)
+}
+
 /// The window `[from, until)` of the period sequence anchored at `anchor` that contains
 /// `now` (or the first window when `now` is before the anchor). Window `k` runs from
 /// `anchor` plus `k` periods to `anchor` plus `k + 1`, so a monthly sequence anchored on

@@ -369,7 +369,7 @@ fn attempt() -> i128 {
     jiff::Timestamp::now().as_nanosecond()
 }
 
-fn parse_time(text: &str, flag: &str) -> anyhow::Result<i64> {
+pub(crate) fn parse_time(text: &str, flag: &str) -> anyhow::Result<i64> {
     match text.parse::<jiff::Timestamp>() {
         Ok(timestamp) => Ok(timestamp.as_second()),
         Err(err) => bail!("{flag} `{text}`: not an RFC 3339 time ({err})"),

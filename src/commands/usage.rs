@@ -41,14 +41,14 @@ pub(crate) struct UsageArgs {
     usage_only: bool,
 }
 
-/// An RFC 3339 time, or a date meaning its start (UTC), in Unix seconds.
+/// An RFC 3339 time (as `account` reads one), or a date meaning its start (UTC), in Unix
+/// seconds.
 fn parse_time(text: &str, flag: &str) -> anyhow::Result<i64> {
-    if let Ok(timestamp) = text.parse::<jiff::Timestamp>() {
-        return Ok(timestamp.as_second());
-    }
+    let is_date = text.len() == 10 && text.as_bytes()[4] == b'-' && text.as_bytes()[7] == b'-';
     match format!("{text}T00:00:00Z").parse::<jiff::Timestamp>() {
-        Ok(midnight) if text.len() == 10 => Ok(midnight.as_second()),
-        _ => bail!("{flag} `{text}`: neither an RFC 3339 time nor a date YYYY-MM-DD"),
+        Ok(midnight) if is_date => Ok(midnight.as_second()),
+        _ => super::account::parse_time(text, flag)
+            .map_err(|err| err.context(format!("{flag} takes an RFC 3339 time or a date YYYY-MM-DD"))),
     }
 }
 

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::cycle::month_of;
+use crate::cycle::{month_of, month_window};
 use crate::error::EngineError;
 use crate::fs::FileSystem;
 use crate::journal::{scan_spans, segment_version, segments, SEGMENT_HEADER_BYTES};
@@ -45,12 +45,7 @@ impl Pending {
             Some((from, until, name)) if (*from..*until).contains(&at) => name.clone(),
             _ => {
                 let (year, month) = month_of(at);
-                let from = crate::cycle::month_start(year, month);
-                let until = if month == 12 {
-                    crate::cycle::month_start(year + 1, 1)
-                } else {
-                    crate::cycle::month_start(year, month + 1)
-                };
+                let (from, until) = month_window(year, month);
                 let name = format!("{year:04}-{month:02}");
                 self.last = Some((from, until, name.clone()));
                 name
@@ -271,18 +266,17 @@ impl LedgerBuilder {
     /// Builds each shard's ledger up to `limits[shard]` (its last durable LSN; `None`:
     /// everything the journal holds). Returns the entries written.
     pub fn catch_up(&mut self, limits: Option<&[u64]>) -> Result<usize, EngineError> {
-        let mut written = 0;
-        for index in 0..self.shards.len() {
+        let mut shards = std::mem::take(&mut self.shards);
+        let mut built = Ok(0);
+        for (index, ledger) in shards.iter_mut().enumerate() {
             let limit = limits.and_then(|l| l.get(index).copied()).unwrap_or(u64::MAX);
-            let mut ledger = std::mem::replace(
-                &mut self.shards[index],
-                ShardLedger { shard: index as u32, cursor: Cursor::default(), tail: None, watermark: 0 },
-            );
-            let result = self.catch_up_shard(&mut ledger, limit);
-            self.shards[index] = ledger;
-            written += result?;
+            built = self.catch_up_shard(ledger, limit).and_then(|written| built.map(|sum| sum + written));
+            if built.is_err() {
+                break;
+            }
         }
-        Ok(written)
+        self.shards = shards;
+        built
     }
 
     fn catch_up_shard(&self, ledger: &mut ShardLedger, limit: u64) -> Result<usize, EngineError> {

@@ -29,7 +29,7 @@ pub use entries::{EntryKind, LedgerEntry};
 
 use std::sync::Arc;
 
-use crate::cycle::month_start;
+use crate::cycle::month_window;
 use crate::error::EngineError;
 use crate::fs::{FileSystem, RealFs};
 use crate::ledger::builder::Cursor;
@@ -55,8 +55,8 @@ pub(crate) fn file_path(dir: &Path, month: &str, shard: u32) -> PathBuf {
 /// Whether the month `YYYY-MM` overlaps `[from, until)`.
 fn month_overlaps(name: &str, from: i64, until: i64) -> bool {
     let (Ok(year), Ok(month)) = (name[..4].parse::<i64>(), name[5..].parse::<i64>()) else { return false };
-    let next = if month == 12 { month_start(year + 1, 1) } else { month_start(year, month + 1) };
-    month_start(year, month) < until && from < next
+    let (start, next) = month_window(year, month);
+    start < until && from < next
 }
 
 /// Reads one ledger file frame by frame, up to the length its cursor recorded.
