@@ -90,6 +90,8 @@ fn a_full_disk_fails_requests_then_the_shard_rebuilds_itself_when_space_returns(
     }
 }
 
+/// Regression (CI, stop 21): the test healed the disk before the shard had marked itself
+/// failed, so `ready()` was still true from before and the next debit met the rebuild.
 #[test]
 fn subscribers_created_in_a_failed_batch_are_not_left_claimed() {
     let (h, faults) = faulty("faults-claims");
@@ -105,6 +107,9 @@ fn subscribers_created_in_a_failed_batch_are_not_left_claimed() {
         },
     });
     assert!(create.is_err());
+    // The shard marks itself failed after answering; healing before it has done so
+    // would let the next request race the rebuild (seen in CI as `Unavailable`).
+    wait_until("the shard reports itself failed", || !h.engine.ready());
     faults.heal();
     wait_until("the shard serves again", || h.engine.ready());
     // The subscriber that was never durable is unknown, and can be created again.
