@@ -109,7 +109,7 @@ fn shard(c: &mut Criterion) {
     let plans = wholesale_plans();
     let directory = Directory::new();
     let config = ChargingConfig::default();
-    let ctx = Context { plans: &plans, directory: &directory, config: &config, now: NOW };
+    let ctx = Context { plans: &plans, directory: &directory, config: &config, decided_at: NOW };
     let accounts = 100_000;
     let mut state = ShardState::new(1 << 20);
     for account in 1..=accounts {

@@ -124,8 +124,10 @@ pub enum Operation {
     /// (promotional credit, a bonus); drawn before the main bucket, lowest priority first.
     GrantCredit {
         amount: Decimal,
-        valid_from: i64,
-        valid_until: i64,
+        #[serde(rename = "valid_from")]
+        valid_from_at: i64,
+        #[serde(rename = "valid_until")]
+        valid_until_at: i64,
         priority: u32,
         reference: String,
     },
@@ -272,8 +274,10 @@ pub struct BucketView {
     pub kind: String,
     pub remaining: String,
     pub reserved: String,
-    pub valid_from: i64,
-    pub valid_until: i64,
+    #[serde(rename = "valid_from")]
+    pub valid_from_at: i64,
+    #[serde(rename = "valid_until")]
+    pub valid_until_at: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Archive, RkyvSerialize, RkyvDeserialize)]
@@ -351,8 +355,10 @@ pub enum Body {
 pub struct CycleTotals {
     pub account: AccountId,
     pub currency: String,
-    pub cycle_start: i64,
-    pub cycle_end: i64,
+    #[serde(rename = "cycle_start")]
+    pub cycle_start_at: i64,
+    #[serde(rename = "cycle_end")]
+    pub cycle_end_at: i64,
     /// Money charged and units used, by service, in the cycle.
     pub services: Vec<ServiceTotal>,
     /// Each allowance period that overlaps the cycle: units granted and used.
@@ -376,8 +382,10 @@ pub struct AllowanceUse {
     /// The allowance's name in the plan (or `allowance N` when the plan is not loaded).
     pub allowance: String,
     pub bucket: BucketId,
-    pub valid_from: i64,
-    pub valid_until: i64,
+    #[serde(rename = "valid_from")]
+    pub valid_from_at: i64,
+    #[serde(rename = "valid_until")]
+    pub valid_until_at: i64,
     pub granted: u64,
     pub used: u64,
 }

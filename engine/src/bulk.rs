@@ -58,7 +58,7 @@ pub fn charge_record(
         return refuse(state, record, RecordOutcome::Suspended, refusals);
     }
     // Each table is looked up once from here on: the account by its slot.
-    let renew_at = usage.start_utc_seconds.max(ctx.now);
+    let renew_at = usage.start_utc_seconds.max(ctx.decided_at);
     if renewal_due(state.accounts.at(slot), subscription, renew_at) {
         let mut tx = Transaction { state: &mut *state, effects: Vec::new() };
         renew_buckets(&mut tx, account, subscription, renew_at);
@@ -73,17 +73,18 @@ pub fn charge_record(
         Ok(rated) => rated,
         Err(code) => return refuse(state, record, RecordOutcome::RatingFailed(code), refusals),
     };
-    if rated.amount > holder.available(ctx.now) {
+    if rated.amount > holder.available(ctx.decided_at) {
         return refuse(state, record, RecordOutcome::CreditLimitReached, refusals);
     }
-    let moves = if rated.amount.is_zero() { MoneyMoves::new() } else { money_moves(holder, ctx.now, rated.amount) };
-    let (cycle_start, _) = window_containing(holder.cycle_anchor, Period::Monthly, usage.start_utc_seconds);
+    let moves =
+        if rated.amount.is_zero() { MoneyMoves::new() } else { money_moves(holder, ctx.decided_at, rated.amount) };
+    let (cycle_start_at, _) = window_containing(holder.cycle_anchor_at, Period::Monthly, usage.start_utc_seconds);
     let memo = memo_of(&rated, record.origin);
     let effect = ChargeEffect {
         key: record.key,
         account,
         memo,
-        cycle_start,
+        cycle_start_at,
         moves,
         draws: rated.draws.iter().map(|d| (d.bucket as BucketId, d.units)).collect(),
         service: ServiceName::Shared(&plan.names.services[usize::from(rated.service)]),

@@ -72,8 +72,10 @@ pub enum HistoryEvent {
     },
     MoneyBucketAdded {
         bucket: u32,
-        valid_from: i64,
-        valid_until: i64,
+        #[serde(rename = "valid_from")]
+        valid_from_at: i64,
+        #[serde(rename = "valid_until")]
+        valid_until_at: i64,
         priority: u32,
     },
     UnitsConsumed {
@@ -82,8 +84,10 @@ pub enum HistoryEvent {
     },
     BucketRenewed {
         bucket: u32,
-        valid_from: i64,
-        valid_until: i64,
+        #[serde(rename = "valid_from")]
+        valid_from_at: i64,
+        #[serde(rename = "valid_until")]
+        valid_until_at: i64,
     },
     Reserved {
         session: String,
@@ -138,15 +142,19 @@ fn event_of(effect: &Effect, account: AccountId) -> Option<HistoryEvent> {
         }
         Effect::MoneyBucketAdded { account: a, bucket } if *a == account => HistoryEvent::MoneyBucketAdded {
             bucket: bucket.id,
-            valid_from: bucket.valid_from,
-            valid_until: bucket.valid_until,
+            valid_from_at: bucket.valid_from_at,
+            valid_until_at: bucket.valid_until_at,
             priority: bucket.priority,
         },
         Effect::Units { account: a, bucket, consumed } if *a == account => {
             HistoryEvent::UnitsConsumed { bucket: *bucket, units: *consumed }
         }
-        Effect::BucketRenewed { account: a, bucket, valid_from, valid_until } if *a == account => {
-            HistoryEvent::BucketRenewed { bucket: *bucket, valid_from: *valid_from, valid_until: *valid_until }
+        Effect::BucketRenewed { account: a, bucket, valid_from_at, valid_until_at } if *a == account => {
+            HistoryEvent::BucketRenewed {
+                bucket: *bucket,
+                valid_from_at: *valid_from_at,
+                valid_until_at: *valid_until_at,
+            }
         }
         Effect::Reserved(r) if r.account == account => HistoryEvent::Reserved {
             session: r.session.clone(),

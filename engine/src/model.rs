@@ -50,15 +50,15 @@ pub struct MoneyBucket {
     pub id: BucketId,
     #[rkyv(with = RkyvDecimal)]
     pub balance: Decimal,
-    pub valid_from: i64,
-    pub valid_until: i64,
+    pub valid_from_at: i64,
+    pub valid_until_at: i64,
     /// Lower is drawn first.
     pub priority: u32,
 }
 
 impl MoneyBucket {
     pub fn is_valid_at(&self, now: i64) -> bool {
-        self.valid_from <= now && now < self.valid_until
+        self.valid_from_at <= now && now < self.valid_until_at
     }
 }
 
@@ -73,14 +73,14 @@ pub struct UnitBucket {
     pub remaining: u64,
     /// Of `remaining`, units held by open reservations.
     pub reserved: u64,
-    pub valid_from: i64,
-    pub valid_until: i64,
+    pub valid_from_at: i64,
+    pub valid_until_at: i64,
     pub period: Period,
 }
 
 impl UnitBucket {
     pub fn is_valid_at(&self, now: i64) -> bool {
-        self.valid_from <= now && now < self.valid_until
+        self.valid_from_at <= now && now < self.valid_until_at
     }
 
     pub fn available(&self) -> u64 {
@@ -91,7 +91,7 @@ impl UnitBucket {
 /// Rated usage of one service in one billing cycle, for billing later.
 #[derive(Debug, Clone, PartialEq, Eq, Archive, RkyvSerialize, RkyvDeserialize)]
 pub struct UsageTotal {
-    pub cycle_start: i64,
+    pub cycle_start_at: i64,
     pub service: std::sync::Arc<str>,
     pub events: u64,
     pub units: u64,
@@ -122,7 +122,7 @@ pub struct Account {
     pub usage: UsageTotals,
     pub next_bucket: BucketId,
     /// Start of the account's current billing cycle (monthly from its creation).
-    pub cycle_anchor: i64,
+    pub cycle_anchor_at: i64,
 }
 
 impl Account {
@@ -308,8 +308,8 @@ pub struct AllowancePeriod {
     pub subscription: SubscriptionId,
     pub allowance: AllowanceId,
     pub bucket: BucketId,
-    pub valid_from: i64,
-    pub valid_until: i64,
+    pub valid_from_at: i64,
+    pub valid_until_at: i64,
     pub granted: u64,
     pub used: u64,
 }
@@ -338,7 +338,7 @@ pub struct SessionGroup {
     pub rating_group: u32,
     /// When its last grant was made or its usage last reported: usage reported later
     /// without a reservation to settle is dated from here.
-    pub usage_since: i64,
+    pub usage_since_at: i64,
     /// The called number of its last grant, for services priced by destination.
     pub destination: Option<String>,
 }
@@ -352,14 +352,14 @@ impl SessionRecord {
     pub fn mark_group(&mut self, rating_group: u32, at: i64, destination: Option<&str>) {
         match self.groups.iter_mut().find(|g| g.rating_group == rating_group) {
             Some(group) => {
-                group.usage_since = at;
+                group.usage_since_at = at;
                 if let Some(destination) = destination {
                     group.destination = Some(destination.to_owned());
                 }
             }
             None => self.groups.push(SessionGroup {
                 rating_group,
-                usage_since: at,
+                usage_since_at: at,
                 destination: destination.map(str::to_owned),
             }),
         }

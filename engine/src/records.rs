@@ -255,7 +255,7 @@ pub struct ChargeEffect<'a> {
     pub key: RecordKey,
     pub account: AccountId,
     pub memo: Memo,
-    pub cycle_start: i64,
+    pub cycle_start_at: i64,
     pub moves: MoneyMoves,
     pub draws: SmallVec<[(BucketId, u64); 2]>,
     pub service: ServiceName<'a>,

@@ -193,7 +193,7 @@ fn charges_as_entry(batch: &Charges<'_>) -> JournalEntry {
         }
         effects.push(Effect::Usage {
             account,
-            cycle_start: charge.cycle_start,
+            cycle_start_at: charge.cycle_start_at,
             service: charge.service.to_shared(),
             units: charge.memo.charged_units,
             amount: charge.memo.amount,

@@ -239,7 +239,7 @@ impl Engine {
                 clock: Arc::clone(&clock),
                 config: config.clone(),
                 health: Arc::clone(&health),
-                next_reap: 0,
+                next_reap_at: 0,
                 snapshot_retry: Backoff::default(),
                 snapshot_lsn,
                 chunks: Arc::clone(&chunks),
@@ -674,7 +674,7 @@ struct Worker {
     clock: Arc<dyn Clock>,
     config: EngineConfig,
     health: Arc<Vec<ShardHealth>>,
-    next_reap: i64,
+    next_reap_at: i64,
     /// When a failed snapshot may be tried again.
     snapshot_retry: Backoff,
     /// The LSN of the last snapshot taken (or recovered from).
@@ -711,8 +711,12 @@ impl Worker {
             for job in batch.drain(..) {
                 match job {
                     Job::Request { request, resolved, reply } => {
-                        let ctx =
-                            Context { plans: &self.plans, directory: &self.directory, config: &self.charging, now };
+                        let ctx = Context {
+                            plans: &self.plans,
+                            directory: &self.directory,
+                            config: &self.charging,
+                            decided_at: now,
+                        };
                         let (answer, effects) = decide(&mut self.state, &ctx, resolved, &request);
                         if !effects.is_empty() {
                             self.record(now, effects);
@@ -720,7 +724,7 @@ impl Worker {
                         answers.one.push((reply, answer));
                     }
                     Job::Batch { items, reply } => {
-                        let ctx = Context { plans: &plans, directory: &directory, config: &charging, now };
+                        let ctx = Context { plans: &plans, directory: &directory, config: &charging, decided_at: now };
                         let mut answered = Vec::with_capacity(items.len());
                         for (index, resolved, request) in items {
                             let (answer, effects) = decide(&mut self.state, &ctx, resolved, &request);
@@ -732,19 +736,19 @@ impl Worker {
                         answers.batches.push((reply, answered));
                     }
                     Job::Records { records, positions, reply } => {
-                        let ctx = Context { plans: &plans, directory: &directory, config: &charging, now };
+                        let ctx = Context { plans: &plans, directory: &directory, config: &charging, decided_at: now };
                         let answered = self.charge_records(&ctx, &records, &positions, &mut charges);
                         answers.records.push((reply, answered));
                     }
                     other => control.push(other),
                 }
             }
-            if now >= self.next_reap {
+            if now >= self.next_reap_at {
                 let effects = expire(&mut self.state, now);
                 if !effects.is_empty() {
                     self.record(now, effects);
                 }
-                self.next_reap = now + self.config.reaper_interval.as_secs().max(1) as i64;
+                self.next_reap_at = now + self.config.reaper_interval.as_secs().max(1) as i64;
             }
             if let Err(reason) = self.commit(std::mem::take(&mut answers)) {
                 if !self.rebuild(&reason, control) {
@@ -849,7 +853,7 @@ impl Worker {
         let mut answered = Vec::with_capacity(positions.len());
         let mut renewals = Vec::new();
         let mut refusals = Vec::new();
-        charges.begin(ctx.now);
+        charges.begin(ctx.decided_at);
         for (at, &index) in positions.iter().enumerate() {
             self.state.prepare(records, positions, at);
             let Some(record) = records.get(index) else { continue };
@@ -860,11 +864,11 @@ impl Worker {
                 if let Some(ended) = charges.take_ended() {
                     self.append_charges(&ended);
                 }
-                self.record(ctx.now, std::mem::take(&mut renewals));
+                self.record(ctx.decided_at, std::mem::take(&mut renewals));
             }
             if charges.len() >= MAX_RECORD_BYTES / 2 {
                 self.record_charges(charges);
-                charges.begin(ctx.now);
+                charges.begin(ctx.decided_at);
             }
             answered.push((index, answer));
         }
@@ -873,7 +877,7 @@ impl Worker {
             for refusal in &refusals {
                 self.state.apply(refusal);
             }
-            self.record(ctx.now, refusals);
+            self.record(ctx.decided_at, refusals);
         }
         answered
     }

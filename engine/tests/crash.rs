@@ -74,7 +74,7 @@ fn every_cut_point_recovers_exactly_the_complete_records() {
     let plans = plans();
     let directory = Directory::new();
     let config = ChargingConfig::default();
-    let ctx = Context { plans: &plans, directory: &directory, config: &config, now: MONDAY_10 };
+    let ctx = Context { plans: &plans, directory: &directory, config: &config, decided_at: MONDAY_10 };
     let storage = MemoryStorage::new();
     let mut journal = Journal::new(Box::new(storage.clone()), 0, FsyncPolicy::EveryBatch, 0).expect("journal");
     let mut state = ShardState::new(config.dedupe_window);
@@ -172,7 +172,7 @@ fn a_flipped_bit_cuts_the_tail_there() {
     let plans = plans();
     let directory = Directory::new();
     let config = ChargingConfig::default();
-    let ctx = Context { plans: &plans, directory: &directory, config: &config, now: MONDAY_10 };
+    let ctx = Context { plans: &plans, directory: &directory, config: &config, decided_at: MONDAY_10 };
     let storage = MemoryStorage::new();
     let mut journal = Journal::new(Box::new(storage.clone()), 0, FsyncPolicy::EveryBatch, 0).expect("journal");
     let mut state = ShardState::new(16);

@@ -111,13 +111,13 @@ fn a_plan_change_at_the_next_cycle_waits_for_it_and_grants_its_allowances_then()
     assert_eq!(on_sub(&h, "change-1", change).outcome, Outcome::Success);
     assert_eq!(amount(&premium_call(&h, "c1", MONDAY_10 + 60)), d("2.49"), "still the old plan this cycle");
     let cycle = totals(&h, None);
-    let next = cycle.cycle_end;
+    let next = cycle.cycle_end_at;
     h.clock.set(next + 3600);
     assert_eq!(amount(&premium_call(&h, "c2", next + 3600)), d("1.49"), "the new plan from the next cycle");
     // The new plan's data bundle is valid from the cycle boundary, in full.
     let now = totals(&h, None);
     let data: Vec<_> = now.allowances.iter().filter(|a| a.allowance == "data-10gb").collect();
-    assert!(data.iter().any(|a| a.valid_from == next && a.granted == 10 << 30), "{data:?}");
+    assert!(data.iter().any(|a| a.valid_from_at == next && a.granted == 10 << 30), "{data:?}");
     assert_survives_restart(h);
 }
 
@@ -126,7 +126,7 @@ fn a_pro_rata_plan_change_grants_the_rest_of_the_cycle() {
     let h = harness("plan-pro-rata");
     let cycle = totals(&h, None);
     // Half way through the cycle.
-    let half = cycle.cycle_start + (cycle.cycle_end - cycle.cycle_start) / 2;
+    let half = cycle.cycle_start_at + (cycle.cycle_end_at - cycle.cycle_start_at) / 2;
     h.clock.set(half);
     let change = Operation::ChangePlan {
         plan: "mobile-prepaid-l".into(),
@@ -136,9 +136,9 @@ fn a_pro_rata_plan_change_grants_the_rest_of_the_cycle() {
     assert_eq!(on_sub(&h, "change-1", change).outcome, Outcome::Success);
     let Body::Balance(view) = h.run("", Target::Account(1), Operation::BalanceEnquiry).body else { panic!() };
     let sms: Vec<&tollgate_engine::BucketView> =
-        view.buckets.iter().filter(|b| b.kind == "sms-bundle" && b.valid_from == half).collect();
+        view.buckets.iter().filter(|b| b.kind == "sms-bundle" && b.valid_from_at == half).collect();
     assert_eq!(sms.len(), 1, "{:?}", view.buckets);
-    let expected = 1000u64 * (cycle.cycle_end - half) as u64 / (cycle.cycle_end - cycle.cycle_start) as u64;
+    let expected = 1000u64 * (cycle.cycle_end_at - half) as u64 / (cycle.cycle_end_at - cycle.cycle_start_at) as u64;
     assert_eq!(sms[0].remaining, expected.to_string(), "1000 SMS pro rata");
     assert_survives_restart(h);
 }
@@ -290,8 +290,8 @@ fn cycle_totals_sum_money_by_service_and_allowances_by_period() {
     let sms_bundle = now.allowances.iter().find(|a| a.allowance == "sms-bundle").expect("sms bundle");
     assert_eq!((sms_bundle.granted, sms_bundle.used), (1000, 3));
     // Next cycle: the bundle renews, and the ended period stays in the history.
-    h.clock.set(now.cycle_end + 60);
-    h.run("s9", subscriber("491700000001"), Operation::DirectDebit { usage: sms(now.cycle_end + 60) });
+    h.clock.set(now.cycle_end_at + 60);
+    h.run("s9", subscriber("491700000001"), Operation::DirectDebit { usage: sms(now.cycle_end_at + 60) });
     let before = totals(&h, Some(MONDAY_10));
     let ended = before.allowances.iter().find(|a| a.allowance == "sms-bundle").expect("sms bundle then");
     assert_eq!(ended.used, 3, "{:?}", before.allowances);

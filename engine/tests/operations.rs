@@ -273,8 +273,8 @@ fn promotional_credit_is_spent_first_and_only_while_valid() {
         Target::Account(1),
         Operation::GrantCredit {
             amount: d("2.00"),
-            valid_from: MONDAY_10,
-            valid_until: MONDAY_10 + 3600,
+            valid_from_at: MONDAY_10,
+            valid_until_at: MONDAY_10 + 3600,
             priority: 1,
             reference: "welcome bonus".into(),
         },
@@ -295,8 +295,8 @@ fn promotional_credit_is_spent_first_and_only_while_valid() {
         Target::Account(1),
         Operation::GrantCredit {
             amount: d("5.00"),
-            valid_from: MONDAY_10,
-            valid_until: MONDAY_10 + 60,
+            valid_from_at: MONDAY_10,
+            valid_until_at: MONDAY_10 + 60,
             priority: 1,
             reference: "flash".into(),
         },
@@ -524,6 +524,6 @@ fn a_reservation_from_before_session_records_rebuilds_its_session() {
     let record = state.sessions.get("old;1").expect("session record rebuilt");
     assert_eq!((record.account, record.subscription, record.opened_at), (1, 10, MONDAY_10));
     let group = record.group(10).expect("rating group");
-    assert_eq!((group.usage_since, group.destination.as_deref()), (MONDAY_10, Some("4930123")));
+    assert_eq!((group.usage_since_at, group.destination.as_deref()), (MONDAY_10, Some("4930123")));
     assert!(record.forget_at > MONDAY_10 + 660, "kept as a tombstone after the reservation expires");
 }

@@ -331,7 +331,7 @@ pub(crate) fn balance(args: &EngineArgs, command: BalanceCommand) -> anyhow::Res
             operation: Operation::Adjust { amount, reason },
         },
         BalanceCommand::Grant { account, amount, valid_from, valid_until, priority, reference } => {
-            let valid_from = match valid_from {
+            let valid_from_at = match valid_from {
                 Some(text) => parse_time(&text, "--valid-from")?,
                 None => engine.now(),
             };
@@ -340,8 +340,8 @@ pub(crate) fn balance(args: &EngineArgs, command: BalanceCommand) -> anyhow::Res
                 target: Target::Account(account),
                 operation: Operation::GrantCredit {
                     amount,
-                    valid_from,
-                    valid_until: parse_time(&valid_until, "--valid-until")?,
+                    valid_from_at,
+                    valid_until_at: parse_time(&valid_until, "--valid-until")?,
                     priority,
                     reference,
                 },

@@ -32,7 +32,7 @@ fn account(id: u64) -> tollgate_engine::testing::Account {
         units: Vec::new(),
         usage: tollgate_engine::testing::UsageTotals::new(),
         next_bucket: 1,
-        cycle_anchor: NOW,
+        cycle_anchor_at: NOW,
     }
 }
 
@@ -41,8 +41,8 @@ fn smallvec_one() -> tollgate_engine::testing::MoneyBuckets {
     buckets.push(tollgate_engine::testing::MoneyBucket {
         id: 0,
         balance: Decimal::ZERO,
-        valid_from: i64::MIN,
-        valid_until: i64::MAX,
+        valid_from_at: i64::MIN,
+        valid_until_at: i64::MAX,
         priority: u32::MAX,
     });
     buckets

@@ -35,8 +35,13 @@ pub(crate) fn create_account(
     if opening_balance < -credit_limit {
         return Answer::outcome(Outcome::Invalid("field `opening_balance`: below the credit limit".to_owned()));
     }
-    let main =
-        MoneyBucket { id: 0, balance: Decimal::ZERO, valid_from: i64::MIN, valid_until: FOREVER, priority: u32::MAX };
+    let main = MoneyBucket {
+        id: 0,
+        balance: Decimal::ZERO,
+        valid_from_at: i64::MIN,
+        valid_until_at: FOREVER,
+        priority: u32::MAX,
+    };
     tx.emit(Effect::AccountCreated(Box::new(Account {
         id,
         kind,
@@ -47,7 +52,7 @@ pub(crate) fn create_account(
         units: Vec::new(),
         usage: UsageTotals::new(),
         next_bucket: 1,
-        cycle_anchor: ctx.now,
+        cycle_anchor_at: ctx.decided_at,
     })));
     if !opening_balance.is_zero() {
         tx.emit(Effect::Money { account: id, bucket: 0, delta: opening_balance, kind: MoneyKind::Opening });
@@ -63,7 +68,7 @@ pub(crate) fn create_subscription(
     plan_id: &str,
     identities: &[crate::model::Identity],
 ) -> Answer {
-    let Some(plan) = ctx.plans.at(plan_id, ctx.now) else {
+    let Some(plan) = ctx.plans.at(plan_id, ctx.decided_at) else {
         return Answer::outcome(Outcome::Invalid(format!("field `plan`: no plan `{plan_id}` is loaded")));
     };
     if plan.currency.as_bytes() != tx.state().accounts[&account].currency {
@@ -88,8 +93,8 @@ pub(crate) fn create_subscription(
             granted: allowance.units,
             remaining: allowance.units,
             reserved: 0,
-            valid_from: ctx.now,
-            valid_until: period_end(ctx.now, allowance.period),
+            valid_from_at: ctx.decided_at,
+            valid_until_at: period_end(ctx.decided_at, allowance.period),
             period: allowance.period,
         })
         .collect();
@@ -99,7 +104,7 @@ pub(crate) fn create_subscription(
             account,
             plan: plan_id.into(),
             identities: identities.to_vec(),
-            started_at: ctx.now,
+            started_at: ctx.decided_at,
         }),
         buckets,
     });
@@ -116,15 +121,15 @@ pub(crate) fn balance_view(state: &ShardState, ctx: &Context<'_>, id: AccountId)
             kind: "money".to_owned(),
             remaining: b.balance.to_string(),
             reserved: if b.id == 0 { account.reserved.to_string() } else { "0".to_owned() },
-            valid_from: b.valid_from,
-            valid_until: b.valid_until,
+            valid_from_at: b.valid_from_at,
+            valid_until_at: b.valid_until_at,
         })
         .collect();
     for bucket in &account.units {
         let name = state
             .subscriptions
             .get(&bucket.subscription)
-            .and_then(|s| ctx.plans.at(state.plan_id(s, ctx.now), ctx.now))
+            .and_then(|s| ctx.plans.at(state.plan_id(s, ctx.decided_at), ctx.decided_at))
             .and_then(|p| p.allowances.get(usize::from(bucket.allowance)))
             .map_or_else(|| format!("allowance {}", bucket.allowance), |a| a.name.clone());
         buckets.push(BucketView {
@@ -132,8 +137,8 @@ pub(crate) fn balance_view(state: &ShardState, ctx: &Context<'_>, id: AccountId)
             kind: name,
             remaining: bucket.remaining.to_string(),
             reserved: bucket.reserved.to_string(),
-            valid_from: bucket.valid_from,
-            valid_until: bucket.valid_until,
+            valid_from_at: bucket.valid_from_at,
+            valid_until_at: bucket.valid_until_at,
         });
     }
     BalanceView {
@@ -141,7 +146,7 @@ pub(crate) fn balance_view(state: &ShardState, ctx: &Context<'_>, id: AccountId)
         kind: account.kind,
         currency: account.currency_code().to_owned(),
         balance: account.balance(),
-        available: account.available(ctx.now),
+        available: account.available(ctx.decided_at),
         reserved: account.reserved,
         credit_limit: account.credit_limit,
         buckets,

@@ -19,7 +19,7 @@ pub(crate) fn debit(op: Op<'_, '_, '_>, usage: &Usage, commit: bool) -> Answer {
         return Answer::outcome(Outcome::ServiceDenied("the subscription is suspended".to_owned()));
     }
     if commit {
-        renew_buckets(tx, account, subscription, usage.start_utc_seconds.max(ctx.now));
+        renew_buckets(tx, account, subscription, usage.start_utc_seconds.max(ctx.decided_at));
     }
     let (plan, rated) = match rate_usage(ctx, tx.state(), subscription, usage, &[]) {
         Ok(rated) => rated,
@@ -29,7 +29,7 @@ pub(crate) fn debit(op: Op<'_, '_, '_>, usage: &Usage, commit: bool) -> Answer {
     if !commit {
         return Answer::new(Outcome::Success, charged_body(plan, &rated, balance));
     }
-    if rated.amount > tx.state().accounts[&account].available(ctx.now) {
+    if rated.amount > tx.state().accounts[&account].available(ctx.decided_at) {
         return Answer::outcome(Outcome::CreditLimitReached);
     }
     settle(tx, ctx, subscription, plan, usage, &rated);
@@ -66,7 +66,7 @@ pub(crate) fn rerate(op: Op<'_, '_, '_>, record: &str, usage: &Usage) -> Answer 
     if memo == old {
         return answer(holder.balance(), false);
     }
-    if rated.amount > holder.available(ctx.now) + old.amount {
+    if rated.amount > holder.available(ctx.decided_at) + old.amount {
         return Answer::outcome(Outcome::CreditLimitReached);
     }
     let reason = || MoneyKind::Rerate { record: record.to_owned() };
@@ -74,7 +74,7 @@ pub(crate) fn rerate(op: Op<'_, '_, '_>, record: &str, usage: &Usage) -> Answer 
         tx.emit(Effect::Money { account, bucket: 0, delta: old.amount, kind: reason() });
     }
     if !rated.amount.is_zero() {
-        debit_money(tx, ctx.now, account, rated.amount, reason());
+        debit_money(tx, ctx.decided_at, account, rated.amount, reason());
     }
     accumulate(tx, account, plan, rated.service, usage.start_utc_seconds, 0, rated.amount - old.amount);
     tx.emit(Effect::RecordRerated(Box::new(RecordRerated { key: key.0, memo })));

@@ -19,7 +19,7 @@ fn invalid(text: impl Into<String>) -> Answer {
 
 /// The start and end of the account's bill cycle that holds `at`.
 fn cycle_of(state: &ShardState, account: AccountId, at: i64) -> (i64, i64) {
-    window_containing(state.accounts[&account].cycle_anchor, Period::Monthly, at)
+    window_containing(state.accounts[&account].cycle_anchor_at, Period::Monthly, at)
 }
 
 /// Moves the subscription to `plan` from now or from its account's next cycle: usage
@@ -29,8 +29,8 @@ fn cycle_of(state: &ShardState, account: AccountId, at: i64) -> (i64, i64) {
 pub(crate) fn change_plan(op: Op<'_, '_, '_>, plan_id: &str, when: PlanChangeAt, grant: AllowanceGrant) -> Answer {
     let Op { tx, ctx, account, subscription } = op;
     let from = match when {
-        PlanChangeAt::Now => ctx.now,
-        PlanChangeAt::NextCycle => cycle_of(tx.state(), account, ctx.now).1,
+        PlanChangeAt::Now => ctx.decided_at,
+        PlanChangeAt::NextCycle => cycle_of(tx.state(), account, ctx.decided_at).1,
     };
     let Some(plan) = ctx.plans.at(plan_id, from) else {
         return invalid(format!("field `plan`: no plan `{plan_id}` is in force then"));
@@ -47,21 +47,21 @@ pub(crate) fn change_plan(op: Op<'_, '_, '_>, plan_id: &str, when: PlanChangeAt,
     if tx.state().plan_id(sub, from) == plan_id {
         return invalid(format!("field `plan`: the subscription is on `{plan_id}` then already"));
     }
-    let (cycle_start, cycle_end) = cycle_of(tx.state(), account, from);
+    let (cycle_start_at, cycle_end_at) = cycle_of(tx.state(), account, from);
     let first = holder.next_bucket;
     let buckets: Vec<UnitBucket> = plan
         .allowances
         .iter()
         .enumerate()
         .map(|(index, allowance)| {
-            let valid_until = match allowance.period {
-                Period::Monthly => cycle_end,
+            let valid_until_at = match allowance.period {
+                Period::Monthly => cycle_end_at,
                 other => period_end(from, other),
             };
             let remaining = match (grant, allowance.period) {
-                (AllowanceGrant::ProRata, Period::Monthly) if cycle_end > cycle_start => {
-                    let part =
-                        u128::from(allowance.units) * (cycle_end - from) as u128 / (cycle_end - cycle_start) as u128;
+                (AllowanceGrant::ProRata, Period::Monthly) if cycle_end_at > cycle_start_at => {
+                    let part = u128::from(allowance.units) * (cycle_end_at - from) as u128
+                        / (cycle_end_at - cycle_start_at) as u128;
                     u64::try_from(part).unwrap_or(allowance.units)
                 }
                 _ => allowance.units,
@@ -73,13 +73,13 @@ pub(crate) fn change_plan(op: Op<'_, '_, '_>, plan_id: &str, when: PlanChangeAt,
                 granted: allowance.units,
                 remaining,
                 reserved: 0,
-                valid_from: from,
-                valid_until,
+                valid_from_at: from,
+                valid_until_at,
                 period: allowance.period,
             }
         })
         .collect();
-    tx.emit(Effect::PlanScheduled { subscription, from, plan: plan_id.to_owned() });
+    tx.emit(Effect::PlanScheduled { subscription, effective_at: from, plan: plan_id.to_owned() });
     tx.emit(Effect::BucketsRetired { subscription, at: from });
     if !buckets.is_empty() {
         tx.emit(Effect::BucketsGranted { account, buckets });
@@ -92,7 +92,7 @@ pub(crate) fn suspend(op: Op<'_, '_, '_>) -> Answer {
     if tx.state().lifecycle_of(subscription).is_some_and(|l| l.suspended_at.is_some()) {
         return Answer::outcome(Outcome::Success);
     }
-    tx.emit(Effect::Suspended { subscription, at: ctx.now });
+    tx.emit(Effect::Suspended { subscription, at: ctx.decided_at });
     Answer::outcome(Outcome::Success)
 }
 
@@ -122,8 +122,8 @@ pub(crate) fn terminate(op: Op<'_, '_, '_>) -> Answer {
         }
         tx.emit(Effect::SessionEnded { session });
     }
-    tx.emit(Effect::BucketsRetired { subscription, at: ctx.now });
-    tx.emit(Effect::Terminated { subscription, at: ctx.now });
+    tx.emit(Effect::BucketsRetired { subscription, at: ctx.decided_at });
+    tx.emit(Effect::Terminated { subscription, at: ctx.decided_at });
     let identities = tx.state().subscriptions[&subscription].identities.clone();
     ctx.directory.release(subscription, &identities);
     Answer::outcome(Outcome::Success)
@@ -272,18 +272,18 @@ pub(crate) fn close_account(
             });
         }
     }
-    tx.emit(Effect::AccountClosed { account, at: ctx.now });
+    tx.emit(Effect::AccountClosed { account, at: ctx.decided_at });
     Answer::new(Outcome::Success, Body::Money { balance_after: tx.state().accounts[&account].balance() })
 }
 
 /// The account's totals for the bill cycle that holds `at`.
 pub(crate) fn cycle_totals(state: &ShardState, ctx: &Context<'_>, account: AccountId, at: i64) -> Answer {
     let holder = &state.accounts[&account];
-    let (cycle_start, cycle_end) = cycle_of(state, account, at);
+    let (cycle_start_at, cycle_end_at) = cycle_of(state, account, at);
     let mut services: Vec<ServiceTotal> = holder
         .usage
         .iter()
-        .filter(|total| total.cycle_start == cycle_start)
+        .filter(|total| total.cycle_start_at == cycle_start_at)
         .map(|total| ServiceTotal {
             service: total.service.to_string(),
             events: total.events,
@@ -300,42 +300,42 @@ pub(crate) fn cycle_totals(state: &ShardState, ctx: &Context<'_>, account: Accou
             .and_then(|plan| plan.allowances.get(usize::from(allowance)))
             .map_or_else(|| format!("allowance {allowance}"), |a| a.name.clone())
     };
-    let overlaps = |from: i64, until: i64| from < cycle_end && until > cycle_start;
+    let overlaps = |from: i64, until: i64| from < cycle_end_at && until > cycle_start_at;
     let mut allowances: Vec<AllowanceUse> = state
         .allowance_history
         .get(&account)
         .into_iter()
         .flatten()
-        .filter(|period| overlaps(period.valid_from, period.valid_until))
+        .filter(|period| overlaps(period.valid_from_at, period.valid_until_at))
         .map(|period| AllowanceUse {
             subscription: period.subscription,
-            allowance: name(period.subscription, period.allowance, period.valid_from),
+            allowance: name(period.subscription, period.allowance, period.valid_from_at),
             bucket: period.bucket,
-            valid_from: period.valid_from,
-            valid_until: period.valid_until,
+            valid_from_at: period.valid_from_at,
+            valid_until_at: period.valid_until_at,
             granted: period.granted,
             used: period.used,
         })
         .collect();
-    allowances.extend(holder.units.iter().filter(|b| overlaps(b.valid_from, b.valid_until)).map(|bucket| {
+    allowances.extend(holder.units.iter().filter(|b| overlaps(b.valid_from_at, b.valid_until_at)).map(|bucket| {
         AllowanceUse {
             subscription: bucket.subscription,
-            allowance: name(bucket.subscription, bucket.allowance, bucket.valid_from),
+            allowance: name(bucket.subscription, bucket.allowance, bucket.valid_from_at),
             bucket: bucket.id,
-            valid_from: bucket.valid_from,
-            valid_until: bucket.valid_until,
+            valid_from_at: bucket.valid_from_at,
+            valid_until_at: bucket.valid_until_at,
             granted: bucket.granted,
             used: bucket.granted.saturating_sub(bucket.remaining),
         }
     }));
-    allowances.sort_by_key(|a| (a.subscription, a.valid_from, a.bucket));
+    allowances.sort_by_key(|a| (a.subscription, a.valid_from_at, a.bucket));
     Answer::new(
         Outcome::Success,
         Body::Totals(Box::new(CycleTotals {
             account,
             currency: holder.currency_code().to_owned(),
-            cycle_start,
-            cycle_end,
+            cycle_start_at,
+            cycle_end_at,
             services,
             allowances,
         })),

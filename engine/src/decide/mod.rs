@@ -26,7 +26,7 @@ pub struct Context<'a> {
     pub plans: &'a Plans,
     pub directory: &'a Directory,
     pub config: &'a ChargingConfig,
-    pub now: i64,
+    pub decided_at: i64,
 }
 
 /// A request being decided: its effects so far (already applied to `state`).
@@ -134,8 +134,8 @@ pub(crate) fn decide_operation(
         Operation::TopUp { amount, reference } => top_up(tx, account, *amount, reference),
         Operation::Refund { amount, reason } => refund(tx, account, *amount, reason),
         Operation::Adjust { amount, reason } => adjust(tx, ctx, account, *amount, reason),
-        Operation::GrantCredit { amount, valid_from, valid_until, priority, reference } => {
-            grant_credit(tx, ctx, account, *amount, (*valid_from, *valid_until), *priority, reference)
+        Operation::GrantCredit { amount, valid_from_at, valid_until_at, priority, reference } => {
+            grant_credit(tx, ctx, account, *amount, (*valid_from_at, *valid_until_at), *priority, reference)
         }
         Operation::ChangePlan { plan, when, allowances } => {
             on(tx, "a plan change", &mut |op| lifecycle::change_plan(op, plan, *when, *allowances))
@@ -157,7 +157,9 @@ pub(crate) fn decide_operation(
         Operation::CloseAccount { settle_reason } => {
             lifecycle::close_account(tx, ctx, account, settle_reason.as_deref())
         }
-        Operation::CycleTotals { at } => lifecycle::cycle_totals(tx.state(), ctx, account, at.unwrap_or(ctx.now)),
+        Operation::CycleTotals { at } => {
+            lifecycle::cycle_totals(tx.state(), ctx, account, at.unwrap_or(ctx.decided_at))
+        }
     }
 }
 

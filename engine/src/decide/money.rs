@@ -32,7 +32,7 @@ pub(crate) fn money_moves(account: &Account, now: i64, amount: Decimal) -> Money
             .money
             .iter()
             .filter(|b| b.id != 0 && b.is_valid_at(now) && b.balance > Decimal::ZERO)
-            .map(|b| (b.priority, b.valid_until, b.id, b.balance))
+            .map(|b| (b.priority, b.valid_until_at, b.id, b.balance))
             .collect();
         order.sort_unstable();
         for (_, _, bucket, balance) in order {
@@ -87,27 +87,27 @@ pub(crate) fn adjust(
     if amount >= Decimal::ZERO {
         return credit(tx, account, amount, kind);
     }
-    if -amount > tx.state().accounts[&account].available(ctx.now) {
+    if -amount > tx.state().accounts[&account].available(ctx.decided_at) {
         return Answer::outcome(Outcome::CreditLimitReached);
     }
-    debit_money(tx, ctx.now, account, -amount, kind);
+    debit_money(tx, ctx.decided_at, account, -amount, kind);
     Answer::new(Outcome::Success, Body::Money { balance_after: tx.state().accounts[&account].balance() })
 }
 
-/// Money in a bucket of its own, spendable only inside `(valid_from, valid_until)`.
+/// Money in a bucket of its own, spendable only inside `(valid_from_at, valid_until_at)`.
 pub(crate) fn grant_credit(
     tx: &mut Transaction<'_>,
     ctx: &Context<'_>,
     account: AccountId,
     amount: Decimal,
-    (valid_from, valid_until): (i64, i64),
+    (valid_from_at, valid_until_at): (i64, i64),
     priority: u32,
     reference: &str,
 ) -> Answer {
     if amount <= Decimal::ZERO {
         return Answer::outcome(Outcome::Invalid("field `amount`: a credit must be positive".to_owned()));
     }
-    if valid_until <= valid_from || valid_until <= ctx.now {
+    if valid_until_at <= valid_from_at || valid_until_at <= ctx.decided_at {
         return Answer::outcome(Outcome::Invalid(
             "field `valid_until`: after `valid_from` and in the future".to_owned(),
         ));
@@ -118,7 +118,7 @@ pub(crate) fn grant_credit(
         )));
     }
     let id = tx.state().accounts[&account].next_bucket;
-    let bucket = MoneyBucket { id, balance: Decimal::ZERO, valid_from, valid_until, priority };
+    let bucket = MoneyBucket { id, balance: Decimal::ZERO, valid_from_at, valid_until_at, priority };
     tx.emit(Effect::MoneyBucketAdded { account, bucket: Box::new(bucket) });
     tx.emit(Effect::Money {
         account,

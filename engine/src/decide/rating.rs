@@ -21,7 +21,7 @@ use crate::state::{Effect, MoneyKind, RatedDetail, ShardState};
 /// reservations hold units of it).
 pub(crate) fn renews(bucket: &UnitBucket, subscription: SubscriptionId, now: i64) -> bool {
     bucket.subscription == subscription
-        && bucket.valid_until <= now
+        && bucket.valid_until_at <= now
         && bucket.period != Period::Once
         && bucket.reserved == 0
 }
@@ -38,12 +38,12 @@ pub(crate) fn renew_buckets(tx: &mut Transaction<'_>, account: AccountId, subscr
         .filter(|b| renews(b, subscription, now))
         .map(|b| {
             // The windows that follow the expired one, anchored where it ended.
-            let (from, until) = window_containing(b.valid_until, b.period, now);
+            let (from, until) = window_containing(b.valid_until_at, b.period, now);
             (b.id, from, until)
         })
         .collect();
-    for (bucket, valid_from, valid_until) in due {
-        tx.emit(Effect::BucketRenewed { account, bucket, valid_from, valid_until });
+    for (bucket, valid_from_at, valid_until_at) in due {
+        tx.emit(Effect::BucketRenewed { account, bucket, valid_from_at, valid_until_at });
     }
 }
 
@@ -196,7 +196,7 @@ pub(crate) fn settle(
         tx.emit(Effect::Units { account, bucket: draw.bucket as BucketId, consumed: draw.units });
     }
     if !rated.amount.is_zero() {
-        debit_money(tx, ctx.now, account, rated.amount, MoneyKind::Charge);
+        debit_money(tx, ctx.decided_at, account, rated.amount, MoneyKind::Charge);
     }
     let at = usage.start_utc_seconds;
     accumulate(tx, account, plan, rated.service, at, rated.charged_units, rated.amount);
@@ -253,10 +253,10 @@ pub(crate) fn accumulate(
     units: u64,
     amount: Decimal,
 ) {
-    let anchor = tx.state().accounts[&account].cycle_anchor;
-    let (cycle_start, _) = window_containing(anchor, Period::Monthly, at);
+    let anchor = tx.state().accounts[&account].cycle_anchor_at;
+    let (cycle_start_at, _) = window_containing(anchor, Period::Monthly, at);
     let service = plan.names.services[usize::from(service)].clone();
-    tx.emit(Effect::Usage { account, cycle_start, service, units, amount });
+    tx.emit(Effect::Usage { account, cycle_start_at, service, units, amount });
 }
 
 pub(crate) fn default_quota(config: &ChargingConfig, unit: Unit) -> u64 {

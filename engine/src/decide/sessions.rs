@@ -44,7 +44,7 @@ pub(crate) fn session_request(op: Op<'_, '_, '_>, session: &str, step: SessionSt
             ctx.config.max_units_per_request
         )));
     }
-    if step == SessionStep::Initial && suspended_for(tx.state(), subscription, ctx.now) {
+    if step == SessionStep::Initial && suspended_for(tx.state(), subscription, ctx.decided_at) {
         return Answer::outcome(Outcome::ServiceDenied("the subscription is suspended".to_owned()));
     }
     let known = tx.state().sessions.get(session).map(|record| (record.account, record.subscription));
@@ -62,8 +62,8 @@ pub(crate) fn session_request(op: Op<'_, '_, '_>, session: &str, step: SessionSt
                 session: session.to_owned(),
                 account,
                 subscription,
-                opened_at: ctx.now,
-                reported_at: ctx.now,
+                opened_at: ctx.decided_at,
+                reported_at: ctx.decided_at,
                 forget_at: session_forget_at(ctx),
                 groups: Vec::new(),
             })));
@@ -72,7 +72,7 @@ pub(crate) fn session_request(op: Op<'_, '_, '_>, session: &str, step: SessionSt
         (_, None) => return Answer::outcome(Outcome::UnknownSession),
         (_, Some(_)) => false,
     };
-    renew_buckets(tx, account, subscription, ctx.now);
+    renew_buckets(tx, account, subscription, ctx.decided_at);
     let mut grants = Vec::with_capacity(units.len());
     let mut reported = Vec::new();
     for unit in units {
@@ -91,7 +91,7 @@ pub(crate) fn session_request(op: Op<'_, '_, '_>, session: &str, step: SessionSt
         reported.dedup();
         tx.emit(Effect::SessionReported {
             session: session.to_owned(),
-            at: ctx.now,
+            at: ctx.decided_at,
             forget_at: session_forget_at(ctx),
             reported,
         });
@@ -112,7 +112,7 @@ pub(crate) fn session_request(op: Op<'_, '_, '_>, session: &str, step: SessionSt
 /// reservations' expiry plus the tombstone period.
 pub(crate) fn session_forget_at(ctx: &Context<'_>) -> i64 {
     let config = ctx.config;
-    ctx.now
+    ctx.decided_at
         .saturating_add(i64::from(config.validity_seconds))
         .saturating_add(i64::from(config.reservation_grace_seconds))
         .saturating_add(i64::from(config.session_tombstone_seconds))
@@ -143,9 +143,9 @@ pub(crate) fn session_unit(op: Op<'_, '_, '_>, session: &str, step: SessionStep,
             None => {
                 let record = tx.state().sessions.get(session);
                 let group = record.and_then(|r| r.group(unit.rating_group));
-                let start = group.map(|g| g.usage_since).or(record.map(|r| r.reported_at)).unwrap_or(ctx.now);
+                let start = group.map(|g| g.usage_since_at).or(record.map(|r| r.reported_at)).unwrap_or(ctx.decided_at);
                 let destination = group.and_then(|g| g.destination.as_deref()).map(SmolStr::new);
-                (start.min(ctx.now), destination, Vec::new())
+                (start.min(ctx.decided_at), destination, Vec::new())
             }
         };
         let usage = Usage {
@@ -163,7 +163,7 @@ pub(crate) fn session_unit(op: Op<'_, '_, '_>, session: &str, step: SessionStep,
             Ok((plan, mut rated)) => {
                 // Usage past what the balance can pay (the network over-ran its grant) is
                 // charged only up to the available money: a prepaid balance never goes negative.
-                let available = tx.state().accounts[&account].available(ctx.now).max(Decimal::ZERO);
+                let available = tx.state().accounts[&account].available(ctx.decided_at).max(Decimal::ZERO);
                 if rated.amount > available {
                     rated.amount = available;
                 }
@@ -180,7 +180,7 @@ pub(crate) fn session_unit(op: Op<'_, '_, '_>, session: &str, step: SessionStep,
         return grant;
     }
     // 2. Reserve for the next stretch (none while suspended: what was used is charged).
-    if suspended_for(tx.state(), subscription, ctx.now) {
+    if suspended_for(tx.state(), subscription, ctx.decided_at) {
         grant.outcome = Outcome::ServiceDenied("the subscription is suspended".to_owned());
         return grant;
     }
@@ -190,8 +190,11 @@ pub(crate) fn session_unit(op: Op<'_, '_, '_>, session: &str, step: SessionStep,
             Outcome::Invalid(format!("more than {} open rating groups", ctx.config.max_reservations_per_session));
         return grant;
     }
-    let plan =
-        tx.state().subscriptions.get(&subscription).and_then(|s| ctx.plans.at(tx.state().plan_id(s, ctx.now), ctx.now));
+    let plan = tx
+        .state()
+        .subscriptions
+        .get(&subscription)
+        .and_then(|s| ctx.plans.at(tx.state().plan_id(s, ctx.decided_at), ctx.decided_at));
     let Some(service) = plan.and_then(|p| service_of(p, &unit_service).map(|s| p.services[usize::from(s)].unit)) else {
         grant.outcome = Outcome::RatingFailed("unknown_service".to_owned());
         return grant;
@@ -205,12 +208,12 @@ pub(crate) fn session_unit(op: Op<'_, '_, '_>, session: &str, step: SessionStep,
             service: unit_service.clone(),
             rating_group: Some(unit.rating_group),
             destination: unit.destination.clone(),
-            start_utc_seconds: ctx.now,
+            start_utc_seconds: ctx.decided_at,
             units,
         };
         rate_usage(ctx, tx.state(), subscription, &usage, &[])
     };
-    let available = tx.state().accounts[&account].available(ctx.now);
+    let available = tx.state().accounts[&account].available(ctx.decided_at);
     let (granted, rated) = match quote(tx, requested) {
         Err(outcome) => {
             grant.outcome = outcome;
@@ -251,11 +254,11 @@ pub(crate) fn session_unit(op: Op<'_, '_, '_>, session: &str, step: SessionStep,
         rating_group: unit.rating_group,
         subscription,
         account,
-        started_at: ctx.now,
+        started_at: ctx.decided_at,
         granted_units: granted,
         money: rated.amount,
         bucket_units: rated.draws.iter().map(|d| (d.bucket as BucketId, d.units)).collect(),
-        expires_at: ctx.now + i64::from(validity_seconds) + i64::from(ctx.config.reservation_grace_seconds),
+        expires_at: ctx.decided_at + i64::from(validity_seconds) + i64::from(ctx.config.reservation_grace_seconds),
         destination: unit.destination.as_ref().map(SmolStr::to_string),
     })));
     grant

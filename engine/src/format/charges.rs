@@ -100,7 +100,7 @@ impl ChargeEffect<'_> {
         out.extend_from_slice(&memo.service.to_le_bytes());
         out.extend_from_slice(&memo.band.to_le_bytes());
         out.extend_from_slice(&memo.destination.to_le_bytes());
-        out.extend_from_slice(&self.cycle_start.to_le_bytes());
+        out.extend_from_slice(&self.cycle_start_at.to_le_bytes());
         // Bounded by construction: money buckets ≤ MAX_MONEY_BUCKETS, draws ≤ the plan's
         // allowances, service names ≤ the compiler's name limit.
         out.push(self.moves.len() as u8);
@@ -121,12 +121,12 @@ impl ChargeEffect<'_> {
 
 impl<'a> ChargeEffect<'a> {
     /// A charge read from the journal, before its money moves and unit draws.
-    fn read(key: RecordKey, account: AccountId, memo: Memo, cycle_start: i64, service: &'a str) -> ChargeEffect<'a> {
+    fn read(key: RecordKey, account: AccountId, memo: Memo, cycle_start_at: i64, service: &'a str) -> ChargeEffect<'a> {
         ChargeEffect {
             key,
             account,
             memo,
-            cycle_start,
+            cycle_start_at,
             moves: SmallVec::new(),
             draws: SmallVec::new(),
             service: ServiceName::Text(service),
@@ -280,7 +280,7 @@ impl ChargesWriter {
         if memo.destination != NO_DESTINATION {
             varint(out, u64::from(memo.destination));
         }
-        varint(out, zigzag(effect.cycle_start.wrapping_sub(self.decided_at)));
+        varint(out, zigzag(effect.cycle_start_at.wrapping_sub(self.decided_at)));
         match name {
             Some(index) => varint(out, index as u64),
             None => {
@@ -476,7 +476,7 @@ pub fn decode_compact_charges(payload: &[u8]) -> Result<Charges<'_>, String> {
         } else {
             NO_DESTINATION
         };
-        let cycle_start = decided_at.wrapping_add(unzigzag(reader.varint()?));
+        let cycle_start_at = decided_at.wrapping_add(unzigzag(reader.varint()?));
         let name = if flags & NEW_NAME != 0 {
             let len = usize::from(reader.u8()?);
             let at = reader.at;
@@ -493,7 +493,7 @@ pub fn decode_compact_charges(payload: &[u8]) -> Result<Charges<'_>, String> {
                 .ok_or_else(|| format!("service name {index} at byte {at} was not spelled out before"))?
         };
         let memo = Memo { amount, charged_units, allowance_units, origin, service, band, destination };
-        let mut effect = ChargeEffect::read(key, account, memo, cycle_start, name);
+        let mut effect = ChargeEffect::read(key, account, memo, cycle_start_at, name);
         if flags & ONE_MOVE != 0 {
             effect.moves.push((0, -amount));
         } else {
@@ -571,11 +571,11 @@ pub fn decode_charges(payload: &[u8]) -> Result<Charges<'_>, String> {
             band: reader.u16()?,
             destination: reader.u32()?,
         };
-        let cycle_start = reader.u64()? as i64;
+        let cycle_start_at = reader.u64()? as i64;
         let moves = reader.u8()?;
         let draws = reader.u8()?;
         let service_len = reader.u8()?;
-        let mut effect = ChargeEffect::read(key, account, memo, cycle_start, "");
+        let mut effect = ChargeEffect::read(key, account, memo, cycle_start_at, "");
         for _ in 0..moves {
             effect.moves.push((reader.u32()?, reader.decimal()?));
         }
@@ -636,7 +636,7 @@ mod tests {
                     band: 2,
                     destination: 40_000,
                 },
-                cycle_start: 1_772_323_200,
+                cycle_start_at: 1_772_323_200,
                 moves,
                 draws,
                 service: ServiceName::Text("voice"),
@@ -653,7 +653,7 @@ mod tests {
                     band: 0,
                     destination: NO_DESTINATION,
                 },
-                cycle_start: -1,
+                cycle_start_at: -1,
                 moves: SmallVec::new(),
                 draws: SmallVec::new(),
                 service: ServiceName::Text(""),
@@ -706,7 +706,7 @@ mod tests {
                 band: 1,
                 destination: 40_000,
             },
-            cycle_start: 1_772_323_200,
+            cycle_start_at: 1_772_323_200,
             moves,
             draws: SmallVec::new(),
             service,
@@ -723,7 +723,7 @@ mod tests {
         odd.memo.origin = u64::MAX;
         odd.memo.destination = NO_DESTINATION;
         odd.memo.allowance_units = u64::MAX;
-        odd.cycle_start = i64::MAX;
+        odd.cycle_start_at = i64::MAX;
         odd.draws.push((u32::MAX, u64::MAX));
         odd.draws.push((0, 0));
         odd.moves.clear();
@@ -735,7 +735,7 @@ mod tests {
         huge.memo.amount = Decimal::MAX;
         huge.moves.clear();
         huge.moves.push((0, Decimal::MIN));
-        huge.cycle_start = i64::MIN;
+        huge.cycle_start_at = i64::MIN;
         let mut fine = call_charge("file-1:6", 9, 0, ServiceName::Text("voice"));
         fine.memo.amount = Decimal::new(7, 28);
         fine.moves.clear();

@@ -25,13 +25,13 @@
 //!   2 Money            account:v bucket:v delta:d kind
 //!        kind = 0 Opening | 1 Charge | 2 TopUp reference:s | 3 Refund reason:s
 //!             | 4 Adjustment reason:s | 5 Rerate record:s
-//!   3 Usage            account:v cycle_start:z service:s units:v amount:d
+//!   3 Usage            account:v cycle_start_at:z service:s units:v amount:d
 //!   4 Reserved         session:s rating_group:v subscription:v account:v started_at:z
 //!                      granted_units:v money:d [bucket:v units:v] expires_at:z destination:o(s)
 //!   5 Units            account:v bucket:v consumed:v
-//!   6 BucketRenewed    account:v bucket:v valid_from:z valid_until:z
+//!   6 BucketRenewed    account:v bucket:v valid_from_at:z valid_until_at:z
 //!   7 SessionOpened    session:s account:v subscription:v opened_at:z reported_at:z forget_at:z
-//!                      [rating_group:v usage_since:z destination:o(s)]
+//!                      [rating_group:v usage_since_at:z destination:o(s)]
 //!   8 SessionReported  session:s at:z forget_at:z [rating_group:v]
 //!   9 SessionEnded     session:s
 //!  10 Remembered       key:s answer
@@ -162,10 +162,10 @@ impl<'e> Writer<'e> {
                     }
                 }
             }
-            Effect::Usage { account, cycle_start, service, units, amount } => {
+            Effect::Usage { account, cycle_start_at, service, units, amount } => {
                 self.bytes.push(3);
                 self.v(*account);
-                self.z(*cycle_start);
+                self.z(*cycle_start_at);
                 self.s(service);
                 self.v(*units);
                 self.d(*amount);
@@ -193,12 +193,12 @@ impl<'e> Writer<'e> {
                 self.v(u64::from(*bucket));
                 self.v(*consumed);
             }
-            Effect::BucketRenewed { account, bucket, valid_from, valid_until } => {
+            Effect::BucketRenewed { account, bucket, valid_from_at, valid_until_at } => {
                 self.bytes.push(6);
                 self.v(*account);
                 self.v(u64::from(*bucket));
-                self.z(*valid_from);
-                self.z(*valid_until);
+                self.z(*valid_from_at);
+                self.z(*valid_until_at);
             }
             Effect::SessionOpened(record) => {
                 self.bytes.push(7);
@@ -211,7 +211,7 @@ impl<'e> Writer<'e> {
                 self.v(record.groups.len() as u64);
                 for group in &record.groups {
                     self.v(u64::from(group.rating_group));
-                    self.z(group.usage_since);
+                    self.z(group.usage_since_at);
                     self.o(group.destination.as_deref());
                 }
             }
@@ -473,7 +473,7 @@ impl<'a> Input<'a> {
             }
             3 => Effect::Usage {
                 account: self.v()?,
-                cycle_start: self.z()?,
+                cycle_start_at: self.z()?,
                 service: Arc::from(self.s()?),
                 units: self.v()?,
                 amount: self.d()?,
@@ -507,8 +507,8 @@ impl<'a> Input<'a> {
             6 => Effect::BucketRenewed {
                 account: self.v()?,
                 bucket: self.narrow("bucket")?,
-                valid_from: self.z()?,
-                valid_until: self.z()?,
+                valid_from_at: self.z()?,
+                valid_until_at: self.z()?,
             },
             7 => {
                 let session = self.s()?.to_owned();
@@ -519,7 +519,7 @@ impl<'a> Input<'a> {
                 for _ in 0..count {
                     groups.push(SessionGroup {
                         rating_group: self.narrow("rating group")?,
-                        usage_since: self.z()?,
+                        usage_since_at: self.z()?,
                         destination: self.o()?.map(str::to_owned),
                     });
                 }
@@ -682,7 +682,7 @@ mod tests {
             Effect::Money { account: 4711, bucket: 0, delta: d("-0.10"), kind: MoneyKind::Charge },
             Effect::Usage {
                 account: 4711,
-                cycle_start: 1_772_000_000,
+                cycle_start_at: 1_772_000_000,
                 service: Arc::from("video"),
                 units: 1 << 20,
                 amount: d("0.10"),

@@ -347,10 +347,10 @@ fn drafts_of_effects<'r>(lsn: u64, record: &'r JournalEntry, sink: &mut dyn FnMu
                     emit(grant(lsn, at, *account, bucket));
                 }
             }
-            Effect::BucketRenewed { account, bucket, valid_from, valid_until } => {
+            Effect::BucketRenewed { account, bucket, valid_from_at, valid_until_at } => {
                 let mut draft = Draft::new(lsn, at, EntryKind::Renewal, *account, Decimal::ZERO);
                 draft.bucket = Some(*bucket);
-                draft.validity = Some((*valid_from, *valid_until));
+                draft.validity = Some((*valid_from_at, *valid_until_at));
                 emit(draft);
             }
             _ => {}
@@ -368,7 +368,7 @@ fn grant<'a>(lsn: u64, at: i64, account: AccountId, bucket: &crate::model::UnitB
     draft.subscription = Some(bucket.subscription);
     draft.bucket = Some(bucket.id);
     draft.units = bucket.remaining;
-    draft.validity = Some((bucket.valid_from, bucket.valid_until));
+    draft.validity = Some((bucket.valid_from_at, bucket.valid_until_at));
     draft
 }
 

@@ -161,7 +161,16 @@ pub fn account_entries_on(
 ) -> Result<AccountEntries, EngineError> {
     let shard = crate::runtime::shard_of(account, shards) as u32;
     let files = shard_files(&*fs, dir, shard, from, until)?.into();
-    Ok(AccountEntries { fs, files, current: None, shard, account, from, until, ready: VecDeque::new() })
+    Ok(AccountEntries {
+        fs,
+        files,
+        current: None,
+        shard,
+        account,
+        from_at: from,
+        until_at: until,
+        ready: VecDeque::new(),
+    })
 }
 
 /// An account's entries in a period ([`account_entries`]).
@@ -171,8 +180,8 @@ pub struct AccountEntries {
     current: Option<FileFrames>,
     shard: u32,
     account: AccountId,
-    from: i64,
-    until: i64,
+    from_at: i64,
+    until_at: i64,
     ready: VecDeque<LedgerEntry>,
 }
 
@@ -196,7 +205,7 @@ impl AccountEntries {
                 self.current = None;
                 continue;
             };
-            let (account, from, until) = (self.account, self.from, self.until);
+            let (account, from, until) = (self.account, self.from_at, self.until_at);
             let wanted = |i: usize| frame.account(i) == account && (from..until).contains(&frame.posted_at(i));
             if !(0..frame.count).any(wanted) {
                 continue;

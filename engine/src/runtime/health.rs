@@ -17,7 +17,7 @@ use std::sync::Mutex;
 #[derive(Debug, Default)]
 pub(crate) struct ShardHealth {
     failed: AtomicBool,
-    since: AtomicI64,
+    failed_at: AtomicI64,
     failures: AtomicU64,
     refused: AtomicU64,
     reason: Mutex<String>,
@@ -34,7 +34,8 @@ pub struct ShardStatus {
     /// Why it failed (the last failure), if it ever did.
     pub reason: Option<String>,
     /// When the current failure began (Unix seconds).
-    pub failed_since: Option<i64>,
+    #[serde(rename = "failed_since")]
+    pub failed_at: Option<i64>,
     /// Journal failures since the engine opened.
     pub failures: u64,
     /// Requests refused while failed, since the engine opened.
@@ -46,7 +47,7 @@ impl ShardHealth {
         if let Ok(mut held) = self.reason.lock() {
             reason.clone_into(&mut held);
         }
-        self.since.store(now, Ordering::Release);
+        self.failed_at.store(now, Ordering::Release);
         self.failures.fetch_add(1, Ordering::AcqRel);
         self.failed.store(true, Ordering::Release);
     }
@@ -75,7 +76,7 @@ impl ShardHealth {
             shard,
             state: if failed { "failed" } else { "serving" },
             reason: (!reason.is_empty()).then_some(reason),
-            failed_since: failed.then(|| self.since.load(Ordering::Acquire)),
+            failed_at: failed.then(|| self.failed_at.load(Ordering::Acquire)),
             failures: self.failures.load(Ordering::Acquire),
             refused: self.refused.load(Ordering::Relaxed),
         }

@@ -63,8 +63,8 @@ pub enum Effect {
     BucketRenewed {
         account: AccountId,
         bucket: BucketId,
-        valid_from: i64,
-        valid_until: i64,
+        valid_from_at: i64,
+        valid_until_at: i64,
     },
     Reserved(Box<Reservation>),
     Released {
@@ -73,7 +73,7 @@ pub enum Effect {
     },
     Usage {
         account: AccountId,
-        cycle_start: i64,
+        cycle_start_at: i64,
         service: std::sync::Arc<str>,
         units: u64,
         #[rkyv(with = RkyvDecimal)]
@@ -99,10 +99,10 @@ pub enum Effect {
     SessionEnded {
         session: String,
     },
-    /// A subscription moves to `plan` from `from` (now, or a cycle boundary).
+    /// A subscription moves to `plan` from `effective_at` (now, or a cycle boundary).
     PlanScheduled {
         subscription: SubscriptionId,
-        from: i64,
+        effective_at: i64,
         plan: String,
     },
     /// The subscription's unit buckets end at `at` and renew no more (a plan change).

@@ -195,7 +195,7 @@ impl ShardState {
             }
             self.totals.charged -= *delta;
         }
-        add_usage(account, charge.cycle_start, charge.service, charge.memo.charged_units, charge.memo.amount);
+        add_usage(account, charge.cycle_start_at, charge.service, charge.memo.charged_units, charge.memo.amount);
     }
 
     /// Applies one effect. Used identically by live processing and by recovery.
@@ -239,11 +239,11 @@ impl ShardState {
                     units.remaining = units.remaining.saturating_sub(*consumed);
                 }
             }
-            Effect::BucketRenewed { account, bucket, valid_from, valid_until } => {
+            Effect::BucketRenewed { account, bucket, valid_from_at, valid_until_at } => {
                 let ended = self.unit_bucket_mut(*account, *bucket).map(|units| {
                     let ended = period_of(units);
-                    units.valid_from = *valid_from;
-                    units.valid_until = *valid_until;
+                    units.valid_from_at = *valid_from_at;
+                    units.valid_until_at = *valid_until_at;
                     units.remaining = units.granted;
                     ended
                 });
@@ -276,9 +276,9 @@ impl ShardState {
                     }
                 }
             }
-            Effect::Usage { account, cycle_start, service, units, amount } => {
+            Effect::Usage { account, cycle_start_at, service, units, amount } => {
                 if let Some(account) = self.accounts.get_mut(account) {
-                    add_usage(account, *cycle_start, ServiceName::Shared(service), *units, *amount);
+                    add_usage(account, *cycle_start_at, ServiceName::Shared(service), *units, *amount);
                 }
             }
             Effect::Remembered { key, answer } => self.recent.insert(key, std::sync::Arc::clone(answer)),
@@ -300,21 +300,21 @@ impl ShardState {
             Effect::SessionEnded { session } => {
                 self.sessions.remove(session);
             }
-            Effect::PlanScheduled { subscription, from, plan } => {
+            Effect::PlanScheduled { subscription, effective_at, plan } => {
                 let lifecycle = self.lifecycle.entry(*subscription).or_default();
-                lifecycle.plans.retain(|(at, _)| at < from);
-                lifecycle.plans.push((*from, plan.clone()));
+                lifecycle.plans.retain(|(at, _)| at < effective_at);
+                lifecycle.plans.push((*effective_at, plan.clone()));
             }
             Effect::BucketsRetired { subscription, at } => {
                 let account = self.subscriptions.get(subscription).map(|s| s.account);
                 let mut ended = Vec::new();
                 if let Some(holder) = account.and_then(|a| self.accounts.get_mut(&a)) {
                     for bucket in holder.units.iter_mut().filter(|b| b.subscription == *subscription) {
-                        if bucket.period != Period::Once || bucket.valid_until > *at {
-                            if bucket.valid_from < *at {
+                        if bucket.period != Period::Once || bucket.valid_until_at > *at {
+                            if bucket.valid_from_at < *at {
                                 ended.push(period_of(bucket));
                             }
-                            bucket.valid_until = bucket.valid_until.min(*at);
+                            bucket.valid_until_at = bucket.valid_until_at.min(*at);
                             bucket.period = Period::Once;
                         }
                     }
@@ -530,20 +530,22 @@ impl Account {
 /// new total shares the name instead of copying it.
 pub(crate) fn add_usage(
     account: &mut Account,
-    cycle_start: i64,
+    cycle_start_at: i64,
     service: ServiceName<'_>,
     units: u64,
     amount: Decimal,
 ) {
     let text = service.as_str();
     let same = |name: &std::sync::Arc<str>| std::ptr::eq(name.as_ptr(), text.as_ptr()) || **name == *text;
-    match account.usage.iter_mut().find(|u| u.cycle_start == cycle_start && same(&u.service)) {
+    match account.usage.iter_mut().find(|u| u.cycle_start_at == cycle_start_at && same(&u.service)) {
         Some(total) => {
             total.events += 1;
             total.units += units;
             total.amount += amount;
         }
-        None => account.usage.push(UsageTotal { cycle_start, service: service.to_shared(), events: 1, units, amount }),
+        None => {
+            account.usage.push(UsageTotal { cycle_start_at, service: service.to_shared(), events: 1, units, amount })
+        }
     }
 }
 
@@ -553,8 +555,8 @@ fn period_of(bucket: &UnitBucket) -> AllowancePeriod {
         subscription: bucket.subscription,
         allowance: bucket.allowance,
         bucket: bucket.id,
-        valid_from: bucket.valid_from,
-        valid_until: bucket.valid_until,
+        valid_from_at: bucket.valid_from_at,
+        valid_until_at: bucket.valid_until_at,
         granted: bucket.granted,
         used: bucket.granted.saturating_sub(bucket.remaining),
     }
