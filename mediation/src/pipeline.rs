@@ -106,7 +106,8 @@ pub struct Summary {
     pub amount_by_currency: BTreeMap<String, Decimal>,
     pub units_rated: u64,
     /// Byte offset where the file stopped being readable, if it did.
-    pub unreadable_from: Option<u64>,
+    #[serde(rename = "unreadable_from")]
+    pub unreadable_from_offset: Option<u64>,
     pub complete: bool,
     /// How many times this file was resumed from a checkpoint.
     pub resumed: u32,
@@ -478,7 +479,7 @@ impl<'e> Mediator<'e> {
                     let ids = RatedIds {
                         account,
                         subscription,
-                        start: record.start_utc_seconds,
+                        start_utc_seconds: record.start_utc_seconds,
                         rating_group: record.rating_group,
                         record_identity: match file.keys {
                             KeyText::RecordIdentity => record.record_identity,
@@ -572,7 +573,7 @@ impl<'e> Mediator<'e> {
             // The rest of the file cannot be read: one rejected entry says from where.
             let at = resume.offset;
             summary.count_reject(RejectReason::Malformed);
-            summary.unreadable_from = Some(at);
+            summary.unreadable_from_offset = Some(at);
             let message = err.to_string();
             write_reject(&mut writers.rejects, resume.number + 1, at, RejectReason::Malformed, &message, "")
                 .map_err(MediationError::io(&file.outputs.rejects))?;
@@ -740,7 +741,7 @@ struct RatedIds {
     record_identity: String,
     account: u64,
     subscription: u64,
-    start: i64,
+    start_utc_seconds: i64,
     rating_group: Option<u32>,
     /// The destination as the record gave it (the plan's group is in `Names`).
     called: Option<SmolStr>,
@@ -819,7 +820,7 @@ fn write_rated(
         destination: names.destination.map(Cow::Borrowed),
         called: ids.called.as_deref().map(Cow::Borrowed),
         band: names.band.into(),
-        start_utc_seconds: ids.start,
+        start_utc_seconds: ids.start_utc_seconds,
         recorded_units: ids.recorded_units,
         units: answer.charged_units,
         allowance_units: answer.allowance_units,

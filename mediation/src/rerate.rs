@@ -34,9 +34,9 @@ pub struct RerateConfig {
     /// Where the audit files go.
     pub audit_dir: PathBuf,
     /// Usage that started at or after this (Unix seconds)…
-    pub from: i64,
+    pub from_at: i64,
     /// …and before this.
-    pub to: i64,
+    pub to_at: i64,
     /// Only this account's events.
     pub account: Option<u64>,
     /// Records per engine message.
@@ -49,8 +49,10 @@ pub struct RerateConfig {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RerateSummary {
     pub run: String,
-    pub from: i64,
-    pub to: i64,
+    #[serde(rename = "from")]
+    pub from_at: i64,
+    #[serde(rename = "to")]
+    pub to_at: i64,
     pub account: Option<u64>,
     pub files: u64,
     pub selected: u64,
@@ -160,8 +162,11 @@ pub fn rerate(
     run: &str,
     progress: &mut dyn FnMut(u64),
 ) -> Result<RerateSummary, MediationError> {
-    if config.from >= config.to {
-        return Err(MediationError::Rerate(format!("`from` ({}) must be before `to` ({})", config.from, config.to)));
+    if config.from_at >= config.to_at {
+        return Err(MediationError::Rerate(format!(
+            "`from` ({}) must be before `to` ({})",
+            config.from_at, config.to_at
+        )));
     }
     std::fs::create_dir_all(&config.audit_dir).map_err(MediationError::io(&config.audit_dir))?;
     let audit_path = config.audit_dir.join(format!("rerate-{run}.jsonl"));
@@ -173,8 +178,8 @@ pub fn rerate(
     let mut audit = Audit { out: BufWriter::with_capacity(1 << 20, audit_file), path: audit_path.clone() };
     let mut summary = RerateSummary {
         run: run.to_owned(),
-        from: config.from,
-        to: config.to,
+        from_at: config.from_at,
+        to_at: config.to_at,
         account: config.account,
         audit_file: audit_path,
         ..RerateSummary::default()
@@ -204,7 +209,7 @@ pub fn rerate(
                     continue;
                 }
             };
-            let in_window = config.from <= event.start_utc_seconds && event.start_utc_seconds < config.to;
+            let in_window = config.from_at <= event.start_utc_seconds && event.start_utc_seconds < config.to_at;
             if !in_window || config.account.is_some_and(|account| account != event.account) {
                 continue;
             }

@@ -102,7 +102,7 @@ fn truncated_chf_file_keeps_the_whole_cdr_before_the_cut() {
     let h = Harness::new("ber-chf-truncated");
     let summary = run(&h, "chf-truncated.cdr");
     assert_eq!((summary.rated, summary.rejected), (3, 1), "{summary:?}");
-    assert_eq!(summary.unreadable_from, Some(second_cdr), "{summary:?}");
+    assert_eq!(summary.unreadable_from_offset, Some(second_cdr), "{summary:?}");
     let rejects = h.rejects(&h.dir.join("chf-truncated.cdr"));
     assert_eq!(rejects.len(), 1, "{rejects:?}");
     assert_eq!(rejects[0]["reason"], "malformed");
@@ -116,10 +116,10 @@ fn hostile_files_keep_every_whole_record_and_explain_the_rest() {
     let clean = run(&h, "pgw.cdr");
     let h = Harness::new("ber-hostile-2");
     let truncated = run(&h, "truncated.cdr");
-    assert!(truncated.unreadable_from.is_some(), "{truncated:?}");
+    assert!(truncated.unreadable_from_offset.is_some(), "{truncated:?}");
     assert!(truncated.rated >= 1 && truncated.rated < clean.rated, "{truncated:?}");
     let bad_length = run(&h, "bad-length.cdr");
-    assert!(bad_length.unreadable_from.is_some() && bad_length.rejected >= 1, "{bad_length:?}");
+    assert!(bad_length.unreadable_from_offset.is_some() && bad_length.rejected >= 1, "{bad_length:?}");
     let h = Harness::new("ber-hostile-3");
     let garbage = run(&h, "garbage-middle.cdr");
     assert!(garbage.rejected >= 1 && garbage.rated >= 1, "{garbage:?}");

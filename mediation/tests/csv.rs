@@ -116,7 +116,7 @@ fn a_line_without_end_is_bounded_and_the_records_before_it_are_kept() {
     let file = h.write("long.csv", &text);
     let summary = h.process(&file, &format());
     assert_eq!((summary.rated, summary.rejected), (1, 1), "{summary:?}");
-    assert!(summary.unreadable_from.is_some());
+    assert!(summary.unreadable_from_offset.is_some());
     assert!(summary.balances());
 }
 

@@ -16,8 +16,8 @@ fn config(h: &Harness, from: i64, to: i64, account: Option<u64>) -> RerateConfig
     RerateConfig {
         rated_dir: h.config.out_dir.clone(),
         audit_dir: h.dir.join("rerate"),
-        from,
-        to,
+        from_at: from,
+        to_at: to,
         account,
         batch_records: 2,
         sync: true,

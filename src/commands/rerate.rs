@@ -15,11 +15,11 @@ pub(crate) struct RerateArgs {
     #[command(flatten)]
     engine: EngineArgs,
     /// Events whose usage started at or after this (RFC 3339, or Unix seconds)…
-    #[arg(long, value_parser = parse_time)]
-    from: i64,
+    #[arg(long = "from", value_name = "FROM", value_parser = parse_time)]
+    from_at: i64,
     /// …and before this.
-    #[arg(long, value_parser = parse_time)]
-    to: i64,
+    #[arg(long = "to", value_name = "TO", value_parser = parse_time)]
+    to_at: i64,
     /// Only this account's events.
     #[arg(long)]
     account: Option<u64>,
@@ -41,7 +41,7 @@ fn parse_time(text: &str) -> Result<i64, String> {
 }
 
 pub(crate) fn run(args: &RerateArgs) -> anyhow::Result<ExitCode> {
-    if args.from >= args.to {
+    if args.from_at >= args.to_at {
         bail!("--from must be before --to");
     }
     let engine = args.engine.open()?;
@@ -49,8 +49,8 @@ pub(crate) fn run(args: &RerateArgs) -> anyhow::Result<ExitCode> {
     let config = RerateConfig {
         rated_dir: args.rated.clone().unwrap_or_else(|| base.join("out")),
         audit_dir: base.join("rerate"),
-        from: args.from,
-        to: args.to,
+        from_at: args.from_at,
+        to_at: args.to_at,
         account: args.account,
         batch_records: args.batch.max(1),
         sync: true,

@@ -103,17 +103,17 @@ pub(crate) struct DiameterLimitArgs {
           value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     diameter_max_connections_per_address: usize,
     /// Seconds a new Diameter connection has to complete its capabilities exchange.
-    #[arg(long, value_name = "SECONDS", default_value_t = DiameterConfig::default().capabilities_timeout.as_secs(),
+    #[arg(long = "diameter-capabilities-timeout", value_name = "SECONDS", default_value_t = DiameterConfig::default().capabilities_timeout.as_secs(),
           value_parser = clap::value_parser!(u64).range(1..))]
-    diameter_capabilities_timeout: u64,
+    diameter_capabilities_timeout_seconds: u64,
     /// Seconds a Diameter message has to arrive whole once its first byte has.
-    #[arg(long, value_name = "SECONDS", default_value_t = DiameterConfig::default().message_timeout.as_secs(),
+    #[arg(long = "diameter-message-timeout", value_name = "SECONDS", default_value_t = DiameterConfig::default().message_timeout.as_secs(),
           value_parser = clap::value_parser!(u64).range(1..))]
-    diameter_message_timeout: u64,
+    diameter_message_timeout_seconds: u64,
     /// Seconds a Diameter peer may take none of its answers before it is disconnected.
-    #[arg(long, value_name = "SECONDS", default_value_t = DiameterConfig::default().write_timeout.as_secs(),
+    #[arg(long = "diameter-write-timeout", value_name = "SECONDS", default_value_t = DiameterConfig::default().write_timeout.as_secs(),
           value_parser = clap::value_parser!(u64).range(1..))]
-    diameter_write_timeout: u64,
+    diameter_write_timeout_seconds: u64,
     /// Bytes all Diameter connections of a listener may hold together, beyond a reserve of
     /// their own, for messages being received, served and answered.
     #[arg(long, value_name = "BYTES", default_value_t = DiameterConfig::default().max_buffered_bytes)]
@@ -126,9 +126,9 @@ impl DiameterLimitArgs {
         let config = DiameterConfig {
             max_connections: self.diameter_max_connections,
             max_connections_per_address: self.diameter_max_connections_per_address,
-            capabilities_timeout: Duration::from_secs(self.diameter_capabilities_timeout),
-            message_timeout: Duration::from_secs(self.diameter_message_timeout),
-            write_timeout: Duration::from_secs(self.diameter_write_timeout),
+            capabilities_timeout: Duration::from_secs(self.diameter_capabilities_timeout_seconds),
+            message_timeout: Duration::from_secs(self.diameter_message_timeout_seconds),
+            write_timeout: Duration::from_secs(self.diameter_write_timeout_seconds),
             max_buffered_bytes: self.diameter_max_buffered_bytes,
             ..config
         };

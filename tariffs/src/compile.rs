@@ -775,7 +775,7 @@ impl Compiler<'_> {
             if let Some(service) = service {
                 let unit = services[service].0.unit;
                 let limit = unit.max_per_event();
-                for (name, value) in [("first_interval", &spec.first_interval), ("increment", &spec.increment)] {
+                for (name, value) in [("first_interval", &spec.first_interval_units), ("increment", &spec.increment)] {
                     if let Some(value) = value.as_ref().filter(|value| *value.get_ref() > limit) {
                         self.ctx.report(
                             value.span(),
@@ -847,7 +847,7 @@ impl Compiler<'_> {
                 "a zero increment would never charge usage past the first interval",
             );
         }
-        let first_interval = spec.first_interval.as_ref().map_or(increment, |f| *f.get_ref());
+        let first_interval_units = spec.first_interval_units.as_ref().map_or(increment, |f| *f.get_ref());
         let per = spec.per.as_ref().map_or(1, |p| *p.get_ref());
         if let Some(value) = spec.per.as_ref().filter(|p| *p.get_ref() == 0) {
             self.ctx.report(value.span(), field("per"), "must be 1 or more");
@@ -862,10 +862,10 @@ impl Compiler<'_> {
         let mut steps = vec![(0u64, price)];
         for (step_index, step) in spec.steps.iter().enumerate() {
             let step = step.get_ref();
-            let from = *step.from.get_ref();
+            let from = *step.from_units.get_ref();
             if from <= steps.last().map_or(0, |(from, _)| *from) {
                 self.ctx.report(
-                    step.from.span(),
+                    step.from_units.span(),
                     format!("rates[{index}].steps[{step_index}].from"),
                     "step starts must be above 0 and increase",
                 );
@@ -894,7 +894,7 @@ impl Compiler<'_> {
         Some(Rate {
             source_line: line,
             connect_fee,
-            first_interval,
+            first_interval_units,
             increment,
             per,
             steps,

@@ -104,7 +104,7 @@ pub struct Rate {
     pub source_line: u32,
     #[rkyv(with = RkyvDecimal)]
     pub connect_fee: Decimal,
-    pub first_interval: u64,
+    pub first_interval_units: u64,
     pub increment: u64,
     pub per: u64,
     /// Sorted by `from_units`; the first starts at 0.
@@ -122,12 +122,12 @@ impl Rate {
     pub fn charged_units(&self, units: u64) -> Option<u64> {
         if units == 0 {
             Some(0)
-        } else if units <= self.first_interval {
-            Some(self.first_interval)
+        } else if units <= self.first_interval_units {
+            Some(self.first_interval_units)
         } else {
-            let rest = units - self.first_interval;
+            let rest = units - self.first_interval_units;
             let increments = if self.increment == 0 { return None } else { rest.div_ceil(self.increment) };
-            self.first_interval.checked_add(increments.checked_mul(self.increment)?)
+            self.first_interval_units.checked_add(increments.checked_mul(self.increment)?)
         }
     }
 

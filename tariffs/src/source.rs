@@ -105,7 +105,8 @@ pub struct RateSource {
     /// Absent: every band.
     pub band: Option<Spanned<String>>,
     pub connect_fee: Option<Spanned<String>>,
-    pub first_interval: Option<Spanned<u64>>,
+    #[serde(rename = "first_interval")]
+    pub first_interval_units: Option<Spanned<u64>>,
     pub increment: Option<Spanned<u64>>,
     pub price: Spanned<String>,
     /// The price is for this many units (60 with seconds = a price per minute).
@@ -120,7 +121,8 @@ pub struct RateSource {
 #[serde(deny_unknown_fields)]
 pub struct StepSource {
     /// Units into the usage from which this price applies (e.g. 60 = after the first minute).
-    pub from: Spanned<u64>,
+    #[serde(rename = "from")]
+    pub from_units: Spanned<u64>,
     pub price: Spanned<String>,
 }
 

@@ -740,7 +740,7 @@ proptest! {
             };
             // The opening rate of a seconds service is the one of the band at the start.
             let opening = &plan.rates[plan.rates.iter().position(|r| r.source_line == rated.rate_line).expect("rate")];
-            let (first, increment) = (u128::from(opening.first_interval), u128::from(opening.increment));
+            let (first, increment) = (u128::from(opening.first_interval_units), u128::from(opening.increment));
             let used = u128::from(units);
             let charged = match used {
                 0 => 0,

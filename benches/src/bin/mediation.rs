@@ -217,8 +217,8 @@ fn rerate(dir: &Path, rated: &Path, engine: &Engine) {
     let config = tollgate_mediation::RerateConfig {
         rated_dir: rated.to_owned(),
         audit_dir: dir.join("rerate"),
-        from: NOW - 86_400,
-        to: NOW + 1,
+        from_at: NOW - 86_400,
+        to_at: NOW + 1,
         account: None,
         batch_records: 16_384,
         sync: true,

@@ -53,7 +53,7 @@ pub struct CreditControl {
     pub subscriber: Option<Identity>,
     pub destination: Option<SmolStr>,
     pub units: Vec<(UnitRequest, UnitKind, bool)>,
-    pub event_time: i64,
+    pub event_at: i64,
 }
 
 /// A CCR that cannot be served: the Result-Code and the AVP to name in Failed-AVP.
@@ -169,7 +169,7 @@ pub fn parse(message: &Message, now: i64) -> Result<CreditControl, Refusal> {
     let context = message.avp(code::SERVICE_CONTEXT_ID, 0).map(text).transpose()?.unwrap_or_default();
     let context_service = service_for_context(context);
     let requested_action = message.avp(code::REQUESTED_ACTION, 0).and_then(Avp::as_u32);
-    let event_time = message
+    let event_at = message
         .avp(code::EVENT_TIMESTAMP, 0)
         .and_then(Avp::as_u32)
         // NTP seconds (since 1900) to Unix seconds.
@@ -247,7 +247,7 @@ pub fn parse(message: &Message, now: i64) -> Result<CreditControl, Refusal> {
         subscriber: subscriber(message)?,
         destination,
         units,
-        event_time,
+        event_at,
     })
 }
 
@@ -275,7 +275,7 @@ pub fn to_request(ccr: &CreditControl) -> Result<Request, Refusal> {
                 service: unit.service.clone().unwrap_or(ServiceRef::RatingGroup(unit.rating_group)),
                 rating_group: (unit.rating_group != 0).then_some(unit.rating_group),
                 destination: ccr.destination.clone(),
-                start_utc_seconds: ccr.event_time,
+                start_utc_seconds: ccr.event_at,
                 units,
             };
             match ccr.requested_action.unwrap_or(0) {

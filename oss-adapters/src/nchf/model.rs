@@ -33,8 +33,8 @@ pub struct MultipleUnitUsage {
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Units {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub time: Option<u64>,
+    #[serde(rename = "time", skip_serializing_if = "Option::is_none")]
+    pub time_seconds: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub total_volume: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -48,7 +48,7 @@ pub struct Units {
 impl Units {
     /// The quantity and which field carried it.
     pub fn quantity(&self) -> Option<(u64, UnitField)> {
-        if let Some(time) = self.time {
+        if let Some(time) = self.time_seconds {
             return Some((time, UnitField::Time));
         }
         if let Some(total) = self.total_volume {
@@ -63,7 +63,7 @@ impl Units {
 
     pub fn of(field: UnitField, units: u64) -> Units {
         match field {
-            UnitField::Time => Units { time: Some(units), ..Units::default() },
+            UnitField::Time => Units { time_seconds: Some(units), ..Units::default() },
             UnitField::Volume => Units { total_volume: Some(units), ..Units::default() },
             UnitField::ServiceSpecific => Units { service_specific_units: Some(units), ..Units::default() },
         }
@@ -93,8 +93,8 @@ pub struct MultipleUnitInformation {
     pub rating_group: u32,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub granted_unit: Option<Units>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub validity_time: Option<u32>,
+    #[serde(rename = "validityTime", skip_serializing_if = "Option::is_none")]
+    pub validity_seconds: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub final_unit_indication: Option<FinalUnitIndication>,
 }

@@ -112,9 +112,10 @@ struct Claims {
     _subject: String,
     aud: Audience,
     scope: String,
-    exp: u64,
-    #[serde(default)]
-    nbf: Option<u64>,
+    #[serde(rename = "exp")]
+    expires_at: u64,
+    #[serde(default, rename = "nbf")]
+    not_before_at: Option<u64>,
 }
 
 impl AccessTokenVerifier {
@@ -181,10 +182,10 @@ impl AccessTokenVerifier {
             return Err(InvalidToken("bad signature"));
         }
         let claims: Claims = serde_json::from_slice(&decode(payload)?).map_err(|_| InvalidToken("bad claims"))?;
-        if claims.exp.saturating_add(CLOCK_SKEW_SECONDS) <= now_unix_seconds {
+        if claims.expires_at.saturating_add(CLOCK_SKEW_SECONDS) <= now_unix_seconds {
             return Err(InvalidToken("expired"));
         }
-        if claims.nbf.is_some_and(|nbf| nbf > now_unix_seconds.saturating_add(CLOCK_SKEW_SECONDS)) {
+        if claims.not_before_at.is_some_and(|nbf| nbf > now_unix_seconds.saturating_add(CLOCK_SKEW_SECONDS)) {
             return Err(InvalidToken("not yet valid"));
         }
         let ours = |audience: &String| audience == NF_TYPE || self.nf_instance_id.as_ref() == Some(audience);

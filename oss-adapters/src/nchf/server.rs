@@ -450,7 +450,7 @@ fn respond(
                 result_code: result_code(&grant.outcome),
                 rating_group: grant.rating_group,
                 granted_unit: (grant.granted_units > 0).then(|| Units::of(*field, grant.granted_units)),
-                validity_time: (grant.granted_units > 0).then_some(grant.validity_seconds),
+                validity_seconds: (grant.granted_units > 0).then_some(grant.validity_seconds),
                 final_unit_indication: grant
                     .final_unit
                     .then_some(FinalUnitIndication { final_unit_action: "TERMINATE" }),
@@ -462,7 +462,7 @@ fn respond(
                 result_code: result_code(&answer.outcome),
                 rating_group: unit.rating_group,
                 granted_unit: Some(Units::of(*field, charged.charged_units)),
-                validity_time: None,
+                validity_seconds: None,
                 final_unit_indication: None,
             })
             .collect(),
@@ -472,7 +472,7 @@ fn respond(
                 result_code: result_code(&answer.outcome),
                 rating_group: unit.rating_group,
                 granted_unit: None,
-                validity_time: None,
+                validity_seconds: None,
                 final_unit_indication: None,
             })
             .collect(),
