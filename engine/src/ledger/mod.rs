@@ -64,7 +64,7 @@ struct FileFrames {
     path: PathBuf,
     file: std::io::BufReader<Box<dyn Read + Send>>,
     left: u64,
-    at: u64,
+    offset: u64,
     payload: Vec<u8>,
 }
 
@@ -86,7 +86,7 @@ impl FileFrames {
             path,
             file,
             left: len - HEADER_BYTES as u64,
-            at: HEADER_BYTES as u64,
+            offset: HEADER_BYTES as u64,
             payload: Vec::new(),
         }))
     }
@@ -105,16 +105,16 @@ impl FileFrames {
         let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
         let crc = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
         if len > MAX_FRAME_BYTES || 8 + len as u64 > self.left {
-            return Err(damaged(&self.path, self.at, format!("length {len} runs past the cursor")));
+            return Err(damaged(&self.path, self.offset, format!("length {len} runs past the cursor")));
         }
         self.payload.resize(len, 0);
         self.file.read_exact(&mut self.payload).map_err(EngineError::io(&self.path))?;
         if crc32fast::hash(&self.payload) != crc {
-            return Err(damaged(&self.path, self.at, "checksum mismatch".to_owned()));
+            return Err(damaged(&self.path, self.offset, "checksum mismatch".to_owned()));
         }
-        let at = self.at;
+        let at = self.offset;
         self.left -= 8 + len as u64;
-        self.at += 8 + len as u64;
+        self.offset += 8 + len as u64;
         let frame = Frame::parse(&self.payload).map_err(|reason| damaged(&self.path, at, reason))?;
         Ok(Some(frame))
     }
