@@ -48,8 +48,8 @@ pub enum Behaviour {
     Slow { delay_ms: u64 },
     /// Execute and answer 202 `InProgress`; the next request with the id finds it done.
     Accept,
-    /// Answer 200 with `bytes` bytes of filler; not executed.
-    Babble { bytes: usize },
+    /// Answer `status` with `bytes` bytes of filler; not executed.
+    Babble { status: u16, bytes: usize },
     /// Never answer; not executed.
     Hang,
     /// Close the connection without answering; not executed.
@@ -294,7 +294,9 @@ async fn command(
                 None => status.into_response(),
             }
         }
-        Behaviour::Babble { bytes } => (StatusCode::OK, "x".repeat(bytes)).into_response(),
+        Behaviour::Babble { status, bytes } => {
+            (StatusCode::from_u16(status).unwrap_or(StatusCode::OK), "x".repeat(bytes)).into_response()
+        }
         Behaviour::Hang => std::future::pending().await,
         Behaviour::Drop => {
             kill.0.notify_one();

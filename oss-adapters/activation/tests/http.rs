@@ -187,11 +187,16 @@ async fn an_accepted_command_in_progress_is_asked_again_until_completed() {
 }
 
 #[tokio::test]
-async fn an_oversized_answer_is_cut_off_and_transient() {
+async fn an_oversized_answer_is_cut_off_and_transient_unless_it_is_a_refusal() {
     let fake = FakeNetworkElement::start().await.expect("fake");
     let config = HttpConfig { max_attempts: 1, ..settings(&fake.url()) };
-    let outcome = check(&fake, config, &[(Behaviour::Babble { bytes: 1 << 20 }, Times::Always)]).await;
+    let outcome =
+        check(&fake, config.clone(), &[(Behaviour::Babble { status: 200, bytes: 1 << 20 }, Times::Count(1))]).await;
     assert_eq!(transient_reason(&outcome), "HTTP 200: answer longer than 65536 bytes (attempt 1 of 1)");
+    // A refusal is one however long its body.
+    let script = [(Behaviour::Babble { status: 403, bytes: 1 << 20 }, Times::Count(1))];
+    let outcome = check(&fake, config, &script).await;
+    assert_eq!(outcome, ActivationOutcome::Permanent { code: "http-403".into(), reason: "Forbidden".into() });
 }
 
 #[tokio::test]

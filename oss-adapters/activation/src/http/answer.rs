@@ -155,7 +155,7 @@ pub(crate) fn classify(
 }
 
 /// A 4xx that is not 408 or 429: the request will not succeed as it is.
-fn is_refusal(status: StatusCode) -> bool {
+pub(crate) fn is_refusal(status: StatusCode) -> bool {
     status.is_client_error() && status != StatusCode::REQUEST_TIMEOUT && status != StatusCode::TOO_MANY_REQUESTS
 }
 

@@ -22,7 +22,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use zeroize::Zeroizing;
 
-use self::answer::{classify, retry_after_ms, MAX_ANSWER_BYTES};
+use self::answer::{classify, is_refusal, retry_after_ms, MAX_ANSWER_BYTES};
 use self::connect::GatewayConnector;
 use crate::{wire, ActivationError, ActivationFuture, ActivationOutcome, ActivationRequest, Activator, GatewayAuth};
 use crate::{HttpConfig, RequestId};
@@ -139,21 +139,24 @@ impl HttpActivator {
         let exchange = async {
             let response = self.client.request(request).await.map_err(|err| describe(&err))?;
             let (parts, body) = response.into_parts();
-            let body = Limited::new(body, MAX_ANSWER_BYTES).collect().await.map_err(|err| {
-                if err.is::<http_body_util::LengthLimitError>() {
-                    format!("HTTP {}: answer longer than {MAX_ANSWER_BYTES} bytes", parts.status.as_u16())
-                } else {
-                    describe(err.as_ref())
+            match Limited::new(body, MAX_ANSWER_BYTES).collect().await {
+                Ok(body) => Ok(classify(parts.status, retry_after_ms(&parts.headers), &body.to_bytes(), id)),
+                // A refusal stays one whatever its body; anything else may have run.
+                Err(err) if err.is::<http_body_util::LengthLimitError>() && is_refusal(parts.status) => {
+                    Ok(classify(parts.status, None, b"", id))
                 }
-            })?;
-            Ok::<_, String>((parts, body.to_bytes()))
+                Err(err) if err.is::<http_body_util::LengthLimitError>() => {
+                    Err(format!("HTTP {}: answer longer than {MAX_ANSWER_BYTES} bytes", parts.status.as_u16()))
+                }
+                Err(err) => Err(describe(err.as_ref())),
+            }
         };
         match tokio::time::timeout(Duration::from_millis(self.timeout_ms), exchange).await {
             Err(_) => {
                 ActivationOutcome::transient(format!("no answer within {} ms (http.timeout_ms)", self.timeout_ms))
             }
             Ok(Err(reason)) => ActivationOutcome::transient(reason),
-            Ok(Ok((parts, body))) => classify(parts.status, retry_after_ms(&parts.headers), &body, id),
+            Ok(Ok(outcome)) => outcome,
         }
     }
 }
