@@ -187,6 +187,42 @@ impl Tx {
     }
 }
 
+impl Tx {
+    /// Records many engine operations in this transaction, due at once, a chunk per
+    /// statement (a bulk import's). Their idempotency keys must be new: a key already in
+    /// the outbox fails the statement (use [`Tx::enqueue`] when a repeat is expected).
+    pub async fn enqueue_many(&mut self, items: &[NewOutboxItem<'_>], now: Timestamp) -> Result<()> {
+        let now = to_ms(now);
+        let mut values = Vec::with_capacity(items.len() * 6);
+        for item in items {
+            if item.idempotency_key.is_empty() {
+                return Err(StoreError::Invalid { field: "idempotency_key", reason: "empty".into() });
+            }
+            values.extend(args![
+                item.idempotency_key,
+                item.kind,
+                item.ordering_key,
+                json_text("payload", item.payload)?,
+                now,
+                now
+            ]);
+        }
+        crate::bulk::insert_many(
+            self,
+            "outbox.enqueue",
+            "INSERT INTO outbox (idempotency_key, kind, ordering_key, payload, next_attempt_at_ms, created_at_ms)",
+            6,
+            values,
+            "",
+        )
+        .await?;
+        if !items.is_empty() {
+            self.enqueued_outbox_item();
+        }
+        Ok(())
+    }
+}
+
 impl Store {
     /// Claims up to `limit` due rows for `lease` (see the module documentation), oldest
     /// first, at most one per ordering key.
