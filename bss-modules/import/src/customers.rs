@@ -398,3 +398,85 @@ impl Batch for CustomerData {
         Ok(outcome)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mapping::Mapping;
+    use tollgate_store::ImportKind;
+
+    const MAPPING: &str = "[fields]\nexternal_id = { position = 1 }\nparty_type = { position = 2 }\nname = { position = 3 }\nemail = { position = 4 }\nphone = { position = 5 }\nstreet1 = { position = 6 }\ncity = { position = 7 }\npost_code = { position = 8 }\ncountry = { position = 9 }\ncurrency = { position = 10 }\n";
+
+    fn row(cells: &[&str]) -> Result<CustomerData, Reject> {
+        let mapping = Mapping::parse(&format!("header = false\n{MAPPING}"), ImportKind::Customers).expect("mapping");
+        let columns = mapping.resolve(None).expect("columns");
+        parse_row(&columns, &csv::ByteRecord::from(cells.to_vec()))
+    }
+
+    #[test]
+    fn the_document_a_row_makes_is_one_the_api_accepts_and_reads_back() {
+        let data =
+            row(&["X1", "Organisation", "Acme", "a@b.example", "+49301", "Main St 1", "Berlin", "10115", "DE", "EUR"])
+                .expect("valid");
+        let mut doc = data.customer_doc("c1");
+        let valid =
+            tollgate_customers::validate_customer(&mut doc, None, jiff::Timestamp::UNIX_EPOCH).expect("valid doc");
+        assert_eq!((valid.party_type.as_str(), valid.name.as_str()), ("organization", "Acme"));
+        let media = doc["contactMedium"].as_array().expect("media");
+        assert_eq!(media.len(), 3, "email, phone, and one postal address: {doc}");
+        assert_eq!(media[2]["characteristic"]["postCode"], "10115");
+        let stored = ExternalAccount {
+            external_id: "X1".into(),
+            customer: CustomerRow {
+                id: "c1".into(),
+                party_type: "organization".into(),
+                name: "Acme".into(),
+                status: "Approved".into(),
+                doc,
+                anonymised_at: None,
+            },
+            account: Some(BillingAccountRow {
+                id: "a1".into(),
+                engine_account_id: 1,
+                customer_id: "c1".into(),
+                parent_id: None,
+                root_id: "a1".into(),
+                depth: 0,
+                name: "Acme".into(),
+                account_type: "postpaid".into(),
+                state: "Active".into(),
+                currency: "EUR".into(),
+                bill_cycle_day: 1,
+                payment_terms_days: 30,
+                tax_profile_id: None,
+                credit_limit: Decimal::ZERO,
+            }),
+            parent_external_id: None,
+        };
+        let back = CustomerData::from_stored(&stored).expect("read back");
+        assert_eq!(data.first_difference(&back), None, "a stored row reads back as the row: {back:?}");
+        let moved =
+            row(&["X1", "organization", "Acme", "a@b.example", "+49301", "Main St 1", "Potsdam", "10115", "DE", "EUR"])
+                .expect("valid");
+        assert_eq!(moved.first_difference(&back), Some("city"));
+    }
+
+    #[test]
+    fn bad_fields_are_named() {
+        let good = ["X1", "individual", "Ada", "", "", "", "", "", "", "EUR"];
+        let long = "x".repeat(MAX_NAME_CHARS + 1);
+        let cases: [(usize, &str, &str); 5] = [
+            (0, "", "external_id"),
+            (1, "robot", "party_type"),
+            (2, &long, "name"),
+            (3, "nobody", "email"),
+            (9, "eur", "currency"),
+        ];
+        for (index, value, field) in cases {
+            let mut cells = good;
+            cells[index] = value;
+            assert_eq!(row(&cells).expect_err(value).field, field, "{value:?}");
+        }
+        assert!(row(&good).is_ok());
+    }
+}
