@@ -35,7 +35,9 @@ pub(crate) enum ImportCommand {
         #[arg(long)]
         out: PathBuf,
     },
-    /// List the import runs: kind, state, rows, imported, duplicates, rejected, file.
+    /// The import runs (kind, state, rows, imported, duplicates, rejected, file) and what the
+    /// store holds (customers, billing accounts, subscriptions, engine operations pending,
+    /// done and failed in the outbox), as JSON.
     Status,
 }
 
@@ -104,14 +106,23 @@ pub(crate) fn run(database: &DatabaseArgs, command: ImportCommand) -> anyhow::Re
     let started = std::time::Instant::now();
     let summary = super::bss::runtime()?.block_on(async {
         let store = database.open().await?;
-        let mut progress = |at: &Progress| {
-            if let Some(bar) = &bar {
+        let mut progress = |at: &Progress| match &bar {
+            Some(bar) => {
                 bar.set_position(at.bytes_done);
                 bar.set_message(format!(
                     "{} rows: {} imported, {} duplicates, {} rejected",
                     at.rows, at.imported, at.duplicates, at.rejected
                 ));
             }
+            // Not a terminal: a line per committed batch, for the log.
+            None => tracing::info!(
+                rows = at.rows,
+                imported = at.imported,
+                duplicates = at.duplicates,
+                rejected = at.rejected,
+                bytes = at.bytes_done,
+                "import: batch committed"
+            ),
         };
         let summary = import_file(&store, &args.file, &mapping, &options, &mut progress)
             .await
@@ -138,22 +149,40 @@ fn plan_currencies(data_dir: &Path, files: &[PathBuf]) -> anyhow::Result<HashMap
     Ok(plans.ids().filter_map(|id| Some((id.to_owned(), plans.at(id, now)?.names.currency.to_string()))).collect())
 }
 
+/// The runs, and what the store holds: customers, billing accounts, subscriptions and the
+/// outbox's engine operations by state (pending ones are applied by `tollgate serve
+/// --api-listen`), as one JSON object.
 fn status(database: &DatabaseArgs) -> anyhow::Result<ExitCode> {
     super::bss::runtime()?.block_on(async {
         let store = database.open().await?;
-        for run in store.import_runs().await? {
-            let state = if run.complete { "complete" } else { "interrupted" };
-            println!(
-                "{}\t{}\t{state}\t{} rows\t{} imported\t{} duplicates\t{} rejected\t{}",
-                run.id,
-                run.kind.as_str(),
-                run.rows_done,
-                run.imported,
-                run.duplicates,
-                run.rejected,
-                run.file_name
-            );
-        }
+        let runs: Vec<serde_json::Value> = store
+            .import_runs()
+            .await?
+            .iter()
+            .map(|run| {
+                serde_json::json!({
+                    "run": run.id,
+                    "kind": run.kind.as_str(),
+                    "file": run.file_name,
+                    "state": if run.complete { "complete" } else { "interrupted" },
+                    "rows": run.rows_done,
+                    "imported": run.imported,
+                    "duplicates": run.duplicates,
+                    "rejected": run.rejected,
+                })
+            })
+            .collect();
+        let customers = store.customer_list(&Default::default(), 0, 0).await?.total;
+        let accounts = store.billing_account_list(&Default::default(), 0, 0).await?.total;
+        let outbox = store.outbox_counts().await?;
+        let shown = serde_json::json!({
+            "runs": runs,
+            "customers": customers,
+            "billing_accounts": accounts,
+            "subscriptions": store.subscription_count().await?,
+            "outbox": {"pending": outbox.pending, "done": outbox.done, "failed": outbox.failed},
+        });
+        println!("{shown}");
         store.close().await;
         Ok(ExitCode::SUCCESS)
     })
