@@ -95,7 +95,7 @@ pub fn generate(dir: &Path, rows: u64) -> Result<Generated> {
                 1..=4 if root > 0 => ("P", format!("C{root:09}")),
                 _ => ("P", String::new()),
             };
-            let (pay, credit) = if n % 2 == 0 || party == "O" { ("POST", "250.00") } else { ("PRE", "0") };
+            let (pay, credit) = if n.is_multiple_of(2) || party == "O" { ("POST", "250.00") } else { ("PRE", "0") };
             writeln!(
                 out,
                 "C{n:09},{party},Customer {n},customer{n}@example.com,+4930{n:09},Street {n},Berlin,{},DE,{pay},{},{credit},{parent}",
@@ -108,7 +108,7 @@ pub fn generate(dir: &Path, rows: u64) -> Result<Generated> {
     write(&generated.subscriptions, |out| {
         writeln!(out, "line_no,customer_no,tariff,msisdn,imsi,state")?;
         for n in 1..=rows {
-            let state = if n % 100 == 0 { "S" } else { "A" };
+            let state = if n.is_multiple_of(100) { "S" } else { "A" };
             writeln!(out, "S{n:09},C{n:09},PRE_S,+4915{n:010},26201{n:010},{state}")?;
         }
         Ok(())

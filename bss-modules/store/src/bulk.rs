@@ -26,7 +26,7 @@ pub(crate) async fn insert_many(
     values: Vec<Arg>,
     tail: &str,
 ) -> Result<Vec<Row>> {
-    if width == 0 || values.len() % width != 0 {
+    if width == 0 || !values.len().is_multiple_of(width) {
         return Err(StoreError::Invalid { field: "values", reason: format!("not rows of {width}") });
     }
     let per_statement = (MAX_VALUES_PER_STATEMENT / width).clamp(1, MAX_ROWS_PER_STATEMENT);

@@ -53,7 +53,7 @@ fn subscription(n: usize, account: usize, identities: &[&str]) -> SubscriptionRo
         billing_account_id: format!("a{account}"),
         offering_id: None,
         plan_id: "mobile-prepaid-s".into(),
-        state: if n % 2 == 0 { "suspended".into() } else { "active".into() },
+        state: if n.is_multiple_of(2) { "suspended".into() } else { "active".into() },
         identities: identities.iter().map(|identity| (*identity).to_owned()).collect(),
     }
 }
