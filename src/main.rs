@@ -85,6 +85,15 @@ enum Command {
         #[command(subcommand)]
         command: commands::bss::CustomerCommand,
     },
+    /// Bulk import from a legacy system: customers with their billing accounts, and
+    /// subscriptions, from CSV through a column mapping (validated, de-duplicated by external
+    /// id, resumable after a kill; the engine follows through the outbox).
+    Import {
+        #[command(flatten)]
+        database: commands::bss::DatabaseArgs,
+        #[command(subcommand)]
+        command: commands::import::ImportCommand,
+    },
     /// An account's itemised usage (and other ledger entries) in a period, as CSV or JSON.
     Usage(commands::usage::UsageArgs),
     /// Show, top up, adjust and refund balances.
@@ -135,6 +144,7 @@ fn main() -> ExitCode {
         Command::Token { database, command } => commands::bss::token(&database, command),
         Command::Offering { database, command } => commands::bss::offering(&database, command),
         Command::Customer { database, command } => commands::bss::customer(&database, command),
+        Command::Import { database, command } => commands::import::run(&database, command),
         Command::Archive { engine, command } => commands::archive::run(&engine, command),
         Command::Account { engine, command } => commands::account::account(&engine, command),
         Command::Subscription { engine, command } => commands::account::subscription(&engine, command),

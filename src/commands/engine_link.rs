@@ -1,6 +1,7 @@
 //! The BSS's link to the charging engine: [`EngineLink`], the store's `OutboxHandler` that
-//! applies the engine operations `tollgate-customers` records in the outbox (creating a
-//! billing account's engine account, setting its credit limit) through the engine's API,
+//! applies the engine operations `tollgate-customers` and `tollgate-import` record in the
+//! outbox (creating a billing account's engine account, setting its credit limit, creating
+//! a subscription under its identities, suspending it) through the engine's API,
 //! each under its outbox row's idempotency key as the engine request key. A retry (after
 //! a failed attempt, a crash, a lease that ran out) repeats the key, and the engine answers
 //! a repeated key with its stored answer without changing anything: the operation takes
@@ -9,7 +10,7 @@
 use std::sync::Arc;
 
 use tollgate_customers::{AccountType, EngineOperation};
-use tollgate_engine::{AccountKind, Engine, Operation, Outcome, Request, Target};
+use tollgate_engine::{AccountKind, Engine, Identity, Operation, Outcome, Request, Target};
 use tollgate_store::{ApplyError, OutboxHandler, OutboxItem};
 
 /// Applies outbox rows to the engine.
@@ -32,7 +33,21 @@ impl EngineLink {
 
 /// The engine request an outbox row stands for, keyed by the row's idempotency key.
 pub(crate) fn request(item: &OutboxItem) -> Result<Request, String> {
+    let key = Some(item.idempotency_key.clone());
     let (account, operation) = match EngineOperation::from_outbox(item)? {
+        EngineOperation::CreateSubscription { account, subscription, plan, identities } => {
+            let identities = identities
+                .iter()
+                .map(|text| {
+                    Identity::parse(text).ok_or_else(|| format!("payload.identities: {text:?} is not an identity"))
+                })
+                .collect::<Result<Vec<_>, String>>()?;
+            (account, Operation::CreateSubscription { subscription, plan, identities })
+        }
+        EngineOperation::SuspendSubscription { subscription, reason } => {
+            let operation = Operation::Suspend { reason };
+            return Ok(Request { key, target: Target::Subscription(subscription), operation });
+        }
         EngineOperation::CreateAccount { account, account_type, currency, credit_limit } => {
             let kind = match account_type {
                 AccountType::Prepaid => AccountKind::Prepaid,
@@ -46,13 +61,21 @@ pub(crate) fn request(item: &OutboxItem) -> Result<Request, String> {
             (account, Operation::SetCreditLimit { credit_limit })
         }
     };
-    Ok(Request { key: Some(item.idempotency_key.clone()), target: Target::Account(account), operation })
+    Ok(Request { key, target: Target::Account(account), operation })
 }
 
 impl EngineLink {
-    /// After `AlreadyExists`: whether the engine's account is the one `create` describes
-    /// (same kind and currency).
+    /// After `AlreadyExists`: whether what the engine has is what `create` describes.
     async fn existing_matches(&self, item: &OutboxItem, create: &Request) -> Result<(), ApplyError> {
+        match &create.operation {
+            Operation::CreateAccount { .. } => self.existing_account_matches(item, create).await,
+            Operation::CreateSubscription { .. } => self.existing_subscription_matches(item, create).await,
+            _ => Err(ApplyError::Fail("not a creation".into())),
+        }
+    }
+
+    /// Whether the engine's account is the one `create` describes (same kind and currency).
+    async fn existing_account_matches(&self, item: &OutboxItem, create: &Request) -> Result<(), ApplyError> {
         let Operation::CreateAccount { kind, currency, .. } = &create.operation else {
             return Err(ApplyError::Fail("not an account creation".into()));
         };
@@ -73,12 +96,47 @@ impl EngineLink {
             _ => Err(ApplyError::Retry("the engine is unavailable".into())),
         }
     }
+
+    /// Whether every identity `create` names already belongs to a subscription of the
+    /// account it names (an earlier attempt whose key the engine's window has forgotten);
+    /// otherwise another subscription holds one, and an operator must look.
+    async fn existing_subscription_matches(&self, item: &OutboxItem, create: &Request) -> Result<(), ApplyError> {
+        let (Operation::CreateSubscription { identities, .. }, Target::Account(account)) =
+            (&create.operation, &create.target)
+        else {
+            return Err(ApplyError::Fail("not a subscription creation".into()));
+        };
+        for identity in identities {
+            let enquiry = Request {
+                key: None,
+                target: Target::Subscriber(identity.clone()),
+                operation: Operation::BalanceEnquiry,
+            };
+            let (reply, answered) = tokio::sync::oneshot::channel();
+            self.engine.submit(enquiry, Box::new(move |answer| drop(reply.send(answer))));
+            match answered.await {
+                Ok(Ok(answer)) => match answer.body {
+                    tollgate_engine::Body::Balance(view) if view.account == *account => {}
+                    body => {
+                        return Err(ApplyError::Fail(format!(
+                            "identity {} is held in the engine by another account than {account}: {body:?}",
+                            identity.key()
+                        )))
+                    }
+                },
+                _ => return Err(ApplyError::Retry("the engine is unavailable".into())),
+            }
+        }
+        tracing::warn!(key = %item.idempotency_key, "engine link: the engine subscription already existed");
+        Ok(())
+    }
 }
 
 impl OutboxHandler for EngineLink {
     async fn apply(&self, item: &OutboxItem) -> Result<(), ApplyError> {
         let request = request(item).map_err(ApplyError::Fail)?;
-        let creating = matches!(request.operation, Operation::CreateAccount { .. });
+        let creating =
+            matches!(request.operation, Operation::CreateAccount { .. } | Operation::CreateSubscription { .. });
         let expected = request.clone();
         let (reply, answered) = tokio::sync::oneshot::channel();
         self.engine.submit(request, Box::new(move |answer| drop(reply.send(answer))));

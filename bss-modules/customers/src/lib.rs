@@ -20,7 +20,10 @@ pub use account::{
 pub use customer::{
     anonymised, redacted, validate_customer, ValidCustomer, MAX_CONSENTS, MAX_CONTACT_MEDIA, MAX_NAME_CHARS,
 };
-pub use engine::{idempotency_key, ordering_key, AccountType, EngineOperation, CREATE_ACCOUNT, SET_CREDIT_LIMIT};
+pub use engine::{
+    idempotency_key, ordering_key, subscription_key, AccountType, EngineOperation, CREATE_ACCOUNT, CREATE_SUBSCRIPTION,
+    SET_CREDIT_LIMIT, SUSPEND_SUBSCRIPTION,
+};
 pub use error::{CustomersError, Result};
 pub use service::{
     Customers, Page, Principal, ACCOUNT_BASE_PATH, ACCOUNT_FILTERS, CUSTOMER_BASE_PATH, CUSTOMER_FILTERS,

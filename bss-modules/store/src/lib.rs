@@ -7,19 +7,25 @@
 //! ([`Tx::audit`], [`Store::verify_audit_chain`]) and API tokens stored hashed
 //! ([`Tx::create_token`], [`Store::check_token`]), and the product catalogue's rows
 //! ([`Tx::insert_catalogue_item`], [`Store::catalogue_list`]), and customers' and billing
-//! accounts' rows ([`Tx::insert_customer`], [`Tx::insert_billing_account`]). README.md states the invariants.
+//! accounts' rows ([`Tx::insert_customer`], [`Tx::insert_billing_account`]), subscriptions'
+//! rows ([`Tx::insert_subscriptions`]) and what a bulk import needs (multi-row inserts,
+//! lookups by external id, the import run's checkpoint: [`Tx::insert_imported_accounts`],
+//! [`Tx::save_import_run`]). README.md states the invariants.
 #![forbid(unsafe_code)]
 
 mod audit;
+mod bulk;
 mod catalogue;
 mod codec;
 mod customers;
 mod error;
 mod hash;
+mod import;
 mod migrate;
 mod outbox;
 mod sql;
 mod store;
+mod subscriptions;
 #[cfg(feature = "testing")]
 pub mod testing;
 mod tokens;
@@ -31,6 +37,7 @@ pub use customers::{
     BillingAccountFilter, BillingAccountRow, CustomerFilter, CustomerRow, Page, CUSTOMER_PAGE_MAX, ENGINE_ACCOUNT_BASE,
 };
 pub use error::{Result, StoreError};
+pub use import::{ExternalAccount, ImportKind, ImportRun, ImportedAccount};
 pub use migrate::SCHEMA_VERSION;
 pub use outbox::{
     ApplyError, NewOutboxItem, OutboxCounts, OutboxEntry, OutboxHandler, OutboxItem, OutboxState, OutboxWorker,
@@ -38,5 +45,6 @@ pub use outbox::{
 };
 pub use sql::Dialect;
 pub use store::{Store, StoreOptions, Tx, SQLITE_FILE_NAME};
+pub use subscriptions::{SubscriptionRow, ENGINE_SUBSCRIPTION_BASE, SUBSCRIPTION_PAGE_MAX};
 pub use tokens::{ApiToken, NewToken, Role, TokenCheck, TokenSecret, TOKEN_PREFIX};
 pub use versioned::{Version, Versioned};

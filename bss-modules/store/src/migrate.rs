@@ -12,7 +12,7 @@ use crate::sql::{args, Dialect};
 use crate::Store;
 
 /// The schema version this build writes and understands (the last migration).
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 struct Migration {
     version: i64,
@@ -48,6 +48,12 @@ const MIGRATIONS: &[Migration] = &[
         description: "customers and billing accounts",
         sqlite: include_str!("../migrations/sqlite/0003_customers.sql"),
         postgres: include_str!("../migrations/postgres/0003_customers.sql"),
+    },
+    Migration {
+        version: 4,
+        description: "external ids, subscriptions and import runs",
+        sqlite: include_str!("../migrations/sqlite/0004_import.sql"),
+        postgres: include_str!("../migrations/postgres/0004_import.sql"),
     },
 ];
 

@@ -5,6 +5,7 @@ mod audit;
 mod basics;
 mod catalogue;
 mod customers;
+mod import;
 mod outbox;
 mod tokens;
 
