@@ -10,7 +10,9 @@
 //! accounts' rows ([`Tx::insert_customer`], [`Tx::insert_billing_account`]), subscriptions'
 //! rows ([`Tx::insert_subscriptions`]) and what a bulk import needs (multi-row inserts,
 //! lookups by external id, the import run's checkpoint: [`Tx::insert_imported_accounts`],
-//! [`Tx::save_import_run`]). README.md states the invariants.
+//! [`Tx::save_import_run`]), and product orders with their provisioning tasks and the product
+//! and service inventories ([`Tx::insert_product_order`], [`Store::claim_provisioning_tasks`],
+//! [`Tx::insert_line`]). README.md states the invariants.
 #![forbid(unsafe_code)]
 
 mod audit;
@@ -22,7 +24,9 @@ mod error;
 mod hash;
 mod import;
 mod migrate;
+mod orders;
 mod outbox;
+mod products;
 mod sql;
 mod store;
 mod subscriptions;
@@ -39,10 +43,14 @@ pub use customers::{
 pub use error::{Result, StoreError};
 pub use import::{ExternalAccount, ImportKind, ImportRun, ImportedAccount};
 pub use migrate::SCHEMA_VERSION;
+pub use orders::{
+    CancelRow, NewTask, OrderFilter, OrderItemRow, ProductOrderRow, TaskOutcome, TaskRow, ORDER_PAGE_MAX,
+};
 pub use outbox::{
     ApplyError, NewOutboxItem, OutboxCounts, OutboxEntry, OutboxHandler, OutboxItem, OutboxState, OutboxWorker,
     RetryPolicy, WorkerPass,
 };
+pub use products::{AddOnRow, LineRow, ProductEntry, ProductFilter, ServiceRow, PRODUCT_PAGE_MAX};
 pub use sql::Dialect;
 pub use store::{Store, StoreOptions, Tx, SQLITE_FILE_NAME};
 pub use subscriptions::{SubscriptionRow, ENGINE_SUBSCRIPTION_BASE, SUBSCRIPTION_PAGE_MAX};

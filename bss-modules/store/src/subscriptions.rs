@@ -46,7 +46,7 @@ pub struct SubscriptionRow {
 
 const COLUMNS: &str = "seq, id, external_id, billing_account_id, offering_id, plan_id, state, version";
 
-fn engine_id(seq: i64) -> u64 {
+pub(crate) fn engine_id(seq: i64) -> u64 {
     ENGINE_SUBSCRIPTION_BASE + seq.unsigned_abs()
 }
 
@@ -153,7 +153,7 @@ impl Tx {
         rows.iter().map(|row| Ok((row.text("identity")?, row.text("subscription_id")?))).collect()
     }
 
-    async fn identities_of(&mut self, id: &str) -> Result<Vec<String>> {
+    pub(crate) async fn identities_of(&mut self, id: &str) -> Result<Vec<String>> {
         let rows = self
             .fetch_all(
                 "subscriptions.identities",

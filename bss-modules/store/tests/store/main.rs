@@ -6,6 +6,7 @@ mod basics;
 mod catalogue;
 mod customers;
 mod import;
+mod orders;
 mod outbox;
 mod tokens;
 
