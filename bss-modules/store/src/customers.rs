@@ -96,7 +96,7 @@ const CUSTOMER_COLUMNS: &str = "id, party_type, name, status, doc_json, anonymis
 const ACCOUNT_COLUMNS: &str = "seq, id, customer_id, parent_id, root_id, depth, name, account_type, state, currency,
      bill_cycle_day, payment_terms_days, tax_profile_id, credit_limit, version";
 
-fn version_of(row: &Row) -> Result<Version> {
+pub(crate) fn version_of(row: &Row) -> Result<Version> {
     let version = row.int("version")?;
     Version::new(version).ok_or_else(|| row.corrupt("version", format!("{version} is below 1")))
 }
@@ -142,12 +142,12 @@ fn account(row: &Row) -> Result<Versioned<BillingAccountRow>> {
     })
 }
 
-fn offset_arg(offset: u64) -> Result<i64> {
+pub(crate) fn offset_arg(offset: u64) -> Result<i64> {
     i64::try_from(offset).map_err(|_| StoreError::Invalid { field: "offset", reason: format!("{offset} is too large") })
 }
 
 /// `conditions` and `values` with `column = $n` for each given filter value.
-fn equalities(columns: &[(&str, &Option<String>)], conditions: &mut Vec<String>, values: &mut Vec<Arg>) {
+pub(crate) fn equalities(columns: &[(&str, &Option<String>)], conditions: &mut Vec<String>, values: &mut Vec<Arg>) {
     for (column, value) in columns {
         if let Some(value) = value {
             values.push(Arg::from(value.as_str()));
@@ -475,7 +475,7 @@ impl Store {
     }
 
     #[allow(clippy::too_many_arguments, reason = "one page query's parts")]
-    async fn page<T>(
+    pub(crate) async fn page<T>(
         &self,
         operation: &'static str,
         from_where: &str,
