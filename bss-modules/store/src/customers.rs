@@ -485,6 +485,22 @@ impl Store {
         limit: u32,
         decode: fn(&Row) -> Result<Versioned<T>>,
     ) -> Result<Page<T>> {
+        self.page_by(operation, from_where, columns, "seq", values, offset, limit, decode).await
+    }
+
+    /// [`Store::page`] in the order of `order_by` (a column with a unique index).
+    #[allow(clippy::too_many_arguments, reason = "one page query's parts")]
+    pub(crate) async fn page_by<T>(
+        &self,
+        operation: &'static str,
+        from_where: &str,
+        columns: &str,
+        order_by: &str,
+        values: Vec<Arg>,
+        offset: u64,
+        limit: u32,
+        decode: fn(&Row) -> Result<Versioned<T>>,
+    ) -> Result<Page<T>> {
         let offset = offset_arg(offset)?;
         let mut tx = self.read().await?;
         let total = tx
@@ -495,7 +511,8 @@ impl Store {
         page_args.push(Arg::from(i64::from(limit.min(CUSTOMER_PAGE_MAX))));
         page_args.push(Arg::from(offset));
         let count = page_args.len();
-        let sql = format!("SELECT {columns} FROM {from_where} ORDER BY seq LIMIT ${} OFFSET ${count}", count - 1);
+        let sql =
+            format!("SELECT {columns} FROM {from_where} ORDER BY {order_by} LIMIT ${} OFFSET ${count}", count - 1);
         let rows = tx.fetch_all(operation, &sql, page_args).await?;
         let items = rows.iter().map(decode).collect::<Result<Vec<_>>>()?;
         Ok(Page { items, total })

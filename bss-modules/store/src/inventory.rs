@@ -757,7 +757,7 @@ impl Store {
         tx.fetch_optional("inventory.of_owner", &sql, args![owner]).await?.as_ref().map(kind.decode()).transpose()
     }
 
-    /// Pool rows matching `filter`, in load order: `limit` (at most
+    /// Pool rows matching `filter`, in MSISDN or ICCID order: `limit` (at most
     /// [`INVENTORY_PAGE_MAX`]) from `offset`, and the number matching in all.
     pub async fn pool_list(
         &self,
@@ -803,7 +803,8 @@ impl Store {
         );
         let from_where = format!("{} WHERE {}", kind.table(), conditions.join(" AND "));
         let limit = limit.min(INVENTORY_PAGE_MAX);
-        self.page("inventory.list", &from_where, kind.columns(), values, offset, limit, kind.decode()).await
+        self.page_by("inventory.list", &from_where, kind.columns(), kind.key(), values, offset, limit, kind.decode())
+            .await
     }
 
     /// How many of a range's numbers are in each state at `now` (as [`PoolFilter`] counts
