@@ -31,7 +31,7 @@ impl DatabaseArgs {
         self.database.clone().unwrap_or_else(|| self.data_dir.join(SQLITE_FILE_NAME).display().to_string())
     }
 
-    async fn open(&self) -> anyhow::Result<Store> {
+    pub(crate) async fn open(&self) -> anyhow::Result<Store> {
         if self.database.is_none() {
             std::fs::create_dir_all(&self.data_dir).with_context(|| format!("creating {}", self.data_dir.display()))?;
         }
@@ -101,11 +101,11 @@ pub(crate) enum CustomerCommand {
     Anonymise { id: String },
 }
 
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_current_thread().enable_all().build()?)
 }
 
-fn actor() -> String {
+pub(crate) fn actor() -> String {
     format!("cli:{}", std::env::var("USER").unwrap_or_else(|_| "unknown".into()))
 }
 

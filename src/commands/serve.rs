@@ -67,8 +67,9 @@ pub(crate) struct ServeArgs {
 /// The management API (boxed: `ServeArgs` stays small).
 #[derive(Debug, Clone, Args)]
 pub(crate) struct ApiArgs {
-    /// Where the management API (TMF620 product catalogue, audit trail; bearer tokens
-    /// from `tollgate token create`) listens. Off unless given.
+    /// Where the management API (TMF620 product catalogue, TMF629/666 customers and
+    /// accounts, TMF639 resource inventory, audit trail; bearer tokens from `tollgate
+    /// token create`) listens. Off unless given.
     #[arg(long)]
     api_listen: Option<SocketAddr>,
     /// The BSS database: `postgres://…` or an SQLite file (default DATA_DIR/bss.sqlite3).
@@ -88,6 +89,12 @@ pub(crate) struct ApiArgs {
     #[arg(long, default_value_t = tollgate_store::RetryPolicy::default().lease.as_secs(),
           value_parser = clap::value_parser!(u64).range(1..=3600))]
     outbox_lease_seconds: u64,
+    /// Days a released MSISDN cools off (quarantine) before it may be reserved again.
+    #[arg(long, default_value_t = 90, value_parser = clap::value_parser!(u32).range(0..=3650))]
+    number_quarantine_days: u32,
+    /// Minutes an MSISDN or SIM reservation holds when the request does not say.
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u32).range(1..=43200))]
+    reservation_hold_minutes: u32,
 }
 
 /// What one Diameter peer, or all of them, may hold of the server (boxed: `ServeArgs`
@@ -280,7 +287,11 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
                 if !listener.local_addr()?.ip().is_loopback() {
                     tracing::warn!("the management API is served without TLS on a non-loopback address: bearer tokens travel in clear text; put it behind a TLS proxy");
                 }
-                let config = tollgate_api::ApiConfig::with_rate_limit(args.api.api_rate, args.api.api_burst);
+                let inventory = tollgate_inventory::InventoryConfig::default()
+                    .with_quarantine_days(args.api.number_quarantine_days)
+                    .with_default_hold_minutes(args.api.reservation_hold_minutes);
+                let config = tollgate_api::ApiConfig::with_rate_limit(args.api.api_rate, args.api.api_burst)
+                    .with_inventory(inventory);
                 // The BSS changes the engine only through its API, via the outbox: this
                 // worker applies what committed BSS changes recorded, also after a crash.
                 let policy = tollgate_store::RetryPolicy {

@@ -5,15 +5,15 @@
 //! implemented operations.
 
 use std::io::{Read, Write};
-use std::path::Path;
-use std::process::Command;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
 
 use serde_json::{json, Value};
 
 use super::{scratch, start_servers, stop_server, tollgate};
 
 /// The API address `serve` logged (into DATA.log, which `start_servers` keeps writing).
-fn api_address(data: &Path) -> String {
+pub(super) fn api_address(data: &Path) -> String {
     for _ in 0..200 {
         let log = std::fs::read_to_string(data.with_extension("log")).unwrap_or_default();
         if let Some(line) = log.lines().find(|line| line.contains("management api listening")) {
@@ -25,14 +25,14 @@ fn api_address(data: &Path) -> String {
     panic!("the management API did not start");
 }
 
-fn create_token(data: &Path, role: &str) -> String {
+pub(super) fn create_token(data: &Path, role: &str) -> String {
     let output = tollgate(&["token", "create", "--role", role, "--data-dir", &data.display().to_string()], "");
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     String::from_utf8_lossy(&output.stdout).trim().to_owned()
 }
 
 /// One HTTP/1.1 exchange: status, head, JSON body (Null when empty).
-fn request(
+pub(super) fn request(
     address: &str,
     method: &str,
     path: &str,
@@ -54,6 +54,30 @@ fn request(
     let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
     let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
     (status, head.to_owned(), serde_json::from_str(body).unwrap_or(Value::Null))
+}
+
+/// The TMF v4 specification `file` in ../shared, once it and schemathesis are checked to be there.
+pub(super) fn tmf_spec(file: &str) -> PathBuf {
+    let spec = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/specs/tmf-v4").join(file);
+    assert!(spec.exists(), "the TMF specification is expected at {}", spec.display());
+    let available = Command::new("st").arg("--version").output().is_ok_and(|o| o.status.success());
+    assert!(available, "schemathesis is missing: scripts/install-test-deps installs it");
+    spec
+}
+
+/// schemathesis with `spec` against the API at `address` under `/tmf-api/{api}/v4`, on the
+/// operations whose paths match `paths`: no 5xx, and documented answers conform.
+pub(super) fn schemathesis(spec: &Path, address: &str, api: &str, token: &str, paths: &str) -> Output {
+    Command::new("st")
+        .arg("run")
+        .arg(spec)
+        .args(["--url", &format!("http://{address}/tmf-api/{api}/v4")])
+        .args(["--header", &format!("Authorization: Bearer {token}")])
+        .args(["--include-path-regex", paths])
+        .args(["--checks", "not_a_server_error,response_schema_conformance"])
+        .args(["--max-examples", "30", "--seed", "20261205", "--no-color"])
+        .output()
+        .expect("schemathesis runs")
 }
 
 #[test]
@@ -130,10 +154,7 @@ fn the_management_api_serves_the_catalogue_with_cli_tokens_over_a_socket() {
 /// no 5xx, and every documented answer conforms to its schema.
 #[test]
 fn schemathesis_tmf620_against_the_catalogue() {
-    let spec = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/specs/tmf-v4/TMF620_ProductCatalog.swagger.json");
-    assert!(spec.exists(), "the TMF620 specification is expected at {}", spec.display());
-    let available = Command::new("st").arg("--version").output().is_ok_and(|o| o.status.success());
-    assert!(available, "schemathesis is missing: scripts/install-test-deps installs it");
+    let spec = tmf_spec("TMF620_ProductCatalog.swagger.json");
     let dir = scratch("schemathesis-tmf620");
     let data = dir.join("data");
     std::fs::create_dir_all(&data).expect("data dir");
@@ -144,19 +165,8 @@ fn schemathesis_tmf620_against_the_catalogue() {
         &["--api-listen", "127.0.0.1:0", "--api-rate", "100000", "--api-burst", "100000"],
     );
     let address = api_address(&data);
-    let output = Command::new("st")
-        .arg("run")
-        .arg(&spec)
-        .args(["--url", &format!("http://{address}/tmf-api/productCatalogManagement/v4")])
-        .args(["--header", &format!("Authorization: Bearer {admin}")])
-        .args([
-            "--include-path-regex",
-            r"^/(productSpecification|productOffering|productOfferingPrice|category)(/\{id\})?$",
-        ])
-        .args(["--checks", "not_a_server_error,response_schema_conformance"])
-        .args(["--max-examples", "30", "--seed", "20261205", "--no-color"])
-        .output()
-        .expect("schemathesis runs");
+    let paths = r"^/(productSpecification|productOffering|productOfferingPrice|category)(/\{id\})?$";
+    let output = schemathesis(&spec, &address, "productCatalogManagement", &admin, paths);
     stop_server(child);
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
@@ -235,9 +245,6 @@ fn a_billing_account_reaches_the_engine_once_across_sigkills() {
 /// against the implemented operations: no 5xx, and documented answers conform.
 #[test]
 fn schemathesis_tmf629_and_tmf666_against_customers_and_accounts() {
-    let specs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/specs/tmf-v4");
-    let available = Command::new("st").arg("--version").output().is_ok_and(|o| o.status.success());
-    assert!(available, "schemathesis is missing: scripts/install-test-deps installs it");
     let dir = scratch("schemathesis-tmf629-666");
     let data = dir.join("data");
     std::fs::create_dir_all(&data).expect("data dir");
@@ -254,16 +261,7 @@ fn schemathesis_tmf629_and_tmf666_against_customers_and_accounts() {
     ];
     let mut failures = Vec::new();
     for (spec, api, paths) in runs {
-        let output = Command::new("st")
-            .arg("run")
-            .arg(specs.join(spec))
-            .args(["--url", &format!("http://{address}/tmf-api/{api}/v4")])
-            .args(["--header", &format!("Authorization: Bearer {admin}")])
-            .args(["--include-path-regex", paths])
-            .args(["--checks", "not_a_server_error,response_schema_conformance"])
-            .args(["--max-examples", "30", "--seed", "20261205", "--no-color"])
-            .output()
-            .expect("schemathesis runs");
+        let output = schemathesis(&tmf_spec(spec), &address, api, &admin, paths);
         if !output.status.success() {
             failures.push(format!(
                 "{spec}:\n{}\n{}",

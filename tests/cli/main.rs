@@ -9,6 +9,7 @@ use serde_json::Value;
 mod api;
 mod disk;
 mod hostile;
+mod inventory;
 mod lifecycle;
 mod mediate;
 mod rate_errors;

@@ -35,6 +35,12 @@ pub enum Access {
     AccountRead,
     /// Create or change billing accounts (finance: money terms only, by the domain crate).
     AccountWrite,
+    /// Read the resource inventory (TMF639).
+    ResourceRead,
+    /// Reserve an MSISDN or SIM card for an order, or release that reservation.
+    ResourceReserve,
+    /// Create, change or delete resources; assign and unassign them.
+    ResourceWrite,
 }
 
 /// Whether `role` may do `access`: the role table of README.md.
@@ -47,6 +53,9 @@ pub fn allowed(role: Role, access: Access) -> bool {
         Access::CustomerPrivacy => matches!(role, Role::Admin | Role::Care),
         Access::AccountRead => true,
         Access::AccountWrite => role != Role::ReadOnly,
+        Access::ResourceRead => matches!(role, Role::Admin | Role::Care | Role::ReadOnly),
+        Access::ResourceReserve => matches!(role, Role::Admin | Role::Care),
+        Access::ResourceWrite => role == Role::Admin,
     }
 }
 
@@ -89,6 +98,14 @@ fn access_of(method: &Method, path: &str) -> Access {
             Access::AccountRead
         } else {
             Access::AccountWrite
+        }
+    } else if path.starts_with("/tmf-api/resourceInventoryManagement/") {
+        if read {
+            Access::ResourceRead
+        } else if path.ends_with("/reservation") || path.ends_with("/release") {
+            Access::ResourceReserve
+        } else {
+            Access::ResourceWrite
         }
     } else if method == Method::GET || method == Method::HEAD {
         Access::CatalogueRead
@@ -198,5 +215,28 @@ mod tests {
         assert_eq!(access_of(&Method::POST, &format!("{customer}/anonymise")), CustomerPrivacy);
         assert_eq!(access_of(&Method::PATCH, customer), CustomerWrite);
         assert_eq!(access_of(&Method::PATCH, "/tmf-api/accountManagement/v4/billingAccount/x"), AccountWrite);
+    }
+
+    #[test]
+    fn the_resource_inventory_role_table() {
+        use Access::*;
+        let table = [
+            (Role::Admin, [true, true, true]),
+            (Role::Care, [true, true, false]),
+            (Role::Finance, [false, false, false]),
+            (Role::ReadOnly, [true, false, false]),
+            (Role::Partner, [false, false, false]),
+        ];
+        for (role, expected) in table {
+            assert_eq!([ResourceRead, ResourceReserve, ResourceWrite].map(|a| allowed(role, a)), expected, "{role}");
+        }
+        let base = "/tmf-api/resourceInventoryManagement/v4";
+        assert_eq!(access_of(&Method::GET, &format!("{base}/resource/msisdn-1")), ResourceRead);
+        assert_eq!(access_of(&Method::POST, &format!("{base}/reservation")), ResourceReserve);
+        assert_eq!(access_of(&Method::POST, &format!("{base}/resource/msisdn-1/release")), ResourceReserve);
+        assert_eq!(access_of(&Method::POST, &format!("{base}/resource/msisdn-1/assign")), ResourceWrite);
+        assert_eq!(access_of(&Method::POST, &format!("{base}/resource/msisdn-1/unassign")), ResourceWrite);
+        assert_eq!(access_of(&Method::PATCH, &format!("{base}/resource/msisdn-1")), ResourceWrite);
+        assert_eq!(access_of(&Method::POST, &format!("{base}/resource")), ResourceWrite);
     }
 }

@@ -5,7 +5,8 @@
 //! error body; `auth.rs` bearer tokens checked against the store's hashed tokens and the
 //! role each route needs; `limit.rs` the per-token rate limit; `catalogue.rs` the product
 //! catalogue (TMF620) over `tollgate-catalogue`; `customers.rs` customers (TMF629) and
-//! billing accounts (TMF666) over `tollgate-customers`; `audit.rs` the audit trail, read-only.
+//! billing accounts (TMF666) over `tollgate-customers`; `inventory.rs` the resource
+//! inventory (TMF639) over `tollgate-inventory`; `audit.rs` the audit trail, read-only.
 //! **Every management route is authenticated and authorised by role; every change is
 //! audited in the same transaction (the domain crates do it).** README.md has the role
 //! table and the limits.
@@ -16,6 +17,7 @@ mod auth;
 mod catalogue;
 mod customers;
 mod error;
+mod inventory;
 mod limit;
 mod tmf;
 
@@ -25,6 +27,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use tollgate_catalogue::Catalogue;
 use tollgate_customers::Customers;
+use tollgate_inventory::{Inventory, InventoryConfig};
 use tollgate_store::Store;
 
 pub use auth::{allowed, Access};
@@ -40,18 +43,25 @@ pub struct ApiConfig {
     pub rate_per_second: u32,
     /// Requests a token may make at once after being idle.
     pub burst: u32,
+    /// The resource inventory's timings (quarantine, reservation holds).
+    pub inventory: InventoryConfig,
 }
 
 impl Default for ApiConfig {
     fn default() -> Self {
-        ApiConfig { rate_per_second: 50, burst: 100 }
+        ApiConfig { rate_per_second: 50, burst: 100, inventory: InventoryConfig::default() }
     }
 }
 
 impl ApiConfig {
     /// A configuration with this rate limit.
     pub fn with_rate_limit(rate_per_second: u32, burst: u32) -> ApiConfig {
-        ApiConfig { rate_per_second, burst }
+        ApiConfig { rate_per_second, burst, ..ApiConfig::default() }
+    }
+
+    /// This configuration with these inventory timings.
+    pub fn with_inventory(self, inventory: InventoryConfig) -> ApiConfig {
+        ApiConfig { inventory, ..self }
     }
 }
 
@@ -61,17 +71,19 @@ pub(crate) struct AppState {
     pub(crate) store: Store,
     pub(crate) catalogue: Catalogue,
     pub(crate) customers: Customers,
+    pub(crate) inventory: Inventory,
     pub(crate) limiter: RateLimit,
 }
 
 /// The API's router on `store`: the product catalogue under
 /// `/tmf-api/productCatalogManagement/v4/`, customers under `/tmf-api/customerManagement/v4/`,
-/// billing accounts under `/tmf-api/accountManagement/v4/` and the audit trail under
-/// `/tmf-api/audit/v1/`.
+/// billing accounts under `/tmf-api/accountManagement/v4/`, the resource inventory under
+/// `/tmf-api/resourceInventoryManagement/v4/` and the audit trail under `/tmf-api/audit/v1/`.
 pub fn router(store: Store, config: &ApiConfig) -> Router {
     let state = Arc::new(AppState {
         catalogue: Catalogue::new(store.clone(), tollgate_catalogue::BASE_PATH),
         customers: Customers::new(store.clone()),
+        inventory: Inventory::new(store.clone(), config.inventory.clone()),
         store,
         limiter: RateLimit::new(config.rate_per_second, config.burst),
     });
@@ -89,6 +101,10 @@ pub fn router(store: Store, config: &ApiConfig) -> Router {
         .route(&customers_path("/{id}/anonymise"), post(customers::anonymise_customer))
         .route(&accounts_path(""), get(customers::list_accounts).post(customers::create_account))
         .route(&accounts_path("/{id}"), get(customers::get_account).patch(customers::patch_account))
+        .route(&inventory_path("/resource"), get(inventory::list).post(inventory::create))
+        .route(&inventory_path("/resource/{id}"), get(inventory::get).patch(inventory::patch).delete(inventory::delete))
+        .route(&inventory_path("/reservation"), post(inventory::reserve))
+        .route(&inventory_path("/resource/{id}/{step}"), post(inventory::step))
         .route("/tmf-api/audit/v1/auditRecord", get(audit::list))
         .route("/tmf-api/audit/v1/chainVerification", get(audit::verify))
         .fallback(error::not_found)
@@ -104,6 +120,10 @@ fn customers_path(rest: &str) -> String {
 
 fn accounts_path(rest: &str) -> String {
     format!("{}/billingAccount{rest}", tollgate_customers::ACCOUNT_BASE_PATH)
+}
+
+fn inventory_path(rest: &str) -> String {
+    format!("{}{rest}", tollgate_inventory::BASE_PATH)
 }
 
 /// Serves `router` on `listener` until `shutdown` completes.

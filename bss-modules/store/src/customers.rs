@@ -96,7 +96,7 @@ const CUSTOMER_COLUMNS: &str = "id, party_type, name, status, doc_json, anonymis
 const ACCOUNT_COLUMNS: &str = "seq, id, customer_id, parent_id, root_id, depth, name, account_type, state, currency,
      bill_cycle_day, payment_terms_days, tax_profile_id, credit_limit, version";
 
-fn version_of(row: &Row) -> Result<Version> {
+pub(crate) fn version_of(row: &Row) -> Result<Version> {
     let version = row.int("version")?;
     Version::new(version).ok_or_else(|| row.corrupt("version", format!("{version} is below 1")))
 }
@@ -142,12 +142,12 @@ fn account(row: &Row) -> Result<Versioned<BillingAccountRow>> {
     })
 }
 
-fn offset_arg(offset: u64) -> Result<i64> {
+pub(crate) fn offset_arg(offset: u64) -> Result<i64> {
     i64::try_from(offset).map_err(|_| StoreError::Invalid { field: "offset", reason: format!("{offset} is too large") })
 }
 
 /// `conditions` and `values` with `column = $n` for each given filter value.
-fn equalities(columns: &[(&str, &Option<String>)], conditions: &mut Vec<String>, values: &mut Vec<Arg>) {
+pub(crate) fn equalities(columns: &[(&str, &Option<String>)], conditions: &mut Vec<String>, values: &mut Vec<Arg>) {
     for (column, value) in columns {
         if let Some(value) = value {
             values.push(Arg::from(value.as_str()));
@@ -475,11 +475,27 @@ impl Store {
     }
 
     #[allow(clippy::too_many_arguments, reason = "one page query's parts")]
-    async fn page<T>(
+    pub(crate) async fn page<T>(
         &self,
         operation: &'static str,
         from_where: &str,
         columns: &str,
+        values: Vec<Arg>,
+        offset: u64,
+        limit: u32,
+        decode: fn(&Row) -> Result<Versioned<T>>,
+    ) -> Result<Page<T>> {
+        self.page_by(operation, from_where, columns, "seq", values, offset, limit, decode).await
+    }
+
+    /// [`Store::page`] in the order of `order_by` (a column with a unique index).
+    #[allow(clippy::too_many_arguments, reason = "one page query's parts")]
+    pub(crate) async fn page_by<T>(
+        &self,
+        operation: &'static str,
+        from_where: &str,
+        columns: &str,
+        order_by: &str,
         values: Vec<Arg>,
         offset: u64,
         limit: u32,
@@ -495,7 +511,8 @@ impl Store {
         page_args.push(Arg::from(i64::from(limit.min(CUSTOMER_PAGE_MAX))));
         page_args.push(Arg::from(offset));
         let count = page_args.len();
-        let sql = format!("SELECT {columns} FROM {from_where} ORDER BY seq LIMIT ${} OFFSET ${count}", count - 1);
+        let sql =
+            format!("SELECT {columns} FROM {from_where} ORDER BY {order_by} LIMIT ${} OFFSET ${count}", count - 1);
         let rows = tx.fetch_all(operation, &sql, page_args).await?;
         let items = rows.iter().map(decode).collect::<Result<Vec<_>>>()?;
         Ok(Page { items, total })

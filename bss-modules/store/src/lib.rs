@@ -7,7 +7,9 @@
 //! ([`Tx::audit`], [`Store::verify_audit_chain`]) and API tokens stored hashed
 //! ([`Tx::create_token`], [`Store::check_token`]), and the product catalogue's rows
 //! ([`Tx::insert_catalogue_item`], [`Store::catalogue_list`]), and customers' and billing
-//! accounts' rows ([`Tx::insert_customer`], [`Tx::insert_billing_account`]). README.md states the invariants.
+//! accounts' rows ([`Tx::insert_customer`], [`Tx::insert_billing_account`]), and the resource
+//! inventory's rows: number ranges, MSISDNs and SIM cards reserved in one statement
+//! ([`Tx::reserve_next`]), network elements. README.md states the invariants.
 #![forbid(unsafe_code)]
 
 mod audit;
@@ -16,6 +18,7 @@ mod codec;
 mod customers;
 mod error;
 mod hash;
+mod inventory;
 mod migrate;
 mod outbox;
 mod sql;
@@ -31,6 +34,10 @@ pub use customers::{
     BillingAccountFilter, BillingAccountRow, CustomerFilter, CustomerRow, Page, CUSTOMER_PAGE_MAX, ENGINE_ACCOUNT_BASE,
 };
 pub use error::{Result, StoreError};
+pub use inventory::{
+    NetworkElementFilter, NetworkElementRow, NewMsisdn, NewSim, NumberRangeRow, Overlap, PoolChange, PoolFilter,
+    PoolKind, PoolRow, SealedKeys, SimBatchRow, INVENTORY_PAGE_MAX,
+};
 pub use migrate::SCHEMA_VERSION;
 pub use outbox::{
     ApplyError, NewOutboxItem, OutboxCounts, OutboxEntry, OutboxHandler, OutboxItem, OutboxState, OutboxWorker,

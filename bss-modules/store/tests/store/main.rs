@@ -5,6 +5,7 @@ mod audit;
 mod basics;
 mod catalogue;
 mod customers;
+mod inventory;
 mod outbox;
 mod tokens;
 
