@@ -264,6 +264,13 @@ impl Tx {
         Ok(self.execute("hub.unregister", "DELETE FROM hub_listeners WHERE id = $1", args![id]).await? == 1)
     }
 
+    /// Re-drives a dead letter, in this transaction (audit the decision with it): due at
+    /// `now` again, for one more attempt before it is dead-lettered again. `NotFound`
+    /// unless it is a dead letter.
+    pub async fn redrive_delivery(&mut self, id: i64, now: Timestamp) -> Result<()> {
+        DELIVERIES.requeue(self, id, now).await
+    }
+
     /// Publishes an event in this transaction: its body is `{eventId, eventTime,
     /// eventType, event: {<entity_type>: entity}}` (TMF630), and one delivery is queued
     /// for each listener of `event.api` whose filter matches, due at once. With no such
@@ -403,12 +410,6 @@ impl Store {
     /// Hands a claimed delivery back untried (due now, the attempt not counted).
     pub async fn delivery_release(&self, delivery: &Delivery, now: Timestamp) -> Result<bool> {
         DELIVERIES.release(self, delivery.id, delivery.attempt, now).await
-    }
-
-    /// Re-drives a dead letter: due at `now` again, for one more attempt before it is
-    /// dead-lettered again. `NotFound` unless it is a dead letter.
-    pub async fn redrive_delivery(&self, id: i64, now: Timestamp) -> Result<()> {
-        DELIVERIES.requeue(self, id, now).await
     }
 
     /// Deliveries in `state` (all when `None`), of one listener when given, oldest first:

@@ -240,7 +240,9 @@ impl Store {
     /// Puts a failed row back in the queue, due at `now` (an operator's decision after
     /// fixing the cause). `NotFound` unless the row exists and has failed.
     pub async fn outbox_requeue(&self, id: i64, now: Timestamp) -> Result<()> {
-        OUTBOX.requeue(self, id, now).await
+        let mut tx = self.begin().await?;
+        OUTBOX.requeue(&mut tx, id, now).await?;
+        tx.commit().await
     }
 
     /// One row by id.

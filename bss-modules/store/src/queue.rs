@@ -19,7 +19,7 @@ use jiff::Timestamp;
 use crate::codec::{after_ms, to_ms};
 use crate::error::{Result, StoreError};
 use crate::sql::{args, Arg, Row};
-use crate::Store;
+use crate::{Store, Tx};
 
 /// One table used as a lease queue, with the operation names its errors carry.
 #[derive(Debug)]
@@ -124,13 +124,14 @@ impl Queue {
     /// fixing the cause). It keeps its count of attempts, so a worker that gives up after
     /// a number of attempts gives the row one more before giving up again. `NotFound`
     /// unless the row exists and has failed.
-    pub(crate) async fn requeue(&self, store: &Store, id: i64, now: Timestamp) -> Result<()> {
+    /// In `tx`, so the operator's decision can be audited with it.
+    pub(crate) async fn requeue(&self, tx: &mut Tx, id: i64, now: Timestamp) -> Result<()> {
         let sql = format!(
             "UPDATE {} SET state = 'pending', next_attempt_at_ms = $2, finished_at_ms = NULL
              WHERE id = $1 AND state = 'failed'",
             self.table
         );
-        if self.update(store, self.requeue_op, &sql, args![id, to_ms(now)]).await? {
+        if tx.execute(self.requeue_op, &sql, args![id, to_ms(now)]).await? == 1 {
             Ok(())
         } else {
             Err(StoreError::NotFound { entity: self.failed_entity, id: id.to_string() })

@@ -177,8 +177,10 @@ store_test! {
         assert_eq!((entry.attempts, entry.last_error.as_deref(), entry.entity_id.as_str()), (2, Some("HTTP 410"), "c1"));
         assert_eq!(entry.finished_at, Some(at(11)));
 
-        store.redrive_delivery(entry.id, at(200)).await.expect("redrive");
-        assert!(matches!(store.redrive_delivery(entry.id, at(200)).await, Err(StoreError::NotFound { .. })));
+        let mut tx = store.begin().await.expect("begin");
+        tx.redrive_delivery(entry.id, at(200)).await.expect("redrive");
+        assert!(matches!(tx.redrive_delivery(entry.id, at(200)).await, Err(StoreError::NotFound { .. })));
+        tx.commit().await.expect("commit");
         let third = store.claim_deliveries(at(200), 10, LEASE, &[]).await.expect("claim");
         assert_eq!((third[0].id, third[0].attempt), (entry.id, 3));
         assert!(store.delivery_done(&third[0], at(201)).await.expect("done"));
