@@ -89,7 +89,9 @@ impl EventFilter {
                 let found = path.split('.').try_fold(body, |value, name| value.get(name));
                 match found {
                     Some(Value::String(text)) => text == wanted,
-                    Some(value @ (Value::Number(_) | Value::Bool(_))) => value.to_string() == *wanted,
+                    Some(value @ (Value::Number(_) | Value::Bool(_))) => {
+                        serde_json::from_str::<Value>(wanted).is_ok_and(|wanted| wanted == *value)
+                    }
                     _ => false,
                 }
             })
