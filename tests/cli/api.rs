@@ -1,8 +1,8 @@
 //! The management API of a real `tollgate serve --api-listen` over a socket: a token made
 //! with `tollgate token create`, offerings created, activated and read through the API and
 //! the CLI, the audit trail verified; a billing account that reaches the engine once
-//! across SIGKILLs; and schemathesis with the TMF620 specification against the
-//! implemented operations.
+//! across SIGKILLs; a hub listener that receives a signed event; and schemathesis with
+//! the TMF620, TMF629 and TMF666 specifications against the implemented operations.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -165,7 +165,7 @@ fn schemathesis_tmf620_against_the_catalogue() {
         &["--api-listen", "127.0.0.1:0", "--api-rate", "100000", "--api-burst", "100000"],
     );
     let address = api_address(&data);
-    let paths = r"^/(productSpecification|productOffering|productOfferingPrice|category)(/\{id\})?$";
+    let paths = r"^/(productSpecification|productOffering|productOfferingPrice|category|hub)(/\{id\})?$";
     let output = schemathesis(&spec, &address, "productCatalogManagement", &admin, paths);
     stop_server(child);
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -256,8 +256,8 @@ fn schemathesis_tmf629_and_tmf666_against_customers_and_accounts() {
     );
     let address = api_address(&data);
     let runs = [
-        ("TMF629_Customer.swagger.json", "customerManagement", r"^/customer(/\{id\})?$"),
-        ("TMF666_Account.swagger.json", "accountManagement", r"^/billingAccount(/\{id\})?$"),
+        ("TMF629_Customer.swagger.json", "customerManagement", r"^/(customer|hub)(/\{id\})?$"),
+        ("TMF666_Account.swagger.json", "accountManagement", r"^/(billingAccount|hub)(/\{id\})?$"),
     ];
     let mut failures = Vec::new();
     for (spec, api, paths) in runs {
@@ -300,5 +300,80 @@ fn the_customer_commands_create_export_and_anonymise() {
     assert_eq!(shown["name"], "anonymised");
     let missing = tollgate(&["customer", "show", "nope", "--data-dir", &data_dir], "");
     assert!(!missing.status.success());
+    std::fs::remove_dir_all(dir).ok();
+}
+
+/// One HTTP request as a listener receives it: its head (lowercase header names) and body.
+fn receive_one(listener: &std::net::TcpListener) -> (std::collections::HashMap<String, String>, Vec<u8>) {
+    let (mut stream, _) = listener.accept().expect("a delivery");
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(30))).expect("timeout");
+    let mut received = Vec::new();
+    let mut buffer = [0u8; 4096];
+    let (headers, body_at) = loop {
+        let n = stream.read(&mut buffer).expect("read");
+        assert!(n > 0, "the connection closed mid-request");
+        received.extend_from_slice(&buffer[..n]);
+        if let Some(end) = received.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&received[..end]).into_owned();
+            let headers: std::collections::HashMap<String, String> = head
+                .lines()
+                .skip(1)
+                .filter_map(|line| line.split_once(':'))
+                .map(|(name, value)| (name.trim().to_ascii_lowercase(), value.trim().to_owned()))
+                .collect();
+            break (headers, end + 4);
+        }
+    };
+    let length: usize = headers.get("content-length").and_then(|v| v.parse().ok()).expect("a content length");
+    while received.len() < body_at + length {
+        let n = stream.read(&mut buffer).expect("read");
+        assert!(n > 0, "the connection closed mid-body");
+        received.extend_from_slice(&buffer[..n]);
+    }
+    stream.write_all(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n").expect("answer");
+    (headers, received[body_at..body_at + length].to_vec())
+}
+
+/// `tollgate serve --api-listen` runs the hub's delivery worker: a listener registered
+/// through the API receives a created customer's event, signed with the secret it was
+/// given.
+#[test]
+fn serve_delivers_a_customer_event_to_a_registered_listener_signed() {
+    let dir = scratch("hub");
+    let data = dir.join("data");
+    std::fs::create_dir_all(&data).expect("data dir");
+    let admin = create_token(&data, "admin");
+    let (child, _, _) = start_servers(&data, "ocs.hub.test", &["--api-listen", "127.0.0.1:0"]);
+    let address = api_address(&data);
+    let receiver = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let callback = format!("http://{}/events", receiver.local_addr().expect("address"));
+    let json_type = "Content-Type: application/json";
+    let hub = "/tmf-api/customerManagement/v4/hub";
+    let listener = json!({"callback": callback, "query": "eventType=CustomerCreateEvent"});
+    let (status, _, registered) = request(&address, "POST", hub, &admin, &[json_type], Some(&listener));
+    assert_eq!(status, 201, "{registered}");
+    let secret = registered["secret"].as_str().expect("the secret").to_owned();
+    let customer = json!({"name": "Ada", "engagedParty": {"id": "p", "@referredType": "Individual", "name": "Ada"}});
+    let (status, _, created) =
+        request(&address, "POST", "/tmf-api/customerManagement/v4/customer", &admin, &[json_type], Some(&customer));
+    assert_eq!(status, 201, "{created}");
+    let (headers, body) = receive_one(&receiver);
+    let header = |name: &str| headers.get(name).map(String::as_str).unwrap_or("");
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("after 1970").as_secs();
+    let verified = tollgate_hub::signature::verify(
+        &secret,
+        header("x-tollgate-timestamp"),
+        header("x-tollgate-signature"),
+        &body,
+        i64::try_from(now).expect("in range"),
+        300,
+    );
+    assert!(verified.is_ok(), "{verified:?}");
+    let event: Value = serde_json::from_slice(&body).expect("JSON");
+    assert_eq!(event["eventType"], "CustomerCreateEvent");
+    assert_eq!(event["event"]["customer"]["id"], created["id"]);
+    assert_eq!(header("x-tollgate-event-id"), event["eventId"].as_str().expect("an event id"));
+    assert_eq!(header("content-type"), "application/json");
+    stop_server(child);
     std::fs::remove_dir_all(dir).ok();
 }

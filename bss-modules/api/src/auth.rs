@@ -41,6 +41,14 @@ pub enum Access {
     ResourceReserve,
     /// Create, change or delete resources; assign and unassign them.
     ResourceWrite,
+    /// Register, read and remove listeners of the catalogue's hub.
+    CatalogueHub,
+    /// Register, read and remove listeners of the customers' hub.
+    CustomerHub,
+    /// Register, read and remove listeners of the billing accounts' hub.
+    AccountHub,
+    /// List the hubs' deliveries and re-drive dead letters.
+    HubDeliveries,
 }
 
 /// Whether `role` may do `access`: the role table of README.md.
@@ -56,6 +64,27 @@ pub fn allowed(role: Role, access: Access) -> bool {
         Access::ResourceRead => matches!(role, Role::Admin | Role::Care | Role::ReadOnly),
         Access::ResourceReserve => matches!(role, Role::Admin | Role::Care),
         Access::ResourceWrite => role == Role::Admin,
+        // The role owning each API; never a partner (events are not confined to a
+        // hierarchy), never read_only (a listener reads everything the API publishes).
+        Access::CatalogueHub | Access::HubDeliveries => role == Role::Admin,
+        Access::CustomerHub => matches!(role, Role::Admin | Role::Care),
+        Access::AccountHub => matches!(role, Role::Admin | Role::Care | Role::Finance),
+    }
+}
+
+/// The hub an API root's listeners route belongs to, for `{root}/hub` and `{root}/hub/…`.
+fn hub_access(path: &str) -> Option<Access> {
+    let under = |root: &str| path.strip_prefix(root).is_some_and(|rest| rest == "/hub" || rest.starts_with("/hub/"));
+    if path.starts_with("/tmf-api/hub/") {
+        Some(Access::HubDeliveries)
+    } else if under(tollgate_catalogue::BASE_PATH) {
+        Some(Access::CatalogueHub)
+    } else if under(tollgate_customers::CUSTOMER_BASE_PATH) {
+        Some(Access::CustomerHub)
+    } else if under(tollgate_customers::ACCOUNT_BASE_PATH) {
+        Some(Access::AccountHub)
+    } else {
+        None
     }
 }
 
@@ -83,7 +112,9 @@ impl Caller {
 
 fn access_of(method: &Method, path: &str) -> Access {
     let read = method == Method::GET || method == Method::HEAD;
-    if path.starts_with("/tmf-api/audit/") {
+    if let Some(access) = hub_access(path) {
+        access
+    } else if path.starts_with("/tmf-api/audit/") {
         Access::AuditRead
     } else if path.starts_with("/tmf-api/customerManagement/") {
         if path.ends_with("/export") || path.ends_with("/anonymise") {
@@ -238,5 +269,29 @@ mod tests {
         assert_eq!(access_of(&Method::POST, &format!("{base}/resource/msisdn-1/unassign")), ResourceWrite);
         assert_eq!(access_of(&Method::PATCH, &format!("{base}/resource/msisdn-1")), ResourceWrite);
         assert_eq!(access_of(&Method::POST, &format!("{base}/resource")), ResourceWrite);
+    }
+
+    #[test]
+    fn the_hub_role_table() {
+        use Access::*;
+        let table = [
+            (Role::Admin, [true, true, true, true]),
+            (Role::Care, [false, true, true, false]),
+            (Role::Finance, [false, false, true, false]),
+            (Role::ReadOnly, [false, false, false, false]),
+            (Role::Partner, [false, false, false, false]),
+        ];
+        for (role, expected) in table {
+            let found = [CatalogueHub, CustomerHub, AccountHub, HubDeliveries].map(|a| allowed(role, a));
+            assert_eq!(found, expected, "{role}");
+        }
+        for method in [Method::GET, Method::POST, Method::DELETE] {
+            assert_eq!(access_of(&method, "/tmf-api/customerManagement/v4/hub"), CustomerHub);
+            assert_eq!(access_of(&method, "/tmf-api/customerManagement/v4/hub/x"), CustomerHub);
+            assert_eq!(access_of(&method, "/tmf-api/accountManagement/v4/hub/x"), AccountHub);
+            assert_eq!(access_of(&method, "/tmf-api/productCatalogManagement/v4/hub/x"), CatalogueHub);
+            assert_eq!(access_of(&method, "/tmf-api/hub/v1/delivery"), HubDeliveries);
+        }
+        assert_eq!(access_of(&Method::GET, "/tmf-api/customerManagement/v4/hubby"), CustomerRead);
     }
 }

@@ -7,9 +7,11 @@
 //! ([`Tx::audit`], [`Store::verify_audit_chain`]) and API tokens stored hashed
 //! ([`Tx::create_token`], [`Store::check_token`]), and the product catalogue's rows
 //! ([`Tx::insert_catalogue_item`], [`Store::catalogue_list`]), and customers' and billing
-//! accounts' rows ([`Tx::insert_customer`], [`Tx::insert_billing_account`]), and the resource
+//! accounts' rows ([`Tx::insert_customer`], [`Tx::insert_billing_account`]), the resource
 //! inventory's rows: number ranges, MSISDNs and SIM cards reserved in one statement
-//! ([`Tx::reserve_next`]), network elements. README.md states the invariants.
+//! ([`Tx::reserve_next`]), network elements; and the event hub's listeners, events and
+//! deliveries ([`Tx::publish_event`], [`Store::claim_deliveries`]). README.md states the
+//! invariants.
 #![forbid(unsafe_code)]
 
 mod audit;
@@ -18,9 +20,11 @@ mod codec;
 mod customers;
 mod error;
 mod hash;
+mod hub;
 mod inventory;
 mod migrate;
 mod outbox;
+mod queue;
 mod sql;
 mod store;
 #[cfg(feature = "testing")]
@@ -34,6 +38,10 @@ pub use customers::{
     BillingAccountFilter, BillingAccountRow, CustomerFilter, CustomerRow, Page, CUSTOMER_PAGE_MAX, ENGINE_ACCOUNT_BASE,
 };
 pub use error::{Result, StoreError};
+pub use hub::{
+    Delivery, DeliveryEntry, DeliveryPage, DeliveryState, EventFilter, HubSecret, Listener, NewEvent, NewListener,
+    Published, DELIVERY_PAGE_MAX, HUB_SECRET_PREFIX, MAX_LISTENERS_PER_API,
+};
 pub use inventory::{
     NetworkElementFilter, NetworkElementRow, NewMsisdn, NewSim, NumberRangeRow, Overlap, PoolChange, PoolFilter,
     PoolKind, PoolRow, SealedKeys, SimBatchRow, INVENTORY_PAGE_MAX,

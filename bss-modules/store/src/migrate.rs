@@ -12,7 +12,7 @@ use crate::sql::{args, Dialect};
 use crate::Store;
 
 /// The schema version this build writes and understands (the last migration).
-pub const SCHEMA_VERSION: i64 = 6;
+pub const SCHEMA_VERSION: i64 = 7;
 
 struct Migration {
     version: i64,
@@ -55,6 +55,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0006_inventory.sql"),
         postgres: include_str!("../migrations/postgres/0006_inventory.sql"),
     },
+    Migration {
+        version: 7,
+        description: "event hub: listeners, events, deliveries",
+        sqlite: include_str!("../migrations/sqlite/0007_hub.sql"),
+        postgres: include_str!("../migrations/postgres/0007_hub.sql"),
+    },
 ];
 
 /// The advisory lock key migrations hold on PostgreSQL ("tollgate" in ASCII, as a number).
@@ -62,8 +68,8 @@ const MIGRATION_LOCK: i64 = 0x746f_6c6c_6761_7465;
 
 /// Brings the database to [`SCHEMA_VERSION`], or refuses it.
 pub(crate) async fn run(store: &Store) -> Result<()> {
-    // Numbers only grow; a gap is allowed (branches take numbers in parallel) and a
-    // migration missing below the highest applied one is applied too.
+    // Versions increase; a gap is allowed (migrations numbered on parallel branches land in
+    // any order), and each missing migration is applied, not only those above the highest.
     debug_assert!(MIGRATIONS.windows(2).all(|pair| pair[1].version > pair[0].version));
     let dialect = store.dialect();
     let mut tx = store.begin().await?;

@@ -66,6 +66,16 @@ impl Dialect {
         }
     }
 
+    /// The suffix of a `SELECT` that keeps the selected rows from being deleted (or their
+    /// key changed) until the transaction ends, without blocking other readers that do the
+    /// same; SQLite's one writer needs nothing.
+    pub(crate) fn lock_rows_shared(self) -> &'static str {
+        match self {
+            Dialect::Sqlite => "",
+            Dialect::Postgres => " FOR KEY SHARE",
+        }
+    }
+
     /// The column type of an exact decimal (money).
     pub fn money_type(self) -> &'static str {
         match self {

@@ -5,6 +5,7 @@ mod audit;
 mod basics;
 mod catalogue;
 mod customers;
+mod hub;
 mod inventory;
 mod outbox;
 mod tokens;
