@@ -94,6 +94,13 @@ enum Command {
         #[command(subcommand)]
         command: commands::import::ImportCommand,
     },
+    /// The resource inventory (TMF639): MSISDN ranges, SIM cards from vendor files, network elements.
+    Inventory {
+        #[command(flatten)]
+        database: commands::bss::DatabaseArgs,
+        #[command(subcommand)]
+        command: commands::inventory::InventoryCommand,
+    },
     /// An account's itemised usage (and other ledger entries) in a period, as CSV or JSON.
     Usage(commands::usage::UsageArgs),
     /// Show, top up, adjust and refund balances.
@@ -145,6 +152,7 @@ fn main() -> ExitCode {
         Command::Offering { database, command } => commands::bss::offering(&database, command),
         Command::Customer { database, command } => commands::bss::customer(&database, command),
         Command::Import { database, command } => commands::import::run(&database, command),
+        Command::Inventory { database, command } => commands::inventory::run(&database, command),
         Command::Archive { engine, command } => commands::archive::run(&engine, command),
         Command::Account { engine, command } => commands::account::account(&engine, command),
         Command::Subscription { engine, command } => commands::account::subscription(&engine, command),

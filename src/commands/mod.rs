@@ -7,6 +7,7 @@ pub(crate) mod demo;
 pub(crate) mod engine_link;
 pub(crate) mod engine_setup;
 pub(crate) mod import;
+pub(crate) mod inventory;
 pub(crate) mod load;
 pub(crate) mod mediate;
 pub(crate) mod rate;

@@ -1,7 +1,8 @@
 //! `tollgate serve`: the charging engine as a long-running process with its network
 //! front-ends (Diameter Gy/Ro, optionally also over TLS; Nchf, optionally over TLS with
 //! client certificates and NRF access tokens; gRPC; admin; with `--api-listen`, the
-//! management API on the BSS store), until SIGINT or SIGTERM.
+//! management API on the BSS store, its outbox worker and the event hub's delivery
+//! worker), until SIGINT or SIGTERM.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -67,8 +68,9 @@ pub(crate) struct ServeArgs {
 /// The management API (boxed: `ServeArgs` stays small).
 #[derive(Debug, Clone, Args)]
 pub(crate) struct ApiArgs {
-    /// Where the management API (TMF620 product catalogue, audit trail; bearer tokens
-    /// from `tollgate token create`) listens. Off unless given.
+    /// Where the management API (TMF620 product catalogue, TMF629/666 customers and
+    /// accounts, TMF639 resource inventory, audit trail; bearer tokens from `tollgate
+    /// token create`) listens. Off unless given.
     #[arg(long)]
     api_listen: Option<SocketAddr>,
     /// The BSS database: `postgres://…` or an SQLite file (default DATA_DIR/bss.sqlite3).
@@ -88,6 +90,21 @@ pub(crate) struct ApiArgs {
     #[arg(long, default_value_t = tollgate_store::RetryPolicy::default().lease.as_secs(),
           value_parser = clap::value_parser!(u64).range(1..=3600))]
     outbox_lease_seconds: u64,
+    /// Days a released MSISDN cools off (quarantine) before it may be reserved again.
+    #[arg(long, default_value_t = 90, value_parser = clap::value_parser!(u32).range(0..=3650))]
+    number_quarantine_days: u32,
+    /// Minutes an MSISDN or SIM reservation holds when the request does not say.
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u32).range(1..=43200))]
+    reservation_hold_minutes: u32,
+    /// Attempts at delivering an event to a hub listener before it is dead-lettered (kept,
+    /// listed by GET /tmf-api/hub/v1/delivery?state=deadLettered, re-drivable).
+    #[arg(long, default_value_t = tollgate_hub::DeliveryConfig::default().retry.max_attempts,
+          value_parser = clap::value_parser!(i64).range(1..=100))]
+    hub_max_attempts: i64,
+    /// Accept hub listeners' http:// callbacks to any host, not only loopback ones (a lab
+    /// without TLS: events carry personal data).
+    #[arg(long)]
+    hub_allow_http: bool,
 }
 
 /// What one Diameter peer, or all of them, may hold of the server (boxed: `ServeArgs`
@@ -280,7 +297,13 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
                 if !listener.local_addr()?.ip().is_loopback() {
                     tracing::warn!("the management API is served without TLS on a non-loopback address: bearer tokens travel in clear text; put it behind a TLS proxy");
                 }
-                let config = tollgate_api::ApiConfig::with_rate_limit(args.api.api_rate, args.api.api_burst);
+                let inventory = tollgate_inventory::InventoryConfig::default()
+                    .with_quarantine_days(args.api.number_quarantine_days)
+                    .with_default_hold_minutes(args.api.reservation_hold_minutes);
+                let hub_options = tollgate_hub::HubOptions { allow_plain_http: args.api.hub_allow_http };
+                let config = tollgate_api::ApiConfig::with_rate_limit(args.api.api_rate, args.api.api_burst)
+                    .with_inventory(inventory)
+                    .with_hub(hub_options);
                 // The BSS changes the engine only through its API, via the outbox: this
                 // worker applies what committed BSS changes recorded, also after a crash.
                 let policy = tollgate_store::RetryPolicy {
@@ -294,8 +317,15 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
                 .with_policy(policy);
                 let worker_stop = wait(stopped.clone());
                 let outbox_worker = tokio::spawn(async move { worker.run(worker_stop).await });
+                // Events committed with BSS changes, delivered to the hubs' listeners.
+                let mut delivery = tollgate_hub::DeliveryConfig::default();
+                delivery.retry.max_attempts = args.api.hub_max_attempts;
+                delivery.allow_plain_http = args.api.hub_allow_http;
+                let hub_worker = tollgate_hub::HubWorker::new(store.clone(), delivery)?;
+                let hub_stop = wait(stopped.clone());
+                let hub_worker = tokio::spawn(async move { hub_worker.run(hub_stop).await });
                 let router = tollgate_api::router(store, &config);
-                Some((tokio::spawn(tollgate_api::serve(listener, router, wait(stopped.clone()))), outbox_worker))
+                Some((tokio::spawn(tollgate_api::serve(listener, router, wait(stopped.clone()))), outbox_worker, hub_worker))
             }
             None => None,
         };
@@ -308,9 +338,10 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
             http_server.await??;
             grpc_server.await??;
             admin_server.await??;
-            if let Some((server, outbox_worker)) = api_server {
+            if let Some((server, outbox_worker, hub_worker)) = api_server {
                 server.await??;
                 outbox_worker.await?;
+                hub_worker.await?;
             }
             anyhow::Ok(())
         };

@@ -1,19 +1,19 @@
 //! The management API of a real `tollgate serve --api-listen` over a socket: a token made
 //! with `tollgate token create`, offerings created, activated and read through the API and
 //! the CLI, the audit trail verified; a billing account that reaches the engine once
-//! across SIGKILLs; and schemathesis with the TMF620 specification against the
-//! implemented operations.
+//! across SIGKILLs; a hub listener that receives a signed event; and schemathesis with
+//! the TMF620, TMF629 and TMF666 specifications against the implemented operations.
 
 use std::io::{Read, Write};
-use std::path::Path;
-use std::process::Command;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
 
 use serde_json::{json, Value};
 
 use super::{scratch, start_servers, stop_server, tollgate};
 
 /// The API address `serve` logged (into DATA.log, which `start_servers` keeps writing).
-fn api_address(data: &Path) -> String {
+pub(super) fn api_address(data: &Path) -> String {
     for _ in 0..200 {
         let log = std::fs::read_to_string(data.with_extension("log")).unwrap_or_default();
         if let Some(line) = log.lines().find(|line| line.contains("management api listening")) {
@@ -25,14 +25,14 @@ fn api_address(data: &Path) -> String {
     panic!("the management API did not start");
 }
 
-fn create_token(data: &Path, role: &str) -> String {
+pub(super) fn create_token(data: &Path, role: &str) -> String {
     let output = tollgate(&["token", "create", "--role", role, "--data-dir", &data.display().to_string()], "");
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     String::from_utf8_lossy(&output.stdout).trim().to_owned()
 }
 
 /// One HTTP/1.1 exchange: status, head, JSON body (Null when empty).
-fn request(
+pub(super) fn request(
     address: &str,
     method: &str,
     path: &str,
@@ -54,6 +54,30 @@ fn request(
     let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
     let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
     (status, head.to_owned(), serde_json::from_str(body).unwrap_or(Value::Null))
+}
+
+/// The TMF v4 specification `file` in ../shared, once it and schemathesis are checked to be there.
+pub(super) fn tmf_spec(file: &str) -> PathBuf {
+    let spec = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/specs/tmf-v4").join(file);
+    assert!(spec.exists(), "the TMF specification is expected at {}", spec.display());
+    let available = Command::new("st").arg("--version").output().is_ok_and(|o| o.status.success());
+    assert!(available, "schemathesis is missing: scripts/install-test-deps installs it");
+    spec
+}
+
+/// schemathesis with `spec` against the API at `address` under `/tmf-api/{api}/v4`, on the
+/// operations whose paths match `paths`: no 5xx, and documented answers conform.
+pub(super) fn schemathesis(spec: &Path, address: &str, api: &str, token: &str, paths: &str) -> Output {
+    Command::new("st")
+        .arg("run")
+        .arg(spec)
+        .args(["--url", &format!("http://{address}/tmf-api/{api}/v4")])
+        .args(["--header", &format!("Authorization: Bearer {token}")])
+        .args(["--include-path-regex", paths])
+        .args(["--checks", "not_a_server_error,response_schema_conformance"])
+        .args(["--max-examples", "30", "--seed", "20261205", "--no-color"])
+        .output()
+        .expect("schemathesis runs")
 }
 
 #[test]
@@ -130,10 +154,7 @@ fn the_management_api_serves_the_catalogue_with_cli_tokens_over_a_socket() {
 /// no 5xx, and every documented answer conforms to its schema.
 #[test]
 fn schemathesis_tmf620_against_the_catalogue() {
-    let spec = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/specs/tmf-v4/TMF620_ProductCatalog.swagger.json");
-    assert!(spec.exists(), "the TMF620 specification is expected at {}", spec.display());
-    let available = Command::new("st").arg("--version").output().is_ok_and(|o| o.status.success());
-    assert!(available, "schemathesis is missing: scripts/install-test-deps installs it");
+    let spec = tmf_spec("TMF620_ProductCatalog.swagger.json");
     let dir = scratch("schemathesis-tmf620");
     let data = dir.join("data");
     std::fs::create_dir_all(&data).expect("data dir");
@@ -144,19 +165,8 @@ fn schemathesis_tmf620_against_the_catalogue() {
         &["--api-listen", "127.0.0.1:0", "--api-rate", "100000", "--api-burst", "100000"],
     );
     let address = api_address(&data);
-    let output = Command::new("st")
-        .arg("run")
-        .arg(&spec)
-        .args(["--url", &format!("http://{address}/tmf-api/productCatalogManagement/v4")])
-        .args(["--header", &format!("Authorization: Bearer {admin}")])
-        .args([
-            "--include-path-regex",
-            r"^/(productSpecification|productOffering|productOfferingPrice|category)(/\{id\})?$",
-        ])
-        .args(["--checks", "not_a_server_error,response_schema_conformance"])
-        .args(["--max-examples", "30", "--seed", "20261205", "--no-color"])
-        .output()
-        .expect("schemathesis runs");
+    let paths = r"^/(productSpecification|productOffering|productOfferingPrice|category|hub)(/\{id\})?$";
+    let output = schemathesis(&spec, &address, "productCatalogManagement", &admin, paths);
     stop_server(child);
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
@@ -235,9 +245,6 @@ fn a_billing_account_reaches_the_engine_once_across_sigkills() {
 /// against the implemented operations: no 5xx, and documented answers conform.
 #[test]
 fn schemathesis_tmf629_and_tmf666_against_customers_and_accounts() {
-    let specs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/specs/tmf-v4");
-    let available = Command::new("st").arg("--version").output().is_ok_and(|o| o.status.success());
-    assert!(available, "schemathesis is missing: scripts/install-test-deps installs it");
     let dir = scratch("schemathesis-tmf629-666");
     let data = dir.join("data");
     std::fs::create_dir_all(&data).expect("data dir");
@@ -249,21 +256,12 @@ fn schemathesis_tmf629_and_tmf666_against_customers_and_accounts() {
     );
     let address = api_address(&data);
     let runs = [
-        ("TMF629_Customer.swagger.json", "customerManagement", r"^/customer(/\{id\})?$"),
-        ("TMF666_Account.swagger.json", "accountManagement", r"^/billingAccount(/\{id\})?$"),
+        ("TMF629_Customer.swagger.json", "customerManagement", r"^/(customer|hub)(/\{id\})?$"),
+        ("TMF666_Account.swagger.json", "accountManagement", r"^/(billingAccount|hub)(/\{id\})?$"),
     ];
     let mut failures = Vec::new();
     for (spec, api, paths) in runs {
-        let output = Command::new("st")
-            .arg("run")
-            .arg(specs.join(spec))
-            .args(["--url", &format!("http://{address}/tmf-api/{api}/v4")])
-            .args(["--header", &format!("Authorization: Bearer {admin}")])
-            .args(["--include-path-regex", paths])
-            .args(["--checks", "not_a_server_error,response_schema_conformance"])
-            .args(["--max-examples", "30", "--seed", "20261205", "--no-color"])
-            .output()
-            .expect("schemathesis runs");
+        let output = schemathesis(&tmf_spec(spec), &address, api, &admin, paths);
         if !output.status.success() {
             failures.push(format!(
                 "{spec}:\n{}\n{}",
@@ -302,5 +300,80 @@ fn the_customer_commands_create_export_and_anonymise() {
     assert_eq!(shown["name"], "anonymised");
     let missing = tollgate(&["customer", "show", "nope", "--data-dir", &data_dir], "");
     assert!(!missing.status.success());
+    std::fs::remove_dir_all(dir).ok();
+}
+
+/// One HTTP request as a listener receives it: its head (lowercase header names) and body.
+fn receive_one(listener: &std::net::TcpListener) -> (std::collections::HashMap<String, String>, Vec<u8>) {
+    let (mut stream, _) = listener.accept().expect("a delivery");
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(30))).expect("timeout");
+    let mut received = Vec::new();
+    let mut buffer = [0u8; 4096];
+    let (headers, body_at) = loop {
+        let n = stream.read(&mut buffer).expect("read");
+        assert!(n > 0, "the connection closed mid-request");
+        received.extend_from_slice(&buffer[..n]);
+        if let Some(end) = received.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&received[..end]).into_owned();
+            let headers: std::collections::HashMap<String, String> = head
+                .lines()
+                .skip(1)
+                .filter_map(|line| line.split_once(':'))
+                .map(|(name, value)| (name.trim().to_ascii_lowercase(), value.trim().to_owned()))
+                .collect();
+            break (headers, end + 4);
+        }
+    };
+    let length: usize = headers.get("content-length").and_then(|v| v.parse().ok()).expect("a content length");
+    while received.len() < body_at + length {
+        let n = stream.read(&mut buffer).expect("read");
+        assert!(n > 0, "the connection closed mid-body");
+        received.extend_from_slice(&buffer[..n]);
+    }
+    stream.write_all(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n").expect("answer");
+    (headers, received[body_at..body_at + length].to_vec())
+}
+
+/// `tollgate serve --api-listen` runs the hub's delivery worker: a listener registered
+/// through the API receives a created customer's event, signed with the secret it was
+/// given.
+#[test]
+fn serve_delivers_a_customer_event_to_a_registered_listener_signed() {
+    let dir = scratch("hub");
+    let data = dir.join("data");
+    std::fs::create_dir_all(&data).expect("data dir");
+    let admin = create_token(&data, "admin");
+    let (child, _, _) = start_servers(&data, "ocs.hub.test", &["--api-listen", "127.0.0.1:0"]);
+    let address = api_address(&data);
+    let receiver = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let callback = format!("http://{}/events", receiver.local_addr().expect("address"));
+    let json_type = "Content-Type: application/json";
+    let hub = "/tmf-api/customerManagement/v4/hub";
+    let listener = json!({"callback": callback, "query": "eventType=CustomerCreateEvent"});
+    let (status, _, registered) = request(&address, "POST", hub, &admin, &[json_type], Some(&listener));
+    assert_eq!(status, 201, "{registered}");
+    let secret = registered["secret"].as_str().expect("the secret").to_owned();
+    let customer = json!({"name": "Ada", "engagedParty": {"id": "p", "@referredType": "Individual", "name": "Ada"}});
+    let (status, _, created) =
+        request(&address, "POST", "/tmf-api/customerManagement/v4/customer", &admin, &[json_type], Some(&customer));
+    assert_eq!(status, 201, "{created}");
+    let (headers, body) = receive_one(&receiver);
+    let header = |name: &str| headers.get(name).map(String::as_str).unwrap_or("");
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("after 1970").as_secs();
+    let verified = tollgate_hub::signature::verify(
+        &secret,
+        header("x-tollgate-timestamp"),
+        header("x-tollgate-signature"),
+        &body,
+        i64::try_from(now).expect("in range"),
+        300,
+    );
+    assert!(verified.is_ok(), "{verified:?}");
+    let event: Value = serde_json::from_slice(&body).expect("JSON");
+    assert_eq!(event["eventType"], "CustomerCreateEvent");
+    assert_eq!(event["event"]["customer"]["id"], created["id"]);
+    assert_eq!(header("x-tollgate-event-id"), event["eventId"].as_str().expect("an event id"));
+    assert_eq!(header("content-type"), "application/json");
+    stop_server(child);
     std::fs::remove_dir_all(dir).ok();
 }

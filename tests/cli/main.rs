@@ -10,6 +10,7 @@ mod api;
 mod disk;
 mod hostile;
 mod import;
+mod inventory;
 mod lifecycle;
 mod mediate;
 mod rate_errors;

@@ -35,6 +35,20 @@ pub enum Access {
     AccountRead,
     /// Create or change billing accounts (finance: money terms only, by the domain crate).
     AccountWrite,
+    /// Read the resource inventory (TMF639).
+    ResourceRead,
+    /// Reserve an MSISDN or SIM card for an order, or release that reservation.
+    ResourceReserve,
+    /// Create, change or delete resources; assign and unassign them.
+    ResourceWrite,
+    /// Register, read and remove listeners of the catalogue's hub.
+    CatalogueHub,
+    /// Register, read and remove listeners of the customers' hub.
+    CustomerHub,
+    /// Register, read and remove listeners of the billing accounts' hub.
+    AccountHub,
+    /// List the hubs' deliveries and re-drive dead letters.
+    HubDeliveries,
 }
 
 /// Whether `role` may do `access`: the role table of README.md.
@@ -47,6 +61,30 @@ pub fn allowed(role: Role, access: Access) -> bool {
         Access::CustomerPrivacy => matches!(role, Role::Admin | Role::Care),
         Access::AccountRead => true,
         Access::AccountWrite => role != Role::ReadOnly,
+        Access::ResourceRead => matches!(role, Role::Admin | Role::Care | Role::ReadOnly),
+        Access::ResourceReserve => matches!(role, Role::Admin | Role::Care),
+        Access::ResourceWrite => role == Role::Admin,
+        // The role owning each API; never a partner (events are not confined to a
+        // hierarchy), never read_only (a listener reads everything the API publishes).
+        Access::CatalogueHub | Access::HubDeliveries => role == Role::Admin,
+        Access::CustomerHub => matches!(role, Role::Admin | Role::Care),
+        Access::AccountHub => matches!(role, Role::Admin | Role::Care | Role::Finance),
+    }
+}
+
+/// The hub an API root's listeners route belongs to, for `{root}/hub` and `{root}/hub/…`.
+fn hub_access(path: &str) -> Option<Access> {
+    let under = |root: &str| path.strip_prefix(root).is_some_and(|rest| rest == "/hub" || rest.starts_with("/hub/"));
+    if path.starts_with("/tmf-api/hub/") {
+        Some(Access::HubDeliveries)
+    } else if under(tollgate_catalogue::BASE_PATH) {
+        Some(Access::CatalogueHub)
+    } else if under(tollgate_customers::CUSTOMER_BASE_PATH) {
+        Some(Access::CustomerHub)
+    } else if under(tollgate_customers::ACCOUNT_BASE_PATH) {
+        Some(Access::AccountHub)
+    } else {
+        None
     }
 }
 
@@ -74,7 +112,9 @@ impl Caller {
 
 fn access_of(method: &Method, path: &str) -> Access {
     let read = method == Method::GET || method == Method::HEAD;
-    if path.starts_with("/tmf-api/audit/") {
+    if let Some(access) = hub_access(path) {
+        access
+    } else if path.starts_with("/tmf-api/audit/") {
         Access::AuditRead
     } else if path.starts_with("/tmf-api/customerManagement/") {
         if path.ends_with("/export") || path.ends_with("/anonymise") {
@@ -89,6 +129,14 @@ fn access_of(method: &Method, path: &str) -> Access {
             Access::AccountRead
         } else {
             Access::AccountWrite
+        }
+    } else if path.starts_with("/tmf-api/resourceInventoryManagement/") {
+        if read {
+            Access::ResourceRead
+        } else if path.ends_with("/reservation") || path.ends_with("/release") {
+            Access::ResourceReserve
+        } else {
+            Access::ResourceWrite
         }
     } else if method == Method::GET || method == Method::HEAD {
         Access::CatalogueRead
@@ -198,5 +246,52 @@ mod tests {
         assert_eq!(access_of(&Method::POST, &format!("{customer}/anonymise")), CustomerPrivacy);
         assert_eq!(access_of(&Method::PATCH, customer), CustomerWrite);
         assert_eq!(access_of(&Method::PATCH, "/tmf-api/accountManagement/v4/billingAccount/x"), AccountWrite);
+    }
+
+    #[test]
+    fn the_resource_inventory_role_table() {
+        use Access::*;
+        let table = [
+            (Role::Admin, [true, true, true]),
+            (Role::Care, [true, true, false]),
+            (Role::Finance, [false, false, false]),
+            (Role::ReadOnly, [true, false, false]),
+            (Role::Partner, [false, false, false]),
+        ];
+        for (role, expected) in table {
+            assert_eq!([ResourceRead, ResourceReserve, ResourceWrite].map(|a| allowed(role, a)), expected, "{role}");
+        }
+        let base = "/tmf-api/resourceInventoryManagement/v4";
+        assert_eq!(access_of(&Method::GET, &format!("{base}/resource/msisdn-1")), ResourceRead);
+        assert_eq!(access_of(&Method::POST, &format!("{base}/reservation")), ResourceReserve);
+        assert_eq!(access_of(&Method::POST, &format!("{base}/resource/msisdn-1/release")), ResourceReserve);
+        assert_eq!(access_of(&Method::POST, &format!("{base}/resource/msisdn-1/assign")), ResourceWrite);
+        assert_eq!(access_of(&Method::POST, &format!("{base}/resource/msisdn-1/unassign")), ResourceWrite);
+        assert_eq!(access_of(&Method::PATCH, &format!("{base}/resource/msisdn-1")), ResourceWrite);
+        assert_eq!(access_of(&Method::POST, &format!("{base}/resource")), ResourceWrite);
+    }
+
+    #[test]
+    fn the_hub_role_table() {
+        use Access::*;
+        let table = [
+            (Role::Admin, [true, true, true, true]),
+            (Role::Care, [false, true, true, false]),
+            (Role::Finance, [false, false, true, false]),
+            (Role::ReadOnly, [false, false, false, false]),
+            (Role::Partner, [false, false, false, false]),
+        ];
+        for (role, expected) in table {
+            let found = [CatalogueHub, CustomerHub, AccountHub, HubDeliveries].map(|a| allowed(role, a));
+            assert_eq!(found, expected, "{role}");
+        }
+        for method in [Method::GET, Method::POST, Method::DELETE] {
+            assert_eq!(access_of(&method, "/tmf-api/customerManagement/v4/hub"), CustomerHub);
+            assert_eq!(access_of(&method, "/tmf-api/customerManagement/v4/hub/x"), CustomerHub);
+            assert_eq!(access_of(&method, "/tmf-api/accountManagement/v4/hub/x"), AccountHub);
+            assert_eq!(access_of(&method, "/tmf-api/productCatalogManagement/v4/hub/x"), CatalogueHub);
+            assert_eq!(access_of(&method, "/tmf-api/hub/v1/delivery"), HubDeliveries);
+        }
+        assert_eq!(access_of(&Method::GET, "/tmf-api/customerManagement/v4/hubby"), CustomerRead);
     }
 }

@@ -17,11 +17,10 @@ use axum::{Extension, Json};
 use jiff::Timestamp;
 use serde_json::Value;
 use tollgate_customers::Page;
-use tollgate_store::Versioned;
 
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::tmf::{etag, if_match, item_fields, json_body, page_headers, select, BodyType, ListQuery};
+use crate::tmf::{created, if_match, item_fields, json_body, one, page_headers, select, BodyType, ListQuery};
 use crate::AppState;
 
 type Params = Result<Query<Vec<(String, String)>>, QueryRejection>;
@@ -31,18 +30,6 @@ fn page(page: Page, query: &ListQuery) -> Response {
     let count = page.items.len();
     let items: Vec<Value> = page.items.into_iter().map(|item| select(item.value, query.fields.as_deref())).collect();
     (page_headers(page.total, count), Json(Value::Array(items))).into_response()
-}
-
-fn one(item: Versioned<Value>, fields: Option<&[String]>) -> Response {
-    (etag(item.version), Json(select(item.value, fields))).into_response()
-}
-
-fn created(item: Versioned<Value>) -> Response {
-    let mut headers = etag(item.version);
-    if let Some(location) = item.value.get("href").and_then(Value::as_str).and_then(|h| HeaderValue::from_str(h).ok()) {
-        headers.insert(header::LOCATION, location);
-    }
-    (StatusCode::CREATED, headers, Json(item.value)).into_response()
 }
 
 fn filters(query: &ListQuery) -> impl Iterator<Item = (&str, &str)> {

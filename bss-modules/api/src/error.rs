@@ -1,13 +1,15 @@
 //! The API's error: a status and a TMF error body (`{code, reason, message, status,
-//! @type: "Error"}`, TMF630) whose `reason` names the offending field. The catalogue's and
-//! the store's errors map to statuses here and only here; a store failure is logged and
-//! answered 500 without its detail.
+//! @type: "Error"}`, TMF630) whose `reason` names the offending field. The domain crates'
+//! (catalogue, customers, inventory, hub) and the store's errors map to statuses here and
+//! only here; a store failure is logged and answered 500 without its detail.
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use tollgate_catalogue::CatalogueError;
 use tollgate_customers::CustomersError;
+use tollgate_hub::HubError;
+use tollgate_inventory::InventoryError;
 use tollgate_store::StoreError;
 
 /// An error answer.
@@ -97,6 +99,39 @@ impl From<CustomersError> for ApiError {
                 ApiError::new(StatusCode::PRECONDITION_FAILED, "staleVersion", "If-Match", message)
             }
             CustomersError::Store(error) => ApiError::from(error),
+            other => internal(&other),
+        }
+    }
+}
+
+impl From<InventoryError> for ApiError {
+    fn from(error: InventoryError) -> Self {
+        let message = error.to_string();
+        match error {
+            InventoryError::Invalid { field, .. } => ApiError::bad_request(field, message),
+            InventoryError::Line { line, field, .. } => ApiError::bad_request(format!("line {line}: {field}"), message),
+            InventoryError::NotFound { .. } => ApiError::new(StatusCode::NOT_FOUND, "notFound", "id", message),
+            InventoryError::InvalidTransition { .. } => {
+                ApiError::new(StatusCode::CONFLICT, "invalidTransition", "state", message)
+            }
+            InventoryError::Conflict { field, .. } => ApiError::new(StatusCode::CONFLICT, "conflict", field, message),
+            InventoryError::StaleVersion { .. } => {
+                ApiError::new(StatusCode::PRECONDITION_FAILED, "staleVersion", "If-Match", message)
+            }
+            InventoryError::Store(error) => ApiError::from(error),
+            other => internal(&other),
+        }
+    }
+}
+
+impl From<HubError> for ApiError {
+    fn from(error: HubError) -> Self {
+        let message = error.to_string();
+        match error {
+            HubError::Invalid { field, .. } => ApiError::bad_request(field, message),
+            HubError::Forbidden { .. } => ApiError::new(StatusCode::FORBIDDEN, "forbidden", "Authorization", message),
+            HubError::NotFound { .. } => ApiError::new(StatusCode::NOT_FOUND, "notFound", "id", message),
+            HubError::Store(error) => ApiError::from(error),
             other => internal(&other),
         }
     }

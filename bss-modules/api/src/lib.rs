@@ -5,7 +5,10 @@
 //! error body; `auth.rs` bearer tokens checked against the store's hashed tokens and the
 //! role each route needs; `limit.rs` the per-token rate limit; `catalogue.rs` the product
 //! catalogue (TMF620) over `tollgate-catalogue`; `customers.rs` customers (TMF629) and
-//! billing accounts (TMF666) over `tollgate-customers`; `audit.rs` the audit trail, read-only.
+//! billing accounts (TMF666) over `tollgate-customers`; `inventory.rs` the resource
+//! inventory (TMF639) over `tollgate-inventory`; `hub.rs` each API's event hub (TMF630
+//! Part 2: `{apiRoot}/hub`) and the operator's deliveries over `tollgate-hub`; `audit.rs`
+//! the audit trail, read-only.
 //! **Every management route is authenticated and authorised by role; every change is
 //! audited in the same transaction (the domain crates do it).** README.md has the role
 //! table and the limits.
@@ -16,6 +19,8 @@ mod auth;
 mod catalogue;
 mod customers;
 mod error;
+mod hub;
+mod inventory;
 mod limit;
 mod tmf;
 
@@ -25,6 +30,8 @@ use axum::routing::{get, post};
 use axum::Router;
 use tollgate_catalogue::Catalogue;
 use tollgate_customers::Customers;
+use tollgate_hub::{Hub, HubApi, HubOptions};
+use tollgate_inventory::{Inventory, InventoryConfig};
 use tollgate_store::Store;
 
 pub use auth::{allowed, Access};
@@ -40,20 +47,46 @@ pub struct ApiConfig {
     pub rate_per_second: u32,
     /// Requests a token may make at once after being idle.
     pub burst: u32,
+    /// The resource inventory's timings (quarantine, reservation holds).
+    pub inventory: InventoryConfig,
+    /// Which listener callbacks the hubs accept.
+    pub hub: HubOptions,
 }
 
 impl Default for ApiConfig {
     fn default() -> Self {
-        ApiConfig { rate_per_second: 50, burst: 100 }
+        ApiConfig { rate_per_second: 50, burst: 100, inventory: InventoryConfig::default(), hub: HubOptions::default() }
     }
 }
 
 impl ApiConfig {
     /// A configuration with this rate limit.
     pub fn with_rate_limit(rate_per_second: u32, burst: u32) -> ApiConfig {
-        ApiConfig { rate_per_second, burst }
+        ApiConfig { rate_per_second, burst, ..ApiConfig::default() }
+    }
+
+    /// This configuration with these inventory timings.
+    pub fn with_inventory(self, inventory: InventoryConfig) -> ApiConfig {
+        ApiConfig { inventory, ..self }
+    }
+
+    /// This configuration with these hub options.
+    pub fn with_hub(self, hub: HubOptions) -> ApiConfig {
+        ApiConfig { hub, ..self }
     }
 }
+
+/// The product catalogue's hub (TMF620 events).
+pub static CATALOGUE_HUB: HubApi =
+    HubApi { root: tollgate_catalogue::BASE_PATH, event_types: &tollgate_catalogue::EVENTS };
+/// The customers' hub (TMF629 events).
+pub static CUSTOMER_HUB: HubApi =
+    HubApi { root: tollgate_customers::CUSTOMER_BASE_PATH, event_types: &tollgate_customers::CUSTOMER_EVENTS };
+/// The billing accounts' hub (TMF666 events).
+pub static ACCOUNT_HUB: HubApi =
+    HubApi { root: tollgate_customers::ACCOUNT_BASE_PATH, event_types: &tollgate_customers::ACCOUNT_EVENTS };
+/// Every hub the router mounts; `auth.rs` names the roles of each.
+pub static HUBS: [&HubApi; 3] = [&CATALOGUE_HUB, &CUSTOMER_HUB, &ACCOUNT_HUB];
 
 /// What every handler shares.
 #[derive(Debug)]
@@ -61,23 +94,33 @@ pub(crate) struct AppState {
     pub(crate) store: Store,
     pub(crate) catalogue: Catalogue,
     pub(crate) customers: Customers,
+    pub(crate) inventory: Inventory,
+    pub(crate) hub: Hub,
     pub(crate) limiter: RateLimit,
 }
 
 /// The API's router on `store`: the product catalogue under
 /// `/tmf-api/productCatalogManagement/v4/`, customers under `/tmf-api/customerManagement/v4/`,
-/// billing accounts under `/tmf-api/accountManagement/v4/` and the audit trail under
-/// `/tmf-api/audit/v1/`.
+/// billing accounts under `/tmf-api/accountManagement/v4/`, the resource inventory under
+/// `/tmf-api/resourceInventoryManagement/v4/`, each API's event hub under
+/// `{apiRoot}/hub` ([`HUBS`]), the hubs' deliveries under `/tmf-api/hub/v1/delivery` and
+/// the audit trail under `/tmf-api/audit/v1/`.
 pub fn router(store: Store, config: &ApiConfig) -> Router {
     let state = Arc::new(AppState {
         catalogue: Catalogue::new(store.clone(), tollgate_catalogue::BASE_PATH),
         customers: Customers::new(store.clone()),
+        inventory: Inventory::new(store.clone(), config.inventory.clone()),
+        hub: Hub::new(store.clone(), config.hub),
         store,
         limiter: RateLimit::new(config.rate_per_second, config.burst),
     });
     let catalogue = format!("{}/{{resource}}", tollgate_catalogue::BASE_PATH);
     let item = format!("{}/{{resource}}/{{id}}", tollgate_catalogue::BASE_PATH);
-    Router::new()
+    let mut router = Router::new();
+    for api in HUBS {
+        router = hub::mount(router, api);
+    }
+    router
         .route(&catalogue, get(catalogue::list).post(catalogue::create))
         .route(&item, get(catalogue::get).patch(catalogue::patch).delete(catalogue::delete))
         .route(&customers_path(""), get(customers::list_customers).post(customers::create_customer))
@@ -89,6 +132,12 @@ pub fn router(store: Store, config: &ApiConfig) -> Router {
         .route(&customers_path("/{id}/anonymise"), post(customers::anonymise_customer))
         .route(&accounts_path(""), get(customers::list_accounts).post(customers::create_account))
         .route(&accounts_path("/{id}"), get(customers::get_account).patch(customers::patch_account))
+        .route(&inventory_path("/resource"), get(inventory::list).post(inventory::create))
+        .route(&inventory_path("/resource/{id}"), get(inventory::get).patch(inventory::patch).delete(inventory::delete))
+        .route(&inventory_path("/reservation"), post(inventory::reserve))
+        .route(&inventory_path("/resource/{id}/{step}"), post(inventory::step))
+        .route(hub::DELIVERY_PATH, get(hub::list_deliveries))
+        .route(&format!("{}/{{id}}/redrive", hub::DELIVERY_PATH), post(hub::redrive))
         .route("/tmf-api/audit/v1/auditRecord", get(audit::list))
         .route("/tmf-api/audit/v1/chainVerification", get(audit::verify))
         .fallback(error::not_found)
@@ -104,6 +153,10 @@ fn customers_path(rest: &str) -> String {
 
 fn accounts_path(rest: &str) -> String {
     format!("{}/billingAccount{rest}", tollgate_customers::ACCOUNT_BASE_PATH)
+}
+
+fn inventory_path(rest: &str) -> String {
+    format!("{}{rest}", tollgate_inventory::BASE_PATH)
 }
 
 /// Serves `router` on `listener` until `shutdown` completes.

@@ -1,15 +1,18 @@
 //! The TMF630 machinery every resource shares: list queries (`fields`, `offset`, `limit`
 //! and attribute filters), `fields` selection (`id`, `href` and `@type` always kept),
 //! pagination headers, typed and bounded bodies (`application/json` to create,
-//! `application/merge-patch+json` to patch, else 415; over [`MAX_BODY_BYTES`] 413), and
-//! versions as ETags (`If-Match` required on PATCH: 428 without, 412 when stale).
+//! `application/merge-patch+json` to patch, else 415; over [`MAX_BODY_BYTES`] 413),
+//! versions as ETags (`If-Match` required on PATCH: 428 without, 412 when stale), and
+//! one resource's answer (`one`, `created`).
 
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::Query;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
 use serde_json::Value;
-use tollgate_store::Version;
+use tollgate_store::{Version, Versioned};
 
 use crate::error::ApiError;
 
@@ -112,6 +115,20 @@ pub(crate) fn etag(version: Version) -> HeaderMap {
         headers.insert(header::ETAG, value);
     }
     headers
+}
+
+/// A resource with its ETag, `fields` selected.
+pub(crate) fn one(item: Versioned<Value>, fields: Option<&[String]>) -> Response {
+    (etag(item.version), Json(select(item.value, fields))).into_response()
+}
+
+/// A resource just created: 201, its ETag, and its `href` as `Location`.
+pub(crate) fn created(item: Versioned<Value>) -> Response {
+    let mut headers = etag(item.version);
+    if let Some(location) = item.value.get("href").and_then(Value::as_str).and_then(|h| HeaderValue::from_str(h).ok()) {
+        headers.insert(header::LOCATION, location);
+    }
+    (StatusCode::CREATED, headers, Json(item.value)).into_response()
 }
 
 /// The version `If-Match` names: required (428 without), one ETag this server issued.

@@ -1,79 +1,21 @@
 //! Customers (TMF629) and billing accounts (TMF666) through the API in process, on SQLite
 //! and PostgreSQL: 401 and 403 by role, a partner confined to its hierarchy across two of
 //! them, finance changing money terms only, 400 naming the field, 404, 409, 412, 428,
-//! the export, and anonymisation that keeps the account and its engine outbox row.
+//! the export, and anonymisation that keeps the account and its engine outbox row; the
+//! customers' and accounts' event hubs (TMF630 `…/hub`): registration by role, the secret
+//! shown once, validation naming the field, removal, and the operator's dead letters.
 
-use axum::body::Body;
-use axum::http::{header, Request, StatusCode};
+mod common;
+
+use axum::http::StatusCode;
 use axum::Router;
-use http_body_util::BodyExt;
+use common::{call, token};
 use serde_json::{json, Value};
 use tollgate_api::{router, ApiConfig};
-use tollgate_store::{store_test, NewToken, Role, Store};
-use tower::ServiceExt;
+use tollgate_store::{store_test, Role};
 
 const CUSTOMERS: &str = "/tmf-api/customerManagement/v4/customer";
 const ACCOUNTS: &str = "/tmf-api/accountManagement/v4/billingAccount";
-
-/// A response: status, headers, JSON body (Null when empty).
-struct Answer {
-    status: StatusCode,
-    headers: axum::http::HeaderMap,
-    body: Value,
-}
-
-impl Answer {
-    fn header(&self, name: &str) -> &str {
-        self.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
-    }
-}
-
-async fn token(store: &Store, role: Role, scope: Option<&str>) -> String {
-    let mut tx = store.begin().await.expect("begin");
-    let (secret, _) = tx
-        .create_token(
-            NewToken { name: role.as_str(), role, scope_account_id: scope, expires_at: None },
-            jiff::Timestamp::now(),
-        )
-        .await
-        .expect("create a token");
-    tx.commit().await.expect("commit");
-    secret.expose().to_owned()
-}
-
-/// One request: `extra` headers beside the bearer token; a JSON body as application/json
-/// for POST and application/merge-patch+json for PATCH unless `extra` says otherwise.
-async fn call(
-    app: &Router,
-    method: &str,
-    path: &str,
-    token: Option<&str>,
-    body: Option<Value>,
-    extra: &[(&str, &str)],
-) -> Answer {
-    let mut request = Request::builder().method(method).uri(path);
-    if let Some(token) = token {
-        request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
-    }
-    if !extra.iter().any(|(name, _)| name.eq_ignore_ascii_case("content-type")) && body.is_some() {
-        let media = if method == "PATCH" { "application/merge-patch+json" } else { "application/json" };
-        request = request.header(header::CONTENT_TYPE, media);
-    }
-    for (name, value) in extra {
-        request = request.header(*name, *value);
-    }
-    let body = body.map(|body| Body::from(body.to_string())).unwrap_or_else(Body::empty);
-    let response = app.clone().oneshot(request.body(body).expect("a request")).await.expect("an answer");
-    let status = response.status();
-    let headers = response.headers().clone();
-    let bytes = response.into_body().collect().await.expect("the body").to_bytes();
-    let body = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).expect("a JSON body") };
-    if !status.is_success() {
-        assert_eq!(body["@type"], "Error", "an error has a TMF error body: {body}");
-        assert_eq!(body["status"], status.as_u16().to_string());
-    }
-    Answer { status, headers, body }
-}
 
 fn person(name: &str) -> Value {
     json!({
@@ -215,5 +157,103 @@ store_test! {
         let finance = token(&store, Role::Finance, None).await;
         let path = format!("{CUSTOMERS}/{customer}/anonymise");
         assert_eq!(call(&app, "POST", &path, Some(&finance), None, &[]).await.status, StatusCode::FORBIDDEN);
+    }
+}
+
+const CUSTOMER_HUB: &str = "/tmf-api/customerManagement/v4/hub";
+const ACCOUNT_HUB: &str = "/tmf-api/accountManagement/v4/hub";
+const CATALOGUE_HUB: &str = "/tmf-api/productCatalogManagement/v4/hub";
+const DELIVERIES: &str = "/tmf-api/hub/v1/delivery";
+
+store_test! {
+    async fn hubs_register_listeners_by_role_and_show_the_secret_once(store) {
+        let app = router((*store).clone(), &ApiConfig::default());
+        let admin = token(&store, Role::Admin, None).await;
+        let care = token(&store, Role::Care, None).await;
+        let finance = token(&store, Role::Finance, None).await;
+        let read_only = token(&store, Role::ReadOnly, None).await;
+        let a = id(&create(&app, &admin, CUSTOMERS, person("A")).await);
+        let root_a = id(&create(&app, &admin, ACCOUNTS, account(&a, None)).await);
+        let partner = token(&store, Role::Partner, Some(&root_a)).await;
+        let listener = json!({"callback": "http://127.0.0.1:9/hook", "query": "eventType=CustomerCreateEvent"});
+
+        // Who may register where: the role owning the API, never a partner.
+        let cases = [
+            (&admin, CUSTOMER_HUB, StatusCode::CREATED),
+            (&care, CUSTOMER_HUB, StatusCode::CREATED),
+            (&finance, CUSTOMER_HUB, StatusCode::FORBIDDEN),
+            (&read_only, CUSTOMER_HUB, StatusCode::FORBIDDEN),
+            (&partner, CUSTOMER_HUB, StatusCode::FORBIDDEN),
+            (&care, CATALOGUE_HUB, StatusCode::FORBIDDEN),
+            (&partner, ACCOUNT_HUB, StatusCode::FORBIDDEN),
+        ];
+        for (who, hub, status) in cases {
+            let answer = call(&app, "POST", hub, Some(who), Some(listener.clone()), &[]).await;
+            assert_eq!(answer.status, status, "{hub}: {}", answer.body);
+        }
+        let on_accounts = json!({"callback": "https://hooks.example.com/x", "query": "eventType=BillingAccountCreateEvent"});
+        assert_eq!(call(&app, "POST", ACCOUNT_HUB, Some(&finance), Some(on_accounts), &[]).await.status, StatusCode::CREATED);
+
+        let answer = call(&app, "POST", CUSTOMER_HUB, Some(&care), Some(listener.clone()), &[]).await;
+        assert_eq!(answer.status, StatusCode::CREATED);
+        let registered = answer.body;
+        let hub_id = id(&registered);
+        assert_eq!(answer.headers.get("location").and_then(|v| v.to_str().ok()), Some(format!("{CUSTOMER_HUB}/{hub_id}").as_str()));
+        assert_eq!((registered["callback"].clone(), registered["query"].clone()), (listener["callback"].clone(), listener["query"].clone()));
+        let secret = registered["secret"].as_str().expect("the secret, once").to_owned();
+        assert!(secret.starts_with(tollgate_store::HUB_SECRET_PREFIX));
+        let read = call(&app, "GET", &format!("{CUSTOMER_HUB}/{hub_id}"), Some(&care), None, &[]).await;
+        assert_eq!(read.status, StatusCode::OK);
+        assert_eq!(read.body["id"], json!(hub_id));
+        assert!(read.body.get("secret").is_none(), "never shown again: {}", read.body);
+        // The listener belongs to the customers' hub only; the audit trail holds no secret.
+        assert_eq!(call(&app, "GET", &format!("{ACCOUNT_HUB}/{hub_id}"), Some(&admin), None, &[]).await.status, StatusCode::NOT_FOUND);
+        let audit = call(&app, "GET", &format!("/tmf-api/audit/v1/auditRecord?entityType=EventSubscription&entityId={hub_id}"), Some(&admin), None, &[]).await;
+        assert_eq!(audit.status, StatusCode::OK);
+        assert!(!audit.body.to_string().contains(&secret));
+        assert!(audit.body.to_string().contains("register"), "{}", audit.body);
+
+        // A customer created now is queued for the listener; removing it removes that too.
+        create(&app, &admin, CUSTOMERS, person("B")).await;
+        let queued = call(&app, "GET", &format!("{DELIVERIES}?listenerId={hub_id}&state=pending"), Some(&admin), None, &[]).await;
+        assert_eq!((queued.status, queued.header("x-total-count")), (StatusCode::OK, "1"));
+        assert_eq!(queued.body[0]["eventType"], "CustomerCreateEvent");
+        assert_eq!(call(&app, "GET", DELIVERIES, Some(&care), None, &[]).await.status, StatusCode::FORBIDDEN);
+        assert_eq!(call(&app, "DELETE", &format!("{CUSTOMER_HUB}/{hub_id}"), Some(&partner), None, &[]).await.status, StatusCode::FORBIDDEN);
+        assert_eq!(call(&app, "DELETE", &format!("{CUSTOMER_HUB}/{hub_id}"), Some(&care), None, &[]).await.status, StatusCode::NO_CONTENT);
+        assert_eq!(call(&app, "GET", &format!("{CUSTOMER_HUB}/{hub_id}"), Some(&care), None, &[]).await.status, StatusCode::NOT_FOUND);
+        let queued = call(&app, "GET", &format!("{DELIVERIES}?listenerId={hub_id}"), Some(&admin), None, &[]).await;
+        assert_eq!(queued.header("x-total-count"), "0");
+    }
+}
+
+store_test! {
+    async fn a_registration_is_validated_naming_the_field(store) {
+        let app = router((*store).clone(), &ApiConfig::default());
+        let admin = token(&store, Role::Admin, None).await;
+        let cases = [
+            (json!({"query": "eventType=CustomerCreateEvent"}), "callback"),
+            (json!({"callback": 7}), "callback"),
+            (json!({"callback": "http://hooks.example.com/x"}), "callback"),
+            (json!({"callback": "ftp://127.0.0.1/x"}), "callback"),
+            (json!({"callback": "https://u:p@hooks.example.com/x"}), "callback"),
+            (json!({"callback": "https://hooks.example.com/x", "query": "eventType=BillingAccountCreateEvent"}), "query"),
+            (json!({"callback": "https://hooks.example.com/x", "query": "status=Active"}), "query"),
+            (json!({"callback": "https://hooks.example.com/x", "secret": "mine"}), "secret"),
+            (json!({"callback": "https://hooks.example.com/x", "id": "mine"}), "id"),
+        ];
+        for (body, field) in cases {
+            let answer = call(&app, "POST", CUSTOMER_HUB, Some(&admin), Some(body.clone()), &[]).await;
+            assert_eq!((answer.status, answer.body["reason"].as_str()), (StatusCode::BAD_REQUEST, Some(field)), "{body}: {}", answer.body);
+        }
+        // Plain http to any host only where the server allows it (a lab).
+        let lab = router((*store).clone(), &ApiConfig::default().with_hub(tollgate_hub::HubOptions { allow_plain_http: true }));
+        let plain = json!({"callback": "http://hooks.example.com/x"});
+        assert_eq!(call(&lab, "POST", CUSTOMER_HUB, Some(&admin), Some(plain), &[]).await.status, StatusCode::CREATED);
+        // The operator's routes refuse what they do not know.
+        assert_eq!(call(&app, "GET", &format!("{DELIVERIES}?state=lost"), Some(&admin), None, &[]).await.body["reason"], "state");
+        assert_eq!(call(&app, "GET", &format!("{DELIVERIES}?colour=red"), Some(&admin), None, &[]).await.body["reason"], "colour");
+        assert_eq!(call(&app, "POST", &format!("{DELIVERIES}/x/redrive"), Some(&admin), None, &[]).await.status, StatusCode::BAD_REQUEST);
+        assert_eq!(call(&app, "POST", &format!("{DELIVERIES}/12345/redrive"), Some(&admin), None, &[]).await.status, StatusCode::NOT_FOUND);
     }
 }

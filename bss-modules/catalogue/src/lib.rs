@@ -4,7 +4,7 @@
 //! its period, one-time, usage pointing at a tariff plan). The rules are here, as pure
 //! functions of JSON documents ([`validate`], [`LifecycleStatus::transition`],
 //! [`merge_patch`]); [`Catalogue`] applies them to the store in one transaction per change,
-//! with the change's audit record. No SQL (the store's) and no HTTP (the API's): the API
+//! with the change's audit record and its event for the hub's listeners ([`EVENTS`]). No SQL (the store's) and no HTTP (the API's): the API
 //! and the CLI both call [`Catalogue`], so a rule exists once.
 #![forbid(unsafe_code)]
 
@@ -20,4 +20,4 @@ pub use item::{validate, Kind, Validated, MAX_NAME_CHARS};
 pub use lifecycle::LifecycleStatus;
 pub use patch::merge_patch;
 pub use price::{parse_money, ChargePeriod, PriceShape, MAX_MONEY_DIGITS, MAX_PLAN_SOURCE_BYTES};
-pub use service::{Catalogue, Filter, Page, BASE_PATH, FILTERS};
+pub use service::{Catalogue, Filter, Page, BASE_PATH, EVENTS, FILTERS};

@@ -12,7 +12,9 @@
 
 use jiff::Timestamp;
 use serde_json::Value;
-use tollgate_store::{new_entity_id, AuditRecord, CatalogueFilter, CatalogueItem, Store, Tx, Version, Versioned};
+use tollgate_store::{
+    new_entity_id, AuditRecord, CatalogueFilter, CatalogueItem, NewEvent, Store, Tx, Version, Versioned,
+};
 
 use crate::error::{CatalogueError, Result};
 use crate::item::{validate, Kind, Validated};
@@ -131,6 +133,7 @@ impl Catalogue {
         let item = row(kind, &id, &found, &doc);
         tx.insert_catalogue_item(&item, now).await.map_err(|e| CatalogueError::from_store(kind.type_name(), e))?;
         audit(&mut tx, actor, "create", kind, &id, None, Some(&doc), now).await?;
+        publish(&mut tx, kind, "CreateEvent", &id, &doc, now).await?;
         tx.commit().await?;
         Ok(Versioned { value: doc, version: Version::FIRST })
     }
@@ -219,6 +222,8 @@ impl Catalogue {
             }
         }
         audit(&mut tx, actor, &action, kind, id, Some(&before), Some(&after), now).await?;
+        let event = if from == found.status { "AttributeValueChangeEvent" } else { "StateChangeEvent" };
+        publish(&mut tx, kind, event, id, &doc, now).await?;
         tx.commit().await?;
         Ok(Versioned { value: doc, version })
     }
@@ -274,6 +279,7 @@ impl Catalogue {
             .await
             .map_err(|e| CatalogueError::from_store(kind.type_name(), e))?;
         audit(&mut tx, actor, "delete", kind, id, Some(&current.value.doc), None, now).await?;
+        publish(&mut tx, kind, "DeleteEvent", id, &current.value.doc, now).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -396,6 +402,38 @@ fn row(kind: Kind, id: &str, found: &Validated, doc: &Value) -> CatalogueItem {
         doc: doc.clone(),
         refs: found.refs.iter().map(|(field, _, id)| (field.clone(), id.clone())).collect(),
     }
+}
+
+/// The events productCatalogManagement publishes to its hub's listeners (TMF620): for
+/// each kind of item, created, changed (attributes, or the lifecycle status), deleted.
+pub const EVENTS: [&str; 16] = [
+    "ProductSpecificationCreateEvent",
+    "ProductSpecificationAttributeValueChangeEvent",
+    "ProductSpecificationStateChangeEvent",
+    "ProductSpecificationDeleteEvent",
+    "ProductOfferingCreateEvent",
+    "ProductOfferingAttributeValueChangeEvent",
+    "ProductOfferingStateChangeEvent",
+    "ProductOfferingDeleteEvent",
+    "ProductOfferingPriceCreateEvent",
+    "ProductOfferingPriceAttributeValueChangeEvent",
+    "ProductOfferingPriceStateChangeEvent",
+    "ProductOfferingPriceDeleteEvent",
+    "CategoryCreateEvent",
+    "CategoryAttributeValueChangeEvent",
+    "CategoryStateChangeEvent",
+    "CategoryDeleteEvent",
+];
+
+/// Publishes `{Kind}{what}` (`ProductOfferingCreateEvent`) to the catalogue hub's
+/// listeners, in the change's transaction.
+async fn publish(tx: &mut Tx, kind: Kind, what: &str, id: &str, doc: &Value, now: Timestamp) -> Result<()> {
+    let event_type = format!("{}{what}", kind.type_name());
+    debug_assert!(EVENTS.contains(&event_type.as_str()), "{event_type} is listed in EVENTS");
+    let event =
+        NewEvent { api: BASE_PATH, event_type: &event_type, entity_type: kind.path(), entity_id: id, entity: doc };
+    tx.publish_event(event, now).await?;
+    Ok(())
 }
 
 #[allow(clippy::too_many_arguments, reason = "one audit record's fields")]

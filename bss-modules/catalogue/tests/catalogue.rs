@@ -124,3 +124,38 @@ store_test! {
         assert!(Filter::parse(Kind::Category, [("colour", "red")]).is_err());
     }
 }
+
+store_test! {
+    async fn every_change_publishes_its_event_in_its_transaction(store) {
+        let catalogue = Catalogue::new((*store).clone(), BASE_PATH);
+        let secret = tollgate_store::HubSecret::generate().expect("a secret");
+        let filter = tollgate_store::EventFilter {
+            event_types: vec![],
+            fields: vec![("event.productOffering.@type".into(), "ProductOffering".into())],
+        };
+        let mut tx = store.begin().await.expect("begin");
+        let new = tollgate_store::NewListener { id: "l1", api: BASE_PATH, callback: "http://127.0.0.1:9/", query: None, filter: &filter, secret: &secret, created_by: "t" };
+        tx.insert_listener(new, at(0)).await.expect("listen");
+        tx.commit().await.expect("commit");
+        let (id, _) = usage_offering(&catalogue, &plan()).await;
+        let got = catalogue.get(Kind::ProductOffering, &id).await.expect("get");
+        let renamed = catalogue.patch(Kind::ProductOffering, &id, &json!({"name": "Mobile M"}), got.version, "t", at(3)).await.expect("rename");
+        // Refused: nothing published.
+        assert!(catalogue.patch(Kind::ProductOffering, &id, &json!({"lifecycleStatus": "Retired"}), renamed.version, "t", at(4)).await.is_err());
+        catalogue.set_status(Kind::ProductOffering, &id, LifecycleStatus::Active, "t", at(5)).await.expect("activate");
+        let mut events = Vec::new();
+        loop {
+            let claimed = store.claim_deliveries(at(100), 10, std::time::Duration::from_secs(60), &[]).await.expect("claim");
+            if claimed.is_empty() {
+                break;
+            }
+            for delivery in claimed {
+                let body: Value = serde_json::from_str(&delivery.body).expect("JSON");
+                assert_eq!(body["event"]["productOffering"]["id"], id.as_str());
+                events.push(delivery.event_type.clone());
+                store.delivery_done(&delivery, at(100)).await.expect("done");
+            }
+        }
+        assert_eq!(events, ["ProductOfferingCreateEvent", "ProductOfferingAttributeValueChangeEvent", "ProductOfferingStateChangeEvent"]);
+    }
+}

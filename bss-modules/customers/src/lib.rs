@@ -5,7 +5,8 @@
 //! right of access (export) and erasure (anonymisation that keeps financial records).
 //! [`Customers`] applies the rules to the store, one transaction per change with its audit
 //! record and, when the engine must follow (an account created, a credit limit changed),
-//! its outbox row ([`EngineOperation`]). No SQL (the store's) and no HTTP (the API's).
+//! its outbox row ([`EngineOperation`]), and its events for the hub's listeners
+//! ([`CUSTOMER_EVENTS`], [`ACCOUNT_EVENTS`]). No SQL (the store's) and no HTTP (the API's).
 #![forbid(unsafe_code)]
 
 mod account;
@@ -26,7 +27,8 @@ pub use engine::{
 };
 pub use error::{CustomersError, Result};
 pub use service::{
-    Customers, Page, Principal, ACCOUNT_BASE_PATH, ACCOUNT_FILTERS, CUSTOMER_BASE_PATH, CUSTOMER_FILTERS,
+    Customers, Page, Principal, ACCOUNT_BASE_PATH, ACCOUNT_EVENTS, ACCOUNT_FILTERS, CUSTOMER_BASE_PATH,
+    CUSTOMER_EVENTS, CUSTOMER_FILTERS,
 };
 
 /// JSON merge patch (RFC 7386): an object patch sets each member it names, removes the

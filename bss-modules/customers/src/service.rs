@@ -7,8 +7,8 @@
 use jiff::Timestamp;
 use serde_json::{json, Value};
 use tollgate_store::{
-    new_entity_id, AuditRecord, BillingAccountFilter, BillingAccountRow, CustomerFilter, CustomerRow, NewOutboxItem,
-    Role, Store, Tx, Version, Versioned,
+    new_entity_id, AuditRecord, BillingAccountFilter, BillingAccountRow, CustomerFilter, CustomerRow, NewEvent,
+    NewOutboxItem, Role, Store, Tx, Version, Versioned,
 };
 
 use crate::account::{account_doc, validate_account, ValidAccount, MAX_DEPTH};
@@ -20,6 +20,14 @@ use crate::error::{CustomersError, Result};
 pub const CUSTOMER_BASE_PATH: &str = "/tmf-api/customerManagement/v4";
 /// Where billing account hrefs start when no absolute root is configured.
 pub const ACCOUNT_BASE_PATH: &str = "/tmf-api/accountManagement/v4";
+
+/// The events customerManagement publishes to its hub's listeners (TMF629).
+pub const CUSTOMER_EVENTS: [&str; 4] =
+    ["CustomerCreateEvent", "CustomerAttributeValueChangeEvent", "CustomerStateChangeEvent", "CustomerDeleteEvent"];
+/// The events accountManagement publishes to its hub's listeners (TMF666's
+/// `BillingAccountAttributeValueChangeEvent`, and a create event after TMF629's pattern:
+/// TMF666 v4 defines none; an account's state does not change through the API yet).
+pub const ACCOUNT_EVENTS: [&str; 2] = ["BillingAccountCreateEvent", "BillingAccountAttributeValueChangeEvent"];
 
 /// The attributes a customer list may be filtered on.
 pub const CUSTOMER_FILTERS: [&str; 2] = ["name", "status"];
@@ -140,6 +148,7 @@ impl Customers {
         let mut tx = self.store.begin().await?;
         tx.insert_customer(&row, now).await.map_err(|e| CustomersError::from_store("customer", e))?;
         audit(&mut tx, who, "create", "Customer", &id, None, Some(&redacted(&doc)), now).await?;
+        publish_customer(&mut tx, "CustomerCreateEvent", &id, &doc, now).await?;
         tx.commit().await?;
         Ok(Versioned { value: doc, version: Version::FIRST })
     }
@@ -251,6 +260,7 @@ impl Customers {
         let version =
             tx.update_customer(&row, expected, now).await.map_err(|e| CustomersError::from_store("Customer", e))?;
         audit(&mut tx, who, "update", "Customer", id, Some(&redacted(&before)), Some(&redacted(&doc)), now).await?;
+        publish_customer_change(&mut tx, id, &before, &doc, now).await?;
         tx.commit().await?;
         Ok(Versioned { value: doc, version })
     }
@@ -267,6 +277,7 @@ impl Customers {
         let current = self.current_customer(&mut tx, who, id, expected).await?;
         tx.delete_customer(id, current.version).await.map_err(|e| CustomersError::from_store("Customer", e))?;
         audit(&mut tx, who, "delete", "Customer", id, Some(&redacted(&current.value.doc)), None, now).await?;
+        publish_customer(&mut tx, "CustomerDeleteEvent", id, &current.value.doc, now).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -309,6 +320,7 @@ impl Customers {
             .await
             .map_err(|e| CustomersError::from_store("Customer", e))?;
         audit(&mut tx, who, "anonymise", "Customer", id, Some(&redacted(&current.value.doc)), Some(&doc), now).await?;
+        publish_customer_change(&mut tx, id, &current.value.doc, &doc, now).await?;
         tx.commit().await?;
         Ok(Versioned { value: doc, version })
     }
@@ -378,6 +390,7 @@ impl Customers {
         enqueue(&mut tx, &id, stored.version, "create", &operation, now).await?;
         let doc = self.doc(&stored.value);
         audit(&mut tx, who, "create", "BillingAccount", &id, None, Some(&doc), now).await?;
+        publish_account(&mut tx, "BillingAccountCreateEvent", &id, &doc, now).await?;
         tx.commit().await?;
         Ok(Versioned { value: doc, version: stored.version })
     }
@@ -494,6 +507,9 @@ impl Customers {
         let row = BillingAccountRow { parent_id: valid.parent_id, ..row };
         let doc = self.doc(&row);
         audit(&mut tx, who, "update", "BillingAccount", id, Some(&before), Some(&doc), now).await?;
+        if doc != before {
+            publish_account(&mut tx, "BillingAccountAttributeValueChangeEvent", id, &doc, now).await?;
+        }
         tx.commit().await?;
         Ok(Versioned { value: doc, version })
     }
@@ -587,6 +603,41 @@ async fn enqueue(
         payload: &payload,
     };
     tx.enqueue(item, now).await?;
+    Ok(())
+}
+
+/// Publishes a customer event to customerManagement's hub, in the change's transaction.
+async fn publish_customer(tx: &mut Tx, event_type: &str, id: &str, doc: &Value, now: Timestamp) -> Result<()> {
+    let event = NewEvent { api: CUSTOMER_BASE_PATH, event_type, entity_type: "customer", entity_id: id, entity: doc };
+    tx.publish_event(event, now).await?;
+    Ok(())
+}
+
+/// A customer's change as events: `CustomerStateChangeEvent` when its status changed,
+/// `CustomerAttributeValueChangeEvent` when anything else did.
+async fn publish_customer_change(tx: &mut Tx, id: &str, before: &Value, after: &Value, now: Timestamp) -> Result<()> {
+    let without_status = |doc: &Value| {
+        let mut doc = doc.clone();
+        if let Value::Object(members) = &mut doc {
+            members.remove("status");
+        }
+        doc
+    };
+    if before.get("status") != after.get("status") {
+        publish_customer(tx, "CustomerStateChangeEvent", id, after, now).await?;
+    }
+    if without_status(before) != without_status(after) {
+        publish_customer(tx, "CustomerAttributeValueChangeEvent", id, after, now).await?;
+    }
+    Ok(())
+}
+
+/// Publishes a billing account event to accountManagement's hub, in the change's
+/// transaction.
+async fn publish_account(tx: &mut Tx, event_type: &str, id: &str, doc: &Value, now: Timestamp) -> Result<()> {
+    let event =
+        NewEvent { api: ACCOUNT_BASE_PATH, event_type, entity_type: "billingAccount", entity_id: id, entity: doc };
+    tx.publish_event(event, now).await?;
     Ok(())
 }
 

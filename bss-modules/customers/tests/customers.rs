@@ -257,3 +257,88 @@ store_test! {
         assert!(customers.get_account(&partner_child, &id(&grandchild.value)).await.is_ok());
     }
 }
+
+/// Registers a listener for every event of `api` (as the hub crate would).
+async fn listen(store: &Store, api: &str) {
+    let secret = tollgate_store::HubSecret::generate().expect("a secret");
+    let filter = tollgate_store::EventFilter::default();
+    let id = tollgate_store::new_entity_id().expect("an id");
+    let mut tx = store.begin().await.expect("begin");
+    let new = tollgate_store::NewListener {
+        id: &id,
+        api,
+        callback: "http://127.0.0.1:9/",
+        query: None,
+        filter: &filter,
+        secret: &secret,
+        created_by: "test",
+    };
+    tx.insert_listener(new, at(0)).await.expect("listen");
+    tx.commit().await.expect("commit");
+}
+
+/// The events queued so far, as (type, entity id, the entity's `name`), marked delivered.
+async fn events(store: &Store) -> Vec<(String, String, String)> {
+    let mut all = Vec::new();
+    loop {
+        let claimed =
+            store.claim_deliveries(at(10_000), 100, std::time::Duration::from_secs(60), &[]).await.expect("claim");
+        if claimed.is_empty() {
+            return all;
+        }
+        for delivery in claimed {
+            let body: Value = serde_json::from_str(&delivery.body).expect("JSON");
+            let entity = body["event"].as_object().and_then(|event| event.values().next()).expect("an entity").clone();
+            all.push((delivery.event_type.clone(), id(&entity), entity["name"].as_str().unwrap_or("").to_owned()));
+            store.delivery_done(&delivery, at(10_000)).await.expect("done");
+        }
+    }
+}
+
+store_test! {
+    async fn every_change_publishes_its_events_in_its_transaction(store) {
+        let customers = Customers::new(Store::clone(&store));
+        let admin = Principal::admin("test");
+        listen(&store, tollgate_customers::CUSTOMER_BASE_PATH).await;
+        listen(&store, tollgate_customers::ACCOUNT_BASE_PATH).await;
+        let ada = customers.create_customer(&admin, person("Ada"), at(0)).await.expect("customer");
+        let ada_id = id(&ada.value);
+        let renamed = customers
+            .patch_customer(&admin, &ada_id, &json!({"name": "Ada L"}), ada.version, at(1))
+            .await
+            .expect("rename");
+        let paused = customers
+            .patch_customer(&admin, &ada_id, &json!({"status": "Inactive"}), renamed.version, at(2))
+            .await
+            .expect("status");
+        // A refused change publishes nothing.
+        assert!(customers.patch_customer(&admin, &ada_id, &json!({"name": ""}), paused.version, at(3)).await.is_err());
+        let hq = customers.create_account(&admin, account("HQ", &ada_id, None, "EUR", "10"), at(4)).await.expect("account");
+        let hq_id = id(&hq.value);
+        customers
+            .patch_account(&admin, &hq_id, &json!({"creditLimit": {"unit": "EUR", "value": "20"}}), hq.version, at(5))
+            .await
+            .expect("limit");
+        // Per entity in order (deliveries of one entity go one at a time, so the rounds of
+        // claims interleave entities).
+        let mut found = events(&store).await;
+        found.sort_by_key(|(_, entity, _)| usize::from(entity != &ada_id));
+        let expected = [
+            ("CustomerCreateEvent", &ada_id, "Ada"),
+            ("CustomerAttributeValueChangeEvent", &ada_id, "Ada L"),
+            ("CustomerStateChangeEvent", &ada_id, "Ada L"),
+            ("BillingAccountCreateEvent", &hq_id, "HQ"),
+            ("BillingAccountAttributeValueChangeEvent", &hq_id, "HQ"),
+        ];
+        let expected: Vec<(String, String, String)> =
+            expected.iter().map(|(t, i, n)| ((*t).to_owned(), (*i).clone(), (*n).to_owned())).collect();
+        assert_eq!(found, expected);
+
+        customers.anonymise_customer(&admin, &ada_id, at(6)).await.expect("anonymise");
+        let other = customers.create_customer(&admin, person("Bob"), at(7)).await.expect("customer");
+        customers.delete_customer(&admin, &id(&other.value), None, at(8)).await.expect("delete");
+        let mut found: Vec<String> = events(&store).await.into_iter().map(|(t, _, _)| t).collect();
+        found.sort();
+        assert_eq!(found, ["CustomerAttributeValueChangeEvent", "CustomerCreateEvent", "CustomerDeleteEvent"]);
+    }
+}

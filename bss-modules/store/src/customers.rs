@@ -475,7 +475,6 @@ impl Store {
     }
 
     #[allow(clippy::too_many_arguments, reason = "one page query's parts")]
-    #[allow(clippy::too_many_arguments, reason = "a page query's parts")]
     pub(crate) async fn page<T>(
         &self,
         operation: &'static str,
@@ -489,8 +488,8 @@ impl Store {
         self.page_by(operation, from_where, columns, "seq", values, offset, limit, decode).await
     }
 
-    /// [`Store::page`] ordered by `order_by` (a qualified column where tables are joined).
-    #[allow(clippy::too_many_arguments, reason = "a page query's parts")]
+    /// [`Store::page`] in the order of `order_by` (a column with a unique index).
+    #[allow(clippy::too_many_arguments, reason = "one page query's parts")]
     pub(crate) async fn page_by<T>(
         &self,
         operation: &'static str,

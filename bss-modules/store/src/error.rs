@@ -37,6 +37,11 @@ pub enum StoreError {
     /// another operation, for example).
     #[error("{what} {key} already exists with different content")]
     Conflict { what: &'static str, key: String },
+    /// A concurrent transaction took the same unique key first (two requests reserving for
+    /// one owner at once, on PostgreSQL): the transaction is spoilt; run it again, and it
+    /// finds what the other one committed.
+    #[error("{what} {key} was taken by a concurrent transaction: try again")]
+    Raced { what: &'static str, key: String },
     /// A value refused before it reached the database.
     #[error("invalid {field}: {reason}")]
     Invalid { field: &'static str, reason: String },
@@ -53,6 +58,11 @@ impl StoreError {
     /// Wraps a sqlx error with the operation that saw it.
     pub(crate) fn db(operation: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
         move |source| StoreError::Database { operation, source }
+    }
+
+    /// Whether the database refused a duplicate in a unique column or index.
+    pub(crate) fn is_unique_violation(&self) -> bool {
+        matches!(self, StoreError::Database { source: sqlx::Error::Database(error), .. } if error.is_unique_violation())
     }
 }
 

@@ -10,9 +10,12 @@
 //! accounts' rows ([`Tx::insert_customer`], [`Tx::insert_billing_account`]), subscriptions'
 //! rows ([`Tx::insert_subscriptions`]) and what a bulk import needs (multi-row inserts,
 //! lookups by external id, the import run's checkpoint: [`Tx::insert_imported_accounts`],
-//! [`Tx::save_import_run`]), and product orders with their provisioning tasks and the product
-//! and service inventories ([`Tx::insert_product_order`], [`Store::claim_provisioning_tasks`],
-//! [`Tx::insert_line`]). README.md states the invariants.
+//! [`Tx::save_import_run`]), the resource inventory's rows: number ranges, MSISDNs and SIM
+//! cards reserved in one statement ([`Tx::reserve_next`]), network elements; the event hub's
+//! listeners, events and deliveries ([`Tx::publish_event`], [`Store::claim_deliveries`]);
+//! and product orders with their provisioning tasks and the product and service inventories
+//! ([`Tx::insert_product_order`], [`Store::claim_provisioning_tasks`], [`Tx::insert_line`]).
+//! README.md states the invariants.
 #![forbid(unsafe_code)]
 
 mod audit;
@@ -23,10 +26,13 @@ mod customers;
 mod error;
 mod hash;
 mod import;
+mod hub;
+mod inventory;
 mod migrate;
 mod orders;
 mod outbox;
 mod products;
+mod queue;
 mod sql;
 mod store;
 mod subscriptions;
@@ -42,6 +48,14 @@ pub use customers::{
 };
 pub use error::{Result, StoreError};
 pub use import::{ExternalAccount, ImportKind, ImportRun, ImportedAccount};
+pub use hub::{
+    Delivery, DeliveryEntry, DeliveryPage, DeliveryState, EventFilter, HubSecret, Listener, NewEvent, NewListener,
+    Published, DELIVERY_PAGE_MAX, HUB_SECRET_PREFIX, MAX_LISTENERS_PER_API,
+};
+pub use inventory::{
+    NetworkElementFilter, NetworkElementRow, NewMsisdn, NewSim, NumberRangeRow, Overlap, PoolChange, PoolFilter,
+    PoolKind, PoolRow, SealedKeys, SimBatchRow, INVENTORY_PAGE_MAX,
+};
 pub use migrate::SCHEMA_VERSION;
 pub use orders::{
     CancelRow, NewTask, OrderFilter, OrderItemRow, ProductOrderRow, TaskOutcome, TaskRow, ORDER_PAGE_MAX,

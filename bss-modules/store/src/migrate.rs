@@ -56,6 +56,18 @@ const MIGRATIONS: &[Migration] = &[
         postgres: include_str!("../migrations/postgres/0004_import.sql"),
     },
     Migration {
+        version: 6,
+        description: "resource inventory: number ranges, MSISDNs, SIM batches and cards, network elements",
+        sqlite: include_str!("../migrations/sqlite/0006_inventory.sql"),
+        postgres: include_str!("../migrations/postgres/0006_inventory.sql"),
+    },
+    Migration {
+        version: 7,
+        description: "event hub: listeners, events, deliveries",
+        sqlite: include_str!("../migrations/sqlite/0007_hub.sql"),
+        postgres: include_str!("../migrations/postgres/0007_hub.sql"),
+    },
+    Migration {
         version: 8,
         description: "product orders, provisioning tasks, product and service inventories",
         sqlite: include_str!("../migrations/sqlite/0008_orders.sql"),

@@ -13,7 +13,8 @@
 //! so two servers never claim the same row; SQLite has one writer). A worker that dies
 //! mid-item leaves the row to be claimed again when the lease runs out. Rows that share an
 //! `ordering_key` (an account, say) are applied one at a time in enqueue order: only the
-//! oldest pending row of a key can be claimed.
+//! oldest pending row of a key can be claimed. That machinery is the lease queue of
+//! `queue.rs`, which the event hub's deliveries share.
 
 use std::future::Future;
 use std::time::Duration;
@@ -22,6 +23,7 @@ use jiff::Timestamp;
 
 use crate::codec::{after_ms, json_text, parse_json, to_ms};
 use crate::error::{Result, StoreError};
+use crate::queue::Queue;
 use crate::sql::{args, Row};
 use crate::{Store, Tx};
 
@@ -64,7 +66,16 @@ pub enum OutboxState {
 }
 
 impl OutboxState {
-    fn parse(row: &Row, text: &str) -> Result<OutboxState> {
+    /// The name stored: `pending`, `done`, `failed`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutboxState::Pending => "pending",
+            OutboxState::Done => "done",
+            OutboxState::Failed => "failed",
+        }
+    }
+
+    pub(crate) fn parse(row: &Row, text: &str) -> Result<OutboxState> {
         match text {
             "pending" => Ok(OutboxState::Pending),
             "done" => Ok(OutboxState::Done),
@@ -223,30 +234,23 @@ impl Tx {
         Ok(())
     }
 }
+/// The outbox as a lease queue (`queue.rs`).
+const OUTBOX: Queue = Queue {
+    table: "outbox",
+    failed_entity: "failed outbox item",
+    claim_op: "outbox.claim",
+    done_op: "outbox.done",
+    retry_op: "outbox.retry",
+    failed_op: "outbox.failed",
+    requeue_op: "outbox.requeue",
+};
 
 impl Store {
     /// Claims up to `limit` due rows for `lease` (see the module documentation), oldest
     /// first, at most one per ordering key.
     pub async fn claim_outbox(&self, now: Timestamp, limit: u32, lease: Duration) -> Result<Vec<OutboxItem>> {
-        let mut tx = self.begin().await?;
-        let sql = format!(
-            "UPDATE outbox SET attempts = attempts + 1, next_attempt_at_ms = $2
-             WHERE id IN (
-                 SELECT due.id FROM outbox due
-                 WHERE due.state = 'pending' AND due.next_attempt_at_ms <= $1
-                   AND NOT EXISTS (
-                       SELECT 1 FROM outbox earlier
-                       WHERE earlier.state = 'pending' AND earlier.ordering_key = due.ordering_key
-                         AND earlier.id < due.id)
-                 ORDER BY due.id
-                 LIMIT $3{skip_locked})
-             RETURNING {COLUMNS}",
-            skip_locked = tx.dialect().lock_rows_skip_locked()
-        );
-        let rows =
-            tx.fetch_all("outbox.claim", &sql, args![to_ms(now), after_ms(now, lease), i64::from(limit)]).await?;
+        let rows = OUTBOX.claim(self, now, limit, lease, COLUMNS, ("", vec![])).await?;
         let mut items = rows.iter().map(item).collect::<Result<Vec<_>>>()?;
-        tx.commit().await?;
         items.sort_by_key(|item| item.id);
         Ok(items)
     }
@@ -254,17 +258,7 @@ impl Store {
     /// Marks a claimed row applied. `false` if it was already finished (another worker
     /// applied it after this claim's lease ran out: harmless, the engine deduplicated).
     pub async fn outbox_done(&self, item: &OutboxItem, now: Timestamp) -> Result<bool> {
-        let mut tx = self.begin().await?;
-        let changed = tx
-            .execute(
-                "outbox.done",
-                "UPDATE outbox SET state = 'done', finished_at_ms = $2, last_error = NULL
-                 WHERE id = $1 AND state = 'pending'",
-                args![item.id, to_ms(now)],
-            )
-            .await?;
-        tx.commit().await?;
-        Ok(changed == 1)
+        OUTBOX.done(self, item.id, now).await
     }
 
     /// Marks claimed rows applied, in one transaction; returns how many were still
@@ -293,49 +287,19 @@ impl Store {
     /// `false` if the claim is no longer this caller's (the row was claimed again, or
     /// finished), in which case nothing changed.
     pub async fn outbox_retry(&self, item: &OutboxItem, error: &str, at: Timestamp) -> Result<bool> {
-        let mut tx = self.begin().await?;
-        let changed = tx
-            .execute(
-                "outbox.retry",
-                "UPDATE outbox SET next_attempt_at_ms = $3, last_error = $4
-                 WHERE id = $1 AND attempts = $2 AND state = 'pending'",
-                args![item.id, item.attempt, to_ms(at), error],
-            )
-            .await?;
-        tx.commit().await?;
-        Ok(changed == 1)
+        OUTBOX.retry(self, item.id, item.attempt, error, at).await
     }
 
     /// Gives up on a claimed row. `false` if the claim is no longer this caller's.
     pub async fn outbox_failed(&self, item: &OutboxItem, error: &str, now: Timestamp) -> Result<bool> {
-        let mut tx = self.begin().await?;
-        let changed = tx
-            .execute(
-                "outbox.failed",
-                "UPDATE outbox SET state = 'failed', finished_at_ms = $3, last_error = $4
-                 WHERE id = $1 AND attempts = $2 AND state = 'pending'",
-                args![item.id, item.attempt, to_ms(now), error],
-            )
-            .await?;
-        tx.commit().await?;
-        Ok(changed == 1)
+        OUTBOX.failed(self, item.id, item.attempt, error, now).await
     }
 
     /// Puts a failed row back in the queue, due at `now` (an operator's decision after
     /// fixing the cause). `NotFound` unless the row exists and has failed.
     pub async fn outbox_requeue(&self, id: i64, now: Timestamp) -> Result<()> {
         let mut tx = self.begin().await?;
-        let changed = tx
-            .execute(
-                "outbox.requeue",
-                "UPDATE outbox SET state = 'pending', next_attempt_at_ms = $2, finished_at_ms = NULL
-                 WHERE id = $1 AND state = 'failed'",
-                args![id, to_ms(now)],
-            )
-            .await?;
-        if changed == 0 {
-            return Err(StoreError::NotFound { entity: "failed outbox item", id: id.to_string() });
-        }
+        OUTBOX.requeue(&mut tx, id, now).await?;
         tx.commit().await
     }
 

@@ -51,6 +51,31 @@ impl Dialect {
         }
     }
 
+    /// A common table expression `series(n)` of the integers from `$first` to `$last`
+    /// (placeholders given by number), both included, to put before an `INSERT … SELECT`:
+    /// PostgreSQL's `generate_series`, a recursive expression in SQLite (which has no
+    /// series function built in).
+    pub(crate) fn integer_series(self, first: usize, last: usize) -> String {
+        match self {
+            Dialect::Sqlite => format!(
+                "WITH RECURSIVE series(n) AS (SELECT CAST(${first} AS BIGINT) UNION ALL SELECT n + 1 FROM series WHERE n < ${last})"
+            ),
+            Dialect::Postgres => {
+                format!("WITH series(n) AS (SELECT generate_series(CAST(${first} AS BIGINT), CAST(${last} AS BIGINT)))")
+            }
+        }
+    }
+
+    /// The suffix of a `SELECT` that keeps the selected rows from being deleted (or their
+    /// key changed) until the transaction ends, without blocking other readers that do the
+    /// same; SQLite's one writer needs nothing.
+    pub(crate) fn lock_rows_shared(self) -> &'static str {
+        match self {
+            Dialect::Sqlite => "",
+            Dialect::Postgres => " FOR KEY SHARE",
+        }
+    }
+
     /// The column type of an exact decimal (money).
     pub fn money_type(self) -> &'static str {
         match self {

@@ -51,6 +51,8 @@ pub struct Store {
     location: Arc<str>,
     /// Woken when a transaction that enqueued outbox items commits.
     pub(crate) outbox_wake: Arc<Notify>,
+    /// Woken when a transaction that published hub events with deliveries commits.
+    pub(crate) hub_wake: Arc<Notify>,
 }
 
 #[derive(Clone)]
@@ -125,7 +127,12 @@ impl Store {
     }
 
     async fn migrated(pool: Pool, location: String) -> Result<Store> {
-        let store = Store { pool, location: location.into(), outbox_wake: Arc::new(Notify::new()) };
+        let store = Store {
+            pool,
+            location: location.into(),
+            outbox_wake: Arc::new(Notify::new()),
+            hub_wake: Arc::new(Notify::new()),
+        };
         crate::migrate::run(&store).await?;
         Ok(store)
     }
@@ -147,7 +154,11 @@ impl Store {
             Pool::Postgres(pool) => pool.begin().await.map(TxInner::Postgres),
         }
         .map_err(StoreError::db("begin"))?;
-        Ok(Tx { inner, wake: self.outbox_wake.clone(), enqueued: false })
+        Ok(self.tx(inner))
+    }
+
+    fn tx(&self, inner: TxInner) -> Tx {
+        Tx { inner, wake: self.outbox_wake.clone(), enqueued: false, hub_wake: self.hub_wake.clone(), published: false }
     }
 
     /// Begins a read-only transaction: a consistent snapshot that takes no write lock.
@@ -160,7 +171,7 @@ impl Store {
                 .map(TxInner::Postgres),
         }
         .map_err(StoreError::db("begin"))?;
-        Ok(Tx { inner, wake: self.outbox_wake.clone(), enqueued: false })
+        Ok(self.tx(inner))
     }
 
     /// The schema version the database is at (the highest migration applied).
@@ -206,6 +217,8 @@ pub struct Tx {
     inner: TxInner,
     wake: Arc<Notify>,
     enqueued: bool,
+    hub_wake: Arc<Notify>,
+    published: bool,
 }
 
 enum TxInner {
@@ -228,7 +241,8 @@ impl Tx {
         }
     }
 
-    /// Commits; the outbox worker is woken if the transaction enqueued anything.
+    /// Commits; the outbox worker is woken if the transaction enqueued anything, the hub's
+    /// delivery worker if it published an event someone listens to.
     pub async fn commit(self) -> Result<()> {
         match self.inner {
             TxInner::Sqlite(tx) => tx.commit().await,
@@ -237,6 +251,9 @@ impl Tx {
         .map_err(StoreError::db("commit"))?;
         if self.enqueued {
             self.wake.notify_one();
+        }
+        if self.published {
+            self.hub_wake.notify_one();
         }
         Ok(())
     }
@@ -253,6 +270,11 @@ impl Tx {
     /// Notes that an outbox item was enqueued, so the commit wakes the worker.
     pub(crate) fn enqueued_outbox_item(&mut self) {
         self.enqueued = true;
+    }
+
+    /// Notes that an event with deliveries was published, so the commit wakes the hub.
+    pub(crate) fn published_event(&mut self) {
+        self.published = true;
     }
 
     /// Runs one statement; returns the number of rows it changed.

@@ -7,6 +7,8 @@ mod catalogue;
 mod customers;
 mod import;
 mod orders;
+mod hub;
+mod inventory;
 mod outbox;
 mod tokens;
 
