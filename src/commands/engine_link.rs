@@ -80,10 +80,8 @@ impl EngineLink {
             return Err(ApplyError::Fail("not an account creation".into()));
         };
         let enquiry = Request { key: None, target: create.target.clone(), operation: Operation::BalanceEnquiry };
-        let (reply, answered) = tokio::sync::oneshot::channel();
-        self.engine.submit(enquiry, Box::new(move |answer| drop(reply.send(answer))));
-        match answered.await {
-            Ok(Ok(answer)) => match answer.body {
+        match ask(&self.engine, enquiry).await {
+            Ok(answer) => match answer.body {
                 tollgate_engine::Body::Balance(view) if view.kind == *kind && view.currency == *currency => {
                     tracing::warn!(key = %item.idempotency_key, "engine link: the engine account already existed");
                     Ok(())
@@ -93,7 +91,7 @@ impl EngineLink {
                     create.target
                 ))),
             },
-            _ => Err(ApplyError::Retry("the engine is unavailable".into())),
+            Err(error) => Err(ApplyError::Retry(error)),
         }
     }
 
@@ -106,30 +104,46 @@ impl EngineLink {
         else {
             return Err(ApplyError::Fail("not a subscription creation".into()));
         };
-        for identity in identities {
-            let enquiry = Request {
-                key: None,
-                target: Target::Subscriber(identity.clone()),
-                operation: Operation::BalanceEnquiry,
-            };
-            let (reply, answered) = tokio::sync::oneshot::channel();
-            self.engine.submit(enquiry, Box::new(move |answer| drop(reply.send(answer))));
-            match answered.await {
-                Ok(Ok(answer)) => match answer.body {
-                    tollgate_engine::Body::Balance(view) if view.account == *account => {}
-                    body => {
-                        return Err(ApplyError::Fail(format!(
-                            "identity {} is held in the engine by another account than {account}: {body:?}",
-                            identity.key()
-                        )))
-                    }
-                },
-                _ => return Err(ApplyError::Retry("the engine is unavailable".into())),
-            }
-        }
+        identities_held_by(&self.engine, identities, *account).await?;
         tracing::warn!(key = %item.idempotency_key, "engine link: the engine subscription already existed");
         Ok(())
     }
+}
+
+/// Sends `request` to the engine and waits for its answer; `Err` when the engine could not
+/// answer (stopping, a failed shard).
+pub(crate) async fn ask(engine: &Engine, request: Request) -> Result<tollgate_engine::Answer, String> {
+    let (reply, answered) = tokio::sync::oneshot::channel();
+    engine.submit(request, Box::new(move |answer| drop(reply.send(answer))));
+    match answered.await {
+        Ok(Ok(answer)) => Ok(answer),
+        Ok(Err(error)) => Err(format!("the engine is unavailable: {error}")),
+        Err(_) => Err("the engine dropped the request".into()),
+    }
+}
+
+/// Whether every one of `identities` belongs to a subscription of engine account
+/// `account`: `Fail` naming the first that another account holds, `Retry` when the engine
+/// cannot answer.
+pub(crate) async fn identities_held_by(
+    engine: &Engine,
+    identities: &[Identity],
+    account: u64,
+) -> Result<(), ApplyError> {
+    for identity in identities {
+        let enquiry =
+            Request { key: None, target: Target::Subscriber(identity.clone()), operation: Operation::BalanceEnquiry };
+        match ask(engine, enquiry).await.map_err(ApplyError::Retry)?.body {
+            tollgate_engine::Body::Balance(view) if view.account == account => {}
+            body => {
+                return Err(ApplyError::Fail(format!(
+                    "identity {} is held in the engine by another account than {account}: {body:?}",
+                    identity.key()
+                )))
+            }
+        }
+    }
+    Ok(())
 }
 
 impl OutboxHandler for EngineLink {
@@ -138,13 +152,7 @@ impl OutboxHandler for EngineLink {
         let creating =
             matches!(request.operation, Operation::CreateAccount { .. } | Operation::CreateSubscription { .. });
         let expected = request.clone();
-        let (reply, answered) = tokio::sync::oneshot::channel();
-        self.engine.submit(request, Box::new(move |answer| drop(reply.send(answer))));
-        let answer = match answered.await {
-            Ok(Ok(answer)) => answer,
-            Ok(Err(error)) => return Err(ApplyError::Retry(format!("the engine is unavailable: {error}"))),
-            Err(_) => return Err(ApplyError::Retry("the engine dropped the request".into())),
-        };
+        let answer = ask(&self.engine, request).await.map_err(ApplyError::Retry)?;
         match answer.outcome {
             Outcome::Success => {
                 tracing::info!(key = %item.idempotency_key, kind = %item.kind, repeated = answer.repeated, "engine link: applied");

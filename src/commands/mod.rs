@@ -10,6 +10,8 @@ pub(crate) mod import;
 pub(crate) mod inventory;
 pub(crate) mod load;
 pub(crate) mod mediate;
+pub(crate) mod order;
+pub(crate) mod order_link;
 pub(crate) mod rate;
 pub(crate) mod rerate;
 pub(crate) mod reshard;

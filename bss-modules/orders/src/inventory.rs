@@ -10,7 +10,9 @@
 use jiff::{SignedDuration, Timestamp};
 use serde_json::Value;
 use tollgate_activation::{ElementKind, NetworkElement, Secret, SimSecrets, MAX_TARGETS};
-use tollgate_inventory::{effective, Inventory, InventoryError, KeySealer, PoolKind, Reservation, Reserve, ResourceState};
+use tollgate_inventory::{
+    effective, Inventory, InventoryError, KeySealer, PoolKind, Reservation, Reserve, ResourceState,
+};
 use tollgate_store::{NetworkElementFilter, Tx};
 
 use crate::error::{OrdersError, Result};
@@ -216,7 +218,8 @@ impl Resources for InventoryResources {
             let mut targets = Vec::with_capacity(page.items.len());
             for element in page.items {
                 let element = element.value;
-                let built = NetworkElement::new(element_kind(&element.element_type), element.id.clone(), element.address);
+                let built =
+                    NetworkElement::new(element_kind(&element.element_type), element.id.clone(), element.address);
                 targets.push(built.map_err(|error| {
                     OrdersError::conflict("networkElement", format!("network element {}: {error}", element.id))
                 })?);

@@ -15,13 +15,14 @@ use tokio::sync::Notify;
 use tollgate_catalogue::Catalogue;
 use tollgate_customers::Principal;
 use tollgate_store::{
-    new_entity_id, AuditRecord, BillingAccountRow, CancelRow, LineRow, NewTask, OrderFilter, OrderItemRow,
+    new_entity_id, AuditRecord, BillingAccountRow, CancelRow, LineRow, NewEvent, NewTask, OrderFilter, OrderItemRow,
     ProductEntry, ProductFilter, ProductOrderRow, Role, Store, Tx, Version, Versioned,
 };
 
 use crate::action::{parse_order, Action, Request, RequestedItem};
 use crate::docs::{
     addon_doc, cancel_doc, line_doc, new_order_doc, order_doc, service_doc, service_order_doc, service_order_id,
+    ORDER_BASE_PATH,
 };
 use crate::error::{OrdersError, Result};
 use crate::offering::Offerings;
@@ -34,6 +35,15 @@ pub const ORDER_FILTERS: [&str; 2] = ["state", "billingAccount.id"];
 pub const PRODUCT_FILTERS: [&str; 2] = ["status", "billingAccount.id"];
 /// The attributes a service list may be filtered on.
 pub const SERVICE_FILTERS: [&str; 1] = ["state"];
+
+/// The events productOrderingManagement publishes to its hub's listeners (TMF622).
+pub const ORDER_EVENTS: [&str; 5] = [
+    "ProductOrderCreateEvent",
+    "ProductOrderAttributeValueChangeEvent",
+    "ProductOrderStateChangeEvent",
+    "CancelProductOrderCreateEvent",
+    "CancelProductOrderStateChangeEvent",
+];
 
 /// The fields a PATCH of an order may change (anything else is refused naming it).
 const PATCHABLE: [&str; 8] = [
@@ -141,6 +151,15 @@ pub(crate) async fn audit(
 ) -> Result<()> {
     let record = AuditRecord { actor, action, entity_type, entity_id: id, before: None, after };
     tx.audit(record, now).await?;
+    Ok(())
+}
+
+/// Publishes an order event (`productOrder`) or a cancellation event
+/// (`cancelProductOrder`) to productOrderingManagement's hub, in the change's transaction.
+pub(crate) async fn publish(tx: &mut Tx, event_type: &str, id: &str, doc: &Value, now: Timestamp) -> Result<()> {
+    let entity_type = if event_type.starts_with("Cancel") { "cancelProductOrder" } else { "productOrder" };
+    let event = NewEvent { api: ORDER_BASE_PATH, event_type, entity_type, entity_id: id, entity: doc };
+    tx.publish_event(event, now).await?;
     Ok(())
 }
 
@@ -265,6 +284,7 @@ impl Orders {
         tx.insert_tasks(&tasks, now).await?;
         let shown = order_doc(&ProductOrderRow { seq, ..row }, &items);
         audit(&mut tx, &who.actor, "create", "ProductOrder", &id, Some(&shown), now).await?;
+        publish(&mut tx, "ProductOrderCreateEvent", &id, &shown, now).await?;
         tx.commit().await?;
         self.wake.notify_one();
         Ok(Versioned { value: shown, version: Version::FIRST })
@@ -569,6 +589,12 @@ impl Orders {
         let items = tx.order_items(id).await?;
         let shown = order_doc(&row, &items);
         audit(&mut tx, &who.actor, "update", "ProductOrder", id, Some(&shown), now).await?;
+        let event = if row.state == current.value.state {
+            "ProductOrderAttributeValueChangeEvent"
+        } else {
+            "ProductOrderStateChangeEvent"
+        };
+        publish(&mut tx, event, id, &shown, now).await?;
         tx.commit().await?;
         self.wake.notify_one();
         Ok(Versioned { value: shown, version })
@@ -669,6 +695,9 @@ impl Orders {
         tx.insert_cancel(&cancel).await?;
         let shown = cancel_doc(&cancel);
         audit(&mut tx, &who.actor, "cancel", "ProductOrder", &order_id, Some(&shown), now).await?;
+        publish(&mut tx, "CancelProductOrderCreateEvent", &cancel.id, &shown, now).await?;
+        let order = order_doc(&row, &tx.order_items(&order_id).await?);
+        publish(&mut tx, "ProductOrderStateChangeEvent", &order_id, &order, now).await?;
         tx.commit().await?;
         self.wake.notify_one();
         Ok(shown)

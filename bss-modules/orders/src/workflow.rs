@@ -950,12 +950,22 @@ pub(crate) async fn settle(tx: &mut Tx, order_id: &str, now: Timestamp) -> Resul
             } else {
                 ("terminatedWithError", Some(format!("the order ended {to}: an item was past its point of no return")))
             };
-            let CancelRow { id, .. } = cancel;
+            let id = cancel.id.clone();
             tx.finish_cancel(&id, state, message.as_deref(), now).await?;
+            let ended = CancelRow { state: state.into(), error_message: message, effective_at: Some(now), ..cancel };
+            crate::service::publish(
+                tx,
+                "CancelProductOrderStateChangeEvent",
+                &id,
+                &crate::docs::cancel_doc(&ended),
+                now,
+            )
+            .await?;
         }
     }
     tx.update_product_order(&row, current.version, now).await?;
     let shown = crate::docs::order_doc(&row, &items);
     audit(tx, WORKFLOW_ACTOR, &format!("state:{to}"), "ProductOrder", order_id, Some(&shown), now).await?;
+    crate::service::publish(tx, "ProductOrderStateChangeEvent", order_id, &shown, now).await?;
     Ok(())
 }

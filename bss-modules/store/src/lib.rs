@@ -25,8 +25,8 @@ mod codec;
 mod customers;
 mod error;
 mod hash;
-mod import;
 mod hub;
+mod import;
 mod inventory;
 mod migrate;
 mod orders;
@@ -47,11 +47,11 @@ pub use customers::{
     BillingAccountFilter, BillingAccountRow, CustomerFilter, CustomerRow, Page, CUSTOMER_PAGE_MAX, ENGINE_ACCOUNT_BASE,
 };
 pub use error::{Result, StoreError};
-pub use import::{ExternalAccount, ImportKind, ImportRun, ImportedAccount};
 pub use hub::{
     Delivery, DeliveryEntry, DeliveryPage, DeliveryState, EventFilter, HubSecret, Listener, NewEvent, NewListener,
     Published, DELIVERY_PAGE_MAX, HUB_SECRET_PREFIX, MAX_LISTENERS_PER_API,
 };
+pub use import::{ExternalAccount, ImportKind, ImportRun, ImportedAccount};
 pub use inventory::{
     NetworkElementFilter, NetworkElementRow, NewMsisdn, NewSim, NumberRangeRow, Overlap, PoolChange, PoolFilter,
     PoolKind, PoolRow, SealedKeys, SimBatchRow, INVENTORY_PAGE_MAX,

@@ -5,10 +5,10 @@ mod audit;
 mod basics;
 mod catalogue;
 mod customers;
-mod import;
-mod orders;
 mod hub;
+mod import;
 mod inventory;
+mod orders;
 mod outbox;
 mod tokens;
 
