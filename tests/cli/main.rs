@@ -13,6 +13,7 @@ mod import;
 mod inventory;
 mod lifecycle;
 mod mediate;
+mod orders;
 mod rate_errors;
 mod rerate;
 mod tls;

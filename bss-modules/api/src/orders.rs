@@ -25,7 +25,7 @@ use tollgate_store::Versioned;
 
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::tmf::{created, if_match, item_fields, json_body, one, page_headers, select, BodyType, ListQuery};
+use crate::tmf::{created, etag, if_match, item_fields, json_body, one, page_headers, select, BodyType, ListQuery};
 use crate::AppState;
 
 type Params = Result<Query<Vec<(String, String)>>, QueryRejection>;
@@ -42,9 +42,23 @@ fn orders(state: &AppState) -> Result<&Orders, ApiError> {
     })
 }
 
+/// `doc` with the `fields` asked for, and the members its schema requires (`productOrder`
+/// of a cancellation, `productOrderItem` of an order) whatever `fields` says.
+fn selected(doc: Value, fields: Option<&[String]>) -> Value {
+    let mut kept = select(doc.clone(), fields);
+    if let (Value::Object(kept), Value::Object(doc)) = (&mut kept, &doc) {
+        for required in ["productOrder", "productOrderItem"] {
+            if let Some(value) = doc.get(required) {
+                kept.insert(required.to_owned(), value.clone());
+            }
+        }
+    }
+    kept
+}
+
 fn page(page: Page, query: &ListQuery) -> Response {
     let count = page.items.len();
-    let items: Vec<Value> = page.items.into_iter().map(|item| select(item.value, query.fields.as_deref())).collect();
+    let items: Vec<Value> = page.items.into_iter().map(|item| selected(item.value, query.fields.as_deref())).collect();
     (page_headers(page.total, count), Json(Value::Array(items))).into_response()
 }
 
@@ -69,7 +83,8 @@ pub(crate) async fn get_order(
     query: Params,
 ) -> Result<Response, ApiError> {
     let fields = item_fields(query)?;
-    Ok(one(orders(&state)?.get(&caller.principal(), &id).await?, fields.as_deref()))
+    let found = orders(&state)?.get(&caller.principal(), &id).await?;
+    Ok((etag(found.version), Json(selected(found.value, fields.as_deref()))).into_response())
 }
 
 pub(crate) async fn create_order(
@@ -113,7 +128,7 @@ pub(crate) async fn get_cancel(
 ) -> Result<Response, ApiError> {
     let fields = item_fields(query)?;
     let found = orders(&state)?.get_cancel(&caller.principal(), &id).await?;
-    Ok(Json(select(found, fields.as_deref())).into_response())
+    Ok(Json(selected(found, fields.as_deref())).into_response())
 }
 
 pub(crate) async fn create_cancel(

@@ -270,7 +270,7 @@ pub(crate) fn service_order_doc(
         "href": format!("{SERVICE_ORDER_BASE_PATH}/serviceOrder/{id}"),
         "state": item.state,
         "orderDate": order.created_at.to_string(),
-        "externalReference": [{"name": order.id, "externalReferenceType": "productOrder", "href": order_href(&order.id)}],
+        "externalReference": [{"name": order.id, "externalReferenceType": "productOrder"}],
         "description": format!("{} of product {}", item.action, item.product_id),
         "serviceOrderItem": [{"id": "1", "action": action, "state": item.state, "service": target, "@type": "ServiceOrderItem"}],
         "milestone": tasks.iter().map(milestone).collect::<Vec<_>>(),
