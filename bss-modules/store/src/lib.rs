@@ -7,10 +7,12 @@
 //! ([`Tx::audit`], [`Store::verify_audit_chain`]) and API tokens stored hashed
 //! ([`Tx::create_token`], [`Store::check_token`]), and the product catalogue's rows
 //! ([`Tx::insert_catalogue_item`], [`Store::catalogue_list`]), and customers' and billing
-//! accounts' rows ([`Tx::insert_customer`], [`Tx::insert_billing_account`]). README.md states the invariants.
+//! accounts' rows ([`Tx::insert_customer`], [`Tx::insert_billing_account`]), and prepaid balance
+//! requests ([`Tx::insert_balance_action`]). README.md states the invariants.
 #![forbid(unsafe_code)]
 
 mod audit;
+mod balances;
 mod catalogue;
 mod codec;
 mod customers;
@@ -26,6 +28,10 @@ mod tokens;
 mod versioned;
 
 pub use audit::{AuditEntry, AuditHead, AuditRecord, ChainCheck, AUDIT_PAGE_MAX, GENESIS_HASH};
+pub use balances::{
+    BalanceActionFilter, BalanceActionKind, BalanceActionPage, BalanceActionRow, BalanceActionStatus,
+    BALANCE_ACTION_PAGE_MAX,
+};
 pub use catalogue::{new_entity_id, CatalogueFilter, CatalogueItem, CataloguePage, CATALOGUE_PAGE_MAX};
 pub use customers::{
     BillingAccountFilter, BillingAccountRow, CustomerFilter, CustomerRow, Page, CUSTOMER_PAGE_MAX, ENGINE_ACCOUNT_BASE,
