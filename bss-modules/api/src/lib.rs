@@ -5,7 +5,9 @@
 //! error body; `auth.rs` bearer tokens checked against the store's hashed tokens and the
 //! role each route needs; `limit.rs` the per-token rate limit; `catalogue.rs` the product
 //! catalogue (TMF620) over `tollgate-catalogue`; `customers.rs` customers (TMF629) and
-//! billing accounts (TMF666) over `tollgate-customers`; `audit.rs` the audit trail, read-only.
+//! billing accounts (TMF666) over `tollgate-customers`; `prepay.rs` prepaid balances
+//! (TMF654: buckets and accumulated balances read from the engine, top-ups and adjustments
+//! idempotent by the client's id); `audit.rs` the audit trail, read-only.
 //! **Every management route is authenticated and authorised by role; every change is
 //! audited in the same transaction (the domain crates do it).** README.md has the role
 //! table and the limits.
@@ -17,6 +19,7 @@ mod catalogue;
 mod customers;
 mod error;
 mod limit;
+mod prepay;
 mod tmf;
 
 use std::sync::Arc;
@@ -24,7 +27,7 @@ use std::sync::Arc;
 use axum::routing::{get, post};
 use axum::Router;
 use tollgate_catalogue::Catalogue;
-use tollgate_customers::Customers;
+use tollgate_customers::{Customers, EnginePort};
 use tollgate_store::Store;
 
 pub use auth::{allowed, Access};
@@ -40,18 +43,27 @@ pub struct ApiConfig {
     pub rate_per_second: u32,
     /// Requests a token may make at once after being idle.
     pub burst: u32,
+    /// The engine, for the balance views and for applying top-ups and adjustments at once
+    /// (without it the views answer 503 and requests wait for the outbox worker).
+    pub engine: Option<Arc<dyn EnginePort>>,
 }
 
 impl Default for ApiConfig {
     fn default() -> Self {
-        ApiConfig { rate_per_second: 50, burst: 100 }
+        ApiConfig { rate_per_second: 50, burst: 100, engine: None }
     }
 }
 
 impl ApiConfig {
     /// A configuration with this rate limit.
     pub fn with_rate_limit(rate_per_second: u32, burst: u32) -> ApiConfig {
-        ApiConfig { rate_per_second, burst }
+        ApiConfig { rate_per_second, burst, engine: None }
+    }
+
+    /// This configuration with the engine.
+    pub fn with_engine(mut self, engine: Arc<dyn EnginePort>) -> ApiConfig {
+        self.engine = Some(engine);
+        self
     }
 }
 
@@ -66,12 +78,15 @@ pub(crate) struct AppState {
 
 /// The API's router on `store`: the product catalogue under
 /// `/tmf-api/productCatalogManagement/v4/`, customers under `/tmf-api/customerManagement/v4/`,
-/// billing accounts under `/tmf-api/accountManagement/v4/` and the audit trail under
-/// `/tmf-api/audit/v1/`.
+/// billing accounts under `/tmf-api/accountManagement/v4/`, prepaid balances under
+/// `/tmf-api/prepayBalanceManagement/v4/` and the audit trail under `/tmf-api/audit/v1/`.
 pub fn router(store: Store, config: &ApiConfig) -> Router {
     let state = Arc::new(AppState {
         catalogue: Catalogue::new(store.clone(), tollgate_catalogue::BASE_PATH),
-        customers: Customers::new(store.clone()),
+        customers: match &config.engine {
+            Some(engine) => Customers::new(store.clone()).with_engine(Arc::clone(engine)),
+            None => Customers::new(store.clone()),
+        },
         store,
         limiter: RateLimit::new(config.rate_per_second, config.burst),
     });
@@ -89,6 +104,14 @@ pub fn router(store: Store, config: &ApiConfig) -> Router {
         .route(&customers_path("/{id}/anonymise"), post(customers::anonymise_customer))
         .route(&accounts_path(""), get(customers::list_accounts).post(customers::create_account))
         .route(&accounts_path("/{id}"), get(customers::get_account).patch(customers::patch_account))
+        .route(&prepay_path("/bucket"), get(prepay::list_buckets))
+        .route(&prepay_path("/bucket/{id}"), get(prepay::get_bucket))
+        .route(&prepay_path("/accumulatedBalance"), get(prepay::list_accumulated))
+        .route(&prepay_path("/accumulatedBalance/{id}"), get(prepay::get_accumulated))
+        .route(&prepay_path("/topupBalance"), get(prepay::list_topups).post(prepay::create_topup))
+        .route(&prepay_path("/topupBalance/{id}"), get(prepay::get_topup))
+        .route(&prepay_path("/adjustBalance"), get(prepay::list_adjustments).post(prepay::create_adjustment))
+        .route(&prepay_path("/adjustBalance/{id}"), get(prepay::get_adjustment))
         .route("/tmf-api/audit/v1/auditRecord", get(audit::list))
         .route("/tmf-api/audit/v1/chainVerification", get(audit::verify))
         .fallback(error::not_found)
@@ -100,6 +123,10 @@ pub fn router(store: Store, config: &ApiConfig) -> Router {
 
 fn customers_path(rest: &str) -> String {
     format!("{}/customer{rest}", tollgate_customers::CUSTOMER_BASE_PATH)
+}
+
+fn prepay_path(rest: &str) -> String {
+    format!("{}{rest}", tollgate_customers::PREPAY_BASE_PATH)
 }
 
 fn accounts_path(rest: &str) -> String {

@@ -226,15 +226,28 @@ impl EnginePort for ModelPort {
     }
 }
 
-/// A model engine on `store`: the engine, a worker for the rows the port did not apply at
-/// once, and `Customers` with the port.
-pub fn model_engine(store: &Store) -> (Arc<ModelEngine>, OutboxWorker<ModelLink>, Customers) {
+/// A model engine on a store, with what tests drive it by.
+#[derive(Debug)]
+pub struct Model {
+    pub engine: Arc<ModelEngine>,
+    /// Applies the rows the port did not apply at once (the engine was down, say).
+    pub worker: OutboxWorker<ModelLink>,
+    /// The port, for an API configuration.
+    pub port: Arc<dyn EnginePort>,
+    /// `Customers` on the store with the port.
+    pub customers: Customers,
+}
+
+/// A model engine on `store`.
+pub fn model_engine(store: &Store) -> Model {
     let engine = Arc::new(ModelEngine::default());
     let link = || ModelLink { engine: Arc::clone(&engine), customers: Customers::new(store.clone()) };
     let policy = RetryPolicy { first_delay: Duration::ZERO, ..RetryPolicy::default() };
-    let port =
-        ModelPort { engine: Arc::clone(&engine), worker: OutboxWorker::new(store.clone(), link()).with_policy(policy) };
+    let port: Arc<dyn EnginePort> = Arc::new(ModelPort {
+        engine: Arc::clone(&engine),
+        worker: OutboxWorker::new(store.clone(), link()).with_policy(policy),
+    });
     let worker = OutboxWorker::new(store.clone(), link()).with_policy(policy);
-    let customers = Customers::new(store.clone()).with_engine(Arc::new(port));
-    (engine, worker, customers)
+    let customers = Customers::new(store.clone()).with_engine(Arc::clone(&port));
+    Model { engine, worker, port, customers }
 }

@@ -71,7 +71,7 @@ fn field_of(error: CustomersError) -> (&'static str, String) {
 
 store_test! {
     async fn a_top_up_applies_once_however_often_it_is_repeated(store) {
-        let (engine, worker, customers) = model_engine(&store);
+        let tollgate_customers::testing::Model { engine, worker, customers, .. } = model_engine(&store);
         let f = prepaid(&store, &customers, &worker).await;
         let care = Principal { actor: "token:9:care".into(), role: Role::Care, scope_root: None };
         let first = f.customers.request_balance_action(&care, BalanceActionKind::TopUp, &topup("t-1", &f.account, json!("10.50")), at(2)).await.expect("top-up");
@@ -123,7 +123,7 @@ store_test! {
 
 store_test! {
     async fn a_request_made_while_the_engine_is_down_is_delivered_later_once(store) {
-        let (engine, worker, customers) = model_engine(&store);
+        let tollgate_customers::testing::Model { engine, worker, customers, .. } = model_engine(&store);
         let f = prepaid(&store, &customers, &worker).await;
         let admin = Principal::admin("test");
         engine.set_down(true);
@@ -147,7 +147,7 @@ store_test! {
 
 store_test! {
     async fn roles_reach_and_the_accounts_state_decide_who_may_change_a_balance(store) {
-        let (_engine, worker, customers) = model_engine(&store);
+        let tollgate_customers::testing::Model { worker, customers, .. } = model_engine(&store);
         let f = prepaid(&store, &customers, &worker).await;
         let principal = |role: Role, scope: Option<&str>| Principal { actor: format!("t:{role}"), role, scope_root: scope.map(str::to_owned) };
         let body = |id: &str| topup(id, &f.account, json!(1));
@@ -193,7 +193,7 @@ store_test! {
 
 store_test! {
     async fn lifecycle_steps_reach_the_engine_and_a_refused_one_is_undone(store) {
-        let (engine, worker, customers) = model_engine(&store);
+        let tollgate_customers::testing::Model { engine, worker, customers, .. } = model_engine(&store);
         let f = prepaid(&store, &customers, &worker).await;
         let admin = Principal::admin("ops");
         let state = |doc: &Value| doc["state"].as_str().expect("state").to_owned();
