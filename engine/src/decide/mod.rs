@@ -158,6 +158,8 @@ pub(crate) fn decide_operation(
             lifecycle::close_account(tx, ctx, account, settle_reason.as_deref())
         }
         Operation::CycleTotals { at } => lifecycle::cycle_totals(tx.state(), ctx, account, at.unwrap_or(ctx.now)),
+        Operation::SuspendAccount { .. } => lifecycle::suspend_account(tx, ctx, account),
+        Operation::ResumeAccount => lifecycle::resume_account(tx, account),
     }
 }
 
