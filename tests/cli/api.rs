@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use super::{scratch, start_servers, stop_server, tollgate};
 
 /// The API address `serve` logged (into DATA.log, which `start_servers` keeps writing).
-fn api_address(data: &Path) -> String {
+pub(super) fn api_address(data: &Path) -> String {
     for _ in 0..200 {
         let log = std::fs::read_to_string(data.with_extension("log")).unwrap_or_default();
         if let Some(line) = log.lines().find(|line| line.contains("management api listening")) {
@@ -25,14 +25,14 @@ fn api_address(data: &Path) -> String {
     panic!("the management API did not start");
 }
 
-fn create_token(data: &Path, role: &str) -> String {
+pub(super) fn create_token(data: &Path, role: &str) -> String {
     let output = tollgate(&["token", "create", "--role", role, "--data-dir", &data.display().to_string()], "");
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     String::from_utf8_lossy(&output.stdout).trim().to_owned()
 }
 
 /// One HTTP/1.1 exchange: status, head, JSON body (Null when empty).
-fn request(
+pub(super) fn request(
     address: &str,
     method: &str,
     path: &str,

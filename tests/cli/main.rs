@@ -11,6 +11,7 @@ mod disk;
 mod hostile;
 mod lifecycle;
 mod mediate;
+mod prepay;
 mod rate_errors;
 mod rerate;
 mod tls;
