@@ -46,10 +46,11 @@ pub enum Settled {
     Recorded,
     /// The engine refused a change and the billing account was put back as it was.
     Reverted,
-    /// The engine refused a change the account has moved on from since; it could not be
-    /// put back and the BSS and the engine disagree until an operator looks (the audit
-    /// trail says why).
-    Diverged(String),
+    /// The engine refused a change whose field the account no longer holds: a later change
+    /// of the same field was recorded since and follows this row to the engine (same
+    /// ordering key), so nothing is put back; the audit record says so. (Also what a retry
+    /// of an already settled refusal finds.)
+    Superseded(String),
     /// Nothing here knows what to do with this refusal (an account creation): the caller
     /// treats the row as failed.
     Unhandled,
@@ -346,7 +347,7 @@ impl Customers {
         let id = &revert.billing_account;
         let mut tx = self.store.begin().await?;
         let Some(current) = tx.billing_account(id).await? else {
-            return Ok(Settled::Diverged(format!("billing account {id} no longer exists")));
+            return Ok(Settled::Superseded(format!("billing account {id} no longer exists")));
         };
         let row = &current.value;
         let restored = match &revert.field {
@@ -384,8 +385,8 @@ impl Customers {
                 let after = json!({"document": before_doc, "engineRefused": refusal, "reverted": false});
                 audit(&mut tx, &who, "engine-refused", "BillingAccount", id, Some(&before_doc), Some(&after), now)
                     .await?;
-                Settled::Diverged(format!(
-                    "the engine refused {} on billing account {id} ({reason}) and the account has changed since",
+                Settled::Superseded(format!(
+                    "the engine refused {} on billing account {id} ({reason}); the account has changed since",
                     item.kind
                 ))
             }
