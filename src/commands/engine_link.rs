@@ -177,12 +177,13 @@ impl EnginePortLink {
     }
 }
 
-fn money(text: &str) -> Decimal {
-    text.parse().unwrap_or(Decimal::ZERO)
+/// A money bucket's amount as the engine writes it (decimal text); never guessed at.
+fn money(bucket: u32, field: &str, text: &str) -> Result<Decimal, EngineUnavailable> {
+    text.parse().map_err(|_| EngineUnavailable(format!("money bucket {bucket}: {field} {text:?} is not a decimal")))
 }
 
 /// The BSS's view of an engine account.
-fn engine_account(view: tollgate_engine::AccountView) -> EngineAccount {
+fn engine_account(view: tollgate_engine::AccountView) -> Result<EngineAccount, EngineUnavailable> {
     let balance = view.balance;
     let account_type = match balance.kind {
         AccountKind::Prepaid => AccountType::Prepaid,
@@ -193,14 +194,16 @@ fn engine_account(view: tollgate_engine::AccountView) -> EngineAccount {
         .buckets
         .iter()
         .filter(|bucket| bucket.kind == "money")
-        .map(|bucket| MoneyBucket {
-            id: bucket.id,
-            balance: money(&bucket.remaining),
-            reserved: money(&bucket.reserved),
-            valid_from_s: bucket.valid_from,
-            valid_until_s: bucket.valid_until,
+        .map(|bucket| {
+            Ok(MoneyBucket {
+                id: bucket.id,
+                balance: money(bucket.id, "remaining", &bucket.remaining)?,
+                reserved: money(bucket.id, "reserved", &bucket.reserved)?,
+                valid_from_s: bucket.valid_from,
+                valid_until_s: bucket.valid_until,
+            })
         })
-        .collect();
+        .collect::<Result<_, EngineUnavailable>>()?;
     let allowances = view
         .allowances
         .into_iter()
@@ -217,7 +220,7 @@ fn engine_account(view: tollgate_engine::AccountView) -> EngineAccount {
             valid_until_s: bucket.valid_until_s,
         })
         .collect();
-    EngineAccount {
+    Ok(EngineAccount {
         account_type,
         currency: balance.currency,
         balance: balance.balance,
@@ -229,7 +232,7 @@ fn engine_account(view: tollgate_engine::AccountView) -> EngineAccount {
         live_subscriptions: view.live_subscriptions,
         money: money_buckets,
         allowances,
-    }
+    })
 }
 
 impl EnginePort for EnginePortLink {
@@ -238,7 +241,7 @@ impl EnginePort for EnginePortLink {
             let engine = Arc::clone(&self.engine);
             let read = tokio::task::spawn_blocking(move || engine.account_view(account));
             match tokio::time::timeout(READ_TIMEOUT, read).await {
-                Ok(Ok(Ok(view))) => Ok(view.map(engine_account)),
+                Ok(Ok(Ok(view))) => view.map(engine_account).transpose(),
                 Ok(Ok(Err(error))) => Err(EngineUnavailable(error.to_string())),
                 Ok(Err(_)) => Err(EngineUnavailable("the read was abandoned".into())),
                 Err(_) => Err(EngineUnavailable(format!("no answer within {READ_TIMEOUT:?}"))),

@@ -21,6 +21,7 @@ use tollgate_store::{
 use crate::balance::{parse_balance_request, parse_bucket_id, resource_of, BalanceRequest};
 use crate::engine::{ordering_key, EngineOperation, Revert, RevertField, ADJUST, TOP_UP};
 use crate::error::{CustomersError, Result};
+use crate::lifecycle::AccountState;
 use crate::port::{EngineAccount, EngineAnswer};
 use crate::service::{audit, Customers, Principal};
 
@@ -106,7 +107,7 @@ impl Customers {
                 format!("{} is not the account's currency, {}", request.units, account.value.currency),
             ));
         }
-        if account.value.state == "Closed" {
+        if account.value.state == AccountState::Closed.as_str() {
             return Err(CustomersError::Conflict {
                 field: "partyAccount.id".into(),
                 reason: format!("billing account {} is Closed", account.value.id),
