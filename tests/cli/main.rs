@@ -12,6 +12,7 @@ mod hostile;
 mod inventory;
 mod lifecycle;
 mod mediate;
+mod prepay;
 mod rate_errors;
 mod rerate;
 mod tls;

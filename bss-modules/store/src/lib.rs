@@ -10,11 +10,12 @@
 //! accounts' rows ([`Tx::insert_customer`], [`Tx::insert_billing_account`]), the resource
 //! inventory's rows: number ranges, MSISDNs and SIM cards reserved in one statement
 //! ([`Tx::reserve_next`]), network elements; and the event hub's listeners, events and
-//! deliveries ([`Tx::publish_event`], [`Store::claim_deliveries`]). README.md states the
-//! invariants.
+//! deliveries ([`Tx::publish_event`], [`Store::claim_deliveries`]); prepaid balance requests
+//! ([`Tx::insert_balance_action`]). README.md states the invariants.
 #![forbid(unsafe_code)]
 
 mod audit;
+mod balances;
 mod catalogue;
 mod codec;
 mod customers;
@@ -33,6 +34,10 @@ mod tokens;
 mod versioned;
 
 pub use audit::{AuditEntry, AuditHead, AuditRecord, ChainCheck, AUDIT_PAGE_MAX, GENESIS_HASH};
+pub use balances::{
+    BalanceActionFilter, BalanceActionKind, BalanceActionPage, BalanceActionRow, BalanceActionStatus,
+    BALANCE_ACTION_PAGE_MAX,
+};
 pub use catalogue::{new_entity_id, CatalogueFilter, CatalogueItem, CataloguePage, CATALOGUE_PAGE_MAX};
 pub use customers::{
     BillingAccountFilter, BillingAccountRow, CustomerFilter, CustomerRow, Page, CUSTOMER_PAGE_MAX, ENGINE_ACCOUNT_BASE,
