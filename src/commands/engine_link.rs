@@ -199,8 +199,8 @@ fn engine_account(view: tollgate_engine::AccountView) -> Result<EngineAccount, E
                 id: bucket.id,
                 balance: money(bucket.id, "remaining", &bucket.remaining)?,
                 reserved: money(bucket.id, "reserved", &bucket.reserved)?,
-                valid_from_s: bucket.valid_from,
-                valid_until_s: bucket.valid_until,
+                valid_from_s: bucket.valid_from_at,
+                valid_until_s: bucket.valid_until_at,
             })
         })
         .collect::<Result<_, EngineUnavailable>>()?;

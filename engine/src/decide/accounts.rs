@@ -150,8 +150,8 @@ pub(crate) fn account_view(state: &ShardState, plans: &Plans, now: i64, id: Acco
                 granted: bucket.granted,
                 remaining: bucket.remaining,
                 reserved: bucket.reserved,
-                valid_from_s: bucket.valid_from,
-                valid_until_s: bucket.valid_until,
+                valid_from_s: bucket.valid_from_at,
+                valid_until_s: bucket.valid_until_at,
             }
         })
         .collect();
