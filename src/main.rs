@@ -108,6 +108,14 @@ enum Command {
         #[command(subcommand)]
         command: commands::inventory::InventoryCommand,
     },
+    /// Billing accounts (TMF666): create from JSON, show, list, set the credit limit,
+    /// suspend, resume, close; the engine follows through the outbox.
+    BillingAccount {
+        #[command(flatten)]
+        database: commands::bss::DatabaseArgs,
+        #[command(subcommand)]
+        command: commands::bss::BillingAccountCommand,
+    },
     /// An account's itemised usage (and other ledger entries) in a period, as CSV or JSON.
     Usage(commands::usage::UsageArgs),
     /// Show, top up, adjust and refund balances.
@@ -161,6 +169,7 @@ fn main() -> ExitCode {
         Command::Order { database, command } => commands::order::run(&database, command),
         Command::Import { database, command } => commands::import::run(&database, command),
         Command::Inventory { database, command } => commands::inventory::run(&database, command),
+        Command::BillingAccount { database, command } => commands::bss::billing_account(&database, command),
         Command::Archive { engine, command } => commands::archive::run(&engine, command),
         Command::Account { engine, command } => commands::account::account(&engine, command),
         Command::Subscription { engine, command } => commands::account::subscription(&engine, command),

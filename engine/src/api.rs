@@ -186,6 +186,15 @@ pub enum Operation {
     CycleTotals {
         at: Option<i64>,
     },
+    /// Stops the service of every subscription of the account, present and future, as
+    /// [`Operation::Suspend`] does for one: usage that starts from now is refused
+    /// ([`Outcome::ServiceDenied`]); money may still be added or adjusted. Suspending a
+    /// suspended account changes nothing.
+    SuspendAccount {
+        reason: String,
+    },
+    /// Ends an account's suspension (its subscriptions' own suspensions stay).
+    ResumeAccount,
 }
 
 /// When a plan change takes effect.
@@ -294,6 +303,36 @@ pub struct BalanceView {
     #[rkyv(with = RkyvDecimal)]
     pub credit_limit: Decimal,
     pub buckets: Vec<BucketView>,
+}
+
+/// An account as a management system reads it ([`crate::Engine::account_view`]): its
+/// balance and money buckets, when it was closed or suspended, its subscriptions not
+/// terminated, and its allowance buckets with what each is for. Read only, never journaled
+/// or remembered (so it may grow fields).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountView {
+    pub balance: BalanceView,
+    pub closed_at: Option<i64>,
+    pub suspended_at: Option<i64>,
+    pub live_subscriptions: Vec<SubscriptionId>,
+    pub allowances: Vec<AllowanceView>,
+}
+
+/// One allowance bucket: the units of one allowance of one subscription for one period.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AllowanceView {
+    pub bucket: BucketId,
+    pub subscription: SubscriptionId,
+    /// The allowance's name in the subscription's plan.
+    pub name: String,
+    /// The service it pays for, and that service's unit (`seconds`, `bytes`, `events`, `units`).
+    pub service: String,
+    pub unit: String,
+    pub granted: u64,
+    pub remaining: u64,
+    pub reserved: u64,
+    pub valid_from_s: i64,
+    pub valid_until_s: i64,
 }
 
 /// A name shared with the plan it comes from (cloning it copies no text).

@@ -57,6 +57,9 @@ pub fn charge_record(
     if !state.closed.is_empty() && state.closed.contains_key(&account) {
         return refuse(state, record, RecordOutcome::Suspended, refusals);
     }
+    if !state.suspended.is_empty() && state.suspended.get(&account).is_some_and(|at| *at <= usage.start_utc_seconds) {
+        return refuse(state, record, RecordOutcome::Suspended, refusals);
+    }
     // Each table is looked up once from here on: the account by its slot.
     let renew_at = usage.start_utc_seconds.max(ctx.decided_at);
     if renewal_due(state.accounts.at(slot), subscription, renew_at) {

@@ -31,8 +31,9 @@
 //! effects it covers), 7 (the lifecycle effects: plan changes, suspension, termination,
 //! identities, credit limits, closing, appended to [`Effect`]), 8 (the rated-event
 //! ledger's detail: the `Rated` effect appended to [`Effect`] and compact tag 12, and
-//! flag bit 5 of a compact charge). Segments of versions 2
-//! to 7 are read as they are (kind 2 only from version 4, kind 3 only from 6); a
+//! flag bit 5 of a compact charge), 9 (account suspension: `AccountSuspended` and
+//! `AccountResumed` appended to [`Effect`]). Segments of versions 2
+//! to 8 are read as they are (kind 2 only from version 4, kind 3 only from 6); a
 //! segment of another version
 //! is refused, never misread. A build never appends to a segment of an older version:
 //! recovery starts a new segment after it.
@@ -57,7 +58,7 @@ use crate::fs::FileSystem;
 use crate::state::Effect;
 
 pub(crate) const JOURNAL_MAGIC: [u8; 8] = *b"TGJRNL\r\n";
-pub(crate) const JOURNAL_FORMAT_VERSION: u32 = 8;
+pub(crate) const JOURNAL_FORMAT_VERSION: u32 = 9;
 /// The oldest segment version this build still reads.
 pub(crate) const OLDEST_READABLE_JOURNAL_VERSION: u32 = 2;
 pub const SEGMENT_HEADER_BYTES: usize = 16;

@@ -11,8 +11,8 @@
 //! ```text
 //! tollgate-data-layout = 1
 //! shards = 2
-//! journal_format = 7
-//! snapshot_format = 6
+//! journal_format = 9
+//! snapshot_format = 7
 //! ```
 //!
 //! Unknown keys are refused (a newer build's layout is not guessed at). It is replaced

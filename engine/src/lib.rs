@@ -42,9 +42,9 @@ mod state;
 mod table;
 
 pub use api::{
-    AllowanceGrant, AllowanceUse, Answer, BalanceView, Body, BucketView, Charged, CycleTotals, Grant, Name, Operation,
-    Outcome, PlanChangeAt, Request, Rerated, ServiceRef, ServiceTotal, SessionStep, SmolStr, Target, UnitRequest,
-    Usage,
+    AccountView, AllowanceGrant, AllowanceUse, AllowanceView, Answer, BalanceView, Body, BucketView, Charged,
+    CycleTotals, Grant, Name, Operation, Outcome, PlanChangeAt, Request, Rerated, ServiceRef, ServiceTotal,
+    SessionStep, SmolStr, Target, UnitRequest, Usage,
 };
 pub use config::{ChargingConfig, EngineConfig, MAX_IDENTITIES, MAX_KEY_BYTES, MAX_TEXT_BYTES};
 pub use dedupe::MAX_WINDOW as MAX_DEDUPE_WINDOW;

@@ -202,6 +202,9 @@ fn deal(old: &[SnapshotImage], to: usize) -> Vec<SnapshotImage> {
         for (account, at) in &image.lifecycle.closed {
             images[shard_of(*account, to)].lifecycle.closed.push((*account, *at));
         }
+        for (account, at) in &image.lifecycle.suspended {
+            images[shard_of(*account, to)].lifecycle.suspended.push((*account, *at));
+        }
         for (account, history) in &image.lifecycle.allowance_history {
             images[shard_of(*account, to)].lifecycle.allowance_history.push((*account, history.clone()));
         }
@@ -220,6 +223,7 @@ fn deal(old: &[SnapshotImage], to: usize) -> Vec<SnapshotImage> {
         new.totals.opening = new.accounts.iter().map(|a| a.balance()).sum();
         new.lifecycle.subscriptions.sort_unstable_by_key(|(id, _)| *id);
         new.lifecycle.closed.sort_unstable();
+        new.lifecycle.suspended.sort_unstable();
         new.lifecycle.allowance_history.sort_unstable_by_key(|(id, _)| *id);
     }
     images

@@ -506,6 +506,20 @@ impl Engine {
         receivers.into_iter().map(|r| r.recv().map_err(|_| EngineError::Unavailable("shard worker stopped"))).collect()
     }
 
+    /// An account as a management system reads it (the BSS's balance view and the checks
+    /// it makes before a change the engine could refuse), or `None` if the engine holds no
+    /// such account. Read on the account's shard between batches; changes nothing.
+    pub fn account_view(&self, account: AccountId) -> Result<Option<crate::api::AccountView>, EngineError> {
+        let (plans, now) = (Arc::clone(&self.plans), self.clock.now());
+        let (reply, receiver) = bounded(1);
+        self.senders[self.shard_of(account)]
+            .send(Job::Inspect(Box::new(move |state| {
+                drop(reply.send(crate::decide::accounts::account_view(state, &plans, now, account)))
+            })))
+            .map_err(|_| EngineError::Unavailable("shard worker stopped"))?;
+        receiver.recv().map_err(|_| EngineError::Unavailable("shard worker stopped"))
+    }
+
     /// Checks the money invariants on every shard; returns the violations found.
     pub fn check_invariants(&self) -> Result<Vec<String>, EngineError> {
         let now = self.clock.now();
@@ -634,6 +648,7 @@ fn check_bounds(request: &Request) -> Result<(), String> {
         | Operation::Adjust { reason: text, .. }
         | Operation::TopUp { reference: text, .. }
         | Operation::GrantCredit { reference: text, .. }
+        | Operation::SuspendAccount { reason: text }
             if long_text(text) =>
         {
             return Err(format!("a text field is longer than {MAX_TEXT_BYTES} bytes"));

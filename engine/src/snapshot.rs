@@ -44,7 +44,7 @@
 //! Version history: 1 (names held as `String`), 2 (names shared as `Arc<str>`), 3 (adds
 //! the bulk path's window of record keys), 4 (adds the online sessions' records), 5
 //! (windows by generation, in chunk files), 6 (subscriptions' lifecycles, closed accounts,
-//! ended allowance periods). Versions 2 to 5 are still read (version 2 had
+//! ended allowance periods), 7 (suspended accounts). Versions 2 to 6 are still read (version 2 had
 //! no bulk path, so its record window is empty; the session records of 2 and 3 are
 //! rebuilt from their reservations, as a journal of that time replays them).
 //!
@@ -70,7 +70,7 @@ use crate::records::{Memo, RecentRecords, RecordKey};
 use crate::state::{ShardState, Totals};
 
 pub(crate) const SNAPSHOT_MAGIC: [u8; 8] = *b"TGSNAP\r\n";
-pub(crate) const SNAPSHOT_FORMAT_VERSION: u32 = 6;
+pub(crate) const SNAPSHOT_FORMAT_VERSION: u32 = 7;
 const HEADER_BYTES: usize = 40;
 pub(crate) const CHUNK_MAGIC: [u8; 8] = *b"TGCHNK\r\n";
 const CHUNK_FORMAT_VERSION: u32 = 1;
@@ -147,8 +147,8 @@ pub struct SnapshotImage {
     pub answers: WindowImage<String, Answer>,
     /// The bulk path's window.
     pub records: WindowImage<u128, Memo>,
-    /// Subscriptions suspended, terminated or moved to another plan; closed accounts;
-    /// allowance periods that ended.
+    /// Subscriptions suspended, terminated or moved to another plan; closed and
+    /// suspended accounts; allowance periods that ended.
     pub lifecycle: LifecycleImage,
 }
 
@@ -158,6 +158,8 @@ pub struct LifecycleImage {
     pub subscriptions: Vec<(SubscriptionId, Lifecycle)>,
     pub closed: Vec<(AccountId, i64)>,
     pub allowance_history: Vec<(AccountId, Vec<AllowancePeriod>)>,
+    /// Suspended accounts, with since when (format 7).
+    pub suspended: Vec<(AccountId, i64)>,
 }
 
 impl LifecycleImage {
@@ -166,11 +168,63 @@ impl LifecycleImage {
             subscriptions: state.lifecycle.iter().map(|(id, l)| (*id, l.clone())).collect(),
             closed: state.closed.iter().map(|(id, at)| (*id, *at)).collect(),
             allowance_history: state.allowance_history.iter().map(|(id, h)| (*id, h.clone())).collect(),
+            suspended: state.suspended.iter().map(|(id, at)| (*id, *at)).collect(),
         };
         image.subscriptions.sort_unstable_by_key(|(id, _)| *id);
         image.closed.sort_unstable();
         image.allowance_history.sort_unstable_by_key(|(id, _)| *id);
+        image.suspended.sort_unstable();
         image
+    }
+}
+
+/// The lifecycle of a version 6 snapshot (no account was suspended then).
+#[derive(Debug, Clone, PartialEq, Eq, Archive, RkyvSerialize, RkyvDeserialize)]
+struct LifecycleImageV6 {
+    subscriptions: Vec<(SubscriptionId, Lifecycle)>,
+    closed: Vec<(AccountId, i64)>,
+    allowance_history: Vec<(AccountId, Vec<AllowancePeriod>)>,
+}
+
+/// The payload of a version 6 snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Archive, RkyvSerialize, RkyvDeserialize)]
+struct SnapshotImageV6 {
+    lsn: u64,
+    accounts: Vec<Account>,
+    subscriptions: Vec<Subscription>,
+    reservations: Vec<Reservation>,
+    totals: Totals,
+    sessions: Vec<SessionRecord>,
+    answers: WindowImage<String, Answer>,
+    records: WindowImage<u128, Memo>,
+    lifecycle: LifecycleImageV6,
+}
+
+impl From<SnapshotImageV6> for SnapshotImage {
+    fn from(old: SnapshotImageV6) -> SnapshotImage {
+        let SnapshotImageV6 {
+            lsn,
+            accounts,
+            subscriptions,
+            reservations,
+            totals,
+            sessions,
+            answers,
+            records,
+            lifecycle,
+        } = old;
+        let LifecycleImageV6 { subscriptions: lives, closed, allowance_history } = lifecycle;
+        SnapshotImage {
+            lsn,
+            accounts,
+            subscriptions,
+            reservations,
+            totals,
+            sessions,
+            answers,
+            records,
+            lifecycle: LifecycleImage { subscriptions: lives, closed, allowance_history, suspended: Vec::new() },
+        }
     }
 }
 
@@ -679,6 +733,7 @@ impl SnapshotImage {
         state.totals = self.totals;
         state.lifecycle = self.lifecycle.subscriptions.into_iter().collect();
         state.closed = self.lifecycle.closed.into_iter().collect();
+        state.suspended = self.lifecycle.suspended.into_iter().collect();
         state.allowance_history = self.lifecycle.allowance_history.into_iter().collect();
         state
     }
@@ -740,6 +795,7 @@ pub(crate) fn decode(bytes: &[u8], shard: u32) -> Result<SnapshotImage, String> 
         4 => rkyv::from_bytes::<SnapshotImageV4, rancor::Error>(&aligned)
             .map(|old| SnapshotImage::from(SnapshotImageV5::from(old))),
         5 => rkyv::from_bytes::<SnapshotImageV5, rancor::Error>(&aligned).map(SnapshotImage::from),
+        6 => rkyv::from_bytes::<SnapshotImageV6, rancor::Error>(&aligned).map(SnapshotImage::from),
         _ => rkyv::from_bytes::<SnapshotImage, rancor::Error>(&aligned),
     }
     .map_err(|err| err.to_string())?;

@@ -12,7 +12,7 @@ use tollgate_engine::{Body, Operation, Outcome, RecordCharge, RecordKey, RecordO
 
 /// The fixture the current build writes when regenerating.
 fn fixture_dir() -> PathBuf {
-    fixture("data-v8")
+    fixture("data-v9")
 }
 
 fn fixture(name: &str) -> PathBuf {
@@ -51,6 +51,13 @@ fn write_fixture() {
     on_sub("imsi-1", Operation::AddIdentity { identity: tollgate_engine::Identity::Imsi("262010000000001".into()) });
     on_sub("suspend-1", Operation::Suspend { reason: "fixture".into() });
     on_sub("resume-1", Operation::Resume);
+    // Version 9: an account suspended and resumed.
+    let on_account = |key: &str, operation| {
+        let answer = h.run(key, Target::Account(1), operation);
+        assert_eq!(answer.outcome, Outcome::Success, "{answer:?}");
+    };
+    on_account("suspend-account-1", Operation::SuspendAccount { reason: "fixture".into() });
+    on_account("resume-account-1", Operation::ResumeAccount);
     h.run("top-1", Target::Account(1), Operation::TopUp { amount: d("5.00"), reference: "fixture".into() });
     h.run("sms-1", subscriber("491700000001"), Operation::DirectDebit { usage: sms(MONDAY_10) });
     let records = vec![RecordCharge {
@@ -79,7 +86,7 @@ fn reads_a_data_dir_written_by_an_earlier_build() {
     // version 6 writes the windows' full chunks to files of their own (snapshot format 5)
     // and the online requests' effects compactly (journal format 6); version 7 adds the
     // lifecycle effects (journal 7, snapshot 6); version 8 the rated events' detail for
-    // the ledger (journal 8).
+    // the ledger (journal 8); version 9 account suspension (journal 9, snapshot 7).
     check_fixture("data-v2", "12.51", false);
     check_fixture("data-v3", "10.02", true);
     check_fixture("data-v4", "10.02", true);
@@ -87,6 +94,7 @@ fn reads_a_data_dir_written_by_an_earlier_build() {
     check_fixture("data-v6", "10.02", true);
     check_fixture("data-v7", "10.02", true);
     check_fixture("data-v8", "10.02", true);
+    check_fixture("data-v9", "10.02", true);
 }
 
 fn check_fixture(name: &str, balance: &str, has_records: bool) {

@@ -1,5 +1,6 @@
 //! The operations an order needs after creation: plan changes, suspension, termination,
-//! identity changes, credit limits, account kinds, closing, and cycle totals. Each is
+//! identity changes, credit limits, account kinds, suspending and closing an account, and
+//! cycle totals; and the account view a management system reads. Each change is
 //! journaled (it survives a restart), idempotent by key, and keeps money conserved.
 
 mod common;
@@ -257,6 +258,87 @@ fn credit_limits_and_account_kinds_are_checked_against_what_the_account_owes() {
     let Body::Balance(view) = h.run("", Target::Account(3), Operation::BalanceEnquiry).body else { panic!() };
     assert_eq!((view.kind, view.credit_limit), (AccountKind::Prepaid, d("0")));
     assert_survives_restart(h);
+}
+
+#[test]
+fn a_suspended_account_refuses_its_subscriptions_usage_until_resumed_and_keeps_it_over_restarts() {
+    let h = harness("suspend-account");
+    h.subscribe(1, 11, "mobile-prepaid-s", "491700000002");
+    let open = h.run("v;0", subscriber("491700000001"), video("v", SessionStep::Initial, Some(1 << 20), None));
+    assert_eq!(open.outcome, Outcome::Success);
+    h.clock.advance(10);
+    let suspended_at = MONDAY_10 + 10;
+    let suspend = |h: &Harness, key: &str| {
+        h.run(key, Target::Account(1), Operation::SuspendAccount { reason: "billing account suspended".into() })
+    };
+    assert_eq!(suspend(&h, "sa-1").outcome, Outcome::Success);
+    // Every subscription of the account, online and on the bulk path; not before it.
+    for (key, number) in [("c1", "491700000001"), ("c2", "491700000002")] {
+        let denied =
+            h.run(key, subscriber(number), Operation::DirectDebit { usage: call("4990012345", suspended_at + 5, 60) });
+        assert!(matches!(denied.outcome, Outcome::ServiceDenied(_)), "{number}: {denied:?}");
+    }
+    let denied = h.run("w;0", subscriber("491700000002"), video("w", SessionStep::Initial, Some(1), None));
+    assert!(matches!(denied.outcome, Outcome::ServiceDenied(_)), "{denied:?}");
+    let update = h.run("v;1", subscriber("491700000001"), video("v", SessionStep::Update, Some(1), Some(1 << 20)));
+    assert_eq!((grants(&update)[0].charged, grants(&update)[0].granted_units), (d("0.10"), 0), "used is charged");
+    let record = |key: &str, start: i64| RecordCharge {
+        identity: None,
+        key: RecordKey::of(key),
+        origin: 1,
+        account: 1,
+        subscription: 11,
+        usage: call("4990012345", start, 60),
+    };
+    let answers =
+        h.engine.charge_records(vec![record("late", suspended_at + 1), record("early", MONDAY_10)]).expect("records");
+    assert_eq!((answers[0].outcome, answers[1].outcome), (RecordOutcome::Suspended, RecordOutcome::Charged));
+    // Money still moves; a repeated suspension changes nothing.
+    let topped = h.run("t1", Target::Account(1), Operation::TopUp { amount: d("5"), reference: "shop".into() });
+    assert_eq!(topped.outcome, Outcome::Success);
+    let view = h.engine.account_view(1).expect("view").expect("the account");
+    assert_eq!((view.suspended_at, view.closed_at), (Some(suspended_at), None));
+    let h = assert_survives_restart(h);
+    h.clock.advance(10);
+    assert_eq!(suspend(&h, "sa-2").outcome, Outcome::Success);
+    assert_eq!(h.engine.account_view(1).expect("view").expect("the account").suspended_at, Some(suspended_at));
+    // Resumed: usage goes through again; the subscriptions' own suspensions are theirs.
+    assert_eq!(h.run("ra-1", Target::Account(1), Operation::ResumeAccount).outcome, Outcome::Success);
+    assert_eq!(premium_call(&h, "c3", suspended_at + 30).outcome, Outcome::Success);
+    on_sub(&h, "own", Operation::Suspend { reason: "lost phone".into() });
+    suspend(&h, "sa-3");
+    h.run("ra-2", Target::Account(1), Operation::ResumeAccount);
+    assert!(matches!(premium_call(&h, "c4", suspended_at + 40).outcome, Outcome::ServiceDenied(_)));
+    let other = h.run(
+        "c5",
+        subscriber("491700000002"),
+        Operation::DirectDebit { usage: call("4990012345", suspended_at + 40, 60) },
+    );
+    assert_eq!(other.outcome, Outcome::Success);
+    let h = assert_survives_restart(h);
+    assert_eq!(h.engine.account_view(1).expect("view").expect("the account").suspended_at, None);
+}
+
+#[test]
+fn the_account_view_names_each_allowance_with_its_subscription_service_and_unit() {
+    let h = harness("account-view");
+    assert_eq!(h.engine.account_view(99).expect("view"), None);
+    let view = h.engine.account_view(1).expect("view").expect("the account");
+    assert_eq!((view.balance.balance, view.live_subscriptions.as_slice()), (d("50.00"), &[SUB][..]));
+    assert!(!view.allowances.is_empty(), "the plan grants allowances: {view:?}");
+    for allowance in &view.allowances {
+        assert_eq!(allowance.subscription, SUB);
+        assert!(!allowance.name.starts_with("allowance "), "named by the plan: {allowance:?}");
+        assert!(["seconds", "bytes", "events", "units"].contains(&allowance.unit.as_str()), "{allowance:?}");
+        assert_eq!(allowance.remaining, allowance.granted);
+        assert!(allowance.valid_from_s <= MONDAY_10 && MONDAY_10 < allowance.valid_until_s);
+    }
+    let money: Vec<_> = view.balance.buckets.iter().filter(|bucket| bucket.kind == "money").collect();
+    assert_eq!(money.len(), 1);
+    on_sub(&h, "end", Operation::Terminate { reason: "moving".into() });
+    h.run("close", Target::Account(1), Operation::CloseAccount { settle_reason: Some("refunded".into()) });
+    let view = h.engine.account_view(1).expect("view").expect("the account");
+    assert_eq!((view.live_subscriptions.len(), view.closed_at, view.balance.balance), (0, Some(MONDAY_10), d("0")));
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! The data directory records its shard count: opening it with another count is refused,
 //! and the count changes only through an explicit reshard, which keeps every account,
-//! balance, remembered key and open session, also when it is interrupted at any step.
+//! balance, remembered key, open session and suspension, also when it is interrupted at
+//! any step.
 
 mod common;
 
@@ -45,8 +46,9 @@ fn populate(h: &Harness) -> Vec<rust_decimal::Decimal> {
         .collect()
 }
 
-/// Everything a reshard must keep, checked on an engine with `shards` shards.
-fn check_kept(dir: &Path, shards: usize, balances: &[rust_decimal::Decimal]) {
+/// Everything a reshard must keep, checked on an engine with `shards` shards (`suspended`:
+/// the accounts suspended before it, whose sessions are known but granted nothing).
+fn check_kept(dir: &Path, shards: usize, balances: &[rust_decimal::Decimal], suspended: &[u64]) {
     let h = harness(dir, shards);
     assert_eq!(h.engine.report().accounts, 10);
     for (index, expected) in balances.iter().enumerate() {
@@ -64,7 +66,12 @@ fn check_kept(dir: &Path, shards: usize, balances: &[rust_decimal::Decimal]) {
             subscriber(&msisdn),
             data_session(&format!("s{account}"), SessionStep::Update, Some(1000)),
         );
-        assert_eq!(update.outcome, Outcome::Success, "account {account}: its session is still known");
+        if suspended.contains(&account) {
+            let denied = Outcome::ServiceDenied("the subscription is suspended".into());
+            assert_eq!(update.outcome, denied, "account {account}: still suspended");
+        } else {
+            assert_eq!(update.outcome, Outcome::Success, "account {account}: its session is still known");
+        }
         let create = h.run(
             &format!("create-again-{account}"),
             Target::Account(account),
@@ -109,13 +116,19 @@ fn reshard_keeps_accounts_keys_and_sessions() {
         let dir = data_dir(&format!("reshard-{from}-{to}"));
         let h = harness(&dir, from);
         let balances = populate(&h);
+        let suspended = h.run("suspend-10", Target::Account(10), Operation::SuspendAccount { reason: "test".into() });
+        assert_eq!(suspended.outcome, Outcome::Success);
         h.engine.snapshot().expect("snapshot");
         drop(h);
         let report = tollgate_engine::reshard::reshard(&dir, to, 1 << 10, MONDAY_10).expect("reshard");
         assert_eq!((report.from, report.to, report.accounts, report.subscriptions), (from, to, 10, 10));
         assert!(report.archived.join("shard-0.snapshot").exists(), "old files archived");
         assert!(matches!(open(&dir, from), Err(EngineError::ShardCount { .. })));
-        check_kept(&dir, to, &balances);
+        check_kept(&dir, to, &balances, &[10]);
+        let engine = open(&dir, to).expect("open");
+        let suspended = |account| engine.account_view(account).expect("view").expect("account").suspended_at;
+        assert_eq!((suspended(10), suspended(9)), (Some(MONDAY_10), None), "the suspension moved with its account");
+        drop(engine);
         std::fs::remove_dir_all(dir).ok();
     }
 }
@@ -135,7 +148,7 @@ fn an_interrupted_reshard_is_finished_by_the_next_run() {
         copy_tree(&template, &dir);
         match tollgate_engine::reshard::reshard_interrupted(&dir, 3, 1 << 10, MONDAY_10, renames) {
             Ok(_) => {
-                check_kept(&dir, 3, &balances);
+                check_kept(&dir, 3, &balances, &[]);
                 std::fs::remove_dir_all(dir).ok();
                 break;
             }
@@ -145,7 +158,7 @@ fn an_interrupted_reshard_is_finished_by_the_next_run() {
         assert!(refused.is_err(), "after {renames} moves, one of the layouts must be refused");
         let resumed = tollgate_engine::reshard::reshard(&dir, 3, 1 << 10, MONDAY_10).expect("finish");
         assert!(resumed.resumed || renames == 0, "after {renames} moves: {resumed:?}");
-        check_kept(&dir, 3, &balances);
+        check_kept(&dir, 3, &balances, &[]);
         std::fs::remove_dir_all(dir).ok();
         renames += 1;
         assert!(renames < 4 * files + 8, "the reshard never completed");

@@ -65,6 +65,18 @@ pub(crate) enum AccountCommand {
         #[arg(long, default_value = "0")]
         credit_limit: Decimal,
     },
+    /// Suspend the account: usage of all its subscriptions is refused until resumed.
+    Suspend {
+        #[arg(long)]
+        id: u64,
+        #[arg(long)]
+        reason: String,
+    },
+    /// End the account's suspension.
+    Resume {
+        #[arg(long)]
+        id: u64,
+    },
     /// Close the account (its subscriptions terminated); a reason settles what it holds.
     Close {
         #[arg(long)]
@@ -250,6 +262,12 @@ pub(crate) fn account(args: &EngineArgs, command: AccountCommand) -> anyhow::Res
             // Each attempt its own key: a refused close (a subscription still live) is
             // remembered as refused under its key.
             keyed(format!("cli:close:{id}:{}", attempt()), id, Operation::CloseAccount { settle_reason })
+        }
+        AccountCommand::Suspend { id, reason } => {
+            keyed(format!("cli:suspend-account:{id}:{}", attempt()), id, Operation::SuspendAccount { reason })
+        }
+        AccountCommand::Resume { id } => {
+            keyed(format!("cli:resume-account:{id}:{}", attempt()), id, Operation::ResumeAccount)
         }
         AccountCommand::Totals { id, at } => {
             let at = at.map(|text| parse_time(&text, "--at")).transpose()?;

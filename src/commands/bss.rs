@@ -1,9 +1,12 @@
 //! The BSS commands on the store: `tollgate token create|list|revoke`,
-//! `tollgate offering list|show|create|activate` and
-//! `tollgate customer list|show|create|export|anonymise`. They open the store directly
-//! (`--database`, default the SQLite file in the data directory) and call the same
-//! `tollgate_catalogue::Catalogue` and `tollgate_customers::Customers` as the API, so a
-//! rule exists once; changes are audited with the actor `cli:<user>`.
+//! `tollgate offering list|show|create|activate`,
+//! `tollgate customer list|show|create|export|anonymise` and
+//! `tollgate billing-account create|show|list|set-credit-limit|suspend|resume|close`. They
+//! open the store directly (`--database`, default the SQLite file in the data directory)
+//! and call the same `tollgate_catalogue::Catalogue` and `tollgate_customers::Customers` as
+//! the API, so a rule exists once; changes are audited with the actor `cli:<user>`. What
+//! a change records for the engine waits in the outbox for `tollgate serve` (which runs
+//! the outbox worker whenever it has a store): the CLI does not open the engine.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -43,7 +46,7 @@ impl DatabaseArgs {
 pub(crate) enum TokenCommand {
     /// Create an API token and print its secret (shown this once).
     Create {
-        /// admin, care, finance, read_only or partner.
+        /// admin, care, finance, read_only, partner or product_manager.
         #[arg(long)]
         role: String,
         /// What the token is for (default: the role).
@@ -101,6 +104,39 @@ pub(crate) enum CustomerCommand {
     Anonymise { id: String },
 }
 
+#[derive(Debug, Subcommand)]
+pub(crate) enum BillingAccountCommand {
+    /// Create a billing account from a TMF666 BillingAccount_Create JSON file.
+    Create {
+        #[arg(long)]
+        file: PathBuf,
+    },
+    /// Show one billing account as JSON.
+    Show { id: String },
+    /// List billing accounts (id, state, type, engine account id, name).
+    List {
+        /// Only this customer's accounts.
+        #[arg(long)]
+        customer: Option<String>,
+        /// Only accounts in this state (Active, Suspended, Closed).
+        #[arg(long)]
+        state: Option<String>,
+    },
+    /// Set the credit limit (in the account's currency; 0 for prepaid).
+    SetCreditLimit { id: String, amount: String },
+    /// Suspend the account: the engine refuses its subscriptions' usage until resumed.
+    Suspend { id: String },
+    /// End the account's suspension.
+    Resume { id: String },
+    /// Close the account for good (refused while money remains, unless settled).
+    Close {
+        id: String,
+        /// Settle the money left with a final adjustment for this reason.
+        #[arg(long)]
+        settle_reason: Option<String>,
+    },
+}
+
 pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_current_thread().enable_all().build()?)
 }
@@ -115,8 +151,9 @@ pub(crate) fn token(database: &DatabaseArgs, command: TokenCommand) -> anyhow::R
         let now = Timestamp::now();
         match command {
             TokenCommand::Create { role, name, scope_account, expires_in_days } => {
-                let role = Role::parse(&role)
-                    .with_context(|| format!("--role {role:?}: one of admin, care, finance, read_only, partner"))?;
+                let role = Role::parse(&role).with_context(|| {
+                    format!("--role {role:?}: one of admin, care, finance, read_only, partner, product_manager")
+                })?;
                 let name = name.unwrap_or_else(|| role.as_str().to_owned());
                 let expires_at = match expires_in_days {
                     Some(days) => Some(now.checked_add(SignedDuration::from_hours(24 * i64::from(days)))?),
@@ -254,6 +291,75 @@ pub(crate) fn customer(database: &DatabaseArgs, command: CustomerCommand) -> any
         };
         if let Some(doc) = shown {
             println!("{}", serde_json::to_string_pretty(&doc)?);
+        }
+        store.close().await;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+pub(crate) fn billing_account(database: &DatabaseArgs, command: BillingAccountCommand) -> anyhow::Result<ExitCode> {
+    use tollgate_customers::AccountState;
+    runtime()?.block_on(async {
+        let store = database.open().await?;
+        let customers = tollgate_customers::Customers::new(store.clone());
+        let who = tollgate_customers::Principal::admin(actor());
+        let now = Timestamp::now();
+        let state = |id: String, state: AccountState, settle_reason: Option<String>| {
+            let (customers, who) = (&customers, &who);
+            async move { customers.set_account_state(who, &id, state, settle_reason.as_deref(), now).await }
+        };
+        let shown = match command {
+            BillingAccountCommand::Create { file } => {
+                let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+                let doc = serde_json::from_str(&text).with_context(|| format!("{}: not JSON", file.display()))?;
+                Some(customers.create_account(&who, doc, now).await?.value)
+            }
+            BillingAccountCommand::Show { id } => Some(customers.get_account(&who, &id).await?.value),
+            BillingAccountCommand::List { customer, state } => {
+                let filters: Vec<(&str, &str)> = customer
+                    .iter()
+                    .map(|c| ("relatedParty.id", c.as_str()))
+                    .chain(state.iter().map(|s| ("state", s.as_str())))
+                    .collect();
+                let mut offset = 0;
+                loop {
+                    let page = customers.list_accounts(&who, filters.iter().copied(), offset, 1000).await?;
+                    for item in &page.items {
+                        let field = |name: &str| item.value[name].as_str().unwrap_or("").to_owned();
+                        let engine = item.value["engineAccountId"].as_u64().unwrap_or(0);
+                        println!(
+                            "{}\t{}\t{}\t{engine}\t{}",
+                            field("id"),
+                            field("state"),
+                            field("accountType"),
+                            field("name")
+                        );
+                    }
+                    offset += page.items.len() as u64;
+                    if page.items.is_empty() || offset >= u64::try_from(page.total).unwrap_or(0) {
+                        break;
+                    }
+                }
+                None
+            }
+            BillingAccountCommand::SetCreditLimit { id, amount } => {
+                let current = customers.get_account(&who, &id).await?;
+                let unit = current.value["creditLimit"]["unit"].clone();
+                let patch = serde_json::json!({"creditLimit": {"unit": unit, "value": amount}});
+                Some(customers.patch_account(&who, &id, &patch, current.version, now).await?.value)
+            }
+            BillingAccountCommand::Suspend { id } => Some(state(id, AccountState::Suspended, None).await?.value),
+            BillingAccountCommand::Resume { id } => Some(state(id, AccountState::Active, None).await?.value),
+            BillingAccountCommand::Close { id, settle_reason } => {
+                Some(state(id, AccountState::Closed, settle_reason).await?.value)
+            }
+        };
+        if let Some(doc) = shown {
+            println!("{}", serde_json::to_string_pretty(&doc)?);
+            let pending = store.outbox_counts().await?.pending;
+            if pending > 0 {
+                eprintln!("{pending} engine operation(s) wait in the outbox for `tollgate serve`");
+            }
         }
         store.close().await;
         Ok(ExitCode::SUCCESS)

@@ -1,8 +1,9 @@
 //! `tollgate serve`: the charging engine as a long-running process with its network
 //! front-ends (Diameter Gy/Ro, optionally also over TLS; Nchf, optionally over TLS with
 //! client certificates and NRF access tokens; gRPC; admin; with `--api-listen`, the
-//! management API on the BSS store, its outbox worker and the event hub's delivery
-//! worker), until SIGINT or SIGTERM.
+//! management API on the BSS store), and, whenever there is a BSS store, the outbox worker
+//! that applies the BSS's recorded engine operations and the event hub's delivery worker,
+//! until SIGINT or SIGTERM.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -68,13 +69,15 @@ pub(crate) struct ServeArgs {
 /// The management API (boxed: `ServeArgs` stays small).
 #[derive(Debug, Clone, Args)]
 pub(crate) struct ApiArgs {
-    /// Where the management API (TMF620 product catalogue, TMF629/666 customers and
-    /// accounts, TMF639 resource inventory, audit trail; bearer tokens from `tollgate
-    /// token create`) listens. Off unless given.
+    /// Where the management API (TMF620 catalogue, TMF629 customers, TMF666 billing
+    /// accounts, TMF654 prepaid balances, TMF639 resource inventory, the event hubs, audit
+    /// trail; bearer tokens from `tollgate token create`) listens. Off unless given.
     #[arg(long)]
     api_listen: Option<SocketAddr>,
-    /// The BSS database: `postgres://…` or an SQLite file (default DATA_DIR/bss.sqlite3).
-    #[arg(long, requires = "api_listen")]
+    /// The BSS database: `postgres://…` or an SQLite file (default DATA_DIR/bss.sqlite3,
+    /// used when --api-listen is given or the file exists). With a store, the outbox worker
+    /// applies its recorded engine operations, whether or not the API is served.
+    #[arg(long)]
     database: Option<String>,
     /// Requests per second each API token may make on average.
     #[arg(long, default_value_t = tollgate_api::ApiConfig::default().rate_per_second,
@@ -247,6 +250,14 @@ pub(crate) struct SecurityArgs {
     diameter_tls_client_ca: Option<PathBuf>,
 }
 
+/// The outbox's retry policy, with the lease the flags ask for.
+fn outbox_policy(api: &ApiArgs) -> tollgate_store::RetryPolicy {
+    tollgate_store::RetryPolicy {
+        lease: Duration::from_secs(api.outbox_lease_seconds),
+        ..tollgate_store::RetryPolicy::default()
+    }
+}
+
 /// How long open connections may take to finish after SIGTERM or SIGINT.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
@@ -335,78 +346,100 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         tracing::info!(listen = %admin.local_addr()?, "admin server listening");
         let admin_router = tollgate_oss_adapters::admin::router(Arc::clone(&engine));
         let admin_server = tokio::spawn(tollgate_oss_adapters::admin::serve(admin, admin_router, wait(stopped.clone())));
-        let api_server = match args.api.api_listen {
-            Some(address) => {
-                let location = args.api.database.clone().unwrap_or_else(|| {
-                    args.engine.data_dir.join(tollgate_store::SQLITE_FILE_NAME).display().to_string()
-                });
-                let store = tollgate_store::Store::open(&location).await?;
-                let listener = tokio::net::TcpListener::bind(address).await?;
-                tracing::info!(listen = %listener.local_addr()?, dialect = ?store.dialect(), "management api listening");
-                if !listener.local_addr()?.ip().is_loopback() {
-                    tracing::warn!("the management API is served without TLS on a non-loopback address: bearer tokens travel in clear text; put it behind a TLS proxy");
-                }
-                let inventory = tollgate_inventory::InventoryConfig::default()
-                    .with_quarantine_days(args.api.number_quarantine_days)
-                    .with_default_hold_minutes(args.api.reservation_hold_minutes);
-                let hub_options = tollgate_hub::HubOptions { allow_plain_http: args.api.hub_allow_http };
-                // Product orders: the workflow reaches the engine through its API under each
-                // step's key, the resource inventory in the step's transaction, the network
-                // through the activator (none: "no network activation", the step skipped).
-                let resources = tollgate_orders::InventoryResources::new(
-                    tollgate_inventory::Inventory::new(store.clone(), inventory.clone()),
-                    provisioning.sealer,
-                );
-                let orders = tollgate_orders::Orders::new(
-                    store.clone(),
-                    Arc::new(super::order_link::OrderLink::new(Arc::clone(&engine))),
-                    Arc::new(resources),
-                );
-                if provisioning.activator.is_none() {
-                    tracing::info!("no network activation configured (--activation): orders skip the activation step");
-                }
-                let workflow_policy = tollgate_store::RetryPolicy {
-                    lease: Duration::from_secs(args.api.provisioning_lease_seconds),
-                    ..tollgate_store::RetryPolicy::default()
-                };
-                let provisioning_worker = tollgate_orders::ProvisioningWorker::new(tollgate_orders::Workflow::new(
-                    orders.clone(),
-                    provisioning.activator,
-                    workflow_policy,
-                ))
-                .with_concurrency(args.api.provisioning_concurrency);
-                let provisioning_stop = wait(stopped.clone());
-                let provisioning_worker =
-                    tokio::spawn(async move { provisioning_worker.run(provisioning_stop).await });
-                let config = tollgate_api::ApiConfig::with_rate_limit(args.api.api_rate, args.api.api_burst)
-                    .with_inventory(inventory)
-                    .with_hub(hub_options)
-                    .with_orders(orders);
-                // The BSS changes the engine only through its API, via the outbox: this
-                // worker applies what committed BSS changes recorded, also after a crash.
-                let policy = tollgate_store::RetryPolicy {
-                    lease: Duration::from_secs(args.api.outbox_lease_seconds),
-                    ..tollgate_store::RetryPolicy::default()
-                };
-                let worker = tollgate_store::OutboxWorker::new(
-                    store.clone(),
-                    super::engine_link::EngineLink::new(Arc::clone(&engine)),
-                )
-                .with_policy(policy);
-                let worker_stop = wait(stopped.clone());
-                let outbox_worker = tokio::spawn(async move { worker.run(worker_stop).await });
-                // Events committed with BSS changes, delivered to the hubs' listeners.
+        // The BSS store: given, needed by the API, or left by earlier BSS commands in the
+        // data directory. With one, the outbox worker always runs: what the CLI recorded
+        // while no server ran reaches the engine now.
+        let default_store = args.engine.data_dir.join(tollgate_store::SQLITE_FILE_NAME);
+        let location = match (&args.api.database, args.api.api_listen) {
+            (Some(database), _) => Some(database.clone()),
+            (None, Some(_)) => Some(default_store.display().to_string()),
+            (None, None) => default_store.exists().then(|| default_store.display().to_string()),
+        };
+        let bss = match location {
+            Some(location) => Some(tollgate_store::Store::open(&location).await?),
+            None => None,
+        };
+        let outbox_worker = bss.as_ref().map(|store| {
+            // The BSS changes the engine only through its API, via the outbox: this
+            // worker applies what committed BSS changes recorded, also after a crash.
+            let worker = tollgate_store::OutboxWorker::new(
+                store.clone(),
+                super::engine_link::EngineLink::new(Arc::clone(&engine), store.clone()),
+            )
+            .with_policy(outbox_policy(&args.api));
+            tracing::info!(dialect = ?store.dialect(), "outbox worker running");
+            let worker_stop = wait(stopped.clone());
+            tokio::spawn(async move { worker.run(worker_stop).await })
+        });
+        // Events committed with BSS changes (by the API or the CLI), delivered to the hubs'
+        // listeners.
+        let hub_worker = match &bss {
+            Some(store) => {
                 let mut delivery = tollgate_hub::DeliveryConfig::default();
                 delivery.retry.max_attempts = args.api.hub_max_attempts;
                 delivery.allow_plain_http = args.api.hub_allow_http;
                 let hub_worker = tollgate_hub::HubWorker::new(store.clone(), delivery)?;
                 let hub_stop = wait(stopped.clone());
-                let hub_worker = tokio::spawn(async move { hub_worker.run(hub_stop).await });
-                let router = tollgate_api::router(store, &config);
-                let server = tokio::spawn(tollgate_api::serve(listener, router, wait(stopped.clone())));
-                Some((server, outbox_worker, hub_worker, provisioning_worker))
+                Some(tokio::spawn(async move { hub_worker.run(hub_stop).await }))
             }
             None => None,
+        };
+        // Product orders: the workflow reaches the engine through its API under each step's
+        // key, the resource inventory in the step's transaction, the network through the
+        // activator (none: "no network activation", the step skipped). Its worker runs
+        // whenever there is a store: orders placed by the CLI are provisioned too.
+        let inventory_config = tollgate_inventory::InventoryConfig::default()
+            .with_quarantine_days(args.api.number_quarantine_days)
+            .with_default_hold_minutes(args.api.reservation_hold_minutes);
+        let orders = bss.as_ref().map(|store| {
+            let resources = tollgate_orders::InventoryResources::new(
+                tollgate_inventory::Inventory::new(store.clone(), inventory_config.clone()),
+                provisioning.sealer,
+            );
+            tollgate_orders::Orders::new(
+                store.clone(),
+                Arc::new(super::order_link::OrderLink::new(Arc::clone(&engine))),
+                Arc::new(resources),
+            )
+        });
+        let provisioning_worker = orders.as_ref().map(|orders| {
+            if provisioning.activator.is_none() {
+                tracing::info!("no network activation configured (--activation): orders skip the activation step");
+            }
+            let workflow_policy = tollgate_store::RetryPolicy {
+                lease: Duration::from_secs(args.api.provisioning_lease_seconds),
+                ..tollgate_store::RetryPolicy::default()
+            };
+            let worker = tollgate_orders::ProvisioningWorker::new(tollgate_orders::Workflow::new(
+                orders.clone(),
+                provisioning.activator.clone(),
+                workflow_policy,
+            ))
+            .with_concurrency(args.api.provisioning_concurrency);
+            let stop = wait(stopped.clone());
+            tokio::spawn(async move { worker.run(stop).await })
+        });
+        let api_server = match (args.api.api_listen, &bss) {
+            (Some(address), Some(store)) => {
+                let listener = tokio::net::TcpListener::bind(address).await?;
+                tracing::info!(listen = %listener.local_addr()?, dialect = ?store.dialect(), "management api listening");
+                if !listener.local_addr()?.ip().is_loopback() {
+                    tracing::warn!("the management API is served without TLS on a non-loopback address: bearer tokens travel in clear text; put it behind a TLS proxy");
+                }
+                let inventory = inventory_config.clone();
+                let hub_options = tollgate_hub::HubOptions { allow_plain_http: args.api.hub_allow_http };
+                let port = super::engine_link::EnginePortLink::new(Arc::clone(&engine), store.clone(), outbox_policy(&args.api));
+                let mut config = tollgate_api::ApiConfig::with_rate_limit(args.api.api_rate, args.api.api_burst)
+                    .with_inventory(inventory)
+                    .with_hub(hub_options)
+                    .with_engine(Arc::new(port));
+                if let Some(orders) = &orders {
+                    config = config.with_orders(orders.clone());
+                }
+                let router = tollgate_api::router(store.clone(), &config);
+                Some(tokio::spawn(tollgate_api::serve(listener, router, wait(stopped.clone()))))
+            }
+            _ => None,
         };
         let stopping = wait(stopped.clone());
         let servers = async {
@@ -417,10 +450,16 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
             http_server.await??;
             grpc_server.await??;
             admin_server.await??;
-            if let Some((server, outbox_worker, hub_worker, provisioning_worker)) = api_server {
+            if let Some(server) = api_server {
                 server.await??;
+            }
+            if let Some(outbox_worker) = outbox_worker {
                 outbox_worker.await?;
+            }
+            if let Some(hub_worker) = hub_worker {
                 hub_worker.await?;
+            }
+            if let Some(provisioning_worker) = provisioning_worker {
                 provisioning_worker.await?;
             }
             anyhow::Ok(())

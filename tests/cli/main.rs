@@ -14,6 +14,7 @@ mod inventory;
 mod lifecycle;
 mod mediate;
 mod orders;
+mod prepay;
 mod rate_errors;
 mod rerate;
 mod tls;

@@ -57,24 +57,34 @@ pub enum Access {
     ProductInventoryRead,
     /// Register, read and remove listeners of the product orders' hub.
     OrderHub,
+    /// Read balances, buckets, top-ups and adjustments (TMF654).
+    BalanceRead,
+    /// Top up a balance.
+    TopUp,
+    /// Adjust a balance.
+    Adjust,
 }
 
 /// Whether `role` may do `access`: the role table of README.md.
 pub fn allowed(role: Role, access: Access) -> bool {
     match access {
         Access::CatalogueRead => true,
-        Access::CatalogueWrite | Access::AuditRead => role == Role::Admin,
-        Access::CustomerRead => role != Role::Finance,
+        Access::CatalogueWrite => matches!(role, Role::Admin | Role::ProductManager),
+        Access::AuditRead => role == Role::Admin,
+        Access::CustomerRead => !matches!(role, Role::Finance | Role::ProductManager),
         Access::CustomerWrite => matches!(role, Role::Admin | Role::Care | Role::Partner),
         Access::CustomerPrivacy => matches!(role, Role::Admin | Role::Care),
-        Access::AccountRead => true,
-        Access::AccountWrite => role != Role::ReadOnly,
+        Access::AccountRead | Access::BalanceRead => role != Role::ProductManager,
+        Access::AccountWrite => !matches!(role, Role::ReadOnly | Role::ProductManager),
+        Access::TopUp => matches!(role, Role::Admin | Role::Care | Role::Partner),
+        Access::Adjust => matches!(role, Role::Admin | Role::Care | Role::Finance),
         Access::ResourceRead => matches!(role, Role::Admin | Role::Care | Role::ReadOnly),
         Access::ResourceReserve => matches!(role, Role::Admin | Role::Care),
         Access::ResourceWrite => role == Role::Admin,
         // The role owning each API; never a partner (events are not confined to a
         // hierarchy), never read_only (a listener reads everything the API publishes).
-        Access::CatalogueHub | Access::HubDeliveries => role == Role::Admin,
+        Access::CatalogueHub => matches!(role, Role::Admin | Role::ProductManager),
+        Access::HubDeliveries => role == Role::Admin,
         Access::CustomerHub => matches!(role, Role::Admin | Role::Care),
         Access::AccountHub => matches!(role, Role::Admin | Role::Care | Role::Finance),
         // A partner orders (and reads) within its hierarchy only: tollgate-orders confines it.
@@ -137,6 +147,14 @@ fn access_of(method: &Method, path: &str) -> Access {
             Access::CustomerRead
         } else {
             Access::CustomerWrite
+        }
+    } else if path.starts_with("/tmf-api/prepayBalanceManagement/") {
+        if read {
+            Access::BalanceRead
+        } else if path.contains("/adjustBalance") {
+            Access::Adjust
+        } else {
+            Access::TopUp
         }
     } else if path.starts_with("/tmf-api/accountManagement/") {
         if read {
@@ -247,10 +265,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_admin_writes_the_catalogue_or_reads_the_audit_trail() {
+    fn admin_and_product_managers_write_the_catalogue_only_admin_reads_the_audit_trail() {
         for role in Role::ALL {
             assert!(allowed(role, Access::CatalogueRead));
-            assert_eq!(allowed(role, Access::CatalogueWrite), role == Role::Admin);
+            assert_eq!(allowed(role, Access::CatalogueWrite), matches!(role, Role::Admin | Role::ProductManager));
             assert_eq!(allowed(role, Access::AuditRead), role == Role::Admin);
         }
         assert_eq!(
@@ -263,18 +281,26 @@ mod tests {
     #[test]
     fn the_customer_and_account_role_table() {
         use Access::*;
+        // The tables of README.md, column by column.
         let table = [
-            (Role::Admin, [true, true, true, true, true]),
-            (Role::Care, [true, true, true, true, true]),
-            (Role::Finance, [false, false, false, true, true]),
-            (Role::ReadOnly, [true, false, false, true, false]),
-            (Role::Partner, [true, true, false, true, true]),
+            (Role::Admin, [true, true, true, true, true, true, true, true]),
+            (Role::Care, [true, true, true, true, true, true, true, true]),
+            (Role::Finance, [false, false, false, true, true, true, false, true]),
+            (Role::ReadOnly, [true, false, false, true, false, true, false, false]),
+            (Role::Partner, [true, true, false, true, true, true, true, false]),
+            (Role::ProductManager, [false, false, false, false, false, false, false, false]),
         ];
+        assert_eq!(table.len(), Role::ALL.len(), "every role has a row");
         for (role, expected) in table {
             let found =
-                [CustomerRead, CustomerWrite, CustomerPrivacy, AccountRead, AccountWrite].map(|a| allowed(role, a));
+                [CustomerRead, CustomerWrite, CustomerPrivacy, AccountRead, AccountWrite, BalanceRead, TopUp, Adjust]
+                    .map(|a| allowed(role, a));
             assert_eq!(found, expected, "{role}");
         }
+        let prepay = "/tmf-api/prepayBalanceManagement/v4";
+        assert_eq!(access_of(&Method::GET, &format!("{prepay}/bucket?partyAccount.id=x")), BalanceRead);
+        assert_eq!(access_of(&Method::POST, &format!("{prepay}/topupBalance")), TopUp);
+        assert_eq!(access_of(&Method::POST, &format!("{prepay}/adjustBalance")), Adjust);
         let customer = "/tmf-api/customerManagement/v4/customer/x";
         assert_eq!(access_of(&Method::GET, &format!("{customer}/export")), CustomerPrivacy);
         assert_eq!(access_of(&Method::POST, &format!("{customer}/anonymise")), CustomerPrivacy);

@@ -1,7 +1,8 @@
 //! The API's error: a status and a TMF error body (`{code, reason, message, status,
 //! @type: "Error"}`, TMF630) whose `reason` names the offending field. The domain crates'
 //! (catalogue, customers, inventory, hub) and the store's errors map to statuses here and
-//! only here; a store failure is logged and answered 500 without its detail.
+//! only here (an engine that cannot answer is 503 with `Retry-After`); a store failure is
+//! logged and answered 500 without its detail.
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -98,6 +99,10 @@ impl From<CustomersError> for ApiError {
             CustomersError::Conflict { field, .. } => ApiError::new(StatusCode::CONFLICT, "conflict", field, message),
             CustomersError::StaleVersion { .. } => {
                 ApiError::new(StatusCode::PRECONDITION_FAILED, "staleVersion", "If-Match", message)
+            }
+            CustomersError::EngineUnavailable { .. } => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "engineUnavailable", "engine", message)
+                    .with_header(header::RETRY_AFTER, HeaderValue::from_static("1"))
             }
             CustomersError::Store(error) => ApiError::from(error),
             other => internal(&other),

@@ -7,9 +7,11 @@
 //! catalogue (TMF620) over `tollgate-catalogue`; `customers.rs` customers (TMF629) and
 //! billing accounts (TMF666) over `tollgate-customers`; `inventory.rs` the resource
 //! inventory (TMF639) over `tollgate-inventory`; `hub.rs` each API's event hub (TMF630
-//! Part 2: `{apiRoot}/hub`) and the operator's deliveries over `tollgate-hub`; `orders.rs`
-//! product orders (TMF622) and the product, service and service order inventories (TMF637,
-//! TMF638, TMF641) over `tollgate-orders`; `audit.rs` the audit trail, read-only.
+//! Part 2: `{apiRoot}/hub`) and the operator's deliveries over `tollgate-hub`; `prepay.rs`
+//! prepaid balances (TMF654: buckets and accumulated balances read from the engine, top-ups
+//! and adjustments idempotent by the client's id); `orders.rs` product orders (TMF622) and
+//! the product, service and service order inventories (TMF637, TMF638, TMF641) over
+//! `tollgate-orders`; `audit.rs` the audit trail, read-only.
 //! **Every management route is authenticated and authorised by role; every change is
 //! audited in the same transaction (the domain crates do it).** README.md has the role
 //! table and the limits.
@@ -24,6 +26,7 @@ mod hub;
 mod inventory;
 mod limit;
 mod orders;
+mod prepay;
 mod tmf;
 
 use std::sync::Arc;
@@ -31,7 +34,7 @@ use std::sync::Arc;
 use axum::routing::{get, post};
 use axum::Router;
 use tollgate_catalogue::Catalogue;
-use tollgate_customers::Customers;
+use tollgate_customers::{Customers, EnginePort};
 use tollgate_hub::{Hub, HubApi, HubOptions};
 use tollgate_inventory::{Inventory, InventoryConfig};
 use tollgate_orders::Orders;
@@ -54,6 +57,9 @@ pub struct ApiConfig {
     pub inventory: InventoryConfig,
     /// Which listener callbacks the hubs accept.
     pub hub: HubOptions,
+    /// The engine, for the balance views and for applying top-ups and adjustments at once
+    /// (without it the views answer 503 and requests wait for the outbox worker).
+    pub engine: Option<Arc<dyn EnginePort>>,
     /// Product orders, with the engine and the resource inventory they reach (`None`:
     /// the order routes answer 503).
     pub orders: Option<Orders>,
@@ -66,6 +72,7 @@ impl Default for ApiConfig {
             burst: 100,
             inventory: InventoryConfig::default(),
             hub: HubOptions::default(),
+            engine: None,
             orders: None,
         }
     }
@@ -85,6 +92,12 @@ impl ApiConfig {
     /// This configuration with these hub options.
     pub fn with_hub(self, hub: HubOptions) -> ApiConfig {
         ApiConfig { hub, ..self }
+    }
+
+    /// This configuration with the engine.
+    pub fn with_engine(mut self, engine: Arc<dyn EnginePort>) -> ApiConfig {
+        self.engine = Some(engine);
+        self
     }
 
     /// This configuration serving product orders through `orders`.
@@ -125,12 +138,16 @@ pub(crate) struct AppState {
 /// billing accounts under `/tmf-api/accountManagement/v4/`, the resource inventory under
 /// `/tmf-api/resourceInventoryManagement/v4/`, each API's event hub under
 /// `{apiRoot}/hub` ([`HUBS`]), the hubs' deliveries under `/tmf-api/hub/v1/delivery`,
-/// product orders under `/tmf-api/productOrderingManagement/v4/` with the product, service
-/// and service order inventories, and the audit trail under `/tmf-api/audit/v1/`.
+/// prepaid balances under `/tmf-api/prepayBalanceManagement/v4/`, product orders under
+/// `/tmf-api/productOrderingManagement/v4/` with the product, service and service order
+/// inventories, and the audit trail under `/tmf-api/audit/v1/`.
 pub fn router(store: Store, config: &ApiConfig) -> Router {
     let state = Arc::new(AppState {
         catalogue: Catalogue::new(store.clone(), tollgate_catalogue::BASE_PATH),
-        customers: Customers::new(store.clone()),
+        customers: match &config.engine {
+            Some(engine) => Customers::new(store.clone()).with_engine(Arc::clone(engine)),
+            None => Customers::new(store.clone()),
+        },
         inventory: Inventory::new(store.clone(), config.inventory.clone()),
         hub: Hub::new(store.clone(), config.hub),
         orders: config.orders.clone(),
@@ -174,6 +191,14 @@ pub fn router(store: Store, config: &ApiConfig) -> Router {
         )
         .route(hub::DELIVERY_PATH, get(hub::list_deliveries))
         .route(&format!("{}/{{id}}/redrive", hub::DELIVERY_PATH), post(hub::redrive))
+        .route(&prepay_path("/bucket"), get(prepay::list_buckets))
+        .route(&prepay_path("/bucket/{id}"), get(prepay::get_bucket))
+        .route(&prepay_path("/accumulatedBalance"), get(prepay::list_accumulated))
+        .route(&prepay_path("/accumulatedBalance/{id}"), get(prepay::get_accumulated))
+        .route(&prepay_path("/topupBalance"), get(prepay::list_topups).post(prepay::create_topup))
+        .route(&prepay_path("/topupBalance/{id}"), get(prepay::get_topup))
+        .route(&prepay_path("/adjustBalance"), get(prepay::list_adjustments).post(prepay::create_adjustment))
+        .route(&prepay_path("/adjustBalance/{id}"), get(prepay::get_adjustment))
         .route("/tmf-api/audit/v1/auditRecord", get(audit::list))
         .route("/tmf-api/audit/v1/chainVerification", get(audit::verify))
         .fallback(error::not_found)
@@ -185,6 +210,10 @@ pub fn router(store: Store, config: &ApiConfig) -> Router {
 
 fn customers_path(rest: &str) -> String {
     format!("{}/customer{rest}", tollgate_customers::CUSTOMER_BASE_PATH)
+}
+
+fn prepay_path(rest: &str) -> String {
+    format!("{}{rest}", tollgate_customers::PREPAY_BASE_PATH)
 }
 
 fn accounts_path(rest: &str) -> String {

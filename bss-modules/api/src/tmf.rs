@@ -161,6 +161,17 @@ pub(crate) fn json_body(
     body: Result<Bytes, BytesRejection>,
     expected: BodyType,
 ) -> Result<Value, ApiError> {
+    let body = body_bytes(headers, body, expected)?;
+    serde_json::from_slice(&body).map_err(|error| ApiError::bad_request("body", format!("not JSON: {error}")))
+}
+
+/// A body of the expected media type, within the size limit, as bytes (for a resource
+/// that reads money from the JSON text itself).
+pub(crate) fn body_bytes(
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+    expected: BodyType,
+) -> Result<Bytes, ApiError> {
     let wanted = match expected {
         BodyType::Json => "application/json",
         BodyType::MergePatch => "application/merge-patch+json",
@@ -178,7 +189,7 @@ pub(crate) fn json_body(
             format!("the body must be {wanted}"),
         ));
     }
-    let body = body.map_err(|rejection| {
+    body.map_err(|rejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
@@ -189,8 +200,7 @@ pub(crate) fn json_body(
         } else {
             ApiError::bad_request("body", rejection.body_text())
         }
-    })?;
-    serde_json::from_slice(&body).map_err(|error| ApiError::bad_request("body", format!("not JSON: {error}")))
+    })
 }
 
 #[cfg(test)]

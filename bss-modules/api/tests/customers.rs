@@ -1,18 +1,22 @@
-//! Customers (TMF629) and billing accounts (TMF666) through the API in process, on SQLite
-//! and PostgreSQL: 401 and 403 by role, a partner confined to its hierarchy across two of
-//! them, finance changing money terms only, 400 naming the field, 404, 409, 412, 428,
-//! the export, and anonymisation that keeps the account and its engine outbox row; the
-//! customers' and accounts' event hubs (TMF630 `…/hub`): registration by role, the secret
-//! shown once, validation naming the field, removal, and the operator's dead letters.
+//! Customers (TMF629), billing accounts (TMF666) and prepaid balances (TMF654) through the
+//! API in process, on SQLite and PostgreSQL: 401 and 403 by role, a partner confined to its
+//! hierarchy across two of them, finance changing money terms only, 400 naming the field,
+//! 404, 409, 412, 428, the export, and anonymisation that keeps the account and its engine
+//! outbox row; the customers' and accounts' event hubs (TMF630 `…/hub`): registration by
+//! role, the secret shown once, validation naming the field, removal, and the operator's
+//! dead letters; top-ups and adjustments idempotent by request id against the model engine
+//! of `tollgate_customers::testing`, the balance view, 503 while the engine is down, and
+//! the account lifecycle.
 
 mod common;
 
 use axum::http::StatusCode;
 use axum::Router;
-use common::{call, token};
+use common::{call, call_raw, token};
 use serde_json::{json, Value};
 use tollgate_api::{router, ApiConfig};
-use tollgate_store::{store_test, Role};
+use tollgate_customers::testing::model_engine;
+use tollgate_store::{store_test, Role, Store};
 
 const CUSTOMERS: &str = "/tmf-api/customerManagement/v4/customer";
 const ACCOUNTS: &str = "/tmf-api/accountManagement/v4/billingAccount";
@@ -256,4 +260,145 @@ store_test! {
         assert_eq!(call(&app, "POST", &format!("{DELIVERIES}/x/redrive"), Some(&admin), None, &[]).await.status, StatusCode::BAD_REQUEST);
         assert_eq!(call(&app, "POST", &format!("{DELIVERIES}/12345/redrive"), Some(&admin), None, &[]).await.status, StatusCode::NOT_FOUND);
     }
+}
+
+const PREPAY: &str = "/tmf-api/prepayBalanceManagement/v4";
+
+fn topup(id: &str, account: &str, amount: &str) -> String {
+    format!(
+        r#"{{"id": "{id}", "partyAccount": {{"id": "{account}"}}, "amount": {{"amount": {amount}, "units": "EUR"}}}}"#
+    )
+}
+
+store_test! {
+    async fn prepaid_balances_answer_by_role_and_request_id(store) {
+        let model = model_engine(&store);
+        let app = router((*store).clone(), &ApiConfig::default().with_engine(model.port.clone()));
+        let admin = token(&store, Role::Admin, None).await;
+        let customer = id(&create(&app, &admin, CUSTOMERS, person("Ada")).await);
+        let mut prepaid = account(&customer, None);
+        prepaid["accountType"] = json!("prepaid");
+        prepaid["creditLimit"] = json!({"unit": "EUR", "value": 0});
+        let acct = id(&create(&app, &admin, ACCOUNTS, prepaid).await);
+        assert_eq!(model.worker.run_once(jiff::Timestamp::now()).await.expect("pass").done, 1);
+        let care = token(&store, Role::Care, None).await;
+        let topups = format!("{PREPAY}/topupBalance");
+        let adjustments = format!("{PREPAY}/adjustBalance");
+        let balance = format!("{PREPAY}/accumulatedBalance/{acct}");
+
+        // 401, 403 by role.
+        assert_eq!(call(&app, "GET", &balance, None, None, &[]).await.status, StatusCode::UNAUTHORIZED);
+        for (role, method, path, body) in [
+            (Role::ProductManager, "GET", balance.clone(), None),
+            (Role::ReadOnly, "POST", topups.clone(), Some(topup("r1", &acct, "1"))),
+            (Role::Finance, "POST", topups.clone(), Some(topup("r2", &acct, "1"))),
+            (Role::Partner, "POST", adjustments.clone(), Some(topup("r3", &acct, "1"))),
+        ] {
+            let holder = token(&store, role, (role == Role::Partner).then_some(acct.as_str())).await;
+            let answer = call_raw(&app, method, &path, Some(&holder), body, &[]).await;
+            assert_eq!(answer.status, StatusCode::FORBIDDEN, "{role} {method} {path}");
+        }
+        let elsewhere = token(&store, Role::Partner, Some("another-root")).await;
+        assert_eq!(call(&app, "GET", &balance, Some(&elsewhere), None, &[]).await.status, StatusCode::FORBIDDEN);
+        let answer = call_raw(&app, "POST", &topups, Some(&elsewhere), Some(topup("p1", &acct, "1")), &[]).await;
+        assert_eq!(answer.status, StatusCode::FORBIDDEN);
+
+        // A top-up: 201 applied at once, a repeat 200 with the same answer, another
+        // request under the same id 409.
+        let made = call_raw(&app, "POST", &topups, Some(&care), Some(topup("t1", &acct, "\"10.50\"")), &[]).await;
+        assert_eq!(made.status, StatusCode::CREATED, "{}", made.body);
+        assert_eq!(made.header("location"), format!("{topups}/t1"));
+        assert_eq!((&made.body["status"], &made.body["balanceAfter"]["amount"]), (&json!("completed"), &json!(10.5)));
+        let again = call_raw(&app, "POST", &topups, Some(&care), Some(topup("t1", &acct, "10.5")), &[]).await;
+        assert_eq!((again.status, &again.body), (StatusCode::OK, &made.body));
+        let other = call_raw(&app, "POST", &topups, Some(&care), Some(topup("t1", &acct, "11")), &[]).await;
+        assert_eq!((other.status, other.body["reason"].as_str()), (StatusCode::CONFLICT, Some("id")));
+        assert_eq!(model.engine.account(made_engine_id(&store, &acct).await).expect("account").balance.to_string(), "10.5");
+
+        // 400 naming the field, 415.
+        for (body, field) in [
+            (topup("b1", &acct, "1e3"), "amount.amount"),
+            (topup("b2", &acct, "-5"), "amount.amount"),
+            (topup("b3", &acct, "1234567890123456"), "amount.amount"),
+            (topup("b4", &acct, "1").replace("EUR", "XXX"), "amount.units"),
+            (topup("b5", &acct, "1").replace("EUR", "euro"), "amount.units"),
+            (topup("", &acct, "1"), "id"),
+            (topup("b7", "nope", "1"), "partyAccount.id"),
+            ("[1]".to_owned(), "body"),
+        ] {
+            let answer = call_raw(&app, "POST", &topups, Some(&care), Some(body.clone()), &[]).await;
+            assert_eq!((answer.status, answer.body["reason"].as_str()), (StatusCode::BAD_REQUEST, Some(field)), "{body}");
+        }
+        let typed = call_raw(&app, "POST", &topups, Some(&care), Some(topup("b8", &acct, "1")), &[("content-type", "text/plain")]).await;
+        assert_eq!(typed.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+
+        // Read back; lists; the balance view is the engine's; 404.
+        let read = call(&app, "GET", &format!("{topups}/t1?fields=status"), Some(&care), None, &[]).await;
+        assert_eq!(read.body, json!({"id": "t1", "href": format!("{topups}/t1"), "@type": "TopupBalance", "status": "completed"}));
+        let listed = call(&app, "GET", &format!("{topups}?partyAccount.id={acct}"), Some(&care), None, &[]).await;
+        assert_eq!(listed.header("x-total-count"), "1");
+        let view = call(&app, "GET", &balance, Some(&care), None, &[]).await;
+        assert_eq!((view.status, &view.body["totalBalance"]), (StatusCode::OK, &json!({"amount": 10.5, "units": "EUR"})));
+        let buckets = call(&app, "GET", &format!("{PREPAY}/bucket?partyAccount.id={acct}"), Some(&care), None, &[]).await;
+        assert_eq!((buckets.header("x-total-count"), &buckets.body[0]["remainingValue"]["amount"]), ("1", &json!(10.5)));
+        let main = call(&app, "GET", &format!("{PREPAY}/bucket/{acct}-0"), Some(&care), None, &[]).await;
+        assert_eq!(main.body, buckets.body[0]);
+        for missing in [format!("{PREPAY}/bucket/{acct}-9"), format!("{topups}/nope"), format!("{PREPAY}/accumulatedBalance/nope")] {
+            assert_eq!(call(&app, "GET", &missing, Some(&care), None, &[]).await.status, StatusCode::NOT_FOUND, "{missing}");
+        }
+        let unfiltered = call(&app, "GET", &format!("{PREPAY}/bucket"), Some(&care), None, &[]).await;
+        assert_eq!(unfiltered.body["reason"], json!("partyAccount.id"));
+
+        // Finance adjusts; more than is available is a 409 before anything is recorded.
+        let finance = token(&store, Role::Finance, None).await;
+        let adjust = |id: &str, amount: &str| format!(r#"{{"id": "{id}", "partyAccount": {{"id": "{acct}"}}, "amount": {{"amount": {amount}, "units": "EUR"}}, "reason": "goodwill"}}"#);
+        let adjusted = call_raw(&app, "POST", &adjustments, Some(&finance), Some(adjust("a1", "-0.5")), &[]).await;
+        assert_eq!((adjusted.status, &adjusted.body["balanceAfter"]["amount"]), (StatusCode::CREATED, &json!(10)));
+        let too_much = call_raw(&app, "POST", &adjustments, Some(&finance), Some(adjust("a2", "-50")), &[]).await;
+        assert_eq!((too_much.status, too_much.body["reason"].as_str()), (StatusCode::CONFLICT, Some("amount.amount")));
+
+        // The engine down: the view is 503, a top-up is recorded and applied later.
+        model.engine.set_down(true);
+        let down = call(&app, "GET", &balance, Some(&care), None, &[]).await;
+        assert_eq!((down.status, down.header("retry-after")), (StatusCode::SERVICE_UNAVAILABLE, "1"));
+        let waiting = call_raw(&app, "POST", &topups, Some(&care), Some(topup("t2", &acct, "5")), &[]).await;
+        assert_eq!((waiting.status, &waiting.body["status"]), (StatusCode::CREATED, &json!("created")));
+        model.engine.set_down(false);
+        model.worker.run_once(jiff::Timestamp::now()).await.expect("pass");
+        let later = call(&app, "GET", &format!("{topups}/t2"), Some(&care), None, &[]).await;
+        assert_eq!((&later.body["status"], &later.body["balanceAfter"]["amount"]), (&json!("completed"), &json!(15)));
+
+        // The lifecycle through PATCH: suspend, a close refused while money remains, a
+        // close that settles with a reason, then nothing more.
+        let path = format!("{ACCOUNTS}/{acct}");
+        let suspended = call(&app, "PATCH", &path, Some(&care), Some(json!({"state": "Suspended"})), &[("if-match", "W/\"1\"")]).await;
+        assert_eq!((suspended.status, &suspended.body["state"]), (StatusCode::OK, &json!("Suspended")));
+        let stale = call(&app, "PATCH", &path, Some(&care), Some(json!({"state": "Active"})), &[("if-match", "W/\"1\"")]).await;
+        assert_eq!(stale.status, StatusCode::PRECONDITION_FAILED);
+        let v2 = [("if-match", "W/\"2\"")];
+        let refused = call(&app, "PATCH", &path, Some(&care), Some(json!({"state": "Closed"})), &v2).await;
+        assert_eq!((refused.status, refused.body["reason"].as_str()), (StatusCode::CONFLICT, Some("state")));
+        assert!(refused.body["message"].as_str().expect("message").contains("15"), "{}", refused.body);
+        let bad = call(&app, "PATCH", &path, Some(&care), Some(json!({"state": "Gone"})), &v2).await;
+        assert_eq!((bad.status, bad.body["reason"].as_str()), (StatusCode::BAD_REQUEST, Some("state")));
+        let close = json!({"state": "Closed", "settleReason": "refunded in cash"});
+        let closed = call(&app, "PATCH", &path, Some(&care), Some(close), &v2).await;
+        assert_eq!((closed.status, &closed.body["state"]), (StatusCode::OK, &json!("Closed")), "{}", closed.body);
+        assert_eq!(closed.body.get("settleReason"), None, "the reason is audited, not kept in the document");
+        // The worker applies an account's rows one at a time, in order: suspend, close.
+        while model.worker.run_once(jiff::Timestamp::now()).await.expect("pass").claimed > 0 {}
+        let after = call_raw(&app, "POST", &topups, Some(&care), Some(topup("t3", &acct, "1")), &[]).await;
+        assert_eq!((after.status, after.body["reason"].as_str()), (StatusCode::CONFLICT, Some("partyAccount.id")));
+        let reopen = call(&app, "PATCH", &path, Some(&care), Some(json!({"state": "Active"})), &[("if-match", "W/\"3\"")]).await;
+        assert_eq!((reopen.status, reopen.body["reason"].as_str()), (StatusCode::CONFLICT, Some("state")));
+        let view = call(&app, "GET", &balance, Some(&care), None, &[]).await;
+        assert_eq!(view.body["totalBalance"]["amount"], json!(0), "the engine settled what was left");
+        let trail = call(&app, "GET", &format!("/tmf-api/audit/v1/auditRecord?entityType=BillingAccount&entityId={acct}"), Some(&admin), None, &[]).await;
+        let last = trail.body.as_array().and_then(|entries| entries.last()).expect("an entry").clone();
+        assert_eq!(last["after"]["settleReason"], json!("refunded in cash"));
+    }
+}
+
+async fn made_engine_id(store: &Store, account: &str) -> u64 {
+    store.billing_account(account).await.expect("read").expect("present").value.engine_account_id
 }

@@ -1,9 +1,10 @@
 //! A billing account document (TMF666 `BillingAccount`) checked, and built back from its
-//! row. Kept: `name`, `accountType` (`prepaid`, `postpaid`, `hybrid`), `state` (server-set,
-//! `Active`), `creditLimit` (`{unit, value}`: the unit is the account's currency, the value
-//! exact money), `relatedParty` (exactly one entry with `@referredType` `Customer`: the
-//! owner), and the extensions `parentAccount` (`{id}`; `null` in a patch: no parent), `billCycleDay` (1–28),
-//! `paymentTermsDays` (0–365), `taxProfileId`, and, read-only, `engineAccountId`.
+//! row. Kept: `name`, `accountType` (`prepaid`, `postpaid`, `hybrid`), `state` (`Active`
+//! when created, then `Suspended` or `Closed`: [`crate::AccountState`]), `creditLimit`
+//! (`{unit, value}`: the unit is the account's currency, the value exact money),
+//! `relatedParty` (exactly one entry with `@referredType` `Customer`: the owner), and the
+//! extensions `parentAccount` (`{id}`; `null` in a patch: no parent), `billCycleDay`
+//! (1–28), `paymentTermsDays` (0–365), `taxProfileId`, and, read-only, `engineAccountId`.
 
 use std::str::FromStr;
 
@@ -13,6 +14,7 @@ use tollgate_store::BillingAccountRow;
 
 use crate::engine::AccountType;
 use crate::error::{CustomersError, Result};
+use crate::lifecycle::AccountState;
 
 /// Significant digits a credit limit may have (so its JSON number reads back exactly).
 pub const MAX_MONEY_DIGITS: u32 = 15;
@@ -125,8 +127,8 @@ pub fn validate_account(doc: &Value) -> Result<ValidAccount> {
             .and_then(AccountType::parse)
             .ok_or_else(|| CustomersError::invalid("accountType", "must be prepaid, postpaid or hybrid"))?,
     };
-    if object.get("state").is_some_and(|state| state != "Active") {
-        return Err(CustomersError::invalid("state", "must be Active (closing an account is not offered yet)"));
+    if object.get("state").is_some_and(|state| state.as_str().and_then(AccountState::parse).is_none()) {
+        return Err(CustomersError::invalid("state", "must be Active, Suspended or Closed"));
     }
     let (credit_limit, currency) = match object.get("creditLimit") {
         Some(value) => parse_credit_limit(value)?,

@@ -1,6 +1,6 @@
 //! The customers crate's one error type. Each variant names the field or the entity, so the
 //! API maps it to a status without reading text: `Invalid` → 400, `Forbidden` → 403,
-//! `NotFound` → 404, `Conflict` → 409, `StaleVersion` → 412.
+//! `NotFound` → 404, `Conflict` → 409, `StaleVersion` → 412, `EngineUnavailable` → 503.
 
 use tollgate_store::StoreError;
 
@@ -24,6 +24,10 @@ pub enum CustomersError {
     /// The write named a version that is no longer current.
     #[error("{kind} {id} is at version {found}, not the expected {expected}")]
     StaleVersion { kind: &'static str, id: String, expected: i64, found: i64 },
+    /// The engine could not answer (stopped, unreachable, or it has not created the
+    /// account yet); try again later.
+    #[error("the engine cannot answer now: {reason}")]
+    EngineUnavailable { reason: String },
     /// The store failed.
     #[error(transparent)]
     Store(StoreError),

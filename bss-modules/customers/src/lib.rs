@@ -4,28 +4,45 @@
 //! children, same currency, bounded depth), a partner's reach limited to its hierarchy,
 //! right of access (export) and erasure (anonymisation that keeps financial records).
 //! [`Customers`] applies the rules to the store, one transaction per change with its audit
-//! record and, when the engine must follow (an account created, a credit limit changed),
-//! its outbox row ([`EngineOperation`]), and its events for the hub's listeners
-//! ([`CUSTOMER_EVENTS`], [`ACCOUNT_EVENTS`]). No SQL (the store's) and no HTTP (the API's).
+//! record and, when the engine must follow (an account created, its credit limit, kind or
+//! state changed, a top-up or adjustment), its outbox row ([`EngineOperation`]). Prepaid
+//! balances in TMF654's shape (`balance.rs`, `prepay.rs`) are read from the engine through
+//! an [`EnginePort`]; the engine alone holds them. No SQL (the store's) and no HTTP (the
+//! API's). Its changes publish events for the hub's listeners ([`CUSTOMER_EVENTS`],
+//! [`ACCOUNT_EVENTS`]).
 #![forbid(unsafe_code)]
 
 mod account;
+mod balance;
 mod customer;
 mod engine;
 mod error;
+mod lifecycle;
+mod port;
+mod prepay;
 mod service;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use account::{
     account_doc, parse_credit_limit, validate_account, ValidAccount, MAX_DEPTH, MAX_MONEY_DIGITS, MAX_MONEY_SCALE,
+};
+pub use balance::{
+    bucket_id, money_json, parse_balance_request, parse_bucket_id, BalanceRequest, MAX_NOTE_BYTES,
+    MAX_REQUEST_ID_CHARS, PREPAY_BASE_PATH,
 };
 pub use customer::{
     anonymised, redacted, validate_customer, ValidCustomer, MAX_CONSENTS, MAX_CONTACT_MEDIA, MAX_NAME_CHARS,
 };
 pub use engine::{
-    idempotency_key, ordering_key, subscription_key, AccountType, EngineOperation, CREATE_ACCOUNT, CREATE_SUBSCRIPTION,
-    SET_CREDIT_LIMIT, SUSPEND_SUBSCRIPTION,
+    idempotency_key, ordering_key, subscription_key, AccountType, EngineOperation, Revert, RevertField, ADJUST,
+    CHANGE_ACCOUNT_KIND, CLOSE_ACCOUNT, CREATE_ACCOUNT, CREATE_SUBSCRIPTION, RESUME_ACCOUNT, SET_CREDIT_LIMIT,
+    SUSPEND_ACCOUNT, SUSPEND_SUBSCRIPTION, TOP_UP,
 };
 pub use error::{CustomersError, Result};
+pub use lifecycle::{transition, AccountState};
+pub use port::{AllowanceBucket, BoxFuture, EngineAccount, EngineAnswer, EnginePort, EngineUnavailable, MoneyBucket};
+pub use prepay::{balance_key, BalanceOutcome, Settled, BALANCE_ACTION_FILTERS, ENGINE_ACTOR};
 pub use service::{
     Customers, Page, Principal, ACCOUNT_BASE_PATH, ACCOUNT_EVENTS, ACCOUNT_FILTERS, CUSTOMER_BASE_PATH,
     CUSTOMER_EVENTS, CUSTOMER_FILTERS,

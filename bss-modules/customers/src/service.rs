@@ -1,10 +1,14 @@
 //! [`Customers`]: customer and billing account operations on the store, each one
 //! transaction that checks the caller's reach, validates, writes the row, records the
 //! engine operation the change implies in the outbox (creating an account, changing its
-//! credit limit) and appends the audit record, so a change is never committed unaudited or
-//! half done. The API (and a CLI) call these; neither has rules of its own.
+//! credit limit, its kind or its state) and appends the audit record, so a change is never
+//! committed unaudited or half done. The API (and a CLI) call these; neither has rules of
+//! its own. Balances are `prepay.rs`'s.
+
+use std::sync::Arc;
 
 use jiff::Timestamp;
+use rust_decimal::Decimal;
 use serde_json::{json, Value};
 use tollgate_store::{
     new_entity_id, AuditRecord, BillingAccountFilter, BillingAccountRow, CustomerFilter, CustomerRow, NewEvent,
@@ -12,9 +16,12 @@ use tollgate_store::{
 };
 
 use crate::account::{account_doc, validate_account, ValidAccount, MAX_DEPTH};
+use crate::balance::{Roots, MAX_NOTE_BYTES, PREPAY_BASE_PATH};
 use crate::customer::{anonymised, redacted, validate_customer};
-use crate::engine::{idempotency_key, ordering_key, EngineOperation};
+use crate::engine::{idempotency_key, ordering_key, AccountType, EngineOperation, Revert, RevertField};
 use crate::error::{CustomersError, Result};
+use crate::lifecycle::{transition, AccountState};
+use crate::port::EnginePort;
 
 /// Where customer hrefs start when no absolute root is configured.
 pub const CUSTOMER_BASE_PATH: &str = "/tmf-api/customerManagement/v4";
@@ -27,7 +34,8 @@ pub const CUSTOMER_EVENTS: [&str; 4] =
 /// The events accountManagement publishes to its hub's listeners (TMF666's
 /// `BillingAccountAttributeValueChangeEvent`, and a create event after TMF629's pattern:
 /// TMF666 v4 defines none; an account's state does not change through the API yet).
-pub const ACCOUNT_EVENTS: [&str; 2] = ["BillingAccountCreateEvent", "BillingAccountAttributeValueChangeEvent"];
+pub const ACCOUNT_EVENTS: [&str; 3] =
+    ["BillingAccountCreateEvent", "BillingAccountAttributeValueChangeEvent", "BillingAccountStateChangeEvent"];
 
 /// The attributes a customer list may be filtered on.
 pub const CUSTOMER_FILTERS: [&str; 2] = ["name", "status"];
@@ -52,7 +60,7 @@ impl Principal {
         Principal { actor: actor.into(), role: Role::Admin, scope_root: None }
     }
 
-    fn root(&self) -> Result<Option<&str>> {
+    pub(crate) fn root(&self) -> Result<Option<&str>> {
         match (self.role, self.scope_root.as_deref()) {
             (Role::Partner, None) => Err(CustomersError::forbidden("a partner token without a hierarchy")),
             (Role::Partner, Some(root)) => Ok(Some(root)),
@@ -69,12 +77,15 @@ pub struct Page {
     pub total: i64,
 }
 
-/// Customers and billing accounts on a store.
+/// Customers and billing accounts on a store, and, with an [`EnginePort`], their balances.
 #[derive(Debug, Clone)]
 pub struct Customers {
-    store: Store,
+    pub(crate) store: Store,
     customer_root: String,
     account_root: String,
+    /// The engine, for reads and for applying a change at once; without it (the CLI) the
+    /// outbox worker of a later `tollgate serve` applies what is recorded.
+    pub(crate) engine: Option<Arc<dyn EnginePort>>,
 }
 
 fn filter_value<'a>(
@@ -104,7 +115,28 @@ fn take(pairs: &[(&str, String)], name: &str) -> Option<String> {
 impl Customers {
     /// On `store`, hrefs under [`CUSTOMER_BASE_PATH`] and [`ACCOUNT_BASE_PATH`].
     pub fn new(store: Store) -> Customers {
-        Customers { store, customer_root: CUSTOMER_BASE_PATH.into(), account_root: ACCOUNT_BASE_PATH.into() }
+        Customers {
+            store,
+            customer_root: CUSTOMER_BASE_PATH.into(),
+            account_root: ACCOUNT_BASE_PATH.into(),
+            engine: None,
+        }
+    }
+
+    /// With the engine: balances can be read, a change the engine could refuse is checked
+    /// against it before it is recorded, and a balance request is applied at once.
+    pub fn with_engine(mut self, engine: Arc<dyn EnginePort>) -> Customers {
+        self.engine = Some(engine);
+        self
+    }
+
+    /// The paths documents' hrefs start with.
+    pub(crate) fn roots(&self) -> Roots {
+        Roots {
+            prepay: PREPAY_BASE_PATH.into(),
+            account: self.account_root.clone(),
+            customer: self.customer_root.clone(),
+        }
     }
 
     /// The store.
@@ -116,7 +148,7 @@ impl Customers {
         format!("{}/customer/{id}", self.customer_root)
     }
 
-    fn doc(&self, row: &BillingAccountRow) -> Value {
+    pub(crate) fn doc(&self, row: &BillingAccountRow) -> Value {
         account_doc(row, &self.account_root, &self.customer_root)
     }
 
@@ -336,6 +368,9 @@ impl Customers {
             }
         }
         let valid = validate_account(&doc)?;
+        if doc.get("state").is_some_and(|state| state != AccountState::Active.as_str()) {
+            return Err(CustomersError::invalid("state", "a new billing account is Active"));
+        }
         let scope = who.root()?;
         let id = new_entity_id()?;
         let mut tx = self.store.begin().await?;
@@ -387,7 +422,7 @@ impl Customers {
             currency: valid.currency,
             credit_limit: valid.credit_limit,
         };
-        enqueue(&mut tx, &id, stored.version, "create", &operation, now).await?;
+        enqueue(&mut tx, &id, stored.version, "create", &operation, None, now).await?;
         let doc = self.doc(&stored.value);
         audit(&mut tx, who, "create", "BillingAccount", &id, None, Some(&doc), now).await?;
         publish_account(&mut tx, "BillingAccountCreateEvent", &id, &doc, now).await?;
@@ -395,7 +430,7 @@ impl Customers {
         Ok(Versioned { value: doc, version: stored.version })
     }
 
-    fn reach_account(who: &Principal, row: &BillingAccountRow) -> Result<()> {
+    pub(crate) fn reach_account(who: &Principal, row: &BillingAccountRow) -> Result<()> {
         match who.root()? {
             Some(root) if row.root_id != root => {
                 Err(CustomersError::forbidden(format!("billing account {} is outside the partner's hierarchy", row.id)))
@@ -435,11 +470,17 @@ impl Customers {
         Ok(Page { items: items.collect(), total: page.total })
     }
 
-    /// Applies a JSON merge patch to a billing account still at `expected`. Its owner,
-    /// type and currency never change; a new `parentAccount` moves it with the accounts
-    /// below it (no cycle, same currency, depth bounded, a partner within its hierarchy);
-    /// finance changes only `creditLimit` and `paymentTermsDays`. A new credit limit is
-    /// recorded for the engine in the outbox.
+    /// Applies a JSON merge patch to a billing account still at `expected`. Its owner
+    /// and currency never change; a new `parentAccount` moves it with the accounts below
+    /// it (no cycle, same currency, depth bounded, a partner within its hierarchy);
+    /// finance changes only `creditLimit` and `paymentTermsDays`. A new `state`
+    /// (`Suspended`, `Active`, `Closed`: [`transition`]), `accountType` or credit limit is
+    /// recorded for the engine in the outbox; with an engine, what it would refuse (a close
+    /// while money, subscriptions or reservations remain, a credit limit below what is
+    /// owed) is refused here first (409). A close may carry `settleReason`, kept in the
+    /// audit trail and the engine's journal but not in the document: the engine then
+    /// settles the money left with a final adjustment of that reason. A closed account
+    /// takes no change.
     pub async fn patch_account(
         &self,
         who: &Principal,
@@ -451,6 +492,37 @@ impl Customers {
         let Value::Object(members) = patch else {
             return Err(CustomersError::invalid("body", "a merge patch of a billing account is a JSON object"));
         };
+        let settle_reason = match members.get("settleReason") {
+            None => None,
+            Some(Value::String(reason)) if !reason.trim().is_empty() && reason.len() <= MAX_NOTE_BYTES => {
+                if members.get("state") != Some(&Value::String(AccountState::Closed.as_str().into())) {
+                    return Err(CustomersError::invalid("settleReason", "goes with state Closed only"));
+                }
+                Some(reason.clone())
+            }
+            Some(_) => {
+                return Err(CustomersError::invalid(
+                    "settleReason",
+                    format!("must be text of 1 to {MAX_NOTE_BYTES} bytes"),
+                ))
+            }
+        };
+        let mut patch = patch.clone();
+        if let Value::Object(members) = &mut patch {
+            members.remove("settleReason");
+        }
+        // What the engine would refuse is refused before anything is recorded. A race
+        // (money arriving between this look and the commit) is answered by the engine
+        // refusing the row, which `settle` undoes.
+        if let Some(engine) = &self.engine {
+            if let Some(found) = self.store.billing_account(id).await? {
+                if found.version == expected && Self::reach_account(who, &found.value).is_ok() {
+                    if let Ok(plan) = self.plan_patch(who, &found.value, &patch) {
+                        precheck(engine.as_ref(), &found.value, &plan, settle_reason.is_some()).await?;
+                    }
+                }
+            }
+        }
         let mut tx = self.store.begin().await?;
         let found = tx.billing_account(id).await?;
         let current = found.ok_or_else(|| CustomersError::NotFound { kind: "BillingAccount", id: id.to_owned() })?;
@@ -463,11 +535,118 @@ impl Customers {
                 found: current.version.get(),
             });
         }
-        let before = self.doc(&current.value);
+        let plan = self.plan_patch(who, &current.value, &patch)?;
+        if plan.state == Some(AccountState::Closed) {
+            let children = BillingAccountFilter { parent_id: Some(id.to_owned()), ..BillingAccountFilter::default() };
+            let children = self.store.billing_account_list(&children, 0, tollgate_store::CUSTOMER_PAGE_MAX).await?;
+            if let Some(open) = children.items.iter().find(|child| child.value.state != AccountState::Closed.as_str()) {
+                return Err(CustomersError::Conflict {
+                    field: "state".into(),
+                    reason: format!("child billing account {} is not closed: close it first", open.value.id),
+                });
+            }
+        }
+        if plan.valid.parent_id != current.value.parent_id {
+            self.move_account(&mut tx, who, &current.value, &plan.valid).await?;
+        }
+        let version = tx
+            .update_billing_account(&plan.row, expected, now)
+            .await
+            .map_err(|e| CustomersError::from_store("BillingAccount", e))?;
+        let old = &current.value;
+        let new = &plan.row;
+        let account = new.engine_account_id;
+        let billing_account = id.to_owned();
+        if new.account_type != old.account_type {
+            let (kind, before) = (plan.valid.account_type, account_type_of(old)?);
+            let operation =
+                EngineOperation::ChangeAccountKind { account, account_type: kind, credit_limit: new.credit_limit };
+            let field = RevertField::AccountType { set: (kind, new.credit_limit), before: (before, old.credit_limit) };
+            enqueue(
+                &mut tx,
+                id,
+                version,
+                "kind",
+                &operation,
+                Some(&Revert { billing_account: billing_account.clone(), field }),
+                now,
+            )
+            .await?;
+        } else if new.credit_limit != old.credit_limit {
+            let operation = EngineOperation::SetCreditLimit { account, credit_limit: new.credit_limit };
+            let field = RevertField::CreditLimit { set: new.credit_limit, before: old.credit_limit };
+            enqueue(
+                &mut tx,
+                id,
+                version,
+                "credit-limit",
+                &operation,
+                Some(&Revert { billing_account: billing_account.clone(), field }),
+                now,
+            )
+            .await?;
+        }
+        if let Some(state) = plan.state {
+            let operation = state.operation(account, &who.actor, settle_reason.as_deref());
+            let field = RevertField::State { set: state.as_str().into(), before: old.state.clone() };
+            enqueue(&mut tx, id, version, "state", &operation, Some(&Revert { billing_account, field }), now).await?;
+        }
+        let row = BillingAccountRow { parent_id: plan.valid.parent_id.clone(), ..plan.row };
+        let doc = self.doc(&row);
+        let audited = match &settle_reason {
+            Some(reason) => json!({"document": doc, "settleReason": reason}),
+            None => doc.clone(),
+        };
+        audit(&mut tx, who, "update", "BillingAccount", id, Some(&plan.before), Some(&audited), now).await?;
+        if plan.state.is_some() {
+            publish_account(&mut tx, "BillingAccountStateChangeEvent", id, &doc, now).await?;
+        } else if doc != plan.before {
+            publish_account(&mut tx, "BillingAccountAttributeValueChangeEvent", id, &doc, now).await?;
+        }
+        tx.commit().await?;
+        Ok(Versioned { value: doc, version })
+    }
+
+    /// Moves a billing account to `state` (the CLI's suspend, resume and close): a patch
+    /// of `state` at the account's current version, with a close's settlement reason.
+    pub async fn set_account_state(
+        &self,
+        who: &Principal,
+        id: &str,
+        state: AccountState,
+        settle_reason: Option<&str>,
+        now: Timestamp,
+    ) -> Result<Versioned<Value>> {
+        let current = self.get_account(who, id).await?;
+        let mut patch = json!({"state": state.as_str()});
+        if let Some(reason) = settle_reason {
+            patch["settleReason"] = json!(reason);
+        }
+        self.patch_account(who, id, &patch, current.version, now).await
+    }
+
+    /// What a merge patch makes of `current`, checked: the rows's new values, the
+    /// document before, and the state step if any. Moving the account in its hierarchy is
+    /// left to the caller (it needs the transaction).
+    fn plan_patch(&self, who: &Principal, current: &BillingAccountRow, patch: &Value) -> Result<PatchPlan> {
+        let Value::Object(members) = patch else {
+            return Err(CustomersError::invalid("body", "a merge patch of a billing account is a JSON object"));
+        };
+        let before = self.doc(current);
         let mut doc = before.clone();
         crate::merge_patch(&mut doc, patch);
         let changed: Vec<&String> =
             members.keys().filter(|key| before.get(key.as_str()) != doc.get(key.as_str())).collect();
+        if changed.is_empty() {
+            return Ok(PatchPlan { valid: validate_account(&doc)?, row: current.clone(), before, state: None });
+        }
+        let from = AccountState::parse(&current.state).unwrap_or(AccountState::Active);
+        if from == AccountState::Closed {
+            return Err(CustomersError::Conflict {
+                field: "state".into(),
+                reason: format!("billing account {} is Closed: it takes no change", current.id),
+            });
+        }
         if who.role == Role::Finance {
             if let Some(field) = changed.iter().find(|key| !FINANCE_FIELDS.contains(&key.as_str())) {
                 return Err(CustomersError::forbidden(format!(
@@ -475,44 +654,104 @@ impl Customers {
                 )));
             }
         }
-        for field in ["id", "href", "@type", "relatedParty", "accountType", "engineAccountId", "state"] {
+        for field in ["id", "href", "@type", "relatedParty", "engineAccountId"] {
             if changed.iter().any(|key| key.as_str() == field) {
                 return Err(CustomersError::invalid(field, "cannot change"));
             }
         }
         let valid = validate_account(&doc)?;
-        if valid.currency != current.value.currency {
+        if valid.currency != current.currency {
             return Err(CustomersError::invalid("creditLimit.unit", "the account's currency cannot change"));
         }
-        if valid.parent_id != current.value.parent_id {
-            self.move_account(&mut tx, who, &current.value, &valid).await?;
-        }
+        let to = doc.get("state").and_then(Value::as_str).and_then(AccountState::parse).unwrap_or(from);
+        transition(from, to)?;
         let row = BillingAccountRow {
-            name: valid.name,
+            name: valid.name.clone(),
+            account_type: valid.account_type.as_str().into(),
+            state: to.as_str().into(),
             bill_cycle_day: valid.bill_cycle_day,
             payment_terms_days: valid.payment_terms_days,
-            tax_profile_id: valid.tax_profile_id,
+            tax_profile_id: valid.tax_profile_id.clone(),
             credit_limit: valid.credit_limit,
-            ..current.value.clone()
+            ..current.clone()
         };
-        let version = tx
-            .update_billing_account(&row, expected, now)
-            .await
-            .map_err(|e| CustomersError::from_store("BillingAccount", e))?;
-        if row.credit_limit != current.value.credit_limit {
-            let operation =
-                EngineOperation::SetCreditLimit { account: row.engine_account_id, credit_limit: row.credit_limit };
-            enqueue(&mut tx, id, version, "credit-limit", &operation, now).await?;
-        }
-        let row = BillingAccountRow { parent_id: valid.parent_id, ..row };
-        let doc = self.doc(&row);
-        audit(&mut tx, who, "update", "BillingAccount", id, Some(&before), Some(&doc), now).await?;
-        if doc != before {
-            publish_account(&mut tx, "BillingAccountAttributeValueChangeEvent", id, &doc, now).await?;
-        }
-        tx.commit().await?;
-        Ok(Versioned { value: doc, version })
+        Ok(PatchPlan { valid, row, before, state: (to != from).then_some(to) })
     }
+}
+
+/// A checked merge patch of a billing account.
+#[derive(Debug)]
+struct PatchPlan {
+    valid: ValidAccount,
+    /// The row with the patch applied (parent, root and depth as they were).
+    row: BillingAccountRow,
+    /// The document before.
+    before: Value,
+    /// The state it moves to, if it moves.
+    state: Option<AccountState>,
+}
+
+fn account_type_of(row: &BillingAccountRow) -> Result<AccountType> {
+    AccountType::parse(&row.account_type).ok_or_else(|| CustomersError::Conflict {
+        field: "accountType".into(),
+        reason: format!("stored account type {:?} is unknown", row.account_type),
+    })
+}
+
+/// Refuses (409) a patch the engine would refuse, as far as the engine's account shows it.
+/// An engine that does not know the account yet (its creation is still in the outbox) or
+/// cannot be reached decides later, when the row reaches it.
+async fn precheck(
+    engine: &dyn EnginePort,
+    current: &BillingAccountRow,
+    plan: &PatchPlan,
+    settling: bool,
+) -> Result<()> {
+    let closing = plan.state == Some(AccountState::Closed);
+    let kind_changed = plan.row.account_type != current.account_type;
+    let limit_lowered = plan.row.credit_limit < current.credit_limit;
+    if !(closing || kind_changed || limit_lowered) {
+        return Ok(());
+    }
+    let Ok(Some(account)) = engine.account(current.engine_account_id).await else { return Ok(()) };
+    let conflict = |field: &str, reason: String| Err(CustomersError::Conflict { field: field.into(), reason });
+    if closing {
+        if let Some(subscription) = account.live_subscriptions.first() {
+            return conflict(
+                "state",
+                format!("subscription {subscription} of the account is not terminated: terminate it first"),
+            );
+        }
+        if !account.reserved.is_zero() {
+            return conflict("state", "sessions hold reservations on the account: end them first".into());
+        }
+        let held: Decimal = account.money.iter().map(|bucket| bucket.balance).sum();
+        if !held.is_zero() && !settling {
+            return conflict(
+                "state",
+                format!(
+                    "the account holds {held} {}: settle it first (an adjustBalance of {}) or give settleReason",
+                    account.currency, -held
+                ),
+            );
+        }
+    }
+    if kind_changed || limit_lowered {
+        let main = account.money.iter().find(|bucket| bucket.id == 0).map_or(Decimal::ZERO, |bucket| bucket.balance);
+        if main < -plan.row.credit_limit {
+            return conflict(
+                "creditLimit.value",
+                format!(
+                    "the account owes {} {}, more than a credit limit of {}",
+                    -main, account.currency, plan.row.credit_limit
+                ),
+            );
+        }
+        if kind_changed && !account.reserved.is_zero() {
+            return conflict("accountType", "sessions hold reservations on the account: end them first".into());
+        }
+    }
+    Ok(())
 }
 
 impl Customers {
@@ -585,25 +824,28 @@ fn check_parent(valid: &ValidAccount, parent: &BillingAccountRow, scope: Option<
     Ok(())
 }
 
-async fn enqueue(
+pub(crate) async fn enqueue(
     tx: &mut Tx,
     id: &str,
     version: Version,
     what: &str,
     operation: &EngineOperation,
+    revert: Option<&Revert>,
     now: Timestamp,
-) -> Result<()> {
+) -> Result<i64> {
     let key = idempotency_key(id, version.get(), what);
     let ordering = ordering_key(id);
-    let payload = operation.payload();
+    let payload = match revert {
+        Some(revert) => operation.payload_with(revert),
+        None => operation.payload(),
+    };
     let item = NewOutboxItem {
         idempotency_key: &key,
         kind: operation.kind(),
         ordering_key: Some(&ordering),
         payload: &payload,
     };
-    tx.enqueue(item, now).await?;
-    Ok(())
+    Ok(tx.enqueue(item, now).await?)
 }
 
 /// Publishes a customer event to customerManagement's hub, in the change's transaction.
@@ -642,7 +884,7 @@ async fn publish_account(tx: &mut Tx, event_type: &str, id: &str, doc: &Value, n
 }
 
 #[allow(clippy::too_many_arguments, reason = "one audit record's fields")]
-async fn audit(
+pub(crate) async fn audit(
     tx: &mut Tx,
     who: &Principal,
     action: &str,

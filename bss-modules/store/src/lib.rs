@@ -10,15 +10,17 @@
 //! accounts' rows ([`Tx::insert_customer`], [`Tx::insert_billing_account`]), subscriptions'
 //! rows ([`Tx::insert_subscriptions`]) and what a bulk import needs (multi-row inserts,
 //! lookups by external id, the import run's checkpoint: [`Tx::insert_imported_accounts`],
-//! [`Tx::save_import_run`]), the resource inventory's rows: number ranges, MSISDNs and SIM
-//! cards reserved in one statement ([`Tx::reserve_next`]), network elements; the event hub's
-//! listeners, events and deliveries ([`Tx::publish_event`], [`Store::claim_deliveries`]);
-//! and product orders with their provisioning tasks and the product and service inventories
+//! [`Tx::save_import_run`]), prepaid balance requests ([`Tx::insert_balance_action`]), the
+//! resource inventory's rows: number ranges, MSISDNs and SIM cards reserved in one statement
+//! ([`Tx::reserve_next`]), network elements; the event hub's listeners, events and
+//! deliveries ([`Tx::publish_event`], [`Store::claim_deliveries`]); and product orders with
+//! their provisioning tasks and the product and service inventories
 //! ([`Tx::insert_product_order`], [`Store::claim_provisioning_tasks`], [`Tx::insert_line`]).
 //! README.md states the invariants.
 #![forbid(unsafe_code)]
 
 mod audit;
+mod balances;
 mod bulk;
 mod catalogue;
 mod codec;
@@ -42,6 +44,10 @@ mod tokens;
 mod versioned;
 
 pub use audit::{AuditEntry, AuditHead, AuditRecord, ChainCheck, AUDIT_PAGE_MAX, GENESIS_HASH};
+pub use balances::{
+    BalanceActionFilter, BalanceActionKind, BalanceActionPage, BalanceActionRow, BalanceActionStatus,
+    BALANCE_ACTION_PAGE_MAX,
+};
 pub use catalogue::{new_entity_id, CatalogueFilter, CatalogueItem, CataloguePage, CATALOGUE_PAGE_MAX};
 pub use customers::{
     BillingAccountFilter, BillingAccountRow, CustomerFilter, CustomerRow, Page, CUSTOMER_PAGE_MAX, ENGINE_ACCOUNT_BASE,

@@ -56,6 +56,12 @@ const MIGRATIONS: &[Migration] = &[
         postgres: include_str!("../migrations/postgres/0004_import.sql"),
     },
     Migration {
+        version: 5,
+        description: "prepaid balance requests (TMF654) and the product manager role",
+        sqlite: include_str!("../migrations/sqlite/0005_balances.sql"),
+        postgres: include_str!("../migrations/postgres/0005_balances.sql"),
+    },
+    Migration {
         version: 6,
         description: "resource inventory: number ranges, MSISDNs, SIM batches and cards, network elements",
         sqlite: include_str!("../migrations/sqlite/0006_inventory.sql"),

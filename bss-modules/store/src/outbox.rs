@@ -255,6 +255,40 @@ impl Store {
         Ok(items)
     }
 
+    /// Claims row `id` for `lease` if it is pending and no older pending row shares its
+    /// ordering key, whether or not it is due: the caller that just committed it applies
+    /// it at once instead of waiting for the worker. `None` if it cannot be claimed (an
+    /// older row of its key goes first, it is finished, or another claim holds it).
+    pub async fn claim_outbox_item(&self, id: i64, now: Timestamp, lease: Duration) -> Result<Option<OutboxItem>> {
+        let mut tx = self.begin().await?;
+        let sql = format!(
+            "UPDATE outbox SET attempts = attempts + 1, next_attempt_at_ms = $3
+             WHERE id IN (
+                 SELECT due.id FROM outbox due
+                 WHERE due.id = $1 AND due.state = 'pending'
+                   AND (due.attempts = 0 OR due.next_attempt_at_ms <= $2)
+                   AND NOT EXISTS (
+                       SELECT 1 FROM outbox earlier
+                       WHERE earlier.state = 'pending' AND earlier.ordering_key = due.ordering_key
+                         AND earlier.id < due.id){skip_locked})
+             RETURNING {COLUMNS}",
+            skip_locked = tx.dialect().lock_rows_skip_locked()
+        );
+        let row = tx.fetch_optional("outbox.claim_one", &sql, args![id, to_ms(now), after_ms(now, lease)]).await?;
+        let claimed = row.as_ref().map(item).transpose()?;
+        tx.commit().await?;
+        Ok(claimed)
+    }
+
+    /// The id of the outbox row with this idempotency key.
+    pub async fn outbox_id(&self, idempotency_key: &str) -> Result<Option<i64>> {
+        let mut tx = self.read().await?;
+        let row = tx
+            .fetch_optional("outbox.id", "SELECT id FROM outbox WHERE idempotency_key = $1", args![idempotency_key])
+            .await?;
+        row.map(|row| row.int("id")).transpose()
+    }
+
     /// Marks a claimed row applied. `false` if it was already finished (another worker
     /// applied it after this claim's lease ran out: harmless, the engine deduplicated).
     pub async fn outbox_done(&self, item: &OutboxItem, now: Timestamp) -> Result<bool> {
@@ -434,23 +468,57 @@ impl<H: OutboxHandler> OutboxWorker<H> {
         for (item, result) in items.iter().zip(results) {
             match result {
                 Ok(()) => done.push(item),
-                Err(ApplyError::Retry(error)) if item.attempt < self.policy.max_attempts => {
-                    let delay = self.policy.delay_after(item.attempt);
-                    let at = Timestamp::from_millisecond(after_ms(now, delay)).unwrap_or(Timestamp::MAX);
-                    tracing::warn!(id = item.id, kind = %item.kind, attempt = item.attempt, retry_in = ?delay, %error, "outbox: attempt failed, will retry");
-                    self.store.outbox_retry(item, &error, at).await?;
-                    pass.retried += 1;
-                }
-                Err(ApplyError::Retry(error) | ApplyError::Fail(error)) => {
-                    tracing::error!(id = item.id, kind = %item.kind, key = %item.idempotency_key, attempt = item.attempt, %error, "outbox: operation failed for good; the BSS and the engine disagree until an operator acts");
-                    self.store.outbox_failed(item, &error, now).await?;
-                    pass.failed += 1;
-                }
+                Err(error) => match self.record_failure(item, error, now).await? {
+                    OutboxState::Failed => pass.failed += 1,
+                    _ => pass.retried += 1,
+                },
             }
         }
         self.store.outbox_done_many(&done, now).await?;
         pass.done = done.len();
         Ok(pass)
+    }
+
+    /// Applies row `id` now, as a pass would, if it can be claimed
+    /// ([`Store::claim_outbox_item`]): where it stands afterwards (`Pending`: an attempt
+    /// failed and another is scheduled), or `None` if it was not claimed (an older row of
+    /// its ordering key goes first, or it is finished or held by another claim); the
+    /// worker's passes take it from there.
+    pub async fn apply_now(&self, id: i64, now: Timestamp) -> Result<Option<OutboxState>> {
+        match self.store.claim_outbox_item(id, now, self.policy.lease).await? {
+            Some(item) => self.apply(&item, now).await.map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Applies one claimed row and records the result.
+    async fn apply(&self, item: &OutboxItem, now: Timestamp) -> Result<OutboxState> {
+        match self.handler.apply(item).await {
+            Ok(()) => {
+                self.store.outbox_done(item, now).await?;
+                Ok(OutboxState::Done)
+            }
+            Err(error) => self.record_failure(item, error, now).await,
+        }
+    }
+
+    /// Records an attempt that did not apply: another attempt later (`Pending`) while
+    /// attempts are left and the error is worth a retry, else failed for good.
+    async fn record_failure(&self, item: &OutboxItem, error: ApplyError, now: Timestamp) -> Result<OutboxState> {
+        match error {
+            ApplyError::Retry(error) if item.attempt < self.policy.max_attempts => {
+                let delay = self.policy.delay_after(item.attempt);
+                let at = Timestamp::from_millisecond(after_ms(now, delay)).unwrap_or(Timestamp::MAX);
+                tracing::warn!(id = item.id, kind = %item.kind, attempt = item.attempt, retry_in = ?delay, %error, "outbox: attempt failed, will retry");
+                self.store.outbox_retry(item, &error, at).await?;
+                Ok(OutboxState::Pending)
+            }
+            ApplyError::Retry(error) | ApplyError::Fail(error) => {
+                tracing::error!(id = item.id, kind = %item.kind, key = %item.idempotency_key, attempt = item.attempt, %error, "outbox: operation failed for good; the BSS and the engine disagree until an operator acts");
+                self.store.outbox_failed(item, &error, now).await?;
+                Ok(OutboxState::Failed)
+            }
+        }
     }
 
     /// Runs until `shutdown` completes: a pass, then, unless the batch was full, a wait for

@@ -258,6 +258,15 @@ impl Tx {
         Ok(())
     }
 
+    /// Commits without waking this process's outbox worker, for a caller that applies
+    /// what it enqueued itself at once ([`OutboxWorker::apply_now`](crate::OutboxWorker::apply_now)),
+    /// so the two do not race for the row; what that leaves pending, the worker's next
+    /// poll takes.
+    pub async fn commit_without_waking(mut self) -> Result<()> {
+        self.enqueued = false;
+        self.commit().await
+    }
+
     /// Rolls back (as dropping does, but waiting for it and reporting a failure).
     pub async fn rollback(self) -> Result<()> {
         match self.inner {

@@ -26,13 +26,17 @@ pub enum Role {
     ReadOnly,
     /// A partner or corporate administrator, limited to one account hierarchy.
     Partner,
+    /// Writes the product catalogue, and nothing else.
+    ProductManager,
 }
 
 impl Role {
     /// Every role.
-    pub const ALL: [Role; 5] = [Role::Admin, Role::Care, Role::Finance, Role::ReadOnly, Role::Partner];
+    pub const ALL: [Role; 6] =
+        [Role::Admin, Role::Care, Role::Finance, Role::ReadOnly, Role::Partner, Role::ProductManager];
 
-    /// The name stored and shown: `admin`, `care`, `finance`, `read_only`, `partner`.
+    /// The name stored and shown: `admin`, `care`, `finance`, `read_only`, `partner`,
+    /// `product_manager`.
     pub fn as_str(self) -> &'static str {
         match self {
             Role::Admin => "admin",
@@ -40,6 +44,7 @@ impl Role {
             Role::Finance => "finance",
             Role::ReadOnly => "read_only",
             Role::Partner => "partner",
+            Role::ProductManager => "product_manager",
         }
     }
 

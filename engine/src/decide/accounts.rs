@@ -2,13 +2,14 @@
 
 use rust_decimal::Decimal;
 
-use crate::api::{Answer, BalanceView, Body, BucketView, Outcome};
+use crate::api::{AccountView, AllowanceView, Answer, BalanceView, Body, BucketView, Outcome};
 use crate::cycle::period_end;
 use crate::decide::{Context, Transaction};
 use crate::model::{
     Account, AccountId, AccountKind, BucketId, MoneyBucket, Subscription, SubscriptionId, UnitBucket, UsageTotals,
     FOREVER,
 };
+use crate::plans::Plans;
 use crate::state::{Effect, MoneyKind, ShardState};
 
 pub(crate) fn create_account(
@@ -112,6 +113,58 @@ pub(crate) fn create_subscription(
 }
 
 pub(crate) fn balance_view(state: &ShardState, ctx: &Context<'_>, id: AccountId) -> BalanceView {
+    balance_view_at(state, ctx.plans, ctx.decided_at, id)
+}
+
+/// The view of an account the engine holds (`None` if it holds none by that id): its
+/// balance, whether it is closed or suspended, its live subscriptions, and its allowance
+/// buckets with the subscription, allowance, service and unit each is for, named by the
+/// plan in force at `now`.
+pub(crate) fn account_view(state: &ShardState, plans: &Plans, now: i64, id: AccountId) -> Option<AccountView> {
+    let account = state.accounts.get(&id)?;
+    let live = |sub: &&Subscription| state.lifecycle_of(sub.id).is_none_or(|l| l.terminated_at.is_none());
+    let mut live_subscriptions: Vec<SubscriptionId> =
+        state.subscriptions.values().filter(|sub| sub.account == id).filter(live).map(|sub| sub.id).collect();
+    live_subscriptions.sort_unstable();
+    let allowances = account
+        .units
+        .iter()
+        .map(|bucket| {
+            let allowance = state
+                .subscriptions
+                .get(&bucket.subscription)
+                .and_then(|sub| plans.at(state.plan_id(sub, now), now))
+                .and_then(|plan| {
+                    let allowance = plan.allowances.get(usize::from(bucket.allowance))?;
+                    let service = plan.services.get(usize::from(allowance.service))?;
+                    Some((allowance.name.clone(), service.name.clone(), service.unit.name()))
+                });
+            let (name, service, unit) =
+                allowance.unwrap_or_else(|| (format!("allowance {}", bucket.allowance), "unknown".to_owned(), "units"));
+            AllowanceView {
+                bucket: bucket.id,
+                subscription: bucket.subscription,
+                name,
+                service,
+                unit: unit.to_owned(),
+                granted: bucket.granted,
+                remaining: bucket.remaining,
+                reserved: bucket.reserved,
+                valid_from_s: bucket.valid_from_at,
+                valid_until_s: bucket.valid_until_at,
+            }
+        })
+        .collect();
+    Some(AccountView {
+        balance: balance_view_at(state, plans, now, id),
+        closed_at: state.closed.get(&id).copied(),
+        suspended_at: state.suspended.get(&id).copied(),
+        live_subscriptions,
+        allowances,
+    })
+}
+
+fn balance_view_at(state: &ShardState, plans: &Plans, now: i64, id: AccountId) -> BalanceView {
     let account = &state.accounts[&id];
     let mut buckets: Vec<BucketView> = account
         .money
@@ -129,7 +182,7 @@ pub(crate) fn balance_view(state: &ShardState, ctx: &Context<'_>, id: AccountId)
         let name = state
             .subscriptions
             .get(&bucket.subscription)
-            .and_then(|s| ctx.plans.at(state.plan_id(s, ctx.decided_at), ctx.decided_at))
+            .and_then(|s| plans.at(state.plan_id(s, now), now))
             .and_then(|p| p.allowances.get(usize::from(bucket.allowance)))
             .map_or_else(|| format!("allowance {}", bucket.allowance), |a| a.name.clone());
         buckets.push(BucketView {
@@ -146,7 +199,7 @@ pub(crate) fn balance_view(state: &ShardState, ctx: &Context<'_>, id: AccountId)
         kind: account.kind,
         currency: account.currency_code().to_owned(),
         balance: account.balance(),
-        available: account.available(ctx.decided_at),
+        available: account.available(now),
         reserved: account.reserved,
         credit_limit: account.credit_limit,
         buckets,

@@ -81,11 +81,15 @@ pub(crate) fn rerate(op: Op<'_, '_, '_>, record: &str, usage: &Usage) -> Answer 
     answer(tx.state().accounts[&account].balance(), true)
 }
 
-/// Whether usage of `subscription` starting `at` falls in a suspension.
+/// Whether usage of `subscription` starting `at` falls in a suspension: its own, or its
+/// account's.
 pub(crate) fn suspended_for(
     state: &crate::state::ShardState,
     subscription: crate::model::SubscriptionId,
     at: i64,
 ) -> bool {
-    state.lifecycle_of(subscription).and_then(|l| l.suspended_at).is_some_and(|since| since <= at)
+    let since = |found: Option<i64>| found.is_some_and(|since| since <= at);
+    since(state.lifecycle_of(subscription).and_then(|l| l.suspended_at))
+        || (!state.suspended.is_empty()
+            && since(state.subscriptions.get(&subscription).and_then(|sub| state.suspended.get(&sub.account).copied())))
 }

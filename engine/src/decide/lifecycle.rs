@@ -104,6 +104,22 @@ pub(crate) fn resume(op: Op<'_, '_, '_>) -> Answer {
     Answer::outcome(Outcome::Success)
 }
 
+/// Suspends every subscription of the account from now (its own and later ones).
+pub(crate) fn suspend_account(tx: &mut Transaction<'_>, ctx: &Context<'_>, account: AccountId) -> Answer {
+    if !tx.state().suspended.contains_key(&account) {
+        tx.emit(Effect::AccountSuspended { account, at: ctx.decided_at });
+    }
+    Answer::outcome(Outcome::Success)
+}
+
+/// Ends the account's suspension.
+pub(crate) fn resume_account(tx: &mut Transaction<'_>, account: AccountId) -> Answer {
+    if tx.state().suspended.contains_key(&account) {
+        tx.emit(Effect::AccountResumed { account });
+    }
+    Answer::outcome(Outcome::Success)
+}
+
 /// Ends the subscription: its sessions are closed (reservations released, nothing more
 /// charged on them), its allowances stop renewing, its id and identities are freed.
 pub(crate) fn terminate(op: Op<'_, '_, '_>) -> Answer {

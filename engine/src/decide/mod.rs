@@ -160,6 +160,8 @@ pub(crate) fn decide_operation(
         Operation::CycleTotals { at } => {
             lifecycle::cycle_totals(tx.state(), ctx, account, at.unwrap_or(ctx.decided_at))
         }
+        Operation::SuspendAccount { .. } => lifecycle::suspend_account(tx, ctx, account),
+        Operation::ResumeAccount => lifecycle::resume_account(tx, account),
     }
 }
 

@@ -294,7 +294,9 @@ impl<'e> Writer<'e> {
             | Effect::IdentityRemoved { .. }
             | Effect::CreditLimitSet { .. }
             | Effect::AccountKindChanged { .. }
-            | Effect::AccountClosed { .. } => return None,
+            | Effect::AccountClosed { .. }
+            | Effect::AccountSuspended { .. }
+            | Effect::AccountResumed { .. } => return None,
         }
         Some(())
     }

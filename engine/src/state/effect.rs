@@ -157,6 +157,15 @@ pub enum Effect {
     /// The itemisation of a rated event, after the effects that settled it (its draws,
     /// money and usage total): what the rated-event ledger shows. Changes no state.
     Rated(Box<RatedDetail>),
+    /// The account's subscriptions are refused usage from `at` (journal format 9).
+    AccountSuspended {
+        account: AccountId,
+        at: i64,
+    },
+    /// The account's suspension ended.
+    AccountResumed {
+        account: AccountId,
+    },
 }
 
 /// Where and how one usage was priced: the ledger's line for it

@@ -71,6 +71,8 @@ pub struct ShardState {
     pub lifecycle: Map<SubscriptionId, Lifecycle>,
     /// Closed accounts, with when they closed.
     pub closed: Map<AccountId, i64>,
+    /// Suspended accounts, with since when.
+    pub suspended: Map<AccountId, i64>,
     /// Per account, its allowances' periods that ended (the last [`MAX_ALLOWANCE_PERIODS`]).
     pub allowance_history: Map<AccountId, Vec<AllowancePeriod>>,
 }
@@ -371,6 +373,12 @@ impl ShardState {
             }
             Effect::AccountClosed { account, at } => {
                 self.closed.insert(*account, *at);
+            }
+            Effect::AccountSuspended { account, at } => {
+                self.suspended.insert(*account, *at);
+            }
+            Effect::AccountResumed { account } => {
+                self.suspended.remove(account);
             }
             Effect::RecordRefused(refused) => self.recent_records.insert(RecordKey(refused.key), refused.memo),
             Effect::Rated(_) => {}

@@ -46,6 +46,18 @@ pub(crate) async fn call(
     body: Option<Value>,
     extra: &[(&str, &str)],
 ) -> Answer {
+    call_raw(app, method, path, token, body.map(|body| body.to_string()), extra).await
+}
+
+/// [`call`] with the body's text as given (a number written as `1e3`, say).
+pub(crate) async fn call_raw(
+    app: &Router,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<String>,
+    extra: &[(&str, &str)],
+) -> Answer {
     let mut request = Request::builder().method(method).uri(path);
     if let Some(token) = token {
         request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
@@ -57,7 +69,7 @@ pub(crate) async fn call(
     for (name, value) in extra {
         request = request.header(*name, *value);
     }
-    let body = body.map(|body| Body::from(body.to_string())).unwrap_or_else(Body::empty);
+    let body = body.map(Body::from).unwrap_or_else(Body::empty);
     let response = app.clone().oneshot(request.body(body).expect("a request")).await.expect("an answer");
     let status = response.status();
     let headers = response.headers().clone();

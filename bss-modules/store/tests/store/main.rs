@@ -2,6 +2,7 @@
 //! PostgreSQL half on a throw-away cluster this binary starts (`tollgate_store::testing`).
 
 mod audit;
+mod balances;
 mod basics;
 mod catalogue;
 mod customers;

@@ -286,3 +286,29 @@ store_test! {
         assert_eq!((pass.claimed, pass.done), (1, 1), "a2 after a1");
     }
 }
+
+store_test! {
+    async fn a_row_is_applied_at_once_by_its_committer_but_never_before_an_older_one_of_its_key(store) {
+        let mut tx = store.begin().await.expect("begin");
+        let first = enqueue(&mut tx, "k1", Some("account:1")).await;
+        let second = enqueue(&mut tx, "k2", Some("account:1")).await;
+        tx.commit_without_waking().await.expect("commit");
+        let worker = OutboxWorker::new(store.clone(), Flaky { transient_failures: 1, refuse: false, calls: Mutex::default() })
+            .with_policy(policy());
+        assert_eq!(worker.apply_now(second, at(1)).await.expect("apply"), None, "k1 goes first");
+        assert_eq!(worker.apply_now(first, at(1)).await.expect("apply"), Some(OutboxState::Pending), "a failed attempt is retried later");
+        assert_eq!(worker.apply_now(first, at(1)).await.expect("apply"), None, "not before its retry is due");
+        assert_eq!(worker.apply_now(first, at(100)).await.expect("apply"), Some(OutboxState::Done));
+        assert_eq!(worker.apply_now(first, at(100)).await.expect("apply"), None, "done already");
+        assert_eq!(worker.apply_now(second, at(100)).await.expect("apply"), Some(OutboxState::Done));
+        let calls = worker.handler().calls.lock().expect("lock").clone();
+        assert_eq!(calls, [("k1".to_owned(), 1), ("k1".to_owned(), 2), ("k2".to_owned(), 1)]);
+
+        // A row a worker's pass holds under its lease is not taken from it.
+        let third = enqueue_committed(&store, &["k3"]).await[0];
+        assert_eq!(store.claim_outbox(at(200), 10, LEASE).await.expect("claim").len(), 1);
+        assert_eq!(worker.apply_now(third, at(200)).await.expect("apply"), None);
+        assert_eq!(store.outbox_id("k3").await.expect("id"), Some(third));
+        assert_eq!(store.outbox_id("nope").await.expect("id"), None);
+    }
+}

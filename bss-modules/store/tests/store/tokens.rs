@@ -75,3 +75,22 @@ store_test! {
         }
     }
 }
+
+store_test! {
+    async fn every_role_can_hold_a_token_product_manager_included(store) {
+        // Migration 5 widened the role check (SQLite rebuilt the table with its rows).
+        let mut tx = store.begin().await.expect("begin");
+        for role in Role::ALL {
+            let scope = (role == Role::Partner).then_some("ROOT");
+            let (secret, token) = tx.create_token(new_token(role, scope, None), at(0)).await.expect("create");
+            assert_eq!(token.role, role);
+            assert_eq!(Role::parse(role.as_str()), Some(role));
+            drop(secret);
+        }
+        tx.commit().await.expect("commit");
+        let listed = store.tokens().await.expect("list");
+        assert!(listed.iter().any(|token| token.role == Role::ProductManager), "{listed:?}");
+        let ids: Vec<i64> = listed.iter().map(|token| token.id).collect();
+        assert!(ids.windows(2).all(|pair| pair[0] < pair[1]), "ids keep growing: {ids:?}");
+    }
+}
