@@ -106,7 +106,10 @@ mod tests {
             super::statement(Dialect::Postgres, "INSERT INTO t (a, b)", 2, 2, "RETURNING a"),
             "INSERT INTO t (a, b) VALUES ($1, $2), ($3, $4) RETURNING a"
         );
-        assert_eq!(super::statement(Dialect::Sqlite, "INSERT INTO t (a)", 1, 2, ""), "INSERT INTO t (a) VALUES (?), (?) ");
+        assert_eq!(
+            super::statement(Dialect::Sqlite, "INSERT INTO t (a)", 1, 2, ""),
+            "INSERT INTO t (a) VALUES (?), (?) "
+        );
         assert_eq!(super::placeholders(3, 3), "$3, $4, $5");
     }
 }
