@@ -550,4 +550,79 @@ mod tests {
         }
         let _ = std::fs::remove_dir_all(&dir);
     }
+
+    /// An engine subscription made under another key (an attempt whose key the engine
+    /// forgot): the outbox row counts as applied when its identities are the account's,
+    /// and fails for good when another account holds one.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_existing_engine_subscription_counts_only_when_its_identities_are_the_accounts() {
+        let dir = std::env::temp_dir().join(format!("tollgate-engine-link-subscription-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let plans = crate::commands::engine_setup::EngineArgs::with_data_dir(&dir).load_plans().expect("plans");
+        let engine = Arc::new(
+            Engine::open(EngineConfig::new(dir.join("engine")), plans, Arc::new(SystemClock)).expect("engine"),
+        );
+        let zero = rust_decimal::Decimal::ZERO;
+        for account in [1u64, 2] {
+            let create = Request {
+                key: Some(format!("account-{account}")),
+                target: Target::Account(account),
+                operation: Operation::CreateAccount {
+                    kind: AccountKind::Prepaid,
+                    currency: "EUR".into(),
+                    credit_limit: zero,
+                    opening_balance: zero,
+                },
+            };
+            assert_eq!(engine.execute(create).expect("engine").outcome, Outcome::Success);
+        }
+        let by_hand = Request {
+            key: Some("by-hand".into()),
+            target: Target::Account(1),
+            operation: Operation::CreateSubscription {
+                subscription: 10,
+                plan: "mobile-prepaid-s".into(),
+                identities: vec![Identity::Msisdn("4915001".into())],
+            },
+        };
+        assert_eq!(engine.execute(by_hand).expect("engine").outcome, Outcome::Success);
+        let item = |key: &str, account: u64, subscription: u64, msisdn: &str| OutboxItem {
+            id: 1,
+            idempotency_key: key.into(),
+            kind: tollgate_customers::CREATE_SUBSCRIPTION.into(),
+            ordering_key: None,
+            payload: EngineOperation::CreateSubscription {
+                account,
+                subscription,
+                plan: "mobile-prepaid-s".into(),
+                identities: vec![format!("msisdn:{msisdn}")],
+            }
+            .payload(),
+            attempt: 1,
+            created_at: Timestamp::now(),
+        };
+        let store = Store::open(&dir.join("bss.sqlite3").display().to_string()).await.expect("store");
+        let link = EngineLink::new(Arc::clone(&engine), store);
+        assert_eq!(link.apply(&item("k1", 1, 10, "4915001")).await, Ok(()), "the same subscription");
+        assert!(
+            matches!(link.apply(&item("k2", 2, 11, "4915001")).await, Err(ApplyError::Fail(_))),
+            "another account holds the identity"
+        );
+        assert_eq!(link.apply(&item("k3", 2, 12, "4915002")).await, Ok(()));
+        let view = Request {
+            key: None,
+            target: Target::Subscriber(Identity::Msisdn("4915002".into())),
+            operation: Operation::BalanceEnquiry,
+        };
+        match engine.execute(view).expect("engine").body {
+            Body::Balance(view) => assert_eq!(view.account, 2),
+            other => panic!("no balance view: {other:?}"),
+        }
+        drop(link);
+        if let Ok(engine) = Arc::try_unwrap(engine) {
+            engine.shutdown().expect("shutdown");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

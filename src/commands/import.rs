@@ -98,7 +98,7 @@ pub(crate) fn run(database: &DatabaseArgs, command: ImportCommand) -> anyhow::Re
     let bar = std::io::stderr().is_terminal().then(|| {
         let bar = indicatif::ProgressBar::new(std::fs::metadata(&args.file).map_or(0, |m| m.len()));
         bar.set_style(
-            indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} {per_sec} ETA {eta}")
+            indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}")
                 .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
         );
         bar

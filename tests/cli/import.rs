@@ -140,7 +140,7 @@ fn holdings(data: &Path) -> Value {
 #[test]
 fn a_killed_import_resumes_and_imports_every_row_once() {
     let dir = scratch("import-kill");
-    let (customers, customers_mapping, subscriptions, subscriptions_mapping) = generate(&dir, 4000);
+    let (customers, customers_mapping, subscriptions, subscriptions_mapping) = generate(&dir, 10_000);
     // Four rows with a bad e-mail address: their customers and subscriptions are rejected.
     let mut text = std::fs::read_to_string(&customers).expect("customers");
     for n in [707, 1407, 2107, 2807] {
@@ -188,7 +188,7 @@ fn a_killed_import_resumes_and_imports_every_row_once() {
             summary["duplicates"].as_i64(),
             summary["rejected"].as_i64()
         ),
-        (Some(4000), Some(3996), Some(0), Some(4)),
+        (Some(10_000), Some(9996), Some(0), Some(4)),
         "{summary}"
     );
     kill_after(
@@ -198,13 +198,13 @@ fn a_killed_import_resumes_and_imports_every_row_once() {
         &data,
     );
     let summary = run(&["import", "subscriptions", &subscriptions, "--mapping", &subscriptions_mapping], &data);
-    assert_eq!((summary["imported"].as_i64(), summary["rejected"].as_i64()), (Some(3996), Some(4)), "{summary}");
+    assert_eq!((summary["imported"].as_i64(), summary["rejected"].as_i64()), (Some(9996), Some(4)), "{summary}");
 
-    // The same rows, the same outbox (each account and subscription once: 3996 + 3996 and
-    // 40 suspensions) and the same rejects as the clean import's.
+    // The same rows, the same outbox (each account and subscription once: 9996 + 9996 and
+    // 100 suspensions) and the same rejects as the clean import's.
     let killed = holdings(&data);
     assert_eq!(killed, holdings(&clean));
-    assert_eq!(killed["outbox"]["pending"], 3996 + 3996 + 40, "{killed}");
+    assert_eq!(killed["outbox"]["pending"], 9996 + 9996 + 100, "{killed}");
     let rejects = |path: &str| std::fs::read_to_string(path).expect("rejects");
     assert_eq!(
         rejects(&customers.replace(".csv", ".rejects.csv")),

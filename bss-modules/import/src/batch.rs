@@ -19,7 +19,7 @@ use crate::mapping::Reject;
 pub const MAX_EXTERNAL_ID_CHARS: usize = 64;
 
 /// A kind of row, checked, that a batch applies to the store.
-pub(crate) trait Batch: Sized {
+pub(crate) trait Batch: Sized + Send + 'static {
     /// The row's external id.
     fn external_id(&self) -> &str;
     /// The first field in which two rows of the same external id differ, if any.

@@ -27,7 +27,7 @@ pub use mapping::{
     fields_of, Columns, Field, Mapping, Reject, Source, CUSTOMER_FIELDS, CUSTOMER_REQUIRED, SUBSCRIPTION_FIELDS,
     SUBSCRIPTION_REQUIRED,
 };
-pub use reader::{RowPosition, RowReader, MAX_ROW_BYTES};
+pub use reader::{RawLines, RowPosition, RowReader, MAX_ROW_BYTES};
 pub use run::{import_file, ImportOptions, Progress, Summary, DEFAULT_BATCH_ROWS, MAX_BATCH_ROWS, REJECTS_HEADER};
 pub use subscriptions::{parse_row as parse_subscription_row, SubscriptionData, SUSPENDED_REASON};
 pub use tollgate_store::ImportKind;

@@ -128,7 +128,22 @@ impl RowReader {
         }
     }
 
-    /// A row's text as the file has it, without its line break (for the rejects file).
+    /// A handle that reads rows' text back, usable while this reader goes on.
+    pub fn raw_lines(&self) -> Result<RawLines> {
+        let file = self.raw.try_clone().map_err(ImportError::io(&self.path))?;
+        Ok(RawLines { path: self.path.clone(), raw: file })
+    }
+}
+
+/// Reads rows' text back from the file by their positions (for the rejects file).
+#[derive(Debug)]
+pub struct RawLines {
+    path: PathBuf,
+    raw: File,
+}
+
+impl RawLines {
+    /// A row's text as the file has it, without its line break.
     pub fn raw(&self, row: &RowPosition) -> Result<String> {
         let length = usize::try_from(row.next_offset.saturating_sub(row.offset)).unwrap_or(0).min(MAX_ROW_BYTES);
         let mut bytes = vec![0; length];

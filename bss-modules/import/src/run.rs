@@ -190,6 +190,51 @@ fn open_rejects(path: &Path, length: i64) -> Result<File> {
     Ok(file)
 }
 
+/// One batch as read: every row's position, the rows that passed their own checks, and
+/// the ones that did not.
+struct ReadBatch<K> {
+    positions: Vec<RowPosition>,
+    rows: Vec<(i64, K)>,
+    rejects: Vec<(i64, Reject)>,
+}
+
+/// Reads and checks batches of rows until the file ends, the receiver hangs up, or a row
+/// cannot be read (sent as the last item).
+fn read_batches<K: Batch>(
+    mut reader: RowReader,
+    batch_rows: usize,
+    parse: fn(&Columns, &csv::ByteRecord) -> Result<K, Reject>,
+    sender: &tokio::sync::mpsc::Sender<Result<ReadBatch<K>>>,
+) {
+    let mut record = csv::ByteRecord::new();
+    loop {
+        let mut batch = ReadBatch {
+            positions: Vec::with_capacity(batch_rows),
+            rows: Vec::with_capacity(batch_rows),
+            rejects: Vec::new(),
+        };
+        while batch.positions.len() < batch_rows {
+            let position = match reader.next_row(&mut record) {
+                Ok(Some(position)) => position,
+                Ok(None) => break,
+                Err(error) => {
+                    let _ = sender.blocking_send(Err(error));
+                    return;
+                }
+            };
+            batch.positions.push(position);
+            match parse(&reader.columns, &record) {
+                Ok(row) => batch.rows.push((position.number, row)),
+                Err(reject) => batch.rejects.push((position.number, reject)),
+            }
+        }
+        let last = batch.positions.len() < batch_rows;
+        if batch.positions.is_empty() || sender.blocking_send(Ok(batch)).is_err() || last {
+            return;
+        }
+    }
+}
+
 #[allow(clippy::too_many_arguments, reason = "one run's parts")]
 async fn run_batches<K: Batch>(
     store: &Store,
@@ -203,23 +248,21 @@ async fn run_batches<K: Batch>(
     let resumed_after_row = run.rows_done;
     let mut rejects_file = open_rejects(&options.rejects, run.rejects_bytes)?;
     let offset = u64::try_from(run.next_offset).unwrap_or(0);
-    let mut reader = RowReader::open(file, mapping, offset, run.rows_done)?;
+    let reader = RowReader::open(file, mapping, offset, run.rows_done)?;
+    let raw_lines = reader.raw_lines()?;
     let prefix = run.id.chars().take(16).collect();
     let mut context = RunContext::new(prefix, Timestamp::now(), options.plans.clone());
     let bytes_total = u64::try_from(run.file_bytes).unwrap_or(0);
-    let mut record = csv::ByteRecord::new();
-    loop {
-        let mut positions: Vec<RowPosition> = Vec::with_capacity(options.batch_rows);
-        let mut rows = Vec::with_capacity(options.batch_rows);
-        let mut rejects = Vec::new();
-        while positions.len() < options.batch_rows {
-            let Some(position) = reader.next_row(&mut record)? else { break };
-            positions.push(position);
-            match parse(&reader.columns, &record) {
-                Ok(row) => rows.push((position.number, row)),
-                Err(reject) => rejects.push((position.number, reject)),
-            }
-        }
+    // Rows are read and checked on a thread of their own, a batch ahead of the one being
+    // written, so the two cores share the work.
+    let (sender, mut batches) = tokio::sync::mpsc::channel(1);
+    let batch_rows = options.batch_rows;
+    std::thread::Builder::new()
+        .name("import-reader".into())
+        .spawn(move || read_batches(reader, batch_rows, parse, &sender))
+        .map_err(ImportError::io(file))?;
+    while let Some(batch) = batches.recv().await {
+        let ReadBatch { positions, rows, rejects } = batch?;
         let (Some(first), Some(last)) = (positions.first().copied(), positions.last().copied()) else { break };
         let mut tx = store.begin().await?;
         context.now = Timestamp::now();
@@ -229,7 +272,7 @@ async fn run_batches<K: Batch>(
         let mut writer = csv::Writer::from_writer(&mut rejects_file);
         for (row, reject) in &outcome.rejects {
             let index = usize::try_from(row - first.number).unwrap_or(0);
-            let raw = reader.raw(&positions[index])?;
+            let raw = raw_lines.raw(&positions[index])?;
             writer
                 .write_record([row.to_string().as_str(), &reject.field, &reject.reason, &raw])
                 .map_err(|error| ImportError::io(&options.rejects)(error.into()))?;

@@ -5,7 +5,7 @@
 //! statement cache reuses one statement for them.
 
 use crate::error::{Result, StoreError};
-use crate::sql::{Arg, Row};
+use crate::sql::{Arg, Dialect, Row};
 use crate::Tx;
 
 /// Bound values per statement at most: SQLite's default limit is 32,766 (PostgreSQL's
@@ -36,7 +36,7 @@ pub(crate) async fn insert_many(
     while rows_left > 0 {
         let rows = rows_left.min(per_statement);
         let chunk: Vec<Arg> = values.by_ref().take(rows * width).collect();
-        let sql = statement(head, width, rows, tail);
+        let sql = statement(tx.dialect(), head, width, rows, tail);
         if tail.contains("RETURNING") {
             returned.extend(tx.fetch_all(operation, &sql, chunk).await?);
         } else {
@@ -47,8 +47,8 @@ pub(crate) async fn insert_many(
     Ok(returned)
 }
 
-/// `head VALUES ($1, …, $width), (…), … tail` for `rows` rows.
-fn statement(head: &str, width: usize, rows: usize, tail: &str) -> String {
+/// `head VALUES ($1, …, $width), (…), … tail` for `rows` rows (`?` for each on SQLite).
+fn statement(dialect: Dialect, head: &str, width: usize, rows: usize, tail: &str) -> String {
     let mut sql = String::with_capacity(head.len() + tail.len() + rows * width * 7 + 8);
     sql.push_str(head);
     sql.push_str(" VALUES ");
@@ -60,8 +60,13 @@ fn statement(head: &str, width: usize, rows: usize, tail: &str) -> String {
             if column > 0 {
                 sql.push_str(", ");
             }
-            sql.push('$');
-            sql.push_str(&n.to_string());
+            match dialect {
+                Dialect::Sqlite => sql.push('?'),
+                Dialect::Postgres => {
+                    sql.push('$');
+                    sql.push_str(&n.to_string());
+                }
+            }
         }
         sql.push(')');
     }
@@ -75,12 +80,16 @@ pub(crate) fn placeholders(from: usize, count: usize) -> String {
     (from..from + count).map(|n| format!("${n}")).collect::<Vec<_>>().join(", ")
 }
 
-/// Runs `sql`, whose `IN (#)` is replaced by a list of placeholders, for `keys`, a chunk
-/// of keys at a time; returns every row found.
+/// Runs `sql`, whose only arguments are its `IN (#)`, replaced by a list of placeholders,
+/// for `keys`, a chunk of keys at a time; returns every row found.
 pub(crate) async fn select_in(tx: &mut Tx, operation: &'static str, sql: &str, keys: &[&str]) -> Result<Vec<Row>> {
     let mut found = Vec::new();
     for chunk in keys.chunks(MAX_ROWS_PER_STATEMENT) {
-        let text = sql.replacen("IN (#)", &format!("IN ({})", placeholders(1, chunk.len())), 1);
+        let list = match tx.dialect() {
+            Dialect::Sqlite => vec!["?"; chunk.len()].join(", "),
+            Dialect::Postgres => placeholders(1, chunk.len()),
+        };
+        let text = sql.replacen("IN (#)", &format!("IN ({list})"), 1);
         let args = chunk.iter().map(|key| Arg::from(*key)).collect();
         found.extend(tx.fetch_all(operation, &text, args).await?);
     }
@@ -89,11 +98,17 @@ pub(crate) async fn select_in(tx: &mut Tx, operation: &'static str, sql: &str, k
 
 #[cfg(test)]
 mod tests {
+    use crate::sql::Dialect;
+
     #[test]
     fn a_statement_numbers_its_placeholders_row_after_row() {
         assert_eq!(
-            super::statement("INSERT INTO t (a, b)", 2, 2, "RETURNING a"),
+            super::statement(Dialect::Postgres, "INSERT INTO t (a, b)", 2, 2, "RETURNING a"),
             "INSERT INTO t (a, b) VALUES ($1, $2), ($3, $4) RETURNING a"
+        );
+        assert_eq!(
+            super::statement(Dialect::Sqlite, "INSERT INTO t (a)", 1, 2, ""),
+            "INSERT INTO t (a) VALUES (?), (?) "
         );
         assert_eq!(super::placeholders(3, 3), "$3, $4, $5");
     }

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use jiff::Timestamp;
 
 use crate::bulk::{insert_many, select_in};
-use crate::codec::{json_text, parse_json, to_ms};
+use crate::codec::{parse_json, to_ms};
 use crate::customers::engine_id;
 use crate::error::{Result, StoreError};
 use crate::sql::{args, Row};
@@ -77,7 +77,13 @@ pub struct ImportRun {
 pub struct ImportedAccount {
     /// The legacy system's id: the customer's and the billing account's external id.
     pub external_id: String,
-    pub customer: CustomerRow,
+    pub customer_id: String,
+    /// `individual` or `organization`.
+    pub party_type: String,
+    pub name: String,
+    pub status: String,
+    /// The customer's document (what the API shows) as JSON text, stored as it is.
+    pub customer_doc_json: String,
     pub account: BillingAccountRow,
 }
 
@@ -237,14 +243,13 @@ impl Tx {
         let now = to_ms(now);
         let mut customers = Vec::with_capacity(rows.len() * 9);
         for row in rows {
-            let customer = &row.customer;
             customers.extend(args![
-                customer.id.as_str(),
+                row.customer_id.as_str(),
                 row.external_id.as_str(),
-                customer.party_type.as_str(),
-                customer.name.as_str(),
-                customer.status.as_str(),
-                json_text("doc", &customer.doc)?,
+                row.party_type.as_str(),
+                row.name.as_str(),
+                row.status.as_str(),
+                row.customer_doc_json.as_str(),
                 1,
                 now,
                 now

@@ -8,8 +8,8 @@ use std::str::FromStr;
 use rust_decimal::Decimal;
 use serde_json::json;
 use tollgate_store::{
-    store_test, BillingAccountRow, CustomerRow, ImportKind, ImportRun, ImportedAccount, NewOutboxItem, StoreError,
-    SubscriptionRow, ENGINE_ACCOUNT_BASE, ENGINE_SUBSCRIPTION_BASE,
+    store_test, BillingAccountRow, ImportKind, ImportRun, ImportedAccount, NewOutboxItem, StoreError, SubscriptionRow,
+    ENGINE_ACCOUNT_BASE, ENGINE_SUBSCRIPTION_BASE,
 };
 
 use crate::at;
@@ -18,14 +18,11 @@ fn imported(n: usize, parent: Option<usize>) -> ImportedAccount {
     let root = parent.unwrap_or(n);
     ImportedAccount {
         external_id: format!("X{n}"),
-        customer: CustomerRow {
-            id: format!("c{n}"),
-            party_type: "individual".into(),
-            name: format!("Customer {n}"),
-            status: "Approved".into(),
-            doc: json!({"id": format!("c{n}"), "name": format!("Customer {n}")}),
-            anonymised_at: None,
-        },
+        customer_id: format!("c{n}"),
+        party_type: "individual".into(),
+        name: format!("Customer {n}"),
+        status: "Approved".into(),
+        customer_doc_json: json!({"id": format!("c{n}"), "name": format!("Customer {n}")}).to_string(),
         account: BillingAccountRow {
             id: format!("a{n}"),
             engine_account_id: 0,
@@ -90,7 +87,7 @@ store_test! {
         // The same external id again fails the statement (the caller decides first).
         let mut tx = store.begin().await.expect("begin");
         let mut again = imported(5, None);
-        again.customer.id = "c-other".into();
+        again.customer_id = "c-other".into();
         again.account.id = "a-other".into();
         again.account.customer_id = "c-other".into();
         assert!(tx.insert_imported_accounts(&[again], at(1)).await.is_err());
