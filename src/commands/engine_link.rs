@@ -195,7 +195,7 @@ impl OutboxHandler for EngineLink {
         let answer = self.submit(request).await?;
         let settled = match answer.outcome {
             Outcome::Success => {
-                tracing::info!(key = %item.idempotency_key, kind = %item.kind, repeated = answer.repeated, "engine link: applied");
+                tracing::debug!(key = %item.idempotency_key, kind = %item.kind, repeated = answer.repeated, "engine link: applied");
                 let balance_after = match answer.body {
                     Body::Money { balance_after } => Some(balance_after),
                     _ => None,

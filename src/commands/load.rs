@@ -28,6 +28,10 @@ pub(crate) enum LoadCommand {
     Nchf(NchfLoad),
     /// gRPC debits (tollgate.v1.Charging/Debit).
     Grpc(GrpcLoad),
+    /// GETs on the management API (TMF paths), over HTTP/1.1 keep-alive connections.
+    Api(super::load_bss::ApiLoad),
+    /// Product orders placed on the management API and followed until final.
+    Orders(super::load_bss::OrdersLoad),
 }
 
 /// How much load, shared by every protocol.
@@ -225,14 +229,14 @@ fn ccr(
     ]
 }
 
-struct Tally {
-    latency: Histogram<u64>,
-    results: BTreeMap<u32, u64>,
-    failures: u64,
+pub(super) struct Tally {
+    pub(super) latency: Histogram<u64>,
+    pub(super) results: BTreeMap<u32, u64>,
+    pub(super) failures: u64,
 }
 
 impl Tally {
-    fn new() -> Tally {
+    pub(super) fn new() -> Tally {
         Tally { latency: histogram(), results: BTreeMap::new(), failures: 0 }
     }
 }
@@ -242,10 +246,12 @@ pub(crate) fn run(command: LoadCommand) -> anyhow::Result<ExitCode> {
         LoadCommand::Diameter(args) => diameter(args),
         LoadCommand::Nchf(args) => nchf(args),
         LoadCommand::Grpc(args) => grpc(args),
+        LoadCommand::Api(args) => super::load_bss::api(args),
+        LoadCommand::Orders(args) => super::load_bss::orders(args),
     }
 }
 
-fn loopback(target: SocketAddr) -> anyhow::Result<()> {
+pub(super) fn loopback(target: SocketAddr) -> anyhow::Result<()> {
     if !target.ip().is_loopback() {
         bail!("--target must be a loopback address: the load generator only drives this machine");
     }
@@ -259,7 +265,7 @@ fn histogram() -> Histogram<u64> {
 }
 
 /// Takes one request from the shared budget; false when it is spent.
-fn take(budget: &std::sync::atomic::AtomicU64) -> bool {
+pub(super) fn take(budget: &std::sync::atomic::AtomicU64) -> bool {
     budget
         .fetch_update(std::sync::atomic::Ordering::Relaxed, std::sync::atomic::Ordering::Relaxed, |b| b.checked_sub(1))
         .is_ok()
@@ -280,7 +286,7 @@ async fn finish(
     Ok(report(kind, unit, tallies, started.elapsed(), shape.connections, shape.sessions))
 }
 
-fn report(
+pub(super) fn report(
     kind: &str,
     unit: &str,
     tallies: Vec<Tally>,

@@ -9,6 +9,7 @@ pub(crate) mod engine_setup;
 pub(crate) mod import;
 pub(crate) mod inventory;
 pub(crate) mod load;
+mod load_bss;
 pub(crate) mod mediate;
 pub(crate) mod order;
 pub(crate) mod order_link;

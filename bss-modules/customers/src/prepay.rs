@@ -23,7 +23,7 @@ use crate::engine::{ordering_key, EngineOperation, Revert, RevertField, ADJUST, 
 use crate::error::{CustomersError, Result};
 use crate::lifecycle::AccountState;
 use crate::port::{EngineAccount, EngineAnswer};
-use crate::service::{audit, Customers, Principal};
+use crate::service::{audit, publish_account, Customers, Principal};
 
 /// The attributes a list of top-ups or adjustments may be filtered on.
 pub const BALANCE_ACTION_FILTERS: [&str; 2] = ["partyAccount.id", "status"];
@@ -377,9 +377,16 @@ impl Customers {
                 tx.update_billing_account(&restored, current.version, now)
                     .await
                     .map_err(|e| CustomersError::from_store("BillingAccount", e))?;
-                let after = json!({"document": self.doc(&restored), "engineRefused": refusal});
+                let restored_doc = self.doc(&restored);
+                let after = json!({"document": restored_doc, "engineRefused": refusal});
                 audit(&mut tx, &who, "engine-refused", "BillingAccount", id, Some(&before_doc), Some(&after), now)
                     .await?;
+                // Listeners saw the change; they see it undone, as any other change.
+                let event = match revert.field {
+                    RevertField::State { .. } => "BillingAccountStateChangeEvent",
+                    _ => "BillingAccountAttributeValueChangeEvent",
+                };
+                publish_account(&mut tx, event, id, &restored_doc, now).await?;
                 Settled::Reverted
             }
             None => {

@@ -876,7 +876,13 @@ async fn publish_customer_change(tx: &mut Tx, id: &str, before: &Value, after: &
 
 /// Publishes a billing account event to accountManagement's hub, in the change's
 /// transaction.
-async fn publish_account(tx: &mut Tx, event_type: &str, id: &str, doc: &Value, now: Timestamp) -> Result<()> {
+pub(crate) async fn publish_account(
+    tx: &mut Tx,
+    event_type: &str,
+    id: &str,
+    doc: &Value,
+    now: Timestamp,
+) -> Result<()> {
     let event =
         NewEvent { api: ACCOUNT_BASE_PATH, event_type, entity_type: "billingAccount", entity_id: id, entity: doc };
     tx.publish_event(event, now).await?;

@@ -235,7 +235,22 @@ store_test! {
         engine.edit(f.engine_id, |account| account.live_subscriptions.clear());
 
         // The engine is unreachable when the close is recorded, and money arrives before
-        // it gets there: the engine refuses, and the account is Active again, audited.
+        // it gets there: the engine refuses, and the account is Active again, audited, and
+        // announced to the account hub's listeners like the close was.
+        let secret = tollgate_store::HubSecret::generate().expect("a secret");
+        let (filter, listener) = (tollgate_store::EventFilter::default(), tollgate_store::new_entity_id().expect("id"));
+        let mut tx = store.begin().await.expect("begin");
+        let new = tollgate_store::NewListener {
+            id: &listener,
+            api: tollgate_customers::ACCOUNT_BASE_PATH,
+            callback: "http://127.0.0.1:9/",
+            query: None,
+            filter: &filter,
+            secret: &secret,
+            created_by: "test",
+        };
+        tx.insert_listener(new, at(0)).await.expect("listen");
+        tx.commit().await.expect("commit");
         engine.set_down(true);
         let closed = f.customers.patch_account(&admin, &f.account, &close, postpaid.version, at(8)).await.expect("recorded");
         assert_eq!(state(&closed.value), "Closed");
@@ -251,6 +266,21 @@ store_test! {
         assert_eq!((last.actor.as_str(), last.action.as_str()), ("engine", "engine-refused"));
         let after = last.after.as_ref().expect("after");
         assert!(after["engineRefused"]["reason"].as_str().expect("reason").contains("settle_reason"), "{after}");
+        let lease = std::time::Duration::from_secs(60);
+        let mut states = Vec::new();
+        loop {
+            let claimed = store.claim_deliveries(at(10_000), 100, lease, &[]).await.expect("claim");
+            if claimed.is_empty() {
+                break;
+            }
+            for delivery in claimed {
+                let body: Value = serde_json::from_str(&delivery.body).expect("JSON");
+                states.push((delivery.event_type.clone(), body["event"]["billingAccount"]["state"].clone()));
+                store.delivery_done(&delivery, at(10_000)).await.expect("done");
+            }
+        }
+        let change = "BillingAccountStateChangeEvent".to_owned();
+        assert_eq!(states, [(change.clone(), json!("Closed")), (change, json!("Active"))], "the close, then its undoing");
 
         // Settled by an explicit final adjustment, the close goes through; a closed
         // account takes no change.

@@ -2,7 +2,9 @@
 //! a new line reserves the next free number and SIM card, assigns them when it completes
 //! and sends the inventory's network elements to the network; a refused activation gives
 //! both back as available; a terminated line's number goes into quarantine and its SIM is
-//! retired; a customer's chosen number that is taken is refused naming the field.
+//! retired; a customer's chosen number that is taken is refused naming the field; 1,000
+//! new-line orders placed at once and carried out by two concurrent workers get 1,000
+//! distinct numbers and SIM cards.
 
 mod common;
 
@@ -31,14 +33,19 @@ struct Real {
 }
 
 async fn real(lab: &Lab) -> Real {
+    real_with(lab, "4915100009", 5).await
+}
+
+/// The real inventory with numbers 4915100000..=`last` and `sims` SIM cards.
+async fn real_with(lab: &Lab, last: &str, sims: u64) -> Real {
     let inventory = Inventory::new(lab.store.clone(), InventoryConfig::default().with_quarantine_days(30));
     let load = RangeLoad {
         name: "test".into(),
-        range: NumberRange::new("4915100000", "4915100009").expect("range"),
+        range: NumberRange::new("4915100000", last).expect("range"),
         golden: GoldenRules::new(Vec::new(), "golden").expect("rules"),
     };
     inventory.load_number_range("test", &load, at(0)).await.expect("numbers");
-    inventory.load_sim_file("test", &vendor_file(5), None, None, at(0)).await.expect("sims");
+    inventory.load_sim_file("test", &vendor_file(sims), None, None, at(0)).await.expect("sims");
     let hss = json!({"resourceSpecification": {"id": "NetworkElement"}, "name": "HSS 1", "category": "HSS", "address": "hss1.test:3868"});
     inventory.create("test", hss, at(0)).await.expect("element");
     let resources = Arc::new(InventoryResources::new(inventory.clone(), None));
@@ -95,5 +102,49 @@ store_test! {
             }
             other => panic!("{other:?}"),
         }
+    }
+}
+
+store_test! {
+    async fn a_thousand_concurrent_new_lines_get_a_thousand_distinct_numbers_and_sims(store) {
+        const ORDERS: usize = 1000;
+        let lab = lab(&store).await;
+        let real = real_with(&lab, "4915100999", ORDERS as u64).await;
+        // Placed at once: each order is its own task on the runtime.
+        let mut placing = tokio::task::JoinSet::new();
+        for _ in 0..ORDERS {
+            let (orders, admin, doc, now) = (real.orders.clone(), lab.admin.clone(), lab.new_line(), lab.now);
+            placing.spawn(async move { orders.create(&admin, doc, now).await.map(|created| created.value) });
+        }
+        let mut products = Vec::with_capacity(ORDERS);
+        while let Some(placed) = placing.join_next().await {
+            let order = placed.expect("task").expect("order");
+            products.push(order["productOrderItem"][0]["product"]["id"].as_str().expect("product").to_owned());
+        }
+        // Carried out by two workers at once, each running 32 steps concurrently: their
+        // claims and reservations race.
+        let second = ProvisioningWorker::new(Workflow::new(real.orders.clone(), Some(lab.network.clone()), policy()))
+            .with_concurrency(32);
+        let first = ProvisioningWorker::new(Workflow::new(real.orders.clone(), Some(lab.network.clone()), policy()))
+            .with_concurrency(32);
+        let (a, b) = tokio::join!(lab.drive_with(&first, lab.now), lab.drive_with(&second, lab.now));
+        assert!(a > 0 && b > 0, "both workers ran steps ({a}, {b})");
+        let (mut numbers, mut sims) = (Vec::with_capacity(ORDERS), Vec::with_capacity(ORDERS));
+        for product in &products {
+            let line = real.orders.product(&lab.admin, product).await.expect("line").value;
+            assert_eq!(line["status"], "active", "{line}");
+            let value = |name: &str| -> String {
+                line["productCharacteristic"].as_array().and_then(|l| l.iter().find(|c| c["name"] == name)).and_then(|c| c["value"].as_str()).unwrap_or_default().to_owned()
+            };
+            numbers.push(value("msisdn"));
+            sims.push(value("iccid"));
+        }
+        for held in [&mut numbers, &mut sims] {
+            held.sort();
+            held.dedup();
+            assert_eq!(held.len(), ORDERS, "no number or SIM given twice");
+        }
+        let assigned = real.inventory.list([("state", "assigned")], 0, 1, at(20)).await.expect("list").total;
+        assert_eq!(assigned, 2 * ORDERS as i64, "every number and SIM assigned, nothing more");
     }
 }

@@ -37,26 +37,31 @@ store_test! {
 store_test! {
     async fn a_migration_missing_below_an_applied_one_is_applied(store) {
         // Branches number their migrations in parallel: a database may have a later one
-        // applied and miss an earlier number; opening applies what is missing.
+        // applied and miss an earlier number; opening applies what is missing. Migration 7
+        // (the event hub) is one no later migration builds on.
         tollgate_store::testing::raw_sql(
             &store,
-            "DROP TABLE balance_actions; DROP TABLE billing_accounts; DROP TABLE customers;
-             DELETE FROM schema_migrations WHERE version = 3",
+            "DROP TABLE hub_deliveries; DROP TABLE hub_events; DROP TABLE hub_listeners;
+             DELETE FROM schema_migrations WHERE version = 7",
         )
         .await
-        .expect("forget migration 3");
+        .expect("forget migration 7");
+        const { assert!(SCHEMA_VERSION > 7, "a migration above the forgotten one is applied") };
         let reopened = Store::open(store.location()).await.expect("open");
         assert_eq!(reopened.schema_version().await.expect("version"), SCHEMA_VERSION);
-        let mut tx = reopened.begin().await.expect("begin");
-        let customer = tollgate_store::CustomerRow {
-            id: "c1".into(),
-            party_type: "individual".into(),
-            name: "Ada".into(),
-            status: "Approved".into(),
-            doc: serde_json::json!({}),
-            anonymised_at: None,
+        let secret = tollgate_store::HubSecret::generate().expect("a secret");
+        let filter = tollgate_store::EventFilter::default();
+        let new = tollgate_store::NewListener {
+            id: "l1",
+            api: "/tmf-api/customerManagement/v4",
+            callback: "http://127.0.0.1:9/",
+            query: None,
+            filter: &filter,
+            secret: &secret,
+            created_by: "test",
         };
-        tx.insert_customer(&customer, jiff::Timestamp::UNIX_EPOCH).await.expect("migration 3's table is back");
+        let mut tx = reopened.begin().await.expect("begin");
+        tx.insert_listener(new, jiff::Timestamp::UNIX_EPOCH).await.expect("migration 7's table is back");
         tx.commit().await.expect("commit");
     }
 }
