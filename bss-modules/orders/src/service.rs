@@ -7,6 +7,7 @@
 //! from there. A cancellation is decided in its own transaction and carried out by the
 //! workflow, which compensates what was done.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use jiff::Timestamp;
@@ -25,7 +26,7 @@ use crate::docs::{
     ORDER_BASE_PATH,
 };
 use crate::error::{OrdersError, Result};
-use crate::offering::Offerings;
+use crate::offering::{Offering, Offerings};
 use crate::ports::{EnginePort, ResourceKind, Resources};
 use crate::state::{ItemState, OrderState};
 
@@ -206,6 +207,16 @@ impl Orders {
     /// audited, in one transaction; `acknowledged`, or `pending` until its requested start.
     pub async fn create(&self, who: &Principal, doc: Value, now: Timestamp) -> Result<Versioned<Value>> {
         let requested = parse_order(&doc, now)?;
+        // The catalogue is read before the transaction begins: a read on another
+        // connection while the transaction holds one would let concurrent orders take
+        // every connection of the pool and wait for one more.
+        let mut offerings = HashMap::with_capacity(requested.items.len());
+        for item in &requested.items {
+            if let Some(offering_id) = item.request.offering_id() {
+                let field = format!("productOrderItem[{}].productOffering.id", item.index);
+                offerings.insert(item.index, self.offerings.sellable(offering_id, &field, now).await?);
+            }
+        }
         let mut tx = self.store.begin().await?;
         let Some(account) = tx.billing_account(&requested.billing_account_id).await? else {
             return Err(OrdersError::invalid(
@@ -231,7 +242,7 @@ impl Orders {
                     ));
                 }
             }
-            let resolved = self.resolve(&mut tx, &account, item, now).await?;
+            let resolved = self.resolve(&mut tx, &account, item, offerings.remove(&item.index), now).await?;
             items.push(OrderItemRow {
                 order_id: id.clone(),
                 item_id: item.id.clone(),
@@ -296,9 +307,13 @@ impl Orders {
         tx: &mut Tx,
         account: &BillingAccountRow,
         item: &RequestedItem,
+        offering: Option<Offering>,
         now: Timestamp,
     ) -> Result<Resolved> {
         let at = |field: &str| format!("productOrderItem[{}].{field}", item.index);
+        // Read before the transaction for every item that names an offering.
+        let offering =
+            || offering.clone().ok_or_else(|| OrdersError::invalid(at("productOffering.id"), "no product offering"));
         let active_account = || {
             if account.state == "Active" {
                 Ok(())
@@ -309,7 +324,7 @@ impl Orders {
                 ))
             }
         };
-        let line_plan = |offering: &crate::offering::Offering| -> Result<String> {
+        let line_plan = |offering: &Offering| -> Result<String> {
             let Some((plan, currency)) = &offering.plan else {
                 return Err(OrdersError::invalid(
                     at("productOffering.id"),
@@ -337,7 +352,7 @@ impl Orders {
         match &item.request {
             Request::NewLine { offering_id, msisdn, iccid } => {
                 active_account()?;
-                let offering = self.offerings.sellable(offering_id, &at("productOffering.id"), now).await?;
+                let offering = offering()?;
                 let plan = line_plan(&offering)?;
                 self.check_available(tx, ResourceKind::Msisdn, msisdn.as_deref(), &characteristic(), now).await?;
                 self.check_available(tx, ResourceKind::Sim, iccid.as_deref(), &characteristic(), now).await?;
@@ -352,7 +367,7 @@ impl Orders {
                 let line = self
                     .line(tx, account, parent_id, Action::AddAddOn, &at("product.productRelationship[0].product.id"))
                     .await?;
-                let offering = self.offerings.sellable(offering_id, &at("productOffering.id"), now).await?;
+                let offering = offering()?;
                 if offering.plan.is_some() {
                     return Err(OrdersError::invalid(
                         at("productOffering.id"),
@@ -368,7 +383,7 @@ impl Orders {
             Request::ChangeOffering { product_id, offering_id } => {
                 active_account()?;
                 let line = self.line(tx, account, product_id, Action::ChangePlan, &at("product.id")).await?;
-                let offering = self.offerings.sellable(offering_id, &at("productOffering.id"), now).await?;
+                let offering = offering()?;
                 let plan = line_plan(&offering)?;
                 if line.subscription.offering_id.as_deref() == Some(offering_id.as_str())
                     || line.subscription.plan_id == plan

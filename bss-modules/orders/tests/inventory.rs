@@ -110,7 +110,10 @@ store_test! {
         const ORDERS: usize = 1000;
         let lab = lab(&store).await;
         let real = real_with(&lab, "4915100999", ORDERS as u64).await;
-        // Placed at once: each order is its own task on the runtime.
+        // Placed at once, 1,000 concurrent clients on a store of 4 connections (the rest
+        // queue for one; the catalogue is read before each order's transaction, so none
+        // holds a connection while waiting for another), all before the workers start:
+        // the 1,000 orders are then in the workflow together.
         let mut placing = tokio::task::JoinSet::new();
         for _ in 0..ORDERS {
             let (orders, admin, doc, now) = (real.orders.clone(), lab.admin.clone(), lab.new_line(), lab.now);

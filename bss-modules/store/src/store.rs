@@ -5,7 +5,11 @@
 //! SQLite is opened in WAL mode with `synchronous = FULL` (a committed outbox row must
 //! survive a power cut, or the engine could apply an operation the BSS then forgets),
 //! foreign keys on and a busy timeout. Its write transactions start with `BEGIN IMMEDIATE`,
-//! so two writers queue on the lock instead of failing when one upgrades from reading.
+//! so two writers queue on the lock instead of failing when one upgrades from reading, and
+//! a process's writers first queue, in order, for its one write permit: SQLite's busy
+//! handler retries by sleeping, which is not fair, so under hundreds of concurrent writers
+//! some would wait out the busy timeout while others kept winning. Other processes on the
+//! same file (the CLI beside a server) still meet the busy timeout.
 //! PostgreSQL runs at its default `READ COMMITTED`; the crate takes row locks where
 //! it needs them (see [`Dialect`]).
 
@@ -16,7 +20,7 @@ use std::time::Duration;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Postgres, Sqlite};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 use crate::error::{Result, StoreError};
 use crate::sql::{bind_postgres, bind_sqlite, Arg, Dialect, Row};
@@ -53,6 +57,10 @@ pub struct Store {
     pub(crate) outbox_wake: Arc<Notify>,
     /// Woken when a transaction that published hub events with deliveries commits.
     pub(crate) hub_wake: Arc<Notify>,
+    /// SQLite: the one write permit of this process's writers, taken in FIFO order.
+    writers: Arc<Semaphore>,
+    /// How long a writer waits for the permit (the pool's acquire timeout).
+    write_wait: Duration,
 }
 
 #[derive(Clone)]
@@ -105,7 +113,7 @@ impl Store {
                 .map_err(open_error)?;
             Pool::Sqlite(pool)
         };
-        Store::migrated(pool, shown).await
+        Store::migrated(pool, shown, options.acquire_timeout).await
     }
 
     /// A private in-memory SQLite database on one connection, for tests and tools: a
@@ -123,15 +131,17 @@ impl Store {
             .connect_with(connect)
             .await
             .map_err(|source| StoreError::Open { location: ":memory:".into(), source })?;
-        Store::migrated(Pool::Sqlite(pool), ":memory:".into()).await
+        Store::migrated(Pool::Sqlite(pool), ":memory:".into(), options.acquire_timeout).await
     }
 
-    async fn migrated(pool: Pool, location: String) -> Result<Store> {
+    async fn migrated(pool: Pool, location: String, write_wait: Duration) -> Result<Store> {
         let store = Store {
             pool,
             location: location.into(),
             outbox_wake: Arc::new(Notify::new()),
             hub_wake: Arc::new(Notify::new()),
+            writers: Arc::new(Semaphore::new(1)),
+            write_wait,
         };
         crate::migrate::run(&store).await?;
         Ok(store)
@@ -149,16 +159,30 @@ impl Store {
     /// [`commit`](Tx::commit) rolls it back. On SQLite it holds the database's one write
     /// lock until it ends: keep it short.
     pub async fn begin(&self) -> Result<Tx> {
-        let inner = match &self.pool {
-            Pool::Sqlite(pool) => pool.begin_with("BEGIN IMMEDIATE").await.map(TxInner::Sqlite),
-            Pool::Postgres(pool) => pool.begin().await.map(TxInner::Postgres),
-        }
-        .map_err(StoreError::db("begin"))?;
-        Ok(self.tx(inner))
+        let (inner, writer) = match &self.pool {
+            Pool::Sqlite(pool) => {
+                let permit = tokio::time::timeout(self.write_wait, Arc::clone(&self.writers).acquire_owned())
+                    .await
+                    .map_err(|_| StoreError::Database { operation: "begin", source: sqlx::Error::PoolTimedOut })?
+                    .ok();
+                (pool.begin_with("BEGIN IMMEDIATE").await.map(TxInner::Sqlite), permit)
+            }
+            Pool::Postgres(pool) => (pool.begin().await.map(TxInner::Postgres), None),
+        };
+        let mut tx = self.tx(inner.map_err(StoreError::db("begin"))?);
+        tx._writer = writer;
+        Ok(tx)
     }
 
     fn tx(&self, inner: TxInner) -> Tx {
-        Tx { inner, wake: self.outbox_wake.clone(), enqueued: false, hub_wake: self.hub_wake.clone(), published: false }
+        Tx {
+            inner,
+            _writer: None,
+            wake: self.outbox_wake.clone(),
+            enqueued: false,
+            hub_wake: self.hub_wake.clone(),
+            published: false,
+        }
     }
 
     /// Begins a read-only transaction: a consistent snapshot that takes no write lock.
@@ -215,6 +239,9 @@ fn redact_password(location: &str) -> String {
 /// [`commit`](Tx::commit) rolls it back.
 pub struct Tx {
     inner: TxInner,
+    /// SQLite: this process's write permit, released after `inner` ends (fields drop in
+    /// order).
+    _writer: Option<OwnedSemaphorePermit>,
     wake: Arc<Notify>,
     enqueued: bool,
     hub_wake: Arc<Notify>,
