@@ -267,16 +267,17 @@ store_test! {
         let after = last.after.as_ref().expect("after");
         assert!(after["engineRefused"]["reason"].as_str().expect("reason").contains("settle_reason"), "{after}");
         let lease = std::time::Duration::from_secs(60);
+        let later = Timestamp::now().checked_add(jiff::SignedDuration::from_hours(1)).expect("an hour on");
         let mut states = Vec::new();
         loop {
-            let claimed = store.claim_deliveries(at(10_000), 100, lease, &[]).await.expect("claim");
+            let claimed = store.claim_deliveries(later, 100, lease, &[]).await.expect("claim");
             if claimed.is_empty() {
                 break;
             }
             for delivery in claimed {
                 let body: Value = serde_json::from_str(&delivery.body).expect("JSON");
                 states.push((delivery.event_type.clone(), body["event"]["billingAccount"]["state"].clone()));
-                store.delivery_done(&delivery, at(10_000)).await.expect("done");
+                store.delivery_done(&delivery, later).await.expect("done");
             }
         }
         let change = "BillingAccountStateChangeEvent".to_owned();
