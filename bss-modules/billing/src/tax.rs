@@ -7,14 +7,15 @@
 //! side is the difference). Per invoice, the lines of one currency and tax code are taxed
 //! together: their exact taxes are summed and rounded once, each line shows its own exact
 //! tax rounded, and the difference (at most half a minor unit per line) is carried on the
-//! line with the largest exact tax, the first in invoice order on a tie (the tariffs'
-//! `money::round_lines`), so the lines add up to the rounded group tax.
+//! line with the largest exact tax, the first in invoice order on a tie (as the tariffs'
+//! `money::round_lines` does for a rated event's lines), so the lines add up to the
+//! rounded group tax. The group's exact tax is computed from the exact sum of its amounts,
+//! so an inclusive rate's division (0.20 / 1.20) is done once per group.
 
 use std::collections::BTreeMap;
 
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
-use tollgate_tariffs::money::round_lines;
 use tollgate_tariffs::{Rounding, RoundingMode};
 
 use crate::error::{BillingError, Result};
@@ -111,21 +112,24 @@ impl TaxProfile {
             })
     }
 
+    /// The exact tax of `amount` at `rate` by the profile's basis.
+    fn exact_tax(&self, field: &str, amount: Decimal, rate: Decimal) -> Result<Decimal> {
+        let tax = match self.basis {
+            PriceBasis::Exclusive => amount.checked_mul(rate),
+            PriceBasis::Inclusive => {
+                amount.checked_mul(rate).and_then(|product| product.checked_div(Decimal::ONE + rate))
+            }
+        };
+        tax.ok_or_else(|| BillingError::overflow(field))
+    }
+
     /// Taxes `lines` in place by the profile's basis and rounding.
     pub(crate) fn apply(&self, lines: &mut [Taxed]) -> Result<()> {
-        let exact = |line: &Taxed| -> Result<Decimal> {
-            let tax = match self.basis {
-                PriceBasis::Exclusive => line.amount.checked_mul(line.rate),
-                PriceBasis::Inclusive => {
-                    line.amount.checked_mul(line.rate).and_then(|product| product.checked_div(Decimal::ONE + line.rate))
-                }
-            };
-            tax.ok_or_else(|| BillingError::overflow(line.field.clone()))
-        };
         match self.rounding {
             TaxRounding::PerLine => {
                 for line in lines.iter_mut() {
-                    line.tax = line.rounding(self.rounding_mode).apply(exact(line)?);
+                    line.tax =
+                        line.rounding(self.rounding_mode).apply(self.exact_tax(&line.field, line.amount, line.rate)?);
                 }
             }
             TaxRounding::PerInvoice => {
@@ -135,14 +139,19 @@ impl TaxProfile {
                 }
                 let groups: Vec<Vec<usize>> = groups.into_values().collect();
                 for members in groups {
-                    let mut pairs = members
-                        .iter()
-                        .map(|index| Ok((exact(&lines[*index])?, Decimal::ZERO)))
-                        .collect::<Result<Vec<_>>>()?;
                     let first = &lines[members[0]];
-                    round_lines(first.rounding(self.rounding_mode), &mut pairs)
-                        .ok_or_else(|| BillingError::overflow(first.field.clone()))?;
-                    for (index, (_, tax)) in members.iter().zip(pairs) {
+                    let (field, rounding, rate) = (first.field.clone(), first.rounding(self.rounding_mode), first.rate);
+                    // The group's tax from the exact sum of its amounts (an inclusive
+                    // rate's division done once, not once per line).
+                    let mut sum = Decimal::ZERO;
+                    let mut exact = Vec::with_capacity(members.len());
+                    for index in &members {
+                        let line = &lines[*index];
+                        sum = sum.checked_add(line.amount).ok_or_else(|| BillingError::overflow(&line.field))?;
+                        exact.push(self.exact_tax(&line.field, line.amount, line.rate)?);
+                    }
+                    let total = rounding.apply(self.exact_tax(&field, sum, rate)?);
+                    for (index, tax) in members.iter().zip(carry(rounding, total, &exact)) {
                         lines[*index].tax = tax;
                     }
                 }
@@ -161,6 +170,24 @@ impl TaxProfile {
         }
         Ok(())
     }
+}
+
+/// Each of `exact` rounded with `rounding`, with the difference between `total` and their
+/// sum carried on the one of largest magnitude (the first on a tie), so they add up to
+/// `total`.
+fn carry(rounding: Rounding, total: Decimal, exact: &[Decimal]) -> Vec<Decimal> {
+    let mut rounded: Vec<Decimal> = exact.iter().map(|tax| rounding.apply(*tax)).collect();
+    let mut largest: Option<usize> = None;
+    for (index, tax) in exact.iter().enumerate() {
+        if largest.is_none_or(|at| tax.abs() > exact[at].abs()) {
+            largest = Some(index);
+        }
+    }
+    if let Some(at) = largest {
+        let residue = total - rounded.iter().copied().sum::<Decimal>();
+        rounded[at] += residue;
+    }
+    rounded
 }
 
 /// One line being taxed: its amount as priced, in minor units of `currency`
