@@ -1,5 +1,5 @@
 //! Tollgate's billing core: what an account owes for a billing cycle, as pure functions of
-//! typed inputs. [`currency`](minor_units) knows each ISO 4217 currency's minor units and
+//! typed inputs. [`minor_units`] knows each ISO 4217 currency's minor units and
 //! rounds with a named mode; [`BillingCycle`] and [`DateSpan`] prorate recurring charges
 //! by day in the operator's calendar; [`TaxProfile`] taxes lines inclusive or exclusive,
 //! rounded per line or per invoice; [`Discount`] and [`Credit`] take amounts off without
