@@ -32,20 +32,26 @@ pub struct ChartOfAccounts {
 
 impl ChartOfAccounts {
     fn revenue_code(&self, charge_type: &str) -> Result<&str> {
-        self.revenue
-            .get(charge_type)
-            .or(self.revenue_default.as_ref())
-            .map(String::as_str)
-            .ok_or_else(|| BillingError::NoAccountCode { what: "charge type", key: charge_type.to_owned() })
+        code_in(&self.revenue, self.revenue_default.as_ref(), "charge type", charge_type)
     }
 
     fn tax_code(&self, code: &str) -> Result<&str> {
-        self.tax_payable
-            .get(code)
-            .or(self.tax_payable_default.as_ref())
-            .map(String::as_str)
-            .ok_or_else(|| BillingError::NoAccountCode { what: "tax code", key: code.to_owned() })
+        code_in(&self.tax_payable, self.tax_payable_default.as_ref(), "tax code", code)
     }
+}
+
+/// The account code of `key` in `codes`, else `default`, else an error naming `what`.
+fn code_in<'a>(
+    codes: &'a BTreeMap<String, String>,
+    default: Option<&'a String>,
+    what: &'static str,
+    key: &str,
+) -> Result<&'a str> {
+    codes
+        .get(key)
+        .or(default)
+        .map(String::as_str)
+        .ok_or_else(|| BillingError::NoAccountCode { what, key: key.to_owned() })
 }
 
 /// One posting: an amount on one side of one account, for one invoice.

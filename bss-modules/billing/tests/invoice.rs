@@ -101,6 +101,20 @@ fn activation_on_15_february_of_a_leap_year_in_advance() {
     assert_eq!(totals(&invoice, "EUR"), (s("30.34"), s("6.07"), s("36.41")));
 }
 
+/// November 2026's invoice of plan S (19.99, active since 1 June) changed to plan L
+/// (24.99) on 11 November, with what was billed in advance for S's November.
+fn plan_change(timing: ChargeTiming, s_billed_in_advance: &str) -> Invoice {
+    let november = cycle(2026, 11, 1);
+    let since_june = DateSpan::active("plan", date(2026, 6, 1), None).expect("span");
+    let (small, large) = since_june.split_at(date(2026, 11, 11)).expect("inside");
+    let mut bob = account("bob", "EUR");
+    let mut plan_s = recurring("plan-s", "19.99", timing, vec![small]);
+    plan_s.billed_in_advance = d(s_billed_in_advance);
+    bob.recurring.push(plan_s);
+    bob.recurring.push(recurring("plan-l", "24.99", timing, vec![large]));
+    invoice_of(&november, vec![bob], vat20())
+}
+
 #[test]
 fn a_plan_change_mid_cycle_in_arrears() {
     // November 2026: 30 days. Plan S (19.99) since 1 June, changed to plan L (24.99) on
@@ -108,13 +122,7 @@ fn a_plan_change_mid_cycle_in_arrears() {
     //   S: 19.99 × 10 / 30 = 6.6633… → 6.66;  VAT 1.332 → 1.33; gross 7.99.
     //   L: 24.99 × 20 / 30 = 16.66;           VAT 3.332 → 3.33; gross 19.99.
     // Totals: net 23.32, tax 4.66, gross 27.98.
-    let november = cycle(2026, 11, 1);
-    let since_june = DateSpan::active("plan", date(2026, 6, 1), None).expect("span");
-    let (small, large) = since_june.split_at(date(2026, 11, 11)).expect("inside");
-    let mut bob = account("bob", "EUR");
-    bob.recurring.push(recurring("plan-s", "19.99", ChargeTiming::InArrears, vec![small]));
-    bob.recurring.push(recurring("plan-l", "24.99", ChargeTiming::InArrears, vec![large]));
-    let invoice = invoice_of(&november, vec![bob], vat20());
+    let invoice = plan_change(ChargeTiming::InArrears, "0.00");
     assert_eq!(
         lines(&invoice),
         [
@@ -134,15 +142,7 @@ fn a_plan_change_mid_cycle_in_advance_credits_and_charges_the_remainder() {
     //   L, December (31 days, all active): 24.99;  S has no day in December: no line.
     // VAT per line: 24.99 → 4.998 → 5.00; 16.66 → 3.332 → 3.33; −13.33 → −2.666 → −2.67.
     // Totals: net 24.99 + 16.66 − 13.33 = 28.32; tax 5.00 + 3.33 − 2.67 = 5.66; gross 33.98.
-    let november = cycle(2026, 11, 1);
-    let since_june = DateSpan::active("plan", date(2026, 6, 1), None).expect("span");
-    let (small, large) = since_june.split_at(date(2026, 11, 11)).expect("inside");
-    let mut bob = account("bob", "EUR");
-    let mut plan_s = recurring("plan-s", "19.99", ChargeTiming::InAdvance, vec![small]);
-    plan_s.billed_in_advance = d("19.99");
-    bob.recurring.push(plan_s);
-    bob.recurring.push(recurring("plan-l", "24.99", ChargeTiming::InAdvance, vec![large]));
-    let invoice = invoice_of(&november, vec![bob], vat20());
+    let invoice = plan_change(ChargeTiming::InAdvance, "19.99");
     assert_eq!(
         lines(&invoice),
         [
@@ -178,6 +178,19 @@ fn a_termination_on_the_cycles_last_day() {
     assert_eq!(totals(&invoice, "EUR"), (s("19.99"), s("4.00"), s("23.99")));
 }
 
+/// A tax case: currency, basis, rounding, mode, rate, three amounts, their expected taxes,
+/// and the expected (net, tax, gross) totals.
+type TaxCase = (
+    &'static str,
+    PriceBasis,
+    TaxRounding,
+    RoundingMode,
+    &'static str,
+    [&'static str; 3],
+    [&'static str; 3],
+    (&'static str, &'static str, &'static str),
+);
+
 /// One tax case: three one-off lines in `currency` under `profile`, and the expected tax of
 /// each line and the totals.
 fn check_tax(currency: &str, tax: TaxProfile, amounts: [&str; 3], line_taxes: [&str; 3], expected: (&str, &str, &str)) {
@@ -204,75 +217,49 @@ fn tax_exclusive_and_inclusive_per_line_and_per_invoice_in_eur_jpy_and_kwd() {
     use PriceBasis::{Exclusive, Inclusive};
     use RoundingMode::{HalfEven, HalfUp};
     use TaxRounding::{PerInvoice, PerLine};
-    let tax = |basis, rounding, mode, rate| profile(basis, rounding, mode, &[("T", "FR", rate)]);
+    #[rustfmt::skip]
+    let cases: [TaxCase; 13] = [
+        // EUR, 20 %, exclusive, three lines of 0.13: each 0.13 × 0.20 = 0.026.
+        // Per line: 0.026 → 0.03 each; tax 0.09; net 0.39; gross 0.48.
+        ("EUR", Exclusive, PerLine, HalfUp, "0.20", ["0.13"; 3], ["0.03"; 3], ("0.39", "0.09", "0.48")),
+        // Per invoice: 0.39 × 0.20 = 0.078 → 0.08; the lines round to 0.03 + 0.03 + 0.03 = 0.09,
+        // the −0.01 goes to the largest exact tax, the first on this tie: 0.02, 0.03, 0.03.
+        ("EUR", Exclusive, PerInvoice, HalfUp, "0.20", ["0.13"; 3], ["0.02", "0.03", "0.03"], ("0.39", "0.08", "0.47")),
+        // EUR, 20 %, inclusive, three lines of 0.13 gross: each tax 0.13 × 0.20 / 1.20 = 0.021666…
+        // Per line: 0.02 each, tax 0.06, net 0.11 × 3 = 0.33, gross 0.39.
+        ("EUR", Inclusive, PerLine, HalfUp, "0.20", ["0.13"; 3], ["0.02"; 3], ("0.33", "0.06", "0.39")),
+        // Per invoice, half-up: 0.39 × 0.20 / 1.20 = 0.065 exactly → 0.07; lines 0.06, +0.01 on
+        // the first: 0.03, 0.02, 0.02; net 0.39 − 0.07 = 0.32.
+        ("EUR", Inclusive, PerInvoice, HalfUp, "0.20", ["0.13"; 3], ["0.03", "0.02", "0.02"], ("0.32", "0.07", "0.39")),
+        // Per invoice, half-even: 0.065 → 0.06 (6 is even), the lines' 0.06 need no carry.
+        ("EUR", Inclusive, PerInvoice, HalfEven, "0.20", ["0.13"; 3], ["0.02"; 3], ("0.33", "0.06", "0.39")),
 
-    // EUR, 20 %, exclusive, three lines of 0.13: each 0.13 × 0.20 = 0.026.
-    // Per line: 0.026 → 0.03 each; tax 0.09; net 0.39; gross 0.48.
-    check_tax("EUR", tax(Exclusive, PerLine, HalfUp, "0.20"), ["0.13"; 3], ["0.03"; 3], ("0.39", "0.09", "0.48"));
-    // Per invoice: 0.39 × 0.20 = 0.078 → 0.08; the lines round to 0.03 + 0.03 + 0.03 = 0.09,
-    // the −0.01 goes to the largest exact tax, the first on this tie: 0.02, 0.03, 0.03.
-    check_tax(
-        "EUR",
-        tax(Exclusive, PerInvoice, HalfUp, "0.20"),
-        ["0.13"; 3],
-        ["0.02", "0.03", "0.03"],
-        ("0.39", "0.08", "0.47"),
-    );
-    // EUR, 20 %, inclusive, three lines of 0.13 gross: each tax 0.13 × 0.20 / 1.20 = 0.021666…
-    // Per line: 0.02 each, tax 0.06, net 0.11 × 3 = 0.33, gross 0.39.
-    check_tax("EUR", tax(Inclusive, PerLine, HalfUp, "0.20"), ["0.13"; 3], ["0.02"; 3], ("0.33", "0.06", "0.39"));
-    // Per invoice, half-up: 0.39 × 0.20 / 1.20 = 0.065 exactly → 0.07; lines 0.06, +0.01 on
-    // the first: 0.03, 0.02, 0.02; net 0.39 − 0.07 = 0.32.
-    check_tax(
-        "EUR",
-        tax(Inclusive, PerInvoice, HalfUp, "0.20"),
-        ["0.13"; 3],
-        ["0.03", "0.02", "0.02"],
-        ("0.32", "0.07", "0.39"),
-    );
-    // Per invoice, half-even: 0.065 → 0.06 (6 is even), the lines' 0.06 need no carry.
-    check_tax("EUR", tax(Inclusive, PerInvoice, HalfEven, "0.20"), ["0.13"; 3], ["0.02"; 3], ("0.33", "0.06", "0.39"));
+        // JPY (no minor unit), 10 %, exclusive, three lines of 105: each 10.5.
+        // Per line, half-up: 11 each, tax 33, net 315, gross 348.
+        ("JPY", Exclusive, PerLine, HalfUp, "0.10", ["105"; 3], ["11"; 3], ("315", "33", "348")),
+        // Per invoice: 315 × 0.10 = 31.5 → 32; lines 33, −1 on the first: 10, 11, 11.
+        ("JPY", Exclusive, PerInvoice, HalfUp, "0.10", ["105"; 3], ["10", "11", "11"], ("315", "32", "347")),
+        // JPY, 10 %, inclusive, three lines of 1005 gross: each 1005 × 0.10 / 1.10 = 91.3636…
+        // Per line: 91 each, tax 273, net 3015 − 273 = 2742.
+        ("JPY", Inclusive, PerLine, HalfUp, "0.10", ["1005"; 3], ["91"; 3], ("2742", "273", "3015")),
+        // Per invoice: 3015 / 11 = 274.09… → 274; lines 273, +1 on the first: 92, 91, 91;
+        // net 3015 − 274 = 2741.
+        ("JPY", Inclusive, PerInvoice, HalfUp, "0.10", ["1005"; 3], ["92", "91", "91"], ("2741", "274", "3015")),
 
-    // JPY (no minor unit), 10 %, exclusive, three lines of 105: each 10.5.
-    // Per line, half-up: 11 each, tax 33, net 315, gross 348.
-    check_tax("JPY", tax(Exclusive, PerLine, HalfUp, "0.10"), ["105"; 3], ["11"; 3], ("315", "33", "348"));
-    // Per invoice: 315 × 0.10 = 31.5 → 32; lines 33, −1 on the first: 10, 11, 11.
-    check_tax("JPY", tax(Exclusive, PerInvoice, HalfUp, "0.10"), ["105"; 3], ["10", "11", "11"], ("315", "32", "347"));
-    // JPY, 10 %, inclusive, three lines of 1005 gross: each 1005 × 0.10 / 1.10 = 91.3636…
-    // Per line: 91 each, tax 273, net 3015 − 273 = 2742.
-    check_tax("JPY", tax(Inclusive, PerLine, HalfUp, "0.10"), ["1005"; 3], ["91"; 3], ("2742", "273", "3015"));
-    // Per invoice: 3015 / 11 = 274.09… → 274; lines 273, +1 on the first: 92, 91, 91;
-    // net 3015 − 274 = 2741.
-    check_tax(
-        "JPY",
-        tax(Inclusive, PerInvoice, HalfUp, "0.10"),
-        ["1005"; 3],
-        ["92", "91", "91"],
-        ("2741", "274", "3015"),
-    );
-
-    // KWD (three decimals), 5 %, exclusive, three lines of 0.011: each 0.00055.
-    // Per line: 0.001 each (half-up), tax 0.003, net 0.033, gross 0.036.
-    check_tax("KWD", tax(Exclusive, PerLine, HalfUp, "0.05"), ["0.011"; 3], ["0.001"; 3], ("0.033", "0.003", "0.036"));
-    // Per invoice: 0.033 × 0.05 = 0.00165 → 0.002; lines 0.003, −0.001 on the first.
-    check_tax(
-        "KWD",
-        tax(Exclusive, PerInvoice, HalfUp, "0.05"),
-        ["0.011"; 3],
-        ["0.000", "0.001", "0.001"],
-        ("0.033", "0.002", "0.035"),
-    );
-    // KWD, 5 %, inclusive, 0.011 gross each: 0.011 × 0.05 / 1.05 = 0.000523… → 0.001 per line
-    // (tax 0.003, net 0.030); per invoice 0.033 × 0.05 / 1.05 = 0.00157… → 0.002, −0.001 on
-    // the first line (net 0.031).
-    check_tax("KWD", tax(Inclusive, PerLine, HalfUp, "0.05"), ["0.011"; 3], ["0.001"; 3], ("0.030", "0.003", "0.033"));
-    check_tax(
-        "KWD",
-        tax(Inclusive, PerInvoice, HalfUp, "0.05"),
-        ["0.011"; 3],
-        ["0.000", "0.001", "0.001"],
-        ("0.031", "0.002", "0.033"),
-    );
+        // KWD (three decimals), 5 %, exclusive, three lines of 0.011: each 0.00055.
+        // Per line: 0.001 each (half-up), tax 0.003, net 0.033, gross 0.036.
+        ("KWD", Exclusive, PerLine, HalfUp, "0.05", ["0.011"; 3], ["0.001"; 3], ("0.033", "0.003", "0.036")),
+        // Per invoice: 0.033 × 0.05 = 0.00165 → 0.002; lines 0.003, −0.001 on the first.
+        ("KWD", Exclusive, PerInvoice, HalfUp, "0.05", ["0.011"; 3], ["0.000", "0.001", "0.001"], ("0.033", "0.002", "0.035")),
+        // KWD, 5 %, inclusive, 0.011 gross each: 0.011 × 0.05 / 1.05 = 0.000523… → 0.001 per line
+        // (tax 0.003, net 0.030); per invoice 0.033 × 0.05 / 1.05 = 0.00157… → 0.002, −0.001 on
+        // the first line (net 0.031).
+        ("KWD", Inclusive, PerLine, HalfUp, "0.05", ["0.011"; 3], ["0.001"; 3], ("0.030", "0.003", "0.033")),
+        ("KWD", Inclusive, PerInvoice, HalfUp, "0.05", ["0.011"; 3], ["0.000", "0.001", "0.001"], ("0.031", "0.002", "0.033")),
+    ];
+    for (currency, basis, rounding, mode, rate, amounts, line_taxes, expected) in cases {
+        check_tax(currency, profile(basis, rounding, mode, &[("T", "FR", rate)]), amounts, line_taxes, expected);
+    }
 }
 
 fn discount(id: &str, scope: DiscountScope, value: DiscountValue, valid: DateSpan) -> Discount {
