@@ -184,9 +184,14 @@ impl BillingCycle {
         &self.time_zone
     }
 
-    /// The time zone's IANA name (`Europe/Paris`), or `UTC` style text for a fixed offset.
+    /// The time zone's IANA name (`Europe/Paris`), its offset (`+03`, `+05:30`) for a fixed one, or
+    /// `custom` for a zone with rules and no name.
     pub fn time_zone_name(&self) -> String {
-        self.time_zone.iana_name().map_or_else(|| format!("{:?}", self.time_zone), str::to_owned)
+        match (self.time_zone.iana_name(), self.time_zone.to_fixed_offset()) {
+            (Some(name), _) => name.to_owned(),
+            (None, Ok(offset)) => offset.to_string(),
+            (None, Err(_)) => "custom".to_owned(),
+        }
     }
 
     /// The calendar day `at` falls on in the operator's time zone: how an activation or a
@@ -330,6 +335,8 @@ mod tests {
         assert_eq!(november.starts_at().expect("start").as_second(), 1_793_487_600);
         assert_eq!(november.ends_at().expect("end").as_second(), 1_793_487_600 + 30 * 86_400);
         assert_eq!(november.time_zone_name(), "Europe/Paris");
+        let fixed = BillingCycle::starting_in(2026, 11, 1, jiff::tz::offset(3).to_time_zone()).expect("cycle");
+        assert_eq!(fixed.time_zone_name(), "+03");
     }
 
     #[test]

@@ -463,6 +463,10 @@ fn charge_lines(
     account: &AccountCharges,
     items: &mut usize,
 ) -> Result<Vec<Draft>> {
+    check_list(&format!("{field}.recurring"), &account.recurring, MAX_LINES)?;
+    check_list(&format!("{field}.one_off"), &account.one_off, MAX_LINES)?;
+    check_list(&format!("{field}.usage"), &account.usage, MAX_LINES)?;
+    check_list(&format!("{field}.allowances"), &account.allowances, MAX_LINES)?;
     let mut out = Vec::new();
     for (index, charge) in account.recurring.iter().enumerate() {
         recurring_lines(cycle, next, mode, &format!("{field}.recurring[{index}]"), charge, &mut out)?;

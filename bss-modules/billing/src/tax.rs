@@ -66,7 +66,7 @@ pub struct TaxProfile {
 
 impl TaxProfile {
     /// Checks the profile: bounded, codes and jurisdictions named, each rate from 0 to 1,
-    /// one rate per jurisdiction and service class.
+    /// one rate per jurisdiction and service class, one rate per code.
     pub fn validate(&self) -> Result<()> {
         if self.id.trim().is_empty() {
             return Err(BillingError::invalid("tax_profile.id", "is empty"));
@@ -90,6 +90,17 @@ impl TaxProfile {
                 return Err(BillingError::invalid(
                     field,
                     format!("repeats the jurisdiction and class of rates[{first}]"),
+                ));
+            }
+            // Per-invoice rounding groups lines by code, so a code has one rate.
+            if let Some((first, other)) = self.rates[..index]
+                .iter()
+                .enumerate()
+                .find(|(_, other)| other.code == rate.code && other.rate != rate.rate)
+            {
+                return Err(BillingError::invalid(
+                    format!("{field}.rate"),
+                    format!("code {:?} has rate {} in rates[{first}], not {}", rate.code, other.rate, rate.rate),
                 ));
             }
         }
@@ -208,5 +219,69 @@ pub(crate) struct Taxed {
 impl Taxed {
     fn rounding(&self, mode: RoundingMode) -> Rounding {
         Rounding { mode, decimals: self.decimals }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rate(code: &str, jurisdiction: &str, service_class: Option<&str>, rate: Decimal) -> TaxRate {
+        TaxRate {
+            code: code.to_owned(),
+            jurisdiction: jurisdiction.to_owned(),
+            service_class: service_class.map(str::to_owned),
+            rate,
+        }
+    }
+
+    fn profile(rates: Vec<TaxRate>) -> TaxProfile {
+        TaxProfile {
+            id: "p".to_owned(),
+            basis: PriceBasis::Exclusive,
+            rounding: TaxRounding::PerLine,
+            rounding_mode: RoundingMode::HalfUp,
+            rates,
+        }
+    }
+
+    #[test]
+    fn a_class_has_its_own_rate_else_the_jurisdictions_default() {
+        let twenty = Decimal::new(20, 2);
+        let reduced = Decimal::new(55, 3);
+        let profile = profile(vec![rate("FR-20", "FR", None, twenty), rate("FR-5.5", "FR", Some("content"), reduced)]);
+        assert_eq!(profile.validate(), Ok(()));
+        assert_eq!(profile.rate_for("l", "FR", "content").map(|r| r.rate), Ok(reduced));
+        assert_eq!(profile.rate_for("l", "FR", "telecom").map(|r| r.rate), Ok(twenty));
+        assert!(matches!(profile.rate_for("l", "DE", "telecom"), Err(BillingError::NoTaxRate { .. })));
+    }
+
+    #[test]
+    fn a_bad_profile_is_refused_naming_the_rate() {
+        let cases = [
+            (
+                vec![rate("X", "FR", None, Decimal::new(-1, 2))],
+                "invalid tax_profile.rates[0].rate: -0.01 is not from 0 to 1",
+            ),
+            (
+                vec![rate("X", "FR", None, Decimal::new(101, 2))],
+                "invalid tax_profile.rates[0].rate: 1.01 is not from 0 to 1",
+            ),
+            (
+                vec![rate("X", "FR", None, Decimal::ONE), rate("Y", "FR", None, Decimal::ONE)],
+                "invalid tax_profile.rates[1]: repeats the jurisdiction and class of rates[0]",
+            ),
+            (
+                vec![rate("X", "FR", None, Decimal::new(2, 1)), rate("X", "BE", None, Decimal::new(21, 2))],
+                "invalid tax_profile.rates[1].rate: code \"X\" has rate 0.2 in rates[0], not 0.21",
+            ),
+            (
+                vec![rate("", "FR", None, Decimal::ONE)],
+                "invalid tax_profile.rates[0]: code and jurisdiction must be named",
+            ),
+        ];
+        for (rates, expected) in cases {
+            assert_eq!(profile(rates).validate().expect_err(expected).to_string(), expected);
+        }
     }
 }
