@@ -275,10 +275,12 @@ fn check_amount(field: &str, amount: Decimal) -> Result<()> {
     Ok(())
 }
 
-/// An amount that must already be in the currency's minor units.
-fn check_minor(field: &str, amount: Decimal, rounding: Rounding) -> Result<()> {
+/// An amount that must already be in the currency's minor units, with exactly the
+/// currency's decimals (`5` EUR becomes `5.00`, so equal amounts print and hash alike).
+fn minor_amount(field: &str, amount: Decimal, rounding: Rounding) -> Result<Decimal> {
     check_amount(field, amount)?;
-    to_minor(field, amount, rounding.decimals).map(drop)
+    to_minor(field, amount, rounding.decimals)?;
+    Ok(rounding.apply(amount))
 }
 
 fn check_list<T>(field: &str, list: &[T], limit: usize) -> Result<()> {
@@ -363,7 +365,7 @@ fn recurring_lines(
     if charge.price.is_sign_negative() {
         return Err(BillingError::invalid(format!("{field}.price"), "is negative"));
     }
-    check_minor(&format!("{field}.billed_in_advance"), charge.billed_in_advance, rounding)?;
+    let billed_in_advance = minor_amount(&format!("{field}.billed_in_advance"), charge.billed_in_advance, rounding)?;
     let active = format!("{field}.active");
     let now = cycle.proration(&active, &charge.active)?;
     let due_now = now.apply(charge.price, rounding).ok_or_else(|| BillingError::overflow(format!("{field}.price")))?;
@@ -379,7 +381,7 @@ fn recurring_lines(
     };
     match charge.timing {
         ChargeTiming::InArrears => {
-            if !charge.billed_in_advance.is_zero() {
+            if !billed_in_advance.is_zero() {
                 return Err(BillingError::invalid(
                     format!("{field}.billed_in_advance"),
                     "a charge in arrears is never billed in advance",
@@ -390,7 +392,7 @@ fn recurring_lines(
             }
         }
         ChargeTiming::InAdvance => {
-            let correction = due_now - charge.billed_in_advance;
+            let correction = due_now - billed_in_advance;
             if !correction.is_zero() {
                 push(LineKind::RecurringAdjustment, rounding.apply(correction), cycle.span(), now);
             }
@@ -406,27 +408,29 @@ fn recurring_lines(
     Ok(())
 }
 
-fn usage_line(mode: RoundingMode, field: &str, usage: &UsageCharge, items: &mut usize) -> Result<Draft> {
+fn usage_line(mode: RoundingMode, field: &str, usage: &UsageCharge, item_count: &mut usize) -> Result<Draft> {
     check_charge(field, &usage.charge_type, &usage.description, &usage.service_class)?;
     check_text(&format!("{field}.unit"), &usage.unit, false)?;
     let rounding = currency_rounding(&format!("{field}.currency"), &usage.currency, mode)?;
-    check_minor(&format!("{field}.amount"), usage.amount, rounding)?;
+    let total = minor_amount(&format!("{field}.amount"), usage.amount, rounding)?;
     check_amount(&format!("{field}.quantity"), usage.quantity)?;
-    *items += usage.items.len();
-    if *items > MAX_ITEMS {
+    *item_count += usage.items.len();
+    if *item_count > MAX_ITEMS {
         return Err(BillingError::TooMany { field: format!("{field}.items"), limit: MAX_ITEMS });
     }
+    let mut items = Vec::with_capacity(usage.items.len());
     if !usage.items.is_empty() {
         let (mut quantity, mut amount) = (Decimal::ZERO, Decimal::ZERO);
         for (index, item) in usage.items.iter().enumerate() {
             let item_field = format!("{field}.items[{index}]");
             check_text(&format!("{item_field}.description"), &item.description, true)?;
-            check_minor(&format!("{item_field}.amount"), item.amount, rounding)?;
+            let item_amount = minor_amount(&format!("{item_field}.amount"), item.amount, rounding)?;
             check_amount(&format!("{item_field}.quantity"), item.quantity)?;
             quantity += item.quantity;
-            amount += item.amount;
+            amount += item_amount;
+            items.push(UsageItem { amount: item_amount, ..item.clone() });
         }
-        if amount != usage.amount || quantity != usage.quantity {
+        if amount != total || quantity != usage.quantity {
             return Err(BillingError::invalid(
                 format!("{field}.items"),
                 format!(
@@ -436,20 +440,14 @@ fn usage_line(mode: RoundingMode, field: &str, usage: &UsageCharge, items: &mut 
             ));
         }
     }
-    let mut draft = Draft::new(
-        LineKind::Usage,
-        field.to_owned(),
-        &usage.charge_type,
-        &usage.description,
-        &usage.currency,
-        usage.amount,
-    );
+    let mut draft =
+        Draft::new(LineKind::Usage, field.to_owned(), &usage.charge_type, &usage.description, &usage.currency, total);
     draft.line.product_id = usage.product_id.clone();
     draft.line.service_class = Some(usage.service_class.clone());
     draft.line.quantity = Some(usage.quantity);
     draft.line.unit = Some(usage.unit.clone());
-    draft.line.items = usage.items.clone();
-    draft.line.items.sort();
+    items.sort();
+    draft.line.items = items;
     draft.decimals = rounding.decimals;
     Ok(draft)
 }
@@ -476,16 +474,10 @@ fn charge_lines(
         check_charge(&field, &charge.charge_type, &charge.description, &charge.service_class)?;
         check_text(&format!("{field}.id"), &charge.id, false)?;
         let rounding = currency_rounding(&format!("{field}.currency"), &charge.currency, mode)?;
-        check_minor(&format!("{field}.amount"), charge.amount, rounding)?;
+        let amount = minor_amount(&format!("{field}.amount"), charge.amount, rounding)?;
         let day_after = charged_on_until(&field, charge.charged_on)?;
-        let mut draft = Draft::new(
-            LineKind::OneOff,
-            field,
-            &charge.charge_type,
-            &charge.description,
-            &charge.currency,
-            charge.amount,
-        );
+        let mut draft =
+            Draft::new(LineKind::OneOff, field, &charge.charge_type, &charge.description, &charge.currency, amount);
         draft.line.product_id = charge.product_id.clone();
         draft.line.reference = Some(charge.id.clone());
         draft.line.service_class = Some(charge.service_class.clone());
@@ -592,7 +584,7 @@ impl Reducer<'_> {
         }
         if let DiscountValue::Fixed { amount, currency } = &discount.value {
             let rounding = currency_rounding(&format!("{field}.value.currency"), currency, self.mode)?;
-            check_minor(&format!("{field}.value.amount"), *amount, rounding)?;
+            minor_amount(&format!("{field}.value.amount"), *amount, rounding)?;
             if amount.is_sign_negative() {
                 return Err(BillingError::invalid(format!("{field}.value.amount"), "is negative"));
             }
@@ -643,7 +635,7 @@ impl Reducer<'_> {
         check_text(&format!("{field}.charge_type"), &credit.charge_type, false)?;
         check_text(&format!("{field}.description"), &credit.description, true)?;
         let rounding = currency_rounding(&format!("{field}.currency"), &credit.currency, self.mode)?;
-        check_minor(&format!("{field}.amount"), credit.amount, rounding)?;
+        minor_amount(&format!("{field}.amount"), credit.amount, rounding)?;
         if credit.amount.is_sign_negative() {
             return Err(BillingError::invalid(format!("{field}.amount"), "is negative"));
         }

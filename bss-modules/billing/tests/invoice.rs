@@ -437,6 +437,10 @@ fn the_same_inputs_in_any_order_give_the_same_invoice_and_hash() {
     let hash = first.content_hash().expect("hash");
     assert!(hash.starts_with("sha256:") && hash.len() == 7 + 64, "{hash}");
     assert_eq!(reordered.content_hash().expect("hash"), hash);
+    // An amount written with fewer decimals is the same money: the same invoice.
+    let mut short = hierarchy();
+    short.accounts[2].one_off[0].amount = d("5");
+    assert_eq!(compose(&november, &short).expect("short").content_hash().expect("hash"), hash);
     // One cent more somewhere is another invoice.
     let mut changed = hierarchy();
     changed.accounts[2].one_off[0].amount = d("5.01");

@@ -172,7 +172,9 @@ proptest! {
             for line in &section.lines {
                 prop_assert_eq!(line.net + line.tax, line.gross, "{:?}", line);
                 let decimals = CURRENCIES.iter().find(|(code, _)| *code == line.currency).expect("currency").1;
-                prop_assert_eq!(line.gross.scale(), decimals);
+                for money in [line.amount, line.net, line.tax, line.gross] {
+                    prop_assert_eq!(money.scale(), decimals, "{:?}", line);
+                }
                 if let Some(code) = &line.tax_code {
                     *tax_by_code.entry((line.currency.clone(), code.clone())).or_default() += line.tax;
                 }
