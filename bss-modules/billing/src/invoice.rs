@@ -34,6 +34,8 @@ pub const MAX_LINES: usize = 1_000_000;
 pub const MAX_ITEMS: usize = 1_000_000;
 /// Characters an identifier, charge type, unit or description may have.
 pub const MAX_TEXT_CHARS: usize = 256;
+/// Discounts, and credits, one account may list.
+pub const MAX_DISCOUNTS: usize = 1_000;
 /// The largest amount (in currency units, either sign) an input may carry.
 pub const MAX_AMOUNT_UNITS: i64 = 1_000_000_000_000;
 
@@ -734,7 +736,7 @@ pub fn compose(cycle: &BillingCycle, inputs: &InvoiceInputs) -> Result<Invoice> 
     let mut discounts = Vec::new();
     for (section, &index) in order.iter().enumerate() {
         let account = &inputs.accounts[index];
-        check_list(&format!("accounts[{index}].discounts"), &account.discounts, MAX_SECTIONS)?;
+        check_list(&format!("accounts[{index}].discounts"), &account.discounts, MAX_DISCOUNTS)?;
         for (position, discount) in account.discounts.iter().enumerate() {
             let field = format!("accounts[{index}].discounts[{position}]");
             if discount.scope == DiscountScope::Hierarchy && section != 0 {
@@ -749,7 +751,7 @@ pub fn compose(cycle: &BillingCycle, inputs: &InvoiceInputs) -> Result<Invoice> 
     }
     for (section, &index) in order.iter().enumerate() {
         let account = &inputs.accounts[index];
-        check_list(&format!("accounts[{index}].credits"), &account.credits, MAX_SECTIONS)?;
+        check_list(&format!("accounts[{index}].credits"), &account.credits, MAX_DISCOUNTS)?;
         let mut credits: Vec<(usize, &Credit)> = account.credits.iter().enumerate().collect();
         credits.sort_by(|a, b| (&a.1.id, a.0).cmp(&(&b.1.id, b.0)));
         for (position, credit) in credits {

@@ -13,7 +13,7 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{BillingError, Result};
-use crate::invoice::Invoice;
+use crate::invoice::{Invoice, LineKind};
 
 /// Account codes of the general ledger.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -105,7 +105,12 @@ impl Journal {
             // Per currency: the receivable, then revenue and tax by account code.
             let mut revenue: BTreeMap<(&str, &str), (Decimal, Vec<&str>)> = BTreeMap::new();
             let mut tax: BTreeMap<(&str, &str), (Decimal, Vec<&str>)> = BTreeMap::new();
-            for line in invoice.sections.iter().flat_map(|section| &section.lines) {
+            if reference.trim().is_empty() {
+                return Err(BillingError::invalid("invoices", "a reference is empty"));
+            }
+            // Allowance lines carry no money and post nothing.
+            let lines = invoice.sections.iter().flat_map(|section| &section.lines);
+            for line in lines.filter(|line| line.kind != LineKind::Allowance) {
                 let code = chart.revenue_code(&line.charge_type)?;
                 let entry = revenue.entry((&line.currency, code)).or_default();
                 entry.0 += line.net;

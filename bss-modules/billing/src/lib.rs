@@ -25,7 +25,7 @@ pub use error::{BillingError, Result};
 pub use invoice::{
     compose, AccountCharges, AllowanceDraw, ChargeTiming, Invoice, InvoiceInputs, Line, LineKind, OneOffCharge,
     RecurringCharge, Section, TaxTotal, Totals, UnusedCredit, UsageCharge, UsageItem, CONTENT_HASH_VERSION,
-    MAX_AMOUNT_UNITS, MAX_ITEMS, MAX_LINES, MAX_SECTIONS, MAX_TEXT_CHARS,
+    MAX_AMOUNT_UNITS, MAX_DISCOUNTS, MAX_ITEMS, MAX_LINES, MAX_SECTIONS, MAX_TEXT_CHARS,
 };
 pub use journal::{ChartOfAccounts, Journal, JournalEntry};
 pub use tax::{PriceBasis, TaxProfile, TaxRate, TaxRounding, MAX_TAX_RATES};

@@ -477,7 +477,21 @@ fn the_general_ledger_journal_balances() {
     let mut fay = account("fay", "EUR");
     fay.one_off.push(one_off("activation", "EUR", "9.99", date(2026, 11, 3)));
     let fay = invoice_of(&november, vec![fay], vat20());
-    let journal = Journal::post("run-2026-11", &[("INV-B", &fay), ("INV-A", &corp)], &chart()).expect("journal");
+    // gus terminated on 10 November a plan billed in advance for all of November (19.99):
+    // due 19.99 × 10 / 30 = 6.6633… → 6.66, a correction of 6.66 − 19.99 = −13.33, VAT
+    // −2.666 → −2.67, gross −16.00: a credit note, the receivable on the credit side.
+    let mut gus = account("gus", "EUR");
+    let mut plan = recurring(
+        "plan-s",
+        "19.99",
+        ChargeTiming::InAdvance,
+        vec![DateSpan::active("gus", date(2026, 6, 1), Some(date(2026, 11, 10))).expect("span")],
+    );
+    plan.billed_in_advance = d("19.99");
+    gus.recurring.push(plan);
+    let gus = invoice_of(&november, vec![gus], vat20());
+    let invoices = [("INV-B", &fay), ("INV-C", &gus), ("INV-A", &corp)];
+    let journal = Journal::post("run-2026-11", &invoices, &chart()).expect("journal");
     let csv = String::from_utf8(journal.to_csv().expect("csv")).expect("utf-8");
     // fay: 9.99 → VAT 1.998 → 2.00; receivable 11.99.
     assert_eq!(
@@ -491,10 +505,13 @@ fn the_general_ledger_journal_balances() {
          run-2026-11,INV-A,EUR,2400,0.00,21.12,tax FR-VAT-20\n\
          run-2026-11,INV-B,EUR,1200,11.99,0.00,receivable fay\n\
          run-2026-11,INV-B,EUR,4100,0.00,9.99,revenue one-off\n\
-         run-2026-11,INV-B,EUR,2400,0.00,2.00,tax FR-VAT-20\n"
+         run-2026-11,INV-B,EUR,2400,0.00,2.00,tax FR-VAT-20\n\
+         run-2026-11,INV-C,EUR,1200,0.00,16.00,receivable gus\n\
+         run-2026-11,INV-C,EUR,4000,13.33,0.00,revenue recurring\n\
+         run-2026-11,INV-C,EUR,2400,2.67,0.00,tax FR-VAT-20\n"
     );
-    // 138.46 + 11.99 = 150.45 on each side.
-    assert_eq!(journal.totals().get("EUR"), Some(&(d("150.45"), d("150.45"))));
+    // Debits 138.46 + 11.99 + 13.33 + 2.67 = 166.45; credits 138.46 + 11.99 + 16.00 = 166.45.
+    assert_eq!(journal.totals().get("EUR"), Some(&(d("166.45"), d("166.45"))));
     // A tax code with no account is refused, naming it.
     let mut no_tax = chart();
     no_tax.tax_payable.clear();
