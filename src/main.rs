@@ -85,6 +85,22 @@ enum Command {
         #[command(subcommand)]
         command: commands::bss::CustomerCommand,
     },
+    /// Product orders (TMF622): create from JSON, show, list, cancel; `serve` carries them out.
+    Order {
+        #[command(flatten)]
+        database: commands::bss::DatabaseArgs,
+        #[command(subcommand)]
+        command: commands::order::OrderCommand,
+    },
+    /// Bulk import from a legacy system: customers with their billing accounts, and
+    /// subscriptions, from CSV through a column mapping (validated, de-duplicated by external
+    /// id, resumable after a kill; the engine follows through the outbox).
+    Import {
+        #[command(flatten)]
+        database: commands::bss::DatabaseArgs,
+        #[command(subcommand)]
+        command: commands::import::ImportCommand,
+    },
     /// The resource inventory (TMF639): MSISDN ranges, SIM cards from vendor files, network elements.
     Inventory {
         #[command(flatten)]
@@ -150,6 +166,8 @@ fn main() -> ExitCode {
         Command::Token { database, command } => commands::bss::token(&database, command),
         Command::Offering { database, command } => commands::bss::offering(&database, command),
         Command::Customer { database, command } => commands::bss::customer(&database, command),
+        Command::Order { database, command } => commands::order::run(&database, command),
+        Command::Import { database, command } => commands::import::run(&database, command),
         Command::Inventory { database, command } => commands::inventory::run(&database, command),
         Command::BillingAccount { database, command } => commands::bss::billing_account(&database, command),
         Command::Archive { engine, command } => commands::archive::run(&engine, command),

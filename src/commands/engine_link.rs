@@ -1,7 +1,7 @@
 //! The BSS's link to the charging engine. [`EngineLink`] is the store's `OutboxHandler`
-//! that applies the engine operations `tollgate-customers` records in the outbox (a
-//! billing account created, its credit limit, kind or state changed, a top-up or an
-//! adjustment) through the engine's API, each under its outbox row's idempotency key as
+//! that applies the engine operations `tollgate-customers` and `tollgate-import` record in
+//! the outbox (a billing account created, its credit limit, kind or state changed, a top-up
+//! or an adjustment, a subscription created under its identities or suspended) through the engine's API, each under its outbox row's idempotency key as
 //! the engine request key, and hands the engine's answer to `Customers::settle` (a balance
 //! request completed or failed, a refused change undone). A retry (after a failed
 //! attempt, a crash, a lease that ran out) repeats the key, and the engine answers a
@@ -19,7 +19,7 @@ use tollgate_customers::{
     AccountType, AllowanceBucket, BoxFuture, Customers, EngineAccount, EngineAnswer, EngineOperation, EnginePort,
     EngineUnavailable, MoneyBucket, Settled,
 };
-use tollgate_engine::{AccountKind, Body, Engine, Operation, Outcome, Request, Target};
+use tollgate_engine::{AccountKind, Body, Engine, Identity, Operation, Outcome, Request, Target};
 use tollgate_store::{ApplyError, OutboxHandler, OutboxItem, OutboxWorker, RetryPolicy, Store};
 
 /// How long a read of the engine may take before the caller is told it is unavailable.
@@ -56,9 +56,23 @@ fn kind_of(account_type: AccountType) -> AccountKind {
 
 /// The engine request an outbox row stands for, keyed by the row's idempotency key.
 pub(crate) fn request(item: &OutboxItem) -> Result<Request, String> {
+    let key = Some(item.idempotency_key.clone());
     let operation = EngineOperation::from_outbox(item)?;
     let account = operation.account();
     let operation = match operation {
+        EngineOperation::SuspendSubscription { subscription, reason } => {
+            let operation = Operation::Suspend { reason };
+            return Ok(Request { key, target: Target::Subscription(subscription), operation });
+        }
+        EngineOperation::CreateSubscription { subscription, plan, identities, .. } => {
+            let identities = identities
+                .iter()
+                .map(|text| {
+                    Identity::parse(text).ok_or_else(|| format!("payload.identities: {text:?} is not an identity"))
+                })
+                .collect::<Result<Vec<_>, String>>()?;
+            Operation::CreateSubscription { subscription, plan, identities }
+        }
         EngineOperation::CreateAccount { account_type, currency, credit_limit, .. } => Operation::CreateAccount {
             kind: kind_of(account_type),
             currency,
@@ -75,7 +89,8 @@ pub(crate) fn request(item: &OutboxItem) -> Result<Request, String> {
             Operation::ChangeAccountKind { kind: kind_of(account_type), credit_limit }
         }
     };
-    Ok(Request { key: Some(item.idempotency_key.clone()), target: Target::Account(account), operation })
+    let account = account.ok_or_else(|| format!("{}: addressed to no account", item.kind))?;
+    Ok(Request { key, target: Target::Account(account), operation })
 }
 
 /// Why the engine refused, in words for the BSS's records.
@@ -90,18 +105,20 @@ fn refusal(outcome: &Outcome, account: &Target) -> String {
 
 impl EngineLink {
     async fn submit(&self, request: Request) -> Result<tollgate_engine::Answer, ApplyError> {
-        let (reply, answered) = tokio::sync::oneshot::channel();
-        self.engine.submit(request, Box::new(move |answer| drop(reply.send(answer))));
-        match answered.await {
-            Ok(Ok(answer)) => Ok(answer),
-            Ok(Err(error)) => Err(ApplyError::Retry(format!("the engine is unavailable: {error}"))),
-            Err(_) => Err(ApplyError::Retry("the engine dropped the request".into())),
+        ask(&self.engine, request).await.map_err(ApplyError::Retry)
+    }
+
+    /// After `AlreadyExists`: whether what the engine has is what `create` describes.
+    async fn existing_matches(&self, item: &OutboxItem, create: &Request) -> Result<(), ApplyError> {
+        match &create.operation {
+            Operation::CreateAccount { .. } => self.existing_account_matches(item, create).await,
+            Operation::CreateSubscription { .. } => self.existing_subscription_matches(item, create).await,
+            _ => Err(ApplyError::Fail("not a creation".into())),
         }
     }
 
-    /// After `AlreadyExists`: whether the engine's account is the one `create` describes
-    /// (same kind and currency).
-    async fn existing_matches(&self, item: &OutboxItem, create: &Request) -> Result<(), ApplyError> {
+    /// Whether the engine's account is the one `create` describes (same kind and currency).
+    async fn existing_account_matches(&self, item: &OutboxItem, create: &Request) -> Result<(), ApplyError> {
         let Operation::CreateAccount { kind, currency, .. } = &create.operation else {
             return Err(ApplyError::Fail("not an account creation".into()));
         };
@@ -117,12 +134,63 @@ impl EngineLink {
             ))),
         }
     }
+
+    /// Whether every identity `create` names already belongs to a subscription of the
+    /// account it names (an earlier attempt whose key the engine's window has since
+    /// forgotten); otherwise another subscription holds one, and an operator must look.
+    async fn existing_subscription_matches(&self, item: &OutboxItem, create: &Request) -> Result<(), ApplyError> {
+        let (Operation::CreateSubscription { identities, .. }, Target::Account(account)) =
+            (&create.operation, &create.target)
+        else {
+            return Err(ApplyError::Fail("not a subscription creation".into()));
+        };
+        identities_held_by(&self.engine, identities, *account).await?;
+        tracing::warn!(key = %item.idempotency_key, "engine link: the engine subscription already existed");
+        Ok(())
+    }
+}
+
+/// Sends `request` to the engine and waits for its answer; `Err` when the engine could not
+/// answer (stopping, a failed shard).
+pub(crate) async fn ask(engine: &Engine, request: Request) -> Result<tollgate_engine::Answer, String> {
+    let (reply, answered) = tokio::sync::oneshot::channel();
+    engine.submit(request, Box::new(move |answer| drop(reply.send(answer))));
+    match answered.await {
+        Ok(Ok(answer)) => Ok(answer),
+        Ok(Err(error)) => Err(format!("the engine is unavailable: {error}")),
+        Err(_) => Err("the engine dropped the request".into()),
+    }
+}
+
+/// Whether every one of `identities` belongs to a subscription of engine account
+/// `account`: `Fail` naming the first that another account holds, `Retry` when the engine
+/// cannot answer.
+pub(crate) async fn identities_held_by(
+    engine: &Engine,
+    identities: &[Identity],
+    account: u64,
+) -> Result<(), ApplyError> {
+    for identity in identities {
+        let enquiry =
+            Request { key: None, target: Target::Subscriber(identity.clone()), operation: Operation::BalanceEnquiry };
+        match ask(engine, enquiry).await.map_err(ApplyError::Retry)?.body {
+            Body::Balance(view) if view.account == account => {}
+            body => {
+                return Err(ApplyError::Fail(format!(
+                    "identity {} is held in the engine by another account than {account}: {body:?}",
+                    identity.key()
+                )))
+            }
+        }
+    }
+    Ok(())
 }
 
 impl OutboxHandler for EngineLink {
     async fn apply(&self, item: &OutboxItem) -> Result<(), ApplyError> {
         let request = request(item).map_err(ApplyError::Fail)?;
-        let creating = matches!(request.operation, Operation::CreateAccount { .. });
+        let creating =
+            matches!(request.operation, Operation::CreateAccount { .. } | Operation::CreateSubscription { .. });
         let expected = request.clone();
         let answer = self.submit(request).await?;
         let settled = match answer.outcome {
@@ -477,6 +545,81 @@ mod tests {
         assert!(view(&engine).closed_at.is_some());
         assert_eq!(store.outbox_counts().await.expect("counts").failed, 0);
         drop((worker, customers, port));
+        if let Ok(engine) = Arc::try_unwrap(engine) {
+            engine.shutdown().expect("shutdown");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// An engine subscription made under another key (an attempt whose key the engine
+    /// forgot): the outbox row counts as applied when its identities are the account's,
+    /// and fails for good when another account holds one.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_existing_engine_subscription_counts_only_when_its_identities_are_the_accounts() {
+        let dir = std::env::temp_dir().join(format!("tollgate-engine-link-subscription-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let plans = crate::commands::engine_setup::EngineArgs::with_data_dir(&dir).load_plans().expect("plans");
+        let engine = Arc::new(
+            Engine::open(EngineConfig::new(dir.join("engine")), plans, Arc::new(SystemClock)).expect("engine"),
+        );
+        let zero = rust_decimal::Decimal::ZERO;
+        for account in [1u64, 2] {
+            let create = Request {
+                key: Some(format!("account-{account}")),
+                target: Target::Account(account),
+                operation: Operation::CreateAccount {
+                    kind: AccountKind::Prepaid,
+                    currency: "EUR".into(),
+                    credit_limit: zero,
+                    opening_balance: zero,
+                },
+            };
+            assert_eq!(engine.execute(create).expect("engine").outcome, Outcome::Success);
+        }
+        let by_hand = Request {
+            key: Some("by-hand".into()),
+            target: Target::Account(1),
+            operation: Operation::CreateSubscription {
+                subscription: 10,
+                plan: "mobile-prepaid-s".into(),
+                identities: vec![Identity::Msisdn("4915001".into())],
+            },
+        };
+        assert_eq!(engine.execute(by_hand).expect("engine").outcome, Outcome::Success);
+        let item = |key: &str, account: u64, subscription: u64, msisdn: &str| OutboxItem {
+            id: 1,
+            idempotency_key: key.into(),
+            kind: tollgate_customers::CREATE_SUBSCRIPTION.into(),
+            ordering_key: None,
+            payload: EngineOperation::CreateSubscription {
+                account,
+                subscription,
+                plan: "mobile-prepaid-s".into(),
+                identities: vec![format!("msisdn:{msisdn}")],
+            }
+            .payload(),
+            attempt: 1,
+            created_at: Timestamp::now(),
+        };
+        let store = Store::open(&dir.join("bss.sqlite3").display().to_string()).await.expect("store");
+        let link = EngineLink::new(Arc::clone(&engine), store);
+        assert_eq!(link.apply(&item("k1", 1, 10, "4915001")).await, Ok(()), "the same subscription");
+        assert!(
+            matches!(link.apply(&item("k2", 2, 11, "4915001")).await, Err(ApplyError::Fail(_))),
+            "another account holds the identity"
+        );
+        assert_eq!(link.apply(&item("k3", 2, 12, "4915002")).await, Ok(()));
+        let view = Request {
+            key: None,
+            target: Target::Subscriber(Identity::Msisdn("4915002".into())),
+            operation: Operation::BalanceEnquiry,
+        };
+        match engine.execute(view).expect("engine").body {
+            Body::Balance(view) => assert_eq!(view.account, 2),
+            other => panic!("no balance view: {other:?}"),
+        }
+        drop(link);
         if let Ok(engine) = Arc::try_unwrap(engine) {
             engine.shutdown().expect("shutdown");
         }

@@ -115,7 +115,7 @@ pub(crate) struct ListArgs {
     limit: u64,
 }
 
-fn read(path: &Path, max: usize) -> anyhow::Result<String> {
+pub(crate) fn read(path: &Path, max: usize) -> anyhow::Result<String> {
     let size = std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?.len();
     anyhow::ensure!(size <= max as u64, "{}: {size} bytes, at most {max}", path.display());
     std::fs::read_to_string(path).with_context(|| format!("reading {} (UTF-8 text)", path.display()))

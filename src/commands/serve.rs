@@ -108,6 +108,54 @@ pub(crate) struct ApiArgs {
     /// without TLS: events carry personal data).
     #[arg(long)]
     hub_allow_http: bool,
+    /// Network activation for product orders: a TOML file with an `[http]` gateway or a
+    /// `[spool]` directory (oss-adapters/activation/README.md). Without it, orders run in
+    /// "no network activation" mode: the activation step completes as skipped.
+    #[arg(long, value_name = "CONFIG.toml", requires = "api_listen")]
+    activation: Option<PathBuf>,
+    /// The resource inventory's SIM key (64 hex digits, as given to `tollgate inventory sim
+    /// load --sim-key-file`): activations then carry the SIM card's Ki and OPc.
+    #[arg(long, value_name = "FILE", requires = "api_listen")]
+    sim_key_file: Option<PathBuf>,
+    /// Provisioning steps run at once.
+    #[arg(long, default_value_t = tollgate_orders::DEFAULT_CONCURRENCY,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1024))]
+    provisioning_concurrency: usize,
+    /// Seconds a claimed provisioning step is held before another attempt (after a crash
+    /// mid-step) may claim it again; every step is idempotent, so a short lease only costs
+    /// repeated calls.
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    provisioning_lease_seconds: u64,
+}
+
+/// The provisioning workflow's settings, loaded before anything is bound so a bad file
+/// stops `serve` at once, naming its flag.
+struct Provisioning {
+    activator: Option<Arc<dyn tollgate_activation::Activator>>,
+    sealer: Option<tollgate_inventory::KeySealer>,
+}
+
+impl Provisioning {
+    fn load(args: &ApiArgs) -> anyhow::Result<Provisioning> {
+        let activator = match &args.activation {
+            Some(path) => {
+                let config = tollgate_activation::ActivationConfig::load(path).context("--activation")?;
+                Some(tollgate_activation::build(&config).with_context(|| format!("--activation {}", path.display()))?)
+            }
+            None => None,
+        };
+        let sealer = match &args.sim_key_file {
+            Some(path) => {
+                let text = super::inventory::read(path, 1024).context("--sim-key-file")?;
+                Some(
+                    tollgate_inventory::KeySealer::from_hex(&text)
+                        .with_context(|| format!("--sim-key-file {}", path.display()))?,
+                )
+            }
+            None => None,
+        };
+        Ok(Provisioning { activator, sealer })
+    }
 }
 
 /// What one Diameter peer, or all of them, may hold of the server (boxed: `ServeArgs`
@@ -215,6 +263,7 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     let security = Security::load(&args.security)?;
+    let provisioning = Provisioning::load(&args.api)?;
     let config = Arc::new(args.diameter_limits.apply(DiameterConfig {
         origin_host: args.origin_host.clone(),
         origin_realm: args.origin_realm.clone(),
@@ -335,6 +384,41 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
             }
             None => None,
         };
+        // Product orders: the workflow reaches the engine through its API under each step's
+        // key, the resource inventory in the step's transaction, the network through the
+        // activator (none: "no network activation", the step skipped). Its worker runs
+        // whenever there is a store: orders placed by the CLI are provisioned too.
+        let inventory_config = tollgate_inventory::InventoryConfig::default()
+            .with_quarantine_days(args.api.number_quarantine_days)
+            .with_default_hold_minutes(args.api.reservation_hold_minutes);
+        let orders = bss.as_ref().map(|store| {
+            let resources = tollgate_orders::InventoryResources::new(
+                tollgate_inventory::Inventory::new(store.clone(), inventory_config.clone()),
+                provisioning.sealer,
+            );
+            tollgate_orders::Orders::new(
+                store.clone(),
+                Arc::new(super::order_link::OrderLink::new(Arc::clone(&engine))),
+                Arc::new(resources),
+            )
+        });
+        let provisioning_worker = orders.as_ref().map(|orders| {
+            if provisioning.activator.is_none() {
+                tracing::info!("no network activation configured (--activation): orders skip the activation step");
+            }
+            let workflow_policy = tollgate_store::RetryPolicy {
+                lease: Duration::from_secs(args.api.provisioning_lease_seconds),
+                ..tollgate_store::RetryPolicy::default()
+            };
+            let worker = tollgate_orders::ProvisioningWorker::new(tollgate_orders::Workflow::new(
+                orders.clone(),
+                provisioning.activator.clone(),
+                workflow_policy,
+            ))
+            .with_concurrency(args.api.provisioning_concurrency);
+            let stop = wait(stopped.clone());
+            tokio::spawn(async move { worker.run(stop).await })
+        });
         let api_server = match (args.api.api_listen, &bss) {
             (Some(address), Some(store)) => {
                 let listener = tokio::net::TcpListener::bind(address).await?;
@@ -342,15 +426,16 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
                 if !listener.local_addr()?.ip().is_loopback() {
                     tracing::warn!("the management API is served without TLS on a non-loopback address: bearer tokens travel in clear text; put it behind a TLS proxy");
                 }
-                let inventory = tollgate_inventory::InventoryConfig::default()
-                    .with_quarantine_days(args.api.number_quarantine_days)
-                    .with_default_hold_minutes(args.api.reservation_hold_minutes);
+                let inventory = inventory_config.clone();
                 let hub_options = tollgate_hub::HubOptions { allow_plain_http: args.api.hub_allow_http };
                 let port = super::engine_link::EnginePortLink::new(Arc::clone(&engine), store.clone(), outbox_policy(&args.api));
-                let config = tollgate_api::ApiConfig::with_rate_limit(args.api.api_rate, args.api.api_burst)
+                let mut config = tollgate_api::ApiConfig::with_rate_limit(args.api.api_rate, args.api.api_burst)
                     .with_inventory(inventory)
                     .with_hub(hub_options)
                     .with_engine(Arc::new(port));
+                if let Some(orders) = &orders {
+                    config = config.with_orders(orders.clone());
+                }
                 let router = tollgate_api::router(store.clone(), &config);
                 Some(tokio::spawn(tollgate_api::serve(listener, router, wait(stopped.clone()))))
             }
@@ -373,6 +458,9 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
             }
             if let Some(hub_worker) = hub_worker {
                 hub_worker.await?;
+            }
+            if let Some(provisioning_worker) = provisioning_worker {
+                provisioning_worker.await?;
             }
             anyhow::Ok(())
         };

@@ -68,6 +68,18 @@ pub(super) fn tmf_spec(file: &str) -> PathBuf {
 /// schemathesis with `spec` against the API at `address` under `/tmf-api/{api}/v4`, on the
 /// operations whose paths match `paths`: no 5xx, and documented answers conform.
 pub(super) fn schemathesis(spec: &Path, address: &str, api: &str, token: &str, paths: &str) -> Output {
+    schemathesis_with(spec, address, api, token, paths, &[])
+}
+
+/// [`schemathesis`] with `extra` arguments (a health check suppressed, say).
+pub(super) fn schemathesis_with(
+    spec: &Path,
+    address: &str,
+    api: &str,
+    token: &str,
+    paths: &str,
+    extra: &[&str],
+) -> Output {
     Command::new("st")
         .arg("run")
         .arg(spec)
@@ -76,6 +88,7 @@ pub(super) fn schemathesis(spec: &Path, address: &str, api: &str, token: &str, p
         .args(["--include-path-regex", paths])
         .args(["--checks", "not_a_server_error,response_schema_conformance"])
         .args(["--max-examples", "30", "--seed", "20261205", "--no-color"])
+        .args(extra)
         .output()
         .expect("schemathesis runs")
 }

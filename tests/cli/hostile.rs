@@ -131,14 +131,14 @@ fn peak_rss_bytes(pid: u32) -> u64 {
 }
 
 /// A Diameter peer over a blocking socket.
-struct Peer {
+pub(super) struct Peer {
     stream: TcpStream,
     buffer: Vec<u8>,
     hop: u32,
 }
 
 impl Peer {
-    fn connect(address: &str) -> Peer {
+    pub(super) fn connect(address: &str) -> Peer {
         Peer::over(TcpStream::connect(address).expect("connect"))
     }
 
@@ -193,7 +193,7 @@ impl Peer {
     }
 
     /// Sends a request and returns its answer.
-    fn ask(&mut self, command: u32, application: u32, avps: Vec<Avp>) -> Message {
+    pub(super) fn ask(&mut self, command: u32, application: u32, avps: Vec<Avp>) -> Message {
         let bytes = self.request_bytes(command, application, avps);
         self.stream.write_all(&bytes).expect("send");
         let answer = self.read().expect("an answer");
@@ -212,7 +212,7 @@ impl Peer {
         ]
     }
 
-    fn capabilities_exchange(&mut self, origin_host: &str) {
+    pub(super) fn capabilities_exchange(&mut self, origin_host: &str) {
         let cea = self.ask(257, 0, Peer::cer_avps(origin_host));
         assert_eq!(result_code(&cea), Some(2001), "CEA");
     }
@@ -224,7 +224,7 @@ impl Peer {
     }
 }
 
-fn result_code(message: &Message) -> Option<u32> {
+pub(super) fn result_code(message: &Message) -> Option<u32> {
     message.avp(code::RESULT_CODE, 0).and_then(Avp::as_u32)
 }
 
@@ -235,12 +235,36 @@ fn failed_avp_code(message: &Message) -> Option<u32> {
 
 /// The AVPs of a CCR of demo subscriber `subscriber` with one MSCC.
 fn ccr(session: &str, request_type: u32, number: u32, subscriber: u64, requested: Option<u64>) -> Vec<Avp> {
-    let mut mscc = vec![Avp::u32(code::RATING_GROUP, 0, 30)];
-    if let Some(units) = requested {
-        mscc.push(Avp::grouped(code::REQUESTED_SERVICE_UNIT, 0, &[Avp::u64(code::CC_TOTAL_OCTETS, 0, units)]));
-    } else {
-        mscc.push(Avp::grouped(code::USED_SERVICE_UNIT, 0, &[Avp::u64(code::CC_TOTAL_OCTETS, 0, 0)]));
-    }
+    let units = match requested {
+        Some(units) => Units::Requested(units),
+        None => Units::Used(0),
+    };
+    ccr_of(session, request_type, number, &msisdn(subscriber), 30, units)
+}
+
+/// What one MSCC of a CCR carries: octets asked for, or octets used.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Units {
+    Requested(u64),
+    Used(u64),
+}
+
+/// The AVPs of a CCR of `msisdn` with one MSCC on `rating_group`.
+pub(super) fn ccr_of(
+    session: &str,
+    request_type: u32,
+    number: u32,
+    msisdn: &str,
+    rating_group: u32,
+    units: Units,
+) -> Vec<Avp> {
+    let mut mscc = vec![Avp::u32(code::RATING_GROUP, 0, rating_group)];
+    mscc.push(match units {
+        Units::Requested(units) => {
+            Avp::grouped(code::REQUESTED_SERVICE_UNIT, 0, &[Avp::u64(code::CC_TOTAL_OCTETS, 0, units)])
+        }
+        Units::Used(units) => Avp::grouped(code::USED_SERVICE_UNIT, 0, &[Avp::u64(code::CC_TOTAL_OCTETS, 0, units)]),
+    });
     vec![
         Avp::utf8(code::SESSION_ID, 0, session),
         Avp::utf8(code::ORIGIN_HOST, 0, "pgw.test"),
@@ -253,10 +277,7 @@ fn ccr(session: &str, request_type: u32, number: u32, subscriber: u64, requested
         Avp::grouped(
             code::SUBSCRIPTION_ID,
             0,
-            &[
-                Avp::u32(code::SUBSCRIPTION_ID_TYPE, 0, 0),
-                Avp::utf8(code::SUBSCRIPTION_ID_DATA, 0, &msisdn(subscriber)),
-            ],
+            &[Avp::u32(code::SUBSCRIPTION_ID_TYPE, 0, 0), Avp::utf8(code::SUBSCRIPTION_ID_DATA, 0, msisdn)],
         ),
         Avp::grouped(code::MULTIPLE_SERVICES_CREDIT_CONTROL, 0, &mscc),
     ]

@@ -49,6 +49,14 @@ pub enum Access {
     AccountHub,
     /// List the hubs' deliveries and re-drive dead letters.
     HubDeliveries,
+    /// Read product orders and cancellation requests (TMF622).
+    OrderRead,
+    /// Place, amend and cancel product orders.
+    OrderWrite,
+    /// Read the product, service and service order inventories (TMF637, TMF638, TMF641).
+    ProductInventoryRead,
+    /// Register, read and remove listeners of the product orders' hub.
+    OrderHub,
     /// Read balances, buckets, top-ups and adjustments (TMF654).
     BalanceRead,
     /// Top up a balance.
@@ -79,6 +87,10 @@ pub fn allowed(role: Role, access: Access) -> bool {
         Access::HubDeliveries => role == Role::Admin,
         Access::CustomerHub => matches!(role, Role::Admin | Role::Care),
         Access::AccountHub => matches!(role, Role::Admin | Role::Care | Role::Finance),
+        // A partner orders (and reads) within its hierarchy only: tollgate-orders confines it.
+        Access::OrderRead | Access::ProductInventoryRead => true,
+        Access::OrderWrite => matches!(role, Role::Admin | Role::Care | Role::Partner),
+        Access::OrderHub => matches!(role, Role::Admin | Role::Care),
     }
 }
 
@@ -93,6 +105,8 @@ fn hub_access(path: &str) -> Option<Access> {
         Some(Access::CustomerHub)
     } else if under(tollgate_customers::ACCOUNT_BASE_PATH) {
         Some(Access::AccountHub)
+    } else if under(tollgate_orders::ORDER_BASE_PATH) {
+        Some(Access::OrderHub)
     } else {
         None
     }
@@ -147,6 +161,26 @@ fn access_of(method: &Method, path: &str) -> Access {
             Access::AccountRead
         } else {
             Access::AccountWrite
+        }
+    } else if path.starts_with(tollgate_orders::ORDER_BASE_PATH) {
+        if read {
+            Access::OrderRead
+        } else {
+            Access::OrderWrite
+        }
+    } else if [
+        tollgate_orders::PRODUCT_BASE_PATH,
+        tollgate_orders::SERVICE_BASE_PATH,
+        tollgate_orders::SERVICE_ORDER_BASE_PATH,
+    ]
+    .iter()
+    .any(|root| path.starts_with(root))
+    {
+        if read {
+            Access::ProductInventoryRead
+        } else {
+            // No write route exists there: the router answers 404 or 405.
+            Access::OrderWrite
         }
     } else if path.starts_with("/tmf-api/resourceInventoryManagement/") {
         if read {

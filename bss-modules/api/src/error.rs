@@ -11,6 +11,7 @@ use tollgate_catalogue::CatalogueError;
 use tollgate_customers::CustomersError;
 use tollgate_hub::HubError;
 use tollgate_inventory::InventoryError;
+use tollgate_orders::OrdersError;
 use tollgate_store::StoreError;
 
 /// An error answer.
@@ -124,6 +125,26 @@ impl From<InventoryError> for ApiError {
                 ApiError::new(StatusCode::PRECONDITION_FAILED, "staleVersion", "If-Match", message)
             }
             InventoryError::Store(error) => ApiError::from(error),
+            other => internal(&other),
+        }
+    }
+}
+
+impl From<OrdersError> for ApiError {
+    fn from(error: OrdersError) -> Self {
+        let message = error.to_string();
+        match error {
+            OrdersError::Invalid { field, .. } => ApiError::bad_request(field, message),
+            OrdersError::Forbidden { .. } => ApiError::new(StatusCode::FORBIDDEN, "forbidden", "id", message),
+            OrdersError::NotFound { .. } => ApiError::new(StatusCode::NOT_FOUND, "notFound", "id", message),
+            OrdersError::InvalidTransition { .. } => {
+                ApiError::new(StatusCode::CONFLICT, "invalidTransition", "state", message)
+            }
+            OrdersError::Conflict { field, .. } => ApiError::new(StatusCode::CONFLICT, "conflict", field, message),
+            OrdersError::StaleVersion { .. } => {
+                ApiError::new(StatusCode::PRECONDITION_FAILED, "staleVersion", "If-Match", message)
+            }
+            OrdersError::Store(error) => ApiError::from(error),
             other => internal(&other),
         }
     }

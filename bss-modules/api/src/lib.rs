@@ -9,7 +9,9 @@
 //! inventory (TMF639) over `tollgate-inventory`; `hub.rs` each API's event hub (TMF630
 //! Part 2: `{apiRoot}/hub`) and the operator's deliveries over `tollgate-hub`; `prepay.rs`
 //! prepaid balances (TMF654: buckets and accumulated balances read from the engine, top-ups
-//! and adjustments idempotent by the client's id); `audit.rs` the audit trail, read-only.
+//! and adjustments idempotent by the client's id); `orders.rs` product orders (TMF622) and
+//! the product, service and service order inventories (TMF637, TMF638, TMF641) over
+//! `tollgate-orders`; `audit.rs` the audit trail, read-only.
 //! **Every management route is authenticated and authorised by role; every change is
 //! audited in the same transaction (the domain crates do it).** README.md has the role
 //! table and the limits.
@@ -23,6 +25,7 @@ mod error;
 mod hub;
 mod inventory;
 mod limit;
+mod orders;
 mod prepay;
 mod tmf;
 
@@ -34,6 +37,7 @@ use tollgate_catalogue::Catalogue;
 use tollgate_customers::{Customers, EnginePort};
 use tollgate_hub::{Hub, HubApi, HubOptions};
 use tollgate_inventory::{Inventory, InventoryConfig};
+use tollgate_orders::Orders;
 use tollgate_store::Store;
 
 pub use auth::{allowed, Access};
@@ -56,6 +60,9 @@ pub struct ApiConfig {
     /// The engine, for the balance views and for applying top-ups and adjustments at once
     /// (without it the views answer 503 and requests wait for the outbox worker).
     pub engine: Option<Arc<dyn EnginePort>>,
+    /// Product orders, with the engine and the resource inventory they reach (`None`:
+    /// the order routes answer 503).
+    pub orders: Option<Orders>,
 }
 
 impl Default for ApiConfig {
@@ -66,6 +73,7 @@ impl Default for ApiConfig {
             inventory: InventoryConfig::default(),
             hub: HubOptions::default(),
             engine: None,
+            orders: None,
         }
     }
 }
@@ -91,6 +99,11 @@ impl ApiConfig {
         self.engine = Some(engine);
         self
     }
+
+    /// This configuration serving product orders through `orders`.
+    pub fn with_orders(self, orders: Orders) -> ApiConfig {
+        ApiConfig { orders: Some(orders), ..self }
+    }
 }
 
 /// The product catalogue's hub (TMF620 events).
@@ -102,8 +115,11 @@ pub static CUSTOMER_HUB: HubApi =
 /// The billing accounts' hub (TMF666 events).
 pub static ACCOUNT_HUB: HubApi =
     HubApi { root: tollgate_customers::ACCOUNT_BASE_PATH, event_types: &tollgate_customers::ACCOUNT_EVENTS };
+/// The product orders' hub (TMF622 events).
+pub static ORDER_HUB: HubApi =
+    HubApi { root: tollgate_orders::ORDER_BASE_PATH, event_types: &tollgate_orders::ORDER_EVENTS };
 /// Every hub the router mounts; `auth.rs` names the roles of each.
-pub static HUBS: [&HubApi; 3] = [&CATALOGUE_HUB, &CUSTOMER_HUB, &ACCOUNT_HUB];
+pub static HUBS: [&HubApi; 4] = [&CATALOGUE_HUB, &CUSTOMER_HUB, &ACCOUNT_HUB, &ORDER_HUB];
 
 /// What every handler shares.
 #[derive(Debug)]
@@ -113,6 +129,7 @@ pub(crate) struct AppState {
     pub(crate) customers: Customers,
     pub(crate) inventory: Inventory,
     pub(crate) hub: Hub,
+    pub(crate) orders: Option<Orders>,
     pub(crate) limiter: RateLimit,
 }
 
@@ -121,8 +138,9 @@ pub(crate) struct AppState {
 /// billing accounts under `/tmf-api/accountManagement/v4/`, the resource inventory under
 /// `/tmf-api/resourceInventoryManagement/v4/`, each API's event hub under
 /// `{apiRoot}/hub` ([`HUBS`]), the hubs' deliveries under `/tmf-api/hub/v1/delivery`,
-/// prepaid balances under `/tmf-api/prepayBalanceManagement/v4/` and the audit trail under
-/// `/tmf-api/audit/v1/`.
+/// prepaid balances under `/tmf-api/prepayBalanceManagement/v4/`, product orders under
+/// `/tmf-api/productOrderingManagement/v4/` with the product, service and service order
+/// inventories, and the audit trail under `/tmf-api/audit/v1/`.
 pub fn router(store: Store, config: &ApiConfig) -> Router {
     let state = Arc::new(AppState {
         catalogue: Catalogue::new(store.clone(), tollgate_catalogue::BASE_PATH),
@@ -132,6 +150,7 @@ pub fn router(store: Store, config: &ApiConfig) -> Router {
         },
         inventory: Inventory::new(store.clone(), config.inventory.clone()),
         hub: Hub::new(store.clone(), config.hub),
+        orders: config.orders.clone(),
         store,
         limiter: RateLimit::new(config.rate_per_second, config.burst),
     });
@@ -157,6 +176,19 @@ pub fn router(store: Store, config: &ApiConfig) -> Router {
         .route(&inventory_path("/resource/{id}"), get(inventory::get).patch(inventory::patch).delete(inventory::delete))
         .route(&inventory_path("/reservation"), post(inventory::reserve))
         .route(&inventory_path("/resource/{id}/{step}"), post(inventory::step))
+        .route(&order_path("/productOrder"), get(orders::list_orders).post(orders::create_order))
+        .route(&order_path("/productOrder/{id}"), get(orders::get_order).patch(orders::patch_order))
+        .route(&order_path("/cancelProductOrder"), get(orders::list_cancels).post(orders::create_cancel))
+        .route(&order_path("/cancelProductOrder/{id}"), get(orders::get_cancel))
+        .route(&format!("{}/product", tollgate_orders::PRODUCT_BASE_PATH), get(orders::list_products))
+        .route(&format!("{}/product/{{id}}", tollgate_orders::PRODUCT_BASE_PATH), get(orders::get_product))
+        .route(&format!("{}/service", tollgate_orders::SERVICE_BASE_PATH), get(orders::list_services))
+        .route(&format!("{}/service/{{id}}", tollgate_orders::SERVICE_BASE_PATH), get(orders::get_service))
+        .route(&format!("{}/serviceOrder", tollgate_orders::SERVICE_ORDER_BASE_PATH), get(orders::list_service_orders))
+        .route(
+            &format!("{}/serviceOrder/{{id}}", tollgate_orders::SERVICE_ORDER_BASE_PATH),
+            get(orders::get_service_order),
+        )
         .route(hub::DELIVERY_PATH, get(hub::list_deliveries))
         .route(&format!("{}/{{id}}/redrive", hub::DELIVERY_PATH), post(hub::redrive))
         .route(&prepay_path("/bucket"), get(prepay::list_buckets))
@@ -186,6 +218,10 @@ fn prepay_path(rest: &str) -> String {
 
 fn accounts_path(rest: &str) -> String {
     format!("{}/billingAccount{rest}", tollgate_customers::ACCOUNT_BASE_PATH)
+}
+
+fn order_path(rest: &str) -> String {
+    format!("{}{rest}", tollgate_orders::ORDER_BASE_PATH)
 }
 
 fn inventory_path(rest: &str) -> String {

@@ -1,10 +1,12 @@
-//! The engine operations a billing account change implies, as outbox rows: their kinds,
-//! payloads and idempotency keys. A binary's `OutboxHandler` reads them back with
+//! The engine operations a billing account or subscription change implies, as outbox
+//! rows: their kinds, payloads and idempotency keys. A binary's `OutboxHandler` reads them back with
 //! [`EngineOperation::from_outbox`] and sends each to the engine under the row's
 //! idempotency key, so a retry (after a failure, a crash, a lease that ran out) takes
-//! effect once. The key is derived from the account id and the row version the change
-//! produced (a balance request's from its client id): the same change always has the same
-//! key, two changes never share one. A change the engine may refuse (a lifecycle step, a
+//! effect once. The key is derived from the account's (or subscription's) id and the row
+//! version the change produced (a balance request's from its client id): the same change
+//! always has the same key, two changes never share one. A subscription's operations carry
+//! its billing account's ordering key, so they are applied after the account's creation,
+//! in order. A change the engine may refuse (a lifecycle step, a
 //! kind or credit limit change) carries what to restore in its payload ([`Revert`]), for
 //! [`Customers::settle`](crate::Customers::settle).
 
@@ -18,6 +20,10 @@ use tollgate_store::OutboxItem;
 pub const CREATE_ACCOUNT: &str = "engine.account.create";
 /// The outbox kind of an engine credit limit change.
 pub const SET_CREDIT_LIMIT: &str = "engine.account.set_credit_limit";
+/// The outbox kind of an engine subscription creation.
+pub const CREATE_SUBSCRIPTION: &str = "engine.subscription.create";
+/// The outbox kind of an engine subscription suspension.
+pub const SUSPEND_SUBSCRIPTION: &str = "engine.subscription.suspend";
 /// The outbox kind of a top-up (TMF654 `topupBalance`).
 pub const TOP_UP: &str = "engine.account.top_up";
 /// The outbox kind of a balance adjustment (TMF654 `adjustBalance`).
@@ -65,6 +71,12 @@ pub enum EngineOperation {
     CreateAccount { account: u64, account_type: AccountType, currency: String, credit_limit: Decimal },
     /// Set its credit limit (`Operation::SetCreditLimit`).
     SetCreditLimit { account: u64, credit_limit: Decimal },
+    /// Create a subscription of the account on a tariff plan under its identities, each
+    /// the engine's identity key (`msisdn:491700000001`, `imsi:…`)
+    /// (`Operation::CreateSubscription`).
+    CreateSubscription { account: u64, subscription: u64, plan: String, identities: Vec<String> },
+    /// Suspend a subscription (`Operation::Suspend`).
+    SuspendSubscription { subscription: u64, reason: String },
     /// Money paid in, to the main money bucket (`Operation::TopUp`); `reference` names the
     /// BSS request in the engine's journal.
     TopUp { account: u64, amount: Decimal, reference: String },
@@ -127,6 +139,8 @@ impl EngineOperation {
         match self {
             EngineOperation::CreateAccount { .. } => CREATE_ACCOUNT,
             EngineOperation::SetCreditLimit { .. } => SET_CREDIT_LIMIT,
+            EngineOperation::CreateSubscription { .. } => CREATE_SUBSCRIPTION,
+            EngineOperation::SuspendSubscription { .. } => SUSPEND_SUBSCRIPTION,
             EngineOperation::TopUp { .. } => TOP_UP,
             EngineOperation::Adjust { .. } => ADJUST,
             EngineOperation::SuspendAccount { .. } => SUSPEND_ACCOUNT,
@@ -136,10 +150,13 @@ impl EngineOperation {
         }
     }
 
-    /// The engine account the operation is for.
-    pub fn account(&self) -> u64 {
-        match self {
+    /// The engine account the operation is for; `None` for one addressed to a subscription
+    /// alone.
+    pub fn account(&self) -> Option<u64> {
+        Some(match self {
+            EngineOperation::SuspendSubscription { .. } => return None,
             EngineOperation::CreateAccount { account, .. }
+            | EngineOperation::CreateSubscription { account, .. }
             | EngineOperation::SetCreditLimit { account, .. }
             | EngineOperation::TopUp { account, .. }
             | EngineOperation::Adjust { account, .. }
@@ -147,7 +164,7 @@ impl EngineOperation {
             | EngineOperation::ResumeAccount { account }
             | EngineOperation::CloseAccount { account, .. }
             | EngineOperation::ChangeAccountKind { account, .. } => *account,
-        }
+        })
     }
 
     /// The outbox payload (money as decimal text, exact).
@@ -161,6 +178,15 @@ impl EngineOperation {
             }),
             EngineOperation::SetCreditLimit { account, credit_limit } => {
                 json!({"account": account, "creditLimit": credit_limit.to_string()})
+            }
+            EngineOperation::CreateSubscription { account, subscription, plan, identities } => json!({
+                "account": account,
+                "subscription": subscription,
+                "plan": plan,
+                "identities": identities,
+            }),
+            EngineOperation::SuspendSubscription { subscription, reason } => {
+                json!({"subscription": subscription, "reason": reason})
             }
             EngineOperation::TopUp { account, amount, reference } => {
                 json!({"account": account, "amount": amount.to_string(), "reference": reference})
@@ -202,13 +228,30 @@ impl EngineOperation {
     /// The operation an outbox row holds, or why it does not hold one.
     pub fn from_outbox(item: &OutboxItem) -> Result<EngineOperation, String> {
         let payload = &item.payload;
-        let account = payload.get("account").and_then(Value::as_u64).ok_or("payload.account: not an id")?;
+        let id = |field: &str| payload.get(field).and_then(Value::as_u64).ok_or(format!("payload.{field}: not an id"));
+        if item.kind == SUSPEND_SUBSCRIPTION {
+            return Ok(EngineOperation::SuspendSubscription {
+                subscription: id("subscription")?,
+                reason: text(payload, "reason")?,
+            });
+        }
+        let account = id("account")?;
         Ok(match item.kind.as_str() {
             CREATE_ACCOUNT => EngineOperation::CreateAccount {
                 account,
                 account_type: account_type(payload, "accountType")?,
                 currency: text(payload, "currency")?,
                 credit_limit: money(payload, "creditLimit")?,
+            },
+            CREATE_SUBSCRIPTION => EngineOperation::CreateSubscription {
+                account,
+                subscription: id("subscription")?,
+                plan: text(payload, "plan")?,
+                identities: payload
+                    .get("identities")
+                    .and_then(Value::as_array)
+                    .and_then(|list| list.iter().map(|v| v.as_str().map(str::to_owned)).collect::<Option<Vec<_>>>())
+                    .ok_or("payload.identities: not a list of identities")?,
             },
             SET_CREDIT_LIMIT => {
                 EngineOperation::SetCreditLimit { account, credit_limit: money(payload, "creditLimit")? }
@@ -268,8 +311,14 @@ pub fn idempotency_key(id: &str, version: i64, what: &str) -> String {
     format!("bss:billing-account:{id}:v{version}:{what}")
 }
 
+/// The idempotency key of the engine operation that the change of subscription `id` to
+/// `version` implies (`what`: `create`, `suspend`).
+pub fn subscription_key(id: &str, version: i64, what: &str) -> String {
+    format!("bss:subscription:{id}:v{version}:{what}")
+}
+
 /// The ordering key of a billing account's engine operations (applied one at a time, in
-/// order): its changes and its balance requests.
+/// order): its changes, its balance requests and its subscriptions' operations.
 pub fn ordering_key(id: &str) -> String {
     format!("billing-account:{id}")
 }

@@ -35,8 +35,9 @@ pub use customer::{
     anonymised, redacted, validate_customer, ValidCustomer, MAX_CONSENTS, MAX_CONTACT_MEDIA, MAX_NAME_CHARS,
 };
 pub use engine::{
-    idempotency_key, ordering_key, AccountType, EngineOperation, Revert, RevertField, ADJUST, CHANGE_ACCOUNT_KIND,
-    CLOSE_ACCOUNT, CREATE_ACCOUNT, RESUME_ACCOUNT, SET_CREDIT_LIMIT, SUSPEND_ACCOUNT, TOP_UP,
+    idempotency_key, ordering_key, subscription_key, AccountType, EngineOperation, Revert, RevertField, ADJUST,
+    CHANGE_ACCOUNT_KIND, CLOSE_ACCOUNT, CREATE_ACCOUNT, CREATE_SUBSCRIPTION, RESUME_ACCOUNT, SET_CREDIT_LIMIT,
+    SUSPEND_ACCOUNT, SUSPEND_SUBSCRIPTION, TOP_UP,
 };
 pub use error::{CustomersError, Result};
 pub use lifecycle::{transition, AccountState};

@@ -90,7 +90,7 @@ impl ModelEngine {
                     EngineAnswer::Applied { balance_after: None }
                 }
             }
-            other => match accounts.get_mut(&other.account()) {
+            other => match other.account().and_then(|account| accounts.get_mut(&account)) {
                 None => refused("unknown account"),
                 Some(account) if account.closed => refused("the account is closed"),
                 Some(account) => apply(account, other),
@@ -127,6 +127,13 @@ fn apply(account: &mut ModelAccount, operation: &EngineOperation) -> EngineAnswe
             account.balance += *amount;
             money(account)
         }
+        EngineOperation::CreateSubscription { subscription, .. } => {
+            account.live_subscriptions.push(*subscription);
+            EngineAnswer::Applied { balance_after: None }
+        }
+        // Addressed to a subscription alone: the model keeps no subscriptions by id, so
+        // `decide` refuses it as an unknown account before it gets here.
+        EngineOperation::SuspendSubscription { .. } => refused("not modelled".into()),
         EngineOperation::SuspendAccount { .. } => {
             account.suspended = true;
             EngineAnswer::Applied { balance_after: None }

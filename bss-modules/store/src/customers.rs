@@ -116,7 +116,7 @@ fn customer(row: &Row) -> Result<Versioned<CustomerRow>> {
     })
 }
 
-fn engine_id(seq: i64) -> u64 {
+pub(crate) fn engine_id(seq: i64) -> u64 {
     ENGINE_ACCOUNT_BASE + seq.unsigned_abs()
 }
 

@@ -7,27 +7,37 @@
 //! ([`Tx::audit`], [`Store::verify_audit_chain`]) and API tokens stored hashed
 //! ([`Tx::create_token`], [`Store::check_token`]), and the product catalogue's rows
 //! ([`Tx::insert_catalogue_item`], [`Store::catalogue_list`]), and customers' and billing
-//! accounts' rows ([`Tx::insert_customer`], [`Tx::insert_billing_account`]), the resource
-//! inventory's rows: number ranges, MSISDNs and SIM cards reserved in one statement
-//! ([`Tx::reserve_next`]), network elements; and the event hub's listeners, events and
-//! deliveries ([`Tx::publish_event`], [`Store::claim_deliveries`]); prepaid balance requests
-//! ([`Tx::insert_balance_action`]). README.md states the invariants.
+//! accounts' rows ([`Tx::insert_customer`], [`Tx::insert_billing_account`]), subscriptions'
+//! rows ([`Tx::insert_subscriptions`]) and what a bulk import needs (multi-row inserts,
+//! lookups by external id, the import run's checkpoint: [`Tx::insert_imported_accounts`],
+//! [`Tx::save_import_run`]), prepaid balance requests ([`Tx::insert_balance_action`]), the
+//! resource inventory's rows: number ranges, MSISDNs and SIM cards reserved in one statement
+//! ([`Tx::reserve_next`]), network elements; the event hub's listeners, events and
+//! deliveries ([`Tx::publish_event`], [`Store::claim_deliveries`]); and product orders with
+//! their provisioning tasks and the product and service inventories
+//! ([`Tx::insert_product_order`], [`Store::claim_provisioning_tasks`], [`Tx::insert_line`]).
+//! README.md states the invariants.
 #![forbid(unsafe_code)]
 
 mod audit;
 mod balances;
+mod bulk;
 mod catalogue;
 mod codec;
 mod customers;
 mod error;
 mod hash;
 mod hub;
+mod import;
 mod inventory;
 mod migrate;
+mod orders;
 mod outbox;
+mod products;
 mod queue;
 mod sql;
 mod store;
+mod subscriptions;
 #[cfg(feature = "testing")]
 pub mod testing;
 mod tokens;
@@ -47,16 +57,22 @@ pub use hub::{
     Delivery, DeliveryEntry, DeliveryPage, DeliveryState, EventFilter, HubSecret, Listener, NewEvent, NewListener,
     Published, DELIVERY_PAGE_MAX, HUB_SECRET_PREFIX, MAX_LISTENERS_PER_API,
 };
+pub use import::{ExternalAccount, ImportKind, ImportRun, ImportedAccount};
 pub use inventory::{
     NetworkElementFilter, NetworkElementRow, NewMsisdn, NewSim, NumberRangeRow, Overlap, PoolChange, PoolFilter,
     PoolKind, PoolRow, SealedKeys, SimBatchRow, INVENTORY_PAGE_MAX,
 };
 pub use migrate::SCHEMA_VERSION;
+pub use orders::{
+    CancelRow, NewTask, OrderFilter, OrderItemRow, ProductOrderRow, TaskOutcome, TaskRow, ORDER_PAGE_MAX,
+};
 pub use outbox::{
     ApplyError, NewOutboxItem, OutboxCounts, OutboxEntry, OutboxHandler, OutboxItem, OutboxState, OutboxWorker,
     RetryPolicy, WorkerPass,
 };
+pub use products::{AddOnRow, LineRow, ProductEntry, ProductFilter, ServiceRow, PRODUCT_PAGE_MAX};
 pub use sql::Dialect;
 pub use store::{Store, StoreOptions, Tx, SQLITE_FILE_NAME};
+pub use subscriptions::{SubscriptionRow, ENGINE_SUBSCRIPTION_BASE, SUBSCRIPTION_PAGE_MAX};
 pub use tokens::{ApiToken, NewToken, Role, TokenCheck, TokenSecret, TOKEN_PREFIX};
 pub use versioned::{Version, Versioned};

@@ -12,7 +12,7 @@ use crate::sql::{args, Dialect};
 use crate::Store;
 
 /// The schema version this build writes and understands (the last migration).
-pub const SCHEMA_VERSION: i64 = 7;
+pub const SCHEMA_VERSION: i64 = 8;
 
 struct Migration {
     version: i64,
@@ -50,6 +50,12 @@ const MIGRATIONS: &[Migration] = &[
         postgres: include_str!("../migrations/postgres/0003_customers.sql"),
     },
     Migration {
+        version: 4,
+        description: "external ids, subscriptions and import runs",
+        sqlite: include_str!("../migrations/sqlite/0004_import.sql"),
+        postgres: include_str!("../migrations/postgres/0004_import.sql"),
+    },
+    Migration {
         version: 5,
         description: "prepaid balance requests (TMF654) and the product manager role",
         sqlite: include_str!("../migrations/sqlite/0005_balances.sql"),
@@ -66,6 +72,12 @@ const MIGRATIONS: &[Migration] = &[
         description: "event hub: listeners, events, deliveries",
         sqlite: include_str!("../migrations/sqlite/0007_hub.sql"),
         postgres: include_str!("../migrations/postgres/0007_hub.sql"),
+    },
+    Migration {
+        version: 8,
+        description: "product orders, provisioning tasks, product and service inventories",
+        sqlite: include_str!("../migrations/sqlite/0008_orders.sql"),
+        postgres: include_str!("../migrations/postgres/0008_orders.sql"),
     },
 ];
 

@@ -2,8 +2,9 @@
 //! done. The change and the engine operation it implies commit together: the operation is
 //! a row of `outbox` ([`Tx::enqueue`]) with the engine idempotency key it will be sent
 //! under. An [`OutboxWorker`] claims due rows, hands each to an [`OutboxHandler`] (the
-//! binary's, which calls the engine), and marks it done, schedules a retry with
-//! exponential backoff, or marks it failed. The worker applies each row at least once; the
+//! binary's, which calls the engine; the rows of one claim, at most one per ordering key,
+//! concurrently), and marks it done, schedules a retry with exponential backoff, or marks
+//! it failed. The worker applies each row at least once; the
 //! engine answers a repeated idempotency key with its stored answer, so the operation takes
 //! effect exactly once.
 //!
@@ -198,6 +199,41 @@ impl Tx {
     }
 }
 
+impl Tx {
+    /// Records many engine operations in this transaction, due at once, a chunk per
+    /// statement (a bulk import's). Their idempotency keys must be new: a key already in
+    /// the outbox fails the statement (use [`Tx::enqueue`] when a repeat is expected).
+    pub async fn enqueue_many(&mut self, items: &[NewOutboxItem<'_>], now: Timestamp) -> Result<()> {
+        let now = to_ms(now);
+        let mut values = Vec::with_capacity(items.len() * 6);
+        for item in items {
+            if item.idempotency_key.is_empty() {
+                return Err(StoreError::Invalid { field: "idempotency_key", reason: "empty".into() });
+            }
+            values.extend(args![
+                item.idempotency_key,
+                item.kind,
+                item.ordering_key,
+                json_text("payload", item.payload)?,
+                now,
+                now
+            ]);
+        }
+        crate::bulk::insert_many(
+            self,
+            "outbox.enqueue",
+            "INSERT INTO outbox (idempotency_key, kind, ordering_key, payload, next_attempt_at_ms, created_at_ms)",
+            6,
+            values,
+            "",
+        )
+        .await?;
+        if !items.is_empty() {
+            self.enqueued_outbox_item();
+        }
+        Ok(())
+    }
+}
 /// The outbox as a lease queue (`queue.rs`).
 const OUTBOX: Queue = Queue {
     table: "outbox",
@@ -257,6 +293,28 @@ impl Store {
     /// applied it after this claim's lease ran out: harmless, the engine deduplicated).
     pub async fn outbox_done(&self, item: &OutboxItem, now: Timestamp) -> Result<bool> {
         OUTBOX.done(self, item.id, now).await
+    }
+
+    /// Marks claimed rows applied, in one transaction; returns how many were still
+    /// pending (see [`Store::outbox_done`]).
+    pub async fn outbox_done_many(&self, items: &[&OutboxItem], now: Timestamp) -> Result<u64> {
+        if items.is_empty() {
+            return Ok(0);
+        }
+        let mut tx = self.begin().await?;
+        let mut changed = 0;
+        for chunk in items.chunks(500) {
+            let sql = format!(
+                "UPDATE outbox SET state = 'done', finished_at_ms = $1, last_error = NULL
+                 WHERE state = 'pending' AND id IN ({})",
+                crate::bulk::placeholders(2, chunk.len())
+            );
+            let mut values = args![to_ms(now)];
+            values.extend(chunk.iter().map(|item| crate::sql::Arg::from(item.id)));
+            changed += tx.execute("outbox.done", &sql, values).await?;
+        }
+        tx.commit().await?;
+        Ok(changed)
     }
 
     /// Schedules another attempt of a claimed row at `at`, recording why this one failed.
@@ -398,17 +456,26 @@ impl<H: OutboxHandler> OutboxWorker<H> {
         &self.handler
     }
 
-    /// Claims one batch due at `now` and applies it, item by item in id order.
+    /// Claims one batch due at `now` and applies it. A claim holds at most one item per
+    /// ordering key, so its items are independent: they are applied concurrently (the
+    /// engine group-commits them together), and the applied ones are marked done in one
+    /// transaction; a retry or a failure is recorded item by item.
     pub async fn run_once(&self, now: Timestamp) -> Result<WorkerPass> {
         let items = self.store.claim_outbox(now, self.batch_size, self.policy.lease).await?;
         let mut pass = WorkerPass { claimed: items.len(), ..WorkerPass::default() };
-        for item in &items {
-            match self.apply(item, now).await? {
-                OutboxState::Done => pass.done += 1,
-                OutboxState::Pending => pass.retried += 1,
-                OutboxState::Failed => pass.failed += 1,
+        let results = join_all(items.iter().map(|item| self.handler.apply(item)).collect()).await;
+        let mut done = Vec::with_capacity(items.len());
+        for (item, result) in items.iter().zip(results) {
+            match result {
+                Ok(()) => done.push(item),
+                Err(error) => match self.record_failure(item, error, now).await? {
+                    OutboxState::Failed => pass.failed += 1,
+                    _ => pass.retried += 1,
+                },
             }
         }
+        self.store.outbox_done_many(&done, now).await?;
+        pass.done = done.len();
         Ok(pass)
     }
 
@@ -431,14 +498,22 @@ impl<H: OutboxHandler> OutboxWorker<H> {
                 self.store.outbox_done(item, now).await?;
                 Ok(OutboxState::Done)
             }
-            Err(ApplyError::Retry(error)) if item.attempt < self.policy.max_attempts => {
+            Err(error) => self.record_failure(item, error, now).await,
+        }
+    }
+
+    /// Records an attempt that did not apply: another attempt later (`Pending`) while
+    /// attempts are left and the error is worth a retry, else failed for good.
+    async fn record_failure(&self, item: &OutboxItem, error: ApplyError, now: Timestamp) -> Result<OutboxState> {
+        match error {
+            ApplyError::Retry(error) if item.attempt < self.policy.max_attempts => {
                 let delay = self.policy.delay_after(item.attempt);
                 let at = Timestamp::from_millisecond(after_ms(now, delay)).unwrap_or(Timestamp::MAX);
                 tracing::warn!(id = item.id, kind = %item.kind, attempt = item.attempt, retry_in = ?delay, %error, "outbox: attempt failed, will retry");
                 self.store.outbox_retry(item, &error, at).await?;
                 Ok(OutboxState::Pending)
             }
-            Err(ApplyError::Retry(error) | ApplyError::Fail(error)) => {
+            ApplyError::Retry(error) | ApplyError::Fail(error) => {
                 tracing::error!(id = item.id, kind = %item.kind, key = %item.idempotency_key, attempt = item.attempt, %error, "outbox: operation failed for good; the BSS and the engine disagree until an operator acts");
                 self.store.outbox_failed(item, &error, now).await?;
                 Ok(OutboxState::Failed)
@@ -467,4 +542,28 @@ impl<H: OutboxHandler> OutboxWorker<H> {
             }
         }
     }
+}
+
+/// Polls every future until all are ready; their outputs, in order.
+async fn join_all<F: Future>(futures: Vec<F>) -> Vec<F::Output> {
+    let mut futures: Vec<std::pin::Pin<Box<F>>> = futures.into_iter().map(Box::pin).collect();
+    let mut outputs: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (future, output) in futures.iter_mut().zip(outputs.iter_mut()) {
+            if output.is_none() {
+                match future.as_mut().poll(cx) {
+                    std::task::Poll::Ready(value) => *output = Some(value),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    outputs.into_iter().flatten().collect()
 }

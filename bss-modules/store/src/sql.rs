@@ -15,6 +15,9 @@
 //!   front), so [`Dialect`] turns them into nothing there.
 //!
 //! Compare and add money in Rust, not in SQL: on SQLite the column is text.
+//!
+//! Bulk statements with thousands of arguments (`bulk.rs`) write `?` on SQLite instead:
+//! binding numbered ones costs time quadratic in their number there.
 
 use rust_decimal::Decimal;
 use sqlx::postgres::{PgArguments, PgRow};

@@ -7,7 +7,9 @@ mod basics;
 mod catalogue;
 mod customers;
 mod hub;
+mod import;
 mod inventory;
+mod orders;
 mod outbox;
 mod tokens;
 

@@ -252,6 +252,41 @@ store_test! {
     }
 }
 
+/// Counts how many applications are in flight at once.
+#[derive(Default)]
+struct Overlapping {
+    in_flight: std::sync::atomic::AtomicUsize,
+    most: std::sync::atomic::AtomicUsize,
+}
+
+impl OutboxHandler for Overlapping {
+    async fn apply(&self, _item: &OutboxItem) -> Result<(), ApplyError> {
+        use std::sync::atomic::Ordering::SeqCst;
+        let now = self.in_flight.fetch_add(1, SeqCst) + 1;
+        self.most.fetch_max(now, SeqCst);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        self.in_flight.fetch_sub(1, SeqCst);
+        Ok(())
+    }
+}
+
+store_test! {
+    async fn a_claims_independent_items_are_applied_together_and_marked_done_at_once(store) {
+        let mut tx = store.begin().await.expect("begin");
+        for (key, ordering) in [("a1", "a"), ("b1", "b"), ("c1", "c"), ("a2", "a")] {
+            enqueue(&mut tx, key, Some(ordering)).await;
+        }
+        tx.commit().await.expect("commit");
+        let worker = OutboxWorker::new(Store::clone(&store), Overlapping::default());
+        let pass = worker.run_once(at(0)).await.expect("pass");
+        assert_eq!((pass.claimed, pass.done), (3, 3), "one item per ordering key");
+        assert_eq!(worker.handler().most.load(std::sync::atomic::Ordering::SeqCst), 3, "applied concurrently");
+        assert_eq!(store.outbox_counts().await.expect("counts").done, 3);
+        let pass = worker.run_once(at(1)).await.expect("pass");
+        assert_eq!((pass.claimed, pass.done), (1, 1), "a2 after a1");
+    }
+}
+
 store_test! {
     async fn a_row_is_applied_at_once_by_its_committer_but_never_before_an_older_one_of_its_key(store) {
         let mut tx = store.begin().await.expect("begin");

@@ -1,0 +1,971 @@
+//! The durable provisioning workflow: one claimed task at a time ([`Workflow::run`]). A
+//! task is one step of one order item (the steps are [`Action::steps`]); running it
+//! forward does the step, running it backward undoes it. What a step changes in the store
+//! (a reservation, the product's row, the inventories at completion) commits in the same
+//! transaction as the task's outcome and the next task's turn, so a crash leaves either
+//! both or neither. What it changes outside (the engine, the network) is sent under a key
+//! derived from the order, the item and the step, the same on every attempt: the engine
+//! and the gateway apply a key once, so a crash between the call and the commit is
+//! repaired by calling again.
+//!
+//! Outcomes: done (the next step becomes due), skipped (no network activation
+//! configured), retry (a transient failure: due again after exponential backoff, until the
+//! attempts run out), fail (permanent: the done steps are undone in reverse order, then the
+//! item fails). A cancellation accepted for the order turns the next forward step into the
+//! first backward one, unless the item is past its irreversible step. Every transaction
+//! that finishes a task first locks the order's row, so items of one order and a
+//! cancellation serialise on it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use serde_json::{json, Value};
+use tollgate_activation::{
+    ActivationError, ActivationOutcome, ActivationRequest, Activator, Iccid, Imsi, Msisdn, Operation, RequestId,
+    ServiceProfile, Subscriber,
+};
+use tollgate_store::{
+    new_entity_id, CancelRow, LineRow, OrderItemRow, ProductOrderRow, RetryPolicy, ServiceRow, SubscriptionRow,
+    TaskOutcome, TaskRow, Tx, Versioned,
+};
+
+use crate::action::{Action, Step};
+use crate::docs::{identity, line_doc};
+use crate::error::{OrdersError, Result};
+use crate::ports::{EngineAnswer, EngineCall, EngineOperation, EngineTarget, ResourceKind};
+use crate::service::{audit, line_allows, Orders, WORKFLOW_ACTOR};
+use crate::state::{ItemState, OrderState};
+
+/// How long a held item waits before it looks again whether the earlier order on its
+/// product has finished.
+const HOLD_RETRY: Duration = Duration::from_secs(1);
+
+/// What one attempt of a step (or of its undoing) came to.
+#[derive(Debug, Clone, PartialEq)]
+enum Outcome {
+    Done(Value),
+    Skipped(&'static str),
+    /// Try again later (after `after`, or the policy's backoff).
+    Retry {
+        error: String,
+        after: Option<Duration>,
+    },
+    /// It will not work: compensate (forward) or stop for an operator (backward).
+    Fail(String),
+}
+
+/// The provisioning workflow over [`Orders`], an optional network activator and a retry
+/// policy (its `lease` is how long a claim holds a task).
+#[derive(Debug, Clone)]
+pub struct Workflow {
+    orders: Orders,
+    activator: Option<Arc<dyn Activator>>,
+    policy: RetryPolicy,
+}
+
+/// A claimed task with what it needs: its order, item and the item's other tasks.
+struct Context {
+    order: ProductOrderRow,
+    item: OrderItemRow,
+    action: Action,
+    step: Step,
+    tasks: Vec<TaskRow>,
+    claimed: TaskRow,
+}
+
+impl Context {
+    /// The result of the done (or undone later) task of `step`.
+    fn result(&self, step: Step) -> Option<&Value> {
+        self.tasks.iter().find(|task| task.step == step.as_str()).and_then(|task| task.result.as_ref())
+    }
+
+    fn result_text(&self, step: Step, field: &str) -> Option<String> {
+        self.result(step).and_then(|result| result.get(field)).and_then(Value::as_str).map(str::to_owned)
+    }
+
+    fn request(&self, field: &str) -> Option<&str> {
+        self.item.request.get(field).and_then(Value::as_str)
+    }
+
+    /// Who holds the item's reservations in the inventory.
+    fn owner(&self) -> String {
+        format!("order:{}:{}", self.order.id, self.item.item_id)
+    }
+
+    /// The idempotency key of this step's engine call (or network request id), or of its undoing.
+    fn key(&self, undo: bool) -> String {
+        let suffix = if undo { ":undo" } else { "" };
+        format!("order:{}:{}:{}{suffix}", self.order.id, self.item.item_id, self.step.as_str())
+    }
+
+    /// The line the item acts on (an add-on's parent line).
+    fn line_id(&self) -> &str {
+        match self.action {
+            Action::AddAddOn | Action::RemoveAddOn => self.request("parentId").unwrap_or(&self.item.product_id),
+            _ => &self.item.product_id,
+        }
+    }
+
+    /// Whether a cancellation turns this forward step back: accepted, and the item not
+    /// past its irreversible step.
+    fn cancel_applies(&self) -> bool {
+        self.order.cancelling
+            && !self
+                .tasks
+                .iter()
+                .any(|task| task.state == "done" && Step::parse(&task.step).is_some_and(|step| !step.is_reversible()))
+    }
+
+    /// The task to undo before `position`: the last done, reversible one.
+    fn previous_done(&self, position: i64) -> Option<&TaskRow> {
+        self.tasks.iter().rev().find(|task| {
+            task.position < position && task.state == "done" && Step::parse(&task.step).is_some_and(Step::is_reversible)
+        })
+    }
+}
+
+fn classify(error: OrdersError) -> Outcome {
+    match error {
+        OrdersError::Store(error) => Outcome::Retry { error: format!("store: {error}"), after: None },
+        other => Outcome::Fail(other.to_string()),
+    }
+}
+
+fn engine_outcome(answer: EngineAnswer) -> Outcome {
+    match answer {
+        EngineAnswer::Applied => Outcome::Done(json!({})),
+        EngineAnswer::Refused(reason) => Outcome::Fail(format!("the charging engine refused: {reason}")),
+        EngineAnswer::Unavailable(reason) => {
+            Outcome::Retry { error: format!("the charging engine is unavailable: {reason}"), after: None }
+        }
+    }
+}
+
+fn activation_outcome(outcome: ActivationOutcome) -> Outcome {
+    match outcome {
+        ActivationOutcome::Done { reference } => Outcome::Done(json!({"reference": reference})),
+        ActivationOutcome::Transient { reason, retry_after_ms } => Outcome::Retry {
+            error: format!("network activation: {reason}"),
+            after: retry_after_ms.map(Duration::from_millis),
+        },
+        ActivationOutcome::Permanent { code, reason } => {
+            Outcome::Fail(format!("the network refused the activation: {code}: {reason}"))
+        }
+    }
+}
+
+fn after(now: Timestamp, delay: Duration) -> Timestamp {
+    let delay = jiff::SignedDuration::try_from(delay).unwrap_or(jiff::SignedDuration::MAX);
+    now.checked_add(delay).unwrap_or(Timestamp::MAX)
+}
+
+/// The state an item's settled tasks give it once its compensation has ended.
+fn compensated_state(tasks: &[TaskRow]) -> ItemState {
+    if tasks.iter().any(|task| task.state == "failed") {
+        ItemState::Failed
+    } else {
+        ItemState::Cancelled
+    }
+}
+
+impl Workflow {
+    /// The workflow of `orders`' orders; `activator` `None` is the "no network
+    /// activation" mode: every activation step completes as skipped.
+    pub fn new(orders: Orders, activator: Option<Arc<dyn Activator>>, policy: RetryPolicy) -> Workflow {
+        Workflow { orders, activator, policy }
+    }
+
+    /// The orders.
+    pub fn orders(&self) -> &Orders {
+        &self.orders
+    }
+
+    /// The retry policy.
+    pub fn policy(&self) -> &RetryPolicy {
+        &self.policy
+    }
+
+    /// Runs one attempt of a task [claimed](tollgate_store::Store::claim_provisioning_tasks)
+    /// at `now`. A store failure is returned (the claim's lease runs out and the task is
+    /// tried again); every other outcome is the task's.
+    pub async fn run(&self, claimed: &TaskRow, now: Timestamp) -> Result<()> {
+        let store = self.orders.store();
+        let Some((order, items)) = store.product_order_detail(&claimed.order_id).await? else { return Ok(()) };
+        let Some((item, tasks)) = items.into_iter().find(|(item, _)| item.item_id == claimed.item_id) else {
+            return Ok(());
+        };
+        // The claim no longer holds (its lease ran out and another worker went on).
+        if !tasks
+            .iter()
+            .any(|task| task.seq == claimed.seq && task.state == claimed.state && task.attempts == claimed.attempts)
+        {
+            return Ok(());
+        }
+        let (Some(step), Some(action)) = (Step::parse(&claimed.step), Action::parse(&item.action)) else {
+            return Err(OrdersError::conflict("step", format!("task {} names an unknown step or action", claimed.seq)));
+        };
+        let context = Context { order: order.value, item, action, step, tasks, claimed: claimed.clone() };
+        if claimed.state == "undo" {
+            let (outcome, tx) = settled(self.undo(&context, now).await)?;
+            self.conclude_undo(&context, outcome, tx, now).await
+        } else {
+            if context.cancel_applies() {
+                return self.abandon(&context, now).await;
+            }
+            if !self.start(&context, now).await? {
+                return Ok(());
+            }
+            let (outcome, tx) = settled(self.execute(&context, now).await)?;
+            self.conclude(&context, outcome, tx, now).await
+        }
+    }
+
+    /// A transaction that first locks the item's order.
+    async fn begin(&self, context: &Context) -> Result<Tx> {
+        let mut tx = self.orders.store().begin().await?;
+        tx.product_order(&context.order.id).await?;
+        Ok(tx)
+    }
+
+    /// Before an item's first step: it waits (held) while an earlier order's item on the
+    /// same product is unfinished; its product must still allow the action; then it is in
+    /// progress. `false` if the step is not to run now.
+    async fn start(&self, context: &Context, now: Timestamp) -> Result<bool> {
+        let state = ItemState::parse(&context.item.state).unwrap_or(ItemState::InProgress);
+        if !matches!(state, ItemState::Acknowledged | ItemState::Pending | ItemState::Held) {
+            return Ok(true);
+        }
+        let mut tx = self.begin(context).await?;
+        if context.action.needs_product() {
+            if let Some((order, item)) = tx.earlier_open_item(&context.item.product_id, context.order.seq).await? {
+                let error = format!("waits for item {item} of order {order} on the same product");
+                let outcome = TaskOutcome {
+                    state: "due",
+                    next_attempt_at: after(now, HOLD_RETRY),
+                    result: None,
+                    last_error: Some(&error),
+                    reset_attempts: true,
+                };
+                if tx.finish_task(&context.claimed, &outcome, now).await? {
+                    self.move_item(&mut tx, context, ItemState::Held, now).await?;
+                    tx.commit().await?;
+                }
+                return Ok(false);
+            }
+            let refusal = match context.action {
+                Action::RemoveAddOn => match tx.addon(&context.item.product_id).await? {
+                    Some(addon) if addon.status == "active" => None,
+                    _ => Some(format!("add-on {} is no longer active", context.item.product_id)),
+                },
+                _ => match tx.line(context.line_id()).await? {
+                    Some(line) => line_allows(context.action, &line.value).err(),
+                    None => Some(format!("product {} does not exist", context.line_id())),
+                },
+            };
+            if let Some(reason) = refusal {
+                self.fail(&mut tx, context, &reason, now).await?;
+                tx.commit().await?;
+                return Ok(false);
+            }
+        }
+        self.move_item(&mut tx, context, ItemState::InProgress, now).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Sets the item's state (checked by its transition function) and settles the order.
+    async fn move_item(&self, tx: &mut Tx, context: &Context, to: ItemState, now: Timestamp) -> Result<()> {
+        let items = tx.order_items(&context.order.id).await?;
+        let current = items.iter().find(|item| item.item_id == context.item.item_id);
+        let from = current.and_then(|item| ItemState::parse(&item.state)).unwrap_or(ItemState::InProgress);
+        if from != to {
+            from.transition(to)?;
+            tx.set_item_state(&context.order.id, &context.item.item_id, to.as_str(), now).await?;
+        }
+        settle(tx, &context.order.id, now).await
+    }
+
+    /// Ends a forward attempt with its outcome, in `tx` if the step opened one (its
+    /// changes commit with the outcome) or in a new one.
+    async fn conclude(&self, context: &Context, outcome: Outcome, tx: Option<Tx>, now: Timestamp) -> Result<()> {
+        let mut tx = match tx {
+            Some(tx) => tx,
+            None => self.begin(context).await?,
+        };
+        match outcome {
+            Outcome::Done(result) => self.advance(&mut tx, context, "done", Some(&result), now).await?,
+            Outcome::Skipped(reason) => {
+                let result = json!({"skipped": reason});
+                self.advance(&mut tx, context, "skipped", Some(&result), now).await?;
+            }
+            Outcome::Retry { error, after: delay } if context.claimed.attempts < self.policy.max_attempts => {
+                let delay = delay
+                    .unwrap_or_else(|| self.policy.delay_after(context.claimed.attempts))
+                    .min(self.policy.max_delay);
+                tracing::warn!(order = %context.order.id, item = %context.item.item_id, step = context.step.as_str(),
+                    attempt = context.claimed.attempts, retry_in = ?delay, %error, "provisioning: step failed, will retry");
+                let outcome = TaskOutcome {
+                    state: "due",
+                    next_attempt_at: after(now, delay),
+                    result: None,
+                    last_error: Some(&error),
+                    reset_attempts: false,
+                };
+                if !tx.finish_task(&context.claimed, &outcome, now).await? {
+                    return Ok(());
+                }
+            }
+            Outcome::Retry { error, .. } => {
+                let error = format!("{error} (gave up after {} attempts)", context.claimed.attempts);
+                self.fail(&mut tx, context, &error, now).await?;
+            }
+            Outcome::Fail(error) => self.fail(&mut tx, context, &error, now).await?,
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The step is done (or skipped): the next one is due now, or the item is complete.
+    async fn advance(
+        &self,
+        tx: &mut Tx,
+        context: &Context,
+        state: &str,
+        result: Option<&Value>,
+        now: Timestamp,
+    ) -> Result<()> {
+        let outcome = TaskOutcome { state, next_attempt_at: now, result, last_error: None, reset_attempts: false };
+        if !tx.finish_task(&context.claimed, &outcome, now).await? {
+            return Ok(());
+        }
+        match context.tasks.iter().find(|task| task.position == context.claimed.position + 1) {
+            Some(next) => Ok(tx.set_task(next.seq, "due", now, now).await?),
+            None => self.move_item(tx, context, ItemState::Completed, now).await,
+        }
+    }
+
+    /// The step failed for good: it is marked failed, the steps after it will not run, and
+    /// undoing the done ones begins (or, with none, the item fails).
+    async fn fail(&self, tx: &mut Tx, context: &Context, error: &str, now: Timestamp) -> Result<()> {
+        tracing::warn!(order = %context.order.id, item = %context.item.item_id, step = context.step.as_str(), %error,
+            "provisioning: step failed for good; undoing what was done");
+        let outcome = TaskOutcome {
+            state: "failed",
+            next_attempt_at: now,
+            result: None,
+            last_error: Some(error),
+            reset_attempts: false,
+        };
+        if !tx.finish_task(&context.claimed, &outcome, now).await? {
+            return Ok(());
+        }
+        self.cancel_later_tasks(tx, context, now).await?;
+        self.compensate_before(tx, context, context.claimed.position, true, now).await
+    }
+
+    /// A cancellation reached this step before it ran: it is cancelled, and undoing the
+    /// done ones begins (or, with none, the item is cancelled).
+    async fn abandon(&self, context: &Context, now: Timestamp) -> Result<()> {
+        let mut tx = self.begin(context).await?;
+        let outcome = TaskOutcome {
+            state: "cancelled",
+            next_attempt_at: now,
+            result: None,
+            last_error: Some("the order was cancelled"),
+            reset_attempts: false,
+        };
+        if !tx.finish_task(&context.claimed, &outcome, now).await? {
+            return Ok(());
+        }
+        self.cancel_later_tasks(&mut tx, context, now).await?;
+        self.compensate_before(&mut tx, context, context.claimed.position, false, now).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn cancel_later_tasks(&self, tx: &mut Tx, context: &Context, now: Timestamp) -> Result<()> {
+        for task in
+            context.tasks.iter().filter(|task| task.position > context.claimed.position && task.state == "waiting")
+        {
+            tx.set_task(task.seq, "cancelled", now, now).await?;
+        }
+        Ok(())
+    }
+
+    /// Makes the last done step before `position` due for undoing; with none left, the
+    /// item ends (failed if a step failed, else cancelled).
+    async fn compensate_before(
+        &self,
+        tx: &mut Tx,
+        context: &Context,
+        position: i64,
+        failed: bool,
+        now: Timestamp,
+    ) -> Result<()> {
+        match context.previous_done(position) {
+            Some(previous) => Ok(tx.set_task(previous.seq, "undo", now, now).await?),
+            None => {
+                let end = if failed { ItemState::Failed } else { compensated_state(&context.tasks) };
+                self.move_item(tx, context, end, now).await
+            }
+        }
+    }
+
+    /// Ends a backward attempt.
+    async fn conclude_undo(&self, context: &Context, outcome: Outcome, tx: Option<Tx>, now: Timestamp) -> Result<()> {
+        let mut tx = match tx {
+            Some(tx) => tx,
+            None => self.begin(context).await?,
+        };
+        match outcome {
+            Outcome::Done(_) | Outcome::Skipped(_) => {
+                let outcome = TaskOutcome {
+                    state: "undone",
+                    next_attempt_at: now,
+                    result: None,
+                    last_error: None,
+                    reset_attempts: false,
+                };
+                if !tx.finish_task(&context.claimed, &outcome, now).await? {
+                    return Ok(());
+                }
+                let failed = context.tasks.iter().any(|task| task.state == "failed");
+                self.compensate_before(&mut tx, context, context.claimed.position, failed, now).await?;
+            }
+            Outcome::Retry { error, after: delay } => {
+                // Undoing is retried until it works: giving up would leave it half done.
+                let delay = delay
+                    .unwrap_or_else(|| self.policy.delay_after(context.claimed.attempts))
+                    .min(self.policy.max_delay);
+                if context.claimed.attempts >= self.policy.max_attempts {
+                    tracing::error!(order = %context.order.id, item = %context.item.item_id, step = context.step.as_str(),
+                        attempt = context.claimed.attempts, %error, "provisioning: undoing a step keeps failing; retrying");
+                } else {
+                    tracing::warn!(order = %context.order.id, item = %context.item.item_id, step = context.step.as_str(),
+                        attempt = context.claimed.attempts, %error, "provisioning: undoing a step failed, will retry");
+                }
+                let outcome = TaskOutcome {
+                    state: "undo",
+                    next_attempt_at: after(now, delay),
+                    result: None,
+                    last_error: Some(&error),
+                    reset_attempts: false,
+                };
+                if !tx.finish_task(&context.claimed, &outcome, now).await? {
+                    return Ok(());
+                }
+            }
+            Outcome::Fail(error) => {
+                tracing::error!(order = %context.order.id, item = %context.item.item_id, step = context.step.as_str(), %error,
+                    "provisioning: undoing a step was refused; the steps before it stay done until an operator acts");
+                let error = format!("undoing was refused: {error}");
+                let outcome = TaskOutcome {
+                    state: "failed",
+                    next_attempt_at: now,
+                    result: None,
+                    last_error: Some(&error),
+                    reset_attempts: false,
+                };
+                if !tx.finish_task(&context.claimed, &outcome, now).await? {
+                    return Ok(());
+                }
+                self.move_item(&mut tx, context, ItemState::Failed, now).await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn engine(&self, context: &Context, undo: bool, target: EngineTarget, operation: EngineOperation) -> Outcome {
+        let call = EngineCall { key: context.key(undo), target, operation };
+        engine_outcome(self.orders.engine().apply(call).await)
+    }
+
+    /// The line the item acts on, read now.
+    async fn line(&self, context: &Context) -> Result<Versioned<LineRow>> {
+        let id = context.line_id();
+        self.orders.store().line(id).await?.ok_or_else(|| OrdersError::NotFound { kind: "Product", id: id.to_owned() })
+    }
+
+    /// Runs the step forward.
+    async fn execute(&self, context: &Context, now: Timestamp) -> Result<(Outcome, Option<Tx>)> {
+        let resources = self.orders.resources();
+        let owner = context.owner();
+        let outcome = match context.step {
+            Step::ReserveNumber => {
+                let mut tx = self.begin(context).await?;
+                return Ok(match resources.reserve_number(&mut tx, &owner, context.request("msisdn"), now).await {
+                    Ok(Some(msisdn)) => (Outcome::Done(json!({"msisdn": msisdn})), Some(tx)),
+                    Ok(None) => (Outcome::Fail("no MSISDN is free in the resource inventory".into()), None),
+                    Err(error) => (classify(error), None),
+                });
+            }
+            Step::ReserveSim => {
+                let mut tx = self.begin(context).await?;
+                return Ok(match resources.reserve_sim(&mut tx, &owner, context.request("iccid"), now).await {
+                    Ok(Some(sim)) => (Outcome::Done(json!({"iccid": sim.iccid, "imsi": sim.imsi})), Some(tx)),
+                    Ok(None) => (Outcome::Fail("no SIM card is free in the resource inventory".into()), None),
+                    Err(error) => (classify(error), None),
+                });
+            }
+            Step::RecordSubscription => return self.record_subscription(context, now).await,
+            Step::Complete => return self.complete(context, now).await,
+            Step::Activate => self.activate(context, false).await?,
+            step => {
+                let line = self.line(context).await?.value;
+                let subscription = EngineTarget::Subscription(line.subscription.engine_subscription_id);
+                let reason = format!("product order {}", context.order.id);
+                match step {
+                    Step::CreateSubscription => {
+                        let account = self.orders.store().billing_account(&context.order.billing_account_id).await?;
+                        let account = account.ok_or_else(|| OrdersError::NotFound {
+                            kind: "BillingAccount",
+                            id: context.order.billing_account_id.clone(),
+                        })?;
+                        let operation = EngineOperation::CreateSubscription {
+                            subscription: line.subscription.engine_subscription_id,
+                            plan: line.subscription.plan_id.clone(),
+                            identities: line.subscription.identities.clone(),
+                        };
+                        self.engine(context, false, EngineTarget::Account(account.value.engine_account_id), operation)
+                            .await
+                    }
+                    Step::ChangePlan => {
+                        let plan = context.request("planId").unwrap_or_default().to_owned();
+                        self.engine(context, false, subscription, EngineOperation::ChangePlan { plan }).await
+                    }
+                    Step::Suspend => {
+                        self.engine(context, false, subscription, EngineOperation::Suspend { reason }).await
+                    }
+                    Step::Resume => self.engine(context, false, subscription, EngineOperation::Resume).await,
+                    Step::Terminate => {
+                        self.engine(context, false, subscription, EngineOperation::Terminate { reason }).await
+                    }
+                    Step::ReplaceImsi | Step::ReplaceMsisdn => match self.replacement(context, &line) {
+                        Some((old, new)) => {
+                            self.engine(context, false, subscription, EngineOperation::ReplaceIdentity { old, new })
+                                .await
+                        }
+                        None => Outcome::Fail("the line has no identity of that kind to replace".into()),
+                    },
+                    _ => Outcome::Fail(format!("step {} is not an engine step", step.as_str())),
+                }
+            }
+        };
+        Ok((outcome, None))
+    }
+
+    /// The (old, new) identity keys of a SIM swap's or number change's engine step.
+    fn replacement(&self, context: &Context, line: &LineRow) -> Option<(String, String)> {
+        match context.step {
+            Step::ReplaceImsi => {
+                let new = context.result_text(Step::ReserveSim, "imsi")?;
+                Some((format!("imsi:{}", identity(line, "imsi")?), format!("imsi:{new}")))
+            }
+            _ => {
+                let new = context.result_text(Step::ReserveNumber, "msisdn")?;
+                Some((format!("msisdn:{}", identity(line, "msisdn")?), format!("msisdn:{new}")))
+            }
+        }
+    }
+
+    /// A new line's product row with its identities: this fixes its engine subscription id.
+    async fn record_subscription(&self, context: &Context, now: Timestamp) -> Result<(Outcome, Option<Tx>)> {
+        let mut tx = self.begin(context).await?;
+        let id = &context.item.product_id;
+        if let Some(line) = tx.line(id).await? {
+            // Recorded by an attempt whose outcome was lost? Only this order's row counts.
+            let outcome = if line.value.order_id.as_deref() == Some(context.order.id.as_str()) {
+                Outcome::Done(json!({"engineSubscriptionId": line.value.subscription.engine_subscription_id}))
+            } else {
+                Outcome::Fail(format!("product id {id} is taken"))
+            };
+            return Ok((outcome, Some(tx)));
+        }
+        let (Some(msisdn), Some(imsi), Some(iccid)) = (
+            context.result_text(Step::ReserveNumber, "msisdn"),
+            context.result_text(Step::ReserveSim, "imsi"),
+            context.result_text(Step::ReserveSim, "iccid"),
+        ) else {
+            return Ok((Outcome::Fail("the reserved number or SIM card is not on record".into()), None));
+        };
+        let identities = [format!("msisdn:{msisdn}"), format!("imsi:{imsi}")];
+        let keys: Vec<&str> = identities.iter().map(String::as_str).collect();
+        if let Some((identity, holder)) = tx.identities_in_use(&keys).await?.into_iter().next() {
+            return Ok((Outcome::Fail(format!("{identity} belongs to subscription {holder}")), None));
+        }
+        let line = LineRow {
+            subscription: SubscriptionRow {
+                id: id.clone(),
+                engine_subscription_id: 0,
+                external_id: None,
+                billing_account_id: context.order.billing_account_id.clone(),
+                offering_id: context.request("offeringId").map(str::to_owned),
+                plan_id: context.request("planId").unwrap_or_default().to_owned(),
+                state: "active".into(),
+                identities: identities.to_vec(),
+            },
+            product_status: Some("pendingActive".into()),
+            iccid: Some(iccid),
+            order_id: Some(context.order.id.clone()),
+            started_at: None,
+            terminated_at: None,
+            created_at: now,
+        };
+        let engine_id = tx.insert_line(&line, now).await?;
+        audit(&mut tx, WORKFLOW_ACTOR, "create", "Product", id, Some(&line_doc(&line, &[], None)), now).await?;
+        Ok((Outcome::Done(json!({"engineSubscriptionId": engine_id})), Some(tx)))
+    }
+
+    /// The last step: the inventories take the outcome, in the transaction that
+    /// completes the item.
+    async fn complete(&self, context: &Context, now: Timestamp) -> Result<(Outcome, Option<Tx>)> {
+        let mut tx = self.begin(context).await?;
+        match self.write_completion(&mut tx, context, now).await {
+            Ok(()) => Ok((Outcome::Done(json!({})), Some(tx))),
+            Err(error) => Ok((classify(error), None)),
+        }
+    }
+
+    async fn write_completion(&self, tx: &mut Tx, context: &Context, now: Timestamp) -> Result<()> {
+        let resources = self.orders.resources();
+        let owner = context.owner();
+        let line_id = context.line_id().to_owned();
+        match context.action {
+            Action::AddAddOn => {
+                let addon = tollgate_store::AddOnRow {
+                    id: context.item.product_id.clone(),
+                    subscription_id: line_id.clone(),
+                    offering_id: context.request("offeringId").unwrap_or_default().to_owned(),
+                    status: "active".into(),
+                    order_id: context.order.id.clone(),
+                    created_at: now,
+                    terminated_at: None,
+                };
+                tx.insert_addon(&addon, now).await?;
+                audit(tx, WORKFLOW_ACTOR, "create", "Product", &addon.id, None, now).await?;
+                return Ok(());
+            }
+            Action::RemoveAddOn => {
+                tx.terminate_addons(Some(&context.item.product_id), &line_id, now).await?;
+                audit(tx, WORKFLOW_ACTOR, "terminate", "Product", &context.item.product_id, None, now).await?;
+                return Ok(());
+            }
+            _ => {}
+        }
+        let Some(current) = tx.line(&line_id).await? else {
+            return Err(OrdersError::NotFound { kind: "Product", id: line_id });
+        };
+        let mut line = current.value.clone();
+        let mut service = None;
+        match context.action {
+            Action::NewLine => {
+                let msisdn = context.result_text(Step::ReserveNumber, "msisdn").unwrap_or_default();
+                let iccid = context.result_text(Step::ReserveSim, "iccid").unwrap_or_default();
+                resources.assign(tx, ResourceKind::Msisdn, &msisdn, &owner, &line_id, now).await?;
+                resources.assign(tx, ResourceKind::Sim, &iccid, &owner, &line_id, now).await?;
+                line.product_status = None;
+                line.started_at = Some(now);
+                service = Some("active");
+            }
+            Action::ChangePlan => {
+                line.subscription.plan_id = context.request("planId").unwrap_or_default().to_owned();
+                line.subscription.offering_id = context.request("offeringId").map(str::to_owned);
+            }
+            Action::Suspend => {
+                line.subscription.state = "suspended".into();
+                service = Some("inactive");
+            }
+            Action::Resume => {
+                line.subscription.state = "active".into();
+                service = Some("active");
+            }
+            Action::Terminate => {
+                // The engine has terminated the line already: what the inventory refuses
+                // now is logged for an operator, not a reason to undo anything.
+                if let Some(msisdn) = identity(&line, "msisdn") {
+                    if let Err(error) = resources.unassign(tx, ResourceKind::Msisdn, msisdn, &line_id, now).await {
+                        keep_going(error, context, "msisdn")?;
+                    }
+                }
+                if let Some(iccid) = line.iccid.clone() {
+                    if let Err(error) = resources.unassign(tx, ResourceKind::Sim, &iccid, &line_id, now).await {
+                        keep_going(error, context, "sim")?;
+                    }
+                }
+                tx.free_line_identities(&line_id).await?;
+                line.subscription.identities.clear();
+                tx.terminate_addons(None, &line_id, now).await?;
+                line.subscription.state = "terminated".into();
+                line.terminated_at = Some(now);
+                service = Some("terminated");
+            }
+            Action::SimSwap => {
+                let iccid = context.result_text(Step::ReserveSim, "iccid").unwrap_or_default();
+                let imsi = context.result_text(Step::ReserveSim, "imsi").unwrap_or_default();
+                resources.assign(tx, ResourceKind::Sim, &iccid, &owner, &line_id, now).await?;
+                if let Some(old) = line.iccid.clone() {
+                    if let Err(error) = resources.unassign(tx, ResourceKind::Sim, &old, &line_id, now).await {
+                        keep_going(error, context, "sim")?;
+                    }
+                }
+                if let Some(old) = identity(&line, "imsi").map(str::to_owned) {
+                    tx.replace_line_identity(&line_id, &format!("imsi:{old}"), &format!("imsi:{imsi}")).await?;
+                }
+                line.iccid = Some(iccid);
+            }
+            Action::NumberChange => {
+                let msisdn = context.result_text(Step::ReserveNumber, "msisdn").unwrap_or_default();
+                resources.assign(tx, ResourceKind::Msisdn, &msisdn, &owner, &line_id, now).await?;
+                if let Some(old) = identity(&line, "msisdn").map(str::to_owned) {
+                    if let Err(error) = resources.unassign(tx, ResourceKind::Msisdn, &old, &line_id, now).await {
+                        keep_going(error, context, "msisdn")?;
+                    }
+                    tx.replace_line_identity(&line_id, &format!("msisdn:{old}"), &format!("msisdn:{msisdn}")).await?;
+                }
+            }
+            Action::AddAddOn | Action::RemoveAddOn => {}
+        }
+        tx.update_line(&line, current.version, now).await.map_err(|e| OrdersError::from_store("Product", e))?;
+        if let Some(state) = service {
+            let row = ServiceRow {
+                id: new_entity_id()?,
+                subscription_id: line_id.clone(),
+                state: state.into(),
+                order_id: context.order.id.clone(),
+                created_at: now,
+                updated_at: now,
+            };
+            tx.upsert_service(&row, now).await?;
+        }
+        let after = tx.line(&line_id).await?.map(|line| line_doc(&line.value, &[], None));
+        audit(tx, WORKFLOW_ACTOR, context.action.as_str(), "Product", &line_id, after.as_ref(), now).await?;
+        Ok(())
+    }
+
+    /// Runs the step backward.
+    async fn undo(&self, context: &Context, now: Timestamp) -> Result<(Outcome, Option<Tx>)> {
+        let resources = self.orders.resources();
+        let owner = context.owner();
+        let release = |kind: ResourceKind, value: Option<String>| async move {
+            let mut tx = self.begin(context).await?;
+            let Some(value) = value else { return Ok((Outcome::Done(json!({})), Some(tx))) };
+            Ok(match resources.release(&mut tx, kind, &value, &owner, now).await {
+                Ok(()) => (Outcome::Done(json!({})), Some(tx)),
+                Err(error) => (classify(error), None),
+            })
+        };
+        let outcome = match context.step {
+            Step::ReserveNumber => {
+                return release(ResourceKind::Msisdn, context.result_text(Step::ReserveNumber, "msisdn")).await
+            }
+            Step::ReserveSim => {
+                return release(ResourceKind::Sim, context.result_text(Step::ReserveSim, "iccid")).await
+            }
+            Step::RecordSubscription => {
+                let mut tx = self.begin(context).await?;
+                if let Some(current) = tx.line(&context.item.product_id).await? {
+                    let mut line = current.value.clone();
+                    line.subscription.state = "terminated".into();
+                    line.product_status = Some("cancelled".into());
+                    line.terminated_at = Some(now);
+                    tx.free_line_identities(&context.item.product_id).await?;
+                    tx.update_line(&line, current.version, now).await?;
+                    audit(&mut tx, WORKFLOW_ACTOR, "cancel", "Product", &context.item.product_id, None, now).await?;
+                }
+                return Ok((Outcome::Done(json!({})), Some(tx)));
+            }
+            Step::Activate => self.activate(context, true).await?,
+            Step::Terminate | Step::Complete => Outcome::Fail(format!("{} cannot be undone", context.step.as_str())),
+            step => {
+                let line = self.line(context).await?.value;
+                let subscription = EngineTarget::Subscription(line.subscription.engine_subscription_id);
+                let reason = format!("product order {} undone", context.order.id);
+                let operation = match step {
+                    Step::CreateSubscription => EngineOperation::Terminate { reason },
+                    Step::ChangePlan => EngineOperation::ChangePlan { plan: line.subscription.plan_id.clone() },
+                    Step::Suspend => EngineOperation::Resume,
+                    Step::Resume => EngineOperation::Suspend { reason },
+                    _ => match self.replacement(context, &line) {
+                        Some((old, new)) => EngineOperation::ReplaceIdentity { old: new, new: old },
+                        None => return Ok((Outcome::Fail("the replaced identity is not on record".into()), None)),
+                    },
+                };
+                self.engine(context, true, subscription, operation).await
+            }
+        };
+        Ok((outcome, None))
+    }
+
+    /// The activation step, or its undoing: skipped without an activator.
+    async fn activate(&self, context: &Context, undo: bool) -> Result<Outcome> {
+        let Some(activator) = &self.activator else { return Ok(Outcome::Skipped("no network activation configured")) };
+        let line = self.line(context).await?.value;
+        let request = match self.activation_request(context, &line, undo).await {
+            Ok(request) => request,
+            Err(ActivationBuild::Retry(error)) => return Ok(Outcome::Retry { error, after: None }),
+            Err(ActivationBuild::Fail(error)) => return Ok(Outcome::Fail(error)),
+        };
+        Ok(activation_outcome(activator.activate(&request).await))
+    }
+
+    /// The activation request of the item's action (or its inverse when undoing).
+    async fn activation_request(
+        &self,
+        context: &Context,
+        line: &LineRow,
+        undo: bool,
+    ) -> std::result::Result<ActivationRequest, ActivationBuild> {
+        let invalid = |error: ActivationError| ActivationBuild::Fail(format!("activation request: {error}"));
+        let msisdn = Msisdn::new(identity(line, "msisdn").unwrap_or_default()).map_err(invalid)?;
+        let imsi = Imsi::new(identity(line, "imsi").unwrap_or_default()).map_err(invalid)?;
+        let Some(iccid) = line.iccid.as_deref() else {
+            return Err(ActivationBuild::Fail("the line has no SIM card (ICCID) on record to activate".into()));
+        };
+        let iccid = Iccid::new(iccid).map_err(invalid)?;
+        let current = Subscriber { msisdn, imsi, iccid };
+        let new_sim = || -> std::result::Result<(Imsi, Iccid), ActivationBuild> {
+            let imsi = context.result_text(Step::ReserveSim, "imsi").unwrap_or_default();
+            let iccid = context.result_text(Step::ReserveSim, "iccid").unwrap_or_default();
+            Ok((Imsi::new(&imsi).map_err(invalid)?, Iccid::new(&iccid).map_err(invalid)?))
+        };
+        let new_msisdn =
+            || Msisdn::new(&context.result_text(Step::ReserveNumber, "msisdn").unwrap_or_default()).map_err(invalid);
+        let target_plan = context.request("planId").unwrap_or(&line.subscription.plan_id).to_owned();
+        use Operation as Op;
+        // (operation, subscriber after it, profile plan, send the SIM keys)
+        let (operation, subscriber, plan, keys) = match (context.action, undo) {
+            (Action::NewLine, false) => (Op::Activate, current.clone(), Some(line.subscription.plan_id.clone()), true),
+            (Action::NewLine, true) | (Action::Terminate, false) => (Op::Terminate, current.clone(), None, false),
+            (Action::Terminate, true) => (Op::Activate, current.clone(), Some(line.subscription.plan_id.clone()), true),
+            (Action::ChangePlan, false) => (Op::ChangeProfile, current.clone(), Some(target_plan), false),
+            (Action::ChangePlan, true) => {
+                (Op::ChangeProfile, current.clone(), Some(line.subscription.plan_id.clone()), false)
+            }
+            (Action::Suspend, false) | (Action::Resume, true) => (Op::Suspend, current.clone(), None, false),
+            (Action::Resume, false) | (Action::Suspend, true) => (Op::Resume, current.clone(), None, false),
+            (Action::SimSwap, false) => {
+                let (imsi, iccid) = new_sim()?;
+                let operation =
+                    Op::SimSwap { previous_imsi: current.imsi.clone(), previous_iccid: current.iccid.clone() };
+                (operation, Subscriber { imsi, iccid, ..current.clone() }, None, true)
+            }
+            (Action::SimSwap, true) => {
+                let (imsi, iccid) = new_sim()?;
+                (Op::SimSwap { previous_imsi: imsi, previous_iccid: iccid }, current.clone(), None, true)
+            }
+            (Action::NumberChange, false) => {
+                let msisdn = new_msisdn()?;
+                (
+                    Op::NumberChange { previous_msisdn: current.msisdn.clone() },
+                    Subscriber { msisdn, ..current.clone() },
+                    None,
+                    false,
+                )
+            }
+            (Action::NumberChange, true) => {
+                (Op::NumberChange { previous_msisdn: new_msisdn()? }, current.clone(), None, false)
+            }
+            (Action::AddAddOn | Action::RemoveAddOn, _) => {
+                return Err(ActivationBuild::Fail("an add-on is not activated on the network".into()))
+            }
+        };
+        let details = self
+            .orders
+            .resources()
+            .network(subscriber.iccid.as_str())
+            .await
+            .map_err(|error| ActivationBuild::Retry(format!("resource inventory: {error}")))?;
+        if details.targets.is_empty() {
+            return Err(ActivationBuild::Retry(
+                "the resource inventory lists no network element to activate on".into(),
+            ));
+        }
+        let id = RequestId::new(context.key(undo)).map_err(invalid)?;
+        let profile = plan.map(ServiceProfile::new).transpose().map_err(invalid)?;
+        let mut request =
+            ActivationRequest::new(id, operation, subscriber, profile, details.targets).map_err(invalid)?;
+        if keys {
+            if let Some(sim) = details.sim {
+                request = request.with_sim_secrets(sim).map_err(invalid)?;
+            }
+        }
+        Ok(request)
+    }
+}
+
+/// A step's outcome from what running it returned: a store failure stays an error (the
+/// claim's lease runs out and the task is tried again); anything else that went wrong is
+/// the step failing.
+fn settled(ran: Result<(Outcome, Option<Tx>)>) -> Result<(Outcome, Option<Tx>)> {
+    match ran {
+        Ok(ran) => Ok(ran),
+        Err(OrdersError::Store(error)) => Err(OrdersError::Store(error)),
+        Err(other) => Ok((Outcome::Fail(other.to_string()), None)),
+    }
+}
+
+/// Why an activation request could not be built.
+enum ActivationBuild {
+    Retry(String),
+    Fail(String),
+}
+
+/// A refusal by the inventory to take back a resource after the engine has let it go:
+/// logged for an operator; a store failure is passed on (retried).
+fn keep_going(error: OrdersError, context: &Context, what: &str) -> Result<()> {
+    match error {
+        OrdersError::Store(error) => Err(OrdersError::Store(error)),
+        other => {
+            tracing::error!(order = %context.order.id, item = %context.item.item_id, resource = what, error = %other,
+                "provisioning: the resource inventory did not take back a resource of a finished line; an operator must look");
+            Ok(())
+        }
+    }
+}
+
+/// Recomputes the order's state from its items (in the caller's transaction, which holds
+/// the order's row): a change is checked by the transition function, audited and, when
+/// final, ends the order's open cancellation requests.
+pub(crate) async fn settle(tx: &mut Tx, order_id: &str, now: Timestamp) -> Result<()> {
+    let Some(current) = tx.product_order(order_id).await? else { return Ok(()) };
+    let items = tx.order_items(order_id).await?;
+    let states: Vec<ItemState> =
+        items.iter().map(|item| ItemState::parse(&item.state).unwrap_or(ItemState::InProgress)).collect();
+    let waiting = current.value.requested_start_at.is_some_and(|at| at > now);
+    let to = OrderState::of_items(&states, current.value.cancelling, waiting);
+    let from = OrderState::parse(&current.value.state).unwrap_or(OrderState::InProgress);
+    if from == to {
+        return Ok(());
+    }
+    from.transition(to)?;
+    let mut row = current.value.clone();
+    row.state = to.as_str().into();
+    if to.is_final() {
+        row.completed_at = Some(now);
+        for cancel in tx.open_cancels(order_id).await? {
+            let (state, message) = if to == OrderState::Cancelled {
+                ("done", None)
+            } else {
+                ("terminatedWithError", Some(format!("the order ended {to}: an item was past its point of no return")))
+            };
+            let id = cancel.id.clone();
+            tx.finish_cancel(&id, state, message.as_deref(), now).await?;
+            let ended = CancelRow { state: state.into(), error_message: message, effective_at: Some(now), ..cancel };
+            crate::service::publish(
+                tx,
+                "CancelProductOrderStateChangeEvent",
+                &id,
+                &crate::docs::cancel_doc(&ended),
+                now,
+            )
+            .await?;
+        }
+    }
+    tx.update_product_order(&row, current.version, now).await?;
+    let shown = crate::docs::order_doc(&row, &items);
+    audit(tx, WORKFLOW_ACTOR, &format!("state:{to}"), "ProductOrder", order_id, Some(&shown), now).await?;
+    crate::service::publish(tx, "ProductOrderStateChangeEvent", order_id, &shown, now).await?;
+    Ok(())
+}

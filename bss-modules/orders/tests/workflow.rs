@@ -1,0 +1,385 @@
+//! The provisioning workflow on both databases, with a scripted network and the model
+//! engine: a new line end to end; transient failures retried; a permanent one undone in
+//! reverse order (number and SIM available again, not in quarantine); a crash between any
+//! two steps, forward and while undoing, resumed by a new worker with store, inventory and
+//! engine agreeing; the lifecycle orders on a line; cancellation; future dates; held
+//! orders; the no-activation mode.
+
+mod common;
+
+use common::{at, lab, permanent, transient, Lab};
+use jiff::Timestamp;
+use serde_json::{json, Value};
+use tollgate_orders::testing::{Fault, Held};
+use tollgate_orders::{OrdersError, ResourceKind};
+use tollgate_store::testing::{self, TestStore};
+use tollgate_store::{store_test, Dialect};
+
+fn msisdn(product: &Value) -> String {
+    characteristic(product, "msisdn")
+}
+
+fn characteristic(product: &Value, name: &str) -> String {
+    product["productCharacteristic"]
+        .as_array()
+        .and_then(|list| list.iter().find(|c| c["name"] == name))
+        .and_then(|c| c["value"].as_str())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+async fn new_line(lab: &Lab) -> String {
+    let (order, product) = lab.place(lab.new_line()).await;
+    lab.drive().await;
+    assert_eq!(lab.state(&order).await, "completed");
+    product
+}
+
+store_test! {
+    async fn a_new_line_is_reserved_created_activated_and_recorded(store) {
+        let lab = lab(&store).await;
+        let (order, product) = lab.place(lab.new_line()).await;
+        assert_eq!(lab.state(&order).await, "acknowledged");
+        let ran = lab.drive().await;
+        assert_eq!(ran, 6, "one attempt per step");
+        let shown = lab.order(&order).await;
+        assert_eq!(shown["state"], "completed");
+        assert_eq!(shown["productOrderItem"][0]["state"], "completed");
+        assert!(shown["completionDate"].is_string());
+        let line = lab.product(&product).await;
+        assert_eq!(line["status"], "active");
+        assert_eq!(characteristic(&line, "tariffPlan"), "mobile-prepaid-s");
+        let number = msisdn(&line);
+        assert_eq!(number, common::NUMBERS[0]);
+        assert_eq!(lab.resources.held(ResourceKind::Msisdn, &number), Some(Held::Assigned(product.clone())));
+        let service = line["realizingService"][0]["id"].as_str().expect("a service").to_owned();
+        let service = lab.orders.service(&lab.admin, &service).await.expect("service").value;
+        assert_eq!(service["state"], "active");
+        let requests = lab.network.requests();
+        assert_eq!(requests.len(), 1);
+        assert_eq!((requests[0].1.as_str(), requests[0].2.as_str()), ("activate", number.as_str()));
+        assert!(requests[0].0.starts_with(&format!("order:{order}:1:activate")), "{requests:?}");
+        assert!(lab.steps(&order).await.iter().all(|(_, state)| state == "done"));
+        lab.agree().await;
+        let audit = store.audit_entries(Some(("ProductOrder", &order)), 0, 100).await.expect("audit");
+        let actions: Vec<&str> = audit.iter().map(|entry| entry.action.as_str()).collect();
+        assert_eq!(actions, ["create", "state:inProgress", "state:completed"]);
+    }
+}
+
+store_test! {
+    async fn a_transient_network_failure_is_retried_with_the_same_request_id(store) {
+        let lab = lab(&store).await;
+        lab.network.script(vec![transient(), transient()]);
+        lab.engine.fault(&[Fault::Unavailable]);
+        let (order, _) = lab.place(lab.new_line()).await;
+        lab.drive().await;
+        assert_eq!(lab.state(&order).await, "completed");
+        let ids: Vec<String> = lab.network.requests().into_iter().map(|(id, _, _)| id).collect();
+        assert_eq!(ids.len(), 3);
+        assert!(ids.iter().all(|id| *id == ids[0]), "every attempt carries one request id: {ids:?}");
+        let keys: Vec<String> = lab.engine.calls().into_iter().map(|call| call.key).collect();
+        assert_eq!(keys.len(), 2, "the engine step was tried twice: {keys:?}");
+        assert_eq!(keys[0], keys[1]);
+        lab.agree().await;
+    }
+}
+
+store_test! {
+    async fn attempts_run_out_and_a_refusal_is_undone_in_reverse_order(store) {
+        let lab = lab(&store).await;
+        lab.network.script(vec![permanent()]);
+        let (order, product) = lab.place(lab.new_line()).await;
+        lab.drive().await;
+        let shown = lab.order(&order).await;
+        assert_eq!((shown["state"].as_str(), shown["productOrderItem"][0]["state"].as_str()), (Some("failed"), Some("failed")));
+        let steps = lab.steps(&order).await;
+        let states: Vec<&str> = steps.iter().map(|(_, state)| state.as_str()).collect();
+        assert_eq!(states, ["undone", "undone", "undone", "undone", "failed", "cancelled"], "{steps:?}");
+        // Never used: available again at once, not in quarantine.
+        assert_eq!(lab.resources.held(ResourceKind::Msisdn, common::NUMBERS[0]), Some(Held::Available));
+        assert_eq!(lab.resources.held(ResourceKind::Sim, common::SIMS[0].0), Some(Held::Available));
+        assert_eq!(lab.product(&product).await["status"], "cancelled");
+        let terminations = lab.engine.calls().into_iter().filter(|call| call.key.ends_with(":undo")).count();
+        assert_eq!(terminations, 1, "the engine subscription was terminated");
+        lab.agree().await;
+
+        // Transient failures until the attempts run out end the same way.
+        lab.network.script(vec![transient(); 4]);
+        let (order, _) = lab.place(lab.new_line()).await;
+        lab.drive().await;
+        assert_eq!(lab.state(&order).await, "failed");
+        let service_order = lab.orders.service_order(&lab.admin, &format!("{order}-1")).await.expect("service order").value;
+        let activate = &service_order["milestone"][4];
+        assert!(activate["message"].as_str().is_some_and(|m| m.contains("gave up after 4 attempts")), "{activate}");
+        lab.agree().await;
+    }
+}
+
+/// Runs the order's tasks one at a time; after `steps` of them, "crashes": the next task
+/// is claimed and never finished (its worker died), the engine's next answer is lost on
+/// its way back, and a new worker on a new connection to the database resumes once the
+/// lease has run out.
+async fn crash_after(lab: &Lab, database: &TestStore, steps: usize) {
+    let worker = lab.worker_on(&lab.store, true, 1);
+    for _ in 0..steps {
+        worker.run_once(lab.now).await.expect("step");
+    }
+    let abandoned =
+        lab.store.claim_provisioning_tasks(lab.now, 1, std::time::Duration::from_secs(60)).await.expect("claim");
+    lab.engine.fault(&[Fault::AnswerLost]);
+    drop(worker);
+    let reopened = database.open_again().await;
+    let resumed = lab.worker_on(&reopened, true, 4);
+    let later = lab.now.checked_add(jiff::SignedDuration::from_secs(61)).expect("later");
+    lab.drive_with(&resumed, later).await;
+    assert!(abandoned.len() <= 1);
+}
+
+/// A fresh database of the same kind as `store`.
+async fn fresh(store: &TestStore) -> TestStore {
+    match store.dialect() {
+        Dialect::Sqlite => testing::sqlite().await,
+        Dialect::Postgres => testing::postgres().await.expect("PostgreSQL is there: the test runs on it"),
+    }
+}
+
+store_test! {
+    async fn a_crash_between_any_two_steps_is_resumed_to_completion(store) {
+        for steps in 0..7 {
+            let database = if steps == 0 { None } else { Some(fresh(&store).await) };
+            let database = database.as_ref().unwrap_or(&store);
+            let lab = lab(database).await;
+            let (order, _) = lab.place(lab.new_line()).await;
+            crash_after(&lab, database, steps).await;
+            assert_eq!(lab.state(&order).await, "completed", "crash after {steps} steps");
+            lab.agree().await;
+        }
+    }
+}
+
+store_test! {
+    async fn a_crash_while_undoing_is_resumed_to_a_clean_compensation(store) {
+        for steps in 0..11 {
+            let database = if steps == 0 { None } else { Some(fresh(&store).await) };
+            let database = database.as_ref().unwrap_or(&store);
+            let lab = lab(database).await;
+            lab.network.script(vec![permanent()]);
+            let (order, _) = lab.place(lab.new_line()).await;
+            crash_after(&lab, database, steps).await;
+            assert_eq!(lab.state(&order).await, "failed", "crash after {steps} steps");
+            lab.agree().await;
+        }
+    }
+}
+
+store_test! {
+    async fn a_line_is_suspended_resumed_moved_swapped_renumbered_and_terminated(store) {
+        let lab = lab(&store).await;
+        let product = new_line(&lab).await;
+        let lab = &lab;
+        let done = |order: String| async move {
+            lab.drive().await;
+            lab.state(&order).await
+        };
+        let (order, _) = lab.place(lab.modify(&product, json!({"status": "suspended"}))).await;
+        assert_eq!(done(order).await, "completed");
+        assert_eq!(lab.product(&product).await["status"], "suspended");
+        lab.agree().await;
+        let (order, _) = lab.place(lab.modify(&product, json!({"status": "active"}))).await;
+        assert_eq!(done(order).await, "completed");
+        let (order, _) = lab.place(lab.modify(&product, json!({"productOffering": {"id": lab.medium}}))).await;
+        assert_eq!(done(order).await, "completed");
+        let line = lab.product(&product).await;
+        assert_eq!((characteristic(&line, "tariffPlan").as_str(), line["productOffering"]["id"].as_str()), ("mobile-prepaid-m", Some(lab.medium.as_str())));
+        lab.agree().await;
+        let old_sim = characteristic(&line, "iccid");
+        let swap = json!({"productCharacteristic": [{"name": "iccid", "value": common::SIMS[2].0}]});
+        let (order, _) = lab.place(lab.modify(&product, swap)).await;
+        assert_eq!(done(order).await, "completed");
+        let line = lab.product(&product).await;
+        assert_eq!((characteristic(&line, "iccid").as_str(), characteristic(&line, "imsi").as_str()), common::SIMS[2]);
+        assert_eq!(lab.resources.held(ResourceKind::Sim, &old_sim), Some(Held::Retired));
+        let old_number = msisdn(&line);
+        let change = json!({"productCharacteristic": [{"name": "msisdn", "value": ""}]});
+        let (order, _) = lab.place(lab.modify(&product, change)).await;
+        assert_eq!(done(order).await, "completed");
+        let line = lab.product(&product).await;
+        assert_ne!(msisdn(&line), old_number);
+        assert_eq!(lab.resources.held(ResourceKind::Msisdn, &old_number), Some(Held::Quarantine));
+        lab.agree().await;
+        let operations: Vec<String> = lab.network.requests().into_iter().map(|(_, op, _)| op).collect();
+        assert_eq!(operations, ["activate", "suspend", "resume", "changeProfile", "simSwap", "numberChange"]);
+
+        let (order, _) = lab.place(lab.delete(&product)).await;
+        assert_eq!(done(order).await, "completed");
+        let line = lab.product(&product).await;
+        assert_eq!(line["status"], "terminated");
+        assert_eq!(lab.resources.held(ResourceKind::Msisdn, &msisdn_of_last(lab).await), Some(Held::Quarantine));
+        lab.agree().await;
+        // A terminated line takes no more orders.
+        let refused = lab.orders.create(&lab.admin, lab.modify(&product, json!({"status": "suspended"})), lab.now).await;
+        assert!(matches!(refused, Err(OrdersError::Invalid { ref field, .. }) if field == "productOrderItem[0].product.status"), "{refused:?}");
+    }
+}
+
+async fn msisdn_of_last(lab: &Lab) -> String {
+    // The number the line had before termination: the last order's reservation.
+    let calls = lab.network.requests();
+    calls.last().map(|(_, _, msisdn)| msisdn.clone()).expect("a request")
+}
+
+store_test! {
+    async fn a_failed_change_is_undone_in_the_engine(store) {
+        let lab = lab(&store).await;
+        let product = new_line(&lab).await;
+        lab.network.script(vec![permanent()]);
+        let (order, _) = lab.place(lab.modify(&product, json!({"productOffering": {"id": lab.medium}}))).await;
+        lab.drive().await;
+        assert_eq!(lab.state(&order).await, "failed");
+        assert_eq!(characteristic(&lab.product(&product).await, "tariffPlan"), "mobile-prepaid-s");
+        lab.agree().await;
+        lab.network.script(vec![permanent()]);
+        let swap = json!({"productCharacteristic": [{"name": "iccid", "value": ""}]});
+        let (order, _) = lab.place(lab.modify(&product, swap)).await;
+        lab.drive().await;
+        assert_eq!(lab.state(&order).await, "failed");
+        assert_eq!(lab.resources.held(ResourceKind::Sim, common::SIMS[1].0), Some(Held::Available), "the new SIM was released");
+        lab.agree().await;
+    }
+}
+
+store_test! {
+    async fn cancelling_undoes_what_was_done_and_a_completed_order_cannot_be_cancelled(store) {
+        let lab = lab(&store).await;
+        let (order, _) = lab.place(lab.new_line()).await;
+        let worker = lab.worker_on(&lab.store, true, 1);
+        for _ in 0..4 {
+            worker.run_once(lab.now).await.expect("step");
+        }
+        let cancel = lab.orders.cancel(&lab.admin, &json!({"productOrder": {"id": order}, "cancellationReason": "changed my mind"}), lab.now).await.expect("cancel accepted");
+        assert_eq!(cancel["state"], "inProgress");
+        assert_eq!(lab.state(&order).await, "pendingCancellation");
+        lab.drive().await;
+        let shown = lab.order(&order).await;
+        assert_eq!((shown["state"].as_str(), shown["cancellationReason"].as_str()), (Some("cancelled"), Some("changed my mind")));
+        assert!(shown["cancellationDate"].is_string());
+        let cancel = lab.orders.get_cancel(&lab.admin, cancel["id"].as_str().expect("id")).await.expect("cancel");
+        assert_eq!(cancel["state"], "done");
+        assert!(lab.network.requests().is_empty(), "cancelled before the network heard of it");
+        lab.agree().await;
+        let again = lab.orders.cancel(&lab.admin, &json!({"productOrder": {"id": order}}), lab.now).await;
+        assert!(matches!(again, Err(OrdersError::Conflict { .. })), "{again:?}");
+
+        let product = new_line(&lab).await;
+        let (order, _) = lab.place(lab.delete(&product)).await;
+        lab.drive().await;
+        let late = lab.orders.cancel(&lab.admin, &json!({"productOrder": {"id": order}}), lab.now).await;
+        assert!(matches!(late, Err(OrdersError::Conflict { ref field, .. }) if field == "productOrder.id"), "{late:?}");
+    }
+}
+
+store_test! {
+    async fn a_future_dated_order_waits_and_a_later_order_on_the_product_is_held(store) {
+        let lab = lab(&store).await;
+        let product = new_line(&lab).await;
+        let mut suspend = lab.modify(&product, json!({"status": "suspended"}));
+        suspend["requestedStartDate"] = json!(at(3600).to_string());
+        let (first, _) = lab.place(suspend).await;
+        assert_eq!(lab.state(&first).await, "pending");
+        assert_eq!(lab.drive().await, 0, "not due yet");
+        let (second, _) = lab.place(lab.delete(&product)).await;
+        let worker = lab.worker();
+        lab.drive_with(&worker, lab.now).await;
+        assert_eq!(lab.state(&second).await, "held", "the termination waits for the suspension");
+        lab.drive_with(&worker, at(3601)).await;
+        lab.drive_with(&worker, at(3603)).await;
+        assert_eq!(lab.state(&first).await, "completed");
+        assert_eq!(lab.state(&second).await, "completed");
+        assert_eq!(lab.product(&product).await["status"], "terminated");
+        lab.agree().await;
+    }
+}
+
+store_test! {
+    async fn without_an_activator_the_network_step_is_skipped(store) {
+        let lab = lab(&store).await;
+        let worker = lab.worker_on(&lab.store, false, 4);
+        let (order, _) = lab.place(lab.new_line()).await;
+        lab.drive_with(&worker, lab.now).await;
+        assert_eq!(lab.state(&order).await, "completed");
+        let steps = lab.steps(&order).await;
+        assert_eq!(steps[4], ("activate".to_owned(), "skipped".to_owned()));
+        assert!(lab.network.requests().is_empty());
+        lab.agree().await;
+    }
+}
+
+store_test! {
+    async fn add_ons_are_added_and_removed(store) {
+        let lab = lab(&store).await;
+        let product = new_line(&lab).await;
+        let add = json!({"billingAccount": {"id": lab.account}, "productOrderItem": [{"id": "a", "action": "add",
+            "productOffering": {"id": lab.addon},
+            "product": {"productRelationship": [{"relationshipType": "addOnOf", "product": {"id": product}}]}}]});
+        let created = lab.orders.create(&lab.admin, add, lab.now).await.expect("order").value;
+        let addon = created["productOrderItem"][0]["product"]["id"].as_str().expect("id").to_owned();
+        lab.drive().await;
+        assert_eq!(lab.product(&addon).await["status"], "active");
+        assert_eq!(lab.product(&product).await["productRelationship"][0]["product"]["id"], json!(addon));
+        let (order, _) = lab.place(lab.delete(&addon)).await;
+        lab.drive().await;
+        assert_eq!(lab.state(&order).await, "completed");
+        assert_eq!(lab.product(&addon).await["status"], "terminated");
+        let listed = lab.orders.products(&lab.admin, [("status", "active")], 0, 10).await.expect("list");
+        assert_eq!(listed.total, 1);
+    }
+}
+
+store_test! {
+    async fn an_order_is_checked_naming_the_field(store) {
+        let lab = lab(&store).await;
+        let refused = |doc: Value| {
+            let lab = &lab;
+            async move {
+                match lab.orders.create(&lab.admin, doc.clone(), lab.now).await {
+                    Err(OrdersError::Invalid { field, reason }) => format!("{field}: {reason}"),
+                    other => panic!("{doc}: expected Invalid, got {other:?}"),
+                }
+            }
+        };
+        let mut doc = lab.new_line();
+        doc["billingAccount"]["id"] = json!("nope");
+        assert!(refused(doc).await.starts_with("billingAccount.id: no billing account"));
+        let mut doc = lab.new_line();
+        doc["productOrderItem"][0]["productOffering"]["id"] = json!(lab.addon);
+        assert!(refused(doc).await.starts_with("productOrderItem[0].productOffering.id: product offering"));
+        let mut doc = lab.new_line();
+        doc["productOrderItem"][0]["product"] = json!({"productCharacteristic": [{"name": "msisdn", "value": "499999"}]});
+        assert!(refused(doc).await.starts_with("productOrderItem[0].product.productCharacteristic: the inventory has no msisdn"));
+        let unknown_plan = tollgate_orders::Orders::new(
+            store.clone(),
+            std::sync::Arc::new(tollgate_orders::testing::ModelEngine::new(&[])),
+            lab.resources.clone(),
+        );
+        match unknown_plan.create(&lab.admin, lab.new_line(), lab.now).await {
+            Err(OrdersError::Invalid { field, reason }) => {
+                assert_eq!(field, "productOrderItem[0].productOffering.id");
+                assert!(reason.contains("no tariff plan mobile-prepaid-s"), "{reason}");
+            }
+            other => panic!("{other:?}"),
+        }
+        let product = new_line(&lab).await;
+        let doc = lab.modify(&product, json!({"status": "active"}));
+        assert!(refused(doc).await.contains("is active: it cannot be given resume"));
+        let doc = lab.modify(&product, json!({"productOffering": {"id": lab.small}}));
+        assert!(refused(doc).await.contains("on this offering's plan"));
+        // A partner reaches its own hierarchy only.
+        let partner = tollgate_customers::Principal { actor: "p".into(), role: tollgate_store::Role::Partner, scope_root: Some("elsewhere".into()) };
+        assert!(matches!(lab.orders.create(&partner, lab.new_line(), lab.now).await, Err(OrdersError::Forbidden { .. })));
+        let order = lab.orders.list(&lab.admin, [], 0, 10).await.expect("list").items[0].value["id"].as_str().expect("id").to_owned();
+        assert!(matches!(lab.orders.get(&partner, &order).await, Err(OrdersError::Forbidden { .. })));
+        assert_eq!(lab.orders.list(&partner, [], 0, 10).await.expect("list").total, 0);
+        let _: Timestamp = lab.now;
+    }
+}
