@@ -5,7 +5,8 @@
 //! rounded per line or per invoice; [`Discount`] and [`Credit`] take amounts off without
 //! going below zero; [`compose`] builds a draft [`Invoice`] with a section per account of
 //! a hierarchy and a stable [`Invoice::content_hash`]; [`Journal`] posts invoices to the
-//! general ledger (debits equal credits) and writes it as CSV. No SQL (the store's), no
+//! general ledger (debits equal credits) and writes it as CSV; [`plan_invoice`] holds
+//! the bill run's rules (which cycle closes, what is billed once, under which key). No SQL (the store's), no
 //! I/O, no clock and no engine: a bill run reads the inputs, calls these functions and
 //! saves what they return. The policies are in the README.
 #![forbid(unsafe_code)]
@@ -16,6 +17,7 @@ mod discount;
 mod error;
 mod invoice;
 mod journal;
+mod run;
 mod tax;
 
 pub use currency::{currency_rounding, minor_units};
@@ -28,5 +30,9 @@ pub use invoice::{
     MAX_AMOUNT_UNITS, MAX_DISCOUNTS, MAX_ITEMS, MAX_LINES, MAX_SECTIONS, MAX_TEXT_CHARS,
 };
 pub use journal::{ChartOfAccounts, Journal, JournalEntry};
+pub use run::{
+    closing_cycle, one_off_key, parse_cycle, plan_invoice, recurring_key, AccountInput, BilledKey, PlannedInvoice, PriceKind,
+    PriceKindOrUsage, ProductInput, RunConfig, UsageInput, DEFAULT_JURISDICTION, UNTAXED_PROFILE,
+};
 pub use tax::{PriceBasis, TaxProfile, TaxRate, TaxRounding, MAX_TAX_RATES};
 pub use tollgate_tariffs::{Rounding, RoundingMode};
