@@ -57,9 +57,16 @@ pub struct RunConfig {
     pub product_service_class: String,
     /// The service class of usage.
     pub usage_service_class: String,
+    /// How many cycles before the billed one usage is read from (1 to
+    /// [`MAX_LOOKBACK_CYCLES`]): usage posted then and never billed (it arrived after its
+    /// cycle's run) goes on this invoice; older unbilled usage is left for reconciliation.
+    pub usage_lookback_cycles: u8,
     /// The general-ledger account codes (`bill-run export-gl`).
     pub chart: ChartOfAccounts,
 }
+
+/// The most cycles a bill run looks back for usage not billed yet.
+pub const MAX_LOOKBACK_CYCLES: u8 = 12;
 
 impl Default for RunConfig {
     fn default() -> RunConfig {
@@ -73,6 +80,7 @@ impl Default for RunConfig {
             default_tax_profile: None,
             product_service_class: "telecom".to_owned(),
             usage_service_class: "telecom".to_owned(),
+            usage_lookback_cycles: 3,
             chart: ChartOfAccounts {
                 receivable: "1200".to_owned(),
                 revenue: BTreeMap::new(),
@@ -105,6 +113,12 @@ impl RunConfig {
             if value.trim().is_empty() || value.chars().count() > crate::invoice::MAX_TEXT_CHARS {
                 return Err(BillingError::invalid(field, "is empty or too long"));
             }
+        }
+        if !(1..=MAX_LOOKBACK_CYCLES).contains(&self.usage_lookback_cycles) {
+            return Err(BillingError::invalid(
+                "usage_lookback_cycles",
+                format!("{} is not 1 to {MAX_LOOKBACK_CYCLES}", self.usage_lookback_cycles),
+            ));
         }
         let mut ids = BTreeSet::new();
         for (index, profile) in self.tax_profiles.iter().enumerate() {
@@ -169,6 +183,23 @@ pub fn closing_cycle(year: i16, month: i8, bill_cycle_day: u8, zone: TimeZone) -
     }
     let (year, month) = if month == 1 { (year - 1, 12) } else { (year, month - 1) };
     BillingCycle::starting_in(year, month, bill_cycle_day, zone)
+}
+
+/// Where a bill run starts reading usage for an account with `bill_cycle_day`: the start
+/// of the cycle `lookback_cycles` before the one closing in `year`-`month`.
+pub fn usage_window_start(
+    year: i16,
+    month: i8,
+    bill_cycle_day: u8,
+    lookback_cycles: u8,
+    zone: TimeZone,
+) -> Result<Timestamp> {
+    let months = i32::from(year) * 12 + i32::from(month) - 1 - i32::from(lookback_cycles);
+    let (year, month) = (
+        i16::try_from(months / 12).map_err(|_| BillingError::invalid("cycle", "out of range"))?,
+        (months % 12 + 1) as i8,
+    );
+    closing_cycle(year, month, bill_cycle_day, zone)?.starts_at()
 }
 
 /// Recurring or one-time.
@@ -381,7 +412,13 @@ pub fn plan_invoice(
     Ok(Some(PlannedInvoice { invoice, billed: keys }))
 }
 
-fn billed_key(key: String, kind: PriceKindOrUsage, account: &AccountInput, amount: Decimal, currency: &str) -> BilledKey {
+fn billed_key(
+    key: String,
+    kind: PriceKindOrUsage,
+    account: &AccountInput,
+    amount: Decimal,
+    currency: &str,
+) -> BilledKey {
     BilledKey { key, kind, account_id: account.account_id.clone(), amount, currency: currency.to_owned() }
 }
 
@@ -442,6 +479,8 @@ mod tests {
         check(1, "2026-11-01", "2026-12-01");
         check(15, "2026-10-15", "2026-11-15");
         check(28, "2026-10-28", "2026-11-28");
+        let from = usage_window_start(2027, 1, 10, 2, TimeZone::UTC).expect("start");
+        assert_eq!(from.to_string(), "2026-10-10T00:00:00Z", "two cycles before [2026-12-10, 2027-01-10)");
         let january = closing_cycle(2027, 1, 10, TimeZone::UTC).expect("cycle");
         assert_eq!(january.span().from.to_string(), "2026-12-10");
         assert_eq!(parse_cycle("2026-11").expect("cycle"), (2026, 11));
@@ -490,8 +529,12 @@ mod tests {
         let again = plan_invoice(&november(), &config, None, &[account(vec![], vec![])], &done).expect("plan");
         assert_eq!(again, None);
         let december = november().next().expect("next");
-        let late = vec![usage("usage:1:1:0", "2026-11-20T00:00:00Z", "0.0125", 60, 0), usage("usage:1:9:0", "2026-11-30T23:59:00Z", "0.50", 10, 0)];
-        let next = plan_invoice(&december, &config, None, &[account(vec![], late)], &done).expect("plan").expect("late usage");
+        let late = vec![
+            usage("usage:1:1:0", "2026-11-20T00:00:00Z", "0.0125", 60, 0),
+            usage("usage:1:9:0", "2026-11-30T23:59:00Z", "0.50", 10, 0),
+        ];
+        let next =
+            plan_invoice(&december, &config, None, &[account(vec![], late)], &done).expect("plan").expect("late usage");
         assert_eq!(next.billed.iter().map(|key| key.key.as_str()).collect::<Vec<_>>(), ["usage:1:9:0"]);
     }
 
@@ -509,10 +552,14 @@ mod tests {
         assert!(matches!(config.validate(), Err(BillingError::Invalid { field, .. }) if field == "time_zone"));
         config.time_zone = "Europe/Paris".into();
         config.default_tax_profile = Some("FR".into());
-        assert!(matches!(config.validate(), Err(BillingError::Invalid { field, .. }) if field == "default_tax_profile"));
+        assert!(
+            matches!(config.validate(), Err(BillingError::Invalid { field, .. }) if field == "default_tax_profile")
+        );
         config.default_tax_profile = None;
         config.validate().expect("valid");
-        assert!(matches!(config.tax_profile("x", Some("nope")), Err(BillingError::Invalid { field, .. }) if field == "x"));
+        assert!(
+            matches!(config.tax_profile("x", Some("nope")), Err(BillingError::Invalid { field, .. }) if field == "x")
+        );
         let parsed: RunConfig = serde_json::from_str(r#"{"issuer": "acme", "series": "A"}"#).expect("json");
         assert_eq!((parsed.issuer.as_str(), parsed.time_zone.as_str()), ("acme", "UTC"));
         assert!(serde_json::from_str::<RunConfig>(r#"{"isuer": "acme"}"#).is_err(), "a misspelt field is refused");

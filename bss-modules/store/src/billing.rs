@@ -433,7 +433,11 @@ impl Tx {
         }
         if let Some(corrected) = &new.corrects_invoice_id {
             let row = self
-                .fetch_optional("invoices.insert", "SELECT kind, state FROM invoices WHERE id = $1", args![corrected.as_str()])
+                .fetch_optional(
+                    "invoices.insert",
+                    "SELECT kind, state FROM invoices WHERE id = $1",
+                    args![corrected.as_str()],
+                )
                 .await?
                 .ok_or_else(|| StoreError::NotFound { entity: "invoice", id: corrected.clone() })?;
             if row.text("kind")? != "invoice" || row.text("state")? != "final" {
@@ -539,7 +543,8 @@ impl Tx {
     /// series' counter in this transaction (gap-free: a rollback gives the number back).
     /// Returns its number; an invoice already final keeps the one it has.
     pub async fn finalise_invoice(&mut self, id: &str, now: Timestamp) -> Result<i64> {
-        let sql = format!("SELECT state, number, issuer, series FROM invoices WHERE id = $1{}", self.dialect().lock_rows());
+        let sql =
+            format!("SELECT state, number, issuer, series FROM invoices WHERE id = $1{}", self.dialect().lock_rows());
         let row = self
             .fetch_optional("invoices.finalise", &sql, args![id])
             .await?
@@ -594,7 +599,11 @@ impl Store {
         let sql = format!(
             "SELECT {INVOICE_COLUMNS} FROM invoices WHERE billing_account_id = $1 AND cycle = $2 AND kind = 'invoice'"
         );
-        tx.fetch_optional("invoices.for", &sql, args![billing_account_id, cycle]).await?.as_ref().map(invoice).transpose()
+        tx.fetch_optional("invoices.for", &sql, args![billing_account_id, cycle])
+            .await?
+            .as_ref()
+            .map(invoice)
+            .transpose()
     }
 
     /// An invoice's lines, in position order.
@@ -630,7 +639,12 @@ impl Store {
 
     /// Invoices matching `filter`, in the order they were drafted: `limit` (at most
     /// [`INVOICE_PAGE_MAX`]) from `offset`, and the number matching in all.
-    pub async fn invoice_list(&self, filter: &InvoiceFilter, offset: u64, limit: u32) -> Result<(Vec<InvoiceRow>, i64)> {
+    pub async fn invoice_list(
+        &self,
+        filter: &InvoiceFilter,
+        offset: u64,
+        limit: u32,
+    ) -> Result<(Vec<InvoiceRow>, i64)> {
         let offset = i64::try_from(offset)
             .map_err(|_| StoreError::Invalid { field: "offset", reason: format!("{offset} is too large") })?;
         let mut values = Vec::new();
@@ -655,7 +669,8 @@ impl Store {
         values.push(Arg::from(i64::from(limit.min(INVOICE_PAGE_MAX))));
         values.push(Arg::from(offset));
         let count = values.len();
-        let sql = format!("SELECT {INVOICE_COLUMNS} FROM {from_where} ORDER BY seq LIMIT ${} OFFSET ${count}", count - 1);
+        let sql =
+            format!("SELECT {INVOICE_COLUMNS} FROM {from_where} ORDER BY seq LIMIT ${} OFFSET ${count}", count - 1);
         let rows = tx.fetch_all("invoices.list", &sql, values).await?;
         Ok((rows.iter().map(invoice).collect::<Result<Vec<_>>>()?, total))
     }
@@ -668,7 +683,10 @@ impl Store {
              tax_profile_id";
         let order = "ORDER BY root_id, depth, id";
         let rows = match roots {
-            None => tx.fetch_all("billing.accounts", &format!("SELECT {columns} FROM billing_accounts {order}"), vec![]).await?,
+            None => {
+                tx.fetch_all("billing.accounts", &format!("SELECT {columns} FROM billing_accounts {order}"), vec![])
+                    .await?
+            }
             Some(roots) => {
                 let keys: Vec<&str> = roots.iter().map(String::as_str).collect();
                 let sql = format!("SELECT {columns} FROM billing_accounts WHERE root_id IN (#) {order}");
@@ -758,7 +776,11 @@ impl Store {
             })
             .collect::<Result<Vec<_>>>()?;
         out.sort_by(|a, b| {
-            (&a.billing_account_id, &a.product_id, &a.price_id).cmp(&(&b.billing_account_id, &b.product_id, &b.price_id))
+            (&a.billing_account_id, &a.product_id, &a.price_id).cmp(&(
+                &b.billing_account_id,
+                &b.product_id,
+                &b.price_id,
+            ))
         });
         Ok(out)
     }
