@@ -214,13 +214,16 @@ fn bill_runs_killed_while_drafting_or_numbering_end_as_an_uninterrupted_run() {
         assert!(status.success());
         target.display().to_string()
     };
-    let (drafting, numbering) = (copy("drafting"), copy("numbering"));
+    // Kill points: after the first, a middle and the last-but-one draft, and after the
+    // first and a middle number.
+    let points = [("drafted", 1), ("drafted", 10), ("drafted", 19), ("finalised", 1), ("finalised", 12)];
+    let copies: Vec<String> = points.iter().map(|(word, lines)| copy(&format!("{word}-{lines}"))).collect();
 
     bill(&data_dir, &cycle);
     let clean = show(&data_dir, &cycle);
     assert_eq!(numbers(&clean), (1..=(ROWS / 2) as i64).collect::<Vec<_>>());
 
-    for (data, word, lines) in [(&drafting, "drafted", 7), (&numbering, "finalised", 5)] {
+    for (data, (word, lines)) in copies.iter().zip(points) {
         kill_after(data, &cycle, word, lines);
         let killed = show(data, &cycle);
         assert!(

@@ -2,7 +2,8 @@
 //! an item billed once and an account invoiced once per cycle; numbers assigned only when
 //! final, gap-free per issuer and series, also when finalisations race or roll back; a
 //! final invoice and its lines refused any change by the database; a credit note names a
-//! final invoice; bill runs reopened as they stand.
+//! final invoice; bill runs reopened as they stand; the bill run's reads (hierarchies,
+//! products with their offering's recurring and one-time prices).
 
 use std::str::FromStr;
 
@@ -10,8 +11,8 @@ use rust_decimal::Decimal;
 use serde_json::json;
 use tollgate_store::testing::raw_sql;
 use tollgate_store::{
-    store_test, BillRunState, BilledItem, BilledKind, BillingAccountRow, CustomerRow, InvoiceFilter, InvoiceKind,
-    InvoiceLineRow, InvoiceRow, InvoiceState, Store, StoreError,
+    store_test, AddOnRow, BillRunState, BilledItem, BilledKind, BillingAccountRow, CatalogueItem, CustomerRow,
+    InvoiceFilter, InvoiceKind, InvoiceLineRow, InvoiceRow, InvoiceState, LineRow, Store, StoreError, SubscriptionRow,
 };
 
 use crate::at;
@@ -304,5 +305,105 @@ store_test! {
         tx.commit().await.expect("commit");
         let run = store.bill_run("run-1").await.expect("read").expect("present");
         assert_eq!((run.state, run.checkpoint.as_deref(), run.finished_at), (BillRunState::Done, Some("a1"), Some(at(11))));
+    }
+}
+
+fn catalogue_item(id: &str, kind: &str, price: Option<(&str, &str)>, refs: &[&str]) -> CatalogueItem {
+    CatalogueItem {
+        kind: kind.into(),
+        id: id.into(),
+        name: id.into(),
+        lifecycle_status: "Active".into(),
+        version_label: None,
+        is_bundle: None,
+        price_type: price.map(|(kind, _)| kind.to_owned()),
+        price: price.map(|(_, amount)| (money(amount), "EUR".to_owned())),
+        doc: json!({}),
+        refs: refs.iter().map(|to| ("productOfferingPrice".to_owned(), (*to).to_owned())).collect(),
+    }
+}
+
+store_test! {
+    async fn a_bill_run_reads_hierarchies_and_products_with_their_prices(store) {
+        accounts(&store, &["a1", "a2"]).await;
+        let mut tx = store.begin().await.expect("begin");
+        let mut child = BillingAccountRow {
+            id: "a1-child".into(),
+            engine_account_id: 0,
+            customer_id: "c1".into(),
+            parent_id: Some("a1".into()),
+            root_id: "a1".into(),
+            depth: 1,
+            name: "child".into(),
+            account_type: "postpaid".into(),
+            state: "Active".into(),
+            currency: "EUR".into(),
+            bill_cycle_day: 15,
+            payment_terms_days: 30,
+            tax_profile_id: Some("FR".into()),
+            credit_limit: Decimal::ZERO,
+        };
+        tx.insert_billing_account(&child, at(0)).await.expect("child");
+        child.id = "a1-child-2".into();
+        tx.insert_billing_account(&child, at(0)).await.expect("child");
+        for (id, price) in [("monthly", ("recurring", "29.99")), ("fee", ("oneTime", "10")), ("usage", ("usage", "0.01"))] {
+            tx.insert_catalogue_item(&catalogue_item(id, "ProductOfferingPrice", Some(price), &[]), at(0)).await.expect("price");
+        }
+        tx.insert_catalogue_item(&catalogue_item("plan", "ProductOffering", None, &["monthly", "fee", "usage"]), at(0)).await.expect("offering");
+        tx.insert_catalogue_item(&catalogue_item("extra", "ProductOffering", None, &["monthly"]), at(0)).await.expect("add-on offering");
+        for (id, account, status, started) in [("l1", "a1-child", None, Some(at(100))), ("l2", "a2", Some("pendingActive"), None)] {
+            let line = LineRow {
+                subscription: SubscriptionRow {
+                    id: id.into(),
+                    engine_subscription_id: 0,
+                    external_id: None,
+                    billing_account_id: account.into(),
+                    offering_id: Some("plan".into()),
+                    plan_id: "plan-a".into(),
+                    state: "active".into(),
+                    identities: vec![format!("msisdn:{id}")],
+                },
+                product_status: status.map(str::to_owned),
+                iccid: None,
+                order_id: Some("o1".into()),
+                started_at: started,
+                terminated_at: None,
+                created_at: at(50),
+            };
+            tx.insert_line(&line, at(50)).await.expect("line");
+        }
+        let addon = AddOnRow {
+            id: "x1".into(),
+            subscription_id: "l1".into(),
+            offering_id: "extra".into(),
+            status: "active".into(),
+            order_id: "o2".into(),
+            created_at: at(200),
+            terminated_at: None,
+        };
+        tx.insert_addon(&addon, at(200)).await.expect("add-on");
+        tx.commit().await.expect("commit");
+
+        let all = store.billable_accounts(None).await.expect("accounts");
+        assert_eq!(all.iter().map(|account| account.id.as_str()).collect::<Vec<_>>(), ["a1", "a1-child", "a1-child-2", "a2"], "the root first, then its children");
+        assert_eq!((all[1].bill_cycle_day, all[1].tax_profile_id.as_deref(), all[1].parent_id.as_deref()), (15, Some("FR"), Some("a1")));
+        assert!(all[0].engine_account_id > 1_000_000_000_000);
+        let only = store.billable_accounts(Some(&["a2".to_owned()])).await.expect("accounts");
+        assert_eq!(only.iter().map(|account| account.id.as_str()).collect::<Vec<_>>(), ["a2"]);
+
+        let ids: Vec<String> = all.iter().map(|account| account.id.clone()).collect();
+        let prices = store.product_prices(&ids).await.expect("prices");
+        let seen: Vec<(&str, &str, &str, String, Option<&str>)> = prices
+            .iter()
+            .map(|price| (price.product_id.as_str(), price.price_id.as_str(), price.price_type.as_str(), price.amount.to_string(), price.order_id.as_deref()))
+            .collect();
+        // The line still being provisioned has not started; usage prices are the engine's.
+        assert_eq!(seen, [
+            ("l1", "fee", "oneTime", "10".to_owned(), Some("o1")),
+            ("l1", "monthly", "recurring", "29.99".to_owned(), Some("o1")),
+            ("x1", "monthly", "recurring", "29.99".to_owned(), Some("o2")),
+        ]);
+        assert_eq!((prices[0].started_at, prices[2].started_at), (at(100), at(200)), "a line's start, an add-on's creation");
+        assert_eq!(prices[0].billing_account_id, "a1-child");
     }
 }
