@@ -7,7 +7,8 @@
 //! transaction each, in account order. A rerun (after a kill too) skips the hierarchies
 //! that have their invoice and numbers the drafts left, so it ends with the invoices and
 //! numbers of an uninterrupted run. `bill-run show` prints a run's invoices; `bill-run
-//! export-gl` its general-ledger journal as CSV.
+//! reconcile` what its cycles' rated usage became (billed or carried over, the entries
+//! behind each difference); `bill-run export-gl` its general-ledger journal as CSV.
 
 use std::collections::BTreeSet;
 use std::io::Write;
@@ -16,10 +17,10 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
-use serde_json::json;
+use serde_json::{json, Value};
 use tollgate_billing::{
-    closing_cycle, parse_cycle, plan_invoice, usage_window_start, AccountInput, Invoice, Journal, PriceKind,
-    PriceKindOrUsage, ProductInput, RunConfig, UsageInput,
+    closing_cycle, parse_cycle, plan_invoice, reconcile, usage_window_start, AccountInput, Invoice, Journal, PriceKind,
+    PriceKindOrUsage, ProductInput, RatedEntry, RunConfig, UsageInput,
 };
 use tollgate_engine::ledger::{self, EntryKind};
 use tollgate_store::{
@@ -61,6 +62,19 @@ pub(crate) enum BillRunCommand {
         #[arg(long)]
         run: String,
     },
+    /// A run's reconciliation: per invoiced account, the usage rated in its cycle =
+    /// billed + carried over, with the entries behind every difference (JSON lines, a
+    /// summary last).
+    Reconcile {
+        #[arg(long)]
+        run: String,
+        /// As for the run (the time zone, the lookback).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// The engine's shard count (default: the data directory's).
+        #[arg(long)]
+        shards: Option<usize>,
+    },
     /// A run's general-ledger journal (its final invoices) as CSV.
     ExportGl {
         #[arg(long)]
@@ -94,12 +108,22 @@ pub(crate) fn run(args: &BillRunArgs) -> anyhow::Result<ExitCode> {
         let store = args.database.open().await?;
         match &args.command {
             Some(BillRunCommand::Show { run }) => show(&store, run).await,
+            Some(BillRunCommand::Reconcile { run, config, shards }) => {
+                reconcile_run(&store, &args.database.data_dir, run, &load_config(config.as_deref())?, *shards).await
+            }
             Some(BillRunCommand::ExportGl { run, config, output }) => {
                 export_gl(&store, run, &load_config(config.as_deref())?, output.as_deref()).await
             }
             None => bill(&store, args).await,
         }
     })
+}
+
+/// `--shards`, else the data directory's recorded count, else the default.
+fn shard_count(data_dir: &Path, given: Option<usize>) -> anyhow::Result<usize> {
+    let recorded = tollgate_engine::layout::read(data_dir)
+        .with_context(|| format!("reading the layout of {}", data_dir.display()))?;
+    Ok(given.or(recorded.map(|layout| layout.shards)).unwrap_or(super::engine_setup::DEFAULT_SHARDS))
 }
 
 /// The run's id: the cycle, and the accounts when not all.
@@ -132,9 +156,7 @@ async fn bill(store: &Store, args: &BillRunArgs) -> anyhow::Result<ExitCode> {
     let config = load_config(args.config.as_deref())?;
     let zone = config.zone()?;
     let data_dir = &args.database.data_dir;
-    let recorded = tollgate_engine::layout::read(data_dir)
-        .with_context(|| format!("reading the layout of {}", data_dir.display()))?;
-    let shards = args.shards.or(recorded.map(|layout| layout.shards)).unwrap_or(super::engine_setup::DEFAULT_SHARDS);
+    let shards = shard_count(data_dir, args.shards)?;
     let (run, scope) = run_id(&cycle_text, &args.accounts);
     let roots = (!args.accounts.is_empty()).then_some(args.accounts.as_slice());
     let groups = hierarchies(store.billable_accounts(roots).await?);
@@ -472,6 +494,79 @@ async fn show(store: &Store, run: &str) -> anyhow::Result<ExitCode> {
             "billedItems": store.billed_items_of(&invoice.id).await?.len()})
         )?;
     }
+    out.flush()?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn reconcile_run(
+    store: &Store,
+    data_dir: &Path,
+    run: &str,
+    config: &RunConfig,
+    shards: Option<usize>,
+) -> anyhow::Result<ExitCode> {
+    let Some(state) = store.bill_run(run).await? else { bail!("no bill run {run}") };
+    let (year, month) = parse_cycle(&state.cycle)?;
+    let shards = shard_count(data_dir, shards)?;
+    super::usage::catch_up_ledger(data_dir, shards)?;
+    let roots: Vec<String> = state.scope.split(',').map(str::to_owned).collect();
+    let roots = (state.scope != "all").then_some(roots.as_slice());
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let (mut rated, mut billed, mut carried, mut mismatched) = (0u64, 0u64, 0usize, 0usize);
+    for group in hierarchies(store.billable_accounts(roots).await?) {
+        let root = &group[0];
+        if root.account_type == "prepaid" {
+            continue;
+        }
+        let cycle = closing_cycle(year, month, root.bill_cycle_day, config.zone()?)?;
+        let inputs = account_inputs(store, &group, &cycle, cycle.starts_at()?, data_dir, shards).await?;
+        let entries: Vec<RatedEntry> = inputs
+            .iter()
+            .flat_map(|input| {
+                input.usage.iter().map(|usage| RatedEntry {
+                    key: usage.key.clone(),
+                    account_id: input.account_id.clone(),
+                    charged: usage.charged,
+                    currency: usage.currency.clone(),
+                })
+            })
+            .collect();
+        let keys: Vec<String> = entries.iter().map(|entry| entry.key.clone()).collect();
+        let report = reconcile(&entries, &store.billed_amounts(&keys).await?);
+        let amounts: serde_json::Map<String, Value> = report
+            .amounts
+            .iter()
+            .map(|(currency, [rated, billed, carried])| {
+                (
+                    currency.clone(),
+                    json!({"rated": rated.to_string(), "billed": billed.to_string(),
+                    "carriedOver": carried.to_string()}),
+                )
+            })
+            .collect();
+        writeln!(
+            out,
+            "{}",
+            json!({"account": root.id, "periodFrom": cycle.span().from.to_string(),
+            "periodUntil": cycle.span().until.to_string(), "rated": report.rated, "billed": report.billed,
+            "amounts": amounts,
+            "carriedOver": report.carried_over.iter().map(|entry| json!({"key": entry.key,
+                "account": entry.account_id, "charged": entry.charged.to_string()})).collect::<Vec<_>>(),
+            "mismatched": report.mismatched.iter().map(|(entry, amount)| json!({"key": entry.key,
+                "charged": entry.charged.to_string(), "billed": amount.to_string()})).collect::<Vec<_>>()})
+        )?;
+        rated += report.rated;
+        billed += report.billed;
+        carried += report.carried_over.len();
+        mismatched += report.mismatched.len();
+    }
+    writeln!(
+        out,
+        "{}",
+        json!({"run": run, "rated": rated, "billed": billed, "carriedOver": carried,
+        "mismatched": mismatched})
+    )?;
     out.flush()?;
     Ok(ExitCode::SUCCESS)
 }

@@ -2,7 +2,8 @@
 //! accounts with mediated calls, a bill run, then the same run again (identical invoices,
 //! nothing billed twice), late calls (left alone by the closed cycle's rerun, billed by
 //! the next cycle's), runs SIGKILLed while drafting and while numbering and run again
-//! (the invoices and gap-free numbers of an uninterrupted run), and the GL export.
+//! (the invoices and gap-free numbers of an uninterrupted run), the reconciliation (rated
+//! = billed + carried over, naming the calls not billed yet) and the GL export.
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -112,6 +113,11 @@ fn bill(data_dir: &str, cycle: &str) -> String {
     String::from_utf8_lossy(&ok(&["bill-run", "--cycle", cycle, "--data-dir", data_dir]).stderr).into_owned()
 }
 
+/// A run's reconciliation: a line per invoiced account, the summary last.
+fn reconcile(data_dir: &str, run: &str) -> Vec<Value> {
+    json_lines(&ok(&["bill-run", "reconcile", "--run", run, "--data-dir", data_dir]))
+}
+
 fn numbers(invoices: &[Value]) -> Vec<i64> {
     let mut numbers: Vec<i64> = invoices.iter().map(|invoice| invoice["number"].as_i64().expect("final")).collect();
     numbers.sort_unstable();
@@ -155,11 +161,44 @@ fn a_bill_run_run_again_changes_nothing_and_late_calls_go_to_the_next_cycle() {
     assert!(again.contains("0 drafted"), "{again}");
     assert_eq!(show(&data_dir, &cycle), first);
 
-    // Calls rated after the run: the closed cycle's rerun leaves them, the next cycle bills them.
+    // Every call rated in the run's cycles was billed.
+    let summary = reconcile(&data_dir, &cycle);
+    assert_eq!(
+        (
+            summary.last().expect("summary")["carriedOver"].as_u64(),
+            summary.last().expect("summary")["mismatched"].as_u64()
+        ),
+        (Some(0), Some(0))
+    );
+
+    // Calls rated after the run (one per account): the closed cycle's rerun leaves them,
+    // the reconciliation names those posted inside a billed cycle as carried over, and the
+    // next cycle bills them.
     mediate(&dir, &data_dir, "late", 10_000, 20);
+    let today = jiff::tz::TimeZone::UTC.to_datetime(jiff::Timestamp::now()).date().to_string();
     bill(&data_dir, &cycle);
     assert_eq!(show(&data_dir, &cycle), first);
+    let report = reconcile(&data_dir, &cycle);
+    let (lines, summary) = report.split_at(report.len() - 1);
+    let mut expected = 0;
+    for line in lines {
+        let inside =
+            line["periodFrom"].as_str() <= Some(today.as_str()) && Some(today.as_str()) < line["periodUntil"].as_str();
+        assert_eq!(line["carriedOver"].as_array().expect("list").len(), usize::from(inside), "{line}");
+        expected += u64::from(inside);
+    }
+    assert_eq!(summary[0]["carriedOver"].as_u64(), Some(expected));
+    assert_eq!(
+        summary[0]["rated"].as_u64(),
+        Some(summary[0]["billed"].as_u64().expect("billed") + expected),
+        "rated = billed + carried over"
+    );
     bill(&data_dir, &next);
+    assert_eq!(
+        reconcile(&data_dir, &cycle).last().expect("summary")["carriedOver"].as_u64(),
+        Some(0),
+        "billed by the next cycle"
+    );
     let later = show(&data_dir, &next);
     let items: u64 = later.iter().map(|invoice| invoice["billedItems"].as_u64().expect("count")).sum();
     assert_eq!(items, 20, "each late call once");

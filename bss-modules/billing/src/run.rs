@@ -412,6 +412,54 @@ pub fn plan_invoice(
     Ok(Some(PlannedInvoice { invoice, billed: keys }))
 }
 
+/// One rated usage entry of a cycle, for reconciliation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RatedEntry {
+    pub key: String,
+    pub account_id: String,
+    pub charged: Decimal,
+    pub currency: String,
+}
+
+/// What a cycle's rated usage became: billed, or carried over (not on an invoice yet), and
+/// every entry billed with another amount than it was rated with.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Reconciliation {
+    pub rated: u64,
+    pub billed: u64,
+    /// Per currency: rated, billed, carried over; rated = billed + carried over.
+    pub amounts: BTreeMap<String, [Decimal; 3]>,
+    /// The entries behind the difference: rated, not billed.
+    pub carried_over: Vec<RatedEntry>,
+    /// Entries billed with an amount other than the one rated (the amount billed).
+    pub mismatched: Vec<(RatedEntry, Decimal)>,
+}
+
+/// Reconciles the rated entries of a cycle with what was billed (`billed`: key → amount
+/// billed). Every entry is counted once, as billed or as carried over.
+pub fn reconcile(rated: &[RatedEntry], billed: &BTreeMap<String, Decimal>) -> Reconciliation {
+    let mut out = Reconciliation::default();
+    for entry in rated {
+        out.rated += 1;
+        let sums = out.amounts.entry(entry.currency.clone()).or_default();
+        sums[0] += entry.charged;
+        match billed.get(&entry.key) {
+            Some(amount) => {
+                out.billed += 1;
+                sums[1] += entry.charged;
+                if *amount != entry.charged {
+                    out.mismatched.push((entry.clone(), *amount));
+                }
+            }
+            None => {
+                sums[2] += entry.charged;
+                out.carried_over.push(entry.clone());
+            }
+        }
+    }
+    out
+}
+
 fn billed_key(
     key: String,
     kind: PriceKindOrUsage,
@@ -536,6 +584,29 @@ mod tests {
         let next =
             plan_invoice(&december, &config, None, &[account(vec![], late)], &done).expect("plan").expect("late usage");
         assert_eq!(next.billed.iter().map(|key| key.key.as_str()).collect::<Vec<_>>(), ["usage:1:9:0"]);
+    }
+
+    #[test]
+    fn reconciliation_counts_each_entry_once_and_lists_the_differences() {
+        let entry = |key: &str, charged: &str| RatedEntry {
+            key: key.into(),
+            account_id: "acc-1".into(),
+            charged: money(charged),
+            currency: "EUR".into(),
+        };
+        let rated = [entry("u1", "0.50"), entry("u2", "0.25"), entry("u3", "1.00"), entry("u4", "0.10")];
+        let billed: BTreeMap<String, Decimal> =
+            [("u1".to_owned(), money("0.50")), ("u2".to_owned(), money("0.20")), ("u4".to_owned(), money("0.10"))]
+                .into();
+        let report = reconcile(&rated, &billed);
+        assert_eq!((report.rated, report.billed), (4, 3));
+        assert_eq!(
+            report.amounts["EUR"],
+            [money("1.85"), money("0.85"), money("1.00")],
+            "rated = billed + carried over"
+        );
+        assert_eq!(report.carried_over, [entry("u3", "1.00")], "the lost entry is named");
+        assert_eq!(report.mismatched, [(entry("u2", "0.25"), money("0.20"))]);
     }
 
     #[test]

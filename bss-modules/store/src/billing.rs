@@ -17,7 +17,7 @@
 //! The rules (what is billed, how it is priced and composed) are `tollgate-billing`'s and
 //! the bill run's; this module stores and reads what they decided.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use jiff::Timestamp;
 use rust_decimal::Decimal;
@@ -629,12 +629,16 @@ impl Store {
 
     /// Which of `keys` are billed already.
     pub async fn billed_keys(&self, keys: &[String]) -> Result<BTreeSet<String>> {
+        Ok(self.billed_amounts(keys).await?.into_keys().collect())
+    }
+
+    /// The amount each of `keys` that is billed was billed with.
+    pub async fn billed_amounts(&self, keys: &[String]) -> Result<BTreeMap<String, Decimal>> {
         let mut tx = self.read().await?;
         let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
-        let rows =
-            select_in(&mut tx, "billed_items.keys", "SELECT item_key FROM billed_items WHERE item_key IN (#)", &keys)
-                .await?;
-        rows.iter().map(|row| row.text("item_key")).collect()
+        let sql = "SELECT item_key, amount FROM billed_items WHERE item_key IN (#)";
+        let rows = select_in(&mut tx, "billed_items.keys", sql, &keys).await?;
+        rows.iter().map(|row| Ok((row.text("item_key")?, row.money("amount")?))).collect()
     }
 
     /// Invoices matching `filter`, in the order they were drafted: `limit` (at most
