@@ -116,6 +116,9 @@ enum Command {
         #[command(subcommand)]
         command: commands::bss::BillingAccountCommand,
     },
+    /// Bill every hierarchy whose cycle closes in a month (draft invoices, then numbers);
+    /// rerunnable, nothing billed twice; `show` a run, `export-gl` its journal.
+    BillRun(commands::bill_run::BillRunArgs),
     /// An account's itemised usage (and other ledger entries) in a period, as CSV or JSON.
     Usage(commands::usage::UsageArgs),
     /// Show, top up, adjust and refund balances.
@@ -163,6 +166,7 @@ fn main() -> ExitCode {
         Command::Rerate(args) => commands::rerate::run(&args),
         Command::Reshard(args) => commands::reshard::run(&args),
         Command::Usage(args) => commands::usage::run(&args),
+        Command::BillRun(args) => commands::bill_run::run(&args),
         Command::Token { database, command } => commands::bss::token(&database, command),
         Command::Offering { database, command } => commands::bss::offering(&database, command),
         Command::Customer { database, command } => commands::bss::customer(&database, command),

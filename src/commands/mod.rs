@@ -2,6 +2,7 @@
 
 pub(crate) mod account;
 pub(crate) mod archive;
+pub(crate) mod bill_run;
 pub(crate) mod bss;
 pub(crate) mod demo;
 pub(crate) mod engine_link;

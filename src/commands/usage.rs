@@ -115,15 +115,9 @@ fn csv_row(e: &LedgerEntry) -> Vec<String> {
     ]
 }
 
-pub(crate) fn run(args: &UsageArgs) -> anyhow::Result<ExitCode> {
-    let (from, until) = (parse_time(&args.from, "--from")?, parse_time(&args.to, "--to")?);
-    if until <= from {
-        bail!("--to must be after --from");
-    }
-    let dir = &args.engine.data_dir;
-    let shards = args.engine.shard_count()?;
-    // A stopped data directory: build the ledger first. A running server holds the
-    // ledger's lock and builds it itself.
+/// Brings the ledger of a stopped data directory up to its journal; a running server holds
+/// the ledger's lock and keeps it up itself.
+pub(crate) fn catch_up_ledger(dir: &std::path::Path, shards: usize) -> anyhow::Result<()> {
     match ledger::LedgerBuilder::open(Arc::new(tollgate_engine::fs::RealFs::new()), dir, shards, None) {
         Ok(mut builder) => {
             builder.catch_up(None).with_context(|| format!("building the ledger of {}", dir.display()))?;
@@ -131,6 +125,17 @@ pub(crate) fn run(args: &UsageArgs) -> anyhow::Result<ExitCode> {
         Err(tollgate_engine::EngineError::Locked { .. }) => {}
         Err(err) => return Err(err).with_context(|| format!("opening the ledger of {}", dir.display())),
     }
+    Ok(())
+}
+
+pub(crate) fn run(args: &UsageArgs) -> anyhow::Result<ExitCode> {
+    let (from, until) = (parse_time(&args.from, "--from")?, parse_time(&args.to, "--to")?);
+    if until <= from {
+        bail!("--to must be after --from");
+    }
+    let dir = &args.engine.data_dir;
+    let shards = args.engine.shard_count()?;
+    catch_up_ledger(dir, shards)?;
     let entries = ledger::account_entries(dir, shards, args.account, from, until)?;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());

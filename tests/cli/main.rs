@@ -7,6 +7,7 @@ use std::process::{Command, Output, Stdio};
 use serde_json::Value;
 
 mod api;
+mod bill_run;
 mod disk;
 mod hostile;
 mod import;

@@ -63,6 +63,8 @@ pub enum Access {
     TopUp,
     /// Adjust a balance.
     Adjust,
+    /// Read customer bills and their applied rates (TMF678).
+    BillRead,
 }
 
 /// Whether `role` may do `access`: the role table of README.md.
@@ -91,6 +93,8 @@ pub fn allowed(role: Role, access: Access) -> bool {
         Access::OrderRead | Access::ProductInventoryRead => true,
         Access::OrderWrite => matches!(role, Role::Admin | Role::Care | Role::Partner),
         Access::OrderHub => matches!(role, Role::Admin | Role::Care),
+        // A partner reads its hierarchy's bills only: bills.rs confines it.
+        Access::BillRead => matches!(role, Role::Admin | Role::Finance | Role::ReadOnly | Role::Partner),
     }
 }
 
@@ -140,6 +144,9 @@ fn access_of(method: &Method, path: &str) -> Access {
         access
     } else if path.starts_with("/tmf-api/audit/") {
         Access::AuditRead
+    } else if path.starts_with(crate::bills::BILL_BASE_PATH) {
+        // Read only: no write route exists there (the router answers 404 or 405).
+        Access::BillRead
     } else if path.starts_with("/tmf-api/customerManagement/") {
         if path.ends_with("/export") || path.ends_with("/anonymise") {
             Access::CustomerPrivacy

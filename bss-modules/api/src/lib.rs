@@ -19,6 +19,7 @@
 
 mod audit;
 mod auth;
+mod bills;
 mod catalogue;
 mod customers;
 mod error;
@@ -41,6 +42,7 @@ use tollgate_orders::Orders;
 use tollgate_store::Store;
 
 pub use auth::{allowed, Access};
+pub use bills::BILL_BASE_PATH;
 pub use error::ApiError;
 pub use limit::RateLimit;
 pub use tmf::{DEFAULT_LIMIT, MAX_BODY_BYTES, MAX_LIMIT};
@@ -140,7 +142,8 @@ pub(crate) struct AppState {
 /// `{apiRoot}/hub` ([`HUBS`]), the hubs' deliveries under `/tmf-api/hub/v1/delivery`,
 /// prepaid balances under `/tmf-api/prepayBalanceManagement/v4/`, product orders under
 /// `/tmf-api/productOrderingManagement/v4/` with the product, service and service order
-/// inventories, and the audit trail under `/tmf-api/audit/v1/`.
+/// inventories, customer bills (TMF678, read) under `/tmf-api/customerBillManagement/v4/`,
+/// and the audit trail under `/tmf-api/audit/v1/`.
 pub fn router(store: Store, config: &ApiConfig) -> Router {
     let state = Arc::new(AppState {
         catalogue: Catalogue::new(store.clone(), tollgate_catalogue::BASE_PATH),
@@ -199,6 +202,9 @@ pub fn router(store: Store, config: &ApiConfig) -> Router {
         .route(&prepay_path("/topupBalance/{id}"), get(prepay::get_topup))
         .route(&prepay_path("/adjustBalance"), get(prepay::list_adjustments).post(prepay::create_adjustment))
         .route(&prepay_path("/adjustBalance/{id}"), get(prepay::get_adjustment))
+        .route(&format!("{}/customerBill", bills::BILL_BASE_PATH), get(bills::list_bills))
+        .route(&format!("{}/customerBill/{{id}}", bills::BILL_BASE_PATH), get(bills::get_bill))
+        .route(&format!("{}/appliedCustomerBillingRate", bills::BILL_BASE_PATH), get(bills::list_rates))
         .route("/tmf-api/audit/v1/auditRecord", get(audit::list))
         .route("/tmf-api/audit/v1/chainVerification", get(audit::verify))
         .fallback(error::not_found)

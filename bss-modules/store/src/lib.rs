@@ -15,12 +15,15 @@
 //! ([`Tx::reserve_next`]), network elements; the event hub's listeners, events and
 //! deliveries ([`Tx::publish_event`], [`Store::claim_deliveries`]); and product orders with
 //! their provisioning tasks and the product and service inventories
-//! ([`Tx::insert_product_order`], [`Store::claim_provisioning_tasks`], [`Tx::insert_line`]).
+//! ([`Tx::insert_product_order`], [`Store::claim_provisioning_tasks`], [`Tx::insert_line`]);
+//! and billing's bill runs, invoices numbered gap-free when final, and what was billed
+//! ([`Tx::insert_draft_invoice`], [`Tx::finalise_invoice`]).
 //! README.md states the invariants.
 #![forbid(unsafe_code)]
 
 mod audit;
 mod balances;
+mod billing;
 mod bulk;
 mod catalogue;
 mod codec;
@@ -47,6 +50,10 @@ pub use audit::{AuditEntry, AuditHead, AuditRecord, ChainCheck, AUDIT_PAGE_MAX, 
 pub use balances::{
     BalanceActionFilter, BalanceActionKind, BalanceActionPage, BalanceActionRow, BalanceActionStatus,
     BALANCE_ACTION_PAGE_MAX,
+};
+pub use billing::{
+    BillRunRow, BillRunState, BillableAccount, BilledItem, BilledKind, InvoiceFilter, InvoiceKind, InvoiceLineRow,
+    InvoiceRow, InvoiceState, ProductPrice, INVOICE_PAGE_MAX,
 };
 pub use catalogue::{new_entity_id, CatalogueFilter, CatalogueItem, CataloguePage, CATALOGUE_PAGE_MAX};
 pub use customers::{

@@ -12,7 +12,7 @@ use crate::sql::{args, Dialect};
 use crate::Store;
 
 /// The schema version this build writes and understands (the last migration).
-pub const SCHEMA_VERSION: i64 = 8;
+pub const SCHEMA_VERSION: i64 = 9;
 
 struct Migration {
     version: i64,
@@ -78,6 +78,12 @@ const MIGRATIONS: &[Migration] = &[
         description: "product orders, provisioning tasks, product and service inventories",
         sqlite: include_str!("../migrations/sqlite/0008_orders.sql"),
         postgres: include_str!("../migrations/postgres/0008_orders.sql"),
+    },
+    Migration {
+        version: 9,
+        description: "billing: bill runs, invoices and credit notes, invoice lines, number series, billed items",
+        sqlite: include_str!("../migrations/sqlite/0009_billing.sql"),
+        postgres: include_str!("../migrations/postgres/0009_billing.sql"),
     },
 ];
 

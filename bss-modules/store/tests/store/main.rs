@@ -4,6 +4,7 @@
 mod audit;
 mod balances;
 mod basics;
+mod billing;
 mod catalogue;
 mod customers;
 mod hub;

@@ -1,0 +1,203 @@
+//! Customer bills (TMF678 v4, read only: README.md) under
+//! `/tmf-api/customerBillManagement/v4`: `customerBill` (list, filtered by
+//! `billingAccount.id` and `state`, and get) and `appliedCustomerBillingRate` (the lines of
+//! one bill: a list needs `bill.id`), from the invoices a bill run wrote. A draft is
+//! `inProgress`, a final invoice `new` with its `billNo` (issuer, series, number). A
+//! partner reads the bills of its own hierarchy only; another hierarchy's bill is 404, as
+//! if it did not exist. Thin handlers: parse, scope, read the store, shape the JSON.
+
+use std::sync::Arc;
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use serde_json::{json, Value};
+use tollgate_store::{InvoiceFilter, InvoiceKind, InvoiceLineRow, InvoiceRow, InvoiceState};
+
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::tmf::{item_fields, page_headers, select, ListQuery};
+use crate::AppState;
+
+/// The API's root.
+pub const BILL_BASE_PATH: &str = "/tmf-api/customerBillManagement/v4";
+
+type Params = Result<Query<Vec<(String, String)>>, QueryRejection>;
+
+fn money(currency: &str, value: impl std::fmt::Display) -> Value {
+    json!({"unit": currency, "value": value.to_string()})
+}
+
+fn not_found(id: &str) -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "notFound", "id", format!("customer bill {id} not found"))
+}
+
+/// An invoice as a TMF678 `CustomerBill`.
+fn bill_doc(row: &InvoiceRow) -> Value {
+    let taxes: Vec<Value> = row
+        .doc
+        .get("taxes")
+        .and_then(Value::as_array)
+        .map(|taxes| {
+            taxes
+                .iter()
+                .map(|tax| {
+                    json!({"taxCategory": tax["code"], "taxRate": tax["rate"],
+                        "taxAmount": {"unit": tax["currency"], "value": tax["tax"]}})
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut doc = json!({
+        "id": row.id,
+        "href": format!("{BILL_BASE_PATH}/customerBill/{}", row.id),
+        "@type": "CustomerBill",
+        "category": match row.kind { InvoiceKind::Invoice => "normal", InvoiceKind::CreditNote => "creditNote" },
+        "state": match row.state { InvoiceState::Draft => "inProgress", InvoiceState::Final => "new" },
+        "billingAccount": {"id": row.billing_account_id,
+            "href": format!("/tmf-api/accountManagement/v4/billingAccount/{}", row.billing_account_id)},
+        "billingPeriod": {"startDateTime": format!("{}T00:00:00", row.period_from),
+            "endDateTime": format!("{}T00:00:00", row.period_until)},
+        "taxExcludedAmount": money(&row.currency, row.net),
+        "taxIncludedAmount": money(&row.currency, row.gross),
+        "amountDue": money(&row.currency, row.gross),
+        "taxItem": taxes,
+        "contentHash": row.content_hash,
+    });
+    if let (Some(number), Some(object)) = (row.number, doc.as_object_mut()) {
+        object.insert("billNo".into(), json!(format!("{}/{}/{number}", row.issuer, row.series)));
+        if let Some(at) = row.finalised_at {
+            object.insert("billDate".into(), json!(at.to_string()));
+        }
+    }
+    if let (Some(corrected), Some(object)) = (&row.corrects_invoice_id, doc.as_object_mut()) {
+        object.insert("correctedBill".into(), json!({"id": corrected}));
+    }
+    doc
+}
+
+/// An invoice line as a TMF678 `AppliedCustomerBillingRate`.
+fn rate_doc(bill: &InvoiceRow, line: &InvoiceLineRow) -> Value {
+    let id = format!("{}-{}", bill.id, line.position);
+    let mut doc = json!({
+        "id": id,
+        "href": format!("{BILL_BASE_PATH}/appliedCustomerBillingRate/{id}"),
+        "@type": "AppliedCustomerBillingRate",
+        "type": line.kind,
+        "name": line.charge_type,
+        "description": line.description,
+        "isBilled": bill.state == InvoiceState::Final,
+        "bill": {"id": bill.id, "href": format!("{BILL_BASE_PATH}/customerBill/{}", bill.id)},
+        "billingAccount": {"id": line.account_id},
+        "taxExcludedAmount": money(&line.currency, line.net),
+        "taxIncludedAmount": money(&line.currency, line.gross),
+        "appliedTax": line.tax_code.as_ref().map(|code| vec![json!({"taxCategory": code,
+            "taxRate": line.tax_rate.map(|rate| rate.to_string()),
+            "taxAmount": money(&line.currency, line.tax)})]).unwrap_or_default(),
+    });
+    if let Some(object) = doc.as_object_mut() {
+        if let (Some(from), Some(until)) = (&line.period_from, &line.period_until) {
+            object.insert(
+                "periodCoverage".into(),
+                json!({"startDateTime": format!("{from}T00:00:00"), "endDateTime": format!("{until}T00:00:00")}),
+            );
+        }
+        if let Some(product) = &line.product_id {
+            object.insert("product".into(), json!({"id": product}));
+        }
+        if let (Some(quantity), Some(unit)) = (line.quantity, &line.unit) {
+            object.insert(
+                "characteristic".into(),
+                json!([{"name": "quantity", "value": quantity.to_string(), "unit": unit}]),
+            );
+        }
+    }
+    doc
+}
+
+/// The bill, if the caller may see it (a partner: its own hierarchy's only).
+async fn visible_bill(state: &AppState, caller: &Caller, id: &str) -> Result<InvoiceRow, ApiError> {
+    let bill = state.store.invoice(id).await?.ok_or_else(|| not_found(id))?;
+    match &caller.scope_root {
+        Some(root) if *root != bill.root_id => Err(not_found(id)),
+        _ => Ok(bill),
+    }
+}
+
+pub(crate) async fn list_bills(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    query: Params,
+) -> Result<Response, ApiError> {
+    let query = ListQuery::parse(query)?;
+    let mut filter = InvoiceFilter { root_id: caller.scope_root.clone(), ..InvoiceFilter::default() };
+    for (name, value) in &query.filters {
+        match name.as_str() {
+            "billingAccount.id" => filter.billing_account_id = Some(value.clone()),
+            "state" => {
+                filter.state = Some(
+                    match value.as_str() {
+                        "inProgress" => "draft",
+                        "new" => "final",
+                        other => {
+                            return Err(ApiError::bad_request("state", format!("{other:?} is not inProgress or new")))
+                        }
+                    }
+                    .to_owned(),
+                )
+            }
+            other => {
+                return Err(ApiError::bad_request(
+                    other,
+                    format!("cannot filter on {other:?} (billingAccount.id or state)"),
+                ))
+            }
+        }
+    }
+    let (rows, total) = state.store.invoice_list(&filter, query.offset, query.limit).await?;
+    let count = rows.len();
+    let items: Vec<Value> = rows.iter().map(|row| select(bill_doc(row), query.fields.as_deref())).collect();
+    Ok((page_headers(total, count), Json(Value::Array(items))).into_response())
+}
+
+pub(crate) async fn get_bill(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    Extension(caller): Extension<Caller>,
+    query: Params,
+) -> Result<Response, ApiError> {
+    let fields = item_fields(query)?;
+    let bill = visible_bill(&state, &caller, &id).await?;
+    Ok(Json(select(bill_doc(&bill), fields.as_deref())).into_response())
+}
+
+pub(crate) async fn list_rates(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    query: Params,
+) -> Result<Response, ApiError> {
+    let query = ListQuery::parse(query)?;
+    let mut bill_id = None;
+    for (name, value) in &query.filters {
+        match name.as_str() {
+            "bill.id" if bill_id.is_none() => bill_id = Some(value.as_str()),
+            "bill.id" => return Err(ApiError::bad_request(name.clone(), "given twice")),
+            other => return Err(ApiError::bad_request(other, format!("cannot filter on {other:?} (only bill.id)"))),
+        }
+    }
+    let bill_id =
+        bill_id.ok_or_else(|| ApiError::bad_request("bill.id", "is required: the bill whose rates to list"))?;
+    let bill = visible_bill(&state, &caller, bill_id).await?;
+    let lines = state.store.invoice_lines(&bill.id).await?;
+    let total = i64::try_from(lines.len()).unwrap_or(i64::MAX);
+    let start = usize::try_from(query.offset).unwrap_or(usize::MAX);
+    let items: Vec<Value> = lines
+        .iter()
+        .skip(start)
+        .take(query.limit as usize)
+        .map(|line| select(rate_doc(&bill, line), query.fields.as_deref()))
+        .collect();
+    Ok((page_headers(total, items.len()), Json(Value::Array(items))).into_response())
+}

@@ -1,0 +1,174 @@
+//! TMF678 customer bills over the router: a bill run's invoices listed and read as
+//! `CustomerBill` (a draft `inProgress`, a final one `new` with its number), their lines
+//! as `appliedCustomerBillingRate`; finance, admin and read_only read every bill, a
+//! partner its own hierarchy's only (another's is 404), care and the product manager none;
+//! filters are checked by name; nothing can be written.
+
+mod common;
+
+use std::str::FromStr;
+
+use axum::http::StatusCode;
+use common::{call, token};
+use rust_decimal::Decimal;
+use serde_json::{json, Value};
+use tollgate_api::{router, ApiConfig, BILL_BASE_PATH};
+use tollgate_store::{
+    store_test, BillingAccountRow, CustomerRow, InvoiceKind, InvoiceLineRow, InvoiceRow, InvoiceState, Role, Store,
+};
+
+fn at(seconds: i64) -> jiff::Timestamp {
+    jiff::Timestamp::from_second(1_790_000_000 + seconds).expect("instant")
+}
+
+fn money(text: &str) -> Decimal {
+    Decimal::from_str(text).expect("decimal")
+}
+
+/// Two hierarchies (`root-a` with child `child-a`, `root-b`), each invoiced; `root-a`'s
+/// invoice is final.
+async fn bills(store: &Store) {
+    let mut tx = store.begin().await.expect("begin");
+    let customer = CustomerRow {
+        id: "c1".into(),
+        party_type: "organization".into(),
+        name: "Acme".into(),
+        status: "Approved".into(),
+        doc: json!({}),
+        anonymised_at: None,
+    };
+    tx.insert_customer(&customer, at(0)).await.expect("customer");
+    for (id, parent, root) in
+        [("root-a", None, "root-a"), ("child-a", Some("root-a"), "root-a"), ("root-b", None, "root-b")]
+    {
+        let account = BillingAccountRow {
+            id: id.into(),
+            engine_account_id: 0,
+            customer_id: "c1".into(),
+            parent_id: parent.map(str::to_owned),
+            root_id: root.into(),
+            depth: i64::from(parent.is_some()),
+            name: id.into(),
+            account_type: "postpaid".into(),
+            state: "Active".into(),
+            currency: "EUR".into(),
+            bill_cycle_day: 1,
+            payment_terms_days: 30,
+            tax_profile_id: None,
+            credit_limit: Decimal::ZERO,
+        };
+        tx.insert_billing_account(&account, at(0)).await.expect("account");
+    }
+    tx.open_bill_run("2026-11", "2026-11", "all", at(1)).await.expect("run");
+    for root in ["root-a", "root-b"] {
+        let invoice = InvoiceRow {
+            id: format!("inv-{root}"),
+            kind: InvoiceKind::Invoice,
+            bill_run_id: Some("2026-11".into()),
+            billing_account_id: root.into(),
+            root_id: root.into(),
+            cycle: "2026-11".into(),
+            period_from: "2026-11-01".into(),
+            period_until: "2026-12-01".into(),
+            issuer: "acme".into(),
+            series: "INV".into(),
+            state: InvoiceState::Draft,
+            number: None,
+            corrects_invoice_id: None,
+            currency: "EUR".into(),
+            net: money("10.00"),
+            tax: money("2.00"),
+            gross: money("12.00"),
+            content_hash: format!("sha256:{root}"),
+            doc: json!({"taxes": [{"currency": "EUR", "code": "VAT", "rate": "0.20", "net": "10.00", "tax": "2.00"}]}),
+            created_at: at(2),
+            finalised_at: None,
+        };
+        let line = |position: i64, account: &str| InvoiceLineRow {
+            position,
+            account_id: account.into(),
+            kind: "recurring".into(),
+            charge_type: "recurring".into(),
+            product_id: Some("line-1".into()),
+            reference: None,
+            description: "Plan M".into(),
+            period_from: Some("2026-11-01".into()),
+            period_until: Some("2026-12-01".into()),
+            currency: "EUR".into(),
+            quantity: None,
+            unit: None,
+            amount: money("5.00"),
+            net: money("5.00"),
+            tax: money("1.00"),
+            gross: money("6.00"),
+            tax_code: Some("VAT".into()),
+            tax_rate: Some(money("0.20")),
+        };
+        tx.insert_draft_invoice(&invoice, &[line(0, root), line(1, &format!("child-{}", &root[5..]))], &[], at(2))
+            .await
+            .expect("draft");
+    }
+    tx.finalise_invoice("inv-root-a", at(3)).await.expect("finalise");
+    tx.commit().await.expect("commit");
+}
+
+fn ids(body: &Value) -> Vec<&str> {
+    body.as_array().expect("a list").iter().map(|item| item["id"].as_str().expect("id")).collect()
+}
+
+store_test! {
+    async fn bills_are_read_by_role_and_a_partner_sees_its_hierarchy_only(store) {
+        bills(&store).await;
+        let app = router((*store).clone(), &ApiConfig::default());
+        let bill_path = format!("{BILL_BASE_PATH}/customerBill");
+        for role in [Role::Admin, Role::Finance, Role::ReadOnly] {
+            let token = token(&store, role, None).await;
+            let list = call(&app, "GET", &bill_path, Some(&token), None, &[]).await;
+            assert_eq!(list.status, StatusCode::OK, "{role:?}");
+            assert_eq!(ids(&list.body), ["inv-root-a", "inv-root-b"]);
+            assert_eq!(list.header("x-total-count"), "2");
+        }
+        for role in [Role::Care, Role::ProductManager] {
+            let token = token(&store, role, None).await;
+            assert_eq!(call(&app, "GET", &bill_path, Some(&token), None, &[]).await.status, StatusCode::FORBIDDEN, "{role:?}");
+        }
+        let finance = token(&store, Role::Finance, None).await;
+        let bill = call(&app, "GET", &format!("{bill_path}/inv-root-a"), Some(&finance), None, &[]).await;
+        assert_eq!(bill.status, StatusCode::OK);
+        assert_eq!((bill.body["state"].as_str(), bill.body["billNo"].as_str()), (Some("new"), Some("acme/INV/1")));
+        assert_eq!(bill.body["amountDue"], json!({"unit": "EUR", "value": "12.00"}));
+        assert_eq!(bill.body["taxItem"][0]["taxAmount"], json!({"unit": "EUR", "value": "2.00"}));
+        let draft = call(&app, "GET", &format!("{bill_path}/inv-root-b"), Some(&finance), None, &[]).await;
+        assert_eq!((draft.body["state"].as_str(), draft.body.get("billNo")), (Some("inProgress"), None), "a draft has no number");
+
+        let filtered = call(&app, "GET", &format!("{bill_path}?state=new"), Some(&finance), None, &[]).await;
+        assert_eq!(ids(&filtered.body), ["inv-root-a"]);
+        let by_account = call(&app, "GET", &format!("{bill_path}?billingAccount.id=root-b"), Some(&finance), None, &[]).await;
+        assert_eq!(ids(&by_account.body), ["inv-root-b"]);
+        for bad in ["?state=paid", "?amountDue=1"] {
+            let answer = call(&app, "GET", &format!("{bill_path}{bad}"), Some(&finance), None, &[]).await;
+            assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{bad}");
+        }
+
+        let rates_path = format!("{BILL_BASE_PATH}/appliedCustomerBillingRate");
+        let rates = call(&app, "GET", &format!("{rates_path}?bill.id=inv-root-a"), Some(&finance), None, &[]).await;
+        assert_eq!(ids(&rates.body), ["inv-root-a-0", "inv-root-a-1"]);
+        assert_eq!((rates.body[1]["billingAccount"]["id"].as_str(), rates.body[1]["isBilled"].as_bool()), (Some("child-a"), Some(true)));
+        assert_eq!(rates.body[0]["taxIncludedAmount"], json!({"unit": "EUR", "value": "6.00"}));
+        assert_eq!(call(&app, "GET", &rates_path, Some(&finance), None, &[]).await.status, StatusCode::BAD_REQUEST, "bill.id is required");
+
+        // A partner of root-a: its bill and rates, not root-b's.
+        let partner = token(&store, Role::Partner, Some("root-a")).await;
+        let list = call(&app, "GET", &bill_path, Some(&partner), None, &[]).await;
+        assert_eq!(ids(&list.body), ["inv-root-a"]);
+        assert_eq!(call(&app, "GET", &format!("{bill_path}/inv-root-b"), Some(&partner), None, &[]).await.status, StatusCode::NOT_FOUND);
+        assert_eq!(call(&app, "GET", &format!("{rates_path}?bill.id=inv-root-b"), Some(&partner), None, &[]).await.status, StatusCode::NOT_FOUND);
+        assert_eq!(call(&app, "GET", &format!("{rates_path}?bill.id=inv-root-a"), Some(&partner), None, &[]).await.status, StatusCode::OK);
+
+        // Nothing is written through this API.
+        let admin = token(&store, Role::Admin, None).await;
+        let post = call(&app, "POST", &bill_path, Some(&admin), Some(json!({})), &[]).await;
+        assert_eq!(post.status, StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(call(&app, "GET", &format!("{bill_path}/nope"), Some(&admin), None, &[]).await.status, StatusCode::NOT_FOUND);
+    }
+}

@@ -1,0 +1,638 @@
+//! The bill run's rules, on plain inputs: which cycle `--cycle 2026-11` means for an
+//! account ([`closing_cycle`]: the cycle whose last day falls in that month), and what an
+//! account of a hierarchy is billed for it ([`plan_invoice`]): its products' recurring
+//! prices in arrears for the days they were active, their one-time prices once, and its
+//! rated usage not yet billed and posted before the cycle's end, grouped by service, with
+//! the units allowances paid as zero-priced lines. Every billed item carries a key naming
+//! what it is; an item whose key was billed already is left out, so a rerun bills nothing
+//! twice and usage that arrives after its cycle was billed goes on the next invoice.
+//!
+//! The caller (the `tollgate bill-run` command) reads the store and the engine's ledger
+//! into these inputs and writes what comes back; no SQL, no I/O, no clock here.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use jiff::tz::TimeZone;
+use jiff::Timestamp;
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use tollgate_tariffs::RoundingMode;
+
+use crate::currency::currency_rounding;
+use crate::cycle::{BillingCycle, DateSpan};
+use crate::error::{BillingError, Result};
+use crate::invoice::{
+    compose, AccountCharges, AllowanceDraw, ChargeTiming, Invoice, InvoiceInputs, OneOffCharge, RecurringCharge,
+    UsageCharge,
+};
+use crate::journal::ChartOfAccounts;
+use crate::tax::{PriceBasis, TaxProfile, TaxRate, TaxRounding};
+
+/// The jurisdiction and tax profile used when the configuration names none.
+pub const DEFAULT_JURISDICTION: &str = "default";
+/// The tax profile of an account that names none and a configuration without a default.
+pub const UNTAXED_PROFILE: &str = "untaxed";
+
+/// How bill runs are made: the operator's calendar, the issuer and number series, the
+/// rounding, tax profiles and the general-ledger chart. Read from JSON; every field has a
+/// default.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RunConfig {
+    /// The operator's IANA time zone: which calendar day an instant falls on.
+    pub time_zone: String,
+    /// The issuing entity invoices are numbered for.
+    pub issuer: String,
+    /// The number series of invoices.
+    pub series: String,
+    /// How charges are rounded to the currency's minor unit.
+    pub rounding_mode: RoundingMode,
+    /// Where the accounts' services are taxed.
+    pub jurisdiction: String,
+    /// The tax profiles accounts name (`tax_profile_id`).
+    pub tax_profiles: Vec<TaxProfile>,
+    /// The profile of an account that names none; [`UNTAXED_PROFILE`] (0 %) when `None`.
+    pub default_tax_profile: Option<String>,
+    /// The service class of recurring and one-time charges.
+    pub product_service_class: String,
+    /// The service class of usage.
+    pub usage_service_class: String,
+    /// How many cycles before the billed one usage is read from (1 to
+    /// [`MAX_LOOKBACK_CYCLES`]): usage posted then and never billed (it arrived after its
+    /// cycle's run) goes on this invoice; older unbilled usage is left for reconciliation.
+    pub usage_lookback_cycles: u8,
+    /// The general-ledger account codes (`bill-run export-gl`).
+    pub chart: ChartOfAccounts,
+}
+
+/// The most cycles a bill run looks back for usage not billed yet.
+pub const MAX_LOOKBACK_CYCLES: u8 = 12;
+
+impl Default for RunConfig {
+    fn default() -> RunConfig {
+        RunConfig {
+            time_zone: "UTC".to_owned(),
+            issuer: "tollgate".to_owned(),
+            series: "INV".to_owned(),
+            rounding_mode: RoundingMode::HalfEven,
+            jurisdiction: DEFAULT_JURISDICTION.to_owned(),
+            tax_profiles: Vec::new(),
+            default_tax_profile: None,
+            product_service_class: "telecom".to_owned(),
+            usage_service_class: "telecom".to_owned(),
+            usage_lookback_cycles: 3,
+            chart: ChartOfAccounts {
+                receivable: "1200".to_owned(),
+                revenue: BTreeMap::new(),
+                revenue_default: Some("4000".to_owned()),
+                tax_payable: BTreeMap::new(),
+                tax_payable_default: Some("2200".to_owned()),
+            },
+        }
+    }
+}
+
+impl RunConfig {
+    /// The operator's time zone, checked.
+    pub fn zone(&self) -> Result<TimeZone> {
+        TimeZone::get(&self.time_zone)
+            .map_err(|error| BillingError::invalid("time_zone", format!("{:?}: {error}", self.time_zone)))
+    }
+
+    /// Checks every field: the zone exists, names are not empty, profiles valid and unique,
+    /// the default profile exists.
+    pub fn validate(&self) -> Result<()> {
+        self.zone()?;
+        for (field, value) in [
+            ("issuer", &self.issuer),
+            ("series", &self.series),
+            ("jurisdiction", &self.jurisdiction),
+            ("product_service_class", &self.product_service_class),
+            ("usage_service_class", &self.usage_service_class),
+        ] {
+            if value.trim().is_empty() || value.chars().count() > crate::invoice::MAX_TEXT_CHARS {
+                return Err(BillingError::invalid(field, "is empty or too long"));
+            }
+        }
+        if !(1..=MAX_LOOKBACK_CYCLES).contains(&self.usage_lookback_cycles) {
+            return Err(BillingError::invalid(
+                "usage_lookback_cycles",
+                format!("{} is not 1 to {MAX_LOOKBACK_CYCLES}", self.usage_lookback_cycles),
+            ));
+        }
+        let mut ids = BTreeSet::new();
+        for (index, profile) in self.tax_profiles.iter().enumerate() {
+            profile.validate()?;
+            if !ids.insert(profile.id.as_str()) || profile.id == UNTAXED_PROFILE {
+                return Err(BillingError::invalid(format!("tax_profiles[{index}].id"), "is used twice"));
+            }
+        }
+        if let Some(id) = &self.default_tax_profile {
+            if !ids.contains(id.as_str()) {
+                return Err(BillingError::invalid("default_tax_profile", format!("{id:?} is not a listed profile")));
+            }
+        }
+        Ok(())
+    }
+
+    /// The tax profile an account names (its `tax_profile_id`), or the default.
+    pub fn tax_profile(&self, field: &str, id: Option<&str>) -> Result<TaxProfile> {
+        let wanted = id.or(self.default_tax_profile.as_deref());
+        match wanted {
+            None => Ok(TaxProfile {
+                id: UNTAXED_PROFILE.to_owned(),
+                basis: PriceBasis::Exclusive,
+                rounding: TaxRounding::PerLine,
+                rounding_mode: self.rounding_mode,
+                rates: vec![TaxRate {
+                    code: "NONE".to_owned(),
+                    jurisdiction: self.jurisdiction.clone(),
+                    service_class: None,
+                    rate: Decimal::ZERO,
+                }],
+            }),
+            Some(id) => self
+                .tax_profiles
+                .iter()
+                .find(|profile| profile.id == id)
+                .cloned()
+                .ok_or_else(|| BillingError::invalid(field, format!("tax profile {id:?} is not configured"))),
+        }
+    }
+}
+
+/// `YYYY-MM` as a year and month.
+pub fn parse_cycle(text: &str) -> Result<(i16, i8)> {
+    let bad = || BillingError::invalid("cycle", format!("{text:?} is not YYYY-MM"));
+    let (year, month) = text.split_once('-').ok_or_else(bad)?;
+    if year.len() != 4 || month.len() != 2 {
+        return Err(bad());
+    }
+    let (year, month) = (year.parse::<i16>().map_err(|_| bad())?, month.parse::<i8>().map_err(|_| bad())?);
+    if !(1..=12).contains(&month) || year < 1970 {
+        return Err(bad());
+    }
+    Ok((year, month))
+}
+
+/// The cycle of an account with `bill_cycle_day` whose last day falls in `year`-`month`:
+/// with day 1 the calendar month, else the cycle that started the month before.
+pub fn closing_cycle(year: i16, month: i8, bill_cycle_day: u8, zone: TimeZone) -> Result<BillingCycle> {
+    if bill_cycle_day == 1 {
+        return BillingCycle::starting_in(year, month, 1, zone);
+    }
+    let (year, month) = if month == 1 { (year - 1, 12) } else { (year, month - 1) };
+    BillingCycle::starting_in(year, month, bill_cycle_day, zone)
+}
+
+/// Where a bill run starts reading usage for an account with `bill_cycle_day`: the start
+/// of the cycle `lookback_cycles` before the one closing in `year`-`month`.
+pub fn usage_window_start(
+    year: i16,
+    month: i8,
+    bill_cycle_day: u8,
+    lookback_cycles: u8,
+    zone: TimeZone,
+) -> Result<Timestamp> {
+    let months = i32::from(year) * 12 + i32::from(month) - 1 - i32::from(lookback_cycles);
+    let (year, month) = (
+        i16::try_from(months / 12).map_err(|_| BillingError::invalid("cycle", "out of range"))?,
+        (months % 12 + 1) as i8,
+    );
+    closing_cycle(year, month, bill_cycle_day, zone)?.starts_at()
+}
+
+/// Recurring or one-time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PriceKind {
+    Recurring,
+    OneTime,
+}
+
+/// A product (a line or an add-on) of an account with one of its offering's prices.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProductInput {
+    pub product_id: String,
+    /// The order that created it.
+    pub order_id: Option<String>,
+    pub price_id: String,
+    pub description: String,
+    pub kind: PriceKind,
+    /// For a cycle (recurring) or once.
+    pub amount: Decimal,
+    pub currency: String,
+    pub started_at: Timestamp,
+    pub terminated_at: Option<Timestamp>,
+}
+
+/// One rated-event ledger entry of an account, as the bill run reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageInput {
+    /// What it is: `usage:{engine account}:{lsn}:{n}`.
+    pub key: String,
+    pub posted_at: Timestamp,
+    /// The service (charge type); `None` bills as `usage`.
+    pub service: Option<String>,
+    /// What the engine charged (positive), exact.
+    pub charged: Decimal,
+    pub currency: String,
+    /// Units charged and units allowances paid.
+    pub units: u64,
+    pub allowance_units: u64,
+}
+
+/// One account of a hierarchy and what it has.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountInput {
+    pub account_id: String,
+    pub currency: String,
+    pub products: Vec<ProductInput>,
+    pub usage: Vec<UsageInput>,
+}
+
+/// An item the invoice bills, under the key that keeps it from being billed again.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct BilledKey {
+    pub key: String,
+    pub kind: PriceKindOrUsage,
+    pub account_id: String,
+    /// The price (recurring: for a whole cycle) or the usage charged.
+    pub amount: Decimal,
+    pub currency: String,
+}
+
+/// What a billed item is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum PriceKindOrUsage {
+    Recurring,
+    OneOff,
+    Usage,
+}
+
+/// A planned invoice: the composed draft and the items it bills.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlannedInvoice {
+    pub invoice: Invoice,
+    pub billed: Vec<BilledKey>,
+}
+
+/// The key of a product's recurring price for the cycle starting on `cycle_from`.
+pub fn recurring_key(product_id: &str, price_id: &str, cycle: &BillingCycle) -> String {
+    format!("recurring:{product_id}:{price_id}:{}", cycle.span().from)
+}
+
+/// The key of a product's one-time price.
+pub fn one_off_key(order_id: Option<&str>, product_id: &str, price_id: &str) -> String {
+    format!("one-off:{}:{product_id}:{price_id}", order_id.unwrap_or("-"))
+}
+
+/// The invoice of a hierarchy for `cycle` (the invoiced account first in `accounts`),
+/// leaving out what `billed` holds; `None` when there is nothing to bill.
+pub fn plan_invoice(
+    cycle: &BillingCycle,
+    config: &RunConfig,
+    tax_profile_id: Option<&str>,
+    accounts: &[AccountInput],
+    billed: &BTreeSet<String>,
+) -> Result<Option<PlannedInvoice>> {
+    let Some(root) = accounts.first() else {
+        return Err(BillingError::invalid("accounts", "is empty"));
+    };
+    let mut keys = Vec::new();
+    let mut sections = Vec::with_capacity(accounts.len());
+    let span = cycle.span();
+    for (index, account) in accounts.iter().enumerate() {
+        let field = format!("accounts[{index}]");
+        let mut charges = AccountCharges {
+            account_id: account.account_id.clone(),
+            currency: account.currency.clone(),
+            jurisdiction: config.jurisdiction.clone(),
+            recurring: Vec::new(),
+            one_off: Vec::new(),
+            usage: Vec::new(),
+            allowances: Vec::new(),
+            discounts: Vec::new(),
+            credits: Vec::new(),
+        };
+        for (position, product) in account.products.iter().enumerate() {
+            let field = format!("{field}.products[{position}]");
+            let started_on = cycle.date_of(product.started_at);
+            let terminated_on = product.terminated_at.map(|at| cycle.date_of(at));
+            let active = DateSpan::active(&field, started_on, terminated_on)?;
+            match product.kind {
+                PriceKind::Recurring => {
+                    let key = recurring_key(&product.product_id, &product.price_id, cycle);
+                    if active.intersect(span).is_empty() || billed.contains(&key) {
+                        continue;
+                    }
+                    charges.recurring.push(RecurringCharge {
+                        product_id: product.product_id.clone(),
+                        charge_type: "recurring".to_owned(),
+                        description: product.description.clone(),
+                        service_class: config.product_service_class.clone(),
+                        currency: product.currency.clone(),
+                        price: product.amount,
+                        timing: ChargeTiming::InArrears,
+                        active: vec![active],
+                        billed_in_advance: Decimal::ZERO,
+                    });
+                    keys.push(billed_key(key, PriceKindOrUsage::Recurring, account, product.amount, &product.currency));
+                }
+                PriceKind::OneTime => {
+                    let key = one_off_key(product.order_id.as_deref(), &product.product_id, &product.price_id);
+                    if started_on >= span.until || billed.contains(&key) {
+                        continue;
+                    }
+                    charges.one_off.push(OneOffCharge {
+                        id: key.clone(),
+                        product_id: Some(product.product_id.clone()),
+                        charge_type: "one-off".to_owned(),
+                        description: product.description.clone(),
+                        service_class: config.product_service_class.clone(),
+                        currency: product.currency.clone(),
+                        amount: product.amount,
+                        charged_on: started_on,
+                    });
+                    keys.push(billed_key(key, PriceKindOrUsage::OneOff, account, product.amount, &product.currency));
+                }
+            }
+        }
+        // Usage not billed yet and posted before the cycle's end, by service and currency:
+        // the exact sum rounded once.
+        let mut groups: BTreeMap<(String, String), (Decimal, u64, u64)> = BTreeMap::new();
+        for entry in &account.usage {
+            if cycle.date_of(entry.posted_at) >= span.until || billed.contains(&entry.key) {
+                continue;
+            }
+            let service = entry.service.clone().unwrap_or_else(|| "usage".to_owned());
+            let group = groups.entry((service, entry.currency.clone())).or_default();
+            group.0 += entry.charged;
+            group.1 += entry.units;
+            group.2 += entry.allowance_units;
+            keys.push(billed_key(entry.key.clone(), PriceKindOrUsage::Usage, account, entry.charged, &entry.currency));
+        }
+        for ((service, currency), (charged, units, allowance_units)) in groups {
+            let rounding = currency_rounding(&format!("{field}.usage"), &currency, config.rounding_mode)?;
+            if units > allowance_units || !charged.is_zero() {
+                charges.usage.push(UsageCharge {
+                    product_id: None,
+                    charge_type: service.clone(),
+                    description: format!("{service} usage"),
+                    service_class: config.usage_service_class.clone(),
+                    currency,
+                    quantity: Decimal::from(units - allowance_units.min(units)),
+                    unit: "unit".to_owned(),
+                    amount: rounding.apply(charged),
+                    items: Vec::new(),
+                });
+            }
+            if allowance_units > 0 {
+                charges.allowances.push(AllowanceDraw {
+                    product_id: None,
+                    charge_type: service.clone(),
+                    description: format!("{service} from allowances"),
+                    quantity: Decimal::from(allowance_units),
+                    unit: "unit".to_owned(),
+                });
+            }
+        }
+        sections.push(charges);
+    }
+    if keys.is_empty() {
+        return Ok(None);
+    }
+    let inputs = InvoiceInputs {
+        account_id: root.account_id.clone(),
+        rounding_mode: config.rounding_mode,
+        tax_profile: config.tax_profile("tax_profile_id", tax_profile_id)?,
+        accounts: sections,
+    };
+    let invoice = compose(cycle, &inputs)?;
+    keys.sort();
+    Ok(Some(PlannedInvoice { invoice, billed: keys }))
+}
+
+/// One rated usage entry of a cycle, for reconciliation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RatedEntry {
+    pub key: String,
+    pub account_id: String,
+    pub charged: Decimal,
+    pub currency: String,
+}
+
+/// What a cycle's rated usage became: billed, or carried over (not on an invoice yet), and
+/// every entry billed with another amount than it was rated with.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Reconciliation {
+    pub rated: u64,
+    pub billed: u64,
+    /// Per currency: rated, billed, carried over; rated = billed + carried over.
+    pub amounts: BTreeMap<String, [Decimal; 3]>,
+    /// The entries behind the difference: rated, not billed.
+    pub carried_over: Vec<RatedEntry>,
+    /// Entries billed with an amount other than the one rated (the amount billed).
+    pub mismatched: Vec<(RatedEntry, Decimal)>,
+}
+
+/// Reconciles the rated entries of a cycle with what was billed (`billed`: key → amount
+/// billed). Every entry is counted once, as billed or as carried over.
+pub fn reconcile(rated: &[RatedEntry], billed: &BTreeMap<String, Decimal>) -> Reconciliation {
+    let mut out = Reconciliation::default();
+    for entry in rated {
+        out.rated += 1;
+        let sums = out.amounts.entry(entry.currency.clone()).or_default();
+        sums[0] += entry.charged;
+        match billed.get(&entry.key) {
+            Some(amount) => {
+                out.billed += 1;
+                sums[1] += entry.charged;
+                if *amount != entry.charged {
+                    out.mismatched.push((entry.clone(), *amount));
+                }
+            }
+            None => {
+                sums[2] += entry.charged;
+                out.carried_over.push(entry.clone());
+            }
+        }
+    }
+    out
+}
+
+fn billed_key(
+    key: String,
+    kind: PriceKindOrUsage,
+    account: &AccountInput,
+    amount: Decimal,
+    currency: &str,
+) -> BilledKey {
+    BilledKey { key, kind, account_id: account.account_id.clone(), amount, currency: currency.to_owned() }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::str::FromStr;
+
+    use super::*;
+
+    fn at(text: &str) -> Timestamp {
+        text.parse().expect("instant")
+    }
+
+    fn money(text: &str) -> Decimal {
+        Decimal::from_str(text).expect("decimal")
+    }
+
+    fn account(products: Vec<ProductInput>, usage: Vec<UsageInput>) -> AccountInput {
+        AccountInput { account_id: "acc-1".into(), currency: "EUR".into(), products, usage }
+    }
+
+    fn product(kind: PriceKind, amount: &str, started: &str, terminated: Option<&str>) -> ProductInput {
+        ProductInput {
+            product_id: "line-1".into(),
+            order_id: Some("order-1".into()),
+            price_id: if kind == PriceKind::Recurring { "monthly".into() } else { "activation".into() },
+            description: "Plan".into(),
+            kind,
+            amount: money(amount),
+            currency: "EUR".into(),
+            started_at: at(started),
+            terminated_at: terminated.map(at),
+        }
+    }
+
+    fn usage(key: &str, posted: &str, charged: &str, units: u64, allowance_units: u64) -> UsageInput {
+        UsageInput {
+            key: key.into(),
+            posted_at: at(posted),
+            service: Some("voice".into()),
+            charged: money(charged),
+            currency: "EUR".into(),
+            units,
+            allowance_units,
+        }
+    }
+
+    fn november() -> BillingCycle {
+        closing_cycle(2026, 11, 1, TimeZone::UTC).expect("cycle")
+    }
+
+    #[test]
+    fn the_cycle_closing_in_a_month_depends_on_the_cycle_day() {
+        let check = |day: u8, from: &str, until: &str| {
+            let cycle = closing_cycle(2026, 11, day, TimeZone::UTC).expect("cycle");
+            assert_eq!((cycle.span().from.to_string(), cycle.span().until.to_string()), (from.into(), until.into()));
+        };
+        check(1, "2026-11-01", "2026-12-01");
+        check(15, "2026-10-15", "2026-11-15");
+        check(28, "2026-10-28", "2026-11-28");
+        let from = usage_window_start(2027, 1, 10, 2, TimeZone::UTC).expect("start");
+        assert_eq!(from.to_string(), "2026-10-10T00:00:00Z", "two cycles before [2026-12-10, 2027-01-10)");
+        let january = closing_cycle(2027, 1, 10, TimeZone::UTC).expect("cycle");
+        assert_eq!(january.span().from.to_string(), "2026-12-10");
+        assert_eq!(parse_cycle("2026-11").expect("cycle"), (2026, 11));
+        for bad in ["2026-13", "2026-1", "26-11", "2026/11", "x"] {
+            assert!(matches!(parse_cycle(bad), Err(BillingError::Invalid { .. })), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_hierarchy_is_billed_its_products_once_and_its_unbilled_usage() {
+        let products = vec![
+            // 15 of 30 days of 30.00: 15.00; the activation fee once.
+            product(PriceKind::Recurring, "30", "2026-11-16T10:00:00Z", None),
+            product(PriceKind::OneTime, "9.99", "2026-11-16T10:00:00Z", None),
+        ];
+        let entries = vec![
+            usage("usage:1:1:0", "2026-11-20T00:00:00Z", "0.0125", 60, 0),
+            usage("usage:1:2:0", "2026-11-21T00:00:00Z", "0.0130", 60, 0),
+            usage("usage:1:3:0", "2026-11-22T00:00:00Z", "0", 60, 60),
+            // Posted after the cycle: the next invoice's.
+            usage("usage:1:4:0", "2026-12-01T00:00:00Z", "1.00", 60, 0),
+        ];
+        let config = RunConfig::default();
+        let planned = plan_invoice(&november(), &config, None, &[account(products, entries)], &BTreeSet::new())
+            .expect("plan")
+            .expect("something to bill");
+        let keys: Vec<&str> = planned.billed.iter().map(|key| key.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "one-off:order-1:line-1:activation",
+                "recurring:line-1:monthly:2026-11-01",
+                "usage:1:1:0",
+                "usage:1:2:0",
+                "usage:1:3:0"
+            ]
+        );
+        let total = planned.invoice.total("EUR").expect("EUR");
+        // 15.00 + 9.99 + round(0.0255) = 0.03 (half-even), untaxed.
+        assert_eq!((total.net.to_string(), total.gross.to_string()), ("25.02".into(), "25.02".into()));
+        let lines = &planned.invoice.sections[0].lines;
+        assert!(lines.iter().any(|line| line.kind == crate::LineKind::Allowance && line.quantity == Some(money("60"))));
+
+        // Billed already: nothing; the late entry of the cycle is billed by the next one.
+        let done: BTreeSet<String> = keys.iter().map(|key| (*key).to_owned()).collect();
+        let again = plan_invoice(&november(), &config, None, &[account(vec![], vec![])], &done).expect("plan");
+        assert_eq!(again, None);
+        let december = november().next().expect("next");
+        let late = vec![
+            usage("usage:1:1:0", "2026-11-20T00:00:00Z", "0.0125", 60, 0),
+            usage("usage:1:9:0", "2026-11-30T23:59:00Z", "0.50", 10, 0),
+        ];
+        let next =
+            plan_invoice(&december, &config, None, &[account(vec![], late)], &done).expect("plan").expect("late usage");
+        assert_eq!(next.billed.iter().map(|key| key.key.as_str()).collect::<Vec<_>>(), ["usage:1:9:0"]);
+    }
+
+    #[test]
+    fn reconciliation_counts_each_entry_once_and_lists_the_differences() {
+        let entry = |key: &str, charged: &str| RatedEntry {
+            key: key.into(),
+            account_id: "acc-1".into(),
+            charged: money(charged),
+            currency: "EUR".into(),
+        };
+        let rated = [entry("u1", "0.50"), entry("u2", "0.25"), entry("u3", "1.00"), entry("u4", "0.10")];
+        let billed: BTreeMap<String, Decimal> =
+            [("u1".to_owned(), money("0.50")), ("u2".to_owned(), money("0.20")), ("u4".to_owned(), money("0.10"))]
+                .into();
+        let report = reconcile(&rated, &billed);
+        assert_eq!((report.rated, report.billed), (4, 3));
+        assert_eq!(
+            report.amounts["EUR"],
+            [money("1.85"), money("0.85"), money("1.00")],
+            "rated = billed + carried over"
+        );
+        assert_eq!(report.carried_over, [entry("u3", "1.00")], "the lost entry is named");
+        assert_eq!(report.mismatched, [(entry("u2", "0.25"), money("0.20"))]);
+    }
+
+    #[test]
+    fn a_product_terminated_before_the_cycle_is_not_billed() {
+        let products = vec![product(PriceKind::Recurring, "30", "2026-09-01T00:00:00Z", Some("2026-10-31T12:00:00Z"))];
+        let planned =
+            plan_invoice(&november(), &RunConfig::default(), None, &[account(products, vec![])], &BTreeSet::new());
+        assert_eq!(planned.expect("plan"), None);
+    }
+
+    #[test]
+    fn the_configuration_is_checked_naming_the_field() {
+        let mut config = RunConfig { time_zone: "Mars/Olympus".into(), ..RunConfig::default() };
+        assert!(matches!(config.validate(), Err(BillingError::Invalid { field, .. }) if field == "time_zone"));
+        config.time_zone = "Europe/Paris".into();
+        config.default_tax_profile = Some("FR".into());
+        assert!(
+            matches!(config.validate(), Err(BillingError::Invalid { field, .. }) if field == "default_tax_profile")
+        );
+        config.default_tax_profile = None;
+        config.validate().expect("valid");
+        assert!(
+            matches!(config.tax_profile("x", Some("nope")), Err(BillingError::Invalid { field, .. }) if field == "x")
+        );
+        let parsed: RunConfig = serde_json::from_str(r#"{"issuer": "acme", "series": "A"}"#).expect("json");
+        assert_eq!((parsed.issuer.as_str(), parsed.time_zone.as_str()), ("acme", "UTC"));
+        assert!(serde_json::from_str::<RunConfig>(r#"{"isuer": "acme"}"#).is_err(), "a misspelt field is refused");
+    }
+}

@@ -1,0 +1,596 @@
+//! `tollgate bill-run`: bills every hierarchy whose cycle closes in a month. For each
+//! invoiced account (a hierarchy's root, postpaid or hybrid) it reads the products with
+//! their catalogue prices (the store), the usage of each account of the hierarchy (the
+//! engine's rated-event ledger) and what was billed already, lets `tollgate-billing`
+//! decide and compose (`plan_invoice`), and writes the draft invoice, its lines and its
+//! billed items in one transaction, audited. Then it numbers the run's drafts, one
+//! transaction each, in account order. A rerun (after a kill too) skips the hierarchies
+//! that have their invoice and numbers the drafts left, so it ends with the invoices and
+//! numbers of an uninterrupted run. `bill-run show` prints a run's invoices; `bill-run
+//! reconcile` what its cycles' rated usage became (billed or carried over, the entries
+//! behind each difference); `bill-run export-gl` its general-ledger journal as CSV.
+
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{bail, Context};
+use clap::{Args, Subcommand};
+use serde_json::{json, Value};
+use tollgate_billing::{
+    closing_cycle, parse_cycle, plan_invoice, reconcile, usage_window_start, AccountInput, Invoice, Journal, PriceKind,
+    PriceKindOrUsage, ProductInput, RatedEntry, RunConfig, UsageInput,
+};
+use tollgate_engine::ledger::{self, EntryKind};
+use tollgate_store::{
+    AuditRecord, BillRunState, BillableAccount, BilledItem, BilledKind, InvoiceFilter, InvoiceKind, InvoiceLineRow,
+    InvoiceRow, InvoiceState, Store, StoreError, INVOICE_PAGE_MAX,
+};
+
+use super::bss::{actor, runtime, DatabaseArgs};
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub(crate) struct BillRunArgs {
+    #[command(flatten)]
+    database: DatabaseArgs,
+    #[command(subcommand)]
+    command: Option<BillRunCommand>,
+    /// The month the billed cycles close in, YYYY-MM.
+    #[arg(long, required = true)]
+    cycle: Option<String>,
+    /// Compose and print the invoices (one JSON object per line); write nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Only these invoiced accounts (hierarchy roots), comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    accounts: Vec<String>,
+    /// The run's configuration (JSON: time_zone, issuer, series, rounding_mode,
+    /// jurisdiction, tax_profiles, default_tax_profile, chart); defaults without it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// The engine's shard count (default: the data directory's).
+    #[arg(long)]
+    shards: Option<usize>,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum BillRunCommand {
+    /// A run's state and invoices, one JSON object per line (the run first).
+    Show {
+        #[arg(long)]
+        run: String,
+    },
+    /// A run's reconciliation: per invoiced account, the usage rated in its cycle =
+    /// billed + carried over, with the entries behind every difference (JSON lines, a
+    /// summary last).
+    Reconcile {
+        #[arg(long)]
+        run: String,
+        /// As for the run (the time zone, the lookback).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// The engine's shard count (default: the data directory's).
+        #[arg(long)]
+        shards: Option<usize>,
+    },
+    /// A run's general-ledger journal (its final invoices) as CSV.
+    ExportGl {
+        #[arg(long)]
+        run: String,
+        /// Account codes and the rest (as for the run).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Where to write the CSV (default: standard output).
+        #[arg(long)]
+        output: Option<PathBuf>,
+    },
+}
+
+/// The largest configuration file read.
+const MAX_CONFIG_BYTES: u64 = 1 << 20;
+
+fn load_config(path: Option<&Path>) -> anyhow::Result<RunConfig> {
+    let Some(path) = path else { return Ok(RunConfig::default()) };
+    let size = std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?.len();
+    if size > MAX_CONFIG_BYTES {
+        bail!("{}: larger than {MAX_CONFIG_BYTES} bytes", path.display());
+    }
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let config: RunConfig = serde_json::from_str(&text).with_context(|| format!("{}", path.display()))?;
+    config.validate().with_context(|| format!("{}", path.display()))?;
+    Ok(config)
+}
+
+pub(crate) fn run(args: &BillRunArgs) -> anyhow::Result<ExitCode> {
+    runtime()?.block_on(async {
+        let store = args.database.open().await?;
+        match &args.command {
+            Some(BillRunCommand::Show { run }) => show(&store, run).await,
+            Some(BillRunCommand::Reconcile { run, config, shards }) => {
+                reconcile_run(&store, &args.database.data_dir, run, &load_config(config.as_deref())?, *shards).await
+            }
+            Some(BillRunCommand::ExportGl { run, config, output }) => {
+                export_gl(&store, run, &load_config(config.as_deref())?, output.as_deref()).await
+            }
+            None => bill(&store, args).await,
+        }
+    })
+}
+
+/// `--shards`, else the data directory's recorded count, else the default.
+fn shard_count(data_dir: &Path, given: Option<usize>) -> anyhow::Result<usize> {
+    let recorded = tollgate_engine::layout::read(data_dir)
+        .with_context(|| format!("reading the layout of {}", data_dir.display()))?;
+    Ok(given.or(recorded.map(|layout| layout.shards)).unwrap_or(super::engine_setup::DEFAULT_SHARDS))
+}
+
+/// The run's id: the cycle, and the accounts when not all.
+fn run_id(cycle: &str, accounts: &[String]) -> (String, String) {
+    if accounts.is_empty() {
+        return (cycle.to_owned(), "all".to_owned());
+    }
+    let mut sorted = accounts.to_vec();
+    sorted.sort();
+    sorted.dedup();
+    let scope = sorted.join(",");
+    (format!("{cycle}:{scope}"), scope)
+}
+
+/// The hierarchies of `accounts` (root first), in root order.
+fn hierarchies(accounts: Vec<BillableAccount>) -> Vec<Vec<BillableAccount>> {
+    let mut out: Vec<Vec<BillableAccount>> = Vec::new();
+    for account in accounts {
+        match out.last_mut() {
+            Some(group) if group[0].root_id == account.root_id => group.push(account),
+            _ => out.push(vec![account]),
+        }
+    }
+    out
+}
+
+async fn bill(store: &Store, args: &BillRunArgs) -> anyhow::Result<ExitCode> {
+    let cycle_text = args.cycle.clone().context("--cycle is required")?;
+    let (year, month) = parse_cycle(&cycle_text)?;
+    let config = load_config(args.config.as_deref())?;
+    let zone = config.zone()?;
+    let data_dir = &args.database.data_dir;
+    let shards = shard_count(data_dir, args.shards)?;
+    let (run, scope) = run_id(&cycle_text, &args.accounts);
+    let roots = (!args.accounts.is_empty()).then_some(args.accounts.as_slice());
+    let groups = hierarchies(store.billable_accounts(roots).await?);
+    if let Some(roots) = roots {
+        for root in roots {
+            if !groups.iter().any(|group| &group[0].id == root) {
+                bail!("--accounts: {root} is not the root of a hierarchy");
+            }
+        }
+    }
+    if !args.dry_run {
+        let mut tx = store.begin().await?;
+        let opened = tx.open_bill_run(&run, &cycle_text, &scope, jiff::Timestamp::now()).await?;
+        tx.commit().await?;
+        if opened.state == BillRunState::Done {
+            eprintln!("bill run {run} is done already");
+        }
+    }
+    super::usage::catch_up_ledger(data_dir, shards)?;
+    let (mut drafted, mut skipped, mut already) = (0u64, 0u64, 0u64);
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    for group in &groups {
+        let root = &group[0];
+        if root.account_type == "prepaid" {
+            skipped += 1;
+            continue;
+        }
+        if !args.dry_run && store.invoice_for(&root.id, &cycle_text).await?.is_some() {
+            already += 1;
+            continue;
+        }
+        let cycle = closing_cycle(year, month, root.bill_cycle_day, zone.clone())
+            .with_context(|| format!("account {}", root.id))?;
+        // Usage is read from a few cycles before: what their runs did not bill (it arrived
+        // late) is billed now.
+        let from = usage_window_start(year, month, root.bill_cycle_day, config.usage_lookback_cycles, zone.clone())?;
+        let inputs = account_inputs(store, group, &cycle, from, data_dir, shards).await?;
+        let mut keys: Vec<String> = inputs.iter().flat_map(|input| input.usage.iter().map(|u| u.key.clone())).collect();
+        for input in &inputs {
+            for product in &input.products {
+                keys.push(match product.kind {
+                    PriceKind::Recurring => {
+                        tollgate_billing::recurring_key(&product.product_id, &product.price_id, &cycle)
+                    }
+                    PriceKind::OneTime => tollgate_billing::one_off_key(
+                        product.order_id.as_deref(),
+                        &product.product_id,
+                        &product.price_id,
+                    ),
+                });
+            }
+        }
+        let billed = store.billed_keys(&keys).await?;
+        let Some(planned) = plan_invoice(&cycle, &config, root.tax_profile_id.as_deref(), &inputs, &billed)
+            .with_context(|| format!("account {}", root.id))?
+        else {
+            continue;
+        };
+        let id = format!("inv-{cycle_text}-{}", root.id);
+        let row = invoice_row(&id, &run, root, &cycle_text, &config, &planned.invoice)?;
+        if args.dry_run {
+            writeln!(
+                out,
+                "{}",
+                json!({"id": id, "account": root.id, "contentHash": row.content_hash,
+                "currency": row.currency, "net": row.net.to_string(), "tax": row.tax.to_string(),
+                "gross": row.gross.to_string(), "invoice": row.doc})
+            )?;
+            drafted += 1;
+            continue;
+        }
+        let items: Vec<BilledItem> = planned
+            .billed
+            .iter()
+            .map(|key| BilledItem {
+                item_key: key.key.clone(),
+                kind: match key.kind {
+                    PriceKindOrUsage::Recurring => BilledKind::Recurring,
+                    PriceKindOrUsage::OneOff => BilledKind::OneOff,
+                    PriceKindOrUsage::Usage => BilledKind::Usage,
+                },
+                billing_account_id: key.account_id.clone(),
+                amount: key.amount,
+                currency: key.currency.clone(),
+            })
+            .collect();
+        let now = jiff::Timestamp::now();
+        let mut tx = store.begin().await?;
+        match tx.insert_draft_invoice(&row, &lines_of(&planned.invoice)?, &items, now).await {
+            Ok(()) => {}
+            // Another run billed it meanwhile: its invoice stands.
+            Err(StoreError::Conflict { .. }) => {
+                already += 1;
+                continue;
+            }
+            Err(error) => return Err(error.into()),
+        }
+        let after = json!({"id": id, "account": root.id, "cycle": cycle_text, "contentHash": row.content_hash,
+            "gross": row.gross.to_string(), "currency": row.currency});
+        let record = AuditRecord {
+            actor: &actor(),
+            action: "create",
+            entity_type: "CustomerBill",
+            entity_id: &id,
+            before: None,
+            after: Some(&after),
+        };
+        tx.audit(record, now).await?;
+        tx.save_bill_run(&run, BillRunState::Drafting, Some(&root.id), now).await?;
+        tx.commit().await?;
+        drafted += 1;
+        eprintln!("drafted {id}");
+    }
+    out.flush()?;
+    if args.dry_run {
+        eprintln!("bill run {run} (dry run): {drafted} invoices composed, {skipped} prepaid hierarchies skipped");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let finalised = finalise(store, &run).await?;
+    let mut tx = store.begin().await?;
+    tx.save_bill_run(&run, BillRunState::Done, None, jiff::Timestamp::now()).await?;
+    tx.commit().await?;
+    eprintln!(
+        "bill run {run}: {drafted} drafted, {already} invoiced before, {finalised} finalised, {skipped} prepaid hierarchies skipped"
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Numbers the run's drafts, one transaction each, in account order.
+async fn finalise(store: &Store, run: &str) -> anyhow::Result<u64> {
+    let mut tx = store.begin().await?;
+    tx.save_bill_run(run, BillRunState::Finalising, None, jiff::Timestamp::now()).await?;
+    tx.commit().await?;
+    let filter =
+        InvoiceFilter { bill_run_id: Some(run.to_owned()), state: Some("draft".into()), ..InvoiceFilter::default() };
+    let mut finalised = 0;
+    loop {
+        let (mut drafts, _) = store.invoice_list(&filter, 0, INVOICE_PAGE_MAX).await?;
+        if drafts.is_empty() {
+            return Ok(finalised);
+        }
+        drafts.sort_by(|a, b| a.billing_account_id.cmp(&b.billing_account_id));
+        for draft in drafts {
+            let now = jiff::Timestamp::now();
+            let mut tx = store.begin().await?;
+            let number = tx.finalise_invoice(&draft.id, now).await?;
+            let after = json!({"id": draft.id, "state": "final", "issuer": draft.issuer, "series": draft.series,
+                "number": number});
+            let record = AuditRecord {
+                actor: &actor(),
+                action: "finalise",
+                entity_type: "CustomerBill",
+                entity_id: &draft.id,
+                before: None,
+                after: Some(&after),
+            };
+            tx.audit(record, now).await?;
+            tx.commit().await?;
+            finalised += 1;
+            eprintln!("finalised {} as {}/{}/{number}", draft.id, draft.issuer, draft.series);
+        }
+    }
+}
+
+/// What each account of a hierarchy has: products with prices, and usage entries read
+/// from `from` to the cycle's end.
+async fn account_inputs(
+    store: &Store,
+    group: &[BillableAccount],
+    cycle: &tollgate_billing::BillingCycle,
+    from: jiff::Timestamp,
+    data_dir: &Path,
+    shards: usize,
+) -> anyhow::Result<Vec<AccountInput>> {
+    let ids: Vec<String> = group.iter().map(|account| account.id.clone()).collect();
+    let prices = store.product_prices(&ids).await?;
+    let until = cycle.ends_at()?;
+    let mut inputs = Vec::with_capacity(group.len());
+    for account in group {
+        let products = prices
+            .iter()
+            .filter(|price| price.billing_account_id == account.id)
+            .map(|price| {
+                let kind = match price.price_type.as_str() {
+                    "recurring" => PriceKind::Recurring,
+                    _ => PriceKind::OneTime,
+                };
+                ProductInput {
+                    product_id: price.product_id.clone(),
+                    order_id: price.order_id.clone(),
+                    price_id: price.price_id.clone(),
+                    description: price.price_name.clone(),
+                    kind,
+                    amount: price.amount,
+                    currency: price.currency.clone(),
+                    started_at: price.started_at,
+                    terminated_at: price.terminated_at,
+                }
+            })
+            .collect();
+        let mut usage = Vec::new();
+        let (mut last_lsn, mut n) = (None, 0u32);
+        let entries =
+            ledger::account_entries(data_dir, shards, account.engine_account_id, from.as_second(), until.as_second())?;
+        for entry in entries {
+            let entry = entry?;
+            // The key numbers the entries of one journal record of this account.
+            n = if last_lsn == Some(entry.lsn) { n + 1 } else { 0 };
+            last_lsn = Some(entry.lsn);
+            if !matches!(entry.kind, EntryKind::Usage | EntryKind::Charge) {
+                continue;
+            }
+            usage.push(UsageInput {
+                key: format!("usage:{}:{}:{n}", account.engine_account_id, entry.lsn),
+                posted_at: jiff::Timestamp::from_second(entry.posted_at)?,
+                service: entry.service.clone(),
+                charged: -entry.amount,
+                currency: entry.currency.clone().unwrap_or_else(|| account.currency.clone()),
+                units: entry.charged_units,
+                allowance_units: entry.allowance_units,
+            });
+        }
+        inputs.push(AccountInput {
+            account_id: account.id.clone(),
+            currency: account.currency.clone(),
+            products,
+            usage,
+        });
+    }
+    Ok(inputs)
+}
+
+fn invoice_row(
+    id: &str,
+    run: &str,
+    root: &BillableAccount,
+    cycle: &str,
+    config: &RunConfig,
+    invoice: &Invoice,
+) -> anyhow::Result<InvoiceRow> {
+    let zero = rust_decimal::Decimal::ZERO;
+    let (net, tax, gross) = invoice.total(&root.currency).map_or((zero, zero, zero), |t| (t.net, t.tax, t.gross));
+    Ok(InvoiceRow {
+        id: id.to_owned(),
+        kind: InvoiceKind::Invoice,
+        bill_run_id: Some(run.to_owned()),
+        billing_account_id: root.id.clone(),
+        root_id: root.root_id.clone(),
+        cycle: cycle.to_owned(),
+        period_from: invoice.period.from.to_string(),
+        period_until: invoice.period.until.to_string(),
+        issuer: config.issuer.clone(),
+        series: config.series.clone(),
+        state: InvoiceState::Draft,
+        number: None,
+        corrects_invoice_id: None,
+        currency: root.currency.clone(),
+        net,
+        tax,
+        gross,
+        content_hash: invoice.content_hash()?,
+        doc: serde_json::to_value(invoice)?,
+        created_at: jiff::Timestamp::now(),
+        finalised_at: None,
+    })
+}
+
+fn lines_of(invoice: &Invoice) -> anyhow::Result<Vec<InvoiceLineRow>> {
+    let mut rows = Vec::new();
+    for section in &invoice.sections {
+        for line in &section.lines {
+            let kind = serde_json::to_value(line.kind)?;
+            rows.push(InvoiceLineRow {
+                position: i64::try_from(rows.len())?,
+                account_id: section.account_id.clone(),
+                kind: kind.as_str().unwrap_or_default().to_owned(),
+                charge_type: line.charge_type.clone(),
+                product_id: line.product_id.clone(),
+                reference: line.reference.clone(),
+                description: line.description.clone(),
+                period_from: line.period.map(|span| span.from.to_string()),
+                period_until: line.period.map(|span| span.until.to_string()),
+                currency: line.currency.clone(),
+                quantity: line.quantity,
+                unit: line.unit.clone(),
+                amount: line.amount,
+                net: line.net,
+                tax: line.tax,
+                gross: line.gross,
+                tax_code: line.tax_code.clone(),
+                tax_rate: line.tax_rate,
+            });
+        }
+    }
+    Ok(rows)
+}
+
+/// Every invoice of a run, in account order.
+async fn run_invoices(store: &Store, run: &str) -> anyhow::Result<Vec<InvoiceRow>> {
+    let filter = InvoiceFilter { bill_run_id: Some(run.to_owned()), ..InvoiceFilter::default() };
+    let mut all = Vec::new();
+    loop {
+        let (page, total) = store.invoice_list(&filter, all.len() as u64, INVOICE_PAGE_MAX).await?;
+        let done = page.is_empty();
+        all.extend(page);
+        if done || all.len() as i64 >= total {
+            break;
+        }
+    }
+    all.sort_by(|a, b| a.billing_account_id.cmp(&b.billing_account_id));
+    Ok(all)
+}
+
+async fn show(store: &Store, run: &str) -> anyhow::Result<ExitCode> {
+    let Some(state) = store.bill_run(run).await? else { bail!("no bill run {run}") };
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    writeln!(
+        out,
+        "{}",
+        json!({"run": state.id, "cycle": state.cycle, "scope": state.scope,
+        "state": state.state.as_str(), "checkpoint": state.checkpoint})
+    )?;
+    for invoice in run_invoices(store, run).await? {
+        writeln!(
+            out,
+            "{}",
+            json!({"id": invoice.id, "account": invoice.billing_account_id,
+            "periodFrom": invoice.period_from, "periodUntil": invoice.period_until, "state": invoice.state.as_str(),
+            "issuer": invoice.issuer, "series": invoice.series, "number": invoice.number,
+            "currency": invoice.currency, "net": invoice.net.to_string(), "tax": invoice.tax.to_string(),
+            "gross": invoice.gross.to_string(), "contentHash": invoice.content_hash,
+            "lines": store.invoice_lines(&invoice.id).await?.len(),
+            "billedItems": store.billed_items_of(&invoice.id).await?.len()})
+        )?;
+    }
+    out.flush()?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn reconcile_run(
+    store: &Store,
+    data_dir: &Path,
+    run: &str,
+    config: &RunConfig,
+    shards: Option<usize>,
+) -> anyhow::Result<ExitCode> {
+    let Some(state) = store.bill_run(run).await? else { bail!("no bill run {run}") };
+    let (year, month) = parse_cycle(&state.cycle)?;
+    let shards = shard_count(data_dir, shards)?;
+    super::usage::catch_up_ledger(data_dir, shards)?;
+    let roots: Vec<String> = state.scope.split(',').map(str::to_owned).collect();
+    let roots = (state.scope != "all").then_some(roots.as_slice());
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let (mut rated, mut billed, mut carried, mut mismatched) = (0u64, 0u64, 0usize, 0usize);
+    for group in hierarchies(store.billable_accounts(roots).await?) {
+        let root = &group[0];
+        if root.account_type == "prepaid" {
+            continue;
+        }
+        let cycle = closing_cycle(year, month, root.bill_cycle_day, config.zone()?)?;
+        let inputs = account_inputs(store, &group, &cycle, cycle.starts_at()?, data_dir, shards).await?;
+        let entries: Vec<RatedEntry> = inputs
+            .iter()
+            .flat_map(|input| {
+                input.usage.iter().map(|usage| RatedEntry {
+                    key: usage.key.clone(),
+                    account_id: input.account_id.clone(),
+                    charged: usage.charged,
+                    currency: usage.currency.clone(),
+                })
+            })
+            .collect();
+        let keys: Vec<String> = entries.iter().map(|entry| entry.key.clone()).collect();
+        let report = reconcile(&entries, &store.billed_amounts(&keys).await?);
+        let amounts: serde_json::Map<String, Value> = report
+            .amounts
+            .iter()
+            .map(|(currency, [rated, billed, carried])| {
+                (
+                    currency.clone(),
+                    json!({"rated": rated.to_string(), "billed": billed.to_string(),
+                    "carriedOver": carried.to_string()}),
+                )
+            })
+            .collect();
+        writeln!(
+            out,
+            "{}",
+            json!({"account": root.id, "periodFrom": cycle.span().from.to_string(),
+            "periodUntil": cycle.span().until.to_string(), "rated": report.rated, "billed": report.billed,
+            "amounts": amounts,
+            "carriedOver": report.carried_over.iter().map(|entry| json!({"key": entry.key,
+                "account": entry.account_id, "charged": entry.charged.to_string()})).collect::<Vec<_>>(),
+            "mismatched": report.mismatched.iter().map(|(entry, amount)| json!({"key": entry.key,
+                "charged": entry.charged.to_string(), "billed": amount.to_string()})).collect::<Vec<_>>()})
+        )?;
+        rated += report.rated;
+        billed += report.billed;
+        carried += report.carried_over.len();
+        mismatched += report.mismatched.len();
+    }
+    writeln!(
+        out,
+        "{}",
+        json!({"run": run, "rated": rated, "billed": billed, "carriedOver": carried,
+        "mismatched": mismatched})
+    )?;
+    out.flush()?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn export_gl(store: &Store, run: &str, config: &RunConfig, output: Option<&Path>) -> anyhow::Result<ExitCode> {
+    if store.bill_run(run).await?.is_none() {
+        bail!("no bill run {run}");
+    }
+    let mut posted = Vec::new();
+    for row in run_invoices(store, run).await? {
+        let Some(number) = row.number else { bail!("invoice {} is not final yet: finish the run first", row.id) };
+        let invoice: Invoice =
+            serde_json::from_value(row.doc.clone()).with_context(|| format!("invoice {}'s document", row.id))?;
+        posted.push((format!("{}/{}/{number}", row.issuer, row.series), invoice));
+    }
+    let references: Vec<(&str, &Invoice)> =
+        posted.iter().map(|(reference, invoice)| (reference.as_str(), invoice)).collect();
+    let journal = Journal::post(run, &references, &config.chart)?;
+    let csv = journal.to_csv()?;
+    match output {
+        Some(path) => std::fs::write(path, csv).with_context(|| format!("writing {}", path.display()))?,
+        None => std::io::stdout().write_all(&csv)?,
+    }
+    let known: BTreeSet<&str> = references.iter().map(|(reference, _)| *reference).collect();
+    eprintln!("bill run {run}: {} invoices, {} journal entries", known.len(), journal.entries.len());
+    Ok(ExitCode::SUCCESS)
+}
