@@ -13,6 +13,7 @@ mod import;
 mod inventory;
 mod lifecycle;
 mod mediate;
+mod metrics;
 mod orders;
 mod prepay;
 mod rate_errors;

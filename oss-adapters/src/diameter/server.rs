@@ -39,15 +39,14 @@ use super::ccr;
 use super::codec::{announced_len, Avp, DecodeError, Message, FLAG_ERROR, FLAG_REQUEST, HEADER_LEN, MAX_MESSAGE_LEN};
 use super::dictionary::code;
 use super::result_code as rc;
+use crate::metrics;
 
 pub const COMMAND_CAPABILITIES_EXCHANGE: u32 = 257;
 pub const COMMAND_DEVICE_WATCHDOG: u32 = 280;
 pub const COMMAND_DISCONNECT_PEER: u32 = 282;
 /// Relay application id: a peer advertising it accepts every application.
 const APPLICATION_RELAY: u32 = 0xffff_ffff;
-/// DIAMETER_TOO_BUSY (RFC 6733 §7.1.3): the answer when no memory frees up for a message
-/// within the message deadline; the peer should try another server.
-const TOO_BUSY: u32 = 3004;
+use rc::TOO_BUSY;
 
 /// Bytes of a connection's read buffer: messages up to this size are read into it; a
 /// longer one grows it as its bytes arrive (never ahead of them), up to its announced
@@ -781,6 +780,7 @@ impl Peer {
     /// Hands a CCR to the engine; its answer is queued when the engine has given it. The
     /// task waiting for it keeps no part of the request's bytes (see [`answer_header`]).
     async fn credit_control(&self, message: Message, held: Held) {
+        let started = std::time::Instant::now();
         let parsed =
             ccr::parse(&message, self.engine.now()).and_then(|ccr| ccr::to_request(&ccr).map(|request| (ccr, request)));
         let (parsed, request) = match parsed {
@@ -788,6 +788,7 @@ impl Peer {
             Err(refusal) => {
                 let answer =
                     ccr::refusal_answer(&message, &refusal, &self.config.origin_host, &self.config.origin_realm);
+                metrics::DIAMETER.record(refusal.result_code, started.elapsed());
                 self.send(answer, held).await;
                 return;
             }
@@ -801,8 +802,12 @@ impl Peer {
         tokio::spawn(async move {
             let (_permit, mut held) = (permit, held);
             let cca = match answered.await {
-                Ok(Ok(answer)) => ccr::answer(&header, &parsed, &answer, &config.origin_host, &config.origin_realm),
+                Ok(Ok(answer)) => {
+                    metrics::DIAMETER.record(ccr::result_code(&answer.outcome), started.elapsed());
+                    ccr::answer(&header, &parsed, &answer, &config.origin_host, &config.origin_realm)
+                }
                 Ok(Err(err)) => {
+                    metrics::DIAMETER.record(rc::UNABLE_TO_COMPLY, started.elapsed());
                     tracing::error!(error = %err, "engine failed to answer a CCR");
                     let refusal =
                         ccr::Refusal { result_code: rc::UNABLE_TO_COMPLY, failed_avp: None, message: String::new() };
