@@ -53,9 +53,9 @@ pub struct InterfaceSnapshot {
 impl InterfaceMetrics {
     pub const fn new(name: &'static str, codes: &'static [(u32, &'static str)]) -> InterfaceMetrics {
         assert!(codes.len() <= MAX_CODES, "too many result codes for one interface");
-        const STRIPE: Stripe =
-            Stripe { requests: [const { AtomicU64::new(0) }; MAX_CODES + 1], latency: Histogram::new() };
-        InterfaceMetrics { name, codes, stripes: [STRIPE; STRIPES] }
+        let stripes = [const { Stripe { requests: [const { AtomicU64::new(0) }; MAX_CODES + 1], latency: Histogram::new() } };
+            STRIPES];
+        InterfaceMetrics { name, codes, stripes }
     }
 
     /// Counts one answer with result code `code`, given `elapsed` after its request.

@@ -70,13 +70,19 @@ impl Scrape {
 fn metrics_count_the_traffic_of_every_interface_and_pass_promtool() {
     let dir = scratch("metrics");
     let data = dir.join("data");
+    let database = dir.join("bss.sqlite3");
+    let database = database.to_str().expect("path");
     let (child, diameter, nchf) =
-        start_servers(&data, "ocs.metrics.test", &["--demo-subscribers", "8", "--shards", "2"]);
+        start_servers(&data, "ocs.metrics.test", &["--demo-subscribers", "8", "--shards", "2", "--database", database]);
     let admin = admin_address_of(&data);
     let before = Scrape::of(&admin);
     before.check_with_promtool();
     assert_eq!(before.total("tollgate_shard_up"), 2, "both shards serve");
     assert_eq!(before.total("tollgate_open_reservations"), 0);
+    // With a store: its backlogs and the open alarms, none.
+    assert_eq!(before.samples.get("tollgate_outbox_pending"), Some(&0), "{}", before.text);
+    assert_eq!(before.samples.get("tollgate_hub_deliveries_pending"), Some(&0));
+    assert_eq!(before.samples.get(r#"tollgate_alarms_active{severity="critical"}"#), Some(&0));
 
     // Diameter: a session of CCR-I, CCR-U and CCR-T (2001 each), and a CCR of a
     // subscriber nobody knows (5030).

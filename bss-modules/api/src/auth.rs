@@ -63,6 +63,10 @@ pub enum Access {
     TopUp,
     /// Adjust a balance.
     Adjust,
+    /// Read alarms (TMF642).
+    AlarmRead,
+    /// Raise, acknowledge or clear alarms.
+    AlarmWrite,
 }
 
 /// Whether `role` may do `access`: the role table of README.md.
@@ -91,6 +95,9 @@ pub fn allowed(role: Role, access: Access) -> bool {
         Access::OrderRead | Access::ProductInventoryRead => true,
         Access::OrderWrite => matches!(role, Role::Admin | Role::Care | Role::Partner),
         Access::OrderHub => matches!(role, Role::Admin | Role::Care),
+        // Every token may see the faults; only an administrator changes them.
+        Access::AlarmRead => true,
+        Access::AlarmWrite => role == Role::Admin,
     }
 }
 
@@ -138,6 +145,12 @@ fn access_of(method: &Method, path: &str) -> Access {
     let read = method == Method::GET || method == Method::HEAD;
     if let Some(access) = hub_access(path) {
         access
+    } else if path.starts_with("/tmf-api/alarmManagement/") {
+        if read {
+            Access::AlarmRead
+        } else {
+            Access::AlarmWrite
+        }
     } else if path.starts_with("/tmf-api/audit/") {
         Access::AuditRead
     } else if path.starts_with("/tmf-api/customerManagement/") {

@@ -17,6 +17,7 @@
 //! table and the limits.
 #![forbid(unsafe_code)]
 
+mod alarms;
 mod audit;
 mod auth;
 mod catalogue;
@@ -31,8 +32,10 @@ mod tmf;
 
 use std::sync::Arc;
 
+pub use alarms::BASE_PATH as ALARM_BASE_PATH;
 use axum::routing::{get, post};
 use axum::Router;
+use tollgate_alarms::TrapSender;
 use tollgate_catalogue::Catalogue;
 use tollgate_customers::{Customers, EnginePort};
 use tollgate_hub::{Hub, HubApi, HubOptions};
@@ -63,6 +66,8 @@ pub struct ApiConfig {
     /// Product orders, with the engine and the resource inventory they reach (`None`:
     /// the order routes answer 503).
     pub orders: Option<Orders>,
+    /// Where alarm changes are sent as SNMP traps (`None`: kept and served only).
+    pub alarm_traps: Option<Arc<TrapSender>>,
 }
 
 impl Default for ApiConfig {
@@ -74,6 +79,7 @@ impl Default for ApiConfig {
             hub: HubOptions::default(),
             engine: None,
             orders: None,
+            alarm_traps: None,
         }
     }
 }
@@ -130,6 +136,7 @@ pub(crate) struct AppState {
     pub(crate) inventory: Inventory,
     pub(crate) hub: Hub,
     pub(crate) orders: Option<Orders>,
+    pub(crate) alarm_traps: Option<Arc<TrapSender>>,
     pub(crate) limiter: RateLimit,
 }
 
@@ -140,7 +147,8 @@ pub(crate) struct AppState {
 /// `{apiRoot}/hub` ([`HUBS`]), the hubs' deliveries under `/tmf-api/hub/v1/delivery`,
 /// prepaid balances under `/tmf-api/prepayBalanceManagement/v4/`, product orders under
 /// `/tmf-api/productOrderingManagement/v4/` with the product, service and service order
-/// inventories, and the audit trail under `/tmf-api/audit/v1/`.
+/// inventories, alarms under `/tmf-api/alarmManagement/v4/`, and the audit trail under
+/// `/tmf-api/audit/v1/`.
 pub fn router(store: Store, config: &ApiConfig) -> Router {
     let state = Arc::new(AppState {
         catalogue: Catalogue::new(store.clone(), tollgate_catalogue::BASE_PATH),
@@ -151,6 +159,7 @@ pub fn router(store: Store, config: &ApiConfig) -> Router {
         inventory: Inventory::new(store.clone(), config.inventory.clone()),
         hub: Hub::new(store.clone(), config.hub),
         orders: config.orders.clone(),
+        alarm_traps: config.alarm_traps.clone(),
         store,
         limiter: RateLimit::new(config.rate_per_second, config.burst),
     });
@@ -199,6 +208,8 @@ pub fn router(store: Store, config: &ApiConfig) -> Router {
         .route(&prepay_path("/topupBalance/{id}"), get(prepay::get_topup))
         .route(&prepay_path("/adjustBalance"), get(prepay::list_adjustments).post(prepay::create_adjustment))
         .route(&prepay_path("/adjustBalance/{id}"), get(prepay::get_adjustment))
+        .route(&format!("{}/alarm", alarms::BASE_PATH), get(alarms::list).post(alarms::create))
+        .route(&format!("{}/alarm/{{id}}", alarms::BASE_PATH), get(alarms::get).patch(alarms::patch))
         .route("/tmf-api/audit/v1/auditRecord", get(audit::list))
         .route("/tmf-api/audit/v1/chainVerification", get(audit::verify))
         .fallback(error::not_found)

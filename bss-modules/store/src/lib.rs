@@ -19,6 +19,7 @@
 //! README.md states the invariants.
 #![forbid(unsafe_code)]
 
+mod alarms;
 mod audit;
 mod balances;
 mod bulk;
@@ -43,6 +44,7 @@ pub mod testing;
 mod tokens;
 mod versioned;
 
+pub use alarms::{AlarmFilter, AlarmPage, AlarmRow, ALARM_PAGE_MAX};
 pub use audit::{AuditEntry, AuditHead, AuditRecord, ChainCheck, AUDIT_PAGE_MAX, GENESIS_HASH};
 pub use balances::{
     BalanceActionFilter, BalanceActionKind, BalanceActionPage, BalanceActionRow, BalanceActionStatus,

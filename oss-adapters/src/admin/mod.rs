@@ -98,10 +98,13 @@ fn write_interfaces(page: &mut Exposition) {
     }
 }
 
+/// A per-shard family: name, type, help, and how to read it from a shard's figures.
+type ShardFigure = (&'static str, Kind, &'static str, fn(&tollgate_engine::metrics::ShardMetricsView) -> u64);
+
 fn write_engine(page: &mut Exposition, engine: &Engine) {
     let shards = engine.metrics();
     let labels: Vec<String> = shards.iter().map(|shard| shard.shard.to_string()).collect();
-    let counters: [(&str, Kind, &str, fn(&tollgate_engine::metrics::ShardMetricsView) -> u64); 7] = [
+    let counters: [ShardFigure; 7] = [
         (
             "tollgate_shard_up",
             Kind::Gauge,
