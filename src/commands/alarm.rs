@@ -101,10 +101,16 @@ pub(crate) fn run(database: &DatabaseArgs, command: AlarmCommand) -> anyhow::Res
         let alarms = Alarms::new(store, None);
         let shown = match command {
             AlarmCommand::List { open, severity, limit } => {
-                if let Some(severity) = &severity {
-                    PerceivedSeverity::parse(severity, "--severity")?;
+                let mut filter = AlarmFilter { open_only: open, ..AlarmFilter::default() };
+                // As the API: `cleared` is the cleared alarms, any other severity open ones'.
+                match severity.as_deref().map(|s| PerceivedSeverity::parse(s, "--severity")).transpose()? {
+                    Some(PerceivedSeverity::Cleared) => filter.state = Some("cleared".to_owned()),
+                    Some(other) => {
+                        filter.open_only = true;
+                        filter.perceived_severity = Some(other.as_str().to_owned());
+                    }
+                    None => {}
                 }
-                let filter = AlarmFilter { open_only: open, perceived_severity: severity, ..AlarmFilter::default() };
                 let (items, total) = alarms.list(&filter, 0, limit).await?;
                 for alarm in &items {
                     println!(

@@ -52,9 +52,14 @@ pub(crate) async fn list(State(state): State<Arc<AppState>>, query: Params) -> R
         let (slot, checked) = match name.as_str() {
             "state" => (&mut filter.state, AlarmState::parse(value, "state").map(|_| ())),
             "ackState" => (&mut filter.ack_state, AckState::parse(value, "ackState").map(|_| ())),
-            "perceivedSeverity" => {
-                (&mut filter.perceived_severity, PerceivedSeverity::parse(value, "perceivedSeverity").map(|_| ()))
-            }
+            // A cleared alarm's perceivedSeverity is `cleared`; any other is an open one's.
+            "perceivedSeverity" => match PerceivedSeverity::parse(value, "perceivedSeverity")? {
+                PerceivedSeverity::Cleared => (&mut filter.state, Ok(())),
+                _ => {
+                    filter.open_only = true;
+                    (&mut filter.perceived_severity, Ok(()))
+                }
+            },
             "alarmedObject.id" => (&mut filter.alarmed_object, Ok(())),
             "probableCause" => (&mut filter.probable_cause, Ok(())),
             other => {

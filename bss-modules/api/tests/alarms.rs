@@ -83,6 +83,13 @@ store_test! {
         assert_eq!(page.header("X-Total-Count"), "2");
         assert_eq!(page.body[0]["id"], json!(id), "newest first: the second is the first raised");
         assert!(page.body[0].get("probableCause").is_none(), "only the fields asked for");
+        let by_severity = |severity: &str| format!("{ALARMS}?perceivedSeverity={severity}&fields=state");
+        let cleared = call(&app, "GET", &by_severity("cleared"), Some(&reader), None, &[]).await;
+        assert_eq!((cleared.header("X-Total-Count"), &cleared.body[0]["id"]), ("1", &json!(id)));
+        let critical = call(&app, "GET", &by_severity("critical"), Some(&reader), None, &[]).await;
+        assert_eq!(critical.header("X-Total-Count"), "0", "the cleared alarm was critical, but is cleared now");
+        let minor = call(&app, "GET", &by_severity("minor"), Some(&reader), None, &[]).await;
+        assert_eq!(minor.header("X-Total-Count"), "1");
         let bad = call(&app, "GET", &format!("{ALARMS}?ackState=maybe"), Some(&reader), None, &[]).await;
         assert_eq!((bad.status, &bad.body["reason"]), (StatusCode::BAD_REQUEST, &json!("ackState")));
         assert_eq!(call(&app, "GET", &format!("{ALARMS}/999999"), Some(&reader), None, &[]).await.status, StatusCode::NOT_FOUND);

@@ -24,6 +24,7 @@ pub struct AlarmRow {
     pub alarm_type: String,
     pub probable_cause: String,
     pub specific_problem: String,
+    /// The severity last reported, kept when the alarm is cleared.
     pub perceived_severity: String,
     pub source_system_id: String,
     pub state: String,
@@ -41,6 +42,8 @@ pub struct AlarmRow {
 pub struct AlarmFilter {
     pub state: Option<String>,
     pub ack_state: Option<String>,
+    /// The severity last reported (a cleared alarm keeps its own: add `open_only` for the
+    /// alarms that have it now).
     pub perceived_severity: Option<String>,
     pub alarmed_object: Option<String>,
     pub probable_cause: Option<String>,
@@ -274,7 +277,6 @@ mod tests {
             let mut open = tx.open_alarm("shard/0", "storageCapacityProblem").await.expect("accepted").expect("open");
             assert_eq!(open.id, first);
             open.state = "cleared".to_owned();
-            open.perceived_severity = "cleared".to_owned();
             open.cleared_at_ms = Some(3_000);
             open.changed_at_ms = 3_000;
             tx.update_alarm(&open).await.expect("accepted");

@@ -212,7 +212,7 @@ fn to_row(alarm: &Alarm) -> AlarmRow {
         alarm_type: report.alarm_type.as_str().to_owned(),
         probable_cause: report.probable_cause.clone(),
         specific_problem: report.specific_problem.clone(),
-        perceived_severity: alarm.severity().as_str().to_owned(),
+        perceived_severity: report.perceived_severity.as_str().to_owned(),
         source_system_id: report.source_system_id.clone(),
         state: alarm.state.as_str().to_owned(),
         ack_state: alarm.ack_state.as_str().to_owned(),
@@ -228,12 +228,7 @@ fn to_row(alarm: &Alarm) -> AlarmRow {
 /// A stored alarm; a value the lifecycle does not know is a corrupt row.
 fn from_row(row: &AlarmRow) -> Result<Alarm, AlarmError> {
     let state = AlarmState::parse(&row.state, "state")?;
-    // A cleared alarm's stored severity is `cleared`; its severity while open is not
-    // kept apart, and a cleared alarm never reopens, so `indeterminate` stands in.
-    let perceived_severity = match PerceivedSeverity::parse(&row.perceived_severity, "perceivedSeverity")? {
-        PerceivedSeverity::Cleared => PerceivedSeverity::Indeterminate,
-        severity => severity,
-    };
+    let perceived_severity = PerceivedSeverity::parse(&row.perceived_severity, "perceivedSeverity")?;
     Ok(Alarm {
         id: row.id,
         report: AlarmReport {
@@ -295,6 +290,8 @@ mod tests {
             assert_ne!(next.id, first.id);
             let stored = alarms.get(first.id).await.expect("accepted").expect("kept");
             assert_eq!((stored.cleared_at_ms, stored.ack_state, stored.reports), (Some(5_000), AckState::Acknowledged, 3));
+            // Cleared, it shows `cleared` and keeps the severity it had.
+            assert_eq!((stored.severity(), stored.report.perceived_severity), (PerceivedSeverity::Cleared, PerceivedSeverity::Critical));
 
             let trail = store.audit_entries(Some((ENTITY, &first.id.to_string())), 0, 100).await.expect("accepted");
             let actions: Vec<&str> = trail.iter().map(|e| e.action.as_str()).collect();

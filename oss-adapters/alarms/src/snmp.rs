@@ -22,6 +22,9 @@ pub const ENTERPRISE: &[u32] = &[1, 3, 6, 1, 4, 1, 32473];
 pub const MIB: &[u32] = &[1, 3, 6, 1, 4, 1, 32473, 1];
 /// The largest trap sent, in bytes (a UDP datagram every receiver takes).
 pub const MAX_TRAP_BYTES: usize = 1472;
+/// The longest text in a trap: the MIB's `DisplayString` (`SIZE (0..255)`). Longer texts
+/// are cut at a character boundary, so every trap of a valid alarm fits `MAX_TRAP_BYTES`.
+pub const MAX_TEXT_BYTES: usize = 255;
 
 const SYS_UP_TIME: &[u32] = &[1, 3, 6, 1, 2, 1, 1, 3, 0];
 const SNMP_TRAP_OID: &[u32] = &[1, 3, 6, 1, 6, 3, 1, 1, 4, 1, 0];
@@ -68,19 +71,29 @@ pub fn varbinds(alarm: &Alarm) -> Vec<(Vec<u32>, Value)> {
         AckState::Unacknowledged => 2,
     };
     let seconds = |ms: i64| Value::Unsigned(u32::try_from(ms.div_euclid(1000)).unwrap_or(0));
+    let text = |text: &str| Value::Text(display_string(text).to_owned());
     vec![
         (object(1), Value::Text(alarm.id.to_string())),
-        (object(2), Value::Text(report.alarmed_object.clone())),
-        (object(3), Value::Text(report.alarmed_object_type.clone())),
-        (object(4), Value::Text(report.alarm_type.as_str().to_owned())),
+        (object(2), text(&report.alarmed_object)),
+        (object(3), text(&report.alarmed_object_type)),
+        (object(4), text(report.alarm_type.as_str())),
         (object(5), Value::Integer(alarm.severity().itu_number())),
-        (object(6), Value::Text(report.probable_cause.clone())),
-        (object(7), Value::Text(report.specific_problem.clone())),
+        (object(6), text(&report.probable_cause)),
+        (object(7), text(&report.specific_problem)),
         (object(8), Value::Integer(state)),
         (object(9), Value::Integer(ack)),
         (object(10), seconds(alarm.raised_at_ms)),
         (object(11), seconds(alarm.changed_at_ms)),
     ]
+}
+
+/// `text` cut to at most [`MAX_TEXT_BYTES`] at a character boundary.
+fn display_string(text: &str) -> &str {
+    let mut end = text.len().min(MAX_TEXT_BYTES);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
 }
 
 /// An SNMPv2c trap message: `community`, `request_id`, `uptime_ticks` (hundredths of a
@@ -277,6 +290,25 @@ mod tests {
         assert_eq!(long[..4], [0x04, 0x82, 0x01, 0x2c]);
         assert!(oid(&mut Vec::new(), &[1, 40]).is_err());
         assert!(oid(&mut Vec::new(), &[1]).is_err());
+    }
+
+    #[test]
+    fn texts_longer_than_a_display_string_are_cut_at_a_character_boundary_and_the_trap_fits() {
+        // 254 ASCII bytes then a 2-byte character: cut before it, at 254.
+        let problem = format!("{}é and more", "x".repeat(254));
+        assert_eq!(display_string(&problem).len(), 254);
+        assert_eq!(display_string("short"), "short");
+        let longest = "y".repeat(crate::alarm::MAX_NAME_BYTES);
+        let mut report =
+            crate::alarm::tests::report(crate::PerceivedSeverity::Major, &"z".repeat(crate::alarm::MAX_TEXT_BYTES));
+        report.alarmed_object.clone_from(&longest);
+        report.alarmed_object_type.clone_from(&longest);
+        report.probable_cause = longest;
+        let alarm = Alarm::raised(i64::MAX, report, 0);
+        let bindings = varbinds(&alarm);
+        assert_eq!(bindings[6].1, Value::Text("z".repeat(MAX_TEXT_BYTES)));
+        let trap = encode_trap("public", i32::MAX, u32::MAX, &[1, 3, 6, 1, 4, 1, 32473, 1, 0, 1], &bindings);
+        assert!(trap.is_ok_and(|bytes| bytes.len() <= MAX_TRAP_BYTES), "the largest valid alarm fits a datagram");
     }
 
     #[test]

@@ -11,8 +11,9 @@ CREATE TABLE alarms (
     alarm_type TEXT NOT NULL,
     probable_cause TEXT NOT NULL,
     specific_problem TEXT NOT NULL,
+    -- The severity last reported; a cleared alarm keeps it (and shows `cleared`).
     perceived_severity TEXT NOT NULL
-        CHECK (perceived_severity IN ('critical', 'major', 'minor', 'warning', 'indeterminate', 'cleared')),
+        CHECK (perceived_severity IN ('critical', 'major', 'minor', 'warning', 'indeterminate')),
     source_system_id TEXT NOT NULL,
     state TEXT NOT NULL CHECK (state IN ('raised', 'updated', 'cleared')),
     ack_state TEXT NOT NULL CHECK (ack_state IN ('acknowledged', 'unacknowledged')),
