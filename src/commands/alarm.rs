@@ -2,9 +2,9 @@
 //! the same `tollgate_alarms::Alarms` as the API, audited as `cli:<user>`), and what
 //! `tollgate serve` adds: SNMP trap forwarding (`--alarm-trap-target`), the store's figures
 //! on `/metrics` (open alarms by severity, the outbox's and the hub's backlogs), and its
-//! first alarm source, a shard
-//! that stops serving after a journal failure (raised critical, cleared when it serves
-//! again), watched once a second off the engine's threads.
+//! first alarm sources, a shard that stops serving after a journal failure (critical) and a
+//! Diameter peer lost (major), each cleared when the fault is gone, watched once a second
+//! off the engine's threads.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -209,48 +209,86 @@ impl MetricsSource for BssMetrics {
 
 /// The probable cause of a shard stopped by its journal.
 const SHARD_CAUSE: &str = "storageCapacityProblem";
+/// The probable cause of a Diameter peer lost.
+const PEER_CAUSE: &str = "communicationsSubsystemFailure";
 
-/// Raises a critical alarm for each shard that stops serving (a journal write or sync
-/// failure) and clears it when the shard serves again, polling the engine's health once a
-/// second until `stop`. At start, an open alarm of a shard that serves is cleared: the
-/// fault went away while no server watched.
-pub(crate) async fn watch_shards(engine: Arc<Engine>, alarms: Alarms, stop: impl std::future::Future<Output = ()>) {
-    const ACTOR: &str = "system:engine";
+/// A fault a watcher follows: its alarmed object, and what to raise while it lasts (`None`
+/// once it is gone).
+struct Fault {
+    object: String,
+    cause: &'static str,
+    raise: Option<AlarmReport>,
+}
+
+/// Watches, once a second until `stop`, the faults `serve` can see for itself and keeps
+/// their alarms: a shard that stops serving (a journal write or sync failure) raises a
+/// critical alarm, cleared when it serves again; a Diameter peer lost (gone without a
+/// Disconnect-Peer-Request, or silent past the watchdog timeout) a major one, cleared when
+/// it connects again. An alarm is raised or cleared when its fault changes; at start, an
+/// open alarm of a fault found gone is cleared (it went away while no server watched).
+pub(crate) async fn watch_faults(engine: Arc<Engine>, alarms: Alarms, stop: impl std::future::Future<Output = ()>) {
+    const ACTOR: &str = "system:tollgate";
     tokio::pin!(stop);
-    let mut known: Vec<Option<bool>> = Vec::new();
+    let mut known: std::collections::HashMap<String, bool> = std::collections::HashMap::new();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tokio::select! {
             () = &mut stop => return,
             _ = tick.tick() => {}
         }
-        let health = engine.health();
-        known.resize(health.len(), None);
-        for (status, known) in health.iter().zip(known.iter_mut()) {
-            let serving = status.state == "serving";
-            if *known == Some(serving) {
+        for fault in faults(&engine) {
+            let faulty = fault.raise.is_some();
+            if known.get(&fault.object) == Some(&faulty) {
                 continue;
             }
-            let object = format!("shard/{}", status.shard);
-            let done = if serving {
-                alarms.clear_open(&object, SHARD_CAUSE, ACTOR, now_ms()).await.map(|_| ())
-            } else {
-                let report = AlarmReport {
-                    alarmed_object: object,
-                    alarmed_object_type: "shard".to_owned(),
-                    alarm_type: AlarmType::ProcessingError,
-                    probable_cause: SHARD_CAUSE.to_owned(),
-                    specific_problem: status.reason.clone().unwrap_or_else(|| "journal failed".to_owned()),
-                    perceived_severity: PerceivedSeverity::Critical,
-                    source_system_id: "tollgate".to_owned(),
-                };
-                alarms.raise(report, ACTOR, now_ms()).await.map(|_| ())
+            let done = match fault.raise {
+                Some(report) => alarms.raise(report, ACTOR, now_ms()).await.map(|_| ()),
+                None => alarms.clear_open(&fault.object, fault.cause, ACTOR, now_ms()).await.map(|_| ()),
             };
             match done {
-                Ok(()) => *known = Some(serving),
+                Ok(()) => {
+                    known.insert(fault.object, faulty);
+                }
                 // Tried again on the next tick.
-                Err(err) => tracing::warn!(shard = status.shard, error = %err, "shard alarm not recorded"),
+                Err(err) => tracing::warn!(object = %fault.object, error = %err, "alarm not recorded"),
             }
         }
     }
+}
+
+/// The shards' and the Diameter peers' faults now.
+fn faults(engine: &Engine) -> Vec<Fault> {
+    let report = |object: &str, object_type: &str, alarm_type, cause: &str, problem: String, severity| AlarmReport {
+        alarmed_object: object.to_owned(),
+        alarmed_object_type: object_type.to_owned(),
+        alarm_type,
+        probable_cause: cause.to_owned(),
+        specific_problem: problem,
+        perceived_severity: severity,
+        source_system_id: "tollgate".to_owned(),
+    };
+    let shards = engine.health().into_iter().map(|status| {
+        let object = format!("shard/{}", status.shard);
+        let raise = (status.state != "serving").then(|| {
+            let problem = status.reason.clone().unwrap_or_else(|| "journal failed".to_owned());
+            report(&object, "shard", AlarmType::ProcessingError, SHARD_CAUSE, problem, PerceivedSeverity::Critical)
+        });
+        Fault { object, cause: SHARD_CAUSE, raise }
+    });
+    let peers = tollgate_oss_adapters::diameter::peers::peers().into_iter().map(|peer| {
+        let object = format!("diameter-peer/{}", peer.origin_host);
+        let raise = match (peer.connections, peer.lost) {
+            (0, Some(why)) => Some(report(
+                &object,
+                "diameterPeer",
+                AlarmType::Communications,
+                PEER_CAUSE,
+                format!("the Diameter peer {}: {why}", peer.origin_host),
+                PerceivedSeverity::Major,
+            )),
+            _ => None,
+        };
+        Fault { object, cause: PEER_CAUSE, raise }
+    });
+    shards.chain(peers).collect()
 }

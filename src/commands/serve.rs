@@ -358,15 +358,16 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
             None => None,
         };
         // The operations endpoint; with a store, /metrics shows the open alarms too, and
-        // a shard that stops serving raises one (cleared when it serves again).
+        // a shard that stops serving or a Diameter peer lost raises one (cleared when the
+        // fault is gone).
         let traps = args.alarms.traps()?;
         let admin = tokio::net::TcpListener::bind(args.admin_listen).await?;
         tracing::info!(listen = %admin.local_addr()?, "admin server listening");
         let mut sources: Vec<Arc<dyn tollgate_oss_adapters::admin::MetricsSource>> = Vec::new();
-        let shard_watcher = bss.as_ref().map(|store| {
+        let fault_watcher = bss.as_ref().map(|store| {
             sources.push(Arc::new(super::alarm::BssMetrics(store.clone())));
             let alarms = tollgate_alarms::Alarms::new(store.clone(), traps.clone());
-            tokio::spawn(super::alarm::watch_shards(Arc::clone(&engine), alarms, wait(stopped.clone())))
+            tokio::spawn(super::alarm::watch_faults(Arc::clone(&engine), alarms, wait(stopped.clone())))
         });
         let admin_router = tollgate_oss_adapters::admin::router_with(Arc::clone(&engine), sources);
         let admin_server = tokio::spawn(tollgate_oss_adapters::admin::serve(admin, admin_router, wait(stopped.clone())));
@@ -465,7 +466,7 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
             if let Some(server) = api_server {
                 server.await??;
             }
-            if let Some(watcher) = shard_watcher {
+            if let Some(watcher) = fault_watcher {
                 watcher.await?;
             }
             if let Some(outbox_worker) = outbox_worker {

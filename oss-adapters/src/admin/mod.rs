@@ -8,7 +8,8 @@
 //! - `GET /metrics` → the Prometheus text format (`exposition.rs`): requests by interface
 //!   and result code with their latency (`crate::metrics`), and per shard the engine's
 //!   requests, rated events, journal fsync latency, queue depth, open reservations and
-//!   state (`Engine::metrics`), then whatever the [`MetricsSource`]s given add (the BSS
+//!   state (`Engine::metrics`), Diameter peers connected and lost (`diameter/peers.rs`),
+//!   then whatever the [`MetricsSource`]s given add (the BSS
 //!   store's queues, alarms). The names are listed in the crate README.
 //!
 //! It holds no secret and changes nothing, and listens on loopback by default.
@@ -88,6 +89,16 @@ fn write_interfaces(page: &mut Exposition) {
             page.sample("tollgate_requests_total", &[("interface", interface.name), ("code", code)], *count);
         }
     }
+    let peers = crate::diameter::peers::peers();
+    page.family(
+        "tollgate_diameter_peers",
+        Kind::Gauge,
+        "Diameter peers (by Origin-Host) connected, and lost: gone without a Disconnect-Peer-Request and not back.",
+    );
+    let connected = peers.iter().filter(|peer| peer.connections > 0).count() as u64;
+    let lost = peers.iter().filter(|peer| peer.connections == 0).count() as u64;
+    page.sample("tollgate_diameter_peers", &[("state", "connected")], connected);
+    page.sample("tollgate_diameter_peers", &[("state", "lost")], lost);
     page.family(
         "tollgate_request_duration_seconds",
         Kind::Histogram,

@@ -38,6 +38,7 @@ use tollgate_engine::Engine;
 use super::ccr;
 use super::codec::{announced_len, Avp, DecodeError, Message, FLAG_ERROR, FLAG_REQUEST, HEADER_LEN, MAX_MESSAGE_LEN};
 use super::dictionary::code;
+use super::peers;
 use super::result_code as rc;
 use crate::metrics;
 
@@ -380,6 +381,10 @@ struct Peer {
     outbox: mpsc::Sender<Outgoing>,
     in_flight: Arc<Semaphore>,
     open: bool,
+    /// The Origin-Host of the accepted CER, when tracked (`peers.rs`).
+    origin: Option<String>,
+    /// The peer asked to disconnect (DPR): its connection ends in order.
+    parting: bool,
 }
 
 /// Why a connection's read loop stopped waiting.
@@ -412,7 +417,19 @@ async fn connection<R, W>(
     let Remote { local, remote, certificate } = at;
     let (outbox, writer_task) = spawn_answer_writer(writer, config.write_timeout);
     let in_flight = Arc::new(Semaphore::new(config.max_in_flight));
-    let mut peer = Peer { engine, config: Arc::clone(&config), local, certificate, outbox, in_flight, open: false };
+    let mut peer = Peer {
+        engine,
+        config: Arc::clone(&config),
+        local,
+        certificate,
+        outbox,
+        in_flight,
+        open: false,
+        origin: None,
+        parting: false,
+    };
+    // Why the connection ends, if not in order (a DPR).
+    let mut lost = "closed without a Disconnect-Peer-Request";
     let connected = Instant::now();
     let mut heard = connected;
     let mut buffer = BytesMut::with_capacity(READ_BUFFER_BYTES);
@@ -496,6 +513,7 @@ async fn connection<R, W>(
             }
             Wait::Deadline("idle_timeout") => {
                 tracing::info!(%remote, "diameter peer silent past the watchdog timeout; closing");
+                lost = "silent past the watchdog timeout";
                 break;
             }
             Wait::Deadline(why) => {
@@ -511,6 +529,9 @@ async fn connection<R, W>(
     }
     // Let in-flight answers drain before the writer closes (the write timeout bounds it).
     let _ = peer.in_flight.acquire_many(peer.config.max_in_flight as u32).await;
+    if let Some(origin) = peer.origin.take() {
+        peers::disconnected(&origin, (!peer.parting).then_some(lost));
+    }
     drop(peer);
     let _ = writer_task.await;
 }
@@ -711,6 +732,7 @@ impl Peer {
                 true
             }
             COMMAND_DISCONNECT_PEER => {
+                self.parting = true;
                 self.send(self.base_answer(&message, rc::SUCCESS), held).await;
                 false
             }
@@ -762,6 +784,9 @@ impl Peer {
         cea.avps.push(Avp { flags: 0, ..Avp::u32(code::FIRMWARE_REVISION, 0, 1) });
         self.send(cea, held).await;
         self.open = result == rc::SUCCESS;
+        if self.open && self.origin.is_none() && peers::connected(origin) {
+            self.origin = Some(origin.to_owned());
+        }
         if !self.open {
             tracing::info!(peer = origin, result, allowed, certified, "diameter capabilities exchange refused");
         }
