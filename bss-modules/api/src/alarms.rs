@@ -23,8 +23,7 @@ use crate::error::ApiError;
 use crate::tmf::{item_fields, json_body, page_headers, select, BodyType, ListQuery};
 use crate::AppState;
 
-/// Where the API lives.
-pub const BASE_PATH: &str = "/tmf-api/alarmManagement/v4";
+pub use tollgate_alarms::service::BASE_PATH;
 
 type Params = Result<Query<Vec<(String, String)>>, QueryRejection>;
 type Body = Result<Bytes, BytesRejection>;

@@ -65,6 +65,8 @@ pub enum Access {
     Adjust,
     /// Read alarms (TMF642).
     AlarmRead,
+    /// Register, read and remove listeners of the alarms' hub.
+    AlarmHub,
     /// Raise, acknowledge or clear alarms.
     AlarmWrite,
 }
@@ -97,7 +99,7 @@ pub fn allowed(role: Role, access: Access) -> bool {
         Access::OrderHub => matches!(role, Role::Admin | Role::Care),
         // Every token may see the faults; only an administrator changes them.
         Access::AlarmRead => true,
-        Access::AlarmWrite => role == Role::Admin,
+        Access::AlarmWrite | Access::AlarmHub => role == Role::Admin,
     }
 }
 
@@ -114,6 +116,8 @@ fn hub_access(path: &str) -> Option<Access> {
         Some(Access::AccountHub)
     } else if under(tollgate_orders::ORDER_BASE_PATH) {
         Some(Access::OrderHub)
+    } else if under(tollgate_alarms::service::BASE_PATH) {
+        Some(Access::AlarmHub)
     } else {
         None
     }

@@ -124,8 +124,11 @@ pub static ACCOUNT_HUB: HubApi =
 /// The product orders' hub (TMF622 events).
 pub static ORDER_HUB: HubApi =
     HubApi { root: tollgate_orders::ORDER_BASE_PATH, event_types: &tollgate_orders::ORDER_EVENTS };
+/// The alarms' hub (TMF642 events).
+pub static ALARM_HUB: HubApi =
+    HubApi { root: tollgate_alarms::service::BASE_PATH, event_types: &tollgate_alarms::service::EVENTS };
 /// Every hub the router mounts; `auth.rs` names the roles of each.
-pub static HUBS: [&HubApi; 4] = [&CATALOGUE_HUB, &CUSTOMER_HUB, &ACCOUNT_HUB, &ORDER_HUB];
+pub static HUBS: [&HubApi; 5] = [&CATALOGUE_HUB, &CUSTOMER_HUB, &ACCOUNT_HUB, &ORDER_HUB, &ALARM_HUB];
 
 /// What every handler shares.
 #[derive(Debug)]

@@ -2,7 +2,7 @@
 //! only an administrator raises, acknowledges and clears; the same alarmed object and
 //! probable cause updates the open alarm (200) instead of opening another (201); 400
 //! naming the field; filters and pagination; each change in the audit trail with the
-//! token as actor.
+//! token as actor; the alarms' hub (administrators) gets an event per change but a repeat.
 
 mod common;
 
@@ -99,5 +99,32 @@ store_test! {
         let actor = trail[0].actor.clone();
         assert!(actor.contains("admin"), "the token is the actor: {actor}");
         assert_eq!(actions, [("raised", actor.as_str()), ("updated", actor.as_str()), ("acknowledged", actor.as_str()), ("cleared", actor.as_str())]);
+    }
+}
+
+store_test! {
+    async fn each_alarm_change_but_a_repeat_is_an_event_for_the_alarms_hub(store) {
+        let app = router((*store).clone(), &ApiConfig::default());
+        let admin = token(&store, Role::Admin, None).await;
+        let care = token(&store, Role::Care, None).await;
+        let hub = "/tmf-api/alarmManagement/v4/hub";
+        let listener = json!({"callback": "http://127.0.0.1:9/alarms"});
+        assert_eq!(call(&app, "POST", hub, Some(&care), Some(listener.clone()), &[]).await.status, StatusCode::FORBIDDEN);
+        let registered = call(&app, "POST", hub, Some(&admin), Some(listener), &[]).await;
+        assert_eq!(registered.status, StatusCode::CREATED, "{}", registered.body);
+        let cleared_only = json!({"callback": "http://127.0.0.1:9/cleared", "query": "eventType=AlarmStateChangeEvent"});
+        assert_eq!(call(&app, "POST", hub, Some(&admin), Some(cleared_only), &[]).await.status, StatusCode::CREATED);
+        let pending = || async { store.hub_pending().await.expect("count") };
+
+        let raised = call(&app, "POST", ALARMS, Some(&admin), Some(raise("gw/1", "major")), &[]).await;
+        assert_eq!(pending().await, 1, "AlarmCreateEvent for the first listener");
+        let id = raised.body["id"].as_str().expect("id").to_owned();
+        call(&app, "POST", ALARMS, Some(&admin), Some(raise("gw/1", "major")), &[]).await;
+        assert_eq!(pending().await, 1, "a repeat is no event");
+        let one = format!("{ALARMS}/{id}");
+        call(&app, "PATCH", &one, Some(&admin), Some(json!({"ackState": "acknowledged"})), &[]).await;
+        assert_eq!(pending().await, 2, "AlarmAttributeValueChangeEvent");
+        call(&app, "PATCH", &one, Some(&admin), Some(json!({"state": "cleared"})), &[]).await;
+        assert_eq!(pending().await, 4, "AlarmStateChangeEvent for both listeners");
     }
 }

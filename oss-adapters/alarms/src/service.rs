@@ -1,6 +1,8 @@
 //! `Alarms`: raises, reports again, clears and acknowledges alarms in the store, one
 //! transaction per change with its audit record (the alarm before and after, in TMF642's
-//! shape), then forwards the change as an SNMP trap when a [`TrapSender`] is configured.
+//! shape) and its TMF642 event for the hub's listeners ([`EVENTS`]: webhooks, signed and
+//! retried by the hub's worker), then forwards the change as an SNMP trap when a
+//! [`TrapSender`] is configured.
 //!
 //! A trap is sent after the commit, once; SNMPv2c traps are not acknowledged, so one lost
 //! on the network is not sent again (the store keeps the alarm; the API and `/metrics`
@@ -8,13 +10,28 @@
 
 use jiff::Timestamp;
 use serde_json::{json, Value};
-use tollgate_store::{AlarmFilter, AlarmRow, AuditRecord, Store, StoreError};
+use tollgate_store::{AlarmFilter, AlarmRow, AuditRecord, NewEvent, Store, StoreError};
 
 use crate::alarm::{AckState, Alarm, AlarmReport, AlarmState, AlarmType, Change, PerceivedSeverity};
 use crate::{AlarmError, TrapSender};
 
 /// The audit trail's entity type of an alarm.
 pub const ENTITY: &str = "alarm";
+/// Where the alarm management API (TMF642) lives; its hub is `{BASE_PATH}/hub`.
+pub const BASE_PATH: &str = "/tmf-api/alarmManagement/v4";
+/// The events alarms publish: a raise, a change of severity, problem or acknowledgement,
+/// a clear.
+pub const EVENTS: [&str; 3] = ["AlarmCreateEvent", "AlarmAttributeValueChangeEvent", "AlarmStateChangeEvent"];
+
+/// The event of a change, if it publishes one (a repeat does not).
+fn event_type(change: Change) -> Option<&'static str> {
+    match change {
+        Change::Raised => Some(EVENTS[0]),
+        Change::Updated | Change::Acknowledged | Change::Unacknowledged => Some(EVENTS[1]),
+        Change::Cleared => Some(EVENTS[2]),
+        Change::Repeated | Change::Unchanged => None,
+    }
+}
 
 /// The alarms of one store, and where they are forwarded.
 #[derive(Debug, Clone)]
@@ -157,7 +174,13 @@ async fn audit(
         before: before.as_ref(),
         after: Some(&after_json),
     };
-    tx.audit(record, instant(now_ms)?).await?;
+    let now = instant(now_ms)?;
+    tx.audit(record, now).await?;
+    if let Some(event_type) = event_type(change) {
+        let entity = to_tmf(after, BASE_PATH);
+        let event = NewEvent { api: BASE_PATH, event_type, entity_type: ENTITY, entity_id: &id, entity: &entity };
+        tx.publish_event(event, now).await?;
+    }
     Ok(())
 }
 
