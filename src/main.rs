@@ -101,6 +101,13 @@ enum Command {
         #[command(subcommand)]
         command: commands::import::ImportCommand,
     },
+    /// Alarms (TMF642, X.733): list, show, raise, acknowledge, clear.
+    Alarm {
+        #[command(flatten)]
+        database: commands::bss::DatabaseArgs,
+        #[command(subcommand)]
+        command: commands::alarm::AlarmCommand,
+    },
     /// The resource inventory (TMF639): MSISDN ranges, SIM cards from vendor files, network elements.
     Inventory {
         #[command(flatten)]
@@ -173,6 +180,7 @@ fn main() -> ExitCode {
         Command::Order { database, command } => commands::order::run(&database, command),
         Command::Import { database, command } => commands::import::run(&database, command),
         Command::Inventory { database, command } => commands::inventory::run(&database, command),
+        Command::Alarm { database, command } => commands::alarm::run(&database, command),
         Command::BillingAccount { database, command } => commands::bss::billing_account(&database, command),
         Command::Archive { engine, command } => commands::archive::run(&engine, command),
         Command::Account { engine, command } => commands::account::account(&engine, command),

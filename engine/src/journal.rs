@@ -55,6 +55,7 @@ use rkyv::{Archive, Deserialize as RkyvDeserialize, Serialize as RkyvSerialize};
 
 use crate::error::EngineError;
 use crate::fs::FileSystem;
+use crate::metrics::Histogram;
 use crate::state::Effect;
 
 pub(crate) const JOURNAL_MAGIC: [u8; 8] = *b"TGJRNL\r\n";
@@ -482,6 +483,8 @@ pub struct Journal {
     pub records_in_segment: u64,
     lengths: Arc<Lengths>,
     path: Option<PathBuf>,
+    /// Where sync latencies are counted, if anywhere ([`Journal::timed`]).
+    fsync: Option<Arc<Histogram>>,
 }
 
 /// How much of the segment was handed to the device, and how much is known durable.
@@ -491,17 +494,28 @@ struct Lengths {
     synced: AtomicU64,
 }
 
+/// Runs `sync`, counting its latency in `fsync` when given (a failed sync too: the time
+/// was spent).
+fn timed(fsync: Option<&Histogram>, sync: impl FnOnce() -> io::Result<()>) -> io::Result<()> {
+    let Some(fsync) = fsync else { return sync() };
+    let started = Instant::now();
+    let synced = sync();
+    fsync.observe(started.elapsed());
+    synced
+}
+
 /// A syncer that records how much of the segment it made durable.
 struct Tracked {
     inner: Arc<dyn Syncer>,
     lengths: Arc<Lengths>,
+    fsync: Option<Arc<Histogram>>,
 }
 
 impl Syncer for Tracked {
     fn sync(&self) -> io::Result<()> {
         // What was written before the sync started is durable once it returns.
         let written = self.lengths.written.load(Ordering::Acquire);
-        self.inner.sync()?;
+        timed(self.fsync.as_deref(), || self.inner.sync())?;
         self.lengths.synced.fetch_max(written, Ordering::AcqRel);
         Ok(())
     }
@@ -543,7 +557,21 @@ impl Journal {
             records_in_segment: 0,
             lengths: Arc::new(lengths),
             path: None,
+            fsync: None,
         })
+    }
+
+    /// Counts the latency of every sync of this journal (on its own thread or through
+    /// its [`Journal::syncer`]) in `fsync`.
+    pub fn timed(mut self, fsync: Arc<Histogram>) -> Journal {
+        self.fsync = Some(fsync);
+        self.syncer = None;
+        self
+    }
+
+    fn sync_storage(&mut self) -> io::Result<()> {
+        let storage = &mut self.storage;
+        timed(self.fsync.as_deref(), || storage.sync())
     }
 
     /// Names the segment file this journal appends to.
@@ -596,7 +624,7 @@ impl Journal {
         }
         match self.policy {
             FsyncPolicy::EveryBatch => {
-                self.storage.sync()?;
+                self.sync_storage()?;
                 self.synced_all();
                 Ok(())
             }
@@ -623,8 +651,11 @@ impl Journal {
         if let Some(syncer) = &self.syncer {
             return Ok(Arc::clone(syncer));
         }
-        let syncer: Arc<dyn Syncer> =
-            Arc::new(Tracked { inner: self.storage.syncer()?, lengths: Arc::clone(&self.lengths) });
+        let syncer: Arc<dyn Syncer> = Arc::new(Tracked {
+            inner: self.storage.syncer()?,
+            lengths: Arc::clone(&self.lengths),
+            fsync: self.fsync.clone(),
+        });
         self.syncer = Some(Arc::clone(&syncer));
         Ok(syncer)
     }
@@ -632,7 +663,7 @@ impl Journal {
     fn maybe_interval_sync(&mut self) -> io::Result<()> {
         if let FsyncPolicy::Interval(interval) = self.policy {
             if self.last_sync.elapsed() >= interval {
-                self.storage.sync()?;
+                self.sync_storage()?;
                 self.synced_all();
             }
         }
@@ -642,7 +673,7 @@ impl Journal {
     /// Forces everything written to stable storage (on shutdown).
     pub fn sync(&mut self) -> io::Result<()> {
         self.commit()?;
-        self.storage.sync()?;
+        self.sync_storage()?;
         self.synced_all();
         Ok(())
     }

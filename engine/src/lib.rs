@@ -28,6 +28,7 @@ pub mod history;
 mod journal;
 pub mod layout;
 pub mod ledger;
+pub mod metrics;
 mod model;
 mod plans;
 mod prefetch;

@@ -21,6 +21,7 @@ use crate::error::EngineError;
 use crate::format::charges::ChargesWriter;
 use crate::fs::FileSystem;
 use crate::journal::{FsyncPolicy, Journal, JournalEntry, RecordKind, MAX_RECORD_BYTES};
+use crate::metrics::{Histogram, ShardMetrics, ShardMetricsView};
 use crate::model::AccountId;
 use crate::plans::Plans;
 use crate::records::{RecordAnswer, RecordCharge, RecordOutcome};
@@ -231,7 +232,7 @@ impl Engine {
             let mut worker = Worker {
                 shard: shard as u32,
                 state,
-                journal,
+                journal: journal.timed(Arc::clone(&health[shard].metrics.fsync)),
                 receiver,
                 plans: Arc::clone(&plans),
                 directory: Arc::clone(&directory),
@@ -309,6 +310,31 @@ impl Engine {
     /// requests until it has rebuilt itself (see the module `health`'s policy).
     pub fn health(&self) -> Vec<ShardStatus> {
         self.health.iter().enumerate().map(|(shard, health)| health.status(shard as u32)).collect()
+    }
+
+    /// Each shard's counters for a monitoring scrape (atomics read without stopping
+    /// anything; each figure is exact, the set is not one instant's).
+    pub fn metrics(&self) -> Vec<ShardMetricsView> {
+        self.health
+            .iter()
+            .zip(&self.senders)
+            .enumerate()
+            .map(|(shard, (health, sender))| {
+                let status = health.status(shard as u32);
+                let metrics = &health.metrics;
+                ShardMetricsView {
+                    shard: shard as u32,
+                    serving: status.state == "serving",
+                    queue_depth: sender.len() as u64,
+                    requests: metrics.requests.load(Ordering::Relaxed),
+                    rated_events: metrics.rated_events.load(Ordering::Relaxed),
+                    open_reservations: metrics.reservations.load(Ordering::Relaxed),
+                    journal_failures: status.failures,
+                    refused: status.refused,
+                    fsync: metrics.fsync.snapshot(),
+                }
+            })
+            .collect()
     }
 
     /// Whether every shard serves.
@@ -703,6 +729,14 @@ struct Worker {
 }
 
 impl Worker {
+    fn metrics(&self) -> &ShardMetrics {
+        &self.health[self.shard as usize].metrics
+    }
+
+    fn fsync_histogram(&self) -> Arc<Histogram> {
+        Arc::clone(&self.metrics().fsync)
+    }
+
     fn run(&mut self) {
         let mut batch: Vec<Job> = Vec::with_capacity(self.config.max_batch);
         let mut answers = Answers::default();
@@ -736,6 +770,7 @@ impl Worker {
                         if !effects.is_empty() {
                             self.record(now, effects);
                         }
+                        ShardMetrics::add(&self.metrics().requests, 1);
                         answers.one.push((reply, answer));
                     }
                     Job::Batch { items, reply } => {
@@ -748,6 +783,7 @@ impl Worker {
                             }
                             answered.push((index, answer));
                         }
+                        ShardMetrics::add(&self.metrics().requests, answered.len() as u64);
                         answers.batches.push((reply, answered));
                     }
                     Job::Records { records, positions, reply } => {
@@ -765,6 +801,7 @@ impl Worker {
                 }
                 self.next_reap_at = now + self.config.reaper_interval.as_secs().max(1) as i64;
             }
+            self.metrics().reservations.store(self.state.reservations.len() as u64, Ordering::Relaxed);
             if let Err(reason) = self.commit(std::mem::take(&mut answers)) {
                 if !self.rebuild(&reason, control) {
                     return;
@@ -888,6 +925,9 @@ impl Worker {
             answered.push((index, answer));
         }
         self.record_charges(charges);
+        let charged =
+            answered.iter().filter(|(_, answer)| answer.outcome == RecordOutcome::Charged && !answer.repeated).count();
+        ShardMetrics::add(&self.metrics().rated_events, charged as u64);
         if !refusals.is_empty() {
             for refusal in &refusals {
                 self.state.apply(refusal);
@@ -912,6 +952,8 @@ impl Worker {
     /// Journals one request's effects: compactly when [`crate::format::effects`] covers them,
     /// else as an rkyv archive.
     fn record(&mut self, now: i64, effects: Vec<crate::state::Effect>) {
+        let rated = effects.iter().filter(|effect| matches!(effect, crate::state::Effect::Usage { .. })).count();
+        ShardMetrics::add(&self.metrics().rated_events, rated as u64);
         self.state.lsn += 1;
         if let Some(payload) = crate::format::effects::encode(now, &effects) {
             debug_assert!(payload.len() <= MAX_RECORD_BYTES);
@@ -944,8 +986,9 @@ impl Worker {
             Err(_) => Captured::of(&self.state),
         };
         let (fs, dir) = (&*self.config.fs, &self.config.data_dir);
-        self.journal =
-            start_segment(fs, dir, self.shard, self.state.lsn, self.config.fsync).map_err(SnapshotFailure::Other)?;
+        self.journal = start_segment(fs, dir, self.shard, self.state.lsn, self.config.fsync)
+            .map_err(SnapshotFailure::Other)?
+            .timed(self.fsync_histogram());
         snapshots.write(captured, reply);
         Ok(())
     }
@@ -1053,7 +1096,7 @@ impl Worker {
         state.register(&self.directory);
         self.state = state;
         self.health[shard as usize].set_durable(self.state.lsn);
-        self.journal = journal;
+        self.journal = journal.timed(self.fsync_histogram());
         self.stage = stage;
         // A new start: a snapshot that fails from here on is a new incident, logged again.
         self.snapshot_retry = Backoff::default();

@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub(crate) mod account;
+pub(crate) mod alarm;
 pub(crate) mod archive;
 pub(crate) mod bill_run;
 pub(crate) mod bss;

@@ -47,8 +47,8 @@ pub(crate) struct ServeArgs {
     security: Box<SecurityArgs>,
     #[command(flatten)]
     diameter_limits: Box<DiameterLimitArgs>,
-    /// Where the operations endpoint listens: GET /health/live and /health/ready (503
-    /// while a shard has failed).
+    /// Where the operations endpoint listens: GET /health/live, /health/ready (503
+    /// while a shard has failed) and /metrics (Prometheus text format).
     #[arg(long, default_value = "127.0.0.1:9090")]
     admin_listen: SocketAddr,
     /// Where the gRPC API (tollgate.v1.Charging) listens.
@@ -64,6 +64,8 @@ pub(crate) struct ServeArgs {
     demo_subscribers: u64,
     #[command(flatten)]
     api: Box<ApiArgs>,
+    #[command(flatten)]
+    alarms: Box<super::alarm::AlarmServeArgs>,
 }
 
 /// The management API (boxed: `ServeArgs` stays small).
@@ -342,10 +344,6 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         let diameter_tls_server = diameter_tls.map(|(listener, tls)| {
             tokio::spawn(serve_tls(listener, tls, Arc::clone(&engine), Arc::clone(&config), wait(stopped.clone())))
         });
-        let admin = tokio::net::TcpListener::bind(args.admin_listen).await?;
-        tracing::info!(listen = %admin.local_addr()?, "admin server listening");
-        let admin_router = tollgate_oss_adapters::admin::router(Arc::clone(&engine));
-        let admin_server = tokio::spawn(tollgate_oss_adapters::admin::serve(admin, admin_router, wait(stopped.clone())));
         // The BSS store: given, needed by the API, or left by earlier BSS commands in the
         // data directory. With one, the outbox worker always runs: what the CLI recorded
         // while no server ran reaches the engine now.
@@ -359,6 +357,20 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
             Some(location) => Some(tollgate_store::Store::open(&location).await?),
             None => None,
         };
+        // The operations endpoint; with a store, /metrics shows the open alarms too, and
+        // a shard that stops serving or a Diameter peer lost raises one (cleared when the
+        // fault is gone).
+        let traps = args.alarms.traps()?;
+        let admin = tokio::net::TcpListener::bind(args.admin_listen).await?;
+        tracing::info!(listen = %admin.local_addr()?, "admin server listening");
+        let mut sources: Vec<Arc<dyn tollgate_oss_adapters::admin::MetricsSource>> = Vec::new();
+        let fault_watcher = bss.as_ref().map(|store| {
+            sources.push(Arc::new(super::alarm::BssMetrics(store.clone())));
+            let alarms = tollgate_alarms::Alarms::new(store.clone(), traps.clone());
+            tokio::spawn(super::alarm::watch_faults(Arc::clone(&engine), alarms, wait(stopped.clone())))
+        });
+        let admin_router = tollgate_oss_adapters::admin::router_with(Arc::clone(&engine), sources);
+        let admin_server = tokio::spawn(tollgate_oss_adapters::admin::serve(admin, admin_router, wait(stopped.clone())));
         let outbox_worker = bss.as_ref().map(|store| {
             // The BSS changes the engine only through its API, via the outbox: this
             // worker applies what committed BSS changes recorded, also after a crash.
@@ -436,6 +448,7 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
                 if let Some(orders) = &orders {
                     config = config.with_orders(orders.clone());
                 }
+                config.alarm_traps = traps.clone();
                 let router = tollgate_api::router(store.clone(), &config);
                 Some(tokio::spawn(tollgate_api::serve(listener, router, wait(stopped.clone()))))
             }
@@ -452,6 +465,9 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
             admin_server.await??;
             if let Some(server) = api_server {
                 server.await??;
+            }
+            if let Some(watcher) = fault_watcher {
+                watcher.await?;
             }
             if let Some(outbox_worker) = outbox_worker {
                 outbox_worker.await?;

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use super::{admin_address_of, charging_data, http, scratch, start_servers, stop_server};
+use super::{admin_address_of, charging_data, http, scratch, start_servers, stop_server, tollgate};
 
 /// The server, killed if the test panics before it is stopped (a failed assertion must
 /// not leave `serve` running on a mounted tmpfs).
@@ -174,4 +174,115 @@ fn a_full_then_read_only_disk_fails_requests_reports_not_ready_and_recovers() {
     stop_server(server.0.take().expect("still running"));
     drop(disk);
     std::fs::remove_dir_all(dir).ok();
+}
+
+/// Issue 19: a shard stopped by a full disk raises a critical alarm (kept in a store on
+/// another disk, on `/metrics`, sent as an SNMP trap) and clears it when the shard serves
+/// again; the CLI reads, acknowledges and clears alarms in the same store.
+#[test]
+fn a_shard_stopped_by_a_full_disk_raises_an_alarm_and_clears_it_when_it_serves_again() {
+    let dir = scratch("disk-alarm");
+    let disk = Tmpfs::mount(&dir.join("disk"), "24m");
+    let data = disk.0.join("data");
+    let database = dir.join("bss.sqlite3");
+    let database = database.to_str().expect("path");
+    let traps = std::net::UdpSocket::bind("127.0.0.1:0").expect("trap receiver");
+    traps.set_read_timeout(Some(Duration::from_secs(20))).expect("timeout");
+    let trap_target = traps.local_addr().expect("address").to_string();
+    let extra = ["--demo-subscribers", "4", "--shards", "1", "--database", database];
+    let (child, _, address) = start_servers(
+        &data,
+        "ocs.alarm.test",
+        &[&extra[..], &["--alarm-trap-target", &trap_target, "--alarm-trap-community", "noc"]].concat(),
+    );
+    let mut server = Server(Some(child));
+    let admin = admin_address_of(&data);
+    assert_eq!(create(&address, 0), 201);
+    let active = |severity: &str| {
+        let (_, _, page) = http(&admin, "GET", "/metrics", "");
+        let sample = format!("tollgate_alarms_active{{severity=\"{severity}\"}} ");
+        page.lines().find_map(|line| line.strip_prefix(sample.as_str())).map(str::to_owned)
+    };
+    assert_eq!(active("critical").as_deref(), Some("0"));
+
+    let ballast = fill(&disk.0);
+    let answers: Vec<u16> = (1..=30).map(|n| create(&address, n)).collect();
+    assert!(answers.contains(&503), "the full disk fails requests: {answers:?}");
+    let trap = receive_trap(&traps);
+    assert!(contains(&trap, b"noc") && contains(&trap, b"shard/0"), "{trap:?}");
+    assert!(contains(&trap, b"storageCapacityProblem"), "{trap:?}");
+    let listed = tollgate(&["alarm", "list", "--open", "--database", database], "");
+    let listed = String::from_utf8_lossy(&listed.stdout).into_owned();
+    let line = listed.lines().find(|line| line.contains("shard/0")).unwrap_or_else(|| panic!("{listed}"));
+    let fields: Vec<&str> = line.split('\t').collect();
+    assert_eq!(fields[1..6], ["critical", "raised", "unacknowledged", "shard/0", "storageCapacityProblem"]);
+    assert!(fields[6].contains("No space left"), "the journal's reason: {line}");
+    assert_eq!(active("critical").as_deref(), Some("1"));
+
+    std::fs::remove_file(&ballast).expect("free space");
+    wait_ready(&admin, 200);
+    let cleared = receive_trap(&traps);
+    assert!(contains(&cleared, b"shard/0"), "{cleared:?}");
+    // tollgateAlarmCleared: …32473.1.0.3 (the OID's last bytes).
+    assert!(contains(&cleared, &[0x81, 0xfd, 0x59, 0x01, 0x00, 0x03]), "{cleared:?}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while active("critical").as_deref() != Some("0") {
+        assert!(Instant::now() < deadline, "the alarm was never cleared");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let id = fields[0];
+    let shown = tollgate(&["alarm", "show", id, "--database", database], "");
+    let shown: serde_json::Value = serde_json::from_slice(&shown.stdout).expect("alarm json");
+    assert_eq!(
+        (&shown["state"], &shown["perceivedSeverity"]),
+        (&serde_json::json!("cleared"), &serde_json::json!("cleared"))
+    );
+    let acked = tollgate(&["alarm", "ack", id, "--user", "noc-1", "--database", database], "");
+    let acked: serde_json::Value = serde_json::from_slice(&acked.stdout).expect("alarm json");
+    assert_eq!(
+        (&acked["ackState"], &acked["ackUserId"]),
+        (&serde_json::json!("acknowledged"), &serde_json::json!("noc-1"))
+    );
+    stop_server(server.0.take().expect("still running"));
+
+    // Raised and cleared by hand, as an operator would.
+    let raised = tollgate(
+        &[
+            "alarm",
+            "raise",
+            "--object",
+            "gw/1",
+            "--cause",
+            "lossOfSignal",
+            "--severity",
+            "major",
+            "--database",
+            database,
+        ],
+        "",
+    );
+    let raised: serde_json::Value = serde_json::from_slice(&raised.stdout).expect("alarm json");
+    let id = raised["id"].as_str().expect("id");
+    let cleared = tollgate(&["alarm", "clear", id, "--database", database], "");
+    let cleared: serde_json::Value = serde_json::from_slice(&cleared.stdout).expect("alarm json");
+    assert_eq!(cleared["state"], "cleared");
+    let refused = tollgate(
+        &["alarm", "raise", "--object", "gw/1", "--cause", "x", "--severity", "fatal", "--database", database],
+        "",
+    );
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--severity"), "names the flag");
+    drop(disk);
+    std::fs::remove_dir_all(dir).ok();
+}
+
+fn receive_trap(socket: &std::net::UdpSocket) -> Vec<u8> {
+    let mut buffer = vec![0u8; 2048];
+    let (length, _) = socket.recv_from(&mut buffer).expect("a trap arrives");
+    buffer.truncate(length);
+    buffer
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|window| window == needle)
 }

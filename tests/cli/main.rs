@@ -6,6 +6,7 @@ use std::process::{Command, Output, Stdio};
 
 use serde_json::Value;
 
+mod alarms;
 mod api;
 mod bill_run;
 mod disk;
@@ -14,6 +15,7 @@ mod import;
 mod inventory;
 mod lifecycle;
 mod mediate;
+mod metrics;
 mod orders;
 mod prepay;
 mod rate_errors;

@@ -65,6 +65,12 @@ pub enum Access {
     Adjust,
     /// Read customer bills and their applied rates (TMF678).
     BillRead,
+    /// Read alarms (TMF642).
+    AlarmRead,
+    /// Register, read and remove listeners of the alarms' hub.
+    AlarmHub,
+    /// Raise, acknowledge or clear alarms.
+    AlarmWrite,
 }
 
 /// Whether `role` may do `access`: the role table of README.md.
@@ -95,6 +101,9 @@ pub fn allowed(role: Role, access: Access) -> bool {
         Access::OrderHub => matches!(role, Role::Admin | Role::Care),
         // A partner reads its hierarchy's bills only: bills.rs confines it.
         Access::BillRead => matches!(role, Role::Admin | Role::Finance | Role::ReadOnly | Role::Partner),
+        // Every token may see the faults; only an administrator changes them.
+        Access::AlarmRead => true,
+        Access::AlarmWrite | Access::AlarmHub => role == Role::Admin,
     }
 }
 
@@ -111,6 +120,8 @@ fn hub_access(path: &str) -> Option<Access> {
         Some(Access::AccountHub)
     } else if under(tollgate_orders::ORDER_BASE_PATH) {
         Some(Access::OrderHub)
+    } else if under(tollgate_alarms::service::BASE_PATH) {
+        Some(Access::AlarmHub)
     } else {
         None
     }
@@ -142,6 +153,12 @@ fn access_of(method: &Method, path: &str) -> Access {
     let read = method == Method::GET || method == Method::HEAD;
     if let Some(access) = hub_access(path) {
         access
+    } else if path.starts_with("/tmf-api/alarmManagement/") {
+        if read {
+            Access::AlarmRead
+        } else {
+            Access::AlarmWrite
+        }
     } else if path.starts_with("/tmf-api/audit/") {
         Access::AuditRead
     } else if path.starts_with(crate::bills::BILL_BASE_PATH) {

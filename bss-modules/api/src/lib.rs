@@ -17,6 +17,7 @@
 //! table and the limits.
 #![forbid(unsafe_code)]
 
+mod alarms;
 mod audit;
 mod auth;
 mod bills;
@@ -32,8 +33,10 @@ mod tmf;
 
 use std::sync::Arc;
 
+pub use alarms::BASE_PATH as ALARM_BASE_PATH;
 use axum::routing::{get, post};
 use axum::Router;
+use tollgate_alarms::TrapSender;
 use tollgate_catalogue::Catalogue;
 use tollgate_customers::{Customers, EnginePort};
 use tollgate_hub::{Hub, HubApi, HubOptions};
@@ -65,6 +68,8 @@ pub struct ApiConfig {
     /// Product orders, with the engine and the resource inventory they reach (`None`:
     /// the order routes answer 503).
     pub orders: Option<Orders>,
+    /// Where alarm changes are sent as SNMP traps (`None`: kept and served only).
+    pub alarm_traps: Option<Arc<TrapSender>>,
 }
 
 impl Default for ApiConfig {
@@ -76,6 +81,7 @@ impl Default for ApiConfig {
             hub: HubOptions::default(),
             engine: None,
             orders: None,
+            alarm_traps: None,
         }
     }
 }
@@ -120,8 +126,11 @@ pub static ACCOUNT_HUB: HubApi =
 /// The product orders' hub (TMF622 events).
 pub static ORDER_HUB: HubApi =
     HubApi { root: tollgate_orders::ORDER_BASE_PATH, event_types: &tollgate_orders::ORDER_EVENTS };
+/// The alarms' hub (TMF642 events).
+pub static ALARM_HUB: HubApi =
+    HubApi { root: tollgate_alarms::service::BASE_PATH, event_types: &tollgate_alarms::service::EVENTS };
 /// Every hub the router mounts; `auth.rs` names the roles of each.
-pub static HUBS: [&HubApi; 4] = [&CATALOGUE_HUB, &CUSTOMER_HUB, &ACCOUNT_HUB, &ORDER_HUB];
+pub static HUBS: [&HubApi; 5] = [&CATALOGUE_HUB, &CUSTOMER_HUB, &ACCOUNT_HUB, &ORDER_HUB, &ALARM_HUB];
 
 /// What every handler shares.
 #[derive(Debug)]
@@ -132,6 +141,7 @@ pub(crate) struct AppState {
     pub(crate) inventory: Inventory,
     pub(crate) hub: Hub,
     pub(crate) orders: Option<Orders>,
+    pub(crate) alarm_traps: Option<Arc<TrapSender>>,
     pub(crate) limiter: RateLimit,
 }
 
@@ -143,7 +153,7 @@ pub(crate) struct AppState {
 /// prepaid balances under `/tmf-api/prepayBalanceManagement/v4/`, product orders under
 /// `/tmf-api/productOrderingManagement/v4/` with the product, service and service order
 /// inventories, customer bills (TMF678, read) under `/tmf-api/customerBillManagement/v4/`,
-/// and the audit trail under `/tmf-api/audit/v1/`.
+/// alarms under `/tmf-api/alarmManagement/v4/`, and the audit trail under `/tmf-api/audit/v1/`.
 pub fn router(store: Store, config: &ApiConfig) -> Router {
     let state = Arc::new(AppState {
         catalogue: Catalogue::new(store.clone(), tollgate_catalogue::BASE_PATH),
@@ -154,6 +164,7 @@ pub fn router(store: Store, config: &ApiConfig) -> Router {
         inventory: Inventory::new(store.clone(), config.inventory.clone()),
         hub: Hub::new(store.clone(), config.hub),
         orders: config.orders.clone(),
+        alarm_traps: config.alarm_traps.clone(),
         store,
         limiter: RateLimit::new(config.rate_per_second, config.burst),
     });
@@ -205,6 +216,8 @@ pub fn router(store: Store, config: &ApiConfig) -> Router {
         .route(&format!("{}/customerBill", bills::BILL_BASE_PATH), get(bills::list_bills))
         .route(&format!("{}/customerBill/{{id}}", bills::BILL_BASE_PATH), get(bills::get_bill))
         .route(&format!("{}/appliedCustomerBillingRate", bills::BILL_BASE_PATH), get(bills::list_rates))
+        .route(&format!("{}/alarm", alarms::BASE_PATH), get(alarms::list).post(alarms::create))
+        .route(&format!("{}/alarm/{{id}}", alarms::BASE_PATH), get(alarms::get).patch(alarms::patch))
         .route("/tmf-api/audit/v1/auditRecord", get(audit::list))
         .route("/tmf-api/audit/v1/chainVerification", get(audit::verify))
         .fallback(error::not_found)

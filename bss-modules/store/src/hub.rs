@@ -338,6 +338,11 @@ impl Tx {
 }
 
 impl Store {
+    /// Deliveries not yet delivered nor dead-lettered (`/metrics`).
+    pub async fn hub_pending(&self) -> Result<i64> {
+        DELIVERIES.pending(self).await
+    }
+
     /// A listener.
     pub async fn listener(&self, id: &str) -> Result<Option<Listener>> {
         let mut tx = self.read().await?;

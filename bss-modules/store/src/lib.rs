@@ -21,6 +21,7 @@
 //! README.md states the invariants.
 #![forbid(unsafe_code)]
 
+mod alarms;
 mod audit;
 mod balances;
 mod billing;
@@ -46,6 +47,7 @@ pub mod testing;
 mod tokens;
 mod versioned;
 
+pub use alarms::{AlarmFilter, AlarmPage, AlarmRow, ALARM_PAGE_MAX};
 pub use audit::{AuditEntry, AuditHead, AuditRecord, ChainCheck, AUDIT_PAGE_MAX, GENESIS_HASH};
 pub use balances::{
     BalanceActionFilter, BalanceActionKind, BalanceActionPage, BalanceActionRow, BalanceActionStatus,

@@ -12,7 +12,7 @@ use crate::sql::{args, Dialect};
 use crate::Store;
 
 /// The schema version this build writes and understands (the last migration).
-pub const SCHEMA_VERSION: i64 = 9;
+pub const SCHEMA_VERSION: i64 = 10;
 
 struct Migration {
     version: i64,
@@ -84,6 +84,12 @@ const MIGRATIONS: &[Migration] = &[
         description: "billing: bill runs, invoices and credit notes, invoice lines, number series, billed items",
         sqlite: include_str!("../migrations/sqlite/0009_billing.sql"),
         postgres: include_str!("../migrations/postgres/0009_billing.sql"),
+    },
+    Migration {
+        version: 10,
+        description: "alarms (fault management)",
+        sqlite: include_str!("../migrations/sqlite/0010_alarms.sql"),
+        postgres: include_str!("../migrations/postgres/0010_alarms.sql"),
     },
 ];
 

@@ -246,6 +246,11 @@ const OUTBOX: Queue = Queue {
 };
 
 impl Store {
+    /// Outbox rows not yet applied (`/metrics`).
+    pub async fn outbox_pending(&self) -> Result<i64> {
+        OUTBOX.pending(self).await
+    }
+
     /// Claims up to `limit` due rows for `lease` (see the module documentation), oldest
     /// first, at most one per ordering key.
     pub async fn claim_outbox(&self, now: Timestamp, limit: u32, lease: Duration) -> Result<Vec<OutboxItem>> {

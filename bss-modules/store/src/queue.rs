@@ -73,6 +73,14 @@ impl Queue {
     }
 
     /// Marks a claimed row finished. `false` if it already was.
+    /// Rows still pending (due or waiting for a later attempt): one count on the partial
+    /// index of pending rows, cheap enough for every monitoring scrape.
+    pub(crate) async fn pending(&self, store: &Store) -> Result<i64> {
+        let sql = format!("SELECT COUNT(*) AS n FROM {} WHERE state = 'pending'", self.table);
+        let mut tx = store.read().await?;
+        tx.fetch_one(self.claim_op, &sql, vec![]).await?.int("n")
+    }
+
     pub(crate) async fn done(&self, store: &Store, id: i64, now: Timestamp) -> Result<bool> {
         let sql = format!(
             "UPDATE {} SET state = 'done', finished_at_ms = $2, last_error = NULL WHERE id = $1 AND state = 'pending'",

@@ -23,6 +23,8 @@ pub(crate) struct ShardHealth {
     reason: Mutex<String>,
     /// The last journal record known durable (what the ledger may read up to).
     durable_lsn: AtomicU64,
+    /// What the shard counts for a monitoring scrape.
+    pub(crate) metrics: crate::metrics::ShardMetrics,
 }
 
 /// A shard's state as a readiness check shows it.

@@ -8,6 +8,9 @@ pub const APPLICATION_UNSUPPORTED: u32 = 3007;
 pub const INVALID_HDR_BITS: u32 = 3008;
 pub const INVALID_AVP_BITS: u32 = 3009;
 pub const UNKNOWN_PEER: u32 = 3010;
+/// DIAMETER_TOO_BUSY (RFC 6733 §7.1.3): the answer when no memory frees up for a message
+/// within the message deadline; the peer should try another server.
+pub const TOO_BUSY: u32 = 3004;
 pub const END_USER_SERVICE_DENIED: u32 = 4010;
 pub const CREDIT_CONTROL_NOT_APPLICABLE: u32 = 4011;
 pub const CREDIT_LIMIT_REACHED: u32 = 4012;

@@ -38,16 +38,16 @@ use tollgate_engine::Engine;
 use super::ccr;
 use super::codec::{announced_len, Avp, DecodeError, Message, FLAG_ERROR, FLAG_REQUEST, HEADER_LEN, MAX_MESSAGE_LEN};
 use super::dictionary::code;
+use super::peers;
 use super::result_code as rc;
+use crate::metrics;
 
 pub const COMMAND_CAPABILITIES_EXCHANGE: u32 = 257;
 pub const COMMAND_DEVICE_WATCHDOG: u32 = 280;
 pub const COMMAND_DISCONNECT_PEER: u32 = 282;
 /// Relay application id: a peer advertising it accepts every application.
 const APPLICATION_RELAY: u32 = 0xffff_ffff;
-/// DIAMETER_TOO_BUSY (RFC 6733 §7.1.3): the answer when no memory frees up for a message
-/// within the message deadline; the peer should try another server.
-const TOO_BUSY: u32 = 3004;
+use rc::TOO_BUSY;
 
 /// Bytes of a connection's read buffer: messages up to this size are read into it; a
 /// longer one grows it as its bytes arrive (never ahead of them), up to its announced
@@ -381,6 +381,10 @@ struct Peer {
     outbox: mpsc::Sender<Outgoing>,
     in_flight: Arc<Semaphore>,
     open: bool,
+    /// The Origin-Host of the accepted CER, when tracked (`peers.rs`).
+    origin: Option<String>,
+    /// The peer asked to disconnect (DPR): its connection ends in order.
+    parting: bool,
 }
 
 /// Why a connection's read loop stopped waiting.
@@ -413,7 +417,19 @@ async fn connection<R, W>(
     let Remote { local, remote, certificate } = at;
     let (outbox, writer_task) = spawn_answer_writer(writer, config.write_timeout);
     let in_flight = Arc::new(Semaphore::new(config.max_in_flight));
-    let mut peer = Peer { engine, config: Arc::clone(&config), local, certificate, outbox, in_flight, open: false };
+    let mut peer = Peer {
+        engine,
+        config: Arc::clone(&config),
+        local,
+        certificate,
+        outbox,
+        in_flight,
+        open: false,
+        origin: None,
+        parting: false,
+    };
+    // Why the connection ends, if not in order (a DPR).
+    let mut lost = "closed without a Disconnect-Peer-Request";
     let connected = Instant::now();
     let mut heard = connected;
     let mut buffer = BytesMut::with_capacity(READ_BUFFER_BYTES);
@@ -497,6 +513,7 @@ async fn connection<R, W>(
             }
             Wait::Deadline("idle_timeout") => {
                 tracing::info!(%remote, "diameter peer silent past the watchdog timeout; closing");
+                lost = "silent past the watchdog timeout";
                 break;
             }
             Wait::Deadline(why) => {
@@ -512,6 +529,9 @@ async fn connection<R, W>(
     }
     // Let in-flight answers drain before the writer closes (the write timeout bounds it).
     let _ = peer.in_flight.acquire_many(peer.config.max_in_flight as u32).await;
+    if let Some(origin) = peer.origin.take() {
+        peers::disconnected(&origin, (!peer.parting).then_some(lost));
+    }
     drop(peer);
     let _ = writer_task.await;
 }
@@ -712,6 +732,7 @@ impl Peer {
                 true
             }
             COMMAND_DISCONNECT_PEER => {
+                self.parting = true;
                 self.send(self.base_answer(&message, rc::SUCCESS), held).await;
                 false
             }
@@ -763,6 +784,9 @@ impl Peer {
         cea.avps.push(Avp { flags: 0, ..Avp::u32(code::FIRMWARE_REVISION, 0, 1) });
         self.send(cea, held).await;
         self.open = result == rc::SUCCESS;
+        if self.open && self.origin.is_none() && peers::connected(origin) {
+            self.origin = Some(origin.to_owned());
+        }
         if !self.open {
             tracing::info!(peer = origin, result, allowed, certified, "diameter capabilities exchange refused");
         }
@@ -781,6 +805,7 @@ impl Peer {
     /// Hands a CCR to the engine; its answer is queued when the engine has given it. The
     /// task waiting for it keeps no part of the request's bytes (see [`answer_header`]).
     async fn credit_control(&self, message: Message, held: Held) {
+        let started = std::time::Instant::now();
         let parsed =
             ccr::parse(&message, self.engine.now()).and_then(|ccr| ccr::to_request(&ccr).map(|request| (ccr, request)));
         let (parsed, request) = match parsed {
@@ -788,6 +813,7 @@ impl Peer {
             Err(refusal) => {
                 let answer =
                     ccr::refusal_answer(&message, &refusal, &self.config.origin_host, &self.config.origin_realm);
+                metrics::DIAMETER.record(refusal.result_code, started.elapsed());
                 self.send(answer, held).await;
                 return;
             }
@@ -801,8 +827,12 @@ impl Peer {
         tokio::spawn(async move {
             let (_permit, mut held) = (permit, held);
             let cca = match answered.await {
-                Ok(Ok(answer)) => ccr::answer(&header, &parsed, &answer, &config.origin_host, &config.origin_realm),
+                Ok(Ok(answer)) => {
+                    metrics::DIAMETER.record(ccr::result_code(&answer.outcome), started.elapsed());
+                    ccr::answer(&header, &parsed, &answer, &config.origin_host, &config.origin_realm)
+                }
                 Ok(Err(err)) => {
+                    metrics::DIAMETER.record(rc::UNABLE_TO_COMPLY, started.elapsed());
                     tracing::error!(error = %err, "engine failed to answer a CCR");
                     let refusal =
                         ccr::Refusal { result_code: rc::UNABLE_TO_COMPLY, failed_avp: None, message: String::new() };

@@ -4,6 +4,7 @@
 use std::pin::Pin;
 use std::str::FromStr;
 use std::sync::Arc;
+use std::time::Instant;
 
 use rust_decimal::Decimal;
 use tokio::sync::{mpsc, oneshot};
@@ -13,6 +14,7 @@ use tollgate_engine::{self as engine, Body, Engine, Identity, Operation, Service
 use tonic::{Request, Response, Status, Streaming};
 
 use super::proto::{self, charging_server::Charging, subscriber::Id};
+use crate::metrics;
 
 /// Requests a stream may have in flight before it stops reading.
 pub const STREAM_IN_FLIGHT: usize = 4096;
@@ -111,105 +113,138 @@ fn key(key: &str) -> Option<String> {
     (!key.is_empty()).then(|| format!("grpc;{key}"))
 }
 
+/// Answers a call and counts its status and latency ([`metrics::GRPC`]).
+async fn counted<T>(answer: impl std::future::Future<Output = Result<T, Status>>) -> Result<T, Status> {
+    let started = Instant::now();
+    let answered = answer.await;
+    metrics::GRPC.record(status_code(&answered), started.elapsed());
+    answered
+}
+
+/// The gRPC status code of an answer.
+fn status_code<T>(answered: &Result<T, Status>) -> u32 {
+    answered.as_ref().map_or_else(|status| status.code() as u32, |_| tonic::Code::Ok as u32)
+}
+
 type ReplyStream = Pin<Box<dyn Stream<Item = Result<proto::ChargeReply, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl Charging for ChargingService {
     async fn price(&self, request: Request<proto::UsageRequest>) -> Result<Response<proto::ChargeReply>, Status> {
-        let request = request.into_inner();
-        let operation = Operation::PriceEnquiry { usage: usage(&request) };
-        let answer =
-            ask(&self.engine, engine::Request { key: None, target: target(request.subscriber)?, operation }).await?;
-        Ok(Response::new(charge_reply(&answer)))
+        counted(async move {
+            let request = request.into_inner();
+            let operation = Operation::PriceEnquiry { usage: usage(&request) };
+            let answer =
+                ask(&self.engine, engine::Request { key: None, target: target(request.subscriber)?, operation })
+                    .await?;
+            Ok(Response::new(charge_reply(&answer)))
+        })
+        .await
     }
 
     async fn debit(&self, request: Request<proto::UsageRequest>) -> Result<Response<proto::ChargeReply>, Status> {
-        let request = request.into_inner();
-        let operation = Operation::DirectDebit { usage: usage(&request) };
-        let engine_request = engine::Request { key: key(&request.key), target: target(request.subscriber)?, operation };
-        Ok(Response::new(charge_reply(&ask(&self.engine, engine_request).await?)))
+        counted(async move {
+            let request = request.into_inner();
+            let operation = Operation::DirectDebit { usage: usage(&request) };
+            let engine_request =
+                engine::Request { key: key(&request.key), target: target(request.subscriber)?, operation };
+            Ok(Response::new(charge_reply(&ask(&self.engine, engine_request).await?)))
+        })
+        .await
     }
 
     async fn balance(&self, request: Request<proto::BalanceRequest>) -> Result<Response<proto::BalanceReply>, Status> {
-        let request = request.into_inner();
-        let engine_request =
-            engine::Request { key: None, target: target(request.subscriber)?, operation: Operation::BalanceEnquiry };
-        let answer = ask(&self.engine, engine_request).await?;
-        let (code, _) = outcome(&answer.outcome);
-        let mut reply = proto::BalanceReply { outcome: code as i32, ..Default::default() };
-        if let Body::Balance(view) = answer.body {
-            reply.balance = view.balance.to_string();
-            reply.available = view.available.to_string();
-            reply.reserved = view.reserved.to_string();
-            reply.currency = view.currency;
-        }
-        Ok(Response::new(reply))
+        counted(async move {
+            let request = request.into_inner();
+            let engine_request = engine::Request {
+                key: None,
+                target: target(request.subscriber)?,
+                operation: Operation::BalanceEnquiry,
+            };
+            let answer = ask(&self.engine, engine_request).await?;
+            let (code, _) = outcome(&answer.outcome);
+            let mut reply = proto::BalanceReply { outcome: code as i32, ..Default::default() };
+            if let Body::Balance(view) = answer.body {
+                reply.balance = view.balance.to_string();
+                reply.available = view.available.to_string();
+                reply.reserved = view.reserved.to_string();
+                reply.currency = view.currency;
+            }
+            Ok(Response::new(reply))
+        })
+        .await
     }
 
     async fn session(&self, request: Request<proto::SessionRequest>) -> Result<Response<proto::SessionReply>, Status> {
-        let request = request.into_inner();
-        let step = match proto::Step::try_from(request.step) {
-            Ok(proto::Step::Initial) => SessionStep::Initial,
-            Ok(proto::Step::Update) => SessionStep::Update,
-            Ok(proto::Step::Termination) => SessionStep::Termination,
-            _ => return Err(Status::invalid_argument("step: INITIAL, UPDATE or TERMINATION")),
-        };
-        let units = request
-            .units
-            .iter()
-            .map(|u| engine::UnitRequest {
-                rating_group: u.rating_group,
-                service: None,
-                requested_units: if u.has_requested {
-                    (u.requested_units > 0).then_some(u.requested_units)
-                } else {
-                    Some(0)
-                },
-                used_units: (u.used_units > 0).then_some(u.used_units),
-                destination: (!u.destination.is_empty()).then(|| SmolStr::new(&u.destination)),
-            })
-            .collect();
-        let operation = Operation::Session { session: request.session, step, units };
-        let answer = ask(
-            &self.engine,
-            engine::Request { key: key(&request.key), target: target(request.subscriber)?, operation },
-        )
-        .await?;
-        let (code, _) = outcome(&answer.outcome);
-        let grants = match &answer.body {
-            Body::Session { grants } => grants
+        counted(async move {
+            let request = request.into_inner();
+            let step = match proto::Step::try_from(request.step) {
+                Ok(proto::Step::Initial) => SessionStep::Initial,
+                Ok(proto::Step::Update) => SessionStep::Update,
+                Ok(proto::Step::Termination) => SessionStep::Termination,
+                _ => return Err(Status::invalid_argument("step: INITIAL, UPDATE or TERMINATION")),
+            };
+            let units = request
+                .units
                 .iter()
-                .map(|g| proto::Grant {
-                    rating_group: g.rating_group,
-                    outcome: outcome(&g.outcome).0 as i32,
-                    granted_units: g.granted_units,
-                    validity_seconds: g.validity_seconds,
-                    final_unit: g.final_unit,
-                    used_units: g.used_units,
-                    charged: g.charged.to_string(),
+                .map(|u| engine::UnitRequest {
+                    rating_group: u.rating_group,
+                    service: None,
+                    requested_units: if u.has_requested {
+                        (u.requested_units > 0).then_some(u.requested_units)
+                    } else {
+                        Some(0)
+                    },
+                    used_units: (u.used_units > 0).then_some(u.used_units),
+                    destination: (!u.destination.is_empty()).then(|| SmolStr::new(&u.destination)),
                 })
-                .collect(),
-            _ => Vec::new(),
-        };
-        Ok(Response::new(proto::SessionReply { outcome: code as i32, grants, repeated: answer.repeated }))
+                .collect();
+            let operation = Operation::Session { session: request.session, step, units };
+            let answer = ask(
+                &self.engine,
+                engine::Request { key: key(&request.key), target: target(request.subscriber)?, operation },
+            )
+            .await?;
+            let (code, _) = outcome(&answer.outcome);
+            let grants = match &answer.body {
+                Body::Session { grants } => grants
+                    .iter()
+                    .map(|g| proto::Grant {
+                        rating_group: g.rating_group,
+                        outcome: outcome(&g.outcome).0 as i32,
+                        granted_units: g.granted_units,
+                        validity_seconds: g.validity_seconds,
+                        final_unit: g.final_unit,
+                        used_units: g.used_units,
+                        charged: g.charged.to_string(),
+                    })
+                    .collect(),
+                _ => Vec::new(),
+            };
+            Ok(Response::new(proto::SessionReply { outcome: code as i32, grants, repeated: answer.repeated }))
+        })
+        .await
     }
 
     async fn top_up(&self, request: Request<proto::TopUpRequest>) -> Result<Response<proto::MoneyReply>, Status> {
-        let request = request.into_inner();
-        let amount = Decimal::from_str(&request.amount)
-            .map_err(|_| Status::invalid_argument("amount: a decimal such as \"5.00\""))?;
-        let operation = Operation::TopUp { amount, reference: request.reference };
-        let answer = ask(
-            &self.engine,
-            engine::Request { key: key(&request.key), target: Target::Account(request.account), operation },
-        )
-        .await?;
-        let (code, _) = outcome(&answer.outcome);
-        let balance_after = match answer.body {
-            Body::Money { balance_after } => balance_after.to_string(),
-            _ => String::new(),
-        };
-        Ok(Response::new(proto::MoneyReply { outcome: code as i32, balance_after, repeated: answer.repeated }))
+        counted(async move {
+            let request = request.into_inner();
+            let amount = Decimal::from_str(&request.amount)
+                .map_err(|_| Status::invalid_argument("amount: a decimal such as \"5.00\""))?;
+            let operation = Operation::TopUp { amount, reference: request.reference };
+            let answer = ask(
+                &self.engine,
+                engine::Request { key: key(&request.key), target: Target::Account(request.account), operation },
+            )
+            .await?;
+            let (code, _) = outcome(&answer.outcome);
+            let balance_after = match answer.body {
+                Body::Money { balance_after } => balance_after.to_string(),
+                _ => String::new(),
+            };
+            Ok(Response::new(proto::MoneyReply { outcome: code as i32, balance_after, repeated: answer.repeated }))
+        })
+        .await
     }
 
     type DebitStreamStream = ReplyStream;
@@ -219,9 +254,11 @@ impl Charging for ChargingService {
         request: Request<Streaming<proto::UsageRequest>>,
     ) -> Result<Response<ReplyStream>, Status> {
         let mut inbound = request.into_inner();
-        let (pending_tx, mut pending_rx) = mpsc::channel::<
+        // Each entry with when its message arrived, for the latency.
+        let (pending_tx, mut pending_rx) = mpsc::channel::<(
+            Instant,
             Result<oneshot::Receiver<Result<engine::Answer, engine::EngineError>>, Status>,
-        >(STREAM_IN_FLIGHT);
+        )>(STREAM_IN_FLIGHT);
         let (out_tx, out_rx) = mpsc::channel(STREAM_IN_FLIGHT);
         let engine = Arc::clone(&self.engine);
         tokio::spawn(async move {
@@ -230,10 +267,11 @@ impl Charging for ChargingService {
                     Ok(Some(message)) => message,
                     Ok(None) => break,
                     Err(status) => {
-                        let _ = pending_tx.send(Err(status)).await;
+                        let _ = pending_tx.send((Instant::now(), Err(status))).await;
                         break;
                     }
                 };
+                let started = Instant::now();
                 let entry = match target(next.subscriber.clone()) {
                     Ok(target) => {
                         let (reply, answered) = oneshot::channel();
@@ -247,13 +285,13 @@ impl Charging for ChargingService {
                     }
                     Err(status) => Err(status),
                 };
-                if pending_tx.send(entry).await.is_err() {
+                if pending_tx.send((started, entry)).await.is_err() {
                     break;
                 }
             }
         });
         tokio::spawn(async move {
-            while let Some(entry) = pending_rx.recv().await {
+            while let Some((started, entry)) = pending_rx.recv().await {
                 let reply = match entry {
                     Ok(answered) => match answered.await {
                         Ok(Ok(answer)) => Ok(charge_reply(&answer)),
@@ -261,6 +299,7 @@ impl Charging for ChargingService {
                     },
                     Err(status) => Err(status),
                 };
+                metrics::GRPC.record(status_code(&reply), started.elapsed());
                 if out_tx.send(reply).await.is_err() {
                     break;
                 }

@@ -25,7 +25,7 @@ use tollgate_engine::{
 };
 use tollgate_engine::{MAX_KEY_BYTES, MAX_TEXT_BYTES};
 
-use crate::AdapterError;
+use crate::{metrics, AdapterError};
 
 use super::formats;
 use super::model::{
@@ -109,12 +109,33 @@ impl std::fmt::Debug for NchfState {
 pub fn router(engine: Arc<Engine>, api_root: String) -> Result<Router, AdapterError> {
     let state = Arc::new(NchfState { engine, reader: RequestReader::new()?, api_root });
     Ok(Router::new()
-        .route(&format!("{BASE}/chargingdata"), post(create))
-        .route(&format!("{BASE}/chargingdata/{{reference}}/update"), post(update))
-        .route(&format!("{BASE}/chargingdata/{{reference}}/release"), post(release))
+        .route(
+            &format!("{BASE}/chargingdata"),
+            post(|state: State<Arc<NchfState>>, headers: HeaderMap, body: Bytes| counted(create(state, headers, body))),
+        )
+        .route(
+            &format!("{BASE}/chargingdata/{{reference}}/update"),
+            post(|state: State<Arc<NchfState>>, reference: Path<String>, headers: HeaderMap, body: Bytes| {
+                counted(update(state, reference, headers, body))
+            }),
+        )
+        .route(
+            &format!("{BASE}/chargingdata/{{reference}}/release"),
+            post(|state: State<Arc<NchfState>>, reference: Path<String>, headers: HeaderMap, body: Bytes| {
+                counted(release(state, reference, headers, body))
+            }),
+        )
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state))
+}
+
+/// Answers a request and counts its status and latency ([`metrics::NCHF`]).
+async fn counted(answer: impl std::future::Future<Output = impl IntoResponse>) -> Response {
+    let started = std::time::Instant::now();
+    let response = answer.await.into_response();
+    metrics::NCHF.record(u32::from(response.status().as_u16()), started.elapsed());
+    response
 }
 
 /// An error answer: sent as `application/problem+json` ProblemDetails.

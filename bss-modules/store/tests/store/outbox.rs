@@ -312,3 +312,16 @@ store_test! {
         assert_eq!(store.outbox_id("nope").await.expect("id"), None);
     }
 }
+
+store_test! {
+    async fn the_pending_backlog_counts_only_rows_not_yet_applied(store) {
+        assert_eq!(store.outbox_pending().await.expect("count"), 0);
+        enqueue_committed(&store, &["p1", "p2"]).await;
+        assert_eq!(store.outbox_pending().await.expect("count"), 2);
+        let claimed = store.claim_outbox(at(10), 10, LEASE).await.expect("claim");
+        assert_eq!(store.outbox_pending().await.expect("count"), 2, "claimed is still pending");
+        assert!(store.outbox_done(&claimed[0], at(11)).await.expect("done"));
+        assert_eq!(store.outbox_pending().await.expect("count"), 1);
+        assert_eq!(store.hub_pending().await.expect("count"), 0);
+    }
+}
