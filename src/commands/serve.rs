@@ -287,6 +287,16 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         "engine ready"
     );
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    // The management plane (API, outbox, hub and provisioning workers) runs on a runtime
+    // of its own whose threads the kernel schedules after charging's: under API load the
+    // network elements keep their throughput (the benchmark in docs/performance.md).
+    let bss_runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(BSS_WORKER_THREADS)
+        .thread_name("tollgate-bss")
+        .on_thread_start(lower_thread_priority)
+        .enable_all()
+        .build()?;
+    let bss_handle = bss_runtime.handle().clone();
     runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(args.diameter_listen).await?;
         tracing::info!(listen = %listener.local_addr()?, origin_host = %config.origin_host, "diameter server listening");
@@ -353,8 +363,10 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
             (None, Some(_)) => Some(default_store.display().to_string()),
             (None, None) => default_store.exists().then(|| default_store.display().to_string()),
         };
+        // Opened on the management plane's runtime: the connections' threads (SQLite's)
+        // take its lower priority.
         let bss = match location {
-            Some(location) => Some(tollgate_store::Store::open(&location).await?),
+            Some(location) => Some(bss_handle.spawn(async move { tollgate_store::Store::open(&location).await }).await??),
             None => None,
         };
         // The operations endpoint; with a store, /metrics shows the open alarms too, and
@@ -381,7 +393,7 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
             .with_policy(outbox_policy(&args.api));
             tracing::info!(dialect = ?store.dialect(), "outbox worker running");
             let worker_stop = wait(stopped.clone());
-            tokio::spawn(async move { worker.run(worker_stop).await })
+            bss_handle.spawn(async move { worker.run(worker_stop).await })
         });
         // Events committed with BSS changes (by the API or the CLI), delivered to the hubs'
         // listeners.
@@ -392,7 +404,7 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
                 delivery.allow_plain_http = args.api.hub_allow_http;
                 let hub_worker = tollgate_hub::HubWorker::new(store.clone(), delivery)?;
                 let hub_stop = wait(stopped.clone());
-                Some(tokio::spawn(async move { hub_worker.run(hub_stop).await }))
+                Some(bss_handle.spawn(async move { hub_worker.run(hub_stop).await }))
             }
             None => None,
         };
@@ -429,11 +441,13 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
             ))
             .with_concurrency(args.api.provisioning_concurrency);
             let stop = wait(stopped.clone());
-            tokio::spawn(async move { worker.run(stop).await })
+            bss_handle.spawn(async move { worker.run(stop).await })
         });
         let api_server = match (args.api.api_listen, &bss) {
             (Some(address), Some(store)) => {
-                let listener = tokio::net::TcpListener::bind(address).await?;
+                // Bound here, registered with the management plane's runtime in its task.
+                let listener = std::net::TcpListener::bind(address)?;
+                listener.set_nonblocking(true)?;
                 tracing::info!(listen = %listener.local_addr()?, dialect = ?store.dialect(), "management api listening");
                 if !listener.local_addr()?.ip().is_loopback() {
                     tracing::warn!("the management API is served without TLS on a non-loopback address: bearer tokens travel in clear text; put it behind a TLS proxy");
@@ -450,7 +464,11 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
                 }
                 config.alarm_traps = traps.clone();
                 let router = tollgate_api::router(store.clone(), &config);
-                Some(tokio::spawn(tollgate_api::serve(listener, router, wait(stopped.clone()))))
+                let api_stop = wait(stopped.clone());
+                Some(bss_handle.spawn(async move {
+                    let listener = tokio::net::TcpListener::from_std(listener)?;
+                    tollgate_api::serve(listener, router, api_stop).await
+                }))
             }
             _ => None,
         };
@@ -493,6 +511,7 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     })?;
     tracing::info!("stopping: closing connections and syncing journals");
     runtime.shutdown_timeout(Duration::from_secs(1));
+    bss_runtime.shutdown_timeout(Duration::from_secs(1));
     match Arc::try_unwrap(engine) {
         Ok(engine) => engine.shutdown()?,
         // A connection task still holds it: dropping the engine stops and syncs the shards.
@@ -573,4 +592,43 @@ fn grpc_token(path: std::path::PathBuf) -> anyhow::Result<Arc<str>> {
         .with_context(|| format!("writing {}", path.display()))?;
     tracing::info!(path = %path.display(), "created a gRPC bearer token");
     Ok(Arc::from(token))
+}
+
+/// The management plane's worker threads: the API's requests and the BSS workers share
+/// them; the store's queries run on the database driver's own threads.
+const BSS_WORKER_THREADS: usize = 2;
+
+/// How much lower than charging the management plane's threads are scheduled (added to
+/// the nice value, which Linux keeps per thread).
+const BSS_NICE: i32 = 10;
+
+/// Lowers the calling thread's scheduling priority by [`BSS_NICE`] (on Linux the nice value
+/// of "this process", pid 0, is the calling thread's; 19 is the lowest). Where that fails it
+/// stays as it was, which only costs the isolation.
+fn lower_thread_priority() {
+    let lowered = rustix::process::getpriority_process(None)
+        .and_then(|nice| rustix::process::setpriority_process(None, (nice + BSS_NICE).min(19)));
+    if let Err(error) = lowered {
+        tracing::debug!(%error, "management plane thread priority left as it was");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_management_plane_threads_run_at_a_lower_priority_than_the_thread_that_made_them() {
+        let charging = rustix::process::getpriority_process(None).expect("nice value");
+        let management = std::thread::spawn(|| {
+            lower_thread_priority();
+            rustix::process::getpriority_process(None).expect("nice value")
+        })
+        .join()
+        .expect("thread");
+        assert_eq!(management, (charging + BSS_NICE).min(19));
+        assert!(charging == 19 || management > charging, "lowered: {charging} -> {management}");
+        // Only that thread: this one keeps its priority.
+        assert_eq!(rustix::process::getpriority_process(None).expect("nice value"), charging);
+    }
 }

@@ -2,9 +2,10 @@
 //! `concurrency` due tasks (the store leases them: on PostgreSQL with `FOR UPDATE SKIP
 //! LOCKED`, so several servers share the work without running a task twice at once;
 //! SQLite has one writer) and runs them concurrently; a task's item has one due task at a
-//! time, so its steps stay in order. It passes again at once while it finds work, and
-//! otherwise sleeps until the next task falls due, an order is placed or cancelled in this
-//! process, or the poll interval passes (for orders placed by another process).
+//! time, so its steps stay in order. As each step finishes its place goes to the next due
+//! task; with nothing due it sleeps until the next task falls due, a step finishes, an
+//! order is placed or cancelled in this process, or the poll interval passes (for orders
+//! placed by another process).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -62,11 +63,20 @@ impl ProvisioningWorker {
     /// Claims the tasks due at `now` (at most the concurrency) and runs them; returns how
     /// many it claimed. A task whose run failed in the store is left to its lease.
     pub async fn run_once(&self, now: Timestamp) -> Result<usize> {
-        let limit = u32::try_from(self.concurrency).unwrap_or(u32::MAX);
+        let mut running = JoinSet::new();
+        let claimed = self.claim_into(&mut running, self.concurrency, now).await?;
+        while let Some(joined) = running.join_next().await {
+            joined_task(joined);
+        }
+        Ok(claimed)
+    }
+
+    /// Claims up to `room` tasks due at `now` and starts each in `running`.
+    async fn claim_into(&self, running: &mut JoinSet<()>, room: usize, now: Timestamp) -> Result<usize> {
+        let limit = u32::try_from(room).unwrap_or(u32::MAX);
         let store = self.workflow.orders().store().clone();
         let tasks = store.claim_provisioning_tasks(now, limit, self.workflow.policy().lease).await?;
         let claimed = tasks.len();
-        let mut running = JoinSet::new();
         for task in tasks {
             let workflow = Arc::clone(&self.workflow);
             running.spawn(async move {
@@ -76,32 +86,38 @@ impl ProvisioningWorker {
                 }
             });
         }
-        while let Some(joined) = running.join_next().await {
-            if let Err(error) = joined {
-                tracing::error!(%error, "provisioning: a step's task panicked; it is tried again when its lease runs out");
-            }
-        }
         Ok(claimed)
     }
 
-    /// Runs until `shutdown` completes (a step in flight finishes first).
+    /// Runs until `shutdown` completes (the steps in flight finish first). Up to the
+    /// concurrency run at once, as a pipeline: a finished step frees its place for the
+    /// next due task at once rather than waiting for the slowest of its pass.
     pub async fn run(&self, shutdown: impl std::future::Future<Output = ()>) {
         tokio::pin!(shutdown);
+        let mut running = JoinSet::new();
         loop {
-            let worked = match self.run_once(Timestamp::now()).await {
-                Ok(claimed) => claimed > 0,
-                Err(error) => {
-                    tracing::warn!(%error, "provisioning: claiming tasks failed");
-                    false
+            let room = self.concurrency.saturating_sub(running.len());
+            let claimed = if room > 0 {
+                match self.claim_into(&mut running, room, Timestamp::now()).await {
+                    Ok(claimed) => claimed,
+                    Err(error) => {
+                        tracing::warn!(%error, "provisioning: claiming tasks failed");
+                        0
+                    }
                 }
+            } else {
+                0
             };
-            if worked {
-                // Steps that finished made their next steps due now.
+            if claimed > 0 && claimed == room {
+                // Full: the next place frees when a step finishes.
                 tokio::select! {
-                    () = &mut shutdown => return,
-                    () = std::future::ready(()) => continue,
+                    () = &mut shutdown => break,
+                    Some(joined) = running.join_next() => joined_task(joined),
                 }
+                continue;
             }
+            // Room left: wait for a step to finish (its next step is due now), a task
+            // to fall due, an order placed or cancelled here, or the poll interval.
             let wait = match self.workflow.orders().store().next_task_due().await {
                 Ok(Some(at)) => {
                     let ms = at.as_millisecond().saturating_sub(Timestamp::now().as_millisecond()).max(0);
@@ -109,11 +125,25 @@ impl ProvisioningWorker {
                 }
                 _ => self.poll_interval,
             };
+            if claimed > 0 && wait.is_zero() {
+                continue;
+            }
             tokio::select! {
-                () = &mut shutdown => return,
+                () = &mut shutdown => break,
+                Some(joined) = running.join_next(), if !running.is_empty() => joined_task(joined),
                 () = self.wake.notified() => {}
                 () = tokio::time::sleep(wait) => {}
             }
         }
+        while let Some(joined) = running.join_next().await {
+            joined_task(joined);
+        }
+    }
+}
+
+/// Logs a step's task that panicked; its lease brings it back.
+fn joined_task(joined: std::result::Result<(), tokio::task::JoinError>) {
+    if let Err(error) = joined {
+        tracing::error!(%error, "provisioning: a step's task panicked; it is tried again when its lease runs out");
     }
 }
