@@ -179,6 +179,11 @@ mod tests {
     use super::*;
 
     #[test]
+    fn an_event_fits_in_64_bytes() {
+        assert!(std::mem::size_of::<UsageEvent>() <= 64, "{}", std::mem::size_of::<UsageEvent>());
+    }
+
+    #[test]
     fn a_destination_reads_digits_and_refuses_anything_else() {
         let d = Destination::parse("+4917012").expect("digits");
         assert_eq!(d.len(), 7);

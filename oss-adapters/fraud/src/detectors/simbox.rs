@@ -157,6 +157,11 @@ mod tests {
     use super::*;
     use crate::detectors::tests::{call, DAY_MS};
 
+    #[test]
+    fn a_window_is_at_most_80_bytes_beside_its_destinations() {
+        assert!(std::mem::size_of::<Window>() <= 80, "{}", std::mem::size_of::<Window>());
+    }
+
     fn detector() -> SimBox {
         // 10 calls to 8 distinct numbers in a day, at most 1 incoming per 10 calls, 1 cell.
         let policy = SimBoxPolicy {

@@ -8,7 +8,7 @@
 //!
 //! An episode: found once, re-armed when a bucket closes below the threshold. Days with
 //! no usage enter the baseline as zeros (at most 64 of them; a longer silence starts the
-//! baseline again). Memory: one `Baseline` (48 bytes) per subscriber in an `Lru`.
+//! baseline again). Memory: one `Baseline` (40 bytes) per subscriber in an `Lru`.
 
 use crate::detectors::{charging_outcome, Detector};
 use crate::finding::{Action, DetectorKind, Finding, Subject};
@@ -149,6 +149,11 @@ impl Detector for UsageSpike {
 mod tests {
     use super::*;
     use crate::detectors::tests::{call, DAY_MS};
+
+    #[test]
+    fn a_baseline_is_40_bytes() {
+        assert!(std::mem::size_of::<Baseline>() <= 40, "{}", std::mem::size_of::<Baseline>());
+    }
 
     fn detector() -> UsageSpike {
         // Daily buckets, a 3-day warm-up, z 4, scale at least 100, excess at least 1000.
