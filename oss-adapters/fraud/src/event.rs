@@ -36,6 +36,19 @@ pub enum Service {
     Data,
 }
 
+impl Service {
+    /// From a plan's service name: `voice`, `sms` or `data`; another name is `None` (a
+    /// server with other service names maps them itself).
+    pub fn from_name(name: &str) -> Option<Service> {
+        match name {
+            "voice" => Some(Service::Voice),
+            "sms" => Some(Service::Sms),
+            "data" => Some(Service::Data),
+            _ => None,
+        }
+    }
+}
+
 /// What became of the usage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -5,7 +5,8 @@
 //! (`finding.rs`) once per episode, which maps onto an alarm report, and, by policy, asks
 //! for the subscriber's suspension through the `Actions` hook the server implements.
 //! `synthetic.rs` generates a seeded month of traffic with injected fraud and its ground
-//! truth, for the tests and the benchmark (`examples/month.rs`).
+//! truth, for the tests and the benchmark (`examples/month.rs`). With the `ledger`
+//! feature, `ledger.rs` turns the engine's rated-event ledger entries into events.
 //!
 //! Floats appear here only as statistics (EWMA, deviations, z-scores, shares); money is
 //! integer minor units (`UsageEvent::charged_minor`), so the workspace's
@@ -18,6 +19,8 @@ pub mod detectors;
 mod error;
 pub mod event;
 pub mod finding;
+#[cfg(feature = "ledger")]
+pub mod ledger;
 mod lru;
 pub mod policy;
 pub mod synthetic;
