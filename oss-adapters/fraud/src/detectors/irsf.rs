@@ -12,7 +12,7 @@
 
 use std::collections::{HashSet, VecDeque};
 
-use crate::detectors::{charging_outcome, Detector};
+use crate::detectors::{charging_outcome, window_ms, Detector};
 use crate::finding::{Action, DetectorKind, Finding, Subject};
 use crate::lru::Lru;
 use crate::policy::IrsfPolicy;
@@ -48,7 +48,7 @@ impl Irsf {
         prefix_lengths.sort_unstable();
         prefix_lengths.dedup();
         let action = if policy.suspend { Action::AlarmAndSuspend } else { Action::Alarm };
-        let window_ms = (policy.window_seconds * 1000) as i64;
+        let window_ms = window_ms(policy.window_seconds);
         Ok(Irsf { policy, action, prefixes, prefix_lengths, window_ms, subscribers: Lru::new(max_subscribers) })
     }
 

@@ -25,7 +25,7 @@
 
 use std::collections::VecDeque;
 
-use crate::detectors::{charging_outcome, Detector};
+use crate::detectors::{charging_outcome, window_ms, Detector};
 use crate::finding::{Action, DetectorKind, Finding, Severity, Subject};
 use crate::policy::LeakagePolicy;
 use crate::{Direction, Outcome, Source, UsageEvent};
@@ -86,7 +86,7 @@ pub struct UnratedLeak {
 
 impl UnratedLeak {
     pub fn new(policy: LeakagePolicy) -> UnratedLeak {
-        let window_ms = (policy.window_seconds.max(1) * 1000) as i64;
+        let window_ms = window_ms(policy.window_seconds);
         UnratedLeak { policy, window_ms, counts: None, armed: true }
     }
 }
@@ -120,12 +120,12 @@ impl Detector for UnratedLeak {
             return None;
         }
         self.armed = false;
-        let from = closed.index * window_ms;
+        let from = closed.index.saturating_mul(window_ms);
         Some(system_finding(
             DetectorKind::LeakageUnrated,
             p.severity,
             event.at_ms,
-            (from, from + window_ms),
+            (from, from.saturating_add(window_ms)),
             format!("{} of {} events could not be rated ({:.1} %)", closed.hits, closed.events, ratio * 100.0),
             vec![("unrated", closed.hits as f64), ("events", closed.events as f64), ("ratio", ratio)],
         ))
@@ -146,7 +146,7 @@ pub struct ZeroPricedSpike {
 
 impl ZeroPricedSpike {
     pub fn new(policy: LeakagePolicy) -> ZeroPricedSpike {
-        let window_ms = (policy.window_seconds.max(1) * 1000) as i64;
+        let window_ms = window_ms(policy.window_seconds);
         ZeroPricedSpike { policy, window_ms, counts: None, mean: 0.0, deviation: 0.0, seen: 0, armed: true }
     }
 }
@@ -205,12 +205,12 @@ impl Detector for ZeroPricedSpike {
         }
         self.armed = false;
         let z = (share - baseline) / scale;
-        let from = closed.index * window_ms;
+        let from = closed.index.saturating_mul(window_ms);
         Some(system_finding(
             DetectorKind::LeakageZeroPriced,
             p.severity,
             event.at_ms,
-            (from, from + window_ms),
+            (from, from.saturating_add(window_ms)),
             format!(
                 "{:.1} % of priced events were zero-priced against a baseline of {:.1} % (z = {z:.1})",
                 share * 100.0,
@@ -247,8 +247,8 @@ pub struct Divergence {
 
 impl Divergence {
     pub fn new(policy: LeakagePolicy) -> Divergence {
-        let window_ms = (policy.window_seconds.max(1) * 1000) as i64;
-        let settle_ms = (policy.divergence_settle_seconds * 1000) as i64;
+        let window_ms = window_ms(policy.window_seconds);
+        let settle_ms = crate::detectors::window_ms(policy.divergence_settle_seconds);
         Divergence {
             policy,
             window_ms,
@@ -330,7 +330,7 @@ impl Detector for Divergence {
                 continue;
             }
             self.armed = false;
-            let from = w.index * self.window_ms;
+            let from = w.index.saturating_mul(self.window_ms);
             match &mut found {
                 // Two episodes judged by one event: one finding spanning both.
                 Some(first) => first.window_until_at_ms = end,

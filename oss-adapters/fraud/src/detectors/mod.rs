@@ -30,6 +30,12 @@ pub(crate) fn charging_outcome(event: &UsageEvent) -> bool {
     event.source != Source::MediationInput
 }
 
+/// A window or bucket of `seconds` in milliseconds: at least 1 s, saturating rather than
+/// overflowing (a policy that skipped `Policy::check` cannot make a detector panic).
+pub(crate) fn window_ms(seconds: u64) -> i64 {
+    i64::try_from(seconds.max(1).saturating_mul(1000)).unwrap_or(i64::MAX)
+}
+
 /// All six detectors, from one policy.
 #[derive(Debug)]
 pub struct Detectors {
@@ -164,6 +170,55 @@ pub(crate) mod tests {
         assert_eq!(detectors.subscribers(), 0);
         e.source = Source::Mediated;
         assert_eq!(detectors.observe(&e).map(|f| f.detector).collect::<Vec<_>>(), vec![DetectorKind::Irsf]);
+    }
+
+    /// Extreme events through detectors built from extreme policies (bypassing
+    /// `Policy::check`, as a caller of the constructors can) raise no panic.
+    #[test]
+    fn extreme_events_and_unchecked_policies_do_not_panic() {
+        let mut policies = vec![Policy::default()];
+        let mut p = Policy::default();
+        p.usage_spike.bucket_seconds = u64::MAX;
+        p.irsf.window_seconds = u64::MAX;
+        p.irsf.min_calls = 0;
+        p.sim_box.window_seconds = 0;
+        p.sim_box.max_cells = usize::MAX;
+        p.sim_box.min_originating_calls = 0;
+        p.sim_box.min_distinct_destinations = 0;
+        p.leakage.window_seconds = u64::MAX;
+        p.leakage.divergence_settle_seconds = 0;
+        p.leakage.min_events = 0;
+        p.leakage.divergence_min_records = 0;
+        p.leakage.zero_priced_warmup_windows = 0;
+        policies.push(p);
+        for policy in policies {
+            let cap = 3;
+            let mut detectors = Detectors {
+                usage_spike: UsageSpike::new(policy.usage_spike.clone(), cap),
+                irsf: Irsf::new(policy.irsf.clone(), cap).expect("digits"),
+                sim_box: SimBox::new(policy.sim_box.clone(), cap),
+                unrated: UnratedLeak::new(policy.leakage.clone()),
+                zero_priced: ZeroPricedSpike::new(policy.leakage.clone()),
+                divergence: Divergence::new(policy.leakage.clone()),
+            };
+            let instants = [i64::MIN, i64::MIN + 1, -1, 0, 1, i64::MAX - 1, i64::MAX, 0, i64::MIN];
+            for (i, at_ms) in instants.iter().enumerate() {
+                for source in [Source::Online, Source::Mediated, Source::MediationInput] {
+                    for outcome in [Outcome::Rated, Outcome::ZeroPriced, Outcome::Unrated, Outcome::Rejected] {
+                        let mut e = call(i as u64 % 4, *at_ms, "88212345678901", 1);
+                        e.source = source;
+                        e.outcome = outcome;
+                        e.units = if i % 2 == 0 { u64::MAX } else { 0 };
+                        e.charged_minor = if i % 2 == 0 { i64::MAX } else { i64::MIN };
+                        e.cell = Some(i as u32);
+                        let _ = detectors.observe(&e).count();
+                        e.direction = Direction::Terminating;
+                        let _ = detectors.observe(&e).count();
+                    }
+                }
+            }
+            assert!(detectors.subscribers() <= cap);
+        }
     }
 
     #[test]

@@ -12,7 +12,7 @@
 //! An episode: found once, re-armed when a window closes in which the pattern did not
 //! hold (so a SIM box running for weeks is one finding).
 
-use crate::detectors::{charging_outcome, Detector};
+use crate::detectors::{charging_outcome, window_ms, Detector};
 use crate::finding::{Action, DetectorKind, Finding, Subject};
 use crate::lru::Lru;
 use crate::policy::{SimBoxPolicy, MAX_SIM_BOX_CELLS};
@@ -44,7 +44,7 @@ pub struct SimBox {
 impl SimBox {
     pub fn new(policy: SimBoxPolicy, max_subscribers: usize) -> SimBox {
         let action = if policy.suspend { Action::AlarmAndSuspend } else { Action::Alarm };
-        let window_ms = (policy.window_seconds.max(1) * 1000) as i64;
+        let window_ms = window_ms(policy.window_seconds);
         SimBox { policy, action, window_ms, subscribers: Lru::new(max_subscribers) }
     }
 
@@ -107,7 +107,8 @@ impl Detector for SimBox {
         }
         if let Some(cell) = event.cell {
             let known = &w.cells[..usize::from(w.cell_count)];
-            if !known.contains(&cell) && usize::from(w.cell_count) <= p.max_cells {
+            let room = usize::from(w.cell_count) <= p.max_cells && usize::from(w.cell_count) < w.cells.len();
+            if !known.contains(&cell) && room {
                 w.cells[usize::from(w.cell_count)] = cell;
                 w.cell_count += 1;
             }
@@ -125,13 +126,13 @@ impl Detector for SimBox {
             return None;
         }
         w.armed = false;
-        let from = w.index * self.window_ms;
+        let from = w.index.saturating_mul(self.window_ms);
         Some(Finding {
             detector: DetectorKind::SimBox,
             subject: Subject::Subscriber(event.subscriber),
             at_ms: event.at_ms,
             window_from_at_ms: from,
-            window_until_at_ms: from + self.window_ms,
+            window_until_at_ms: from.saturating_add(self.window_ms),
             severity: p.severity,
             text: format!(
                 "subscriber {} made {} calls to at least {} distinct numbers with {} incoming, from {} cell(s)",

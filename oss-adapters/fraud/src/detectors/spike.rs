@@ -10,7 +10,7 @@
 //! no usage enter the baseline as zeros (at most 64 of them; a longer silence starts the
 //! baseline again). Memory: one `Baseline` (40 bytes) per subscriber in an `Lru`.
 
-use crate::detectors::{charging_outcome, Detector};
+use crate::detectors::{charging_outcome, window_ms, Detector};
 use crate::finding::{Action, DetectorKind, Finding, Subject};
 use crate::lru::Lru;
 use crate::policy::SpikePolicy;
@@ -47,7 +47,7 @@ pub struct UsageSpike {
 impl UsageSpike {
     pub fn new(policy: SpikePolicy, max_subscribers: usize) -> UsageSpike {
         let action = if policy.suspend { Action::AlarmAndSuspend } else { Action::Alarm };
-        let bucket_ms = (policy.bucket_seconds.max(1) * 1000) as i64;
+        let bucket_ms = window_ms(policy.bucket_seconds);
         UsageSpike { policy, action, bucket_ms, subscribers: Lru::new(max_subscribers) }
     }
 
@@ -127,13 +127,13 @@ impl Detector for UsageSpike {
         }
         b.armed = false;
         let z = (x - b.mean) / scale;
-        let from = b.bucket * self.bucket_ms;
+        let from = b.bucket.saturating_mul(self.bucket_ms);
         Some(Finding {
             detector: DetectorKind::UsageSpike,
             subject: Subject::Subscriber(event.subscriber),
             at_ms: event.at_ms,
             window_from_at_ms: from,
-            window_until_at_ms: from + self.bucket_ms,
+            window_until_at_ms: from.saturating_add(self.bucket_ms),
             severity: self.policy.severity,
             text: format!(
                 "subscriber {} charged {} minor units this bucket against a baseline of {:.0} (z = {z:.1})",
