@@ -114,6 +114,17 @@ fn rating_deciding_and_billing_do_no_io_read_no_clock_and_know_no_tokio() {
     assert!(found.is_empty(), "I/O, clocks, threads or tokio in a pure module: {found:#?}");
 }
 
+/// The fraud detectors are pure too (ARCHITECTURE.md): the time comes from the events.
+/// Only their benchmark (`examples/`) reads a clock.
+#[test]
+fn fraud_detection_does_no_io_reads_no_clock_and_knows_no_tokio() {
+    let mut pure = Vec::new();
+    rust_files(&root().join("oss-adapters/fraud/src"), &mut pure);
+    assert!(pure.len() >= 10 && pure.iter().any(|p| p.ends_with("spike.rs")), "the fraud sources moved: {pure:#?}");
+    let found = impure_uses(&pure);
+    assert!(found.is_empty(), "I/O, clocks, threads or tokio in the fraud detectors: {found:#?}");
+}
+
 /// The check itself finds what it looks for, so a pure module passing it means something.
 #[test]
 fn the_purity_check_finds_io_a_clock_and_tokio_but_not_in_comments() {
