@@ -8,7 +8,8 @@
 //! that have their invoice and numbers the drafts left, so it ends with the invoices and
 //! numbers of an uninterrupted run. `bill-run show` prints a run's invoices; `bill-run
 //! reconcile` what its cycles' rated usage became (billed or carried over, the entries
-//! behind each difference); `bill-run export-gl` its general-ledger journal as CSV.
+//! behind each difference); `bill-run export-gl` its general-ledger journal as CSV;
+//! `bill-run pdf` an invoice, or every invoice of a run, as PDFs (`tollgate-invoice-pdf`).
 
 use std::collections::BTreeSet;
 use std::io::Write;
@@ -75,6 +76,24 @@ pub(crate) enum BillRunCommand {
         #[arg(long)]
         shards: Option<usize>,
     },
+    /// Invoices as PDFs: one (`--invoice` with its id or its number `ISSUER/SERIES/N`,
+    /// `--out`) or every invoice of a run (`--run`, `--out-dir`, one `ID.pdf` each).
+    Pdf {
+        #[arg(long, conflicts_with = "run", required_unless_present = "run", requires = "out")]
+        invoice: Option<String>,
+        #[arg(long, requires = "out_dir")]
+        run: Option<String>,
+        /// The document template (TOML; the built-in one without it).
+        #[arg(long)]
+        template: Option<PathBuf>,
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[arg(long)]
+        out_dir: Option<PathBuf>,
+        /// Days from the issue date (the day it was made final, UTC) to the due date.
+        #[arg(long, default_value_t = 30)]
+        due_days: u16,
+    },
     /// A run's general-ledger journal (its final invoices) as CSV.
     ExportGl {
         #[arg(long)]
@@ -110,6 +129,18 @@ pub(crate) fn run(args: &BillRunArgs) -> anyhow::Result<ExitCode> {
             Some(BillRunCommand::Show { run }) => show(&store, run).await,
             Some(BillRunCommand::Reconcile { run, config, shards }) => {
                 reconcile_run(&store, &args.database.data_dir, run, &load_config(config.as_deref())?, *shards).await
+            }
+            Some(BillRunCommand::Pdf { invoice, run, template, out, out_dir, due_days }) => {
+                let template = match template {
+                    Some(path) => tollgate_invoice_pdf::Template::from_file(path)?,
+                    None => tollgate_invoice_pdf::Template::default(),
+                };
+                let target = match (invoice, run, out, out_dir) {
+                    (Some(invoice), _, Some(out), _) => PdfTarget::One { invoice, out },
+                    (None, Some(run), _, Some(dir)) => PdfTarget::Run { run, dir },
+                    _ => bail!("give --invoice with --out, or --run with --out-dir"),
+                };
+                pdf(&store, target, &template, *due_days).await
             }
             Some(BillRunCommand::ExportGl { run, config, output }) => {
                 export_gl(&store, run, &load_config(config.as_deref())?, output.as_deref()).await
@@ -456,6 +487,96 @@ fn lines_of(invoice: &Invoice) -> anyhow::Result<Vec<InvoiceLineRow>> {
 }
 
 /// Every invoice of a run, in account order.
+/// What `bill-run pdf` renders where.
+enum PdfTarget<'a> {
+    One { invoice: &'a str, out: &'a Path },
+    Run { run: &'a str, dir: &'a Path },
+}
+
+/// An invoice's number as the API prints it (`billNo`): issuer, series, number.
+fn invoice_number(row: &InvoiceRow) -> Option<String> {
+    row.number.map(|number| format!("{}/{}/{number}", row.issuer, row.series))
+}
+
+/// The invoice with this id, else the one with this number (a scan of the invoices).
+async fn find_invoice(store: &Store, wanted: &str) -> anyhow::Result<InvoiceRow> {
+    if let Some(row) = store.invoice(wanted).await? {
+        return Ok(row);
+    }
+    let filter = InvoiceFilter::default();
+    let mut offset = 0u64;
+    loop {
+        let (page, total) = store.invoice_list(&filter, offset, INVOICE_PAGE_MAX).await?;
+        if page.is_empty() {
+            bail!("no invoice with the id or number {wanted:?}");
+        }
+        offset += page.len() as u64;
+        if let Some(row) = page.into_iter().find(|row| invoice_number(row).as_deref() == Some(wanted)) {
+            return Ok(row);
+        }
+        if offset as i64 >= total {
+            bail!("no invoice with the id or number {wanted:?}");
+        }
+    }
+}
+
+/// One invoice's PDF: the composed document the store keeps, the billing account's name
+/// as the customer, the run's issuer, the number if final (a draft prints as such), issued
+/// the day it was made final (UTC; a draft: the day it was composed).
+async fn invoice_pdf(
+    store: &Store,
+    row: &InvoiceRow,
+    template: &tollgate_invoice_pdf::Template,
+    due_days: u16,
+) -> anyhow::Result<Vec<u8>> {
+    let invoice: Invoice =
+        serde_json::from_value(row.doc.clone()).with_context(|| format!("invoice {}: the stored document", row.id))?;
+    let customer = store.billing_account(&row.billing_account_id).await?.map(|account| account.value.name);
+    let issued = jiff::tz::TimeZone::UTC.to_datetime(row.finalised_at.unwrap_or(row.created_at)).date();
+    let due = issued.checked_add(jiff::Span::new().days(i64::from(due_days))).ok();
+    let meta = tollgate_invoice_pdf::DocumentMeta {
+        issuer: tollgate_invoice_pdf::Party { name: row.issuer.clone(), ..Default::default() },
+        customer: tollgate_invoice_pdf::Party { name: customer.unwrap_or_default(), ..Default::default() },
+        number: invoice_number(row),
+        issue_date: issued,
+        due_date: due,
+        payment_terms: None,
+    };
+    tollgate_invoice_pdf::render(&invoice, &meta, template).with_context(|| format!("invoice {}", row.id))
+}
+
+async fn pdf(
+    store: &Store,
+    target: PdfTarget<'_>,
+    template: &tollgate_invoice_pdf::Template,
+    due_days: u16,
+) -> anyhow::Result<ExitCode> {
+    match target {
+        PdfTarget::One { invoice, out } => {
+            let row = find_invoice(store, invoice).await?;
+            let pdf = invoice_pdf(store, &row, template, due_days).await?;
+            std::fs::write(out, &pdf).with_context(|| format!("writing {}", out.display()))?;
+            println!("{}", json!({"invoice": row.id, "number": invoice_number(&row), "file": out, "bytes": pdf.len()}));
+        }
+        PdfTarget::Run { run, dir } => {
+            if store.bill_run(run).await?.is_none() {
+                bail!("no bill run {run}");
+            }
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            for row in run_invoices(store, run).await? {
+                let pdf = invoice_pdf(store, &row, template, due_days).await?;
+                let file = dir.join(format!("{}.pdf", row.id.replace(['/', '\\'], "_")));
+                std::fs::write(&file, &pdf).with_context(|| format!("writing {}", file.display()))?;
+                println!(
+                    "{}",
+                    json!({"invoice": row.id, "number": invoice_number(&row), "file": file, "bytes": pdf.len()})
+                );
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 async fn run_invoices(store: &Store, run: &str) -> anyhow::Result<Vec<InvoiceRow>> {
     let filter = InvoiceFilter { bill_run_id: Some(run.to_owned()), ..InvoiceFilter::default() };
     let mut all = Vec::new();
