@@ -363,10 +363,18 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
             (None, Some(_)) => Some(default_store.display().to_string()),
             (None, None) => default_store.exists().then(|| default_store.display().to_string()),
         };
-        // Opened on the management plane's runtime: the connections' threads (SQLite's)
-        // take its lower priority.
+        // Opened from a thread at the management plane's priority: the connections'
+        // threads (SQLite's) take it.
         let bss = match location {
-            Some(location) => Some(bss_handle.spawn(async move { tollgate_store::Store::open(&location).await }).await??),
+            Some(location) => {
+                let (opened, open) = tokio::sync::oneshot::channel();
+                let handle = bss_handle.clone();
+                std::thread::Builder::new().name("tollgate-bss-open".into()).spawn(move || {
+                    lower_thread_priority();
+                    let _ = opened.send(handle.block_on(tollgate_store::Store::open(&location)));
+                })?;
+                Some(open.await??)
+            }
             None => None,
         };
         // The operations endpoint; with a store, /metrics shows the open alarms too, and
