@@ -9,8 +9,11 @@
 //! someone who got past the trigger (a DBA who dropped it, a file edited by hand). The
 //! chain's head (`audit_head`: last sequence number and hash) is one row that every append
 //! locks (`SELECT … FOR UPDATE` on PostgreSQL; SQLite has one writer), so concurrent
-//! appends queue and the chain never forks; append last in a transaction to hold it
-//! briefly. Someone able to rewrite the whole table and head can recompute the chain: to
+//! appends queue and the chain never forks. [`Tx::audit`] only checks and keeps the record:
+//! [`Tx::commit`] appends the transaction's records just before it commits, so the head is
+//! held for those statements and the commit rather than the whole transaction (on
+//! PostgreSQL every audited transaction queues on it: the shorter, the more commit), and
+//! the chain's order is the order the changes committed in. Someone able to rewrite the whole table and head can recompute the chain: to
 //! catch that, copy [`Store::audit_head`] somewhere they cannot write, from time to time.
 
 use jiff::Timestamp;
@@ -153,10 +156,22 @@ fn entry(row: &Row) -> Result<(AuditEntry, String)> {
     Ok((entry, computed))
 }
 
+/// An audit record kept by its transaction until the commit appends it.
+#[derive(Debug)]
+pub(crate) struct PendingAudit {
+    at_ms: i64,
+    actor: String,
+    action: String,
+    entity_type: String,
+    entity_id: String,
+    before_json: Option<String>,
+    after_json: Option<String>,
+}
+
 impl Tx {
-    /// Appends a record of a change made in this transaction; returns its sequence number.
-    /// Holds the chain's head until the transaction ends.
-    pub async fn audit(&mut self, record: AuditRecord<'_>, now: Timestamp) -> Result<i64> {
+    /// Records a change made in this transaction: checked now, appended to the chain when
+    /// the transaction commits (in the order recorded), gone with it if it rolls back.
+    pub async fn audit(&mut self, record: AuditRecord<'_>, now: Timestamp) -> Result<()> {
         for (field, value) in [
             ("actor", record.actor),
             ("action", record.action),
@@ -167,45 +182,65 @@ impl Tx {
                 return Err(StoreError::Invalid { field, reason: "empty".into() });
             }
         }
+        self.audits.push(PendingAudit {
+            at_ms: to_ms(now),
+            actor: record.actor.to_owned(),
+            action: record.action.to_owned(),
+            entity_type: record.entity_type.to_owned(),
+            entity_id: record.entity_id.to_owned(),
+            before_json: record.before.map(|value| json_text("before", value)).transpose()?,
+            after_json: record.after.map(|value| json_text("after", value)).transpose()?,
+        });
+        Ok(())
+    }
+
+    /// Appends the records kept by [`Tx::audit`] to the chain, holding its head until the
+    /// transaction ends; [`Tx::commit`] calls it last.
+    pub(crate) async fn append_audits(&mut self) -> Result<()> {
+        if self.audits.is_empty() {
+            return Ok(());
+        }
+        let records = std::mem::take(&mut self.audits);
         let sql = format!("SELECT seq, hash FROM audit_head WHERE id = 1{}", self.dialect().lock_rows());
         let head = self.fetch_one("audit.append", &sql, vec![]).await?;
-        let seq = head.int("seq")? + 1;
-        let prev_hash = head.text("hash")?;
-        let before_json = record.before.map(|value| json_text("before", value)).transpose()?;
-        let after_json = record.after.map(|value| json_text("after", value)).transpose()?;
-        let at_ms = to_ms(now);
-        let hash = Fields {
-            seq,
-            at_ms,
-            actor: record.actor,
-            action: record.action,
-            entity_type: record.entity_type,
-            entity_id: record.entity_id,
-            before_json: before_json.as_deref(),
-            after_json: after_json.as_deref(),
-            prev_hash: &prev_hash,
-        }
-        .hash();
-        self.execute(
-            "audit.append",
-            &format!("INSERT INTO audit_log ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"),
-            args![
+        let mut seq = head.int("seq")?;
+        let mut prev_hash = head.text("hash")?;
+        for record in records {
+            seq += 1;
+            let hash = Fields {
                 seq,
-                at_ms,
-                record.actor,
-                record.action,
-                record.entity_type,
-                record.entity_id,
-                before_json,
-                after_json,
-                prev_hash,
-                hash.clone()
-            ],
-        )
-        .await?;
-        self.execute("audit.append", "UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1", args![seq, hash])
+                at_ms: record.at_ms,
+                actor: &record.actor,
+                action: &record.action,
+                entity_type: &record.entity_type,
+                entity_id: &record.entity_id,
+                before_json: record.before_json.as_deref(),
+                after_json: record.after_json.as_deref(),
+                prev_hash: &prev_hash,
+            }
+            .hash();
+            self.execute(
+                "audit.append",
+                &format!("INSERT INTO audit_log ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"),
+                args![
+                    seq,
+                    record.at_ms,
+                    record.actor,
+                    record.action,
+                    record.entity_type,
+                    record.entity_id,
+                    record.before_json,
+                    record.after_json,
+                    prev_hash,
+                    hash.clone()
+                ],
+            )
             .await?;
-        Ok(seq)
+            prev_hash = hash;
+        }
+        self.execute("audit.append", "UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1", args![seq, prev_hash])
+            .await?;
+        Ok(())
     }
 }
 

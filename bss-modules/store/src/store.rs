@@ -182,6 +182,7 @@ impl Store {
             enqueued: false,
             hub_wake: self.hub_wake.clone(),
             published: false,
+            audits: Vec::new(),
         }
     }
 
@@ -246,6 +247,9 @@ pub struct Tx {
     enqueued: bool,
     hub_wake: Arc<Notify>,
     published: bool,
+    /// The audit records of this transaction's changes, appended to the chain by
+    /// [`Tx::commit`] just before it commits (the chain's head is then held briefly).
+    pub(crate) audits: Vec<crate::audit::PendingAudit>,
 }
 
 enum TxInner {
@@ -268,9 +272,11 @@ impl Tx {
         }
     }
 
-    /// Commits; the outbox worker is woken if the transaction enqueued anything, the hub's
-    /// delivery worker if it published an event someone listens to.
-    pub async fn commit(self) -> Result<()> {
+    /// Commits, after appending the transaction's audit records to the chain; the outbox
+    /// worker is woken if the transaction enqueued anything, the hub's delivery worker if
+    /// it published an event someone listens to.
+    pub async fn commit(mut self) -> Result<()> {
+        self.append_audits().await?;
         match self.inner {
             TxInner::Sqlite(tx) => tx.commit().await,
             TxInner::Postgres(tx) => tx.commit().await,

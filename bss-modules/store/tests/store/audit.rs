@@ -11,22 +11,22 @@ async fn append(store: &Store, entity_id: &str, seconds: i64) -> i64 {
     let before = json!({ "status": "active", "creditLimit": "100.00" });
     let after = json!({ "status": "suspended", "creditLimit": "100.00" });
     let mut tx = store.begin().await.expect("begin");
-    let seq = tx
-        .audit(
-            AuditRecord {
-                actor: "token:care-desk",
-                action: "update",
-                entity_type: "account",
-                entity_id,
-                before: Some(&before),
-                after: Some(&after),
-            },
-            at(seconds),
-        )
-        .await
-        .expect("audit");
+    tx.audit(
+        AuditRecord {
+            actor: "token:care-desk",
+            action: "update",
+            entity_type: "account",
+            entity_id,
+            before: Some(&before),
+            after: Some(&after),
+        },
+        at(seconds),
+    )
+    .await
+    .expect("audit");
     tx.commit().await.expect("commit");
-    seq
+    // Appends in this test run one after another: the head is this one's.
+    store.audit_head().await.expect("head").seq
 }
 
 async fn intact(store: &Store) -> i64 {
@@ -166,5 +166,39 @@ store_test! {
             task.await.expect("task");
         }
         assert_eq!(intact(&store).await, 4 * PER_TASK);
+    }
+}
+
+store_test! {
+    async fn the_chain_takes_transactions_in_the_order_they_commit_not_the_order_they_audited(store) {
+        // On PostgreSQL two transactions are open at once: the first to record a change
+        // commits last, and the second did not wait for it (the head is taken at commit).
+        // SQLite has one writer: the transactions follow each other, and the chain
+        // their order.
+        let record = |entity_id| AuditRecord { actor: "x", action: "update", entity_type: "account", entity_id, before: None, after: None };
+        if store.dialect() == Dialect::Postgres {
+            let mut first = store.begin().await.expect("begin");
+            first.audit(record("first"), at(1)).await.expect("audit");
+            first.audit(record("first-again"), at(1)).await.expect("audit");
+            let mut second = store.begin().await.expect("begin");
+            second.audit(record("second"), at(2)).await.expect("audit");
+            tokio::time::timeout(std::time::Duration::from_secs(30), second.commit())
+                .await
+                .expect("the second commits while the first is open")
+                .expect("commit");
+            first.commit().await.expect("commit");
+        } else {
+            let mut second = store.begin().await.expect("begin");
+            second.audit(record("second"), at(2)).await.expect("audit");
+            second.commit().await.expect("commit");
+            let mut first = store.begin().await.expect("begin");
+            first.audit(record("first"), at(1)).await.expect("audit");
+            first.audit(record("first-again"), at(1)).await.expect("audit");
+            first.commit().await.expect("commit");
+        }
+        let all = store.audit_entries(None, 0, 10).await.expect("entries");
+        let order: Vec<(i64, &str)> = all.iter().map(|entry| (entry.seq, entry.entity_id.as_str())).collect();
+        assert_eq!(order, [(1, "second"), (2, "first"), (3, "first-again")]);
+        assert_eq!(intact(&store).await, 3);
     }
 }
