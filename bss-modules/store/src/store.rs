@@ -158,7 +158,19 @@ impl Store {
     /// Begins a read-write transaction. Dropping the [`Tx`] without
     /// [`commit`](Tx::commit) rolls it back. On SQLite it holds the database's one write
     /// lock until it ends: keep it short.
+    ///
+    /// Cancel-safe: the transaction is begun by a task of its own, so a caller dropped
+    /// while it begins (a timeout, an aborted task) cannot leave a connection in the pool
+    /// inside a transaction that still holds SQLite's write lock; the task's transaction is
+    /// then dropped and rolled back.
     pub async fn begin(&self) -> Result<Tx> {
+        let store = self.clone();
+        tokio::spawn(async move { store.begin_here().await })
+            .await
+            .map_err(|_| StoreError::Database { operation: "begin", source: sqlx::Error::WorkerCrashed })?
+    }
+
+    async fn begin_here(&self) -> Result<Tx> {
         let (inner, writer) = match &self.pool {
             Pool::Sqlite(pool) => {
                 let permit = tokio::time::timeout(self.write_wait, Arc::clone(&self.writers).acquire_owned())

@@ -193,3 +193,28 @@ store_test! {
         assert!(results.iter().any(|result| matches!(result, Err(StoreError::StaleVersion { found: 2, .. }))));
     }
 }
+
+store_test! {
+    async fn a_begin_cancelled_part_way_leaves_no_transaction_holding_the_database(store) {
+        // Callers dropped at every point of beginning (a timeout, an aborted task): none may
+        // leave a pooled connection inside a transaction, which on SQLite would keep the
+        // write lock and refuse every later writer ("database is locked").
+        for micros in 0..200u64 {
+            let _ = tokio::time::timeout(std::time::Duration::from_micros(micros * 5), store.begin()).await;
+        }
+        for n in 0..3 {
+            let mut tx = store.begin().await.expect("a writer begins after the cancelled ones");
+            let record = tollgate_store::AuditRecord {
+                actor: "test",
+                action: "update",
+                entity_type: "probe",
+                entity_id: "cancel",
+                before: None,
+                after: None,
+            };
+            tx.audit(record, jiff::Timestamp::UNIX_EPOCH).await.expect("audit");
+            tx.commit().await.expect("and commits");
+            assert_eq!(store.audit_head().await.expect("head").seq, n + 1);
+        }
+    }
+}
