@@ -108,8 +108,8 @@ impl ProvisioningWorker {
             } else {
                 0
             };
-            if claimed > 0 && claimed == room {
-                // Full: the next place frees when a step finishes.
+            if claimed == room {
+                // Full (room may have been none): the next place frees when a step finishes.
                 tokio::select! {
                     () = &mut shutdown => break,
                     Some(joined) = running.join_next() => joined_task(joined),
