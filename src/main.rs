@@ -92,6 +92,22 @@ enum Command {
         #[command(subcommand)]
         command: commands::order::OrderCommand,
     },
+    /// Payments (TMF676's shape): record one, list, show, import a camt.053 bank statement;
+    /// each is allocated to the account's invoices, the named bill first, then oldest due.
+    Payment {
+        #[command(flatten)]
+        database: commands::bss::DatabaseArgs,
+        #[command(subcommand)]
+        command: commands::payment::PaymentCommand,
+    },
+    /// What customers owe: aging by days overdue, and dunning (reminders, suspend and
+    /// resume orders) under a policy.
+    Receivables {
+        #[command(flatten)]
+        database: commands::bss::DatabaseArgs,
+        #[command(subcommand)]
+        command: commands::payment::ReceivablesCommand,
+    },
     /// Bulk import from a legacy system: customers with their billing accounts, and
     /// subscriptions, from CSV through a column mapping (validated, de-duplicated by external
     /// id, resumable after a kill; the engine follows through the outbox).
@@ -178,6 +194,8 @@ fn main() -> ExitCode {
         Command::Offering { database, command } => commands::bss::offering(&database, command),
         Command::Customer { database, command } => commands::bss::customer(&database, command),
         Command::Order { database, command } => commands::order::run(&database, command),
+        Command::Payment { database, command } => commands::payment::payment(&database, command),
+        Command::Receivables { database, command } => commands::payment::receivables(&database, command),
         Command::Import { database, command } => commands::import::run(&database, command),
         Command::Inventory { database, command } => commands::inventory::run(&database, command),
         Command::Alarm { database, command } => commands::alarm::run(&database, command),

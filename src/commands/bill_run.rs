@@ -346,7 +346,15 @@ async fn finalise(store: &Store, run: &str) -> anyhow::Result<u64> {
                 after: Some(&after),
             };
             tx.audit(record, now).await?;
+            // Credit on the account (payments received before) pays the new invoice, in
+            // the same transaction.
+            let settled =
+                tollgate_receivables::settle_account(&mut tx, &actor(), &draft.billing_account_id, now).await?;
             tx.commit().await?;
+            if !settled.is_empty() {
+                let paid: rust_decimal::Decimal = settled.iter().map(|part| part.amount).sum();
+                eprintln!("{}: {paid} {} of credit on account applied", draft.id, draft.currency);
+            }
             finalised += 1;
             eprintln!("finalised {} as {}/{}/{number}", draft.id, draft.issuer, draft.series);
         }

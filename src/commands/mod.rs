@@ -15,6 +15,7 @@ mod load_bss;
 pub(crate) mod mediate;
 pub(crate) mod order;
 pub(crate) mod order_link;
+pub(crate) mod payment;
 pub(crate) mod rate;
 pub(crate) mod rerate;
 pub(crate) mod reshard;

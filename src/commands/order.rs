@@ -50,7 +50,7 @@ pub(crate) enum OrderCommand {
 /// The engine as the CLI knows it: the plans `serve` would load, and nothing to call (the
 /// CLI places orders; `serve` runs them).
 #[derive(Debug)]
-struct PlansOnly(Plans);
+pub(crate) struct PlansOnly(pub(crate) Plans);
 
 impl EnginePort for PlansOnly {
     fn apply(&self, _call: EngineCall) -> BoxFuture<'_, EngineAnswer> {

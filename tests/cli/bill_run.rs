@@ -274,3 +274,105 @@ fn bill_runs_killed_while_drafting_or_numbering_end_as_an_uninterrupted_run() {
     }
     std::fs::remove_dir_all(dir).ok();
 }
+
+/// A camt.053 statement of booked credits: (bank reference, amount, remittance text).
+fn statement(credits: &[(&str, &str, &str)]) -> String {
+    let mut xml = String::from(
+        r#"<?xml version="1.0" encoding="UTF-8"?>
+<Document xmlns="urn:iso:std:iso:20022:tech:xsd:camt.053.001.08"><BkToCstmrStmt><Stmt><Id>STMT-1</Id>"#,
+    );
+    for (reference, amount, remittance) in credits {
+        xml.push_str(&format!(
+            r#"<Ntry><Amt Ccy="EUR">{amount}</Amt><CdtDbtInd>CRDT</CdtDbtInd><Sts><Cd>BOOK</Cd></Sts>
+<BookgDt><Dt>2026-12-01</Dt></BookgDt><AcctSvcrRef>{reference}</AcctSvcrRef>
+<NtryDtls><TxDtls><RmtInf><Ustrd>{remittance}</Ustrd></RmtInf></TxDtls></NtryDtls></Ntry>"#
+        ));
+    }
+    xml.push_str("</Stmt></BkToCstmrStmt></Document>");
+    xml
+}
+
+#[test]
+fn a_bank_statement_pays_the_bills_it_names_once_and_the_rest_age_and_are_dunned() {
+    let dir = scratch("bill-run-payments");
+    let data_dir = setup(&dir, 100);
+    let (cycle, _) = cycles();
+    bill(&data_dir, &cycle);
+    let invoices = show(&data_dir, &cycle);
+    let owing: Vec<&Value> = invoices.iter().filter(|i| i["gross"].as_str().is_some_and(|g| g != "0")).collect();
+    assert!(owing.len() >= 3, "invoices with something to pay: {}", owing.len());
+    let bill_no = |invoice: &Value| {
+        format!(
+            "{}/{}/{}",
+            invoice["issuer"].as_str().expect("issuer"),
+            invoice["series"].as_str().expect("series"),
+            invoice["number"]
+        )
+    };
+    let (paid, overpaid) = (owing[0], owing[1]);
+
+    let file = dir.join("statement.xml");
+    let text = statement(&[
+        ("BANK-1", paid["gross"].as_str().expect("gross"), &format!("invoice {} thank you", bill_no(paid))),
+        ("BANK-2", "3.00", "no reference at all"),
+    ]);
+    std::fs::write(&file, text).expect("statement");
+    let path = file.display().to_string();
+    let first = String::from_utf8(ok(&["payment", "import", &path, "--data-dir", &data_dir]).stdout).expect("utf-8");
+    assert!(first.contains(": 1 payments recorded") && first.contains("1 rejected"), "{first}");
+    let rejects = std::fs::read_to_string(format!("{path}.rejects.csv")).expect("rejects");
+    assert!(
+        rejects.lines().nth(1).is_some_and(|line| line.contains("BANK-2") && line.contains("remittance")),
+        "{rejects}"
+    );
+    let again = String::from_utf8(ok(&["payment", "import", &path, "--data-dir", &data_dir]).stdout).expect("utf-8");
+    assert!(again.contains(": 0 payments recorded") && again.contains("1 recorded before"), "{again}");
+
+    // More than the second bill owes: the rest stays as credit on the account.
+    let gross: Decimal = overpaid["gross"].as_str().expect("gross").parse().expect("decimal");
+    let amount = (gross + Decimal::new(500, 2)).to_string();
+    let account = overpaid["account"].as_str().expect("account");
+    let recorded = ok(&[
+        "payment",
+        "record",
+        "--account",
+        account,
+        "--amount",
+        &amount,
+        "--currency",
+        "EUR",
+        "--reference",
+        "till-7",
+        "--method",
+        "cash",
+        "--data-dir",
+        &data_dir,
+    ]);
+    let payment: Value = serde_json::from_slice(&recorded.stdout).expect("payment JSON");
+    assert_eq!(payment["unallocatedAmount"]["value"], "5.00");
+    assert_eq!(payment["paymentItem"][0]["item"]["id"], overpaid["id"]);
+
+    // Far in the future every unpaid bill is over 90 days overdue; the two paid are gone.
+    let aging = json_lines(&ok(&["receivables", "aging", "--as-of", "2099-01-01", "--data-dir", &data_dir]));
+    let accounts: Vec<&Value> = aging.iter().filter(|line| line.get("billingAccount").is_some()).collect();
+    assert_eq!(accounts.len(), owing.len() - 2);
+    assert!(accounts
+        .iter()
+        .all(|a| a["billingAccount"] != paid["account"] && a["billingAccount"] != overpaid["account"]));
+    let owed: Decimal =
+        owing[2..].iter().map(|i| i["gross"].as_str().expect("gross").parse::<Decimal>().expect("decimal")).sum();
+    let total = aging.last().expect("the total");
+    assert_eq!(
+        (total["totalFor"].as_str(), total["daysOver90"].as_str().map(|v| v.parse::<Decimal>().expect("decimal"))),
+        (Some("EUR"), Some(owed))
+    );
+
+    // Dunning: a reminder and a suspension for each unpaid bill, once.
+    let dunned = ok(&["receivables", "dunning", "--as-of", "2099-01-01", "--data-dir", &data_dir]);
+    let steps = String::from_utf8(dunned.stdout).expect("utf-8");
+    assert_eq!(steps.lines().filter(|line| line.contains("\tReminder\t")).count(), owing.len() - 2, "{steps}");
+    assert_eq!(steps.lines().filter(|line| line.contains("\tSuspend\t")).count(), owing.len() - 2, "{steps}");
+    let rerun = ok(&["receivables", "dunning", "--as-of", "2099-01-02", "--data-dir", &data_dir]);
+    assert!(rerun.stdout.is_empty(), "{}", String::from_utf8_lossy(&rerun.stdout));
+    std::fs::remove_dir_all(dir).ok();
+}

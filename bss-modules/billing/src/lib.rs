@@ -6,20 +6,25 @@
 //! going below zero; [`compose`] builds a draft [`Invoice`] with a section per account of
 //! a hierarchy and a stable [`Invoice::content_hash`]; [`Journal`] posts invoices to the
 //! general ledger (debits equal credits) and writes it as CSV; [`plan_invoice`] holds
-//! the bill run's rules (which cycle closes, what is billed once, under which key). No SQL (the store's), no
+//! the bill run's rules (which cycle closes, what is billed once, under which key);
+//! [`allocate`], [`age`] and [`DunningPolicy`] the receivables' (payments to invoices,
+//! aging, dunning); [`read_camt053`] reads the credits of a bank statement. No SQL (the store's), no
 //! I/O, no clock and no engine: a bill run reads the inputs, calls these functions and
 //! saves what they return. The policies are in the README.
 #![forbid(unsafe_code)]
 
+mod bank;
 mod currency;
 mod cycle;
 mod discount;
 mod error;
 mod invoice;
 mod journal;
+mod receivables;
 mod run;
 mod tax;
 
+pub use bank::{read_camt053, Statement, StatementCredit, StatementReject, MAX_STATEMENT_ENTRIES};
 pub use currency::{currency_rounding, minor_units};
 pub use cycle::{BillingCycle, DateSpan, Proration, MAX_BILL_CYCLE_DAY, MAX_SPANS_PER_CHARGE};
 pub use discount::{Credit, Discount, DiscountScope, DiscountValue};
@@ -30,6 +35,10 @@ pub use invoice::{
     MAX_AMOUNT_UNITS, MAX_DISCOUNTS, MAX_ITEMS, MAX_LINES, MAX_SECTIONS, MAX_TEXT_CHARS,
 };
 pub use journal::{ChartOfAccounts, Journal, JournalEntry};
+pub use receivables::{
+    age, allocate, days_overdue, Aging, Allocation, DunningAction, DunningPolicy, DunningStep, OpenInvoice,
+    MAX_DUNNING_STEPS,
+};
 pub use run::{
     closing_cycle, one_off_key, parse_cycle, plan_invoice, reconcile, recurring_key, usage_window_start, AccountInput,
     BilledKey, PlannedInvoice, PriceKind, PriceKindOrUsage, ProductInput, RatedEntry, Reconciliation, RunConfig,

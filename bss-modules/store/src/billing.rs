@@ -540,11 +540,19 @@ impl Tx {
     }
 
     /// Makes invoice `id` final with the next number of its issuer's series, taken from the
-    /// series' counter in this transaction (gap-free: a rollback gives the number back).
+    /// series' counter in this transaction (gap-free: a rollback gives the number back), due
+    /// the account's payment terms after the day it is made final (UTC, `invoices.due_on`).
     /// Returns its number; an invoice already final keeps the one it has.
     pub async fn finalise_invoice(&mut self, id: &str, now: Timestamp) -> Result<i64> {
-        let sql =
-            format!("SELECT state, number, issuer, series FROM invoices WHERE id = $1{}", self.dialect().lock_rows());
+        let sql = format!(
+            "SELECT i.state, i.number, i.issuer, i.series, a.payment_terms_days FROM invoices i
+             JOIN billing_accounts a ON a.id = i.billing_account_id WHERE i.id = $1{}",
+            // The invoice's row only: the account's stays free for its other writers.
+            match self.dialect() {
+                crate::Dialect::Sqlite => "",
+                crate::Dialect::Postgres => " FOR UPDATE OF i",
+            }
+        );
         let row = self
             .fetch_optional("invoices.finalise", &sql, args![id])
             .await?
@@ -553,6 +561,13 @@ impl Tx {
             return row.int("number");
         }
         let (issuer, series) = (row.text("issuer")?, row.text("series")?);
+        // Due the account's payment terms after the day it is issued (UTC).
+        let terms = row.int("payment_terms_days")?;
+        let due_on = jiff::tz::Offset::UTC
+            .to_datetime(now)
+            .date()
+            .checked_add(jiff::Span::new().days(terms))
+            .map_err(|e| row.corrupt("payment_terms_days", format!("{terms} days: {e}")))?;
         self.execute(
             "invoices.finalise",
             "INSERT INTO invoice_series (issuer, series, next_number) VALUES ($1, $2, 1) ON CONFLICT DO NOTHING",
@@ -570,8 +585,9 @@ impl Tx {
             .int("number")?;
         self.execute(
             "invoices.finalise",
-            "UPDATE invoices SET state = 'final', number = $2, finalised_at_ms = $3 WHERE id = $1 AND state = 'draft'",
-            args![id, number, to_ms(now)],
+            "UPDATE invoices SET state = 'final', number = $2, finalised_at_ms = $3, due_on = $4
+             WHERE id = $1 AND state = 'draft'",
+            args![id, number, to_ms(now), due_on.to_string()],
         )
         .await?;
         Ok(number)

@@ -39,6 +39,7 @@ mod orders;
 mod outbox;
 mod products;
 mod queue;
+mod receivables;
 mod sql;
 mod store;
 mod subscriptions;
@@ -80,6 +81,9 @@ pub use outbox::{
     RetryPolicy, WorkerPass,
 };
 pub use products::{AddOnRow, LineRow, ProductEntry, ProductFilter, ServiceRow, PRODUCT_PAGE_MAX};
+pub use receivables::{
+    AllocationRow, DunningActionRow, OpenInvoiceRow, PaymentFilter, PaymentRow, UnallocatedPayment, PAYMENT_PAGE_MAX,
+};
 pub use sql::Dialect;
 pub use store::{Store, StoreOptions, Tx, SQLITE_FILE_NAME};
 pub use subscriptions::{SubscriptionRow, ENGINE_SUBSCRIPTION_BASE, SUBSCRIPTION_PAGE_MAX};

@@ -12,7 +12,7 @@ use crate::sql::{args, Dialect};
 use crate::Store;
 
 /// The schema version this build writes and understands (the last migration).
-pub const SCHEMA_VERSION: i64 = 10;
+pub const SCHEMA_VERSION: i64 = 11;
 
 struct Migration {
     version: i64,
@@ -90,6 +90,12 @@ const MIGRATIONS: &[Migration] = &[
         description: "alarms (fault management)",
         sqlite: include_str!("../migrations/sqlite/0010_alarms.sql"),
         postgres: include_str!("../migrations/postgres/0010_alarms.sql"),
+    },
+    Migration {
+        version: 11,
+        description: "receivables: payments, allocations, due dates, dunning steps",
+        sqlite: include_str!("../migrations/sqlite/0011_receivables.sql"),
+        postgres: include_str!("../migrations/postgres/0011_receivables.sql"),
     },
 ];
 

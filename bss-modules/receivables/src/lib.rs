@@ -1,0 +1,644 @@
+//! Tollgate's receivables (issue 18): payments recorded through the API, the CLI or a bank
+//! statement (ISO 20022 `camt.053`), allocated to the account's final invoices, the
+//! accounts' aging, and dunning steps taken through the order flow.
+//!
+//! Invariants:
+//! - **A payment is recorded once** per source and reference (the API's request id, the
+//!   bank's entry reference): a statement imported twice records nothing new.
+//! - **Amounts add up**: what a payment paid plus what it has left is the payment; an
+//!   invoice is never paid beyond what it owes (allocations of one account are made one
+//!   transaction at a time, its billing account row locked).
+//! - **Every change is audited** in the transaction that makes it (a payment with its
+//!   allocations, a dunning step with its orders).
+//! - **A dunning step is taken once per invoice**; a suspension by dunning goes through the
+//!   order flow (a suspend order per account of the hierarchy), and is lifted (resume
+//!   orders) once the hierarchy owes nothing overdue.
+//!
+//! The rules are `tollgate-billing`'s ([`allocate`], [`age`], [`DunningPolicy`]); the rows are
+//! the store's. This crate reads, decides with the former and writes with the latter.
+#![forbid(unsafe_code)]
+
+mod error;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use jiff::civil::Date;
+use jiff::Timestamp;
+use rust_decimal::Decimal;
+use serde_json::{json, Value};
+use tollgate_billing::{
+    age, allocate, days_overdue, minor_units, Aging, DunningAction, DunningPolicy, OpenInvoice, Statement,
+};
+use tollgate_customers::Principal;
+use tollgate_orders::Orders;
+use tollgate_store::{
+    new_entity_id, AllocationRow, AuditRecord, DunningActionRow, NewEvent, OpenInvoiceRow, PaymentRow, ProductEntry,
+    ProductFilter, Store, Tx,
+};
+
+pub use error::{ReceivablesError, Result};
+
+/// Where the payment API (shaped after TMF676) lives.
+pub const PAYMENT_BASE_PATH: &str = "/tmf-api/paymentManagement/v4";
+/// The customer bill API's root: dunning reminders are its events.
+const BILL_BASE_PATH: &str = "/tmf-api/customerBillManagement/v4";
+/// The event a payment publishes.
+pub const PAYMENT_EVENT: &str = "PaymentCreateEvent";
+/// The event a dunning reminder publishes: the operator's listener sends the letter.
+pub const REMINDER_EVENT: &str = "CustomerBillDunningEvent";
+/// The audit trail's entity types.
+const PAYMENT_ENTITY: &str = "payment";
+const DUNNING_ENTITY: &str = "dunning";
+/// The payment methods a payment may name.
+pub const PAYMENT_METHODS: [&str; 5] = ["bankTransfer", "card", "cash", "directDebit", "other"];
+/// The source of payments imported from bank statements.
+pub const STATEMENT_SOURCE: &str = "bank-statement";
+/// The longest reference or remittance kept.
+const MAX_REFERENCE_CHARS: usize = 140;
+
+/// A payment to record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewPayment {
+    pub billing_account_id: String,
+    pub amount: Decimal,
+    pub currency: String,
+    pub method: String,
+    /// `api`, `cli`, [`STATEMENT_SOURCE`].
+    pub source: String,
+    /// Unique per source: a retried request with the same reference records nothing new.
+    pub reference: String,
+    /// The bill the payer named (bill number or invoice id).
+    pub remittance: Option<String>,
+    pub received_on: Date,
+}
+
+/// A recorded payment and what it paid.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recorded {
+    pub payment: PaymentRow,
+    pub allocations: Vec<AllocationRow>,
+    /// `false`: recorded before under the same reference; nothing was written.
+    pub created: bool,
+}
+
+/// What importing a statement did.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct StatementImport {
+    pub recorded: u64,
+    /// Credits recorded by an earlier import.
+    pub already_recorded: u64,
+    pub amount_recorded: BTreeMap<String, Decimal>,
+    /// Credits that could not be matched or recorded: (byte offset, bank reference, why).
+    pub rejects: Vec<(u64, String, String)>,
+}
+
+/// An account's aging.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountAging {
+    pub billing_account_id: String,
+    pub currency: String,
+    pub aging: Aging,
+    pub invoices: usize,
+}
+
+/// What a dunning run did.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct DunningReport {
+    /// (invoice, step, action, orders placed).
+    pub taken: Vec<(String, String, DunningAction, Vec<String>)>,
+    /// (invoice, step, resume orders placed).
+    pub lifted: Vec<(String, String, Vec<String>)>,
+}
+
+/// The receivables of one store.
+#[derive(Debug, Clone)]
+pub struct Receivables {
+    store: Store,
+}
+
+impl Receivables {
+    pub fn new(store: Store) -> Receivables {
+        Receivables { store }
+    }
+
+    /// Records a payment and allocates what the account has unallocated (this payment's
+    /// and any earlier credit) to its open invoices, audited, in one transaction. A
+    /// partner reaches its own hierarchy's accounts only.
+    pub async fn record(&self, who: &Principal, new: NewPayment, now: Timestamp) -> Result<Recorded> {
+        check_payment(&new)?;
+        let mut tx = self.store.begin().await?;
+        let Some(account) = tx.billing_account(&new.billing_account_id).await? else {
+            return Err(ReceivablesError::invalid(
+                "account.id",
+                format!("no billing account {}", new.billing_account_id),
+            ));
+        };
+        let account = account.value;
+        if who.scope_root.as_deref().is_some_and(|root| root != account.root_id) {
+            return Err(ReceivablesError::invalid(
+                "account.id",
+                format!("no billing account {}", new.billing_account_id),
+            ));
+        }
+        if account.currency != new.currency {
+            return Err(ReceivablesError::invalid(
+                "amount.unit",
+                format!("the account bills in {}, not {}", account.currency, new.currency),
+            ));
+        }
+        tx.lock_receivables(&account.id).await?;
+        let row = PaymentRow {
+            id: new_entity_id()?,
+            billing_account_id: account.id.clone(),
+            amount: new.amount,
+            currency: new.currency,
+            method: new.method,
+            source: new.source,
+            reference: new.reference,
+            remittance: new.remittance,
+            received_on: new.received_on,
+            created_at: now,
+        };
+        let (payment, created) = tx.insert_payment(&row).await?;
+        if !created {
+            drop(tx);
+            let (payment, allocations) = self
+                .store
+                .payment(&payment.id)
+                .await?
+                .ok_or_else(|| ReceivablesError::NotFound { entity: "payment", id: payment.id.clone() })?;
+            return Ok(Recorded { payment, allocations, created: false });
+        }
+        let allocated = settle_in(&mut tx, &account.id, now).await?;
+        let allocations: Vec<AllocationRow> =
+            allocated.iter().filter(|part| part.payment_id == payment.id).cloned().collect();
+        let doc = payment_doc(&payment, &allocations);
+        tx.audit(
+            AuditRecord {
+                actor: &who.actor,
+                action: "create",
+                entity_type: PAYMENT_ENTITY,
+                entity_id: &payment.id,
+                before: None,
+                after: Some(&doc),
+            },
+            now,
+        )
+        .await?;
+        audit_earlier(&mut tx, &who.actor, &allocated, &payment.id, now).await?;
+        tx.publish_event(
+            NewEvent {
+                api: PAYMENT_BASE_PATH,
+                event_type: PAYMENT_EVENT,
+                entity_type: "payment",
+                entity_id: &payment.id,
+                entity: &doc,
+            },
+            now,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(Recorded { payment, allocations, created: true })
+    }
+
+    /// Allocates billing account `id`'s unallocated payments to its open invoices (a bill
+    /// run calls it after making invoices final). Returns what it allocated.
+    pub async fn settle(&self, actor: &str, id: &str, now: Timestamp) -> Result<Vec<AllocationRow>> {
+        let mut tx = self.store.begin().await?;
+        let allocated = settle_account(&mut tx, actor, id, now).await?;
+        if !allocated.is_empty() {
+            tx.commit().await?;
+        }
+        Ok(allocated)
+    }
+
+    /// Records the booked credits of a bank statement. A credit is matched by what the
+    /// payer wrote: a bill number (`issuer/series/number`) of a final invoice, else a
+    /// billing account id; it pays that account, the named invoice first. A credit that
+    /// matches nothing, or whose currency is not the account's, is rejected with its reason.
+    pub async fn import_statement(
+        &self,
+        actor: &str,
+        statement: &Statement,
+        now: Timestamp,
+    ) -> Result<StatementImport> {
+        let who = Principal::admin(actor);
+        let mut report = StatementImport::default();
+        for reject in &statement.rejects {
+            report.rejects.push((reject.offset, String::new(), reject.reason.clone()));
+        }
+        for credit in &statement.credits {
+            let Some((account, named)) = self.match_remittance(&credit.remittance).await? else {
+                report.rejects.push((
+                    credit.offset,
+                    credit.reference.clone(),
+                    "no bill number or billing account id in the remittance information".into(),
+                ));
+                continue;
+            };
+            let new = NewPayment {
+                billing_account_id: account,
+                amount: credit.amount,
+                currency: credit.currency.clone(),
+                method: "bankTransfer".into(),
+                source: STATEMENT_SOURCE.into(),
+                reference: credit.reference.chars().take(MAX_REFERENCE_CHARS).collect(),
+                remittance: named,
+                received_on: credit.value_date,
+            };
+            match self.record(&who, new, now).await {
+                Ok(recorded) if recorded.created => {
+                    report.recorded += 1;
+                    *report.amount_recorded.entry(credit.currency.clone()).or_default() += credit.amount;
+                }
+                Ok(_) => report.already_recorded += 1,
+                Err(ReceivablesError::Invalid { field, reason }) => {
+                    report.rejects.push((credit.offset, credit.reference.clone(), format!("{field}: {reason}")));
+                }
+                Err(other) => return Err(other),
+            }
+        }
+        Ok(report)
+    }
+
+    /// The account a remittance names, and the bill it names if it names one.
+    async fn match_remittance(&self, remittance: &[String]) -> Result<Option<(String, Option<String>)>> {
+        let tokens = remittance.iter().flat_map(|text| {
+            text.split(|c: char| c.is_whitespace() || matches!(c, ',' | ';' | '(' | ')' | '[' | ']'))
+                .map(|token| token.trim_matches(|c: char| matches!(c, '.' | ':' | '#')))
+                .filter(|token| !token.is_empty())
+        });
+        let mut accounts = Vec::new();
+        for token in tokens.take(64) {
+            let parts: Vec<&str> = token.split('/').collect();
+            if let [issuer, series, number] = parts.as_slice() {
+                if let Ok(number) = number.parse::<i64>() {
+                    if let Some((_, account)) = self.store.invoice_by_number(issuer, series, number).await? {
+                        return Ok(Some((account, Some(token.to_owned()))));
+                    }
+                }
+            }
+            accounts.push(token.to_owned());
+        }
+        for token in accounts {
+            if token.len() <= 64 && self.store.billing_account(&token).await?.is_some() {
+                return Ok(Some((token, None)));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Every account's aging on `as_of` (of the hierarchy under `root`, or of all).
+    pub async fn aging(&self, as_of: Date, root: Option<&str>) -> Result<Vec<AccountAging>> {
+        let open = self.store.receivables(root).await?;
+        let mut by_account: BTreeMap<(String, String), Vec<OpenInvoice>> = BTreeMap::new();
+        for row in open {
+            by_account
+                .entry((row.billing_account_id.clone(), row.currency.clone()))
+                .or_default()
+                .push(open_invoice(&row));
+        }
+        Ok(by_account
+            .into_iter()
+            .map(|((billing_account_id, currency), invoices)| AccountAging {
+                billing_account_id,
+                currency,
+                aging: age(as_of, &invoices),
+                invoices: invoices.len(),
+            })
+            .collect())
+    }
+
+    /// Takes the dunning steps due on `as_of` under `policy`, and lifts the suspensions of
+    /// hierarchies that owe nothing overdue any more. Orders are placed as `actor`.
+    pub async fn dunning(
+        &self,
+        orders: &Orders,
+        policy: &DunningPolicy,
+        as_of: Date,
+        actor: &str,
+        now: Timestamp,
+    ) -> Result<DunningReport> {
+        policy.validate()?;
+        let mut report = DunningReport::default();
+        let open = self.store.receivables(None).await?;
+        let ids: Vec<&str> = open.iter().map(|row| row.invoice_id.as_str()).collect();
+        let taken = self.store.dunning_taken(&ids).await?;
+        let none = BTreeSet::new();
+        // Hierarchies with something overdue still (they stay suspended).
+        let mut overdue_roots = BTreeSet::new();
+        for invoice in &open {
+            let days = days_overdue(as_of, invoice.due_on);
+            if days > 0 && invoice.outstanding >= policy.minimum_outstanding {
+                overdue_roots.insert(invoice.root_id.clone());
+            }
+            let done = taken.get(&invoice.invoice_id).unwrap_or(&none);
+            for step in policy.due_steps(days, invoice.outstanding, done) {
+                let order_ids = match step.action {
+                    DunningAction::Reminder => Vec::new(),
+                    DunningAction::Suspend => {
+                        self.place(orders, actor, &invoice.root_id, "active", "suspended", now).await?
+                    }
+                };
+                let row = DunningActionRow {
+                    invoice_id: invoice.invoice_id.clone(),
+                    step: step.name.clone(),
+                    action: match step.action {
+                        DunningAction::Reminder => "reminder".into(),
+                        DunningAction::Suspend => "suspend".into(),
+                    },
+                    billing_account_id: invoice.billing_account_id.clone(),
+                    order_ids: order_ids.join(","),
+                    taken_on: as_of,
+                    taken_at: now,
+                    lifted_order_ids: None,
+                    lifted_at: None,
+                };
+                let doc = json!({
+                    "customerBill": {"id": invoice.invoice_id, "billNo": invoice.bill_no,
+                        "href": format!("{BILL_BASE_PATH}/customerBill/{}", invoice.invoice_id)},
+                    "billingAccount": {"id": invoice.billing_account_id},
+                    "step": step.name,
+                    "action": row.action,
+                    "daysOverdue": days,
+                    "remainingAmount": {"unit": invoice.currency, "value": invoice.outstanding.to_string()},
+                    "dueDate": invoice.due_on.to_string(),
+                    "productOrder": order_ids.iter().map(|id| json!({"id": id})).collect::<Vec<_>>(),
+                });
+                let mut tx = self.store.begin().await?;
+                if !tx.insert_dunning_action(&row).await? {
+                    continue;
+                }
+                let key = format!("{}/{}", row.invoice_id, row.step);
+                tx.audit(
+                    AuditRecord {
+                        actor,
+                        action: "create",
+                        entity_type: DUNNING_ENTITY,
+                        entity_id: &key,
+                        before: None,
+                        after: Some(&doc),
+                    },
+                    now,
+                )
+                .await?;
+                if step.action == DunningAction::Reminder {
+                    tx.publish_event(
+                        NewEvent {
+                            api: BILL_BASE_PATH,
+                            event_type: REMINDER_EVENT,
+                            entity_type: "customerBill",
+                            entity_id: &invoice.invoice_id,
+                            entity: &doc,
+                        },
+                        now,
+                    )
+                    .await?;
+                }
+                tx.commit().await?;
+                report.taken.push((row.invoice_id, row.step, step.action, order_ids));
+            }
+        }
+        for suspension in self.store.dunning_suspensions().await? {
+            let Some(invoice) = self.store.invoice(&suspension.invoice_id).await? else { continue };
+            if overdue_roots.contains(&invoice.root_id) {
+                continue;
+            }
+            let suspended: BTreeSet<String> = self.suspended_by(orders, actor, &suspension.order_ids).await?;
+            let resumed =
+                self.place_for(orders, actor, &invoice.root_id, "suspended", "active", &suspended, now).await?;
+            let mut tx = self.store.begin().await?;
+            let key = format!("{}/{}", suspension.invoice_id, suspension.step);
+            if !tx.lift_dunning_suspension(&suspension.invoice_id, &suspension.step, &resumed.join(","), now).await? {
+                continue;
+            }
+            let after = json!({"step": suspension.step, "action": "resume",
+                "productOrder": resumed.iter().map(|id| json!({"id": id})).collect::<Vec<_>>()});
+            tx.audit(
+                AuditRecord {
+                    actor,
+                    action: "update",
+                    entity_type: DUNNING_ENTITY,
+                    entity_id: &key,
+                    before: None,
+                    after: Some(&after),
+                },
+                now,
+            )
+            .await?;
+            tx.commit().await?;
+            report.lifted.push((suspension.invoice_id, suspension.step, resumed));
+        }
+        Ok(report)
+    }
+
+    /// Places, per account of hierarchy `root`, one order moving its lines in status `from`
+    /// to status `to`. Returns the orders' ids.
+    async fn place(
+        &self,
+        orders: &Orders,
+        actor: &str,
+        root: &str,
+        from: &str,
+        to: &str,
+        now: Timestamp,
+    ) -> Result<Vec<String>> {
+        self.place_for(orders, actor, root, from, to, &BTreeSet::new(), now).await
+    }
+
+    /// As [`place`](Self::place), only for the products in `only` when it is not empty.
+    #[allow(clippy::too_many_arguments)]
+    async fn place_for(
+        &self,
+        orders: &Orders,
+        actor: &str,
+        root: &str,
+        from: &str,
+        to: &str,
+        only: &BTreeSet<String>,
+        now: Timestamp,
+    ) -> Result<Vec<String>> {
+        let filter =
+            ProductFilter { status: Some(from.to_owned()), billing_account_id: None, root_id: Some(root.to_owned()) };
+        let mut by_account: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        let mut offset = 0;
+        loop {
+            let page = self.store.product_list(&filter, offset, 500).await?;
+            let count = page.items.len();
+            for entry in page.items {
+                if let ProductEntry::Line(line) = entry.value {
+                    let line = line.value;
+                    if only.is_empty() || only.contains(&line.subscription.id) {
+                        by_account
+                            .entry(line.subscription.billing_account_id.clone())
+                            .or_default()
+                            .push(line.subscription.id);
+                    }
+                }
+            }
+            offset += count as u64;
+            if count == 0 || offset >= u64::try_from(page.total).unwrap_or(0) {
+                break;
+            }
+        }
+        let who = Principal::admin(actor);
+        let mut placed = Vec::new();
+        for (account, products) in by_account {
+            let items: Vec<Value> = products
+                .iter()
+                .enumerate()
+                .map(|(i, product)| {
+                    json!({"id": (i + 1).to_string(), "action": "modify", "product": {"id": product, "status": to}})
+                })
+                .collect();
+            let doc = json!({
+                "billingAccount": {"id": account},
+                "category": "dunning",
+                "description": format!("dunning: {from} to {to}"),
+                "productOrderItem": items,
+            });
+            let order = orders.create(&who, doc, now).await?;
+            if let Some(id) = order.value.get("id").and_then(Value::as_str) {
+                placed.push(id.to_owned());
+            }
+        }
+        Ok(placed)
+    }
+
+    /// The products the orders `ids` (comma-separated) suspended.
+    async fn suspended_by(&self, orders: &Orders, actor: &str, ids: &str) -> Result<BTreeSet<String>> {
+        let who = Principal::admin(actor);
+        let mut products = BTreeSet::new();
+        for id in ids.split(',').filter(|id| !id.is_empty()) {
+            let order = orders.get(&who, id).await?;
+            for item in order.value.get("productOrderItem").and_then(Value::as_array).into_iter().flatten() {
+                if let Some(product) = item.pointer("/product/id").and_then(Value::as_str) {
+                    products.insert(product.to_owned());
+                }
+            }
+        }
+        Ok(products)
+    }
+}
+
+/// [`Receivables::settle`] inside the caller's transaction: a bill run settles an account in
+/// the transaction that makes its invoice final, so the two commit together. Locks the
+/// account's receivables, allocates, audits; returns the allocations written.
+pub async fn settle_account(tx: &mut Tx, actor: &str, id: &str, now: Timestamp) -> Result<Vec<AllocationRow>> {
+    tx.lock_receivables(id).await?;
+    let allocated = settle_in(tx, id, now).await?;
+    audit_earlier(tx, actor, &allocated, "", now).await?;
+    Ok(allocated)
+}
+
+/// Allocates every unallocated payment of account `id` to its open invoices, oldest
+/// payment first. Returns the allocations written.
+async fn settle_in(tx: &mut Tx, id: &str, now: Timestamp) -> Result<Vec<AllocationRow>> {
+    let mut open: Vec<OpenInvoice> = tx.open_invoices(id).await?.iter().map(open_invoice).collect();
+    let mut written = Vec::new();
+    for unallocated in tx.unallocated_payments(id).await? {
+        if open.iter().all(|invoice| invoice.outstanding <= Decimal::ZERO) {
+            break;
+        }
+        let payment = unallocated.payment;
+        let allocation = allocate(unallocated.left, &open, payment.remittance.as_deref())?;
+        tx.insert_allocations(&payment.id, &allocation.parts, now).await?;
+        for (invoice_id, amount) in allocation.parts {
+            if let Some(invoice) = open.iter_mut().find(|invoice| invoice.invoice_id == invoice_id) {
+                invoice.outstanding -= amount;
+            }
+            written.push(AllocationRow { payment_id: payment.id.clone(), invoice_id, amount, allocated_at: now });
+        }
+    }
+    Ok(written)
+}
+
+/// Audits the allocations of earlier payments (credit on account) other than `except`.
+async fn audit_earlier(
+    tx: &mut Tx,
+    actor: &str,
+    allocated: &[AllocationRow],
+    except: &str,
+    now: Timestamp,
+) -> Result<()> {
+    for part in allocated.iter().filter(|part| part.payment_id != except) {
+        let key = format!("{}/{}", part.payment_id, part.invoice_id);
+        let after = json!({"payment": {"id": part.payment_id}, "customerBill": {"id": part.invoice_id},
+            "amount": part.amount.to_string()});
+        tx.audit(
+            AuditRecord {
+                actor,
+                action: "allocate",
+                entity_type: PAYMENT_ENTITY,
+                entity_id: &key,
+                before: None,
+                after: Some(&after),
+            },
+            now,
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+fn open_invoice(row: &OpenInvoiceRow) -> OpenInvoice {
+    OpenInvoice {
+        invoice_id: row.invoice_id.clone(),
+        bill_no: row.bill_no.clone(),
+        due_on: row.due_on,
+        outstanding: row.outstanding,
+    }
+}
+
+/// A payment's own checks: an amount above zero in the currency's minor units, a known
+/// method, a reference and remittance of bounded length.
+fn check_payment(new: &NewPayment) -> Result<()> {
+    let units = minor_units("amount.unit", &new.currency)?;
+    if new.amount <= Decimal::ZERO {
+        return Err(ReceivablesError::invalid("amount.value", format!("{} is not more than zero", new.amount)));
+    }
+    if new.amount.normalize().scale() > units {
+        return Err(ReceivablesError::invalid(
+            "amount.value",
+            format!("{} has more decimals than {}'s {units}", new.amount, new.currency),
+        ));
+    }
+    if !PAYMENT_METHODS.contains(&new.method.as_str()) {
+        return Err(ReceivablesError::invalid("paymentMethod", format!("one of {}", PAYMENT_METHODS.join(", "))));
+    }
+    if new.reference.is_empty() || new.reference.chars().count() > MAX_REFERENCE_CHARS {
+        return Err(ReceivablesError::invalid("correlatorId", format!("1 to {MAX_REFERENCE_CHARS} characters")));
+    }
+    if new.remittance.as_ref().is_some_and(|text| text.chars().count() > MAX_REFERENCE_CHARS) {
+        return Err(ReceivablesError::invalid("description", format!("at most {MAX_REFERENCE_CHARS} characters")));
+    }
+    Ok(())
+}
+
+/// A payment as TMF676 shows it: `paymentItem` holds what it paid, `unallocatedAmount`
+/// what it has left as credit on the account.
+pub fn payment_doc(payment: &PaymentRow, allocations: &[AllocationRow]) -> Value {
+    let money = |value: Decimal| json!({"unit": payment.currency, "value": value.to_string()});
+    let allocated: Decimal = allocations.iter().map(|part| part.amount).sum();
+    json!({
+        "id": payment.id,
+        "href": format!("{PAYMENT_BASE_PATH}/payment/{}", payment.id),
+        "@type": "Payment",
+        "status": "succeeded",
+        "account": {"id": payment.billing_account_id, "@referredType": "BillingAccount",
+            "href": format!("/tmf-api/accountManagement/v4/billingAccount/{}", payment.billing_account_id)},
+        "amount": money(payment.amount),
+        "totalAmount": money(payment.amount),
+        "unallocatedAmount": money(payment.amount - allocated),
+        "paymentDate": format!("{}T00:00:00Z", payment.received_on),
+        "paymentMethod": {"@type": payment.method},
+        "channel": {"name": payment.source},
+        "correlatorId": payment.reference,
+        "description": payment.remittance,
+        "paymentItem": allocations.iter().map(|part| json!({
+            "amount": money(part.amount),
+            "item": {"id": part.invoice_id, "@referredType": "CustomerBill",
+                "href": format!("{BILL_BASE_PATH}/customerBill/{}", part.invoice_id)},
+        })).collect::<Vec<_>>(),
+    })
+}

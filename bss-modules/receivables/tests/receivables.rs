@@ -1,0 +1,290 @@
+//! Receivables on a real store (SQLite and PostgreSQL): payments allocated oldest due
+//! first and recorded once per reference, credit on account settled when the next
+//! invoice becomes final, a bank statement matched by bill number or account, aging, and
+//! dunning: a reminder, then a suspend order through the order flow, each once, lifted by
+//! a resume order once the account has paid.
+
+use std::str::FromStr;
+use std::sync::Arc;
+
+use jiff::civil::{date, Date};
+use jiff::Timestamp;
+use rust_decimal::Decimal;
+use serde_json::{json, Value};
+use tollgate_billing::{read_camt053, DunningAction, DunningPolicy};
+use tollgate_customers::Principal;
+use tollgate_orders::testing::{MemoryResources, ModelEngine};
+use tollgate_orders::Orders;
+use tollgate_receivables::{NewPayment, Receivables, ReceivablesError};
+use tollgate_store::{
+    store_test, BillingAccountRow, CustomerRow, InvoiceKind, InvoiceRow, InvoiceState, LineRow, Store, SubscriptionRow,
+};
+
+fn money(text: &str) -> Decimal {
+    Decimal::from_str(text).expect("decimal")
+}
+
+/// Noon UTC of `day`.
+fn on(day: Date) -> Timestamp {
+    jiff::tz::Offset::UTC.to_timestamp(day.at(12, 0, 0, 0)).expect("instant")
+}
+
+/// Customer c1 with billing accounts a1 (a line, l1) and a2, EUR, 30 days' terms.
+async fn setup(store: &Store) {
+    let mut tx = store.begin().await.expect("begin");
+    let customer = CustomerRow {
+        id: "c1".into(),
+        party_type: "organization".into(),
+        name: "Acme".into(),
+        status: "Approved".into(),
+        doc: json!({}),
+        anonymised_at: None,
+    };
+    tx.insert_customer(&customer, on(date(2026, 1, 1))).await.expect("customer");
+    for id in ["a1", "a2"] {
+        let account = BillingAccountRow {
+            id: id.into(),
+            engine_account_id: 0,
+            customer_id: "c1".into(),
+            parent_id: None,
+            root_id: id.into(),
+            depth: 0,
+            name: id.into(),
+            account_type: "postpaid".into(),
+            state: "Active".into(),
+            currency: "EUR".into(),
+            bill_cycle_day: 1,
+            payment_terms_days: 30,
+            tax_profile_id: None,
+            credit_limit: Decimal::ZERO,
+        };
+        tx.insert_billing_account(&account, on(date(2026, 1, 1))).await.expect("account");
+    }
+    let line = LineRow {
+        subscription: SubscriptionRow {
+            id: "l1".into(),
+            engine_subscription_id: 0,
+            external_id: None,
+            billing_account_id: "a1".into(),
+            offering_id: None,
+            plan_id: "plan-a".into(),
+            state: "active".into(),
+            identities: vec!["msisdn:33600000001".into()],
+        },
+        product_status: None,
+        iccid: None,
+        order_id: None,
+        started_at: Some(on(date(2026, 1, 1))),
+        terminated_at: None,
+        created_at: on(date(2026, 1, 1)),
+    };
+    tx.insert_line(&line, on(date(2026, 1, 1))).await.expect("line");
+    tx.open_bill_run("run", "2026-10", "all", on(date(2026, 10, 1))).await.expect("bill run");
+    tx.commit().await.expect("commit");
+}
+
+/// A final invoice of `account` for `cycle`, made final on `day` (due 30 days later).
+async fn final_invoice(store: &Store, id: &str, account: &str, cycle: &str, gross: &str, day: Date) {
+    let invoice = InvoiceRow {
+        id: id.into(),
+        kind: InvoiceKind::Invoice,
+        bill_run_id: Some("run".into()),
+        billing_account_id: account.into(),
+        root_id: account.into(),
+        cycle: cycle.into(),
+        period_from: format!("{cycle}-01"),
+        period_until: format!("{cycle}-28"),
+        issuer: "acme-telecom".into(),
+        series: "INV".into(),
+        state: InvoiceState::Draft,
+        number: None,
+        corrects_invoice_id: None,
+        currency: "EUR".into(),
+        net: money(gross),
+        tax: Decimal::ZERO,
+        gross: money(gross),
+        content_hash: format!("sha256:{id}"),
+        doc: json!({"id": id}),
+        created_at: on(day),
+        finalised_at: None,
+    };
+    let mut tx = store.begin().await.expect("begin");
+    tx.insert_draft_invoice(&invoice, &[], &[], on(day)).await.expect("draft");
+    tx.finalise_invoice(id, on(day)).await.expect("final");
+    tx.commit().await.expect("commit");
+}
+
+fn payment(account: &str, amount: &str, reference: &str) -> NewPayment {
+    NewPayment {
+        billing_account_id: account.into(),
+        amount: money(amount),
+        currency: "EUR".into(),
+        method: "bankTransfer".into(),
+        source: "api".into(),
+        reference: reference.into(),
+        remittance: None,
+        received_on: date(2026, 11, 20),
+    }
+}
+
+fn parts(allocations: &[tollgate_store::AllocationRow]) -> Vec<(String, String)> {
+    allocations.iter().map(|part| (part.invoice_id.clone(), part.amount.to_string())).collect()
+}
+
+store_test! {
+    async fn payments_pay_the_oldest_invoice_first_once_per_reference_and_credit_waits_for_the_next_invoice(store) {
+        setup(&store).await;
+        final_invoice(&store, "i-oct", "a1", "2026-10", "100.00", date(2026, 10, 1)).await;
+        final_invoice(&store, "i-nov", "a1", "2026-11", "50.00", date(2026, 11, 1)).await;
+        let receivables = Receivables::new(store.clone());
+        let who = Principal::admin("cli:finance");
+        let now = on(date(2026, 11, 20));
+
+        let first = receivables.record(&who, payment("a1", "120.00", "r1"), now).await.expect("paid");
+        assert!(first.created);
+        assert_eq!(parts(&first.allocations), [("i-oct".into(), "100.00".into()), ("i-nov".into(), "20.00".into())]);
+
+        // The same reference again (a retried request): nothing new.
+        let again = receivables.record(&who, payment("a1", "120.00", "r1"), now).await.expect("repeat");
+        assert!(!again.created);
+        assert_eq!(again.payment.id, first.payment.id);
+        let aging = receivables.aging(date(2026, 11, 20), None).await.expect("aging");
+        assert_eq!(aging.len(), 1);
+        assert_eq!(aging[0].aging.total(), money("30.00"), "150 billed, 120 paid once");
+
+        // Paying more than is owed leaves credit on the account, settled on the next invoice.
+        let over = receivables.record(&who, payment("a1", "40.00", "r2"), now).await.expect("paid");
+        assert_eq!(parts(&over.allocations), [("i-nov".into(), "30.00".into())]);
+        let (_, allocations) = store.payment(&over.payment.id).await.expect("read").expect("present");
+        assert_eq!(allocations.iter().map(|a| a.amount).sum::<Decimal>(), money("30.00"));
+        final_invoice(&store, "i-dec", "a1", "2026-12", "25.00", date(2026, 12, 1)).await;
+        let settled = receivables.settle("system:bill-run", "a1", on(date(2026, 12, 1))).await.expect("settled");
+        assert_eq!(parts(&settled), [("i-dec".into(), "10.00".into())]);
+        assert!(receivables.settle("system:bill-run", "a1", on(date(2026, 12, 1))).await.expect("settled").is_empty());
+
+        // On 2027-01-15, i-dec (due 2026-12-31) is 15 days overdue with 15.00 left.
+        let aging = receivables.aging(date(2027, 1, 15), Some("a1")).await.expect("aging");
+        assert_eq!((aging[0].aging.days_1_30, aging[0].aging.current, aging[0].invoices), (money("15.00"), Decimal::ZERO, 1));
+
+        // Every payment and allocation is in the audit trail.
+        let audit = store.audit_entries(None, 0, 1000).await.expect("audit");
+        assert_eq!(audit.iter().filter(|e| e.entity_type == "payment" && e.action == "create").count(), 2);
+        assert_eq!(audit.iter().filter(|e| e.entity_type == "payment" && e.action == "allocate").count(), 1);
+    }
+}
+
+store_test! {
+    async fn payments_that_do_not_fit_the_account_are_refused_naming_the_field(store) {
+        setup(&store).await;
+        let receivables = Receivables::new(store.clone());
+        let who = Principal::admin("cli:finance");
+        let now = on(date(2026, 11, 20));
+        let cases: [(NewPayment, &str); 5] = [
+            (NewPayment { currency: "USD".into(), ..payment("a1", "1.00", "x1") }, "amount.unit"),
+            (payment("a1", "0", "x2"), "amount.value"),
+            (payment("a1", "1.001", "x3"), "amount.value"),
+            (NewPayment { method: "cheque-ish".into(), ..payment("a1", "1", "x4") }, "paymentMethod"),
+            (payment("nobody", "1", "x5"), "account.id"),
+        ];
+        for (new, field) in cases {
+            match receivables.record(&who, new, now).await {
+                Err(ReceivablesError::Invalid { field: named, .. }) => assert_eq!(named, field),
+                other => panic!("{field}: {other:?}"),
+            }
+        }
+        let (rows, total) = store.payment_list(&Default::default(), 0, 10).await.expect("list");
+        assert_eq!((rows.len(), total), (0, 0), "nothing refused was recorded");
+    }
+}
+
+const STATEMENT: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
+<Document xmlns="urn:iso:std:iso:20022:tech:xsd:camt.053.001.02"><BkToCstmrStmt><Stmt><Id>S1</Id>
+ <Ntry><Amt Ccy="EUR">60.00</Amt><CdtDbtInd>CRDT</CdtDbtInd><Sts>BOOK</Sts><BookgDt><Dt>2026-11-21</Dt></BookgDt>
+  <AcctSvcrRef>B1</AcctSvcrRef><NtryDtls><TxDtls><RmtInf><Ustrd>Bill acme-telecom/INV/2, thanks</Ustrd></RmtInf></TxDtls></NtryDtls></Ntry>
+ <Ntry><Amt Ccy="EUR">5.00</Amt><CdtDbtInd>CRDT</CdtDbtInd><Sts>BOOK</Sts><BookgDt><Dt>2026-11-21</Dt></BookgDt>
+  <AcctSvcrRef>B2</AcctSvcrRef><NtryDtls><TxDtls><RmtInf><Ustrd>account a2</Ustrd></RmtInf></TxDtls></NtryDtls></Ntry>
+ <Ntry><Amt Ccy="EUR">7.00</Amt><CdtDbtInd>CRDT</CdtDbtInd><Sts>BOOK</Sts><BookgDt><Dt>2026-11-21</Dt></BookgDt>
+  <AcctSvcrRef>B3</AcctSvcrRef><NtryDtls><TxDtls><RmtInf><Ustrd>for my phone</Ustrd></RmtInf></TxDtls></NtryDtls></Ntry>
+</Stmt></BkToCstmrStmt></Document>"#;
+
+store_test! {
+    async fn a_bank_statement_pays_the_bill_it_names_and_is_imported_once(store) {
+        setup(&store).await;
+        final_invoice(&store, "i-oct", "a1", "2026-10", "100.00", date(2026, 10, 1)).await;
+        final_invoice(&store, "i-nov", "a1", "2026-11", "50.00", date(2026, 11, 1)).await;
+        let receivables = Receivables::new(store.clone());
+        let statement = read_camt053(STATEMENT).expect("statement");
+        let now = on(date(2026, 11, 22));
+        let report = receivables.import_statement("cli:finance", &statement, now).await.expect("import");
+        assert_eq!((report.recorded, report.already_recorded), (2, 0));
+        assert_eq!(report.amount_recorded.get("EUR"), Some(&money("65.00")));
+        assert_eq!(report.rejects.len(), 1);
+        assert_eq!(report.rejects[0].1, "B3");
+        assert!(report.rejects[0].2.contains("remittance"), "{:?}", report.rejects);
+
+        // Bill number 2 is i-nov: paid first although i-oct is older.
+        let (rows, _) = store.payment_list(&tollgate_store::PaymentFilter { billing_account_id: Some("a1".into()), root_id: None }, 0, 10).await.expect("list");
+        let (_, allocations) = store.payment(&rows[0].id).await.expect("read").expect("present");
+        assert_eq!(parts(&allocations), [("i-nov".into(), "50.00".into()), ("i-oct".into(), "10.00".into())]);
+        // a2 has no invoice: its 5.00 waits as credit.
+        let (rows, _) = store.payment_list(&tollgate_store::PaymentFilter { billing_account_id: Some("a2".into()), root_id: None }, 0, 10).await.expect("list");
+        assert_eq!(rows.len(), 1);
+
+        let again = receivables.import_statement("cli:finance", &statement, now).await.expect("import");
+        assert_eq!((again.recorded, again.already_recorded), (0, 2));
+        let (_, total) = store.payment_list(&Default::default(), 0, 10).await.expect("list");
+        assert_eq!(total, 2);
+    }
+}
+
+store_test! {
+    async fn dunning_reminds_then_suspends_through_an_order_once_and_resumes_after_payment(store) {
+        setup(&store).await;
+        // Due 2026-10-31.
+        final_invoice(&store, "i-oct", "a1", "2026-10", "100.00", date(2026, 10, 1)).await;
+        let orders = Orders::new(store.clone(), Arc::new(ModelEngine::new(&["plan-a"])), Arc::new(MemoryResources::new(&[], &[])));
+        let receivables = Receivables::new(store.clone());
+        let policy = DunningPolicy::default();
+
+        let early = receivables.dunning(&orders, &policy, date(2026, 11, 6), "system:dunning", on(date(2026, 11, 6))).await.expect("dunning");
+        assert!(early.taken.is_empty(), "6 days overdue: nothing yet");
+        let reminded = receivables.dunning(&orders, &policy, date(2026, 11, 7), "system:dunning", on(date(2026, 11, 7))).await.expect("dunning");
+        assert_eq!(reminded.taken.iter().map(|t| (t.1.as_str(), t.2)).collect::<Vec<_>>(), [("reminder", DunningAction::Reminder)]);
+        let repeat = receivables.dunning(&orders, &policy, date(2026, 11, 8), "system:dunning", on(date(2026, 11, 8))).await.expect("dunning");
+        assert!(repeat.taken.is_empty(), "a step is taken once");
+
+        let suspended = receivables.dunning(&orders, &policy, date(2026, 11, 21), "system:dunning", on(date(2026, 11, 21))).await.expect("dunning");
+        assert_eq!(suspended.taken.len(), 1);
+        let (_, step, action, placed) = &suspended.taken[0];
+        assert_eq!((step.as_str(), *action, placed.len()), ("suspend", DunningAction::Suspend, 1));
+        let who = Principal::admin("test");
+        let order = orders.get(&who, &placed[0]).await.expect("the suspend order").value;
+        assert_eq!(order["billingAccount"]["id"], "a1");
+        assert_eq!((&order["productOrderItem"][0]["product"]["id"], &order["productOrderItem"][0]["product"]["status"]), (&json!("l1"), &json!("suspended")));
+        assert!(receivables.dunning(&orders, &policy, date(2026, 11, 22), "system:dunning", on(date(2026, 11, 22))).await.expect("dunning").taken.is_empty());
+
+        // The order flow suspends the line (its worker is not running here).
+        let mut tx = store.begin().await.expect("begin");
+        let line = tx.line("l1").await.expect("read").expect("line");
+        let mut row = line.value.clone();
+        row.subscription.state = "suspended".into();
+        tx.update_line(&row, line.version, on(date(2026, 11, 22))).await.expect("suspended");
+        tx.commit().await.expect("commit");
+
+        // Still owed: stays suspended.
+        let none = receivables.dunning(&orders, &policy, date(2026, 11, 23), "system:dunning", on(date(2026, 11, 23))).await.expect("dunning");
+        assert!(none.lifted.is_empty());
+        receivables.record(&who, payment("a1", "100.00", "paid-in-full"), on(date(2026, 11, 24))).await.expect("paid");
+        let lifted = receivables.dunning(&orders, &policy, date(2026, 11, 24), "system:dunning", on(date(2026, 11, 24))).await.expect("dunning");
+        assert_eq!(lifted.lifted.len(), 1);
+        let resume = orders.get(&who, &lifted.lifted[0].2[0]).await.expect("the resume order").value;
+        assert_eq!((&resume["productOrderItem"][0]["product"]["id"], &resume["productOrderItem"][0]["product"]["status"]), (&json!("l1"), &json!("active")));
+        let again = receivables.dunning(&orders, &policy, date(2026, 11, 25), "system:dunning", on(date(2026, 11, 25))).await.expect("dunning");
+        assert!(again.lifted.is_empty() && again.taken.is_empty());
+
+        // The reminder is in the audit trail with what it told.
+        let events: Vec<Value> = store.audit_entries(Some(("dunning", "i-oct/reminder")), 0, 10).await.expect("audit").into_iter().filter_map(|e| e.after).collect();
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0]["daysOverdue"], 7);
+    }
+}
