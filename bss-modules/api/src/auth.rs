@@ -65,6 +65,10 @@ pub enum Access {
     Adjust,
     /// Read customer bills and their applied rates (TMF678).
     BillRead,
+    /// Read payments (TMF676).
+    PaymentRead,
+    /// Record payments.
+    PaymentWrite,
     /// Read alarms (TMF642).
     AlarmRead,
     /// Register, read and remove listeners of the alarms' hub.
@@ -101,6 +105,9 @@ pub fn allowed(role: Role, access: Access) -> bool {
         Access::OrderHub => matches!(role, Role::Admin | Role::Care),
         // A partner reads its hierarchy's bills only: bills.rs confines it.
         Access::BillRead => matches!(role, Role::Admin | Role::Finance | Role::ReadOnly | Role::Partner),
+        // A partner records and reads its hierarchy's payments only: payments.rs confines it.
+        Access::PaymentRead => matches!(role, Role::Admin | Role::Finance | Role::ReadOnly | Role::Partner),
+        Access::PaymentWrite => matches!(role, Role::Admin | Role::Finance | Role::Partner),
         // Every token may see the faults; only an administrator changes them.
         Access::AlarmRead => true,
         Access::AlarmWrite | Access::AlarmHub => role == Role::Admin,
@@ -164,6 +171,12 @@ fn access_of(method: &Method, path: &str) -> Access {
     } else if path.starts_with(crate::bills::BILL_BASE_PATH) {
         // Read only: no write route exists there (the router answers 404 or 405).
         Access::BillRead
+    } else if path.starts_with(tollgate_receivables::PAYMENT_BASE_PATH) {
+        if read {
+            Access::PaymentRead
+        } else {
+            Access::PaymentWrite
+        }
     } else if path.starts_with("/tmf-api/customerManagement/") {
         if path.ends_with("/export") || path.ends_with("/anonymise") {
             Access::CustomerPrivacy
@@ -300,6 +313,18 @@ mod tests {
             Access::CatalogueWrite
         );
         assert_eq!(access_of(&Method::GET, "/tmf-api/audit/v1/auditRecord"), Access::AuditRead);
+    }
+
+    #[test]
+    fn finance_and_administrators_record_payments_partners_within_their_hierarchy() {
+        let payments = "/tmf-api/paymentManagement/v4/payment";
+        assert_eq!(access_of(&Method::POST, payments), Access::PaymentWrite);
+        assert_eq!(access_of(&Method::GET, &format!("{payments}/p1")), Access::PaymentRead);
+        for role in Role::ALL {
+            let writes = matches!(role, Role::Admin | Role::Finance | Role::Partner);
+            assert_eq!(allowed(role, Access::PaymentWrite), writes, "{role}");
+            assert_eq!(allowed(role, Access::PaymentRead), writes || role == Role::ReadOnly, "{role}");
+        }
     }
 
     #[test]

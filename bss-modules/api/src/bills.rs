@@ -2,7 +2,8 @@
 //! `/tmf-api/customerBillManagement/v4`: `customerBill` (list, filtered by
 //! `billingAccount.id` and `state`, and get) and `appliedCustomerBillingRate` (the lines of
 //! one bill: a list needs `bill.id`), from the invoices a bill run wrote. A draft is
-//! `inProgress`, a final invoice `new` with its `billNo` (issuer, series, number). A
+//! `inProgress`, a final invoice `new` with its `billNo` (issuer, series, number), its
+//! `paymentDueDate` and its `remainingAmount` (less credit notes and payments). A
 //! partner reads the bills of its own hierarchy only; another hierarchy's bill is 404, as
 //! if it did not exist. Thin handlers: parse, scope, read the store, shape the JSON.
 
@@ -34,8 +35,33 @@ fn not_found(id: &str) -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "notFound", "id", format!("customer bill {id} not found"))
 }
 
+/// What is known of a final bill's payment: due when, and what it still owes.
+#[derive(Debug, Clone, Copy, Default)]
+struct Payable {
+    due: Option<jiff::civil::Date>,
+    settled: rust_decimal::Decimal,
+}
+
+/// The payment state of final bills `rows` (drafts have none).
+async fn payables(state: &AppState, rows: &[InvoiceRow]) -> Result<Vec<Payable>, ApiError> {
+    let ids: Vec<&str> =
+        rows.iter().filter(|row| row.state == InvoiceState::Final).map(|row| row.id.as_str()).collect();
+    if ids.is_empty() {
+        return Ok(vec![Payable::default(); rows.len()]);
+    }
+    let dues = state.store.due_dates(&ids).await?;
+    let settled = state.store.settled_amounts(&ids).await?;
+    Ok(rows
+        .iter()
+        .map(|row| Payable {
+            due: dues.get(&row.id).copied(),
+            settled: settled.get(&row.id).copied().unwrap_or_default(),
+        })
+        .collect())
+}
+
 /// An invoice as a TMF678 `CustomerBill`.
-fn bill_doc(row: &InvoiceRow) -> Value {
+fn bill_doc(row: &InvoiceRow, payable: Payable) -> Value {
     let taxes: Vec<Value> = row
         .doc
         .get("taxes")
@@ -70,6 +96,12 @@ fn bill_doc(row: &InvoiceRow) -> Value {
         object.insert("billNo".into(), json!(format!("{}/{}/{number}", row.issuer, row.series)));
         if let Some(at) = row.finalised_at {
             object.insert("billDate".into(), json!(at.to_string()));
+        }
+        if let Some(due) = payable.due {
+            object.insert("paymentDueDate".into(), json!(format!("{due}T00:00:00Z")));
+        }
+        if row.kind == InvoiceKind::Invoice {
+            object.insert("remainingAmount".into(), money(&row.currency, row.gross - payable.settled));
         }
     }
     if let (Some(corrected), Some(object)) = (&row.corrects_invoice_id, doc.as_object_mut()) {
@@ -158,7 +190,12 @@ pub(crate) async fn list_bills(
     }
     let (rows, total) = state.store.invoice_list(&filter, query.offset, query.limit).await?;
     let count = rows.len();
-    let items: Vec<Value> = rows.iter().map(|row| select(bill_doc(row), query.fields.as_deref())).collect();
+    let payables = payables(&state, &rows).await?;
+    let items: Vec<Value> = rows
+        .iter()
+        .zip(payables)
+        .map(|(row, payable)| select(bill_doc(row, payable), query.fields.as_deref()))
+        .collect();
     Ok((page_headers(total, count), Json(Value::Array(items))).into_response())
 }
 
@@ -170,7 +207,8 @@ pub(crate) async fn get_bill(
 ) -> Result<Response, ApiError> {
     let fields = item_fields(query)?;
     let bill = visible_bill(&state, &caller, &id).await?;
-    Ok(Json(select(bill_doc(&bill), fields.as_deref())).into_response())
+    let payable = payables(&state, std::slice::from_ref(&bill)).await?.pop().unwrap_or_default();
+    Ok(Json(select(bill_doc(&bill, payable), fields.as_deref())).into_response())
 }
 
 pub(crate) async fn list_rates(

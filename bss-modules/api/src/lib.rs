@@ -28,6 +28,7 @@ mod hub;
 mod inventory;
 mod limit;
 mod orders;
+mod payments;
 mod prepay;
 mod tmf;
 
@@ -153,6 +154,7 @@ pub(crate) struct AppState {
 /// prepaid balances under `/tmf-api/prepayBalanceManagement/v4/`, product orders under
 /// `/tmf-api/productOrderingManagement/v4/` with the product, service and service order
 /// inventories, customer bills (TMF678, read) under `/tmf-api/customerBillManagement/v4/`,
+/// payments (TMF676) under `/tmf-api/paymentManagement/v4/`,
 /// alarms under `/tmf-api/alarmManagement/v4/`, and the audit trail under `/tmf-api/audit/v1/`.
 pub fn router(store: Store, config: &ApiConfig) -> Router {
     let state = Arc::new(AppState {
@@ -216,6 +218,8 @@ pub fn router(store: Store, config: &ApiConfig) -> Router {
         .route(&format!("{}/customerBill", bills::BILL_BASE_PATH), get(bills::list_bills))
         .route(&format!("{}/customerBill/{{id}}", bills::BILL_BASE_PATH), get(bills::get_bill))
         .route(&format!("{}/appliedCustomerBillingRate", bills::BILL_BASE_PATH), get(bills::list_rates))
+        .route(&payments::path(""), get(payments::list).post(payments::create))
+        .route(&payments::path("/{id}"), get(payments::get))
         .route(&format!("{}/alarm", alarms::BASE_PATH), get(alarms::list).post(alarms::create))
         .route(&format!("{}/alarm/{{id}}", alarms::BASE_PATH), get(alarms::get).patch(alarms::patch))
         .route("/tmf-api/audit/v1/auditRecord", get(audit::list))

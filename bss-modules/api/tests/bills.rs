@@ -172,3 +172,54 @@ store_test! {
         assert_eq!(call(&app, "GET", &format!("{bill_path}/nope"), Some(&admin), None, &[]).await.status, StatusCode::NOT_FOUND);
     }
 }
+
+store_test! {
+    async fn a_payment_pays_a_bill_once_per_reference_and_a_partner_pays_its_own_hierarchy_only(store) {
+        bills(&store).await;
+        let app = router((*store).clone(), &ApiConfig::default());
+        let payments = "/tmf-api/paymentManagement/v4/payment";
+        let finance = token(&store, Role::Finance, None).await;
+        let body = json!({"account": {"id": "root-a"}, "totalAmount": {"unit": "EUR", "value": "5.00"},
+            "correlatorId": "psp-1", "paymentMethod": {"@type": "card"}, "paymentDate": "2026-12-02T10:00:00Z"});
+        let created = call(&app, "POST", payments, Some(&finance), Some(body.clone()), &[]).await;
+        assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+        assert_eq!(created.body["paymentItem"][0]["item"]["id"], "inv-root-a");
+        assert_eq!(created.body["paymentItem"][0]["amount"], json!({"unit": "EUR", "value": "5.00"}));
+        assert_eq!(created.body["unallocatedAmount"]["value"], "0.00");
+        assert_eq!(created.body["paymentDate"], "2026-12-02T00:00:00Z");
+        let id = created.body["id"].as_str().expect("id").to_owned();
+
+        // The same reference again: the payment recorded first, nothing paid twice.
+        let again = call(&app, "POST", payments, Some(&finance), Some(body), &[]).await;
+        assert_eq!((again.status, again.body["id"].as_str()), (StatusCode::OK, Some(id.as_str())));
+        let bill = call(&app, "GET", &format!("{BILL_BASE_PATH}/customerBill/inv-root-a"), Some(&finance), None, &[]).await;
+        assert_eq!(bill.body["remainingAmount"], json!({"unit": "EUR", "value": "7.00"}));
+        assert!(bill.body["paymentDueDate"].as_str().is_some_and(|due| due.ends_with("T00:00:00Z")), "{}", bill.body);
+        let draft = call(&app, "GET", &format!("{BILL_BASE_PATH}/customerBill/inv-root-b"), Some(&finance), None, &[]).await;
+        assert_eq!(draft.body.get("paymentDueDate"), None, "a draft is not due");
+
+        // Bad requests name the field.
+        for (body, field) in [
+            (json!({"totalAmount": {"unit": "EUR", "value": "1"}, "correlatorId": "x"}), "account"),
+            (json!({"account": {"id": "root-a"}, "totalAmount": {"unit": "EUR", "value": "1"}}), "correlatorId"),
+            (json!({"account": {"id": "root-a"}, "totalAmount": {"unit": "EUR", "value": "-1"}, "correlatorId": "x"}), "amount.value"),
+            (json!({"account": {"id": "root-a"}, "totalAmount": {"unit": "USD", "value": "1"}, "correlatorId": "x"}), "amount.unit"),
+            (json!({"account": {"id": "root-a"}, "totalAmount": {"unit": "EUR", "value": "one"}, "correlatorId": "x"}), "totalAmount.value"),
+        ] {
+            let refused = call(&app, "POST", payments, Some(&finance), Some(body), &[]).await;
+            assert_eq!((refused.status, refused.body["reason"].as_str()), (StatusCode::BAD_REQUEST, Some(field)), "{}", refused.body);
+        }
+
+        // Care may not record payments; a partner of root-b neither sees nor pays root-a's.
+        let care = token(&store, Role::Care, None).await;
+        let body = json!({"account": {"id": "root-a"}, "totalAmount": {"unit": "EUR", "value": "1"}, "correlatorId": "c"});
+        assert_eq!(call(&app, "POST", payments, Some(&care), Some(body.clone()), &[]).await.status, StatusCode::FORBIDDEN);
+        let partner = token(&store, Role::Partner, Some("root-b")).await;
+        assert_eq!(call(&app, "POST", payments, Some(&partner), Some(body), &[]).await.status, StatusCode::BAD_REQUEST);
+        assert_eq!(call(&app, "GET", &format!("{payments}/{id}"), Some(&partner), None, &[]).await.status, StatusCode::NOT_FOUND);
+        let list = call(&app, "GET", payments, Some(&partner), None, &[]).await;
+        assert_eq!((list.status, list.header("x-total-count")), (StatusCode::OK, "0"));
+        let list = call(&app, "GET", &format!("{payments}?account.id=root-a"), Some(&finance), None, &[]).await;
+        assert_eq!(ids(&list.body), [id.as_str()]);
+    }
+}

@@ -426,6 +426,23 @@ impl Store {
         Ok((rows.iter().map(allocation).collect::<Result<_>>()?, credited))
     }
 
+    /// What was taken off invoices `ids` by payments and final credit notes (positive), by
+    /// invoice; an invoice with neither is absent.
+    pub async fn settled_amounts(&self, ids: &[&str]) -> Result<BTreeMap<String, Decimal>> {
+        let mut tx = self.read().await?;
+        let mut settled: BTreeMap<String, Decimal> = BTreeMap::new();
+        let sql = "SELECT invoice_id, amount FROM payment_allocations WHERE invoice_id IN (#)";
+        for row in select_in(&mut tx, "receivables.settled", sql, ids).await? {
+            *settled.entry(row.text("invoice_id")?).or_default() += row.money("amount")?;
+        }
+        let sql = "SELECT corrects_invoice_id AS invoice_id, gross AS amount FROM invoices
+                   WHERE kind = 'credit_note' AND state = 'final' AND corrects_invoice_id IN (#)";
+        for row in select_in(&mut tx, "receivables.settled", sql, ids).await? {
+            *settled.entry(row.text("invoice_id")?).or_default() -= row.money("amount")?;
+        }
+        Ok(settled)
+    }
+
     /// The due dates of final invoices `ids` (those made final before migration 11: their
     /// issue day).
     pub async fn due_dates(&self, ids: &[&str]) -> Result<BTreeMap<String, Date>> {
