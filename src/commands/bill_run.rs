@@ -332,9 +332,28 @@ async fn finalise(store: &Store, run: &str) -> anyhow::Result<u64> {
         }
         drafts.sort_by(|a, b| a.billing_account_id.cmp(&b.billing_account_id));
         for draft in drafts {
+            let releases = releases(store, &draft.id).await?;
             let now = jiff::Timestamp::now();
             let mut tx = store.begin().await?;
             let number = tx.finalise_invoice(&draft.id, now).await?;
+            // The usage it bills leaves the engine's running balance for the receivable,
+            // through the outbox, in the finalising transaction: the credit limit frees up
+            // exactly once per invoice and account.
+            let bill_no = format!("{}/{}/{number}", draft.issuer, draft.series);
+            for ((billing_account, engine_account), amount) in &releases {
+                let operation = tollgate_customers::EngineOperation::BillRelease {
+                    account: *engine_account,
+                    amount: *amount,
+                    invoice: bill_no.clone(),
+                };
+                let item = tollgate_store::NewOutboxItem {
+                    idempotency_key: &format!("bss:invoice:{}:release:{engine_account}", draft.id),
+                    kind: tollgate_customers::BILL_RELEASE,
+                    ordering_key: Some(&tollgate_customers::ordering_key(billing_account)),
+                    payload: &operation.payload(),
+                };
+                tx.enqueue(item, now).await?;
+            }
             let after = json!({"id": draft.id, "state": "final", "issuer": draft.issuer, "series": draft.series,
                 "number": number});
             let record = AuditRecord {
@@ -359,6 +378,29 @@ async fn finalise(store: &Store, run: &str) -> anyhow::Result<u64> {
             eprintln!("finalised {} as {}/{}/{number}", draft.id, draft.issuer, draft.series);
         }
     }
+}
+
+/// The usage invoice `id` bills, per billing account and engine account (the engine
+/// charged it: positive), from its billed items' keys `usage:{engine account}:{lsn}:{n}`.
+async fn releases(
+    store: &Store,
+    id: &str,
+) -> anyhow::Result<std::collections::BTreeMap<(String, u64), rust_decimal::Decimal>> {
+    let mut releases: std::collections::BTreeMap<(String, u64), rust_decimal::Decimal> = Default::default();
+    for item in store.billed_items_of(id).await? {
+        if item.kind != tollgate_store::BilledKind::Usage {
+            continue;
+        }
+        let engine = item
+            .item_key
+            .split(':')
+            .nth(1)
+            .and_then(|account| account.parse::<u64>().ok())
+            .with_context(|| format!("billed item {:?}: no engine account in its key", item.item_key))?;
+        *releases.entry((item.billing_account_id, engine)).or_default() += item.amount;
+    }
+    releases.retain(|_, amount| !amount.is_zero());
+    Ok(releases)
 }
 
 /// What each account of a hierarchy has: products with prices, and usage entries read

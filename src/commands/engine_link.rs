@@ -82,6 +82,9 @@ pub(crate) fn request(item: &OutboxItem) -> Result<Request, String> {
         EngineOperation::SetCreditLimit { credit_limit, .. } => Operation::SetCreditLimit { credit_limit },
         EngineOperation::TopUp { amount, reference, .. } => Operation::TopUp { amount, reference },
         EngineOperation::Adjust { amount, reason, .. } => Operation::Adjust { amount, reason },
+        EngineOperation::BillRelease { amount, invoice, .. } => {
+            Operation::Adjust { amount, reason: format!("invoice {invoice}: billed usage moved to the receivable") }
+        }
         EngineOperation::SuspendAccount { reason, .. } => Operation::SuspendAccount { reason },
         EngineOperation::ResumeAccount { .. } => Operation::ResumeAccount,
         EngineOperation::CloseAccount { settle_reason, .. } => Operation::CloseAccount { settle_reason },

@@ -376,3 +376,47 @@ fn a_bank_statement_pays_the_bills_it_names_once_and_the_rest_age_and_are_dunned
     assert!(rerun.stdout.is_empty(), "{}", String::from_utf8_lossy(&rerun.stdout));
     std::fs::remove_dir_all(dir).ok();
 }
+
+/// The engine's balance of account `id` (no server running).
+fn engine_balance(data_dir: &str, id: u64) -> Decimal {
+    let shown: Value =
+        serde_json::from_slice(&ok(&["account", "show", "--id", &id.to_string(), "--data-dir", data_dir]).stdout)
+            .expect("JSON");
+    shown["body"]["balance"].as_str().expect("balance").parse().expect("decimal")
+}
+
+#[test]
+fn a_final_invoice_gives_the_usage_it_bills_back_to_the_engine_balance_once() {
+    let dir = scratch("bill-run-release");
+    let data_dir = setup(&dir, 80);
+    let (cycle, _) = cycles();
+    let accounts: Vec<u64> = (2..=ROWS).step_by(2).map(|n| BASE + n).collect();
+    let before: Vec<Decimal> = accounts.iter().map(|id| engine_balance(&data_dir, *id)).collect();
+    assert!(before.iter().all(|balance| *balance < Decimal::ZERO), "every postpaid account made calls: {before:?}");
+    bill(&data_dir, &cycle);
+    let invoices = show(&data_dir, &cycle);
+    let account = invoices[0]["account"].as_str().expect("account").to_owned();
+
+    // `serve` applies the releases the numbering put in the outbox.
+    let (child, _, _) = super::start_servers(Path::new(&data_dir), "ocs.release.test", &[]);
+    for _ in 0..600 {
+        let shown = tollgate(&["billing-account", "show", &account, "--data-dir", &data_dir], "");
+        if shown.status.success() && !String::from_utf8_lossy(&shown.stderr).contains("wait in the outbox") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    super::stop_server(child);
+    // Every call was billed: each postpaid balance is back to zero, its credit limit free.
+    let after: Vec<Decimal> = accounts.iter().map(|id| engine_balance(&data_dir, *id)).collect();
+    assert_eq!(after, vec![Decimal::ZERO; accounts.len()], "before: {before:?}");
+
+    // A rerun finalises nothing and releases nothing more.
+    bill(&data_dir, &cycle);
+    let (child, _, _) = super::start_servers(Path::new(&data_dir), "ocs.release.test", &[]);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    super::stop_server(child);
+    let again: Vec<Decimal> = accounts.iter().map(|id| engine_balance(&data_dir, *id)).collect();
+    assert_eq!(again, after);
+    std::fs::remove_dir_all(dir).ok();
+}

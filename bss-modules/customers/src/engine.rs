@@ -28,6 +28,9 @@ pub const SUSPEND_SUBSCRIPTION: &str = "engine.subscription.suspend";
 pub const TOP_UP: &str = "engine.account.top_up";
 /// The outbox kind of a balance adjustment (TMF654 `adjustBalance`).
 pub const ADJUST: &str = "engine.account.adjust";
+/// The outbox kind of a final invoice's release: the usage it bills moves from the
+/// engine's running balance to the receivable (an adjustment), freeing the credit limit.
+pub const BILL_RELEASE: &str = "engine.account.bill_release";
 /// The outbox kind of an account suspension.
 pub const SUSPEND_ACCOUNT: &str = "engine.account.suspend";
 /// The outbox kind of the end of an account's suspension.
@@ -82,6 +85,10 @@ pub enum EngineOperation {
     TopUp { account: u64, amount: Decimal, reference: String },
     /// A signed correction with its reason (`Operation::Adjust`).
     Adjust { account: u64, amount: Decimal, reason: String },
+    /// Give back to a postpaid account's running balance the usage a final invoice bills
+    /// (`Operation::Adjust`, positive, its reason naming the invoice): the receivable holds it
+    /// now, and the credit limit is free for the next cycle.
+    BillRelease { account: u64, amount: Decimal, invoice: String },
     /// Stop the service of every subscription of the account (`Operation::SuspendAccount`).
     SuspendAccount { account: u64, reason: String },
     /// End the account's suspension (`Operation::ResumeAccount`).
@@ -143,6 +150,7 @@ impl EngineOperation {
             EngineOperation::SuspendSubscription { .. } => SUSPEND_SUBSCRIPTION,
             EngineOperation::TopUp { .. } => TOP_UP,
             EngineOperation::Adjust { .. } => ADJUST,
+            EngineOperation::BillRelease { .. } => BILL_RELEASE,
             EngineOperation::SuspendAccount { .. } => SUSPEND_ACCOUNT,
             EngineOperation::ResumeAccount { .. } => RESUME_ACCOUNT,
             EngineOperation::CloseAccount { .. } => CLOSE_ACCOUNT,
@@ -160,6 +168,7 @@ impl EngineOperation {
             | EngineOperation::SetCreditLimit { account, .. }
             | EngineOperation::TopUp { account, .. }
             | EngineOperation::Adjust { account, .. }
+            | EngineOperation::BillRelease { account, .. }
             | EngineOperation::SuspendAccount { account, .. }
             | EngineOperation::ResumeAccount { account }
             | EngineOperation::CloseAccount { account, .. }
@@ -193,6 +202,9 @@ impl EngineOperation {
             }
             EngineOperation::Adjust { account, amount, reason } => {
                 json!({"account": account, "amount": amount.to_string(), "reason": reason})
+            }
+            EngineOperation::BillRelease { account, amount, invoice } => {
+                json!({"account": account, "amount": amount.to_string(), "invoice": invoice})
             }
             EngineOperation::SuspendAccount { account, reason } => json!({"account": account, "reason": reason}),
             EngineOperation::ResumeAccount { account } => json!({"account": account}),
@@ -264,6 +276,11 @@ impl EngineOperation {
             ADJUST => {
                 EngineOperation::Adjust { account, amount: money(payload, "amount")?, reason: text(payload, "reason")? }
             }
+            BILL_RELEASE => EngineOperation::BillRelease {
+                account,
+                amount: money(payload, "amount")?,
+                invoice: text(payload, "invoice")?,
+            },
             SUSPEND_ACCOUNT => EngineOperation::SuspendAccount { account, reason: text(payload, "reason")? },
             RESUME_ACCOUNT => EngineOperation::ResumeAccount { account },
             CLOSE_ACCOUNT => EngineOperation::CloseAccount {

@@ -36,8 +36,8 @@ pub use customer::{
 };
 pub use engine::{
     idempotency_key, ordering_key, subscription_key, AccountType, EngineOperation, Revert, RevertField, ADJUST,
-    CHANGE_ACCOUNT_KIND, CLOSE_ACCOUNT, CREATE_ACCOUNT, CREATE_SUBSCRIPTION, RESUME_ACCOUNT, SET_CREDIT_LIMIT,
-    SUSPEND_ACCOUNT, SUSPEND_SUBSCRIPTION, TOP_UP,
+    BILL_RELEASE, CHANGE_ACCOUNT_KIND, CLOSE_ACCOUNT, CREATE_ACCOUNT, CREATE_SUBSCRIPTION, RESUME_ACCOUNT,
+    SET_CREDIT_LIMIT, SUSPEND_ACCOUNT, SUSPEND_SUBSCRIPTION, TOP_UP,
 };
 pub use error::{CustomersError, Result};
 pub use lifecycle::{transition, AccountState};

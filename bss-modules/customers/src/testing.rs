@@ -120,7 +120,7 @@ fn apply(account: &mut ModelAccount, operation: &EngineOperation) -> EngineAnswe
             account.balance += *amount;
             money(account)
         }
-        EngineOperation::Adjust { amount, .. } => {
+        EngineOperation::Adjust { amount, .. } | EngineOperation::BillRelease { amount, .. } => {
             if account.balance + account.credit_limit + *amount < Decimal::ZERO {
                 return refused("insufficient credit".into());
             }
