@@ -90,7 +90,8 @@ pub(crate) enum BillRunCommand {
         out: Option<PathBuf>,
         #[arg(long)]
         out_dir: Option<PathBuf>,
-        /// Days from the issue date (the day it was made final, UTC) to the due date.
+        /// Days from the issue date (the day it was made final, UTC) to the due date, for
+        /// invoices made final before due dates were stored (others print their own).
         #[arg(long, default_value_t = 30)]
         due_days: u16,
     },
@@ -573,6 +574,33 @@ async fn find_invoice(store: &Store, wanted: &str) -> anyhow::Result<InvoiceRow>
 /// One invoice's PDF: the composed document the store keeps, the billing account's name
 /// as the customer, the run's issuer, the number if final (a draft prints as such), issued
 /// the day it was made final (UTC; a draft: the day it was composed).
+/// The API's renderer of customer bills as PDFs: the same document as `bill-run pdf`.
+#[derive(Debug)]
+pub(crate) struct BillPdfRenderer {
+    store: Store,
+    template: tollgate_invoice_pdf::Template,
+}
+
+impl BillPdfRenderer {
+    pub(crate) fn new(store: Store, template: tollgate_invoice_pdf::Template) -> BillPdfRenderer {
+        BillPdfRenderer { store, template }
+    }
+}
+
+impl tollgate_api::BillPdf for BillPdfRenderer {
+    fn render<'a>(
+        &'a self,
+        bill: &'a InvoiceRow,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Vec<u8>, String>> + Send + 'a>> {
+        Box::pin(async move {
+            invoice_pdf(&self.store, bill, &self.template, DEFAULT_DUE_DAYS).await.map_err(|error| format!("{error:#}"))
+        })
+    }
+}
+
+/// Days to the due date of an invoice made final before due dates were stored.
+const DEFAULT_DUE_DAYS: u16 = 30;
+
 async fn invoice_pdf(
     store: &Store,
     row: &InvoiceRow,
@@ -583,7 +611,9 @@ async fn invoice_pdf(
         serde_json::from_value(row.doc.clone()).with_context(|| format!("invoice {}: the stored document", row.id))?;
     let customer = store.billing_account(&row.billing_account_id).await?.map(|account| account.value.name);
     let issued = jiff::tz::TimeZone::UTC.to_datetime(row.finalised_at.unwrap_or(row.created_at)).date();
-    let due = issued.checked_add(jiff::Span::new().days(i64::from(due_days))).ok();
+    // The due date stored when it was made final; else the given terms from its issue day.
+    let stored = store.due_dates(&[row.id.as_str()]).await?.get(&row.id).copied();
+    let due = stored.or_else(|| issued.checked_add(jiff::Span::new().days(i64::from(due_days))).ok());
     let meta = tollgate_invoice_pdf::DocumentMeta {
         issuer: tollgate_invoice_pdf::Party { name: row.issuer.clone(), ..Default::default() },
         customer: tollgate_invoice_pdf::Party { name: customer.unwrap_or_default(), ..Default::default() },

@@ -81,6 +81,10 @@ pub(crate) struct ApiArgs {
     /// applies its recorded engine operations, whether or not the API is served.
     #[arg(long)]
     database: Option<String>,
+    /// The invoice document template (TOML) the API renders customer bills with for
+    /// `Accept: application/pdf` (the built-in one without it).
+    #[arg(long)]
+    invoice_template: Option<std::path::PathBuf>,
     /// Requests per second each API token may make on average.
     #[arg(long, default_value_t = tollgate_api::ApiConfig::default().rate_per_second,
           value_parser = clap::value_parser!(u32).range(1..))]
@@ -471,6 +475,12 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
                     config = config.with_orders(orders.clone());
                 }
                 config.alarm_traps = traps.clone();
+                let template = match &args.api.invoice_template {
+                    Some(path) => tollgate_invoice_pdf::Template::from_file(path)
+                        .with_context(|| format!("--invoice-template {}", path.display()))?,
+                    None => tollgate_invoice_pdf::Template::default(),
+                };
+                config.bill_pdf = Some(Arc::new(super::bill_run::BillPdfRenderer::new(store.clone(), template)));
                 let router = tollgate_api::router(store.clone(), &config);
                 let api_stop = wait(stopped.clone());
                 Some(bss_handle.spawn(async move {

@@ -420,3 +420,91 @@ fn a_final_invoice_gives_the_usage_it_bills_back_to_the_engine_balance_once() {
     assert_eq!(again, after);
     std::fs::remove_dir_all(dir).ok();
 }
+
+/// Runs a poppler tool on `pdf` and returns what it printed (the tools come from
+/// `scripts/install-test-deps`).
+fn poppler(tool: &str, args: &[&str]) -> String {
+    let output = Command::new(tool).args(args).output().unwrap_or_else(|e| panic!("{tool} (poppler-utils): {e}"));
+    assert!(output.status.success(), "{tool} {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// A GET with `accept`: status, head, the body's bytes.
+fn fetch(address: &str, path: &str, token: &str, accept: &str) -> (u16, String, Vec<u8>) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(address).expect("connect");
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(30))).expect("timeout");
+    let head = format!(
+        "GET {path} HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {token}\r\nAccept: {accept}\r\nConnection: close\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).expect("send");
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).expect("read");
+    let split = response.windows(4).position(|w| w == b"\r\n\r\n").expect("a head") + 4;
+    let head = String::from_utf8_lossy(&response[..split]).into_owned();
+    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    (status, head, response[split..].to_vec())
+}
+
+#[test]
+fn a_final_invoice_is_a_pdf_from_the_cli_and_from_the_api() {
+    let dir = scratch("bill-run-pdf");
+    let data_dir = setup(&dir, 40);
+    let (cycle, _) = cycles();
+    bill(&data_dir, &cycle);
+    let invoices = show(&data_dir, &cycle);
+    let invoice = &invoices[0];
+    let id = invoice["id"].as_str().expect("id").to_owned();
+    let number = format!(
+        "{}/{}/{}",
+        invoice["issuer"].as_str().expect("issuer"),
+        invoice["series"].as_str().expect("series"),
+        invoice["number"]
+    );
+
+    // The CLI, by number: a one-page PDF a reader renders, with the number and the total.
+    let file = dir.join("invoice.pdf");
+    let path = file.display().to_string();
+    ok(&["bill-run", "pdf", "--invoice", &number, "--out", &path, "--data-dir", &data_dir]);
+    let text = poppler("pdftotext", &["-layout", &path, "-"]);
+    assert!(text.contains(&number), "{text}");
+    let gross = invoice["gross"].as_str().expect("gross");
+    assert!(text.contains(gross), "the total {gross}: {text}");
+    let png = dir.join("page");
+    poppler("pdftoppm", &["-png", "-r", "40", "-f", "1", "-l", "1", &path, &png.display().to_string()]);
+    let page = std::fs::read_dir(&dir)
+        .expect("dir")
+        .filter_map(Result::ok)
+        .find(|entry| {
+            entry.file_name().to_string_lossy().starts_with("page")
+                && entry.file_name().to_string_lossy().ends_with(".png")
+        })
+        .expect("page 1 as PNG");
+    let png = std::fs::read(page.path()).expect("png");
+    assert!(png.starts_with(b"\x89PNG") && png.len() > 1000, "{} bytes", png.len());
+
+    // The API: the same bill as JSON names its document; as PDF it is the document.
+    let data = Path::new(&data_dir);
+    let (child, _, _) = super::start_servers(data, "ocs.pdf.test", &["--api-listen", "127.0.0.1:0"]);
+    let address = super::api::api_address(data);
+    let token = super::api::create_token(data, "finance");
+    let bill = format!("/tmf-api/customerBillManagement/v4/customerBill/{id}");
+    let (status, _, body) = fetch(&address, &bill, &token, "application/json");
+    assert_eq!(status, 200);
+    let json: Value = serde_json::from_slice(&body).expect("JSON");
+    assert_eq!(json["billDocument"][0]["mimeType"], "application/pdf");
+    assert!(json["paymentDueDate"].is_string() && json["remainingAmount"]["value"] == invoice["gross"], "{json}");
+    let (status, head, body) = fetch(&address, &bill, &token, "application/pdf");
+    assert_eq!(status, 200, "{head}");
+    assert!(head.to_ascii_lowercase().contains("content-type: application/pdf"), "{head}");
+    assert!(body.starts_with(b"%PDF-"));
+    let served = dir.join("served.pdf");
+    std::fs::write(&served, &body).expect("write");
+    let text = poppler("pdftotext", &["-layout", &served.display().to_string(), "-"]);
+    assert!(text.contains(&number), "{text}");
+    let (status, _, _) =
+        fetch(&address, "/tmf-api/customerBillManagement/v4/customerBill/nope", &token, "application/pdf");
+    assert_eq!(status, 404);
+    super::stop_server(child);
+    std::fs::remove_dir_all(dir).ok();
+}

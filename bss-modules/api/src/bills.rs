@@ -5,13 +5,15 @@
 //! `inProgress`, a final invoice `new` with its `billNo` (issuer, series, number), its
 //! `paymentDueDate` and its `remainingAmount` (less credit notes and payments). A
 //! partner reads the bills of its own hierarchy only; another hierarchy's bill is 404, as
-//! if it did not exist. Thin handlers: parse, scope, read the store, shape the JSON.
+//! if it did not exist. A final bill is also served as its PDF for `Accept:
+//! application/pdf` (406 when the server has no renderer, 409 for a draft). Thin handlers:
+//! parse, scope, read the store, shape the JSON.
 
 use std::sync::Arc;
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use serde_json::{json, Value};
@@ -103,6 +105,12 @@ fn bill_doc(row: &InvoiceRow, payable: Payable) -> Value {
         if row.kind == InvoiceKind::Invoice {
             object.insert("remainingAmount".into(), money(&row.currency, row.gross - payable.settled));
         }
+        // The document: this bill's own URL with `Accept: application/pdf`.
+        object.insert(
+            "billDocument".into(),
+            json!([{"id": format!("{}-pdf", row.id), "mimeType": "application/pdf", "@type": "AttachmentRefOrValue",
+                "url": format!("{BILL_BASE_PATH}/customerBill/{}", row.id)}]),
+        );
     }
     if let (Some(corrected), Some(object)) = (&row.corrects_invoice_id, doc.as_object_mut()) {
         object.insert("correctedBill".into(), json!({"id": corrected}));
@@ -199,14 +207,66 @@ pub(crate) async fn list_bills(
     Ok((page_headers(total, count), Json(Value::Array(items))).into_response())
 }
 
+/// Whether the client asks for the PDF: `Accept` names `application/pdf` (with a quality
+/// above zero) before or instead of JSON.
+fn wants_pdf(headers: &HeaderMap) -> bool {
+    let Some(accept) = headers.get(header::ACCEPT).and_then(|value| value.to_str().ok()) else { return false };
+    let mut best: Option<(&str, f32)> = None;
+    for part in accept.split(',') {
+        let mut pieces = part.split(';');
+        let kind = pieces.next().unwrap_or("").trim();
+        let quality = pieces
+            .filter_map(|p| p.trim().strip_prefix("q="))
+            .find_map(|q| q.trim().parse::<f32>().ok())
+            .unwrap_or(1.0);
+        if quality > 0.0
+            && best.is_none_or(|(_, q)| quality > q)
+            && matches!(kind, "application/pdf" | "application/json" | "*/*" | "application/*")
+        {
+            best = Some((kind, quality));
+        }
+    }
+    best.is_some_and(|(kind, _)| kind == "application/pdf")
+}
+
 pub(crate) async fn get_bill(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
     Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
     query: Params,
 ) -> Result<Response, ApiError> {
     let fields = item_fields(query)?;
     let bill = visible_bill(&state, &caller, &id).await?;
+    if wants_pdf(&headers) {
+        let Some(renderer) = &state.bill_pdf else {
+            return Err(ApiError::new(
+                StatusCode::NOT_ACCEPTABLE,
+                "notAcceptable",
+                "Accept",
+                "this server renders no PDF",
+            ));
+        };
+        if bill.state != InvoiceState::Final {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "notFinal",
+                "state",
+                format!("customer bill {id} is a draft: only a final bill has a document"),
+            ));
+        }
+        let pdf = renderer.render(&bill).await.map_err(|reason| {
+            tracing::error!(bill = %id, %reason, "api: a bill's PDF could not be rendered");
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "pdf", "the bill's PDF could not be rendered")
+        })?;
+        let disposition =
+            format!("inline; filename=\"{}.pdf\"", id.replace(|c: char| !c.is_ascii_alphanumeric() && c != '-', "_"));
+        return Ok((
+            [(header::CONTENT_TYPE, "application/pdf".to_owned()), (header::CONTENT_DISPOSITION, disposition)],
+            pdf,
+        )
+            .into_response());
+    }
     let payable = payables(&state, std::slice::from_ref(&bill)).await?.pop().unwrap_or_default();
     Ok(Json(select(bill_doc(&bill, payable), fields.as_deref())).into_response())
 }

@@ -71,6 +71,18 @@ pub struct ApiConfig {
     pub orders: Option<Orders>,
     /// Where alarm changes are sent as SNMP traps (`None`: kept and served only).
     pub alarm_traps: Option<Arc<TrapSender>>,
+    /// Renders a final bill as a PDF for `Accept: application/pdf` (`None`: 406).
+    pub bill_pdf: Option<Arc<dyn BillPdf>>,
+}
+
+/// Renders a customer bill as the PDF a customer reads (the binary's, with
+/// `tollgate-invoice-pdf`: the API itself draws nothing).
+pub trait BillPdf: Send + Sync + std::fmt::Debug {
+    /// The PDF of `bill`, or why it cannot be made.
+    fn render<'a>(
+        &'a self,
+        bill: &'a tollgate_store::InvoiceRow,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Vec<u8>, String>> + Send + 'a>>;
 }
 
 impl Default for ApiConfig {
@@ -83,6 +95,7 @@ impl Default for ApiConfig {
             engine: None,
             orders: None,
             alarm_traps: None,
+            bill_pdf: None,
         }
     }
 }
@@ -143,6 +156,7 @@ pub(crate) struct AppState {
     pub(crate) hub: Hub,
     pub(crate) orders: Option<Orders>,
     pub(crate) alarm_traps: Option<Arc<TrapSender>>,
+    pub(crate) bill_pdf: Option<Arc<dyn BillPdf>>,
     pub(crate) limiter: RateLimit,
 }
 
@@ -167,6 +181,7 @@ pub fn router(store: Store, config: &ApiConfig) -> Router {
         hub: Hub::new(store.clone(), config.hub),
         orders: config.orders.clone(),
         alarm_traps: config.alarm_traps.clone(),
+        bill_pdf: config.bill_pdf.clone(),
         store,
         limiter: RateLimit::new(config.rate_per_second, config.burst),
     });

@@ -141,6 +141,12 @@ store_test! {
         let draft = call(&app, "GET", &format!("{bill_path}/inv-root-b"), Some(&finance), None, &[]).await;
         assert_eq!((draft.body["state"].as_str(), draft.body.get("billNo")), (Some("inProgress"), None), "a draft has no number");
 
+        // No renderer configured: the PDF is not acceptable; JSON by preference still is.
+        let pdf = call(&app, "GET", &format!("{bill_path}/inv-root-a"), Some(&finance), None, &[("accept", "application/pdf")]).await;
+        assert_eq!((pdf.status, pdf.body["reason"].as_str()), (StatusCode::NOT_ACCEPTABLE, Some("Accept")));
+        let json_first = call(&app, "GET", &format!("{bill_path}/inv-root-a"), Some(&finance), None, &[("accept", "application/pdf;q=0.5, application/json")]).await;
+        assert_eq!(json_first.status, StatusCode::OK);
+
         let filtered = call(&app, "GET", &format!("{bill_path}?state=new"), Some(&finance), None, &[]).await;
         assert_eq!(ids(&filtered.body), ["inv-root-a"]);
         let by_account = call(&app, "GET", &format!("{bill_path}?billingAccount.id=root-b"), Some(&finance), None, &[]).await;
