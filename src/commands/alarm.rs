@@ -5,7 +5,8 @@
 //! faults it watches once a second off the engine's threads (`watch_faults`: a shard
 //! stopped or syncing slowly, the data directory filling up, a Diameter peer lost, the
 //! activation gateway unreachable, a provisioning step failing for good), each cleared when
-//! the fault is gone. Every source Tollgate raises alarms for is in `source`.
+//! the fault is gone. Every source Tollgate raises alarms for, `mediate`'s too (through
+//! `record`), is in `source`.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -293,6 +294,9 @@ pub(crate) mod source {
         alarm_type: AlarmType::ProcessingError,
         cause: "applicationSubsystemFailure",
     };
+    /// `mediation/SOURCE`: a usage file's rejects above the threshold.
+    pub(crate) const MEDIATION: Source =
+        Source { object_type: "mediationSource", alarm_type: AlarmType::ProcessingError, cause: "corruptData" };
 
     /// `text` as a specific problem: control characters (an error chain's newlines) as
     /// spaces, cut at a character boundary to the alarm's 1,024 bytes.
@@ -313,6 +317,30 @@ pub(crate) mod source {
 }
 
 const ACTOR: &str = "system:tollgate";
+
+/// Raises `raise`, or clears the open alarm of `object` and `source` when `None`, for a
+/// source that reports once (a command's run): a failure to record it is tried again, a
+/// few times with a pause, then logged at WARN, never the command's failure.
+pub(crate) async fn record(alarms: &Alarms, object: &str, source: source::Source, raise: Option<AlarmReport>) {
+    const PAUSES_MS: [u64; 3] = [200, 1_000, 3_000];
+    for (attempt, pause_ms) in (1..).zip(PAUSES_MS.iter().map(Some).chain([None])) {
+        let done = match &raise {
+            Some(report) => alarms.raise(report.clone(), ACTOR, now_ms()).await.map(|_| ()),
+            None => alarms.clear_open(object, source.cause, ACTOR, now_ms()).await.map(|_| ()),
+        };
+        match (done, pause_ms) {
+            (Ok(()), _) => return,
+            (Err(err), Some(pause_ms)) => {
+                tracing::warn!(%object, attempt, error = %err, "alarm not recorded; trying again");
+                tokio::time::sleep(Duration::from_millis(*pause_ms)).await;
+            }
+            (Err(err), None) => {
+                tracing::warn!(%object, attempt, error = %err, "alarm not recorded; given up");
+                return;
+            }
+        }
+    }
+}
 
 /// `serve`'s thresholds of the faults it watches for itself.
 #[derive(Debug, Clone)]
