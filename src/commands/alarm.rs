@@ -5,8 +5,8 @@
 //! faults it watches once a second off the engine's threads (`watch_faults`: a shard
 //! stopped or syncing slowly, the data directory filling up, a Diameter peer lost, the
 //! activation gateway unreachable, a provisioning step failing for good), each cleared when
-//! the fault is gone. Every source Tollgate raises alarms for, `mediate`'s too (through
-//! `record`), is in `source`.
+//! the fault is gone. Every source Tollgate raises alarms for, `mediate`'s and `bill-run`'s
+//! too (through `record`), is in `source`.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -297,6 +297,9 @@ pub(crate) mod source {
     /// `mediation/SOURCE`: a usage file's rejects above the threshold.
     pub(crate) const MEDIATION: Source =
         Source { object_type: "mediationSource", alarm_type: AlarmType::ProcessingError, cause: "corruptData" };
+    /// `bill-run/RUN`: a bill run failed.
+    pub(crate) const BILL_RUN: Source =
+        Source { object_type: "billRun", alarm_type: AlarmType::ProcessingError, cause: "applicationSubsystemFailure" };
 
     /// `text` as a specific problem: control characters (an error chain's newlines) as
     /// spaces, cut at a character boundary to the alarm's 1,024 bytes.
