@@ -137,7 +137,7 @@ pub trait Syncer: Send + Sync {
 
 /// Storage faults a test switches on to see how the engine takes a failing disk: while
 /// set, appends fail with `write_error` and syncs with `sync_error` (for example
-/// `ENOSPC`, `EIO`). Production code never sets them.
+/// `ENOSPC`, `EIO`), or syncs take longer (a slow device). Production code never sets them.
 #[doc(hidden)]
 #[derive(Debug, Default)]
 pub struct Faults {
@@ -145,6 +145,8 @@ pub struct Faults {
     fail_syncs: AtomicBool,
     /// The `errno` returned.
     errno: std::sync::atomic::AtomicI32,
+    /// Milliseconds each sync waits before it syncs.
+    sync_delay_ms: std::sync::atomic::AtomicU64,
 }
 
 impl Faults {
@@ -162,9 +164,16 @@ impl Faults {
         self.fail_syncs.store(true, Ordering::SeqCst);
     }
 
+    /// Makes every sync take `delay` longer (a device slow to flush); zero: as fast as it is.
+    pub fn delay_syncs(&self, delay: std::time::Duration) {
+        let ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+        self.sync_delay_ms.store(ms, Ordering::SeqCst);
+    }
+
     pub fn heal(&self) {
         self.fail_writes.store(false, Ordering::SeqCst);
         self.fail_syncs.store(false, Ordering::SeqCst);
+        self.sync_delay_ms.store(0, Ordering::SeqCst);
     }
 
     fn check(&self, flag: &AtomicBool) -> io::Result<()> {
@@ -178,7 +187,12 @@ impl Faults {
         self.check(&self.fail_writes)
     }
 
+    /// Before a sync: waits the delay set, then fails if syncs fail.
     pub(crate) fn check_sync(&self) -> io::Result<()> {
+        let delay_ms = self.sync_delay_ms.load(Ordering::SeqCst);
+        if delay_ms > 0 {
+            std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        }
         self.check(&self.fail_syncs)
     }
 }
@@ -223,7 +237,7 @@ impl Storage for FileStorage {
     }
     fn sync(&mut self) -> io::Result<()> {
         if let Some(faults) = &self.faults {
-            faults.check(&faults.fail_syncs)?;
+            faults.check_sync()?;
         }
         self.file.sync_data()
     }
@@ -248,7 +262,7 @@ struct FileSyncer(File, FaultHandle);
 impl Syncer for FileSyncer {
     fn sync(&self) -> io::Result<()> {
         if let Some(faults) = &self.1 {
-            faults.check(&faults.fail_syncs)?;
+            faults.check_sync()?;
         }
         self.0.sync_data()
     }

@@ -146,9 +146,30 @@ pub(crate) fn run(args: &BillRunArgs) -> anyhow::Result<ExitCode> {
             Some(BillRunCommand::ExportGl { run, config, output }) => {
                 export_gl(&store, run, &load_config(config.as_deref())?, output.as_deref()).await
             }
-            None => bill(&store, args).await,
+            None if args.dry_run => bill(&store, args).await,
+            None => {
+                let billed = bill(&store, args).await;
+                record_alarm(&store, args, &billed).await;
+                billed
+            }
         }
     })
+}
+
+/// A run that fails raises an alarm on `bill-run/RUN` (major; the error is the specific
+/// problem); a later run of the same cycle and accounts that ends clears it. A run that
+/// could not open its store records nothing, nor does a dry run.
+async fn record_alarm(store: &Store, args: &BillRunArgs, billed: &anyhow::Result<ExitCode>) {
+    use super::alarm::source::BILL_RUN;
+    let Some(cycle) = &args.cycle else { return };
+    let (run, _) = run_id(cycle, &args.accounts);
+    let object = format!("bill-run/{run}");
+    let raise = billed.as_ref().err().map(|error| {
+        let problem = format!("bill run {run} failed: {error:#}");
+        BILL_RUN.report(&object, tollgate_alarms::PerceivedSeverity::Major, &problem)
+    });
+    let alarms = tollgate_alarms::Alarms::new(store.clone(), None);
+    super::alarm::record(&alarms, &object, BILL_RUN, raise).await;
 }
 
 /// `--shards`, else the data directory's recorded count, else the default.

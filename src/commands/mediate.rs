@@ -1,5 +1,6 @@
 //! `tollgate mediate`: rate usage files (CSV with a mapping, or TS 32.297 BER CDR files)
-//! through the engine, once or watching a folder.
+//! through the engine, once or watching a folder; with a BSS store, a file whose rejects
+//! pass a threshold raises an alarm on its source, cleared by a later file under it.
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -53,6 +54,95 @@ pub(crate) struct MediateArgs {
     /// Refuse input files larger than this many bytes.
     #[arg(long, default_value_t = 16 << 30)]
     max_file_bytes: u64,
+    /// The BSS store a rejects alarm is kept in: `postgres://…` or an SQLite file
+    /// (default DATA_DIR/bss.sqlite3 when it exists; none: no alarm).
+    #[arg(long)]
+    database: Option<String>,
+    /// Where the files come from, the alarm's object `mediation/SOURCE` (default: the
+    /// --watch directory's name, else the name of the directory the file is in).
+    #[arg(long)]
+    source: Option<String>,
+    /// A file whose rejects are more than this percentage of its records raises an alarm
+    /// on its source; a later file of the source at or under it clears it.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u8).range(0..=99))]
+    reject_alarm_percent: u8,
+    /// Files with fewer records than this say nothing either way.
+    #[arg(long, default_value_t = 20)]
+    reject_alarm_min_records: u64,
+}
+
+/// The rejects alarm of `tollgate mediate`: after each file, its source's alarm is
+/// raised (its rejects above the threshold) or cleared (at or under it), in the store if
+/// there is one. A store that cannot be opened or written is logged and tried again
+/// with the next file; it never fails the run.
+struct RejectAlarms {
+    runtime: tokio::runtime::Runtime,
+    location: String,
+    alarms: Option<tollgate_alarms::Alarms>,
+    percent: u64,
+    min_records: u64,
+}
+
+impl RejectAlarms {
+    fn new(args: &MediateArgs) -> anyhow::Result<Option<RejectAlarms>> {
+        let default_store = args.engine.data_dir.join(tollgate_store::SQLITE_FILE_NAME);
+        let location = match &args.database {
+            Some(location) => location.clone(),
+            None if default_store.exists() => default_store.display().to_string(),
+            None => return Ok(None),
+        };
+        Ok(Some(RejectAlarms {
+            runtime: super::bss::runtime()?,
+            location,
+            alarms: None,
+            percent: u64::from(args.reject_alarm_percent),
+            min_records: args.reject_alarm_min_records,
+        }))
+    }
+
+    fn judge(&mut self, source: &str, file: &Path, summary: &Summary) {
+        use super::alarm::source::MEDIATION;
+        if summary.records_in == 0 || summary.records_in < self.min_records {
+            return;
+        }
+        let object = format!("mediation/{source}");
+        let above = summary.rejected.saturating_mul(100) > self.percent.saturating_mul(summary.records_in);
+        let raise = above.then(|| {
+            let problem = format!(
+                "{}: {} of {} records rejected (more than {} %; the rejects file says why)",
+                file.display(),
+                summary.rejected,
+                summary.records_in,
+                self.percent
+            );
+            MEDIATION.report(&object, tollgate_alarms::PerceivedSeverity::Major, &problem)
+        });
+        let (location, alarms) = (&self.location, &mut self.alarms);
+        self.runtime.block_on(async {
+            if alarms.is_none() {
+                match tollgate_store::Store::open(location).await {
+                    Ok(store) => *alarms = Some(tollgate_alarms::Alarms::new(store, None)),
+                    Err(err) => {
+                        tracing::warn!(%object, error = %err, "alarm not recorded: the store did not open");
+                        return;
+                    }
+                }
+            }
+            if let Some(alarms) = alarms {
+                super::alarm::record(alarms, &object, MEDIATION, raise).await;
+            }
+        });
+    }
+}
+
+/// A file's source: `--source`, else the watched directory's name, else its directory's.
+fn source_of(args: &MediateArgs, file: &Path) -> String {
+    let name = |dir: Option<&Path>| dir.and_then(Path::file_name).map(|name| name.to_string_lossy().into_owned());
+    args.source
+        .clone()
+        .or_else(|| args.watch.as_deref().and_then(|dir| name(Some(dir))))
+        .or_else(|| name(file.parent()))
+        .unwrap_or_else(|| "default".to_owned())
 }
 
 pub(crate) fn run(args: &MediateArgs) -> anyhow::Result<ExitCode> {
@@ -74,6 +164,13 @@ pub(crate) fn run(args: &MediateArgs) -> anyhow::Result<ExitCode> {
     config.max_age_seconds = args.max_age_days.saturating_mul(86_400);
     config.max_file_bytes = args.max_file_bytes;
     let mediator = Mediator::new(&engine, config);
+    let mut alarms = RejectAlarms::new(args)?;
+    let mut rated = |file: &Path, summary: &Summary| {
+        print_summary(file, summary);
+        if let Some(alarms) = &mut alarms {
+            alarms.judge(&source_of(args, file), file, summary);
+        }
+    };
     let format_of = |path: &Path| -> anyhow::Result<Format> {
         let text = matches!(path.extension().and_then(|e| e.to_str()), Some("csv" | "tsv" | "txt"));
         match (args.format, text) {
@@ -87,7 +184,7 @@ pub(crate) fn run(args: &MediateArgs) -> anyhow::Result<ExitCode> {
     let mut failed = 0;
     for file in &args.files {
         match format_of(file).and_then(|format| rate_file(&mediator, file, &format)) {
-            Ok(summary) => print_summary(file, &summary),
+            Ok(summary) => rated(file, &summary),
             Err(err) => {
                 failed += 1;
                 eprintln!("tollgate: {}: {err:#}", file.display());
@@ -95,7 +192,7 @@ pub(crate) fn run(args: &MediateArgs) -> anyhow::Result<ExitCode> {
         }
     }
     if let Some(dir) = &args.watch {
-        failed += watch(&mediator, dir, args.once, &format_of)?;
+        failed += watch(&mediator, dir, args.once, &format_of, &mut rated)?;
     }
     engine.shutdown().context("stopping the engine")?;
     Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
@@ -149,6 +246,7 @@ fn watch(
     dir: &Path,
     once: bool,
     format_of: &dyn Fn(&Path) -> anyhow::Result<Format>,
+    rated: &mut dyn FnMut(&Path, &Summary),
 ) -> anyhow::Result<usize> {
     let (incoming, processed, failed_dir) = (dir.join("incoming"), dir.join("processed"), dir.join("failed"));
     for folder in [&incoming, &processed, &failed_dir] {
@@ -167,7 +265,7 @@ fn watch(
         for file in files {
             let target = match format_of(&file).and_then(|format| rate_file(mediator, &file, &format)) {
                 Ok(summary) => {
-                    print_summary(&file, &summary);
+                    rated(&file, &summary);
                     &processed
                 }
                 Err(err) => {

@@ -270,6 +270,7 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     let security = Security::load(&args.security)?;
     let provisioning = Provisioning::load(&args.api)?;
+    let alarm_thresholds = args.alarms.thresholds()?;
     let config = Arc::new(args.diameter_limits.apply(DiameterConfig {
         origin_host: args.origin_host.clone(),
         origin_realm: args.origin_realm.clone(),
@@ -381,18 +382,14 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
             }
             None => None,
         };
-        // The operations endpoint; with a store, /metrics shows the open alarms too, and
-        // a shard that stops serving or a Diameter peer lost raises one (cleared when the
-        // fault is gone).
+        // The operations endpoint; with a store, /metrics shows the open alarms too.
         let traps = args.alarms.traps()?;
         let admin = tokio::net::TcpListener::bind(args.admin_listen).await?;
         tracing::info!(listen = %admin.local_addr()?, "admin server listening");
         let mut sources: Vec<Arc<dyn tollgate_oss_adapters::admin::MetricsSource>> = Vec::new();
-        let fault_watcher = bss.as_ref().map(|store| {
+        if let Some(store) = &bss {
             sources.push(Arc::new(super::alarm::BssMetrics(store.clone())));
-            let alarms = tollgate_alarms::Alarms::new(store.clone(), traps.clone());
-            tokio::spawn(super::alarm::watch_faults(Arc::clone(&engine), alarms, wait(stopped.clone())))
-        });
+        }
         let admin_router = tollgate_oss_adapters::admin::router_with(Arc::clone(&engine), sources);
         let admin_server = tokio::spawn(tollgate_oss_adapters::admin::serve(admin, admin_router, wait(stopped.clone())));
         let outbox_worker = bss.as_ref().map(|store| {
@@ -452,9 +449,30 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
                 workflow_policy,
             ))
             .with_concurrency(args.api.provisioning_concurrency);
+            let steps = Arc::clone(worker.workflow().health());
             let stop = wait(stopped.clone());
-            bss_handle.spawn(async move { worker.run(stop).await })
+            (bss_handle.spawn(async move { worker.run(stop).await }), steps)
         });
+        // With a store, the faults serve sees for itself raise alarms, cleared when the
+        // fault is gone: shards stopped or syncing slowly, the data directory filling up,
+        // Diameter peers lost, the activation gateway unreachable, provisioning steps
+        // failing for good. Watched from the management plane's runtime: it reads the
+        // engine's atomics and never makes a shard wait.
+        let fault_watcher = match &bss {
+            Some(store) => {
+                let alarms = tollgate_alarms::Alarms::new(store.clone(), traps.clone());
+                let watched = super::alarm::Watched {
+                    engine: Arc::clone(&engine),
+                    data_dir: args.engine.data_dir.clone(),
+                    thresholds: alarm_thresholds.clone(),
+                    activator: provisioning.activator.clone(),
+                    steps: provisioning_worker.as_ref().map(|(_, steps)| Arc::clone(steps)),
+                };
+                Some(bss_handle.spawn(super::alarm::watch_faults(watched, alarms, wait(stopped.clone()))))
+            }
+            None => None,
+        };
+        let provisioning_worker = provisioning_worker.map(|(worker, _)| worker);
         let api_server = match (args.api.api_listen, &bss) {
             (Some(address), Some(store)) => {
                 // Bound here, registered with the management plane's runtime in its task.

@@ -12,15 +12,34 @@ use super::hostile::{result_code, Peer};
 use super::{admin_address_of, http, scratch, start_servers, stop_server, tollgate};
 
 /// The open alarms of the store, one line each (`tollgate alarm list --open`).
-fn open_alarms(database: &str) -> Vec<String> {
-    let listed = tollgate(&["alarm", "list", "--open", "--database", database], "");
+pub(crate) fn open_alarms(database: &str) -> Vec<String> {
+    alarm_list(database, &["--open"])
+}
+
+/// Every alarm of the store, cleared ones too, newest first.
+pub(crate) fn all_alarms(database: &str) -> Vec<String> {
+    alarm_list(database, &[])
+}
+
+fn alarm_list(database: &str, flags: &[&str]) -> Vec<String> {
+    let args = [&["alarm", "list", "--database", database][..], flags].concat();
+    let listed = tollgate(&args, "");
     assert!(listed.status.success(), "{}", String::from_utf8_lossy(&listed.stderr));
     String::from_utf8_lossy(&listed.stdout).lines().map(str::to_owned).collect()
 }
 
+/// The fields of the alarm line naming `object` (id, severity, state, ack, object,
+/// cause, problem), if there is one.
+pub(crate) fn alarm_of(lines: &[String], object: &str) -> Option<Vec<String>> {
+    lines
+        .iter()
+        .map(|line| line.split('\t').map(str::to_owned).collect::<Vec<_>>())
+        .find(|fields| fields.get(4).map(String::as_str) == Some(object))
+}
+
 /// Waits until `check` holds of the open alarms (the server looks once a second).
-fn wait_for(database: &str, what: &str, check: impl Fn(&[String]) -> bool) -> Vec<String> {
-    let deadline = Instant::now() + Duration::from_secs(20);
+pub(crate) fn wait_for(database: &str, what: &str, check: impl Fn(&[String]) -> bool) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let open = open_alarms(database);
         if check(&open) {

@@ -12,6 +12,7 @@ use std::process::{Command, Stdio};
 use rust_decimal::Decimal;
 use serde_json::Value;
 
+use super::alarms::{alarm_of, all_alarms, open_alarms};
 use super::mediate::{mediate_args, MAPPING};
 use super::{json_lines, scratch, tollgate};
 
@@ -506,5 +507,54 @@ fn a_final_invoice_is_a_pdf_from_the_cli_and_from_the_api() {
         fetch(&address, "/tmf-api/customerBillManagement/v4/customerBill/nope", &token, "application/pdf");
     assert_eq!(status, 404);
     super::stop_server(child);
+    std::fs::remove_dir_all(dir).ok();
+}
+
+/// The run's configuration taxing in `jurisdiction` with one profile whose only rate is
+/// for `rated`.
+fn tax_config(dir: &Path, name: &str, jurisdiction: &str, rated: &str) -> String {
+    let config = serde_json::json!({
+        "jurisdiction": jurisdiction,
+        "default_tax_profile": "vat",
+        "tax_profiles": [{"id": "vat", "basis": "exclusive", "rounding": "per-line", "rounding_mode": "half-even",
+            "rates": [{"code": format!("{rated}-VAT"), "jurisdiction": rated, "service_class": null, "rate": "0.19"}]}],
+    });
+    let path = dir.join(name);
+    std::fs::write(&path, config.to_string()).expect("config");
+    path.display().to_string()
+}
+
+/// Issue 19, a bill run failing: the run's configuration taxes in a jurisdiction its tax
+/// profile has no rate for, so the first invoice with a line cannot be composed and the
+/// run fails; an alarm on `bill-run/CYCLE` says why. The configuration corrected, the run
+/// of the same cycle ends and clears it.
+#[test]
+fn a_failed_bill_run_raises_an_alarm_cleared_by_the_next_run_of_its_cycle_that_ends() {
+    let dir = scratch("bill-run-alarm");
+    let data_dir = setup(&dir, 10);
+    let database = Path::new(&data_dir).join("bss.sqlite3").display().to_string();
+    let (cycle, _) = cycles();
+    let object = format!("bill-run/{cycle}");
+
+    let wrong = tax_config(&dir, "wrong.json", "FR", "DE");
+    let failed = tollgate(&["bill-run", "--cycle", &cycle, "--config", &wrong, "--data-dir", &data_dir], "");
+    assert!(!failed.status.success(), "the run fails");
+    let open = open_alarms(&database);
+    let alarm = alarm_of(&open, &object).unwrap_or_else(|| panic!("{open:?}"));
+    assert_eq!(alarm[1..6], ["major", "raised", "unacknowledged", object.as_str(), "applicationSubsystemFailure"]);
+    assert!(alarm[6].contains("no rate for jurisdiction \"FR\""), "the error is the problem: {alarm:?}");
+
+    // Run again as it was: the same alarm, reported again.
+    assert!(!tollgate(&["bill-run", "--cycle", &cycle, "--config", &wrong, "--data-dir", &data_dir], "")
+        .status
+        .success());
+    assert_eq!(alarm_of(&open_alarms(&database), &object).expect("still open")[0], alarm[0]);
+
+    let right = tax_config(&dir, "right.json", "FR", "FR");
+    ok(&["bill-run", "--cycle", &cycle, "--config", &right, "--data-dir", &data_dir]);
+    assert_eq!(alarm_of(&open_alarms(&database), &object), None, "cleared");
+    let all = all_alarms(&database);
+    assert_eq!(alarm_of(&all, &object).expect("kept")[..3], [alarm[0].as_str(), "cleared", "cleared"]);
+    assert!(!show(&data_dir, &cycle).is_empty(), "the run billed");
     std::fs::remove_dir_all(dir).ok();
 }

@@ -8,11 +8,18 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use super::alarms::{alarm_of, all_alarms, wait_for};
 use super::{admin_address_of, charging_data, http, scratch, start_servers, stop_server, tollgate};
 
 /// The server, killed if the test panics before it is stopped (a failed assertion must
 /// not leave `serve` running on a mounted tmpfs).
 struct Server(Option<std::process::Child>);
+
+impl Server {
+    fn take(mut self) -> std::process::Child {
+        self.0.take().expect("still running")
+    }
+}
 
 impl Drop for Server {
     fn drop(&mut self) {
@@ -208,7 +215,8 @@ fn a_shard_stopped_by_a_full_disk_raises_an_alarm_and_clears_it_when_it_serves_a
     let ballast = fill(&disk.0);
     let answers: Vec<u16> = (1..=30).map(|n| create(&address, n)).collect();
     assert!(answers.contains(&503), "the full disk fails requests: {answers:?}");
-    let trap = receive_trap(&traps);
+    // The full disk raises the data directory's alarm too (its own trap).
+    let trap = receive_trap_of(&traps, b"shard/0");
     assert!(contains(&trap, b"noc") && contains(&trap, b"shard/0"), "{trap:?}");
     assert!(contains(&trap, b"storageCapacityProblem"), "{trap:?}");
     let listed = tollgate(&["alarm", "list", "--open", "--database", database], "");
@@ -217,11 +225,16 @@ fn a_shard_stopped_by_a_full_disk_raises_an_alarm_and_clears_it_when_it_serves_a
     let fields: Vec<&str> = line.split('\t').collect();
     assert_eq!(fields[1..6], ["critical", "raised", "unacknowledged", "shard/0", "storageCapacityProblem"]);
     assert!(fields[6].contains("No space left"), "the journal's reason: {line}");
-    assert_eq!(active("critical").as_deref(), Some("1"));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    // The shard's and the data directory's.
+    while active("critical").as_deref() != Some("2") {
+        assert!(Instant::now() < deadline, "critical alarms: {:?}", active("critical"));
+        std::thread::sleep(Duration::from_millis(100));
+    }
 
     std::fs::remove_file(&ballast).expect("free space");
     wait_ready(&admin, 200);
-    let cleared = receive_trap(&traps);
+    let cleared = receive_trap_of(&traps, b"shard/0");
     assert!(contains(&cleared, b"shard/0"), "{cleared:?}");
     // tollgateAlarmCleared: …32473.1.0.3 (the OID's last bytes).
     assert!(contains(&cleared, &[0x81, 0xfd, 0x59, 0x01, 0x00, 0x03]), "{cleared:?}");
@@ -276,11 +289,77 @@ fn a_shard_stopped_by_a_full_disk_raises_an_alarm_and_clears_it_when_it_serves_a
     std::fs::remove_dir_all(dir).ok();
 }
 
-fn receive_trap(socket: &std::net::UdpSocket) -> Vec<u8> {
-    let mut buffer = vec![0u8; 2048];
-    let (length, _) = socket.recv_from(&mut buffer).expect("a trap arrives");
-    buffer.truncate(length);
-    buffer
+/// Issue 19, low disk space: the data directory's file system (a tmpfs of 24 MB) filling
+/// up raises a warning below 20 % free, the same alarm turns critical when it is full,
+/// and it is cleared once space returns; the store is on another disk.
+#[test]
+fn a_data_directory_filling_up_raises_an_alarm_by_its_free_space_cleared_when_space_returns() {
+    let dir = scratch("disk-space-alarm");
+    let disk = Tmpfs::mount(&dir.join("disk"), "24m");
+    let data = disk.0.join("data");
+    let database = dir.join("bss.sqlite3");
+    let database = database.to_str().expect("path");
+    let (child, _, _) = start_servers(
+        &data,
+        "ocs.space.test",
+        &["--demo-subscribers", "4", "--shards", "1", "--database", database, "--disk-alarm-free-percent", "20,10,5"],
+    );
+    let server = Server(Some(child));
+    let object = format!("data-directory/{}", data.display());
+    let the_alarm = |open: &[String]| alarm_of(open, &object);
+
+    // 85 % used: a warning, naming the free space.
+    let stat = rustix::fs::statvfs(&disk.0).expect("statvfs");
+    let keep_free = stat.f_blocks * stat.f_frsize * 15 / 100;
+    let ballast = disk.0.join("ballast-1");
+    write_ballast(&ballast, (stat.f_bavail * stat.f_frsize).saturating_sub(keep_free));
+    let open = wait_for(database, "the warning", |open| the_alarm(open).is_some());
+    let warning = the_alarm(&open).expect("alarm");
+    assert_eq!(warning[1..6], ["warning", "raised", "unacknowledged", object.as_str(), "resourceAtOrNearingCapacity"]);
+    assert!(warning[6].contains("% free"), "{warning:?}");
+
+    // Full: the same alarm, critical.
+    let full = fill(&disk.0);
+    let open = wait_for(database, "critical", |open| the_alarm(open).is_some_and(|alarm| alarm[1] == "critical"));
+    let critical = the_alarm(&open).expect("alarm");
+    assert_eq!((&critical[0], &critical[2]), (&warning[0], &"updated".to_owned()), "one alarm, updated");
+
+    // Space returns: cleared.
+    std::fs::remove_file(&full).expect("free space");
+    std::fs::remove_file(&ballast).expect("free space");
+    wait_for(database, "the alarm cleared", |open| the_alarm(open).is_none());
+    let all = all_alarms(database);
+    let cleared = alarm_of(&all, &object).expect("kept");
+    assert_eq!((&cleared[0], cleared[2].as_str()), (&warning[0], "cleared"));
+    assert_eq!(all.iter().filter(|line| line.contains(&object)).count(), 1, "{all:?}");
+    stop_server(server.take());
+    drop(disk);
+    std::fs::remove_dir_all(dir).ok();
+}
+
+/// Writes `bytes` bytes (real blocks: a tmpfs keeps no holes' worth of space).
+fn write_ballast(path: &Path, bytes: u64) {
+    let mut file = std::fs::File::create(path).expect("ballast");
+    let chunk = vec![0x5au8; 1 << 16];
+    let mut left = bytes;
+    while left > 0 {
+        let n = left.min(chunk.len() as u64) as usize;
+        file.write_all(&chunk[..n]).expect("ballast written");
+        left -= n as u64;
+    }
+    file.sync_all().expect("ballast synced");
+}
+
+/// The next trap naming `object` (others are passed over).
+fn receive_trap_of(socket: &std::net::UdpSocket, object: &[u8]) -> Vec<u8> {
+    loop {
+        let mut buffer = vec![0u8; 2048];
+        let (length, _) = socket.recv_from(&mut buffer).expect("a trap arrives");
+        buffer.truncate(length);
+        if contains(&buffer, object) {
+            return buffer;
+        }
+    }
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {

@@ -169,3 +169,64 @@ fn mediate_killed_with_sigkill_resumes_to_exactly_a_clean_run() {
     assert_eq!(balances(&clean), balances(&crashed), "balances equal a clean run's");
     std::fs::remove_dir_all(dir).ok();
 }
+
+/// A file of `count` calls from subscribers 1 to 5, of which `unknown` come from a number
+/// no subscription has (rejected).
+fn calls_file(path: &Path, count: u64, unknown: u64) {
+    let mut text = String::from("id,msisdn,called,start,seconds\n");
+    for n in 0..count {
+        let msisdn = if n < unknown { format!("4917999999{n:02}") } else { format!("4917000000{:02}", 1 + n % 5) };
+        text.push_str(&format!("{}-{n},{msisdn},4930123456,2026-03-02 10:{:02}:00,30\n", path.display(), n % 60));
+    }
+    std::fs::write(path, text).expect("calls");
+}
+
+/// Issue 19, mediation rejects: a file of a source (the directory `msc1`) with most of its
+/// records from unknown subscribers raises an alarm on `mediation/msc1`; a clean file of
+/// another source leaves it; the next clean file of `msc1` clears it.
+#[test]
+fn a_file_whose_rejects_pass_the_threshold_raises_an_alarm_cleared_by_a_clean_file_of_its_source() {
+    use super::alarms::{alarm_of, all_alarms, open_alarms};
+    let dir = scratch("mediate-rejects-alarm");
+    let data = dir.join("data");
+    setup(&data);
+    let (data_dir, out) = (data.display().to_string(), dir.join("out").display().to_string());
+    let database = dir.join("bss.sqlite3").display().to_string();
+    let mapping = dir.join("mapping.toml");
+    std::fs::write(&mapping, MAPPING).expect("mapping");
+    let mapping = mapping.display().to_string();
+    for source in ["msc1", "msc2"] {
+        std::fs::create_dir_all(dir.join(source)).expect("source dir");
+    }
+    let mediate = |file: &Path| {
+        let file = file.display().to_string();
+        let mut args = mediate_args(&data_dir, &out, &mapping, &file);
+        args.extend(["--database", database.as_str(), "--reject-alarm-percent", "10"]);
+        let output = tollgate(&args, "");
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+
+    // 12 of 40 rejected: 30 %.
+    let bad = dir.join("msc1/bad.csv");
+    calls_file(&bad, 40, 12);
+    assert!(mediate(&bad).contains("12 rejected"));
+    let open = open_alarms(&database);
+    let alarm = alarm_of(&open, "mediation/msc1").unwrap_or_else(|| panic!("{open:?}"));
+    assert_eq!(alarm[1..6], ["major", "raised", "unacknowledged", "mediation/msc1", "corruptData"]);
+    assert!(alarm[6].contains("12 of 40 records rejected"), "{alarm:?}");
+
+    // Another source's clean file changes nothing; 4 of 40 (10 %) is not above the threshold.
+    let other = dir.join("msc2/clean.csv");
+    calls_file(&other, 40, 0);
+    mediate(&other);
+    assert!(alarm_of(&open_alarms(&database), "mediation/msc1").is_some());
+    let good = dir.join("msc1/good.csv");
+    calls_file(&good, 40, 4);
+    assert!(mediate(&good).contains("4 rejected"));
+    assert_eq!(alarm_of(&open_alarms(&database), "mediation/msc1"), None, "cleared");
+    let all = all_alarms(&database);
+    assert_eq!(alarm_of(&all, "mediation/msc1").expect("kept")[..3], [alarm[0].as_str(), "cleared", "cleared"]);
+    assert_eq!(alarm_of(&all, "mediation/msc2"), None, "a clean source never had one");
+    std::fs::remove_dir_all(dir).ok();
+}

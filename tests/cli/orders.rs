@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use tollgate_activation::testing::{Behaviour, FakeNetworkElement, Times};
 
+use super::alarms::{alarm_of, all_alarms, wait_for};
 use super::api::{api_address, create_token, request, schemathesis_with, tmf_spec};
 use super::hostile::{ccr_of, result_code, Peer, Units};
 use super::{example, scratch, start_servers, stop_server, tollgate};
@@ -451,4 +452,58 @@ fn schemathesis_tmf622_637_638_641_against_orders_and_inventories() {
 
 fn place_status(address: &str, token: &str, order: &Value) -> u16 {
     request(address, "POST", &format!("{ORDERS}/productOrder"), token, &[JSON], Some(order)).0
+}
+
+/// Issue 19, the activation gateway and the provisioning steps as alarm sources, with
+/// the fake network element as the gateway. It cuts every connection: the activation is
+/// retried and the gateway's alarm raised; repaired, the retry activates the line and the
+/// alarm is cleared. It then refuses an activation for good: the order is undone and the
+/// `activate` step's alarm raised (the gateway answered: no gateway alarm); the next line
+/// activated clears it.
+#[test]
+fn a_gateway_cutting_connections_and_an_activation_refused_for_good_raise_alarms_cleared_when_activations_work() {
+    let lab = lab("orders-alarms", 4);
+    let admin = create_token(&lab.data, "admin");
+    let care = create_token(&lab.data, "care");
+    lab.gateway.script(Behaviour::Drop, Times::Always);
+    let (child, _, address) = lab.serve(&[]);
+    let database = lab.data.join("bss.sqlite3").display().to_string();
+    let small = offering(&address, &admin, "Prepaid S", &lab.plans[0]);
+    let (account, _) = billing_account(&address, &admin);
+    let new_line = || order(&account, json!({"id": "1", "action": "add", "productOffering": {"id": small}}));
+    let gateway = format!("activation-gateway/127.0.0.1:{}", lab.gateway.address().port());
+    let step = "provisioning-step/activate";
+
+    let first = place(&address, &care, &new_line());
+    let open = wait_for(&database, "the gateway's alarm", |open| alarm_of(open, &gateway).is_some());
+    let alarm = alarm_of(&open, &gateway).expect("alarm");
+    assert_eq!(alarm[1..6], ["major", "raised", "unacknowledged", gateway.as_str(), "communicationsSubsystemFailure"]);
+    assert!(alarm[6].contains("cannot be reached"), "{alarm:?}");
+    lab.gateway.heal();
+    let completed = settled(&address, &care, first["id"].as_str().expect("id"));
+    assert_eq!(completed["state"], "completed", "{completed}");
+    wait_for(&database, "the gateway's alarm cleared", |open| alarm_of(open, &gateway).is_none());
+
+    lab.gateway.script(
+        Behaviour::Refuse { status: 422, code: "E42".into(), reason: "unknown service profile".into() },
+        Times::Count(1),
+    );
+    let second = place(&address, &care, &new_line());
+    let second_id = second["id"].as_str().expect("id");
+    let failed = settled(&address, &care, second_id);
+    assert_eq!(failed["state"], "failed", "{failed}");
+    let open = wait_for(&database, "the step's alarm", |open| alarm_of(open, step).is_some());
+    let alarm = alarm_of(&open, step).expect("alarm");
+    assert_eq!(alarm[1..6], ["major", "raised", "unacknowledged", step, "applicationSubsystemFailure"]);
+    assert!(alarm[6].contains(second_id) && alarm[6].contains("E42"), "names the order and the refusal: {alarm:?}");
+    assert_eq!(alarm_of(&open, &gateway), None, "a refusal is an answer");
+
+    let third = place(&address, &care, &new_line());
+    assert_eq!(settled(&address, &care, third["id"].as_str().expect("id"))["state"], "completed");
+    wait_for(&database, "the step's alarm cleared", |open| alarm_of(open, step).is_none());
+    let all = all_alarms(&database);
+    assert_eq!(all.iter().filter(|line| line.contains(&gateway)).count(), 1, "{all:?}");
+    assert_eq!(all.iter().filter(|line| line.contains(step)).count(), 1, "{all:?}");
+    stop_server(child);
+    std::fs::remove_dir_all(&lab.dir).ok();
 }

@@ -11,6 +11,7 @@
 mod action;
 mod docs;
 mod error;
+mod health;
 mod inventory;
 mod offering;
 mod ports;
@@ -27,6 +28,7 @@ pub use action::{
 };
 pub use docs::{service_order_id, ORDER_BASE_PATH, PRODUCT_BASE_PATH, SERVICE_BASE_PATH, SERVICE_ORDER_BASE_PATH};
 pub use error::{OrdersError, Result};
+pub use health::{StepHealth, StepStatus};
 pub use inventory::{InventoryResources, ORDER_HOLD_DAYS};
 pub use ports::{
     BoxFuture, EngineAnswer, EngineCall, EngineOperation, EnginePort, EngineTarget, NetworkDetails, ResourceKind,

@@ -33,6 +33,7 @@ use tollgate_store::{
 use crate::action::{Action, Step};
 use crate::docs::{identity, line_doc};
 use crate::error::{OrdersError, Result};
+use crate::health::StepHealth;
 use crate::ports::{EngineAnswer, EngineCall, EngineOperation, EngineTarget, ResourceKind};
 use crate::service::{audit, line_allows, Orders, WORKFLOW_ACTOR};
 use crate::state::{ItemState, OrderState};
@@ -62,6 +63,7 @@ pub struct Workflow {
     orders: Orders,
     activator: Option<Arc<dyn Activator>>,
     policy: RetryPolicy,
+    health: Arc<StepHealth>,
 }
 
 /// A claimed task with what it needs: its order, item and the item's other tasks.
@@ -173,7 +175,13 @@ impl Workflow {
     /// The workflow of `orders`' orders; `activator` `None` is the "no network
     /// activation" mode: every activation step completes as skipped.
     pub fn new(orders: Orders, activator: Option<Arc<dyn Activator>>, policy: RetryPolicy) -> Workflow {
-        Workflow { orders, activator, policy }
+        Workflow { orders, activator, policy, health: Arc::default() }
+    }
+
+    /// The steps' last outcomes (a fault watcher's view: a step failing for good, and
+    /// done again).
+    pub fn health(&self) -> &Arc<StepHealth> {
+        &self.health
     }
 
     /// The orders.
@@ -293,11 +301,17 @@ impl Workflow {
             Some(tx) => tx,
             None => self.begin(context).await?,
         };
+        // What the step's health notes once the outcome commits: done, or failed for good.
+        let mut noted = None;
         match outcome {
-            Outcome::Done(result) => self.advance(&mut tx, context, "done", Some(&result), now).await?,
+            Outcome::Done(result) => {
+                self.advance(&mut tx, context, "done", Some(&result), now).await?;
+                noted = Some(None);
+            }
             Outcome::Skipped(reason) => {
                 let result = json!({"skipped": reason});
                 self.advance(&mut tx, context, "skipped", Some(&result), now).await?;
+                noted = Some(None);
             }
             Outcome::Retry { error, after: delay } if context.claimed.attempts < self.policy.max_attempts => {
                 let delay = delay
@@ -319,10 +333,21 @@ impl Workflow {
             Outcome::Retry { error, .. } => {
                 let error = format!("{error} (gave up after {} attempts)", context.claimed.attempts);
                 self.fail(&mut tx, context, &error, now).await?;
+                noted = Some(Some(error));
             }
-            Outcome::Fail(error) => self.fail(&mut tx, context, &error, now).await?,
+            Outcome::Fail(error) => {
+                self.fail(&mut tx, context, &error, now).await?;
+                noted = Some(Some(error));
+            }
         }
         tx.commit().await?;
+        match noted {
+            Some(None) => self.health.done(context.step),
+            Some(Some(error)) => self
+                .health
+                .failed(context.step, format!("order {} item {}: {error}", context.order.id, context.item.item_id)),
+            None => {}
+        }
         Ok(())
     }
 

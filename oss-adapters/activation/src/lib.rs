@@ -54,12 +54,33 @@ pub type ActivationFuture<'a> = Pin<Box<dyn Future<Output = ActivationOutcome> +
 /// SIM keys or credentials.
 pub trait Activator: Send + Sync + std::fmt::Debug {
     fn activate<'a>(&'a self, request: &'a ActivationRequest) -> ActivationFuture<'a>;
+
+    /// Whether the gateway could be reached by the last call that ended, for a fault
+    /// watcher (an alarm while it cannot); `None` when the adapter does not tell or no
+    /// call has ended yet.
+    fn health(&self) -> Option<GatewayHealth> {
+        None
+    }
 }
 
 impl<A: Activator + ?Sized> Activator for Arc<A> {
     fn activate<'a>(&'a self, request: &'a ActivationRequest) -> ActivationFuture<'a> {
         (**self).activate(request)
     }
+
+    fn health(&self) -> Option<GatewayHealth> {
+        (**self).health()
+    }
+}
+
+/// What an adapter last saw of its gateway.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatewayHealth {
+    /// The gateway: the `host:port` of the HTTP adapter's URL.
+    pub name: String,
+    /// Why the last call that ended could not reach it (every attempt failed to connect,
+    /// was cut off or timed out); `None` when it reached it, whatever the answer.
+    pub unreachable: Option<String>,
 }
 
 /// The adapter a configuration selects.

@@ -175,6 +175,12 @@ impl FakeNetworkElement {
         lock(&self.script).steps.push_back((behaviour, times));
     }
 
+    /// Forgets what is scripted and not yet applied: from now on requests are executed
+    /// (a broken gateway repaired).
+    pub fn heal(&self) {
+        lock(&self.script).steps.clear();
+    }
+
     /// Requires this exact `Authorization` header; any other gets 401 (before the script).
     pub fn require_authorization(&self, value: &str) {
         lock(&self.script).authorization = Some(value.to_owned());

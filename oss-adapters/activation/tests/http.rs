@@ -372,3 +372,47 @@ async fn over_tls_the_gateway_is_verified_and_a_client_certificate_presented() {
     let error = HttpActivator::new(&missing).expect_err("refused").to_string();
     assert!(error.contains("gateway CA") && error.contains("nope.pem"), "{error}");
 }
+
+/// Issue 19: the health a fault watcher reads. Unknown before any call; unreachable after
+/// a call whose every attempt was refused a connection, cut off or timed out; reached by
+/// the next call that gets an answer, even a refusal (the gateway is up, it said no).
+#[tokio::test]
+async fn the_gateway_is_unreachable_after_a_call_no_attempt_of_which_got_an_answer() {
+    let fake = FakeNetworkElement::start().await.expect("fake");
+    let config = HttpConfig { timeout_ms: 300, max_attempts: 2, ..settings(&fake.url()) };
+    let activator = HttpActivator::new(&config).expect("adapter");
+    let name = format!("127.0.0.1:{}", fake.address().port());
+    assert_eq!(activator.health(), None, "no call yet");
+
+    // Cut off, then silent: both attempts fail without an answer.
+    fake.script(Behaviour::Drop, Times::Count(1));
+    fake.script(Behaviour::Hang, Times::Count(1));
+    let outcome = activate(&activator, "order-1:activate", Operation::Activate).await;
+    let reason = transient_reason(&outcome).to_owned();
+    let health = activator.health().expect("known");
+    assert_eq!(health.name, name);
+    assert_eq!(health.unreachable.as_deref(), Some(reason.as_str()));
+    assert!(reason.contains("no answer within 300 ms"), "{reason}");
+
+    // One attempt cut off, the next answered: reachable.
+    fake.script(Behaviour::Drop, Times::Count(1));
+    assert_eq!(activate(&activator, "order-2:activate", Operation::Activate).await, done("ne-1"));
+    assert_eq!(activator.health().and_then(|health| health.unreachable), None);
+
+    // An answer that fails (503 every time) is not unreachability.
+    fake.script(Behaviour::Fail { status: 503, retry_after_seconds: None }, Times::Count(2));
+    let outcome = activate(&activator, "order-3:activate", Operation::Activate).await;
+    assert!(transient_reason(&outcome).contains("503"), "{outcome:?}");
+    assert_eq!(activator.health().and_then(|health| health.unreachable), None);
+
+    // Nobody listens any more: connection refused.
+    let port = fake.address().port();
+    drop(fake);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let refused =
+        HttpActivator::new(&HttpConfig { max_attempts: 1, ..settings(&format!("http://127.0.0.1:{port}/x")) })
+            .expect("adapter");
+    let outcome = activate(&refused, "order-4:activate", Operation::Activate).await;
+    let health = refused.health().expect("known");
+    assert_eq!(health.unreachable.as_deref(), Some(transient_reason(&outcome)), "{outcome:?}");
+}

@@ -11,6 +11,7 @@ mod connect;
 use std::collections::hash_map::RandomState;
 use std::fmt;
 use std::hash::{BuildHasher, Hasher};
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -24,7 +25,10 @@ use zeroize::Zeroizing;
 
 use self::answer::{classify, is_refusal, retry_after_ms, MAX_ANSWER_BYTES};
 use self::connect::GatewayConnector;
-use crate::{wire, ActivationError, ActivationFuture, ActivationOutcome, ActivationRequest, Activator, GatewayAuth};
+use crate::{
+    wire, ActivationError, ActivationFuture, ActivationOutcome, ActivationRequest, Activator, GatewayAuth,
+    GatewayHealth,
+};
 use crate::{HttpConfig, RequestId};
 
 /// The header carrying the request id (also sent as `Idempotency-Key`).
@@ -44,6 +48,17 @@ pub struct HttpActivator {
     max_attempts: u32,
     backoff_initial_ms: u64,
     backoff_max_ms: u64,
+    /// The gateway's `host:port`, and what the last call that ended saw of it.
+    gateway: String,
+    reach: Mutex<Reach>,
+}
+
+/// Whether the last call that ended reached the gateway.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Reach {
+    Unknown,
+    Reached,
+    Unreachable(String),
 }
 
 impl fmt::Debug for HttpActivator {
@@ -82,9 +97,11 @@ impl HttpActivator {
             .pool_idle_timeout(Duration::from_millis(config.idle_timeout_ms))
             .pool_timer(TokioTimer::new())
             .build(connector);
+        let gateway = uri.authority().map_or_else(String::new, |authority| authority.as_str().to_owned());
         Ok(HttpActivator {
             client,
             uri,
+            gateway,
             authorization: config.auth.as_ref().map(authorization).transpose()?,
             scheme: match config.auth {
                 Some(GatewayAuth::Basic { .. }) => "basic",
@@ -95,7 +112,12 @@ impl HttpActivator {
             max_attempts: config.max_attempts,
             backoff_initial_ms: config.backoff_initial_ms,
             backoff_max_ms: config.backoff_max_ms,
+            reach: Mutex::new(Reach::Unknown),
         })
+    }
+
+    fn reached(&self, reach: Reach) {
+        *self.reach.lock().unwrap_or_else(PoisonError::into_inner) = reach;
     }
 
     async fn run(&self, request: &ActivationRequest) -> ActivationOutcome {
@@ -104,13 +126,19 @@ impl HttpActivator {
         let id = request.id();
         let mut attempt = 1;
         loop {
-            let outcome = self.attempt(id, body.clone()).await;
+            let (outcome, answered) = self.attempt(id, body.clone()).await;
             tracing::debug!(request_id = %id, operation = request.operation().name(), attempt, ?outcome, "activation attempt");
+            if answered {
+                self.reached(Reach::Reached);
+            }
             let ActivationOutcome::Transient { reason, retry_after_ms } = outcome else { return outcome };
             let delay_ms = retry_after_ms
                 .unwrap_or_else(|| backoff_ms(attempt, self.backoff_initial_ms, self.backoff_max_ms, random_u64()));
             if attempt >= self.max_attempts || delay_ms > self.backoff_max_ms {
                 let reason = format!("{reason} (attempt {attempt} of {})", self.max_attempts);
+                if !answered {
+                    self.reached(Reach::Unreachable(reason.clone()));
+                }
                 return ActivationOutcome::Transient { reason, retry_after_ms };
             }
             tokio::time::sleep(Duration::from_millis(delay_ms)).await;
@@ -118,8 +146,9 @@ impl HttpActivator {
         }
     }
 
-    /// One exchange, bounded by `timeout_ms` from connecting to the answer's last byte.
-    async fn attempt(&self, id: &RequestId, body: Bytes) -> ActivationOutcome {
+    /// One exchange, bounded by `timeout_ms` from connecting to the answer's last byte,
+    /// and whether the gateway answered it (an HTTP status came back).
+    async fn attempt(&self, id: &RequestId, body: Bytes) -> (ActivationOutcome, bool) {
         let mut builder = Request::builder()
             .method(Method::POST)
             .uri(self.uri.clone())
@@ -134,7 +163,7 @@ impl HttpActivator {
         let request = match builder.body(Full::new(body)) {
             Ok(request) => request,
             // The id is checked at construction to be header-safe; kept as an answer anyway.
-            Err(err) => return ActivationOutcome::transient(format!("request not built: {err}")),
+            Err(err) => return (ActivationOutcome::transient(format!("request not built: {err}")), true),
         };
         let exchange = async {
             let response = self.client.request(request).await.map_err(|err| describe(&err))?;
@@ -145,18 +174,21 @@ impl HttpActivator {
                 Err(err) if err.is::<http_body_util::LengthLimitError>() && is_refusal(parts.status) => {
                     Ok(classify(parts.status, None, b"", id))
                 }
-                Err(err) if err.is::<http_body_util::LengthLimitError>() => {
-                    Err(format!("HTTP {}: answer longer than {MAX_ANSWER_BYTES} bytes", parts.status.as_u16()))
-                }
+                // It answered (the gateway is reachable), too much.
+                Err(err) if err.is::<http_body_util::LengthLimitError>() => Ok(ActivationOutcome::transient(format!(
+                    "HTTP {}: answer longer than {MAX_ANSWER_BYTES} bytes",
+                    parts.status.as_u16()
+                ))),
                 Err(err) => Err(describe(err.as_ref())),
             }
         };
         match tokio::time::timeout(Duration::from_millis(self.timeout_ms), exchange).await {
-            Err(_) => {
-                ActivationOutcome::transient(format!("no answer within {} ms (http.timeout_ms)", self.timeout_ms))
-            }
-            Ok(Err(reason)) => ActivationOutcome::transient(reason),
-            Ok(Ok(outcome)) => outcome,
+            Err(_) => (
+                ActivationOutcome::transient(format!("no answer within {} ms (http.timeout_ms)", self.timeout_ms)),
+                false,
+            ),
+            Ok(Err(reason)) => (ActivationOutcome::transient(reason), false),
+            Ok(Ok(outcome)) => (outcome, true),
         }
     }
 }
@@ -164,6 +196,17 @@ impl HttpActivator {
 impl Activator for HttpActivator {
     fn activate<'a>(&'a self, request: &'a ActivationRequest) -> ActivationFuture<'a> {
         Box::pin(self.run(request))
+    }
+
+    /// Unreachable after a call whose every attempt failed without an answer (refused,
+    /// cut off, timed out); reached again by the next call that gets any answer.
+    fn health(&self) -> Option<GatewayHealth> {
+        let unreachable = match &*self.reach.lock().unwrap_or_else(PoisonError::into_inner) {
+            Reach::Unknown => return None,
+            Reach::Reached => None,
+            Reach::Unreachable(reason) => Some(reason.clone()),
+        };
+        Some(GatewayHealth { name: self.gateway.clone(), unreachable })
     }
 }
 
