@@ -188,6 +188,41 @@ pub(crate) fn run(database: &DatabaseArgs, command: AlarmCommand) -> anyhow::Res
 /// listed, zero when none is open), `tollgate_outbox_pending` and
 /// `tollgate_hub_deliveries_pending` (each one count on a partial index). A family whose
 /// read fails is left out of that scrape, with a WARN.
+/// The BSS store and the activation gateway as `/health/ready` dependencies: neither is
+/// needed to charge, so either down degrades readiness without making it fail.
+pub(crate) struct BssHealth {
+    pub(crate) store: Option<Store>,
+    pub(crate) activator: Option<Arc<dyn tollgate_activation::Activator>>,
+}
+
+impl tollgate_oss_adapters::admin::HealthSource for BssHealth {
+    fn check<'a>(
+        &'a self,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Vec<tollgate_oss_adapters::admin::Dependency>> + Send + 'a>>
+    {
+        use tollgate_oss_adapters::admin::Dependency;
+        Box::pin(async move {
+            let mut found = Vec::new();
+            if let Some(store) = &self.store {
+                // A probe must answer quickly: a store that does not within 2 s is down.
+                found.push(match tokio::time::timeout(Duration::from_secs(2), store.schema_version()).await {
+                    Ok(Ok(_)) => Dependency::up("bss-store", false),
+                    Ok(Err(error)) => Dependency::down("bss-store", false, error.to_string()),
+                    Err(_) => Dependency::down("bss-store", false, "no answer within 2 s"),
+                });
+            }
+            if let Some(health) = self.activator.as_ref().and_then(|activator| activator.health()) {
+                let name = format!("activation-gateway/{}", health.name);
+                found.push(match health.unreachable {
+                    None => Dependency::up(name, false),
+                    Some(why) => Dependency::down(name, false, why),
+                });
+            }
+            found
+        })
+    }
+}
+
 pub(crate) struct BssMetrics(pub(crate) Store);
 
 impl MetricsSource for BssMetrics {

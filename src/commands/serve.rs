@@ -48,7 +48,8 @@ pub(crate) struct ServeArgs {
     #[command(flatten)]
     diameter_limits: Box<DiameterLimitArgs>,
     /// Where the operations endpoint listens: GET /health/live, /health/ready (503
-    /// while a shard has failed) and /metrics (Prometheus text format).
+    /// while a shard has failed; `degraded` while the BSS store, the activation gateway or
+    /// a Diameter peer is down) and /metrics (Prometheus text format).
     #[arg(long, default_value = "127.0.0.1:9090")]
     admin_listen: SocketAddr,
     /// Where the gRPC API (tollgate.v1.Charging) listens.
@@ -390,7 +391,9 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         if let Some(store) = &bss {
             sources.push(Arc::new(super::alarm::BssMetrics(store.clone())));
         }
-        let admin_router = tollgate_oss_adapters::admin::router_with(Arc::clone(&engine), sources);
+        let health: Vec<Arc<dyn tollgate_oss_adapters::admin::HealthSource>> =
+            vec![Arc::new(super::alarm::BssHealth { store: bss.clone(), activator: provisioning.activator.clone() })];
+        let admin_router = tollgate_oss_adapters::admin::router_with_health(Arc::clone(&engine), sources, health);
         let admin_server = tokio::spawn(tollgate_oss_adapters::admin::serve(admin, admin_router, wait(stopped.clone())));
         let outbox_worker = bss.as_ref().map(|store| {
             // The BSS changes the engine only through its API, via the outbox: this

@@ -50,6 +50,19 @@ pub(crate) fn wait_for(database: &str, what: &str, check: impl Fn(&[String]) -> 
     }
 }
 
+/// `/health/ready`: its status code, its `status`, and the state of dependency `name`.
+fn readiness(admin: &str, name: &str) -> (u16, String, Option<String>) {
+    let (code, _, body) = http(admin, "GET", "/health/ready", "");
+    let body: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    let state = body["dependencies"]
+        .as_array()
+        .expect("dependencies")
+        .iter()
+        .find(|d| d["name"] == name)
+        .map(|d| d["state"].as_str().expect("state").to_owned());
+    (code, body["status"].as_str().expect("status").to_owned(), state)
+}
+
 fn peers_gauge(admin: &str, state: &str) -> Option<String> {
     let (_, _, page) = http(admin, "GET", "/metrics", "");
     let sample = format!("tollgate_diameter_peers{{state=\"{state}\"}} ");
@@ -78,12 +91,17 @@ fn a_lost_diameter_peer_raises_an_alarm_cleared_when_it_connects_again() {
     );
     assert!(fields[6].contains("closed without a Disconnect-Peer-Request"), "{line}");
     assert_eq!(peers_gauge(&admin, "lost").as_deref(), Some("1"));
+    // Readiness shows it: degraded (charging goes on), the store up.
+    let peer = "diameter-peer/pgw-lost.peers.test";
+    assert_eq!(readiness(&admin, peer), (200, "degraded".to_owned(), Some("down".to_owned())));
+    assert_eq!(readiness(&admin, "bss-store").2.as_deref(), Some("up"));
 
     // It connects again: cleared.
     let mut back = Peer::connect(&diameter);
     back.capabilities_exchange("pgw-lost.peers.test");
     wait_for(database, "the alarm cleared", |open| !open.iter().any(|l| l.contains("pgw-lost")));
     assert_eq!(peers_gauge(&admin, "lost").as_deref(), Some("0"));
+    assert_eq!(readiness(&admin, peer), (200, "ready".to_owned(), Some("up".to_owned())));
 
     // Leaving in order raises nothing.
     let dpr = vec![
@@ -103,6 +121,7 @@ fn a_lost_diameter_peer_raises_an_alarm_cleared_when_it_connects_again() {
     let all = String::from_utf8_lossy(&all.stdout).into_owned();
     assert_eq!(all.lines().filter(|l| l.contains("pgw-lost")).count(), 1, "one alarm in all: {all}");
     assert!(all.contains("cleared"), "{all}");
+    assert_eq!(readiness(&admin, peer), (200, "ready".to_owned(), None), "a peer that left in order is no dependency");
     stop_server(child);
     std::fs::remove_dir_all(dir).ok();
 }

@@ -421,8 +421,14 @@ fn schemathesis_tmf622_637_638_641_against_orders_and_inventories() {
     // operations, examples and fuzzing (the coverage phase's 12,000 to 17,000 query
     // combinations per spec took a minute each and found nothing the fuzzing did not).
     let whole = ["--phases", "examples,fuzzing,stateful", "--suppress-health-check", "data_too_large,too_slow"];
-    let reads =
-        ["--include-method", "GET", "--phases", "examples,fuzzing", "--suppress-health-check", "data_too_large"];
+    let reads = [
+        "--include-method",
+        "GET",
+        "--phases",
+        "examples,fuzzing",
+        "--suppress-health-check",
+        "data_too_large,too_slow",
+    ];
     let runs: [(&str, &str, &str, &[&str]); 4] = [
         (
             "TMF622_ProductOrdering.swagger.json",

@@ -4,7 +4,11 @@
 //! - `GET /health/live` → 200 while the process runs.
 //! - `GET /health/ready` → 200 when every shard serves, 503 when any has failed (a journal
 //!   write failure it is recovering from); the body lists each shard's state, why it
-//!   failed, since when, and how many requests it refused.
+//!   failed, since when, and how many requests it refused, and each dependency's state
+//!   (the Diameter peers, and what the [`HealthSource`]s given check: the BSS store, the
+//!   activation gateway). A dependency charging needs (`required`) that is down makes the
+//!   server unavailable (503); one it does not need makes it `degraded` (still 200:
+//!   charging goes on while, say, the BSS database is unreachable).
 //! - `GET /metrics` → the Prometheus text format (`exposition.rs`): requests by interface
 //!   and result code with their latency (`crate::metrics`), and per shard the engine's
 //!   requests, rated events, journal fsync latency, queue depth, open reservations and
@@ -37,9 +41,42 @@ pub trait MetricsSource: Send + Sync {
     fn write<'a>(&'a self, page: &'a mut Exposition) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
 }
 
+/// A dependency's state as `/health/ready` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Dependency {
+    /// What it is: `bss-store`, `activation-gateway/HOST:PORT`, `diameter-peer/HOST`.
+    pub name: String,
+    /// `up` or `down`.
+    pub state: &'static str,
+    /// Whether charging needs it: down makes the server unavailable (503).
+    pub required: bool,
+    /// Why it is down (or what was last seen).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+impl Dependency {
+    /// A dependency that is up.
+    pub fn up(name: impl Into<String>, required: bool) -> Dependency {
+        Dependency { name: name.into(), state: "up", required, detail: None }
+    }
+
+    /// A dependency that is down, and why.
+    pub fn down(name: impl Into<String>, required: bool, why: impl Into<String>) -> Dependency {
+        Dependency { name: name.into(), state: "down", required, detail: Some(why.into()) }
+    }
+}
+
+/// Dependencies the readiness check asks about at each probe (each answers quickly: a
+/// probe waits for them).
+pub trait HealthSource: Send + Sync {
+    fn check<'a>(&'a self) -> Pin<Box<dyn Future<Output = Vec<Dependency>> + Send + 'a>>;
+}
+
 struct Admin {
     engine: Arc<Engine>,
     sources: Vec<Arc<dyn MetricsSource>>,
+    health: Vec<Arc<dyn HealthSource>>,
 }
 
 /// The router with the engine's and the interfaces' metrics only.
@@ -49,11 +86,20 @@ pub fn router(engine: Arc<Engine>) -> Router {
 
 /// The router, with `sources` adding to `/metrics`.
 pub fn router_with(engine: Arc<Engine>, sources: Vec<Arc<dyn MetricsSource>>) -> Router {
+    router_with_health(engine, sources, Vec::new())
+}
+
+/// The router, with `sources` adding to `/metrics` and `health` to `/health/ready`.
+pub fn router_with_health(
+    engine: Arc<Engine>,
+    sources: Vec<Arc<dyn MetricsSource>>,
+    health: Vec<Arc<dyn HealthSource>>,
+) -> Router {
     Router::new()
         .route("/health/live", get(live))
         .route("/health/ready", get(ready))
         .route("/metrics", get(metrics))
-        .with_state(Arc::new(Admin { engine, sources }))
+        .with_state(Arc::new(Admin { engine, sources, health }))
 }
 
 async fn live() -> Response {
@@ -63,8 +109,33 @@ async fn live() -> Response {
 async fn ready(State(admin): State<Arc<Admin>>) -> Response {
     let shards = admin.engine.health();
     let serving = shards.iter().all(|s| s.state == "serving");
-    let status = if serving { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    json(status, &serde_json::json!({"status": if serving { "ready" } else { "degraded" }, "shards": shards}))
+    // The Diameter peers that ever connected: a lost one is the network's problem, not
+    // this server's, so it degrades without making the server unavailable.
+    // One that left in order (Disconnect-Peer-Request) is no dependency any more.
+    let mut dependencies: Vec<Dependency> = crate::diameter::peers::peers()
+        .into_iter()
+        .filter_map(|peer| {
+            let name = format!("diameter-peer/{}", peer.origin_host);
+            match (peer.connections, peer.lost) {
+                (0, Some(why)) => Some(Dependency::down(name, false, why)),
+                (0, None) => None,
+                _ => Some(Dependency::up(name, false)),
+            }
+        })
+        .collect();
+    for source in &admin.health {
+        dependencies.extend(source.check().await);
+    }
+    let required_down = dependencies.iter().any(|d| d.required && d.state != "up");
+    let any_down = dependencies.iter().any(|d| d.state != "up");
+    let (status, word) = if !serving || required_down {
+        (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
+    } else if any_down {
+        (StatusCode::OK, "degraded")
+    } else {
+        (StatusCode::OK, "ready")
+    };
+    json(status, &serde_json::json!({"status": word, "shards": shards, "dependencies": dependencies}))
 }
 
 async fn metrics(State(admin): State<Arc<Admin>>) -> Response {
