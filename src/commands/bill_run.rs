@@ -12,7 +12,7 @@
 //! `bill-run pdf` an invoice, or every invoice of a run, as PDFs (`tollgate-invoice-pdf`).
 
 use std::collections::BTreeSet;
-use std::io::Write;
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -64,8 +64,11 @@ pub(crate) enum BillRunCommand {
         run: String,
     },
     /// A run's reconciliation: per invoiced account, the usage rated in its cycle =
-    /// billed + carried over, with the entries behind every difference (JSON lines, a
-    /// summary last).
+    /// billed + carried over, with the entries behind every difference; then mediation
+    /// against the engine: per usage file, records in = rated + rejected + duplicates, and
+    /// every record mediation rated is in the engine's ledger with the same amount (and
+    /// every mediated ledger entry of those accounts in a rated file), naming the records
+    /// lost either way (JSON lines, a summary last).
     Reconcile {
         #[arg(long)]
         run: String,
@@ -75,6 +78,10 @@ pub(crate) enum BillRunCommand {
         /// The engine's shard count (default: the data directory's).
         #[arg(long)]
         shards: Option<usize>,
+        /// Where mediation wrote its outputs (repeatable; default DATA_DIR/mediation/out
+        /// when it exists).
+        #[arg(long = "mediation-out")]
+        mediation_out: Vec<PathBuf>,
     },
     /// Invoices as PDFs: one (`--invoice` with its id or its number `ISSUER/SERIES/N`,
     /// `--out`) or every invoice of a run (`--run`, `--out-dir`, one `ID.pdf` each).
@@ -128,8 +135,13 @@ pub(crate) fn run(args: &BillRunArgs) -> anyhow::Result<ExitCode> {
         let store = args.database.open().await?;
         match &args.command {
             Some(BillRunCommand::Show { run }) => show(&store, run).await,
-            Some(BillRunCommand::Reconcile { run, config, shards }) => {
-                reconcile_run(&store, &args.database.data_dir, run, &load_config(config.as_deref())?, *shards).await
+            Some(BillRunCommand::Reconcile { run, config, shards, mediation_out }) => {
+                let data_dir = &args.database.data_dir;
+                let mut outs = mediation_out.clone();
+                if outs.is_empty() && data_dir.join("mediation").join("out").is_dir() {
+                    outs.push(data_dir.join("mediation").join("out"));
+                }
+                reconcile_run(&store, data_dir, run, &load_config(config.as_deref())?, *shards, &outs).await
             }
             Some(BillRunCommand::Pdf { invoice, run, template, out, out_dir, due_days }) => {
                 let template = match template {
@@ -726,6 +738,7 @@ async fn reconcile_run(
     run: &str,
     config: &RunConfig,
     shards: Option<usize>,
+    mediation_outs: &[PathBuf],
 ) -> anyhow::Result<ExitCode> {
     let Some(state) = store.bill_run(run).await? else { bail!("no bill run {run}") };
     let (year, month) = parse_cycle(&state.cycle)?;
@@ -783,14 +796,157 @@ async fn reconcile_run(
         carried += report.carried_over.len();
         mismatched += report.mismatched.len();
     }
+    let mediation = reconcile_mediation(data_dir, shards, mediation_outs, &mut out)?;
     writeln!(
         out,
         "{}",
         json!({"run": run, "rated": rated, "billed": billed, "carriedOver": carried,
-        "mismatched": mismatched})
+        "mismatched": mismatched, "mediationFiles": mediation.files,
+        "mediationUnbalanced": mediation.unbalanced, "mediatedNotCharged": mediation.not_charged,
+        "chargedNotMediated": mediation.not_mediated, "amountDiffers": mediation.amount_differs})
     )?;
     out.flush()?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// What the mediation half of a reconciliation found.
+#[derive(Debug, Default)]
+struct MediationCheck {
+    files: usize,
+    unbalanced: usize,
+    not_charged: usize,
+    not_mediated: usize,
+    amount_differs: usize,
+}
+
+/// Mediation against the engine, over the outputs in `outs`: each file's summary adds up
+/// (in = rated + rejected + duplicates, and as many rated lines as it says); each rated
+/// line's record (its identity's digest, the engine's exactly-once key) is a usage entry
+/// of its account in the ledger with the amount mediation wrote; each usage entry of
+/// those accounts with a record key is a rated line. One JSON line per file, then one for
+/// the cross-check naming every record behind a difference.
+fn reconcile_mediation(
+    data_dir: &Path,
+    shards: usize,
+    outs: &[PathBuf],
+    out: &mut impl Write,
+) -> anyhow::Result<MediationCheck> {
+    use std::collections::BTreeMap;
+    let mut check = MediationCheck::default();
+    // Record key → (file, record number, account, amount, currency).
+    let mut rated: BTreeMap<String, (String, u64, u64, rust_decimal::Decimal, String)> = BTreeMap::new();
+    let mut money: BTreeMap<String, [rust_decimal::Decimal; 2]> = BTreeMap::new();
+    for dir in outs {
+        let mut summaries: Vec<PathBuf> = std::fs::read_dir(dir)
+            .with_context(|| format!("--mediation-out {}", dir.display()))?
+            .filter_map(Result::ok)
+            .map(|entry| entry.path())
+            .filter(|path| path.to_string_lossy().ends_with(".summary.json"))
+            .collect();
+        summaries.sort();
+        for summary_path in summaries {
+            let name = summary_path.to_string_lossy().trim_end_matches(".summary.json").to_owned();
+            let summary: Value = serde_json::from_slice(&std::fs::read(&summary_path)?)
+                .with_context(|| format!("{}", summary_path.display()))?;
+            let count = |field: &str| summary.get(field).and_then(Value::as_u64).unwrap_or(0);
+            let (records_in, records_rated, rejected, duplicates) =
+                (count("records_in"), count("rated"), count("rejected"), count("duplicates"));
+            let mut lines = 0u64;
+            let rated_path = PathBuf::from(format!("{name}.rated.jsonl"));
+            if let Ok(file) = std::fs::File::open(&rated_path) {
+                for line in BufReader::new(file).lines() {
+                    let line = line?;
+                    if line.trim().is_empty() {
+                        continue;
+                    }
+                    let value: Value =
+                        serde_json::from_str(&line).with_context(|| format!("{}", rated_path.display()))?;
+                    lines += 1;
+                    let text = |field: &str| value.get(field).and_then(Value::as_str).unwrap_or("").to_owned();
+                    let identity = value
+                        .get("record_identity")
+                        .and_then(Value::as_str)
+                        .map(str::to_owned)
+                        .unwrap_or_else(|| text("record_id"));
+                    let key = format!("{:032x}", tollgate_engine::RecordKey::of(&identity).0);
+                    let amount: rust_decimal::Decimal = match value.get("amount") {
+                        Some(Value::String(text)) => text.parse().unwrap_or_default(),
+                        Some(Value::Number(number)) => number.to_string().parse().unwrap_or_default(),
+                        _ => rust_decimal::Decimal::ZERO,
+                    };
+                    let currency = text("currency");
+                    money.entry(currency.clone()).or_default()[0] += amount;
+                    let account = value.get("account").and_then(Value::as_u64).unwrap_or(0);
+                    let number = value.get("record_number").and_then(Value::as_u64).unwrap_or(0);
+                    rated.insert(key, (name.clone(), number, account, amount, currency));
+                }
+            }
+            let balanced = records_in == records_rated + rejected + duplicates && lines == records_rated;
+            check.files += 1;
+            if !balanced {
+                check.unbalanced += 1;
+            }
+            writeln!(
+                out,
+                "{}",
+                json!({"mediationFile": name, "in": records_in, "rated": records_rated, "rejected": rejected,
+                "duplicates": duplicates, "ratedLines": lines, "balanced": balanced})
+            )?;
+        }
+    }
+    if check.files == 0 {
+        return Ok(check);
+    }
+    // The ledger's usage entries of the accounts mediation charged, by record key.
+    let accounts: std::collections::BTreeSet<u64> = rated.values().map(|entry| entry.2).collect();
+    let until = jiff::Timestamp::now().as_second() + 366 * 86_400;
+    let mut charged: BTreeMap<String, (u64, rust_decimal::Decimal, String)> = BTreeMap::new();
+    for account in accounts {
+        for entry in ledger::account_entries(data_dir, shards, account, 0, until)? {
+            let entry = entry?;
+            let Some(key) = entry.key.clone() else { continue };
+            let is_record = key.len() == 32 && key.bytes().all(|b| b.is_ascii_hexdigit());
+            if entry.kind == EntryKind::Usage && is_record {
+                let currency = entry.currency.clone().unwrap_or_default();
+                money.entry(currency.clone()).or_default()[1] -= entry.amount;
+                charged.insert(key, (account, -entry.amount, currency));
+            }
+        }
+    }
+    let mut not_charged = Vec::new();
+    let mut differs = Vec::new();
+    for (key, (file, number, account, amount, currency)) in &rated {
+        match charged.get(key) {
+            None => not_charged.push(json!({"key": key, "file": file, "record": number, "account": account,
+                "amount": amount.to_string(), "currency": currency})),
+            Some((_, engine, _)) if engine != amount => differs.push(json!({"key": key, "file": file,
+                "record": number, "account": account, "mediated": amount.to_string(), "charged": engine.to_string()})),
+            Some(_) => {}
+        }
+    }
+    let not_mediated: Vec<Value> = charged
+        .iter()
+        .filter(|(key, _)| !rated.contains_key(*key))
+        .map(|(key, (account, amount, currency))| {
+            json!({"key": key, "account": account, "amount": amount.to_string(), "currency": currency})
+        })
+        .collect();
+    check.not_charged = not_charged.len();
+    check.not_mediated = not_mediated.len();
+    check.amount_differs = differs.len();
+    let money: serde_json::Map<String, Value> = money
+        .into_iter()
+        .map(|(currency, [mediated, engine])| {
+            (currency, json!({"mediated": mediated.to_string(), "charged": engine.to_string()}))
+        })
+        .collect();
+    writeln!(
+        out,
+        "{}",
+        json!({"mediation": "cross-check", "rated": rated.len(), "charged": charged.len(), "amounts": money,
+        "mediatedNotCharged": not_charged, "chargedNotMediated": not_mediated, "amountDiffers": differs})
+    )?;
+    Ok(check)
 }
 
 async fn export_gl(store: &Store, run: &str, config: &RunConfig, output: Option<&Path>) -> anyhow::Result<ExitCode> {

@@ -558,3 +558,105 @@ fn a_failed_bill_run_raises_an_alarm_cleared_by_the_next_run_of_its_cycle_that_e
     assert!(!show(&data_dir, &cycle).is_empty(), "the run billed");
     std::fs::remove_dir_all(dir).ok();
 }
+
+/// Rewrites mediation's outputs `NAME.rated.jsonl` and `NAME.summary.json` in `out`:
+/// `edit` gets the rated lines and returns them changed; the summary's counts follow.
+fn edit_mediation(out: &Path, name: &str, edit: impl FnOnce(Vec<Value>) -> Vec<Value>) {
+    let rated = out.join(format!("{name}.rated.jsonl"));
+    let lines: Vec<Value> = std::fs::read_to_string(&rated)
+        .expect("rated")
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("JSON"))
+        .collect();
+    let before = lines.len() as u64;
+    let lines = edit(lines);
+    let text: String = lines.iter().map(|line| format!("{line}\n")).collect();
+    std::fs::write(&rated, text).expect("write");
+    let summary_path = out.join(format!("{name}.summary.json"));
+    let mut summary: Value = serde_json::from_slice(&std::fs::read(&summary_path).expect("summary")).expect("JSON");
+    let after = lines.len() as u64;
+    for field in ["records_in", "rated"] {
+        summary[field] = (summary[field].as_u64().expect("count") + after - before).into();
+    }
+    std::fs::write(&summary_path, summary.to_string()).expect("write");
+}
+
+#[test]
+fn the_reconciliation_finds_a_record_mediation_rated_that_the_engine_never_charged_and_the_reverse() {
+    let dir = scratch("bill-run-reconcile-mediation");
+    let data_dir = setup(&dir, 60);
+    let (cycle, _) = cycles();
+    bill(&data_dir, &cycle);
+    let out = dir.join("out-calls");
+    let out_arg = out.display().to_string();
+    let report = |label: &str| {
+        let lines = json_lines(&ok(&[
+            "bill-run",
+            "reconcile",
+            "--run",
+            &cycle,
+            "--mediation-out",
+            &out_arg,
+            "--data-dir",
+            &data_dir,
+        ]));
+        let file = lines
+            .iter()
+            .find(|line| line.get("mediationFile").is_some())
+            .cloned()
+            .unwrap_or_else(|| panic!("{label}: {lines:?}"));
+        let cross = lines
+            .iter()
+            .find(|line| line["mediation"] == "cross-check")
+            .cloned()
+            .unwrap_or_else(|| panic!("{label}: {lines:?}"));
+        (file, cross, lines.last().cloned().expect("summary"))
+    };
+
+    // As mediated: 60 in, 60 rated, each charged by the engine with the same amount.
+    let (file, cross, summary) = report("clean");
+    assert_eq!(
+        (file["in"].as_u64(), file["rated"].as_u64(), file["balanced"].as_bool()),
+        (Some(60), Some(60), Some(true))
+    );
+    assert_eq!((cross["rated"].as_u64(), cross["charged"].as_u64()), (Some(60), Some(60)), "{cross}");
+    assert_eq!(cross["amounts"]["EUR"]["mediated"], cross["amounts"]["EUR"]["charged"], "{cross}");
+    assert_eq!(
+        (
+            summary["mediatedNotCharged"].as_u64(),
+            summary["chargedNotMediated"].as_u64(),
+            summary["mediationUnbalanced"].as_u64()
+        ),
+        (Some(0), Some(0), Some(0))
+    );
+
+    // A lost event: mediation's output says it rated a record the engine has no charge for.
+    edit_mediation(&out, "calls.csv", |mut lines| {
+        let mut lost = lines[0].clone();
+        lost["record_id"] = "calls-lost".into();
+        lost["record_number"] = 61.into();
+        let identity = lost["record_identity"].as_str().expect("identity").replace("calls-0", "calls-lost");
+        lost["record_identity"] = identity.into();
+        lines.push(lost);
+        lines
+    });
+    let (file, cross, summary) = report("lost");
+    assert_eq!(file["balanced"].as_bool(), Some(true), "the file's own counts add up: {file}");
+    assert_eq!(summary["mediatedNotCharged"].as_u64(), Some(1), "{summary}");
+    assert_eq!(cross["mediatedNotCharged"][0]["record"].as_u64(), Some(61), "{cross}");
+    assert_ne!(cross["amounts"]["EUR"]["mediated"], cross["amounts"]["EUR"]["charged"]);
+
+    // The reverse: a charge in the engine that no rated file explains.
+    edit_mediation(&out, "calls.csv", |mut lines| {
+        lines.retain(|line| line["record_number"] != 61 && line["record_id"] != "calls-5");
+        lines
+    });
+    let (_, cross, summary) = report("unexplained");
+    assert_eq!(
+        (summary["mediatedNotCharged"].as_u64(), summary["chargedNotMediated"].as_u64()),
+        (Some(0), Some(1)),
+        "{summary}"
+    );
+    assert_eq!(cross["charged"].as_u64(), Some(60));
+    std::fs::remove_dir_all(dir).ok();
+}
