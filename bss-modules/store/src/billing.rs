@@ -767,8 +767,19 @@ impl Store {
              WHERE s.billing_account_id IN (#)",
             prices.replace("{offering}", "a.offering_id")
         );
+        // A line's golden number: its one-time price, billed once with the line's order
+        // (`golden-number:{msisdn}` is the price's id).
+        let golden = "SELECT s.billing_account_id, s.id AS product_id, s.order_id,
+                 COALESCE(s.offering_id, '') AS offering_id, 'golden-number:' || m.msisdn AS price_id,
+                 'Golden number ' || m.msisdn AS price_name, 'oneTime' AS price_type, m.price AS price_amount,
+                 m.currency AS price_unit, COALESCE(s.started_at_ms, s.created_at_ms) AS started_at_ms,
+                 s.terminated_at_ms
+             FROM msisdns m JOIN subscriptions s ON s.id = m.subscription_id
+             WHERE m.price IS NOT NULL AND s.billing_account_id IN (#)
+               AND (s.product_status IS NULL OR s.product_status NOT IN ('pendingActive', 'cancelled'))";
         let mut rows = select_in(&mut tx, "billing.product_prices", &lines, &keys).await?;
         rows.extend(select_in(&mut tx, "billing.product_prices", &addons, &keys).await?);
+        rows.extend(select_in(&mut tx, "billing.product_prices", golden, &keys).await?);
         let mut out = rows
             .iter()
             .filter_map(|row| {

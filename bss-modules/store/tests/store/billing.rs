@@ -12,7 +12,8 @@ use serde_json::json;
 use tollgate_store::testing::raw_sql;
 use tollgate_store::{
     store_test, AddOnRow, BillRunState, BilledItem, BilledKind, BillingAccountRow, CatalogueItem, CustomerRow,
-    InvoiceFilter, InvoiceKind, InvoiceLineRow, InvoiceRow, InvoiceState, LineRow, Store, StoreError, SubscriptionRow,
+    InvoiceFilter, InvoiceKind, InvoiceLineRow, InvoiceRow, InvoiceState, LineRow, NewMsisdn, NumberRangeRow,
+    PoolChange, PoolKind, Store, StoreError, SubscriptionRow,
 };
 
 use crate::at;
@@ -391,6 +392,16 @@ store_test! {
         let only = store.billable_accounts(Some(&["a2".to_owned()])).await.expect("accounts");
         assert_eq!(only.iter().map(|account| account.id.as_str()).collect::<Vec<_>>(), ["a2"]);
 
+        // l1's number is a golden one: its price is a one-time charge of the line.
+        let mut tx = store.begin().await.expect("begin");
+        let range = NumberRangeRow { id: "r1".into(), name: "r1".into(), first: 447700900000, last: 447700900009, golden_count: 1, rules: json!([]), created_at: at(0) };
+        let golden = NewMsisdn { msisdn: 447700900000, price: Some((money("99.90"), "EUR".into())) };
+        tx.insert_number_range(&range, &[golden], at(0)).await.expect("range");
+        let row = tx.pool_row(PoolKind::Msisdn, "447700900000").await.expect("read").expect("the golden number");
+        let assign = PoolChange { state: "assigned", free_at: None, owner: None, subscription_id: Some("l1") };
+        tx.change_pool_row(PoolKind::Msisdn, "447700900000", row.version, assign, at(100)).await.expect("assigned");
+        tx.commit().await.expect("commit");
+
         let ids: Vec<String> = all.iter().map(|account| account.id.clone()).collect();
         let prices = store.product_prices(&ids).await.expect("prices");
         let seen: Vec<(&str, &str, &str, String, Option<&str>)> = prices
@@ -400,10 +411,12 @@ store_test! {
         // The line still being provisioned has not started; usage prices are the engine's.
         assert_eq!(seen, [
             ("l1", "fee", "oneTime", "10".to_owned(), Some("o1")),
+            ("l1", "golden-number:447700900000", "oneTime", "99.90".to_owned(), Some("o1")),
             ("l1", "monthly", "recurring", "29.99".to_owned(), Some("o1")),
             ("x1", "monthly", "recurring", "29.99".to_owned(), Some("o2")),
         ]);
-        assert_eq!((prices[0].started_at, prices[2].started_at), (at(100), at(200)), "a line's start, an add-on's creation");
+        assert_eq!((prices[1].price_name.as_str(), prices[1].currency.as_str()), ("Golden number 447700900000", "EUR"));
+        assert_eq!((prices[0].started_at, prices[3].started_at), (at(100), at(200)), "a line's start, an add-on's creation");
         assert_eq!(prices[0].billing_account_id, "a1-child");
     }
 }
