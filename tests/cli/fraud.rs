@@ -2,10 +2,15 @@
 //! high-cost prefix, charged by `tollgate mediate`, reaches the detectors through the
 //! rated-event ledger and raises a critical IRSF alarm in the store, counted on
 //! `/metrics`; the server resumes from its saved position, so a restart reads nothing
-//! again and raises nothing twice.
+//! again and raises nothing twice. A line sold through a product order is suspended by
+//! the order the IRSF policy places.
 
-use super::alarms::{alarm_of, all_alarms, wait_for};
+use serde_json::json;
+
+use super::alarms::{alarm_of, all_alarms, open_alarms, wait_for};
+use super::api::{create_token, request};
 use super::mediate::{mediate_args, setup, MAPPING};
+use super::orders::{billing_account, characteristic, lab, offering, order, place, settled};
 use super::{admin_address_of, http, scratch, start_servers, stop_server, tollgate};
 
 /// The value of the `/metrics` sample `sample` (name and labels as written).
@@ -24,8 +29,9 @@ fn eventually(what: &str, check: impl Fn() -> bool) {
     }
 }
 
-/// Mediates `calls` (`msisdn,called,start,seconds` each) with the mediate tests' mapping.
-fn mediate(dir: &std::path::Path, name: &str, calls: &[(String, &str, String, u32)]) {
+/// Mediates `calls` (`msisdn,called,start,seconds` each) into `dir/data` with the mediate
+/// tests' mapping and the engine flags `extra`.
+fn mediate(dir: &std::path::Path, name: &str, calls: &[(String, &str, String, u32)], extra: &[&str]) {
     let mapping = dir.join("mapping.toml");
     std::fs::write(&mapping, MAPPING).expect("mapping");
     let input = dir.join(format!("{name}.csv"));
@@ -35,15 +41,13 @@ fn mediate(dir: &std::path::Path, name: &str, calls: &[(String, &str, String, u3
     }
     std::fs::write(&input, text).expect("input");
     let (data, out) = (dir.join("data"), dir.join(format!("out-{name}")));
-    let output = tollgate(
-        &mediate_args(
-            data.to_str().expect("path"),
-            out.to_str().expect("path"),
-            mapping.to_str().expect("path"),
-            input.to_str().expect("path"),
-        ),
-        "",
+    let args = mediate_args(
+        data.to_str().expect("path"),
+        out.to_str().expect("path"),
+        mapping.to_str().expect("path"),
+        input.to_str().expect("path"),
     );
+    let output = tollgate(&[&args[..], extra].concat(), "");
     assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
 }
 
@@ -69,7 +73,7 @@ fn an_irsf_burst_raises_a_critical_alarm_once_across_restarts() {
         calls.push(("491700000002".to_owned(), "88212345", start.clone(), 40));
         calls.push(("491700000003".to_owned(), "4930123456", start, 40));
     }
-    mediate(&dir, "burst", &calls);
+    mediate(&dir, "burst", &calls, &[]);
 
     let (child, _, _) = start_servers(&data, "ocs.fraud.test", &serve);
     let admin = admin_address_of(&data);
@@ -97,4 +101,61 @@ fn an_irsf_burst_raises_a_critical_alarm_once_across_restarts() {
     let all = all_alarms(database);
     assert_eq!(all.iter().filter(|line| line.contains("subscriber/20/irsf")).count(), 1, "{all:?}");
     std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
+fn an_irsf_burst_on_a_bss_line_places_an_order_that_suspends_it() {
+    let lab = lab("fraud-suspend", 2);
+    let admin = create_token(&lab.data, "admin");
+    let (child, _, address) = lab.serve(&["--fraud"]);
+    let small = offering(&address, &admin, "Prepaid S", &lab.plans[0]);
+    let (account, _) = billing_account(&address, &admin);
+    let placed = place(
+        &address,
+        &admin,
+        &order(&account, json!({"id": "1", "action": "add", "productOffering": {"id": small}})),
+    );
+    let product = placed["productOrderItem"][0]["product"]["id"].as_str().expect("product id").to_owned();
+    assert_eq!(settled(&address, &admin, placed["id"].as_str().expect("id"))["state"], "completed");
+    let inventory = format!("/tmf-api/productInventory/v4/product/{product}");
+    let (_, _, line) = request(&address, "GET", &inventory, &admin, &[], None);
+    let msisdn = characteristic(&line, "msisdn");
+    stop_server(child);
+
+    // Six short calls to 882 from the new line, starting a minute from now (mediation
+    // takes records up to an hour ahead; the line exists before them).
+    let now = jiff::Timestamp::now().as_second();
+    let calls: Vec<_> = (1..=6)
+        .map(|n| {
+            let start = jiff::Timestamp::from_second(now + 60 * n).expect("instant");
+            (msisdn.clone(), "88212345", start.strftime("%Y-%m-%d %H:%M:%S").to_string(), 30)
+        })
+        .collect();
+    let plans = lab.plans.iter().map(|p| p.display().to_string()).collect::<Vec<_>>();
+    let dir = lab.data.parent().expect("lab dir");
+    mediate(dir, "line", &calls, &["--plan-file", &plans[0], "--plan-file", &plans[1]]);
+
+    let (child, _, address) = lab.serve(&["--fraud"]);
+    let database = lab.data.join("bss.sqlite3");
+    let database = database.to_str().expect("path");
+    let is_irsf = |line: &String| line.contains("\tsubscriber/") && line.contains("/irsf\t");
+    wait_for(database, "the line's IRSF alarm", |open| open.iter().any(is_irsf));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let (_, _, line) = request(&address, "GET", &inventory, &admin, &[], None);
+        if line["status"] == "suspended" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the line is suspended by the fraud order: {line}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let orders = format!("/tmf-api/productOrderingManagement/v4/productOrder?billingAccount.id={account}");
+    let (status, _, orders) = request(&address, "GET", &orders, &admin, &[], None);
+    assert_eq!(status, 200, "{orders}");
+    let fraud: Vec<_> = orders.as_array().expect("orders").iter().filter(|o| o["category"] == "fraud").collect();
+    assert_eq!(fraud.len(), 1, "one suspend order: {orders}");
+    assert_eq!(fraud[0]["productOrderItem"][0]["product"]["status"], "suspended");
+    assert!(fraud[0]["externalId"].as_str().is_some_and(|key| key.starts_with("fraud:irsf:")), "{}", fraud[0]);
+    assert_eq!(open_alarms(database).iter().filter(|l| is_irsf(l)).count(), 1);
+    stop_server(child);
 }
