@@ -402,3 +402,55 @@ fn report(fields: &AlarmFields) -> anyhow::Result<AlarmReport> {
         source_system_id: fields.source_system_id.to_owned(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tollgate_fraud::{Action, Finding, Severity, Subject};
+
+    fn policy_of(name: &str, text: &str) -> anyhow::Result<Option<Policy>> {
+        let path = std::env::temp_dir().join(format!("tollgate-fraud-policy-{}-{name}", std::process::id()));
+        std::fs::write(&path, text).expect("policy file");
+        let args = FraudArgs { fraud: false, fraud_policy: Some(path.clone()) };
+        let policy = args.policy();
+        std::fs::remove_file(path).ok();
+        policy
+    }
+
+    #[test]
+    fn a_policy_file_is_toml_or_json_and_a_bad_one_names_the_flag() {
+        assert_eq!(FraudArgs { fraud: false, fraud_policy: None }.policy().expect("off"), None);
+        assert_eq!(FraudArgs { fraud: true, fraud_policy: None }.policy().expect("on"), Some(Policy::default()));
+        let toml = policy_of("p.toml", "[irsf]\nmin_calls = 3\n").expect("toml").expect("on");
+        assert_eq!(toml.irsf.min_calls, 3);
+        let json = policy_of("p.json", r#"{"irsf": {"min_calls": 4}}"#).expect("json").expect("on");
+        assert_eq!(json.irsf.min_calls, 4);
+        let unknown = policy_of("q.toml", "[irsf]\nmin_call = 3\n").expect_err("a misspelt field");
+        assert!(format!("{unknown:#}").starts_with("--fraud-policy "), "{unknown:#}");
+        let out_of_range = policy_of("r.toml", "[irsf]\nmin_calls = 0\n").expect_err("out of range");
+        assert!(format!("{out_of_range:#}").contains("irsf.min_calls"), "{out_of_range:#}");
+    }
+
+    #[test]
+    fn every_detector_s_finding_is_an_alarm_report_the_alarms_crate_takes() {
+        for detector in DetectorKind::ALL {
+            let subject = if detector.per_subscriber() { Subject::Subscriber(42) } else { Subject::System };
+            let finding = Finding {
+                detector,
+                subject,
+                at_ms: 0,
+                window_from_at_ms: 0,
+                window_until_at_ms: 0,
+                severity: Severity::Critical,
+                text: "calls\nto 882".to_owned(),
+                evidence: Vec::new(),
+                action: Action::Alarm,
+            };
+            let report = report(&finding.alarm_fields()).expect("a report");
+            report.check().expect("a valid report");
+            assert_eq!(report.perceived_severity, PerceivedSeverity::Critical);
+            assert_eq!(report.specific_problem, "calls to 882", "control characters as spaces");
+            assert!(report.alarmed_object.ends_with(detector.name()));
+        }
+    }
+}
