@@ -189,17 +189,20 @@ impl LedgerFollower {
         for (month, len) in &cursor.files {
             let path = file_path(&self.dir, month, shard as u32);
             let hint = at.files.get(month).copied().filter(|offset| offset <= len);
-            let from = match hint {
-                Some(offset) if checked.contains(month) => offset,
+            // From where, and whether that offset is known to be a frame boundary after
+            // the position's LSN.
+            let (from, sure) = match hint {
+                Some(offset) if checked.contains(month) => (offset, true),
                 Some(offset) => {
-                    // A saved offset: trusted only if the frame there starts past the LSN.
+                    // A saved offset: trusted only once the frame there starts past the LSN
+                    // (at the file's end, nothing to check yet: checked when it grows).
                     match first_lsn_at(&*fs, &path, shard as u32, offset, *len)? {
-                        Some(first) if first > at.lsn => offset,
-                        None if offset == *len => offset,
-                        _ => 0,
+                        Some(first) if first > at.lsn => (offset, true),
+                        None if offset == *len => (offset, false),
+                        _ => (0, true),
                     }
                 }
-                None => 0,
+                None => (0, true),
             };
             if let Some(mut frames) = FileFrames::open_at(&*fs, path.clone(), shard as u32, from, *len)? {
                 while let Some(frame) = frames.next()? {
@@ -216,7 +219,9 @@ impl LedgerFollower {
                 }
             }
             files.insert(month.clone(), *len);
-            checked.insert(month.clone());
+            if sure {
+                checked.insert(month.clone());
+            }
         }
         at.lsn = cursor.lsn;
         at.files = files;
