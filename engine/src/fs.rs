@@ -30,6 +30,10 @@ pub trait FileSystem: Send + Sync + std::fmt::Debug {
     fn open_read(&self, path: &Path) -> io::Result<Box<dyn std::io::Read + Send>> {
         Ok(Box::new(std::io::Cursor::new(self.read(path)?)))
     }
+    /// A reader of `path` from byte `offset` (nothing past the end).
+    fn open_read_at(&self, path: &Path, offset: u64) -> io::Result<Box<dyn std::io::Read + Send>> {
+        Ok(Box::new(std::io::Cursor::new(self.read_from(path, offset)?)))
+    }
     /// The bytes of `path` from `offset` to its end (empty past the end).
     fn read_from(&self, path: &Path, offset: u64) -> io::Result<Vec<u8>> {
         let bytes = self.read(path)?;
@@ -103,6 +107,13 @@ impl FileSystem for RealFs {
 
     fn open_read(&self, path: &Path) -> io::Result<Box<dyn std::io::Read + Send>> {
         Ok(Box::new(File::open(path)?))
+    }
+
+    fn open_read_at(&self, path: &Path, offset: u64) -> io::Result<Box<dyn std::io::Read + Send>> {
+        use std::io::{Seek, SeekFrom};
+        let mut file = File::open(path)?;
+        file.seek(SeekFrom::Start(offset))?;
+        Ok(Box::new(file))
     }
 
     fn read_from(&self, path: &Path, offset: u64) -> io::Result<Vec<u8>> {

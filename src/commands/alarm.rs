@@ -299,6 +299,11 @@ pub(crate) mod source {
         }
     }
 
+    // `subscriber/KEY/DETECTOR` and `charging/DETECTOR`: a finding of the fraud and
+    // leakage detectors (`serve --fraud`, `fraud.rs`), with the type, cause and severity
+    // of `tollgate_fraud::Finding::alarm_fields`; raised, never cleared by Tollgate: an
+    // operator clears it.
+
     /// `shard/N`: a shard stopped serving after a journal write or sync failure.
     pub(crate) const SHARD: Source =
         Source { object_type: "shard", alarm_type: AlarmType::ProcessingError, cause: "storageCapacityProblem" };
@@ -360,11 +365,17 @@ const ACTOR: &str = "system:tollgate";
 /// source that reports once (a command's run): a failure to record it is tried again, a
 /// few times with a pause, then logged at WARN, never the command's failure.
 pub(crate) async fn record(alarms: &Alarms, object: &str, source: source::Source, raise: Option<AlarmReport>) {
+    record_cause(alarms, object, source.cause, raise).await;
+}
+
+/// [`record`] for a source whose probable cause varies (the fraud detectors': see
+/// `source`).
+pub(crate) async fn record_cause(alarms: &Alarms, object: &str, cause: &str, raise: Option<AlarmReport>) {
     const PAUSES_MS: [u64; 3] = [200, 1_000, 3_000];
     for (attempt, pause_ms) in (1..).zip(PAUSES_MS.iter().map(Some).chain([None])) {
         let done = match &raise {
             Some(report) => alarms.raise(report.clone(), ACTOR, now_ms()).await.map(|_| ()),
-            None => alarms.clear_open(object, source.cause, ACTOR, now_ms()).await.map(|_| ()),
+            None => alarms.clear_open(object, cause, ACTOR, now_ms()).await.map(|_| ()),
         };
         match (done, pause_ms) {
             (Ok(()), _) => return,

@@ -8,6 +8,7 @@ pub(crate) mod bss;
 pub(crate) mod demo;
 pub(crate) mod engine_link;
 pub(crate) mod engine_setup;
+pub(crate) mod fraud;
 pub(crate) mod import;
 pub(crate) mod inventory;
 pub(crate) mod load;

@@ -67,6 +67,8 @@ pub(crate) struct ServeArgs {
     api: Box<ApiArgs>,
     #[command(flatten)]
     alarms: Box<super::alarm::AlarmServeArgs>,
+    #[command(flatten)]
+    fraud: Box<super::fraud::FraudArgs>,
 }
 
 /// The management API (boxed: `ServeArgs` stays small).
@@ -272,6 +274,7 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     let security = Security::load(&args.security)?;
     let provisioning = Provisioning::load(&args.api)?;
     let alarm_thresholds = args.alarms.thresholds()?;
+    let fraud_policy = args.fraud.policy()?;
     let config = Arc::new(args.diameter_limits.apply(DiameterConfig {
         origin_host: args.origin_host.clone(),
         origin_realm: args.origin_realm.clone(),
@@ -391,6 +394,10 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         if let Some(store) = &bss {
             sources.push(Arc::new(super::alarm::BssMetrics(store.clone())));
         }
+        let fraud_counters = fraud_policy.as_ref().map(|_| Arc::new(super::fraud::FraudCounters::new(report.shards.len())));
+        if let Some(counters) = &fraud_counters {
+            sources.push(Arc::new(super::fraud::FraudMetrics(Arc::clone(counters))));
+        }
         let health: Vec<Arc<dyn tollgate_oss_adapters::admin::HealthSource>> =
             vec![Arc::new(super::alarm::BssHealth { store: bss.clone(), activator: provisioning.activator.clone() })];
         let admin_router = tollgate_oss_adapters::admin::router_with_health(Arc::clone(&engine), sources, health);
@@ -475,6 +482,23 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
             }
             None => None,
         };
+        // Fraud and leakage detection: a thread of its own follows the rated-event ledger
+        // (files the ledger thread wrote; never a shard) and hands findings to a worker
+        // here that raises their alarms and places suspend orders.
+        let fraud = match (fraud_policy, fraud_counters, &bss) {
+            (Some(policy), Some(counters), Some(store)) => Some(super::fraud::Fraud::start(super::fraud::FraudSetup {
+                policy,
+                data_dir: args.engine.data_dir.clone(),
+                shards: report.shards.len(),
+                store: store.clone(),
+                alarms: tollgate_alarms::Alarms::new(store.clone(), traps.clone()),
+                orders: orders.clone(),
+                runtime: bss_handle.clone(),
+                counters,
+            })?),
+            (Some(_), _, None) => anyhow::bail!("--fraud needs a BSS store for its alarms: --database or --api-listen"),
+            _ => None,
+        };
         let provisioning_worker = provisioning_worker.map(|(worker, _)| worker);
         let api_server = match (args.api.api_listen, &bss) {
             (Some(address), Some(store)) => {
@@ -545,6 +569,9 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
             () = async { stopping.await; tokio::time::sleep(SHUTDOWN_GRACE).await } => {
                 tracing::warn!(grace = ?SHUTDOWN_GRACE, "connections still open after the grace period; closing them");
             }
+        }
+        if let Some(fraud) = fraud {
+            fraud.stop();
         }
         anyhow::Ok(())
     })?;
@@ -644,7 +671,7 @@ const BSS_NICE: i32 = 10;
 /// Lowers the calling thread's scheduling priority by [`BSS_NICE`] (on Linux the nice value
 /// of "this process", pid 0, is the calling thread's; 19 is the lowest). Where that fails it
 /// stays as it was, which only costs the isolation.
-fn lower_thread_priority() {
+pub(crate) fn lower_thread_priority() {
     let lowered = rustix::process::getpriority_process(None)
         .and_then(|nice| rustix::process::setpriority_process(None, (nice + BSS_NICE).min(19)));
     if let Err(error) = lowered {

@@ -10,6 +10,7 @@ mod alarms;
 mod api;
 mod bill_run;
 mod disk;
+mod fraud;
 mod hostile;
 mod import;
 mod inventory;

@@ -26,10 +26,10 @@ const ORDERS: &str = "/tmf-api/productOrderingManagement/v4";
 const MIB: u64 = 1 << 20;
 
 /// The lab: plan files, a data directory with the inventory loaded, a fake gateway.
-struct Lab {
+pub(super) struct Lab {
     dir: PathBuf,
-    data: PathBuf,
-    plans: [PathBuf; 2],
+    pub(super) data: PathBuf,
+    pub(super) plans: [PathBuf; 2],
     activation: PathBuf,
     _runtime: tokio::runtime::Runtime,
     gateway: FakeNetworkElement,
@@ -50,7 +50,7 @@ fn vendor_file(count: u64) -> String {
     text
 }
 
-fn lab(name: &str, numbers: u64) -> Lab {
+pub(super) fn lab(name: &str, numbers: u64) -> Lab {
     let dir = scratch(name);
     let data = dir.join("data");
     std::fs::create_dir_all(&data).expect("data dir");
@@ -92,7 +92,7 @@ fn lab(name: &str, numbers: u64) -> Lab {
 }
 
 impl Lab {
-    fn serve(&self, extra: &[&str]) -> (std::process::Child, String, String) {
+    pub(super) fn serve(&self, extra: &[&str]) -> (std::process::Child, String, String) {
         let (s, m, activation) = (
             self.plans[0].display().to_string(),
             self.plans[1].display().to_string(),
@@ -111,7 +111,7 @@ impl Lab {
 }
 
 /// An offering priced by `plan`'s source, active.
-fn offering(address: &str, admin: &str, name: &str, plan: &Path) -> String {
+pub(super) fn offering(address: &str, admin: &str, name: &str, plan: &Path) -> String {
     let catalogue = "/tmf-api/productCatalogManagement/v4";
     let source = std::fs::read_to_string(plan).expect("plan");
     let price = json!({"name": format!("{name} usage"), "priceType": "usage", "tariffPlan": {"source": source, "file": "plan.toml"}});
@@ -137,7 +137,7 @@ fn offering(address: &str, admin: &str, name: &str, plan: &Path) -> String {
 }
 
 /// A customer's postpaid billing account (100 EUR of credit): (its id, its engine account id).
-fn billing_account(address: &str, admin: &str) -> (String, u64) {
+pub(super) fn billing_account(address: &str, admin: &str) -> (String, u64) {
     let customer = json!({"name": "Ada", "engagedParty": {"id": "ada", "@referredType": "Individual"}});
     let (status, _, customer) =
         request(address, "POST", "/tmf-api/customerManagement/v4/customer", admin, &[JSON], Some(&customer));
@@ -150,14 +150,14 @@ fn billing_account(address: &str, admin: &str) -> (String, u64) {
     (account["id"].as_str().expect("id").to_owned(), account["engineAccountId"].as_u64().expect("engine id"))
 }
 
-fn place(address: &str, token: &str, order: &Value) -> Value {
+pub(super) fn place(address: &str, token: &str, order: &Value) -> Value {
     let (status, _, placed) = request(address, "POST", &format!("{ORDERS}/productOrder"), token, &[JSON], Some(order));
     assert_eq!(status, 201, "{placed}");
     placed
 }
 
 /// Waits until the order reaches a final state; returns it.
-fn settled(address: &str, token: &str, id: &str) -> Value {
+pub(super) fn settled(address: &str, token: &str, id: &str) -> Value {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let (status, _, order) = request(address, "GET", &format!("{ORDERS}/productOrder/{id}"), token, &[], None);
@@ -170,7 +170,7 @@ fn settled(address: &str, token: &str, id: &str) -> Value {
     }
 }
 
-fn characteristic(product: &Value, name: &str) -> String {
+pub(super) fn characteristic(product: &Value, name: &str) -> String {
     product["productCharacteristic"]
         .as_array()
         .and_then(|list| list.iter().find(|c| c["name"] == name))
@@ -191,7 +191,7 @@ fn session(peer: &mut Peer, name: &str, msisdn: &str) -> Option<u32> {
     code
 }
 
-fn order(account: &str, item: Value) -> Value {
+pub(super) fn order(account: &str, item: Value) -> Value {
     json!({"billingAccount": {"id": account}, "productOrderItem": [item]})
 }
 

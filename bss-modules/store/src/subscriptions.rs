@@ -176,6 +176,23 @@ impl Store {
         Ok(Some(found))
     }
 
+    /// The subscription whose engine subscription id is `engine_id`, with its identities;
+    /// none for an id below [`ENGINE_SUBSCRIPTION_BASE`] (provisioned in the engine by hand,
+    /// not through the BSS).
+    pub async fn subscription_by_engine_id(&self, engine_id: u64) -> Result<Option<Versioned<SubscriptionRow>>> {
+        let Some(seq) = engine_id.checked_sub(ENGINE_SUBSCRIPTION_BASE).and_then(|seq| i64::try_from(seq).ok()) else {
+            return Ok(None);
+        };
+        let mut tx = self.read().await?;
+        let sql = format!("SELECT {COLUMNS} FROM subscriptions WHERE seq = $1");
+        let Some(row) = tx.fetch_optional("subscriptions.by_engine_id", &sql, args![seq]).await? else {
+            return Ok(None);
+        };
+        let mut found = subscription(&row)?;
+        found.value.identities = tx.identities_of(&found.value.id).await?;
+        Ok(Some(found))
+    }
+
     /// A billing account's subscriptions in creation order, at most
     /// [`SUBSCRIPTION_PAGE_MAX`], with their identities.
     pub async fn subscriptions_of(&self, billing_account_id: &str) -> Result<Vec<Versioned<SubscriptionRow>>> {

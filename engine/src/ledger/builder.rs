@@ -70,7 +70,7 @@ pub(crate) struct Cursor {
 }
 
 impl Cursor {
-    fn encode(&self) -> String {
+    pub(crate) fn encode(&self) -> String {
         let mut text = format!("lsn {}\n", self.lsn);
         for (month, len) in &self.files {
             text.push_str(&format!("{month} {len}\n"));

@@ -17,6 +17,7 @@
 mod builder;
 mod entries;
 pub mod file;
+mod follow;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::io::Read;
@@ -26,6 +27,7 @@ use rust_decimal::Decimal;
 
 pub use builder::LedgerBuilder;
 pub use entries::{EntryKind, LedgerEntry};
+pub use follow::{LedgerFollower, LedgerPosition};
 
 use std::sync::Arc;
 
@@ -89,6 +91,30 @@ impl FileFrames {
             offset: HEADER_BYTES as u64,
             payload: Vec::new(),
         }))
+    }
+
+    /// Reads `path` from byte `from` (a frame boundary, or 0 for the start: the header is
+    /// checked then) up to `len`.
+    fn open_at(
+        fs: &dyn FileSystem,
+        path: PathBuf,
+        shard: u32,
+        from: u64,
+        len: u64,
+    ) -> Result<Option<FileFrames>, EngineError> {
+        if from < HEADER_BYTES as u64 {
+            return FileFrames::open(fs, path, shard, len);
+        }
+        if from >= len {
+            return Ok(None);
+        }
+        let file = match fs.open_read_at(&path, from) {
+            Ok(file) => file,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(err) => return Err(EngineError::Io { path, source: err }),
+        };
+        let file = std::io::BufReader::with_capacity(1 << 20, file);
+        Ok(Some(FileFrames { path, file, left: len - from, offset: from, payload: Vec::new() }))
     }
 
     /// The next frame's payload, or `None` at the cursor's length.

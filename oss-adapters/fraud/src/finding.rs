@@ -198,8 +198,8 @@ pub struct AlarmFields {
 /// What the server does with findings. The detectors never call it themselves:
 /// `Detectors::observe_and_act` does, after the detectors decided, so they stay pure.
 ///
-/// The server's implementation (not wired into `tollgate serve` yet) must not block the
-/// detector thread: it hands the work to a bounded queue. `alarm` becomes
+/// The server's implementation (`tollgate serve --fraud`, `src/commands/fraud.rs`) must not
+/// block the detector thread: it hands the work to a bounded queue. `alarm` becomes
 /// `tollgate_alarms::Alarms::raise` with `Finding::alarm_fields`; `suspend` places a
 /// TMF622 product order through `tollgate-orders` that modifies the subscriber's product
 /// to `suspended`, idempotent by the finding's detector, subscriber and `at_ms` (so a

@@ -128,6 +128,11 @@ store_test! {
         let of_account: Vec<String> =
             store.subscriptions_of("a1").await.expect("list").into_iter().map(|s| s.value.id).collect();
         assert_eq!(of_account, vec!["s1", "s2"]);
+        let by_engine_id = store.subscription_by_engine_id(engine_ids[2]).await.expect("read").expect("s3");
+        assert_eq!((by_engine_id.value.id.as_str(), by_engine_id.value.billing_account_id.as_str()), ("s3", "a2"));
+        assert_eq!(by_engine_id.value.identities, vec!["msisdn:491500000003"]);
+        assert!(store.subscription_by_engine_id(20).await.expect("read").is_none(), "below the base: not a BSS one");
+        assert!(store.subscription_by_engine_id(engine_ids[2] + 1).await.expect("read").is_none());
 
         let mut tx = store.begin().await.expect("begin");
         let found = tx.subscriptions_by_external_id(&["S2", "S9"]).await.expect("by external id");

@@ -1,0 +1,161 @@
+//! Fraud detection in `tollgate serve --fraud`: a subscriber's burst of short calls to a
+//! high-cost prefix, charged by `tollgate mediate`, reaches the detectors through the
+//! rated-event ledger and raises a critical IRSF alarm in the store, counted on
+//! `/metrics`; the server resumes from its saved position, so a restart reads nothing
+//! again and raises nothing twice. A line sold through a product order is suspended by
+//! the order the IRSF policy places.
+
+use serde_json::json;
+
+use super::alarms::{alarm_of, all_alarms, open_alarms, wait_for};
+use super::api::{create_token, request};
+use super::mediate::{mediate_args, setup, MAPPING};
+use super::orders::{billing_account, characteristic, lab, offering, order, place, settled};
+use super::{admin_address_of, http, scratch, start_servers, stop_server, tollgate};
+
+/// The value of the `/metrics` sample `sample` (name and labels as written).
+fn metric(admin: &str, sample: &str) -> Option<u64> {
+    let (_, _, page) = http(admin, "GET", "/metrics", "");
+    let prefix = format!("{sample} ");
+    page.lines().find_map(|line| line.strip_prefix(prefix.as_str())).and_then(|v| v.parse().ok())
+}
+
+/// Waits (at most 30 s) until `check` holds.
+fn eventually(what: &str, check: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !check() {
+        assert!(std::time::Instant::now() < deadline, "{what}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// Mediates `calls` (`msisdn,called,start,seconds` each) into `dir/data` with the mediate
+/// tests' mapping and the engine flags `extra`.
+fn mediate(dir: &std::path::Path, name: &str, calls: &[(String, &str, String, u32)], extra: &[&str]) {
+    let mapping = dir.join("mapping.toml");
+    std::fs::write(&mapping, MAPPING).expect("mapping");
+    let input = dir.join(format!("{name}.csv"));
+    let mut text = String::from("id,msisdn,called,start,seconds\n");
+    for (n, (msisdn, called, start, seconds)) in calls.iter().enumerate() {
+        text.push_str(&format!("{name}-{n},{msisdn},{called},{start},{seconds}\n"));
+    }
+    std::fs::write(&input, text).expect("input");
+    let (data, out) = (dir.join("data"), dir.join(format!("out-{name}")));
+    let args = mediate_args(
+        data.to_str().expect("path"),
+        out.to_str().expect("path"),
+        mapping.to_str().expect("path"),
+        input.to_str().expect("path"),
+    );
+    let output = tollgate(&[&args[..], extra].concat(), "");
+    assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
+}
+
+#[test]
+fn an_irsf_burst_raises_a_critical_alarm_once_across_restarts() {
+    let dir = scratch("fraud-irsf");
+    let data = dir.join("data");
+    setup(&data);
+    let database = dir.join("bss.sqlite3");
+    let database = database.to_str().expect("path");
+    let serve = ["--database", database, "--fraud"];
+    // The first start records where the ledger ends: history before it is not judged.
+    let (child, _, _) = start_servers(&data, "ocs.fraud.test", &serve);
+    stop_server(child);
+    let saved = || std::fs::read_to_string(data.join("fraud.position")).expect("the position saved at the first start");
+    let before = saved();
+
+    // Subscriber 2 (subscription 20) calls a satellite range (882, a default high-cost
+    // prefix) six times in ten minutes; subscriber 3 calls Berlin as often.
+    let mut calls = Vec::new();
+    for n in 0..6u32 {
+        let start = format!("2026-03-02 10:{:02}:00", n * 2);
+        calls.push(("491700000002".to_owned(), "88212345", start.clone(), 40));
+        calls.push(("491700000003".to_owned(), "4930123456", start, 40));
+    }
+    mediate(&dir, "burst", &calls, &[]);
+
+    let (child, _, _) = start_servers(&data, "ocs.fraud.test", &serve);
+    let admin = admin_address_of(&data);
+    let open = wait_for(database, "the IRSF alarm", |open| alarm_of(open, "subscriber/20/irsf").is_some());
+    let alarm = alarm_of(&open, "subscriber/20/irsf").expect("alarm");
+    assert_eq!(alarm[1..6], ["critical", "raised", "unacknowledged", "subscriber/20/irsf", "thresholdCrossed"]);
+    assert!(alarm_of(&open, "subscriber/30/irsf").is_none(), "calls to Berlin are no IRSF: {open:?}");
+    assert_eq!(metric(&admin, "tollgate_fraud_findings_total{detector=\"irsf\"}"), Some(1));
+    assert_eq!(metric(&admin, "tollgate_fraud_events_total"), Some(12), "each mediated call observed once");
+    assert_eq!(metric(&admin, "tollgate_fraud_orders_dropped_total"), Some(0));
+    // Subscription 20 was provisioned in the engine by hand, not as a BSS line: the
+    // policy's suspension has no line to suspend, and no order is placed.
+    assert_eq!(metric(&admin, "tollgate_fraud_suspensions_total"), Some(0));
+    // The position is saved once the alarm is recorded; wait for it before stopping.
+    eventually(&format!("the position moves past the burst: {before}"), || saved() != before);
+    stop_server(child);
+
+    // A restart resumes after the burst: nothing is read again, nothing raised again.
+    let (child, _, _) = start_servers(&data, "ocs.fraud.test", &serve);
+    let admin = admin_address_of(&data);
+    eventually("the detectors read the ledger", || metric(&admin, "tollgate_fraud_polls_total").unwrap_or(0) > 0);
+    assert_eq!(metric(&admin, "tollgate_fraud_events_total"), Some(0), "no event read twice");
+    assert_eq!(metric(&admin, "tollgate_fraud_findings_total{detector=\"irsf\"}"), Some(0));
+    stop_server(child);
+    let all = all_alarms(database);
+    assert_eq!(all.iter().filter(|line| line.contains("subscriber/20/irsf")).count(), 1, "{all:?}");
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
+fn an_irsf_burst_on_a_bss_line_places_an_order_that_suspends_it() {
+    let lab = lab("fraud-suspend", 2);
+    let admin = create_token(&lab.data, "admin");
+    let (child, _, address) = lab.serve(&["--fraud"]);
+    let small = offering(&address, &admin, "Prepaid S", &lab.plans[0]);
+    let (account, _) = billing_account(&address, &admin);
+    let placed = place(
+        &address,
+        &admin,
+        &order(&account, json!({"id": "1", "action": "add", "productOffering": {"id": small}})),
+    );
+    let product = placed["productOrderItem"][0]["product"]["id"].as_str().expect("product id").to_owned();
+    assert_eq!(settled(&address, &admin, placed["id"].as_str().expect("id"))["state"], "completed");
+    let inventory = format!("/tmf-api/productInventory/v4/product/{product}");
+    let (_, _, line) = request(&address, "GET", &inventory, &admin, &[], None);
+    let msisdn = characteristic(&line, "msisdn");
+    stop_server(child);
+
+    // Six short calls to 882 from the new line, starting a minute from now (mediation
+    // takes records up to an hour ahead; the line exists before them).
+    let now = jiff::Timestamp::now().as_second();
+    let calls: Vec<_> = (1..=6)
+        .map(|n| {
+            let start = jiff::Timestamp::from_second(now + 60 * n).expect("instant");
+            (msisdn.clone(), "88212345", start.strftime("%Y-%m-%d %H:%M:%S").to_string(), 30)
+        })
+        .collect();
+    let plans = lab.plans.iter().map(|p| p.display().to_string()).collect::<Vec<_>>();
+    let dir = lab.data.parent().expect("lab dir");
+    mediate(dir, "line", &calls, &["--plan-file", &plans[0], "--plan-file", &plans[1]]);
+
+    let (child, _, address) = lab.serve(&["--fraud"]);
+    let database = lab.data.join("bss.sqlite3");
+    let database = database.to_str().expect("path");
+    let is_irsf = |line: &String| line.contains("\tsubscriber/") && line.contains("/irsf\t");
+    wait_for(database, "the line's IRSF alarm", |open| open.iter().any(is_irsf));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let (_, _, line) = request(&address, "GET", &inventory, &admin, &[], None);
+        if line["status"] == "suspended" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the line is suspended by the fraud order: {line}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let orders = format!("/tmf-api/productOrderingManagement/v4/productOrder?billingAccount.id={account}");
+    let (status, _, orders) = request(&address, "GET", &orders, &admin, &[], None);
+    assert_eq!(status, 200, "{orders}");
+    let fraud: Vec<_> = orders.as_array().expect("orders").iter().filter(|o| o["category"] == "fraud").collect();
+    assert_eq!(fraud.len(), 1, "one suspend order: {orders}");
+    assert_eq!(fraud[0]["productOrderItem"][0]["product"]["status"], "suspended");
+    assert!(fraud[0]["externalId"].as_str().is_some_and(|key| key.starts_with("fraud:irsf:")), "{}", fraud[0]);
+    assert_eq!(open_alarms(database).iter().filter(|l| is_irsf(l)).count(), 1);
+    stop_server(child);
+}
