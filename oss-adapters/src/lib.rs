@@ -7,6 +7,7 @@ pub mod admin;
 pub mod diameter;
 mod error;
 pub mod grpc;
+pub mod limits;
 pub mod metrics;
 pub mod nchf;
 pub mod tls;

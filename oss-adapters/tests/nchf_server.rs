@@ -41,7 +41,12 @@ fn start(name: &str) -> Server {
     let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).expect("bind");
     let address = listener.local_addr().expect("address");
     let app = router(Arc::clone(&engine), format!("http://{address}")).expect("router");
-    runtime.spawn(serve(listener, app, std::future::pending()));
+    runtime.spawn(serve(
+        listener,
+        app,
+        tollgate_oss_adapters::limits::ConnectionLimits::default(),
+        std::future::pending(),
+    ));
     Server { engine, address, _runtime: runtime, dir }
 }
 

@@ -102,7 +102,8 @@ fn start(name: &str) -> Server {
         origin_realm: "test".into(),
         ..DiameterConfig::default()
     });
-    runtime.spawn(serve_nchf_tls(nchf_listener, nchf_tls, app, std::future::pending()));
+    let limits = tollgate_oss_adapters::limits::ConnectionLimits::default();
+    runtime.spawn(serve_nchf_tls(nchf_listener, nchf_tls, app, limits, std::future::pending()));
     runtime.spawn(serve_diameter_tls(
         diameter_listener,
         diameter_tls,

@@ -40,6 +40,12 @@ pub(crate) struct ServeArgs {
     /// Where the 5G CHF (Nchf_ConvergedCharging v3, HTTP/2 and HTTP/1.1) listens.
     #[arg(long, default_value = "0.0.0.0:8080")]
     nchf_listen: SocketAddr,
+    /// Nchf connections held at once; past it, new ones wait in the kernel's backlog.
+    #[arg(long, default_value_t = tollgate_oss_adapters::limits::ConnectionLimits::default().max_connections)]
+    nchf_max_connections: usize,
+    /// Seconds an Nchf connection may move no byte before it is closed.
+    #[arg(long, default_value_t = tollgate_oss_adapters::limits::ConnectionLimits::default().idle_timeout.as_secs())]
+    nchf_idle_seconds: u64,
     /// apiRoot for Location headers (default: http:// or https:// and the listening address).
     #[arg(long)]
     nchf_api_root: Option<String>,
@@ -318,6 +324,10 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
             _ => None,
         };
         let http = tokio::net::TcpListener::bind(args.nchf_listen).await?;
+        let nchf_limits = tollgate_oss_adapters::limits::ConnectionLimits {
+            max_connections: args.nchf_max_connections,
+            idle_timeout: std::time::Duration::from_secs(args.nchf_idle_seconds),
+        };
         let http_address = http.local_addr()?;
         let scheme = if security.nchf_tls.is_some() { "https" } else { "http" };
         let api_root = args.nchf_api_root.clone().unwrap_or_else(|| format!("{scheme}://{http_address}"));
@@ -357,8 +367,10 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         tracing::info!(listen = %grpc.local_addr()?, "grpc server listening");
         let grpc_server = tokio::spawn(tollgate_oss_adapters::grpc::server::serve(grpc, Arc::clone(&engine), token, wait(stopped.clone())));
         let http_server = match &security.nchf_tls {
-            Some(tls) => tokio::spawn(nchf::server::serve_tls(http, Arc::clone(tls), router, wait(stopped.clone()))),
-            None => tokio::spawn(nchf::server::serve(http, router, wait(stopped.clone()))),
+            Some(tls) => {
+                tokio::spawn(nchf::server::serve_tls(http, Arc::clone(tls), router, nchf_limits, wait(stopped.clone())))
+            }
+            None => tokio::spawn(nchf::server::serve(http, router, nchf_limits, wait(stopped.clone()))),
         };
         let diameter_tls_server = diameter_tls.map(|(listener, tls)| {
             tokio::spawn(serve_tls(listener, tls, Arc::clone(&engine), Arc::clone(&config), wait(stopped.clone())))

@@ -855,3 +855,36 @@ fn cdr_files_that_claim_billions_of_records_are_refused_with_the_offset() {
     }
     std::fs::remove_dir_all(dir).ok();
 }
+
+#[test]
+fn silent_nchf_connections_are_closed_at_the_idle_time_and_floods_wait_at_the_connection_limit() {
+    let server = Server::start("nchf-idle", &["--nchf-idle-seconds", "1", "--nchf-max-connections", "64"]);
+    let mut witness = Witness::connect(&server);
+    // 200 connections that send nothing: 64 are taken, the rest wait in the backlog; each
+    // taken one is closed a second after it was accepted, so every one is closed in the end.
+    let address = server.nchf.clone();
+    let closed = while_served(&mut witness, move || {
+        let silent: Vec<TcpStream> = (0..200).map(|_| TcpStream::connect(&address).expect("connect")).collect();
+        silent
+            .into_iter()
+            .filter(|stream| {
+                // A hang guard only: the server's deadline under test is one second.
+                stream.set_read_timeout(Some(Duration::from_secs(60))).expect("timeout");
+                let mut buf = [0u8; 1];
+                match (&*stream).read(&mut buf) {
+                    Ok(0) => true,
+                    Err(error) => !matches!(error.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut),
+                    Ok(_) => false,
+                }
+            })
+            .count()
+    });
+    assert_eq!(closed, 200, "every silent connection is closed");
+    // Nchf still serves.
+    let (status, _, body) =
+        http(&server.nchf, "POST", "/nchf-convergedcharging/v3/chargingdata", &charging_data(3, Some(1), None));
+    assert_eq!(status, 201, "{body}");
+    witness.is_served();
+    let bound = server.bound_bytes(1, 0);
+    server.finish("silent nchf connections", bound);
+}

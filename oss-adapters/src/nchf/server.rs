@@ -607,10 +607,13 @@ async fn release(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Serves the router on `listener` until `shutdown` completes (HTTP/1.1 and h2c, no TLS).
+/// Serves the router on `listener` until `shutdown` completes (HTTP/1.1 and h2c, no TLS),
+/// holding at most `limits.max_connections` connections and closing one idle for
+/// `limits.idle_timeout`.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     router: Router,
+    limits: crate::limits::ConnectionLimits,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), AdapterError> {
     use axum::serve::ListenerExt;
@@ -618,6 +621,7 @@ pub async fn serve(
     let listener = listener.tap_io(|stream| {
         let _ = stream.set_nodelay(true);
     });
+    let listener = crate::limits::LimitedListener::new(listener, limits, "nchf");
     axum::serve(listener, router)
         .with_graceful_shutdown(shutdown)
         .await
@@ -626,15 +630,18 @@ pub async fn serve(
 
 /// Serves the router over TLS on `listener` until `shutdown` completes: HTTP/2 or HTTP/1.1
 /// as the client's ALPN chooses (`tls` should offer `crate::tls::ALPN_HTTP`), TCP_NODELAY
-/// set, and with a client CA in `tls`, only to clients with a certificate from it.
+/// set, and with a client CA in `tls`, only to clients with a certificate from it; limited
+/// as [`serve`] is.
 pub async fn serve_tls(
     listener: tokio::net::TcpListener,
     tls: Arc<rustls::ServerConfig>,
     router: Router,
+    limits: crate::limits::ConnectionLimits,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), AdapterError> {
     let listener = crate::tls::TlsListener::new(listener, tls, "nchf")
         .map_err(|source| AdapterError::Io { what: "nchf server", source })?;
+    let listener = crate::limits::LimitedListener::new(listener, limits, "nchf");
     axum::serve(listener, router)
         .with_graceful_shutdown(shutdown)
         .await
