@@ -94,6 +94,12 @@ pub(crate) struct ApiArgs {
     /// `Accept: application/pdf` (the built-in one without it).
     #[arg(long)]
     invoice_template: Option<std::path::PathBuf>,
+    /// Management API connections held at once; past it, new ones wait in the backlog.
+    #[arg(long, default_value_t = 1024)]
+    api_max_connections: usize,
+    /// Seconds a management API connection may move no byte before it is closed.
+    #[arg(long, default_value_t = 60)]
+    api_idle_seconds: u64,
     /// Requests per second each API token may make on average.
     #[arg(long, default_value_t = tollgate_api::ApiConfig::default().rate_per_second,
           value_parser = clap::value_parser!(u32).range(1..))]
@@ -539,9 +545,14 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
                 };
                 config.bill_pdf = Some(Arc::new(super::bill_run::BillPdfRenderer::new(store.clone(), template)));
                 let router = tollgate_api::router(store.clone(), &config);
+                let api_limits = tollgate_oss_adapters::limits::ConnectionLimits {
+                    max_connections: args.api.api_max_connections,
+                    idle_timeout: std::time::Duration::from_secs(args.api.api_idle_seconds),
+                };
                 let api_stop = wait(stopped.clone());
                 Some(bss_handle.spawn(async move {
                     let listener = tokio::net::TcpListener::from_std(listener)?;
+                    let listener = tollgate_oss_adapters::limits::LimitedListener::new(listener, api_limits, "api");
                     tollgate_api::serve(listener, router, api_stop).await
                 }))
             }

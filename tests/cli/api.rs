@@ -390,3 +390,32 @@ fn serve_delivers_a_customer_event_to_a_registered_listener_signed() {
     stop_server(child);
     std::fs::remove_dir_all(dir).ok();
 }
+
+#[test]
+fn a_silent_management_api_connection_is_closed_at_the_idle_time() {
+    let dir = scratch("api-idle");
+    let data = dir.join("data");
+    let args = ["--api-listen", "127.0.0.1:0", "--api-idle-seconds", "1"];
+    let (child, _, _) = start_servers(&data, "ocs.api-idle.test", &args);
+    let address = api_address(&data);
+    let silent = std::net::TcpStream::connect(&address).expect("connect");
+    // A hang guard only: the server's deadline under test is one second.
+    silent.set_read_timeout(Some(std::time::Duration::from_secs(60))).expect("timeout");
+    let mut buf = [0u8; 1];
+    let read = (&silent).read(&mut buf);
+    assert!(
+        match &read {
+            Ok(0) => true,
+            Err(error) => !matches!(error.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut),
+            Ok(_) => false,
+        },
+        "the silent connection was not closed: {read:?}"
+    );
+    // A client that talks is served.
+    let token = create_token(&data, "admin");
+    let (status, _, _) =
+        request(&address, "GET", "/tmf-api/productCatalogManagement/v4/productOffering", &token, &[], None);
+    assert_eq!(status, 200);
+    stop_server(child);
+    std::fs::remove_dir_all(dir).ok();
+}

@@ -266,11 +266,15 @@ fn inventory_path(rest: &str) -> String {
     format!("{}{rest}", tollgate_inventory::BASE_PATH)
 }
 
-/// Serves `router` on `listener` until `shutdown` completes.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
+/// Serves `router` on `listener` (a TCP listener, or one that limits its connections) until
+/// `shutdown` completes.
+pub async fn serve<L>(
+    listener: L,
     router: Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
+) -> std::io::Result<()>
+where
+    L: axum::serve::Listener<Addr = std::net::SocketAddr>,
+{
     axum::serve(listener, router).with_graceful_shutdown(shutdown).await
 }
