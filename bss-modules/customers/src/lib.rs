@@ -9,7 +9,8 @@
 //! balances in TMF654's shape (`balance.rs`, `prepay.rs`) are read from the engine through
 //! an [`EnginePort`]; the engine alone holds them. No SQL (the store's) and no HTTP (the
 //! API's). Its changes publish events for the hub's listeners ([`CUSTOMER_EVENTS`],
-//! [`ACCOUNT_EVENTS`]).
+//! [`ACCOUNT_EVENTS`]). Thresholds on an account's balance and bundles are decided here
+//! ([`decide`]) and each crossing recorded and published once ([`Thresholds`]).
 #![forbid(unsafe_code)]
 
 mod account;
@@ -23,6 +24,7 @@ mod prepay;
 mod service;
 #[cfg(feature = "testing")]
 pub mod testing;
+mod threshold;
 
 pub use account::{
     account_doc, parse_credit_limit, validate_account, ValidAccount, MAX_DEPTH, MAX_MONEY_DIGITS, MAX_MONEY_SCALE,
@@ -46,6 +48,10 @@ pub use prepay::{balance_key, BalanceOutcome, Settled, BALANCE_ACTION_FILTERS, E
 pub use service::{
     Customers, Page, Principal, ACCOUNT_BASE_PATH, ACCOUNT_EVENTS, ACCOUNT_FILTERS, CUSTOMER_BASE_PATH,
     CUSTOMER_EVENTS, CUSTOMER_FILTERS,
+};
+pub use threshold::{
+    decide, doc as threshold_doc, fill, parse_threshold, Decision, Template, Templates, ThresholdKind, ThresholdSpec,
+    Thresholds, ENGINE_EVALUATOR, MAX_TEMPLATE_CHARS, THRESHOLD_EVENT,
 };
 
 /// JSON merge patch (RFC 7386): an object patch sets each member it names, removes the

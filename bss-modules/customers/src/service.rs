@@ -33,9 +33,14 @@ pub const CUSTOMER_EVENTS: [&str; 4] =
     ["CustomerCreateEvent", "CustomerAttributeValueChangeEvent", "CustomerStateChangeEvent", "CustomerDeleteEvent"];
 /// The events accountManagement publishes to its hub's listeners (TMF666's
 /// `BillingAccountAttributeValueChangeEvent`, and a create event after TMF629's pattern:
-/// TMF666 v4 defines none; an account's state does not change through the API yet).
-pub const ACCOUNT_EVENTS: [&str; 3] =
-    ["BillingAccountCreateEvent", "BillingAccountAttributeValueChangeEvent", "BillingAccountStateChangeEvent"];
+/// TMF666 v4 defines none; an account's state does not change through the API yet), and
+/// Tollgate's own `BillingAccountThresholdEvent`: a threshold of the account was crossed.
+pub const ACCOUNT_EVENTS: [&str; 4] = [
+    "BillingAccountCreateEvent",
+    "BillingAccountAttributeValueChangeEvent",
+    "BillingAccountStateChangeEvent",
+    crate::threshold::THRESHOLD_EVENT,
+];
 
 /// The attributes a customer list may be filtered on.
 pub const CUSTOMER_FILTERS: [&str; 2] = ["name", "status"];

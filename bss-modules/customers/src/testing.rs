@@ -258,3 +258,22 @@ pub fn model_engine(store: &Store) -> Model {
     let customers = Customers::new(store.clone()).with_engine(Arc::clone(&port));
     Model { engine, worker, port, customers }
 }
+
+/// A prepaid EUR account's view as the engine would report it: `balance` (decimal text),
+/// nothing reserved, no credit limit, subscription 20 live, with `allowances`.
+pub fn prepaid_view(balance: &str, allowances: Vec<crate::port::AllowanceBucket>) -> EngineAccount {
+    let balance: Decimal = balance.parse().expect("a decimal balance");
+    EngineAccount {
+        account_type: AccountType::Prepaid,
+        currency: "EUR".into(),
+        balance,
+        available: balance,
+        reserved: Decimal::ZERO,
+        credit_limit: Decimal::ZERO,
+        closed: false,
+        suspended: false,
+        live_subscriptions: vec![20],
+        money: vec![],
+        allowances,
+    }
+}

@@ -17,7 +17,8 @@
 //! their provisioning tasks and the product and service inventories
 //! ([`Tx::insert_product_order`], [`Store::claim_provisioning_tasks`], [`Tx::insert_line`]);
 //! and billing's bill runs, invoices numbered gap-free when final, and what was billed
-//! ([`Tx::insert_draft_invoice`], [`Tx::finalise_invoice`]).
+//! ([`Tx::insert_draft_invoice`], [`Tx::finalise_invoice`]); and thresholds with the
+//! crossings notified, once each ([`Tx::insert_threshold`], [`Tx::insert_crossing`]).
 //! README.md states the invariants.
 #![forbid(unsafe_code)]
 
@@ -45,6 +46,7 @@ mod store;
 mod subscriptions;
 #[cfg(feature = "testing")]
 pub mod testing;
+mod thresholds;
 mod tokens;
 mod versioned;
 
@@ -87,5 +89,6 @@ pub use receivables::{
 pub use sql::Dialect;
 pub use store::{Store, StoreOptions, Tx, SQLITE_FILE_NAME};
 pub use subscriptions::{SubscriptionRow, ENGINE_SUBSCRIPTION_BASE, SUBSCRIPTION_PAGE_MAX};
+pub use thresholds::{CrossingRow, ThresholdRow, WatchedThreshold, CROSSING_PAGE_MAX, MAX_THRESHOLDS_PER_ACCOUNT};
 pub use tokens::{ApiToken, NewToken, Role, TokenCheck, TokenSecret, TOKEN_PREFIX};
 pub use versioned::{Version, Versioned};

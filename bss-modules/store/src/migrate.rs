@@ -12,7 +12,7 @@ use crate::sql::{args, Dialect};
 use crate::Store;
 
 /// The schema version this build writes and understands (the last migration).
-pub const SCHEMA_VERSION: i64 = 11;
+pub const SCHEMA_VERSION: i64 = 12;
 
 struct Migration {
     version: i64,
@@ -96,6 +96,12 @@ const MIGRATIONS: &[Migration] = &[
         description: "receivables: payments, allocations, due dates, dunning steps",
         sqlite: include_str!("../migrations/sqlite/0011_receivables.sql"),
         postgres: include_str!("../migrations/postgres/0011_receivables.sql"),
+    },
+    Migration {
+        version: 12,
+        description: "thresholds and their notified crossings",
+        sqlite: include_str!("../migrations/sqlite/0012_thresholds.sql"),
+        postgres: include_str!("../migrations/postgres/0012_thresholds.sql"),
     },
 ];
 

@@ -12,6 +12,7 @@ mod import;
 mod inventory;
 mod orders;
 mod outbox;
+mod thresholds;
 mod tokens;
 
 use jiff::Timestamp;
