@@ -124,6 +124,14 @@ enum Command {
         #[command(subcommand)]
         command: commands::alarm::AlarmCommand,
     },
+    /// Thresholds of billing accounts (balance below an amount, a bundle's share used) and
+    /// the crossings notified: set, list, delete.
+    Threshold {
+        #[command(flatten)]
+        database: commands::bss::DatabaseArgs,
+        #[command(subcommand)]
+        command: commands::threshold::ThresholdCommand,
+    },
     /// The resource inventory (TMF639): MSISDN ranges, SIM cards from vendor files, network elements.
     Inventory {
         #[command(flatten)]
@@ -199,6 +207,7 @@ fn main() -> ExitCode {
         Command::Import { database, command } => commands::import::run(&database, command),
         Command::Inventory { database, command } => commands::inventory::run(&database, command),
         Command::Alarm { database, command } => commands::alarm::run(&database, command),
+        Command::Threshold { database, command } => commands::threshold::run(&database, command),
         Command::BillingAccount { database, command } => commands::bss::billing_account(&database, command),
         Command::Archive { engine, command } => commands::archive::run(&engine, command),
         Command::Account { engine, command } => commands::account::account(&engine, command),

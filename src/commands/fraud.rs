@@ -193,7 +193,7 @@ impl Fraud {
     pub(crate) fn start(setup: FraudSetup) -> anyhow::Result<Fraud> {
         let detectors = Detectors::new(&setup.policy).context("the fraud policy")?;
         let position_path = setup.data_dir.join(POSITION_FILE);
-        let follower = follower(&setup.data_dir, setup.shards, &position_path)?;
+        let follower = follower(&setup.data_dir, setup.shards, &position_path, "fraud detection")?;
         let counters = setup.counters;
         let (sender, receiver) = tokio::sync::mpsc::channel(WORKER_QUEUE);
         let worker = Worker {
@@ -221,23 +221,29 @@ impl Fraud {
 }
 
 /// The follower from the saved position; from the ledger's end without one (or with one
-/// of another shard count: the ledger of a resharded directory starts anew).
-fn follower(data_dir: &Path, shards: usize, position_path: &Path) -> anyhow::Result<LedgerFollower> {
+/// of another shard count: the ledger of a resharded directory starts anew). `what`
+/// names the reader in the log (`fraud detection`, `threshold evaluation`).
+pub(crate) fn follower(
+    data_dir: &Path,
+    shards: usize,
+    position_path: &Path,
+    what: &str,
+) -> anyhow::Result<LedgerFollower> {
     match std::fs::read_to_string(position_path) {
         Ok(text) => {
             let position = LedgerPosition::decode(&text, position_path)?;
             if position.shards() == shards {
-                tracing::info!(lsns = ?position.lsns(), "fraud detection resumes where it stopped");
+                tracing::info!(lsns = ?position.lsns(), "{what} resumes where it stopped");
                 return Ok(LedgerFollower::new(data_dir, position));
             }
             tracing::warn!(
                 saved = position.shards(),
                 shards,
-                "the fraud position is of another shard count; starting at the ledger's end"
+                "the {what} position is of another shard count; starting at the ledger's end"
             );
         }
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
-            tracing::info!("fraud detection starts at the ledger's end (no saved position)");
+            tracing::info!("{what} starts at the ledger's end (no saved position)");
         }
         Err(err) => return Err(err).with_context(|| position_path.display().to_string()),
     }
@@ -249,7 +255,7 @@ fn follower(data_dir: &Path, shards: usize, position_path: &Path) -> anyhow::Res
 }
 
 /// Writes the position file durably (temporary, fsync, rename, fsync of the directory).
-fn save(path: &Path, position: &LedgerPosition) -> std::io::Result<()> {
+pub(crate) fn save(path: &Path, position: &LedgerPosition) -> std::io::Result<()> {
     tollgate_engine::durable::replace_file(
         &tollgate_engine::fs::RealFs::new(),
         path,

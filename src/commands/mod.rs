@@ -22,4 +22,5 @@ pub(crate) mod rerate;
 pub(crate) mod reshard;
 pub(crate) mod serve;
 pub(crate) mod tariff;
+pub(crate) mod threshold;
 pub(crate) mod usage;

@@ -75,6 +75,9 @@ pub(crate) struct ServeArgs {
     alarms: Box<super::alarm::AlarmServeArgs>,
     #[command(flatten)]
     fraud: Box<super::fraud::FraudArgs>,
+    /// Threshold notifications' message templates (evaluated whenever there is a store).
+    #[command(flatten)]
+    threshold_templates: Box<super::threshold::TemplateArgs>,
 }
 
 /// The management API (boxed: `ServeArgs` stays small).
@@ -287,6 +290,7 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     let provisioning = Provisioning::load(&args.api)?;
     let alarm_thresholds = args.alarms.thresholds()?;
     let fraud_policy = args.fraud.policy()?;
+    let threshold_templates = args.threshold_templates.templates()?;
     let config = Arc::new(args.diameter_limits.apply(DiameterConfig {
         origin_host: args.origin_host.clone(),
         origin_realm: args.origin_realm.clone(),
@@ -517,6 +521,24 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
             (Some(_), _, None) => anyhow::bail!("--fraud needs a BSS store for its alarms: --database or --api-listen"),
             _ => None,
         };
+        // Thresholds: a thread of its own follows the rated-event ledger too and hands the
+        // accounts with thresholds it saw charged to a worker here, which reads their state
+        // from the engine and records (and publishes) each crossing once.
+        let thresholds = match &bss {
+            Some(store) => Some(super::threshold::ThresholdEvaluation::start(super::threshold::ThresholdSetup {
+                data_dir: args.engine.data_dir.clone(),
+                shards: report.shards.len(),
+                store: store.clone(),
+                templates: threshold_templates,
+                engine: Arc::new(super::engine_link::EnginePortLink::new(
+                    Arc::clone(&engine),
+                    store.clone(),
+                    outbox_policy(&args.api),
+                )),
+                runtime: bss_handle.clone(),
+            })?),
+            None => None,
+        };
         let provisioning_worker = provisioning_worker.map(|(worker, _)| worker);
         let api_server = match (args.api.api_listen, &bss) {
             (Some(address), Some(store)) => {
@@ -595,6 +617,9 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         }
         if let Some(fraud) = fraud {
             fraud.stop();
+        }
+        if let Some(thresholds) = thresholds {
+            thresholds.stop();
         }
         anyhow::Ok(())
     })?;
