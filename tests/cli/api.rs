@@ -317,7 +317,7 @@ fn the_customer_commands_create_export_and_anonymise() {
 }
 
 /// One HTTP request as a listener receives it: its head (lowercase header names) and body.
-fn receive_one(listener: &std::net::TcpListener) -> (std::collections::HashMap<String, String>, Vec<u8>) {
+pub(super) fn receive_one(listener: &std::net::TcpListener) -> (std::collections::HashMap<String, String>, Vec<u8>) {
     let (mut stream, _) = listener.accept().expect("a delivery");
     stream.set_read_timeout(Some(std::time::Duration::from_secs(30))).expect("timeout");
     let mut received = Vec::new();
@@ -347,6 +347,22 @@ fn receive_one(listener: &std::net::TcpListener) -> (std::collections::HashMap<S
     (headers, received[body_at..body_at + length].to_vec())
 }
 
+/// Asserts that a delivery's `body` is signed with the listener's `secret` (its
+/// timestamp within five minutes of now).
+pub(super) fn assert_signed(secret: &str, headers: &std::collections::HashMap<String, String>, body: &[u8]) {
+    let header = |name: &str| headers.get(name).map(String::as_str).unwrap_or("");
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("after 1970").as_secs();
+    let verified = tollgate_hub::signature::verify(
+        secret,
+        header("x-tollgate-timestamp"),
+        header("x-tollgate-signature"),
+        body,
+        i64::try_from(now).expect("in range"),
+        300,
+    );
+    assert!(verified.is_ok(), "{verified:?}");
+}
+
 /// `tollgate serve --api-listen` runs the hub's delivery worker: a listener registered
 /// through the API receives a created customer's event, signed with the secret it was
 /// given.
@@ -371,17 +387,8 @@ fn serve_delivers_a_customer_event_to_a_registered_listener_signed() {
         request(&address, "POST", "/tmf-api/customerManagement/v4/customer", &admin, &[json_type], Some(&customer));
     assert_eq!(status, 201, "{created}");
     let (headers, body) = receive_one(&receiver);
+    assert_signed(&secret, &headers, &body);
     let header = |name: &str| headers.get(name).map(String::as_str).unwrap_or("");
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("after 1970").as_secs();
-    let verified = tollgate_hub::signature::verify(
-        &secret,
-        header("x-tollgate-timestamp"),
-        header("x-tollgate-signature"),
-        &body,
-        i64::try_from(now).expect("in range"),
-        300,
-    );
-    assert!(verified.is_ok(), "{verified:?}");
     let event: Value = serde_json::from_slice(&body).expect("JSON");
     assert_eq!(event["eventType"], "CustomerCreateEvent");
     assert_eq!(event["event"]["customer"]["id"], created["id"]);

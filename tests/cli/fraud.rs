@@ -5,12 +5,10 @@
 //! again and raises nothing twice. A line sold through a product order is suspended by
 //! the order the IRSF policy places.
 
-use serde_json::json;
-
 use super::alarms::{alarm_of, all_alarms, open_alarms, wait_for};
 use super::api::{create_token, request};
 use super::mediate::{mediate_args, setup, MAPPING};
-use super::orders::{billing_account, characteristic, lab, offering, order, place, settled};
+use super::orders::{lab, sold_line};
 use super::{admin_address_of, http, scratch, start_servers, stop_server, tollgate};
 
 /// The value of the `/metrics` sample `sample` (name and labels as written).
@@ -108,18 +106,7 @@ fn an_irsf_burst_on_a_bss_line_places_an_order_that_suspends_it() {
     let lab = lab("fraud-suspend", 2);
     let admin = create_token(&lab.data, "admin");
     let (child, _, address) = lab.serve(&["--fraud"]);
-    let small = offering(&address, &admin, "Prepaid S", &lab.plans[0]);
-    let (account, _) = billing_account(&address, &admin);
-    let placed = place(
-        &address,
-        &admin,
-        &order(&account, json!({"id": "1", "action": "add", "productOffering": {"id": small}})),
-    );
-    let product = placed["productOrderItem"][0]["product"]["id"].as_str().expect("product id").to_owned();
-    assert_eq!(settled(&address, &admin, placed["id"].as_str().expect("id"))["state"], "completed");
-    let inventory = format!("/tmf-api/productInventory/v4/product/{product}");
-    let (_, _, line) = request(&address, "GET", &inventory, &admin, &[], None);
-    let msisdn = characteristic(&line, "msisdn");
+    let (account, inventory, msisdn) = sold_line(&lab, &address, &admin);
     stop_server(child);
 
     // Six short calls to 882 from the new line, starting a minute from now (mediation

@@ -21,6 +21,7 @@ mod orders;
 mod prepay;
 mod rate_errors;
 mod rerate;
+mod thresholds;
 mod tls;
 mod usage;
 

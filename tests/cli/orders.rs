@@ -181,7 +181,7 @@ pub(super) fn characteristic(product: &Value, name: &str) -> String {
 
 /// A session of `msisdn` on rating group 30 (video): CCR-I asking for 1 MiB and, if that
 /// was granted, CCR-T reporting 1 MiB used. Returns the CCR-I's Result-Code.
-fn session(peer: &mut Peer, name: &str, msisdn: &str) -> Option<u32> {
+pub(super) fn session(peer: &mut Peer, name: &str, msisdn: &str) -> Option<u32> {
     let initial = peer.ask(272, 4, ccr_of(name, 1, 0, msisdn, 30, Units::Requested(MIB)));
     let code = result_code(&initial);
     if code == Some(2001) {
@@ -189,6 +189,21 @@ fn session(peer: &mut Peer, name: &str, msisdn: &str) -> Option<u32> {
         assert_eq!(result_code(&terminate), Some(2001), "CCR-T of {name}");
     }
     code
+}
+
+/// A line sold through a product order on `lab`'s plan S to a new postpaid billing
+/// account: (the account's id, the product's inventory path, the line's MSISDN).
+pub(super) fn sold_line(lab: &Lab, address: &str, admin: &str) -> (String, String, String) {
+    let small = offering(address, admin, "Prepaid S", &lab.plans[0]);
+    let (account, _) = billing_account(address, admin);
+    let placed =
+        place(address, admin, &order(&account, json!({"id": "1", "action": "add", "productOffering": {"id": small}})));
+    let product = placed["productOrderItem"][0]["product"]["id"].as_str().expect("product id").to_owned();
+    assert_eq!(settled(address, admin, placed["id"].as_str().expect("id"))["state"], "completed");
+    let inventory = format!("/tmf-api/productInventory/v4/product/{product}");
+    let (_, _, line) = request(address, "GET", &inventory, admin, &[], None);
+    let msisdn = characteristic(&line, "msisdn");
+    (account, inventory, msisdn)
 }
 
 pub(super) fn order(account: &str, item: Value) -> Value {
