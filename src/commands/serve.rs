@@ -420,6 +420,10 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         if let Some(counters) = &fraud_counters {
             sources.push(Arc::new(super::fraud::FraudMetrics(Arc::clone(counters))));
         }
+        let threshold_counters = Arc::new(super::threshold::ThresholdCounters::default());
+        if bss.is_some() {
+            sources.push(Arc::new(super::threshold::ThresholdMetrics(Arc::clone(&threshold_counters))));
+        }
         let health: Vec<Arc<dyn tollgate_oss_adapters::admin::HealthSource>> =
             vec![Arc::new(super::alarm::BssHealth { store: bss.clone(), activator: provisioning.activator.clone() })];
         let admin_router = tollgate_oss_adapters::admin::router_with_health(Arc::clone(&engine), sources, health);
@@ -536,6 +540,7 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
                     outbox_policy(&args.api),
                 )),
                 runtime: bss_handle.clone(),
+                counters: threshold_counters,
             })?),
             None => None,
         };

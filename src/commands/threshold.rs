@@ -15,11 +15,14 @@
 //! (nor published) twice. Without a position file (the first start) the follower starts
 //! at the ledger's end. The configured accounts are cached and reloaded every
 //! [`REFRESH_INTERVAL`]; an account newly configured is evaluated at once (its balance may
-//! already be below).
+//! already be below), and so is every configured account at each start: crossings are
+//! decided on the account's state, not on the entries, so entries read before the first
+//! load (or before a threshold was set) lose nothing.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
@@ -29,6 +32,7 @@ use jiff::Timestamp;
 use serde_json::json;
 use tollgate_customers::{parse_threshold, threshold_doc, EnginePort, Template, Templates, Thresholds};
 use tollgate_engine::ledger::{LedgerFollower, LedgerPosition};
+use tollgate_oss_adapters::admin::{Exposition, Kind, MetricsSource};
 use tollgate_store::{Store, ThresholdRow};
 
 use super::bss::{actor, runtime, DatabaseArgs};
@@ -153,6 +157,53 @@ const WORKER_QUEUE: usize = 64;
 /// The position file in the data directory.
 pub(crate) const POSITION_FILE: &str = "thresholds.position";
 
+/// What the evaluation counts, read by `/metrics`.
+#[derive(Debug, Default)]
+pub(crate) struct ThresholdCounters {
+    polls: AtomicU64,
+    /// Ledger entries of accounts with thresholds.
+    entries: AtomicU64,
+    /// Accounts evaluated (read from the engine and decided on).
+    evaluations: AtomicU64,
+    /// Crossings recorded (each once, with its event when it has a webhook).
+    crossings: AtomicU64,
+    /// Evaluations that failed (the engine or the store), tried again.
+    errors: AtomicU64,
+}
+
+/// The evaluation's figures on `/metrics`.
+pub(crate) struct ThresholdMetrics(pub(crate) Arc<ThresholdCounters>);
+
+impl MetricsSource for ThresholdMetrics {
+    fn write<'a>(
+        &'a self,
+        page: &'a mut Exposition,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>> {
+        Box::pin(async move {
+            let c = &self.0;
+            let counters = [
+                (
+                    "tollgate_thresholds_polls_total",
+                    "Reads of the rated-event ledger by the threshold evaluation.",
+                    &c.polls,
+                ),
+                (
+                    "tollgate_thresholds_ledger_entries_total",
+                    "Ledger entries of accounts with thresholds the evaluation read.",
+                    &c.entries,
+                ),
+                ("tollgate_thresholds_evaluations_total", "Accounts whose thresholds were evaluated.", &c.evaluations),
+                ("tollgate_thresholds_crossings_total", "Threshold crossings recorded (each once).", &c.crossings),
+                ("tollgate_thresholds_errors_total", "Threshold evaluations that failed and are retried.", &c.errors),
+            ];
+            for (name, help, value) in counters {
+                page.family(name, Kind::Counter, help);
+                page.sample(name, &[], value.load(Relaxed));
+            }
+        })
+    }
+}
+
 /// Engine accounts with thresholds, shared by the worker (which loads them) and the thread
 /// (which notes only these).
 type Watched = Arc<RwLock<HashSet<u64>>>;
@@ -177,6 +228,8 @@ pub(crate) struct ThresholdSetup {
     pub(crate) templates: Templates,
     pub(crate) engine: Arc<dyn EnginePort>,
     pub(crate) runtime: tokio::runtime::Handle,
+    /// Shared with `/metrics` ([`ThresholdMetrics`]).
+    pub(crate) counters: Arc<ThresholdCounters>,
 }
 
 impl ThresholdEvaluation {
@@ -194,12 +247,13 @@ impl ThresholdEvaluation {
             position_path,
             configured: HashMap::new(),
             retry: HashSet::new(),
+            counters: Arc::clone(&setup.counters),
         };
         setup.runtime.spawn(worker.run(receiver));
         let (stop, stopped) = std::sync::mpsc::sync_channel(1);
         let thread = std::thread::Builder::new().name("tollgate-thresholds".to_owned()).spawn(move || {
             super::serve::lower_thread_priority();
-            follow(follower, &watched, &sender, &stopped);
+            follow(follower, &watched, &setup.counters, &sender, &stopped);
         })?;
         tracing::info!(shards = setup.shards, "threshold evaluation following the rated-event ledger");
         Ok(ThresholdEvaluation { stop, thread })
@@ -217,6 +271,7 @@ impl ThresholdEvaluation {
 fn follow(
     mut follower: LedgerFollower,
     watched: &Watched,
+    counters: &ThresholdCounters,
     sender: &tokio::sync::mpsc::Sender<Batch>,
     stopped: &std::sync::mpsc::Receiver<()>,
 ) {
@@ -228,6 +283,7 @@ fn follow(
             let watched = watched.read().unwrap_or_else(PoisonError::into_inner);
             follower.poll(&mut |entry| {
                 if watched.contains(&entry.account) {
+                    counters.entries.fetch_add(1, Relaxed);
                     pending.insert(entry.account);
                 }
             })
@@ -245,6 +301,7 @@ fn follow(
             }
             Ok(_) => {}
         }
+        counters.polls.fetch_add(1, Relaxed);
         if follower.position() != &handed || !pending.is_empty() {
             let batch = Batch { accounts: pending.iter().copied().collect(), position: follower.position().clone() };
             // Full: the accounts stay pending and go with the next poll's; the position
@@ -272,6 +329,7 @@ struct Worker {
     /// Accounts whose evaluation failed (the engine or the store), tried again at the
     /// next batch or refresh.
     retry: HashSet<u64>,
+    counters: Arc<ThresholdCounters>,
 }
 
 impl Worker {
@@ -333,9 +391,15 @@ impl Worker {
         for account in accounts {
             // The thresholds as they are now: a crossing, a re-arming changes them.
             let Some((currency, _)) = self.configured.get(&account).cloned() else { continue };
-            if let Err(err) = self.evaluate_one(account, &currency).await {
-                tracing::warn!(account, error = %err, "thresholds not evaluated; trying again");
-                self.retry.insert(account);
+            match self.evaluate_one(account, &currency).await {
+                Ok(()) => {
+                    self.counters.evaluations.fetch_add(1, Relaxed);
+                }
+                Err(err) => {
+                    self.counters.errors.fetch_add(1, Relaxed);
+                    tracing::warn!(account, error = %err, "thresholds not evaluated; trying again");
+                    self.retry.insert(account);
+                }
             }
         }
     }
@@ -349,6 +413,7 @@ impl Worker {
         let rows = self.store.thresholds_of(&billing_account).await?;
         let recorded = self.thresholds.evaluate(&rows, currency, &view, Timestamp::now()).await?;
         for crossing in &recorded {
+            self.counters.crossings.fetch_add(1, Relaxed);
             tracing::info!(
                 billing_account = %crossing.billing_account_id,
                 threshold = %crossing.threshold_id,

@@ -12,7 +12,7 @@ use super::orders::{lab, sold_line};
 use super::{admin_address_of, http, scratch, start_servers, stop_server, tollgate};
 
 /// The value of the `/metrics` sample `sample` (name and labels as written).
-fn metric(admin: &str, sample: &str) -> Option<u64> {
+pub(super) fn metric(admin: &str, sample: &str) -> Option<u64> {
     let (_, _, page) = http(admin, "GET", "/metrics", "");
     let prefix = format!("{sample} ");
     page.lines().find_map(|line| line.strip_prefix(prefix.as_str())).and_then(|v| v.parse().ok())

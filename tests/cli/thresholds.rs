@@ -12,9 +12,10 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use super::api::{assert_signed, create_token, receive_one, request};
+use super::fraud::metric;
 use super::hostile::Peer;
 use super::orders::{lab, session, sold_line};
-use super::tollgate;
+use super::{admin_address_of, tollgate};
 
 const JSON: &str = "Content-Type: application/json";
 const HUB: &str = "/tmf-api/accountManagement/v4/hub";
@@ -111,6 +112,7 @@ fn a_balance_crossing_is_delivered_once_across_a_sigkill_between_crossing_and_de
     });
     assert_eq!(pending.len(), 1, "{pending:?}");
     assert_eq!(pending[0]["state"], "pending", "{pending:?}");
+    assert_eq!(metric(&admin_address_of(&lab.data), "tollgate_thresholds_crossings_total"), Some(1));
 
     // Killed between the crossing and the delivery.
     child.kill().expect("SIGKILL");
@@ -119,6 +121,7 @@ fn a_balance_crossing_is_delivered_once_across_a_sigkill_between_crossing_and_de
     // The listener up, the server back: the event arrives once.
     let receiver = std::net::TcpListener::bind(("127.0.0.1", port)).expect("the callback's port again");
     let (child, _, address) = lab.serve(&[]);
+    let metrics = admin_address_of(&lab.data);
     let (sender, received) = mpsc::channel();
     let accepting = receiver.try_clone().expect("clone");
     std::thread::spawn(move || drop(sender.send(receive_one(&accepting))));
@@ -142,6 +145,12 @@ fn a_balance_crossing_is_delivered_once_across_a_sigkill_between_crossing_and_de
         found.iter().all(|d| d["state"] == "delivered").then_some(found)
     });
     assert_eq!(done.len(), 1, "{done:?}");
+    // The restarted server evaluated the account (every configured account at a start)
+    // and recorded nothing new.
+    eventually("the account evaluated after the restart", || {
+        (metric(&metrics, "tollgate_thresholds_evaluations_total")? >= 1).then_some(())
+    });
+    assert_eq!(metric(&metrics, "tollgate_thresholds_crossings_total"), Some(0));
     assert_eq!(listed(&data_dir, &account)["crossings"].as_array().map(Vec::len), Some(1));
     receiver.set_nonblocking(true).expect("nonblocking");
     assert!(matches!(receiver.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock), "a second delivery");

@@ -424,23 +424,17 @@ impl Thresholds {
         if !decide(std::slice::from_ref(&current), currency, account).contains(&decision) {
             return Ok(None);
         }
-        let Decision::Cross { kind, key, mut values, detail, .. } = decision else {
-            if let Decision::Rearm { episode, .. } = decision {
+        let (kind, key, mut values, detail) = match decision {
+            Decision::Cross { kind, key, values, detail, .. } => (kind, key, values, detail),
+            Decision::Rearm { episode, .. } => {
                 tx.set_threshold_state(&threshold_id, false, episode).await?;
                 let after = doc(&ThresholdRow { tripped: false, episode, ..current.clone() });
-                audit(
-                    &mut tx,
-                    ENGINE_EVALUATOR,
-                    "threshold.rearm",
-                    &threshold_id,
-                    Some(&doc(&current)),
-                    Some(&after),
-                    now,
-                )
-                .await?;
+                let before = doc(&current);
+                audit(&mut tx, ENGINE_EVALUATOR, "threshold.rearm", &threshold_id, Some(&before), Some(&after), now)
+                    .await?;
                 tx.commit().await?;
+                return Ok(None);
             }
-            return Ok(None);
         };
         let name = match tx.billing_account(&current.billing_account_id).await? {
             Some(found) => found.value.name,
