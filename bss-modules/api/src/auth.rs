@@ -65,6 +65,8 @@ pub enum Access {
     Adjust,
     /// Read customer bills and their applied rates (TMF678).
     BillRead,
+    /// Register, read and remove listeners of the customer bills' and payments' hubs.
+    FinanceHub,
     /// Read payments (TMF676).
     PaymentRead,
     /// Record payments.
@@ -108,6 +110,7 @@ pub fn allowed(role: Role, access: Access) -> bool {
         // A partner records and reads its hierarchy's payments only: payments.rs confines it.
         Access::PaymentRead => matches!(role, Role::Admin | Role::Finance | Role::ReadOnly | Role::Partner),
         Access::PaymentWrite => matches!(role, Role::Admin | Role::Finance | Role::Partner),
+        Access::FinanceHub => matches!(role, Role::Admin | Role::Finance),
         // Every token may see the faults; only an administrator changes them.
         Access::AlarmRead => true,
         Access::AlarmWrite | Access::AlarmHub => role == Role::Admin,
@@ -129,6 +132,8 @@ fn hub_access(path: &str) -> Option<Access> {
         Some(Access::OrderHub)
     } else if under(tollgate_alarms::service::BASE_PATH) {
         Some(Access::AlarmHub)
+    } else if under(crate::bills::BILL_BASE_PATH) || under(tollgate_receivables::PAYMENT_BASE_PATH) {
+        Some(Access::FinanceHub)
     } else {
         None
     }

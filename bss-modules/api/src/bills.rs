@@ -29,8 +29,27 @@ pub const BILL_BASE_PATH: &str = "/tmf-api/customerBillManagement/v4";
 
 type Params = Result<Query<Vec<(String, String)>>, QueryRejection>;
 
-fn money(currency: &str, value: impl std::fmt::Display) -> Value {
-    json!({"unit": currency, "value": value.to_string()})
+/// Money as TMF678 shows it: a JSON number with the amount's exact digits (a string only
+/// past what a JSON number carries exactly).
+fn money(currency: &str, value: rust_decimal::Decimal) -> Value {
+    json!({"unit": currency, "value": tollgate_customers::money_json(value)})
+}
+
+/// The first instant of calendar day `date` in the bill's time zone (its document's
+/// `time_zone`; UTC without one), as RFC 3339 with the zone's offset.
+fn day_start(date: &str, zone: Option<&str>) -> String {
+    let tz = zone.and_then(|zone| jiff::tz::TimeZone::get(zone).ok()).unwrap_or(jiff::tz::TimeZone::UTC);
+    match date.parse::<jiff::civil::Date>().ok().and_then(|date| date.to_zoned_datetime(tz).ok()) {
+        Some(start) => start.strftime("%Y-%m-%dT%H:%M:%S%:z").to_string(),
+        None => format!("{date}T00:00:00Z"),
+    }
+}
+
+/// A decimal the invoice document holds as text, as a JSON number (`null` if it is not one).
+fn number(text: &Value) -> Value {
+    text.as_str()
+        .and_then(|text| text.parse::<rust_decimal::Decimal>().ok())
+        .map_or(Value::Null, tollgate_customers::money_json)
 }
 
 fn not_found(id: &str) -> ApiError {
@@ -64,6 +83,7 @@ async fn payables(state: &AppState, rows: &[InvoiceRow]) -> Result<Vec<Payable>,
 
 /// An invoice as a TMF678 `CustomerBill`.
 fn bill_doc(row: &InvoiceRow, payable: Payable) -> Value {
+    let zone = row.doc.get("time_zone").and_then(Value::as_str);
     let taxes: Vec<Value> = row
         .doc
         .get("taxes")
@@ -72,8 +92,8 @@ fn bill_doc(row: &InvoiceRow, payable: Payable) -> Value {
             taxes
                 .iter()
                 .map(|tax| {
-                    json!({"taxCategory": tax["code"], "taxRate": tax["rate"],
-                        "taxAmount": {"unit": tax["currency"], "value": tax["tax"]}})
+                    json!({"taxCategory": tax["code"], "taxRate": number(&tax["rate"]),
+                        "taxAmount": {"unit": tax["currency"], "value": number(&tax["tax"])}})
                 })
                 .collect()
         })
@@ -86,8 +106,8 @@ fn bill_doc(row: &InvoiceRow, payable: Payable) -> Value {
         "state": match row.state { InvoiceState::Draft => "inProgress", InvoiceState::Final => "new" },
         "billingAccount": {"id": row.billing_account_id,
             "href": format!("/tmf-api/accountManagement/v4/billingAccount/{}", row.billing_account_id)},
-        "billingPeriod": {"startDateTime": format!("{}T00:00:00", row.period_from),
-            "endDateTime": format!("{}T00:00:00", row.period_until)},
+        "billingPeriod": {"startDateTime": day_start(&row.period_from, zone),
+            "endDateTime": day_start(&row.period_until, zone)},
         "taxExcludedAmount": money(&row.currency, row.net),
         "taxIncludedAmount": money(&row.currency, row.gross),
         "amountDue": money(&row.currency, row.gross),
@@ -120,6 +140,7 @@ fn bill_doc(row: &InvoiceRow, payable: Payable) -> Value {
 
 /// An invoice line as a TMF678 `AppliedCustomerBillingRate`.
 fn rate_doc(bill: &InvoiceRow, line: &InvoiceLineRow) -> Value {
+    let zone = bill.doc.get("time_zone").and_then(Value::as_str);
     let id = format!("{}-{}", bill.id, line.position);
     let mut doc = json!({
         "id": id,
@@ -134,14 +155,14 @@ fn rate_doc(bill: &InvoiceRow, line: &InvoiceLineRow) -> Value {
         "taxExcludedAmount": money(&line.currency, line.net),
         "taxIncludedAmount": money(&line.currency, line.gross),
         "appliedTax": line.tax_code.as_ref().map(|code| vec![json!({"taxCategory": code,
-            "taxRate": line.tax_rate.map(|rate| rate.to_string()),
+            "taxRate": line.tax_rate.map(tollgate_customers::money_json),
             "taxAmount": money(&line.currency, line.tax)})]).unwrap_or_default(),
     });
     if let Some(object) = doc.as_object_mut() {
         if let (Some(from), Some(until)) = (&line.period_from, &line.period_until) {
             object.insert(
                 "periodCoverage".into(),
-                json!({"startDateTime": format!("{from}T00:00:00"), "endDateTime": format!("{until}T00:00:00")}),
+                json!({"startDateTime": day_start(from, zone), "endDateTime": day_start(until, zone)}),
             );
         }
         if let Some(product) = &line.product_id {

@@ -143,8 +143,16 @@ pub static ORDER_HUB: HubApi =
 /// The alarms' hub (TMF642 events).
 pub static ALARM_HUB: HubApi =
     HubApi { root: tollgate_alarms::service::BASE_PATH, event_types: &tollgate_alarms::service::EVENTS };
+/// The customer bills' hub: dunning reminders (`CustomerBillDunningEvent`), for the
+/// operator's listener that sends the letter or SMS.
+pub static BILL_HUB: HubApi =
+    HubApi { root: bills::BILL_BASE_PATH, event_types: &[tollgate_receivables::REMINDER_EVENT] };
+/// The payments' hub (`PaymentCreateEvent`).
+pub static PAYMENT_HUB: HubApi =
+    HubApi { root: tollgate_receivables::PAYMENT_BASE_PATH, event_types: &[tollgate_receivables::PAYMENT_EVENT] };
 /// Every hub the router mounts; `auth.rs` names the roles of each.
-pub static HUBS: [&HubApi; 5] = [&CATALOGUE_HUB, &CUSTOMER_HUB, &ACCOUNT_HUB, &ORDER_HUB, &ALARM_HUB];
+pub static HUBS: [&HubApi; 7] =
+    [&CATALOGUE_HUB, &CUSTOMER_HUB, &ACCOUNT_HUB, &ORDER_HUB, &ALARM_HUB, &BILL_HUB, &PAYMENT_HUB];
 
 /// What every handler shares.
 #[derive(Debug)]

@@ -136,8 +136,8 @@ store_test! {
         let bill = call(&app, "GET", &format!("{bill_path}/inv-root-a"), Some(&finance), None, &[]).await;
         assert_eq!(bill.status, StatusCode::OK);
         assert_eq!((bill.body["state"].as_str(), bill.body["billNo"].as_str()), (Some("new"), Some("acme/INV/1")));
-        assert_eq!(bill.body["amountDue"], json!({"unit": "EUR", "value": "12.00"}));
-        assert_eq!(bill.body["taxItem"][0]["taxAmount"], json!({"unit": "EUR", "value": "2.00"}));
+        assert_eq!(bill.body["amountDue"], json!({"unit": "EUR", "value": 12}));
+        assert_eq!(bill.body["taxItem"][0]["taxAmount"], json!({"unit": "EUR", "value": 2}));
         let draft = call(&app, "GET", &format!("{bill_path}/inv-root-b"), Some(&finance), None, &[]).await;
         assert_eq!((draft.body["state"].as_str(), draft.body.get("billNo")), (Some("inProgress"), None), "a draft has no number");
 
@@ -160,7 +160,7 @@ store_test! {
         let rates = call(&app, "GET", &format!("{rates_path}?bill.id=inv-root-a"), Some(&finance), None, &[]).await;
         assert_eq!(ids(&rates.body), ["inv-root-a-0", "inv-root-a-1"]);
         assert_eq!((rates.body[1]["billingAccount"]["id"].as_str(), rates.body[1]["isBilled"].as_bool()), (Some("child-a"), Some(true)));
-        assert_eq!(rates.body[0]["taxIncludedAmount"], json!({"unit": "EUR", "value": "6.00"}));
+        assert_eq!(rates.body[0]["taxIncludedAmount"], json!({"unit": "EUR", "value": 6}));
         assert_eq!(call(&app, "GET", &rates_path, Some(&finance), None, &[]).await.status, StatusCode::BAD_REQUEST, "bill.id is required");
 
         // A partner of root-a: its bill and rates, not root-b's.
@@ -185,21 +185,32 @@ store_test! {
         let app = router((*store).clone(), &ApiConfig::default());
         let payments = "/tmf-api/paymentManagement/v4/payment";
         let finance = token(&store, Role::Finance, None).await;
+        // Finance registers for payment events; care may not.
+        let hub = "/tmf-api/paymentManagement/v4/hub";
+        let listener = json!({"callback": "http://127.0.0.1:9/payments"});
+        let care = token(&store, Role::Care, None).await;
+        assert_eq!(call(&app, "POST", hub, Some(&care), Some(listener.clone()), &[]).await.status, StatusCode::FORBIDDEN);
+        let registered = call(&app, "POST", hub, Some(&finance), Some(listener), &[]).await;
+        assert_eq!(registered.status, StatusCode::CREATED, "{}", registered.body);
+        let bill_hub = "/tmf-api/customerBillManagement/v4/hub";
+        let reminders = json!({"callback": "http://127.0.0.1:9/reminders", "query": "eventType=CustomerBillDunningEvent"});
+        assert_eq!(call(&app, "POST", bill_hub, Some(&finance), Some(reminders), &[]).await.status, StatusCode::CREATED);
         let body = json!({"account": {"id": "root-a"}, "totalAmount": {"unit": "EUR", "value": "5.00"},
             "correlatorId": "psp-1", "paymentMethod": {"@type": "card"}, "paymentDate": "2026-12-02T10:00:00Z"});
         let created = call(&app, "POST", payments, Some(&finance), Some(body.clone()), &[]).await;
         assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
         assert_eq!(created.body["paymentItem"][0]["item"]["id"], "inv-root-a");
-        assert_eq!(created.body["paymentItem"][0]["amount"], json!({"unit": "EUR", "value": "5.00"}));
-        assert_eq!(created.body["unallocatedAmount"]["value"], "0.00");
+        assert_eq!(created.body["paymentItem"][0]["amount"], json!({"unit": "EUR", "value": 5}));
+        assert_eq!(created.body["unallocatedAmount"]["value"], 0);
         assert_eq!(created.body["paymentDate"], "2026-12-02T00:00:00Z");
         let id = created.body["id"].as_str().expect("id").to_owned();
+        assert_eq!(store.hub_pending().await.expect("count"), 1, "a PaymentCreateEvent for the listener");
 
         // The same reference again: the payment recorded first, nothing paid twice.
         let again = call(&app, "POST", payments, Some(&finance), Some(body), &[]).await;
         assert_eq!((again.status, again.body["id"].as_str()), (StatusCode::OK, Some(id.as_str())));
         let bill = call(&app, "GET", &format!("{BILL_BASE_PATH}/customerBill/inv-root-a"), Some(&finance), None, &[]).await;
-        assert_eq!(bill.body["remainingAmount"], json!({"unit": "EUR", "value": "7.00"}));
+        assert_eq!(bill.body["remainingAmount"], json!({"unit": "EUR", "value": 7}));
         assert!(bill.body["paymentDueDate"].as_str().is_some_and(|due| due.ends_with("T00:00:00Z")), "{}", bill.body);
         let draft = call(&app, "GET", &format!("{BILL_BASE_PATH}/customerBill/inv-root-b"), Some(&finance), None, &[]).await;
         assert_eq!(draft.body.get("paymentDueDate"), None, "a draft is not due");
@@ -217,7 +228,6 @@ store_test! {
         }
 
         // Care may not record payments; a partner of root-b neither sees nor pays root-a's.
-        let care = token(&store, Role::Care, None).await;
         let body = json!({"account": {"id": "root-a"}, "totalAmount": {"unit": "EUR", "value": "1"}, "correlatorId": "c"});
         assert_eq!(call(&app, "POST", payments, Some(&care), Some(body.clone()), &[]).await.status, StatusCode::FORBIDDEN);
         let partner = token(&store, Role::Partner, Some("root-b")).await;

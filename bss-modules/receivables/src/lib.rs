@@ -615,10 +615,11 @@ fn check_payment(new: &NewPayment) -> Result<()> {
     Ok(())
 }
 
-/// A payment as TMF676 shows it: `paymentItem` holds what it paid, `unallocatedAmount`
-/// what it has left as credit on the account.
+/// A payment as TMF676 shows it (money as JSON numbers with their exact digits):
+/// `paymentItem` holds what it paid, `unallocatedAmount` what it has left as credit on the
+/// account.
 pub fn payment_doc(payment: &PaymentRow, allocations: &[AllocationRow]) -> Value {
-    let money = |value: Decimal| json!({"unit": payment.currency, "value": value.to_string()});
+    let money = |value: Decimal| json!({"unit": payment.currency, "value": tollgate_customers::money_json(value)});
     let allocated: Decimal = allocations.iter().map(|part| part.amount).sum();
     json!({
         "id": payment.id,
