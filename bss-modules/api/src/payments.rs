@@ -158,11 +158,15 @@ pub(crate) async fn list(
         }
     }
     let (rows, total) = state.store.payment_list(&filter, query.offset, query.limit).await?;
-    let mut items = Vec::with_capacity(rows.len());
-    for row in &rows {
-        let allocations = state.store.payment(&row.id).await?.map(|(_, parts)| parts).unwrap_or_default();
-        items.push(select(payment_doc(row, &allocations), query.fields.as_deref()));
-    }
+    let ids: Vec<&str> = rows.iter().map(|row| row.id.as_str()).collect();
+    let mut allocations = state.store.allocations_of(&ids).await?;
+    let items: Vec<Value> = rows
+        .iter()
+        .map(|row| {
+            let parts = allocations.remove(&row.id).unwrap_or_default();
+            select(payment_doc(row, &parts), query.fields.as_deref())
+        })
+        .collect();
     Ok((page_headers(total, items.len()), Json(Value::Array(items))).into_response())
 }
 

@@ -402,6 +402,19 @@ impl Store {
         Ok((rows.iter().map(payment).collect::<Result<_>>()?, total))
     }
 
+    /// What payments `ids` paid, by payment (one query per chunk of ids, for a page).
+    pub async fn allocations_of(&self, ids: &[&str]) -> Result<BTreeMap<String, Vec<AllocationRow>>> {
+        let mut tx = self.read().await?;
+        let sql = "SELECT payment_id, invoice_id, amount, allocated_at_ms FROM payment_allocations
+                   WHERE payment_id IN (#) ORDER BY allocated_at_ms, invoice_id";
+        let mut found: BTreeMap<String, Vec<AllocationRow>> = BTreeMap::new();
+        for row in select_in(&mut tx, "payments.allocations", sql, ids).await? {
+            let part = allocation(&row)?;
+            found.entry(part.payment_id.clone()).or_default().push(part);
+        }
+        Ok(found)
+    }
+
     /// What was allocated to invoice `id`, and its final credit notes' total (negative).
     pub async fn invoice_settlement(&self, id: &str) -> Result<(Vec<AllocationRow>, Decimal)> {
         let mut tx = self.read().await?;
