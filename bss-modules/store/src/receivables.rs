@@ -159,6 +159,14 @@ fn issue_day(at: Timestamp) -> Date {
     jiff::tz::Offset::UTC.to_datetime(at).date()
 }
 
+/// A final invoice row's due date: `due_on`, else its issue day.
+fn due_on(row: &Row) -> Result<Date> {
+    match row.opt_text("due_on")? {
+        Some(text) => date(row, "due_on", &text),
+        None => Ok(issue_day(row.timestamp("finalised_at_ms")?)),
+    }
+}
+
 /// The open invoices among final invoices `rows` (`invoices` columns plus `terms`),
 /// given every allocation and final credit note of them.
 async fn open_of(tx: &mut Tx, rows: Vec<Row>) -> Result<Vec<OpenInvoiceRow>> {
@@ -183,10 +191,7 @@ async fn open_of(tx: &mut Tx, rows: Vec<Row>) -> Result<Vec<OpenInvoiceRow>> {
         if outstanding <= Decimal::ZERO {
             continue;
         }
-        let due_on = match row.opt_text("due_on")? {
-            Some(text) => date(&row, "due_on", &text)?,
-            None => issue_day(row.timestamp("finalised_at_ms")?),
-        };
+        let due_on = due_on(&row)?;
         let number = row.int("number")?;
         open.push(OpenInvoiceRow {
             bill_no: format!("{}/{}/{number}", row.text("issuer")?, row.text("series")?),
@@ -463,10 +468,7 @@ impl Store {
         let sql = "SELECT id, due_on, finalised_at_ms FROM invoices WHERE state = 'final' AND id IN (#)";
         let mut dates = BTreeMap::new();
         for row in select_in(&mut tx, "receivables.due", sql, ids).await? {
-            let due = match row.opt_text("due_on")? {
-                Some(text) => date(&row, "due_on", &text)?,
-                None => issue_day(row.timestamp("finalised_at_ms")?),
-            };
+            let due = due_on(&row)?;
             dates.insert(row.text("id")?, due);
         }
         Ok(dates)
