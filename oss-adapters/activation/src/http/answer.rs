@@ -44,7 +44,7 @@ enum State {
 
 impl Answer {
     fn state(&self) -> Option<State> {
-        self.state.as_deref().map(|state| match state.to_ascii_lowercase().as_str() {
+        said(&self.state).map(|state| match state.to_ascii_lowercase().as_str() {
             "completed" => State::Completed,
             "inprogress" => State::InProgress,
             "inerror" => State::InError,
@@ -52,18 +52,24 @@ impl Answer {
         })
     }
 
+    /// No field says anything: each is absent, null or blank.
     fn is_empty(&self) -> bool {
         let Answer { id, state, code, reason, message } = self;
-        id.is_none() && state.is_none() && code.is_none() && reason.is_none() && message.is_none()
+        [id, state, code, reason, message].into_iter().all(|field| said(field).is_none())
     }
 
     fn explanation(&self) -> Option<String> {
-        match (&self.reason, &self.message) {
+        match (said(&self.reason), said(&self.message)) {
             (Some(reason), Some(message)) => Some(format!("{reason}: {message}")),
-            (Some(text), None) | (None, Some(text)) => Some(text.clone()),
+            (Some(text), None) | (None, Some(text)) => Some(text.to_owned()),
             (None, None) => None,
         }
     }
+}
+
+/// A field's text unless it is absent or blank: a gateway's `"reason": ""` says nothing.
+fn said(field: &Option<String>) -> Option<&str> {
+    field.as_deref().filter(|text| !text.trim().is_empty())
 }
 
 /// `text` without control characters, at most [`MAX_ANSWER_TEXT_BYTES`]: an answer's
@@ -111,7 +117,7 @@ pub(crate) fn classify(
     let state = answer.state();
     let in_progress = |answer: &Answer| format!("{http}: in progress at the gateway (reference {})", reference(answer));
     let permanent = |answer: &Answer| ActivationOutcome::Permanent {
-        code: bounded(answer.code.as_deref().unwrap_or(&format!("http-{}", status.as_u16()))),
+        code: bounded(said(&answer.code).unwrap_or(&format!("http-{}", status.as_u16()))),
         reason: bounded(&answer.explanation().unwrap_or_else(|| status.canonical_reason().unwrap_or("").to_owned())),
     };
     if status == StatusCode::ACCEPTED {
@@ -219,6 +225,10 @@ mod tests {
         check(302, None, "", Err("redirects are not followed"));
         check(409, None, completed, Ok(done("gw-9")));
         check(409, None, "", Err("HTTP 409: in progress"));
+        // Regression (CI on f83edc7): blank fields say nothing, as an empty body does.
+        check(409, None, r#"{"code":null,"id":null,"reason":"","state":null}"#, Err("HTTP 409: in progress"));
+        check(409, None, r#"{"code":" ","reason":"number taken"}"#, Ok(permanent("http-409", "number taken")));
+        check(400, None, r#"{"reason":"","message":""}"#, Ok(permanent("http-400", "Bad Request")));
         check(
             409,
             None,
@@ -288,6 +298,14 @@ mod tests {
                 proptest::prop_assert!(outcome.is_transient(), "{} {:?}", status, outcome);
             } else if status.is_client_error() && status != StatusCode::CONFLICT {
                 proptest::prop_assert!(outcome.is_permanent(), "{} {:?}", status, outcome);
+            } else if status == StatusCode::CONFLICT {
+                // A refusal says why; a 409 that says nothing is the same key still at work.
+                if let ActivationOutcome::Permanent { code, reason } = &outcome {
+                    proptest::prop_assert!(!code.trim().is_empty() && !reason.trim().is_empty(), "{:?}", outcome);
+                }
+                if body.iter().all(u8::is_ascii_whitespace) {
+                    proptest::prop_assert!(outcome.is_transient(), "{:?}", outcome);
+                }
             } else if !status.is_success() {
                 proptest::prop_assert!(!outcome.is_permanent(), "{} {:?}", status, outcome);
             }
