@@ -161,13 +161,14 @@ fn a_full_then_read_only_disk_fails_requests_reports_not_ready_and_recovers() {
         assert_eq!(create(&address, sequence), 201, "the journal segment is still writable");
         sequence += 1;
     }
-    let logged = error_lines(&data.with_extension("log")).len() - before;
-    assert!(
-        (1..=2).contains(&logged),
-        "{logged} ERROR lines in 3 s (and {} records) of failing snapshots: {:?}",
-        sequence - 200,
-        error_lines(&data.with_extension("log"))
-    );
+    // The snapshot's first failure is its one ERROR; other parts may report the fault
+    // once each (an alarm), but nothing logs per batch: a per-batch ERROR would be one
+    // per record or so, at least 60 here. (The bound used to be two lines in all; a
+    // loaded machine once showed three, none of them per batch.)
+    let logged = &error_lines(&data.with_extension("log"))[before..];
+    let snapshot_errors = logged.iter().filter(|line| line.contains("snapshot failed")).count();
+    assert_eq!(snapshot_errors, 1, "{} records of failing snapshots: {logged:?}", sequence - 200);
+    assert!(logged.len() <= 5, "{} ERROR lines in {} records: {logged:?}", logged.len(), sequence - 200);
     drop(read_only);
     let deadline = Instant::now() + Duration::from_secs(40);
     while !std::fs::read_to_string(data.with_extension("log")).unwrap_or_default().contains("snapshot succeeded again")
