@@ -17,7 +17,9 @@
 //! [`REFRESH_INTERVAL`]; an account newly configured is evaluated at once (its balance may
 //! already be below), and so is every configured account at each start: crossings are
 //! decided on the account's state, not on the entries, so entries read before the first
-//! load (or before a threshold was set) lose nothing.
+//! load (or before a threshold was set) lose nothing. A bundle about to end is a matter
+//! of time, not of charges: the accounts with a `bundle_expiry` threshold are evaluated
+//! every [`EXPIRY_SCAN_INTERVAL`] as well.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
@@ -30,7 +32,7 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 use jiff::Timestamp;
 use serde_json::json;
-use tollgate_customers::{parse_threshold, threshold_doc, EnginePort, Template, Templates, Thresholds};
+use tollgate_customers::{parse_threshold, threshold_doc, EnginePort, Template, Templates, ThresholdKind, Thresholds};
 use tollgate_engine::ledger::{LedgerFollower, LedgerPosition};
 use tollgate_oss_adapters::admin::{Exposition, Kind, MetricsSource};
 use tollgate_store::{Store, ThresholdRow};
@@ -45,14 +47,20 @@ pub(crate) enum ThresholdCommand {
     Set {
         #[arg(long)]
         billing_account: String,
-        /// `balance_below` or `bundle_used`.
+        /// `balance_below`, `spending_cap` (postpaid and hybrid accounts), `bundle_used` or
+        /// `bundle_expiry`.
         #[arg(long)]
         kind: String,
-        /// An amount in the account's currency (`balance_below`: `5.00`) or a percentage of
-        /// an allowance bucket's grant (`bundle_used`: `80`). May be negative (a postpaid
-        /// account's balance).
+        /// An amount in the account's currency (`balance_below`: `5.00`, may be negative
+        /// for a postpaid account's balance; `spending_cap`: `50`, the unbilled charges),
+        /// a percentage of an allowance bucket's grant (`bundle_used`: `80`), or the time
+        /// before a bucket with units left ends (`bundle_expiry`: `48h`, `3d`).
         #[arg(long, allow_negative_numbers = true)]
         level: String,
+        /// A bundle threshold watches this subscription's buckets only (the store's
+        /// subscription id); without it, every subscription of the account.
+        #[arg(long)]
+        subscription: Option<String>,
         /// The message's language: `en`, `de`, or one of --templates.
         #[arg(long, default_value = "en")]
         language: String,
@@ -83,9 +91,10 @@ pub(crate) enum ThresholdCommand {
 #[derive(Debug, Clone, Args)]
 pub(crate) struct TemplateArgs {
     /// Threshold message templates: a TOML file of `[LANGUAGE]` tables with
-    /// `balance_below` and `bundle_used` texts (placeholders `{name}`, `{amount}`,
-    /// `{balance}`, `{percent}`, `{bundle}`); added to or replacing the built-in `en` and
-    /// `de`.
+    /// `balance_below` and `bundle_used` texts, and optionally `spending_cap` and
+    /// `bundle_expiry` (placeholders `{name}`, `{amount}`, `{balance}`, `{spent}`,
+    /// `{percent}`, `{bundle}`, `{remaining}`, `{until}`, `{hours}`); added to or replacing
+    /// the built-in `en` and `de`.
     #[arg(long = "threshold-templates", value_name = "FILE")]
     threshold_templates: Option<PathBuf>,
 }
@@ -105,9 +114,16 @@ pub(crate) fn run(database: &DatabaseArgs, command: ThresholdCommand) -> anyhow:
         let store = database.open().await?;
         let now = Timestamp::now();
         match command {
-            ThresholdCommand::Set { billing_account, kind, level, language, no_webhook, templates } => {
+            ThresholdCommand::Set { billing_account, kind, level, subscription, language, no_webhook, templates } => {
                 let thresholds = Thresholds::new(store, templates.templates()?);
-                let spec = parse_threshold(&kind, &level, &language, !no_webhook, thresholds.templates())?;
+                let spec = parse_threshold(
+                    &kind,
+                    &level,
+                    subscription.as_deref(),
+                    &language,
+                    !no_webhook,
+                    thresholds.templates(),
+                )?;
                 let (row, created) = thresholds.set(&actor(), &billing_account, &spec, now).await?;
                 println!("{}", serde_json::to_string_pretty(&threshold_doc(&row))?);
                 eprintln!("threshold {} {}", row.id, if created { "created" } else { "updated" });
@@ -151,6 +167,8 @@ pub(crate) fn run(database: &DatabaseArgs, command: ThresholdCommand) -> anyhow:
 const POLL_INTERVAL: Duration = Duration::from_millis(500);
 /// How often the worker reloads the configured thresholds.
 pub(crate) const REFRESH_INTERVAL: Duration = Duration::from_secs(10);
+/// How often the accounts with a `bundle_expiry` threshold are evaluated without a charge.
+pub(crate) const EXPIRY_SCAN_INTERVAL: Duration = Duration::from_secs(60);
 /// Batches waiting for the worker, at most; past it the thread keeps its accounts and
 /// hands them over with the next poll's.
 const WORKER_QUEUE: usize = 64;
@@ -335,6 +353,7 @@ struct Worker {
 impl Worker {
     async fn run(mut self, mut receiver: tokio::sync::mpsc::Receiver<Batch>) {
         let mut refresh = tokio::time::interval(REFRESH_INTERVAL);
+        let mut expiry_scan = tokio::time::interval(EXPIRY_SCAN_INTERVAL);
         loop {
             tokio::select! {
                 batch = receiver.recv() => {
@@ -349,6 +368,16 @@ impl Worker {
                 _ = refresh.tick() => {
                     let fresh = self.reload().await;
                     let mut accounts: Vec<u64> = fresh;
+                    accounts.extend(self.retry.drain());
+                    self.evaluate(accounts).await;
+                }
+                _ = expiry_scan.tick() => {
+                    let mut accounts: Vec<u64> = self
+                        .configured
+                        .iter()
+                        .filter(|(_, (_, rows))| rows.iter().any(|row| row.kind == ThresholdKind::BundleExpiry.as_str()))
+                        .map(|(account, _)| *account)
+                        .collect();
                     accounts.extend(self.retry.drain());
                     self.evaluate(accounts).await;
                 }

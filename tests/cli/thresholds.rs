@@ -4,7 +4,7 @@
 //! the crossing once and publishes its event to a hub listener whose callback is down at
 //! first; the server is SIGKILLed with the delivery pending and restarted with the
 //! listener up: the listener receives the signed event exactly once, and the crossing
-//! stays one.
+//! stays one. A spending cap on the same kind of line crosses once its charges reach it.
 
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -154,5 +154,50 @@ fn a_balance_crossing_is_delivered_once_across_a_sigkill_between_crossing_and_de
     assert_eq!(listed(&data_dir, &account)["crossings"].as_array().map(Vec::len), Some(1));
     receiver.set_nonblocking(true).expect("nonblocking");
     assert!(matches!(receiver.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock), "a second delivery");
+    super::stop_server(child);
+}
+
+/// A spending cap on the postpaid account of a line sold through an order: the engine's
+/// balance falls by each charge, and the charges reaching the cap are one crossing with
+/// its message; a non-bundle threshold naming a subscription is refused, naming the flag's
+/// field.
+#[test]
+fn a_spending_cap_crosses_when_the_unbilled_charges_reach_it() {
+    let lab = lab("spending-cap", 2);
+    let data_dir = lab.data.display().to_string();
+    let admin = create_token(&lab.data, "admin");
+    let (child, diameter, address) = lab.serve(&[]);
+    let (account, _, msisdn) = sold_line(&lab, &address, &admin);
+    let set = |kind: &str, level: &str, extra: &[&str]| {
+        let mut args = vec!["threshold", "set", "--billing-account", &account, "--kind", kind, "--level", level];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["--data-dir", &data_dir]);
+        tollgate(&args, "")
+    };
+    let refused = set("balance_below", "1", &["--subscription", "any"]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("subscription"), "{refused:?}");
+    let cap = set("spending_cap", "0.10", &[]);
+    assert!(cap.status.success(), "{}", String::from_utf8_lossy(&cap.stderr));
+
+    // One session of 1 MiB video: 0.10 EUR, the cap reached exactly.
+    let mut peer = Peer::connect(&diameter);
+    peer.capabilities_exchange("pgw.spending-cap.test");
+    assert_eq!(session(&mut peer, "c;1", &msisdn), Some(2001));
+    let crossings = eventually("the crossing is recorded", || {
+        let crossings = listed(&data_dir, &account)["crossings"].clone();
+        (!crossings.as_array()?.is_empty()).then_some(crossings)
+    });
+    assert_eq!(crossings.as_array().map(Vec::len), Some(1), "{crossings}");
+    assert_eq!(
+        (crossings[0]["kind"].as_str(), crossings[0]["crossingKey"].as_str()),
+        (Some("spending_cap"), Some("episode-1"))
+    );
+    assert_eq!(
+        crossings[0]["message"],
+        "Ada: your charges since your last bill are 0.1 EUR, reaching your cap of 0.1 EUR."
+    );
+    let thresholds = listed(&data_dir, &account)["thresholds"].clone();
+    assert_eq!(thresholds[0]["tripped"], true, "{thresholds}");
     super::stop_server(child);
 }

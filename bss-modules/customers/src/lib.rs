@@ -51,7 +51,7 @@ pub use service::{
 };
 pub use threshold::{
     decide, doc as threshold_doc, fill, parse_threshold, Decision, Template, Templates, ThresholdKind, ThresholdSpec,
-    Thresholds, ENGINE_EVALUATOR, MAX_TEMPLATE_CHARS, THRESHOLD_EVENT,
+    Thresholds, ENGINE_EVALUATOR, MAX_EXPIRY_HOURS, MAX_TEMPLATE_CHARS, THRESHOLD_EVENT,
 };
 
 /// JSON merge patch (RFC 7386): an object patch sets each member it names, removes the

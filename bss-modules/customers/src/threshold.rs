@@ -1,7 +1,10 @@
 //! Thresholds and their notifications: per billing account, `balance_below` (an amount in
-//! the account's currency) and `bundle_used` (a percentage of an allowance bucket's
-//! grant). [`decide`] is a pure function of (the account's thresholds, the engine's view of
-//! the account) → the crossings and re-armings due; [`Thresholds::evaluate`] records each
+//! the account's currency), `spending_cap` (a postpaid account's unbilled charges reaching
+//! an amount), `bundle_used` (a percentage of an allowance bucket's grant) and
+//! `bundle_expiry` (a bucket with units left ending within some hours); a bundle threshold
+//! may watch one subscription's buckets only. [`decide`] is a pure function of (the
+//! account's thresholds, the engine's view of the account, the time) → the crossings and
+//! re-armings due; [`Thresholds::evaluate`] records each
 //! crossing once (the store's unique key: a balance threshold's episode, a bundle's bucket
 //! and validity start) and, in the same transaction, publishes its hub event
 //! ([`THRESHOLD_EVENT`] on the accountManagement hub), so the hub's worker delivers it
@@ -9,9 +12,13 @@
 //! per-language [`Templates`] (English and German built in, replaceable).
 //!
 //! A balance threshold fires when the balance falls below its amount and re-arms when it
-//! is back at or above it (a top-up), so the next fall notifies again. A bundle threshold
-//! fires once per bucket and validity period, when (granted − remaining) / granted reaches
-//! its percentage.
+//! is back at or above it (a top-up), so the next fall notifies again. A spending cap
+//! fires when the charges not billed yet (the negative of a postpaid balance) reach its
+//! amount and re-arms when they are below it again (the bill release at a final invoice).
+//! A bundle threshold fires once per bucket and validity period: `bundle_used` when
+//! (granted − remaining) / granted reaches its percentage, `bundle_expiry` when the bucket
+//! still has units and ends within its hours (a time-driven check: `tollgate serve`
+//! evaluates the accounts with one every minute, besides after their charges).
 
 use std::collections::BTreeMap;
 
@@ -23,7 +30,7 @@ use tollgate_store::{
 };
 
 use crate::error::{CustomersError, Result};
-use crate::port::EngineAccount;
+use crate::port::{AllowanceBucket, EngineAccount};
 use crate::service::ACCOUNT_BASE_PATH;
 
 /// The event a crossing publishes on the accountManagement hub.
@@ -35,29 +42,54 @@ const MAX_LANGUAGE_CHARS: usize = 16;
 /// The longest template taken, in characters.
 pub const MAX_TEMPLATE_CHARS: usize = 1000;
 
+/// The longest warning time of a `bundle_expiry` threshold, in hours (a leap year).
+pub const MAX_EXPIRY_HOURS: i64 = 8784;
+
 /// What a threshold watches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ThresholdKind {
     /// The balance fell below an amount.
     BalanceBelow,
+    /// A postpaid account's unbilled charges reached an amount.
+    SpendingCap,
     /// An allowance bucket's used share reached a percentage.
     BundleUsed,
+    /// An allowance bucket with units left ends within some hours.
+    BundleExpiry,
 }
 
 impl ThresholdKind {
+    pub const ALL: [ThresholdKind; 4] = [
+        ThresholdKind::BalanceBelow,
+        ThresholdKind::SpendingCap,
+        ThresholdKind::BundleUsed,
+        ThresholdKind::BundleExpiry,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             ThresholdKind::BalanceBelow => "balance_below",
+            ThresholdKind::SpendingCap => "spending_cap",
             ThresholdKind::BundleUsed => "bundle_used",
+            ThresholdKind::BundleExpiry => "bundle_expiry",
         }
     }
 
     pub fn parse(text: &str) -> Result<ThresholdKind> {
-        match text {
-            "balance_below" => Ok(ThresholdKind::BalanceBelow),
-            "bundle_used" => Ok(ThresholdKind::BundleUsed),
-            other => Err(CustomersError::invalid("kind", format!("{other:?} is not balance_below or bundle_used"))),
-        }
+        Self::ALL.into_iter().find(|kind| kind.as_str() == text).ok_or_else(|| {
+            let known: Vec<&str> = Self::ALL.iter().map(|kind| kind.as_str()).collect();
+            CustomersError::invalid("kind", format!("{text:?} is not one of {}", known.join(", ")))
+        })
+    }
+
+    /// Whether it watches allowance buckets (and may be narrowed to one subscription).
+    pub fn is_bundle(self) -> bool {
+        matches!(self, ThresholdKind::BundleUsed | ThresholdKind::BundleExpiry)
+    }
+
+    /// Whether it is tripped while its condition holds and re-arms after (a balance).
+    pub fn rearms(self) -> bool {
+        matches!(self, ThresholdKind::BalanceBelow | ThresholdKind::SpendingCap)
     }
 }
 
@@ -65,25 +97,45 @@ impl ThresholdKind {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ThresholdSpec {
     pub kind: ThresholdKind,
-    /// `balance_below`'s amount.
+    /// `balance_below`'s and `spending_cap`'s amount.
     pub amount: Option<Decimal>,
     /// `bundle_used`'s percentage, 1 to 100.
     pub percent: Option<i64>,
+    /// `bundle_expiry`'s warning time, 1 to [`MAX_EXPIRY_HOURS`] hours.
+    pub hours: Option<i64>,
+    /// A bundle threshold's one subscription (the store's id), if narrowed to it.
+    pub subscription_id: Option<String>,
     pub language: String,
     pub webhook: bool,
 }
 
-/// Validates a threshold: `level` is an amount (`balance_below`, at most
-/// [`crate::MAX_MONEY_SCALE`] decimals) or a percentage such as `80` (`bundle_used`);
-/// `language` a tag the templates know.
+/// Validates a threshold: `level` is an amount (`balance_below`; `spending_cap`, above
+/// zero; at most [`crate::MAX_MONEY_SCALE`] decimals), a percentage such as `80`
+/// (`bundle_used`) or a time before a bucket ends such as `48h` or `3d` (`bundle_expiry`);
+/// `subscription` narrows a bundle threshold; `language` is a tag the templates know.
 pub fn parse_threshold(
     kind: &str,
     level: &str,
+    subscription: Option<&str>,
     language: &str,
     webhook: bool,
     templates: &Templates,
 ) -> Result<ThresholdSpec> {
     let kind = ThresholdKind::parse(kind)?;
+    if let Some(subscription) = subscription {
+        if !kind.is_bundle() {
+            return Err(CustomersError::invalid(
+                "subscription",
+                format!(
+                    "a {} threshold watches the whole account; only bundle thresholds name a subscription",
+                    kind.as_str()
+                ),
+            ));
+        }
+        if subscription.is_empty() || subscription.len() > 64 {
+            return Err(CustomersError::invalid("subscription", format!("{subscription:?} is not a subscription id")));
+        }
+    }
     if language.is_empty() || language.chars().count() > MAX_LANGUAGE_CHARS {
         return Err(CustomersError::invalid("language", format!("{language:?} is not a language tag")));
     }
@@ -93,8 +145,8 @@ pub fn parse_threshold(
             format!("no message template in {language:?} (known: {})", templates.languages().join(", ")),
         ));
     }
-    let (amount, percent) = match kind {
-        ThresholdKind::BalanceBelow => {
+    let (amount, percent, hours) = match kind {
+        ThresholdKind::BalanceBelow | ThresholdKind::SpendingCap => {
             let amount: Decimal = level
                 .trim()
                 .parse()
@@ -105,7 +157,10 @@ pub fn parse_threshold(
                     format!("{level} has more than {} decimals", crate::MAX_MONEY_SCALE),
                 ));
             }
-            (Some(amount.normalize()), None)
+            if kind == ThresholdKind::SpendingCap && amount <= Decimal::ZERO {
+                return Err(CustomersError::invalid("amount", format!("a spending cap of {level} is not above zero")));
+            }
+            (Some(amount.normalize()), None, None)
         }
         ThresholdKind::BundleUsed => {
             let percent: i64 = level
@@ -116,48 +171,108 @@ pub fn parse_threshold(
             if !(1..=100).contains(&percent) {
                 return Err(CustomersError::invalid("percent", format!("{percent} is not from 1 to 100")));
             }
-            (None, Some(percent))
+            (None, Some(percent), None)
         }
+        ThresholdKind::BundleExpiry => (None, None, Some(expiry_hours(level)?)),
     };
-    Ok(ThresholdSpec { kind, amount, percent, language: language.to_owned(), webhook })
+    Ok(ThresholdSpec {
+        kind,
+        amount,
+        percent,
+        hours,
+        subscription_id: subscription.map(str::to_owned),
+        language: language.to_owned(),
+        webhook,
+    })
+}
+
+/// `48`, `48h` or `2d` as hours, 1 to [`MAX_EXPIRY_HOURS`].
+fn expiry_hours(level: &str) -> Result<i64> {
+    let text = level.trim();
+    let (number, per) = match text.strip_suffix('d') {
+        Some(days) => (days, 24),
+        None => (text.strip_suffix('h').unwrap_or(text), 1),
+    };
+    let hours = number.parse::<i64>().ok().and_then(|n| n.checked_mul(per));
+    match hours {
+        Some(hours) if (1..=MAX_EXPIRY_HOURS).contains(&hours) => Ok(hours),
+        _ => Err(CustomersError::invalid(
+            "hours",
+            format!("{level:?} is not a time from 1h to {MAX_EXPIRY_HOURS}h (such as 48h or 3d)"),
+        )),
+    }
 }
 
 /// One language's message templates. Placeholders: `{name}` (the billing account's name),
-/// `{amount}` (a balance threshold's amount with currency), `{balance}` (the balance with
-/// currency), `{percent}`, `{bundle}` (the allowance's name).
+/// `{amount}` (a balance threshold's or spending cap's amount with currency), `{balance}`
+/// (the balance with currency), `{spent}` (the unbilled charges with currency),
+/// `{percent}`, `{bundle}` (the allowance's name), `{remaining}` (its units left, with
+/// the unit), `{until}` (when it ends, UTC), `{hours}`. `spending_cap` and
+/// `bundle_expiry` may be left out of a templates file: the built-in text of the same
+/// language (English for another) is used.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Template {
     pub balance_below: String,
     pub bundle_used: String,
+    #[serde(default)]
+    pub spending_cap: Option<String>,
+    #[serde(default)]
+    pub bundle_expiry: Option<String>,
+}
+
+impl Template {
+    fn text(&self, kind: ThresholdKind) -> Option<&str> {
+        match kind {
+            ThresholdKind::BalanceBelow => Some(&self.balance_below),
+            ThresholdKind::BundleUsed => Some(&self.bundle_used),
+            ThresholdKind::SpendingCap => self.spending_cap.as_deref(),
+            ThresholdKind::BundleExpiry => self.bundle_expiry.as_deref(),
+        }
+    }
 }
 
 /// The message templates by language.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Templates {
     by_language: BTreeMap<String, Template>,
+    built_in: BTreeMap<String, Template>,
+}
+
+fn built_in() -> BTreeMap<String, Template> {
+    let mut by_language = BTreeMap::new();
+    by_language.insert(
+        "en".to_owned(),
+        Template {
+            balance_below: "{name}: your balance is {balance}, below {amount}. Please top up.".to_owned(),
+            bundle_used: "{name}: you have used {percent} % of your {bundle}.".to_owned(),
+            spending_cap: Some(
+                "{name}: your charges since your last bill are {spent}, reaching your cap of {amount}.".to_owned(),
+            ),
+            bundle_expiry: Some("{name}: your {bundle} ends on {until} with {remaining} left.".to_owned()),
+        },
+    );
+    by_language.insert(
+        "de".to_owned(),
+        Template {
+            balance_below: "{name}: Ihr Guthaben beträgt {balance} und liegt unter {amount}. Bitte laden Sie auf."
+                .to_owned(),
+            bundle_used: "{name}: Sie haben {percent} % von {bundle} verbraucht.".to_owned(),
+            spending_cap: Some(
+                "{name}: Ihre Kosten seit der letzten Rechnung betragen {spent} und erreichen Ihre Grenze von {amount}."
+                    .to_owned(),
+            ),
+            bundle_expiry: Some("{name}: {bundle} endet am {until}; es sind noch {remaining} übrig.".to_owned()),
+        },
+    );
+    by_language
 }
 
 impl Default for Templates {
     /// English and German.
     fn default() -> Self {
-        let mut by_language = BTreeMap::new();
-        by_language.insert(
-            "en".to_owned(),
-            Template {
-                balance_below: "{name}: your balance is {balance}, below {amount}. Please top up.".to_owned(),
-                bundle_used: "{name}: you have used {percent} % of your {bundle}.".to_owned(),
-            },
-        );
-        by_language.insert(
-            "de".to_owned(),
-            Template {
-                balance_below: "{name}: Ihr Guthaben beträgt {balance} und liegt unter {amount}. Bitte laden Sie auf."
-                    .to_owned(),
-                bundle_used: "{name}: Sie haben {percent} % von {bundle} verbraucht.".to_owned(),
-            },
-        );
-        Templates { by_language }
+        let built_in = built_in();
+        Templates { by_language: built_in.clone(), built_in }
     }
 }
 
@@ -166,10 +281,11 @@ impl Templates {
     pub fn with(overrides: BTreeMap<String, Template>) -> Result<Templates> {
         let mut templates = Templates::default();
         for (language, template) in overrides {
-            for (field, text) in [("balance_below", &template.balance_below), ("bundle_used", &template.bundle_used)] {
+            for kind in ThresholdKind::ALL {
+                let Some(text) = template.text(kind) else { continue };
                 if text.is_empty() || text.chars().count() > MAX_TEMPLATE_CHARS {
                     return Err(CustomersError::invalid(
-                        format!("{language}.{field}"),
+                        format!("{language}.{}", kind.as_str()),
                         format!("empty or longer than {MAX_TEMPLATE_CHARS} characters"),
                     ));
                 }
@@ -187,14 +303,19 @@ impl Templates {
         self.by_language.keys().map(String::as_str).collect()
     }
 
-    /// The message of a `kind` crossing in `language` (English when it has none).
+    /// The message of a `kind` crossing in `language` (English when it has none; the
+    /// built-in text of the language, else English, when its template leaves `kind` out).
     pub fn message(&self, language: &str, kind: ThresholdKind, values: &[(&str, String)]) -> String {
-        let template = self.by_language.get(language).or_else(|| self.by_language.get("en"));
-        let text = match (template, kind) {
-            (Some(t), ThresholdKind::BalanceBelow) => t.balance_below.as_str(),
-            (Some(t), ThresholdKind::BundleUsed) => t.bundle_used.as_str(),
-            (None, _) => "",
-        };
+        let text = [
+            self.by_language.get(language),
+            self.built_in.get(language),
+            self.by_language.get("en"),
+            self.built_in.get("en"),
+        ]
+        .into_iter()
+        .flatten()
+        .find_map(|template| template.text(kind))
+        .unwrap_or("");
         fill(text, values)
     }
 }
@@ -244,34 +365,37 @@ pub enum Decision {
 }
 
 /// The crossings and re-armings due for `thresholds` (of one account, in `currency`)
-/// given the engine's `account`. Pure: the same inputs give the same answer.
-pub fn decide(thresholds: &[ThresholdRow], currency: &str, account: &EngineAccount) -> Vec<Decision> {
+/// given the engine's `account` at `now`. Pure: the same inputs give the same answer.
+pub fn decide(thresholds: &[ThresholdRow], currency: &str, account: &EngineAccount, now: Timestamp) -> Vec<Decision> {
     let mut due = Vec::new();
     for threshold in thresholds {
-        match (threshold.kind.as_str(), threshold.amount, threshold.percent) {
-            ("balance_below", Some(amount), _) => {
-                let below = account.balance < amount;
-                if below && !threshold.tripped {
-                    due.push(Decision::Cross {
-                        threshold_id: threshold.id.clone(),
-                        kind: ThresholdKind::BalanceBelow,
-                        key: format!("episode-{}", threshold.episode),
-                        values: vec![
-                            ("amount", format!("{amount} {currency}")),
-                            ("balance", format!("{} {currency}", account.balance.normalize())),
-                        ],
-                        detail: json!({
-                            "amount": {"value": amount.to_string(), "unit": currency},
-                            "balance": {"value": account.balance.normalize().to_string(), "unit": currency},
-                            "episode": threshold.episode,
-                        }),
-                    });
-                } else if !below && threshold.tripped {
-                    due.push(Decision::Rearm { threshold_id: threshold.id.clone(), episode: threshold.episode + 1 });
-                }
+        let Ok(kind) = ThresholdKind::parse(&threshold.kind) else { continue };
+        match (kind, threshold.amount) {
+            (ThresholdKind::BalanceBelow, Some(amount)) => {
+                let balance = account.balance.normalize();
+                let values =
+                    vec![("amount", format!("{amount} {currency}")), ("balance", format!("{balance} {currency}"))];
+                let detail = json!({
+                    "amount": {"value": amount.to_string(), "unit": currency},
+                    "balance": {"value": balance.to_string(), "unit": currency},
+                    "episode": threshold.episode,
+                });
+                episode(&mut due, threshold, kind, account.balance < amount, values, detail);
             }
-            ("bundle_used", _, Some(percent)) => {
-                for bucket in &account.allowances {
+            (ThresholdKind::SpendingCap, Some(amount)) => {
+                // The charges not billed yet: a postpaid balance below zero.
+                let spent = (-account.balance).max(Decimal::ZERO).normalize();
+                let values = vec![("amount", format!("{amount} {currency}")), ("spent", format!("{spent} {currency}"))];
+                let detail = json!({
+                    "amount": {"value": amount.to_string(), "unit": currency},
+                    "spent": {"value": spent.to_string(), "unit": currency},
+                    "episode": threshold.episode,
+                });
+                episode(&mut due, threshold, kind, spent >= amount, values, detail);
+            }
+            (ThresholdKind::BundleUsed, _) => {
+                let Some(percent) = threshold.percent else { continue };
+                for bucket in account.allowances.iter().filter(|bucket| watches(threshold, bucket)) {
                     if bucket.granted == 0 {
                         continue;
                     }
@@ -282,17 +406,35 @@ pub fn decide(thresholds: &[ThresholdRow], currency: &str, account: &EngineAccou
                     }
                     due.push(Decision::Cross {
                         threshold_id: threshold.id.clone(),
-                        kind: ThresholdKind::BundleUsed,
+                        kind,
                         key: format!("bucket-{}-{}-from-{}", bucket.subscription, bucket.id, bucket.valid_from_s),
                         values: vec![("percent", percent.to_string()), ("bundle", bucket.name.clone())],
-                        detail: json!({
-                            "percent": percent,
-                            "bucket": {
-                                "id": bucket.id, "subscription": bucket.subscription, "name": bucket.name,
-                                "unit": bucket.unit, "granted": bucket.granted, "remaining": bucket.remaining,
-                                "validFrom": bucket.valid_from_s, "validUntil": bucket.valid_until_s,
-                            },
-                        }),
+                        detail: json!({"percent": percent, "bucket": bucket_doc(bucket)}),
+                    });
+                }
+            }
+            (ThresholdKind::BundleExpiry, _) => {
+                let Some(hours) = threshold.hours else { continue };
+                let now_s = now.as_second();
+                for bucket in account.allowances.iter().filter(|bucket| watches(threshold, bucket)) {
+                    let ends_within = bucket.valid_until_s > now_s && bucket.valid_until_s - now_s <= hours * 3600;
+                    if bucket.remaining == 0 || bucket.valid_from_s > now_s || !ends_within {
+                        continue;
+                    }
+                    let until = Timestamp::from_second(bucket.valid_until_s)
+                        .map(|at| at.strftime("%Y-%m-%d %H:%M UTC").to_string())
+                        .unwrap_or_else(|_| bucket.valid_until_s.to_string());
+                    due.push(Decision::Cross {
+                        threshold_id: threshold.id.clone(),
+                        kind,
+                        key: format!("expiry-{}-{}-from-{}", bucket.subscription, bucket.id, bucket.valid_from_s),
+                        values: vec![
+                            ("hours", hours.to_string()),
+                            ("bundle", bucket.name.clone()),
+                            ("remaining", format!("{} {}", bucket.remaining, bucket.unit)),
+                            ("until", until),
+                        ],
+                        detail: json!({"hours": hours, "bucket": bucket_doc(bucket)}),
                     });
                 }
             }
@@ -300,6 +442,47 @@ pub fn decide(thresholds: &[ThresholdRow], currency: &str, account: &EngineAccou
         }
     }
     due
+}
+
+/// A balance or spending threshold: a crossing when `past` and it was not tripped, a
+/// re-arming when no longer `past` and it was.
+fn episode(
+    due: &mut Vec<Decision>,
+    threshold: &ThresholdRow,
+    kind: ThresholdKind,
+    past: bool,
+    values: Vec<(&'static str, String)>,
+    detail: Value,
+) {
+    if past && !threshold.tripped {
+        due.push(Decision::Cross {
+            threshold_id: threshold.id.clone(),
+            kind,
+            key: format!("episode-{}", threshold.episode),
+            values,
+            detail,
+        });
+    } else if !past && threshold.tripped {
+        due.push(Decision::Rearm { threshold_id: threshold.id.clone(), episode: threshold.episode + 1 });
+    }
+}
+
+/// Whether a bundle threshold watches `bucket`: every bucket of the account, or only its
+/// subscription's.
+fn watches(threshold: &ThresholdRow, bucket: &AllowanceBucket) -> bool {
+    match (&threshold.subscription_id, threshold.engine_subscription_id) {
+        (None, _) => true,
+        (Some(_), Some(subscription)) => bucket.subscription == subscription,
+        (Some(_), None) => false,
+    }
+}
+
+fn bucket_doc(bucket: &AllowanceBucket) -> Value {
+    json!({
+        "id": bucket.id, "subscription": bucket.subscription, "name": bucket.name,
+        "unit": bucket.unit, "granted": bucket.granted, "remaining": bucket.remaining,
+        "validFrom": bucket.valid_from_s, "validUntil": bucket.valid_until_s,
+    })
 }
 
 /// Thresholds' configuration and evaluation over the store.
@@ -329,13 +512,34 @@ impl Thresholds {
         now: Timestamp,
     ) -> Result<(ThresholdRow, bool)> {
         let mut tx = self.store.begin().await?;
-        if tx.billing_account(account_id).await?.is_none() {
+        let Some(account) = tx.billing_account(account_id).await? else {
             return Err(CustomersError::NotFound { kind: "billing account", id: account_id.to_owned() });
+        };
+        if spec.kind == ThresholdKind::SpendingCap && account.value.account_type == "prepaid" {
+            return Err(CustomersError::invalid(
+                "kind",
+                format!(
+                    "a spending cap watches the unbilled charges of a postpaid or hybrid account; billing account \
+                     {account_id} is prepaid (use balance_below)"
+                ),
+            ));
+        }
+        if let Some(subscription) = &spec.subscription_id {
+            if tx.subscription_account(subscription).await?.as_deref() != Some(account_id) {
+                return Err(CustomersError::invalid(
+                    "subscription",
+                    format!("billing account {account_id} has no subscription {subscription}"),
+                ));
+            }
         }
         let existing = tx.thresholds_of(account_id).await?;
-        let same = existing
-            .iter()
-            .find(|t| t.kind == spec.kind.as_str() && t.amount == spec.amount && t.percent == spec.percent);
+        let same = existing.iter().find(|t| {
+            t.kind == spec.kind.as_str()
+                && t.amount == spec.amount
+                && t.percent == spec.percent
+                && t.hours == spec.hours
+                && t.subscription_id == spec.subscription_id
+        });
         let (row, created) = match same {
             Some(found) => {
                 tx.update_threshold_delivery(&found.id, &spec.language, spec.webhook).await?;
@@ -356,6 +560,9 @@ impl Thresholds {
                     kind: spec.kind.as_str().to_owned(),
                     amount: spec.amount,
                     percent: spec.percent,
+                    hours: spec.hours,
+                    subscription_id: spec.subscription_id.clone(),
+                    engine_subscription_id: None,
                     language: spec.language.clone(),
                     webhook: spec.webhook,
                     tripped: false,
@@ -390,7 +597,7 @@ impl Thresholds {
     }
 
     /// Applies what [`decide`] finds due for `thresholds` (one account's, in `currency`)
-    /// given `account`: each crossing recorded once, with its hub event when the threshold
+    /// given `account` at `now`: each crossing recorded once, with its hub event when the threshold
     /// has a webhook, in one transaction per threshold. Returns the crossings recorded now.
     pub async fn evaluate(
         &self,
@@ -400,7 +607,7 @@ impl Thresholds {
         now: Timestamp,
     ) -> Result<Vec<CrossingRow>> {
         let mut recorded = Vec::new();
-        for decision in decide(thresholds, currency, account) {
+        for decision in decide(thresholds, currency, account, now) {
             if let Some(crossing) = self.apply(decision, currency, account, now).await? {
                 recorded.push(crossing);
             }
@@ -421,7 +628,7 @@ impl Thresholds {
         };
         // Decided again on the row as it is now (another server, a changed threshold).
         let Some(current) = tx.lock_threshold(&threshold_id).await? else { return Ok(None) };
-        if !decide(std::slice::from_ref(&current), currency, account).contains(&decision) {
+        if !decide(std::slice::from_ref(&current), currency, account, now).contains(&decision) {
             return Ok(None);
         }
         let (kind, key, mut values, detail) = match decision {
@@ -454,7 +661,7 @@ impl Thresholds {
         if !tx.insert_crossing(&crossing).await? {
             return Ok(None);
         }
-        if kind == ThresholdKind::BalanceBelow {
+        if kind.rearms() {
             tx.set_threshold_state(&threshold_id, true, current.episode).await?;
         }
         let entity = json!({
@@ -500,6 +707,8 @@ pub fn doc(row: &ThresholdRow) -> Value {
         "kind": row.kind,
         "amount": row.amount.map(|a| a.to_string()),
         "percent": row.percent,
+        "hours": row.hours,
+        "subscription": row.subscription_id.as_ref().map(|id| json!({"id": id})),
         "language": row.language,
         "webhook": row.webhook,
         "tripped": row.tripped,
@@ -525,7 +734,6 @@ async fn audit(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::port::AllowanceBucket;
 
     fn account(balance: &str, allowances: Vec<AllowanceBucket>) -> EngineAccount {
         crate::testing::prepaid_view(balance, allowances)
@@ -553,6 +761,9 @@ mod tests {
             kind: kind.into(),
             amount: amount.map(|a| a.parse().expect("decimal")),
             percent,
+            hours: None,
+            subscription_id: None,
+            engine_subscription_id: None,
             language: "en".into(),
             webhook: true,
             tripped,
@@ -563,7 +774,11 @@ mod tests {
 
     /// What `decide` finds as short strings: `cross:KEY` or `rearm:EPISODE`.
     fn check(threshold: ThresholdRow, account: EngineAccount, expected: &[&str]) {
-        let found: Vec<String> = decide(&[threshold], "EUR", &account)
+        check_at(threshold, account, Timestamp::UNIX_EPOCH, expected);
+    }
+
+    fn check_at(threshold: ThresholdRow, account: EngineAccount, now: Timestamp, expected: &[&str]) {
+        let found: Vec<String> = decide(&[threshold], "EUR", &account, now)
             .into_iter()
             .map(|d| match d {
                 Decision::Cross { key, .. } => format!("cross:{key}"),
@@ -619,33 +834,126 @@ mod tests {
         let mut overrides = BTreeMap::new();
         overrides.insert(
             "fr".to_owned(),
-            Template { balance_below: "{name} : solde {balance}".into(), bundle_used: "{percent} %".into() },
+            Template {
+                balance_below: "{name} : solde {balance}".into(),
+                bundle_used: "{percent} %".into(),
+                spending_cap: None,
+                bundle_expiry: Some("{bundle} : fin le {until}".into()),
+            },
         );
         let templates = Templates::with(overrides).expect("valid");
         assert_eq!(templates.languages(), ["de", "en", "fr"]);
         assert_eq!(templates.message("fr", ThresholdKind::BalanceBelow, &values), "Ada : solde 4.5 EUR");
+        let expiry = [("bundle", "data 1 GB".to_owned()), ("until", "2026-02-01 00:00 UTC".to_owned())];
+        assert_eq!(
+            templates.message("fr", ThresholdKind::BundleExpiry, &expiry),
+            "data 1 GB : fin le 2026-02-01 00:00 UTC"
+        );
+        // A kind its file leaves out: the built-in text (English, as French has none).
+        let spent = [("name", "Ada".to_owned()), ("spent", "50 EUR".to_owned()), ("amount", "50 EUR".to_owned())];
+        assert_eq!(
+            templates.message("fr", ThresholdKind::SpendingCap, &spent),
+            "Ada: your charges since your last bill are 50 EUR, reaching your cap of 50 EUR."
+        );
+        let mut german = BTreeMap::new();
+        german.insert("de".to_owned(), Template { spending_cap: None, ..templates.by_language["fr"].clone() });
+        let templates = Templates::with(german).expect("valid");
+        assert!(templates.message("de", ThresholdKind::SpendingCap, &spent).starts_with("Ada: Ihre Kosten"));
     }
 
     #[test]
     fn a_threshold_is_validated_by_kind_level_and_language() {
         let templates = Templates::default();
-        let ok = parse_threshold("balance_below", "5.00", "de", true, &templates).expect("valid");
+        let ok = parse_threshold("balance_below", "5.00", None, "de", true, &templates).expect("valid");
         assert_eq!((ok.amount, ok.percent), (Some(Decimal::new(5, 0)), None));
-        let ok = parse_threshold("bundle_used", "80%", "en", false, &templates).expect("valid");
-        assert_eq!((ok.amount, ok.percent), (None, Some(80)));
-        for (kind, level, language, field) in [
-            ("balance_above", "5", "en", "kind"),
-            ("balance_below", "five", "en", "amount"),
-            ("balance_below", "0.0000000000001", "en", "amount"),
-            ("bundle_used", "0", "en", "percent"),
-            ("bundle_used", "101", "en", "percent"),
-            ("bundle_used", "80.5", "en", "percent"),
-            ("bundle_used", "80", "xx", "language"),
+        let ok = parse_threshold("bundle_used", "80%", Some("s1"), "en", false, &templates).expect("valid");
+        assert_eq!((ok.amount, ok.percent, ok.subscription_id.as_deref()), (None, Some(80), Some("s1")));
+        let ok = parse_threshold("spending_cap", "50", None, "en", true, &templates).expect("valid");
+        assert_eq!(ok.amount, Some(Decimal::new(50, 0)));
+        for (level, hours) in [("48", 48), ("48h", 48), ("3d", 72), ("8784h", 8784)] {
+            let ok = parse_threshold("bundle_expiry", level, None, "en", true, &templates).expect(level);
+            assert_eq!((ok.hours, ok.amount, ok.percent), (Some(hours), None, None), "{level}");
+        }
+        for (kind, level, subscription, language, field) in [
+            ("balance_above", "5", None, "en", "kind"),
+            ("balance_below", "five", None, "en", "amount"),
+            ("balance_below", "0.0000000000001", None, "en", "amount"),
+            ("balance_below", "5", Some("s1"), "en", "subscription"),
+            ("spending_cap", "0", None, "en", "amount"),
+            ("spending_cap", "-10", None, "en", "amount"),
+            ("spending_cap", "10", Some("s1"), "en", "subscription"),
+            ("bundle_used", "0", None, "en", "percent"),
+            ("bundle_used", "101", None, "en", "percent"),
+            ("bundle_used", "80.5", None, "en", "percent"),
+            ("bundle_used", "80", Some(""), "en", "subscription"),
+            ("bundle_used", "80", None, "xx", "language"),
+            ("bundle_expiry", "0", None, "en", "hours"),
+            ("bundle_expiry", "367d", None, "en", "hours"),
+            ("bundle_expiry", "2w", None, "en", "hours"),
+            ("bundle_expiry", "-5h", None, "en", "hours"),
         ] {
-            match parse_threshold(kind, level, language, true, &templates) {
+            match parse_threshold(kind, level, subscription, language, true, &templates) {
                 Err(CustomersError::Invalid { field: found, .. }) => assert_eq!(found, field, "{kind} {level}"),
                 other => panic!("{kind} {level} {language}: {other:?}"),
             }
         }
+    }
+
+    fn postpaid(balance: &str) -> EngineAccount {
+        EngineAccount { account_type: crate::engine::AccountType::Postpaid, ..account(balance, vec![]) }
+    }
+
+    #[test]
+    fn a_spending_cap_fires_when_unbilled_charges_reach_it_and_rearms_after_the_bill_release() {
+        let at = |tripped, episode, balance| (threshold("spending_cap", Some("50"), None, tripped, episode), balance);
+        for ((row, balance), expected) in [
+            (at(false, 1, "0"), vec![]),
+            (at(false, 1, "-49.99"), vec![]),
+            (at(false, 1, "-50"), vec!["cross:episode-1"]),
+            (at(false, 1, "-80"), vec!["cross:episode-1"]),
+            (at(true, 1, "-80"), vec![]),
+            (at(true, 1, "-49.99"), vec!["rearm:2"]),
+            (at(true, 2, "12"), vec!["rearm:3"]),
+            (at(false, 3, "-50.01"), vec!["cross:episode-3"]),
+        ] {
+            check(row, postpaid(balance), &expected);
+        }
+    }
+
+    #[test]
+    fn a_bundle_expiry_warns_once_per_bucket_period_within_its_hours_while_units_are_left() {
+        let t48 = || ThresholdRow { hours: Some(48), ..threshold("bundle_expiry", None, None, false, 1) };
+        let until = 1_769_904_000; // bucket(…)'s end
+        let at = |seconds_before_end: i64| Timestamp::from_second(until - seconds_before_end).expect("time");
+        let key = "cross:expiry-20-7-from-1767225600";
+        check_at(t48(), account("0", vec![bucket(1000, 10)]), at(48 * 3600 + 1), &[]);
+        check_at(t48(), account("0", vec![bucket(1000, 10)]), at(48 * 3600), &[key]);
+        check_at(t48(), account("0", vec![bucket(1000, 10)]), at(1), &[key]);
+        check_at(t48(), account("0", vec![bucket(1000, 10)]), at(0), &[]);
+        check_at(t48(), account("0", vec![bucket(1000, 0)]), at(3600), &[]);
+        // A bucket not started yet is not about to end.
+        let future = AllowanceBucket { valid_from_s: until - 60, ..bucket(1000, 1000) };
+        check_at(t48(), account("0", vec![future]), at(3600), &[]);
+    }
+
+    #[test]
+    fn a_bundle_threshold_of_one_subscription_watches_its_buckets_only() {
+        let mine = |engine| ThresholdRow {
+            subscription_id: Some("s-20".into()),
+            engine_subscription_id: engine,
+            ..threshold("bundle_used", None, Some(80), false, 1)
+        };
+        let other = AllowanceBucket { subscription: 21, ..bucket(1000, 0) };
+        check(
+            mine(Some(20)),
+            account("0", vec![bucket(1000, 100), other.clone()]),
+            &["cross:bucket-20-7-from-1767225600"],
+        );
+        check(
+            mine(Some(21)),
+            account("0", vec![bucket(1000, 100), other.clone()]),
+            &["cross:bucket-21-7-from-1767225600"],
+        );
+        check(mine(None), account("0", vec![bucket(1000, 100), other]), &[]);
     }
 }

@@ -2,15 +2,18 @@
 //! listed, deleted, audited; evaluated against engine views, each crossing recorded once
 //! with one hub event, whatever how often the same view is evaluated (a restart re-reads
 //! the ledger); a balance threshold re-armed by a top-up fires again; a bundle threshold
-//! fires once per bucket period.
+//! fires once per bucket period; a spending cap (postpaid only) fires once per episode
+//! and re-arms after the bill release; a bundle expiry warns once per bucket period; a
+//! bundle threshold narrowed to a subscription of another account is refused.
 
 use jiff::Timestamp;
 use serde_json::json;
+use tollgate_customers::CustomersError;
 use tollgate_customers::{
     parse_threshold, AllowanceBucket, Customers, EngineAccount, Principal, Templates, Thresholds, ACCOUNT_BASE_PATH,
     THRESHOLD_EVENT,
 };
-use tollgate_store::{store_test, DeliveryState, EventFilter, HubSecret, NewListener, Store};
+use tollgate_store::{store_test, DeliveryState, EventFilter, HubSecret, NewListener, Store, SubscriptionRow};
 
 fn at(seconds: i64) -> Timestamp {
     Timestamp::from_second(1_750_000_000 + seconds).expect("a valid instant")
@@ -18,12 +21,17 @@ fn at(seconds: i64) -> Timestamp {
 
 /// A prepaid account of Ada's in EUR: its id.
 async fn ada(store: &Store) -> String {
+    account_of(store, "prepaid").await
+}
+
+/// An account of `account_type` of Ada's in EUR: its id.
+async fn account_of(store: &Store, account_type: &str) -> String {
     let customers = Customers::new(store.clone());
     let admin = Principal::admin("test");
     let person = json!({"name": "Ada", "engagedParty": {"id": "p-1", "@referredType": "Individual", "name": "Ada"}});
     let customer = customers.create_customer(&admin, person, at(0)).await.expect("customer");
     let account = json!({
-        "name": "Ada's phone", "accountType": "prepaid", "creditLimit": {"unit": "EUR", "value": "0"},
+        "name": "Ada's phone", "accountType": account_type, "creditLimit": {"unit": "EUR", "value": "0"},
         "relatedParty": [{"id": customer.value["id"], "@referredType": "Customer"}],
     });
     let created = customers.create_account(&admin, account, at(0)).await.expect("account");
@@ -95,7 +103,7 @@ store_test! {
         let account = ada(&store).await;
         listen(&store).await;
         let thresholds = Thresholds::new(store.clone(), Templates::default());
-        let spec = parse_threshold("balance_below", "5", "de", true, thresholds.templates()).expect("spec");
+        let spec = parse_threshold("balance_below", "5", None, "de", true, thresholds.templates()).expect("spec");
         let (first, created) = thresholds.set("test", &account, &spec, at(1)).await.expect("set");
         assert!(created);
         let (again, created) = thresholds.set("test", &account, &spec, at(2)).await.expect("set again");
@@ -119,7 +127,7 @@ store_test! {
         assert_eq!(events(&store).await.len(), 2);
 
         // Without a webhook: recorded, nothing published.
-        let quiet = parse_threshold("balance_below", "2", "en", false, thresholds.templates()).expect("spec");
+        let quiet = parse_threshold("balance_below", "2", None, "en", false, thresholds.templates()).expect("spec");
         thresholds.set("test", &account, &quiet, at(9)).await.expect("set");
         assert_eq!(evaluate(&thresholds, &store, &account, &view("1", vec![]), at(10)).await, ["episode-1"]);
         assert_eq!(events(&store).await.len(), 2);
@@ -139,7 +147,7 @@ store_test! {
         listen(&store).await;
         let thresholds = Thresholds::new(store.clone(), Templates::default());
         for percent in ["80", "100"] {
-            let spec = parse_threshold("bundle_used", percent, "en", true, thresholds.templates()).expect("spec");
+            let spec = parse_threshold("bundle_used", percent, None, "en", true, thresholds.templates()).expect("spec");
             thresholds.set("test", &account, &spec, at(1)).await.expect("set");
         }
         let period = 1_767_225_600;
@@ -154,5 +162,80 @@ store_test! {
         assert_eq!(events(&store).await.len(), 4);
         let messages: Vec<String> = store.crossings_of(&account, 10).await.expect("crossings").into_iter().map(|c| c.message).collect();
         assert_eq!(messages[0], "Ada's phone: you have used 80 % of your data.");
+    }
+}
+
+store_test! {
+    async fn a_spending_cap_is_for_postpaid_accounts_and_fires_once_per_episode(store) {
+        let prepaid = ada(&store).await;
+        let postpaid = account_of(&store, "postpaid").await;
+        listen(&store).await;
+        let thresholds = Thresholds::new(store.clone(), Templates::default());
+        let spec = parse_threshold("spending_cap", "50", None, "en", true, thresholds.templates()).expect("spec");
+        match thresholds.set("test", &prepaid, &spec, at(1)).await {
+            Err(CustomersError::Invalid { field, .. }) => assert_eq!(field, "kind"),
+            other => panic!("a prepaid account's spending cap: {other:?}"),
+        }
+        thresholds.set("test", &postpaid, &spec, at(1)).await.expect("set");
+        let postpaid_view = |balance: &str| EngineAccount {
+            account_type: tollgate_customers::AccountType::Postpaid,
+            ..view(balance, vec![])
+        };
+        assert!(evaluate(&thresholds, &store, &postpaid, &postpaid_view("-49.99"), at(2)).await.is_empty());
+        assert_eq!(evaluate(&thresholds, &store, &postpaid, &postpaid_view("-50"), at(3)).await, ["episode-1"]);
+        assert!(evaluate(&thresholds, &store, &postpaid, &postpaid_view("-70"), at(4)).await.is_empty());
+        // The bill release brings the balance back: armed again, the next cycle's cap fires.
+        assert!(evaluate(&thresholds, &store, &postpaid, &postpaid_view("0"), at(5)).await.is_empty());
+        assert_eq!(evaluate(&thresholds, &store, &postpaid, &postpaid_view("-55"), at(6)).await, ["episode-2"]);
+        assert_eq!(events(&store).await.len(), 2);
+        let crossings = store.crossings_of(&postpaid, 10).await.expect("crossings");
+        assert_eq!(crossings[0].message, "Ada's phone: your charges since your last bill are 50 EUR, reaching your cap of 50 EUR.");
+        assert_eq!(crossings[0].kind, "spending_cap");
+    }
+}
+
+store_test! {
+    async fn a_bundle_expiry_warns_once_and_a_threshold_names_only_its_account_s_subscription(store) {
+        let account = ada(&store).await;
+        let other = ada(&store).await;
+        listen(&store).await;
+        let mut tx = store.begin().await.expect("begin");
+        let line = |id: &str, account: &str, msisdn: &str| SubscriptionRow {
+            id: id.into(),
+            engine_subscription_id: 0,
+            external_id: None,
+            billing_account_id: account.into(),
+            offering_id: None,
+            plan_id: "basic".into(),
+            state: "active".into(),
+            identities: vec![format!("msisdn:{msisdn}")],
+        };
+        let engine_ids = tx
+            .insert_subscriptions(&[line("s-mine", &account, "491700000001"), line("s-other", &other, "491700000002")], at(0))
+            .await
+            .expect("subscriptions");
+        tx.commit().await.expect("commit");
+        let thresholds = Thresholds::new(store.clone(), Templates::default());
+        let foreign = parse_threshold("bundle_expiry", "48h", Some("s-other"), "en", true, thresholds.templates()).expect("spec");
+        match thresholds.set("test", &account, &foreign, at(1)).await {
+            Err(CustomersError::Invalid { field, .. }) => assert_eq!(field, "subscription"),
+            other => panic!("another account's subscription: {other:?}"),
+        }
+        let spec = parse_threshold("bundle_expiry", "2d", Some("s-mine"), "en", true, thresholds.templates()).expect("spec");
+        let (row, _) = thresholds.set("test", &account, &spec, at(1)).await.expect("set");
+        let listed = thresholds.list(&account).await.expect("list");
+        assert_eq!(listed[0].engine_subscription_id, Some(engine_ids[0]), "{row:?}");
+        // Buckets of the subscription and of another line of the account's, ending an hour
+        // after `at(0)` (1,750,003,600 s: 2025-06-15 16:06:40 UTC).
+        let period = 1_750_000_000 - 86_400 + 3600;
+        let bucket = |subscription| AllowanceBucket { subscription, ..data(10, period) };
+        let ending = view("0", vec![bucket(engine_ids[0]), bucket(engine_ids[0] + 1000)]);
+        let key = format!("expiry-{}-1-from-{period}", engine_ids[0]);
+        assert_eq!(evaluate(&thresholds, &store, &account, &ending, at(0)).await, std::slice::from_ref(&key));
+        assert!(evaluate(&thresholds, &store, &account, &ending, at(60)).await.is_empty(), "once per bucket period");
+        let crossings = store.crossings_of(&account, 10).await.expect("crossings");
+        assert_eq!(crossings.len(), 1);
+        assert_eq!(crossings[0].message, "Ada's phone: your data ends on 2025-06-15 16:06 UTC with 10 bytes left.");
+        assert_eq!(events(&store).await.len(), 1);
     }
 }

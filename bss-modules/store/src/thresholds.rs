@@ -1,6 +1,8 @@
-//! Thresholds' rows (migration 12): per billing account, `balance_below` (an amount in
-//! the account's currency) and `bundle_used` (a percentage of an allowance bucket's
-//! grant) thresholds (`thresholds`), and the crossings notified (`threshold_crossings`,
+//! Thresholds' rows (migrations 12 and 15): per billing account, `balance_below` and
+//! `spending_cap` (an amount in the account's currency), `bundle_used` (a percentage of an
+//! allowance bucket's grant) and `bundle_expiry` (hours before a bucket ends) thresholds
+//! (`thresholds`), a bundle one optionally narrowed to one subscription, and the crossings
+//! notified (`threshold_crossings`,
 //! unique per threshold and key, so a crossing evaluated again after a crash is recorded,
 //! and its hub event published, once). A balance threshold's `tripped` flag and `episode`
 //! say whether the balance is below it now (notified) and how often it re-armed.
@@ -27,19 +29,26 @@ pub const CROSSING_PAGE_MAX: u32 = 1000;
 pub struct ThresholdRow {
     pub id: String,
     pub billing_account_id: String,
-    /// `balance_below` or `bundle_used`.
+    /// `balance_below`, `spending_cap`, `bundle_used` or `bundle_expiry`.
     pub kind: String,
-    /// A `balance_below` threshold's amount, in the account's currency.
+    /// A `balance_below` or `spending_cap` threshold's amount, in the account's currency.
     pub amount: Option<Decimal>,
     /// A `bundle_used` threshold's percentage of a bucket's grant (1 to 100).
     pub percent: Option<i64>,
+    /// A `bundle_expiry` threshold's warning time before a bucket ends, in hours.
+    pub hours: Option<i64>,
+    /// A bundle threshold narrowed to this subscription's buckets (`None`: every one of
+    /// the account's).
+    pub subscription_id: Option<String>,
+    /// That subscription's engine id (read from the store; ignored on insert).
+    pub engine_subscription_id: Option<u64>,
     /// The message's language (`en`, `de`, …).
     pub language: String,
     /// Whether a crossing is published to the hub's listeners.
     pub webhook: bool,
-    /// A balance threshold: the balance is below it and that was notified.
+    /// A balance or spending threshold: the balance is past it and that was notified.
     pub tripped: bool,
-    /// A balance threshold: 1, plus one per re-arming.
+    /// A balance or spending threshold: 1, plus one per re-arming.
     pub episode: i64,
     pub created_at: Timestamp,
 }
@@ -66,8 +75,11 @@ pub struct CrossingRow {
     pub crossed_at: Timestamp,
 }
 
-const COLUMNS: &str =
-    "t.id, t.billing_account_id, t.kind, t.amount, t.percent, t.language, t.webhook, t.tripped, t.episode, t.created_at_ms";
+// The subscription's sequence number by a scalar subquery rather than a join: the rows
+// are locked with `FOR UPDATE`, which PostgreSQL refuses on an outer join's nullable side.
+const COLUMNS: &str = "t.id, t.billing_account_id, t.kind, t.amount, t.percent, t.hours, t.subscription_id,
+     (SELECT s.seq FROM subscriptions s WHERE s.id = t.subscription_id) AS subscription_seq,
+     t.language, t.webhook, t.tripped, t.episode, t.created_at_ms";
 
 fn flag(row: &Row, column: &'static str) -> Result<bool> {
     match row.int(column)? {
@@ -84,6 +96,9 @@ fn threshold(row: &Row) -> Result<ThresholdRow> {
         kind: row.text("kind")?,
         amount: row.opt_money("amount")?,
         percent: row.opt_int("percent")?,
+        hours: row.opt_int("hours")?,
+        subscription_id: row.opt_text("subscription_id")?,
+        engine_subscription_id: row.opt_int("subscription_seq")?.map(crate::subscriptions::engine_id),
         language: row.text("language")?,
         webhook: flag(row, "webhook")?,
         tripped: flag(row, "tripped")?,
@@ -117,15 +132,17 @@ impl Tx {
         }
         self.execute(
             "thresholds.insert",
-            "INSERT INTO thresholds (id, billing_account_id, kind, amount, percent, language, webhook, tripped, episode,
-                 created_at_ms)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            "INSERT INTO thresholds (id, billing_account_id, kind, amount, percent, hours, subscription_id, language,
+                 webhook, tripped, episode, created_at_ms)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
             args![
                 new.id.as_str(),
                 new.billing_account_id.as_str(),
                 new.kind.as_str(),
                 new.amount,
                 new.percent,
+                new.hours,
+                new.subscription_id.clone(),
                 new.language.as_str(),
                 i64::from(new.webhook),
                 i64::from(new.tripped),
@@ -167,6 +184,18 @@ impl Tx {
     pub async fn thresholds_of(&mut self, id: &str) -> Result<Vec<ThresholdRow>> {
         let sql = format!("SELECT {COLUMNS} FROM thresholds t WHERE t.billing_account_id = $1 ORDER BY t.seq");
         self.fetch_all("thresholds.of", &sql, args![id]).await?.iter().map(threshold).collect()
+    }
+
+    /// The billing account subscription `id` belongs to, if there is one.
+    pub async fn subscription_account(&mut self, id: &str) -> Result<Option<String>> {
+        let row = self
+            .fetch_optional(
+                "thresholds.subscription",
+                "SELECT billing_account_id FROM subscriptions WHERE id = $1",
+                args![id],
+            )
+            .await?;
+        row.map(|row| row.text("billing_account_id")).transpose()
     }
 
     /// Threshold `id` as it is now, locked for the rest of the transaction (PostgreSQL;

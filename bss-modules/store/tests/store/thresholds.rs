@@ -51,6 +51,9 @@ fn balance_below(id: &str, account: &str, amount: &str) -> ThresholdRow {
         kind: "balance_below".into(),
         amount: Some(Decimal::from_str(amount).expect("decimal")),
         percent: None,
+        hours: None,
+        subscription_id: None,
+        engine_subscription_id: None,
         language: "de".into(),
         webhook: true,
         tripped: false,
@@ -82,7 +85,12 @@ store_test! {
             id: "t3".into(), kind: "bundle_used".into(), amount: None, percent: Some(80), webhook: false,
             ..balance_below("t3", "a2", "0")
         };
-        for row in [&small, &large, &bundle] {
+        let expiry = ThresholdRow {
+            id: "t4".into(), kind: "bundle_expiry".into(), amount: None, hours: Some(48),
+            ..balance_below("t4", "a2", "0")
+        };
+        let cap = ThresholdRow { id: "t5".into(), kind: "spending_cap".into(), ..balance_below("t5", "a2", "250.5") };
+        for row in [&small, &large, &bundle, &expiry, &cap] {
             tx.insert_threshold(row).await.expect("insert");
         }
         tx.commit().await.expect("commit");
@@ -90,8 +98,12 @@ store_test! {
         let watched = store.watched_thresholds().await.expect("watched");
         let seen: Vec<(u64, &str, &str)> =
             watched.iter().map(|w| (w.engine_account_id, w.currency.as_str(), w.threshold.id.as_str())).collect();
-        assert_eq!(seen, [(ENGINE_ACCOUNT_BASE + 1, "EUR", "t1"), (ENGINE_ACCOUNT_BASE + 1, "EUR", "t2"), (ENGINE_ACCOUNT_BASE + 2, "EUR", "t3")]);
+        assert_eq!(seen, [
+            (ENGINE_ACCOUNT_BASE + 1, "EUR", "t1"), (ENGINE_ACCOUNT_BASE + 1, "EUR", "t2"),
+            (ENGINE_ACCOUNT_BASE + 2, "EUR", "t3"), (ENGINE_ACCOUNT_BASE + 2, "EUR", "t4"), (ENGINE_ACCOUNT_BASE + 2, "EUR", "t5"),
+        ]);
         assert_eq!(watched[2].threshold, bundle);
+        assert_eq!(store.thresholds_of("a2").await.expect("list"), [bundle.clone(), expiry, cap]);
 
         let mut tx = store.begin().await.expect("begin");
         tx.set_threshold_state("t1", true, 4).await.expect("state");
@@ -110,7 +122,16 @@ store_test! {
             ThresholdRow { amount: None, ..balance_below("x1", "a1", "1") },
             ThresholdRow { percent: Some(80), ..balance_below("x2", "a1", "1") },
             ThresholdRow { kind: "bundle_used".into(), percent: Some(101), amount: None, ..balance_below("x3", "a1", "1") },
-            ThresholdRow { kind: "spending_cap".into(), ..balance_below("x4", "a1", "1") },
+            ThresholdRow { kind: "balance_above".into(), ..balance_below("x4", "a1", "1") },
+            ThresholdRow { kind: "spending_cap".into(), amount: None, ..balance_below("x6", "a1", "1") },
+            ThresholdRow { hours: Some(48), ..balance_below("x7", "a1", "1") },
+            ThresholdRow { kind: "bundle_expiry".into(), amount: None, ..balance_below("x8", "a1", "1") },
+            ThresholdRow { kind: "bundle_expiry".into(), amount: None, hours: Some(0), ..balance_below("x9", "a1", "1") },
+            ThresholdRow { subscription_id: Some("no-such-line".into()), ..balance_below("x10", "a1", "1") },
+            ThresholdRow {
+                kind: "bundle_used".into(), amount: None, percent: Some(80), subscription_id: Some("no-such-line".into()),
+                ..balance_below("x11", "a1", "1")
+            },
             balance_below("x5", "no-such-account", "1"),
         ] {
             let mut tx = store.begin().await.expect("begin");
