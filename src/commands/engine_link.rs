@@ -8,16 +8,19 @@
 //! repeated key with its stored answer without changing anything: the operation takes
 //! effect once. [`EnginePortLink`] is the `EnginePort` the API uses: the engine's account
 //! view, and a just-committed row applied at once by an `OutboxWorker` over the same link.
-//! `tollgate serve` runs a worker whenever it has a store.
+//! `tollgate serve` runs a worker whenever it has a store. The same worker hands a
+//! threshold crossing's short message (outbox kind `notification.sms`) to the SMS gateway
+//! (`serve --sms-gateway`) under its row's key as the gateway's request id.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::Timestamp;
 use rust_decimal::Decimal;
+use tollgate_activation::{ActivationOutcome, SmsGateway, SmsMessage};
 use tollgate_customers::{
     AccountType, AllowanceBucket, BoxFuture, Customers, EngineAccount, EngineAnswer, EngineOperation, EnginePort,
-    EngineUnavailable, MoneyBucket, Settled,
+    EngineUnavailable, MoneyBucket, Settled, SMS_OUTBOX_KIND,
 };
 use tollgate_engine::{AccountKind, Body, Engine, Identity, Operation, Outcome, Request, Target};
 use tollgate_store::{ApplyError, OutboxHandler, OutboxItem, OutboxWorker, RetryPolicy, Store};
@@ -27,11 +30,12 @@ const READ_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long applying a row at once may take; past it the row is the worker's.
 const APPLY_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Applies outbox rows to the engine.
+/// Applies outbox rows to the engine (and hands threshold messages to the SMS gateway).
 #[derive(Clone)]
 pub(crate) struct EngineLink {
     engine: Arc<Engine>,
     customers: Customers,
+    sms: Option<Arc<SmsGateway>>,
 }
 
 impl std::fmt::Debug for EngineLink {
@@ -42,7 +46,34 @@ impl std::fmt::Debug for EngineLink {
 
 impl EngineLink {
     pub(crate) fn new(engine: Arc<Engine>, store: Store) -> EngineLink {
-        EngineLink { engine, customers: Customers::new(store) }
+        EngineLink { engine, customers: Customers::new(store), sms: None }
+    }
+
+    /// Short messages (outbox kind [`SMS_OUTBOX_KIND`]) go through `gateway`; without
+    /// one they wait (retried, then failed, as the outbox's policy says).
+    pub(crate) fn with_sms(self, gateway: Option<Arc<SmsGateway>>) -> EngineLink {
+        EngineLink { sms: gateway, ..self }
+    }
+}
+
+/// Sends a threshold crossing's short message: done once the gateway took it.
+async fn send_sms(gateway: Option<&SmsGateway>, item: &OutboxItem) -> Result<(), ApplyError> {
+    let Some(gateway) = gateway else {
+        return Err(ApplyError::Retry("no SMS gateway configured (tollgate serve --sms-gateway)".to_owned()));
+    };
+    let payload = &item.payload;
+    let to: Vec<&str> = payload["to"].as_array().into_iter().flatten().filter_map(serde_json::Value::as_str).collect();
+    let text = payload["text"].as_str().unwrap_or_default();
+    let message = SmsMessage::new(&item.idempotency_key, &to, text).map_err(|err| ApplyError::Fail(err.to_string()))?;
+    match gateway.send(&message).await {
+        ActivationOutcome::Done { reference } => {
+            tracing::debug!(key = %item.idempotency_key, %reference, "sms taken by the gateway");
+            Ok(())
+        }
+        ActivationOutcome::Transient { reason, .. } => Err(ApplyError::Retry(format!("SMS gateway: {reason}"))),
+        ActivationOutcome::Permanent { code, reason } => {
+            Err(ApplyError::Fail(format!("SMS gateway refused the message: {code}: {reason}")))
+        }
     }
 }
 
@@ -191,6 +222,9 @@ pub(crate) async fn identities_held_by(
 
 impl OutboxHandler for EngineLink {
     async fn apply(&self, item: &OutboxItem) -> Result<(), ApplyError> {
+        if item.kind == SMS_OUTBOX_KIND {
+            return send_sms(self.sms.as_deref(), item).await;
+        }
         let request = request(item).map_err(ApplyError::Fail)?;
         let creating =
             matches!(request.operation, Operation::CreateAccount { .. } | Operation::CreateSubscription { .. });

@@ -78,6 +78,12 @@ pub(crate) struct ServeArgs {
     /// Threshold notifications' message templates (evaluated whenever there is a store).
     #[command(flatten)]
     threshold_templates: Box<super::threshold::TemplateArgs>,
+    /// Threshold messages by SMS (thresholds set with `--sms`): a TOML file with an
+    /// `[http]` SMS gateway (URL, credentials, timeouts, retries, TLS, as for
+    /// `--activation`; oss-adapters/activation/README.md). Without it those messages wait
+    /// in the outbox, retried, then failed.
+    #[arg(long, value_name = "CONFIG.toml")]
+    sms_gateway: Option<PathBuf>,
 }
 
 /// The management API (boxed: `ServeArgs` stays small).
@@ -291,6 +297,12 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     let alarm_thresholds = args.alarms.thresholds()?;
     let fraud_policy = args.fraud.policy()?;
     let threshold_templates = args.threshold_templates.templates()?;
+    let sms_gateway = match &args.sms_gateway {
+        Some(path) => Some(Arc::new(
+            tollgate_activation::SmsGateway::load(path).with_context(|| format!("--sms-gateway {}", path.display()))?,
+        )),
+        None => None,
+    };
     let config = Arc::new(args.diameter_limits.apply(DiameterConfig {
         origin_host: args.origin_host.clone(),
         origin_realm: args.origin_realm.clone(),
@@ -433,7 +445,7 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
             // worker applies what committed BSS changes recorded, also after a crash.
             let worker = tollgate_store::OutboxWorker::new(
                 store.clone(),
-                super::engine_link::EngineLink::new(Arc::clone(&engine), store.clone()),
+                super::engine_link::EngineLink::new(Arc::clone(&engine), store.clone()).with_sms(sms_gateway.clone()),
             )
             .with_policy(outbox_policy(&args.api));
             tracing::info!(dialect = ?store.dialect(), "outbox worker running");

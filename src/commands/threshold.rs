@@ -67,6 +67,10 @@ pub(crate) enum ThresholdCommand {
         /// Record crossings without publishing them to the hub's listeners.
         #[arg(long)]
         no_webhook: bool,
+        /// Also send each crossing's message by SMS to the numbers of the account's lines
+        /// (of `--subscription`'s only, if given), through `serve --sms-gateway`.
+        #[arg(long)]
+        sms: bool,
         #[command(flatten)]
         templates: TemplateArgs,
     },
@@ -114,7 +118,16 @@ pub(crate) fn run(database: &DatabaseArgs, command: ThresholdCommand) -> anyhow:
         let store = database.open().await?;
         let now = Timestamp::now();
         match command {
-            ThresholdCommand::Set { billing_account, kind, level, subscription, language, no_webhook, templates } => {
+            ThresholdCommand::Set {
+                billing_account,
+                kind,
+                level,
+                subscription,
+                language,
+                no_webhook,
+                sms,
+                templates,
+            } => {
                 let thresholds = Thresholds::new(store, templates.templates()?);
                 let spec = parse_threshold(
                     &kind,
@@ -124,6 +137,7 @@ pub(crate) fn run(database: &DatabaseArgs, command: ThresholdCommand) -> anyhow:
                     !no_webhook,
                     thresholds.templates(),
                 )?;
+                let spec = tollgate_customers::ThresholdSpec { sms, ..spec };
                 let (row, created) = thresholds.set(&actor(), &billing_account, &spec, now).await?;
                 println!("{}", serde_json::to_string_pretty(&threshold_doc(&row))?);
                 eprintln!("threshold {} {}", row.id, if created { "created" } else { "updated" });

@@ -4,7 +4,8 @@
 //! the crossing once and publishes its event to a hub listener whose callback is down at
 //! first; the server is SIGKILLed with the delivery pending and restarted with the
 //! listener up: the listener receives the signed event exactly once, and the crossing
-//! stays one. A spending cap on the same kind of line crosses once its charges reach it.
+//! stays one. A spending cap on the same kind of line crosses once its charges reach it,
+//! and its message reaches an SMS gateway.
 
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -159,14 +160,23 @@ fn a_balance_crossing_is_delivered_once_across_a_sigkill_between_crossing_and_de
 
 /// A spending cap on the postpaid account of a line sold through an order: the engine's
 /// balance falls by each charge, and the charges reaching the cap are one crossing with
-/// its message; a non-bundle threshold naming a subscription is refused, naming the flag's
-/// field.
+/// its message, sent by SMS to the line's number through the SMS gateway (a real HTTP
+/// server here, the HTTP adapter's bearer token and request id checked); a non-bundle
+/// threshold naming a subscription is refused, naming the flag's field.
 #[test]
-fn a_spending_cap_crosses_when_the_unbilled_charges_reach_it() {
+fn a_spending_cap_crosses_when_the_unbilled_charges_reach_it_and_is_sent_by_sms() {
     let lab = lab("spending-cap", 2);
     let data_dir = lab.data.display().to_string();
     let admin = create_token(&lab.data, "admin");
-    let (child, diameter, address) = lab.serve(&[]);
+    let sms_gateway = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let config = lab.data.with_extension("sms.toml");
+    let url = format!("http://{}/sms/v1/messages", sms_gateway.local_addr().expect("address"));
+    std::fs::write(
+        &config,
+        format!("[http]\nurl = \"{url}\"\nauth = {{ scheme = \"bearer\", token = \"s3cr3t-sms\" }}\n"),
+    )
+    .expect("config");
+    let (child, diameter, address) = lab.serve(&["--sms-gateway", &config.display().to_string()]);
     let (account, _, msisdn) = sold_line(&lab, &address, &admin);
     let set = |kind: &str, level: &str, extra: &[&str]| {
         let mut args = vec!["threshold", "set", "--billing-account", &account, "--kind", kind, "--level", level];
@@ -177,8 +187,10 @@ fn a_spending_cap_crosses_when_the_unbilled_charges_reach_it() {
     let refused = set("balance_below", "1", &["--subscription", "any"]);
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("subscription"), "{refused:?}");
-    let cap = set("spending_cap", "0.10", &[]);
+    let cap = set("spending_cap", "0.10", &["--sms", "--no-webhook"]);
     assert!(cap.status.success(), "{}", String::from_utf8_lossy(&cap.stderr));
+    let threshold: Value = serde_json::from_slice(&cap.stdout).expect("JSON");
+    assert_eq!((threshold["sms"].as_bool(), threshold["webhook"].as_bool()), (Some(true), Some(false)));
 
     // One session of 1 MiB video: 0.10 EUR, the cap reached exactly.
     let mut peer = Peer::connect(&diameter);
@@ -193,11 +205,21 @@ fn a_spending_cap_crosses_when_the_unbilled_charges_reach_it() {
         (crossings[0]["kind"].as_str(), crossings[0]["crossingKey"].as_str()),
         (Some("spending_cap"), Some("episode-1"))
     );
-    assert_eq!(
-        crossings[0]["message"],
-        "Ada: your charges since your last bill are 0.1 EUR, reaching your cap of 0.1 EUR."
-    );
+    let text = "Ada: your charges since your last bill are 0.1 EUR, reaching your cap of 0.1 EUR.";
+    assert_eq!(crossings[0]["message"], text);
     let thresholds = listed(&data_dir, &account)["thresholds"].clone();
     assert_eq!(thresholds[0]["tripped"], true, "{thresholds}");
+
+    // The SMS gateway receives the message for the line's number.
+    let (sender, received) = mpsc::channel();
+    std::thread::spawn(move || drop(sender.send(receive_one(&sms_gateway))));
+    let (headers, body) = received.recv_timeout(PATIENCE).expect("the SMS");
+    let sms: Value = serde_json::from_slice(&body).expect("JSON");
+    let to = format!("+{}", msisdn.trim_start_matches('+'));
+    assert_eq!((sms["to"][0].as_str(), sms["text"].as_str()), (Some(to.as_str()), Some(text)), "{sms}");
+    let reference = sms["reference"].as_str().expect("reference");
+    assert_eq!(headers.get("x-request-id").map(String::as_str), Some(reference));
+    assert_eq!(headers.get("idempotency-key").map(String::as_str), Some(reference));
+    assert_eq!(headers.get("authorization").map(String::as_str), Some("Bearer s3cr3t-sms"));
     super::stop_server(child);
 }

@@ -26,12 +26,24 @@ use jiff::Timestamp;
 use rust_decimal::Decimal;
 use serde_json::{json, Value};
 use tollgate_store::{
-    new_entity_id, AuditRecord, CrossingRow, NewEvent, Store, ThresholdRow, Tx, MAX_THRESHOLDS_PER_ACCOUNT,
+    new_entity_id, AuditRecord, CrossingRow, NewEvent, NewOutboxItem, Store, ThresholdRow, Tx,
+    MAX_THRESHOLDS_PER_ACCOUNT,
 };
 
 use crate::error::{CustomersError, Result};
 use crate::port::{AllowanceBucket, EngineAccount};
 use crate::service::ACCOUNT_BASE_PATH;
+
+/// The outbox kind of a crossing's short message: the payload is `{"reference", "to":
+/// [MSISDN digits], "text"}`, sent by the binary's SMS gateway adapter under `reference`.
+pub const SMS_OUTBOX_KIND: &str = "notification.sms";
+/// Lines a crossing's short message goes to, at most.
+pub const MAX_SMS_RECIPIENTS: u32 = 10;
+
+/// The idempotency key (and gateway request id) of a crossing's short message.
+pub fn sms_key(threshold_id: &str, crossing_key: &str) -> String {
+    format!("sms-{threshold_id}-{crossing_key}")
+}
 
 /// The event a crossing publishes on the accountManagement hub.
 pub const THRESHOLD_EVENT: &str = "BillingAccountThresholdEvent";
@@ -107,6 +119,8 @@ pub struct ThresholdSpec {
     pub subscription_id: Option<String>,
     pub language: String,
     pub webhook: bool,
+    /// Also send the message by SMS to the lines' numbers.
+    pub sms: bool,
 }
 
 /// Validates a threshold: `level` is an amount (`balance_below`; `spending_cap`, above
@@ -183,6 +197,7 @@ pub fn parse_threshold(
         subscription_id: subscription.map(str::to_owned),
         language: language.to_owned(),
         webhook,
+        sms: false,
     })
 }
 
@@ -542,8 +557,13 @@ impl Thresholds {
         });
         let (row, created) = match same {
             Some(found) => {
-                tx.update_threshold_delivery(&found.id, &spec.language, spec.webhook).await?;
-                let row = ThresholdRow { language: spec.language.clone(), webhook: spec.webhook, ..found.clone() };
+                tx.update_threshold_delivery(&found.id, &spec.language, spec.webhook, spec.sms).await?;
+                let row = ThresholdRow {
+                    language: spec.language.clone(),
+                    webhook: spec.webhook,
+                    sms: spec.sms,
+                    ..found.clone()
+                };
                 audit(&mut tx, actor, "threshold.update", &row.id, Some(&doc(found)), Some(&doc(&row)), now).await?;
                 (row, false)
             }
@@ -565,6 +585,7 @@ impl Thresholds {
                     engine_subscription_id: None,
                     language: spec.language.clone(),
                     webhook: spec.webhook,
+                    sms: spec.sms,
                     tripped: false,
                     episode: 1,
                     created_at: now,
@@ -690,6 +711,22 @@ impl Thresholds {
             tx.set_crossing_event(&threshold_id, &crossing.crossing_key, &published.event_id).await?;
             crossing.event_id = Some(published.event_id);
         }
+        if current.sms {
+            let to = tx
+                .msisdns_of(&current.billing_account_id, current.subscription_id.as_deref(), MAX_SMS_RECIPIENTS)
+                .await?;
+            if !to.is_empty() {
+                let key = sms_key(&threshold_id, &crossing.crossing_key);
+                let payload = json!({"reference": key, "to": to, "text": crossing.message});
+                let item = NewOutboxItem {
+                    idempotency_key: &key,
+                    kind: SMS_OUTBOX_KIND,
+                    ordering_key: None,
+                    payload: &payload,
+                };
+                tx.enqueue(item, now).await?;
+            }
+        }
         audit(&mut tx, ENGINE_EVALUATOR, "threshold.cross", &threshold_id, None, Some(&entity), now).await?;
         tx.commit().await?;
         Ok(Some(crossing))
@@ -711,6 +748,7 @@ pub fn doc(row: &ThresholdRow) -> Value {
         "subscription": row.subscription_id.as_ref().map(|id| json!({"id": id})),
         "language": row.language,
         "webhook": row.webhook,
+        "sms": row.sms,
         "tripped": row.tripped,
         "episode": row.episode,
         "createdAt": row.created_at.to_string(),
@@ -766,6 +804,7 @@ mod tests {
             engine_subscription_id: None,
             language: "en".into(),
             webhook: true,
+            sms: false,
             tripped,
             episode,
             created_at: Timestamp::UNIX_EPOCH,

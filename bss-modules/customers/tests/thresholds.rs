@@ -8,11 +8,11 @@
 
 use jiff::Timestamp;
 use serde_json::json;
-use tollgate_customers::CustomersError;
 use tollgate_customers::{
     parse_threshold, AllowanceBucket, Customers, EngineAccount, Principal, Templates, Thresholds, ACCOUNT_BASE_PATH,
     THRESHOLD_EVENT,
 };
+use tollgate_customers::{sms_key, CustomersError, ThresholdSpec, SMS_OUTBOX_KIND};
 use tollgate_store::{store_test, DeliveryState, EventFilter, HubSecret, NewListener, Store, SubscriptionRow};
 
 fn at(seconds: i64) -> Timestamp {
@@ -222,6 +222,7 @@ store_test! {
             other => panic!("another account's subscription: {other:?}"),
         }
         let spec = parse_threshold("bundle_expiry", "2d", Some("s-mine"), "en", true, thresholds.templates()).expect("spec");
+        let spec = ThresholdSpec { sms: true, ..spec };
         let (row, _) = thresholds.set("test", &account, &spec, at(1)).await.expect("set");
         let listed = thresholds.list(&account).await.expect("list");
         assert_eq!(listed[0].engine_subscription_id, Some(engine_ids[0]), "{row:?}");
@@ -237,5 +238,11 @@ store_test! {
         assert_eq!(crossings.len(), 1);
         assert_eq!(crossings[0].message, "Ada's phone: your data ends on 2025-06-15 16:06 UTC with 10 bytes left.");
         assert_eq!(events(&store).await.len(), 1);
+        // Its message by SMS to the subscription's line only: one outbox row under the
+        // crossing's key, written with it.
+        let sms = store.outbox_id(&sms_key(&row.id, &key)).await.expect("read").expect("the SMS row");
+        let entry = store.outbox_entry(sms).await.expect("read").expect("entry");
+        assert_eq!(entry.kind, SMS_OUTBOX_KIND);
+        assert_eq!(entry.payload, json!({"reference": sms_key(&row.id, &key), "to": ["491700000001"], "text": crossings[0].message}));
     }
 }

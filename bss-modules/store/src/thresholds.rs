@@ -46,6 +46,8 @@ pub struct ThresholdRow {
     pub language: String,
     /// Whether a crossing is published to the hub's listeners.
     pub webhook: bool,
+    /// Whether a crossing's message is also sent by SMS to the lines' numbers.
+    pub sms: bool,
     /// A balance or spending threshold: the balance is past it and that was notified.
     pub tripped: bool,
     /// A balance or spending threshold: 1, plus one per re-arming.
@@ -79,7 +81,7 @@ pub struct CrossingRow {
 // are locked with `FOR UPDATE`, which PostgreSQL refuses on an outer join's nullable side.
 const COLUMNS: &str = "t.id, t.billing_account_id, t.kind, t.amount, t.percent, t.hours, t.subscription_id,
      (SELECT s.seq FROM subscriptions s WHERE s.id = t.subscription_id) AS subscription_seq,
-     t.language, t.webhook, t.tripped, t.episode, t.created_at_ms";
+     t.language, t.webhook, t.sms, t.tripped, t.episode, t.created_at_ms";
 
 fn flag(row: &Row, column: &'static str) -> Result<bool> {
     match row.int(column)? {
@@ -101,6 +103,7 @@ fn threshold(row: &Row) -> Result<ThresholdRow> {
         engine_subscription_id: row.opt_int("subscription_seq")?.map(crate::subscriptions::engine_id),
         language: row.text("language")?,
         webhook: flag(row, "webhook")?,
+        sms: flag(row, "sms")?,
         tripped: flag(row, "tripped")?,
         episode: row.int("episode")?,
         created_at: row.timestamp("created_at_ms")?,
@@ -133,8 +136,8 @@ impl Tx {
         self.execute(
             "thresholds.insert",
             "INSERT INTO thresholds (id, billing_account_id, kind, amount, percent, hours, subscription_id, language,
-                 webhook, tripped, episode, created_at_ms)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+                 webhook, sms, tripped, episode, created_at_ms)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
             args![
                 new.id.as_str(),
                 new.billing_account_id.as_str(),
@@ -145,6 +148,7 @@ impl Tx {
                 new.subscription_id.clone(),
                 new.language.as_str(),
                 i64::from(new.webhook),
+                i64::from(new.sms),
                 i64::from(new.tripped),
                 new.episode,
                 to_ms(new.created_at),
@@ -154,13 +158,19 @@ impl Tx {
         Ok(())
     }
 
-    /// Changes threshold `id`'s language and webhook flag.
-    pub async fn update_threshold_delivery(&mut self, id: &str, language: &str, webhook: bool) -> Result<()> {
+    /// Changes threshold `id`'s language and its webhook and SMS flags.
+    pub async fn update_threshold_delivery(
+        &mut self,
+        id: &str,
+        language: &str,
+        webhook: bool,
+        sms: bool,
+    ) -> Result<()> {
         let changed = self
             .execute(
                 "thresholds.update",
-                "UPDATE thresholds SET language = $2, webhook = $3 WHERE id = $1",
-                args![id, language, i64::from(webhook)],
+                "UPDATE thresholds SET language = $2, webhook = $3, sms = $4 WHERE id = $1",
+                args![id, language, i64::from(webhook), i64::from(sms)],
             )
             .await?;
         if changed == 0 {
@@ -184,6 +194,28 @@ impl Tx {
     pub async fn thresholds_of(&mut self, id: &str) -> Result<Vec<ThresholdRow>> {
         let sql = format!("SELECT {COLUMNS} FROM thresholds t WHERE t.billing_account_id = $1 ORDER BY t.seq");
         self.fetch_all("thresholds.of", &sql, args![id]).await?.iter().map(threshold).collect()
+    }
+
+    /// The MSISDNs (digits, without `+`) of billing account `account_id`'s subscriptions
+    /// that are not terminated, or of subscription `subscription_id` only, in the order
+    /// the subscriptions were made; at most `limit`.
+    pub async fn msisdns_of(
+        &mut self,
+        account_id: &str,
+        subscription_id: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<String>> {
+        let (narrowed, values) = match subscription_id {
+            Some(id) => ("AND s.id = $3", args![account_id, i64::from(limit), id]),
+            None => ("", args![account_id, i64::from(limit)]),
+        };
+        let sql = format!(
+            "SELECT i.identity FROM subscriptions s JOIN subscription_identities i ON i.subscription_id = s.id
+             WHERE s.billing_account_id = $1 AND s.state <> 'terminated' AND i.identity LIKE 'msisdn:%' {narrowed}
+             ORDER BY s.seq, i.position LIMIT $2"
+        );
+        let rows = self.fetch_all("thresholds.msisdns", &sql, values).await?;
+        rows.iter().map(|row| Ok(row.text("identity")?.trim_start_matches("msisdn:").to_owned())).collect()
     }
 
     /// The billing account subscription `id` belongs to, if there is one.

@@ -6,7 +6,8 @@
 //! gateway, retries with backoff, pooled connections, TLS) and [`SpoolActivator`] (command
 //! files in a directory a gateway picks up). [`ActivationConfig`] selects one from TOML;
 //! `testing` (feature `testing`) holds a fake network element, a real HTTP server. The wire
-//! contracts are in README.md.
+//! contracts are in README.md. The HTTP adapter also delivers short messages to an SMS
+//! gateway ([`SmsGateway`]: threshold notifications).
 #![forbid(unsafe_code)]
 
 mod config;
@@ -15,6 +16,7 @@ pub mod http;
 mod outcome;
 mod request;
 mod secret;
+mod sms;
 pub mod spool;
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -37,6 +39,7 @@ pub use request::{
     MAX_REQUEST_ID_BYTES, MAX_TARGETS,
 };
 pub use secret::{Secret, REDACTED};
+pub use sms::{SmsGateway, SmsMessage, MAX_SMS_RECIPIENTS, MAX_SMS_TEXT_CHARS};
 pub use spool::SpoolActivator;
 pub use wire::COMMAND_VERSION;
 

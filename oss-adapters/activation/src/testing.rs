@@ -276,7 +276,8 @@ async fn command(
         });
         behaviour
     };
-    let body_id = command.get("requestId").and_then(Value::as_str);
+    // A command names its id `requestId`; a short message (`SmsGateway`) `reference`.
+    let body_id = command.get("requestId").or_else(|| command.get("reference")).and_then(Value::as_str);
     let Some(id) = request_id.filter(|id| Some(id.as_str()) == body_id) else {
         let reason = "X-Request-Id missing or not the body's requestId";
         return (StatusCode::BAD_REQUEST, Json(json!({"code": "BAD_COMMAND", "reason": reason}))).into_response();

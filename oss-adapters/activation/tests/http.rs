@@ -15,6 +15,7 @@ use tollgate_activation::testing::{
 };
 use tollgate_activation::{
     build, ActivationConfig, ActivationOutcome, Activator, GatewayAuth, HttpActivator, HttpConfig, Operation, Secret,
+    SmsGateway, SmsMessage,
 };
 
 /// Generous bound on a whole test's activations: it only catches a hang, it measures nothing.
@@ -285,7 +286,7 @@ async fn credentials_are_sent_but_never_in_debug_output_or_logs() {
     .join("\n");
     let logged = String::from_utf8(logs.0.lock().expect("log buffer").clone()).expect("UTF-8 logs");
     // The logs are captured: the activation attempts are there.
-    assert!(logged.contains("order-9:activate") && logged.contains("activation attempt"), "{logged}");
+    assert!(logged.contains("order-9:activate") && logged.contains("gateway attempt"), "{logged}");
     for secret in [token, password, &basic_header["Basic ".len()..], SAMPLE_KI, SAMPLE_OPC] {
         assert!(!shown.contains(secret), "{secret:?} in Debug output:\n{shown}");
         assert!(!logged.contains(secret), "{secret:?} in the logs:\n{logged}");
@@ -415,4 +416,34 @@ async fn the_gateway_is_unreachable_after_a_call_no_attempt_of_which_got_an_answ
     let outcome = activate(&refused, "order-4:activate", Operation::Activate).await;
     let health = refused.health().expect("known");
     assert_eq!(health.unreachable.as_deref(), Some(transient_reason(&outcome)), "{outcome:?}");
+}
+
+/// A short message through the HTTP adapter: a busy gateway (503) is retried under the same
+/// request id and the message is taken once; a refusal is permanent and not retried.
+#[tokio::test]
+async fn a_short_message_is_retried_under_its_id_until_taken_and_a_refusal_is_final() {
+    let fake = FakeNetworkElement::start().await.expect("fake");
+    let gateway = SmsGateway::new(&settings(&fake.url())).expect("gateway");
+    let message = SmsMessage::new("sms-t1-episode-1", &["491700000001"], "Ada: your balance is low.").expect("message");
+    fake.script(Behaviour::Fail { status: 503, retry_after_seconds: None }, Times::Count(2));
+    let outcome = tokio::time::timeout(HANG_GUARD, gateway.send(&message)).await.expect("ends");
+    assert!(matches!(outcome, ActivationOutcome::Done { .. }), "{outcome:?}");
+    let received = fake.received();
+    assert_eq!(received.len(), 3, "two busy answers, then taken");
+    for attempt in &received {
+        assert_eq!(attempt.request_id.as_deref(), Some("sms-t1-episode-1"));
+        assert_eq!(attempt.idempotency_key.as_deref(), Some("sms-t1-episode-1"));
+        assert_eq!(attempt.command["to"][0], "+491700000001");
+        assert_eq!(attempt.command["text"], "Ada: your balance is low.");
+    }
+    assert_eq!(fake.executed().len(), 1);
+
+    fake.script(
+        Behaviour::Refuse { status: 400, code: "BAD_NUMBER".into(), reason: "not a mobile".into() },
+        Times::Count(1),
+    );
+    let refused = SmsMessage::new("sms-t2-episode-1", &["491700000002"], "hello").expect("message");
+    let outcome = tokio::time::timeout(HANG_GUARD, gateway.send(&refused)).await.expect("ends");
+    assert_eq!(outcome, ActivationOutcome::Permanent { code: "BAD_NUMBER".into(), reason: "not a mobile".into() });
+    assert_eq!(fake.received().len(), 4, "a refusal is not retried");
 }

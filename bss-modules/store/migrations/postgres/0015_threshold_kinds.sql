@@ -6,6 +6,7 @@ ALTER TABLE thresholds DROP CONSTRAINT thresholds_check;
 ALTER TABLE thresholds DROP CONSTRAINT thresholds_check1;
 ALTER TABLE thresholds ADD COLUMN hours BIGINT CHECK (hours IS NULL OR (hours >= 1 AND hours <= 8784));
 ALTER TABLE thresholds ADD COLUMN subscription_id TEXT REFERENCES subscriptions (id);
+ALTER TABLE thresholds ADD COLUMN sms BIGINT NOT NULL DEFAULT 0 CHECK (sms IN (0, 1));
 ALTER TABLE thresholds ADD CONSTRAINT thresholds_kind_check
     CHECK (kind IN ('balance_below', 'bundle_used', 'bundle_expiry', 'spending_cap'));
 ALTER TABLE thresholds ADD CONSTRAINT thresholds_amount_by_kind

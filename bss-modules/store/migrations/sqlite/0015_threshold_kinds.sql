@@ -6,7 +6,9 @@
 -- re-arms as `balance_below` does. `bundle_expiry`: an allowance bucket with units left
 -- ends within `hours`; notified once per bucket and validity period.
 -- `subscription_id` narrows a bundle threshold (`bundle_used`, `bundle_expiry`) to one
--- subscription's buckets; NULL watches every subscription of the account.
+-- subscription's buckets; NULL watches every subscription of the account. `sms` sends a
+-- crossing's message to the lines' numbers through the SMS gateway as well (an outbox row
+-- written with the crossing).
 --
 -- SQLite cannot change a table's CHECK constraints, so the table is made again with its
 -- rows; nothing references it.
@@ -25,6 +27,7 @@ CREATE TABLE thresholds_0015 (
     created_at_ms BIGINT NOT NULL,
     hours BIGINT CHECK (hours IS NULL OR (hours >= 1 AND hours <= 8784)),
     subscription_id TEXT REFERENCES subscriptions (id),
+    sms BIGINT NOT NULL DEFAULT 0 CHECK (sms IN (0, 1)),
     CHECK ((kind IN ('balance_below', 'spending_cap')) = (amount IS NOT NULL)),
     CHECK ((kind = 'bundle_used') = (percent IS NOT NULL)),
     CHECK ((kind = 'bundle_expiry') = (hours IS NOT NULL)),

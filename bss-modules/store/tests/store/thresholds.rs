@@ -56,6 +56,7 @@ fn balance_below(id: &str, account: &str, amount: &str) -> ThresholdRow {
         engine_subscription_id: None,
         language: "de".into(),
         webhook: true,
+        sms: false,
         tripped: false,
         episode: 1,
         created_at: at(1),
@@ -107,11 +108,11 @@ store_test! {
 
         let mut tx = store.begin().await.expect("begin");
         tx.set_threshold_state("t1", true, 4).await.expect("state");
-        tx.update_threshold_delivery("t1", "en", false).await.expect("delivery");
-        assert!(matches!(tx.update_threshold_delivery("nope", "en", false).await, Err(StoreError::NotFound { .. })));
+        tx.update_threshold_delivery("t1", "en", false, true).await.expect("delivery");
+        assert!(matches!(tx.update_threshold_delivery("nope", "en", false, false).await, Err(StoreError::NotFound { .. })));
         tx.commit().await.expect("commit");
         let t1 = &store.thresholds_of("a1").await.expect("list")[0];
-        assert_eq!((t1.tripped, t1.episode, t1.language.as_str(), t1.webhook), (true, 4, "en", false));
+        assert_eq!((t1.tripped, t1.episode, t1.language.as_str(), t1.webhook, t1.sms), (true, 4, "en", false, true));
     }
 }
 

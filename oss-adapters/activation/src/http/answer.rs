@@ -160,6 +160,33 @@ pub(crate) fn classify(
     transient(format!("{http}{explanation}"))
 }
 
+/// The outcome of one attempt to hand a gateway a message (an SMS): any 2xx took it
+/// (`Done`, the reference its `id` or the request id); a refusal (a 4xx but 408 and 429)
+/// is `Permanent` with the body's `code` and `reason`/`message` if it has them; anything
+/// else is `Transient` (a retry with the same request id is de-duplicated by the gateway).
+pub(crate) fn classify_submission(
+    status: StatusCode,
+    retry_after_ms: Option<u64>,
+    body: &[u8],
+    request_id: &RequestId,
+) -> ActivationOutcome {
+    let answer = serde_json::from_slice::<Answer>(body).unwrap_or_default();
+    if status.is_success() {
+        let reference = said(&answer.id).unwrap_or(request_id.as_str());
+        return ActivationOutcome::Done { reference: bounded(reference) };
+    }
+    if is_refusal(status) {
+        return ActivationOutcome::Permanent {
+            code: bounded(said(&answer.code).unwrap_or(&format!("http-{}", status.as_u16()))),
+            reason: bounded(
+                &answer.explanation().unwrap_or_else(|| status.canonical_reason().unwrap_or("").to_owned()),
+            ),
+        };
+    }
+    let explanation = answer.explanation().map(|e| format!(": {}", bounded(&e))).unwrap_or_default();
+    ActivationOutcome::Transient { reason: format!("HTTP {}{explanation}", status.as_u16()), retry_after_ms }
+}
+
 /// A 4xx that is not 408 or 429: the request will not succeed as it is.
 pub(crate) fn is_refusal(status: StatusCode) -> bool {
     status.is_client_error() && status != StatusCode::REQUEST_TIMEOUT && status != StatusCode::TOO_MANY_REQUESTS
@@ -255,6 +282,31 @@ mod tests {
             r#"{"message":"request id reused with another command"}"#,
             Ok(permanent("http-422", "request id reused with another command")),
         );
+    }
+
+    #[test]
+    fn a_submission_is_taken_by_any_2xx_refused_by_a_4xx_and_retried_otherwise() {
+        let id = RequestId::new("sms-1").expect("id");
+        let at = |status: u16, body: &str| {
+            classify_submission(StatusCode::from_u16(status).expect("status"), Some(5), body.as_bytes(), &id)
+        };
+        assert_eq!(at(202, ""), done("sms-1"));
+        assert_eq!(at(200, r#"{"id":"msg-77","status":"queued"}"#), done("msg-77"));
+        assert_eq!(at(201, "<html/>"), done("sms-1"));
+        assert_eq!(
+            at(400, r#"{"code":"BAD_NUMBER","reason":"not a mobile number"}"#),
+            permanent("BAD_NUMBER", "not a mobile number")
+        );
+        assert_eq!(at(409, ""), permanent("http-409", "Conflict"));
+        for (status, fragment) in [(429, "HTTP 429"), (503, "HTTP 503"), (408, "HTTP 408"), (302, "HTTP 302")] {
+            match at(status, r#"{"reason":"busy"}"#) {
+                ActivationOutcome::Transient { reason, retry_after_ms } => {
+                    assert!(reason.starts_with(fragment) && reason.ends_with("busy"), "{reason}");
+                    assert_eq!(retry_after_ms, Some(5));
+                }
+                other => panic!("{status}: {other:?}"),
+            }
+        }
     }
 
     use proptest::strategy::Strategy as _;

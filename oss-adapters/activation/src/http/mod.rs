@@ -53,6 +53,15 @@ pub struct HttpActivator {
     reach: Mutex<Reach>,
 }
 
+/// How a gateway's answers are read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Answers {
+    /// A command's TMF664 `Monitor` ([`answer::classify`]).
+    Monitor,
+    /// A message taken or refused ([`answer::classify_submission`]).
+    Submission,
+}
+
 /// Whether the last call that ended reached the gateway.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Reach {
@@ -123,11 +132,23 @@ impl HttpActivator {
     async fn run(&self, request: &ActivationRequest) -> ActivationOutcome {
         // Serialized once: every attempt sends the same bytes.
         let body = Bytes::from(wire::command_json(request));
-        let id = request.id();
+        self.exchange(request.id(), body, request.operation().name(), Answers::Monitor).await
+    }
+
+    /// POSTs `body` (a JSON document) under request id `id` with the same retries,
+    /// timeouts and credentials as an activation, and answers it as a submission: any 2xx
+    /// is `Done` (accepted), a refusal `Permanent`, the rest `Transient`
+    /// ([`answer::classify_submission`]). For gateways that take a message rather than
+    /// run a command: an SMS gateway ([`crate::SmsGateway`]).
+    pub async fn submit(&self, id: &RequestId, body: Bytes, what: &'static str) -> ActivationOutcome {
+        self.exchange(id, body, what, Answers::Submission).await
+    }
+
+    async fn exchange(&self, id: &RequestId, body: Bytes, what: &'static str, answers: Answers) -> ActivationOutcome {
         let mut attempt = 1;
         loop {
-            let (outcome, answered) = self.attempt(id, body.clone()).await;
-            tracing::debug!(request_id = %id, operation = request.operation().name(), attempt, ?outcome, "activation attempt");
+            let (outcome, answered) = self.attempt(id, body.clone(), answers).await;
+            tracing::debug!(request_id = %id, operation = what, attempt, ?outcome, "gateway attempt");
             if answered {
                 self.reached(Reach::Reached);
             }
@@ -148,7 +169,11 @@ impl HttpActivator {
 
     /// One exchange, bounded by `timeout_ms` from connecting to the answer's last byte,
     /// and whether the gateway answered it (an HTTP status came back).
-    async fn attempt(&self, id: &RequestId, body: Bytes) -> (ActivationOutcome, bool) {
+    async fn attempt(&self, id: &RequestId, body: Bytes, answers: Answers) -> (ActivationOutcome, bool) {
+        let classify = |status, retry_after_ms, body: &[u8]| match answers {
+            Answers::Monitor => classify(status, retry_after_ms, body, id),
+            Answers::Submission => answer::classify_submission(status, retry_after_ms, body, id),
+        };
         let mut builder = Request::builder()
             .method(Method::POST)
             .uri(self.uri.clone())
@@ -169,10 +194,10 @@ impl HttpActivator {
             let response = self.client.request(request).await.map_err(|err| describe(&err))?;
             let (parts, body) = response.into_parts();
             match Limited::new(body, MAX_ANSWER_BYTES).collect().await {
-                Ok(body) => Ok(classify(parts.status, retry_after_ms(&parts.headers), &body.to_bytes(), id)),
+                Ok(body) => Ok(classify(parts.status, retry_after_ms(&parts.headers), &body.to_bytes())),
                 // A refusal stays one whatever its body; anything else may have run.
                 Err(err) if err.is::<http_body_util::LengthLimitError>() && is_refusal(parts.status) => {
-                    Ok(classify(parts.status, None, b"", id))
+                    Ok(classify(parts.status, None, b""))
                 }
                 // It answered (the gateway is reachable), too much.
                 Err(err) if err.is::<http_body_util::LengthLimitError>() => Ok(ActivationOutcome::transient(format!(
