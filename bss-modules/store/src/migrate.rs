@@ -12,7 +12,7 @@ use crate::sql::{args, Dialect};
 use crate::Store;
 
 /// The schema version this build writes and understands (the last migration).
-pub const SCHEMA_VERSION: i64 = 15;
+pub const SCHEMA_VERSION: i64 = 16;
 
 struct Migration {
     version: i64,
@@ -104,10 +104,10 @@ const MIGRATIONS: &[Migration] = &[
         postgres: include_str!("../migrations/postgres/0012_thresholds.sql"),
     },
     Migration {
-        version: 15,
+        version: 16,
         description: "threshold kinds: spending caps, bundle expiry, a bundle threshold per subscription",
-        sqlite: include_str!("../migrations/sqlite/0015_threshold_kinds.sql"),
-        postgres: include_str!("../migrations/postgres/0015_threshold_kinds.sql"),
+        sqlite: include_str!("../migrations/sqlite/0016_threshold_kinds.sql"),
+        postgres: include_str!("../migrations/postgres/0016_threshold_kinds.sql"),
     },
 ];
 

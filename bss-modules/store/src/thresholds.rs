@@ -1,4 +1,4 @@
-//! Thresholds' rows (migrations 12 and 15): per billing account, `balance_below` and
+//! Thresholds' rows (migrations 12 and 16): per billing account, `balance_below` and
 //! `spending_cap` (an amount in the account's currency), `bundle_used` (a percentage of an
 //! allowance bucket's grant) and `bundle_expiry` (hours before a bucket ends) thresholds
 //! (`thresholds`), a bundle one optionally narrowed to one subscription, and the crossings

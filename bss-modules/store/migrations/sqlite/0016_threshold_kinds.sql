@@ -1,4 +1,4 @@
--- More threshold kinds, SQLite. migrations/postgres/0015_threshold_kinds.sql is the same
+-- More threshold kinds, SQLite. migrations/postgres/0016_threshold_kinds.sql is the same
 -- schema in PostgreSQL's dialect.
 --
 -- `spending_cap`: a postpaid account's charges not yet billed (the negative of its
@@ -13,7 +13,7 @@
 -- SQLite cannot change a table's CHECK constraints, so the table is made again with its
 -- rows; nothing references it.
 
-CREATE TABLE thresholds_0015 (
+CREATE TABLE thresholds_0016 (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     id TEXT NOT NULL UNIQUE,
     billing_account_id TEXT NOT NULL REFERENCES billing_accounts (id),
@@ -33,10 +33,10 @@ CREATE TABLE thresholds_0015 (
     CHECK ((kind = 'bundle_expiry') = (hours IS NOT NULL)),
     CHECK (subscription_id IS NULL OR kind IN ('bundle_used', 'bundle_expiry'))
 );
-INSERT INTO thresholds_0015 (seq, id, billing_account_id, kind, amount, percent, language, webhook, tripped, episode,
+INSERT INTO thresholds_0016 (seq, id, billing_account_id, kind, amount, percent, language, webhook, tripped, episode,
     created_at_ms)
 SELECT seq, id, billing_account_id, kind, amount, percent, language, webhook, tripped, episode, created_at_ms
 FROM thresholds;
 DROP TABLE thresholds;
-ALTER TABLE thresholds_0015 RENAME TO thresholds;
+ALTER TABLE thresholds_0016 RENAME TO thresholds;
 CREATE INDEX thresholds_account ON thresholds (billing_account_id, seq);

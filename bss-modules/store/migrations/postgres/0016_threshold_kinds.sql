@@ -1,4 +1,4 @@
--- More threshold kinds, PostgreSQL. migrations/sqlite/0015_threshold_kinds.sql is the
+-- More threshold kinds, PostgreSQL. migrations/sqlite/0016_threshold_kinds.sql is the
 -- same schema in SQLite's dialect, and says what the kinds and columns mean.
 
 ALTER TABLE thresholds DROP CONSTRAINT thresholds_kind_check;
