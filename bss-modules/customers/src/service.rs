@@ -338,7 +338,8 @@ impl Customers {
 
     /// Erasure: replaces the customer's personal data (name, contact media, engaged party)
     /// and clears its consent, keeping its id, its billing accounts and every financial
-    /// record. Repeating it changes nothing more.
+    /// record; the customer's events held for the hub's listeners are rewritten the same
+    /// way. Repeating it changes nothing more.
     pub async fn anonymise_customer(&self, who: &Principal, id: &str, now: Timestamp) -> Result<Versioned<Value>> {
         let mut tx = self.store.begin().await?;
         let current = self.current_customer(&mut tx, who, id, None).await?;
@@ -357,6 +358,9 @@ impl Customers {
             .await
             .map_err(|e| CustomersError::from_store("Customer", e))?;
         audit(&mut tx, who, "anonymise", "Customer", id, Some(&redacted(&current.value.doc)), Some(&doc), now).await?;
+        // The customer's events still held for the hub's listeners lose their personal
+        // data too (one already delivered is the listener's).
+        tx.rewrite_event_entities("customer", id, &anonymised).await?;
         publish_customer_change(&mut tx, id, &current.value.doc, &doc, now).await?;
         tx.commit().await?;
         Ok(Versioned { value: doc, version })

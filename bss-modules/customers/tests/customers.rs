@@ -342,3 +342,46 @@ store_test! {
         assert_eq!(found, ["CustomerAttributeValueChangeEvent", "CustomerCreateEvent", "CustomerDeleteEvent"]);
     }
 }
+
+store_test! {
+    async fn an_anonymisation_takes_the_personal_data_out_of_the_events_not_delivered_yet(store) {
+        let customers = Customers::new(Store::clone(&store));
+        let admin = Principal::admin("test");
+        listen(&store, tollgate_customers::CUSTOMER_BASE_PATH).await;
+        let ada = customers.create_customer(&admin, person("Ada"), at(0)).await.expect("customer");
+        let ada_id = id(&ada.value);
+        let bob = customers.create_customer(&admin, person("Bob"), at(1)).await.expect("customer");
+        customers
+            .patch_customer(&admin, &ada_id, &json!({"name": "Ada L"}), ada.version, at(2))
+            .await
+            .expect("rename");
+        customers.anonymise_customer(&admin, &ada_id, at(3)).await.expect("anonymise");
+        // Every event of Ada's still to be delivered says only what the anonymised
+        // customer keeps; Bob's are as published.
+        let mut bodies = Vec::new();
+        loop {
+            let claimed =
+                store.claim_deliveries(at(10_000), 100, std::time::Duration::from_secs(60), &[]).await.expect("claim");
+            if claimed.is_empty() {
+                break;
+            }
+            for delivery in claimed {
+                bodies.push(serde_json::from_str::<Value>(&delivery.body).expect("JSON"));
+                store.delivery_done(&delivery, at(10_000)).await.expect("done");
+            }
+        }
+        let of = |who: &str| -> Vec<&Value> {
+            bodies.iter().map(|body| &body["event"]["customer"]).filter(|c| c["id"] == who).collect()
+        };
+        let adas = of(&ada_id);
+        assert_eq!(adas.len(), 3, "created, renamed, anonymised: {bodies:?}");
+        for customer in adas {
+            let text = customer.to_string();
+            assert_eq!(customer["name"], "anonymised", "{text}");
+            assert!(!text.contains("Ada") && customer.get("contactMedium").is_none(), "{text}");
+        }
+        let bobs = of(&id(&bob.value));
+        assert_eq!(bobs.len(), 1);
+        assert_eq!(bobs[0]["name"], "Bob");
+    }
+}

@@ -337,6 +337,40 @@ impl Tx {
     }
 }
 
+impl Tx {
+    /// Rewrites the entity of every event held about (`entity_type`, `entity_id`) with
+    /// `rewrite` (`body.event.<entity_type>`), in this transaction; returns how many were
+    /// rewritten. Deliveries read the body when they are sent, so a delivery still pending
+    /// sends the rewritten entity; one already sent is the listener's. For erasure: an
+    /// anonymised customer's events keep no personal data here.
+    pub async fn rewrite_event_entities(
+        &mut self,
+        entity_type: &str,
+        entity_id: &str,
+        rewrite: &(dyn Fn(&serde_json::Value) -> serde_json::Value + Sync),
+    ) -> Result<u64> {
+        let sql = format!(
+            "SELECT seq, body FROM hub_events WHERE entity_type = $1 AND entity_id = $2 ORDER BY seq{}",
+            self.dialect().lock_rows()
+        );
+        let rows = self.fetch_all("hub.rewrite", &sql, args![entity_type, entity_id]).await?;
+        let mut rewritten = 0;
+        for row in &rows {
+            let mut body: serde_json::Value =
+                serde_json::from_str(&row.text("body")?).map_err(|error| row.corrupt("body", error.to_string()))?;
+            let Some(entity) = body.get_mut("event").and_then(|event| event.get_mut(entity_type)) else {
+                continue;
+            };
+            *entity = rewrite(entity);
+            let text = json_text("body", &body)?;
+            self.execute("hub.rewrite", "UPDATE hub_events SET body = $2 WHERE seq = $1", args![row.int("seq")?, text])
+                .await?;
+            rewritten += 1;
+        }
+        Ok(rewritten)
+    }
+}
+
 impl Store {
     /// Deliveries not yet delivered nor dead-lettered (`/metrics`).
     pub async fn hub_pending(&self) -> Result<i64> {

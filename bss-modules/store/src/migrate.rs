@@ -12,7 +12,7 @@ use crate::sql::{args, Dialect};
 use crate::Store;
 
 /// The schema version this build writes and understands (the last migration).
-pub const SCHEMA_VERSION: i64 = 16;
+pub const SCHEMA_VERSION: i64 = 17;
 
 struct Migration {
     version: i64,
@@ -108,6 +108,12 @@ const MIGRATIONS: &[Migration] = &[
         description: "threshold kinds: spending caps, bundle expiry, a bundle threshold per subscription",
         sqlite: include_str!("../migrations/sqlite/0016_threshold_kinds.sql"),
         postgres: include_str!("../migrations/postgres/0016_threshold_kinds.sql"),
+    },
+    Migration {
+        version: 17,
+        description: "hub events found by their entity (an anonymisation rewrites them)",
+        sqlite: include_str!("../migrations/sqlite/0017_hub_event_entity.sql"),
+        postgres: include_str!("../migrations/postgres/0017_hub_event_entity.sql"),
     },
 ];
 
