@@ -29,6 +29,10 @@ pub enum EngineError {
     /// The engine is stopping or a shard worker has failed; the request was not applied.
     #[error("engine unavailable: {0}")]
     Unavailable(&'static str),
+    /// A shard's queue is full (`queue_capacity` requests already wait for it); the
+    /// request was not applied and may be sent again later.
+    #[error("shard {shard} is overloaded: its queue is full")]
+    Overloaded { shard: usize },
     /// The configuration is not usable.
     #[error("configuration: {0}")]
     Config(String),

@@ -379,14 +379,24 @@ impl Engine {
     /// Submits one request without waiting: `callback` runs on the shard's thread or its
     /// commit thread with the answer once it is durable (or at once, on the caller's
     /// thread, when the request is answered without a shard). For asynchronous
-    /// front-ends: the callback typically completes a oneshot channel. Waits only when
-    /// the shard's queue is full.
+    /// front-ends: the callback typically completes a oneshot channel. Never waits: when
+    /// the shard's queue is full (`queue_capacity` requests wait already) the callback
+    /// gets [`EngineError::Overloaded`] at once, nothing applied, so a front-end answers
+    /// "too busy" instead of stalling the thread that serves its other connections.
     pub fn submit(&self, request: Request, callback: Callback) {
         match self.route(&request) {
             Ok((shard, resolved)) => {
                 let job = Job::Request { request, resolved, reply: Reply::Callback(callback) };
-                if let Err(crossbeam_channel::SendError(Job::Request { reply, .. })) = self.senders[shard].send(job) {
-                    reply.send(Err(EngineError::Unavailable("shard worker stopped")));
+                if let Err(refused) = self.senders[shard].try_send(job) {
+                    let (error, job) = match refused {
+                        crossbeam_channel::TrySendError::Full(job) => (EngineError::Overloaded { shard }, job),
+                        crossbeam_channel::TrySendError::Disconnected(job) => {
+                            (EngineError::Unavailable("shard worker stopped"), job)
+                        }
+                    };
+                    if let Job::Request { reply, .. } = job {
+                        reply.send(Err(error));
+                    }
                 }
             }
             Err(outcome) => callback(Ok(Answer::outcome(outcome))),

@@ -117,3 +117,58 @@ fn subscribers_created_in_a_failed_batch_are_not_left_claimed() {
     h.subscribe(1, 10, "mobile-prepaid-s", "491700000001");
     assert_eq!(debit(&h, "d-2").expect("answer").outcome, Outcome::Success);
 }
+
+/// Regression: `Engine::submit` blocked its caller while the shard's queue was full, so a
+/// slow disk stalled the tokio worker threads serving every Diameter and Nchf connection.
+/// Now a request that finds the queue full is answered `Overloaded` at once, unapplied,
+/// and the ones that found room are charged.
+#[test]
+fn a_full_queue_answers_overloaded_at_once_and_applies_nothing_of_those() {
+    let faults = Arc::new(Faults::default());
+    let injected = Arc::clone(&faults);
+    let h = Harness::with_config("faults-overload", move |config| {
+        config.fs = Arc::new(tollgate_engine::fs::RealFs::with_faults(injected));
+        config.shards = 1;
+        config.queue_capacity = 1;
+    });
+    h.prepaid(1, "491700000001", "1000.00");
+    let start = h.balance(1);
+    // Each sync now takes a while: the shard holds one batch in its sync, one request
+    // waits in its queue, and the rest find it full.
+    faults.delay_syncs(Duration::from_millis(500));
+    let (sender, answers) = std::sync::mpsc::channel();
+    for n in 0..20 {
+        let request = Request {
+            key: Some(format!("burst-{n}")),
+            target: subscriber("491700000001"),
+            operation: Operation::DirectDebit { usage: call("4990012345", MONDAY_10, 60) },
+        };
+        let sender = sender.clone();
+        h.engine.submit(request, Box::new(move |answer| drop(sender.send((n, answer)))));
+    }
+    drop(sender);
+    let mut applied = Vec::new();
+    let mut overloaded = 0;
+    for (n, answer) in answers.iter().take(20) {
+        match answer {
+            Ok(answer) => {
+                assert_eq!(answer.outcome, Outcome::Success, "burst-{n}");
+                applied.push(n);
+            }
+            Err(tollgate_engine::EngineError::Overloaded { shard: 0 }) => overloaded += 1,
+            Err(other) => panic!("burst-{n}: {other}"),
+        }
+    }
+    faults.heal();
+    assert!(overloaded >= 1 && !applied.is_empty(), "{} applied, {overloaded} overloaded", applied.len());
+    assert_eq!(applied.len() + overloaded, 20);
+    // Only those that found room were charged; the refused ones, sent again with the
+    // others, are charged now, once each (the others are repeats of their keys).
+    let after_burst = h.balance(1);
+    let per_call = (start - after_burst) / rust_decimal::Decimal::from(applied.len());
+    assert!(per_call > rust_decimal::Decimal::ZERO);
+    for n in 0..20 {
+        assert_eq!(debit(&h, &format!("burst-{n}")).expect("answer").outcome, Outcome::Success);
+    }
+    assert_eq!(after_burst - h.balance(1), per_call * rust_decimal::Decimal::from(overloaded));
+}

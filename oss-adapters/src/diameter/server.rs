@@ -243,6 +243,8 @@ struct Refusals {
 
 /// Messages refused for want of memory, on every listener.
 static MEMORY_REFUSALS: Mutex<Refusals> = Mutex::new(Refusals::new());
+/// Credit-control requests answered DIAMETER_TOO_BUSY because a shard's queue was full.
+static OVERLOAD_REFUSALS: Mutex<Refusals> = Mutex::new(Refusals::new());
 
 impl Refusals {
     const fn new() -> Refusals {
@@ -830,6 +832,24 @@ impl Peer {
                 Ok(Ok(answer)) => {
                     metrics::DIAMETER.record(ccr::result_code(&answer.outcome), started.elapsed());
                     ccr::answer(&header, &parsed, &answer, &config.origin_host, &config.origin_realm)
+                }
+                // A shard's queue is full: nothing was applied; the client may send it
+                // again, or to another server (RFC 6733 §7.1.3), and this thread never
+                // waits for room.
+                Ok(Err(tollgate_engine::EngineError::Overloaded { shard })) => {
+                    metrics::DIAMETER.record(rc::TOO_BUSY, started.elapsed());
+                    let due = OVERLOAD_REFUSALS.lock().unwrap_or_else(std::sync::PoisonError::into_inner).due();
+                    if let Some(refused) = due {
+                        tracing::warn!(shard, refused, "credit-control requests answered DIAMETER_TOO_BUSY: the shard's queue was full (counting since the last such line)");
+                    }
+                    let refusal = ccr::Refusal {
+                        result_code: rc::TOO_BUSY,
+                        failed_avp: None,
+                        message: "the charging engine is overloaded".to_owned(),
+                    };
+                    let mut answer = ccr::refusal_answer(&header, &refusal, &config.origin_host, &config.origin_realm);
+                    answer.flags |= FLAG_ERROR;
+                    answer
                 }
                 Ok(Err(err)) => {
                     metrics::DIAMETER.record(rc::UNABLE_TO_COMPLY, started.elapsed());

@@ -105,8 +105,14 @@ async fn ask(engine: &Engine, request: engine::Request) -> Result<engine::Answer
     engine.submit(request, Box::new(move |answer| drop(reply.send(answer))));
     match answered.await {
         Ok(Ok(answer)) => Ok(answer),
+        Ok(Err(engine::EngineError::Overloaded { .. })) => Err(overloaded()),
         _ => Err(Status::unavailable("the charging engine is unavailable")),
     }
+}
+
+/// A shard's queue was full: nothing was charged; the client may send it again.
+fn overloaded() -> Status {
+    Status::resource_exhausted("the charging engine is overloaded; nothing was charged, send it again later")
 }
 
 fn key(key: &str) -> Option<String> {
@@ -295,6 +301,7 @@ impl Charging for ChargingService {
                 let reply = match entry {
                     Ok(answered) => match answered.await {
                         Ok(Ok(answer)) => Ok(charge_reply(&answer)),
+                        Ok(Err(engine::EngineError::Overloaded { .. })) => Err(overloaded()),
                         _ => Err(Status::unavailable("the charging engine is unavailable")),
                     },
                     Err(status) => Err(status),

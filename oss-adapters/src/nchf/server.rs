@@ -420,6 +420,13 @@ async fn ask(engine: &Engine, request: Request) -> Result<Answer, Problem> {
     engine.submit(request, Box::new(move |answer| drop(reply.send(answer))));
     match answered.await {
         Ok(Ok(answer)) => Ok(answer),
+        // TS 29.500 §5.2.7.2: overload control refused it; nothing was applied.
+        Ok(Err(tollgate_engine::EngineError::Overloaded { .. })) => Err(problem(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "NF_CONGESTION",
+            "the charging engine is overloaded; nothing was charged, send it again later",
+            Vec::new(),
+        )),
         _ => Err(problem(
             StatusCode::SERVICE_UNAVAILABLE,
             "SYSTEM_FAILURE",
