@@ -30,6 +30,10 @@ pub struct ChargingConfig {
     pub default_quota_events: u64,
     /// Most open reservations one session may hold.
     pub max_reservations_per_session: usize,
+    /// Most sessions one subscription may have, open or tombstoned: a new one past it is
+    /// denied (a network element that opens sessions and never ends them cannot grow a
+    /// shard's memory without bound).
+    pub max_sessions_per_subscription: u32,
     /// Most rating groups in one session request.
     pub max_units_per_request: usize,
     /// Journal each rated event's detail (called number, plan and rate line, identity …)
@@ -48,6 +52,7 @@ impl Default for ChargingConfig {
             default_quota_bytes: 10 << 20,
             default_quota_events: 1,
             max_reservations_per_session: 64,
+            max_sessions_per_subscription: 256,
             max_units_per_request: 64,
             itemise: true,
         }

@@ -715,6 +715,7 @@ impl SnapshotImage {
             state.note_grant(reservation);
         }
         state.reservations = self.reservations.into_iter().map(|r| ((r.session.clone(), r.rating_group), r)).collect();
+        state.recount_sessions();
         let answers = self
             .answers
             .generations

@@ -527,3 +527,30 @@ fn a_reservation_from_before_session_records_rebuilds_its_session() {
     assert_eq!((group.usage_since_at, group.destination.as_deref()), (MONDAY_10, Some("4930123")));
     assert!(record.forget_at > MONDAY_10 + 660, "kept as a tombstone after the reservation expires");
 }
+
+/// Regression: a network element that opened sessions and never ended them grew a shard's
+/// session records without bound. A subscription has at most
+/// `max_sessions_per_subscription`; past it a new session is denied (4010), the open
+/// ones go on, and ending one makes room; the count survives a restart.
+#[test]
+fn a_subscription_s_sessions_are_bounded_and_an_ended_one_makes_room() {
+    let h = Harness::with_config("session-cap", |config| config.charging.max_sessions_per_subscription = 3);
+    h.prepaid(1, "491700000001", "10.00");
+    let step = |h: &Harness, session: &str, key: &str, step: SessionStep| {
+        let units = vec![data(Some(1 << 20), None)];
+        h.run(key, subscriber("491700000001"), Operation::Session { session: session.to_owned(), step, units })
+    };
+    for n in 0..3 {
+        assert_eq!(step(&h, &format!("gx;{n}"), &format!("i{n}"), SessionStep::Initial).outcome, Outcome::Success);
+    }
+    let denied = step(&h, "gx;3", "i3", SessionStep::Initial).outcome;
+    assert!(matches!(&denied, Outcome::ServiceDenied(why) if why.contains("3 sessions")), "{denied:?}");
+    assert_eq!(step(&h, "gx;0", "u0", SessionStep::Update).outcome, Outcome::Success, "an open one goes on");
+    assert_eq!(step(&h, "gx;0", "t0", SessionStep::Termination).outcome, Outcome::Success);
+    assert_eq!(step(&h, "gx;3", "i3-again", SessionStep::Initial).outcome, Outcome::Success, "room again");
+    assert_eq!(h.engine.check_invariants().expect("inspect"), Vec::<String>::new());
+    // Rebuilt from the journal (and a snapshot), the count is the same: still full.
+    let h = h.restart_configured(|config| config.charging.max_sessions_per_subscription = 3);
+    assert!(matches!(step(&h, "gx;4", "i4", SessionStep::Initial).outcome, Outcome::ServiceDenied(_)));
+    assert_eq!(h.engine.check_invariants().expect("inspect"), Vec::<String>::new());
+}

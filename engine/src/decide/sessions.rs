@@ -58,6 +58,12 @@ pub(crate) fn session_request(op: Op<'_, '_, '_>, session: &str, step: SessionSt
             };
         }
         (SessionStep::Initial, None) => {
+            let limit = ctx.config.max_sessions_per_subscription;
+            if tx.state().sessions_of(subscription) >= limit {
+                return Answer::outcome(Outcome::ServiceDenied(format!(
+                    "the subscription has {limit} sessions, the most allowed; end one first"
+                )));
+            }
             tx.emit(Effect::SessionOpened(Box::new(SessionRecord {
                 session: session.to_owned(),
                 account,

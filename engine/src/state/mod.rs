@@ -61,6 +61,9 @@ pub struct ShardState {
     pub reservations: Map<(String, u32), Reservation>,
     /// The online sessions the shard knows, open or tombstoned.
     pub sessions: Map<String, SessionRecord>,
+    /// How many of `sessions` each subscription has (derived from them; never archived):
+    /// what `max_sessions_per_subscription` is checked against.
+    pub sessions_per_subscription: Map<SubscriptionId, u32>,
     pub recent: RecentAnswers,
     /// The exactly-once window of the bulk record path.
     pub recent_records: RecentRecords,
@@ -288,7 +291,9 @@ impl ShardState {
                 self.recent_records.replace(&RecordKey(rerated.key), rerated.memo);
             }
             Effect::SessionOpened(record) => {
-                self.sessions.insert(record.session.clone(), (**record).clone());
+                if self.sessions.insert(record.session.clone(), (**record).clone()).is_none() {
+                    *self.sessions_per_subscription.entry(record.subscription).or_default() += 1;
+                }
             }
             Effect::SessionReported { session, at, forget_at, reported } => {
                 if let Some(record) = self.sessions.get_mut(session) {
@@ -300,7 +305,9 @@ impl ShardState {
                 }
             }
             Effect::SessionEnded { session } => {
-                self.sessions.remove(session);
+                if let Some(record) = self.sessions.remove(session) {
+                    self.uncount_session(record.subscription);
+                }
             }
             Effect::PlanScheduled { subscription, effective_at, plan } => {
                 let lifecycle = self.lifecycle.entry(*subscription).or_default();
@@ -423,6 +430,9 @@ impl ShardState {
     /// A grant dates the usage its rating group reports next. A reservation journaled
     /// before sessions had records of their own makes one.
     pub fn note_grant(&mut self, reservation: &Reservation) {
+        if !self.sessions.contains_key(&reservation.session) {
+            *self.sessions_per_subscription.entry(reservation.subscription).or_default() += 1;
+        }
         let record = self.sessions.entry(reservation.session.clone()).or_insert_with(|| SessionRecord {
             session: reservation.session.clone(),
             account: reservation.account,
@@ -433,6 +443,34 @@ impl ShardState {
             groups: Vec::new(),
         });
         record.mark_group(reservation.rating_group, reservation.started_at, reservation.destination.as_deref());
+    }
+
+    fn uncount_session(&mut self, subscription: SubscriptionId) {
+        if let Some(count) = self.sessions_per_subscription.get_mut(&subscription) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                self.sessions_per_subscription.remove(&subscription);
+            }
+        }
+    }
+
+    /// `sessions` counted per subscription.
+    fn session_counts(&self) -> Map<SubscriptionId, u32> {
+        let mut counts: Map<SubscriptionId, u32> = Map::default();
+        for record in self.sessions.values() {
+            *counts.entry(record.subscription).or_default() += 1;
+        }
+        counts
+    }
+
+    /// Counts `sessions` per subscription again (after they were loaded from an image).
+    pub(crate) fn recount_sessions(&mut self) {
+        self.sessions_per_subscription = self.session_counts();
+    }
+
+    /// The sessions subscription `subscription` has, open or tombstoned.
+    pub(crate) fn sessions_of(&self, subscription: SubscriptionId) -> u32 {
+        self.sessions_per_subscription.get(&subscription).copied().unwrap_or(0)
     }
 
     /// The open reservations of `session`, as (rating group) in ascending order.
@@ -512,6 +550,13 @@ impl ShardState {
                     reservation.session, reservation.rating_group
                 )));
             }
+        }
+        let counted = self.session_counts();
+        if counted != self.sessions_per_subscription {
+            violations.push(Violation(format!(
+                "sessions per subscription are counted as {:?} but the records make {counted:?}",
+                self.sessions_per_subscription
+            )));
         }
         let t = &self.totals;
         let expected = t.opening + t.top_ups + t.refunds + t.adjustments - t.charged;
