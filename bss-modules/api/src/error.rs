@@ -172,6 +172,12 @@ impl From<StoreError> for ApiError {
             }
             StoreError::Conflict { .. } => ApiError::new(StatusCode::CONFLICT, "conflict", "id", error.to_string()),
             StoreError::Invalid { field, .. } => ApiError::bad_request(field, error.to_string()),
+            // Rolled back by a collision with a concurrent change: nothing was kept, and
+            // the same request sent again will go through.
+            ref transient if transient.is_transient() => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "contended", "concurrency", error.to_string())
+                    .with_header(header::RETRY_AFTER, HeaderValue::from_static("1"))
+            }
             other => internal(&other),
         }
     }

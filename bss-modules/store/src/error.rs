@@ -42,6 +42,11 @@ pub enum StoreError {
     /// finds what the other one committed.
     #[error("{what} {key} was taken by a concurrent transaction: try again")]
     Raced { what: &'static str, key: String },
+    /// The database rolled the transaction back because it collided with a concurrent one
+    /// (PostgreSQL `40P01` deadlock or `40001` serialization failure, SQLite busy): nothing
+    /// of it was kept; run it again.
+    #[error("{operation} collided with a concurrent transaction and was rolled back: try again")]
+    Contended { operation: &'static str },
     /// A value refused before it reached the database.
     #[error("invalid {field}: {reason}")]
     Invalid { field: &'static str, reason: String },
@@ -57,13 +62,39 @@ pub enum StoreError {
 impl StoreError {
     /// Wraps a sqlx error with the operation that saw it.
     pub(crate) fn db(operation: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
-        move |source| StoreError::Database { operation, source }
+        move |source| {
+            if is_contention(&source) {
+                StoreError::Contended { operation }
+            } else {
+                StoreError::Database { operation, source }
+            }
+        }
+    }
+
+    /// Whether running the transaction again may succeed: it collided with another
+    /// ([`StoreError::Contended`]) or lost a race for a unique key ([`StoreError::Raced`]).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, StoreError::Contended { .. } | StoreError::Raced { .. })
     }
 
     /// Whether the database refused a duplicate in a unique column or index.
     pub(crate) fn is_unique_violation(&self) -> bool {
         matches!(self, StoreError::Database { source: sqlx::Error::Database(error), .. } if error.is_unique_violation())
     }
+}
+
+/// PostgreSQL's deadlock (`40P01`) and serialization failure (`40001`); SQLite's busy
+/// (after the busy timeout) and locked, with their extended codes (the primary code is
+/// the low byte).
+fn is_contention(error: &sqlx::Error) -> bool {
+    let sqlx::Error::Database(error) = error else { return false };
+    if let Some(postgres) = error.try_downcast_ref::<sqlx::postgres::PgDatabaseError>() {
+        return matches!(postgres.code(), "40P01" | "40001");
+    }
+    if error.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
+        return error.code().and_then(|code| code.parse::<i32>().ok()).is_some_and(|code| matches!(code & 0xff, 5 | 6));
+    }
+    false
 }
 
 /// Shorthand used throughout the crate.

@@ -111,3 +111,31 @@ store_test! {
         assert!(store.customer("c3").await.expect("read").is_none());
     }
 }
+
+/// Regression: two transactions that lock two billing accounts in opposite orders (two
+/// concurrent moves, say) deadlock on PostgreSQL; the one the database rolled back came
+/// out as a bare database error, answered 500. It is `Contended` now: transient (the API
+/// answers 503 with Retry-After), and the other transaction commits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deadlock_is_a_transient_contention_and_the_other_transaction_commits() {
+    let Some(postgres) = tollgate_store::testing::postgres().await else { return };
+    let store: &tollgate_store::Store = &postgres;
+    let mut tx = store.begin().await.expect("begin");
+    tx.insert_customer(&customer("c1", "Acme"), at(0)).await.expect("insert");
+    tx.insert_billing_account(&account("a1", "c1", None, "a1", 0), at(0)).await.expect("a1");
+    tx.insert_billing_account(&account("a2", "c1", None, "a2", 0), at(0)).await.expect("a2");
+    tx.commit().await.expect("commit");
+    let (mut first, mut second) = (store.begin().await.expect("begin"), store.begin().await.expect("begin"));
+    first.billing_account("a1").await.expect("lock a1");
+    second.billing_account("a2").await.expect("lock a2");
+    let (one, other) = tokio::join!(first.billing_account("a2"), second.billing_account("a1"));
+    let (failed, kept, winner) = match (one, other) {
+        (Err(error), Ok(_)) => (error, "a1", second),
+        (Ok(_), Err(error)) => (error, "a2", first),
+        other => panic!("one of the two is rolled back: {other:?}"),
+    };
+    assert!(matches!(failed, StoreError::Contended { operation: "billing_accounts.get" }), "{failed:?}");
+    assert!(failed.is_transient());
+    winner.commit().await.expect("the other commits");
+    assert!(store.billing_account(kept).await.expect("read").is_some());
+}
