@@ -20,8 +20,8 @@ use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use serde_json::{json, Value};
 use tollgate_billing::{
-    closing_cycle, parse_cycle, plan_invoice, reconcile, usage_window_start, AccountInput, Invoice, Journal, PriceKind,
-    PriceKindOrUsage, ProductInput, RatedEntry, RunConfig, UsageInput,
+    closing_cycle, lookup_keys, parse_cycle, plan_invoice, reconcile, usage_window_start, AccountInput, ChargeTiming,
+    Invoice, Journal, PriceKind, PriceKindOrUsage, ProductInput, RatedEntry, RunConfig, UsageInput,
 };
 use tollgate_engine::ledger::{self, EntryKind};
 use tollgate_store::{
@@ -259,23 +259,15 @@ async fn bill(store: &Store, args: &BillRunArgs) -> anyhow::Result<ExitCode> {
         // Usage is read from a few cycles before: what their runs did not bill (it arrived
         // late) is billed now.
         let from = usage_window_start(year, month, root.bill_cycle_day, config.usage_lookback_cycles, zone.clone())?;
-        let inputs = account_inputs(store, group, &cycle, from, data_dir, shards).await?;
-        let mut keys: Vec<String> = inputs.iter().flat_map(|input| input.usage.iter().map(|u| u.key.clone())).collect();
-        for input in &inputs {
-            for product in &input.products {
-                keys.push(match product.kind {
-                    PriceKind::Recurring => {
-                        tollgate_billing::recurring_key(&product.product_id, &product.price_id, &cycle)
-                    }
-                    PriceKind::OneTime => tollgate_billing::one_off_key(
-                        product.order_id.as_deref(),
-                        &product.product_id,
-                        &product.price_id,
-                    ),
-                });
-            }
+        let mut inputs = account_inputs(store, group, &cycle, from, data_dir, shards).await?;
+        let amounts = store.billed_amounts(&lookup_keys(&cycle, &inputs)?).await?;
+        let billed: BTreeSet<String> = amounts.keys().cloned().collect();
+        // What in-advance prices charged for this cycle, which their corrections need.
+        let charged: std::collections::BTreeMap<String, rust_decimal::Decimal> =
+            amounts.into_iter().filter(|(key, _)| key.starts_with("recurring:")).collect();
+        for input in &mut inputs {
+            input.billed_amounts = charged.clone();
         }
-        let billed = store.billed_keys(&keys).await?;
         let Some(planned) = plan_invoice(&cycle, &config, root.tax_profile_id.as_deref(), &inputs, &billed)
             .with_context(|| format!("account {}", root.id))?
         else {
@@ -460,7 +452,7 @@ async fn account_inputs(
                     "recurring" => PriceKind::Recurring,
                     _ => PriceKind::OneTime,
                 };
-                ProductInput {
+                Ok(ProductInput {
                     product_id: price.product_id.clone(),
                     order_id: price.order_id.clone(),
                     price_id: price.price_id.clone(),
@@ -470,9 +462,18 @@ async fn account_inputs(
                     currency: price.currency.clone(),
                     started_at: price.started_at,
                     terminated_at: price.terminated_at,
-                }
+                    changed_at: price.changed_at,
+                    suspended: price.suspended,
+                    timing: match price.charge_timing.as_deref() {
+                        None | Some("inArrears") => ChargeTiming::InArrears,
+                        Some("inAdvance") => ChargeTiming::InAdvance,
+                        Some(other) => {
+                            bail!("price {}: chargeTiming {other:?} is not inAdvance or inArrears", price.price_id)
+                        }
+                    },
+                })
             })
-            .collect();
+            .collect::<anyhow::Result<Vec<_>>>()?;
         let mut usage = Vec::new();
         let (mut last_lsn, mut n) = (None, 0u32);
         let entries =
@@ -500,6 +501,7 @@ async fn account_inputs(
             currency: account.currency.clone(),
             products,
             usage,
+            billed_amounts: Default::default(),
         });
     }
     Ok(inputs)

@@ -2,12 +2,23 @@
 //! line ordered, moved to another plan, suspended, resumed, given an add-on and
 //! terminated, each on a given day, leaves one period per offering and state with the
 //! instants of each change, written in the transaction that completed the order item.
+//! Then the bill run's reads of it (`Store::product_prices`) through `plan_invoice`, as
+//! `tollgate bill-run` does, on hand-computed cases: a plan change mid-cycle, a
+//! suspension inside a cycle, an in-advance price and its correction, a rerun.
 
 mod common;
 
-use common::{lab, Lab};
+use std::collections::{BTreeMap, BTreeSet};
+
+use common::{lab, Lab, PLAN};
+use jiff::tz::TimeZone;
 use jiff::Timestamp;
+use rust_decimal::Decimal;
 use serde_json::{json, Value};
+use tollgate_billing::{
+    closing_cycle, lookup_keys, plan_invoice, AccountInput, ChargeTiming, Line, PriceKind, ProductInput, RunConfig,
+};
+use tollgate_catalogue::{Catalogue, Kind, LifecycleStatus};
 use tollgate_store::store_test;
 
 fn instant(text: &str) -> Timestamp {
@@ -61,5 +72,153 @@ store_test! {
             "line active M resume 2026-11-26T10:00:00Z..2026-12-10T23:59:59Z terminate",
             "addon active addon addAddOn 2026-11-27T00:00:00Z..2026-12-10T23:59:59Z terminate",
         ]).await;
+    }
+}
+
+/// An active offering on tariff plan `plan` (`s` or `m`) with a recurring price of
+/// `amount` EUR a month, `timing` its `chargeTiming` when given.
+async fn priced_offering(lab: &Lab, name: &str, plan: &str, amount: u32, timing: Option<&str>) -> String {
+    let catalogue = Catalogue::new(lab.store.clone(), tollgate_catalogue::BASE_PATH);
+    let at = common::at(0);
+    let source = PLAN.replacen("id = \"mobile-prepaid-s\"", &format!("id = \"mobile-prepaid-{plan}\""), 1);
+    let usage = json!({"name": format!("{name} usage"), "priceType": "usage", "tariffPlan": {"source": source, "file": "plan.toml"}});
+    let mut monthly = json!({"name": format!("{name} monthly"), "priceType": "recurring", "recurringChargePeriodType": "month",
+        "price": {"unit": "EUR", "value": amount}});
+    if let Some(timing) = timing {
+        monthly["chargeTiming"] = json!(timing);
+    }
+    let mut prices = Vec::new();
+    for price in [usage, monthly] {
+        let created = catalogue.create(Kind::ProductOfferingPrice, price, "test", at).await.expect("price");
+        prices.push(json!({"id": created.value["id"]}));
+    }
+    let offering = json!({"name": name, "lifecycleStatus": "In design", "productOfferingPrice": prices});
+    let created = catalogue.create(Kind::ProductOffering, offering, "test", at).await.expect("offering");
+    let id = created.value["id"].as_str().expect("id").to_owned();
+    catalogue.set_status(Kind::ProductOffering, &id, LifecycleStatus::Active, "test", at).await.expect("activate");
+    id
+}
+
+fn new_line_on(lab: &Lab, offering: &str) -> Value {
+    json!({"billingAccount": {"id": lab.account},
+        "productOrderItem": [{"id": "1", "action": "add", "productOffering": {"id": offering}}]})
+}
+
+/// Bills the lab's account for the cycle closing in `year`-`month` (cycle day 1, UTC) from
+/// the store's products, as `tollgate bill-run` reads them, with `billed` (key → amount)
+/// what earlier runs billed, which this run's keys join. Returns the lines as
+/// `kind description period days/of amount` and the invoice's net total (none: nothing
+/// to bill).
+async fn bill(
+    lab: &Lab,
+    year: i16,
+    month: i8,
+    billed: &mut BTreeMap<String, Decimal>,
+) -> (Vec<String>, Option<String>) {
+    let cycle = closing_cycle(year, month, 1, TimeZone::UTC).expect("cycle");
+    let prices = lab.store.product_prices(std::slice::from_ref(&lab.account)).await.expect("prices");
+    let products = prices
+        .iter()
+        .map(|price| ProductInput {
+            product_id: price.product_id.clone(),
+            order_id: price.order_id.clone(),
+            price_id: price.price_id.clone(),
+            description: price.price_name.clone(),
+            kind: if price.price_type == "recurring" { PriceKind::Recurring } else { PriceKind::OneTime },
+            amount: price.amount,
+            currency: price.currency.clone(),
+            started_at: price.started_at,
+            terminated_at: price.terminated_at,
+            changed_at: price.changed_at,
+            suspended: price.suspended,
+            timing: match price.charge_timing.as_deref() {
+                Some("inAdvance") => ChargeTiming::InAdvance,
+                _ => ChargeTiming::InArrears,
+            },
+        })
+        .collect();
+    let mut account = AccountInput {
+        account_id: lab.account.clone(),
+        currency: "EUR".into(),
+        products,
+        usage: Vec::new(),
+        billed_amounts: BTreeMap::new(),
+    };
+    let keys = lookup_keys(&cycle, std::slice::from_ref(&account)).expect("keys");
+    account.billed_amounts = keys.iter().filter_map(|key| Some((key.clone(), *billed.get(key)?))).collect();
+    let done: BTreeSet<String> = account.billed_amounts.keys().cloned().collect();
+    let planned = plan_invoice(&cycle, &RunConfig::default(), None, &[account], &done).expect("plan");
+    let Some(planned) = planned else { return (Vec::new(), None) };
+    for key in &planned.billed {
+        assert!(billed.insert(key.key.clone(), key.amount).is_none(), "{} billed twice", key.key);
+    }
+    let lines = planned.invoice.sections[0].lines.iter().map(Line::summary).collect();
+    (lines, planned.invoice.total("EUR").map(|total| total.net.to_string()))
+}
+
+store_test! {
+    async fn a_plan_change_mid_cycle_bills_each_plan_its_days(store) {
+        let mut lab = lab(&store).await;
+        let small = priced_offering(&lab, "S", "s", 30, None).await;
+        let medium = priced_offering(&lab, "M", "m", 45, None).await;
+        let line = order_on(&mut lab, "2026-10-20T09:00:00Z", |lab| new_line_on(lab, &small)).await;
+        order_on(&mut lab, "2026-11-16T12:00:00Z", |lab| lab.modify(&line, json!({"productOffering": {"id": medium}}))).await;
+        let mut billed = BTreeMap::new();
+        // October: 20..31 Oct on S, 12/31 of 30.00 = 11.6129… → 11.61 (half-even).
+        let (lines, net) = bill(&lab, 2026, 10, &mut billed).await;
+        assert_eq!(lines, ["Recurring S monthly [2026-10-20, 2026-11-01) 12/31 11.61"]);
+        assert_eq!(net.as_deref(), Some("11.61"));
+        // November (30 days): S on 1..15 Nov, 15/30 of 30.00 = 15.00; M from the day of the
+        // change, 16..30 Nov, 15/30 of 45.00 = 22.50; 37.50 in all.
+        let (lines, net) = bill(&lab, 2026, 11, &mut billed).await;
+        assert_eq!(lines, [
+            "Recurring S monthly [2026-11-01, 2026-11-16) 15/30 15.00",
+            "Recurring M monthly [2026-11-16, 2026-12-01) 15/30 22.50",
+        ]);
+        assert_eq!(net.as_deref(), Some("37.50"));
+        // The same run again bills nothing.
+        assert_eq!(bill(&lab, 2026, 11, &mut billed).await, (Vec::new(), None));
+    }
+}
+
+store_test! {
+    async fn a_suspension_inside_a_cycle_is_not_charged(store) {
+        let mut lab = lab(&store).await;
+        let medium = priced_offering(&lab, "M", "m", 45, None).await;
+        let line = order_on(&mut lab, "2026-10-20T09:00:00Z", |lab| new_line_on(lab, &medium)).await;
+        order_on(&mut lab, "2026-11-21T08:00:00Z", |lab| lab.modify(&line, json!({"status": "suspended"}))).await;
+        order_on(&mut lab, "2026-11-26T10:00:00Z", |lab| lab.modify(&line, json!({"status": "active"}))).await;
+        // Suspended from 21 Nov, resumed on 26 Nov (charged again): 1..20 and 26..30 Nov,
+        // 25/30 of 45.00 = 37.50.
+        let mut billed = BTreeMap::new();
+        let (lines, net) = bill(&lab, 2026, 11, &mut billed).await;
+        assert_eq!(lines, ["Recurring M monthly [2026-11-01, 2026-12-01) 25/30 37.50"]);
+        assert_eq!(net.as_deref(), Some("37.50"));
+    }
+}
+
+store_test! {
+    async fn an_in_advance_price_is_billed_ahead_and_corrected_once(store) {
+        let mut lab = lab(&store).await;
+        let plan = priced_offering(&lab, "A", "s", 60, Some("inAdvance")).await;
+        let line = order_on(&mut lab, "2026-10-16T10:00:00Z", |lab| new_line_on(lab, &plan)).await;
+        let mut billed = BTreeMap::new();
+        // October's run: 16..31 Oct never charged, 16/31 of 60.00 = 30.9677… → 30.97, and
+        // November ahead, 60.00.
+        let (lines, net) = bill(&lab, 2026, 10, &mut billed).await;
+        assert_eq!(lines, [
+            "Recurring A monthly [2026-11-01, 2026-12-01) 30/30 60.00",
+            "RecurringAdjustment A monthly [2026-10-16, 2026-11-01) 16/31 30.97",
+        ]);
+        assert_eq!(net.as_deref(), Some("90.97"));
+        // Terminated on 10 Nov (a charged day): November had 10/30 of 60.00 = 20.00 of the
+        // 60.00 charged ahead, so 40.00 back; December nothing.
+        order_on(&mut lab, "2026-11-10T15:00:00Z", |lab| lab.delete(&line)).await;
+        let (lines, net) = bill(&lab, 2026, 11, &mut billed).await;
+        assert_eq!(lines, ["RecurringAdjustment A monthly [2026-11-01, 2026-11-11) 10/30 -40.00"]);
+        assert_eq!(net.as_deref(), Some("-40.00"));
+        // Run again: nothing; and December has nothing left to bill.
+        assert_eq!(bill(&lab, 2026, 11, &mut billed).await, (Vec::new(), None));
+        assert_eq!(bill(&lab, 2026, 12, &mut billed).await, (Vec::new(), None));
     }
 }
