@@ -594,21 +594,11 @@ impl Reducer<'_> {
         for (index, base) in self.bases.iter().enumerate().filter(|(_, base)| base.remaining > 0 && in_scope(base)) {
             by_currency.entry(base.currency.clone()).or_default().push(index);
         }
+        discount.validate(field)?;
         if let DiscountValue::Fixed { amount, currency } = &discount.value {
             let rounding = currency_rounding(&format!("{field}.value.currency"), currency, self.mode)?;
             minor_amount(&format!("{field}.value.amount"), *amount, rounding)?;
-            if amount.is_sign_negative() {
-                return Err(BillingError::invalid(format!("{field}.value.amount"), "is negative"));
-            }
             by_currency.retain(|code, _| code == currency);
-        }
-        if let DiscountValue::Percent(percent) = &discount.value {
-            if *percent <= Decimal::ZERO || *percent > Decimal::ONE_HUNDRED {
-                return Err(BillingError::invalid(
-                    format!("{field}.value"),
-                    format!("{percent} % is not above 0 and at most 100"),
-                ));
-            }
         }
         for (currency, targets) in by_currency {
             let rounding = currency_rounding(field, &currency, self.mode)?;

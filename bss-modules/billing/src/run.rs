@@ -20,6 +20,7 @@ use tollgate_tariffs::RoundingMode;
 
 use crate::currency::currency_rounding;
 use crate::cycle::{BillingCycle, DateSpan};
+use crate::discount::{Credit, Discount};
 use crate::error::{BillingError, Result};
 use crate::invoice::{
     compose, AccountCharges, AllowanceDraw, ChargeTiming, Invoice, InvoiceInputs, OneOffCharge, RecurringCharge,
@@ -276,6 +277,11 @@ pub struct AccountInput {
     /// What earlier invoices billed under this account's recurring keys (key → amount):
     /// an in-advance price's charge for the closing cycle, which it corrects.
     pub billed_amounts: BTreeMap<String, Decimal>,
+    /// Its discounts (a hierarchy's: the invoiced account's), each applied for the days of
+    /// the cycle it is valid on.
+    pub discounts: Vec<Discount>,
+    /// Its credits, each with what is left of it.
+    pub credits: Vec<Credit>,
 }
 
 /// An item the invoice bills, under the key that keeps it from being billed again.
@@ -298,11 +304,13 @@ pub enum PriceKindOrUsage {
     Usage,
 }
 
-/// A planned invoice: the composed draft and the items it bills.
+/// A planned invoice: the composed draft, the items it bills and what it takes of each
+/// credit (credit id → amount, none when nothing).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PlannedInvoice {
     pub invoice: Invoice,
     pub billed: Vec<BilledKey>,
+    pub credits_used: BTreeMap<String, Decimal>,
 }
 
 /// The key of a product's recurring price for the cycle starting on `cycle_from`.
@@ -371,8 +379,8 @@ pub fn plan_invoice(
             one_off: Vec::new(),
             usage: Vec::new(),
             allowances: Vec::new(),
-            discounts: Vec::new(),
-            credits: Vec::new(),
+            discounts: account.discounts.clone(),
+            credits: account.credits.iter().filter(|credit| credit.amount > Decimal::ZERO).cloned().collect(),
         };
         let mut recurring: BTreeMap<(&str, &str), Vec<(usize, &ProductInput)>> = BTreeMap::new();
         let mut one_offs = BTreeSet::new();
@@ -461,7 +469,20 @@ pub fn plan_invoice(
     };
     let invoice = compose(cycle, &inputs)?;
     keys.sort();
-    Ok(Some(PlannedInvoice { invoice, billed: keys }))
+    // What each credit gave: its amount, less what the invoice left of it.
+    let mut credits_used = BTreeMap::new();
+    for credit in inputs.accounts.iter().flat_map(|account| &account.credits) {
+        let left: Decimal = invoice
+            .unused_credits
+            .iter()
+            .filter(|unused| unused.credit_id == credit.id)
+            .map(|unused| unused.amount)
+            .sum();
+        if credit.amount > left {
+            credits_used.insert(credit.id.clone(), credit.amount - left);
+        }
+    }
+    Ok(Some(PlannedInvoice { invoice, billed: keys, credits_used }))
 }
 
 /// The days of one period of a product by the proration policy: from its start, through
@@ -643,6 +664,8 @@ mod tests {
             products,
             usage,
             billed_amounts: BTreeMap::new(),
+            discounts: Vec::new(),
+            credits: Vec::new(),
         }
     }
 
@@ -803,6 +826,50 @@ mod tests {
             ],
             &["recurring:line-1:m:2026-11-01=22.50", "recurring:line-1:s:2026-11-01=15.00"],
         );
+    }
+
+    #[test]
+    fn discounts_and_credits_of_the_store_reduce_the_invoice_and_report_what_was_used() {
+        let arrears = ChargeTiming::InArrears;
+        let mut input = account(
+            vec![
+                period("s:30", "2026-10-20T09:00:00Z", Some("2026-11-16T12:00:00Z"), false, arrears),
+                period("m:45", "2026-11-16T12:00:00Z", None, false, arrears),
+            ],
+            vec![],
+        );
+        let day = |text: &str| text.parse::<jiff::civil::Date>().expect("day");
+        input.discounts = vec![Discount {
+            id: "d1".into(),
+            description: "Loyalty".into(),
+            charge_type: "discount".into(),
+            scope: crate::discount::DiscountScope::Account,
+            value: crate::discount::DiscountValue::Percent(money("10")),
+            valid: DateSpan::new("valid", day("2026-01-01"), jiff::civil::Date::MAX).expect("span"),
+        }];
+        let credit = |id: &str, amount: &str| Credit {
+            id: id.into(),
+            description: "Goodwill".into(),
+            charge_type: "credit".into(),
+            amount: money(amount),
+            currency: "EUR".into(),
+        };
+        // 15.00 + 22.50 = 37.50; 10 % off: 3.75, 33.75 left; the 5.00 credit: 28.75, used whole.
+        input.credits = vec![credit("c1", "5.00")];
+        let plan = |input: &AccountInput| {
+            plan_invoice(&november(), &RunConfig::default(), None, std::slice::from_ref(input), &BTreeSet::new())
+                .expect("plan")
+                .expect("something to bill")
+        };
+        let planned = plan(&input);
+        assert_eq!(planned.invoice.total("EUR").expect("EUR").net, money("28.75"));
+        assert_eq!(planned.credits_used, BTreeMap::from([("c1".to_owned(), money("5.00"))]));
+        // A 50.00 credit: 33.75 of it used, 16.25 left for the next invoice.
+        input.credits = vec![credit("c2", "50.00")];
+        let planned = plan(&input);
+        assert_eq!(planned.invoice.total("EUR").expect("EUR").net, money("0.00"));
+        assert_eq!(planned.credits_used, BTreeMap::from([("c2".to_owned(), money("33.75"))]));
+        assert_eq!(planned.invoice.unused_credits[0].amount, money("16.25"));
     }
 
     #[test]

@@ -143,6 +143,8 @@ async fn bill(
         products,
         usage: Vec::new(),
         billed_amounts: BTreeMap::new(),
+        discounts: Vec::new(),
+        credits: Vec::new(),
     };
     let keys = lookup_keys(&cycle, std::slice::from_ref(&account)).expect("keys");
     account.billed_amounts = keys.iter().filter_map(|key| Some((key.clone(), *billed.get(key)?))).collect();

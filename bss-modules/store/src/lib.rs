@@ -20,7 +20,8 @@
 //! ([`Tx::insert_draft_invoice`], [`Tx::finalise_invoice`]); and thresholds with the
 //! crossings notified, once each ([`Tx::insert_threshold`], [`Tx::insert_crossing`]);
 //! and the product inventory's history, the periods the bill run prorates
-//! ([`Tx::turn_product_periods`], [`Store::product_periods`]). README.md states the invariants.
+//! ([`Tx::turn_product_periods`], [`Store::product_periods`]); and the discounts and
+//! credits the bill run applies ([`Tx::insert_discount`], [`Tx::use_credit`]). README.md states the invariants.
 #![forbid(unsafe_code)]
 
 mod alarms;
@@ -31,6 +32,7 @@ mod bulk;
 mod catalogue;
 mod codec;
 mod customers;
+mod discounts;
 mod error;
 mod hash;
 mod history;
@@ -66,6 +68,7 @@ pub use catalogue::{new_entity_id, CatalogueFilter, CatalogueItem, CataloguePage
 pub use customers::{
     BillingAccountFilter, BillingAccountRow, CustomerFilter, CustomerRow, Page, CUSTOMER_PAGE_MAX, ENGINE_ACCOUNT_BASE,
 };
+pub use discounts::{CreditRow, DiscountRow, MAX_DISCOUNTS_PER_ACCOUNT};
 pub use error::{Result, StoreError};
 pub use history::{NextPeriod, ProductPeriod, PERIOD_PAGE_MAX};
 pub use hub::{

@@ -12,7 +12,7 @@ use crate::sql::{args, Dialect};
 use crate::Store;
 
 /// The schema version this build writes and understands (the last migration).
-pub const SCHEMA_VERSION: i64 = 13;
+pub const SCHEMA_VERSION: i64 = 15;
 
 struct Migration {
     version: i64,
@@ -108,6 +108,12 @@ const MIGRATIONS: &[Migration] = &[
         description: "product history: the periods of each product on an offering, active or suspended",
         sqlite: include_str!("../migrations/sqlite/0013_product_history.sql"),
         postgres: include_str!("../migrations/postgres/0013_product_history.sql"),
+    },
+    Migration {
+        version: 15,
+        description: "discounts and credits of billing accounts",
+        sqlite: include_str!("../migrations/sqlite/0015_discounts.sql"),
+        postgres: include_str!("../migrations/postgres/0015_discounts.sql"),
     },
 ];
 
