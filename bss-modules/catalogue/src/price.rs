@@ -5,6 +5,8 @@
 //! activated. A recurring price may say when it is billed with the extension attribute
 //! `chargeTiming` (TMF620 has no such field): `inArrears` (the default: the closing cycle's
 //! days) or `inAdvance` (the next cycle's, the closing one corrected; the billing README).
+//! A one-time price may say what it is charged for with `chargeEvent`: `activation` (the
+//! default: once when the product starts) or `simSwap` (once per SIM swap of the line).
 //! Money (`price: {unit, value}`) is an exact decimal read from the JSON text,
 //! never through a float: at most [`MAX_MONEY_DIGITS`] significant digits, so a JSON
 //! number shows it exactly both ways.
@@ -157,6 +159,16 @@ pub(crate) fn shape(object: &mut Map<String, Value>) -> Result<PriceShape> {
             return Err(CatalogueError::invalid("chargeTiming", format!("{other:?} is not inAdvance or inArrears")));
         }
     }
+    match text(object, "chargeEvent")? {
+        None => {}
+        Some("activation" | "simSwap") if price_type == "oneTime" => {}
+        Some("activation" | "simSwap") => {
+            return Err(CatalogueError::invalid("chargeEvent", "only a one-time price has one"));
+        }
+        Some(other) => {
+            return Err(CatalogueError::invalid("chargeEvent", format!("{other:?} is not activation or simSwap")));
+        }
+    }
     match price_type.as_str() {
         "recurring" => {
             let period = period_type
@@ -287,6 +299,15 @@ mod tests {
             (
                 json!({"priceType": "oneTime", "chargeTiming": "inAdvance", "price": {"unit": "EUR", "value": 1}}),
                 "chargeTiming",
+            ),
+            (
+                json!({"priceType": "oneTime", "chargeEvent": "renewal", "price": {"unit": "EUR", "value": 1}}),
+                "chargeEvent",
+            ),
+            (
+                json!({"priceType": "recurring", "recurringChargePeriodType": "month", "chargeEvent": "simSwap",
+                "price": {"unit": "EUR", "value": 1}}),
+                "chargeEvent",
             ),
             (json!({}), "priceType"),
         ] {

@@ -78,6 +78,18 @@ store_test! {
 /// An active offering on tariff plan `plan` (`s` or `m`) with a recurring price of
 /// `amount` EUR a month, `timing` its `chargeTiming` when given.
 async fn priced_offering(lab: &Lab, name: &str, plan: &str, amount: u32, timing: Option<&str>) -> String {
+    offering_with(lab, name, plan, amount, timing, Vec::new()).await
+}
+
+/// [`priced_offering`] with `extra` prices.
+async fn offering_with(
+    lab: &Lab,
+    name: &str,
+    plan: &str,
+    amount: u32,
+    timing: Option<&str>,
+    extra: Vec<Value>,
+) -> String {
     let catalogue = Catalogue::new(lab.store.clone(), tollgate_catalogue::BASE_PATH);
     let at = common::at(0);
     let source = PLAN.replacen("id = \"mobile-prepaid-s\"", &format!("id = \"mobile-prepaid-{plan}\""), 1);
@@ -88,7 +100,7 @@ async fn priced_offering(lab: &Lab, name: &str, plan: &str, amount: u32, timing:
         monthly["chargeTiming"] = json!(timing);
     }
     let mut prices = Vec::new();
-    for price in [usage, monthly] {
+    for price in [usage, monthly].into_iter().chain(extra) {
         let created = catalogue.create(Kind::ProductOfferingPrice, price, "test", at).await.expect("price");
         prices.push(json!({"id": created.value["id"]}));
     }
@@ -222,5 +234,34 @@ store_test! {
         // Run again: nothing; and December has nothing left to bill.
         assert_eq!(bill(&lab, 2026, 11, &mut billed).await, (Vec::new(), None));
         assert_eq!(bill(&lab, 2026, 12, &mut billed).await, (Vec::new(), None));
+    }
+}
+
+store_test! {
+    async fn a_sim_swap_bills_its_fee_once_in_its_cycle(store) {
+        let mut lab = lab(&store).await;
+        let one_time = |name: &str, value: &str, event: Option<&str>| {
+            let mut price = json!({"name": name, "priceType": "oneTime",
+                "price": {"unit": "EUR", "value": serde_json::from_str::<Value>(value).expect("number")}});
+            if let Some(event) = event {
+                price["chargeEvent"] = json!(event);
+            }
+            price
+        };
+        let fees = vec![one_time("Activation", "9.99", None), one_time("SIM swap", "15", Some("simSwap"))];
+        let plan = offering_with(&lab, "S", "s", 30, None, fees).await;
+        let line = order_on(&mut lab, "2026-10-20T09:00:00Z", |lab| new_line_on(lab, &plan)).await;
+        let mut billed = BTreeMap::new();
+        // October: 12/31 of 30.00 = 11.61 and the activation fee 9.99, no SIM swap fee: 21.60.
+        let (lines, net) = bill(&lab, 2026, 10, &mut billed).await;
+        assert_eq!(lines, ["Recurring S monthly [2026-10-20, 2026-11-01) 12/31 11.61", "OneOff Activation [2026-10-20, 2026-10-21) 9.99"]);
+        assert_eq!(net.as_deref(), Some("21.60"));
+        let swap = json!({"productCharacteristic": [{"name": "iccid", "value": common::SIMS[2].0}]});
+        order_on(&mut lab, "2026-11-05T10:00:00Z", |lab| lab.modify(&line, swap)).await;
+        // November: the month, 30.00, and the swap's fee once, 15.00: 45.00.
+        let (lines, net) = bill(&lab, 2026, 11, &mut billed).await;
+        assert_eq!(lines, ["Recurring S monthly [2026-11-01, 2026-12-01) 30/30 30.00", "OneOff SIM swap [2026-11-05, 2026-11-06) 15.00"]);
+        assert_eq!(net.as_deref(), Some("45.00"));
+        assert_eq!(bill(&lab, 2026, 11, &mut billed).await, (Vec::new(), None));
     }
 }

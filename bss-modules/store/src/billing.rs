@@ -766,7 +766,7 @@ impl Store {
                  h.from_ms AS started_at_ms,
                  CASE WHEN h.closed_by IN ('terminate', 'removeAddOn') THEN h.until_ms END AS terminated_at_ms,
                  CASE WHEN h.closed_by IN ('terminate', 'removeAddOn') THEN NULL ELSE h.until_ms END AS changed_at_ms,
-                 h.state AS period_state
+                 h.state AS period_state, 'activation' AS charge_event
              FROM product_periods h JOIN subscriptions s ON s.id = h.subscription_id {}
              WHERE s.billing_account_id IN (#)
                AND (p.price_type = 'recurring' OR h.opened_by IN ('newLine', 'addAddOn', 'import', 'backfill'))",
@@ -777,7 +777,7 @@ impl Store {
             "SELECT s.billing_account_id, s.id AS product_id, s.order_id, s.offering_id, p.id AS price_id,
                  p.name AS price_name, p.price_type, p.price_amount, p.price_unit,
                  COALESCE(s.started_at_ms, s.created_at_ms) AS started_at_ms, s.terminated_at_ms,
-                 CAST(NULL AS BIGINT) AS changed_at_ms, 'active' AS period_state
+                 CAST(NULL AS BIGINT) AS changed_at_ms, 'active' AS period_state, 'activation' AS charge_event
              FROM subscriptions s {}
              WHERE s.billing_account_id IN (#) AND {}
                AND (s.product_status IS NULL OR s.product_status NOT IN ('pendingActive', 'cancelled'))",
@@ -788,7 +788,7 @@ impl Store {
             "SELECT s.billing_account_id, a.id AS product_id, a.order_id, a.offering_id, p.id AS price_id,
                  p.name AS price_name, p.price_type, p.price_amount, p.price_unit,
                  a.created_at_ms AS started_at_ms, a.terminated_at_ms, CAST(NULL AS BIGINT) AS changed_at_ms,
-                 'active' AS period_state
+                 'active' AS period_state, 'activation' AS charge_event
              FROM subscription_addons a JOIN subscriptions s ON s.id = a.subscription_id {}
              WHERE s.billing_account_id IN (#) AND {}",
             prices.replace("{offering}", "a.offering_id"),
@@ -800,15 +800,31 @@ impl Store {
                  COALESCE(s.offering_id, '') AS offering_id, 'golden-number:' || m.msisdn AS price_id,
                  'Golden number ' || m.msisdn AS price_name, 'oneTime' AS price_type, m.price AS price_amount,
                  m.currency AS price_unit, COALESCE(s.started_at_ms, s.created_at_ms) AS started_at_ms,
-                 s.terminated_at_ms, CAST(NULL AS BIGINT) AS changed_at_ms, 'active' AS period_state
+                 s.terminated_at_ms, CAST(NULL AS BIGINT) AS changed_at_ms, 'active' AS period_state,
+                 'activation' AS charge_event
              FROM msisdns m JOIN subscriptions s ON s.id = m.subscription_id
              WHERE m.price IS NOT NULL AND s.billing_account_id IN (#)
                AND (s.product_status IS NULL OR s.product_status NOT IN ('pendingActive', 'cancelled'))";
+        // A line's completed SIM swaps, each with the one-time prices of the offering the
+        // line was on then (`chargeEvent: simSwap` keeps only those), under the swap's order.
+        let swaps = format!(
+            "SELECT s.billing_account_id, s.id AS product_id, i.order_id, COALESCE(h.offering_id, s.offering_id, '')
+                 AS offering_id, p.id AS price_id, p.name AS price_name, p.price_type, p.price_amount, p.price_unit,
+                 i.updated_at_ms AS started_at_ms, CAST(NULL AS BIGINT) AS terminated_at_ms,
+                 CAST(NULL AS BIGINT) AS changed_at_ms, 'active' AS period_state, 'simSwap' AS charge_event
+             FROM product_order_items i JOIN subscriptions s ON s.id = i.product_id
+             LEFT JOIN product_periods h ON h.product_id = s.id AND h.from_ms <= i.updated_at_ms
+                 AND (h.until_ms IS NULL OR h.until_ms > i.updated_at_ms) {}
+             WHERE i.action = 'simSwap' AND i.state = 'completed' AND s.billing_account_id IN (#)
+               AND p.price_type = 'oneTime'",
+            prices.replace("{offering}", "COALESCE(h.offering_id, s.offering_id)")
+        );
         let mut rows = select_in(&mut tx, "billing.product_prices", &periods, &keys).await?;
+        rows.extend(select_in(&mut tx, "billing.product_prices", &swaps, &keys).await?);
         rows.extend(select_in(&mut tx, "billing.product_prices", &lines, &keys).await?);
         rows.extend(select_in(&mut tx, "billing.product_prices", &addons, &keys).await?);
         rows.extend(select_in(&mut tx, "billing.product_prices", golden, &keys).await?);
-        let mut out = rows
+        let out = rows
             .iter()
             .filter_map(|row| {
                 // A price without an amount (a price of another kind) bills nothing.
@@ -818,7 +834,7 @@ impl Store {
                     Err(error) => return Some(Err(error)),
                 };
                 Some((|| {
-                    Ok(ProductPrice {
+                    let price = ProductPrice {
                         billing_account_id: row.text("billing_account_id")?,
                         product_id: row.text("product_id")?,
                         order_id: row.opt_text("order_id")?,
@@ -833,14 +849,14 @@ impl Store {
                         changed_at: row.opt_timestamp("changed_at_ms")?,
                         suspended: row.text("period_state")? == "suspended",
                         charge_timing: None,
-                    })
+                    };
+                    Ok((price, row.text("charge_event")?))
                 })())
             })
             .collect::<Result<Vec<_>>>()?;
-        // Each recurring price's timing, read once per price from its document.
-        let recurring: BTreeSet<&str> =
-            out.iter().filter(|price| price.price_type == "recurring").map(|price| price.price_id.as_str()).collect();
-        let ids: Vec<&str> = recurring.into_iter().collect();
+        // Each price's timing and event, read once per price from its document.
+        let ids: BTreeSet<&str> = out.iter().map(|(price, _)| price.price_id.as_str()).collect();
+        let ids: Vec<&str> = ids.into_iter().collect();
         let docs = select_in(
             &mut tx,
             "billing.price_timing",
@@ -848,16 +864,26 @@ impl Store {
             &ids,
         )
         .await?;
-        let mut timing = BTreeMap::new();
+        let (mut timing, mut events) = (BTreeMap::new(), BTreeMap::new());
         for row in &docs {
             let doc = parse_json(row, "doc_json", &row.text("doc_json")?)?;
-            if let Some(value) = doc.get("chargeTiming").and_then(serde_json::Value::as_str) {
-                timing.insert(row.text("id")?, value.to_owned());
-            }
+            let field = |name: &str| doc.get(name).and_then(serde_json::Value::as_str).map(str::to_owned);
+            timing.insert(row.text("id")?, field("chargeTiming"));
+            events.insert(row.text("id")?, field("chargeEvent"));
         }
-        for price in &mut out {
-            price.charge_timing = timing.get(&price.price_id).cloned();
-        }
+        // A one-time price is billed for its event only: a SIM swap fee with the swaps, the
+        // others with the product's start.
+        let mut out: Vec<ProductPrice> = out
+            .into_iter()
+            .filter(|(price, event)| {
+                let wanted = events.get(&price.price_id).cloned().flatten();
+                price.price_type != "oneTime" || wanted.as_deref().unwrap_or("activation") == event
+            })
+            .map(|(mut price, _)| {
+                price.charge_timing = timing.get(&price.price_id).cloned().flatten();
+                price
+            })
+            .collect();
         out.sort_by(|a, b| {
             (&a.billing_account_id, &a.product_id, &a.price_id, a.started_at).cmp(&(
                 &b.billing_account_id,
