@@ -4,7 +4,8 @@
 //! instants of each change, written in the transaction that completed the order item.
 //! Then the bill run's reads of it (`Store::product_prices`) through `plan_invoice`, as
 //! `tollgate bill-run` does, on hand-computed cases: a plan change mid-cycle, a
-//! suspension inside a cycle, an in-advance price and its correction, a rerun.
+//! suspension inside a cycle, an in-advance price and its correction, a SIM swap fee, a
+//! rerun. A line from before the history gets its first period when it first changes.
 
 mod common;
 
@@ -263,5 +264,19 @@ store_test! {
         assert_eq!(lines, ["Recurring S monthly [2026-11-01, 2026-12-01) 30/30 30.00", "OneOff SIM swap [2026-11-05, 2026-11-06) 15.00"]);
         assert_eq!(net.as_deref(), Some("45.00"));
         assert_eq!(bill(&lab, 2026, 11, &mut billed).await, (Vec::new(), None));
+    }
+}
+
+store_test! {
+    async fn a_line_from_before_the_history_gets_its_first_period_when_it_changes(store) {
+        let mut lab = lab(&store).await;
+        let line = order_on(&mut lab, "2026-10-20T09:00:00Z", Lab::new_line).await;
+        // As if the line were older than migration 0013: no period recorded.
+        tollgate_store::testing::raw_sql(&store, "DELETE FROM product_periods").await.expect("delete");
+        order_on(&mut lab, "2026-11-21T08:00:00Z", |lab| lab.modify(&line, json!({"status": "suspended"}))).await;
+        check(&lab, &line, &[
+            "line active S backfill 2026-10-20T09:00:00Z..2026-11-21T08:00:00Z suspend",
+            "line suspended S suspend 2026-11-21T08:00:00Z..- -",
+        ]).await;
     }
 }
