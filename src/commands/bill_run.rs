@@ -20,13 +20,14 @@ use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use serde_json::{json, Value};
 use tollgate_billing::{
-    closing_cycle, parse_cycle, plan_invoice, reconcile, usage_window_start, AccountInput, Invoice, Journal, PriceKind,
-    PriceKindOrUsage, ProductInput, RatedEntry, RunConfig, UsageInput,
+    closing_cycle, lookup_keys, parse_cycle, plan_invoice, reconcile, usage_window_start, AccountInput, ChargeTiming,
+    Credit, DateSpan, Discount, DiscountScope, DiscountValue, Invoice, Journal, PriceKind, PriceKindOrUsage,
+    ProductInput, RatedEntry, RunConfig, UsageInput,
 };
 use tollgate_engine::ledger::{self, EntryKind};
 use tollgate_store::{
-    AuditRecord, BillRunState, BillableAccount, BilledItem, BilledKind, InvoiceFilter, InvoiceKind, InvoiceLineRow,
-    InvoiceRow, InvoiceState, Store, StoreError, INVOICE_PAGE_MAX,
+    AuditRecord, BillRunState, BillableAccount, BilledItem, BilledKind, CreditRow, DiscountRow, InvoiceFilter,
+    InvoiceKind, InvoiceLineRow, InvoiceRow, InvoiceState, Store, StoreError, INVOICE_PAGE_MAX,
 };
 
 use super::bss::{actor, runtime, DatabaseArgs};
@@ -48,7 +49,8 @@ pub(crate) struct BillRunArgs {
     #[arg(long, value_delimiter = ',')]
     accounts: Vec<String>,
     /// The run's configuration (JSON: time_zone, issuer, series, rounding_mode,
-    /// jurisdiction, tax_profiles, default_tax_profile, chart); defaults without it.
+    /// jurisdiction, tax_profiles, default_tax_profile, chart, suspended_days); defaults
+    /// without it.
     #[arg(long)]
     config: Option<PathBuf>,
     /// The engine's shard count (default: the data directory's).
@@ -102,6 +104,51 @@ pub(crate) enum BillRunCommand {
         #[arg(long, default_value_t = 30)]
         due_days: u16,
     },
+    /// Give a billing account a discount: a percentage (`--percent`) or a fixed amount per
+    /// cycle (`--amount` with `--currency`) off one product's charges (`--product`), the
+    /// account's, or its whole hierarchy's (`--hierarchy`, on the root), from `--from` up
+    /// to `--until` (excluded), days YYYY-MM-DD in the run's time zone; prints it.
+    Discount {
+        #[arg(long)]
+        account: String,
+        #[arg(long)]
+        id: String,
+        #[arg(long, conflicts_with = "amount", required_unless_present = "amount")]
+        percent: Option<rust_decimal::Decimal>,
+        #[arg(long, requires = "currency")]
+        amount: Option<rust_decimal::Decimal>,
+        #[arg(long)]
+        currency: Option<String>,
+        #[arg(long, conflicts_with = "hierarchy")]
+        product: Option<String>,
+        #[arg(long)]
+        hierarchy: bool,
+        #[arg(long)]
+        from: jiff::civil::Date,
+        #[arg(long)]
+        until: Option<jiff::civil::Date>,
+        #[arg(long, default_value = "Discount")]
+        description: String,
+        /// The charge type its lines are posted under (a contra-revenue GL account).
+        #[arg(long, default_value = "discount")]
+        charge_type: String,
+    },
+    /// Give a billing account a credit: taken off its next invoices' charges in its
+    /// currency until used up; prints it.
+    Credit {
+        #[arg(long)]
+        account: String,
+        #[arg(long)]
+        id: String,
+        #[arg(long)]
+        amount: rust_decimal::Decimal,
+        #[arg(long)]
+        currency: String,
+        #[arg(long, default_value = "Credit")]
+        description: String,
+        #[arg(long, default_value = "credit")]
+        charge_type: String,
+    },
     /// A run's general-ledger journal (its final invoices) as CSV.
     ExportGl {
         #[arg(long)]
@@ -154,6 +201,9 @@ pub(crate) fn run(args: &BillRunArgs) -> anyhow::Result<ExitCode> {
                     _ => bail!("give --invoice with --out, or --run with --out-dir"),
                 };
                 pdf(&store, target, &template, *due_days).await
+            }
+            Some(command @ (BillRunCommand::Discount { .. } | BillRunCommand::Credit { .. })) => {
+                add_reduction(&store, command).await
             }
             Some(BillRunCommand::ExportGl { run, config, output }) => {
                 export_gl(&store, run, &load_config(config.as_deref())?, output.as_deref()).await
@@ -259,23 +309,15 @@ async fn bill(store: &Store, args: &BillRunArgs) -> anyhow::Result<ExitCode> {
         // Usage is read from a few cycles before: what their runs did not bill (it arrived
         // late) is billed now.
         let from = usage_window_start(year, month, root.bill_cycle_day, config.usage_lookback_cycles, zone.clone())?;
-        let inputs = account_inputs(store, group, &cycle, from, data_dir, shards).await?;
-        let mut keys: Vec<String> = inputs.iter().flat_map(|input| input.usage.iter().map(|u| u.key.clone())).collect();
-        for input in &inputs {
-            for product in &input.products {
-                keys.push(match product.kind {
-                    PriceKind::Recurring => {
-                        tollgate_billing::recurring_key(&product.product_id, &product.price_id, &cycle)
-                    }
-                    PriceKind::OneTime => tollgate_billing::one_off_key(
-                        product.order_id.as_deref(),
-                        &product.product_id,
-                        &product.price_id,
-                    ),
-                });
-            }
+        let mut inputs = account_inputs(store, group, &cycle, from, data_dir, shards).await?;
+        let amounts = store.billed_amounts(&lookup_keys(&cycle, &inputs)?).await?;
+        let billed: BTreeSet<String> = amounts.keys().cloned().collect();
+        // What in-advance prices charged for this cycle, which their corrections need.
+        let charged: std::collections::BTreeMap<String, rust_decimal::Decimal> =
+            amounts.into_iter().filter(|(key, _)| key.starts_with("recurring:")).collect();
+        for input in &mut inputs {
+            input.billed_amounts = charged.clone();
         }
-        let billed = store.billed_keys(&keys).await?;
         let Some(planned) = plan_invoice(&cycle, &config, root.tax_profile_id.as_deref(), &inputs, &billed)
             .with_context(|| format!("account {}", root.id))?
         else {
@@ -312,7 +354,12 @@ async fn bill(store: &Store, args: &BillRunArgs) -> anyhow::Result<ExitCode> {
         let now = jiff::Timestamp::now();
         let mut tx = store.begin().await?;
         match tx.insert_draft_invoice(&row, &lines_of(&planned.invoice)?, &items, now).await {
-            Ok(()) => {}
+            Ok(()) => {
+                // What the invoice took of each credit, with it.
+                for (credit, used) in &planned.credits_used {
+                    tx.use_credit(credit, *used).await?;
+                }
+            }
             // Another run billed it meanwhile: its invoice stands.
             Err(StoreError::Conflict { .. }) => {
                 already += 1;
@@ -449,6 +496,8 @@ async fn account_inputs(
 ) -> anyhow::Result<Vec<AccountInput>> {
     let ids: Vec<String> = group.iter().map(|account| account.id.clone()).collect();
     let prices = store.product_prices(&ids).await?;
+    let discounts = store.discounts_of(&ids).await?;
+    let credits = store.credits_of(&ids).await?;
     let until = cycle.ends_at()?;
     let mut inputs = Vec::with_capacity(group.len());
     for account in group {
@@ -460,7 +509,7 @@ async fn account_inputs(
                     "recurring" => PriceKind::Recurring,
                     _ => PriceKind::OneTime,
                 };
-                ProductInput {
+                Ok(ProductInput {
                     product_id: price.product_id.clone(),
                     order_id: price.order_id.clone(),
                     price_id: price.price_id.clone(),
@@ -470,9 +519,18 @@ async fn account_inputs(
                     currency: price.currency.clone(),
                     started_at: price.started_at,
                     terminated_at: price.terminated_at,
-                }
+                    changed_at: price.changed_at,
+                    suspended: price.suspended,
+                    timing: match price.charge_timing.as_deref() {
+                        None | Some("inArrears") => ChargeTiming::InArrears,
+                        Some("inAdvance") => ChargeTiming::InAdvance,
+                        Some(other) => {
+                            bail!("price {}: chargeTiming {other:?} is not inAdvance or inArrears", price.price_id)
+                        }
+                    },
+                })
             })
-            .collect();
+            .collect::<anyhow::Result<Vec<_>>>()?;
         let mut usage = Vec::new();
         let (mut last_lsn, mut n) = (None, 0u32);
         let entries =
@@ -500,9 +558,133 @@ async fn account_inputs(
             currency: account.currency.clone(),
             products,
             usage,
+            billed_amounts: Default::default(),
+            discounts: discounts
+                .iter()
+                .filter(|row| row.billing_account_id == account.id)
+                .map(discount_of)
+                .collect::<anyhow::Result<Vec<_>>>()?,
+            credits: credits
+                .iter()
+                .filter(|row| row.billing_account_id == account.id && row.used < row.amount)
+                .map(|row| Credit {
+                    id: row.id.clone(),
+                    description: row.description.clone(),
+                    charge_type: row.charge_type.clone(),
+                    amount: row.amount - row.used,
+                    currency: row.currency.clone(),
+                })
+                .collect(),
         });
     }
     Ok(inputs)
+}
+
+/// A stored discount as the billing core takes it.
+fn discount_of(row: &DiscountRow) -> anyhow::Result<Discount> {
+    let scope = match (row.scope.as_str(), &row.product_id) {
+        ("product", Some(product_id)) => DiscountScope::Product { product_id: product_id.clone() },
+        ("account", _) => DiscountScope::Account,
+        ("hierarchy", _) => DiscountScope::Hierarchy,
+        (other, _) => bail!("discount {}: scope {other:?}", row.id),
+    };
+    let value = match (&row.percent, &row.amount) {
+        (Some(percent), _) => DiscountValue::Percent(*percent),
+        (None, Some((amount, currency))) => DiscountValue::Fixed { amount: *amount, currency: currency.clone() },
+        (None, None) => bail!("discount {}: neither a percentage nor an amount", row.id),
+    };
+    let day = |text: &str| text.parse::<jiff::civil::Date>().with_context(|| format!("discount {}: {text:?}", row.id));
+    let until = row.valid_until.as_deref().map(day).transpose()?.unwrap_or(jiff::civil::Date::MAX);
+    Ok(Discount {
+        id: row.id.clone(),
+        description: row.description.clone(),
+        charge_type: row.charge_type.clone(),
+        scope,
+        value,
+        valid: DateSpan::new("valid", day(&row.valid_from)?, until)?,
+    })
+}
+
+/// `bill-run discount` and `bill-run credit`: the row recorded and audited in one
+/// transaction, printed.
+async fn add_reduction(store: &Store, command: &BillRunCommand) -> anyhow::Result<ExitCode> {
+    let now = jiff::Timestamp::now();
+    let mut tx = store.begin().await?;
+    let (kind, id, doc) = match command {
+        BillRunCommand::Discount {
+            account,
+            id,
+            percent,
+            amount,
+            currency,
+            product,
+            hierarchy,
+            from,
+            until,
+            description,
+            charge_type,
+        } => {
+            let scope = match (product, hierarchy) {
+                (Some(_), _) => "product",
+                (None, true) => "hierarchy",
+                (None, false) => "account",
+            };
+            let row = DiscountRow {
+                id: id.clone(),
+                billing_account_id: account.clone(),
+                scope: scope.to_owned(),
+                product_id: product.clone(),
+                percent: *percent,
+                amount: amount.zip(currency.clone()),
+                description: description.clone(),
+                charge_type: charge_type.clone(),
+                valid_from: from.to_string(),
+                valid_until: until.map(|day| day.to_string()),
+                created_at: now,
+            };
+            // Checked as the bill run will take it (a percentage above 0 and at most 100, …).
+            discount_of(&row)?.validate("discount")?;
+            tx.insert_discount(&row).await?;
+            let doc = json!({"id": id, "billingAccount": account, "scope": scope, "product": product,
+                "percent": percent.map(|p| p.to_string()), "amount": amount.map(|a| a.to_string()),
+                "currency": currency, "validFrom": row.valid_from, "validUntil": row.valid_until,
+                "description": description, "chargeType": charge_type});
+            ("Discount", id, doc)
+        }
+        BillRunCommand::Credit { account, id, amount, currency, description, charge_type } => {
+            tollgate_billing::currency_rounding("amount", currency, tollgate_billing::RoundingMode::HalfEven)?;
+            if *amount <= rust_decimal::Decimal::ZERO {
+                bail!("--amount: {amount} is not above zero");
+            }
+            let row = CreditRow {
+                id: id.clone(),
+                billing_account_id: account.clone(),
+                amount: *amount,
+                currency: currency.clone(),
+                description: description.clone(),
+                charge_type: charge_type.clone(),
+                used: rust_decimal::Decimal::ZERO,
+                created_at: now,
+            };
+            tx.insert_credit(&row).await?;
+            let doc = json!({"id": id, "billingAccount": account, "amount": amount.to_string(), "currency": currency,
+                "description": description, "chargeType": charge_type});
+            ("Credit", id, doc)
+        }
+        _ => bail!("not a discount or a credit"),
+    };
+    let record = AuditRecord {
+        actor: &actor(),
+        action: "create",
+        entity_type: kind,
+        entity_id: id,
+        before: None,
+        after: Some(&doc),
+    };
+    tx.audit(record, now).await?;
+    tx.commit().await?;
+    println!("{doc}");
+    Ok(ExitCode::SUCCESS)
 }
 
 fn invoice_row(

@@ -219,6 +219,42 @@ fn a_bill_run_run_again_changes_nothing_and_late_calls_go_to_the_next_cycle() {
     std::fs::remove_dir_all(dir).ok();
 }
 
+#[test]
+fn discounts_and_credits_from_the_store_reduce_invoices_once() {
+    let dir = scratch("bill-run-discounts");
+    let data_dir = setup(&dir, 40);
+    let (cycle, _) = cycles();
+    let dry = json_lines(&ok(&["bill-run", "--cycle", &cycle, "--dry-run", "--data-dir", &data_dir]));
+    let (first, second) = (dry[0]["account"].as_str().expect("id"), dry[1]["account"].as_str().expect("id"));
+    let gross = |invoice: &Value| invoice["gross"].as_str().expect("gross").parse::<Decimal>().expect("decimal");
+    assert!(gross(&dry[0]) > Decimal::ZERO && gross(&dry[1]) > Decimal::ZERO);
+    // The first account's charges all off (100 %); the second has a credit larger than
+    // its invoice, which takes the whole of it.
+    let discount =
+        ["bill-run", "discount", "--account", first, "--id", "d1", "--percent", "100", "--from", "2000-01-01"];
+    ok(&[&discount[..], &["--data-dir", &data_dir]].concat());
+    let credit = ["bill-run", "credit", "--account", second, "--id", "c1", "--amount", "1000", "--currency", "EUR"];
+    ok(&[&credit[..], &["--data-dir", &data_dir]].concat());
+    let again = tollgate(&[&credit[..], &["--data-dir", &data_dir]].concat(), "");
+    assert!(!again.status.success(), "a credit id is taken once");
+    let bad = ["bill-run", "discount", "--account", first, "--id", "d2", "--percent", "120", "--from", "2000-01-01"];
+    let refused = tollgate(&[&bad[..], &["--data-dir", &data_dir]].concat(), "");
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("discount.value"), "a percentage above 100 is refused");
+
+    bill(&data_dir, &cycle);
+    let invoices = show(&data_dir, &cycle);
+    let of = |account: &str| invoices.iter().find(|invoice| invoice["account"] == account).expect("invoiced").clone();
+    assert_eq!((gross(&of(first)), gross(&of(second))), (Decimal::ZERO, Decimal::ZERO));
+    for (invoice, composed) in invoices.iter().zip(&dry).skip(2) {
+        assert_eq!(invoice["contentHash"], composed["contentHash"], "the other accounts' invoices are as before");
+    }
+    // Run again: nothing changes, and the credit was taken once.
+    let rerun = bill(&data_dir, &cycle);
+    assert!(rerun.contains("0 drafted"), "{rerun}");
+    assert_eq!(show(&data_dir, &cycle), invoices);
+    std::fs::remove_dir_all(dir).ok();
+}
+
 /// Starts a bill run and SIGKILLs it once its stderr has shown `lines` lines starting
 /// with `word`.
 fn kill_after(data_dir: &str, cycle: &str, word: &str, lines: usize) {

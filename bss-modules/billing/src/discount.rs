@@ -65,6 +65,28 @@ pub struct Credit {
 }
 
 impl Discount {
+    /// Checks its value (`field` names it in the error): a percentage above 0 and at most
+    /// 100, or a fixed amount not negative in a known currency.
+    pub fn validate(&self, field: &str) -> Result<()> {
+        match &self.value {
+            DiscountValue::Percent(percent) => {
+                if *percent <= Decimal::ZERO || *percent > Decimal::ONE_HUNDRED {
+                    return Err(BillingError::invalid(
+                        format!("{field}.value"),
+                        format!("{percent} % is not above 0 and at most 100"),
+                    ));
+                }
+            }
+            DiscountValue::Fixed { amount, currency } => {
+                crate::currency::minor_units(&format!("{field}.value.currency"), currency)?;
+                if amount.is_sign_negative() {
+                    return Err(BillingError::invalid(format!("{field}.value.amount"), "is negative"));
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// The rank of its scope in the order discounts are applied.
     pub(crate) fn rank(&self) -> u8 {
         match self.scope {

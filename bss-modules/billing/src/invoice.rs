@@ -240,6 +240,16 @@ pub struct Invoice {
 /// invoice's shape bumps it, so old and new hashes are never compared as equals.
 pub const CONTENT_HASH_VERSION: &str = "tollgate-invoice-v1";
 
+impl Line {
+    /// The line in one row of text, `Recurring Plan S [2026-11-01, 2026-11-16) 15/30 15.00`:
+    /// its kind, description, period, days of the cycle and amount (a test's or a log's).
+    pub fn summary(&self) -> String {
+        let period = self.period.map(|span| format!(" {span}")).unwrap_or_default();
+        let days = self.proration.map(|p| format!(" {}/{}", p.days, p.period_days)).unwrap_or_default();
+        format!("{:?} {}{period}{days} {}", self.kind, self.description, self.amount)
+    }
+}
+
 impl Invoice {
     /// `sha256:` and the hex SHA-256 of [`CONTENT_HASH_VERSION`], a newline and the
     /// invoice's JSON: equal for equal invoices, whatever order their inputs came in.
@@ -584,21 +594,11 @@ impl Reducer<'_> {
         for (index, base) in self.bases.iter().enumerate().filter(|(_, base)| base.remaining > 0 && in_scope(base)) {
             by_currency.entry(base.currency.clone()).or_default().push(index);
         }
+        discount.validate(field)?;
         if let DiscountValue::Fixed { amount, currency } = &discount.value {
             let rounding = currency_rounding(&format!("{field}.value.currency"), currency, self.mode)?;
             minor_amount(&format!("{field}.value.amount"), *amount, rounding)?;
-            if amount.is_sign_negative() {
-                return Err(BillingError::invalid(format!("{field}.value.amount"), "is negative"));
-            }
             by_currency.retain(|code, _| code == currency);
-        }
-        if let DiscountValue::Percent(percent) = &discount.value {
-            if *percent <= Decimal::ZERO || *percent > Decimal::ONE_HUNDRED {
-                return Err(BillingError::invalid(
-                    format!("{field}.value"),
-                    format!("{percent} % is not above 0 and at most 100"),
-                ));
-            }
         }
         for (currency, targets) in by_currency {
             let rounding = currency_rounding(field, &currency, self.mode)?;

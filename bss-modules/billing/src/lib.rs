@@ -40,9 +40,9 @@ pub use receivables::{
     MAX_DUNNING_STEPS,
 };
 pub use run::{
-    closing_cycle, one_off_key, parse_cycle, plan_invoice, reconcile, recurring_key, usage_window_start, AccountInput,
-    BilledKey, PlannedInvoice, PriceKind, PriceKindOrUsage, ProductInput, RatedEntry, Reconciliation, RunConfig,
-    UsageInput, DEFAULT_JURISDICTION, MAX_LOOKBACK_CYCLES, UNTAXED_PROFILE,
+    closing_cycle, correction_key, lookup_keys, one_off_key, parse_cycle, plan_invoice, reconcile, recurring_key,
+    usage_window_start, AccountInput, BilledKey, PlannedInvoice, PriceKind, PriceKindOrUsage, ProductInput, RatedEntry,
+    Reconciliation, RunConfig, SuspendedDays, UsageInput, DEFAULT_JURISDICTION, MAX_LOOKBACK_CYCLES, UNTAXED_PROFILE,
 };
 pub use tax::{PriceBasis, TaxProfile, TaxRate, TaxRounding, MAX_TAX_RATES};
 pub use tollgate_tariffs::{Rounding, RoundingMode};

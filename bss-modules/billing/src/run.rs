@@ -20,6 +20,7 @@ use tollgate_tariffs::RoundingMode;
 
 use crate::currency::currency_rounding;
 use crate::cycle::{BillingCycle, DateSpan};
+use crate::discount::{Credit, Discount};
 use crate::error::{BillingError, Result};
 use crate::invoice::{
     compose, AccountCharges, AllowanceDraw, ChargeTiming, Invoice, InvoiceInputs, OneOffCharge, RecurringCharge,
@@ -63,6 +64,20 @@ pub struct RunConfig {
     pub usage_lookback_cycles: u8,
     /// The general-ledger account codes (`bill-run export-gl`).
     pub chart: ChartOfAccounts,
+    /// Whether a product's suspended days are charged its recurring prices (README,
+    /// "Proration policy"); by default they are not.
+    pub suspended_days: SuspendedDays,
+}
+
+/// What a product's recurring prices charge for the days it is suspended.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SuspendedDays {
+    /// Not charged: a suspended line pays again from the day it is resumed.
+    #[default]
+    Free,
+    /// Charged as active days (an operator whose suspension keeps the contract running).
+    Charged,
 }
 
 /// The most cycles a bill run looks back for usage not billed yet.
@@ -88,6 +103,7 @@ impl Default for RunConfig {
                 tax_payable: BTreeMap::new(),
                 tax_payable_default: Some("2200".to_owned()),
             },
+            suspended_days: SuspendedDays::Free,
         }
     }
 }
@@ -209,7 +225,11 @@ pub enum PriceKind {
     OneTime,
 }
 
-/// A product (a line or an add-on) of an account with one of its offering's prices.
+/// A product (a line or an add-on) of an account with one of its offering's prices over
+/// one period of its history: from `started_at` to its termination (`terminated_at`, a
+/// charged day) or the change that ended the period (`changed_at`: a plan change, a
+/// suspension or a resumption, whose day belongs to the period after it). The periods of
+/// one product and price are charged together, each by its days.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProductInput {
     pub product_id: String,
@@ -223,6 +243,12 @@ pub struct ProductInput {
     pub currency: String,
     pub started_at: Timestamp,
     pub terminated_at: Option<Timestamp>,
+    /// The period ended with a change at this instant (its day is not this period's).
+    pub changed_at: Option<Timestamp>,
+    /// The product was suspended in this period ([`RunConfig::suspended_days`]).
+    pub suspended: bool,
+    /// Recurring prices: charged in arrears or in advance.
+    pub timing: ChargeTiming,
 }
 
 /// One rated-event ledger entry of an account, as the bill run reads it.
@@ -248,6 +274,14 @@ pub struct AccountInput {
     pub currency: String,
     pub products: Vec<ProductInput>,
     pub usage: Vec<UsageInput>,
+    /// What earlier invoices billed under this account's recurring keys (key → amount):
+    /// an in-advance price's charge for the closing cycle, which it corrects.
+    pub billed_amounts: BTreeMap<String, Decimal>,
+    /// Its discounts (a hierarchy's: the invoiced account's), each applied for the days of
+    /// the cycle it is valid on.
+    pub discounts: Vec<Discount>,
+    /// Its credits, each with what is left of it.
+    pub credits: Vec<Credit>,
 }
 
 /// An item the invoice bills, under the key that keeps it from being billed again.
@@ -256,7 +290,8 @@ pub struct BilledKey {
     pub key: String,
     pub kind: PriceKindOrUsage,
     pub account_id: String,
-    /// The price (recurring: for a whole cycle) or the usage charged.
+    /// What was charged: a recurring price's amount for the cycle its key names (prorated;
+    /// a correction: the difference), a one-time price, or the usage charged.
     pub amount: Decimal,
     pub currency: String,
 }
@@ -269,16 +304,49 @@ pub enum PriceKindOrUsage {
     Usage,
 }
 
-/// A planned invoice: the composed draft and the items it bills.
+/// A planned invoice: the composed draft, the items it bills and what it takes of each
+/// credit (credit id → amount, none when nothing).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PlannedInvoice {
     pub invoice: Invoice,
     pub billed: Vec<BilledKey>,
+    pub credits_used: BTreeMap<String, Decimal>,
 }
 
 /// The key of a product's recurring price for the cycle starting on `cycle_from`.
 pub fn recurring_key(product_id: &str, price_id: &str, cycle: &BillingCycle) -> String {
     format!("recurring:{product_id}:{price_id}:{}", cycle.span().from)
+}
+
+/// The key of an in-advance recurring price's correction of the cycle starting on
+/// `cycle_from` (what it had minus what was charged for it in advance): billed once, by the
+/// invoice of that cycle.
+pub fn correction_key(product_id: &str, price_id: &str, cycle: &BillingCycle) -> String {
+    format!("recurring-correction:{product_id}:{price_id}:{}", cycle.span().from)
+}
+
+/// Every key [`plan_invoice`] may look up for `accounts` in `cycle`, for the caller to
+/// read what was billed under them (and how much) before planning.
+pub fn lookup_keys(cycle: &BillingCycle, accounts: &[AccountInput]) -> Result<Vec<String>> {
+    let next = cycle.next()?;
+    let mut keys = BTreeSet::new();
+    for account in accounts {
+        keys.extend(account.usage.iter().map(|entry| entry.key.clone()));
+        for product in &account.products {
+            let (id, price) = (product.product_id.as_str(), product.price_id.as_str());
+            match product.kind {
+                PriceKind::Recurring => {
+                    keys.insert(recurring_key(id, price, cycle));
+                    keys.insert(recurring_key(id, price, &next));
+                    keys.insert(correction_key(id, price, cycle));
+                }
+                PriceKind::OneTime => {
+                    keys.insert(one_off_key(product.order_id.as_deref(), id, price));
+                }
+            }
+        }
+    }
+    Ok(keys.into_iter().collect())
 }
 
 /// The key of a product's one-time price.
@@ -311,38 +379,24 @@ pub fn plan_invoice(
             one_off: Vec::new(),
             usage: Vec::new(),
             allowances: Vec::new(),
-            discounts: Vec::new(),
-            credits: Vec::new(),
+            discounts: account.discounts.clone(),
+            credits: account.credits.iter().filter(|credit| credit.amount > Decimal::ZERO).cloned().collect(),
         };
+        let mut recurring: BTreeMap<(&str, &str), Vec<(usize, &ProductInput)>> = BTreeMap::new();
+        let mut one_offs = BTreeSet::new();
         for (position, product) in account.products.iter().enumerate() {
             let field = format!("{field}.products[{position}]");
             let started_on = cycle.date_of(product.started_at);
-            let terminated_on = product.terminated_at.map(|at| cycle.date_of(at));
-            let active = DateSpan::active(&field, started_on, terminated_on)?;
             match product.kind {
                 PriceKind::Recurring => {
-                    let key = recurring_key(&product.product_id, &product.price_id, cycle);
-                    if active.intersect(span).is_empty() || billed.contains(&key) {
-                        continue;
-                    }
-                    charges.recurring.push(RecurringCharge {
-                        product_id: product.product_id.clone(),
-                        charge_type: "recurring".to_owned(),
-                        description: product.description.clone(),
-                        service_class: config.product_service_class.clone(),
-                        currency: product.currency.clone(),
-                        price: product.amount,
-                        timing: ChargeTiming::InArrears,
-                        active: vec![active],
-                        billed_in_advance: Decimal::ZERO,
-                    });
-                    keys.push(billed_key(key, PriceKindOrUsage::Recurring, account, product.amount, &product.currency));
+                    recurring.entry((&product.product_id, &product.price_id)).or_default().push((position, product));
                 }
                 PriceKind::OneTime => {
                     let key = one_off_key(product.order_id.as_deref(), &product.product_id, &product.price_id);
-                    if started_on >= span.until || billed.contains(&key) {
+                    if started_on >= span.until || billed.contains(&key) || !one_offs.insert(key.clone()) {
                         continue;
                     }
+                    period_span(&field, product, cycle)?;
                     charges.one_off.push(OneOffCharge {
                         id: key.clone(),
                         product_id: Some(product.product_id.clone()),
@@ -355,6 +409,12 @@ pub fn plan_invoice(
                     });
                     keys.push(billed_key(key, PriceKindOrUsage::OneOff, account, product.amount, &product.currency));
                 }
+            }
+        }
+        for periods in recurring.values() {
+            if let Some((charge, billed_now)) = recurring_charge(&field, cycle, config, account, periods, billed)? {
+                charges.recurring.push(charge);
+                keys.extend(billed_now);
             }
         }
         // Usage not billed yet and posted before the cycle's end, by service and currency:
@@ -409,7 +469,119 @@ pub fn plan_invoice(
     };
     let invoice = compose(cycle, &inputs)?;
     keys.sort();
-    Ok(Some(PlannedInvoice { invoice, billed: keys }))
+    // What each credit gave: its amount, less what the invoice left of it.
+    let mut credits_used = BTreeMap::new();
+    for credit in inputs.accounts.iter().flat_map(|account| &account.credits) {
+        let left: Decimal = invoice
+            .unused_credits
+            .iter()
+            .filter(|unused| unused.credit_id == credit.id)
+            .map(|unused| unused.amount)
+            .sum();
+        if credit.amount > left {
+            credits_used.insert(credit.id.clone(), credit.amount - left);
+        }
+    }
+    Ok(Some(PlannedInvoice { invoice, billed: keys, credits_used }))
+}
+
+/// The days of one period of a product by the proration policy: from its start, through
+/// its termination day, or up to (not including) the day of the change that ended it.
+fn period_span(field: &str, product: &ProductInput, cycle: &BillingCycle) -> Result<DateSpan> {
+    let started_on = cycle.date_of(product.started_at);
+    let terminated_on = product.terminated_at.map(|at| cycle.date_of(at));
+    let mut span = DateSpan::active(field, started_on, terminated_on)?;
+    if let Some(changed_at) = product.changed_at {
+        let changed_on = cycle.date_of(changed_at);
+        if changed_on < started_on {
+            return Err(BillingError::invalid(
+                format!("{field}.changed_at"),
+                format!("{changed_on} is before the period starts on {started_on}"),
+            ));
+        }
+        span.until = span.until.min(changed_on);
+    }
+    Ok(span)
+}
+
+/// One product's recurring price over its periods (`periods`: their positions in the
+/// account's products, all of one product and price), and the keys it bills: in arrears,
+/// the closing cycle's days; in advance, the next cycle's days and the closing cycle's
+/// correction against what an earlier invoice charged for it. `None` when nothing is due
+/// (no day in the cycles, or billed already: a rerun).
+fn recurring_charge(
+    account_field: &str,
+    cycle: &BillingCycle,
+    config: &RunConfig,
+    account: &AccountInput,
+    periods: &[(usize, &ProductInput)],
+    billed: &BTreeSet<String>,
+) -> Result<Option<(RecurringCharge, Vec<BilledKey>)>> {
+    let Some((first_position, first)) = periods.first() else { return Ok(None) };
+    let field = format!("{account_field}.products[{first_position}]");
+    let mut active = Vec::with_capacity(periods.len());
+    for (position, product) in periods {
+        let field = format!("{account_field}.products[{position}]");
+        if (product.amount, &product.currency, product.timing) != (first.amount, &first.currency, first.timing) {
+            return Err(BillingError::invalid(
+                format!("{field}.amount"),
+                format!("differs from the same price in {account_field}.products[{first_position}]"),
+            ));
+        }
+        let span = period_span(&field, product, cycle)?;
+        if !product.suspended || config.suspended_days == SuspendedDays::Charged {
+            active.push(span);
+        }
+    }
+    let rounding = currency_rounding(&format!("{field}.currency"), &first.currency, config.rounding_mode)?;
+    let due = |cycle: &BillingCycle| -> Result<Decimal> {
+        cycle
+            .proration(&format!("{field}.active"), &active)?
+            .apply(first.amount, rounding)
+            .ok_or_else(|| BillingError::overflow(format!("{field}.amount")))
+    };
+    let meets = |days: DateSpan| active.iter().any(|span| !span.intersect(days).is_empty());
+    let (product_id, price_id) = (first.product_id.as_str(), first.price_id.as_str());
+    let mut keys = Vec::new();
+    let billed_in_advance = match first.timing {
+        ChargeTiming::InArrears => {
+            let key = recurring_key(product_id, price_id, cycle);
+            if !meets(cycle.span()) || billed.contains(&key) {
+                return Ok(None);
+            }
+            keys.push(billed_key(key, PriceKindOrUsage::Recurring, account, due(cycle)?, &first.currency));
+            Decimal::ZERO
+        }
+        ChargeTiming::InAdvance => {
+            let next = cycle.next()?;
+            let correction = correction_key(product_id, price_id, cycle);
+            let ahead = recurring_key(product_id, price_id, &next);
+            let charged =
+                account.billed_amounts.get(&recurring_key(product_id, price_id, cycle)).copied().unwrap_or_default();
+            let nothing = !meets(cycle.span()) && !meets(next.span()) && charged.is_zero();
+            if nothing || billed.contains(&correction) || billed.contains(&ahead) {
+                return Ok(None);
+            }
+            let difference = due(cycle)? - charged;
+            keys.push(billed_key(correction, PriceKindOrUsage::Recurring, account, difference, &first.currency));
+            if meets(next.span()) {
+                keys.push(billed_key(ahead, PriceKindOrUsage::Recurring, account, due(&next)?, &first.currency));
+            }
+            charged
+        }
+    };
+    let charge = RecurringCharge {
+        product_id: product_id.to_owned(),
+        charge_type: "recurring".to_owned(),
+        description: first.description.clone(),
+        service_class: config.product_service_class.clone(),
+        currency: first.currency.clone(),
+        price: first.amount,
+        timing: first.timing,
+        active,
+        billed_in_advance,
+    };
+    Ok(Some((charge, keys)))
 }
 
 /// One rated usage entry of a cycle, for reconciliation.
@@ -475,6 +647,7 @@ mod tests {
     use std::str::FromStr;
 
     use super::*;
+    use crate::invoice::Line;
 
     fn at(text: &str) -> Timestamp {
         text.parse().expect("instant")
@@ -485,7 +658,15 @@ mod tests {
     }
 
     fn account(products: Vec<ProductInput>, usage: Vec<UsageInput>) -> AccountInput {
-        AccountInput { account_id: "acc-1".into(), currency: "EUR".into(), products, usage }
+        AccountInput {
+            account_id: "acc-1".into(),
+            currency: "EUR".into(),
+            products,
+            usage,
+            billed_amounts: BTreeMap::new(),
+            discounts: Vec::new(),
+            credits: Vec::new(),
+        }
     }
 
     fn product(kind: PriceKind, amount: &str, started: &str, terminated: Option<&str>) -> ProductInput {
@@ -499,6 +680,9 @@ mod tests {
             currency: "EUR".into(),
             started_at: at(started),
             terminated_at: terminated.map(at),
+            changed_at: None,
+            suspended: false,
+            timing: ChargeTiming::InArrears,
         }
     }
 
@@ -584,6 +768,175 @@ mod tests {
         let next =
             plan_invoice(&december, &config, None, &[account(vec![], late)], &done).expect("plan").expect("late usage");
         assert_eq!(next.billed.iter().map(|key| key.key.as_str()).collect::<Vec<_>>(), ["usage:1:9:0"]);
+    }
+
+    /// One period of line-1 with price `price` (`"s:30"`: price id `s`, 30.00 a cycle) from
+    /// `from` to the change at `changed` (none: open), suspended or not.
+    fn period(price: &str, from: &str, changed: Option<&str>, suspended: bool, timing: ChargeTiming) -> ProductInput {
+        let (id, amount) = price.split_once(':').expect("id:amount");
+        ProductInput {
+            product_id: "line-1".into(),
+            order_id: Some("order-1".into()),
+            price_id: id.into(),
+            description: format!("Plan {id}"),
+            kind: PriceKind::Recurring,
+            amount: money(amount),
+            currency: "EUR".into(),
+            started_at: at(from),
+            terminated_at: None,
+            changed_at: changed.map(at),
+            suspended,
+            timing,
+        }
+    }
+
+    /// Plans November 2026 (30 days, UTC) for `products`, with `before` (key, amount)
+    /// billed by earlier invoices: its recurring lines as `kind price period days/of
+    /// amount` and its keys as `key=amount` (none: nothing to bill).
+    fn check(config: &RunConfig, products: Vec<ProductInput>, before: &[(&str, &str)], lines: &[&str], keys: &[&str]) {
+        let mut input = account(products, vec![]);
+        input.billed_amounts = before.iter().map(|(key, amount)| ((*key).to_owned(), money(amount))).collect();
+        let billed: BTreeSet<String> = input.billed_amounts.keys().cloned().collect();
+        let planned = plan_invoice(&november(), config, None, &[input], &billed).expect("plan");
+        let Some(planned) = planned else {
+            assert!(lines.is_empty() && keys.is_empty(), "nothing was billed");
+            return;
+        };
+        let seen: Vec<String> = planned.invoice.sections[0].lines.iter().map(Line::summary).collect();
+        assert_eq!(seen, lines);
+        let billed: Vec<String> = planned.billed.iter().map(|key| format!("{}={}", key.key, key.amount)).collect();
+        assert_eq!(billed, keys);
+    }
+
+    #[test]
+    fn a_plan_change_mid_cycle_bills_each_plan_its_days() {
+        let arrears = ChargeTiming::InArrears;
+        // Changed on 16 Nov at 12:00: S has 1..15 Nov (15/30 of 30.00 = 15.00), M has
+        // 16..30 Nov (15/30 of 45.00 = 22.50); the day of the change is the new plan's.
+        check(
+            &RunConfig::default(),
+            vec![
+                period("s:30", "2026-10-20T09:00:00Z", Some("2026-11-16T12:00:00Z"), false, arrears),
+                period("m:45", "2026-11-16T12:00:00Z", None, false, arrears),
+            ],
+            &[],
+            &[
+                "Recurring Plan s [2026-11-01, 2026-11-16) 15/30 15.00",
+                "Recurring Plan m [2026-11-16, 2026-12-01) 15/30 22.50",
+            ],
+            &["recurring:line-1:m:2026-11-01=22.50", "recurring:line-1:s:2026-11-01=15.00"],
+        );
+    }
+
+    #[test]
+    fn discounts_and_credits_of_the_store_reduce_the_invoice_and_report_what_was_used() {
+        let arrears = ChargeTiming::InArrears;
+        let mut input = account(
+            vec![
+                period("s:30", "2026-10-20T09:00:00Z", Some("2026-11-16T12:00:00Z"), false, arrears),
+                period("m:45", "2026-11-16T12:00:00Z", None, false, arrears),
+            ],
+            vec![],
+        );
+        let day = |text: &str| text.parse::<jiff::civil::Date>().expect("day");
+        input.discounts = vec![Discount {
+            id: "d1".into(),
+            description: "Loyalty".into(),
+            charge_type: "discount".into(),
+            scope: crate::discount::DiscountScope::Account,
+            value: crate::discount::DiscountValue::Percent(money("10")),
+            valid: DateSpan::new("valid", day("2026-01-01"), jiff::civil::Date::MAX).expect("span"),
+        }];
+        let credit = |id: &str, amount: &str| Credit {
+            id: id.into(),
+            description: "Goodwill".into(),
+            charge_type: "credit".into(),
+            amount: money(amount),
+            currency: "EUR".into(),
+        };
+        // 15.00 + 22.50 = 37.50; 10 % off: 3.75, 33.75 left; the 5.00 credit: 28.75, used whole.
+        input.credits = vec![credit("c1", "5.00")];
+        let plan = |input: &AccountInput| {
+            plan_invoice(&november(), &RunConfig::default(), None, std::slice::from_ref(input), &BTreeSet::new())
+                .expect("plan")
+                .expect("something to bill")
+        };
+        let planned = plan(&input);
+        assert_eq!(planned.invoice.total("EUR").expect("EUR").net, money("28.75"));
+        assert_eq!(planned.credits_used, BTreeMap::from([("c1".to_owned(), money("5.00"))]));
+        // A 50.00 credit: 33.75 of it used, 16.25 left for the next invoice.
+        input.credits = vec![credit("c2", "50.00")];
+        let planned = plan(&input);
+        assert_eq!(planned.invoice.total("EUR").expect("EUR").net, money("0.00"));
+        assert_eq!(planned.credits_used, BTreeMap::from([("c2".to_owned(), money("33.75"))]));
+        assert_eq!(planned.invoice.unused_credits[0].amount, money("16.25"));
+    }
+
+    #[test]
+    fn suspended_days_are_free_unless_the_run_charges_them() {
+        let arrears = ChargeTiming::InArrears;
+        let periods = || {
+            vec![
+                period("m:45", "2026-10-01T00:00:00Z", Some("2026-11-21T08:00:00Z"), false, arrears),
+                period("m:45", "2026-11-21T08:00:00Z", Some("2026-11-26T10:00:00Z"), true, arrears),
+                period("m:45", "2026-11-26T10:00:00Z", None, false, arrears),
+            ]
+        };
+        // Suspended 21 Nov, resumed 26 Nov: 1..20 and 26..30 Nov, 25/30 of 45.00 = 37.50.
+        check(
+            &RunConfig::default(),
+            periods(),
+            &[],
+            &["Recurring Plan m [2026-11-01, 2026-12-01) 25/30 37.50"],
+            &["recurring:line-1:m:2026-11-01=37.50"],
+        );
+        // Charged: the whole month, 45.00.
+        let charged = RunConfig { suspended_days: SuspendedDays::Charged, ..RunConfig::default() };
+        check(
+            &charged,
+            periods(),
+            &[],
+            &["Recurring Plan m [2026-11-01, 2026-12-01) 30/30 45.00"],
+            &["recurring:line-1:m:2026-11-01=45.00"],
+        );
+    }
+
+    #[test]
+    fn an_in_advance_price_bills_the_next_cycle_and_corrects_the_closing_one_once() {
+        let advance = ChargeTiming::InAdvance;
+        let products = || {
+            vec![
+                period("m:45", "2026-10-01T00:00:00Z", Some("2026-11-16T12:00:00Z"), false, advance),
+                period("s:30", "2026-11-16T12:00:00Z", None, false, advance),
+            ]
+        };
+        // October's invoice charged November's 45.00 for M in advance. Moved to S on 16 Nov:
+        // M had 15/30 of 45.00 = 22.50, so -22.50 back and nothing of December; S had 15/30 of
+        // 30.00 = 15.00 of November, never charged, and December in advance, 31/31 = 30.00.
+        let before = [("recurring:line-1:m:2026-11-01", "45.00")];
+        check(
+            &RunConfig::default(),
+            products(),
+            &before,
+            &[
+                "Recurring Plan s [2026-12-01, 2027-01-01) 31/31 30.00",
+                "RecurringAdjustment Plan m [2026-11-01, 2026-11-16) 15/30 -22.50",
+                "RecurringAdjustment Plan s [2026-11-16, 2026-12-01) 15/30 15.00",
+            ],
+            &[
+                "recurring-correction:line-1:m:2026-11-01=-22.50",
+                "recurring-correction:line-1:s:2026-11-01=15.00",
+                "recurring:line-1:s:2026-12-01=30.00",
+            ],
+        );
+        // Run again with what it billed: nothing more.
+        let again = [
+            before[0],
+            ("recurring-correction:line-1:m:2026-11-01", "-22.50"),
+            ("recurring-correction:line-1:s:2026-11-01", "15.00"),
+            ("recurring:line-1:s:2026-12-01", "30.00"),
+        ];
+        check(&RunConfig::default(), products(), &again, &[], &[]);
     }
 
     #[test]

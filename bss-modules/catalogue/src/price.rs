@@ -2,7 +2,12 @@
 //! period (`recurringChargePeriodType` day, week, month or year and a length), `oneTime`,
 //! and `usage`, whose prices are a tariff plan's: the plan's TOML source travels with the
 //! price (`tariffPlan: {source, file}`) and is compiled when an offering using the price is
-//! activated. Money (`price: {unit, value}`) is an exact decimal read from the JSON text,
+//! activated. A recurring price may say when it is billed with the extension attribute
+//! `chargeTiming` (TMF620 has no such field): `inArrears` (the default: the closing cycle's
+//! days) or `inAdvance` (the next cycle's, the closing one corrected; the billing README).
+//! A one-time price may say what it is charged for with `chargeEvent`: `activation` (the
+//! default: once when the product starts) or `simSwap` (once per SIM swap of the line).
+//! Money (`price: {unit, value}`) is an exact decimal read from the JSON text,
 //! never through a float: at most [`MAX_MONEY_DIGITS`] significant digits, so a JSON
 //! number shows it exactly both ways.
 
@@ -144,6 +149,26 @@ pub(crate) fn shape(object: &mut Map<String, Value>) -> Result<PriceShape> {
         None => None,
     };
     let has_plan = object.contains_key("tariffPlan");
+    match text(object, "chargeTiming")? {
+        None => {}
+        Some("inAdvance" | "inArrears") if price_type == "recurring" => {}
+        Some("inAdvance" | "inArrears") => {
+            return Err(CatalogueError::invalid("chargeTiming", "only a recurring price has one"));
+        }
+        Some(other) => {
+            return Err(CatalogueError::invalid("chargeTiming", format!("{other:?} is not inAdvance or inArrears")));
+        }
+    }
+    match text(object, "chargeEvent")? {
+        None => {}
+        Some("activation" | "simSwap") if price_type == "oneTime" => {}
+        Some("activation" | "simSwap") => {
+            return Err(CatalogueError::invalid("chargeEvent", "only a one-time price has one"));
+        }
+        Some(other) => {
+            return Err(CatalogueError::invalid("chargeEvent", format!("{other:?} is not activation or simSwap")));
+        }
+    }
     match price_type.as_str() {
         "recurring" => {
             let period = period_type
@@ -247,6 +272,9 @@ mod tests {
         let recurring = check(json!({"priceType": "recurring", "recurringChargePeriodType": "month",
             "price": {"unit": "EUR", "value": 10}}));
         assert!(matches!(recurring, Ok(PriceShape::Recurring { period: ChargePeriod::Month, length: 1, .. })));
+        let advance = check(json!({"priceType": "recurring", "recurringChargePeriodType": "month",
+            "chargeTiming": "inAdvance", "price": {"unit": "EUR", "value": 10}}));
+        assert!(advance.is_ok(), "{advance:?}");
         assert!(check(json!({"priceType": "oneTime", "price": {"unit": "EUR", "value": 5}})).is_ok());
         assert!(check(json!({"priceType": "usage", "tariffPlan": {"source": "x = 1"}})).is_ok());
         for (doc, field) in [
@@ -263,6 +291,24 @@ mod tests {
                 "price",
             ),
             (json!({"priceType": "discount"}), "priceType"),
+            (
+                json!({"priceType": "recurring", "recurringChargePeriodType": "month", "chargeTiming": "upfront",
+                "price": {"unit": "EUR", "value": 1}}),
+                "chargeTiming",
+            ),
+            (
+                json!({"priceType": "oneTime", "chargeTiming": "inAdvance", "price": {"unit": "EUR", "value": 1}}),
+                "chargeTiming",
+            ),
+            (
+                json!({"priceType": "oneTime", "chargeEvent": "renewal", "price": {"unit": "EUR", "value": 1}}),
+                "chargeEvent",
+            ),
+            (
+                json!({"priceType": "recurring", "recurringChargePeriodType": "month", "chargeEvent": "simSwap",
+                "price": {"unit": "EUR", "value": 1}}),
+                "chargeEvent",
+            ),
             (json!({}), "priceType"),
         ] {
             let error = check(doc.clone()).expect_err("refused");

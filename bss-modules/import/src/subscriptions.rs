@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 
 use tollgate_customers::{ordering_key, subscription_key, EngineOperation};
-use tollgate_store::{NewOutboxItem, SubscriptionRow, Tx};
+use tollgate_store::{NewOutboxItem, ProductPeriod, SubscriptionRow, Tx};
 
 use crate::batch::{check_external_id, entity_id, Batch, Outcome, RunContext};
 use crate::error::Result;
@@ -214,6 +214,22 @@ impl Batch for SubscriptionData {
             seen.insert(row.external_id.clone(), (number, row));
         }
         let engine_ids = tx.insert_subscriptions(&new, context.now).await?;
+        // Each imported line's history starts with the import, in the state it came in.
+        let periods: Vec<ProductPeriod> = new
+            .iter()
+            .map(|subscription| ProductPeriod {
+                product_id: subscription.id.clone(),
+                subscription_id: subscription.id.clone(),
+                offering_id: subscription.offering_id.clone(),
+                state: if subscription.state == "suspended" { "suspended" } else { "active" }.to_owned(),
+                opened_by: "import".to_owned(),
+                order_id: None,
+                from: context.now,
+                until: None,
+                closed_by: None,
+            })
+            .collect();
+        tx.insert_product_periods(&periods).await?;
         let mut operations = Vec::with_capacity(new.len());
         for ((subscription, engine_id), account) in new.iter().zip(&engine_ids).zip(&accounts_of_new) {
             let ordering = ordering_key(&subscription.billing_account_id);

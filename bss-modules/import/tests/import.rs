@@ -210,6 +210,13 @@ store_test! {
         assert_eq!(suspend.idempotency_key, format!("bss:subscription:{}:v1:suspend", l2.value.id));
         assert_eq!(suspend.ordering_key, Some(format!("billing-account:{}", ada_account.id)));
         assert_eq!(suspend.payload["subscription"].as_u64(), Some(l2.value.engine_subscription_id));
+        // Each imported line's history starts with the import, in the state it came in.
+        for (line, state) in [(l1, "active"), (l2, "suspended")] {
+            let periods = store.product_periods(&line.value.id).await.expect("periods");
+            let seen: Vec<(&str, &str, bool)> =
+                periods.iter().map(|p| (p.state.as_str(), p.opened_by.as_str(), p.until.is_none())).collect();
+            assert_eq!(seen, [(state, "import", true)], "{}", line.value.id);
+        }
     }
 }
 

@@ -26,8 +26,8 @@ use tollgate_activation::{
     ServiceProfile, Subscriber,
 };
 use tollgate_store::{
-    new_entity_id, CancelRow, LineRow, OrderItemRow, ProductOrderRow, RetryPolicy, ServiceRow, SubscriptionRow,
-    TaskOutcome, TaskRow, Tx, Versioned,
+    new_entity_id, CancelRow, LineRow, NextPeriod, OrderItemRow, ProductOrderRow, ProductPeriod, RetryPolicy,
+    ServiceRow, SubscriptionRow, TaskOutcome, TaskRow, Tx, Versioned,
 };
 
 use crate::action::{Action, Step};
@@ -669,11 +669,14 @@ impl Workflow {
                     terminated_at: None,
                 };
                 tx.insert_addon(&addon, now).await?;
+                let period = first_period(&addon.id, &line_id, Some(&addon.offering_id), "addAddOn", context, now);
+                tx.insert_product_periods(&[period]).await?;
                 audit(tx, WORKFLOW_ACTOR, "create", "Product", &addon.id, None, now).await?;
                 return Ok(());
             }
             Action::RemoveAddOn => {
                 tx.terminate_addons(Some(&context.item.product_id), &line_id, now).await?;
+                tx.turn_product_periods(&line_id, Some(&context.item.product_id), "removeAddOn", None, now).await?;
                 audit(tx, WORKFLOW_ACTOR, "terminate", "Product", &context.item.product_id, None, now).await?;
                 return Ok(());
             }
@@ -752,6 +755,7 @@ impl Workflow {
             }
             Action::AddAddOn | Action::RemoveAddOn => {}
         }
+        record_period(tx, context, &current.value, now).await?;
         tx.update_line(&line, current.version, now).await.map_err(|e| OrdersError::from_store("Product", e))?;
         if let Some(state) = service {
             let row = ServiceRow {
@@ -935,6 +939,70 @@ fn settled(ran: Result<(Outcome, Option<Tx>)>) -> Result<(Outcome, Option<Tx>)> 
 enum ActivationBuild {
     Retry(String),
     Fail(String),
+}
+
+/// A product's first period (the product history of migration 0013), opened by `opened_by`.
+fn first_period(
+    product_id: &str,
+    line_id: &str,
+    offering_id: Option<&str>,
+    opened_by: &str,
+    context: &Context,
+    now: Timestamp,
+) -> ProductPeriod {
+    ProductPeriod {
+        product_id: product_id.to_owned(),
+        subscription_id: line_id.to_owned(),
+        offering_id: offering_id.map(str::to_owned),
+        state: "active".into(),
+        opened_by: opened_by.into(),
+        order_id: Some(context.order.id.clone()),
+        from: now,
+        until: None,
+        closed_by: None,
+    }
+}
+
+/// The line's history after the item's action, in the transaction that completes it: a
+/// new line's first period; a plan change turns the line's period to the new offering; a
+/// suspension or a resumption turns the line's and its add-ons' periods to the new state;
+/// a termination ends them. A line from before the history (migration 0013) first gets
+/// its period from its start, as it was (`before`).
+async fn record_period(tx: &mut Tx, context: &Context, before: &LineRow, now: Timestamp) -> Result<()> {
+    let line_id = before.subscription.id.as_str();
+    let order = Some(context.order.id.as_str());
+    let was = if before.subscription.state == "suspended" { "suspended" } else { "active" };
+    let (closed_by, next) = match context.action {
+        Action::NewLine => {
+            let offering = before.subscription.offering_id.as_deref();
+            tx.insert_product_periods(&[first_period(line_id, line_id, offering, "newLine", context, now)]).await?;
+            return Ok(());
+        }
+        Action::ChangePlan => {
+            let offering_id = context.request("offeringId");
+            ("changePlan", Some(NextPeriod { offering_id, state: was, opened_by: "changePlan", order_id: order }))
+        }
+        Action::Suspend => (
+            "suspend",
+            Some(NextPeriod { offering_id: None, state: "suspended", opened_by: "suspend", order_id: order }),
+        ),
+        Action::Resume => {
+            ("resume", Some(NextPeriod { offering_id: None, state: "active", opened_by: "resume", order_id: order }))
+        }
+        Action::Terminate => ("terminate", None),
+        _ => return Ok(()),
+    };
+    if !tx.has_product_periods(line_id).await? {
+        let mut first =
+            first_period(line_id, line_id, before.subscription.offering_id.as_deref(), "backfill", context, now);
+        first.state = was.into();
+        first.order_id = before.order_id.clone();
+        first.from = before.started_at.unwrap_or(before.created_at);
+        tx.insert_product_periods(&[first]).await?;
+    }
+    let product = (context.action == Action::ChangePlan).then_some(line_id);
+    tx.turn_product_periods(line_id, product, closed_by, next.as_ref(), now).await?;
+    Ok(())
 }
 
 /// A refusal by the inventory to take back a resource after the engine has let it go:

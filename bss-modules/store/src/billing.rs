@@ -255,7 +255,8 @@ pub struct BillableAccount {
 }
 
 /// A product of an account (a line or an add-on) with one of its offering's recurring or
-/// one-time prices.
+/// one-time prices, over one period of its history (migration 0013; a product with no
+/// history recorded: from its start to its termination, on its current offering).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProductPrice {
     pub billing_account_id: String,
@@ -271,9 +272,16 @@ pub struct ProductPrice {
     pub amount: Decimal,
     /// The price's unit: its currency.
     pub currency: String,
-    /// When it started (a line's start, else when it was recorded).
+    /// When the period started (a line's start, else when it was recorded).
     pub started_at: Timestamp,
+    /// When the product was terminated, ending the period.
     pub terminated_at: Option<Timestamp>,
+    /// When a change (a plan change, a suspension, a resumption) ended the period.
+    pub changed_at: Option<Timestamp>,
+    /// Whether the product was suspended in the period.
+    pub suspended: bool,
+    /// A recurring price's `chargeTiming` (`inAdvance` or `inArrears`), when it has one.
+    pub charge_timing: Option<String>,
 }
 
 const RUN_COLUMNS: &str = "id, cycle, scope, state, checkpoint, started_at_ms, updated_at_ms, finished_at_ms";
@@ -750,22 +758,41 @@ impl Store {
         let keys: Vec<&str> = accounts.iter().map(String::as_str).collect();
         let prices = "JOIN catalogue_refs r ON r.from_id = {offering} AND r.field = 'productOfferingPrice'
              JOIN catalogue_items p ON p.id = r.to_id AND p.price_type IN ('recurring', 'oneTime')";
+        // A product's periods, each with its offering's prices; one-time prices only with
+        // the period that started the product (a suspension or a plan change bills none).
+        let periods = format!(
+            "SELECT s.billing_account_id, h.product_id, h.order_id, COALESCE(h.offering_id, '') AS offering_id,
+                 p.id AS price_id, p.name AS price_name, p.price_type, p.price_amount, p.price_unit,
+                 h.from_ms AS started_at_ms,
+                 CASE WHEN h.closed_by IN ('terminate', 'removeAddOn') THEN h.until_ms END AS terminated_at_ms,
+                 CASE WHEN h.closed_by IN ('terminate', 'removeAddOn') THEN NULL ELSE h.until_ms END AS changed_at_ms,
+                 h.state AS period_state, 'activation' AS charge_event
+             FROM product_periods h JOIN subscriptions s ON s.id = h.subscription_id {}
+             WHERE s.billing_account_id IN (#)
+               AND (p.price_type = 'recurring' OR h.opened_by IN ('newLine', 'addAddOn', 'import', 'backfill'))",
+            prices.replace("{offering}", "h.offering_id")
+        );
+        let no_history = "NOT EXISTS (SELECT 1 FROM product_periods h WHERE h.product_id = {product})";
         let lines = format!(
             "SELECT s.billing_account_id, s.id AS product_id, s.order_id, s.offering_id, p.id AS price_id,
                  p.name AS price_name, p.price_type, p.price_amount, p.price_unit,
-                 COALESCE(s.started_at_ms, s.created_at_ms) AS started_at_ms, s.terminated_at_ms
+                 COALESCE(s.started_at_ms, s.created_at_ms) AS started_at_ms, s.terminated_at_ms,
+                 CAST(NULL AS BIGINT) AS changed_at_ms, 'active' AS period_state, 'activation' AS charge_event
              FROM subscriptions s {}
-             WHERE s.billing_account_id IN (#)
+             WHERE s.billing_account_id IN (#) AND {}
                AND (s.product_status IS NULL OR s.product_status NOT IN ('pendingActive', 'cancelled'))",
-            prices.replace("{offering}", "s.offering_id")
+            prices.replace("{offering}", "s.offering_id"),
+            no_history.replace("{product}", "s.id")
         );
         let addons = format!(
             "SELECT s.billing_account_id, a.id AS product_id, a.order_id, a.offering_id, p.id AS price_id,
                  p.name AS price_name, p.price_type, p.price_amount, p.price_unit,
-                 a.created_at_ms AS started_at_ms, a.terminated_at_ms
+                 a.created_at_ms AS started_at_ms, a.terminated_at_ms, CAST(NULL AS BIGINT) AS changed_at_ms,
+                 'active' AS period_state, 'activation' AS charge_event
              FROM subscription_addons a JOIN subscriptions s ON s.id = a.subscription_id {}
-             WHERE s.billing_account_id IN (#)",
-            prices.replace("{offering}", "a.offering_id")
+             WHERE s.billing_account_id IN (#) AND {}",
+            prices.replace("{offering}", "a.offering_id"),
+            no_history.replace("{product}", "a.id")
         );
         // A line's golden number: its one-time price, billed once with the line's order
         // (`golden-number:{msisdn}` is the price's id).
@@ -773,14 +800,31 @@ impl Store {
                  COALESCE(s.offering_id, '') AS offering_id, 'golden-number:' || m.msisdn AS price_id,
                  'Golden number ' || m.msisdn AS price_name, 'oneTime' AS price_type, m.price AS price_amount,
                  m.currency AS price_unit, COALESCE(s.started_at_ms, s.created_at_ms) AS started_at_ms,
-                 s.terminated_at_ms
+                 s.terminated_at_ms, CAST(NULL AS BIGINT) AS changed_at_ms, 'active' AS period_state,
+                 'activation' AS charge_event
              FROM msisdns m JOIN subscriptions s ON s.id = m.subscription_id
              WHERE m.price IS NOT NULL AND s.billing_account_id IN (#)
                AND (s.product_status IS NULL OR s.product_status NOT IN ('pendingActive', 'cancelled'))";
-        let mut rows = select_in(&mut tx, "billing.product_prices", &lines, &keys).await?;
+        // A line's completed SIM swaps, each with the one-time prices of the offering the
+        // line was on then (`chargeEvent: simSwap` keeps only those), under the swap's order.
+        let swaps = format!(
+            "SELECT s.billing_account_id, s.id AS product_id, i.order_id, COALESCE(h.offering_id, s.offering_id, '')
+                 AS offering_id, p.id AS price_id, p.name AS price_name, p.price_type, p.price_amount, p.price_unit,
+                 i.updated_at_ms AS started_at_ms, CAST(NULL AS BIGINT) AS terminated_at_ms,
+                 CAST(NULL AS BIGINT) AS changed_at_ms, 'active' AS period_state, 'simSwap' AS charge_event
+             FROM product_order_items i JOIN subscriptions s ON s.id = i.product_id
+             LEFT JOIN product_periods h ON h.product_id = s.id AND h.from_ms <= i.updated_at_ms
+                 AND (h.until_ms IS NULL OR h.until_ms > i.updated_at_ms) {}
+             WHERE i.action = 'simSwap' AND i.state = 'completed' AND s.billing_account_id IN (#)
+               AND p.price_type = 'oneTime'",
+            prices.replace("{offering}", "COALESCE(h.offering_id, s.offering_id)")
+        );
+        let mut rows = select_in(&mut tx, "billing.product_prices", &periods, &keys).await?;
+        rows.extend(select_in(&mut tx, "billing.product_prices", &swaps, &keys).await?);
+        rows.extend(select_in(&mut tx, "billing.product_prices", &lines, &keys).await?);
         rows.extend(select_in(&mut tx, "billing.product_prices", &addons, &keys).await?);
         rows.extend(select_in(&mut tx, "billing.product_prices", golden, &keys).await?);
-        let mut out = rows
+        let out = rows
             .iter()
             .filter_map(|row| {
                 // A price without an amount (a price of another kind) bills nothing.
@@ -790,7 +834,7 @@ impl Store {
                     Err(error) => return Some(Err(error)),
                 };
                 Some((|| {
-                    Ok(ProductPrice {
+                    let price = ProductPrice {
                         billing_account_id: row.text("billing_account_id")?,
                         product_id: row.text("product_id")?,
                         order_id: row.opt_text("order_id")?,
@@ -802,15 +846,50 @@ impl Store {
                         currency: row.text("price_unit")?,
                         started_at: row.timestamp("started_at_ms")?,
                         terminated_at: row.opt_timestamp("terminated_at_ms")?,
-                    })
+                        changed_at: row.opt_timestamp("changed_at_ms")?,
+                        suspended: row.text("period_state")? == "suspended",
+                        charge_timing: None,
+                    };
+                    Ok((price, row.text("charge_event")?))
                 })())
             })
             .collect::<Result<Vec<_>>>()?;
+        // Each price's timing and event, read once per price from its document.
+        let ids: BTreeSet<&str> = out.iter().map(|(price, _)| price.price_id.as_str()).collect();
+        let ids: Vec<&str> = ids.into_iter().collect();
+        let docs = select_in(
+            &mut tx,
+            "billing.price_timing",
+            "SELECT id, doc_json FROM catalogue_items WHERE id IN (#)",
+            &ids,
+        )
+        .await?;
+        let (mut timing, mut events) = (BTreeMap::new(), BTreeMap::new());
+        for row in &docs {
+            let doc = parse_json(row, "doc_json", &row.text("doc_json")?)?;
+            let field = |name: &str| doc.get(name).and_then(serde_json::Value::as_str).map(str::to_owned);
+            timing.insert(row.text("id")?, field("chargeTiming"));
+            events.insert(row.text("id")?, field("chargeEvent"));
+        }
+        // A one-time price is billed for its event only: a SIM swap fee with the swaps, the
+        // others with the product's start.
+        let mut out: Vec<ProductPrice> = out
+            .into_iter()
+            .filter(|(price, event)| {
+                let wanted = events.get(&price.price_id).cloned().flatten();
+                price.price_type != "oneTime" || wanted.as_deref().unwrap_or("activation") == event
+            })
+            .map(|(mut price, _)| {
+                price.charge_timing = timing.get(&price.price_id).cloned().flatten();
+                price
+            })
+            .collect();
         out.sort_by(|a, b| {
-            (&a.billing_account_id, &a.product_id, &a.price_id).cmp(&(
+            (&a.billing_account_id, &a.product_id, &a.price_id, a.started_at).cmp(&(
                 &b.billing_account_id,
                 &b.product_id,
                 &b.price_id,
+                b.started_at,
             ))
         });
         Ok(out)

@@ -18,8 +18,10 @@
 //! ([`Tx::insert_product_order`], [`Store::claim_provisioning_tasks`], [`Tx::insert_line`]);
 //! and billing's bill runs, invoices numbered gap-free when final, and what was billed
 //! ([`Tx::insert_draft_invoice`], [`Tx::finalise_invoice`]); and thresholds with the
-//! crossings notified, once each ([`Tx::insert_threshold`], [`Tx::insert_crossing`]).
-//! README.md states the invariants.
+//! crossings notified, once each ([`Tx::insert_threshold`], [`Tx::insert_crossing`]);
+//! and the product inventory's history, the periods the bill run prorates
+//! ([`Tx::turn_product_periods`], [`Store::product_periods`]); and the discounts and
+//! credits the bill run applies ([`Tx::insert_discount`], [`Tx::use_credit`]). README.md states the invariants.
 #![forbid(unsafe_code)]
 
 mod alarms;
@@ -30,8 +32,10 @@ mod bulk;
 mod catalogue;
 mod codec;
 mod customers;
+mod discounts;
 mod error;
 mod hash;
+mod history;
 mod hub;
 mod import;
 mod inventory;
@@ -64,7 +68,9 @@ pub use catalogue::{new_entity_id, CatalogueFilter, CatalogueItem, CataloguePage
 pub use customers::{
     BillingAccountFilter, BillingAccountRow, CustomerFilter, CustomerRow, Page, CUSTOMER_PAGE_MAX, ENGINE_ACCOUNT_BASE,
 };
+pub use discounts::{CreditRow, DiscountRow, MAX_DISCOUNTS_PER_ACCOUNT};
 pub use error::{Result, StoreError};
+pub use history::{NextPeriod, ProductPeriod, PERIOD_PAGE_MAX};
 pub use hub::{
     Delivery, DeliveryEntry, DeliveryPage, DeliveryState, EventFilter, HubSecret, Listener, NewEvent, NewListener,
     Published, DELIVERY_PAGE_MAX, HUB_SECRET_PREFIX, MAX_LISTENERS_PER_API,

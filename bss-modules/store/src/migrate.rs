@@ -104,6 +104,18 @@ const MIGRATIONS: &[Migration] = &[
         postgres: include_str!("../migrations/postgres/0012_thresholds.sql"),
     },
     Migration {
+        version: 13,
+        description: "product history: the periods of each product on an offering, active or suspended",
+        sqlite: include_str!("../migrations/sqlite/0013_product_history.sql"),
+        postgres: include_str!("../migrations/postgres/0013_product_history.sql"),
+    },
+    Migration {
+        version: 15,
+        description: "discounts and credits of billing accounts",
+        sqlite: include_str!("../migrations/sqlite/0015_discounts.sql"),
+        postgres: include_str!("../migrations/postgres/0015_discounts.sql"),
+    },
+    Migration {
         version: 16,
         description: "threshold kinds: spending caps, bundle expiry, a bundle threshold per subscription",
         sqlite: include_str!("../migrations/sqlite/0016_threshold_kinds.sql"),

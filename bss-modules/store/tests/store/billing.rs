@@ -11,9 +11,9 @@ use rust_decimal::Decimal;
 use serde_json::json;
 use tollgate_store::testing::raw_sql;
 use tollgate_store::{
-    store_test, AddOnRow, BillRunState, BilledItem, BilledKind, BillingAccountRow, CatalogueItem, CustomerRow,
-    InvoiceFilter, InvoiceKind, InvoiceLineRow, InvoiceRow, InvoiceState, LineRow, NewMsisdn, NumberRangeRow,
-    PoolChange, PoolKind, Store, StoreError, SubscriptionRow,
+    store_test, AddOnRow, BillRunState, BilledItem, BilledKind, BillingAccountRow, CatalogueItem, CreditRow,
+    CustomerRow, DiscountRow, InvoiceFilter, InvoiceKind, InvoiceLineRow, InvoiceRow, InvoiceState, LineRow, NewMsisdn,
+    NumberRangeRow, PoolChange, PoolKind, Store, StoreError, SubscriptionRow,
 };
 
 use crate::at;
@@ -418,5 +418,60 @@ store_test! {
         assert_eq!((prices[1].price_name.as_str(), prices[1].currency.as_str()), ("Golden number 447700900000", "EUR"));
         assert_eq!((prices[0].started_at, prices[3].started_at), (at(100), at(200)), "a line's start, an add-on's creation");
         assert_eq!(prices[0].billing_account_id, "a1-child");
+    }
+}
+
+store_test! {
+    async fn discounts_and_credits_are_kept_exact_and_a_credit_is_never_used_beyond_its_amount(store) {
+        accounts(&store, &["a1", "a2"]).await;
+        let discount = |id: &str, scope: &str, product: Option<&str>, percent: Option<&str>, amount: Option<&str>| DiscountRow {
+            id: id.into(),
+            billing_account_id: "a1".into(),
+            scope: scope.into(),
+            product_id: product.map(str::to_owned),
+            percent: percent.map(money),
+            amount: amount.map(|amount| (money(amount), "EUR".to_owned())),
+            description: "Loyalty".into(),
+            charge_type: "discount".into(),
+            valid_from: "2026-11-01".into(),
+            valid_until: Some("2027-11-01".into()),
+            created_at: at(5),
+        };
+        let mut tx = store.begin().await.expect("begin");
+        tx.insert_discount(&discount("d1", "account", None, Some("12.5"), None)).await.expect("percent");
+        tx.insert_discount(&discount("d2", "product", Some("l1"), None, Some("2.50"))).await.expect("fixed");
+        assert!(matches!(tx.insert_discount(&discount("d1", "account", None, Some("1"), None)).await, Err(StoreError::Conflict { .. })));
+        let credit = CreditRow {
+            id: "c1".into(),
+            billing_account_id: "a1".into(),
+            amount: money("10.00"),
+            currency: "EUR".into(),
+            description: "Goodwill".into(),
+            charge_type: "credit".into(),
+            used: Decimal::ZERO,
+            created_at: at(6),
+        };
+        tx.insert_credit(&credit).await.expect("credit");
+        tx.commit().await.expect("commit");
+        // The database refuses a discount with both a percentage and an amount.
+        let mut tx = store.begin().await.expect("begin");
+        assert!(tx.insert_discount(&discount("d3", "account", None, Some("5"), Some("1.00"))).await.is_err());
+        tx.rollback().await.expect("rollback");
+
+        let ids = ["a1".to_owned(), "a2".to_owned()];
+        let found = store.discounts_of(&ids).await.expect("discounts");
+        assert_eq!(found, [discount("d1", "account", None, Some("12.5"), None), discount("d2", "product", Some("l1"), None, Some("2.50"))]);
+        // Used in two invoices' transactions: 3.33 then 6.67, exactly 10.00; a cent more is refused.
+        for used in ["3.33", "6.67"] {
+            let mut tx = store.begin().await.expect("begin");
+            tx.use_credit("c1", money(used)).await.expect("use");
+            tx.commit().await.expect("commit");
+        }
+        let mut tx = store.begin().await.expect("begin");
+        assert!(matches!(tx.use_credit("c1", money("0.01")).await, Err(StoreError::Invalid { field: "used", .. })));
+        assert!(matches!(tx.use_credit("nope", money("1")).await, Err(StoreError::NotFound { .. })));
+        tx.rollback().await.expect("rollback");
+        let credits = store.credits_of(&ids).await.expect("credits");
+        assert_eq!((credits.len(), credits[0].used, credits[0].amount), (1, money("10.00"), money("10.00")));
     }
 }
