@@ -1,7 +1,8 @@
 //! The provisioning workflow on both databases, with a scripted network and the model
 //! engine: a new line end to end; transient failures retried; a permanent one undone in
 //! reverse order (number and SIM available again, not in quarantine); a crash between any
-//! two steps, forward and while undoing, resumed by a new worker with store, inventory and
+//! two steps, forward and while undoing, and in an outside call whose outcome is not yet
+//! recorded, resumed by a new worker with store, inventory and
 //! engine agreeing; the lifecycle orders on a line; cancellation; future dates; held
 //! orders; the no-activation mode.
 
@@ -41,7 +42,7 @@ store_test! {
         let (order, product) = lab.place(lab.new_line()).await;
         assert_eq!(lab.state(&order).await, "acknowledged");
         let ran = lab.drive().await;
-        assert_eq!(ran, 6, "one attempt per step");
+        assert_eq!(ran, 1, "one claim carries the item through its six steps");
         let shown = lab.order(&order).await;
         assert_eq!(shown["state"], "completed");
         assert_eq!(shown["productOrderItem"][0]["state"], "completed");
@@ -158,6 +159,49 @@ store_test! {
     }
 }
 
+/// Runs the order until a call to the engine (`Engine`) or the network (`Network`) hangs,
+/// then "crashes" there (the worker is dropped with the outcomes of the calls before it
+/// unrecorded) and resumes with a new worker on a new connection once the lease has run
+/// out.
+async fn crash_in_call(lab: &Lab, database: &TestStore, hang: Hang) {
+    match hang {
+        Hang::Engine => lab.engine.fault(&[Fault::Hang]),
+        Hang::Network => lab.network.hang(1),
+    }
+    let worker = lab.worker_on(&lab.store, true, 1);
+    let ran = tokio::time::timeout(std::time::Duration::from_millis(500), worker.run_once(lab.now)).await;
+    assert!(ran.is_err(), "the worker hangs in the call");
+    drop(worker);
+    let reopened = database.open_again().await;
+    let resumed = lab.worker_on(&reopened, true, 4);
+    let later = lab.now.checked_add(jiff::SignedDuration::from_secs(61)).expect("later");
+    lab.drive_with(&resumed, later).await;
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Hang {
+    Engine,
+    Network,
+}
+
+store_test! {
+    async fn a_crash_in_an_outside_call_before_its_outcome_is_recorded_is_resumed_to_completion(store) {
+        for hang in [Hang::Engine, Hang::Network] {
+            let database = fresh(&store).await;
+            let lab = lab(&database).await;
+            let (order, product) = lab.place(lab.new_line()).await;
+            crash_in_call(&lab, &database, hang).await;
+            assert_eq!(lab.state(&order).await, "completed", "crash in the {hang:?} call");
+            // The store's steps committed before the call and were not done again.
+            let line = lab.product(&product).await;
+            assert_eq!(msisdn(&line), common::NUMBERS[0], "crash in the {hang:?} call");
+            let creations = lab.engine.calls().into_iter().filter(|call| call.key.ends_with(":createSubscription")).count();
+            assert_eq!(creations, 2, "the engine call was made again under its key ({hang:?})");
+            lab.agree().await;
+        }
+    }
+}
+
 store_test! {
     async fn a_crash_while_undoing_is_resumed_to_a_clean_compensation(store) {
         for steps in 0..11 {
@@ -253,10 +297,10 @@ store_test! {
     async fn cancelling_undoes_what_was_done_and_a_completed_order_cannot_be_cancelled(store) {
         let lab = lab(&store).await;
         let (order, _) = lab.place(lab.new_line()).await;
+        // The engine is unavailable: the store's steps are done, the engine's is to retry.
+        lab.engine.fault(&[Fault::Unavailable]);
         let worker = lab.worker_on(&lab.store, true, 1);
-        for _ in 0..4 {
-            worker.run_once(lab.now).await.expect("step");
-        }
+        worker.run_once(lab.now).await.expect("step");
         let cancel = lab.orders.cancel(&lab.admin, &json!({"productOrder": {"id": order}, "cancellationReason": "changed my mind"}), lab.now).await.expect("cancel accepted");
         assert_eq!(cancel["state"], "inProgress");
         assert_eq!(lab.state(&order).await, "pendingCancellation");

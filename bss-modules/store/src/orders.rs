@@ -382,6 +382,23 @@ impl Tx {
         Ok(())
     }
 
+    /// Claims the task `seq` for this transaction's worker as
+    /// [`Store::claim_provisioning_tasks`] would (due, its first attempt counted, held for
+    /// `lease`), so the worker that finished the step before it runs it next without a
+    /// claim of its own; if the worker dies first, the lease brings it back. The task as
+    /// claimed, or `None` if there is no such task.
+    pub async fn claim_task(&mut self, seq: i64, now: Timestamp, lease: Duration) -> Result<Option<TaskRow>> {
+        let sql = format!(
+            "UPDATE provisioning_tasks SET state = 'due', attempts = 1, next_attempt_at_ms = $2, updated_at_ms = $3
+             WHERE seq = $1
+             RETURNING {TASK_COLUMNS}"
+        );
+        let row = self
+            .fetch_optional("provisioning_tasks.claim_one", &sql, args![seq, after_ms(now, lease), to_ms(now)])
+            .await?;
+        row.as_ref().map(task).transpose()
+    }
+
     /// Makes an order's due (or compensating) tasks due at `at` without counting an
     /// attempt: a new start date, or a cancellation to act on at once. Returns how many.
     pub async fn reschedule_order_tasks(&mut self, order_id: &str, at: Timestamp, now: Timestamp) -> Result<u64> {
