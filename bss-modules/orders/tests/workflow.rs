@@ -4,7 +4,7 @@
 //! two steps, forward and while undoing, and in an outside call whose outcome is not yet
 //! recorded, resumed by a new worker with store, inventory and
 //! engine agreeing; the lifecycle orders on a line; cancellation; future dates; held
-//! orders; the no-activation mode.
+//! orders; the no-activation mode; an order placed again under its idempotency key.
 
 mod common;
 
@@ -425,5 +425,50 @@ store_test! {
         assert!(matches!(lab.orders.get(&partner, &order).await, Err(OrdersError::Forbidden { .. })));
         assert_eq!(lab.orders.list(&partner, [], 0, 10).await.expect("list").total, 0);
         let _: Timestamp = lab.now;
+    }
+}
+
+store_test! {
+    async fn an_order_placed_again_under_its_idempotency_key_is_the_first_order(store) {
+        let lab = lab(&store).await;
+        let first = lab.orders.create_once(&lab.admin, lab.new_line(), "dunning:i-1:suspend", lab.now).await.expect("placed");
+        let id = first.value["id"].as_str().expect("id").to_owned();
+        // Replayed, also concurrently: the first order, nothing new placed.
+        let replays: Vec<_> = (0..4).map(|_| {
+            let (orders, who, doc, now) = (lab.orders.clone(), lab.admin.clone(), lab.new_line(), lab.now);
+            tokio::spawn(async move { orders.create_once(&who, doc, "dunning:i-1:suspend", now).await })
+        }).collect();
+        for replay in replays {
+            assert_eq!(replay.await.expect("joined").expect("replayed").value["id"], id.as_str());
+        }
+        let other = lab.orders.create_once(&lab.admin, lab.new_line(), "dunning:i-2:suspend", lab.now).await.expect("placed");
+        assert_ne!(other.value["id"], id.as_str(), "another key is another order");
+        let placed = store.product_order_list(&Default::default(), 0, 10).await.expect("orders");
+        assert_eq!(placed.total, 2);
+        for key in ["", &"k".repeat(tollgate_orders::MAX_IDEMPOTENCY_KEY_BYTES + 1)] {
+            let refused = lab.orders.create_once(&lab.admin, lab.new_line(), key, lab.now).await;
+            assert!(matches!(refused, Err(OrdersError::Invalid { ref field, .. }) if field == "idempotencyKey"), "{refused:?}");
+        }
+        lab.drive().await;
+        assert_eq!(lab.state(&id).await, "completed");
+    }
+}
+
+store_test! {
+    async fn concurrent_orders_under_one_idempotency_key_place_one_order(store) {
+        let lab = lab(&store).await;
+        let placing = (0..8).map(|_| {
+            let orders = lab.orders.clone();
+            let (who, doc, now) = (lab.admin.clone(), lab.new_line(), lab.now);
+            tokio::spawn(async move { orders.create_once(&who, doc, "fraud:episode-1", now).await })
+        });
+        let placing: Vec<_> = placing.collect();
+        let mut ids = std::collections::BTreeSet::new();
+        for joined in placing {
+            ids.insert(joined.await.expect("joined").expect("placed").value["id"].as_str().expect("id").to_owned());
+        }
+        assert_eq!(ids.len(), 1, "{ids:?}");
+        let placed = store.product_order_list(&Default::default(), 0, 10).await.expect("orders");
+        assert_eq!(placed.total, 1);
     }
 }

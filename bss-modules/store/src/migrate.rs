@@ -12,7 +12,7 @@ use crate::sql::{args, Dialect};
 use crate::Store;
 
 /// The schema version this build writes and understands (the last migration).
-pub const SCHEMA_VERSION: i64 = 12;
+pub const SCHEMA_VERSION: i64 = 14;
 
 struct Migration {
     version: i64,
@@ -102,6 +102,12 @@ const MIGRATIONS: &[Migration] = &[
         description: "thresholds and their notified crossings",
         sqlite: include_str!("../migrations/sqlite/0012_thresholds.sql"),
         postgres: include_str!("../migrations/postgres/0012_thresholds.sql"),
+    },
+    Migration {
+        version: 14,
+        description: "product orders' idempotency keys",
+        sqlite: include_str!("../migrations/sqlite/0014_order_keys.sql"),
+        postgres: include_str!("../migrations/postgres/0014_order_keys.sql"),
     },
 ];
 
