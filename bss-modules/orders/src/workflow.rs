@@ -295,7 +295,7 @@ impl Workflow {
     /// transaction that records the one before it, so a crash leaves it to its lease; an
     /// outside call whose outcome was not recorded is made again on resumption, under the
     /// same key (the engine and the gateway apply a key once).
-    async fn run_forward(&self, mut context: Context, now: Timestamp) -> Result<()> {
+    async fn run_forward(&self, mut context: Context, mut now: Timestamp) -> Result<()> {
         let mut tx: Option<Tx> = None;
         // Outside steps done whose outcomes are not recorded yet, in order.
         let mut deferred: Vec<(Context, Outcome)> = Vec::new();
@@ -315,6 +315,11 @@ impl Workflow {
         }
         let mut first = true;
         loop {
+            if !first {
+                // The chain's later steps are claimed (their leases) and recorded at the
+                // time they run, not when the chain began (a clock behind `now` is ignored).
+                now = now.max(Timestamp::now());
+            }
             if tx.is_none() && !first {
                 // A transaction begins (a store step), or an outside call follows an
                 // outside call: a cancellation accepted meanwhile turns the chain back here.
