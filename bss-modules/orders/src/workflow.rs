@@ -348,6 +348,11 @@ impl Workflow {
                     return self.commit(open, notes).await;
                 }
             }
+            if tx.is_none() && context.step.is_store_only() {
+                // The claimed task is a store step of an item already in progress (retried,
+                // or resumed): it runs in a transaction all the same.
+                tx = Some(self.begin(&mut context).await?);
+            }
             first = false;
             if let Some(mut open) = tx.take() {
                 let mark = open.savepoint().await?;

@@ -12,9 +12,10 @@ use common::{at, lab, permanent, transient, Lab};
 use jiff::Timestamp;
 use serde_json::{json, Value};
 use tollgate_orders::testing::{Fault, Held};
+use tollgate_orders::Resources;
 use tollgate_orders::{OrdersError, ResourceKind};
 use tollgate_store::testing::{self, TestStore};
-use tollgate_store::{store_test, Dialect};
+use tollgate_store::{store_test, Dialect, TaskOutcome};
 
 fn msisdn(product: &Value) -> String {
     characteristic(product, "msisdn")
@@ -470,5 +471,30 @@ store_test! {
         assert_eq!(ids.len(), 1, "{ids:?}");
         let placed = store.product_order_list(&Default::default(), 0, 10).await.expect("orders");
         assert_eq!(placed.total, 1);
+    }
+}
+
+store_test! {
+    async fn a_store_step_claimed_on_its_own_of_an_item_in_progress_runs_in_a_transaction(store) {
+        // The state a retried reservation leaves, or a server of the version before the
+        // chain: the number reserved and recorded, the item in progress, the SIM's step
+        // due on its own. It once ran as an outside call and failed the item.
+        let lab = lab(&store).await;
+        let (order, _) = lab.place(lab.new_line()).await;
+        let lease = std::time::Duration::from_secs(60);
+        let claimed = lab.store.claim_provisioning_tasks(lab.now, 1, lease).await.expect("claim").remove(0);
+        let mut tx = lab.store.begin().await.expect("begin");
+        let owner = format!("order:{order}:1");
+        let msisdn = lab.resources.reserve_number(&mut tx, &owner, None, lab.now).await.expect("reserve").expect("free");
+        let result = json!({"msisdn": msisdn});
+        let done = TaskOutcome { state: "done", next_attempt_at: lab.now, result: Some(&result), last_error: None, reset_attempts: false };
+        assert!(tx.finish_task(&claimed, &done, lab.now).await.expect("finish"));
+        let tasks = tx.item_tasks(&order, "1").await.expect("tasks");
+        tx.set_task(tasks[1].seq, "due", lab.now, lab.now).await.expect("due");
+        tx.set_item_state(&order, "1", "inProgress", lab.now).await.expect("in progress");
+        tx.commit().await.expect("commit");
+        lab.drive().await;
+        assert_eq!(lab.state(&order).await, "completed");
+        lab.agree().await;
     }
 }
