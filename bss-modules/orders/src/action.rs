@@ -182,6 +182,14 @@ impl Step {
         Step::ALL.into_iter().find(|step| step.as_str() == name)
     }
 
+    /// Whether the step changes only the store (the inventory's reservations, the
+    /// product's row): it runs inside a transaction, so several such steps in a row, and
+    /// the outcomes of the steps before them, commit together. The others call out (the
+    /// engine, the network) and run with no transaction open.
+    pub fn is_store_only(self) -> bool {
+        matches!(self, Step::ReserveNumber | Step::ReserveSim | Step::RecordSubscription | Step::Complete)
+    }
+
     /// Whether a done step can be undone. Only the engine's termination cannot: once it is
     /// done, a cancellation comes too late and the item completes.
     pub fn is_reversible(self) -> bool {

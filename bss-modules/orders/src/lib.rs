@@ -34,7 +34,9 @@ pub use ports::{
     BoxFuture, EngineAnswer, EngineCall, EngineOperation, EnginePort, EngineTarget, NetworkDetails, ResourceKind,
     Resources, Sim,
 };
-pub use service::{Orders, Page, ORDER_EVENTS, ORDER_FILTERS, PRODUCT_FILTERS, SERVICE_FILTERS};
+pub use service::{
+    Orders, Page, MAX_IDEMPOTENCY_KEY_BYTES, ORDER_EVENTS, ORDER_FILTERS, PRODUCT_FILTERS, SERVICE_FILTERS,
+};
 pub use state::{ItemState, OrderState};
 pub use worker::{ProvisioningWorker, DEFAULT_CONCURRENCY, MAX_CONCURRENCY};
 pub use workflow::Workflow;

@@ -32,6 +32,8 @@ use crate::state::{ItemState, OrderState};
 
 /// The attributes an order list may be filtered on.
 pub const ORDER_FILTERS: [&str; 2] = ["state", "billingAccount.id"];
+/// The longest idempotency key [`Orders::create_once`] takes, in bytes.
+pub const MAX_IDEMPOTENCY_KEY_BYTES: usize = 200;
 /// The attributes a product or service list may be filtered on.
 pub const PRODUCT_FILTERS: [&str; 2] = ["status", "billingAccount.id"];
 /// The attributes a service list may be filtered on.
@@ -157,6 +159,13 @@ pub(crate) async fn audit(
 
 /// Publishes an order event (`productOrder`) or a cancellation event
 /// (`cancelProductOrder`) to productOrderingManagement's hub, in the change's transaction.
+/// The order hierarchy `root_id` placed under idempotency key `key`, as shown, if any.
+async fn placed_under(tx: &mut Tx, root_id: &str, key: &str) -> Result<Option<Versioned<Value>>> {
+    let Some(first) = tx.product_order_by_key(root_id, key).await? else { return Ok(None) };
+    let items = tx.order_items(&first.value.id).await?;
+    Ok(Some(Versioned { value: order_doc(&first.value, &items), version: first.version }))
+}
+
 pub(crate) async fn publish(tx: &mut Tx, event_type: &str, id: &str, doc: &Value, now: Timestamp) -> Result<()> {
     let entity_type = if event_type.starts_with("Cancel") { "cancelProductOrder" } else { "productOrder" };
     let event = NewEvent { api: ORDER_BASE_PATH, event_type, entity_type, entity_id: id, entity: doc };
@@ -206,6 +215,30 @@ impl Orders {
     /// Places an order (TMF622 `ProductOrder_Create`): checked, stored with its workflow,
     /// audited, in one transaction; `acknowledged`, or `pending` until its requested start.
     pub async fn create(&self, who: &Principal, doc: Value, now: Timestamp) -> Result<Versioned<Value>> {
+        self.place(who, doc, None, now).await
+    }
+
+    /// Places an order as [`create`](Self::create) does, under the caller's idempotency
+    /// `key`, unique per billing hierarchy: placed again under the same key (a replay after
+    /// a crash, concurrent or not), it is the first order that is returned and nothing new
+    /// is placed, whatever the document says the second time.
+    pub async fn create_once(
+        &self,
+        who: &Principal,
+        doc: Value,
+        key: &str,
+        now: Timestamp,
+    ) -> Result<Versioned<Value>> {
+        if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY_BYTES {
+            return Err(OrdersError::invalid(
+                "idempotencyKey",
+                format!("must have 1 to {MAX_IDEMPOTENCY_KEY_BYTES} bytes, has {}", key.len()),
+            ));
+        }
+        self.place(who, doc, Some(key), now).await
+    }
+
+    async fn place(&self, who: &Principal, doc: Value, key: Option<&str>, now: Timestamp) -> Result<Versioned<Value>> {
         let requested = parse_order(&doc, now)?;
         // The catalogue is read before the transaction begins: a read on another
         // connection while the transaction holds one would let concurrent orders take
@@ -226,6 +259,11 @@ impl Orders {
         };
         let account = account.value;
         reach(who, &account.root_id, &format!("billing account {}", account.id))?;
+        if let Some(key) = key {
+            if let Some(first) = placed_under(&mut tx, &account.root_id, key).await? {
+                return Ok(first);
+            }
+        }
         let id = new_entity_id()?;
         let mut items = Vec::with_capacity(requested.items.len());
         for item in &requested.items {
@@ -271,8 +309,20 @@ impl Orders {
             doc: new_order_doc(&doc, &id, &account.id, &items, now),
             created_at: now,
             completed_at: None,
+            idempotency_key: key.map(str::to_owned),
         };
-        let seq = tx.insert_product_order(&row, now).await.map_err(|e| OrdersError::from_store("ProductOrder", e))?;
+        let seq = match tx.insert_product_order(&row, now).await {
+            Ok(seq) => seq,
+            Err(error) => {
+                // Placed under the same key meanwhile (committed since this transaction began).
+                if let (Some(key), tollgate_store::StoreError::Conflict { .. }) = (key, &error) {
+                    if let Some(first) = placed_under(&mut tx, &account.root_id, key).await? {
+                        return Ok(first);
+                    }
+                }
+                return Err(OrdersError::from_store("ProductOrder", error));
+            }
+        };
         for item in &mut items {
             item.order_seq = seq;
         }

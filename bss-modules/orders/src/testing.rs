@@ -42,6 +42,8 @@ pub enum Fault {
     AnswerLost,
     /// Answer `Refused` without applying.
     Refused,
+    /// Apply, then never answer (the worker dies while it waits).
+    Hang,
 }
 
 #[derive(Debug, Default)]
@@ -150,7 +152,7 @@ impl EnginePort for ModelEngine {
         let answer = match fault {
             Some(Fault::Unavailable) => EngineAnswer::Unavailable("scripted".into()),
             Some(Fault::Refused) => EngineAnswer::Refused("scripted".into()),
-            None | Some(Fault::AnswerLost) => {
+            None | Some(Fault::AnswerLost | Fault::Hang) => {
                 let answer = match model.answers.get(&call.key) {
                     Some(answer) => answer.clone(),
                     None => {
@@ -166,6 +168,9 @@ impl EnginePort for ModelEngine {
                 }
             }
         };
+        if fault == Some(Fault::Hang) {
+            return Box::pin(std::future::pending());
+        }
         Box::pin(std::future::ready(answer))
     }
 

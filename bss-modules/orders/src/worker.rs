@@ -2,8 +2,9 @@
 //! `concurrency` due tasks (the store leases them: on PostgreSQL with `FOR UPDATE SKIP
 //! LOCKED`, so several servers share the work without running a task twice at once;
 //! SQLite has one writer) and runs them concurrently; a task's item has one due task at a
-//! time, so its steps stay in order. As each step finishes its place goes to the next due
-//! task; with nothing due it sleeps until the next task falls due, a step finishes, an
+//! time, so its steps stay in order; a claimed task runs as a chain through the item's
+//! steps while they are done ([`Workflow::run`]). As each chain ends its place goes to
+//! the next due task; with nothing due it sleeps until the next task falls due, a step finishes, an
 //! order is placed or cancelled in this process, or the poll interval passes (for orders
 //! placed by another process).
 

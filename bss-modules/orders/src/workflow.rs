@@ -8,6 +8,15 @@
 //! and the gateway apply a key once, so a crash between the call and the commit is
 //! repaired by calling again.
 //!
+//! A claimed task runs as a chain ([`Workflow::run`]): while its steps are done, the
+//! worker goes on with the item's next step, claimed for it in the transaction that
+//! records the step before, and commits only where it must. Steps that change only the
+//! store ([`Step::is_store_only`]) share one transaction with the item's start and with
+//! the outcomes of the outside steps before them; a transaction commits before each
+//! outside call, and the outcomes of outside calls in a row are recorded together. A new
+//! line is two commits after its claim (its start, reservations and row; then the engine's
+//! and the network's outcomes with its completion) instead of one per step and claim.
+//!
 //! Outcomes: done (the next step becomes due), skipped (no network activation
 //! configured), retry (a transient failure: due again after exponential backoff, until the
 //! attempts run out), fail (permanent: the done steps are undone in reverse order, then the
@@ -67,6 +76,7 @@ pub struct Workflow {
 }
 
 /// A claimed task with what it needs: its order, item and the item's other tasks.
+#[derive(Clone)]
 struct Context {
     order: ProductOrderRow,
     item: OrderItemRow,
@@ -119,6 +129,33 @@ impl Context {
                 .any(|task| task.state == "done" && Step::parse(&task.step).is_some_and(|step| !step.is_reversible()))
     }
 
+    /// The task after the claimed one, if any.
+    fn next_task(&self) -> Option<&TaskRow> {
+        self.tasks.iter().find(|task| task.position == self.claimed.position + 1)
+    }
+
+    /// The context of `next`, claimed after the claimed task ended `state` with `result`
+    /// (kept in memory, so later steps of the chain read it).
+    fn followed_by(mut self, next: TaskRow, state: &str, result: Option<Value>) -> Result<Context> {
+        let Some(step) = Step::parse(&next.step) else {
+            return Err(OrdersError::conflict("step", format!("task {} names an unknown step", next.seq)));
+        };
+        let claimed = self.claimed.seq;
+        for task in &mut self.tasks {
+            if task.seq == claimed {
+                task.state = state.to_owned();
+                if result.is_some() {
+                    task.result = result.clone();
+                }
+            } else if task.seq == next.seq {
+                *task = next.clone();
+            }
+        }
+        self.step = step;
+        self.claimed = next;
+        Ok(self)
+    }
+
     /// The task to undo before `position`: the last done, reversible one.
     fn previous_done(&self, position: i64) -> Option<&TaskRow> {
         self.tasks.iter().rev().find(|task| {
@@ -154,6 +191,29 @@ fn activation_outcome(outcome: ActivationOutcome) -> Outcome {
         ActivationOutcome::Permanent { code, reason } => {
             Outcome::Fail(format!("the network refused the activation: {code}: {reason}"))
         }
+    }
+}
+
+/// How a done step's transaction went on ([`Workflow::advance_chain`]).
+enum Chain {
+    /// The next step, claimed for this worker in the same transaction.
+    Next(TaskRow),
+    /// The item is complete.
+    Ended,
+    /// The claim no longer held: another worker has the task.
+    Stale,
+}
+
+/// What a step's outcome tells the step health once it commits: done (`None`) or failed
+/// for good (the message).
+type Notes = Vec<(Step, Option<String>)>;
+
+/// The state and result a done or skipped step is recorded with.
+fn finished(outcome: &Outcome) -> Option<(&'static str, Value)> {
+    match outcome {
+        Outcome::Done(result) => Some(("done", result.clone())),
+        Outcome::Skipped(reason) => Some(("skipped", json!({"skipped": reason}))),
+        _ => None,
     }
 }
 
@@ -221,30 +281,188 @@ impl Workflow {
             if context.cancel_applies() {
                 return self.abandon(&context, now).await;
             }
-            if !self.start(&context, now).await? {
-                return Ok(());
-            }
-            let (outcome, tx) = settled(self.execute(&context, now).await)?;
-            self.conclude(&context, outcome, tx, now).await
+            self.run_forward(context, now).await
         }
     }
 
+    /// Runs a claimed forward task and, while its steps are done, the item's steps after
+    /// it, with as few commits as the outside calls allow. Steps that only change the store
+    /// run in one transaction (with the item's start, and the outcomes of the outside
+    /// steps before them); a transaction commits before every outside call, so what the
+    /// call depends on is durable first (a new line's row fixes its engine subscription
+    /// id); outside steps in a row run one after the other, their outcomes recorded in the
+    /// next transaction. Each step after the first is claimed for this worker in the
+    /// transaction that records the one before it, so a crash leaves it to its lease; an
+    /// outside call whose outcome was not recorded is made again on resumption, under the
+    /// same key (the engine and the gateway apply a key once).
+    ///
+    /// Every step of the chain is claimed and recorded at `now`, the pass's instant (the
+    /// caller's clock; tests pass fixed instants, and product periods take their dates
+    /// from it): a chain longer than a lease may see a later step claimed by another pass,
+    /// and the claim check stops one of the two.
+    async fn run_forward(&self, mut context: Context, now: Timestamp) -> Result<()> {
+        let mut tx: Option<Tx> = None;
+        // Outside steps done whose outcomes are not recorded yet, in order.
+        let mut deferred: Vec<(Context, Outcome)> = Vec::new();
+        let mut notes = Notes::new();
+        let state = ItemState::parse(&context.item.state).unwrap_or(ItemState::InProgress);
+        if matches!(state, ItemState::Acknowledged | ItemState::Pending | ItemState::Held) {
+            let mut open = self.begin(&mut context).await?;
+            if !self.start_in(&mut open, &context, now).await? {
+                open.commit().await?;
+                return Ok(());
+            }
+            if context.step.is_store_only() {
+                tx = Some(open);
+            } else {
+                open.commit().await?;
+            }
+        }
+        let mut first = true;
+        loop {
+            if tx.is_none() && !first {
+                // A transaction begins (a store step), or an outside call follows an
+                // outside call: a cancellation accepted meanwhile turns the chain back here.
+                let cancelling = if context.step.is_store_only() {
+                    let mut open = self.begin(&mut context).await?;
+                    if !self.record_deferred(&mut open, &mut deferred, &mut notes, now).await? {
+                        return self.commit(open, notes).await;
+                    }
+                    let cancelling = context.cancel_applies();
+                    tx = Some(open);
+                    cancelling
+                } else {
+                    if let Some(order) = self.orders.store().product_order(&context.order.id).await? {
+                        context.order = order.value;
+                    }
+                    context.cancel_applies()
+                };
+                if cancelling {
+                    let mut open = match tx.take() {
+                        Some(open) => open,
+                        None => self.begin(&mut context).await?,
+                    };
+                    if self.record_deferred(&mut open, &mut deferred, &mut notes, now).await? {
+                        self.abandon_in(&mut open, &context, now).await?;
+                    }
+                    return self.commit(open, notes).await;
+                }
+            }
+            if tx.is_none() && context.step.is_store_only() {
+                // The claimed task is a store step of an item already in progress (retried,
+                // or resumed): it runs in a transaction all the same.
+                tx = Some(self.begin(&mut context).await?);
+            }
+            first = false;
+            if let Some(mut open) = tx.take() {
+                let mark = open.savepoint().await?;
+                let outcome = match self.execute_in(&mut open, &context, now).await {
+                    Ok(outcome) => outcome,
+                    Err(error) => {
+                        open.rollback_to(mark).await?;
+                        classify(error)
+                    }
+                };
+                let Some((state, result)) = finished(&outcome) else {
+                    self.conclude_in(&mut open, &context, outcome, &mut notes, now).await?;
+                    return self.commit(open, notes).await;
+                };
+                match self.advance_chain(&mut open, &context, state, Some(&result), now).await? {
+                    Chain::Next(next) => {
+                        notes.push((context.step, None));
+                        context = context.followed_by(next, state, Some(result))?;
+                        if context.step.is_store_only() {
+                            tx = Some(open);
+                        } else {
+                            self.commit(open, std::mem::take(&mut notes)).await?;
+                        }
+                    }
+                    Chain::Ended => {
+                        notes.push((context.step, None));
+                        return self.commit(open, notes).await;
+                    }
+                    Chain::Stale => return self.commit(open, notes).await,
+                }
+                continue;
+            }
+            // An outside step, with no transaction open.
+            let outcome = match self.execute(&context).await {
+                Ok(outcome) => outcome,
+                Err(OrdersError::Store(error)) => return Err(OrdersError::Store(error)),
+                Err(other) => Outcome::Fail(other.to_string()),
+            };
+            if let (Some((state, result)), Some(next)) = (finished(&outcome), context.next_task().cloned()) {
+                // Claimed when this outcome is recorded, in the transaction that records it.
+                let claimed = TaskRow {
+                    state: "due".into(),
+                    attempts: 1,
+                    next_attempt_at: after(now, self.policy.lease),
+                    ..next
+                };
+                deferred.push((context.clone(), outcome));
+                context = context.followed_by(claimed, state, Some(result))?;
+                continue;
+            }
+            let mut open = self.begin(&mut context).await?;
+            if self.record_deferred(&mut open, &mut deferred, &mut notes, now).await? {
+                self.conclude_in(&mut open, &context, outcome, &mut notes, now).await?;
+            }
+            return self.commit(open, notes).await;
+        }
+    }
+
+    /// Records the outcomes of the outside steps done before (each done, the next one
+    /// claimed); `false` if a claim no longer held (another worker has the task).
+    async fn record_deferred(
+        &self,
+        tx: &mut Tx,
+        deferred: &mut Vec<(Context, Outcome)>,
+        notes: &mut Notes,
+        now: Timestamp,
+    ) -> Result<bool> {
+        for (context, outcome) in deferred.drain(..) {
+            let Some((state, result)) = finished(&outcome) else { continue };
+            match self.advance_chain(tx, &context, state, Some(&result), now).await? {
+                Chain::Stale => return Ok(false),
+                Chain::Next(_) | Chain::Ended => notes.push((context.step, None)),
+            }
+        }
+        Ok(true)
+    }
+
+    /// Commits, then tells the step health what the transaction recorded.
+    async fn commit(&self, tx: Tx, notes: Notes) -> Result<()> {
+        tx.commit().await?;
+        for (step, failure) in notes {
+            match failure {
+                None => self.health.done(step),
+                Some(error) => self.health.failed(step, error),
+            }
+        }
+        Ok(())
+    }
+
     /// A transaction that first locks the item's order.
-    async fn begin(&self, context: &Context) -> Result<Tx> {
+    async fn lock(&self, context: &Context) -> Result<Tx> {
         let mut tx = self.orders.store().begin().await?;
         tx.product_order(&context.order.id).await?;
+        Ok(tx)
+    }
+
+    /// A transaction that first locks the item's order (and reads it afresh).
+    async fn begin(&self, context: &mut Context) -> Result<Tx> {
+        let mut tx = self.orders.store().begin().await?;
+        if let Some(order) = tx.product_order(&context.order.id).await? {
+            context.order = order.value;
+        }
         Ok(tx)
     }
 
     /// Before an item's first step: it waits (held) while an earlier order's item on the
     /// same product is unfinished; its product must still allow the action; then it is in
     /// progress. `false` if the step is not to run now.
-    async fn start(&self, context: &Context, now: Timestamp) -> Result<bool> {
-        let state = ItemState::parse(&context.item.state).unwrap_or(ItemState::InProgress);
-        if !matches!(state, ItemState::Acknowledged | ItemState::Pending | ItemState::Held) {
-            return Ok(true);
-        }
-        let mut tx = self.begin(context).await?;
+    /// `false` if the step is not to run now; in `tx`, which the caller commits.
+    async fn start_in(&self, tx: &mut Tx, context: &Context, now: Timestamp) -> Result<bool> {
         if context.action.needs_product() {
             if let Some((order, item)) = tx.earlier_open_item(&context.item.product_id, context.order.seq).await? {
                 let error = format!("waits for item {item} of order {order} on the same product");
@@ -256,8 +474,7 @@ impl Workflow {
                     reset_attempts: true,
                 };
                 if tx.finish_task(&context.claimed, &outcome, now).await? {
-                    self.move_item(&mut tx, context, ItemState::Held, now).await?;
-                    tx.commit().await?;
+                    self.move_item(tx, context, ItemState::Held, now).await?;
                 }
                 return Ok(false);
             }
@@ -272,13 +489,11 @@ impl Workflow {
                 },
             };
             if let Some(reason) = refusal {
-                self.fail(&mut tx, context, &reason, now).await?;
-                tx.commit().await?;
+                self.fail(tx, context, &reason, now).await?;
                 return Ok(false);
             }
         }
-        self.move_item(&mut tx, context, ItemState::InProgress, now).await?;
-        tx.commit().await?;
+        self.move_item(tx, context, ItemState::InProgress, now).await?;
         Ok(true)
     }
 
@@ -294,25 +509,27 @@ impl Workflow {
         settle(tx, &context.order.id, now).await
     }
 
-    /// Ends a forward attempt with its outcome, in `tx` if the step opened one (its
-    /// changes commit with the outcome) or in a new one.
-    async fn conclude(&self, context: &Context, outcome: Outcome, tx: Option<Tx>, now: Timestamp) -> Result<()> {
-        let mut tx = match tx {
-            Some(tx) => tx,
-            None => self.begin(context).await?,
-        };
-        // What the step's health notes once the outcome commits: done, or failed for good.
-        let mut noted = None;
+    /// Ends a forward attempt with its outcome in `tx`; what the step health should note
+    /// once it commits goes to `notes`.
+    async fn conclude_in(
+        &self,
+        tx: &mut Tx,
+        context: &Context,
+        outcome: Outcome,
+        notes: &mut Notes,
+        now: Timestamp,
+    ) -> Result<()> {
+        let failed = |error: &str| format!("order {} item {}: {error}", context.order.id, context.item.item_id);
+        if let Some((state, result)) = finished(&outcome) {
+            // The next step, if any, is due now for whichever worker claims it.
+            if let Chain::Next(next) = self.advance_chain(tx, context, state, Some(&result), now).await? {
+                tx.set_task(next.seq, "due", now, now).await?;
+            }
+            notes.push((context.step, None));
+            return Ok(());
+        }
         match outcome {
-            Outcome::Done(result) => {
-                self.advance(&mut tx, context, "done", Some(&result), now).await?;
-                noted = Some(None);
-            }
-            Outcome::Skipped(reason) => {
-                let result = json!({"skipped": reason});
-                self.advance(&mut tx, context, "skipped", Some(&result), now).await?;
-                noted = Some(None);
-            }
+            Outcome::Done(_) | Outcome::Skipped(_) => {}
             Outcome::Retry { error, after: delay } if context.claimed.attempts < self.policy.max_attempts => {
                 let delay = delay
                     .unwrap_or_else(|| self.policy.delay_after(context.claimed.attempts))
@@ -326,47 +543,41 @@ impl Workflow {
                     last_error: Some(&error),
                     reset_attempts: false,
                 };
-                if !tx.finish_task(&context.claimed, &outcome, now).await? {
-                    return Ok(());
-                }
+                tx.finish_task(&context.claimed, &outcome, now).await?;
             }
             Outcome::Retry { error, .. } => {
                 let error = format!("{error} (gave up after {} attempts)", context.claimed.attempts);
-                self.fail(&mut tx, context, &error, now).await?;
-                noted = Some(Some(error));
+                self.fail(tx, context, &error, now).await?;
+                notes.push((context.step, Some(failed(&error))));
             }
             Outcome::Fail(error) => {
-                self.fail(&mut tx, context, &error, now).await?;
-                noted = Some(Some(error));
+                self.fail(tx, context, &error, now).await?;
+                notes.push((context.step, Some(failed(&error))));
             }
-        }
-        tx.commit().await?;
-        match noted {
-            Some(None) => self.health.done(context.step),
-            Some(Some(error)) => self
-                .health
-                .failed(context.step, format!("order {} item {}: {error}", context.order.id, context.item.item_id)),
-            None => {}
         }
         Ok(())
     }
 
-    /// The step is done (or skipped): the next one is due now, or the item is complete.
-    async fn advance(
+    /// A done (or skipped) step in a chain: recorded, and the next one claimed for this
+    /// worker in the same transaction; or the item is complete.
+    async fn advance_chain(
         &self,
         tx: &mut Tx,
         context: &Context,
         state: &str,
         result: Option<&Value>,
         now: Timestamp,
-    ) -> Result<()> {
+    ) -> Result<Chain> {
         let outcome = TaskOutcome { state, next_attempt_at: now, result, last_error: None, reset_attempts: false };
         if !tx.finish_task(&context.claimed, &outcome, now).await? {
-            return Ok(());
+            return Ok(Chain::Stale);
         }
-        match context.tasks.iter().find(|task| task.position == context.claimed.position + 1) {
-            Some(next) => Ok(tx.set_task(next.seq, "due", now, now).await?),
-            None => self.move_item(tx, context, ItemState::Completed, now).await,
+        match context.next_task() {
+            Some(next) => Ok(tx.claim_task(next.seq, now, self.policy.lease).await?.map_or(Chain::Stale, Chain::Next)),
+            None => {
+                self.move_item(tx, context, ItemState::Completed, now).await?;
+                Ok(Chain::Ended)
+            }
         }
     }
 
@@ -392,7 +603,15 @@ impl Workflow {
     /// A cancellation reached this step before it ran: it is cancelled, and undoing the
     /// done ones begins (or, with none, the item is cancelled).
     async fn abandon(&self, context: &Context, now: Timestamp) -> Result<()> {
-        let mut tx = self.begin(context).await?;
+        let mut context = context.clone();
+        let mut tx = self.begin(&mut context).await?;
+        self.abandon_in(&mut tx, &context, now).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// [`Workflow::abandon`] in the caller's transaction.
+    async fn abandon_in(&self, tx: &mut Tx, context: &Context, now: Timestamp) -> Result<()> {
         let outcome = TaskOutcome {
             state: "cancelled",
             next_attempt_at: now,
@@ -403,10 +622,8 @@ impl Workflow {
         if !tx.finish_task(&context.claimed, &outcome, now).await? {
             return Ok(());
         }
-        self.cancel_later_tasks(&mut tx, context, now).await?;
-        self.compensate_before(&mut tx, context, context.claimed.position, false, now).await?;
-        tx.commit().await?;
-        Ok(())
+        self.cancel_later_tasks(tx, context, now).await?;
+        self.compensate_before(tx, context, context.claimed.position, false, now).await
     }
 
     async fn cancel_later_tasks(&self, tx: &mut Tx, context: &Context, now: Timestamp) -> Result<()> {
@@ -441,7 +658,7 @@ impl Workflow {
     async fn conclude_undo(&self, context: &Context, outcome: Outcome, tx: Option<Tx>, now: Timestamp) -> Result<()> {
         let mut tx = match tx {
             Some(tx) => tx,
-            None => self.begin(context).await?,
+            None => self.lock(context).await?,
         };
         match outcome {
             Outcome::Done(_) | Outcome::Skipped(_) => {
@@ -513,29 +730,33 @@ impl Workflow {
         self.orders.store().line(id).await?.ok_or_else(|| OrdersError::NotFound { kind: "Product", id: id.to_owned() })
     }
 
-    /// Runs the step forward.
-    async fn execute(&self, context: &Context, now: Timestamp) -> Result<(Outcome, Option<Tx>)> {
+    /// Runs a step that changes only the store ([`Step::is_store_only`]) forward, in `tx`;
+    /// an error leaves what it wrote for the caller to roll back.
+    async fn execute_in(&self, tx: &mut Tx, context: &Context, now: Timestamp) -> Result<Outcome> {
         let resources = self.orders.resources();
         let owner = context.owner();
+        Ok(match context.step {
+            Step::ReserveNumber => match resources.reserve_number(tx, &owner, context.request("msisdn"), now).await? {
+                Some(msisdn) => Outcome::Done(json!({"msisdn": msisdn})),
+                None => Outcome::Fail("no MSISDN is free in the resource inventory".into()),
+            },
+            Step::ReserveSim => match resources.reserve_sim(tx, &owner, context.request("iccid"), now).await? {
+                Some(sim) => Outcome::Done(json!({"iccid": sim.iccid, "imsi": sim.imsi})),
+                None => Outcome::Fail("no SIM card is free in the resource inventory".into()),
+            },
+            Step::RecordSubscription => self.record_subscription(tx, context, now).await?,
+            Step::Complete => {
+                self.write_completion(tx, context, now).await?;
+                Outcome::Done(json!({}))
+            }
+            step => Outcome::Fail(format!("step {} calls out: it does not run in a transaction", step.as_str())),
+        })
+    }
+
+    /// Runs a step that calls out (the engine, the network) forward, with no transaction
+    /// open.
+    async fn execute(&self, context: &Context) -> Result<Outcome> {
         let outcome = match context.step {
-            Step::ReserveNumber => {
-                let mut tx = self.begin(context).await?;
-                return Ok(match resources.reserve_number(&mut tx, &owner, context.request("msisdn"), now).await {
-                    Ok(Some(msisdn)) => (Outcome::Done(json!({"msisdn": msisdn})), Some(tx)),
-                    Ok(None) => (Outcome::Fail("no MSISDN is free in the resource inventory".into()), None),
-                    Err(error) => (classify(error), None),
-                });
-            }
-            Step::ReserveSim => {
-                let mut tx = self.begin(context).await?;
-                return Ok(match resources.reserve_sim(&mut tx, &owner, context.request("iccid"), now).await {
-                    Ok(Some(sim)) => (Outcome::Done(json!({"iccid": sim.iccid, "imsi": sim.imsi})), Some(tx)),
-                    Ok(None) => (Outcome::Fail("no SIM card is free in the resource inventory".into()), None),
-                    Err(error) => (classify(error), None),
-                });
-            }
-            Step::RecordSubscription => return self.record_subscription(context, now).await,
-            Step::Complete => return self.complete(context, now).await,
             Step::Activate => self.activate(context, false).await?,
             step => {
                 let line = self.line(context).await?.value;
@@ -578,7 +799,7 @@ impl Workflow {
                 }
             }
         };
-        Ok((outcome, None))
+        Ok(outcome)
     }
 
     /// The (old, new) identity keys of a SIM swap's or number change's engine step.
@@ -596,8 +817,7 @@ impl Workflow {
     }
 
     /// A new line's product row with its identities: this fixes its engine subscription id.
-    async fn record_subscription(&self, context: &Context, now: Timestamp) -> Result<(Outcome, Option<Tx>)> {
-        let mut tx = self.begin(context).await?;
+    async fn record_subscription(&self, tx: &mut Tx, context: &Context, now: Timestamp) -> Result<Outcome> {
         let id = &context.item.product_id;
         if let Some(line) = tx.line(id).await? {
             // Recorded by an attempt whose outcome was lost? Only this order's row counts.
@@ -606,19 +826,19 @@ impl Workflow {
             } else {
                 Outcome::Fail(format!("product id {id} is taken"))
             };
-            return Ok((outcome, Some(tx)));
+            return Ok(outcome);
         }
         let (Some(msisdn), Some(imsi), Some(iccid)) = (
             context.result_text(Step::ReserveNumber, "msisdn"),
             context.result_text(Step::ReserveSim, "imsi"),
             context.result_text(Step::ReserveSim, "iccid"),
         ) else {
-            return Ok((Outcome::Fail("the reserved number or SIM card is not on record".into()), None));
+            return Ok(Outcome::Fail("the reserved number or SIM card is not on record".into()));
         };
         let identities = [format!("msisdn:{msisdn}"), format!("imsi:{imsi}")];
         let keys: Vec<&str> = identities.iter().map(String::as_str).collect();
         if let Some((identity, holder)) = tx.identities_in_use(&keys).await?.into_iter().next() {
-            return Ok((Outcome::Fail(format!("{identity} belongs to subscription {holder}")), None));
+            return Ok(Outcome::Fail(format!("{identity} belongs to subscription {holder}")));
         }
         let line = LineRow {
             subscription: SubscriptionRow {
@@ -639,20 +859,12 @@ impl Workflow {
             created_at: now,
         };
         let engine_id = tx.insert_line(&line, now).await?;
-        audit(&mut tx, WORKFLOW_ACTOR, "create", "Product", id, Some(&line_doc(&line, &[], None)), now).await?;
-        Ok((Outcome::Done(json!({"engineSubscriptionId": engine_id})), Some(tx)))
+        audit(tx, WORKFLOW_ACTOR, "create", "Product", id, Some(&line_doc(&line, &[], None)), now).await?;
+        Ok(Outcome::Done(json!({"engineSubscriptionId": engine_id})))
     }
 
     /// The last step: the inventories take the outcome, in the transaction that
     /// completes the item.
-    async fn complete(&self, context: &Context, now: Timestamp) -> Result<(Outcome, Option<Tx>)> {
-        let mut tx = self.begin(context).await?;
-        match self.write_completion(&mut tx, context, now).await {
-            Ok(()) => Ok((Outcome::Done(json!({})), Some(tx))),
-            Err(error) => Ok((classify(error), None)),
-        }
-    }
-
     async fn write_completion(&self, tx: &mut Tx, context: &Context, now: Timestamp) -> Result<()> {
         let resources = self.orders.resources();
         let owner = context.owner();
@@ -778,7 +990,7 @@ impl Workflow {
         let resources = self.orders.resources();
         let owner = context.owner();
         let release = |kind: ResourceKind, value: Option<String>| async move {
-            let mut tx = self.begin(context).await?;
+            let mut tx = self.lock(context).await?;
             let Some(value) = value else { return Ok((Outcome::Done(json!({})), Some(tx))) };
             Ok(match resources.release(&mut tx, kind, &value, &owner, now).await {
                 Ok(()) => (Outcome::Done(json!({})), Some(tx)),
@@ -793,7 +1005,7 @@ impl Workflow {
                 return release(ResourceKind::Sim, context.result_text(Step::ReserveSim, "iccid")).await
             }
             Step::RecordSubscription => {
-                let mut tx = self.begin(context).await?;
+                let mut tx = self.lock(context).await?;
                 if let Some(current) = tx.line(&context.item.product_id).await? {
                     let mut line = current.value.clone();
                     line.subscription.state = "terminated".into();

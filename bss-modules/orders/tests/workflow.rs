@@ -1,9 +1,10 @@
 //! The provisioning workflow on both databases, with a scripted network and the model
 //! engine: a new line end to end; transient failures retried; a permanent one undone in
 //! reverse order (number and SIM available again, not in quarantine); a crash between any
-//! two steps, forward and while undoing, resumed by a new worker with store, inventory and
+//! two steps, forward and while undoing, and in an outside call whose outcome is not yet
+//! recorded, resumed by a new worker with store, inventory and
 //! engine agreeing; the lifecycle orders on a line; cancellation; future dates; held
-//! orders; the no-activation mode.
+//! orders; the no-activation mode; an order placed again under its idempotency key.
 
 mod common;
 
@@ -11,9 +12,10 @@ use common::{at, lab, permanent, transient, Lab};
 use jiff::Timestamp;
 use serde_json::{json, Value};
 use tollgate_orders::testing::{Fault, Held};
+use tollgate_orders::Resources;
 use tollgate_orders::{OrdersError, ResourceKind};
 use tollgate_store::testing::{self, TestStore};
-use tollgate_store::{store_test, Dialect};
+use tollgate_store::{store_test, Dialect, TaskOutcome};
 
 fn msisdn(product: &Value) -> String {
     characteristic(product, "msisdn")
@@ -41,7 +43,7 @@ store_test! {
         let (order, product) = lab.place(lab.new_line()).await;
         assert_eq!(lab.state(&order).await, "acknowledged");
         let ran = lab.drive().await;
-        assert_eq!(ran, 6, "one attempt per step");
+        assert_eq!(ran, 1, "one claim carries the item through its six steps");
         let shown = lab.order(&order).await;
         assert_eq!(shown["state"], "completed");
         assert_eq!(shown["productOrderItem"][0]["state"], "completed");
@@ -158,6 +160,49 @@ store_test! {
     }
 }
 
+/// Runs the order until a call to the engine (`Engine`) or the network (`Network`) hangs,
+/// then "crashes" there (the worker is dropped with the outcomes of the calls before it
+/// unrecorded) and resumes with a new worker on a new connection once the lease has run
+/// out.
+async fn crash_in_call(lab: &Lab, database: &TestStore, hang: Hang) {
+    match hang {
+        Hang::Engine => lab.engine.fault(&[Fault::Hang]),
+        Hang::Network => lab.network.hang(1),
+    }
+    let worker = lab.worker_on(&lab.store, true, 1);
+    let ran = tokio::time::timeout(std::time::Duration::from_millis(500), worker.run_once(lab.now)).await;
+    assert!(ran.is_err(), "the worker hangs in the call");
+    drop(worker);
+    let reopened = database.open_again().await;
+    let resumed = lab.worker_on(&reopened, true, 4);
+    let later = lab.now.checked_add(jiff::SignedDuration::from_secs(61)).expect("later");
+    lab.drive_with(&resumed, later).await;
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Hang {
+    Engine,
+    Network,
+}
+
+store_test! {
+    async fn a_crash_in_an_outside_call_before_its_outcome_is_recorded_is_resumed_to_completion(store) {
+        for hang in [Hang::Engine, Hang::Network] {
+            let database = fresh(&store).await;
+            let lab = lab(&database).await;
+            let (order, product) = lab.place(lab.new_line()).await;
+            crash_in_call(&lab, &database, hang).await;
+            assert_eq!(lab.state(&order).await, "completed", "crash in the {hang:?} call");
+            // The store's steps committed before the call and were not done again.
+            let line = lab.product(&product).await;
+            assert_eq!(msisdn(&line), common::NUMBERS[0], "crash in the {hang:?} call");
+            let creations = lab.engine.calls().into_iter().filter(|call| call.key.ends_with(":createSubscription")).count();
+            assert_eq!(creations, 2, "the engine call was made again under its key ({hang:?})");
+            lab.agree().await;
+        }
+    }
+}
+
 store_test! {
     async fn a_crash_while_undoing_is_resumed_to_a_clean_compensation(store) {
         for steps in 0..11 {
@@ -253,10 +298,10 @@ store_test! {
     async fn cancelling_undoes_what_was_done_and_a_completed_order_cannot_be_cancelled(store) {
         let lab = lab(&store).await;
         let (order, _) = lab.place(lab.new_line()).await;
+        // The engine is unavailable: the store's steps are done, the engine's is to retry.
+        lab.engine.fault(&[Fault::Unavailable]);
         let worker = lab.worker_on(&lab.store, true, 1);
-        for _ in 0..4 {
-            worker.run_once(lab.now).await.expect("step");
-        }
+        worker.run_once(lab.now).await.expect("step");
         let cancel = lab.orders.cancel(&lab.admin, &json!({"productOrder": {"id": order}, "cancellationReason": "changed my mind"}), lab.now).await.expect("cancel accepted");
         assert_eq!(cancel["state"], "inProgress");
         assert_eq!(lab.state(&order).await, "pendingCancellation");
@@ -381,5 +426,75 @@ store_test! {
         assert!(matches!(lab.orders.get(&partner, &order).await, Err(OrdersError::Forbidden { .. })));
         assert_eq!(lab.orders.list(&partner, [], 0, 10).await.expect("list").total, 0);
         let _: Timestamp = lab.now;
+    }
+}
+
+store_test! {
+    async fn an_order_placed_again_under_its_idempotency_key_is_the_first_order(store) {
+        let lab = lab(&store).await;
+        let first = lab.orders.create_once(&lab.admin, lab.new_line(), "dunning:i-1:suspend", lab.now).await.expect("placed");
+        let id = first.value["id"].as_str().expect("id").to_owned();
+        // Replayed, also concurrently: the first order, nothing new placed.
+        let replays: Vec<_> = (0..4).map(|_| {
+            let (orders, who, doc, now) = (lab.orders.clone(), lab.admin.clone(), lab.new_line(), lab.now);
+            tokio::spawn(async move { orders.create_once(&who, doc, "dunning:i-1:suspend", now).await })
+        }).collect();
+        for replay in replays {
+            assert_eq!(replay.await.expect("joined").expect("replayed").value["id"], id.as_str());
+        }
+        let other = lab.orders.create_once(&lab.admin, lab.new_line(), "dunning:i-2:suspend", lab.now).await.expect("placed");
+        assert_ne!(other.value["id"], id.as_str(), "another key is another order");
+        let placed = store.product_order_list(&Default::default(), 0, 10).await.expect("orders");
+        assert_eq!(placed.total, 2);
+        for key in ["", &"k".repeat(tollgate_orders::MAX_IDEMPOTENCY_KEY_BYTES + 1)] {
+            let refused = lab.orders.create_once(&lab.admin, lab.new_line(), key, lab.now).await;
+            assert!(matches!(refused, Err(OrdersError::Invalid { ref field, .. }) if field == "idempotencyKey"), "{refused:?}");
+        }
+        lab.drive().await;
+        assert_eq!(lab.state(&id).await, "completed");
+    }
+}
+
+store_test! {
+    async fn concurrent_orders_under_one_idempotency_key_place_one_order(store) {
+        let lab = lab(&store).await;
+        let placing = (0..8).map(|_| {
+            let orders = lab.orders.clone();
+            let (who, doc, now) = (lab.admin.clone(), lab.new_line(), lab.now);
+            tokio::spawn(async move { orders.create_once(&who, doc, "fraud:episode-1", now).await })
+        });
+        let placing: Vec<_> = placing.collect();
+        let mut ids = std::collections::BTreeSet::new();
+        for joined in placing {
+            ids.insert(joined.await.expect("joined").expect("placed").value["id"].as_str().expect("id").to_owned());
+        }
+        assert_eq!(ids.len(), 1, "{ids:?}");
+        let placed = store.product_order_list(&Default::default(), 0, 10).await.expect("orders");
+        assert_eq!(placed.total, 1);
+    }
+}
+
+store_test! {
+    async fn a_store_step_claimed_on_its_own_of_an_item_in_progress_runs_in_a_transaction(store) {
+        // The state a retried reservation leaves, or a server of the version before the
+        // chain: the number reserved and recorded, the item in progress, the SIM's step
+        // due on its own. It once ran as an outside call and failed the item.
+        let lab = lab(&store).await;
+        let (order, _) = lab.place(lab.new_line()).await;
+        let lease = std::time::Duration::from_secs(60);
+        let claimed = lab.store.claim_provisioning_tasks(lab.now, 1, lease).await.expect("claim").remove(0);
+        let mut tx = lab.store.begin().await.expect("begin");
+        let owner = format!("order:{order}:1");
+        let msisdn = lab.resources.reserve_number(&mut tx, &owner, None, lab.now).await.expect("reserve").expect("free");
+        let result = json!({"msisdn": msisdn});
+        let done = TaskOutcome { state: "done", next_attempt_at: lab.now, result: Some(&result), last_error: None, reset_attempts: false };
+        assert!(tx.finish_task(&claimed, &done, lab.now).await.expect("finish"));
+        let tasks = tx.item_tasks(&order, "1").await.expect("tasks");
+        tx.set_task(tasks[1].seq, "due", lab.now, lab.now).await.expect("due");
+        tx.set_item_state(&order, "1", "inProgress", lab.now).await.expect("in progress");
+        tx.commit().await.expect("commit");
+        lab.drive().await;
+        assert_eq!(lab.state(&order).await, "completed");
+        lab.agree().await;
     }
 }

@@ -337,7 +337,8 @@ impl Receivables {
                 let order_ids = match step.action {
                     DunningAction::Reminder => Vec::new(),
                     DunningAction::Suspend => {
-                        self.place(orders, actor, &invoice.root_id, "active", "suspended", now).await?
+                        let key = format!("dunning:{}:{}", invoice.invoice_id, step.name);
+                        self.place(orders, actor, &invoice.root_id, "active", "suspended", &key, now).await?
                     }
                 };
                 let row = DunningActionRow {
@@ -405,8 +406,9 @@ impl Receivables {
                 continue;
             }
             let suspended: BTreeSet<String> = self.suspended_by(orders, actor, &suspension.order_ids).await?;
+            let key = format!("dunning:{}:{}:lift", suspension.invoice_id, suspension.step);
             let resumed =
-                self.place_for(orders, actor, &invoice.root_id, "suspended", "active", &suspended, now).await?;
+                self.place_for(orders, actor, &invoice.root_id, "suspended", "active", &suspended, &key, now).await?;
             let mut tx = self.store.begin().await?;
             let key = format!("{}/{}", suspension.invoice_id, suspension.step);
             if !tx.lift_dunning_suspension(&suspension.invoice_id, &suspension.step, &resumed.join(","), now).await? {
@@ -433,7 +435,10 @@ impl Receivables {
     }
 
     /// Places, per account of hierarchy `root`, one order moving its lines in status `from`
-    /// to status `to`. Returns the orders' ids.
+    /// to status `to`, under idempotency key `key` and the account's id, so a run replayed
+    /// after a crash finds the orders it placed instead of placing more. Returns the
+    /// orders' ids.
+    #[allow(clippy::too_many_arguments)]
     async fn place(
         &self,
         orders: &Orders,
@@ -441,9 +446,10 @@ impl Receivables {
         root: &str,
         from: &str,
         to: &str,
+        key: &str,
         now: Timestamp,
     ) -> Result<Vec<String>> {
-        self.place_for(orders, actor, root, from, to, &BTreeSet::new(), now).await
+        self.place_for(orders, actor, root, from, to, &BTreeSet::new(), key, now).await
     }
 
     /// As [`place`](Self::place), only for the products in `only` when it is not empty.
@@ -456,6 +462,7 @@ impl Receivables {
         from: &str,
         to: &str,
         only: &BTreeSet<String>,
+        key: &str,
         now: Timestamp,
     ) -> Result<Vec<String>> {
         let filter =
@@ -497,7 +504,7 @@ impl Receivables {
                 "description": format!("dunning: {from} to {to}"),
                 "productOrderItem": items,
             });
-            let order = orders.create(&who, doc, now).await?;
+            let order = orders.create_once(&who, doc, &format!("{key}:{account}"), now).await?;
             if let Some(id) = order.value.get("id").and_then(Value::as_str) {
                 placed.push(id.to_owned());
             }

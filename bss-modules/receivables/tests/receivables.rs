@@ -2,7 +2,8 @@
 //! first and recorded once per reference, credit on account settled when the next
 //! invoice becomes final, a bank statement matched by bill number or account, aging, and
 //! dunning: a reminder, then a suspend order through the order flow, each once, lifted by
-//! a resume order once the account has paid.
+//! a resume order once the account has paid; a dunning run replayed after a crash finds
+//! the orders it placed.
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -237,14 +238,19 @@ store_test! {
     }
 }
 
+/// The set-up with invoice `i-oct` of account `a1` due 2026-10-31, and the orders,
+/// receivables and default dunning policy over the store.
+async fn overdue(store: &Store) -> (Orders, Receivables, DunningPolicy) {
+    setup(store).await;
+    final_invoice(store, "i-oct", "a1", "2026-10", "100.00", date(2026, 10, 1)).await;
+    let orders =
+        Orders::new(store.clone(), Arc::new(ModelEngine::new(&["plan-a"])), Arc::new(MemoryResources::new(&[], &[])));
+    (orders, Receivables::new(store.clone()), DunningPolicy::default())
+}
+
 store_test! {
     async fn dunning_reminds_then_suspends_through_an_order_once_and_resumes_after_payment(store) {
-        setup(&store).await;
-        // Due 2026-10-31.
-        final_invoice(&store, "i-oct", "a1", "2026-10", "100.00", date(2026, 10, 1)).await;
-        let orders = Orders::new(store.clone(), Arc::new(ModelEngine::new(&["plan-a"])), Arc::new(MemoryResources::new(&[], &[])));
-        let receivables = Receivables::new(store.clone());
-        let policy = DunningPolicy::default();
+        let (orders, receivables, policy) = overdue(&store).await;
 
         let early = receivables.dunning(&orders, &policy, date(2026, 11, 6), "system:dunning", on(date(2026, 11, 6))).await.expect("dunning");
         assert!(early.taken.is_empty(), "6 days overdue: nothing yet");
@@ -286,5 +292,23 @@ store_test! {
         let events: Vec<Value> = store.audit_entries(Some(("dunning", "i-oct/reminder")), 0, 10).await.expect("audit").into_iter().filter_map(|e| e.after).collect();
         assert_eq!(events.len(), 1);
         assert_eq!(events[0]["daysOverdue"], 7);
+    }
+}
+
+store_test! {
+    async fn a_dunning_run_replayed_after_a_crash_finds_the_suspend_order_it_placed(store) {
+        let (orders, receivables, policy) = overdue(&store).await;
+        // A run placed the suspend order, then died before it recorded the step.
+        let who = Principal::admin("system:dunning");
+        let doc = json!({"billingAccount": {"id": "a1"}, "productOrderItem": [
+            {"id": "1", "action": "modify", "product": {"id": "l1", "status": "suspended"}}]});
+        let first = orders.create_once(&who, doc, "dunning:i-oct:suspend:a1", on(date(2026, 11, 21))).await.expect("first order");
+        let first = first.value["id"].as_str().expect("id").to_owned();
+
+        let replayed = receivables.dunning(&orders, &policy, date(2026, 11, 21), "system:dunning", on(date(2026, 11, 21))).await.expect("dunning");
+        let suspend = replayed.taken.iter().find(|taken| taken.2 == DunningAction::Suspend).expect("the suspend step");
+        assert_eq!(suspend.3, [first], "the step names the order placed before the crash");
+        let placed = store.product_order_list(&Default::default(), 0, 10).await.expect("orders");
+        assert_eq!(placed.total, 1, "no second suspend order");
     }
 }

@@ -93,7 +93,7 @@ pub use receivables::{
     AllocationRow, DunningActionRow, OpenInvoiceRow, PaymentFilter, PaymentRow, UnallocatedPayment, PAYMENT_PAGE_MAX,
 };
 pub use sql::Dialect;
-pub use store::{Store, StoreOptions, Tx, SQLITE_FILE_NAME};
+pub use store::{Savepoint, Store, StoreOptions, Tx, SQLITE_FILE_NAME};
 pub use subscriptions::{SubscriptionRow, ENGINE_SUBSCRIPTION_BASE, SUBSCRIPTION_PAGE_MAX};
 pub use thresholds::{CrossingRow, ThresholdRow, WatchedThreshold, CROSSING_PAGE_MAX, MAX_THRESHOLDS_PER_ACCOUNT};
 pub use tokens::{ApiToken, NewToken, Role, TokenCheck, TokenSecret, TOKEN_PREFIX};

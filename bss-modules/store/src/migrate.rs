@@ -110,6 +110,12 @@ const MIGRATIONS: &[Migration] = &[
         postgres: include_str!("../migrations/postgres/0013_product_history.sql"),
     },
     Migration {
+        version: 14,
+        description: "product orders' idempotency keys",
+        sqlite: include_str!("../migrations/sqlite/0014_order_keys.sql"),
+        postgres: include_str!("../migrations/postgres/0014_order_keys.sql"),
+    },
+    Migration {
         version: 15,
         description: "discounts and credits of billing accounts",
         sqlite: include_str!("../migrations/sqlite/0015_discounts.sql"),

@@ -44,6 +44,9 @@ pub struct ProductOrderRow {
     pub doc: serde_json::Value,
     pub created_at: Timestamp,
     pub completed_at: Option<Timestamp>,
+    /// The key the caller placed it under, unique per billing hierarchy (`root_id`): placed
+    /// again under it, the order is this one.
+    pub idempotency_key: Option<String>,
 }
 
 /// An order item as stored.
@@ -125,7 +128,7 @@ pub struct CancelRow {
 }
 
 const ORDER_COLUMNS: &str = "seq, id, state, billing_account_id, root_id, requested_start_at_ms, cancelling, doc_json,
-     version, created_at_ms, completed_at_ms";
+     version, created_at_ms, completed_at_ms, idempotency_key";
 const ITEM_COLUMNS: &str = "order_id, item_id, position, order_seq, action, state, product_id, request_json";
 const TASK_COLUMNS: &str =
     "seq, order_id, item_id, position, step, state, attempts, next_attempt_at_ms, last_error, result_json";
@@ -145,6 +148,7 @@ fn order(row: &Row) -> Result<Versioned<ProductOrderRow>> {
             doc: parse_json(row, "doc_json", &row.text("doc_json")?)?,
             created_at: row.timestamp("created_at_ms")?,
             completed_at: row.opt_timestamp("completed_at_ms")?,
+            idempotency_key: row.opt_text("idempotency_key")?,
         },
         version: version_of(row)?,
     })
@@ -197,16 +201,17 @@ fn cancel(row: &Row) -> Result<Versioned<CancelRow>> {
 
 impl Tx {
     /// Inserts a new order at [`Version::FIRST`]; returns its `seq`. `Conflict` if the id
-    /// is taken.
+    /// is taken, or its idempotency key in its hierarchy ([`Tx::product_order_by_key`]
+    /// finds that order; on PostgreSQL once the transaction that placed it has committed).
     pub async fn insert_product_order(&mut self, new: &ProductOrderRow, now: Timestamp) -> Result<i64> {
         let doc = json_text("doc", &new.doc)?;
         let row = self
             .fetch_optional(
                 "product_orders.insert",
                 "INSERT INTO product_orders (id, state, billing_account_id, root_id, requested_start_at_ms, cancelling,
-                     doc_json, version, created_at_ms, updated_at_ms)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, 1, $8, $8)
-                 ON CONFLICT (id) DO NOTHING
+                     doc_json, version, created_at_ms, updated_at_ms, idempotency_key)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, 1, $8, $8, $9)
+                 ON CONFLICT DO NOTHING
                  RETURNING seq",
                 args![
                     new.id.as_str(),
@@ -216,7 +221,8 @@ impl Tx {
                     new.requested_start_at.map(to_ms),
                     i64::from(new.cancelling),
                     doc,
-                    to_ms(now)
+                    to_ms(now),
+                    new.idempotency_key.clone()
                 ],
             )
             .await?;
@@ -279,6 +285,16 @@ impl Tx {
     pub async fn product_order(&mut self, id: &str) -> Result<Option<Versioned<ProductOrderRow>>> {
         let sql = format!("SELECT {ORDER_COLUMNS} FROM product_orders WHERE id = $1{}", self.dialect().lock_rows());
         self.fetch_optional("product_orders.get", &sql, args![id]).await?.as_ref().map(order).transpose()
+    }
+
+    /// The order of hierarchy `root_id` placed under idempotency key `key`, if any.
+    pub async fn product_order_by_key(
+        &mut self,
+        root_id: &str,
+        key: &str,
+    ) -> Result<Option<Versioned<ProductOrderRow>>> {
+        let sql = format!("SELECT {ORDER_COLUMNS} FROM product_orders WHERE root_id = $1 AND idempotency_key = $2");
+        self.fetch_optional("product_orders.by_key", &sql, args![root_id, key]).await?.as_ref().map(order).transpose()
     }
 
     /// Replaces an order's state, cancellation flag, document and completion still at
@@ -380,6 +396,23 @@ impl Tx {
         )
         .await?;
         Ok(())
+    }
+
+    /// Claims the task `seq` for this transaction's worker as
+    /// [`Store::claim_provisioning_tasks`] would (due, its first attempt counted, held for
+    /// `lease`), so the worker that finished the step before it runs it next without a
+    /// claim of its own; if the worker dies first, the lease brings it back. The task as
+    /// claimed, or `None` if there is no such task.
+    pub async fn claim_task(&mut self, seq: i64, now: Timestamp, lease: Duration) -> Result<Option<TaskRow>> {
+        let sql = format!(
+            "UPDATE provisioning_tasks SET state = 'due', attempts = 1, next_attempt_at_ms = $2, updated_at_ms = $3
+             WHERE seq = $1
+             RETURNING {TASK_COLUMNS}"
+        );
+        let row = self
+            .fetch_optional("provisioning_tasks.claim_one", &sql, args![seq, after_ms(now, lease), to_ms(now)])
+            .await?;
+        row.as_ref().map(task).transpose()
     }
 
     /// Makes an order's due (or compensating) tasks due at `at` without counting an

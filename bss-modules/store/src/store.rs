@@ -264,6 +264,14 @@ pub struct Tx {
     pub(crate) audits: Vec<crate::audit::PendingAudit>,
 }
 
+/// A point in a transaction to roll back to ([`Tx::savepoint`]).
+#[derive(Debug)]
+#[must_use = "a savepoint is for rolling back to"]
+pub struct Savepoint {
+    /// How many audit records the transaction kept at the savepoint.
+    audits: usize,
+}
+
 enum TxInner {
     Sqlite(sqlx::Transaction<'static, Sqlite>),
     Postgres(sqlx::Transaction<'static, Postgres>),
@@ -319,6 +327,23 @@ impl Tx {
             TxInner::Postgres(tx) => tx.rollback().await,
         }
         .map_err(StoreError::db("rollback"))
+    }
+
+    /// Marks the point [`Tx::rollback_to`] goes back to: what the transaction did after it
+    /// (statements and audit records) can be undone while what it did before stays, so a
+    /// transaction that carries several steps keeps the earlier ones when a later one
+    /// fails (on PostgreSQL also after a failed statement).
+    pub async fn savepoint(&mut self) -> Result<Savepoint> {
+        self.execute("savepoint", "SAVEPOINT step", vec![]).await?;
+        Ok(Savepoint { audits: self.audits.len() })
+    }
+
+    /// Undoes what the transaction did since `point` (the latest savepoint not yet rolled
+    /// back to); the transaction goes on.
+    pub async fn rollback_to(&mut self, point: Savepoint) -> Result<()> {
+        self.execute("savepoint.rollback", "ROLLBACK TO SAVEPOINT step", vec![]).await?;
+        self.audits.truncate(point.audits);
+        Ok(())
     }
 
     /// Notes that an outbox item was enqueued, so the commit wakes the worker.

@@ -30,12 +30,19 @@ pub fn at(seconds: i64) -> Timestamp {
 pub struct Network {
     script: Mutex<VecDeque<ActivationOutcome>>,
     requests: Mutex<Vec<(String, String, String)>>,
+    /// Requests still to apply and then never answer (the worker dies while it waits).
+    hangs: Mutex<usize>,
 }
 
 impl Network {
     /// The next requests are answered so.
     pub fn script(&self, outcomes: Vec<ActivationOutcome>) {
         self.script.lock().expect("script").extend(outcomes);
+    }
+
+    /// The next `count` requests are applied and never answered.
+    pub fn hang(&self, count: usize) {
+        *self.hangs.lock().expect("hangs") += count;
     }
 
     /// (request id, operation, MSISDN) of every request.
@@ -51,6 +58,13 @@ impl Activator for Network {
             request.operation().name().to_owned(),
             request.subscriber().msisdn.as_str().to_owned(),
         ));
+        {
+            let mut hangs = self.hangs.lock().expect("hangs");
+            if *hangs > 0 {
+                *hangs -= 1;
+                return Box::pin(std::future::pending());
+            }
+        }
         let next = self.script.lock().expect("script").pop_front();
         let outcome = next.unwrap_or_else(|| ActivationOutcome::Done { reference: format!("gw-{}", request.id()) });
         Box::pin(std::future::ready(outcome))

@@ -1,5 +1,6 @@
 //! The audit trail: entries chain, the database refuses to change them, tampering past the
-//! trigger is found, and concurrent appends keep one chain.
+//! trigger is found, concurrent appends keep one chain, and a record made after a
+//! savepoint goes with a rollback to it.
 
 use serde_json::json;
 use tollgate_store::testing::raw_sql;
@@ -200,5 +201,38 @@ store_test! {
         let order: Vec<(i64, &str)> = all.iter().map(|entry| (entry.seq, entry.entity_id.as_str())).collect();
         assert_eq!(order, [(1, "second"), (2, "first"), (3, "first-again")]);
         assert_eq!(intact(&store).await, 3);
+    }
+}
+
+store_test! {
+    async fn rolling_back_to_a_savepoint_keeps_what_came_before_it_also_after_a_failed_statement(store) {
+        let mut tx = store.begin().await.expect("begin");
+        let record = |entity_id| AuditRecord { actor: "x", action: "create", entity_type: "account", entity_id, before: None, after: None };
+        tx.audit(record("A-1"), at(1)).await.expect("audit");
+        let mark = tx.savepoint().await.expect("savepoint");
+        tx.audit(record("A-2"), at(2)).await.expect("audit");
+        // A statement that fails (no such billing account): on PostgreSQL the transaction
+        // is aborted until it rolls back to the savepoint.
+        let order = tollgate_store::ProductOrderRow {
+            id: "o-1".into(),
+            seq: 0,
+            state: "acknowledged".into(),
+            billing_account_id: "nobody".into(),
+            root_id: "nobody".into(),
+            requested_start_at: None,
+            cancelling: false,
+            doc: json!({}),
+            created_at: at(2),
+            completed_at: None,
+            idempotency_key: None,
+        };
+        tx.insert_product_order(&order, at(2)).await.expect_err("no such billing account");
+        tx.rollback_to(mark).await.expect("rolled back to the savepoint");
+        tx.audit(record("A-3"), at(3)).await.expect("audit");
+        tx.commit().await.expect("commit");
+        let entries = store.audit_entries(None, 0, 10).await.expect("entries");
+        let ids: Vec<&str> = entries.iter().map(|entry| entry.entity_id.as_str()).collect();
+        assert_eq!(ids, ["A-1", "A-3"]);
+        assert_eq!(intact(&store).await, 2);
     }
 }
