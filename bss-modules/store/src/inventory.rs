@@ -581,22 +581,33 @@ impl Tx {
         now: Timestamp,
     ) -> Result<Option<Versioned<PoolRow>>> {
         let group = if group_id.is_some() { format!(" AND {} = $4", kind.group()) } else { String::new() };
-        let sql = format!(
-            "UPDATE {table} SET state = 'reserved', owner = $1, subscription_id = NULL, free_at_ms = $2,
-                 version = version + 1, updated_at_ms = $3
-             WHERE seq = (SELECT seq FROM {table} WHERE free_at_ms <= $3{reservable}{group}
-                          ORDER BY free_at_ms, seq LIMIT 1{skip})
-             RETURNING {columns}",
-            table = kind.table(),
-            reservable = kind.reservable(),
-            skip = self.dialect().lock_rows_skip_locked(),
-            columns = kind.columns(),
-        );
+        let sql = |lock: &str| {
+            format!(
+                "UPDATE {table} SET state = 'reserved', owner = $1, subscription_id = NULL, free_at_ms = $2,
+                     version = version + 1, updated_at_ms = $3
+                 WHERE seq = (SELECT seq FROM {table} WHERE free_at_ms <= $3{reservable}{group}
+                              ORDER BY free_at_ms, seq LIMIT 1{lock})
+                 RETURNING {columns}",
+                table = kind.table(),
+                reservable = kind.reservable(),
+                columns = kind.columns(),
+            )
+        };
         let mut values = args![owner, to_ms(until), to_ms(now)];
         if let Some(group) = group_id {
             values.push(Arg::from(group));
         }
-        let row = self.fetch_optional("inventory.reserve_next", &sql, values).await.map_err(raced(owner))?;
+        let dialect = self.dialect();
+        let skipping = sql(dialect.lock_rows_skip_locked());
+        let mut row =
+            self.fetch_optional("inventory.reserve_next", &skipping, values.clone()).await.map_err(raced(owner))?;
+        if row.is_none() && dialect == crate::sql::Dialect::Postgres {
+            // Every free row may be locked by a transaction still ending (one dropped after
+            // an error, whose rollback the pool sends a moment later): wait for those locks
+            // rather than answer that none is free.
+            let waiting = sql(dialect.lock_rows());
+            row = self.fetch_optional("inventory.reserve_next", &waiting, values).await.map_err(raced(owner))?;
+        }
         row.as_ref().map(kind.decode()).transpose()
     }
 

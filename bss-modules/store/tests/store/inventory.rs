@@ -113,3 +113,34 @@ store_test! {
         assert_eq!(store.sim_batches(0, 10).await.expect("batches").len(), 2);
     }
 }
+
+/// Regression (a CI flake of `tollgate-inventory`'s lifecycle test on PostgreSQL): the one
+/// free number was still locked by a transaction that had ended in an error and been
+/// dropped, its rollback not yet sent by the pool; the next reservation skipped the locked
+/// row and answered that no number was free. It waits for such locks now.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_free_number_locked_by_a_transaction_still_ending_is_reserved_not_skipped() {
+    let Some(postgres) = tollgate_store::testing::postgres().await else { return };
+    let store: &tollgate_store::Store = &postgres;
+    let mut tx = store.begin().await.expect("begin");
+    tx.insert_number_range(&range("r1", 447700900000, 447700900001), &[golden(447700900000, "99.90")], at(0))
+        .await
+        .expect("load");
+    tx.commit().await.expect("commit");
+    // Another transaction holds the only free number's row.
+    let mut holder = store.begin().await.expect("begin");
+    holder.pool_row(PoolKind::Msisdn, "447700900001").await.expect("lock").expect("the row");
+    let release = tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        holder.rollback().await.expect("rollback");
+    });
+    let mut tx = store.begin().await.expect("begin");
+    let reserved = tx.reserve_next(PoolKind::Msisdn, "o1", at(100), None, at(10)).await.expect("reserve");
+    assert_eq!(
+        reserved.map(|row| row.value.value),
+        Some("447700900001".to_owned()),
+        "the free number, once its lock went"
+    );
+    tx.commit().await.expect("commit");
+    release.await.expect("released");
+}
