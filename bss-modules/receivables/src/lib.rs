@@ -407,8 +407,9 @@ impl Receivables {
             }
             let suspended: BTreeSet<String> = self.suspended_by(orders, actor, &suspension.order_ids).await?;
             let key = format!("dunning:{}:{}:lift", suspension.invoice_id, suspension.step);
-            let resumed =
-                self.place_for(orders, actor, &invoice.root_id, "suspended", "active", &suspended, &key, now).await?;
+            let resumed = self
+                .place_for(orders, actor, &invoice.root_id, "suspended", "active", Some(&suspended), &key, now)
+                .await?;
             let mut tx = self.store.begin().await?;
             let key = format!("{}/{}", suspension.invoice_id, suspension.step);
             if !tx.lift_dunning_suspension(&suspension.invoice_id, &suspension.step, &resumed.join(","), now).await? {
@@ -449,10 +450,11 @@ impl Receivables {
         key: &str,
         now: Timestamp,
     ) -> Result<Vec<String>> {
-        self.place_for(orders, actor, root, from, to, &BTreeSet::new(), key, now).await
+        self.place_for(orders, actor, root, from, to, None, key, now).await
     }
 
-    /// As [`place`](Self::place), only for the products in `only` when it is not empty.
+    /// As [`place`](Self::place), only for the products in `only` when given (none when
+    /// it is empty).
     #[allow(clippy::too_many_arguments)]
     async fn place_for(
         &self,
@@ -461,7 +463,7 @@ impl Receivables {
         root: &str,
         from: &str,
         to: &str,
-        only: &BTreeSet<String>,
+        only: Option<&BTreeSet<String>>,
         key: &str,
         now: Timestamp,
     ) -> Result<Vec<String>> {
@@ -475,7 +477,7 @@ impl Receivables {
             for entry in page.items {
                 if let ProductEntry::Line(line) = entry.value {
                     let line = line.value;
-                    if only.is_empty() || only.contains(&line.subscription.id) {
+                    if only.is_none_or(|only| only.contains(&line.subscription.id)) {
                         by_account
                             .entry(line.subscription.billing_account_id.clone())
                             .or_default()
@@ -489,7 +491,10 @@ impl Receivables {
             }
         }
         let who = Principal::admin(actor);
-        let mut placed = Vec::new();
+        // A run replayed after a crash: the orders it placed before are its orders even
+        // when they completed meanwhile and their lines are no longer in status `from`
+        // (without them, a later lift would know no lines and move every one).
+        let mut placed = self.store.product_order_ids_keyed_per_account(root, &format!("{key}:")).await?;
         for (account, products) in by_account {
             let items: Vec<Value> = products
                 .iter()
@@ -506,7 +511,9 @@ impl Receivables {
             });
             let order = orders.create_once(&who, doc, &format!("{key}:{account}"), now).await?;
             if let Some(id) = order.value.get("id").and_then(Value::as_str) {
-                placed.push(id.to_owned());
+                if !placed.iter().any(|known| known == id) {
+                    placed.push(id.to_owned());
+                }
             }
         }
         Ok(placed)

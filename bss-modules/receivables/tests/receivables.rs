@@ -312,3 +312,50 @@ store_test! {
         assert_eq!(placed.total, 1, "no second suspend order");
     }
 }
+
+/// Marks line `id` suspended, as the order flow (or a care agent) does.
+async fn suspend_line(store: &Store, id: &str, day: Date) {
+    let mut tx = store.begin().await.expect("begin");
+    let line = tx.line(id).await.expect("read").expect("line");
+    let mut row = line.value.clone();
+    row.subscription.state = "suspended".into();
+    tx.update_line(&row, line.version, on(day)).await.expect("suspended");
+    tx.commit().await.expect("commit");
+}
+
+store_test! {
+    async fn a_replayed_dunning_run_whose_suspend_order_completed_lifts_only_the_lines_it_suspended(store) {
+        let (orders, receivables, policy) = overdue(&store).await;
+        // l2, on the same account, suspended at the customer's request before the dunning.
+        let mut tx = store.begin().await.expect("begin");
+        let mut l2 = tx.line("l1").await.expect("read").expect("line").value;
+        l2.subscription.id = "l2".into();
+        l2.subscription.engine_subscription_id = 1;
+        l2.subscription.identities = vec!["msisdn:33600000002".into()];
+        l2.subscription.state = "suspended".into();
+        tx.insert_line(&l2, on(date(2026, 2, 1))).await.expect("line");
+        tx.commit().await.expect("commit");
+        // A run placed the suspend order, the order flow completed it, and the run died
+        // before it recorded the step.
+        let who = Principal::admin("system:dunning");
+        let doc = json!({"billingAccount": {"id": "a1"}, "productOrderItem": [
+            {"id": "1", "action": "modify", "product": {"id": "l1", "status": "suspended"}}]});
+        let first = orders.create_once(&who, doc, "dunning:i-oct:suspend:a1", on(date(2026, 11, 21))).await.expect("first order");
+        let first = first.value["id"].as_str().expect("id").to_owned();
+        suspend_line(&store, "l1", date(2026, 11, 21)).await;
+
+        let replayed = receivables.dunning(&orders, &policy, date(2026, 11, 21), "system:dunning", on(date(2026, 11, 21))).await.expect("dunning");
+        let suspend = replayed.taken.iter().find(|taken| taken.2 == DunningAction::Suspend).expect("the suspend step");
+        assert_eq!(suspend.3, [first], "the step names the order placed before the crash, though its line is suspended now");
+
+        receivables.record(&who, payment("a1", "100.00", "paid-in-full"), on(date(2026, 11, 24))).await.expect("paid");
+        let lifted = receivables.dunning(&orders, &policy, date(2026, 11, 24), "system:dunning", on(date(2026, 11, 24))).await.expect("dunning");
+        assert_eq!(lifted.lifted.len(), 1);
+        let mut resumed = Vec::new();
+        for id in &lifted.lifted[0].2 {
+            resumed.push(orders.get(&who, id).await.expect("the resume order").value);
+        }
+        let products: Vec<&Value> = resumed.iter().flat_map(|order| order["productOrderItem"].as_array().into_iter().flatten()).map(|item| &item["product"]["id"]).collect();
+        assert_eq!(products, [&json!("l1")], "the lift resumes l1, which the dunning suspended, and leaves l2 suspended");
+    }
+}

@@ -500,6 +500,23 @@ impl Store {
         tx.fetch_optional("product_orders.get", &sql, args![id]).await?.as_ref().map(order).transpose()
     }
 
+    /// The ids of hierarchy `root_id`'s orders placed under the idempotency key `prefix`
+    /// followed by their billing account's id (one per account, as the dunning run
+    /// places them), oldest first.
+    pub async fn product_order_ids_keyed_per_account(&self, root_id: &str, prefix: &str) -> Result<Vec<String>> {
+        let mut tx = self.read().await?;
+        let rows = tx
+            .fetch_all(
+                "product_orders.keyed_per_account",
+                "SELECT id FROM product_orders
+                 WHERE root_id = $1 AND idempotency_key = $2 || billing_account_id
+                 ORDER BY seq",
+                args![root_id, prefix],
+            )
+            .await?;
+        rows.iter().map(|row| row.text("id")).collect()
+    }
+
     /// An order with its items and each item's tasks, read in one snapshot.
     pub async fn product_order_detail(
         &self,
