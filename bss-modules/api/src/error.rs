@@ -144,6 +144,9 @@ impl From<OrdersError> for ApiError {
             OrdersError::StaleVersion { .. } => {
                 ApiError::new(StatusCode::PRECONDITION_FAILED, "staleVersion", "If-Match", message)
             }
+            OrdersError::KeyReused { .. } => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "idempotencyKeyReused", "Idempotency-Key", message)
+            }
             OrdersError::Store(error) => ApiError::from(error),
             other => internal(&other),
         }

@@ -94,7 +94,30 @@ pub(crate) async fn create_order(
     body: Body,
 ) -> Result<Response, ApiError> {
     let doc = json_body(&headers, body, BodyType::Json)?;
-    Ok(created(orders(&state)?.create(&caller.principal(), doc, Timestamp::now()).await?))
+    let Some(key) = idempotency_key(&headers)? else {
+        return Ok(created(orders(&state)?.create(&caller.principal(), doc, Timestamp::now()).await?));
+    };
+    let placed = orders(&state)?.create_for_request(&caller.principal(), doc, key, Timestamp::now()).await?;
+    let mut response = created(placed.order);
+    if placed.replayed {
+        response.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    Ok(response)
+}
+
+/// The `Idempotency-Key` header (draft-ietf-httpapi-idempotency-key-header): a structured
+/// field string (quoted), or the bare key many clients send.
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
+    let Some(value) = headers.get("idempotency-key") else { return Ok(None) };
+    let text = value.to_str().map_err(|_| ApiError::bad_request("Idempotency-Key", "must be visible ASCII"))?.trim();
+    let key = match text.strip_prefix('"') {
+        Some(quoted) => quoted
+            .strip_suffix('"')
+            .filter(|inner| !inner.contains(['"', '\\']))
+            .ok_or_else(|| ApiError::bad_request("Idempotency-Key", "a quoted key must end with its quote"))?,
+        None => text,
+    };
+    Ok(Some(key))
 }
 
 pub(crate) async fn patch_order(

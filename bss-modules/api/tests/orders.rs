@@ -143,3 +143,58 @@ store_test! {
         assert_eq!(answer.status, 503);
     }
 }
+
+store_test! {
+    async fn an_order_sent_again_under_its_idempotency_key_is_placed_once(store) {
+        let orders = orders(&store);
+        let app = router(Store::clone(&store), &ApiConfig::default().with_orders(orders.clone()));
+        let care = token(&store, Role::Care, None).await;
+        let admin = token(&store, Role::Admin, None).await;
+        let (offering, account) = setup(&app, &admin).await;
+        let path = format!("{ORDERS}/productOrder");
+        let key = [("Idempotency-Key", "\"8e03978e-40d5-43e8-bc93-6894a57f9324\"")];
+
+        let first = call(&app, "POST", &path, Some(&care), Some(new_line(&account, &offering)), &key).await;
+        assert_eq!(first.status, 201, "{}", first.body);
+        assert_eq!(first.header("idempotent-replayed"), "");
+        // The client timed out and sends the same request again, quoted or bare.
+        for header in [key[0].1, "8e03978e-40d5-43e8-bc93-6894a57f9324"] {
+            let again = call(&app, "POST", &path, Some(&care), Some(new_line(&account, &offering)), &[("Idempotency-Key", header)]).await;
+            assert_eq!((again.status.as_u16(), &again.body["id"]), (201, &first.body["id"]), "{}", again.body);
+            assert_eq!(again.header("idempotent-replayed"), "true");
+        }
+        let listed = call(&app, "GET", &path, Some(&care), None, &[]).await;
+        assert_eq!(listed.header("x-total-count"), "1", "one order placed");
+
+        // The key with another request: refused, naming the header.
+        let mut other = new_line(&account, &offering);
+        other["description"] = json!("another line");
+        let reused = call(&app, "POST", &path, Some(&care), Some(other.clone()), &key).await;
+        assert_eq!((reused.status.as_u16(), reused.body["reason"].as_str()), (422, Some("Idempotency-Key")), "{}", reused.body);
+        for bad in ["\"unterminated", "a key with spaces", ""] {
+            let refused = call(&app, "POST", &path, Some(&care), Some(other.clone()), &[("Idempotency-Key", bad)]).await;
+            assert_eq!((refused.status.as_u16(), refused.body["reason"].as_str()), (400, Some("Idempotency-Key")), "{bad:?}: {}", refused.body);
+        }
+        // Another key, or none: a new order each.
+        let second = call(&app, "POST", &path, Some(&care), Some(other.clone()), &[("Idempotency-Key", "k-2")]).await;
+        assert_eq!(second.status, 201, "{}", second.body);
+        assert_ne!(second.body["id"], first.body["id"]);
+        // Concurrent retransmissions of a new key place one order.
+        let sent: Vec<_> = (0..4)
+            .map(|_| {
+                let (app, care, body) = (app.clone(), care.clone(), other.clone());
+                let path = path.clone();
+                tokio::spawn(async move { call(&app, "POST", &path, Some(&care), Some(body), &[("Idempotency-Key", "k-3")]).await })
+            })
+            .collect();
+        let mut ids = std::collections::BTreeSet::new();
+        for answer in sent {
+            let answer = answer.await.expect("joined");
+            assert_eq!(answer.status, 201, "{}", answer.body);
+            ids.insert(answer.body["id"].as_str().expect("id").to_owned());
+        }
+        assert_eq!(ids.len(), 1, "one order for the concurrent retransmissions");
+        let listed = call(&app, "GET", &path, Some(&care), None, &[]).await;
+        assert_eq!(listed.header("x-total-count"), "3");
+    }
+}

@@ -29,6 +29,10 @@ pub enum OrdersError {
     /// The write named a version that is no longer current.
     #[error("{kind} {id} is at version {found}, not the expected {expected}")]
     StaleVersion { kind: &'static str, id: String, expected: i64, found: i64 },
+    /// An idempotency key sent again with a request other than the one it placed an
+    /// order with.
+    #[error("idempotency key {key:?} placed order {order} with another request")]
+    KeyReused { key: String, order: String },
     /// The store failed.
     #[error(transparent)]
     Store(StoreError),

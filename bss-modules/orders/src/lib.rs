@@ -35,7 +35,7 @@ pub use ports::{
     Resources, Sim,
 };
 pub use service::{
-    Orders, Page, MAX_IDEMPOTENCY_KEY_BYTES, ORDER_EVENTS, ORDER_FILTERS, PRODUCT_FILTERS, SERVICE_FILTERS,
+    Orders, Page, Placed, MAX_IDEMPOTENCY_KEY_BYTES, ORDER_EVENTS, ORDER_FILTERS, PRODUCT_FILTERS, SERVICE_FILTERS,
 };
 pub use state::{ItemState, OrderState};
 pub use worker::{ProvisioningWorker, DEFAULT_CONCURRENCY, MAX_CONCURRENCY};

@@ -160,10 +160,36 @@ pub(crate) async fn audit(
 /// Publishes an order event (`productOrder`) or a cancellation event
 /// (`cancelProductOrder`) to productOrderingManagement's hub, in the change's transaction.
 /// The order hierarchy `root_id` placed under idempotency key `key`, as shown, if any.
-async fn placed_under(tx: &mut Tx, root_id: &str, key: &str) -> Result<Option<Versioned<Value>>> {
-    let Some(first) = tx.product_order_by_key(root_id, key).await? else { return Ok(None) };
+/// With `keyed.digest`, the order must have been placed by the same request.
+async fn placed_under(tx: &mut Tx, root_id: &str, keyed: &Keyed<'_>) -> Result<Option<Versioned<Value>>> {
+    let Some(first) = tx.product_order_by_key(root_id, keyed.key).await? else { return Ok(None) };
+    if keyed.digest.is_some() && first.value.idempotency_digest != keyed.digest {
+        return Err(OrdersError::KeyReused {
+            key: keyed.key.strip_prefix(REQUEST_KEY_PREFIX).unwrap_or(keyed.key).to_owned(),
+            order: first.value.id,
+        });
+    }
     let items = tx.order_items(&first.value.id).await?;
     Ok(Some(Versioned { value: order_doc(&first.value, &items), version: first.version }))
+}
+
+/// An idempotency key an order is placed under, and for an API request's key the digest
+/// of that request.
+struct Keyed<'a> {
+    key: &'a str,
+    digest: Option<String>,
+}
+
+/// Where the keys of API requests (`Idempotency-Key`) live among the order keys, apart
+/// from those of the dunning run and the fraud detectors, which a caller cannot take.
+const REQUEST_KEY_PREFIX: &str = "request:";
+
+/// An order placed under an idempotency key.
+#[derive(Debug, Clone)]
+pub struct Placed {
+    pub order: Versioned<Value>,
+    /// Placed by an earlier request under the same key; nothing new was placed.
+    pub replayed: bool,
 }
 
 pub(crate) async fn publish(tx: &mut Tx, event_type: &str, id: &str, doc: &Value, now: Timestamp) -> Result<()> {
@@ -215,7 +241,7 @@ impl Orders {
     /// Places an order (TMF622 `ProductOrder_Create`): checked, stored with its workflow,
     /// audited, in one transaction; `acknowledged`, or `pending` until its requested start.
     pub async fn create(&self, who: &Principal, doc: Value, now: Timestamp) -> Result<Versioned<Value>> {
-        self.place(who, doc, None, now).await
+        Ok(self.place(who, doc, None, now).await?.order)
     }
 
     /// Places an order as [`create`](Self::create) does, under the caller's idempotency
@@ -235,10 +261,29 @@ impl Orders {
                 format!("must have 1 to {MAX_IDEMPOTENCY_KEY_BYTES} bytes, has {}", key.len()),
             ));
         }
-        self.place(who, doc, Some(key), now).await
+        Ok(self.place(who, doc, Some(Keyed { key, digest: None }), now).await?.order)
     }
 
-    async fn place(&self, who: &Principal, doc: Value, key: Option<&str>, now: Timestamp) -> Result<Versioned<Value>> {
+    /// Places an order for an API request that carries an `Idempotency-Key`: the request
+    /// sent again under the same key (a client retrying after a timeout) answers the order
+    /// the first one placed, marked `replayed`; the key sent with another request is
+    /// refused ([`OrdersError::KeyReused`]). Keys are unique per billing hierarchy and
+    /// apart from the keys the dunning run and fraud detectors use.
+    pub async fn create_for_request(&self, who: &Principal, doc: Value, key: &str, now: Timestamp) -> Result<Placed> {
+        let limit = MAX_IDEMPOTENCY_KEY_BYTES - REQUEST_KEY_PREFIX.len();
+        if key.is_empty() || key.len() > limit || !key.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(OrdersError::invalid(
+                "Idempotency-Key",
+                format!("must be 1 to {limit} visible ASCII characters, has {} bytes", key.len()),
+            ));
+        }
+        let text = serde_json::to_vec(&doc).map_err(|err| OrdersError::invalid("body", err.to_string()))?;
+        let digest = tollgate_store::sha256_hex(&text);
+        let key = format!("{REQUEST_KEY_PREFIX}{key}");
+        self.place(who, doc, Some(Keyed { key: &key, digest: Some(digest) }), now).await
+    }
+
+    async fn place(&self, who: &Principal, doc: Value, keyed: Option<Keyed<'_>>, now: Timestamp) -> Result<Placed> {
         let requested = parse_order(&doc, now)?;
         // The catalogue is read before the transaction begins: a read on another
         // connection while the transaction holds one would let concurrent orders take
@@ -259,9 +304,9 @@ impl Orders {
         };
         let account = account.value;
         reach(who, &account.root_id, &format!("billing account {}", account.id))?;
-        if let Some(key) = key {
-            if let Some(first) = placed_under(&mut tx, &account.root_id, key).await? {
-                return Ok(first);
+        if let Some(keyed) = &keyed {
+            if let Some(first) = placed_under(&mut tx, &account.root_id, keyed).await? {
+                return Ok(Placed { order: first, replayed: true });
             }
         }
         let id = new_entity_id()?;
@@ -309,15 +354,16 @@ impl Orders {
             doc: new_order_doc(&doc, &id, &account.id, &items, now),
             created_at: now,
             completed_at: None,
-            idempotency_key: key.map(str::to_owned),
+            idempotency_key: keyed.as_ref().map(|keyed| keyed.key.to_owned()),
+            idempotency_digest: keyed.as_ref().and_then(|keyed| keyed.digest.clone()),
         };
         let seq = match tx.insert_product_order(&row, now).await {
             Ok(seq) => seq,
             Err(error) => {
                 // Placed under the same key meanwhile (committed since this transaction began).
-                if let (Some(key), tollgate_store::StoreError::Conflict { .. }) = (key, &error) {
-                    if let Some(first) = placed_under(&mut tx, &account.root_id, key).await? {
-                        return Ok(first);
+                if let (Some(keyed), tollgate_store::StoreError::Conflict { .. }) = (&keyed, &error) {
+                    if let Some(first) = placed_under(&mut tx, &account.root_id, keyed).await? {
+                        return Ok(Placed { order: first, replayed: true });
                     }
                 }
                 return Err(OrdersError::from_store("ProductOrder", error));
@@ -348,7 +394,7 @@ impl Orders {
         publish(&mut tx, "ProductOrderCreateEvent", &id, &shown, now).await?;
         tx.commit().await?;
         self.wake.notify_one();
-        Ok(Versioned { value: shown, version: Version::FIRST })
+        Ok(Placed { order: Versioned { value: shown, version: Version::FIRST }, replayed: false })
     }
 
     /// Checks one item against the store.

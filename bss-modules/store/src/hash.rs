@@ -3,7 +3,7 @@
 use ring::digest::{digest, SHA256};
 
 /// The SHA-256 of `bytes` as 64 lowercase hex digits.
-pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
+pub fn sha256_hex(bytes: &[u8]) -> String {
     hex(digest(&SHA256, bytes).as_ref())
 }
 

@@ -70,6 +70,7 @@ pub use customers::{
 };
 pub use discounts::{CreditRow, DiscountRow, MAX_DISCOUNTS_PER_ACCOUNT};
 pub use error::{Result, StoreError};
+pub use hash::sha256_hex;
 pub use history::{NextPeriod, ProductPeriod, PERIOD_PAGE_MAX};
 pub use hub::{
     Delivery, DeliveryEntry, DeliveryPage, DeliveryState, EventFilter, HubSecret, Listener, NewEvent, NewListener,

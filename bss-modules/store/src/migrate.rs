@@ -12,7 +12,7 @@ use crate::sql::{args, Dialect};
 use crate::Store;
 
 /// The schema version this build writes and understands (the last migration).
-pub const SCHEMA_VERSION: i64 = 17;
+pub const SCHEMA_VERSION: i64 = 18;
 
 struct Migration {
     version: i64,
@@ -132,6 +132,12 @@ const MIGRATIONS: &[Migration] = &[
         description: "hub events found by their entity (an anonymisation rewrites them)",
         sqlite: include_str!("../migrations/sqlite/0017_hub_event_entity.sql"),
         postgres: include_str!("../migrations/postgres/0017_hub_event_entity.sql"),
+    },
+    Migration {
+        version: 18,
+        description: "the digest of the request an order's API idempotency key answered",
+        sqlite: include_str!("../migrations/sqlite/0018_order_key_digest.sql"),
+        postgres: include_str!("../migrations/postgres/0018_order_key_digest.sql"),
     },
 ];
 

@@ -47,6 +47,9 @@ pub struct ProductOrderRow {
     /// The key the caller placed it under, unique per billing hierarchy (`root_id`): placed
     /// again under it, the order is this one.
     pub idempotency_key: Option<String>,
+    /// With a key sent in an API request: the digest of that request, so the key sent
+    /// again with another request is told apart from a retransmission.
+    pub idempotency_digest: Option<String>,
 }
 
 /// An order item as stored.
@@ -128,7 +131,7 @@ pub struct CancelRow {
 }
 
 const ORDER_COLUMNS: &str = "seq, id, state, billing_account_id, root_id, requested_start_at_ms, cancelling, doc_json,
-     version, created_at_ms, completed_at_ms, idempotency_key";
+     version, created_at_ms, completed_at_ms, idempotency_key, idempotency_digest";
 const ITEM_COLUMNS: &str = "order_id, item_id, position, order_seq, action, state, product_id, request_json";
 const TASK_COLUMNS: &str =
     "seq, order_id, item_id, position, step, state, attempts, next_attempt_at_ms, last_error, result_json";
@@ -149,6 +152,7 @@ fn order(row: &Row) -> Result<Versioned<ProductOrderRow>> {
             created_at: row.timestamp("created_at_ms")?,
             completed_at: row.opt_timestamp("completed_at_ms")?,
             idempotency_key: row.opt_text("idempotency_key")?,
+            idempotency_digest: row.opt_text("idempotency_digest")?,
         },
         version: version_of(row)?,
     })
@@ -209,8 +213,8 @@ impl Tx {
             .fetch_optional(
                 "product_orders.insert",
                 "INSERT INTO product_orders (id, state, billing_account_id, root_id, requested_start_at_ms, cancelling,
-                     doc_json, version, created_at_ms, updated_at_ms, idempotency_key)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, 1, $8, $8, $9)
+                     doc_json, version, created_at_ms, updated_at_ms, idempotency_key, idempotency_digest)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, 1, $8, $8, $9, $10)
                  ON CONFLICT DO NOTHING
                  RETURNING seq",
                 args![
@@ -222,7 +226,8 @@ impl Tx {
                     i64::from(new.cancelling),
                     doc,
                     to_ms(now),
-                    new.idempotency_key.clone()
+                    new.idempotency_key.clone(),
+                    new.idempotency_digest.clone()
                 ],
             )
             .await?;

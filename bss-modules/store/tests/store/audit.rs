@@ -225,6 +225,7 @@ store_test! {
             created_at: at(2),
             completed_at: None,
             idempotency_key: None,
+            idempotency_digest: None,
         };
         tx.insert_product_order(&order, at(2)).await.expect_err("no such billing account");
         tx.rollback_to(mark).await.expect("rolled back to the savepoint");

@@ -60,6 +60,7 @@ async fn order(store: &Store, id: &str, items: usize, due: i64) {
         created_at: at(0),
         completed_at: None,
         idempotency_key: None,
+        idempotency_digest: None,
     };
     let seq = tx.insert_product_order(&row, at(0)).await.expect("order");
     let rows: Vec<OrderItemRow> = (0..items)
