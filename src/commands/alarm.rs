@@ -340,6 +340,12 @@ pub(crate) mod source {
     /// `bill-run/RUN`: a bill run failed.
     pub(crate) const BILL_RUN: Source =
         Source { object_type: "billRun", alarm_type: AlarmType::ProcessingError, cause: "applicationSubsystemFailure" };
+    /// `dunning-run/serve`: `serve`'s periodic dunning run failed.
+    pub(crate) const DUNNING_RUN: Source = Source {
+        object_type: "dunningRun",
+        alarm_type: AlarmType::ProcessingError,
+        cause: "applicationSubsystemFailure",
+    };
 
     /// `text` as a specific problem: control characters (an error chain's newlines) as
     /// spaces, cut at a character boundary to the alarm's 1,024 bytes.

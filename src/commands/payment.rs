@@ -232,13 +232,7 @@ pub(crate) fn receivables(database: &DatabaseArgs, command: ReceivablesCommand) 
             }
             ReceivablesCommand::Dunning { as_of, policy } => {
                 let as_of = day(as_of.as_deref(), "--as-of")?;
-                let policy = match policy {
-                    Some(path) => {
-                        let text = std::fs::read_to_string(&path).with_context(|| format!("{}", path.display()))?;
-                        DunningPolicy::from_json(&text).with_context(|| format!("{}", path.display()))?
-                    }
-                    None => DunningPolicy::default(),
-                };
+                let policy = dunning_policy(policy.as_deref())?;
                 let inventory = Inventory::new(store.clone(), InventoryConfig::default());
                 let orders = Orders::new(
                     store.clone(),
@@ -261,4 +255,62 @@ pub(crate) fn receivables(database: &DatabaseArgs, command: ReceivablesCommand) 
         }
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// The dunning policy in the JSON file `path`, or the default one.
+pub(crate) fn dunning_policy(path: Option<&std::path::Path>) -> anyhow::Result<DunningPolicy> {
+    match path {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).with_context(|| format!("{}", path.display()))?;
+            Ok(DunningPolicy::from_json(&text).with_context(|| format!("{}", path.display()))?)
+        }
+        None => Ok(DunningPolicy::default()),
+    }
+}
+
+/// `serve`'s dunning run (`--dunning-every-seconds`): the steps due today (UTC) taken
+/// through the order flow; a failed run raises an alarm on `dunning-run/serve`, the next
+/// run that succeeds clears it.
+pub(crate) struct PeriodicDunning {
+    pub(crate) store: tollgate_store::Store,
+    pub(crate) orders: Orders,
+    pub(crate) policy: DunningPolicy,
+    pub(crate) every: std::time::Duration,
+    pub(crate) alarms: tollgate_alarms::Alarms,
+}
+
+impl PeriodicDunning {
+    pub(crate) async fn run(self, stop: impl std::future::Future<Output = ()>) {
+        use super::alarm::source::DUNNING_RUN;
+        const OBJECT: &str = "dunning-run/serve";
+        let receivables = Receivables::new(self.store.clone());
+        let today = || {
+            let now = Timestamp::now();
+            (jiff::tz::Offset::UTC.to_datetime(now).date(), now)
+        };
+        let alarms = &self.alarms;
+        let outcome = |result: tollgate_receivables::Result<tollgate_receivables::DunningReport>| async move {
+            let raise = match &result {
+                Ok(report) => {
+                    if !report.taken.is_empty() || !report.lifted.is_empty() {
+                        tracing::info!(
+                            steps = report.taken.len(),
+                            lifted = report.lifted.len(),
+                            "dunning: steps taken and suspensions lifted"
+                        );
+                    }
+                    None
+                }
+                Err(error) => {
+                    tracing::error!(%error, "the dunning run failed; it runs again at its next interval");
+                    let problem = format!("dunning run failed: {error}");
+                    Some(DUNNING_RUN.report(OBJECT, tollgate_alarms::PerceivedSeverity::Major, &problem))
+                }
+            };
+            super::alarm::record(alarms, OBJECT, DUNNING_RUN, raise).await;
+        };
+        receivables
+            .dun_periodically(&self.orders, &self.policy, self.every, "system:dunning", today, outcome, stop)
+            .await;
+    }
 }

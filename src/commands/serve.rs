@@ -156,6 +156,16 @@ pub(crate) struct ApiArgs {
     /// repeated calls.
     #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
     provisioning_lease_seconds: u64,
+    /// Take the dunning steps due (reminders, suspend orders) and lift the suspensions of
+    /// accounts paid up, at start and then every this many seconds (3600: hourly), on the
+    /// day in UTC; 0: off (`tollgate receivables dunning` from a timer instead). A step is
+    /// taken once, so running often is safe. A failed run raises `dunning-run/serve`.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=604_800))]
+    dunning_every_seconds: u64,
+    /// The dunning policy (JSON, as `receivables dunning --policy`); default: a reminder
+    /// after 7 days, a suspension after 21.
+    #[arg(long, value_name = "POLICY.json")]
+    dunning_policy: Option<std::path::PathBuf>,
 }
 
 /// The provisioning workflow's settings, loaded before anything is bound so a bad file
@@ -501,6 +511,25 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
             let stop = wait(stopped.clone());
             (bss_handle.spawn(async move { worker.run(stop).await }), steps)
         });
+        // The dunning run, when asked for: through the order flow, like the CLI's.
+        let dunning = match (&orders, &bss, args.api.dunning_every_seconds) {
+            (Some(orders), Some(store), seconds) if seconds > 0 => {
+                let policy = super::payment::dunning_policy(args.api.dunning_policy.as_deref())
+                    .context("--dunning-policy")?;
+                let run = super::payment::PeriodicDunning {
+                    store: store.clone(),
+                    orders: orders.clone(),
+                    policy,
+                    every: Duration::from_secs(seconds),
+                    alarms: tollgate_alarms::Alarms::new(store.clone(), traps.clone()),
+                };
+                Some(bss_handle.spawn(run.run(wait(stopped.clone()))))
+            }
+            (None, _, seconds) if seconds > 0 => {
+                anyhow::bail!("--dunning-every-seconds needs a BSS store: --database or --api-listen")
+            }
+            _ => None,
+        };
         // With a store, the faults serve sees for itself raise alarms, cleared when the
         // fault is gone: shards stopped or syncing slowly, the data directory filling up,
         // Diameter peers lost, the activation gateway unreachable, provisioning steps
@@ -620,6 +649,9 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
             }
             if let Some(provisioning_worker) = provisioning_worker {
                 provisioning_worker.await?;
+            }
+            if let Some(dunning) = dunning {
+                dunning.await?;
             }
             anyhow::Ok(())
         };

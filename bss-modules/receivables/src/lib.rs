@@ -309,6 +309,39 @@ impl Receivables {
             .collect())
     }
 
+    /// Runs [`dunning`](Self::dunning) at once and then every `every` until `stop`
+    /// resolves, on the day and instant `today` gives; each run's result goes to
+    /// `outcome` (the server logs it and raises or clears an alarm). A step is taken once,
+    /// so running often only takes what became due since, and a server that was down
+    /// catches up at its next run.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn dun_periodically<Fut: std::future::Future<Output = ()>>(
+        &self,
+        orders: &Orders,
+        policy: &DunningPolicy,
+        every: std::time::Duration,
+        actor: &str,
+        today: impl Fn() -> (Date, Timestamp),
+        mut outcome: impl FnMut(Result<DunningReport>) -> Fut,
+        stop: impl std::future::Future<Output = ()>,
+    ) {
+        let mut ticks = tokio::time::interval(every);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tokio::pin!(stop);
+        loop {
+            tokio::select! {
+                () = &mut stop => return,
+                _ = ticks.tick() => {}
+            }
+            let (as_of, now) = today();
+            let result = tokio::select! {
+                () = &mut stop => return,
+                result = self.dunning(orders, policy, as_of, actor, now) => result,
+            };
+            outcome(result).await;
+        }
+    }
+
     /// Takes the dunning steps due on `as_of` under `policy`, and lifts the suspensions of
     /// hierarchies that owe nothing overdue any more. Orders are placed as `actor`.
     pub async fn dunning(

@@ -359,3 +359,42 @@ store_test! {
         assert_eq!(products, [&json!("l1")], "the lift resumes l1, which the dunning suspended, and leaves l2 suspended");
     }
 }
+
+store_test! {
+    async fn the_periodic_dunning_takes_each_step_once_and_reports_every_run(store) {
+        let (orders, receivables, policy) = overdue(&store).await;
+        let runs: Arc<std::sync::Mutex<Vec<tollgate_receivables::DunningReport>>> = Arc::default();
+        let (done, stop) = tokio::sync::oneshot::channel::<()>();
+        let done = std::sync::Mutex::new(Some(done));
+        let seen = Arc::clone(&runs);
+        receivables
+            .dun_periodically(
+                &orders,
+                &policy,
+                std::time::Duration::from_millis(10),
+                "system:dunning",
+                || (date(2026, 11, 21), on(date(2026, 11, 21))),
+                |result| {
+                    let mut runs = seen.lock().expect("runs");
+                    runs.push(result.expect("a dunning run"));
+                    if runs.len() == 3 {
+                        if let Some(done) = done.lock().expect("done").take() {
+                            let _ = done.send(());
+                        }
+                    }
+                    std::future::ready(())
+                },
+                async move {
+                    drop(stop.await);
+                },
+            )
+            .await;
+        let runs = runs.lock().expect("runs").clone();
+        assert_eq!(runs.len(), 3, "it stops when told");
+        let steps: Vec<(&str, DunningAction)> = runs[0].taken.iter().map(|t| (t.1.as_str(), t.2)).collect();
+        assert_eq!(steps, [("reminder", DunningAction::Reminder), ("suspend", DunningAction::Suspend)]);
+        assert!(runs[1..].iter().all(|run| run.taken.is_empty() && run.lifted.is_empty()), "{runs:?}");
+        let placed = store.product_order_list(&Default::default(), 0, 10).await.expect("orders");
+        assert_eq!(placed.total, 1, "one suspend order");
+    }
+}
