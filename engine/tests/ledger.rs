@@ -171,6 +171,27 @@ fn bytes_past_the_cursor_are_cut_and_a_ledger_ahead_of_the_journal_rolls_back() 
 }
 
 #[test]
+fn a_build_whose_files_fail_to_sync_is_built_again_whole_once_they_sync() {
+    let h = Harness::new("ledger-sync-fails");
+    workload(&h);
+    let balances: BTreeMap<u64, Decimal> = [1, 2].into_iter().map(|a| (a, h.balance(a))).collect();
+    let Harness { engine, dir, .. } = h;
+    engine.shutdown().expect("shutdown");
+    std::fs::remove_dir_all(ledger::ledger_dir(&dir)).expect("remove the ledger");
+    let faults = std::sync::Arc::new(tollgate_engine::testing::Faults::default());
+    let fs = std::sync::Arc::new(tollgate_engine::fs::RealFs::with_faults(std::sync::Arc::clone(&faults)));
+    let mut builder = ledger::LedgerBuilder::open(fs, &dir, 2, None).expect("the builder opens");
+    faults.fail_syncs(5);
+    builder.catch_up(None).expect_err("the ledger's files do not sync");
+    faults.heal();
+    builder.catch_up(None).expect("the ledger builds");
+    let totals = ledger::totals(&dir, 2, 0, i64::MAX).expect("totals");
+    for (account, balance) in balances {
+        assert_eq!(totals.get(&account).map(|t| t.amount), Some(balance), "account {account}: no record skipped");
+    }
+}
+
+#[test]
 fn without_itemisation_the_ledger_still_adds_up() {
     let h = Harness::with_config("ledger-plain", |config| config.charging.itemise = false);
     workload(&h);

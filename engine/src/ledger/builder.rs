@@ -353,10 +353,12 @@ impl LedgerBuilder {
                 break;
             }
         }
-        ledger.tail = Some(tail);
         if lsn != ledger.cursor.lsn {
             written += self.flush(ledger, &mut pending, lsn)?;
         }
+        // Only once what was read is in the ledger: after a failed flush the next build
+        // reads those records again from where the last good one left off.
+        ledger.tail = Some(tail);
         Ok(written)
     }
 
