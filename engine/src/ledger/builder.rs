@@ -311,7 +311,14 @@ impl LedgerBuilder {
             if *first != tail.segment {
                 tail = Tail { segment: *first, version: 0, offset: 0 };
             }
-            let bytes = fs.read_from(path, tail.offset).map_err(EngineError::io(path))?;
+            // A snapshot may have moved the segment to the archive since it was listed.
+            let bytes = match fs.read_from(path, tail.offset) {
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+                    let archived = archive_dir(&self.dir).join(path.file_name().unwrap_or_default());
+                    fs.read_from(&archived, tail.offset).map_err(EngineError::io(&archived))?
+                }
+                read => read.map_err(EngineError::io(path))?,
+            };
             let mut at = 0;
             if tail.offset == 0 {
                 if bytes.len() < SEGMENT_HEADER_BYTES {
