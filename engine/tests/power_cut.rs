@@ -178,8 +178,62 @@ fn check_ledger(engine: &Engine, fs: &SimFs, dir: &Path, context: &str) {
         };
         let tollgate_engine::Body::Balance(view) = answer.body else { continue };
         let ledger = totals.get(&account).map(|t| t.amount).unwrap_or_default();
-        assert_eq!(ledger, view.balance, "{context}: account {account}'s ledger adds up to its balance");
+        if ledger != view.balance {
+            panic!(
+                "{context}: account {account}'s ledger adds up to {ledger}, its balance is {}\n{}",
+                view.balance,
+                ledger_against_journal(fs, dir, account)
+            );
+        }
     }
+}
+
+/// Where the ledger and the journal disagree on `account`: the entries of each journal
+/// record (live and archived segments) against the ledger's, by LSN, and the files.
+fn ledger_against_journal(fs: &SimFs, dir: &Path, account: u64) -> String {
+    use std::collections::BTreeMap;
+    use tollgate_engine::fs::FileSystem;
+    let shard = tollgate_engine::testing::shard_of(account, 2) as u32;
+    let mut journal: BTreeMap<u64, rust_decimal::Decimal> = BTreeMap::new();
+    let prefix = format!("shard-{shard}-");
+    let files = fs.files();
+    for path in files.iter().filter(|p| {
+        p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with(&prefix) && n.ends_with(".journal"))
+    }) {
+        let Ok(bytes) = fs.read(path) else { continue };
+        match tollgate_engine::ledger::entries_of_segment(&bytes, shard) {
+            Ok(entries) => {
+                for entry in entries.into_iter().filter(|e| e.account == account) {
+                    *journal.entry(entry.lsn).or_default() += entry.amount;
+                }
+            }
+            Err(err) => return format!("{}: {err}", path.display()),
+        }
+    }
+    let mut ledger: BTreeMap<u64, rust_decimal::Decimal> = BTreeMap::new();
+    let fs: std::sync::Arc<dyn FileSystem> = std::sync::Arc::new(fs.clone());
+    match tollgate_engine::ledger::account_entries_on(fs, dir, 2, account, 0, i64::MAX) {
+        Ok(entries) => {
+            for entry in entries {
+                match entry {
+                    Ok(entry) => *ledger.entry(entry.lsn).or_default() += entry.amount,
+                    Err(err) => return format!("ledger: {err}"),
+                }
+            }
+        }
+        Err(err) => return format!("ledger: {err}"),
+    }
+    let mut out = format!("shard {shard}; journal total {}\n", journal.values().sum::<rust_decimal::Decimal>());
+    for lsn in journal.keys().chain(ledger.keys()).collect::<std::collections::BTreeSet<_>>() {
+        let (j, l) = (journal.get(lsn), ledger.get(lsn));
+        if j != l {
+            out.push_str(&format!("lsn {lsn}: journal {j:?}, ledger {l:?}\n"));
+        }
+    }
+    for path in files {
+        out.push_str(&format!("{}\n", path.display()));
+    }
+    out
 }
 
 /// Runs clients on `engine` until `threshold` more acknowledgements, then cuts the power;
