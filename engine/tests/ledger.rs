@@ -192,6 +192,33 @@ fn a_build_whose_files_fail_to_sync_is_built_again_whole_once_they_sync() {
 }
 
 #[test]
+fn a_journal_segment_missing_from_the_middle_stops_the_ledger_instead_of_skipping_its_records() {
+    let h = Harness::new("ledger-gap");
+    workload(&h);
+    for n in 0..3 {
+        h.engine.snapshot().expect("snapshot");
+        h.run(
+            &format!("top-gap-{n}"),
+            Target::Account(2),
+            Operation::TopUp { amount: d("1.00"), reference: "gap".into() },
+        );
+    }
+    let shard = tollgate_engine::testing::shard_of(2, 2) as u32;
+    let Harness { engine, dir, .. } = h;
+    engine.shutdown().expect("shutdown");
+    let archive = tollgate_engine::testing::archive_dir(&dir);
+    let archived =
+        tollgate_engine::testing::segments(&tollgate_engine::fs::RealFs::new(), &archive, shard).expect("segments");
+    assert!(archived.len() >= 3, "{archived:?}");
+    std::fs::remove_file(&archived[1].1).expect("remove a segment from the middle");
+    std::fs::remove_dir_all(ledger::ledger_dir(&dir)).expect("remove the ledger");
+    let fs = std::sync::Arc::new(tollgate_engine::fs::RealFs::new());
+    let mut builder = ledger::LedgerBuilder::open(fs, &dir, 2, None).expect("the builder opens");
+    let err = builder.catch_up(None).expect_err("a gap in the journal");
+    assert!(err.to_string().contains("skips from LSN"), "{err}");
+}
+
+#[test]
 fn without_itemisation_the_ledger_still_adds_up() {
     let h = Harness::with_config("ledger-plain", |config| config.charging.itemise = false);
     workload(&h);

@@ -343,6 +343,15 @@ impl LedgerBuilder {
                     tail.offset += consumed as u64;
                     break 'segments;
                 }
+                // A ledger built from nothing starts where the archive does (pruned
+                // segments are gone); past that, a record skipped is never silently lost.
+                if record.lsn != lsn + 1 && lsn != 0 {
+                    return Err(EngineError::Journal {
+                        path: path.clone(),
+                        offset: tail.offset + consumed as u64,
+                        reason: format!("the journal skips from LSN {lsn} to {}: the ledger cannot go on", record.lsn),
+                    });
+                }
                 drafts_of(record.lsn, record.kind, &bytes[record.payload], &mut |draft| pending.push(draft)).map_err(
                     |reason| EngineError::Journal { path: path.clone(), offset: tail.offset + consumed as u64, reason },
                 )?;
