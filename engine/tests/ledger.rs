@@ -218,6 +218,96 @@ fn a_journal_segment_missing_from_the_middle_stops_the_ledger_instead_of_skippin
     assert!(err.to_string().contains("skips from LSN"), "{err}");
 }
 
+/// The real file system, except that right after the ledger first lists the live
+/// journal segments or the archive, every live segment moves to the archive: a snapshot
+/// thread retiring segments between the builder's two listings.
+#[derive(Debug)]
+struct RetiredBetweenListings {
+    real: tollgate_engine::fs::RealFs,
+    dir: std::path::PathBuf,
+    moved: std::sync::atomic::AtomicBool,
+}
+
+impl tollgate_engine::fs::FileSystem for RetiredBetweenListings {
+    fn write_file(&self, path: &std::path::Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+        self.real.write_file(path, bytes, mode)
+    }
+    fn sync_file(&self, path: &std::path::Path) -> std::io::Result<()> {
+        self.real.sync_file(path)
+    }
+    fn open_append(&self, path: &std::path::Path) -> std::io::Result<Box<dyn tollgate_engine::testing::Storage>> {
+        self.real.open_append(path)
+    }
+    fn read(&self, path: &std::path::Path) -> std::io::Result<Vec<u8>> {
+        self.real.read(path)
+    }
+    fn list(&self, dir: &std::path::Path) -> std::io::Result<Vec<std::path::PathBuf>> {
+        let archive = tollgate_engine::testing::archive_dir(&self.dir);
+        let listed = self.real.list(dir);
+        if (dir == self.dir || dir == archive) && !self.moved.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            std::fs::create_dir_all(&archive)?;
+            for entry in std::fs::read_dir(&self.dir)? {
+                let path = entry?.path();
+                if path.extension().is_some_and(|e| e == "journal") {
+                    std::fs::rename(&path, archive.join(path.file_name().unwrap_or_default()))?;
+                }
+            }
+        }
+        listed
+    }
+    fn len(&self, path: &std::path::Path) -> std::io::Result<u64> {
+        self.real.len(path)
+    }
+    fn modified(&self, path: &std::path::Path) -> std::io::Result<std::time::SystemTime> {
+        self.real.modified(path)
+    }
+    fn exists(&self, path: &std::path::Path) -> bool {
+        self.real.exists(path)
+    }
+    fn is_dir(&self, path: &std::path::Path) -> bool {
+        self.real.is_dir(path)
+    }
+    fn remove_file(&self, path: &std::path::Path) -> std::io::Result<()> {
+        self.real.remove_file(path)
+    }
+    fn rename(&self, from: &std::path::Path, to: &std::path::Path) -> std::io::Result<()> {
+        self.real.rename(from, to)
+    }
+    fn create_dir(&self, dir: &std::path::Path) -> std::io::Result<()> {
+        self.real.create_dir(dir)
+    }
+    fn sync_dir(&self, dir: &std::path::Path) -> std::io::Result<()> {
+        self.real.sync_dir(dir)
+    }
+    fn set_len(&self, path: &std::path::Path, len: u64) -> std::io::Result<()> {
+        self.real.set_len(path, len)
+    }
+    fn lock(&self, path: &std::path::Path) -> std::io::Result<Option<std::fs::File>> {
+        self.real.lock(path)
+    }
+}
+
+#[test]
+fn segments_a_snapshot_retires_while_the_ledger_lists_them_are_read_not_skipped() {
+    let h = Harness::new("ledger-retired-meanwhile");
+    workload(&h);
+    let balances: BTreeMap<u64, Decimal> = [1, 2].into_iter().map(|a| (a, h.balance(a))).collect();
+    let Harness { engine, dir, .. } = h;
+    engine.shutdown().expect("shutdown");
+    std::fs::remove_dir_all(ledger::ledger_dir(&dir)).expect("remove the ledger");
+    let fs = std::sync::Arc::new(RetiredBetweenListings {
+        real: tollgate_engine::fs::RealFs::new(),
+        dir: dir.clone(),
+        moved: std::sync::atomic::AtomicBool::new(false),
+    });
+    let mut builder = ledger::LedgerBuilder::open(fs, &dir, 2, None).expect("the builder opens");
+    builder.catch_up(None).expect("the ledger builds");
+    let totals = ledger::totals(&dir, 2, 0, i64::MAX).expect("totals");
+    for (account, balance) in balances {
+        assert_eq!(totals.get(&account).map(|t| t.amount), Some(balance), "account {account}: no record skipped");
+    }
+}
+
 #[test]
 fn without_itemisation_the_ledger_still_adds_up() {
     let h = Harness::with_config("ledger-plain", |config| config.charging.itemise = false);

@@ -284,8 +284,12 @@ impl LedgerBuilder {
             return Ok(0);
         }
         let fs = &*self.fs;
-        let mut files = segments(fs, &archive_dir(&self.dir), ledger.shard).unwrap_or_default();
-        files.extend(segments(fs, &self.dir, ledger.shard)?);
+        // The live segments first, then the archive: a snapshot moves segments from the
+        // one to the other meanwhile, and a segment moved between the two listings is then
+        // in the second (listed the other way round, it was in neither and its records
+        // were skipped).
+        let mut files = segments(fs, &self.dir, ledger.shard)?;
+        files.extend(segments(fs, &archive_dir(&self.dir), ledger.shard).unwrap_or_default());
         files.sort();
         files.dedup_by_key(|(first, _)| *first);
         // Where to start: the tail's segment if it is still there, else the last
