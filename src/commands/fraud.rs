@@ -87,6 +87,8 @@ pub(crate) struct FraudCounters {
     dropped: AtomicU64,
     read_errors: AtomicU64,
     suspensions: AtomicU64,
+    /// Usage events read again at a start to rebuild the detectors' state.
+    warmup_events: AtomicU64,
     /// Seconds between the newest entry's posting and its reading, at the last poll that
     /// read any.
     lag_seconds: AtomicI64,
@@ -104,6 +106,7 @@ impl FraudCounters {
             dropped: AtomicU64::new(0),
             read_errors: AtomicU64::new(0),
             suspensions: AtomicU64::new(0),
+            warmup_events: AtomicU64::new(0),
             lag_seconds: AtomicI64::new(0),
             lsns: (0..shards).map(|_| AtomicU64::new(0)).collect(),
         }
@@ -135,6 +138,11 @@ impl MetricsSource for FraudMetrics {
                 ),
                 ("tollgate_fraud_read_errors_total", "Failed reads of the rated-event ledger.", &c.read_errors),
                 ("tollgate_fraud_suspensions_total", "Suspend orders placed for fraud findings.", &c.suspensions),
+                (
+                    "tollgate_fraud_warmup_events_total",
+                    "Usage events read again at a start to rebuild the detectors' state, judging nothing.",
+                    &c.warmup_events,
+                ),
             ];
             for (name, help, value) in counters {
                 page.family(name, Kind::Counter, help);
@@ -193,7 +201,25 @@ impl Fraud {
     pub(crate) fn start(setup: FraudSetup) -> anyhow::Result<Fraud> {
         let detectors = Detectors::new(&setup.policy).context("the fraud policy")?;
         let position_path = setup.data_dir.join(POSITION_FILE);
-        let follower = follower(&setup.data_dir, setup.shards, &position_path, "fraud detection")?;
+        let resumed = follower(&setup.data_dir, setup.shards, &position_path, "fraud detection")?;
+        // The detectors' state is memory: rebuilt from the last days of the ledger, read
+        // again in silence up to where detection stood (what it found there was raised
+        // before), then judged as usual.
+        let warmup = warmup_month(setup.policy.warmup_days, jiff::Timestamp::now()).map(|month| {
+            // Never later than where detection was reading: what came after it is judged.
+            match resumed.position().reading_month() {
+                Some(reading) if reading < month => reading,
+                _ => month,
+            }
+        });
+        let (follower, quiet_until) = match warmup {
+            Some(month) => {
+                let quiet = resumed.position().lsns();
+                tracing::info!(%month, lsns = ?quiet, "fraud detection rebuilds its state from the ledger since {month}");
+                (LedgerFollower::from_month(&setup.data_dir, setup.shards, &month)?, quiet)
+            }
+            None => (resumed, Vec::new()),
+        };
         let counters = setup.counters;
         let (sender, receiver) = tokio::sync::mpsc::channel(WORKER_QUEUE);
         let worker = Worker {
@@ -207,7 +233,7 @@ impl Fraud {
         let (stop, stopped) = std::sync::mpsc::sync_channel(1);
         let thread = std::thread::Builder::new().name("tollgate-fraud".to_owned()).spawn(move || {
             super::serve::lower_thread_priority();
-            detect(follower, detectors, &counters, &sender, &stopped);
+            detect(follower, detectors, &quiet_until, &counters, &sender, &stopped);
         })?;
         tracing::info!(shards = setup.shards, "fraud detection following the rated-event ledger");
         Ok(Fraud { stop, thread })
@@ -264,11 +290,33 @@ pub(crate) fn save(path: &Path, position: &LedgerPosition) -> std::io::Result<()
     )
 }
 
+/// The minor-unit digits of currency `code` (2 without one), remembered in `digits`.
+fn currency_digits(digits: &mut HashMap<String, u32>, code: Option<&str>) -> u32 {
+    match code {
+        Some(code) => *digits
+            .entry(code.to_owned())
+            .or_insert_with(|| tollgate_billing::minor_units("currency", code).unwrap_or(2)),
+        None => 2,
+    }
+}
+
+/// The month (`YYYY-MM`, UTC) the warm-up of `days` days before `now` starts in; `None`
+/// for no warm-up.
+fn warmup_month(days: u32, now: jiff::Timestamp) -> Option<String> {
+    if days == 0 {
+        return None;
+    }
+    let start = now.checked_sub(jiff::SignedDuration::from_hours(24 * i64::from(days))).ok()?;
+    Some(jiff::tz::Offset::UTC.to_datetime(start).strftime("%Y-%m").to_string())
+}
+
 /// The detection thread's loop: poll, detect, hand the orders on, ask for the position
-/// to be saved, wait.
+/// to be saved, wait. Entries of a shard up to `quiet_until[shard]` (the warm-up: seen
+/// before a restart) update the detectors' state and raise nothing.
 fn detect(
     mut follower: LedgerFollower,
     mut detectors: Detectors,
+    quiet_until: &[u64],
     counters: &FraudCounters,
     sender: &tokio::sync::mpsc::Sender<Work>,
     stopped: &std::sync::mpsc::Receiver<()>,
@@ -280,15 +328,18 @@ fn detect(
     let mut failing = false;
     loop {
         let mut newest_at = None;
-        let polled = follower.poll(&mut |entry| {
+        let polled = follower.poll_by_shard(&mut |shard, entry| {
+            if quiet_until.get(shard).is_some_and(|quiet| entry.lsn <= *quiet) {
+                let minor_digits = currency_digits(&mut digits, entry.currency.as_deref());
+                if let Some(event) = tollgate_fraud::ledger::from_ledger_entry(&entry, minor_digits) {
+                    counters.warmup_events.fetch_add(1, Relaxed);
+                    detectors.observe(&event).for_each(drop);
+                }
+                return;
+            }
             counters.entries.fetch_add(1, Relaxed);
             newest_at = newest_at.max(Some(entry.posted_at));
-            let minor_digits = match entry.currency.as_deref() {
-                Some(code) => *digits
-                    .entry(code.to_owned())
-                    .or_insert_with(|| tollgate_billing::minor_units("currency", code).unwrap_or(2)),
-                None => 2,
-            };
+            let minor_digits = currency_digits(&mut digits, entry.currency.as_deref());
             let Some(event) = tollgate_fraud::ledger::from_ledger_entry(&entry, minor_digits) else { return };
             counters.events.fetch_add(1, Relaxed);
             for finding in detectors.observe_and_act(&event, &mut queue) {
@@ -324,7 +375,13 @@ fn detect(
         }
         counters.dropped.fetch_add(queue.dropped() - queue_dropped, Relaxed);
         queue_dropped = queue.dropped();
-        if follower.position() != &saved && sender.try_send(Work::Save(follower.position().clone())).is_ok() {
+        // Never saved behind where detection stood: a warm-up cut short by a crash
+        // starts again from the same place, judging nothing twice.
+        let past_quiet = follower.position().lsns().iter().zip(quiet_until).all(|(at, quiet)| at >= quiet);
+        if past_quiet
+            && follower.position() != &saved
+            && sender.try_send(Work::Save(follower.position().clone())).is_ok()
+        {
             saved = follower.position().clone();
         }
         if !matches!(stopped.recv_timeout(POLL_INTERVAL), Err(std::sync::mpsc::RecvTimeoutError::Timeout)) {

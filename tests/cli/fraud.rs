@@ -98,6 +98,35 @@ fn an_irsf_burst_raises_a_critical_alarm_once_across_restarts() {
     stop_server(child);
     let all = all_alarms(database);
     assert_eq!(all.iter().filter(|line| line.contains("subscriber/20/irsf")).count(), 1, "{all:?}");
+
+    // A burst under way across a restart: subscriber 3 makes three calls to 882 that are
+    // judged before it, two after. At the start the detectors read the recent ledger again
+    // in silence (the warm-up), so the five make the burst; nothing is judged twice.
+    let now = jiff::Timestamp::now().as_second();
+    let calls = |minutes_ago: &[i64]| -> Vec<(String, &str, String, u32)> {
+        minutes_ago
+            .iter()
+            .map(|ago| {
+                let start = jiff::Timestamp::from_second(now - 60 * ago).expect("instant");
+                ("491700000003".to_owned(), "88212345", start.strftime("%Y-%m-%d %H:%M:%S").to_string(), 40)
+            })
+            .collect()
+    };
+    mediate(&dir, "under-way-1", &calls(&[30, 28, 26]), &[]);
+    let before = saved();
+    let (child, _, _) = start_servers(&data, "ocs.fraud.test", &serve);
+    let admin = admin_address_of(&data);
+    eventually("the first calls are judged", || metric(&admin, "tollgate_fraud_events_total") == Some(3));
+    eventually("the position moves past them", || saved() != before);
+    assert!(alarm_of(&open_alarms(database), "subscriber/30/irsf").is_none(), "three calls are no burst yet");
+    stop_server(child);
+    mediate(&dir, "under-way-2", &calls(&[24, 22]), &[]);
+    let (child, _, _) = start_servers(&data, "ocs.fraud.test", &serve);
+    let admin = admin_address_of(&data);
+    wait_for(database, "the IRSF alarm of the burst under way", |open| alarm_of(open, "subscriber/30/irsf").is_some());
+    assert_eq!(metric(&admin, "tollgate_fraud_events_total"), Some(2), "only the calls after the restart are judged");
+    assert!(metric(&admin, "tollgate_fraud_warmup_events_total") >= Some(3), "the first three are read again");
+    stop_server(child);
     std::fs::remove_dir_all(dir).ok();
 }
 

@@ -64,6 +64,13 @@ impl LedgerPosition {
         self.shards.iter().map(|s| s.lsn).collect()
     }
 
+    /// The earliest of the months the shards were last reading (each shard's latest
+    /// month file); `None` when no shard has read a file yet. A follower that starts at
+    /// that month or earlier misses nothing past this position.
+    pub fn reading_month(&self) -> Option<String> {
+        self.shards.iter().filter_map(|shard| shard.files.keys().next_back()).min().cloned()
+    }
+
     /// The position as text (the format in the type's documentation).
     pub fn encode(&self) -> String {
         let mut text = format!("{POSITION_HEADER}\n");
@@ -153,6 +160,30 @@ impl LedgerFollower {
         Ok(follower)
     }
 
+    /// A follower that starts at each shard's month files of `month` (`YYYY-MM`) and later:
+    /// earlier months are passed over as read. For a consumer that rebuilds its state
+    /// from recent history (the fraud detectors' baselines after a restart).
+    pub fn from_month(dir: &Path, shards: usize, month: &str) -> Result<LedgerFollower, EngineError> {
+        LedgerFollower::from_month_on(Arc::new(RealFs::new()), dir, shards, month)
+    }
+
+    /// [`from_month`](Self::from_month) on the file system `fs`.
+    pub fn from_month_on(
+        fs: Arc<dyn FileSystem>,
+        dir: &Path,
+        shards: usize,
+        month: &str,
+    ) -> Result<LedgerFollower, EngineError> {
+        let mut position = LedgerPosition::start(shards);
+        for (shard, at) in position.shards.iter_mut().enumerate() {
+            let cursor = Cursor::read(&*fs, &cursor_path(dir, shard as u32))?;
+            at.files = cursor.files.into_iter().filter(|(name, _)| name.as_str() < month).collect();
+        }
+        let mut follower = LedgerFollower::on(fs, dir, position);
+        follower.checked = follower.position.shards.iter().map(|s| s.files.keys().cloned().collect()).collect();
+        Ok(follower)
+    }
+
     /// Where it stands: save it to resume there.
     pub fn position(&self) -> &LedgerPosition {
         &self.position
@@ -163,9 +194,14 @@ impl LedgerFollower {
     /// read now; returns how many. Memory is one frame at a time. On an error the shard's
     /// position stays where it was (its entries already handed out come again next time).
     pub fn poll(&mut self, visit: &mut dyn FnMut(LedgerEntry)) -> Result<u64, EngineError> {
+        self.poll_by_shard(&mut |_, entry| visit(entry))
+    }
+
+    /// [`poll`](Self::poll), telling `visit` each entry's shard.
+    pub fn poll_by_shard(&mut self, visit: &mut dyn FnMut(usize, LedgerEntry)) -> Result<u64, EngineError> {
         let mut handed = 0;
         for shard in 0..self.position.shards.len() {
-            handed += self.poll_shard(shard, visit)?;
+            handed += self.poll_shard(shard, &mut |entry| visit(shard, entry))?;
         }
         Ok(handed)
     }
@@ -424,6 +460,32 @@ mod tests {
         assert_eq!(at_end.position().lsns(), [4]);
         assert!(LedgerPosition::decode("ledger-position 1\nshard 1 lsn 4\n", path).is_err(), "shards in order");
         assert!(LedgerPosition::decode("shard 0 lsn 4\n", path).is_err(), "the header first");
+    }
+
+    #[test]
+    fn a_follower_from_a_month_hands_out_that_month_and_later_only() {
+        let mut ledger = Ledger::new("from-month");
+        ledger.append("2026-03", &[(1, MARCH), (2, MARCH + 1)]);
+        ledger.append("2026-04", &[(3, APRIL), (4, APRIL + 1)]);
+        ledger.commit(4);
+        let from = |month: &str| {
+            LedgerFollower::from_month_on(Arc::clone(&ledger.fs), &ledger.dir, 1, month).expect("cursors")
+        };
+        assert_eq!(check(&mut from("2026-04")), [3, 4]);
+        assert_eq!(from("2026-04").position().reading_month().as_deref(), Some("2026-03"));
+        assert_eq!(LedgerPosition::start(2).reading_month(), None);
+        assert_eq!(check(&mut from("2026-03")), [1, 2, 3, 4]);
+        assert_eq!(check(&mut from("2026-05")), Vec::<u64>::new());
+        let mut april = from("2026-04");
+        check(&mut april);
+        ledger.append("2026-04", &[(5, APRIL + 2)]);
+        ledger.commit(5);
+        assert_eq!(check(&mut april), [5], "it follows on from there");
+        let mut shards = Vec::new();
+        ledger.append("2026-04", &[(6, APRIL + 3)]);
+        ledger.commit(6);
+        april.poll_by_shard(&mut |shard, entry| shards.push((shard, entry.lsn))).expect("poll");
+        assert_eq!(shards, [(0, 6)]);
     }
 
     #[test]

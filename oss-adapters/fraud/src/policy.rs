@@ -18,6 +18,8 @@ pub const MAX_IRSF_CALLS: usize = 256;
 pub const MAX_SIM_BOX_DESTINATIONS: usize = 1024;
 /// The most cells a SIM box may use and still count as "one place".
 pub const MAX_SIM_BOX_CELLS: usize = 4;
+/// The most days of history read again at a start.
+pub const MAX_WARMUP_DAYS: u32 = 92;
 /// The longest window or bucket: 31 days.
 pub const MAX_WINDOW_SECONDS: u64 = 31 * 86_400;
 
@@ -28,6 +30,10 @@ pub struct Policy {
     /// The most subscribers each per-subscriber detector keeps state for; past it the least
     /// recently seen is forgotten.
     pub max_subscribers: usize,
+    /// Days of recent ledger history the detectors read again, silently, when the server
+    /// starts, to rebuild their state (baselines, bursts under way) before they judge new
+    /// usage; from the first day of the month they fall in. 0: start empty.
+    pub warmup_days: u32,
     pub usage_spike: SpikePolicy,
     pub irsf: IrsfPolicy,
     pub sim_box: SimBoxPolicy,
@@ -38,6 +44,7 @@ impl Default for Policy {
     fn default() -> Policy {
         Policy {
             max_subscribers: 2_000_000,
+            warmup_days: 14,
             usage_spike: SpikePolicy::default(),
             irsf: IrsfPolicy::default(),
             sim_box: SimBoxPolicy::default(),
@@ -241,6 +248,9 @@ impl Policy {
                 "max_subscribers",
                 format!("{} is not in 1..={MAX_SUBSCRIBERS}", self.max_subscribers),
             ));
+        }
+        if self.warmup_days > MAX_WARMUP_DAYS {
+            return Err(out_of_range("warmup_days", format!("{} is not in 0..={MAX_WARMUP_DAYS}", self.warmup_days)));
         }
         let s = &self.usage_spike;
         check_window("usage_spike.bucket_seconds", s.bucket_seconds)?;
