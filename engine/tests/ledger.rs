@@ -170,6 +170,26 @@ fn bytes_past_the_cursor_are_cut_and_a_ledger_ahead_of_the_journal_rolls_back() 
     assert_eq!(entries(&h, 1), expected);
 }
 
+/// A builder of `dir`'s ledger whose first build failed to sync its files (syncs work
+/// again once it returns).
+fn build_failing_to_sync(dir: &std::path::Path) -> ledger::LedgerBuilder {
+    let faults = std::sync::Arc::new(tollgate_engine::testing::Faults::default());
+    let fs = std::sync::Arc::new(tollgate_engine::fs::RealFs::with_faults(std::sync::Arc::clone(&faults)));
+    let mut builder = ledger::LedgerBuilder::open(fs, dir, 2, None).expect("the builder opens");
+    faults.fail_syncs(5);
+    builder.catch_up(None).expect_err("the ledger's files do not sync");
+    faults.heal();
+    builder
+}
+
+/// Each account's ledger entries add up to its balance: no record skipped, none twice.
+fn assert_ledger_totals(dir: &std::path::Path, balances: BTreeMap<u64, Decimal>) {
+    let totals = ledger::totals(dir, 2, 0, i64::MAX).expect("totals");
+    for (account, balance) in balances {
+        assert_eq!(totals.get(&account).map(|t| t.amount), Some(balance), "account {account}");
+    }
+}
+
 #[test]
 fn a_build_whose_files_fail_to_sync_is_built_again_whole_once_they_sync() {
     let h = Harness::new("ledger-sync-fails");
@@ -178,17 +198,43 @@ fn a_build_whose_files_fail_to_sync_is_built_again_whole_once_they_sync() {
     let Harness { engine, dir, .. } = h;
     engine.shutdown().expect("shutdown");
     std::fs::remove_dir_all(ledger::ledger_dir(&dir)).expect("remove the ledger");
-    let faults = std::sync::Arc::new(tollgate_engine::testing::Faults::default());
-    let fs = std::sync::Arc::new(tollgate_engine::fs::RealFs::with_faults(std::sync::Arc::clone(&faults)));
-    let mut builder = ledger::LedgerBuilder::open(fs, &dir, 2, None).expect("the builder opens");
-    faults.fail_syncs(5);
-    builder.catch_up(None).expect_err("the ledger's files do not sync");
-    faults.heal();
+    let mut builder = build_failing_to_sync(&dir);
     builder.catch_up(None).expect("the ledger builds");
-    let totals = ledger::totals(&dir, 2, 0, i64::MAX).expect("totals");
-    for (account, balance) in balances {
-        assert_eq!(totals.get(&account).map(|t| t.amount), Some(balance), "account {account}: no record skipped");
+    assert_ledger_totals(&dir, balances);
+}
+
+/// `count` top-ups of account 2 and calls of account 1, their keys tagged `tag`.
+fn top_ups_and_calls(h: &Harness, tag: &str, count: usize) {
+    for n in 0..count {
+        let top_up = Operation::TopUp { amount: d("1.00"), reference: tag.into() };
+        h.run(&format!("top-{tag}-{n}"), Target::Account(2), top_up);
+        let debit = Operation::DirectDebit { usage: call("+4990012345", MONDAY_10, 61) };
+        h.run(&format!("call-{tag}-{n}"), subscriber("491700000001"), debit);
     }
+}
+
+#[test]
+fn the_bytes_of_a_flush_that_failed_to_sync_are_cut_before_the_next_one() {
+    // A ledger built, then more records charged while the server ran without one.
+    let h = Harness::new("ledger-sync-fails-after");
+    workload(&h);
+    h.engine.sync_ledger().expect("ledger builds");
+    let Harness { engine, clock, dir, .. } = h;
+    engine.shutdown().expect("shutdown");
+    let h = Harness::open(dir.clone(), clock, DirGuard(dir.clone()), |config| config.ledger = false);
+    top_ups_and_calls(&h, "late", 3);
+    let Harness { engine, clock, dir, .. } = h;
+    engine.shutdown().expect("shutdown");
+    // The next build appends to the month files, whose sync fails; more records come;
+    // then it builds again, a longer batch than the one that failed.
+    let mut builder = build_failing_to_sync(&dir);
+    let h = Harness::open(dir.clone(), clock, DirGuard(dir.clone()), |config| config.ledger = false);
+    top_ups_and_calls(&h, "later", 2);
+    let balances: BTreeMap<u64, Decimal> = [1, 2].into_iter().map(|a| (a, h.balance(a))).collect();
+    let Harness { engine, dir, .. } = h;
+    engine.shutdown().expect("shutdown");
+    builder.catch_up(None).expect("the ledger builds");
+    assert_ledger_totals(&dir, balances);
 }
 
 #[test]
@@ -302,10 +348,7 @@ fn segments_a_snapshot_retires_while_the_ledger_lists_them_are_read_not_skipped(
     });
     let mut builder = ledger::LedgerBuilder::open(fs, &dir, 2, None).expect("the builder opens");
     builder.catch_up(None).expect("the ledger builds");
-    let totals = ledger::totals(&dir, 2, 0, i64::MAX).expect("totals");
-    for (account, balance) in balances {
-        assert_eq!(totals.get(&account).map(|t| t.amount), Some(balance), "account {account}: no record skipped");
-    }
+    assert_ledger_totals(&dir, balances);
 }
 
 #[test]

@@ -289,7 +289,12 @@ impl LedgerBuilder {
         // in the second (listed the other way round, it was in neither and its records
         // were skipped).
         let mut files = segments(fs, &self.dir, ledger.shard)?;
-        files.extend(segments(fs, &archive_dir(&self.dir), ledger.shard).unwrap_or_default());
+        match segments(fs, &archive_dir(&self.dir), ledger.shard) {
+            Ok(archived) => files.extend(archived),
+            // No archive yet: nothing was retired.
+            Err(EngineError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {}
+            Err(err) => return Err(err),
+        }
         files.sort();
         files.dedup_by_key(|(first, _)| *first);
         // Where to start: the tail's segment if it is still there, else the last
@@ -388,6 +393,10 @@ impl LedgerBuilder {
         let fs = &*self.fs;
         let mut written = 0;
         pending.entries = 0;
+        // The cursor takes the new lengths only once every file is synced: after a
+        // failure, each file is cut back to the cursor's length before the next append,
+        // so the bytes of a failed flush are never inside the cursor's range.
+        let mut lengths = ledger.cursor.files.clone();
         for (month, mut writer) in std::mem::take(&mut pending.months) {
             let path = file_path(&self.dir, &month, ledger.shard);
             let mut bytes = Vec::new();
@@ -395,10 +404,10 @@ impl LedgerBuilder {
             if known == 0 {
                 let folder = ledger_dir(&self.dir).join(&month);
                 crate::durable::create_dir_all(fs, &folder).map_err(EngineError::io(&folder))?;
-                if fs.exists(&path) {
-                    fs.set_len(&path, 0).map_err(EngineError::io(&path))?;
-                }
                 bytes.extend_from_slice(&header(ledger.shard));
+            }
+            if fs.exists(&path) && fs.len(&path).map_err(EngineError::io(&path))? != known {
+                fs.set_len(&path, known).map_err(EngineError::io(&path))?;
             }
             bytes.append(&mut writer.bytes);
             writer.frame.finish_into(&mut bytes);
@@ -407,9 +416,10 @@ impl LedgerBuilder {
             if known == 0 {
                 crate::durable::sync_parent(fs, &path).map_err(EngineError::io(&path))?;
             }
-            ledger.cursor.files.insert(month, known + bytes.len() as u64);
+            lengths.insert(month, known + bytes.len() as u64);
             written += writer.entries;
         }
+        ledger.cursor.files = lengths;
         ledger.cursor.lsn = lsn;
         self.write_cursor(ledger)?;
         if lsn >= ledger.watermark + WATERMARK_EVERY_RECORDS {
