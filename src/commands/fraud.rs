@@ -206,17 +206,24 @@ impl Fraud {
         // again in silence up to where detection stood (what it found there was raised
         // before), then judged as usual.
         let warmup = warmup_month(setup.policy.warmup_days, jiff::Timestamp::now()).map(|month| {
-            // Never later than where detection was reading: what came after it is judged.
-            match resumed.position().reading_month() {
-                Some(reading) if reading < month => reading,
-                _ => month,
-            }
+            // Per shard, never later than where detection was reading it: what came after
+            // is judged.
+            let months: Vec<String> = resumed
+                .position()
+                .reading_months()
+                .into_iter()
+                .map(|reading| match reading {
+                    Some(reading) if reading < month => reading,
+                    _ => month.clone(),
+                })
+                .collect();
+            months
         });
         let (follower, quiet_until) = match warmup {
-            Some(month) => {
+            Some(months) => {
                 let quiet = resumed.position().lsns();
-                tracing::info!(%month, lsns = ?quiet, "fraud detection rebuilds its state from the ledger since {month}");
-                (LedgerFollower::from_month(&setup.data_dir, setup.shards, &month)?, quiet)
+                tracing::info!(?months, lsns = ?quiet, "fraud detection rebuilds its state from the recent ledger");
+                (LedgerFollower::from_months(&setup.data_dir, &months)?, quiet)
             }
             None => (resumed, Vec::new()),
         };

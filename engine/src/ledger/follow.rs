@@ -64,11 +64,11 @@ impl LedgerPosition {
         self.shards.iter().map(|s| s.lsn).collect()
     }
 
-    /// The earliest of the months the shards were last reading (each shard's latest
-    /// month file); `None` when no shard has read a file yet. A follower that starts at
-    /// that month or earlier misses nothing past this position.
-    pub fn reading_month(&self) -> Option<String> {
-        self.shards.iter().filter_map(|shard| shard.files.keys().next_back()).min().cloned()
+    /// Per shard, the month it was last reading (its latest month file), `None` before
+    /// it read one. A follower that starts a shard at that month or earlier misses
+    /// nothing of it past this position.
+    pub fn reading_months(&self) -> Vec<Option<String>> {
+        self.shards.iter().map(|shard| shard.files.keys().next_back().cloned()).collect()
     }
 
     /// The position as text (the format in the type's documentation).
@@ -160,24 +160,24 @@ impl LedgerFollower {
         Ok(follower)
     }
 
-    /// A follower that starts at each shard's month files of `month` (`YYYY-MM`) and later:
-    /// earlier months are passed over as read. For a consumer that rebuilds its state
-    /// from recent history (the fraud detectors' baselines after a restart).
-    pub fn from_month(dir: &Path, shards: usize, month: &str) -> Result<LedgerFollower, EngineError> {
-        LedgerFollower::from_month_on(Arc::new(RealFs::new()), dir, shards, month)
+    /// A follower that starts each shard at its month files of `months[shard]`
+    /// (`YYYY-MM`) and later: earlier months are passed over as read. For a consumer that
+    /// rebuilds its state from recent history (the fraud detectors' baselines after a
+    /// restart).
+    pub fn from_months(dir: &Path, months: &[String]) -> Result<LedgerFollower, EngineError> {
+        LedgerFollower::from_months_on(Arc::new(RealFs::new()), dir, months)
     }
 
-    /// [`from_month`](Self::from_month) on the file system `fs`.
-    pub fn from_month_on(
+    /// [`from_months`](Self::from_months) on the file system `fs`.
+    pub fn from_months_on(
         fs: Arc<dyn FileSystem>,
         dir: &Path,
-        shards: usize,
-        month: &str,
+        months: &[String],
     ) -> Result<LedgerFollower, EngineError> {
-        let mut position = LedgerPosition::start(shards);
-        for (shard, at) in position.shards.iter_mut().enumerate() {
+        let mut position = LedgerPosition::start(months.len());
+        for (shard, (at, month)) in position.shards.iter_mut().zip(months).enumerate() {
             let cursor = Cursor::read(&*fs, &cursor_path(dir, shard as u32))?;
-            at.files = cursor.files.into_iter().filter(|(name, _)| name.as_str() < month).collect();
+            at.files = cursor.files.into_iter().filter(|(name, _)| name < month).collect();
         }
         let mut follower = LedgerFollower::on(fs, dir, position);
         follower.checked = follower.position.shards.iter().map(|s| s.files.keys().cloned().collect()).collect();
@@ -469,11 +469,11 @@ mod tests {
         ledger.append("2026-04", &[(3, APRIL), (4, APRIL + 1)]);
         ledger.commit(4);
         let from = |month: &str| {
-            LedgerFollower::from_month_on(Arc::clone(&ledger.fs), &ledger.dir, 1, month).expect("cursors")
+            LedgerFollower::from_months_on(Arc::clone(&ledger.fs), &ledger.dir, &[month.to_owned()]).expect("cursors")
         };
         assert_eq!(check(&mut from("2026-04")), [3, 4]);
-        assert_eq!(from("2026-04").position().reading_month().as_deref(), Some("2026-03"));
-        assert_eq!(LedgerPosition::start(2).reading_month(), None);
+        assert_eq!(from("2026-04").position().reading_months(), [Some("2026-03".to_owned())]);
+        assert_eq!(LedgerPosition::start(2).reading_months(), [None, None]);
         assert_eq!(check(&mut from("2026-03")), [1, 2, 3, 4]);
         assert_eq!(check(&mut from("2026-05")), Vec::<u64>::new());
         let mut april = from("2026-04");
