@@ -196,5 +196,16 @@ store_test! {
         assert_eq!(ids.len(), 1, "one order for the concurrent retransmissions");
         let listed = call(&app, "GET", &path, Some(&care), None, &[]).await;
         assert_eq!(listed.header("x-total-count"), "3");
+
+        // The offering retired since: a new order for it is refused, the retry of the
+        // first still answers the order it placed.
+        let catalogue = "/tmf-api/productCatalogManagement/v4";
+        let retired = call(&app, "PATCH", &format!("{catalogue}/productOffering/{offering}"), Some(&admin),
+            Some(json!({"lifecycleStatus": "Retired"})), &[("If-Match", "W/\"2\"")]).await;
+        assert_eq!(retired.status, 200, "{}", retired.body);
+        let refused = call(&app, "POST", &path, Some(&care), Some(new_line(&account, &offering)), &[("Idempotency-Key", "k-4")]).await;
+        assert_eq!(refused.status, 400, "{}", refused.body);
+        let again = call(&app, "POST", &path, Some(&care), Some(new_line(&account, &offering)), &key).await;
+        assert_eq!((again.status.as_u16(), &again.body["id"]), (201, &first.body["id"]), "{}", again.body);
     }
 }

@@ -163,14 +163,20 @@ pub(crate) async fn audit(
 /// With `keyed.digest`, the order must have been placed by the same request.
 async fn placed_under(tx: &mut Tx, root_id: &str, keyed: &Keyed<'_>) -> Result<Option<Versioned<Value>>> {
     let Some(first) = tx.product_order_by_key(root_id, keyed.key).await? else { return Ok(None) };
-    if keyed.digest.is_some() && first.value.idempotency_digest != keyed.digest {
-        return Err(OrdersError::KeyReused {
-            key: keyed.key.strip_prefix(REQUEST_KEY_PREFIX).unwrap_or(keyed.key).to_owned(),
-            order: first.value.id,
-        });
-    }
+    same_request(keyed, &first.value)?;
     let items = tx.order_items(&first.value.id).await?;
     Ok(Some(Versioned { value: order_doc(&first.value, &items), version: first.version }))
+}
+
+/// With `keyed.digest`, `first` must have been placed by the same request.
+fn same_request(keyed: &Keyed<'_>, first: &ProductOrderRow) -> Result<()> {
+    if keyed.digest.is_some() && first.idempotency_digest != keyed.digest {
+        return Err(OrdersError::KeyReused {
+            key: keyed.key.strip_prefix(REQUEST_KEY_PREFIX).unwrap_or(keyed.key).to_owned(),
+            order: first.id.clone(),
+        });
+    }
+    Ok(())
 }
 
 /// An idempotency key an order is placed under, and for an API request's key the digest
@@ -284,6 +290,13 @@ impl Orders {
     }
 
     async fn place(&self, who: &Principal, doc: Value, keyed: Option<Keyed<'_>>, now: Timestamp) -> Result<Placed> {
+        // A request sent again answers its first order before anything is checked again:
+        // its offering may have been retired, or its requested date passed, since then.
+        if let Some(keyed) = &keyed {
+            if let Some(first) = self.placed_before(who, &doc, keyed).await? {
+                return Ok(Placed { order: first, replayed: true });
+            }
+        }
         let requested = parse_order(&doc, now)?;
         // The catalogue is read before the transaction begins: a read on another
         // connection while the transaction holds one would let concurrent orders take
@@ -395,6 +408,19 @@ impl Orders {
         tx.commit().await?;
         self.wake.notify_one();
         Ok(Placed { order: Versioned { value: shown, version: Version::FIRST }, replayed: false })
+    }
+
+    /// The order placed under `keyed` in the hierarchy of the billing account `doc` names,
+    /// if there is one (and the caller reaches that hierarchy).
+    async fn placed_before(&self, who: &Principal, doc: &Value, keyed: &Keyed<'_>) -> Result<Option<Versioned<Value>>> {
+        let Some(account_id) = doc.pointer("/billingAccount/id").and_then(Value::as_str) else { return Ok(None) };
+        let Some(account) = self.store.billing_account(account_id).await? else { return Ok(None) };
+        reach(who, &account.value.root_id, &format!("billing account {}", account.value.id))?;
+        let Some((first, items)) = self.store.product_order_by_key(&account.value.root_id, keyed.key).await? else {
+            return Ok(None);
+        };
+        same_request(keyed, &first.value)?;
+        Ok(Some(Versioned { value: order_doc(&first.value, &items), version: first.version }))
     }
 
     /// Checks one item against the store.

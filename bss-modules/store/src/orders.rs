@@ -522,6 +522,19 @@ impl Store {
         rows.iter().map(|row| row.text("id")).collect()
     }
 
+    /// The order of hierarchy `root_id` placed under idempotency key `key`, with its
+    /// items, read in one snapshot (no lock, no writer taken).
+    pub async fn product_order_by_key(
+        &self,
+        root_id: &str,
+        key: &str,
+    ) -> Result<Option<(Versioned<ProductOrderRow>, Vec<OrderItemRow>)>> {
+        let mut tx = self.read().await?;
+        let Some(found) = tx.product_order_by_key(root_id, key).await? else { return Ok(None) };
+        let items = tx.order_items(&found.value.id).await?;
+        Ok(Some((found, items)))
+    }
+
     /// An order with its items and each item's tasks, read in one snapshot.
     pub async fn product_order_detail(
         &self,
