@@ -438,7 +438,15 @@ impl Receivables {
             if overdue_roots.contains(&invoice.root_id) {
                 continue;
             }
-            let suspended: BTreeSet<String> = self.suspended_by(orders, actor, &suspension.order_ids).await?;
+            // A step recorded with no order by a replay before the orders were looked up
+            // by their keys: its orders are found by those keys now.
+            let order_ids = if suspension.order_ids.is_empty() {
+                let prefix = format!("dunning:{}:{}:", suspension.invoice_id, suspension.step);
+                self.store.product_order_ids_keyed_per_account(&invoice.root_id, &prefix).await?.join(",")
+            } else {
+                suspension.order_ids.clone()
+            };
+            let suspended: BTreeSet<String> = self.suspended_by(orders, actor, &order_ids).await?;
             let key = format!("dunning:{}:{}:lift", suspension.invoice_id, suspension.step);
             let resumed = self
                 .place_for(orders, actor, &invoice.root_id, "suspended", "active", Some(&suspended), &key, now)

@@ -398,3 +398,37 @@ store_test! {
         assert_eq!(placed.total, 1, "one suspend order");
     }
 }
+
+store_test! {
+    async fn a_suspension_recorded_without_its_orders_finds_them_by_their_keys_when_lifted(store) {
+        let (orders, receivables, policy) = overdue(&store).await;
+        // A replay by an earlier version recorded the step with no order, though its
+        // suspend order had been placed and carried out.
+        let who = Principal::admin("system:dunning");
+        let doc = json!({"billingAccount": {"id": "a1"}, "productOrderItem": [
+            {"id": "1", "action": "modify", "product": {"id": "l1", "status": "suspended"}}]});
+        orders.create_once(&who, doc, "dunning:i-oct:suspend:a1", on(date(2026, 11, 21))).await.expect("the order");
+        suspend_line(&store, "l1", date(2026, 11, 21)).await;
+        let mut tx = store.begin().await.expect("begin");
+        let row = tollgate_store::DunningActionRow {
+            invoice_id: "i-oct".into(),
+            step: "suspend".into(),
+            action: "suspend".into(),
+            billing_account_id: "a1".into(),
+            order_ids: String::new(),
+            taken_on: date(2026, 11, 21),
+            taken_at: on(date(2026, 11, 21)),
+            lifted_order_ids: None,
+            lifted_at: None,
+        };
+        assert!(tx.insert_dunning_action(&row).await.expect("recorded"));
+        tx.commit().await.expect("commit");
+
+        receivables.record(&who, payment("a1", "100.00", "paid-in-full"), on(date(2026, 11, 24))).await.expect("paid");
+        let lifted = receivables.dunning(&orders, &policy, date(2026, 11, 24), "system:dunning", on(date(2026, 11, 24))).await.expect("dunning");
+        assert_eq!(lifted.lifted.len(), 1);
+        assert_eq!(lifted.lifted[0].2.len(), 1, "one resume order: {lifted:?}");
+        let resume = orders.get(&who, &lifted.lifted[0].2[0]).await.expect("the resume order").value;
+        assert_eq!(resume["productOrderItem"][0]["product"]["id"], "l1");
+    }
+}
