@@ -257,15 +257,17 @@ pub(crate) fn receivables(database: &DatabaseArgs, command: ReceivablesCommand) 
     })
 }
 
-/// The dunning policy in the JSON file `path`, or the default one.
+/// The dunning policy in the JSON file `path`, or the default one, checked.
 pub(crate) fn dunning_policy(path: Option<&std::path::Path>) -> anyhow::Result<DunningPolicy> {
-    match path {
+    let policy = match path {
         Some(path) => {
             let text = std::fs::read_to_string(path).with_context(|| format!("{}", path.display()))?;
-            Ok(DunningPolicy::from_json(&text).with_context(|| format!("{}", path.display()))?)
+            DunningPolicy::from_json(&text).with_context(|| format!("{}", path.display()))?
         }
-        None => Ok(DunningPolicy::default()),
-    }
+        None => DunningPolicy::default(),
+    };
+    policy.validate()?;
+    Ok(policy)
 }
 
 /// `serve`'s dunning run (`--dunning-every-seconds`): the steps due today (UTC) taken

@@ -307,6 +307,10 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     let alarm_thresholds = args.alarms.thresholds()?;
     let fraud_policy = args.fraud.policy()?;
     let threshold_templates = args.threshold_templates.templates()?;
+    let dunning_policy = match args.api.dunning_every_seconds {
+        0 => None,
+        _ => Some(super::payment::dunning_policy(args.api.dunning_policy.as_deref()).context("--dunning-policy")?),
+    };
     let sms_gateway = match &args.sms_gateway {
         Some(path) => Some(Arc::new(
             tollgate_activation::SmsGateway::load(path).with_context(|| format!("--sms-gateway {}", path.display()))?,
@@ -512,10 +516,8 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
             (bss_handle.spawn(async move { worker.run(stop).await }), steps)
         });
         // The dunning run, when asked for: through the order flow, like the CLI's.
-        let dunning = match (&orders, &bss, args.api.dunning_every_seconds) {
-            (Some(orders), Some(store), seconds) if seconds > 0 => {
-                let policy = super::payment::dunning_policy(args.api.dunning_policy.as_deref())
-                    .context("--dunning-policy")?;
+        let dunning = match (&orders, &bss, args.api.dunning_every_seconds, dunning_policy) {
+            (Some(orders), Some(store), seconds, Some(policy)) if seconds > 0 => {
                 let run = super::payment::PeriodicDunning {
                     store: store.clone(),
                     orders: orders.clone(),
@@ -525,7 +527,7 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
                 };
                 Some(bss_handle.spawn(run.run(wait(stopped.clone()))))
             }
-            (None, _, seconds) if seconds > 0 => {
+            (None, _, seconds, _) if seconds > 0 => {
                 anyhow::bail!("--dunning-every-seconds needs a BSS store: --database or --api-listen")
             }
             _ => None,
