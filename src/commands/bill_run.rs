@@ -505,29 +505,20 @@ async fn account_inputs(
             .iter()
             .filter(|price| price.billing_account_id == account.id)
             .map(|price| {
-                let kind = match price.price_type.as_str() {
-                    "recurring" => PriceKind::Recurring,
-                    _ => PriceKind::OneTime,
-                };
+                let field = format!("price {} chargeTiming", price.price_id);
                 Ok(ProductInput {
                     product_id: price.product_id.clone(),
                     order_id: price.order_id.clone(),
                     price_id: price.price_id.clone(),
                     description: price.price_name.clone(),
-                    kind,
+                    kind: PriceKind::from_tmf(&price.price_type),
                     amount: price.amount,
                     currency: price.currency.clone(),
                     started_at: price.started_at,
                     terminated_at: price.terminated_at,
                     changed_at: price.changed_at,
                     suspended: price.suspended,
-                    timing: match price.charge_timing.as_deref() {
-                        None | Some("inArrears") => ChargeTiming::InArrears,
-                        Some("inAdvance") => ChargeTiming::InAdvance,
-                        Some(other) => {
-                            bail!("price {}: chargeTiming {other:?} is not inAdvance or inArrears", price.price_id)
-                        }
-                    },
+                    timing: ChargeTiming::from_tmf(price.charge_timing.as_deref(), &field)?,
                 })
             })
             .collect::<anyhow::Result<Vec<_>>>()?;

@@ -50,6 +50,19 @@ pub enum ChargeTiming {
     InArrears,
 }
 
+impl ChargeTiming {
+    /// A ProductOfferingPrice's `chargeTiming` (a TMF620 extension the catalogue checks):
+    /// `inAdvance` or `inArrears`, in arrears when it has none; anything else is refused,
+    /// naming `field`.
+    pub fn from_tmf(text: Option<&str>, field: &str) -> Result<ChargeTiming, BillingError> {
+        match text {
+            None | Some("inArrears") => Ok(ChargeTiming::InArrears),
+            Some("inAdvance") => Ok(ChargeTiming::InAdvance),
+            Some(other) => Err(BillingError::invalid(field, format!("{other:?} is not inAdvance or inArrears"))),
+        }
+    }
+}
+
 /// A recurring product price of an account.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecurringCharge {

@@ -225,6 +225,18 @@ pub enum PriceKind {
     OneTime,
 }
 
+impl PriceKind {
+    /// A ProductOfferingPrice's `priceType`: `recurring`, else billed once (`oneTime`;
+    /// usage prices are the engine's and never reach a bill run as products).
+    pub fn from_tmf(price_type: &str) -> PriceKind {
+        if price_type == "recurring" {
+            PriceKind::Recurring
+        } else {
+            PriceKind::OneTime
+        }
+    }
+}
+
 /// A product (a line or an add-on) of an account with one of its offering's prices over
 /// one period of its history: from `started_at` to its termination (`terminated_at`, a
 /// charged day) or the change that ended the period (`changed_at`: a plan change, a

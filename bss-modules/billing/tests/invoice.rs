@@ -570,3 +570,17 @@ fn bad_inputs_are_refused_naming_the_field() {
         "invalid accounts[1].recurring[0].billed_in_advance: a charge in arrears is never billed in advance",
     );
 }
+
+#[test]
+fn a_price_s_timing_and_kind_are_read_as_the_catalogue_writes_them() {
+    use tollgate_billing::{BillingError, PriceKind};
+    assert_eq!(ChargeTiming::from_tmf(None, "t").expect("none"), ChargeTiming::InArrears);
+    assert_eq!(ChargeTiming::from_tmf(Some("inArrears"), "t").expect("arrears"), ChargeTiming::InArrears);
+    assert_eq!(ChargeTiming::from_tmf(Some("inAdvance"), "t").expect("advance"), ChargeTiming::InAdvance);
+    match ChargeTiming::from_tmf(Some("in-advance"), "price p-1 chargeTiming") {
+        Err(BillingError::Invalid { field, .. }) => assert_eq!(field, "price p-1 chargeTiming"),
+        other => panic!("refused, naming the field: {other:?}"),
+    }
+    assert_eq!(PriceKind::from_tmf("recurring"), PriceKind::Recurring);
+    assert_eq!(PriceKind::from_tmf("oneTime"), PriceKind::OneTime);
+}

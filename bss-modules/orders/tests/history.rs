@@ -137,17 +137,15 @@ async fn bill(
             order_id: price.order_id.clone(),
             price_id: price.price_id.clone(),
             description: price.price_name.clone(),
-            kind: if price.price_type == "recurring" { PriceKind::Recurring } else { PriceKind::OneTime },
+            kind: PriceKind::from_tmf(&price.price_type),
             amount: price.amount,
             currency: price.currency.clone(),
             started_at: price.started_at,
             terminated_at: price.terminated_at,
             changed_at: price.changed_at,
             suspended: price.suspended,
-            timing: match price.charge_timing.as_deref() {
-                Some("inAdvance") => ChargeTiming::InAdvance,
-                _ => ChargeTiming::InArrears,
-            },
+            timing: ChargeTiming::from_tmf(price.charge_timing.as_deref(), "chargeTiming")
+                .expect("a timing the catalogue took"),
         })
         .collect();
     let mut account = AccountInput {
