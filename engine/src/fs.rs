@@ -47,6 +47,8 @@ pub trait FileSystem: Send + Sync + std::fmt::Debug {
     fn is_dir(&self, path: &Path) -> bool;
     fn remove_file(&self, path: &Path) -> io::Result<()>;
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
+    /// Gives the file `from` a second name `to` (not synced).
+    fn hard_link(&self, from: &Path, to: &Path) -> io::Result<()>;
     /// Creates one directory (its parent must exist).
     fn create_dir(&self, dir: &Path) -> io::Result<()>;
     /// Makes the names created, renamed or removed in `dir` durable.
@@ -152,6 +154,10 @@ impl FileSystem for RealFs {
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
         std::fs::rename(from, to)
+    }
+
+    fn hard_link(&self, from: &Path, to: &Path) -> io::Result<()> {
+        std::fs::hard_link(from, to)
     }
 
     fn create_dir(&self, dir: &Path) -> io::Result<()> {

@@ -171,7 +171,7 @@ pub(crate) fn retire_segments(
         if archive {
             crate::durable::create_dir_all(fs, &archived).map_err(EngineError::io(&archived))?;
             let target = archived.join(old.file_name().unwrap_or_default());
-            crate::durable::rename(fs, &old, &target).map_err(EngineError::io(&old))?;
+            crate::durable::move_file(fs, &old, &target).map_err(EngineError::io(&old))?;
         } else {
             crate::durable::remove_file(fs, &old).map_err(EngineError::io(&old))?;
         }

@@ -259,6 +259,17 @@ impl FileSystem for SimFs {
         Ok(())
     }
 
+    fn hard_link(&self, from: &Path, to: &Path) -> io::Result<()> {
+        let mut inner = self.lock();
+        let inode = inner.inode(from)?;
+        if inner.node(to).is_some() {
+            return Err(io::Error::new(io::ErrorKind::AlreadyExists, format!("{}", to.display())));
+        }
+        let (to_dir, to_name) = split(to)?;
+        inner.dir(&to_dir)?.entries.insert(to_name, Node::File(inode));
+        Ok(())
+    }
+
     fn create_dir(&self, dir: &Path) -> io::Result<()> {
         let mut inner = self.lock();
         if inner.node(dir).is_some() {

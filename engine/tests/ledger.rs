@@ -319,6 +319,9 @@ impl tollgate_engine::fs::FileSystem for RetiredBetweenListings {
     fn rename(&self, from: &std::path::Path, to: &std::path::Path) -> std::io::Result<()> {
         self.real.rename(from, to)
     }
+    fn hard_link(&self, from: &std::path::Path, to: &std::path::Path) -> std::io::Result<()> {
+        self.real.hard_link(from, to)
+    }
     fn create_dir(&self, dir: &std::path::Path) -> std::io::Result<()> {
         self.real.create_dir(dir)
     }
