@@ -139,8 +139,11 @@ pub struct Inventory {
 
 /// Runs `$work` (an expression using the transaction `$tx`) in a transaction of its own
 /// and commits; again (a few times) when a concurrent reservation for the same owner
-/// spoilt it. A macro rather than a function taking an async closure, whose future the
-/// compiler cannot yet prove `Send` for every borrow.
+/// spoilt it. A failed attempt is rolled back before the error is answered, so the rows it
+/// locked are free at once (a dropped transaction's rollback waits for its connection's
+/// next use, and `SKIP LOCKED` would pass over those rows meanwhile). A macro rather than
+/// a function taking an async closure, whose future the compiler cannot yet prove `Send`
+/// for every borrow.
 macro_rules! in_own_tx {
     ($inventory:expr, $tx:ident => $work:expr) => {{
         let mut attempt = 0;
@@ -151,8 +154,14 @@ macro_rules! in_own_tx {
                     $tx.commit().await?;
                     break Ok(value);
                 }
-                Err(InventoryError::Store(StoreError::Raced { .. })) if attempt < MAX_RACE_RETRIES => attempt += 1,
-                Err(error) => break Err(error),
+                Err(InventoryError::Store(StoreError::Raced { .. })) if attempt < MAX_RACE_RETRIES => {
+                    let _ = $tx.rollback().await;
+                    attempt += 1
+                }
+                Err(error) => {
+                    let _ = $tx.rollback().await;
+                    break Err(error);
+                }
             }
         }
     }};
