@@ -22,7 +22,7 @@ use serde_json::{json, Value};
 use tollgate_billing::{
     closing_cycle, lookup_keys, parse_cycle, plan_invoice, reconcile, usage_window_start, AccountInput, ChargeTiming,
     Credit, DateSpan, Discount, DiscountScope, DiscountValue, Invoice, Journal, PriceKind, PriceKindOrUsage,
-    ProductInput, RatedEntry, RunConfig, UsageInput,
+    ProductInput, RatedEntry, RunConfig, UsageInput, GRACE_TERM,
 };
 use tollgate_engine::ledger::{self, EntryKind};
 use tollgate_store::{
@@ -291,15 +291,15 @@ async fn bill(store: &Store, args: &BillRunArgs) -> anyhow::Result<ExitCode> {
         }
     }
     super::usage::catch_up_ledger(data_dir, shards)?;
-    let (mut drafted, mut skipped, mut already) = (0u64, 0u64, 0u64);
+    let (mut drafted, mut statements, mut already) = (0u64, 0u64, 0u64);
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     for group in &groups {
         let root = &group[0];
-        if root.account_type == "prepaid" {
-            skipped += 1;
-            continue;
-        }
+        // A prepaid hierarchy gets a statement: the same document in its own series,
+        // with nothing to pay; its fees are debited from the prepaid balances when it is
+        // made final.
+        let statement = root.account_type == "prepaid";
         if !args.dry_run && store.invoice_for(&root.id, &cycle_text).await?.is_some() {
             already += 1;
             continue;
@@ -323,8 +323,8 @@ async fn bill(store: &Store, args: &BillRunArgs) -> anyhow::Result<ExitCode> {
         else {
             continue;
         };
-        let id = format!("inv-{cycle_text}-{}", root.id);
-        let row = invoice_row(&id, &run, root, &cycle_text, &config, &planned.invoice)?;
+        let id = format!("{}-{cycle_text}-{}", if statement { "st" } else { "inv" }, root.id);
+        let row = invoice_row(&id, &run, root, &cycle_text, &config, &planned.invoice, statement)?;
         if args.dry_run {
             writeln!(
                 out,
@@ -381,25 +381,26 @@ async fn bill(store: &Store, args: &BillRunArgs) -> anyhow::Result<ExitCode> {
         tx.save_bill_run(&run, BillRunState::Drafting, Some(&root.id), now).await?;
         tx.commit().await?;
         drafted += 1;
+        statements += u64::from(statement);
         eprintln!("drafted {id}");
     }
     out.flush()?;
     if args.dry_run {
-        eprintln!("bill run {run} (dry run): {drafted} invoices composed, {skipped} prepaid hierarchies skipped");
+        eprintln!("bill run {run} (dry run): {drafted} documents composed, {statements} of them prepaid statements");
         return Ok(ExitCode::SUCCESS);
     }
-    let finalised = finalise(store, &run).await?;
+    let finalised = finalise(store, &run, &config).await?;
     let mut tx = store.begin().await?;
     tx.save_bill_run(&run, BillRunState::Done, None, jiff::Timestamp::now()).await?;
     tx.commit().await?;
     eprintln!(
-        "bill run {run}: {drafted} drafted, {already} invoiced before, {finalised} finalised, {skipped} prepaid hierarchies skipped"
+        "bill run {run}: {drafted} drafted ({statements} prepaid statements), {already} billed before, {finalised} finalised"
     );
     Ok(ExitCode::SUCCESS)
 }
 
 /// Numbers the run's drafts, one transaction each, in account order.
-async fn finalise(store: &Store, run: &str) -> anyhow::Result<u64> {
+async fn finalise(store: &Store, run: &str, config: &RunConfig) -> anyhow::Result<u64> {
     let mut tx = store.begin().await?;
     tx.save_bill_run(run, BillRunState::Finalising, None, jiff::Timestamp::now()).await?;
     tx.commit().await?;
@@ -413,7 +414,8 @@ async fn finalise(store: &Store, run: &str) -> anyhow::Result<u64> {
         }
         drafts.sort_by(|a, b| a.billing_account_id.cmp(&b.billing_account_id));
         for draft in drafts {
-            let releases = releases(store, &draft.id).await?;
+            let releases = if draft.statement { Default::default() } else { releases(store, &draft.id).await? };
+            let renewals = if draft.statement { renewals(store, &draft, config).await? } else { Vec::new() };
             let now = jiff::Timestamp::now();
             let mut tx = store.begin().await?;
             let number = tx.finalise_invoice(&draft.id, now).await?;
@@ -446,10 +448,17 @@ async fn finalise(store: &Store, run: &str) -> anyhow::Result<u64> {
                 after: Some(&after),
             };
             tx.audit(record, now).await?;
+            // A statement's fees are debited from each account's prepaid balance by the
+            // engine, through the outbox, in the finalising transaction: once per statement
+            // and account (the renewal row and its first attempt commit together).
+            tollgate_receivables::open_renewals(&mut tx, &renewals, &bill_no, now).await?;
             // Credit on the account (payments received before) pays the new invoice, in
-            // the same transaction.
-            let settled =
-                tollgate_receivables::settle_account(&mut tx, &actor(), &draft.billing_account_id, now).await?;
+            // the same transaction; a statement owes nothing.
+            let settled = if draft.statement {
+                Vec::new()
+            } else {
+                tollgate_receivables::settle_account(&mut tx, &actor(), &draft.billing_account_id, now).await?
+            };
             tx.commit().await?;
             if !settled.is_empty() {
                 let paid: rust_decimal::Decimal = settled.iter().map(|part| part.amount).sum();
@@ -459,6 +468,102 @@ async fn finalise(store: &Store, run: &str) -> anyhow::Result<u64> {
             eprintln!("finalised {} as {}/{}/{number}", draft.id, draft.issuer, draft.series);
         }
     }
+}
+
+/// The fees of prepaid statement `draft` per account (its lines that are not usage or
+/// allowances, tax included), each a renewal due on the statement's first day with the
+/// grace of the account's offerings (the shortest [`GRACE_TERM`] term among them), else
+/// the configuration's.
+async fn renewals(
+    store: &Store,
+    draft: &InvoiceRow,
+    config: &RunConfig,
+) -> anyhow::Result<Vec<tollgate_store::RenewalRow>> {
+    let mut fees: std::collections::BTreeMap<String, rust_decimal::Decimal> = Default::default();
+    for line in store.invoice_lines(&draft.id).await? {
+        if matches!(line.kind.as_str(), "usage" | "allowance") {
+            continue;
+        }
+        *fees.entry(line.account_id.clone()).or_default() += line.gross;
+    }
+    fees.retain(|_, amount| *amount > rust_decimal::Decimal::ZERO);
+    let renewal_on: jiff::civil::Date =
+        draft.period_from.parse().with_context(|| format!("statement {}: period_from", draft.id))?;
+    let accounts: Vec<String> = fees.keys().cloned().collect();
+    let prices = store.product_prices(&accounts).await?;
+    let mut renewals = Vec::with_capacity(fees.len());
+    for (account, amount) in fees {
+        let Some(row) = store.billing_account(&account).await? else {
+            bail!("statement {}: no billing account {account}", draft.id)
+        };
+        let offerings: BTreeSet<&str> = prices
+            .iter()
+            .filter(|price| price.billing_account_id == account)
+            .map(|price| price.offering_id.as_str())
+            .collect();
+        let mut grace = None::<u16>;
+        for offering in offerings {
+            if let Some(item) = store.catalogue_item(offering).await? {
+                if let Some(days) = grace_term(&item.value.doc).with_context(|| format!("offering {offering}"))? {
+                    grace = Some(grace.map_or(days, |known| known.min(days)));
+                }
+            }
+        }
+        let grace = grace.unwrap_or(config.prepaid_grace_days);
+        let grace_until = renewal_on
+            .checked_add(jiff::Span::new().days(i64::from(grace)))
+            .with_context(|| format!("statement {}: {grace} days of grace", draft.id))?;
+        renewals.push(tollgate_store::RenewalRow {
+            invoice_id: draft.id.clone(),
+            billing_account_id: account,
+            root_id: draft.root_id.clone(),
+            engine_account_id: row.value.engine_account_id,
+            currency: draft.currency.clone(),
+            amount,
+            renewal_on,
+            grace_until,
+            state: tollgate_store::RenewalState::Pending,
+            attempts: 1,
+            reason: None,
+            paid_at: None,
+            suspend_order_ids: None,
+            suspended_at: None,
+            lifted_order_ids: None,
+            lifted_at: None,
+            created_at: draft.created_at,
+            updated_at: draft.created_at,
+        });
+    }
+    Ok(renewals)
+}
+
+/// An offering's prepaid grace in days: its `productOfferingTerm` named [`GRACE_TERM`],
+/// whose `duration` is whole days (`{"amount": 3, "units": "days"}`), 0 to
+/// [`tollgate_billing::MAX_GRACE_DAYS`].
+fn grace_term(offering: &Value) -> anyhow::Result<Option<u16>> {
+    let terms = offering.get("productOfferingTerm").and_then(Value::as_array);
+    let Some(term) =
+        terms.into_iter().flatten().find(|term| term.get("name").and_then(Value::as_str) == Some(GRACE_TERM))
+    else {
+        return Ok(None);
+    };
+    let duration = term.get("duration").context("productOfferingTerm prepaidGracePeriod: no duration")?;
+    let units = duration.get("units").and_then(Value::as_str).unwrap_or_default();
+    if !matches!(units, "day" | "days" | "Day" | "Days") {
+        bail!("productOfferingTerm {GRACE_TERM}: duration.units {units:?} is not days");
+    }
+    let days = duration
+        .get("amount")
+        .and_then(Value::as_u64)
+        .and_then(|days| u16::try_from(days).ok())
+        .filter(|days| *days <= tollgate_billing::MAX_GRACE_DAYS)
+        .with_context(|| {
+            format!(
+                "productOfferingTerm {GRACE_TERM}: duration.amount is not 0 to {} days",
+                tollgate_billing::MAX_GRACE_DAYS
+            )
+        })?;
+    Ok(Some(days))
 }
 
 /// The usage invoice `id` bills, per billing account and engine account (the engine
@@ -685,12 +790,14 @@ fn invoice_row(
     cycle: &str,
     config: &RunConfig,
     invoice: &Invoice,
+    statement: bool,
 ) -> anyhow::Result<InvoiceRow> {
     let zero = rust_decimal::Decimal::ZERO;
     let (net, tax, gross) = invoice.total(&root.currency).map_or((zero, zero, zero), |t| (t.net, t.tax, t.gross));
     Ok(InvoiceRow {
         id: id.to_owned(),
         kind: InvoiceKind::Invoice,
+        statement,
         bill_run_id: Some(run.to_owned()),
         billing_account_id: root.id.clone(),
         root_id: root.root_id.clone(),
@@ -698,7 +805,7 @@ fn invoice_row(
         period_from: invoice.period.from.to_string(),
         period_until: invoice.period.until.to_string(),
         issuer: config.issuer.clone(),
-        series: config.series.clone(),
+        series: if statement { config.statement_series.clone() } else { config.series.clone() },
         state: InvoiceState::Draft,
         number: None,
         corrects_invoice_id: None,
@@ -819,7 +926,10 @@ async fn invoice_pdf(
     let issued = jiff::tz::TimeZone::UTC.to_datetime(row.finalised_at.unwrap_or(row.created_at)).date();
     // The due date stored when it was made final; else the given terms from its issue day.
     let stored = store.due_dates(&[row.id.as_str()]).await?.get(&row.id).copied();
-    let due = stored.or_else(|| issued.checked_add(jiff::Span::new().days(i64::from(due_days))).ok());
+    // A statement has nothing due.
+    let due = stored
+        .or_else(|| issued.checked_add(jiff::Span::new().days(i64::from(due_days))).ok())
+        .filter(|_| !row.statement);
     let meta = tollgate_invoice_pdf::DocumentMeta {
         issuer: tollgate_invoice_pdf::Party { name: row.issuer.clone(), ..Default::default() },
         customer: tollgate_invoice_pdf::Party { name: customer.unwrap_or_default(), ..Default::default() },
@@ -827,6 +937,13 @@ async fn invoice_pdf(
         issue_date: issued,
         due_date: due,
         payment_terms: None,
+    };
+    let statement;
+    let template = if row.statement {
+        statement = template.for_statement();
+        &statement
+    } else {
+        template
     };
     tollgate_invoice_pdf::render(&invoice, &meta, template).with_context(|| format!("invoice {}", row.id))
 }
@@ -924,9 +1041,6 @@ async fn reconcile_run(
     let (mut rated, mut billed, mut carried, mut mismatched) = (0u64, 0u64, 0usize, 0usize);
     for group in hierarchies(store.billable_accounts(roots).await?) {
         let root = &group[0];
-        if root.account_type == "prepaid" {
-            continue;
-        }
         let cycle = closing_cycle(year, month, root.bill_cycle_day, config.zone()?)?;
         let inputs = account_inputs(store, &group, &cycle, cycle.starts_at()?, data_dir, shards).await?;
         let entries: Vec<RatedEntry> = inputs
@@ -1131,17 +1245,17 @@ async fn export_gl(store: &Store, run: &str, config: &RunConfig, output: Option<
         let Some(number) = row.number else { bail!("invoice {} is not final yet: finish the run first", row.id) };
         let invoice: Invoice =
             serde_json::from_value(row.doc.clone()).with_context(|| format!("invoice {}'s document", row.id))?;
-        posted.push((format!("{}/{}/{number}", row.issuer, row.series), invoice));
+        posted.push((format!("{}/{}/{number}", row.issuer, row.series), invoice, row.statement));
     }
-    let references: Vec<(&str, &Invoice)> =
-        posted.iter().map(|(reference, invoice)| (reference.as_str(), invoice)).collect();
-    let journal = Journal::post(run, &references, &config.chart)?;
+    let references: Vec<(&str, &Invoice, bool)> =
+        posted.iter().map(|(reference, invoice, statement)| (reference.as_str(), invoice, *statement)).collect();
+    let journal = Journal::post_documents(run, &references, &config.chart)?;
     let csv = journal.to_csv()?;
     match output {
         Some(path) => std::fs::write(path, csv).with_context(|| format!("writing {}", path.display()))?,
         None => std::io::stdout().write_all(&csv)?,
     }
-    let known: BTreeSet<&str> = references.iter().map(|(reference, _)| *reference).collect();
+    let known: BTreeSet<&str> = references.iter().map(|(reference, _, _)| *reference).collect();
     eprintln!("bill run {run}: {} invoices, {} journal entries", known.len(), journal.entries.len());
     Ok(ExitCode::SUCCESS)
 }

@@ -116,6 +116,9 @@ pub(crate) fn request(item: &OutboxItem) -> Result<Request, String> {
         EngineOperation::BillRelease { amount, invoice, .. } => {
             Operation::Adjust { amount, reason: format!("invoice {invoice}: billed usage moved to the receivable") }
         }
+        EngineOperation::RenewalFee { amount, statement, .. } => {
+            Operation::Adjust { amount: -amount, reason: format!("statement {statement}: fees at renewal") }
+        }
         EngineOperation::SuspendAccount { reason, .. } => Operation::SuspendAccount { reason },
         EngineOperation::ResumeAccount { .. } => Operation::ResumeAccount,
         EngineOperation::CloseAccount { settle_reason, .. } => Operation::CloseAccount { settle_reason },

@@ -100,6 +100,14 @@ pub(crate) enum ReceivablesCommand {
         #[arg(long)]
         policy: Option<PathBuf>,
     },
+    /// Work the prepaid renewals: debit again the fees of statements left unpaid (through
+    /// the outbox, which `serve` applies), suspend the lines of accounts unpaid past
+    /// their grace, resume them once paid. `serve --dunning-every-seconds` runs it too.
+    Renewals {
+        /// The day to judge the grace on (default: today, UTC).
+        #[arg(long)]
+        as_of: Option<String>,
+    },
 }
 
 fn day(text: Option<&str>, what: &str) -> anyhow::Result<Date> {
@@ -230,15 +238,28 @@ pub(crate) fn receivables(database: &DatabaseArgs, command: ReceivablesCommand) 
                     writeln!(out, "{doc}")?;
                 }
             }
+            ReceivablesCommand::Renewals { as_of } => {
+                let as_of = day(as_of.as_deref(), "--as-of")?;
+                let report = receivables.renewals(&order_flow(&store), as_of, &actor(), Timestamp::now()).await?;
+                for (statement, account, attempt) in &report.retried {
+                    writeln!(out, "{statement}\t{account}\tretried\t{attempt}")?;
+                }
+                for (what, entries) in [("suspended", &report.suspended), ("resumed", &report.lifted)] {
+                    for (statement, account, orders) in entries {
+                        writeln!(out, "{statement}\t{account}\t{what}\t{}", orders.join(","))?;
+                    }
+                }
+                eprintln!(
+                    "renewals on {as_of}: {} retried, {} suspended, {} resumed",
+                    report.retried.len(),
+                    report.suspended.len(),
+                    report.lifted.len()
+                );
+            }
             ReceivablesCommand::Dunning { as_of, policy } => {
                 let as_of = day(as_of.as_deref(), "--as-of")?;
                 let policy = dunning_policy(policy.as_deref())?;
-                let inventory = Inventory::new(store.clone(), InventoryConfig::default());
-                let orders = Orders::new(
-                    store.clone(),
-                    Arc::new(PlansOnly(Plans::new())),
-                    Arc::new(InventoryResources::new(inventory, None)),
-                );
+                let orders = order_flow(&store);
                 let report = receivables.dunning(&orders, &policy, as_of, &actor(), Timestamp::now()).await?;
                 for (invoice, step, action, orders) in &report.taken {
                     writeln!(out, "{invoice}\t{step}\t{action:?}\t{}", orders.join(","))?;
@@ -255,6 +276,13 @@ pub(crate) fn receivables(database: &DatabaseArgs, command: ReceivablesCommand) 
         }
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// The order flow the CLI's dunning and renewals place orders through (the engine's
+/// operations go through the outbox, which `serve` applies).
+fn order_flow(store: &tollgate_store::Store) -> Orders {
+    let inventory = Inventory::new(store.clone(), InventoryConfig::default());
+    Orders::new(store.clone(), Arc::new(PlansOnly(Plans::new())), Arc::new(InventoryResources::new(inventory, None)))
 }
 
 /// The dunning policy in the JSON file `path`, or the default one, checked.
@@ -299,6 +327,15 @@ impl PeriodicDunning {
                             steps = report.taken.len(),
                             lifted = report.lifted.len(),
                             "dunning: steps taken and suspensions lifted"
+                        );
+                    }
+                    let renewals = &report.renewals;
+                    if !renewals.suspended.is_empty() || !renewals.lifted.is_empty() {
+                        tracing::info!(
+                            suspended = renewals.suspended.len(),
+                            resumed = renewals.lifted.len(),
+                            retried = renewals.retried.len(),
+                            "prepaid renewals: accounts suspended past their grace and resumed once paid"
                         );
                     }
                     None

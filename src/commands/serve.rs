@@ -159,7 +159,8 @@ pub(crate) struct ApiArgs {
     /// Take the dunning steps due (reminders, suspend orders) and lift the suspensions of
     /// accounts paid up, at start and then every this many seconds (3600: hourly), on the
     /// day in UTC; 0: off (`tollgate receivables dunning` from a timer instead). A step is
-    /// taken once, so running often is safe. A failed run raises `dunning-run/serve`.
+    /// taken once, so running often is safe. The same run works the prepaid renewals
+    /// (`tollgate receivables renewals`). A failed run raises `dunning-run/serve`.
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=604_800))]
     dunning_every_seconds: u64,
     /// The dunning policy (JSON, as `receivables dunning --policy`); default: a reminder

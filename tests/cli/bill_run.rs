@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 use rust_decimal::Decimal;
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use super::alarms::{alarm_of, all_alarms, open_alarms};
 use super::mediate::{mediate_args, MAPPING};
@@ -182,7 +182,13 @@ fn a_bill_run_run_again_changes_nothing_and_late_calls_go_to_the_next_cycle() {
     let report = reconcile(&data_dir, &cycle);
     let (lines, summary) = report.split_at(report.len() - 1);
     let mut expected = 0;
-    for line in lines {
+    // The prepaid hierarchies (no engine account here) are reconciled too, with nothing rated.
+    let invoiced: Vec<&Value> = first.iter().map(|invoice| &invoice["account"]).collect();
+    let (postpaid, prepaid): (Vec<&Value>, Vec<&Value>) =
+        lines.iter().partition(|line| invoiced.contains(&&line["account"]));
+    assert_eq!((postpaid.len(), prepaid.len()), ((ROWS / 2) as usize, (ROWS / 2) as usize));
+    assert!(prepaid.iter().all(|line| line["billed"] == 0 && line["carriedOver"] == json!([])), "{prepaid:?}");
+    for line in postpaid {
         let inside =
             line["periodFrom"].as_str() <= Some(today.as_str()) && Some(today.as_str()) < line["periodUntil"].as_str();
         assert_eq!(line["carriedOver"].as_array().expect("list").len(), usize::from(inside), "{line}");
@@ -726,5 +732,96 @@ fn schemathesis_tmf678_against_the_customer_bills_of_a_bill_run() {
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
+fn a_prepaid_hierarchy_gets_a_statement_in_its_own_series_that_owes_nothing() {
+    let dir = scratch("bill-run-statement");
+    let data_dir = setup(&dir, 40);
+    let (cycle, _) = cycles();
+    // Imported row 1 is prepaid: its engine account with 50.00, a line, and three calls.
+    let id = (BASE + 1).to_string();
+    let create = ["account", "create", "--id", &id, "--kind", "prepaid", "--currency", "EUR", "--balance", "50"];
+    ok(&[&create[..], &["--data-dir", &data_dir]].concat());
+    let subscribe = [
+        "account",
+        "subscribe",
+        "--id",
+        &id,
+        "--subscription",
+        "7",
+        "--plan",
+        "mobile-prepaid-s",
+        "--identity",
+        "msisdn:491700000001",
+    ];
+    ok(&[&subscribe[..], &["--data-dir", &data_dir]].concat());
+    let mapping = dir.join("mapping.toml");
+    let input = dir.join("prepaid.csv");
+    let mut text = String::from("id,msisdn,called,start,seconds\n");
+    for n in 0..3 {
+        text.push_str(&format!("prepaid-{n},491700000001,4930123{n:03},2026-03-02 11:0{n}:00,{}\n", 60 + n));
+    }
+    std::fs::write(&input, text).expect("input");
+    let out = dir.join("out-prepaid");
+    ok(&mediate_args(
+        &data_dir,
+        out.to_str().expect("path"),
+        mapping.to_str().expect("path"),
+        input.to_str().expect("path"),
+    ));
+    let charged = Decimal::from(50) - engine_balance(&data_dir, BASE + 1);
+    assert!(charged > Decimal::ZERO, "the calls were charged online");
+
+    let summary = bill(&data_dir, &cycle);
+    assert!(summary.contains("(1 prepaid statements)"), "{summary}");
+    let documents = show(&data_dir, &cycle);
+    let statements: Vec<&Value> = documents.iter().filter(|doc| doc["series"] == "ST").collect();
+    assert_eq!(statements.len(), 1, "{documents:?}");
+    let statement = statements[0];
+    assert!(statement["id"].as_str().expect("id").starts_with("st-"));
+    // Numbered from 1 in its own series; the invoices' series stays gap-free beside it.
+    assert_eq!(statement["number"], 1);
+    let invoices: Vec<Value> = documents.iter().filter(|doc| doc["series"] == "INV").cloned().collect();
+    assert_eq!(numbers(&invoices), (1..=(ROWS / 2) as i64).collect::<Vec<_>>());
+    // It shows the usage the engine charged, to the cent.
+    assert_eq!(statement["gross"].as_str().expect("gross").parse::<Decimal>().expect("decimal"), charged);
+
+    // Nothing is owed on it: not in the aging, and its usage is not given back to the
+    // prepaid balance (it was paid from it).
+    let account = statement["account"].as_str().expect("account");
+    let aging = json_lines(&ok(&["receivables", "aging", "--data-dir", &data_dir]));
+    assert!(!aging.iter().any(|line| line["billingAccount"] == account), "{aging:?}");
+    let (child, _, _) =
+        super::start_servers(Path::new(&data_dir), "ocs.statement.test", &["--api-listen", "127.0.0.1:0"]);
+    let data = Path::new(&data_dir);
+    let address = super::api::api_address(data);
+    let token = super::api::create_token(data, "finance");
+    let bill = format!("/tmf-api/customerBillManagement/v4/customerBill/{}", statement["id"].as_str().expect("id"));
+    let (status, _, body) = fetch(&address, &bill, &token, "application/json");
+    assert_eq!(status, 200);
+    let json: Value = serde_json::from_slice(&body).expect("JSON");
+    let due: Decimal = json["amountDue"]["value"].to_string().parse().expect("a decimal");
+    assert_eq!((&json["category"], due), (&json!("statement"), Decimal::ZERO), "{json}");
+    assert!(json.get("paymentDueDate").is_none() && json.get("remainingAmount").is_none(), "{json}");
+    let (status, _, pdf) = fetch(&address, &bill, &token, "application/pdf");
+    assert_eq!(status, 200);
+    super::stop_server(child);
+    assert_eq!(engine_balance(&data_dir, BASE + 1), Decimal::from(50) - charged);
+    let path = dir.join("statement.pdf");
+    std::fs::write(&path, &pdf).expect("write");
+    let text = poppler("pdftotext", &["-layout", &path.display().to_string(), "-"]);
+    assert!(text.contains("Statement") && text.contains("Nothing to pay") && !text.contains("Please pay"), "{text}");
+
+    // The reconciliation counts its calls as billed; the journal debits the prepaid balance.
+    let report = reconcile(&data_dir, &cycle);
+    let line = report.iter().find(|line| line["account"] == account).expect("the prepaid account is reconciled");
+    assert_eq!((line["rated"].as_u64(), line["billed"].as_u64()), (Some(3), Some(3)), "{line}");
+    let csv = String::from_utf8(ok(&["bill-run", "export-gl", "--run", &cycle, "--data-dir", &data_dir]).stdout)
+        .expect("utf-8");
+    let prepaid: Vec<&str> = csv.lines().filter(|row| row.contains("/ST/1,")).collect();
+    assert!(prepaid.iter().any(|row| row.contains(",2300,") && row.contains("prepaid balance")), "{csv}");
+    assert!(!prepaid.iter().any(|row| row.contains(",1200,")), "{csv}");
     std::fs::remove_dir_all(dir).ok();
 }

@@ -16,6 +16,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
+use rust_decimal::Decimal;
 use serde_json::{json, Value};
 use tollgate_store::{InvoiceFilter, InvoiceKind, InvoiceLineRow, InvoiceRow, InvoiceState};
 
@@ -102,7 +103,11 @@ fn bill_doc(row: &InvoiceRow, payable: Payable) -> Value {
         "id": row.id,
         "href": format!("{BILL_BASE_PATH}/customerBill/{}", row.id),
         "@type": "CustomerBill",
-        "category": match row.kind { InvoiceKind::Invoice => "normal", InvoiceKind::CreditNote => "creditNote" },
+        "category": match row.kind {
+            _ if row.statement => "statement",
+            InvoiceKind::Invoice => "normal",
+            InvoiceKind::CreditNote => "creditNote",
+        },
         "state": match row.state { InvoiceState::Draft => "inProgress", InvoiceState::Final => "new" },
         "billingAccount": {"id": row.billing_account_id,
             "href": format!("/tmf-api/accountManagement/v4/billingAccount/{}", row.billing_account_id)},
@@ -110,7 +115,8 @@ fn bill_doc(row: &InvoiceRow, payable: Payable) -> Value {
             "endDateTime": day_start(&row.period_until, zone)},
         "taxExcludedAmount": money(&row.currency, row.net),
         "taxIncludedAmount": money(&row.currency, row.gross),
-        "amountDue": money(&row.currency, row.gross),
+        // A prepaid statement shows what was charged; nothing is due.
+        "amountDue": money(&row.currency, if row.statement { Decimal::ZERO } else { row.gross }),
         "taxItem": taxes,
         "contentHash": row.content_hash,
     });
@@ -119,10 +125,10 @@ fn bill_doc(row: &InvoiceRow, payable: Payable) -> Value {
         if let Some(at) = row.finalised_at {
             object.insert("billDate".into(), json!(at.to_string()));
         }
-        if let Some(due) = payable.due {
+        if let Some(due) = payable.due.filter(|_| !row.statement) {
             object.insert("paymentDueDate".into(), json!(format!("{due}T00:00:00Z")));
         }
-        if row.kind == InvoiceKind::Invoice {
+        if row.kind == InvoiceKind::Invoice && !row.statement {
             object.insert("remainingAmount".into(), money(&row.currency, row.gross - payable.settled));
         }
         // The document: this bill's own URL with `Accept: application/pdf`.

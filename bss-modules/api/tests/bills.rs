@@ -64,6 +64,7 @@ async fn bills(store: &Store) {
         let invoice = InvoiceRow {
             id: format!("inv-{root}"),
             kind: InvoiceKind::Invoice,
+            statement: false,
             bill_run_id: Some("2026-11".into()),
             billing_account_id: root.into(),
             root_id: root.into(),

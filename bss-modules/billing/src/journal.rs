@@ -28,6 +28,11 @@ pub struct ChartOfAccounts {
     pub tax_payable: BTreeMap<String, String>,
     /// The tax-payable account of a tax code not in `tax_payable`; `None` refuses it.
     pub tax_payable_default: Option<String>,
+    /// Where a prepaid statement is debited instead of the receivable: the customers'
+    /// prepayments (a liability), which the usage charged online and the fees debited at
+    /// renewal drew down. `None` refuses a statement.
+    #[serde(default)]
+    pub prepaid_balance: Option<String>,
 }
 
 impl ChartOfAccounts {
@@ -89,19 +94,37 @@ impl Journal {
     /// Posts `invoices` (each with the reference it is posted under, unique) into journal
     /// `id`, in the order of their references.
     pub fn post(id: &str, invoices: &[(&str, &Invoice)], chart: &ChartOfAccounts) -> Result<Journal> {
+        let documents: Vec<(&str, &Invoice, bool)> =
+            invoices.iter().map(|(reference, invoice)| (*reference, *invoice, false)).collect();
+        Journal::post_documents(id, &documents, chart)
+    }
+
+    /// As [`post`](Self::post), each invoice marked `true` when it is a prepaid statement:
+    /// its gross is debited to [`ChartOfAccounts::prepaid_balance`] instead of the
+    /// receivable (nothing is owed on it).
+    pub fn post_documents(id: &str, invoices: &[(&str, &Invoice, bool)], chart: &ChartOfAccounts) -> Result<Journal> {
         if id.trim().is_empty() {
             return Err(BillingError::invalid("journal id", "is empty"));
         }
         if chart.receivable.trim().is_empty() {
             return Err(BillingError::invalid("chart.receivable", "is empty"));
         }
-        let mut sorted: Vec<&(&str, &Invoice)> = invoices.iter().collect();
-        sorted.sort_by_key(|(reference, _)| *reference);
+        let mut sorted: Vec<&(&str, &Invoice, bool)> = invoices.iter().collect();
+        sorted.sort_by_key(|(reference, _, _)| *reference);
         if let Some(pair) = sorted.windows(2).find(|pair| pair[0].0 == pair[1].0) {
             return Err(BillingError::invalid("invoices", format!("reference {:?} is used twice", pair[0].0)));
         }
         let mut entries = Vec::new();
-        for (reference, invoice) in sorted {
+        for (reference, invoice, statement) in sorted {
+            let (debited, what) = if *statement {
+                let code = chart.prepaid_balance.as_deref().ok_or_else(|| BillingError::NoAccountCode {
+                    what: "prepaid balance",
+                    key: (*reference).to_owned(),
+                })?;
+                (code, "prepaid balance")
+            } else {
+                (chart.receivable.as_str(), "receivable")
+            };
             // Per currency: the receivable, then revenue and tax by account code.
             let mut revenue: BTreeMap<(&str, &str), (Decimal, Vec<&str>)> = BTreeMap::new();
             let mut tax: BTreeMap<(&str, &str), (Decimal, Vec<&str>)> = BTreeMap::new();
@@ -142,7 +165,7 @@ impl Journal {
                         description,
                     });
                 };
-                post(&chart.receivable, totals.gross, true, format!("receivable {}", invoice.account_id));
+                post(debited, totals.gross, true, format!("{what} {}", invoice.account_id));
                 for ((currency, code), (amount, types)) in &revenue {
                     if *currency == totals.currency {
                         post(code, *amount, false, format!("revenue {}", types.join(" ")));

@@ -42,7 +42,8 @@ pub use receivables::{
 pub use run::{
     closing_cycle, correction_key, lookup_keys, one_off_key, parse_cycle, plan_invoice, reconcile, recurring_key,
     usage_window_start, AccountInput, BilledKey, PlannedInvoice, PriceKind, PriceKindOrUsage, ProductInput, RatedEntry,
-    Reconciliation, RunConfig, SuspendedDays, UsageInput, DEFAULT_JURISDICTION, MAX_LOOKBACK_CYCLES, UNTAXED_PROFILE,
+    Reconciliation, RunConfig, SuspendedDays, UsageInput, DEFAULT_JURISDICTION, GRACE_TERM, MAX_GRACE_DAYS,
+    MAX_LOOKBACK_CYCLES, UNTAXED_PROFILE,
 };
 pub use tax::{PriceBasis, TaxProfile, TaxRate, TaxRounding, MAX_TAX_RATES};
 pub use tollgate_tariffs::{Rounding, RoundingMode};

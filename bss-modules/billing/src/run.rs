@@ -46,6 +46,12 @@ pub struct RunConfig {
     pub issuer: String,
     /// The number series of invoices.
     pub series: String,
+    /// The number series of prepaid hierarchies' statements (never `series`).
+    pub statement_series: String,
+    /// The days a prepaid account's fees may stay unpaid after its renewal before its
+    /// lines are suspended (0 to [`MAX_GRACE_DAYS`]); an offering's term named
+    /// [`GRACE_TERM`] overrides it for the accounts that have it.
+    pub prepaid_grace_days: u16,
     /// How charges are rounded to the currency's minor unit.
     pub rounding_mode: RoundingMode,
     /// Where the accounts' services are taxed.
@@ -80,6 +86,12 @@ pub enum SuspendedDays {
     Charged,
 }
 
+/// The longest grace a prepaid renewal may have.
+pub const MAX_GRACE_DAYS: u16 = 92;
+/// The name of the TMF620 `productOfferingTerm` that gives an offering's prepaid grace
+/// (its `duration` in days).
+pub const GRACE_TERM: &str = "prepaidGracePeriod";
+
 /// The most cycles a bill run looks back for usage not billed yet.
 pub const MAX_LOOKBACK_CYCLES: u8 = 12;
 
@@ -89,6 +101,8 @@ impl Default for RunConfig {
             time_zone: "UTC".to_owned(),
             issuer: "tollgate".to_owned(),
             series: "INV".to_owned(),
+            statement_series: "ST".to_owned(),
+            prepaid_grace_days: 7,
             rounding_mode: RoundingMode::HalfEven,
             jurisdiction: DEFAULT_JURISDICTION.to_owned(),
             tax_profiles: Vec::new(),
@@ -102,6 +116,7 @@ impl Default for RunConfig {
                 revenue_default: Some("4000".to_owned()),
                 tax_payable: BTreeMap::new(),
                 tax_payable_default: Some("2200".to_owned()),
+                prepaid_balance: Some("2300".to_owned()),
             },
             suspended_days: SuspendedDays::Free,
         }
@@ -122,6 +137,7 @@ impl RunConfig {
         for (field, value) in [
             ("issuer", &self.issuer),
             ("series", &self.series),
+            ("statement_series", &self.statement_series),
             ("jurisdiction", &self.jurisdiction),
             ("product_service_class", &self.product_service_class),
             ("usage_service_class", &self.usage_service_class),
@@ -129,6 +145,15 @@ impl RunConfig {
             if value.trim().is_empty() || value.chars().count() > crate::invoice::MAX_TEXT_CHARS {
                 return Err(BillingError::invalid(field, "is empty or too long"));
             }
+        }
+        if self.statement_series == self.series {
+            return Err(BillingError::invalid("statement_series", "is the invoices' series"));
+        }
+        if self.prepaid_grace_days > MAX_GRACE_DAYS {
+            return Err(BillingError::invalid(
+                "prepaid_grace_days",
+                format!("{} is more than {MAX_GRACE_DAYS}", self.prepaid_grace_days),
+            ));
         }
         if !(1..=MAX_LOOKBACK_CYCLES).contains(&self.usage_lookback_cycles) {
             return Err(BillingError::invalid(

@@ -460,6 +460,7 @@ fn chart() -> ChartOfAccounts {
         revenue_default: Some("4999".to_owned()),
         tax_payable: [("FR-VAT-20".to_owned(), "2400".to_owned())].into_iter().collect(),
         tax_payable_default: None,
+        prepaid_balance: Some("2300".to_owned()),
     }
 }
 
@@ -518,6 +519,21 @@ fn the_general_ledger_journal_balances() {
     assert_eq!(
         Journal::post("run", &[("INV-A", &corp)], &no_tax),
         Err(BillingError::NoAccountCode { what: "tax code", key: "FR-VAT-20".to_owned() })
+    );
+    // A prepaid statement (fay's) debits the prepaid balance, not the receivable; the
+    // rest of its postings are an invoice's.
+    let journal =
+        Journal::post_documents("run", &[("ST-1", &fay, true), ("INV-C", &gus, false)], &chart()).expect("journal");
+    let csv = String::from_utf8(journal.to_csv().expect("csv")).expect("utf-8");
+    assert!(csv.contains("run,ST-1,EUR,2300,11.99,0.00,prepaid balance fay\n"), "{csv}");
+    assert!(csv.contains("run,INV-C,EUR,1200,0.00,16.00,receivable gus\n"), "{csv}");
+    assert!(!csv.contains("ST-1,EUR,1200"), "{csv}");
+    assert_eq!(journal.totals().get("EUR"), Some(&(d("27.99"), d("27.99"))));
+    // Without a prepaid balance account a statement is refused, naming it.
+    let no_prepaid = ChartOfAccounts { prepaid_balance: None, ..chart() };
+    assert_eq!(
+        Journal::post_documents("run", &[("ST-1", &fay, true)], &no_prepaid),
+        Err(BillingError::NoAccountCode { what: "prepaid balance", key: "ST-1".to_owned() })
     );
 }
 

@@ -31,6 +31,9 @@ pub const ADJUST: &str = "engine.account.adjust";
 /// The outbox kind of a final invoice's release: the usage it bills moves from the
 /// engine's running balance to the receivable (an adjustment), freeing the credit limit.
 pub const BILL_RELEASE: &str = "engine.account.bill_release";
+/// The outbox kind of a prepaid statement's fees debited from the prepaid balance at
+/// renewal: all or nothing (the engine refuses a debit the account cannot pay).
+pub const RENEWAL_FEE: &str = "engine.account.renewal_fee";
 /// The outbox kind of an account suspension.
 pub const SUSPEND_ACCOUNT: &str = "engine.account.suspend";
 /// The outbox kind of the end of an account's suspension.
@@ -89,6 +92,10 @@ pub enum EngineOperation {
     /// (`Operation::Adjust`, positive, its reason naming the invoice): the receivable holds it
     /// now, and the credit limit is free for the next cycle.
     BillRelease { account: u64, amount: Decimal, invoice: String },
+    /// Debit a prepaid statement's fees at renewal (`Operation::Adjust`, negative, its
+    /// reason naming the statement): all or nothing, `amount` positive. A refusal (not
+    /// enough balance) is a normal answer: the renewal stays unpaid and is tried again.
+    RenewalFee { account: u64, amount: Decimal, statement: String },
     /// Stop the service of every subscription of the account (`Operation::SuspendAccount`).
     SuspendAccount { account: u64, reason: String },
     /// End the account's suspension (`Operation::ResumeAccount`).
@@ -151,6 +158,7 @@ impl EngineOperation {
             EngineOperation::TopUp { .. } => TOP_UP,
             EngineOperation::Adjust { .. } => ADJUST,
             EngineOperation::BillRelease { .. } => BILL_RELEASE,
+            EngineOperation::RenewalFee { .. } => RENEWAL_FEE,
             EngineOperation::SuspendAccount { .. } => SUSPEND_ACCOUNT,
             EngineOperation::ResumeAccount { .. } => RESUME_ACCOUNT,
             EngineOperation::CloseAccount { .. } => CLOSE_ACCOUNT,
@@ -169,6 +177,7 @@ impl EngineOperation {
             | EngineOperation::TopUp { account, .. }
             | EngineOperation::Adjust { account, .. }
             | EngineOperation::BillRelease { account, .. }
+            | EngineOperation::RenewalFee { account, .. }
             | EngineOperation::SuspendAccount { account, .. }
             | EngineOperation::ResumeAccount { account }
             | EngineOperation::CloseAccount { account, .. }
@@ -205,6 +214,9 @@ impl EngineOperation {
             }
             EngineOperation::BillRelease { account, amount, invoice } => {
                 json!({"account": account, "amount": amount.to_string(), "invoice": invoice})
+            }
+            EngineOperation::RenewalFee { account, amount, statement } => {
+                json!({"account": account, "amount": amount.to_string(), "statement": statement})
             }
             EngineOperation::SuspendAccount { account, reason } => json!({"account": account, "reason": reason}),
             EngineOperation::ResumeAccount { account } => json!({"account": account}),
@@ -281,6 +293,13 @@ impl EngineOperation {
                 amount: money(payload, "amount")?,
                 invoice: text(payload, "invoice")?,
             },
+            RENEWAL_FEE => {
+                let amount = money(payload, "amount")?;
+                if amount <= Decimal::ZERO {
+                    return Err(format!("payload.amount: a renewal fee is positive, not {amount}"));
+                }
+                EngineOperation::RenewalFee { account, amount, statement: text(payload, "statement")? }
+            }
             SUSPEND_ACCOUNT => EngineOperation::SuspendAccount { account, reason: text(payload, "reason")? },
             RESUME_ACCOUNT => EngineOperation::ResumeAccount { account },
             CLOSE_ACCOUNT => EngineOperation::CloseAccount {

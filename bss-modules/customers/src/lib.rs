@@ -38,13 +38,13 @@ pub use customer::{
 };
 pub use engine::{
     idempotency_key, ordering_key, subscription_key, AccountType, EngineOperation, Revert, RevertField, ADJUST,
-    BILL_RELEASE, CHANGE_ACCOUNT_KIND, CLOSE_ACCOUNT, CREATE_ACCOUNT, CREATE_SUBSCRIPTION, RESUME_ACCOUNT,
+    BILL_RELEASE, CHANGE_ACCOUNT_KIND, CLOSE_ACCOUNT, CREATE_ACCOUNT, CREATE_SUBSCRIPTION, RENEWAL_FEE, RESUME_ACCOUNT,
     SET_CREDIT_LIMIT, SUSPEND_ACCOUNT, SUSPEND_SUBSCRIPTION, TOP_UP,
 };
 pub use error::{CustomersError, Result};
 pub use lifecycle::{transition, AccountState};
 pub use port::{AllowanceBucket, BoxFuture, EngineAccount, EngineAnswer, EnginePort, EngineUnavailable, MoneyBucket};
-pub use prepay::{balance_key, BalanceOutcome, Settled, BALANCE_ACTION_FILTERS, ENGINE_ACTOR};
+pub use prepay::{balance_key, BalanceOutcome, Settled, BALANCE_ACTION_FILTERS, ENGINE_ACTOR, RENEWAL_ENTITY};
 pub use service::{
     Customers, Page, Principal, ACCOUNT_BASE_PATH, ACCOUNT_EVENTS, ACCOUNT_FILTERS, CUSTOMER_BASE_PATH,
     CUSTOMER_EVENTS, CUSTOMER_FILTERS,

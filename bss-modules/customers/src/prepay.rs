@@ -14,12 +14,12 @@
 use jiff::Timestamp;
 use serde_json::{json, Value};
 use tollgate_store::{
-    BalanceActionFilter, BalanceActionKind, BalanceActionRow, BalanceActionStatus, BillingAccountRow, NewOutboxItem,
-    OutboxItem, Role,
+    parse_renewal_key, BalanceActionFilter, BalanceActionKind, BalanceActionRow, BalanceActionStatus,
+    BillingAccountRow, NewOutboxItem, OutboxItem, Role,
 };
 
 use crate::balance::{parse_balance_request, parse_bucket_id, resource_of, BalanceRequest};
-use crate::engine::{ordering_key, EngineOperation, Revert, RevertField, ADJUST, TOP_UP};
+use crate::engine::{ordering_key, EngineOperation, Revert, RevertField, ADJUST, RENEWAL_FEE, TOP_UP};
 use crate::error::{CustomersError, Result};
 use crate::lifecycle::AccountState;
 use crate::port::{EngineAccount, EngineAnswer};
@@ -27,6 +27,9 @@ use crate::service::{audit, publish_account, Customers, Principal};
 
 /// The attributes a list of top-ups or adjustments may be filtered on.
 pub const BALANCE_ACTION_FILTERS: [&str; 2] = ["partyAccount.id", "status"];
+
+/// The audit trail's entity type of a prepaid renewal (`STATEMENT/ACCOUNT`).
+pub const RENEWAL_ENTITY: &str = "PrepaidRenewal";
 
 /// The audit actor of what the engine answered.
 pub const ENGINE_ACTOR: &str = "engine";
@@ -294,6 +297,7 @@ impl Customers {
     pub async fn settle(&self, item: &OutboxItem, answer: &EngineAnswer, now: Timestamp) -> Result<Settled> {
         match item.kind.as_str() {
             TOP_UP | ADJUST => self.settle_balance_action(item, answer, now).await,
+            RENEWAL_FEE => self.settle_renewal(item, answer, now).await,
             _ => match answer {
                 EngineAnswer::Applied { .. } => Ok(Settled::Recorded),
                 EngineAnswer::Refused { reason } => {
@@ -339,6 +343,34 @@ impl Customers {
                 now,
             )
             .await?;
+        }
+        tx.commit().await?;
+        Ok(Settled::Recorded)
+    }
+
+    /// Records what the engine answered to a renewal's debit: paid, or unpaid with the
+    /// engine's reason (the receivables' renewal run tries again, and suspends past the
+    /// grace). Only the attempt under way is recorded, audited with the renewal's state.
+    async fn settle_renewal(&self, item: &OutboxItem, answer: &EngineAnswer, now: Timestamp) -> Result<Settled> {
+        let Some((invoice, account, attempt)) = parse_renewal_key(&item.idempotency_key) else {
+            return Err(CustomersError::invalid(
+                "idempotency_key",
+                format!("{:?} is not a renewal key", item.idempotency_key),
+            ));
+        };
+        let refused = match answer {
+            EngineAnswer::Applied { .. } => None,
+            EngineAnswer::Refused { reason } => Some(reason.as_str()),
+        };
+        let mut tx = self.store.begin().await?;
+        if tx.settle_renewal(invoice, account, attempt, refused, now).await? {
+            let after = json!({"statement": invoice, "billingAccount": account, "attempt": attempt,
+                "state": if refused.is_some() { "unpaid" } else { "paid" }, "reason": refused,
+                "amount": item.payload.get("amount")});
+            let who = Principal::admin(ENGINE_ACTOR);
+            let id = format!("{invoice}/{account}");
+            let action = if refused.is_some() { "refused" } else { "paid" };
+            audit(&mut tx, &who, action, RENEWAL_ENTITY, &id, None, Some(&after), now).await?;
         }
         tx.commit().await?;
         Ok(Settled::Recorded)

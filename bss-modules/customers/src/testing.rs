@@ -104,6 +104,15 @@ impl ModelEngine {
     }
 }
 
+/// A signed change of the balance, refused (all or nothing) beyond what the account may spend.
+fn change_balance(account: &mut ModelAccount, amount: Decimal) -> EngineAnswer {
+    if account.balance + account.credit_limit + amount < Decimal::ZERO {
+        return EngineAnswer::Refused { reason: "insufficient credit".into() };
+    }
+    account.balance += amount;
+    EngineAnswer::Applied { balance_after: Some(account.balance) }
+}
+
 fn apply(account: &mut ModelAccount, operation: &EngineOperation) -> EngineAnswer {
     let refused = |reason: String| EngineAnswer::Refused { reason };
     let money = |account: &ModelAccount| EngineAnswer::Applied { balance_after: Some(account.balance) };
@@ -121,12 +130,9 @@ fn apply(account: &mut ModelAccount, operation: &EngineOperation) -> EngineAnswe
             money(account)
         }
         EngineOperation::Adjust { amount, .. } | EngineOperation::BillRelease { amount, .. } => {
-            if account.balance + account.credit_limit + *amount < Decimal::ZERO {
-                return refused("insufficient credit".into());
-            }
-            account.balance += *amount;
-            money(account)
+            change_balance(account, *amount)
         }
+        EngineOperation::RenewalFee { amount, .. } => change_balance(account, -*amount),
         EngineOperation::CreateSubscription { subscription, .. } => {
             account.live_subscriptions.push(*subscription);
             EngineAnswer::Applied { balance_after: None }

@@ -139,6 +139,12 @@ pub struct Labels {
     pub unused_credit: String,
     pub payment_terms: String,
     pub payment_terms_text: String,
+    /// A prepaid statement's title, total and closing text in place of the invoice's
+    /// (`Template::for_statement`): nothing is due on it.
+    pub statement_title: String,
+    pub statement_total: String,
+    pub statement_terms: String,
+    pub statement_terms_text: String,
     pub appendix: String,
     pub used_at: String,
     pub amount: String,
@@ -181,6 +187,13 @@ impl Default for Labels {
                 "Please pay {total} by {due_date}, quoting invoice number {number}. Questions about this invoice: \
                  contact {issuer}.",
             ),
+            statement_title: text("Statement"),
+            statement_total: text("Total charged"),
+            statement_terms: text("Nothing to pay"),
+            statement_terms_text: text(
+                "This statement is for your records: its usage was charged to your prepaid balance as it was used, \
+                 and its fees at renewal. Questions about it: contact {issuer}.",
+            ),
             appendix: text("Itemised usage"),
             used_at: text("Date and time"),
             amount: text("Amount"),
@@ -192,7 +205,7 @@ impl Default for Labels {
 }
 
 impl Labels {
-    fn each(&self) -> [(&'static str, &str); 33] {
+    fn each(&self) -> [(&'static str, &str); 37] {
         [
             ("title", &self.title),
             ("draft", &self.draft),
@@ -221,6 +234,10 @@ impl Labels {
             ("unused_credit", &self.unused_credit),
             ("payment_terms", &self.payment_terms),
             ("payment_terms_text", &self.payment_terms_text),
+            ("statement_title", &self.statement_title),
+            ("statement_total", &self.statement_total),
+            ("statement_terms", &self.statement_terms),
+            ("statement_terms_text", &self.statement_terms_text),
             ("appendix", &self.appendix),
             ("used_at", &self.used_at),
             ("amount", &self.amount),
@@ -351,6 +368,18 @@ fn check_strftime(field: &str, format: &str) -> Result<()> {
 }
 
 impl Template {
+    /// The template a prepaid statement is printed with: the statement's title, total
+    /// and closing text in place of the invoice's.
+    pub fn for_statement(&self) -> Template {
+        let mut template = self.clone();
+        let labels = &mut template.labels;
+        labels.title = labels.statement_title.clone();
+        labels.total = labels.statement_total.clone();
+        labels.payment_terms = labels.statement_terms.clone();
+        labels.payment_terms_text = labels.statement_terms_text.clone();
+        template
+    }
+
     /// Parses a template's TOML; font files it names are read relative to `base_dir`.
     /// Unknown keys and values out of range are refused naming them.
     pub fn parse(text: &str, base_dir: &Path) -> Result<Template> {

@@ -30,10 +30,10 @@ use tollgate_billing::{
     age, allocate, days_overdue, minor_units, Aging, DunningAction, DunningPolicy, OpenInvoice, Statement,
 };
 use tollgate_customers::Principal;
-use tollgate_orders::Orders;
+use tollgate_orders::{OrderState, Orders};
 use tollgate_store::{
-    new_entity_id, AllocationRow, AuditRecord, DunningActionRow, NewEvent, OpenInvoiceRow, PaymentRow, ProductEntry,
-    ProductFilter, Store, Tx,
+    new_entity_id, renewal_key, AllocationRow, AuditRecord, DunningActionRow, NewEvent, NewOutboxItem, OpenInvoiceRow,
+    PaymentRow, ProductEntry, ProductFilter, RenewalRow, RenewalState, Store, Tx,
 };
 
 pub use error::{ReceivablesError, Result};
@@ -107,6 +107,19 @@ pub struct DunningReport {
     /// (invoice, step, action, orders placed).
     pub taken: Vec<(String, String, DunningAction, Vec<String>)>,
     /// (invoice, step, resume orders placed).
+    pub lifted: Vec<(String, String, Vec<String>)>,
+    /// What the prepaid renewals run beside it did ([`Receivables::dun_periodically`]).
+    pub renewals: RenewalReport,
+}
+
+/// What a prepaid renewal run did, each entry (statement, billing account, …).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RenewalReport {
+    /// Unpaid renewals whose debit was tried again: the new attempt's number.
+    pub retried: Vec<(String, String, i64)>,
+    /// Unpaid past their grace: the suspend orders placed.
+    pub suspended: Vec<(String, String, Vec<String>)>,
+    /// Paid after a suspension: the resume orders placed.
     pub lifted: Vec<(String, String, Vec<String>)>,
 }
 
@@ -309,7 +322,7 @@ impl Receivables {
             .collect())
     }
 
-    /// Runs [`dunning`](Self::dunning) at once and then every `every` until `stop`
+    /// Runs [`dunning`](Self::dunning), then [`renewals`](Self::renewals), at once and then every `every` until `stop`
     /// resolves, on the day and instant `today` gives; each run's result goes to
     /// `outcome` (the server logs it and raises or clears an alarm). A step is taken once,
     /// so running often only takes what became due since, and a server that was down
@@ -336,10 +349,112 @@ impl Receivables {
             let (as_of, now) = today();
             let result = tokio::select! {
                 () = &mut stop => return,
-                result = self.dunning(orders, policy, as_of, actor, now) => result,
+                result = async {
+                    let mut report = self.dunning(orders, policy, as_of, actor, now).await?;
+                    report.renewals = self.renewals(orders, as_of, actor, now).await?;
+                    Ok(report)
+                } => result,
             };
             outcome(result).await;
         }
+    }
+
+    /// Works the prepaid renewals left open (`tollgate bill-run` records one per account
+    /// whose statement has fees): an unpaid one past its grace (`as_of` after its
+    /// `grace_until`) gets a suspend order for its account's active lines, and is tried
+    /// again (a new attempt through the outbox: the engine debits it once the balance
+    /// allows, all or nothing); a paid one whose lines were suspended gets a resume order
+    /// for the lines its suspension stopped. Orders are placed as `actor` under keys
+    /// derived from the renewal, so a run replayed after a crash places none twice.
+    pub async fn renewals(&self, orders: &Orders, as_of: Date, actor: &str, now: Timestamp) -> Result<RenewalReport> {
+        let mut report = RenewalReport::default();
+        for renewal in self.store.renewals_open().await? {
+            let (invoice, account) = (renewal.invoice_id.as_str(), renewal.billing_account_id.as_str());
+            let entity = format!("{invoice}/{account}");
+            let key = format!("renewal:{invoice}:{account}");
+            if renewal.state == RenewalState::Paid {
+                let ids = renewal.suspend_order_ids.clone().unwrap_or_default();
+                // Lines a suspend order still under way would stop are not suspended yet:
+                // lifted before it ends, they would stay suspended. The next run lifts.
+                if !self.orders_ended(orders, actor, &ids).await? {
+                    continue;
+                }
+                let suspended = self.suspended_by(orders, actor, &ids).await?;
+                let resumed = self
+                    .place_for(
+                        orders,
+                        actor,
+                        &renewal.root_id,
+                        Some(account),
+                        "suspended",
+                        "active",
+                        Some(&suspended),
+                        &format!("{key}:lift"),
+                        now,
+                    )
+                    .await?;
+                let mut tx = self.store.begin().await?;
+                if tx.lift_renewal(invoice, account, &resumed.join(","), now).await? {
+                    let after = json!({"action": "resume",
+                        "productOrder": resumed.iter().map(|id| json!({"id": id})).collect::<Vec<_>>()});
+                    audit_renewal(&mut tx, actor, "update", &entity, &after, now).await?;
+                    tx.commit().await?;
+                    report.lifted.push((invoice.to_owned(), account.to_owned(), resumed));
+                }
+                continue;
+            }
+            if as_of > renewal.grace_until && renewal.suspended_at.is_none() {
+                let placed = self
+                    .place_for(
+                        orders,
+                        actor,
+                        &renewal.root_id,
+                        Some(account),
+                        "active",
+                        "suspended",
+                        None,
+                        &format!("{key}:suspend"),
+                        now,
+                    )
+                    .await?;
+                let mut tx = self.store.begin().await?;
+                if tx.suspend_renewal(invoice, account, &placed.join(","), now).await? {
+                    let after = json!({"action": "suspend", "graceUntil": renewal.grace_until.to_string(),
+                        "reason": renewal.reason,
+                        "productOrder": placed.iter().map(|id| json!({"id": id})).collect::<Vec<_>>()});
+                    audit_renewal(&mut tx, actor, "update", &entity, &after, now).await?;
+                    tx.commit().await?;
+                    report.suspended.push((invoice.to_owned(), account.to_owned(), placed));
+                }
+            }
+            if renewal.state != RenewalState::Unpaid {
+                continue;
+            }
+            let Some(statement) = self.store.invoice(invoice).await? else { continue };
+            let bill_no = match statement.number {
+                Some(number) => format!("{}/{}/{number}", statement.issuer, statement.series),
+                None => statement.id.clone(),
+            };
+            let mut tx = self.store.begin().await?;
+            let Some(attempt) = tx.retry_renewal(invoice, account, now).await? else { continue };
+            let operation = tollgate_customers::EngineOperation::RenewalFee {
+                account: renewal.engine_account_id,
+                amount: renewal.amount,
+                statement: bill_no,
+            };
+            let item = NewOutboxItem {
+                idempotency_key: &renewal_key(invoice, account, attempt),
+                kind: tollgate_customers::RENEWAL_FEE,
+                ordering_key: Some(&tollgate_customers::ordering_key(account)),
+                payload: &operation.payload(),
+            };
+            tx.enqueue(item, now).await?;
+            let after = json!({"action": "retry", "attempt": attempt, "reason": renewal.reason});
+            audit_renewal(&mut tx, actor, "update", &entity, &after, now).await?;
+            tx.commit().await?;
+            report.retried.push((invoice.to_owned(), account.to_owned(), attempt));
+        }
+        Ok(report)
     }
 
     /// Takes the dunning steps due on `as_of` under `policy`, and lifts the suspensions of
@@ -449,7 +564,7 @@ impl Receivables {
             let suspended: BTreeSet<String> = self.suspended_by(orders, actor, &order_ids).await?;
             let key = format!("dunning:{}:{}:lift", suspension.invoice_id, suspension.step);
             let resumed = self
-                .place_for(orders, actor, &invoice.root_id, "suspended", "active", Some(&suspended), &key, now)
+                .place_for(orders, actor, &invoice.root_id, None, "suspended", "active", Some(&suspended), &key, now)
                 .await?;
             let mut tx = self.store.begin().await?;
             let key = format!("{}/{}", suspension.invoice_id, suspension.step);
@@ -491,25 +606,29 @@ impl Receivables {
         key: &str,
         now: Timestamp,
     ) -> Result<Vec<String>> {
-        self.place_for(orders, actor, root, from, to, None, key, now).await
+        self.place_for(orders, actor, root, None, from, to, None, key, now).await
     }
 
-    /// As [`place`](Self::place), only for the products in `only` when given (none when
-    /// it is empty).
+    /// As [`place`](Self::place), only for billing account `account` of the hierarchy
+    /// when given, and only for the products in `only` when given (none when it is empty).
     #[allow(clippy::too_many_arguments)]
     async fn place_for(
         &self,
         orders: &Orders,
         actor: &str,
         root: &str,
+        account: Option<&str>,
         from: &str,
         to: &str,
         only: Option<&BTreeSet<String>>,
         key: &str,
         now: Timestamp,
     ) -> Result<Vec<String>> {
-        let filter =
-            ProductFilter { status: Some(from.to_owned()), billing_account_id: None, root_id: Some(root.to_owned()) };
+        let filter = ProductFilter {
+            status: Some(from.to_owned()),
+            billing_account_id: account.map(str::to_owned),
+            root_id: Some(root.to_owned()),
+        };
         let mut by_account: BTreeMap<String, Vec<String>> = BTreeMap::new();
         let mut offset = 0;
         loop {
@@ -560,6 +679,20 @@ impl Receivables {
         Ok(placed)
     }
 
+    /// Whether the orders `ids` (comma-separated) have all ended (completed, failed,
+    /// partial or cancelled).
+    async fn orders_ended(&self, orders: &Orders, actor: &str, ids: &str) -> Result<bool> {
+        let who = Principal::admin(actor);
+        for id in ids.split(',').filter(|id| !id.is_empty()) {
+            let order = orders.get(&who, id).await?;
+            let state = order.value.get("state").and_then(Value::as_str).and_then(OrderState::parse);
+            if !state.is_some_and(OrderState::is_final) {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
     /// The products the orders `ids` (comma-separated) suspended.
     async fn suspended_by(&self, orders: &Orders, actor: &str, ids: &str) -> Result<BTreeSet<String>> {
         let who = Principal::admin(actor);
@@ -574,6 +707,63 @@ impl Receivables {
         }
         Ok(products)
     }
+}
+
+/// Records the renewals of a prepaid statement being made final (numbered `statement_no`),
+/// in the caller's transaction, each with its first debit in the outbox: the statement,
+/// its renewals and their debits commit together, once (a renewal recorded before is
+/// left as it is). Returns how many were recorded.
+pub async fn open_renewals(tx: &mut Tx, renewals: &[RenewalRow], statement_no: &str, now: Timestamp) -> Result<usize> {
+    let mut opened = 0;
+    for renewal in renewals {
+        let renewal = RenewalRow { attempts: 1, created_at: now, updated_at: now, ..renewal.clone() };
+        if !tx.insert_renewal(&renewal).await? {
+            continue;
+        }
+        let operation = tollgate_customers::EngineOperation::RenewalFee {
+            account: renewal.engine_account_id,
+            amount: renewal.amount,
+            statement: statement_no.to_owned(),
+        };
+        let item = NewOutboxItem {
+            idempotency_key: &renewal_key(&renewal.invoice_id, &renewal.billing_account_id, 1),
+            kind: tollgate_customers::RENEWAL_FEE,
+            ordering_key: Some(&tollgate_customers::ordering_key(&renewal.billing_account_id)),
+            payload: &operation.payload(),
+        };
+        tx.enqueue(item, now).await?;
+        let after = json!({"action": "open", "statement": statement_no, "amount": renewal.amount.to_string(),
+            "currency": renewal.currency, "renewalOn": renewal.renewal_on.to_string(),
+            "graceUntil": renewal.grace_until.to_string()});
+        let entity = format!("{}/{}", renewal.invoice_id, renewal.billing_account_id);
+        audit_renewal(tx, SYSTEM_ACTOR, "create", &entity, &after, now).await?;
+        opened += 1;
+    }
+    Ok(opened)
+}
+
+/// The audit actor of the renewals a bill run opens.
+const SYSTEM_ACTOR: &str = "system:bill-run";
+
+/// Records a step of a prepaid renewal (`STATEMENT/ACCOUNT`) in the audit trail.
+async fn audit_renewal(
+    tx: &mut Tx,
+    actor: &str,
+    action: &str,
+    entity: &str,
+    after: &Value,
+    now: Timestamp,
+) -> Result<()> {
+    let record = AuditRecord {
+        actor,
+        action,
+        entity_type: tollgate_customers::RENEWAL_ENTITY,
+        entity_id: entity,
+        before: None,
+        after: Some(after),
+    };
+    tx.audit(record, now).await?;
+    Ok(())
 }
 
 /// [`Receivables::settle`] inside the caller's transaction: a bill run settles an account in

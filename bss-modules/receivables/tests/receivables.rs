@@ -89,6 +89,7 @@ async fn final_invoice(store: &Store, id: &str, account: &str, cycle: &str, gros
     let invoice = InvoiceRow {
         id: id.into(),
         kind: InvoiceKind::Invoice,
+        statement: false,
         bill_run_id: Some("run".into()),
         billing_account_id: account.into(),
         root_id: account.into(),
@@ -430,5 +431,125 @@ store_test! {
         assert_eq!(lifted.lifted[0].2.len(), 1, "one resume order: {lifted:?}");
         let resume = orders.get(&who, &lifted.lifted[0].2[0]).await.expect("the resume order").value;
         assert_eq!(resume["productOrderItem"][0]["product"]["id"], "l1");
+    }
+}
+
+/// Marks order `id` completed, as the provisioning workflow does when its steps are done.
+async fn complete_order(store: &Store, id: &str, day: Date) {
+    let mut tx = store.begin().await.expect("begin");
+    let order = tx.product_order(id).await.expect("read").expect("order");
+    let mut row = order.value.clone();
+    row.state = "completed".into();
+    row.doc["state"] = json!("completed");
+    row.completed_at = Some(on(day));
+    tx.update_product_order(&row, order.version, on(day)).await.expect("completed");
+    tx.commit().await.expect("commit");
+}
+
+/// The outbox rows due, taken (marked done) as the engine link would.
+async fn take_outbox(store: &Store) -> Vec<tollgate_store::OutboxItem> {
+    let items = store.claim_outbox(on(date(2030, 1, 1)), 100, std::time::Duration::from_secs(60)).await.expect("claim");
+    for item in &items {
+        store.outbox_done(item, on(date(2030, 1, 1))).await.expect("done");
+    }
+    items
+}
+
+store_test! {
+    async fn a_prepaid_renewal_unpaid_past_its_grace_suspends_the_line_and_resumes_it_once_the_fees_are_debited(store) {
+        let (orders, receivables, _) = overdue(&store).await;
+        let customers = tollgate_customers::Customers::new(store.clone());
+        // a1's statement for November, final, its fees 10.00 due on 1 November with 7 days' grace.
+        let mut tx = store.begin().await.expect("begin");
+        let statement = InvoiceRow {
+            id: "st-1".into(), kind: InvoiceKind::Invoice, statement: true, bill_run_id: Some("run".into()),
+            billing_account_id: "a1".into(), root_id: "a1".into(), cycle: "2026-11".into(),
+            period_from: "2026-11-01".into(), period_until: "2026-12-01".into(), issuer: "acme-telecom".into(),
+            series: "ST".into(), state: InvoiceState::Draft, number: None, corrects_invoice_id: None,
+            currency: "EUR".into(), net: money("10.00"), tax: Decimal::ZERO, gross: money("10.00"),
+            content_hash: "sha256:st-1".into(), doc: json!({"id": "st-1"}), created_at: on(date(2026, 11, 1)),
+            finalised_at: None,
+        };
+        tx.insert_draft_invoice(&statement, &[], &[], on(date(2026, 11, 1))).await.expect("draft");
+        assert_eq!(tx.finalise_invoice("st-1", on(date(2026, 11, 1))).await.expect("final"), 1, "the statement series' first number");
+        let renewal = tollgate_store::RenewalRow {
+            invoice_id: "st-1".into(), billing_account_id: "a1".into(), root_id: "a1".into(), engine_account_id: 7,
+            currency: "EUR".into(), amount: money("10.00"), renewal_on: date(2026, 11, 1), grace_until: date(2026, 11, 8),
+            state: tollgate_store::RenewalState::Pending, attempts: 1, reason: None, paid_at: None,
+            suspend_order_ids: None, suspended_at: None, lifted_order_ids: None, lifted_at: None,
+            created_at: on(date(2026, 11, 1)), updated_at: on(date(2026, 11, 1)),
+        };
+        let opened = tollgate_receivables::open_renewals(&mut tx, std::slice::from_ref(&renewal), "acme-telecom/ST/1", on(date(2026, 11, 1))).await.expect("open");
+        assert_eq!(opened, 1);
+        tx.commit().await.expect("commit");
+        let mut tx = store.begin().await.expect("begin");
+        assert_eq!(tollgate_receivables::open_renewals(&mut tx, &[renewal], "acme-telecom/ST/1", on(date(2026, 11, 1))).await.expect("again"), 0, "a renewal is opened once");
+        tx.commit().await.expect("commit");
+
+        // The statement owes nothing: only the postpaid invoice is a receivable.
+        let open: Vec<String> = store.receivables(None).await.expect("receivables").into_iter().map(|row| row.invoice_id).collect();
+        assert_eq!(open, ["i-oct"]);
+
+        // The first debit, refused by the engine (not enough balance).
+        let first = take_outbox(&store).await;
+        assert_eq!(first.len(), 1);
+        assert_eq!((first[0].idempotency_key.as_str(), first[0].kind.as_str()), ("bss:renewal:st-1:a1:1", tollgate_customers::RENEWAL_FEE));
+        assert_eq!(
+            tollgate_customers::EngineOperation::from_outbox(&first[0]).expect("operation"),
+            tollgate_customers::EngineOperation::RenewalFee { account: 7, amount: money("10.00"), statement: "acme-telecom/ST/1".into() }
+        );
+        let refused = tollgate_customers::EngineAnswer::Refused { reason: "insufficient credit".into() };
+        customers.settle(&first[0], &refused, on(date(2026, 11, 1))).await.expect("settled");
+        assert_eq!(store.renewal("st-1", "a1").await.expect("read").expect("renewal").state, tollgate_store::RenewalState::Unpaid);
+
+        // In its grace: tried again, not suspended.
+        let day5 = receivables.renewals(&orders, date(2026, 11, 5), "system:dunning", on(date(2026, 11, 5))).await.expect("renewals");
+        assert_eq!(day5.retried, [("st-1".to_owned(), "a1".to_owned(), 2)]);
+        assert!(day5.suspended.is_empty());
+        let second = take_outbox(&store).await;
+        assert_eq!(second.iter().map(|item| item.idempotency_key.as_str()).collect::<Vec<_>>(), ["bss:renewal:st-1:a1:2"]);
+        // A late repeat of the first attempt's answer changes nothing; the second is refused too.
+        customers.settle(&first[0], &tollgate_customers::EngineAnswer::Applied { balance_after: None }, on(date(2026, 11, 5))).await.expect("late");
+        assert_eq!(store.renewal("st-1", "a1").await.expect("read").expect("renewal").state, tollgate_store::RenewalState::Pending);
+        customers.settle(&second[0], &refused, on(date(2026, 11, 5))).await.expect("settled");
+        // While an attempt is under way it is not tried again.
+        let day6 = receivables.renewals(&orders, date(2026, 11, 6), "system:dunning", on(date(2026, 11, 6))).await.expect("renewals");
+        assert_eq!(day6.retried.len(), 1);
+        let day6b = receivables.renewals(&orders, date(2026, 11, 6), "system:dunning", on(date(2026, 11, 6))).await.expect("renewals");
+        assert!(day6b.retried.is_empty(), "attempt 3 is pending");
+        let third = take_outbox(&store).await;
+        customers.settle(&third[0], &refused, on(date(2026, 11, 6))).await.expect("settled");
+
+        // The grace over (8 November was its last day): a suspend order for a1's line, once.
+        let day9 = receivables.renewals(&orders, date(2026, 11, 9), "system:dunning", on(date(2026, 11, 9))).await.expect("renewals");
+        assert_eq!(day9.suspended.len(), 1);
+        let placed = day9.suspended[0].2.clone();
+        assert_eq!(placed.len(), 1);
+        let who = Principal::admin("test");
+        let order = orders.get(&who, &placed[0]).await.expect("the suspend order").value;
+        assert_eq!(order["billingAccount"]["id"], "a1");
+        assert_eq!((&order["productOrderItem"][0]["product"]["id"], &order["productOrderItem"][0]["product"]["status"]), (&json!("l1"), &json!("suspended")));
+        let fourth = take_outbox(&store).await;
+        assert_eq!(fourth.iter().map(|item| item.idempotency_key.as_str()).collect::<Vec<_>>(), ["bss:renewal:st-1:a1:4"]);
+        // Topped up meanwhile: the fourth attempt is debited.
+        customers.settle(&fourth[0], &tollgate_customers::EngineAnswer::Applied { balance_after: Some(money("5.00")) }, on(date(2026, 11, 9))).await.expect("settled");
+        let paid = store.renewal("st-1", "a1").await.expect("read").expect("renewal");
+        assert_eq!((paid.state, paid.attempts, paid.suspend_order_ids.as_deref()), (tollgate_store::RenewalState::Paid, 4, Some(placed[0].as_str())));
+
+        // Not lifted while the suspend order is under way (its line would stay suspended).
+        let early = receivables.renewals(&orders, date(2026, 11, 9), "system:dunning", on(date(2026, 11, 9))).await.expect("renewals");
+        assert!(early.lifted.is_empty() && early.suspended.is_empty() && early.retried.is_empty());
+        suspend_line(&store, "l1", date(2026, 11, 9)).await;
+        complete_order(&store, &placed[0], date(2026, 11, 9)).await;
+        let lifted = receivables.renewals(&orders, date(2026, 11, 10), "system:dunning", on(date(2026, 11, 10))).await.expect("renewals");
+        assert_eq!(lifted.lifted.len(), 1);
+        let resume = orders.get(&who, &lifted.lifted[0].2[0]).await.expect("the resume order").value;
+        assert_eq!((&resume["productOrderItem"][0]["product"]["id"], &resume["productOrderItem"][0]["product"]["status"]), (&json!("l1"), &json!("active")));
+        let after = receivables.renewals(&orders, date(2026, 11, 11), "system:dunning", on(date(2026, 11, 11))).await.expect("renewals");
+        assert_eq!(after, tollgate_receivables::RenewalReport::default(), "nothing left to do");
+        // Every step is in the audit trail.
+        let actions: Vec<String> = store.audit_entries(Some((tollgate_customers::RENEWAL_ENTITY, "st-1/a1")), 0, 50).await.expect("audit")
+            .into_iter().filter_map(|e| e.after.and_then(|after| after.get("action").or(after.get("state")).and_then(Value::as_str).map(str::to_owned))).collect();
+        assert_eq!(actions, ["open", "unpaid", "retry", "unpaid", "retry", "unpaid", "suspend", "retry", "paid", "resume"]);
     }
 }

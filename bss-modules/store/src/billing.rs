@@ -137,6 +137,10 @@ impl InvoiceState {
 pub struct InvoiceRow {
     pub id: String,
     pub kind: InvoiceKind,
+    /// A prepaid hierarchy's statement (migration 19): numbered as an invoice in its own
+    /// series, but nothing to pay (usage was charged online, fees are debited from the
+    /// prepaid balance): never a receivable.
+    pub statement: bool,
     pub bill_run_id: Option<String>,
     /// The invoiced account (the root of its hierarchy).
     pub billing_account_id: String,
@@ -299,7 +303,8 @@ fn bill_run(row: &Row) -> Result<BillRunRow> {
     })
 }
 
-const INVOICE_COLUMNS: &str = "id, kind, bill_run_id, billing_account_id, root_id, cycle, period_from, period_until,
+const INVOICE_COLUMNS: &str =
+    "id, kind, document, bill_run_id, billing_account_id, root_id, cycle, period_from, period_until,
      issuer, series, state, number, corrects_invoice_id, currency, net, tax, gross, content_hash, doc_json,
      created_at_ms, finalised_at_ms";
 
@@ -307,6 +312,11 @@ fn invoice(row: &Row) -> Result<InvoiceRow> {
     Ok(InvoiceRow {
         id: row.text("id")?,
         kind: InvoiceKind::parse(row, &row.text("kind")?)?,
+        statement: match row.text("document")?.as_str() {
+            "invoice" => false,
+            "statement" => true,
+            other => return Err(row.corrupt("document", format!("unknown document {other:?}"))),
+        },
         bill_run_id: row.opt_text("bill_run_id")?,
         billing_account_id: row.text("billing_account_id")?,
         root_id: row.text("root_id")?,
@@ -443,12 +453,14 @@ impl Tx {
             let row = self
                 .fetch_optional(
                     "invoices.insert",
-                    "SELECT kind, state FROM invoices WHERE id = $1",
+                    "SELECT kind, document, state FROM invoices WHERE id = $1",
                     args![corrected.as_str()],
                 )
                 .await?
                 .ok_or_else(|| StoreError::NotFound { entity: "invoice", id: corrected.clone() })?;
-            if row.text("kind")? != "invoice" || row.text("state")? != "final" {
+            // A statement owes nothing: its fees are corrected by a refund to the
+            // prepaid balance, not by a credit note.
+            if row.text("kind")? != "invoice" || row.text("document")? != "invoice" || row.text("state")? != "final" {
                 return Err(StoreError::Invalid {
                     field: "corrects_invoice_id",
                     reason: format!("{corrected} is not a final invoice"),
@@ -460,8 +472,9 @@ impl Tx {
             "invoices.insert",
             "INSERT INTO invoices (id, kind, bill_run_id, billing_account_id, root_id, cycle, period_from, period_until,
                  issuer, series, state, number, corrects_invoice_id, currency, net, tax, gross, content_hash, doc_json,
-                 created_at_ms, finalised_at_ms)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'draft', NULL, $11, $12, $13, $14, $15, $16, $17, $18, NULL)",
+                 created_at_ms, finalised_at_ms, document)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'draft', NULL, $11, $12, $13, $14, $15, $16, $17, $18, NULL,
+                 $19)",
             args![
                 new.id.as_str(),
                 new.kind.as_str(),
@@ -480,7 +493,8 @@ impl Tx {
                 new.gross,
                 new.content_hash.as_str(),
                 doc,
-                to_ms(now)
+                to_ms(now),
+                if new.statement { "statement" } else { "invoice" }
             ],
         )
         .await

@@ -45,6 +45,7 @@ mod outbox;
 mod products;
 mod queue;
 mod receivables;
+mod renewals;
 mod sql;
 mod store;
 mod subscriptions;
@@ -93,6 +94,7 @@ pub use products::{AddOnRow, LineRow, ProductEntry, ProductFilter, ServiceRow, P
 pub use receivables::{
     AllocationRow, DunningActionRow, OpenInvoiceRow, PaymentFilter, PaymentRow, UnallocatedPayment, PAYMENT_PAGE_MAX,
 };
+pub use renewals::{parse_renewal_key, renewal_key, RenewalRow, RenewalState};
 pub use sql::Dialect;
 pub use store::{Savepoint, Store, StoreOptions, Tx, SQLITE_FILE_NAME};
 pub use subscriptions::{SubscriptionRow, ENGINE_SUBSCRIPTION_BASE, SUBSCRIPTION_PAGE_MAX};

@@ -12,7 +12,7 @@ use crate::sql::{args, Dialect};
 use crate::Store;
 
 /// The schema version this build writes and understands (the last migration).
-pub const SCHEMA_VERSION: i64 = 18;
+pub const SCHEMA_VERSION: i64 = 19;
 
 struct Migration {
     version: i64,
@@ -138,6 +138,12 @@ const MIGRATIONS: &[Migration] = &[
         description: "the digest of the request an order's API idempotency key answered",
         sqlite: include_str!("../migrations/sqlite/0018_order_key_digest.sql"),
         postgres: include_str!("../migrations/postgres/0018_order_key_digest.sql"),
+    },
+    Migration {
+        version: 19,
+        description: "prepaid statements and the renewal of their fees",
+        sqlite: include_str!("../migrations/sqlite/0019_prepaid_renewals.sql"),
+        postgres: include_str!("../migrations/postgres/0019_prepaid_renewals.sql"),
     },
 ];
 

@@ -279,7 +279,7 @@ impl Tx {
     /// The final invoices of billing account `id` that still owe something, by due date.
     pub async fn open_invoices(&mut self, id: &str) -> Result<Vec<OpenInvoiceRow>> {
         let sql = format!(
-            "SELECT {OPEN_COLUMNS} FROM invoices WHERE billing_account_id = $1 AND kind = 'invoice' AND state = 'final'
+            "SELECT {OPEN_COLUMNS} FROM invoices WHERE billing_account_id = $1 AND kind = 'invoice' AND document = 'invoice' AND state = 'final'
              ORDER BY number"
         );
         let rows = self.fetch_all("receivables.open", &sql, args![id]).await?;
@@ -481,12 +481,12 @@ impl Store {
         let rows = match root {
             Some(root) => {
                 let sql = format!(
-                    "SELECT {OPEN_COLUMNS} FROM invoices WHERE root_id = $1 AND kind = 'invoice' AND state = 'final'"
+                    "SELECT {OPEN_COLUMNS} FROM invoices WHERE root_id = $1 AND kind = 'invoice' AND document = 'invoice' AND state = 'final'"
                 );
                 tx.fetch_all("receivables.all", &sql, args![root]).await?
             }
             None => {
-                let sql = format!("SELECT {OPEN_COLUMNS} FROM invoices WHERE kind = 'invoice' AND state = 'final'");
+                let sql = format!("SELECT {OPEN_COLUMNS} FROM invoices WHERE kind = 'invoice' AND document = 'invoice' AND state = 'final'");
                 tx.fetch_all("receivables.all", &sql, Vec::new()).await?
             }
         };

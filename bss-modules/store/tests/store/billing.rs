@@ -60,6 +60,7 @@ fn draft(id: &str, account: &str, gross: &str) -> InvoiceRow {
     InvoiceRow {
         id: id.into(),
         kind: InvoiceKind::Invoice,
+        statement: false,
         bill_run_id: Some("run-1".into()),
         billing_account_id: account.into(),
         root_id: account.into(),
