@@ -106,6 +106,16 @@ fn every_money_movement_is_one_entry_and_an_account_s_entries_add_up_to_its_bala
     assert_eq!(totals[&1].usage, usage.iter().map(|e| e.amount).sum::<Decimal>());
     // A period with nothing posted in it.
     assert!(ledger::totals(&h.dir, 2, 0, 86_400).expect("totals").is_empty());
+
+    // Several accounts read in one pass get what each gets alone, in the same order; an
+    // account asked for and never charged has nothing.
+    let wanted: std::collections::HashSet<u64> = [1, 2, 99].into_iter().collect();
+    let batch = ledger::accounts_entries(&h.dir, 2, &wanted, 0, i64::MAX).expect("batch");
+    assert_eq!((batch.get(&1), batch.get(&2), batch.get(&99)), (Some(&one), Some(&two), None));
+    let only_two: std::collections::HashSet<u64> = [2].into_iter().collect();
+    let batch = ledger::accounts_entries(&h.dir, 2, &only_two, 0, i64::MAX).expect("batch");
+    assert_eq!(batch.keys().collect::<Vec<_>>(), [&2]);
+    assert!(ledger::accounts_entries(&h.dir, 2, &wanted, 0, 86_400).expect("batch").is_empty(), "outside the period");
 }
 
 #[test]
