@@ -294,23 +294,36 @@ async fn bill(store: &Store, args: &BillRunArgs) -> anyhow::Result<ExitCode> {
     let (mut drafted, mut statements, mut already) = (0u64, 0u64, 0u64);
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
+    // The hierarchies to bill, each with its cycle and the start of its usage window
+    // (usage is read from a few cycles before: what their runs did not bill, because it
+    // arrived late, is billed now).
+    let mut pending = Vec::with_capacity(groups.len());
     for group in &groups {
         let root = &group[0];
-        // A prepaid hierarchy gets a statement: the same document in its own series,
-        // with nothing to pay; its fees are debited from the prepaid balances when it is
-        // made final.
-        let statement = root.account_type == "prepaid";
         if !args.dry_run && store.invoice_for(&root.id, &cycle_text).await?.is_some() {
             already += 1;
             continue;
         }
         let cycle = closing_cycle(year, month, root.bill_cycle_day, zone.clone())
             .with_context(|| format!("account {}", root.id))?;
-        // Usage is read from a few cycles before: what their runs did not bill (it arrived
-        // late) is billed now.
         let from = usage_window_start(year, month, root.bill_cycle_day, config.usage_lookback_cycles, zone.clone())?;
-        let mut inputs = account_inputs(store, group, &cycle, from, data_dir, shards).await?;
-        let amounts = store.billed_amounts(&lookup_keys(&cycle, &inputs)?).await?;
+        pending.push((group.as_slice(), cycle, from));
+    }
+    let window = pending.iter().try_fold(None::<(i64, i64)>, |window, (_, cycle, from)| {
+        let (from, until) = (from.as_second(), cycle.ends_at()?.as_second());
+        anyhow::Ok(Some(window.map_or((from, until), |(a, b)| (a.min(from), b.max(until)))))
+    })?;
+    let mut ledger = LedgerChunks::new(data_dir, shards, window.unwrap_or_default());
+    for (index, (group, cycle, from)) in pending.iter().enumerate() {
+        let (group, cycle, from) = (*group, cycle, *from);
+        let root = &group[0];
+        // A prepaid hierarchy gets a statement: the same document in its own series,
+        // with nothing to pay; its fees are debited from the prepaid balances when it is
+        // made final.
+        let statement = root.account_type == "prepaid";
+        let entries = ledger.of(&pending, index, |(group, _, _)| group)?;
+        let mut inputs = account_inputs(store, group, cycle, from, entries).await?;
+        let amounts = store.billed_amounts(&lookup_keys(cycle, &inputs)?).await?;
         let billed: BTreeSet<String> = amounts.keys().cloned().collect();
         // What in-advance prices charged for this cycle, which their corrections need.
         let charged: std::collections::BTreeMap<String, rust_decimal::Decimal> =
@@ -318,7 +331,7 @@ async fn bill(store: &Store, args: &BillRunArgs) -> anyhow::Result<ExitCode> {
         for input in &mut inputs {
             input.billed_amounts = charged.clone();
         }
-        let Some(planned) = plan_invoice(&cycle, &config, root.tax_profile_id.as_deref(), &inputs, &billed)
+        let Some(planned) = plan_invoice(cycle, &config, root.tax_profile_id.as_deref(), &inputs, &billed)
             .with_context(|| format!("account {}", root.id))?
         else {
             continue;
@@ -415,8 +428,8 @@ async fn finalise(store: &Store, run: &str, config: &RunConfig) -> anyhow::Resul
         drafts.sort_by(|a, b| a.billing_account_id.cmp(&b.billing_account_id));
         for draft in drafts {
             let releases = if draft.statement { Default::default() } else { releases(store, &draft.id).await? };
-            let renewals = if draft.statement { renewals(store, &draft, config).await? } else { Vec::new() };
             let now = jiff::Timestamp::now();
+            let renewals = if draft.statement { renewals(store, &draft, config, now).await? } else { Vec::new() };
             let mut tx = store.begin().await?;
             let number = tx.finalise_invoice(&draft.id, now).await?;
             // The usage it bills leaves the engine's running balance for the receivable,
@@ -471,13 +484,15 @@ async fn finalise(store: &Store, run: &str, config: &RunConfig) -> anyhow::Resul
 }
 
 /// The fees of prepaid statement `draft` per account (its lines that are not usage or
-/// allowances, tax included), each a renewal due on the statement's first day with the
+/// allowances, tax included), each a renewal due when the next cycle starts (or `now`,
+/// if later) with the
 /// grace of the account's offerings (the shortest [`GRACE_TERM`] term among them), else
 /// the configuration's.
 async fn renewals(
     store: &Store,
     draft: &InvoiceRow,
     config: &RunConfig,
+    now: jiff::Timestamp,
 ) -> anyhow::Result<Vec<tollgate_store::RenewalRow>> {
     let mut fees: std::collections::BTreeMap<String, rust_decimal::Decimal> = Default::default();
     for line in store.invoice_lines(&draft.id).await? {
@@ -487,8 +502,12 @@ async fn renewals(
         *fees.entry(line.account_id.clone()).or_default() += line.gross;
     }
     fees.retain(|_, amount| *amount > rust_decimal::Decimal::ZERO);
-    let renewal_on: jiff::civil::Date =
-        draft.period_from.parse().with_context(|| format!("statement {}: period_from", draft.id))?;
+    // Due when the cycle after the statement's starts (its in-advance fees pay for that
+    // cycle), or on the day the statement is made final if that is later: the grace is
+    // counted from the first time the balance is asked for the fees.
+    let period_end: jiff::civil::Date =
+        draft.period_until.parse().with_context(|| format!("statement {}: period_until", draft.id))?;
+    let renewal_on = period_end.max(jiff::tz::Offset::UTC.to_datetime(now).date());
     let accounts: Vec<String> = fees.keys().cloned().collect();
     let prices = store.product_prices(&accounts).await?;
     let mut renewals = Vec::with_capacity(fees.len());
@@ -589,15 +608,56 @@ async fn releases(
     Ok(releases)
 }
 
-/// What each account of a hierarchy has: products with prices, and usage entries read
-/// from `from` to the cycle's end.
+/// Hierarchies read from the ledger at once: a bill run of a million accounts cannot
+/// scan the period's files once per account.
+const LEDGER_CHUNK: usize = 2_000;
+
+/// The ledger entries of a run's hierarchies, read [`LEDGER_CHUNK`] hierarchies at a time
+/// (one pass over the period's files of their shards each), over the run's whole window.
+struct LedgerChunks<'a> {
+    data_dir: &'a Path,
+    shards: usize,
+    window: (i64, i64),
+    chunk: Option<usize>,
+    entries: std::collections::HashMap<u64, Vec<tollgate_engine::ledger::LedgerEntry>>,
+}
+
+impl<'a> LedgerChunks<'a> {
+    fn new(data_dir: &'a Path, shards: usize, window: (i64, i64)) -> LedgerChunks<'a> {
+        LedgerChunks { data_dir, shards, window, chunk: None, entries: Default::default() }
+    }
+
+    /// The entries of the chunk that holds `items[index]` (whose hierarchy `group` gives),
+    /// by engine account.
+    fn of<T>(
+        &mut self,
+        items: &[T],
+        index: usize,
+        group: impl Fn(&T) -> &[BillableAccount],
+    ) -> anyhow::Result<&std::collections::HashMap<u64, Vec<tollgate_engine::ledger::LedgerEntry>>> {
+        let chunk = index / LEDGER_CHUNK;
+        if self.chunk != Some(chunk) {
+            let end = ((chunk + 1) * LEDGER_CHUNK).min(items.len());
+            let accounts: std::collections::HashSet<u64> = items[chunk * LEDGER_CHUNK..end]
+                .iter()
+                .flat_map(|item| group(item).iter().map(|account| account.engine_account_id))
+                .collect();
+            let (from, until) = self.window;
+            self.entries = ledger::accounts_entries(self.data_dir, self.shards, &accounts, from, until)?;
+            self.chunk = Some(chunk);
+        }
+        Ok(&self.entries)
+    }
+}
+
+/// What each account of a hierarchy has: products with prices, and usage entries (from
+/// `ledger`, by engine account) posted from `from` to the cycle's end.
 async fn account_inputs(
     store: &Store,
     group: &[BillableAccount],
     cycle: &tollgate_billing::BillingCycle,
     from: jiff::Timestamp,
-    data_dir: &Path,
-    shards: usize,
+    ledger: &std::collections::HashMap<u64, Vec<tollgate_engine::ledger::LedgerEntry>>,
 ) -> anyhow::Result<Vec<AccountInput>> {
     let ids: Vec<String> = group.iter().map(|account| account.id.clone()).collect();
     let prices = store.product_prices(&ids).await?;
@@ -629,10 +689,9 @@ async fn account_inputs(
             .collect::<anyhow::Result<Vec<_>>>()?;
         let mut usage = Vec::new();
         let (mut last_lsn, mut n) = (None, 0u32);
-        let entries =
-            ledger::account_entries(data_dir, shards, account.engine_account_id, from.as_second(), until.as_second())?;
-        for entry in entries {
-            let entry = entry?;
+        let window = from.as_second()..until.as_second();
+        let entries = ledger.get(&account.engine_account_id).map(Vec::as_slice).unwrap_or_default();
+        for entry in entries.iter().filter(|entry| window.contains(&entry.posted_at)) {
             // The key numbers the entries of one journal record of this account.
             n = if last_lsn == Some(entry.lsn) { n + 1 } else { 0 };
             last_lsn = Some(entry.lsn);
@@ -1039,10 +1098,20 @@ async fn reconcile_run(
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let (mut rated, mut billed, mut carried, mut mismatched) = (0u64, 0u64, 0usize, 0usize);
-    for group in hierarchies(store.billable_accounts(roots).await?) {
+    let groups = hierarchies(store.billable_accounts(roots).await?);
+    let mut cycles = Vec::with_capacity(groups.len());
+    for group in &groups {
+        cycles.push(closing_cycle(year, month, group[0].bill_cycle_day, config.zone()?)?);
+    }
+    let window = cycles.iter().try_fold(None::<(i64, i64)>, |window, cycle| {
+        let (from, until) = (cycle.starts_at()?.as_second(), cycle.ends_at()?.as_second());
+        anyhow::Ok(Some(window.map_or((from, until), |(a, b)| (a.min(from), b.max(until)))))
+    })?;
+    let mut ledger = LedgerChunks::new(data_dir, shards, window.unwrap_or_default());
+    for (index, (group, cycle)) in groups.iter().zip(&cycles).enumerate() {
         let root = &group[0];
-        let cycle = closing_cycle(year, month, root.bill_cycle_day, config.zone()?)?;
-        let inputs = account_inputs(store, &group, &cycle, cycle.starts_at()?, data_dir, shards).await?;
+        let entries = ledger.of(&groups, index, Vec::as_slice)?;
+        let inputs = account_inputs(store, group, cycle, cycle.starts_at()?, entries).await?;
         let entries: Vec<RatedEntry> = inputs
             .iter()
             .flat_map(|input| {
