@@ -107,6 +107,10 @@ pub(crate) enum ReceivablesCommand {
         /// The day to judge the grace on (default: today, UTC).
         #[arg(long)]
         as_of: Option<String>,
+        /// Only list the renewals (one JSON object each: statement, account, state,
+        /// attempts, amount, grace, orders), changing nothing.
+        #[arg(long)]
+        list: bool,
     },
 }
 
@@ -238,7 +242,20 @@ pub(crate) fn receivables(database: &DatabaseArgs, command: ReceivablesCommand) 
                     writeln!(out, "{doc}")?;
                 }
             }
-            ReceivablesCommand::Renewals { as_of } => {
+            ReceivablesCommand::Renewals { list: true, .. } => {
+                let mut offset = 0;
+                loop {
+                    let page = store.renewal_list(offset, 500).await?;
+                    for renewal in &page {
+                        writeln!(out, "{}", renewal_doc(renewal))?;
+                    }
+                    if page.len() < 500 {
+                        break;
+                    }
+                    offset += 500;
+                }
+            }
+            ReceivablesCommand::Renewals { as_of, .. } => {
                 let as_of = day(as_of.as_deref(), "--as-of")?;
                 let report = receivables.renewals(&order_flow(&store), as_of, &actor(), Timestamp::now()).await?;
                 for (statement, account, attempt) in &report.retried {
@@ -275,6 +292,17 @@ pub(crate) fn receivables(database: &DatabaseArgs, command: ReceivablesCommand) 
             }
         }
         Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// A renewal as `receivables renewals --list` prints it.
+fn renewal_doc(renewal: &tollgate_store::RenewalRow) -> serde_json::Value {
+    serde_json::json!({
+        "statement": renewal.invoice_id, "billingAccount": renewal.billing_account_id,
+        "engineAccount": renewal.engine_account_id, "state": renewal.state.as_str(), "attempts": renewal.attempts,
+        "amount": renewal.amount.to_string(), "currency": renewal.currency, "renewalOn": renewal.renewal_on.to_string(),
+        "graceUntil": renewal.grace_until.to_string(), "reason": renewal.reason,
+        "suspendOrders": renewal.suspend_order_ids, "resumeOrders": renewal.lifted_order_ids,
     })
 }
 

@@ -28,7 +28,7 @@ fn ok(args: &[&str]) -> std::process::Output {
 
 /// The month after this one (UTC), `YYYY-MM`, and the one after it: every call made now
 /// is posted before the first's cycles end, whatever their cycle day.
-fn cycles() -> (String, String) {
+pub(super) fn cycles() -> (String, String) {
     let today = jiff::tz::TimeZone::UTC.to_datetime(jiff::Timestamp::now()).date();
     let next = today.first_of_month().checked_add(jiff::ToSpan::months(1)).expect("date");
     let after = next.checked_add(jiff::ToSpan::months(1)).expect("date");

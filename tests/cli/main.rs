@@ -20,6 +20,7 @@ mod metrics;
 mod orders;
 mod prepay;
 mod rate_errors;
+mod renewal;
 mod rerate;
 mod thresholds;
 mod tls;

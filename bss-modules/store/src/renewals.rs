@@ -259,6 +259,17 @@ impl Store {
         tx.fetch_all("prepaid_renewals.of", &sql, args![invoice]).await?.iter().map(renewal).collect()
     }
 
+    /// Renewals by statement and account, up to `limit` from `offset` (an operator's list).
+    pub async fn renewal_list(&self, offset: u64, limit: u32) -> Result<Vec<RenewalRow>> {
+        let mut tx = self.read().await?;
+        let sql = format!(
+            "SELECT {RENEWAL_COLUMNS} FROM prepaid_renewals ORDER BY renewal_on, invoice_id, billing_account_id
+             LIMIT $1 OFFSET $2"
+        );
+        let (limit, offset) = (i64::from(limit), i64::try_from(offset).unwrap_or(i64::MAX));
+        tx.fetch_all("prepaid_renewals.list", &sql, args![limit, offset]).await?.iter().map(renewal).collect()
+    }
+
     /// The renewals with something left to do, oldest first: unpaid ones (to retry, or
     /// to suspend past their grace), and paid ones whose suspension is not lifted yet.
     pub async fn renewals_open(&self) -> Result<Vec<RenewalRow>> {
