@@ -14,7 +14,9 @@
 //! there: **at least once** for the alarms and orders of the last second or so before a
 //! crash (an alarm raised again updates the open one; a suspension is placed only for a
 //! line still active), never a replay of older history. The detectors' own state (the
-//! baselines, the bursts in progress) lives in memory and starts empty after a restart.
+//! baselines, the bursts in progress) lives in memory: at a start it is rebuilt by reading
+//! the ledger again from the first day of the month `warmup_days` (policy) before now, in
+//! silence up to the saved position (nothing there is raised again), then judging on.
 //! Without a position file (the first start) the follower starts at the ledger's end.
 
 use std::collections::HashMap;

@@ -561,6 +561,11 @@ impl Receivables {
             } else {
                 suspension.order_ids.clone()
             };
+            // Lines a suspend order still under way would stop are not suspended yet:
+            // lifted before it ends, they would stay suspended. The next run lifts.
+            if !self.orders_ended(orders, actor, &order_ids).await? {
+                continue;
+            }
             let suspended: BTreeSet<String> = self.suspended_by(orders, actor, &order_ids).await?;
             let key = format!("dunning:{}:{}:lift", suspension.invoice_id, suspension.step);
             let resumed = self

@@ -282,6 +282,11 @@ store_test! {
         let none = receivables.dunning(&orders, &policy, date(2026, 11, 23), "system:dunning", on(date(2026, 11, 23))).await.expect("dunning");
         assert!(none.lifted.is_empty());
         receivables.record(&who, payment("a1", "100.00", "paid-in-full"), on(date(2026, 11, 24))).await.expect("paid");
+        // Paid while the suspend order is still under way: no lift yet (a resume order
+        // now would leave the line suspended once the suspend order ends).
+        let early = receivables.dunning(&orders, &policy, date(2026, 11, 24), "system:dunning", on(date(2026, 11, 24))).await.expect("dunning");
+        assert!(early.lifted.is_empty(), "lifted while the suspend order runs: {early:?}");
+        complete_order(&store, &placed[0], date(2026, 11, 24)).await;
         let lifted = receivables.dunning(&orders, &policy, date(2026, 11, 24), "system:dunning", on(date(2026, 11, 24))).await.expect("dunning");
         assert_eq!(lifted.lifted.len(), 1);
         let resume = orders.get(&who, &lifted.lifted[0].2[0]).await.expect("the resume order").value;
@@ -344,6 +349,7 @@ store_test! {
         let first = orders.create_once(&who, doc, "dunning:i-oct:suspend:a1", on(date(2026, 11, 21))).await.expect("first order");
         let first = first.value["id"].as_str().expect("id").to_owned();
         suspend_line(&store, "l1", date(2026, 11, 21)).await;
+        complete_order(&store, &first, date(2026, 11, 21)).await;
 
         let replayed = receivables.dunning(&orders, &policy, date(2026, 11, 21), "system:dunning", on(date(2026, 11, 21))).await.expect("dunning");
         let suspend = replayed.taken.iter().find(|taken| taken.2 == DunningAction::Suspend).expect("the suspend step");
@@ -408,8 +414,9 @@ store_test! {
         let who = Principal::admin("system:dunning");
         let doc = json!({"billingAccount": {"id": "a1"}, "productOrderItem": [
             {"id": "1", "action": "modify", "product": {"id": "l1", "status": "suspended"}}]});
-        orders.create_once(&who, doc, "dunning:i-oct:suspend:a1", on(date(2026, 11, 21))).await.expect("the order");
+        let placed = orders.create_once(&who, doc, "dunning:i-oct:suspend:a1", on(date(2026, 11, 21))).await.expect("the order");
         suspend_line(&store, "l1", date(2026, 11, 21)).await;
+        complete_order(&store, placed.value["id"].as_str().expect("id"), date(2026, 11, 21)).await;
         let mut tx = store.begin().await.expect("begin");
         let row = tollgate_store::DunningActionRow {
             invoice_id: "i-oct".into(),
