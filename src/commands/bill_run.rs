@@ -291,7 +291,7 @@ async fn bill(store: &Store, args: &BillRunArgs) -> anyhow::Result<ExitCode> {
         }
     }
     super::usage::catch_up_ledger(data_dir, shards)?;
-    let (mut drafted, mut statements, mut already) = (0u64, 0u64, 0u64);
+    let (mut drafted, mut statements, mut already, mut mixed) = (0u64, 0u64, 0u64, 0u64);
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     // The hierarchies to bill, each with its cycle and the start of its usage window
@@ -321,6 +321,14 @@ async fn bill(store: &Store, args: &BillRunArgs) -> anyhow::Result<ExitCode> {
         // with nothing to pay; its fees are debited from the prepaid balances when it is
         // made final.
         let statement = root.account_type == "prepaid";
+        // A prepaid root with accounts that pay otherwise: neither a statement (their
+        // usage would never become a receivable) nor an invoice (its fees are debited at
+        // renewal). Left, saying so, until the hierarchy is consistent.
+        if statement && group.iter().any(|account| account.account_type != "prepaid") {
+            eprintln!("hierarchy {}: a prepaid root with accounts that are not prepaid is not billed", root.id);
+            mixed += 1;
+            continue;
+        }
         let entries = ledger.of(&pending, index, |(group, _, _)| group)?;
         let mut inputs = account_inputs(store, group, cycle, from, entries).await?;
         let amounts = store.billed_amounts(&lookup_keys(cycle, &inputs)?).await?;
@@ -347,6 +355,7 @@ async fn bill(store: &Store, args: &BillRunArgs) -> anyhow::Result<ExitCode> {
                 "gross": row.gross.to_string(), "invoice": row.doc})
             )?;
             drafted += 1;
+            statements += u64::from(statement);
             continue;
         }
         let items: Vec<BilledItem> = planned
@@ -399,7 +408,9 @@ async fn bill(store: &Store, args: &BillRunArgs) -> anyhow::Result<ExitCode> {
     }
     out.flush()?;
     if args.dry_run {
-        eprintln!("bill run {run} (dry run): {drafted} documents composed, {statements} of them prepaid statements");
+        eprintln!(
+            "bill run {run} (dry run): {drafted} documents composed, {statements} of them prepaid statements, {mixed} mixed hierarchies left"
+        );
         return Ok(ExitCode::SUCCESS);
     }
     let finalised = finalise(store, &run, &config).await?;
@@ -407,7 +418,7 @@ async fn bill(store: &Store, args: &BillRunArgs) -> anyhow::Result<ExitCode> {
     tx.save_bill_run(&run, BillRunState::Done, None, jiff::Timestamp::now()).await?;
     tx.commit().await?;
     eprintln!(
-        "bill run {run}: {drafted} drafted ({statements} prepaid statements), {already} billed before, {finalised} finalised"
+        "bill run {run}: {drafted} drafted ({statements} prepaid statements), {already} billed before, {finalised} finalised, {mixed} mixed hierarchies left"
     );
     Ok(ExitCode::SUCCESS)
 }
@@ -429,7 +440,8 @@ async fn finalise(store: &Store, run: &str, config: &RunConfig) -> anyhow::Resul
         for draft in drafts {
             let releases = if draft.statement { Default::default() } else { releases(store, &draft.id).await? };
             let now = jiff::Timestamp::now();
-            let renewals = if draft.statement { renewals(store, &draft, config, now).await? } else { Vec::new() };
+            let (renewals, credits) =
+                if draft.statement { renewals(store, &draft, config, now).await? } else { Default::default() };
             let mut tx = store.begin().await?;
             let number = tx.finalise_invoice(&draft.id, now).await?;
             // The usage it bills leaves the engine's running balance for the receivable,
@@ -465,6 +477,20 @@ async fn finalise(store: &Store, run: &str, config: &RunConfig) -> anyhow::Resul
             // engine, through the outbox, in the finalising transaction: once per statement
             // and account (the renewal row and its first attempt commit together).
             tollgate_receivables::open_renewals(&mut tx, &renewals, &bill_no, now).await?;
+            for (billing_account, engine_account, amount) in &credits {
+                let operation = tollgate_customers::EngineOperation::StatementCredit {
+                    account: *engine_account,
+                    amount: *amount,
+                    statement: bill_no.clone(),
+                };
+                let item = tollgate_store::NewOutboxItem {
+                    idempotency_key: &format!("bss:statement-credit:{}:{billing_account}", draft.id),
+                    kind: tollgate_customers::STATEMENT_CREDIT,
+                    ordering_key: Some(&tollgate_customers::ordering_key(billing_account)),
+                    payload: &operation.payload(),
+                };
+                tx.enqueue(item, now).await?;
+            }
             // Credit on the account (payments received before) pays the new invoice, in
             // the same transaction; a statement owes nothing.
             let settled = if draft.statement {
@@ -488,18 +514,40 @@ async fn finalise(store: &Store, run: &str, config: &RunConfig) -> anyhow::Resul
 /// if later) with the
 /// grace of the account's offerings (the shortest [`GRACE_TERM`] term among them), else
 /// the configuration's.
+///
+/// An account whose fee lines add up below zero (an in-advance fee corrected, a credit or
+/// discount larger than its fees) is owed that much: it is in the second list, as (billing
+/// account, engine account, amount), given back to its prepaid balance.
 async fn renewals(
     store: &Store,
     draft: &InvoiceRow,
     config: &RunConfig,
     now: jiff::Timestamp,
-) -> anyhow::Result<Vec<tollgate_store::RenewalRow>> {
+) -> anyhow::Result<(Vec<tollgate_store::RenewalRow>, Vec<(String, u64, rust_decimal::Decimal)>)> {
     let mut fees: std::collections::BTreeMap<String, rust_decimal::Decimal> = Default::default();
     for line in store.invoice_lines(&draft.id).await? {
         if matches!(line.kind.as_str(), "usage" | "allowance") {
             continue;
         }
+        // The prepaid balance is in the statement's currency; lines in another (a price
+        // in another currency) cannot be debited from it, and are shown only.
+        if line.currency != draft.currency {
+            eprintln!(
+                "statement {}: a {} line of account {} in {} is not debited from the prepaid balance in {}",
+                draft.id, line.kind, line.account_id, line.currency, draft.currency
+            );
+            continue;
+        }
         *fees.entry(line.account_id.clone()).or_default() += line.gross;
+    }
+    let mut credits = Vec::new();
+    for (account, amount) in &fees {
+        if *amount < rust_decimal::Decimal::ZERO {
+            let Some(row) = store.billing_account(account).await? else {
+                bail!("statement {}: no billing account {account}", draft.id)
+            };
+            credits.push((account.clone(), row.value.engine_account_id, -*amount));
+        }
     }
     fees.retain(|_, amount| *amount > rust_decimal::Decimal::ZERO);
     // Due when the cycle after the statement's starts (its in-advance fees pay for that
@@ -523,8 +571,12 @@ async fn renewals(
         let mut grace = None::<u16>;
         for offering in offerings {
             if let Some(item) = store.catalogue_item(offering).await? {
-                if let Some(days) = grace_term(&item.value.doc).with_context(|| format!("offering {offering}"))? {
-                    grace = Some(grace.map_or(days, |known| known.min(days)));
+                // A malformed term is the catalogue's mistake: the run goes on with the
+                // configured grace for it rather than stop every later document.
+                match grace_term(&item.value.doc) {
+                    Ok(Some(days)) => grace = Some(grace.map_or(days, |known| known.min(days))),
+                    Ok(None) => {}
+                    Err(error) => eprintln!("offering {offering}: {error:#}; its grace is prepaid_grace_days"),
                 }
             }
         }
@@ -553,7 +605,7 @@ async fn renewals(
             updated_at: draft.created_at,
         });
     }
-    Ok(renewals)
+    Ok((renewals, credits))
 }
 
 /// An offering's prepaid grace in days: its `productOfferingTerm` named [`GRACE_TERM`],
@@ -610,7 +662,7 @@ async fn releases(
 
 /// Hierarchies read from the ledger at once: a bill run of a million accounts cannot
 /// scan the period's files once per account.
-const LEDGER_CHUNK: usize = 2_000;
+const LEDGER_CHUNK: usize = 1_000;
 
 /// The ledger entries of a run's hierarchies, read [`LEDGER_CHUNK`] hierarchies at a time
 /// (one pass over the period's files of their shards each), over the run's whole window.

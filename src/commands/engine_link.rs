@@ -119,6 +119,9 @@ pub(crate) fn request(item: &OutboxItem) -> Result<Request, String> {
         EngineOperation::RenewalFee { amount, statement, .. } => {
             Operation::Adjust { amount: -amount, reason: format!("statement {statement}: fees at renewal") }
         }
+        EngineOperation::StatementCredit { amount, statement, .. } => {
+            Operation::Adjust { amount, reason: format!("statement {statement}: credit to the prepaid balance") }
+        }
         EngineOperation::SuspendAccount { reason, .. } => Operation::SuspendAccount { reason },
         EngineOperation::ResumeAccount { .. } => Operation::ResumeAccount,
         EngineOperation::CloseAccount { settle_reason, .. } => Operation::CloseAccount { settle_reason },

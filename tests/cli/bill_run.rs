@@ -773,6 +773,16 @@ fn a_prepaid_hierarchy_gets_a_statement_in_its_own_series_that_owes_nothing() {
     ));
     let charged = Decimal::from(50) - engine_balance(&data_dir, BASE + 1);
     assert!(charged > Decimal::ZERO, "the calls were charged online");
+    // A goodwill credit of 0.05 for the prepaid account: on a statement it is owed to the
+    // customer, so it goes back to the prepaid balance (up to what the statement charged).
+    let dry = json_lines(&ok(&["bill-run", "--cycle", &cycle, "--dry-run", "--data-dir", &data_dir]));
+    let composed =
+        dry.iter().find(|doc| doc["id"].as_str().is_some_and(|id| id.starts_with("st-"))).expect("a statement");
+    let prepaid = composed["account"].as_str().expect("account").to_owned();
+    let credit =
+        ["bill-run", "credit", "--account", &prepaid, "--id", "goodwill", "--amount", "0.05", "--currency", "EUR"];
+    ok(&[&credit[..], &["--data-dir", &data_dir]].concat());
+    let used = charged.min(Decimal::new(5, 2));
 
     let summary = bill(&data_dir, &cycle);
     assert!(summary.contains("(1 prepaid statements)"), "{summary}");
@@ -785,11 +795,11 @@ fn a_prepaid_hierarchy_gets_a_statement_in_its_own_series_that_owes_nothing() {
     assert_eq!(statement["number"], 1);
     let invoices: Vec<Value> = documents.iter().filter(|doc| doc["series"] == "INV").cloned().collect();
     assert_eq!(numbers(&invoices), (1..=(ROWS / 2) as i64).collect::<Vec<_>>());
-    // It shows the usage the engine charged, to the cent.
-    assert_eq!(statement["gross"].as_str().expect("gross").parse::<Decimal>().expect("decimal"), charged);
+    // It shows the usage the engine charged, to the cent, less the credit.
+    assert_eq!(statement["gross"].as_str().expect("gross").parse::<Decimal>().expect("decimal"), charged - used);
 
     // Nothing is owed on it: not in the aging, and its usage is not given back to the
-    // prepaid balance (it was paid from it).
+    // prepaid balance (it was paid from it); the credit is.
     let account = statement["account"].as_str().expect("account");
     let aging = json_lines(&ok(&["receivables", "aging", "--data-dir", &data_dir]));
     assert!(!aging.iter().any(|line| line["billingAccount"] == account), "{aging:?}");
@@ -807,8 +817,19 @@ fn a_prepaid_hierarchy_gets_a_statement_in_its_own_series_that_owes_nothing() {
     assert!(json.get("paymentDueDate").is_none() && json.get("remainingAmount").is_none(), "{json}");
     let (status, _, pdf) = fetch(&address, &bill, &token, "application/pdf");
     assert_eq!(status, 200);
+    let balance = format!("/tmf-api/prepayBalanceManagement/v4/accumulatedBalance/{prepaid}");
+    let admin = super::api::create_token(data, "admin");
+    let expected = Decimal::from(50) - charged + used;
+    for _ in 0..300 {
+        let (_, _, body) = fetch(&address, &balance, &admin, "application/json");
+        let json: Value = serde_json::from_slice(&body).unwrap_or_default();
+        if json["totalBalance"]["amount"].to_string().trim_matches('"').parse::<Decimal>().ok() == Some(expected) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
     super::stop_server(child);
-    assert_eq!(engine_balance(&data_dir, BASE + 1), Decimal::from(50) - charged);
+    assert_eq!(engine_balance(&data_dir, BASE + 1), expected, "the credit given back once, the usage not");
     let path = dir.join("statement.pdf");
     std::fs::write(&path, &pdf).expect("write");
     let text = poppler("pdftotext", &["-layout", &path.display().to_string(), "-"]);

@@ -30,9 +30,14 @@ pub struct ChartOfAccounts {
     pub tax_payable_default: Option<String>,
     /// Where a prepaid statement is debited instead of the receivable: the customers'
     /// prepayments (a liability), which the usage charged online and the fees debited at
-    /// renewal drew down. `None` refuses a statement.
-    #[serde(default)]
+    /// renewal drew down (default 2300, also when a configuration's chart leaves it
+    /// out). `None` refuses a statement.
+    #[serde(default = "default_prepaid_balance")]
     pub prepaid_balance: Option<String>,
+}
+
+fn default_prepaid_balance() -> Option<String> {
+    Some("2300".to_owned())
 }
 
 impl ChartOfAccounts {

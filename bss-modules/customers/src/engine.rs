@@ -34,6 +34,9 @@ pub const BILL_RELEASE: &str = "engine.account.bill_release";
 /// The outbox kind of a prepaid statement's fees debited from the prepaid balance at
 /// renewal: all or nothing (the engine refuses a debit the account cannot pay).
 pub const RENEWAL_FEE: &str = "engine.account.renewal_fee";
+/// The outbox kind of what a prepaid statement gives back to the prepaid balance (its fee
+/// lines add up below zero: an in-advance fee corrected, a credit or discount).
+pub const STATEMENT_CREDIT: &str = "engine.account.statement_credit";
 /// The outbox kind of an account suspension.
 pub const SUSPEND_ACCOUNT: &str = "engine.account.suspend";
 /// The outbox kind of the end of an account's suspension.
@@ -96,6 +99,9 @@ pub enum EngineOperation {
     /// reason naming the statement): all or nothing, `amount` positive. A refusal (not
     /// enough balance) is a normal answer: the renewal stays unpaid and is tried again.
     RenewalFee { account: u64, amount: Decimal, statement: String },
+    /// Give back to the prepaid balance what a statement's fee lines owe the customer
+    /// (`Operation::Adjust`, positive, its reason naming the statement), `amount` positive.
+    StatementCredit { account: u64, amount: Decimal, statement: String },
     /// Stop the service of every subscription of the account (`Operation::SuspendAccount`).
     SuspendAccount { account: u64, reason: String },
     /// End the account's suspension (`Operation::ResumeAccount`).
@@ -159,6 +165,7 @@ impl EngineOperation {
             EngineOperation::Adjust { .. } => ADJUST,
             EngineOperation::BillRelease { .. } => BILL_RELEASE,
             EngineOperation::RenewalFee { .. } => RENEWAL_FEE,
+            EngineOperation::StatementCredit { .. } => STATEMENT_CREDIT,
             EngineOperation::SuspendAccount { .. } => SUSPEND_ACCOUNT,
             EngineOperation::ResumeAccount { .. } => RESUME_ACCOUNT,
             EngineOperation::CloseAccount { .. } => CLOSE_ACCOUNT,
@@ -178,6 +185,7 @@ impl EngineOperation {
             | EngineOperation::Adjust { account, .. }
             | EngineOperation::BillRelease { account, .. }
             | EngineOperation::RenewalFee { account, .. }
+            | EngineOperation::StatementCredit { account, .. }
             | EngineOperation::SuspendAccount { account, .. }
             | EngineOperation::ResumeAccount { account }
             | EngineOperation::CloseAccount { account, .. }
@@ -215,7 +223,8 @@ impl EngineOperation {
             EngineOperation::BillRelease { account, amount, invoice } => {
                 json!({"account": account, "amount": amount.to_string(), "invoice": invoice})
             }
-            EngineOperation::RenewalFee { account, amount, statement } => {
+            EngineOperation::RenewalFee { account, amount, statement }
+            | EngineOperation::StatementCredit { account, amount, statement } => {
                 json!({"account": account, "amount": amount.to_string(), "statement": statement})
             }
             EngineOperation::SuspendAccount { account, reason } => json!({"account": account, "reason": reason}),
@@ -293,12 +302,17 @@ impl EngineOperation {
                 amount: money(payload, "amount")?,
                 invoice: text(payload, "invoice")?,
             },
-            RENEWAL_FEE => {
+            RENEWAL_FEE | STATEMENT_CREDIT => {
                 let amount = money(payload, "amount")?;
                 if amount <= Decimal::ZERO {
-                    return Err(format!("payload.amount: a renewal fee is positive, not {amount}"));
+                    return Err(format!("payload.amount: {} is positive, not {amount}", item.kind));
                 }
-                EngineOperation::RenewalFee { account, amount, statement: text(payload, "statement")? }
+                let statement = text(payload, "statement")?;
+                if item.kind == RENEWAL_FEE {
+                    EngineOperation::RenewalFee { account, amount, statement }
+                } else {
+                    EngineOperation::StatementCredit { account, amount, statement }
+                }
             }
             SUSPEND_ACCOUNT => EngineOperation::SuspendAccount { account, reason: text(payload, "reason")? },
             RESUME_ACCOUNT => EngineOperation::ResumeAccount { account },

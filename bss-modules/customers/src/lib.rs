@@ -39,7 +39,7 @@ pub use customer::{
 pub use engine::{
     idempotency_key, ordering_key, subscription_key, AccountType, EngineOperation, Revert, RevertField, ADJUST,
     BILL_RELEASE, CHANGE_ACCOUNT_KIND, CLOSE_ACCOUNT, CREATE_ACCOUNT, CREATE_SUBSCRIPTION, RENEWAL_FEE, RESUME_ACCOUNT,
-    SET_CREDIT_LIMIT, SUSPEND_ACCOUNT, SUSPEND_SUBSCRIPTION, TOP_UP,
+    SET_CREDIT_LIMIT, STATEMENT_CREDIT, SUSPEND_ACCOUNT, SUSPEND_SUBSCRIPTION, TOP_UP,
 };
 pub use error::{CustomersError, Result};
 pub use lifecycle::{transition, AccountState};

@@ -133,6 +133,7 @@ fn apply(account: &mut ModelAccount, operation: &EngineOperation) -> EngineAnswe
             change_balance(account, *amount)
         }
         EngineOperation::RenewalFee { amount, .. } => change_balance(account, -*amount),
+        EngineOperation::StatementCredit { amount, .. } => change_balance(account, *amount),
         EngineOperation::CreateSubscription { subscription, .. } => {
             account.live_subscriptions.push(*subscription);
             EngineAnswer::Applied { balance_after: None }

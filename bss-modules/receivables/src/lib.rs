@@ -33,7 +33,7 @@ use tollgate_customers::Principal;
 use tollgate_orders::{OrderState, Orders};
 use tollgate_store::{
     new_entity_id, renewal_key, AllocationRow, AuditRecord, DunningActionRow, NewEvent, NewOutboxItem, OpenInvoiceRow,
-    PaymentRow, ProductEntry, ProductFilter, RenewalRow, RenewalState, Store, Tx,
+    OutboxState, PaymentRow, ProductEntry, ProductFilter, RenewalRow, RenewalState, Store, Tx,
 };
 
 pub use error::{ReceivablesError, Result};
@@ -350,8 +350,12 @@ impl Receivables {
             let result = tokio::select! {
                 () = &mut stop => return,
                 result = async {
-                    let mut report = self.dunning(orders, policy, as_of, actor, now).await?;
-                    report.renewals = self.renewals(orders, as_of, actor, now).await?;
+                    // Each runs whatever the other did: a failing dunning run does not
+                    // stop the renewals, nor the reverse (either failure is reported).
+                    let dunning = self.dunning(orders, policy, as_of, actor, now).await;
+                    let renewals = self.renewals(orders, as_of, actor, now).await;
+                    let mut report = dunning?;
+                    report.renewals = renewals?;
                     Ok(report)
                 } => result,
             };
@@ -368,11 +372,45 @@ impl Receivables {
     /// derived from the renewal, so a run replayed after a crash places none twice.
     pub async fn renewals(&self, orders: &Orders, as_of: Date, actor: &str, now: Timestamp) -> Result<RenewalReport> {
         let mut report = RenewalReport::default();
-        for renewal in self.store.renewals_open().await? {
+        let mut open = self.store.renewals_open().await?;
+        // An attempt whose outbox row failed for good (the engine unreachable through
+        // every retry, or the row refused) is not answered and never will be: unpaid.
+        for renewal in &mut open {
+            if renewal.state != RenewalState::Pending {
+                continue;
+            }
+            let key = renewal_key(&renewal.invoice_id, &renewal.billing_account_id, renewal.attempts);
+            let Some(id) = self.store.outbox_id(&key).await? else { continue };
+            let Some(entry) = self.store.outbox_entry(id).await? else { continue };
+            if entry.state != OutboxState::Failed {
+                continue;
+            }
+            let reason = format!("the engine operation failed for good: {}", entry.last_error.unwrap_or_default());
+            let (invoice, account) = (renewal.invoice_id.as_str(), renewal.billing_account_id.as_str());
+            let mut tx = self.store.begin().await?;
+            if tx.settle_renewal(invoice, account, renewal.attempts, Some(&reason), now).await? {
+                let after = json!({"action": "failed", "attempt": renewal.attempts, "reason": reason});
+                audit_renewal(&mut tx, actor, "update", &format!("{invoice}/{account}"), &after, now).await?;
+            }
+            tx.commit().await?;
+            renewal.state = RenewalState::Unpaid;
+            renewal.reason = Some(reason);
+        }
+        // Accounts with a renewal unpaid past its grace stay suspended, whatever their other
+        // renewals (a second unpaid month found the lines suspended by the first already).
+        let overdue: BTreeSet<String> = open
+            .iter()
+            .filter(|renewal| renewal.state != RenewalState::Paid && as_of > renewal.grace_until)
+            .map(|renewal| renewal.billing_account_id.clone())
+            .collect();
+        for renewal in open {
             let (invoice, account) = (renewal.invoice_id.as_str(), renewal.billing_account_id.as_str());
             let entity = format!("{invoice}/{account}");
             let key = format!("renewal:{invoice}:{account}");
             if renewal.state == RenewalState::Paid {
+                if overdue.contains(account) {
+                    continue;
+                }
                 let ids = renewal.suspend_order_ids.clone().unwrap_or_default();
                 // Lines a suspend order still under way would stop are not suspended yet:
                 // lifted before it ends, they would stay suspended. The next run lifts.

@@ -560,3 +560,127 @@ store_test! {
         assert_eq!(actions, ["open", "unpaid", "retry", "unpaid", "retry", "unpaid", "suspend", "retry", "paid", "resume"]);
     }
 }
+
+/// Every outbox row due, taken one ordering key's head at a time until none is left.
+async fn take_all(store: &Store) -> Vec<tollgate_store::OutboxItem> {
+    let mut all = Vec::new();
+    loop {
+        let taken = take_outbox(store).await;
+        if taken.is_empty() {
+            return all;
+        }
+        all.extend(taken);
+    }
+}
+
+/// A final statement `id` of a1 for `cycle` with a renewal of 10.00 due on `due`, 7 days' grace.
+async fn statement_with_renewal(store: &Store, id: &str, cycle: &str, due: Date) {
+    let mut tx = store.begin().await.expect("begin");
+    let statement = InvoiceRow {
+        id: id.into(),
+        kind: InvoiceKind::Invoice,
+        statement: true,
+        bill_run_id: Some("run".into()),
+        billing_account_id: "a1".into(),
+        root_id: "a1".into(),
+        cycle: cycle.into(),
+        period_from: format!("{cycle}-01"),
+        period_until: due.to_string(),
+        issuer: "acme-telecom".into(),
+        series: "ST".into(),
+        state: InvoiceState::Draft,
+        number: None,
+        corrects_invoice_id: None,
+        currency: "EUR".into(),
+        net: money("10.00"),
+        tax: Decimal::ZERO,
+        gross: money("10.00"),
+        content_hash: format!("sha256:{id}"),
+        doc: json!({"id": id}),
+        created_at: on(due),
+        finalised_at: None,
+    };
+    tx.insert_draft_invoice(&statement, &[], &[], on(due)).await.expect("draft");
+    tx.finalise_invoice(id, on(due)).await.expect("final");
+    let renewal = tollgate_store::RenewalRow {
+        invoice_id: id.into(),
+        billing_account_id: "a1".into(),
+        root_id: "a1".into(),
+        engine_account_id: 7,
+        currency: "EUR".into(),
+        amount: money("10.00"),
+        renewal_on: due,
+        grace_until: due.checked_add(jiff::ToSpan::days(7)).expect("day"),
+        state: tollgate_store::RenewalState::Pending,
+        attempts: 1,
+        reason: None,
+        paid_at: None,
+        suspend_order_ids: None,
+        suspended_at: None,
+        lifted_order_ids: None,
+        lifted_at: None,
+        created_at: on(due),
+        updated_at: on(due),
+    };
+    tollgate_receivables::open_renewals(&mut tx, &[renewal], id, on(due)).await.expect("open");
+    tx.commit().await.expect("commit");
+}
+
+store_test! {
+    async fn a_line_stays_suspended_while_any_renewal_of_its_account_is_overdue_and_a_failed_debit_counts_as_unpaid(store) {
+        let (orders, receivables, _) = overdue(&store).await;
+        let customers = tollgate_customers::Customers::new(store.clone());
+        let refused = tollgate_customers::EngineAnswer::Refused { reason: "insufficient credit".into() };
+        let paid = tollgate_customers::EngineAnswer::Applied { balance_after: None };
+        statement_with_renewal(&store, "st-oct", "2026-09", date(2026, 11, 1)).await;
+        statement_with_renewal(&store, "st-nov", "2026-12", date(2026, 12, 1)).await;
+        // October's debit (its account's first row) refused; November's never answered:
+        // its outbox row failed for good.
+        let oct = take_outbox(&store).await.pop().expect("october's debit");
+        assert_eq!(oct.idempotency_key, "bss:renewal:st-oct:a1:1");
+        customers.settle(&oct, &refused, on(date(2026, 11, 1))).await.expect("settled");
+        let claimed = store.claim_outbox(on(date(2030, 1, 1)), 10, std::time::Duration::from_secs(60)).await.expect("claim");
+        let nov = claimed.iter().find(|item| item.idempotency_key == "bss:renewal:st-nov:a1:1").expect("november's debit");
+        assert!(store.outbox_failed(nov, "engine unreachable", on(date(2026, 12, 1))).await.expect("failed"));
+
+        // October is past its grace: suspended. November's failed attempt is taken as unpaid
+        // and tried again; it is within its grace still.
+        let run = receivables.renewals(&orders, date(2026, 12, 2), "system:dunning", on(date(2026, 12, 2))).await.expect("renewals");
+        assert_eq!(run.suspended.iter().map(|s| s.0.as_str()).collect::<Vec<_>>(), ["st-oct"]);
+        let mut retried: Vec<(&str, i64)> = run.retried.iter().map(|r| (r.0.as_str(), r.2)).collect();
+        retried.sort_unstable();
+        assert_eq!(retried, [("st-nov", 2), ("st-oct", 2)]);
+        let failed = store.renewal("st-nov", "a1").await.expect("read").expect("renewal");
+        assert!(failed.reason.as_deref().is_some_and(|r| r.contains("engine unreachable")), "{failed:?}");
+        let order = run.suspended[0].2[0].clone();
+        suspend_line(&store, "l1", date(2026, 12, 2)).await;
+        complete_order(&store, &order, date(2026, 12, 2)).await;
+        for item in take_all(&store).await {
+            customers.settle(&item, &refused, on(date(2026, 12, 2))).await.expect("settled");
+        }
+
+        // November past its grace too; then October is paid: the line stays suspended, as
+        // November is owed.
+        let run = receivables.renewals(&orders, date(2026, 12, 9), "system:dunning", on(date(2026, 12, 9))).await.expect("renewals");
+        assert_eq!(run.suspended.iter().map(|s| s.0.as_str()).collect::<Vec<_>>(), ["st-nov"]);
+        for item in take_all(&store).await {
+            let answer = if item.idempotency_key.contains("st-oct") { &paid } else { &refused };
+            customers.settle(&item, answer, on(date(2026, 12, 9))).await.expect("settled");
+        }
+        for placed in &run.suspended[0].2 {
+            complete_order(&store, placed, date(2026, 12, 9)).await;
+        }
+        let run = receivables.renewals(&orders, date(2026, 12, 10), "system:dunning", on(date(2026, 12, 10))).await.expect("renewals");
+        assert!(run.lifted.is_empty(), "November is still owed: {run:?}");
+        for item in take_all(&store).await {
+            customers.settle(&item, &paid, on(date(2026, 12, 10))).await.expect("settled");
+        }
+        // Both paid: the line is resumed.
+        let run = receivables.renewals(&orders, date(2026, 12, 11), "system:dunning", on(date(2026, 12, 11))).await.expect("renewals");
+        let lifted: Vec<&str> = run.lifted.iter().map(|l| l.0.as_str()).collect();
+        assert!(lifted.contains(&"st-oct"), "{run:?}");
+        let who = Principal::admin("test");
+        let resume = orders.get(&who, &run.lifted.iter().find(|l| l.0 == "st-oct").expect("october").2[0]).await.expect("order").value;
+        assert_eq!((&resume["productOrderItem"][0]["product"]["id"], &resume["productOrderItem"][0]["product"]["status"]), (&json!("l1"), &json!("active")));
+    }
+}

@@ -535,7 +535,9 @@ impl Store {
         let row = tx
             .fetch_optional(
                 "invoices.by_number",
-                "SELECT id, billing_account_id FROM invoices WHERE issuer = $1 AND series = $2 AND number = $3",
+                // A statement owes nothing: a payment naming one is not matched by it.
+                "SELECT id, billing_account_id FROM invoices
+                 WHERE issuer = $1 AND series = $2 AND number = $3 AND document = 'invoice'",
                 args![issuer, series, number],
             )
             .await?;

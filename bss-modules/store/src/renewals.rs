@@ -203,7 +203,8 @@ impl Tx {
     }
 
     /// Records the suspend orders placed for a renewal unpaid past its grace; `false`
-    /// when recorded before.
+    /// when recorded before, or when it was paid meanwhile (its orders are then lifted by
+    /// the next run, as any paid renewal's).
     pub async fn suspend_renewal(
         &mut self,
         invoice: &str,
@@ -215,7 +216,7 @@ impl Tx {
             .execute(
                 "prepaid_renewals.suspend",
                 "UPDATE prepaid_renewals SET suspend_order_ids = $3, suspended_at_ms = $4, updated_at_ms = $4
-                 WHERE invoice_id = $1 AND billing_account_id = $2 AND suspended_at_ms IS NULL",
+                 WHERE invoice_id = $1 AND billing_account_id = $2 AND suspended_at_ms IS NULL AND state <> 'paid'",
                 args![invoice, account, orders, to_ms(now)],
             )
             .await?;
@@ -270,13 +271,14 @@ impl Store {
         tx.fetch_all("prepaid_renewals.list", &sql, args![limit, offset]).await?.iter().map(renewal).collect()
     }
 
-    /// The renewals with something left to do, oldest first: unpaid ones (to retry, or
-    /// to suspend past their grace), and paid ones whose suspension is not lifted yet.
+    /// The renewals with something left to do, oldest first: unpaid and pending ones (to
+    /// retry, to suspend past their grace, or an attempt whose outbox row failed for good),
+    /// and paid ones whose suspension is not lifted yet.
     pub async fn renewals_open(&self) -> Result<Vec<RenewalRow>> {
         let mut tx = self.read().await?;
         let sql = format!(
             "SELECT {RENEWAL_COLUMNS} FROM prepaid_renewals
-             WHERE state = 'unpaid' OR (state = 'paid' AND suspended_at_ms IS NOT NULL AND lifted_at_ms IS NULL)
+             WHERE state <> 'paid' OR (suspended_at_ms IS NOT NULL AND lifted_at_ms IS NULL)
              ORDER BY renewal_on, invoice_id, billing_account_id"
         );
         tx.fetch_all("prepaid_renewals.open", &sql, Vec::new()).await?.iter().map(renewal).collect()
