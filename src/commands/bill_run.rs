@@ -454,13 +454,8 @@ async fn finalise(store: &Store, run: &str, config: &RunConfig) -> anyhow::Resul
                     amount: *amount,
                     invoice: bill_no.clone(),
                 };
-                let item = tollgate_store::NewOutboxItem {
-                    idempotency_key: &format!("bss:invoice:{}:release:{engine_account}", draft.id),
-                    kind: tollgate_customers::BILL_RELEASE,
-                    ordering_key: Some(&tollgate_customers::ordering_key(billing_account)),
-                    payload: &operation.payload(),
-                };
-                tx.enqueue(item, now).await?;
+                let key = format!("bss:invoice:{}:release:{engine_account}", draft.id);
+                tollgate_customers::enqueue_operation(&mut tx, &operation, &key, billing_account, now).await?;
             }
             let after = json!({"id": draft.id, "state": "final", "issuer": draft.issuer, "series": draft.series,
                 "number": number});
@@ -483,13 +478,8 @@ async fn finalise(store: &Store, run: &str, config: &RunConfig) -> anyhow::Resul
                     amount: *amount,
                     statement: bill_no.clone(),
                 };
-                let item = tollgate_store::NewOutboxItem {
-                    idempotency_key: &format!("bss:statement-credit:{}:{billing_account}", draft.id),
-                    kind: tollgate_customers::STATEMENT_CREDIT,
-                    ordering_key: Some(&tollgate_customers::ordering_key(billing_account)),
-                    payload: &operation.payload(),
-                };
-                tx.enqueue(item, now).await?;
+                let key = format!("bss:statement-credit:{}:{billing_account}", draft.id);
+                tollgate_customers::enqueue_operation(&mut tx, &operation, &key, billing_account, now).await?;
             }
             // Credit on the account (payments received before) pays the new invoice, in
             // the same transaction; a statement owes nothing.

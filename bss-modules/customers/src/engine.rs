@@ -367,6 +367,27 @@ pub fn subscription_key(id: &str, version: i64, what: &str) -> String {
     format!("bss:subscription:{id}:v{version}:{what}")
 }
 
+/// Records `operation` in the outbox in the caller's transaction, under idempotency key
+/// `key` and billing account `billing_account`'s ordering key (applied after the
+/// account's earlier operations).
+pub async fn enqueue_operation(
+    tx: &mut tollgate_store::Tx,
+    operation: &EngineOperation,
+    key: &str,
+    billing_account: &str,
+    now: jiff::Timestamp,
+) -> tollgate_store::Result<i64> {
+    let ordering = ordering_key(billing_account);
+    let payload = operation.payload();
+    let item = tollgate_store::NewOutboxItem {
+        idempotency_key: key,
+        kind: operation.kind(),
+        ordering_key: Some(&ordering),
+        payload: &payload,
+    };
+    tx.enqueue(item, now).await
+}
+
 /// The ordering key of a billing account's engine operations (applied one at a time, in
 /// order): its changes, its balance requests and its subscriptions' operations.
 pub fn ordering_key(id: &str) -> String {

@@ -37,9 +37,9 @@ pub use customer::{
     anonymised, redacted, validate_customer, ValidCustomer, MAX_CONSENTS, MAX_CONTACT_MEDIA, MAX_NAME_CHARS,
 };
 pub use engine::{
-    idempotency_key, ordering_key, subscription_key, AccountType, EngineOperation, Revert, RevertField, ADJUST,
-    BILL_RELEASE, CHANGE_ACCOUNT_KIND, CLOSE_ACCOUNT, CREATE_ACCOUNT, CREATE_SUBSCRIPTION, RENEWAL_FEE, RESUME_ACCOUNT,
-    SET_CREDIT_LIMIT, STATEMENT_CREDIT, SUSPEND_ACCOUNT, SUSPEND_SUBSCRIPTION, TOP_UP,
+    enqueue_operation, idempotency_key, ordering_key, subscription_key, AccountType, EngineOperation, Revert,
+    RevertField, ADJUST, BILL_RELEASE, CHANGE_ACCOUNT_KIND, CLOSE_ACCOUNT, CREATE_ACCOUNT, CREATE_SUBSCRIPTION,
+    RENEWAL_FEE, RESUME_ACCOUNT, SET_CREDIT_LIMIT, STATEMENT_CREDIT, SUSPEND_ACCOUNT, SUSPEND_SUBSCRIPTION, TOP_UP,
 };
 pub use error::{CustomersError, Result};
 pub use lifecycle::{transition, AccountState};

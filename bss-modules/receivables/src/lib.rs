@@ -32,8 +32,8 @@ use tollgate_billing::{
 use tollgate_customers::Principal;
 use tollgate_orders::{OrderState, Orders};
 use tollgate_store::{
-    new_entity_id, renewal_key, AllocationRow, AuditRecord, DunningActionRow, NewEvent, NewOutboxItem, OpenInvoiceRow,
-    OutboxState, PaymentRow, ProductEntry, ProductFilter, RenewalRow, RenewalState, Store, Tx,
+    new_entity_id, renewal_key, AllocationRow, AuditRecord, DunningActionRow, NewEvent, OpenInvoiceRow, OutboxState,
+    PaymentRow, ProductEntry, ProductFilter, RenewalRow, RenewalState, Store, Tx,
 };
 
 pub use error::{ReceivablesError, Result};
@@ -480,13 +480,14 @@ impl Receivables {
                 amount: renewal.amount,
                 statement: bill_no,
             };
-            let item = NewOutboxItem {
-                idempotency_key: &renewal_key(invoice, account, attempt),
-                kind: tollgate_customers::RENEWAL_FEE,
-                ordering_key: Some(&tollgate_customers::ordering_key(account)),
-                payload: &operation.payload(),
-            };
-            tx.enqueue(item, now).await?;
+            tollgate_customers::enqueue_operation(
+                &mut tx,
+                &operation,
+                &renewal_key(invoice, account, attempt),
+                account,
+                now,
+            )
+            .await?;
             let after = json!({"action": "retry", "attempt": attempt, "reason": renewal.reason});
             audit_renewal(&mut tx, actor, "update", &entity, &after, now).await?;
             tx.commit().await?;
@@ -768,13 +769,8 @@ pub async fn open_renewals(tx: &mut Tx, renewals: &[RenewalRow], statement_no: &
             amount: renewal.amount,
             statement: statement_no.to_owned(),
         };
-        let item = NewOutboxItem {
-            idempotency_key: &renewal_key(&renewal.invoice_id, &renewal.billing_account_id, 1),
-            kind: tollgate_customers::RENEWAL_FEE,
-            ordering_key: Some(&tollgate_customers::ordering_key(&renewal.billing_account_id)),
-            payload: &operation.payload(),
-        };
-        tx.enqueue(item, now).await?;
+        let key = renewal_key(&renewal.invoice_id, &renewal.billing_account_id, 1);
+        tollgate_customers::enqueue_operation(tx, &operation, &key, &renewal.billing_account_id, now).await?;
         let after = json!({"action": "open", "statement": statement_no, "amount": renewal.amount.to_string(),
             "currency": renewal.currency, "renewalOn": renewal.renewal_on.to_string(),
             "graceUntil": renewal.grace_until.to_string()});
