@@ -313,7 +313,7 @@ async fn bill(store: &Store, args: &BillRunArgs) -> anyhow::Result<ExitCode> {
         let (from, until) = (from.as_second(), cycle.ends_at()?.as_second());
         anyhow::Ok(Some(window.map_or((from, until), |(a, b)| (a.min(from), b.max(until)))))
     })?;
-    let mut ledger = LedgerChunks::new(data_dir, shards, window.unwrap_or_default());
+    let mut ledger = LedgerChunks::new(data_dir, shards, window.unwrap_or_default(), &pending, |(group, _, _)| group)?;
     for (index, (group, cycle, from)) in pending.iter().enumerate() {
         let (group, cycle, from) = (*group, cycle, *from);
         let root = &group[0];
@@ -650,23 +650,61 @@ async fn releases(
     Ok(releases)
 }
 
-/// Hierarchies read from the ledger at once: a bill run of a million accounts cannot
-/// scan the period's files once per account.
+/// Hierarchies read from the ledger at once at most: a bill run of a million accounts
+/// cannot scan the period's files once per account.
 const LEDGER_CHUNK: usize = 1_000;
+/// Ledger entries held at once at most (a chunk ends before it would pass this, unless
+/// one hierarchy alone has more): heavy users must not make a chunk gigabytes.
+const LEDGER_CHUNK_ENTRIES: u64 = 1_000_000;
 
-/// The ledger entries of a run's hierarchies, read [`LEDGER_CHUNK`] hierarchies at a time
-/// (one pass over the period's files of their shards each), over the run's whole window.
+/// Where each chunk of items of `sizes` (entries each) starts: at most `max_items` items
+/// and `max_entries` entries a chunk, but never an empty chunk (an item larger than
+/// `max_entries` is a chunk of its own).
+fn chunk_starts(sizes: impl Iterator<Item = u64>, max_items: usize, max_entries: u64) -> Vec<usize> {
+    let mut starts = vec![0];
+    let (mut held, mut entries) = (0usize, 0u64);
+    for (index, size) in sizes.enumerate() {
+        if held > 0 && (held == max_items || entries.saturating_add(size) > max_entries) {
+            starts.push(index);
+            (held, entries) = (0, 0);
+        }
+        held += 1;
+        entries = entries.saturating_add(size);
+    }
+    starts
+}
+
+/// The ledger entries of a run's hierarchies, read a chunk at a time (one pass over the
+/// period's files of their shards each), over the run's whole window: up to
+/// [`LEDGER_CHUNK`] hierarchies and [`LEDGER_CHUNK_ENTRIES`] entries, as counted first
+/// from the files' fixed-width columns (`ledger::totals`).
 struct LedgerChunks<'a> {
     data_dir: &'a Path,
     shards: usize,
     window: (i64, i64),
+    /// The index of each chunk's first item, ascending, from 0.
+    starts: Vec<usize>,
     chunk: Option<usize>,
     entries: std::collections::HashMap<u64, Vec<tollgate_engine::ledger::LedgerEntry>>,
 }
 
 impl<'a> LedgerChunks<'a> {
-    fn new(data_dir: &'a Path, shards: usize, window: (i64, i64)) -> LedgerChunks<'a> {
-        LedgerChunks { data_dir, shards, window, chunk: None, entries: Default::default() }
+    fn new<T>(
+        data_dir: &'a Path,
+        shards: usize,
+        window: (i64, i64),
+        items: &[T],
+        group: impl Fn(&T) -> &[BillableAccount],
+    ) -> anyhow::Result<LedgerChunks<'a>> {
+        let counts = ledger::totals(data_dir, shards, window.0, window.1)?;
+        let sizes = items.iter().map(|item| {
+            group(item)
+                .iter()
+                .map(|account| counts.get(&account.engine_account_id).map_or(0, |totals| totals.entries))
+                .sum::<u64>()
+        });
+        let starts = chunk_starts(sizes, LEDGER_CHUNK, LEDGER_CHUNK_ENTRIES);
+        Ok(LedgerChunks { data_dir, shards, window, starts, chunk: None, entries: Default::default() })
     }
 
     /// The entries of the chunk that holds `items[index]` (whose hierarchy `group` gives),
@@ -677,10 +715,11 @@ impl<'a> LedgerChunks<'a> {
         index: usize,
         group: impl Fn(&T) -> &[BillableAccount],
     ) -> anyhow::Result<&std::collections::HashMap<u64, Vec<tollgate_engine::ledger::LedgerEntry>>> {
-        let chunk = index / LEDGER_CHUNK;
+        let chunk = self.starts.partition_point(|start| *start <= index).saturating_sub(1);
         if self.chunk != Some(chunk) {
-            let end = ((chunk + 1) * LEDGER_CHUNK).min(items.len());
-            let accounts: std::collections::HashSet<u64> = items[chunk * LEDGER_CHUNK..end]
+            let start = self.starts[chunk];
+            let end = self.starts.get(chunk + 1).copied().unwrap_or(items.len()).min(items.len());
+            let accounts: std::collections::HashSet<u64> = items[start..end]
                 .iter()
                 .flat_map(|item| group(item).iter().map(|account| account.engine_account_id))
                 .collect();
@@ -1149,7 +1188,7 @@ async fn reconcile_run(
         let (from, until) = (cycle.starts_at()?.as_second(), cycle.ends_at()?.as_second());
         anyhow::Ok(Some(window.map_or((from, until), |(a, b)| (a.min(from), b.max(until)))))
     })?;
-    let mut ledger = LedgerChunks::new(data_dir, shards, window.unwrap_or_default());
+    let mut ledger = LedgerChunks::new(data_dir, shards, window.unwrap_or_default(), &groups, Vec::as_slice)?;
     for (index, (group, cycle)) in groups.iter().zip(&cycles).enumerate() {
         let root = &group[0];
         let entries = ledger.of(&groups, index, Vec::as_slice)?;
@@ -1369,4 +1408,20 @@ async fn export_gl(store: &Store, run: &str, config: &RunConfig, output: Option<
     let known: BTreeSet<&str> = references.iter().map(|(reference, _, _)| *reference).collect();
     eprintln!("bill run {run}: {} invoices, {} journal entries", known.len(), journal.entries.len());
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::chunk_starts;
+
+    #[test]
+    fn ledger_chunks_end_at_their_item_or_entry_limit_and_are_never_empty() {
+        // By count: three items a chunk.
+        assert_eq!(chunk_starts([1, 1, 1, 1, 1, 1, 1].into_iter(), 3, 100), [0, 3, 6]);
+        // By entries: 60 + 30 fit in 100, 20 more would not; an item of 500 alone.
+        assert_eq!(chunk_starts([60, 30, 20, 500, 10].into_iter(), 10, 100), [0, 2, 3, 4]);
+        // Nothing to read: one empty chunk starting at 0.
+        assert_eq!(chunk_starts(std::iter::empty(), 10, 100), [0]);
+        assert_eq!(chunk_starts([u64::MAX, u64::MAX].into_iter(), 10, 100), [0, 1]);
+    }
 }
