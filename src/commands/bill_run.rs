@@ -309,11 +309,8 @@ async fn bill(store: &Store, args: &BillRunArgs) -> anyhow::Result<ExitCode> {
         let from = usage_window_start(year, month, root.bill_cycle_day, config.usage_lookback_cycles, zone.clone())?;
         pending.push((group.as_slice(), cycle, from));
     }
-    let window = pending.iter().try_fold(None::<(i64, i64)>, |window, (_, cycle, from)| {
-        let (from, until) = (from.as_second(), cycle.ends_at()?.as_second());
-        anyhow::Ok(Some(window.map_or((from, until), |(a, b)| (a.min(from), b.max(until)))))
-    })?;
-    let mut ledger = LedgerChunks::new(data_dir, shards, window.unwrap_or_default(), &pending, |(group, _, _)| group)?;
+    let spans = pending.iter().map(|(_, cycle, from)| Ok((*from, cycle.ends_at()?)));
+    let mut ledger = LedgerChunks::new(data_dir, shards, covering(spans)?, &pending, |(group, _, _)| group)?;
     for (index, (group, cycle, from)) in pending.iter().enumerate() {
         let (group, cycle, from) = (*group, cycle, *from);
         let root = &group[0];
@@ -648,6 +645,19 @@ async fn releases(
     }
     releases.retain(|_, amount| !amount.is_zero());
     Ok(releases)
+}
+
+/// The smallest `[from, until)` (Unix seconds) that covers every span; `(0, 0)` for none.
+fn covering(
+    spans: impl Iterator<Item = anyhow::Result<(jiff::Timestamp, jiff::Timestamp)>>,
+) -> anyhow::Result<(i64, i64)> {
+    let mut window: Option<(i64, i64)> = None;
+    for span in spans {
+        let (from, until) = span?;
+        let (from, until) = (from.as_second(), until.as_second());
+        window = Some(window.map_or((from, until), |(a, b)| (a.min(from), b.max(until))));
+    }
+    Ok(window.unwrap_or_default())
 }
 
 /// Hierarchies read from the ledger at once at most: a bill run of a million accounts
@@ -1184,11 +1194,8 @@ async fn reconcile_run(
     for group in &groups {
         cycles.push(closing_cycle(year, month, group[0].bill_cycle_day, config.zone()?)?);
     }
-    let window = cycles.iter().try_fold(None::<(i64, i64)>, |window, cycle| {
-        let (from, until) = (cycle.starts_at()?.as_second(), cycle.ends_at()?.as_second());
-        anyhow::Ok(Some(window.map_or((from, until), |(a, b)| (a.min(from), b.max(until)))))
-    })?;
-    let mut ledger = LedgerChunks::new(data_dir, shards, window.unwrap_or_default(), &groups, Vec::as_slice)?;
+    let spans = cycles.iter().map(|cycle| Ok((cycle.starts_at()?, cycle.ends_at()?)));
+    let mut ledger = LedgerChunks::new(data_dir, shards, covering(spans)?, &groups, Vec::as_slice)?;
     for (index, (group, cycle)) in groups.iter().zip(&cycles).enumerate() {
         let root = &group[0];
         let entries = ledger.of(&groups, index, Vec::as_slice)?;

@@ -252,14 +252,6 @@ impl Store {
             .transpose()
     }
 
-    /// The renewals of statement `invoice`, by account.
-    pub async fn renewals_of(&self, invoice: &str) -> Result<Vec<RenewalRow>> {
-        let mut tx = self.read().await?;
-        let sql =
-            format!("SELECT {RENEWAL_COLUMNS} FROM prepaid_renewals WHERE invoice_id = $1 ORDER BY billing_account_id");
-        tx.fetch_all("prepaid_renewals.of", &sql, args![invoice]).await?.iter().map(renewal).collect()
-    }
-
     /// Renewals by statement and account, up to `limit` from `offset` (an operator's list).
     pub async fn renewal_list(&self, offset: u64, limit: u32) -> Result<Vec<RenewalRow>> {
         let mut tx = self.read().await?;
