@@ -36,7 +36,7 @@ mod snapshots;
 use commit::{Answers, CommitStage, HAND_OVER_ITEMS};
 use health::ShardHealth;
 pub use health::ShardStatus;
-use snapshots::Snapshotter;
+use snapshots::{SnapshotRetry, Snapshotter};
 
 /// Where "now" comes from. The engine never reads the system clock directly, so tests
 /// can drive time.
@@ -218,6 +218,7 @@ impl Engine {
             journal_ends.push(state.lsn);
             let chunks = Arc::new(std::sync::Mutex::new(report.chunks.clone()));
             let snapshot_lsn = report.snapshot_lsn;
+            let snapshot_retry = SnapshotRetry::default();
             state.register(&directory);
             accounts += state.accounts.len();
             subscriptions += state.subscriptions.len();
@@ -241,20 +242,12 @@ impl Engine {
                 config: config.clone(),
                 health: Arc::clone(&health),
                 next_reap_at: 0,
-                snapshot_retry: Backoff::default(),
+                snapshot_retry: snapshot_retry.clone(),
                 snapshot_lsn,
                 chunks: Arc::clone(&chunks),
                 stage,
                 snapshots: Some(
-                    Snapshotter::start(
-                        Arc::clone(&config.fs),
-                        config.data_dir.clone(),
-                        shard as u32,
-                        config.archive_segments,
-                        config.archive_retention,
-                        Arc::clone(&chunks),
-                        config.snapshot_chunk_entries,
-                    )
+                    Snapshotter::start(&config, shard as u32, Arc::clone(&chunks), snapshot_retry)
                     .map_err(EngineError::io(&config.data_dir))?,
                 ),
             };
@@ -727,7 +720,8 @@ struct Worker {
     health: Arc<Vec<ShardHealth>>,
     next_reap_at: i64,
     /// When a failed snapshot may be tried again.
-    snapshot_retry: Backoff,
+    /// Shared with the snapshot thread: a fault seen by either is one incident.
+    snapshot_retry: SnapshotRetry,
     /// The LSN of the last snapshot taken (or recovered from).
     snapshot_lsn: u64,
     /// The window chunk files the last durable snapshot lists (the snapshot thread
@@ -823,14 +817,17 @@ impl Worker {
             let since_snapshot = self.state.lsn.saturating_sub(self.snapshot_lsn);
             if since_snapshot >= self.config.snapshot_every_records && self.snapshot_retry.due() {
                 match self.snapshot(None) {
-                    Ok(()) => self.snapshot_retry.succeeded(self.shard),
+                    // Whether it worked is known once the snapshot thread has written it.
+                    Ok(()) => {}
                     Err(SnapshotFailure::Journal(reason)) => {
                         if !self.rebuild(&reason, control) {
                             return;
                         }
                         continue;
                     }
-                    Err(SnapshotFailure::Other(err)) => self.snapshot_retry.failed(self.shard, &err),
+                    Err(SnapshotFailure::Other(err)) => {
+                        self.snapshot_retry.failed(self.shard, &err);
+                    }
                 }
             }
             for job in control {
@@ -1109,7 +1106,7 @@ impl Worker {
         self.journal = journal.timed(self.fsync_histogram());
         self.stage = stage;
         // A new start: a snapshot that fails from here on is a new incident, logged again.
-        self.snapshot_retry = Backoff::default();
+        self.snapshot_retry.reset();
         Ok(())
     }
 }
@@ -1133,38 +1130,4 @@ fn probe(fs: &dyn FileSystem, dir: &std::path::Path, shard: u32) -> Result<(), E
     let result = fs.write_file(&path, &[0u8; 4096], 0o644).and_then(|()| fs.sync_file(&path));
     let _ = fs.remove_file(&path);
     result.map_err(EngineError::io(&path))
-}
-
-/// Backoff for retrying failed snapshots: the first failure is logged at ERROR, retries
-/// wait 1 s doubling to 5 min, and only a success after failures is logged again.
-#[derive(Debug, Default)]
-struct Backoff {
-    retry_at: Option<Instant>,
-    delay: Duration,
-    failures: u32,
-}
-
-impl Backoff {
-    fn due(&self) -> bool {
-        self.retry_at.is_none_or(|at| Instant::now() >= at)
-    }
-
-    fn failed(&mut self, shard: u32, err: &EngineError) {
-        self.failures += 1;
-        self.delay =
-            if self.failures == 1 { Duration::from_secs(1) } else { (self.delay * 2).min(Duration::from_secs(300)) };
-        self.retry_at = Some(Instant::now() + self.delay);
-        if self.failures == 1 {
-            tracing::error!(shard, error = %err, "snapshot failed; the journal segments since the last one stay; retrying with backoff");
-        } else {
-            tracing::debug!(shard, failures = self.failures, error = %err, "snapshot failed again");
-        }
-    }
-
-    fn succeeded(&mut self, shard: u32) {
-        if self.failures > 0 {
-            tracing::warn!(shard, failures = self.failures, "snapshot succeeded again");
-        }
-        *self = Backoff::default();
-    }
 }

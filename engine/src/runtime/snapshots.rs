@@ -4,13 +4,14 @@
 //! segments it covers. A crash before that leaves the previous snapshot and every segment
 //! since, which recovery replays as before.
 
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, Receiver, Sender};
 
 use crate::error::EngineError;
+use crate::EngineConfig;
 use crate::fs::FileSystem;
 use crate::recovery::retire_segments;
 use crate::snapshot::{Captured, ChunkIndex};
@@ -29,22 +30,22 @@ pub(super) struct Snapshotter {
 
 impl Snapshotter {
     /// `chunks` is the chunk index of the last durable snapshot, shared with the shard,
-    /// which copies only what it does not list.
+    /// which copies only what it does not list; `retry` is the shard's backoff.
     pub(super) fn start(
-        fs: Arc<dyn FileSystem>,
-        dir: PathBuf,
+        config: &EngineConfig,
         shard: u32,
-        archive: bool,
-        retention: std::time::Duration,
         chunks: Arc<Mutex<ChunkIndex>>,
-        chunk_entries: usize,
+        retry: SnapshotRetry,
     ) -> std::io::Result<Snapshotter> {
+        let (fs, dir) = (Arc::clone(&config.fs), config.data_dir.clone());
+        let (archive, retention) = (config.archive_segments, config.archive_retention);
+        let chunk_entries = config.snapshot_chunk_entries;
         // One snapshot waiting behind the one being written; a shard that would take a
         // third waits, so copies never pile up in memory.
         let (sender, receiver) = bounded(1);
         let thread = std::thread::Builder::new().name(format!("tollgate-snapshot-{shard}")).spawn(move || {
             let settings = Settings { shard, archive, retention, chunk_entries };
-            run(&*fs, &dir, &settings, &chunks, &receiver);
+            run(&*fs, &dir, &settings, &chunks, &retry, &receiver);
         })?;
         Ok(Snapshotter { sender: Some(sender), thread: Some(thread) })
     }
@@ -82,6 +83,7 @@ fn run(
     dir: &std::path::Path,
     settings: &Settings,
     chunks: &Mutex<ChunkIndex>,
+    retry: &SnapshotRetry,
     receiver: &Receiver<Job>,
 ) {
     let Settings { shard, archive, retention, chunk_entries } = *settings;
@@ -118,11 +120,98 @@ fn run(
                 }
             }
         }
-        if let Err(err) = &result {
-            tracing::error!(shard, lsn, error = %err, "snapshot failed; the journal segments since the last one stay");
+        match &result {
+            Ok(()) => retry.succeeded(shard),
+            Err(err) => {
+                retry.failed(shard, err);
+            }
         }
         if let Some(reply) = reply {
             drop(reply.send(result));
         }
+    }
+}
+
+/// When a shard next tries a snapshot, shared by the shard (which fails to start a
+/// segment) and its snapshot thread (which fails to write or retire one): one fault seen
+/// by both is one incident. The first failure is logged at ERROR, retries wait 1 s
+/// doubling to 5 min, and only a snapshot written after failures is logged again. The
+/// lock is taken at snapshot points only, never per request.
+#[derive(Debug, Default, Clone)]
+pub(super) struct SnapshotRetry(Arc<Mutex<Backoff>>);
+
+#[derive(Debug, Default)]
+struct Backoff {
+    retry_at: Option<Instant>,
+    delay: Duration,
+    failures: u32,
+}
+
+impl SnapshotRetry {
+    fn with<T>(&self, f: impl FnOnce(&mut Backoff) -> T) -> T {
+        let mut backoff = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        f(&mut backoff)
+    }
+
+    /// Whether a snapshot may be tried now.
+    pub(super) fn due(&self) -> bool {
+        self.with(|backoff| backoff.retry_at.is_none_or(|at| Instant::now() >= at))
+    }
+
+    /// Records a failure; true when it started an incident (and was logged at ERROR).
+    pub(super) fn failed(&self, shard: u32, err: &EngineError) -> bool {
+        let failures = self.with(|backoff| {
+            backoff.failures += 1;
+            backoff.delay = if backoff.failures == 1 {
+                Duration::from_secs(1)
+            } else {
+                (backoff.delay * 2).min(Duration::from_secs(300))
+            };
+            backoff.retry_at = Some(Instant::now() + backoff.delay);
+            backoff.failures
+        });
+        if failures == 1 {
+            tracing::error!(shard, error = %err, "snapshot failed; the journal segments since the last one stay; retrying with backoff");
+        } else {
+            tracing::debug!(shard, failures, error = %err, "snapshot failed again");
+        }
+        failures == 1
+    }
+
+    pub(super) fn succeeded(&self, shard: u32) {
+        let failures = self.with(|backoff| std::mem::take(backoff).failures);
+        if failures > 0 {
+            tracing::warn!(shard, failures, "snapshot succeeded again");
+        }
+    }
+
+    /// A new start (the shard rebuilt itself): a failure from here on is a new incident.
+    pub(super) fn reset(&self) {
+        self.with(std::mem::take);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression (CI on 3c3cd80): a data directory turned read-only while a snapshot was
+    /// queued failed the snapshot thread's write and then the shard's next segment, and
+    /// each logged its own first failure: two ERRORs for one fault, and the thread's
+    /// failure did not hold the shard back from trying again at the next snapshot point.
+    #[test]
+    fn a_fault_seen_by_the_shard_and_its_snapshot_thread_is_one_incident() {
+        let shard = SnapshotRetry::default();
+        let thread = shard.clone();
+        let err = EngineError::Unavailable("read-only");
+        assert!(shard.due());
+        assert!(thread.failed(0, &err), "the first failure starts an incident");
+        assert!(!shard.due(), "the thread's failure backs the shard off");
+        assert!(!shard.failed(0, &err), "the shard's failure is the same incident");
+        thread.succeeded(0);
+        assert!(shard.due(), "a written snapshot ends the incident");
+        assert!(shard.failed(0, &err), "a later failure is a new one");
+        shard.reset();
+        assert!(shard.due() && thread.failed(0, &err), "so is one after a rebuild");
     }
 }
