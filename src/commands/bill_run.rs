@@ -56,6 +56,10 @@ pub(crate) struct BillRunArgs {
     /// The engine's shard count (default: the data directory's).
     #[arg(long)]
     shards: Option<usize>,
+    /// Documents written, and then made final, per transaction: a crash rolls back the
+    /// batch under way whole, which the rerun makes again (same invoices, same numbers).
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u16).range(1..=10_000))]
+    batch: u16,
 }
 
 #[derive(Debug, Subcommand)]
@@ -291,17 +295,20 @@ async fn bill(store: &Store, args: &BillRunArgs) -> anyhow::Result<ExitCode> {
         }
     }
     super::usage::catch_up_ledger(data_dir, shards)?;
-    let (mut drafted, mut statements, mut already, mut mixed) = (0u64, 0u64, 0u64, 0u64);
+    let mut counts = DraftCounts::default();
+    let mut mixed = 0u64;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     // The hierarchies to bill, each with its cycle and the start of its usage window
     // (usage is read from a few cycles before: what their runs did not bill, because it
     // arrived late, is billed now).
+    let roots: Vec<String> = groups.iter().map(|group| group[0].id.clone()).collect();
+    let invoiced = if args.dry_run { BTreeSet::new() } else { store.invoiced_accounts(&roots, &cycle_text).await? };
     let mut pending = Vec::with_capacity(groups.len());
     for group in &groups {
         let root = &group[0];
-        if !args.dry_run && store.invoice_for(&root.id, &cycle_text).await?.is_some() {
-            already += 1;
+        if invoiced.contains(&root.id) {
+            counts.already += 1;
             continue;
         }
         let cycle = closing_cycle(year, month, root.bill_cycle_day, zone.clone())
@@ -311,98 +318,98 @@ async fn bill(store: &Store, args: &BillRunArgs) -> anyhow::Result<ExitCode> {
     }
     let spans = pending.iter().map(|(_, cycle, from)| Ok((*from, cycle.ends_at()?)));
     let mut ledger = LedgerChunks::new(data_dir, shards, covering(spans)?, &pending, |(group, _, _)| group)?;
-    for (index, (group, cycle, from)) in pending.iter().enumerate() {
-        let (group, cycle, from) = (*group, cycle, *from);
-        let root = &group[0];
-        // A prepaid hierarchy gets a statement: the same document in its own series,
-        // with nothing to pay; its fees are debited from the prepaid balances when it is
-        // made final.
-        let statement = root.account_type == "prepaid";
-        // A prepaid root with accounts that pay otherwise: neither a statement (their
-        // usage would never become a receivable) nor an invoice (its fees are debited at
-        // renewal). Left, saying so, until the hierarchy is consistent.
-        if statement && group.iter().any(|account| account.account_type != "prepaid") {
-            eprintln!("hierarchy {}: a prepaid root with accounts that are not prepaid is not billed", root.id);
-            mixed += 1;
-            continue;
-        }
-        let entries = ledger.of(&pending, index, |(group, _, _)| group)?;
-        let mut inputs = account_inputs(store, group, cycle, from, entries).await?;
-        let amounts = store.billed_amounts(&lookup_keys(cycle, &inputs)?).await?;
-        let billed: BTreeSet<String> = amounts.keys().cloned().collect();
-        // What in-advance prices charged for this cycle, which their corrections need.
-        let charged: std::collections::BTreeMap<String, rust_decimal::Decimal> =
-            amounts.into_iter().filter(|(key, _)| key.starts_with("recurring:")).collect();
-        for input in &mut inputs {
-            input.billed_amounts = charged.clone();
-        }
-        let Some(planned) = plan_invoice(cycle, &config, root.tax_profile_id.as_deref(), &inputs, &billed)
-            .with_context(|| format!("account {}", root.id))?
-        else {
-            continue;
-        };
-        let id = format!("{}-{cycle_text}-{}", if statement { "st" } else { "inv" }, root.id);
-        let row = invoice_row(&id, &run, root, &cycle_text, &config, &planned.invoice, statement)?;
-        if args.dry_run {
-            writeln!(
-                out,
-                "{}",
-                json!({"id": id, "account": root.id, "contentHash": row.content_hash,
-                "currency": row.currency, "net": row.net.to_string(), "tax": row.tax.to_string(),
-                "gross": row.gross.to_string(), "invoice": row.doc})
-            )?;
-            drafted += 1;
-            statements += u64::from(statement);
-            continue;
-        }
-        let items: Vec<BilledItem> = planned
-            .billed
-            .iter()
-            .map(|key| BilledItem {
-                item_key: key.key.clone(),
-                kind: match key.kind {
-                    PriceKindOrUsage::Recurring => BilledKind::Recurring,
-                    PriceKindOrUsage::OneOff => BilledKind::OneOff,
-                    PriceKindOrUsage::Usage => BilledKind::Usage,
-                },
-                billing_account_id: key.account_id.clone(),
-                amount: key.amount,
-                currency: key.currency.clone(),
-            })
-            .collect();
-        let now = jiff::Timestamp::now();
-        let mut tx = store.begin().await?;
-        match tx.insert_draft_invoice(&row, &lines_of(&planned.invoice)?, &items, now).await {
-            Ok(()) => {
-                // What the invoice took of each credit, with it.
-                for (credit, used) in &planned.credits_used {
-                    tx.use_credit(credit, *used).await?;
-                }
-            }
-            // Another run billed it meanwhile: its invoice stands.
-            Err(StoreError::Conflict { .. }) => {
-                already += 1;
+    let batch_size = usize::from(args.batch);
+    let mut batch = Vec::with_capacity(batch_size);
+    // A batch of hierarchies at a time: what the store has for them read in a few queries,
+    // their documents composed, then written in one transaction.
+    for (number, chunk) in pending.chunks(batch_size).enumerate() {
+        let accounts: Vec<String> =
+            chunk.iter().flat_map(|(group, _, _)| group.iter().map(|account| account.id.clone())).collect();
+        let stored = Stored::load(store, &accounts).await?;
+        let mut composed = Vec::with_capacity(chunk.len());
+        for (offset, (group, cycle, from)) in chunk.iter().enumerate() {
+            let root = &group[0];
+            // A prepaid root with accounts that pay otherwise: neither a statement (their
+            // usage would never become a receivable) nor an invoice (its fees are debited
+            // at renewal). Left, saying so, until the hierarchy is consistent.
+            if root.account_type == "prepaid" && group.iter().any(|account| account.account_type != "prepaid") {
+                eprintln!("hierarchy {}: a prepaid root with accounts that are not prepaid is not billed", root.id);
+                mixed += 1;
                 continue;
             }
-            Err(error) => return Err(error.into()),
+            let entries = ledger.of(&pending, number * batch_size + offset, |(group, _, _)| group)?;
+            let inputs = account_inputs(&stored, group, cycle, *from, entries)?;
+            let keys = lookup_keys(cycle, &inputs)?;
+            composed.push((offset, inputs, keys));
         }
-        let after = json!({"id": id, "account": root.id, "cycle": cycle_text, "contentHash": row.content_hash,
-            "gross": row.gross.to_string(), "currency": row.currency});
-        let record = AuditRecord {
-            actor: &actor(),
-            action: "create",
-            entity_type: "CustomerBill",
-            entity_id: &id,
-            before: None,
-            after: Some(&after),
-        };
-        tx.audit(record, now).await?;
-        tx.save_bill_run(&run, BillRunState::Drafting, Some(&root.id), now).await?;
-        tx.commit().await?;
-        drafted += 1;
-        statements += u64::from(statement);
-        eprintln!("drafted {id}");
+        let all_keys: Vec<String> = composed.iter().flat_map(|(_, _, keys)| keys.iter().cloned()).collect();
+        let amounts = store.billed_amounts(&all_keys).await?;
+        for (offset, mut inputs, keys) in composed {
+            let (group, cycle, _) = &chunk[offset];
+            let root = &group[0];
+            // A prepaid hierarchy gets a statement: the same document in its own series,
+            // with nothing to pay; its fees are debited from the prepaid balances when it
+            // is made final.
+            let statement = root.account_type == "prepaid";
+            let billed: BTreeSet<String> = keys.iter().filter(|key| amounts.contains_key(*key)).cloned().collect();
+            // What in-advance prices charged for this cycle, which their corrections need.
+            let charged: std::collections::BTreeMap<String, rust_decimal::Decimal> = billed
+                .iter()
+                .filter(|key| key.starts_with("recurring:"))
+                .map(|key| (key.clone(), amounts[key]))
+                .collect();
+            for input in &mut inputs {
+                input.billed_amounts = charged.clone();
+            }
+            let Some(planned) = plan_invoice(cycle, &config, root.tax_profile_id.as_deref(), &inputs, &billed)
+                .with_context(|| format!("account {}", root.id))?
+            else {
+                continue;
+            };
+            let id = format!("{}-{cycle_text}-{}", if statement { "st" } else { "inv" }, root.id);
+            let row = invoice_row(&id, &run, root, &cycle_text, &config, &planned.invoice, statement)?;
+            if args.dry_run {
+                writeln!(
+                    out,
+                    "{}",
+                    json!({"id": id, "account": root.id, "contentHash": row.content_hash,
+                    "currency": row.currency, "net": row.net.to_string(), "tax": row.tax.to_string(),
+                    "gross": row.gross.to_string(), "invoice": row.doc})
+                )?;
+                counts.drafted += 1;
+                counts.statements += u64::from(statement);
+                continue;
+            }
+            let items: Vec<BilledItem> = planned
+                .billed
+                .iter()
+                .map(|key| BilledItem {
+                    item_key: key.key.clone(),
+                    kind: match key.kind {
+                        PriceKindOrUsage::Recurring => BilledKind::Recurring,
+                        PriceKindOrUsage::OneOff => BilledKind::OneOff,
+                        PriceKindOrUsage::Usage => BilledKind::Usage,
+                    },
+                    billing_account_id: key.account_id.clone(),
+                    amount: key.amount,
+                    currency: key.currency.clone(),
+                })
+                .collect();
+            let after = json!({"id": id, "account": root.id, "cycle": cycle_text, "contentHash": row.content_hash,
+                "gross": row.gross.to_string(), "currency": row.currency});
+            let lines = lines_of(&planned.invoice)?;
+            batch.push(NewDraft {
+                root: root.id.clone(),
+                row,
+                lines,
+                items,
+                credits_used: planned.credits_used,
+                after,
+            });
+        }
+        counts.add(write_drafts(store, &run, &mut batch).await?);
     }
+    let DraftCounts { drafted, statements, already } = counts;
     out.flush()?;
     if args.dry_run {
         eprintln!(
@@ -410,7 +417,7 @@ async fn bill(store: &Store, args: &BillRunArgs) -> anyhow::Result<ExitCode> {
         );
         return Ok(ExitCode::SUCCESS);
     }
-    let finalised = finalise(store, &run, &config).await?;
+    let finalised = finalise(store, &run, &config, batch_size).await?;
     let mut tx = store.begin().await?;
     tx.save_bill_run(&run, BillRunState::Done, None, jiff::Timestamp::now()).await?;
     tx.commit().await?;
@@ -420,8 +427,90 @@ async fn bill(store: &Store, args: &BillRunArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Numbers the run's drafts, one transaction each, in account order.
-async fn finalise(store: &Store, run: &str, config: &RunConfig) -> anyhow::Result<u64> {
+/// A composed draft, waiting for its batch's transaction.
+struct NewDraft {
+    root: String,
+    row: InvoiceRow,
+    lines: Vec<InvoiceLineRow>,
+    items: Vec<BilledItem>,
+    credits_used: std::collections::BTreeMap<String, rust_decimal::Decimal>,
+    /// Its audit record's document.
+    after: Value,
+}
+
+/// Documents a run drafted, how many of them statements, and how many hierarchies
+/// were billed before (by an earlier or a concurrent run).
+#[derive(Debug, Default, Clone, Copy)]
+struct DraftCounts {
+    drafted: u64,
+    statements: u64,
+    already: u64,
+}
+
+impl DraftCounts {
+    fn add(&mut self, other: DraftCounts) {
+        self.drafted += other.drafted;
+        self.statements += other.statements;
+        self.already += other.already;
+    }
+}
+
+/// Writes the `drafts` waiting (and empties it) in one transaction, audited, the run's
+/// progress with them. If another run drafted one of them meanwhile (a conflict), the
+/// batch is rolled back and written one draft a transaction, that one left out: its
+/// invoice stands.
+async fn write_drafts(store: &Store, run: &str, drafts: &mut Vec<NewDraft>) -> anyhow::Result<DraftCounts> {
+    let mut counts = DraftCounts::default();
+    let mut written = |draft: &NewDraft| {
+        counts.drafted += 1;
+        counts.statements += u64::from(draft.row.statement);
+        eprintln!("drafted {}", draft.row.id);
+    };
+    match write_draft_batch(store, run, drafts).await {
+        Ok(()) => drafts.iter().for_each(&mut written),
+        Err(StoreError::Conflict { .. }) => {
+            for draft in drafts.iter() {
+                match write_draft_batch(store, run, std::slice::from_ref(draft)).await {
+                    Ok(()) => written(draft),
+                    Err(StoreError::Conflict { .. }) => counts.already += 1,
+                    Err(error) => return Err(error.into()),
+                }
+            }
+        }
+        Err(error) => return Err(error.into()),
+    }
+    drafts.clear();
+    Ok(counts)
+}
+
+async fn write_draft_batch(store: &Store, run: &str, drafts: &[NewDraft]) -> Result<(), StoreError> {
+    let Some(last) = drafts.last() else { return Ok(()) };
+    let now = jiff::Timestamp::now();
+    let mut tx = store.begin().await?;
+    for draft in drafts {
+        tx.insert_draft_invoice(&draft.row, &draft.lines, &draft.items, now).await?;
+        // What the invoice took of each credit, with it.
+        for (credit, used) in &draft.credits_used {
+            tx.use_credit(credit, *used).await?;
+        }
+        let record = AuditRecord {
+            actor: &actor(),
+            action: "create",
+            entity_type: "CustomerBill",
+            entity_id: &draft.row.id,
+            before: None,
+            after: Some(&draft.after),
+        };
+        tx.audit(record, now).await?;
+    }
+    tx.save_bill_run(run, BillRunState::Drafting, Some(&last.root), now).await?;
+    tx.commit().await
+}
+
+/// Numbers the run's drafts, `batch` a transaction, in account order. A crash rolls
+/// back the batch under way whole (numbers included), and the rerun numbers the same
+/// drafts in the same order: the numbers stay gap-free and as an uninterrupted run's.
+async fn finalise(store: &Store, run: &str, config: &RunConfig, batch: usize) -> anyhow::Result<u64> {
     let mut tx = store.begin().await?;
     tx.save_bill_run(run, BillRunState::Finalising, None, jiff::Timestamp::now()).await?;
     tx.commit().await?;
@@ -434,66 +523,98 @@ async fn finalise(store: &Store, run: &str, config: &RunConfig) -> anyhow::Resul
             return Ok(finalised);
         }
         drafts.sort_by(|a, b| a.billing_account_id.cmp(&b.billing_account_id));
-        for draft in drafts {
-            let releases = if draft.statement { Default::default() } else { releases(store, &draft.id).await? };
+        for batch in drafts.chunks(batch) {
+            // What each draft's finalising writes, read first: the transaction only writes.
             let now = jiff::Timestamp::now();
-            let (renewals, credits) =
-                if draft.statement { renewals(store, &draft, config, now).await? } else { Default::default() };
+            let invoices: Vec<String> =
+                batch.iter().filter(|draft| !draft.statement).map(|draft| draft.id.clone()).collect();
+            let billed = store.billed_items_of_invoices(&invoices).await?;
+            let mut reads = Vec::with_capacity(batch.len());
+            for draft in batch {
+                let releases = match billed.get(&draft.id) {
+                    Some(items) if !draft.statement => releases(items)?,
+                    _ => Default::default(),
+                };
+                let (renewals, credits) =
+                    if draft.statement { renewals(store, draft, config, now).await? } else { Default::default() };
+                reads.push((releases, renewals, credits));
+            }
             let mut tx = store.begin().await?;
-            let number = tx.finalise_invoice(&draft.id, now).await?;
-            // The usage it bills leaves the engine's running balance for the receivable,
-            // through the outbox, in the finalising transaction: the credit limit frees up
-            // exactly once per invoice and account.
-            let bill_no = format!("{}/{}/{number}", draft.issuer, draft.series);
-            for ((billing_account, engine_account), amount) in &releases {
-                let operation = tollgate_customers::EngineOperation::BillRelease {
-                    account: *engine_account,
-                    amount: *amount,
-                    invoice: bill_no.clone(),
+            let mut done = Vec::with_capacity(batch.len());
+            for (draft, (releases, renewals, credits)) in batch.iter().zip(&reads) {
+                let number = finalise_one(&mut tx, draft, releases, renewals, credits, now).await?;
+                // Credit on the account (payments received before) pays the new invoice, in
+                // the same transaction; a statement owes nothing.
+                let settled = if draft.statement {
+                    Vec::new()
+                } else {
+                    tollgate_receivables::settle_account(&mut tx, &actor(), &draft.billing_account_id, now).await?
                 };
-                let key = format!("bss:invoice:{}:release:{engine_account}", draft.id);
-                tollgate_customers::enqueue_operation(&mut tx, &operation, &key, billing_account, now).await?;
+                done.push((draft, number, settled));
             }
-            let after = json!({"id": draft.id, "state": "final", "issuer": draft.issuer, "series": draft.series,
-                "number": number});
-            let record = AuditRecord {
-                actor: &actor(),
-                action: "finalise",
-                entity_type: "CustomerBill",
-                entity_id: &draft.id,
-                before: None,
-                after: Some(&after),
-            };
-            tx.audit(record, now).await?;
-            // A statement's fees are debited from each account's prepaid balance by the
-            // engine, through the outbox, in the finalising transaction: once per statement
-            // and account (the renewal row and its first attempt commit together).
-            tollgate_receivables::open_renewals(&mut tx, &renewals, &bill_no, now).await?;
-            for (billing_account, engine_account, amount) in &credits {
-                let operation = tollgate_customers::EngineOperation::StatementCredit {
-                    account: *engine_account,
-                    amount: *amount,
-                    statement: bill_no.clone(),
-                };
-                let key = format!("bss:statement-credit:{}:{billing_account}", draft.id);
-                tollgate_customers::enqueue_operation(&mut tx, &operation, &key, billing_account, now).await?;
-            }
-            // Credit on the account (payments received before) pays the new invoice, in
-            // the same transaction; a statement owes nothing.
-            let settled = if draft.statement {
-                Vec::new()
-            } else {
-                tollgate_receivables::settle_account(&mut tx, &actor(), &draft.billing_account_id, now).await?
-            };
             tx.commit().await?;
-            if !settled.is_empty() {
-                let paid: rust_decimal::Decimal = settled.iter().map(|part| part.amount).sum();
-                eprintln!("{}: {paid} {} of credit on account applied", draft.id, draft.currency);
+            for (draft, number, settled) in done {
+                if !settled.is_empty() {
+                    let paid: rust_decimal::Decimal = settled.iter().map(|part| part.amount).sum();
+                    eprintln!("{}: {paid} {} of credit on account applied", draft.id, draft.currency);
+                }
+                finalised += 1;
+                eprintln!("finalised {} as {}/{}/{number}", draft.id, draft.issuer, draft.series);
             }
-            finalised += 1;
-            eprintln!("finalised {} as {}/{}/{number}", draft.id, draft.issuer, draft.series);
         }
     }
+}
+
+/// Makes `draft` final in `tx` and returns its number: the usage it bills released from
+/// the engine's running balances, or (a statement) its renewals opened and what its fee
+/// lines owe given back, all through the outbox, audited.
+async fn finalise_one(
+    tx: &mut tollgate_store::Tx,
+    draft: &InvoiceRow,
+    releases: &std::collections::BTreeMap<(String, u64), rust_decimal::Decimal>,
+    renewals: &[tollgate_store::RenewalRow],
+    credits: &[(String, u64, rust_decimal::Decimal)],
+    now: jiff::Timestamp,
+) -> anyhow::Result<i64> {
+    let number = tx.finalise_invoice(&draft.id, now).await?;
+    // The usage it bills leaves the engine's running balance for the receivable, through
+    // the outbox, in the finalising transaction: the credit limit frees up exactly once
+    // per invoice and account.
+    let bill_no = format!("{}/{}/{number}", draft.issuer, draft.series);
+    for ((billing_account, engine_account), amount) in releases {
+        let operation = tollgate_customers::EngineOperation::BillRelease {
+            account: *engine_account,
+            amount: *amount,
+            invoice: bill_no.clone(),
+        };
+        let key = format!("bss:invoice:{}:release:{engine_account}", draft.id);
+        tollgate_customers::enqueue_operation(tx, &operation, &key, billing_account, now).await?;
+    }
+    let after =
+        json!({"id": draft.id, "state": "final", "issuer": draft.issuer, "series": draft.series, "number": number});
+    let record = AuditRecord {
+        actor: &actor(),
+        action: "finalise",
+        entity_type: "CustomerBill",
+        entity_id: &draft.id,
+        before: None,
+        after: Some(&after),
+    };
+    tx.audit(record, now).await?;
+    // A statement's fees are debited from each account's prepaid balance by the engine,
+    // through the outbox, in the finalising transaction: once per statement and account
+    // (the renewal row and its first attempt commit together).
+    tollgate_receivables::open_renewals(tx, renewals, &bill_no, now).await?;
+    for (billing_account, engine_account, amount) in credits {
+        let operation = tollgate_customers::EngineOperation::StatementCredit {
+            account: *engine_account,
+            amount: *amount,
+            statement: bill_no.clone(),
+        };
+        let key = format!("bss:statement-credit:{}:{billing_account}", draft.id);
+        tollgate_customers::enqueue_operation(tx, &operation, &key, billing_account, now).await?;
+    }
+    Ok(number)
 }
 
 /// The fees of prepaid statement `draft` per account (its lines that are not usage or
@@ -624,14 +745,11 @@ fn grace_term(offering: &Value) -> anyhow::Result<Option<u16>> {
     Ok(Some(days))
 }
 
-/// The usage invoice `id` bills, per billing account and engine account (the engine
-/// charged it: positive), from its billed items' keys `usage:{engine account}:{lsn}:{n}`.
-async fn releases(
-    store: &Store,
-    id: &str,
-) -> anyhow::Result<std::collections::BTreeMap<(String, u64), rust_decimal::Decimal>> {
+/// The usage an invoice bills (`items`), per billing account and engine account (the
+/// engine charged it: positive), from its billed items' keys `usage:{engine account}:{lsn}:{n}`.
+fn releases(items: &[BilledItem]) -> anyhow::Result<std::collections::BTreeMap<(String, u64), rust_decimal::Decimal>> {
     let mut releases: std::collections::BTreeMap<(String, u64), rust_decimal::Decimal> = Default::default();
-    for item in store.billed_items_of(id).await? {
+    for item in items {
         if item.kind != tollgate_store::BilledKind::Usage {
             continue;
         }
@@ -641,7 +759,7 @@ async fn releases(
             .nth(1)
             .and_then(|account| account.parse::<u64>().ok())
             .with_context(|| format!("billed item {:?}: no engine account in its key", item.item_key))?;
-        *releases.entry((item.billing_account_id, engine)).or_default() += item.amount;
+        *releases.entry((item.billing_account_id.clone(), engine)).or_default() += item.amount;
     }
     releases.retain(|_, amount| !amount.is_zero());
     Ok(releases)
@@ -743,23 +861,18 @@ impl<'a> LedgerChunks<'a> {
 
 /// What each account of a hierarchy has: products with prices, and usage entries (from
 /// `ledger`, by engine account) posted from `from` to the cycle's end.
-async fn account_inputs(
-    store: &Store,
+fn account_inputs(
+    stored: &Stored,
     group: &[BillableAccount],
     cycle: &tollgate_billing::BillingCycle,
     from: jiff::Timestamp,
     ledger: &std::collections::HashMap<u64, Vec<tollgate_engine::ledger::LedgerEntry>>,
 ) -> anyhow::Result<Vec<AccountInput>> {
-    let ids: Vec<String> = group.iter().map(|account| account.id.clone()).collect();
-    let prices = store.product_prices(&ids).await?;
-    let discounts = store.discounts_of(&ids).await?;
-    let credits = store.credits_of(&ids).await?;
     let until = cycle.ends_at()?;
     let mut inputs = Vec::with_capacity(group.len());
     for account in group {
-        let products = prices
+        let products = Stored::of(&stored.prices, &account.id)
             .iter()
-            .filter(|price| price.billing_account_id == account.id)
             .map(|price| {
                 let field = format!("price {} chargeTiming", price.price_id);
                 Ok(ProductInput {
@@ -805,14 +918,13 @@ async fn account_inputs(
             products,
             usage,
             billed_amounts: Default::default(),
-            discounts: discounts
+            discounts: Stored::of(&stored.discounts, &account.id)
                 .iter()
-                .filter(|row| row.billing_account_id == account.id)
                 .map(discount_of)
                 .collect::<anyhow::Result<Vec<_>>>()?,
-            credits: credits
+            credits: Stored::of(&stored.credits, &account.id)
                 .iter()
-                .filter(|row| row.billing_account_id == account.id && row.used < row.amount)
+                .filter(|row| row.used < row.amount)
                 .map(|row| Credit {
                     id: row.id.clone(),
                     description: row.description.clone(),
@@ -824,6 +936,35 @@ async fn account_inputs(
         });
     }
     Ok(inputs)
+}
+
+/// What the store holds for a batch of accounts that their invoices need, by account.
+#[derive(Debug, Default)]
+struct Stored {
+    prices: std::collections::HashMap<String, Vec<tollgate_store::ProductPrice>>,
+    discounts: std::collections::HashMap<String, Vec<DiscountRow>>,
+    credits: std::collections::HashMap<String, Vec<CreditRow>>,
+}
+
+impl Stored {
+    async fn load(store: &Store, accounts: &[String]) -> anyhow::Result<Stored> {
+        let mut stored = Stored::default();
+        for price in store.product_prices(accounts).await? {
+            stored.prices.entry(price.billing_account_id.clone()).or_default().push(price);
+        }
+        for discount in store.discounts_of(accounts).await? {
+            stored.discounts.entry(discount.billing_account_id.clone()).or_default().push(discount);
+        }
+        for credit in store.credits_of(accounts).await? {
+            stored.credits.entry(credit.billing_account_id.clone()).or_default().push(credit);
+        }
+        Ok(stored)
+    }
+
+    /// `account`'s rows of `rows`, in the store's order.
+    fn of<'a, T>(rows: &'a std::collections::HashMap<String, Vec<T>>, account: &str) -> &'a [T] {
+        rows.get(account).map(Vec::as_slice).unwrap_or_default()
+    }
 }
 
 /// A stored discount as the billing core takes it.
@@ -1199,7 +1340,8 @@ async fn reconcile_run(
     for (index, (group, cycle)) in groups.iter().zip(&cycles).enumerate() {
         let root = &group[0];
         let entries = ledger.of(&groups, index, Vec::as_slice)?;
-        let inputs = account_inputs(store, group, cycle, cycle.starts_at()?, entries).await?;
+        // Only the usage is reconciled: no prices, discounts or credits are read.
+        let inputs = account_inputs(&Stored::default(), group, cycle, cycle.starts_at()?, entries)?;
         let entries: Vec<RatedEntry> = inputs
             .iter()
             .flat_map(|input| {

@@ -265,7 +265,7 @@ fn discounts_and_credits_from_the_store_reduce_invoices_once() {
 /// with `word`.
 fn kill_after(data_dir: &str, cycle: &str, word: &str, lines: usize) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
-        .args(["bill-run", "--cycle", cycle, "--data-dir", data_dir])
+        .args(["bill-run", "--cycle", cycle, "--data-dir", data_dir, "--batch", "3"])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -297,7 +297,9 @@ fn bill_runs_killed_while_drafting_or_numbering_end_as_an_uninterrupted_run() {
         target.display().to_string()
     };
     // Kill points: after the first, a middle and the last-but-one draft, and after the
-    // first and a middle number.
+    // first and a middle number; the killed runs write three documents a transaction, so
+    // the kill lands between or inside batches, and the rerun (and the clean run) write
+    // the default hundred: the same invoices and numbers whatever the batch.
     let points = [("drafted", 1), ("drafted", 10), ("drafted", 19), ("finalised", 1), ("finalised", 12)];
     let copies: Vec<String> = points.iter().map(|(word, lines)| copy(&format!("{word}-{lines}"))).collect();
 
@@ -315,6 +317,37 @@ fn bill_runs_killed_while_drafting_or_numbering_end_as_an_uninterrupted_run() {
         bill(data, &cycle);
         assert_eq!(show(data, &cycle), clean, "after the kill at {lines} {word}");
     }
+    std::fs::remove_dir_all(dir).ok();
+}
+
+/// Two runs of one cycle at once, writing three documents a transaction: each hierarchy
+/// is drafted by one of them (a batch that meets another run's draft is written again
+/// without it), and the numbers are gap-free and one per invoice.
+#[test]
+fn two_bill_runs_of_a_cycle_at_once_bill_each_hierarchy_once_with_gap_free_numbers() {
+    let dir = scratch("bill-run-twice");
+    let data_dir = setup(&dir, 200);
+    let (cycle, _) = cycles();
+    let run = || {
+        Command::new(env!("CARGO_BIN_EXE_tollgate"))
+            .args(["bill-run", "--cycle", &cycle, "--data-dir", &data_dir, "--batch", "3"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("tollgate starts")
+    };
+    let (first, second) = (run(), run());
+    let mut drafted = 0;
+    for child in [first, second] {
+        let output = child.wait_with_output().expect("ends");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "{stderr}");
+        drafted += stderr.lines().filter(|line| line.starts_with("drafted ")).count();
+    }
+    let invoices = show(&data_dir, &cycle);
+    assert_eq!(drafted, invoices.len(), "each hierarchy drafted by one run");
+    assert_eq!(numbers(&invoices), (1..=(ROWS / 2) as i64).collect::<Vec<_>>());
+    assert!(bill(&data_dir, &cycle).contains("0 drafted"), "nothing left to bill");
     std::fs::remove_dir_all(dir).ok();
 }
 

@@ -644,6 +644,22 @@ impl Store {
             .transpose()
     }
 
+    /// Which of `accounts` have their invoice of `cycle` (drafted or final): one query per
+    /// few hundred accounts, for a bill run that skips them.
+    pub async fn invoiced_accounts(&self, accounts: &[String], cycle: &str) -> Result<BTreeSet<String>> {
+        let mut tx = self.read().await?;
+        let keys: Vec<&str> = accounts.iter().map(String::as_str).collect();
+        let sql = "SELECT billing_account_id, cycle FROM invoices WHERE kind = 'invoice' AND billing_account_id IN (#)";
+        let rows = select_in(&mut tx, "invoices.invoiced", sql, &keys).await?;
+        let mut invoiced = BTreeSet::new();
+        for row in &rows {
+            if row.text("cycle")? == cycle {
+                invoiced.insert(row.text("billing_account_id")?);
+            }
+        }
+        Ok(invoiced)
+    }
+
     /// An invoice's lines, in position order.
     pub async fn invoice_lines(&self, invoice_id: &str) -> Result<Vec<InvoiceLineRow>> {
         let mut tx = self.read().await?;
@@ -663,6 +679,24 @@ impl Store {
             )
             .await?;
         rows.iter().map(billed).collect()
+    }
+
+    /// What each of `invoices` billed, by invoice and then key: one query per few hundred
+    /// invoices, for a bill run making a batch of them final. An invoice that billed
+    /// nothing (or does not exist) is absent.
+    pub async fn billed_items_of_invoices(&self, invoices: &[String]) -> Result<BTreeMap<String, Vec<BilledItem>>> {
+        let mut tx = self.read().await?;
+        let keys: Vec<&str> = invoices.iter().map(String::as_str).collect();
+        let sql = "SELECT invoice_id, item_key, kind, billing_account_id, amount, currency FROM billed_items
+                   WHERE invoice_id IN (#)";
+        let mut billed_by: BTreeMap<String, Vec<BilledItem>> = BTreeMap::new();
+        for row in select_in(&mut tx, "billed_items.of_invoices", sql, &keys).await? {
+            billed_by.entry(row.text("invoice_id")?).or_default().push(billed(&row)?);
+        }
+        for items in billed_by.values_mut() {
+            items.sort_by(|a, b| a.item_key.cmp(&b.item_key));
+        }
+        Ok(billed_by)
     }
 
     /// Which of `keys` are billed already.

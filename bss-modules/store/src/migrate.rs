@@ -12,7 +12,7 @@ use crate::sql::{args, Dialect};
 use crate::Store;
 
 /// The schema version this build writes and understands (the last migration).
-pub const SCHEMA_VERSION: i64 = 19;
+pub const SCHEMA_VERSION: i64 = 20;
 
 struct Migration {
     version: i64,
@@ -144,6 +144,12 @@ const MIGRATIONS: &[Migration] = &[
         description: "prepaid statements and the renewal of their fees",
         sqlite: include_str!("../migrations/sqlite/0019_prepaid_renewals.sql"),
         postgres: include_str!("../migrations/postgres/0019_prepaid_renewals.sql"),
+    },
+    Migration {
+        version: 20,
+        description: "an index on the invoice a credit note corrects",
+        sqlite: include_str!("../migrations/sqlite/0020_invoice_corrections_index.sql"),
+        postgres: include_str!("../migrations/postgres/0020_invoice_corrections_index.sql"),
     },
 ];
 

@@ -134,6 +134,10 @@ store_test! {
         let billed = store.billed_items_of("i1").await.expect("billed");
         assert_eq!(billed.iter().map(|item| item.item_key.as_str()).collect::<Vec<_>>(), ["usage:1:1:0", "usage:1:2:0"]);
         assert_eq!(billed[0].amount.to_string(), "0.0125", "every digit and the scale");
+        let invoices = ["i1".to_owned(), "nothing".to_owned()];
+        let by_invoice = store.billed_items_of_invoices(&invoices).await.expect("billed");
+        assert_eq!(by_invoice.keys().collect::<Vec<_>>(), ["i1"], "an invoice without items is absent");
+        assert_eq!(by_invoice["i1"], billed, "the same items, in key order");
 
         // Another invoice may not bill an item again; the refusal leaves nothing behind.
         match write_draft(&store, &draft("i2", "a2", "1"), &["usage:9:9:0", "usage:1:2:0"]).await {
@@ -150,6 +154,10 @@ store_test! {
         assert_eq!(store.billed_keys(&keys).await.expect("keys").into_iter().collect::<Vec<_>>(), ["usage:1:1:0"]);
         assert_eq!(store.invoice_for("a1", "2026-11").await.expect("for").map(|row| row.id), Some("i1".to_owned()));
         assert_eq!(store.invoice_for("a1", "2026-12").await.expect("for"), None);
+        let accounts = ["a1".to_owned(), "a2".to_owned(), "nobody".to_owned()];
+        let invoiced = store.invoiced_accounts(&accounts, "2026-11").await.expect("invoiced");
+        assert_eq!(invoiced, ["a1".to_owned()].into(), "only a1 has its November invoice");
+        assert!(store.invoiced_accounts(&accounts, "2026-12").await.expect("invoiced").is_empty());
     }
 }
 
