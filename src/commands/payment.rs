@@ -267,10 +267,11 @@ pub(crate) fn receivables(database: &DatabaseArgs, command: ReceivablesCommand) 
                     }
                 }
                 eprintln!(
-                    "renewals on {as_of}: {} retried, {} suspended, {} resumed",
+                    "renewals on {as_of}: {} retried, {} suspended, {} resumed, {} refused today and waiting",
                     report.retried.len(),
                     report.suspended.len(),
-                    report.lifted.len()
+                    report.lifted.len(),
+                    report.waiting.len()
                 );
             }
             ReceivablesCommand::Dunning { as_of, policy } => {

@@ -121,6 +121,8 @@ pub struct RenewalReport {
     pub suspended: Vec<(String, String, Vec<String>)>,
     /// Paid after a suspension: the resume orders placed.
     pub lifted: Vec<(String, String, Vec<String>)>,
+    /// Unpaid, refused today with no money since: tried again on a later day.
+    pub waiting: Vec<(String, String)>,
 }
 
 /// The receivables of one store.
@@ -373,6 +375,7 @@ impl Receivables {
     pub async fn renewals(&self, orders: &Orders, as_of: Date, actor: &str, now: Timestamp) -> Result<RenewalReport> {
         let mut report = RenewalReport::default();
         let mut open = self.store.renewals_open().await?;
+        let mut unanswered = BTreeSet::new();
         // An attempt whose outbox row failed for good (the engine unreachable through
         // every retry, or the row refused) is not answered and never will be: unpaid.
         for renewal in &mut open {
@@ -395,6 +398,8 @@ impl Receivables {
             tx.commit().await?;
             renewal.state = RenewalState::Unpaid;
             renewal.reason = Some(reason);
+            // Not refused by the engine (it never answered): tried again now.
+            unanswered.insert((renewal.invoice_id.clone(), renewal.billing_account_id.clone()));
         }
         // Accounts with a renewal unpaid past its grace stay suspended, whatever their other
         // renewals (a second unpaid month found the lines suspended by the first already).
@@ -466,6 +471,15 @@ impl Receivables {
                 }
             }
             if renewal.state != RenewalState::Unpaid {
+                continue;
+            }
+            // Tried again once a day (the first run on a later day than its last refusal,
+            // UTC), or at once when money reached the balance since (a top-up): a refused
+            // debit is not repeated at every run for nothing.
+            let refused_on = jiff::tz::Offset::UTC.to_datetime(renewal.updated_at).date();
+            let answered = !unanswered.contains(&(invoice.to_owned(), account.to_owned()));
+            if answered && refused_on >= as_of && !self.store.credited_since(account, renewal.updated_at).await? {
+                report.waiting.push((invoice.to_owned(), account.to_owned()));
                 continue;
             }
             let Some(statement) = self.store.invoice(invoice).await? else { continue };

@@ -526,6 +526,23 @@ store_test! {
         assert!(day6b.retried.is_empty(), "attempt 3 is pending");
         let third = take_outbox(&store).await;
         customers.settle(&third[0], &refused, on(date(2026, 11, 6))).await.expect("settled");
+        // Refused today: not tried again today, unless money reached the balance since.
+        let later = on(date(2026, 11, 6)) + jiff::SignedDuration::from_hours(3);
+        let waiting = receivables.renewals(&orders, date(2026, 11, 6), "system:dunning", later).await.expect("renewals");
+        assert!(waiting.retried.is_empty(), "tried again at most once a day");
+        assert_eq!(waiting.waiting, [("st-1".to_owned(), "a1".to_owned())]);
+        let mut tx = store.begin().await.expect("begin");
+        tx.insert_balance_action(&tollgate_store::BalanceActionRow {
+            kind: tollgate_store::BalanceActionKind::TopUp, id: "t1".into(), billing_account_id: "a1".into(),
+            amount: money("2.00"), currency: "EUR".into(), request: json!({}), idempotency_key: "bss:topup:t1".into(),
+            status: tollgate_store::BalanceActionStatus::Completed, balance_after: Some(money("2.00")), failure_reason: None,
+            actor: "test".into(), requested_at: later, confirmed_at: Some(later),
+        }).await.expect("a top-up");
+        tx.commit().await.expect("commit");
+        let topped = receivables.renewals(&orders, date(2026, 11, 6), "system:dunning", later).await.expect("renewals");
+        assert_eq!(topped.retried, [("st-1".to_owned(), "a1".to_owned(), 4)], "a top-up makes it try at once");
+        let fourth_try = take_outbox(&store).await;
+        customers.settle(&fourth_try[0], &refused, later).await.expect("still too little");
 
         // The grace over (8 November was its last day): a suspend order for a1's line, once.
         let day9 = receivables.renewals(&orders, date(2026, 11, 9), "system:dunning", on(date(2026, 11, 9))).await.expect("renewals");
@@ -537,11 +554,11 @@ store_test! {
         assert_eq!(order["billingAccount"]["id"], "a1");
         assert_eq!((&order["productOrderItem"][0]["product"]["id"], &order["productOrderItem"][0]["product"]["status"]), (&json!("l1"), &json!("suspended")));
         let fourth = take_outbox(&store).await;
-        assert_eq!(fourth.iter().map(|item| item.idempotency_key.as_str()).collect::<Vec<_>>(), ["bss:renewal:st-1:a1:4"]);
+        assert_eq!(fourth.iter().map(|item| item.idempotency_key.as_str()).collect::<Vec<_>>(), ["bss:renewal:st-1:a1:5"]);
         // Topped up meanwhile: the fourth attempt is debited.
         customers.settle(&fourth[0], &tollgate_customers::EngineAnswer::Applied { balance_after: Some(money("5.00")) }, on(date(2026, 11, 9))).await.expect("settled");
         let paid = store.renewal("st-1", "a1").await.expect("read").expect("renewal");
-        assert_eq!((paid.state, paid.attempts, paid.suspend_order_ids.as_deref()), (tollgate_store::RenewalState::Paid, 4, Some(placed[0].as_str())));
+        assert_eq!((paid.state, paid.attempts, paid.suspend_order_ids.as_deref()), (tollgate_store::RenewalState::Paid, 5, Some(placed[0].as_str())));
 
         // Not lifted while the suspend order is under way (its line would stay suspended).
         let early = receivables.renewals(&orders, date(2026, 11, 9), "system:dunning", on(date(2026, 11, 9))).await.expect("renewals");
@@ -557,7 +574,7 @@ store_test! {
         // Every step is in the audit trail.
         let actions: Vec<String> = store.audit_entries(Some((tollgate_customers::RENEWAL_ENTITY, "st-1/a1")), 0, 50).await.expect("audit")
             .into_iter().filter_map(|e| e.after.and_then(|after| after.get("action").or(after.get("state")).and_then(Value::as_str).map(str::to_owned))).collect();
-        assert_eq!(actions, ["open", "unpaid", "retry", "unpaid", "retry", "unpaid", "suspend", "retry", "paid", "resume"]);
+        assert_eq!(actions, ["open", "unpaid", "retry", "unpaid", "retry", "unpaid", "retry", "unpaid", "suspend", "retry", "paid", "resume"]);
     }
 }
 

@@ -230,6 +230,26 @@ impl Tx {
 }
 
 impl Store {
+    /// Whether money reached billing account `id`'s prepaid balance after `since`: a
+    /// top-up or a positive adjustment the engine applied (confirmed after `since`).
+    pub async fn credited_since(&self, id: &str, since: Timestamp) -> Result<bool> {
+        let mut tx = self.read().await?;
+        let rows = tx
+            .fetch_all(
+                "balance_actions.credited_since",
+                "SELECT kind, amount FROM balance_actions
+                 WHERE billing_account_id = $1 AND status = 'completed' AND confirmed_at_ms > $2",
+                args![id, to_ms(since)],
+            )
+            .await?;
+        for row in &rows {
+            if row.text("kind")? == BalanceActionKind::TopUp.as_str() || row.money("amount")? > Decimal::ZERO {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
     /// A balance action.
     pub async fn balance_action(&self, kind: BalanceActionKind, id: &str) -> Result<Option<BalanceActionRow>> {
         let mut tx = self.read().await?;
