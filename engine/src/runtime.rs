@@ -248,7 +248,7 @@ impl Engine {
                 stage,
                 snapshots: Some(
                     Snapshotter::start(&config, shard as u32, Arc::clone(&chunks), snapshot_retry)
-                    .map_err(EngineError::io(&config.data_dir))?,
+                        .map_err(EngineError::io(&config.data_dir))?,
                 ),
             };
             let handle = std::thread::Builder::new()

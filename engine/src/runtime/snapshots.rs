@@ -11,10 +11,10 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{bounded, Receiver, Sender};
 
 use crate::error::EngineError;
-use crate::EngineConfig;
 use crate::fs::FileSystem;
 use crate::recovery::retire_segments;
 use crate::snapshot::{Captured, ChunkIndex};
+use crate::EngineConfig;
 
 /// A copy to write, and who waits for it to be durable (an explicit snapshot request).
 struct Job {
