@@ -205,6 +205,9 @@ impl Tx {
         let head = self.fetch_one("audit.append", &sql, vec![]).await?;
         let mut seq = head.int("seq")?;
         let mut prev_hash = head.text("hash")?;
+        // The records go in a few multi-row statements (a bill run audits a batch of
+        // documents in one transaction), each row chained to the one before.
+        let mut values = Vec::with_capacity(records.len() * 10);
         for record in records {
             seq += 1;
             let hash = Fields {
@@ -219,25 +222,22 @@ impl Tx {
                 prev_hash: &prev_hash,
             }
             .hash();
-            self.execute(
-                "audit.append",
-                &format!("INSERT INTO audit_log ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"),
-                args![
-                    seq,
-                    record.at_ms,
-                    record.actor,
-                    record.action,
-                    record.entity_type,
-                    record.entity_id,
-                    record.before_json,
-                    record.after_json,
-                    prev_hash,
-                    hash.clone()
-                ],
-            )
-            .await?;
+            values.extend(args![
+                seq,
+                record.at_ms,
+                record.actor,
+                record.action,
+                record.entity_type,
+                record.entity_id,
+                record.before_json,
+                record.after_json,
+                prev_hash,
+                hash.clone()
+            ]);
             prev_hash = hash;
         }
+        let head = format!("INSERT INTO audit_log ({COLUMNS})");
+        crate::bulk::insert_many(self, "audit.append", &head, 10, values, "").await?;
         self.execute("audit.append", "UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1", args![seq, prev_hash])
             .await?;
         Ok(())

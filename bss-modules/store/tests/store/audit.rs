@@ -83,6 +83,33 @@ store_test! {
 }
 
 store_test! {
+    async fn the_records_of_one_transaction_chain_in_their_order_across_multi_row_statements(store) {
+        append(&store, "A-0", 1).await;
+        // More records than one multi-row statement carries (a bill run audits a batch of
+        // documents in one transaction).
+        let mut tx = store.begin().await.expect("begin");
+        for n in 0..1_001 {
+            let after = json!({ "n": n });
+            let record = AuditRecord {
+                actor: "bill-run",
+                action: "create",
+                entity_type: "CustomerBill",
+                entity_id: &format!("inv-{n}"),
+                before: None,
+                after: Some(&after),
+            };
+            tx.audit(record, at(2)).await.expect("audit");
+        }
+        tx.commit().await.expect("commit");
+        assert_eq!(intact(&store).await, 1_002);
+        let all = store.audit_entries(None, 0, 1_000).await.expect("entries");
+        let ids: Vec<String> = all[1..].iter().map(|entry| entry.entity_id.clone()).collect();
+        assert_eq!(ids, (0..999).map(|n| format!("inv-{n}")).collect::<Vec<_>>(), "in the order recorded");
+        assert!(all.windows(2).all(|pair| pair[1].prev_hash == pair[0].hash && pair[1].seq == pair[0].seq + 1));
+    }
+}
+
+store_test! {
     async fn an_entry_left_out_of_a_rolled_back_transaction_leaves_no_gap(store) {
         append(&store, "A-1", 1).await;
         let mut tx = store.begin().await.expect("begin");
