@@ -267,7 +267,7 @@ pub(crate) fn receivables(database: &DatabaseArgs, command: ReceivablesCommand) 
                     }
                 }
                 eprintln!(
-                    "renewals on {as_of}: {} retried, {} suspended, {} resumed, {} refused today and waiting",
+                    "renewals on {as_of}: {} retried, {} suspended, {} resumed, {} waiting (refused on or after {as_of}, no top-up since)",
                     report.retried.len(),
                     report.suspended.len(),
                     report.lifted.len(),

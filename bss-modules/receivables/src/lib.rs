@@ -121,7 +121,7 @@ pub struct RenewalReport {
     pub suspended: Vec<(String, String, Vec<String>)>,
     /// Paid after a suspension: the resume orders placed.
     pub lifted: Vec<(String, String, Vec<String>)>,
-    /// Unpaid, refused today with no money since: tried again on a later day.
+    /// Unpaid, refused on or after `as_of` with no money since: tried on a later day.
     pub waiting: Vec<(String, String)>,
 }
 
@@ -473,9 +473,9 @@ impl Receivables {
             if renewal.state != RenewalState::Unpaid {
                 continue;
             }
-            // Tried again once a day (the first run on a later day than its last refusal,
-            // UTC), or at once when money reached the balance since (a top-up): a refused
-            // debit is not repeated at every run for nothing.
+            // Tried again once a day (the first run whose `as_of` is a later day than its
+            // last refusal, UTC), or at once when money reached the balance since (a
+            // top-up): a refused debit is not repeated at every run for nothing.
             let refused_on = jiff::tz::Offset::UTC.to_datetime(renewal.updated_at).date();
             let answered = !unanswered.contains(&(invoice.to_owned(), account.to_owned()));
             if answered && refused_on >= as_of && !self.store.credited_since(account, renewal.updated_at).await? {

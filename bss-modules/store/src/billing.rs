@@ -614,6 +614,27 @@ impl Tx {
         .await?;
         Ok(number)
     }
+
+    /// Locks the number series of `series` (issuer, series), in their sorted order, before
+    /// a transaction that numbers several invoices takes any invoice's row: two such
+    /// transactions (two bill runs) then queue on the series instead of each holding an
+    /// invoice the other waits for (a deadlock on PostgreSQL; SQLite runs one writer).
+    pub async fn lock_invoice_series(&mut self, series: &BTreeSet<(String, String)>) -> Result<()> {
+        let lock = format!(
+            "SELECT next_number FROM invoice_series WHERE issuer = $1 AND series = $2{}",
+            self.dialect().lock_rows()
+        );
+        for (issuer, series) in series {
+            self.execute(
+                "invoices.series_lock",
+                "INSERT INTO invoice_series (issuer, series, next_number) VALUES ($1, $2, 1) ON CONFLICT DO NOTHING",
+                args![issuer.as_str(), series.as_str()],
+            )
+            .await?;
+            self.fetch_one("invoices.series_lock", &lock, args![issuer.as_str(), series.as_str()]).await?;
+        }
+        Ok(())
+    }
 }
 
 impl Store {

@@ -162,6 +162,35 @@ store_test! {
 }
 
 store_test! {
+    async fn two_transactions_numbering_the_same_invoices_in_opposite_orders_queue_on_the_series(store) {
+        accounts(&store, &["a1", "a2"]).await;
+        for (id, account) in [("i1", "a1"), ("i2", "a2")] {
+            write_draft(&store, &draft(id, account, "5"), &[]).await.expect("draft");
+        }
+        let series: std::collections::BTreeSet<(String, String)> = [("acme-telecom".to_owned(), "INV".to_owned())].into();
+        let mut first = store.begin().await.expect("begin");
+        first.lock_invoice_series(&series).await.expect("lock");
+        assert_eq!(first.finalise_invoice("i1", at(3)).await.expect("finalise"), 1);
+        // A second bill run's batch, in the other order: without the series locked first it
+        // would hold i2 while waiting for the series, which the first holds while it waits
+        // for i2 (PostgreSQL aborts one as a deadlock).
+        let (other, other_series) = (store.clone(), series.clone());
+        let second = tokio::spawn(async move {
+            let mut tx = other.begin().await?;
+            tx.lock_invoice_series(&other_series).await?;
+            let two = tx.finalise_invoice("i2", at(4)).await?;
+            let one = tx.finalise_invoice("i1", at(4)).await?;
+            tx.commit().await?;
+            Ok::<_, StoreError>((one, two))
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        assert_eq!(first.finalise_invoice("i2", at(3)).await.expect("no deadlock"), 2);
+        first.commit().await.expect("commit");
+        assert_eq!(second.await.expect("task").expect("the second waited for the first"), (1, 2), "their numbers kept");
+    }
+}
+
+store_test! {
     async fn numbers_are_assigned_when_final_gap_free_and_kept(store) {
         accounts(&store, &["a1", "a2", "a3"]).await;
         for (id, account) in [("i1", "a1"), ("i2", "a2"), ("i3", "a3")] {
