@@ -826,7 +826,7 @@ impl Worker {
                         continue;
                     }
                     Err(SnapshotFailure::Other(err)) => {
-                        self.snapshot_retry.failed(self.shard, &err);
+                        self.snapshot_retry.failed(self.shard, self.state.lsn, &err);
                     }
                 }
             }

@@ -121,9 +121,9 @@ fn run(
             }
         }
         match &result {
-            Ok(()) => retry.succeeded(shard),
+            Ok(()) => retry.succeeded(shard, lsn),
             Err(err) => {
-                retry.failed(shard, err);
+                retry.failed(shard, lsn, err);
             }
         }
         if let Some(reply) = reply {
@@ -145,6 +145,9 @@ struct Backoff {
     retry_at: Option<Instant>,
     delay: Duration,
     failures: u32,
+    /// The highest LSN a failure was at: a snapshot of an older state, queued before and
+    /// written after the fault began, does not end the incident.
+    failed_lsn: u64,
 }
 
 impl SnapshotRetry {
@@ -158,10 +161,12 @@ impl SnapshotRetry {
         self.with(|backoff| backoff.retry_at.is_none_or(|at| Instant::now() >= at))
     }
 
-    /// Records a failure; true when it started an incident (and was logged at ERROR).
-    pub(super) fn failed(&self, shard: u32, err: &EngineError) -> bool {
+    /// Records a failure at `lsn` (the state snapshotted, or the one a new segment was to
+    /// start after); true when it started an incident (and was logged at ERROR).
+    pub(super) fn failed(&self, shard: u32, lsn: u64, err: &EngineError) -> bool {
         let failures = self.with(|backoff| {
             backoff.failures += 1;
+            backoff.failed_lsn = backoff.failed_lsn.max(lsn);
             backoff.delay = if backoff.failures == 1 {
                 Duration::from_secs(1)
             } else {
@@ -178,8 +183,15 @@ impl SnapshotRetry {
         failures == 1
     }
 
-    pub(super) fn succeeded(&self, shard: u32) {
-        let failures = self.with(|backoff| std::mem::take(backoff).failures);
+    /// Records a snapshot of the state at `lsn` written: it ends the incident unless it is
+    /// of an older state than the last failure's.
+    pub(super) fn succeeded(&self, shard: u32, lsn: u64) {
+        let failures = self.with(|backoff| {
+            if backoff.failures > 0 && lsn < backoff.failed_lsn {
+                return 0;
+            }
+            std::mem::take(backoff).failures
+        });
         if failures > 0 {
             tracing::warn!(shard, failures, "snapshot succeeded again");
         }
@@ -205,13 +217,15 @@ mod tests {
         let thread = shard.clone();
         let err = EngineError::Unavailable("read-only");
         assert!(shard.due());
-        assert!(thread.failed(0, &err), "the first failure starts an incident");
+        assert!(thread.failed(0, 40, &err), "the first failure starts an incident");
         assert!(!shard.due(), "the thread's failure backs the shard off");
-        assert!(!shard.failed(0, &err), "the shard's failure is the same incident");
-        thread.succeeded(0);
+        assert!(!shard.failed(0, 47, &err), "the shard's failure is the same incident");
+        thread.succeeded(0, 20);
+        assert!(!shard.due(), "a snapshot of a state before the fault does not end it");
+        thread.succeeded(0, 47);
         assert!(shard.due(), "a written snapshot ends the incident");
-        assert!(shard.failed(0, &err), "a later failure is a new one");
+        assert!(shard.failed(0, 60, &err), "a later failure is a new one");
         shard.reset();
-        assert!(shard.due() && thread.failed(0, &err), "so is one after a rebuild");
+        assert!(shard.due() && thread.failed(0, 60, &err), "so is one after a rebuild");
     }
 }
