@@ -701,3 +701,30 @@ store_test! {
         assert_eq!((&resume["productOrderItem"][0]["product"]["id"], &resume["productOrderItem"][0]["product"]["status"]), (&json!("l1"), &json!("active")));
     }
 }
+
+store_test! {
+    async fn a_renewal_refused_today_waits_for_tomorrow_but_one_the_engine_never_answered_is_tried_at_once(store) {
+        let (orders, receivables, _) = overdue(&store).await;
+        let customers = tollgate_customers::Customers::new(store.clone());
+        let refused = tollgate_customers::EngineAnswer::Refused { reason: "insufficient credit".into() };
+        // Opened today (its first attempt with it) and failed for good today: the engine
+        // never answered, so it is tried again now, not tomorrow.
+        statement_with_renewal(&store, "st-dec", "2026-11", date(2026, 12, 3)).await;
+        let day = on(date(2026, 12, 3));
+        let claimed = store.claim_outbox(on(date(2030, 1, 1)), 10, std::time::Duration::from_secs(60)).await.expect("claim");
+        let first = claimed.iter().find(|item| item.idempotency_key == "bss:renewal:st-dec:a1:1").expect("the first debit");
+        assert!(store.outbox_failed(first, "engine unreachable", day).await.expect("failed"));
+        let run = receivables.renewals(&orders, date(2026, 12, 3), "system:dunning", day).await.expect("renewals");
+        assert_eq!(run.retried, [("st-dec".to_owned(), "a1".to_owned(), 2)], "tried at once");
+        // The engine refuses the second today: the next run today leaves it.
+        let second = take_outbox(&store).await;
+        let second = second.iter().find(|item| item.idempotency_key == "bss:renewal:st-dec:a1:2").expect("the second debit");
+        customers.settle(second, &refused, day).await.expect("settled");
+        let again = receivables.renewals(&orders, date(2026, 12, 3), "system:dunning", day).await.expect("renewals");
+        assert!(again.retried.is_empty());
+        assert_eq!(again.waiting, [("st-dec".to_owned(), "a1".to_owned())]);
+        // Tomorrow it is tried again.
+        let tomorrow = receivables.renewals(&orders, date(2026, 12, 4), "system:dunning", on(date(2026, 12, 4))).await.expect("renewals");
+        assert_eq!(tomorrow.retried, [("st-dec".to_owned(), "a1".to_owned(), 3)]);
+    }
+}
