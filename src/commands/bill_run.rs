@@ -545,12 +545,21 @@ async fn finalise(store: &Store, run: &str, config: &RunConfig, batch: usize) ->
             let mut tx = store.begin().await?;
             let series = batch.iter().map(|draft| (draft.issuer.clone(), draft.series.clone())).collect();
             tx.lock_invoice_series(&series).await?;
+            let accounts: Vec<String> = batch
+                .iter()
+                .filter(|draft| !draft.statement)
+                .map(|draft| draft.billing_account_id.clone())
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect();
+            let paying = tx.lock_receivables_of(&accounts).await?;
             let mut done = Vec::with_capacity(batch.len());
             for (draft, (releases, renewals, credits)) in batch.iter().zip(&reads) {
                 let number = finalise_one(&mut tx, draft, releases, renewals, credits, now).await?;
                 // Credit on the account (payments received before) pays the new invoice, in
-                // the same transaction; a statement owes nothing.
-                let settled = if draft.statement {
+                // the same transaction; a statement owes nothing, nor does an account
+                // that never paid anything have credit.
+                let settled = if draft.statement || !paying.contains(&draft.billing_account_id) {
                     Vec::new()
                 } else {
                     tollgate_receivables::settle_account(&mut tx, &actor(), &draft.billing_account_id, now).await?

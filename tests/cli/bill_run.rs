@@ -450,6 +450,15 @@ fn a_bank_statement_pays_the_bills_it_names_once_and_the_rest_age_and_are_dunned
     assert_eq!(steps.lines().filter(|line| line.contains("\tSuspend\t")).count(), owing.len() - 2, "{steps}");
     let rerun = ok(&["receivables", "dunning", "--as-of", "2099-01-02", "--data-dir", &data_dir]);
     assert!(rerun.stdout.is_empty(), "{}", String::from_utf8_lossy(&rerun.stdout));
+
+    // Calls after the run, billed by the next cycle's: the 5.00 left on the overpaid
+    // account pays its new invoice as it is made final, and no other account has credit.
+    mediate(&dir, &data_dir, "late", 10_000, ROWS / 2);
+    let (_, next) = cycles();
+    let billed = bill(&data_dir, &next);
+    let applied: Vec<&str> = billed.lines().filter(|line| line.contains("of credit on account applied")).collect();
+    assert_eq!(applied.len(), 1, "{billed}");
+    assert!(applied[0].starts_with(&format!("inv-{next}-{account}: ")), "{billed}");
     std::fs::remove_dir_all(dir).ok();
 }
 

@@ -163,6 +163,12 @@ store_test! {
         let settled = receivables.settle("system:bill-run", "a1", on(date(2026, 12, 1))).await.expect("settled");
         assert_eq!(parts(&settled), [("i-dec".into(), "10.00".into())]);
         assert!(receivables.settle("system:bill-run", "a1", on(date(2026, 12, 1))).await.expect("settled").is_empty());
+        // A bill run settles only the accounts that ever paid: a1 has, a2 has not.
+        let mut tx = store.begin().await.expect("begin");
+        let accounts = ["a1".to_owned(), "a2".to_owned(), "nobody".to_owned()];
+        let paying = tx.lock_receivables_of(&accounts).await.expect("locked");
+        assert_eq!(paying.into_iter().collect::<Vec<_>>(), ["a1"]);
+        tx.commit().await.expect("commit");
 
         // On 2027-01-15, i-dec (due 2026-12-31) is 15 days overdue with 15.00 left.
         let aging = receivables.aging(date(2027, 1, 15), Some("a1")).await.expect("aging");

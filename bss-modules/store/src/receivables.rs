@@ -221,6 +221,22 @@ impl Tx {
         Ok(())
     }
 
+    /// Locks the receivables of `accounts` (as [`Tx::lock_receivables`] does each) in a
+    /// few statements and returns those that have a payment recorded: only their credit
+    /// can pay an invoice made final now, the others need no settling. Locked first, so
+    /// a payment recorded meanwhile waits and then finds the new invoices.
+    pub async fn lock_receivables_of(&mut self, accounts: &[String]) -> Result<BTreeSet<String>> {
+        let keys: Vec<&str> = accounts.iter().map(String::as_str).collect();
+        let lock = format!("SELECT id FROM billing_accounts WHERE id IN (#){}", self.dialect().lock_rows());
+        select_in(self, "receivables.lock", &lock, &keys).await?;
+        let sql = "SELECT DISTINCT billing_account_id FROM payments WHERE billing_account_id IN (#)";
+        select_in(self, "receivables.paying", sql, &keys)
+            .await?
+            .iter()
+            .map(|row| row.text("billing_account_id"))
+            .collect()
+    }
+
     /// Records a payment, or returns the one recorded before under the same source and
     /// reference (`false`: nothing new was written).
     pub async fn insert_payment(&mut self, new: &PaymentRow) -> Result<(PaymentRow, bool)> {
