@@ -534,10 +534,8 @@ async fn finalise(store: &Store, run: &str, config: &RunConfig, batch: usize) ->
             let billed = store.billed_items_of_invoices(&invoices).await?;
             let mut reads = Vec::with_capacity(batch.len());
             for draft in batch {
-                let releases = match billed.get(&draft.id) {
-                    Some(items) if !draft.statement => releases(items)?,
-                    _ => Default::default(),
-                };
+                // A statement's items were not read: it releases nothing.
+                let releases = billed.get(&draft.id).map(|items| releases(items)).transpose()?.unwrap_or_default();
                 let (renewals, credits) =
                     if draft.statement { renewals(store, draft, config, now).await? } else { Default::default() };
                 reads.push((releases, renewals, credits));

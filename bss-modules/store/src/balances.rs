@@ -231,19 +231,20 @@ impl Tx {
 
 impl Store {
     /// Whether money reached billing account `id`'s prepaid balance after `since`: a
-    /// top-up or a positive adjustment the engine applied (confirmed after `since`).
+    /// top-up or a positive adjustment the engine applied (confirmed after `since`; a
+    /// top-up's amount is positive too).
     pub async fn credited_since(&self, id: &str, since: Timestamp) -> Result<bool> {
         let mut tx = self.read().await?;
         let rows = tx
             .fetch_all(
                 "balance_actions.credited_since",
-                "SELECT kind, amount FROM balance_actions
+                "SELECT amount FROM balance_actions
                  WHERE billing_account_id = $1 AND status = 'completed' AND confirmed_at_ms > $2",
                 args![id, to_ms(since)],
             )
             .await?;
         for row in &rows {
-            if row.text("kind")? == BalanceActionKind::TopUp.as_str() || row.money("amount")? > Decimal::ZERO {
+            if row.money("amount")? > Decimal::ZERO {
                 return Ok(true);
             }
         }

@@ -590,12 +590,7 @@ impl Tx {
             .date()
             .checked_add(jiff::Span::new().days(terms))
             .map_err(|e| row.corrupt("payment_terms_days", format!("{terms} days: {e}")))?;
-        self.execute(
-            "invoices.finalise",
-            "INSERT INTO invoice_series (issuer, series, next_number) VALUES ($1, $2, 1) ON CONFLICT DO NOTHING",
-            args![issuer.as_str(), series.as_str()],
-        )
-        .await?;
+        self.open_series(&issuer, &series).await?;
         let number = self
             .fetch_one(
                 "invoices.finalise",
@@ -625,14 +620,20 @@ impl Tx {
             self.dialect().lock_rows()
         );
         for (issuer, series) in series {
-            self.execute(
-                "invoices.series_lock",
-                "INSERT INTO invoice_series (issuer, series, next_number) VALUES ($1, $2, 1) ON CONFLICT DO NOTHING",
-                args![issuer.as_str(), series.as_str()],
-            )
-            .await?;
+            self.open_series(issuer, series).await?;
             self.fetch_one("invoices.series_lock", &lock, args![issuer.as_str(), series.as_str()]).await?;
         }
+        Ok(())
+    }
+
+    /// Starts the counter of `issuer`'s `series` at 1, unless it has one.
+    async fn open_series(&mut self, issuer: &str, series: &str) -> Result<()> {
+        self.execute(
+            "invoices.series",
+            "INSERT INTO invoice_series (issuer, series, next_number) VALUES ($1, $2, 1) ON CONFLICT DO NOTHING",
+            args![issuer, series],
+        )
+        .await?;
         Ok(())
     }
 }
@@ -650,19 +651,6 @@ impl Store {
         let mut tx = self.read().await?;
         let sql = format!("SELECT {INVOICE_COLUMNS} FROM invoices WHERE id = $1");
         tx.fetch_optional("invoices.get", &sql, args![id]).await?.as_ref().map(invoice).transpose()
-    }
-
-    /// The invoice (not a credit note) of an account for a cycle, draft or final.
-    pub async fn invoice_for(&self, billing_account_id: &str, cycle: &str) -> Result<Option<InvoiceRow>> {
-        let mut tx = self.read().await?;
-        let sql = format!(
-            "SELECT {INVOICE_COLUMNS} FROM invoices WHERE billing_account_id = $1 AND cycle = $2 AND kind = 'invoice'"
-        );
-        tx.fetch_optional("invoices.for", &sql, args![billing_account_id, cycle])
-            .await?
-            .as_ref()
-            .map(invoice)
-            .transpose()
     }
 
     /// Which of `accounts` have their invoice of `cycle` (drafted or final): one query per

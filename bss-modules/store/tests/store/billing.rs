@@ -152,8 +152,6 @@ store_test! {
         }
         let keys = vec!["usage:1:1:0".to_owned(), "usage:9:9:0".to_owned()];
         assert_eq!(store.billed_keys(&keys).await.expect("keys").into_iter().collect::<Vec<_>>(), ["usage:1:1:0"]);
-        assert_eq!(store.invoice_for("a1", "2026-11").await.expect("for").map(|row| row.id), Some("i1".to_owned()));
-        assert_eq!(store.invoice_for("a1", "2026-12").await.expect("for"), None);
         let accounts = ["a1".to_owned(), "a2".to_owned(), "nobody".to_owned()];
         let invoiced = store.invoiced_accounts(&accounts, "2026-11").await.expect("invoiced");
         assert_eq!(invoiced, ["a1".to_owned()].into(), "only a1 has its November invoice");
