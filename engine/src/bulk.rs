@@ -17,7 +17,7 @@ use crate::state::{Effect, RefusedRecord, ShardState};
 /// to be journaled as an ordinary record before the charge: `journal` then ends the
 /// payload it held before them ([`ChargesWriter::take_ended`]). A refusal to remember is
 /// pushed to `refusals`, not applied: the caller applies and journals them after the
-/// message's charges.
+/// message's charges, or before a later record of the message with the same key.
 pub fn charge_record(
     state: &mut ShardState,
     ctx: &Context<'_>,

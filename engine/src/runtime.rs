@@ -912,11 +912,26 @@ impl Worker {
         let mut answered = Vec::with_capacity(positions.len());
         let mut renewals = Vec::new();
         let mut refusals = Vec::new();
+        // The keys of the records refused in `refusals`, not yet journaled.
+        let mut refused_keys = Vec::new();
         charges.begin(ctx.decided_at);
         for (at, &index) in positions.iter().enumerate() {
             self.state.prepare(records, positions, at);
             let Some(record) = records.get(index) else { continue };
+            if !refused_keys.is_empty() && refused_keys.contains(&record.key) {
+                // A later record with a refused record's key may charge it: the refusal
+                // is journaled first, so no journal cut keeps that charge without it (a
+                // resumed run sending the refused record again would be told "charged").
+                self.record_charges(charges);
+                charges.begin(ctx.decided_at);
+                self.remember_refusals(ctx, &mut refusals);
+                refused_keys.clear();
+            }
+            let refused_before = refusals.len();
             let answer = charge_record(&mut self.state, ctx, record, &mut renewals, &mut refusals, charges);
+            if refusals.len() > refused_before {
+                refused_keys.push(record.key);
+            }
             if !renewals.is_empty() {
                 // Journal order must be apply order: the charges decided before the
                 // renewal, the renewal, then this record's charge.
@@ -935,13 +950,18 @@ impl Worker {
         let charged =
             answered.iter().filter(|(_, answer)| answer.outcome == RecordOutcome::Charged && !answer.repeated).count();
         ShardMetrics::add(&self.metrics().rated_events, charged as u64);
+        self.remember_refusals(ctx, &mut refusals);
+        answered
+    }
+
+    /// Applies and journals the refusals of a message's records decided so far.
+    fn remember_refusals(&mut self, ctx: &Context<'_>, refusals: &mut Vec<crate::state::Effect>) {
         if !refusals.is_empty() {
-            for refusal in &refusals {
+            for refusal in refusals.iter() {
                 self.state.apply(refusal);
             }
-            self.record(ctx.decided_at, refusals);
+            self.record(ctx.decided_at, std::mem::take(refusals));
         }
-        answered
     }
 
     fn record_charges(&mut self, charges: &mut ChargesWriter) {

@@ -115,7 +115,8 @@ fn every_cut_point_recovers_exactly_the_complete_records() {
                 journal.append_kind(state.lsn, RecordKind::CompactCharges, payload.finish());
                 images.push(SnapshotImage::of(&state));
             }
-            // Refused records are remembered in a record of their own after the charges.
+            // Refused records are remembered in a record of their own after the charges
+            // (no later record of the message has their key).
             if !refusals.is_empty() {
                 for refusal in &refusals {
                     state.apply(refusal);

@@ -242,3 +242,54 @@ fn a_rerate_the_balance_cannot_pay_changes_nothing() {
     assert_eq!(h.balance(1), d("0.51") + d("1") - d("1.00"));
     assert_eq!(h.engine.check_invariants().expect("inspect"), Vec::<String>::new());
 }
+
+/// Regression (found by `tests/crash/mediation.rs`
+/// `a_refused_record_stays_refused_after_a_kill_when_a_later_record_reuses_its_id`): a
+/// record refused and a later record of the same message charging its key (a corrected
+/// re-delivery). The refusal was journaled after the message's charges, so a kill between
+/// the two records left the charge without the refusal, and the refused record sent again
+/// by a resumed run was answered "charged" (a duplicate). Here the journal is cut at every
+/// record boundary the message wrote: the refused record sent again is refused each time.
+#[test]
+fn a_refused_record_stays_refused_at_every_journal_cut_when_a_later_record_charges_its_key() {
+    let h = Harness::new("records-refused-cut");
+    h.prepaid(1, "491700000001", "9.00");
+    let refused = RecordCharge { origin: 1, ..record("c:1", 10, call("x-not-a-number", MONDAY_10, 60)) };
+    let later = RecordCharge { origin: 2, ..record("c:1", 10, call("4990012345", MONDAY_10, 60)) };
+    let shard = tollgate_engine::testing::shard_of(1, 2) as u32;
+    let segment = |dir: &std::path::Path| {
+        let segments =
+            tollgate_engine::testing::segments(&tollgate_engine::fs::RealFs::new(), dir, shard).expect("list");
+        segments.last().expect("the account's shard has a segment").1.clone()
+    };
+    let written_before = std::fs::metadata(segment(&h.dir)).expect("segment").len() as usize;
+    let answers = charge(&h, vec![refused.clone(), later.clone()]);
+    assert!(matches!(answers[0].outcome, RecordOutcome::RatingFailed(_)), "{:?}", answers[0]);
+    assert_eq!(answers[1].outcome, RecordOutcome::Charged);
+    // The journal as the message left it (its answers wait for it to be durable).
+    let bytes = std::fs::read(segment(&h.dir)).expect("segment");
+    let scan = tollgate_engine::testing::scan(&bytes, shard, None).expect("scan");
+    let mut ends = vec![tollgate_engine::testing::SEGMENT_HEADER_BYTES];
+    for record in &scan.records {
+        let last = *ends.last().expect("ends");
+        ends.push(last + tollgate_engine::testing::RECORD_HEADER_BYTES + record.payload.len());
+    }
+    let cuts: Vec<usize> = ends.into_iter().filter(|end| *end >= written_before).collect();
+    assert!(cuts.len() >= 3, "the message wrote its charge and its refusal: {cuts:?}");
+    for cut in cuts {
+        let dir = data_dir(&format!("records-refused-cut-{cut}"));
+        for entry in std::fs::read_dir(&h.dir).expect("data dir") {
+            let path = entry.expect("entry").path();
+            if path.is_file() {
+                std::fs::copy(&path, dir.join(path.file_name().expect("name"))).expect("copy");
+            }
+        }
+        let copy = segment(&dir);
+        std::fs::OpenOptions::new().write(true).open(&copy).expect("open").set_len(cut as u64).expect("cut");
+        let crashed = Harness::open(dir.clone(), h.clock.clone(), DirGuard(dir), |config| config.shards = 2);
+        let again = charge(&crashed, vec![refused.clone(), later.clone()]);
+        assert!(matches!(again[0].outcome, RecordOutcome::RatingFailed(_)), "cut at {cut}: {:?}", again[0]);
+        assert_eq!(again[1].outcome, RecordOutcome::Charged, "cut at {cut}");
+        assert_eq!(again[1].amount, answers[1].amount, "cut at {cut}");
+    }
+}
