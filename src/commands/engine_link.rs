@@ -54,6 +54,12 @@ impl EngineLink {
     pub(crate) fn with_sms(self, gateway: Option<Arc<SmsGateway>>) -> EngineLink {
         EngineLink { sms: gateway, ..self }
     }
+
+    /// The messages of the notifications the engine's answers send (a refused prepaid
+    /// renewal's).
+    pub(crate) fn with_templates(self, templates: tollgate_customers::Templates) -> EngineLink {
+        EngineLink { customers: self.customers.with_templates(templates), ..self }
+    }
 }
 
 /// Sends a threshold crossing's short message: done once the gateway took it.

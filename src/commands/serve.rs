@@ -460,7 +460,9 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
             // worker applies what committed BSS changes recorded, also after a crash.
             let worker = tollgate_store::OutboxWorker::new(
                 store.clone(),
-                super::engine_link::EngineLink::new(Arc::clone(&engine), store.clone()).with_sms(sms_gateway.clone()),
+                super::engine_link::EngineLink::new(Arc::clone(&engine), store.clone())
+                    .with_sms(sms_gateway.clone())
+                    .with_templates(threshold_templates.clone()),
             )
             .with_policy(outbox_policy(&args.api));
             tracing::info!(dialect = ?store.dialect(), "outbox worker running");

@@ -47,15 +47,17 @@ pub(crate) enum ThresholdCommand {
     Set {
         #[arg(long)]
         billing_account: String,
-        /// `balance_below`, `spending_cap` (postpaid and hybrid accounts), `bundle_used` or
-        /// `bundle_expiry`.
+        /// `balance_below`, `spending_cap` (postpaid and hybrid accounts), `bundle_used`,
+        /// `bundle_expiry`, or `renewal_refused` (a prepaid renewal's fees refused by the
+        /// engine; told once per renewal, no level).
         #[arg(long)]
         kind: String,
         /// An amount in the account's currency (`balance_below`: `5.00`, may be negative
         /// for a postpaid account's balance; `spending_cap`: `50`, the unbilled charges),
         /// a percentage of an allowance bucket's grant (`bundle_used`: `80`), or the time
-        /// before a bucket with units left ends (`bundle_expiry`: `48h`, `3d`).
-        #[arg(long, allow_negative_numbers = true)]
+        /// before a bucket with units left ends (`bundle_expiry`: `48h`, `3d`); none for
+        /// `renewal_refused`.
+        #[arg(long, allow_negative_numbers = true, default_value = "")]
         level: String,
         /// A bundle threshold watches this subscription's buckets only (the store's
         /// subscription id); without it, every subscription of the account.
@@ -95,8 +97,8 @@ pub(crate) enum ThresholdCommand {
 #[derive(Debug, Clone, Args)]
 pub(crate) struct TemplateArgs {
     /// Threshold message templates: a TOML file of `[LANGUAGE]` tables with
-    /// `balance_below` and `bundle_used` texts, and optionally `spending_cap` and
-    /// `bundle_expiry` (placeholders `{name}`, `{amount}`, `{balance}`, `{spent}`,
+    /// `balance_below` and `bundle_used` texts, and optionally `spending_cap`,
+    /// `bundle_expiry` and `renewal_refused` (placeholders `{name}`, `{amount}`, `{balance}`, `{spent}`,
     /// `{percent}`, `{bundle}`, `{remaining}`, `{until}`, `{hours}`); added to or replacing
     /// the built-in `en` and `de`.
     #[arg(long = "threshold-templates", value_name = "FILE")]

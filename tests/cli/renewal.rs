@@ -165,14 +165,37 @@ fn a_prepaid_fee_is_debited_at_renewal_and_an_unpaid_one_suspends_the_line_past_
         );
     }
 
+    // Both ask to be told of a refused renewal, in the operator's own words.
+    let templates = lab.data.join("templates.toml");
+    std::fs::write(
+        &templates,
+        "[en]\nbalance_below = \"{name}: {balance}\"\nbundle_used = \"{percent}\"\n\
+         renewal_refused = \"{name}: renewal of {amount} refused, top up by {until}\"\n",
+    )
+    .expect("templates");
+    for account in [&rich, &poor] {
+        ok(&["threshold", "set", "--billing-account", account, "--kind", "renewal_refused", "--data-dir", &data_dir]);
+    }
+    let crossings = |account: &str| {
+        let listed = ok(&["threshold", "list", "--billing-account", account, "--data-dir", &data_dir]);
+        serde_json::from_str::<Value>(&listed).expect("json")["crossings"].as_array().expect("crossings").clone()
+    };
+
     // `serve` debits them: rich pays, poor cannot (4.00 left) and stays unpaid.
-    let (child, _, address) = lab.serve(&[]);
+    let templates_flag = templates.display().to_string();
+    let (child, _, address) = lab.serve(&["--threshold-templates", &templates_flag]);
     wait_until("both first debits answered", || renewals(&data_dir).iter().all(|r| r["state"] != "pending"));
     let first = renewals(&data_dir);
     assert_eq!(renewal_of(&first, &rich)["state"], "paid");
     assert_eq!(renewal_of(&first, &poor)["state"], "unpaid");
     assert_eq!(balance(&address, &admin, &rich), Some(Decimal::from(15)));
     assert_eq!(balance(&address, &admin, &poor), Some(Decimal::from(4)));
+    assert!(crossings(&rich).is_empty(), "a paid renewal tells nothing");
+    let told = crossings(&poor);
+    assert_eq!(told.len(), 1, "{told:?}");
+    let grace_until = renewal_of(&first, &poor)["graceUntil"].as_str().expect("day").to_owned();
+    assert_eq!(told[0]["message"], format!("poor: renewal of 10 EUR refused, top up by {grace_until}"));
+    assert!(told[0]["eventId"].is_string(), "published to the hub: {told:?}");
 
     // Past the grace (two days after the renewal day): a suspend order for poor's line, and
     // a second attempt, refused again.
@@ -198,6 +221,7 @@ fn a_prepaid_fee_is_debited_at_renewal_and_an_unpaid_one_suspends_the_line_past_
     assert_eq!(line_status(&address, &admin, &products[0]), "active", "the paid line is not touched");
     wait_until("the third attempt answered", || renewal_of(&renewals(&data_dir), &poor)["state"] == "unpaid");
     assert_eq!(renewal_of(&renewals(&data_dir), &poor)["attempts"], 3);
+    assert_eq!(crossings(&poor).len(), 1, "told once per renewal, not per refused attempt");
 
     // Topped up: the next attempt is debited, and the line resumed by an order.
     top_up(&address, &admin, &poor, "poor-2", "10.00");

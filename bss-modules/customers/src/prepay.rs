@@ -351,6 +351,8 @@ impl Customers {
     /// Records what the engine answered to a renewal's debit: paid, or unpaid with the
     /// engine's reason (the receivables' renewal run tries again, and suspends past the
     /// grace). Only the attempt under way is recorded, audited with the renewal's state.
+    /// A refusal is told to the account's `renewal_refused` thresholds in the same
+    /// transaction, once per renewal.
     async fn settle_renewal(&self, item: &OutboxItem, answer: &EngineAnswer, now: Timestamp) -> Result<Settled> {
         let Some((invoice, account, attempt)) = parse_renewal_key(&item.idempotency_key) else {
             return Err(CustomersError::invalid(
@@ -364,6 +366,13 @@ impl Customers {
         };
         let mut tx = self.store.begin().await?;
         if tx.settle_renewal(invoice, account, attempt, refused, now).await? {
+            if refused.is_some() {
+                // The customer is told once per renewal, with the refusal (its retries
+                // find the crossing recorded).
+                if let Some(renewal) = tx.renewal(invoice, account).await? {
+                    crate::threshold::record_renewal_refused(&mut tx, &self.templates, &renewal, now).await?;
+                }
+            }
             let after = json!({"statement": invoice, "billingAccount": account, "attempt": attempt,
                 "state": if refused.is_some() { "unpaid" } else { "paid" }, "reason": refused,
                 "amount": item.payload.get("amount")});

@@ -91,6 +91,9 @@ pub struct Customers {
     /// The engine, for reads and for applying a change at once; without it (the CLI) the
     /// outbox worker of a later `tollgate serve` applies what is recorded.
     pub(crate) engine: Option<Arc<dyn EnginePort>>,
+    /// The messages of the notifications a settled engine answer sends (a refused
+    /// prepaid renewal's).
+    pub(crate) templates: Arc<crate::Templates>,
 }
 
 fn filter_value<'a>(
@@ -125,7 +128,15 @@ impl Customers {
             customer_root: CUSTOMER_BASE_PATH.into(),
             account_root: ACCOUNT_BASE_PATH.into(),
             engine: None,
+            templates: Arc::default(),
         }
+    }
+
+    /// With `templates` for the notifications it sends (built-in English and German
+    /// otherwise).
+    pub fn with_templates(mut self, templates: crate::Templates) -> Customers {
+        self.templates = Arc::new(templates);
+        self
     }
 
     /// With the engine: balances can be read, a change the engine could refuse is checked

@@ -2,7 +2,10 @@
 //! the account's currency), `spending_cap` (a postpaid account's unbilled charges reaching
 //! an amount), `bundle_used` (a percentage of an allowance bucket's grant) and
 //! `bundle_expiry` (a bucket with units left ending within some hours); a bundle threshold
-//! may watch one subscription's buckets only. [`decide`] is a pure function of (the
+//! may watch one subscription's buckets only. `renewal_refused` is told when the engine
+//! refuses to debit a prepaid renewal's fees (once per renewal, whatever its retries:
+//! [`Customers::settle`](crate::Customers::settle) records it with the refusal,
+//! [`record_renewal_refused`]). [`decide`] is a pure function of (the
 //! account's thresholds, the engine's view of the account, the time) → the crossings and
 //! re-armings due; [`Thresholds::evaluate`] records each
 //! crossing once (the store's unique key: a balance threshold's episode, a bundle's bucket
@@ -26,7 +29,7 @@ use jiff::Timestamp;
 use rust_decimal::Decimal;
 use serde_json::{json, Value};
 use tollgate_store::{
-    new_entity_id, AuditRecord, CrossingRow, NewEvent, NewOutboxItem, Store, ThresholdRow, Tx,
+    new_entity_id, AuditRecord, CrossingRow, NewEvent, NewOutboxItem, RenewalRow, Store, ThresholdRow, Tx,
     MAX_THRESHOLDS_PER_ACCOUNT,
 };
 
@@ -68,14 +71,18 @@ pub enum ThresholdKind {
     BundleUsed,
     /// An allowance bucket with units left ends within some hours.
     BundleExpiry,
+    /// A prepaid renewal's fees were refused by the engine (the balance does not cover
+    /// them): told once per renewal, with the amount and the end of its grace.
+    RenewalRefused,
 }
 
 impl ThresholdKind {
-    pub const ALL: [ThresholdKind; 4] = [
+    pub const ALL: [ThresholdKind; 5] = [
         ThresholdKind::BalanceBelow,
         ThresholdKind::SpendingCap,
         ThresholdKind::BundleUsed,
         ThresholdKind::BundleExpiry,
+        ThresholdKind::RenewalRefused,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -84,6 +91,7 @@ impl ThresholdKind {
             ThresholdKind::SpendingCap => "spending_cap",
             ThresholdKind::BundleUsed => "bundle_used",
             ThresholdKind::BundleExpiry => "bundle_expiry",
+            ThresholdKind::RenewalRefused => "renewal_refused",
         }
     }
 
@@ -125,7 +133,8 @@ pub struct ThresholdSpec {
 
 /// Validates a threshold: `level` is an amount (`balance_below`; `spending_cap`, above
 /// zero; at most [`crate::MAX_MONEY_SCALE`] decimals), a percentage such as `80`
-/// (`bundle_used`) or a time before a bucket ends such as `48h` or `3d` (`bundle_expiry`);
+/// (`bundle_used`), a time before a bucket ends such as `48h` or `3d` (`bundle_expiry`),
+/// or empty (`renewal_refused`, which has no level);
 /// `subscription` narrows a bundle threshold; `language` is a tag the templates know.
 pub fn parse_threshold(
     kind: &str,
@@ -188,6 +197,15 @@ pub fn parse_threshold(
             (None, Some(percent), None)
         }
         ThresholdKind::BundleExpiry => (None, None, Some(expiry_hours(level)?)),
+        ThresholdKind::RenewalRefused => {
+            if !level.trim().is_empty() {
+                return Err(CustomersError::invalid(
+                    "level",
+                    format!("a renewal_refused threshold has no level; {level:?} was given"),
+                ));
+            }
+            (None, None, None)
+        }
     };
     Ok(ThresholdSpec {
         kind,
@@ -222,9 +240,10 @@ fn expiry_hours(level: &str) -> Result<i64> {
 /// `{amount}` (a balance threshold's or spending cap's amount with currency), `{balance}`
 /// (the balance with currency), `{spent}` (the unbilled charges with currency),
 /// `{percent}`, `{bundle}` (the allowance's name), `{remaining}` (its units left, with
-/// the unit), `{until}` (when it ends, UTC), `{hours}`. `spending_cap` and
-/// `bundle_expiry` may be left out of a templates file: the built-in text of the same
-/// language (English for another) is used.
+/// the unit), `{until}` (when it ends, UTC; a refused renewal's last day of grace),
+/// `{hours}`. `spending_cap`, `bundle_expiry` and `renewal_refused` (`{amount}`: the fees
+/// refused) may be left out of a templates file: the built-in text of the same language
+/// (English for another) is used.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Template {
@@ -234,6 +253,8 @@ pub struct Template {
     pub spending_cap: Option<String>,
     #[serde(default)]
     pub bundle_expiry: Option<String>,
+    #[serde(default)]
+    pub renewal_refused: Option<String>,
 }
 
 impl Template {
@@ -243,6 +264,7 @@ impl Template {
             ThresholdKind::BundleUsed => Some(&self.bundle_used),
             ThresholdKind::SpendingCap => self.spending_cap.as_deref(),
             ThresholdKind::BundleExpiry => self.bundle_expiry.as_deref(),
+            ThresholdKind::RenewalRefused => self.renewal_refused.as_deref(),
         }
     }
 }
@@ -265,6 +287,11 @@ fn built_in() -> BTreeMap<String, Template> {
                 "{name}: your charges since your last bill are {spent}, reaching your cap of {amount}.".to_owned(),
             ),
             bundle_expiry: Some("{name}: your {bundle} ends on {until} with {remaining} left.".to_owned()),
+            renewal_refused: Some(
+                "{name}: your balance does not cover your plan's renewal of {amount}. Please top up by {until} to \
+                 keep your service."
+                    .to_owned(),
+            ),
         },
     );
     by_language.insert(
@@ -278,6 +305,11 @@ fn built_in() -> BTreeMap<String, Template> {
                     .to_owned(),
             ),
             bundle_expiry: Some("{name}: {bundle} endet am {until}; es sind noch {remaining} übrig.".to_owned()),
+            renewal_refused: Some(
+                "{name}: Ihr Guthaben deckt die Verlängerung Ihres Tarifs über {amount} nicht. Bitte laden Sie bis \
+                 {until} auf, damit Ihr Dienst aktiv bleibt."
+                    .to_owned(),
+            ),
         },
     );
     by_language
@@ -652,7 +684,7 @@ impl Thresholds {
         if !decide(std::slice::from_ref(&current), currency, account, now).contains(&decision) {
             return Ok(None);
         }
-        let (kind, key, mut values, detail) = match decision {
+        let (kind, key, values, detail) = match decision {
             Decision::Cross { kind, key, values, detail, .. } => (kind, key, values, detail),
             Decision::Rearm { episode, .. } => {
                 tx.set_threshold_state(&threshold_id, false, episode).await?;
@@ -664,73 +696,122 @@ impl Thresholds {
                 return Ok(None);
             }
         };
-        let name = match tx.billing_account(&current.billing_account_id).await? {
-            Some(found) => found.value.name,
-            None => current.billing_account_id.clone(),
-        };
-        values.push(("name", name));
-        let message = self.templates.message(&current.language, kind, &values);
-        let mut crossing = CrossingRow {
-            threshold_id: threshold_id.clone(),
-            crossing_key: key,
-            billing_account_id: current.billing_account_id.clone(),
-            kind: kind.as_str().to_owned(),
-            message,
-            event_id: None,
-            crossed_at: now,
-        };
-        if !tx.insert_crossing(&crossing).await? {
-            return Ok(None);
-        }
-        if kind.rearms() {
-            tx.set_threshold_state(&threshold_id, true, current.episode).await?;
-        }
-        let entity = json!({
-            "id": format!("{threshold_id}/{}", crossing.crossing_key),
-            "billingAccount": {"id": current.billing_account_id},
-            "threshold": {"id": threshold_id, "kind": crossing.kind},
-            "crossingKey": crossing.crossing_key,
-            "language": current.language,
-            "message": crossing.message,
-            "crossedAt": now.to_string(),
-            "detail": detail,
-        });
-        if current.webhook {
-            let published = tx
-                .publish_event(
-                    NewEvent {
-                        api: ACCOUNT_BASE_PATH,
-                        event_type: THRESHOLD_EVENT,
-                        entity_type: "thresholdCrossing",
-                        entity_id: &current.billing_account_id,
-                        entity: &entity,
-                    },
-                    now,
-                )
-                .await?;
-            tx.set_crossing_event(&threshold_id, &crossing.crossing_key, &published.event_id).await?;
-            crossing.event_id = Some(published.event_id);
-        }
-        if current.sms {
-            let to = tx
-                .msisdns_of(&current.billing_account_id, current.subscription_id.as_deref(), MAX_SMS_RECIPIENTS)
-                .await?;
-            if !to.is_empty() {
-                let key = sms_key(&threshold_id, &crossing.crossing_key);
-                let payload = json!({"reference": key, "to": to, "text": crossing.message});
-                let item = NewOutboxItem {
-                    idempotency_key: &key,
-                    kind: SMS_OUTBOX_KIND,
-                    ordering_key: None,
-                    payload: &payload,
-                };
-                tx.enqueue(item, now).await?;
+        let crossing = record_crossing(&mut tx, &self.templates, &current, kind, key, values, detail, now).await?;
+        if crossing.is_some() {
+            if kind.rearms() {
+                tx.set_threshold_state(&threshold_id, true, current.episode).await?;
             }
+            tx.commit().await?;
         }
-        audit(&mut tx, ENGINE_EVALUATOR, "threshold.cross", &threshold_id, None, Some(&entity), now).await?;
-        tx.commit().await?;
-        Ok(Some(crossing))
+        Ok(crossing)
     }
+}
+
+/// Records a `kind` crossing of threshold `current` under `key` in `tx`, once: its
+/// message in the threshold's language, its hub event when it has a webhook, its short
+/// message in the outbox when it has `sms`, and its audit record. `None` when that key
+/// was recorded before (nothing written).
+#[allow(clippy::too_many_arguments)]
+async fn record_crossing(
+    tx: &mut Tx,
+    templates: &Templates,
+    current: &ThresholdRow,
+    kind: ThresholdKind,
+    key: String,
+    mut values: Vec<(&'static str, String)>,
+    detail: Value,
+    now: Timestamp,
+) -> Result<Option<CrossingRow>> {
+    let threshold_id = &current.id;
+    let name = match tx.billing_account(&current.billing_account_id).await? {
+        Some(found) => found.value.name,
+        None => current.billing_account_id.clone(),
+    };
+    values.push(("name", name));
+    let message = templates.message(&current.language, kind, &values);
+    let mut crossing = CrossingRow {
+        threshold_id: threshold_id.clone(),
+        crossing_key: key,
+        billing_account_id: current.billing_account_id.clone(),
+        kind: kind.as_str().to_owned(),
+        message,
+        event_id: None,
+        crossed_at: now,
+    };
+    if !tx.insert_crossing(&crossing).await? {
+        return Ok(None);
+    }
+    let entity = json!({
+        "id": format!("{threshold_id}/{}", crossing.crossing_key),
+        "billingAccount": {"id": current.billing_account_id},
+        "threshold": {"id": threshold_id, "kind": crossing.kind},
+        "crossingKey": crossing.crossing_key,
+        "language": current.language,
+        "message": crossing.message,
+        "crossedAt": now.to_string(),
+        "detail": detail,
+    });
+    if current.webhook {
+        let published = tx
+            .publish_event(
+                NewEvent {
+                    api: ACCOUNT_BASE_PATH,
+                    event_type: THRESHOLD_EVENT,
+                    entity_type: "thresholdCrossing",
+                    entity_id: &current.billing_account_id,
+                    entity: &entity,
+                },
+                now,
+            )
+            .await?;
+        tx.set_crossing_event(threshold_id, &crossing.crossing_key, &published.event_id).await?;
+        crossing.event_id = Some(published.event_id);
+    }
+    if current.sms {
+        let to =
+            tx.msisdns_of(&current.billing_account_id, current.subscription_id.as_deref(), MAX_SMS_RECIPIENTS).await?;
+        if !to.is_empty() {
+            let key = sms_key(threshold_id, &crossing.crossing_key);
+            let payload = json!({"reference": key, "to": to, "text": crossing.message});
+            let item =
+                NewOutboxItem { idempotency_key: &key, kind: SMS_OUTBOX_KIND, ordering_key: None, payload: &payload };
+            tx.enqueue(item, now).await?;
+        }
+    }
+    audit(tx, ENGINE_EVALUATOR, "threshold.cross", threshold_id, None, Some(&entity), now).await?;
+    Ok(Some(crossing))
+}
+
+/// Tells the account's `renewal_refused` thresholds that the engine refused renewal
+/// `renewal`'s fees, in `tx` (the transaction recording the refusal): one crossing per
+/// threshold and renewal (key `renewal-{statement}`), so its later refused retries tell
+/// nothing more. Returns the crossings recorded now.
+pub(crate) async fn record_renewal_refused(
+    tx: &mut Tx,
+    templates: &Templates,
+    renewal: &RenewalRow,
+    now: Timestamp,
+) -> Result<Vec<CrossingRow>> {
+    let mut recorded = Vec::new();
+    let kind = ThresholdKind::RenewalRefused;
+    for threshold in tx.thresholds_of(&renewal.billing_account_id).await? {
+        if threshold.kind != kind.as_str() {
+            continue;
+        }
+        let amount = format!("{} {}", renewal.amount.normalize(), renewal.currency);
+        let values = vec![("amount", amount), ("until", renewal.grace_until.to_string())];
+        let detail = json!({
+            "statement": {"id": renewal.invoice_id},
+            "amount": {"value": renewal.amount.normalize().to_string(), "unit": renewal.currency},
+            "renewalOn": renewal.renewal_on.to_string(),
+            "graceUntil": renewal.grace_until.to_string(),
+        });
+        let key = format!("renewal-{}", renewal.invoice_id);
+        if let Some(crossing) = record_crossing(tx, templates, &threshold, kind, key, values, detail, now).await? {
+            recorded.push(crossing);
+        }
+    }
+    Ok(recorded)
 }
 
 /// Who the audit trail says recorded crossings and re-armings.
@@ -878,6 +959,7 @@ mod tests {
                 bundle_used: "{percent} %".into(),
                 spending_cap: None,
                 bundle_expiry: Some("{bundle} : fin le {until}".into()),
+                renewal_refused: None,
             },
         );
         let templates = Templates::with(overrides).expect("valid");
@@ -909,6 +991,8 @@ mod tests {
         assert_eq!((ok.amount, ok.percent, ok.subscription_id.as_deref()), (None, Some(80), Some("s1")));
         let ok = parse_threshold("spending_cap", "50", None, "en", true, &templates).expect("valid");
         assert_eq!(ok.amount, Some(Decimal::new(50, 0)));
+        let ok = parse_threshold("renewal_refused", " ", None, "en", true, &templates).expect("valid");
+        assert_eq!((ok.amount, ok.percent, ok.hours), (None, None, None));
         for (level, hours) in [("48", 48), ("48h", 48), ("3d", 72), ("8784h", 8784)] {
             let ok = parse_threshold("bundle_expiry", level, None, "en", true, &templates).expect(level);
             assert_eq!((ok.hours, ok.amount, ok.percent), (Some(hours), None, None), "{level}");
@@ -930,6 +1014,8 @@ mod tests {
             ("bundle_expiry", "367d", None, "en", "hours"),
             ("bundle_expiry", "2w", None, "en", "hours"),
             ("bundle_expiry", "-5h", None, "en", "hours"),
+            ("renewal_refused", "5", None, "en", "level"),
+            ("renewal_refused", "", Some("s1"), "en", "subscription"),
         ] {
             match parse_threshold(kind, level, subscription, language, true, &templates) {
                 Err(CustomersError::Invalid { field: found, .. }) => assert_eq!(found, field, "{kind} {level}"),

@@ -734,3 +734,61 @@ store_test! {
         assert_eq!(tomorrow.retried, [("st-dec".to_owned(), "a1".to_owned(), 3)]);
     }
 }
+
+store_test! {
+    async fn a_refused_renewal_is_told_once_to_the_accounts_renewal_refused_thresholds_with_its_amount_and_grace(store) {
+        let (orders, receivables, _) = overdue(&store).await;
+        let customers = tollgate_customers::Customers::new(store.clone());
+        let thresholds = tollgate_customers::Thresholds::new(store.clone(), tollgate_customers::Templates::default());
+        let templates = thresholds.templates().clone();
+        let spec = |kind: &str, level: &str, language: &str| {
+            let spec = tollgate_customers::parse_threshold(kind, level, None, language, true, &templates).expect("valid");
+            tollgate_customers::ThresholdSpec { sms: true, ..spec }
+        };
+        assert!(tollgate_customers::parse_threshold("renewal_refused", "5", None, "en", true, &templates).is_err(), "it has no level");
+        let day = on(date(2026, 12, 3));
+        let (told, _) = thresholds.set("test", "a1", &spec("renewal_refused", "", "de"), day).await.expect("set");
+        let (balance, _) = thresholds.set("test", "a1", &spec("balance_below", "1", "en"), day).await.expect("set");
+        statement_with_renewal(&store, "st-dec", "2026-11", date(2026, 12, 3)).await;
+        let refused = tollgate_customers::EngineAnswer::Refused { reason: "insufficient credit".into() };
+
+        let first = take_outbox(&store).await;
+        let first = first.iter().find(|item| item.idempotency_key == "bss:renewal:st-dec:a1:1").expect("the first debit");
+        customers.settle(first, &refused, day).await.expect("settled");
+        // Settled again (a crash before the outbox row was marked done): told once.
+        customers.settle(first, &refused, day).await.expect("settled again");
+        let crossings = store.crossings_of("a1", 10).await.expect("crossings");
+        assert_eq!(crossings.len(), 1, "{crossings:?}");
+        let crossing = &crossings[0];
+        assert_eq!((crossing.threshold_id.as_str(), crossing.kind.as_str()), (told.id.as_str(), "renewal_refused"));
+        assert_eq!(crossing.crossing_key, "renewal-st-dec");
+        assert!(crossing.event_id.is_some(), "published to the hub's listeners");
+        assert!(crossing.message.contains("10 EUR") && crossing.message.contains("2026-12-10"), "{}", crossing.message);
+        assert!(crossing.message.contains("Guthaben"), "in the threshold's language: {}", crossing.message);
+        let texts = take_outbox(&store).await;
+        let keys: Vec<&str> = texts.iter().map(|item| item.idempotency_key.as_str()).collect();
+        assert_eq!(keys, [tollgate_customers::sms_key(&told.id, "renewal-st-dec")]);
+        assert_eq!(texts[0].kind, tollgate_customers::SMS_OUTBOX_KIND);
+        assert_eq!(texts[0].payload["to"], json!(["33600000001"]));
+
+        // Tried again tomorrow and refused again: nothing more is told.
+        let tomorrow = receivables.renewals(&orders, date(2026, 12, 4), "system:dunning", on(date(2026, 12, 4))).await.expect("renewals");
+        assert_eq!(tomorrow.retried, [("st-dec".to_owned(), "a1".to_owned(), 2)]);
+        let second = take_outbox(&store).await;
+        assert_eq!(second.len(), 1);
+        customers.settle(&second[0], &refused, on(date(2026, 12, 4))).await.expect("settled");
+        assert_eq!(store.crossings_of("a1", 10).await.expect("crossings").len(), 1);
+        assert!(take_outbox(&store).await.is_empty(), "no second text");
+        assert!(balance.kind == "balance_below" && crossings.iter().all(|c| c.threshold_id != balance.id));
+
+        // The next renewal refused is told again; a paid one is not.
+        statement_with_renewal(&store, "st-jan", "2026-12", date(2027, 1, 1)).await;
+        let jan = take_outbox(&store).await;
+        customers.settle(&jan[0], &refused, on(date(2027, 1, 1))).await.expect("settled");
+        statement_with_renewal(&store, "st-feb", "2027-01", date(2027, 2, 1)).await;
+        let feb: Vec<_> = take_outbox(&store).await.into_iter().filter(|item| item.idempotency_key.contains("st-feb")).collect();
+        customers.settle(&feb[0], &tollgate_customers::EngineAnswer::Applied { balance_after: None }, on(date(2027, 2, 1))).await.expect("paid");
+        let keys: Vec<String> = store.crossings_of("a1", 10).await.expect("crossings").into_iter().map(|c| c.crossing_key).collect();
+        assert_eq!(keys, ["renewal-st-dec", "renewal-st-jan"]);
+    }
+}

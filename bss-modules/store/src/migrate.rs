@@ -12,7 +12,7 @@ use crate::sql::{args, Dialect};
 use crate::Store;
 
 /// The schema version this build writes and understands (the last migration).
-pub const SCHEMA_VERSION: i64 = 20;
+pub const SCHEMA_VERSION: i64 = 21;
 
 struct Migration {
     version: i64,
@@ -150,6 +150,12 @@ const MIGRATIONS: &[Migration] = &[
         description: "an index on the invoice a credit note corrects",
         sqlite: include_str!("../migrations/sqlite/0020_invoice_corrections_index.sql"),
         postgres: include_str!("../migrations/postgres/0020_invoice_corrections_index.sql"),
+    },
+    Migration {
+        version: 21,
+        description: "the renewal_refused threshold kind",
+        sqlite: include_str!("../migrations/sqlite/0021_renewal_refused_threshold.sql"),
+        postgres: include_str!("../migrations/postgres/0021_renewal_refused_threshold.sql"),
     },
 ];
 

@@ -239,17 +239,23 @@ impl Tx {
     }
 }
 
-impl Store {
+impl Tx {
     /// One renewal.
-    pub async fn renewal(&self, invoice: &str, account: &str) -> Result<Option<RenewalRow>> {
-        let mut tx = self.read().await?;
+    pub async fn renewal(&mut self, invoice: &str, account: &str) -> Result<Option<RenewalRow>> {
         let sql =
             format!("SELECT {RENEWAL_COLUMNS} FROM prepaid_renewals WHERE invoice_id = $1 AND billing_account_id = $2");
-        tx.fetch_optional("prepaid_renewals.get", &sql, args![invoice, account])
+        self.fetch_optional("prepaid_renewals.get", &sql, args![invoice, account])
             .await?
             .as_ref()
             .map(renewal)
             .transpose()
+    }
+}
+
+impl Store {
+    /// One renewal.
+    pub async fn renewal(&self, invoice: &str, account: &str) -> Result<Option<RenewalRow>> {
+        self.read().await?.renewal(invoice, account).await
     }
 
     /// Renewals by statement and account, up to `limit` from `offset` (an operator's list).

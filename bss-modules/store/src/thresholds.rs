@@ -29,7 +29,7 @@ pub const CROSSING_PAGE_MAX: u32 = 1000;
 pub struct ThresholdRow {
     pub id: String,
     pub billing_account_id: String,
-    /// `balance_below`, `spending_cap`, `bundle_used` or `bundle_expiry`.
+    /// `balance_below`, `spending_cap`, `bundle_used`, `bundle_expiry` or `renewal_refused`.
     pub kind: String,
     /// A `balance_below` or `spending_cap` threshold's amount, in the account's currency.
     pub amount: Option<Decimal>,
