@@ -4,8 +4,12 @@
 //! GETs of the given paths, round robin; `orders` places `--orders` product orders from a
 //! JSON template, at most `--concurrency` in flight, and follows each until it is final:
 //! orders completed per second, and the time from the POST to the moment the order was
-//! seen completed (polled every `--poll-ms`), which bounds order-to-chargeable from above
-//! (the engine subscription exists before the order completes).
+//! seen completed, which bounds order-to-chargeable from above (the engine subscription
+//! exists before the order completes). It learns that as an operator's OSS would: from
+//! the order's `ProductOrderStateChangeEvent`, delivered by the API's hub to a listener
+//! this command registers for the run (a callback server on loopback), or, with
+//! `--follow poll`, by reading each order back every `--poll-ms` (64 clients polling every
+//! 10 ms are most of the server's SQL: the run measures the polling as much as the orders).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -67,7 +71,11 @@ pub(crate) struct OrdersLoad {
     /// Orders in flight at once (placed and not yet final).
     #[arg(long, default_value_t = 64)]
     concurrency: usize,
-    /// How often an order in flight is read back.
+    /// How an order is followed to its final state: `hub` (its state change events, to a
+    /// listener registered for the run) or `poll` (read back every `--poll-ms`).
+    #[arg(long, value_enum, default_value_t = Follow::Hub)]
+    follow: Follow,
+    /// How often an order in flight is read back (`--follow poll`).
     #[arg(long, default_value_t = 10)]
     poll_ms: u64,
     /// Give up on an order after this many seconds.
@@ -76,6 +84,74 @@ pub(crate) struct OrdersLoad {
     /// Threads of the load generator (it shares the machine with the server).
     #[arg(long, default_value_t = 1)]
     threads: usize,
+}
+
+/// How `load orders` learns that an order is final.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Follow {
+    Hub,
+    Poll,
+}
+
+/// The product ordering API's root.
+const ORDERING: &str = "/tmf-api/productOrderingManagement/v4";
+
+/// Orders' final states as the hub tells them: the tasks waiting by order id, and the
+/// states that arrived before their task asked (an order can complete before its POST's
+/// answer is read).
+#[derive(Default)]
+struct Finals {
+    waiting: std::collections::HashMap<String, tokio::sync::oneshot::Sender<u32>>,
+    arrived: std::collections::HashMap<String, u32>,
+}
+
+type SharedFinals = Arc<std::sync::Mutex<Finals>>;
+
+/// The listener's callback: a product order event whose order is final wakes its task.
+async fn hub_callback(axum::extract::State(finals): axum::extract::State<SharedFinals>, body: Bytes) -> u16 {
+    let Ok(event) = serde_json::from_slice::<serde_json::Value>(&body) else { return 400 };
+    let order = &event["event"]["productOrder"];
+    let (Some(id), Some(code)) = (order["id"].as_str(), order["state"].as_str().and_then(state_code)) else {
+        return 204;
+    };
+    let mut finals = finals.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    match finals.waiting.remove(id) {
+        Some(task) => {
+            let _ = task.send(code);
+        }
+        None => {
+            finals.arrived.insert(id.to_owned(), code);
+        }
+    }
+    204
+}
+
+/// Starts the callback server on loopback and registers it on the ordering API's hub for
+/// state change events: the listener's id (deleted after the run) and the shared states.
+async fn follow_by_hub(target: SocketAddr, token: &str) -> anyhow::Result<(String, SharedFinals)> {
+    let finals = SharedFinals::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.context("the hub callback's listener")?;
+    let address = listener.local_addr()?;
+    let router = axum::Router::new()
+        .route(
+            "/events",
+            axum::routing::post(|state, body| async move {
+                axum::http::StatusCode::from_u16(hub_callback(state, body).await)
+                    .unwrap_or(axum::http::StatusCode::NO_CONTENT)
+            }),
+        )
+        .with_state(Arc::clone(&finals));
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    let mut client = Client::connect(target, token).await?;
+    let body = serde_json::json!({"callback": format!("http://{address}/events"),
+        "query": "eventType=ProductOrderStateChangeEvent"});
+    let (status, answer) = client.send("POST", &format!("{ORDERING}/hub"), Some(Bytes::from(body.to_string()))).await?;
+    if status != 201 {
+        bail!("registering a hub listener: {status} {}", String::from_utf8_lossy(&answer));
+    }
+    let registered: serde_json::Value = serde_json::from_slice(&answer)?;
+    let id = registered["id"].as_str().context("the hub listener has no id")?.to_owned();
+    Ok((id, finals))
 }
 
 /// One HTTP/1.1 keep-alive connection to the API.
@@ -198,18 +274,26 @@ pub(crate) fn orders(args: OrdersLoad) -> anyhow::Result<ExitCode> {
     let template = Bytes::from(template);
     let runtime = runtime(args.threads)?;
     runtime.block_on(async move {
+        let hub = match args.follow {
+            Follow::Hub => Some(follow_by_hub(args.target, &token).await?),
+            Follow::Poll => None,
+        };
         let budget = Arc::new(AtomicU64::new(args.orders));
         let started = Instant::now();
         let mut tasks = Vec::with_capacity(args.concurrency);
         for _ in 0..args.concurrency {
             let mut client = Client::connect(args.target, &token).await?;
             let (budget, template) = (Arc::clone(&budget), template.clone());
-            let (poll, timeout) = (Duration::from_millis(args.poll_ms), Duration::from_secs(args.timeout_seconds));
+            let timeout = Duration::from_secs(args.timeout_seconds);
+            let follow = match &hub {
+                Some((_, finals)) => Following::Hub(Arc::clone(finals)),
+                None => Following::Poll(Duration::from_millis(args.poll_ms)),
+            };
             tasks.push(tokio::spawn(async move {
                 let mut tally = Tally::new();
                 while take(&budget) {
                     let placed = Instant::now();
-                    let (state, _) = match place_and_follow(&mut client, &template, poll, placed + timeout).await {
+                    let (state, _) = match place_and_follow(&mut client, &template, &follow, placed + timeout).await {
                         Ok(done) => done,
                         Err(_) => {
                             tally.failures += 1;
@@ -228,7 +312,18 @@ pub(crate) fn orders(args: OrdersLoad) -> anyhow::Result<ExitCode> {
         }
         let elapsed = started.elapsed();
         let code = report("orders", "order", tallies, elapsed, args.concurrency, args.concurrency);
-        println!("result codes above: 1 completed, 2 failed, 3 partial, 4 cancelled, 5 not final in time; latency: POST to completed seen");
+        let seen = match args.follow {
+            Follow::Hub => "its final state's event received",
+            Follow::Poll => "its final state read back",
+        };
+        println!("result codes above: 1 completed, 2 failed, 3 partial, 4 cancelled, 5 not final in time; latency: POST to {seen}");
+        if let Some((id, _)) = hub {
+            let mut client = Client::connect(args.target, &token).await?;
+            let (status, _) = client.send("DELETE", &format!("{ORDERING}/hub/{id}"), None).await?;
+            if status != 204 {
+                eprintln!("the run's hub listener {id} was not deleted: {status}");
+            }
+        }
         Ok(code)
     })
 }
@@ -244,21 +339,30 @@ fn state_code(state: &str) -> Option<u32> {
     }
 }
 
-/// Places one order and reads it back until it is final: (its state's code, its id).
+/// How one task follows its orders.
+enum Following {
+    Hub(SharedFinals),
+    Poll(Duration),
+}
+
+/// Places one order and follows it until it is final: (its state's code, its id).
 async fn place_and_follow(
     client: &mut Client,
     template: &Bytes,
-    poll: Duration,
+    follow: &Following,
     deadline: Instant,
 ) -> anyhow::Result<(u32, String)> {
-    let (status, body) =
-        client.send("POST", "/tmf-api/productOrderingManagement/v4/productOrder", Some(template.clone())).await?;
+    let (status, body) = client.send("POST", &format!("{ORDERING}/productOrder"), Some(template.clone())).await?;
     if status != 201 {
         bail!("placing an order: {status} {}", String::from_utf8_lossy(&body));
     }
     let placed: serde_json::Value = serde_json::from_slice(&body)?;
     let id = placed["id"].as_str().context("the order has no id")?.to_owned();
-    let path = format!("/tmf-api/productOrderingManagement/v4/productOrder/{id}?fields=state");
+    let poll = match follow {
+        Following::Hub(finals) => return Ok((wait_for_event(finals, &id, deadline).await, id)),
+        Following::Poll(poll) => *poll,
+    };
+    let path = format!("{ORDERING}/productOrder/{id}?fields=state");
     loop {
         let (status, body) = client.send("GET", &path, None).await?;
         if status != 200 {
@@ -272,6 +376,26 @@ async fn place_and_follow(
             return Ok((5, id));
         }
         tokio::time::sleep(poll).await;
+    }
+}
+
+/// The final state's code the hub tells for order `id`, or 5 (not final in time).
+async fn wait_for_event(finals: &SharedFinals, id: &str, deadline: Instant) -> u32 {
+    let receiver = {
+        let mut finals = finals.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(code) = finals.arrived.remove(id) {
+            return code;
+        }
+        let (sender, receiver) = tokio::sync::oneshot::channel();
+        finals.waiting.insert(id.to_owned(), sender);
+        receiver
+    };
+    match tokio::time::timeout_at(deadline.into(), receiver).await {
+        Ok(Ok(code)) => code,
+        _ => {
+            finals.lock().unwrap_or_else(std::sync::PoisonError::into_inner).waiting.remove(id);
+            5
+        }
     }
 }
 

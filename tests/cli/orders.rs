@@ -528,3 +528,53 @@ fn a_gateway_cutting_connections_and_an_activation_refused_for_good_raise_alarms
     stop_server(child);
     std::fs::remove_dir_all(&lab.dir).ok();
 }
+
+/// `tollgate load orders` follows each order to its final state from the hub's events (a
+/// listener registered for the run, deleted after it) or by reading it back.
+#[test]
+fn load_orders_follows_orders_to_completion_through_the_hub_and_by_polling() {
+    let lab = lab("orders-load", 8);
+    let admin = create_token(&lab.data, "admin");
+    let token_file = lab.dir.join("token");
+    std::fs::write(&token_file, &admin).expect("token");
+    let (child, _, address) = lab.serve(&[]);
+    let small = offering(&address, &admin, "Prepaid S", &lab.plans[0]);
+    let (account, _) = billing_account(&address, &admin);
+    let template = lab.dir.join("order.json");
+    let item = json!({"id": "1", "action": "add", "productOffering": {"id": small}});
+    std::fs::write(&template, order(&account, item).to_string()).expect("order template");
+    let (token_file, template) = (token_file.display().to_string(), template.display().to_string());
+    for follow in ["hub", "poll"] {
+        let args = [
+            "load",
+            "orders",
+            "--target",
+            &address,
+            "--token-file",
+            &token_file,
+            "--order-file",
+            &template,
+            "--orders",
+            "3",
+            "--concurrency",
+            "2",
+            "--follow",
+            follow,
+        ];
+        let output = tollgate(&args, "");
+        let (stdout, stderr) = (String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+        assert!(output.status.success(), "{follow}: {stdout}{stderr}");
+        assert!(stdout.contains("result codes: 1: 3;"), "{follow}: three orders completed: {stdout}");
+        assert!(!stderr.contains("not deleted"), "{follow}: {stderr}");
+    }
+    let (status, _, listeners) = request(&address, "GET", &format!("{ORDERS}/hub"), &admin, &[], None);
+    assert!(
+        status != 200 || listeners.as_array().is_some_and(Vec::is_empty),
+        "the run's listener is gone: {listeners}"
+    );
+    let (_, _, lines) =
+        request(&address, "GET", "/tmf-api/productInventory/v4/product?fields=status", &admin, &[], None);
+    let active = lines.as_array().expect("products").iter().filter(|line| line["status"] == "active").count();
+    assert_eq!(active, 6, "{lines}");
+    stop_server(child);
+}
