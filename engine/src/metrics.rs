@@ -102,6 +102,9 @@ pub(crate) struct ShardMetrics {
     pub(crate) requests: AtomicU64,
     /// Rated events charged: online usage and bulk records.
     pub(crate) rated_events: AtomicU64,
+    /// Usage that could not be rated (answered `rating_failed`): online requests and
+    /// grants, and bulk records; repeats not counted.
+    pub(crate) unrated_events: AtomicU64,
     /// Open reservations after the last pass.
     pub(crate) reservations: AtomicU64,
     /// Journal syncs (fsync or fdatasync), on the shard's thread and its commit thread.
@@ -128,6 +131,10 @@ pub struct ShardMetricsView {
     pub requests: u64,
     /// Rated events charged since the engine opened (online usage and bulk records).
     pub rated_events: u64,
+    /// Usage answered `rating_failed` since the engine opened (online requests and their
+    /// grants, bulk records), repeats not counted: usage given away unless a tariff is
+    /// fixed (the leakage detector of `tollgate serve --fraud` watches it).
+    pub unrated_events: u64,
     /// Reservations open after the shard's last pass.
     pub open_reservations: u64,
     /// Journal failures since the engine opened.

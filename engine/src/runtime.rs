@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
 
-use crate::api::{Answer, Operation, Outcome, Request, Target};
+use crate::api::{Answer, Body, Operation, Outcome, Request, Target};
 use crate::bulk::charge_record;
 use crate::config::ChargingConfig;
 use crate::config::{EngineConfig, MAX_IDENTITIES, MAX_KEY_BYTES, MAX_TEXT_BYTES};
@@ -321,6 +321,7 @@ impl Engine {
                     queue_depth: sender.len() as u64,
                     requests: metrics.requests.load(Ordering::Relaxed),
                     rated_events: metrics.rated_events.load(Ordering::Relaxed),
+                    unrated_events: metrics.unrated_events.load(Ordering::Relaxed),
                     open_reservations: metrics.reservations.load(Ordering::Relaxed),
                     journal_failures: status.failures,
                     refused: status.refused,
@@ -650,6 +651,21 @@ pub fn shard_of(account: AccountId, shards: usize) -> usize {
     (account % shards.max(1) as u64) as usize
 }
 
+/// The usage in `answer` that could not be rated: the request, or a session's grants
+/// answered `rating_failed`; none in a repeated answer (counted when it was first given).
+fn unrated(answer: &Answer) -> u64 {
+    if answer.repeated {
+        return 0;
+    }
+    match (&answer.outcome, &answer.body) {
+        (Outcome::RatingFailed(_), _) => 1,
+        (_, Body::Session { grants }) => {
+            grants.iter().filter(|grant| matches!(grant.outcome, Outcome::RatingFailed(_))).count() as u64
+        }
+        _ => 0,
+    }
+}
+
 fn check_bounds(request: &Request) -> Result<(), String> {
     if request.operation.needs_key() && request.key.as_deref().is_none_or(str::is_empty) {
         return Err("field `key`: a request that changes state needs an idempotency key".to_owned());
@@ -775,6 +791,7 @@ impl Worker {
                             self.record(now, effects);
                         }
                         ShardMetrics::add(&self.metrics().requests, 1);
+                        ShardMetrics::add(&self.metrics().unrated_events, unrated(&answer));
                         answers.one.push((reply, answer));
                     }
                     Job::Batch { items, reply } => {
@@ -785,6 +802,7 @@ impl Worker {
                             if !effects.is_empty() {
                                 self.record(now, effects);
                             }
+                            ShardMetrics::add(&self.metrics().unrated_events, unrated(&answer));
                             answered.push((index, answer));
                         }
                         ShardMetrics::add(&self.metrics().requests, answered.len() as u64);
@@ -950,6 +968,11 @@ impl Worker {
         let charged =
             answered.iter().filter(|(_, answer)| answer.outcome == RecordOutcome::Charged && !answer.repeated).count();
         ShardMetrics::add(&self.metrics().rated_events, charged as u64);
+        let unrated = answered
+            .iter()
+            .filter(|(_, answer)| matches!(answer.outcome, RecordOutcome::RatingFailed(_)) && !answer.repeated)
+            .count();
+        ShardMetrics::add(&self.metrics().unrated_events, unrated as u64);
         self.remember_refusals(ctx, &mut refusals);
         answered
     }

@@ -91,6 +91,9 @@ pub(crate) struct FraudCounters {
     suspensions: AtomicU64,
     /// Usage events read again at a start to rebuild the detectors' state.
     warmup_events: AtomicU64,
+    /// Online usage the engine answered `rating_failed` (no ledger entry), told to the
+    /// unrated-usage detector from the engine's count.
+    unrated_online: AtomicU64,
     /// Seconds between the newest entry's posting and its reading, at the last poll that
     /// read any.
     lag_seconds: AtomicI64,
@@ -109,6 +112,7 @@ impl FraudCounters {
             read_errors: AtomicU64::new(0),
             suspensions: AtomicU64::new(0),
             warmup_events: AtomicU64::new(0),
+            unrated_online: AtomicU64::new(0),
             lag_seconds: AtomicI64::new(0),
             lsns: (0..shards).map(|_| AtomicU64::new(0)).collect(),
         }
@@ -144,6 +148,11 @@ impl MetricsSource for FraudMetrics {
                     "tollgate_fraud_warmup_events_total",
                     "Usage events read again at a start to rebuild the detectors' state, judging nothing.",
                     &c.warmup_events,
+                ),
+                (
+                    "tollgate_fraud_unrated_online_total",
+                    "Online usage answered rating_failed, told to the unrated-usage detector by the engine's count.",
+                    &c.unrated_online,
                 ),
             ];
             for (name, help, value) in counters {
@@ -196,6 +205,9 @@ pub(crate) struct FraudSetup {
     pub(crate) runtime: tokio::runtime::Handle,
     /// Shared with `/metrics` ([`FraudMetrics`]).
     pub(crate) counters: Arc<FraudCounters>,
+    /// The engine, for its count of usage it could not rate (online rating failures
+    /// leave no ledger entry).
+    pub(crate) engine: Arc<tollgate_engine::Engine>,
 }
 
 impl Fraud {
@@ -240,9 +252,11 @@ impl Fraud {
         };
         setup.runtime.spawn(worker.run(receiver));
         let (stop, stopped) = std::sync::mpsc::sync_channel(1);
+        let engine = setup.engine;
         let thread = std::thread::Builder::new().name("tollgate-fraud".to_owned()).spawn(move || {
             super::serve::lower_thread_priority();
-            detect(follower, detectors, &quiet_until, &counters, &sender, &stopped);
+            let unrated = move || engine.metrics().iter().map(|shard| shard.unrated_events).sum::<u64>();
+            detect(follower, detectors, &quiet_until, &counters, &sender, &stopped, &unrated);
         })?;
         tracing::info!(shards = setup.shards, "fraud detection following the rated-event ledger");
         Ok(Fraud { stop, thread })
@@ -321,7 +335,11 @@ fn warmup_month(days: u32, now: jiff::Timestamp) -> Option<String> {
 
 /// The detection thread's loop: poll, detect, hand the orders on, ask for the position
 /// to be saved, wait. Entries of a shard up to `quiet_until[shard]` (the warm-up: seen
-/// before a restart) update the detectors' state and raise nothing.
+/// before a restart) update the detectors' state and raise nothing. `unrated` is the
+/// engine's count of usage answered `rating_failed`: what it grew by since the last poll
+/// is told to the unrated-usage detector at the poll's time (online rating failures leave
+/// no ledger entry; the bulk path's, counted too, are `tollgate mediate`'s when it runs
+/// its own engine).
 fn detect(
     mut follower: LedgerFollower,
     mut detectors: Detectors,
@@ -329,8 +347,10 @@ fn detect(
     counters: &FraudCounters,
     sender: &tokio::sync::mpsc::Sender<Work>,
     stopped: &std::sync::mpsc::Receiver<()>,
+    unrated: &dyn Fn() -> u64,
 ) {
     let mut queue = ActionQueue::new(ACTION_QUEUE_ORDERS);
+    let mut unrated_seen = unrated();
     let mut digits: HashMap<String, u32> = HashMap::new();
     let mut saved = follower.position().clone();
     let mut queue_dropped = 0;
@@ -369,6 +389,15 @@ fn detect(
                 }
             }
             Ok(_) => {}
+        }
+        let unrated_now = unrated();
+        let told = unrated_now.saturating_sub(unrated_seen);
+        unrated_seen = unrated_now;
+        counters.unrated_online.fetch_add(told, Relaxed);
+        if let Some(finding) = detectors.unrated.observe_unrated(jiff::Timestamp::now().as_millisecond(), told) {
+            let index = DetectorKind::ALL.iter().position(|d| *d == finding.detector).unwrap_or(0);
+            counters.findings[index].fetch_add(1, Relaxed);
+            tollgate_fraud::Actions::alarm(&mut queue, &finding);
         }
         if let Some(at) = newest_at {
             counters.lag_seconds.store(jiff::Timestamp::now().as_second() - at, Relaxed);

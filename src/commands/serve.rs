@@ -567,6 +567,7 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
                 orders: orders.clone(),
                 runtime: bss_handle.clone(),
                 counters,
+                engine: Arc::clone(&engine),
             })?),
             (Some(_), _, None) => anyhow::bail!("--fraud needs a BSS store for its alarms: --database or --api-listen"),
             _ => None,

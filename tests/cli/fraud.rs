@@ -175,3 +175,56 @@ fn an_irsf_burst_on_a_bss_line_places_an_order_that_suspends_it() {
     assert_eq!(open_alarms(database).iter().filter(|l| is_irsf(l)).count(), 1);
     stop_server(child);
 }
+
+/// Online usage the engine cannot rate leaves no ledger entry: `serve --fraud` tells the
+/// unrated-usage detector the engine's count of it (`tollgate_unrated_events_total`), so
+/// data sessions on a rating group no tariff prices raise the `leakage_unrated` alarm,
+/// while a rated session adds nothing to the count.
+#[test]
+fn online_usage_the_engine_cannot_rate_raises_the_unrated_leakage_alarm() {
+    use super::hostile::{ccr_of, Peer, Units};
+    let dir = scratch("fraud-unrated");
+    let data = dir.join("data");
+    setup(&data);
+    let database = dir.join("bss.sqlite3");
+    let database = database.to_str().expect("path");
+    let policy = dir.join("policy.toml");
+    let windows = "window_seconds = 1\ndivergence_settle_seconds = 1\n";
+    std::fs::write(&policy, format!("[leakage]\n{windows}min_events = 5\nmin_unrated = 5\nmax_unrated_ratio = 0.5\n"))
+        .expect("policy");
+    let policy = policy.to_str().expect("path");
+    let (child, diameter, _) =
+        start_servers(&data, "ocs.fraud.test", &["--database", database, "--fraud-policy", policy]);
+    let admin = admin_address_of(&data);
+    let unrated = || -> u64 {
+        (0..2).filter_map(|shard| metric(&admin, &format!("tollgate_unrated_events_total{{shard=\"{shard}\"}}"))).sum()
+    };
+    let mut peer = Peer::connect(&diameter);
+    peer.capabilities_exchange("pgw.fraud.test");
+    // A rated session (video, rating group 30) counts nothing.
+    let rated = peer.ask(272, 4, ccr_of("rated;1", 1, 0, "491700000001", 30, Units::Requested(1 << 20)));
+    assert_eq!(super::hostile::result_code(&rated), Some(2001));
+    assert_eq!(unrated(), 0);
+    // Sessions on rating group 999, which no tariff prices, each until the alarm is up
+    // (the detector judges a window when a later one's first failures are told).
+    let mut sent = 0;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        for _ in 0..10 {
+            sent += 1;
+            peer.ask(272, 4, ccr_of(&format!("unrated;{sent}"), 1, 0, "491700000001", 999, Units::Requested(1 << 20)));
+        }
+        if alarm_of(&open_alarms(database), "charging/leakage_unrated").is_some() {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no leakage alarm after {sent} unrated sessions");
+        std::thread::sleep(std::time::Duration::from_millis(1200));
+    }
+    assert_eq!(unrated(), sent, "each unrated grant counted once");
+    let alarm = alarm_of(&open_alarms(database), "charging/leakage_unrated").expect("alarm");
+    assert_eq!((alarm[1].as_str(), alarm[4].as_str()), ("major", "charging/leakage_unrated"), "{alarm:?}");
+    eventually("the detector was told", || metric(&admin, "tollgate_fraud_unrated_online_total").unwrap_or(0) >= 10);
+    assert!(metric(&admin, "tollgate_fraud_findings_total{detector=\"leakage_unrated\"}") >= Some(1));
+    stop_server(child);
+    std::fs::remove_dir_all(dir).ok();
+}

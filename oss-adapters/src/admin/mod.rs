@@ -186,7 +186,7 @@ type ShardFigure = (&'static str, Kind, &'static str, fn(&tollgate_engine::metri
 fn write_engine(page: &mut Exposition, engine: &Engine) {
     let shards = engine.metrics();
     let labels: Vec<String> = shards.iter().map(|shard| shard.shard.to_string()).collect();
-    let counters: [ShardFigure; 7] = [
+    let counters: [ShardFigure; 8] = [
         (
             "tollgate_shard_up",
             Kind::Gauge,
@@ -197,6 +197,12 @@ fn write_engine(page: &mut Exposition, engine: &Engine) {
         ("tollgate_rated_events_total", Kind::Counter, "Rated events charged (online usage and bulk records).", |s| {
             s.rated_events
         }),
+        (
+            "tollgate_unrated_events_total",
+            Kind::Counter,
+            "Usage answered rating_failed (online requests and grants, bulk records).",
+            |s| s.unrated_events,
+        ),
         ("tollgate_engine_queue_depth", Kind::Gauge, "Messages waiting in the shard's request channel.", |s| {
             s.queue_depth
         }),

@@ -89,22 +89,25 @@ impl UnratedLeak {
         let window_ms = window_ms(policy.window_seconds);
         UnratedLeak { policy, window_ms, counts: None, armed: true }
     }
-}
 
-impl Detector for UnratedLeak {
-    fn kind(&self) -> DetectorKind {
-        DetectorKind::LeakageUnrated
-    }
-
-    fn observe(&mut self, event: &UsageEvent) -> Option<Finding> {
-        if !self.policy.enabled || !charging_outcome(event) {
+    /// `count` charging events that could not be rated at `at_ms`, told by a counter
+    /// instead of one by one: as `count` `Unrated` events. The online path's rating
+    /// failures leave no ledger entry; `tollgate serve` reads the engine's count of them.
+    pub fn observe_unrated(&mut self, at_ms: i64, count: u64) -> Option<Finding> {
+        if !self.policy.enabled || count == 0 {
             return None;
         }
+        self.count(at_ms, count, count)
+    }
+
+    /// Counts `events` charging events, `hits` of them unrated, at `at_ms`; judges the
+    /// window this closes.
+    fn count(&mut self, at_ms: i64, events: u64, hits: u64) -> Option<Finding> {
         let window_ms = self.window_ms;
-        let counts = self.counts.get_or_insert(Counts { index: event.at_ms.div_euclid(window_ms), events: 0, hits: 0 });
-        let closed = counts.advance(event.at_ms, window_ms);
-        counts.events += 1;
-        counts.hits += u64::from(event.outcome == Outcome::Unrated);
+        let counts = self.counts.get_or_insert(Counts { index: at_ms.div_euclid(window_ms), events: 0, hits: 0 });
+        let closed = counts.advance(at_ms, window_ms);
+        counts.events += events;
+        counts.hits += hits;
         let closed = closed?;
         let p = &self.policy;
         if closed.events < p.min_events {
@@ -124,11 +127,24 @@ impl Detector for UnratedLeak {
         Some(system_finding(
             DetectorKind::LeakageUnrated,
             p.severity,
-            event.at_ms,
+            at_ms,
             (from, from.saturating_add(window_ms)),
             format!("{} of {} events could not be rated ({:.1} %)", closed.hits, closed.events, ratio * 100.0),
             vec![("unrated", closed.hits as f64), ("events", closed.events as f64), ("ratio", ratio)],
         ))
+    }
+}
+
+impl Detector for UnratedLeak {
+    fn kind(&self) -> DetectorKind {
+        DetectorKind::LeakageUnrated
+    }
+
+    fn observe(&mut self, event: &UsageEvent) -> Option<Finding> {
+        if !self.policy.enabled || !charging_outcome(event) {
+            return None;
+        }
+        self.count(event.at_ms, 1, u64::from(event.outcome == Outcome::Unrated))
     }
 }
 
@@ -415,6 +431,22 @@ mod tests {
         // 1000 events with 40 unrated: 4 % < 5 %.
         let mut d = UnratedLeak::new(policy());
         assert!(hours(&mut d, &[(1000, 40, u), (1, 0, u)]).is_empty());
+    }
+
+    #[test]
+    fn unrated_usage_told_by_a_count_is_judged_with_the_ledger_s_events() {
+        let mut d = UnratedLeak::new(policy());
+        // Hour 0: 190 rated events from the ledger and 10 rating failures told by the
+        // engine's counter (5 %): found when hour 1's first event closes the window.
+        assert!(hours(&mut d, &[(190, 0, Outcome::Unrated)]).is_empty());
+        assert!(d.observe_unrated(HOUR_MS - 1, 10).is_none(), "hour 0 is still open");
+        let found = d.observe_unrated(HOUR_MS, 1).expect("hour 0 closed with 10 of 200 unrated");
+        assert_eq!((found.detector, found.window_from_at_ms), (DetectorKind::LeakageUnrated, 0));
+        assert_eq!(found.evidence[..2], [("unrated", 10.0), ("events", 200.0)]);
+        assert!(d.observe_unrated(HOUR_MS, 0).is_none(), "nothing told");
+        // Off: nothing counted.
+        let mut off = UnratedLeak::new(LeakagePolicy { enabled: false, ..policy() });
+        assert!(off.observe_unrated(0, 500).is_none() && off.observe_unrated(HOUR_MS, 500).is_none());
     }
 
     #[test]
