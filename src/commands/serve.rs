@@ -764,8 +764,13 @@ fn grpc_token(path: std::path::PathBuf) -> anyhow::Result<Arc<str>> {
 }
 
 /// The management plane's worker threads: the API's requests and the BSS workers share
-/// them; the store's queries run on the database driver's own threads.
-const BSS_WORKER_THREADS: usize = 2;
+/// them; the store's queries run on the database driver's own threads. More than the
+/// cores: a store transaction (on SQLite, holding the one write permit) resumes after
+/// each statement on whichever of these threads is free, so with few of them it waits
+/// behind HTTP work between statements. 8 rather than 2 took product orders from 33 to
+/// 42 a second on 2 cores (docs/performance.md); they run at the lower priority, after
+/// charging.
+const BSS_WORKER_THREADS: usize = 8;
 
 /// How much lower than charging the management plane's threads are scheduled (added to
 /// the nice value, which Linux keeps per thread).
