@@ -165,10 +165,32 @@ impl HubWorker {
         if free == 0 {
             return;
         }
+        let now = Timestamp::now();
+        // What is due, by listener, read without the write lock: a claim (a write
+        // transaction, queued behind the store's writers on SQLite) asks for no more than
+        // the free slots and the listeners' remaining shares take, and is not made at all
+        // when they take nothing (every listener with work at its limit, or none due).
+        let due = match self.store.due_deliveries_by_listener(now).await {
+            Ok(due) => due,
+            Err(error) => {
+                tracing::warn!(%error, "hub: reading the due deliveries failed; trying again");
+                return;
+            }
+        };
+        let takes: usize = due
+            .iter()
+            .map(|(listener, count)| {
+                let share = self.config.per_listener.saturating_sub(busy.get(listener).copied().unwrap_or(0));
+                share.min(usize::try_from(*count).unwrap_or(usize::MAX))
+            })
+            .sum();
+        let limit = free.min(takes);
+        if limit == 0 {
+            return;
+        }
         let full: Vec<&str> =
             busy.iter().filter(|(_, n)| **n >= self.config.per_listener).map(|(id, _)| id.as_str()).collect();
-        let now = Timestamp::now();
-        let limit = u32::try_from(free).unwrap_or(u32::MAX);
+        let limit = u32::try_from(limit).unwrap_or(u32::MAX);
         let claimed = match self.store.claim_deliveries(now, limit, self.config.retry.lease, &full).await {
             Ok(claimed) => claimed,
             Err(error) => {

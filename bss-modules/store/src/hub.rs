@@ -377,6 +377,23 @@ impl Store {
         DELIVERIES.pending(self).await
     }
 
+    /// How many deliveries are due at `now`, by listener (at most [`MAX_LISTENERS_PER_API`]
+    /// listeners per API, so a short list): read without the write lock, so a worker whose
+    /// listeners are all at their limit, or that has nothing due, claims nothing (on
+    /// SQLite a claim is a write transaction, which would queue behind the writers).
+    pub async fn due_deliveries_by_listener(&self, now: Timestamp) -> Result<Vec<(String, i64)>> {
+        let mut tx = self.read().await?;
+        let rows = tx
+            .fetch_all(
+                "hub.due",
+                "SELECT listener_id, COUNT(*) AS n FROM hub_deliveries
+                 WHERE state = 'pending' AND next_attempt_at_ms <= $1 GROUP BY listener_id",
+                args![to_ms(now)],
+            )
+            .await?;
+        rows.iter().map(|row| Ok((row.text("listener_id")?, row.int("n")?))).collect()
+    }
+
     /// A listener.
     pub async fn listener(&self, id: &str) -> Result<Option<Listener>> {
         let mut tx = self.read().await?;

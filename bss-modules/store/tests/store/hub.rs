@@ -137,6 +137,11 @@ store_test! {
         publish_committed(&store, "CustomerCreateEvent", "c1", "Active").await;
         publish_committed(&store, "CustomerAttributeValueChangeEvent", "c1", "Active").await;
         publish_committed(&store, "CustomerCreateEvent", "c2", "Active").await;
+        // Due by listener, read without the write lock: three each (claimable or not).
+        let mut due = store.due_deliveries_by_listener(at(2)).await.expect("due");
+        due.sort();
+        assert_eq!(due, [("l1".to_owned(), 3), ("l2".to_owned(), 3)]);
+        assert!(store.due_deliveries_by_listener(at(0)).await.expect("due").is_empty(), "none due before it was published");
         // One per (listener, entity): c1's first event to each listener, and c2's.
         let first = store.claim_deliveries(at(2), 10, LEASE, &[]).await.expect("claim");
         let seen: Vec<(String, String)> = first.iter().map(|d| (d.listener_id.clone(), d.event_type.clone())).collect();
@@ -144,6 +149,9 @@ store_test! {
         assert!(first.iter().all(|d| d.event_type == "CustomerCreateEvent"));
         // c1's change waits while its create is pending (leased to the first claim).
         assert!(store.claim_deliveries(at(2), 10, LEASE, &[]).await.expect("claim").is_empty());
+        let mut due = store.due_deliveries_by_listener(at(2)).await.expect("due");
+        due.sort();
+        assert_eq!(due, [("l1".to_owned(), 1), ("l2".to_owned(), 1)], "the leased ones are not due");
         for delivery in &first {
             assert!(store.delivery_done(delivery, at(3)).await.expect("done"));
         }
