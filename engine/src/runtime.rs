@@ -930,8 +930,10 @@ impl Worker {
         let mut answered = Vec::with_capacity(positions.len());
         let mut renewals = Vec::new();
         let mut refusals = Vec::new();
-        // The keys of the records refused in `refusals`, not yet journaled.
-        let mut refused_keys = Vec::new();
+        // The keys of the records refused in `refusals`, not yet journaled (a set: a
+        // message of thousands of refused records must not compare each with all).
+        let mut refused_keys: std::collections::HashSet<crate::records::RecordKey, foldhash::fast::RandomState> =
+            std::collections::HashSet::default();
         charges.begin(ctx.decided_at);
         for (at, &index) in positions.iter().enumerate() {
             self.state.prepare(records, positions, at);
@@ -948,7 +950,7 @@ impl Worker {
             let refused_before = refusals.len();
             let answer = charge_record(&mut self.state, ctx, record, &mut renewals, &mut refusals, charges);
             if refusals.len() > refused_before {
-                refused_keys.push(record.key);
+                refused_keys.insert(record.key);
             }
             if !renewals.is_empty() {
                 // Journal order must be apply order: the charges decided before the
