@@ -117,6 +117,12 @@ impl FraudCounters {
             lsns: (0..shards).map(|_| AtomicU64::new(0)).collect(),
         }
     }
+
+    /// Counts a finding under its detector.
+    fn found(&self, finding: &tollgate_fraud::Finding) {
+        let index = DetectorKind::ALL.iter().position(|d| *d == finding.detector).unwrap_or(0);
+        self.findings[index].fetch_add(1, Relaxed);
+    }
 }
 
 /// The detection's figures on `/metrics`.
@@ -372,8 +378,7 @@ fn detect(
             let Some(event) = tollgate_fraud::ledger::from_ledger_entry(&entry, minor_digits) else { return };
             counters.events.fetch_add(1, Relaxed);
             for finding in detectors.observe_and_act(&event, &mut queue) {
-                let index = DetectorKind::ALL.iter().position(|d| *d == finding.detector).unwrap_or(0);
-                counters.findings[index].fetch_add(1, Relaxed);
+                counters.found(&finding);
             }
         });
         match polled {
@@ -395,8 +400,7 @@ fn detect(
         unrated_seen = unrated_now;
         counters.unrated_online.fetch_add(told, Relaxed);
         if let Some(finding) = detectors.unrated.observe_unrated(jiff::Timestamp::now().as_millisecond(), told) {
-            let index = DetectorKind::ALL.iter().position(|d| *d == finding.detector).unwrap_or(0);
-            counters.findings[index].fetch_add(1, Relaxed);
+            counters.found(&finding);
             tollgate_fraud::Actions::alarm(&mut queue, &finding);
         }
         if let Some(at) = newest_at {

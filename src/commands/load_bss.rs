@@ -108,11 +108,16 @@ struct Finals {
 type SharedFinals = Arc<std::sync::Mutex<Finals>>;
 
 /// The listener's callback: a product order event whose order is final wakes its task.
-async fn hub_callback(axum::extract::State(finals): axum::extract::State<SharedFinals>, body: Bytes) -> u16 {
-    let Ok(event) = serde_json::from_slice::<serde_json::Value>(&body) else { return 400 };
+async fn hub_callback(
+    axum::extract::State(finals): axum::extract::State<SharedFinals>,
+    body: Bytes,
+) -> axum::http::StatusCode {
+    let Ok(event) = serde_json::from_slice::<serde_json::Value>(&body) else {
+        return axum::http::StatusCode::BAD_REQUEST;
+    };
     let order = &event["event"]["productOrder"];
     let (Some(id), Some(code)) = (order["id"].as_str(), order["state"].as_str().and_then(state_code)) else {
-        return 204;
+        return axum::http::StatusCode::NO_CONTENT;
     };
     let mut finals = finals.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     match finals.waiting.remove(id) {
@@ -123,7 +128,7 @@ async fn hub_callback(axum::extract::State(finals): axum::extract::State<SharedF
             finals.arrived.insert(id.to_owned(), code);
         }
     }
-    204
+    axum::http::StatusCode::NO_CONTENT
 }
 
 /// Starts the callback server on loopback and registers it on the ordering API's hub for
@@ -132,15 +137,8 @@ async fn follow_by_hub(target: SocketAddr, token: &str) -> anyhow::Result<(Strin
     let finals = SharedFinals::default();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.context("the hub callback's listener")?;
     let address = listener.local_addr()?;
-    let router = axum::Router::new()
-        .route(
-            "/events",
-            axum::routing::post(|state, body| async move {
-                axum::http::StatusCode::from_u16(hub_callback(state, body).await)
-                    .unwrap_or(axum::http::StatusCode::NO_CONTENT)
-            }),
-        )
-        .with_state(Arc::clone(&finals));
+    let router =
+        axum::Router::new().route("/events", axum::routing::post(hub_callback)).with_state(Arc::clone(&finals));
     tokio::spawn(async move { axum::serve(listener, router).await });
     let mut client = Client::connect(target, token).await?;
     let body = serde_json::json!({"callback": format!("http://{address}/events"),

@@ -794,19 +794,20 @@ pub(crate) async fn record_renewal_refused(
 ) -> Result<Vec<CrossingRow>> {
     let mut recorded = Vec::new();
     let kind = ThresholdKind::RenewalRefused;
+    let amount = renewal.amount.normalize();
+    let values = vec![("amount", format!("{amount} {}", renewal.currency)), ("until", renewal.grace_until.to_string())];
+    let detail = json!({
+        "statement": {"id": renewal.invoice_id},
+        "amount": {"value": amount.to_string(), "unit": renewal.currency},
+        "renewalOn": renewal.renewal_on.to_string(),
+        "graceUntil": renewal.grace_until.to_string(),
+    });
+    let key = format!("renewal-{}", renewal.invoice_id);
     for threshold in tx.thresholds_of(&renewal.billing_account_id).await? {
         if threshold.kind != kind.as_str() {
             continue;
         }
-        let amount = format!("{} {}", renewal.amount.normalize(), renewal.currency);
-        let values = vec![("amount", amount), ("until", renewal.grace_until.to_string())];
-        let detail = json!({
-            "statement": {"id": renewal.invoice_id},
-            "amount": {"value": renewal.amount.normalize().to_string(), "unit": renewal.currency},
-            "renewalOn": renewal.renewal_on.to_string(),
-            "graceUntil": renewal.grace_until.to_string(),
-        });
-        let key = format!("renewal-{}", renewal.invoice_id);
+        let (values, detail, key) = (values.clone(), detail.clone(), key.clone());
         if let Some(crossing) = record_crossing(tx, templates, &threshold, kind, key, values, detail, now).await? {
             recorded.push(crossing);
         }
