@@ -140,27 +140,49 @@ impl HubWorker {
     /// deliveries are claimed again when their lease runs out.
     pub async fn run(&self, shutdown: impl Future<Output = ()>) {
         tokio::pin!(shutdown);
-        let mut in_flight: JoinSet<String> = JoinSet::new();
+        let mut in_flight: JoinSet<Ended> = JoinSet::new();
         let mut busy: HashMap<String, usize> = HashMap::new();
+        let mut delivered: Vec<i64> = Vec::new();
         loop {
             self.fill(&mut in_flight, &mut busy).await;
             tokio::select! {
                 () = &mut shutdown => break,
                 Some(finished) = in_flight.join_next(), if !in_flight.is_empty() => {
-                    if let Ok(listener) = finished {
-                        release(&mut busy, &listener);
+                    ended(finished, &mut busy, &mut delivered);
+                    // The attempts that ended meanwhile are recorded with it.
+                    while let Some(finished) = in_flight.try_join_next() {
+                        ended(finished, &mut busy, &mut delivered);
                     }
+                    self.record_delivered(&mut delivered).await;
                 }
                 () = self.store.hub_published() => {}
                 () = tokio::time::sleep(self.config.poll_interval) => {}
             }
         }
-        while in_flight.join_next().await.is_some() {}
+        while let Some(finished) = in_flight.join_next().await {
+            ended(finished, &mut busy, &mut delivered);
+        }
+        self.record_delivered(&mut delivered).await;
+    }
+
+    /// Records the deliveries whose attempts succeeded, in one transaction: under load
+    /// several end while the one before waits for the store, and each would otherwise be
+    /// a write transaction of its own. Not recorded (the store failed), they are sent
+    /// again when their lease runs out (at least once).
+    async fn record_delivered(&self, delivered: &mut Vec<i64>) {
+        if delivered.is_empty() {
+            return;
+        }
+        if let Err(error) = self.store.deliveries_done(delivered, Timestamp::now()).await {
+            tracing::warn!(%error, count = delivered.len(),
+                "hub: recording delivered deliveries failed; they are sent again after their lease");
+        }
+        delivered.clear();
     }
 
     /// Claims as many due deliveries as there are free slots (skipping listeners at their
     /// limit) and starts them.
-    async fn fill(&self, in_flight: &mut JoinSet<String>, busy: &mut HashMap<String, usize>) {
+    async fn fill(&self, in_flight: &mut JoinSet<Ended>, busy: &mut HashMap<String, usize>) {
         let free = self.config.concurrency.saturating_sub(in_flight.len());
         if free == 0 {
             return;
@@ -210,11 +232,30 @@ impl HubWorker {
             *count += 1;
             let (store, client, config) = (self.store.clone(), self.client.clone(), self.config.clone());
             in_flight.spawn(async move {
-                let listener = delivery.listener_id.clone();
-                attempt(&store, &client, &config, &delivery).await;
-                listener
+                let delivered = attempt(&store, &client, &config, &delivery).await;
+                Ended { listener: delivery.listener_id, delivered: delivered.then_some(delivery.id) }
             });
         }
+    }
+}
+
+/// What an attempt's task hands back to the worker.
+struct Ended {
+    listener: String,
+    /// The delivery's id when it was delivered (the worker records it); a retry or a dead
+    /// letter is recorded by the attempt.
+    delivered: Option<i64>,
+}
+
+/// An attempt's task ended: its listener's slot is free, and a delivery is to be recorded.
+fn ended(
+    finished: std::result::Result<Ended, tokio::task::JoinError>,
+    busy: &mut HashMap<String, usize>,
+    delivered: &mut Vec<i64>,
+) {
+    if let Ok(ended) = finished {
+        release(busy, &ended.listener);
+        delivered.extend(ended.delivered);
     }
 }
 
@@ -255,8 +296,9 @@ fn backoff(policy: &RetryPolicy, attempt: i64) -> Duration {
     Duration::from_millis(half_ms.saturating_add(spread))
 }
 
-/// One attempt of one delivery, and its outcome written to the store.
-async fn attempt(store: &Store, client: &HttpClient, config: &DeliveryConfig, delivery: &Delivery) {
+/// One attempt of one delivery. `true` if it was delivered (for the worker to record);
+/// a retry or a dead letter is written to the store here.
+async fn attempt(store: &Store, client: &HttpClient, config: &DeliveryConfig, delivery: &Delivery) -> bool {
     let outcome = match parse_callback(&delivery.callback, config.allow_plain_http) {
         Err(error) => Outcome::Refused(error.to_string()),
         Ok(callback) => {
@@ -267,7 +309,7 @@ async fn attempt(store: &Store, client: &HttpClient, config: &DeliveryConfig, de
     let now = Timestamp::now();
     let (id, listener, event) = (delivery.id, &delivery.listener_id, &delivery.event_id);
     let written = match outcome {
-        Outcome::Delivered => store.delivery_done(delivery, now).await,
+        Outcome::Delivered => return true,
         Outcome::Retry { error, after } if delivery.attempt < config.retry.max_attempts => {
             let delay = match after {
                 Some(asked) => asked.clamp(config.retry.first_delay, config.max_retry_after),
@@ -285,6 +327,7 @@ async fn attempt(store: &Store, client: &HttpClient, config: &DeliveryConfig, de
     if let Err(error) = written {
         tracing::warn!(id, %error, "hub: recording a delivery's outcome failed; it is tried again after its lease");
     }
+    false
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ use crate::Tx;
 const MAX_VALUES_PER_STATEMENT: usize = 32_000;
 
 /// Rows per statement at most, whatever their width.
-const MAX_ROWS_PER_STATEMENT: usize = 500;
+pub(crate) const MAX_ROWS_PER_STATEMENT: usize = 500;
 
 /// `head` is `INSERT INTO t (a, b, c)`, `tail` what follows the values (`RETURNING …`,
 /// `ON CONFLICT …`, or nothing); `values` holds `width` arguments per row, row after row.

@@ -454,6 +454,15 @@ impl Store {
         DELIVERIES.done(self, delivery.id, now).await
     }
 
+    /// Marks claimed deliveries delivered, in one transaction (a worker records the
+    /// attempts that ended together at once). Returns how many were not finished yet.
+    pub async fn deliveries_done(&self, ids: &[i64], now: Timestamp) -> Result<u64> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        DELIVERIES.done_many(self, ids, now).await
+    }
+
     /// Schedules another attempt at `at`, recording why this one failed. `false` if the
     /// claim is no longer the caller's.
     pub async fn delivery_retry(&self, delivery: &Delivery, error: &str, at: Timestamp) -> Result<bool> {

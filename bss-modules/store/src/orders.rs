@@ -263,26 +263,31 @@ impl Tx {
         Ok(())
     }
 
-    /// Inserts tasks.
+    /// Inserts tasks (one statement for an order's steps).
     pub async fn insert_tasks(&mut self, tasks: &[NewTask<'_>], now: Timestamp) -> Result<()> {
+        let mut values = Vec::with_capacity(tasks.len() * 8);
         for new in tasks {
-            self.execute(
-                "provisioning_tasks.insert",
-                "INSERT INTO provisioning_tasks (order_id, item_id, position, step, state, attempts, next_attempt_at_ms,
-                     updated_at_ms)
-                 VALUES ($1, $2, $3, $4, $5, 0, $6, $7)",
-                args![
-                    new.order_id,
-                    new.item_id,
-                    new.position,
-                    new.step,
-                    new.state,
-                    to_ms(new.next_attempt_at),
-                    to_ms(now)
-                ],
-            )
-            .await?;
+            values.extend(args![
+                new.order_id,
+                new.item_id,
+                new.position,
+                new.step,
+                new.state,
+                0_i64,
+                to_ms(new.next_attempt_at),
+                to_ms(now)
+            ]);
         }
+        crate::bulk::insert_many(
+            self,
+            "provisioning_tasks.insert",
+            "INSERT INTO provisioning_tasks (order_id, item_id, position, step, state, attempts, next_attempt_at_ms,
+                 updated_at_ms)",
+            8,
+            values,
+            "",
+        )
+        .await?;
         Ok(())
     }
 

@@ -16,9 +16,10 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 
+use crate::bulk::{placeholders, MAX_ROWS_PER_STATEMENT};
 use crate::codec::{after_ms, to_ms};
 use crate::error::{Result, StoreError};
-use crate::sql::{args, Arg, Row};
+use crate::sql::{args, Arg, Dialect, Row};
 use crate::{Store, Tx};
 
 /// One table used as a lease queue, with the operation names its errors carry.
@@ -87,6 +88,29 @@ impl Queue {
             self.table
         );
         self.update(store, self.done_op, &sql, args![id, to_ms(now)]).await
+    }
+
+    /// Marks claimed rows finished, in one transaction; returns how many were not yet.
+    pub(crate) async fn done_many(&self, store: &Store, ids: &[i64], now: Timestamp) -> Result<u64> {
+        let mut tx = store.begin().await?;
+        let mut changed = 0;
+        for chunk in ids.chunks(MAX_ROWS_PER_STATEMENT) {
+            // `?` on SQLite (sqlx looks a numbered placeholder up by name, row by row).
+            let (at, list) = match tx.dialect() {
+                Dialect::Sqlite => ("?".to_owned(), vec!["?"; chunk.len()].join(", ")),
+                Dialect::Postgres => ("$1".to_owned(), placeholders(2, chunk.len())),
+            };
+            let sql = format!(
+                "UPDATE {} SET state = 'done', finished_at_ms = {at}, last_error = NULL
+                 WHERE state = 'pending' AND id IN ({list})",
+                self.table
+            );
+            let mut all = args![to_ms(now)];
+            all.extend(chunk.iter().map(|id| Arg::from(*id)));
+            changed += tx.execute(self.done_op, &sql, all).await?;
+        }
+        tx.commit().await?;
+        Ok(changed)
     }
 
     /// Schedules another attempt of the row claimed as `attempt` at `at`. `false` if the

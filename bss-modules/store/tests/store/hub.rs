@@ -168,6 +168,33 @@ store_test! {
 }
 
 store_test! {
+    async fn deliveries_that_ended_together_are_recorded_delivered_in_one_call(store) {
+        register(&store, "l1", EventFilter::default()).await;
+        register(&store, "l2", EventFilter::default()).await;
+        publish_committed(&store, "CustomerCreateEvent", "c1", "Active").await;
+        publish_committed(&store, "CustomerAttributeValueChangeEvent", "c1", "Active").await;
+        publish_committed(&store, "CustomerCreateEvent", "c2", "Active").await;
+        let first = store.claim_deliveries(at(2), 10, LEASE, &[]).await.expect("claim");
+        assert_eq!(first.len(), 4);
+        let ids: Vec<i64> = first.iter().map(|d| d.id).collect();
+        assert_eq!(store.deliveries_done(&[], at(3)).await.expect("none"), 0);
+        assert_eq!(store.deliveries_done(&ids, at(3)).await.expect("done"), 4);
+        // Recorded again (a report that came twice): nothing changes.
+        assert_eq!(store.deliveries_done(&ids[..2], at(4)).await.expect("again"), 0);
+        let done = store.deliveries(Some(DeliveryState::Done), None, 0, 10).await.expect("list");
+        assert_eq!(done.total, 4);
+        assert!(done.items.iter().all(|d| d.finished_at == Some(at(3))));
+        // c1's change to each listener was waiting behind its create: now claimable.
+        let next = store.claim_deliveries(at(3), 10, LEASE, &[]).await.expect("claim");
+        assert_eq!(next.len(), 2);
+        assert!(next.iter().all(|d| d.event_type == "CustomerAttributeValueChangeEvent"));
+        // Only the ids given are recorded.
+        assert_eq!(store.deliveries_done(&[next[0].id], at(5)).await.expect("one"), 1);
+        assert_eq!(store.deliveries(Some(DeliveryState::Pending), None, 0, 10).await.expect("list").total, 1);
+    }
+}
+
+store_test! {
     async fn a_dead_letter_is_kept_listed_and_redriven(store) {
         register(&store, "l1", EventFilter::default()).await;
         publish_committed(&store, "CustomerCreateEvent", "c1", "Active").await;
