@@ -499,14 +499,17 @@ impl Workflow {
 
     /// Sets the item's state (checked by its transition function) and settles the order.
     async fn move_item(&self, tx: &mut Tx, context: &Context, to: ItemState, now: Timestamp) -> Result<()> {
-        let items = tx.order_items(&context.order.id).await?;
-        let current = items.iter().find(|item| item.item_id == context.item.item_id);
-        let from = current.and_then(|item| ItemState::parse(&item.state)).unwrap_or(ItemState::InProgress);
+        let mut items = tx.order_items(&context.order.id).await?;
+        let current = items.iter_mut().find(|item| item.item_id == context.item.item_id);
+        let from = current.as_ref().and_then(|item| ItemState::parse(&item.state)).unwrap_or(ItemState::InProgress);
         if from != to {
             from.transition(to)?;
             tx.set_item_state(&context.order.id, &context.item.item_id, to.as_str(), now).await?;
+            if let Some(item) = current {
+                item.state = to.as_str().into();
+            }
         }
-        settle(tx, &context.order.id, now).await
+        settle(tx, &context.order.id, items, now).await
     }
 
     /// Ends a forward attempt with its outcome in `tx`; what the step health should note
@@ -1230,12 +1233,11 @@ fn keep_going(error: OrdersError, context: &Context, what: &str) -> Result<()> {
     }
 }
 
-/// Recomputes the order's state from its items (in the caller's transaction, which holds
-/// the order's row): a change is checked by the transition function, audited and, when
-/// final, ends the order's open cancellation requests.
-pub(crate) async fn settle(tx: &mut Tx, order_id: &str, now: Timestamp) -> Result<()> {
+/// Recomputes the order's state from its `items` (as the caller's transaction, which
+/// holds the order's row, has them): a change is checked by the transition function,
+/// audited and, when final, ends the order's open cancellation requests.
+async fn settle(tx: &mut Tx, order_id: &str, items: Vec<OrderItemRow>, now: Timestamp) -> Result<()> {
     let Some(current) = tx.product_order(order_id).await? else { return Ok(()) };
-    let items = tx.order_items(order_id).await?;
     let states: Vec<ItemState> =
         items.iter().map(|item| ItemState::parse(&item.state).unwrap_or(ItemState::InProgress)).collect();
     let waiting = current.value.requested_start_at.is_some_and(|at| at > now);
