@@ -57,9 +57,16 @@ impl ReadOnly {
             assert!(status.success(), "mount {args:?}");
         };
         run(&["--bind"]);
-        let status = Command::new("mount").args(["-o", "remount,bind,ro"]).arg(dir).status().expect("mount");
-        assert!(status.success(), "remount read-only");
-        ReadOnly(dir.to_owned())
+        let read_only = ReadOnly(dir.to_owned());
+        // The kernel refuses to make a mount read-only (EBUSY, "mount point is busy")
+        // while a write through it is under way: the server's ledger and snapshot threads
+        // create files in the directory now and then, so the remount is tried again.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !Command::new("mount").args(["-o", "remount,bind,ro"]).arg(dir).status().expect("mount").success() {
+            assert!(Instant::now() < deadline, "remount read-only");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        read_only
     }
 }
 
