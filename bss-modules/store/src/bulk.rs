@@ -80,15 +80,23 @@ pub(crate) fn placeholders(from: usize, count: usize) -> String {
     (from..from + count).map(|n| format!("${n}")).collect::<Vec<_>>().join(", ")
 }
 
+/// The placeholders of an `IN (…)` list of `count` arguments from the statement's
+/// `from`-th on: `$from, …` on PostgreSQL, `?` each on SQLite (sqlx looks a numbered
+/// placeholder up by name, so long lists of them bind in quadratic time there); a
+/// statement that uses it writes `?` for its other placeholders on SQLite too.
+pub(crate) fn in_list(dialect: Dialect, from: usize, count: usize) -> String {
+    match dialect {
+        Dialect::Sqlite => vec!["?"; count].join(", "),
+        Dialect::Postgres => placeholders(from, count),
+    }
+}
+
 /// Runs `sql`, whose only arguments are its `IN (#)`, replaced by a list of placeholders,
 /// for `keys`, a chunk of keys at a time; returns every row found.
 pub(crate) async fn select_in(tx: &mut Tx, operation: &'static str, sql: &str, keys: &[&str]) -> Result<Vec<Row>> {
     let mut found = Vec::new();
     for chunk in keys.chunks(MAX_ROWS_PER_STATEMENT) {
-        let list = match tx.dialect() {
-            Dialect::Sqlite => vec!["?"; chunk.len()].join(", "),
-            Dialect::Postgres => placeholders(1, chunk.len()),
-        };
+        let list = in_list(tx.dialect(), 1, chunk.len());
         let text = sql.replacen("IN (#)", &format!("IN ({list})"), 1);
         let args = chunk.iter().map(|key| Arg::from(*key)).collect();
         found.extend(tx.fetch_all(operation, &text, args).await?);

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 
-use crate::bulk::{placeholders, MAX_ROWS_PER_STATEMENT};
+use crate::bulk::{in_list, MAX_ROWS_PER_STATEMENT};
 use crate::codec::{after_ms, to_ms};
 use crate::error::{Result, StoreError};
 use crate::sql::{args, Arg, Dialect, Row};
@@ -95,11 +95,11 @@ impl Queue {
         let mut tx = store.begin().await?;
         let mut changed = 0;
         for chunk in ids.chunks(MAX_ROWS_PER_STATEMENT) {
-            // `?` on SQLite (sqlx looks a numbered placeholder up by name, row by row).
-            let (at, list) = match tx.dialect() {
-                Dialect::Sqlite => ("?".to_owned(), vec!["?"; chunk.len()].join(", ")),
-                Dialect::Postgres => ("$1".to_owned(), placeholders(2, chunk.len())),
+            let at = match tx.dialect() {
+                Dialect::Sqlite => "?",
+                Dialect::Postgres => "$1",
             };
+            let list = in_list(tx.dialect(), 2, chunk.len());
             let sql = format!(
                 "UPDATE {} SET state = 'done', finished_at_ms = {at}, last_error = NULL
                  WHERE state = 'pending' AND id IN ({list})",
