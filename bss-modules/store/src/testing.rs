@@ -344,6 +344,32 @@ pub async fn raw_sql(store: &Store, sql: &str) -> Result<()> {
     tx.commit().await
 }
 
+/// Runs `sql` (several statements allowed, no rows returned) inside the caller's
+/// transaction: a test that holds locks another transaction will meet.
+pub async fn raw_sql_in(tx: &mut Tx, sql: &str) -> Result<()> {
+    tx.execute_script("testing.raw_sql", sql).await
+}
+
+/// How many sessions of this PostgreSQL database are waiting for a lock another holds
+/// (0 on SQLite, whose writers queue for one permit): a test waits until its
+/// transaction is blocked where it means it to be.
+pub async fn sessions_waiting_for_a_lock(store: &Store) -> Result<i64> {
+    if store.dialect() == Dialect::Sqlite {
+        return Ok(0);
+    }
+    let mut tx = store.begin().await?;
+    let row = tx
+        .fetch_one(
+            "testing.waiting",
+            "SELECT COUNT(*)::bigint AS n FROM pg_stat_activity
+             WHERE datname = current_database() AND wait_event_type = 'Lock'",
+            vec![],
+        )
+        .await?;
+    tx.rollback().await?;
+    row.int("n")
+}
+
 /// The kind of a column, the same for both dialects' spellings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum ColumnKind {

@@ -47,9 +47,17 @@ pub const FILTERS: [&str; 11] = [
 /// subscription id has at most.
 pub const MAX_OWNER_CHARS: usize = 128;
 
-/// How many times a transaction spoilt by a concurrent reservation for the same owner is
-/// run again (the second run finds the first one's reservation).
-const MAX_RACE_RETRIES: u32 = 3;
+/// How many times a transaction the database spoilt is run again: a concurrent reservation
+/// for the same owner took the key first (the next run finds it), or PostgreSQL rolled it
+/// back as a deadlock's victim (a reservation waiting for a locked row holds rows its
+/// `ORDER BY … LIMIT 1 FOR UPDATE` passed over, so two of them can wait for each other;
+/// the survivor has committed or holds no lock the next run needs). Each run waits a
+/// little longer first ([`RETRY_PAUSE`] doubled), so the survivor takes the locks it
+/// waited for before the next run can take them again.
+const MAX_RETRIES: u32 = 5;
+
+/// The pause before the first run again.
+const RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(2);
 
 /// The inventory's timings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -138,8 +146,8 @@ pub struct Inventory {
 }
 
 /// Runs `$work` (an expression using the transaction `$tx`) in a transaction of its own
-/// and commits; again (a few times) when a concurrent reservation for the same owner
-/// spoilt it. A failed attempt is rolled back before the error is answered, so the rows it
+/// and commits; again (a few times, see [`MAX_RETRIES`]) when the database spoilt it, in
+/// the work or at the commit (a [transient](StoreError::is_transient) error). A failed attempt is rolled back before the error is answered, so the rows it
 /// locked are free at once (a dropped transaction's rollback waits for its connection's
 /// next use, and `SKIP LOCKED` would pass over those rows meanwhile). A macro rather than
 /// a function taking an async closure, whose future the compiler cannot yet prove `Send`
@@ -149,19 +157,20 @@ macro_rules! in_own_tx {
         let mut attempt = 0;
         loop {
             let mut $tx = $inventory.store.begin().await?;
-            match $work.await {
-                Ok(value) => {
-                    $tx.commit().await?;
-                    break Ok(value);
-                }
-                Err(InventoryError::Store(StoreError::Raced { .. })) if attempt < MAX_RACE_RETRIES => {
-                    let _ = $tx.rollback().await;
-                    attempt += 1
-                }
+            let outcome = match $work.await {
+                // The audit chain is written at commit, where a deadlock can spoil it too.
+                Ok(value) => $tx.commit().await.map(|()| value).map_err(InventoryError::from),
                 Err(error) => {
                     let _ = $tx.rollback().await;
-                    break Err(error);
+                    Err(error)
                 }
+            };
+            match outcome {
+                Err(InventoryError::Store(spoilt)) if spoilt.is_transient() && attempt < MAX_RETRIES => {
+                    tokio::time::sleep(RETRY_PAUSE * 2u32.pow(attempt)).await;
+                    attempt += 1
+                }
+                outcome => break outcome,
             }
         }
     }};
@@ -765,8 +774,9 @@ impl Inventory {
     }
 
     /// [`reserve`](Inventory::reserve) inside the caller's transaction. On PostgreSQL a
-    /// concurrent reservation for the same owner spoils the transaction
-    /// ([`StoreError::Raced`] inside [`InventoryError::Store`]): run it again.
+    /// concurrent reservation for the same owner, or a deadlock with another reservation,
+    /// spoils the transaction (an [`InventoryError::Store`] whose error
+    /// [`is_transient`](StoreError::is_transient)): run it again.
     pub async fn reserve_in(
         &self,
         tx: &mut Tx,

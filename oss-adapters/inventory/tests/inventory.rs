@@ -357,6 +357,48 @@ store_test! {
     }
 }
 
+/// Regression (CI on a7b6275: one of 1,000 concurrent reservations on PostgreSQL failed
+/// with `Contended`): a reservation PostgreSQL rolls back as a deadlock's victim is run
+/// again, not answered with an error. The deadlock is made on purpose: a transaction holds
+/// the audit chain's head, the reservation takes the first number and waits for the head
+/// (its audit record is chained at commit), then the holder asks for that number's row.
+/// The holder's `deadlock_timeout` is an hour, so the reservation's check (after
+/// PostgreSQL's default second) finds the cycle and rolls the reservation back; run again,
+/// it gets a number. PostgreSQL only: SQLite has one writer, and its writers queue instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reservation_rolled_back_as_a_deadlock_victim_is_run_again() {
+    use tollgate_store::testing::{postgres, raw_sql_in, sessions_waiting_for_a_lock};
+    let Some(store) = postgres().await else { return };
+    let inventory = inventory(&store);
+    inventory.load_number_range("test", &range("447700900000", "447700900001", &[]), at(0)).await.expect("range");
+    let mut holder = store.begin().await.expect("begin");
+    raw_sql_in(&mut holder, "SET LOCAL deadlock_timeout = '1h'; SELECT seq FROM audit_head WHERE id = 1 FOR UPDATE")
+        .await
+        .expect("the audit chain's head locked");
+    let reserving = {
+        let inventory = inventory.clone();
+        tokio::spawn(async move { inventory.reserve("test", &next_of(PoolKind::Msisdn, "victim"), at(10)).await })
+    };
+    let mut polls = 0;
+    while sessions_waiting_for_a_lock(&store).await.expect("pg_stat_activity") == 0 {
+        polls += 1;
+        assert!(polls < 1000, "the reservation never waited for the audit chain's head");
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    raw_sql_in(&mut holder, "SELECT msisdn FROM msisdns WHERE msisdn = '447700900000' FOR UPDATE")
+        .await
+        .expect("the holder survives the deadlock and gets the first number's row");
+    holder.commit().await.expect("commit");
+    let answer = reserving.await.expect("the task ran").expect("the victim is run again and answered");
+    let number = reserved(&answer);
+    let held = inventory.list([("state", "reserved")], 0, 10, at(11)).await.expect("list");
+    assert_eq!(held.total, 1, "one number reserved, {number}, none lost to the rolled-back run");
+    match store.verify_audit_chain().await.expect("verify") {
+        ChainCheck::Intact { entries, .. } => assert_eq!(entries, 2, "the load and the one reservation kept"),
+        broken => panic!("the audit chain does not hold: {broken:?}"),
+    }
+}
+
 store_test! {
     async fn one_owner_asking_twice_at_once_gets_one_number(store) {
         let second = server(&store).await;
