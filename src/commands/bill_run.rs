@@ -15,6 +15,7 @@ use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
@@ -172,7 +173,7 @@ pub(crate) enum BillRunCommand {
 /// The largest configuration file read.
 const MAX_CONFIG_BYTES: u64 = 1 << 20;
 
-fn load_config(path: Option<&Path>) -> anyhow::Result<RunConfig> {
+pub(crate) fn load_config(path: Option<&Path>) -> anyhow::Result<RunConfig> {
     let Some(path) = path else { return Ok(RunConfig::default()) };
     let size = std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?.len();
     if size > MAX_CONFIG_BYTES {
@@ -215,23 +216,84 @@ pub(crate) fn run(args: &BillRunArgs) -> anyhow::Result<ExitCode> {
             Some(BillRunCommand::ExportGl { run, config, output }) => {
                 export_gl(&store, run, &load_config(config.as_deref())?, output.as_deref()).await
             }
-            None if args.dry_run => bill(&store, args).await,
             None => {
-                let billed = bill(&store, args).await;
-                record_alarm(&store, args, &billed).await;
-                billed
+                let request = BillRequest {
+                    cycle: args.cycle.clone().context("--cycle is required")?,
+                    accounts: args.accounts.clone(),
+                    dry_run: args.dry_run,
+                    config: load_config(args.config.as_deref())?,
+                    data_dir: args.database.data_dir.clone(),
+                    shards: args.shards,
+                    batch: usize::from(args.batch),
+                    actor: actor(),
+                };
+                let log = RunLog::default();
+                let stdout = std::io::stdout();
+                let mut out = std::io::BufWriter::new(stdout.lock());
+                let billed = bill(&store, &request, &log, &mut out).await;
+                if !request.dry_run {
+                    record_alarm(&store, &request.run_id().0, &billed).await;
+                }
+                billed.map(|()| ExitCode::SUCCESS)
             }
         }
     })
 }
 
+/// What a bill run is asked to do, from the command line or the API.
+#[derive(Debug, Clone)]
+pub(crate) struct BillRequest {
+    /// The month the billed cycles close in, `YYYY-MM`.
+    pub(crate) cycle: String,
+    /// The invoiced accounts (hierarchy roots) billed; empty: every one.
+    pub(crate) accounts: Vec<String>,
+    /// Compose the documents and write them to the output as JSON lines; store nothing.
+    pub(crate) dry_run: bool,
+    pub(crate) config: RunConfig,
+    pub(crate) data_dir: PathBuf,
+    /// The engine's shard count (`None`: the data directory's).
+    pub(crate) shards: Option<usize>,
+    /// Documents written, and then made final, per transaction.
+    pub(crate) batch: usize,
+    /// Who the audit trail names.
+    pub(crate) actor: String,
+}
+
+impl BillRequest {
+    /// The run's id and scope ([`run_id`]).
+    pub(crate) fn run_id(&self) -> (String, String) {
+        run_id(&self.cycle, &self.accounts)
+    }
+}
+
+/// Where a bill run tells what it does, a line at a time: standard error on the command
+/// line, the log in `tollgate serve`, whose API and `/metrics` read the counts.
+#[derive(Debug, Default)]
+pub(crate) struct RunLog {
+    /// Lines go to the log (`tracing`) rather than standard error.
+    pub(crate) to_log: bool,
+    /// Documents drafted, statements among them, hierarchies billed before, finalised.
+    pub(crate) drafted: AtomicU64,
+    pub(crate) statements: AtomicU64,
+    pub(crate) already: AtomicU64,
+    pub(crate) finalised: AtomicU64,
+}
+
+impl RunLog {
+    fn say(&self, line: std::fmt::Arguments<'_>) {
+        if self.to_log {
+            tracing::info!(target: "tollgate::bill_run", "{line}");
+        } else {
+            eprintln!("{line}");
+        }
+    }
+}
+
 /// A run that fails raises an alarm on `bill-run/RUN` (major; the error is the specific
 /// problem); a later run of the same cycle and accounts that ends clears it. A run that
 /// could not open its store records nothing, nor does a dry run.
-async fn record_alarm(store: &Store, args: &BillRunArgs, billed: &anyhow::Result<ExitCode>) {
+pub(crate) async fn record_alarm<T>(store: &Store, run: &str, billed: &anyhow::Result<T>) {
     use super::alarm::source::BILL_RUN;
-    let Some(cycle) = &args.cycle else { return };
-    let (run, _) = run_id(cycle, &args.accounts);
     let object = format!("bill-run/{run}");
     let raise = billed.as_ref().err().map(|error| {
         let problem = format!("bill run {run} failed: {error:#}");
@@ -272,15 +334,22 @@ fn hierarchies(accounts: Vec<BillableAccount>) -> Vec<Vec<BillableAccount>> {
     out
 }
 
-async fn bill(store: &Store, args: &BillRunArgs) -> anyhow::Result<ExitCode> {
-    let cycle_text = args.cycle.clone().context("--cycle is required")?;
+/// Bills `request`'s cycle (or, a dry run, writes the composed documents to `out`),
+/// telling `log` what it does.
+pub(crate) async fn bill(
+    store: &Store,
+    request: &BillRequest,
+    log: &RunLog,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
+    let cycle_text = request.cycle.clone();
     let (year, month) = parse_cycle(&cycle_text)?;
-    let config = load_config(args.config.as_deref())?;
+    let config = &request.config;
     let zone = config.zone()?;
-    let data_dir = &args.database.data_dir;
-    let shards = shard_count(data_dir, args.shards)?;
-    let (run, scope) = run_id(&cycle_text, &args.accounts);
-    let roots = (!args.accounts.is_empty()).then_some(args.accounts.as_slice());
+    let data_dir = &request.data_dir;
+    let shards = shard_count(data_dir, request.shards)?;
+    let (run, scope) = request.run_id();
+    let roots = (!request.accounts.is_empty()).then_some(request.accounts.as_slice());
     let groups = hierarchies(store.billable_accounts(roots).await?);
     if let Some(roots) = roots {
         for root in roots {
@@ -289,24 +358,22 @@ async fn bill(store: &Store, args: &BillRunArgs) -> anyhow::Result<ExitCode> {
             }
         }
     }
-    if !args.dry_run {
+    if !request.dry_run {
         let mut tx = store.begin().await?;
         let opened = tx.open_bill_run(&run, &cycle_text, &scope, jiff::Timestamp::now()).await?;
         tx.commit().await?;
         if opened.state == BillRunState::Done {
-            eprintln!("bill run {run} is done already");
+            log.say(format_args!("bill run {run} is done already"));
         }
     }
     super::usage::catch_up_ledger(data_dir, shards)?;
     let mut counts = DraftCounts::default();
     let mut mixed = 0u64;
-    let stdout = std::io::stdout();
-    let mut out = std::io::BufWriter::new(stdout.lock());
     // The hierarchies to bill, each with its cycle and the start of its usage window
     // (usage is read from a few cycles before: what their runs did not bill, because it
     // arrived late, is billed now).
     let roots: Vec<String> = groups.iter().map(|group| group[0].id.clone()).collect();
-    let invoiced = if args.dry_run { BTreeSet::new() } else { store.invoiced_accounts(&roots, &cycle_text).await? };
+    let invoiced = if request.dry_run { BTreeSet::new() } else { store.invoiced_accounts(&roots, &cycle_text).await? };
     let mut pending = Vec::with_capacity(groups.len());
     for group in &groups {
         let root = &group[0];
@@ -321,7 +388,7 @@ async fn bill(store: &Store, args: &BillRunArgs) -> anyhow::Result<ExitCode> {
     }
     let spans = pending.iter().map(|(_, cycle, from)| Ok((*from, cycle.ends_at()?)));
     let mut ledger = LedgerChunks::new(data_dir, shards, covering(spans)?, &pending, |(group, _, _)| group)?;
-    let batch_size = usize::from(args.batch);
+    let batch_size = request.batch.max(1);
     let mut batch = Vec::with_capacity(batch_size);
     // A batch of hierarchies at a time: what the store has for them read in a few queries,
     // their documents composed, then written in one transaction.
@@ -336,7 +403,10 @@ async fn bill(store: &Store, args: &BillRunArgs) -> anyhow::Result<ExitCode> {
             // usage would never become a receivable) nor an invoice (its fees are debited
             // at renewal). Left, saying so, until the hierarchy is consistent.
             if root.account_type == "prepaid" && group.iter().any(|account| account.account_type != "prepaid") {
-                eprintln!("hierarchy {}: a prepaid root with accounts that are not prepaid is not billed", root.id);
+                log.say(format_args!(
+                    "hierarchy {}: a prepaid root with accounts that are not prepaid is not billed",
+                    root.id
+                ));
                 mixed += 1;
                 continue;
             }
@@ -364,14 +434,14 @@ async fn bill(store: &Store, args: &BillRunArgs) -> anyhow::Result<ExitCode> {
             for input in &mut inputs {
                 input.billed_amounts = charged.clone();
             }
-            let Some(planned) = plan_invoice(cycle, &config, root.tax_profile_id.as_deref(), &inputs, &billed)
+            let Some(planned) = plan_invoice(cycle, config, root.tax_profile_id.as_deref(), &inputs, &billed)
                 .with_context(|| format!("account {}", root.id))?
             else {
                 continue;
             };
             let id = format!("{}-{cycle_text}-{}", if statement { "st" } else { "inv" }, root.id);
-            let row = invoice_row(&id, &run, root, &cycle_text, &config, &planned.invoice, statement)?;
-            if args.dry_run {
+            let row = invoice_row(&id, &run, root, &cycle_text, config, &planned.invoice, statement)?;
+            if request.dry_run {
                 writeln!(
                     out,
                     "{}",
@@ -410,24 +480,24 @@ async fn bill(store: &Store, args: &BillRunArgs) -> anyhow::Result<ExitCode> {
                 after,
             });
         }
-        counts.add(write_drafts(store, &run, &mut batch).await?);
+        counts.add(write_drafts(store, &run, &request.actor, log, &mut batch).await?);
     }
     let DraftCounts { drafted, statements, already } = counts;
     out.flush()?;
-    if args.dry_run {
-        eprintln!(
+    if request.dry_run {
+        log.say(format_args!(
             "bill run {run} (dry run): {drafted} documents composed, {statements} of them prepaid statements, {mixed} mixed hierarchies left"
-        );
-        return Ok(ExitCode::SUCCESS);
+        ));
+        return Ok(());
     }
-    let finalised = finalise(store, &run, &config, batch_size).await?;
+    let finalised = finalise(store, &run, config, batch_size, &request.actor, log).await?;
     let mut tx = store.begin().await?;
     tx.save_bill_run(&run, BillRunState::Done, None, jiff::Timestamp::now()).await?;
     tx.commit().await?;
-    eprintln!(
+    log.say(format_args!(
         "bill run {run}: {drafted} drafted ({statements} prepaid statements), {already} billed before, {finalised} finalised, {mixed} mixed hierarchies left"
-    );
-    Ok(ExitCode::SUCCESS)
+    ));
+    Ok(())
 }
 
 /// A composed draft, waiting for its batch's transaction.
@@ -462,20 +532,31 @@ impl DraftCounts {
 /// progress with them. If another run drafted one of them meanwhile (a conflict), the
 /// batch is rolled back and written one draft a transaction, that one left out: its
 /// invoice stands.
-async fn write_drafts(store: &Store, run: &str, drafts: &mut Vec<NewDraft>) -> anyhow::Result<DraftCounts> {
+async fn write_drafts(
+    store: &Store,
+    run: &str,
+    actor: &str,
+    log: &RunLog,
+    drafts: &mut Vec<NewDraft>,
+) -> anyhow::Result<DraftCounts> {
     let mut counts = DraftCounts::default();
     let mut written = |draft: &NewDraft| {
         counts.drafted += 1;
         counts.statements += u64::from(draft.row.statement);
-        eprintln!("drafted {}", draft.row.id);
+        log.drafted.fetch_add(1, Relaxed);
+        log.statements.fetch_add(u64::from(draft.row.statement), Relaxed);
+        log.say(format_args!("drafted {}", draft.row.id));
     };
-    match write_draft_batch(store, run, drafts).await {
+    match write_draft_batch(store, run, actor, drafts).await {
         Ok(()) => drafts.iter().for_each(&mut written),
         Err(StoreError::Conflict { .. }) => {
             for draft in drafts.iter() {
-                match write_draft_batch(store, run, std::slice::from_ref(draft)).await {
+                match write_draft_batch(store, run, actor, std::slice::from_ref(draft)).await {
                     Ok(()) => written(draft),
-                    Err(StoreError::Conflict { .. }) => counts.already += 1,
+                    Err(StoreError::Conflict { .. }) => {
+                        counts.already += 1;
+                        log.already.fetch_add(1, Relaxed);
+                    }
                     Err(error) => return Err(error.into()),
                 }
             }
@@ -486,7 +567,7 @@ async fn write_drafts(store: &Store, run: &str, drafts: &mut Vec<NewDraft>) -> a
     Ok(counts)
 }
 
-async fn write_draft_batch(store: &Store, run: &str, drafts: &[NewDraft]) -> Result<(), StoreError> {
+async fn write_draft_batch(store: &Store, run: &str, actor: &str, drafts: &[NewDraft]) -> Result<(), StoreError> {
     let Some(last) = drafts.last() else { return Ok(()) };
     let now = jiff::Timestamp::now();
     let mut tx = store.begin().await?;
@@ -497,7 +578,7 @@ async fn write_draft_batch(store: &Store, run: &str, drafts: &[NewDraft]) -> Res
             tx.use_credit(credit, *used).await?;
         }
         let record = AuditRecord {
-            actor: &actor(),
+            actor,
             action: "create",
             entity_type: "CustomerBill",
             entity_id: &draft.row.id,
@@ -513,7 +594,14 @@ async fn write_draft_batch(store: &Store, run: &str, drafts: &[NewDraft]) -> Res
 /// Numbers the run's drafts, `batch` a transaction, in account order. A crash rolls
 /// back the batch under way whole (numbers included), and the rerun numbers the same
 /// drafts in the same order: the numbers stay gap-free and as an uninterrupted run's.
-async fn finalise(store: &Store, run: &str, config: &RunConfig, batch: usize) -> anyhow::Result<u64> {
+async fn finalise(
+    store: &Store,
+    run: &str,
+    config: &RunConfig,
+    batch: usize,
+    actor: &str,
+    log: &RunLog,
+) -> anyhow::Result<u64> {
     let mut tx = store.begin().await?;
     tx.save_bill_run(run, BillRunState::Finalising, None, jiff::Timestamp::now()).await?;
     tx.commit().await?;
@@ -537,7 +625,7 @@ async fn finalise(store: &Store, run: &str, config: &RunConfig, batch: usize) ->
                 // A statement's items were not read: it releases nothing.
                 let releases = billed.get(&draft.id).map(|items| releases(items)).transpose()?.unwrap_or_default();
                 let (renewals, credits) =
-                    if draft.statement { renewals(store, draft, config, now).await? } else { Default::default() };
+                    if draft.statement { renewals(store, draft, config, log, now).await? } else { Default::default() };
                 reads.push((releases, renewals, credits));
             }
             let mut tx = store.begin().await?;
@@ -553,14 +641,14 @@ async fn finalise(store: &Store, run: &str, config: &RunConfig, batch: usize) ->
             let paying = tx.lock_receivables_of(&accounts).await?;
             let mut done = Vec::with_capacity(batch.len());
             for (draft, (releases, renewals, credits)) in batch.iter().zip(&reads) {
-                let number = finalise_one(&mut tx, draft, releases, renewals, credits, now).await?;
+                let number = finalise_one(&mut tx, actor, draft, releases, renewals, credits, now).await?;
                 // Credit on the account (payments received before) pays the new invoice, in
                 // the same transaction; a statement owes nothing, nor does an account
                 // that never paid anything have credit.
                 let settled = if draft.statement || !paying.contains(&draft.billing_account_id) {
                     Vec::new()
                 } else {
-                    tollgate_receivables::settle_account(&mut tx, &actor(), &draft.billing_account_id, now).await?
+                    tollgate_receivables::settle_account(&mut tx, actor, &draft.billing_account_id, now).await?
                 };
                 done.push((draft, number, settled));
             }
@@ -568,10 +656,11 @@ async fn finalise(store: &Store, run: &str, config: &RunConfig, batch: usize) ->
             for (draft, number, settled) in done {
                 if !settled.is_empty() {
                     let paid: rust_decimal::Decimal = settled.iter().map(|part| part.amount).sum();
-                    eprintln!("{}: {paid} {} of credit on account applied", draft.id, draft.currency);
+                    log.say(format_args!("{}: {paid} {} of credit on account applied", draft.id, draft.currency));
                 }
                 finalised += 1;
-                eprintln!("finalised {} as {}/{}/{number}", draft.id, draft.issuer, draft.series);
+                log.finalised.fetch_add(1, Relaxed);
+                log.say(format_args!("finalised {} as {}/{}/{number}", draft.id, draft.issuer, draft.series));
             }
         }
     }
@@ -582,6 +671,7 @@ async fn finalise(store: &Store, run: &str, config: &RunConfig, batch: usize) ->
 /// lines owe given back, all through the outbox, audited.
 async fn finalise_one(
     tx: &mut tollgate_store::Tx,
+    actor: &str,
     draft: &InvoiceRow,
     releases: &std::collections::BTreeMap<(String, u64), rust_decimal::Decimal>,
     renewals: &[tollgate_store::RenewalRow],
@@ -605,7 +695,7 @@ async fn finalise_one(
     let after =
         json!({"id": draft.id, "state": "final", "issuer": draft.issuer, "series": draft.series, "number": number});
     let record = AuditRecord {
-        actor: &actor(),
+        actor,
         action: "finalise",
         entity_type: "CustomerBill",
         entity_id: &draft.id,
@@ -642,6 +732,7 @@ async fn renewals(
     store: &Store,
     draft: &InvoiceRow,
     config: &RunConfig,
+    log: &RunLog,
     now: jiff::Timestamp,
 ) -> anyhow::Result<(Vec<tollgate_store::RenewalRow>, Vec<(String, u64, rust_decimal::Decimal)>)> {
     let mut fees: std::collections::BTreeMap<String, rust_decimal::Decimal> = Default::default();
@@ -652,10 +743,10 @@ async fn renewals(
         // The prepaid balance is in the statement's currency; lines in another (a price
         // in another currency) cannot be debited from it, and are shown only.
         if line.currency != draft.currency {
-            eprintln!(
+            log.say(format_args!(
                 "statement {}: a {} line of account {} in {} is not debited from the prepaid balance in {}",
                 draft.id, line.kind, line.account_id, line.currency, draft.currency
-            );
+            ));
             continue;
         }
         *fees.entry(line.account_id.clone()).or_default() += line.gross;
@@ -696,7 +787,9 @@ async fn renewals(
                 match grace_term(&item.value.doc) {
                     Ok(Some(days)) => grace = Some(grace.map_or(days, |known| known.min(days))),
                     Ok(None) => {}
-                    Err(error) => eprintln!("offering {offering}: {error:#}; its grace is prepaid_grace_days"),
+                    Err(error) => {
+                        log.say(format_args!("offering {offering}: {error:#}; its grace is prepaid_grace_days"))
+                    }
                 }
             }
         }

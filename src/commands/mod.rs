@@ -4,6 +4,7 @@ pub(crate) mod account;
 pub(crate) mod alarm;
 pub(crate) mod archive;
 pub(crate) mod bill_run;
+mod bill_run_api;
 pub(crate) mod bss;
 pub(crate) mod demo;
 pub(crate) mod engine_link;

@@ -103,6 +103,11 @@ pub(crate) struct ApiArgs {
     /// `Accept: application/pdf` (the built-in one without it).
     #[arg(long)]
     invoice_template: Option<std::path::PathBuf>,
+    /// The configuration of bill runs started through the API (POST
+    /// /tmf-api/billing/v1/billRun): JSON, as `tollgate bill-run --config`; defaults
+    /// without it.
+    #[arg(long)]
+    bill_run_config: Option<std::path::PathBuf>,
     /// Management API connections held at once; past it, new ones wait in the backlog.
     #[arg(long, default_value_t = 1024)]
     api_max_connections: usize,
@@ -447,6 +452,21 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         if let Some(counters) = &fraud_counters {
             sources.push(Arc::new(super::fraud::FraudMetrics(Arc::clone(counters))));
         }
+        // Bill runs started through the API, with the run configuration read now: a bad
+        // file stops the server naming the flag.
+        let bill_run_config = super::bill_run::load_config(args.api.bill_run_config.as_deref())
+            .context("--bill-run-config")?;
+        let bill_runs = bss.as_ref().map(|store| {
+            Arc::new(super::bill_run_api::ServeBillRuns::new(
+                store.clone(),
+                args.engine.data_dir.clone(),
+                report.shards.len(),
+                bill_run_config,
+            ))
+        });
+        if let Some(runs) = &bill_runs {
+            sources.push(Arc::new(super::bill_run_api::BillRunMetrics(Arc::clone(runs))));
+        }
         let threshold_counters = Arc::new(super::threshold::ThresholdCounters::default());
         if bss.is_some() {
             sources.push(Arc::new(super::threshold::ThresholdMetrics(Arc::clone(&threshold_counters))));
@@ -618,6 +638,7 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
                     None => tollgate_invoice_pdf::Template::default(),
                 };
                 config.bill_pdf = Some(Arc::new(super::bill_run::BillPdfRenderer::new(store.clone(), template)));
+                config.bill_runs = bill_runs.clone().map(|runs| runs as Arc<dyn tollgate_api::BillRuns>);
                 let router = tollgate_api::router(store.clone(), &config);
                 let api_limits = tollgate_oss_adapters::limits::ConnectionLimits {
                     max_connections: args.api.api_max_connections,

@@ -645,6 +645,150 @@ fn a_failed_bill_run_raises_an_alarm_cleared_by_the_next_run_of_its_cycle_that_e
     std::fs::remove_dir_all(dir).ok();
 }
 
+/// A bill run started through the API (`POST /tmf-api/billing/v1/billRun` on `serve`)
+/// bills as the CLI does: refusals name the field (or the role), a dry run answers the
+/// documents the CLI's dry run composes and writes nothing, the run answers 202 and ends
+/// done with each hierarchy billed once and gap-free numbers, a second request changes
+/// nothing (200), and `/metrics` counts it.
+#[test]
+fn a_bill_run_started_through_the_api_bills_each_hierarchy_once_as_the_cli_does() {
+    let dir = scratch("bill-run-api");
+    let data_dir = setup(&dir, 40);
+    let (cycle, _) = cycles();
+    let dry = json_lines(&ok(&["bill-run", "--cycle", &cycle, "--dry-run", "--data-dir", &data_dir]));
+    assert!(dry.len() >= 2, "{dry:?}");
+    let data = Path::new(&data_dir);
+    let (child, _, _) = super::start_servers(data, "ocs.billrun.test", &["--api-listen", "127.0.0.1:0"]);
+    let address = super::api::api_address(data);
+    let admin = super::admin_address_of(data);
+    let (finance, care, reader) = (
+        super::api::create_token(data, "finance"),
+        super::api::create_token(data, "care"),
+        super::api::create_token(data, "read_only"),
+    );
+    let path = "/tmf-api/billing/v1/billRun";
+    let json = ["Content-Type: application/json"];
+    let post = |token: &str, body: Value| super::api::request(&address, "POST", path, token, &json, Some(&body));
+
+    let (status, _, _) = post(&care, json!({"cycle": cycle}));
+    assert_eq!(status, 403, "care does not start bill runs");
+    assert_eq!(post(&reader, json!({"cycle": cycle})).0, 403, "nor does a read-only token");
+    for (body, field) in [
+        (json!({}), "cycle"),
+        (json!({"cycle": "2026-13"}), "cycle"),
+        (json!({"cycle": cycle, "accounts": ["nobody"]}), "accounts"),
+        (json!({"cycle": cycle, "accounts": "all"}), "accounts"),
+        (json!({"cycle": cycle, "dryRun": true}), "accounts"),
+        (json!({"cycle": cycle, "dryRun": "yes"}), "dryRun"),
+        (json!({"cycle": cycle, "colour": "red"}), "colour"),
+    ] {
+        let (status, _, error) = post(&finance, body.clone());
+        assert_eq!((status, error["reason"].as_str()), (400, Some(field)), "{body}: {error}");
+    }
+
+    // A dry run of two hierarchies: the CLI's documents, nothing written.
+    let accounts: Vec<&str> = dry[..2].iter().map(|doc| doc["account"].as_str().expect("account")).collect();
+    let (status, _, answer) = post(&finance, json!({"cycle": cycle, "accounts": accounts, "dryRun": true}));
+    assert_eq!(status, 200, "{answer}");
+    let hashes = |docs: &[Value]| docs.iter().map(|doc| doc["contentHash"].clone()).collect::<Vec<_>>();
+    assert_eq!(hashes(answer["documents"].as_array().expect("documents")), hashes(&dry[..2]));
+    let bills = "/tmf-api/customerBillManagement/v4/customerBill";
+    let (_, head, listed) = super::api::request(&address, "GET", bills, &finance, &[], None);
+    assert_eq!(listed, json!([]), "a dry run writes nothing: {head}");
+
+    // The run: accepted, then done, every hierarchy billed once, numbered without a gap.
+    let (status, head, run) = post(&finance, json!({"cycle": cycle}));
+    assert_eq!(status, 202, "{run}");
+    assert!(head.contains(&format!("location: {path}/{cycle}\r\n")), "{head}");
+    assert_eq!(run["id"], cycle.as_str());
+    let one = format!("{path}/{cycle}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let run = loop {
+        let (status, _, run) = super::api::request(&address, "GET", &one, &reader, &[], None);
+        assert_eq!(status, 200, "{run}");
+        assert_ne!(run["state"], "failed", "{run}");
+        if run["state"] == "done" {
+            break run;
+        }
+        assert!(std::time::Instant::now() < deadline, "the run never ended: {run}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    let invoices = show(&data_dir, &cycle);
+    assert_eq!(invoices.len(), dry.len(), "the documents the dry run composed");
+    assert_eq!(numbers(&invoices), (1..=i64::try_from(dry.len()).expect("count")).collect::<Vec<_>>());
+    let drafted = u64::try_from(dry.len()).expect("count");
+    assert_eq!(run["progress"]["drafted"], drafted, "{run}");
+    assert_eq!(run["progress"]["finalised"], drafted, "{run}");
+    assert_eq!(run["running"], false, "{run}");
+
+    // Asked again: done, nothing billed twice.
+    let (status, _, again) = post(&finance, json!({"cycle": cycle}));
+    assert_eq!((status, again["state"].as_str()), (200, Some("done")), "{again}");
+    assert_eq!(show(&data_dir, &cycle), invoices);
+    let (status, head, runs) = super::api::request(&address, "GET", path, &reader, &[], None);
+    assert_eq!(status, 200);
+    assert!(head.to_ascii_lowercase().contains("x-total-count: 1"), "{head}");
+    assert_eq!(runs[0]["id"], cycle.as_str());
+    assert_eq!(super::api::request(&address, "GET", &one, &care, &[], None).0, 403);
+    assert_eq!(super::api::request(&address, "GET", &format!("{path}/1999-01"), &reader, &[], None).0, 404);
+
+    use super::fraud::metric;
+    assert_eq!(metric(&admin, "tollgate_bill_runs_total{outcome=\"done\"}"), Some(1));
+    assert_eq!(metric(&admin, "tollgate_bill_run_documents_total{step=\"finalised\"}"), Some(drafted));
+    assert_eq!(metric(&admin, "tollgate_bill_runs_running"), Some(0));
+    super::stop_server(child);
+    std::fs::remove_dir_all(dir).ok();
+}
+
+/// A bill run started through the API that fails (`serve --bill-run-config` taxes in a
+/// jurisdiction with no rate for the service) says so: its state `failed` with the error,
+/// the `bill-run/RUN` alarm raised as from the CLI, `/metrics` counting it; asked again,
+/// it is started again (and fails again), never reported done.
+#[test]
+fn a_bill_run_started_through_the_api_that_fails_says_why_and_raises_the_alarm() {
+    let dir = scratch("bill-run-api-fails");
+    let data_dir = setup(&dir, 10);
+    let (cycle, _) = cycles();
+    let wrong = tax_config(&dir, "wrong.json", "FR", "DE");
+    let data = Path::new(&data_dir);
+    let extra = ["--api-listen", "127.0.0.1:0", "--bill-run-config", wrong.as_str()];
+    let (child, _, _) = super::start_servers(data, "ocs.billrun.fails.test", &extra);
+    let address = super::api::api_address(data);
+    let admin = super::admin_address_of(data);
+    let token = super::api::create_token(data, "admin");
+    let json = ["Content-Type: application/json"];
+    let path = "/tmf-api/billing/v1/billRun";
+    let failed = |attempt: u64| {
+        let (status, _, run) =
+            super::api::request(&address, "POST", path, &token, &json, Some(&json!({"cycle": cycle})));
+        assert_eq!(status, 202, "{run}");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let one = format!("{path}/{cycle}");
+            let (_, _, run) = super::api::request(&address, "GET", &one, &token, &[], None);
+            assert_ne!(run["state"], "done", "{run}");
+            if run["state"] == "failed" && super::fraud::metric(&admin, FAILED_RUNS) == Some(attempt) {
+                break run;
+            }
+            assert!(std::time::Instant::now() < deadline, "the run never failed: {run}");
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    };
+    const FAILED_RUNS: &str = "tollgate_bill_runs_total{outcome=\"failed\"}";
+    let run = failed(1);
+    assert!(run["error"].as_str().is_some_and(|e| e.contains("no rate for jurisdiction \"FR\"")), "{run}");
+    assert_eq!(run["running"], false, "{run}");
+    let database = data.join("bss.sqlite3").display().to_string();
+    let object = format!("bill-run/{cycle}");
+    let open = open_alarms(&database);
+    let alarm = alarm_of(&open, &object).unwrap_or_else(|| panic!("{open:?}"));
+    assert!(alarm[6].contains("no rate for jurisdiction"), "{alarm:?}");
+    failed(2);
+    assert_eq!(super::fraud::metric(&admin, "tollgate_bill_runs_total{outcome=\"done\"}"), Some(0));
+    super::stop_server(child);
+    std::fs::remove_dir_all(dir).ok();
+}
+
 /// Rewrites mediation's outputs `NAME.rated.jsonl` and `NAME.summary.json` in `out`:
 /// `edit` gets the rated lines and returns them changed; the summary's counts follow.
 fn edit_mediation(out: &Path, name: &str, edit: impl FnOnce(Vec<Value>) -> Vec<Value>) {

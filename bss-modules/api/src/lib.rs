@@ -20,6 +20,7 @@
 mod alarms;
 mod audit;
 mod auth;
+pub mod billruns;
 mod bills;
 mod catalogue;
 mod customers;
@@ -73,6 +74,70 @@ pub struct ApiConfig {
     pub alarm_traps: Option<Arc<TrapSender>>,
     /// Renders a final bill as a PDF for `Accept: application/pdf` (`None`: 406).
     pub bill_pdf: Option<Arc<dyn BillPdf>>,
+    /// Runs bill runs in the server (`None`: the bill run routes answer 503).
+    pub bill_runs: Option<Arc<dyn BillRuns>>,
+}
+
+/// A future a trait object returns.
+pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
+/// Runs bill runs in the server (the binary's: a run reads the engine's rated-event
+/// ledger, which the API does not). See [`billruns`] for the routes.
+pub trait BillRuns: Send + Sync + std::fmt::Debug {
+    /// Starts the run `request` asks for in the background, unless it is under way here
+    /// or done already; a refused field is said before anything is written.
+    fn start(&self, request: BillRunRequest) -> BoxFuture<'_, Result<BillRunStart, BillRunRefusal>>;
+    /// The documents a run would write for `request`'s accounts, writing nothing.
+    fn dry_run(&self, request: BillRunRequest) -> BoxFuture<'_, Result<Vec<serde_json::Value>, BillRunRefusal>>;
+    /// How run `id` stands in this server (`None`: not run here since it started).
+    fn progress(&self, id: &str) -> Option<BillRunProgress>;
+}
+
+/// A bill run asked for through the API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BillRunRequest {
+    /// The month the billed cycles close in, `YYYY-MM`.
+    pub cycle: String,
+    /// The hierarchy roots billed; empty: every one.
+    pub accounts: Vec<String>,
+    /// Who the audit trail names.
+    pub actor: String,
+}
+
+/// What [`BillRuns::start`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BillRunStart {
+    /// Started now (or again, after a failure or a restart: it resumes).
+    Started { id: String },
+    /// Under way in this server already: not started twice.
+    UnderWay { id: String },
+    /// Every invoice of the run is final: nothing to do.
+    Done { id: String },
+}
+
+/// Why a bill run was not started.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BillRunRefusal {
+    /// A field of the request is wrong (400 naming it).
+    Invalid { field: &'static str, reason: String },
+    /// The store or the ledger failed (500).
+    Failed(String),
+}
+
+/// How a bill run stands in this server.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BillRunProgress {
+    /// Still running.
+    pub running: bool,
+    /// Documents drafted by this server's attempt, statements among them.
+    pub drafted: u64,
+    pub statements: u64,
+    /// Hierarchies found billed already (by an earlier attempt or another run).
+    pub billed_before: u64,
+    /// Documents made final.
+    pub finalised: u64,
+    /// Why the last attempt stopped, if it failed.
+    pub error: Option<String>,
 }
 
 /// Renders a customer bill as the PDF a customer reads (the binary's, with
@@ -96,6 +161,7 @@ impl Default for ApiConfig {
             orders: None,
             alarm_traps: None,
             bill_pdf: None,
+            bill_runs: None,
         }
     }
 }
@@ -165,6 +231,7 @@ pub(crate) struct AppState {
     pub(crate) orders: Option<Orders>,
     pub(crate) alarm_traps: Option<Arc<TrapSender>>,
     pub(crate) bill_pdf: Option<Arc<dyn BillPdf>>,
+    pub(crate) bill_runs: Option<Arc<dyn BillRuns>>,
     pub(crate) limiter: RateLimit,
 }
 
@@ -176,7 +243,8 @@ pub(crate) struct AppState {
 /// prepaid balances under `/tmf-api/prepayBalanceManagement/v4/`, product orders under
 /// `/tmf-api/productOrderingManagement/v4/` with the product, service and service order
 /// inventories, customer bills (TMF678, read) under `/tmf-api/customerBillManagement/v4/`,
-/// payments (TMF676) under `/tmf-api/paymentManagement/v4/`,
+/// bill runs (Tollgate's own) under `/tmf-api/billing/v1/`, payments (TMF676) under
+/// `/tmf-api/paymentManagement/v4/`,
 /// alarms under `/tmf-api/alarmManagement/v4/`, and the audit trail under `/tmf-api/audit/v1/`.
 pub fn router(store: Store, config: &ApiConfig) -> Router {
     let state = Arc::new(AppState {
@@ -190,6 +258,7 @@ pub fn router(store: Store, config: &ApiConfig) -> Router {
         orders: config.orders.clone(),
         alarm_traps: config.alarm_traps.clone(),
         bill_pdf: config.bill_pdf.clone(),
+        bill_runs: config.bill_runs.clone(),
         store,
         limiter: RateLimit::new(config.rate_per_second, config.burst),
     });
@@ -241,6 +310,8 @@ pub fn router(store: Store, config: &ApiConfig) -> Router {
         .route(&format!("{}/customerBill", bills::BILL_BASE_PATH), get(bills::list_bills))
         .route(&format!("{}/customerBill/{{id}}", bills::BILL_BASE_PATH), get(bills::get_bill))
         .route(&format!("{}/appliedCustomerBillingRate", bills::BILL_BASE_PATH), get(bills::list_rates))
+        .route(&format!("{}/billRun", billruns::BASE_PATH), get(billruns::list).post(billruns::create))
+        .route(&format!("{}/billRun/{{id}}", billruns::BASE_PATH), get(billruns::get))
         .route(&payments::path(""), get(payments::list).post(payments::create))
         .route(&payments::path("/{id}"), get(payments::get))
         .route(&format!("{}/alarm", alarms::BASE_PATH), get(alarms::list).post(alarms::create))

@@ -646,6 +646,18 @@ impl Store {
         tx.fetch_optional("bill_runs.get", &sql, args![id]).await?.as_ref().map(bill_run).transpose()
     }
 
+    /// Bill runs, the latest started first: `limit` (at most [`INVOICE_PAGE_MAX`]) from
+    /// `offset`, and how many there are.
+    pub async fn bill_runs(&self, offset: u64, limit: u32) -> Result<(Vec<BillRunRow>, i64)> {
+        let offset = i64::try_from(offset)
+            .map_err(|_| StoreError::Invalid { field: "offset", reason: format!("{offset} is too large") })?;
+        let mut tx = self.read().await?;
+        let total = tx.fetch_one("bill_runs.list", "SELECT COUNT(*) AS n FROM bill_runs", vec![]).await?.int("n")?;
+        let sql = format!("SELECT {RUN_COLUMNS} FROM bill_runs ORDER BY started_at_ms DESC, id LIMIT $1 OFFSET $2");
+        let rows = tx.fetch_all("bill_runs.list", &sql, args![i64::from(limit.min(INVOICE_PAGE_MAX)), offset]).await?;
+        Ok((rows.iter().map(bill_run).collect::<Result<Vec<_>>>()?, total))
+    }
+
     /// An invoice or credit note.
     pub async fn invoice(&self, id: &str) -> Result<Option<InvoiceRow>> {
         let mut tx = self.read().await?;

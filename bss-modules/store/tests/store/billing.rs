@@ -345,6 +345,22 @@ store_test! {
     }
 }
 
+store_test! {
+    async fn bill_runs_list_the_latest_started_first_a_page_at_a_time(store) {
+        accounts(&store, &["a1"]).await;
+        let mut tx = store.begin().await.expect("begin");
+        tx.open_bill_run("2026-12", "2026-12", "all", at(20)).await.expect("open");
+        tx.open_bill_run("2026-11:a1", "2026-11", "a1", at(15)).await.expect("open");
+        tx.commit().await.expect("commit");
+        let (runs, total) = store.bill_runs(0, 10).await.expect("list");
+        let ids: Vec<&str> = runs.iter().map(|run| run.id.as_str()).collect();
+        assert_eq!((ids, total), (vec!["2026-12", "2026-11:a1", "run-1"], 3), "run-1 was opened at 1");
+        let (page, total) = store.bill_runs(1, 1).await.expect("page");
+        assert_eq!((page.len(), page[0].scope.as_str(), total), (1, "a1", 3));
+        assert!(store.bill_runs(5, 10).await.expect("past the end").0.is_empty());
+    }
+}
+
 fn catalogue_item(id: &str, kind: &str, price: Option<(&str, &str)>, refs: &[&str]) -> CatalogueItem {
     CatalogueItem {
         kind: kind.into(),

@@ -1,0 +1,206 @@
+//! Bill runs started through the management API (`POST /tmf-api/billing/v1/billRun`,
+//! `tollgate_api::BillRuns`) in `tollgate serve`: the same run as `tollgate bill-run`
+//! ([`super::bill_run::bill`]), with the configuration of `serve --bill-run-config`. Each
+//! run goes on a thread of the management plane's blocking pool (it reads the ledger's
+//! files), on the management runtime's store; its lines go to the log, its counts to the
+//! API and to `/metrics`. A run is started at most once at a time per id in this server;
+//! two servers (or the CLI beside one) may run the same cycle at once, which the store
+//! makes safe (each hierarchy billed once, numbers gap-free). A failed run raises the
+//! `bill-run/RUN` alarm, cleared by the next attempt that ends, as from the CLI.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use tollgate_api::{BillRunProgress, BillRunRefusal, BillRunRequest, BillRunStart, BillRuns, BoxFuture};
+use tollgate_billing::RunConfig;
+use tollgate_oss_adapters::admin::{Exposition, Kind, MetricsSource};
+use tollgate_store::{BillRunState, Store};
+
+use super::bill_run::{bill, record_alarm, BillRequest, RunLog};
+
+/// Documents written, and then made final, per transaction (as the CLI's default).
+const BATCH: usize = 100;
+
+/// One attempt at a run in this server.
+#[derive(Debug, Default)]
+struct Attempt {
+    log: RunLog,
+    running: AtomicBool,
+    error: Mutex<Option<String>>,
+}
+
+/// The bill runs of this server, by run id: the latest attempt of each.
+#[derive(Debug)]
+pub(crate) struct ServeBillRuns {
+    store: Store,
+    data_dir: PathBuf,
+    shards: usize,
+    config: RunConfig,
+    attempts: Mutex<HashMap<String, Arc<Attempt>>>,
+    ended: Arc<Ended>,
+}
+
+/// Attempts that ended done, and failed, since the server started.
+#[derive(Debug, Default)]
+struct Ended {
+    done: AtomicU64,
+    failed: AtomicU64,
+}
+
+impl ServeBillRuns {
+    pub(crate) fn new(store: Store, data_dir: PathBuf, shards: usize, config: RunConfig) -> ServeBillRuns {
+        ServeBillRuns { store, data_dir, shards, config, attempts: Mutex::new(HashMap::new()), ended: Arc::default() }
+    }
+
+    fn attempts(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Attempt>>> {
+        self.attempts.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The run's request, its cycle and accounts checked: a month, and hierarchy roots.
+    async fn request(&self, asked: BillRunRequest, dry_run: bool) -> Result<BillRequest, BillRunRefusal> {
+        tollgate_billing::parse_cycle(&asked.cycle)
+            .map_err(|error| BillRunRefusal::Invalid { field: "cycle", reason: error.to_string() })?;
+        if !asked.accounts.is_empty() {
+            let found = self
+                .store
+                .billable_accounts(Some(&asked.accounts))
+                .await
+                .map_err(|error| BillRunRefusal::Failed(error.to_string()))?;
+            for root in &asked.accounts {
+                if !found.iter().any(|account| &account.id == root) {
+                    return Err(BillRunRefusal::Invalid {
+                        field: "accounts",
+                        reason: format!("{root} is not the billing account at the root of a hierarchy"),
+                    });
+                }
+            }
+        }
+        Ok(BillRequest {
+            cycle: asked.cycle,
+            accounts: asked.accounts,
+            dry_run,
+            config: self.config.clone(),
+            data_dir: self.data_dir.clone(),
+            shards: Some(self.shards),
+            batch: BATCH,
+            actor: asked.actor,
+        })
+    }
+}
+
+impl BillRuns for ServeBillRuns {
+    fn start(&self, asked: BillRunRequest) -> BoxFuture<'_, Result<BillRunStart, BillRunRefusal>> {
+        Box::pin(async move {
+            let request = self.request(asked, false).await?;
+            let id = request.run_id().0;
+            let stored = self.store.bill_run(&id).await.map_err(|error| BillRunRefusal::Failed(error.to_string()))?;
+            let attempt = {
+                let mut attempts = self.attempts();
+                if attempts.get(&id).is_some_and(|attempt| attempt.running.load(Relaxed)) {
+                    return Ok(BillRunStart::UnderWay { id });
+                }
+                if stored.is_some_and(|run| run.state == BillRunState::Done) {
+                    return Ok(BillRunStart::Done { id });
+                }
+                let attempt = Arc::new(Attempt {
+                    log: RunLog { to_log: true, ..RunLog::default() },
+                    running: AtomicBool::new(true),
+                    error: Mutex::new(None),
+                });
+                attempts.insert(id.clone(), Arc::clone(&attempt));
+                attempt
+            };
+            tracing::info!(run = %id, actor = %request.actor, "bill run started through the API");
+            let (store, run, ended) = (self.store.clone(), id.clone(), Arc::clone(&self.ended));
+            let runtime = tokio::runtime::Handle::current();
+            // Not awaited: the answer is 202, and the run tells how it stands.
+            drop(tokio::task::spawn_blocking(move || {
+                runtime.block_on(async {
+                    let billed = bill(&store, &request, &attempt.log, &mut std::io::sink()).await;
+                    record_alarm(&store, &run, &billed).await;
+                    match &billed {
+                        Ok(()) => ended.done.fetch_add(1, Relaxed),
+                        Err(error) => {
+                            tracing::error!(%run, error = format!("{error:#}"), "bill run failed");
+                            *attempt.error.lock().unwrap_or_else(PoisonError::into_inner) = Some(format!("{error:#}"));
+                            ended.failed.fetch_add(1, Relaxed)
+                        }
+                    };
+                    attempt.running.store(false, Relaxed);
+                })
+            }));
+            Ok(BillRunStart::Started { id })
+        })
+    }
+
+    fn dry_run(&self, asked: BillRunRequest) -> BoxFuture<'_, Result<Vec<serde_json::Value>, BillRunRefusal>> {
+        Box::pin(async move {
+            let request = self.request(asked, true).await?;
+            let store = self.store.clone();
+            let runtime = tokio::runtime::Handle::current();
+            let composed = tokio::task::spawn_blocking(move || {
+                runtime.block_on(async {
+                    let mut out = Vec::new();
+                    bill(&store, &request, &RunLog { to_log: true, ..RunLog::default() }, &mut out).await.map(|()| out)
+                })
+            })
+            .await
+            .map_err(|error| BillRunRefusal::Failed(error.to_string()))?
+            .map_err(|error| BillRunRefusal::Failed(format!("{error:#}")))?;
+            composed
+                .split(|byte| *byte == b'\n')
+                .filter(|line| !line.is_empty())
+                .map(|line| serde_json::from_slice(line).map_err(|error| BillRunRefusal::Failed(error.to_string())))
+                .collect()
+        })
+    }
+
+    fn progress(&self, id: &str) -> Option<BillRunProgress> {
+        let attempt = Arc::clone(self.attempts().get(id)?);
+        let log = &attempt.log;
+        let error = attempt.error.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        Some(BillRunProgress {
+            running: attempt.running.load(Relaxed),
+            drafted: log.drafted.load(Relaxed),
+            statements: log.statements.load(Relaxed),
+            billed_before: log.already.load(Relaxed),
+            finalised: log.finalised.load(Relaxed),
+            error,
+        })
+    }
+}
+
+/// `/metrics`: the bill runs of this server.
+#[derive(Debug)]
+pub(crate) struct BillRunMetrics(pub(crate) Arc<ServeBillRuns>);
+
+impl MetricsSource for BillRunMetrics {
+    fn write<'a>(
+        &'a self,
+        page: &'a mut Exposition,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>> {
+        Box::pin(async move {
+            let runs = &self.0;
+            let (mut running, mut drafted, mut finalised) = (0, 0, 0);
+            for attempt in runs.attempts().values() {
+                running += u64::from(attempt.running.load(Relaxed));
+                drafted += attempt.log.drafted.load(Relaxed);
+                finalised += attempt.log.finalised.load(Relaxed);
+            }
+            page.family("tollgate_bill_runs_running", Kind::Gauge, "Bill runs under way in this server.");
+            page.sample("tollgate_bill_runs_running", &[], running);
+            page.family("tollgate_bill_runs_total", Kind::Counter, "Bill run attempts that ended, by outcome.");
+            page.sample("tollgate_bill_runs_total", &[("outcome", "done")], runs.ended.done.load(Relaxed));
+            page.sample("tollgate_bill_runs_total", &[("outcome", "failed")], runs.ended.failed.load(Relaxed));
+            page.family(
+                "tollgate_bill_run_documents_total",
+                Kind::Counter,
+                "Invoices and statements the bill runs of this server drafted, and made final.",
+            );
+            page.sample("tollgate_bill_run_documents_total", &[("step", "drafted")], drafted);
+            page.sample("tollgate_bill_run_documents_total", &[("step", "finalised")], finalised);
+        })
+    }
+}
