@@ -29,6 +29,11 @@ pub enum MediationError {
     /// A rerate run cannot start as asked; the text says why.
     #[error("rerate: {0}")]
     Rerate(String),
+    /// The run was asked to stop ([`crate::MediationConfig::stop`]) and did, between two
+    /// batches: what it charged is written and checkpointed; processing the file again
+    /// resumes it.
+    #[error("stopped on request; the file resumes from its checkpoint")]
+    Stopped,
     /// The run was stopped on purpose (crash tests).
     #[error("interrupted: {0}")]
     Interrupted(String),

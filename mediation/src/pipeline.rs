@@ -22,6 +22,7 @@ use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering::SeqCst;
 
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -71,6 +72,10 @@ pub struct MediationConfig {
     pub max_future_seconds: i64,
     /// fsync outputs and checkpoints (off only for benchmarks of the rest).
     pub sync: bool,
+    /// Set to stop a run between batches: the batch in the engine is written and
+    /// checkpointed, then [`Mediator::process`] answers [`MediationError::Stopped`] and the
+    /// file resumes from its checkpoint when processed again (a server shutting down).
+    pub stop: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
     /// For crash tests: stop with [`MediationError::Interrupted`] right after the engine
     /// charged this batch (1-based), before its outputs are synced or checkpointed.
     #[doc(hidden)]
@@ -87,6 +92,7 @@ impl MediationConfig {
             max_age_seconds: 90 * 86_400,
             max_future_seconds: 3_600,
             sync: true,
+            stop: None,
             crash_after_charging_batch: None,
         }
     }
@@ -167,7 +173,12 @@ enum KeyText {
 /// Progress of a file, for a progress bar.
 #[derive(Debug, Clone, Copy)]
 pub struct Progress {
+    /// Records read so far (of which rated, rejected and duplicates), this file's total
+    /// across its resumptions.
     pub records: u64,
+    pub rated: u64,
+    pub rejected: u64,
+    pub duplicates: u64,
     pub bytes_done: u64,
     pub bytes_total: u64,
 }
@@ -396,6 +407,10 @@ impl<'e> Mediator<'e> {
             let mut batches = 0u64;
             // Each batch read, then one `None` to drain the last one in flight.
             for next in read.into_iter().map(Some).chain(std::iter::once(None)) {
+                // Asked to stop with batches left: submit nothing more, write the batch in
+                // the engine, end.
+                let stopping = next.is_some() && self.config.stop.as_ref().is_some_and(|stop| stop.load(SeqCst));
+                let next = if stopping { None } else { next };
                 let submitted = match next.map(|batch| self.submit_batch(&file, batch)).transpose() {
                     Ok(submitted) => submitted,
                     Err(err) => {
@@ -404,6 +419,10 @@ impl<'e> Mediator<'e> {
                     }
                 };
                 let Some(previous) = std::mem::replace(&mut in_flight, submitted) else {
+                    if stopping {
+                        interrupted = Some(MediationError::Stopped);
+                        break;
+                    }
                     continue;
                 };
                 let charged = match previous.wait() {
@@ -420,6 +439,10 @@ impl<'e> Mediator<'e> {
                 }
                 if to_write.send(charged).is_err() {
                     break; // the writer failed; its error is returned below
+                }
+                if stopping {
+                    interrupted = Some(MediationError::Stopped);
+                    break;
                 }
             }
             drop(to_write);
@@ -584,7 +607,14 @@ impl<'e> Mediator<'e> {
         }
         debug_assert!(summary.balances());
         self.checkpoint(file, resume, writers, summary)?;
-        progress(Progress { records: summary.records_in, bytes_done: resume.offset, bytes_total: file.size });
+        progress(Progress {
+            records: summary.records_in,
+            rated: summary.rated,
+            rejected: summary.rejected,
+            duplicates: summary.duplicates,
+            bytes_done: resume.offset,
+            bytes_total: file.size,
+        });
         Ok(())
     }
 

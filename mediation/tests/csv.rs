@@ -156,6 +156,38 @@ fn a_run_stopped_after_any_batch_resumes_to_the_same_outputs_and_balances() {
     }
 }
 
+/// A run asked to stop (`MediationConfig::stop`, a server shutting down) stops between
+/// batches with `Stopped`, having written and checkpointed what it charged; processed
+/// again, the file resumes to the outputs and balances of a run never stopped.
+#[test]
+fn a_run_asked_to_stop_ends_between_batches_and_resumes_to_a_clean_run() {
+    let mut text = HEADER.to_owned();
+    for n in 0..40 {
+        text.push_str(&format!("r{n},49170000000{},4990012345,voice,2026-03-02 10:{:02}:00,60\n", 1 + n % 2, n % 60));
+    }
+    let clean = Harness::with_batch("csv-stop-clean", 4);
+    let file = clean.write("calls.csv", &text);
+    clean.process(&file, &format());
+    let expected = (clean.outputs(&file), clean.balance(1), clean.balance(2));
+
+    let mut h = Harness::with_batch("csv-stop", 4);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    h.config.stop = Some(std::sync::Arc::clone(&stop));
+    let file = h.write("calls.csv", &text);
+    let mediator = tollgate_mediation::Mediator::new(&h.engine, h.config.clone());
+    let mut written = 0;
+    let stopped = mediator.process(&file, &format(), &mut |progress| {
+        written = progress.records;
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    });
+    assert!(matches!(stopped, Err(tollgate_mediation::MediationError::Stopped)), "{stopped:?}");
+    assert!((4..40).contains(&written), "stopped after a batch or a few, before the end: {written}");
+    stop.store(false, std::sync::atomic::Ordering::SeqCst);
+    let summary = h.process(&file, &format());
+    assert_eq!((summary.records_in, summary.resumed), (40, 1));
+    assert_eq!((h.outputs(&file), h.balance(1), h.balance(2)), expected);
+}
+
 /// Regression: an output lost or cut shorter than its checkpoint covers (a power cut
 /// before its name was durable, a file truncated by hand) was extended with zeros by the
 /// resumed run, which then appended after them. It is refused, naming the file.

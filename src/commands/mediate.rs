@@ -5,7 +5,7 @@
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -64,10 +64,10 @@ pub(crate) struct MediateArgs {
     source: Option<String>,
     /// A file whose rejects are more than this percentage of its records raises an alarm
     /// on its source; a later file of the source at or under it clears it.
-    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u8).range(0..=99))]
+    #[arg(long, default_value_t = REJECT_ALARM_PERCENT, value_parser = clap::value_parser!(u8).range(0..=99))]
     reject_alarm_percent: u8,
     /// Files with fewer records than this say nothing either way.
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = REJECT_ALARM_MIN_RECORDS)]
     reject_alarm_min_records: u64,
 }
 
@@ -76,12 +76,33 @@ pub(crate) struct MediateArgs {
 /// there is one. A store that cannot be opened or written is logged and tried again
 /// with the next file; it never fails the run.
 struct RejectAlarms {
-    runtime: tokio::runtime::Runtime,
+    runtime: Executor,
     location: String,
     alarms: Option<tollgate_alarms::Alarms>,
     percent: u64,
     min_records: u64,
 }
+
+/// Where the rejects alarm's store work runs: the command's own current-thread runtime
+/// (whose `Runtime::block_on` drives its I/O; its handle's would not), or the server's
+/// multi-threaded management runtime, from the mediation thread.
+enum Executor {
+    Own(tokio::runtime::Runtime),
+    Server(tokio::runtime::Handle),
+}
+
+impl Executor {
+    fn block_on<F: std::future::Future>(&self, future: F) -> F::Output {
+        match self {
+            Executor::Own(runtime) => runtime.block_on(future),
+            Executor::Server(handle) => handle.block_on(future),
+        }
+    }
+}
+
+/// The rejects alarm's thresholds unless given: more than 5 % of a file of at least 20.
+const REJECT_ALARM_PERCENT: u8 = 5;
+const REJECT_ALARM_MIN_RECORDS: u64 = 20;
 
 impl RejectAlarms {
     fn new(args: &MediateArgs) -> anyhow::Result<Option<RejectAlarms>> {
@@ -92,12 +113,23 @@ impl RejectAlarms {
             None => return Ok(None),
         };
         Ok(Some(RejectAlarms {
-            runtime: super::bss::runtime()?,
+            runtime: Executor::Own(super::bss::runtime()?),
             location,
             alarms: None,
             percent: u64::from(args.reject_alarm_percent),
             min_records: args.reject_alarm_min_records,
         }))
+    }
+
+    /// In `serve`: the server's alarms, on its management runtime.
+    fn in_server(alarms: tollgate_alarms::Alarms, handle: tokio::runtime::Handle) -> RejectAlarms {
+        RejectAlarms {
+            runtime: Executor::Server(handle),
+            location: String::new(),
+            alarms: Some(alarms),
+            percent: u64::from(REJECT_ALARM_PERCENT),
+            min_records: REJECT_ALARM_MIN_RECORDS,
+        }
     }
 
     fn judge(&mut self, source: &str, file: &Path, summary: &Summary) {
@@ -163,6 +195,10 @@ pub(crate) fn run(args: &MediateArgs) -> anyhow::Result<ExitCode> {
     config.batch_records = args.batch;
     config.max_age_seconds = args.max_age_days.saturating_mul(86_400);
     config.max_file_bytes = args.max_file_bytes;
+    // SIGINT or SIGTERM while watching: the file under way stops between two batches and
+    // stays in incoming, to resume from its checkpoint at the next start.
+    let stop = args.watch.is_some().then(stop_flag);
+    config.stop = stop.clone();
     let mediator = Mediator::new(&engine, config);
     let mut alarms = RejectAlarms::new(args)?;
     let mut rated = |file: &Path, summary: &Summary| {
@@ -171,16 +207,7 @@ pub(crate) fn run(args: &MediateArgs) -> anyhow::Result<ExitCode> {
             alarms.judge(&source_of(args, file), file, summary);
         }
     };
-    let format_of = |path: &Path| -> anyhow::Result<Format> {
-        let text = matches!(path.extension().and_then(|e| e.to_str()), Some("csv" | "tsv" | "txt"));
-        match (args.format, text) {
-            (FormatArg::Ber, _) | (FormatArg::Auto, false) => Ok(Format::Ber),
-            (FormatArg::Csv, _) | (FormatArg::Auto, true) => match &mapping {
-                Some(mapping) => Ok(Format::Csv(mapping.clone())),
-                None => bail!("{}: delimited files need --mapping", path.display()),
-            },
-        }
-    };
+    let format_of = |path: &Path| format_for(path, args.format, mapping.as_ref(), "--mapping");
     let mut failed = 0;
     for file in &args.files {
         match format_of(file).and_then(|format| rate_file(&mediator, file, &format)) {
@@ -191,11 +218,33 @@ pub(crate) fn run(args: &MediateArgs) -> anyhow::Result<ExitCode> {
             }
         }
     }
-    if let Some(dir) = &args.watch {
-        failed += watch(&mediator, dir, args.once, &format_of, &mut rated)?;
+    if let (Some(dir), Some(stop)) = (&args.watch, &stop) {
+        let mut rate = |file: &Path| format_of(file).and_then(|format| rate_file(&mediator, file, &format));
+        failed += watch(dir, args.once, stop, &mut rate, &mut rated)?;
     }
     engine.shutdown().context("stopping the engine")?;
     Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// A batch size of 1 to 1,048,576 records.
+fn parse_batch(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(n) if (1..=1 << 20).contains(&n) => Ok(n),
+        _ => Err("a number of records from 1 to 1048576".to_owned()),
+    }
+}
+
+/// A file's format: as `arg` says, or by extension (.csv, .tsv and .txt are delimited
+/// text, anything else BER); delimited text needs the column mapping (`flag` names it).
+fn format_for(path: &Path, arg: FormatArg, mapping: Option<&Mapping>, flag: &str) -> anyhow::Result<Format> {
+    let text = matches!(path.extension().and_then(|e| e.to_str()), Some("csv" | "tsv" | "txt"));
+    match (arg, text) {
+        (FormatArg::Ber, _) | (FormatArg::Auto, false) => Ok(Format::Ber),
+        (FormatArg::Csv, _) | (FormatArg::Auto, true) => match mapping {
+            Some(mapping) => Ok(Format::Csv(mapping.clone())),
+            None => bail!("{}: delimited files need {flag}", path.display()),
+        },
+    }
 }
 
 fn rate_file(mediator: &Mediator<'_>, file: &Path, format: &Format) -> anyhow::Result<Summary> {
@@ -239,20 +288,21 @@ fn print_summary(file: &Path, summary: &Summary) {
     );
 }
 
-/// Rates files appearing in DIR/incoming until SIGINT/SIGTERM (or once). Returns how
-/// many files failed.
+/// Rates (`rate`) the files appearing in DIR/incoming, in name order, until `stop` is set
+/// (or once), moving each to DIR/processed, or DIR/failed when it cannot be read at all. A
+/// file whose run was stopped stays in incoming (it resumes from its checkpoint). Returns
+/// how many files failed.
 fn watch(
-    mediator: &Mediator<'_>,
     dir: &Path,
     once: bool,
-    format_of: &dyn Fn(&Path) -> anyhow::Result<Format>,
+    stop: &AtomicBool,
+    rate: &mut dyn FnMut(&Path) -> anyhow::Result<Summary>,
     rated: &mut dyn FnMut(&Path, &Summary),
 ) -> anyhow::Result<usize> {
     let (incoming, processed, failed_dir) = (dir.join("incoming"), dir.join("processed"), dir.join("failed"));
     for folder in [&incoming, &processed, &failed_dir] {
         std::fs::create_dir_all(folder).with_context(|| format!("creating {}", folder.display()))?;
     }
-    let stop = stop_flag();
     let mut failed = 0;
     while !stop.load(Ordering::SeqCst) {
         let mut files: Vec<PathBuf> = std::fs::read_dir(&incoming)
@@ -263,10 +313,14 @@ fn watch(
             .collect();
         files.sort();
         for file in files {
-            let target = match format_of(&file).and_then(|format| rate_file(mediator, &file, &format)) {
+            let target = match rate(&file) {
                 Ok(summary) => {
                     rated(&file, &summary);
                     &processed
+                }
+                Err(err) if matches!(err.downcast_ref(), Some(tollgate_mediation::MediationError::Stopped)) => {
+                    tracing::info!(file = %file.display(), "stopped; the file resumes at the next start");
+                    return Ok(failed);
                 }
                 Err(err) => {
                     failed += 1;
@@ -306,4 +360,192 @@ fn stop_flag() -> Arc<AtomicBool> {
         });
     });
     flag
+}
+
+/// `tollgate serve`'s mediation flags: usage files rated through the server's own engine,
+/// beside online charging (a data directory has one engine: `tollgate mediate` cannot run
+/// on it while the server does).
+#[derive(Debug, Clone, Args)]
+pub(crate) struct ServeMediationArgs {
+    /// Rate the usage files that appear in DIR/incoming through this server's engine and
+    /// move each to DIR/processed (DIR/failed when it cannot be read at all); outputs in
+    /// DATA_DIR/mediation/out. Write a file under a dot name and rename it when whole. At a
+    /// stop the file under way ends between two batches and resumes at the next start.
+    #[arg(long = "mediation-watch", value_name = "DIR")]
+    watch: Option<PathBuf>,
+    /// Column mapping of delimited files (TOML; see the mediation README).
+    #[arg(long = "mediation-mapping", value_name = "FILE", requires = "watch")]
+    mapping: Option<PathBuf>,
+    /// The files' format (as `tollgate mediate --format`).
+    #[arg(long = "mediation-format", value_enum, default_value = "auto")]
+    format: FormatArg,
+    /// Records older than this many days are rejected as out of window.
+    #[arg(long = "mediation-max-age-days", default_value_t = 90)]
+    max_age_days: i64,
+    /// Records charged per engine message and per checkpoint (a stop waits for one batch).
+    #[arg(long = "mediation-batch", default_value_t = tollgate_mediation::pipeline::DEFAULT_BATCH_RECORDS,
+          value_parser = parse_batch)]
+    batch: usize,
+    /// The rejects alarm's object, `mediation/SOURCE` (default: the watched directory's
+    /// name); raised when more than 5 % of a file of 20 records or more is rejected.
+    #[arg(long = "mediation-source", requires = "watch")]
+    source: Option<String>,
+}
+
+impl ServeMediationArgs {
+    /// Whether `--mediation-watch` is given.
+    pub(crate) fn is_watching(&self) -> bool {
+        self.watch.is_some()
+    }
+}
+
+/// What `serve`'s mediation did since the server started, for `/metrics`. A file resumed
+/// after a restart counts its records from before the restart again.
+#[derive(Debug, Default)]
+pub(crate) struct MediationCounters {
+    files_rated: AtomicU64,
+    files_failed: AtomicU64,
+    files_waiting: AtomicU64,
+    records_rated: AtomicU64,
+    records_rejected: AtomicU64,
+    records_duplicate: AtomicU64,
+    bytes_done: AtomicU64,
+    bytes_total: AtomicU64,
+}
+
+/// `/metrics`: `serve`'s mediation.
+pub(crate) struct MediationMetrics(pub(crate) Arc<MediationCounters>);
+
+impl tollgate_oss_adapters::admin::MetricsSource for MediationMetrics {
+    fn write<'a>(
+        &'a self,
+        page: &'a mut tollgate_oss_adapters::admin::Exposition,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>> {
+        use tollgate_oss_adapters::admin::Kind;
+        Box::pin(async move {
+            let c = &self.0;
+            let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+            let files = "tollgate_mediation_files_total";
+            page.family(files, Kind::Counter, "Usage files the server's mediation finished, by outcome.");
+            page.sample(files, &[("outcome", "rated")], load(&c.files_rated));
+            page.sample(files, &[("outcome", "failed")], load(&c.files_failed));
+            let records = "tollgate_mediation_records_total";
+            page.family(records, Kind::Counter, "Usage records the server's mediation read, by outcome.");
+            page.sample(records, &[("outcome", "rated")], load(&c.records_rated));
+            page.sample(records, &[("outcome", "rejected")], load(&c.records_rejected));
+            page.sample(records, &[("outcome", "duplicate")], load(&c.records_duplicate));
+            let waiting = "tollgate_mediation_files_waiting";
+            page.family(
+                waiting,
+                Kind::Gauge,
+                "Usage files in the watched incoming directory, the one under way included.",
+            );
+            page.sample(waiting, &[], load(&c.files_waiting));
+            let bytes = "tollgate_mediation_file_bytes";
+            page.family(bytes, Kind::Gauge, "The file under way: its size, and how far it is rated.");
+            page.sample(bytes, &[("part", "done")], load(&c.bytes_done));
+            page.sample(bytes, &[("part", "total")], load(&c.bytes_total));
+        })
+    }
+}
+
+/// `serve`'s mediation thread, stopped with [`ServeMediation::stop`].
+pub(crate) struct ServeMediation {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl ServeMediation {
+    /// Starts the thread when `--mediation-watch` is given: it rates the files of the
+    /// directory through `engine` (the management plane's priority), judges each file's
+    /// rejects (the alarm, when the server has a store: `alarms` on `handle`) and counts
+    /// into `counters`.
+    pub(crate) fn start(
+        args: &ServeMediationArgs,
+        engine: Arc<tollgate_engine::Engine>,
+        data_dir: &Path,
+        alarms: Option<(tollgate_alarms::Alarms, tokio::runtime::Handle)>,
+        counters: Arc<MediationCounters>,
+    ) -> anyhow::Result<Option<ServeMediation>> {
+        let Some(dir) = args.watch.clone() else { return Ok(None) };
+        let mapping = args
+            .mapping
+            .as_deref()
+            .map(|path| Mapping::load(path).with_context(|| format!("--mediation-mapping {}", path.display())))
+            .transpose()?;
+        let base = data_dir.join("mediation");
+        let mut config = MediationConfig::new(base.join("out"), base.join("state"));
+        config.max_age_seconds = args.max_age_days.saturating_mul(86_400);
+        config.batch_records = args.batch;
+        let stop = Arc::new(AtomicBool::new(false));
+        config.stop = Some(Arc::clone(&stop));
+        let source = args.source.clone().unwrap_or_else(|| {
+            dir.file_name().map_or_else(|| "default".to_owned(), |name| name.to_string_lossy().into_owned())
+        });
+        let format = args.format;
+        let thread_stop = Arc::clone(&stop);
+        let thread = std::thread::Builder::new().name("tollgate-mediation".into()).spawn(move || {
+            super::serve::lower_thread_priority();
+            let mediator = Mediator::new(&engine, config);
+            let mut alarms = alarms.map(|(alarms, handle)| RejectAlarms::in_server(alarms, handle));
+            let format_of = |path: &Path| format_for(path, format, mapping.as_ref(), "--mediation-mapping");
+            let incoming = dir.join("incoming");
+            let mut rate = |file: &Path| -> anyhow::Result<Summary> {
+                let waiting = std::fs::read_dir(&incoming).map_or(0, |entries| {
+                    entries
+                        .filter_map(Result::ok)
+                        .filter(|entry| !entry.file_name().to_string_lossy().starts_with('.'))
+                        .count()
+                });
+                counters.files_waiting.store(waiting as u64, Ordering::Relaxed);
+                let format = format_of(file)?;
+                let mut seen =
+                    Progress { records: 0, rated: 0, rejected: 0, duplicates: 0, bytes_done: 0, bytes_total: 0 };
+                let mut report = |progress: Progress| {
+                    let add = |counter: &AtomicU64, now: u64, before: u64| {
+                        counter.fetch_add(now.saturating_sub(before), Ordering::Relaxed);
+                    };
+                    add(&counters.records_rated, progress.rated, seen.rated);
+                    add(&counters.records_rejected, progress.rejected, seen.rejected);
+                    add(&counters.records_duplicate, progress.duplicates, seen.duplicates);
+                    counters.bytes_done.store(progress.bytes_done, Ordering::Relaxed);
+                    counters.bytes_total.store(progress.bytes_total, Ordering::Relaxed);
+                    seen = progress;
+                };
+                tracing::info!(file = %file.display(), "mediation: rating");
+                let summary = mediator.process(file, &format, &mut report);
+                let counter = if summary.is_ok() { &counters.files_rated } else { &counters.files_failed };
+                if !matches!(summary, Err(tollgate_mediation::MediationError::Stopped)) {
+                    counter.fetch_add(1, Ordering::Relaxed);
+                }
+                counters.bytes_done.store(0, Ordering::Relaxed);
+                counters.bytes_total.store(0, Ordering::Relaxed);
+                Ok(summary?)
+            };
+            let mut rated = |file: &Path, summary: &Summary| {
+                tracing::info!(
+                    file = %file.display(),
+                    records = summary.records_in,
+                    rated = summary.rated,
+                    rejected = summary.rejected,
+                    duplicates = summary.duplicates,
+                    "mediation: file rated"
+                );
+                if let Some(alarms) = &mut alarms {
+                    alarms.judge(&source, file, summary);
+                }
+            };
+            if let Err(error) = watch(&dir, false, &thread_stop, &mut rate, &mut rated) {
+                tracing::error!(error = format!("{error:#}"), "mediation stopped");
+            }
+            counters.files_waiting.store(0, Ordering::Relaxed);
+        })?;
+        Ok(Some(ServeMediation { stop, thread }))
+    }
+
+    /// Stops the thread between two batches and waits for it.
+    pub(crate) fn stop(self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = self.thread.join();
+    }
 }

@@ -75,6 +75,8 @@ pub(crate) struct ServeArgs {
     alarms: Box<super::alarm::AlarmServeArgs>,
     #[command(flatten)]
     fraud: Box<super::fraud::FraudArgs>,
+    #[command(flatten)]
+    mediation: Box<super::mediate::ServeMediationArgs>,
     /// Threshold notifications' message templates (evaluated whenever there is a store).
     #[command(flatten)]
     threshold_templates: Box<super::threshold::TemplateArgs>,
@@ -467,6 +469,10 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         if let Some(runs) = &bill_runs {
             sources.push(Arc::new(super::bill_run_api::BillRunMetrics(Arc::clone(runs))));
         }
+        let mediation_counters = Arc::new(super::mediate::MediationCounters::default());
+        if args.mediation.is_watching() {
+            sources.push(Arc::new(super::mediate::MediationMetrics(Arc::clone(&mediation_counters))));
+        }
         let threshold_counters = Arc::new(super::threshold::ThresholdCounters::default());
         if bss.is_some() {
             sources.push(Arc::new(super::threshold::ThresholdMetrics(Arc::clone(&threshold_counters))));
@@ -574,6 +580,15 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
             }
             None => None,
         };
+        // Usage files rated through this engine, beside online charging: a thread of its
+        // own, at the management plane's priority.
+        let mediation = super::mediate::ServeMediation::start(
+            &args.mediation,
+            Arc::clone(&engine),
+            &args.engine.data_dir,
+            bss.as_ref().map(|store| (tollgate_alarms::Alarms::new(store.clone(), traps.clone()), bss_handle.clone())),
+            mediation_counters,
+        )?;
         // Fraud and leakage detection: a thread of its own follows the rated-event ledger
         // (files the ledger thread wrote; never a shard) and hands findings to a worker
         // here that raises their alarms and places suspend orders.
@@ -690,6 +705,10 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
             () = async { stopping.await; tokio::time::sleep(SHUTDOWN_GRACE).await } => {
                 tracing::warn!(grace = ?SHUTDOWN_GRACE, "connections still open after the grace period; closing them");
             }
+        }
+        if let Some(mediation) = mediation {
+            // The file under way stops after the batch in the engine, before the shards do.
+            mediation.stop();
         }
         if let Some(fraud) = fraud {
             fraud.stop();

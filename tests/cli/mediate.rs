@@ -230,3 +230,144 @@ fn a_file_whose_rejects_pass_the_threshold_raises_an_alarm_cleared_by_a_clean_fi
     assert_eq!(alarm_of(&all, "mediation/msc2"), None, "a clean source never had one");
     std::fs::remove_dir_all(dir).ok();
 }
+
+/// `serve --mediation-watch`: usage files rated through the server's own engine, beside
+/// online charging. A file dropped into DIR/incoming is rated and moved to processed, its
+/// outputs in DATA/mediation/out, its rejects judged (the `mediation/SOURCE` alarm) and
+/// counted on `/metrics`. A server stopped (SIGTERM) in the middle of a file leaves it in
+/// incoming, stopped between two batches; started again, it finishes it. Every call is
+/// charged exactly once: the balances equal those of `tollgate mediate` on a fresh copy.
+#[test]
+fn serve_rates_the_files_of_its_watched_directory_and_a_stop_mid_file_resumes_exactly_once() {
+    use super::alarms::{alarm_of, open_alarms};
+    use super::fraud::metric;
+    let dir = scratch("serve-mediation");
+    let (data, clean) = (dir.join("data"), dir.join("clean"));
+    setup(&data);
+    setup(&clean);
+    let mapping = dir.join("mapping.toml");
+    std::fs::write(&mapping, MAPPING).expect("mapping");
+    let spool = dir.join("msc7");
+    let database = dir.join("bss.sqlite3").display().to_string();
+    let flags = [
+        "--mediation-watch",
+        spool.to_str().expect("path"),
+        "--mediation-mapping",
+        mapping.to_str().expect("path"),
+        "--mediation-max-age-days",
+        "100000",
+        "--mediation-batch",
+        "50",
+        "--database",
+        &database,
+    ];
+    let start = || super::start_servers(&data, "ocs.mediation.test", &flags).0;
+    let drop_in = |name: &str, count: u64, unknown: u64| {
+        let staged = spool.join(format!(".{name}"));
+        calls_file(&staged, count, unknown);
+        std::fs::rename(&staged, spool.join("incoming").join(name)).expect("into incoming");
+    };
+    let processed = |name: &str| spool.join("processed").join(name).exists();
+    let wait_until = |what: &str, check: &dyn Fn() -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while !check() {
+            assert!(Instant::now() < deadline, "{what}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+
+    // A small file with 12 of 40 records from unknown subscribers: rated, alarmed, counted.
+    let server = start();
+    let admin = super::admin_address_of(&data);
+    wait_until("the server made its incoming directory", &|| spool.join("incoming").is_dir());
+    drop_in("bad.csv", 40, 12);
+    wait_until("bad.csv was rated", &|| processed("bad.csv"));
+    let summary: Value =
+        serde_json::from_slice(&std::fs::read(data.join("mediation/out/bad.csv.summary.json")).expect("summary"))
+            .expect("JSON");
+    assert_eq!(
+        (summary["records_in"].as_u64(), summary["rated"].as_u64(), summary["rejected"].as_u64()),
+        (Some(40), Some(28), Some(12))
+    );
+    assert_eq!(metric(&admin, "tollgate_mediation_records_total{outcome=\"rated\"}"), Some(28));
+    assert_eq!(metric(&admin, "tollgate_mediation_records_total{outcome=\"rejected\"}"), Some(12));
+    assert_eq!(metric(&admin, "tollgate_mediation_files_total{outcome=\"rated\"}"), Some(1));
+    let alarm = alarm_of(&open_alarms(&database), "mediation/msc7").expect("the rejects alarm");
+    assert!(alarm[6].contains("12 of 40 records rejected"), "{alarm:?}");
+
+    // A file of many batches, the server stopped while it is under way.
+    drop_in("big.csv", 6_000, 0);
+    wait_until("big.csv is under way", &|| {
+        metric(&admin, "tollgate_mediation_file_bytes{part=\"done\"}").is_some_and(|done| done > 0)
+            || processed("big.csv")
+    });
+    super::stop_server(server);
+    assert!(!processed("big.csv"), "stopped before the end of the file (a faster machine: raise the count)");
+    assert!(spool.join("incoming/big.csv").exists(), "left in incoming to resume");
+    let server = start();
+    wait_until("big.csv was rated after the restart", &|| processed("big.csv"));
+    super::stop_server(server);
+    let summary: Value =
+        serde_json::from_slice(&std::fs::read(data.join("mediation/out/big.csv.summary.json")).expect("summary"))
+            .expect("JSON");
+    assert_eq!((summary["rated"].as_u64(), summary["resumed"].as_u64()), (Some(6_000), Some(1)));
+
+    // The same calls through `tollgate mediate` on a fresh copy: the same balances.
+    let (clean_dir, out) = (clean.display().to_string(), dir.join("clean-out").display().to_string());
+    for name in ["bad.csv", "big.csv"] {
+        let file = spool.join("processed").join(name).display().to_string();
+        let output = tollgate(&mediate_args(&clean_dir, &out, mapping.to_str().expect("path"), &file), "");
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    }
+    assert_eq!(balances(&data), balances(&clean), "each call charged once");
+    std::fs::remove_dir_all(dir).ok();
+}
+
+/// `tollgate mediate --watch DIR --once`: the files in DIR/incoming are rated in name
+/// order and moved to processed; a file that cannot be read at all (delimited text with
+/// no mapping for its extension) goes to failed and the run says so in its exit code.
+#[test]
+fn mediate_watch_once_rates_what_is_in_incoming_and_moves_each_file() {
+    let dir = scratch("mediate-watch-once");
+    let data = dir.join("data");
+    setup(&data);
+    let spool = dir.join("spool");
+    std::fs::create_dir_all(spool.join("incoming")).expect("incoming");
+    calls_file(&spool.join("incoming/a.csv"), 30, 0);
+    calls_file(&spool.join("incoming/b.csv"), 20, 5);
+    std::fs::write(spool.join("incoming/c.cdr"), b"not a CDR file").expect("c.cdr");
+    let mapping = dir.join("mapping.toml");
+    std::fs::write(&mapping, MAPPING).expect("mapping");
+    let (data_dir, spool_dir) = (data.display().to_string(), spool.display().to_string());
+    let args = [
+        "mediate",
+        "--data-dir",
+        &data_dir,
+        "--mapping",
+        mapping.to_str().expect("path"),
+        "--max-age-days",
+        "100000",
+        "--watch",
+        &spool_dir,
+        "--once",
+    ];
+    let output = tollgate(&args, "");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "one file failed: {}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        stdout.contains("a.csv: 30 records: 30 rated") && stdout.contains("b.csv: 20 records: 15 rated"),
+        "{stdout}"
+    );
+    let names = |folder: &str| {
+        let mut names: Vec<String> = std::fs::read_dir(spool.join(folder))
+            .expect("folder")
+            .map(|entry| entry.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    assert_eq!(names("incoming"), Vec::<String>::new());
+    assert_eq!(names("processed"), ["a.csv", "b.csv"]);
+    assert_eq!(names("failed"), ["c.cdr"]);
+    std::fs::remove_dir_all(dir).ok();
+}
