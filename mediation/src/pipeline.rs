@@ -76,6 +76,10 @@ pub struct MediationConfig {
     /// checkpointed, then [`Mediator::process`] answers [`MediationError::Stopped`] and the
     /// file resumes from its checkpoint when processed again (a server shutting down).
     pub stop: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
+    /// At most this many records a second go to the engine (`None`: as fast as it
+    /// charges them): a server rating files beside online charging leaves its shards
+    /// time for the network's requests.
+    pub max_records_per_second: Option<u64>,
     /// For crash tests: stop with [`MediationError::Interrupted`] right after the engine
     /// charged this batch (1-based), before its outputs are synced or checkpointed.
     #[doc(hidden)]
@@ -93,6 +97,7 @@ impl MediationConfig {
             max_future_seconds: 3_600,
             sync: true,
             stop: None,
+            max_records_per_second: None,
             crash_after_charging_batch: None,
         }
     }
@@ -405,10 +410,14 @@ impl<'e> Mediator<'e> {
             let mut interrupted = None;
             let mut in_flight: Option<Submitted> = None;
             let mut batches = 0u64;
+            let pace = Pace::new(self.config.max_records_per_second);
             // Each batch read, then one `None` to drain the last one in flight.
             for next in read.into_iter().map(Some).chain(std::iter::once(None)) {
                 // Asked to stop with batches left: submit nothing more, write the batch in
                 // the engine, end.
+                if let Some(batch) = &next {
+                    pace.wait(batch.items.len(), self.config.stop.as_deref());
+                }
                 let stopping = next.is_some() && self.config.stop.as_ref().is_some_and(|stop| stop.load(SeqCst));
                 let next = if stopping { None } else { next };
                 let submitted = match next.map(|batch| self.submit_batch(&file, batch)).transpose() {
@@ -656,6 +665,33 @@ struct ResumePoint {
 
 /// A batch as read: its items, where to resume after it, and whether the file ended
 /// (cleanly, or unreadable from `resume` on).
+/// Holds batches back to a rate of records a second, from the run's start.
+struct Pace {
+    per_second: Option<u64>,
+    started: std::time::Instant,
+    records: std::cell::Cell<u64>,
+}
+
+impl Pace {
+    fn new(per_second: Option<u64>) -> Pace {
+        Pace { per_second: per_second.filter(|rate| *rate > 0), started: std::time::Instant::now(), records: 0.into() }
+    }
+
+    /// Waits until the records sent so far, `count` more included, fit the rate (or the
+    /// run is asked to stop), then counts them.
+    fn wait(&self, count: usize, stop: Option<&std::sync::atomic::AtomicBool>) {
+        let Some(rate) = self.per_second else { return };
+        let before = self.records.get();
+        self.records.set(before.saturating_add(count as u64));
+        // The instant the records before these are due by: they go then.
+        let due_nanos = u128::from(before) * 1_000_000_000 / u128::from(rate);
+        let due = self.started + std::time::Duration::from_nanos(u64::try_from(due_nanos).unwrap_or(u64::MAX));
+        while std::time::Instant::now() < due && !stop.is_some_and(|stop| stop.load(SeqCst)) {
+            std::thread::sleep((due - std::time::Instant::now()).min(std::time::Duration::from_millis(50)));
+        }
+    }
+}
+
 struct ReadBatch {
     items: Vec<Item>,
     resume: ResumePoint,

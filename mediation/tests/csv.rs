@@ -188,6 +188,24 @@ fn a_run_asked_to_stop_ends_between_batches_and_resumes_to_a_clean_run() {
     assert_eq!((h.outputs(&file), h.balance(1), h.balance(2)), expected);
 }
 
+/// `MediationConfig::max_records_per_second` holds batches back to the rate: 40 records
+/// in batches of 4 at 100 a second cannot be sent in less than the 0.36 s the tenth
+/// batch waits for (a lower bound: sleeping never ends early), and the file is read whole.
+#[test]
+fn a_paced_run_sends_no_faster_than_its_rate() {
+    let mut text = HEADER.to_owned();
+    for n in 0..40 {
+        text.push_str(&format!("p{n},49170000000{},4990012345,voice,2026-03-02 10:{:02}:00,60\n", 1 + n % 2, n % 60));
+    }
+    let mut h = Harness::with_batch("csv-paced", 4);
+    h.config.max_records_per_second = Some(100);
+    let file = h.write("paced.csv", &text);
+    let started = std::time::Instant::now();
+    let summary = h.process(&file, &format());
+    assert!(started.elapsed() >= std::time::Duration::from_millis(360), "{:?}", started.elapsed());
+    assert_eq!((summary.records_in, summary.complete), (40, true));
+}
+
 /// Regression: an output lost or cut shorter than its checkpoint covers (a power cut
 /// before its name was durable, a file truncated by hand) was extended with zeros by the
 /// resumed run, which then appended after them. It is refused, naming the file.

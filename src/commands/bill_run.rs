@@ -217,11 +217,23 @@ pub(crate) fn run(args: &BillRunArgs) -> anyhow::Result<ExitCode> {
                 export_gl(&store, run, &load_config(config.as_deref())?, output.as_deref()).await
             }
             None => {
+                let cycle = args.cycle.clone().context("--cycle is required")?;
+                // A configuration that does not load fails the run, alarm included.
+                let config = match load_config(args.config.as_deref()) {
+                    Ok(config) => config,
+                    Err(error) => {
+                        let failed: anyhow::Result<ExitCode> = Err(error);
+                        if !args.dry_run {
+                            record_alarm(&store, None, &run_id(&cycle, &args.accounts).0, &failed).await;
+                        }
+                        return failed;
+                    }
+                };
                 let request = BillRequest {
-                    cycle: args.cycle.clone().context("--cycle is required")?,
+                    cycle,
                     accounts: args.accounts.clone(),
                     dry_run: args.dry_run,
-                    config: load_config(args.config.as_deref())?,
+                    config,
                     data_dir: args.database.data_dir.clone(),
                     shards: args.shards,
                     batch: usize::from(args.batch),
@@ -232,7 +244,7 @@ pub(crate) fn run(args: &BillRunArgs) -> anyhow::Result<ExitCode> {
                 let mut out = std::io::BufWriter::new(stdout.lock());
                 let billed = bill(&store, &request, &log, &mut out).await;
                 if !request.dry_run {
-                    record_alarm(&store, &request.run_id().0, &billed).await;
+                    record_alarm(&store, None, &request.run_id().0, &billed).await;
                 }
                 billed.map(|()| ExitCode::SUCCESS)
             }
@@ -277,9 +289,32 @@ pub(crate) struct RunLog {
     pub(crate) statements: AtomicU64,
     pub(crate) already: AtomicU64,
     pub(crate) finalised: AtomicU64,
+    /// Set to stop the run between two batches ([`Stopped`]); what it wrote stays, and a
+    /// rerun resumes it.
+    pub(crate) stop: std::sync::atomic::AtomicBool,
 }
 
+/// A run ended because it was asked to stop ([`RunLog::stop`]), not because it failed.
+#[derive(Debug)]
+pub(crate) struct Stopped;
+
+impl std::fmt::Display for Stopped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the bill run was stopped between two batches (the server is stopping); started again, it resumes")
+    }
+}
+
+impl std::error::Error for Stopped {}
+
 impl RunLog {
+    /// [`Stopped`] once the run was asked to stop.
+    fn check_stop(&self) -> anyhow::Result<()> {
+        if self.stop.load(Relaxed) {
+            return Err(Stopped.into());
+        }
+        Ok(())
+    }
+
     fn say(&self, line: std::fmt::Arguments<'_>) {
         if self.to_log {
             tracing::info!(target: "tollgate::bill_run", "{line}");
@@ -292,14 +327,19 @@ impl RunLog {
 /// A run that fails raises an alarm on `bill-run/RUN` (major; the error is the specific
 /// problem); a later run of the same cycle and accounts that ends clears it. A run that
 /// could not open its store records nothing, nor does a dry run.
-pub(crate) async fn record_alarm<T>(store: &Store, run: &str, billed: &anyhow::Result<T>) {
+pub(crate) async fn record_alarm<T>(
+    store: &Store,
+    traps: Option<std::sync::Arc<tollgate_alarms::TrapSender>>,
+    run: &str,
+    billed: &anyhow::Result<T>,
+) {
     use super::alarm::source::BILL_RUN;
     let object = format!("bill-run/{run}");
     let raise = billed.as_ref().err().map(|error| {
         let problem = format!("bill run {run} failed: {error:#}");
         BILL_RUN.report(&object, tollgate_alarms::PerceivedSeverity::Major, &problem)
     });
-    let alarms = tollgate_alarms::Alarms::new(store.clone(), None);
+    let alarms = tollgate_alarms::Alarms::new(store.clone(), traps);
     super::alarm::record(&alarms, &object, BILL_RUN, raise).await;
 }
 
@@ -310,7 +350,13 @@ fn shard_count(data_dir: &Path, given: Option<usize>) -> anyhow::Result<usize> {
     Ok(given.or(recorded.map(|layout| layout.shards)).unwrap_or(super::engine_setup::DEFAULT_SHARDS))
 }
 
-/// The run's id: the cycle, and the accounts when not all.
+/// The longest account list a run's id spells out; a longer one is named by its digest.
+const MAX_SCOPE_IN_ID: usize = 200;
+
+/// The run's id and scope: the cycle, and the accounts (sorted, comma-separated) when not
+/// all; past [`MAX_SCOPE_IN_ID`] characters the id names them by their digest
+/// (`2026-11:#` and 32 hex digits), so the id stays a short key (the scope column keeps
+/// the list), and the same accounts always make the same id.
 fn run_id(cycle: &str, accounts: &[String]) -> (String, String) {
     if accounts.is_empty() {
         return (cycle.to_owned(), "all".to_owned());
@@ -319,6 +365,10 @@ fn run_id(cycle: &str, accounts: &[String]) -> (String, String) {
     sorted.sort();
     sorted.dedup();
     let scope = sorted.join(",");
+    if scope.len() > MAX_SCOPE_IN_ID {
+        let digest = tollgate_engine::RecordKey::of(&scope).0;
+        return (format!("{cycle}:#{digest:032x}"), scope);
+    }
     (format!("{cycle}:{scope}"), scope)
 }
 
@@ -393,6 +443,7 @@ pub(crate) async fn bill(
     // A batch of hierarchies at a time: what the store has for them read in a few queries,
     // their documents composed, then written in one transaction.
     for (number, chunk) in pending.chunks(batch_size).enumerate() {
+        log.check_stop()?;
         let accounts: Vec<String> =
             chunk.iter().flat_map(|(group, _, _)| group.iter().map(|account| account.id.clone())).collect();
         let stored = Stored::load(store, &accounts).await?;
@@ -615,6 +666,7 @@ async fn finalise(
         }
         drafts.sort_by(|a, b| a.billing_account_id.cmp(&b.billing_account_id));
         for batch in drafts.chunks(batch) {
+            log.check_stop()?;
             // What each draft's finalising writes, read first: the transaction only writes.
             let now = jiff::Timestamp::now();
             let invoices: Vec<String> =
@@ -1666,7 +1718,22 @@ async fn export_gl(store: &Store, run: &str, config: &RunConfig, output: Option<
 
 #[cfg(test)]
 mod tests {
-    use super::chunk_starts;
+    use super::{chunk_starts, run_id, MAX_SCOPE_IN_ID};
+
+    #[test]
+    fn a_run_id_spells_out_a_few_accounts_and_names_many_by_their_digest() {
+        assert_eq!(run_id("2026-11", &[]), ("2026-11".to_owned(), "all".to_owned()));
+        let few = ["b".to_owned(), "a".to_owned(), "b".to_owned()];
+        assert_eq!(run_id("2026-11", &few), ("2026-11:a,b".to_owned(), "a,b".to_owned()));
+        let many: Vec<String> = (0..1000).map(|n| format!("{n:032x}")).collect();
+        let (id, scope) = run_id("2026-11", &many);
+        assert!(id.starts_with("2026-11:#") && id.len() == "2026-11:#".len() + 32, "{id}");
+        assert!(scope.len() > MAX_SCOPE_IN_ID && scope.split(',').count() == 1000);
+        let mut reversed = many.clone();
+        reversed.reverse();
+        assert_eq!(run_id("2026-11", &reversed).0, id, "the same accounts, the same id");
+        assert_ne!(run_id("2026-11", &many[1..]).0, id);
+    }
 
     #[test]
     fn ledger_chunks_end_at_their_item_or_entry_limit_and_are_never_empty() {

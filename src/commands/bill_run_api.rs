@@ -6,19 +6,23 @@
 //! API and to `/metrics`. A run is started at most once at a time per id in this server;
 //! two servers (or the CLI beside one) may run the same cycle at once, which the store
 //! makes safe (each hierarchy billed once, numbers gap-free). A failed run raises the
-//! `bill-run/RUN` alarm, cleared by the next attempt that ends, as from the CLI.
+//! `bill-run/RUN` alarm (sent as a trap too), cleared by the next attempt that ends, as
+//! from the CLI. At a stop the runs under way end between two batches
+//! ([`ServeBillRuns::stop`]) and resume when started again.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
+use tollgate_alarms::TrapSender;
 use tollgate_api::{BillRunProgress, BillRunRefusal, BillRunRequest, BillRunStart, BillRuns, BoxFuture};
 use tollgate_billing::RunConfig;
 use tollgate_oss_adapters::admin::{Exposition, Kind, MetricsSource};
 use tollgate_store::{BillRunState, Store};
 
-use super::bill_run::{bill, record_alarm, BillRequest, RunLog};
+use super::bill_run::{bill, record_alarm, BillRequest, RunLog, Stopped};
 
 /// Documents written, and then made final, per transaction (as the CLI's default).
 const BATCH: usize = 100;
@@ -31,6 +35,48 @@ struct Attempt {
     error: Mutex<Option<String>>,
 }
 
+impl Attempt {
+    fn error(&self) -> Option<String> {
+        self.error.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    fn set_error(&self, error: String) {
+        *self.error.lock().unwrap_or_else(PoisonError::into_inner) = Some(error);
+    }
+}
+
+/// What the attempts that ended did, since the server started.
+#[derive(Debug, Default)]
+struct Ended {
+    /// Held while an attempt's counts move here and while `/metrics` reads them, so a
+    /// scrape counts each document once.
+    gate: Mutex<()>,
+    done: AtomicU64,
+    failed: AtomicU64,
+    drafted: AtomicU64,
+    finalised: AtomicU64,
+}
+
+/// Ends an attempt however its thread ends (a panic too): counts it, and marks it not
+/// running, last.
+struct Ending {
+    attempt: Arc<Attempt>,
+    ended: Arc<Ended>,
+}
+
+impl Drop for Ending {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.attempt.set_error("the run stopped on an internal error (a panic); see the log".to_owned());
+            self.ended.failed.fetch_add(1, Relaxed);
+        }
+        let _gate = self.ended.gate.lock().unwrap_or_else(PoisonError::into_inner);
+        self.ended.drafted.fetch_add(self.attempt.log.drafted.load(Relaxed), Relaxed);
+        self.ended.finalised.fetch_add(self.attempt.log.finalised.load(Relaxed), Relaxed);
+        self.attempt.running.store(false, Relaxed);
+    }
+}
+
 /// The bill runs of this server, by run id: the latest attempt of each.
 #[derive(Debug)]
 pub(crate) struct ServeBillRuns {
@@ -38,24 +84,51 @@ pub(crate) struct ServeBillRuns {
     data_dir: PathBuf,
     shards: usize,
     config: RunConfig,
+    traps: Option<Arc<TrapSender>>,
     attempts: Mutex<HashMap<String, Arc<Attempt>>>,
     ended: Arc<Ended>,
 }
 
-/// Attempts that ended done, and failed, since the server started.
-#[derive(Debug, Default)]
-struct Ended {
-    done: AtomicU64,
-    failed: AtomicU64,
-}
-
 impl ServeBillRuns {
-    pub(crate) fn new(store: Store, data_dir: PathBuf, shards: usize, config: RunConfig) -> ServeBillRuns {
-        ServeBillRuns { store, data_dir, shards, config, attempts: Mutex::new(HashMap::new()), ended: Arc::default() }
+    pub(crate) fn new(
+        store: Store,
+        data_dir: PathBuf,
+        shards: usize,
+        config: RunConfig,
+        traps: Option<Arc<TrapSender>>,
+    ) -> ServeBillRuns {
+        ServeBillRuns {
+            store,
+            data_dir,
+            shards,
+            config,
+            traps,
+            attempts: Mutex::new(HashMap::new()),
+            ended: Arc::default(),
+        }
     }
 
     fn attempts(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Attempt>>> {
         self.attempts.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn running(&self, id: &str) -> bool {
+        self.attempts().get(id).is_some_and(|attempt| attempt.running.load(Relaxed))
+    }
+
+    /// Asks the runs under way to stop between two batches and waits for them, at most
+    /// `within`: the server calls it before its runtimes go down. A stopped run keeps what
+    /// it wrote and resumes when started again.
+    pub(crate) fn stop(&self, within: Duration) {
+        let running: Vec<Arc<Attempt>> =
+            self.attempts().values().filter(|attempt| attempt.running.load(Relaxed)).cloned().collect();
+        for attempt in &running {
+            attempt.log.stop.store(true, Relaxed);
+        }
+        let deadline = Instant::now() + within;
+        while running.iter().any(|attempt| attempt.running.load(Relaxed)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// The run's request, its cycle and accounts checked: a month, and hierarchy roots.
@@ -63,18 +136,13 @@ impl ServeBillRuns {
         tollgate_billing::parse_cycle(&asked.cycle)
             .map_err(|error| BillRunRefusal::Invalid { field: "cycle", reason: error.to_string() })?;
         if !asked.accounts.is_empty() {
-            let found = self
-                .store
-                .billable_accounts(Some(&asked.accounts))
-                .await
-                .map_err(|error| BillRunRefusal::Failed(error.to_string()))?;
-            for root in &asked.accounts {
-                if !found.iter().any(|account| &account.id == root) {
-                    return Err(BillRunRefusal::Invalid {
-                        field: "accounts",
-                        reason: format!("{root} is not the billing account at the root of a hierarchy"),
-                    });
-                }
+            let found = self.store.billable_accounts(Some(&asked.accounts)).await.map_err(BillRunRefusal::Store)?;
+            let roots: HashSet<&str> = found.iter().map(|account| account.id.as_str()).collect();
+            if let Some(root) = asked.accounts.iter().find(|root| !roots.contains(root.as_str())) {
+                return Err(BillRunRefusal::Invalid {
+                    field: "accounts",
+                    reason: format!("{root} is not the billing account at the root of a hierarchy"),
+                });
             }
         }
         Ok(BillRequest {
@@ -95,14 +163,18 @@ impl BillRuns for ServeBillRuns {
         Box::pin(async move {
             let request = self.request(asked, false).await?;
             let id = request.run_id().0;
-            let stored = self.store.bill_run(&id).await.map_err(|error| BillRunRefusal::Failed(error.to_string()))?;
+            if self.running(&id) {
+                return Ok(BillRunStart::UnderWay { id });
+            }
+            // A run done (here, by another server or by the CLI) is not run again.
+            let stored = self.store.bill_run(&id).await.map_err(BillRunRefusal::Store)?;
+            if stored.is_some_and(|run| run.state == BillRunState::Done) {
+                return Ok(BillRunStart::Done { id });
+            }
             let attempt = {
                 let mut attempts = self.attempts();
                 if attempts.get(&id).is_some_and(|attempt| attempt.running.load(Relaxed)) {
                     return Ok(BillRunStart::UnderWay { id });
-                }
-                if stored.is_some_and(|run| run.state == BillRunState::Done) {
-                    return Ok(BillRunStart::Done { id });
                 }
                 let attempt = Arc::new(Attempt {
                     log: RunLog { to_log: true, ..RunLog::default() },
@@ -113,23 +185,31 @@ impl BillRuns for ServeBillRuns {
                 attempt
             };
             tracing::info!(run = %id, actor = %request.actor, "bill run started through the API");
-            let (store, run, ended) = (self.store.clone(), id.clone(), Arc::clone(&self.ended));
+            let (store, run, traps) = (self.store.clone(), id.clone(), self.traps.clone());
+            let ending = Ending { attempt, ended: Arc::clone(&self.ended) };
             let runtime = tokio::runtime::Handle::current();
             // Not awaited: the answer is 202, and the run tells how it stands.
             drop(tokio::task::spawn_blocking(move || {
+                let Ending { attempt, ended } = &ending;
                 runtime.block_on(async {
                     let billed = bill(&store, &request, &attempt.log, &mut std::io::sink()).await;
-                    record_alarm(&store, &run, &billed).await;
                     match &billed {
-                        Ok(()) => ended.done.fetch_add(1, Relaxed),
+                        Ok(()) => {
+                            ended.done.fetch_add(1, Relaxed);
+                        }
+                        Err(error) if error.downcast_ref::<Stopped>().is_some() => {
+                            tracing::info!(%run, "bill run stopped with the server; it resumes when started again");
+                            return;
+                        }
                         Err(error) => {
                             tracing::error!(%run, error = format!("{error:#}"), "bill run failed");
-                            *attempt.error.lock().unwrap_or_else(PoisonError::into_inner) = Some(format!("{error:#}"));
-                            ended.failed.fetch_add(1, Relaxed)
+                            attempt.set_error(format!("{error:#}"));
+                            ended.failed.fetch_add(1, Relaxed);
                         }
-                    };
-                    attempt.running.store(false, Relaxed);
-                })
+                    }
+                    record_alarm(&store, traps, &run, &billed).await;
+                });
+                drop(ending);
             }));
             Ok(BillRunStart::Started { id })
         })
@@ -160,14 +240,13 @@ impl BillRuns for ServeBillRuns {
     fn progress(&self, id: &str) -> Option<BillRunProgress> {
         let attempt = Arc::clone(self.attempts().get(id)?);
         let log = &attempt.log;
-        let error = attempt.error.lock().unwrap_or_else(PoisonError::into_inner).clone();
         Some(BillRunProgress {
             running: attempt.running.load(Relaxed),
             drafted: log.drafted.load(Relaxed),
             statements: log.statements.load(Relaxed),
             billed_before: log.already.load(Relaxed),
             finalised: log.finalised.load(Relaxed),
-            error,
+            error: attempt.error(),
         })
     }
 }
@@ -183,17 +262,25 @@ impl MetricsSource for BillRunMetrics {
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>> {
         Box::pin(async move {
             let runs = &self.0;
-            let (mut running, mut drafted, mut finalised) = (0, 0, 0);
-            for attempt in runs.attempts().values() {
-                running += u64::from(attempt.running.load(Relaxed));
-                drafted += attempt.log.drafted.load(Relaxed);
-                finalised += attempt.log.finalised.load(Relaxed);
-            }
+            let ended = &runs.ended;
+            // The attempts that ended are in `ended`; those under way add what they did so
+            // far (an attempt's counts move to `ended` as it stops running, behind the gate).
+            let (running, drafted, finalised) = {
+                let _gate = ended.gate.lock().unwrap_or_else(PoisonError::into_inner);
+                let (mut running, mut drafted, mut finalised) =
+                    (0, ended.drafted.load(Relaxed), ended.finalised.load(Relaxed));
+                for attempt in runs.attempts().values().filter(|attempt| attempt.running.load(Relaxed)) {
+                    running += 1;
+                    drafted += attempt.log.drafted.load(Relaxed);
+                    finalised += attempt.log.finalised.load(Relaxed);
+                }
+                (running, drafted, finalised)
+            };
             page.family("tollgate_bill_runs_running", Kind::Gauge, "Bill runs under way in this server.");
             page.sample("tollgate_bill_runs_running", &[], running);
             page.family("tollgate_bill_runs_total", Kind::Counter, "Bill run attempts that ended, by outcome.");
-            page.sample("tollgate_bill_runs_total", &[("outcome", "done")], runs.ended.done.load(Relaxed));
-            page.sample("tollgate_bill_runs_total", &[("outcome", "failed")], runs.ended.failed.load(Relaxed));
+            page.sample("tollgate_bill_runs_total", &[("outcome", "done")], ended.done.load(Relaxed));
+            page.sample("tollgate_bill_runs_total", &[("outcome", "failed")], ended.failed.load(Relaxed));
             page.family(
                 "tollgate_bill_run_documents_total",
                 Kind::Counter,

@@ -209,21 +209,35 @@ pub(crate) fn run(args: &MediateArgs) -> anyhow::Result<ExitCode> {
     };
     let format_of = |path: &Path| format_for(path, args.format, mapping.as_ref(), "--mapping");
     let mut failed = 0;
+    let mut stopped = false;
     for file in &args.files {
         match format_of(file).and_then(|format| rate_file(&mediator, file, &format)) {
             Ok(summary) => rated(file, &summary),
+            Err(err) if is_stopped(&err) => {
+                eprintln!("tollgate: {}: stopped; run it again to resume it", file.display());
+                stopped = true;
+                break;
+            }
             Err(err) => {
                 failed += 1;
                 eprintln!("tollgate: {}: {err:#}", file.display());
             }
         }
     }
-    if let (Some(dir), Some(stop)) = (&args.watch, &stop) {
+    if let (Some(dir), Some(stop), false) = (&args.watch, &stop, stopped) {
         let mut rate = |file: &Path| format_of(file).and_then(|format| rate_file(&mediator, file, &format));
         failed += watch(dir, args.once, stop, &mut rate, &mut rated)?;
     }
     engine.shutdown().context("stopping the engine")?;
-    Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if failed == 0 && !stopped { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// `serve --mediation-batch` unless given.
+const SERVE_BATCH_RECORDS: usize = 4_096;
+
+/// Whether a file's run ended because it was asked to stop (it resumes when run again).
+fn is_stopped(error: &anyhow::Error) -> bool {
+    matches!(error.downcast_ref(), Some(tollgate_mediation::MediationError::Stopped))
 }
 
 /// A batch size of 1 to 1,048,576 records.
@@ -318,7 +332,7 @@ fn watch(
                     rated(&file, &summary);
                     &processed
                 }
-                Err(err) if matches!(err.downcast_ref(), Some(tollgate_mediation::MediationError::Stopped)) => {
+                Err(err) if is_stopped(&err) => {
                     tracing::info!(file = %file.display(), "stopped; the file resumes at the next start");
                     return Ok(failed);
                 }
@@ -383,9 +397,14 @@ pub(crate) struct ServeMediationArgs {
     #[arg(long = "mediation-max-age-days", default_value_t = 90)]
     max_age_days: i64,
     /// Records charged per engine message and per checkpoint (a stop waits for one batch).
-    #[arg(long = "mediation-batch", default_value_t = tollgate_mediation::pipeline::DEFAULT_BATCH_RECORDS,
-          value_parser = parse_batch)]
+    /// Smaller than `tollgate mediate`'s default: a shard charges a batch whole, and the
+    /// network's requests wait behind it (docs/performance.md, "Mediation in the server").
+    #[arg(long = "mediation-batch", default_value_t = SERVE_BATCH_RECORDS, value_parser = parse_batch)]
     batch: usize,
+    /// At most this many records a second go to the engine (0: as fast as it charges
+    /// them), leaving the shards time for online charging.
+    #[arg(long = "mediation-max-rate", default_value_t = 0)]
+    max_rate: u64,
     /// The rejects alarm's object, `mediation/SOURCE` (default: the watched directory's
     /// name); raised when more than 5 % of a file of 20 records or more is rejected.
     #[arg(long = "mediation-source", requires = "watch")]
@@ -397,6 +416,11 @@ impl ServeMediationArgs {
     pub(crate) fn is_watching(&self) -> bool {
         self.watch.is_some()
     }
+
+    /// The watched incoming directory (empty without `--mediation-watch`).
+    pub(crate) fn incoming(&self) -> PathBuf {
+        self.watch.as_ref().map(|dir| dir.join("incoming")).unwrap_or_default()
+    }
 }
 
 /// What `serve`'s mediation did since the server started, for `/metrics`. A file resumed
@@ -405,7 +429,6 @@ impl ServeMediationArgs {
 pub(crate) struct MediationCounters {
     files_rated: AtomicU64,
     files_failed: AtomicU64,
-    files_waiting: AtomicU64,
     records_rated: AtomicU64,
     records_rejected: AtomicU64,
     records_duplicate: AtomicU64,
@@ -413,8 +436,25 @@ pub(crate) struct MediationCounters {
     bytes_total: AtomicU64,
 }
 
-/// `/metrics`: `serve`'s mediation.
-pub(crate) struct MediationMetrics(pub(crate) Arc<MediationCounters>);
+/// `/metrics`: `serve`'s mediation, and the files waiting in its incoming directory
+/// (counted at each scrape).
+pub(crate) struct MediationMetrics {
+    pub(crate) counters: Arc<MediationCounters>,
+    pub(crate) incoming: PathBuf,
+}
+
+/// The files in `incoming` a watch would rate (not those under a dot name, still being
+/// written).
+fn waiting_files(incoming: &Path) -> u64 {
+    std::fs::read_dir(incoming).map_or(0, |entries| {
+        let waiting = entries
+            .filter_map(Result::ok)
+            .filter(|entry| !entry.file_name().to_string_lossy().starts_with('.'))
+            .filter(|entry| entry.file_type().is_ok_and(|kind| kind.is_file()))
+            .count();
+        u64::try_from(waiting).unwrap_or(u64::MAX)
+    })
+}
 
 impl tollgate_oss_adapters::admin::MetricsSource for MediationMetrics {
     fn write<'a>(
@@ -423,7 +463,7 @@ impl tollgate_oss_adapters::admin::MetricsSource for MediationMetrics {
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>> {
         use tollgate_oss_adapters::admin::Kind;
         Box::pin(async move {
-            let c = &self.0;
+            let c = &self.counters;
             let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
             let files = "tollgate_mediation_files_total";
             page.family(files, Kind::Counter, "Usage files the server's mediation finished, by outcome.");
@@ -440,7 +480,7 @@ impl tollgate_oss_adapters::admin::MetricsSource for MediationMetrics {
                 Kind::Gauge,
                 "Usage files in the watched incoming directory, the one under way included.",
             );
-            page.sample(waiting, &[], load(&c.files_waiting));
+            page.sample(waiting, &[], waiting_files(&self.incoming));
             let bytes = "tollgate_mediation_file_bytes";
             page.family(bytes, Kind::Gauge, "The file under way: its size, and how far it is rated.");
             page.sample(bytes, &[("part", "done")], load(&c.bytes_done));
@@ -452,7 +492,7 @@ impl tollgate_oss_adapters::admin::MetricsSource for MediationMetrics {
 /// `serve`'s mediation thread, stopped with [`ServeMediation::stop`].
 pub(crate) struct ServeMediation {
     stop: Arc<AtomicBool>,
-    thread: std::thread::JoinHandle<()>,
+    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl ServeMediation {
@@ -468,6 +508,12 @@ impl ServeMediation {
         counters: Arc<MediationCounters>,
     ) -> anyhow::Result<Option<ServeMediation>> {
         let Some(dir) = args.watch.clone() else { return Ok(None) };
+        // The folders made (or found) now: a directory the server cannot use stops it at
+        // the start, naming the flag.
+        for folder in ["incoming", "processed", "failed"].map(|name| dir.join(name)) {
+            std::fs::create_dir_all(&folder)
+                .with_context(|| format!("--mediation-watch: creating {}", folder.display()))?;
+        }
         let mapping = args
             .mapping
             .as_deref()
@@ -477,6 +523,7 @@ impl ServeMediation {
         let mut config = MediationConfig::new(base.join("out"), base.join("state"));
         config.max_age_seconds = args.max_age_days.saturating_mul(86_400);
         config.batch_records = args.batch;
+        config.max_records_per_second = Some(args.max_rate).filter(|rate| *rate > 0);
         let stop = Arc::new(AtomicBool::new(false));
         config.stop = Some(Arc::clone(&stop));
         let source = args.source.clone().unwrap_or_else(|| {
@@ -489,16 +536,14 @@ impl ServeMediation {
             let mediator = Mediator::new(&engine, config);
             let mut alarms = alarms.map(|(alarms, handle)| RejectAlarms::in_server(alarms, handle));
             let format_of = |path: &Path| format_for(path, format, mapping.as_ref(), "--mediation-mapping");
-            let incoming = dir.join("incoming");
             let mut rate = |file: &Path| -> anyhow::Result<Summary> {
-                let waiting = std::fs::read_dir(&incoming).map_or(0, |entries| {
-                    entries
-                        .filter_map(Result::ok)
-                        .filter(|entry| !entry.file_name().to_string_lossy().starts_with('.'))
-                        .count()
-                });
-                counters.files_waiting.store(waiting as u64, Ordering::Relaxed);
-                let format = format_of(file)?;
+                let format = match format_of(file) {
+                    Ok(format) => format,
+                    Err(error) => {
+                        counters.files_failed.fetch_add(1, Ordering::Relaxed);
+                        return Err(error);
+                    }
+                };
                 let mut seen =
                     Progress { records: 0, rated: 0, rejected: 0, duplicates: 0, bytes_done: 0, bytes_total: 0 };
                 let mut report = |progress: Progress| {
@@ -535,17 +580,32 @@ impl ServeMediation {
                     alarms.judge(&source, file, summary);
                 }
             };
-            if let Err(error) = watch(&dir, false, &thread_stop, &mut rate, &mut rated) {
-                tracing::error!(error = format!("{error:#}"), "mediation stopped");
+            // A failure of the directory itself (a rename refused, the disk full) is
+            // logged and the watch taken up again a little later, until the server stops.
+            while let Err(error) = watch(&dir, false, &thread_stop, &mut rate, &mut rated) {
+                tracing::error!(dir = %dir.display(), error = format!("{error:#}"), "mediation: watching again in 5 s");
+                let again = std::time::Instant::now() + Duration::from_secs(5);
+                while std::time::Instant::now() < again && !thread_stop.load(Ordering::SeqCst) {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
             }
-            counters.files_waiting.store(0, Ordering::Relaxed);
         })?;
-        Ok(Some(ServeMediation { stop, thread }))
+        Ok(Some(ServeMediation { stop, thread: Some(thread) }))
     }
 
     /// Stops the thread between two batches and waits for it.
     pub(crate) fn stop(self) {
+        drop(self);
+    }
+}
+
+impl Drop for ServeMediation {
+    /// Also when `serve` ends early on an error: the thread holds the engine, which must
+    /// not be left charging a file while the process exits.
+    fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
-        let _ = self.thread.join();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
     }
 }

@@ -464,6 +464,7 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
                 args.engine.data_dir.clone(),
                 report.shards.len(),
                 bill_run_config,
+                traps.clone(),
             ))
         });
         if let Some(runs) = &bill_runs {
@@ -471,7 +472,10 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         }
         let mediation_counters = Arc::new(super::mediate::MediationCounters::default());
         if args.mediation.is_watching() {
-            sources.push(Arc::new(super::mediate::MediationMetrics(Arc::clone(&mediation_counters))));
+            sources.push(Arc::new(super::mediate::MediationMetrics {
+                counters: Arc::clone(&mediation_counters),
+                incoming: args.mediation.incoming(),
+            }));
         }
         let threshold_counters = Arc::new(super::threshold::ThresholdCounters::default());
         if bss.is_some() {
@@ -710,6 +714,11 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
             // The file under way stops after the batch in the engine, before the shards do.
             mediation.stop();
         }
+        if let Some(runs) = &bill_runs {
+            // Before the management runtime goes down: the runs under way end between
+            // two batches and resume when started again.
+            runs.stop(BILL_RUN_STOP_WAIT);
+        }
         if let Some(fraud) = fraud {
             fraud.stop();
         }
@@ -819,6 +828,9 @@ const BSS_NICE: i32 = 10;
 /// Lowers the calling thread's scheduling priority by [`BSS_NICE`] (on Linux the nice value
 /// of "this process", pid 0, is the calling thread's; 19 is the lowest). Where that fails it
 /// stays as it was, which only costs the isolation.
+/// How long a stop waits for the bill runs under way to reach the end of a batch.
+const BILL_RUN_STOP_WAIT: Duration = Duration::from_secs(30);
+
 pub(crate) fn lower_thread_priority() {
     let lowered = rustix::process::getpriority_process(None)
         .and_then(|nice| rustix::process::setpriority_process(None, (nice + BSS_NICE).min(19)));

@@ -304,20 +304,23 @@ fn start_server_with(data: &Path, origin_host: &str, extra: &[&str]) -> (std::pr
 /// and the Diameter and Nchf addresses. The gRPC and admin addresses are noted in the data
 /// directory (`grpc_address_of`, `admin_address_of`), the server's log is copied to
 /// `DATA.log` beside it.
+/// `serve`'s listeners, each on a free loopback port.
+const LOOPBACK_LISTENERS: [&str; 8] = [
+    "--diameter-listen",
+    "127.0.0.1:0",
+    "--nchf-listen",
+    "127.0.0.1:0",
+    "--grpc-listen",
+    "127.0.0.1:0",
+    "--admin-listen",
+    "127.0.0.1:0",
+];
+
 fn start_servers(data: &Path, origin_host: &str, extra: &[&str]) -> (std::process::Child, String, String) {
     use std::io::{BufRead, BufReader};
     let mut child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
-        .args([
-            "serve",
-            "--diameter-listen",
-            "127.0.0.1:0",
-            "--nchf-listen",
-            "127.0.0.1:0",
-            "--grpc-listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-        ])
+        .arg("serve")
+        .args(LOOPBACK_LISTENERS)
         .args(["--origin-realm", "test.realm", "--origin-host", origin_host])
         .args(extra)
         .arg("--data-dir")

@@ -292,11 +292,12 @@ fn serve_rates_the_files_of_its_watched_directory_and_a_stop_mid_file_resumes_ex
     assert_eq!(metric(&admin, "tollgate_mediation_records_total{outcome=\"rated\"}"), Some(28));
     assert_eq!(metric(&admin, "tollgate_mediation_records_total{outcome=\"rejected\"}"), Some(12));
     assert_eq!(metric(&admin, "tollgate_mediation_files_total{outcome=\"rated\"}"), Some(1));
+    assert_eq!(metric(&admin, "tollgate_mediation_files_waiting"), Some(0));
     let alarm = alarm_of(&open_alarms(&database), "mediation/msc7").expect("the rejects alarm");
     assert!(alarm[6].contains("12 of 40 records rejected"), "{alarm:?}");
 
     // A file of many batches, the server stopped while it is under way.
-    drop_in("big.csv", 6_000, 0);
+    drop_in("big.csv", 12_000, 0);
     wait_until("big.csv is under way", &|| {
         metric(&admin, "tollgate_mediation_file_bytes{part=\"done\"}").is_some_and(|done| done > 0)
             || processed("big.csv")
@@ -310,7 +311,7 @@ fn serve_rates_the_files_of_its_watched_directory_and_a_stop_mid_file_resumes_ex
     let summary: Value =
         serde_json::from_slice(&std::fs::read(data.join("mediation/out/big.csv.summary.json")).expect("summary"))
             .expect("JSON");
-    assert_eq!((summary["rated"].as_u64(), summary["resumed"].as_u64()), (Some(6_000), Some(1)));
+    assert_eq!((summary["rated"].as_u64(), summary["resumed"].as_u64()), (Some(12_000), Some(1)));
 
     // The same calls through `tollgate mediate` on a fresh copy: the same balances.
     let (clean_dir, out) = (clean.display().to_string(), dir.join("clean-out").display().to_string());
@@ -324,8 +325,8 @@ fn serve_rates_the_files_of_its_watched_directory_and_a_stop_mid_file_resumes_ex
 }
 
 /// `tollgate mediate --watch DIR --once`: the files in DIR/incoming are rated in name
-/// order and moved to processed; a file that cannot be read at all (delimited text with
-/// no mapping for its extension) goes to failed and the run says so in its exit code.
+/// order and moved to processed; a file that cannot be read at all (`c.cdr`, read as
+/// BER by its extension, is not a CDR file) goes to failed and the exit code says so.
 #[test]
 fn mediate_watch_once_rates_what_is_in_incoming_and_moves_each_file() {
     let dir = scratch("mediate-watch-once");
@@ -369,5 +370,23 @@ fn mediate_watch_once_rates_what_is_in_incoming_and_moves_each_file() {
     assert_eq!(names("incoming"), Vec::<String>::new());
     assert_eq!(names("processed"), ["a.csv", "b.csv"]);
     assert_eq!(names("failed"), ["c.cdr"]);
+    std::fs::remove_dir_all(dir).ok();
+}
+
+/// A watched directory the server cannot use stops `serve` at its start, naming the flag,
+/// rather than leaving it running without mediation.
+#[test]
+fn serve_refuses_a_mediation_directory_it_cannot_make() {
+    let dir = scratch("serve-mediation-bad-dir");
+    let blocker = dir.join("a-file");
+    std::fs::write(&blocker, "not a directory").expect("file");
+    let (data, spool) = (dir.join("data").display().to_string(), blocker.join("spool").display().to_string());
+    let mut args = vec!["serve"];
+    args.extend(super::LOOPBACK_LISTENERS);
+    args.extend(["--data-dir", &data, "--mediation-watch", &spool]);
+    let output = tollgate(&args, "");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(stderr.contains("--mediation-watch: creating"), "{stderr}");
     std::fs::remove_dir_all(dir).ok();
 }

@@ -11,9 +11,10 @@
 //!   run would write, writing nothing.
 //! - `GET` lists the runs (latest first; `offset`/`limit`) and reads one by id (the cycle,
 //!   then `:` and the accounts, comma-separated, when not all): its state (`drafting`,
-//!   `finalising`, `done`, or `failed` with the `error`), and while this server runs it
-//!   the `progress` (documents drafted, statements among them, hierarchies billed before,
-//!   documents made final).
+//!   `finalising` or `done`, as stored; `failed` with the `error` while this server
+//!   remembers its failed attempt, until it restarts or the run is done), and for a run
+//!   this server started, `running` and the `progress` (documents drafted, statements
+//!   among them, hierarchies billed before, documents made final).
 //!
 //! Thin handlers: parse, call the server's [`BillRuns`], shape the JSON.
 
@@ -54,9 +55,10 @@ fn runner(state: &AppState) -> Result<&Arc<dyn BillRuns>, ApiError> {
 fn refused(refusal: BillRunRefusal) -> ApiError {
     match refusal {
         BillRunRefusal::Invalid { field, reason } => ApiError::bad_request(field, reason),
+        BillRunRefusal::Store(error) => ApiError::from(error),
         BillRunRefusal::Failed(message) => {
             tracing::error!(%message, "bill run not started");
-            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internalError", "billRun", "the bill run could not start")
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "billRun", "the bill run could not start")
         }
     }
 }
@@ -67,13 +69,15 @@ fn doc(id: &str, row: Option<&BillRunRow>, progress: Option<&BillRunProgress>) -
     let mut doc = Map::new();
     doc.insert("id".into(), json!(id));
     doc.insert("href".into(), json!(format!("{BASE_PATH}/billRun/{id}")));
-    let (cycle, scope) = id.split_once(':').unwrap_or((id, "all"));
+    let cycle = id.split_once(':').map_or(id, |(cycle, _)| cycle);
     doc.insert("cycle".into(), json!(row.map_or(cycle, |row| row.cycle.as_str())));
-    let scope = row.map_or(scope, |row| row.scope.as_str());
-    if scope != "all" {
-        doc.insert("accounts".into(), json!(scope.split(',').collect::<Vec<_>>()));
+    if let Some(row) = row.filter(|row| row.scope != "all") {
+        doc.insert("accounts".into(), json!(row.scope.split(',').collect::<Vec<_>>()));
     }
-    let failed = progress.is_some_and(|p| !p.running && p.error.is_some());
+    // This server's failed attempt, unless the run was done since (by another attempt,
+    // server or the CLI): the store's state wins then.
+    let failed = progress.is_some_and(|p| !p.running && p.error.is_some())
+        && row.is_none_or(|row| row.state != tollgate_store::BillRunState::Done);
     let state = match (row, failed) {
         (_, true) => "failed",
         (Some(row), false) => row.state.as_str(),
@@ -150,10 +154,11 @@ fn accounts(body: &Map<String, Value>) -> Result<Vec<String>, ApiError> {
         ));
     }
     let mut out = Vec::with_capacity(items.len());
+    let mut seen = std::collections::HashSet::with_capacity(items.len());
     for item in items {
         match item {
             Value::String(id) if !id.is_empty() && !id.contains(',') && !id.chars().any(char::is_control) => {
-                if out.contains(id) {
+                if !seen.insert(id.as_str()) {
                     return Err(ApiError::bad_request("accounts", format!("names {id} twice")));
                 }
                 out.push(id.clone());

@@ -116,11 +116,14 @@ pub enum BillRunStart {
 }
 
 /// Why a bill run was not started.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum BillRunRefusal {
     /// A field of the request is wrong (400 naming it).
     Invalid { field: &'static str, reason: String },
-    /// The store or the ledger failed (500).
+    /// The store failed: answered as every route answers a store error (503 with
+    /// `Retry-After` for a transient one, else 500).
+    Store(tollgate_store::StoreError),
+    /// Something else failed, the ledger say (500).
     Failed(String),
 }
 
@@ -136,7 +139,8 @@ pub struct BillRunProgress {
     pub billed_before: u64,
     /// Documents made final.
     pub finalised: u64,
-    /// Why the last attempt stopped, if it failed.
+    /// Why the last attempt failed, if it did (kept in memory: a restarted server
+    /// forgets it, and the run's stored state shows where it stopped).
     pub error: Option<String>,
 }
 

@@ -372,9 +372,11 @@ async fn a_reservation_rolled_back_as_a_deadlock_victim_is_run_again() {
     let inventory = inventory(&store);
     inventory.load_number_range("test", &range("447700900000", "447700900001", &[]), at(0)).await.expect("range");
     let mut holder = store.begin().await.expect("begin");
-    raw_sql_in(&mut holder, "SET LOCAL deadlock_timeout = '1h'; SELECT seq FROM audit_head WHERE id = 1 FOR UPDATE")
-        .await
-        .expect("the audit chain's head locked");
+    // `lock_timeout` bounds the test should PostgreSQL miss the cycle (it looks once per
+    // wait, a second after the reservation began waiting): an error then, never a hang.
+    let holding = "SET LOCAL deadlock_timeout = '1h'; SET LOCAL lock_timeout = '30s';
+                   SELECT seq FROM audit_head WHERE id = 1 FOR UPDATE";
+    raw_sql_in(&mut holder, holding).await.expect("the audit chain's head locked");
     let reserving = {
         let inventory = inventory.clone();
         tokio::spawn(async move { inventory.reserve("test", &next_of(PoolKind::Msisdn, "victim"), at(10)).await })
