@@ -22,8 +22,8 @@ use clap::{Args, Subcommand};
 use serde_json::{json, Value};
 use tollgate_billing::{
     closing_cycle, lookup_keys, parse_cycle, plan_invoice, reconcile, usage_window_start, AccountInput, ChargeTiming,
-    Credit, DateSpan, Discount, DiscountScope, DiscountValue, Invoice, Journal, PriceKind, PriceKindOrUsage,
-    ProductInput, RatedEntry, RunConfig, UsageInput, GRACE_TERM,
+    Credit, Discount, Invoice, Journal, PriceKind, PriceKindOrUsage, ProductInput, RatedEntry, RunConfig, UsageInput,
+    GRACE_TERM,
 };
 use tollgate_engine::ledger::{self, EntryKind};
 use tollgate_store::{
@@ -1126,35 +1126,14 @@ impl Stored {
 
 /// A stored discount as the billing core takes it.
 fn discount_of(row: &DiscountRow) -> anyhow::Result<Discount> {
-    let scope = match (row.scope.as_str(), &row.product_id) {
-        ("product", Some(product_id)) => DiscountScope::Product { product_id: product_id.clone() },
-        ("account", _) => DiscountScope::Account,
-        ("hierarchy", _) => DiscountScope::Hierarchy,
-        (other, _) => bail!("discount {}: scope {other:?}", row.id),
-    };
-    let value = match (&row.percent, &row.amount) {
-        (Some(percent), _) => DiscountValue::Percent(*percent),
-        (None, Some((amount, currency))) => DiscountValue::Fixed { amount: *amount, currency: currency.clone() },
-        (None, None) => bail!("discount {}: neither a percentage nor an amount", row.id),
-    };
-    let day = |text: &str| text.parse::<jiff::civil::Date>().with_context(|| format!("discount {}: {text:?}", row.id));
-    let until = row.valid_until.as_deref().map(day).transpose()?.unwrap_or(jiff::civil::Date::MAX);
-    Ok(Discount {
-        id: row.id.clone(),
-        description: row.description.clone(),
-        charge_type: row.charge_type.clone(),
-        scope,
-        value,
-        valid: DateSpan::new("valid", day(&row.valid_from)?, until)?,
-    })
+    tollgate_receivables::discount_of(row).with_context(|| format!("discount {}", row.id))
 }
 
 /// `bill-run discount` and `bill-run credit`: the row recorded and audited in one
 /// transaction, printed.
 async fn add_reduction(store: &Store, command: &BillRunCommand) -> anyhow::Result<ExitCode> {
     let now = jiff::Timestamp::now();
-    let mut tx = store.begin().await?;
-    let (kind, id, doc) = match command {
+    let doc = match command {
         BillRunCommand::Discount {
             account,
             id,
@@ -1186,20 +1165,9 @@ async fn add_reduction(store: &Store, command: &BillRunCommand) -> anyhow::Resul
                 valid_until: until.map(|day| day.to_string()),
                 created_at: now,
             };
-            // Checked as the bill run will take it (a percentage above 0 and at most 100, …).
-            discount_of(&row)?.validate("discount")?;
-            tx.insert_discount(&row).await?;
-            let doc = json!({"id": id, "billingAccount": account, "scope": scope, "product": product,
-                "percent": percent.map(|p| p.to_string()), "amount": amount.map(|a| a.to_string()),
-                "currency": currency, "validFrom": row.valid_from, "validUntil": row.valid_until,
-                "description": description, "chargeType": charge_type});
-            ("Discount", id, doc)
+            tollgate_receivables::add_discount(store, &actor(), &row, now).await?
         }
         BillRunCommand::Credit { account, id, amount, currency, description, charge_type } => {
-            tollgate_billing::currency_rounding("amount", currency, tollgate_billing::RoundingMode::HalfEven)?;
-            if *amount <= rust_decimal::Decimal::ZERO {
-                bail!("--amount: {amount} is not above zero");
-            }
             let row = CreditRow {
                 id: id.clone(),
                 billing_account_id: account.clone(),
@@ -1210,23 +1178,10 @@ async fn add_reduction(store: &Store, command: &BillRunCommand) -> anyhow::Resul
                 used: rust_decimal::Decimal::ZERO,
                 created_at: now,
             };
-            tx.insert_credit(&row).await?;
-            let doc = json!({"id": id, "billingAccount": account, "amount": amount.to_string(), "currency": currency,
-                "description": description, "chargeType": charge_type});
-            ("Credit", id, doc)
+            tollgate_receivables::add_credit(store, &actor(), &row, now).await?
         }
         _ => bail!("not a discount or a credit"),
     };
-    let record = AuditRecord {
-        actor: &actor(),
-        action: "create",
-        entity_type: kind,
-        entity_id: id,
-        before: None,
-        after: Some(&doc),
-    };
-    tx.audit(record, now).await?;
-    tx.commit().await?;
     println!("{doc}");
     Ok(ExitCode::SUCCESS)
 }

@@ -67,10 +67,10 @@ pub enum Access {
     BillRead,
     /// Register, read and remove listeners of the customer bills' and payments' hubs.
     FinanceHub,
-    /// Read bill runs and their progress.
-    BillRunRead,
-    /// Start a bill run (or a dry run).
-    BillRunWrite,
+    /// Read bill runs and their progress, discounts and credits.
+    BillingRead,
+    /// Start a bill run (or a dry run); give an account a discount or a credit.
+    BillingWrite,
     /// Read payments (TMF676).
     PaymentRead,
     /// Record payments.
@@ -115,8 +115,8 @@ pub fn allowed(role: Role, access: Access) -> bool {
         Access::PaymentRead => matches!(role, Role::Admin | Role::Finance | Role::ReadOnly | Role::Partner),
         Access::PaymentWrite => matches!(role, Role::Admin | Role::Finance | Role::Partner),
         Access::FinanceHub => matches!(role, Role::Admin | Role::Finance),
-        Access::BillRunRead => matches!(role, Role::Admin | Role::Finance | Role::ReadOnly),
-        Access::BillRunWrite => matches!(role, Role::Admin | Role::Finance),
+        Access::BillingRead => matches!(role, Role::Admin | Role::Finance | Role::ReadOnly),
+        Access::BillingWrite => matches!(role, Role::Admin | Role::Finance),
         // Every token may see the faults; only an administrator changes them.
         Access::AlarmRead => true,
         Access::AlarmWrite | Access::AlarmHub => role == Role::Admin,
@@ -181,9 +181,9 @@ fn access_of(method: &Method, path: &str) -> Access {
         Access::AuditRead
     } else if path.starts_with(crate::billruns::BASE_PATH) {
         if read {
-            Access::BillRunRead
+            Access::BillingRead
         } else {
-            Access::BillRunWrite
+            Access::BillingWrite
         }
     } else if path.starts_with(crate::bills::BILL_BASE_PATH) {
         // Read only: no write route exists there (the router answers 404 or 405).
@@ -321,12 +321,12 @@ mod tests {
     #[test]
     fn finance_and_administrators_start_bill_runs_read_only_tokens_watch_them() {
         let base = crate::billruns::BASE_PATH;
-        assert_eq!(access_of(&Method::POST, &format!("{base}/billRun")), Access::BillRunWrite);
-        assert_eq!(access_of(&Method::GET, &format!("{base}/billRun/2026-11")), Access::BillRunRead);
+        assert_eq!(access_of(&Method::POST, &format!("{base}/billRun")), Access::BillingWrite);
+        assert_eq!(access_of(&Method::GET, &format!("{base}/billRun/2026-11")), Access::BillingRead);
         for role in Role::ALL {
-            assert_eq!(allowed(role, Access::BillRunWrite), matches!(role, Role::Admin | Role::Finance), "{role}");
+            assert_eq!(allowed(role, Access::BillingWrite), matches!(role, Role::Admin | Role::Finance), "{role}");
             assert_eq!(
-                allowed(role, Access::BillRunRead),
+                allowed(role, Access::BillingRead),
                 matches!(role, Role::Admin | Role::Finance | Role::ReadOnly),
                 "{role}"
             );

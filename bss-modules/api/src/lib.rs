@@ -31,6 +31,7 @@ mod limit;
 mod orders;
 mod payments;
 mod prepay;
+mod reductions;
 mod tmf;
 
 use std::sync::Arc;
@@ -247,7 +248,7 @@ pub(crate) struct AppState {
 /// prepaid balances under `/tmf-api/prepayBalanceManagement/v4/`, product orders under
 /// `/tmf-api/productOrderingManagement/v4/` with the product, service and service order
 /// inventories, customer bills (TMF678, read) under `/tmf-api/customerBillManagement/v4/`,
-/// bill runs (Tollgate's own) under `/tmf-api/billing/v1/`, payments (TMF676) under
+/// bill runs, discounts and credits (Tollgate's own) under `/tmf-api/billing/v1/`, payments (TMF676) under
 /// `/tmf-api/paymentManagement/v4/`,
 /// alarms under `/tmf-api/alarmManagement/v4/`, and the audit trail under `/tmf-api/audit/v1/`.
 pub fn router(store: Store, config: &ApiConfig) -> Router {
@@ -316,6 +317,14 @@ pub fn router(store: Store, config: &ApiConfig) -> Router {
         .route(&format!("{}/appliedCustomerBillingRate", bills::BILL_BASE_PATH), get(bills::list_rates))
         .route(&format!("{}/billRun", billruns::BASE_PATH), get(billruns::list).post(billruns::create))
         .route(&format!("{}/billRun/{{id}}", billruns::BASE_PATH), get(billruns::get))
+        .route(
+            &format!("{}/discount", billruns::BASE_PATH),
+            get(reductions::list_discounts).post(reductions::create_discount),
+        )
+        .route(
+            &format!("{}/credit", billruns::BASE_PATH),
+            get(reductions::list_credits).post(reductions::create_credit),
+        )
         .route(&payments::path(""), get(payments::list).post(payments::create))
         .route(&payments::path("/{id}"), get(payments::get))
         .route(&format!("{}/alarm", alarms::BASE_PATH), get(alarms::list).post(alarms::create))

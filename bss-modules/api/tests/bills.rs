@@ -240,3 +240,66 @@ store_test! {
         assert_eq!(ids(&list.body), [id.as_str()]);
     }
 }
+
+store_test! {
+    async fn discounts_and_credits_are_given_by_finance_checked_as_the_bill_run_takes_them_and_audited(store) {
+        bills(&store).await;
+        let app = router((*store).clone(), &ApiConfig::default());
+        let (finance, care, reader) = (
+            token(&store, Role::Finance, None).await,
+            token(&store, Role::Care, None).await,
+            token(&store, Role::ReadOnly, None).await,
+        );
+        let discounts = "/tmf-api/billing/v1/discount";
+        let credits = "/tmf-api/billing/v1/credit";
+        let ten = json!({"id": "d1", "billingAccount": "root-a", "percent": 10, "validFrom": "2026-11-01"});
+        assert_eq!(call(&app, "POST", discounts, Some(&care), Some(ten.clone()), &[]).await.status, StatusCode::FORBIDDEN);
+        assert_eq!(call(&app, "POST", discounts, Some(&reader), Some(ten.clone()), &[]).await.status, StatusCode::FORBIDDEN);
+
+        // Refused as the bill run would refuse them, naming the field.
+        for (body, field) in [
+            (json!({"billingAccount": "root-a", "percent": 150, "validFrom": "2026-11-01"}), "body"),
+            (json!({"billingAccount": "root-a", "percent": 10, "validFrom": "November"}), "validFrom"),
+            (json!({"billingAccount": "root-a", "percent": 10}), "validFrom"),
+            (json!({"billingAccount": "nobody", "percent": 10, "validFrom": "2026-11-01"}), "billingAccount"),
+            (json!({"billingAccount": "root-a", "amount": 5, "validFrom": "2026-11-01"}), "currency"),
+            (json!({"billingAccount": "root-a", "percent": 10, "product": "p", "hierarchy": true, "validFrom": "2026-11-01"}), "hierarchy"),
+            (json!({"billingAccount": "root-a", "percent": 10, "validFrom": "2026-11-01", "colour": "red"}), "colour"),
+        ] {
+            let answer = call(&app, "POST", discounts, Some(&finance), Some(body.clone()), &[]).await;
+            assert_eq!((answer.status, answer.body["reason"].as_str()), (StatusCode::BAD_REQUEST, Some(field)), "{body}: {}", answer.body);
+        }
+        let created = call(&app, "POST", discounts, Some(&finance), Some(ten.clone()), &[]).await;
+        assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+        assert_eq!((created.body["scope"].as_str(), created.body["percent"].as_str()), (Some("account"), Some("10")));
+        assert_eq!(call(&app, "POST", discounts, Some(&finance), Some(ten), &[]).await.status, StatusCode::CONFLICT, "an id once");
+        let fixed = json!({"billingAccount": "root-a", "amount": "2.50", "currency": "EUR", "hierarchy": true,
+            "validFrom": "2026-11-01", "validUntil": "2027-01-01"});
+        let fixed = call(&app, "POST", discounts, Some(&finance), Some(fixed), &[]).await;
+        assert_eq!((fixed.status, fixed.body["scope"].as_str()), (StatusCode::CREATED, Some("hierarchy")), "{}", fixed.body);
+
+        // Credits: above zero in the currency's minor units.
+        for (body, field) in [
+            (json!({"billingAccount": "root-a", "amount": "0", "currency": "EUR"}), "amount"),
+            (json!({"billingAccount": "root-a", "amount": "1.005", "currency": "EUR"}), "amount"),
+            (json!({"billingAccount": "root-a", "amount": "10", "currency": "XXY"}), "body"),
+        ] {
+            let answer = call(&app, "POST", credits, Some(&finance), Some(body.clone()), &[]).await;
+            assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{body}: {}", answer.body);
+            assert!(answer.body["reason"] == field || answer.body["reason"] == "currency", "{body}: {}", answer.body);
+        }
+        let credit = json!({"id": "c1", "billingAccount": "root-b", "amount": "20.00", "currency": "EUR"});
+        let credit = call(&app, "POST", credits, Some(&finance), Some(credit), &[]).await;
+        assert_eq!((credit.status, credit.body["used"].as_str()), (StatusCode::CREATED, Some("0")), "{}", credit.body);
+
+        // Listed per account; read_only reads; the audit trail has each.
+        let listed = call(&app, "GET", &format!("{discounts}?billingAccount.id=root-a"), Some(&reader), None, &[]).await;
+        assert_eq!((listed.status, listed.header("x-total-count")), (StatusCode::OK, "2"), "{}", listed.body);
+        let listed = call(&app, "GET", &format!("{credits}?billingAccount.id=root-b"), Some(&reader), None, &[]).await;
+        assert_eq!(listed.body[0]["id"], "c1");
+        assert_eq!(call(&app, "GET", credits, Some(&reader), None, &[]).await.body["reason"], "billingAccount.id");
+        let entries = store.audit_entries(None, 0, 100).await.expect("audit");
+        let kinds: Vec<&str> = entries.iter().map(|entry| entry.entity_type.as_str()).filter(|kind| matches!(*kind, "Discount" | "Credit")).collect();
+        assert_eq!(kinds.len(), 3, "{kinds:?}");
+    }
+}

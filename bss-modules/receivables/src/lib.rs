@@ -1,6 +1,7 @@
 //! Tollgate's receivables (issue 18): payments recorded through the API, the CLI or a bank
 //! statement (ISO 20022 `camt.053`), allocated to the account's final invoices, the
-//! accounts' aging, and dunning steps taken through the order flow.
+//! accounts' aging, and dunning steps taken through the order flow; and the discounts and
+//! credits a bill run applies, recorded from the CLI or the API (`reductions.rs`).
 //!
 //! Invariants:
 //! - **A payment is recorded once** per source and reference (the API's request id, the
@@ -19,6 +20,7 @@
 #![forbid(unsafe_code)]
 
 mod error;
+mod reductions;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -37,6 +39,7 @@ use tollgate_store::{
 };
 
 pub use error::{ReceivablesError, Result};
+pub use reductions::{add_credit, add_discount, credit_doc, discount_doc, discount_of};
 
 /// Where the payment API (shaped after TMF676) lives.
 pub const PAYMENT_BASE_PATH: &str = "/tmf-api/paymentManagement/v4";

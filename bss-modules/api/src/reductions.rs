@@ -1,0 +1,219 @@
+//! Discounts and credits a bill run applies (Tollgate's own resources, beside the bill
+//! runs) under `/tmf-api/billing/v1`, what `tollgate bill-run discount|credit` records from
+//! a shell (`tollgate_receivables::add_discount`, `add_credit`: the same checks, audited):
+//!
+//! - `POST …/discount`: `billingAccount` (its id), `percent` (above 0, at most 100) or
+//!   `amount` with `currency` (per cycle), `validFrom` (a day, `YYYY-MM-DD`) and optionally
+//!   `validUntil` (excluded), `product` (a product's discount) or `hierarchy: true` (on a
+//!   root: the whole hierarchy's), `id` (else one is made), `description`, `chargeType`
+//!   (the contra-revenue GL code, `discount` by default). 201 with the discount.
+//! - `POST …/credit`: `billingAccount`, `amount` above zero in the `currency`'s minor units,
+//!   `id`, `description`, `chargeType` (`credit`). 201; taken off the account's next
+//!   invoices until used up.
+//! - `GET …/discount` and `GET …/credit` with `billingAccount.id`: the account's, with
+//!   what invoices `used` of each credit.
+//!
+//! A taken id is 409; an unknown account is 400 naming `billingAccount`.
+
+use std::str::FromStr;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use rust_decimal::Decimal;
+use serde_json::{Map, Value};
+use tollgate_store::{CreditRow, DiscountRow};
+
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::tmf::{json_body, page_headers, select, BodyType, ListQuery};
+use crate::AppState;
+
+type Params = Result<Query<Vec<(String, String)>>, QueryRejection>;
+type Body = Result<Bytes, BytesRejection>;
+
+/// The longest id, description or charge type accepted.
+const MAX_TEXT: usize = 200;
+
+fn body_object(headers: &HeaderMap, body: Body, fields: &[&str]) -> Result<Map<String, Value>, ApiError> {
+    let Value::Object(body) = json_body(headers, body, BodyType::Json)? else {
+        return Err(ApiError::bad_request("body", "must be a JSON object"));
+    };
+    if let Some(name) = body.keys().find(|name| !fields.contains(&name.as_str()) && name.as_str() != "@type") {
+        return Err(ApiError::bad_request(name.clone(), format!("is not a field here ({})", fields.join(", "))));
+    }
+    Ok(body)
+}
+
+/// An optional bounded text field.
+fn text(body: &Map<String, Value>, field: &'static str) -> Result<Option<String>, ApiError> {
+    match body.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(text))
+            if !text.is_empty() && text.chars().count() <= MAX_TEXT && !text.chars().any(char::is_control) =>
+        {
+            Ok(Some(text.clone()))
+        }
+        Some(_) => Err(ApiError::bad_request(field, format!("must be 1 to {MAX_TEXT} printable characters"))),
+    }
+}
+
+fn required(body: &Map<String, Value>, field: &'static str) -> Result<String, ApiError> {
+    text(body, field)?.ok_or_else(|| ApiError::bad_request(field, "is required"))
+}
+
+/// An optional decimal, from a JSON number's text (never through a float) or a string.
+fn decimal(body: &Map<String, Value>, field: &'static str) -> Result<Option<Decimal>, ApiError> {
+    let text = match body.get(field) {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::Number(number)) => number.to_string(),
+        Some(Value::String(text)) => text.clone(),
+        Some(_) => return Err(ApiError::bad_request(field, "must be a decimal")),
+    };
+    Decimal::from_str(&text)
+        .or_else(|_| Decimal::from_scientific(&text))
+        .map(Some)
+        .map_err(|_| ApiError::bad_request(field, format!("{text:?} is not a decimal")))
+}
+
+fn id_or_new(body: &Map<String, Value>) -> Result<String, ApiError> {
+    match text(body, "id")? {
+        Some(id) => Ok(id),
+        None => Ok(tollgate_store::new_entity_id()?),
+    }
+}
+
+fn with_type(mut doc: Value, kind: &str) -> Value {
+    if let Value::Object(map) = &mut doc {
+        map.insert("@type".into(), Value::from(kind));
+    }
+    doc
+}
+
+/// `POST /tmf-api/billing/v1/discount`.
+pub(crate) async fn create_discount(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let fields = [
+        "id",
+        "billingAccount",
+        "percent",
+        "amount",
+        "currency",
+        "product",
+        "hierarchy",
+        "validFrom",
+        "validUntil",
+        "description",
+        "chargeType",
+    ];
+    let body = body_object(&headers, body, &fields)?;
+    let product = text(&body, "product")?;
+    let hierarchy = match body.get("hierarchy") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(hierarchy)) => *hierarchy,
+        Some(_) => return Err(ApiError::bad_request("hierarchy", "must be true or false")),
+    };
+    let scope = match (&product, hierarchy) {
+        (Some(_), true) => return Err(ApiError::bad_request("hierarchy", "a product's discount is not a hierarchy's")),
+        (Some(_), false) => "product",
+        (None, true) => "hierarchy",
+        (None, false) => "account",
+    };
+    let amount = match (decimal(&body, "amount")?, text(&body, "currency")?) {
+        (Some(amount), Some(currency)) => Some((amount, currency)),
+        (None, None) => None,
+        (Some(_), None) => return Err(ApiError::bad_request("currency", "an amount needs its currency")),
+        (None, Some(_)) => return Err(ApiError::bad_request("amount", "a currency goes with an amount")),
+    };
+    let now = jiff::Timestamp::now();
+    let row = DiscountRow {
+        id: id_or_new(&body)?,
+        billing_account_id: required(&body, "billingAccount")?,
+        scope: scope.to_owned(),
+        product_id: product,
+        percent: decimal(&body, "percent")?,
+        amount,
+        description: text(&body, "description")?.unwrap_or_else(|| "Discount".to_owned()),
+        charge_type: text(&body, "chargeType")?.unwrap_or_else(|| "discount".to_owned()),
+        valid_from: required(&body, "validFrom")?,
+        valid_until: text(&body, "validUntil")?,
+        created_at: now,
+    };
+    let doc = tollgate_receivables::add_discount(&state.store, &caller.actor(), &row, now).await?;
+    Ok((StatusCode::CREATED, Json(with_type(doc, "Discount"))).into_response())
+}
+
+/// `POST /tmf-api/billing/v1/credit`.
+pub(crate) async fn create_credit(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let fields = ["id", "billingAccount", "amount", "currency", "description", "chargeType"];
+    let body = body_object(&headers, body, &fields)?;
+    let now = jiff::Timestamp::now();
+    let row = CreditRow {
+        id: id_or_new(&body)?,
+        billing_account_id: required(&body, "billingAccount")?,
+        amount: decimal(&body, "amount")?.ok_or_else(|| ApiError::bad_request("amount", "is required"))?,
+        currency: required(&body, "currency")?,
+        description: text(&body, "description")?.unwrap_or_else(|| "Credit".to_owned()),
+        charge_type: text(&body, "chargeType")?.unwrap_or_else(|| "credit".to_owned()),
+        used: Decimal::ZERO,
+        created_at: now,
+    };
+    let doc = tollgate_receivables::add_credit(&state.store, &caller.actor(), &row, now).await?;
+    Ok((StatusCode::CREATED, Json(with_type(doc, "Credit"))).into_response())
+}
+
+/// The one account a list is of (`billingAccount.id`, required).
+fn account_of(query: &ListQuery) -> Result<String, ApiError> {
+    let mut account = None;
+    for (name, value) in &query.filters {
+        match name.as_str() {
+            "billingAccount.id" if account.is_none() => account = Some(value.clone()),
+            "billingAccount.id" => return Err(ApiError::bad_request(name.clone(), "given twice")),
+            other => {
+                return Err(ApiError::bad_request(other, format!("cannot filter on {other:?} (billingAccount.id)")))
+            }
+        }
+    }
+    account.ok_or_else(|| ApiError::bad_request("billingAccount.id", "is required: the account whose to list"))
+}
+
+/// A page of `docs` as the list's query asks.
+fn page(docs: Vec<Value>, query: &ListQuery) -> Response {
+    let total = i64::try_from(docs.len()).unwrap_or(i64::MAX);
+    let offset = usize::try_from(query.offset).unwrap_or(usize::MAX);
+    let limit = usize::try_from(query.limit).unwrap_or(usize::MAX);
+    let items: Vec<Value> =
+        docs.into_iter().skip(offset).take(limit).map(|doc| select(doc, query.fields.as_deref())).collect();
+    (page_headers(total, items.len()), Json(Value::Array(items))).into_response()
+}
+
+/// `GET /tmf-api/billing/v1/discount?billingAccount.id=…`.
+pub(crate) async fn list_discounts(State(state): State<Arc<AppState>>, query: Params) -> Result<Response, ApiError> {
+    let query = ListQuery::parse(query)?;
+    let account = account_of(&query)?;
+    let rows = state.store.discounts_of(std::slice::from_ref(&account)).await?;
+    let docs = rows.iter().map(|row| with_type(tollgate_receivables::discount_doc(row), "Discount")).collect();
+    Ok(page(docs, &query))
+}
+
+/// `GET /tmf-api/billing/v1/credit?billingAccount.id=…`.
+pub(crate) async fn list_credits(State(state): State<Arc<AppState>>, query: Params) -> Result<Response, ApiError> {
+    let query = ListQuery::parse(query)?;
+    let account = account_of(&query)?;
+    let rows = state.store.credits_of(std::slice::from_ref(&account)).await?;
+    let docs = rows.iter().map(|row| with_type(tollgate_receivables::credit_doc(row), "Credit")).collect();
+    Ok(page(docs, &query))
+}
