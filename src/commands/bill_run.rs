@@ -408,12 +408,14 @@ pub(crate) async fn bill(
             }
         }
     }
+    let mut done_already = false;
     if !request.dry_run {
         let mut tx = store.begin().await?;
         let opened = tx.open_bill_run(&run, &cycle_text, &scope, jiff::Timestamp::now()).await?;
         tx.commit().await?;
         if opened.state == BillRunState::Done {
             log.say(format_args!("bill run {run} is done already"));
+            done_already = true;
         }
     }
     super::usage::catch_up_ledger(data_dir, shards)?;
@@ -541,10 +543,17 @@ pub(crate) async fn bill(
         ));
         return Ok(());
     }
-    let finalised = finalise(store, &run, config, batch_size, &request.actor, log).await?;
-    let mut tx = store.begin().await?;
-    tx.save_bill_run(&run, BillRunState::Done, None, jiff::Timestamp::now()).await?;
-    tx.commit().await?;
+    // A run done already that drafted nothing now (no hierarchy joined its cycle since)
+    // has nothing to number: it stays done, never shown finalising again.
+    let finalised = if done_already && drafted == 0 {
+        0
+    } else {
+        let finalised = finalise(store, &run, config, batch_size, &request.actor, log).await?;
+        let mut tx = store.begin().await?;
+        tx.save_bill_run(&run, BillRunState::Done, None, jiff::Timestamp::now()).await?;
+        tx.commit().await?;
+        finalised
+    };
     log.say(format_args!(
         "bill run {run}: {drafted} drafted ({statements} prepaid statements), {already} billed before, {finalised} finalised, {mixed} mixed hierarchies left"
     ));
@@ -1406,7 +1415,8 @@ async fn show(store: &Store, run: &str) -> anyhow::Result<ExitCode> {
         out,
         "{}",
         json!({"run": state.id, "cycle": state.cycle, "scope": state.scope,
-        "state": state.state.as_str(), "checkpoint": state.checkpoint})
+        "state": state.state.as_str(), "checkpoint": state.checkpoint,
+        "updatedAt": state.updated_at.to_string(), "finishedAt": state.finished_at.map(|at| at.to_string())})
     )?;
     for invoice in run_invoices(store, run).await? {
         writeln!(

@@ -157,10 +157,15 @@ fn a_bill_run_run_again_changes_nothing_and_late_calls_go_to_the_next_cycle() {
         .sum();
     assert!(billed > Decimal::ZERO);
 
-    // The same run again: nothing new, the same invoices and numbers.
+    // The same run again: nothing new, the same invoices and numbers; the run stays done
+    // as it was (never reopened to number nothing).
+    let run_line = || json_lines(&ok(&["bill-run", "show", "--run", &cycle, "--data-dir", &data_dir]))[0].clone();
+    let done = run_line();
+    assert!(done["state"] == "done" && done["finishedAt"].is_string(), "{done}");
     let again = bill(&data_dir, &cycle);
-    assert!(again.contains("0 drafted"), "{again}");
+    assert!(again.contains("0 drafted") && again.contains("done already"), "{again}");
     assert_eq!(show(&data_dir, &cycle), first);
+    assert_eq!(run_line(), done, "untouched: the same state, last change and end");
 
     // Every call rated in the run's cycles was billed.
     let summary = reconcile(&data_dir, &cycle);
