@@ -265,6 +265,7 @@ store_test! {
             (json!({"billingAccount": "root-a", "amount": 5, "validFrom": "2026-11-01"}), "currency"),
             (json!({"billingAccount": "root-a", "percent": 10, "product": "p", "hierarchy": true, "validFrom": "2026-11-01"}), "hierarchy"),
             (json!({"billingAccount": "root-a", "percent": 10, "validFrom": "2026-11-01", "colour": "red"}), "colour"),
+            (json!({"billingAccount": "child-a", "percent": 10, "hierarchy": true, "validFrom": "2026-11-01"}), "hierarchy"),
         ] {
             let answer = call(&app, "POST", discounts, Some(&finance), Some(body.clone()), &[]).await;
             assert_eq!((answer.status, answer.body["reason"].as_str()), (StatusCode::BAD_REQUEST, Some(field)), "{body}: {}", answer.body);

@@ -100,8 +100,17 @@ async fn record(store: &Store, actor: &str, reduction: Reduction<'_>, now: Times
         Reduction::Discount(row) => (&row.billing_account_id, &row.id, "Discount", discount_doc(row)),
         Reduction::Credit(row) => (&row.billing_account_id, &row.id, "Credit", credit_doc(row)),
     };
-    if store.billing_account(account).await?.is_none() {
+    let Some(found) = store.billing_account(account).await? else {
         return Err(ReceivablesError::invalid("billingAccount", format!("no billing account {account}")));
+    };
+    // A hierarchy's discount is listed under its root, where the bill run looks for it.
+    if let Reduction::Discount(row) = reduction {
+        if row.scope == "hierarchy" && found.value.root_id != *account {
+            return Err(ReceivablesError::invalid(
+                "hierarchy",
+                format!("a hierarchy's discount is given on its root, {}", found.value.root_id),
+            ));
+        }
     }
     let mut tx = store.begin().await?;
     match reduction {
