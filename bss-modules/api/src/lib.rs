@@ -79,8 +79,8 @@ pub struct ApiConfig {
     pub bill_runs: Option<Arc<dyn BillRuns>>,
 }
 
-/// A future a trait object returns.
-pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+/// A future a trait object returns (the engine ports' own).
+pub use tollgate_customers::BoxFuture;
 
 /// Runs bill runs in the server (the binary's: a run reads the engine's rated-event
 /// ledger, which the API does not). See [`billruns`] for the routes.
