@@ -31,7 +31,7 @@ use tollgate_store::BillRunRow;
 
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::tmf::{item_fields, json_body, page_headers, select, BodyType, ListQuery};
+use crate::tmf::{body_object, item_fields, page_headers, select, ListQuery};
 use crate::{AppState, BillRunProgress, BillRunRefusal, BillRunRequest, BillRunStart, BillRuns};
 
 /// The API's root.
@@ -177,14 +177,7 @@ pub(crate) async fn create(
     body: Body,
 ) -> Result<Response, ApiError> {
     let runner = runner(&state)?;
-    let Value::Object(body) = json_body(&headers, body, BodyType::Json)? else {
-        return Err(ApiError::bad_request("body", "must be a JSON object"));
-    };
-    for name in body.keys() {
-        if !matches!(name.as_str(), "cycle" | "accounts" | "dryRun" | "@type") {
-            return Err(ApiError::bad_request(name.clone(), "is not a field of a bill run (cycle, accounts, dryRun)"));
-        }
-    }
+    let body = body_object(&headers, body, &["cycle", "accounts", "dryRun"])?;
     let cycle = match body.get("cycle") {
         Some(Value::String(cycle)) => cycle.clone(),
         Some(_) => return Err(ApiError::bad_request("cycle", "must be a month, YYYY-MM")),

@@ -16,14 +16,13 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use jiff::civil::Date;
-use rust_decimal::Decimal;
 use serde_json::{Map, Value};
 use tollgate_receivables::{payment_doc, NewPayment, Receivables, ReceivablesError, PAYMENT_BASE_PATH};
 use tollgate_store::PaymentFilter;
 
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::tmf::{item_fields, json_body, page_headers, select, BodyType, ListQuery};
+use crate::tmf::{decimal_value, item_fields, json_body, page_headers, select, BodyType, ListQuery};
 use crate::AppState;
 
 type Params = Result<Query<Vec<(String, String)>>, QueryRejection>;
@@ -89,16 +88,10 @@ fn new_payment(body: &Map<String, Value>) -> Result<NewPayment, ApiError> {
     };
     let unit = text(money, "unit", &format!("{field}.unit"))?
         .ok_or_else(|| ApiError::bad_request(format!("{field}.unit"), "is required"))?;
-    let value = match money.get("value") {
-        // A JSON number is read from its text, never through a float.
-        Some(Value::Number(number)) => number.to_string(),
-        Some(Value::String(text)) => text.clone(),
-        Some(_) => return Err(ApiError::bad_request(format!("{field}.value"), "must be a decimal")),
+    let amount = match money.get("value") {
+        Some(value) => decimal_value(value, &format!("{field}.value"))?,
         None => return Err(ApiError::bad_request(format!("{field}.value"), "is required")),
     };
-    let amount = Decimal::from_str(&value)
-        .or_else(|_| Decimal::from_scientific(&value))
-        .map_err(|_| ApiError::bad_request(format!("{field}.value"), format!("{value:?} is not a decimal")))?;
     let reference = text(body, "correlatorId", "correlatorId")?
         .ok_or_else(|| ApiError::bad_request("correlatorId", "is required: the payment's reference, recorded once"))?;
     let method = match body.get("paymentMethod") {

@@ -15,7 +15,6 @@
 //!
 //! A taken id is 409; an unknown account is 400 naming `billingAccount`.
 
-use std::str::FromStr;
 use std::sync::Arc;
 
 use axum::body::Bytes;
@@ -30,7 +29,7 @@ use tollgate_store::{CreditRow, DiscountRow};
 
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::tmf::{json_body, page_headers, select, BodyType, ListQuery};
+use crate::tmf::{body_object, decimal_value, page_headers, select, ListQuery};
 use crate::AppState;
 
 type Params = Result<Query<Vec<(String, String)>>, QueryRejection>;
@@ -38,16 +37,6 @@ type Body = Result<Bytes, BytesRejection>;
 
 /// The longest id, description or charge type accepted.
 const MAX_TEXT: usize = 200;
-
-fn body_object(headers: &HeaderMap, body: Body, fields: &[&str]) -> Result<Map<String, Value>, ApiError> {
-    let Value::Object(body) = json_body(headers, body, BodyType::Json)? else {
-        return Err(ApiError::bad_request("body", "must be a JSON object"));
-    };
-    if let Some(name) = body.keys().find(|name| !fields.contains(&name.as_str()) && name.as_str() != "@type") {
-        return Err(ApiError::bad_request(name.clone(), format!("is not a field here ({})", fields.join(", "))));
-    }
-    Ok(body)
-}
 
 /// An optional bounded text field.
 fn text(body: &Map<String, Value>, field: &'static str) -> Result<Option<String>, ApiError> {
@@ -66,18 +55,12 @@ fn required(body: &Map<String, Value>, field: &'static str) -> Result<String, Ap
     text(body, field)?.ok_or_else(|| ApiError::bad_request(field, "is required"))
 }
 
-/// An optional decimal, from a JSON number's text (never through a float) or a string.
+/// An optional decimal ([`decimal_value`]).
 fn decimal(body: &Map<String, Value>, field: &'static str) -> Result<Option<Decimal>, ApiError> {
-    let text = match body.get(field) {
-        None | Some(Value::Null) => return Ok(None),
-        Some(Value::Number(number)) => number.to_string(),
-        Some(Value::String(text)) => text.clone(),
-        Some(_) => return Err(ApiError::bad_request(field, "must be a decimal")),
-    };
-    Decimal::from_str(&text)
-        .or_else(|_| Decimal::from_scientific(&text))
-        .map(Some)
-        .map_err(|_| ApiError::bad_request(field, format!("{text:?} is not a decimal")))
+    match body.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(value) => decimal_value(value, field).map(Some),
+    }
 }
 
 fn id_or_new(body: &Map<String, Value>) -> Result<String, ApiError> {

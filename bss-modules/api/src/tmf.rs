@@ -148,6 +148,35 @@ pub(crate) fn if_match(headers: &HeaderMap, required: bool) -> Result<Option<Ver
     Version::from_etag(text).map(Some).map_err(|error| ApiError::bad_request("If-Match", error.to_string()))
 }
 
+/// A decimal given as a JSON number (read from its text, never through a float) or a
+/// string; anything else is refused naming `field`.
+pub(crate) fn decimal_value(value: &Value, field: &str) -> Result<rust_decimal::Decimal, ApiError> {
+    let text = match value {
+        Value::Number(number) => number.to_string(),
+        Value::String(text) => text.clone(),
+        _ => return Err(ApiError::bad_request(field, "must be a decimal")),
+    };
+    text.parse::<rust_decimal::Decimal>()
+        .or_else(|_| rust_decimal::Decimal::from_scientific(&text))
+        .map_err(|_| ApiError::bad_request(field, format!("{text:?} is not a decimal")))
+}
+
+/// A JSON object body whose fields are all among `fields` (or `@type`); another is
+/// refused naming it.
+pub(crate) fn body_object(
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+    fields: &[&str],
+) -> Result<serde_json::Map<String, Value>, ApiError> {
+    let Value::Object(body) = json_body(headers, body, BodyType::Json)? else {
+        return Err(ApiError::bad_request("body", "must be a JSON object"));
+    };
+    if let Some(name) = body.keys().find(|name| !fields.contains(&name.as_str()) && name.as_str() != "@type") {
+        return Err(ApiError::bad_request(name.clone(), format!("is not a field here ({})", fields.join(", "))));
+    }
+    Ok(body)
+}
+
 /// The media type a body must have.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum BodyType {
