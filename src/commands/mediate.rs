@@ -319,13 +319,7 @@ fn watch(
     }
     let mut failed = 0;
     while !stop.load(Ordering::SeqCst) {
-        let mut files: Vec<PathBuf> = std::fs::read_dir(&incoming)
-            .with_context(|| format!("reading {}", incoming.display()))?
-            .filter_map(|entry| entry.ok().map(|e| e.path()))
-            // Files still being written are expected under a dot name and renamed when whole.
-            .filter(|path| path.is_file() && !path.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')))
-            .collect();
-        files.sort();
+        let files = incoming_files(&incoming).with_context(|| format!("reading {}", incoming.display()))?;
         for file in files {
             let target = match rate(&file) {
                 Ok(summary) => {
@@ -443,17 +437,15 @@ pub(crate) struct MediationMetrics {
     pub(crate) incoming: PathBuf,
 }
 
-/// The files in `incoming` a watch would rate (not those under a dot name, still being
-/// written).
-fn waiting_files(incoming: &Path) -> u64 {
-    std::fs::read_dir(incoming).map_or(0, |entries| {
-        let waiting = entries
-            .filter_map(Result::ok)
-            .filter(|entry| !entry.file_name().to_string_lossy().starts_with('.'))
-            .filter(|entry| entry.file_type().is_ok_and(|kind| kind.is_file()))
-            .count();
-        u64::try_from(waiting).unwrap_or(u64::MAX)
-    })
+/// The files in `incoming` a watch rates, in name order: files still being written are
+/// expected under a dot name and renamed when whole.
+fn incoming_files(incoming: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(incoming)?
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|path| path.is_file() && !path.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')))
+        .collect();
+    files.sort();
+    Ok(files)
 }
 
 impl tollgate_oss_adapters::admin::MetricsSource for MediationMetrics {
@@ -480,7 +472,8 @@ impl tollgate_oss_adapters::admin::MetricsSource for MediationMetrics {
                 Kind::Gauge,
                 "Usage files in the watched incoming directory, the one under way included.",
             );
-            page.sample(waiting, &[], waiting_files(&self.incoming));
+            let count = incoming_files(&self.incoming).map_or(0, |files| files.len());
+            page.sample(waiting, &[], u64::try_from(count).unwrap_or(u64::MAX));
             let bytes = "tollgate_mediation_file_bytes";
             page.family(bytes, Kind::Gauge, "The file under way: its size, and how far it is rated.");
             page.sample(bytes, &[("part", "done")], load(&c.bytes_done));
