@@ -284,7 +284,8 @@ impl BillRequest {
 pub(crate) struct RunLog {
     /// Lines go to the log (`tracing`) rather than standard error.
     pub(crate) to_log: bool,
-    /// Documents drafted, statements among them, hierarchies billed before, finalised.
+    /// Documents drafted (composed, in a dry run), statements among them, hierarchies
+    /// billed before (by an earlier or a concurrent run), documents finalised.
     pub(crate) drafted: AtomicU64,
     pub(crate) statements: AtomicU64,
     pub(crate) already: AtomicU64,
@@ -419,7 +420,6 @@ pub(crate) async fn bill(
         }
     }
     super::usage::catch_up_ledger(data_dir, shards)?;
-    let mut counts = DraftCounts::default();
     let mut mixed = 0u64;
     // The hierarchies to bill, each with its cycle and the start of its usage window
     // (usage is read from a few cycles before: what their runs did not bill, because it
@@ -430,7 +430,7 @@ pub(crate) async fn bill(
     for group in &groups {
         let root = &group[0];
         if invoiced.contains(&root.id) {
-            counts.already += 1;
+            log.already.fetch_add(1, Relaxed);
             continue;
         }
         let cycle = closing_cycle(year, month, root.bill_cycle_day, zone.clone())
@@ -502,8 +502,8 @@ pub(crate) async fn bill(
                     "currency": row.currency, "net": row.net.to_string(), "tax": row.tax.to_string(),
                     "gross": row.gross.to_string(), "invoice": row.doc})
                 )?;
-                counts.drafted += 1;
-                counts.statements += u64::from(statement);
+                log.drafted.fetch_add(1, Relaxed);
+                log.statements.fetch_add(u64::from(statement), Relaxed);
                 continue;
             }
             let items: Vec<BilledItem> = planned
@@ -533,9 +533,10 @@ pub(crate) async fn bill(
                 after,
             });
         }
-        counts.add(write_drafts(store, &run, &request.actor, log, &mut batch).await?);
+        write_drafts(store, &run, &request.actor, log, &mut batch).await?;
     }
-    let DraftCounts { drafted, statements, already } = counts;
+    let (drafted, statements, already) =
+        (log.drafted.load(Relaxed), log.statements.load(Relaxed), log.already.load(Relaxed));
     out.flush()?;
     if request.dry_run {
         log.say(format_args!(
@@ -571,23 +572,6 @@ struct NewDraft {
     after: Value,
 }
 
-/// Documents a run drafted, how many of them statements, and how many hierarchies
-/// were billed before (by an earlier or a concurrent run).
-#[derive(Debug, Default, Clone, Copy)]
-struct DraftCounts {
-    drafted: u64,
-    statements: u64,
-    already: u64,
-}
-
-impl DraftCounts {
-    fn add(&mut self, other: DraftCounts) {
-        self.drafted += other.drafted;
-        self.statements += other.statements;
-        self.already += other.already;
-    }
-}
-
 /// Writes the `drafts` waiting (and empties it) in one transaction, audited, the run's
 /// progress with them. If another run drafted one of them meanwhile (a conflict), the
 /// batch is rolled back and written one draft a transaction, that one left out: its
@@ -598,23 +582,19 @@ async fn write_drafts(
     actor: &str,
     log: &RunLog,
     drafts: &mut Vec<NewDraft>,
-) -> anyhow::Result<DraftCounts> {
-    let mut counts = DraftCounts::default();
-    let mut written = |draft: &NewDraft| {
-        counts.drafted += 1;
-        counts.statements += u64::from(draft.row.statement);
+) -> anyhow::Result<()> {
+    let written = |draft: &NewDraft| {
         log.drafted.fetch_add(1, Relaxed);
         log.statements.fetch_add(u64::from(draft.row.statement), Relaxed);
         log.say(format_args!("drafted {}", draft.row.id));
     };
     match write_draft_batch(store, run, actor, drafts).await {
-        Ok(()) => drafts.iter().for_each(&mut written),
+        Ok(()) => drafts.iter().for_each(written),
         Err(StoreError::Conflict { .. }) => {
             for draft in drafts.iter() {
                 match write_draft_batch(store, run, actor, std::slice::from_ref(draft)).await {
                     Ok(()) => written(draft),
                     Err(StoreError::Conflict { .. }) => {
-                        counts.already += 1;
                         log.already.fetch_add(1, Relaxed);
                     }
                     Err(error) => return Err(error.into()),
@@ -624,7 +604,7 @@ async fn write_drafts(
         Err(error) => return Err(error.into()),
     }
     drafts.clear();
-    Ok(counts)
+    Ok(())
 }
 
 async fn write_draft_batch(store: &Store, run: &str, actor: &str, drafts: &[NewDraft]) -> Result<(), StoreError> {
