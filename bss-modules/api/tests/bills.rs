@@ -15,6 +15,7 @@ use serde_json::{json, Value};
 use tollgate_api::{router, ApiConfig, BILL_BASE_PATH};
 use tollgate_store::{
     store_test, BillingAccountRow, CustomerRow, InvoiceKind, InvoiceLineRow, InvoiceRow, InvoiceState, Role, Store,
+    SubscriptionRow,
 };
 
 fn at(seconds: i64) -> jiff::Timestamp {
@@ -255,6 +256,19 @@ store_test! {
         let ten = json!({"id": "d1", "billingAccount": "root-a", "percent": 10, "validFrom": "2026-11-01"});
         assert_eq!(call(&app, "POST", discounts, Some(&care), Some(ten.clone()), &[]).await.status, StatusCode::FORBIDDEN);
         assert_eq!(call(&app, "POST", discounts, Some(&reader), Some(ten.clone()), &[]).await.status, StatusCode::FORBIDDEN);
+        let line = SubscriptionRow {
+            id: "line-b".into(),
+            engine_subscription_id: 0,
+            external_id: None,
+            billing_account_id: "root-b".into(),
+            offering_id: None,
+            plan_id: "plan".into(),
+            state: "active".into(),
+            identities: vec!["msisdn:491700000001".into()],
+        };
+        let mut tx = store.begin().await.expect("begin");
+        tx.insert_subscriptions(&[line], at(2)).await.expect("line");
+        tx.commit().await.expect("commit");
 
         // Refused as the bill run would refuse them, naming the field.
         for (body, field) in [
@@ -266,6 +280,8 @@ store_test! {
             (json!({"billingAccount": "root-a", "percent": 10, "product": "p", "hierarchy": true, "validFrom": "2026-11-01"}), "hierarchy"),
             (json!({"billingAccount": "root-a", "percent": 10, "validFrom": "2026-11-01", "colour": "red"}), "colour"),
             (json!({"billingAccount": "child-a", "percent": 10, "hierarchy": true, "validFrom": "2026-11-01"}), "hierarchy"),
+            (json!({"billingAccount": "root-a", "percent": 10, "product": "nothing", "validFrom": "2026-11-01"}), "product"),
+            (json!({"billingAccount": "root-a", "percent": 10, "product": "line-b", "validFrom": "2026-11-01"}), "product"),
         ] {
             let answer = call(&app, "POST", discounts, Some(&finance), Some(body.clone()), &[]).await;
             assert_eq!((answer.status, answer.body["reason"].as_str()), (StatusCode::BAD_REQUEST, Some(field)), "{body}: {}", answer.body);
@@ -278,6 +294,10 @@ store_test! {
             "validFrom": "2026-11-01", "validUntil": "2027-01-01"});
         let fixed = call(&app, "POST", discounts, Some(&finance), Some(fixed), &[]).await;
         assert_eq!((fixed.status, fixed.body["scope"].as_str()), (StatusCode::CREATED, Some("hierarchy")), "{}", fixed.body);
+
+        let line_b = json!({"billingAccount": "root-b", "percent": 50, "product": "line-b", "validFrom": "2026-11-01"});
+        let line_b = call(&app, "POST", discounts, Some(&finance), Some(line_b), &[]).await;
+        assert_eq!((line_b.status, line_b.body["scope"].as_str()), (StatusCode::CREATED, Some("product")), "{}", line_b.body);
 
         // Credits: above zero in the currency's minor units.
         for (body, field) in [
@@ -301,6 +321,6 @@ store_test! {
         assert_eq!(call(&app, "GET", credits, Some(&reader), None, &[]).await.body["reason"], "billingAccount.id");
         let entries = store.audit_entries(None, 0, 100).await.expect("audit");
         let kinds: Vec<&str> = entries.iter().map(|entry| entry.entity_type.as_str()).filter(|kind| matches!(*kind, "Discount" | "Credit")).collect();
-        assert_eq!(kinds.len(), 3, "{kinds:?}");
+        assert_eq!(kinds.len(), 4, "{kinds:?}");
     }
 }

@@ -2,7 +2,8 @@
 //! bill-run discount|credit`) or the API (`/tmf-api/billing/v1/discount` and `/credit`)
 //! through the same functions: checked as the bill run will take them (a percentage above
 //! 0 and at most 100, an amount in its currency's minor units, a validity of whole days
-//! that ends after it starts), the billing account checked to exist, written and audited
+//! that ends after it starts), the billing account checked to exist (a hierarchy's
+//! discount on its root, a product's on the account the product is billed to), written and audited
 //! in one transaction. A taken id is the store's `Conflict`.
 
 use jiff::Timestamp;
@@ -110,6 +111,25 @@ async fn record(store: &Store, actor: &str, reduction: Reduction<'_>, now: Times
                 "hierarchy",
                 format!("a hierarchy's discount is given on its root, {}", found.value.root_id),
             ));
+        }
+    }
+    // A product's discount is on the account the product's charges are billed to.
+    if let Reduction::Discount(DiscountRow { scope, product_id: Some(product), .. }) = reduction {
+        if scope == "product" {
+            let owner = match store.subscription(product).await? {
+                Some(line) => Some(line.value.billing_account_id),
+                None => store.addon(product).await?.map(|(_, owner, _)| owner),
+            };
+            match owner {
+                Some(owner) if owner == *account => {}
+                Some(owner) => {
+                    return Err(ReceivablesError::invalid(
+                        "product",
+                        format!("product {product} is billed to {owner}, not to {account}"),
+                    ))
+                }
+                None => return Err(ReceivablesError::invalid("product", format!("no product {product}"))),
+            }
         }
     }
     let mut tx = store.begin().await?;
