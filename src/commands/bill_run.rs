@@ -224,7 +224,7 @@ pub(crate) fn run(args: &BillRunArgs) -> anyhow::Result<ExitCode> {
                     Err(error) => {
                         let failed: anyhow::Result<ExitCode> = Err(error);
                         if !args.dry_run {
-                            record_alarm(&store, None, &run_id(&cycle, &args.accounts).0, &failed).await;
+                            record_outcome(&store, None, &run_id(&cycle, &args.accounts).0, &failed).await;
                         }
                         return failed;
                     }
@@ -244,7 +244,7 @@ pub(crate) fn run(args: &BillRunArgs) -> anyhow::Result<ExitCode> {
                 let mut out = std::io::BufWriter::new(stdout.lock());
                 let billed = bill(&store, &request, &log, &mut out).await;
                 if !request.dry_run {
-                    record_alarm(&store, None, &request.run_id().0, &billed).await;
+                    record_outcome(&store, None, &request.run_id().0, &billed).await;
                 }
                 billed.map(|()| ExitCode::SUCCESS)
             }
@@ -325,16 +325,24 @@ impl RunLog {
     }
 }
 
-/// A run that fails raises an alarm on `bill-run/RUN` (major; the error is the specific
-/// problem); a later run of the same cycle and accounts that ends clears it. A run that
-/// could not open its store records nothing, nor does a dry run.
-pub(crate) async fn record_alarm<T>(
+/// A run that fails records why on its row ([`Store::fail_bill_run`]: every server and
+/// `bill-run show` tell it, until an attempt gets further) and raises an alarm on
+/// `bill-run/RUN` (major; the error is the specific problem); a later run of the same
+/// cycle and accounts that ends clears it. A run that could not open its store records
+/// nothing, nor does a dry run.
+pub(crate) async fn record_outcome<T>(
     store: &Store,
     traps: Option<std::sync::Arc<tollgate_alarms::TrapSender>>,
     run: &str,
     billed: &anyhow::Result<T>,
 ) {
     use super::alarm::source::BILL_RUN;
+    if let Err(error) = billed {
+        let why = format!("{error:#}");
+        if let Err(store_error) = store.fail_bill_run(run, &why, jiff::Timestamp::now()).await {
+            tracing::error!(%run, error = %store_error, "the bill run's failure could not be recorded");
+        }
+    }
     let object = format!("bill-run/{run}");
     let raise = billed.as_ref().err().map(|error| {
         let problem = format!("bill run {run} failed: {error:#}");
@@ -1396,7 +1404,9 @@ async fn show(store: &Store, run: &str) -> anyhow::Result<ExitCode> {
         "{}",
         json!({"run": state.id, "cycle": state.cycle, "scope": state.scope,
         "state": state.state.as_str(), "checkpoint": state.checkpoint,
-        "updatedAt": state.updated_at.to_string(), "finishedAt": state.finished_at.map(|at| at.to_string())})
+        "updatedAt": state.updated_at.to_string(), "finishedAt": state.finished_at.map(|at| at.to_string()),
+        "error": state.failure.as_ref().map(|(error, _)| error),
+        "failedAt": state.failure.as_ref().map(|(_, at)| at.to_string())})
     )?;
     for invoice in run_invoices(store, run).await? {
         writeln!(

@@ -22,7 +22,7 @@ use tollgate_billing::RunConfig;
 use tollgate_oss_adapters::admin::{Exposition, Kind, MetricsSource};
 use tollgate_store::{BillRunState, Store};
 
-use super::bill_run::{bill, record_alarm, BillRequest, RunLog, Stopped};
+use super::bill_run::{bill, record_outcome, BillRequest, RunLog, Stopped};
 
 /// Documents written, and then made final, per transaction (as the CLI's default).
 const BATCH: usize = 100;
@@ -207,7 +207,7 @@ impl BillRuns for ServeBillRuns {
                             ended.failed.fetch_add(1, Relaxed);
                         }
                     }
-                    record_alarm(&store, traps, &run, &billed).await;
+                    record_outcome(&store, traps, &run, &billed).await;
                 });
                 drop(ending);
             }));

@@ -634,6 +634,11 @@ fn a_failed_bill_run_raises_an_alarm_cleared_by_the_next_run_of_its_cycle_that_e
     let alarm = alarm_of(&open, &object).unwrap_or_else(|| panic!("{open:?}"));
     assert_eq!(alarm[1..6], ["major", "raised", "unacknowledged", object.as_str(), "applicationSubsystemFailure"]);
     assert!(alarm[6].contains("no rate for jurisdiction \"FR\""), "the error is the problem: {alarm:?}");
+    // The run keeps why its last attempt failed, for every server and `show`.
+    let run_line = || json_lines(&ok(&["bill-run", "show", "--run", &cycle, "--data-dir", &data_dir]))[0].clone();
+    let stopped = run_line();
+    assert!(stopped["error"].as_str().is_some_and(|e| e.contains("no rate for jurisdiction")), "{stopped}");
+    assert!(stopped["failedAt"].is_string() && stopped["state"] == "drafting", "{stopped}");
 
     // Run again as it was: the same alarm, reported again.
     assert!(!tollgate(&["bill-run", "--cycle", &cycle, "--config", &wrong, "--data-dir", &data_dir], "")
@@ -644,6 +649,8 @@ fn a_failed_bill_run_raises_an_alarm_cleared_by_the_next_run_of_its_cycle_that_e
     let right = tax_config(&dir, "right.json", "FR", "FR");
     ok(&["bill-run", "--cycle", &cycle, "--config", &right, "--data-dir", &data_dir]);
     assert_eq!(alarm_of(&open_alarms(&database), &object), None, "cleared");
+    let done = run_line();
+    assert!(done["state"] == "done" && done["error"].is_null() && done["failedAt"].is_null(), "{done}");
     let all = all_alarms(&database);
     assert_eq!(alarm_of(&all, &object).expect("kept")[..3], [alarm[0].as_str(), "cleared", "cleared"]);
     assert!(!show(&data_dir, &cycle).is_empty(), "the run billed");
@@ -782,6 +789,7 @@ fn a_bill_run_started_through_the_api_that_fails_says_why_and_raises_the_alarm()
     const FAILED_RUNS: &str = "tollgate_bill_runs_total{outcome=\"failed\"}";
     let run = failed(1);
     assert!(run["error"].as_str().is_some_and(|e| e.contains("no rate for jurisdiction \"FR\"")), "{run}");
+    assert!(run["failedAt"].is_string(), "{run}");
     assert_eq!(run["running"], false, "{run}");
     let database = data.join("bss.sqlite3").display().to_string();
     let object = format!("bill-run/{cycle}");
@@ -791,6 +799,9 @@ fn a_bill_run_started_through_the_api_that_fails_says_why_and_raises_the_alarm()
     failed(2);
     assert_eq!(super::fraud::metric(&admin, "tollgate_bill_runs_total{outcome=\"done\"}"), Some(0));
     super::stop_server(child);
+    // Kept with the run: the CLI (and a server started again) tells the failure.
+    let shown = json_lines(&ok(&["bill-run", "show", "--run", &cycle, "--data-dir", &data_dir]))[0].clone();
+    assert!(shown["error"].as_str().is_some_and(|e| e.contains("no rate for jurisdiction")), "{shown}");
     std::fs::remove_dir_all(dir).ok();
 }
 

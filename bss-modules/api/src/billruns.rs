@@ -11,8 +11,9 @@
 //!   run would write, writing nothing.
 //! - `GET` lists the runs (latest first; `offset`/`limit`) and reads one by id (the cycle,
 //!   then `:` and the accounts, comma-separated, when not all): its state (`drafting`,
-//!   `finalising` or `done`, as stored; `failed` with the `error` while this server
-//!   remembers its failed attempt, until it restarts or the run is done), and for a run
+//!   `finalising` or `done`, as stored; `failed` with the `error` and `failedAt` when its
+//!   last attempt failed, here, on another server or from the CLI, until an attempt gets
+//!   further), and for a run
 //!   this server started, `running` and the `progress` (documents drafted, statements
 //!   among them, hierarchies billed before, documents made final).
 //!
@@ -74,16 +75,27 @@ fn doc(id: &str, row: Option<&BillRunRow>, progress: Option<&BillRunProgress>) -
     if let Some(row) = row.filter(|row| row.scope != "all") {
         doc.insert("accounts".into(), json!(row.scope.split(',').collect::<Vec<_>>()));
     }
-    // This server's failed attempt, unless the run was done since (by another attempt,
-    // server or the CLI): the store's state wins then.
-    let failed = progress.is_some_and(|p| !p.running && p.error.is_some())
-        && row.is_none_or(|row| row.state != tollgate_store::BillRunState::Done);
-    let state = match (row, failed) {
-        (_, true) => "failed",
-        (Some(row), false) => row.state.as_str(),
-        (None, false) => "drafting",
+    // The last attempt's failure as stored (this server's, another's or the CLI's, kept
+    // across restarts; cleared once an attempt gets further); this server's own when the
+    // run has no row (it failed before opening it). None while this server runs it.
+    let running = progress.is_some_and(|p| p.running);
+    let failure = match row {
+        _ if running => None,
+        Some(row) => row.failure.as_ref().map(|(error, _)| error.clone()),
+        None => progress.and_then(|p| p.error.clone()),
+    };
+    let state = match (row, &failure) {
+        (_, Some(_)) => "failed",
+        (Some(row), None) => row.state.as_str(),
+        (None, None) => "drafting",
     };
     doc.insert("state".into(), json!(state));
+    if let Some(error) = failure {
+        doc.insert("error".into(), json!(error));
+    }
+    if let Some((_, at)) = row.and_then(|row| row.failure.as_ref()).filter(|_| state == "failed") {
+        doc.insert("failedAt".into(), json!(at.to_string()));
+    }
     if let Some(row) = row {
         doc.insert("startedAt".into(), json!(row.started_at.to_string()));
         doc.insert("updatedAt".into(), json!(row.updated_at.to_string()));
@@ -102,9 +114,6 @@ fn doc(id: &str, row: Option<&BillRunRow>, progress: Option<&BillRunProgress>) -
                 "finalised": progress.finalised,
             }),
         );
-        if let Some(error) = &progress.error {
-            doc.insert("error".into(), json!(error));
-        }
     }
     doc.insert("@type".into(), json!("BillRun"));
     Value::Object(doc)

@@ -77,7 +77,13 @@ pub struct BillRunRow {
     pub started_at: Timestamp,
     pub updated_at: Timestamp,
     pub finished_at: Option<Timestamp>,
+    /// Why the last attempt failed, and when ([`Store::fail_bill_run`]); cleared by the
+    /// next step an attempt saves.
+    pub failure: Option<(String, Timestamp)>,
 }
+
+/// The longest failure a bill run keeps, in characters (an error's chain can be long).
+pub const MAX_BILL_RUN_ERROR: usize = 2000;
 
 /// An invoice or a credit note.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -288,7 +294,8 @@ pub struct ProductPrice {
     pub charge_timing: Option<String>,
 }
 
-const RUN_COLUMNS: &str = "id, cycle, scope, state, checkpoint, started_at_ms, updated_at_ms, finished_at_ms";
+const RUN_COLUMNS: &str =
+    "id, cycle, scope, state, checkpoint, started_at_ms, updated_at_ms, finished_at_ms, error, failed_at_ms";
 
 fn bill_run(row: &Row) -> Result<BillRunRow> {
     Ok(BillRunRow {
@@ -300,6 +307,10 @@ fn bill_run(row: &Row) -> Result<BillRunRow> {
         started_at: row.timestamp("started_at_ms")?,
         updated_at: row.timestamp("updated_at_ms")?,
         finished_at: row.opt_timestamp("finished_at_ms")?,
+        failure: match (row.opt_text("error")?, row.opt_timestamp("failed_at_ms")?) {
+            (Some(error), Some(at)) => Some((error, at)),
+            _ => None,
+        },
     })
 }
 
@@ -405,7 +416,8 @@ impl Tx {
         Ok(run)
     }
 
-    /// Records a bill run's state and checkpoint (`finished_at` set when `Done`).
+    /// Records a bill run's state and checkpoint (`finished_at` set when `Done`); a
+    /// failure recorded before is cleared (this attempt got further).
     pub async fn save_bill_run(
         &mut self,
         id: &str,
@@ -418,7 +430,7 @@ impl Tx {
             .execute(
                 "bill_runs.save",
                 "UPDATE bill_runs SET state = $2, checkpoint = $3, updated_at_ms = $4,
-                     finished_at_ms = COALESCE(finished_at_ms, $5)
+                     finished_at_ms = COALESCE(finished_at_ms, $5), error = NULL, failed_at_ms = NULL
                  WHERE id = $1",
                 args![id, state.as_str(), checkpoint, to_ms(now), finished],
             )
@@ -640,6 +652,23 @@ impl Tx {
 
 impl Store {
     /// A bill run.
+    /// Records that an attempt at bill run `id` failed with `error` (its first
+    /// [`MAX_BILL_RUN_ERROR`] characters) at `now`, unless the run is done; whether it
+    /// was recorded (no such run, or done: not).
+    pub async fn fail_bill_run(&self, id: &str, error: &str, now: Timestamp) -> Result<bool> {
+        let error: String = error.chars().take(MAX_BILL_RUN_ERROR).collect();
+        let mut tx = self.begin().await?;
+        let changed = tx
+            .execute(
+                "bill_runs.fail",
+                "UPDATE bill_runs SET error = $2, failed_at_ms = $3, updated_at_ms = $3 WHERE id = $1 AND state <> 'done'",
+                args![id, error, to_ms(now)],
+            )
+            .await?;
+        tx.commit().await?;
+        Ok(changed > 0)
+    }
+
     pub async fn bill_run(&self, id: &str) -> Result<Option<BillRunRow>> {
         let mut tx = self.read().await?;
         let sql = format!("SELECT {RUN_COLUMNS} FROM bill_runs WHERE id = $1");

@@ -63,7 +63,7 @@ pub use balances::{
 };
 pub use billing::{
     BillRunRow, BillRunState, BillableAccount, BilledItem, BilledKind, InvoiceFilter, InvoiceKind, InvoiceLineRow,
-    InvoiceRow, InvoiceState, ProductPrice, INVOICE_PAGE_MAX,
+    InvoiceRow, InvoiceState, ProductPrice, INVOICE_PAGE_MAX, MAX_BILL_RUN_ERROR,
 };
 pub use catalogue::{new_entity_id, CatalogueFilter, CatalogueItem, CataloguePage, CATALOGUE_PAGE_MAX};
 pub use customers::{

@@ -12,7 +12,7 @@ use crate::sql::{args, Dialect};
 use crate::Store;
 
 /// The schema version this build writes and understands (the last migration).
-pub const SCHEMA_VERSION: i64 = 21;
+pub const SCHEMA_VERSION: i64 = 22;
 
 struct Migration {
     version: i64,
@@ -156,6 +156,12 @@ const MIGRATIONS: &[Migration] = &[
         description: "the renewal_refused threshold kind",
         sqlite: include_str!("../migrations/sqlite/0021_renewal_refused_threshold.sql"),
         postgres: include_str!("../migrations/postgres/0021_renewal_refused_threshold.sql"),
+    },
+    Migration {
+        version: 22,
+        description: "why a bill run's last attempt failed",
+        sqlite: include_str!("../migrations/sqlite/0022_bill_run_failures.sql"),
+        postgres: include_str!("../migrations/postgres/0022_bill_run_failures.sql"),
     },
 ];
 

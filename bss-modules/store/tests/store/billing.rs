@@ -13,7 +13,7 @@ use tollgate_store::testing::raw_sql;
 use tollgate_store::{
     store_test, AddOnRow, BillRunState, BilledItem, BilledKind, BillingAccountRow, CatalogueItem, CreditRow,
     CustomerRow, DiscountRow, InvoiceFilter, InvoiceKind, InvoiceLineRow, InvoiceRow, InvoiceState, LineRow, NewMsisdn,
-    NumberRangeRow, PoolChange, PoolKind, Store, StoreError, SubscriptionRow,
+    NumberRangeRow, PoolChange, PoolKind, Store, StoreError, SubscriptionRow, MAX_BILL_RUN_ERROR,
 };
 
 use crate::at;
@@ -336,12 +336,30 @@ store_test! {
         tx.save_bill_run("run-1", BillRunState::Finalising, Some("a1"), at(10)).await.expect("save");
         assert!(matches!(tx.open_bill_run("run-1", "2026-12", "all", at(9)).await, Err(StoreError::Conflict { what: "bill run", .. })));
         tx.commit().await.expect("commit");
+
+        // A failed attempt is kept with the run (bounded) until an attempt gets further.
+        let long = format!("no rate for {}", "é".repeat(3 * MAX_BILL_RUN_ERROR));
+        assert!(store.fail_bill_run("run-1", &long, at(10)).await.expect("fail"));
+        assert!(!store.fail_bill_run("nope", "x", at(10)).await.expect("fail"), "no such run");
+        let run = store.bill_run("run-1").await.expect("read").expect("present");
+        let (error, failed_at) = run.failure.expect("failure kept");
+        assert_eq!((error.chars().count(), failed_at, run.state), (MAX_BILL_RUN_ERROR, at(10), BillRunState::Finalising));
+        assert!(long.starts_with(&error));
+        let mut tx = store.begin().await.expect("begin");
+        tx.save_bill_run("run-1", BillRunState::Finalising, Some("a1"), at(10)).await.expect("save");
+        tx.commit().await.expect("commit");
+        assert_eq!(store.bill_run("run-1").await.expect("read").expect("present").failure, None, "cleared");
+        assert!(store.fail_bill_run("run-1", "again", at(10)).await.expect("fail"));
+
         let mut tx = store.begin().await.expect("begin");
         tx.save_bill_run("run-1", BillRunState::Done, Some("a1"), at(11)).await.expect("save");
         assert!(matches!(tx.save_bill_run("nope", BillRunState::Done, None, at(11)).await, Err(StoreError::NotFound { .. })));
         tx.commit().await.expect("commit");
         let run = store.bill_run("run-1").await.expect("read").expect("present");
         assert_eq!((run.state, run.checkpoint.as_deref(), run.finished_at), (BillRunState::Done, Some("a1"), Some(at(11))));
+        assert_eq!(run.failure, None, "done: the failure before is cleared");
+        assert!(!store.fail_bill_run("run-1", "late", at(12)).await.expect("fail"), "a done run does not fail");
+        assert_eq!(store.bill_run("run-1").await.expect("read").expect("present").failure, None);
     }
 }
 
