@@ -619,7 +619,7 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
                 data_dir: args.engine.data_dir.clone(),
                 shards: report.shards.len(),
                 store: store.clone(),
-                templates: threshold_templates,
+                templates: threshold_templates.clone(),
                 engine: Arc::new(super::engine_link::EnginePortLink::new(
                     Arc::clone(&engine),
                     store.clone(),
@@ -658,6 +658,7 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
                 };
                 config.bill_pdf = Some(Arc::new(super::bill_run::BillPdfRenderer::new(store.clone(), template)));
                 config.bill_runs = bill_runs.clone().map(|runs| runs as Arc<dyn tollgate_api::BillRuns>);
+                config.threshold_templates = threshold_templates.clone();
                 let router = tollgate_api::router(store.clone(), &config);
                 let api_limits = tollgate_oss_adapters::limits::ConnectionLimits {
                     max_connections: args.api.api_max_connections,

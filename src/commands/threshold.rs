@@ -32,7 +32,9 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 use jiff::Timestamp;
 use serde_json::json;
-use tollgate_customers::{parse_threshold, threshold_doc, EnginePort, Template, Templates, ThresholdKind, Thresholds};
+use tollgate_customers::{
+    crossing_doc, parse_threshold, threshold_doc, EnginePort, Template, Templates, ThresholdKind, Thresholds,
+};
 use tollgate_engine::ledger::{LedgerFollower, LedgerPosition};
 use tollgate_oss_adapters::admin::{Exposition, Kind, MetricsSource};
 use tollgate_store::{Store, ThresholdRow};
@@ -148,19 +150,7 @@ pub(crate) fn run(database: &DatabaseArgs, command: ThresholdCommand) -> anyhow:
                 let thresholds = Thresholds::new(store.clone(), Templates::default());
                 let rows = thresholds.list(&billing_account).await?;
                 let crossings = store.crossings_of(&billing_account, limit).await?;
-                let crossings: Vec<_> = crossings
-                    .iter()
-                    .map(|c| {
-                        json!({
-                            "threshold": {"id": c.threshold_id},
-                            "kind": c.kind,
-                            "crossingKey": c.crossing_key,
-                            "message": c.message,
-                            "eventId": c.event_id,
-                            "crossedAt": c.crossed_at.to_string(),
-                        })
-                    })
-                    .collect();
+                let crossings: Vec<_> = crossings.iter().map(crossing_doc).collect();
                 let shown = json!({
                     "billingAccount": {"id": billing_account},
                     "thresholds": rows.iter().map(threshold_doc).collect::<Vec<_>>(),

@@ -37,6 +37,9 @@ fn eventually<T>(what: &str, check: impl Fn() -> Option<T>) -> T {
     }
 }
 
+/// The management API's thresholds.
+const THRESHOLDS: &str = "/tmf-api/thresholdManagement/v1/threshold";
+
 /// `tollgate threshold list` for `account`, beside the running server.
 fn listed(data_dir: &str, account: &str) -> Value {
     let output = tollgate(&["threshold", "list", "--billing-account", account, "--data-dir", data_dir], "");
@@ -187,9 +190,12 @@ fn a_spending_cap_crosses_when_the_unbilled_charges_reach_it_and_is_sent_by_sms(
     let refused = set("balance_below", "1", &["--subscription", "any"]);
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("subscription"), "{refused:?}");
-    let cap = set("spending_cap", "0.10", &["--sms", "--no-webhook"]);
-    assert!(cap.status.success(), "{}", String::from_utf8_lossy(&cap.stderr));
-    let threshold: Value = serde_json::from_slice(&cap.stdout).expect("JSON");
+    // Set through the management API this time (as a care agent or a corporate admin
+    // would): the server's evaluation takes it as one the CLI set.
+    let cap = json!({"billingAccount": {"id": account}, "kind": "spending_cap", "amount": "0.10", "sms": true,
+        "webhook": false});
+    let (status, _, threshold) = request(&address, "POST", THRESHOLDS, &admin, &[JSON], Some(&cap));
+    assert_eq!(status, 201, "{threshold}");
     assert_eq!((threshold["sms"].as_bool(), threshold["webhook"].as_bool()), (Some(true), Some(false)));
 
     // One session of 1 MiB video: 0.10 EUR, the cap reached exactly.
@@ -209,6 +215,12 @@ fn a_spending_cap_crosses_when_the_unbilled_charges_reach_it_and_is_sent_by_sms(
     assert_eq!(crossings[0]["message"], text);
     let thresholds = listed(&data_dir, &account)["thresholds"].clone();
     assert_eq!(thresholds[0]["tripped"], true, "{thresholds}");
+    let (status, _, read) =
+        request(&address, "GET", &format!("{THRESHOLDS}/{}", threshold["id"].as_str().expect("id")), &admin, &[], None);
+    assert_eq!((status, &read["tripped"]), (200, &json!(true)), "{read}");
+    let by_api = format!("/tmf-api/thresholdManagement/v1/crossing?billingAccount.id={account}");
+    let (status, _, page) = request(&address, "GET", &by_api, &admin, &[], None);
+    assert_eq!((status, &page[0]["message"]), (200, &crossings[0]["message"]), "{page}");
 
     // The SMS gateway receives the message for the line's number.
     let (sender, received) = mpsc::channel();

@@ -75,6 +75,10 @@ pub enum Access {
     PaymentRead,
     /// Record payments.
     PaymentWrite,
+    /// Read thresholds and the crossings they notified.
+    ThresholdRead,
+    /// Set or remove thresholds (a partner: its hierarchy's accounts' only).
+    ThresholdWrite,
     /// Read alarms (TMF642).
     AlarmRead,
     /// Register, read and remove listeners of the alarms' hub.
@@ -117,6 +121,9 @@ pub fn allowed(role: Role, access: Access) -> bool {
         Access::FinanceHub => matches!(role, Role::Admin | Role::Finance),
         Access::BillingRead => matches!(role, Role::Admin | Role::Finance | Role::ReadOnly),
         Access::BillingWrite => matches!(role, Role::Admin | Role::Finance),
+        // A partner reaches its hierarchy's accounts only: tollgate-customers confines it.
+        Access::ThresholdRead => role != Role::ProductManager,
+        Access::ThresholdWrite => matches!(role, Role::Admin | Role::Care | Role::Partner),
         // Every token may see the faults; only an administrator changes them.
         Access::AlarmRead => true,
         Access::AlarmWrite | Access::AlarmHub => role == Role::Admin,
@@ -184,6 +191,12 @@ fn access_of(method: &Method, path: &str) -> Access {
             Access::BillingRead
         } else {
             Access::BillingWrite
+        }
+    } else if path.starts_with(crate::thresholds::BASE_PATH) {
+        if read {
+            Access::ThresholdRead
+        } else {
+            Access::ThresholdWrite
         }
     } else if path.starts_with(crate::bills::BILL_BASE_PATH) {
         // Read only: no write route exists there (the router answers 404 or 405).
@@ -330,6 +343,19 @@ mod tests {
                 matches!(role, Role::Admin | Role::Finance | Role::ReadOnly),
                 "{role}"
             );
+        }
+    }
+
+    #[test]
+    fn care_administrators_and_partners_set_thresholds_every_role_but_the_product_manager_reads_them() {
+        let base = crate::thresholds::BASE_PATH;
+        assert_eq!(access_of(&Method::POST, &format!("{base}/threshold")), Access::ThresholdWrite);
+        assert_eq!(access_of(&Method::DELETE, &format!("{base}/threshold/t1")), Access::ThresholdWrite);
+        assert_eq!(access_of(&Method::GET, &format!("{base}/crossing")), Access::ThresholdRead);
+        for role in Role::ALL {
+            let writes = matches!(role, Role::Admin | Role::Care | Role::Partner);
+            assert_eq!(allowed(role, Access::ThresholdWrite), writes, "{role}");
+            assert_eq!(allowed(role, Access::ThresholdRead), role != Role::ProductManager, "{role}");
         }
     }
 

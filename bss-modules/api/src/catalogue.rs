@@ -9,7 +9,7 @@ use std::sync::Arc;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use jiff::Timestamp;
@@ -18,7 +18,7 @@ use tollgate_catalogue::{Filter, Kind};
 
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::tmf::{etag, if_match, item_fields, json_body, page_headers, select, BodyType, ListQuery};
+use crate::tmf::{created, etag, if_match, item_fields, json_body, page_headers, select, BodyType, ListQuery};
 use crate::AppState;
 
 type Params = Result<Query<Vec<(String, String)>>, QueryRejection>;
@@ -63,13 +63,7 @@ pub(crate) async fn create(
     let kind = kind(&resource)?;
     let doc = json_body(&headers, body, BodyType::Json)?;
     let item = state.catalogue.create(kind, doc, &caller.actor(), Timestamp::now()).await?;
-    let mut headers = etag(item.version);
-    if let Some(href) = item.value.get("href").and_then(Value::as_str) {
-        if let Ok(location) = HeaderValue::from_str(href) {
-            headers.insert(header::LOCATION, location);
-        }
-    }
-    Ok((StatusCode::CREATED, headers, Json(item.value)).into_response())
+    Ok(created(item))
 }
 
 pub(crate) async fn patch(

@@ -32,6 +32,7 @@ mod orders;
 mod payments;
 mod prepay;
 mod reductions;
+pub mod thresholds;
 mod tmf;
 
 use std::sync::Arc;
@@ -41,7 +42,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use tollgate_alarms::TrapSender;
 use tollgate_catalogue::Catalogue;
-use tollgate_customers::{Customers, EnginePort};
+use tollgate_customers::{Customers, EnginePort, Templates, Thresholds};
 use tollgate_hub::{Hub, HubApi, HubOptions};
 use tollgate_inventory::{Inventory, InventoryConfig};
 use tollgate_orders::Orders;
@@ -77,6 +78,8 @@ pub struct ApiConfig {
     pub bill_pdf: Option<Arc<dyn BillPdf>>,
     /// Runs bill runs in the server (`None`: the bill run routes answer 503).
     pub bill_runs: Option<Arc<dyn BillRuns>>,
+    /// The threshold messages' templates: a threshold's language must be one of theirs.
+    pub threshold_templates: Templates,
 }
 
 /// A future a trait object returns (the engine ports' own).
@@ -167,6 +170,7 @@ impl Default for ApiConfig {
             alarm_traps: None,
             bill_pdf: None,
             bill_runs: None,
+            threshold_templates: Templates::default(),
         }
     }
 }
@@ -237,6 +241,7 @@ pub(crate) struct AppState {
     pub(crate) alarm_traps: Option<Arc<TrapSender>>,
     pub(crate) bill_pdf: Option<Arc<dyn BillPdf>>,
     pub(crate) bill_runs: Option<Arc<dyn BillRuns>>,
+    pub(crate) thresholds: Thresholds,
     pub(crate) limiter: RateLimit,
 }
 
@@ -248,7 +253,8 @@ pub(crate) struct AppState {
 /// prepaid balances under `/tmf-api/prepayBalanceManagement/v4/`, product orders under
 /// `/tmf-api/productOrderingManagement/v4/` with the product, service and service order
 /// inventories, customer bills (TMF678, read) under `/tmf-api/customerBillManagement/v4/`,
-/// bill runs, discounts and credits (Tollgate's own) under `/tmf-api/billing/v1/`, payments (TMF676) under
+/// bill runs, discounts and credits (Tollgate's own) under `/tmf-api/billing/v1/`, thresholds
+/// and their crossings (Tollgate's own) under `/tmf-api/thresholdManagement/v1/`, payments (TMF676) under
 /// `/tmf-api/paymentManagement/v4/`,
 /// alarms under `/tmf-api/alarmManagement/v4/`, and the audit trail under `/tmf-api/audit/v1/`.
 pub fn router(store: Store, config: &ApiConfig) -> Router {
@@ -264,6 +270,7 @@ pub fn router(store: Store, config: &ApiConfig) -> Router {
         alarm_traps: config.alarm_traps.clone(),
         bill_pdf: config.bill_pdf.clone(),
         bill_runs: config.bill_runs.clone(),
+        thresholds: Thresholds::new(store.clone(), config.threshold_templates.clone()),
         store,
         limiter: RateLimit::new(config.rate_per_second, config.burst),
     });
@@ -325,6 +332,9 @@ pub fn router(store: Store, config: &ApiConfig) -> Router {
             &format!("{}/credit", billruns::BASE_PATH),
             get(reductions::list_credits).post(reductions::create_credit),
         )
+        .route(&format!("{}/threshold", thresholds::BASE_PATH), get(thresholds::list).post(thresholds::create))
+        .route(&format!("{}/threshold/{{id}}", thresholds::BASE_PATH), get(thresholds::get).delete(thresholds::delete))
+        .route(&format!("{}/crossing", thresholds::BASE_PATH), get(thresholds::crossings))
         .route(&payments::path(""), get(payments::list).post(payments::create))
         .route(&payments::path("/{id}"), get(payments::get))
         .route(&format!("{}/alarm", alarms::BASE_PATH), get(alarms::list).post(alarms::create))

@@ -10,51 +10,19 @@ use std::sync::Arc;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use jiff::Timestamp;
-use serde_json::Value;
 use tollgate_store::BalanceActionKind;
 
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::tmf::{body_bytes, item_fields, page_headers, select, BodyType, ListQuery};
+use crate::tmf::{body_bytes, item_fields, listed, made, page_of, select, BodyType, ListQuery};
 use crate::AppState;
 
 type Params = Result<Query<Vec<(String, String)>>, QueryRejection>;
 type Body = Result<Bytes, BytesRejection>;
-
-fn listed(items: Vec<Value>, total: i64, query: &ListQuery) -> Response {
-    let count = items.len();
-    let items: Vec<Value> = items.into_iter().map(|item| select(item, query.fields.as_deref())).collect();
-    (page_headers(total, count), Json(Value::Array(items))).into_response()
-}
-
-/// The billing account a balance list is about: `partyAccount.id`, the one filter it takes.
-fn account_filter(query: &ListQuery) -> Result<&str, ApiError> {
-    let mut account = None;
-    for (name, value) in &query.filters {
-        match name.as_str() {
-            "partyAccount.id" if account.is_none() => account = Some(value.as_str()),
-            "partyAccount.id" => return Err(ApiError::bad_request(name.clone(), "given twice")),
-            other => {
-                return Err(ApiError::bad_request(other, format!("cannot filter on {other:?} (only partyAccount.id)")))
-            }
-        }
-    }
-    account.ok_or_else(|| {
-        ApiError::bad_request("partyAccount.id", "is required: the billing account whose balance to show")
-    })
-}
-
-/// A page of an in-memory list.
-fn page_of(items: Vec<Value>, query: &ListQuery) -> Response {
-    let total = i64::try_from(items.len()).unwrap_or(i64::MAX);
-    let start = usize::try_from(query.offset).unwrap_or(usize::MAX);
-    let page: Vec<Value> = items.into_iter().skip(start).take(query.limit as usize).collect();
-    listed(page, total, query)
-}
 
 pub(crate) async fn list_buckets(
     State(state): State<Arc<AppState>>,
@@ -62,7 +30,7 @@ pub(crate) async fn list_buckets(
     query: Params,
 ) -> Result<Response, ApiError> {
     let query = ListQuery::parse(query)?;
-    let account = account_filter(&query)?;
+    let account = query.required_filter("partyAccount.id", "the billing account whose balance to show")?;
     Ok(page_of(state.customers.buckets(&caller.principal(), account, Timestamp::now()).await?, &query))
 }
 
@@ -83,7 +51,7 @@ pub(crate) async fn list_accumulated(
     query: Params,
 ) -> Result<Response, ApiError> {
     let query = ListQuery::parse(query)?;
-    let account = account_filter(&query)?;
+    let account = query.required_filter("partyAccount.id", "the billing account whose balance to show")?;
     let balance = state.customers.accumulated_balance(&caller.principal(), account).await?;
     Ok(page_of(vec![balance], &query))
 }
@@ -121,15 +89,7 @@ async fn create_action(
 ) -> Result<Response, ApiError> {
     let body = body_bytes(headers, body, BodyType::Json)?;
     let outcome = state.customers.request_balance_action(&caller.principal(), kind, &body, Timestamp::now()).await?;
-    if !outcome.created {
-        return Ok(Json(outcome.doc).into_response());
-    }
-    let mut headers = HeaderMap::new();
-    if let Some(location) = outcome.doc.get("href").and_then(Value::as_str).and_then(|h| HeaderValue::from_str(h).ok())
-    {
-        headers.insert(header::LOCATION, location);
-    }
-    Ok((StatusCode::CREATED, headers, Json(outcome.doc)).into_response())
+    Ok(made(outcome.doc, outcome.created))
 }
 
 async fn get_action(

@@ -29,7 +29,7 @@ use tollgate_store::{CreditRow, DiscountRow};
 
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::tmf::{body_object, decimal_value, page_headers, select, ListQuery};
+use crate::tmf::{body_object, decimal_value, page_of, ListQuery};
 use crate::AppState;
 
 type Params = Result<Query<Vec<(String, String)>>, QueryRejection>;
@@ -158,45 +158,20 @@ pub(crate) async fn create_credit(
     Ok((StatusCode::CREATED, Json(with_type(doc, "Credit"))).into_response())
 }
 
-/// The one account a list is of (`billingAccount.id`, required).
-fn account_of(query: &ListQuery) -> Result<String, ApiError> {
-    let mut account = None;
-    for (name, value) in &query.filters {
-        match name.as_str() {
-            "billingAccount.id" if account.is_none() => account = Some(value.clone()),
-            "billingAccount.id" => return Err(ApiError::bad_request(name.clone(), "given twice")),
-            other => {
-                return Err(ApiError::bad_request(other, format!("cannot filter on {other:?} (billingAccount.id)")))
-            }
-        }
-    }
-    account.ok_or_else(|| ApiError::bad_request("billingAccount.id", "is required: the account whose to list"))
-}
-
-/// A page of `docs` as the list's query asks.
-fn page(docs: Vec<Value>, query: &ListQuery) -> Response {
-    let total = i64::try_from(docs.len()).unwrap_or(i64::MAX);
-    let offset = usize::try_from(query.offset).unwrap_or(usize::MAX);
-    let limit = usize::try_from(query.limit).unwrap_or(usize::MAX);
-    let items: Vec<Value> =
-        docs.into_iter().skip(offset).take(limit).map(|doc| select(doc, query.fields.as_deref())).collect();
-    (page_headers(total, items.len()), Json(Value::Array(items))).into_response()
-}
-
 /// `GET /tmf-api/billing/v1/discount?billingAccount.id=…`.
 pub(crate) async fn list_discounts(State(state): State<Arc<AppState>>, query: Params) -> Result<Response, ApiError> {
     let query = ListQuery::parse(query)?;
-    let account = account_of(&query)?;
+    let account = query.required_filter("billingAccount.id", "the account whose discounts to list")?.to_owned();
     let rows = state.store.discounts_of(std::slice::from_ref(&account)).await?;
     let docs = rows.iter().map(|row| with_type(tollgate_receivables::discount_doc(row), "Discount")).collect();
-    Ok(page(docs, &query))
+    Ok(page_of(docs, &query))
 }
 
 /// `GET /tmf-api/billing/v1/credit?billingAccount.id=…`.
 pub(crate) async fn list_credits(State(state): State<Arc<AppState>>, query: Params) -> Result<Response, ApiError> {
     let query = ListQuery::parse(query)?;
-    let account = account_of(&query)?;
+    let account = query.required_filter("billingAccount.id", "the account whose credits to list")?.to_owned();
     let rows = state.store.credits_of(std::slice::from_ref(&account)).await?;
     let docs = rows.iter().map(|row| with_type(tollgate_receivables::credit_doc(row), "Credit")).collect();
-    Ok(page(docs, &query))
+    Ok(page_of(docs, &query))
 }

@@ -75,6 +75,37 @@ impl ListQuery {
     }
 }
 
+impl ListQuery {
+    /// The value of filter `name`, which the list requires (given once) and is the only
+    /// filter it takes; `what` says what it names.
+    pub(crate) fn required_filter(&self, name: &str, what: &str) -> Result<&str, ApiError> {
+        let mut found = None;
+        for (given, value) in &self.filters {
+            match given.as_str() {
+                given if given == name && found.is_none() => found = Some(value.as_str()),
+                given if given == name => return Err(ApiError::bad_request(name, "given twice")),
+                other => return Err(ApiError::bad_request(other, format!("cannot filter on {other:?} (only {name})"))),
+            }
+        }
+        found.ok_or_else(|| ApiError::bad_request(name, format!("is required: {what}")))
+    }
+}
+
+/// A list's page: `items` (cut already), of `total`, with the `fields` the query selects.
+pub(crate) fn listed(items: Vec<Value>, total: i64, query: &ListQuery) -> Response {
+    let count = items.len();
+    let items: Vec<Value> = items.into_iter().map(|item| select(item, query.fields.as_deref())).collect();
+    (page_headers(total, count), Json(Value::Array(items))).into_response()
+}
+
+/// The page `query` asks for of a whole list held in memory (a bounded one).
+pub(crate) fn page_of(items: Vec<Value>, query: &ListQuery) -> Response {
+    let total = i64::try_from(items.len()).unwrap_or(i64::MAX);
+    let start = usize::try_from(query.offset).unwrap_or(usize::MAX);
+    let page: Vec<Value> = items.into_iter().skip(start).take(query.limit as usize).collect();
+    listed(page, total, query)
+}
+
 /// The `fields` of a GET by id (the only parameter it takes).
 pub(crate) fn item_fields(
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
@@ -122,13 +153,29 @@ pub(crate) fn one(item: Versioned<Value>, fields: Option<&[String]>) -> Response
     (etag(item.version), Json(select(item.value, fields))).into_response()
 }
 
+/// Adds `doc`'s `href` to `headers` as `Location`.
+fn location(doc: &Value, headers: &mut HeaderMap) {
+    if let Some(location) = doc.get("href").and_then(Value::as_str).and_then(|h| HeaderValue::from_str(h).ok()) {
+        headers.insert(header::LOCATION, location);
+    }
+}
+
 /// A resource just created: 201, its ETag, and its `href` as `Location`.
 pub(crate) fn created(item: Versioned<Value>) -> Response {
     let mut headers = etag(item.version);
-    if let Some(location) = item.value.get("href").and_then(Value::as_str).and_then(|h| HeaderValue::from_str(h).ok()) {
-        headers.insert(header::LOCATION, location);
-    }
+    location(&item.value, &mut headers);
     (StatusCode::CREATED, headers, Json(item.value)).into_response()
+}
+
+/// A resource asked to be made: 201 with its `href` as `Location` when it was made now,
+/// 200 when it existed (a request repeated, or an existing one changed).
+pub(crate) fn made(doc: Value, created: bool) -> Response {
+    if !created {
+        return Json(doc).into_response();
+    }
+    let mut headers = HeaderMap::new();
+    location(&doc, &mut headers);
+    (StatusCode::CREATED, headers, Json(doc)).into_response()
 }
 
 /// The version `If-Match` names: required (428 without), one ETag this server issued.

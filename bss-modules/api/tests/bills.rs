@@ -5,18 +5,18 @@
 //! filters are checked by name; nothing can be written.
 
 mod common;
+#[path = "common/hierarchies.rs"]
+mod hierarchies;
 
 use std::str::FromStr;
 
 use axum::http::StatusCode;
 use common::{call, token};
+use hierarchies::hierarchies;
 use rust_decimal::Decimal;
 use serde_json::{json, Value};
 use tollgate_api::{router, ApiConfig, BILL_BASE_PATH};
-use tollgate_store::{
-    store_test, BillingAccountRow, CustomerRow, InvoiceKind, InvoiceLineRow, InvoiceRow, InvoiceState, Role, Store,
-    SubscriptionRow,
-};
+use tollgate_store::{store_test, InvoiceKind, InvoiceLineRow, InvoiceRow, InvoiceState, Role, Store, SubscriptionRow};
 
 fn at(seconds: i64) -> jiff::Timestamp {
     jiff::Timestamp::from_second(1_790_000_000 + seconds).expect("instant")
@@ -29,37 +29,8 @@ fn money(text: &str) -> Decimal {
 /// Two hierarchies (`root-a` with child `child-a`, `root-b`), each invoiced; `root-a`'s
 /// invoice is final.
 async fn bills(store: &Store) {
+    hierarchies(store, "postpaid", at(0)).await;
     let mut tx = store.begin().await.expect("begin");
-    let customer = CustomerRow {
-        id: "c1".into(),
-        party_type: "organization".into(),
-        name: "Acme".into(),
-        status: "Approved".into(),
-        doc: json!({}),
-        anonymised_at: None,
-    };
-    tx.insert_customer(&customer, at(0)).await.expect("customer");
-    for (id, parent, root) in
-        [("root-a", None, "root-a"), ("child-a", Some("root-a"), "root-a"), ("root-b", None, "root-b")]
-    {
-        let account = BillingAccountRow {
-            id: id.into(),
-            engine_account_id: 0,
-            customer_id: "c1".into(),
-            parent_id: parent.map(str::to_owned),
-            root_id: root.into(),
-            depth: i64::from(parent.is_some()),
-            name: id.into(),
-            account_type: "postpaid".into(),
-            state: "Active".into(),
-            currency: "EUR".into(),
-            bill_cycle_day: 1,
-            payment_terms_days: 30,
-            tax_profile_id: None,
-            credit_limit: Decimal::ZERO,
-        };
-        tx.insert_billing_account(&account, at(0)).await.expect("account");
-    }
     tx.open_bill_run("2026-11", "2026-11", "all", at(1)).await.expect("run");
     for root in ["root-a", "root-b"] {
         let invoice = InvoiceRow {

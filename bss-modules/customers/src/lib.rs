@@ -50,9 +50,9 @@ pub use service::{
     CUSTOMER_EVENTS, CUSTOMER_FILTERS,
 };
 pub use threshold::{
-    decide, doc as threshold_doc, fill, parse_threshold, sms_key, Decision, Template, Templates, ThresholdKind,
-    ThresholdSpec, Thresholds, ENGINE_EVALUATOR, MAX_EXPIRY_HOURS, MAX_SMS_RECIPIENTS, MAX_TEMPLATE_CHARS,
-    SMS_OUTBOX_KIND, THRESHOLD_EVENT,
+    crossing_doc, decide, doc as threshold_doc, fill, parse_threshold, sms_key, Decision, Template, Templates,
+    ThresholdKind, ThresholdSpec, Thresholds, ENGINE_EVALUATOR, MAX_EXPIRY_HOURS, MAX_SMS_RECIPIENTS,
+    MAX_TEMPLATE_CHARS, SMS_OUTBOX_KIND, THRESHOLD_EVENT,
 };
 
 /// JSON merge patch (RFC 7386): an object patch sets each member it names, removes the

@@ -35,7 +35,7 @@ use tollgate_store::{
 
 use crate::error::{CustomersError, Result};
 use crate::port::{AllowanceBucket, EngineAccount};
-use crate::service::ACCOUNT_BASE_PATH;
+use crate::service::{Customers, Principal, ACCOUNT_BASE_PATH};
 
 /// The outbox kind of a crossing's short message: the payload is `{"reference", "to":
 /// [MSISDN digits], "text"}`, sent by the binary's SMS gateway adapter under `reference`.
@@ -649,6 +649,65 @@ impl Thresholds {
         Ok(row)
     }
 
+    /// Billing account `id` if `who` reaches it (a partner: within its hierarchy, else
+    /// `Forbidden`); an unknown one is refused naming `field`.
+    async fn reach(&self, who: &Principal, field: &'static str, id: &str) -> Result<()> {
+        let Some(account) = self.store.billing_account(id).await? else {
+            return Err(CustomersError::invalid(field, format!("no billing account {id}")));
+        };
+        Customers::reach_account(who, &account.value)
+    }
+
+    /// [`Thresholds::set`] by `who`: a partner sets its hierarchy's accounts' only.
+    pub async fn set_by(
+        &self,
+        who: &Principal,
+        account_id: &str,
+        spec: &ThresholdSpec,
+        now: Timestamp,
+    ) -> Result<(ThresholdRow, bool)> {
+        self.reach(who, "billingAccount", account_id).await?;
+        self.set(&who.actor, account_id, spec, now).await
+    }
+
+    /// Billing account `account_id`'s thresholds as `who` may see them (a partner: its
+    /// hierarchy's accounts' only).
+    pub async fn list_by(&self, who: &Principal, account_id: &str) -> Result<Vec<ThresholdRow>> {
+        self.reach(who, "billingAccount.id", account_id).await?;
+        self.list(account_id).await
+    }
+
+    /// Threshold `id` as `who` may see it: `NotFound` also for another hierarchy's (a
+    /// partner learns nothing of it).
+    pub async fn get_by(&self, who: &Principal, id: &str) -> Result<ThresholdRow> {
+        let not_found = || CustomersError::NotFound { kind: "threshold", id: id.to_owned() };
+        let row = self.store.threshold(id).await?.ok_or_else(not_found)?;
+        match self.reach(who, "id", &row.billing_account_id).await {
+            Ok(()) => Ok(row),
+            Err(CustomersError::Forbidden { .. }) => Err(not_found()),
+            Err(other) => Err(other),
+        }
+    }
+
+    /// Deletes threshold `id` as `who` ([`Thresholds::get_by`]'s reach).
+    pub async fn delete_by(&self, who: &Principal, id: &str, now: Timestamp) -> Result<ThresholdRow> {
+        let row = self.get_by(who, id).await?;
+        self.delete(&who.actor, &row.billing_account_id, id, now).await
+    }
+
+    /// A page of billing account `account_id`'s crossings, latest first, as `who` may
+    /// see them, and how many it has.
+    pub async fn crossings_by(
+        &self,
+        who: &Principal,
+        account_id: &str,
+        offset: u64,
+        limit: u32,
+    ) -> Result<(Vec<CrossingRow>, i64)> {
+        self.reach(who, "billingAccount.id", account_id).await?;
+        Ok(self.store.crossing_page(account_id, offset, limit).await?)
+    }
+
     /// Applies what [`decide`] finds due for `thresholds` (one account's, in `currency`)
     /// given `account` at `now`: each crossing recorded once, with its hub event when the threshold
     /// has a webhook, in one transaction per threshold. Returns the crossings recorded now.
@@ -834,6 +893,19 @@ pub fn doc(row: &ThresholdRow) -> Value {
         "tripped": row.tripped,
         "episode": row.episode,
         "createdAt": row.created_at.to_string(),
+    })
+}
+
+/// A crossing notified, as the CLI and the API show it.
+pub fn crossing_doc(row: &CrossingRow) -> Value {
+    json!({
+        "threshold": {"id": row.threshold_id},
+        "billingAccount": {"id": row.billing_account_id},
+        "kind": row.kind,
+        "crossingKey": row.crossing_key,
+        "message": row.message,
+        "eventId": row.event_id,
+        "crossedAt": row.crossed_at.to_string(),
     })
 }
 

@@ -310,6 +310,37 @@ impl Store {
             .collect()
     }
 
+    /// Threshold `id`, if there is one.
+    pub async fn threshold(&self, id: &str) -> Result<Option<ThresholdRow>> {
+        let mut tx = self.read().await?;
+        let sql = format!("SELECT {COLUMNS} FROM thresholds t WHERE t.id = $1");
+        tx.fetch_optional("thresholds.get", &sql, args![id]).await?.as_ref().map(threshold).transpose()
+    }
+
+    /// A page of billing account `id`'s crossings, the latest first (`limit` capped at
+    /// [`CROSSING_PAGE_MAX`]), and how many it has.
+    pub async fn crossing_page(&self, id: &str, offset: u64, limit: u32) -> Result<(Vec<CrossingRow>, i64)> {
+        let mut tx = self.read().await?;
+        let offset = crate::customers::offset_arg(offset)?;
+        let total = tx
+            .fetch_one(
+                "threshold_crossings.count",
+                "SELECT COUNT(*) AS n FROM threshold_crossings WHERE billing_account_id = $1",
+                args![id],
+            )
+            .await?
+            .int("n")?;
+        let rows = tx
+            .fetch_all(
+                "threshold_crossings.page",
+                "SELECT threshold_id, crossing_key, billing_account_id, kind, message, event_id, crossed_at_ms
+                 FROM threshold_crossings WHERE billing_account_id = $1 ORDER BY seq DESC LIMIT $2 OFFSET $3",
+                args![id, i64::from(limit.min(CROSSING_PAGE_MAX)), offset],
+            )
+            .await?;
+        Ok((rows.iter().map(crossing).collect::<Result<Vec<_>>>()?, total))
+    }
+
     /// The crossings of billing account `id`, oldest first, at most `limit` (capped at
     /// [`CROSSING_PAGE_MAX`]).
     pub async fn crossings_of(&self, id: &str, limit: u32) -> Result<Vec<CrossingRow>> {
