@@ -141,6 +141,24 @@ pub(crate) enum BillRunCommand {
         #[arg(long, default_value = "discount")]
         charge_type: String,
     },
+    /// Move a discount's end: withdrawn from `--until` on (excluded), or no end with
+    /// `--no-end`; invoices made final keep what they took. Prints it.
+    EndDiscount {
+        #[arg(long)]
+        id: String,
+        #[arg(long, required_unless_present = "no_end", conflicts_with = "no_end")]
+        until: Option<jiff::civil::Date>,
+        #[arg(long)]
+        no_end: bool,
+    },
+    /// Change a credit's amount, never below what invoices used of it (that much takes
+    /// its unused rest back). Prints it.
+    ChangeCredit {
+        #[arg(long)]
+        id: String,
+        #[arg(long)]
+        amount: rust_decimal::Decimal,
+    },
     /// Give a billing account a credit: taken off its next invoices' charges in its
     /// currency until used up; prints it.
     Credit {
@@ -212,6 +230,19 @@ pub(crate) fn run(args: &BillRunArgs) -> anyhow::Result<ExitCode> {
             }
             Some(command @ (BillRunCommand::Discount { .. } | BillRunCommand::Credit { .. })) => {
                 add_reduction(&store, command).await
+            }
+            Some(BillRunCommand::EndDiscount { id, until, no_end: _ }) => {
+                let until = until.map(|day| day.to_string());
+                let now = jiff::Timestamp::now();
+                let changed = tollgate_receivables::end_discount(&store, &actor(), id, None, until, now).await?;
+                println!("{}", changed.value);
+                Ok(ExitCode::SUCCESS)
+            }
+            Some(BillRunCommand::ChangeCredit { id, amount }) => {
+                let now = jiff::Timestamp::now();
+                let changed = tollgate_receivables::change_credit(&store, &actor(), id, None, *amount, now).await?;
+                println!("{}", changed.value);
+                Ok(ExitCode::SUCCESS)
             }
             Some(BillRunCommand::ExportGl { run, config, output }) => {
                 export_gl(&store, run, &load_config(config.as_deref())?, output.as_deref()).await

@@ -251,6 +251,14 @@ fn discounts_and_credits_from_the_store_reduce_invoices_once() {
     let bad = ["bill-run", "discount", "--account", first, "--id", "d2", "--percent", "120", "--from", "2000-01-01"];
     let refused = tollgate(&[&bad[..], &["--data-dir", &data_dir]].concat(), "");
     assert!(String::from_utf8_lossy(&refused.stderr).contains("discount.value"), "a percentage above 100 is refused");
+    // Withdrawn (ended before the cycle) the discount takes nothing off; given its open
+    // end back, all again.
+    let ended = ok(&["bill-run", "end-discount", "--id", "d1", "--until", "2000-02-01", "--data-dir", &data_dir]);
+    assert!(String::from_utf8_lossy(&ended.stdout).contains("\"validUntil\":\"2000-02-01\""));
+    let only_first = ["bill-run", "--cycle", &cycle, "--dry-run", "--accounts", first, "--data-dir", &data_dir];
+    assert_eq!(gross(&json_lines(&ok(&only_first))[0]), gross(&dry[0]), "no discount");
+    ok(&["bill-run", "end-discount", "--id", "d1", "--no-end", "--data-dir", &data_dir]);
+    assert_eq!(gross(&json_lines(&ok(&only_first))[0]), Decimal::ZERO, "the discount again");
 
     bill(&data_dir, &cycle);
     let invoices = show(&data_dir, &cycle);
@@ -259,6 +267,9 @@ fn discounts_and_credits_from_the_store_reduce_invoices_once() {
     for (invoice, composed) in invoices.iter().zip(&dry).skip(2) {
         assert_eq!(invoice["contentHash"], composed["contentHash"], "the other accounts' invoices are as before");
     }
+    // What an invoice took of the credit stays taken: its amount goes no lower.
+    let lowered = tollgate(&["bill-run", "change-credit", "--id", "c1", "--amount", "0", "--data-dir", &data_dir], "");
+    assert!(String::from_utf8_lossy(&lowered.stderr).contains("used"), "{lowered:?}");
     // Run again: nothing changes, and the credit was taken once.
     let rerun = bill(&data_dir, &cycle);
     assert!(rerun.contains("0 drafted"), "{rerun}");

@@ -32,7 +32,7 @@ use tollgate_store::BillRunRow;
 
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::tmf::{body_object, item_fields, page_headers, select, ListQuery};
+use crate::tmf::{body_object, item_fields, page_headers, select, BodyType, ListQuery};
 use crate::{AppState, BillRunProgress, BillRunRefusal, BillRunRequest, BillRunStart, BillRuns};
 
 /// The API's root.
@@ -186,7 +186,7 @@ pub(crate) async fn create(
     body: Body,
 ) -> Result<Response, ApiError> {
     let runner = runner(&state)?;
-    let body = body_object(&headers, body, &["cycle", "accounts", "dryRun"])?;
+    let body = body_object(&headers, body, BodyType::Json, &["cycle", "accounts", "dryRun"])?;
     let cycle = match body.get("cycle") {
         Some(Value::String(cycle)) => cycle.clone(),
         Some(_) => return Err(ApiError::bad_request("cycle", "must be a month, YYYY-MM")),

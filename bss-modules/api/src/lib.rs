@@ -332,6 +332,14 @@ pub fn router(store: Store, config: &ApiConfig) -> Router {
             &format!("{}/credit", billruns::BASE_PATH),
             get(reductions::list_credits).post(reductions::create_credit),
         )
+        .route(
+            &format!("{}/discount/{{id}}", billruns::BASE_PATH),
+            get(reductions::get_discount).patch(reductions::patch_discount),
+        )
+        .route(
+            &format!("{}/credit/{{id}}", billruns::BASE_PATH),
+            get(reductions::get_credit).patch(reductions::patch_credit),
+        )
         .route(&format!("{}/threshold", thresholds::BASE_PATH), get(thresholds::list).post(thresholds::create))
         .route(&format!("{}/threshold/{{id}}", thresholds::BASE_PATH), get(thresholds::get).delete(thresholds::delete))
         .route(&format!("{}/crossing", thresholds::BASE_PATH), get(thresholds::crossings))

@@ -13,23 +13,31 @@
 //! - `GET …/discount` and `GET …/credit` with `billingAccount.id`: the account's, with
 //!   what invoices `used` of each credit.
 //!
-//! A taken id is 409; an unknown account is 400 naming `billingAccount`.
+//! - `GET …/discount/{id}` and `…/credit/{id}`: one, with its `ETag`.
+//! - `PATCH …/discount/{id}` (`If-Match` required, a merge patch of `validUntil` only):
+//!   the discount's end moved (withdrawn from that day, or `null`: no end); `PATCH
+//!   …/credit/{id}` (`amount` only): the credit's amount changed, never below what
+//!   invoices `used` of it (its `used` as the amount takes its rest back). Invoices made
+//!   final keep what they took; another field is refused naming it, to give a new one.
+//!
+//! A taken id is 409; an unknown account is 400 naming `billingAccount`; a stale
+//! `If-Match` 412.
 
 use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
-use axum::extract::{Query, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use rust_decimal::Decimal;
 use serde_json::{Map, Value};
-use tollgate_store::{CreditRow, DiscountRow};
+use tollgate_store::{CreditRow, DiscountRow, Version, Versioned};
 
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::tmf::{body_object, decimal_value, page_of, ListQuery};
+use crate::tmf::{body_object, decimal_value, if_match, one, page_of, BodyType, ListQuery};
 use crate::AppState;
 
 type Params = Result<Query<Vec<(String, String)>>, QueryRejection>;
@@ -97,7 +105,7 @@ pub(crate) async fn create_discount(
         "description",
         "chargeType",
     ];
-    let body = body_object(&headers, body, &fields)?;
+    let body = body_object(&headers, body, BodyType::Json, &fields)?;
     let product = text(&body, "product")?;
     let hierarchy = match body.get("hierarchy") {
         None | Some(Value::Null) => false,
@@ -142,7 +150,7 @@ pub(crate) async fn create_credit(
     body: Body,
 ) -> Result<Response, ApiError> {
     let fields = ["id", "billingAccount", "amount", "currency", "description", "chargeType"];
-    let body = body_object(&headers, body, &fields)?;
+    let body = body_object(&headers, body, BodyType::Json, &fields)?;
     let now = jiff::Timestamp::now();
     let row = CreditRow {
         id: id_or_new(&body)?,
@@ -174,4 +182,72 @@ pub(crate) async fn list_credits(State(state): State<Arc<AppState>>, query: Para
     let rows = state.store.credits_of(std::slice::from_ref(&account)).await?;
     let docs = rows.iter().map(|row| with_type(tollgate_receivables::credit_doc(row), "Credit")).collect();
     Ok(page_of(docs, &query))
+}
+
+/// A discount or credit (`kind`) `id` as found, with its ETag; 404 when there is none.
+fn found<T>(found: Option<Versioned<T>>, kind: &str, id: &str, doc: fn(&T) -> Value) -> Result<Response, ApiError> {
+    let missing = || ApiError::new(StatusCode::NOT_FOUND, "notFound", "id", format!("no {kind} {id}"));
+    let found = found.ok_or_else(missing)?;
+    Ok(one(Versioned { value: with_type(doc(&found.value), kind), version: found.version }, None))
+}
+
+/// `GET /tmf-api/billing/v1/discount/{id}`.
+pub(crate) async fn get_discount(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    found(state.store.discount(&id).await?, "Discount", &id, tollgate_receivables::discount_doc)
+}
+
+/// `GET /tmf-api/billing/v1/credit/{id}`.
+pub(crate) async fn get_credit(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    found(state.store.credit(&id).await?, "Credit", &id, tollgate_receivables::credit_doc)
+}
+
+/// The version `If-Match` names, which a change of a discount or a credit requires.
+fn expected(headers: &HeaderMap) -> Result<Version, ApiError> {
+    if_match(headers, true)?.ok_or_else(|| ApiError::bad_request("If-Match", "required"))
+}
+
+/// `PATCH /tmf-api/billing/v1/discount/{id}`: its `validUntil` only.
+pub(crate) async fn patch_discount(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let body = body_object(&headers, body, BodyType::MergePatch, &["validUntil"])?;
+    let expected = expected(&headers)?;
+    if !body.contains_key("validUntil") {
+        return Err(ApiError::bad_request("validUntil", "is what a discount's change sets"));
+    }
+    let until = text(&body, "validUntil")?;
+    let now = jiff::Timestamp::now();
+    let changed =
+        tollgate_receivables::end_discount(&state.store, &caller.actor(), &id, Some(expected), until, now).await?;
+    let version = changed.version;
+    Ok(one(Versioned { value: with_type(changed.value, "Discount"), version }, None))
+}
+
+/// `PATCH /tmf-api/billing/v1/credit/{id}`: its `amount` only.
+pub(crate) async fn patch_credit(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let body = body_object(&headers, body, BodyType::MergePatch, &["amount"])?;
+    let expected = expected(&headers)?;
+    let amount =
+        decimal(&body, "amount")?.ok_or_else(|| ApiError::bad_request("amount", "is what a credit's change sets"))?;
+    let now = jiff::Timestamp::now();
+    let changed =
+        tollgate_receivables::change_credit(&state.store, &caller.actor(), &id, Some(expected), amount, now).await?;
+    let version = changed.version;
+    Ok(one(Versioned { value: with_type(changed.value, "Credit"), version }, None))
 }

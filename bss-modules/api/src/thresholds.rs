@@ -34,7 +34,7 @@ use tollgate_store::ThresholdRow;
 
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::tmf::{body_object, decimal_value, item_fields, listed, made, page_of, select, ListQuery};
+use crate::tmf::{body_object, decimal_value, item_fields, listed, made, page_of, select, BodyType, ListQuery};
 use crate::AppState;
 
 /// The API's root.
@@ -139,7 +139,7 @@ pub(crate) async fn create(
     body: Body,
 ) -> Result<Response, ApiError> {
     let fields = ["billingAccount", "kind", "amount", "percent", "hours", "subscription", "language", "webhook", "sms"];
-    let body = body_object(&headers, body, &fields)?;
+    let body = body_object(&headers, body, BodyType::Json, &fields)?;
     let account =
         reference(&body, "billingAccount")?.ok_or_else(|| ApiError::bad_request("billingAccount", "is required"))?;
     let kind = match body.get("kind") {

@@ -208,14 +208,15 @@ pub(crate) fn decimal_value(value: &Value, field: &str) -> Result<rust_decimal::
         .map_err(|_| ApiError::bad_request(field, format!("{text:?} is not a decimal")))
 }
 
-/// A JSON object body whose fields are all among `fields` (or `@type`); another is
-/// refused naming it.
+/// A JSON object body (of media type `expected`) whose fields are all among `fields` (or
+/// `@type`); another is refused naming it.
 pub(crate) fn body_object(
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
+    expected: BodyType,
     fields: &[&str],
 ) -> Result<serde_json::Map<String, Value>, ApiError> {
-    let Value::Object(body) = json_body(headers, body, BodyType::Json)? else {
+    let Value::Object(body) = json_body(headers, body, expected)? else {
         return Err(ApiError::bad_request("body", "must be a JSON object"));
     };
     if let Some(name) = body.keys().find(|name| !fields.contains(&name.as_str()) && name.as_str() != "@type") {

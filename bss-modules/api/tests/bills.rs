@@ -284,6 +284,51 @@ store_test! {
         let credit = call(&app, "POST", credits, Some(&finance), Some(credit), &[]).await;
         assert_eq!((credit.status, credit.body["used"].as_str()), (StatusCode::CREATED, Some("0")), "{}", credit.body);
 
+        // A discount's end moved and a credit's amount changed, on the version read.
+        let d1 = format!("{discounts}/d1");
+        let read = call(&app, "GET", &d1, Some(&reader), None, &[]).await;
+        assert_eq!((read.status, read.header("etag")), (StatusCode::OK, "W/\"1\""), "{}", read.body);
+        let end = json!({"validUntil": "2026-12-01"});
+        let patch = |token: String, body: Value, etag: &'static str| {
+            let app = app.clone();
+            let d1 = d1.clone();
+            async move { call(&app, "PATCH", &d1, Some(&token), Some(body), &[("If-Match", etag)]).await }
+        };
+        assert_eq!(patch(care.clone(), end.clone(), "W/\"1\"").await.status, StatusCode::FORBIDDEN);
+        let missing = call(&app, "PATCH", &d1, Some(&finance), Some(end.clone()), &[]).await;
+        assert_eq!(missing.status, StatusCode::PRECONDITION_REQUIRED);
+        for (body, field) in [
+            (json!({"percent": 20}), "percent"),
+            (json!({"validUntil": "2026-10-01"}), "body"),
+            (json!({"validUntil": "soon"}), "validUntil"),
+            (json!({}), "validUntil"),
+        ] {
+            let refused = patch(finance.clone(), body.clone(), "W/\"1\"").await;
+            assert_eq!((refused.status, refused.body["reason"].as_str()), (StatusCode::BAD_REQUEST, Some(field)), "{body}: {}", refused.body);
+        }
+        let ended = patch(finance.clone(), end.clone(), "W/\"1\"").await;
+        assert_eq!((ended.status, ended.header("etag")), (StatusCode::OK, "W/\"2\""), "{}", ended.body);
+        assert_eq!(ended.body["validUntil"], "2026-12-01");
+        assert_eq!(patch(finance.clone(), json!({"validUntil": null}), "W/\"1\"").await.status, StatusCode::PRECONDITION_FAILED);
+        let open = patch(finance.clone(), json!({"validUntil": null}), "W/\"2\"").await;
+        assert_eq!((open.status, &open.body["validUntil"]), (StatusCode::OK, &Value::Null), "{}", open.body);
+
+        let mut tx = store.begin().await.expect("begin");
+        tx.use_credit("c1", money("7.50")).await.expect("an invoice takes 7.50");
+        tx.commit().await.expect("commit");
+        let c1 = format!("{credits}/c1");
+        let read = call(&app, "GET", &c1, Some(&reader), None, &[]).await;
+        assert_eq!((read.header("etag"), read.body["used"].as_str()), ("W/\"2\"", Some("7.50")), "a use moves the version");
+        for (amount, field) in [("7.49", "amount"), ("-1", "amount"), ("8.001", "amount")] {
+            let body = json!({"amount": amount});
+            let refused = call(&app, "PATCH", &c1, Some(&finance), Some(body), &[("If-Match", "W/\"2\"")]).await;
+            assert_eq!((refused.status, refused.body["reason"].as_str()), (StatusCode::BAD_REQUEST, Some(field)), "{amount}: {}", refused.body);
+        }
+        let body = json!({"amount": "7.50"});
+        let rest_back = call(&app, "PATCH", &c1, Some(&finance), Some(body), &[("If-Match", "W/\"2\"")]).await;
+        assert_eq!((rest_back.status, rest_back.body["amount"].as_str()), (StatusCode::OK, Some("7.50")), "{}", rest_back.body);
+        assert_eq!(call(&app, "GET", &format!("{credits}/none"), Some(&reader), None, &[]).await.status, StatusCode::NOT_FOUND);
+
         // Listed per account; read_only reads; the audit trail has each.
         let listed = call(&app, "GET", &format!("{discounts}?billingAccount.id=root-a"), Some(&reader), None, &[]).await;
         assert_eq!((listed.status, listed.header("x-total-count")), (StatusCode::OK, "2"), "{}", listed.body);
@@ -292,6 +337,6 @@ store_test! {
         assert_eq!(call(&app, "GET", credits, Some(&reader), None, &[]).await.body["reason"], "billingAccount.id");
         let entries = store.audit_entries(None, 0, 100).await.expect("audit");
         let kinds: Vec<&str> = entries.iter().map(|entry| entry.entity_type.as_str()).filter(|kind| matches!(*kind, "Discount" | "Credit")).collect();
-        assert_eq!(kinds.len(), 4, "{kinds:?}");
+        assert_eq!(kinds.len(), 7, "4 given, 3 changed: {kinds:?}");
     }
 }

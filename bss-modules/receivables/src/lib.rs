@@ -39,7 +39,7 @@ use tollgate_store::{
 };
 
 pub use error::{ReceivablesError, Result};
-pub use reductions::{add_credit, add_discount, credit_doc, discount_doc, discount_of};
+pub use reductions::{add_credit, add_discount, change_credit, credit_doc, discount_doc, discount_of, end_discount};
 
 /// Where the payment API (shaped after TMF676) lives.
 pub const PAYMENT_BASE_PATH: &str = "/tmf-api/paymentManagement/v4";

@@ -5,11 +5,18 @@
 //! that ends after it starts), the billing account checked to exist (a hierarchy's
 //! discount on its root, a product's on the account the product is billed to), written and audited
 //! in one transaction. A taken id is the store's `Conflict`.
+//!
+//! Given, a discount's end can be moved ([`end_discount`]: withdrawn from a day on, or
+//! its end changed) and a credit's amount changed, never below what invoices used of it
+//! ([`change_credit`]: its unused rest taken back). Invoices made final keep what they
+//! took; the change reaches the invoices drafted after it. Each change is checked as a
+//! new one is, made on the version the caller read (the store's `StaleVersion` if it
+//! moved since) and audited with the row before and after.
 
 use jiff::Timestamp;
 use serde_json::{json, Value};
 use tollgate_billing::{DateSpan, Discount, DiscountScope, DiscountValue};
-use tollgate_store::{AuditRecord, CreditRow, DiscountRow, Store};
+use tollgate_store::{AuditRecord, CreditRow, DiscountRow, Store, Tx, Version, Versioned};
 
 use crate::error::{ReceivablesError, Result};
 
@@ -75,13 +82,8 @@ pub async fn add_discount(store: &Store, actor: &str, row: &DiscountRow, now: Ti
 /// Records `row` (an amount above zero in its currency's minor units, nothing used yet)
 /// and its audit record, by `actor`.
 pub async fn add_credit(store: &Store, actor: &str, row: &CreditRow, now: Timestamp) -> Result<Value> {
-    let decimals = tollgate_billing::minor_units("currency", &row.currency)?;
-    if row.amount <= rust_decimal::Decimal::ZERO || row.amount.normalize().scale() > decimals {
-        return Err(ReceivablesError::invalid(
-            "amount",
-            format!("{} is not an amount above zero in {}'s minor units", row.amount, row.currency),
-        ));
-    }
+    let smallest = rust_decimal::Decimal::new(1, tollgate_billing::minor_units("currency", &row.currency)?);
+    check_credit_amount(row.amount, &row.currency, smallest)?;
     if row.used != rust_decimal::Decimal::ZERO {
         return Err(ReceivablesError::invalid("used", "a new credit has used nothing"));
     }
@@ -142,4 +144,84 @@ async fn record(store: &Store, actor: &str, reduction: Reduction<'_>, now: Times
     tx.audit(record, now).await?;
     tx.commit().await?;
     Ok(doc)
+}
+
+/// Moves discount `id`'s end to `valid_until` (excluded; `None`: no end), by `actor`, at
+/// version `expected` (`None`: the one it has); the discount as it is now.
+pub async fn end_discount(
+    store: &Store,
+    actor: &str,
+    id: &str,
+    expected: Option<Version>,
+    valid_until: Option<String>,
+    now: Timestamp,
+) -> Result<Versioned<Value>> {
+    let mut tx = store.begin().await?;
+    let Some(found) = tx.discount_locked(id).await? else {
+        return Err(ReceivablesError::NotFound { entity: "discount", id: id.to_owned() });
+    };
+    let changed = DiscountRow { valid_until, ..found.value.clone() };
+    discount_of(&changed)?.validate("discount")?;
+    let version = tx.set_discount_until(id, expected.unwrap_or(found.version), changed.valid_until.as_deref()).await?;
+    let change = Change { kind: "Discount", id, before: discount_doc(&found.value), after: discount_doc(&changed) };
+    change.commit(tx, actor, version, now).await
+}
+
+/// Sets credit `id`'s amount to `amount` (at least what invoices used of it, in its
+/// currency's minor units; what they used leaves it used up), by `actor`, at version
+/// `expected` (`None`: the one it has); the credit as it is now.
+pub async fn change_credit(
+    store: &Store,
+    actor: &str,
+    id: &str,
+    expected: Option<Version>,
+    amount: rust_decimal::Decimal,
+    now: Timestamp,
+) -> Result<Versioned<Value>> {
+    let mut tx = store.begin().await?;
+    let Some(found) = tx.credit_locked(id).await? else {
+        return Err(ReceivablesError::NotFound { entity: "credit", id: id.to_owned() });
+    };
+    check_credit_amount(amount, &found.value.currency, rust_decimal::Decimal::ZERO)?;
+    let version = tx.set_credit_amount(id, expected.unwrap_or(found.version), amount).await?;
+    let changed = CreditRow { amount, ..found.value.clone() };
+    let change = Change { kind: "Credit", id, before: credit_doc(&found.value), after: credit_doc(&changed) };
+    change.commit(tx, actor, version, now).await
+}
+
+/// `amount` of a credit in `currency`: in its minor units, at least `least`.
+fn check_credit_amount(amount: rust_decimal::Decimal, currency: &str, least: rust_decimal::Decimal) -> Result<()> {
+    let decimals = tollgate_billing::minor_units("currency", currency)?;
+    if amount < least || amount.normalize().scale() > decimals {
+        return Err(ReceivablesError::invalid(
+            "amount",
+            format!("{amount} is not an amount of at least {least} in {currency}'s minor units"),
+        ));
+    }
+    Ok(())
+}
+
+/// A discount's or a credit's change, to audit.
+struct Change<'a> {
+    kind: &'a str,
+    id: &'a str,
+    before: Value,
+    after: Value,
+}
+
+impl Change<'_> {
+    /// Audits the change by `actor` and commits `tx`; the row as it is now, at `version`.
+    async fn commit(self, mut tx: Tx, actor: &str, version: Version, now: Timestamp) -> Result<Versioned<Value>> {
+        let record = AuditRecord {
+            actor,
+            action: "update",
+            entity_type: self.kind,
+            entity_id: self.id,
+            before: Some(&self.before),
+            after: Some(&self.after),
+        };
+        tx.audit(record, now).await?;
+        tx.commit().await?;
+        Ok(Versioned { value: self.after, version })
+    }
 }

@@ -12,9 +12,11 @@ use rust_decimal::Decimal;
 
 use crate::bulk::select_in;
 use crate::codec::to_ms;
+use crate::customers::version_of;
 use crate::error::{Result, StoreError};
 use crate::sql::{args, Row};
-use crate::{Store, Tx};
+use crate::versioned::update_versioned;
+use crate::{Store, Tx, Version, Versioned};
 
 /// Discounts, and credits, one billing account may have.
 pub const MAX_DISCOUNTS_PER_ACCOUNT: usize = 1_000;
@@ -184,12 +186,71 @@ impl Tx {
                 reason: format!("credit {id}: {used} used of {} {}", found.amount, found.currency),
             });
         }
-        self.execute("credits.use", "UPDATE credits SET used = $2 WHERE id = $1", args![id, used]).await?;
+        self.execute(
+            "credits.use",
+            "UPDATE credits SET used = $2, version = version + 1 WHERE id = $1",
+            args![id, used],
+        )
+        .await?;
         Ok(())
+    }
+
+    /// Discount `id` as it stands, locked until the transaction ends.
+    pub async fn discount_locked(&mut self, id: &str) -> Result<Option<Versioned<DiscountRow>>> {
+        let sql =
+            format!("SELECT {DISCOUNT_COLUMNS}, version FROM discounts WHERE id = $1{}", self.dialect().lock_rows());
+        let row = self.fetch_optional("discounts.get", &sql, args![id]).await?;
+        row.map(|row| Ok(Versioned { value: discount(&row)?, version: version_of(&row)? })).transpose()
+    }
+
+    /// Credit `id` as it stands, locked until the transaction ends.
+    pub async fn credit_locked(&mut self, id: &str) -> Result<Option<Versioned<CreditRow>>> {
+        let sql = format!("SELECT {CREDIT_COLUMNS}, version FROM credits WHERE id = $1{}", self.dialect().lock_rows());
+        let row = self.fetch_optional("credits.get", &sql, args![id]).await?;
+        row.map(|row| Ok(Versioned { value: credit(&row)?, version: version_of(&row)? })).transpose()
+    }
+
+    /// Sets discount `id`'s end (`None`: no end) at version `expected`; its new version.
+    pub async fn set_discount_until(&mut self, id: &str, expected: Version, until: Option<&str>) -> Result<Version> {
+        update_versioned(self, "discount", "discounts", id, expected, "valid_until = $3", args![until]).await
+    }
+
+    /// Sets credit `id`'s amount at version `expected`; refused (`Invalid` on `amount`)
+    /// below what invoices used of it. Its new version.
+    pub async fn set_credit_amount(&mut self, id: &str, expected: Version, amount: Decimal) -> Result<Version> {
+        let Some(found) = self.credit_locked(id).await? else {
+            return Err(StoreError::NotFound { entity: "credit", id: id.to_owned() });
+        };
+        if amount < found.value.used {
+            return Err(StoreError::Invalid {
+                field: "amount",
+                reason: format!(
+                    "credit {id}: invoices used {} {} of it already",
+                    found.value.used, found.value.currency
+                ),
+            });
+        }
+        update_versioned(self, "credit", "credits", id, expected, "amount = $3", args![amount]).await
     }
 }
 
 impl Store {
+    /// Discount `id`, with its version.
+    pub async fn discount(&self, id: &str) -> Result<Option<Versioned<DiscountRow>>> {
+        let mut tx = self.read().await?;
+        let sql = format!("SELECT {DISCOUNT_COLUMNS}, version FROM discounts WHERE id = $1");
+        let row = tx.fetch_optional("discounts.get", &sql, args![id]).await?;
+        row.map(|row| Ok(Versioned { value: discount(&row)?, version: version_of(&row)? })).transpose()
+    }
+
+    /// Credit `id`, with its version.
+    pub async fn credit(&self, id: &str) -> Result<Option<Versioned<CreditRow>>> {
+        let mut tx = self.read().await?;
+        let sql = format!("SELECT {CREDIT_COLUMNS}, version FROM credits WHERE id = $1");
+        let row = tx.fetch_optional("credits.get", &sql, args![id]).await?;
+        row.map(|row| Ok(Versioned { value: credit(&row)?, version: version_of(&row)? })).transpose()
+    }
+
     /// The discounts of `accounts`, by account, oldest first.
     pub async fn discounts_of(&self, accounts: &[String]) -> Result<Vec<DiscountRow>> {
         let mut tx = self.read().await?;

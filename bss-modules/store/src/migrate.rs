@@ -12,7 +12,7 @@ use crate::sql::{args, Dialect};
 use crate::Store;
 
 /// The schema version this build writes and understands (the last migration).
-pub const SCHEMA_VERSION: i64 = 22;
+pub const SCHEMA_VERSION: i64 = 23;
 
 struct Migration {
     version: i64,
@@ -162,6 +162,12 @@ const MIGRATIONS: &[Migration] = &[
         description: "why a bill run's last attempt failed",
         sqlite: include_str!("../migrations/sqlite/0022_bill_run_failures.sql"),
         postgres: include_str!("../migrations/postgres/0022_bill_run_failures.sql"),
+    },
+    Migration {
+        version: 23,
+        description: "versions of discounts and credits",
+        sqlite: include_str!("../migrations/sqlite/0023_reduction_versions.sql"),
+        postgres: include_str!("../migrations/postgres/0023_reduction_versions.sql"),
     },
 ];
 
