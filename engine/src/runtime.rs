@@ -1,6 +1,15 @@
 //! The running engine: one worker thread per shard owns its accounts; requests are
 //! routed to the owner over bounded channels, decided in batches, journaled with one
 //! group commit per batch, and answered only after that commit.
+//!
+//! Each shard has two queues: one for the network's requests (and control messages), one
+//! for bulk records ([`Engine::submit_records`]: mediation). A pass takes every request
+//! waiting first and, when there are any, charges at most [`BULK_BESIDE_REQUESTS`]
+//! records beside them (a batch of records is charged over several passes then, and
+//! answered after the last), so an online request waits behind a bounded slice of bulk
+//! work however much is queued; without requests a pass takes as many bulk jobs as a
+//! batch allows, each whole. A stop answers after the bulk jobs sent before it were
+//! charged.
 
 use std::fs::File;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -8,7 +17,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
+use crossbeam_channel::{bounded, Receiver, Sender};
 
 use crate::api::{Answer, Body, Operation, Outcome, Request, Target};
 use crate::bulk::charge_record;
@@ -82,6 +91,21 @@ type Answered = Vec<(usize, Answer)>;
 /// Answers of a message of rated records, each with the position of its record.
 type RecordsAnswered = Vec<(usize, RecordAnswer)>;
 
+/// Records a pass charges at most beside the network's requests: a bound on the bulk work
+/// a request waits behind (the decisions and the journal write of about this many
+/// records, some hundreds of microseconds).
+pub const BULK_BESIDE_REQUESTS: usize = 256;
+
+/// A batch of records being charged over several passes: its answers so far.
+struct PartialRecords {
+    records: Arc<Vec<RecordCharge>>,
+    positions: Vec<usize>,
+    /// How many of `positions` were charged.
+    done: usize,
+    answered: RecordsAnswered,
+    reply: Sender<RecordsAnswered>,
+}
+
 enum Job {
     Request {
         request: Request,
@@ -154,6 +178,8 @@ pub struct OpenReport {
 /// The charging engine.
 pub struct Engine {
     senders: Vec<Sender<Job>>,
+    /// Each shard's queue of bulk records.
+    bulk_senders: Vec<Sender<Job>>,
     workers: Vec<JoinHandle<()>>,
     directory: Arc<Directory>,
     plans: Arc<Plans>,
@@ -207,6 +233,7 @@ impl Engine {
                 .collect()
         });
         let mut senders = Vec::with_capacity(config.shards);
+        let mut bulk_senders = Vec::with_capacity(config.shards);
         let mut workers = Vec::with_capacity(config.shards);
         let mut reports = Vec::with_capacity(config.shards);
         let health: Arc<Vec<ShardHealth>> = Arc::new((0..config.shards).map(|_| ShardHealth::default()).collect());
@@ -224,6 +251,7 @@ impl Engine {
             subscriptions += state.subscriptions.len();
             reports.push(report);
             let (sender, receiver) = bounded(config.queue_capacity);
+            let (bulk_sender, bulk) = bounded(config.queue_capacity);
             let stage = match config.fsync {
                 FsyncPolicy::EveryBatch => Some(
                     CommitStage::start(shard as u32, Arc::clone(&health)).map_err(EngineError::io(&config.data_dir))?,
@@ -235,6 +263,9 @@ impl Engine {
                 state,
                 journal: journal.timed(Arc::clone(&health[shard].metrics.fsync)),
                 receiver,
+                bulk,
+                stopping: None,
+                partial: std::collections::VecDeque::new(),
                 plans: Arc::clone(&plans),
                 directory: Arc::clone(&directory),
                 charging: Arc::clone(&charging),
@@ -256,6 +287,7 @@ impl Engine {
                 .spawn(move || worker.run())
                 .map_err(EngineError::io(&config.data_dir))?;
             senders.push(sender);
+            bulk_senders.push(bulk_sender);
             workers.push(handle);
         }
         let ledger = if config.ledger {
@@ -271,6 +303,7 @@ impl Engine {
         };
         Ok(Engine {
             senders,
+            bulk_senders,
             workers,
             directory,
             plans,
@@ -310,15 +343,15 @@ impl Engine {
     pub fn metrics(&self) -> Vec<ShardMetricsView> {
         self.health
             .iter()
-            .zip(&self.senders)
+            .zip(self.senders.iter().zip(&self.bulk_senders))
             .enumerate()
-            .map(|(shard, (health, sender))| {
+            .map(|(shard, (health, (sender, bulk)))| {
                 let status = health.status(shard as u32);
                 let metrics = &health.metrics;
                 ShardMetricsView {
                     shard: shard as u32,
                     serving: status.state == "serving",
-                    queue_depth: sender.len() as u64,
+                    queue_depth: (sender.len() + bulk.len()) as u64,
                     requests: metrics.requests.load(Ordering::Relaxed),
                     rated_events: metrics.rated_events.load(Ordering::Relaxed),
                     unrated_events: metrics.unrated_events.load(Ordering::Relaxed),
@@ -409,7 +442,7 @@ impl Engine {
                 Err(outcome) => answers[index] = Some(Answer::outcome(outcome)),
             }
         }
-        self.scatter(per_shard, |items, reply| Job::Batch { items, reply })?
+        self.scatter(&self.senders, per_shard, |items, reply| Job::Batch { items, reply })?
             .gather(|index, answer| answers[index] = Some(answer))?;
         answers.into_iter().map(|a| a.ok_or(EngineError::Unavailable("a shard stopped before answering"))).collect()
     }
@@ -433,7 +466,7 @@ impl Engine {
             per_shard[self.shard_of(record.account)].push(position);
         }
         let records = Arc::new(records);
-        let sent = self.scatter(per_shard, |positions, reply| Job::Records {
+        let sent = self.scatter(&self.bulk_senders, per_shard, |positions, reply| Job::Records {
             records: Arc::clone(&records),
             positions,
             reply,
@@ -441,19 +474,20 @@ impl Engine {
         Ok(PendingRecords { sent, count })
     }
 
-    /// Sends each shard its items as one message made by `job`.
+    /// Sends each shard its items as one message made by `job`, on its queue in `queues`.
     fn scatter<I, A>(
         &self,
+        queues: &[Sender<Job>],
         per_shard: Vec<Vec<I>>,
         job: impl Fn(Vec<I>, Sender<Vec<(usize, A)>>) -> Job,
     ) -> Result<Scattered<A>, EngineError> {
-        let (sender, receiver) = bounded(self.senders.len());
+        let (sender, receiver) = bounded(queues.len());
         let mut pending = 0;
         for (shard, items) in per_shard.into_iter().enumerate() {
             if items.is_empty() {
                 continue;
             }
-            self.senders[shard]
+            queues[shard]
                 .send(job(items, sender.clone()))
                 .map_err(|_| EngineError::Unavailable("shard worker stopped"))?;
             pending += 1;
@@ -727,7 +761,16 @@ struct Worker {
     shard: u32,
     state: ShardState,
     journal: Journal,
+    /// The network's requests and control messages.
     receiver: Receiver<Job>,
+    /// Bulk records, taken after the requests waiting ([`Worker::take_pass`]).
+    bulk: Receiver<Job>,
+    /// A stop received while bulk jobs sent before it were waiting: answered once they
+    /// are charged.
+    stopping: Option<Sender<Result<(), EngineError>>>,
+    /// Batches of records taken and not charged whole yet, continued by the next passes
+    /// in order.
+    partial: std::collections::VecDeque<PartialRecords>,
     plans: Arc<Plans>,
     directory: Arc<Directory>,
     charging: Arc<ChargingConfig>,
@@ -764,19 +807,18 @@ impl Worker {
         let (plans, directory, charging) =
             (Arc::clone(&self.plans), Arc::clone(&self.directory), Arc::clone(&self.charging));
         loop {
-            match self.receiver.recv_timeout(self.config.reaper_interval) {
-                Ok(job) => batch.push(job),
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => break,
-            }
-            while batch.len() < self.config.max_batch {
-                match self.receiver.try_recv() {
-                    Ok(job) => batch.push(job),
-                    Err(_) => break,
-                }
+            if !self.take_pass(&mut batch) {
+                break;
             }
             let now = self.clock.now();
             let mut control = Vec::new();
+            let mut bulk = Vec::new();
+            // Beside requests, a bounded slice of bulk work; alone, all of it.
+            let mut budget = if batch.iter().any(|job| !matches!(job, Job::Records { .. })) {
+                BULK_BESIDE_REQUESTS
+            } else {
+                usize::MAX
+            };
             for job in batch.drain(..) {
                 match job {
                     Job::Request { request, resolved, reply } => {
@@ -809,11 +851,29 @@ impl Worker {
                         answers.batches.push((reply, answered));
                     }
                     Job::Records { records, positions, reply } => {
-                        let ctx = Context { plans: &plans, directory: &directory, config: &charging, decided_at: now };
-                        let answered = self.charge_records(&ctx, &records, &positions, &mut charges);
-                        answers.records.push((reply, answered));
+                        let answered = Vec::with_capacity(positions.len());
+                        bulk.push(PartialRecords { records, positions, done: 0, answered, reply });
                     }
                     other => control.push(other),
+                }
+            }
+            let mut taken = std::mem::take(&mut self.partial);
+            taken.extend(bulk);
+            for mut job in taken {
+                if budget == 0 {
+                    self.partial.push_back(job);
+                    continue;
+                }
+                let ctx = Context { plans: &plans, directory: &directory, config: &charging, decided_at: now };
+                let end = job.positions.len().min(job.done.saturating_add(budget));
+                let answered = self.charge_records(&ctx, &job.records, &job.positions[job.done..end], &mut charges);
+                budget -= end - job.done;
+                job.done = end;
+                job.answered.extend(answered);
+                if job.done == job.positions.len() {
+                    answers.records.push((job.reply, job.answered));
+                } else {
+                    self.partial.push_back(job);
                 }
             }
             if now >= self.next_reap_at {
@@ -864,24 +924,83 @@ impl Worker {
                             }
                         }
                     }
+                    Job::Stop(reply) if !self.bulk.is_empty() || !self.partial.is_empty() => {
+                        self.stopping = Some(reply);
+                    }
                     Job::Stop(reply) => {
-                        let synced = self.journal.sync().map_err(EngineError::io(&self.config.data_dir));
-                        if synced.is_ok() && self.stage.as_ref().is_none_or(|stage| !stage.failed()) {
-                            self.health[self.shard as usize].set_durable(self.state.lsn);
-                        }
-                        // Every answer, and every snapshot under way, before the stop's.
-                        drop(self.stage.take());
-                        drop(self.snapshots.take());
-                        drop(reply.send(synced));
+                        self.stop(reply);
                         return;
                     }
                     Job::Request { .. } | Job::Batch { .. } | Job::Records { .. } => {}
+                }
+            }
+            if self.bulk.is_empty() && self.partial.is_empty() {
+                if let Some(reply) = self.stopping.take() {
+                    self.stop(reply);
+                    return;
                 }
             }
         }
         if let Err(err) = self.journal.sync() {
             tracing::error!(shard = self.shard, error = %err, "final journal sync failed");
         }
+    }
+
+    /// Fills `batch` for one pass: waits for a job on either queue (or the reaper's
+    /// interval; not with bulk work under way), then takes every request waiting (up to
+    /// `max_batch`) and, after them, bulk jobs: with requests, one if none is under way
+    /// (the pass charges a slice of it), else as many as `max_batch` allows. False once
+    /// the engine is gone.
+    fn take_pass(&mut self, batch: &mut Vec<Job>) -> bool {
+        let busy = self.stopping.is_some() || !self.partial.is_empty();
+        let wait = if busy { Duration::ZERO } else { self.config.reaper_interval };
+        crossbeam_channel::select! {
+            recv(self.receiver) -> job => match job {
+                Ok(job) => batch.push(job),
+                Err(_) => return false,
+            },
+            recv(self.bulk) -> job => match job {
+                Ok(job) => batch.push(job),
+                Err(_) => return false,
+            },
+            default(wait) => {}
+        }
+        while batch.len() < self.config.max_batch {
+            match self.receiver.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let requests = batch.iter().filter(|job| !matches!(job, Job::Records { .. })).count();
+        let mut bulk = batch.len() - requests;
+        let bulk_limit = match (requests, self.partial.is_empty()) {
+            (0, _) => self.config.max_batch,
+            (_, true) => 1,
+            (_, false) => 0,
+        };
+        while bulk < bulk_limit && batch.len() < self.config.max_batch {
+            match self.bulk.try_recv() {
+                Ok(job) => {
+                    batch.push(job);
+                    bulk += 1;
+                }
+                Err(_) => break,
+            }
+        }
+        true
+    }
+
+    /// Syncs the journal, waits for every answer and snapshot under way, and answers
+    /// the stop.
+    fn stop(&mut self, reply: Sender<Result<(), EngineError>>) {
+        let synced = self.journal.sync().map_err(EngineError::io(&self.config.data_dir));
+        if synced.is_ok() && self.stage.as_ref().is_none_or(|stage| !stage.failed()) {
+            self.health[self.shard as usize].set_durable(self.state.lsn);
+        }
+        // Every answer, and every snapshot under way, before the stop's.
+        drop(self.stage.take());
+        drop(self.snapshots.take());
+        drop(reply.send(synced));
     }
 
     /// Group commit: one write and one fsync (per policy) for everything decided in this
@@ -1056,9 +1175,12 @@ impl Worker {
             reason,
             "journal failed: the shard refuses requests until it has rebuilt itself from disk; retrying with backoff"
         );
-        // Answers still waiting in the commit thread are failed by it.
+        // Answers still waiting in the commit thread are failed by it; a batch of records
+        // charged in part is answered nothing (its caller sends it again: the records
+        // made durable are repeats then).
         drop(self.stage.take());
-        for job in control {
+        self.partial.clear();
+        for job in control.into_iter().chain(self.stopping.take().map(Job::Stop)) {
             if !self.refuse(job) {
                 return false;
             }
@@ -1068,14 +1190,18 @@ impl Worker {
         loop {
             let deadline = Instant::now() + delay;
             loop {
-                match self.receiver.recv_deadline(deadline) {
+                let job = crossbeam_channel::select! {
+                    recv(self.receiver) -> job => job,
+                    recv(self.bulk) -> job => job,
+                    default(deadline.saturating_duration_since(Instant::now())) => break,
+                };
+                match job {
                     Ok(job) => {
                         if !self.refuse(job) {
                             return false;
                         }
                     }
-                    Err(RecvTimeoutError::Timeout) => break,
-                    Err(RecvTimeoutError::Disconnected) => return false,
+                    Err(_) => return false,
                 }
             }
             attempts += 1;

@@ -5,7 +5,7 @@ mod common;
 
 use common::*;
 use tollgate_engine::testing::SnapshotImage;
-use tollgate_engine::{Body, Operation, RecordAnswer, RecordCharge, RecordKey, RecordOutcome, Usage};
+use tollgate_engine::{Body, Operation, RecordAnswer, RecordCharge, RecordKey, RecordOutcome, Request, Target, Usage};
 
 /// A record for `subscription` of the account the harness gives it (`subscription / 10`).
 fn record(key: &str, subscription: u64, usage: Usage) -> RecordCharge {
@@ -292,4 +292,120 @@ fn a_refused_record_stays_refused_at_every_journal_cut_when_a_later_record_charg
         assert_eq!(again[1].outcome, RecordOutcome::Charged, "cut at {cut}");
         assert_eq!(again[1].amount, answers[1].amount, "cut at {cut}");
     }
+}
+
+/// Holds the one shard of `h` (an inspection waiting) while `queue` sends what it sends,
+/// then lets it go.
+fn while_held<T>(h: &Harness, queue: impl FnOnce() -> T) -> T {
+    use std::sync::{Arc, Barrier};
+    let (entered, release) = (Arc::new(Barrier::new(2)), Arc::new(Barrier::new(2)));
+    std::thread::scope(|scope| {
+        let (inside, go) = (Arc::clone(&entered), Arc::clone(&release));
+        let held = scope.spawn(|| {
+            h.engine.inspect(move |_| {
+                inside.wait();
+                go.wait();
+            })
+        });
+        entered.wait();
+        let queued = queue();
+        release.wait();
+        held.join().expect("the inspection returns").expect("inspected");
+        queued
+    })
+}
+
+/// Sends a balance enquiry of account 1; its answer comes on the receiver.
+fn enquire(h: &Harness) -> std::sync::mpsc::Receiver<Result<tollgate_engine::Answer, tollgate_engine::EngineError>> {
+    let (sender, answered) = std::sync::mpsc::channel();
+    let enquiry = Request { key: None, target: Target::Account(1), operation: Operation::BalanceEnquiry };
+    h.engine.submit(enquiry, Box::new(move |answer| drop(sender.send(answer))));
+    answered
+}
+
+fn balance_in(
+    answered: std::sync::mpsc::Receiver<Result<tollgate_engine::Answer, tollgate_engine::EngineError>>,
+) -> rust_decimal::Decimal {
+    let answer = answered.recv().expect("answered").expect("engine answers");
+    let Body::Balance(view) = answer.body else { panic!("a balance: {answer:?}") };
+    view.balance
+}
+
+/// The network's requests are decided before bulk records queued ahead of them: a shard
+/// takes every request waiting and, with them, one bulk job at most per pass. The shard is
+/// held while five batches of records and then a balance enquiry are queued; released, it
+/// answers the enquiry with at most the first batch charged (first come, first served
+/// would have charged all five), and every record is charged.
+#[test]
+fn an_online_request_is_decided_before_bulk_records_queued_ahead_of_it() {
+    let h = Harness::with_config("records-priority", |config| config.shards = 1);
+    h.prepaid(1, "491700000001", "1000.00");
+    let single = charge(&h, vec![record("p:0", 10, call("4990012345", MONDAY_10, 60))]);
+    let cost = single[0].amount;
+    assert!(cost > d("0"), "a call costs money: {single:?}");
+    let start = h.balance(1);
+    let (batches, answered) = while_held(&h, || {
+        let batches: Vec<_> = (1..=5)
+            .map(|n| {
+                let batch = vec![record(&format!("p:{n}"), 10, call("4990012345", MONDAY_10, 60))];
+                h.engine.submit_records(batch).expect("queued")
+            })
+            .collect();
+        (batches, enquire(&h))
+    });
+    let seen = balance_in(answered);
+    assert!(seen == start || seen == start - cost, "behind one batch at most: {seen} of {start}, {cost} a record");
+    for batch in batches {
+        assert_eq!(batch.wait().expect("charged")[0].outcome, RecordOutcome::Charged);
+    }
+    assert_eq!(h.balance(1), start - cost * d("5"), "every record charged once");
+}
+
+/// A batch of records larger than a pass charges beside requests is charged over several
+/// passes: a request queued behind it waits for one slice of it only, and the batch is
+/// answered whole, each record once.
+#[test]
+fn a_large_batch_of_records_is_charged_in_slices_between_requests() {
+    let h = Harness::with_config("records-slices", |config| config.shards = 1);
+    h.prepaid(1, "491700000001", "1000000.00");
+    let start = h.balance(1);
+    let count = 4 * tollgate_engine::BULK_BESIDE_REQUESTS + 7;
+    let records: Vec<RecordCharge> =
+        (0..count).map(|n| record(&format!("l:{n}"), 10, call("4990012345", MONDAY_10, 60))).collect();
+    let (batch, answered) = while_held(&h, || (h.engine.submit_records(records).expect("queued"), enquire(&h)));
+    let seen = balance_in(answered);
+    let answers = batch.wait().expect("answered whole");
+    assert_eq!(answers.len(), count);
+    assert!(answers.iter().all(|answer| answer.outcome == RecordOutcome::Charged && !answer.repeated));
+    let cost = answers[0].amount;
+    let charged_before = (start - seen) / cost;
+    assert!(
+        charged_before <= d(&tollgate_engine::BULK_BESIDE_REQUESTS.to_string()),
+        "the enquiry waited for one slice at most: {charged_before} records charged before it"
+    );
+    assert_eq!(h.balance(1), start - cost * d(&count.to_string()), "each record once");
+}
+
+/// A shutdown answers after the bulk records sent before it: though the stop overtakes
+/// them in the shard's queues, every batch queued ahead of it is charged, answered and
+/// durable.
+#[test]
+fn a_shutdown_charges_the_bulk_records_sent_before_it() {
+    let h = Harness::with_config("records-stop", |config| config.shards = 1);
+    h.prepaid(1, "491700000001", "1000000.00");
+    let start = h.balance(1);
+    // Enough work that most batches still wait when the stop arrives.
+    let batches: Vec<Vec<RecordCharge>> = (0..20)
+        .map(|n| (0..2_000).map(|i| record(&format!("s:{n}:{i}"), 10, call("4990012345", MONDAY_10, 60))).collect())
+        .collect();
+    let batches: Vec<_> = batches.into_iter().map(|batch| h.engine.submit_records(batch).expect("queued")).collect();
+    let h = h.restart();
+    let mut cost = d("0");
+    for batch in batches {
+        for answer in batch.wait().expect("answered before the stop") {
+            assert_eq!(answer.outcome, RecordOutcome::Charged);
+            cost += answer.amount;
+        }
+    }
+    assert_eq!(h.balance(1), start - cost, "durable, as read after the restart");
 }
