@@ -153,7 +153,7 @@ store_test! {
                 let body: Value = serde_json::from_str(&delivery.body).expect("JSON");
                 assert_eq!(body["event"]["productOffering"]["id"], id.as_str());
                 events.push(delivery.event_type.clone());
-                store.delivery_done(&delivery, at(100)).await.expect("done");
+                store.deliveries_done(&[delivery.id], at(100)).await.expect("done");
             }
         }
         assert_eq!(events, ["ProductOfferingCreateEvent", "ProductOfferingAttributeValueChangeEvent", "ProductOfferingStateChangeEvent"]);

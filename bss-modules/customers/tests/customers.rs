@@ -290,7 +290,7 @@ async fn events(store: &Store) -> Vec<(String, String, String)> {
             let body: Value = serde_json::from_str(&delivery.body).expect("JSON");
             let entity = body["event"].as_object().and_then(|event| event.values().next()).expect("an entity").clone();
             all.push((delivery.event_type.clone(), id(&entity), entity["name"].as_str().unwrap_or("").to_owned()));
-            store.delivery_done(&delivery, at(10_000)).await.expect("done");
+            store.deliveries_done(&[delivery.id], at(10_000)).await.expect("done");
         }
     }
 }
@@ -367,7 +367,7 @@ store_test! {
             }
             for delivery in claimed {
                 bodies.push(serde_json::from_str::<Value>(&delivery.body).expect("JSON"));
-                store.delivery_done(&delivery, at(10_000)).await.expect("done");
+                store.deliveries_done(&[delivery.id], at(10_000)).await.expect("done");
             }
         }
         let of = |who: &str| -> Vec<&Value> {

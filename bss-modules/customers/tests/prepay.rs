@@ -277,7 +277,7 @@ store_test! {
             for delivery in claimed {
                 let body: Value = serde_json::from_str(&delivery.body).expect("JSON");
                 states.push((delivery.event_type.clone(), body["event"]["billingAccount"]["state"].clone()));
-                store.delivery_done(&delivery, later).await.expect("done");
+                store.deliveries_done(&[delivery.id], later).await.expect("done");
             }
         }
         let change = "BillingAccountStateChangeEvent".to_owned();

@@ -449,11 +449,6 @@ impl Store {
             .collect()
     }
 
-    /// Marks a claimed delivery delivered. `false` if it already was finished.
-    pub async fn delivery_done(&self, delivery: &Delivery, now: Timestamp) -> Result<bool> {
-        DELIVERIES.done(self, delivery.id, now).await
-    }
-
     /// Marks claimed deliveries delivered, in one transaction (a worker records the
     /// attempts that ended together at once). Returns how many were not finished yet.
     pub async fn deliveries_done(&self, ids: &[i64], now: Timestamp) -> Result<u64> {

@@ -153,7 +153,7 @@ store_test! {
         due.sort();
         assert_eq!(due, [("l1".to_owned(), 1), ("l2".to_owned(), 1)], "the leased ones are not due");
         for delivery in &first {
-            assert!(store.delivery_done(delivery, at(3)).await.expect("done"));
+            assert_eq!(store.deliveries_done(&[delivery.id], at(3)).await.expect("done"), 1);
         }
         // A busy listener is skipped.
         let next = store.claim_deliveries(at(3), 10, LEASE, &["l1"]).await.expect("claim");
@@ -218,7 +218,7 @@ store_test! {
         tx.commit().await.expect("commit");
         let third = store.claim_deliveries(at(200), 10, LEASE, &[]).await.expect("claim");
         assert_eq!((third[0].id, third[0].attempt), (entry.id, 3));
-        assert!(store.delivery_done(&third[0], at(201)).await.expect("done"));
+        assert_eq!(store.deliveries_done(&[third[0].id], at(201)).await.expect("done"), 1);
         assert_eq!(store.deliveries(Some(DeliveryState::Done), Some("l1"), 0, 10).await.expect("list").total, 1);
     }
 }
