@@ -57,7 +57,7 @@ pub use records::{RatedIndexes, RecordAnswer, RecordCharge, RecordKey, RecordOut
 pub use recovery::Recovered;
 pub use runtime::{
     Callback, Clock, Engine, ManualClock, MoneyTotals, OpenReport, PendingRecords, ShardStatus, SystemClock,
-    BULK_BESIDE_REQUESTS,
+    BULK_BESIDE_REQUESTS, BULK_PER_PASS,
 };
 
 /// Internals the engine's own tests, the fuzz targets and the micro-benchmarks reach

@@ -5,11 +5,10 @@
 //! Each shard has two queues: one for the network's requests (and control messages), one
 //! for bulk records ([`Engine::submit_records`]: mediation). A pass takes every request
 //! waiting first and, when there are any, charges at most [`BULK_BESIDE_REQUESTS`]
-//! records beside them (a batch of records is charged over several passes then, and
-//! answered after the last), so an online request waits behind a bounded slice of bulk
-//! work however much is queued; without requests a pass takes as many bulk jobs as a
-//! batch allows, each whole. A stop answers after the bulk jobs sent before it were
-//! charged.
+//! records beside them, else at most [`BULK_PER_PASS`] (a batch of records is charged
+//! over several passes then, and answered after the last), so an online request waits
+//! behind a bounded slice of bulk work however much is queued. A stop answers after the
+//! bulk jobs sent before it were charged.
 
 use std::fs::File;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -95,6 +94,11 @@ type RecordsAnswered = Vec<(usize, RecordAnswer)>;
 /// a request waits behind (the decisions and the journal write of about this many
 /// records, some hundreds of microseconds).
 pub const BULK_BESIDE_REQUESTS: usize = 256;
+
+/// Records a pass charges at most when no request waits: a request that arrives during
+/// the pass waits behind this much bulk work at most (some milliseconds), while the
+/// group commit still spreads over thousands of records.
+pub const BULK_PER_PASS: usize = 8_192;
 
 /// A batch of records being charged over several passes: its answers so far.
 struct PartialRecords {
@@ -813,11 +817,11 @@ impl Worker {
             let now = self.clock.now();
             let mut control = Vec::new();
             let mut bulk = Vec::new();
-            // Beside requests, a bounded slice of bulk work; alone, all of it.
+            // Beside requests, a small slice of bulk work; alone, a larger one.
             let mut budget = if batch.iter().any(|job| !matches!(job, Job::Records { .. })) {
                 BULK_BESIDE_REQUESTS
             } else {
-                usize::MAX
+                BULK_PER_PASS
             };
             for job in batch.drain(..) {
                 match job {
@@ -948,9 +952,9 @@ impl Worker {
 
     /// Fills `batch` for one pass: waits for a job on either queue (or the reaper's
     /// interval; not with bulk work under way), then takes every request waiting (up to
-    /// `max_batch`) and, after them, bulk jobs: with requests, one if none is under way
-    /// (the pass charges a slice of it), else as many as `max_batch` allows. False once
-    /// the engine is gone.
+    /// `max_batch`) and, after them, bulk jobs while the records under way are fewer than
+    /// the pass charges ([`BULK_BESIDE_REQUESTS`] with requests, else [`BULK_PER_PASS`]).
+    /// False once the engine is gone.
     fn take_pass(&mut self, batch: &mut Vec<Job>) -> bool {
         let busy = self.stopping.is_some() || !self.partial.is_empty();
         let wait = if busy { Duration::ZERO } else { self.config.reaper_interval };
@@ -971,18 +975,19 @@ impl Worker {
                 Err(_) => break,
             }
         }
-        let requests = batch.iter().filter(|job| !matches!(job, Job::Records { .. })).count();
-        let mut bulk = batch.len() - requests;
-        let bulk_limit = match (requests, self.partial.is_empty()) {
-            (0, _) => self.config.max_batch,
-            (_, true) => 1,
-            (_, false) => 0,
+        let records = |job: &Job| match job {
+            Job::Records { positions, .. } => positions.len(),
+            _ => 0,
         };
-        while bulk < bulk_limit && batch.len() < self.config.max_batch {
+        let requests = batch.iter().any(|job| !matches!(job, Job::Records { .. }));
+        let limit = if requests { BULK_BESIDE_REQUESTS } else { BULK_PER_PASS };
+        let mut under_way: usize = self.partial.iter().map(|job| job.positions.len() - job.done).sum::<usize>()
+            + batch.iter().map(records).sum::<usize>();
+        while under_way < limit && batch.len() < self.config.max_batch {
             match self.bulk.try_recv() {
                 Ok(job) => {
+                    under_way += records(&job);
                     batch.push(job);
-                    bulk += 1;
                 }
                 Err(_) => break,
             }
@@ -1030,6 +1035,14 @@ impl Worker {
             Some(stage) if written.is_some() || !answers.is_empty() => stage.push(written, answers, self.state.lsn),
             Some(_) => {}
             None => {
+                // The commit thread marks a failed sync before it counts the groups done, so
+                // one that failed after the check above and then went idle shows here: the
+                // data it held may be lost, and these answers would stand on it (a batch of
+                // records charged in slices is answered with its last slice only).
+                if let Some(stage) = self.stage.as_ref().filter(|stage| stage.failed()) {
+                    answers.fail("journal sync failed");
+                    return Err(stage.error());
+                }
                 self.health[self.shard as usize].set_durable(self.state.lsn);
                 answers.send();
             }

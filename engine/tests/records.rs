@@ -409,3 +409,24 @@ fn a_shutdown_charges_the_bulk_records_sent_before_it() {
     }
     assert_eq!(h.balance(1), start - cost, "durable, as read after the restart");
 }
+
+/// A batch larger than a pass charges (`BULK_PER_PASS`) with no request waiting is
+/// charged over several passes and answered whole, each record once, also after a restart.
+#[test]
+fn a_batch_larger_than_a_pass_is_charged_whole_each_record_once() {
+    let h = Harness::with_config("records-passes", |config| config.shards = 1);
+    h.prepaid(1, "491700000001", "1000000.00");
+    let start = h.balance(1);
+    let count = 2 * tollgate_engine::BULK_PER_PASS + 5;
+    let records: Vec<RecordCharge> =
+        (0..count).map(|n| record(&format!("w:{n}"), 10, call("4990012345", MONDAY_10, 60))).collect();
+    let answers = charge(&h, records.clone());
+    assert_eq!(answers.len(), count);
+    assert!(answers.iter().all(|answer| answer.outcome == RecordOutcome::Charged && !answer.repeated));
+    let cost = answers[0].amount;
+    assert_eq!(h.balance(1), start - cost * d(&count.to_string()));
+    let h = h.restart();
+    assert_eq!(h.balance(1), start - cost * d(&count.to_string()), "durable");
+    assert!(charge(&h, records).iter().all(|answer| answer.repeated), "each key once");
+    assert_eq!(h.balance(1), start - cost * d(&count.to_string()));
+}

@@ -636,14 +636,28 @@ async fn write_drafts(
                     Err(StoreError::Conflict { .. }) => {
                         log.already.fetch_add(1, Relaxed);
                     }
-                    Err(error) => return Err(error.into()),
+                    Err(error) => return Err(draft_error(error)),
                 }
             }
         }
-        Err(error) => return Err(error.into()),
+        Err(error) => return Err(draft_error(error)),
     }
     drafts.clear();
     Ok(())
+}
+
+/// A batch's drafts not written: a credit lowered (`bill-run change-credit`, the API)
+/// after the batch read it leaves less than an invoice took, which the store refuses;
+/// the run fails with that said (its batch written not at all), and started again it
+/// composes with the credit as it is now.
+fn draft_error(error: StoreError) -> anyhow::Error {
+    match error {
+        StoreError::Invalid { field: "used", reason } => anyhow::anyhow!(
+            "a credit changed while the run composed its invoices ({reason}): nothing of the batch was written; \
+             start the run again, it resumes with the credit as it is now"
+        ),
+        other => other.into(),
+    }
 }
 
 async fn write_draft_batch(store: &Store, run: &str, actor: &str, drafts: &[NewDraft]) -> Result<(), StoreError> {
@@ -1704,7 +1718,17 @@ async fn export_gl(store: &Store, run: &str, config: &RunConfig, output: Option<
 
 #[cfg(test)]
 mod tests {
-    use super::{chunk_starts, run_id, MAX_SCOPE_IN_ID};
+    use super::{chunk_starts, draft_error, run_id, MAX_SCOPE_IN_ID};
+    use tollgate_store::StoreError;
+
+    #[test]
+    fn a_credit_lowered_under_a_run_fails_the_batch_saying_the_run_can_be_started_again() {
+        let over = draft_error(StoreError::Invalid { field: "used", reason: "credit c1: 50 used of 20 EUR".into() });
+        let text = over.to_string();
+        assert!(text.contains("credit c1: 50 used of 20 EUR") && text.contains("start the run again"), "{text}");
+        let other = draft_error(StoreError::Invalid { field: "number", reason: "taken".into() });
+        assert!(!other.to_string().contains("start the run again"), "{other}");
+    }
 
     #[test]
     fn a_run_id_spells_out_a_few_accounts_and_names_many_by_their_digest() {

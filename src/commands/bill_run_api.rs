@@ -32,16 +32,17 @@ const BATCH: usize = 100;
 struct Attempt {
     log: RunLog,
     running: AtomicBool,
-    error: Mutex<Option<String>>,
+    /// Why the attempt failed, and when.
+    error: Mutex<Option<(String, jiff::Timestamp)>>,
 }
 
 impl Attempt {
-    fn error(&self) -> Option<String> {
+    fn error(&self) -> Option<(String, jiff::Timestamp)> {
         self.error.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
     fn set_error(&self, error: String) {
-        *self.error.lock().unwrap_or_else(PoisonError::into_inner) = Some(error);
+        *self.error.lock().unwrap_or_else(PoisonError::into_inner) = Some((error, jiff::Timestamp::now()));
     }
 }
 
@@ -246,7 +247,7 @@ impl BillRuns for ServeBillRuns {
             statements: log.statements.load(Relaxed),
             billed_before: log.already.load(Relaxed),
             finalised: log.finalised.load(Relaxed),
-            error: attempt.error(),
+            failure: attempt.error(),
         })
     }
 }

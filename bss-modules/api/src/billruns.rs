@@ -76,13 +76,17 @@ fn doc(id: &str, row: Option<&BillRunRow>, progress: Option<&BillRunProgress>) -
         doc.insert("accounts".into(), json!(row.scope.split(',').collect::<Vec<_>>()));
     }
     // The last attempt's failure as stored (this server's, another's or the CLI's, kept
-    // across restarts; cleared once an attempt gets further); this server's own when the
-    // run has no row (it failed before opening it). None while this server runs it.
+    // across restarts; cleared once an attempt gets further); else this server's own when
+    // the row has not moved since (the store could not record it: it failed too, or the
+    // attempt panicked), or the run has no row (it failed before opening it). None while
+    // this server runs it, or once the run is done.
     let running = progress.is_some_and(|p| p.running);
+    let here = progress.and_then(|p| p.failure.clone());
     let failure = match row {
         _ if running => None,
-        Some(row) => row.failure.as_ref().map(|(error, _)| error.clone()),
-        None => progress.and_then(|p| p.error.clone()),
+        Some(row) if row.state == tollgate_store::BillRunState::Done => None,
+        Some(row) => row.failure.clone().or(here.filter(|(_, at)| row.updated_at <= *at)),
+        None => here,
     };
     let state = match (row, &failure) {
         (_, Some(_)) => "failed",
@@ -90,10 +94,8 @@ fn doc(id: &str, row: Option<&BillRunRow>, progress: Option<&BillRunProgress>) -
         (None, None) => "drafting",
     };
     doc.insert("state".into(), json!(state));
-    if let Some(error) = failure {
+    if let Some((error, at)) = failure {
         doc.insert("error".into(), json!(error));
-    }
-    if let Some((_, at)) = row.and_then(|row| row.failure.as_ref()).filter(|_| state == "failed") {
         doc.insert("failedAt".into(), json!(at.to_string()));
     }
     if let Some(row) = row {
@@ -223,4 +225,64 @@ pub(crate) async fn create(
         response.headers_mut().insert(header::LOCATION, location);
     }
     Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tollgate_store::BillRunState;
+
+    fn at(second: i64) -> jiff::Timestamp {
+        jiff::Timestamp::from_second(1_790_000_000 + second).expect("instant")
+    }
+
+    fn row(updated: i64, failure: Option<(&str, i64)>) -> BillRunRow {
+        BillRunRow {
+            id: "2026-11".into(),
+            cycle: "2026-11".into(),
+            scope: "all".into(),
+            state: BillRunState::Drafting,
+            checkpoint: None,
+            started_at: at(0),
+            updated_at: at(updated),
+            finished_at: None,
+            failure: failure.map(|(error, second)| (error.to_owned(), at(second))),
+        }
+    }
+
+    fn here(running: bool, failure: Option<(&str, i64)>) -> BillRunProgress {
+        BillRunProgress {
+            running,
+            drafted: 0,
+            statements: 0,
+            billed_before: 0,
+            finalised: 0,
+            failure: failure.map(|(error, second)| (error.to_owned(), at(second))),
+        }
+    }
+
+    #[test]
+    fn a_run_is_failed_by_its_stored_failure_or_by_this_server_s_when_the_store_could_not_record_it() {
+        let state = |row: Option<&BillRunRow>, progress: Option<&BillRunProgress>| {
+            let doc = doc("2026-11", row, progress);
+            (doc["state"].as_str().map(str::to_owned), doc["error"].as_str().map(str::to_owned))
+        };
+        let failed = |error: &str| (Some("failed".to_owned()), Some(error.to_owned()));
+        // Stored: shown by every server, also one that never ran it.
+        assert_eq!(state(Some(&row(5, Some(("no rate", 5)))), None), failed("no rate"));
+        // This server's, when the store did not record it (the store failed, or a panic).
+        let unrecorded = here(false, Some(("store down", 6)));
+        assert_eq!(state(Some(&row(5, None)), Some(&unrecorded)), failed("store down"));
+        // An attempt elsewhere got further since: the store's state wins.
+        assert_eq!(state(Some(&row(9, None)), Some(&unrecorded)), (Some("drafting".to_owned()), None));
+        // Running again here, or done: not failed.
+        assert_eq!(
+            state(Some(&row(5, Some(("no rate", 5)))), Some(&here(true, None))),
+            (Some("drafting".into()), None)
+        );
+        let done = BillRunRow { state: BillRunState::Done, ..row(9, None) };
+        assert_eq!(state(Some(&done), Some(&unrecorded)), (Some("done".to_owned()), None));
+        // No row yet: this server's failure.
+        assert_eq!(state(None, Some(&unrecorded)), failed("store down"));
+    }
 }

@@ -143,9 +143,9 @@ pub struct BillRunProgress {
     pub billed_before: u64,
     /// Documents made final.
     pub finalised: u64,
-    /// Why the last attempt failed, if it did (kept in memory: a restarted server
-    /// forgets it, and the run's stored state shows where it stopped).
-    pub error: Option<String>,
+    /// Why this server's last attempt failed, and when, if it did (the store keeps it
+    /// too, unless the store itself failed; a restarted server forgets this copy).
+    pub failure: Option<(String, jiff::Timestamp)>,
 }
 
 /// Renders a customer bill as the PDF a customer reads (the binary's, with

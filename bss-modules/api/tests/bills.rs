@@ -299,7 +299,7 @@ store_test! {
         assert_eq!(missing.status, StatusCode::PRECONDITION_REQUIRED);
         for (body, field) in [
             (json!({"percent": 20}), "percent"),
-            (json!({"validUntil": "2026-10-01"}), "body"),
+            (json!({"validUntil": "2026-10-01"}), "validUntil"),
             (json!({"validUntil": "soon"}), "validUntil"),
             (json!({}), "validUntil"),
         ] {

@@ -161,7 +161,13 @@ pub async fn end_discount(
         return Err(ReceivablesError::NotFound { entity: "discount", id: id.to_owned() });
     };
     let changed = DiscountRow { valid_until, ..found.value.clone() };
-    discount_of(&changed)?.validate("discount")?;
+    // Only its end changed: whatever is wrong now is that end.
+    let wrong_end = |error: String| ReceivablesError::invalid("validUntil", error);
+    let discount = discount_of(&changed).map_err(|error| match error {
+        ReceivablesError::Billing(error) => wrong_end(error.to_string()),
+        other => other,
+    })?;
+    discount.validate("discount").map_err(|error| wrong_end(error.to_string()))?;
     let version = tx.set_discount_until(id, expected.unwrap_or(found.version), changed.valid_until.as_deref()).await?;
     let change = Change { kind: "Discount", id, before: discount_doc(&found.value), after: discount_doc(&changed) };
     change.commit(tx, actor, version, now).await
