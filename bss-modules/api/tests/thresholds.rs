@@ -122,6 +122,11 @@ store_test! {
         assert_eq!(call(&app, "GET", &others, Some(&partner_b), None, &[]).await.status, StatusCode::FORBIDDEN);
         assert_eq!(call(&app, "GET", &format!("{path}/{id}"), Some(&partner_b), None, &[]).await.status, StatusCode::NOT_FOUND);
         assert_eq!(call(&app, "DELETE", &format!("{path}/{id}"), Some(&partner_b), None, &[]).await.status, StatusCode::NOT_FOUND);
+        // An account that does not exist looks to it like another hierarchy's.
+        let nobody = json!({"billingAccount": {"id": "nobody"}, "kind": "balance_below", "amount": "5"});
+        assert_eq!(call(&app, "POST", &path, Some(&partner_b), Some(nobody), &[]).await.status, StatusCode::FORBIDDEN);
+        let unknown = format!("{path}?billingAccount.id=nobody");
+        assert_eq!(call(&app, "GET", &unknown, Some(&partner_b), None, &[]).await.status, StatusCode::FORBIDDEN);
         let cap = json!({"billingAccount": {"id": "root-b"}, "kind": "spending_cap", "amount": "50"});
         let cap = call(&app, "POST", &path, Some(&partner_b), Some(cap), &[]).await;
         assert_eq!(cap.status, StatusCode::CREATED, "a corporate admin caps its own lines: {}", cap.body);

@@ -650,9 +650,15 @@ impl Thresholds {
     }
 
     /// Billing account `id` if `who` reaches it (a partner: within its hierarchy, else
-    /// `Forbidden`); an unknown one is refused naming `field`.
+    /// `Forbidden`); an unknown one is refused naming `field`, to a partner as one outside
+    /// its hierarchy (it learns nothing of the accounts of others).
     async fn reach(&self, who: &Principal, field: &'static str, id: &str) -> Result<()> {
         let Some(account) = self.store.billing_account(id).await? else {
+            if who.root()?.is_some() {
+                return Err(CustomersError::forbidden(format!(
+                    "billing account {id} is outside the partner's hierarchy"
+                )));
+            }
             return Err(CustomersError::invalid(field, format!("no billing account {id}")));
         };
         Customers::reach_account(who, &account.value)
