@@ -810,19 +810,10 @@ impl Worker {
         let mut charges = ChargesWriter::new();
         let (plans, directory, charging) =
             (Arc::clone(&self.plans), Arc::clone(&self.directory), Arc::clone(&self.charging));
-        loop {
-            if !self.take_pass(&mut batch) {
-                break;
-            }
+        while let Some(mut budget) = self.take_pass(&mut batch) {
             let now = self.clock.now();
             let mut control = Vec::new();
             let mut bulk = Vec::new();
-            // Beside requests, a small slice of bulk work; alone, a larger one.
-            let mut budget = if batch.iter().any(|job| !matches!(job, Job::Records { .. })) {
-                BULK_BESIDE_REQUESTS
-            } else {
-                BULK_PER_PASS
-            };
             for job in batch.drain(..) {
                 match job {
                     Job::Request { request, resolved, reply } => {
@@ -954,19 +945,13 @@ impl Worker {
     /// interval; not with bulk work under way), then takes every request waiting (up to
     /// `max_batch`) and, after them, bulk jobs while the records under way are fewer than
     /// the pass charges ([`BULK_BESIDE_REQUESTS`] with requests, else [`BULK_PER_PASS`]).
-    /// False once the engine is gone.
-    fn take_pass(&mut self, batch: &mut Vec<Job>) -> bool {
+    /// Returns that number of records, or `None` once the engine is gone.
+    fn take_pass(&mut self, batch: &mut Vec<Job>) -> Option<usize> {
         let busy = self.stopping.is_some() || !self.partial.is_empty();
         let wait = if busy { Duration::ZERO } else { self.config.reaper_interval };
         crossbeam_channel::select! {
-            recv(self.receiver) -> job => match job {
-                Ok(job) => batch.push(job),
-                Err(_) => return false,
-            },
-            recv(self.bulk) -> job => match job {
-                Ok(job) => batch.push(job),
-                Err(_) => return false,
-            },
+            recv(self.receiver) -> job => batch.push(job.ok()?),
+            recv(self.bulk) -> job => batch.push(job.ok()?),
             default(wait) => {}
         }
         while batch.len() < self.config.max_batch {
@@ -992,7 +977,7 @@ impl Worker {
                 Err(_) => break,
             }
         }
-        true
+        Some(limit)
     }
 
     /// Syncs the journal, waits for every answer and snapshot under way, and answers
