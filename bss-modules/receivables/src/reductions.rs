@@ -106,32 +106,33 @@ async fn record(store: &Store, actor: &str, reduction: Reduction<'_>, now: Times
     let Some(found) = store.billing_account(account).await? else {
         return Err(ReceivablesError::invalid("billingAccount", format!("no billing account {account}")));
     };
-    // A hierarchy's discount is listed under its root, where the bill run looks for it.
     if let Reduction::Discount(row) = reduction {
-        if row.scope == "hierarchy" && found.value.root_id != *account {
-            return Err(ReceivablesError::invalid(
-                "hierarchy",
-                format!("a hierarchy's discount is given on its root, {}", found.value.root_id),
-            ));
-        }
-    }
-    // A product's discount is on the account the product's charges are billed to.
-    if let Reduction::Discount(DiscountRow { scope, product_id: Some(product), .. }) = reduction {
-        if scope == "product" {
-            let owner = match store.subscription(product).await? {
-                Some(line) => Some(line.value.billing_account_id),
-                None => store.addon(product).await?.map(|(_, owner, _)| owner),
-            };
-            match owner {
-                Some(owner) if owner == *account => {}
-                Some(owner) => {
-                    return Err(ReceivablesError::invalid(
-                        "product",
-                        format!("product {product} is billed to {owner}, not to {account}"),
-                    ))
-                }
-                None => return Err(ReceivablesError::invalid("product", format!("no product {product}"))),
+        match (row.scope.as_str(), &row.product_id) {
+            // Listed under its root, where the bill run looks for it.
+            ("hierarchy", _) if found.value.root_id != *account => {
+                return Err(ReceivablesError::invalid(
+                    "hierarchy",
+                    format!("a hierarchy's discount is given on its root, {}", found.value.root_id),
+                ));
             }
+            // On the account the product's charges are billed to.
+            ("product", Some(product)) => {
+                let owner = match store.subscription(product).await? {
+                    Some(line) => Some(line.value.billing_account_id),
+                    None => store.addon(product).await?.map(|(_, owner, _)| owner),
+                };
+                match owner {
+                    Some(owner) if owner == *account => {}
+                    Some(owner) => {
+                        return Err(ReceivablesError::invalid(
+                            "product",
+                            format!("product {product} is billed to {owner}, not to {account}"),
+                        ))
+                    }
+                    None => return Err(ReceivablesError::invalid("product", format!("no product {product}"))),
+                }
+            }
+            _ => {}
         }
     }
     let mut tx = store.begin().await?;
@@ -139,11 +140,8 @@ async fn record(store: &Store, actor: &str, reduction: Reduction<'_>, now: Times
         Reduction::Discount(row) => tx.insert_discount(row).await?,
         Reduction::Credit(row) => tx.insert_credit(row).await?,
     }
-    let record =
-        AuditRecord { actor, action: "create", entity_type: kind, entity_id: id, before: None, after: Some(&doc) };
-    tx.audit(record, now).await?;
-    tx.commit().await?;
-    Ok(doc)
+    let change = Change { action: "create", kind, id, before: None, after: doc };
+    change.commit(tx, actor, now).await
 }
 
 /// Moves discount `id`'s end to `valid_until` (excluded; `None`: no end), by `actor`, at
@@ -169,8 +167,9 @@ pub async fn end_discount(
     })?;
     discount.validate("discount").map_err(|error| wrong_end(error.to_string()))?;
     let version = tx.set_discount_until(id, expected.unwrap_or(found.version), changed.valid_until.as_deref()).await?;
-    let change = Change { kind: "Discount", id, before: discount_doc(&found.value), after: discount_doc(&changed) };
-    change.commit(tx, actor, version, now).await
+    let (before, after) = (Some(discount_doc(&found.value)), discount_doc(&changed));
+    let change = Change { action: "update", kind: "Discount", id, before, after };
+    Ok(Versioned { value: change.commit(tx, actor, now).await?, version })
 }
 
 /// Sets credit `id`'s amount to `amount` (at least what invoices used of it, in its
@@ -189,10 +188,11 @@ pub async fn change_credit(
         return Err(ReceivablesError::NotFound { entity: "credit", id: id.to_owned() });
     };
     check_credit_amount(amount, &found.value.currency, rust_decimal::Decimal::ZERO)?;
-    let version = tx.set_credit_amount(id, expected.unwrap_or(found.version), amount).await?;
+    let version = tx.set_credit_amount(&found.value, expected.unwrap_or(found.version), amount).await?;
     let changed = CreditRow { amount, ..found.value.clone() };
-    let change = Change { kind: "Credit", id, before: credit_doc(&found.value), after: credit_doc(&changed) };
-    change.commit(tx, actor, version, now).await
+    let (before, after) = (Some(credit_doc(&found.value)), credit_doc(&changed));
+    let change = Change { action: "update", kind: "Credit", id, before, after };
+    Ok(Versioned { value: change.commit(tx, actor, now).await?, version })
 }
 
 /// `amount` of a credit in `currency`: in its minor units, at least `least`.
@@ -207,27 +207,29 @@ fn check_credit_amount(amount: rust_decimal::Decimal, currency: &str, least: rus
     Ok(())
 }
 
-/// A discount's or a credit's change, to audit.
+/// A discount or a credit given or changed, to audit.
 struct Change<'a> {
+    /// `create` or `update`.
+    action: &'a str,
     kind: &'a str,
     id: &'a str,
-    before: Value,
+    before: Option<Value>,
     after: Value,
 }
 
 impl Change<'_> {
-    /// Audits the change by `actor` and commits `tx`; the row as it is now, at `version`.
-    async fn commit(self, mut tx: Tx, actor: &str, version: Version, now: Timestamp) -> Result<Versioned<Value>> {
+    /// Audits the change by `actor` and commits `tx`; the document as it is now.
+    async fn commit(self, mut tx: Tx, actor: &str, now: Timestamp) -> Result<Value> {
         let record = AuditRecord {
             actor,
-            action: "update",
+            action: self.action,
             entity_type: self.kind,
             entity_id: self.id,
-            before: Some(&self.before),
+            before: self.before.as_ref(),
             after: Some(&self.after),
         };
         tx.audit(record, now).await?;
         tx.commit().await?;
-        Ok(Versioned { value: self.after, version })
+        Ok(self.after)
     }
 }

@@ -197,15 +197,26 @@ impl Tx {
 
     /// Discount `id` as it stands, locked until the transaction ends.
     pub async fn discount_locked(&mut self, id: &str) -> Result<Option<Versioned<DiscountRow>>> {
-        let sql =
-            format!("SELECT {DISCOUNT_COLUMNS}, version FROM discounts WHERE id = $1{}", self.dialect().lock_rows());
-        let row = self.fetch_optional("discounts.get", &sql, args![id]).await?;
-        row.map(|row| Ok(Versioned { value: discount(&row)?, version: version_of(&row)? })).transpose()
+        let lock = self.dialect().lock_rows();
+        self.discount_with(id, lock).await
     }
 
     /// Credit `id` as it stands, locked until the transaction ends.
     pub async fn credit_locked(&mut self, id: &str) -> Result<Option<Versioned<CreditRow>>> {
-        let sql = format!("SELECT {CREDIT_COLUMNS}, version FROM credits WHERE id = $1{}", self.dialect().lock_rows());
+        let lock = self.dialect().lock_rows();
+        self.credit_with(id, lock).await
+    }
+
+    /// Discount `id` with its version, the `SELECT` ending with `lock`.
+    async fn discount_with(&mut self, id: &str, lock: &str) -> Result<Option<Versioned<DiscountRow>>> {
+        let sql = format!("SELECT {DISCOUNT_COLUMNS}, version FROM discounts WHERE id = $1{lock}");
+        let row = self.fetch_optional("discounts.get", &sql, args![id]).await?;
+        row.map(|row| Ok(Versioned { value: discount(&row)?, version: version_of(&row)? })).transpose()
+    }
+
+    /// Credit `id` with its version, the `SELECT` ending with `lock`.
+    async fn credit_with(&mut self, id: &str, lock: &str) -> Result<Option<Versioned<CreditRow>>> {
+        let sql = format!("SELECT {CREDIT_COLUMNS}, version FROM credits WHERE id = $1{lock}");
         let row = self.fetch_optional("credits.get", &sql, args![id]).await?;
         row.map(|row| Ok(Versioned { value: credit(&row)?, version: version_of(&row)? })).transpose()
     }
@@ -215,19 +226,20 @@ impl Tx {
         update_versioned(self, "discount", "discounts", id, expected, "valid_until = $3", args![until]).await
     }
 
-    /// Sets credit `id`'s amount at version `expected`; refused (`Invalid` on `amount`)
-    /// below what invoices used of it. Its new version.
-    pub async fn set_credit_amount(&mut self, id: &str, expected: Version, amount: Decimal) -> Result<Version> {
-        let Some(found) = self.credit_locked(id).await? else {
-            return Err(StoreError::NotFound { entity: "credit", id: id.to_owned() });
-        };
-        if amount < found.value.used {
+    /// Sets the amount of credit `found` (as [`Tx::credit_locked`] read it in this
+    /// transaction) at version `expected`; refused (`Invalid` on `amount`) below what
+    /// invoices used of it. Its new version.
+    pub async fn set_credit_amount(
+        &mut self,
+        found: &CreditRow,
+        expected: Version,
+        amount: Decimal,
+    ) -> Result<Version> {
+        let id = found.id.as_str();
+        if amount < found.used {
             return Err(StoreError::Invalid {
                 field: "amount",
-                reason: format!(
-                    "credit {id}: invoices used {} {} of it already",
-                    found.value.used, found.value.currency
-                ),
+                reason: format!("credit {id}: invoices used {} {} of it already", found.used, found.currency),
             });
         }
         update_versioned(self, "credit", "credits", id, expected, "amount = $3", args![amount]).await
@@ -237,18 +249,12 @@ impl Tx {
 impl Store {
     /// Discount `id`, with its version.
     pub async fn discount(&self, id: &str) -> Result<Option<Versioned<DiscountRow>>> {
-        let mut tx = self.read().await?;
-        let sql = format!("SELECT {DISCOUNT_COLUMNS}, version FROM discounts WHERE id = $1");
-        let row = tx.fetch_optional("discounts.get", &sql, args![id]).await?;
-        row.map(|row| Ok(Versioned { value: discount(&row)?, version: version_of(&row)? })).transpose()
+        self.read().await?.discount_with(id, "").await
     }
 
     /// Credit `id`, with its version.
     pub async fn credit(&self, id: &str) -> Result<Option<Versioned<CreditRow>>> {
-        let mut tx = self.read().await?;
-        let sql = format!("SELECT {CREDIT_COLUMNS}, version FROM credits WHERE id = $1");
-        let row = tx.fetch_optional("credits.get", &sql, args![id]).await?;
-        row.map(|row| Ok(Versioned { value: credit(&row)?, version: version_of(&row)? })).transpose()
+        self.read().await?.credit_with(id, "").await
     }
 
     /// The discounts of `accounts`, by account, oldest first.

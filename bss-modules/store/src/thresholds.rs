@@ -24,6 +24,11 @@ pub const MAX_THRESHOLDS_PER_ACCOUNT: usize = 32;
 /// Crossings a list returns at most.
 pub const CROSSING_PAGE_MAX: u32 = 1000;
 
+/// A billing account's crossings (`$1`), in the order they were recorded.
+const CROSSINGS_OF: &str =
+    "SELECT threshold_id, crossing_key, billing_account_id, kind, message, event_id, crossed_at_ms
+     FROM threshold_crossings WHERE billing_account_id = $1 ORDER BY seq";
+
 /// A threshold as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ThresholdRow {
@@ -333,8 +338,7 @@ impl Store {
         let rows = tx
             .fetch_all(
                 "threshold_crossings.page",
-                "SELECT threshold_id, crossing_key, billing_account_id, kind, message, event_id, crossed_at_ms
-                 FROM threshold_crossings WHERE billing_account_id = $1 ORDER BY seq DESC LIMIT $2 OFFSET $3",
+                &format!("{CROSSINGS_OF} DESC LIMIT $2 OFFSET $3"),
                 args![id, i64::from(limit.min(CROSSING_PAGE_MAX)), offset],
             )
             .await?;
@@ -346,14 +350,8 @@ impl Store {
     pub async fn crossings_of(&self, id: &str, limit: u32) -> Result<Vec<CrossingRow>> {
         let mut tx = self.read().await?;
         let limit = i64::from(limit.min(CROSSING_PAGE_MAX));
-        let rows = tx
-            .fetch_all(
-                "threshold_crossings.of",
-                "SELECT threshold_id, crossing_key, billing_account_id, kind, message, event_id, crossed_at_ms
-                 FROM threshold_crossings WHERE billing_account_id = $1 ORDER BY seq LIMIT $2",
-                args![id, limit],
-            )
-            .await?;
+        let rows =
+            tx.fetch_all("threshold_crossings.of", &format!("{CROSSINGS_OF} LIMIT $2"), args![id, limit]).await?;
         rows.iter().map(crossing).collect()
     }
 }
