@@ -37,7 +37,9 @@ use tollgate_store::{CreditRow, DiscountRow, Version, Versioned};
 
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::tmf::{body_object, decimal_value, if_match, one, page_of, BodyType, ListQuery};
+use crate::tmf::{
+    body_object, bounded_text, if_match, one, optional_bool, optional_decimal, page_of, with_type, BodyType, ListQuery,
+};
 use crate::AppState;
 
 type Params = Result<Query<Vec<(String, String)>>, QueryRejection>;
@@ -48,27 +50,11 @@ const MAX_TEXT: usize = 200;
 
 /// An optional bounded text field.
 fn text(body: &Map<String, Value>, field: &'static str) -> Result<Option<String>, ApiError> {
-    match body.get(field) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(text))
-            if !text.is_empty() && text.chars().count() <= MAX_TEXT && !text.chars().any(char::is_control) =>
-        {
-            Ok(Some(text.clone()))
-        }
-        Some(_) => Err(ApiError::bad_request(field, format!("must be 1 to {MAX_TEXT} printable characters"))),
-    }
+    Ok(bounded_text(body, field, MAX_TEXT)?.map(str::to_owned))
 }
 
 fn required(body: &Map<String, Value>, field: &'static str) -> Result<String, ApiError> {
     text(body, field)?.ok_or_else(|| ApiError::bad_request(field, "is required"))
-}
-
-/// An optional decimal ([`decimal_value`]).
-fn decimal(body: &Map<String, Value>, field: &'static str) -> Result<Option<Decimal>, ApiError> {
-    match body.get(field) {
-        None | Some(Value::Null) => Ok(None),
-        Some(value) => decimal_value(value, field).map(Some),
-    }
 }
 
 fn id_or_new(body: &Map<String, Value>) -> Result<String, ApiError> {
@@ -76,13 +62,6 @@ fn id_or_new(body: &Map<String, Value>) -> Result<String, ApiError> {
         Some(id) => Ok(id),
         None => Ok(tollgate_store::new_entity_id()?),
     }
-}
-
-fn with_type(mut doc: Value, kind: &str) -> Value {
-    if let Value::Object(map) = &mut doc {
-        map.insert("@type".into(), Value::from(kind));
-    }
-    doc
 }
 
 /// `POST /tmf-api/billing/v1/discount`.
@@ -107,18 +86,14 @@ pub(crate) async fn create_discount(
     ];
     let body = body_object(&headers, body, BodyType::Json, &fields)?;
     let product = text(&body, "product")?;
-    let hierarchy = match body.get("hierarchy") {
-        None | Some(Value::Null) => false,
-        Some(Value::Bool(hierarchy)) => *hierarchy,
-        Some(_) => return Err(ApiError::bad_request("hierarchy", "must be true or false")),
-    };
+    let hierarchy = optional_bool(&body, "hierarchy")?.unwrap_or(false);
     let scope = match (&product, hierarchy) {
         (Some(_), true) => return Err(ApiError::bad_request("hierarchy", "a product's discount is not a hierarchy's")),
         (Some(_), false) => "product",
         (None, true) => "hierarchy",
         (None, false) => "account",
     };
-    let amount = match (decimal(&body, "amount")?, text(&body, "currency")?) {
+    let amount = match (optional_decimal(&body, "amount")?, text(&body, "currency")?) {
         (Some(amount), Some(currency)) => Some((amount, currency)),
         (None, None) => None,
         (Some(_), None) => return Err(ApiError::bad_request("currency", "an amount needs its currency")),
@@ -130,7 +105,7 @@ pub(crate) async fn create_discount(
         billing_account_id: required(&body, "billingAccount")?,
         scope: scope.to_owned(),
         product_id: product,
-        percent: decimal(&body, "percent")?,
+        percent: optional_decimal(&body, "percent")?,
         amount,
         description: text(&body, "description")?.unwrap_or_else(|| "Discount".to_owned()),
         charge_type: text(&body, "chargeType")?.unwrap_or_else(|| "discount".to_owned()),
@@ -155,7 +130,7 @@ pub(crate) async fn create_credit(
     let row = CreditRow {
         id: id_or_new(&body)?,
         billing_account_id: required(&body, "billingAccount")?,
-        amount: decimal(&body, "amount")?.ok_or_else(|| ApiError::bad_request("amount", "is required"))?,
+        amount: optional_decimal(&body, "amount")?.ok_or_else(|| ApiError::bad_request("amount", "is required"))?,
         currency: required(&body, "currency")?,
         description: text(&body, "description")?.unwrap_or_else(|| "Credit".to_owned()),
         charge_type: text(&body, "chargeType")?.unwrap_or_else(|| "credit".to_owned()),
@@ -188,7 +163,12 @@ pub(crate) async fn list_credits(State(state): State<Arc<AppState>>, query: Para
 fn found<T>(found: Option<Versioned<T>>, kind: &str, id: &str, doc: fn(&T) -> Value) -> Result<Response, ApiError> {
     let missing = || ApiError::new(StatusCode::NOT_FOUND, "notFound", "id", format!("no {kind} {id}"));
     let found = found.ok_or_else(missing)?;
-    Ok(one(Versioned { value: with_type(doc(&found.value), kind), version: found.version }, None))
+    Ok(typed(Versioned { value: doc(&found.value), version: found.version }, kind))
+}
+
+/// A discount or credit (`kind`) document with its `@type` and ETag.
+fn typed(item: Versioned<Value>, kind: &str) -> Response {
+    one(Versioned { value: with_type(item.value, kind), version: item.version }, None)
 }
 
 /// `GET /tmf-api/billing/v1/discount/{id}`.
@@ -229,8 +209,7 @@ pub(crate) async fn patch_discount(
     let now = jiff::Timestamp::now();
     let changed =
         tollgate_receivables::end_discount(&state.store, &caller.actor(), &id, Some(expected), until, now).await?;
-    let version = changed.version;
-    Ok(one(Versioned { value: with_type(changed.value, "Discount"), version }, None))
+    Ok(typed(changed, "Discount"))
 }
 
 /// `PATCH /tmf-api/billing/v1/credit/{id}`: its `amount` only.
@@ -243,11 +222,10 @@ pub(crate) async fn patch_credit(
 ) -> Result<Response, ApiError> {
     let body = body_object(&headers, body, BodyType::MergePatch, &["amount"])?;
     let expected = expected(&headers)?;
-    let amount =
-        decimal(&body, "amount")?.ok_or_else(|| ApiError::bad_request("amount", "is what a credit's change sets"))?;
+    let amount = optional_decimal(&body, "amount")?
+        .ok_or_else(|| ApiError::bad_request("amount", "is what a credit's change sets"))?;
     let now = jiff::Timestamp::now();
     let changed =
         tollgate_receivables::change_credit(&state.store, &caller.actor(), &id, Some(expected), amount, now).await?;
-    let version = changed.version;
-    Ok(one(Versioned { value: with_type(changed.value, "Credit"), version }, None))
+    Ok(typed(changed, "Credit"))
 }

@@ -34,7 +34,10 @@ use tollgate_store::ThresholdRow;
 
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::tmf::{body_object, decimal_value, item_fields, listed, made, page_of, select, BodyType, ListQuery};
+use crate::tmf::{
+    body_object, bounded_text, item_fields, listed, made, optional_bool, optional_decimal, page_of, select, with_type,
+    BodyType, ListQuery,
+};
 use crate::AppState;
 
 /// The API's root.
@@ -50,21 +53,12 @@ fn doc(row: &ThresholdRow) -> Value {
     let mut doc = threshold_doc(row);
     if let Value::Object(map) = &mut doc {
         map.insert("href".into(), Value::from(format!("{BASE_PATH}/threshold/{}", row.id)));
-        map.insert("@type".into(), Value::from("Threshold"));
     }
-    doc
+    with_type(doc, "Threshold")
 }
 
 fn text<'a>(body: &'a Map<String, Value>, field: &'static str) -> Result<Option<&'a str>, ApiError> {
-    match body.get(field) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(text))
-            if !text.is_empty() && text.chars().count() <= MAX_TEXT && !text.chars().any(char::is_control) =>
-        {
-            Ok(Some(text))
-        }
-        Some(_) => Err(ApiError::bad_request(field, format!("must be 1 to {MAX_TEXT} printable characters"))),
-    }
+    bounded_text(body, field, MAX_TEXT)
 }
 
 /// A reference's id: `{"id": "…"}`.
@@ -83,14 +77,6 @@ fn reference<'a>(body: &'a Map<String, Value>, field: &'static str) -> Result<Op
     }
 }
 
-fn flag(body: &Map<String, Value>, field: &'static str, default: bool) -> Result<bool, ApiError> {
-    match body.get(field) {
-        None | Some(Value::Null) => Ok(default),
-        Some(Value::Bool(value)) => Ok(*value),
-        Some(_) => Err(ApiError::bad_request(field, "must be true or false")),
-    }
-}
-
 fn whole(body: &Map<String, Value>, field: &'static str) -> Result<Option<i64>, ApiError> {
     match body.get(field) {
         None | Some(Value::Null) => Ok(None),
@@ -101,10 +87,7 @@ fn whole(body: &Map<String, Value>, field: &'static str) -> Result<Option<i64>, 
 /// The level of a `kind` threshold as `tollgate threshold set --level` takes it, from the
 /// one field its kind has; a field of another kind is refused naming it.
 fn level(kind: ThresholdKind, body: &Map<String, Value>) -> Result<String, ApiError> {
-    let amount = match body.get("amount") {
-        None | Some(Value::Null) => None,
-        Some(value) => Some(decimal_value(value, "amount")?.to_string()),
-    };
+    let amount = optional_decimal(body, "amount")?.map(|amount| amount.to_string());
     let percent = whole(body, "percent")?.map(|percent| percent.to_string());
     let hours = whole(body, "hours")?.map(|hours| format!("{hours}h"));
     let wanted = match kind {
@@ -156,10 +139,10 @@ pub(crate) async fn create(
         &level(kind, &body)?,
         reference(&body, "subscription")?,
         text(&body, "language")?.unwrap_or("en"),
-        flag(&body, "webhook", true)?,
+        optional_bool(&body, "webhook")?.unwrap_or(true),
         state.thresholds.templates(),
     )?;
-    let spec = tollgate_customers::ThresholdSpec { sms: flag(&body, "sms", false)?, ..spec };
+    let spec = tollgate_customers::ThresholdSpec { sms: optional_bool(&body, "sms")?.unwrap_or(false), ..spec };
     let (row, created) = state.thresholds.set_by(&caller.principal(), account, &spec, Timestamp::now()).await?;
     Ok(made(doc(&row), created))
 }
@@ -207,15 +190,6 @@ pub(crate) async fn crossings(
     let query = ListQuery::parse(query)?;
     let account = query.required_filter("billingAccount.id", "the account whose crossings to list")?;
     let (rows, total) = state.thresholds.crossings_by(&caller.principal(), account, query.offset, query.limit).await?;
-    let items = rows
-        .iter()
-        .map(|row| {
-            let mut doc = crossing_doc(row);
-            if let Value::Object(map) = &mut doc {
-                map.insert("@type".into(), Value::from("ThresholdCrossing"));
-            }
-            doc
-        })
-        .collect();
+    let items = rows.iter().map(|row| with_type(crossing_doc(row), "ThresholdCrossing")).collect();
     Ok(listed(items, total, &query))
 }

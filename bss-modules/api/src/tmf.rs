@@ -208,6 +208,54 @@ pub(crate) fn decimal_value(value: &Value, field: &str) -> Result<rust_decimal::
         .map_err(|_| ApiError::bad_request(field, format!("{text:?} is not a decimal")))
 }
 
+/// Optional text field `field` of `body`: 1 to `max` printable characters.
+pub(crate) fn bounded_text<'a>(
+    body: &'a serde_json::Map<String, Value>,
+    field: &'static str,
+    max: usize,
+) -> Result<Option<&'a str>, ApiError> {
+    match body.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(text))
+            if !text.is_empty() && text.chars().count() <= max && !text.chars().any(char::is_control) =>
+        {
+            Ok(Some(text))
+        }
+        Some(_) => Err(ApiError::bad_request(field, format!("must be 1 to {max} printable characters"))),
+    }
+}
+
+/// Optional decimal field `field` of `body` ([`decimal_value`]).
+pub(crate) fn optional_decimal(
+    body: &serde_json::Map<String, Value>,
+    field: &'static str,
+) -> Result<Option<rust_decimal::Decimal>, ApiError> {
+    match body.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(value) => decimal_value(value, field).map(Some),
+    }
+}
+
+/// Optional boolean field `field` of `body`.
+pub(crate) fn optional_bool(
+    body: &serde_json::Map<String, Value>,
+    field: &'static str,
+) -> Result<Option<bool>, ApiError> {
+    match body.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Bool(value)) => Ok(Some(*value)),
+        Some(_) => Err(ApiError::bad_request(field, "must be true or false")),
+    }
+}
+
+/// `doc` with its `@type`.
+pub(crate) fn with_type(mut doc: Value, kind: &str) -> Value {
+    if let Value::Object(map) = &mut doc {
+        map.insert("@type".into(), Value::from(kind));
+    }
+    doc
+}
+
 /// A JSON object body (of media type `expected`) whose fields are all among `fields` (or
 /// `@type`); another is refused naming it.
 pub(crate) fn body_object(
