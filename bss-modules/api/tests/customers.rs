@@ -91,6 +91,22 @@ store_test! {
         }
         let list = call(&app, "GET", ACCOUNTS, Some(&partner_a), None, &[]).await;
         assert_eq!(list.header("x-total-count"), "2");
+        // An id that does not exist looks to a partner like another hierarchy's (it
+        // learns nothing of which ids others have); to others it is not found.
+        for (path, body) in [
+            (format!("{ACCOUNTS}/nope"), None),
+            (format!("{CUSTOMERS}/nope"), None),
+            (ACCOUNTS.to_owned(), Some(account(&a, Some("nope")))),
+            (ACCOUNTS.to_owned(), Some(account("nope", Some(&root_a)))),
+        ] {
+            let method = if body.is_some() { "POST" } else { "GET" };
+            let partner = call(&app, method, &path, Some(&partner_a), body.clone(), &[]).await;
+            assert_eq!(partner.status, StatusCode::FORBIDDEN, "{method} {path}: {}", partner.body);
+            let care = call(&app, method, &path, Some(&admin), body, &[]).await;
+            assert!(matches!(care.status, StatusCode::NOT_FOUND | StatusCode::BAD_REQUEST), "{method} {path}");
+        }
+        let patch = call(&app, "PATCH", &format!("{ACCOUNTS}/nope"), Some(&partner_a), Some(json!({"name": "x"})), &[("if-match", "W/\"1\"")]).await;
+        assert_eq!(patch.status, StatusCode::FORBIDDEN);
 
         // Roles: finance reads accounts and changes money terms only; read_only reads.
         let finance = token(&store, Role::Finance, None).await;

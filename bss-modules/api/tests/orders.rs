@@ -128,6 +128,16 @@ store_test! {
         assert_eq!(call(&app, "POST", &format!("{ORDERS}/productOrder"), Some(&partner), Some(new_line(&account, &offering)), &[]).await.status, 403);
         let own = token(&store, Role::Partner, Some(&account)).await;
         assert_eq!(call(&app, "GET", &path, Some(&own), None, &[]).await.status, 200, "its own hierarchy's order");
+        // One that does not exist looks to a partner like another hierarchy's.
+        for missing in ["productOrder/nope", "cancelProductOrder/nope"] {
+            let path = format!("{ORDERS}/{missing}");
+            assert_eq!(call(&app, "GET", &path, Some(&own), None, &[]).await.status, 403, "{path}");
+            assert_eq!(call(&app, "GET", &path, Some(&reader), None, &[]).await.status, 404, "{path}");
+        }
+        let nowhere = call(&app, "POST", &format!("{ORDERS}/productOrder"), Some(&own), Some(new_line("nope", &offering)), &[]).await;
+        assert_eq!(nowhere.status, 403, "{}", nowhere.body);
+        let nothing = call(&app, "POST", &format!("{ORDERS}/cancelProductOrder"), Some(&own), Some(json!({"productOrder": {"id": "nope"}})), &[]).await;
+        assert_eq!(nothing.status, 403, "{}", nothing.body);
 
         // Every change audited.
         let audit = store.audit_entries(Some(("ProductOrder", &id)), 0, 100).await.expect("audit");

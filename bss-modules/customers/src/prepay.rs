@@ -95,10 +95,9 @@ impl Customers {
         }
         let request = parse_balance_request(kind, body)?;
         let Some(account) = self.store.billing_account(&request.account_id).await? else {
-            return Err(CustomersError::invalid(
-                "partyAccount.id",
-                format!("no billing account {}", request.account_id),
-            ));
+            let refused =
+                CustomersError::invalid("partyAccount.id", format!("no billing account {}", request.account_id));
+            return Err(who.unknown(&format!("billing account {}", request.account_id), refused));
         };
         Self::reach_account(who, &account.value)?;
         if let Some(existing) = self.store.balance_action(kind, &request.id).await? {
@@ -197,10 +196,10 @@ impl Customers {
 
     /// A top-up or adjustment.
     pub async fn get_balance_action(&self, who: &Principal, kind: BalanceActionKind, id: &str) -> Result<Value> {
-        let not_found = || CustomersError::NotFound { kind: entity_type(kind), id: id.to_owned() };
-        let row = self.store.balance_action(kind, id).await?.ok_or_else(not_found)?;
+        let missing = || who.missing(entity_type(kind), id);
+        let row = self.store.balance_action(kind, id).await?.ok_or_else(missing)?;
         if who.root()?.is_some() {
-            let account = self.store.billing_account(&row.billing_account_id).await?.ok_or_else(not_found)?;
+            let account = self.store.billing_account(&row.billing_account_id).await?.ok_or_else(missing)?;
             Self::reach_account(who, &account.value)?;
         }
         Ok(self.roots().action_doc(&row))
@@ -245,7 +244,7 @@ impl Customers {
     /// A billing account the caller may read, and the engine's account behind it.
     async fn engine_view(&self, who: &Principal, id: &str) -> Result<(BillingAccountRow, EngineAccount)> {
         let found = self.store.billing_account(id).await?;
-        let account = found.ok_or_else(|| CustomersError::NotFound { kind: "BillingAccount", id: id.to_owned() })?;
+        let account = found.ok_or_else(|| who.missing("BillingAccount", id))?;
         Self::reach_account(who, &account.value)?;
         let Some(engine) = &self.engine else {
             return Err(CustomersError::EngineUnavailable { reason: "this server has no engine".into() });

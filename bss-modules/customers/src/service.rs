@@ -72,6 +72,21 @@ impl Principal {
             _ => Ok(None),
         }
     }
+
+    /// The error for `what` that does not exist: to a partner the same refusal as
+    /// another hierarchy's (it learns nothing of the ids of others), else `otherwise`.
+    pub(crate) fn unknown(&self, what: &str, otherwise: CustomersError) -> CustomersError {
+        match self.root() {
+            Ok(None) => otherwise,
+            Ok(Some(_)) => CustomersError::forbidden(format!("{what} is outside the partner's hierarchy")),
+            Err(error) => error,
+        }
+    }
+
+    /// [`Principal::unknown`] for an entity of `kind` looked up by its `id` (`NotFound`).
+    pub(crate) fn missing(&self, kind: &'static str, id: &str) -> CustomersError {
+        self.unknown(&format!("{kind} {id}"), CustomersError::NotFound { kind, id: id.to_owned() })
+    }
 }
 
 /// One page of a list.
@@ -213,7 +228,7 @@ impl Customers {
     /// A customer.
     pub async fn get_customer(&self, who: &Principal, id: &str) -> Result<Versioned<Value>> {
         let found = self.store.customer(id).await?;
-        let found = found.ok_or_else(|| CustomersError::NotFound { kind: "Customer", id: id.to_owned() })?;
+        let found = found.ok_or_else(|| who.missing("Customer", id))?;
         if let Some(root) = who.root()? {
             if !self.store.customer_in_hierarchy(id, root).await? {
                 return Err(CustomersError::forbidden(format!("customer {id} is outside the partner's hierarchy")));
@@ -251,7 +266,7 @@ impl Customers {
         expected: Option<Version>,
     ) -> Result<Versioned<CustomerRow>> {
         let found = tx.customer(id).await?;
-        let found = found.ok_or_else(|| CustomersError::NotFound { kind: "Customer", id: id.to_owned() })?;
+        let found = found.ok_or_else(|| who.missing("Customer", id))?;
         self.reach_customer(tx, who, id).await?;
         if let Some(expected) = expected {
             if found.version != expected {
@@ -395,7 +410,8 @@ impl Customers {
         let id = new_entity_id()?;
         let mut tx = self.store.begin().await?;
         let Some(customer) = tx.customer(&valid.customer_id).await? else {
-            return Err(CustomersError::invalid("relatedParty.id", format!("no customer {}", valid.customer_id)));
+            let refused = CustomersError::invalid("relatedParty.id", format!("no customer {}", valid.customer_id));
+            return Err(who.unknown(&format!("customer {}", valid.customer_id), refused));
         };
         let (root_id, depth) = match &valid.parent_id {
             None => {
@@ -406,7 +422,9 @@ impl Customers {
             }
             Some(parent_id) => {
                 let Some(parent) = tx.billing_account(parent_id).await? else {
-                    return Err(CustomersError::invalid("parentAccount.id", format!("no billing account {parent_id}")));
+                    let refused =
+                        CustomersError::invalid("parentAccount.id", format!("no billing account {parent_id}"));
+                    return Err(who.unknown(&format!("billing account {parent_id}"), refused));
                 };
                 check_parent(&valid, &parent.value, scope)?;
                 (parent.value.root_id.clone(), parent.value.depth + 1)
@@ -462,7 +480,7 @@ impl Customers {
     /// A billing account.
     pub async fn get_account(&self, who: &Principal, id: &str) -> Result<Versioned<Value>> {
         let found = self.store.billing_account(id).await?;
-        let found = found.ok_or_else(|| CustomersError::NotFound { kind: "BillingAccount", id: id.to_owned() })?;
+        let found = found.ok_or_else(|| who.missing("BillingAccount", id))?;
         Self::reach_account(who, &found.value)?;
         Ok(Versioned { value: self.doc(&found.value), version: found.version })
     }
@@ -545,7 +563,7 @@ impl Customers {
         }
         let mut tx = self.store.begin().await?;
         let found = tx.billing_account(id).await?;
-        let current = found.ok_or_else(|| CustomersError::NotFound { kind: "BillingAccount", id: id.to_owned() })?;
+        let current = found.ok_or_else(|| who.missing("BillingAccount", id))?;
         Self::reach_account(who, &current.value)?;
         if current.version != expected {
             return Err(CustomersError::StaleVersion {
@@ -804,7 +822,9 @@ impl Customers {
                     ));
                 }
                 let Some(parent) = tx.billing_account(parent_id).await? else {
-                    return Err(CustomersError::invalid("parentAccount.id", format!("no billing account {parent_id}")));
+                    let refused =
+                        CustomersError::invalid("parentAccount.id", format!("no billing account {parent_id}"));
+                    return Err(who.unknown(&format!("billing account {parent_id}"), refused));
                 };
                 check_parent(valid, &parent.value, scope)?;
                 (parent.value.root_id.clone(), parent.value.depth + 1)

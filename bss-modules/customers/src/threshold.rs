@@ -654,12 +654,8 @@ impl Thresholds {
     /// its hierarchy (it learns nothing of the accounts of others).
     async fn reach(&self, who: &Principal, field: &'static str, id: &str) -> Result<()> {
         let Some(account) = self.store.billing_account(id).await? else {
-            if who.root()?.is_some() {
-                return Err(CustomersError::forbidden(format!(
-                    "billing account {id} is outside the partner's hierarchy"
-                )));
-            }
-            return Err(CustomersError::invalid(field, format!("no billing account {id}")));
+            let refused = CustomersError::invalid(field, format!("no billing account {id}"));
+            return Err(who.unknown(&format!("billing account {id}"), refused));
         };
         Customers::reach_account(who, &account.value)
     }

@@ -90,6 +90,21 @@ fn scope(who: &Principal) -> Result<Option<&str>> {
     }
 }
 
+/// The error for `what` that does not exist: to a partner the same refusal as another
+/// hierarchy's (it learns nothing of the ids of others), else `otherwise`.
+fn unknown(who: &Principal, what: &str, otherwise: OrdersError) -> OrdersError {
+    match scope(who) {
+        Ok(None) => otherwise,
+        Ok(Some(_)) => OrdersError::forbidden(format!("{what} is outside the partner's hierarchy")),
+        Err(error) => error,
+    }
+}
+
+/// [`unknown`] for an entity of `kind` looked up by its `id` (`NotFound`).
+fn missing(who: &Principal, kind: &'static str, id: &str) -> OrdersError {
+    unknown(who, &format!("{kind} {id}"), OrdersError::NotFound { kind, id: id.to_owned() })
+}
+
 fn reach(who: &Principal, root: &str, what: &str) -> Result<()> {
     match scope(who)? {
         Some(scope) if scope != root => {
@@ -310,10 +325,9 @@ impl Orders {
         }
         let mut tx = self.store.begin().await?;
         let Some(account) = tx.billing_account(&requested.billing_account_id).await? else {
-            return Err(OrdersError::invalid(
-                "billingAccount.id",
-                format!("no billing account {}", requested.billing_account_id),
-            ));
+            let id = &requested.billing_account_id;
+            let refused = OrdersError::invalid("billingAccount.id", format!("no billing account {id}"));
+            return Err(unknown(who, &format!("billing account {id}"), refused));
         };
         let account = account.value;
         reach(who, &account.root_id, &format!("billing account {}", account.id))?;
@@ -614,7 +628,7 @@ impl Orders {
     /// An order.
     pub async fn get(&self, who: &Principal, id: &str) -> Result<Versioned<Value>> {
         let Some((order, items)) = self.store.product_order_detail(id).await? else {
-            return Err(OrdersError::NotFound { kind: "ProductOrder", id: id.to_owned() });
+            return Err(missing(who, "ProductOrder", id));
         };
         reach(who, &order.value.root_id, &format!("product order {id}"))?;
         let items: Vec<OrderItemRow> = items.into_iter().map(|(item, _)| item).collect();
@@ -673,7 +687,7 @@ impl Orders {
         }
         let mut tx = self.store.begin().await?;
         let Some(current) = tx.product_order(id).await? else {
-            return Err(OrdersError::NotFound { kind: "ProductOrder", id: id.to_owned() });
+            return Err(missing(who, "ProductOrder", id));
         };
         reach(who, &current.value.root_id, &format!("product order {id}"))?;
         if current.version != expected {
@@ -771,7 +785,8 @@ impl Orders {
         };
         let mut tx = self.store.begin().await?;
         let Some(current) = tx.product_order(&order_id).await? else {
-            return Err(OrdersError::invalid("productOrder.id", format!("no product order {order_id}")));
+            let refused = OrdersError::invalid("productOrder.id", format!("no product order {order_id}"));
+            return Err(unknown(who, &format!("product order {order_id}"), refused));
         };
         reach(who, &current.value.root_id, &format!("product order {order_id}"))?;
         let mut row = current.value.clone();
@@ -843,7 +858,7 @@ impl Orders {
     /// A cancellation request.
     pub async fn get_cancel(&self, who: &Principal, id: &str) -> Result<Value> {
         let Some(cancel) = self.store.cancel_request(id).await? else {
-            return Err(OrdersError::NotFound { kind: "CancelProductOrder", id: id.to_owned() });
+            return Err(missing(who, "CancelProductOrder", id));
         };
         reach(who, &cancel.root_id, &format!("cancellation {id}"))?;
         Ok(cancel_doc(&cancel))
@@ -872,7 +887,7 @@ impl Orders {
             return Ok(Versioned { value: line_doc(&line.value, &addons, service.as_ref()), version: line.version });
         }
         let Some((addon, account, root)) = self.store.addon(id).await? else {
-            return Err(OrdersError::NotFound { kind: "Product", id: id.to_owned() });
+            return Err(missing(who, "Product", id));
         };
         reach(who, &root, &format!("product {id}"))?;
         Ok(Versioned { value: addon_doc(&addon, &account), version: Version::FIRST })
@@ -913,7 +928,7 @@ impl Orders {
     /// A service (TMF638).
     pub async fn service(&self, who: &Principal, id: &str) -> Result<Versioned<Value>> {
         let Some((service, root)) = self.store.service(id).await? else {
-            return Err(OrdersError::NotFound { kind: "Service", id: id.to_owned() });
+            return Err(missing(who, "Service", id));
         };
         reach(who, &root, &format!("service {id}"))?;
         Ok(Versioned { value: service_doc(&service), version: Version::FIRST })
