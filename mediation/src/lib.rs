@@ -15,5 +15,7 @@ pub mod rerate;
 
 pub use error::MediationError;
 pub use event::{Item, Raw, Reader, RejectReason, UsageRecord};
-pub use pipeline::{Format, MediationConfig, Mediator, Outputs, Progress, RatedLine, Summary};
+pub use pipeline::{
+    ChargedRecord, ChargedVolume, Format, MediationConfig, Mediator, Outputs, Progress, RatedLine, Summary,
+};
 pub use rerate::{rerate, AuditLine, RerateConfig, RerateSummary};

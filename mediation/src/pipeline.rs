@@ -84,6 +84,26 @@ pub struct MediationConfig {
     /// charged this batch (1-based), before its outputs are synced or checkpointed.
     #[doc(hidden)]
     pub crash_after_charging_batch: Option<u64>,
+    /// Told, per batch, the records this run charged (not the repeats of an earlier run's
+    /// charges): a server's leakage detection holds them against the ledger's.
+    pub charged_volume: Option<std::sync::Arc<dyn ChargedVolume>>,
+}
+
+/// One record a run charged itself: the engine wrote one ledger entry for it, of these
+/// usage start, reported units and service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChargedRecord<'a> {
+    pub start_utc_seconds: i64,
+    /// Units as the record reported them (the ledger entry's `units`).
+    pub units: u64,
+    /// The plan's service name.
+    pub service: &'a str,
+}
+
+/// Where a run tells what it charged ([`MediationConfig::charged_volume`]), once per batch
+/// after the batch's outputs are checkpointed, from the run's writer thread: keep it short.
+pub trait ChargedVolume: Send + Sync + std::fmt::Debug {
+    fn charged(&self, records: &[ChargedRecord<'_>]);
 }
 
 impl MediationConfig {
@@ -99,6 +119,7 @@ impl MediationConfig {
             stop: None,
             max_records_per_second: None,
             crash_after_charging_batch: None,
+            charged_volume: None,
         }
     }
 }
@@ -555,6 +576,7 @@ impl<'e> Mediator<'e> {
     ) -> Result<(), MediationError> {
         let ChargedBatch { read, verdicts, answers } = batch;
         let plans = self.engine.plans();
+        let mut charged_now = Vec::new();
         for (item, verdict) in read.items.into_iter().zip(verdicts) {
             let outcome = verdict.and_then(|admitted| {
                 let answer = answers[admitted.charge];
@@ -573,6 +595,13 @@ impl<'e> Mediator<'e> {
                         continue;
                     };
                     *summary.amount_by_currency.entry(plan.names.currency.to_string()).or_default() += answer.amount;
+                    if self.config.charged_volume.is_some() && !answer.repeated {
+                        charged_now.push(ChargedRecord {
+                            start_utc_seconds: ids.start_utc_seconds,
+                            units: ids.recorded_units,
+                            service: &plan.names.services[usize::from(indexes.service)],
+                        });
+                    }
                     write_rated(
                         writers,
                         file.name,
@@ -616,6 +645,9 @@ impl<'e> Mediator<'e> {
         }
         debug_assert!(summary.balances());
         self.checkpoint(file, resume, writers, summary)?;
+        if let Some(volume) = &self.config.charged_volume {
+            volume.charged(&charged_now);
+        }
         progress(Progress {
             records: summary.records_in,
             rated: summary.rated,

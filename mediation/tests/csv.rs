@@ -228,3 +228,79 @@ fn an_output_shorter_than_its_checkpoint_is_refused_not_filled_with_zeros() {
     assert_eq!(after.len(), 10, "the output is left as it was found");
     assert!(!after.contains(&0), "no zeros written");
 }
+
+/// What a run tells `MediationConfig::charged_volume`.
+#[derive(Debug, Default)]
+struct Told(std::sync::Mutex<Vec<(i64, u64, String)>>);
+
+impl tollgate_mediation::ChargedVolume for Told {
+    fn charged(&self, records: &[tollgate_mediation::ChargedRecord<'_>]) {
+        let mut told = self.0.lock().expect("lock");
+        told.extend(records.iter().map(|r| (r.start_utc_seconds, r.units, r.service.to_owned())));
+    }
+}
+
+impl Told {
+    fn taken(&self) -> Vec<(i64, u64, String)> {
+        std::mem::take(&mut *self.0.lock().expect("lock"))
+    }
+}
+
+/// A run tells what it charged itself (start, reported units, service) for each record
+/// the engine wrote a ledger entry for now: not its rejects, not a duplicate of another
+/// file's record, not a record an earlier (crashed) run of the file charged.
+#[test]
+fn a_run_tells_the_records_it_charged_itself_once() {
+    let mut h = Harness::with_batch("csv-told", 4);
+    let told = std::sync::Arc::new(Told::default());
+    h.config.charged_volume = Some(told.clone());
+    let at = |minute: u32| {
+        jiff::civil::date(2026, 3, 2).at(10, minute as i8, 0, 0).in_tz("UTC").expect("time").timestamp().as_second()
+    };
+    let mut text = HEADER.to_owned();
+    for n in 0..10u32 {
+        text.push_str(&format!(
+            "t{n},49170000000{},4990012345,voice,2026-03-02 10:{n:02}:00,{}\n",
+            1 + n % 2,
+            1000 * (n + 1)
+        ));
+    }
+    text.push_str("t3,491700000002,4990012345,voice,2026-03-02 10:03:00,4000\n"); // a duplicate
+    text.push_str("u1,499999999999,4990012345,voice,2026-03-02 10:20:00,5000\n"); // unknown subscriber
+    text.push_str("s1,491700000001,,sms,2026-03-02 10:30:00,1000\n");
+    let file = h.write("told.csv", &text);
+    let summary = h.process(&file, &format());
+    assert_eq!((summary.records_in, summary.duplicates), (13, 1), "{summary:?}");
+    // Exactly the rated lines' records, as the file gave them (the mapping's units are
+    // seconds for milliseconds, messages for thousandths).
+    let input = |id: &str| match id.strip_prefix('t').and_then(|n| n.parse::<u32>().ok()) {
+        Some(n) => (at(n), u64::from(n + 1), "voice".to_owned()),
+        None => (at(30), 1, "sms".to_owned()),
+    };
+    let expected: Vec<_> = h.rated_csv(&file).iter().map(|line| input(&line["record_id"])).collect();
+    assert!(expected.len() >= 5 && expected.len() as u64 == summary.rated, "{summary:?}");
+    assert_eq!(told.taken(), expected);
+
+    // The same records in another file are duplicates: nothing charged, nothing told.
+    let again = h.write("told-again.csv", &text);
+    assert_eq!(h.process(&again, &format()).duplicates, summary.rated + 1);
+    assert_eq!(told.taken(), []);
+
+    // Crashed after the engine charged the third batch and resumed: each record told at
+    // most once, and only by the run that charged it.
+    // (An engine of its own: the first one's balances are spent.)
+    let mut h = Harness::with_batch("csv-told-crash", 4);
+    h.config.charged_volume = Some(told.clone());
+    let file = h.write("told-crash.csv", &text);
+    h.process_batches_then_crash(&file, &format(), 2);
+    let first = told.taken();
+    let rated = |lines: &[std::collections::HashMap<String, String>]| lines.len();
+    assert_eq!(first.len(), rated(&h.rated_csv(&file)), "what the two batches written rated: {first:?}");
+    let summary = h.process(&file, &format());
+    let second = told.taken();
+    // The third batch's records were charged by the crashed run; the resumed one rates
+    // them again as repeats and tells only the fourth batch's.
+    let third = summary.rated as usize - first.len() - second.len();
+    assert!(third >= 1 && second.len() <= 1, "{first:?} {second:?} {summary:?}");
+    assert!(second.iter().all(|record| !first.contains(record)));
+}

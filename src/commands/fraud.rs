@@ -19,10 +19,10 @@
 //! silence up to the saved position (nothing there is raised again), then judging on.
 //! Without a position file (the first start) the follower starts at the ledger's end.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -94,6 +94,9 @@ pub(crate) struct FraudCounters {
     /// Online usage the engine answered `rating_failed` (no ledger entry), told to the
     /// unrated-usage detector from the engine's count.
     unrated_online: AtomicU64,
+    /// Records this server's mediation told it charged (`MediatedVolume`), held by the
+    /// divergence detector against the ledger's mediated entries.
+    mediation_input: AtomicU64,
     /// Seconds between the newest entry's posting and its reading, at the last poll that
     /// read any.
     lag_seconds: AtomicI64,
@@ -113,6 +116,7 @@ impl FraudCounters {
             suspensions: AtomicU64::new(0),
             warmup_events: AtomicU64::new(0),
             unrated_online: AtomicU64::new(0),
+            mediation_input: AtomicU64::new(0),
             lag_seconds: AtomicI64::new(0),
             lsns: (0..shards).map(|_| AtomicU64::new(0)).collect(),
         }
@@ -160,6 +164,11 @@ impl MetricsSource for FraudMetrics {
                     "Online usage answered rating_failed, told to the unrated-usage detector by the engine's count.",
                     &c.unrated_online,
                 ),
+                (
+                    "tollgate_fraud_mediation_input_total",
+                    "Records this server's mediation charged, told to the divergence detector.",
+                    &c.mediation_input,
+                ),
             ];
             for (name, help, value) in counters {
                 page.family(name, Kind::Counter, help);
@@ -184,6 +193,41 @@ impl MetricsSource for FraudMetrics {
                 page.sample("tollgate_fraud_ledger_lsn", &[("shard", &shard.to_string())], lsn.load(Relaxed));
             }
         })
+    }
+}
+
+/// What `serve --mediation-watch` charged, per window of the leakage policy: the
+/// mediation thread adds each batch (`tollgate_mediation::ChargedVolume`), the detection
+/// thread takes it all at each poll, before reading the ledger, into the divergence
+/// detector (`Divergence::observe_input`). Usage of a service the detectors do not know
+/// (no ledger event either) is left out. Bounded by what one poll interval charges.
+#[derive(Debug)]
+pub(crate) struct MediatedVolume {
+    window_ms: i64,
+    /// Window start (Unix ms) → records, units.
+    windows: Mutex<BTreeMap<i64, (u64, u64)>>,
+}
+
+impl MediatedVolume {
+    pub(crate) fn new(policy: &Policy) -> MediatedVolume {
+        let window_ms = i64::try_from(policy.leakage.window_seconds.max(1).saturating_mul(1000)).unwrap_or(i64::MAX);
+        MediatedVolume { window_ms, windows: Mutex::new(BTreeMap::new()) }
+    }
+
+    fn take(&self) -> BTreeMap<i64, (u64, u64)> {
+        std::mem::take(&mut *self.windows.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
+    }
+}
+
+impl tollgate_mediation::ChargedVolume for MediatedVolume {
+    fn charged(&self, records: &[tollgate_mediation::ChargedRecord<'_>]) {
+        let mut windows = self.windows.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        for record in records.iter().filter(|r| tollgate_fraud::Service::from_name(r.service).is_some()) {
+            let at_ms = record.start_utc_seconds.saturating_mul(1000);
+            let window = windows.entry(at_ms.div_euclid(self.window_ms).saturating_mul(self.window_ms)).or_default();
+            window.0 += 1;
+            window.1 = window.1.saturating_add(record.units);
+        }
     }
 }
 
@@ -214,12 +258,17 @@ pub(crate) struct FraudSetup {
     /// The engine, for its count of usage it could not rate (online rating failures
     /// leave no ledger entry).
     pub(crate) engine: Arc<tollgate_engine::Engine>,
+    /// What this server's mediation charged, when it rates files.
+    pub(crate) mediated: Option<Arc<MediatedVolume>>,
 }
 
 impl Fraud {
     /// Starts the detection thread and its worker (on `setup.runtime`).
     pub(crate) fn start(setup: FraudSetup) -> anyhow::Result<Fraud> {
-        let detectors = Detectors::new(&setup.policy).context("the fraud policy")?;
+        let mut detectors = Detectors::new(&setup.policy).context("the fraud policy")?;
+        // What mediation read before this start is not known: the windows up to now are
+        // never judged for divergence.
+        detectors.divergence.judge_from(jiff::Timestamp::now().as_millisecond());
         let position_path = setup.data_dir.join(POSITION_FILE);
         let resumed = follower(&setup.data_dir, setup.shards, &position_path, "fraud detection")?;
         // The detectors' state is memory: rebuilt from the last days of the ledger, read
@@ -259,10 +308,12 @@ impl Fraud {
         setup.runtime.spawn(worker.run(receiver));
         let (stop, stopped) = std::sync::mpsc::sync_channel(1);
         let engine = setup.engine;
+        let mediated = setup.mediated;
         let thread = std::thread::Builder::new().name("tollgate-fraud".to_owned()).spawn(move || {
             super::serve::lower_thread_priority();
             let unrated = move || engine.metrics().iter().map(|shard| shard.unrated_events).sum::<u64>();
-            detect(follower, detectors, &quiet_until, &counters, &sender, &stopped, &unrated);
+            let inputs = Inputs { unrated: &unrated, mediated: mediated.as_deref() };
+            detect(follower, detectors, &quiet_until, &counters, &sender, &stopped, inputs);
         })?;
         tracing::info!(shards = setup.shards, "fraud detection following the rated-event ledger");
         Ok(Fraud { stop, thread })
@@ -339,13 +390,21 @@ fn warmup_month(days: u32, now: jiff::Timestamp) -> Option<String> {
     Some(jiff::tz::Offset::UTC.to_datetime(start).strftime("%Y-%m").to_string())
 }
 
+/// What the detection thread is told besides the ledger.
+struct Inputs<'a> {
+    /// The engine's count of usage it could not rate.
+    unrated: &'a dyn Fn() -> u64,
+    mediated: Option<&'a MediatedVolume>,
+}
+
 /// The detection thread's loop: poll, detect, hand the orders on, ask for the position
 /// to be saved, wait. Entries of a shard up to `quiet_until[shard]` (the warm-up: seen
-/// before a restart) update the detectors' state and raise nothing. `unrated` is the
-/// engine's count of usage answered `rating_failed`: what it grew by since the last poll
-/// is told to the unrated-usage detector at the poll's time (online rating failures leave
-/// no ledger entry; the bulk path's, counted too, are `tollgate mediate`'s when it runs
-/// its own engine).
+/// before a restart) update the detectors' state and raise nothing. `inputs.unrated` is
+/// the engine's count of usage answered `rating_failed`: what it grew by since the last
+/// poll is told to the unrated-usage detector at the poll's time (online rating failures
+/// leave no ledger entry; the bulk path's, counted too, are `tollgate mediate`'s when it
+/// runs its own engine). What `inputs.mediated` gathered since the last poll goes to the
+/// divergence detector first.
 fn detect(
     mut follower: LedgerFollower,
     mut detectors: Detectors,
@@ -353,8 +412,9 @@ fn detect(
     counters: &FraudCounters,
     sender: &tokio::sync::mpsc::Sender<Work>,
     stopped: &std::sync::mpsc::Receiver<()>,
-    unrated: &dyn Fn() -> u64,
+    inputs: Inputs<'_>,
 ) {
+    let Inputs { unrated, mediated } = inputs;
     let mut queue = ActionQueue::new(ACTION_QUEUE_ORDERS);
     let mut unrated_seen = unrated();
     let mut digits: HashMap<String, u32> = HashMap::new();
@@ -362,6 +422,12 @@ fn detect(
     let mut queue_dropped = 0;
     let mut failing = false;
     loop {
+        // Taken before the ledger is read: what mediation charged is in by the time its
+        // entries are.
+        for (at_ms, (records, units)) in mediated.map(MediatedVolume::take).unwrap_or_default() {
+            counters.mediation_input.fetch_add(records, Relaxed);
+            detectors.divergence.observe_input(at_ms, records, units);
+        }
         let mut newest_at = None;
         let polled = follower.poll_by_shard(&mut |shard, entry| {
             if quiet_until.get(shard).is_some_and(|quiet| entry.lsn <= *quiet) {

@@ -491,14 +491,15 @@ pub(crate) struct ServeMediation {
 impl ServeMediation {
     /// Starts the thread when `--mediation-watch` is given: it rates the files of the
     /// directory through `engine` (the management plane's priority), judges each file's
-    /// rejects (the alarm, when the server has a store: `alarms` on `handle`) and counts
-    /// into `counters`.
+    /// rejects (the alarm, when the server has a store: `alarms` on `handle`), counts
+    /// into `counters` and tells what it charged to `charged_volume` (fraud detection's).
     pub(crate) fn start(
         args: &ServeMediationArgs,
         engine: Arc<tollgate_engine::Engine>,
         data_dir: &Path,
         alarms: Option<(tollgate_alarms::Alarms, tokio::runtime::Handle)>,
         counters: Arc<MediationCounters>,
+        charged_volume: Option<Arc<dyn tollgate_mediation::ChargedVolume>>,
     ) -> anyhow::Result<Option<ServeMediation>> {
         let Some(dir) = args.watch.clone() else { return Ok(None) };
         // The folders made (or found) now: a directory the server cannot use stops it at
@@ -517,6 +518,7 @@ impl ServeMediation {
         config.max_age_seconds = args.max_age_days.saturating_mul(86_400);
         config.batch_records = args.batch;
         config.max_records_per_second = Some(args.max_rate).filter(|rate| *rate > 0);
+        config.charged_volume = charged_volume;
         let stop = Arc::new(AtomicBool::new(false));
         config.stop = Some(Arc::clone(&stop));
         let source = args.source.clone().unwrap_or_else(|| {

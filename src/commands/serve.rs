@@ -586,12 +586,15 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         };
         // Usage files rated through this engine, beside online charging: a thread of its
         // own, at the management plane's priority.
+        // With fraud detection, what the files charged is held against the ledger.
+        let mediated = fraud_policy.as_ref().map(|policy| Arc::new(super::fraud::MediatedVolume::new(policy)));
         let mediation = super::mediate::ServeMediation::start(
             &args.mediation,
             Arc::clone(&engine),
             &args.engine.data_dir,
             bss.as_ref().map(|store| (tollgate_alarms::Alarms::new(store.clone(), traps.clone()), bss_handle.clone())),
             mediation_counters,
+            mediated.clone().map(|volume| volume as Arc<dyn tollgate_mediation::ChargedVolume>),
         )?;
         // Fraud and leakage detection: a thread of its own follows the rated-event ledger
         // (files the ledger thread wrote; never a shard) and hands findings to a worker
@@ -607,6 +610,7 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
                 runtime: bss_handle.clone(),
                 counters,
                 engine: Arc::clone(&engine),
+                mediated: mediated.filter(|_| mediation.is_some()),
             })?),
             (Some(_), _, None) => anyhow::bail!("--fraud needs a BSS store for its alarms: --database or --api-listen"),
             _ => None,

@@ -27,17 +27,23 @@ fn eventually(what: &str, check: impl Fn() -> bool) {
     }
 }
 
+/// `calls` (`msisdn,called,start,seconds` each) as a CSV file of the mediate tests'
+/// mapping, their ids `name-N`.
+fn calls_csv(name: &str, calls: &[(String, &str, String, u32)]) -> String {
+    let mut text = String::from("id,msisdn,called,start,seconds\n");
+    for (n, (msisdn, called, start, seconds)) in calls.iter().enumerate() {
+        text.push_str(&format!("{name}-{n},{msisdn},{called},{start},{seconds}\n"));
+    }
+    text
+}
+
 /// Mediates `calls` (`msisdn,called,start,seconds` each) into `dir/data` with the mediate
 /// tests' mapping and the engine flags `extra`.
 fn mediate(dir: &std::path::Path, name: &str, calls: &[(String, &str, String, u32)], extra: &[&str]) {
     let mapping = dir.join("mapping.toml");
     std::fs::write(&mapping, MAPPING).expect("mapping");
     let input = dir.join(format!("{name}.csv"));
-    let mut text = String::from("id,msisdn,called,start,seconds\n");
-    for (n, (msisdn, called, start, seconds)) in calls.iter().enumerate() {
-        text.push_str(&format!("{name}-{n},{msisdn},{called},{start},{seconds}\n"));
-    }
-    std::fs::write(&input, text).expect("input");
+    std::fs::write(&input, calls_csv(name, calls)).expect("input");
     let (data, out) = (dir.join("data"), dir.join(format!("out-{name}")));
     let args = mediate_args(
         data.to_str().expect("path"),
@@ -225,6 +231,84 @@ fn online_usage_the_engine_cannot_rate_raises_the_unrated_leakage_alarm() {
     assert_eq!((alarm[1].as_str(), alarm[4].as_str()), ("major", "charging/leakage_unrated"), "{alarm:?}");
     eventually("the detector was told", || metric(&admin, "tollgate_fraud_unrated_online_total").unwrap_or(0) >= 10);
     assert!(metric(&admin, "tollgate_fraud_findings_total{detector=\"leakage_unrated\"}") >= Some(1));
+    stop_server(child);
+    std::fs::remove_dir_all(dir).ok();
+}
+
+/// `serve --fraud` beside `--mediation-watch`: the records the server's mediation charged
+/// are held against the ledger's mediated entries of the same windows
+/// (`leakage_divergence`). Calls charged into a window by another mediation (`tollgate
+/// mediate` while the server was down) are volume this server's mediation never read:
+/// the window is found apart and the alarm raised; a window the server's files alone
+/// charged is quiet.
+#[test]
+fn mediated_volume_the_server_s_mediation_did_not_read_raises_the_divergence_alarm() {
+    let dir = scratch("fraud-divergence");
+    let data = dir.join("data");
+    setup(&data);
+    let database = dir.join("bss.sqlite3");
+    let database = database.to_str().expect("path");
+    let policy = dir.join("policy.toml");
+    std::fs::write(
+        &policy,
+        "[leakage]\nwindow_seconds = 1\ndivergence_settle_seconds = 1\ndivergence_min_records = 2\n",
+    )
+    .expect("policy");
+    let mapping = dir.join("mapping.toml");
+    std::fs::write(&mapping, MAPPING).expect("mapping");
+    let spool = dir.join("msc9");
+    let flags = [
+        "--database",
+        database,
+        "--fraud-policy",
+        policy.to_str().expect("path"),
+        "--mediation-watch",
+        spool.to_str().expect("path"),
+        "--mediation-mapping",
+        mapping.to_str().expect("path"),
+    ];
+    // The first start records where the ledger ends.
+    let (child, _, _) = start_servers(&data, "ocs.fraud.test", &flags);
+    stop_server(child);
+
+    // Calls two minutes ahead (a window after the next start), each second its window.
+    let t = jiff::Timestamp::now().as_second() + 120;
+    let at = |second: i64| {
+        jiff::Timestamp::from_second(t + second).expect("instant").strftime("%Y-%m-%d %H:%M:%S").to_string()
+    };
+    let call = |n: usize, second: i64| (format!("49170000000{}", 1 + n % 3), "4930123456", at(second), 30);
+    // Two calls in window t charged while the server was down.
+    mediate(&dir, "elsewhere", &[call(0, 0), call(1, 0)], &[]);
+
+    let (child, _, _) = start_servers(&data, "ocs.fraud.test", &flags);
+    let admin = admin_address_of(&data);
+    let drop_in = |name: &str, calls: &[(String, &str, String, u32)]| {
+        let staged = spool.join(format!(".{name}"));
+        std::fs::write(&staged, calls_csv(name, calls)).expect("calls");
+        eventually("the server made its incoming directory", || spool.join("incoming").is_dir());
+        std::fs::rename(&staged, spool.join("incoming").join(name)).expect("into incoming");
+    };
+    let admin = admin.as_str();
+    let told = |count: u64| move || metric(admin, "tollgate_fraud_mediation_input_total") == Some(count);
+    // Four calls in window t from the server's own file: 4 read, 6 charged.
+    drop_in("mine.csv", &(0..4).map(|n| call(n, 0)).collect::<Vec<_>>());
+    eventually("mine.csv told", told(4));
+    eventually("the six calls of window t observed", || metric(admin, "tollgate_fraud_events_total") == Some(6));
+    // Two in window t + 10: read and charged alike. Their entries judge window t.
+    drop_in("later.csv", &[call(0, 10), call(1, 10)]);
+    let alarm =
+        wait_for(database, "the divergence alarm", |open| alarm_of(open, "charging/leakage_divergence").is_some());
+    let alarm = alarm_of(&alarm, "charging/leakage_divergence").expect("alarm");
+    assert!(alarm[6].contains("read 4 records") && alarm[6].contains("rejected 6"), "{alarm:?}");
+    eventually("later.csv told", told(6));
+    // One in window t + 20 judges window t + 10: quiet.
+    drop_in("last.csv", &[call(2, 20)]);
+    eventually("every call observed", || metric(admin, "tollgate_fraud_events_total") == Some(9));
+    let polls = metric(admin, "tollgate_fraud_polls_total").unwrap_or(0);
+    eventually("the poll that judged window t + 10 over", || {
+        metric(admin, "tollgate_fraud_polls_total") > Some(polls + 1)
+    });
+    assert_eq!(metric(admin, "tollgate_fraud_findings_total{detector=\"leakage_divergence\"}"), Some(1));
     stop_server(child);
     std::fs::remove_dir_all(dir).ok();
 }

@@ -286,6 +286,46 @@ impl Divergence {
     pub fn open_windows(&self) -> usize {
         self.open.len()
     }
+
+    /// Mediation's input in bulk: `records` records of `units` units in all, each starting
+    /// in the window of `at_ms`, as that many `MediationInput` events would count, except
+    /// that the time stays the charged side's (a server's mediation tells what it charged
+    /// ahead of the ledger that judges the windows). Nothing is judged here.
+    pub fn observe_input(&mut self, at_ms: i64, records: u64, units: u64) {
+        if !self.policy.enabled || records == 0 {
+            return;
+        }
+        if let Some(w) = self.window(at_ms) {
+            w.input_records = w.input_records.saturating_add(records);
+            w.input_units = w.input_units.saturating_add(units);
+        }
+    }
+
+    /// Never judges the windows up to the one of `at_ms`, and forgets what they hold: a
+    /// server restarting at `at_ms` does not know what its mediation read before (the
+    /// ledger's entries of before, read again to warm the detectors up, are then late).
+    pub fn judge_from(&mut self, at_ms: i64) {
+        let index = at_ms.div_euclid(self.window_ms);
+        self.closed_through = self.closed_through.max(index);
+        while self.open.front().is_some_and(|w| w.index <= index) {
+            self.open.pop_front();
+        }
+    }
+
+    /// The open window of `at_ms`, made if needed; `None` (counted late) when it was judged.
+    fn window(&mut self, at_ms: i64) -> Option<&mut Volumes> {
+        let index = at_ms.div_euclid(self.window_ms);
+        if index <= self.closed_through {
+            self.late += 1;
+            return None;
+        }
+        let at = self.open.partition_point(|w| w.index < index);
+        if self.open.get(at).is_none_or(|w| w.index != index) {
+            self.open
+                .insert(at, Volumes { index, input_records: 0, output_records: 0, input_units: 0, output_units: 0 });
+        }
+        self.open.get_mut(at)
+    }
 }
 
 impl Detector for Divergence {
@@ -299,27 +339,15 @@ impl Detector for Divergence {
         }
         self.latest_at_ms = self.latest_at_ms.max(event.at_ms);
         if event.source != Source::Online {
-            let index = event.at_ms.div_euclid(self.window_ms);
-            if index <= self.closed_through {
-                self.late += 1;
-            } else {
-                let at = self.open.partition_point(|w| w.index < index);
-                if self.open.get(at).is_none_or(|w| w.index != index) {
-                    self.open.insert(
-                        at,
-                        Volumes { index, input_records: 0, output_records: 0, input_units: 0, output_units: 0 },
-                    );
-                }
-                if let Some(w) = self.open.get_mut(at) {
-                    match event.source {
-                        Source::MediationInput => {
-                            w.input_records += 1;
-                            w.input_units = w.input_units.saturating_add(event.units);
-                        }
-                        _ => {
-                            w.output_records += 1;
-                            w.output_units = w.output_units.saturating_add(event.units);
-                        }
+            if let Some(w) = self.window(event.at_ms) {
+                match event.source {
+                    Source::MediationInput => {
+                        w.input_records += 1;
+                        w.input_units = w.input_units.saturating_add(event.units);
+                    }
+                    _ => {
+                        w.output_records += 1;
+                        w.output_units = w.output_units.saturating_add(event.units);
                     }
                 }
             }
@@ -556,5 +584,42 @@ mod tests {
         let hours: Vec<i64> = found.iter().map(|f| f.window_from_at_ms / HOUR_MS).collect();
         assert_eq!(hours, vec![2, 5], "hour 3 continues hour 2's episode; hour 4 re-arms");
         assert_eq!(d.open_windows(), 0);
+    }
+
+    /// A server's mediation tells its input in bulk ahead of the ledger: counted as the
+    /// events would be, judged by the ledger's time; windows up to a restart are never
+    /// judged (their input before it is unknown).
+    #[test]
+    fn input_told_in_bulk_is_judged_by_the_charged_side_s_time_and_not_across_a_restart() {
+        let mut d = Divergence::new(policy());
+        // Told far ahead of any charged event: no time passes, nothing is judged.
+        d.observe_input(10, 3, 3_000);
+        d.observe_input(20 * HOUR_MS, 1, 1);
+        assert_eq!(d.open_windows(), 2);
+        for _ in 0..2 {
+            assert!(d.observe(&mediated(30, 1_000, Source::Mediated)).is_none());
+        }
+        let f = d.observe(&mediated(2 * HOUR_MS, 1, Source::Online)).expect("hour 0 judged at 2h");
+        assert_eq!((f.evidence("input_records"), f.evidence("output_records")), (Some(3.0), Some(2.0)));
+        assert_eq!(f.evidence("input_units"), Some(3_000.0));
+
+        // Told as many as were charged: quiet.
+        let mut d = Divergence::new(policy());
+        d.observe_input(10, 2, 2_000);
+        for _ in 0..2 {
+            assert!(d.observe(&mediated(30, 1_000, Source::Mediated)).is_none());
+        }
+        assert!(d.observe(&mediated(2 * HOUR_MS, 1, Source::Online)).is_none());
+
+        // A restart at 1h30: hours 0 and 1 are never judged, what they get is late.
+        let mut d = Divergence::new(policy());
+        d.observe_input(10, 5, 5_000);
+        d.judge_from(HOUR_MS + HOUR_MS / 2);
+        assert_eq!(d.open_windows(), 0);
+        d.observe_input(HOUR_MS + 5, 5, 5_000);
+        assert!(d.observe(&mediated(HOUR_MS + 6, 1_000, Source::Mediated)).is_none());
+        assert_eq!(d.late(), 2);
+        d.observe_input(2 * HOUR_MS, 2, 2_000);
+        assert!(d.observe(&mediated(4 * HOUR_MS, 1, Source::Online)).is_some(), "hour 2 is judged");
     }
 }
