@@ -200,7 +200,8 @@ fn a_billing_account_reaches_the_engine_once_across_sigkills() {
     let admin = create_token(&data, "admin");
     let json_type = "Content-Type: application/json";
     let flags = ["--api-listen", "127.0.0.1:0", "--outbox-lease-seconds", "1"];
-    let kill = |mut child: std::process::Child| {
+    let kill = |served: super::Served| {
+        let mut child = served.into_child();
         child.kill().expect("SIGKILL");
         child.wait().expect("reaped");
     };

@@ -11,25 +11,6 @@ use std::time::{Duration, Instant};
 use super::alarms::{alarm_of, all_alarms, wait_for};
 use super::{admin_address_of, charging_data, http, scratch, start_servers, stop_server, tollgate};
 
-/// The server, killed if the test panics before it is stopped (a failed assertion must
-/// not leave `serve` running on a mounted tmpfs).
-struct Server(Option<std::process::Child>);
-
-impl Server {
-    fn take(mut self) -> std::process::Child {
-        self.0.take().expect("still running")
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.0.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
 /// A tmpfs mounted for the test, unmounted when dropped.
 struct Tmpfs(PathBuf);
 
@@ -133,7 +114,7 @@ fn a_full_then_read_only_disk_fails_requests_reports_not_ready_and_recovers() {
     let data = disk.0.join("data");
     let (child, _, address) =
         start_servers(&data, "ocs.disk.test", &["--demo-subscribers", "4", "--shards", "1", "--snapshot-every", "20"]);
-    let mut server = Server(Some(child));
+    let server = child;
     let admin = admin_address_of(&data);
     assert_eq!(ready(&admin).0, 200);
     assert_eq!(create(&address, 0), 201);
@@ -186,7 +167,7 @@ fn a_full_then_read_only_disk_fails_requests_reports_not_ready_and_recovers() {
         std::thread::sleep(Duration::from_millis(20));
     }
     assert_eq!(ready(&admin).0, 200);
-    stop_server(server.0.take().expect("still running"));
+    stop_server(server);
     drop(disk);
     std::fs::remove_dir_all(dir).ok();
 }
@@ -210,7 +191,7 @@ fn a_shard_stopped_by_a_full_disk_raises_an_alarm_and_clears_it_when_it_serves_a
         "ocs.alarm.test",
         &[&extra[..], &["--alarm-trap-target", &trap_target, "--alarm-trap-community", "noc"]].concat(),
     );
-    let mut server = Server(Some(child));
+    let server = child;
     let admin = admin_address_of(&data);
     assert_eq!(create(&address, 0), 201);
     let active = |severity: &str| {
@@ -264,7 +245,7 @@ fn a_shard_stopped_by_a_full_disk_raises_an_alarm_and_clears_it_when_it_serves_a
         (&acked["ackState"], &acked["ackUserId"]),
         (&serde_json::json!("acknowledged"), &serde_json::json!("noc-1"))
     );
-    stop_server(server.0.take().expect("still running"));
+    stop_server(server);
 
     // Raised and cleared by hand, as an operator would.
     let raised = tollgate(
@@ -312,7 +293,7 @@ fn a_data_directory_filling_up_raises_an_alarm_by_its_free_space_cleared_when_sp
         "ocs.space.test",
         &["--demo-subscribers", "4", "--shards", "1", "--database", database, "--disk-alarm-free-percent", "20,10,5"],
     );
-    let server = Server(Some(child));
+    let server = child;
     let object = format!("data-directory/{}", data.display());
     let the_alarm = |open: &[String]| alarm_of(open, &object);
 
@@ -340,7 +321,7 @@ fn a_data_directory_filling_up_raises_an_alarm_by_its_free_space_cleared_when_sp
     let cleared = alarm_of(&all, &object).expect("kept");
     assert_eq!((&cleared[0], cleared[2].as_str()), (&warning[0], "cleared"));
     assert_eq!(all.iter().filter(|line| line.contains(&object)).count(), 1, "{all:?}");
-    stop_server(server.take());
+    stop_server(server);
     drop(disk);
     std::fs::remove_dir_all(dir).ok();
 }

@@ -48,7 +48,7 @@ const WELL_BEHAVED: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
 
 /// A running `tollgate serve` and what the bound on its memory is derived from.
 struct Server {
-    child: Option<std::process::Child>,
+    child: Option<super::Served>,
     diameter: String,
     nchf: String,
     /// VmHWM once it listens: the engine with its data, before any peer.
@@ -110,15 +110,6 @@ impl Server {
         assert!(peak <= DEFAULT_LIMITS_BOUND_BYTES, "{case}: peak RSS {peak} bytes is over 512 MiB");
         stop_server(self.child.take().expect("running"));
         std::fs::remove_dir_all(&self.dir).ok();
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
     }
 }
 

@@ -291,11 +291,11 @@ fn the_shard_count_is_the_data_dirs_and_changes_only_by_reshard() {
 }
 
 /// Starts `tollgate serve` on a free loopback port; returns the child and the address.
-fn start_server(data: &Path, origin_host: &str) -> (std::process::Child, String) {
+fn start_server(data: &Path, origin_host: &str) -> (Served, String) {
     start_server_with(data, origin_host, &[])
 }
 
-fn start_server_with(data: &Path, origin_host: &str, extra: &[&str]) -> (std::process::Child, String) {
+fn start_server_with(data: &Path, origin_host: &str, extra: &[&str]) -> (Served, String) {
     let (child, diameter, _) = start_servers(data, origin_host, extra);
     (child, diameter)
 }
@@ -316,7 +316,7 @@ const LOOPBACK_LISTENERS: [&str; 8] = [
     "127.0.0.1:0",
 ];
 
-fn start_servers(data: &Path, origin_host: &str, extra: &[&str]) -> (std::process::Child, String, String) {
+fn start_servers(data: &Path, origin_host: &str, extra: &[&str]) -> (Served, String, String) {
     use std::io::{BufRead, BufReader};
     let mut child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
         .arg("serve")
@@ -359,7 +359,7 @@ fn start_servers(data: &Path, origin_host: &str, extra: &[&str]) -> (std::proces
                     let _ = writeln!(copy, "{line}");
                 }
             });
-            return (child, diameter, nchf);
+            return (Served(Some(child)), diameter, nchf);
         }
     }
     let _ = child.kill();
@@ -367,7 +367,44 @@ fn start_servers(data: &Path, origin_host: &str, extra: &[&str]) -> (std::proces
     panic!("the server exited before listening");
 }
 
-fn stop_server(mut child: std::process::Child) {
+/// A running `tollgate serve`: killed (SIGKILL) and reaped when dropped while it still
+/// runs, so a test that fails leaves no server behind. Stop it with [`stop_server`].
+pub(crate) struct Served(Option<std::process::Child>);
+
+impl Served {
+    /// The child, no longer killed on drop.
+    pub(crate) fn into_child(mut self) -> std::process::Child {
+        self.0.take().expect("a served child")
+    }
+}
+
+impl std::ops::Deref for Served {
+    type Target = std::process::Child;
+    fn deref(&self) -> &std::process::Child {
+        self.0.as_ref().expect("a served child")
+    }
+}
+
+impl std::ops::DerefMut for Served {
+    fn deref_mut(&mut self) -> &mut std::process::Child {
+        self.0.as_mut().expect("a served child")
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            if matches!(child.try_wait(), Ok(None)) {
+                let _ = child.kill();
+            }
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Stops the server with SIGTERM and checks it shut down cleanly.
+fn stop_server(served: Served) {
+    let mut child = served.into_child();
     let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill");
     assert!(status.success());
     let exit = child.wait().expect("serve exits");

@@ -92,7 +92,7 @@ pub(super) fn lab(name: &str, numbers: u64) -> Lab {
 }
 
 impl Lab {
-    pub(super) fn serve(&self, extra: &[&str]) -> (std::process::Child, String, String) {
+    pub(super) fn serve(&self, extra: &[&str]) -> (super::Served, String, String) {
         let (s, m, activation) = (
             self.plans[0].display().to_string(),
             self.plans[1].display().to_string(),
@@ -335,7 +335,8 @@ fn orders_survive_sigkills_with_store_inventory_and_engine_agreeing() {
     let data_dir = lab.data_dir();
     let admin = create_token(&lab.data, "admin");
     lab.gateway.script(Behaviour::Slow { delay_ms: 300 }, Times::Always);
-    let kill = |mut child: std::process::Child| {
+    let kill = |served: super::Served| {
+        let mut child = served.into_child();
         child.kill().expect("SIGKILL");
         child.wait().expect("reaped");
     };
