@@ -110,7 +110,8 @@ pub fn allowed(role: Role, access: Access) -> bool {
         Access::CustomerHub => matches!(role, Role::Admin | Role::Care),
         Access::AccountHub => matches!(role, Role::Admin | Role::Care | Role::Finance),
         // A partner orders (and reads) within its hierarchy only: tollgate-orders confines it.
-        Access::OrderRead | Access::ProductInventoryRead => true,
+        // The product manager has no customer data, so no orders or inventories either.
+        Access::OrderRead | Access::ProductInventoryRead => role != Role::ProductManager,
         Access::OrderWrite => matches!(role, Role::Admin | Role::Care | Role::Partner),
         Access::OrderHub => matches!(role, Role::Admin | Role::Care),
         // A partner reads its hierarchy's bills only: bills.rs confines it.

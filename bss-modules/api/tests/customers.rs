@@ -91,6 +91,25 @@ store_test! {
         }
         let list = call(&app, "GET", ACCOUNTS, Some(&partner_a), None, &[]).await;
         assert_eq!(list.header("x-total-count"), "2");
+        // A customer without an account is its creator's: another role's is no partner's
+        // to take over; a partner's own is its to read and to open an account for, and
+        // no other partner's.
+        let free = id(&create(&app, &admin, CUSTOMERS, person("Free")).await);
+        let claim = call(&app, "POST", ACCOUNTS, Some(&partner_a), Some(account(&free, Some(&root_a))), &[]).await;
+        assert_eq!(claim.status, StatusCode::FORBIDDEN, "{}", claim.body);
+        let read = call(&app, "GET", &format!("{CUSTOMERS}/{free}"), Some(&partner_a), None, &[]).await;
+        assert_eq!(read.status, StatusCode::FORBIDDEN);
+        let own = id(&create(&app, &partner_a, CUSTOMERS, person("Own")).await);
+        let read = call(&app, "GET", &format!("{CUSTOMERS}/{own}"), Some(&partner_a), None, &[]).await;
+        assert_eq!(read.status, StatusCode::OK);
+        let other = call(&app, "POST", ACCOUNTS, Some(&partner_b), Some(account(&own, Some(&root_b))), &[]).await;
+        assert_eq!(other.status, StatusCode::FORBIDDEN, "{}", other.body);
+        let listed = call(&app, "GET", &format!("{CUSTOMERS}?name=Own"), Some(&partner_a), None, &[]).await;
+        assert_eq!(listed.header("x-total-count"), "1");
+        create(&app, &partner_a, ACCOUNTS, account(&own, Some(&root_a))).await;
+        let listed = call(&app, "GET", &format!("{CUSTOMERS}?name=Own"), Some(&partner_b), None, &[]).await;
+        assert_eq!(listed.header("x-total-count"), "0");
+
         // An id that does not exist looks to a partner like another hierarchy's (it
         // learns nothing of which ids others have); to others it is not found.
         for (path, body) in [

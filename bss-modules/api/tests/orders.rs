@@ -128,6 +128,12 @@ store_test! {
         assert_eq!(call(&app, "POST", &format!("{ORDERS}/productOrder"), Some(&partner), Some(new_line(&account, &offering)), &[]).await.status, 403);
         let own = token(&store, Role::Partner, Some(&account)).await;
         assert_eq!(call(&app, "GET", &path, Some(&own), None, &[]).await.status, 200, "its own hierarchy's order");
+        // The product manager sees no orders and no inventories (no customer data).
+        let manager = token(&store, Role::ProductManager, None).await;
+        for route in ["/tmf-api/productOrderingManagement/v4/productOrder", "/tmf-api/productInventory/v4/product", "/tmf-api/serviceInventory/v4/service", "/tmf-api/serviceOrdering/v4/serviceOrder"] {
+            assert_eq!(call(&app, "GET", route, Some(&manager), None, &[]).await.status, 403, "{route}");
+            assert_eq!(call(&app, "GET", route, Some(&reader), None, &[]).await.status, 200, "{route}");
+        }
         // One that does not exist looks to a partner like another hierarchy's.
         for missing in ["productOrder/nope", "cancelProductOrder/nope"] {
             let path = format!("{ORDERS}/{missing}");

@@ -185,7 +185,6 @@ impl Customers {
 
     /// Creates a customer from a client's document (TMF629 `Customer_Create`).
     pub async fn create_customer(&self, who: &Principal, mut doc: Value, now: Timestamp) -> Result<Versioned<Value>> {
-        who.root()?;
         if let Value::Object(object) = &doc {
             for field in ["id", "href"] {
                 if object.contains_key(field) {
@@ -208,8 +207,13 @@ impl Customers {
             doc: doc.clone(),
             anonymised_at: None,
         };
+        let scope = who.root()?;
         let mut tx = self.store.begin().await?;
         tx.insert_customer(&row, now).await.map_err(|e| CustomersError::from_store("customer", e))?;
+        if let Some(root) = scope {
+            // The partner's own while it owns no account (it opens one next).
+            tx.set_customer_partner_root(&id, root).await?;
+        }
         audit(&mut tx, who, "create", "Customer", &id, None, Some(&redacted(&doc)), now).await?;
         publish_customer(&mut tx, "CustomerCreateEvent", &id, &doc, now).await?;
         tx.commit().await?;
@@ -431,8 +435,9 @@ impl Customers {
             }
         };
         if let Some(root) = scope {
-            let owns_none = tx.billing_accounts_of(&customer.value.id).await?.is_empty();
-            if !owns_none && !tx.customer_in_hierarchy(&customer.value.id, root).await? {
+            // Its own hierarchy's customer, or one it created that owns no account yet;
+            // never one another role created (it would take it over).
+            if !tx.customer_in_hierarchy(&customer.value.id, root).await? {
                 return Err(CustomersError::forbidden("the customer is outside the partner's hierarchy"));
             }
         }

@@ -101,6 +101,17 @@ pub(crate) fn version_of(row: &Row) -> Result<Version> {
     Version::new(version).ok_or_else(|| row.corrupt("version", format!("{version} is below 1")))
 }
 
+/// The condition that customer `c` is in the hierarchy under the root `placeholder`
+/// names: it owns a billing account there, or owns none and a partner of that hierarchy
+/// created it.
+fn in_hierarchy(placeholder: &str) -> String {
+    format!(
+        "(EXISTS (SELECT 1 FROM billing_accounts a WHERE a.customer_id = c.id AND a.root_id = {placeholder}) \
+         OR (c.partner_root_id = {placeholder} \
+             AND NOT EXISTS (SELECT 1 FROM billing_accounts o WHERE o.customer_id = c.id)))"
+    )
+}
+
 fn customer(row: &Row) -> Result<Versioned<CustomerRow>> {
     let doc = row.text("doc_json")?;
     Ok(Versioned {
@@ -384,14 +395,21 @@ impl Tx {
 
     /// Whether the customer owns an account in the hierarchy under `root_id`.
     pub async fn customer_in_hierarchy(&mut self, customer_id: &str, root_id: &str) -> Result<bool> {
-        let row = self
-            .fetch_one(
-                "customers.in_hierarchy",
-                "SELECT COUNT(*) AS n FROM billing_accounts WHERE customer_id = $1 AND root_id = $2",
-                args![customer_id, root_id],
-            )
-            .await?;
+        let sql = format!("SELECT COUNT(*) AS n FROM customers c WHERE c.id = $1 AND {}", in_hierarchy("$2"));
+        let row = self.fetch_one("customers.in_hierarchy", &sql, args![customer_id, root_id]).await?;
         Ok(row.int("n")? > 0)
+    }
+
+    /// Records that a partner of the hierarchy under `root_id` created customer `id`: it
+    /// is that partner's while it owns no billing account.
+    pub async fn set_customer_partner_root(&mut self, id: &str, root_id: &str) -> Result<()> {
+        self.execute(
+            "customers.partner_root",
+            "UPDATE customers SET partner_root_id = $1 WHERE id = $2",
+            args![root_id, id],
+        )
+        .await?;
+        Ok(())
     }
 }
 
@@ -428,10 +446,7 @@ impl Store {
         );
         if let Some(root) = &filter.root_id {
             values.push(Arg::from(root.as_str()));
-            conditions.push(format!(
-                "EXISTS (SELECT 1 FROM billing_accounts a WHERE a.customer_id = c.id AND a.root_id = ${})",
-                values.len()
-            ));
+            conditions.push(in_hierarchy(&format!("${}", values.len())));
         }
         let condition = conditions.join(" AND ");
         let columns = CUSTOMER_COLUMNS.split(", ").map(|column| format!("c.{column}")).collect::<Vec<_>>().join(", ");

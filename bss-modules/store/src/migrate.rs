@@ -12,7 +12,7 @@ use crate::sql::{args, Dialect};
 use crate::Store;
 
 /// The schema version this build writes and understands (the last migration).
-pub const SCHEMA_VERSION: i64 = 23;
+pub const SCHEMA_VERSION: i64 = 24;
 
 struct Migration {
     version: i64,
@@ -168,6 +168,12 @@ const MIGRATIONS: &[Migration] = &[
         description: "versions of discounts and credits",
         sqlite: include_str!("../migrations/sqlite/0023_reduction_versions.sql"),
         postgres: include_str!("../migrations/postgres/0023_reduction_versions.sql"),
+    },
+    Migration {
+        version: 24,
+        description: "the partner hierarchy a customer was created in",
+        sqlite: include_str!("../migrations/sqlite/0024_customer_partner_root.sql"),
+        postgres: include_str!("../migrations/postgres/0024_customer_partner_root.sql"),
     },
 ];
 
