@@ -42,7 +42,7 @@ impl From<ReceivablesError> for ApiError {
             ReceivablesError::Forbidden(_) => {
                 ApiError::new(StatusCode::FORBIDDEN, "forbidden", "Authorization", message)
             }
-            ReceivablesError::Billing(error) => ApiError::bad_request("body", error.to_string()),
+            ReceivablesError::Billing(error) => ApiError::bad_request(error.field().unwrap_or("body"), message),
             ReceivablesError::Orders(error) => ApiError::from(error),
             ReceivablesError::Store(error) => ApiError::from(error),
             other => {

@@ -195,17 +195,27 @@ pub(crate) fn if_match(headers: &HeaderMap, required: bool) -> Result<Option<Ver
     Version::from_etag(text).map(Some).map_err(|error| ApiError::bad_request("If-Match", error.to_string()))
 }
 
-/// A decimal given as a JSON number (read from its text, never through a float) or a
-/// string; anything else is refused naming `field`.
+/// A decimal given as a JSON number or a string, exactly as written (a body's numbers
+/// that a float would not carry exactly are refused before, by [`json_body`]), of at most
+/// [`tollgate_customers::MAX_MONEY_DIGITS`] significant digits; anything else is refused
+/// naming `field`.
 pub(crate) fn decimal_value(value: &Value, field: &str) -> Result<rust_decimal::Decimal, ApiError> {
     let text = match value {
         Value::Number(number) => number.to_string(),
         Value::String(text) => text.clone(),
         _ => return Err(ApiError::bad_request(field, "must be a decimal")),
     };
-    text.parse::<rust_decimal::Decimal>()
+    let decimal = rust_decimal::Decimal::from_str_exact(&text)
         .or_else(|_| rust_decimal::Decimal::from_scientific(&text))
-        .map_err(|_| ApiError::bad_request(field, format!("{text:?} is not a decimal")))
+        .map_err(|_| ApiError::bad_request(field, format!("{text:?} is not a decimal")))?;
+    let digits = decimal.normalize().mantissa().unsigned_abs().checked_ilog10().map_or(1, |log| log + 1);
+    if digits > tollgate_customers::MAX_MONEY_DIGITS {
+        return Err(ApiError::bad_request(
+            field,
+            format!("{text} has more than {} significant digits", tollgate_customers::MAX_MONEY_DIGITS),
+        ));
+    }
+    Ok(decimal)
 }
 
 /// Optional text field `field` of `body`: 1 to `max` printable characters.
@@ -287,7 +297,108 @@ pub(crate) fn json_body(
     expected: BodyType,
 ) -> Result<Value, ApiError> {
     let body = body_bytes(headers, body, expected)?;
-    serde_json::from_slice(&body).map_err(|error| ApiError::bad_request("body", format!("not JSON: {error}")))
+    let value =
+        serde_json::from_slice(&body).map_err(|error| ApiError::bad_request("body", format!("not JSON: {error}")))?;
+    if let Some(inexact) = inexact_number(&body) {
+        return Err(ApiError::bad_request(
+            inexact.field,
+            format!(
+                "the number {} (byte {}) cannot be read exactly: at most {MAX_EXACT_DIGITS} significant digits \
+                 (an integer: 64 bits) within a float's range, or send it as a string",
+                inexact.token, inexact.offset
+            ),
+        ));
+    }
+    Ok(value)
+}
+
+/// Significant digits a JSON number with a fraction or an exponent may have: every decimal
+/// of at most 15 reads back the same through a 64-bit float, which the parser uses.
+const MAX_EXACT_DIGITS: usize = 15;
+
+/// A number of a JSON text that the parser did not read exactly.
+#[derive(Debug, PartialEq, Eq)]
+struct Inexact {
+    /// Where it is: the keys of the objects around it, joined by dots.
+    field: String,
+    token: String,
+    offset: usize,
+}
+
+/// The first number of `json` (a valid JSON text) that would not read back as written: an
+/// integer beyond 64 bits, or a fraction or exponent with more than [`MAX_EXACT_DIGITS`]
+/// significant digits, beyond a float's range or below its normal numbers.
+fn inexact_number(json: &[u8]) -> Option<Inexact> {
+    // The keys of the objects the scan is in (`None` inside an array or before a key).
+    let mut path: Vec<Option<String>> = Vec::new();
+    let mut at = 0;
+    while at < json.len() {
+        match json[at] {
+            b'"' => {
+                let start = at + 1;
+                at += 1;
+                while at < json.len() && json[at] != b'"' {
+                    at += if json[at] == b'\\' { 2 } else { 1 };
+                }
+                let text = &json[start..at.min(json.len())];
+                at += 1;
+                let mut next = at;
+                while next < json.len() && json[next].is_ascii_whitespace() {
+                    next += 1;
+                }
+                if json.get(next) == Some(&b':') {
+                    if let Some(top) = path.last_mut() {
+                        *top = Some(String::from_utf8_lossy(text).into_owned());
+                    }
+                }
+            }
+            b'{' => {
+                path.push(None);
+                at += 1;
+            }
+            b'[' => {
+                path.push(None);
+                at += 1;
+            }
+            b'}' | b']' => {
+                path.pop();
+                at += 1;
+            }
+            b'-' | b'0'..=b'9' => {
+                let start = at;
+                while at < json.len() && matches!(json[at], b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9') {
+                    at += 1;
+                }
+                let token = std::str::from_utf8(&json[start..at]).unwrap_or_default();
+                if !exact(token) {
+                    let field = path.iter().flatten().cloned().collect::<Vec<_>>().join(".");
+                    let field = if field.is_empty() { "body".to_owned() } else { field };
+                    return Some(Inexact { field, token: token.to_owned(), offset: start });
+                }
+            }
+            _ => at += 1,
+        }
+    }
+    None
+}
+
+/// Whether the parser reads JSON number `token` exactly (see [`inexact_number`]).
+fn exact(token: &str) -> bool {
+    if !token.contains(['.', 'e', 'E']) {
+        return token.parse::<i64>().is_ok() || token.parse::<u64>().is_ok();
+    }
+    let mantissa = token.split(['e', 'E']).next().unwrap_or_default();
+    let digits: String = mantissa.chars().filter(char::is_ascii_digit).collect();
+    let significant = digits.trim_start_matches('0').trim_end_matches('0');
+    if significant.len() > MAX_EXACT_DIGITS {
+        return false;
+    }
+    match token.parse::<f64>() {
+        Ok(float) => {
+            float.is_finite() && (float == 0.0) == significant.is_empty() && (float == 0.0 || float.is_normal())
+        }
+        Err(_) => false,
+    }
 }
 
 /// A body of the expected media type, within the size limit, as bytes (for a resource
@@ -341,5 +452,28 @@ mod tests {
             select(doc, Some(&["name".to_owned()])),
             json!({"id": "1", "href": "/x/1", "@type": "Category", "name": "n"})
         );
+    }
+
+    /// Regression: JSON numbers were read through a float, so `18446744073709551616` became
+    /// `18446744073709552000` and `5.0000000000000000000000000000000000000001` became `5.0`
+    /// without a word; such a number is now refused naming where it is.
+    #[test]
+    fn a_number_a_float_would_not_carry_exactly_is_found_with_its_place() {
+        let found = |text: &str| inexact_number(text.as_bytes()).map(|i| (i.field, i.token, i.offset));
+        for fine in [
+            r#"{"amount": 12.5, "n": -3, "big": 18446744073709551615, "low": -9223372036854775808}"#,
+            r#"{"a": [1e3, 0.000001, 123456789012.345, 0.0, -0e0], "s": "18446744073709551616.5"}"#,
+            r#"{"x\"y": {"z": "\\"}, "v": 1E-300}"#,
+        ] {
+            assert_eq!(found(fine), None, "{fine}");
+        }
+        let text = r#"{"creditLimit": {"unit": "EUR", "value": 100.0000000000000001}}"#;
+        let offset = text.find("100.").expect("number");
+        assert_eq!(found(text), Some(("creditLimit.value".into(), "100.0000000000000001".into(), offset)));
+        assert_eq!(found(r#"{"amount": 18446744073709551616}"#).map(|f| f.0), Some("amount".into()));
+        assert_eq!(found(r#"{"a": {"b": 1}, "amount": 1e-400}"#).map(|f| f.0), Some("amount".into()));
+        assert_eq!(found(r#"{"amount": 1e400}"#).map(|f| f.1), Some("1e400".into()));
+        assert_eq!(found(r#"{"items": [{"x": 1}, {"y": 0.30000000000000004}]}"#).map(|f| f.0), Some("items.y".into()));
+        assert_eq!(found("2.2250738585072014e-309").map(|f| f.0), Some("body".into()));
     }
 }

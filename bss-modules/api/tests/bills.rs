@@ -11,7 +11,7 @@ mod hierarchies;
 use std::str::FromStr;
 
 use axum::http::StatusCode;
-use common::{call, token};
+use common::{call, call_raw, token};
 use hierarchies::hierarchies;
 use rust_decimal::Decimal;
 use serde_json::{json, Value};
@@ -243,7 +243,12 @@ store_test! {
 
         // Refused as the bill run would refuse them, naming the field.
         for (body, field) in [
-            (json!({"billingAccount": "root-a", "percent": 150, "validFrom": "2026-11-01"}), "body"),
+            (json!({"billingAccount": "root-a", "percent": 150, "validFrom": "2026-11-01"}), "percent"),
+            (json!({"billingAccount": "root-a", "percent": 10, "validFrom": "2026-11-01", "validUntil": "2026-10-01"}), "validUntil"),
+            (json!({"billingAccount": "root-a", "amount": 0, "currency": "EUR", "validFrom": "2026-11-01"}), "amount"),
+            (json!({"billingAccount": "root-a", "amount": "1.005", "currency": "EUR", "validFrom": "2026-11-01"}), "amount"),
+            (json!({"billingAccount": "root-a", "amount": "9223372036854775807", "currency": "EUR", "validFrom": "2026-11-01"}), "amount"),
+            (json!({"billingAccount": "root-a", "amount": 5, "currency": "USD", "validFrom": "2026-11-01"}), "currency"),
             (json!({"billingAccount": "root-a", "percent": 10, "validFrom": "November"}), "validFrom"),
             (json!({"billingAccount": "root-a", "percent": 10}), "validFrom"),
             (json!({"billingAccount": "nobody", "percent": 10, "validFrom": "2026-11-01"}), "billingAccount"),
@@ -274,11 +279,20 @@ store_test! {
         for (body, field) in [
             (json!({"billingAccount": "root-a", "amount": "0", "currency": "EUR"}), "amount"),
             (json!({"billingAccount": "root-a", "amount": "1.005", "currency": "EUR"}), "amount"),
-            (json!({"billingAccount": "root-a", "amount": "10", "currency": "XXY"}), "body"),
+            (json!({"billingAccount": "root-a", "amount": "10", "currency": "XXY"}), "currency"),
+            (json!({"billingAccount": "root-a", "amount": "10", "currency": "USD"}), "currency"),
+            (json!({"billingAccount": "root-a", "amount": "18446744073709551615", "currency": "EUR"}), "amount"),
+            (json!({"billingAccount": "root-a", "amount": "5.0000000000000000000000000000000000000001", "currency": "EUR"}), "amount"),
         ] {
             let answer = call(&app, "POST", credits, Some(&finance), Some(body.clone()), &[]).await;
-            assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{body}: {}", answer.body);
-            assert!(answer.body["reason"] == field || answer.body["reason"] == "currency", "{body}: {}", answer.body);
+            assert_eq!((answer.status, answer.body["reason"].as_str()), (StatusCode::BAD_REQUEST, Some(field)), "{body}: {}", answer.body);
+        }
+        // A JSON number a float would not carry exactly is refused naming its field, not
+        // rounded (it was stored as 18446744073709552000, or 5.0).
+        for number in ["18446744073709551616", "5.0000000000000000000000000000000000000001", "1e-400"] {
+            let body = format!(r#"{{"billingAccount": "root-a", "amount": {number}, "currency": "EUR"}}"#);
+            let answer = call_raw(&app, "POST", credits, Some(&finance), Some(body), &[]).await;
+            assert_eq!((answer.status, answer.body["reason"].as_str()), (StatusCode::BAD_REQUEST, Some("amount")), "{number}: {}", answer.body);
         }
         let credit = json!({"id": "c1", "billingAccount": "root-b", "amount": "20.00", "currency": "EUR"});
         let credit = call(&app, "POST", credits, Some(&finance), Some(credit), &[]).await;

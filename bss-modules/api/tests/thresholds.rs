@@ -96,6 +96,9 @@ store_test! {
             (on("child-a", json!({"kind": "balance_below", "amount": "5", "language": "fr"})), "language"),
             (on("child-a", json!({"kind": "balance_below", "amount": "5", "sms": "yes"})), "sms"),
             (on("child-a", json!({"kind": "spending_cap", "amount": "50"})), "kind"),
+            (on("child-a", json!({"kind": "balance_below", "amount": "-5"})), "amount"),
+            (on("root-a", json!({"kind": "spending_cap", "amount": "99999999999999999999"})), "amount"),
+            (on("root-a", json!({"kind": "balance_below", "amount": "1.0000000000000000000000000000001"})), "amount"),
             (on("child-a", json!({"kind": "balance_below", "amount": "5", "tripped": true})), "tripped"),
         ] {
             let refused = call(&app, "POST", &path, Some(&care), Some(body.clone()), &[]).await;

@@ -38,6 +38,18 @@ impl BillingError {
     pub(crate) fn overflow(field: impl Into<String>) -> BillingError {
         BillingError::Overflow { field: field.into() }
     }
+
+    /// The field at fault, when the error names one.
+    pub fn field(&self) -> Option<&str> {
+        match self {
+            BillingError::UnknownCurrency { field, .. }
+            | BillingError::Invalid { field, .. }
+            | BillingError::NoTaxRate { field, .. }
+            | BillingError::TooMany { field, .. }
+            | BillingError::Overflow { field } => Some(field),
+            BillingError::NoAccountCode { .. } | BillingError::Output { .. } => None,
+        }
+    }
 }
 
 /// Shorthand used throughout the crate.

@@ -170,14 +170,18 @@ pub fn parse_threshold(
     }
     let (amount, percent, hours) = match kind {
         ThresholdKind::BalanceBelow | ThresholdKind::SpendingCap => {
-            let amount: Decimal = level
-                .trim()
-                .parse()
+            let amount = Decimal::from_str_exact(level.trim())
                 .map_err(|_| CustomersError::invalid("amount", format!("{level:?} is not a decimal amount")))?;
-            if amount.scale() > crate::MAX_MONEY_SCALE {
+            let amount = amount.normalize();
+            let digits = amount.mantissa().unsigned_abs().checked_ilog10().map_or(1, |log| log + 1);
+            if amount.scale() > crate::MAX_MONEY_SCALE || digits > crate::MAX_MONEY_DIGITS {
                 return Err(CustomersError::invalid(
                     "amount",
-                    format!("{level} has more than {} decimals", crate::MAX_MONEY_SCALE),
+                    format!(
+                        "{level} has more than {} decimals or {} digits",
+                        crate::MAX_MONEY_SCALE,
+                        crate::MAX_MONEY_DIGITS
+                    ),
                 ));
             }
             if kind == ThresholdKind::SpendingCap && amount <= Decimal::ZERO {
@@ -569,6 +573,15 @@ impl Thresholds {
                     "a spending cap watches the unbilled charges of a postpaid or hybrid account; billing account \
                      {account_id} is prepaid (use balance_below)"
                 ),
+            ));
+        }
+        if spec.kind == ThresholdKind::BalanceBelow
+            && account.value.account_type == "prepaid"
+            && spec.amount.is_some_and(|amount| amount.is_sign_negative() && !amount.is_zero())
+        {
+            return Err(CustomersError::invalid(
+                "amount",
+                format!("billing account {account_id} is prepaid: its balance never goes below zero"),
             ));
         }
         if let Some(subscription) = &spec.subscription_id {

@@ -75,15 +75,17 @@ pub fn credit_doc(row: &CreditRow) -> Value {
 
 /// Records `row` (checked as the bill run takes it) and its audit record, by `actor`.
 pub async fn add_discount(store: &Store, actor: &str, row: &DiscountRow, now: Timestamp) -> Result<Value> {
-    discount_of(row)?.validate("discount")?;
+    discount_of(row).and_then(|discount| Ok(discount.validate("discount")?)).map_err(named_as_given)?;
+    if let Some((amount, currency)) = &row.amount {
+        check_credit_amount(*amount, currency, smallest_unit(currency)?)?;
+    }
     record(store, actor, Reduction::Discount(row), now).await
 }
 
 /// Records `row` (an amount above zero in its currency's minor units, nothing used yet)
 /// and its audit record, by `actor`.
 pub async fn add_credit(store: &Store, actor: &str, row: &CreditRow, now: Timestamp) -> Result<Value> {
-    let smallest = rust_decimal::Decimal::new(1, tollgate_billing::minor_units("currency", &row.currency)?);
-    check_credit_amount(row.amount, &row.currency, smallest)?;
+    check_credit_amount(row.amount, &row.currency, smallest_unit(&row.currency)?)?;
     if row.used != rust_decimal::Decimal::ZERO {
         return Err(ReceivablesError::invalid("used", "a new credit has used nothing"));
     }
@@ -106,6 +108,16 @@ async fn record(store: &Store, actor: &str, reduction: Reduction<'_>, now: Times
     let Some(found) = store.billing_account(account).await? else {
         return Err(ReceivablesError::invalid("billingAccount", format!("no billing account {account}")));
     };
+    let currency = match reduction {
+        Reduction::Discount(row) => row.amount.as_ref().map(|(_, currency)| currency),
+        Reduction::Credit(row) => Some(&row.currency),
+    };
+    if let Some(currency) = currency.filter(|currency| **currency != found.value.currency) {
+        return Err(ReceivablesError::invalid(
+            "currency",
+            format!("billing account {account} bills in {}, not {currency}", found.value.currency),
+        ));
+    }
     if let Reduction::Discount(row) = reduction {
         match (row.scope.as_str(), &row.product_id) {
             // Listed under its root, where the bill run looks for it.
@@ -195,10 +207,43 @@ pub async fn change_credit(
     Ok(Versioned { value: change.commit(tx, actor, now).await?, version })
 }
 
-/// `amount` of a credit in `currency`: in its minor units, at least `least`.
+/// `error` of checking a new discount, naming the field as a discount is given (the bill
+/// run's names: `discount.value` is the percentage, `valid` its validity).
+fn named_as_given(error: ReceivablesError) -> ReceivablesError {
+    let ReceivablesError::Billing(billing) = &error else { return error };
+    let field = match billing {
+        tollgate_billing::BillingError::UnknownCurrency { .. } => "currency",
+        tollgate_billing::BillingError::Invalid { field, .. } => match field.as_str() {
+            "discount.value" => "percent",
+            "discount.value.amount" => "amount",
+            "discount.value.currency" => "currency",
+            "valid" => "validUntil",
+            _ => return error,
+        },
+        _ => return error,
+    };
+    ReceivablesError::invalid(field, billing.to_string())
+}
+
+/// The smallest amount of `currency` (0.01 for EUR), the field `currency` named when the
+/// currency is unknown.
+fn smallest_unit(currency: &str) -> Result<rust_decimal::Decimal> {
+    Ok(rust_decimal::Decimal::new(1, tollgate_billing::minor_units("currency", currency)?))
+}
+
+/// `amount` of a credit or a fixed discount in `currency`: in its minor units, at least
+/// `least`, of at most [`tollgate_customers::MAX_MONEY_DIGITS`] digits.
 fn check_credit_amount(amount: rust_decimal::Decimal, currency: &str, least: rust_decimal::Decimal) -> Result<()> {
     let decimals = tollgate_billing::minor_units("currency", currency)?;
-    if amount < least || amount.normalize().scale() > decimals {
+    let normal = amount.normalize();
+    let digits = normal.mantissa().unsigned_abs().checked_ilog10().map_or(1, |log| log + 1);
+    if digits > tollgate_customers::MAX_MONEY_DIGITS {
+        return Err(ReceivablesError::invalid(
+            "amount",
+            format!("{amount} has more than {} digits", tollgate_customers::MAX_MONEY_DIGITS),
+        ));
+    }
+    if amount < least || normal.scale() > decimals {
         return Err(ReceivablesError::invalid(
             "amount",
             format!("{amount} is not an amount of at least {least} in {currency}'s minor units"),
