@@ -1207,7 +1207,7 @@ async fn add_reduction(store: &Store, command: &BillRunCommand) -> anyhow::Resul
                 valid_until: until.map(|day| day.to_string()),
                 created_at: now,
             };
-            tollgate_receivables::add_discount(store, &actor(), &row, now).await?
+            tollgate_receivables::add_discount(store, &actor(), &row, now).await?.0
         }
         BillRunCommand::Credit { account, id, amount, currency, description, charge_type } => {
             let row = CreditRow {
@@ -1220,7 +1220,7 @@ async fn add_reduction(store: &Store, command: &BillRunCommand) -> anyhow::Resul
                 used: rust_decimal::Decimal::ZERO,
                 created_at: now,
             };
-            tollgate_receivables::add_credit(store, &actor(), &row, now).await?
+            tollgate_receivables::add_credit(store, &actor(), &row, now).await?.0
         }
         _ => bail!("not a discount or a credit"),
     };

@@ -246,7 +246,11 @@ fn discounts_and_credits_from_the_store_reduce_invoices_once() {
     ok(&[&discount[..], &["--data-dir", &data_dir]].concat());
     let credit = ["bill-run", "credit", "--account", second, "--id", "c1", "--amount", "1000", "--currency", "EUR"];
     ok(&[&credit[..], &["--data-dir", &data_dir]].concat());
-    let again = tollgate(&[&credit[..], &["--data-dir", &data_dir]].concat(), "");
+    // The same credit again (a command repeated) is the one given; another under its id
+    // is refused.
+    ok(&[&credit[..], &["--data-dir", &data_dir]].concat());
+    let other = ["bill-run", "credit", "--account", second, "--id", "c1", "--amount", "999", "--currency", "EUR"];
+    let again = tollgate(&[&other[..], &["--data-dir", &data_dir]].concat(), "");
     assert!(!again.status.success(), "a credit id is taken once");
     let bad = ["bill-run", "discount", "--account", first, "--id", "d2", "--percent", "120", "--from", "2000-01-01"];
     let refused = tollgate(&[&bad[..], &["--data-dir", &data_dir]].concat(), "");

@@ -29,8 +29,8 @@ use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::{Extension, Json};
+use axum::response::Response;
+use axum::Extension;
 use rust_decimal::Decimal;
 use serde_json::{Map, Value};
 use tollgate_store::{CreditRow, DiscountRow, Version, Versioned};
@@ -38,7 +38,8 @@ use tollgate_store::{CreditRow, DiscountRow, Version, Versioned};
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::tmf::{
-    body_object, bounded_text, if_match, one, optional_bool, optional_decimal, page_of, with_type, BodyType, ListQuery,
+    body_object, bounded_text, if_match, made, one, optional_bool, optional_decimal, page_of, with_type, BodyType,
+    ListQuery,
 };
 use crate::AppState;
 
@@ -113,8 +114,8 @@ pub(crate) async fn create_discount(
         valid_until: text(&body, "validUntil")?,
         created_at: now,
     };
-    let doc = tollgate_receivables::add_discount(&state.store, &caller.actor(), &row, now).await?;
-    Ok((StatusCode::CREATED, Json(with_type(doc, "Discount"))).into_response())
+    let (doc, created) = tollgate_receivables::add_discount(&state.store, &caller.actor(), &row, now).await?;
+    Ok(made(with_type(doc, "Discount"), created))
 }
 
 /// `POST /tmf-api/billing/v1/credit`.
@@ -137,8 +138,8 @@ pub(crate) async fn create_credit(
         used: Decimal::ZERO,
         created_at: now,
     };
-    let doc = tollgate_receivables::add_credit(&state.store, &caller.actor(), &row, now).await?;
-    Ok((StatusCode::CREATED, Json(with_type(doc, "Credit"))).into_response())
+    let (doc, created) = tollgate_receivables::add_credit(&state.store, &caller.actor(), &row, now).await?;
+    Ok(made(with_type(doc, "Credit"), created))
 }
 
 /// `GET /tmf-api/billing/v1/discount?billingAccount.id=…`.

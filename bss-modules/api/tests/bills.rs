@@ -265,7 +265,11 @@ store_test! {
         let created = call(&app, "POST", discounts, Some(&finance), Some(ten.clone()), &[]).await;
         assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
         assert_eq!((created.body["scope"].as_str(), created.body["percent"].as_str()), (Some("account"), Some("10")));
-        assert_eq!(call(&app, "POST", discounts, Some(&finance), Some(ten), &[]).await.status, StatusCode::CONFLICT, "an id once");
+        let again = call(&app, "POST", discounts, Some(&finance), Some(ten.clone()), &[]).await;
+        assert_eq!((again.status, again.body["id"].as_str()), (StatusCode::OK, Some("d1")), "the same again: {}", again.body);
+        let mut other = ten;
+        other["percent"] = json!(20);
+        assert_eq!(call(&app, "POST", discounts, Some(&finance), Some(other), &[]).await.status, StatusCode::CONFLICT, "an id once");
         let fixed = json!({"billingAccount": "root-a", "amount": "2.50", "currency": "EUR", "hierarchy": true,
             "validFrom": "2026-11-01", "validUntil": "2027-01-01"});
         let fixed = call(&app, "POST", discounts, Some(&finance), Some(fixed), &[]).await;
@@ -295,8 +299,11 @@ store_test! {
             assert_eq!((answer.status, answer.body["reason"].as_str()), (StatusCode::BAD_REQUEST, Some("amount")), "{number}: {}", answer.body);
         }
         let credit = json!({"id": "c1", "billingAccount": "root-b", "amount": "20.00", "currency": "EUR"});
+        let again = credit.clone();
         let credit = call(&app, "POST", credits, Some(&finance), Some(credit), &[]).await;
         assert_eq!((credit.status, credit.body["used"].as_str()), (StatusCode::CREATED, Some("0")), "{}", credit.body);
+        let again = call(&app, "POST", credits, Some(&finance), Some(again), &[]).await;
+        assert_eq!((again.status, again.body["id"].as_str()), (StatusCode::OK, Some("c1")), "the same again: {}", again.body);
 
         // A discount's end moved and a credit's amount changed, on the version read.
         let d1 = format!("{discounts}/d1");

@@ -159,6 +159,16 @@ store_test! {
         assert_eq!(answer.body["reason"], json!("creditLimit.unit"));
         let answer = call(&app, "POST", CUSTOMERS, Some(&admin), Some(json!({"name": "x"})), &[]).await;
         assert_eq!(answer.body["reason"], json!("engagedParty"));
+        let mut xxx = account(&a, None);
+        xxx["creditLimit"] = json!({"unit": "XXX", "value": 1});
+        let answer = call(&app, "POST", ACCOUNTS, Some(&admin), Some(xxx), &[]).await;
+        assert_eq!((answer.status, answer.body["reason"].as_str()), (StatusCode::BAD_REQUEST, Some("creditLimit.unit")));
+        let mut control = account(&a, None);
+        control["name"] = json!("a\u{0}b");
+        let answer = call(&app, "POST", ACCOUNTS, Some(&admin), Some(control), &[]).await;
+        assert_eq!((answer.status, answer.body["reason"].as_str()), (StatusCode::BAD_REQUEST, Some("name")));
+        let answer = call(&app, "POST", CUSTOMERS, Some(&admin), Some(person("a\u{7}b")), &[]).await;
+        assert_eq!((answer.status, answer.body["reason"].as_str()), (StatusCode::BAD_REQUEST, Some("name")));
         let answer = call(&app, "GET", &format!("{CUSTOMERS}/nope"), Some(&admin), None, &[]).await;
         assert_eq!(answer.status, StatusCode::NOT_FOUND);
         let answer = call(&app, "DELETE", &format!("{CUSTOMERS}/{a}"), Some(&admin), None, &[]).await;

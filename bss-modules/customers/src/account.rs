@@ -74,8 +74,8 @@ pub fn parse_credit_limit(value: &Value) -> Result<(Decimal, String)> {
         return Err(CustomersError::invalid(format!("creditLimit.{key}"), "is not a field of money"));
     }
     let unit = match money.get("unit") {
-        Some(Value::String(unit)) if unit.len() == 3 && unit.bytes().all(|b| b.is_ascii_uppercase()) => unit.clone(),
-        _ => return Err(CustomersError::invalid("creditLimit.unit", "must be an ISO 4217 code such as EUR")),
+        Some(Value::String(unit)) if tollgate_billing::minor_units("creditLimit.unit", unit).is_ok() => unit.clone(),
+        _ => return Err(CustomersError::invalid("creditLimit.unit", "must be an ISO 4217 currency code such as EUR")),
     };
     let text = match money.get("value") {
         Some(Value::Number(number)) => number.to_string(),
@@ -116,9 +116,13 @@ pub fn validate_account(doc: &Value) -> Result<ValidAccount> {
         return Err(CustomersError::invalid("@type", "must be BillingAccount"));
     }
     let name = match object.get("name") {
-        Some(Value::String(name)) if !name.trim().is_empty() && name.chars().count() <= 200 => name.clone(),
+        Some(Value::String(name))
+            if !name.trim().is_empty() && name.chars().count() <= 200 && !name.chars().any(char::is_control) =>
+        {
+            name.clone()
+        }
         None => return Err(CustomersError::invalid("name", "is required")),
-        Some(_) => return Err(CustomersError::invalid("name", "must be 1 to 200 characters")),
+        Some(_) => return Err(CustomersError::invalid("name", "must be 1 to 200 characters, no control characters")),
     };
     let account_type = match object.get("accountType") {
         None => AccountType::Postpaid,

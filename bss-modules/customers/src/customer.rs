@@ -57,8 +57,17 @@ pub struct ValidCustomer {
 
 fn text<'a>(field: &str, value: &'a Value) -> Result<&'a str> {
     match value {
-        Value::String(text) if !text.trim().is_empty() && text.chars().count() <= MAX_TEXT_CHARS => Ok(text),
-        Value::String(_) => Err(CustomersError::invalid(field, format!("must be 1 to {MAX_TEXT_CHARS} characters"))),
+        Value::String(text)
+            if !text.trim().is_empty()
+                && text.chars().count() <= MAX_TEXT_CHARS
+                && !text.chars().any(char::is_control) =>
+        {
+            Ok(text)
+        }
+        Value::String(_) => Err(CustomersError::invalid(
+            field,
+            format!("must be 1 to {MAX_TEXT_CHARS} characters, no control characters"),
+        )),
         _ => Err(CustomersError::invalid(field, "must be a string")),
     }
 }
@@ -72,8 +81,19 @@ pub fn validate_customer(doc: &mut Value, before: Option<&Value>, now: Timestamp
     }
     let name = match object.get("name") {
         None => return Err(CustomersError::invalid("name", "is required")),
-        Some(Value::String(name)) if !name.trim().is_empty() && name.chars().count() <= MAX_NAME_CHARS => name.clone(),
-        Some(_) => return Err(CustomersError::invalid("name", format!("must be 1 to {MAX_NAME_CHARS} characters"))),
+        Some(Value::String(name))
+            if !name.trim().is_empty()
+                && name.chars().count() <= MAX_NAME_CHARS
+                && !name.chars().any(char::is_control) =>
+        {
+            name.clone()
+        }
+        Some(_) => {
+            return Err(CustomersError::invalid(
+                "name",
+                format!("must be 1 to {MAX_NAME_CHARS} characters, no control characters"),
+            ))
+        }
     };
     let status = match object.get("status") {
         None => "Approved".to_owned(),

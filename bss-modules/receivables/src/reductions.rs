@@ -73,23 +73,37 @@ pub fn credit_doc(row: &CreditRow) -> Value {
         "chargeType": row.charge_type})
 }
 
-/// Records `row` (checked as the bill run takes it) and its audit record, by `actor`.
-pub async fn add_discount(store: &Store, actor: &str, row: &DiscountRow, now: Timestamp) -> Result<Value> {
+/// Records `row` (checked as the bill run takes it) and its audit record, by `actor`; its
+/// document and whether it was made now. The same discount given again under its id (a
+/// request repeated) is answered with the one recorded, nothing written; another under a
+/// taken id is the store's `Conflict`.
+pub async fn add_discount(store: &Store, actor: &str, row: &DiscountRow, now: Timestamp) -> Result<(Value, bool)> {
+    if let Some(found) = store.discount(&row.id).await? {
+        if found.value == (DiscountRow { created_at: found.value.created_at, ..row.clone() }) {
+            return Ok((discount_doc(&found.value), false));
+        }
+    }
     discount_of(row).and_then(|discount| Ok(discount.validate("discount")?)).map_err(named_as_given)?;
     if let Some((amount, currency)) = &row.amount {
         check_credit_amount(*amount, currency, smallest_unit(currency)?)?;
     }
-    record(store, actor, Reduction::Discount(row), now).await
+    Ok((record(store, actor, Reduction::Discount(row), now).await?, true))
 }
 
 /// Records `row` (an amount above zero in its currency's minor units, nothing used yet)
-/// and its audit record, by `actor`.
-pub async fn add_credit(store: &Store, actor: &str, row: &CreditRow, now: Timestamp) -> Result<Value> {
+/// and its audit record, by `actor`; its document and whether it was made now (a credit
+/// given again under its id, as [`add_discount`]: what invoices used of it since aside).
+pub async fn add_credit(store: &Store, actor: &str, row: &CreditRow, now: Timestamp) -> Result<(Value, bool)> {
+    if let Some(found) = store.credit(&row.id).await? {
+        if found.value == (CreditRow { created_at: found.value.created_at, used: found.value.used, ..row.clone() }) {
+            return Ok((credit_doc(&found.value), false));
+        }
+    }
     check_credit_amount(row.amount, &row.currency, smallest_unit(&row.currency)?)?;
     if row.used != rust_decimal::Decimal::ZERO {
         return Err(ReceivablesError::invalid("used", "a new credit has used nothing"));
     }
-    record(store, actor, Reduction::Credit(row), now).await
+    Ok((record(store, actor, Reduction::Credit(row), now).await?, true))
 }
 
 /// A discount or a credit, checked, to record.
