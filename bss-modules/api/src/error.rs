@@ -49,6 +49,47 @@ impl ApiError {
     }
 }
 
+/// Axum's own refusals (a path, query or body its extractors cannot read, a body over the
+/// limit) are plain text; every error of the API is a TMF error body, naming what was
+/// wrong as well as the text tells.
+pub(crate) async fn tmf_body(response: Response) -> Response {
+    let status = response.status();
+    let plain = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|media| media.starts_with("text/plain"));
+    if !plain || !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let text = match axum::body::to_bytes(body, 4096).await {
+        Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+        Err(_) => status.canonical_reason().unwrap_or("refused").to_owned(),
+    };
+    let lower = text.to_ascii_lowercase();
+    let reason = if lower.contains("url") || lower.contains("path") {
+        "path"
+    } else if lower.contains("query") {
+        "query"
+    } else {
+        "body"
+    };
+    let code = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => "payloadTooLarge",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupportedMediaType",
+        status if status.is_server_error() => "internal",
+        _ => "invalidField",
+    };
+    let mut answer = ApiError::new(status, code, reason, text).into_response();
+    for (name, value) in &parts.headers {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            answer.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    answer
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = json!({

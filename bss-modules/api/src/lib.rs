@@ -351,6 +351,7 @@ pub fn router(store: Store, config: &ApiConfig) -> Router {
         .route("/tmf-api/audit/v1/chainVerification", get(audit::verify))
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
+        .layer(axum::middleware::map_response(error::tmf_body))
         .layer(axum::middleware::from_fn_with_state(Arc::clone(&state), auth::authenticate))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)

@@ -70,6 +70,12 @@ store_test! {
         assert_eq!(created.header("etag"), "W/\"1\"");
         assert_eq!(created.body["lifecycleStatus"], "In study");
 
+        // A path the router cannot read (an id of invalid UTF-8) is a TMF error body too,
+        // not axum's plain text.
+        let answer = call(&app, "GET", &format!("{categories}/%FF"), admin, None, &[]).await;
+        assert_eq!((answer.status, answer.body["reason"].as_str()), (StatusCode::BAD_REQUEST, Some("path")), "{}", answer.body);
+        assert_eq!(answer.header("content-type"), "application/json");
+
         // 404: an unknown id, an unknown resource, another kind's id.
         assert_eq!(call(&app, "GET", &format!("{categories}/nope"), admin, None, &[]).await.status, StatusCode::NOT_FOUND);
         assert_eq!(call(&app, "GET", &format!("{BASE}/widget"), admin, None, &[]).await.status, StatusCode::NOT_FOUND);
