@@ -58,7 +58,14 @@ impl ListQuery {
     pub(crate) fn parse(query: Result<Query<Vec<(String, String)>>, QueryRejection>) -> Result<ListQuery, ApiError> {
         let Query(pairs) = query.map_err(|rejection| ApiError::bad_request("query", rejection.body_text()))?;
         let mut list = ListQuery { limit: DEFAULT_LIMIT, ..ListQuery::default() };
+        let mut seen = [false; 3];
         for (name, value) in pairs {
+            // `fields`, `offset` and `limit` once each: a second would be one of them lost.
+            if let Some(at) = ["fields", "offset", "limit"].iter().position(|known| *known == name) {
+                if std::mem::replace(&mut seen[at], true) {
+                    return Err(ApiError::bad_request(name, "given twice"));
+                }
+            }
             match name.as_str() {
                 "fields" => list.fields = Some(fields(&value)?),
                 "offset" => list.offset = number("offset", &value, 0, MAX_OFFSET)?,
@@ -114,6 +121,7 @@ pub(crate) fn item_fields(
     let mut selected = None;
     for (name, value) in pairs {
         match name.as_str() {
+            "fields" if selected.is_some() => return Err(ApiError::bad_request(name, "given twice")),
             "fields" => selected = Some(fields(&value)?),
             _ => return Err(ApiError::bad_request(name.clone(), format!("unknown query parameter {name:?}"))),
         }

@@ -70,6 +70,15 @@ store_test! {
         assert_eq!(created.header("etag"), "W/\"1\"");
         assert_eq!(created.body["lifecycleStatus"], "In study");
 
+        // Paging and selection given once each.
+        for twice in ["limit=1&limit=2", "offset=0&offset=1", "fields=name&fields=description"] {
+            let answer = call(&app, "GET", &format!("{categories}?{twice}"), admin, None, &[]).await;
+            let name = twice.split('=').next().expect("name");
+            assert_eq!((answer.status, answer.body["reason"].as_str()), (StatusCode::BAD_REQUEST, Some(name)), "{twice}");
+        }
+        let answer = call(&app, "GET", &format!("{item}?fields=name&fields=name"), admin, None, &[]).await;
+        assert_eq!(answer.status, StatusCode::BAD_REQUEST);
+
         // A path the router cannot read (an id of invalid UTF-8) is a TMF error body too,
         // not axum's plain text.
         let answer = call(&app, "GET", &format!("{categories}/%FF"), admin, None, &[]).await;
