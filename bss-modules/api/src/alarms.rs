@@ -110,6 +110,56 @@ fn object(body: Value) -> Result<Map<String, Value>, ApiError> {
 /// Raises an alarm from a TMF642 body: `alarmedObject.id`, `alarmType`,
 /// `perceivedSeverity`, `probableCause` required; `specificProblem`, `alarmedObjectType`
 /// (else `alarmedObject.@referredType`) and `sourceSystemId` (else the caller's name).
+/// The fields of TMF642's `Alarm_Create`: those in [`TAKEN`] make the alarm, the others
+/// are the fault manager's own bookkeeping, accepted and not kept (the store sets the
+/// times, acknowledgement and clearing through PATCH).
+const ALARM_CREATE_FIELDS: [&str; 33] = [
+    "ackState",
+    "ackSystemId",
+    "ackUserId",
+    "affectedService",
+    "alarmChangedTime",
+    "alarmClearedTime",
+    "alarmDetails",
+    "alarmEscalation",
+    "alarmRaisedTime",
+    "alarmReportingTime",
+    "alarmType",
+    "alarmedObject",
+    "alarmedObjectType",
+    "clearSystemId",
+    "clearUserId",
+    "comment",
+    "correlatedAlarm",
+    "crossedThresholdInformation",
+    "externalAlarmId",
+    "isRootCause",
+    "parentAlarm",
+    "perceivedSeverity",
+    "plannedOutageIndicator",
+    "probableCause",
+    "proposedRepairedActions",
+    "reportingSystemId",
+    "serviceAffecting",
+    "sourceSystemId",
+    "specificProblem",
+    "state",
+    "@baseType",
+    "@schemaLocation",
+    "@type",
+];
+
+/// The `Alarm_Create` fields an alarm is made of.
+const TAKEN: [&str; 7] = [
+    "alarmedObject",
+    "alarmedObjectType",
+    "alarmType",
+    "perceivedSeverity",
+    "probableCause",
+    "specificProblem",
+    "sourceSystemId",
+];
+
 pub(crate) async fn create(
     State(state): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
@@ -117,6 +167,16 @@ pub(crate) async fn create(
     body: Body,
 ) -> Result<Response, ApiError> {
     let body = object(json_body(&headers, body, BodyType::Json)?)?;
+    if let Some(name) = body.keys().find(|name| !ALARM_CREATE_FIELDS.contains(&name.as_str())) {
+        let reason = match name.as_str() {
+            "id" | "href" => "is assigned by the server".to_owned(),
+            _ => format!("is not a field of TMF642's Alarm_Create (the fields taken: {})", TAKEN.join(", ")),
+        };
+        return Err(ApiError::bad_request(name.clone(), reason));
+    }
+    if body.get("state").is_some_and(|state| state != "raised") {
+        return Err(ApiError::bad_request("state", "a new alarm is raised; clear it with a PATCH"));
+    }
     let alarmed = match body.get("alarmedObject") {
         Some(Value::Object(alarmed)) => alarmed,
         Some(_) => return Err(ApiError::bad_request("alarmedObject", "must be an object")),

@@ -99,6 +99,19 @@ store_test! {
         let actor = trail[0].actor.clone();
         assert!(actor.contains("admin"), "the token is the actor: {actor}");
         assert_eq!(actions, [("raised", actor.as_str()), ("updated", actor.as_str()), ("acknowledged", actor.as_str()), ("cleared", actor.as_str())]);
+
+        // Fields outside TMF642's Alarm_Create, the server's own, and a new alarm that is
+        // not raised are refused naming the field; the fault manager's bookkeeping fields
+        // are accepted.
+        for (field, value) in [("extra", json!(1)), ("id", json!("a1")), ("href", json!("/x")), ("state", json!("cleared"))] {
+            let mut body = raise("shard/3", "minor");
+            body[field] = value;
+            let bad = call(&app, "POST", ALARMS, Some(&admin), Some(body), &[]).await;
+            assert_eq!((bad.status, bad.body["reason"].as_str()), (StatusCode::BAD_REQUEST, Some(field)), "{}", bad.body);
+        }
+        let mut kept = raise("shard/3", "minor");
+        kept["externalAlarmId"] = json!("nms-7");
+        assert_eq!(call(&app, "POST", ALARMS, Some(&admin), Some(kept), &[]).await.status, StatusCode::CREATED);
     }
 }
 
