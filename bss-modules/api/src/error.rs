@@ -49,6 +49,24 @@ impl ApiError {
     }
 }
 
+/// A request that declares a body over [`crate::MAX_BODY_BYTES`] is answered 413 at once,
+/// before its body is waited for (a client that never sends it holds nothing).
+pub(crate) async fn refuse_declared_too_large(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.trim().parse::<u64>().ok());
+    if declared.is_some_and(|bytes| bytes > crate::MAX_BODY_BYTES as u64) {
+        let message = format!("a body has at most {} bytes", crate::MAX_BODY_BYTES);
+        return ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payloadTooLarge", "body", message).into_response();
+    }
+    next.run(request).await
+}
+
 /// Axum's own refusals (a path, query or body its extractors cannot read, a body over the
 /// limit) are plain text; every error of the API is a TMF error body, naming what was
 /// wrong as well as the text tells.

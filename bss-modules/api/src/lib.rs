@@ -354,6 +354,7 @@ pub fn router(store: Store, config: &ApiConfig) -> Router {
         .layer(axum::middleware::map_response(error::tmf_body))
         .layer(axum::middleware::from_fn_with_state(Arc::clone(&state), auth::authenticate))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn(error::refuse_declared_too_large))
         .with_state(state)
 }
 

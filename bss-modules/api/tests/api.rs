@@ -6,7 +6,7 @@
 mod common;
 
 use axum::http::StatusCode;
-use common::call;
+use common::{call, call_raw};
 use serde_json::json;
 use tollgate_api::{router, ApiConfig};
 use tollgate_store::{store_test, Role, Store};
@@ -69,6 +69,11 @@ store_test! {
         assert_eq!(created.header("location"), item);
         assert_eq!(created.header("etag"), "W/\"1\"");
         assert_eq!(created.body["lifecycleStatus"], "In study");
+
+        // A body declared over the limit is refused before it is read.
+        let declared = [("content-length", "2000000")];
+        let answer = call_raw(&app, "POST", &categories, admin, Some("{}".to_owned()), &declared).await;
+        assert_eq!((answer.status, answer.body["reason"].as_str()), (StatusCode::PAYLOAD_TOO_LARGE, Some("body")));
 
         // Paging and selection given once each.
         for twice in ["limit=1&limit=2", "offset=0&offset=1", "fields=name&fields=description"] {
