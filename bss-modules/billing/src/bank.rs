@@ -72,7 +72,8 @@ struct Entry {
     offset: u64,
     amount: Option<String>,
     currency: Option<String>,
-    credit: Option<bool>,
+    /// `CdtDbtInd` as written.
+    credit: Option<String>,
     status: Option<String>,
     reversal: bool,
     booking: Option<String>,
@@ -217,7 +218,7 @@ fn take(entry: &mut Entry, path: &[String], name: &str, value: String, currency:
             entry.amount = Some(value);
             entry.currency = currency;
         }
-        ("Ntry", "CdtDbtInd") => entry.credit = Some(value == "CRDT"),
+        ("Ntry", "CdtDbtInd") => entry.credit = Some(value),
         ("Ntry", "RvslInd") => entry.reversal = value == "true",
         // `Sts` holds the code directly up to version .07, in `Sts/Cd` from .08.
         ("Ntry", "Sts") if !value.is_empty() => entry.status = Some(value),
@@ -236,7 +237,22 @@ fn finish(entry: Entry, statement: &mut Statement) -> Result<()> {
     let reject = |statement: &mut Statement, reason: String| {
         statement.rejects.push(StatementReject { offset: entry.offset, reason });
     };
-    if entry.credit != Some(true) || entry.reversal || entry.status.as_deref().is_some_and(|s| s != "BOOK") {
+    match entry.credit.as_deref() {
+        Some("CRDT") => {}
+        Some("DBIT") => {
+            statement.skipped += 1;
+            return Ok(());
+        }
+        Some(other) => {
+            reject(statement, format!("Ntry/CdtDbtInd: {other:?} is neither CRDT nor DBIT"));
+            return Ok(());
+        }
+        None => {
+            reject(statement, "Ntry: no CdtDbtInd".into());
+            return Ok(());
+        }
+    }
+    if entry.reversal || entry.status.as_deref().is_some_and(|s| s != "BOOK") {
         statement.skipped += 1;
         return Ok(());
     }
@@ -282,7 +298,13 @@ fn finish(entry: Entry, statement: &mut Statement) -> Result<()> {
                 return Ok(());
             }
         };
-        sum += amount;
+        // Amounts of at most MAX_AMOUNT_DIGITS digits: a sum of them never overflows, but
+        // an entry is refused rather than the run ended if one did.
+        let Some(added) = sum.checked_add(amount) else {
+            reject(statement, "Ntry: the transactions' amounts overflow".into());
+            return Ok(());
+        };
+        sum = added;
         let reference = detail
             .bank_reference
             .or_else(|| if single { entry.reference.clone() } else { None })
@@ -308,10 +330,27 @@ fn finish(entry: Entry, statement: &mut Statement) -> Result<()> {
     Ok(())
 }
 
+/// Significant digits an amount of a statement may have (a trillion euros to the cent).
+const MAX_AMOUNT_DIGITS: u32 = 15;
+
+/// An `Amt` as ISO 20022 writes it: digits with at most one decimal point (no sign, no
+/// exponent, no thousands separator), above zero, at most [`MAX_AMOUNT_DIGITS`]
+/// significant digits, read exactly.
 fn parse_amount(text: &str) -> std::result::Result<Decimal, String> {
-    let amount = Decimal::from_str(text).map_err(|_| format!("{text:?} is not a decimal amount"))?;
+    let plain = !text.is_empty()
+        && text.bytes().all(|b| b.is_ascii_digit() || b == b'.')
+        && text.bytes().filter(|b| *b == b'.').count() <= 1
+        && text.bytes().any(|b| b.is_ascii_digit());
+    let amount = plain
+        .then(|| Decimal::from_str_exact(text).ok())
+        .flatten()
+        .ok_or_else(|| format!("{text:?} is not a decimal amount (digits and a decimal point)"))?;
     if amount <= Decimal::ZERO {
         return Err(format!("{text} is not more than zero"));
+    }
+    let digits = amount.normalize().mantissa().unsigned_abs().checked_ilog10().map_or(1, |log| log + 1);
+    if digits > MAX_AMOUNT_DIGITS {
+        return Err(format!("{text} has more than {MAX_AMOUNT_DIGITS} significant digits"));
     }
     Ok(amount)
 }
@@ -391,6 +430,24 @@ mod tests {
         let offset = usize::try_from(statement.rejects[0].offset).expect("offset");
         assert!(STATEMENT[offset..].starts_with("<Ntry>"), "{}", &STATEMENT[offset..offset + 20]);
         assert!(statement.rejects[0].reason.contains("Ntry/Amt"), "{}", statement.rejects[0].reason);
+    }
+
+    /// Regression: `1e3` was read as 1000, an amount of 29 digits overflowed the import's
+    /// sums (a panic), and a `CdtDbtInd` other than CRDT was skipped as a debit.
+    #[test]
+    fn amounts_are_plain_bounded_decimals_and_an_unknown_indicator_is_rejected() {
+        for (from, to, why) in [
+            ("120.50</Amt>", "1e3</Amt>", "1e3"),
+            ("120.50</Amt>", "79228162514264337593543950335</Amt>", "significant digits"),
+            ("120.50</Amt>", "-5</Amt>", "-5"),
+            ("<CdtDbtInd>CRDT</CdtDbtInd><Sts><Cd>BOOK</Cd></Sts>\n    <BookgDt><Dt>2026-12-01</Dt></BookgDt><ValDt>", "<CdtDbtInd>crdt</CdtDbtInd><Sts><Cd>BOOK</Cd></Sts>\n    <BookgDt><Dt>2026-12-01</Dt></BookgDt><ValDt>", "CdtDbtInd"),
+        ] {
+            let xml = STATEMENT.replacen(from, to, 1);
+            assert_ne!(xml, STATEMENT, "{to}");
+            let statement = read_camt053(&xml).expect("a statement");
+            assert_eq!(statement.credits.len(), 2, "{to}: the first entry is not a credit");
+            assert!(statement.rejects.iter().any(|r| r.reason.contains(why)), "{to}: {:?}", statement.rejects);
+        }
     }
 
     #[test]

@@ -180,6 +180,19 @@ impl Receivables {
         let (payment, created) = tx.insert_payment(&row).await?;
         if !created {
             drop(tx);
+            // The same reference again is the same payment (a request or a file repeated);
+            // with another account or amount it is another one under a taken reference.
+            if (payment.billing_account_id.as_str(), payment.amount, payment.currency.as_str())
+                != (account.id.as_str(), row.amount, row.currency.as_str())
+            {
+                return Err(ReceivablesError::invalid(
+                    "correlatorId",
+                    format!(
+                        "reference {} was recorded before for {} {} to {}",
+                        payment.reference, payment.amount, payment.currency, payment.billing_account_id
+                    ),
+                ));
+            }
             let (payment, allocations) = self
                 .store
                 .payment(&payment.id)
@@ -272,6 +285,10 @@ impl Receivables {
                 Ok(_) => report.already_recorded += 1,
                 Err(ReceivablesError::Invalid { field, reason }) => {
                     report.rejects.push((credit.offset, credit.reference.clone(), format!("{field}: {reason}")));
+                }
+                // An unknown currency is this credit's fault, not the statement's.
+                Err(ReceivablesError::Billing(error)) => {
+                    report.rejects.push((credit.offset, credit.reference.clone(), error.to_string()));
                 }
                 Err(other) => return Err(other),
             }
@@ -897,6 +914,13 @@ fn check_payment(new: &NewPayment) -> Result<()> {
     let units = minor_units("amount.unit", &new.currency)?;
     if new.amount <= Decimal::ZERO {
         return Err(ReceivablesError::invalid("amount.value", format!("{} is not more than zero", new.amount)));
+    }
+    let digits = new.amount.normalize().mantissa().unsigned_abs().checked_ilog10().map_or(1, |log| log + 1);
+    if digits > tollgate_customers::MAX_MONEY_DIGITS {
+        return Err(ReceivablesError::invalid(
+            "amount.value",
+            format!("{} has more than {} digits", new.amount, tollgate_customers::MAX_MONEY_DIGITS),
+        ));
     }
     if new.amount.normalize().scale() > units {
         return Err(ReceivablesError::invalid(

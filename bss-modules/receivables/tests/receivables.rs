@@ -187,12 +187,13 @@ store_test! {
         let receivables = Receivables::new(store.clone());
         let who = Principal::admin("cli:finance");
         let now = on(date(2026, 11, 20));
-        let cases: [(NewPayment, &str); 5] = [
+        let cases: [(NewPayment, &str); 6] = [
             (NewPayment { currency: "USD".into(), ..payment("a1", "1.00", "x1") }, "amount.unit"),
             (payment("a1", "0", "x2"), "amount.value"),
             (payment("a1", "1.001", "x3"), "amount.value"),
             (NewPayment { method: "cheque-ish".into(), ..payment("a1", "1", "x4") }, "paymentMethod"),
             (payment("nobody", "1", "x5"), "account.id"),
+            (payment("a1", "79228162514264337593543950335", "x6"), "amount.value"),
         ];
         for (new, field) in cases {
             match receivables.record(&who, new, now).await {
@@ -242,6 +243,20 @@ store_test! {
         assert_eq!((again.recorded, again.already_recorded), (0, 2));
         let (_, total) = store.payment_list(&Default::default(), 0, 10).await.expect("list");
         assert_eq!(total, 2);
+
+        // Regression: a reference recorded before coming back for another amount was
+        // counted as recorded before (the money lost without a word), and an unknown
+        // currency ended the import at that credit. Both are rejects now; the rest of the
+        // statement is read on.
+        let other = STATEMENT
+            .replace(r#"<Amt Ccy="EUR">5.00</Amt>"#, r#"<Amt Ccy="EUR">6.00</Amt>"#)
+            .replace(r#"<Amt Ccy="EUR">60.00</Amt>"#, r#"<Amt Ccy="eur">60.00</Amt>"#)
+            .replace("<AcctSvcrRef>B1</AcctSvcrRef>", "<AcctSvcrRef>B9</AcctSvcrRef>")
+            .replace("for my phone", "account a2");
+        let report = receivables.import_statement("cli:finance", &read_camt053(&other).expect("statement"), now).await.expect("import");
+        let rejected: Vec<(&str, bool)> = report.rejects.iter().map(|r| (r.1.as_str(), r.2.contains("B2") || r.2.contains("eur"))).collect();
+        assert_eq!(rejected, [("B9", true), ("B2", true)], "{:?}", report.rejects);
+        assert_eq!(report.recorded, 1, "B3 now names account a2");
     }
 }
 
