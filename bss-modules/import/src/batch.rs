@@ -111,10 +111,15 @@ pub(crate) fn entity_id(context: &RunContext, kind: u8, row: i64) -> String {
     format!("{}{kind:x}{:015x}", context.prefix, row)
 }
 
-/// A text field of at most `max` characters.
+/// A text field of at most `max` characters, none of them a control character.
 pub(crate) fn text(field: &str, value: &str, max: usize) -> Result<String, Reject> {
     if value.chars().count() > max {
         return Err(Reject::new(field, format!("longer than {max} characters")));
+    }
+    // As the API takes them: a name with a control character (a NUL, an escape, a line
+    // break) could not be changed through the API afterwards.
+    if value.chars().any(char::is_control) {
+        return Err(Reject::new(field, "holds a control character"));
     }
     Ok(value.to_owned())
 }

@@ -66,6 +66,7 @@ fn integer(text: Option<&str>, field: &str, low: i64, high: i64, default: i64) -
 
 /// Checks one row of a customers file.
 pub fn parse_row(columns: &Columns, record: &csv::ByteRecord) -> Result<CustomerData, Reject> {
+    columns.check_width(record)?;
     let get = |index: usize| columns.get(record, index);
     let external_id = check_external_id("external_id", &columns.required(record, 0)?)?;
     let party_type = match columns.required(record, 1)?.to_ascii_lowercase().as_str() {
@@ -92,7 +93,7 @@ pub fn parse_row(columns: &Columns, record: &csv::ByteRecord) -> Result<Customer
         return Err(Reject::new("email", "is not an e-mail address"));
     }
     let currency = columns.required(record, 11)?.into_owned();
-    if currency.len() != 3 || !currency.bytes().all(|b| b.is_ascii_uppercase()) {
+    if tollgate_billing::minor_units("currency", &currency).is_err() {
         return Err(Reject::new("currency", format!("{currency:?} is not an ISO 4217 code such as EUR")));
     }
     let account_type = match get(12)? {
@@ -468,12 +469,15 @@ mod tests {
     fn bad_fields_are_named() {
         let good = ["X1", "individual", "Ada", "", "", "", "", "", "", "EUR"];
         let long = "x".repeat(MAX_NAME_CHARS + 1);
-        let cases: [(usize, &str, &str); 5] = [
+        let cases: [(usize, &str, &str); 8] = [
             (0, "", "external_id"),
             (1, "robot", "party_type"),
             (2, &long, "name"),
+            (2, "A\u{0}B", "name"),
+            (2, "two\nlines", "name"),
             (3, "nobody", "email"),
             (9, "eur", "currency"),
+            (9, "XXX", "currency"),
         ];
         for (index, value, field) in cases {
             let mut cells = good;

@@ -210,7 +210,7 @@ impl Mapping {
                 }
             })
             .collect::<Result<Vec<_>, String>>()?;
-        Ok(Columns { names, fields, translate: self.translate.clone() })
+        Ok(Columns { names, fields, translate: self.translate.clone(), width: header.map(csv::ByteRecord::len) })
     }
 }
 
@@ -233,9 +233,24 @@ pub struct Columns {
     names: &'static [&'static str],
     fields: Vec<Option<Field>>,
     translate: Vec<Option<HashMap<String, String>>>,
+    /// The header's columns, when the file has one: a row has as many.
+    width: Option<usize>,
 }
 
 impl Columns {
+    /// Refuses a row with more cells than the header (a value shifted into a column of
+    /// its own: a separator inside an unquoted cell); fewer are named by the field whose
+    /// column is missing.
+    pub fn check_width(&self, record: &csv::ByteRecord) -> Result<(), Reject> {
+        match self.width {
+            Some(width) if record.len() > width => Err(Reject::new(
+                "row",
+                format!("has {} cells, the header {width} (a separator inside an unquoted cell?)", record.len()),
+            )),
+            _ => Ok(()),
+        }
+    }
+
     /// Field `index` of `record`, trimmed and translated; `None` when the mapping does not
     /// give it or the cell is empty.
     pub fn get<'r>(&'r self, record: &'r csv::ByteRecord, index: usize) -> Result<Option<Cow<'r, str>>, Reject> {
@@ -311,6 +326,10 @@ mod tests {
         assert_eq!(columns.required(&record, 1).expect("party"), "individual");
         assert_eq!(columns.get(&record, 12).expect("type").as_deref(), Some("prepaid"));
         assert_eq!(columns.get(&record, 5).expect("email"), None);
+        // A row of more cells than the header is refused (it was taken, its cells shifted).
+        assert!(columns.check_width(&record).is_ok());
+        let wider = csv::ByteRecord::from(vec!["C1", "Ada", "PRE", "extra"]);
+        assert_eq!(columns.check_width(&wider).expect_err("wider").field, "row");
         let unknown = csv::ByteRecord::from(vec!["C2", "Bo", "GOLD"]);
         assert_eq!(
             columns.get(&unknown, 12),

@@ -43,6 +43,7 @@ fn digits(field: &str, value: &str, low: usize, high: usize) -> Result<String, R
 
 /// Checks one row of a subscriptions file.
 pub fn parse_row(columns: &Columns, record: &csv::ByteRecord) -> Result<SubscriptionData, Reject> {
+    columns.check_width(record)?;
     let get = |index: usize| columns.get(record, index);
     let external_id = check_external_id("external_id", &columns.required(record, 0)?)?;
     let billing_account = check_external_id("billing_account", &columns.required(record, 1)?)?;
