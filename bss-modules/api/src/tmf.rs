@@ -312,7 +312,7 @@ pub(crate) fn json_body(
             inexact.field,
             format!(
                 "the number {} (byte {}) cannot be read exactly: at most {MAX_EXACT_DIGITS} significant digits \
-                 (an integer: 64 bits) within a float's range, or send it as a string",
+                 (an integer: 64 bits) within a float's range (where a decimal string is taken, send one)",
                 inexact.token, inexact.offset
             ),
         ));

@@ -84,12 +84,14 @@ pub fn parse_money(field: &str, money: &mut Value) -> Result<(Decimal, String)> 
     let Value::Object(object) = money else {
         return Err(CatalogueError::invalid(field, "must be an object {unit, value}"));
     };
-    let unit = match object.get("unit") {
-        Some(Value::String(unit)) if unit.len() == 3 && unit.bytes().all(|b| b.is_ascii_uppercase()) => unit.clone(),
-        Some(_) => {
-            return Err(CatalogueError::invalid(format!("{field}.unit"), "must be an ISO 4217 code such as EUR"))
-        }
-        None => return Err(CatalogueError::invalid(format!("{field}.unit"), "is required")),
+    let unit_field = format!("{field}.unit");
+    let (unit, decimals) = match object.get("unit") {
+        Some(Value::String(unit)) => match tollgate_billing::minor_units(&unit_field, unit) {
+            Ok(decimals) => (unit.clone(), decimals),
+            Err(_) => return Err(CatalogueError::invalid(unit_field, "must be an ISO 4217 currency code such as EUR")),
+        },
+        Some(_) => return Err(CatalogueError::invalid(unit_field, "must be an ISO 4217 currency code such as EUR")),
+        None => return Err(CatalogueError::invalid(unit_field, "is required")),
     };
     let value_field = format!("{field}.value");
     let text = match object.get("value") {
@@ -111,6 +113,9 @@ pub fn parse_money(field: &str, money: &mut Value) -> Result<(Decimal, String)> 
             value_field,
             format!("{text} has more than {MAX_MONEY_DIGITS} significant digits"),
         ));
+    }
+    if amount.scale() > decimals {
+        return Err(CatalogueError::invalid(value_field, format!("{text} has more decimals than {unit}'s {decimals}")));
     }
     // Shown as a JSON number: the shortest text that reads back as this value is its own.
     let shown = amount.to_string().parse::<f64>().ok().and_then(serde_json::Number::from_f64);
@@ -261,6 +266,12 @@ mod tests {
             assert!(money(bad.clone()).is_err(), "{bad} accepted");
         }
         assert!(parse_money("price", &mut json!({"unit": "eur", "value": 1})).is_err());
+        // An ISO 4217 currency, in its minor units (they were not checked).
+        for (unit, value) in [("ZZZ", json!(1)), ("XXX", json!(1)), ("JPY", json!(1.5)), ("EUR", json!(1e-12))] {
+            let refused = parse_money("price", &mut json!({"unit": unit, "value": value}));
+            assert!(refused.is_err(), "{unit} {value} accepted");
+        }
+        assert!(parse_money("price", &mut json!({"unit": "KWD", "value": 1.125})).is_ok());
     }
 
     #[test]

@@ -201,6 +201,23 @@ impl Catalogue {
             }
         }
         self.check_refs(&mut tx, id, &found).await?;
+        if kind == Kind::ProductOfferingPrice && before.get("tariffPlan") != doc.get("tariffPlan") {
+            // An active offering's plan was compiled and recorded when it was activated; a
+            // price it names does not take another plan behind its back (a broken one
+            // would never be compiled): a new plan comes as a new price.
+            for (by, field) in tx.catalogue_referrers(id).await? {
+                let Some(offering) = tx.catalogue_item(&by).await? else { continue };
+                if field == "productOfferingPrice" && status_of(&offering.value)?.is_released() {
+                    return Err(CatalogueError::Conflict {
+                        field: "tariffPlan".into(),
+                        reason: format!(
+                            "price {id} is used by offering {by}, which is {}: a new plan comes as a new price",
+                            status_of(&offering.value)?.as_str()
+                        ),
+                    });
+                }
+            }
+        }
         let activating =
             kind == Kind::ProductOffering && found.status == LifecycleStatus::Active && from != found.status;
         let mut compiled = Vec::new();

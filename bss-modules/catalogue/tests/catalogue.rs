@@ -98,6 +98,22 @@ store_test! {
         let still = catalogue.get(Kind::ProductOffering, &id).await.expect("get");
         assert_eq!(still.value["lifecycleStatus"], "In design");
         assert_eq!(still.version, Version::FIRST);
+
+        // Regression: the price of an active offering took another plan by a PATCH, a
+        // broken one too, which no activation compiled. Refused; the name may change.
+        let (id, price) = usage_offering(&catalogue, &plan()).await;
+        catalogue.set_status(Kind::ProductOffering, &id, LifecycleStatus::Active, "test", at(9)).await.expect("activate");
+        let current = catalogue.get(Kind::ProductOfferingPrice, &price).await.expect("price");
+        let broken = json!({"tariffPlan": {"source": bad, "file": "evil.toml"}});
+        match catalogue.patch(Kind::ProductOfferingPrice, &price, &broken, current.version, "test", at(10)).await {
+            Err(CatalogueError::Conflict { field, reason }) => {
+                assert_eq!(field, "tariffPlan");
+                assert!(reason.contains(&id), "{reason}");
+            }
+            other => panic!("expected Conflict, got {other:?}"),
+        }
+        let renamed = json!({"name": "usage, renamed"});
+        catalogue.patch(Kind::ProductOfferingPrice, &price, &renamed, current.version, "test", at(11)).await.expect("a new name");
     }
 }
 
