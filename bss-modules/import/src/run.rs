@@ -165,7 +165,8 @@ pub async fn import_file(
     }
 }
 
-/// The rejects file, cut back to what the checkpoint counted, with its header.
+/// The rejects file, locked for this run, cut back to what the checkpoint counted, with
+/// its header.
 fn open_rejects(path: &Path, length: i64) -> Result<File> {
     let mut file = OpenOptions::new()
         .create(true)
@@ -174,6 +175,18 @@ fn open_rejects(path: &Path, length: i64) -> Result<File> {
         .truncate(false)
         .open(path)
         .map_err(ImportError::io(path))?;
+    // One run writes a rejects file at a time: the same import started twice at once
+    // would cut and write it from two checkpoints. Held until the run ends.
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            return Err(ImportError::Format {
+                path: path.to_owned(),
+                message: "another import is writing this rejects file (the same import started twice at once?)".into(),
+            })
+        }
+        Err(std::fs::TryLockError::Error(error)) => return Err(ImportError::io(path)(error)),
+    }
     let found = file.metadata().map_err(ImportError::io(path))?.len();
     let keep = u64::try_from(length).unwrap_or(0);
     if found < keep {
@@ -332,4 +345,27 @@ async fn run_batches<K: Batch>(
     tx.save_import_run(&run, before, now).await?;
     tx.commit().await?;
     Ok(summary(&run, resumed_after_row, false, &options.rejects))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression: the same import started twice at once wrote one rejects file from two
+    /// checkpoints (a line cut in the middle). The second run is refused while the first
+    /// holds the file, and takes it once the first is done.
+    #[test]
+    fn a_rejects_file_is_written_by_one_run_at_a_time() {
+        let dir = std::env::temp_dir().join(format!("tollgate-import-lock-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("x.rejects.csv");
+        let first = open_rejects(&path, 0).expect("the first run");
+        match open_rejects(&path, 0) {
+            Err(ImportError::Format { message, .. }) => assert!(message.contains("another import"), "{message}"),
+            other => panic!("{other:?}"),
+        }
+        drop(first);
+        open_rejects(&path, 0).expect("free again");
+        std::fs::remove_dir_all(dir).ok();
+    }
 }
