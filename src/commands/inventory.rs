@@ -118,7 +118,12 @@ pub(crate) struct ListArgs {
 pub(crate) fn read(path: &Path, max: usize) -> anyhow::Result<String> {
     let size = std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?.len();
     anyhow::ensure!(size <= max as u64, "{}: {size} bytes, at most {max}", path.display());
-    std::fs::read_to_string(path).with_context(|| format!("reading {} (UTF-8 text)", path.display()))
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    String::from_utf8(bytes).map_err(|error| {
+        let at = error.utf8_error().valid_up_to();
+        let line = error.as_bytes()[..at].iter().filter(|byte| **byte == b'\n').count() + 1;
+        anyhow::anyhow!("{}: line {line}, byte {at}: not UTF-8 text", path.display())
+    })
 }
 
 fn golden_rules(args: &RangeArgs) -> anyhow::Result<GoldenRules> {

@@ -82,6 +82,9 @@ fn the_inventory_commands_load_list_show_and_refuse_naming_the_line() {
     std::fs::write(&bad, "Batch: BAD\nVar_Out: ICCID/IMSI\n8944001010000000010 001010000000001\n").expect("write");
     let (ok, _, err) = inventory(&data, &["sim", "load", &bad.display().to_string()]);
     assert!(!ok && err.contains("line 3, ICCID") && err.contains("check digit"), "{err}");
+    std::fs::write(&bad, b"Batch: BAD\nVar_Out: ICCID/IMSI\n89440\xff\n").expect("write");
+    let (ok, _, err) = inventory(&data, &["sim", "load", &bad.display().to_string()]);
+    assert!(!ok && err.contains("line 3, byte 36: not UTF-8"), "invalid UTF-8 named by line and byte: {err}");
     let (ok, _, err) = inventory(&data, &["number-range", "load", "447700900500..447700901499"]);
     assert!(!ok && err.contains("first"), "an overlap names the field: {err}");
     let element = dir.join("hss.json");

@@ -156,12 +156,22 @@ pub fn check_imsi(line: usize, imsi: &str, plmn: Option<&str>) -> Result<()> {
     Ok(())
 }
 
+/// Whether a header line's value may be key material, never kept: its name mentions a
+/// key or a secret, or is one of the card keys' names (Ki, OP, OPc, K4).
+fn secret_header(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    ["key", "secret", "password"].iter().any(|word| name.contains(word))
+        || name.split(|c: char| !c.is_ascii_alphanumeric()).any(|word| matches!(word, "ki" | "op" | "opc" | "k4"))
+}
+
 /// Reads a vendor file (its text), checking every card; `plmn`, if given, is the home
 /// network every IMSI belongs to.
 pub fn parse_sim_file(text: &str, plmn: Option<&str>) -> Result<SimFile> {
     if text.len() > MAX_SIM_FILE_BYTES {
         return Err(InventoryError::invalid("file", format!("more than {MAX_SIM_FILE_BYTES} bytes")));
     }
+    // A byte order mark (editors on some systems write one) is not part of the first line.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut header: Vec<(String, String)> = Vec::new();
     let mut quantity: Option<(usize, usize)> = None;
     let mut columns: Option<Vec<String>> = None;
@@ -202,7 +212,7 @@ pub fn parse_sim_file(text: &str, plmn: Option<&str>) -> Result<SimFile> {
                     .map_err(|_| InventoryError::line(line, name, format!("{value:?} is not a number")))?;
                 quantity = Some((line, count));
             }
-            let secret = name.to_ascii_lowercase().contains("key");
+            let secret = secret_header(name);
             header.push((name.to_owned(), if secret { crate::secret::REDACTED.to_owned() } else { value.to_owned() }));
             continue;
         };
@@ -368,5 +378,15 @@ mod tests {
         let parsed = check(&text).expect("a good file");
         assert_eq!(parsed.header_json()["Transport_Key"], "<redacted>");
         assert!(!parsed.has_keys());
+        // Regression: `Ki` and `Secret` header values were kept as written (and shown in
+        // the batch and the audit trail); a byte order mark made the first line refused.
+        let text = format!(
+            "\u{feff}Batch: B3\nKi : 00112233445566778899AABBCCDDEEFF\nSecret: ABCD\nVar_Out: ICCID/IMSI\n{} 234150000000009\n",
+            iccid("894410000000000009")
+        );
+        let parsed = check(&text).expect("a good file");
+        assert_eq!(parsed.header_json()["Ki"], "<redacted>", "{}", parsed.header_json());
+        assert_eq!(parsed.header_json()["Secret"], "<redacted>");
+        assert_eq!(parsed.batch, "B3");
     }
 }
