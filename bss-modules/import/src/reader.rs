@@ -1,7 +1,8 @@
 //! Reading a legacy file's rows with their byte offsets, so an import can checkpoint
 //! where the next row starts and resume there; parsing is the `csv` crate's. A row may be
-//! at most [`MAX_ROW_BYTES`] long: a file without line breaks cannot make the reader
-//! buffer all of it.
+//! at most [`MAX_ROW_BYTES`] long (give or take a read's 64 KiB): a file without line
+//! breaks cannot make the reader buffer all of it; a longer row is skipped to its line
+//! break ([`RowPosition::too_long`], rejected by the run) and reading goes on after it.
 
 use std::fs::File;
 use std::io::{BufReader, Read, Seek, SeekFrom};
@@ -13,6 +14,12 @@ use crate::mapping::{Columns, Mapping};
 
 /// The longest row (CSV record) an import reads.
 pub const MAX_ROW_BYTES: usize = 1 << 20;
+
+/// Bytes of a row skipped as too long that its reject shows.
+const TOO_LONG_SHOWN: usize = 256;
+
+/// The message of [`Bounded`]'s error, told apart from other read errors.
+const TOO_LONG: &str = "a row runs past the longest a row may be without a line break";
 
 /// A `Read` that fails once more than `limit` bytes pass without a newline.
 #[derive(Debug)]
@@ -31,8 +38,7 @@ impl<R: Read> Read for Bounded<R> {
             None => self.run + n,
         };
         if self.run > self.limit {
-            let message = format!("a row runs past {} bytes without a line break", self.limit);
-            return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, message));
+            return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, TOO_LONG));
         }
         Ok(n)
     }
@@ -45,6 +51,8 @@ pub struct RowPosition {
     pub number: i64,
     pub offset: u64,
     pub next_offset: u64,
+    /// Longer than [`MAX_ROW_BYTES`]: not read, skipped to the next line break.
+    pub too_long: bool,
 }
 
 /// The rows of a file from some row on.
@@ -58,6 +66,7 @@ pub struct RowReader {
     /// Where the first row starts (after the header).
     pub first_row_offset: u64,
     pub columns: Columns,
+    delimiter: u8,
 }
 
 impl std::fmt::Debug for RowReader {
@@ -66,9 +75,21 @@ impl std::fmt::Debug for RowReader {
     }
 }
 
-fn builder(mapping: &Mapping, headers: bool) -> csv::ReaderBuilder {
+/// The rows of `path` from byte `offset` on (no header), each bounded.
+fn rows_from(path: &Path, delimiter: u8, offset: u64) -> Result<csv::Reader<Bounded<BufReader<File>>>> {
+    let mut file = File::open(path).map_err(ImportError::io(path))?;
+    file.seek(SeekFrom::Start(offset)).map_err(ImportError::io(path))?;
+    Ok(builder(delimiter, false).from_reader(bounded(file)))
+}
+
+/// `file` read with rows bounded to [`MAX_ROW_BYTES`].
+fn bounded(file: File) -> Bounded<BufReader<File>> {
+    Bounded { inner: BufReader::with_capacity(1 << 16, file), limit: MAX_ROW_BYTES, run: 0 }
+}
+
+fn builder(delimiter: u8, headers: bool) -> csv::ReaderBuilder {
     let mut builder = csv::ReaderBuilder::new();
-    builder.delimiter(mapping.delimiter).has_headers(headers).flexible(true);
+    builder.delimiter(delimiter).has_headers(headers).flexible(true);
     builder
 }
 
@@ -79,9 +100,8 @@ impl RowReader {
     pub fn open(path: &Path, mapping: &Mapping, offset: u64, rows_before: i64) -> Result<RowReader> {
         let open = || File::open(path).map_err(ImportError::io(path));
         let bad = |message: String| ImportError::Format { path: path.to_owned(), message };
-        let bounded = |file| Bounded { inner: BufReader::with_capacity(1 << 16, file), limit: MAX_ROW_BYTES, run: 0 };
         let (columns, first_row_offset) = if mapping.header {
-            let mut first = builder(mapping, true).from_reader(bounded(open()?));
+            let mut first = builder(mapping.delimiter, true).from_reader(bounded(open()?));
             let header = first.byte_headers().map_err(|err| bad(format!("header: {err}")))?.clone();
             let mut probe = csv::ByteRecord::new();
             let mut end = first.position().byte();
@@ -93,16 +113,15 @@ impl RowReader {
             (mapping.resolve(None).map_err(bad)?, 0)
         };
         let base = offset.max(first_row_offset);
-        let mut file = open()?;
-        file.seek(SeekFrom::Start(base)).map_err(ImportError::io(path))?;
         Ok(RowReader {
             path: path.to_owned(),
-            reader: builder(mapping, false).from_reader(bounded(file)),
+            reader: rows_from(path, mapping.delimiter, base)?,
             raw: open()?,
             base,
             number: rows_before,
             first_row_offset,
             columns,
+            delimiter: mapping.delimiter,
         })
     }
 
@@ -116,7 +135,18 @@ impl RowReader {
                     number: self.number,
                     offset: self.base + record.position().map_or(0, csv::Position::byte),
                     next_offset: self.base + self.reader.position().byte(),
+                    too_long: false,
                 }))
+            }
+            Err(err) if matches!(err.kind(), csv::ErrorKind::Io(io) if io.to_string() == TOO_LONG) => {
+                // That row is skipped to its line break and reading goes on after it.
+                let offset = self.base + self.reader.position().byte();
+                let next_offset = self.next_line(offset)?;
+                self.reader = rows_from(&self.path, self.delimiter, next_offset)?;
+                self.base = next_offset;
+                self.number += 1;
+                record.clear();
+                Ok(Some(RowPosition { number: self.number, offset, next_offset, too_long: true }))
             }
             Err(err) => {
                 let at = self.base + err.position().map_or(self.reader.position().byte(), csv::Position::byte);
@@ -125,6 +155,22 @@ impl RowReader {
                     message: format!("row {}, byte {at}: {err}", self.number + 1),
                 })
             }
+        }
+    }
+
+    /// Where the line after the one at byte `from` starts (the end of the file if none).
+    fn next_line(&self, from: u64) -> Result<u64> {
+        let mut chunk = vec![0; 1 << 16];
+        let mut at = from;
+        loop {
+            let read = self.raw.read_at(&mut chunk, at).map_err(ImportError::io(&self.path))?;
+            if read == 0 {
+                return Ok(at);
+            }
+            if let Some(end) = chunk[..read].iter().position(|byte| *byte == b'\n') {
+                return Ok(at + end as u64 + 1);
+            }
+            at += read as u64;
         }
     }
 
@@ -145,7 +191,9 @@ pub struct RawLines {
 impl RawLines {
     /// A row's text as the file has it, without its line break.
     pub fn raw(&self, row: &RowPosition) -> Result<String> {
-        let length = usize::try_from(row.next_offset.saturating_sub(row.offset)).unwrap_or(0).min(MAX_ROW_BYTES);
+        // A row skipped as too long is shown by its beginning.
+        let most = if row.too_long { TOO_LONG_SHOWN } else { MAX_ROW_BYTES };
+        let length = usize::try_from(row.next_offset.saturating_sub(row.offset)).unwrap_or(0).min(most);
         let mut bytes = vec![0; length];
         self.raw.read_exact_at(&mut bytes, row.offset).map_err(ImportError::io(&self.path))?;
         while bytes.last().is_some_and(|byte| *byte == b'\n' || *byte == b'\r') {

@@ -21,7 +21,7 @@ use tollgate_store::{new_entity_id, AuditRecord, ImportKind, ImportRun, Store};
 use crate::batch::{ranges, Batch, RunContext};
 use crate::error::{ImportError, Result};
 use crate::mapping::{Columns, Mapping, Reject};
-use crate::reader::{RowPosition, RowReader};
+use crate::reader::{RowPosition, RowReader, MAX_ROW_BYTES};
 use crate::{customers, subscriptions};
 
 /// Rows per batch (per transaction and checkpoint) unless told otherwise.
@@ -236,6 +236,11 @@ fn read_batches<K: Batch>(
                 }
             };
             batch.positions.push(position);
+            if position.too_long {
+                let reason = format!("longer than {MAX_ROW_BYTES} bytes: skipped to its line break");
+                batch.rejects.push((position.number, Reject::new("row", reason)));
+                continue;
+            }
             match parse(&reader.columns, &record) {
                 Ok(row) => batch.rows.push((position.number, row)),
                 Err(reject) => batch.rejects.push((position.number, reject)),

@@ -274,3 +274,24 @@ store_test! {
         assert_eq!(shape(&page), shape(&clean_page));
     }
 }
+
+store_test! {
+    /// Regression: one row longer than the most a row may be ended the run (and every
+    /// rerun stopped at it). It is rejected, shown by its beginning, and the rows after it
+    /// are imported.
+    async fn a_row_too_long_is_rejected_and_the_rows_after_it_are_read(store) {
+        let files = Files::new(&format!("long-{:?}", store.dialect()));
+        let long = "x".repeat(2 * tollgate_import::MAX_ROW_BYTES);
+        let text = format!(
+            "id,party,name,email,ccy,type,limit,parent\nA1,P,Ada,,EUR,prepaid,0,\nBIG,P,{long},,EUR,prepaid,0,\nA2,P,Bob,,EUR,prepaid,0,\n"
+        );
+        let customers = files.write("long.csv", &text);
+        let mapping = Mapping::parse(CUSTOMERS_MAPPING, ImportKind::Customers).expect("mapping");
+        let customer_rejects = files.dir.join("long.rejects.csv");
+        let summary = import(&store, &customers, &mapping, &options(&customer_rejects, 2)).await;
+        assert_eq!((summary.rows, summary.imported, summary.rejected), (3, 2, 1), "{summary:?}");
+        assert_eq!(rejects(&customer_rejects), pairs(&[("2", "row")]));
+        let size = std::fs::metadata(&customer_rejects).expect("rejects").len();
+        assert!(size < 1000, "the long row is shown by its beginning: {size} bytes");
+    }
+}
