@@ -52,6 +52,8 @@ pub struct StatementCredit {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StatementReject {
     pub offset: u64,
+    /// The entry's `AcctSvcrRef`, empty without one.
+    pub reference: String,
     pub reason: String,
 }
 
@@ -235,7 +237,8 @@ fn take(entry: &mut Entry, path: &[String], name: &str, value: String, currency:
 /// Turns a read entry into its credits, or a reject.
 fn finish(entry: Entry, statement: &mut Statement) -> Result<()> {
     let reject = |statement: &mut Statement, reason: String| {
-        statement.rejects.push(StatementReject { offset: entry.offset, reason });
+        let reference = entry.reference.clone().unwrap_or_default();
+        statement.rejects.push(StatementReject { offset: entry.offset, reference, reason });
     };
     match entry.credit.as_deref() {
         Some("CRDT") => {}

@@ -134,6 +134,16 @@ pub struct Receivables {
     store: Store,
 }
 
+/// What a bank credit's remittance information names ([`Receivables::import_statement`]).
+enum Remitted {
+    /// A final invoice's number, and the account it bills.
+    Bill { account: String, number: String },
+    /// One billing account.
+    Account(String),
+    /// More than one billing account and no bill: the reason it is rejected.
+    Ambiguous(String),
+}
+
 impl Receivables {
     pub fn new(store: Store) -> Receivables {
         Receivables { store }
@@ -246,7 +256,9 @@ impl Receivables {
     /// Records the booked credits of a bank statement. A credit is matched by what the
     /// payer wrote: a bill number (`issuer/series/number`) of a final invoice, else a
     /// billing account id; it pays that account, the named invoice first. A credit that
-    /// matches nothing, or whose currency is not the account's, is rejected with its reason.
+    /// matches nothing, names two accounts and no bill, comes under a reference recorded
+    /// for another payment, or whose currency is not the account's, is rejected with its
+    /// reason, and the import goes on.
     pub async fn import_statement(
         &self,
         actor: &str,
@@ -256,16 +268,24 @@ impl Receivables {
         let who = Principal::admin(actor);
         let mut report = StatementImport::default();
         for reject in &statement.rejects {
-            report.rejects.push((reject.offset, String::new(), reject.reason.clone()));
+            report.rejects.push((reject.offset, reject.reference.clone(), reject.reason.clone()));
         }
         for credit in &statement.credits {
-            let Some((account, named)) = self.match_remittance(&credit.remittance).await? else {
-                report.rejects.push((
-                    credit.offset,
-                    credit.reference.clone(),
-                    "no bill number or billing account id in the remittance information".into(),
-                ));
-                continue;
+            let (account, named) = match self.match_remittance(&credit.remittance).await? {
+                Some(Remitted::Bill { account, number }) => (account, Some(number)),
+                Some(Remitted::Account(account)) => (account, None),
+                Some(Remitted::Ambiguous(reason)) => {
+                    report.rejects.push((credit.offset, credit.reference.clone(), reason));
+                    continue;
+                }
+                None => {
+                    report.rejects.push((
+                        credit.offset,
+                        credit.reference.clone(),
+                        "no bill number or billing account id in the remittance information".into(),
+                    ));
+                    continue;
+                }
             };
             let new = NewPayment {
                 billing_account_id: account,
@@ -296,8 +316,9 @@ impl Receivables {
         Ok(report)
     }
 
-    /// The account a remittance names, and the bill it names if it names one.
-    async fn match_remittance(&self, remittance: &[String]) -> Result<Option<(String, Option<String>)>> {
+    /// What a remittance names: a bill (its account and number; the first bill number that
+    /// is one), else one billing account; two accounts and no bill are no answer.
+    async fn match_remittance(&self, remittance: &[String]) -> Result<Option<Remitted>> {
         let tokens = remittance.iter().flat_map(|text| {
             text.split(|c: char| c.is_whitespace() || matches!(c, ',' | ';' | '(' | ')' | '[' | ']'))
                 .map(|token| token.trim_matches(|c: char| matches!(c, '.' | ':' | '#')))
@@ -309,18 +330,25 @@ impl Receivables {
             if let [issuer, series, number] = parts.as_slice() {
                 if let Ok(number) = number.parse::<i64>() {
                     if let Some((_, account)) = self.store.invoice_by_number(issuer, series, number).await? {
-                        return Ok(Some((account, Some(token.to_owned()))));
+                        return Ok(Some(Remitted::Bill { account, number: token.to_owned() }));
                     }
                 }
             }
             accounts.push(token.to_owned());
         }
+        let mut named: Vec<String> = Vec::new();
         for token in accounts {
-            if token.len() <= 64 && self.store.billing_account(&token).await?.is_some() {
-                return Ok(Some((token, None)));
+            if token.len() <= 64 && !named.contains(&token) && self.store.billing_account(&token).await?.is_some() {
+                named.push(token);
             }
         }
-        Ok(None)
+        match named.as_slice() {
+            [] => Ok(None),
+            [one] => Ok(Some(Remitted::Account(one.clone()))),
+            [first, second, ..] => Ok(Some(Remitted::Ambiguous(format!(
+                "the remittance names billing accounts {first} and {second}: which one is paid is not told"
+            )))),
+        }
     }
 
     /// Every account's aging on `as_of` (of the hierarchy under `root`, or of all).

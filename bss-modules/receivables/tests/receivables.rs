@@ -257,6 +257,17 @@ store_test! {
         let rejected: Vec<(&str, bool)> = report.rejects.iter().map(|r| (r.1.as_str(), r.2.contains("B2") || r.2.contains("eur"))).collect();
         assert_eq!(rejected, [("B9", true), ("B2", true)], "{:?}", report.rejects);
         assert_eq!(report.recorded, 1, "B3 now names account a2");
+
+        // A remittance naming two accounts (and no bill) pays neither; an unreadable
+        // amount's reject keeps the entry's reference.
+        let third = STATEMENT
+            .replace("<AcctSvcrRef>B2</AcctSvcrRef>", "<AcctSvcrRef>B20</AcctSvcrRef>")
+            .replace("account a2", "account a1 or a2")
+            .replace(r#"<Amt Ccy="EUR">60.00</Amt>"#, r#"<Amt Ccy="EUR">6x</Amt>"#);
+        let report = receivables.import_statement("cli:finance", &read_camt053(&third).expect("statement"), now).await.expect("import");
+        let rejected: Vec<&str> = report.rejects.iter().map(|r| r.1.as_str()).collect();
+        assert_eq!(rejected, ["B1", "B20", "B3"], "{:?}", report.rejects);
+        assert!(report.rejects[1].2.contains("a1 and a2"), "{:?}", report.rejects);
     }
 }
 
