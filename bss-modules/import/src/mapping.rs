@@ -85,13 +85,35 @@ fn yes() -> bool {
     true
 }
 
-/// Where a field's value comes from.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(untagged, deny_unknown_fields)]
+/// Where a field's value comes from: `{ column = "NAME" }`, `{ position = N }` or
+/// `{ value = "TEXT" }`, one of them.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Source {
     Column { column: String },
     Position { position: usize },
     Value { value: String },
+}
+
+impl<'de> Deserialize<'de> for Source {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> std::result::Result<Source, D::Error> {
+        /// The table as written; an unknown key or another type is refused naming it.
+        #[derive(Deserialize)]
+        #[serde(
+            deny_unknown_fields,
+            expecting = "a table: { column = \"NAME\" }, { position = N } or { value = \"TEXT\" }"
+        )]
+        struct Written {
+            column: Option<String>,
+            position: Option<usize>,
+            value: Option<String>,
+        }
+        match Written::deserialize(deserializer)? {
+            Written { column: Some(column), position: None, value: None } => Ok(Source::Column { column }),
+            Written { column: None, position: Some(position), value: None } => Ok(Source::Position { position }),
+            Written { column: None, position: None, value: Some(value) } => Ok(Source::Value { value }),
+            _ => Err(serde::de::Error::custom("give one of `column`, `position` or `value`")),
+        }
+    }
 }
 
 /// A field resolved against the header: a column index or a constant.
@@ -296,7 +318,9 @@ mod tests {
     fn a_bad_mapping_is_refused_naming_line_and_field() {
         let cases = [
             (format!("delimiter = \";;\"\n{CUSTOMERS}"), "line 1: field `delimiter`"),
-            ("[fields]\nexternal_id = { colum = \"a\" }\n".to_owned(), "line 2"),
+            ("[fields]\nexternal_id = { colum = \"a\" }\n".to_owned(), "line 2: unknown field `colum`"),
+            ("[fields]\nexternal_id = \"id\"\n".to_owned(), "line 2: invalid type: string \"id\", expected a table"),
+            ("[fields]\nexternal_id = { column = \"a\", value = \"b\" }\n".to_owned(), "line 2: give one of"),
             (
                 CUSTOMERS.replace("name = { position = 2 }", "name = { position = 0 }"),
                 "line 4: field `fields.name`: positions start at 1",
