@@ -216,7 +216,7 @@ pub(crate) fn decimal_value(value: &Value, field: &str) -> Result<rust_decimal::
     let decimal = rust_decimal::Decimal::from_str_exact(&text)
         .or_else(|_| rust_decimal::Decimal::from_scientific(&text))
         .map_err(|_| ApiError::bad_request(field, format!("{text:?} is not a decimal")))?;
-    let digits = decimal.normalize().mantissa().unsigned_abs().checked_ilog10().map_or(1, |log| log + 1);
+    let digits = tollgate_billing::significant_digits(decimal);
     if digits > tollgate_customers::MAX_MONEY_DIGITS {
         return Err(ApiError::bad_request(
             field,

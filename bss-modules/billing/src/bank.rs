@@ -351,7 +351,7 @@ fn parse_amount(text: &str) -> std::result::Result<Decimal, String> {
     if amount <= Decimal::ZERO {
         return Err(format!("{text} is not more than zero"));
     }
-    let digits = amount.normalize().mantissa().unsigned_abs().checked_ilog10().map_or(1, |log| log + 1);
+    let digits = crate::significant_digits(amount);
     if digits > MAX_AMOUNT_DIGITS {
         return Err(format!("{text} has more than {MAX_AMOUNT_DIGITS} significant digits"));
     }

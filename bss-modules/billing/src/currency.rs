@@ -31,6 +31,12 @@ const CURRENCIES: &[&str] = &[
     "VND", "VUV", "WST", "XAF", "XCD", "XCG", "XOF", "XPF", "YER", "ZAR", "ZMW", "ZWG",
 ];
 
+/// The significant digits of `amount` (`1.50` has 2, `0` has 1): the one measure the
+/// money checks bound an amount by.
+pub fn significant_digits(amount: Decimal) -> u32 {
+    amount.normalize().mantissa().unsigned_abs().checked_ilog10().map_or(1, |log| log + 1)
+}
+
 /// The number of decimals of `code`'s minor unit (JPY 0, EUR 2, KWD 3), or
 /// [`BillingError::UnknownCurrency`] naming `field` and the code.
 pub fn minor_units(field: &str, code: &str) -> Result<u32> {

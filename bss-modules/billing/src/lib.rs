@@ -25,7 +25,7 @@ mod run;
 mod tax;
 
 pub use bank::{read_camt053, Statement, StatementCredit, StatementReject, MAX_STATEMENT_ENTRIES};
-pub use currency::{currency_rounding, minor_units};
+pub use currency::{currency_rounding, minor_units, significant_digits};
 pub use cycle::{BillingCycle, DateSpan, Proration, MAX_BILL_CYCLE_DAY, MAX_SPANS_PER_CHARGE};
 pub use discount::{Credit, Discount, DiscountScope, DiscountValue};
 pub use error::{BillingError, Result};

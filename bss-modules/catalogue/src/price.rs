@@ -107,7 +107,7 @@ pub fn parse_money(field: &str, money: &mut Value) -> Result<(Decimal, String)> 
     if amount.is_sign_negative() && !amount.is_zero() {
         return Err(CatalogueError::invalid(value_field, format!("{text} is negative")));
     }
-    let digits = amount.mantissa().unsigned_abs().checked_ilog10().map_or(1, |log| log + 1);
+    let digits = tollgate_billing::significant_digits(amount);
     if digits > MAX_MONEY_DIGITS {
         return Err(CatalogueError::invalid(
             value_field,

@@ -89,7 +89,7 @@ pub fn parse_credit_limit(value: &Value) -> Result<(Decimal, String)> {
     if amount.is_sign_negative() && !amount.is_zero() {
         return Err(CustomersError::invalid("creditLimit.value", "must not be negative"));
     }
-    let digits = amount.mantissa().unsigned_abs().checked_ilog10().map_or(1, |log| log + 1);
+    let digits = tollgate_billing::significant_digits(amount);
     if digits > MAX_MONEY_DIGITS || amount.scale() > MAX_MONEY_SCALE {
         return Err(CustomersError::invalid(
             "creditLimit.value",

@@ -87,7 +87,7 @@ pub fn parse_bucket_id(id: &str) -> Option<(&str, u32)> {
 /// Money as TMF shows it, a JSON number; one with more digits than a JSON number carries
 /// exactly is shown as a string instead (never rounded).
 pub fn money_json(amount: Decimal) -> Value {
-    let digits = amount.normalize().mantissa().unsigned_abs().checked_ilog10().map_or(1, |log| log + 1);
+    let digits = tollgate_billing::significant_digits(amount);
     if digits <= MAX_MONEY_DIGITS {
         if let Ok(number) = Value::from_str(&amount.normalize().to_string()) {
             return number;
@@ -143,7 +143,7 @@ fn parse_amount(field: &str, text: &str) -> Result<Decimal> {
     let amount = Decimal::from_str_exact(text)
         .map_err(|_| CustomersError::invalid(field, format!("{text} is out of range")))?
         .normalize();
-    let digits = amount.mantissa().unsigned_abs().checked_ilog10().map_or(1, |log| log + 1);
+    let digits = tollgate_billing::significant_digits(amount);
     if digits > MAX_MONEY_DIGITS || amount.scale() > MAX_MONEY_SCALE {
         return Err(CustomersError::invalid(
             field,

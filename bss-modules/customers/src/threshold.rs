@@ -173,7 +173,7 @@ pub fn parse_threshold(
             let amount = Decimal::from_str_exact(level.trim())
                 .map_err(|_| CustomersError::invalid("amount", format!("{level:?} is not a decimal amount")))?;
             let amount = amount.normalize();
-            let digits = amount.mantissa().unsigned_abs().checked_ilog10().map_or(1, |log| log + 1);
+            let digits = tollgate_billing::significant_digits(amount);
             if amount.scale() > crate::MAX_MONEY_SCALE || digits > crate::MAX_MONEY_DIGITS {
                 return Err(CustomersError::invalid(
                     "amount",

@@ -943,7 +943,7 @@ fn check_payment(new: &NewPayment) -> Result<()> {
     if new.amount <= Decimal::ZERO {
         return Err(ReceivablesError::invalid("amount.value", format!("{} is not more than zero", new.amount)));
     }
-    let digits = new.amount.normalize().mantissa().unsigned_abs().checked_ilog10().map_or(1, |log| log + 1);
+    let digits = tollgate_billing::significant_digits(new.amount);
     if digits > tollgate_customers::MAX_MONEY_DIGITS {
         return Err(ReceivablesError::invalid(
             "amount.value",

@@ -250,7 +250,7 @@ fn smallest_unit(currency: &str) -> Result<rust_decimal::Decimal> {
 fn check_credit_amount(amount: rust_decimal::Decimal, currency: &str, least: rust_decimal::Decimal) -> Result<()> {
     let decimals = tollgate_billing::minor_units("currency", currency)?;
     let normal = amount.normalize();
-    let digits = normal.mantissa().unsigned_abs().checked_ilog10().map_or(1, |log| log + 1);
+    let digits = tollgate_billing::significant_digits(normal);
     if digits > tollgate_customers::MAX_MONEY_DIGITS {
         return Err(ReceivablesError::invalid(
             "amount",
