@@ -187,19 +187,28 @@ pub(crate) fn made(doc: Value, created: bool) -> Response {
 }
 
 /// The version `If-Match` names: required (428 without), one ETag this server issued.
+/// `If-Match: *` (RFC 9110 §13.1.1: true for any current representation) names no
+/// version: where one is required (a change that must not overwrite another's) it is
+/// answered 428 like a missing header; where it is optional it is no condition (the
+/// resource's existence is checked by the operation itself).
 pub(crate) fn if_match(headers: &HeaderMap, required: bool) -> Result<Option<Version>, ApiError> {
+    let precondition_required =
+        |message: &str| ApiError::new(StatusCode::PRECONDITION_REQUIRED, "preconditionRequired", "If-Match", message);
     let Some(value) = headers.get(header::IF_MATCH) else {
         if required {
-            return Err(ApiError::new(
-                StatusCode::PRECONDITION_REQUIRED,
-                "preconditionRequired",
-                "If-Match",
-                "send the ETag of the version you read in If-Match",
-            ));
+            return Err(precondition_required("send the ETag of the version you read in If-Match"));
         }
         return Ok(None);
     };
     let text = value.to_str().map_err(|_| ApiError::bad_request("If-Match", "not an ETag"))?;
+    if text.trim() == "*" {
+        if required {
+            return Err(precondition_required(
+                "If-Match: * names no version; send the ETag of the version you read, so a change made since is not overwritten",
+            ));
+        }
+        return Ok(None);
+    }
     Version::from_etag(text).map(Some).map_err(|error| ApiError::bad_request("If-Match", error.to_string()))
 }
 
