@@ -59,6 +59,8 @@ pub use runtime::{
     Callback, Clock, Engine, ManualClock, MoneyTotals, OpenReport, PendingRecords, ShardStatus, SystemClock,
     BULK_BESIDE_REQUESTS, BULK_PER_PASS,
 };
+/// What a plan counts a service in, as `Plans::rating_group_unit` says it.
+pub use tollgate_tariffs::Unit;
 
 /// Internals the engine's own tests, the fuzz targets and the micro-benchmarks reach
 /// into: shard state and effects, the journal and snapshot codecs, recovery, the

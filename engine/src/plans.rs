@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use tollgate_tariffs::{store, CompiledPlan};
+use tollgate_tariffs::{store, CompiledPlan, Unit};
 
 use crate::error::EngineError;
 
@@ -38,6 +38,33 @@ impl std::ops::Deref for Versioned {
 pub struct Plans {
     by_id: crate::state::Map<String, Vec<Versioned>>,
     loaded: Vec<Versioned>,
+    /// What every loaded plan counts each rating group and each service name in.
+    group_units: crate::state::Map<u32, Agreed>,
+    service_units: crate::state::Map<String, Agreed>,
+}
+
+/// The unit the loaded plans count a rating group or a service in: one, or several.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Agreed {
+    One(Unit),
+    Mixed,
+}
+
+impl Agreed {
+    fn with(found: Option<Agreed>, unit: Unit) -> Agreed {
+        match found {
+            None => Agreed::One(unit),
+            Some(Agreed::One(known)) if known == unit => Agreed::One(unit),
+            Some(_) => Agreed::Mixed,
+        }
+    }
+
+    fn unit(found: Option<&Agreed>) -> Option<Unit> {
+        match found {
+            Some(Agreed::One(unit)) => Some(*unit),
+            _ => None,
+        }
+    }
 }
 
 impl Plans {
@@ -59,6 +86,14 @@ impl Plans {
             destinations: shared(&plan.destinations),
             bands: shared(&plan.bands),
         };
+        for service in &plan.services {
+            for group in &service.rating_groups {
+                let agreed = Agreed::with(self.group_units.get(group).copied(), service.unit);
+                self.group_units.insert(*group, agreed);
+            }
+            let agreed = Agreed::with(self.service_units.get(&service.name).copied(), service.unit);
+            self.service_units.insert(service.name.clone(), agreed);
+        }
         let versioned = Versioned { plan: Arc::new(plan), names, handle: self.loaded.len() as u32 };
         self.loaded.push(versioned.clone());
         versions.push(versioned);
@@ -82,6 +117,19 @@ impl Plans {
     /// The plan version a bulk answer names ([`crate::records::RatedIndexes::plan`]).
     pub fn by_handle(&self, handle: u32) -> Option<&Versioned> {
         self.loaded.get(handle as usize)
+    }
+
+    /// The unit every loaded plan counts rating group `rating_group` in; `None` when no
+    /// plan names it or two count it in different units. A network element meters a
+    /// rating group in one unit whatever the subscriber's plan, so a protocol front end
+    /// reads a report's measure in it (a gateway may report time and volume together).
+    pub fn rating_group_unit(&self, rating_group: u32) -> Option<Unit> {
+        Agreed::unit(self.group_units.get(&rating_group))
+    }
+
+    /// The unit every loaded plan counts service `name` in, as [`Plans::rating_group_unit`].
+    pub fn service_unit(&self, name: &str) -> Option<Unit> {
+        Agreed::unit(self.service_units.get(name))
     }
 
     pub fn contains(&self, id: &str) -> bool {

@@ -461,3 +461,52 @@ fn a_suspended_subscriber_gets_4010_and_is_served_again_when_resumed() {
         client.request(272, 4, ccr("pgw;s2", 1, 0, "491700000001", vec![mscc(30, Some(1 << 20), None)], vec![]));
     assert_eq!(result_code(&served), Some(2001));
 }
+
+/// Regression: a Used-Service-Unit carrying CC-Time and CC-Total-Octets (as gateways
+/// report) was charged for its time as if it were bytes, so the volume went unpaid; a
+/// CC-Time alone on a volume-counted rating group was charged as bytes, and a quota asked
+/// in time was granted as CC-Time. The tariff's unit is read, the grant is in it, and a
+/// report without it is refused with 5031 naming it.
+#[test]
+fn usage_is_read_and_granted_in_the_unit_the_tariff_counts() {
+    let server = start("measures");
+    subscriber(&server, 1, "491700000001", "1.00");
+    let mut client = Client::connect(&server);
+    assert_eq!(result_code(&client.cer()), Some(2001));
+    let group = |members: Vec<Avp>| {
+        let mut all = vec![Avp::u32(code::RATING_GROUP, 0, 30)];
+        all.extend(members);
+        Avp::grouped(code::MULTIPLE_SERVICES_CREDIT_CONTROL, 0, &all)
+    };
+    let initial =
+        client.request(272, 4, ccr("pgw;m", 1, 0, "491700000001", vec![mscc(30, Some(1 << 20), None)], vec![]));
+    assert_eq!(result_code(&initial), Some(2001));
+
+    // Time and volume together: the 2 MiB are charged (RG 30 costs 0.10 a MiB).
+    let both = Avp::grouped(
+        code::USED_SERVICE_UNIT,
+        0,
+        &[Avp::u32(code::CC_TIME, 0, 60), Avp::u64(code::CC_TOTAL_OCTETS, 0, 2 << 20)],
+    );
+    let update = client.request(272, 4, ccr("pgw;m", 2, 1, "491700000001", vec![group(vec![both])], vec![]));
+    assert_eq!(result_code(&update), Some(2001));
+    assert_eq!(balance(&server, 1), "0.80".parse::<Decimal>().expect("d"));
+
+    // Time alone on a rating group counted in bytes: refused, naming the report; nothing charged.
+    let time_only = Avp::grouped(code::USED_SERVICE_UNIT, 0, &[Avp::u32(code::CC_TIME, 0, 5_000_000)]);
+    let refused =
+        client.request(272, 4, ccr("pgw;m", 2, 2, "491700000001", vec![group(vec![time_only.clone()])], vec![]));
+    assert_eq!(result_code(&refused), Some(5031));
+    let failed = refused.avp(code::FAILED_AVP, 0).expect("Failed-AVP").group().expect("grouped");
+    assert_eq!(failed, vec![time_only]);
+    assert_eq!(balance(&server, 1), "0.80".parse::<Decimal>().expect("d"));
+
+    // A quota asked in time is granted in octets, the unit the tariff counts.
+    let in_time = Avp::grouped(code::REQUESTED_SERVICE_UNIT, 0, &[Avp::u32(code::CC_TIME, 0, 60)]);
+    let granted = client.request(272, 4, ccr("pgw;m", 2, 3, "491700000001", vec![group(vec![in_time])], vec![]));
+    assert_eq!(result_code(&granted), Some(2001));
+    let mscc = granted.avp(code::MULTIPLE_SERVICES_CREDIT_CONTROL, 0).expect("mscc").group().expect("grouped");
+    let gsu = find(&mscc, code::GRANTED_SERVICE_UNIT, 0).expect("GSU").group().expect("grouped");
+    assert!(find(&gsu, code::CC_TOTAL_OCTETS, 0).and_then(Avp::as_u64).is_some_and(|octets| octets > 0), "{gsu:?}");
+    assert!(find(&gsu, code::CC_TIME, 0).is_none(), "{gsu:?}");
+}

@@ -371,3 +371,41 @@ fn a_suspended_subscriber_is_refused_403_and_its_open_session_reports_usage() {
     let again = post(&server, base, &charging_data("msisdn-4917000000007", 10, Some(1 << 20), None));
     assert_eq!(again.status, 201, "{}", again.body);
 }
+
+/// Regression: a used-unit container with `time` and `totalVolume` was charged for its
+/// time as bytes (the volume went unpaid), and a quota asked in time was granted as time
+/// on a rating group counted in bytes. The tariff's unit is read and granted; a container
+/// without it is refused, naming it.
+#[test]
+fn usage_is_read_and_granted_in_the_unit_the_tariff_counts() {
+    let server = start("measures");
+    subscriber(&server, 8, Identity::Msisdn("4917000000008".into()), "1.00");
+    let base = "/nchf-convergedcharging/v3/chargingdata";
+    let mut create = charging_data("msisdn-4917000000008", 0, None, None);
+    create["multipleUnitUsage"][0]["requestedUnit"] = json!({"time": 60});
+    let created = post(&server, base, &create);
+    assert_eq!(created.status, 201, "{}", created.body);
+    let granted = &created.json()["multipleUnitInformation"][0]["grantedUnit"];
+    assert!(granted["totalVolume"].as_u64().is_some_and(|v| v > 0) && granted.get("time").is_none(), "{granted}");
+    let reference = created.reference();
+
+    // Time and volume in one container: the 2 MiB are charged (RG 30 costs 0.10 a MiB).
+    let mut update = charging_data("msisdn-4917000000008", 1, Some(1 << 20), None);
+    update["multipleUnitUsage"][0]["usedUnitContainer"] =
+        json!([{"localSequenceNumber": 1, "time": 60, "totalVolume": 2u64 << 20}]);
+    let answer = post(&server, &format!("{base}/{reference}/update"), &update);
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(balance(&server, 8), "0.80".parse::<Decimal>().expect("d"));
+
+    // Time alone: refused naming the container; nothing charged.
+    let mut release = charging_data("msisdn-4917000000008", 2, None, None);
+    release["multipleUnitUsage"][0]["usedUnitContainer"] = json!([{"localSequenceNumber": 2, "time": 5_000_000}]);
+    let refused = post(&server, &format!("{base}/{reference}/release"), &release);
+    assert_eq!(refused.status, 400, "{}", refused.body);
+    assert!(
+        refused.invalid_params().iter().any(|(param, _)| param == "/multipleUnitUsage/0/usedUnitContainer/0"),
+        "{}",
+        refused.body
+    );
+    assert_eq!(balance(&server, 8), "0.80".parse::<Decimal>().expect("d"));
+}

@@ -12,7 +12,8 @@
 
 use bytes::Bytes;
 use tollgate_engine::{
-    Answer, Body, Identity, Operation, Outcome, Request, ServiceRef, SessionStep, SmolStr, Target, UnitRequest, Usage,
+    Answer, Body, Identity, Operation, Outcome, Plans, Request, ServiceRef, SessionStep, SmolStr, Target, Unit,
+    UnitRequest, Usage,
 };
 
 use super::codec::{find, Avp, Message};
@@ -95,20 +96,66 @@ fn group(avp: &Avp) -> Result<Vec<Avp>, Refusal> {
     avp.group().map_err(|err| refuse(err.result_code, err.failed_avp, err.message))
 }
 
-/// Quantity and kind of a Requested/Used/Granted-Service-Unit group.
-fn service_units(members: &[Avp]) -> Option<(u64, UnitKind)> {
-    if let Some(time) = find(members, code::CC_TIME, 0).and_then(Avp::as_u32) {
-        return Some((u64::from(time), UnitKind::Time));
+/// Every measure a Requested/Used-Service-Unit group carries: a gateway may report the
+/// time and the volume of one usage together (RFC 4006 §8.19).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Measures {
+    time: Option<u64>,
+    octets: Option<u64>,
+    specific: Option<u64>,
+}
+
+impl Measures {
+    fn of(members: &[Avp]) -> Measures {
+        let input = find(members, code::CC_INPUT_OCTETS, 0).and_then(Avp::as_u64);
+        let output = find(members, code::CC_OUTPUT_OCTETS, 0).and_then(Avp::as_u64);
+        let total = find(members, code::CC_TOTAL_OCTETS, 0).and_then(Avp::as_u64);
+        let split =
+            (input.is_some() || output.is_some()).then(|| input.unwrap_or(0).saturating_add(output.unwrap_or(0)));
+        Measures {
+            time: find(members, code::CC_TIME, 0).and_then(Avp::as_u32).map(u64::from),
+            octets: total.or(split),
+            specific: find(members, code::CC_SERVICE_SPECIFIC_UNITS, 0).and_then(Avp::as_u64),
+        }
     }
-    if let Some(total) = find(members, code::CC_TOTAL_OCTETS, 0).and_then(Avp::as_u64) {
-        return Some((total, UnitKind::Octets));
+
+    /// The quantity in `kind`, if the group has one.
+    fn get(self, kind: UnitKind) -> Option<u64> {
+        match kind {
+            UnitKind::Time => self.time,
+            UnitKind::Octets => self.octets,
+            UnitKind::ServiceSpecific => self.specific,
+        }
     }
-    let input = find(members, code::CC_INPUT_OCTETS, 0).and_then(Avp::as_u64);
-    let output = find(members, code::CC_OUTPUT_OCTETS, 0).and_then(Avp::as_u64);
-    if input.is_some() || output.is_some() {
-        return Some((input.unwrap_or(0).saturating_add(output.unwrap_or(0)), UnitKind::Octets));
+
+    /// The first measure, time before volume before service-specific units: what is read
+    /// when the plans do not say what the service is counted in.
+    fn first(self) -> Option<(u64, UnitKind)> {
+        [UnitKind::Time, UnitKind::Octets, UnitKind::ServiceSpecific]
+            .into_iter()
+            .find_map(|kind| self.get(kind).map(|units| (units, kind)))
     }
-    find(members, code::CC_SERVICE_SPECIFIC_UNITS, 0).and_then(Avp::as_u64).map(|u| (u, UnitKind::ServiceSpecific))
+
+    fn is_empty(self) -> bool {
+        self.first().is_none()
+    }
+}
+
+/// The unit AVP that carries a plan unit's quantities.
+fn kind_of(unit: Unit) -> UnitKind {
+    match unit {
+        Unit::Seconds => UnitKind::Time,
+        Unit::Bytes => UnitKind::Octets,
+        Unit::Events | Unit::Units => UnitKind::ServiceSpecific,
+    }
+}
+
+fn kind_name(kind: UnitKind) -> &'static str {
+    match kind {
+        UnitKind::Time => "CC-Time",
+        UnitKind::Octets => "CC-Total-Octets (or CC-Input-Octets and CC-Output-Octets)",
+        UnitKind::ServiceSpecific => "CC-Service-Specific-Units",
+    }
 }
 
 fn subscriber(message: &Message) -> Result<Option<Identity>, Refusal> {
@@ -147,8 +194,12 @@ fn destination(message: &Message) -> Option<SmolStr> {
     find(&recipient, code::ADDRESS_DATA, VENDOR_3GPP).and_then(Avp::as_str).and_then(address_digits).map(SmolStr::from)
 }
 
-/// Decodes and checks a CCR.
-pub fn parse(message: &Message, now: i64) -> Result<CreditControl, Refusal> {
+/// Decodes and checks a CCR. `plans` tell what each rating group (or the service the
+/// Service-Context-Id implies) is counted in: its reported usage is read in that unit
+/// (time and volume reported together: the one the tariff counts), its quota asked and
+/// granted in it; a report without that unit is refused with 5031 rather than read in
+/// another (seconds charged as bytes, or volume left unpaid).
+pub fn parse(message: &Message, now: i64, plans: &Plans) -> Result<CreditControl, Refusal> {
     let session = message.avp(code::SESSION_ID, 0).ok_or_else(|| missing(code::SESSION_ID, 0, 0))?;
     let session_id = text(session)?.to_owned();
     for required in [code::ORIGIN_HOST, code::ORIGIN_REALM, code::DESTINATION_REALM, code::SERVICE_CONTEXT_ID] {
@@ -185,58 +236,78 @@ pub fn parse(message: &Message, now: i64) -> Result<CreditControl, Refusal> {
         Some("sms") => UnitKind::ServiceSpecific,
         _ => UnitKind::Octets,
     };
-    let make = |rating_group: Option<u32>,
-                requested: Option<(u64, UnitKind)>,
-                used: Option<(u64, UnitKind)>,
-                asked: bool|
-     -> (UnitRequest, UnitKind, bool) {
-        let kind = requested.or(used).map_or(default_kind, |(_, kind)| kind);
+    // One rating group (or the single service) of the request: its RSU, if any, and its USUs.
+    let unit_of = |rating_group: Option<u32>,
+                   requested_avp: Option<&Avp>,
+                   used_avps: &[&Avp]|
+     -> Result<(UnitRequest, UnitKind, bool), Refusal> {
+        let requested = requested_avp.map(group).transpose()?.map(|m| Measures::of(&m));
+        let mut used = Vec::with_capacity(used_avps.len());
+        for avp in used_avps {
+            let measures = Measures::of(&group(avp)?);
+            if !measures.is_empty() {
+                used.push((*avp, measures));
+            }
+        }
+        let counted_in = match rating_group {
+            Some(rating_group) => plans.rating_group_unit(rating_group),
+            None => context_service.and_then(|name| plans.service_unit(name)),
+        };
+        let kind = match counted_in {
+            Some(unit) => kind_of(unit),
+            None => requested
+                .and_then(Measures::first)
+                .or_else(|| used.first().and_then(|(_, m)| m.first()))
+                .map_or(default_kind, |(_, kind)| kind),
+        };
+        let mut used_units: Option<u64> = None;
+        for (avp, measures) in &used {
+            let Some(units) = measures.get(kind) else {
+                return Err(refuse(
+                    rc::RATING_FAILED,
+                    Some(avp.encode()),
+                    format!(
+                        "Used-Service-Unit{} has no {}, the unit the service is counted in",
+                        rating_group.map(|g| format!(" of Rating-Group {g}")).unwrap_or_default(),
+                        kind_name(kind)
+                    ),
+                ));
+            };
+            used_units = Some(used_units.unwrap_or(0).saturating_add(units));
+        }
         let service = match rating_group {
             Some(_) => None,
             None => context_service.map(|name| ServiceRef::Name(SmolStr::new(name))),
         };
+        let requested_units = match requested {
+            // No RSU: nothing asked (a report only).
+            None => Some(0),
+            // An RSU without a quantity in the service's unit asks for the default quota.
+            Some(measures) => measures.get(kind),
+        };
         let unit = UnitRequest {
             rating_group: rating_group.unwrap_or(0),
             service,
-            requested_units: requested.map(|(units, _)| units),
-            used_units: used.map(|(units, _)| units),
+            requested_units,
+            used_units,
             destination: destination.clone(),
         };
-        (unit, kind, asked)
+        Ok((unit, kind, requested_avp.is_some()))
     };
     for mscc in msccs {
         let members = group(mscc)?;
         let rating_group = find(&members, code::RATING_GROUP, 0).and_then(Avp::as_u32);
         let requested_avp = find(&members, code::REQUESTED_SERVICE_UNIT, 0);
-        let requested = requested_avp.map(group).transpose()?.and_then(|m| service_units(&m));
-        let mut used: Option<(u64, UnitKind)> = None;
-        for avp in members.iter().filter(|a| a.code == code::USED_SERVICE_UNIT && a.vendor == 0) {
-            if let Some((units, kind)) = service_units(&group(avp)?) {
-                used = Some((used.map_or(0, |(total, _)| total).saturating_add(units), kind));
-            }
-        }
-        let mut unit = make(rating_group, requested, used, requested_avp.is_some());
-        // An RSU present but empty asks for the default quota.
-        if requested_avp.is_some() && requested.is_none() {
-            unit.0.requested_units = None;
-        } else if requested_avp.is_none() {
-            unit.0.requested_units = Some(0);
-        }
-        units.push(unit);
+        let used_avps: Vec<&Avp> =
+            members.iter().filter(|a| a.code == code::USED_SERVICE_UNIT && a.vendor == 0).collect();
+        units.push(unit_of(rating_group, requested_avp, &used_avps)?);
     }
     if units.is_empty() {
         // Single-service credit control: units at the top level.
         let requested_avp = message.avp(code::REQUESTED_SERVICE_UNIT, 0);
-        let requested = requested_avp.map(group).transpose()?.and_then(|m| service_units(&m));
-        let used = message.avp(code::USED_SERVICE_UNIT, 0).map(group).transpose()?.and_then(|m| service_units(&m));
-        if requested_avp.is_some() || used.is_some() || request_type == 4 {
-            let mut unit = make(None, requested, used, requested_avp.is_some());
-            if requested_avp.is_some() && requested.is_none() {
-                unit.0.requested_units = None;
-            } else if requested_avp.is_none() {
-                unit.0.requested_units = Some(0);
-            }
-            units.push(unit);
+        let used_avps: Vec<&Avp> = message.avps(code::USED_SERVICE_UNIT, 0).collect();
+        if requested_avp.is_some() || !used_avps.is_empty() || request_type == 4 {
+            units.push(unit_of(None, requested_avp, &used_avps)?);
         }
     }
     Ok(CreditControl {

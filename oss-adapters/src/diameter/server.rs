@@ -808,8 +808,8 @@ impl Peer {
     /// task waiting for it keeps no part of the request's bytes (see [`answer_header`]).
     async fn credit_control(&self, message: Message, held: Held) {
         let started = std::time::Instant::now();
-        let parsed =
-            ccr::parse(&message, self.engine.now()).and_then(|ccr| ccr::to_request(&ccr).map(|request| (ccr, request)));
+        let parsed = ccr::parse(&message, self.engine.now(), self.engine.plans())
+            .and_then(|ccr| ccr::to_request(&ccr).map(|request| (ccr, request)));
         let (parsed, request) = match parsed {
             Ok(found) => found,
             Err(refusal) => {

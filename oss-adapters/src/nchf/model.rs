@@ -61,6 +61,19 @@ impl Units {
         self.service_specific_units.map(|units| (units, UnitField::ServiceSpecific))
     }
 
+    /// The quantity in `field`, if these units have one (the volume: `totalVolume`, else
+    /// uplink plus downlink).
+    pub fn get(&self, field: UnitField) -> Option<u64> {
+        match field {
+            UnitField::Time => self.time_seconds,
+            UnitField::Volume => self.total_volume.or_else(|| {
+                (self.uplink_volume.is_some() || self.downlink_volume.is_some())
+                    .then(|| self.uplink_volume.unwrap_or(0).saturating_add(self.downlink_volume.unwrap_or(0)))
+            }),
+            UnitField::ServiceSpecific => self.service_specific_units,
+        }
+    }
+
     pub fn of(field: UnitField, units: u64) -> Units {
         match field {
             UnitField::Time => Units { time_seconds: Some(units), ..Units::default() },
@@ -75,6 +88,17 @@ pub enum UnitField {
     Time,
     Volume,
     ServiceSpecific,
+}
+
+impl UnitField {
+    /// The field's name in a request.
+    pub fn name(self) -> &'static str {
+        match self {
+            UnitField::Time => "time",
+            UnitField::Volume => "totalVolume (or uplinkVolume and downlinkVolume)",
+            UnitField::ServiceSpecific => "serviceSpecificUnits",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]

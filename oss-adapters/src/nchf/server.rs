@@ -21,7 +21,8 @@ use axum::routing::post;
 use axum::Router;
 use tokio::sync::oneshot;
 use tollgate_engine::{
-    Answer, Body, Engine, Identity, Operation, Outcome, Request, ServiceRef, SessionStep, Target, UnitRequest, Usage,
+    Answer, Body, Engine, Identity, Operation, Outcome, Plans, Request, ServiceRef, SessionStep, Target, Unit,
+    UnitRequest, Usage,
 };
 use tollgate_engine::{MAX_KEY_BYTES, MAX_TEXT_BYTES};
 
@@ -381,38 +382,63 @@ pub fn idempotency_key(reference: &str, invocation_sequence_number: u32) -> Stri
     format!("nchf;{reference};{invocation_sequence_number}")
 }
 
-pub fn unit_requests(request: &ChargingDataRequest, with_requested: bool) -> Vec<(UnitRequest, UnitField)> {
-    request
-        .multiple_unit_usage
-        .iter()
-        .map(|usage| {
-            let requested = usage.requested_unit.as_ref().and_then(|u| u.quantity());
-            let mut used: Option<(u64, UnitField)> = None;
-            for container in &usage.used_unit_container {
-                if let Some((units, field)) = container.quantity() {
-                    used = Some((used.map_or(0, |(total, _)| total).saturating_add(units), field));
-                }
+/// The engine's rating groups of a request, each with the field its quantities are in.
+/// `plans` tell what each rating group is counted in: reported usage is read in that unit
+/// (a container with time and volume: the one the tariff counts) and quota asked and
+/// granted in it; a container reporting usage without that unit is refused (400 naming
+/// it) rather than read in another (seconds charged as bytes, or volume left unpaid).
+pub fn unit_requests(
+    request: &ChargingDataRequest,
+    with_requested: bool,
+    plans: &Plans,
+) -> Result<Vec<(UnitRequest, UnitField)>, Problem> {
+    let mut units = Vec::with_capacity(request.multiple_unit_usage.len());
+    for (index, usage) in request.multiple_unit_usage.iter().enumerate() {
+        let counted_in = plans.rating_group_unit(usage.rating_group).map(|unit| match unit {
+            Unit::Seconds => UnitField::Time,
+            Unit::Bytes => UnitField::Volume,
+            Unit::Events | Unit::Units => UnitField::ServiceSpecific,
+        });
+        let requested = usage.requested_unit.as_ref();
+        let field = counted_in
+            .or_else(|| requested.and_then(Units::quantity).map(|(_, field)| field))
+            .or_else(|| usage.used_unit_container.iter().find_map(Units::quantity).map(|(_, field)| field))
+            .unwrap_or(UnitField::Volume);
+        let mut used: Option<u64> = None;
+        for (position, container) in usage.used_unit_container.iter().enumerate() {
+            if container.quantity().is_none() {
+                continue;
             }
-            let field = requested.or(used).map_or(UnitField::Volume, |(_, field)| field);
-            let requested_units = match (with_requested, &usage.requested_unit, requested) {
-                (false, _, _) => None,
-                (true, Some(_), Some((units, _))) => Some(units),
-                // requestedUnit present but empty: the default quota.
-                (true, Some(_), None) => None,
-                (true, None, _) => Some(0),
+            let Some(units) = container.get(field) else {
+                let param = format!("/multipleUnitUsage/{index}/usedUnitContainer/{position}");
+                let reason = format!("no {} here: rating group {} is counted in it", field.name(), usage.rating_group);
+                return Err(problem(
+                    StatusCode::BAD_REQUEST,
+                    "MANDATORY_IE_INCORRECT",
+                    format!("{param}: {reason}"),
+                    vec![InvalidParam { param, reason }],
+                ));
             };
-            (
-                UnitRequest {
-                    rating_group: usage.rating_group,
-                    service: None,
-                    requested_units,
-                    used_units: used.map(|(units, _)| units),
-                    destination: None,
-                },
-                field,
-            )
-        })
-        .collect()
+            used = Some(used.unwrap_or(0).saturating_add(units));
+        }
+        let requested_units = match (with_requested, requested) {
+            (false, _) => None,
+            // requestedUnit without a quantity in the counted unit: the default quota.
+            (true, Some(units)) => units.get(field),
+            (true, None) => Some(0),
+        };
+        units.push((
+            UnitRequest {
+                rating_group: usage.rating_group,
+                service: None,
+                requested_units,
+                used_units: used,
+                destination: None,
+            },
+            field,
+        ));
+    }
+    Ok(units)
 }
 
 async fn ask(engine: &Engine, request: Request) -> Result<Answer, Problem> {
@@ -542,7 +568,7 @@ async fn create(State(state): State<Arc<NchfState>>, headers: HeaderMap, body: B
         ));
     };
     let reference = reference_of(&request, &subscriber).ok_or_else(subscriber_too_long)?;
-    let units = unit_requests(&request, true);
+    let units = unit_requests(&request, true, state.engine.plans())?;
     let key = Some(idempotency_key(&reference, request.invocation_sequence_number));
     let operation = if request.one_time_event {
         let Some((unit, _)) = units.first() else {
@@ -583,7 +609,7 @@ async fn session_step(
         return Err(problem(StatusCode::NOT_FOUND, "RESOURCE_NOT_FOUND", "no such charging data", Vec::new()));
     };
     let request = state.reader.read(headers, body)?;
-    let units = unit_requests(&request, step != SessionStep::Termination);
+    let units = unit_requests(&request, step != SessionStep::Termination, state.engine.plans())?;
     let key = Some(idempotency_key(reference, request.invocation_sequence_number));
     let operation = Operation::Session {
         session: reference.to_owned(),
