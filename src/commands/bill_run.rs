@@ -733,9 +733,12 @@ async fn finalise(
                 .into_iter()
                 .collect();
             let paying = tx.lock_receivables_of(&accounts).await?;
+            // The batch's numbers in a few statements, in its order.
+            let ids: Vec<&str> = batch.iter().map(|draft| draft.id.as_str()).collect();
+            let numbers = tx.finalise_invoices(&ids, now).await?;
             let mut done = Vec::with_capacity(batch.len());
-            for (draft, (releases, renewals, credits)) in batch.iter().zip(&reads) {
-                let number = finalise_one(&mut tx, actor, draft, releases, renewals, credits, now).await?;
+            for ((draft, (releases, renewals, credits)), number) in batch.iter().zip(&reads).zip(numbers) {
+                finalise_one(&mut tx, actor, draft, number, releases, renewals, credits, now).await?;
                 // Credit on the account (payments received before) pays the new invoice, in
                 // the same transaction; a statement owes nothing, nor does an account
                 // that never paid anything have credit.
@@ -760,19 +763,20 @@ async fn finalise(
     }
 }
 
-/// Makes `draft` final in `tx` and returns its number: the usage it bills released from
-/// the engine's running balances, or (a statement) its renewals opened and what its fee
-/// lines owe given back, all through the outbox, audited.
+/// What follows `draft`'s being made final as `number` in `tx`: the usage it bills
+/// released from the engine's running balances, or (a statement) its renewals opened and
+/// what its fee lines owe given back, all through the outbox, audited.
+#[allow(clippy::too_many_arguments, reason = "one finalisation's parts")]
 async fn finalise_one(
     tx: &mut tollgate_store::Tx,
     actor: &str,
     draft: &InvoiceRow,
+    number: i64,
     releases: &std::collections::BTreeMap<(String, u64), rust_decimal::Decimal>,
     renewals: &[tollgate_store::RenewalRow],
     credits: &[(String, u64, rust_decimal::Decimal)],
     now: jiff::Timestamp,
-) -> anyhow::Result<i64> {
-    let number = tx.finalise_invoice(&draft.id, now).await?;
+) -> anyhow::Result<()> {
     // The usage it bills leaves the engine's running balance for the receivable, through
     // the outbox, in the finalising transaction: the credit limit frees up exactly once
     // per invoice and account.
@@ -810,7 +814,7 @@ async fn finalise_one(
         let key = format!("bss:statement-credit:{}:{billing_account}", draft.id);
         tollgate_customers::enqueue_operation(tx, &operation, &key, billing_account, now).await?;
     }
-    Ok(number)
+    Ok(())
 }
 
 /// The fees of prepaid statement `draft` per account (its lines that are not usage or

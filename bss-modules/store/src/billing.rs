@@ -578,48 +578,118 @@ impl Tx {
     /// the account's payment terms after the day it is made final (UTC, `invoices.due_on`).
     /// Returns its number; an invoice already final keeps the one it has.
     pub async fn finalise_invoice(&mut self, id: &str, now: Timestamp) -> Result<i64> {
+        let numbers = self.finalise_invoices(&[id], now).await?;
+        numbers.first().copied().ok_or_else(|| StoreError::NotFound { entity: "invoice", id: id.to_owned() })
+    }
+
+    /// Makes invoices `ids` final as [`Tx::finalise_invoice`] does one, numbered in the
+    /// order given, in a few statements for them all (a bill run numbers a batch of
+    /// hundreds): their rows read at once, each series' counter moved once by the count
+    /// of its drafts, the rows changed by one `UPDATE` a chunk. Returns their numbers in
+    /// that order; an id given twice is refused (it would take two numbers).
+    pub async fn finalise_invoices(&mut self, ids: &[&str], now: Timestamp) -> Result<Vec<i64>> {
+        let mut given = BTreeSet::new();
+        if let Some(twice) = ids.iter().find(|id| !given.insert(**id)) {
+            return Err(StoreError::Invalid { field: "id", reason: format!("invoice {twice} given twice") });
+        }
         let sql = format!(
-            "SELECT i.state, i.number, i.issuer, i.series, a.payment_terms_days FROM invoices i
-             JOIN billing_accounts a ON a.id = i.billing_account_id WHERE i.id = $1{}",
-            // The invoice's row only: the account's stays free for its other writers.
+            "SELECT i.id, i.state, i.number, i.issuer, i.series, a.payment_terms_days FROM invoices i
+             JOIN billing_accounts a ON a.id = i.billing_account_id WHERE i.id IN (#){}",
+            // The invoices' rows only: the accounts' stay free for their other writers.
             match self.dialect() {
                 crate::Dialect::Sqlite => "",
                 crate::Dialect::Postgres => " FOR UPDATE OF i",
             }
         );
-        let row = self
-            .fetch_optional("invoices.finalise", &sql, args![id])
-            .await?
-            .ok_or_else(|| StoreError::NotFound { entity: "invoice", id: id.to_owned() })?;
-        if InvoiceState::parse(&row, &row.text("state")?)? == InvoiceState::Final {
-            return row.int("number");
+        let rows = select_in(self, "invoices.finalise", &sql, ids).await?;
+        let mut found = BTreeMap::new();
+        for row in &rows {
+            found.insert(row.text("id")?, row);
         }
-        let (issuer, series) = (row.text("issuer")?, row.text("series")?);
-        // Due the account's payment terms after the day it is issued (UTC).
-        let terms = row.int("payment_terms_days")?;
-        let due_on = jiff::tz::Offset::UTC
-            .to_datetime(now)
-            .date()
-            .checked_add(jiff::Span::new().days(terms))
-            .map_err(|e| row.corrupt("payment_terms_days", format!("{terms} days: {e}")))?;
-        self.open_series(&issuer, &series).await?;
-        let number = self
-            .fetch_one(
-                "invoices.finalise",
-                "UPDATE invoice_series SET next_number = next_number + 1 WHERE issuer = $1 AND series = $2
-                 RETURNING next_number - 1 AS number",
-                args![issuer.as_str(), series.as_str()],
-            )
-            .await?
-            .int("number")?;
-        self.execute(
-            "invoices.finalise",
-            "UPDATE invoices SET state = 'final', number = $2, finalised_at_ms = $3, due_on = $4
-             WHERE id = $1 AND state = 'draft'",
-            args![id, number, to_ms(now), due_on.to_string()],
-        )
-        .await?;
-        Ok(number)
+        // Numbers: a final invoice's own; a draft's the next of its series, in the order given.
+        let mut numbers = Vec::with_capacity(ids.len());
+        let mut drafts: BTreeMap<(String, String), Vec<usize>> = BTreeMap::new();
+        let mut due = Vec::with_capacity(ids.len());
+        for (index, id) in ids.iter().enumerate() {
+            let row = found.get(*id).ok_or_else(|| StoreError::NotFound { entity: "invoice", id: (*id).to_owned() })?;
+            if InvoiceState::parse(row, &row.text("state")?)? == InvoiceState::Final {
+                numbers.push(row.int("number")?);
+                continue;
+            }
+            numbers.push(0);
+            drafts.entry((row.text("issuer")?, row.text("series")?)).or_default().push(index);
+            // Due the account's payment terms after the day it is issued (UTC).
+            let terms = row.int("payment_terms_days")?;
+            let due_on = jiff::tz::Offset::UTC
+                .to_datetime(now)
+                .date()
+                .checked_add(jiff::Span::new().days(terms))
+                .map_err(|e| row.corrupt("payment_terms_days", format!("{terms} days: {e}")))?;
+            due.push((index, due_on.to_string()));
+        }
+        for ((issuer, series), indexes) in &drafts {
+            self.open_series(issuer, series).await?;
+            let count = i64::try_from(indexes.len()).unwrap_or(i64::MAX);
+            let first = self
+                .fetch_one(
+                    "invoices.finalise",
+                    "UPDATE invoice_series SET next_number = next_number + $3 WHERE issuer = $1 AND series = $2
+                     RETURNING next_number - $3 AS number",
+                    args![issuer.as_str(), series.as_str(), count],
+                )
+                .await?
+                .int("number")?;
+            for (offset, index) in (0..).zip(indexes) {
+                numbers[*index] = first + offset;
+            }
+        }
+        let dialect = self.dialect();
+        for chunk in due.chunks(crate::bulk::MAX_ROWS_PER_STATEMENT) {
+            // UPDATE … SET number = CASE id WHEN … THEN … END, due_on = CASE … END WHERE id IN (…)
+            let mut args: Vec<Arg> = Vec::with_capacity(1 + chunk.len() * 5);
+            let mut next = 0;
+            let mut placeholder = |arg: Arg, args: &mut Vec<Arg>| {
+                next += 1;
+                args.push(arg);
+                match dialect {
+                    crate::Dialect::Sqlite => "?".to_owned(),
+                    crate::Dialect::Postgres => format!("${next}"),
+                }
+            };
+            let at = placeholder(Arg::from(to_ms(now)), &mut args);
+            let mut sql = format!("UPDATE invoices SET state = 'final', finalised_at_ms = {at}, number = CASE id");
+            for (index, _) in chunk {
+                let (id, number) = (
+                    placeholder(Arg::from(ids[*index]), &mut args),
+                    placeholder(Arg::from(numbers[*index]), &mut args),
+                );
+                sql.push_str(&format!(" WHEN {id} THEN {number}"));
+            }
+            sql.push_str(" END, due_on = CASE id");
+            for (index, due_on) in chunk {
+                let (id, due_on) = (
+                    placeholder(Arg::from(ids[*index]), &mut args),
+                    placeholder(Arg::from(due_on.as_str()), &mut args),
+                );
+                sql.push_str(&format!(" WHEN {id} THEN {due_on}"));
+            }
+            sql.push_str(" END WHERE state = 'draft' AND id IN (");
+            for (position, (index, _)) in chunk.iter().enumerate() {
+                if position > 0 {
+                    sql.push_str(", ");
+                }
+                sql.push_str(&placeholder(Arg::from(ids[*index]), &mut args));
+            }
+            sql.push(')');
+            let changed = self.execute("invoices.finalise", &sql, args).await?;
+            if changed != chunk.len() as u64 {
+                return Err(StoreError::Conflict {
+                    what: "invoice",
+                    key: format!("{} of {} drafts were made final", changed, chunk.len()),
+                });
+            }
+        }
+        Ok(numbers)
     }
 
     /// Locks the number series of `series` (issuer, series), in their sorted order, before

@@ -545,3 +545,32 @@ store_test! {
         assert_eq!((credits.len(), credits[0].used, credits[0].amount), (1, money("10.00"), money("10.00")));
     }
 }
+
+store_test! {
+    async fn a_batch_is_numbered_in_its_order_per_series_and_final_ones_keep_theirs(store) {
+        accounts(&store, &["a1", "a2", "a3", "a4", "a5"]).await;
+        for (id, account) in [("i1", "a1"), ("i2", "a2"), ("i3", "a3")] {
+            write_draft(&store, &draft(id, account, "5"), &[]).await.expect("draft");
+        }
+        let mut b2b = draft("i4", "a4", "1");
+        b2b.series = "B2B".into();
+        write_draft(&store, &b2b, &[]).await.expect("draft");
+        let mut tx = store.begin().await.expect("begin");
+        assert_eq!(tx.finalise_invoice("i2", at(3)).await.expect("finalise"), 1);
+        // Refused before anything is taken: an id twice (it would take two numbers), an unknown one.
+        assert!(matches!(tx.finalise_invoices(&["i1", "i1"], at(4)).await, Err(StoreError::Invalid { field: "id", .. })));
+        assert!(matches!(tx.finalise_invoices(&["i3", "nope"], at(4)).await, Err(StoreError::NotFound { entity: "invoice", .. })));
+        // In the order given, per series; the final one keeps its number and time.
+        assert_eq!(tx.finalise_invoices(&["i3", "i4", "i2", "i1"], at(4)).await.expect("finalise"), [2, 1, 1, 3]);
+        tx.commit().await.expect("commit");
+        for (id, number, finalised) in [("i1", 3, at(4)), ("i2", 1, at(3)), ("i3", 2, at(4)), ("i4", 1, at(4))] {
+            let row = store.invoice(id).await.expect("read").expect("present");
+            assert_eq!((row.state, row.number, row.finalised_at), (InvoiceState::Final, Some(number), Some(finalised)), "{id}");
+        }
+        // The counter moved by exactly what was taken: the next draft of the series is 4.
+        write_draft(&store, &draft("i5", "a5", "2"), &[]).await.expect("draft");
+        let mut tx = store.begin().await.expect("begin");
+        assert_eq!(tx.finalise_invoices(&["i5"], at(5)).await.expect("finalise"), [4]);
+        tx.commit().await.expect("commit");
+    }
+}
