@@ -510,3 +510,62 @@ fn usage_is_read_and_granted_in_the_unit_the_tariff_counts() {
     assert!(find(&gsu, code::CC_TOTAL_OCTETS, 0).and_then(Avp::as_u64).is_some_and(|octets| octets > 0), "{gsu:?}");
     assert!(find(&gsu, code::CC_TIME, 0).is_none(), "{gsu:?}");
 }
+
+/// Regressions: an unknown IETF AVP with the M bit inside a Multiple-Services-Credit-
+/// Control was served (2001, quota granted); Proxy-Info was not copied into answers, so a
+/// stateless agent could not route them back; a 5001 for a CCR lacked the CCA's own AVPs;
+/// an answer to an undecodable request lost its P bit.
+#[test]
+fn nested_unknown_avps_proxy_info_and_the_p_bit_are_answered_as_rfc_6733_says() {
+    let server = start("nested");
+    subscriber(&server, 1, "491700000001", "1.00");
+    let mut client = Client::connect(&server);
+    client.cer();
+    let proxy = Avp::grouped(
+        code::PROXY_INFO,
+        0,
+        &[Avp::utf8(code::PROXY_HOST, 0, "dra1.test"), Avp::new(code::PROXY_STATE, 0, b"state-abc".to_vec())],
+    );
+    let unknown = Avp::u32(99_998, 0, 1);
+    let group = Avp::grouped(
+        code::MULTIPLE_SERVICES_CREDIT_CONTROL,
+        0,
+        &[Avp::u32(code::RATING_GROUP, 0, 30), octets(code::REQUESTED_SERVICE_UNIT, 1 << 20), unknown.clone()],
+    );
+    let refused = client.request(272, 4, ccr("pgw;n", 1, 0, "491700000001", vec![group], vec![proxy.clone()]));
+    assert_eq!(result_code(&refused), Some(5001));
+    let failed = refused.avp(code::FAILED_AVP, 0).expect("Failed-AVP").group().expect("grouped");
+    assert_eq!(failed, vec![Avp::grouped(code::MULTIPLE_SERVICES_CREDIT_CONTROL, 0, &[unknown])], "the path to it");
+    for avp in [code::AUTH_APPLICATION_ID, code::CC_REQUEST_TYPE, code::CC_REQUEST_NUMBER] {
+        assert!(refused.avp(avp, 0).is_some(), "AVP {avp} in the CCA");
+    }
+    assert_eq!(refused.avps(code::PROXY_INFO, 0).cloned().collect::<Vec<_>>(), vec![proxy.clone()]);
+    assert_eq!(balance(&server, 1), "1.00".parse::<Decimal>().expect("d"), "nothing reserved or charged");
+
+    // A vendor's unknown member of a group is let through (3GPP adds them by release).
+    let vendor = Avp::u32(99_997, VENDOR_3GPP, 1);
+    let group = Avp::grouped(
+        code::MULTIPLE_SERVICES_CREDIT_CONTROL,
+        0,
+        &[Avp::u32(code::RATING_GROUP, 0, 30), octets(code::REQUESTED_SERVICE_UNIT, 1 << 20), vendor],
+    );
+    let served = client.request(272, 4, ccr("pgw;n2", 1, 0, "491700000001", vec![group], vec![proxy.clone()]));
+    assert_eq!(result_code(&served), Some(2001));
+    assert_eq!(served.avps(code::PROXY_INFO, 0).cloned().collect::<Vec<_>>(), vec![proxy], "kept in a CCA too");
+
+    // An AVP length that lies: 5014, with the request's P bit.
+    client.hop += 1;
+    let request = Message {
+        flags: FLAG_REQUEST | FLAG_PROXIABLE,
+        command: 272,
+        application: 4,
+        hop_by_hop: client.hop,
+        end_to_end: 9,
+        avps: ccr("pgw;n3", 1, 0, "491700000001", vec![], vec![]),
+    };
+    let mut bytes = request.encode().to_vec();
+    bytes[20 + 7] = 0xfe;
+    client.send_raw(&bytes);
+    let answer = client.read().expect("answer");
+    assert_eq!((result_code(&answer), answer.flags & FLAG_PROXIABLE), (Some(5014), FLAG_PROXIABLE));
+}

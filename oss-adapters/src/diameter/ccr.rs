@@ -441,6 +441,7 @@ pub fn answer(
         }
         _ => {}
     }
+    cca.add_proxy_info(request);
     cca
 }
 
@@ -499,6 +500,7 @@ pub fn refusal_answer(request: &Message, refusal: &Refusal, origin_host: &str, o
     if let Some(failed) = &refusal.failed_avp {
         cca.avps.push(Avp::new(code::FAILED_AVP, 0, failed.clone()));
     }
+    cca.add_proxy_info(request);
     cca
 }
 

@@ -168,6 +168,27 @@ impl Message {
         }
     }
 
+    /// Appends `request`'s Proxy-Info AVPs, in their order, as copies (RFC 6733 §6.2 step
+    /// 4: an answer carries every Proxy-Info of its request, so the stateless agents that
+    /// added them can route it back).
+    pub fn add_proxy_info(&mut self, request: &Message) {
+        for avp in request.avps.iter().filter(|avp| avp.code == dictionary::code::PROXY_INFO && avp.vendor == 0) {
+            self.avps.push(Avp { data: Bytes::copy_from_slice(&avp.data), ..avp.clone() });
+        }
+    }
+
+    /// The first AVP with the M bit that the dictionary does not know (RFC 6733 §4.1: the
+    /// whole message is refused with 5001): at the top level any, inside the grouped AVPs
+    /// the dictionary knows an IETF one (vendor 0: RFC 6733 and RFC 4006 define every
+    /// member of their groups, all in the dictionary). A vendor's members of a group are
+    /// let through: 3GPP adds them to MSCC and Service-Information release by release
+    /// with the M bit, and a gateway of a later release must still be served. Found
+    /// inside a group, it comes wrapped in its enclosing groups, each holding only the
+    /// offending member (§7.5: the Failed-AVP of a grouped AVP's member).
+    pub fn unknown_mandatory(&self) -> Option<Avp> {
+        unknown_mandatory_in(&self.avps, true)
+    }
+
     pub fn encode(&self) -> Bytes {
         let length = HEADER_LEN + self.avps.iter().map(Avp::padded_len).sum::<usize>();
         let mut out = BytesMut::with_capacity(length);
@@ -393,6 +414,25 @@ impl Avp {
 /// Finds the first AVP with `code`/`vendor` in a list (e.g. members of a group).
 pub fn find(avps: &[Avp], code: u32, vendor: u32) -> Option<&Avp> {
     avps.iter().find(|a| a.code == code && a.vendor == vendor)
+}
+
+/// [`Message::unknown_mandatory`] of a list of AVPs.
+fn unknown_mandatory_in(avps: &[Avp], top: bool) -> Option<Avp> {
+    for avp in avps {
+        match avp.definition() {
+            None if avp.is_mandatory() && (top || avp.vendor == 0) => {
+                return Some(Avp { data: Bytes::copy_from_slice(&avp.data), ..avp.clone() })
+            }
+            Some(definition) if definition.kind == AvpType::Grouped => {
+                // A group that does not decode is refused where it is read, naming itself.
+                if let Some(inner) = avp.group().ok().and_then(|members| unknown_mandatory_in(&members, false)) {
+                    return Some(Avp::grouped(avp.code, avp.vendor, &[inner]));
+                }
+            }
+            _ => {}
+        }
+    }
+    None
 }
 
 #[cfg(test)]

@@ -115,6 +115,27 @@ avps! {
     MULTIPLE_SERVICES_INDICATOR = 455, 0, "Multiple-Services-Indicator", Enumerated;
     MULTIPLE_SERVICES_CREDIT_CONTROL = 456, 0, "Multiple-Services-Credit-Control", Grouped;
     SERVICE_CONTEXT_ID = 461, 0, "Service-Context-Id", Utf8String;
+    // The rest of RFC 6733's and RFC 4006's AVPs that appear inside the groups above:
+    // known, so an unknown IETF AVP with the M bit inside a group is refused with 5001.
+    FILTER_ID = 11, 0, "Filter-Id", Utf8String;
+    PROXY_STATE = 33, 0, "Proxy-State", OctetString;
+    PROXY_HOST = 280, 0, "Proxy-Host", DiameterIdentity;
+    CC_MONEY = 413, 0, "CC-Money", Grouped;
+    COST_UNIT = 424, 0, "Cost-Unit", Utf8String;
+    REDIRECT_ADDRESS_TYPE = 433, 0, "Redirect-Address-Type", Enumerated;
+    REDIRECT_SERVER = 434, 0, "Redirect-Server", Grouped;
+    REDIRECT_SERVER_ADDRESS = 435, 0, "Redirect-Server-Address", Utf8String;
+    RESTRICTION_FILTER_RULE = 438, 0, "Restriction-Filter-Rule", OctetString;
+    SERVICE_PARAMETER_INFO = 440, 0, "Service-Parameter-Info", Grouped;
+    SERVICE_PARAMETER_TYPE = 441, 0, "Service-Parameter-Type", Unsigned32;
+    SERVICE_PARAMETER_VALUE = 442, 0, "Service-Parameter-Value", OctetString;
+    TARIFF_CHANGE_USAGE = 452, 0, "Tariff-Change-Usage", Enumerated;
+    G_S_U_POOL_IDENTIFIER = 453, 0, "G-S-U-Pool-Identifier", Unsigned32;
+    CC_UNIT_TYPE = 454, 0, "CC-Unit-Type", Enumerated;
+    G_S_U_POOL_REFERENCE = 457, 0, "G-S-U-Pool-Reference", Grouped;
+    USER_EQUIPMENT_INFO = 458, 0, "User-Equipment-Info", Grouped;
+    USER_EQUIPMENT_INFO_TYPE = 459, 0, "User-Equipment-Info-Type", Enumerated;
+    USER_EQUIPMENT_INFO_VALUE = 460, 0, "User-Equipment-Info-Value", OctetString;
     CALLING_PARTY_ADDRESS = 831, VENDOR_3GPP, "Calling-Party-Address", Utf8String;
     CALLED_PARTY_ADDRESS = 832, VENDOR_3GPP, "Called-Party-Address", Utf8String;
     REPORTING_REASON = 872, VENDOR_3GPP, "Reporting-Reason", Enumerated;

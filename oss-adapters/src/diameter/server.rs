@@ -36,7 +36,9 @@ use tokio::time::Instant;
 use tollgate_engine::Engine;
 
 use super::ccr;
-use super::codec::{announced_len, Avp, DecodeError, Message, FLAG_ERROR, FLAG_REQUEST, HEADER_LEN, MAX_MESSAGE_LEN};
+use super::codec::{
+    announced_len, Avp, DecodeError, Message, FLAG_ERROR, FLAG_PROXIABLE, FLAG_REQUEST, HEADER_LEN, MAX_MESSAGE_LEN,
+};
 use super::dictionary::code;
 use super::peers;
 use super::result_code as rc;
@@ -655,7 +657,8 @@ fn protocol_error(raw: &[u8], err: &DecodeError, config: &DiameterConfig) -> Mes
     let word = |at: usize| u32::from_be_bytes([raw[at], raw[at + 1], raw[at + 2], raw[at + 3]]);
     let protocol = (3000..4000).contains(&err.result_code);
     let mut answer = Message {
-        flags: if protocol { FLAG_ERROR } else { 0 },
+        // RFC 6733 §6.2: the answer's P bit is the request's.
+        flags: (raw[4] & FLAG_PROXIABLE) | if protocol { FLAG_ERROR } else { 0 },
         command: word(4) & 0x00ff_ffff,
         application: word(8),
         hop_by_hop: word(12),
@@ -692,6 +695,7 @@ impl Peer {
         answer.avps.push(Avp::u32(code::RESULT_CODE, 0, result_code));
         answer.avps.push(Avp::utf8(code::ORIGIN_HOST, 0, &self.config.origin_host));
         answer.avps.push(Avp::utf8(code::ORIGIN_REALM, 0, &self.config.origin_realm));
+        answer.add_proxy_info(request);
         answer
     }
 
@@ -710,15 +714,26 @@ impl Peer {
         if !message.is_request() {
             return true;
         }
-        if let Some(unknown) = message.avps.iter().find(|a| a.is_mandatory() && a.definition().is_none()) {
-            let mut answer = self.base_answer(&message, rc::AVP_UNSUPPORTED);
-            answer.avps.push(Avp::new(code::FAILED_AVP, 0, unknown.encode()));
-            self.send(answer, held).await;
-            return true;
-        }
-        if let Some(bad) = message.avps.iter().find(|a| !a.has_valid_text()) {
-            let mut answer = self.base_answer(&message, rc::INVALID_AVP_VALUE);
-            answer.avps.push(Avp::new(code::FAILED_AVP, 0, bad.encode()));
+        // Refusals before the command is served; a CCR's carries the CCA's own AVPs
+        // (Auth-Application-Id, CC-Request-Type and -Number, RFC 4006 §3.2).
+        let refusal = if let Some(unknown) = message.unknown_mandatory() {
+            let message = format!("AVP {} (vendor {}) is not supported", unknown.code, unknown.vendor);
+            Some(ccr::Refusal { result_code: rc::AVP_UNSUPPORTED, failed_avp: Some(unknown.encode()), message })
+        } else {
+            message.avps.iter().find(|a| !a.has_valid_text()).map(|bad| ccr::Refusal {
+                result_code: rc::INVALID_AVP_VALUE,
+                failed_avp: Some(bad.encode()),
+                message: format!("AVP {} is not valid UTF-8", bad.code),
+            })
+        };
+        if let Some(refusal) = refusal {
+            let answer = if message.command == ccr::COMMAND_CREDIT_CONTROL {
+                ccr::refusal_answer(&message, &refusal, &self.config.origin_host, &self.config.origin_realm)
+            } else {
+                let mut answer = self.base_answer(&message, refusal.result_code);
+                answer.avps.extend(refusal.failed_avp.map(|failed| Avp::new(code::FAILED_AVP, 0, failed)));
+                answer
+            };
             self.send(answer, held).await;
             return true;
         }
@@ -879,6 +894,7 @@ fn answer_header(request: &Message) -> Message {
             header.avps.push(Avp { data: Bytes::copy_from_slice(&avp.data), ..avp.clone() });
         }
     }
+    header.add_proxy_info(request);
     header
 }
 
