@@ -129,6 +129,13 @@ impl Context {
                 .any(|task| task.state == "done" && Step::parse(&task.step).is_some_and(|step| !step.is_reversible()))
     }
 
+    /// Whether the claimed step calls outside the store and was claimed before (each claim
+    /// counts an attempt) without a definite answer: a timeout or a 5xx, or a worker that
+    /// died mid-call. It may have been carried out.
+    fn outcome_unknown(&self) -> bool {
+        !self.step.is_store_only() && self.claimed.attempts > 1
+    }
+
     /// The task after the claimed one, if any.
     fn next_task(&self) -> Option<&TaskRow> {
         self.tasks.iter().find(|task| task.position == self.claimed.position + 1)
@@ -278,7 +285,12 @@ impl Workflow {
             let (outcome, tx) = settled(self.undo(&context, now).await)?;
             self.conclude_undo(&context, outcome, tx, now).await
         } else {
-            if context.cancel_applies() {
+            // A step tried before without a definite answer (a timeout, a 5xx) may have
+            // taken effect on the network or in the engine: it is tried again under its
+            // key until it answers, rather than abandoned, so a cancellation undoes it if
+            // it was done (the chain turns back after it) instead of freeing a number the
+            // network still holds.
+            if context.cancel_applies() && !context.outcome_unknown() {
                 return self.abandon(&context, now).await;
             }
             self.run_forward(context, now).await
@@ -1115,12 +1127,13 @@ impl Workflow {
                 return Err(ActivationBuild::Fail("an add-on is not activated on the network".into()))
             }
         };
-        let details = self
-            .orders
-            .resources()
-            .network(subscriber.iccid.as_str())
-            .await
-            .map_err(|error| ActivationBuild::Retry(format!("resource inventory: {error}")))?;
+        let details =
+            self.orders.resources().network(subscriber.iccid.as_str()).await.map_err(|error| match error {
+                OrdersError::Store(error) => ActivationBuild::Retry(format!("resource inventory: {error}")),
+                // A SIM whose keys do not open with this server's key (sealed with another),
+                // or a network element that cannot be addressed, does not heal by waiting.
+                other => ActivationBuild::Fail(format!("resource inventory: {other}")),
+            })?;
         if details.targets.is_empty() {
             return Err(ActivationBuild::Retry(
                 "the resource inventory lists no network element to activate on".into(),

@@ -498,3 +498,28 @@ store_test! {
         lab.agree().await;
     }
 }
+
+store_test! {
+    /// Regression: a cancellation accepted while the activation had been sent without an
+    /// answer (a timeout) cancelled the step and released the number and SIM, while the
+    /// network may have carried it out: the subscriber stayed live on the network. The step
+    /// is now tried again under its request id until it answers; done, it is undone on the
+    /// network before the number is freed.
+    async fn a_cancellation_after_an_unanswered_activation_undoes_it_on_the_network(store) {
+        let lab = lab(&store).await;
+        let (order, _) = lab.place(lab.new_line()).await;
+        lab.network.script(vec![transient()]);
+        let worker = lab.worker_on(&lab.store, true, 1);
+        worker.run_once(lab.now).await.expect("steps up to the activation");
+        assert_eq!(lab.network.requests().len(), 1, "the activation was sent once, its outcome unknown");
+        lab.orders.cancel(&lab.admin, &json!({"productOrder": {"id": order}}), lab.now).await.expect("cancel accepted");
+        lab.drive().await;
+        assert_eq!(lab.state(&order).await, "cancelled");
+        let requests = lab.network.requests();
+        let ids: Vec<&str> = requests.iter().map(|(id, _, _)| id.as_str()).collect();
+        assert_eq!(ids.len(), 3, "{ids:?}");
+        assert_eq!(ids[0], ids[1], "tried again under its request id");
+        assert_eq!(ids[2], format!("{}:undo", ids[0]), "then undone on the network");
+        lab.agree().await;
+    }
+}
