@@ -17,6 +17,7 @@ use crate::invoice::{Invoice, LineKind};
 
 /// Account codes of the general ledger.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ChartOfAccounts {
     /// Where what customers owe is debited (accounts receivable).
     pub receivable: String,

@@ -213,6 +213,10 @@ pub fn parse_cycle(text: &str) -> Result<(i16, i8)> {
     if !(1..=12).contains(&month) || year < 1970 {
         return Err(bad());
     }
+    // A cycle's end and the next cycle's start must be dates too (the calendar ends in 9999).
+    if year > 9998 {
+        return Err(BillingError::invalid("cycle", format!("{text:?} is after 9998-12")));
+    }
     Ok((year, month))
 }
 
@@ -753,7 +757,8 @@ mod tests {
         let january = closing_cycle(2027, 1, 10, TimeZone::UTC).expect("cycle");
         assert_eq!(january.span().from.to_string(), "2026-12-10");
         assert_eq!(parse_cycle("2026-11").expect("cycle"), (2026, 11));
-        for bad in ["2026-13", "2026-1", "26-11", "2026/11", "x"] {
+        // 9999-12: its end (10000-01-01) is no date; a run of it failed inside (a 500 through the API).
+        for bad in ["2026-13", "2026-1", "26-11", "2026/11", "x", "9999-12", "9999-01"] {
             assert!(matches!(parse_cycle(bad), Err(BillingError::Invalid { .. })), "{bad}");
         }
     }
@@ -1024,5 +1029,13 @@ mod tests {
         let parsed: RunConfig = serde_json::from_str(r#"{"issuer": "acme", "series": "A"}"#).expect("json");
         assert_eq!((parsed.issuer.as_str(), parsed.time_zone.as_str()), ("acme", "UTC"));
         assert!(serde_json::from_str::<RunConfig>(r#"{"isuer": "acme"}"#).is_err(), "a misspelt field is refused");
+        // Regression: inside the chart and the tax profiles a misspelt field was ignored.
+        for nested in [
+            r#"{"chart": {"receivable": "1200", "default_revenue": "4000"}}"#,
+            r#"{"tax_profiles": [{"bogus": 1, "id": "std"}]}"#,
+        ] {
+            let error = serde_json::from_str::<RunConfig>(nested).expect_err("a misspelt nested field is refused");
+            assert!(error.to_string().contains("unknown field"), "{nested}: {error}");
+        }
     }
 }

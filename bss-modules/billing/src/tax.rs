@@ -46,6 +46,7 @@ pub enum TaxRounding {
 /// One tax rate: `rate` is a fraction (0.20 for 20 %) that applies in `jurisdiction` to
 /// `service_class`, or to every class the jurisdiction lists no rate for when `None`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct TaxRate {
     /// The code the tax is reported and posted under (`FR-VAT-20`).
     pub code: String,
@@ -56,6 +57,7 @@ pub struct TaxRate {
 
 /// How an account's charges are taxed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct TaxProfile {
     pub id: String,
     pub basis: PriceBasis,

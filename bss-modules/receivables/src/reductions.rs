@@ -257,6 +257,13 @@ fn check_credit_amount(amount: rust_decimal::Decimal, currency: &str, least: rus
             format!("{amount} has more than {} digits", tollgate_customers::MAX_MONEY_DIGITS),
         ));
     }
+    // What a bill run takes: a larger one would stop every run of the cycle.
+    if amount > rust_decimal::Decimal::from(tollgate_billing::MAX_AMOUNT_UNITS) {
+        return Err(ReceivablesError::invalid(
+            "amount",
+            format!("{amount} is more than {}, the most a bill run takes", tollgate_billing::MAX_AMOUNT_UNITS),
+        ));
+    }
     if amount < least || normal.scale() > decimals {
         return Err(ReceivablesError::invalid(
             "amount",
