@@ -409,3 +409,49 @@ fn usage_is_read_and_granted_in_the_unit_the_tariff_counts() {
     );
     assert_eq!(balance(&server, 8), "0.80".parse::<Decimal>().expect("d"));
 }
+
+/// Regression: a body trickled a byte at a time (within the idle timeout) held its
+/// connection for as long as the peer liked, so enough such peers took every connection
+/// the server holds; and a body over the limit was answered 413 in text/plain. A body must
+/// arrive within `BODY_DEADLINE` (408) and within the limit (413), as ProblemDetails.
+#[test]
+fn a_body_must_arrive_in_time_and_within_the_limit() {
+    let server = start("deadline");
+    let path = "/nchf-convergedcharging/v3/chargingdata";
+    let head = |length: usize| {
+        format!("POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {length}\r\n\r\n")
+    };
+    let read_all = |stream: &mut TcpStream| {
+        let mut response = String::new();
+        let _ = stream.read_to_string(&mut response);
+        response
+    };
+    let mut large = TcpStream::connect(server.address).expect("connect");
+    large.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    large.write_all(head(tollgate_oss_adapters::nchf::server::MAX_BODY_BYTES + 1).as_bytes()).expect("send");
+    let response = read_all(&mut large);
+    assert!(response.starts_with("HTTP/1.1 413"), "{response}");
+    assert!(response.to_ascii_lowercase().contains("application/problem+json"), "{response}");
+
+    let mut slow = TcpStream::connect(server.address).expect("connect");
+    slow.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
+    slow.write_all(head(100).as_bytes()).expect("send");
+    let started = std::time::Instant::now();
+    // A byte every second: never idle, never done.
+    let mut response = String::new();
+    let mut buf = [0u8; 4096];
+    slow.set_nonblocking(true).expect("nonblocking");
+    while started.elapsed() < Duration::from_secs(25) {
+        let _ = slow.write_all(b" ");
+        match slow.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                response.push_str(&String::from_utf8_lossy(&buf[..n]));
+                break;
+            }
+            Err(_) => std::thread::sleep(Duration::from_secs(1)),
+        }
+    }
+    assert!(response.starts_with("HTTP/1.1 408"), "answered after {:?}: {response}", started.elapsed());
+    assert!(started.elapsed() >= tollgate_oss_adapters::nchf::server::BODY_DEADLINE, "{:?}", started.elapsed());
+}

@@ -128,7 +128,62 @@ pub fn router(engine: Arc<Engine>, api_root: String) -> Result<Router, AdapterEr
         )
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn(body_in_time))
         .with_state(state))
+}
+
+/// The most time a request's body may take to arrive once its headers have: a peer that
+/// trickles a body (a byte every few seconds, within the idle timeout) would otherwise
+/// hold its connection and stream for as long as it likes, and enough of them would take
+/// every connection the server holds. Diameter bounds a message the same way.
+pub const BODY_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Reads a request's body, at most [`MAX_BODY_BYTES`] within [`BODY_DEADLINE`], before the
+/// handler runs: 413 for a body declared or found larger, 408 for one that does not
+/// arrive in time, both as ProblemDetails (TS 29.500 §5.2.7).
+async fn body_in_time(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let too_large = || {
+        problem(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "INVALID_MSG_FORMAT",
+            format!("the body is larger than {MAX_BODY_BYTES} bytes"),
+            Vec::new(),
+        )
+        .into_response()
+    };
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > MAX_BODY_BYTES as u64) {
+        return too_large();
+    }
+    let (parts, body) = request.into_parts();
+    match tokio::time::timeout(BODY_DEADLINE, axum::body::to_bytes(body, MAX_BODY_BYTES)).await {
+        Ok(Ok(bytes)) => next.run(axum::extract::Request::from_parts(parts, axum::body::Body::from(bytes))).await,
+        Ok(Err(error)) => {
+            let length_limit =
+                std::error::Error::source(&error).is_some_and(|source| source.is::<http_body_util::LengthLimitError>());
+            if length_limit {
+                return too_large();
+            }
+            problem(
+                StatusCode::BAD_REQUEST,
+                "INVALID_MSG_FORMAT",
+                format!("the body could not be read: {error}"),
+                Vec::new(),
+            )
+            .into_response()
+        }
+        Err(_) => problem(
+            StatusCode::REQUEST_TIMEOUT,
+            "INVALID_MSG_FORMAT",
+            format!("the body did not arrive within {} s", BODY_DEADLINE.as_secs()),
+            Vec::new(),
+        )
+        .into_response(),
+    }
 }
 
 /// Answers a request and counts its status and latency ([`metrics::NCHF`]).
