@@ -46,6 +46,11 @@ pub(crate) struct BillRunArgs {
     /// Compose and print the invoices (one JSON object per line); write nothing.
     #[arg(long)]
     dry_run: bool,
+    /// Bill cycles that have not closed yet (their last day is still to come): to bill a
+    /// customer who leaves early, or in tests. Without it such a run is refused before it
+    /// writes anything (a dry run is not).
+    #[arg(long)]
+    open_cycles: bool,
     /// Only these invoiced accounts (hierarchy roots), comma-separated.
     #[arg(long, value_delimiter = ',')]
     accounts: Vec<String>,
@@ -264,6 +269,7 @@ pub(crate) fn run(args: &BillRunArgs) -> anyhow::Result<ExitCode> {
                     cycle,
                     accounts: args.accounts.clone(),
                     dry_run: args.dry_run,
+                    open_cycles: args.open_cycles,
                     config,
                     data_dir: args.database.data_dir.clone(),
                     shards: args.shards,
@@ -292,6 +298,8 @@ pub(crate) struct BillRequest {
     pub(crate) accounts: Vec<String>,
     /// Compose the documents and write them to the output as JSON lines; store nothing.
     pub(crate) dry_run: bool,
+    /// Bill cycles that have not closed yet; without it such a run is refused.
+    pub(crate) open_cycles: bool,
     pub(crate) config: RunConfig,
     pub(crate) data_dir: PathBuf,
     /// The engine's shard count (`None`: the data directory's).
@@ -397,6 +405,35 @@ const MAX_SCOPE_IN_ID: usize = 200;
 /// all; past [`MAX_SCOPE_IN_ID`] characters the id names them by their digest
 /// (`2026-11:#` and 32 hex digits), so the id stays a short key (the scope column keeps
 /// the list), and the same accounts always make the same id.
+/// When the last of the cycles closing in `year`-`month` of `accounts` (their bill
+/// cycle days) ends, if that is after `now`.
+pub(crate) fn open_until(
+    accounts: &[BillableAccount],
+    year: i16,
+    month: i8,
+    zone: &jiff::tz::TimeZone,
+    now: jiff::Timestamp,
+) -> anyhow::Result<Option<jiff::Timestamp>> {
+    let mut latest = None;
+    let mut days: Vec<u8> = accounts.iter().filter(|a| a.parent_id.is_none()).map(|a| a.bill_cycle_day).collect();
+    days.sort_unstable();
+    days.dedup();
+    for day in days {
+        let end = closing_cycle(year, month, day, zone.clone())?.ends_at()?;
+        if end > now && latest.is_none_or(|latest| end > latest) {
+            latest = Some(end);
+        }
+    }
+    Ok(latest)
+}
+
+/// Why a run of `cycle` is refused while a cycle it bills ends at `end`, still to come.
+pub(crate) fn not_closed(cycle: &str, end: jiff::Timestamp) -> String {
+    format!(
+        "cycle {cycle} has not closed: a cycle it bills ends at {end}, so its invoices would bill days still to come"
+    )
+}
+
 fn run_id(cycle: &str, accounts: &[String]) -> (String, String) {
     if accounts.is_empty() {
         return (cycle.to_owned(), "all".to_owned());
@@ -446,6 +483,14 @@ pub(crate) async fn bill(
             if !groups.iter().any(|group| &group[0].id == root) {
                 bail!("--accounts: {root} is not the root of a hierarchy");
             }
+        }
+    }
+    // Final invoices for days still to come cannot be taken back: a cycle that has not
+    // closed (a mistyped year, the current month) is billed only when asked to.
+    if !request.dry_run && !request.open_cycles {
+        let accounts: Vec<BillableAccount> = groups.iter().flatten().cloned().collect();
+        if let Some(end) = open_until(&accounts, year, month, &zone, jiff::Timestamp::now())? {
+            bail!("{} (pass --open-cycles to bill it now)", not_closed(&cycle_text, end));
         }
     }
     let mut done_already = false;

@@ -22,7 +22,7 @@ use tollgate_billing::RunConfig;
 use tollgate_oss_adapters::admin::{Exposition, Kind, MetricsSource};
 use tollgate_store::{BillRunState, Store};
 
-use super::bill_run::{bill, record_outcome, BillRequest, RunLog, Stopped};
+use super::bill_run::{bill, not_closed, open_until, record_outcome, BillRequest, RunLog, Stopped};
 
 /// Documents written, and then made final, per transaction (as the CLI's default).
 const BATCH: usize = 100;
@@ -134,7 +134,7 @@ impl ServeBillRuns {
 
     /// The run's request, its cycle and accounts checked: a month, and hierarchy roots.
     async fn request(&self, asked: BillRunRequest, dry_run: bool) -> Result<BillRequest, BillRunRefusal> {
-        tollgate_billing::parse_cycle(&asked.cycle)
+        let (year, month) = tollgate_billing::parse_cycle(&asked.cycle)
             .map_err(|error| BillRunRefusal::Invalid { field: "cycle", reason: error.to_string() })?;
         if !asked.accounts.is_empty() {
             let found = self.store.billable_accounts(Some(&asked.accounts)).await.map_err(BillRunRefusal::Store)?;
@@ -146,9 +146,23 @@ impl ServeBillRuns {
                 });
             }
         }
+        if !dry_run && !asked.open_cycles {
+            let roots = (!asked.accounts.is_empty()).then_some(asked.accounts.as_slice());
+            let accounts = self.store.billable_accounts(roots).await.map_err(BillRunRefusal::Store)?;
+            let zone = self.config.zone().map_err(|error| BillRunRefusal::Failed(error.to_string()))?;
+            let open = open_until(&accounts, year, month, &zone, jiff::Timestamp::now())
+                .map_err(|error| BillRunRefusal::Failed(format!("{error:#}")))?;
+            if let Some(end) = open {
+                return Err(BillRunRefusal::Invalid {
+                    field: "cycle",
+                    reason: format!("{} (send openCycles: true to bill it now)", not_closed(&asked.cycle, end)),
+                });
+            }
+        }
         Ok(BillRequest {
             cycle: asked.cycle,
             accounts: asked.accounts,
+            open_cycles: asked.open_cycles,
             dry_run,
             config: self.config.clone(),
             data_dir: self.data_dir.clone(),

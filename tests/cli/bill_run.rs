@@ -111,7 +111,8 @@ fn show(data_dir: &str, run: &str) -> Vec<Value> {
 }
 
 fn bill(data_dir: &str, cycle: &str) -> String {
-    String::from_utf8_lossy(&ok(&["bill-run", "--cycle", cycle, "--data-dir", data_dir]).stderr).into_owned()
+    String::from_utf8_lossy(&ok(&["bill-run", "--cycle", cycle, "--open-cycles", "--data-dir", data_dir]).stderr)
+        .into_owned()
 }
 
 /// A run's reconciliation: a line per invoiced account, the summary last.
@@ -136,6 +137,17 @@ fn a_bill_run_run_again_changes_nothing_and_late_calls_go_to_the_next_cycle() {
     assert_eq!(dry.len(), (ROWS / 2) as usize, "one invoice per postpaid account");
     let shown = tollgate(&["bill-run", "show", "--run", &cycle, "--data-dir", &data_dir], "");
     assert!(!shown.status.success(), "a dry run records no run");
+    // Regression: a cycle still to close (next month's) was billed, its invoices final
+    // for days still to come. Refused unless asked for, before anything is written.
+    let early = tollgate(&["bill-run", "--cycle", &cycle, "--data-dir", &data_dir], "");
+    assert!(!early.status.success());
+    assert!(
+        String::from_utf8_lossy(&early.stderr).contains("has not closed"),
+        "{}",
+        String::from_utf8_lossy(&early.stderr)
+    );
+    let shown = tollgate(&["bill-run", "show", "--run", &cycle, "--data-dir", &data_dir], "");
+    assert!(!shown.status.success(), "a refused run records no run");
 
     bill(&data_dir, &cycle);
     let first = show(&data_dir, &cycle);
@@ -285,7 +297,7 @@ fn discounts_and_credits_from_the_store_reduce_invoices_once() {
 /// with `word`.
 fn kill_after(data_dir: &str, cycle: &str, word: &str, lines: usize) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
-        .args(["bill-run", "--cycle", cycle, "--data-dir", data_dir, "--batch", "3"])
+        .args(["bill-run", "--cycle", cycle, "--open-cycles", "--data-dir", data_dir, "--batch", "3"])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -350,7 +362,7 @@ fn two_bill_runs_of_a_cycle_at_once_bill_each_hierarchy_once_with_gap_free_numbe
     let (cycle, _) = cycles();
     let run = || {
         Command::new(env!("CARGO_BIN_EXE_tollgate"))
-            .args(["bill-run", "--cycle", &cycle, "--data-dir", &data_dir, "--batch", "3"])
+            .args(["bill-run", "--cycle", &cycle, "--open-cycles", "--data-dir", &data_dir, "--batch", "3"])
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -643,7 +655,8 @@ fn a_failed_bill_run_raises_an_alarm_cleared_by_the_next_run_of_its_cycle_that_e
     let object = format!("bill-run/{cycle}");
 
     let wrong = tax_config(&dir, "wrong.json", "FR", "DE");
-    let failed = tollgate(&["bill-run", "--cycle", &cycle, "--config", &wrong, "--data-dir", &data_dir], "");
+    let failed =
+        tollgate(&["bill-run", "--cycle", &cycle, "--open-cycles", "--config", &wrong, "--data-dir", &data_dir], "");
     assert!(!failed.status.success(), "the run fails");
     let open = open_alarms(&database);
     let alarm = alarm_of(&open, &object).unwrap_or_else(|| panic!("{open:?}"));
@@ -656,13 +669,16 @@ fn a_failed_bill_run_raises_an_alarm_cleared_by_the_next_run_of_its_cycle_that_e
     assert!(stopped["failedAt"].is_string() && stopped["state"] == "drafting", "{stopped}");
 
     // Run again as it was: the same alarm, reported again.
-    assert!(!tollgate(&["bill-run", "--cycle", &cycle, "--config", &wrong, "--data-dir", &data_dir], "")
-        .status
-        .success());
+    assert!(!tollgate(
+        &["bill-run", "--cycle", &cycle, "--open-cycles", "--config", &wrong, "--data-dir", &data_dir],
+        ""
+    )
+    .status
+    .success());
     assert_eq!(alarm_of(&open_alarms(&database), &object).expect("still open")[0], alarm[0]);
 
     let right = tax_config(&dir, "right.json", "FR", "FR");
-    ok(&["bill-run", "--cycle", &cycle, "--config", &right, "--data-dir", &data_dir]);
+    ok(&["bill-run", "--cycle", &cycle, "--open-cycles", "--config", &right, "--data-dir", &data_dir]);
     assert_eq!(alarm_of(&open_alarms(&database), &object), None, "cleared");
     let done = run_line();
     assert!(done["state"] == "done" && done["error"].is_null() && done["failedAt"].is_null(), "{done}");
@@ -724,7 +740,11 @@ fn a_bill_run_started_through_the_api_bills_each_hierarchy_once_as_the_cli_does(
     assert_eq!(listed, json!([]), "a dry run writes nothing: {head}");
 
     // The run: accepted, then done, every hierarchy billed once, numbered without a gap.
-    let (status, head, run) = post(&finance, json!({"cycle": cycle}));
+    // A cycle that has not closed is refused unless asked for, nothing written.
+    let (status, _, refused) = post(&finance, json!({"cycle": cycle}));
+    assert_eq!((status, refused["reason"].as_str()), (400, Some("cycle")), "{refused}");
+    assert!(refused["message"].as_str().is_some_and(|m| m.contains("has not closed")), "{refused}");
+    let (status, head, run) = post(&finance, json!({"cycle": cycle, "openCycles": true}));
     assert_eq!(status, 202, "{run}");
     assert!(head.contains(&format!("location: {path}/{cycle}\r\n")), "{head}");
     assert_eq!(run["id"], cycle.as_str());
@@ -749,7 +769,7 @@ fn a_bill_run_started_through_the_api_bills_each_hierarchy_once_as_the_cli_does(
     assert_eq!(run["running"], false, "{run}");
 
     // Asked again: done, nothing billed twice.
-    let (status, _, again) = post(&finance, json!({"cycle": cycle}));
+    let (status, _, again) = post(&finance, json!({"cycle": cycle, "openCycles": true}));
     assert_eq!((status, again["state"].as_str()), (200, Some("done")), "{again}");
     assert_eq!(show(&data_dir, &cycle), invoices);
     let (status, head, runs) = super::api::request(&address, "GET", path, &reader, &[], None);
@@ -786,8 +806,14 @@ fn a_bill_run_started_through_the_api_that_fails_says_why_and_raises_the_alarm()
     let json = ["Content-Type: application/json"];
     let path = "/tmf-api/billing/v1/billRun";
     let failed = |attempt: u64| {
-        let (status, _, run) =
-            super::api::request(&address, "POST", path, &token, &json, Some(&json!({"cycle": cycle})));
+        let (status, _, run) = super::api::request(
+            &address,
+            "POST",
+            path,
+            &token,
+            &json,
+            Some(&json!({"cycle": cycle, "openCycles": true})),
+        );
         assert_eq!(status, 202, "{run}");
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
         loop {

@@ -150,7 +150,7 @@ fn a_prepaid_fee_is_debited_at_renewal_and_an_unpaid_one_suspends_the_line_past_
 
     // The bill run: a statement each, in the statement series, its fee 10.00 a renewal.
     let (cycle, _) = cycles();
-    let summary = tollgate(&["bill-run", "--cycle", &cycle, "--data-dir", &data_dir], "");
+    let summary = tollgate(&["bill-run", "--cycle", &cycle, "--open-cycles", "--data-dir", &data_dir], "");
     assert!(summary.status.success(), "{}", String::from_utf8_lossy(&summary.stderr));
     let documents = json_lines(&tollgate(&["bill-run", "show", "--run", &cycle, "--data-dir", &data_dir], ""));
     let series: Vec<(&Value, &Value)> = documents[1..].iter().map(|doc| (&doc["series"], &doc["number"])).collect();
@@ -239,7 +239,7 @@ fn a_prepaid_fee_is_debited_at_renewal_and_an_unpaid_one_suspends_the_line_past_
 
     // A rerun of the bill run opens no renewal twice.
     stop_server(child);
-    ok(&["bill-run", "--cycle", &cycle, "--data-dir", &data_dir]);
+    ok(&["bill-run", "--cycle", &cycle, "--open-cycles", "--data-dir", &data_dir]);
     let after = renewals(&data_dir);
     assert_eq!(after.len(), 2);
     assert_eq!(

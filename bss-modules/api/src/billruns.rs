@@ -188,7 +188,7 @@ pub(crate) async fn create(
     body: Body,
 ) -> Result<Response, ApiError> {
     let runner = runner(&state)?;
-    let body = body_object(&headers, body, BodyType::Json, &["cycle", "accounts", "dryRun"])?;
+    let body = body_object(&headers, body, BodyType::Json, &["cycle", "accounts", "dryRun", "openCycles"])?;
     let cycle = match body.get("cycle") {
         Some(Value::String(cycle)) => cycle.clone(),
         Some(_) => return Err(ApiError::bad_request("cycle", "must be a month, YYYY-MM")),
@@ -199,8 +199,13 @@ pub(crate) async fn create(
         Some(Value::Bool(dry_run)) => *dry_run,
         Some(_) => return Err(ApiError::bad_request("dryRun", "must be true or false")),
     };
+    let open_cycles = match body.get("openCycles") {
+        None => false,
+        Some(Value::Bool(open)) => *open,
+        Some(_) => return Err(ApiError::bad_request("openCycles", "must be true or false")),
+    };
     let accounts = accounts(&body)?;
-    let request = BillRunRequest { cycle, accounts, actor: caller.actor() };
+    let request = BillRunRequest { cycle, accounts, open_cycles, actor: caller.actor() };
     if dry_run {
         if request.accounts.is_empty() || request.accounts.len() > MAX_DRY_RUN_ACCOUNTS {
             return Err(ApiError::bad_request(

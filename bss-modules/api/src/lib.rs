@@ -104,6 +104,9 @@ pub struct BillRunRequest {
     pub cycle: String,
     /// The hierarchy roots billed; empty: every one.
     pub accounts: Vec<String>,
+    /// Bill cycles that have not closed yet (their last day still to come); without it
+    /// such a run is refused, naming `cycle`.
+    pub open_cycles: bool,
     /// Who the audit trail names.
     pub actor: String,
 }
