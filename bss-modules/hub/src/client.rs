@@ -92,7 +92,18 @@ impl HttpClient {
             .body(Full::new(body))
             .map_err(|error| format!("request: {error}"))?;
         request.headers_mut().extend(headers);
-        let connect = TcpStream::connect((callback.host.as_str(), callback.port));
+        // The host's addresses, less those a callback may not reach (a name that resolves
+        // to a link-local address, now or after registration).
+        let connect = async {
+            let addresses: Vec<std::net::SocketAddr> = tokio::net::lookup_host((callback.host.as_str(), callback.port))
+                .await?
+                .filter(|address| crate::listener::refused_address(address.ip()).is_none())
+                .collect();
+            if addresses.is_empty() {
+                return Err(std::io::Error::other("the host has no address a callback may reach"));
+            }
+            TcpStream::connect(addresses.as_slice()).await
+        };
         let stream = match tokio::time::timeout(self.connect_timeout, connect).await {
             Err(_) => return Err(format!("connect timed out after {:?}", self.connect_timeout)),
             Ok(Err(error)) => return Err(format!("connect: {error}")),

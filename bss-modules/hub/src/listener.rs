@@ -59,6 +59,30 @@ pub struct Callback {
     pub target: String,
 }
 
+/// Why a callback may not reach `ip`, if it may not: link-local addresses (169.254.0.0/16,
+/// fe80::/10: cloud metadata services answer there, with credentials), unspecified,
+/// broadcast and multicast addresses (no listener), also written as IPv4-mapped IPv6.
+/// Private and loopback addresses are allowed: an operator's listeners live in its own
+/// networks, and only admin and care register them.
+pub(crate) fn refused_address(ip: std::net::IpAddr) -> Option<&'static str> {
+    use std::net::IpAddr;
+    let ip = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+        v4 => v4,
+    };
+    match ip {
+        IpAddr::V4(v4) if v4.is_link_local() => Some("a link-local address (where cloud metadata services answer)"),
+        IpAddr::V4(v4) if v4.is_unspecified() || v4.octets()[0] == 0 => Some("an unspecified address"),
+        IpAddr::V4(v4) if v4.is_broadcast() || v4.is_multicast() => Some("a broadcast or multicast address"),
+        IpAddr::V6(v6) if (v6.segments()[0] & 0xffc0) == 0xfe80 => {
+            Some("a link-local address (where cloud metadata services answer)")
+        }
+        IpAddr::V6(v6) if v6.is_unspecified() => Some("an unspecified address"),
+        IpAddr::V6(v6) if v6.is_multicast() => Some("a multicast address"),
+        _ => None,
+    }
+}
+
 fn is_loopback(host: &str) -> bool {
     host.eq_ignore_ascii_case("localhost") || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
@@ -84,6 +108,15 @@ pub fn parse_callback(url: &str, allow_plain_http: bool) -> Result<Callback> {
     let host = authority.host().trim_start_matches('[').trim_end_matches(']');
     if host.is_empty() {
         return Err(invalid("no host"));
+    }
+    if let Some(why) = host.parse::<std::net::IpAddr>().ok().and_then(refused_address) {
+        return Err(invalid(&format!("{host} is {why}: refused")));
+    }
+    // Cloud metadata services' names (they resolve to a link-local address, which the
+    // delivery refuses too).
+    let lower = host.to_ascii_lowercase();
+    if lower == "metadata" || (lower.starts_with("metadata.") && lower.ends_with(".internal")) {
+        return Err(invalid(&format!("{host} is a cloud metadata service: refused")));
     }
     if !https && !allow_plain_http && !is_loopback(host) {
         return Err(invalid("http is accepted only to a loopback host: events carry personal data; use https"));
@@ -337,6 +370,18 @@ mod tests {
         assert_eq!(ok("http://[::1]:9/h", false).expect("v6 loopback").host, "::1");
         assert!(ok("http://localhost/h", false).is_ok());
         assert!(ok("http://hooks.example.com/h", false).expect_err("plain http").contains("loopback"));
+        // Regression: link-local (cloud metadata) and unspecified targets were taken.
+        for refused in [
+            "https://169.254.169.254/latest/",
+            "https://[fe80::1]/x",
+            "https://[::ffff:169.254.169.254]/x",
+            "https://0.0.0.0/x",
+            "https://224.0.0.1/x",
+            "https://metadata.google.internal/",
+        ] {
+            assert!(ok(refused, true).expect_err(refused).contains("refused"), "{refused}");
+        }
+        assert!(ok("https://10.1.2.3/hook", false).is_ok(), "an operator's own network");
         assert!(ok("http://hooks.example.com/h", true).is_ok(), "a lab may allow plain http");
         for bad in ["ftp://x/", "/relative", "https://user:pw@x/", "https:///nohost", "not a url"] {
             assert!(ok(bad, true).expect_err(bad).starts_with("invalid callback"), "{bad}");
