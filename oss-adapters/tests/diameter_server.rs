@@ -349,6 +349,19 @@ fn malformed_messages_get_result_codes_and_the_connection_survives() {
     client.send_raw(&bytes);
     let answer = client.read().expect("answer");
     assert_eq!((result_code(&answer), answer.flags & FLAG_ERROR), (Some(3008), FLAG_ERROR));
+    // Regression: a Subscription-Id-Type outside 0..=4 was answered 5005 "AVP 443 is
+    // missing"; it is an invalid value (RFC 4006 §8.47): 5004 naming it.
+    let mut avps = ccr("pgw;7", 1, 0, "491700000001", vec![mscc(30, Some(1), None)], vec![]);
+    avps.retain(|a| a.code != code::SUBSCRIPTION_ID);
+    let bad_type = Avp::u32(code::SUBSCRIPTION_ID_TYPE, 0, 77);
+    avps.push(Avp::grouped(
+        code::SUBSCRIPTION_ID,
+        0,
+        &[bad_type.clone(), Avp::utf8(code::SUBSCRIPTION_ID_DATA, 0, "491700000001")],
+    ));
+    let answer = client.request(272, 4, avps);
+    assert_eq!(result_code(&answer), Some(5004));
+    assert_eq!(answer.avp(code::FAILED_AVP, 0).map(|failed| failed.data.clone()), Some(bad_type.encode()));
     // A command the server does not serve: 3001.
     let answer = client.request(999, 4, vec![Avp::utf8(code::ORIGIN_HOST, 0, "pgw.test")]);
     assert_eq!(result_code(&answer), Some(3001));
@@ -568,4 +581,26 @@ fn nested_unknown_avps_proxy_info_and_the_p_bit_are_answered_as_rfc_6733_says() 
     client.send_raw(&bytes);
     let answer = client.read().expect("answer");
     assert_eq!((result_code(&answer), answer.flags & FLAG_PROXIABLE), (Some(5014), FLAG_PROXIABLE));
+}
+
+/// Regression: a quota asked past what one usage event may be (2^53 octets and more) was
+/// refused 5031; the server grants fewer units than asked (RFC 4006 §5.1.1): what the
+/// balance pays for.
+#[test]
+fn a_huge_quota_asked_is_granted_what_the_balance_pays_for() {
+    let server = start("huge");
+    subscriber(&server, 1, "491700000001", "1.00");
+    let mut client = Client::connect(&server);
+    client.cer();
+    for (number, asked) in [(0u32, 1u64 << 53), (1, u64::MAX)] {
+        let session = format!("pgw;huge{number}");
+        let answer =
+            client.request(272, 4, ccr(&session, 1, 0, "491700000001", vec![mscc(30, Some(asked), None)], vec![]));
+        assert_eq!(result_code(&answer), Some(2001), "{asked}");
+        let granted = granted_octets(&answer);
+        // RG 30 costs 0.10 a MiB: 1.00 pays for 10 MiB at most.
+        assert!(granted[0].1.is_some_and(|octets| octets > 0 && octets <= 10 << 20), "{asked}: {granted:?}");
+        let end = client.request(272, 4, ccr(&session, 3, 1, "491700000001", vec![mscc(30, None, Some(0))], vec![]));
+        assert_eq!(result_code(&end), Some(2001));
+    }
 }

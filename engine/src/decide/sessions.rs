@@ -205,7 +205,10 @@ pub(crate) fn session_unit(op: Op<'_, '_, '_>, session: &str, step: SessionStep,
         grant.outcome = Outcome::RatingFailed("unknown_service".to_owned());
         return grant;
     };
-    let requested = unit.requested_units.unwrap_or_else(|| default_quota(ctx.config, service));
+    // More than one usage event may report is asked for less (RFC 4006 §5.1.1: the server
+    // may grant fewer units than requested); rating it whole would refuse the request.
+    let requested =
+        unit.requested_units.unwrap_or_else(|| default_quota(ctx.config, service)).min(service.max_per_event());
     if requested == 0 {
         return grant;
     }

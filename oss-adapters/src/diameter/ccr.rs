@@ -171,7 +171,13 @@ fn subscriber(message: &Message) -> Result<Option<Identity>, Refusal> {
             1 => Identity::Imsi(data.to_owned()),
             2 => Identity::SipUri(data.to_owned()),
             3 => Identity::Nai(data.to_owned()),
-            _ => continue,
+            // END_USER_PRIVATE: no identity the engine keys subscribers by.
+            4 => continue,
+            // RFC 4006 §8.47 defines 0 to 4: another value is invalid, not missing.
+            _ => {
+                let bad = find(&members, code::SUBSCRIPTION_ID_TYPE, 0).map(Avp::encode);
+                return Err(refuse(rc::INVALID_AVP_VALUE, bad, format!("Subscription-Id-Type {kind} is not 0 to 4")));
+            }
         };
         return Ok(Some(identity));
     }
