@@ -174,6 +174,19 @@ impl Receivables {
                 format!("the account bills in {}, not {}", account.currency, new.currency),
             ));
         }
+        // A hierarchy is invoiced at its root (one invoice, a section per account): a
+        // payment for one of its other accounts pays that invoice, so it is the root's
+        // (the remittance keeps what it named). Left on the child it stayed unallocated
+        // while the root's invoice aged.
+        let payer = if account.root_id == account.id {
+            account.clone()
+        } else {
+            match tx.billing_account(&account.root_id).await? {
+                Some(root) => root.value,
+                None => account.clone(),
+            }
+        };
+        let account = payer;
         tx.lock_receivables(&account.id).await?;
         let row = PaymentRow {
             id: new_entity_id()?,

@@ -818,3 +818,42 @@ store_test! {
         assert_eq!(keys, ["renewal-st-dec", "renewal-st-jan"]);
     }
 }
+
+store_test! {
+    /// Regression: a payment for a child account of a hierarchy stayed unallocated credit
+    /// on the child (children have no invoices) while the root's invoice, which bills the
+    /// child, aged. It is the hierarchy's: recorded on the root and allocated there.
+    async fn a_payment_for_a_child_account_pays_its_hierarchy_s_invoice(store) {
+        setup(&store).await;
+        let mut tx = store.begin().await.expect("begin");
+        let child = BillingAccountRow {
+            id: "a1-child".into(),
+            engine_account_id: 0,
+            customer_id: "c1".into(),
+            parent_id: Some("a1".into()),
+            root_id: "a1".into(),
+            depth: 1,
+            name: "child".into(),
+            account_type: "postpaid".into(),
+            state: "Active".into(),
+            currency: "EUR".into(),
+            bill_cycle_day: 1,
+            payment_terms_days: 30,
+            tax_profile_id: None,
+            credit_limit: Decimal::ZERO,
+        };
+        tx.insert_billing_account(&child, on(date(2026, 1, 1))).await.expect("child");
+        tx.commit().await.expect("commit");
+        final_invoice(&store, "i-root", "a1", "2026-10", "50.00", date(2026, 10, 1)).await;
+        let receivables = Receivables::new(store.clone());
+        let who = Principal::admin("cli:finance");
+        let mut paid = payment("a1-child", "20.00", "r-child");
+        paid.remittance = Some("a1-child".into());
+        let recorded = receivables.record(&who, paid, on(date(2026, 11, 20))).await.expect("paid");
+        assert_eq!(recorded.payment.billing_account_id, "a1", "the hierarchy's root");
+        assert_eq!(recorded.payment.remittance.as_deref(), Some("a1-child"), "what it named is kept");
+        assert_eq!(parts(&recorded.allocations), [("i-root".into(), "20.00".into())]);
+        let aging = receivables.aging(date(2026, 11, 20), Some("a1")).await.expect("aging");
+        assert_eq!(aging[0].aging.total(), money("30.00"));
+    }
+}
