@@ -300,10 +300,12 @@ store_test! {
             let answer = call_raw(&app, "POST", credits, Some(&finance), Some(body), &[]).await;
             assert_eq!((answer.status, answer.body["reason"].as_str()), (StatusCode::BAD_REQUEST, Some("amount")), "{number}: {}", answer.body);
         }
-        let credit = json!({"id": "c1", "billingAccount": "root-b", "amount": "20.00", "currency": "EUR"});
+        let credit = json!({"id": "c1", "billingAccount": "root-b", "amount": "20", "currency": "EUR"});
         let again = credit.clone();
         let credit = call(&app, "POST", credits, Some(&finance), Some(credit), &[]).await;
         assert_eq!((credit.status, credit.body["used"].as_str()), (StatusCode::CREATED, Some("0")), "{}", credit.body);
+        // Regression: echoed (and kept) as given, "20"; it has the currency's decimals.
+        assert_eq!(credit.body["amount"], "20.00", "{}", credit.body);
         let again = call(&app, "POST", credits, Some(&finance), Some(again), &[]).await;
         assert_eq!((again.status, again.body["id"].as_str()), (StatusCode::OK, Some("c1")), "the same again: {}", again.body);
 

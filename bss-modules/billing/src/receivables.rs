@@ -95,6 +95,18 @@ impl Aging {
         self.days_1_30 + self.days_31_60 + self.days_61_90 + self.days_over_90
     }
 
+    /// The same amounts with exactly `decimals` decimals each (a currency's minor units:
+    /// an empty bucket of EUR prints `0.00`, as an invoice's amounts do).
+    pub fn with_decimals(mut self, decimals: u32) -> Aging {
+        for bucket in
+            [&mut self.current, &mut self.days_1_30, &mut self.days_31_60, &mut self.days_61_90, &mut self.days_over_90]
+        {
+            *bucket = bucket.round_dp(decimals);
+            bucket.rescale(decimals);
+        }
+        self
+    }
+
     fn add(&mut self, days_overdue: i64, amount: Decimal) {
         let bucket = match days_overdue {
             ..=0 => &mut self.current,

@@ -152,8 +152,9 @@ impl Receivables {
     /// Records a payment and allocates what the account has unallocated (this payment's
     /// and any earlier credit) to its open invoices, audited, in one transaction. A
     /// partner reaches its own hierarchy's accounts only.
-    pub async fn record(&self, who: &Principal, new: NewPayment, now: Timestamp) -> Result<Recorded> {
-        check_payment(&new)?;
+    pub async fn record(&self, who: &Principal, mut new: NewPayment, now: Timestamp) -> Result<Recorded> {
+        // Kept with exactly the currency's decimals (1.0000 KWD is 1.000), as invoices are.
+        new.amount.rescale(check_payment(&new)?);
         let mut tx = self.store.begin().await?;
         let Some(account) = tx.billing_account(&new.billing_account_id).await? else {
             return Err(ReceivablesError::invalid(
@@ -376,11 +377,11 @@ impl Receivables {
         }
         Ok(by_account
             .into_iter()
-            .map(|((billing_account_id, currency), invoices)| AccountAging {
-                billing_account_id,
-                currency,
-                aging: age(as_of, &invoices),
-                invoices: invoices.len(),
+            .map(|((billing_account_id, currency), invoices)| {
+                // In the currency's minor units (an unknown code, which no invoice has: as summed).
+                let aging = age(as_of, &invoices);
+                let aging = minor_units("currency", &currency).map_or(aging, |decimals| aging.with_decimals(decimals));
+                AccountAging { billing_account_id, currency, aging, invoices: invoices.len() }
             })
             .collect())
     }
@@ -951,7 +952,8 @@ fn open_invoice(row: &OpenInvoiceRow) -> OpenInvoice {
 
 /// A payment's own checks: an amount above zero in the currency's minor units, a known
 /// method, a reference and remittance of bounded length.
-fn check_payment(new: &NewPayment) -> Result<()> {
+/// Checks a payment; the minor-unit digits of its currency.
+fn check_payment(new: &NewPayment) -> Result<u32> {
     let units = minor_units("amount.unit", &new.currency)?;
     if new.amount <= Decimal::ZERO {
         return Err(ReceivablesError::invalid("amount.value", format!("{} is not more than zero", new.amount)));
@@ -978,7 +980,7 @@ fn check_payment(new: &NewPayment) -> Result<()> {
     if new.remittance.as_ref().is_some_and(|text| text.chars().count() > MAX_REFERENCE_CHARS) {
         return Err(ReceivablesError::invalid("description", format!("at most {MAX_REFERENCE_CHARS} characters")));
     }
-    Ok(())
+    Ok(units)
 }
 
 /// A payment as TMF676 shows it (money as JSON numbers with their exact digits):

@@ -84,10 +84,13 @@ pub async fn add_discount(store: &Store, actor: &str, row: &DiscountRow, now: Ti
         }
     }
     discount_of(row).and_then(|discount| Ok(discount.validate("discount")?)).map_err(named_as_given)?;
-    if let Some((amount, currency)) = &row.amount {
+    let mut row = row.clone();
+    if let Some((amount, currency)) = &mut row.amount {
         check_credit_amount(*amount, currency, smallest_unit(currency)?)?;
+        // Kept with exactly the currency's decimals, as invoices are.
+        amount.rescale(tollgate_billing::minor_units("currency", currency)?);
     }
-    Ok((record(store, actor, Reduction::Discount(row), now).await?, true))
+    Ok((record(store, actor, Reduction::Discount(&row), now).await?, true))
 }
 
 /// Records `row` (an amount above zero in its currency's minor units, nothing used yet)
@@ -103,7 +106,10 @@ pub async fn add_credit(store: &Store, actor: &str, row: &CreditRow, now: Timest
     if row.used != rust_decimal::Decimal::ZERO {
         return Err(ReceivablesError::invalid("used", "a new credit has used nothing"));
     }
-    Ok((record(store, actor, Reduction::Credit(row), now).await?, true))
+    // Kept with exactly the currency's decimals (100 EUR is 100.00), as invoices are.
+    let mut row = row.clone();
+    row.amount.rescale(tollgate_billing::minor_units("currency", &row.currency)?);
+    Ok((record(store, actor, Reduction::Credit(&row), now).await?, true))
 }
 
 /// A discount or a credit, checked, to record.
@@ -214,6 +220,8 @@ pub async fn change_credit(
         return Err(ReceivablesError::NotFound { entity: "credit", id: id.to_owned() });
     };
     check_credit_amount(amount, &found.value.currency, rust_decimal::Decimal::ZERO)?;
+    let mut amount = amount;
+    amount.rescale(tollgate_billing::minor_units("currency", &found.value.currency)?);
     let version = tx.set_credit_amount(&found.value, expected.unwrap_or(found.version), amount).await?;
     let changed = CreditRow { amount, ..found.value.clone() };
     let (before, after) = (Some(credit_doc(&found.value)), credit_doc(&changed));

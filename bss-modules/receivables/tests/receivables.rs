@@ -847,13 +847,16 @@ store_test! {
         final_invoice(&store, "i-root", "a1", "2026-10", "50.00", date(2026, 10, 1)).await;
         let receivables = Receivables::new(store.clone());
         let who = Principal::admin("cli:finance");
-        let mut paid = payment("a1-child", "20.00", "r-child");
+        let mut paid = payment("a1-child", "20", "r-child");
         paid.remittance = Some("a1-child".into());
         let recorded = receivables.record(&who, paid, on(date(2026, 11, 20))).await.expect("paid");
         assert_eq!(recorded.payment.billing_account_id, "a1", "the hierarchy's root");
         assert_eq!(recorded.payment.remittance.as_deref(), Some("a1-child"), "what it named is kept");
+        assert_eq!(recorded.payment.amount.to_string(), "20.00", "kept with the currency's decimals");
         assert_eq!(parts(&recorded.allocations), [("i-root".into(), "20.00".into())]);
         let aging = receivables.aging(date(2026, 11, 20), Some("a1")).await.expect("aging");
         assert_eq!(aging[0].aging.total(), money("30.00"));
+        // Regression: an empty bucket printed "0", not an amount in EUR.
+        assert_eq!((aging[0].aging.current.to_string(), aging[0].aging.days_1_30.to_string()), ("0.00".into(), "30.00".into()));
     }
 }
