@@ -180,6 +180,21 @@ pub(crate) enum BillRunCommand {
         #[arg(long, default_value = "credit")]
         charge_type: String,
     },
+    /// Issue the credit note that cancels a final invoice whole (every line with its sign
+    /// turned), in the credit-note series, final at once; prints it. Issued once per
+    /// invoice: asked again, prints the one issued. A part of an invoice is credited with
+    /// `bill-run credit` (taken off the next invoice) instead.
+    CreditNote {
+        /// The invoice: its id or its number (ISSUER/SERIES/N).
+        #[arg(long)]
+        invoice: String,
+        /// Why (kept in the audit trail).
+        #[arg(long)]
+        reason: String,
+        /// The credit-note series and the rest (as for the run).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
     /// A run's general-ledger journal (its final invoices) as CSV.
     ExportGl {
         #[arg(long)]
@@ -248,6 +263,9 @@ pub(crate) fn run(args: &BillRunArgs) -> anyhow::Result<ExitCode> {
                 let changed = tollgate_receivables::change_credit(&store, &actor(), id, None, *amount, now).await?;
                 println!("{}", changed.value);
                 Ok(ExitCode::SUCCESS)
+            }
+            Some(BillRunCommand::CreditNote { invoice, reason, config }) => {
+                credit_note(&store, invoice, reason, &load_config(config.as_deref())?).await
             }
             Some(BillRunCommand::ExportGl { run, config, output }) => {
                 export_gl(&store, run, &load_config(config.as_deref())?, output.as_deref()).await
@@ -1420,22 +1438,34 @@ async fn invoice_pdf(
     let issued = jiff::tz::TimeZone::UTC.to_datetime(row.finalised_at.unwrap_or(row.created_at)).date();
     // The due date stored when it was made final; else the given terms from its issue day.
     let stored = store.due_dates(&[row.id.as_str()]).await?.get(&row.id).copied();
-    // A statement has nothing due.
+    // A statement and a credit note have nothing due.
+    let credit_note = row.kind == InvoiceKind::CreditNote;
     let due = stored
         .or_else(|| issued.checked_add(jiff::Span::new().days(i64::from(due_days))).ok())
-        .filter(|_| !row.statement);
+        .filter(|_| !row.statement && !credit_note);
+    // A credit note names the invoice it cancels where an invoice says how to pay.
+    let payment_terms = match (&row.corrects_invoice_id, credit_note) {
+        (Some(corrected), true) => {
+            let number = store.invoice(corrected).await?.and_then(|invoice| invoice_number(&invoice));
+            Some(format!("This credit note cancels invoice {}.", number.as_deref().unwrap_or(corrected)))
+        }
+        _ => None,
+    };
     let meta = tollgate_invoice_pdf::DocumentMeta {
         issuer: tollgate_invoice_pdf::Party { name: row.issuer.clone(), ..Default::default() },
         customer: tollgate_invoice_pdf::Party { name: customer.unwrap_or_default(), ..Default::default() },
         number: invoice_number(row),
         issue_date: issued,
         due_date: due,
-        payment_terms: None,
+        payment_terms,
     };
-    let statement;
+    let variant;
     let template = if row.statement {
-        statement = template.for_statement();
-        &statement
+        variant = template.for_statement();
+        &variant
+    } else if credit_note {
+        variant = template.for_credit_note();
+        &variant
     } else {
         template
     };
@@ -1739,6 +1769,108 @@ fn reconcile_mediation(
         "mediatedNotCharged": not_charged, "chargedNotMediated": not_mediated, "amountDiffers": differs})
     )?;
     Ok(check)
+}
+
+/// The most characters of a credit note's reason.
+const MAX_REASON_CHARS: usize = 500;
+
+/// Issues the credit note that cancels final invoice `wanted` (its id or number) whole:
+/// its document turned ([`Invoice::reversal`]), in `config`'s credit-note series, with
+/// the invoice's run, issuer, account and period, final at once (numbered gap-free like
+/// any document), audited with `reason`; prints it. One per invoice (`cn-` and the
+/// invoice's id): asked again, prints the one issued, nothing written. What the invoice
+/// still owes drops by it (receivables count final credit notes); the run's journal
+/// (`export-gl`) posts it as the invoice's reversal.
+async fn credit_note(store: &Store, wanted: &str, reason: &str, config: &RunConfig) -> anyhow::Result<ExitCode> {
+    let reason = reason.trim();
+    if reason.is_empty() || reason.chars().count() > MAX_REASON_CHARS || reason.chars().any(char::is_control) {
+        bail!("--reason: 1 to {MAX_REASON_CHARS} characters, none of them a control character");
+    }
+    config.validate()?;
+    let corrected = find_invoice(store, wanted).await?;
+    let name = invoice_number(&corrected).unwrap_or_else(|| corrected.id.clone());
+    if corrected.kind != InvoiceKind::Invoice {
+        bail!("{name} is a credit note: a credit note cancels an invoice");
+    }
+    if corrected.statement {
+        bail!("{name} is a prepaid statement: nothing is owed on it to credit");
+    }
+    if corrected.state != InvoiceState::Final {
+        bail!("{name} is a draft: its bill run makes it final, and a credit note corrects a final invoice");
+    }
+    let id = format!("cn-{}", corrected.id);
+    let print = |row: &InvoiceRow| {
+        let doc = json!({"id": row.id, "kind": "creditNote", "corrects": corrected.id, "correctsNumber": name,
+            "number": invoice_number(row), "currency": row.currency, "net": row.net.to_string(),
+            "tax": row.tax.to_string(), "gross": row.gross.to_string()});
+        println!("{doc}");
+    };
+    if let Some(issued) = store.invoice(&id).await? {
+        eprintln!("{name} was cancelled by {id} before: nothing written");
+        print(&issued);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let invoice: Invoice = serde_json::from_value(corrected.doc.clone())
+        .with_context(|| format!("invoice {}: the stored document", corrected.id))?;
+    let reversed = invoice.reversal();
+    let zero = rust_decimal::Decimal::ZERO;
+    let (net, tax, gross) =
+        reversed.total(&corrected.currency).map_or((zero, zero, zero), |totals| (totals.net, totals.tax, totals.gross));
+    let now = jiff::Timestamp::now();
+    let row = InvoiceRow {
+        id: id.clone(),
+        kind: InvoiceKind::CreditNote,
+        statement: false,
+        bill_run_id: corrected.bill_run_id.clone(),
+        billing_account_id: corrected.billing_account_id.clone(),
+        root_id: corrected.root_id.clone(),
+        cycle: corrected.cycle.clone(),
+        period_from: corrected.period_from.clone(),
+        period_until: corrected.period_until.clone(),
+        issuer: corrected.issuer.clone(),
+        series: config.credit_note_series.clone(),
+        state: InvoiceState::Draft,
+        number: None,
+        corrects_invoice_id: Some(corrected.id.clone()),
+        currency: corrected.currency.clone(),
+        net,
+        tax,
+        gross,
+        content_hash: reversed.content_hash()?,
+        doc: serde_json::to_value(&reversed)?,
+        created_at: now,
+        finalised_at: None,
+    };
+    let mut tx = store.begin().await?;
+    match tx.insert_draft_invoice(&row, &lines_of(&reversed)?, &[], now).await {
+        Ok(()) => {}
+        // Issued meanwhile by another: that one stands.
+        Err(StoreError::Conflict { .. }) => {
+            drop(tx);
+            let issued = store.invoice(&id).await?.with_context(|| format!("credit note {id}"))?;
+            print(&issued);
+            return Ok(ExitCode::SUCCESS);
+        }
+        Err(error) => return Err(error.into()),
+    }
+    let number = tx.finalise_invoice(&id, now).await?;
+    let after = json!({"id": id, "kind": "creditNote", "corrects": corrected.id, "issuer": row.issuer,
+        "series": row.series, "number": number, "currency": row.currency, "gross": gross.to_string(),
+        "reason": reason});
+    let record = AuditRecord {
+        actor: &actor(),
+        action: "credit-note",
+        entity_type: "CustomerBill",
+        entity_id: &id,
+        before: None,
+        after: Some(&after),
+    };
+    tx.audit(record, now).await?;
+    tx.commit().await?;
+    let issued = store.invoice(&id).await?.with_context(|| format!("credit note {id}"))?;
+    eprintln!("{name} cancelled by credit note {}/{}/{number}", row.issuer, row.series);
+    print(&issued);
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn export_gl(store: &Store, run: &str, config: &RunConfig, output: Option<&Path>) -> anyhow::Result<ExitCode> {

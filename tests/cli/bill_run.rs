@@ -1089,3 +1089,83 @@ fn a_prepaid_hierarchy_gets_a_statement_in_its_own_series_that_owes_nothing() {
     assert!(!prepaid.iter().any(|row| row.contains(",1200,")), "{csv}");
     std::fs::remove_dir_all(dir).ok();
 }
+
+/// A final invoice cancelled by a credit note (issue 18: "credit notes … reference the
+/// invoice they correct"; none could be issued): in its own series, final at once, once
+/// per invoice, its journal the invoice's reversed, its PDF naming the invoice, and the
+/// invoice owing nothing more.
+#[test]
+fn a_credit_note_cancels_a_final_invoice_once_and_reverses_its_journal() {
+    let dir = scratch("bill-run-credit-note");
+    let data_dir = setup(&dir, 40);
+    let (cycle, _) = cycles();
+    bill(&data_dir, &cycle);
+    let invoices = show(&data_dir, &cycle);
+    let invoice = invoices.iter().find(|invoice| invoice["gross"].as_str() != Some("0.00")).expect("an invoice owing");
+    let issuer = invoice["issuer"].as_str().expect("issuer");
+    let number = format!("{issuer}/{}/{}", invoice["series"].as_str().expect("series"), invoice["number"]);
+    let gross: Decimal = invoice["gross"].as_str().expect("gross").parse().expect("decimal");
+    let credit_note = |reason: &str| {
+        tollgate(&["bill-run", "credit-note", "--invoice", &number, "--reason", reason, "--data-dir", &data_dir], "")
+    };
+    assert!(!credit_note(" ").status.success(), "a reason is required");
+    let unknown =
+        tollgate(&["bill-run", "credit-note", "--invoice", "nope", "--reason", "x", "--data-dir", &data_dir], "");
+    assert!(!unknown.status.success());
+
+    let issued = credit_note("billed twice by mistake");
+    assert!(issued.status.success(), "{}", String::from_utf8_lossy(&issued.stderr));
+    let note = json_lines(&issued)[0].clone();
+    assert_eq!(
+        (note["corrects"].as_str(), note["number"].as_str()),
+        (invoice["id"].as_str(), Some(format!("{issuer}/CN/1").as_str()))
+    );
+    assert_eq!(note["gross"].as_str().expect("gross").parse::<Decimal>().expect("decimal"), -gross);
+    let again = credit_note("asked again");
+    assert!(again.status.success());
+    assert_eq!(json_lines(&again)[0]["number"], note["number"], "once per invoice");
+
+    // The run's journal posts it as the invoice's reversal: still balanced, and the two
+    // documents' postings cancel out.
+    let csv = String::from_utf8(ok(&["bill-run", "export-gl", "--run", &cycle, "--data-dir", &data_dir]).stdout)
+        .expect("utf-8");
+    let mut reader = csv::Reader::from_reader(csv.as_bytes());
+    let (mut debit, mut credit, mut net) = (Decimal::ZERO, Decimal::ZERO, Decimal::ZERO);
+    for record in reader.records() {
+        let record = record.expect("csv");
+        let (d, c) = (record[4].parse::<Decimal>().expect("debit"), record[5].parse::<Decimal>().expect("credit"));
+        debit += d;
+        credit += c;
+        if record[1] == number || record[1] == format!("{issuer}/CN/1") {
+            net += d - c;
+        }
+    }
+    assert_eq!(debit, credit, "{csv}");
+    assert!(csv.contains(&format!("{issuer}/CN/1")), "{csv}");
+    assert_eq!(net, Decimal::ZERO, "{csv}");
+
+    // The PDF says what it is and names the invoice it cancels.
+    let file = dir.join("credit-note.pdf");
+    let path = file.display().to_string();
+    ok(&["bill-run", "pdf", "--invoice", &format!("{issuer}/CN/1"), "--out", &path, "--data-dir", &data_dir]);
+    let text = poppler("pdftotext", &["-layout", &path, "-"]);
+    assert!(text.contains("Credit note") && text.contains(&format!("cancels invoice {number}")), "{text}");
+
+    // The invoice owes nothing more.
+    let account = invoice["billingAccount"].as_str().or(invoice["account"].as_str()).expect("account").to_owned();
+    let aging = json_lines(&ok(&[
+        "receivables",
+        "aging",
+        "--as-of",
+        "2099-01-01",
+        "--root",
+        &account,
+        "--data-dir",
+        &data_dir,
+    ]));
+    assert!(
+        aging.iter().all(|line| line["billingAccount"] != account.as_str() || line["total"] == "0.00"),
+        "{aging:?}"
+    );
+    std::fs::remove_dir_all(dir).ok();
+}

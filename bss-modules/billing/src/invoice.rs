@@ -281,6 +281,55 @@ impl Invoice {
     pub fn total(&self, currency: &str) -> Option<&Totals> {
         self.totals.iter().find(|totals| totals.currency == currency)
     }
+
+    /// The credit note that cancels this invoice whole: every line, section total, tax
+    /// and total with its sign turned (so each still adds up, and posted to the ledger it
+    /// reverses the invoice's journal); no usage items (the invoice itemises them) and no
+    /// unused credit (the credit stays with the invoice that reported it).
+    pub fn reversal(&self) -> Invoice {
+        let negate_totals = |totals: &[Totals]| {
+            totals
+                .iter()
+                .map(|t| Totals { currency: t.currency.clone(), net: neg(t.net), tax: neg(t.tax), gross: neg(t.gross) })
+                .collect()
+        };
+        Invoice {
+            sections: self
+                .sections
+                .iter()
+                .map(|section| Section {
+                    account_id: section.account_id.clone(),
+                    jurisdiction: section.jurisdiction.clone(),
+                    lines: section
+                        .lines
+                        .iter()
+                        .map(|line| Line {
+                            amount: neg(line.amount),
+                            net: neg(line.net),
+                            tax: neg(line.tax),
+                            gross: neg(line.gross),
+                            items: Vec::new(),
+                            ..line.clone()
+                        })
+                        .collect(),
+                    totals: negate_totals(&section.totals),
+                })
+                .collect(),
+            taxes: self.taxes.iter().map(|t| TaxTotal { net: neg(t.net), tax: neg(t.tax), ..t.clone() }).collect(),
+            totals: negate_totals(&self.totals),
+            unused_credits: Vec::new(),
+            ..self.clone()
+        }
+    }
+}
+
+/// `-amount`, and a zero stays a zero (a negated zero would print `-0.00`).
+fn neg(amount: Decimal) -> Decimal {
+    if amount.is_zero() {
+        amount
+    } else {
+        -amount
+    }
 }
 
 fn check_text(field: &str, value: &str, may_be_empty: bool) -> Result<()> {

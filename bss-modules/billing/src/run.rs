@@ -48,6 +48,8 @@ pub struct RunConfig {
     pub series: String,
     /// The number series of prepaid hierarchies' statements (never `series`).
     pub statement_series: String,
+    /// The number series of credit notes (never `series` nor `statement_series`).
+    pub credit_note_series: String,
     /// The days a prepaid account's fees may stay unpaid after its renewal before its
     /// lines are suspended (0 to [`MAX_GRACE_DAYS`]); an offering's term named
     /// [`GRACE_TERM`] overrides it for the accounts that have it.
@@ -102,6 +104,7 @@ impl Default for RunConfig {
             issuer: "tollgate".to_owned(),
             series: "INV".to_owned(),
             statement_series: "ST".to_owned(),
+            credit_note_series: "CN".to_owned(),
             prepaid_grace_days: 7,
             rounding_mode: RoundingMode::HalfEven,
             jurisdiction: DEFAULT_JURISDICTION.to_owned(),
@@ -138,6 +141,7 @@ impl RunConfig {
             ("issuer", &self.issuer),
             ("series", &self.series),
             ("statement_series", &self.statement_series),
+            ("credit_note_series", &self.credit_note_series),
             ("jurisdiction", &self.jurisdiction),
             ("product_service_class", &self.product_service_class),
             ("usage_service_class", &self.usage_service_class),
@@ -148,6 +152,9 @@ impl RunConfig {
         }
         if self.statement_series == self.series {
             return Err(BillingError::invalid("statement_series", "is the invoices' series"));
+        }
+        if self.credit_note_series == self.series || self.credit_note_series == self.statement_series {
+            return Err(BillingError::invalid("credit_note_series", "is the invoices' or the statements' series"));
         }
         if self.prepaid_grace_days > MAX_GRACE_DAYS {
             return Err(BillingError::invalid(
@@ -797,6 +804,23 @@ mod tests {
         assert_eq!((total.net.to_string(), total.gross.to_string()), ("25.02".into(), "25.02".into()));
         let lines = &planned.invoice.sections[0].lines;
         assert!(lines.iter().any(|line| line.kind == crate::LineKind::Allowance && line.quantity == Some(money("60"))));
+        // Its credit note: every amount turned, each total still the sum of its lines, no
+        // negative zero (the allowance line's 0.00), no usage items.
+        let reversed = planned.invoice.reversal();
+        let credited = reversed.total("EUR").expect("EUR");
+        assert_eq!((credited.net.to_string(), credited.gross.to_string()), ("-25.02".into(), "-25.02".into()));
+        let lines_sum: Decimal = reversed.sections[0].lines.iter().map(|line| line.gross).sum();
+        assert_eq!(lines_sum, credited.gross);
+        assert!(reversed.sections[0].lines.iter().all(|line| line.items.is_empty()));
+        let json = serde_json::to_string(&reversed).expect("json");
+        for zero in ["\"-0\"", "\"-0.0\"", "\"-0.00\"", "\"-0.000\""] {
+            assert!(!json.contains(zero), "{json}");
+        }
+        assert_eq!(
+            reversed.reversal().total("EUR"),
+            planned.invoice.total("EUR"),
+            "turned twice: the invoice's totals"
+        );
 
         // Billed already: nothing; the late entry of the cycle is billed by the next one.
         let done: BTreeSet<String> = keys.iter().map(|key| (*key).to_owned()).collect();

@@ -145,6 +145,11 @@ pub struct Labels {
     pub statement_total: String,
     pub statement_terms: String,
     pub statement_terms_text: String,
+    /// A credit note's title, total and closing heading in place of the invoice's
+    /// (`Template::for_credit_note`); its closing text names the invoice it cancels.
+    pub credit_note_title: String,
+    pub credit_note_total: String,
+    pub credit_note_terms: String,
     pub appendix: String,
     pub used_at: String,
     pub amount: String,
@@ -187,6 +192,9 @@ impl Default for Labels {
                 "Please pay {total} by {due_date}, quoting invoice number {number}. Questions about this invoice: \
                  contact {issuer}.",
             ),
+            credit_note_title: text("Credit note"),
+            credit_note_total: text("Total credited"),
+            credit_note_terms: text("Correction"),
             statement_title: text("Statement"),
             statement_total: text("Total charged"),
             statement_terms: text("Nothing to pay"),
@@ -205,7 +213,7 @@ impl Default for Labels {
 }
 
 impl Labels {
-    fn each(&self) -> [(&'static str, &str); 37] {
+    fn each(&self) -> [(&'static str, &str); 40] {
         [
             ("title", &self.title),
             ("draft", &self.draft),
@@ -234,6 +242,9 @@ impl Labels {
             ("unused_credit", &self.unused_credit),
             ("payment_terms", &self.payment_terms),
             ("payment_terms_text", &self.payment_terms_text),
+            ("credit_note_title", &self.credit_note_title),
+            ("credit_note_total", &self.credit_note_total),
+            ("credit_note_terms", &self.credit_note_terms),
             ("statement_title", &self.statement_title),
             ("statement_total", &self.statement_total),
             ("statement_terms", &self.statement_terms),
@@ -377,6 +388,17 @@ impl Template {
         labels.total = labels.statement_total.clone();
         labels.payment_terms = labels.statement_terms.clone();
         labels.payment_terms_text = labels.statement_terms_text.clone();
+        template
+    }
+
+    /// The template for a credit note: its title, total and closing heading (the closing
+    /// text, naming the invoice it cancels, is the document's `payment_terms`).
+    pub fn for_credit_note(&self) -> Template {
+        let mut template = self.clone();
+        let labels = &mut template.labels;
+        labels.title = labels.credit_note_title.clone();
+        labels.total = labels.credit_note_total.clone();
+        labels.payment_terms = labels.credit_note_terms.clone();
         template
     }
 

@@ -30,6 +30,26 @@ fn on(day: Date) -> Timestamp {
     jiff::tz::Offset::UTC.to_timestamp(day.at(12, 0, 0, 0)).expect("instant")
 }
 
+/// A postpaid EUR billing account of customer c1: a root, or a child of `parent`.
+fn account_row(id: &str, parent: Option<&str>) -> BillingAccountRow {
+    BillingAccountRow {
+        id: id.into(),
+        engine_account_id: 0,
+        customer_id: "c1".into(),
+        parent_id: parent.map(Into::into),
+        root_id: parent.unwrap_or(id).into(),
+        depth: i64::from(parent.is_some()),
+        name: id.into(),
+        account_type: "postpaid".into(),
+        state: "Active".into(),
+        currency: "EUR".into(),
+        bill_cycle_day: 1,
+        payment_terms_days: 30,
+        tax_profile_id: None,
+        credit_limit: Decimal::ZERO,
+    }
+}
+
 /// Customer c1 with billing accounts a1 (a line, l1) and a2, EUR, 30 days' terms.
 async fn setup(store: &Store) {
     let mut tx = store.begin().await.expect("begin");
@@ -43,22 +63,7 @@ async fn setup(store: &Store) {
     };
     tx.insert_customer(&customer, on(date(2026, 1, 1))).await.expect("customer");
     for id in ["a1", "a2"] {
-        let account = BillingAccountRow {
-            id: id.into(),
-            engine_account_id: 0,
-            customer_id: "c1".into(),
-            parent_id: None,
-            root_id: id.into(),
-            depth: 0,
-            name: id.into(),
-            account_type: "postpaid".into(),
-            state: "Active".into(),
-            currency: "EUR".into(),
-            bill_cycle_day: 1,
-            payment_terms_days: 30,
-            tax_profile_id: None,
-            credit_limit: Decimal::ZERO,
-        };
+        let account = account_row(id, None);
         tx.insert_billing_account(&account, on(date(2026, 1, 1))).await.expect("account");
     }
     let line = LineRow {
@@ -826,22 +831,7 @@ store_test! {
     async fn a_payment_for_a_child_account_pays_its_hierarchy_s_invoice(store) {
         setup(&store).await;
         let mut tx = store.begin().await.expect("begin");
-        let child = BillingAccountRow {
-            id: "a1-child".into(),
-            engine_account_id: 0,
-            customer_id: "c1".into(),
-            parent_id: Some("a1".into()),
-            root_id: "a1".into(),
-            depth: 1,
-            name: "child".into(),
-            account_type: "postpaid".into(),
-            state: "Active".into(),
-            currency: "EUR".into(),
-            bill_cycle_day: 1,
-            payment_terms_days: 30,
-            tax_profile_id: None,
-            credit_limit: Decimal::ZERO,
-        };
+        let child = account_row("a1-child", Some("a1"));
         tx.insert_billing_account(&child, on(date(2026, 1, 1))).await.expect("child");
         tx.commit().await.expect("commit");
         final_invoice(&store, "i-root", "a1", "2026-10", "50.00", date(2026, 10, 1)).await;

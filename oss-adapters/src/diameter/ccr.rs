@@ -100,7 +100,7 @@ fn group(avp: &Avp) -> Result<Vec<Avp>, Refusal> {
 /// time and the volume of one usage together (RFC 4006 §8.19).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 struct Measures {
-    time: Option<u64>,
+    time_seconds: Option<u64>,
     octets: Option<u64>,
     specific: Option<u64>,
 }
@@ -113,7 +113,7 @@ impl Measures {
         let split =
             (input.is_some() || output.is_some()).then(|| input.unwrap_or(0).saturating_add(output.unwrap_or(0)));
         Measures {
-            time: find(members, code::CC_TIME, 0).and_then(Avp::as_u32).map(u64::from),
+            time_seconds: find(members, code::CC_TIME, 0).and_then(Avp::as_u32).map(u64::from),
             octets: total.or(split),
             specific: find(members, code::CC_SERVICE_SPECIFIC_UNITS, 0).and_then(Avp::as_u64),
         }
@@ -122,7 +122,7 @@ impl Measures {
     /// The quantity in `kind`, if the group has one.
     fn get(self, kind: UnitKind) -> Option<u64> {
         match kind {
-            UnitKind::Time => self.time,
+            UnitKind::Time => self.time_seconds,
             UnitKind::Octets => self.octets,
             UnitKind::ServiceSpecific => self.specific,
         }
