@@ -337,6 +337,14 @@ pub fn parse_order(doc: &Value, now: Timestamp) -> Result<RequestedOrder> {
     if let Some(field) = order.keys().find(|key| !ORDER_FIELDS.contains(&key.as_str())) {
         return Err(OrdersError::invalid(field.clone(), "is not a field Tollgate takes in a product order"));
     }
+    // The TMF622 string fields kept as given: strings (a number here was echoed as one).
+    for field in ["description", "category", "priority", "externalId", "requestedCompletionDate", "cancellationReason"]
+    {
+        match order.get(field) {
+            None | Some(Value::Null | Value::String(_)) => {}
+            Some(_) => return Err(OrdersError::invalid(field, "must be a string")),
+        }
+    }
     let billing_account_id = ref_id(order.get("billingAccount"), "billingAccount")?
         .ok_or_else(|| OrdersError::invalid("billingAccount.id", "is required"))?
         .to_owned();

@@ -596,12 +596,14 @@ impl Orders {
         action: Action,
         field: &str,
     ) -> Result<LineRow> {
-        let Some(line) = tx.line(id).await? else {
-            return Err(OrdersError::invalid(field, format!("no product {id}")));
+        // Which product: named as `….product.id` whatever field the action names, and in
+        // the same words whether it does not exist or is another account's (a partner
+        // must not learn which ids exist in other hierarchies).
+        let id_field = field.rsplit_once('.').map_or_else(|| field.to_owned(), |(head, _)| format!("{head}.id"));
+        let line = tx.line(id).await?.filter(|line| line.value.subscription.billing_account_id == account.id);
+        let Some(line) = line else {
+            return Err(OrdersError::invalid(id_field, format!("billing account {} has no product {id}", account.id)));
         };
-        if line.value.subscription.billing_account_id != account.id {
-            return Err(OrdersError::invalid(field, format!("product {id} belongs to another billing account")));
-        }
         line_allows(action, &line.value).map_err(|reason| OrdersError::invalid(field, reason))?;
         Ok(line.value)
     }
@@ -722,12 +724,18 @@ impl Orders {
             };
             row.requested_start_at = at;
             tx.reschedule_order_tasks(id, at.unwrap_or(now), now).await?;
-            let item_state = if at.is_some() { ItemState::Pending } else { ItemState::Acknowledged };
+            // A pending order brought forward to now stays pending (TMF622 has no way
+            // back to acknowledged), its tasks due at once: the workflow starts it.
+            let (item_state, to) = match (at, state) {
+                (Some(_), _) | (None, OrderState::Pending) => (ItemState::Pending, OrderState::Pending),
+                (None, _) => (ItemState::Acknowledged, OrderState::Acknowledged),
+            };
             for item in &items {
                 tx.set_item_state(id, &item.item_id, item_state.as_str(), now).await?;
             }
-            let to = if at.is_some() { OrderState::Pending } else { OrderState::Acknowledged };
-            state.transition(to)?;
+            if to != state {
+                state.transition(to)?;
+            }
             row.state = to.as_str().into();
         }
         let mut doc = row.doc.clone();

@@ -396,6 +396,13 @@ store_test! {
         let mut doc = lab.new_line();
         doc["billingAccount"]["id"] = json!("nope");
         assert!(refused(doc).await.starts_with("billingAccount.id: no billing account"));
+        // Regression: an unknown product to suspend was named as `….product.status`.
+        let doc = lab.modify("no-such-line", json!({"status": "suspended"}));
+        assert!(refused(doc).await.starts_with("productOrderItem[0].product.id: billing account"), "the product's id");
+        // Regression: a number as externalId was taken and echoed as a number.
+        let mut doc = lab.new_line();
+        doc["externalId"] = json!(7);
+        assert_eq!(refused(doc).await, "externalId: must be a string");
         let mut doc = lab.new_line();
         doc["productOrderItem"][0]["productOffering"]["id"] = json!(lab.addon);
         assert!(refused(doc).await.starts_with("productOrderItem[0].productOffering.id: product offering"));
@@ -520,6 +527,28 @@ store_test! {
         assert_eq!(ids.len(), 3, "{ids:?}");
         assert_eq!(ids[0], ids[1], "tried again under its request id");
         assert_eq!(ids[2], format!("{}:undo", ids[0]), "then undone on the network");
+        lab.agree().await;
+    }
+}
+
+store_test! {
+    /// Regression: a pending (future-dated) order whose start was brought forward to now
+    /// was refused 409 ("cannot go from pending to acknowledged"). It stays pending, due at
+    /// once, and the workflow carries it out.
+    async fn a_pending_order_brought_forward_to_now_is_carried_out(store) {
+        let lab = lab(&store).await;
+        let product = new_line(&lab).await;
+        let mut suspend = lab.modify(&product, json!({"status": "suspended"}));
+        suspend["requestedStartDate"] = json!(at(3600).to_string());
+        let (order, _) = lab.place(suspend).await;
+        assert_eq!(lab.state(&order).await, "pending");
+        let current = lab.orders.get(&lab.admin, &order).await.expect("order");
+        let patch = json!({"requestedStartDate": lab.now.to_string()});
+        let patched = lab.orders.patch(&lab.admin, &order, &patch, current.version, lab.now).await.expect("brought forward");
+        assert_eq!(patched.value["state"], "pending");
+        lab.drive().await;
+        assert_eq!(lab.state(&order).await, "completed");
+        assert_eq!(lab.product(&product).await["status"], "suspended");
         lab.agree().await;
     }
 }
