@@ -130,9 +130,11 @@ pub(crate) async fn reserve(
                 .ok_or_else(|| ApiError::bad_request("holdSeconds", "must be a whole number of seconds"))?,
         ),
     };
+    let owner = text(&members, "owner", true)?.unwrap_or_default();
+    workflow_owner(owner)?;
     let request = Reserve {
         kind,
-        owner: text(&members, "owner", true)?.unwrap_or_default(),
+        owner,
         value: text(&members, "value", false)?,
         group_id: text(&members, group_field, false)?,
         hold,
@@ -147,6 +149,21 @@ pub(crate) async fn reserve(
             format!("no {} is free to reserve", spec.unwrap_or_default()),
         )),
     }
+}
+
+/// Refuses an owner the provisioning workflow names its holds by (`order:ORDER:ITEM`):
+/// released or assigned through the API, an order in flight would lose its number or SIM
+/// half-way (cancel the order instead).
+fn workflow_owner(owner: &str) -> Result<(), ApiError> {
+    if owner.starts_with("order:") {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "workflowOwned",
+            "owner",
+            "owners named order:… are the provisioning workflow's holds; cancel the order (cancelProductOrder) instead",
+        ));
+    }
+    Ok(())
 }
 
 /// `POST …/resource/{id}/{step}`: `assign` `{owner, subscriptionId}`, `release`
@@ -168,6 +185,9 @@ pub(crate) async fn step(
     let mut values = Vec::with_capacity(fields.len());
     for field in fields {
         values.push(text(&members, field, true)?.unwrap_or_default());
+    }
+    if fields.first() == Some(&"owner") {
+        workflow_owner(values[0])?;
     }
     let (inventory, actor, now) = (&state.inventory, caller.actor(), Timestamp::now());
     let item = match (step.as_str(), values.as_slice()) {

@@ -63,6 +63,11 @@ store_test! {
         assert_eq!(call(&app, "POST", &format!("{number}/assign"), Some(&care), Some(assign.clone()), &[]).await.status, StatusCode::FORBIDDEN);
         let assigned = call(&app, "POST", &format!("{number}/assign"), Some(&admin), Some(assign), &[]).await;
         assert_eq!((assigned.status, assigned.body["state"].as_str()), (StatusCode::OK, Some("assigned")), "{}", assigned.body);
+        // Regression: care released a hold of the provisioning workflow (an order in flight lost its number).
+        let held = call(&app, "POST", &format!("{number}/release"), Some(&care), Some(json!({"owner": "order:o1:1"})), &[]).await;
+        assert_eq!((held.status, held.body["reason"].as_str()), (StatusCode::CONFLICT, Some("owner")), "{}", held.body);
+        let taken = json!({"resourceSpecification": {"id": "MSISDN"}, "owner": "order:o1:1"});
+        assert_eq!(call(&app, "POST", &reservation, Some(&care), Some(taken), &[]).await.status, StatusCode::CONFLICT);
         let release = call(&app, "POST", &format!("{number}/release"), Some(&care), Some(json!({"owner": "order-1"})), &[]).await;
         assert_eq!((release.status, release.body["reason"].as_str(), release.body["code"].as_str()), (StatusCode::CONFLICT, Some("state"), Some("invalidTransition")));
         assert!(release.body["message"].as_str().is_some_and(|m| m.contains("is assigned")), "{}", release.body);
