@@ -401,13 +401,19 @@ fn usage_is_read_and_granted_in_the_unit_the_tariff_counts() {
     let mut release = charging_data("msisdn-4917000000008", 2, None, None);
     release["multipleUnitUsage"][0]["usedUnitContainer"] = json!([{"localSequenceNumber": 2, "time": 5_000_000}]);
     let refused = post(&server, &format!("{base}/{reference}/release"), &release);
-    assert_eq!(refused.status, 400, "{}", refused.body);
+    assert_eq!((refused.status, refused.json()["cause"].as_str()), (403, Some("CHARGING_FAILED")), "{}", refused.body);
     assert!(
         refused.invalid_params().iter().any(|(param, _)| param == "/multipleUnitUsage/0/usedUnitContainer/0"),
         "{}",
         refused.body
     );
     assert_eq!(balance(&server, 8), "0.80".parse::<Decimal>().expect("d"));
+    // Zeros in another unit are no usage: nothing to refuse (schemathesis sends such).
+    let mut zeros = charging_data("msisdn-4917000000008", 3, None, None);
+    zeros["multipleUnitUsage"][0]["usedUnitContainer"] =
+        json!([{"localSequenceNumber": 3, "time": 0, "serviceSpecificUnits": 0}]);
+    let released = post(&server, &format!("{base}/{reference}/release"), &zeros);
+    assert_eq!(released.status, 204, "{}", released.body);
 }
 
 /// Regression: a body trickled a byte at a time (within the idle timeout) held its
@@ -454,4 +460,17 @@ fn a_body_must_arrive_in_time_and_within_the_limit() {
     }
     assert!(response.starts_with("HTTP/1.1 408"), "answered after {:?}: {response}", started.elapsed());
     assert!(started.elapsed() >= tollgate_oss_adapters::nchf::server::BODY_DEADLINE, "{:?}", started.elapsed());
+}
+
+/// Regression: a missing mandatory IE was `INVALID_MSG_FORMAT` naming `/` ("… is a
+/// required property"); TS 29.500 §5.2.7.2 has `MANDATORY_IE_MISSING`, naming the IE.
+#[test]
+fn a_missing_mandatory_ie_is_named_as_such() {
+    let server = start("mandatory");
+    let mut body = charging_data("msisdn-4917000000009", 0, Some(1), None);
+    body.as_object_mut().expect("object").remove("invocationSequenceNumber");
+    let answer = post(&server, "/nchf-convergedcharging/v3/chargingdata", &body);
+    assert_eq!(answer.status, 400, "{}", answer.body);
+    assert_eq!(answer.json()["cause"], "MANDATORY_IE_MISSING", "{}", answer.body);
+    assert!(answer.invalid_params().iter().any(|(param, _)| param == "/invocationSequenceNumber"), "{}", answer.body);
 }

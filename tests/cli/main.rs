@@ -676,7 +676,12 @@ fn nchf_converged_charging_session_over_http() {
     let (status, _, body) = http(&address, "POST", base, r#"{"invocationSequenceNumber": "x"}"#);
     assert_eq!(status, 400);
     let problem: Value = serde_json::from_str(&body).expect("problem json");
-    assert_eq!(problem["cause"], "INVALID_MSG_FORMAT");
+    // Its mandatory IEs (nfConsumerIdentification, invocationTimeStamp) are missing.
+    assert_eq!(problem["cause"], "MANDATORY_IE_MISSING", "{problem}");
+    let (status, _, body) = http(&address, "POST", base, "{not json");
+    assert_eq!(status, 400);
+    let problem: Value = serde_json::from_str(&body).expect("problem json");
+    assert_eq!(problem["cause"], "INVALID_MSG_FORMAT", "{problem}");
     stop_server(child);
     // Demo subscriber 1 starts with 20.00; 1 MB + 0.5 MB of video at 0.10/MB.
     let data = dir.join("data");

@@ -136,8 +136,9 @@ impl Measures {
             .find_map(|kind| self.get(kind).map(|units| (units, kind)))
     }
 
-    fn is_empty(self) -> bool {
-        self.first().is_none()
+    /// No quantity, or only zeros.
+    fn is_nothing(self) -> bool {
+        [self.time_seconds, self.octets, self.specific].iter().all(|quantity| quantity.unwrap_or(0) == 0)
     }
 }
 
@@ -251,7 +252,8 @@ pub fn parse(message: &Message, now: i64, plans: &Plans) -> Result<CreditControl
         let mut used = Vec::with_capacity(used_avps.len());
         for avp in used_avps {
             let measures = Measures::of(&group(avp)?);
-            if !measures.is_empty() {
+            // Nothing used (no quantity, or only zeros): nothing to read.
+            if !measures.is_nothing() {
                 used.push((*avp, measures));
             }
         }

@@ -74,6 +74,13 @@ impl Units {
         }
     }
 
+    /// Whether every quantity given is zero, or none is given (nothing was used).
+    pub fn is_zero(&self) -> bool {
+        [self.time_seconds, self.total_volume, self.uplink_volume, self.downlink_volume, self.service_specific_units]
+            .iter()
+            .all(|quantity| quantity.unwrap_or(0) == 0)
+    }
+
     pub fn of(field: UnitField, units: u64) -> Units {
         match field {
             UnitField::Time => Units { time_seconds: Some(units), ..Units::default() },

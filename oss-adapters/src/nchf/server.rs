@@ -251,25 +251,29 @@ fn read_request(
     let value: serde_json::Value = serde_json::from_slice(body).map_err(|err| {
         problem(StatusCode::BAD_REQUEST, "INVALID_MSG_FORMAT", format!("not JSON: {err}"), Vec::new())
     })?;
+    let mut missing = false;
     let invalid: Vec<InvalidParam> = validator
         .iter_errors(&value)
         .take(8)
         .map(|err| {
             let path = err.instance_path().to_string();
-            let reason = match err.kind() {
-                jsonschema::error::ValidationErrorKind::Format { format } => formats::reason(format),
-                _ => err.to_string(),
+            let (path, reason) = match err.kind() {
+                jsonschema::error::ValidationErrorKind::Format { format } => (path, formats::reason(format)),
+                // TS 29.500 §5.2.7.2: a missing mandatory IE is named itself.
+                jsonschema::error::ValidationErrorKind::Required { property } => {
+                    missing = true;
+                    let name = property.as_str().map_or_else(|| property.to_string(), str::to_owned);
+                    (format!("{path}/{name}"), format!("{name} is mandatory"))
+                }
+                _ => (path, err.to_string()),
             };
             InvalidParam { param: if path.is_empty() { "/".to_owned() } else { path }, reason }
         })
         .collect();
     if !invalid.is_empty() {
-        return Err(problem(
-            StatusCode::BAD_REQUEST,
-            "INVALID_MSG_FORMAT",
-            "the request does not match ChargingDataRequest",
-            invalid,
-        ));
+        // MANDATORY_IE_MISSING when a mandatory IE is missing, else the message's format.
+        let cause = if missing { "MANDATORY_IE_MISSING" } else { "INVALID_MSG_FORMAT" };
+        return Err(problem(StatusCode::BAD_REQUEST, cause, "the request does not match ChargingDataRequest", invalid));
     }
     let request: ChargingDataRequest = serde_json::from_value(value).map_err(|err| {
         problem(StatusCode::BAD_REQUEST, "INVALID_MSG_FORMAT", format!("ChargingDataRequest: {err}"), Vec::new())
@@ -440,8 +444,8 @@ pub fn idempotency_key(reference: &str, invocation_sequence_number: u32) -> Stri
 /// The engine's rating groups of a request, each with the field its quantities are in.
 /// `plans` tell what each rating group is counted in: reported usage is read in that unit
 /// (a container with time and volume: the one the tariff counts) and quota asked and
-/// granted in it; a container reporting usage without that unit is refused (400 naming
-/// it) rather than read in another (seconds charged as bytes, or volume left unpaid).
+/// granted in it; a container reporting usage without that unit is refused (403
+/// `CHARGING_FAILED` naming it) rather than read in another (seconds charged as bytes, or volume left unpaid).
 pub fn unit_requests(
     request: &ChargingDataRequest,
     with_requested: bool,
@@ -461,15 +465,17 @@ pub fn unit_requests(
             .unwrap_or(UnitField::Volume);
         let mut used: Option<u64> = None;
         for (position, container) in usage.used_unit_container.iter().enumerate() {
-            if container.quantity().is_none() {
+            // Nothing used (no quantity, or only zeros): nothing to read.
+            if container.is_zero() {
                 continue;
             }
             let Some(units) = container.get(field) else {
                 let param = format!("/multipleUnitUsage/{index}/usedUnitContainer/{position}");
                 let reason = format!("no {} here: rating group {} is counted in it", field.name(), usage.rating_group);
+                // TS 32.291 §6.1.7.3: the charging failed (the request itself is well formed).
                 return Err(problem(
-                    StatusCode::BAD_REQUEST,
-                    "MANDATORY_IE_INCORRECT",
+                    StatusCode::FORBIDDEN,
+                    "CHARGING_FAILED",
                     format!("{param}: {reason}"),
                     vec![InvalidParam { param, reason }],
                 ));
