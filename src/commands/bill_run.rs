@@ -800,7 +800,13 @@ async fn finalise(
             let ids: Vec<&str> = batch.iter().map(|draft| draft.id.as_str()).collect();
             let numbers = tx.finalise_invoices(&ids, now).await?;
             let mut done = Vec::with_capacity(batch.len());
-            for ((draft, (releases, renewals, credits)), number) in batch.iter().zip(&reads).zip(numbers) {
+            for ((draft, (releases, renewals, credits)), (number, now_final)) in batch.iter().zip(&reads).zip(numbers) {
+                // Made final by another run since this one listed the drafts: that run
+                // released its usage and audited it in the same transaction; nothing to
+                // do or to report here.
+                if !now_final {
+                    continue;
+                }
                 finalise_one(&mut tx, actor, draft, number, releases, renewals, credits, now).await?;
                 // Credit on the account (payments received before) pays the new invoice, in
                 // the same transaction; a statement owes nothing, nor does an account

@@ -369,15 +369,18 @@ fn two_bill_runs_of_a_cycle_at_once_bill_each_hierarchy_once_with_gap_free_numbe
             .expect("tollgate starts")
     };
     let (first, second) = (run(), run());
-    let mut drafted = 0;
+    let (mut drafted, mut finalised) = (0, 0);
     for child in [first, second] {
         let output = child.wait_with_output().expect("ends");
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(output.status.success(), "{stderr}");
         drafted += stderr.lines().filter(|line| line.starts_with("drafted ")).count();
+        finalised += stderr.lines().filter(|line| line.starts_with("finalised ")).count();
     }
     let invoices = show(&data_dir, &cycle);
     assert_eq!(drafted, invoices.len(), "each hierarchy drafted by one run");
+    // Regression: both runs reported the invoices the other had made final.
+    assert_eq!(finalised, invoices.len(), "each invoice reported made final by the run that did it");
     assert_eq!(numbers(&invoices), (1..=(ROWS / 2) as i64).collect::<Vec<_>>());
     assert!(bill(&data_dir, &cycle).contains("0 drafted"), "nothing left to bill");
     std::fs::remove_dir_all(dir).ok();

@@ -579,15 +579,19 @@ impl Tx {
     /// Returns its number; an invoice already final keeps the one it has.
     pub async fn finalise_invoice(&mut self, id: &str, now: Timestamp) -> Result<i64> {
         let numbers = self.finalise_invoices(&[id], now).await?;
-        numbers.first().copied().ok_or_else(|| StoreError::NotFound { entity: "invoice", id: id.to_owned() })
+        numbers
+            .first()
+            .map(|(number, _)| *number)
+            .ok_or_else(|| StoreError::NotFound { entity: "invoice", id: id.to_owned() })
     }
 
     /// Makes invoices `ids` final as [`Tx::finalise_invoice`] does one, numbered in the
     /// order given, in a few statements for them all (a bill run numbers a batch of
     /// hundreds): their rows read at once, each series' counter moved once by the count
     /// of its drafts, the rows changed by one `UPDATE` a chunk. Returns their numbers in
-    /// that order; an id given twice is refused (it would take two numbers).
-    pub async fn finalise_invoices(&mut self, ids: &[&str], now: Timestamp) -> Result<Vec<i64>> {
+    /// that order, each with whether it was made final now (`false`: it was final already,
+    /// made so by another run); an id given twice is refused (it would take two numbers).
+    pub async fn finalise_invoices(&mut self, ids: &[&str], now: Timestamp) -> Result<Vec<(i64, bool)>> {
         let mut given = BTreeSet::new();
         if let Some(twice) = ids.iter().find(|id| !given.insert(**id)) {
             return Err(StoreError::Invalid { field: "id", reason: format!("invoice {twice} given twice") });
@@ -689,7 +693,8 @@ impl Tx {
                 });
             }
         }
-        Ok(numbers)
+        let drafted: BTreeSet<usize> = due.iter().map(|(index, _)| *index).collect();
+        Ok(numbers.into_iter().enumerate().map(|(index, number)| (number, drafted.contains(&index))).collect())
     }
 
     /// Locks the number series of `series` (issuer, series), in their sorted order, before

@@ -561,7 +561,11 @@ store_test! {
         assert!(matches!(tx.finalise_invoices(&["i1", "i1"], at(4)).await, Err(StoreError::Invalid { field: "id", .. })));
         assert!(matches!(tx.finalise_invoices(&["i3", "nope"], at(4)).await, Err(StoreError::NotFound { entity: "invoice", .. })));
         // In the order given, per series; the final one keeps its number and time.
-        assert_eq!(tx.finalise_invoices(&["i3", "i4", "i2", "i1"], at(4)).await.expect("finalise"), [2, 1, 1, 3]);
+        assert_eq!(
+            tx.finalise_invoices(&["i3", "i4", "i2", "i1"], at(4)).await.expect("finalise"),
+            [(2, true), (1, true), (1, false), (3, true)],
+            "i2 was final already"
+        );
         tx.commit().await.expect("commit");
         for (id, number, finalised) in [("i1", 3, at(4)), ("i2", 1, at(3)), ("i3", 2, at(4)), ("i4", 1, at(4))] {
             let row = store.invoice(id).await.expect("read").expect("present");
@@ -570,7 +574,7 @@ store_test! {
         // The counter moved by exactly what was taken: the next draft of the series is 4.
         write_draft(&store, &draft("i5", "a5", "2"), &[]).await.expect("draft");
         let mut tx = store.begin().await.expect("begin");
-        assert_eq!(tx.finalise_invoices(&["i5"], at(5)).await.expect("finalise"), [4]);
+        assert_eq!(tx.finalise_invoices(&["i5"], at(5)).await.expect("finalise"), [(4, true)]);
         tx.commit().await.expect("commit");
     }
 }
