@@ -1440,7 +1440,12 @@ async fn invoice_pdf(
 ) -> anyhow::Result<Vec<u8>> {
     let invoice: Invoice =
         serde_json::from_value(row.doc.clone()).with_context(|| format!("invoice {}: the stored document", row.id))?;
-    let customer = store.billing_account(&row.billing_account_id).await?.map(|account| account.value.name);
+    // The name it was issued to; a draft (or one made final before that was kept): the
+    // account's name now.
+    let customer = match store.bill_to(&row.id).await? {
+        Some(name) => Some(name),
+        None => store.billing_account(&row.billing_account_id).await?.map(|account| account.value.name),
+    };
     let issued = jiff::tz::TimeZone::UTC.to_datetime(row.finalised_at.unwrap_or(row.created_at)).date();
     // The due date stored when it was made final; else the given terms from its issue day.
     let stored = store.due_dates(&[row.id.as_str()]).await?.get(&row.id).copied();

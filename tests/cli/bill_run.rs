@@ -627,6 +627,28 @@ fn a_final_invoice_is_a_pdf_from_the_cli_and_from_the_api() {
     let (status, _, _) =
         fetch(&address, "/tmf-api/customerBillManagement/v4/customerBill/nope", &token, "application/pdf");
     assert_eq!(status, 404);
+
+    // Regression: a final invoice's PDF showed the account's name of the day it was
+    // printed. It shows the name it was issued to.
+    let account_id = json["billingAccount"]["id"].as_str().expect("billing account").to_owned();
+    let account_path = format!("/tmf-api/accountManagement/v4/billingAccount/{account_id}");
+    let admin = super::api::create_token(data, "admin");
+    let (status, head, account) = super::api::request(&address, "GET", &account_path, &admin, &[], None);
+    assert_eq!(status, 200, "{head}");
+    let issued_to = account["name"].as_str().expect("name").to_owned();
+    assert!(text.contains(&issued_to), "{issued_to}: {text}");
+    let etag = head
+        .lines()
+        .find_map(|line| line.strip_prefix("etag: ").or_else(|| line.strip_prefix("ETag: ")))
+        .expect("etag");
+    let if_match = format!("If-Match: {etag}");
+    let rename = json!({"name": "Renamed Holdings"});
+    let headers = ["Content-Type: application/merge-patch+json", if_match.as_str()];
+    let (status, _, renamed) = super::api::request(&address, "PATCH", &account_path, &admin, &headers, Some(&rename));
+    assert_eq!(status, 200, "{renamed}");
+    ok(&["bill-run", "pdf", "--invoice", &number, "--out", &path, "--data-dir", &data_dir]);
+    let text = poppler("pdftotext", &["-layout", &path, "-"]);
+    assert!(text.contains(&issued_to) && !text.contains("Renamed Holdings"), "{text}");
     super::stop_server(child);
     std::fs::remove_dir_all(dir).ok();
 }

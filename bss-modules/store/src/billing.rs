@@ -661,7 +661,12 @@ impl Tx {
                 }
             };
             let at = placeholder(Arg::from(to_ms(now)), &mut args);
-            let mut sql = format!("UPDATE invoices SET state = 'final', finalised_at_ms = {at}, number = CASE id");
+            // The name it is issued to, fixed with it (its PDF shows it, whatever the account is called later).
+            let mut sql = format!(
+                "UPDATE invoices SET state = 'final', finalised_at_ms = {at},
+                     bill_to = (SELECT a.name FROM billing_accounts a WHERE a.id = invoices.billing_account_id),
+                     number = CASE id"
+            );
             for (index, _) in chunk {
                 let (id, number) = (
                     placeholder(Arg::from(ids[*index]), &mut args),

@@ -12,7 +12,7 @@ use crate::sql::{args, Dialect};
 use crate::Store;
 
 /// The schema version this build writes and understands (the last migration).
-pub const SCHEMA_VERSION: i64 = 24;
+pub const SCHEMA_VERSION: i64 = 25;
 
 struct Migration {
     version: i64,
@@ -174,6 +174,12 @@ const MIGRATIONS: &[Migration] = &[
         description: "the partner hierarchy a customer was created in",
         sqlite: include_str!("../migrations/sqlite/0024_customer_partner_root.sql"),
         postgres: include_str!("../migrations/postgres/0024_customer_partner_root.sql"),
+    },
+    Migration {
+        version: 25,
+        description: "the name an invoice was issued to",
+        sqlite: include_str!("../migrations/sqlite/0025_invoice_bill_to.sql"),
+        postgres: include_str!("../migrations/postgres/0025_invoice_bill_to.sql"),
     },
 ];
 

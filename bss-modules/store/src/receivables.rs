@@ -490,6 +490,23 @@ impl Store {
         Ok(dates)
     }
 
+    /// The name final invoice `id` was issued to (its billing account's name when it was
+    /// made final); `None` for one made final before that was kept, or not final.
+    pub async fn bill_to(&self, id: &str) -> Result<Option<String>> {
+        let mut tx = self.read().await?;
+        let row = tx
+            .fetch_optional(
+                "invoices.bill_to",
+                "SELECT bill_to FROM invoices WHERE id = $1 AND state = 'final'",
+                args![id],
+            )
+            .await?;
+        Ok(match row {
+            Some(row) => row.opt_text("bill_to")?,
+            None => None,
+        })
+    }
+
     /// Every final invoice that still owes something (of the hierarchy under `root`, or of
     /// all), by account and due date.
     pub async fn receivables(&self, root: Option<&str>) -> Result<Vec<OpenInvoiceRow>> {
