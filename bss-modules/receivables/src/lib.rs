@@ -155,6 +155,15 @@ impl Receivables {
     pub async fn record(&self, who: &Principal, mut new: NewPayment, now: Timestamp) -> Result<Recorded> {
         // Kept with exactly the currency's decimals (1.0000 KWD is 1.000), as invoices are.
         new.amount.rescale(check_payment(&new)?);
+        // Money is not received in the future (a day of slack for the time zones of banks
+        // ahead of UTC): a date in 2099 would age and dun nothing until then.
+        let today = jiff::tz::Offset::UTC.to_datetime(now).date();
+        if today.tomorrow().is_ok_and(|tomorrow| new.received_on > tomorrow) {
+            return Err(ReceivablesError::invalid(
+                "paymentDate",
+                format!("{} is after today ({today}): a payment is recorded once received", new.received_on),
+            ));
+        }
         let mut tx = self.store.begin().await?;
         let Some(account) = tx.billing_account(&new.billing_account_id).await? else {
             return Err(ReceivablesError::invalid(
@@ -369,7 +378,8 @@ impl Receivables {
     pub async fn aging(&self, as_of: Date, root: Option<&str>) -> Result<Vec<AccountAging>> {
         let open = self.store.receivables(root).await?;
         let mut by_account: BTreeMap<(String, String), Vec<OpenInvoice>> = BTreeMap::new();
-        for row in open {
+        // An invoice issued after `as_of` was not owed then.
+        for row in open.into_iter().filter(|row| row.issued_on <= as_of) {
             by_account
                 .entry((row.billing_account_id.clone(), row.currency.clone()))
                 .or_default()

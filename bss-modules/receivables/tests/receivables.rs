@@ -843,6 +843,15 @@ store_test! {
         assert_eq!(recorded.payment.billing_account_id, "a1", "the hierarchy's root");
         assert_eq!(recorded.payment.remittance.as_deref(), Some("a1-child"), "what it named is kept");
         assert_eq!(recorded.payment.amount.to_string(), "20.00", "kept with the currency's decimals");
+        // Regression: an aging as of a day before the invoice was issued listed it.
+        assert!(receivables.aging(date(2026, 9, 30), Some("a1")).await.expect("aging").is_empty());
+        // Regression: a payment dated 2099 was taken.
+        let mut future = payment("a1", "5", "r-future");
+        future.received_on = date(2099, 1, 1);
+        match receivables.record(&who, future, on(date(2026, 11, 20))).await {
+            Err(ReceivablesError::Invalid { field, .. }) => assert_eq!(field, "paymentDate"),
+            other => panic!("{other:?}"),
+        }
         assert_eq!(parts(&recorded.allocations), [("i-root".into(), "20.00".into())]);
         let aging = receivables.aging(date(2026, 11, 20), Some("a1")).await.expect("aging");
         assert_eq!(aging[0].aging.total(), money("30.00"));

@@ -68,6 +68,8 @@ pub struct OpenInvoiceRow {
     pub root_id: String,
     pub currency: String,
     pub due_on: Date,
+    /// The day it was made final (UTC).
+    pub issued_on: Date,
     pub gross: Decimal,
     /// Gross less final credit notes less allocations; more than zero.
     pub outstanding: Decimal,
@@ -200,6 +202,7 @@ async fn open_of(tx: &mut Tx, rows: Vec<Row>) -> Result<Vec<OpenInvoiceRow>> {
             root_id: row.text("root_id")?,
             currency: row.text("currency")?,
             due_on,
+            issued_on: issue_day(row.timestamp("finalised_at_ms")?),
             gross,
             outstanding,
         });
