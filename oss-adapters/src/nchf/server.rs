@@ -418,10 +418,16 @@ pub fn reference_of(request: &ChargingDataRequest, subscriber: &str) -> Option<S
         return None;
     }
     let consumer = request.nf_consumer_identification.to_string();
+    // The instant, not its spelling: a retransmission writing `…26.000Z` for `…26Z` (or
+    // `+00:00` for `Z`) is the same create.
+    let time_stamp = request
+        .invocation_time_stamp
+        .parse::<jiff::Timestamp>()
+        .map_or_else(|_| request.invocation_time_stamp.clone(), |at| at.to_string());
     let hash = digest(&[
         consumer.as_bytes(),
         subscriber.as_bytes(),
-        request.invocation_time_stamp.as_bytes(),
+        time_stamp.as_bytes(),
         &request.invocation_sequence_number.to_be_bytes(),
     ]);
     Some(format!("{}-{hash:016x}", hex(subscriber.as_bytes())))
@@ -788,6 +794,14 @@ mod tests {
             reference_of(&request, "imsi-001010000000001").as_ref(),
             "stable for retransmissions"
         );
+        // Regression: a retransmission spelling the instant otherwise was a new create
+        // (charged again).
+        for spelling in ["2026-03-02T10:00:00.000Z", "2026-03-02T10:00:00+00:00", "2026-03-02T11:00:00+01:00"] {
+            let again = super::tests::request("SMF", spelling, 0);
+            assert_eq!(reference_of(&again, "imsi-001010000000001"), Some(reference.clone()), "{spelling}");
+        }
+        let later = super::tests::request("SMF", "2026-03-02T10:00:01Z", 0);
+        assert_ne!(reference_of(&later, "imsi-001010000000001"), Some(reference.clone()), "another instant");
         assert_eq!(subscriber_of("zz-0123456789abcdef"), None);
         assert_eq!(subscriber_of("616263"), None);
         assert_eq!(subscriber_of("6162636-0123456789abcdef"), None, "odd length");
