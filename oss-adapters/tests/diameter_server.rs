@@ -215,6 +215,7 @@ fn a_data_session_is_charged_once_even_when_retransmitted() {
     assert_eq!(result_code(&cea), Some(2001));
     assert_eq!(cea.avp(code::AUTH_APPLICATION_ID, 0).and_then(Avp::as_u32), Some(4));
     assert_eq!(cea.avp(code::ORIGIN_HOST, 0).and_then(Avp::as_str), Some("ocs.test"));
+    assert_eq!(cea.avp(code::SUPPORTED_VENDOR_ID, 0).and_then(Avp::as_u32), Some(VENDOR_3GPP), "3GPP's AVPs are read");
 
     let initial =
         client.request(272, 4, ccr("pgw;1", 1, 0, "491700000001", vec![mscc(30, Some(1 << 20), None)], vec![]));

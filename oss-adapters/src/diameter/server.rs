@@ -797,6 +797,8 @@ impl Peer {
         cea.avps.push(Avp::new(code::HOST_IP_ADDRESS, 0, address));
         cea.avps.push(Avp::u32(code::VENDOR_ID, 0, 0));
         cea.avps.push(Avp { flags: 0, ..Avp::utf8(code::PRODUCT_NAME, 0, "Tollgate") });
+        // The 3GPP AVPs of TS 32.299 are read (Service-Information, Called-Party-Address, …).
+        cea.avps.push(Avp::u32(code::SUPPORTED_VENDOR_ID, 0, super::dictionary::VENDOR_3GPP));
         cea.avps.push(Avp::u32(code::AUTH_APPLICATION_ID, 0, ccr::APPLICATION_CREDIT_CONTROL));
         cea.avps.push(Avp { flags: 0, ..Avp::u32(code::FIRMWARE_REVISION, 0, 1) });
         self.send(cea, held).await;
