@@ -363,6 +363,17 @@ fn malformed_messages_get_result_codes_and_the_connection_survives() {
     let answer = client.request(272, 4, avps);
     assert_eq!(result_code(&answer), Some(5004));
     assert_eq!(answer.avp(code::FAILED_AVP, 0).map(|failed| failed.data.clone()), Some(bad_type.encode()));
+    // Regression: an empty Origin-Host (a DiameterIdentity is an FQDN) was served.
+    let mut avps = ccr("pgw;8", 1, 0, "491700000001", vec![mscc(30, Some(1), None)], vec![]);
+    for avp in &mut avps {
+        if avp.code == code::ORIGIN_HOST {
+            *avp = Avp::utf8(code::ORIGIN_HOST, 0, "");
+        }
+    }
+    assert_eq!(result_code(&client.request(272, 4, avps)), Some(5004));
+    // Regression: a DWR without Origin-Host was answered 2001 (RFC 6733 §5.5.1).
+    let dwa = client.request(280, 0, vec![Avp::utf8(code::ORIGIN_REALM, 0, "test")]);
+    assert_eq!(result_code(&dwa), Some(5005));
     // A command the server does not serve: 3001.
     let answer = client.request(999, 4, vec![Avp::utf8(code::ORIGIN_HOST, 0, "pgw.test")]);
     assert_eq!(result_code(&answer), Some(3001));

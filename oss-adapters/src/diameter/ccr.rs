@@ -210,8 +210,12 @@ pub fn parse(message: &Message, now: i64, plans: &Plans) -> Result<CreditControl
     let session = message.avp(code::SESSION_ID, 0).ok_or_else(|| missing(code::SESSION_ID, 0, 0))?;
     let session_id = text(session)?.to_owned();
     for required in [code::ORIGIN_HOST, code::ORIGIN_REALM, code::DESTINATION_REALM, code::SERVICE_CONTEXT_ID] {
-        if message.avp(required, 0).is_none() {
+        let Some(avp) = message.avp(required, 0) else {
             return Err(missing(required, 0, 0));
+        };
+        // A DiameterIdentity (RFC 6733 §4.3.1) or a context id is never empty.
+        if avp.data.is_empty() {
+            return Err(refuse(rc::INVALID_AVP_VALUE, Some(avp.encode()), format!("AVP {required} is empty")));
         }
     }
     if required_u32(message, code::AUTH_APPLICATION_ID)? != APPLICATION_CREDIT_CONTROL {

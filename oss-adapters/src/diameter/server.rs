@@ -745,7 +745,18 @@ impl Peer {
                 false
             }
             COMMAND_DEVICE_WATCHDOG => {
-                self.send(self.base_answer(&message, rc::SUCCESS), held).await;
+                // RFC 6733 §5.5.1: a DWR carries Origin-Host and Origin-Realm.
+                let missing =
+                    [code::ORIGIN_HOST, code::ORIGIN_REALM].into_iter().find(|avp| message.avp(*avp, 0).is_none());
+                let answer = match missing {
+                    None => self.base_answer(&message, rc::SUCCESS),
+                    Some(avp) => {
+                        let mut answer = self.base_answer(&message, rc::MISSING_AVP);
+                        answer.avps.push(Avp::new(code::FAILED_AVP, 0, Avp::new(avp, 0, Vec::new()).encode()));
+                        answer
+                    }
+                };
+                self.send(answer, held).await;
                 true
             }
             COMMAND_DISCONNECT_PEER => {
