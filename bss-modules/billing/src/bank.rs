@@ -236,8 +236,15 @@ fn take(entry: &mut Entry, path: &[String], name: &str, value: String, currency:
 
 /// Turns a read entry into its credits, or a reject.
 fn finish(entry: Entry, statement: &mut Statement) -> Result<()> {
+    // A reject names the entry's reference, else its (first) transaction's: what the
+    // operator looks it up by.
+    let reject_reference = entry
+        .reference
+        .clone()
+        .or_else(|| entry.details.iter().find_map(|detail| detail.bank_reference.clone()))
+        .unwrap_or_default();
     let reject = |statement: &mut Statement, reason: String| {
-        let reference = entry.reference.clone().unwrap_or_default();
+        let reference = reject_reference.clone();
         statement.rejects.push(StatementReject { offset: entry.offset, reference, reason });
     };
     match entry.credit.as_deref() {
@@ -459,6 +466,12 @@ mod tests {
         let statement = read_camt053(&xml).expect("a statement");
         assert_eq!(statement.credits.len(), 1);
         assert!(statement.rejects.iter().any(|r| r.reason.contains("add up to 31.00")), "{:?}", statement.rejects);
+        // Regression: a reject of an entry without a reference of its own had none; its
+        // transaction's is what the operator looks it up by.
+        let unreadable = STATEMENT.replace(r#"<Amt Ccy="EUR">30.00</Amt>"#, r#"<Amt Ccy="EUR">thirty</Amt>"#);
+        let statement = read_camt053(&unreadable).expect("a statement");
+        let reject = statement.rejects.iter().find(|r| r.reason.contains("thirty")).expect("the unreadable amount");
+        assert_eq!(reject.reference, "B-2a");
     }
 
     #[test]
