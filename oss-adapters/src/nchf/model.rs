@@ -46,19 +46,12 @@ pub struct Units {
 }
 
 impl Units {
-    /// The quantity and which field carried it.
+    /// The first quantity given, time before volume before service-specific units, and
+    /// which field carried it.
     pub fn quantity(&self) -> Option<(u64, UnitField)> {
-        if let Some(time) = self.time_seconds {
-            return Some((time, UnitField::Time));
-        }
-        if let Some(total) = self.total_volume {
-            return Some((total, UnitField::Volume));
-        }
-        if self.uplink_volume.is_some() || self.downlink_volume.is_some() {
-            let total = self.uplink_volume.unwrap_or(0).saturating_add(self.downlink_volume.unwrap_or(0));
-            return Some((total, UnitField::Volume));
-        }
-        self.service_specific_units.map(|units| (units, UnitField::ServiceSpecific))
+        [UnitField::Time, UnitField::Volume, UnitField::ServiceSpecific]
+            .into_iter()
+            .find_map(|field| self.get(field).map(|units| (units, field)))
     }
 
     /// The quantity in `field`, if these units have one (the volume: `totalVolume`, else
