@@ -70,7 +70,7 @@ fn refuse(result_code: u32, failed_avp: Option<Bytes>, message: impl Into<String
 }
 
 /// Failed-AVP content for a missing AVP: the AVP with zeroed data of the right size.
-fn missing(code: u32, vendor: u32, data_len: usize) -> Refusal {
+pub(crate) fn missing(code: u32, vendor: u32, data_len: usize) -> Refusal {
     let avp = Avp::new(code, vendor, vec![0u8; data_len]);
     refuse(rc::MISSING_AVP, Some(avp.encode()), format!("AVP {code} is missing"))
 }

@@ -684,6 +684,13 @@ impl Peer {
         let _ = self.outbox.send((bytes, held)).await;
     }
 
+    /// The base answer refusing `request` with `refusal`'s Result-Code and Failed-AVP.
+    fn refusal_answer(&self, request: &Message, refusal: ccr::Refusal) -> Message {
+        let mut answer = self.base_answer(request, refusal.result_code);
+        answer.avps.extend(refusal.failed_avp.map(|failed| Avp::new(code::FAILED_AVP, 0, failed)));
+        answer
+    }
+
     fn base_answer(&self, request: &Message, result_code: u32) -> Message {
         let mut answer = request.answer();
         if (3000..4000).contains(&result_code) {
@@ -730,9 +737,7 @@ impl Peer {
             let answer = if message.command == ccr::COMMAND_CREDIT_CONTROL {
                 ccr::refusal_answer(&message, &refusal, &self.config.origin_host, &self.config.origin_realm)
             } else {
-                let mut answer = self.base_answer(&message, refusal.result_code);
-                answer.avps.extend(refusal.failed_avp.map(|failed| Avp::new(code::FAILED_AVP, 0, failed)));
-                answer
+                self.refusal_answer(&message, refusal)
             };
             self.send(answer, held).await;
             return true;
@@ -750,11 +755,7 @@ impl Peer {
                     [code::ORIGIN_HOST, code::ORIGIN_REALM].into_iter().find(|avp| message.avp(*avp, 0).is_none());
                 let answer = match missing {
                     None => self.base_answer(&message, rc::SUCCESS),
-                    Some(avp) => {
-                        let mut answer = self.base_answer(&message, rc::MISSING_AVP);
-                        answer.avps.push(Avp::new(code::FAILED_AVP, 0, Avp::new(avp, 0, Vec::new()).encode()));
-                        answer
-                    }
+                    Some(avp) => self.refusal_answer(&message, ccr::missing(avp, 0, 0)),
                 };
                 self.send(answer, held).await;
                 true
