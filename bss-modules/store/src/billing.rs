@@ -655,10 +655,7 @@ impl Tx {
             let mut placeholder = |arg: Arg, args: &mut Vec<Arg>| {
                 next += 1;
                 args.push(arg);
-                match dialect {
-                    crate::Dialect::Sqlite => "?".to_owned(),
-                    crate::Dialect::Postgres => format!("${next}"),
-                }
+                crate::bulk::placeholder(dialect, next)
             };
             let at = placeholder(Arg::from(to_ms(now)), &mut args);
             // The name it is issued to, fixed with it (its PDF shows it, whatever the account is called later).
