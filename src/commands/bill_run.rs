@@ -423,19 +423,17 @@ const MAX_SCOPE_IN_ID: usize = 200;
 /// all; past [`MAX_SCOPE_IN_ID`] characters the id names them by their digest
 /// (`2026-11:#` and 32 hex digits), so the id stays a short key (the scope column keeps
 /// the list), and the same accounts always make the same id.
-/// When the last of the cycles closing in `year`-`month` of `accounts` (their bill
-/// cycle days) ends, if that is after `now`.
+/// When the last of the cycles closing in `year`-`month` with `cycle_days` (the bill
+/// cycle days of the hierarchies' roots) ends, if that is after `now`.
 pub(crate) fn open_until(
-    accounts: &[BillableAccount],
+    cycle_days: impl IntoIterator<Item = u8>,
     year: i16,
     month: i8,
     zone: &jiff::tz::TimeZone,
     now: jiff::Timestamp,
 ) -> anyhow::Result<Option<jiff::Timestamp>> {
     let mut latest = None;
-    let mut days: Vec<u8> = accounts.iter().filter(|a| a.parent_id.is_none()).map(|a| a.bill_cycle_day).collect();
-    days.sort_unstable();
-    days.dedup();
+    let days: BTreeSet<u8> = cycle_days.into_iter().collect();
     for day in days {
         let end = closing_cycle(year, month, day, zone.clone())?.ends_at()?;
         if end > now && latest.is_none_or(|latest| end > latest) {
@@ -506,8 +504,8 @@ pub(crate) async fn bill(
     // Final invoices for days still to come cannot be taken back: a cycle that has not
     // closed (a mistyped year, the current month) is billed only when asked to.
     if !request.dry_run && !request.open_cycles {
-        let accounts: Vec<BillableAccount> = groups.iter().flatten().cloned().collect();
-        if let Some(end) = open_until(&accounts, year, month, &zone, jiff::Timestamp::now())? {
+        let days = groups.iter().map(|group| group[0].bill_cycle_day);
+        if let Some(end) = open_until(days, year, month, &zone, jiff::Timestamp::now())? {
             bail!("{} (pass --open-cycles to bill it now)", not_closed(&cycle_text, end));
         }
     }

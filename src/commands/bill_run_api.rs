@@ -150,7 +150,9 @@ impl ServeBillRuns {
             let roots = (!asked.accounts.is_empty()).then_some(asked.accounts.as_slice());
             let accounts = self.store.billable_accounts(roots).await.map_err(BillRunRefusal::Store)?;
             let zone = self.config.zone().map_err(|error| BillRunRefusal::Failed(error.to_string()))?;
-            let open = open_until(&accounts, year, month, &zone, jiff::Timestamp::now())
+            let days =
+                accounts.iter().filter(|account| account.parent_id.is_none()).map(|account| account.bill_cycle_day);
+            let open = open_until(days, year, month, &zone, jiff::Timestamp::now())
                 .map_err(|error| BillRunRefusal::Failed(format!("{error:#}")))?;
             if let Some(end) = open {
                 return Err(BillRunRefusal::Invalid {
