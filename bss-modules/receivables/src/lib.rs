@@ -188,15 +188,11 @@ impl Receivables {
         // payment for one of its other accounts pays that invoice, so it is the root's
         // (the remittance keeps what it named). Left on the child it stayed unallocated
         // while the root's invoice aged.
-        let payer = if account.root_id == account.id {
-            account.clone()
+        let account = if account.root_id == account.id {
+            account
         } else {
-            match tx.billing_account(&account.root_id).await? {
-                Some(root) => root.value,
-                None => account.clone(),
-            }
+            tx.billing_account(&account.root_id).await?.map_or(account, |root| root.value)
         };
-        let account = payer;
         tx.lock_receivables(&account.id).await?;
         let row = PaymentRow {
             id: new_entity_id()?,
