@@ -290,6 +290,14 @@ const ORDER_FIELDS: [&str; 16] = [
 const ITEM_FIELDS: [&str; 8] =
     ["id", "action", "product", "productOffering", "quantity", "@type", "@baseType", "@schemaLocation"];
 
+/// Refuses any of `fields` of `members` that is neither a string nor null, naming it.
+pub(crate) fn strings_only(members: &Map<String, Value>, fields: &[&str]) -> Result<()> {
+    match fields.iter().find(|field| !matches!(members.get(**field), None | Some(Value::Null | Value::String(_)))) {
+        Some(field) => Err(OrdersError::invalid(*field, "must be a string")),
+        None => Ok(()),
+    }
+}
+
 fn text<'a>(value: Option<&'a Value>, field: &str) -> Result<Option<&'a str>> {
     match value {
         None | Some(Value::Null) => Ok(None),
@@ -338,13 +346,10 @@ pub fn parse_order(doc: &Value, now: Timestamp) -> Result<RequestedOrder> {
         return Err(OrdersError::invalid(field.clone(), "is not a field Tollgate takes in a product order"));
     }
     // The TMF622 string fields kept as given: strings (a number here was echoed as one).
-    for field in ["description", "category", "priority", "externalId", "requestedCompletionDate", "cancellationReason"]
-    {
-        match order.get(field) {
-            None | Some(Value::Null | Value::String(_)) => {}
-            Some(_) => return Err(OrdersError::invalid(field, "must be a string")),
-        }
-    }
+    strings_only(
+        order,
+        &["description", "category", "priority", "externalId", "requestedCompletionDate", "cancellationReason"],
+    )?;
     let billing_account_id = ref_id(order.get("billingAccount"), "billingAccount")?
         .ok_or_else(|| OrdersError::invalid("billingAccount.id", "is required"))?
         .to_owned();

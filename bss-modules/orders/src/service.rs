@@ -679,14 +679,10 @@ impl Orders {
             let reason = if field == "state" { "cancel an order through cancelProductOrder" } else { "cannot change" };
             return Err(OrdersError::invalid(field.clone(), reason));
         }
-        for field in
-            ["description", "priority", "category", "externalId", "requestedCompletionDate", "requestedStartDate"]
-        {
-            match members.get(field) {
-                None | Some(Value::Null | Value::String(_)) => {}
-                Some(_) => return Err(OrdersError::invalid(field, "must be a string")),
-            }
-        }
+        crate::action::strings_only(
+            members,
+            &["description", "priority", "category", "externalId", "requestedCompletionDate", "requestedStartDate"],
+        )?;
         let mut tx = self.store.begin().await?;
         let Some(current) = tx.product_order(id).await? else {
             return Err(missing(who, "ProductOrder", id));
