@@ -372,10 +372,11 @@ impl Receivables {
 
     /// Every account's aging on `as_of` (of the hierarchy under `root`, or of all).
     pub async fn aging(&self, as_of: Date, root: Option<&str>) -> Result<Vec<AccountAging>> {
-        let open = self.store.receivables(root).await?;
+        // What was owed at the end of that day: a payment or credit note of a later day
+        // did not lower it, an invoice issued later was not owed.
+        let open = self.store.receivables(root, Some(as_of)).await?;
         let mut by_account: BTreeMap<(String, String), Vec<OpenInvoice>> = BTreeMap::new();
-        // An invoice issued after `as_of` was not owed then.
-        for row in open.into_iter().filter(|row| row.issued_on <= as_of) {
+        for row in open {
             by_account
                 .entry((row.billing_account_id.clone(), row.currency.clone()))
                 .or_default()
@@ -590,7 +591,7 @@ impl Receivables {
     ) -> Result<DunningReport> {
         policy.validate()?;
         let mut report = DunningReport::default();
-        let open = self.store.receivables(None).await?;
+        let open = self.store.receivables(None, None).await?;
         let ids: Vec<&str> = open.iter().map(|row| row.invoice_id.as_str()).collect();
         let taken = self.store.dunning_taken(&ids).await?;
         let none = BTreeSet::new();

@@ -531,7 +531,7 @@ store_test! {
         tx.commit().await.expect("commit");
 
         // The statement owes nothing: only the postpaid invoice is a receivable.
-        let open: Vec<String> = store.receivables(None).await.expect("receivables").into_iter().map(|row| row.invoice_id).collect();
+        let open: Vec<String> = store.receivables(None, None).await.expect("receivables").into_iter().map(|row| row.invoice_id).collect();
         assert_eq!(open, ["i-oct"]);
 
         // The first debit, refused by the engine (not enough balance).
@@ -857,5 +857,16 @@ store_test! {
         assert_eq!(aging[0].aging.total(), money("30.00"));
         // Regression: an empty bucket printed "0", not an amount in EUR.
         assert_eq!((aging[0].aging.current.to_string(), aging[0].aging.days_1_30.to_string()), ("0.00".into(), "30.00".into()));
+        // Regression: an aging as of a day before the payment was received subtracted it.
+        let before = receivables.aging(date(2026, 11, 19), Some("a1")).await.expect("aging");
+        assert_eq!(before[0].aging.total(), money("50.00"), "the 20 came on 20 November");
+        // A payment received earlier but allocated later counts from the allocation's day.
+        let mut late = payment("a1", "10", "r-late");
+        late.received_on = date(2026, 11, 21);
+        receivables.record(&who, late, on(date(2026, 11, 25))).await.expect("paid");
+        let aging = receivables.aging(date(2026, 11, 22), Some("a1")).await.expect("aging");
+        assert_eq!(aging[0].aging.total(), money("30.00"), "known paid only from 25 November");
+        let aging = receivables.aging(date(2026, 11, 25), Some("a1")).await.expect("aging");
+        assert_eq!(aging[0].aging.total(), money("20.00"));
     }
 }

@@ -171,22 +171,36 @@ fn due_on(row: &Row) -> Result<Date> {
 
 /// The open invoices among final invoices `rows` (`invoices` columns plus `terms`),
 /// given every allocation and final credit note of them.
-async fn open_of(tx: &mut Tx, rows: Vec<Row>) -> Result<Vec<OpenInvoiceRow>> {
+/// The final invoices of `rows` that owe something: now (`as_of` `None`), or at the end of
+/// day `as_of` (UTC), counting only what was known paid by then: an allocation of a
+/// payment received and allocated on or before that day, a credit note issued on or before
+/// it, and only invoices issued on or before it.
+async fn open_of(tx: &mut Tx, rows: Vec<Row>, as_of: Option<Date>) -> Result<Vec<OpenInvoiceRow>> {
+    let known = |day: Date| as_of.is_none_or(|as_of| day <= as_of);
     let ids: Vec<String> = rows.iter().map(|row| row.text("id")).collect::<Result<_>>()?;
     let keys: Vec<&str> = ids.iter().map(String::as_str).collect();
     let mut paid: BTreeMap<String, Decimal> = BTreeMap::new();
-    let sql = "SELECT invoice_id, amount FROM payment_allocations WHERE invoice_id IN (#)";
+    let sql = "SELECT a.invoice_id, a.amount, a.allocated_at_ms, p.received_on FROM payment_allocations a
+               JOIN payments p ON p.id = a.payment_id WHERE a.invoice_id IN (#)";
     for row in select_in(tx, "receivables.open", sql, &keys).await? {
-        *paid.entry(row.text("invoice_id")?).or_default() += row.money("amount")?;
+        let received_on = date(&row, "received_on", &row.text("received_on")?)?;
+        if known(received_on) && known(issue_day(row.timestamp("allocated_at_ms")?)) {
+            *paid.entry(row.text("invoice_id")?).or_default() += row.money("amount")?;
+        }
     }
-    let sql = "SELECT corrects_invoice_id AS invoice_id, gross AS amount FROM invoices
+    let sql = "SELECT corrects_invoice_id AS invoice_id, gross AS amount, finalised_at_ms FROM invoices
                WHERE kind = 'credit_note' AND state = 'final' AND corrects_invoice_id IN (#)";
     for row in select_in(tx, "receivables.open", sql, &keys).await? {
         // A credit note's gross is negative: it lowers what the invoice owes.
-        *paid.entry(row.text("invoice_id")?).or_default() -= row.money("amount")?;
+        if known(issue_day(row.timestamp("finalised_at_ms")?)) {
+            *paid.entry(row.text("invoice_id")?).or_default() -= row.money("amount")?;
+        }
     }
     let mut open = Vec::new();
     for row in rows {
+        if !known(issue_day(row.timestamp("finalised_at_ms")?)) {
+            continue;
+        }
         let id = row.text("id")?;
         let gross = row.money("gross")?;
         let outstanding = gross - paid.get(&id).copied().unwrap_or_default();
@@ -302,7 +316,7 @@ impl Tx {
              ORDER BY number"
         );
         let rows = self.fetch_all("receivables.open", &sql, args![id]).await?;
-        let mut open = open_of(self, rows).await?;
+        let mut open = open_of(self, rows, None).await?;
         open.sort_by_key(|invoice| invoice.due_on);
         Ok(open)
     }
@@ -511,8 +525,9 @@ impl Store {
     }
 
     /// Every final invoice that still owes something (of the hierarchy under `root`, or of
-    /// all), by account and due date.
-    pub async fn receivables(&self, root: Option<&str>) -> Result<Vec<OpenInvoiceRow>> {
+    /// all), by account and due date: now, or at the end of day `as_of` (what was issued,
+    /// paid and credited by then).
+    pub async fn receivables(&self, root: Option<&str>, as_of: Option<Date>) -> Result<Vec<OpenInvoiceRow>> {
         let mut tx = self.read().await?;
         let rows = match root {
             Some(root) => {
@@ -526,7 +541,7 @@ impl Store {
                 tx.fetch_all("receivables.all", &sql, Vec::new()).await?
             }
         };
-        let mut open = open_of(&mut tx, rows).await?;
+        let mut open = open_of(&mut tx, rows, as_of).await?;
         open.sort_by(|a, b| {
             (&a.billing_account_id, a.due_on, &a.bill_no).cmp(&(&b.billing_account_id, b.due_on, &b.bill_no))
         });
