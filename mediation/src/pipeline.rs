@@ -133,6 +133,8 @@ pub struct Summary {
     pub rated: u64,
     pub rejected: u64,
     pub duplicates: u64,
+    /// The rejected records by reason; they add up to `rejected` (duplicates are counted
+    /// in `duplicates` only).
     pub rejected_by_reason: BTreeMap<String, u64>,
     /// Rated amount per currency.
     pub amount_by_currency: BTreeMap<String, Decimal>,
@@ -148,6 +150,7 @@ pub struct Summary {
 impl Summary {
     pub fn balances(&self) -> bool {
         self.records_in == self.rated + self.rejected + self.duplicates
+            && self.rejected_by_reason.values().sum::<u64>() == self.rejected
     }
 
     /// Counts one record that was not rated (a duplicate, or rejected for `reason`).
@@ -157,8 +160,8 @@ impl Summary {
             self.duplicates += 1;
         } else {
             self.rejected += 1;
+            *self.rejected_by_reason.entry(reason.code().to_owned()).or_default() += 1;
         }
-        *self.rejected_by_reason.entry(reason.code().to_owned()).or_default() += 1;
     }
 }
 
@@ -352,6 +355,8 @@ impl<'e> Mediator<'e> {
             Some(cp) => {
                 let mut summary = cp.summary;
                 summary.resumed += 1;
+                // A checkpoint of an earlier build counted duplicates among the reasons too.
+                summary.rejected_by_reason.remove(RejectReason::Duplicate.code());
                 if cp.keys == KeyText::RecordId {
                     tracing::warn!(
                         file = %input.display(),

@@ -30,6 +30,10 @@ fn good_and_bad_records_each_land_where_they_belong_and_the_summary_balances() {
     assert_eq!(summary.records_in, 10);
     assert!(summary.balances(), "{summary:?}");
     assert_eq!((summary.rated, summary.duplicates), (3, 1), "{summary:?}");
+    // Regression: the duplicate was counted among the reasons too, which then added up to
+    // more than `rejected`.
+    assert_eq!(summary.rejected_by_reason.get("duplicate"), None, "{summary:?}");
+    assert_eq!(summary.rejected_by_reason.values().sum::<u64>(), summary.rejected, "{summary:?}");
     let rated = h.rated_csv(&file);
     assert_eq!(rated.iter().map(|r| r["record_id"].as_str()).collect::<Vec<_>>(), ["c1", "c2", "c9"]);
     assert_eq!(rated[0]["amount"], "2.49");
