@@ -1246,6 +1246,39 @@ fn keep_going(error: OrdersError, context: &Context, what: &str) -> Result<()> {
     }
 }
 
+/// Adds to a failed or partly done order's document a TMF622 `note` per failed item,
+/// naming the step that failed for good and why (the client's own notes are kept first):
+/// the reason is otherwise only in the item's service order milestones (TMF641).
+async fn failure_notes(tx: &mut Tx, row: &mut ProductOrderRow, items: &[OrderItemRow], now: Timestamp) -> Result<()> {
+    let mut notes = Vec::new();
+    for item in items.iter().filter(|item| item.state == ItemState::Failed.as_str()) {
+        let tasks = tx.item_tasks(&row.id, &item.item_id).await?;
+        for task in tasks.iter().filter(|task| task.state == "failed") {
+            let reason = task.last_error.as_deref().unwrap_or("no reason was recorded");
+            notes.push(json!({
+                "id": format!("failure-{}-{}", item.item_id, task.step),
+                "author": WORKFLOW_ACTOR,
+                "date": now.to_string(),
+                "text": format!("item {}: step {} failed: {reason}", item.item_id, task.step),
+                "@type": "Note",
+            }));
+        }
+    }
+    if notes.is_empty() {
+        return Ok(());
+    }
+    if let Value::Object(doc) = &mut row.doc {
+        let list = doc.entry("note").or_insert_with(|| Value::Array(Vec::new()));
+        if !list.is_array() {
+            *list = Value::Array(Vec::new());
+        }
+        if let Value::Array(list) = list {
+            list.extend(notes);
+        }
+    }
+    Ok(())
+}
+
 /// Recomputes the order's state from its `items` (as the caller's transaction, which
 /// holds the order's row, has them): a change is checked by the transition function,
 /// audited and, when final, ends the order's open cancellation requests.
@@ -1262,6 +1295,9 @@ async fn settle(tx: &mut Tx, order_id: &str, items: Vec<OrderItemRow>, now: Time
     from.transition(to)?;
     let mut row = current.value.clone();
     row.state = to.as_str().into();
+    if matches!(to, OrderState::Failed | OrderState::Partial) {
+        failure_notes(tx, &mut row, &items, now).await?;
+    }
     if to.is_final() {
         row.completed_at = Some(now);
         for cancel in tx.open_cancels(order_id).await? {

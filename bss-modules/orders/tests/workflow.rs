@@ -98,6 +98,12 @@ store_test! {
         let steps = lab.steps(&order).await;
         let states: Vec<&str> = steps.iter().map(|(_, state)| state.as_str()).collect();
         assert_eq!(states, ["undone", "undone", "undone", "undone", "failed", "cancelled"], "{steps:?}");
+        // Regression: why the order failed was only in its service order's milestones; the
+        // product order names the step and the refusal in a note.
+        let notes = shown["note"].as_array().expect("a note");
+        assert_eq!(notes.len(), 1, "{notes:?}");
+        let text = notes[0]["text"].as_str().expect("text");
+        assert!(text.starts_with(&format!("item 1: step {} failed: ", steps[4].0)), "{text}");
         // Never used: available again at once, not in quarantine.
         assert_eq!(lab.resources.held(ResourceKind::Msisdn, common::NUMBERS[0]), Some(Held::Available));
         assert_eq!(lab.resources.held(ResourceKind::Sim, common::SIMS[0].0), Some(Held::Available));
