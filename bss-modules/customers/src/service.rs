@@ -48,7 +48,17 @@ pub const CUSTOMER_FILTERS: [&str; 2] = ["name", "status"];
 pub const ACCOUNT_FILTERS: [&str; 5] = ["name", "state", "creditLimit.unit", "relatedParty.id", "parentAccount.id"];
 
 /// The fields finance may change on a billing account.
+/// The name an anonymised customer's accounts take.
+const ANONYMISED: &str = "anonymised";
+
 const FINANCE_FIELDS: [&str; 2] = ["creditLimit", "paymentTermsDays"];
+
+/// What a partner (a corporate customer's administrator) does not change on its
+/// hierarchy's accounts: they are the operator's terms (a partner that resumed an
+/// account the operator suspended, or lengthened its own payment terms, would grant
+/// itself what only the operator grants). Its children's credit limits it shares out,
+/// within its root's.
+const PARTNER_FIXED: [&str; 4] = ["state", "paymentTermsDays", "taxProfileId", "accountType"];
 
 /// Who asks: the audit actor, the role and, for a partner, the root of its hierarchy.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -378,7 +388,7 @@ impl Customers {
         }
         let doc = anonymised(&current.value.doc);
         let row = CustomerRow {
-            name: "anonymised".into(),
+            name: ANONYMISED.into(),
             doc: doc.clone(),
             anonymised_at: Some(now),
             ..current.value.clone()
@@ -391,6 +401,30 @@ impl Customers {
         // The customer's events still held for the hub's listeners lose their personal
         // data too (one already delivered is the listener's).
         tx.rewrite_event_entities("customer", id, &anonymised).await?;
+        // A person's billing accounts are named after them (an import names them so by
+        // default): they keep their money and history under a neutral name.
+        if current.value.party_type == "individual" {
+            for account in tx.billing_accounts_of(id).await? {
+                if account.value.name == ANONYMISED {
+                    continue;
+                }
+                let before = self.doc(&account.value);
+                let row = BillingAccountRow { name: ANONYMISED.into(), ..account.value.clone() };
+                tx.update_billing_account(&row, account.version, now)
+                    .await
+                    .map_err(|e| CustomersError::from_store("BillingAccount", e))?;
+                let after = self.doc(&row);
+                audit(&mut tx, who, "anonymise", "BillingAccount", &row.id, Some(&before), Some(&after), now).await?;
+                let rename = |entity: &Value| {
+                    let mut entity = entity.clone();
+                    if let Some(name) = entity.get_mut("name") {
+                        *name = Value::String(ANONYMISED.into());
+                    }
+                    entity
+                };
+                tx.rewrite_event_entities("billingAccount", &row.id, &rename).await?;
+            }
+        }
         publish_customer_change(&mut tx, id, &current.value.doc, &doc, now).await?;
         tx.commit().await?;
         Ok(Versioned { value: doc, version })
@@ -399,6 +433,11 @@ impl Customers {
     /// Creates a billing account (TMF666 `BillingAccount_Create`) and, in the same
     /// transaction, the outbox row that creates it in the engine.
     pub async fn create_account(&self, who: &Principal, doc: Value, now: Timestamp) -> Result<Versioned<Value>> {
+        if who.role == Role::Finance {
+            return Err(CustomersError::forbidden(
+                "finance changes the credit limit and payment terms of accounts; care or an administrator creates them",
+            ));
+        }
         if let Value::Object(object) = &doc {
             for field in ["id", "href", "engineAccountId"] {
                 if object.contains_key(field) {
@@ -417,6 +456,9 @@ impl Customers {
             let refused = CustomersError::invalid("relatedParty.id", format!("no customer {}", valid.customer_id));
             return Err(who.unknown(&format!("customer {}", valid.customer_id), refused));
         };
+        // A partner's new account has its parent's payment terms and tax profile (see
+        // `partner_terms`).
+        let mut terms = (valid.payment_terms_days, valid.tax_profile_id.clone());
         let (root_id, depth) = match &valid.parent_id {
             None => {
                 if scope.is_some() {
@@ -431,6 +473,11 @@ impl Customers {
                     return Err(who.unknown(&format!("billing account {parent_id}"), refused));
                 };
                 check_parent(&valid, &parent.value, scope)?;
+                if scope.is_some() {
+                    partner_terms(&doc, &valid, &parent.value)?;
+                    within_root_limit(&mut tx, &parent.value.root_id, valid.credit_limit).await?;
+                    terms = (parent.value.payment_terms_days, parent.value.tax_profile_id.clone());
+                }
                 (parent.value.root_id.clone(), parent.value.depth + 1)
             }
         };
@@ -453,8 +500,8 @@ impl Customers {
             state: "Active".into(),
             currency: valid.currency.clone(),
             bill_cycle_day: valid.bill_cycle_day,
-            payment_terms_days: valid.payment_terms_days,
-            tax_profile_id: valid.tax_profile_id.clone(),
+            payment_terms_days: terms.0,
+            tax_profile_id: terms.1,
             credit_limit: valid.credit_limit,
         };
         let stored =
@@ -579,6 +626,9 @@ impl Customers {
             });
         }
         let plan = self.plan_patch(who, &current.value, &patch)?;
+        if who.role == Role::Partner && plan.row.credit_limit > current.value.credit_limit {
+            within_root_limit(&mut tx, &current.value.root_id, plan.row.credit_limit).await?;
+        }
         if plan.state == Some(AccountState::Closed) {
             let children = BillingAccountFilter { parent_id: Some(id.to_owned()), ..BillingAccountFilter::default() };
             let children = self.store.billing_account_list(&children, 0, tollgate_store::CUSTOMER_PAGE_MAX).await?;
@@ -697,6 +747,16 @@ impl Customers {
                 )));
             }
         }
+        if who.role == Role::Partner {
+            if let Some(field) = changed.iter().find(|key| PARTNER_FIXED.contains(&key.as_str())) {
+                return Err(CustomersError::forbidden(format!("{field} is the operator's to change, not a partner's")));
+            }
+            if current.parent_id.is_none() && changed.iter().any(|key| key.as_str() == "creditLimit") {
+                return Err(CustomersError::forbidden(
+                    "the hierarchy's own credit limit is the operator's to change; a partner shares it out to its children",
+                ));
+            }
+        }
         for field in ["id", "href", "@type", "relatedParty", "engineAccountId"] {
             if changed.iter().any(|key| key.as_str() == field) {
                 return Err(CustomersError::invalid(field, "cannot change"));
@@ -720,6 +780,35 @@ impl Customers {
         };
         Ok(PatchPlan { valid, row, before, state: (to != from).then_some(to) })
     }
+}
+
+/// A partner's new account takes its parent's payment terms and tax profile: naming
+/// others is refused (they are the operator's terms).
+fn partner_terms(doc: &Value, valid: &ValidAccount, parent: &BillingAccountRow) -> Result<()> {
+    if doc.get("paymentTermsDays").is_some() && valid.payment_terms_days != parent.payment_terms_days {
+        return Err(CustomersError::forbidden(
+            "paymentTermsDays is the operator's: a partner's account has its parent's",
+        ));
+    }
+    if doc.get("taxProfileId").is_some() && valid.tax_profile_id != parent.tax_profile_id {
+        return Err(CustomersError::forbidden("taxProfileId is the operator's: a partner's account has its parent's"));
+    }
+    Ok(())
+}
+
+/// A partner shares out its hierarchy's credit: no account of it above its root's limit.
+async fn within_root_limit(tx: &mut Tx, root_id: &str, credit_limit: Decimal) -> Result<()> {
+    let root = tx
+        .billing_account(root_id)
+        .await?
+        .ok_or_else(|| CustomersError::forbidden("the partner's hierarchy has no root account"))?;
+    if credit_limit > root.value.credit_limit {
+        return Err(CustomersError::forbidden(format!(
+            "creditLimit.value {credit_limit} is above the hierarchy's own ({}): the operator sets that",
+            root.value.credit_limit
+        )));
+    }
+    Ok(())
 }
 
 /// A checked merge patch of a billing account.
@@ -945,7 +1034,43 @@ pub(crate) async fn audit(
     after: Option<&Value>,
     now: Timestamp,
 ) -> Result<()> {
-    let record = AuditRecord { actor: &who.actor, action, entity_type, entity_id: id, before, after };
+    // The trail cannot be edited, so it never holds what an erasure must remove: a
+    // customer's documents come redacted (`redacted`), every other document here loses
+    // its names (a person's account is named after them) and free text.
+    let (before, after) = if entity_type == "Customer" {
+        (before.cloned(), after.cloned())
+    } else {
+        (before.map(without_personal_text), after.map(without_personal_text))
+    };
+    let record = AuditRecord {
+        actor: &who.actor,
+        action,
+        entity_type,
+        entity_id: id,
+        before: before.as_ref(),
+        after: after.as_ref(),
+    };
     tx.audit(record, now).await?;
     Ok(())
+}
+
+/// `doc` with every `name` and `description`, at any depth, replaced by a marker.
+fn without_personal_text(doc: &Value) -> Value {
+    match doc {
+        Value::Object(object) => Value::Object(
+            object
+                .iter()
+                .map(|(key, value)| {
+                    let value = match (key.as_str(), value) {
+                        ("name", Value::String(_)) => Value::String("<personal data>".into()),
+                        ("description", Value::String(_)) => Value::String("<free text>".into()),
+                        _ => without_personal_text(value),
+                    };
+                    (key.clone(), value)
+                })
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(items.iter().map(without_personal_text).collect()),
+        other => other.clone(),
+    }
 }

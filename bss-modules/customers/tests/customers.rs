@@ -159,7 +159,42 @@ store_test! {
         let page = customers.list_accounts(&partner, [], 0, 100).await.expect("list");
         assert_eq!(page.total, 2);
         let page = customers.list_customers(&partner, [], 0, 100).await.expect("list");
-        assert_eq!(page.items.iter().map(|c| id(&c.value)).collect::<Vec<_>>(), [a]);
+        assert_eq!(page.items.iter().map(|c| id(&c.value)).collect::<Vec<_>>(), vec![a.as_str()]);
+
+        // Regression: a partner raised its own credit limit, lengthened its payment terms
+        // and resumed a line the operator had suspended. Those are the operator's terms; a
+        // partner shares its root's credit out to its children, no more.
+        let line = line.expect("line");
+        let line_id = id(&line.value);
+        let root = customers.get_account(&admin, &root_a).await.expect("root");
+        for patch in [
+            json!({"creditLimit": {"unit": "EUR", "value": "999999"}}),
+            json!({"paymentTermsDays": 365}),
+            json!({"taxProfileId": "zero-rated"}),
+        ] {
+            let refused = customers.patch_account(&partner, &root_a, &patch, root.version, at(4)).await;
+            assert!(matches!(refused, Err(CustomersError::Forbidden { .. })), "{patch}: {refused:?}");
+        }
+        let suspended =
+            customers.patch_account(&admin, &line_id, &json!({"state": "Suspended"}), line.version, at(4)).await.expect("suspend");
+        let resumed = customers.patch_account(&partner, &line_id, &json!({"state": "Active"}), suspended.version, at(5)).await;
+        assert!(matches!(resumed, Err(CustomersError::Forbidden { .. })), "{resumed:?}");
+        let above = json!({"creditLimit": {"unit": "EUR", "value": "11"}});
+        let refused = customers.patch_account(&partner, &line_id, &above, suspended.version, at(5)).await;
+        assert!(matches!(refused, Err(CustomersError::Forbidden { .. })), "{refused:?}");
+        let within = json!({"creditLimit": {"unit": "EUR", "value": "10"}});
+        customers.patch_account(&partner, &line_id, &within, suspended.version, at(5)).await.expect("within the root's");
+        let mut rich = account("rich", &a, Some(&root_a), "EUR", "50");
+        let refused = customers.create_account(&partner, rich.clone(), at(6)).await;
+        assert!(matches!(refused, Err(CustomersError::Forbidden { .. })), "{refused:?}");
+        rich["creditLimit"]["value"] = json!("1");
+        rich["paymentTermsDays"] = json!(90);
+        let refused = customers.create_account(&partner, rich, at(6)).await;
+        assert!(matches!(refused, Err(CustomersError::Forbidden { .. })), "{refused:?}");
+        // Finance changes the money terms of accounts; it does not open them.
+        let finance = Principal { actor: "fin".into(), role: Role::Finance, scope_root: None };
+        let refused = customers.create_account(&finance, account("f", &b, Some(&root_b), "EUR", "1"), at(6)).await;
+        assert!(matches!(refused, Err(CustomersError::Forbidden { .. })), "{refused:?}");
     }
 }
 
@@ -179,6 +214,9 @@ store_test! {
         assert_eq!(erased.value["consent"], json!([]));
         let account = customers.get_account(&care, &acct).await.expect("account kept");
         assert_eq!(account.value["creditLimit"], json!({"unit": "GBP", "value": 50}));
+        // Regression: the account named after her kept her name, in the account and in the
+        // audit trail.
+        assert_eq!(account.value["name"], json!("anonymised"));
         // The customer cannot be deleted while it owns the account, nor changed once anonymised.
         assert!(matches!(customers.delete_customer(&care, &ada, None, at(4)).await, Err(CustomersError::Conflict { .. })));
         assert!(matches!(
@@ -188,7 +226,7 @@ store_test! {
         // The append-only audit trail never held the personal data.
         let entries = store.audit_entries(None, 0, 100).await.expect("audit");
         let trail = format!("{entries:?}");
-        assert!(!trail.contains("Lovelace") && !trail.contains("ada@example.org"), "{trail}");
+        assert!(!trail.contains("Lovelace") && !trail.contains("ada@example.org") && !trail.contains("Ada"), "{trail}");
         assert!(trail.contains("anonymise"));
         // A field the customer does not keep is refused by name.
         match customers.create_customer(&care, json!({"name": "x", "engagedParty": {"id": "1", "@referredType": "Individual"}, "birthDate": "1815-12-10"}), at(5)).await {
