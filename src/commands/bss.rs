@@ -15,7 +15,7 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 use jiff::{SignedDuration, Timestamp};
 use tollgate_catalogue::{Catalogue, Filter, Kind, LifecycleStatus, BASE_PATH};
-use tollgate_store::{NewToken, Role, Store, SQLITE_FILE_NAME};
+use tollgate_store::{NewToken, Role, Store, StoreOptions, SQLITE_FILE_NAME};
 
 /// Where the BSS store is.
 #[derive(Debug, Clone, Args)]
@@ -35,10 +35,14 @@ impl DatabaseArgs {
     }
 
     pub(crate) async fn open(&self) -> anyhow::Result<Store> {
+        self.open_with(&StoreOptions::default()).await
+    }
+
+    pub(crate) async fn open_with(&self, options: &StoreOptions) -> anyhow::Result<Store> {
         if self.database.is_none() {
             std::fs::create_dir_all(&self.data_dir).with_context(|| format!("creating {}", self.data_dir.display()))?;
         }
-        Ok(Store::open(&self.location()).await?)
+        Ok(Store::open_with(&self.location(), options).await?)
     }
 }
 

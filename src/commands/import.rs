@@ -105,7 +105,7 @@ pub(crate) fn run(database: &DatabaseArgs, command: ImportCommand) -> anyhow::Re
     });
     let started = std::time::Instant::now();
     let summary = super::bss::runtime()?.block_on(async {
-        let store = database.open().await?;
+        let store = database.open_with(&tollgate_store::StoreOptions::bulk()).await?;
         let mut progress = |at: &Progress| match &bar {
             Some(bar) => {
                 bar.set_position(at.bytes_done);

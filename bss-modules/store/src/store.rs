@@ -35,6 +35,17 @@ pub struct StoreOptions {
     pub acquire_timeout: Duration,
     /// SQLite: how long a writer waits for the write lock before failing.
     pub busy_timeout: Duration,
+    /// SQLite: each connection's page cache, in MiB (SQLite's own default is about 2).
+    pub sqlite_cache_mib: u32,
+}
+
+impl StoreOptions {
+    /// For a bulk load (an import): a page cache large enough to hold the indexes it
+    /// inserts into (256 MiB); with SQLite's default a 1 M-row import read its index pages
+    /// back from the file again and again (measured in docs/performance.md).
+    pub fn bulk() -> StoreOptions {
+        StoreOptions { max_connections: 2, sqlite_cache_mib: 256, ..StoreOptions::default() }
+    }
 }
 
 impl Default for StoreOptions {
@@ -43,6 +54,7 @@ impl Default for StoreOptions {
             max_connections: 8,
             acquire_timeout: Duration::from_secs(30),
             busy_timeout: Duration::from_secs(10),
+            sqlite_cache_mib: 16,
         }
     }
 }
@@ -236,6 +248,8 @@ fn sqlite_settings(connect: SqliteConnectOptions, options: &StoreOptions) -> Sql
         .synchronous(SqliteSynchronous::Full)
         .foreign_keys(true)
         .busy_timeout(options.busy_timeout)
+        // Negative: in KiB rather than pages.
+        .pragma("cache_size", format!("-{}", u64::from(options.sqlite_cache_mib) * 1024))
 }
 
 /// `postgres://user:secret@host/db` → `postgres://user:***@host/db`, for messages.
