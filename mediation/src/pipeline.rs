@@ -171,6 +171,11 @@ struct Checkpoint {
     source_bytes: u64,
     next_offset: u64,
     next_number: u64,
+    /// The file's content digest (XXH3-128, hex): another file delivered under the same
+    /// name is told apart by it. Absent in checkpoints of earlier builds (the size alone
+    /// told them apart).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    source_digest: Option<String>,
     /// CDRs before `next_offset` (TS 32.297 files), so the resumed reader checks the file
     /// header's count against the whole file. Absent for CSV, and in checkpoints written
     /// before it was kept: that count is then not checked.
@@ -228,6 +233,12 @@ pub struct Outputs {
 impl Outputs {
     pub fn of(config: &MediationConfig, input: &Path) -> Outputs {
         let name = input.file_name().map_or_else(|| "input".into(), |n| n.to_string_lossy().into_owned());
+        Outputs::named(config, &name)
+    }
+
+    /// The outputs under `name` (a file's name, or `NAME~DIGEST` for another file under a
+    /// name mediated before: see [`Mediator::process`]).
+    pub fn named(config: &MediationConfig, name: &str) -> Outputs {
         let out = |suffix: &str| config.out_dir.join(format!("{name}.{suffix}"));
         Outputs {
             rated_csv: out("rated.csv"),
@@ -332,8 +343,35 @@ impl<'e> Mediator<'e> {
         for dir in [&self.config.out_dir, &self.config.state_dir] {
             std::fs::create_dir_all(dir).map_err(MediationError::io(dir))?;
         }
-        let outputs = Outputs::of(&self.config, input);
-        let checkpoint = read_checkpoint(&outputs.checkpoint)?;
+        let digest = content_digest(input)?;
+        let base = input.file_name().map_or_else(|| "input".into(), |n| n.to_string_lossy().into_owned());
+        let mut name = base.clone();
+        let mut outputs = Outputs::named(&self.config, &name);
+        let mut checkpoint = read_checkpoint(&outputs.checkpoint)?;
+        let same = |cp: &Checkpoint| match &cp.source_digest {
+            Some(known) => *known == digest,
+            None => cp.source_bytes == size,
+        };
+        // Another file under a name mediated before (a switch whose file names wrap
+        // around): rated under its name and its digest, so neither file's outputs or
+        // checkpoint are taken for the other's (the earlier file, delivered again, still
+        // finds its own).
+        if checkpoint.as_ref().is_some_and(|cp| !same(cp)) {
+            name = format!("{base}~{}", &digest[..16]);
+            tracing::warn!(file = %input.display(), outputs = %name,
+                "another file of this name was mediated before: this one's outputs take its digest in their name");
+            outputs = Outputs::named(&self.config, &name);
+            checkpoint = read_checkpoint(&outputs.checkpoint)?;
+            if let Some(cp) = checkpoint.as_ref().filter(|cp| !same(cp)) {
+                return Err(MediationError::Checkpoint {
+                    path: outputs.checkpoint.clone(),
+                    message: format!(
+                        "was written for another file of {} bytes (digest {:?}); this one has {size} (digest {digest})",
+                        cp.source_bytes, cp.source_digest
+                    ),
+                });
+            }
+        }
         if let Some(cp) = &checkpoint {
             if cp.source_bytes != size {
                 return Err(MediationError::Checkpoint {
@@ -402,9 +440,8 @@ impl<'e> Mediator<'e> {
                 })
             }
         };
-        let name = input.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned());
         let origin_seed = xxhash_rust::xxh3::xxh3_64(format!("{name}:{size}").as_bytes());
-        let file = FileRun { input, outputs: &outputs, size, name: &name, origin_seed, keys };
+        let file = FileRun { input, outputs: &outputs, size, digest: &digest, name: &base, origin_seed, keys };
         // Three stages, one thread each, a batch or two apart: the reader reads and
         // decodes the next batches while this thread identifies the current one and has
         // the engine charge it, and the writer writes, syncs and checkpoints the ones
@@ -507,6 +544,7 @@ impl<'e> Mediator<'e> {
         }
         let checkpoint = Checkpoint {
             source_bytes: file.size,
+            source_digest: Some(file.digest.to_owned()),
             next_offset: resume.offset,
             next_number: resume.number,
             cdrs_read: resume.cdrs_read,
@@ -686,6 +724,7 @@ struct FileRun<'a> {
     input: &'a Path,
     outputs: &'a Outputs,
     size: u64,
+    digest: &'a str,
     name: &'a str,
     origin_seed: u64,
     keys: KeyText,
@@ -984,6 +1023,21 @@ fn csv_field(text: &str) -> std::borrow::Cow<'_, str> {
     } else {
         std::borrow::Cow::Borrowed(text)
     }
+}
+
+/// XXH3-128 of the file's bytes, 32 hex digits: what tells two files of one name apart.
+fn content_digest(path: &Path) -> Result<String, MediationError> {
+    let mut file = File::open(path).map_err(MediationError::io(path))?;
+    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+    let mut buffer = vec![0; 1 << 20];
+    loop {
+        let n = std::io::Read::read(&mut file, &mut buffer).map_err(MediationError::io(path))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buffer[..n]);
+    }
+    Ok(format!("{:032x}", hasher.digest128()))
 }
 
 fn read_checkpoint(path: &Path) -> Result<Option<Checkpoint>, MediationError> {

@@ -90,6 +90,41 @@ fn a_record_seen_in_an_earlier_file_is_a_duplicate_and_a_finished_file_is_not_re
     assert_eq!(h.balance(1), d("10.00") - d("4.98"));
 }
 
+/// Regression: a switch whose file names wrap around delivers another file under a name
+/// mediated before. With the same size it was taken for the finished file (its records
+/// never rated, the run reporting the earlier summary); with another size it was refused.
+/// Both are rated, the later one's outputs under its name and content digest, and each,
+/// delivered again, is still recognised as done.
+#[test]
+fn another_file_under_a_name_mediated_before_is_rated_not_taken_for_it() {
+    let h = Harness::new("csv-same-name");
+    let line = |id: &str| format!("{id},491700000001,4990012345,voice,2026-03-02 10:00:00,60000\n");
+    let deliver = |dir: &str, text: &str| {
+        std::fs::create_dir_all(h.dir.join(dir)).expect("dir");
+        h.write(&format!("{dir}/CDR0001.csv"), text)
+    };
+    let first = deliver("one", &format!("{HEADER}{}", line("r1")));
+    let same_size = deliver("two", &format!("{HEADER}{}", line("r2")));
+    let longer = deliver("three", &format!("{HEADER}{}{}", line("r3"), line("r4")));
+    assert_eq!(h.process(&first, &format()).rated, 1);
+    let second = h.process(&same_size, &format());
+    assert_eq!((second.rated, second.duplicates), (1, 0), "{second:?}");
+    assert_eq!(h.process(&longer, &format()).rated, 2);
+    assert_eq!(h.balance(1), d("10.00") - d("2.49") * d("4"), "four calls, each charged once");
+    let diverted = std::fs::read_dir(h.dir.join("out"))
+        .expect("outputs")
+        .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
+        .filter(|name| name.starts_with("CDR0001.csv~") && name.ends_with(".rated.csv"))
+        .count();
+    assert_eq!(diverted, 2, "the two later files' outputs carry their digests");
+    assert_eq!(h.rated_csv(&first).len(), 1, "the first file's outputs are its own");
+    for file in [&first, &same_size, &longer] {
+        let again = h.process(file, &format());
+        assert_eq!(again.resumed, 0);
+    }
+    assert_eq!(h.balance(1), d("10.00") - d("2.49") * d("4"), "nothing charged twice");
+}
+
 #[test]
 fn a_file_without_header_maps_columns_by_position_and_a_missing_column_is_refused() {
     let h = Harness::new("csv-positions");

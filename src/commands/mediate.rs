@@ -189,6 +189,15 @@ pub(crate) fn run(args: &MediateArgs) -> anyhow::Result<ExitCode> {
         .as_deref()
         .map(|path| Mapping::load(path).with_context(|| format!("column mapping {}", path.display())))
         .transpose()?;
+    if args.engine.dedupe_window < args.batch.saturating_mul(4) {
+        // A killed run's charged batches (two in flight) are told from new records by the
+        // engine's window: smaller than a few batches, they leave it before the resume.
+        tracing::warn!(
+            window = args.engine.dedupe_window,
+            batch = args.batch,
+            "--dedupe-window is under four batches: records a killed run charged may be charged again when it resumes"
+        );
+    }
     let engine = args.engine.open()?;
     let base = args.engine.data_dir.join("mediation");
     let mut config = MediationConfig::new(args.out.clone().unwrap_or_else(|| base.join("out")), base.join("state"));
@@ -336,8 +345,8 @@ fn watch(
                     &failed_dir
                 }
             };
-            let name = file.file_name().unwrap_or_default();
-            std::fs::rename(&file, target.join(name)).with_context(|| format!("moving {}", file.display()))?;
+            let destination = free_name(target, file.file_name().unwrap_or_default());
+            std::fs::rename(&file, &destination).with_context(|| format!("moving {}", file.display()))?;
         }
         if once {
             break;
@@ -345,6 +354,23 @@ fn watch(
         std::thread::sleep(Duration::from_millis(500));
     }
     Ok(failed)
+}
+
+/// `dir/name`, or, when a file of that name is there already (a switch whose file names
+/// wrap around), `dir/name.1`, `dir/name.2`, …: an earlier file is never overwritten.
+fn free_name(dir: &Path, name: &std::ffi::OsStr) -> PathBuf {
+    let first = dir.join(name);
+    if !first.exists() {
+        return first;
+    }
+    (1u64..)
+        .map(|n| {
+            let mut numbered = name.to_os_string();
+            numbered.push(format!(".{n}"));
+            dir.join(numbered)
+        })
+        .find(|path| !path.exists())
+        .unwrap_or(first)
 }
 
 /// A flag set on SIGINT or SIGTERM (tokio's signal handling, on a small thread of its own).
