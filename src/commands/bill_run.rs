@@ -1634,7 +1634,8 @@ async fn reconcile_run(
         json!({"run": run, "rated": rated, "billed": billed, "carriedOver": carried,
         "mismatched": mismatched, "mediationFiles": mediation.files,
         "mediationUnbalanced": mediation.unbalanced, "mediatedNotCharged": mediation.not_charged,
-        "chargedNotMediated": mediation.not_mediated, "amountDiffers": mediation.amount_differs})
+        "chargedNotMediated": mediation.not_mediated, "amountDiffers": mediation.amount_differs,
+        "chargedMoreThanOnce": mediation.charged_again})
     )?;
     out.flush()?;
     Ok(ExitCode::SUCCESS)
@@ -1648,6 +1649,8 @@ struct MediationCheck {
     not_charged: usize,
     not_mediated: usize,
     amount_differs: usize,
+    /// Records the engine charged more than once under their key.
+    charged_again: usize,
 }
 
 /// Mediation against the engine, over the outputs in `outs`: each file's summary adds up
@@ -1731,7 +1734,10 @@ fn reconcile_mediation(
     // The ledger's usage entries of the accounts mediation charged, by record key.
     let accounts: std::collections::BTreeSet<u64> = rated.values().map(|entry| entry.2).collect();
     let until = jiff::Timestamp::now().as_second() + 366 * 86_400;
-    let mut charged: BTreeMap<String, (u64, rust_decimal::Decimal, String)> = BTreeMap::new();
+    // Record key → (account, amount charged in all, currency, times charged): a record
+    // the engine charged twice under its key (a resumed run whose records had left the
+    // engine's window) shows as charged more than once, with both amounts.
+    let mut charged: BTreeMap<String, (u64, rust_decimal::Decimal, String, u32)> = BTreeMap::new();
     for account in accounts {
         for entry in ledger::account_entries(data_dir, shards, account, 0, until)? {
             let entry = entry?;
@@ -1740,7 +1746,9 @@ fn reconcile_mediation(
             if entry.kind == EntryKind::Usage && is_record {
                 let currency = entry.currency.clone().unwrap_or_default();
                 money.entry(currency.clone()).or_default()[1] -= entry.amount;
-                charged.insert(key, (account, -entry.amount, currency));
+                let found = charged.entry(key).or_insert((account, rust_decimal::Decimal::ZERO, currency, 0));
+                found.1 -= entry.amount;
+                found.3 += 1;
             }
         }
     }
@@ -1750,7 +1758,7 @@ fn reconcile_mediation(
         match charged.get(key) {
             None => not_charged.push(json!({"key": key, "file": file, "record": number, "account": account,
                 "amount": amount.to_string(), "currency": currency})),
-            Some((_, engine, _)) if engine != amount => differs.push(json!({"key": key, "file": file,
+            Some((_, engine, _, _)) if engine != amount => differs.push(json!({"key": key, "file": file,
                 "record": number, "account": account, "mediated": amount.to_string(), "charged": engine.to_string()})),
             Some(_) => {}
         }
@@ -1758,12 +1766,22 @@ fn reconcile_mediation(
     let not_mediated: Vec<Value> = charged
         .iter()
         .filter(|(key, _)| !rated.contains_key(*key))
-        .map(|(key, (account, amount, currency))| {
+        .map(|(key, (account, amount, currency, _))| {
             json!({"key": key, "account": account, "amount": amount.to_string(), "currency": currency})
+        })
+        .collect();
+    let charged_again: Vec<Value> = charged
+        .iter()
+        .filter(|(_, (_, _, _, times))| *times > 1)
+        .map(|(key, (account, amount, currency, times))| {
+            let source = rated.get(key).map(|(file, number, ..)| json!({"file": file, "record": number}));
+            json!({"key": key, "account": account, "times": times, "amount": amount.to_string(),
+                "currency": currency, "mediated": source})
         })
         .collect();
     check.not_charged = not_charged.len();
     check.not_mediated = not_mediated.len();
+    check.charged_again = charged_again.len();
     check.amount_differs = differs.len();
     let money: serde_json::Map<String, Value> = money
         .into_iter()
@@ -1775,7 +1793,8 @@ fn reconcile_mediation(
         out,
         "{}",
         json!({"mediation": "cross-check", "rated": rated.len(), "charged": charged.len(), "amounts": money,
-        "mediatedNotCharged": not_charged, "chargedNotMediated": not_mediated, "amountDiffers": differs})
+        "mediatedNotCharged": not_charged, "chargedNotMediated": not_mediated, "amountDiffers": differs,
+        "chargedMoreThanOnce": charged_again})
     )?;
     Ok(check)
 }

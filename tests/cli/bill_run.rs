@@ -970,6 +970,28 @@ fn the_reconciliation_finds_a_record_mediation_rated_that_the_engine_never_charg
         "{summary}"
     );
     assert_eq!(cross["charged"].as_u64(), Some(60));
+
+    // Regression: records the engine charged twice under their keys (here delivered again
+    // once its exactly-once window, shrunk to one key, had let them go) were counted once
+    // and the report balanced. Each is named with how often it was charged.
+    std::fs::copy(dir.join("calls.csv"), dir.join("again.csv")).expect("copy");
+    let again_out = dir.join("out-again");
+    let mapping = dir.join("mapping.toml");
+    let input = dir.join("again.csv");
+    let mut args = super::mediate::mediate_args(
+        &data_dir,
+        again_out.to_str().expect("path"),
+        mapping.to_str().expect("path"),
+        input.to_str().expect("path"),
+    );
+    args.extend(["--dedupe-window", "1"]);
+    ok(&args);
+    let (_, cross, summary) = report("charged twice");
+    let twice = summary["chargedMoreThanOnce"].as_u64().expect("count");
+    assert!(twice > 0, "{summary}");
+    let named = cross["chargedMoreThanOnce"].as_array().expect("list");
+    assert_eq!(named.len() as u64, twice, "{cross}");
+    assert!(named.iter().all(|record| record["times"] == 2), "{cross}");
     std::fs::remove_dir_all(dir).ok();
 }
 
