@@ -31,6 +31,10 @@ impl Drop for Server {
 }
 
 fn start(name: &str) -> Server {
+    start_with(name, DiameterConfig::default())
+}
+
+fn start_with(name: &str, config: DiameterConfig) -> Server {
     let dir = std::env::temp_dir().join(format!("tollgate-dia-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let mut plans = Plans::new();
@@ -39,11 +43,7 @@ fn start(name: &str) -> Server {
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("runtime");
     let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).expect("bind");
     let address = listener.local_addr().expect("address");
-    let config = Arc::new(DiameterConfig {
-        origin_host: "ocs.test".into(),
-        origin_realm: "test".into(),
-        ..DiameterConfig::default()
-    });
+    let config = Arc::new(DiameterConfig { origin_host: "ocs.test".into(), origin_realm: "test".into(), ..config });
     runtime.spawn(serve(listener, Arc::clone(&engine), config, std::future::pending()));
     Server { engine, address, _runtime: runtime, dir }
 }
@@ -384,6 +384,61 @@ fn malformed_messages_get_result_codes_and_the_connection_survives() {
         vec![Avp::utf8(code::ORIGIN_HOST, 0, "pgw.test"), Avp::utf8(code::ORIGIN_REALM, 0, "test")],
     );
     assert_eq!(result_code(&dwa), Some(2001));
+}
+
+/// Regression: the server never sent a watchdog; it closed a healthy peer that answers
+/// watchdogs but sends none of its own after 3 × Tw and raised a peer-down alarm for it.
+/// RFC 3539: after Tw without a message the server sends a DWR; answered, the peer stays;
+/// unanswered, it is closed after 3 × Tw.
+#[test]
+fn the_server_sends_watchdogs_to_a_quiet_peer_and_keeps_it_while_it_answers() {
+    let tw = Duration::from_millis(300);
+    let config = DiameterConfig { watchdog_interval: tw, idle_timeout: 3 * tw, ..DiameterConfig::default() };
+    let server = start_with("watchdog", config);
+    let mut client = Client::connect(&server);
+    assert_eq!(result_code(&client.cer()), Some(2001));
+    let started = std::time::Instant::now();
+    let mut identifiers = Vec::new();
+    // Answered for 4 × Tw: the server keeps asking, the connection stays.
+    while started.elapsed() < 4 * tw {
+        let dwr = client.read().expect("a watchdog, not a close");
+        assert_eq!((dwr.command, dwr.flags & FLAG_REQUEST), (280, FLAG_REQUEST), "{dwr:?}");
+        assert_eq!(dwr.avp(code::ORIGIN_HOST, 0).and_then(Avp::as_str), Some("ocs.test"));
+        assert!(dwr.avp(code::ORIGIN_REALM, 0).is_some());
+        identifiers.push((dwr.hop_by_hop, dwr.end_to_end));
+        let dwa = Message {
+            flags: 0,
+            command: 280,
+            application: 0,
+            hop_by_hop: dwr.hop_by_hop,
+            end_to_end: dwr.end_to_end,
+            avps: vec![
+                Avp::u32(code::RESULT_CODE, 0, 2001),
+                Avp::utf8(code::ORIGIN_HOST, 0, "pgw.test"),
+                Avp::utf8(code::ORIGIN_REALM, 0, "test"),
+            ],
+        };
+        client.send_raw(&dwa.encode());
+    }
+    assert!(identifiers.len() >= 3, "{identifiers:?}");
+    let mut unique = identifiers.clone();
+    unique.sort_unstable();
+    unique.dedup();
+    assert_eq!(unique.len(), identifiers.len(), "each watchdog its own identifiers");
+    // Still served.
+    let dwa = client.request(
+        280,
+        0,
+        vec![Avp::utf8(code::ORIGIN_HOST, 0, "pgw.test"), Avp::utf8(code::ORIGIN_REALM, 0, "test")],
+    );
+    assert_eq!(result_code(&dwa), Some(2001));
+    // Unanswered: more watchdogs, then the close.
+    let mut unanswered = 0;
+    while let Some(message) = client.read() {
+        assert_eq!(message.command, 280);
+        unanswered += 1;
+    }
+    assert!((1..=3).contains(&unanswered), "{unanswered} watchdogs before the close");
 }
 
 #[test]

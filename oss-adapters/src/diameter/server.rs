@@ -13,6 +13,10 @@
 //! where it applies; it never ends the connection unless the stream cannot be re-framed
 //! (bad version or length), and never the process.
 //!
+//! Watchdogs (RFC 3539): an open peer not heard from for Tw is sent a
+//! Device-Watchdog-Request, again after each further Tw; any message from it is its
+//! answer, and a peer silent for 3 × Tw is disconnected.
+//!
 //! Hostile peers: connections are limited in number (per listener and per remote
 //! address) before anything is allocated for them; a connection must finish its
 //! capabilities exchange, and each message, within a deadline of its own, so trickled
@@ -84,7 +88,10 @@ pub struct DiameterConfig {
     pub origin_realm: String,
     /// Origin-Host values allowed to connect; empty: any peer.
     pub allowed_peers: Vec<String>,
-    /// A connection silent for this long is closed (3 × Tw).
+    /// Tw (RFC 3539 §3.4.1): after this long without a message from an open peer, a
+    /// Device-Watchdog-Request is sent to it (and again after each further Tw of silence).
+    pub watchdog_interval: Duration,
+    /// A connection silent for this long is closed (3 × Tw: its watchdogs went unanswered).
     pub idle_timeout: Duration,
     /// A new connection (after its TLS handshake) must complete the capabilities exchange
     /// within this long, else it is closed: a peer trickling a CER keeps no slot.
@@ -114,6 +121,7 @@ impl Default for DiameterConfig {
             origin_host: "tollgate.local".to_owned(),
             origin_realm: "local".to_owned(),
             allowed_peers: Vec::new(),
+            watchdog_interval: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(90),
             capabilities_timeout: Duration::from_secs(10),
             message_timeout: Duration::from_secs(10),
@@ -436,6 +444,8 @@ async fn connection<R, W>(
     let mut lost = "closed without a Disconnect-Peer-Request";
     let connected = Instant::now();
     let mut heard = connected;
+    // The last Device-Watchdog-Request sent, if one was since the peer was last heard.
+    let mut watched: Option<Instant> = None;
     let mut buffer = BytesMut::with_capacity(READ_BUFFER_BYTES);
     // The memory held for the message at the head of the buffer, once its length is known,
     // and when its first byte arrived.
@@ -501,7 +511,7 @@ async fn connection<R, W>(
         if buffer.capacity() == buffer.len() {
             make_room(&mut buffer, READ_BUFFER_BYTES);
         }
-        let (deadline, why) = deadline(&config, peer.open, connected, heard, started);
+        let (deadline, why) = deadline(&config, peer.open, connected, heard, watched, started);
         let wait = tokio::select! {
             read = tokio::time::timeout_at(deadline, reader.read_buf(&mut buffer)) => match read {
                 Ok(read) => Wait::Read(read),
@@ -514,6 +524,12 @@ async fn connection<R, W>(
             Wait::Read(Ok(_)) => {
                 heard = Instant::now();
                 started.get_or_insert(heard);
+            }
+            Wait::Deadline("watchdog") => {
+                // RFC 3539 §3.4.1: Tw without a message, a watchdog; its answer (any
+                // message) is the peer heard again. Unanswered, the idle timeout closes.
+                peer.send(peer.watchdog_request(), Held::default()).await;
+                watched = Some(Instant::now());
             }
             Wait::Deadline("idle_timeout") => {
                 tracing::info!(%remote, "diameter peer silent past the watchdog timeout; closing");
@@ -540,15 +556,21 @@ async fn connection<R, W>(
     let _ = writer_task.await;
 }
 
-/// The next deadline of a connection's read loop and the setting it comes from.
+/// The next deadline of a connection's read loop and the setting it comes from: once
+/// open, a watchdog Tw after the peer was last heard or the last watchdog sent since.
 fn deadline(
     config: &DiameterConfig,
     open: bool,
     connected: Instant,
     heard: Instant,
+    watched: Option<Instant>,
     started: Option<Instant>,
 ) -> (Instant, &'static str) {
     let mut next = (heard + config.idle_timeout, "idle_timeout");
+    if open {
+        let last = watched.map_or(heard, |sent| sent.max(heard));
+        next = next.min((last + config.watchdog_interval, "watchdog"));
+    }
     if !open {
         next = next.min((connected + config.capabilities_timeout, "capabilities_timeout"));
     }
@@ -556,6 +578,23 @@ fn deadline(
         next = next.min((first_byte + config.message_timeout, "message_timeout"));
     }
     next
+}
+
+/// Hop-by-Hop and End-to-End Identifiers for a request this node sends: the first
+/// counts up from a random start; the second's high 12 bits are the low 12 bits of the
+/// start time in seconds, its low 20 bits a counter (RFC 6733 §3).
+fn next_identifiers() -> (u32, u32) {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::OnceLock;
+    static START: OnceLock<(u32, u32)> = OnceLock::new();
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let (hop_start, time_bits) = *START.get_or_init(|| {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        let seconds = u32::try_from(now.as_secs() & 0xfff).unwrap_or(0);
+        (now.subsec_nanos() ^ std::process::id().rotate_left(16), seconds << 20)
+    });
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    (hop_start.wrapping_add(n), time_bits | (n & 0x000f_ffff))
 }
 
 /// Makes room in `buffer` to read more of a message of `length` bytes (or, with
@@ -682,6 +721,22 @@ impl Peer {
         let bytes = message.encode();
         held.shrink_to(bytes.len());
         let _ = self.outbox.send((bytes, held)).await;
+    }
+
+    /// A Device-Watchdog-Request (RFC 6733 §5.5.1) from this node.
+    fn watchdog_request(&self) -> Message {
+        let (hop_by_hop, end_to_end) = next_identifiers();
+        Message {
+            flags: FLAG_REQUEST,
+            command: COMMAND_DEVICE_WATCHDOG,
+            application: 0,
+            hop_by_hop,
+            end_to_end,
+            avps: vec![
+                Avp::utf8(code::ORIGIN_HOST, 0, &self.config.origin_host),
+                Avp::utf8(code::ORIGIN_REALM, 0, &self.config.origin_realm),
+            ],
+        }
     }
 
     /// The base answer refusing `request` with `refusal`'s Result-Code and Failed-AVP.
