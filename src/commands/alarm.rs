@@ -83,7 +83,7 @@ pub(crate) struct AlarmServeArgs {
     #[arg(long, default_value = "public")]
     alarm_trap_community: String,
     /// Free space of the data directory's file system, in percent, below which an alarm is
-    /// a warning, major, critical: three values, descending.
+    /// a warning, major, critical: three values, descending, separated by commas (`20,10,5`).
     #[arg(long, value_delimiter = ',', default_values_t = [20u8, 10, 5])]
     disk_alarm_free_percent: Vec<u8>,
     /// A shard's journal syncs raise an alarm while their p99 over the window is above
@@ -581,7 +581,11 @@ impl Watcher {
         let free_percent = stat.f_bavail.saturating_mul(100).checked_div(stat.f_blocks)?;
         let severity = disk_severity(free_percent, self.disk, self.watched.thresholds.disk_free_percent);
         self.disk = severity;
-        let object = format!("data-directory/{}", dir.display());
+        // The absolute path, however the directory was named on the command line: one
+        // fault, one alarm (a relative name raised a second alarm for the same fault,
+        // and left the first open when the fault went away).
+        let canonical = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.clone());
+        let object = format!("data-directory/{}", canonical.display());
         let raise = severity.map(|severity| {
             let free_bytes = stat.f_bavail.saturating_mul(stat.f_frsize);
             let problem = format!(

@@ -443,7 +443,11 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
             None => None,
         };
         // The operations endpoint; with a store, /metrics shows the open alarms too.
-        let traps = args.alarms.traps()?;
+        // Traps are sent by one forwarder that follows the store's alarm changes, whichever
+        // process made them (the CLI, a bill run, a mediation run): the alarms raised here
+        // are recorded like theirs and not sent directly (that would send them twice).
+        let trap_sender = args.alarms.traps()?;
+        let traps: Option<Arc<tollgate_alarms::TrapSender>> = None;
         let admin = tokio::net::TcpListener::bind(args.admin_listen).await?;
         tracing::info!(listen = %admin.local_addr()?, "admin server listening");
         let mut sources: Vec<Arc<dyn tollgate_oss_adapters::admin::MetricsSource>> = Vec::new();
@@ -570,6 +574,16 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         // Diameter peers lost, the activation gateway unreachable, provisioning steps
         // failing for good. Watched from the management plane's runtime: it reads the
         // engine's atomics and never makes a shard wait.
+        let trap_forwarder = match (&bss, trap_sender) {
+            (Some(store), Some(sender)) => Some(bss_handle.spawn(tollgate_alarms::service::forward_traps(
+                store.clone(),
+                sender,
+                Duration::from_millis(500),
+                wait(stopped.clone()),
+            ))),
+            (None, Some(_)) => anyhow::bail!("--alarm-trap-target needs a BSS store for its alarms: --database or --api-listen"),
+            _ => None,
+        };
         let fault_watcher = match &bss {
             Some(store) => {
                 let alarms = tollgate_alarms::Alarms::new(store.clone(), traps.clone());
@@ -691,6 +705,9 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
             }
             if let Some(watcher) = fault_watcher {
                 watcher.await?;
+            }
+            if let Some(forwarder) = trap_forwarder {
+                forwarder.await??;
             }
             if let Some(outbox_worker) = outbox_worker {
                 outbox_worker.await?;

@@ -245,6 +245,11 @@ fn a_shard_stopped_by_a_full_disk_raises_an_alarm_and_clears_it_when_it_serves_a
         (&acked["ackState"], &acked["ackUserId"]),
         (&serde_json::json!("acknowledged"), &serde_json::json!("noc-1"))
     );
+    // Regression: a change made by another process (here the CLI) sent no trap; the
+    // server forwards every change recorded in the store. tollgateAlarmAckStateChanged:
+    // …32473.1.0.4.
+    let ack_trap = receive_trap_of(&traps, &[0x81, 0xfd, 0x59, 0x01, 0x00, 0x04]);
+    assert!(contains(&ack_trap, b"shard/0"), "{ack_trap:?}");
     stop_server(server);
 
     // Raised and cleared by hand, as an operator would.

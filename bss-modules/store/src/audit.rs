@@ -286,6 +286,27 @@ impl Store {
         rows.iter().map(|row| entry(row).map(|(entry, _)| entry)).collect()
     }
 
+    /// Entries of entity type `entity_type` after `after_seq`, oldest first, at most
+    /// `limit` (capped at [`AUDIT_PAGE_MAX`]): a change log of one kind of entity, read
+    /// by a follower (the alarm trap forwarder) from where it left off.
+    pub async fn audit_entries_of_type(
+        &self,
+        entity_type: &str,
+        after_seq: i64,
+        limit: u32,
+    ) -> Result<Vec<AuditEntry>> {
+        let limit = i64::from(limit.min(AUDIT_PAGE_MAX));
+        let mut tx = self.read().await?;
+        let rows = tx
+            .fetch_all(
+                "audit.entries_of_type",
+                &format!("SELECT {COLUMNS} FROM audit_log WHERE entity_type = $1 AND seq > $2 ORDER BY seq LIMIT $3"),
+                args![entity_type, after_seq, limit],
+            )
+            .await?;
+        rows.iter().map(|row| entry(row).map(|(entry, _)| entry)).collect()
+    }
+
     /// Walks the whole chain in one snapshot, a page at a time: every sequence number from
     /// 1 present, each entry's hash matching its fields and naming its predecessor's, and
     /// the head naming the last entry.

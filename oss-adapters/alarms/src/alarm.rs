@@ -194,6 +194,21 @@ pub enum Change {
 }
 
 impl Change {
+    /// The change [`Change::as_str`] names (an audit record's action).
+    pub fn parse(text: &str) -> Option<Change> {
+        [
+            Change::Raised,
+            Change::Updated,
+            Change::Repeated,
+            Change::Cleared,
+            Change::Acknowledged,
+            Change::Unacknowledged,
+            Change::Unchanged,
+        ]
+        .into_iter()
+        .find(|change| change.as_str() == text)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Change::Raised => "raised",

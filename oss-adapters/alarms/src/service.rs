@@ -226,6 +226,104 @@ pub fn to_tmf(alarm: &Alarm, api_root: &str) -> Value {
     body
 }
 
+/// The alarm a TMF642 document of [`to_tmf`] shows (an audit record's `after`): its
+/// severity as reported (`cleared` for a cleared alarm) and times to the millisecond.
+pub fn from_tmf(doc: &Value) -> Result<Alarm, AlarmError> {
+    let text = |field: &'static str| -> Result<String, AlarmError> {
+        doc.get(field)
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .ok_or(AlarmError::Invalid { field, problem: "missing from the alarm document".into() })
+    };
+    let time = |field: &'static str| -> Result<Option<i64>, AlarmError> {
+        match doc.get(field).and_then(Value::as_str) {
+            None => Ok(None),
+            Some(at) => at
+                .parse::<Timestamp>()
+                .map(|at| Some(at.as_millisecond()))
+                .map_err(|err| AlarmError::Invalid { field, problem: format!("{at:?}: {err}") }),
+        }
+    };
+    let id = text("id")?
+        .parse::<i64>()
+        .map_err(|err| AlarmError::Invalid { field: "id", problem: format!("not an alarm id: {err}") })?;
+    let alarmed_object = doc
+        .pointer("/alarmedObject/id")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+        .ok_or(AlarmError::Invalid { field: "alarmedObject", problem: "missing from the alarm document".into() })?;
+    Ok(Alarm {
+        id,
+        report: AlarmReport {
+            alarmed_object,
+            alarmed_object_type: text("alarmedObjectType")?,
+            alarm_type: AlarmType::parse(&text("alarmType")?, "alarmType")?,
+            probable_cause: text("probableCause")?,
+            specific_problem: text("specificProblem")?,
+            perceived_severity: PerceivedSeverity::parse(&text("perceivedSeverity")?, "perceivedSeverity")?,
+            source_system_id: text("sourceSystemId")?,
+        },
+        state: AlarmState::parse(&text("state")?, "state")?,
+        ack_state: AckState::parse(&text("ackState")?, "ackState")?,
+        ack_user_id: doc.get("ackUserId").and_then(Value::as_str).map(str::to_owned),
+        raised_at_ms: time("alarmRaisedTime")?.unwrap_or(0),
+        changed_at_ms: time("alarmChangedTime")?.unwrap_or(0),
+        cleared_at_ms: time("alarmClearedTime")?,
+        acknowledged_at_ms: time("ackTime")?,
+        reports: 0,
+    })
+}
+
+/// Sends an SNMP trap for each alarm change recorded in `store` from now on, whichever
+/// process made it (this server, `tollgate alarm`, `tollgate bill-run`, `tollgate
+/// mediate`): the audit trail is the change log (each change is recorded there in the
+/// transaction that makes it, with the alarm after it), read every `every` from where the
+/// forwarder left off, until `stop` resolves. A change made while no forwarder runs
+/// sends no trap (SNMPv2c traps are unacknowledged: a manager resynchronises through the
+/// API); an entry that cannot be read as an alarm is logged and skipped.
+pub async fn forward_traps(
+    store: Store,
+    sender: std::sync::Arc<TrapSender>,
+    every: std::time::Duration,
+    stop: impl std::future::Future<Output = ()>,
+) -> Result<(), AlarmError> {
+    const PAGE: u32 = 500;
+    let mut cursor = store.audit_head().await?.seq;
+    tokio::pin!(stop);
+    loop {
+        let entries = match store.audit_entries_of_type(ENTITY, cursor, PAGE).await {
+            Ok(entries) => entries,
+            Err(err) => {
+                tracing::warn!(error = %err, "alarm traps: the audit trail could not be read; trying again");
+                Vec::new()
+            }
+        };
+        let full = entries.len() == PAGE as usize;
+        for entry in entries {
+            cursor = entry.seq;
+            let Some(change) = Change::parse(&entry.action) else { continue };
+            match entry.after.as_ref().map(from_tmf) {
+                Some(Ok(alarm)) => {
+                    if let Err(err) = sender.send(&alarm, change) {
+                        tracing::warn!(alarm = alarm.id, error = %err, "alarm trap not sent");
+                    }
+                }
+                Some(Err(err)) => {
+                    tracing::warn!(seq = entry.seq, error = %err, "alarm trap: an audited alarm unreadable")
+                }
+                None => {}
+            }
+        }
+        if full {
+            continue;
+        }
+        tokio::select! {
+            () = &mut stop => return Ok(()),
+            () = tokio::time::sleep(every) => {}
+        }
+    }
+}
+
 fn to_row(alarm: &Alarm) -> AlarmRow {
     let report = &alarm.report;
     AlarmRow {
@@ -320,6 +418,20 @@ mod tests {
             let actions: Vec<&str> = trail.iter().map(|e| e.action.as_str()).collect();
             assert_eq!(actions, ["raised", "repeated", "updated", "acknowledged", "cleared"]);
             assert!(alarms.clear(999_999, "token:noc", 8_000).await.is_err());
+            // The trap forwarder reads each change back from its record: the alarm as it
+            // was after that change (the count of reports is not in the document).
+            let changes: Vec<(Change, Alarm)> = trail
+                .iter()
+                .map(|entry| {
+                    let alarm = from_tmf(entry.after.as_ref().expect("after")).expect("an alarm");
+                    (Change::parse(&entry.action).expect("a change"), alarm)
+                })
+                .collect();
+            assert_eq!(changes[2].1.report.perceived_severity, PerceivedSeverity::Critical);
+            assert_eq!(changes[3].1.ack_user_id.as_deref(), Some("noc-7"));
+            assert_eq!((changes[4].0, changes[4].1.state, changes[4].1.cleared_at_ms), (Change::Cleared, AlarmState::Cleared, Some(5_000)));
+            assert_eq!(Alarm { reports: stored.reports, ..changes[4].1.clone() }.severity(), stored.severity());
+            assert_eq!(changes[4].1.raised_at_ms, stored.raised_at_ms);
         }
     }
 }
