@@ -82,6 +82,11 @@ fn rows_from(path: &Path, delimiter: u8, offset: u64) -> Result<csv::Reader<Boun
     Ok(builder(delimiter, false).from_reader(bounded(file)))
 }
 
+/// Whether `err` is [`Bounded`]'s: a row longer than [`MAX_ROW_BYTES`].
+fn is_too_long(err: &csv::Error) -> bool {
+    matches!(err.kind(), csv::ErrorKind::Io(io) if io.to_string() == TOO_LONG)
+}
+
 /// `file` read with rows bounded to [`MAX_ROW_BYTES`].
 fn bounded(file: File) -> Bounded<BufReader<File>> {
     Bounded { inner: BufReader::with_capacity(1 << 16, file), limit: MAX_ROW_BYTES, run: 0 }
@@ -105,8 +110,12 @@ impl RowReader {
             let header = first.byte_headers().map_err(|err| bad(format!("header: {err}")))?.clone();
             let mut probe = csv::ByteRecord::new();
             let mut end = first.position().byte();
-            if first.read_byte_record(&mut probe).map_err(|err| bad(format!("row 1: {err}")))? {
-                end = probe.position().map_or(end, csv::Position::byte);
+            match first.read_byte_record(&mut probe) {
+                Ok(true) => end = probe.position().map_or(end, csv::Position::byte),
+                Ok(false) => {}
+                // A first row too long to read is rejected by the run like any other.
+                Err(err) if is_too_long(&err) => {}
+                Err(err) => return Err(bad(format!("row 1: {err}"))),
             }
             (mapping.resolve(Some(&header)).map_err(bad)?, end)
         } else {
@@ -127,6 +136,8 @@ impl RowReader {
 
     /// Reads the next row into `record`; `None` at the end of the file.
     pub fn next_row(&mut self, record: &mut csv::ByteRecord) -> Result<Option<RowPosition>> {
+        // Where this row starts, for a row too long to read (shown from its start).
+        let start = self.base + self.reader.position().byte();
         match self.reader.read_byte_record(record) {
             Ok(false) => Ok(None),
             Ok(true) => {
@@ -138,10 +149,10 @@ impl RowReader {
                     too_long: false,
                 }))
             }
-            Err(err) if matches!(err.kind(), csv::ErrorKind::Io(io) if io.to_string() == TOO_LONG) => {
+            Err(err) if is_too_long(&err) => {
                 // That row is skipped to its line break and reading goes on after it.
-                let offset = self.base + self.reader.position().byte();
-                let next_offset = self.next_line(offset)?;
+                let next_offset = self.next_line(self.base + self.reader.position().byte())?;
+                let offset = start;
                 self.reader = rows_from(&self.path, self.delimiter, next_offset)?;
                 self.base = next_offset;
                 self.number += 1;
@@ -196,6 +207,11 @@ impl RawLines {
         let length = usize::try_from(row.next_offset.saturating_sub(row.offset)).unwrap_or(0).min(most);
         let mut bytes = vec![0; length];
         self.raw.read_exact_at(&mut bytes, row.offset).map_err(ImportError::io(&self.path))?;
+        // After a CRLF line break the parser's row starts at the LF (it ends a row at the
+        // CR): that byte is the line break before the row, not the row's.
+        if bytes.first() == Some(&b'\n') {
+            bytes.remove(0);
+        }
         while bytes.last().is_some_and(|byte| *byte == b'\n' || *byte == b'\r') {
             bytes.pop();
         }

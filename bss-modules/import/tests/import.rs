@@ -293,5 +293,20 @@ store_test! {
         assert_eq!(rejects(&customer_rejects), pairs(&[("2", "row")]));
         let size = std::fs::metadata(&customer_rejects).expect("rejects").len();
         assert!(size < 1000, "the long row is shown by its beginning: {size} bytes");
+
+        // Regression: a first row too long aborted the whole import (nothing imported);
+        // and with CRLF line breaks each reject's raw row began with the LF before it.
+        let text = format!(
+            "id,party,name,email,ccy,type,limit,parent\r\nBIG,P,{long},,EUR,prepaid,0,\r\nBAD,X,Hal,,EUR,prepaid,0,\r\nA3,P,Cy,,EUR,prepaid,0,\r\n"
+        );
+        let customers = files.write("long-first.csv", &text);
+        let first_rejects = files.dir.join("long-first.rejects.csv");
+        let summary = import(&store, &customers, &mapping, &options(&first_rejects, 2)).await;
+        assert_eq!((summary.rows, summary.imported, summary.rejected), (3, 1, 2), "{summary:?}");
+        assert_eq!(rejects(&first_rejects), pairs(&[("1", "row"), ("2", "party_type")]));
+        let mut reader = csv::Reader::from_path(&first_rejects).expect("rejects");
+        let raw: Vec<String> = reader.records().map(|record| record.expect("record")[3].to_owned()).collect();
+        assert!(raw[0].starts_with("BIG,P,xxx"), "{:?}", &raw[0][..20]);
+        assert_eq!(raw[1], "BAD,X,Hal,,EUR,prepaid,0,");
     }
 }
