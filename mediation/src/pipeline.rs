@@ -663,11 +663,11 @@ impl<'e> Mediator<'e> {
                 }
                 Err((reason, message)) => {
                     summary.count_reject(reason);
-                    let raw = match item.raw.text() {
-                        Some(text) => text,
+                    let (offset, raw) = match item.raw.text() {
+                        Some(text) => (item.offset, text),
                         None => read_back(file.input, &mut writers.source, &item)?,
                     };
-                    write_reject(&mut writers.rejects, item.number, item.offset, reason, &message, &raw)
+                    write_reject(&mut writers.rejects, item.number, offset, reason, &message, &raw)
                         .map_err(MediationError::io(&writers.files[2]))?;
                 }
             }
@@ -988,8 +988,10 @@ pub(crate) fn write_json_line(out: &mut impl Write, path: &Path, value: &impl Se
     out.write_all(b"\n").map_err(MediationError::io(path))
 }
 
-/// The bytes of `item` in the input file (line ending dropped), as text.
-fn read_back(path: &Path, source: &mut Option<File>, item: &Item) -> Result<String, MediationError> {
+/// The bytes of `item` in the input file (line ending dropped), as text, and where they
+/// start. After a CRLF line break the CSV parser's record starts at the LF (it ends a
+/// record at the CR): that byte is the line break before the record, not the record's.
+fn read_back(path: &Path, source: &mut Option<File>, item: &Item) -> Result<(u64, String), MediationError> {
     use std::io::{Read, Seek, SeekFrom};
     let file = match source {
         Some(file) => file,
@@ -999,10 +1001,15 @@ fn read_back(path: &Path, source: &mut Option<File>, item: &Item) -> Result<Stri
     let mut bytes = Vec::with_capacity(length as usize);
     file.seek(SeekFrom::Start(item.offset)).map_err(MediationError::io(path))?;
     file.take(length).read_to_end(&mut bytes).map_err(MediationError::io(path))?;
+    let mut offset = item.offset;
+    if bytes.first() == Some(&b'\n') {
+        bytes.remove(0);
+        offset += 1;
+    }
     while bytes.last().is_some_and(|b| matches!(b, b'\n' | b'\r')) {
         bytes.pop();
     }
-    Ok(String::from_utf8_lossy(&bytes).into_owned())
+    Ok((offset, String::from_utf8_lossy(&bytes).into_owned()))
 }
 
 fn write_reject(

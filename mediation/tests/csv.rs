@@ -69,6 +69,24 @@ fn good_and_bad_records_each_land_where_they_belong_and_the_summary_balances() {
     }
     assert_eq!(h.balance(1), d("10.00") - d("2.49"));
     assert_eq!(h.balance(2), d("10.00") - d("2.49"));
+
+    // Regression: with CRLF line breaks a reject's offset was one byte early and its
+    // record began with the LF before it.
+    let crlf = h.write(
+        "calls-crlf.csv",
+        &format!(
+            "{HEADER}k1,491700000001,4990012345,voice,not a time,60000\nk2,491700000001,4990012345,voice,never,60000\n"
+        )
+        .replace('\n', "\r\n"),
+    );
+    let summary = h.process(&crlf, &format());
+    assert_eq!(summary.rejected, 2, "{summary:?}");
+    let text = std::fs::read_to_string(&crlf).expect("input");
+    for reject in h.rejects(&crlf) {
+        let offset: usize = reject["offset"].parse().expect("offset");
+        assert!(reject["record"].starts_with('k') && !reject["record"].contains('\r'), "{reject:?}");
+        assert!(text[offset..].starts_with(&format!("{}\r\n", reject["record"])), "{reject:?}");
+    }
 }
 
 #[test]
