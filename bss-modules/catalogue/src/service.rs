@@ -201,17 +201,29 @@ impl Catalogue {
             }
         }
         self.check_refs(&mut tx, id, &found).await?;
-        if kind == Kind::ProductOfferingPrice && before.get("tariffPlan") != doc.get("tariffPlan") {
-            // An active offering's plan was compiled and recorded when it was activated; a
-            // price it names does not take another plan behind its back (a broken one
-            // would never be compiled): a new plan comes as a new price.
-            for (by, field) in tx.catalogue_referrers(id).await? {
+        // What a released offering sells is fixed with it: a price it names changes no
+        // more than the offering, but for its name (its amount, type, currency, period or
+        // plan stay; an active
+        // offering's plan was compiled and recorded when it was activated, and a broken
+        // one would never be compiled behind its back): a new price comes as a new price.
+        let definition_changed = match (&before, &doc) {
+            (Value::Object(old), Value::Object(new)) => old
+                .keys()
+                .chain(new.keys())
+                .filter(|key| !RELEASED_MUTABLE.contains(&key.as_str()) && key.as_str() != "name")
+                .find(|key| old.get(*key) != new.get(*key))
+                .cloned(),
+            _ => None,
+        };
+        if let (Kind::ProductOfferingPrice, Some(field)) = (kind, definition_changed) {
+            for (by, referring) in tx.catalogue_referrers(id).await? {
                 let Some(offering) = tx.catalogue_item(&by).await? else { continue };
-                if field == "productOfferingPrice" && status_of(&offering.value)?.is_released() {
+                if referring == "productOfferingPrice" && status_of(&offering.value)?.is_released() {
+                    let what = if field == "tariffPlan" { "plan" } else { "price" };
                     return Err(CatalogueError::Conflict {
-                        field: "tariffPlan".into(),
+                        field,
                         reason: format!(
-                            "price {id} is used by offering {by}, which is {}: a new plan comes as a new price",
+                            "price {id} is used by offering {by}, which is {}: a new {what} comes as a new price",
                             status_of(&offering.value)?.as_str()
                         ),
                     });

@@ -114,6 +114,30 @@ store_test! {
         }
         let renamed = json!({"name": "usage, renamed"});
         catalogue.patch(Kind::ProductOfferingPrice, &price, &renamed, current.version, "test", at(11)).await.expect("a new name");
+
+        // Regression: a recurring price of an active offering took a new amount, type and
+        // currency (only a usage price's plan was fixed).
+        let monthly = json!({"name": "monthly", "lifecycleStatus": "In design", "priceType": "recurring",
+            "recurringChargePeriodType": "month", "price": {"unit": "EUR", "value": 9.99}});
+        let monthly = catalogue.create(Kind::ProductOfferingPrice, monthly, "test", at(12)).await.expect("price");
+        let monthly_id = monthly.value["id"].as_str().expect("id").to_owned();
+        let offering = json!({"name": "Flat", "lifecycleStatus": "In design", "productOfferingPrice": [{"id": monthly_id}]});
+        let offering = catalogue.create(Kind::ProductOffering, offering, "test", at(12)).await.expect("offering");
+        let offering_id = offering.value["id"].as_str().expect("id").to_owned();
+        catalogue.set_status(Kind::ProductOffering, &offering_id, LifecycleStatus::Active, "test", at(13)).await.expect("active");
+        for (patch, named) in [
+            (json!({"price": {"unit": "EUR", "value": 0.01}}), "price"),
+            (json!({"price": {"unit": "USD", "value": 9.99}}), "price"),
+            (json!({"recurringChargePeriodType": "year"}), "recurringChargePeriodType"),
+        ] {
+            match catalogue.patch(Kind::ProductOfferingPrice, &monthly_id, &patch, monthly.version, "test", at(14)).await {
+                Err(CatalogueError::Conflict { field, reason }) => {
+                    assert_eq!(field, named);
+                    assert!(reason.contains(&offering_id), "{reason}");
+                }
+                other => panic!("{patch}: expected Conflict, got {other:?}"),
+            }
+        }
     }
 }
 
