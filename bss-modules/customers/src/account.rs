@@ -73,8 +73,16 @@ pub fn parse_credit_limit(value: &Value) -> Result<(Decimal, String)> {
     if let Some(key) = money.keys().find(|key| *key != "unit" && *key != "value") {
         return Err(CustomersError::invalid(format!("creditLimit.{key}"), "is not a field of money"));
     }
-    let unit = match money.get("unit") {
-        Some(Value::String(unit)) if tollgate_billing::minor_units("creditLimit.unit", unit).is_ok() => unit.clone(),
+    let (unit, decimals) = match money.get("unit") {
+        Some(Value::String(unit)) => match tollgate_billing::minor_units("creditLimit.unit", unit) {
+            Ok(decimals) => (unit.clone(), decimals),
+            Err(_) => {
+                return Err(CustomersError::invalid(
+                    "creditLimit.unit",
+                    "must be an ISO 4217 currency code such as EUR",
+                ))
+            }
+        },
         _ => return Err(CustomersError::invalid("creditLimit.unit", "must be an ISO 4217 currency code such as EUR")),
     };
     let text = match money.get("value") {
@@ -88,6 +96,14 @@ pub fn parse_credit_limit(value: &Value) -> Result<(Decimal, String)> {
         .normalize();
     if amount.is_sign_negative() && !amount.is_zero() {
         return Err(CustomersError::invalid("creditLimit.value", "must not be negative"));
+    }
+    // An amount of the currency: no finer than its minor unit (a JPY limit of 1.5 is
+    // no amount of yen).
+    if amount.scale() > decimals {
+        return Err(CustomersError::invalid(
+            "creditLimit.value",
+            format!("{amount} has more decimals than {unit}'s {decimals}"),
+        ));
     }
     let digits = tollgate_billing::significant_digits(amount);
     if digits > MAX_MONEY_DIGITS || amount.scale() > MAX_MONEY_SCALE {
@@ -211,4 +227,25 @@ pub fn account_doc(row: &BillingAccountRow, account_root: &str, customer_root: &
         }
     }
     doc
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::parse_credit_limit;
+
+    /// Regression: a JPY credit limit of 1.123 was taken (the catalogue refuses such an
+    /// amount); an amount finer than its currency's minor unit is refused.
+    #[test]
+    fn a_credit_limit_is_an_amount_of_its_currency() {
+        let limit = |unit: &str, value: &str| parse_credit_limit(&json!({"unit": unit, "value": value}));
+        assert_eq!(limit("JPY", "1000").expect("yen").0.to_string(), "1000");
+        assert_eq!(limit("EUR", "10.50").expect("euro").0.to_string(), "10.5");
+        assert_eq!(limit("KWD", "1.125").expect("dinar").0.to_string(), "1.125");
+        for (unit, value) in [("JPY", "1.5"), ("EUR", "0.001"), ("KWD", "1.0001")] {
+            let refused = limit(unit, value).expect_err("finer than the minor unit");
+            assert!(refused.to_string().contains("creditLimit.value"), "{refused}");
+        }
+    }
 }
