@@ -108,12 +108,24 @@ pub(crate) async fn tmf_body(response: Response) -> Response {
     answer
 }
 
+/// Characters of an error's reason or message shown at most: they may quote what the
+/// request sent (an id of any length in a path), and an answer stays small.
+const MAX_ERROR_TEXT_CHARS: usize = 1024;
+
+/// `text` cut to [`MAX_ERROR_TEXT_CHARS`] characters, marked with `…` where it was cut.
+fn bounded(text: String) -> String {
+    match text.char_indices().nth(MAX_ERROR_TEXT_CHARS) {
+        None => text,
+        Some((end, _)) => format!("{}…", &text[..end]),
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = json!({
             "code": self.code,
-            "reason": self.reason,
-            "message": self.message,
+            "reason": bounded(self.reason),
+            "message": bounded(self.message),
             "status": self.status.as_u16().to_string(),
             "@type": "Error",
         });
@@ -261,4 +273,19 @@ pub(crate) async fn method_not_allowed() -> ApiError {
         "method",
         "the resource does not support this method",
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression: a 404 for a path id of 100,000 characters quoted the whole id.
+    #[test]
+    fn an_error_quotes_at_most_a_bounded_text() {
+        let long = "x".repeat(100_000);
+        assert_eq!(bounded(long).chars().count(), MAX_ERROR_TEXT_CHARS + 1);
+        assert_eq!(bounded("short".to_owned()), "short");
+        let wide = "é".repeat(MAX_ERROR_TEXT_CHARS + 5);
+        assert!(bounded(wide).ends_with("é…"), "cut at a character boundary");
+    }
 }
