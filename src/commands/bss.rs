@@ -165,6 +165,18 @@ pub(crate) fn token(database: &DatabaseArgs, command: TokenCommand) -> anyhow::R
                 };
                 let new = NewToken { name: &name, role, scope_account_id: scope_account.as_deref(), expires_at };
                 let mut tx = store.begin().await?;
+                // A partner's scope is a hierarchy: its root account, which exists (a token
+                // scoped to a child or to nothing would reach nothing, silently).
+                if let Some(scope) = &scope_account {
+                    match tx.billing_account(scope).await? {
+                        None => anyhow::bail!("--scope-account {scope}: no such billing account"),
+                        Some(account) if account.value.parent_id.is_some() => anyhow::bail!(
+                            "--scope-account {scope}: not a root billing account (its hierarchy's root is {})",
+                            account.value.root_id
+                        ),
+                        Some(_) => {}
+                    }
+                }
                 let (secret, token) = tx.create_token(new, now).await?;
                 let after = serde_json::json!({"name": token.name, "role": token.role.as_str(),
                     "scopeAccountId": token.scope_account_id, "expiresAt": token.expires_at.map(|t| t.to_string())});

@@ -162,6 +162,14 @@ fn the_management_api_serves_the_catalogue_with_cli_tokens_over_a_socket() {
     let listed = tollgate(&["token", "list", "--data-dir", &data_dir], "");
     let listed = String::from_utf8_lossy(&listed.stdout);
     assert!(listed.contains("admin") && !listed.contains(&admin), "tokens are listed without secrets: {listed}");
+    // Regression: a partner token was created for an account that does not exist (it
+    // reached nothing, silently); its scope is an existing root account.
+    let refused = tollgate(
+        &["token", "create", "--role", "partner", "--scope-account", "no-such-account", "--data-dir", &data_dir],
+        "",
+    );
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("no such billing account"), "{refused:?}");
     std::fs::remove_dir_all(dir).ok();
 }
 
