@@ -106,7 +106,7 @@ fn a_balance_crossing_is_delivered_once_across_a_sigkill_between_crossing_and_de
     assert_eq!(crossings[0]["crossingKey"], "episode-1");
     assert_eq!(
         crossings[0]["message"],
-        "Ada: Ihr Guthaben beträgt -0.1 EUR und liegt unter -0.05 EUR. Bitte laden Sie auf."
+        "Ada: Ihr Guthaben beträgt -0,1 EUR und liegt unter -0,05 EUR. Bitte laden Sie auf."
     );
     let event_id = crossings[0]["eventId"].as_str().expect("published").to_owned();
     // The delivery was tried and failed: it is pending with the hub.

@@ -340,6 +340,20 @@ impl Templates {
                         format!("empty or longer than {MAX_TEMPLATE_CHARS} characters"),
                     ));
                 }
+                // A placeholder misspelt would reach the customer as written.
+                let mut rest = text;
+                while let Some(open) = rest.find('{') {
+                    let after = &rest[open + 1..];
+                    let Some(close) = after.find('}') else { break };
+                    let name = &after[..close];
+                    if !PLACEHOLDERS.contains(&name) {
+                        return Err(CustomersError::invalid(
+                            format!("{language}.{}", kind.as_str()),
+                            format!("{{{name}}} is not a placeholder (they are {})", PLACEHOLDERS.join(", ")),
+                        ));
+                    }
+                    rest = &after[close + 1..];
+                }
             }
             templates.by_language.insert(language, template);
         }
@@ -367,9 +381,37 @@ impl Templates {
         .flatten()
         .find_map(|template| template.text(kind))
         .unwrap_or("");
-        fill(text, values)
+        if !decimal_comma(language) {
+            return fill(text, values);
+        }
+        // Amounts as the language writes them: 3,99 EUR in German.
+        let local: Vec<(&str, String)> = values
+            .iter()
+            .map(|(key, value)| match *key {
+                "amount" | "balance" | "spent" => (*key, value.replacen('.', ",", 1)),
+                _ => (*key, value.clone()),
+            })
+            .collect();
+        fill(text, &local)
     }
 }
+
+/// Whether `language` (an ISO 639-1 code, perhaps with a region: `de`, `de-AT`) writes a
+/// decimal comma: most of continental Europe and Latin America, Indonesia, Russia, Turkey
+/// and Vietnam; English, Chinese, Japanese, Korean, Hebrew, Thai and Arabic in Latin
+/// digits write a point.
+fn decimal_comma(language: &str) -> bool {
+    const COMMA: [&str; 28] = [
+        "bg", "ca", "cs", "da", "de", "el", "es", "et", "fi", "fr", "hr", "hu", "id", "is", "it", "lt", "lv", "nb",
+        "nl", "no", "pl", "pt", "ro", "ru", "sk", "sl", "sv", "tr",
+    ];
+    let base = language.split(['-', '_']).next().unwrap_or(language).to_ascii_lowercase();
+    COMMA.contains(&base.as_str()) || base == "uk" || base == "vi" || base == "sr"
+}
+
+/// The placeholders a template may use.
+const PLACEHOLDERS: [&str; 9] =
+    ["name", "amount", "balance", "spent", "percent", "bundle", "remaining", "until", "hours"];
 
 /// `template` with each `{key}` of `values` replaced, once, left to right; unknown
 /// placeholders stay as written.
@@ -1036,7 +1078,8 @@ mod tests {
         );
         assert_eq!(
             templates.message("de", ThresholdKind::BalanceBelow, &values),
-            "Ada: Ihr Guthaben beträgt 4.5 EUR und liegt unter 5 EUR. Bitte laden Sie auf."
+            "Ada: Ihr Guthaben beträgt 4,5 EUR und liegt unter 5 EUR. Bitte laden Sie auf.",
+            "regression: a German text wrote its amounts with a decimal point"
         );
         assert_eq!(fill("{a}{b} {unknown} {", &[("a", "1".into()), ("b", "{a}".into())]), "1{a} {unknown} {");
         let mut overrides = BTreeMap::new();
@@ -1052,7 +1095,22 @@ mod tests {
         );
         let templates = Templates::with(overrides).expect("valid");
         assert_eq!(templates.languages(), ["de", "en", "fr"]);
-        assert_eq!(templates.message("fr", ThresholdKind::BalanceBelow, &values), "Ada : solde 4.5 EUR");
+        assert_eq!(templates.message("fr", ThresholdKind::BalanceBelow, &values), "Ada : solde 4,5 EUR");
+        assert_eq!(templates.message("en-GB", ThresholdKind::BalanceBelow, &values).matches("4.5 EUR").count(), 1);
+        // Regression: a template with a misspelt placeholder was taken, and the customer
+        // would have read `{bogus}`.
+        let mut bogus = BTreeMap::new();
+        bogus.insert(
+            "en".to_owned(),
+            Template { balance_below: "{name}: {bogus}".into(), ..templates.by_language["fr"].clone() },
+        );
+        match Templates::with(bogus) {
+            Err(CustomersError::Invalid { field, reason }) => {
+                assert_eq!(field, "en.balance_below");
+                assert!(reason.contains("{bogus}"), "{reason}");
+            }
+            other => panic!("{other:?}"),
+        }
         let expiry = [("bundle", "data 1 GB".to_owned()), ("until", "2026-02-01 00:00 UTC".to_owned())];
         assert_eq!(
             templates.message("fr", ThresholdKind::BundleExpiry, &expiry),

@@ -117,7 +117,7 @@ store_test! {
         assert_eq!(events(&store).await, std::slice::from_ref(&account), "one event for one crossing");
         let crossings = store.crossings_of(&account, 10).await.expect("crossings");
         assert_eq!(crossings.len(), 1);
-        assert_eq!(crossings[0].message, "Ada's phone: Ihr Guthaben beträgt 4.5 EUR und liegt unter 5 EUR. Bitte laden Sie auf.");
+        assert_eq!(crossings[0].message, "Ada's phone: Ihr Guthaben beträgt 4,5 EUR und liegt unter 5 EUR. Bitte laden Sie auf.");
         assert!(crossings[0].event_id.is_some());
 
         // A top-up re-arms it; the next fall is a new crossing.
