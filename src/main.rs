@@ -2,7 +2,30 @@
 
 #![forbid(unsafe_code)]
 
+/// `println!` for every command: a line on stdout, and when stdout's reader has gone (a
+/// pipe into `head` closed), a quiet exit instead of std's panic ("failed printing to
+/// stdout"). Rust ignores SIGPIPE, and restoring it needs unsafe code.
+macro_rules! println {
+    ($($arg:tt)*) => {
+        $crate::print_line(format_args!($($arg)*))
+    };
+}
+
 mod commands;
+
+/// Writes one line to stdout; exits with 141 (128 + SIGPIPE, as a shell reports a
+/// process a closed pipe stopped) when nobody reads it any more.
+pub(crate) fn print_line(line: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if let Err(err) = out.write_fmt(format_args!("{line}\n")) {
+        if err.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(141);
+        }
+        eprintln!("tollgate: writing to stdout: {err}");
+        std::process::exit(1);
+    }
+}
 
 use std::path::PathBuf;
 use std::process::ExitCode;

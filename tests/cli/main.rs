@@ -775,3 +775,27 @@ fn admin_address_of(data: &Path) -> String {
 fn grpc_address_of(data: &Path) -> String {
     std::fs::read_to_string(data.join("grpc.address")).expect("grpc address")
 }
+
+/// Regression: `tollgate … | head` panicked ("failed printing to stdout: Broken pipe",
+/// with a backtrace) once the reader had gone. It exits quietly, as a shell expects of a
+/// process whose pipe closed (141: 128 + SIGPIPE).
+#[test]
+fn output_into_a_closed_pipe_ends_quietly() {
+    let plan = example("prepaid-mobile.toml");
+    let plan = plan.as_str();
+    // About 150 bytes a line: well past what a pipe holds before its reader is needed.
+    let mut args = vec!["tariff", "check"];
+    args.extend(std::iter::repeat_n(plan, 2000));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .args(&args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("tollgate starts");
+    drop(child.stdout.take());
+    let output = child.wait_with_output().expect("tollgate runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(output.status.code(), Some(141), "{stderr}");
+}
