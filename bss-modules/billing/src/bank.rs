@@ -1,7 +1,9 @@
 //! Bank statements: the credits of an ISO 20022 `camt.053` statement (BankToCustomerStatement,
 //! any version from .001.02, which banks in SEPA countries send daily), read as payments
 //! to match. Namespaces and versions are not checked: the element names are the same in
-//! all of them.
+//! all of them; the statements are `BkToCstmrStmt/Stmt` (a camt.054 notification is not
+//! one), nothing but comments may follow the document element, and character references
+//! (`&#252;`) are their characters.
 //!
 //! Each booked credit entry (`Ntry` with `CdtDbtInd` = `CRDT`, status `BOOK`, not a
 //! reversal) gives one [`StatementCredit`] per transaction detail (`NtryDtls/TxDtls`; an
@@ -102,6 +104,8 @@ pub fn read_camt053(xml: &str) -> Result<Statement> {
     let mut text = String::new();
     let mut currency_attr: Option<String> = None;
     let mut seen_statement = false;
+    // The document element has ended: nothing but comments and white space may follow.
+    let mut ended = false;
     loop {
         let offset = reader.buffer_position();
         let event = reader.read_event().map_err(|e| invalid(offset, format!("not XML: {e}")))?;
@@ -116,9 +120,17 @@ pub fn read_camt053(xml: &str) -> Result<Statement> {
                         }
                     }
                 }
+                if ended {
+                    return Err(invalid(offset, "an element after the document's end".into()));
+                }
+                // A statement is `BkToCstmrStmt/Stmt` (a camt.054 notification's
+                // `BkToCstmrDbtCdtNtfctn/Ntfctn` is not one).
+                let in_statement = path.len() >= 2 && path[path.len() - 2] == "BkToCstmrStmt";
                 match name.as_str() {
-                    "Stmt" => seen_statement = true,
-                    "Ntry" if parent_is(&path, "Stmt") => entry = Some(Entry { offset, ..Entry::default() }),
+                    "Stmt" if parent_is(&path, "BkToCstmrStmt") => seen_statement = true,
+                    "Ntry" if parent_is(&path, "Stmt") && in_statement => {
+                        entry = Some(Entry { offset, ..Entry::default() })
+                    }
                     "TxDtls" => {
                         if let Some(entry) = entry.as_mut() {
                             entry.details.push(Detail::default());
@@ -134,9 +146,23 @@ pub fn read_camt053(xml: &str) -> Result<Statement> {
             }
             Event::Text(chunk) => {
                 let decoded = chunk.decode().map_err(|e| invalid(offset, format!("text: {e}")))?;
+                if ended && !decoded.trim().is_empty() {
+                    return Err(invalid(offset, "text after the document's end".into()));
+                }
                 push_text(&mut text, &decoded);
             }
+            Event::Empty(_) if ended => return Err(invalid(offset, "an element after the document's end".into())),
             Event::GeneralRef(reference) => {
+                // A character reference (`&#252;`, `&#xFC;`), which banks write for
+                // what their character set lacks, is its character (a legal XML one).
+                if reference.is_char_ref() {
+                    let character =
+                        reference.resolve_char_ref().ok().flatten().filter(|c| xml_char(*c)).ok_or_else(|| {
+                            invalid(offset, format!("&{}; is not a character", String::from_utf8_lossy(&reference)))
+                        })?;
+                    push_text(&mut text, character.encode_utf8(&mut [0; 4]));
+                    continue;
+                }
                 let name = reference.decode().map_err(|e| invalid(offset, format!("entity: {e}")))?;
                 let resolved = match name.as_ref() {
                     "amp" => "&",
@@ -153,6 +179,7 @@ pub fn read_camt053(xml: &str) -> Result<Statement> {
                 let Some(name) = path.pop() else {
                     return Err(invalid(offset, "an end tag without its start".into()));
                 };
+                ended = path.is_empty();
                 let value = text.trim().to_owned();
                 text.clear();
                 if name == "Id" && parent_is(&path, "Stmt") {
@@ -173,12 +200,17 @@ pub fn read_camt053(xml: &str) -> Result<Statement> {
         }
     }
     if !seen_statement {
-        return Err(invalid(0, "no Stmt element: not a camt.053 statement".into()));
+        return Err(invalid(0, "no BkToCstmrStmt/Stmt element: not a camt.053 statement".into()));
     }
     if !path.is_empty() {
         return Err(invalid(reader.buffer_position(), format!("the file ends inside <{}>", path.join("/"))));
     }
     Ok(statement)
+}
+
+/// A character XML allows in a document (XML 1.0 §2.2, `Char`).
+fn xml_char(c: char) -> bool {
+    matches!(c, '\t' | '\n' | '\r' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..='\u{10FFFF}')
 }
 
 fn push_text(text: &mut String, more: &str) {
@@ -484,9 +516,36 @@ mod tests {
             Err(BillingError::Invalid { field, .. }) => assert!(field.starts_with("byte "), "{field}"),
             other => panic!("{other:?}"),
         }
-        match read_camt053("<Document><Stmt><Id>x</Id>") {
+        match read_camt053("<Document><BkToCstmrStmt><Stmt><Id>x</Id>") {
             Err(BillingError::Invalid { reason, .. }) => assert!(reason.contains("ends inside"), "{reason}"),
             other => panic!("{other:?}"),
+        }
+        // Regression: a camt.054 notification holding `Stmt`-like entries was read as a
+        // statement, and what followed the document's end was ignored.
+        let notification = STATEMENT.replace("BkToCstmrStmt", "BkToCstmrDbtCdtNtfctn");
+        assert!(read_camt053(&notification).is_err(), "not a camt.053 statement");
+        for trailing in ["<Document><BkToCstmrStmt/></Document>", "more text", "<Ntry/>"] {
+            let appended = format!("{STATEMENT}\n{trailing}");
+            match read_camt053(&appended) {
+                Err(BillingError::Invalid { reason, .. }) => assert!(reason.contains("document's end"), "{reason}"),
+                other => panic!("{trailing}: {other:?}"),
+            }
+        }
+        assert!(read_camt053(&format!("{STATEMENT}\n<!-- signed -->\n")).is_ok(), "a comment may follow");
+    }
+
+    /// Regression: a character reference (`&#252;` for ü, which banks write) made the
+    /// whole statement unreadable ("unknown entity"): it is its character.
+    #[test]
+    fn character_references_are_their_characters() {
+        let referenced = STATEMENT
+            .replace("<Nm>Jane Payer</Nm>", "<Nm>M&#252;ller</Nm>")
+            .replace("Invoice acme/INV/7 &amp; thanks", "Invoice acme&#x2F;INV&#47;7 &amp; thanks");
+        let statement = read_camt053(&referenced).expect("a statement");
+        assert_eq!(statement.credits[0].remittance, ["Invoice acme/INV/7 & thanks"]);
+        for bad in ["&#0;", "&#xD800;", "&#x110000;", "&#xFFFE;"] {
+            let broken = STATEMENT.replace("Jane Payer", &format!("Jane{bad}"));
+            assert!(read_camt053(&broken).is_err(), "{bad}");
         }
     }
 }
