@@ -806,10 +806,26 @@ async fn finalise(
                     continue;
                 }
                 finalise_one(&mut tx, actor, draft, number, releases, renewals, credits, now).await?;
+                // An invoice below zero owes nothing: what it gives back is credit on the
+                // account, which pays what the account owes (settled below).
+                let carried = !draft.statement
+                    && draft.gross < rust_decimal::Decimal::ZERO
+                    && tollgate_receivables::carry_credit(
+                        &mut tx,
+                        actor,
+                        &draft.billing_account_id,
+                        &draft.currency,
+                        -draft.gross,
+                        &draft.id,
+                        jiff::tz::TimeZone::UTC.to_datetime(now).date(),
+                        now,
+                    )
+                    .await?
+                    .is_some();
                 // Credit on the account (payments received before) pays the new invoice, in
                 // the same transaction; a statement owes nothing, nor does an account
                 // that never paid anything have credit.
-                let settled = if draft.statement || !paying.contains(&draft.billing_account_id) {
+                let settled = if draft.statement || !(carried || paying.contains(&draft.billing_account_id)) {
                     Vec::new()
                 } else {
                     tollgate_receivables::settle_account(&mut tx, actor, &draft.billing_account_id, now).await?
@@ -1451,13 +1467,18 @@ async fn invoice_pdf(
     let credit_note = row.kind == InvoiceKind::CreditNote;
     let due = stored
         .or_else(|| issued.checked_add(jiff::Span::new().days(i64::from(due_days))).ok())
-        .filter(|_| !row.statement && !credit_note);
-    // A credit note names the invoice it cancels where an invoice says how to pay.
+        .filter(|_| !row.statement && !credit_note && row.gross >= rust_decimal::Decimal::ZERO);
+    // A credit note names the invoice it cancels where an invoice says how to pay; an
+    // invoice below zero says its credit went to the account.
     let payment_terms = match (&row.corrects_invoice_id, credit_note) {
         (Some(corrected), true) => {
             let number = store.invoice(corrected).await?.and_then(|invoice| invoice_number(&invoice));
             Some(format!("This credit note cancels invoice {}.", number.as_deref().unwrap_or(corrected)))
         }
+        _ if !row.statement && row.gross < rust_decimal::Decimal::ZERO => Some(format!(
+            "Nothing to pay: the credit of {} {} is carried to your account and pays what it owes.",
+            -row.gross, row.currency
+        )),
         _ => None,
     };
     let meta = tollgate_invoice_pdf::DocumentMeta {
@@ -1826,6 +1847,13 @@ async fn credit_note(store: &Store, wanted: &str, reason: &str, config: &RunConf
     if corrected.state != InvoiceState::Final {
         bail!("{name} is a draft: its bill run makes it final, and a credit note corrects a final invoice");
     }
+    if corrected.gross <= rust_decimal::Decimal::ZERO {
+        bail!(
+            "{name} owes nothing (its total is {} {}): what it gives back was carried to the account as credit",
+            corrected.gross,
+            corrected.currency
+        );
+    }
     let id = format!("cn-{}", corrected.id);
     let print = |row: &InvoiceRow| {
         let doc = json!({"id": row.id, "kind": "creditNote", "corrects": corrected.id, "correctsNumber": name,
@@ -1882,6 +1910,16 @@ async fn credit_note(store: &Store, wanted: &str, reason: &str, config: &RunConf
         Err(error) => return Err(error.into()),
     }
     let number = tx.finalise_invoice(&id, now).await?;
+    // Credited more than it still owed (it was paid): the difference is credit on the
+    // account, which pays what the account owes.
+    let remaining = tx.invoice_remaining(&corrected.id).await?;
+    if remaining < rust_decimal::Decimal::ZERO {
+        let day = jiff::tz::TimeZone::UTC.to_datetime(now).date();
+        let account = &corrected.billing_account_id;
+        tollgate_receivables::carry_credit(&mut tx, &actor(), account, &row.currency, -remaining, &id, day, now)
+            .await?;
+        tollgate_receivables::settle_account(&mut tx, &actor(), account, now).await?;
+    }
     let after = json!({"id": id, "kind": "creditNote", "corrects": corrected.id, "issuer": row.issuer,
         "series": row.series, "number": number, "currency": row.currency, "gross": gross.to_string(),
         "reason": reason});

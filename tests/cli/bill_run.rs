@@ -1214,5 +1214,54 @@ fn a_credit_note_cancels_a_final_invoice_once_and_reverses_its_journal() {
         aging.iter().all(|line| line["billingAccount"] != account.as_str() || line["total"] == "0.00"),
         "{aging:?}"
     );
+
+    // Regression: crediting an invoice that was paid left its payment stranded on it (a
+    // remaining amount below zero, no credit anywhere). What it was paid is credit on
+    // the account, recorded once as a payment from the credit note.
+    let paid = invoices
+        .iter()
+        .find(|other| other["gross"].as_str() != Some("0.00") && other["id"] != invoice["id"])
+        .expect("another invoice owing");
+    let paid_number = format!("{issuer}/{}/{}", paid["series"].as_str().expect("series"), paid["number"]);
+    let paid_account = paid["billingAccount"].as_str().or(paid["account"].as_str()).expect("account").to_owned();
+    let paid_gross = paid["gross"].as_str().expect("gross");
+    let currency = paid["currency"].as_str().unwrap_or("EUR");
+    ok(&[
+        "payment",
+        "record",
+        "--account",
+        &paid_account,
+        "--amount",
+        paid_gross,
+        "--currency",
+        currency,
+        "--reference",
+        "paid-in-full",
+        "--bill",
+        &paid_number,
+        "--data-dir",
+        &data_dir,
+    ]);
+    let credited = tollgate(
+        &["bill-run", "credit-note", "--invoice", &paid_number, "--reason", "goodwill", "--data-dir", &data_dir],
+        "",
+    );
+    assert!(credited.status.success(), "{}", String::from_utf8_lossy(&credited.stderr));
+    let payments =
+        String::from_utf8(ok(&["payment", "list", "--account", &paid_account, "--data-dir", &data_dir]).stdout)
+            .expect("utf-8");
+    let carried: Vec<&str> = payments.lines().filter(|line| line.contains("carried-credit:cn-")).collect();
+    assert_eq!(carried.len(), 1, "{payments}");
+    assert!(carried[0].contains(&format!("\t{paid_gross} {currency}\t")), "{payments}");
+    // A credit note of a credit note is refused, as before; so is crediting it twice.
+    let again = tollgate(
+        &["bill-run", "credit-note", "--invoice", &paid_number, "--reason", "twice", "--data-dir", &data_dir],
+        "",
+    );
+    assert!(again.status.success(), "answered with the one issued");
+    let payments =
+        String::from_utf8(ok(&["payment", "list", "--account", &paid_account, "--data-dir", &data_dir]).stdout)
+            .expect("utf-8");
+    assert_eq!(payments.lines().filter(|line| line.contains("carried-credit")).count(), 1, "once: {payments}");
     std::fs::remove_dir_all(dir).ok();
 }

@@ -129,7 +129,10 @@ fn bill_doc(row: &InvoiceRow, payable: Payable) -> Value {
             object.insert("paymentDueDate".into(), json!(format!("{due}T00:00:00Z")));
         }
         if row.kind == InvoiceKind::Invoice && !row.statement {
-            object.insert("remainingAmount".into(), money(&row.currency, row.gross - payable.settled));
+            // Never below zero: what a document gives back (an invoice below zero, a paid
+            // invoice credited) is credit on the account, carried there as a payment.
+            let remaining = (row.gross - payable.settled).max(Decimal::ZERO);
+            object.insert("remainingAmount".into(), money(&row.currency, remaining));
         }
         // The document: this bill's own URL with `Accept: application/pdf`.
         object.insert(

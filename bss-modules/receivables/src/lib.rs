@@ -920,6 +920,62 @@ async fn settle_in(tx: &mut Tx, id: &str, now: Timestamp) -> Result<Vec<Allocati
     Ok(written)
 }
 
+/// The `source` of a payment a document gave the customer ([`carry_credit`]).
+pub const CARRIED_CREDIT_SOURCE: &str = "carried-credit";
+
+/// Credit a document gives the customer rather than asks of them: a final invoice whose
+/// total is below zero (fees paid in advance given back after a termination, more than
+/// the cycle's charges), or a credit note for more than its invoice still owed (it was
+/// paid). Recorded once per document (`reference`, its id) on billing account `account`
+/// as a payment from it (source [`CARRIED_CREDIT_SOURCE`], method `other`), audited; the
+/// caller settles the account, so the credit pays what it owes now or next, as any credit
+/// on account does. Before, such a credit stayed on its document: the account was aged
+/// and dunned for the invoice the credit should have paid. Returns the payment when it
+/// was recorded now.
+#[allow(clippy::too_many_arguments, reason = "one credit's parts")]
+pub async fn carry_credit(
+    tx: &mut Tx,
+    actor: &str,
+    account: &str,
+    currency: &str,
+    amount: Decimal,
+    reference: &str,
+    received_on: Date,
+    now: Timestamp,
+) -> Result<Option<PaymentRow>> {
+    if amount <= Decimal::ZERO {
+        return Ok(None);
+    }
+    tx.lock_receivables(account).await?;
+    let row = PaymentRow {
+        id: new_entity_id()?,
+        billing_account_id: account.to_owned(),
+        amount,
+        currency: currency.to_owned(),
+        method: "other".to_owned(),
+        source: CARRIED_CREDIT_SOURCE.to_owned(),
+        reference: reference.to_owned(),
+        remittance: None,
+        received_on,
+        created_at: now,
+    };
+    let (payment, created) = tx.insert_payment(&row).await?;
+    if !created {
+        return Ok(None);
+    }
+    let doc = payment_doc(&payment, &[]);
+    let record = AuditRecord {
+        actor,
+        action: "create",
+        entity_type: PAYMENT_ENTITY,
+        entity_id: &payment.id,
+        before: None,
+        after: Some(&doc),
+    };
+    tx.audit(record, now).await?;
+    Ok(Some(payment))
+}
+
 /// Audits the allocations of earlier payments (credit on account) other than `except`.
 async fn audit_earlier(
     tx: &mut Tx,

@@ -870,3 +870,38 @@ store_test! {
         assert_eq!(aging[0].aging.total(), money("20.00"));
     }
 }
+
+store_test! {
+    /// Regression: an invoice below zero (fees paid in advance given back after a
+    /// termination) kept its credit to itself: the account was aged and dunned for the
+    /// invoice that credit should have paid. The credit is carried to the account as a
+    /// payment from the invoice, once, and pays what the account owes.
+    async fn an_invoice_below_zero_pays_what_the_account_owes(store) {
+        setup(&store).await;
+        final_invoice(&store, "i-sep", "a1", "2026-09", "78.10", date(2026, 10, 1)).await;
+        let receivables = Receivables::new(store.clone());
+        let who = Principal::admin("cli:finance");
+        receivables.record(&who, payment("a1", "77.20", "net-owed"), on(date(2026, 11, 20))).await.expect("paid");
+        final_invoice(&store, "i-oct", "a1", "2026-10", "-0.90", date(2026, 11, 1)).await;
+        let aging = receivables.aging(date(2026, 11, 20), Some("a1")).await.expect("aging");
+        assert_eq!(aging[0].aging.total(), money("0.90"), "the credit did not reach the account");
+
+        let now = on(date(2026, 11, 21));
+        let mut tx = store.begin().await.expect("begin");
+        let carried = tollgate_receivables::carry_credit(&mut tx, "system:bill-run", "a1", "EUR", money("0.90"), "i-oct", date(2026, 11, 21), now)
+            .await
+            .expect("carried")
+            .expect("recorded now");
+        assert_eq!((carried.source.as_str(), carried.reference.as_str()), (tollgate_receivables::CARRIED_CREDIT_SOURCE, "i-oct"));
+        let settled = tollgate_receivables::settle_account(&mut tx, "system:bill-run", "a1", now).await.expect("settled");
+        assert_eq!(parts(&settled), [("i-sep".into(), "0.90".into())]);
+        let again = tollgate_receivables::carry_credit(&mut tx, "system:bill-run", "a1", "EUR", money("0.90"), "i-oct", date(2026, 11, 21), now)
+            .await
+            .expect("asked again");
+        assert!(again.is_none(), "once per document");
+        assert_eq!(tx.invoice_remaining("i-oct").await.expect("remaining"), money("-0.90"));
+        assert_eq!(tx.invoice_remaining("i-sep").await.expect("remaining"), Decimal::ZERO);
+        tx.commit().await.expect("commit");
+        assert!(receivables.aging(date(2026, 11, 22), Some("a1")).await.expect("aging").is_empty(), "nothing owed");
+    }
+}

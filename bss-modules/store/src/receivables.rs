@@ -321,6 +321,28 @@ impl Tx {
         Ok(open)
     }
 
+    /// What final invoice `id` still owes, signed: its gross less what payments allocated
+    /// to it and what its final credit notes took off (below zero: more was paid or
+    /// credited than it billed).
+    pub async fn invoice_remaining(&mut self, id: &str) -> Result<Decimal> {
+        let row = self
+            .fetch_optional("receivables.remaining", "SELECT gross FROM invoices WHERE id = $1", args![id])
+            .await?
+            .ok_or_else(|| StoreError::NotFound { entity: "invoice", id: id.to_owned() })?;
+        let mut remaining = row.money("gross")?;
+        let sql = "SELECT amount FROM payment_allocations WHERE invoice_id IN (#)";
+        for part in select_in(self, "receivables.remaining", sql, &[id]).await? {
+            remaining -= part.money("amount")?;
+        }
+        let sql = "SELECT gross AS amount FROM invoices WHERE kind = 'credit_note' AND state = 'final'
+                   AND corrects_invoice_id IN (#)";
+        for credit in select_in(self, "receivables.remaining", sql, &[id]).await? {
+            // A credit note's gross is negative.
+            remaining += credit.money("amount")?;
+        }
+        Ok(remaining)
+    }
+
     /// The payments of billing account `id` with something left to allocate, oldest first.
     pub async fn unallocated_payments(&mut self, id: &str) -> Result<Vec<UnallocatedPayment>> {
         let sql = format!("SELECT {PAYMENT_COLUMNS} FROM payments WHERE billing_account_id = $1 ORDER BY seq");
