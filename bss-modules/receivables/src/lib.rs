@@ -597,6 +597,12 @@ impl Receivables {
         let none = BTreeSet::new();
         // Hierarchies with something overdue still (they stay suspended).
         let mut overdue_roots = BTreeSet::new();
+        // Hierarchies suspended by a step not lifted yet, or by one taken in this run: a
+        // later invoice's suspend step is recorded without orders (its lines are, or are
+        // being, suspended). Placed again, the orders failed on lines already suspended,
+        // and their lift resumed lines they never suspended.
+        let mut suspended_roots: BTreeSet<String> =
+            self.store.dunning_suspensions().await?.into_iter().map(|step| step.billing_account_id).collect();
         for invoice in &open {
             let days = days_overdue(as_of, invoice.due_on);
             if days > 0 && invoice.outstanding >= policy.minimum_outstanding {
@@ -606,9 +612,13 @@ impl Receivables {
             for step in policy.due_steps(days, invoice.outstanding, done) {
                 let order_ids = match step.action {
                     DunningAction::Reminder => Vec::new(),
+                    DunningAction::Suspend if suspended_roots.contains(&invoice.root_id) => Vec::new(),
                     DunningAction::Suspend => {
                         let key = format!("dunning:{}:{}", invoice.invoice_id, step.name);
-                        self.place(orders, actor, &invoice.root_id, "active", "suspended", &key, now).await?
+                        let placed =
+                            self.place(orders, actor, &invoice.root_id, "active", "suspended", &key, now).await?;
+                        suspended_roots.insert(invoice.root_id.clone());
+                        placed
                     }
                 };
                 let row = DunningActionRow {
@@ -826,7 +836,15 @@ impl Receivables {
         let mut products = BTreeSet::new();
         for id in ids.split(',').filter(|id| !id.is_empty()) {
             let order = orders.get(&who, id).await?;
+            // Only what the order did suspended a line: all its items when it completed,
+            // the completed ones of a partly done order, none of a failed or cancelled
+            // one (the line was suspended already, or ended: not the dunning's to lift).
+            let completed = Some(OrderState::Completed.as_str());
+            let whole = order.value.get("state").and_then(Value::as_str) == completed;
             for item in order.value.get("productOrderItem").and_then(Value::as_array).into_iter().flatten() {
+                if !whole && item.get("state").and_then(Value::as_str) != completed {
+                    continue;
+                }
                 if let Some(product) = item.pointer("/product/id").and_then(Value::as_str) {
                     products.insert(product.to_owned());
                 }

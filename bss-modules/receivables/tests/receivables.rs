@@ -905,3 +905,32 @@ store_test! {
         assert!(receivables.aging(date(2026, 11, 22), Some("a1")).await.expect("aging").is_empty(), "nothing owed");
     }
 }
+
+store_test! {
+    /// Regression: two overdue invoices of one hierarchy each placed suspend orders for
+    /// its lines (the second's failed on lines already suspended), and paying lifted
+    /// both, resuming lines the failed orders never suspended. The hierarchy is
+    /// suspended once; the second invoice's step is recorded without orders.
+    async fn a_hierarchy_is_suspended_once_for_all_its_overdue_invoices(store) {
+        let (orders, receivables, policy) = overdue(&store).await;
+        final_invoice(&store, "i-oct-2", "a1", "2026-10-b", "50.00", date(2026, 10, 1)).await;
+        let run = receivables.dunning(&orders, &policy, date(2026, 11, 21), "system:dunning", on(date(2026, 11, 21))).await.expect("dunning");
+        let steps: Vec<_> = run.taken.iter().filter(|taken| taken.2 == DunningAction::Suspend).collect();
+        assert_eq!(steps.len(), 2, "each invoice's step is recorded: {run:?}");
+        let placed: Vec<&String> = steps.iter().flat_map(|taken| &taken.3).collect();
+        assert_eq!(placed.len(), 1, "one suspend order for the hierarchy's line: {run:?}");
+        assert_eq!(store.product_order_list(&Default::default(), 0, 10).await.expect("orders").total, 1);
+        // A later run places none either while the suspension holds.
+        let later = receivables.dunning(&orders, &policy, date(2026, 11, 22), "system:dunning", on(date(2026, 11, 22))).await.expect("dunning");
+        assert!(later.taken.is_empty(), "{later:?}");
+
+        suspend_line(&store, "l1", date(2026, 11, 22)).await;
+        complete_order(&store, placed[0], date(2026, 11, 22)).await;
+        let who = Principal::admin("test");
+        receivables.record(&who, payment("a1", "150.00", "paid-in-full"), on(date(2026, 11, 24))).await.expect("paid");
+        let lifted = receivables.dunning(&orders, &policy, date(2026, 11, 24), "system:dunning", on(date(2026, 11, 24))).await.expect("dunning");
+        assert_eq!(lifted.lifted.len(), 2, "both steps lifted: {lifted:?}");
+        let resumes: Vec<&String> = lifted.lifted.iter().flat_map(|step| &step.2).collect();
+        assert_eq!(resumes.len(), 1, "one resume order, for the line the suspension stopped: {lifted:?}");
+    }
+}
