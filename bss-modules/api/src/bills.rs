@@ -1,9 +1,10 @@
 //! Customer bills (TMF678 v4, read only: README.md) under
 //! `/tmf-api/customerBillManagement/v4`: `customerBill` (list, filtered by
 //! `billingAccount.id` and `state`, and get) and `appliedCustomerBillingRate` (the lines of
-//! one bill: a list needs `bill.id`), from the invoices a bill run wrote. A draft is
-//! `inProgress`, a final invoice `new` with its `billNo` (issuer, series, number), its
-//! `paymentDueDate` and its `remainingAmount` (less credit notes and payments). A
+//! one bill: a list needs `bill.id`, and get), from the invoices a bill run wrote. A
+//! draft is `onHold`, a final invoice `new`, `partiallyPaid` or `settled` with its
+//! `billNo` (issuer, series, number), its `paymentDueDate` and its `remainingAmount`
+//! (less credit notes and payments). A
 //! partner reads the bills of its own hierarchy only; another hierarchy's bill is 404, as
 //! if it did not exist. A final bill is also served as its PDF for `Accept:
 //! application/pdf` (406 when the server has no renderer, 409 for a draft). Thin handlers:
@@ -108,7 +109,7 @@ fn bill_doc(row: &InvoiceRow, payable: Payable) -> Value {
             InvoiceKind::Invoice => "normal",
             InvoiceKind::CreditNote => "creditNote",
         },
-        "state": match row.state { InvoiceState::Draft => "inProgress", InvoiceState::Final => "new" },
+        "state": bill_state(row, &payable),
         "billingAccount": {"id": row.billing_account_id,
             "href": format!("/tmf-api/accountManagement/v4/billingAccount/{}", row.billing_account_id)},
         "billingPeriod": {"startDateTime": day_start(&row.period_from, zone),
@@ -145,6 +146,23 @@ fn bill_doc(row: &InvoiceRow, payable: Payable) -> Value {
         object.insert("correctedBill".into(), json!({"id": corrected}));
     }
     doc
+}
+
+/// The bill's TMF678 `stateValue`: `onHold` while it is a draft (its run has not made
+/// it final), then `new` until something is paid, `partiallyPaid`, and `settled` once it
+/// owes nothing (a statement, a credit note, an invoice below zero: nothing is due).
+fn bill_state(row: &InvoiceRow, payable: &Payable) -> &'static str {
+    if row.state == InvoiceState::Draft {
+        return "onHold";
+    }
+    if row.statement || row.kind != InvoiceKind::Invoice || row.gross - payable.settled <= Decimal::ZERO {
+        return "settled";
+    }
+    if payable.settled > Decimal::ZERO {
+        "partiallyPaid"
+    } else {
+        "new"
+    }
 }
 
 /// An invoice line as a TMF678 `AppliedCustomerBillingRate`.
@@ -208,11 +226,15 @@ pub(crate) async fn list_bills(
             "billingAccount.id" => filter.billing_account_id = Some(value.clone()),
             "state" => {
                 filter.state = Some(
+                    // Drafts, or the bills made final (whatever they have been paid).
                     match value.as_str() {
-                        "inProgress" => "draft",
+                        "onHold" => "draft",
                         "new" => "final",
                         other => {
-                            return Err(ApiError::bad_request("state", format!("{other:?} is not inProgress or new")))
+                            return Err(ApiError::bad_request(
+                                "state",
+                                format!("{other:?}: filter on onHold (drafts) or new (final bills, paid or not)"),
+                            ))
                         }
                     }
                     .to_owned(),
@@ -299,6 +321,24 @@ pub(crate) async fn get_bill(
     }
     let payable = payables(&state, std::slice::from_ref(&bill)).await?.pop().unwrap_or_default();
     Ok(Json(select(bill_doc(&bill, payable), fields.as_deref())).into_response())
+}
+
+/// One `AppliedCustomerBillingRate` by its id (`{bill id}-{line position}`, the `href` a
+/// bill's rates carry).
+pub(crate) async fn get_rate(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    Extension(caller): Extension<Caller>,
+    query: Params,
+) -> Result<Response, ApiError> {
+    let fields = item_fields(query)?;
+    let not_found = || ApiError::new(StatusCode::NOT_FOUND, "notFound", "id", format!("no applied rate {id}"));
+    let (bill_id, position) = id.rsplit_once('-').ok_or_else(not_found)?;
+    let position: i64 = position.parse().map_err(|_| not_found())?;
+    let bill = visible_bill(&state, &caller, bill_id).await?;
+    let lines = state.store.invoice_lines(&bill.id).await?;
+    let line = lines.iter().find(|line| line.position == position).ok_or_else(not_found)?;
+    Ok(Json(select(rate_doc(&bill, line), fields.as_deref())).into_response())
 }
 
 pub(crate) async fn list_rates(

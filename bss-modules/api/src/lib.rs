@@ -325,6 +325,7 @@ pub fn router(store: Store, config: &ApiConfig) -> Router {
         .route(&format!("{}/customerBill", bills::BILL_BASE_PATH), get(bills::list_bills))
         .route(&format!("{}/customerBill/{{id}}", bills::BILL_BASE_PATH), get(bills::get_bill))
         .route(&format!("{}/appliedCustomerBillingRate", bills::BILL_BASE_PATH), get(bills::list_rates))
+        .route(&format!("{}/appliedCustomerBillingRate/{{id}}", bills::BILL_BASE_PATH), get(bills::get_rate))
         .route(&format!("{}/billRun", billruns::BASE_PATH), get(billruns::list).post(billruns::create))
         .route(&format!("{}/billRun/{{id}}", billruns::BASE_PATH), get(billruns::get))
         .route(

@@ -1,5 +1,5 @@
 //! TMF678 customer bills over the router: a bill run's invoices listed and read as
-//! `CustomerBill` (a draft `inProgress`, a final one `new` with its number), their lines
+//! `CustomerBill` (a draft `onHold`, a final one `new` with its number), their lines
 //! as `appliedCustomerBillingRate`; finance, admin and read_only read every bill, a
 //! partner its own hierarchy's only (another's is 404), care and the product manager none;
 //! filters are checked by name; nothing can be written.
@@ -112,7 +112,8 @@ store_test! {
         assert_eq!(bill.body["amountDue"], json!({"unit": "EUR", "value": 12}));
         assert_eq!(bill.body["taxItem"][0]["taxAmount"], json!({"unit": "EUR", "value": 2}));
         let draft = call(&app, "GET", &format!("{bill_path}/inv-root-b"), Some(&finance), None, &[]).await;
-        assert_eq!((draft.body["state"].as_str(), draft.body.get("billNo")), (Some("inProgress"), None), "a draft has no number");
+        // Regression: a draft was `inProgress`, not a TMF678 stateValue.
+        assert_eq!((draft.body["state"].as_str(), draft.body.get("billNo")), (Some("onHold"), None), "a draft has no number");
 
         // No renderer configured: the PDF is not acceptable; JSON by preference still is.
         let pdf = call(&app, "GET", &format!("{bill_path}/inv-root-a"), Some(&finance), None, &[("accept", "application/pdf")]).await;
@@ -134,6 +135,14 @@ store_test! {
         assert_eq!(ids(&rates.body), ["inv-root-a-0", "inv-root-a-1"]);
         assert_eq!((rates.body[1]["billingAccount"]["id"].as_str(), rates.body[1]["isBilled"].as_bool()), (Some("child-a"), Some(true)));
         assert_eq!(rates.body[0]["taxIncludedAmount"], json!({"unit": "EUR", "value": 6}));
+        // Regression: a rate's href answered 404 (there was no route to one rate).
+        let href = rates.body[1]["href"].as_str().expect("href");
+        let one = call(&app, "GET", href, Some(&finance), None, &[]).await;
+        assert_eq!((one.status, &one.body), (StatusCode::OK, &rates.body[1]));
+        for missing in ["inv-root-a-9", "inv-root-a", "nope-x"] {
+            let answer = call(&app, "GET", &format!("{rates_path}/{missing}"), Some(&finance), None, &[]).await;
+            assert_eq!(answer.status, StatusCode::NOT_FOUND, "{missing}");
+        }
         assert_eq!(call(&app, "GET", &rates_path, Some(&finance), None, &[]).await.status, StatusCode::BAD_REQUEST, "bill.id is required");
 
         // A partner of root-a: its bill and rates, not root-b's.
@@ -143,6 +152,7 @@ store_test! {
         assert_eq!(call(&app, "GET", &format!("{bill_path}/inv-root-b"), Some(&partner), None, &[]).await.status, StatusCode::NOT_FOUND);
         assert_eq!(call(&app, "GET", &format!("{rates_path}?bill.id=inv-root-b"), Some(&partner), None, &[]).await.status, StatusCode::NOT_FOUND);
         assert_eq!(call(&app, "GET", &format!("{rates_path}?bill.id=inv-root-a"), Some(&partner), None, &[]).await.status, StatusCode::OK);
+        assert_eq!(call(&app, "GET", &format!("{rates_path}/inv-root-b-0"), Some(&partner), None, &[]).await.status, StatusCode::NOT_FOUND);
 
         // Nothing is written through this API.
         let admin = token(&store, Role::Admin, None).await;
