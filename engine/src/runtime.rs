@@ -805,6 +805,9 @@ impl Worker {
     }
 
     fn run(&mut self) {
+        // A shard that panics stops: its requests find no one to answer them. Readiness
+        // and `/metrics` must say so (they said `serving`): the guard marks it failed.
+        let _stopped = StoppedOnPanic { health: Arc::clone(&self.health), shard: self.shard as usize };
         let mut batch: Vec<Job> = Vec::with_capacity(self.config.max_batch);
         let mut answers = Answers::default();
         let mut charges = ChargesWriter::new();
@@ -1299,4 +1302,48 @@ fn probe(fs: &dyn FileSystem, dir: &std::path::Path, shard: u32) -> Result<(), E
     let result = fs.write_file(&path, &[0u8; 4096], 0o644).and_then(|()| fs.sync_file(&path));
     let _ = fs.remove_file(&path);
     result.map_err(EngineError::io(&path))
+}
+
+/// Marks its shard failed when dropped while the shard's thread panics.
+struct StoppedOnPanic {
+    health: Arc<Vec<ShardHealth>>,
+    shard: usize,
+}
+
+impl Drop for StoppedOnPanic {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |since| i64::try_from(since.as_secs()).unwrap_or(i64::MAX));
+            if let Some(health) = self.health.get(self.shard) {
+                health.fail(now, "the shard's thread stopped on a panic: restart the engine (the log has the panic)");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod panic_tests {
+    use super::*;
+
+    /// Regression: a shard whose thread panicked was still reported serving by readiness
+    /// and `/metrics` while nothing answered its requests.
+    #[test]
+    fn a_shard_that_panics_is_reported_failed() {
+        let health: Arc<Vec<ShardHealth>> = Arc::new((0..2).map(|_| ShardHealth::default()).collect());
+        let watched = Arc::clone(&health);
+        let stopped = std::thread::spawn(move || {
+            let _guard = StoppedOnPanic { health: watched, shard: 1 };
+            panic!("a shard's bug");
+        })
+        .join();
+        assert!(stopped.is_err());
+        assert_eq!(health[1].status(1).state, "failed");
+        assert!(health[1].status(1).reason.is_some_and(|reason| reason.contains("panic")));
+        assert_eq!(health[0].status(0).state, "serving", "the other shard is untouched");
+        // Dropped without a panic (the shard's thread ending in order): nothing changes.
+        drop(StoppedOnPanic { health: Arc::clone(&health), shard: 0 });
+        assert_eq!(health[0].status(0).state, "serving");
+    }
 }

@@ -554,3 +554,41 @@ fn a_subscription_s_sessions_are_bounded_and_an_ended_one_makes_room() {
     assert!(matches!(step(&h, "gx;4", "i4", SessionStep::Initial).outcome, Outcome::ServiceDenied(_)));
     assert_eq!(h.engine.check_invariants().expect("inspect"), Vec::<String>::new());
 }
+
+/// Regression: a top-up of 7.9 × 10^28 (or two large ones on accounts of one shard)
+/// overflowed the shard's totals and stopped the shard with a panic, while readiness
+/// still said it served. Amounts and balances are bounded at 10^15: beyond is an invalid
+/// answer that changes nothing, and the shard goes on serving.
+#[test]
+fn money_beyond_the_bound_is_refused_and_the_shard_serves_on() {
+    let h = Harness::new("money-bound");
+    h.prepaid(1, "491700000001", "10.00");
+    h.prepaid(3, "491700000003", "10.00");
+    for (key, amount) in [("huge", "79228162514264337593543950335"), ("over", "1000000000000001")] {
+        let answer = h.run(key, Target::Account(1), Operation::TopUp { amount: d(amount), reference: key.into() });
+        assert!(matches!(&answer.outcome, Outcome::Invalid(text) if text.contains("amount")), "{amount}: {answer:?}");
+    }
+    let most =
+        h.run("most", Target::Account(1), Operation::TopUp { amount: d("999999999999990"), reference: "m".into() });
+    assert_eq!(most.outcome, Outcome::Success);
+    let past = h.run("past", Target::Account(1), Operation::TopUp { amount: d("20.00"), reference: "p".into() });
+    assert!(matches!(&past.outcome, Outcome::Invalid(text) if text.contains("would pass")), "{past:?}");
+    let limit = h.run(
+        "limit",
+        Target::Account(7),
+        Operation::CreateAccount {
+            kind: AccountKind::Postpaid,
+            currency: "EUR".into(),
+            credit_limit: d("1000000000000001"),
+            opening_balance: d("0"),
+        },
+    );
+    assert!(matches!(limit.outcome, Outcome::Invalid(_)), "{limit:?}");
+    // Still serving: another account of the engine is charged as before.
+    let call =
+        h.run("call", subscriber("491700000003"), Operation::DirectDebit { usage: call("4990012345", MONDAY_10, 60) });
+    assert_eq!(call.outcome, Outcome::Success);
+    assert_eq!(h.balance(1), d("1000000000000000.00"));
+    assert!(h.engine.health().iter().all(|shard| shard.state == "serving"));
+    assert_eq!(h.engine.check_invariants().expect("inspect"), Vec::<String>::new());
+}

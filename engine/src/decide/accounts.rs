@@ -36,6 +36,12 @@ pub(crate) fn create_account(
     if opening_balance < -credit_limit {
         return Answer::outcome(Outcome::Invalid("field `opening_balance`: below the credit limit".to_owned()));
     }
+    let most = super::money::MAX_MONEY;
+    if credit_limit > most || opening_balance.abs() > most {
+        return Answer::outcome(Outcome::Invalid(format!(
+            "field `credit_limit` and `opening_balance`: at most {most}"
+        )));
+    }
     let main = MoneyBucket {
         id: 0,
         balance: Decimal::ZERO,

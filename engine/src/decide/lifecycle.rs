@@ -198,6 +198,9 @@ fn limit_error(kind: AccountKind, credit_limit: Decimal, main_balance: Decimal) 
     if credit_limit < Decimal::ZERO {
         return Some("field `credit_limit`: not negative".to_owned());
     }
+    if credit_limit > super::money::MAX_MONEY {
+        return Some(format!("field `credit_limit`: at most {}", super::money::MAX_MONEY));
+    }
     if kind == AccountKind::Prepaid && !credit_limit.is_zero() {
         return Some("field `credit_limit`: zero for a prepaid account".to_owned());
     }

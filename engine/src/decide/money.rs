@@ -50,7 +50,31 @@ pub(crate) fn money_moves(account: &Account, now: i64, amount: Decimal) -> Money
     moves
 }
 
+/// The most money one operation moves, and the most an account may hold: 10^15 of its
+/// currency. Far beyond any real balance, and far below what a decimal holds (about
+/// 7.9 × 10^28): unbounded, a top-up of 7.9 × 10^28, or two large ones on one shard,
+/// overflowed the shard's totals and stopped the shard with a panic.
+pub(crate) const MAX_MONEY: Decimal = Decimal::from_parts(0xA4C6_8000, 0x0003_8D7E, 0, false, 0);
+
+/// Refuses an amount above [`MAX_MONEY`], or one that would take `account`'s balance
+/// above it.
+pub(crate) fn beyond_bounds(tx: &Transaction<'_>, account: AccountId, amount: Decimal) -> Option<Answer> {
+    if amount.abs() > MAX_MONEY {
+        return Some(Answer::outcome(Outcome::Invalid(format!("field `amount`: at most {MAX_MONEY}"))));
+    }
+    let balance = tx.state().accounts.get(&account).map_or(Decimal::ZERO, Account::balance);
+    if balance.checked_add(amount).is_none_or(|after| after.abs() > MAX_MONEY) {
+        return Some(Answer::outcome(Outcome::Invalid(format!(
+            "field `amount`: the balance ({balance}) would pass {MAX_MONEY}"
+        ))));
+    }
+    None
+}
+
 pub(crate) fn credit(tx: &mut Transaction<'_>, account: AccountId, amount: Decimal, kind: MoneyKind) -> Answer {
+    if let Some(refused) = beyond_bounds(tx, account, amount) {
+        return refused;
+    }
     tx.emit(Effect::Money { account, bucket: 0, delta: amount, kind });
     Answer::new(Outcome::Success, Body::Money { balance_after: tx.state().accounts[&account].balance() })
 }
@@ -106,6 +130,9 @@ pub(crate) fn grant_credit(
 ) -> Answer {
     if amount <= Decimal::ZERO {
         return Answer::outcome(Outcome::Invalid("field `amount`: a credit must be positive".to_owned()));
+    }
+    if let Some(refused) = beyond_bounds(tx, account, amount) {
+        return refused;
     }
     if valid_until_at <= valid_from_at || valid_until_at <= ctx.decided_at {
         return Answer::outcome(Outcome::Invalid(
