@@ -592,3 +592,24 @@ fn money_beyond_the_bound_is_refused_and_the_shard_serves_on() {
     assert!(h.engine.health().iter().all(|shard| shard.state == "serving"));
     assert_eq!(h.engine.check_invariants().expect("inspect"), Vec::<String>::new());
 }
+
+/// Regression: a rating group named twice in one request (two MSCCs, two Nchf
+/// containers) was granted twice against one reservation: more quota out than money
+/// reserved. Refused, and nothing is reserved.
+#[test]
+fn a_rating_group_named_twice_in_one_request_is_refused() {
+    let h = Harness::new("rating-group-twice");
+    h.prepaid(1, "491700000001", "10.00");
+    let twice = vec![data_on(30, Some(8_000_000), None), data_on(30, Some(8_000_000), None)];
+    let answer = on_session(&h, "gy;twice", "twice-i", SessionStep::Initial, twice);
+    assert!(matches!(&answer.outcome, Outcome::Invalid(text) if text.contains("rating_group")), "{answer:?}");
+    let update = vec![data_on(30, Some(1_000), Some(10)), data_on(30, None, Some(10))];
+    let answer = on_session(&h, "gy;twice", "twice-u", SessionStep::Update, update);
+    assert!(!matches!(answer.outcome, Outcome::Success), "{answer:?}");
+    assert_eq!(h.balance(1), d("10.00"));
+    assert_eq!(h.engine.check_invariants().expect("inspect"), Vec::<String>::new());
+    // Two rating groups are two reservations, as before.
+    let two = vec![data_on(30, Some(1_000), None), data_on(31, Some(1_000), None)];
+    let answer = on_session(&h, "gy;two", "two-i", SessionStep::Initial, two);
+    assert_eq!(answer.outcome, Outcome::Success, "{answer:?}");
+}

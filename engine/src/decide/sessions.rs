@@ -44,6 +44,18 @@ pub(crate) fn session_request(op: Op<'_, '_, '_>, session: &str, step: SessionSt
             ctx.config.max_units_per_request
         )));
     }
+    // A rating group is one reservation: named twice in one request, each entry was
+    // granted against it (two grants, the money reserved once).
+    if let Some(twice) = units
+        .iter()
+        .enumerate()
+        .find(|(i, unit)| units[..*i].iter().any(|earlier| earlier.rating_group == unit.rating_group))
+    {
+        return Answer::outcome(Outcome::Invalid(format!(
+            "field `rating_group`: {} is named twice in one request (one reservation per rating group)",
+            twice.1.rating_group
+        )));
+    }
     if step == SessionStep::Initial && suspended_for(tx.state(), subscription, ctx.decided_at) {
         return Answer::outcome(Outcome::ServiceDenied("the subscription is suspended".to_owned()));
     }
