@@ -18,6 +18,10 @@ pub struct ChargingDataRequest {
     #[serde(default)]
     pub multiple_unit_usage: Vec<MultipleUnitUsage>,
     pub nf_consumer_identification: serde_json::Value,
+    /// What tells one PDU session's charging from another's (its `chargingId`,
+    /// `pduSessionInformation.pduSessionID` and `dnnId`): read for the reference only.
+    #[serde(default, rename = "pDUSessionChargingInformation")]
+    pub pdu_session_charging_information: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

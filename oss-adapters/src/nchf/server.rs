@@ -6,8 +6,10 @@
 //! - `POST …/chargingdata/{ChargingDataRef}/update` → 200: reports usage, reserves more.
 //! - `POST …/chargingdata/{ChargingDataRef}/release` → 204: final usage, releases the rest.
 //!
-//! The ChargingDataRef encodes the subscriber and a digest of the creating request, so it
-//! survives restarts without a table and a retransmitted create gets the same reference.
+//! The ChargingDataRef encodes the subscriber and a digest of the creating request (the
+//! consumer, the instant, the sequence number, and a PDU session's charging id, PDU
+//! session id and DNN), so it survives restarts without a table, a retransmitted create
+//! gets the same reference, and two sessions opened in one second get two.
 //! Every request carries its own exactly-once key: the reference plus
 //! `invocationSequenceNumber`, so a retransmission is answered without a second charge.
 
@@ -424,12 +426,21 @@ pub fn reference_of(request: &ChargingDataRequest, subscriber: &str) -> Option<S
         .invocation_time_stamp
         .parse::<jiff::Timestamp>()
         .map_or_else(|_| request.invocation_time_stamp.clone(), |at| at.to_string());
-    let hash = digest(&[
-        consumer.as_bytes(),
-        subscriber.as_bytes(),
-        time_stamp.as_bytes(),
-        &request.invocation_sequence_number.to_be_bytes(),
-    ]);
+    let sequence = request.invocation_sequence_number.to_be_bytes();
+    let mut parts: Vec<&[u8]> = vec![consumer.as_bytes(), subscriber.as_bytes(), time_stamp.as_bytes(), &sequence];
+    // Two PDU sessions of one subscriber opened by one SMF in the same second (the
+    // internet and the IMS session of a UE attaching) are two creates, not a
+    // retransmission: their charging ids, PDU session ids and DNNs tell them apart.
+    let session: Vec<String> = request
+        .pdu_session_charging_information
+        .iter()
+        .flat_map(|info| {
+            ["/chargingId", "/pduSessionInformation/pduSessionID", "/pduSessionInformation/dnnId"]
+                .map(|pointer| info.pointer(pointer).map(|value| value.to_string()).unwrap_or_default())
+        })
+        .collect();
+    parts.extend(session.iter().map(String::as_bytes));
+    let hash = digest(&parts);
     Some(format!("{}-{hash:016x}", hex(subscriber.as_bytes())))
 }
 
@@ -782,6 +793,27 @@ mod tests {
             "invocationSequenceNumber": sequence,
         }))
         .expect("request")
+    }
+
+    /// Regression: two PDU sessions of one subscriber created by one SMF in the same
+    /// second shared a reference: the second got the first's answer and its usage was
+    /// taken for retransmissions, never charged.
+    #[test]
+    fn two_pdu_sessions_created_in_one_second_have_two_references() {
+        let session = |charging_id: u64, pdu_session: u8, dnn: &str| {
+            let mut request = request("SMF", "2026-03-02T10:00:00Z", 0);
+            request.pdu_session_charging_information = Some(serde_json::json!({
+                "chargingId": charging_id,
+                "pduSessionInformation": {"pduSessionID": pdu_session, "dnnId": dnn},
+            }));
+            reference_of(&request, "imsi-001010000000001").expect("a reference")
+        };
+        let internet = session(1111, 1, "internet");
+        assert_ne!(internet, session(2222, 2, "ims"));
+        assert_ne!(internet, session(2222, 1, "internet"), "the charging id alone tells them apart");
+        assert_eq!(internet, session(1111, 1, "internet"), "a retransmission is the same create");
+        let without = reference_of(&request("SMF", "2026-03-02T10:00:00Z", 0), "imsi-001010000000001");
+        assert_ne!(Some(internet), without);
     }
 
     #[test]
