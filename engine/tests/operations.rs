@@ -613,3 +613,26 @@ fn a_rating_group_named_twice_in_one_request_is_refused() {
     let answer = on_session(&h, "gy;two", "two-i", SessionStep::Initial, two);
     assert_eq!(answer.outcome, Outcome::Success, "{answer:?}");
 }
+
+/// Regression: a grant paid by a bonus valid 45 s more was granted for the full
+/// Validity-Time (600 s); the usage reported after the bonus expired found no money
+/// behind it (a prepaid balance below zero available) and went uncharged. A grant lasts
+/// no longer than the money and allowances that pay for it.
+#[test]
+fn a_grant_lasts_no_longer_than_the_bonus_that_pays_for_it() {
+    let h = Harness::new("grant-validity");
+    h.prepaid(1, "491700000001", "0.00");
+    let bonus = Operation::GrantCredit {
+        amount: d("5.00"),
+        valid_from_at: MONDAY_10 - 10,
+        valid_until_at: MONDAY_10 + 45,
+        priority: 1,
+        reference: "bonus".into(),
+    };
+    assert_eq!(h.run("bonus", Target::Account(1), bonus).outcome, Outcome::Success);
+    let answer = on_session(&h, "gy;bonus", "bonus-i", SessionStep::Initial, vec![data_on(30, Some(1_000), None)]);
+    assert_eq!(answer.outcome, Outcome::Success, "{answer:?}");
+    let grant = &grants(&answer.body)[0];
+    assert!(grant.granted_units > 0, "{grant:?}");
+    assert!((1..=45).contains(&grant.validity_seconds), "{grant:?}");
+}

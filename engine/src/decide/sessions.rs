@@ -270,6 +270,28 @@ pub(crate) fn session_unit(op: Op<'_, '_, '_>, session: &str, step: SessionStep,
         }
     };
     grant.granted_units = granted;
+    // A grant lasts no longer than what pays for it: a promotional money bucket or an
+    // allowance that ends sooner ends the grant with it (Validity-Time), so the network
+    // reports and asks again then. Granted for the full validity, usage reported after a
+    // bonus expired found no money behind the grant and went uncharged.
+    let validity_seconds = {
+        let state = tx.state();
+        let account_row = &state.accounts[&account];
+        let money_ends = account_row
+            .money
+            .iter()
+            .filter(|b| b.id != 0 && b.balance > Decimal::ZERO && b.is_valid_at(ctx.decided_at))
+            .map(|b| b.valid_until_at);
+        let units_end = rated
+            .draws
+            .iter()
+            .filter_map(|draw| account_row.units.iter().find(|b| b.id == draw.bucket as BucketId))
+            .map(|b| b.valid_until_at);
+        let ends = money_ends.chain(units_end).min().unwrap_or(i64::MAX);
+        let left = ends.saturating_sub(ctx.decided_at).max(1);
+        u32::try_from(left).map_or(validity_seconds, |left| left.min(validity_seconds))
+    };
+    grant.validity_seconds = validity_seconds;
     tx.emit(Effect::Reserved(Box::new(Reservation {
         session: session.to_owned(),
         rating_group: unit.rating_group,
