@@ -302,9 +302,21 @@ fn credit_exhaustion_unknown_users_and_events() {
     let mut event = ccr("smsc;1", 4, 0, "491700000001", vec![], vec![Avp::u32(code::REQUESTED_ACTION, 0, 0), sms_info]);
     event[5] = Avp::utf8(code::SERVICE_CONTEXT_ID, 0, "32274@3gpp.org");
     event.push(Avp::grouped(code::REQUESTED_SERVICE_UNIT, 0, &[Avp::u64(code::CC_SERVICE_SPECIFIC_UNITS, 0, 1)]));
-    let answer = client.request(272, 4, event);
+    let answer = client.request(272, 4, event.clone());
     assert_eq!(result_code(&answer), Some(2001));
     assert!(answer.avp(code::COST_INFORMATION, 0).is_some());
+    // Regression: REFUND_ACCOUNT (not served) was 5004 without the Failed-AVP RFC 6733
+    // §7.1.5 requires.
+    event[0] = Avp::utf8(code::SESSION_ID, 0, "smsc;2");
+    let at = event.iter().position(|a| a.code == code::REQUESTED_ACTION).expect("Requested-Action");
+    event[at] = Avp::u32(code::REQUESTED_ACTION, 0, 1);
+    let answer = client.request(272, 4, event);
+    assert_eq!(result_code(&answer), Some(5004));
+    let failed = answer.avp(code::FAILED_AVP, 0).expect("Failed-AVP");
+    assert_eq!(
+        u32::from_be_bytes([failed.data[0], failed.data[1], failed.data[2], failed.data[3]]),
+        code::REQUESTED_ACTION
+    );
 }
 
 #[test]
@@ -323,6 +335,20 @@ fn malformed_messages_get_result_codes_and_the_connection_survives() {
         u32::from_be_bytes([failed.data[0], failed.data[1], failed.data[2], failed.data[3]]),
         code::CC_REQUEST_NUMBER
     );
+    // Regression: a second Session-Id was ignored (2001); RFC 6733 §8.8 allows one: 5009
+    // naming the second.
+    let avps = ccr(
+        "pgw;4b",
+        1,
+        0,
+        "491700000001",
+        vec![mscc(30, Some(1), None)],
+        vec![Avp::utf8(code::SESSION_ID, 0, "pgw;other")],
+    );
+    let answer = client.request(272, 4, avps);
+    assert_eq!(result_code(&answer), Some(5009));
+    let failed = answer.avp(code::FAILED_AVP, 0).expect("Failed-AVP");
+    assert!(failed.data.windows(9).any(|w| w == b"pgw;other"), "{failed:?}");
     // An unknown AVP with the M bit: 5001.
     let mut avps = ccr("pgw;5", 1, 0, "491700000001", vec![], vec![]);
     avps.push(Avp::u32(99_999, 0, 1));

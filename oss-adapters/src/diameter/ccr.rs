@@ -208,6 +208,11 @@ fn destination(message: &Message) -> Option<SmolStr> {
 /// another (seconds charged as bytes, or volume left unpaid).
 pub fn parse(message: &Message, now: i64, plans: &Plans) -> Result<CreditControl, Refusal> {
     let session = message.avp(code::SESSION_ID, 0).ok_or_else(|| missing(code::SESSION_ID, 0, 0))?;
+    // RFC 6733 §8.8: one Session-Id; a second names another session (5009, the second
+    // as Failed-AVP), not one to ignore.
+    if let Some(second) = message.avps(code::SESSION_ID, 0).nth(1) {
+        return Err(refuse(rc::AVP_OCCURS_TOO_MANY_TIMES, Some(second.encode()), "Session-Id appears more than once"));
+    }
     let session_id = text(session)?.to_owned();
     for required in [code::ORIGIN_HOST, code::ORIGIN_REALM, code::DESTINATION_REALM, code::SERVICE_CONTEXT_ID] {
         let Some(avp) = message.avp(required, 0) else {
@@ -365,10 +370,11 @@ pub fn to_request(ccr: &CreditControl) -> Result<Request, Refusal> {
                 0 => Operation::DirectDebit { usage },
                 2 => return Ok(Request { key: None, target, operation: Operation::BalanceEnquiry }),
                 3 => return Ok(Request { key: None, target, operation: Operation::PriceEnquiry { usage } }),
+                // RFC 6733 §7.1.5: a 5004 names the AVP in Failed-AVP.
                 action => {
                     return Err(refuse(
                         rc::INVALID_AVP_VALUE,
-                        None,
+                        Some(Avp::u32(code::REQUESTED_ACTION, 0, action).encode()),
                         format!("Requested-Action {action} is not supported"),
                     ));
                 }
