@@ -317,6 +317,15 @@ fn credit_exhaustion_unknown_users_and_events() {
         u32::from_be_bytes([failed.data[0], failed.data[1], failed.data[2], failed.data[3]]),
         code::REQUESTED_ACTION
     );
+    // Regression: an event's second Multiple-Services-Credit-Control was dropped, neither
+    // charged nor answered: refused (5009), nothing charged.
+    let before = balance(&server, 1);
+    let two = vec![mscc(30, Some(1_000), None), mscc(40, Some(1), None)];
+    let event = ccr("smsc;3", 4, 0, "491700000001", two, vec![Avp::u32(code::REQUESTED_ACTION, 0, 0)]);
+    let answer = client.request(272, 4, event);
+    assert_eq!(result_code(&answer), Some(5009));
+    assert!(answer.avp(code::FAILED_AVP, 0).is_some());
+    assert_eq!(balance(&server, 1), before);
 }
 
 #[test]

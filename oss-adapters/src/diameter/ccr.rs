@@ -357,6 +357,16 @@ pub fn to_request(ccr: &CreditControl) -> Result<Request, Refusal> {
             units: ccr.units.iter().map(|(unit, _, _)| unit.clone()).collect(),
         },
         _ => {
+            // An event is one service: a second Multiple-Services-Credit-Control was
+            // dropped unanswered and uncharged; it is refused instead (5009).
+            if ccr.units.len() > 1 {
+                let second = Avp::u32(code::RATING_GROUP, 0, ccr.units[1].0.rating_group);
+                return Err(refuse(
+                    rc::AVP_OCCURS_TOO_MANY_TIMES,
+                    Some(Avp::grouped(code::MULTIPLE_SERVICES_CREDIT_CONTROL, 0, &[second]).encode()),
+                    "an event (CC-Request-Type EVENT_REQUEST) charges one service: one Multiple-Services-Credit-Control",
+                ));
+            }
             let (unit, _, _) = ccr.units.first().ok_or_else(|| missing(code::REQUESTED_SERVICE_UNIT, 0, 0))?;
             let units = unit.requested_units.filter(|u| *u > 0).or(unit.used_units).unwrap_or(1);
             let usage = Usage {
