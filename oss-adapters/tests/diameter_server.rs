@@ -152,6 +152,12 @@ fn result_code(message: &Message) -> Option<u32> {
     message.avp(code::RESULT_CODE, 0).and_then(Avp::as_u32)
 }
 
+/// The code of the AVP an answer's Failed-AVP holds (its first four bytes).
+fn failed_code(message: &Message) -> u32 {
+    let failed = message.avp(code::FAILED_AVP, 0).expect("Failed-AVP");
+    u32::from_be_bytes([failed.data[0], failed.data[1], failed.data[2], failed.data[3]])
+}
+
 fn ccr(session: &str, request_type: u32, number: u32, msisdn: &str, mscc: Vec<Avp>, extra: Vec<Avp>) -> Vec<Avp> {
     let mut avps = vec![
         Avp::utf8(code::SESSION_ID, 0, session),
@@ -312,11 +318,7 @@ fn credit_exhaustion_unknown_users_and_events() {
     event[at] = Avp::u32(code::REQUESTED_ACTION, 0, 1);
     let answer = client.request(272, 4, event);
     assert_eq!(result_code(&answer), Some(5004));
-    let failed = answer.avp(code::FAILED_AVP, 0).expect("Failed-AVP");
-    assert_eq!(
-        u32::from_be_bytes([failed.data[0], failed.data[1], failed.data[2], failed.data[3]]),
-        code::REQUESTED_ACTION
-    );
+    assert_eq!(failed_code(&answer), code::REQUESTED_ACTION);
     // Regression: an event's second Multiple-Services-Credit-Control was dropped, neither
     // charged nor answered: refused (5009), nothing charged.
     let before = balance(&server, 1);
@@ -339,11 +341,7 @@ fn malformed_messages_get_result_codes_and_the_connection_survives() {
     avps.retain(|a| a.code != code::CC_REQUEST_NUMBER);
     let answer = client.request(272, 4, avps);
     assert_eq!(result_code(&answer), Some(5005));
-    let failed = answer.avp(code::FAILED_AVP, 0).expect("Failed-AVP");
-    assert_eq!(
-        u32::from_be_bytes([failed.data[0], failed.data[1], failed.data[2], failed.data[3]]),
-        code::CC_REQUEST_NUMBER
-    );
+    assert_eq!(failed_code(&answer), code::CC_REQUEST_NUMBER);
     // Regression: a second Session-Id was ignored (2001); RFC 6733 §8.8 allows one: 5009
     // naming the second.
     let avps = ccr(
