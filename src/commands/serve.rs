@@ -447,6 +447,16 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         // process made them (the CLI, a bill run, a mediation run): the alarms raised here
         // are recorded like theirs and not sent directly (that would send them twice).
         let trap_sender = args.alarms.traps()?;
+        // Where the trap forwarder starts: the audit trail's head now, before anything of
+        // this server can change an alarm (an alarm cleared at start is forwarded too).
+        let trap_from = match (&bss, &trap_sender) {
+            (Some(store), Some(_)) => {
+                // On the management plane's runtime, where the store lives.
+                let store = store.clone();
+                bss_handle.spawn(async move { store.audit_head().await }).await??.seq
+            }
+            _ => 0,
+        };
         let traps: Option<Arc<tollgate_alarms::TrapSender>> = None;
         let admin = tokio::net::TcpListener::bind(args.admin_listen).await?;
         tracing::info!(listen = %admin.local_addr()?, "admin server listening");
@@ -578,6 +588,7 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
             (Some(store), Some(sender)) => Some(bss_handle.spawn(tollgate_alarms::service::forward_traps(
                 store.clone(),
                 sender,
+                trap_from,
                 Duration::from_millis(500),
                 wait(stopped.clone()),
             ))),

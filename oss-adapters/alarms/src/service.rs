@@ -274,21 +274,24 @@ pub fn from_tmf(doc: &Value) -> Result<Alarm, AlarmError> {
     })
 }
 
-/// Sends an SNMP trap for each alarm change recorded in `store` from now on, whichever
-/// process made it (this server, `tollgate alarm`, `tollgate bill-run`, `tollgate
-/// mediate`): the audit trail is the change log (each change is recorded there in the
-/// transaction that makes it, with the alarm after it), read every `every` from where the
-/// forwarder left off, until `stop` resolves. A change made while no forwarder runs
-/// sends no trap (SNMPv2c traps are unacknowledged: a manager resynchronises through the
-/// API); an entry that cannot be read as an alarm is logged and skipped.
+/// Sends an SNMP trap for each alarm change recorded in `store` after audit record
+/// `after_seq` (the head when the server started: [`Store::audit_head`], read before
+/// anything of the server can change an alarm), whichever process made it (this server,
+/// `tollgate alarm`, `tollgate bill-run`, `tollgate mediate`): the audit trail is the
+/// change log (each change is recorded there in the transaction that makes it, with the
+/// alarm after it), read every `every` from where the forwarder left off, until `stop`
+/// resolves. A change made while no forwarder runs sends no trap (SNMPv2c traps are
+/// unacknowledged: a manager resynchronises through the API); an entry that cannot be
+/// read as an alarm is logged and skipped.
 pub async fn forward_traps(
     store: Store,
     sender: std::sync::Arc<TrapSender>,
+    after_seq: i64,
     every: std::time::Duration,
     stop: impl std::future::Future<Output = ()>,
 ) -> Result<(), AlarmError> {
     const PAGE: u32 = 500;
-    let mut cursor = store.audit_head().await?.seq;
+    let mut cursor = after_seq;
     tokio::pin!(stop);
     loop {
         let entries = match store.audit_entries_of_type(ENTITY, cursor, PAGE).await {
