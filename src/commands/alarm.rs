@@ -126,7 +126,7 @@ fn now_ms() -> i64 {
 pub(crate) fn run(database: &DatabaseArgs, command: AlarmCommand) -> anyhow::Result<ExitCode> {
     runtime()?.block_on(async {
         let store = database.open().await?;
-        let alarms = Alarms::new(store, None);
+        let alarms = Alarms::new(store);
         let shown = match command {
             AlarmCommand::List { open, severity, limit } => {
                 let mut filter = AlarmFilter { open_only: open, ..AlarmFilter::default() };
@@ -723,7 +723,7 @@ mod tests {
         config.fs = Arc::new(tollgate_engine::fs::RealFs::with_faults(Arc::clone(&faults)));
         let engine = Arc::new(Engine::open(config, Plans::new(), Arc::new(SystemClock)).expect("engine"));
         let store = Store::open(&dir.join("bss.sqlite3").display().to_string()).await.expect("store");
-        let alarms = Alarms::new(store, None);
+        let alarms = Alarms::new(store);
         let thresholds = Thresholds { disk_free_percent: [20, 10, 5], sync_p99_ms: 250, sync_window_seconds: 3 };
         let watched =
             Watched { engine: Arc::clone(&engine), data_dir: dir.clone(), thresholds, activator: None, steps: None };

@@ -278,7 +278,7 @@ pub(crate) fn run(args: &BillRunArgs) -> anyhow::Result<ExitCode> {
                     Err(error) => {
                         let failed: anyhow::Result<ExitCode> = Err(error);
                         if !args.dry_run {
-                            record_outcome(&store, None, &run_id(&cycle, &args.accounts).0, &failed).await;
+                            record_outcome(&store, &run_id(&cycle, &args.accounts).0, &failed).await;
                         }
                         return failed;
                     }
@@ -299,7 +299,7 @@ pub(crate) fn run(args: &BillRunArgs) -> anyhow::Result<ExitCode> {
                 let mut out = std::io::BufWriter::new(stdout.lock());
                 let billed = bill(&store, &request, &log, &mut out).await;
                 if !request.dry_run {
-                    record_outcome(&store, None, &request.run_id().0, &billed).await;
+                    record_outcome(&store, &request.run_id().0, &billed).await;
                 }
                 billed.map(|()| ExitCode::SUCCESS)
             }
@@ -387,12 +387,7 @@ impl RunLog {
 /// `bill-run/RUN` (major; the error is the specific problem); a later run of the same
 /// cycle and accounts that ends clears it. A run that could not open its store records
 /// nothing, nor does a dry run.
-pub(crate) async fn record_outcome<T>(
-    store: &Store,
-    traps: Option<std::sync::Arc<tollgate_alarms::TrapSender>>,
-    run: &str,
-    billed: &anyhow::Result<T>,
-) {
+pub(crate) async fn record_outcome<T>(store: &Store, run: &str, billed: &anyhow::Result<T>) {
     use super::alarm::source::BILL_RUN;
     if let Err(error) = billed {
         let why = format!("{error:#}");
@@ -405,7 +400,7 @@ pub(crate) async fn record_outcome<T>(
         let problem = format!("bill run {run} failed: {error:#}");
         BILL_RUN.report(&object, tollgate_alarms::PerceivedSeverity::Major, &problem)
     });
-    let alarms = tollgate_alarms::Alarms::new(store.clone(), traps);
+    let alarms = tollgate_alarms::Alarms::new(store.clone());
     super::alarm::record(&alarms, &object, BILL_RUN, raise).await;
 }
 

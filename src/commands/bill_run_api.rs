@@ -16,7 +16,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use tollgate_alarms::TrapSender;
 use tollgate_api::{BillRunProgress, BillRunRefusal, BillRunRequest, BillRunStart, BillRuns, BoxFuture};
 use tollgate_billing::RunConfig;
 use tollgate_oss_adapters::admin::{Exposition, Kind, MetricsSource};
@@ -85,28 +84,13 @@ pub(crate) struct ServeBillRuns {
     data_dir: PathBuf,
     shards: usize,
     config: RunConfig,
-    traps: Option<Arc<TrapSender>>,
     attempts: Mutex<HashMap<String, Arc<Attempt>>>,
     ended: Arc<Ended>,
 }
 
 impl ServeBillRuns {
-    pub(crate) fn new(
-        store: Store,
-        data_dir: PathBuf,
-        shards: usize,
-        config: RunConfig,
-        traps: Option<Arc<TrapSender>>,
-    ) -> ServeBillRuns {
-        ServeBillRuns {
-            store,
-            data_dir,
-            shards,
-            config,
-            traps,
-            attempts: Mutex::new(HashMap::new()),
-            ended: Arc::default(),
-        }
+    pub(crate) fn new(store: Store, data_dir: PathBuf, shards: usize, config: RunConfig) -> ServeBillRuns {
+        ServeBillRuns { store, data_dir, shards, config, attempts: Mutex::new(HashMap::new()), ended: Arc::default() }
     }
 
     fn attempts(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Attempt>>> {
@@ -202,7 +186,7 @@ impl BillRuns for ServeBillRuns {
                 attempt
             };
             tracing::info!(run = %id, actor = %request.actor, "bill run started through the API");
-            let (store, run, traps) = (self.store.clone(), id.clone(), self.traps.clone());
+            let (store, run) = (self.store.clone(), id.clone());
             let ending = Ending { attempt, ended: Arc::clone(&self.ended) };
             let runtime = tokio::runtime::Handle::current();
             // Not awaited: the answer is 202, and the run tells how it stands.
@@ -224,7 +208,7 @@ impl BillRuns for ServeBillRuns {
                             ended.failed.fetch_add(1, Relaxed);
                         }
                     }
-                    record_outcome(&store, traps, &run, &billed).await;
+                    record_outcome(&store, &run, &billed).await;
                 });
                 drop(ending);
             }));

@@ -153,7 +153,7 @@ impl RejectAlarms {
         self.runtime.block_on(async {
             if alarms.is_none() {
                 match tollgate_store::Store::open(location).await {
-                    Ok(store) => *alarms = Some(tollgate_alarms::Alarms::new(store, None)),
+                    Ok(store) => *alarms = Some(tollgate_alarms::Alarms::new(store)),
                     Err(err) => {
                         tracing::warn!(%object, error = %err, "alarm not recorded: the store did not open");
                         return;

@@ -444,8 +444,7 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         };
         // The operations endpoint; with a store, /metrics shows the open alarms too.
         // Traps are sent by one forwarder that follows the store's alarm changes, whichever
-        // process made them (the CLI, a bill run, a mediation run): the alarms raised here
-        // are recorded like theirs and not sent directly (that would send them twice).
+        // process made them (the CLI, a bill run, a mediation run, this server).
         let trap_sender = args.alarms.traps()?;
         // Where the trap forwarder starts: the audit trail's head now, before anything of
         // this server can change an alarm (an alarm cleared at start is forwarded too).
@@ -457,7 +456,6 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
             }
             _ => 0,
         };
-        let traps: Option<Arc<tollgate_alarms::TrapSender>> = None;
         let admin = tokio::net::TcpListener::bind(args.admin_listen).await?;
         tracing::info!(listen = %admin.local_addr()?, "admin server listening");
         let mut sources: Vec<Arc<dyn tollgate_oss_adapters::admin::MetricsSource>> = Vec::new();
@@ -478,7 +476,6 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
                 args.engine.data_dir.clone(),
                 report.shards.len(),
                 bill_run_config,
-                traps.clone(),
             ))
         });
         if let Some(runs) = &bill_runs {
@@ -570,7 +567,7 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
                     orders: orders.clone(),
                     policy,
                     every: Duration::from_secs(seconds),
-                    alarms: tollgate_alarms::Alarms::new(store.clone(), traps.clone()),
+                    alarms: tollgate_alarms::Alarms::new(store.clone()),
                 };
                 Some(bss_handle.spawn(run.run(wait(stopped.clone()))))
             }
@@ -597,7 +594,7 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         };
         let fault_watcher = match &bss {
             Some(store) => {
-                let alarms = tollgate_alarms::Alarms::new(store.clone(), traps.clone());
+                let alarms = tollgate_alarms::Alarms::new(store.clone());
                 let watched = super::alarm::Watched {
                     engine: Arc::clone(&engine),
                     data_dir: args.engine.data_dir.clone(),
@@ -617,7 +614,7 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
             &args.mediation,
             Arc::clone(&engine),
             &args.engine.data_dir,
-            bss.as_ref().map(|store| (tollgate_alarms::Alarms::new(store.clone(), traps.clone()), bss_handle.clone())),
+            bss.as_ref().map(|store| (tollgate_alarms::Alarms::new(store.clone()), bss_handle.clone())),
             mediation_counters,
             mediated.clone().map(|volume| volume as Arc<dyn tollgate_mediation::ChargedVolume>),
         )?;
@@ -630,7 +627,7 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
                 data_dir: args.engine.data_dir.clone(),
                 shards: report.shards.len(),
                 store: store.clone(),
-                alarms: tollgate_alarms::Alarms::new(store.clone(), traps.clone()),
+                alarms: tollgate_alarms::Alarms::new(store.clone()),
                 orders: orders.clone(),
                 runtime: bss_handle.clone(),
                 counters,
@@ -679,7 +676,6 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
                 if let Some(orders) = &orders {
                     config = config.with_orders(orders.clone());
                 }
-                config.alarm_traps = traps.clone();
                 let template = match &args.api.invoice_template {
                     Some(path) => tollgate_invoice_pdf::Template::from_file(path)
                         .with_context(|| format!("--invoice-template {}", path.display()))?,

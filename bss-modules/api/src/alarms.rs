@@ -29,7 +29,7 @@ type Params = Result<Query<Vec<(String, String)>>, QueryRejection>;
 type Body = Result<Bytes, BytesRejection>;
 
 fn alarms(state: &AppState) -> Alarms {
-    Alarms::new(state.store.clone(), state.alarm_traps.clone())
+    Alarms::new(state.store.clone())
 }
 
 fn now_ms() -> i64 {

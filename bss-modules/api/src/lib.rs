@@ -40,7 +40,6 @@ use std::sync::Arc;
 pub use alarms::BASE_PATH as ALARM_BASE_PATH;
 use axum::routing::{get, post};
 use axum::Router;
-use tollgate_alarms::TrapSender;
 use tollgate_catalogue::Catalogue;
 use tollgate_customers::{Customers, EnginePort, Templates, Thresholds};
 use tollgate_hub::{Hub, HubApi, HubOptions};
@@ -72,8 +71,6 @@ pub struct ApiConfig {
     /// Product orders, with the engine and the resource inventory they reach (`None`:
     /// the order routes answer 503).
     pub orders: Option<Orders>,
-    /// Where alarm changes are sent as SNMP traps (`None`: kept and served only).
-    pub alarm_traps: Option<Arc<TrapSender>>,
     /// Renders a final bill as a PDF for `Accept: application/pdf` (`None`: 406).
     pub bill_pdf: Option<Arc<dyn BillPdf>>,
     /// Runs bill runs in the server (`None`: the bill run routes answer 503).
@@ -170,7 +167,6 @@ impl Default for ApiConfig {
             hub: HubOptions::default(),
             engine: None,
             orders: None,
-            alarm_traps: None,
             bill_pdf: None,
             bill_runs: None,
             threshold_templates: Templates::default(),
@@ -241,7 +237,6 @@ pub(crate) struct AppState {
     pub(crate) inventory: Inventory,
     pub(crate) hub: Hub,
     pub(crate) orders: Option<Orders>,
-    pub(crate) alarm_traps: Option<Arc<TrapSender>>,
     pub(crate) bill_pdf: Option<Arc<dyn BillPdf>>,
     pub(crate) bill_runs: Option<Arc<dyn BillRuns>>,
     pub(crate) thresholds: Thresholds,
@@ -270,7 +265,6 @@ pub fn router(store: Store, config: &ApiConfig) -> Router {
         inventory: Inventory::new(store.clone(), config.inventory.clone()),
         hub: Hub::new(store.clone(), config.hub),
         orders: config.orders.clone(),
-        alarm_traps: config.alarm_traps.clone(),
         bill_pdf: config.bill_pdf.clone(),
         bill_runs: config.bill_runs.clone(),
         thresholds: Thresholds::new(store.clone(), config.threshold_templates.clone()),

@@ -1,12 +1,12 @@
 //! `Alarms`: raises, reports again, clears and acknowledges alarms in the store, one
 //! transaction per change with its audit record (the alarm before and after, in TMF642's
 //! shape) and its TMF642 event for the hub's listeners ([`EVENTS`]: webhooks, signed and
-//! retried by the hub's worker), then forwards the change as an SNMP trap when a
-//! [`TrapSender`] is configured.
+//! retried by the hub's worker). [`forward_traps`] sends each recorded change as an SNMP
+//! trap, whichever process made it.
 //!
-//! A trap is sent after the commit, once; SNMPv2c traps are not acknowledged, so one lost
-//! on the network is not sent again (the store keeps the alarm; the API and `/metrics`
-//! show it). A failed send is logged at WARN and does not undo the change.
+//! A trap is sent once; SNMPv2c traps are not acknowledged, so one lost on the network is
+//! not sent again (the store keeps the alarm; the API and `/metrics` show it). A failed
+//! send is logged at WARN.
 
 use jiff::Timestamp;
 use serde_json::{json, Value};
@@ -33,16 +33,15 @@ fn event_type(change: Change) -> Option<&'static str> {
     }
 }
 
-/// The alarms of one store, and where they are forwarded.
+/// The alarms of one store.
 #[derive(Debug, Clone)]
 pub struct Alarms {
     store: Store,
-    traps: Option<std::sync::Arc<TrapSender>>,
 }
 
 impl Alarms {
-    pub fn new(store: Store, traps: Option<std::sync::Arc<TrapSender>>) -> Alarms {
-        Alarms { store, traps }
+    pub fn new(store: Store) -> Alarms {
+        Alarms { store }
     }
 
     /// Raises an alarm, or, when one is open for the same alarmed object and probable
@@ -66,7 +65,6 @@ impl Alarms {
         };
         audit(&mut tx, actor, change, before.as_ref(), &alarm, now_ms).await?;
         tx.commit().await?;
-        self.forward(&alarm, change);
         Ok((alarm, change))
     }
 
@@ -92,7 +90,6 @@ impl Alarms {
         tx.update_alarm(&to_row(&alarm)).await?;
         audit(&mut tx, actor, change, Some(&before), &alarm, now_ms).await?;
         tx.commit().await?;
-        self.forward(&alarm, change);
         Ok(Some(alarm))
     }
 
@@ -126,7 +123,6 @@ impl Alarms {
         tx.update_alarm(&to_row(&alarm)).await?;
         audit(&mut tx, actor, change, Some(&before), &alarm, now_ms).await?;
         tx.commit().await?;
-        self.forward(&alarm, change);
         Ok((alarm, change))
     }
 
@@ -145,14 +141,6 @@ impl Alarms {
     /// Open alarms by perceived severity.
     pub async fn open_counts(&self) -> Result<Vec<(String, i64)>, AlarmError> {
         Ok(self.store.open_alarm_counts().await?)
-    }
-
-    fn forward(&self, alarm: &Alarm, change: Change) {
-        if let Some(traps) = &self.traps {
-            if let Err(err) = traps.send(alarm, change) {
-                tracing::warn!(alarm = alarm.id, error = %err, "alarm trap not sent");
-            }
-        }
     }
 }
 
@@ -392,7 +380,7 @@ mod tests {
 
     store_test! {
         async fn the_same_fault_updates_its_open_alarm_and_every_change_is_audited(store) {
-            let alarms = Alarms::new((*store).clone(), None);
+            let alarms = Alarms::new((*store).clone());
             let (first, change) =
                 alarms.raise(report("shard/0", PerceivedSeverity::Major, "write failed"), "system:engine", 1_000).await.expect("accepted");
             assert_eq!(change, Change::Raised);
