@@ -171,6 +171,31 @@ fn due_on(row: &Row) -> Result<Date> {
 
 /// The open invoices among final invoices `rows` (`invoices` columns plus `terms`),
 /// given every allocation and final credit note of them.
+/// What payments and final credit notes took off invoices `keys`, by invoice: all of it
+/// (`as_of` `None`), or what was known by the end of day `as_of` (UTC: an allocation of a
+/// payment received and allocated by then, a credit note issued by then).
+async fn settled(tx: &mut Tx, keys: &[&str], as_of: Option<Date>) -> Result<BTreeMap<String, Decimal>> {
+    let known = |day: Date| as_of.is_none_or(|as_of| day <= as_of);
+    let mut paid: BTreeMap<String, Decimal> = BTreeMap::new();
+    let sql = "SELECT a.invoice_id, a.amount, a.allocated_at_ms, p.received_on FROM payment_allocations a
+               JOIN payments p ON p.id = a.payment_id WHERE a.invoice_id IN (#)";
+    for row in select_in(tx, "receivables.settled", sql, keys).await? {
+        let received_on = date(&row, "received_on", &row.text("received_on")?)?;
+        if known(received_on) && known(issue_day(row.timestamp("allocated_at_ms")?)) {
+            *paid.entry(row.text("invoice_id")?).or_default() += row.money("amount")?;
+        }
+    }
+    let sql = "SELECT corrects_invoice_id AS invoice_id, gross AS amount, finalised_at_ms FROM invoices
+               WHERE kind = 'credit_note' AND state = 'final' AND corrects_invoice_id IN (#)";
+    for row in select_in(tx, "receivables.settled", sql, keys).await? {
+        // A credit note's gross is negative: it lowers what the invoice owes.
+        if known(issue_day(row.timestamp("finalised_at_ms")?)) {
+            *paid.entry(row.text("invoice_id")?).or_default() -= row.money("amount")?;
+        }
+    }
+    Ok(paid)
+}
+
 /// The final invoices of `rows` that owe something: now (`as_of` `None`), or at the end of
 /// day `as_of` (UTC), counting only what was known paid by then: an allocation of a
 /// payment received and allocated on or before that day, a credit note issued on or before
@@ -179,23 +204,7 @@ async fn open_of(tx: &mut Tx, rows: Vec<Row>, as_of: Option<Date>) -> Result<Vec
     let known = |day: Date| as_of.is_none_or(|as_of| day <= as_of);
     let ids: Vec<String> = rows.iter().map(|row| row.text("id")).collect::<Result<_>>()?;
     let keys: Vec<&str> = ids.iter().map(String::as_str).collect();
-    let mut paid: BTreeMap<String, Decimal> = BTreeMap::new();
-    let sql = "SELECT a.invoice_id, a.amount, a.allocated_at_ms, p.received_on FROM payment_allocations a
-               JOIN payments p ON p.id = a.payment_id WHERE a.invoice_id IN (#)";
-    for row in select_in(tx, "receivables.open", sql, &keys).await? {
-        let received_on = date(&row, "received_on", &row.text("received_on")?)?;
-        if known(received_on) && known(issue_day(row.timestamp("allocated_at_ms")?)) {
-            *paid.entry(row.text("invoice_id")?).or_default() += row.money("amount")?;
-        }
-    }
-    let sql = "SELECT corrects_invoice_id AS invoice_id, gross AS amount, finalised_at_ms FROM invoices
-               WHERE kind = 'credit_note' AND state = 'final' AND corrects_invoice_id IN (#)";
-    for row in select_in(tx, "receivables.open", sql, &keys).await? {
-        // A credit note's gross is negative: it lowers what the invoice owes.
-        if known(issue_day(row.timestamp("finalised_at_ms")?)) {
-            *paid.entry(row.text("invoice_id")?).or_default() -= row.money("amount")?;
-        }
-    }
+    let paid = settled(tx, &keys, as_of).await?;
     let mut open = Vec::new();
     for row in rows {
         if !known(issue_day(row.timestamp("finalised_at_ms")?)) {
@@ -329,18 +338,8 @@ impl Tx {
             .fetch_optional("receivables.remaining", "SELECT gross FROM invoices WHERE id = $1", args![id])
             .await?
             .ok_or_else(|| StoreError::NotFound { entity: "invoice", id: id.to_owned() })?;
-        let mut remaining = row.money("gross")?;
-        let sql = "SELECT amount FROM payment_allocations WHERE invoice_id IN (#)";
-        for part in select_in(self, "receivables.remaining", sql, &[id]).await? {
-            remaining -= part.money("amount")?;
-        }
-        let sql = "SELECT gross AS amount FROM invoices WHERE kind = 'credit_note' AND state = 'final'
-                   AND corrects_invoice_id IN (#)";
-        for credit in select_in(self, "receivables.remaining", sql, &[id]).await? {
-            // A credit note's gross is negative.
-            remaining += credit.money("amount")?;
-        }
-        Ok(remaining)
+        let paid = settled(self, &[id], None).await?;
+        Ok(row.money("gross")? - paid.get(id).copied().unwrap_or_default())
     }
 
     /// The payments of billing account `id` with something left to allocate, oldest first.
