@@ -232,8 +232,7 @@ pub struct Outputs {
 
 impl Outputs {
     pub fn of(config: &MediationConfig, input: &Path) -> Outputs {
-        let name = input.file_name().map_or_else(|| "input".into(), |n| n.to_string_lossy().into_owned());
-        Outputs::named(config, &name)
+        Outputs::named(config, &file_name(input))
     }
 
     /// The outputs under `name` (a file's name, or `NAME~DIGEST` for another file under a
@@ -344,7 +343,7 @@ impl<'e> Mediator<'e> {
             std::fs::create_dir_all(dir).map_err(MediationError::io(dir))?;
         }
         let digest = content_digest(input)?;
-        let base = input.file_name().map_or_else(|| "input".into(), |n| n.to_string_lossy().into_owned());
+        let base = file_name(input);
         let mut name = base.clone();
         let mut outputs = Outputs::named(&self.config, &name);
         let mut checkpoint = read_checkpoint(&outputs.checkpoint)?;
@@ -1030,6 +1029,11 @@ fn csv_field(text: &str) -> std::borrow::Cow<'_, str> {
     } else {
         std::borrow::Cow::Borrowed(text)
     }
+}
+
+/// The name a file's outputs and checkpoint are under: its own (`input` without one).
+fn file_name(input: &Path) -> String {
+    input.file_name().map_or_else(|| "input".into(), |n| n.to_string_lossy().into_owned())
 }
 
 /// XXH3-128 of the file's bytes, 32 hex digits: what tells two files of one name apart.
