@@ -47,10 +47,10 @@ pub const CUSTOMER_FILTERS: [&str; 2] = ["name", "status"];
 /// The attributes a billing account list may be filtered on.
 pub const ACCOUNT_FILTERS: [&str; 5] = ["name", "state", "creditLimit.unit", "relatedParty.id", "parentAccount.id"];
 
-/// The fields finance may change on a billing account.
 /// The name an anonymised customer's accounts take.
 const ANONYMISED: &str = "anonymised";
 
+/// The fields finance may change on a billing account.
 const FINANCE_FIELDS: [&str; 2] = ["creditLimit", "paymentTermsDays"];
 
 /// What a partner (a corporate customer's administrator) does not change on its
