@@ -454,6 +454,7 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
                 let store = store.clone();
                 bss_handle.spawn(async move { store.audit_head().await }).await??.seq
             }
+            (None, Some(_)) => anyhow::bail!("--alarm-trap-target needs a BSS store for its alarms: --database or --api-listen"),
             _ => 0,
         };
         let admin = tokio::net::TcpListener::bind(args.admin_listen).await?;
@@ -589,7 +590,6 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
                 Duration::from_millis(500),
                 wait(stopped.clone()),
             ))),
-            (None, Some(_)) => anyhow::bail!("--alarm-trap-target needs a BSS store for its alarms: --database or --api-listen"),
             _ => None,
         };
         let fault_watcher = match &bss {
